@@ -1,0 +1,99 @@
+/* runtime.h: the OpenCL host layer: platform/device enumeration and selection,
+ * one context + in-order queue per opened device, programs built from the
+ * embedded cl/*.cl sources with per-device -D flags and cached as binaries on
+ * disk, kernels cached per device, and CL error names in every message.
+ * The caller owns what cs_cl_list returns (free()) and each opened cs_cl_dev. */
+#ifndef CS_CL_RUNTIME_H
+#define CS_CL_RUNTIME_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Kernel family chosen per device: GPU-style (work-groups, local memory
+ * reductions) or CPU-style (wide vectors, one row per work-item). */
+enum cs_kfamily {
+    CS_KFAMILY_GPU = 0,
+    CS_KFAMILY_CPU = 1,
+};
+
+struct cs_cl_devinfo {
+    unsigned index;            /* position in the flattened list (all platforms) */
+    unsigned platform_index;
+    cl_platform_id platform;
+    cl_device_id id;
+    char platform_name[128];
+    char name[256];
+    char vendor[128];
+    char driver[64];           /* CL_DRIVER_VERSION */
+    char version[128];         /* CL_DEVICE_VERSION */
+    char c_version[64];        /* CL_DEVICE_OPENCL_C_VERSION */
+    cl_device_type type;
+    cl_uint compute_units;
+    cl_ulong global_mem;       /* bytes */
+    cl_ulong max_alloc;        /* bytes, CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+    cl_ulong local_mem;        /* bytes */
+    size_t max_wg;             /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+    cl_uint mem_align;         /* bytes, CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8 */
+    bool has_fp16;             /* cl_khr_fp16 */
+    bool has_subgroups;        /* cl_khr_subgroups or cl_intel_subgroups */
+    bool has_int_dot;          /* cl_khr_integer_dot_product */
+    enum cs_kfamily family;
+};
+
+/* Lists every device of every platform. *out is malloc'd (free() it); zero
+ * devices is not an error (n = 0). */
+int cs_cl_list(struct cs_cl_devinfo **out, size_t *n, char *err, size_t errlen);
+
+/* Picks a device by index ("1") or case-insensitive name substring ("pthread",
+ * "nvidia"); NULL/"" selects index 0. Error names what exists. */
+int cs_cl_select(const struct cs_cl_devinfo *list, size_t n, const char *sel, size_t *index,
+                 char *err, size_t errlen);
+
+struct cs_cl_prog_entry;
+
+/* An opened device: context, queue and the per-device program/kernel caches. */
+struct cs_cl_dev {
+    struct cs_cl_devinfo info;
+    cl_context ctx;
+    cl_command_queue q;        /* in-order */
+    char build_opts[256];      /* -D flags from the device's capabilities */
+    struct cs_cl_prog_entry *progs; /* private cache */
+};
+
+int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
+void cs_cl_dev_close(struct cs_cl_dev *d);
+
+/* The program built from the embedded source cl/NAME.cl (prefixed by
+ * cl/common.cl) with the device's build_opts plus extra (may be NULL).
+ * Built once per (name, extra) per device; binaries cached under
+ * $XDG_CACHE_HOME/clspec (or ~/.cache/clspec), keyed by a hash of source,
+ * options, device name and driver version. CLSPEC_NO_BINARY_CACHE=1 disables
+ * the disk cache. Build logs go into err on failure. */
+int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
+                  char *err, size_t errlen);
+
+/* A kernel of such a program, created once and cached on the device. Kernels
+ * are not thread-safe (clSetKernelArg): one thread drives one device. */
+int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kernel,
+                 cl_kernel *out, char *err, size_t errlen);
+
+/* "CL_OUT_OF_RESOURCES" for -5, ...; "CL_UNKNOWN_ERROR(n)" is never returned:
+ * unknown codes give "unknown OpenCL error". */
+const char *cs_cl_errstr(cl_int e);
+
+/* If rc != CL_SUCCESS: formats "what: CL_NAME (rc)" into err and returns
+ * CLSPEC_E_CL; else CLSPEC_OK. */
+int cs_cl_check(cl_int rc, const char *what, char *err, size_t errlen);
+
+/* The embedded kernel sources (generated at build time from cl/*.cl). */
+struct cs_cl_source {
+    const char *name; /* file name without .cl */
+    const char *text;
+};
+extern const struct cs_cl_source cs_cl_sources[];
+extern const size_t cs_cl_n_sources;
+const char *cs_cl_source_get(const char *name); /* NULL when absent */
+
+#endif

@@ -1,0 +1,67 @@
+/* common.c: error-message formatting and the status table. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+
+int cs_err(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+int cs_err_prefix(char *err, size_t errlen, int status, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return status;
+    char prefix[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    size_t pl = strlen(prefix), ml = strnlen(err, errlen - 1);
+    if (pl + 2 >= errlen)
+        return status;
+    if (ml > errlen - pl - 3)
+        ml = errlen - pl - 3;
+    memmove(err + pl + 2, err, ml);
+    memcpy(err, prefix, pl);
+    err[pl] = ':';
+    err[pl + 1] = ' ';
+    err[pl + 2 + ml] = '\0';
+    return status;
+}
+
+const char *clspec_strerror(int status)
+{
+    switch (status) {
+    case CLSPEC_OK: return "success";
+    case CLSPEC_E_IO: return "input/output error";
+    case CLSPEC_E_FORMAT: return "malformed input";
+    case CLSPEC_E_NOMEM: return "out of memory";
+    case CLSPEC_E_INVAL: return "invalid argument";
+    case CLSPEC_E_UNSUPPORTED: return "not supported";
+    case CLSPEC_E_CL: return "OpenCL error";
+    case CLSPEC_E_RANGE: return "out of range";
+    case CLSPEC_E_NOTFOUND: return "not found";
+    case CLSPEC_E_KV_FULL: return "KV cache full";
+    case CLSPEC_E_CONTEXT: return "prompt exceeds the context";
+    case CLSPEC_E_PLUGIN: return "plugin error";
+    case CLSPEC_E_BUSY: return "busy";
+    case CLSPEC_E_CANCELLED: return "cancelled";
+    }
+    return "unknown status";
+}
+
+const char *clspec_version(void)
+{
+    return PACKAGE_VERSION;
+}

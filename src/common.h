@@ -1,0 +1,47 @@
+/* common.h: small internal helpers shared by every module of libclspec:
+ * error-message formatting, checked size arithmetic, array length.
+ * Nothing here allocates; the caller owns every buffer it passes in. */
+#ifndef CS_COMMON_H
+#define CS_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clspec/clspec.h"
+
+#define CS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CS_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CS_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#if defined(__GNUC__)
+#define CS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CS_PRINTF(f, a)
+#endif
+
+/* Formats a message into err (if err && errlen) and returns status, so that
+ * error paths read: return cs_err(err, errlen, CLSPEC_E_FORMAT, "%s: ...", path); */
+int cs_err(char *err, size_t errlen, int status, const char *fmt, ...) CS_PRINTF(4, 5);
+
+/* Prepends "prefix: " to the message already in err (used when a caller adds
+ * context to a callee's message). Returns status. */
+int cs_err_prefix(char *err, size_t errlen, int status, const char *fmt, ...) CS_PRINTF(4, 5);
+
+/* Overflow-checked size arithmetic: return false on overflow. */
+static inline bool cs_mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a != 0 && b > UINT64_MAX / a)
+        return false;
+    *out = a * b;
+    return true;
+}
+static inline bool cs_add_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b > UINT64_MAX - a)
+        return false;
+    *out = a + b;
+    return true;
+}
+
+#endif
