@@ -1,0 +1,81 @@
+/* sampler.h: token sampling from a logits row: penalties over a window of
+ * recent tokens, top-k / top-p / min-p filters, temperature, seeded RNG.
+ * cs_sampler owns its RNG, history and scratch; the caller owns logits (never modified). */
+#ifndef CS_SAMPLER_H
+#define CS_SAMPLER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cs_sampler_params {
+    float temp;             /* <= 0: greedy (argmax after penalties) */
+    int32_t top_k;          /* <= 0 or >= n_vocab: off */
+    float top_p;            /* >= 1: off */
+    float min_p;            /* <= 0: off */
+    float repeat_penalty;   /* 1: off; logit > 0 divided, <= 0 multiplied (llama.cpp) */
+    float freq_penalty;     /* 0: off; logit -= count * freq_penalty */
+    float presence_penalty; /* 0: off; logit -= (count > 0) * presence_penalty */
+    int32_t penalty_last_n; /* window of accepted tokens the penalties look at (0: off) */
+    uint64_t seed;
+};
+
+/* The defaults llama.cpp uses: temp 0.8, top_k 40, top_p 0.95, min_p 0.05,
+ * penalties off, last_n 64, seed 0. */
+struct cs_sampler_params cs_sampler_defaults(void);
+
+/* Everything that evolves while generating: restoring it rewinds the sampler exactly. */
+struct cs_sampler_state {
+    uint64_t rng[4];     /* xoshiro256** state */
+    int32_t *hist;       /* ring of the last penalty_last_n accepted tokens (cap entries) */
+    int32_t hist_cap;    /* = max(penalty_last_n, 1) */
+    int32_t hist_n;      /* valid entries */
+    int32_t hist_head;   /* next write index */
+};
+
+struct cs_sampler_cand {
+    float logit;
+    int32_t id;
+};
+
+struct cs_sampler {
+    struct cs_sampler_params p;
+    int32_t n_vocab;
+    struct cs_sampler_state st;
+    /* scratch (n_vocab each), not state */
+    float *work;         /* logits after penalties */
+    int32_t *idx;        /* candidate ids */
+    float *prob;         /* candidate probabilities */
+    int32_t *count;      /* occurrence counts in the window */
+    struct cs_sampler_cand *cand; /* sort buffer */
+};
+
+int cs_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, struct cs_sampler **out, char *err,
+                   size_t errlen);
+void cs_sampler_free(struct cs_sampler *s);
+/* A new sampler with the same parameters and the same complete state. */
+int cs_sampler_clone(const struct cs_sampler *s, struct cs_sampler **out, char *err, size_t errlen);
+/* Copies the complete state (RNG + history) of src into dst (same params/vocab). */
+int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, char *err, size_t errlen);
+
+/* Picks a token from logits (n_vocab floats). Advances the RNG (when not
+ * greedy) but does not record the token: call cs_sampler_accept for that. */
+int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits);
+/* Records an accepted token in the penalty history (prompt tokens too, if wanted). */
+void cs_sampler_accept(struct cs_sampler *s, int32_t token);
+/* Clears the history and reseeds the RNG. */
+void cs_sampler_reset(struct cs_sampler *s);
+
+/* Applies the penalties of the current history to logits in place (exposed for tests). */
+void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits);
+/* Candidate set after penalties and top-k/top-p/min-p (before temperature):
+ * writes ids sorted by descending logit into ids (n_vocab capacity), returns
+ * the count. Exposed for tests. */
+int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t *ids);
+
+/* The sampler's RNG: uniform in [0, 1) (53 bits). */
+double cs_sampler_uniform(struct cs_sampler *s);
+
+/* Index of the largest value (first on ties). */
+int32_t cs_argmax(const float *x, int32_t n);
+
+#endif
