@@ -67,7 +67,9 @@ struct cs_cl_dev {
     struct cs_cl_devinfo info;
     cl_context ctx;
     cl_command_queue q;        /* in-order */
-    char build_opts[256];      /* -cl-std, math and -D flags from the device's capabilities */
+    char build_opts[256];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
+                                * plus -DCS_HAS_FP16=1, -DCS_HAS_SUBGROUPS=1, -DCS_HAS_INT_DOT=1
+                                * where present (why each: make_build_opts in runtime.c) */
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
 };
@@ -85,8 +87,9 @@ void cs_cl_dev_close(struct cs_cl_dev *d);
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen);
 
-/* A kernel of such a program, created once and cached on the device. Kernels
- * are not thread-safe (clSetKernelArg): one thread drives one device. */
+/* A kernel of such a program, created once and cached on the device (the
+ * device owns *out: do not release it). Kernels are not thread-safe
+ * (clSetKernelArg): one thread drives one device. */
 int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kernel,
                  cl_kernel *out, char *err, size_t errlen);
 
