@@ -174,6 +174,16 @@ static void test_select(void **state)
     assert_non_null(strstr(err, "0: Alpha CPU"));
     assert_non_null(strstr(err, "1: NVIDIA GeForce"));
     assert_int_equal(cs_cl_select(fake, 0, NULL, &idx, err, sizeof err), CLSPEC_E_NOTFOUND);
+
+    /* list + select + open in one call */
+    struct cs_cl_dev *d = NULL;
+    assert_int_equal(cs_cl_open(sub, &d, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(d->info.name, devs[0].name);
+    assert_non_null(d->ctx);
+    assert_non_null(d->q);
+    cs_cl_dev_close(d);
+    assert_int_equal(cs_cl_open("no-such-device", &d, err, sizeof err), CLSPEC_E_NOTFOUND);
+    assert_null(d);
 }
 
 static void test_sources(void **state)
@@ -259,6 +269,11 @@ static void test_open_run(void **state)
     assert_int_equal(cs_cl_run(d, k1, "bw_read_f4", 1, &g, NULL, err, sizeof err), CLSPEC_E_INVAL);
     assert_int_equal(cs_cl_run(d, k1, "bw_read_f4", 1, &g, &huge, err, sizeof err), CLSPEC_E_CL);
     assert_non_null(strstr(err, "clEnqueueNDRangeKernel(bw_read_f4): CL_INVALID_"));
+
+    cl_uint v = 1;
+    assert_int_equal(cs_cl_arg(k1, 1, sizeof v, &v, "bw_read_f4", err, sizeof err), CLSPEC_OK);
+    assert_int_equal(cs_cl_arg(k1, 9, sizeof v, &v, "bw_read_f4", err, sizeof err), CLSPEC_E_CL);
+    assert_string_equal(err, "clSetKernelArg(bw_read_f4, 9): CL_INVALID_ARG_INDEX (-49)");
 
     assert_int_equal(cs_cl_kernel(d, "bandwidth", NULL, "no_such_kernel", &k1, err, sizeof err), CLSPEC_E_CL);
     assert_non_null(strstr(err, "CL_INVALID_KERNEL_NAME"));

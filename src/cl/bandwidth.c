@@ -33,18 +33,13 @@ static int probe(struct cs_cl_dev *d, const char *kname, size_t vec_bytes, cl_me
     if (rc != CLSPEC_OK)
         return rc;
     cl_uint n = (cl_uint)(bytes / vec_bytes);
-    cl_int crc = clSetKernelArg(k, 0, sizeof src, &src);
-    if (crc == CL_SUCCESS)
-        crc = clSetKernelArg(k, 1, sizeof n, &n);
-    if (crc == CL_SUCCESS)
-        crc = clSetKernelArg(k, 2, sizeof out, &out);
-    if (crc == CL_SUCCESS)
-        crc = clSetKernelArg(k, 3, local * sizeof(float), NULL);
     size_t global = groups * local;
     cl_uint chunk = (cl_uint)((n + global - 1) / global); /* only the chunked kernel takes it */
-    if (crc == CL_SUCCESS && strstr(kname, "chunk"))
-        crc = clSetKernelArg(k, 4, sizeof chunk, &chunk);
-    if ((rc = cs_cl_check(crc, kname, err, errlen)) != CLSPEC_OK)
+    if ((rc = cs_cl_arg(k, 0, sizeof src, &src, kname, err, errlen)) != CLSPEC_OK ||
+        (rc = cs_cl_arg(k, 1, sizeof n, &n, kname, err, errlen)) != CLSPEC_OK ||
+        (rc = cs_cl_arg(k, 2, sizeof out, &out, kname, err, errlen)) != CLSPEC_OK ||
+        (rc = cs_cl_arg(k, 3, local * sizeof(float), NULL, kname, err, errlen)) != CLSPEC_OK ||
+        (strstr(kname, "chunk") && (rc = cs_cl_arg(k, 4, sizeof chunk, &chunk, kname, err, errlen)) != CLSPEC_OK))
         return rc;
     double best = 0;
     for (int r = -1; r < runs; r++) { /* r = -1: warm-up (and PoCL's kernel compile) */

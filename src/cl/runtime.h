@@ -77,6 +77,9 @@ struct cs_cl_dev {
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
 
+/* cs_cl_list + cs_cl_select(sel) + cs_cl_dev_open in one call. */
+int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen);
+
 /* The program built from the embedded source cl/NAME.cl (prefixed by
  * cl/common.cl and, when present, cl/blocks.cl) with the device's build_opts plus extra (may be NULL).
  * Built once per (name, extra) per device; binaries cached under
@@ -100,6 +103,11 @@ int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const
  * "clEnqueueNDRangeKernel(matvec_q8_0): CL_INVALID_WORK_GROUP_SIZE (-54)". */
 int cs_cl_run(struct cs_cl_dev *d, cl_kernel k, const char *name, cl_uint dims,
               const size_t *global, const size_t *local, char *err, size_t errlen);
+
+/* clSetKernelArg(k, i, size, value); errors name the kernel and argument:
+ * "clSetKernelArg(matvec_q8_0, 3): CL_INVALID_ARG_SIZE (-51)". */
+int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char *name,
+              char *err, size_t errlen);
 
 /* clCreateBuffer of bytes (> 0) with flags; refuses sizes above
  * info.max_alloc with CLSPEC_E_RANGE. The caller releases *out
