@@ -1,6 +1,6 @@
 /* runtime.h: the OpenCL host layer: platform/device enumeration and selection,
  * one context + in-order queue per opened device, programs built from the
- * embedded cl/*.cl sources with per-device -D flags and cached as binaries on
+ * embedded cl/<name>.cl sources with per-device -D flags and cached as binaries on
  * disk, kernels cached per device, and CL error names in every message.
  * The caller owns what cs_cl_list returns (free()) and each opened cs_cl_dev. */
 #ifndef CS_CL_RUNTIME_H
@@ -53,24 +53,35 @@ int cs_cl_select(const struct cs_cl_devinfo *list, size_t n, const char *sel, si
 
 struct cs_cl_prog_entry;
 
+/* Counters of what cs_cl_program did on one device (tests and --verbose). */
+struct cs_cl_stats {
+    unsigned source_builds;    /* programs compiled from source */
+    unsigned cache_loads;      /* programs created from a cached binary */
+    unsigned cache_writes;     /* binaries written to the disk cache */
+    unsigned cache_rejects;    /* cache files ignored: corrupt, stale or refused by the driver */
+    double last_build_ms;      /* wall time of the last cs_cl_program that built or loaded */
+};
+
 /* An opened device: context, queue and the per-device program/kernel caches. */
 struct cs_cl_dev {
     struct cs_cl_devinfo info;
     cl_context ctx;
     cl_command_queue q;        /* in-order */
-    char build_opts[256];      /* -D flags from the device's capabilities */
+    char build_opts[256];      /* -cl-std, math and -D flags from the device's capabilities */
     struct cs_cl_prog_entry *progs; /* private cache */
+    struct cs_cl_stats stats;
 };
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
 
 /* The program built from the embedded source cl/NAME.cl (prefixed by
- * cl/common.cl) with the device's build_opts plus extra (may be NULL).
+ * cl/common.cl and, when present, cl/blocks.cl) with the device's build_opts plus extra (may be NULL).
  * Built once per (name, extra) per device; binaries cached under
  * $XDG_CACHE_HOME/clspec (or ~/.cache/clspec), keyed by a hash of source,
- * options, device name and driver version. CLSPEC_NO_BINARY_CACHE=1 disables
- * the disk cache. Build logs go into err on failure. */
+ * options, device name, platform and driver version; a corrupt or stale file
+ * is ignored and rewritten. CLSPEC_NO_BINARY_CACHE=1 disables the disk cache.
+ * Build logs go into err on failure (CLSPEC_E_CL). The device owns *out. */
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen);
 
@@ -78,6 +89,37 @@ int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_p
  * are not thread-safe (clSetKernelArg): one thread drives one device. */
 int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kernel,
                  cl_kernel *out, char *err, size_t errlen);
+
+/* Enqueues k over dims (1..3) dimensions. local is required (an explicit
+ * work-group size keeps PoCL from recompiling per global size); each
+ * global[i] is rounded up to a multiple of local[i], so kernels must bound-
+ * check their ids. Errors name the kernel:
+ * "clEnqueueNDRangeKernel(matvec_q8_0): CL_INVALID_WORK_GROUP_SIZE (-54)". */
+int cs_cl_run(struct cs_cl_dev *d, cl_kernel k, const char *name, cl_uint dims,
+              const size_t *global, const size_t *local, char *err, size_t errlen);
+
+/* clCreateBuffer of bytes (> 0) with flags; refuses sizes above
+ * info.max_alloc with CLSPEC_E_RANGE. The caller releases *out
+ * (clReleaseMemObject). */
+int cs_cl_alloc(struct cs_cl_dev *d, cl_mem_flags flags, size_t bytes, void *host_ptr,
+                cl_mem *out, char *err, size_t errlen);
+/* Blocking transfers of bytes at offset (bytes) in buf. */
+int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
+                char *err, size_t errlen);
+int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst,
+               char *err, size_t errlen);
+/* clFinish on the device's queue. */
+int cs_cl_finish(struct cs_cl_dev *d, char *err, size_t errlen);
+
+/* Builds a program from the given source text (not an embedded file) with
+ * the device's build_opts plus extra, bypassing the caches; label names it in
+ * errors. The caller releases *out. For tests and experiments. */
+int cs_cl_program_from_source(struct cs_cl_dev *d, const char *label, const char *source,
+                              const char *extra, cl_program *out, char *err, size_t errlen);
+
+/* The directory of the binary cache ($XDG_CACHE_HOME/clspec or
+ * $HOME/.cache/clspec) into buf; CLSPEC_E_NOTFOUND when neither is set. */
+int cs_cl_cache_dir(char *buf, size_t len, char *err, size_t errlen);
 
 /* "CL_OUT_OF_RESOURCES" for -5, ...; "CL_UNKNOWN_ERROR(n)" is never returned:
  * unknown codes give "unknown OpenCL error". */
@@ -87,7 +129,7 @@ const char *cs_cl_errstr(cl_int e);
  * CLSPEC_E_CL; else CLSPEC_OK. */
 int cs_cl_check(cl_int rc, const char *what, char *err, size_t errlen);
 
-/* The embedded kernel sources (generated at build time from cl/*.cl). */
+/* The embedded kernel sources (generated at build time from cl/<name>.cl). */
 struct cs_cl_source {
     const char *name; /* file name without .cl */
     const char *text;

@@ -1,0 +1,58 @@
+/* common.cl: prelude of every clspec program (the host prepends it, then
+ * cl/blocks.cl, then the op's own file). The host passes the device's feature
+ * flags as -D options (see cs_cl_dev_open): CS_FAMILY_CPU / CS_FAMILY_GPU,
+ * CS_HAS_FP16, CS_HAS_SUBGROUPS, CS_HAS_INT_DOT; each is 1 when present and
+ * defined to 0 here when absent, so kernels test them with #if. */
+#ifndef CS_FAMILY_CPU
+#define CS_FAMILY_CPU 0
+#endif
+#ifndef CS_FAMILY_GPU
+#define CS_FAMILY_GPU 0
+#endif
+#ifndef CS_HAS_FP16
+#define CS_HAS_FP16 0
+#endif
+#ifndef CS_HAS_SUBGROUPS
+#define CS_HAS_SUBGROUPS 0
+#endif
+#ifndef CS_HAS_INT_DOT
+#define CS_HAS_INT_DOT 0
+#endif
+
+#if CS_HAS_FP16
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+#endif
+#if CS_HAS_SUBGROUPS && defined(cl_khr_subgroups)
+#pragma OPENCL EXTENSION cl_khr_subgroups : enable
+#endif
+
+/* IEEE half bits -> float without needing cl_khr_fp16 (vload_half is core
+ * OpenCL 1.2 and reads half data from any address space). */
+inline float cs_h2f(const __global ushort *p)
+{
+    return vload_half(0, (const __global half *)p);
+}
+
+/* Sum of v over the work-group (any local size); scratch holds
+ * get_local_size(0) floats. Every work-item of the group must call it; all
+ * get the total. */
+inline float cs_wg_sum(float v, __local float *scratch)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    uint p = 1;
+    while (p * 2 <= n)
+        p *= 2;
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid >= p)
+        scratch[lid - p] += scratch[lid];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = p / 2; s > 0; s >>= 1) {
+        if (lid < s)
+            scratch[lid] += scratch[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
