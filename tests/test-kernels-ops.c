@@ -16,6 +16,7 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "common.h"
 #include "ops/ops.h"
 #include "quant.h"
 #include "ref/ops_ref.h"

@@ -25,8 +25,8 @@ struct karg {
 #define ATT_WG 64   /* must match cl/attention.cl */
 
 /* The single dispatch path: fetch the (cached) kernel, set its arguments,
- * enqueue a 1-D range of n_items work-items rounded up to the explicit local
- * size (kernels bound-check their index). */
+ * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
+ * explicit local size (kernels bound-check their index). */
 static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
                   const struct karg *a, size_t na, size_t n_items, size_t local, char *err,
                   size_t errlen)
@@ -43,15 +43,7 @@ static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, cons
     }
     if (n_items == 0)
         return CLSPEC_OK;
-    if (local == 0 || local > d->info.max_wg)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "%s: local size %zu exceeds the device's %zu", kname, local, d->info.max_wg);
-    size_t global = (n_items + local - 1) / local * local;
-    cl_int e = clEnqueueNDRangeKernel(d->q, k, 1, NULL, &global, &local, 0, NULL, NULL);
-    if (e != CL_SUCCESS)
-        return cs_err(err, errlen, CLSPEC_E_CL, "%s: enqueue %zu/%zu: %s (%d)", kname, global,
-                      local, cs_cl_errstr(e), (int)e);
-    return CLSPEC_OK;
+    return cs_cl_run(d, k, kname, 1, &n_items, &local, err, errlen);
 }
 
 static size_t elt_local(const struct cs_cl_dev *d)
