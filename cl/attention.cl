@@ -1,0 +1,218 @@
+/* attention.cl: scaled dot-product attention of q (n_tokens, n_head, HD) over
+ * one layer's typed KV cache (n_cells, n_kv_head * HD), online softmax, GQA
+ * (q head h reads kv head h / (n_head / n_kv_head)). Cell c is visible to
+ * token t iff bit token_seq[t] of cell_seq[c] is set and
+ *   causal:     0 <= cell_pos[c] <= token_pos[t]
+ *   non-causal: cell_pos[c] >= 0.
+ * A token that sees no cell gets zeros. Build flags: -DHD=<head_dim> (multiple
+ * of 4; of 32 for quantized caches) -DKV_T=<ggml type id> (0 f32, 1 f16,
+ * 30 bf16, 8 q8_0, 2 q4_0). Two families:
+ *   attn_cpu: one work-item per (token, head), the whole row in registers;
+ *   attn_gpu: one work-group of ATT_WG per (token, head), cells in chunks of
+ *             ATT_WG (one score per work-item), local-memory reductions. */
+
+#ifndef KV_T
+#define KV_T 0
+#endif
+#ifndef HD
+#error "attention.cl: build with -DHD=<head_dim>"
+#endif
+#define ATT_WG 64
+
+/* Bytes of n elements of the cache type (n a multiple of 32 for blocks). */
+#if KV_T == 0
+#define KV_BYTES(n) ((size_t)(n) * 4)
+#elif KV_T == 1 || KV_T == 30
+#define KV_BYTES(n) ((size_t)(n) * 2)
+#elif KV_T == 8
+#define KV_BYTES(n) ((size_t)(n) / 32 * 34)
+#elif KV_T == 2
+#define KV_BYTES(n) ((size_t)(n) / 32 * 18)
+#else
+#error "attention.cl: unsupported KV_T"
+#endif
+
+/* Four elements i..i+3 (i % 4 == 0) of a head segment p. */
+static float4 kv_load4(__global const uchar *p, int i)
+{
+#if KV_T == 0
+    return vload4(0, (__global const float *)p + i);
+#elif KV_T == 1
+    return vload_half4(0, (__global const half *)p + i);
+#elif KV_T == 30
+    ushort4 h = vload4(0, (__global const ushort *)p + i);
+    return as_float4(convert_uint4(h) << 16);
+#elif KV_T == 8
+    __global const uchar *b = p + (i / 32) * 34;
+    float d = vload_half(0, (__global const half *)b);
+    char4 q = vload4(0, (__global const char *)b + 2 + (i % 32));
+    return convert_float4(q) * d;
+#elif KV_T == 2
+    __global const uchar *b = p + (i / 32) * 18;
+    float d = vload_half(0, (__global const half *)b);
+    int j = i % 32;
+    uchar4 q = vload4(0, b + 2 + (j % 16));
+    int4 v = j < 16 ? convert_int4(q & (uchar)0x0f) : convert_int4(q >> (uchar)4);
+    return convert_float4(v - 8) * d;
+#endif
+}
+
+/* One element i of a head segment p. */
+static float kv_load1(__global const uchar *p, int i)
+{
+#if KV_T == 0
+    return ((__global const float *)p)[i];
+#elif KV_T == 1
+    return vload_half(i, (__global const half *)p);
+#elif KV_T == 30
+    return as_float((uint)((__global const ushort *)p)[i] << 16);
+#elif KV_T == 8
+    __global const uchar *b = p + (i / 32) * 34;
+    return (float)((__global const char *)b)[2 + i % 32] * vload_half(0, (__global const half *)b);
+#elif KV_T == 2
+    __global const uchar *b = p + (i / 32) * 18;
+    int j = i % 32;
+    uchar q = b[2 + j % 16];
+    int v = j < 16 ? (q & 0x0f) : (q >> 4);
+    return (float)(v - 8) * vload_half(0, (__global const half *)b);
+#endif
+}
+
+static bool att_visible(int c, __global const int *cell_pos, __global const ulong *cell_seq, int tp,
+                        int ts, int causal)
+{
+    int cp = cell_pos[c];
+    if (cp < 0 || (causal && cp > tp))
+        return false;
+    return ts >= 0 && ts < 64 && ((cell_seq[c] >> ts) & 1UL);
+}
+
+#define ATT_ARGS                                                                                    \
+    __global const float *q, uint q_off, __global float *out, uint o_off, __global const uchar *kc, \
+        __global const uchar *vc, __global const int *cell_pos, __global const ulong *cell_seq,     \
+        __global const int *token_pos, __global const int *token_seq, int n_tokens, int n_head,     \
+        int n_kv_head, int n_cells, int causal, float scale
+
+__kernel void attn_cpu(ATT_ARGS)
+{
+    int gid = get_global_id(0);
+    if (gid >= n_tokens * n_head)
+        return;
+    int t = gid / n_head, h = gid % n_head;
+    int kvh = h / (n_head / n_kv_head);
+    int tp = token_pos[t], ts = token_seq[t];
+    size_t row_bytes = KV_BYTES(n_kv_head * HD), head_bytes = KV_BYTES(kvh * HD);
+    __global const float *qr = q + q_off + (size_t)gid * HD;
+
+    float4 qv[HD / 4], acc[HD / 4];
+    for (int i = 0; i < HD / 4; i++) {
+        qv[i] = vload4(i, qr) * scale;
+        acc[i] = (float4)(0.0f);
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int c = 0; c < n_cells; c++) {
+        if (!att_visible(c, cell_pos, cell_seq, tp, ts, causal))
+            continue;
+        __global const uchar *kp = kc + (size_t)c * row_bytes + head_bytes;
+        __global const uchar *vp = vc + (size_t)c * row_bytes + head_bytes;
+        float4 s4 = (float4)(0.0f);
+        for (int i = 0; i < HD / 4; i++)
+            s4 += qv[i] * kv_load4(kp, 4 * i);
+        float s = s4.x + s4.y + s4.z + s4.w;
+        float corr = 1.0f, p = 1.0f;
+        if (s > m) {
+            corr = exp(m - s);
+            m = s;
+        } else {
+            p = exp(s - m);
+        }
+        l = l * corr + p;
+        for (int i = 0; i < HD / 4; i++)
+            acc[i] = acc[i] * corr + p * kv_load4(vp, 4 * i);
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    __global float *orow = out + o_off + (size_t)gid * HD;
+    for (int i = 0; i < HD / 4; i++)
+        vstore4(acc[i] * inv, i, orow);
+}
+
+#define ATT_PER_WI ((HD + ATT_WG - 1) / ATT_WG)
+
+/* Tree reduction over ATT_WG values; op 0 sum, 1 max. Ends with a barrier. */
+static float att_reduce(__local float *red, float v, int op)
+{
+    int lid = get_local_id(0);
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ATT_WG / 2; s > 0; s /= 2) {
+        if (lid < s)
+            red[lid] = op ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float r = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_ARGS)
+{
+    __local float qs[HD];
+    __local float ps[ATT_WG];
+    __local float red[ATT_WG];
+    int gid = get_group_id(0), lid = get_local_id(0);
+    int t = gid / n_head, h = gid % n_head;
+    int kvh = h / (n_head / n_kv_head);
+    int tp = token_pos[t], ts = token_seq[t];
+    size_t row_bytes = KV_BYTES(n_kv_head * HD), head_bytes = KV_BYTES(kvh * HD);
+    __global const float *qr = q + q_off + (size_t)gid * HD;
+    for (int i = lid; i < HD; i += ATT_WG)
+        qs[i] = qr[i] * scale;
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float acc[ATT_PER_WI];
+    for (int j = 0; j < ATT_PER_WI; j++)
+        acc[j] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int c0 = 0; c0 < n_cells; c0 += ATT_WG) {
+        int c = c0 + lid;
+        float s = -INFINITY;
+        if (c < n_cells && att_visible(c, cell_pos, cell_seq, tp, ts, causal)) {
+            __global const uchar *kp = kc + (size_t)c * row_bytes + head_bytes;
+            float4 s4 = (float4)(0.0f);
+            for (int i = 0; i < HD / 4; i++)
+                s4 += vload4(i, qs) * kv_load4(kp, 4 * i);
+            s = s4.x + s4.y + s4.z + s4.w;
+        }
+        float cmax = att_reduce(red, s, 1);
+        if (cmax == -INFINITY)
+            continue; /* uniform: no visible cell in this chunk */
+        float m_new = fmax(m, cmax);
+        float corr = exp(m - m_new);
+        float p = s == -INFINITY ? 0.0f : exp(s - m_new);
+        ps[lid] = p;
+        float psum = att_reduce(red, p, 0); /* its barriers also publish ps */
+        l = l * corr + psum;
+        m = m_new;
+        int nc = min(ATT_WG, n_cells - c0);
+        for (int j = 0; j < ATT_PER_WI; j++) {
+            int dd = lid + j * ATT_WG;
+            if (dd >= HD)
+                break;
+            float a = acc[j] * corr;
+            for (int jj = 0; jj < nc; jj++) {
+                float pj = ps[jj];
+                if (pj != 0.0f)
+                    a += pj * kv_load1(vc + (size_t)(c0 + jj) * row_bytes + head_bytes, dd);
+            }
+            acc[j] = a;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* ps is rewritten by the next chunk */
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    __global float *orow = out + o_off + (size_t)gid * HD;
+    for (int j = 0; j < ATT_PER_WI; j++) {
+        int dd = lid + j * ATT_WG;
+        if (dd < HD)
+            orow[dd] = acc[j] * inv;
+    }
+}

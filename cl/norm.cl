@@ -1,0 +1,113 @@
+/* norm.cl: row reductions of the forward pass: RMSNorm (with an optional
+ * weight row) and softmax over rows, in two families:
+ *   *_cpu: one row per work-item, float4 loads, no local memory;
+ *   *_gpu: one work-group per row, local-memory tree reductions (the local
+ *          size is a power of two <= NORM_WG, chosen by src/ops/ops.c). */
+
+#define NORM_WG 256
+
+/* ---- CPU family ---- */
+
+__kernel void rmsnorm_cpu(__global const float *x, uint x_off, __global const float *w, int has_w,
+                          __global float *y, uint y_off, int n_rows, int n_cols, float eps)
+{
+    int r = get_global_id(0);
+    if (r >= n_rows)
+        return;
+    __global const float *xr = x + x_off + (size_t)r * n_cols;
+    __global float *yr = y + y_off + (size_t)r * n_cols;
+    int n4 = n_cols / 4;
+    float4 acc4 = (float4)(0.0f);
+    for (int i = 0; i < n4; i++) {
+        float4 v = vload4(i, xr);
+        acc4 += v * v;
+    }
+    float acc = acc4.x + acc4.y + acc4.z + acc4.w;
+    for (int i = n4 * 4; i < n_cols; i++)
+        acc += xr[i] * xr[i];
+    float s = 1.0f / sqrt(acc / (float)n_cols + eps);
+    for (int i = 0; i < n4; i++) {
+        float4 v = vload4(i, xr) * s;
+        if (has_w)
+            v *= vload4(i, w);
+        vstore4(v, i, yr);
+    }
+    for (int i = n4 * 4; i < n_cols; i++)
+        yr[i] = has_w ? xr[i] * s * w[i] : xr[i] * s;
+}
+
+__kernel void softmax_cpu(__global float *x, uint x_off, int n_rows, int n_cols)
+{
+    int r = get_global_id(0);
+    if (r >= n_rows)
+        return;
+    __global float *xr = x + x_off + (size_t)r * n_cols;
+    float m = -INFINITY;
+    for (int i = 0; i < n_cols; i++)
+        m = fmax(m, xr[i]);
+    float sum = 0.0f;
+    for (int i = 0; i < n_cols; i++) {
+        float e = exp(xr[i] - m);
+        xr[i] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n_cols; i++)
+        xr[i] *= inv;
+}
+
+/* ---- GPU family ---- */
+
+/* Tree reduction of red[0..ls) (ls a power of two); every work-item gets the
+ * result. op 0 = sum, 1 = max. Ends with a barrier so red may be reused. */
+static float norm_reduce(__local float *red, float v, int op)
+{
+    int lid = get_local_id(0), ls = get_local_size(0);
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = ls / 2; s > 0; s /= 2) {
+        if (lid < s)
+            red[lid] = op ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    float r = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}
+
+__kernel void rmsnorm_gpu(__global const float *x, uint x_off, __global const float *w, int has_w,
+                          __global float *y, uint y_off, int n_rows, int n_cols, float eps)
+{
+    __local float red[NORM_WG];
+    int r = get_group_id(0), lid = get_local_id(0), ls = get_local_size(0);
+    __global const float *xr = x + x_off + (size_t)r * n_cols;
+    __global float *yr = y + y_off + (size_t)r * n_cols;
+    float acc = 0.0f;
+    for (int i = lid; i < n_cols; i += ls)
+        acc += xr[i] * xr[i];
+    acc = norm_reduce(red, acc, 0);
+    float s = 1.0f / sqrt(acc / (float)n_cols + eps);
+    for (int i = lid; i < n_cols; i += ls)
+        yr[i] = has_w ? xr[i] * s * w[i] : xr[i] * s;
+}
+
+__kernel void softmax_gpu(__global float *x, uint x_off, int n_rows, int n_cols)
+{
+    __local float red[NORM_WG];
+    int r = get_group_id(0), lid = get_local_id(0), ls = get_local_size(0);
+    __global float *xr = x + x_off + (size_t)r * n_cols;
+    float m = -INFINITY;
+    for (int i = lid; i < n_cols; i += ls)
+        m = fmax(m, xr[i]);
+    m = norm_reduce(red, m, 1);
+    float sum = 0.0f;
+    for (int i = lid; i < n_cols; i += ls) {
+        float e = exp(xr[i] - m);
+        xr[i] = e;
+        sum += e;
+    }
+    sum = norm_reduce(red, sum, 0);
+    float inv = 1.0f / sum;
+    for (int i = lid; i < n_cols; i += ls)
+        xr[i] *= inv;
+}

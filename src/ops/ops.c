@@ -1,0 +1,288 @@
+/* ops.c: host dispatch of the non-matmul ops (see ops.h); kernels in
+ * cl/norm.cl, cl/rope.cl, cl/eltwise.cl, cl/kv.cl, cl/attention.cl. */
+#include "config.h"
+
+#include "ops/ops.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "common.h"
+#include "quant.h"
+
+/* One kernel argument: size and address of the value (cl_mem, int, ...). */
+struct karg {
+    size_t size;
+    const void *p;
+};
+#define KA(v)                                                                                      \
+    {                                                                                              \
+        sizeof(v), &(v)                                                                            \
+    }
+
+#define ELT_WG 64   /* elementwise local size */
+#define NORM_WG 256 /* must match cl/norm.cl */
+#define ATT_WG 64   /* must match cl/attention.cl */
+
+/* The single dispatch path: fetch the (cached) kernel, set its arguments,
+ * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
+ * explicit local size (kernels bound-check their index). */
+static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                  const struct karg *a, size_t na, size_t n_items, size_t local, char *err,
+                  size_t errlen)
+{
+    cl_kernel k;
+    int rc = cs_cl_kernel(d, prog, extra, kname, &k, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    for (size_t i = 0; i < na; i++) {
+        cl_int e = clSetKernelArg(k, (cl_uint)i, a[i].size, a[i].p);
+        if (e != CL_SUCCESS)
+            return cs_err(err, errlen, CLSPEC_E_CL, "%s: argument %zu: %s (%d)", kname, i,
+                          cs_cl_errstr(e), (int)e);
+    }
+    if (n_items == 0)
+        return CLSPEC_OK;
+    return cs_cl_run(d, k, kname, 1, &n_items, &local, err, errlen);
+}
+
+static size_t elt_local(const struct cs_cl_dev *d)
+{
+    return CS_MIN((size_t)ELT_WG, d->info.max_wg);
+}
+
+/* CPU family: one item (row, (token, head)) per work-item; small groups so
+ * that every compute unit gets several of them. */
+static size_t cpu_local(const struct cs_cl_dev *d, size_t n_items)
+{
+    size_t cu = d->info.compute_units ? d->info.compute_units : 1, ls = 16;
+    while (ls > 1 && n_items / ls < 4 * cu)
+        ls /= 2;
+    return CS_MIN(ls, d->info.max_wg);
+}
+
+/* GPU family row reductions: a power of two <= NORM_WG covering the row. */
+static size_t norm_local(const struct cs_cl_dev *d, int n_cols)
+{
+    size_t ls = 1;
+    while (ls < (size_t)n_cols && ls * 2 <= NORM_WG && ls * 2 <= d->info.max_wg)
+        ls *= 2;
+    return ls;
+}
+
+static int check_off(const char *op, size_t off, size_t n, char *err, size_t errlen)
+{
+    if (off > UINT32_MAX || n > UINT32_MAX || off + n > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: offset %zu + %zu elements beyond 2^32", op,
+                      off, n);
+    return CLSPEC_OK;
+}
+
+static int check_rows(const char *op, int n_rows, int n_cols, char *err, size_t errlen)
+{
+    if (n_rows < 0 || n_cols <= 0 || (size_t)n_rows * (size_t)n_cols > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad shape (%d, %d)", op, n_rows, n_cols);
+    return CLSPEC_OK;
+}
+
+int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem y, size_t y_off,
+                  int n_rows, int n_cols, float eps, char *err, size_t errlen)
+{
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("rmsnorm", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("rmsnorm", x_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("rmsnorm", y_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, yo = (cl_uint)y_off;
+    cl_int has_w = w != NULL;
+    cl_mem wm = w ? w : x; /* a valid buffer that the kernel does not read */
+    const struct karg a[] = {KA(x),  KA(xo),     KA(wm),     KA(has_w), KA(y),
+                             KA(yo), KA(n_rows), KA(n_cols), KA(eps)};
+    if (d->info.family == CS_KFAMILY_CPU)
+        return launch(d, "norm", NULL, "rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
+                      cpu_local(d, (size_t)n_rows), err, errlen);
+    size_t ls = norm_local(d, n_cols);
+    return launch(d, "norm", NULL, "rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
+                  errlen);
+}
+
+int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n_cols, char *err,
+                  size_t errlen)
+{
+    int rc = check_rows("softmax", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("softmax", x_off, (size_t)n_rows * (size_t)n_cols, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off;
+    const struct karg a[] = {KA(x), KA(xo), KA(n_rows), KA(n_cols)};
+    if (d->info.family == CS_KFAMILY_CPU)
+        return launch(d, "norm", NULL, "softmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
+                      cpu_local(d, (size_t)n_rows), err, errlen);
+    size_t ls = norm_local(d, n_cols);
+    return launch(d, "norm", NULL, "softmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
+                  errlen);
+}
+
+int cs_op_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem pos, int n_tokens, int n_head,
+               int head_dim, const struct cs_rope_params *p, char *err, size_t errlen)
+{
+    if (n_tokens < 0 || n_head <= 0 || head_dim <= 0 || p->n_rot <= 0 || p->n_rot % 2 ||
+        p->n_rot > head_dim)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "rope: bad shape: n_tokens %d, n_head %d, head_dim %d, n_rot %d", n_tokens,
+                      n_head, head_dim, p->n_rot);
+    int rc = check_rows("rope", n_tokens * n_head, head_dim, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("rope", x_off, (size_t)n_tokens * n_head * head_dim, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off;
+    cl_int neox = p->neox, n_rot = p->n_rot;
+    float base = p->freq_base, fs = p->freq_scale;
+    const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head),
+                             KA(head_dim), KA(n_rot), KA(neox), KA(base),     KA(fs)};
+    return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
+                  (size_t)n_tokens * n_head * (size_t)(n_rot / 2), elt_local(d), err, errlen);
+}
+
+/* Shared by the binary elementwise ops: o = f(a, b) over n elements. */
+static int binary(struct cs_cl_dev *d, const char *kname, cl_mem a, size_t a_off, cl_mem b,
+                  size_t b_off, cl_mem o, size_t o_off, size_t n, char *err, size_t errlen)
+{
+    int rc = check_off(kname, a_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off(kname, b_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off(kname, o_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint ao = (cl_uint)a_off, bo = (cl_uint)b_off, oo = (cl_uint)o_off, nn = (cl_uint)n;
+    const struct karg k[] = {KA(a), KA(ao), KA(b), KA(bo), KA(o), KA(oo), KA(nn)};
+    return launch(d, "eltwise", NULL, kname, k, CS_ARRAY_LEN(k), n, elt_local(d), err, errlen);
+}
+
+int cs_op_swiglu(struct cs_cl_dev *d, cl_mem gate, size_t gate_off, cl_mem up, size_t up_off,
+                 cl_mem out, size_t out_off, size_t n, char *err, size_t errlen)
+{
+    return binary(d, "swiglu", gate, gate_off, up, up_off, out, out_off, n, err, errlen);
+}
+
+int cs_op_add(struct cs_cl_dev *d, cl_mem a, size_t a_off, cl_mem b, size_t b_off, cl_mem out,
+              size_t out_off, size_t n, char *err, size_t errlen)
+{
+    return binary(d, "add", a, a_off, b, b_off, out, out_off, n, err, errlen);
+}
+
+int cs_op_add_bias(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem bias, int n_rows, int n_cols,
+                   char *err, size_t errlen)
+{
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("add_bias", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("add_bias", x_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, nr = (cl_uint)n_rows, nc = (cl_uint)n_cols;
+    const struct karg a[] = {KA(x), KA(xo), KA(bias), KA(nr), KA(nc)};
+    return launch(d, "eltwise", NULL, "add_bias", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
+}
+
+int cs_op_scale(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, float s, char *err,
+                size_t errlen)
+{
+    int rc = check_off("scale", x_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, nn = (cl_uint)n;
+    const struct karg a[] = {KA(x), KA(xo), KA(nn), KA(s)};
+    return launch(d, "eltwise", NULL, "scale", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
+}
+
+int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen)
+{
+    bool quantized = type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0;
+    if (type != CS_TYPE_F32 && type != CS_TYPE_F16 && type != CS_TYPE_BF16 && !quantized)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "KV cache type %s: not supported (f32, f16, bf16, q8_0, q4_0)",
+                      cs_type_name(type));
+    if (head_dim <= 0 || head_dim % 4 || (quantized && head_dim % 32))
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "KV cache type %s: head_dim %d is not a multiple of %d", cs_type_name(type),
+                      head_dim, quantized ? 32 : 4);
+    return CLSPEC_OK;
+}
+
+static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size_t errlen)
+{
+    int rc = cs_kv_type_check(kv->type, kv->head_dim, err, errlen);
+    if (rc != CLSPEC_OK)
+        return cs_err_prefix(err, errlen, rc, "%s", op);
+    if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
+        (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad KV shape (%d cells, %d kv heads)", op,
+                      kv->n_cells, kv->n_kv_head);
+    return CLSPEC_OK;
+}
+
+int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, size_t k_off,
+                   cl_mem v, size_t v_off, cl_mem cell_idx, int n_tokens, char *err, size_t errlen)
+{
+    int rc = kv_check("kv_store", kv, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    int row = kv->n_kv_head * kv->head_dim;
+    if (n_tokens < 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_store: n_tokens %d", n_tokens);
+    rc = check_off("kv_store", k_off, (size_t)n_tokens * row, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("kv_store", v_off, (size_t)n_tokens * row, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    char extra[32];
+    snprintf(extra, sizeof extra, "-DKV_T=%u", (unsigned)kv->type);
+    size_t unit = kv->type == CS_TYPE_Q8_0 || kv->type == CS_TYPE_Q4_0 ? 32 : 1;
+    cl_uint ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    cl_int n_cells = kv->n_cells;
+    const struct karg a[] = {KA(k),     KA(ko),       KA(v),        KA(vo),  KA(kv->k),
+                             KA(kv->v), KA(cell_idx), KA(n_tokens), KA(row), KA(n_cells)};
+    return launch(d, "kv", extra, "kv_store", a, CS_ARRAY_LEN(a), (size_t)n_tokens * (row / unit),
+                  elt_local(d), err, errlen);
+}
+
+int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cells_used, cl_mem q,
+                    size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
+                    int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen)
+{
+    int rc = kv_check("attention", kv, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    if (n_tokens < 0 || n_head <= 0 || n_head % kv->n_kv_head || n_cells_used < 0 ||
+        n_cells_used > kv->n_cells)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "attention: bad shape: %d tokens, %d heads over %d kv heads, %d of %d cells",
+                      n_tokens, n_head, kv->n_kv_head, n_cells_used, kv->n_cells);
+    size_t n = (size_t)n_tokens * n_head * kv->head_dim;
+    rc = check_off("attention", q_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("attention", out_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    char extra[48];
+    snprintf(extra, sizeof extra, "-DHD=%d -DKV_T=%u", kv->head_dim, (unsigned)kv->type);
+    cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
+    cl_int n_kv = kv->n_kv_head, caus = causal;
+    const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),
+                             KA(kv->k),     KA(kv->v),        KA(kv->cell_pos), KA(kv->cell_seq),
+                             KA(token_pos), KA(token_seq),    KA(n_tokens),     KA(n_head),
+                             KA(n_kv),      KA(n_cells_used), KA(caus),         KA(scale)};
+    size_t items = (size_t)n_tokens * n_head;
+    if (d->info.family == CS_KFAMILY_CPU)
+        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a), items,
+                      cpu_local(d, items), err, errlen);
+    return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
+                  err, errlen);
+}

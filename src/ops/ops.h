@@ -1,0 +1,82 @@
+/* ops.h: host dispatch of every non-matmul op of the forward pass (norms,
+ * RoPE, elementwise, softmax, KV cache store, attention) on one OpenCL device.
+ * Each call only enqueues on d->q (no wait); the caller owns every cl_mem.
+ * Activations are f32 row-major; offsets are in elements. */
+#ifndef CS_OPS_OPS_H
+#define CS_OPS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cl/runtime.h"
+
+/* RMSNorm per row: y = x / sqrt(mean(x^2) + eps) (* w if w != NULL).
+ * x, y: (n_rows, n_cols); w: (n_cols). y may equal x (same offset). */
+int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem y, size_t y_off,
+                  int n_rows, int n_cols, float eps, char *err, size_t errlen);
+
+/* RoPE parameters (GGUF: rope.dimension_count, rope.freq_base, 1/scaling factor). */
+struct cs_rope_params {
+    int n_rot;        /* rotated dims per head, even, <= head_dim */
+    bool neox;        /* pairs (i, i + n_rot/2) instead of (2i, 2i+1) */
+    float freq_base;  /* base of theta_i = pos * freq_scale * base^(-2i/n_rot) */
+    float freq_scale; /* linear position scaling (1 = none) */
+};
+
+/* RoPE in place on x (n_tokens, n_head, head_dim); pos: int32 (n_tokens). */
+int cs_op_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem pos, int n_tokens, int n_head,
+               int head_dim, const struct cs_rope_params *p, char *err, size_t errlen);
+
+/* out[i] = silu(gate[i]) * up[i], i < n. out may alias gate or up. */
+int cs_op_swiglu(struct cs_cl_dev *d, cl_mem gate, size_t gate_off, cl_mem up, size_t up_off,
+                 cl_mem out, size_t out_off, size_t n, char *err, size_t errlen);
+
+/* out[i] = a[i] + b[i], i < n (residual). out may alias a or b. */
+int cs_op_add(struct cs_cl_dev *d, cl_mem a, size_t a_off, cl_mem b, size_t b_off, cl_mem out,
+              size_t out_off, size_t n, char *err, size_t errlen);
+
+/* x (n_rows, n_cols) += bias (n_cols), broadcast over rows (QKV bias). */
+int cs_op_add_bias(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem bias, int n_rows, int n_cols,
+                   char *err, size_t errlen);
+
+/* x[i] *= s, i < n. */
+int cs_op_scale(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, float s, char *err,
+                size_t errlen);
+
+/* Softmax in place over each row of x (n_rows, n_cols). */
+int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n_cols, char *err,
+                  size_t errlen);
+
+/* One layer's KV cache on a device, as the attention reads it. k and v are
+ * (n_cells, n_kv_head * head_dim) of type (bytes per row: cs_row_bytes);
+ * cell_pos (int32, n_cells, -1 = empty) and cell_seq (uint64 bitmask of the
+ * sequences 0..63 holding the cell, n_cells) are shared by all layers. */
+struct cs_kv_view {
+    uint32_t type; /* enum cs_type: F32, F16, BF16, Q8_0, Q4_0 (quantized: head_dim % 32 == 0) */
+    int n_cells;
+    int n_kv_head;
+    int head_dim;  /* multiple of 4 */
+    cl_mem k, v;
+    cl_mem cell_pos, cell_seq;
+};
+
+/* CLSPEC_OK if the KV cache can hold type with this head_dim, else
+ * CLSPEC_E_UNSUPPORTED with the reason in err. */
+int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen);
+
+/* Writes rows t < n_tokens of k and v (f32, (n_tokens, n_kv_head * head_dim))
+ * into cells cell_idx[t] (int32 cl_mem) of kv->k / kv->v, converting to
+ * kv->type like cs_quantize_row. Cell metadata is the caller's job. */
+int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, size_t k_off,
+                   cl_mem v, size_t v_off, cl_mem cell_idx, int n_tokens, char *err, size_t errlen);
+
+/* Attention of the batch. q, out: (n_tokens, n_head, head_dim) f32 (must not
+ * alias); token_pos, token_seq: int32 (n_tokens), seq in 0..63. Reads cells
+ * [0, n_cells_used) of kv; visibility (see cl/attention.cl): same sequence
+ * bit and (causal ? 0 <= cell_pos <= token_pos : cell_pos >= 0). scores are
+ * q.k * scale (normally 1/sqrt(head_dim)); n_head % kv->n_kv_head == 0. */
+int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cells_used, cl_mem q,
+                    size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
+                    int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,41 @@
+/* ops_ref.h: plain-C references of the non-matmul ops (the ground truth the
+ * OpenCL kernels are tested against, and the ops of the plain-C reference
+ * forward pass). f32 arrays + sizes, caller-owned, no allocation. */
+#ifndef CS_REF_OPS_REF_H
+#define CS_REF_OPS_REF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* y (n_rows, n_cols) = x / sqrt(mean(x^2) + eps) * w (w (n_cols) or NULL). y may be x. */
+void cs_ref_rmsnorm(const float *x, const float *w, float *y, int n_rows, int n_cols, float eps);
+
+/* RoPE in place on x (n_tokens, n_head, head_dim), pos (n_tokens):
+ * theta_i = pos * freq_scale * freq_base^(-2i/n_rot), i < n_rot/2, rotating
+ * (2i, 2i+1) or, if neox, (i, i + n_rot/2); dims >= n_rot untouched. */
+void cs_ref_rope(float *x, const int32_t *pos, int n_tokens, int n_head, int head_dim, int n_rot,
+                 bool neox, float freq_base, float freq_scale);
+
+/* out[i] = silu(gate[i]) * up[i]. */
+void cs_ref_swiglu(const float *gate, const float *up, float *out, size_t n);
+/* out[i] = a[i] + b[i]. */
+void cs_ref_add(const float *a, const float *b, float *out, size_t n);
+/* x (n_rows, n_cols) += bias (n_cols) per row. */
+void cs_ref_add_bias(float *x, const float *bias, int n_rows, int n_cols);
+/* x[i] *= s. */
+void cs_ref_scale(float *x, size_t n, float s);
+/* Softmax in place over each row of x (n_rows, n_cols). */
+void cs_ref_softmax(float *x, int n_rows, int n_cols);
+
+/* Attention (see src/ops/ops.h cs_op_attention for the visibility rule) over
+ * f32 k, v (n_cells, n_kv_head * head_dim); q, out (n_tokens, n_head,
+ * head_dim); cell_pos (n_cells, -1 empty), cell_seq (n_cells, bitmask);
+ * token_pos, token_seq (n_tokens). Two passes (max, then exp-sum), double
+ * accumulation; a token with no visible cell gets zeros. */
+void cs_ref_attention(const float *q, const float *k, const float *v, const int32_t *cell_pos,
+                      const uint64_t *cell_seq, int n_cells, const int32_t *token_pos,
+                      const int32_t *token_seq, int n_tokens, int n_head, int n_kv_head,
+                      int head_dim, bool causal, float scale, float *out);
+
+#endif

@@ -1,0 +1,747 @@
+/* test-kernels-ops.c: every non-matmul op (src/ops/ops.h) in both kernel
+ * families (CPU and GPU, forced per device so both run on PoCL; env
+ * CLSPEC_KFAMILY=cpu|gpu restricts to one) on random inputs against the plain-C
+ * references (src/ref/ops_ref.h). Error bounds are normalized by the largest
+ * reference magnitude; each bound is documented at its use. Per-op timings are
+ * printed as TAP comments, never asserted. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "common.h"
+#include "ops/ops.h"
+#include "quant.h"
+#include "ref/ops_ref.h"
+#include "testutil.h"
+
+static struct cs_cl_dev *g_dev;
+static char g_err[CLSPEC_ERRLEN];
+
+static const enum cs_kfamily k_fams[] = {CS_KFAMILY_CPU, CS_KFAMILY_GPU};
+
+static const char *fam_name(enum cs_kfamily f)
+{
+    return f == CS_KFAMILY_CPU ? "cpu" : "gpu";
+}
+
+/* The families to run: both, or the one named by CLSPEC_KFAMILY. */
+static bool fam_enabled(enum cs_kfamily f)
+{
+    const char *e = getenv("CLSPEC_KFAMILY");
+    if (!e || !*e)
+        return true;
+    return strcmp(e, fam_name(f)) == 0;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static cl_mem buf_new(size_t bytes, const void *host)
+{
+    cl_int e;
+    cl_mem m = clCreateBuffer(g_dev->ctx, CL_MEM_READ_WRITE | (host ? CL_MEM_COPY_HOST_PTR : 0),
+                              bytes ? bytes : 4, (void *)host, &e);
+    assert_int_equal(e, CL_SUCCESS);
+    return m;
+}
+
+static void buf_read(cl_mem m, size_t bytes, void *host)
+{
+    assert_int_equal(clEnqueueReadBuffer(g_dev->q, m, CL_TRUE, 0, bytes, host, 0, NULL, NULL),
+                     CL_SUCCESS);
+}
+
+static void finish(void)
+{
+    assert_int_equal(clFinish(g_dev->q), CL_SUCCESS);
+}
+
+/* Asserts an op call succeeded, showing its message otherwise. */
+#define OP_OK(call)                                                                                \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != CLSPEC_OK)                                                                      \
+            fail_msg("%s: %s", #call, g_err);                                                      \
+    } while (0)
+
+static float *rand_vec(struct tu_rng *r, size_t n, float scale)
+{
+    float *v = malloc((n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = tu_rng_normal(r) * scale;
+    return v;
+}
+
+/* max |a - b| / max(|ref|, floor): the normalized error every bound uses. */
+static double norm_err(const float *got, const float *ref, size_t n, double floor)
+{
+    double e = 0.0, m = floor;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= e)) /* also catches NaN */
+            e = isnan(d) ? INFINITY : d;
+        if (fabs(ref[i]) > m)
+            m = fabs(ref[i]);
+    }
+    return e / m;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    struct cs_cl_devinfo *list = NULL;
+    size_t n = 0, idx;
+    if (cs_cl_list(&list, &n, g_err, sizeof g_err) != CLSPEC_OK || n == 0) {
+        free(list);
+        return 0; /* no device: every test skips */
+    }
+    if (cs_cl_select(list, n, getenv("CLSPEC_DEVICE"), &idx, g_err, sizeof g_err) != CLSPEC_OK ||
+        cs_cl_dev_open(&list[idx], &g_dev, g_err, sizeof g_err) != CLSPEC_OK) {
+        fprintf(stderr, "# %s\n", g_err);
+        g_dev = NULL;
+    } else {
+        printf("# device: %s (%s)\n", g_dev->info.name, g_dev->info.platform_name);
+    }
+    free(list);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_dev)
+        cs_cl_dev_close(g_dev);
+    return 0;
+}
+
+#define NEED_DEV()                                                                                 \
+    do {                                                                                           \
+        if (!g_dev)                                                                                \
+            skip();                                                                                \
+    } while (0)
+
+/* Defines test NAME running NAME_fam(f) once per enabled kernel family, with
+ * the device's family forced to f (the per-device override). */
+#define FAM_TEST(name)                                                                             \
+    static void name##_fam(enum cs_kfamily f);                                                     \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        (void)state;                                                                               \
+        NEED_DEV();                                                                                \
+        enum cs_kfamily saved = g_dev->info.family;                                                \
+        for (size_t i_ = 0; i_ < CS_ARRAY_LEN(k_fams); i_++) {                                     \
+            if (!fam_enabled(k_fams[i_]))                                                          \
+                continue;                                                                          \
+            g_dev->info.family = k_fams[i_];                                                       \
+            name##_fam(k_fams[i_]);                                                                \
+        }                                                                                          \
+        g_dev->info.family = saved;                                                                \
+    }                                                                                              \
+    static void name##_fam(enum cs_kfamily f)
+
+/* ---- rmsnorm ---- */
+
+FAM_TEST(test_rmsnorm)
+{
+    static const int shapes[][2] = {{1, 1}, {3, 5}, {7, 64}, {33, 4099}, {16, 4096}};
+    struct tu_rng r;
+    tu_rng_seed(&r, 11);
+    for (size_t s = 0; s < CS_ARRAY_LEN(shapes); s++) {
+        int nr = shapes[s][0], nc = shapes[s][1];
+        size_t n = (size_t)nr * nc, off = 3; /* a non-zero element offset */
+        float *x = rand_vec(&r, n + off, 2.0f), *w = rand_vec(&r, (size_t)nc, 1.0f);
+        float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+        assert_non_null(ref);
+        assert_non_null(got);
+        cl_mem bx = buf_new((n + off) * 4, x), bw = buf_new((size_t)nc * 4, w);
+        cl_mem by = buf_new(n * 4, NULL);
+        for (int with_w = 0; with_w < 2; with_w++) {
+            double t0 = now_ms();
+            OP_OK(cs_op_rmsnorm(g_dev, bx, off, with_w ? bw : NULL, by, 0, nr, nc, 1e-5f, g_err,
+                                sizeof g_err));
+            finish();
+            double t1 = now_ms();
+            buf_read(by, n * 4, got);
+            cs_ref_rmsnorm(x + off, with_w ? w : NULL, ref, nr, nc, 1e-5f);
+            /* f32 reduction order + sqrt/div ulps: 1e-5 of the largest output */
+            double e = norm_err(got, ref, n, 1e-6);
+            printf("# rmsnorm %s %dx%d w=%d: %.3f ms (err %.2e)\n", fam_name(f), nr, nc, with_w,
+                   t1 - t0, e);
+            assert_true(e <= 1e-5);
+        }
+        clReleaseMemObject(bx);
+        clReleaseMemObject(bw);
+        clReleaseMemObject(by);
+        free(x);
+        free(w);
+        free(ref);
+        free(got);
+    }
+}
+
+/* ---- softmax ---- */
+
+FAM_TEST(test_softmax)
+{
+    static const int shapes[][2] = {{1, 1}, {3, 17}, {5, 1000}, {2, 32000}};
+    struct tu_rng r;
+    tu_rng_seed(&r, 12);
+    for (size_t s = 0; s < CS_ARRAY_LEN(shapes); s++) {
+        int nr = shapes[s][0], nc = shapes[s][1];
+        size_t n = (size_t)nr * nc;
+        float *x = rand_vec(&r, n, 5.0f), *got = malloc(n * sizeof *got);
+        assert_non_null(got);
+        cl_mem bx = buf_new(n * 4, x);
+        double t0 = now_ms();
+        OP_OK(cs_op_softmax(g_dev, bx, 0, nr, nc, g_err, sizeof g_err));
+        finish();
+        double t1 = now_ms();
+        buf_read(bx, n * 4, got);
+        cs_ref_softmax(x, nr, nc);
+        /* exp ulps and f32 sums: 1e-5 of the largest probability */
+        double e = norm_err(got, x, n, 1e-6);
+        printf("# softmax %s %dx%d: %.3f ms (err %.2e)\n", fam_name(f), nr, nc, t1 - t0, e);
+        assert_true(e <= 1e-5);
+        clReleaseMemObject(bx);
+        free(x);
+        free(got);
+    }
+}
+
+/* ---- rope ---- */
+
+FAM_TEST(test_rope)
+{
+    /* n_tokens, n_head, head_dim, n_rot, neox, base, scale */
+    static const struct {
+        int nt, nh, hd, nrot, neox;
+        float base, fs;
+    } cases[] = {
+        {5, 4, 64, 64, 0, 10000.0f, 1.0f},    {5, 4, 64, 64, 1, 10000.0f, 1.0f},
+        {3, 2, 128, 32, 0, 1000000.0f, 0.5f}, {3, 2, 128, 32, 1, 1000000.0f, 0.25f},
+        {17, 8, 16, 16, 1, 10000.0f, 1.0f},   {1, 1, 8, 4, 0, 500.0f, 1.0f},
+    };
+    struct tu_rng r;
+    tu_rng_seed(&r, 13);
+    for (size_t c = 0; c < CS_ARRAY_LEN(cases); c++) {
+        int nt = cases[c].nt, nh = cases[c].nh, hd = cases[c].hd;
+        size_t n = (size_t)nt * nh * hd;
+        float *x = rand_vec(&r, n, 1.0f), *got = malloc(n * sizeof *got);
+        int32_t *pos = malloc((size_t)nt * sizeof *pos);
+        assert_non_null(got);
+        assert_non_null(pos);
+        for (int t = 0; t < nt; t++)
+            pos[t] = (int32_t)(tu_rng_u64(&r) % 512);
+        pos[0] = 0;
+        cl_mem bx = buf_new(n * 4, x), bp = buf_new((size_t)nt * 4, pos);
+        struct cs_rope_params p = {cases[c].nrot, cases[c].neox != 0, cases[c].base, cases[c].fs};
+        double t0 = now_ms();
+        OP_OK(cs_op_rope(g_dev, bx, 0, bp, nt, nh, hd, &p, g_err, sizeof g_err));
+        finish();
+        double t1 = now_ms();
+        buf_read(bx, n * 4, got);
+        float *orig = malloc(n * sizeof *orig);
+        assert_non_null(orig);
+        memcpy(orig, x, n * sizeof *x);
+        cs_ref_rope(x, pos, nt, nh, hd, p.n_rot, p.neox, p.freq_base, p.freq_scale);
+        /* theta up to 511 rad: a 1-ulp difference of pow() moves the phase by
+         * ~3e-5, hence 1e-4 of the largest value */
+        double e = norm_err(got, x, n, 1e-6);
+        printf("# rope %s %s %dx%dx%d rot %d: %.3f ms (err %.2e)\n", fam_name(f),
+               p.neox ? "neox" : "normal", nt, nh, hd, p.n_rot, t1 - t0, e);
+        assert_true(e <= 1e-4);
+        /* dims beyond n_rot untouched, bit for bit */
+        for (size_t th = 0; th < (size_t)nt * nh; th++)
+            assert_memory_equal(got + th * hd + p.n_rot, orig + th * hd + p.n_rot,
+                                (size_t)(hd - p.n_rot) * sizeof(float));
+        /* position 0 is the identity */
+        assert_true(norm_err(got, orig, (size_t)nh * hd, 1e-6) <= 1e-6);
+        clReleaseMemObject(bx);
+        clReleaseMemObject(bp);
+        free(x);
+        free(orig);
+        free(got);
+        free(pos);
+    }
+}
+
+/* ---- elementwise ---- */
+
+FAM_TEST(test_eltwise)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 14);
+    const int nr = 7, nc = 1003;
+    const size_t n = (size_t)nr * nc, off = 5;
+    float *a = rand_vec(&r, n + off, 3.0f), *b = rand_vec(&r, n + off, 1.0f);
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    assert_non_null(ref);
+    assert_non_null(got);
+    cl_mem ba = buf_new((n + off) * 4, a), bb = buf_new((n + off) * 4, b);
+    cl_mem bo = buf_new(n * 4, NULL);
+    double t0, t1, e;
+
+    t0 = now_ms();
+    OP_OK(cs_op_swiglu(g_dev, ba, off, bb, off, bo, 0, n, g_err, sizeof g_err));
+    finish();
+    t1 = now_ms();
+    buf_read(bo, n * 4, got);
+    cs_ref_swiglu(a + off, b + off, ref, n);
+    e = norm_err(got, ref, n, 1e-6); /* exp ulps: 1e-5 */
+    printf("# swiglu %s %zu: %.3f ms (err %.2e)\n", fam_name(f), n, t1 - t0, e);
+    assert_true(e <= 1e-5);
+
+    t0 = now_ms();
+    OP_OK(cs_op_add(g_dev, ba, off, bb, 0, bo, 0, n, g_err, sizeof g_err));
+    finish();
+    t1 = now_ms();
+    buf_read(bo, n * 4, got);
+    cs_ref_add(a + off, b, ref, n);
+    e = norm_err(got, ref, n, 1e-6); /* one rounding, same as the reference: exact */
+    printf("# add %s %zu: %.3f ms (err %.2e)\n", fam_name(f), n, t1 - t0, e);
+    assert_true(e == 0.0);
+
+    /* in place: bo += bias (first nc values of b) per row */
+    memcpy(ref, got, n * sizeof *ref);
+    t0 = now_ms();
+    OP_OK(cs_op_add_bias(g_dev, bo, 0, bb, nr, nc, g_err, sizeof g_err));
+    finish();
+    t1 = now_ms();
+    buf_read(bo, n * 4, got);
+    cs_ref_add_bias(ref, b, nr, nc);
+    e = norm_err(got, ref, n, 1e-6);
+    printf("# add_bias %s %dx%d: %.3f ms (err %.2e)\n", fam_name(f), nr, nc, t1 - t0, e);
+    assert_true(e == 0.0);
+
+    t0 = now_ms();
+    OP_OK(cs_op_scale(g_dev, bo, 0, n, 0.125f, g_err, sizeof g_err));
+    finish();
+    t1 = now_ms();
+    buf_read(bo, n * 4, got);
+    cs_ref_scale(ref, n, 0.125f);
+    e = norm_err(got, ref, n, 1e-6);
+    printf("# scale %s %zu: %.3f ms (err %.2e)\n", fam_name(f), n, t1 - t0, e);
+    assert_true(e == 0.0);
+
+    /* bad shapes are reported, not crashed on */
+    assert_int_equal(cs_op_add_bias(g_dev, bo, 0, bb, 1, 0, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    clReleaseMemObject(ba);
+    clReleaseMemObject(bb);
+    clReleaseMemObject(bo);
+    free(a);
+    free(b);
+    free(ref);
+    free(got);
+}
+
+/* ---- KV cache ---- */
+
+static const uint32_t k_kv_types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0,
+                                      CS_TYPE_Q4_0};
+
+static size_t row_bytes(uint32_t type, size_t n)
+{
+    uint64_t b = 0;
+    assert_true(cs_row_bytes(type, n, &b));
+    return (size_t)b;
+}
+
+/* A device KV cache filled through cs_op_kv_store from f32 rows k, v
+ * (n_cells, row): cell c gets row c, except cells listed as skipped (-1 in
+ * the index buffer) keep zeros. */
+struct kv_fixture {
+    struct cs_kv_view kv;
+    float *kdq, *vdq; /* the cache contents read back and dequantized (n_cells, row) */
+};
+
+static void kv_fill(struct kv_fixture *fx, uint32_t type, int n_cells, int n_kv_head, int head_dim,
+                    const float *k, const float *v, const int32_t *cell_pos,
+                    const uint64_t *cell_seq)
+{
+    int row = n_kv_head * head_dim;
+    size_t rb = row_bytes(type, (size_t)row), bytes = rb * (size_t)(n_cells ? n_cells : 1);
+    struct cs_kv_view *kv = &fx->kv;
+    kv->type = type;
+    kv->n_cells = n_cells;
+    kv->n_kv_head = n_kv_head;
+    kv->head_dim = head_dim;
+    unsigned char *zero = calloc(1, bytes);
+    assert_non_null(zero);
+    kv->k = buf_new(bytes, zero);
+    kv->v = buf_new(bytes, zero);
+    kv->cell_pos = buf_new((size_t)n_cells * 4, cell_pos);
+    kv->cell_seq = buf_new((size_t)n_cells * 8, cell_seq);
+    int32_t *idx = malloc((size_t)(n_cells ? n_cells : 1) * sizeof *idx);
+    assert_non_null(idx);
+    for (int c = 0; c < n_cells; c++)
+        idx[c] = c;
+    cl_mem bk = buf_new((size_t)n_cells * row * 4, k), bv = buf_new((size_t)n_cells * row * 4, v);
+    cl_mem bi = buf_new((size_t)n_cells * 4, idx);
+    OP_OK(cs_op_kv_store(g_dev, kv, bk, 0, bv, 0, bi, n_cells, g_err, sizeof g_err));
+    fx->kdq = malloc((size_t)(n_cells ? n_cells : 1) * row * sizeof(float));
+    fx->vdq = malloc((size_t)(n_cells ? n_cells : 1) * row * sizeof(float));
+    assert_non_null(fx->kdq);
+    assert_non_null(fx->vdq);
+    buf_read(kv->k, bytes, zero);
+    for (int c = 0; c < n_cells; c++)
+        assert_int_equal(cs_dequantize_row(type, zero + rb * c, fx->kdq + (size_t)c * row, row), 0);
+    buf_read(kv->v, bytes, zero);
+    for (int c = 0; c < n_cells; c++)
+        assert_int_equal(cs_dequantize_row(type, zero + rb * c, fx->vdq + (size_t)c * row, row), 0);
+    clReleaseMemObject(bk);
+    clReleaseMemObject(bv);
+    clReleaseMemObject(bi);
+    free(idx);
+    free(zero);
+}
+
+static void kv_free(struct kv_fixture *fx)
+{
+    clReleaseMemObject(fx->kv.k);
+    clReleaseMemObject(fx->kv.v);
+    clReleaseMemObject(fx->kv.cell_pos);
+    clReleaseMemObject(fx->kv.cell_seq);
+    free(fx->kdq);
+    free(fx->vdq);
+}
+
+static void test_kv_store(void **state)
+{
+    (void)state;
+    NEED_DEV();
+    struct tu_rng r;
+    tu_rng_seed(&r, 15);
+    const int n_cells = 40, nkv = 2, hd = 64, row = nkv * hd, nt = 6;
+    const int32_t cells[6] = {3, 17, 0, 39, -1, 8}; /* -1: skipped */
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(k_kv_types); ti++) {
+        uint32_t type = k_kv_types[ti];
+        size_t rb = row_bytes(type, (size_t)row);
+        float *k = rand_vec(&r, (size_t)nt * row, 2.0f), *v = rand_vec(&r, (size_t)nt * row, 1.0f);
+        unsigned char *got = malloc(rb * n_cells), *want = malloc(rb * n_cells);
+        assert_non_null(got);
+        assert_non_null(want);
+        memset(want, 0xA5, rb * n_cells);
+        struct cs_kv_view kv = {
+            type, n_cells, nkv, hd, buf_new(rb * n_cells, want), buf_new(rb * n_cells, want),
+            NULL, NULL};
+        cl_mem bk = buf_new((size_t)nt * row * 4, k), bv = buf_new((size_t)nt * row * 4, v);
+        cl_mem bi = buf_new(sizeof cells, cells);
+        double t0 = now_ms();
+        OP_OK(cs_op_kv_store(g_dev, &kv, bk, 0, bv, 0, bi, nt, g_err, sizeof g_err));
+        finish();
+        double t1 = now_ms();
+        for (int pass = 0; pass < 2; pass++) {
+            const float *src = pass ? v : k;
+            memset(want, 0xA5, rb * n_cells);
+            for (int t = 0; t < nt; t++)
+                if (cells[t] >= 0)
+                    assert_int_equal(
+                        cs_quantize_row(type, src + (size_t)t * row, want + rb * cells[t], row), 0);
+            buf_read(pass ? kv.v : kv.k, rb * n_cells, got);
+            if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16) {
+                /* the same rounding as cs_quantize_row: bit for bit */
+                assert_memory_equal(got, want, rb * n_cells);
+            } else {
+                /* q8_0 / q4_0: the kernel's 1/d may differ from the host's by an
+                 * ulp, which can move a value across a rounding boundary: allow
+                 * one quantization step per element, and untouched cells exact */
+                float *a = malloc((size_t)row * sizeof *a), *b = malloc((size_t)row * sizeof *b);
+                assert_non_null(a);
+                assert_non_null(b);
+                for (int c = 0; c < n_cells; c++) {
+                    bool used = false;
+                    for (int t = 0; t < nt; t++)
+                        used = used || cells[t] == c;
+                    if (!used) {
+                        assert_memory_equal(got + rb * c, want + rb * c, rb);
+                        continue;
+                    }
+                    cs_dequantize_row(type, got + rb * c, a, row);
+                    cs_dequantize_row(type, want + rb * c, b, row);
+                    for (int j = 0; j < row; j += 32) {
+                        float amax = 0.0f;
+                        for (int i = j; i < j + 32; i++)
+                            amax = fmaxf(amax, fabsf(b[i]));
+                        float step = amax / (type == CS_TYPE_Q8_0 ? 127.0f : 7.0f);
+                        for (int i = j; i < j + 32; i++)
+                            assert_true(fabsf(a[i] - b[i]) <= step * 1.01f + 1e-6f);
+                    }
+                }
+                free(a);
+                free(b);
+            }
+        }
+        printf("# kv_store %s %d rows of %d: %.3f ms\n", cs_type_name(type), nt, row, t1 - t0);
+        clReleaseMemObject(kv.k);
+        clReleaseMemObject(kv.v);
+        clReleaseMemObject(bk);
+        clReleaseMemObject(bv);
+        clReleaseMemObject(bi);
+        free(k);
+        free(v);
+        free(got);
+        free(want);
+    }
+}
+
+/* ---- attention ---- */
+
+struct att_case {
+    const char *name;
+    uint32_t type;
+    int n_tokens, n_cells, n_head, n_kv_head, head_dim;
+    bool causal;
+    /* layouts: 0 = one sequence, cells at positions 0..n_cells-1, tokens at the
+     * last n_tokens positions; 1 = two sequences interleaved (cells and
+     * tokens alternate seq 0/1, each with its own positions, the first 4
+     * cells shared by both); 2 = like 0 with cells [n/3, n/2) empty (-1). */
+    int layout;
+};
+
+/* Runs one case in family f; returns the normalized error against the
+ * reference over the cache's exact contents (read back, dequantized). If
+ * non-NULL, *err_exact gets the error against the reference over the
+ * unrounded f32 K/V, *err_nomask the error against a reference that ignores
+ * the sequence mask. */
+static double att_run(const struct att_case *ac, enum cs_kfamily f, struct tu_rng *r,
+                      double *err_exact, double *err_nomask)
+{
+    int nt = ac->n_tokens, nc = ac->n_cells, nh = ac->n_head, nkv = ac->n_kv_head,
+        hd = ac->head_dim;
+    size_t row = (size_t)nkv * hd, qn = (size_t)nt * nh * hd;
+    float *q = rand_vec(r, qn, 2.0f), *k = rand_vec(r, (size_t)nc * row, 1.0f);
+    float *v = rand_vec(r, (size_t)nc * row, 1.0f);
+    int32_t *cpos = malloc((size_t)nc * 4), *tpos = malloc((size_t)nt * 4),
+            *tseq = malloc((size_t)nt * 4);
+    uint64_t *cseq = malloc((size_t)nc * 8), *call = malloc((size_t)nc * 8);
+    assert_true(cpos && tpos && tseq && cseq && call);
+    if (ac->layout == 1) {
+        int next[2] = {0, 0};
+        for (int c = 0; c < nc; c++) {
+            if (c < 4) { /* shared prefix */
+                cpos[c] = c;
+                cseq[c] = 3;
+                next[0] = next[1] = c + 1;
+                continue;
+            }
+            int s = c % 2;
+            cpos[c] = next[s]++;
+            cseq[c] = 1ull << s;
+        }
+        /* tokens: the last nt cells' owners, alternating */
+        for (int t = 0; t < nt; t++) {
+            int c = nc - nt + t;
+            tseq[t] = c < 4 ? 0 : c % 2;
+            tpos[t] = cpos[c];
+        }
+    } else {
+        for (int c = 0; c < nc; c++) {
+            cpos[c] = c;
+            cseq[c] = 1;
+            if (ac->layout == 2 && c >= nc / 3 && c < nc / 2)
+                cpos[c] = -1;
+        }
+        for (int t = 0; t < nt; t++) {
+            tseq[t] = 0;
+            tpos[t] = nc - nt + t;
+        }
+    }
+    for (int c = 0; c < nc; c++)
+        call[c] = ~0ull;
+
+    struct kv_fixture fx;
+    kv_fill(&fx, ac->type, nc, nkv, hd, k, v, cpos, cseq);
+    cl_mem bq = buf_new(qn * 4, q), bo = buf_new(qn * 4, NULL);
+    cl_mem btp = buf_new((size_t)nt * 4, tpos), bts = buf_new((size_t)nt * 4, tseq);
+    float scale = 1.0f / sqrtf((float)hd);
+    finish();
+    double t0 = now_ms();
+    OP_OK(cs_op_attention(g_dev, &fx.kv, nc, bq, 0, bo, 0, btp, bts, nt, nh, ac->causal, scale,
+                          g_err, sizeof g_err));
+    finish();
+    double t1 = now_ms();
+    float *got = malloc(qn * sizeof *got), *ref = malloc(qn * sizeof *ref);
+    assert_non_null(got);
+    assert_non_null(ref);
+    buf_read(bo, qn * 4, got);
+    cs_ref_attention(q, fx.kdq, fx.vdq, cpos, cseq, nc, tpos, tseq, nt, nh, nkv, hd, ac->causal,
+                     scale, ref);
+    double e = norm_err(got, ref, qn, 1e-3);
+    if (err_exact) {
+        cs_ref_attention(q, k, v, cpos, cseq, nc, tpos, tseq, nt, nh, nkv, hd, ac->causal, scale,
+                         ref);
+        *err_exact = norm_err(got, ref, qn, 1e-3);
+    }
+    if (err_nomask) {
+        cs_ref_attention(q, fx.kdq, fx.vdq, cpos, call, nc, tpos, tseq, nt, nh, nkv, hd, ac->causal,
+                         scale, ref);
+        *err_nomask = norm_err(got, ref, qn, 1e-3);
+    }
+    printf("# attention %s %s %s: %d tok x %d cells, %d/%d heads, hd %d: %.3f ms (err %.2e)\n",
+           fam_name(f), cs_type_name(ac->type), ac->name, nt, nc, nh, nkv, hd, t1 - t0, e);
+    clReleaseMemObject(bq);
+    clReleaseMemObject(bo);
+    clReleaseMemObject(btp);
+    clReleaseMemObject(bts);
+    kv_free(&fx);
+    free(q);
+    free(k);
+    free(v);
+    free(cpos);
+    free(tpos);
+    free(tseq);
+    free(cseq);
+    free(call);
+    free(got);
+    free(ref);
+    return e;
+}
+
+/* Attention over the exact cache contents: f32 online softmax vs a double
+ * two-pass reference, 1e-5 of the largest output (floor 1e-3). */
+#define ATT_BOUND 1e-5
+
+FAM_TEST(test_attention_decode)
+{
+    static const int cells[] = {1, 7, 64, 65, 300};
+    struct tu_rng r;
+    tu_rng_seed(&r, 21);
+    for (size_t i = 0; i < CS_ARRAY_LEN(cells); i++) {
+        struct att_case ac = {"decode", CS_TYPE_F32, 1, cells[i], 8, 2, 64, true, 0};
+        assert_true(att_run(&ac, f, &r, NULL, NULL) <= ATT_BOUND);
+    }
+}
+
+FAM_TEST(test_attention_prefill)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 22);
+    struct att_case a = {"prefill", CS_TYPE_F32, 19, 19, 8, 2, 64, true, 0};
+    assert_true(att_run(&a, f, &r, NULL, NULL) <= ATT_BOUND);
+    struct att_case b = {"prefill", CS_TYPE_F32, 70, 70, 4, 4, 16, true, 0};
+    assert_true(att_run(&b, f, &r, NULL, NULL) <= ATT_BOUND);
+    /* a continuation: 9 new tokens after 40 cached positions */
+    struct att_case c = {"prefill+cache", CS_TYPE_F32, 9, 49, 4, 1, 128, true, 0};
+    assert_true(att_run(&c, f, &r, NULL, NULL) <= ATT_BOUND);
+}
+
+FAM_TEST(test_attention_two_seqs)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 23);
+    double nomask = 0.0;
+    struct att_case a = {"2 seqs", CS_TYPE_F32, 6, 50, 4, 2, 32, true, 1};
+    assert_true(att_run(&a, f, &r, NULL, &nomask) <= ATT_BOUND);
+    /* the sequence mask matters here: ignoring it changes the result */
+    assert_true(nomask > 1e-2);
+    struct att_case b = {"2 seqs decode", CS_TYPE_F32, 2, 31, 2, 2, 64, true, 1};
+    assert_true(att_run(&b, f, &r, NULL, &nomask) <= ATT_BOUND);
+    assert_true(nomask > 1e-2);
+}
+
+FAM_TEST(test_attention_noncausal)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 24);
+    /* tokens at early positions see every cell: compare against the
+     * non-causal reference, and check causal would differ */
+    struct att_case a = {"non-causal", CS_TYPE_F32, 5, 40, 4, 2, 64, false, 0};
+    assert_true(att_run(&a, f, &r, NULL, NULL) <= ATT_BOUND);
+    struct att_case b = {"non-causal empty", CS_TYPE_F32, 8, 33, 4, 4, 16, false, 2};
+    assert_true(att_run(&b, f, &r, NULL, NULL) <= ATT_BOUND);
+}
+
+FAM_TEST(test_attention_shapes)
+{
+    static const int hds[] = {8, 16, 64, 128};
+    static const int ratios[] = {1, 2, 4};
+    struct tu_rng r;
+    tu_rng_seed(&r, 25);
+    for (size_t i = 0; i < CS_ARRAY_LEN(hds); i++)
+        for (size_t j = 0; j < CS_ARRAY_LEN(ratios); j++) {
+            struct att_case a = {"shape", CS_TYPE_F32, 3, 21, 2 * ratios[j], 2, hds[i], true, 0};
+            assert_true(att_run(&a, f, &r, NULL, NULL) <= ATT_BOUND);
+        }
+    /* empty cells (pos -1) in the middle of a causal prefix */
+    struct att_case e = {"empty cells", CS_TYPE_F32, 4, 90, 4, 2, 64, true, 2};
+    assert_true(att_run(&e, f, &r, NULL, NULL) <= ATT_BOUND);
+}
+
+FAM_TEST(test_attention_kv_types)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 26);
+    for (size_t ti = 1; ti < CS_ARRAY_LEN(k_kv_types); ti++) {
+        uint32_t type = k_kv_types[ti];
+        double exact = 0.0;
+        struct att_case a = {"decode", type, 1, 130, 8, 2, 64, true, 2};
+        assert_true(att_run(&a, f, &r, &exact, NULL) <= ATT_BOUND);
+        struct att_case b = {"prefill", type, 12, 12, 4, 4, 128, true, 0};
+        double exact2 = 0.0;
+        assert_true(att_run(&b, f, &r, &exact2, NULL) <= ATT_BOUND);
+        /* against unrounded f32 K/V: f16 within its rounding (2^-11
+         * relative per value: 4e-3 of the output), bf16 (2^-8) 3e-2;
+         * q8_0/q4_0 only loosely (they are lossy by design) */
+        double bound = type == CS_TYPE_F16    ? 4e-3
+                       : type == CS_TYPE_BF16 ? 3e-2
+                       : type == CS_TYPE_Q8_0 ? 6e-2
+                                              : 0.5;
+        printf("# attention %s %s vs f32 K/V: err %.2e / %.2e (bound %.0e)\n", fam_name(f),
+               cs_type_name(type), exact, exact2, bound);
+        assert_true(exact <= bound);
+        assert_true(exact2 <= bound);
+    }
+}
+
+static void test_bad_args(void **state)
+{
+    (void)state;
+    NEED_DEV();
+    struct cs_kv_view kv = {CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL};
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    assert_non_null(strstr(g_err, "head_dim 16"));
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_K, 64, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 2, true, 1.0f,
+                                     g_err, sizeof g_err),
+                     CLSPEC_E_UNSUPPORTED);
+    kv.type = CS_TYPE_F32;
+    kv.n_kv_head = 3; /* 4 heads over 3 kv heads */
+    assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 4, true, 1.0f,
+                                     g_err, sizeof g_err),
+                     CLSPEC_E_INVAL);
+    struct cs_rope_params p = {65, false, 10000.0f, 1.0f};
+    assert_int_equal(cs_op_rope(g_dev, NULL, 0, NULL, 1, 1, 64, &p, g_err, sizeof g_err),
+                     CLSPEC_E_INVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_eltwise),
+        cmocka_unit_test(test_kv_store),
+        cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_attention_prefill),
+        cmocka_unit_test(test_attention_two_seqs),
+        cmocka_unit_test(test_attention_noncausal),
+        cmocka_unit_test(test_attention_shapes),
+        cmocka_unit_test(test_attention_kv_types),
+        cmocka_unit_test(test_bad_args),
+    };
+    return cmocka_run_group_tests_name("kernels-ops", tests, setup, teardown);
+}
