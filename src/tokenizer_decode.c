@@ -1,0 +1,143 @@
+/* tokenizer_decode.c: ids -> text (token pieces and whole sequences). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "tokenizer.h"
+#include "tokenizer_impl.h"
+#include "unicode.h"
+
+struct sbuf {
+    char *s;
+    size_t n, cap;
+};
+
+static int sbuf_put(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (nc < b->n + n + 1)
+            nc *= 2;
+        char *ns = realloc(b->s, nc);
+        if (!ns)
+            return CLSPEC_E_NOMEM;
+        b->s = ns, b->cap = nc;
+    }
+    if (n)
+        memcpy(b->s + b->n, s, n);
+    b->n += n;
+    return CLSPEC_OK;
+}
+
+/* Appends the piece of id to b; lstrip removes one leading space. */
+static int piece(const struct cs_tokenizer *t, int32_t id, bool special, bool lstrip, struct sbuf *b)
+{
+    const char *s = t->text + t->text_off[id];
+    size_t n = t->text_len[id], start = b->n;
+    int rc = CLSPEC_OK;
+    switch ((enum cs_tok_type)t->type[id]) {
+    case CS_TT_UNKNOWN:
+    case CS_TT_CONTROL:
+        if (!special)
+            return CLSPEC_OK;
+        rc = sbuf_put(b, s, n);
+        break;
+    case CS_TT_USER_DEFINED:
+        rc = sbuf_put(b, s, n);
+        break;
+    case CS_TT_NORMAL:
+    case CS_TT_BYTE:
+        if (t->kind == CS_TOK_SPM && t->type[id] == CS_TT_BYTE) {
+            char c = (char)strtoul(s + 3, NULL, 16); /* "<0xNN>", checked at load */
+            rc = sbuf_put(b, &c, 1);
+        } else if (t->kind == CS_TOK_SPM) {
+            for (size_t i = 0; i < n && !rc;) {
+                if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
+                    rc = sbuf_put(b, " ", 1);
+                    i += 3;
+                } else {
+                    rc = sbuf_put(b, s + i++, 1);
+                }
+            }
+        } else {
+            for (size_t i = 0; i < n && !rc;) {
+                size_t k;
+                uint32_t cp = cs_utf8_decode((const uint8_t *)s + i, n - i, &k);
+                if (cp < CS_ARRAY_LEN(t->bmap.rev) && t->bmap.rev[cp] >= 0) {
+                    char c = (char)t->bmap.rev[cp];
+                    rc = sbuf_put(b, &c, 1);
+                } else {
+                    rc = sbuf_put(b, s + i, k); /* not a byte-level character: as is */
+                }
+                i += k;
+            }
+        }
+        break;
+    default: /* undefined, unused */
+        return CLSPEC_OK;
+    }
+    if (!rc && lstrip && b->n > start && b->s[start] == ' ') {
+        memmove(b->s + start, b->s + start + 1, b->n - start - 1);
+        b->n--;
+    }
+    return rc;
+}
+
+static int finish(struct sbuf *b, char *buf, size_t cap, size_t *n_out, const char *what, char *err, size_t errlen)
+{
+    *n_out = b->n;
+    int rc = CLSPEC_OK;
+    if (cap < b->n + 1)
+        rc = cs_err(err, errlen, CLSPEC_E_RANGE, "%s: %zu bytes do not fit in a buffer of %zu", what, b->n, cap);
+    else {
+        if (b->n)
+            memcpy(buf, b->s, b->n);
+        buf[b->n] = '\0';
+    }
+    free(b->s);
+    return rc;
+}
+
+int cs_token_to_piece(const struct cs_tokenizer *t, int32_t id, bool special, char *buf, size_t cap,
+                      size_t *n_out, char *err, size_t errlen)
+{
+    *n_out = 0;
+    if (id < 0 || id >= t->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "token_to_piece: id %d outside the vocabulary (%d tokens)",
+                      (int)id, (int)t->n_vocab);
+    struct sbuf b = {0};
+    if (piece(t, id, special, false, &b)) {
+        free(b.s);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "token_to_piece: out of memory");
+    }
+    return finish(&b, buf, cap, n_out, "token_to_piece", err, errlen);
+}
+
+int cs_detokenize(const struct cs_tokenizer *t, const int32_t *ids, size_t n, bool remove_special,
+                  bool unparse_special, char *buf, size_t cap, size_t *n_out, char *err, size_t errlen)
+{
+    *n_out = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->n_vocab)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "detokenize: ids[%zu] = %d outside the vocabulary (%d tokens)",
+                          i, (int)ids[i], (int)t->n_vocab);
+    size_t first = 0;
+    if (remove_special && t->add_bos && n > 0 && ids[0] == t->bos)
+        first = 1;
+    if (remove_special && t->add_eos && n > first && ids[n - 1] == t->eos)
+        n--;
+    /* SPM: the space the tokenizer prefixed goes away with the first token after BOS */
+    size_t strip_at = (t->kind == CS_TOK_SPM && t->add_space_prefix)
+                          ? ((n > 0 && t->bos >= 0 && ids[0] == t->bos) ? 1 : 0)
+                          : SIZE_MAX;
+    struct sbuf b = {0};
+    for (size_t i = first; i < n; i++) {
+        if (piece(t, ids[i], unparse_special, i == strip_at, &b)) {
+            free(b.s);
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "detokenize: out of memory");
+        }
+    }
+    return finish(&b, buf, cap, n_out, "detokenize", err, errlen);
+}
