@@ -1,0 +1,212 @@
+/* run.c: `clspec run`: generate text from a prompt, streaming it to stdout;
+ * load time and prefill/decode speeds on stderr. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/loadmodel.h"
+#include "common.h"
+#include "sampler.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: clspec run -m MODEL -p PROMPT [-n N] [options]\n"
+            "\n"
+            "  -m, --model FILE      GGUF model\n"
+            "  -p, --prompt TEXT     prompt (BOS added as the vocabulary asks)\n"
+            "  -n, --n-predict N     tokens to generate (default 128); stops early at end of text\n"
+            "  -c, --ctx-size N      KV cache cells (default: prompt + N)\n"
+            "  --temp T              temperature (default 0.8; 0 = greedy)\n"
+            "  --top-k K             (default 40; 0 = off)\n"
+            "  --top-p P             (default 0.95; 1 = off)\n"
+            "  --min-p P             (default 0.05; 0 = off)\n"
+            "  --repeat-penalty R    (default 1 = off), over --repeat-last-n tokens (default 64)\n"
+            "  --seed S              RNG seed (default 0)\n"
+            "  --device SEL          OpenCL device index or name substring\n");
+}
+
+static int parse_num(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = v ? strtod(v, &end) : 0;
+    if (!v || errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "clspec run: %s needs a number in [%g, %g]\n", opt, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int emit(const struct cs_tokenizer *tok, int32_t id)
+{
+    char buf[256];
+    size_t n = 0;
+    char err[CLSPEC_ERRLEN];
+    if (cs_token_to_piece(tok, id, false, buf, sizeof buf, &n, err, sizeof err) < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        return -1;
+    }
+    fwrite(buf, 1, n, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+int cs_cmd_run(int argc, char **argv)
+{
+    const char *model = NULL, *prompt = NULL, *device = NULL;
+    double n_predict = 128, n_ctx = 0, temp = 0.8, top_k = 40, top_p = 0.95, min_p = 0.05, rep = 1.0, rep_n = 64,
+           seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int r = 0;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model"))
+            model = v;
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt"))
+            prompt = v;
+        else if (!strcmp(a, "--device"))
+            device = v;
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
+            r = parse_num(a, v, 0, 1 << 20, &n_predict);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
+            r = parse_num(a, v, 1, 1 << 24, &n_ctx);
+        else if (!strcmp(a, "--temp"))
+            r = parse_num(a, v, 0, 100, &temp);
+        else if (!strcmp(a, "--top-k"))
+            r = parse_num(a, v, 0, 1 << 30, &top_k);
+        else if (!strcmp(a, "--top-p"))
+            r = parse_num(a, v, 1e-6, 1, &top_p);
+        else if (!strcmp(a, "--min-p"))
+            r = parse_num(a, v, 0, 0.999, &min_p);
+        else if (!strcmp(a, "--repeat-penalty"))
+            r = parse_num(a, v, 1e-3, 100, &rep);
+        else if (!strcmp(a, "--repeat-last-n"))
+            r = parse_num(a, v, 0, 1 << 20, &rep_n);
+        else if (!strcmp(a, "--seed"))
+            r = parse_num(a, v, 0, 18446744073709551615.0, &seed);
+        else {
+            fprintf(stderr, "clspec run: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (r < 0)
+            return 2;
+        if (!v) {
+            fprintf(stderr, "clspec run: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+    }
+    if (!model || !prompt) {
+        usage(stderr);
+        return 2;
+    }
+    char err[CLSPEC_ERRLEN];
+    /* tokenize first (needs only the GGUF) to size the context */
+    struct cs_model *m0 = NULL;
+    struct cs_tokenizer *tok0 = NULL;
+    int rc = cs_model_load(model, &m0, err, sizeof err);
+    if (rc == 0)
+        rc = cs_tokenizer_load(m0->gguf, &tok0, err, sizeof err);
+    size_t n_prompt = 0, cap = strlen(prompt) + 8;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (rc == 0 && !ids)
+        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+    if (rc == 0)
+        rc = cs_tokenize(tok0, prompt, strlen(prompt), true, false, ids, cap, &n_prompt, err, sizeof err);
+    cs_tokenizer_free(tok0);
+    cs_model_free(m0);
+    if (rc == 0 && n_prompt == 0)
+        rc = cs_err(err, sizeof err, CLSPEC_E_INVAL, "the prompt gives no tokens");
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    uint32_t ctx = n_ctx > 0 ? (uint32_t)n_ctx : (uint32_t)(n_prompt + (size_t)n_predict + 1);
+    if (n_prompt + (size_t)n_predict > ctx) {
+        fprintf(stderr, "clspec run: prompt (%zu tokens) + %d tokens do not fit the context of %u\n", n_prompt,
+                (int)n_predict, ctx);
+        free(ids);
+        return 1;
+    }
+    struct cs_loaded L;
+    rc = cs_loaded_open(model, device, ctx, 256, 1, &L, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    const int V = (int)L.model->hp.n_vocab;
+    struct cs_sampler_params sp = cs_sampler_defaults();
+    sp.temp = (float)temp;
+    sp.top_k = (int32_t)top_k;
+    sp.top_p = (float)top_p;
+    sp.min_p = (float)min_p;
+    sp.repeat_penalty = (float)rep;
+    sp.penalty_last_n = (int32_t)rep_n;
+    sp.seed = (uint64_t)seed;
+    struct cs_sampler *smp = NULL;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);
+    if (!logits || !pos)
+        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+    if (rc == 0)
+        rc = cs_sampler_new(&sp, V, &smp, err, sizeof err);
+    int n_gen = 0;
+    double t_prefill = 0, t_decode = 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < n_prompt; i++) {
+            pos[i] = (int32_t)i;
+            cs_sampler_accept(smp, ids[i]);
+        }
+        /* echo the prompt as the tokenizer sees it */
+        for (size_t i = 0; i < n_prompt && rc == 0; i++)
+            rc = emit(L.tok, ids[i]) < 0 ? CLSPEC_E_INVAL : 0;
+        double t0 = cs_now();
+        if (rc == 0)
+            rc = cs_forward(L.ctx, ids, (int)n_prompt, pos, NULL, NULL, 1, logits, NULL, err, sizeof err);
+        t_prefill = cs_now() - t0;
+        t0 = cs_now();
+        int32_t p = (int32_t)n_prompt;
+        while (rc == 0 && n_gen < (int)n_predict) {
+            int32_t t = cs_sampler_sample(smp, logits);
+            cs_sampler_accept(smp, t);
+            n_gen++;
+            if (cs_tokenizer_is_eog(L.tok, t))
+                break;
+            if (emit(L.tok, t) < 0)
+                break;
+            if (n_gen == (int)n_predict)
+                break;
+            rc = cs_forward(L.ctx, &t, 1, &p, NULL, NULL, 1, logits, NULL, err, sizeof err);
+            p++;
+        }
+        t_decode = cs_now() - t0;
+        printf("\n");
+    }
+    if (rc < 0)
+        fprintf(stderr, "clspec run: %s\n", err);
+    else
+        fprintf(stderr,
+                "load: %.3f s (%s, %.2f MiB on %s)\n"
+                "prefill: %zu tokens in %.3f s, %.1f tokens/s\n"
+                "decode: %d tokens in %.3f s, %.1f tokens/s\n",
+                L.load_s, L.model->hp.arch_name, (double)L.fm->bytes / 1048576.0, L.dev->info.name, n_prompt,
+                t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0, n_gen, t_decode,
+                t_decode > 0 ? n_gen / t_decode : 0.0);
+    cs_sampler_free(smp);
+    free(logits);
+    free(pos);
+    free(ids);
+    cs_loaded_free(&L);
+    return rc < 0 ? 1 : 0;
+}
