@@ -378,10 +378,10 @@ static void test_rope_ref(void **state)
         x[i] = (float)(i + 1) * 0.25f;
     for (int style = 0; style < 2; style++) {
         memcpy(a, x, sizeof a);
-        cs_ref_rope(a, 2, 8, 8, 0, 10000.0f, 1.0f, (enum cs_rope_style)style);
+        cs_fwdref_rope(a, 2, 8, 8, 0, 10000.0f, 1.0f, (enum cs_rope_style)style);
         assert_memory_equal(a, x, sizeof a); /* position 0 is the identity */
         memcpy(a, x, sizeof a);
-        cs_ref_rope(a, 2, 8, 6, 7, 10000.0f, 1.0f, (enum cs_rope_style)style);
+        cs_fwdref_rope(a, 2, 8, 6, 7, 10000.0f, 1.0f, (enum cs_rope_style)style);
         /* dims >= n_rot untouched, rotated pairs keep their norm */
         assert_float_equal(a[6], x[6], 0.0);
         assert_float_equal(a[15], x[15], 0.0);
@@ -393,8 +393,8 @@ static void test_rope_ref(void **state)
     /* linear scaling: pos 8 with scale 0.5 == pos 4 */
     memcpy(a, x, sizeof a);
     memcpy(b, x, sizeof b);
-    cs_ref_rope(a, 2, 8, 8, 8, 10000.0f, 0.5f, CS_ROPE_NEOX);
-    cs_ref_rope(b, 2, 8, 8, 4, 10000.0f, 1.0f, CS_ROPE_NEOX);
+    cs_fwdref_rope(a, 2, 8, 8, 8, 10000.0f, 0.5f, CS_ROPE_NEOX);
+    cs_fwdref_rope(b, 2, 8, 8, 4, 10000.0f, 1.0f, CS_ROPE_NEOX);
     for (int i = 0; i < 16; i++)
         assert_float_equal(a[i], b[i], 1e-5);
 }

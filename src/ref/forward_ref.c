@@ -59,7 +59,7 @@ void cs_ref_free(struct cs_ref *r)
         free(r->output);
     free(r->tok_embd);
     free(r->output_norm);
-    float *s[] = {r->k_cache, r->v_cache, r->x, r->xb, r->q, r->k, r->v, r->att, r->hb, r->hb2, r->xo};
+    float *s[] = {r->xr, r->k_cache, r->v_cache, r->x, r->xb, r->q, r->k, r->v, r->att, r->hb, r->hb2, r->xo};
     for (size_t j = 0; j < CS_ARRAY_LEN(s); j++)
         free(s[j]);
     free(r);
@@ -117,7 +117,8 @@ int cs_ref_load(const struct cs_model *m, uint32_t n_ctx, struct cs_ref **out, c
     r->att = calloc(n_ctx, sizeof(float));
     r->hb = calloc(F, sizeof(float));
     r->hb2 = calloc(F, sizeof(float));
-    if (!r->k_cache || !r->v_cache || !r->x || !r->xb || !r->xo || !r->q || !r->k || !r->v || !r->att || !r->hb ||
+    r->xr = calloc(CS_MAX(CS_MAX(E, Q), F), sizeof(float));
+    if (!r->xr || !r->k_cache || !r->v_cache || !r->x || !r->xb || !r->xo || !r->q || !r->k || !r->v || !r->att || !r->hb ||
         !r->hb2)
         goto nomem;
     *out = r;
@@ -129,7 +130,7 @@ fail:
     return rc;
 }
 
-void cs_ref_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
+void cs_fwdref_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps)
 {
     double ss = 0.0;
     for (uint32_t i = 0; i < n; i++)
@@ -139,7 +140,7 @@ void cs_ref_rmsnorm(float *out, const float *x, const float *w, uint32_t n, floa
         out[i] = x[i] * scale * (w ? w[i] : 1.0f);
 }
 
-void cs_ref_matvec(float *out, const float *W, const float *x, uint32_t n_in, uint32_t n_out)
+void cs_fwdref_matvec(float *out, const float *W, const float *x, uint32_t n_in, uint32_t n_out)
 {
     for (uint32_t r = 0; r < n_out; r++) {
         const float *row = W + (size_t)r * n_in;
@@ -152,7 +153,7 @@ void cs_ref_matvec(float *out, const float *W, const float *x, uint32_t n_in, ui
 
 /* theta_i = pos * freq_scale * freq_base^(-2i / n_rot), i < n_rot / 2; the
  * pair rotated by theta_i is (2i, 2i+1) (normal) or (i, i + n_rot/2) (NeoX). */
-void cs_ref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, uint32_t pos, float freq_base,
+void cs_fwdref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, uint32_t pos, float freq_base,
                  float freq_scale, enum cs_rope_style style)
 {
     for (uint32_t h = 0; h < n_heads; h++) {
@@ -167,6 +168,61 @@ void cs_ref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot
             v[b] = x0 * s + x1 * c;
         }
     }
+}
+
+static float round_f16(float x) { return cs_f16_to_f32(cs_f32_to_f16(x)); }
+
+/* llama.cpp's activation rounding before a dot product with weights of type t. */
+static void round_for(uint32_t t, float *x, uint32_t n)
+{
+    switch (t) {
+    case CS_TYPE_F16:
+        for (uint32_t i = 0; i < n; i++)
+            x[i] = round_f16(x[i]);
+        break;
+    case CS_TYPE_BF16:
+        for (uint32_t i = 0; i < n; i++)
+            x[i] = cs_bf16_to_f32(cs_f32_to_bf16(x[i]));
+        break;
+    case CS_TYPE_Q4_0: case CS_TYPE_Q4_1: case CS_TYPE_Q5_0: case CS_TYPE_Q5_1: case CS_TYPE_Q8_0:
+        for (uint32_t b = 0; b + 32 <= n; b += 32) { /* q8_0 / q8_1: same values */
+            uint8_t blk[34];
+            cs_quantize_row(CS_TYPE_Q8_0, x + b, blk, 32);
+            cs_dequantize_row(CS_TYPE_Q8_0, blk, x + b, 32);
+        }
+        break;
+    case CS_TYPE_Q2_K: case CS_TYPE_Q3_K: case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: case CS_TYPE_Q6_K:
+        for (uint32_t b = 0; b + 256 <= n; b += 256) { /* q8_K: f32 scale, 256-blocks */
+            float amax = 0.0f, mx = 0.0f;
+            for (int i = 0; i < 256; i++)
+                if (fabsf(x[b + i]) > amax) {
+                    amax = fabsf(x[b + i]);
+                    mx = x[b + i];
+                }
+            if (amax == 0.0f)
+                continue;
+            float iscale = -127.0f / mx;
+            for (int i = 0; i < 256; i++) {
+                int q = (int)lrintf(iscale * x[b + i]);
+                x[b + i] = (float)(q > 127 ? 127 : q) / iscale;
+            }
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* out = W x, with llama.cpp's input rounding for t's type when enabled. */
+static void mv(struct cs_ref *r, float *out, const float *W, const struct cs_gguf_tensor *t, const float *x,
+               uint32_t n_in, uint32_t n_out)
+{
+    if (r->llamacpp_rounding && t->type != CS_TYPE_F32) {
+        memcpy(r->xr, x, n_in * sizeof(float));
+        round_for(t->type, r->xr, n_in);
+        x = r->xr;
+    }
+    cs_fwdref_matvec(out, W, x, n_in, n_out);
 }
 
 static void add_bias(float *x, const float *b, uint32_t n)
@@ -196,31 +252,40 @@ int cs_ref_forward(struct cs_ref *r, int32_t token, uint32_t pos, float *logits,
 
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const struct cs_ref_layer *L = &r->layers[l];
+        const struct cs_layer *S = &r->model->layers[l];
         if (hidden)
             memcpy(hidden + (size_t)l * E, x, E * sizeof(float));
 
         /* attention: norm, projections, (bias), (q/k norm), RoPE */
-        cs_ref_rmsnorm(r->xb, x, L->attn_norm, E, hp->rms_eps);
-        cs_ref_matvec(r->q, L->wq, r->xb, E, Q);
-        cs_ref_matvec(r->k, L->wk, r->xb, E, KV);
-        cs_ref_matvec(r->v, L->wv, r->xb, E, KV);
+        cs_fwdref_rmsnorm(r->xb, x, L->attn_norm, E, hp->rms_eps);
+        mv(r, r->q, L->wq, S->wq, r->xb, E, Q);
+        mv(r, r->k, L->wk, S->wk, r->xb, E, KV);
+        mv(r, r->v, L->wv, S->wv, r->xb, E, KV);
         add_bias(r->q, L->bq, Q);
         add_bias(r->k, L->bk, KV);
         add_bias(r->v, L->bv, KV);
         if (L->q_norm)
             for (uint32_t h = 0; h < hp->n_head; h++)
-                cs_ref_rmsnorm(r->q + h * D, r->q + h * D, L->q_norm, D, hp->rms_eps);
+                cs_fwdref_rmsnorm(r->q + h * D, r->q + h * D, L->q_norm, D, hp->rms_eps);
         if (L->k_norm)
             for (uint32_t h = 0; h < hp->n_head_kv; h++)
-                cs_ref_rmsnorm(r->k + h * D, r->k + h * D, L->k_norm, D, hp->rms_eps);
-        cs_ref_rope(r->q, hp->n_head, D, hp->n_rot, pos, hp->rope_freq_base, hp->rope_freq_scale, hp->rope_style);
-        cs_ref_rope(r->k, hp->n_head_kv, D, hp->n_rot, pos, hp->rope_freq_base, hp->rope_freq_scale, hp->rope_style);
+                cs_fwdref_rmsnorm(r->k + h * D, r->k + h * D, L->k_norm, D, hp->rms_eps);
+        cs_fwdref_rope(r->q, hp->n_head, D, hp->n_rot, pos, hp->rope_freq_base, hp->rope_freq_scale, hp->rope_style);
+        cs_fwdref_rope(r->k, hp->n_head_kv, D, hp->n_rot, pos, hp->rope_freq_base, hp->rope_freq_scale, hp->rope_style);
 
         /* store this position's K and V */
         float *kc = r->k_cache + (size_t)l * r->n_ctx * KV;
         float *vc = r->v_cache + (size_t)l * r->n_ctx * KV;
         memcpy(kc + (size_t)pos * KV, r->k, KV * sizeof(float));
         memcpy(vc + (size_t)pos * KV, r->v, KV * sizeof(float));
+        if (r->llamacpp_rounding) {
+            for (uint32_t i = 0; i < KV; i++) {
+                kc[(size_t)pos * KV + i] = round_f16(r->k[i]);
+                vc[(size_t)pos * KV + i] = round_f16(r->v[i]);
+            }
+            for (uint32_t i = 0; i < Q; i++)
+                r->q[i] = round_f16(r->q[i]);
+        }
 
         /* causal GQA attention over positions 0..pos; output into xb (q_dim) */
         for (uint32_t h = 0; h < hp->n_head; h++) {
@@ -247,30 +312,32 @@ int cs_ref_forward(struct cs_ref *r, int32_t token, uint32_t pos, float *logits,
             for (uint32_t t = 0; t <= pos; t++) {
                 const float *vt = vc + (size_t)t * KV + (size_t)kvh * D;
                 float a = r->att[t] / sum;
+                if (r->llamacpp_rounding)
+                    a = round_f16(a);
                 for (uint32_t i = 0; i < D; i++)
                     oh[i] += a * vt[i];
             }
         }
-        cs_ref_matvec(r->xo, L->wo, r->xb, Q, E);
+        mv(r, r->xo, L->wo, S->wo, r->xb, Q, E);
         for (uint32_t i = 0; i < E; i++)
             x[i] += r->xo[i];
 
         /* feed-forward: norm, SwiGLU, down, residual */
-        cs_ref_rmsnorm(r->xb, x, L->ffn_norm, E, hp->rms_eps);
-        cs_ref_matvec(r->hb, L->w_gate, r->xb, E, F);
-        cs_ref_matvec(r->hb2, L->w_up, r->xb, E, F);
+        cs_fwdref_rmsnorm(r->xb, x, L->ffn_norm, E, hp->rms_eps);
+        mv(r, r->hb, L->w_gate, S->w_gate, r->xb, E, F);
+        mv(r, r->hb2, L->w_up, S->w_up, r->xb, E, F);
         for (uint32_t i = 0; i < F; i++) {
             float g = r->hb[i];
             r->hb[i] = g / (1.0f + expf(-g)) * r->hb2[i];
         }
-        cs_ref_matvec(r->xo, L->w_down, r->hb, F, E);
+        mv(r, r->xo, L->w_down, S->w_down, r->hb, F, E);
         for (uint32_t i = 0; i < E; i++)
             x[i] += r->xo[i];
     }
     if (hidden)
         memcpy(hidden + (size_t)hp->n_layer * E, x, E * sizeof(float));
 
-    cs_ref_rmsnorm(r->xb, x, r->output_norm, E, hp->rms_eps);
-    cs_ref_matvec(logits, r->output, r->xb, E, hp->n_vocab);
+    cs_fwdref_rmsnorm(r->xb, x, r->output_norm, E, hp->rms_eps);
+    mv(r, logits, r->output, r->model->output, r->xb, E, hp->n_vocab);
     return CLSPEC_OK;
 }

@@ -4,6 +4,7 @@
 #ifndef CS_FORWARD_REF_H
 #define CS_FORWARD_REF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,12 @@ struct cs_ref {
     float *att;                 /* (n_ctx) scores of one head */
     float *hb, *hb2;            /* (n_ff) */
     float *xo;                  /* (n_embd) */
+    float *xr;                  /* (max(n_embd, q_dim, n_ff)) rounded matvec input */
+    /* Set after cs_ref_load to reproduce llama.cpp's CPU arithmetic (default
+     * false: pure f32): matvec inputs rounded to the weight's dot type (f16,
+     * bf16, q8_0 for 32-blocks, q8_K for K-quants), f16 KV cache, q and the
+     * attention weights rounded to f16. Used by the golden test only. */
+    bool llamacpp_rounding;
 };
 
 int cs_ref_load(const struct cs_model *m, uint32_t n_ctx, struct cs_ref **out, char *err, size_t errlen);
@@ -49,9 +56,9 @@ int cs_ref_forward(struct cs_ref *r, int32_t token, uint32_t pos, float *logits,
                    size_t errlen);
 
 /* Building blocks (exposed so tests can check them). */
-void cs_ref_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps);
-void cs_ref_matvec(float *out, const float *W, const float *x, uint32_t n_in, uint32_t n_out);
-void cs_ref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, uint32_t pos, float freq_base,
+void cs_fwdref_rmsnorm(float *out, const float *x, const float *w, uint32_t n, float eps);
+void cs_fwdref_matvec(float *out, const float *W, const float *x, uint32_t n_in, uint32_t n_out);
+void cs_fwdref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, uint32_t pos, float freq_base,
                  float freq_scale, enum cs_rope_style style);
 
 #endif
