@@ -1,0 +1,259 @@
+/* blocks.cl: decoders for every ggml weight block type, shared by all kernels
+ * (the host prepends this file after common.cl to every program; it defines no
+ * kernels). Weights are byte buffers in the GGUF layout (blocks of 18, 20, 22,
+ * 34, 84, 110, 144, 176, 210 bytes: not 4-aligned), so every load is a vloadN
+ * of uchar/char (byte-aligned) or vload_half (2-aligned: every half field sits
+ * at an even offset of an even-sized block, and rows start at even offsets).
+ *
+ * cs_dq32_T(row, s, &lo, &hi): elements [32 s, 32 s + 16) -> lo and
+ * [32 s + 16, 32 s + 32) -> hi of a row of type T (K-quants: block s / 8,
+ * sub-block s % 8). cs_dq1_T(row, k): element k, only for the float types
+ * (f32, f16, bf16), whose rows need not be a multiple of 32; defined as 0 for
+ * the block types, whose rows always are. */
+
+inline float cs_hsum16(float16 v)
+{
+    const float8 a = v.lo + v.hi;
+    const float4 b = a.lo + a.hi;
+    return (b.x + b.y) + (b.z + b.w);
+}
+
+inline float cs_dot16(float16 a, float16 b)
+{
+    return cs_hsum16(a * b);
+}
+
+inline float cs_ldh(__global const uchar *p) /* half at an even address */
+{
+    return vload_half(0, (__global const half *)p);
+}
+
+inline uint cs_ldu32(__global const uchar *p) /* any address */
+{
+    return as_uint(vload4(0, p));
+}
+
+/* 16 bits of a packed mask as 0/1 floats: bit (first + i) of m -> lane i */
+inline float16 cs_bits16(uint m, uint first)
+{
+    const uint16 sh = (uint16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) + first;
+    return convert_float16(((uint16)m >> sh) & 1u);
+}
+
+/* ---- float types ---- */
+
+inline void cs_dq32_f32(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const float *p = (__global const float *)row;
+    *lo = vload16(2 * s, p);
+    *hi = vload16(2 * s + 1, p);
+}
+inline float cs_dq1_f32(__global const uchar *row, uint k)
+{
+    return ((__global const float *)row)[k];
+}
+
+inline void cs_dq32_f16(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const half *p = (__global const half *)row;
+    *lo = vload_half16(2 * s, p);
+    *hi = vload_half16(2 * s + 1, p);
+}
+inline float cs_dq1_f16(__global const uchar *row, uint k)
+{
+    return vload_half(k, (__global const half *)row);
+}
+
+inline void cs_dq32_bf16(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const ushort *p = (__global const ushort *)row;
+    *lo = as_float16(convert_uint16(vload16(2 * s, p)) << 16);
+    *hi = as_float16(convert_uint16(vload16(2 * s + 1, p)) << 16);
+}
+inline float cs_dq1_bf16(__global const uchar *row, uint k)
+{
+    return as_float(((uint)((__global const ushort *)row)[k]) << 16);
+}
+
+/* ---- 32-element blocks ---- */
+
+/* q8_0 (34 bytes): half d; char qs[32]. x = d * q */
+inline void cs_dq32_q8_0(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 34;
+    const float d = cs_ldh(b);
+    __global const char *q = (__global const char *)(b + 2);
+    *lo = d * convert_float16(vload16(0, q));
+    *hi = d * convert_float16(vload16(1, q));
+}
+
+/* q4_0 (18 bytes): half d; uchar qs[16]. x[j] = d * ((qs[j] & 15) - 8),
+ * x[j + 16] = d * ((qs[j] >> 4) - 8) */
+inline void cs_dq32_q4_0(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 18;
+    const float d = cs_ldh(b);
+    const uchar16 q = vload16(0, b + 2);
+    *lo = d * (convert_float16(q & (uchar)15) - 8.0f);
+    *hi = d * (convert_float16(q >> (uchar)4) - 8.0f);
+}
+
+/* q4_1 (20 bytes): half d, m; uchar qs[16]. x = d * q + m */
+inline void cs_dq32_q4_1(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 20;
+    const float d = cs_ldh(b), m = cs_ldh(b + 2);
+    const uchar16 q = vload16(0, b + 4);
+    *lo = mad(d, convert_float16(q & (uchar)15), m);
+    *hi = mad(d, convert_float16(q >> (uchar)4), m);
+}
+
+/* q5_0 (22 bytes): half d; uint qh (bit j = 5th bit of x[j]); uchar qs[16].
+ * x = d * ((nibble | hbit << 4) - 16) */
+inline void cs_dq32_q5_0(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 22;
+    const float d = cs_ldh(b);
+    const uint qh = cs_ldu32(b + 2);
+    const uchar16 q = vload16(0, b + 6);
+    *lo = d * (mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)) - 16.0f);
+    *hi = d * (mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)) - 16.0f);
+}
+
+/* q5_1 (24 bytes): half d, m; uint qh; uchar qs[16]. x = d * q5 + m */
+inline void cs_dq32_q5_1(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 24;
+    const float d = cs_ldh(b), m = cs_ldh(b + 2);
+    const uint qh = cs_ldu32(b + 4);
+    const uchar16 q = vload16(0, b + 8);
+    *lo = mad(d, mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)), m);
+    *hi = mad(d, mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)), m);
+}
+
+/* ---- K-quants: 256-element super-blocks of 8 sub-blocks of 32 ---- */
+
+/* q2_K (84 bytes): uchar scales[16] (low nibble scale, high nibble min, one
+ * per 16 elements); uchar qs[64] (2-bit); half d; half dmin. Sub-block u:
+ * qs[32 (u / 4) + l] >> 2 (u % 4), scales[2u] (l < 16) / scales[2u + 1]. */
+inline void cs_dq32_q2_K(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 84;
+    const uint u = s & 7;
+    const float d = cs_ldh(b + 80), dmin = cs_ldh(b + 82);
+    const uchar sc0 = b[2 * u], sc1 = b[2 * u + 1];
+    __global const uchar *q = b + 16 + 32 * (u >> 2);
+    const uchar sh = (uchar)(2 * (u & 3));
+    const uchar16 q0 = (vload16(0, q) >> sh) & (uchar)3, q1 = (vload16(1, q) >> sh) & (uchar)3;
+    *lo = d * (sc0 & 15) * convert_float16(q0) - dmin * (sc0 >> 4);
+    *hi = d * (sc1 & 15) * convert_float16(q1) - dmin * (sc1 >> 4);
+}
+
+/* q3_K scale i (0..15) of the 12 packed bytes: 6 bits, minus 32 */
+inline float cs_q3k_scale(__global const uchar *sc, uint i)
+{
+    const uint low = i < 8 ? (sc[i] & 15u) : (sc[i - 8] >> 4);
+    const uint high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3u;
+    return (float)((int)(low | (high << 4)) - 32);
+}
+
+/* q3_K (110 bytes): uchar hmask[32]; uchar qs[64] (low 2 bits); uchar
+ * scales[12]; half d. Sub-block u: 2 bits qs[32 (u / 4) + l] >> 2 (u % 4),
+ * minus 4 unless bit u of hmask[l] is set. */
+inline void cs_dq32_q3_K(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 110;
+    const uint u = s & 7;
+    const float d = cs_ldh(b + 108);
+    const float d0 = d * cs_q3k_scale(b + 96, 2 * u), d1 = d * cs_q3k_scale(b + 96, 2 * u + 1);
+    __global const uchar *q = b + 32 + 32 * (u >> 2);
+    const uchar sh = (uchar)(2 * (u & 3)), hb = (uchar)u;
+    const uchar16 q0 = (vload16(0, q) >> sh) & (uchar)3, q1 = (vload16(1, q) >> sh) & (uchar)3;
+    const uchar16 h0 = (vload16(0, b) >> hb) & (uchar)1, h1 = (vload16(1, b) >> hb) & (uchar)1;
+    *lo = d0 * (convert_float16(q0) + 4.0f * convert_float16(h0) - 4.0f);
+    *hi = d1 * (convert_float16(q1) + 4.0f * convert_float16(h1) - 4.0f);
+}
+
+/* q4_K / q5_K 6-bit scale and min j (0..7) of the 12 packed bytes */
+inline float2 cs_k4_scale_min(__global const uchar *sc, uint j)
+{
+    uint d, m;
+    if (j < 4) {
+        d = sc[j] & 63u;
+        m = sc[j + 4] & 63u;
+    } else {
+        d = (sc[j + 4] & 15u) | ((uint)(sc[j - 4] >> 6) << 4);
+        m = (sc[j + 4] >> 4) | ((uint)(sc[j] >> 6) << 4);
+    }
+    return (float2)((float)d, (float)m);
+}
+
+/* q4_K (144 bytes): half d, dmin; uchar scales[12]; uchar qs[128]. Sub-block
+ * u: nibble (u % 2) of qs[32 (u / 2) + l]; x = d sc_u q - dmin m_u. */
+inline void cs_dq32_q4_K(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 144;
+    const uint u = s & 7;
+    const float2 sm = cs_k4_scale_min(b + 4, u);
+    const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
+    __global const uchar *q = b + 16 + 32 * (u >> 1);
+    const uchar sh = (uchar)(4 * (u & 1));
+    *lo = d * convert_float16((vload16(0, q) >> sh) & (uchar)15) - m;
+    *hi = d * convert_float16((vload16(1, q) >> sh) & (uchar)15) - m;
+}
+
+/* q5_K (176 bytes): half d, dmin; uchar scales[12]; uchar qh[32] (bit u =
+ * 5th bit of sub-block u); uchar qs[128]. */
+inline void cs_dq32_q5_K(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 176;
+    const uint u = s & 7;
+    const float2 sm = cs_k4_scale_min(b + 4, u);
+    const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
+    __global const uchar *q = b + 48 + 32 * (u >> 1);
+    const uchar sh = (uchar)(4 * (u & 1)), hb = (uchar)u;
+    const uchar16 q0 = ((vload16(0, q) >> sh) & (uchar)15) | (((vload16(0, b + 16) >> hb) & (uchar)1) << (uchar)4);
+    const uchar16 q1 = ((vload16(1, q) >> sh) & (uchar)15) | (((vload16(1, b + 16) >> hb) & (uchar)1) << (uchar)4);
+    *lo = d * convert_float16(q0) - m;
+    *hi = d * convert_float16(q1) - m;
+}
+
+/* q6_K (210 bytes): uchar ql[128] (low 4 bits); uchar qh[64] (high 2 bits);
+ * char scales[16]; half d. Sub-block u = 4 h + k: ql[64 h + 32 (k % 2) + l]
+ * nibble k / 2, qh[32 h + l] >> 2 k, scales[8 h + 2 k] (l < 16) / [+1]. */
+inline void cs_dq32_q6_K(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 210;
+    const uint u = s & 7, h = u >> 2, k = u & 3;
+    const float d = cs_ldh(b + 208);
+    __global const char *sc = (__global const char *)(b + 192 + 8 * h + 2 * k);
+    __global const uchar *ql = b + 64 * h + 32 * (k & 1), *qh = b + 128 + 32 * h;
+    const uchar sl = (uchar)(4 * (k >> 1)), shh = (uchar)(2 * k);
+    const uchar16 q0 = ((vload16(0, ql) >> sl) & (uchar)15) | (((vload16(0, qh) >> shh) & (uchar)3) << (uchar)4);
+    const uchar16 q1 = ((vload16(1, ql) >> sl) & (uchar)15) | (((vload16(1, qh) >> shh) & (uchar)3) << (uchar)4);
+    *lo = (d * (float)sc[0]) * (convert_float16(q0) - 32.0f);
+    *hi = (d * (float)sc[1]) * (convert_float16(q1) - 32.0f);
+}
+
+/* the block types never have a partial 32-element tail */
+#define CS_DQ1_NONE(T) \
+    inline float cs_dq1_##T(__global const uchar *row, uint k) \
+    { \
+        (void)row; \
+        (void)k; \
+        return 0.0f; \
+    }
+CS_DQ1_NONE(q8_0)
+CS_DQ1_NONE(q4_0)
+CS_DQ1_NONE(q4_1)
+CS_DQ1_NONE(q5_0)
+CS_DQ1_NONE(q5_1)
+CS_DQ1_NONE(q2_K)
+CS_DQ1_NONE(q3_K)
+CS_DQ1_NONE(q4_K)
+CS_DQ1_NONE(q5_K)
+CS_DQ1_NONE(q6_K)
+
+/* X(T) for every weight type (kernel names: mv_T, mm_T, getrows_T) */
+#define CS_FOR_EACH_WTYPE(X) \
+    X(f32) X(f16) X(bf16) X(q8_0) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)

@@ -1,0 +1,232 @@
+/* matmul.c: weight upload (row parts) and the host side of cl/matmul.cl and
+ * cl/getrows.cl. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "ops/matmul.h"
+
+#define CPU_LOCAL 16 /* work-items per group, CPU family (one row each) */
+#define GPU_WG 64    /* work-group per row, GPU family (CS_MM_WG in matmul.cl) */
+#define COL_TILE 16  /* CS_MM_TC in matmul.cl */
+
+/* kernel name suffix per supported type (the X list of cl/blocks.cl) */
+static const char *kname(uint32_t type)
+{
+    switch (type) {
+    case CS_TYPE_F32: return "f32";
+    case CS_TYPE_F16: return "f16";
+    case CS_TYPE_BF16: return "bf16";
+    case CS_TYPE_Q8_0: return "q8_0";
+    case CS_TYPE_Q4_0: return "q4_0";
+    case CS_TYPE_Q4_1: return "q4_1";
+    case CS_TYPE_Q5_0: return "q5_0";
+    case CS_TYPE_Q5_1: return "q5_1";
+    case CS_TYPE_Q2_K: return "q2_K";
+    case CS_TYPE_Q3_K: return "q3_K";
+    case CS_TYPE_Q4_K: return "q4_K";
+    case CS_TYPE_Q5_K: return "q5_K";
+    case CS_TYPE_Q6_K: return "q6_K";
+    default: return NULL;
+    }
+}
+
+bool cs_weight_type_ok(uint32_t type)
+{
+    return kname(type) != NULL;
+}
+
+void cs_weight_free(struct cs_weight *w)
+{
+    if (!w)
+        return;
+    for (uint32_t i = 0; i < w->n_parts; i++)
+        if (w->parts[i].buf)
+            clReleaseMemObject(w->parts[i].buf);
+    free(w->parts);
+    memset(w, 0, sizeof *w);
+}
+
+int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
+                           const void *host, uint64_t max_part_bytes, struct cs_weight *w,
+                           char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    if (!kname(type))
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "weight of type %s: no matmul kernels",
+                      cs_type_name(type));
+    uint64_t row_bytes, bytes;
+    if (n_in == 0 || n_out == 0 || !cs_row_bytes(type, n_in, &row_bytes))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s weight %ux%u: bad shape (row length must be a "
+                      "positive multiple of the block size)", cs_type_name(type), n_in, n_out);
+    if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
+                      n_in, n_out);
+    uint64_t limit = d->info.max_alloc;
+    if (max_part_bytes && max_part_bytes < limit)
+        limit = max_part_bytes;
+    if (row_bytes > limit)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: one row (%llu bytes) exceeds the "
+                      "part limit of %llu bytes", cs_type_name(type), n_in, n_out,
+                      (unsigned long long)row_bytes, (unsigned long long)limit);
+    const uint64_t rows_per_part = CS_MIN(limit / row_bytes, (uint64_t)n_out);
+    const uint32_t n_parts = (uint32_t)((n_out + rows_per_part - 1) / rows_per_part);
+    w->parts = calloc(n_parts, sizeof *w->parts);
+    if (!w->parts)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "weight upload: out of memory");
+    w->type = (enum cs_type)type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_bytes = row_bytes;
+    w->bytes = bytes;
+    w->layout = CS_WLAYOUT_GGUF;
+    w->n_parts = n_parts;
+    for (uint32_t i = 0; i < n_parts; i++) {
+        struct cs_weight_part *p = &w->parts[i];
+        p->r0 = (uint32_t)(i * rows_per_part);
+        p->n_rows = (uint32_t)CS_MIN(rows_per_part, (uint64_t)n_out - p->r0);
+        const size_t pb = (size_t)(p->n_rows * row_bytes);
+        int rc = cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pb,
+                             (void *)((const unsigned char *)host + p->r0 * row_bytes), &p->buf, err,
+                             errlen);
+        if (rc != CLSPEC_OK) {
+            cs_weight_free(w);
+            return cs_err_prefix(err, errlen, rc, "%s weight %ux%u part %u", cs_type_name(type), n_in,
+                                 n_out, i);
+        }
+    }
+    return CLSPEC_OK;
+}
+
+int cs_weight_upload(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
+                     const void *host, struct cs_weight *w, char *err, size_t errlen)
+{
+    uint64_t limit = 0;
+    const char *env = getenv("CLSPEC_MAX_PART_BYTES");
+    if (env && *env) {
+        char *end;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (*end || v == 0)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "CLSPEC_MAX_PART_BYTES=%s: expected a positive "
+                          "byte count", env);
+        limit = v;
+    }
+    return cs_weight_upload_parts(d, type, n_in, n_out, host, limit, w, err, errlen);
+}
+
+int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
+{
+    cl_program p;
+    int rc = cs_cl_program(d, "matmul", NULL, &p, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_program(d, "getrows", NULL, &p, err, errlen);
+    return rc;
+}
+
+/* sets n args of k from (size, pointer) pairs */
+static int set_args(cl_kernel k, const char *name, char *err, size_t errlen, unsigned n,
+                    const size_t *sizes, const void *const *vals)
+{
+    for (unsigned i = 0; i < n; i++) {
+        cl_int rc = clSetKernelArg(k, i, sizes[i], vals[i]);
+        if (rc != CL_SUCCESS)
+            return cs_err(err, errlen, CLSPEC_E_CL, "clSetKernelArg(%s, %u): %s (%d)", name, i,
+                          cs_cl_errstr(rc), (int)rc);
+    }
+    return CLSPEC_OK;
+}
+
+static bool fits_u32(uint64_t v)
+{
+    return v <= UINT32_MAX;
+}
+
+int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
+                 size_t y_off, uint32_t n_cols, char *err, size_t errlen)
+{
+    if (!w || !w->n_parts || !kname(w->type))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul: weight not uploaded");
+    if (n_cols == 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul: n_cols must be >= 1");
+    uint64_t xe, ye;
+    if (!cs_mul_ok(n_cols, w->n_in, &xe) || !cs_mul_ok(n_cols, w->n_out, &ye) || !fits_u32(x_off + xe) ||
+        !fits_u32(y_off + ye))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
+                      cs_type_name(w->type), w->n_in, w->n_out, n_cols);
+    const bool cpu = d->info.family == CS_KFAMILY_CPU;
+    if (!cpu && d->info.max_wg < GPU_WG)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: work-groups of %d needed, device allows %zu",
+                      d->info.name, GPU_WG, d->info.max_wg);
+    char name[32];
+    snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : "mm", kname(w->type));
+    cl_kernel k;
+    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, xo = (cl_uint)x_off, nc = n_cols,
+                  ystride = w->n_out;
+    for (uint32_t i = 0; i < w->n_parts; i++) {
+        const struct cs_weight_part *p = &w->parts[i];
+        const cl_uint nr = p->n_rows, yo = (cl_uint)(y_off + p->r0);
+        if (n_cols == 1) {
+            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
+            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &y, &yo};
+            rc = set_args(k, name, err, errlen, 8, sz, v);
+            if (rc != CLSPEC_OK)
+                return rc;
+            const size_t g[1] = {cpu ? nr : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
+            rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
+        } else {
+            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
+            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &nc, &y, &yo, &ystride};
+            rc = set_args(k, name, err, errlen, 10, sz, v);
+            if (rc != CLSPEC_OK)
+                return rc;
+            const size_t g[2] = {cpu ? nr : (size_t)nr * GPU_WG, (n_cols + COL_TILE - 1) / COL_TILE};
+            const size_t l[2] = {cpu ? CPU_LOCAL : GPU_WG, 1};
+            rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
+        }
+        if (rc != CLSPEC_OK)
+            return rc;
+    }
+    return CLSPEC_OK;
+}
+
+int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off,
+                   uint32_t n, cl_mem out, size_t out_off, char *err, size_t errlen)
+{
+    if (!w || !w->n_parts || !kname(w->type))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "get_rows: weight not uploaded");
+    if (n == 0)
+        return CLSPEC_OK;
+    uint64_t oe;
+    if (!cs_mul_ok(n, w->n_in, &oe) || !fits_u32(out_off + oe) || !fits_u32(ids_off + n))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "get_rows %s n=%u: offsets exceed 32 bits",
+                      cs_type_name(w->type), n);
+    char name[32];
+    snprintf(name, sizeof name, "getrows_%s", kname(w->type));
+    cl_kernel k;
+    int rc = cs_cl_kernel(d, "getrows", NULL, name, &k, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, n_out = w->n_out, io = (cl_uint)ids_off,
+                  nn = n, oo = (cl_uint)out_off;
+    const size_t chunks = w->n_in / 32 + (w->n_in % 32 ? 1 : 0);
+    for (uint32_t i = 0; i < w->n_parts; i++) {
+        const struct cs_weight_part *p = &w->parts[i];
+        const cl_uint r0 = p->r0, nr = p->n_rows;
+        const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4};
+        const void *v[] = {&p->buf, &rb, &n_in, &r0, &nr, &n_out, &ids, &io, &nn, &out, &oo};
+        rc = set_args(k, name, err, errlen, 11, sz, v);
+        if (rc != CLSPEC_OK)
+            return rc;
+        const size_t g[2] = {chunks, n}, l[2] = {CS_MIN(chunks, (size_t)16), 1};
+        rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
+    }
+    return CLSPEC_OK;
+}

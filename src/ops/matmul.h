@@ -1,0 +1,68 @@
+/* matmul.h: weight matrices on an OpenCL device and the ops that read them:
+ * y = x . W^T (cs_op_matmul) and the embedding gather (cs_op_get_rows).
+ * The caller owns struct cs_weight (fill with cs_weight_upload, release with cs_weight_free). */
+#ifndef CS_OPS_MATMUL_H
+#define CS_OPS_MATMUL_H
+
+#include <stdint.h>
+
+#include "cl/runtime.h"
+#include "quant.h"
+
+/* Device layout (layout id CS_WLAYOUT_GGUF, the only one so far): each part
+ * holds whole rows, byte for byte as stored in GGUF (row r of the part at
+ * r * row_bytes; ggml blocks of block_bytes, array-of-structs, no padding).
+ * The kernels read it with byte-aligned vector loads (cl/blocks.cl), so no
+ * repacking is needed; a part boundary is always a row boundary. */
+#define CS_WLAYOUT_GGUF 0
+
+struct cs_weight_part {
+    cl_mem buf;      /* n_rows * row_bytes bytes */
+    uint32_t r0;     /* first row of W held by this part */
+    uint32_t n_rows; /* rows in this part */
+};
+
+struct cs_weight {
+    enum cs_type type;
+    uint32_t n_in;     /* elements per row (GGUF ne0, contiguous) */
+    uint32_t n_out;    /* rows (GGUF ne1) */
+    uint64_t row_bytes;/* bytes per row (cs_row_bytes) */
+    uint64_t bytes;    /* n_out * row_bytes: the weight bytes a mat-vec reads */
+    int layout;        /* CS_WLAYOUT_* */
+    uint32_t n_parts;
+    struct cs_weight_part *parts; /* (n_parts), malloc'd */
+};
+
+/* Whether the ops support a weight type (every one clspec loads: F32, F16,
+ * BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K). */
+bool cs_weight_type_ok(uint32_t type);
+
+/* Uploads host (n_out rows of n_in elements of type, GGUF layout) to d. The
+ * weight is split by rows into parts of at most d->info.max_alloc bytes (or
+ * $CLSPEC_MAX_PART_BYTES when set and smaller). Block types need n_in to be a
+ * multiple of their block size; a single row must fit in one part. On failure
+ * *w is left empty (safe to cs_weight_free). */
+int cs_weight_upload(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
+                     const void *host, struct cs_weight *w, char *err, size_t errlen);
+/* The same with an explicit part size limit (0 = the device limit). */
+int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
+                           const void *host, uint64_t max_part_bytes, struct cs_weight *w,
+                           char *err, size_t errlen);
+void cs_weight_free(struct cs_weight *w);
+
+/* Loads the matmul and getrows programs of d (built once per device, then
+ * cached); optional: the ops load them on first use. */
+int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen);
+
+/* y(n_cols, n_out) = x(n_cols, n_in) . W^T: for each column c (token) and row
+ * r, y[y_off + c n_out + r] = sum_k W[r][k] x[x_off + c n_in + k]. x and y are
+ * f32 buffers, offsets in floats. Enqueues only (no wait). n_cols >= 1. */
+int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
+                 size_t y_off, uint32_t n_cols, char *err, size_t errlen);
+
+/* Embedding gather: out[out_off + t n_in + k] = W[ids[ids_off + t]][k] as f32,
+ * for t < n; an id outside [0, n_out) gives a row of zeros. Enqueues only. */
+int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off,
+                   uint32_t n, cl_mem out, size_t out_off, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,532 @@
+/* test-kernels.c: the weight-matrix kernels (cl/matmul.cl, cl/getrows.cl via
+ * src/ops/matmul.c) against the plain-C references (src/ref/matmul_ref.c),
+ * in the spirit of ggml's test-backend-ops: every weight type x both kernel
+ * families (the first device is opened twice, once per family, so PoCL runs
+ * the CPU and the GPU kernels) x n_cols in {1, 2, 4, 8, 16, 17, 64} x a few
+ * shapes. Error measure: max |y - y_ref| / (max |y_ref| + 1e-20) <= 1e-4.
+ * The reference sums exactly-dequantized weights times x in double; the
+ * kernels sum in f32 in another order (and may fuse a*b+c), so the expected
+ * error is a few f32 ulps times sqrt(n_in): ~1e-6 here. 1e-4 leaves margin
+ * while any wrong element, block or scale gives O(1e-2..1). get_rows must
+ * match within 1e-6 of the row maximum (only dequant rounding may differ).
+ * Timing lines ("# matmul q8_0 cpu 512x96 n=1: ...") are informational. */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "common.h"
+#include "ops/matmul.h"
+#include "quant.h"
+#include "ref/matmul_ref.h"
+#include "testutil.h"
+
+static const uint32_t all_types[] = {
+    CS_TYPE_F32,  CS_TYPE_F16,  CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_1, CS_TYPE_Q5_0,
+    CS_TYPE_Q5_1, CS_TYPE_Q2_K, CS_TYPE_Q3_K, CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K,
+};
+static const uint32_t col_counts[] = {1, 2, 4, 8, 16, 17, 64};
+
+/* one opened device per family (NULL if no OpenCL device) */
+static struct cs_cl_dev *devs[2];
+static const char *fam_name[2] = {"gpu", "cpu"}; /* indexed by enum cs_kfamily */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- random weights ---- */
+
+static void put_f16(unsigned char *p, float v)
+{
+    uint16_t h = cs_f32_to_f16(v);
+    memcpy(p, &h, 2);
+}
+
+/* positions of the f16 scale fields (d, and dmin/m or -1) in a block */
+static void scale_fields(uint32_t type, int *d_at, int *m_at)
+{
+    *m_at = -1;
+    switch (type) {
+    case CS_TYPE_Q4_1: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q5_0: *d_at = 0; break;
+    case CS_TYPE_Q5_1: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q2_K: *d_at = 80; *m_at = 82; break;
+    case CS_TYPE_Q3_K: *d_at = 108; break;
+    case CS_TYPE_Q4_K: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q5_K: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q6_K: *d_at = 208; break;
+    default: *d_at = -1; break;
+    }
+}
+
+/* n_out rows of n_in elements of type (malloc'd). Types cs_quantize_row
+ * supports come from random normal floats; the others are random block
+ * bytes with finite scales d in [0.01, 0.1) and mins in (-0.1, 0.1). */
+static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed,
+                                    uint64_t *bytes_out)
+{
+    uint64_t rb;
+    assert_true(cs_row_bytes(type, n_in, &rb));
+    unsigned char *w = malloc(rb * n_out);
+    assert_non_null(w);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    const struct cs_type_info *ti = cs_type_get(type);
+    if (ti->quant) {
+        float *row = malloc(n_in * sizeof *row);
+        assert_non_null(row);
+        for (uint32_t r = 0; r < n_out; r++) {
+            for (uint32_t k = 0; k < n_in; k++)
+                row[k] = tu_rng_normal(&rng);
+            assert_int_equal(cs_quantize_row(type, row, w + r * rb, n_in), 0);
+        }
+        free(row);
+    } else {
+        for (uint64_t i = 0; i < rb * n_out; i++)
+            w[i] = (unsigned char)(tu_rng_u64(&rng) >> 56);
+        int d_at, m_at;
+        scale_fields(type, &d_at, &m_at);
+        assert_true(d_at >= 0);
+        const uint64_t nb = rb * n_out / ti->block_bytes;
+        for (uint64_t b = 0; b < nb; b++) {
+            unsigned char *blk = w + b * ti->block_bytes;
+            put_f16(blk + d_at, 0.01f + 0.09f * tu_rng_uniform(&rng));
+            if (m_at >= 0)
+                put_f16(blk + m_at, 0.2f * tu_rng_uniform(&rng) - 0.1f);
+        }
+    }
+    *bytes_out = rb * n_out;
+    return w;
+}
+
+static float *random_floats(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = tu_rng_normal(&rng);
+    return x;
+}
+
+/* ---- device helpers ---- */
+
+static cl_mem dev_buf(struct cs_cl_dev *d, size_t bytes, const void *init)
+{
+    char err[512];
+    cl_mem m;
+    int rc = cs_cl_alloc(d, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0), bytes, (void *)init,
+                         &m, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        fail_msg("%s", err);
+    return m;
+}
+
+static void read_buf(struct cs_cl_dev *d, cl_mem m, size_t off_bytes, size_t bytes, void *dst)
+{
+    char err[512];
+    if (cs_cl_read(d, m, off_bytes, bytes, dst, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+}
+
+static double norm_err(const float *y, const float *ref, size_t n)
+{
+    double maxd = 0.0, maxr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(y[i]))
+            return INFINITY;
+        maxd = fmax(maxd, fabs((double)y[i] - ref[i]));
+        maxr = fmax(maxr, fabs((double)ref[i]));
+    }
+    return maxd / (maxr + 1e-20);
+}
+
+/* runs y = x W^T on d with the given offsets and returns y (n_cols * n_out floats, malloc'd) */
+static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols,
+                         double *ms)
+{
+    char err[512];
+    const size_t x_off = 3, y_off = 5; /* exercise the offsets */
+    const size_t xn = x_off + (size_t)n_cols * w->n_in, yn = y_off + (size_t)n_cols * w->n_out;
+    float *xh = calloc(xn, sizeof *xh);
+    assert_non_null(xh);
+    memcpy(xh + x_off, x, (size_t)n_cols * w->n_in * sizeof *x);
+    cl_mem xb = dev_buf(d, xn * sizeof(float), xh), yb = dev_buf(d, yn * sizeof(float), NULL);
+    free(xh);
+    int rc = cs_op_matmul(d, w, xb, x_off, yb, y_off, n_cols, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+    if (ms) { /* mean of a few runs after the warm-up above */
+        const int reps = 5;
+        double t0 = now_ms();
+        for (int i = 0; i < reps; i++)
+            assert_int_equal(cs_op_matmul(d, w, xb, x_off, yb, y_off, n_cols, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+        *ms = (now_ms() - t0) / reps;
+    }
+    float *y = malloc((size_t)n_cols * w->n_out * sizeof *y);
+    assert_non_null(y);
+    read_buf(d, yb, y_off * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float), y);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(yb);
+    return y;
+}
+
+/* ---- matmul: every type x family x n_cols x shape ---- */
+
+struct shape {
+    uint32_t n_in, n_out;
+};
+
+static void check_type(uint32_t type, enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+    /* 37 and 101 rows: not a multiple of the CPU local size; 100 columns: a float-type tail */
+    const struct shape shapes[] = {{256, 64}, {512, 96}, {256, 37}, {flt ? 100u : 512u, 101}};
+    for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
+        const struct shape sh = shapes[si];
+        uint64_t wbytes;
+        unsigned char *wh = random_weight(type, sh.n_in, sh.n_out, 1000 + type * 17 + si, &wbytes);
+        struct cs_weight w;
+        if (cs_weight_upload(d, type, sh.n_in, sh.n_out, wh, &w, err, sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
+        float *x = random_floats((size_t)64 * sh.n_in, 77 + si);
+        float *ref = malloc((size_t)64 * sh.n_out * sizeof *ref);
+        assert_non_null(ref);
+        assert_int_equal(cs_ref_matmul(type, wh, sh.n_in, sh.n_out, x, 64, ref, err, sizeof err), CLSPEC_OK);
+        for (size_t ci = 0; ci < CS_ARRAY_LEN(col_counts); ci++) {
+            const uint32_t nc = col_counts[ci];
+            const bool timed = si == 1 && (nc == 1 || nc == 16 || nc == 64);
+            double ms = 0;
+            float *y = run_matmul(d, &w, x, nc, timed ? &ms : NULL);
+            /* the reference of the first nc columns is the first nc columns of ref */
+            const double e = norm_err(y, ref, (size_t)nc * sh.n_out);
+            if (e > 1e-4)
+                fail_msg("matmul %s %s %ux%u n_cols=%u: normalized error %.3g > 1e-4", cs_type_name(type),
+                         fam_name[fam], sh.n_in, sh.n_out, nc, e);
+            if (timed)
+                printf("# matmul %s %s %ux%u n=%u: %.3f ms, %.2f GB/s weights, %.2f GFLOP/s (err %.1e)\n",
+                       cs_type_name(type), fam_name[fam], sh.n_in, sh.n_out, nc, ms,
+                       wbytes / (ms * 1e6), 2.0 * nc * sh.n_in * sh.n_out / (ms * 1e6), e);
+            free(y);
+        }
+        free(ref);
+        free(x);
+        free(wh);
+        cs_weight_free(&w);
+    }
+}
+
+#define TYPE_TESTS(T, NAME) \
+    static void test_matmul_##NAME##_cpu(void **s) \
+    { \
+        (void)s; \
+        check_type(T, CS_KFAMILY_CPU); \
+    } \
+    static void test_matmul_##NAME##_gpu(void **s) \
+    { \
+        (void)s; \
+        check_type(T, CS_KFAMILY_GPU); \
+    }
+TYPE_TESTS(CS_TYPE_F32, f32)
+TYPE_TESTS(CS_TYPE_F16, f16)
+TYPE_TESTS(CS_TYPE_BF16, bf16)
+TYPE_TESTS(CS_TYPE_Q8_0, q8_0)
+TYPE_TESTS(CS_TYPE_Q4_0, q4_0)
+TYPE_TESTS(CS_TYPE_Q4_1, q4_1)
+TYPE_TESTS(CS_TYPE_Q5_0, q5_0)
+TYPE_TESTS(CS_TYPE_Q5_1, q5_1)
+TYPE_TESTS(CS_TYPE_Q2_K, q2_K)
+TYPE_TESTS(CS_TYPE_Q3_K, q3_K)
+TYPE_TESTS(CS_TYPE_Q4_K, q4_K)
+TYPE_TESTS(CS_TYPE_Q5_K, q5_K)
+TYPE_TESTS(CS_TYPE_Q6_K, q6_K)
+
+/* ---- get_rows ---- */
+
+static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
+                           const int32_t *ids, uint32_t n, const char *what)
+{
+    char err[512];
+    const size_t ids_off = 2, out_off = 7;
+    int32_t idh[64];
+    assert_true(n + ids_off <= CS_ARRAY_LEN(idh));
+    memset(idh, 0, sizeof idh);
+    memcpy(idh + ids_off, ids, n * sizeof *ids);
+    cl_mem ib = dev_buf(d, sizeof idh, idh);
+    const size_t on = out_off + (size_t)n * w->n_in;
+    float *init = malloc(on * sizeof *init);
+    assert_non_null(init);
+    for (size_t i = 0; i < on; i++)
+        init[i] = NAN; /* every output element must be written */
+    cl_mem ob = dev_buf(d, on * sizeof(float), init);
+    free(init);
+    if (cs_op_get_rows(d, w, ib, ids_off, n, ob, out_off, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *out = malloc((size_t)n * w->n_in * sizeof *out), *ref = malloc((size_t)n * w->n_in * sizeof *ref);
+    assert_non_null(out);
+    assert_non_null(ref);
+    read_buf(d, ob, out_off * sizeof(float), (size_t)n * w->n_in * sizeof(float), out);
+    assert_int_equal(cs_ref_get_rows(w->type, wh, w->n_in, w->n_out, ids, n, ref, err, sizeof err), CLSPEC_OK);
+    const double e = norm_err(out, ref, (size_t)n * w->n_in);
+    if (e > 1e-6)
+        fail_msg("get_rows %s %s %ux%u: normalized error %.3g > 1e-6", what, cs_type_name(w->type), w->n_in,
+                 w->n_out, e);
+    free(out);
+    free(ref);
+    clReleaseMemObject(ib);
+    clReleaseMemObject(ob);
+}
+
+static void get_rows_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    for (size_t i = 0; i < CS_ARRAY_LEN(all_types); i++) {
+        const uint32_t type = all_types[i];
+        const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+        const uint32_t n_in = flt ? 80 : 512, n_out = 45;
+        uint64_t wbytes;
+        unsigned char *wh = random_weight(type, n_in, n_out, 5000 + type, &wbytes);
+        struct cs_weight w;
+        if (cs_weight_upload(d, type, n_in, n_out, wh, &w, err, sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
+        /* repeated, first, last, and invalid ids (-> zero rows) */
+        const int32_t ids[] = {3, 44, 0, 3, 17, -1, 45, 30, 1000};
+        check_get_rows(d, &w, wh, ids, CS_ARRAY_LEN(ids), fam_name[fam]);
+        cs_weight_free(&w);
+        free(wh);
+    }
+}
+
+static void test_get_rows_cpu(void **s)
+{
+    (void)s;
+    get_rows_family(CS_KFAMILY_CPU);
+}
+
+static void test_get_rows_gpu(void **s)
+{
+    (void)s;
+    get_rows_family(CS_KFAMILY_GPU);
+}
+
+/* ---- weights split into row parts give identical results ---- */
+
+static void split_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_K, CS_TYPE_F32};
+    for (size_t i = 0; i < CS_ARRAY_LEN(types); i++) {
+        const uint32_t type = types[i], n_in = type == CS_TYPE_F32 ? 100 : 256, n_out = 50;
+        uint64_t wbytes, rb;
+        unsigned char *wh = random_weight(type, n_in, n_out, 9000 + type, &wbytes);
+        assert_true(cs_row_bytes(type, n_in, &rb));
+        struct cs_weight whole, split;
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, &whole, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(whole.n_parts, 1);
+        /* 7 rows per part plus a few spare bytes: 8 parts, the last holds 1 row */
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 7 * rb + 5, &split, err, sizeof err),
+                         CLSPEC_OK);
+        assert_int_equal(split.n_parts, 8);
+        assert_int_equal(split.parts[7].r0, 49);
+        assert_int_equal(split.parts[7].n_rows, 1);
+        float *x = random_floats((size_t)20 * n_in, 31);
+        const uint32_t ncs[] = {1, 5, 20};
+        for (size_t c = 0; c < CS_ARRAY_LEN(ncs); c++) {
+            float *a = run_matmul(d, &whole, x, ncs[c], NULL), *b = run_matmul(d, &split, x, ncs[c], NULL);
+            assert_memory_equal(a, b, (size_t)ncs[c] * n_out * sizeof(float));
+            free(a);
+            free(b);
+        }
+        const int32_t ids[] = {0, 6, 7, 49, 48, 13, -5, 50};
+        check_get_rows(d, &split, wh, ids, CS_ARRAY_LEN(ids), "split");
+        free(x);
+        free(wh);
+        cs_weight_free(&whole);
+        cs_weight_free(&split);
+    }
+}
+
+static void test_split_cpu(void **s)
+{
+    (void)s;
+    split_family(CS_KFAMILY_CPU);
+}
+
+static void test_split_gpu(void **s)
+{
+    (void)s;
+    split_family(CS_KFAMILY_GPU);
+}
+
+/* ---- bad input is refused with a message ---- */
+
+static void test_upload_errors(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    char err[512];
+    unsigned char buf[4096] = {0};
+    struct cs_weight w;
+    assert_int_equal(cs_weight_upload(d, CS_TYPE_Q8_0, 100, 2, buf, &w, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "q8_0"));
+    assert_int_equal(w.n_parts, 0);
+    assert_int_equal(cs_weight_upload(d, CS_TYPE_Q8_K, 256, 1, buf, &w, err, sizeof err), CLSPEC_E_UNSUPPORTED);
+    assert_int_equal(cs_weight_upload(d, 77, 32, 1, buf, &w, err, sizeof err), CLSPEC_E_UNSUPPORTED);
+    /* one row larger than the part limit */
+    assert_int_equal(cs_weight_upload_parts(d, CS_TYPE_F32, 64, 2, buf, 100, &w, err, sizeof err), CLSPEC_E_RANGE);
+    assert_non_null(strstr(err, "part limit"));
+    setenv("CLSPEC_MAX_PART_BYTES", "12x", 1);
+    assert_int_equal(cs_weight_upload(d, CS_TYPE_F32, 4, 2, buf, &w, err, sizeof err), CLSPEC_E_INVAL);
+    setenv("CLSPEC_MAX_PART_BYTES", "16", 1);
+    assert_int_equal(cs_weight_upload(d, CS_TYPE_F32, 4, 3, buf, &w, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(w.n_parts, 3);
+    cs_weight_free(&w);
+    unsetenv("CLSPEC_MAX_PART_BYTES");
+    assert_int_equal(cs_weight_upload(d, CS_TYPE_F32, 4, 3, buf, &w, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(w.n_parts, 1);
+    cl_mem m = dev_buf(d, 64, NULL);
+    assert_int_equal(cs_op_matmul(d, &w, m, 0, m, 0, 0, err, sizeof err), CLSPEC_E_INVAL);
+    cs_weight_free(&w);
+    assert_int_equal(cs_op_matmul(d, &w, m, 0, m, 0, 1, err, sizeof err), CLSPEC_E_INVAL);
+    clReleaseMemObject(m);
+}
+
+/* ---- decode-sized mat-vec bandwidth (reported, not asserted) ---- */
+
+static void bench_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_F16, CS_TYPE_Q4_K};
+    const struct shape shapes[] = {{768, 2048}, {2048, 768}};
+    for (size_t i = 0; i < CS_ARRAY_LEN(types); i++)
+        for (size_t j = 0; j < CS_ARRAY_LEN(shapes); j++) {
+            const uint32_t type = types[i];
+            const struct shape sh = shapes[j];
+            uint64_t wbytes;
+            unsigned char *wh = random_weight(type, sh.n_in, sh.n_out, 4242, &wbytes);
+            struct cs_weight w;
+            assert_int_equal(cs_weight_upload(d, type, sh.n_in, sh.n_out, wh, &w, err, sizeof err), CLSPEC_OK);
+            float *x = random_floats(sh.n_in, 5);
+            double ms = 0;
+            float *y = run_matmul(d, &w, x, 1, &ms);
+            float *ref = malloc(sh.n_out * sizeof *ref);
+            assert_non_null(ref);
+            assert_int_equal(cs_ref_matmul(type, wh, sh.n_in, sh.n_out, x, 1, ref, err, sizeof err), CLSPEC_OK);
+            const double e = norm_err(y, ref, sh.n_out);
+            assert_true(e <= 1e-4);
+            printf("# matvec %s %s %ux%u: %.3f ms, %.2f GB/s (weight bytes / time)\n", cs_type_name(type),
+                   fam_name[fam], sh.n_in, sh.n_out, ms, wbytes / (ms * 1e6));
+            free(ref);
+            free(y);
+            free(x);
+            free(wh);
+            cs_weight_free(&w);
+        }
+}
+
+static void test_bench_cpu(void **s)
+{
+    (void)s;
+    bench_family(CS_KFAMILY_CPU);
+}
+
+static void test_bench_gpu(void **s)
+{
+    (void)s;
+    bench_family(CS_KFAMILY_GPU);
+}
+
+/* ---- setup: the first device (or $CLSPEC_TEST_DEVICE), once per family ---- */
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[1024];
+    struct cs_cl_devinfo *list = NULL;
+    size_t n = 0, idx = 0;
+    if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
+        fprintf(stderr, "no OpenCL device: kernel tests skipped (%s)\n", n ? err : "none listed");
+        free(list);
+        return 0;
+    }
+    if (cs_cl_select(list, n, getenv("CLSPEC_TEST_DEVICE"), &idx, err, sizeof err) != CLSPEC_OK) {
+        fprintf(stderr, "%s\n", err);
+        free(list);
+        return -1;
+    }
+    for (int f = 0; f < 2; f++) {
+        struct cs_cl_devinfo info = list[idx];
+        info.family = (enum cs_kfamily)f;
+        if (cs_cl_dev_open(&info, &devs[f], err, sizeof err) != CLSPEC_OK) {
+            fprintf(stderr, "%s\n", err);
+            free(list);
+            return -1;
+        }
+        double t0 = now_ms();
+        if (cs_op_matmul_prepare(devs[f], err, sizeof err) != CLSPEC_OK) {
+            fprintf(stderr, "%s\n", err);
+            free(list);
+            return -1;
+        }
+        printf("# %s family on %s: programs ready in %.0f ms\n", fam_name[f], info.name, now_ms() - t0);
+    }
+    free(list);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int f = 0; f < 2; f++)
+        if (devs[f])
+            cs_cl_dev_close(devs[f]);
+    return 0;
+}
+
+#define TYPE_ENTRIES(NAME) cmocka_unit_test(test_matmul_##NAME##_cpu), cmocka_unit_test(test_matmul_##NAME##_gpu)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),
+        TYPE_ENTRIES(q4_1), TYPE_ENTRIES(q5_0), TYPE_ENTRIES(q5_1), TYPE_ENTRIES(q2_K), TYPE_ENTRIES(q3_K),
+        TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K),
+        cmocka_unit_test(test_get_rows_cpu),
+        cmocka_unit_test(test_get_rows_gpu),
+        cmocka_unit_test(test_split_cpu),
+        cmocka_unit_test(test_split_gpu),
+        cmocka_unit_test(test_upload_errors),
+        cmocka_unit_test(test_bench_cpu),
+        cmocka_unit_test(test_bench_gpu),
+    };
+    return cmocka_run_group_tests_name("kernels", tests, setup, teardown);
+}
