@@ -433,7 +433,7 @@ static void test_special_spm(void **state)
     assert_string_equal(s, "Hi"); /* control tokens are omitted */
     free(s);
     assert_int_equal(cs_detokenize(tok, ids, n, false, true, buf, sizeof buf, &len, err, sizeof err), CLSPEC_OK);
-    assert_string_equal(buf, "<s> Hi</s>"); /* the prefix space after a special stays visible */
+    assert_string_equal(buf, "<s>Hi</s>"); /* the prefix space of the first token after BOS is dropped */
     free(ids);
     /* unparsed: the same text is ordinary characters */
     ids = tokenize(tok, "<s>Hi</s>", 9, false, false, &n);
