@@ -260,12 +260,16 @@ static void test_reference(void **state)
     const char *model = json_string_value(json_object_get(root, "model"));
     assert_non_null(model);
     char *mpath = find_model(model);
-    if (!mpath) {
-        print_message("# %s: model %s is not shipped, skipped\n", rf->name, model);
-        json_decref(root);
-        free(path);
-        skip();
+    if (!mpath && strlen(model) > 5 && strlen(model) < 200) {
+        /* synth-256.gguf (F32) is not shipped; README: the F16 file has the same source and vocabulary */
+        char alt[256];
+        snprintf(alt, sizeof alt, "%.*s-F16.gguf", (int)(strlen(model) - 5), model);
+        mpath = find_model(alt);
+        if (mpath)
+            print_message("# %s: model %s is not shipped, using its vocabulary twin %s\n", rf->name, model, alt);
     }
+    if (!mpath)
+        fail_msg("%s: model %s not found under models/", rf->name, model);
     struct cs_gguf *g;
     struct cs_tokenizer *tok = open_tok(mpath, &g);
     json_int_t n_vocab = json_integer_value(json_object_get(root, "n_vocab"));
@@ -433,7 +437,7 @@ static void test_special_spm(void **state)
     assert_string_equal(s, "Hi"); /* control tokens are omitted */
     free(s);
     assert_int_equal(cs_detokenize(tok, ids, n, false, true, buf, sizeof buf, &len, err, sizeof err), CLSPEC_OK);
-    assert_string_equal(buf, "<s> Hi</s>"); /* the prefix space after a special stays visible */
+    assert_string_equal(buf, "<s>Hi</s>"); /* the prefix space of the first token after BOS is dropped */
     free(ids);
     /* unparsed: the same text is ordinary characters */
     ids = tokenize(tok, "<s>Hi</s>", 9, false, false, &n);
@@ -855,7 +859,7 @@ int main(void)
     free(refdir);
     qsort(files, nf, sizeof files[0], cmp_name);
     for (size_t i = 0; i < nf; i++) {
-        snprintf(names[nt], sizeof names[nt], "reference %s%s", files[i].name, files[i].check_text ? " (+text)" : "");
+        snprintf(names[nt], sizeof names[nt], "reference %.200s%s", files[i].name, files[i].check_text ? " (+text)" : "");
         tests[nt] = (struct CMUnitTest){names[nt], test_reference, NULL, NULL, &files[i]};
         nt++;
     }
