@@ -41,7 +41,7 @@ static int upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_me
 static int upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, uint64_t *bytes,
                       char *err, size_t errlen)
 {
-    int rc = cs_weight_upload(d, (enum cs_type)t->type, (int)t->ne[0], (int)t->ne[1], t->data, w, err, errlen);
+    int rc = cs_weight_upload(d, t->type, (uint32_t)t->ne[0], (uint32_t)t->ne[1], t->data, w, err, errlen);
     if (rc < 0)
         return cs_err_prefix(err, errlen, rc, "tensor %s", t->name);
     *bytes += t->size;

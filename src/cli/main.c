@@ -16,6 +16,7 @@ struct cs_subcommand {
 /* One line per subcommand, in the order --help lists them. */
 static const struct cs_subcommand commands[] = {
     {"inspect", cs_cmd_inspect, "show a GGUF file's metadata and tensors"},
+    {"run", cs_cmd_run, "generate text from a prompt"},
     {"devices", cs_cmd_devices, "list OpenCL devices, capabilities and bandwidth"},
 };
 

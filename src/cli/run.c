@@ -161,16 +161,16 @@ int cs_cmd_run(int argc, char **argv)
         rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
     if (rc == 0)
         rc = cs_sampler_new(&sp, V, &smp, err, sizeof err);
-    int n_gen = 0;
+    int n_gen = 0, n_dec = 0; /* sampled tokens, decode passes */
     double t_prefill = 0, t_decode = 0;
     if (rc == 0) {
         for (size_t i = 0; i < n_prompt; i++) {
             pos[i] = (int32_t)i;
             cs_sampler_accept(smp, ids[i]);
         }
-        /* echo the prompt as the tokenizer sees it */
-        for (size_t i = 0; i < n_prompt && rc == 0; i++)
-            rc = emit(L.tok, ids[i]) < 0 ? CLSPEC_E_INVAL : 0;
+        /* echo the prompt */
+        fputs(prompt, stdout);
+        fflush(stdout);
         double t0 = cs_now();
         if (rc == 0)
             rc = cs_forward(L.ctx, ids, (int)n_prompt, pos, NULL, NULL, 1, logits, NULL, err, sizeof err);
@@ -189,9 +189,11 @@ int cs_cmd_run(int argc, char **argv)
                 break;
             rc = cs_forward(L.ctx, &t, 1, &p, NULL, NULL, 1, logits, NULL, err, sizeof err);
             p++;
+            n_dec++;
         }
         t_decode = cs_now() - t0;
         printf("\n");
+        fflush(stdout);
     }
     if (rc < 0)
         fprintf(stderr, "clspec run: %s\n", err);
@@ -199,10 +201,10 @@ int cs_cmd_run(int argc, char **argv)
         fprintf(stderr,
                 "load: %.3f s (%s, %.2f MiB on %s)\n"
                 "prefill: %zu tokens in %.3f s, %.1f tokens/s\n"
-                "decode: %d tokens in %.3f s, %.1f tokens/s\n",
+                "decode: %d tokens in %.3f s, %.1f tokens/s (%d generated)\n",
                 L.load_s, L.model->hp.arch_name, (double)L.fm->bytes / 1048576.0, L.dev->info.name, n_prompt,
-                t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0, n_gen, t_decode,
-                t_decode > 0 ? n_gen / t_decode : 0.0);
+                t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0, n_dec, t_decode,
+                t_decode > 0 ? n_dec / t_decode : 0.0, n_gen);
     cs_sampler_free(smp);
     free(logits);
     free(pos);
