@@ -17,6 +17,7 @@ struct cs_subcommand {
 static const struct cs_subcommand commands[] = {
     {"inspect", cs_cmd_inspect, "show a GGUF file's metadata and tensors"},
     {"run", cs_cmd_run, "generate text from a prompt"},
+    {"bench", cs_cmd_bench, "measure prompt-processing and generation speed"},
     {"devices", cs_cmd_devices, "list OpenCL devices, capabilities and bandwidth"},
 };
 
