@@ -154,14 +154,26 @@ int main(void)
         fprintf(stderr, "test-golden: no reference/greedy-*.json under $CLSPEC_SHARED\n");
         return 1;
     }
+    /* one test per reference whose model file exists; the others (synth-256
+     * F32: its file is not shipped) are listed as notes, not run */
     struct CMUnitTest *tests = calloc(n, sizeof *tests);
+    size_t nt = 0;
     for (size_t i = 0; i < n; i++) {
         const char *base = strrchr(list[i], '/');
-        tests[i].name = base ? base + 1 : list[i];
-        tests[i].test_func = run_golden;
-        tests[i].initial_state = list[i];
+        struct golden *g = golden_load(list[i]);
+        if (g && !g->model_path) {
+            printf("# %s: model file %s is not in the shared models: not run\n", base ? base + 1 : list[i],
+                   g->model_name);
+            golden_free(g);
+            continue;
+        }
+        golden_free(g);
+        tests[nt].name = base ? base + 1 : list[i];
+        tests[nt].test_func = run_golden;
+        tests[nt].initial_state = list[i];
+        nt++;
     }
-    int rc = _cmocka_run_group_tests("golden", tests, n, NULL, NULL);
+    int rc = _cmocka_run_group_tests("golden", tests, nt, NULL, NULL);
     free(tests);
     golden_list_free(list);
     return rc;
