@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -611,6 +612,66 @@ static void test_files_on_disk(void **state)
     assert_int_equal(cs_gguf_open_mem(NULL, 5, "none", &g, err, sizeof err), CLSPEC_E_INVAL);
 }
 
+/* Runs `clspec ARGS`, returns its exit status and (up to cap bytes of) its output. */
+static int run_cli(const char *args, char *out, size_t cap)
+{
+    const char *bd = getenv("CLSPEC_BUILDDIR");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s/clspec' %s 2>&1", bd && *bd ? bd : ".", args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = 0, r;
+    while (n + 1 < cap && (r = fread(out + n, 1, cap - 1 - n, f)) > 0)
+        n += r;
+    out[n] = '\0';
+    char drain[4096];
+    while (fread(drain, 1, sizeof drain, f) > 0)
+        ;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_inspect_cli(void **state)
+{
+    (void)state;
+    size_t cap = 1 << 20;
+    char *out = malloc(cap), args[4200];
+    assert_non_null(out);
+    char *model = tu_shared_path("models/stories260K.gguf");
+    snprintf(args, sizeof args, "inspect '%s'", model);
+    assert_int_equal(run_cli(args, out, cap), 0);
+    assert_non_null(strstr(out, "version: 3"));
+    assert_non_null(strstr(out, "alignment: 32"));
+    assert_non_null(strstr(out, "llama.block_count"));
+    assert_non_null(strstr(out, "\"<unk>\", \"<s>\""));
+    assert_non_null(strstr(out, "... (512 total)]"));
+    assert_non_null(strstr(out, "tensors (48)"));
+    assert_non_null(strstr(out, "token_embd.weight"));
+    assert_non_null(strstr(out, "[64, 512]"));
+    assert_non_null(strstr(out, "f32          48 tensors        1171200 bytes"));
+    assert_non_null(strstr(out, "parameters: 292800"));
+    free(model);
+    assert_int_equal(run_cli("inspect --help", out, cap), 0);
+    assert_non_null(strstr(out, "usage: clspec inspect"));
+    /* a corrupt file: the reader's message, exit 1 */
+    struct spec sp = {0};
+    struct marks m;
+    struct buf b = build_small(&sp, &m);
+    patch_le(b.p, m.t0_ndims, 7, 4);
+    char *p = tu_tmp_path(".gguf");
+    assert_int_equal(tu_write_file(p, b.p, b.n), 0);
+    snprintf(args, sizeof args, "inspect '%s'", p);
+    assert_int_equal(run_cli(args, out, cap), 1);
+    assert_non_null(strstr(out, "tensor 'a': n_dims 7 not in 1..4"));
+    assert_non_null(strstr(out, p));
+    unlink(p);
+    assert_int_equal(run_cli(args, out, cap), 1);
+    assert_non_null(strstr(out, "cannot open"));
+    free(p);
+    free(b.p);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -625,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_tensor_fields),
         cmocka_unit_test(test_duplicates_nested),
         cmocka_unit_test(test_files_on_disk),
+        cmocka_unit_test(test_inspect_cli),
     };
     return cmocka_run_group_tests_name("gguf", tests, NULL, NULL);
 }
