@@ -393,13 +393,16 @@ static int partition(const struct cs_tokenizer *t, const char *text, size_t len,
 {
     struct fvec tmp = {0};
     int rc = CLSPEC_OK;
+    bool present[256] = {false}; /* bytes in text: most specials can be skipped at once */
     fr->n = 0;
     if (len && (rc = fvec_push(fr, (struct frag){0, len, NO_ID})))
         return rc;
+    for (size_t i = 0; i < len; i++)
+        present[(uint8_t)text[i]] = true;
     for (size_t s = 0; s < t->n_special && fr->n; s++) {
         int32_t id = t->special[s];
         uint8_t ty = t->type[id];
-        if (!parse_special && ty != CS_TT_USER_DEFINED)
+        if ((!parse_special && ty != CS_TT_USER_DEFINED) || !present[(uint8_t)t->text[t->text_off[id]]])
             continue;
         const char *st = t->text + t->text_off[id];
         size_t sl = t->text_len[id];
