@@ -57,6 +57,25 @@ static size_t contraction(const struct scan *s, size_t pos, int icase)
 
 #define SLN (CS_UCAT_SPACE | CS_UCAT_LETTER | CS_UCAT_NUMBER)
 
+/* The tail every pattern shares, at pos: \s+(?!\S) | \s+ | (no match: one
+ * character). Returns the end of that word. With last_rn, also stores the end
+ * of the last \r or \n inside the whitespace run (0 if none). */
+static size_t space_run(const struct scan *s, size_t pos, size_t *last_rn)
+{
+    size_t nws = 0;
+    while (flags(s, pos + nws) & CS_UCAT_SPACE) {
+        uint32_t c = cpt(s, pos + nws);
+        if (last_rn && (c == '\r' || c == '\n'))
+            *last_rn = pos + nws + 1;
+        nws++;
+    }
+    if (nws > 1 && pos + nws < s->n) /* \s+(?!\S): leave the last space to the next word */
+        return pos + nws - 1;
+    if (nws > 0) /* \s+ */
+        return pos + nws;
+    return pos + 1; /* no match: one character alone */
+}
+
 static void split_gpt2(struct scan *s)
 {
     size_t pos = 0;
@@ -90,20 +109,8 @@ static void split_gpt2(struct scan *s)
             emit(s, pos);
             continue;
         }
-        size_t nws = 0;
-        while (flags(s, pos + nws) & CS_UCAT_SPACE)
-            nws++;
-        if (nws > 1 && pos + nws < s->n) { /* \s+(?!\S) */
-            pos += nws - 1;
-            emit(s, pos);
-            continue;
-        }
-        if (nws > 0) { /* \s+ */
-            pos += nws;
-            emit(s, pos);
-            continue;
-        }
-        emit(s, ++pos);
+        pos = space_run(s, pos, NULL);
+        emit(s, pos);
     }
 }
 
@@ -146,29 +153,10 @@ static void split_llama3(struct scan *s, size_t max_digits)
             emit(s, pos);
             continue;
         }
-        size_t nws = 0, last_rn = 0;
-        while (flags(s, pos + nws) & CS_UCAT_SPACE) {
-            uint32_t c2 = cpt(s, pos + nws);
-            if (c2 == '\r' || c2 == '\n')
-                last_rn = pos + nws + 1;
-            nws++;
-        }
-        if (last_rn > 0) { /* \s*[\r\n]+ */
-            pos = last_rn;
-            emit(s, pos);
-            continue;
-        }
-        if (nws > 1 && pos + nws < s->n) { /* \s+(?!\S) */
-            pos += nws - 1;
-            emit(s, pos);
-            continue;
-        }
-        if (nws > 0) { /* \s+ */
-            pos += nws;
-            emit(s, pos);
-            continue;
-        }
-        emit(s, ++pos);
+        size_t last_rn = 0;
+        size_t end = space_run(s, pos, &last_rn);
+        pos = last_rn > 0 ? last_rn : end; /* \s*[\r\n]+ first */
+        emit(s, pos);
     }
 }
 

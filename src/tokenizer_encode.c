@@ -150,6 +150,8 @@ static int make_syms(struct enc *e, size_t len, int *n_syms)
 
 /* ---------- SPM ---------- */
 
+static int merge_all(struct enc *e, int n, bool bpe);
+
 static int spm_add_bigram(struct enc *e, int left, int right)
 {
     if (left < 0 || right < 0)
@@ -168,24 +170,8 @@ static int spm_piece(struct enc *e, size_t len)
     int n, rc;
     if ((rc = make_syms(e, len, &n)))
         return rc;
-    e->heap.n = 0;
-    e->heap.bpe = false;
-    for (int i = 1; i < n; i++)
-        if ((rc = spm_add_bigram(e, i - 1, i)))
-            return rc;
-    while (e->heap.n) {
-        struct bigram b = heap_pop(&e->heap);
-        struct sym *l = &e->syms[b.left], *r = &e->syms[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
-            continue; /* stale */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            e->syms[r->next].prev = b.left;
-        if ((rc = spm_add_bigram(e, l->prev, b.left)) || (rc = spm_add_bigram(e, b.left, l->next)))
-            return rc;
-    }
+    if ((rc = merge_all(e, n, false)))
+        return rc;
     for (int i = n > 0 ? 0 : -1; i >= 0; i = e->syms[i].next) {
         const struct sym *s = &e->syms[i];
         int32_t id = cs_tokenizer_find(e->t, e->buf + s->off, s->n);
@@ -257,6 +243,38 @@ static int bpe_add_bigram(struct enc *e, int left, int right)
     return heap_push(&e->heap, b);
 }
 
+static int add_bigram(struct enc *e, int left, int right)
+{
+    return e->heap.bpe ? bpe_add_bigram(e, left, right) : spm_add_bigram(e, left, right);
+}
+
+/* The merge loop both models share: queue every adjacent pair, then merge the
+ * best pair (skipping stale ones) and queue its new neighbours, until none is
+ * left. The chain in e->syms[0..n) holds the result. */
+static int merge_all(struct enc *e, int n, bool bpe)
+{
+    int rc;
+    e->heap.n = 0;
+    e->heap.bpe = bpe;
+    for (int i = 1; i < n; i++)
+        if ((rc = add_bigram(e, i - 1, i)))
+            return rc;
+    while (e->heap.n) {
+        struct bigram b = heap_pop(&e->heap);
+        struct sym *l = &e->syms[b.left], *r = &e->syms[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
+            continue; /* stale: one side has changed since it was queued */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0)
+            e->syms[r->next].prev = b.left;
+        if ((rc = add_bigram(e, l->prev, b.left)) || (rc = add_bigram(e, b.left, l->next)))
+            return rc;
+    }
+    return CLSPEC_OK;
+}
+
 /* One pre-tokenized word, already byte-level encoded in e->buf[0..len). */
 static int bpe_word(struct enc *e, size_t len)
 {
@@ -269,24 +287,8 @@ static int bpe_word(struct enc *e, size_t len)
     }
     if ((rc = make_syms(e, len, &n)))
         return rc;
-    e->heap.n = 0;
-    e->heap.bpe = true;
-    for (int i = 1; i < n; i++)
-        if ((rc = bpe_add_bigram(e, i - 1, i)))
-            return rc;
-    while (e->heap.n) {
-        struct bigram b = heap_pop(&e->heap);
-        struct sym *l = &e->syms[b.left], *r = &e->syms[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size)
-            continue;
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0)
-            e->syms[r->next].prev = b.left;
-        if ((rc = bpe_add_bigram(e, l->prev, b.left)) || (rc = bpe_add_bigram(e, b.left, l->next)))
-            return rc;
-    }
+    if ((rc = merge_all(e, n, true)))
+        return rc;
     for (int i = n > 0 ? 0 : -1; i >= 0; i = e->syms[i].next) {
         const struct sym *s = &e->syms[i];
         int32_t id = cs_tokenizer_find(t, e->buf + s->off, s->n);
@@ -391,13 +393,16 @@ static int partition(const struct cs_tokenizer *t, const char *text, size_t len,
 {
     struct fvec tmp = {0};
     int rc = CLSPEC_OK;
+    bool present[256] = {false}; /* bytes in text: most specials can be skipped at once */
     fr->n = 0;
     if (len && (rc = fvec_push(fr, (struct frag){0, len, NO_ID})))
         return rc;
+    for (size_t i = 0; i < len; i++)
+        present[(uint8_t)text[i]] = true;
     for (size_t s = 0; s < t->n_special && fr->n; s++) {
         int32_t id = t->special[s];
         uint8_t ty = t->type[id];
-        if (!parse_special && ty != CS_TT_USER_DEFINED)
+        if ((!parse_special && ty != CS_TT_USER_DEFINED) || !present[(uint8_t)t->text[t->text_off[id]]])
             continue;
         const char *st = t->text + t->text_off[id];
         size_t sl = t->text_len[id];

@@ -316,6 +316,18 @@ static void test_reference(void **state)
             assert_string_equal(sp, prompt); /* BOS dropped, prefix space stripped */
             if (la < lp || memcmp(sa, sp, lp) != 0 || strcmp(sa + lp, text) != 0)
                 fail_msg("%s case %zu: continuation\n  want \"%s\"\n  got  \"%s\"", rf->name, i, text, sa + lp);
+            /* and piece by piece, as llama.cpp printed it */
+            size_t tl = strlen(text), o = 0;
+            for (size_t k = n_want; k < n_all; k++) {
+                char pc[256];
+                size_t pn;
+                assert_int_equal(cs_token_to_piece(tok, all[k], false, pc, sizeof pc, &pn, err, sizeof err), CLSPEC_OK);
+                if (o + pn > tl || memcmp(text + o, pc, pn) != 0)
+                    fail_msg("%s case %zu: step %zu piece \"%s\" does not continue \"%.*s\"", rf->name, i,
+                             k - n_want, pc, (int)o, text);
+                o += pn;
+            }
+            assert_int_equal(o, tl);
             free(all);
             free(sp);
             free(sa);
