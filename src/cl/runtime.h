@@ -39,7 +39,8 @@ struct cs_cl_devinfo {
     bool has_fp16;             /* cl_khr_fp16 */
     bool has_subgroups;        /* cl_khr_subgroups or cl_intel_subgroups */
     bool has_int_dot;          /* cl_khr_integer_dot_product */
-    enum cs_kfamily family;    /* CPU for CL_DEVICE_TYPE_CPU, else GPU; env CLSPEC_KFAMILY=cpu|gpu forces it */
+    enum cs_kfamily family;    /* CPU for CL_DEVICE_TYPE_CPU, else GPU;
+                                * env CLSPEC_KFAMILY=cpu|gpu forces it */
 };
 
 /* Lists every device of every platform. *out is malloc'd (free() it); zero
