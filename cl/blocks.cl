@@ -23,9 +23,19 @@ inline float cs_dot16(float16 a, float16 b)
     return cs_hsum16(a * b);
 }
 
-inline float cs_ldh(__global const uchar *p) /* half at an even address */
+/* IEEE half bits -> float, exact for every value (zero, subnormal, normal,
+ * inf, NaN), branch-free: cheaper on CPUs than a scalar vload_half call. */
+inline float cs_h2f_bits(uint h)
 {
-    return vload_half(0, (__global const half *)p);
+    const uint a = (h & 0x7fffu) << 13;
+    float f = as_float(a) * 0x1p112f; /* rebias the exponent; subnormals normalise */
+    f = (h & 0x7c00u) == 0x7c00u ? as_float(a | 0x7f800000u) : f; /* inf, NaN */
+    return as_float(as_uint(f) | ((h & 0x8000u) << 16));
+}
+
+inline float cs_ldh(__global const uchar *p) /* half at any address */
+{
+    return cs_h2f_bits((uint)p[0] | ((uint)p[1] << 8));
 }
 
 inline uint cs_ldu32(__global const uchar *p) /* any address */

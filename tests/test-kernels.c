@@ -169,13 +169,14 @@ static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const f
     if (rc != CLSPEC_OK)
         fail_msg("%s", err);
     assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
-    if (ms) { /* mean of a few runs after the warm-up above */
-        const int reps = 5;
-        double t0 = now_ms();
-        for (int i = 0; i < reps; i++)
+    if (ms) { /* best of a few runs after the warm-up above (the machine is shared) */
+        *ms = INFINITY;
+        for (int i = 0; i < 10; i++) {
+            double t0 = now_ms();
             assert_int_equal(cs_op_matmul(d, w, xb, x_off, yb, y_off, n_cols, err, sizeof err), CLSPEC_OK);
-        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
-        *ms = (now_ms() - t0) / reps;
+            assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+            *ms = fmin(*ms, now_ms() - t0);
+        }
     }
     float *y = malloc((size_t)n_cols * w->n_out * sizeof *y);
     assert_non_null(y);
@@ -471,6 +472,11 @@ static int setup(void **state)
 {
     (void)state;
     char err[1024];
+    /* Build each program from source and let PoCL's own kernel cache keep the
+     * compiled kernels: exporting a PoCL program binary (what the clspec
+     * binary cache stores) compiles all 39 kernels of a program up front,
+     * ~25 s per family on 2 cores, against ~2 s here plus the kernels used. */
+    setenv("CLSPEC_NO_BINARY_CACHE", "1", 0);
     struct cs_cl_devinfo *list = NULL;
     size_t n = 0, idx = 0;
     if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
