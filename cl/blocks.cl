@@ -97,6 +97,17 @@ inline void cs_dq32_q8_0(__global const uchar *row, uint s, float16 *lo, float16
     *hi = d * convert_float16(vload16(1, q));
 }
 
+/* q8_0 repacked on upload (CS_WLAYOUT_Q8_0_F32D, 36 bytes): float d; char
+ * qs[32]. 4-aligned, and the scale needs no half decode. */
+inline void cs_dq32_q8_0f(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)s * 36;
+    const float d = *(__global const float *)b;
+    __global const char *q = (__global const char *)(b + 4);
+    *lo = d * convert_float16(vload16(0, q));
+    *hi = d * convert_float16(vload16(1, q));
+}
+
 /* q4_0 (18 bytes): half d; uchar qs[16]. x[j] = d * ((qs[j] & 15) - 8),
  * x[j + 16] = d * ((qs[j] >> 4) - 8) */
 inline void cs_dq32_q4_0(__global const uchar *row, uint s, float16 *lo, float16 *hi)
@@ -254,6 +265,7 @@ inline void cs_dq32_q6_K(__global const uchar *row, uint s, float16 *lo, float16
         return 0.0f; \
     }
 CS_DQ1_NONE(q8_0)
+CS_DQ1_NONE(q8_0f)
 CS_DQ1_NONE(q4_0)
 CS_DQ1_NONE(q4_1)
 CS_DQ1_NONE(q5_0)
@@ -266,4 +278,4 @@ CS_DQ1_NONE(q6_K)
 
 /* X(T) for every weight type (kernel names: mv_T, mm_T, getrows_T) */
 #define CS_FOR_EACH_WTYPE(X) \
-    X(f32) X(f16) X(bf16) X(q8_0) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
+    X(f32) X(f16) X(bf16) X(q8_0) X(q8_0f) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)

@@ -36,14 +36,25 @@
         __global const uchar *wr = w + (size_t)r * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
-        float16 acc = 0.0f; \
-        for (uint s = 0; s < nsb; s++) { \
+        /* four independent accumulator chains hide the FMA latency */ \
+        float16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f; \
+        uint s = 0; \
+        for (; s + 1 < nsb; s += 2) { \
+            float16 lo, hi, lo2, hi2; \
+            cs_dq32_##T(wr, s, &lo, &hi); \
+            cs_dq32_##T(wr, s + 1, &lo2, &hi2); \
+            a0 = mad(lo, vload16(2 * s, xc), a0); \
+            a1 = mad(hi, vload16(2 * s + 1, xc), a1); \
+            a2 = mad(lo2, vload16(2 * s + 2, xc), a2); \
+            a3 = mad(hi2, vload16(2 * s + 3, xc), a3); \
+        } \
+        if (s < nsb) { \
             float16 lo, hi; \
             cs_dq32_##T(wr, s, &lo, &hi); \
-            acc = mad(lo, vload16(2 * s, xc), acc); \
-            acc = mad(hi, vload16(2 * s + 1, xc), acc); \
+            a0 = mad(lo, vload16(2 * s, xc), a0); \
+            a1 = mad(hi, vload16(2 * s + 1, xc), a1); \
         } \
-        float sum = cs_hsum16(acc); \
+        float sum = cs_hsum16((a0 + a1) + (a2 + a3)); \
         CS_TAIL(T, wr, nsb * 32, n_in, xc, sum); \
         y[y_off + r] = sum; \
     } \
