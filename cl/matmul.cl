@@ -24,6 +24,22 @@
             (out) = mad(cs_dq1_##T((wr), k_), (xc)[k_], (out)); \
     } while (0)
 
+/* sub-blocks per unrolled step of the CPU mat-vec (even) */
+#define CS_UNROLL_f32 2
+#define CS_UNROLL_f16 2
+#define CS_UNROLL_bf16 2
+#define CS_UNROLL_q8_0 2
+#define CS_UNROLL_q8_0f 2
+#define CS_UNROLL_q4_0 2
+#define CS_UNROLL_q4_1 2
+#define CS_UNROLL_q5_0 2
+#define CS_UNROLL_q5_1 2
+#define CS_UNROLL_q2_K 8
+#define CS_UNROLL_q3_K 8
+#define CS_UNROLL_q4_K 8
+#define CS_UNROLL_q5_K 8
+#define CS_UNROLL_q6_K 8
+
 #if CS_FAMILY_CPU
 
 #define CS_MATMUL(T) \
@@ -36,14 +52,28 @@
         __global const uchar *wr = w + (size_t)r * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
-        float16 acc = 0.0f; \
-        for (uint s = 0; s < nsb; s++) { \
+        /* independent accumulator chains hide the FMA latency; K-quants \
+         * unroll a whole super-block so its scales are decoded once */ \
+        float16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f; \
+        uint s = 0; \
+        for (; s + CS_UNROLL_##T <= nsb; s += CS_UNROLL_##T) { \
+            _Pragma("unroll") for (uint u = 0; u < CS_UNROLL_##T; u += 2) { \
+                float16 lo, hi, lo2, hi2; \
+                cs_dq32_##T(wr, s + u, &lo, &hi); \
+                cs_dq32_##T(wr, s + u + 1, &lo2, &hi2); \
+                a0 = mad(lo, vload16(2 * (s + u), xc), a0); \
+                a1 = mad(hi, vload16(2 * (s + u) + 1, xc), a1); \
+                a2 = mad(lo2, vload16(2 * (s + u) + 2, xc), a2); \
+                a3 = mad(hi2, vload16(2 * (s + u) + 3, xc), a3); \
+            } \
+        } \
+        for (; s < nsb; s++) { \
             float16 lo, hi; \
             cs_dq32_##T(wr, s, &lo, &hi); \
-            acc = mad(lo, vload16(2 * s, xc), acc); \
-            acc = mad(hi, vload16(2 * s + 1, xc), acc); \
+            a0 = mad(lo, vload16(2 * s, xc), a0); \
+            a1 = mad(hi, vload16(2 * s + 1, xc), a1); \
         } \
-        float sum = cs_hsum16(acc); \
+        float sum = cs_hsum16((a0 + a1) + (a2 + a3)); \
         CS_TAIL(T, wr, nsb * 32, n_in, xc, sum); \
         y[y_off + r] = sum; \
     } \

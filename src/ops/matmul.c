@@ -34,6 +34,25 @@ static const char *kname(uint32_t type)
     }
 }
 
+/* kernel name suffix of an uploaded weight (its device layout) */
+static const char *wname(const struct cs_weight *w)
+{
+    return w->layout == CS_WLAYOUT_Q8_0_F32D ? "q8_0f" : kname(w->type);
+}
+
+/* q8_0 GGUF rows (34-byte blocks: half d, 32 int8) -> 36-byte blocks with a
+ * float d (CS_WLAYOUT_Q8_0_F32D) */
+static void repack_q8_0(const unsigned char *src, unsigned char *dst, uint64_t n_blocks)
+{
+    for (uint64_t b = 0; b < n_blocks; b++, src += 34, dst += 36) {
+        uint16_t h;
+        memcpy(&h, src, 2);
+        const float d = cs_f16_to_f32(h);
+        memcpy(dst, &d, 4);
+        memcpy(dst + 4, src + 2, 32);
+    }
+}
+
 bool cs_weight_type_ok(uint32_t type)
 {
     return kname(type) != NULL;
@@ -51,7 +70,7 @@ void cs_weight_free(struct cs_weight *w)
 }
 
 int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
-                           const void *host, uint64_t max_part_bytes, struct cs_weight *w,
+                           const void *host, uint64_t max_part_bytes, bool repack, struct cs_weight *w,
                            char *err, size_t errlen)
 {
     memset(w, 0, sizeof *w);
@@ -62,6 +81,10 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
     if (n_in == 0 || n_out == 0 || !cs_row_bytes(type, n_in, &row_bytes))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s weight %ux%u: bad shape (row length must be a "
                       "positive multiple of the block size)", cs_type_name(type), n_in, n_out);
+    const uint64_t gguf_row_bytes = row_bytes;
+    const int layout = repack && type == CS_TYPE_Q8_0 ? CS_WLAYOUT_Q8_0_F32D : CS_WLAYOUT_GGUF;
+    if (layout == CS_WLAYOUT_Q8_0_F32D)
+        row_bytes = row_bytes / 34 * 36;
     if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
                       n_in, n_out);
@@ -82,16 +105,27 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
     w->n_out = n_out;
     w->row_bytes = row_bytes;
     w->bytes = bytes;
-    w->layout = CS_WLAYOUT_GGUF;
+    w->layout = layout;
     w->n_parts = n_parts;
     for (uint32_t i = 0; i < n_parts; i++) {
         struct cs_weight_part *p = &w->parts[i];
         p->r0 = (uint32_t)(i * rows_per_part);
         p->n_rows = (uint32_t)CS_MIN(rows_per_part, (uint64_t)n_out - p->r0);
         const size_t pb = (size_t)(p->n_rows * row_bytes);
-        int rc = cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pb,
-                             (void *)((const unsigned char *)host + p->r0 * row_bytes), &p->buf, err,
+        const unsigned char *src = (const unsigned char *)host + p->r0 * gguf_row_bytes;
+        unsigned char *tmp = NULL;
+        if (layout == CS_WLAYOUT_Q8_0_F32D) {
+            tmp = malloc(pb);
+            if (!tmp) {
+                cs_weight_free(w);
+                return cs_err(err, errlen, CLSPEC_E_NOMEM, "weight upload: out of memory");
+            }
+            repack_q8_0(src, tmp, (uint64_t)p->n_rows * (n_in / 32));
+            src = tmp;
+        }
+        int rc = cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pb, (void *)src, &p->buf, err,
                              errlen);
+        free(tmp);
         if (rc != CLSPEC_OK) {
             cs_weight_free(w);
             return cs_err_prefix(err, errlen, rc, "%s weight %ux%u part %u", cs_type_name(type), n_in,
@@ -114,7 +148,7 @@ int cs_weight_upload(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t
                           "byte count", env);
         limit = v;
     }
-    return cs_weight_upload_parts(d, type, n_in, n_out, host, limit, w, err, errlen);
+    return cs_weight_upload_parts(d, type, n_in, n_out, host, limit, true, w, err, errlen);
 }
 
 int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
@@ -161,7 +195,7 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: work-groups of %d needed, device allows %zu",
                       d->info.name, GPU_WG, d->info.max_wg);
     char name[32];
-    snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : "mm", kname(w->type));
+    snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : "mm", wname(w));
     cl_kernel k;
     int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
     if (rc != CLSPEC_OK)
@@ -207,7 +241,7 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
         return cs_err(err, errlen, CLSPEC_E_RANGE, "get_rows %s n=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), n);
     char name[32];
-    snprintf(name, sizeof name, "getrows_%s", kname(w->type));
+    snprintf(name, sizeof name, "getrows_%s", wname(w));
     cl_kernel k;
     int rc = cs_cl_kernel(d, "getrows", NULL, name, &k, err, errlen);
     if (rc != CLSPEC_OK)
