@@ -42,17 +42,32 @@ __kernel void softmax_cpu(__global float *x, uint x_off, int n_rows, int n_cols)
     if (r >= n_rows)
         return;
     __global float *xr = x + x_off + (size_t)r * n_cols;
-    float m = -INFINITY;
-    for (int i = 0; i < n_cols; i++)
+    int n4 = n_cols / 4;
+    float4 m4 = (float4)(-INFINITY);
+    for (int i = 0; i < n4; i++)
+        m4 = fmax(m4, vload4(i, xr));
+    float m = fmax(fmax(m4.x, m4.y), fmax(m4.z, m4.w));
+    for (int i = n4 * 4; i < n_cols; i++)
         m = fmax(m, xr[i]);
-    float sum = 0.0f;
-    for (int i = 0; i < n_cols; i++) {
+    /* long rows: compensated (Kahan) float4 sums keep the error ~1 ulp */
+    float4 s4 = (float4)(0.0f), c4 = (float4)(0.0f);
+    for (int i = 0; i < n4; i++) {
+        float4 e = exp(vload4(i, xr) - m);
+        vstore4(e, i, xr);
+        float4 y = e - c4, t = s4 + y;
+        c4 = (t - s4) - y;
+        s4 = t;
+    }
+    float sum = (s4.x + s4.y) + (s4.z + s4.w);
+    for (int i = n4 * 4; i < n_cols; i++) {
         float e = exp(xr[i] - m);
         xr[i] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
-    for (int i = 0; i < n_cols; i++)
+    for (int i = 0; i < n4; i++)
+        vstore4(vload4(i, xr) * inv, i, xr);
+    for (int i = n4 * 4; i < n_cols; i++)
         xr[i] *= inv;
 }
 
