@@ -654,7 +654,7 @@ FAM_TEST(test_attention_two_seqs)
     struct tu_rng r;
     tu_rng_seed(&r, 23);
     double nomask = 0.0;
-    struct att_case a = {"2 seqs", CS_TYPE_F32, 6, 50, 4, 2, 32, true, 1};
+    struct att_case a = {"2 seqs", CS_TYPE_F32, 6, 50, 4, 2, 64, true, 1};
     assert_true(att_run(&a, f, &r, NULL, &nomask, NULL) <= ATT_BOUND);
     /* the sequence mask matters here: ignoring it changes the result */
     assert_true(nomask > 1e-2);
@@ -702,7 +702,7 @@ FAM_TEST(test_attention_kv_types)
         double exact = 0.0;
         struct att_case a = {"decode", type, 1, 130, 8, 2, 64, true, 2};
         assert_true(att_run(&a, f, &r, &exact, NULL, NULL) <= ATT_BOUND);
-        struct att_case b = {"prefill", type, 12, 12, 4, 4, 128, true, 0};
+        struct att_case b = {"prefill", type, 12, 12, 4, 4, 64, true, 0};
         double exact2 = 0.0;
         assert_true(att_run(&b, f, &r, &exact2, NULL, NULL) <= ATT_BOUND);
         /* against unrounded f32 K/V: f16 within its rounding (2^-11

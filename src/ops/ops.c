@@ -36,10 +36,9 @@ static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, cons
     if (rc != CLSPEC_OK)
         return rc;
     for (size_t i = 0; i < na; i++) {
-        cl_int e = clSetKernelArg(k, (cl_uint)i, a[i].size, a[i].p);
-        if (e != CL_SUCCESS)
-            return cs_err(err, errlen, CLSPEC_E_CL, "%s: argument %zu: %s (%d)", kname, i,
-                          cs_cl_errstr(e), (int)e);
+        rc = cs_cl_arg(k, (cl_uint)i, a[i].size, a[i].p, kname, err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
     }
     if (n_items == 0)
         return CLSPEC_OK;
@@ -51,21 +50,22 @@ static size_t elt_local(const struct cs_cl_dev *d)
     return CS_MIN((size_t)ELT_WG, d->info.max_wg);
 }
 
-/* CPU family: one item (row, (token, head)) per work-item; small groups so
- * that every compute unit gets several of them. */
-static size_t cpu_local(const struct cs_cl_dev *d, size_t n_items)
+/* CPU family: one item (row, (token, head)) per work-item, each a long loop,
+ * so one item per group: every compute unit gets work even for a single
+ * decode token, and a fixed local size means one work-group function per
+ * kernel (PoCL compiles one per local size). */
+static size_t cpu_local(const struct cs_cl_dev *d)
 {
-    size_t cu = d->info.compute_units ? d->info.compute_units : 1, ls = 16;
-    while (ls > 1 && n_items / ls < 4 * cu)
-        ls /= 2;
-    return CS_MIN(ls, d->info.max_wg);
+    (void)d;
+    return 1;
 }
 
-/* GPU family row reductions: a power of two <= NORM_WG covering the row. */
-static size_t norm_local(const struct cs_cl_dev *d, int n_cols)
+/* GPU family row reductions: a fixed power of two <= NORM_WG (rows shorter
+ * than it leave work-items idle; model rows are longer). */
+static size_t norm_local(const struct cs_cl_dev *d)
 {
     size_t ls = 1;
-    while (ls < (size_t)n_cols && ls * 2 <= NORM_WG && ls * 2 <= d->info.max_wg)
+    while (ls * 2 <= NORM_WG && ls * 2 <= d->info.max_wg)
         ls *= 2;
     return ls;
 }
@@ -103,8 +103,8 @@ int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem 
                              KA(yo), KA(n_rows), KA(n_cols), KA(eps)};
     if (d->info.family == CS_KFAMILY_CPU)
         return launch(d, "norm", NULL, "rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
-                      cpu_local(d, (size_t)n_rows), err, errlen);
-    size_t ls = norm_local(d, n_cols);
+                      cpu_local(d), err, errlen);
+    size_t ls = norm_local(d);
     return launch(d, "norm", NULL, "rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
@@ -121,8 +121,8 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
     const struct karg a[] = {KA(x), KA(xo), KA(n_rows), KA(n_cols)};
     if (d->info.family == CS_KFAMILY_CPU)
         return launch(d, "norm", NULL, "softmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
-                      cpu_local(d, (size_t)n_rows), err, errlen);
-    size_t ls = norm_local(d, n_cols);
+                      cpu_local(d), err, errlen);
+    size_t ls = norm_local(d);
     return launch(d, "norm", NULL, "softmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
@@ -282,7 +282,7 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     size_t items = (size_t)n_tokens * n_head;
     if (d->info.family == CS_KFAMILY_CPU)
         return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a), items,
-                      cpu_local(d, items), err, errlen);
+                      cpu_local(d), err, errlen);
     return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }
