@@ -644,6 +644,11 @@ FAM_TEST(test_attention_prefill)
     assert_true(att_run(&a, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     struct att_case b = {"prefill", CS_TYPE_F32, 70, 70, 4, 4, 16, true, 0};
     assert_true(att_run(&b, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
+    /* model-sized: 32 heads over 8 kv heads, head_dim 128 */
+    struct att_case d = {"prefill 7B-like", CS_TYPE_F32, 64, 64, 32, 8, 128, true, 0};
+    assert_true(att_run(&d, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
+    struct att_case e = {"decode 7B-like", CS_TYPE_F32, 1, 1024, 32, 8, 128, true, 0};
+    assert_true(att_run(&e, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     /* a continuation: 9 new tokens after 40 cached positions */
     struct att_case c = {"prefill+cache", CS_TYPE_F32, 9, 49, 4, 1, 128, true, 0};
     assert_true(att_run(&c, f, &r, NULL, NULL, NULL) <= ATT_BOUND);

@@ -80,7 +80,7 @@ static int check_off(const char *op, size_t off, size_t n, char *err, size_t err
 
 static int check_rows(const char *op, int n_rows, int n_cols, char *err, size_t errlen)
 {
-    if (n_rows < 0 || n_cols <= 0 || (size_t)n_rows * (size_t)n_cols > UINT32_MAX)
+    if (n_rows < 0 || n_cols <= 0 || (size_t)n_rows * (size_t)n_cols > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad shape (%d, %d)", op, n_rows, n_cols);
     return CLSPEC_OK;
 }
@@ -222,7 +222,7 @@ static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "%s", op);
     if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
-        (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > UINT32_MAX)
+        (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad KV shape (%d cells, %d kv heads)", op,
                       kv->n_cells, kv->n_kv_head);
     return CLSPEC_OK;
@@ -235,7 +235,7 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
     if (rc != CLSPEC_OK)
         return rc;
     int row = kv->n_kv_head * kv->head_dim;
-    if (n_tokens < 0)
+    if (n_tokens < 0 || (uint64_t)n_tokens * row > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_store: n_tokens %d", n_tokens);
     rc = check_off("kv_store", k_off, (size_t)n_tokens * row, err, errlen);
     if (rc == CLSPEC_OK)
