@@ -693,6 +693,9 @@ FAM_TEST(test_attention_shapes)
             struct att_case a = {"shape", CS_TYPE_F32, 3, 21, 2 * ratios[j], 2, hds[i], true, 0};
             assert_true(att_run(&a, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
         }
+    /* ratio 7 (qwen2-style 28/4): the CPU family splits it into chunks 4 + 3 */
+    struct att_case g = {"GQA 7", CS_TYPE_F32, 3, 37, 14, 2, 64, true, 0};
+    assert_true(att_run(&g, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     /* empty cells (pos -1) in the middle of a causal prefix */
     struct att_case e = {"empty cells", CS_TYPE_F32, 4, 90, 4, 2, 64, true, 2};
     assert_true(att_run(&e, f, &r, NULL, NULL, NULL) <= ATT_BOUND);

@@ -23,6 +23,7 @@ struct karg {
 #define ELT_WG 64   /* elementwise local size */
 #define NORM_WG 256 /* must match cl/norm.cl */
 #define ATT_WG 64   /* must match cl/attention.cl */
+#define ATT_G 4     /* CPU family q heads per work-item, as in cl/attention.cl */
 
 /* The single dispatch path: fetch the (cached) kernel, set its arguments,
  * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
@@ -280,9 +281,12 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
                              KA(token_pos), KA(token_seq),    KA(n_tokens),     KA(n_head),
                              KA(n_kv),      KA(n_cells_used), KA(caus),         KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
-    if (d->info.family == CS_KFAMILY_CPU)
-        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a), items,
-                      cpu_local(d), err, errlen);
+    if (d->info.family == CS_KFAMILY_CPU) {
+        int group = n_head / kv->n_kv_head;
+        size_t chunks = (size_t)(group + ATT_G - 1) / ATT_G;
+        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
+                      (size_t)n_tokens * kv->n_kv_head * chunks, cpu_local(d), err, errlen);
+    }
     return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }
