@@ -162,22 +162,6 @@ __kernel void attn_cpu(ATT_ARGS)
 
 #define ATT_PER_WI ((HD + ATT_WG - 1) / ATT_WG)
 
-/* Tree reduction over ATT_WG values; op 0 sum, 1 max. Ends with a barrier. */
-static float att_reduce(__local float *red, float v, int op)
-{
-    int lid = get_local_id(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = ATT_WG / 2; s > 0; s /= 2) {
-        if (lid < s)
-            red[lid] = op ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
-
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_ARGS)
 {
     __local float qs[HD];
@@ -207,14 +191,14 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
                 s4 += vload4(i, qs) * kv_load4(kp, 4 * i);
             s = s4.x + s4.y + s4.z + s4.w;
         }
-        float cmax = att_reduce(red, s, 1);
+        float cmax = cs_wg_max(s, red);
         if (cmax == -INFINITY)
             continue; /* uniform: no visible cell in this chunk */
         float m_new = fmax(m, cmax);
         float corr = exp(m - m_new);
         float p = s == -INFINITY ? 0.0f : exp(s - m_new);
         ps[lid] = p;
-        float psum = att_reduce(red, p, 0); /* its barriers also publish ps */
+        float psum = cs_wg_sum(p, red); /* its barriers also publish ps */
         l = l * corr + psum;
         m = m_new;
         int nc = min(ATT_WG, n_cells - c0);
