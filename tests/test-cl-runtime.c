@@ -298,8 +298,8 @@ static void test_alloc(void **state)
     struct cs_cl_dev *d = open0();
     char err[512];
     cl_mem m = NULL;
-    assert_int_equal(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)d->info.max_alloc + 1, NULL, &m, err, sizeof err),
-                     CLSPEC_E_RANGE);
+    size_t too_big = (size_t)d->info.max_alloc + 1;
+    assert_int_equal(cs_cl_alloc(d, CL_MEM_READ_WRITE, too_big, NULL, &m, err, sizeof err), CLSPEC_E_RANGE);
     assert_null(m);
     assert_non_null(strstr(err, "maximum allocation"));
     assert_non_null(strstr(err, d->info.name));
@@ -325,8 +325,8 @@ static void test_build_error(void **state)
     struct cs_cl_dev *d = open0();
     char err[8192];
     cl_program p = NULL;
-    int rc = cs_cl_program_from_source(d, "broken.cl", "__kernel void f(__global int *p) { p[0] = undeclared_thing; }",
-                                       NULL, &p, err, sizeof err);
+    const char *src = "__kernel void f(__global int *p) { p[0] = undeclared_thing; }";
+    int rc = cs_cl_program_from_source(d, "broken.cl", src, NULL, &p, err, sizeof err);
     assert_int_equal(rc, CLSPEC_E_CL);
     assert_null(p);
     assert_non_null(strstr(err, "broken.cl"));

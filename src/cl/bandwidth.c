@@ -39,7 +39,8 @@ static int probe(struct cs_cl_dev *d, const char *kname, size_t vec_bytes, cl_me
         (rc = cs_cl_arg(k, 1, sizeof n, &n, kname, err, errlen)) != CLSPEC_OK ||
         (rc = cs_cl_arg(k, 2, sizeof out, &out, kname, err, errlen)) != CLSPEC_OK ||
         (rc = cs_cl_arg(k, 3, local * sizeof(float), NULL, kname, err, errlen)) != CLSPEC_OK ||
-        (strstr(kname, "chunk") && (rc = cs_cl_arg(k, 4, sizeof chunk, &chunk, kname, err, errlen)) != CLSPEC_OK))
+        (strstr(kname, "chunk") &&
+         (rc = cs_cl_arg(k, 4, sizeof chunk, &chunk, kname, err, errlen)) != CLSPEC_OK))
         return rc;
     double best = 0;
     for (int r = -1; r < runs; r++) { /* r = -1: warm-up (and PoCL's kernel compile) */

@@ -39,11 +39,13 @@ struct cs_cl_devinfo {
     bool has_fp16;             /* cl_khr_fp16 */
     bool has_subgroups;        /* cl_khr_subgroups or cl_intel_subgroups */
     bool has_int_dot;          /* cl_khr_integer_dot_product */
-    enum cs_kfamily family;
+    enum cs_kfamily family;    /* CPU for CL_DEVICE_TYPE_CPU, else GPU;
+                                * env CLSPEC_KFAMILY=cpu|gpu forces it */
 };
 
 /* Lists every device of every platform. *out is malloc'd (free() it); zero
- * devices is not an error (n = 0). */
+ * devices (or no ICD at all) is not an error (n = 0). A CLSPEC_KFAMILY other
+ * than cpu or gpu is CLSPEC_E_INVAL. */
 int cs_cl_list(struct cs_cl_devinfo **out, size_t *n, char *err, size_t errlen);
 
 /* Picks a device by index ("1") or case-insensitive name substring ("pthread",
