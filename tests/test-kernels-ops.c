@@ -395,9 +395,15 @@ static void kv_fill(struct kv_fixture *fx, uint32_t type, int n_cells, int n_kv_
     assert_non_null(idx);
     for (int c = 0; c < n_cells; c++)
         idx[c] = c;
-    cl_mem bk = buf_new((size_t)n_cells * row * 4, k), bv = buf_new((size_t)n_cells * row * 4, v);
+    /* v sits at element offset 3 of its buffer */
+    float *vpad = calloc((size_t)n_cells * row + 3, sizeof *vpad);
+    assert_non_null(vpad);
+    memcpy(vpad + 3, v, (size_t)n_cells * row * sizeof *v);
+    cl_mem bk = buf_new((size_t)n_cells * row * 4, k);
+    cl_mem bv = buf_new(((size_t)n_cells * row + 3) * 4, vpad);
+    free(vpad);
     cl_mem bi = buf_new((size_t)n_cells * 4, idx);
-    OP_OK(cs_op_kv_store(g_dev, kv, bk, 0, bv, 0, bi, n_cells, g_err, sizeof g_err));
+    OP_OK(cs_op_kv_store(g_dev, kv, bk, 0, bv, 3, bi, n_cells, g_err, sizeof g_err));
     fx->kdq = malloc((size_t)(n_cells ? n_cells : 1) * row * sizeof(float));
     fx->vdq = malloc((size_t)(n_cells ? n_cells : 1) * row * sizeof(float));
     assert_non_null(fx->kdq);
@@ -571,18 +577,25 @@ static double att_run(const struct att_case *ac, enum cs_kfamily f, struct tu_rn
 
     struct kv_fixture fx;
     kv_fill(&fx, ac->type, nc, nkv, hd, k, v, cpos, cseq);
-    cl_mem bq = buf_new(qn * 4, q), bo = buf_new(qn * 4, NULL);
+    /* q and out sit at element offsets 7 and 5 of their buffers */
+    const size_t q_off = 7, o_off = 5;
+    float *qpad = rand_vec(r, q_off + qn, 100.0f);
+    memcpy(qpad + q_off, q, qn * sizeof *q);
+    cl_mem bq = buf_new((q_off + qn) * 4, qpad), bo = buf_new((o_off + qn) * 4, NULL);
+    free(qpad);
     cl_mem btp = buf_new((size_t)nt * 4, tpos), bts = buf_new((size_t)nt * 4, tseq);
     float scale = 1.0f / sqrtf((float)hd);
     finish();
     double t0, t1;
     TIMED(t0, t1, (void)0,
-          cs_op_attention(g_dev, &fx.kv, nc, bq, 0, bo, 0, btp, bts, nt, nh, ac->causal, scale,
-                          g_err, sizeof g_err));
+          cs_op_attention(g_dev, &fx.kv, nc, bq, q_off, bo, o_off, btp, bts, nt, nh, ac->causal,
+                          scale, g_err, sizeof g_err));
     float *got = malloc(qn * sizeof *got), *ref = malloc(qn * sizeof *ref);
     assert_non_null(got);
     assert_non_null(ref);
-    buf_read(bo, qn * 4, got);
+    assert_int_equal(
+        clEnqueueReadBuffer(g_dev->q, bo, CL_TRUE, o_off * 4, qn * 4, got, 0, NULL, NULL),
+        CL_SUCCESS);
     cs_ref_attention(q, fx.kdq, fx.vdq, cpos, cseq, nc, tpos, tseq, nt, nh, nkv, hd, ac->causal,
                      scale, ref);
     double e = norm_err(got, ref, qn, 1e-3);
