@@ -7,7 +7,8 @@
  * A token that sees no cell gets zeros. Build flags: -DHD=<head_dim> (multiple
  * of 4; of 32 for quantized caches) -DKV_T=<ggml type id> (0 f32, 1 f16,
  * 30 bf16, 8 q8_0, 2 q4_0). Two families:
- *   attn_cpu: one work-item per (token, head), the whole row in registers;
+ *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
+ *             in private memory, each K/V row read once for those heads;
  *   attn_gpu: one work-group of ATT_WG per (token, head), cells in chunks of
  *             ATT_WG (one score per work-item), local-memory reductions. */
 
@@ -18,6 +19,7 @@
 #error "attention.cl: build with -DHD=<head_dim>"
 #endif
 #define ATT_WG 64
+#define ATT_G 4 /* CPU family: q heads per work-item (must match src/ops/ops.c) */
 
 /* Bytes of n elements of the cache type (n a multiple of 32 for blocks). */
 #if KV_T == 0
@@ -93,66 +95,72 @@ static bool att_visible(int c, __global const int *cell_pos, __global const ulon
         __global const int *token_pos, __global const int *token_seq, int n_tokens, int n_head,     \
         int n_kv_head, int n_cells, int causal, float scale
 
+/* CPU family: one work-item per (token, kv head, chunk of up to ATT_G of the
+ * q heads sharing that kv head), so each K/V row is read once per chunk. */
 __kernel void attn_cpu(ATT_ARGS)
 {
+    int group = n_head / n_kv_head, n_chunks = (group + ATT_G - 1) / ATT_G;
     int gid = get_global_id(0);
-    if (gid >= n_tokens * n_head)
+    if (gid >= n_tokens * n_kv_head * n_chunks)
         return;
-    int t = gid / n_head, h = gid % n_head;
-    int kvh = h / (n_head / n_kv_head);
+    int chunk = gid % n_chunks, kvh = (gid / n_chunks) % n_kv_head;
+    int t = gid / (n_chunks * n_kv_head);
+    int h0 = kvh * group + chunk * ATT_G, ng = min(ATT_G, group - chunk * ATT_G);
     int tp = token_pos[t], ts = token_seq[t];
     size_t row_bytes = KV_BYTES(n_kv_head * HD), head_bytes = KV_BYTES(kvh * HD);
-    __global const float *qr = q + q_off + (size_t)gid * HD;
 
-    float4 qv[HD / 4], acc[HD / 4];
-    for (int i = 0; i < HD / 4; i++) {
-        qv[i] = vload4(i, qr) * scale;
-        acc[i] = (float4)(0.0f);
+    float4 qv[ATT_G][HD / 4], acc[ATT_G][HD / 4];
+    float m[ATT_G], l[ATT_G];
+    for (int g = 0; g < ng; g++) {
+        __global const float *qr = q + q_off + ((size_t)t * n_head + h0 + g) * HD;
+        for (int i = 0; i < HD / 4; i++) {
+            qv[g][i] = vload4(i, qr) * scale;
+            acc[g][i] = (float4)(0.0f);
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
     for (int c = 0; c < n_cells; c++) {
         if (!att_visible(c, cell_pos, cell_seq, tp, ts, causal))
             continue;
         __global const uchar *kp = kc + (size_t)c * row_bytes + head_bytes;
         __global const uchar *vp = vc + (size_t)c * row_bytes + head_bytes;
-        float4 s4 = (float4)(0.0f);
-        for (int i = 0; i < HD / 4; i++)
-            s4 += qv[i] * kv_load4(kp, 4 * i);
-        float s = s4.x + s4.y + s4.z + s4.w;
-        float corr = 1.0f, p = 1.0f;
-        if (s > m) {
-            corr = exp(m - s);
-            m = s;
-        } else {
-            p = exp(s - m);
+        float4 s4[ATT_G];
+        for (int g = 0; g < ng; g++)
+            s4[g] = (float4)(0.0f);
+        for (int i = 0; i < HD / 4; i++) {
+            float4 k4 = kv_load4(kp, 4 * i);
+            for (int g = 0; g < ng; g++)
+                s4[g] += qv[g][i] * k4;
         }
-        l = l * corr + p;
-        for (int i = 0; i < HD / 4; i++)
-            acc[i] = acc[i] * corr + p * kv_load4(vp, 4 * i);
+        float corr[ATT_G], p[ATT_G];
+        for (int g = 0; g < ng; g++) {
+            float s = (s4[g].x + s4[g].y) + (s4[g].z + s4[g].w);
+            corr[g] = 1.0f;
+            p[g] = 1.0f;
+            if (s > m[g]) {
+                corr[g] = exp(m[g] - s);
+                m[g] = s;
+            } else {
+                p[g] = exp(s - m[g]);
+            }
+            l[g] = l[g] * corr[g] + p[g];
+        }
+        for (int i = 0; i < HD / 4; i++) {
+            float4 v4 = kv_load4(vp, 4 * i);
+            for (int g = 0; g < ng; g++)
+                acc[g][i] = acc[g][i] * corr[g] + p[g] * v4;
+        }
     }
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    __global float *orow = out + o_off + (size_t)gid * HD;
-    for (int i = 0; i < HD / 4; i++)
-        vstore4(acc[i] * inv, i, orow);
+    for (int g = 0; g < ng; g++) {
+        float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+        __global float *orow = out + o_off + ((size_t)t * n_head + h0 + g) * HD;
+        for (int i = 0; i < HD / 4; i++)
+            vstore4(acc[g][i] * inv, i, orow);
+    }
 }
 
 #define ATT_PER_WI ((HD + ATT_WG - 1) / ATT_WG)
-
-/* Tree reduction over ATT_WG values; op 0 sum, 1 max. Ends with a barrier. */
-static float att_reduce(__local float *red, float v, int op)
-{
-    int lid = get_local_id(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = ATT_WG / 2; s > 0; s /= 2) {
-        if (lid < s)
-            red[lid] = op ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
 
 __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_ARGS)
 {
@@ -183,14 +191,14 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
                 s4 += vload4(i, qs) * kv_load4(kp, 4 * i);
             s = s4.x + s4.y + s4.z + s4.w;
         }
-        float cmax = att_reduce(red, s, 1);
+        float cmax = cs_wg_max(s, red);
         if (cmax == -INFINITY)
             continue; /* uniform: no visible cell in this chunk */
         float m_new = fmax(m, cmax);
         float corr = exp(m - m_new);
         float p = s == -INFINITY ? 0.0f : exp(s - m_new);
         ps[lid] = p;
-        float psum = att_reduce(red, p, 0); /* its barriers also publish ps */
+        float psum = cs_wg_sum(p, red); /* its barriers also publish ps */
         l = l * corr + psum;
         m = m_new;
         int nc = min(ATT_WG, n_cells - c0);

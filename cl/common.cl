@@ -56,3 +56,25 @@ inline float cs_wg_sum(float v, __local float *scratch)
     barrier(CLK_LOCAL_MEM_FENCE);
     return r;
 }
+
+/* Maximum of v over the work-group (any local size), like cs_wg_sum. */
+inline float cs_wg_max(float v, __local float *scratch)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    uint p = 1;
+    while (p * 2 <= n)
+        p *= 2;
+    scratch[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid >= p)
+        scratch[lid - p] = fmax(scratch[lid - p], scratch[lid]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = p / 2; s > 0; s >>= 1) {
+        if (lid < s)
+            scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = scratch[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return r;
+}

@@ -20,18 +20,14 @@
 #define KV_UNIT 1 /* one work-item per element */
 #endif
 
-#if KV_T == 0
-#define KV_ELEM_BYTES 4
-#elif KV_T == 1 || KV_T == 30
-#define KV_ELEM_BYTES 2
-#endif
-
-static void kv_put(__global uchar *cache, size_t row_off_units, __global const float *src)
+/* Stores KV_UNIT values of src as unit number `unit` of the cache (an element
+ * index for f32/f16/bf16, a block index for q8_0/q4_0). */
+static void kv_put(__global uchar *cache, size_t unit, __global const float *src)
 {
 #if KV_T == 0
-    ((__global float *)cache)[row_off_units] = src[0];
+    ((__global float *)cache)[unit] = src[0];
 #elif KV_T == 1
-    vstore_half_rte(src[0], row_off_units, (__global half *)cache);
+    vstore_half_rte(src[0], unit, (__global half *)cache);
 #elif KV_T == 30
     uint u = as_uint(src[0]);
     ushort h;
@@ -39,9 +35,9 @@ static void kv_put(__global uchar *cache, size_t row_off_units, __global const f
         h = (ushort)((u >> 16) | 64u); /* quiet NaN */
     else
         h = (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    ((__global ushort *)cache)[row_off_units] = h;
+    ((__global ushort *)cache)[unit] = h;
 #elif KV_T == 8
-    __global uchar *b = cache + row_off_units * KV_BLOCK_BYTES;
+    __global uchar *b = cache + unit * KV_BLOCK_BYTES;
     float amax = 0.0f;
     for (int j = 0; j < 32; j++)
         amax = fmax(amax, fabs(src[j]));
@@ -51,7 +47,7 @@ static void kv_put(__global uchar *cache, size_t row_off_units, __global const f
     for (int j = 0; j < 32; j++)
         ((__global char *)b)[2 + j] = (char)(int)round(src[j] * id);
 #elif KV_T == 2
-    __global uchar *b = cache + row_off_units * KV_BLOCK_BYTES;
+    __global uchar *b = cache + unit * KV_BLOCK_BYTES;
     float amax = 0.0f, mx = 0.0f;
     for (int j = 0; j < 32; j++) {
         if (fabs(src[j]) > amax) {

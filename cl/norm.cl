@@ -1,8 +1,9 @@
 /* norm.cl: row reductions of the forward pass: RMSNorm (with an optional
  * weight row) and softmax over rows, in two families:
  *   *_cpu: one row per work-item, float4 loads, no local memory;
- *   *_gpu: one work-group per row, local-memory tree reductions (the local
- *          size is a power of two <= NORM_WG, chosen by src/ops/ops.c). */
+ *   *_gpu: one work-group per row, local-memory reductions (cs_wg_sum /
+ *          cs_wg_max of cl/common.cl; local size <= NORM_WG, chosen by
+ *          src/ops/ops.c). */
 
 #define NORM_WG 256
 
@@ -42,38 +43,36 @@ __kernel void softmax_cpu(__global float *x, uint x_off, int n_rows, int n_cols)
     if (r >= n_rows)
         return;
     __global float *xr = x + x_off + (size_t)r * n_cols;
-    float m = -INFINITY;
-    for (int i = 0; i < n_cols; i++)
+    int n4 = n_cols / 4;
+    float4 m4 = (float4)(-INFINITY);
+    for (int i = 0; i < n4; i++)
+        m4 = fmax(m4, vload4(i, xr));
+    float m = fmax(fmax(m4.x, m4.y), fmax(m4.z, m4.w));
+    for (int i = n4 * 4; i < n_cols; i++)
         m = fmax(m, xr[i]);
-    float sum = 0.0f;
-    for (int i = 0; i < n_cols; i++) {
+    /* long rows: compensated (Kahan) float4 sums keep the error ~1 ulp */
+    float4 s4 = (float4)(0.0f), c4 = (float4)(0.0f);
+    for (int i = 0; i < n4; i++) {
+        float4 e = exp(vload4(i, xr) - m);
+        vstore4(e, i, xr);
+        float4 y = e - c4, t = s4 + y;
+        c4 = (t - s4) - y;
+        s4 = t;
+    }
+    float sum = (s4.x + s4.y) + (s4.z + s4.w);
+    for (int i = n4 * 4; i < n_cols; i++) {
         float e = exp(xr[i] - m);
         xr[i] = e;
         sum += e;
     }
     float inv = 1.0f / sum;
-    for (int i = 0; i < n_cols; i++)
+    for (int i = 0; i < n4; i++)
+        vstore4(vload4(i, xr) * inv, i, xr);
+    for (int i = n4 * 4; i < n_cols; i++)
         xr[i] *= inv;
 }
 
 /* ---- GPU family ---- */
-
-/* Tree reduction of red[0..ls) (ls a power of two); every work-item gets the
- * result. op 0 = sum, 1 = max. Ends with a barrier so red may be reused. */
-static float norm_reduce(__local float *red, float v, int op)
-{
-    int lid = get_local_id(0), ls = get_local_size(0);
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int s = ls / 2; s > 0; s /= 2) {
-        if (lid < s)
-            red[lid] = op ? fmax(red[lid], red[lid + s]) : red[lid] + red[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    float r = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
 
 __kernel void rmsnorm_gpu(__global const float *x, uint x_off, __global const float *w, int has_w,
                           __global float *y, uint y_off, int n_rows, int n_cols, float eps)
@@ -85,7 +84,7 @@ __kernel void rmsnorm_gpu(__global const float *x, uint x_off, __global const fl
     float acc = 0.0f;
     for (int i = lid; i < n_cols; i += ls)
         acc += xr[i] * xr[i];
-    acc = norm_reduce(red, acc, 0);
+    acc = cs_wg_sum(acc, red);
     float s = 1.0f / sqrt(acc / (float)n_cols + eps);
     for (int i = lid; i < n_cols; i += ls)
         yr[i] = has_w ? xr[i] * s * w[i] : xr[i] * s;
@@ -99,14 +98,14 @@ __kernel void softmax_gpu(__global float *x, uint x_off, int n_rows, int n_cols)
     float m = -INFINITY;
     for (int i = lid; i < n_cols; i += ls)
         m = fmax(m, xr[i]);
-    m = norm_reduce(red, m, 1);
+    m = cs_wg_max(m, red);
     float sum = 0.0f;
     for (int i = lid; i < n_cols; i += ls) {
         float e = exp(xr[i] - m);
         xr[i] = e;
         sum += e;
     }
-    sum = norm_reduce(red, sum, 0);
+    sum = cs_wg_sum(sum, red);
     float inv = 1.0f / sum;
     for (int i = lid; i < n_cols; i += ls)
         xr[i] *= inv;

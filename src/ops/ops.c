@@ -23,6 +23,7 @@ struct karg {
 #define ELT_WG 64   /* elementwise local size */
 #define NORM_WG 256 /* must match cl/norm.cl */
 #define ATT_WG 64   /* must match cl/attention.cl */
+#define ATT_G 4     /* CPU family q heads per work-item, as in cl/attention.cl */
 
 /* The single dispatch path: fetch the (cached) kernel, set its arguments,
  * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
@@ -36,10 +37,9 @@ static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, cons
     if (rc != CLSPEC_OK)
         return rc;
     for (size_t i = 0; i < na; i++) {
-        cl_int e = clSetKernelArg(k, (cl_uint)i, a[i].size, a[i].p);
-        if (e != CL_SUCCESS)
-            return cs_err(err, errlen, CLSPEC_E_CL, "%s: argument %zu: %s (%d)", kname, i,
-                          cs_cl_errstr(e), (int)e);
+        rc = cs_cl_arg(k, (cl_uint)i, a[i].size, a[i].p, kname, err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
     }
     if (n_items == 0)
         return CLSPEC_OK;
@@ -51,21 +51,22 @@ static size_t elt_local(const struct cs_cl_dev *d)
     return CS_MIN((size_t)ELT_WG, d->info.max_wg);
 }
 
-/* CPU family: one item (row, (token, head)) per work-item; small groups so
- * that every compute unit gets several of them. */
-static size_t cpu_local(const struct cs_cl_dev *d, size_t n_items)
+/* CPU family: one item (row, (token, head)) per work-item, each a long loop,
+ * so one item per group: every compute unit gets work even for a single
+ * decode token, and a fixed local size means one work-group function per
+ * kernel (PoCL compiles one per local size). */
+static size_t cpu_local(const struct cs_cl_dev *d)
 {
-    size_t cu = d->info.compute_units ? d->info.compute_units : 1, ls = 16;
-    while (ls > 1 && n_items / ls < 4 * cu)
-        ls /= 2;
-    return CS_MIN(ls, d->info.max_wg);
+    (void)d;
+    return 1;
 }
 
-/* GPU family row reductions: a power of two <= NORM_WG covering the row. */
-static size_t norm_local(const struct cs_cl_dev *d, int n_cols)
+/* GPU family row reductions: a fixed power of two <= NORM_WG (rows shorter
+ * than it leave work-items idle; model rows are longer). */
+static size_t norm_local(const struct cs_cl_dev *d)
 {
     size_t ls = 1;
-    while (ls < (size_t)n_cols && ls * 2 <= NORM_WG && ls * 2 <= d->info.max_wg)
+    while (ls * 2 <= NORM_WG && ls * 2 <= d->info.max_wg)
         ls *= 2;
     return ls;
 }
@@ -80,7 +81,7 @@ static int check_off(const char *op, size_t off, size_t n, char *err, size_t err
 
 static int check_rows(const char *op, int n_rows, int n_cols, char *err, size_t errlen)
 {
-    if (n_rows < 0 || n_cols <= 0 || (size_t)n_rows * (size_t)n_cols > UINT32_MAX)
+    if (n_rows < 0 || n_cols <= 0 || (size_t)n_rows * (size_t)n_cols > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad shape (%d, %d)", op, n_rows, n_cols);
     return CLSPEC_OK;
 }
@@ -103,8 +104,8 @@ int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem 
                              KA(yo), KA(n_rows), KA(n_cols), KA(eps)};
     if (d->info.family == CS_KFAMILY_CPU)
         return launch(d, "norm", NULL, "rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
-                      cpu_local(d, (size_t)n_rows), err, errlen);
-    size_t ls = norm_local(d, n_cols);
+                      cpu_local(d), err, errlen);
+    size_t ls = norm_local(d);
     return launch(d, "norm", NULL, "rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
@@ -121,8 +122,8 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
     const struct karg a[] = {KA(x), KA(xo), KA(n_rows), KA(n_cols)};
     if (d->info.family == CS_KFAMILY_CPU)
         return launch(d, "norm", NULL, "softmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
-                      cpu_local(d, (size_t)n_rows), err, errlen);
-    size_t ls = norm_local(d, n_cols);
+                      cpu_local(d), err, errlen);
+    size_t ls = norm_local(d);
     return launch(d, "norm", NULL, "softmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
@@ -222,7 +223,7 @@ static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "%s", op);
     if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
-        (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > UINT32_MAX)
+        (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad KV shape (%d cells, %d kv heads)", op,
                       kv->n_cells, kv->n_kv_head);
     return CLSPEC_OK;
@@ -235,7 +236,7 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
     if (rc != CLSPEC_OK)
         return rc;
     int row = kv->n_kv_head * kv->head_dim;
-    if (n_tokens < 0)
+    if (n_tokens < 0 || (uint64_t)n_tokens * row > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_store: n_tokens %d", n_tokens);
     rc = check_off("kv_store", k_off, (size_t)n_tokens * row, err, errlen);
     if (rc == CLSPEC_OK)
@@ -280,9 +281,12 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
                              KA(token_pos), KA(token_seq),    KA(n_tokens),     KA(n_head),
                              KA(n_kv),      KA(n_cells_used), KA(caus),         KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
-    if (d->info.family == CS_KFAMILY_CPU)
-        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a), items,
-                      cpu_local(d, items), err, errlen);
+    if (d->info.family == CS_KFAMILY_CPU) {
+        int group = n_head / kv->n_kv_head;
+        size_t chunks = (size_t)(group + ATT_G - 1) / ATT_G;
+        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
+                      (size_t)n_tokens * kv->n_kv_head * chunks, cpu_local(d), err, errlen);
+    }
     return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }

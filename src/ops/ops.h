@@ -1,7 +1,10 @@
 /* ops.h: host dispatch of every non-matmul op of the forward pass (norms,
  * RoPE, elementwise, softmax, KV cache store, attention) on one OpenCL device.
  * Each call only enqueues on d->q (no wait); the caller owns every cl_mem.
- * Activations are f32 row-major; offsets are in elements. */
+ * Activations are f32 row-major; offsets are in elements. Row reductions and
+ * attention pick their kernel by d->info.family (CPU: one row / (token, head)
+ * per work-item; GPU: one work-group per row / (token, head)); the rest is
+ * elementwise and the same for both. */
 #ifndef CS_OPS_OPS_H
 #define CS_OPS_OPS_H
 
@@ -65,8 +68,9 @@ struct cs_kv_view {
 int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen);
 
 /* Writes rows t < n_tokens of k and v (f32, (n_tokens, n_kv_head * head_dim))
- * into cells cell_idx[t] (int32 cl_mem) of kv->k / kv->v, converting to
- * kv->type like cs_quantize_row. Cell metadata is the caller's job. */
+ * into cells cell_idx[t] (int32 cl_mem, distinct; an index outside
+ * [0, n_cells) is skipped) of kv->k / kv->v, converting to kv->type like
+ * cs_quantize_row. Cell metadata (cell_pos, cell_seq) is the caller's job. */
 int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, size_t k_off,
                    cl_mem v, size_t v_off, cl_mem cell_idx, int n_tokens, char *err, size_t errlen);
 

@@ -85,6 +85,14 @@ static bool visible(int32_t cell_pos, uint64_t cell_seq, int32_t tpos, int32_t t
     return tseq >= 0 && tseq < 64 && ((cell_seq >> tseq) & 1u);
 }
 
+static double dot(const float *a, const float *b, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
 void cs_ref_attention(const float *q, const float *k, const float *v, const int32_t *cell_pos,
                       const uint64_t *cell_seq, int n_cells, const int32_t *token_pos,
                       const int32_t *token_seq, int n_tokens, int n_head, int n_kv_head,
@@ -101,10 +109,7 @@ void cs_ref_attention(const float *q, const float *k, const float *v, const int3
             for (int c = 0; c < n_cells; c++) {
                 if (!visible(cell_pos[c], cell_seq[c], token_pos[t], token_seq[t], causal))
                     continue;
-                double s = 0.0;
-                for (int i = 0; i < head_dim; i++)
-                    s += (double)qr[i] * k[c * kv_row + hoff + i];
-                s *= scale;
+                double s = dot(qr, k + c * kv_row + hoff, head_dim) * scale;
                 if (s > m)
                     m = s;
             }
@@ -122,10 +127,7 @@ void cs_ref_attention(const float *q, const float *k, const float *v, const int3
                 for (int c = 0; c < n_cells; c++) {
                     if (!visible(cell_pos[c], cell_seq[c], token_pos[t], token_seq[t], causal))
                         continue;
-                    double s = 0.0;
-                    for (int i = 0; i < head_dim; i++)
-                        s += (double)qr[i] * k[c * kv_row + hoff + i];
-                    double p = exp(s * scale - m);
+                    double p = exp(dot(qr, k + c * kv_row + hoff, head_dim) * scale - m);
                     sum += p;
                     for (int i = 0; i < nb; i++)
                         acc[i] += p * v[c * kv_row + hoff + i0 + i];
