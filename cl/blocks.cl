@@ -197,7 +197,9 @@ inline void cs_dq32_q3_K(__global const uchar *row, uint s, float16 *lo, float16
     __global const uchar *q = b + 32 + 32 * (u >> 2);
     const uint sh = 2 * (u & 3), hb = u;
     const uint16 q0 = (cs_ldq16(q, 0) >> sh) & 3u, q1 = (cs_ldq16(q, 1) >> sh) & 3u;
-    const uint16 h0 = (cs_ldq16(b, 0) >> hb) & 1u, h1 = (cs_ldq16(b, 1) >> hb) & 1u;
+    const uchar hm = (uchar)(1u << hb); /* mask test: no shift of byte lanes */
+    const uint16 h0 = convert_uint16(as_uchar16((vload16(0, b) & hm) != (uchar)0) & (uchar)1);
+    const uint16 h1 = convert_uint16(as_uchar16((vload16(1, b) & hm) != (uchar)0) & (uchar)1);
     *lo = d0 * (convert_float16(q0) + 4.0f * convert_float16(h0) - 4.0f);
     *hi = d1 * (convert_float16(q1) + 4.0f * convert_float16(h1) - 4.0f);
 }
@@ -239,8 +241,11 @@ inline void cs_dq32_q5_K(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
     __global const uchar *q = b + 48 + 32 * (u >> 1);
     const uint sh = 4 * (u & 1), hb = u;
-    const uint16 q0 = ((cs_ldq16(q, 0) >> sh) & 15u) | (((cs_ldq16(b + 16, 0) >> hb) & 1u) << 4);
-    const uint16 q1 = ((cs_ldq16(q, 1) >> sh) & 15u) | (((cs_ldq16(b + 16, 1) >> hb) & 1u) << 4);
+    const uchar hm = (uchar)(1u << hb); /* mask test: no shift of byte lanes */
+    const uint16 q0 = ((cs_ldq16(q, 0) >> sh) & 15u) |
+                      convert_uint16(as_uchar16((vload16(0, b + 16) & hm) != (uchar)0) & (uchar)16);
+    const uint16 q1 = ((cs_ldq16(q, 1) >> sh) & 15u) |
+                      convert_uint16(as_uchar16((vload16(1, b + 16) & hm) != (uchar)0) & (uchar)16);
     *lo = d * convert_float16(q0) - m;
     *hi = d * convert_float16(q1) - m;
 }
