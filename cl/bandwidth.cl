@@ -29,3 +29,22 @@ __kernel void bw_read_f16(__global const float16 *src, const uint n, __global fl
     if (get_local_id(0) == 0)
         out[get_group_id(0)] = s;
 }
+
+/* CPU-style: work-item i reads its own contiguous run of `chunk` float16s
+ * (what hardware prefetchers want; PoCL runs a work-item's loop to the end
+ * before starting the next work-item, so the strided kernels above jump
+ * through memory there). */
+__kernel void bw_read_chunk_f16(__global const float16 *src, const uint n, __global float *out,
+                                __local float *scratch, const uint chunk)
+{
+    const uint lo = get_global_id(0) * chunk;
+    const uint hi = min(lo + chunk, n);
+    float16 acc = (float16)(0.0f);
+    for (uint i = lo; i < hi; i++)
+        acc += src[i];
+    const float8 a8 = acc.lo + acc.hi;
+    const float4 a4 = a8.lo + a8.hi;
+    const float s = cs_wg_sum(a4.s0 + a4.s1 + a4.s2 + a4.s3, scratch);
+    if (get_local_id(0) == 0)
+        out[get_group_id(0)] = s;
+}

@@ -36,8 +36,8 @@ trap 'rm -f "$tmp"' EXIT INT TERM
         esac
         echo "    {\"$name\","
         echo '     ""'
-        sed -e 's/\r$//' -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' \
-            -e 's/^/     "/' -e 's/$/\\n"/' "$path"
+        tr -d '\r' <"$path" |
+            sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/     "/' -e 's/$/\\n"/'
         echo '    },'
         n=$((n + 1))
     done

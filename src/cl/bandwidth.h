@@ -1,5 +1,6 @@
 /* bandwidth.h: measures a device's global-memory read bandwidth with the
- * kernels of cl/bandwidth.cl (float4 and float16 reads, grid-stride loop).
+ * kernels of cl/bandwidth.cl (float4 and float16 grid-stride reads, and
+ * float16 reads of one contiguous run per work-item).
  * The caller owns the opened device; nothing is kept after the call. */
 #ifndef CS_CL_BANDWIDTH_H
 #define CS_CL_BANDWIDTH_H
@@ -11,7 +12,8 @@ struct cs_cl_bw {
     size_t local, global;  /* work-group and total work-items used */
     double gbps_f4;        /* best of runs, 1e9 bytes/s, float4 kernel */
     double gbps_f16;       /* best of runs, 1e9 bytes/s, float16 kernel */
-    double best_gbps;      /* max of the two */
+    double gbps_chunk;     /* best of runs, 1e9 bytes/s, float16, contiguous run per work-item */
+    double best_gbps;      /* max of the three */
 };
 
 /* The default probe size: 256 MiB, or max_alloc/2 when smaller. */

@@ -396,6 +396,20 @@ void cs_cl_dev_close(struct cs_cl_dev *d)
     free(d);
 }
 
+int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cs_cl_devinfo *list = NULL;
+    size_t n = 0, idx = 0;
+    int rc = cs_cl_list(&list, &n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_select(list, n, sel, &idx, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_dev_open(&list[idx], out, err, errlen);
+    free(list);
+    return rc;
+}
+
 /* ---- embedded sources ---- */
 
 const char *cs_cl_source_get(const char *name)
@@ -820,6 +834,16 @@ int cs_cl_run(struct cs_cl_dev *d, cl_kernel k, const char *name, cl_uint dims,
     if (rc != CL_SUCCESS)
         return cs_err(err, errlen, CLSPEC_E_CL, "clEnqueueNDRangeKernel(%s): %s (%d)", name,
                       cs_cl_errstr(rc), (int)rc);
+    return CLSPEC_OK;
+}
+
+int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char *name,
+              char *err, size_t errlen)
+{
+    cl_int rc = clSetKernelArg(k, i, size, value);
+    if (rc != CL_SUCCESS)
+        return cs_err(err, errlen, CLSPEC_E_CL, "clSetKernelArg(%s, %u): %s (%d)", name ? name : "?",
+                      (unsigned)i, cs_cl_errstr(rc), (int)rc);
     return CLSPEC_OK;
 }
 

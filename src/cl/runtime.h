@@ -39,11 +39,13 @@ struct cs_cl_devinfo {
     bool has_fp16;             /* cl_khr_fp16 */
     bool has_subgroups;        /* cl_khr_subgroups or cl_intel_subgroups */
     bool has_int_dot;          /* cl_khr_integer_dot_product */
-    enum cs_kfamily family;
+    enum cs_kfamily family;    /* CPU for CL_DEVICE_TYPE_CPU, else GPU;
+                                * env CLSPEC_KFAMILY=cpu|gpu forces it */
 };
 
 /* Lists every device of every platform. *out is malloc'd (free() it); zero
- * devices is not an error (n = 0). */
+ * devices (or no ICD at all) is not an error (n = 0). A CLSPEC_KFAMILY other
+ * than cpu or gpu is CLSPEC_E_INVAL. */
 int cs_cl_list(struct cs_cl_devinfo **out, size_t *n, char *err, size_t errlen);
 
 /* Picks a device by index ("1") or case-insensitive name substring ("pthread",
@@ -67,13 +69,18 @@ struct cs_cl_dev {
     struct cs_cl_devinfo info;
     cl_context ctx;
     cl_command_queue q;        /* in-order */
-    char build_opts[256];      /* -cl-std, math and -D flags from the device's capabilities */
+    char build_opts[256];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
+                                * plus -DCS_HAS_FP16=1, -DCS_HAS_SUBGROUPS=1, -DCS_HAS_INT_DOT=1
+                                * where present (why each: make_build_opts in runtime.c) */
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
 };
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
+
+/* cs_cl_list + cs_cl_select(sel) + cs_cl_dev_open in one call. */
+int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen);
 
 /* The program built from the embedded source cl/NAME.cl (prefixed by
  * cl/common.cl and, when present, cl/blocks.cl) with the device's build_opts plus extra (may be NULL).
@@ -85,8 +92,9 @@ void cs_cl_dev_close(struct cs_cl_dev *d);
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen);
 
-/* A kernel of such a program, created once and cached on the device. Kernels
- * are not thread-safe (clSetKernelArg): one thread drives one device. */
+/* A kernel of such a program, created once and cached on the device (the
+ * device owns *out: do not release it). Kernels are not thread-safe
+ * (clSetKernelArg): one thread drives one device. */
 int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kernel,
                  cl_kernel *out, char *err, size_t errlen);
 
@@ -97,6 +105,11 @@ int cs_cl_kernel(struct cs_cl_dev *d, const char *prog, const char *extra, const
  * "clEnqueueNDRangeKernel(matvec_q8_0): CL_INVALID_WORK_GROUP_SIZE (-54)". */
 int cs_cl_run(struct cs_cl_dev *d, cl_kernel k, const char *name, cl_uint dims,
               const size_t *global, const size_t *local, char *err, size_t errlen);
+
+/* clSetKernelArg(k, i, size, value); errors name the kernel and argument:
+ * "clSetKernelArg(matvec_q8_0, 3): CL_INVALID_ARG_SIZE (-51)". */
+int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char *name,
+              char *err, size_t errlen);
 
 /* clCreateBuffer of bytes (> 0) with flags; refuses sizes above
  * info.max_alloc with CLSPEC_E_RANGE. The caller releases *out

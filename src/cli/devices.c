@@ -73,8 +73,10 @@ static int measure(const struct cs_cl_devinfo *di)
         fprintf(stderr, "clspec devices: %s\n", err);
         return rc;
     }
-    printf("  read bandwidth  %.1f GB/s (float4 %.1f, float16 %.1f; %.0f MiB, %zu x %zu work-items)\n",
-           bw.best_gbps, bw.gbps_f4, bw.gbps_f16, bw.bytes / 1048576.0, bw.global / bw.local, bw.local);
+    printf("  read bandwidth  %.1f GB/s (strided float4 %.1f, float16 %.1f; contiguous per work-item"
+           " float16 %.1f; %.0f MiB, %zu x %zu work-items)\n",
+           bw.best_gbps, bw.gbps_f4, bw.gbps_f16, bw.gbps_chunk, bw.bytes / 1048576.0, bw.global / bw.local,
+           bw.local);
     return CLSPEC_OK;
 }
 
