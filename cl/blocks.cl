@@ -43,6 +43,13 @@ inline uint cs_ldu32(__global const uchar *p) /* any address */
     return as_uint(vload4(0, p));
 }
 
+/* 16 bytes at p + 16 i widened to uint lanes: shifts and masks then work on
+ * 32-bit lanes (CPUs have no byte-lane shifts; LLVM may scalarize those) */
+inline uint16 cs_ldq16(__global const uchar *p, uint i)
+{
+    return convert_uint16(vload16(i, p));
+}
+
 /* 16 bits of a packed mask as 0/1 floats: bit (first + i) of m -> lane i */
 inline float16 cs_bits16(uint m, uint first)
 {
@@ -164,8 +171,8 @@ inline void cs_dq32_q2_K(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b + 80), dmin = cs_ldh(b + 82);
     const uchar sc0 = b[2 * u], sc1 = b[2 * u + 1];
     __global const uchar *q = b + 16 + 32 * (u >> 2);
-    const uchar sh = (uchar)(2 * (u & 3));
-    const uchar16 q0 = (vload16(0, q) >> sh) & (uchar)3, q1 = (vload16(1, q) >> sh) & (uchar)3;
+    const uint sh = 2 * (u & 3);
+    const uint16 q0 = (cs_ldq16(q, 0) >> sh) & 3u, q1 = (cs_ldq16(q, 1) >> sh) & 3u;
     *lo = d * (sc0 & 15) * convert_float16(q0) - dmin * (sc0 >> 4);
     *hi = d * (sc1 & 15) * convert_float16(q1) - dmin * (sc1 >> 4);
 }
@@ -173,7 +180,7 @@ inline void cs_dq32_q2_K(__global const uchar *row, uint s, float16 *lo, float16
 /* q3_K scale i (0..15) of the 12 packed bytes: 6 bits, minus 32 */
 inline float cs_q3k_scale(__global const uchar *sc, uint i)
 {
-    const uint low = i < 8 ? (sc[i] & 15u) : (sc[i - 8] >> 4);
+    const uint low = (sc[i & 7] >> (4 * (i >> 3))) & 15u;
     const uint high = (sc[8 + (i & 3)] >> (2 * (i >> 2))) & 3u;
     return (float)((int)(low | (high << 4)) - 32);
 }
@@ -188,24 +195,25 @@ inline void cs_dq32_q3_K(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b + 108);
     const float d0 = d * cs_q3k_scale(b + 96, 2 * u), d1 = d * cs_q3k_scale(b + 96, 2 * u + 1);
     __global const uchar *q = b + 32 + 32 * (u >> 2);
-    const uchar sh = (uchar)(2 * (u & 3)), hb = (uchar)u;
-    const uchar16 q0 = (vload16(0, q) >> sh) & (uchar)3, q1 = (vload16(1, q) >> sh) & (uchar)3;
-    const uchar16 h0 = (vload16(0, b) >> hb) & (uchar)1, h1 = (vload16(1, b) >> hb) & (uchar)1;
+    const uint sh = 2 * (u & 3), hb = u;
+    const uint16 q0 = (cs_ldq16(q, 0) >> sh) & 3u, q1 = (cs_ldq16(q, 1) >> sh) & 3u;
+    const uchar hm = (uchar)(1u << hb); /* mask test: no shift of byte lanes */
+    const uint16 h0 = convert_uint16(as_uchar16((vload16(0, b) & hm) != (uchar)0) & (uchar)1);
+    const uint16 h1 = convert_uint16(as_uchar16((vload16(1, b) & hm) != (uchar)0) & (uchar)1);
     *lo = d0 * (convert_float16(q0) + 4.0f * convert_float16(h0) - 4.0f);
     *hi = d1 * (convert_float16(q1) + 4.0f * convert_float16(h1) - 4.0f);
 }
 
-/* q4_K / q5_K 6-bit scale and min j (0..7) of the 12 packed bytes */
+/* q4_K / q5_K 6-bit scale and min j (0..7) of the 12 packed bytes
+ * (branch-free: j < 4 takes the low 6 bits of bytes j and j + 4; j >= 4
+ * combines nibbles of byte j + 4 with the top 2 bits of bytes j - 4 and j) */
 inline float2 cs_k4_scale_min(__global const uchar *sc, uint j)
 {
-    uint d, m;
-    if (j < 4) {
-        d = sc[j] & 63u;
-        m = sc[j + 4] & 63u;
-    } else {
-        d = (sc[j + 4] & 15u) | ((uint)(sc[j - 4] >> 6) << 4);
-        m = (sc[j + 4] >> 4) | ((uint)(sc[j] >> 6) << 4);
-    }
+    const uint j4 = j & 3u;
+    const uint a = sc[j4], b = sc[j4 + 4], c = sc[j4 + 8];
+    const uint lo = j < 4 ? 0xffffffffu : 0u;
+    const uint d = (lo & (a & 63u)) | (~lo & ((c & 15u) | ((a >> 6) << 4)));
+    const uint m = (lo & (b & 63u)) | (~lo & ((c >> 4) | ((b >> 6) << 4)));
     return (float2)((float)d, (float)m);
 }
 
@@ -218,9 +226,9 @@ inline void cs_dq32_q4_K(__global const uchar *row, uint s, float16 *lo, float16
     const float2 sm = cs_k4_scale_min(b + 4, u);
     const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
     __global const uchar *q = b + 16 + 32 * (u >> 1);
-    const uchar sh = (uchar)(4 * (u & 1));
-    *lo = d * convert_float16((vload16(0, q) >> sh) & (uchar)15) - m;
-    *hi = d * convert_float16((vload16(1, q) >> sh) & (uchar)15) - m;
+    const uint sh = 4 * (u & 1);
+    *lo = d * convert_float16((cs_ldq16(q, 0) >> sh) & 15u) - m;
+    *hi = d * convert_float16((cs_ldq16(q, 1) >> sh) & 15u) - m;
 }
 
 /* q5_K (176 bytes): half d, dmin; uchar scales[12]; uchar qh[32] (bit u =
@@ -232,9 +240,12 @@ inline void cs_dq32_q5_K(__global const uchar *row, uint s, float16 *lo, float16
     const float2 sm = cs_k4_scale_min(b + 4, u);
     const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
     __global const uchar *q = b + 48 + 32 * (u >> 1);
-    const uchar sh = (uchar)(4 * (u & 1)), hb = (uchar)u;
-    const uchar16 q0 = ((vload16(0, q) >> sh) & (uchar)15) | (((vload16(0, b + 16) >> hb) & (uchar)1) << (uchar)4);
-    const uchar16 q1 = ((vload16(1, q) >> sh) & (uchar)15) | (((vload16(1, b + 16) >> hb) & (uchar)1) << (uchar)4);
+    const uint sh = 4 * (u & 1), hb = u;
+    const uchar hm = (uchar)(1u << hb); /* mask test: no shift of byte lanes */
+    const uint16 q0 = ((cs_ldq16(q, 0) >> sh) & 15u) |
+                      convert_uint16(as_uchar16((vload16(0, b + 16) & hm) != (uchar)0) & (uchar)16);
+    const uint16 q1 = ((cs_ldq16(q, 1) >> sh) & 15u) |
+                      convert_uint16(as_uchar16((vload16(1, b + 16) & hm) != (uchar)0) & (uchar)16);
     *lo = d * convert_float16(q0) - m;
     *hi = d * convert_float16(q1) - m;
 }
@@ -249,9 +260,9 @@ inline void cs_dq32_q6_K(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b + 208);
     __global const char *sc = (__global const char *)(b + 192 + 8 * h + 2 * k);
     __global const uchar *ql = b + 64 * h + 32 * (k & 1), *qh = b + 128 + 32 * h;
-    const uchar sl = (uchar)(4 * (k >> 1)), shh = (uchar)(2 * k);
-    const uchar16 q0 = ((vload16(0, ql) >> sl) & (uchar)15) | (((vload16(0, qh) >> shh) & (uchar)3) << (uchar)4);
-    const uchar16 q1 = ((vload16(1, ql) >> sl) & (uchar)15) | (((vload16(1, qh) >> shh) & (uchar)3) << (uchar)4);
+    const uint sl = 4 * (k >> 1), shh = 2 * k;
+    const uint16 q0 = ((cs_ldq16(ql, 0) >> sl) & 15u) | (((cs_ldq16(qh, 0) >> shh) & 3u) << 4);
+    const uint16 q1 = ((cs_ldq16(ql, 1) >> sl) & 15u) | (((cs_ldq16(qh, 1) >> shh) & 3u) << 4);
     *lo = (d * (float)sc[0]) * (convert_float16(q0) - 32.0f);
     *hi = (d * (float)sc[1]) * (convert_float16(q1) - 32.0f);
 }

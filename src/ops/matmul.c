@@ -165,10 +165,9 @@ static int set_args(cl_kernel k, const char *name, char *err, size_t errlen, uns
                     const size_t *sizes, const void *const *vals)
 {
     for (unsigned i = 0; i < n; i++) {
-        cl_int rc = clSetKernelArg(k, i, sizes[i], vals[i]);
-        if (rc != CL_SUCCESS)
-            return cs_err(err, errlen, CLSPEC_E_CL, "clSetKernelArg(%s, %u): %s (%d)", name, i,
-                          cs_cl_errstr(rc), (int)rc);
+        int rc = cs_cl_arg(k, i, sizes[i], vals[i], name, err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
     }
     return CLSPEC_OK;
 }
