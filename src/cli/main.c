@@ -16,6 +16,7 @@ struct cs_subcommand {
 /* One line per subcommand, in the order --help lists them. */
 static const struct cs_subcommand commands[] = {
     {"inspect", cs_cmd_inspect, "show a GGUF file's metadata and tensors"},
+    {"synth", cs_cmd_synth, "write a synthetic model (real shapes, random weights)"},
 };
 
 static void usage(FILE *f)
