@@ -35,7 +35,7 @@ struct plan {
 /* per-tensor fill state */
 struct fill {
     uint64_t s;      /* splitmix64 state */
-    float spare;     /* Box-Muller second value */
+    float spare;     /* the polar method's second value */
     bool has_spare;
     float mean, std;
     uint32_t type;
@@ -224,7 +224,7 @@ int cs_synth_check(const struct cs_synth_params *p, uint64_t n_vocab, char *err,
     return rc;
 }
 
-/* ---- random numbers: splitmix64 + Box-Muller ---- */
+/* ---- random numbers: splitmix64 + polar method ---- */
 
 static uint64_t splitmix(uint64_t *s)
 {
@@ -242,20 +242,24 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
+/* N(0, 1) by Marsaglia's polar method: both 24-bit uniforms from one draw. */
 static float normal(struct fill *f)
 {
     if (f->has_spare) {
         f->has_spare = false;
         return f->spare;
     }
-    uint64_t a = splitmix(&f->s), b = splitmix(&f->s);
-    float u1 = (float)((a >> 40) + 1) * (1.0f / 16777216.0f); /* (0, 1] */
-    float u2 = (float)(b >> 40) * (1.0f / 16777216.0f);       /* [0, 1) */
-    float r = sqrtf(-2.0f * logf(u1));
-    float th = 6.283185307f * u2;
-    f->spare = r * sinf(th);
+    float u, v, s;
+    do {
+        uint64_t a = splitmix(&f->s);
+        u = (float)(a >> 40) * (2.0f / 16777216.0f) - 1.0f;
+        v = (float)((a >> 16) & 0xFFFFFF) * (2.0f / 16777216.0f) - 1.0f;
+        s = u * u + v * v;
+    } while (s >= 1.0f || s == 0.0f);
+    float m = sqrtf(-2.0f * logf(s) / s);
+    f->spare = v * m;
     f->has_spare = true;
-    return r * cosf(th);
+    return u * m;
 }
 
 static int fill_rows(void *user, uint64_t row0, uint64_t n_rows, void *dst, char *err, size_t errlen)
