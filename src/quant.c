@@ -286,21 +286,30 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
     }
 }
 
+/* Scales and mins of the sub-block pair (is, is + 1) of a Q4_K/Q5_K super-block. */
+static void k4_pair(const uint8_t *sc, int is, float d, float dmin, float dm[4])
+{
+    uint8_t s, m;
+    scale_min_k4(is, sc, &s, &m);
+    dm[0] = d * s;
+    dm[1] = dmin * m;
+    scale_min_k4(is + 1, sc, &s, &m);
+    dm[2] = d * s;
+    dm[3] = dmin * m;
+}
+
 /* Q4_K: d, dmin (f16), scales[12], qs[128]; 8 sub-blocks of 32. */
 static void deq_q4_k(const uint8_t *b, float *y)
 {
     float d = rd_f16(b), dmin = rd_f16(b + 2);
     const uint8_t *sc = b + 4, *q = b + 16;
     for (int is = 0; is < 8; is += 2) {
-        uint8_t s, m;
-        scale_min_k4(is, sc, &s, &m);
-        float d1 = d * s, m1 = dmin * m;
-        scale_min_k4(is + 1, sc, &s, &m);
-        float d2 = d * s, m2 = dmin * m;
+        float dm[4];
+        k4_pair(sc, is, d, dmin, dm);
         for (int l = 0; l < 32; l++)
-            *y++ = d1 * (q[l] & 0xf) - m1;
+            *y++ = dm[0] * (q[l] & 0xf) - dm[1];
         for (int l = 0; l < 32; l++)
-            *y++ = d2 * (q[l] >> 4) - m2;
+            *y++ = dm[2] * (q[l] >> 4) - dm[3];
         q += 32;
     }
 }
@@ -312,15 +321,12 @@ static void deq_q5_k(const uint8_t *b, float *y)
     const uint8_t *sc = b + 4, *qh = b + 16, *ql = b + 48;
     uint8_t u1 = 1, u2 = 2;
     for (int is = 0; is < 8; is += 2) {
-        uint8_t s, m;
-        scale_min_k4(is, sc, &s, &m);
-        float d1 = d * s, m1 = dmin * m;
-        scale_min_k4(is + 1, sc, &s, &m);
-        float d2 = d * s, m2 = dmin * m;
+        float dm[4];
+        k4_pair(sc, is, d, dmin, dm);
         for (int l = 0; l < 32; l++)
-            *y++ = d1 * ((ql[l] & 0xf) + ((qh[l] & u1) ? 16 : 0)) - m1;
+            *y++ = dm[0] * ((ql[l] & 0xf) + ((qh[l] & u1) ? 16 : 0)) - dm[1];
         for (int l = 0; l < 32; l++)
-            *y++ = d2 * ((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - m2;
+            *y++ = dm[2] * ((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - dm[3];
         ql += 32;
         u1 <<= 2;
         u2 <<= 2;
