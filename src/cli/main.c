@@ -19,6 +19,7 @@ static const struct cs_subcommand commands[] = {
     {"run", cs_cmd_run, "generate text from a prompt"},
     {"bench", cs_cmd_bench, "measure prompt-processing and generation speed"},
     {"devices", cs_cmd_devices, "list OpenCL devices, capabilities and bandwidth"},
+    {"synth", cs_cmd_synth, "write a synthetic model (real shapes, random weights)"},
 };
 
 static void usage(FILE *f)
