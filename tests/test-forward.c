@@ -232,6 +232,53 @@ static void golden_cl(const char *json_rel, enum cs_kfamily fam)
 static void test_golden_stories(void **s) { (void)s; golden_cl("reference/greedy-stories260K.json", CS_KFAMILY_CPU); }
 static void test_golden_q8(void **s) { (void)s; golden_cl("reference/greedy-TinyStories-656K-Q8_0.json", CS_KFAMILY_GPU); }
 
+/* Free-running greedy decode through the OpenCL path: the first 64 tokens of
+ * every prompt equal llama.cpp's greedy output (the issue's text criterion;
+ * steps[].token of a greedy reference is its free-running output).
+ * TinyStories-656K-Q8_0 is not run here yet: at step 5 of its first prompt
+ * llama.cpp's top-2 logits are 0.029 apart, and its Q8_0 rounding of the
+ * activations (which this path does not reproduce) decides the choice. */
+static void greedy_free_cl(const char *json_rel, enum cs_kfamily fam)
+{
+    char *jp = tu_shared_path(json_rel);
+    struct golden *g = golden_load(jp);
+    free(jp);
+    assert_non_null(g);
+    assert_non_null(g->model_path);
+    struct fixture f;
+    assert_int_equal(open_all(strstr(g->model_path, "models/"), fam, &f), 0);
+    char err[CLSPEC_ERRLEN];
+    const int V = (int)f.m->hp.n_vocab;
+    float *logits = malloc((size_t)V * sizeof(float));
+    for (int ci = 0; ci < g->n_cases; ci++) {
+        const struct golden_case *gc = &g->cases[ci];
+        int n_check = gc->n_steps < 64 ? gc->n_steps : 64;
+        struct cs_fwd_ctx *c = NULL;
+        struct cs_fwd_ctx_params p = {.n_ctx = 128, .n_batch = 32, .kv_type = CS_TYPE_F16};
+        assert_int_equal(cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err), 0);
+        int32_t *pos = malloc((size_t)(gc->n_prompt + n_check) * sizeof(int32_t));
+        for (int i = 0; i < gc->n_prompt + n_check; i++)
+            pos[i] = i;
+        assert_int_equal(cs_forward(c, gc->prompt, gc->n_prompt, pos, NULL, NULL, 1, logits, NULL, err, sizeof err), 0);
+        for (int s = 0; s < n_check; s++) {
+            int32_t tok = (int32_t)cs_argmax(logits, V);
+            if (tok != gc->steps[s].token)
+                fail_msg("%s case %d: step %d: got token %d, reference %d", g->model_name, ci, s, tok,
+                         gc->steps[s].token);
+            assert_int_equal(cs_forward(c, &tok, 1, &pos[gc->n_prompt + s], NULL, NULL, 1, logits, NULL, err,
+                                        sizeof err),
+                             0);
+        }
+        free(pos);
+        cs_fwd_ctx_free(c);
+    }
+    free(logits);
+    golden_free(g);
+    close_all(&f);
+}
+
+static void test_greedy_text_stories(void **s) { (void)s; greedy_free_cl("reference/greedy-stories260K.json", CS_KFAMILY_CPU); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_q8_cpu),      cmocka_unit_test(test_q8_gpu),
         cmocka_unit_test(test_synth_cpu),   cmocka_unit_test(test_synth_gpu),
         cmocka_unit_test(test_golden_stories), cmocka_unit_test(test_golden_q8),
+        cmocka_unit_test(test_greedy_text_stories),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }
