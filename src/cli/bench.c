@@ -3,7 +3,6 @@
  * llama-bench-like table: mean ± sd tokens/s over -r repetitions after one warm-up. */
 #include "config.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/loadmodel.h"
+#include "cli/opts.h"
 #include "common.h"
 #include "quant.h"
 
@@ -24,19 +24,6 @@ static void usage(FILE *f)
             "  -n N               generated tokens, one call each (default 128; 0 = skip)\n"
             "  -r N               repetitions (default 3), after one warm-up run\n"
             "  --device SEL       OpenCL device index or name substring\n");
-}
-
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "clspec bench: %s needs an integer in [%ld, %ld]\n", opt, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 /* One timed run: n_p tokens as one batch (pp) or n_g single steps after one
@@ -89,11 +76,11 @@ int cs_cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--device"))
             device = v;
         else if (!strcmp(a, "-p"))
-            r = parse_int(a, v, 0, 65536, &n_p);
+            r = cs_opt_int("bench", a, v, 0, 65536, &n_p);
         else if (!strcmp(a, "-n"))
-            r = parse_int(a, v, 0, 65536, &n_g);
+            r = cs_opt_int("bench", a, v, 0, 65536, &n_g);
         else if (!strcmp(a, "-r"))
-            r = parse_int(a, v, 1, 1000, &reps);
+            r = cs_opt_int("bench", a, v, 1, 1000, &reps);
         else {
             fprintf(stderr, "clspec bench: unknown option '%s'\n", a);
             usage(stderr);

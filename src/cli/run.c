@@ -2,13 +2,13 @@
  * load time and prefill/decode speeds on stderr. */
 #include "config.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/loadmodel.h"
+#include "cli/opts.h"
 #include "common.h"
 #include "sampler.h"
 
@@ -28,19 +28,6 @@ static void usage(FILE *f)
             "  --repeat-penalty R    (default 1 = off), over --repeat-last-n tokens (default 64)\n"
             "  --seed S              RNG seed (default 0)\n"
             "  --device SEL          OpenCL device index or name substring\n");
-}
-
-static int parse_num(const char *opt, const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = v ? strtod(v, &end) : 0;
-    if (!v || errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "clspec run: %s needs a number in [%g, %g]\n", opt, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 static int emit(const struct cs_tokenizer *tok, int32_t id)
@@ -75,23 +62,23 @@ int cs_cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--device"))
             device = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
-            r = parse_num(a, v, 0, 1 << 20, &n_predict);
+            r = cs_opt_num("run", a, v, 0, 1 << 20, &n_predict);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size"))
-            r = parse_num(a, v, 1, 1 << 24, &n_ctx);
+            r = cs_opt_num("run", a, v, 1, 1 << 24, &n_ctx);
         else if (!strcmp(a, "--temp"))
-            r = parse_num(a, v, 0, 100, &temp);
+            r = cs_opt_num("run", a, v, 0, 100, &temp);
         else if (!strcmp(a, "--top-k"))
-            r = parse_num(a, v, 0, 1 << 30, &top_k);
+            r = cs_opt_num("run", a, v, 0, 1 << 30, &top_k);
         else if (!strcmp(a, "--top-p"))
-            r = parse_num(a, v, 1e-6, 1, &top_p);
+            r = cs_opt_num("run", a, v, 1e-6, 1, &top_p);
         else if (!strcmp(a, "--min-p"))
-            r = parse_num(a, v, 0, 0.999, &min_p);
+            r = cs_opt_num("run", a, v, 0, 0.999, &min_p);
         else if (!strcmp(a, "--repeat-penalty"))
-            r = parse_num(a, v, 1e-3, 100, &rep);
+            r = cs_opt_num("run", a, v, 1e-3, 100, &rep);
         else if (!strcmp(a, "--repeat-last-n"))
-            r = parse_num(a, v, 0, 1 << 20, &rep_n);
+            r = cs_opt_num("run", a, v, 0, 1 << 20, &rep_n);
         else if (!strcmp(a, "--seed"))
-            r = parse_num(a, v, 0, 18446744073709551615.0, &seed);
+            r = cs_opt_num("run", a, v, 0, 18446744073709551615.0, &seed);
         else {
             fprintf(stderr, "clspec run: unknown option '%s'\n", a);
             usage(stderr);
