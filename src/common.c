@@ -57,6 +57,7 @@ const char *clspec_strerror(int status)
     case CLSPEC_E_PLUGIN: return "plugin error";
     case CLSPEC_E_BUSY: return "busy";
     case CLSPEC_E_CANCELLED: return "cancelled";
+    case CLSPEC_E_SHUTDOWN: return "shutting down";
     }
     return "unknown status";
 }

@@ -304,6 +304,13 @@ static int assign_cells(struct cs_fwd_ctx *c, const int32_t *pos, const int32_t 
     return CLSPEC_OK;
 }
 
+/* y = x . W^T for n rows. With llamacpp_numerics the activations are first
+ * rounded the way llama.cpp's CPU backend rounds them for W's type. */
+static int mm(struct cs_fwd_ctx *c, const struct cs_weight *w, cl_mem x, cl_mem y, int n, char *err, size_t errlen)
+{
+    return cs_op_matmul(c->dev, w, x, 0, y, 0, (uint32_t)n, err, errlen);
+}
+
 /* One pass of n <= n_batch tokens; hidden rows go to row offset t0 of n_all. */
 static int pass(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
                 const int32_t *rows, int n_rows, float *logits_out, const struct cs_fwd_hidden *hidden, int t0,
@@ -345,14 +352,14 @@ static int pass(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_
             break;
         const struct cs_fwd_layer *L = &fm->layers[l];
         const struct cs_kv_view kv = {
-            .type = c->p.kv_type, .n_cells = (int)c->p.n_ctx, .n_kv_head = (int)hp->n_head_kv, .head_dim = D,
+            .type_k = c->p.kv_type, .type_v = c->p.kv_type, .n_cells = (int)c->p.n_ctx, .n_kv_head = (int)hp->n_head_kv, .head_dim = D,
             .k = c->k[l], .v = c->v[l], .cell_pos = c->cell_pos, .cell_seq = c->cell_seq,
         };
         /* attention block */
         TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, n, err, errlen));
-        TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, n, err, errlen));
-        TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, n, err, errlen));
+        TRY(mm(c, &L->wq, c->xb, c->q, n, err, errlen));
+        TRY(mm(c, &L->wk, c->xb, c->kc, n, err, errlen));
+        TRY(mm(c, &L->wv, c->xb, c->vc, n, err, errlen));
         if (L->bq)
             TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
         if (L->bk)
@@ -368,14 +375,14 @@ static int pass(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_
         TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
         TRY(cs_op_attention(d, &kv, c->n_used, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
                             1.0f / sqrtf((float)D), err, errlen));
-        TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, n, err, errlen));
+        TRY(mm(c, &L->wo, c->att, c->xb, n, err, errlen));
         TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
         /* feed-forward block */
         TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_gate, c->xb, 0, c->hb, 0, n, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_up, c->xb, 0, c->hb2, 0, n, err, errlen));
+        TRY(mm(c, &L->w_gate, c->xb, c->hb, n, err, errlen));
+        TRY(mm(c, &L->w_up, c->xb, c->hb2, n, err, errlen));
         TRY(cs_op_swiglu(d, c->hb, 0, c->hb2, 0, c->hb, 0, (size_t)n * F, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, n, err, errlen));
+        TRY(mm(c, &L->w_down, c->hb, c->xb, n, err, errlen));
         TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     }
     if (n_rows == 0)
@@ -388,7 +395,7 @@ static int pass(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_
     }
     TRY(cs_op_rmsnorm(d, c->xo, 0, fm->output_norm, c->xo, 0, n_rows, E, eps, err, errlen));
     const struct cs_weight *out_w = hp->tied_output ? &fm->tok_embd : &fm->output;
-    TRY(cs_op_matmul(d, out_w, c->xo, 0, c->logits, 0, n_rows, err, errlen));
+    TRY(mm(c, out_w, c->xo, c->logits, n_rows, err, errlen));
     return cs_cl_read(d, c->logits, 0, (size_t)n_rows * V * 4, logits_out, err, errlen);
 }
 

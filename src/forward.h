@@ -43,6 +43,7 @@ struct cs_fwd_ctx_params {
     uint32_t n_ctx;     /* KV cells (all sequences together) */
     uint32_t n_batch;   /* tokens per device pass; cs_forward splits longer inputs */
     uint32_t kv_type;   /* CS_TYPE_F32 or CS_TYPE_F16 */
+    bool llamacpp_numerics; /* round matmul inputs as llama.cpp's CPU backend does (see mm() in forward.c) */
 };
 
 /* A context: KV cache per layer ((n_ctx, n_head_kv * head_dim) of kv_type,
@@ -97,5 +98,19 @@ struct cs_fwd_hidden {
 int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
                const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
                size_t errlen);
+
+/* CONTRACT (lead, 08:25; the fwd helper implements it): one forward over a
+ * batch of many sequences. Rows are placed in the KV cache with cs_kv_place
+ * (src/kv.h); a sequence whose rows do not fit is dropped from this forward
+ * (seq_rc[s] = CLSPEC_E_KV_FULL, its logits rows left untouched) while the
+ * other sequences run (seq_rc = CLSPEC_OK). seq_rc: CS_MAX_SEQ entries or
+ * NULL. logits_out: (cs_batch_n_logits(b), n_vocab), in row order of the
+ * rows with b->logits[i] set. Long batches are split into n_ubatch passes.
+ * hidden rows are indexed like b's rows. Returns CLSPEC_OK when every
+ * sequence either ran or was refused for a full cache; another error
+ * (device, invalid batch) fails the whole call. */
+struct cs_batch;
+int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                     const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen);
 
 #endif

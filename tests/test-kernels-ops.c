@@ -381,7 +381,8 @@ static void kv_fill(struct kv_fixture *fx, uint32_t type, int n_cells, int n_kv_
     int row = n_kv_head * head_dim;
     size_t rb = row_bytes(type, (size_t)row), bytes = rb * (size_t)(n_cells ? n_cells : 1);
     struct cs_kv_view *kv = &fx->kv;
-    kv->type = type;
+    kv->type_k = type;
+    kv->type_v = type;
     kv->n_cells = n_cells;
     kv->n_kv_head = n_kv_head;
     kv->head_dim = head_dim;
@@ -448,7 +449,7 @@ static void test_kv_store(void **state)
         assert_non_null(want);
         memset(want, 0xA5, rb * n_cells);
         struct cs_kv_view kv = {
-            type, n_cells, nkv, hd, buf_new(rb * n_cells, want), buf_new(rb * n_cells, want),
+            type, type, n_cells, nkv, hd, buf_new(rb * n_cells, want), buf_new(rb * n_cells, want),
             NULL, NULL};
         cl_mem bk = buf_new((size_t)nt * row * 4, k), bv = buf_new((size_t)nt * row * 4, v);
         cl_mem bi = buf_new(sizeof cells, cells);
@@ -744,14 +745,14 @@ static void test_bad_args(void **state)
 {
     (void)state;
     NEED_DEV();
-    struct cs_kv_view kv = {CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL};
+    struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL};
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     assert_non_null(strstr(g_err, "head_dim 16"));
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_K, 64, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 2, true, 1.0f,
                                      g_err, sizeof g_err),
                      CLSPEC_E_UNSUPPORTED);
-    kv.type = CS_TYPE_F32;
+    kv.type_k = kv.type_v = CS_TYPE_F32;
     kv.n_kv_head = 3; /* 4 heads over 3 kv heads */
     assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 4, true, 1.0f,
                                      g_err, sizeof g_err),

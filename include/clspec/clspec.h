@@ -34,6 +34,7 @@ enum clspec_status {
     CLSPEC_E_PLUGIN = -11,     /* a speculator plugin failed to load or initialise */
     CLSPEC_E_BUSY = -12,       /* a queue or pool is full */
     CLSPEC_E_CANCELLED = -13,  /* the request was cancelled */
+    CLSPEC_E_SHUTDOWN = -14,   /* the server is draining and takes no new work */
 };
 
 /* A static, never-NULL description of a status code. */

@@ -219,9 +219,14 @@ int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen)
 
 static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size_t errlen)
 {
-    int rc = cs_kv_type_check(kv->type, kv->head_dim, err, errlen);
+    int rc = cs_kv_type_check(kv->type_k, kv->head_dim, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_kv_type_check(kv->type_v, kv->head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "%s", op);
+    if (kv->type_k != kv->type_v) /* TODO(kvops): kernels with separate K and V types */
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: K type %s differs from V type %s", op,
+                      cs_type_name(kv->type_k), cs_type_name(kv->type_v));
     if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
         (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad KV shape (%d cells, %d kv heads)", op,
@@ -244,8 +249,8 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
     if (rc != CLSPEC_OK)
         return rc;
     char extra[32];
-    snprintf(extra, sizeof extra, "-DKV_T=%u", (unsigned)kv->type);
-    size_t unit = kv->type == CS_TYPE_Q8_0 || kv->type == CS_TYPE_Q4_0 ? 32 : 1;
+    snprintf(extra, sizeof extra, "-DKV_T=%u", (unsigned)kv->type_k);
+    size_t unit = kv->type_k == CS_TYPE_Q8_0 || kv->type_k == CS_TYPE_Q4_0 ? 32 : 1;
     cl_uint ko = (cl_uint)k_off, vo = (cl_uint)v_off;
     cl_int n_cells = kv->n_cells;
     const struct karg a[] = {KA(k),     KA(ko),       KA(v),        KA(vo),  KA(kv->k),
@@ -273,7 +278,7 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     if (rc != CLSPEC_OK)
         return rc;
     char extra[48];
-    snprintf(extra, sizeof extra, "-DHD=%d -DKV_T=%u", kv->head_dim, (unsigned)kv->type);
+    snprintf(extra, sizeof extra, "-DHD=%d -DKV_T=%u", kv->head_dim, (unsigned)kv->type_k);
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
     cl_int n_kv = kv->n_kv_head, caus = causal;
     const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),

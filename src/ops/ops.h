@@ -51,11 +51,12 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
                   size_t errlen);
 
 /* One layer's KV cache on a device, as the attention reads it. k and v are
- * (n_cells, n_kv_head * head_dim) of type (bytes per row: cs_row_bytes);
+ * (n_cells, n_kv_head * head_dim) of type_k / type_v (bytes per row: cs_row_bytes);
  * cell_pos (int32, n_cells, -1 = empty) and cell_seq (uint64 bitmask of the
  * sequences 0..63 holding the cell, n_cells) are shared by all layers. */
 struct cs_kv_view {
-    uint32_t type; /* enum cs_type: F32, F16, BF16, Q8_0, Q4_0 (quantized: head_dim % 32 == 0) */
+    uint32_t type_k; /* enum cs_type of k: F32, F16, BF16, Q8_0, Q4_0 (quantized: head_dim % 32 == 0) */
+    uint32_t type_v; /* enum cs_type of v, chosen independently of type_k */
     int n_cells;
     int n_kv_head;
     int head_dim;  /* multiple of 4 */

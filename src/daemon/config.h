@@ -1,0 +1,79 @@
+/* config.h: clspecd's configuration: one schema (sections, keys, types,
+ * defaults, allowed values, help) defined once in config.c, parsed from an
+ * INI file with libinih, validated with `file:line: [section] key: problem;
+ * how to fix` messages, and printed back with every default filled in.
+ * The caller owns struct cs_config (cs_config_load / cs_config_free).
+ *
+ * CONTRACT (lead, 08:25): the cfg helper implements it and may add fields;
+ * the http helper's main.c reads these fields. */
+#ifndef CS_DAEMON_CONFIG_H
+#define CS_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine.h"
+#include "sampler.h"
+
+struct cs_config {
+    char *path;                 /* the file read */
+    /* [server] */
+    char *host;                 /* "127.0.0.1" */
+    int port;                   /* 8080 */
+    char *api_key;              /* NULL or "" = no auth */
+    size_t max_body_bytes;      /* 1 MiB */
+    int max_tokens_limit;       /* 4096 */
+    int queue_max;              /* 64 */
+    double drain_timeout_s;     /* 30 */
+    char *log_level;            /* "error" | "warn" | "info" | "debug" */
+    char *log_file;             /* NULL = stderr */
+    int http_threads;           /* 0 = one thread per connection */
+    /* [model] */
+    char *model_path;           /* required */
+    char *model_name;           /* id in /v1/models; default: file name without .gguf */
+    char *chat_template;        /* NULL = from the GGUF; else a family name (chatml, llama2, llama3,
+                                 * mistral, zephyr, gemma, plain) */
+    /* [devices] */
+    char *platform;             /* NULL = any */
+    char *devices;              /* "0" (default), "0,1", name substrings */
+    char *split_mode;           /* "layers" | "memory" */
+    uint32_t split[8];          /* parsed from `split = 10,12` (0s = even) */
+    /* [kv] */
+    uint32_t n_ctx;             /* 4096 */
+    uint32_t type_k, type_v;    /* enum cs_type; default f16 */
+    bool kv_unified;            /* true */
+    uint32_t n_batch, n_ubatch; /* 512, 512 */
+    /* [slots] */
+    int parallel;               /* 4 */
+    bool truncate_prompt;       /* false */
+    /* [sampling] request defaults */
+    struct cs_sampler_params sampling;
+    int max_tokens;             /* default max_tokens of a request: 256 */
+    /* [speculator] (issue 6: until plugins exist only type = none is accepted) */
+    char *spec_type;            /* "none" */
+    int spec_n_max, spec_n_min; /* 16, 0 */
+    double spec_p_min;          /* 0.75 */
+    char *spec_device;          /* NULL = the target's last-layer device */
+    char *spec_model;           /* drafter GGUF */
+    uint32_t spec_type_k, spec_type_v;
+};
+
+/* Reads and validates path (values and combinations that need no hardware).
+ * On failure *out is NULL and err holds "file:line: [section] key: problem;
+ * how to fix" (line 0 for a problem of the file as a whole). */
+int cs_config_load(const char *path, struct cs_config **out, char *err, size_t errlen);
+void cs_config_free(struct cs_config *c);
+
+/* Checks against the machine: the model file opens as GGUF, the devices
+ * exist, the context fits `parallel`, the port can be bound. Same message format. */
+int cs_config_check_runtime(const struct cs_config *c, char *err, size_t errlen);
+
+/* Writes the effective configuration (every key, defaults filled in, as INI). */
+void cs_config_print(const struct cs_config *c, FILE *f);
+
+/* The engine parameters this configuration asks for. */
+struct cs_engine_params cs_config_engine_params(const struct cs_config *c);
+
+#endif

@@ -1,0 +1,135 @@
+/* sched.h: the daemon's scheduler: `parallel` slots decoded together over one
+ * engine (continuous batching: a new request joins the running batch), a
+ * bounded FIFO of waiting requests, cancellation, drain. One thread runs the
+ * loop; request callbacks run on it. The caller owns struct cs_sched
+ * (cs_sched_new / cs_sched_free) and keeps the engine alive until freed.
+ *
+ * CONTRACT (lead, 08:25): the sched helper implements it; the http helper
+ * builds the HTTP API on it. Additions are fine; changing existing fields or
+ * signatures needs the lead's agreement. */
+#ifndef CS_DAEMON_SCHED_H
+#define CS_DAEMON_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sampler.h"
+
+struct cs_engine;
+struct cs_sched;
+
+struct cs_sched_params {
+    int n_slots;             /* `parallel`: sequences decoded together (1..64, <= engine n_seq_max) */
+    int queue_max;           /* requests that may wait for a slot; beyond: CLSPEC_E_BUSY (HTTP 429) */
+    bool truncate_prompt;    /* a prompt longer than a slot's context keeps its end instead of being refused */
+    int max_tokens_default;  /* a request's max_tokens when it gives none (<= 0: until EOS or context) */
+    int max_tokens_limit;    /* cap on max_tokens (0 = none) */
+};
+
+#define CS_MAX_STOP 8
+#define CS_MAX_TOP_LOGPROBS 20
+
+struct cs_req {
+    const int32_t *prompt;   /* prompt tokens (BOS included when wanted), copied by submit */
+    int n_prompt;
+    int max_tokens;          /* 0: params' default; > limit: refused */
+    struct cs_sampler_params sp;
+    const char *stop[CS_MAX_STOP]; /* stop strings (copied), n_stop used */
+    int n_stop;
+    bool logprobs;           /* report each token's log-probability */
+    int top_logprobs;        /* and that many alternatives (0..CS_MAX_TOP_LOGPROBS) */
+    bool ignore_eos;
+    bool speculative;        /* reserved for speculative decoding (issue 6); default true */
+    char id[40];             /* request id for logs ("req-12") */
+};
+
+struct cs_top_logprob {
+    int32_t token;
+    float logprob;
+    const char *text;        /* token piece (valid during the callback) */
+    size_t len;
+};
+
+struct cs_req_usage {
+    int prompt_tokens;
+    int completion_tokens;
+    int cached_tokens;       /* prompt tokens reused from the KV cache (prefix reuse) */
+    double queue_ms;         /* submit -> slot assigned */
+    double prefill_ms;       /* slot assigned -> first token sampled */
+    double decode_ms;        /* first token -> last token */
+};
+
+enum cs_ev_type {
+    CS_EV_TOKEN = 0,         /* new text (may be empty while a stop string or UTF-8 char is pending) */
+    CS_EV_DONE = 1,          /* last event of a request that ended normally */
+    CS_EV_ERROR = 2,         /* last event of a request that failed (e.g. KV cache full) */
+};
+
+struct cs_req_event {
+    enum cs_ev_type type;
+    /* CS_EV_TOKEN: text is complete UTF-8, with anything that could still
+     * become a stop string held back (released later or dropped at a stop). */
+    const char *text;
+    size_t len;
+    int32_t token;           /* the sampled token */
+    float logprob;           /* its log-probability (when logprobs) */
+    const struct cs_top_logprob *top; /* n_top alternatives (when top_logprobs > 0) */
+    int n_top;
+    /* CS_EV_DONE */
+    const char *finish_reason; /* "stop" (EOS or stop string) or "length" */
+    struct cs_req_usage usage;
+    /* CS_EV_ERROR */
+    int status;              /* enum clspec_status */
+    const char *message;
+};
+
+/* Called on the scheduler thread; must not call cs_sched_* and should be
+ * quick (copy the text into the connection's queue). After CS_EV_DONE or
+ * CS_EV_ERROR no further call is made for that request. */
+typedef void (*cs_req_cb)(void *user, const struct cs_req_event *ev);
+
+int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
+                 size_t errlen);
+/* Stops the loop (cancelling what still runs, without callbacks) and frees. */
+void cs_sched_free(struct cs_sched *s);
+
+/* Queues a request. Errors (no callback is ever made then):
+ * CLSPEC_E_BUSY queue full; CLSPEC_E_CONTEXT prompt longer than a slot's
+ * context (when not truncating); CLSPEC_E_RANGE max_tokens over the limit;
+ * CLSPEC_E_INVAL bad fields; CLSPEC_E_SHUTDOWN draining. *id_out identifies
+ * the request for cs_sched_cancel. */
+int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, void *user, uint64_t *id_out,
+                    char *err, size_t errlen);
+/* Cancels a queued or running request (client gone): its slot is freed and
+ * its KV cells removed. When cancel returns, no callback for id is running
+ * and none will follow. Unknown or finished ids are ignored. */
+void cs_sched_cancel(struct cs_sched *s, uint64_t id);
+
+/* Drain: refuse new requests (CLSPEC_E_SHUTDOWN), wait up to timeout_s for
+ * the running and queued ones, then cancel the rest (their callbacks get
+ * CS_EV_ERROR with CLSPEC_E_SHUTDOWN). Returns the number cancelled. */
+int cs_sched_drain(struct cs_sched *s, double timeout_s);
+
+struct cs_sched_stats {
+    uint64_t requests_total, requests_ok, requests_failed, requests_cancelled, requests_rejected;
+    uint64_t prompt_tokens_total, completion_tokens_total, cached_tokens_total;
+    double prefill_seconds_total, decode_seconds_total; /* summed over requests */
+    double prefill_tps_last, decode_tps_last;           /* of the last finished request */
+    int queue_depth, slots_busy, n_slots;
+    uint64_t kv_cells_used, kv_cells_total;
+};
+void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
+
+struct cs_slot_info {
+    int id;
+    bool busy;
+    char req_id[40];
+    int n_prompt, n_generated;
+    int32_t n_past;          /* cells the slot's sequence holds */
+    bool speculative;        /* speculation on for this slot (issue 6; false until then) */
+};
+/* Fills up to cap entries, returns the slot count. */
+int cs_sched_get_slots(struct cs_sched *s, struct cs_slot_info *out, int cap);
+
+#endif

@@ -1,0 +1,63 @@
+/* engine.h: one loaded model ready to decode: GGUF + tokenizer + OpenCL
+ * devices (layers split across them) + weights + one context with its KV
+ * cache. What the CLI, the daemon and (later) the speculative loop share.
+ * The caller owns struct cs_engine (cs_engine_open / cs_engine_free).
+ *
+ * CONTRACT (lead, 08:25): the fwd helper implements it (src/engine.c) and may
+ * add fields; the daemon's scheduler builds on it. */
+#ifndef CS_ENGINE_H
+#define CS_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cl/runtime.h"
+#include "forward.h"
+#include "kv.h"
+#include "model.h"
+#include "tokenizer.h"
+
+enum cs_split_mode {
+    CS_SPLIT_LAYERS = 0, /* split[] = layer counts per device (sum = n_layer) */
+    CS_SPLIT_MEMORY = 1, /* split[] = relative weights (e.g. 1,3): layers proportional to them */
+};
+
+struct cs_engine_params {
+    const char *model_path;
+    const char *devices;        /* "0", "0,1", "pthread", "1,cpu": indices or name substrings, comma
+                                 * separated; NULL or "" = the first device */
+    enum cs_split_mode split_mode;
+    uint32_t split[8];          /* per device in the order of `devices`; all 0 = even layer split */
+    uint32_t n_ctx;             /* KV cells in all */
+    uint32_t n_batch;           /* most tokens one cs_forward_batch call takes (logical batch) */
+    uint32_t n_ubatch;          /* tokens per device pass (<= n_batch) */
+    uint32_t type_k, type_v;    /* enum cs_type */
+    uint32_t n_seq_max;         /* parallel sequences (1..CS_MAX_SEQ) */
+    bool kv_unified;            /* see struct cs_kv_params */
+    bool progress;              /* loading progress on a terminal */
+    bool llamacpp_numerics;     /* round activations like llama.cpp's CPU backend (tests) */
+};
+
+/* Defaults: first device, n_ctx 2048 (capped to the model's training
+ * context when it has one), n_batch 512, n_ubatch 512, f16 K and V,
+ * 1 sequence, unified. */
+struct cs_engine_params cs_engine_defaults(void);
+
+struct cs_engine {
+    struct cs_engine_params p;    /* as used (defaults filled in); strings are owned copies */
+    struct cs_model *model;
+    struct cs_tokenizer *tok;
+    int n_dev;
+    struct cs_cl_dev **dev;       /* (n_dev) opened devices */
+    struct cs_fwd_model *fm;
+    struct cs_fwd_ctx *ctx;       /* its KV cache: ctx->kv (struct cs_kv) */
+    double load_s;                /* wall seconds to open all of the above */
+};
+
+/* Opens everything; on failure nothing is left allocated and err names the
+ * failing part ("model.gguf: ...", "device 2: no such device (have 0..1)"). */
+int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, char *err, size_t errlen);
+void cs_engine_free(struct cs_engine *e);
+
+#endif
