@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <time.h>
+
 #include "common.h"
 
 int cs_err(char *err, size_t errlen, int status, const char *fmt, ...)
@@ -65,4 +67,11 @@ const char *clspec_strerror(int status)
 const char *clspec_version(void)
 {
     return PACKAGE_VERSION;
+}
+
+double cs_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }

@@ -44,4 +44,7 @@ static inline bool cs_add_ok(uint64_t a, uint64_t b, uint64_t *out)
     return true;
 }
 
+/* Monotonic wall clock in seconds. */
+double cs_now(void);
+
 #endif

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "forward.h"
+#include "batch.h"
 #include "quant.h"
 
 /* ---- weights ---- */
@@ -446,4 +447,78 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
             return rc;
     }
     return CLSPEC_OK;
+}
+
+/* First version (lead): a wrapper over cs_forward with this context's own
+ * cells; the fwd helper replaces it with the cs_kv-based pass. A sequence
+ * whose new rows exceed the free cells left after the sequences before it
+ * is refused with CLSPEC_E_KV_FULL. */
+int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                     const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen)
+{
+    int rc_local[CS_MAX_SEQ];
+    if (!seq_rc)
+        seq_rc = rc_local;
+    for (int s = 0; s < CS_MAX_SEQ; s++)
+        seq_rc[s] = CLSPEC_OK;
+    if (b->n <= 0)
+        return CLSPEC_OK;
+    int need[CS_MAX_SEQ] = {0};
+    for (int i = 0; i < b->n; i++) {
+        if (b->seq[i] < 0 || b->seq[i] >= CS_MAX_SEQ)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: sequence id %d out of range", b->seq[i]);
+        need[b->seq[i]]++;
+    }
+    int32_t free_cells = 0;
+    for (uint32_t i = 0; i < c->p.n_ctx; i++)
+        free_cells += c->h_cell_pos[i] < 0;
+    for (int s = 0; s < CS_MAX_SEQ; s++) {
+        if (!need[s])
+            continue;
+        if (need[s] > free_cells)
+            seq_rc[s] = CLSPEC_E_KV_FULL;
+        else
+            free_cells -= need[s];
+    }
+    int32_t *tok = malloc((size_t)b->n * 4 * 4);
+    if (!tok)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
+    int32_t *pos = tok + b->n, *seq = pos + b->n, *rows = seq + b->n;
+    int n = 0, n_rows = 0, n_logit_rows = cs_batch_n_logits(b);
+    int32_t *dst_row = malloc((size_t)(n_logit_rows ? n_logit_rows : 1) * sizeof *dst_row);
+    if (!dst_row) {
+        free(tok);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
+    }
+    for (int i = 0, li = 0; i < b->n; i++) {
+        bool keep = seq_rc[b->seq[i]] == CLSPEC_OK;
+        if (keep) {
+            tok[n] = b->token[i];
+            pos[n] = b->pos[i];
+            seq[n] = b->seq[i];
+            if (b->logits[i]) {
+                rows[n_rows] = n;
+                dst_row[n_rows++] = li;
+            }
+            n++;
+        }
+        li += b->logits[i] != 0;
+    }
+    int rc = CLSPEC_OK;
+    if (n > 0) {
+        const size_t V = c->fm->model->hp.n_vocab;
+        float *tmp = n_rows ? malloc((size_t)n_rows * V * sizeof *tmp) : NULL;
+        if (n_rows && !tmp)
+            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
+        else if (n_rows == 0)
+            rc = cs_forward(c, tok, n, pos, seq, rows, 0, NULL, hidden, err, errlen);
+        else
+            rc = cs_forward(c, tok, n, pos, seq, rows, n_rows, tmp, hidden, err, errlen);
+        for (int r = 0; rc == CLSPEC_OK && r < n_rows; r++)
+            memcpy(logits_out + (size_t)dst_row[r] * V, tmp + (size_t)r * V, V * sizeof *tmp);
+        free(tmp);
+    }
+    free(dst_row);
+    free(tok);
+    return rc;
 }

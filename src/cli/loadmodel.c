@@ -9,13 +9,6 @@
 #include "common.h"
 #include "quant.h"
 
-double cs_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void cs_loaded_free(struct cs_loaded *l)
 {
     cs_fwd_ctx_free(l->ctx);

@@ -26,7 +26,5 @@ int cs_loaded_open(const char *path, const char *device, uint32_t n_ctx, uint32_
                    struct cs_loaded *out, char *err, size_t errlen);
 void cs_loaded_free(struct cs_loaded *l);
 
-/* Monotonic wall clock in seconds. */
-double cs_now(void);
 
 #endif
