@@ -15,6 +15,7 @@ static const char *const family_names[CS_CHAT_N_FAMILIES] = {
     [CS_CHAT_CHATML] = "chatml",
     [CS_CHAT_LLAMA2] = "llama2",
     [CS_CHAT_LLAMA3] = "llama3",
+    [CS_CHAT_LLAMA31] = "llama3.1",
     [CS_CHAT_MISTRAL] = "mistral",
     [CS_CHAT_MISTRAL_V3] = "mistral-v3",
     [CS_CHAT_MISTRAL_TEKKEN] = "mistral-tekken",
@@ -38,6 +39,7 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
         {"qwen", CS_CHAT_CHATML},
         {"llama-2", CS_CHAT_LLAMA2},
         {"llama-3", CS_CHAT_LLAMA3},
+        {"llama-3.1", CS_CHAT_LLAMA31},
     };
     if (!name)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no family name given");
@@ -54,7 +56,7 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
         }
     }
     return cs_err(err, errlen, CLSPEC_E_INVAL,
-                  "chat template \"%s\": unknown family (expected plain, chatml, llama2, llama3, mistral, "
+                  "chat template \"%s\": unknown family (expected plain, chatml, llama2, llama3, llama3.1, mistral, "
                   "mistral-v3, mistral-tekken, zephyr or gemma)",
                   name);
 }
@@ -104,7 +106,7 @@ enum cs_chat_family cs_chat_detect(const char *t, size_t len, bool *known)
     else if (has(t, len, "<|im_start|>"))
         f = CS_CHAT_CHATML;
     else if (has(t, len, "<|start_header_id|>") && has(t, len, "<|end_header_id|>"))
-        f = CS_CHAT_LLAMA3;
+        f = has(t, len, "Cutting Knowledge Date") ? CS_CHAT_LLAMA31 : CS_CHAT_LLAMA3;
     else if (has(t, len, "<start_of_turn>"))
         f = CS_CHAT_GEMMA;
     else if (has(t, len, "[INST]") && has(t, len, "<<SYS>>"))
@@ -207,6 +209,7 @@ static const char *default_bos(enum cs_chat_family f)
 {
     switch (f) {
     case CS_CHAT_LLAMA3:
+    case CS_CHAT_LLAMA31:
         return "<|begin_of_text|>";
     case CS_CHAT_GEMMA:
         return "<bos>";
@@ -223,6 +226,7 @@ const char *cs_chat_stop(enum cs_chat_family f, const char *eos)
     case CS_CHAT_CHATML:
         return "<|im_end|>";
     case CS_CHAT_LLAMA3:
+    case CS_CHAT_LLAMA31:
         return "<|eot_id|>";
     case CS_CHAT_GEMMA:
         return "<end_of_turn>";
@@ -304,10 +308,18 @@ static void render_chatml(struct sbuf *b, const struct cs_chat_msg *m, const enu
 }
 
 static void render_llama3(struct sbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen,
-                          const char *bos)
+                          const char *bos, bool v31)
 {
     put(b, bos);
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    if (v31) {
+        put(b, "<|start_header_id|>system<|end_header_id|>\n\n"
+               "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+        if (r[0] == R_SYSTEM)
+            put_trim(b, m[i++].content);
+        put(b, "<|eot_id|>");
+    }
+    for (; i < n; i++) {
         put(b, "<|start_header_id|>");
         put(b, role_names[r[i]]);
         put(b, "<|end_header_id|>\n\n");
@@ -469,7 +481,8 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
         render_chatml(&b, msgs, roles, n, gen);
         break;
     case CS_CHAT_LLAMA3:
-        render_llama3(&b, msgs, roles, n, gen, first_bos);
+    case CS_CHAT_LLAMA31:
+        render_llama3(&b, msgs, roles, n, gen, first_bos, f == CS_CHAT_LLAMA31);
         bos_first = true;
         break;
     case CS_CHAT_ZEPHYR:

@@ -18,8 +18,12 @@
  *   llama3     Llama-3-Instruct: bos, then
  *              "<|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>"
  *              with CONTENT trimmed; generation prompt
- *              "<|start_header_id|>assistant<|end_header_id|>\n\n". (3.1+ add a
- *              "Cutting Knowledge Date" system preamble; not reproduced.)
+ *              "<|start_header_id|>assistant<|end_header_id|>\n\n".
+ *   llama3.1   Llama-3.1/3.2/3.3-Instruct: as llama3, but always opens with a
+ *              system turn "Cutting Knowledge Date: December 2023\nToday Date:
+ *              26 Jul 2024\n\n" + S(trimmed, may be empty) (the template's date
+ *              when none is passed in; fixed so that prompts stay cacheable).
+ *              Tool calling is not rendered.
  *   mistral    Mistral-7B-Instruct v0.1/v0.2 ("v1"): bos, " [INST] S\n\nU [/INST]",
  *              " A" + eos, " [INST] U [/INST]" (system folded into the first user turn).
  *   mistral-v3 v0.3 / Large-2407: bos, "[INST] U[/INST]", " A"(trimmed) + eos; the
@@ -36,7 +40,7 @@
  *              "<start_of_turn>model\n".
  *
  * Roles are "system", "user", "assistant" (anything else: CLSPEC_E_INVAL).
- * Order policy: plain, chatml, llama3 and zephyr render any order (their
+ * Order policy: plain, chatml, llama3(.1) and zephyr render any order (their
  * templates do). llama2, mistral* and gemma take an optional first system
  * message, then user/assistant strictly alternating starting with user, at
  * least one user message (their templates raise_exception otherwise); a
@@ -62,6 +66,7 @@ enum cs_chat_family {
     CS_CHAT_CHATML,
     CS_CHAT_LLAMA2,
     CS_CHAT_LLAMA3,
+    CS_CHAT_LLAMA31,
     CS_CHAT_MISTRAL,
     CS_CHAT_MISTRAL_V3,
     CS_CHAT_MISTRAL_TEKKEN,
@@ -70,17 +75,18 @@ enum cs_chat_family {
     CS_CHAT_N_FAMILIES
 };
 
-/* "plain", "chatml", "llama2", "llama3", "mistral", "mistral-v3",
+/* "plain", "chatml", "llama2", "llama3", "llama3.1", "mistral", "mistral-v3",
  * "mistral-tekken", "zephyr", "gemma"; "?" when out of range. */
 const char *cs_chat_family_name(enum cs_chat_family f);
 
 /* Parses a family name (case-insensitive; also "qwen" = chatml, "llama-2",
- * "llama-3"). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
+ * "llama-3", "llama-3.1"). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
 int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, size_t errlen);
 
 /* Recognises a Jinja template by its markers (first match wins):
  *   "<|im_start|>"                                -> chatml
- *   "<|start_header_id|>" and "<|end_header_id|>" -> llama3
+ *   "<|start_header_id|>" and "<|end_header_id|>" -> llama3, or llama3.1
+ *                                   when "Cutting Knowledge Date" is there too
  *   "<start_of_turn>"                             -> gemma
  *   "[INST]" and "<<SYS>>"                        -> llama2
  *   "[INST]" followed by a quote ("[INST]\"")     -> mistral-tekken

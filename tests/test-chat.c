@@ -79,6 +79,13 @@ static void test_render_each_family(void **state)
          "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
          "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>"
          "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {CS_CHAT_LLAMA31, "<|begin_of_text|>",
+         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+         "Today Date: 26 Jul 2024\n\nYou are a helpful assistant<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
         {CS_CHAT_MISTRAL, "<s>",
          "<s> [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s> [INST] Who are you [/INST]"},
         {CS_CHAT_MISTRAL_V3, "<s>",
@@ -127,6 +134,16 @@ static void test_render_whitespace_and_history(void **state)
                   "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
                   "<|start_header_id|>user<|end_header_id|>\n\nWho are you?<|eot_id|>"
                   "<|start_header_id|>assistant<|end_header_id|>\n\nA model.<|eot_id|>");
+    /* llama3.1: the system turn is always there; later system messages are ordinary turns */
+    static const struct cs_chat_msg m31[] = {{"system", " S "}, {"user", "u"}, {"system", " s2 "}};
+    expect_render(CS_CHAT_LLAMA31, m31, 3, false, NULL, NULL,
+                  "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+                  "2023\nToday Date: 26 Jul 2024\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nu<|eot_id|>"
+                  "<|start_header_id|>system<|end_header_id|>\n\ns2<|eot_id|>");
+    expect_render(CS_CHAT_LLAMA31, conv + 1, 1, true, NULL, NULL,
+                  "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+                  "2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello"
+                  "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
     expect_render(CS_CHAT_MISTRAL, m, 5, false, NULL, NULL,
                   "<s> [INST]  Be brief. \n\n Hello\n [/INST]   Hi there  </s> [INST] Who are you? [/INST] "
                   "\tA model.\n</s>");
@@ -159,7 +176,7 @@ static void test_bos_flag_and_skip(void **state)
         bool bos;
     } cases[] = {
         {CS_CHAT_PLAIN, false},  {CS_CHAT_CHATML, false},     {CS_CHAT_LLAMA2, true},
-        {CS_CHAT_LLAMA3, true},  {CS_CHAT_MISTRAL, true},     {CS_CHAT_MISTRAL_V3, true},
+        {CS_CHAT_LLAMA3, true},  {CS_CHAT_LLAMA31, true},  {CS_CHAT_MISTRAL, true},     {CS_CHAT_MISTRAL_V3, true},
         {CS_CHAT_MISTRAL_TEKKEN, true}, {CS_CHAT_ZEPHYR, false}, {CS_CHAT_GEMMA, true},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
@@ -243,7 +260,8 @@ static void test_order_policy(void **state)
     static const struct cs_chat_msg only_system[] = {{"system", "a"}};
     static const enum cs_chat_family strict[] = {CS_CHAT_LLAMA2, CS_CHAT_MISTRAL, CS_CHAT_MISTRAL_V3,
                                                  CS_CHAT_MISTRAL_TEKKEN, CS_CHAT_GEMMA};
-    static const enum cs_chat_family free_order[] = {CS_CHAT_PLAIN, CS_CHAT_CHATML, CS_CHAT_LLAMA3, CS_CHAT_ZEPHYR};
+    static const enum cs_chat_family free_order[] = {CS_CHAT_PLAIN, CS_CHAT_CHATML, CS_CHAT_LLAMA3, CS_CHAT_LLAMA31,
+                                                     CS_CHAT_ZEPHYR};
     for (size_t i = 0; i < CS_ARRAY_LEN(strict); i++) {
         assert_int_equal(render_rc(strict[i], two_users, 2, err, sizeof err), CLSPEC_E_INVAL);
         assert_non_null(strstr(err, "messages[1]"));
@@ -286,6 +304,7 @@ static void test_detect_real_templates(void **state)
         {"qwen3-0.6b.jinja", CS_CHAT_CHATML, true},
         {"llama2-7b-chat.jinja", CS_CHAT_LLAMA2, true},
         {"llama3-8b-instruct.jinja", CS_CHAT_LLAMA3, true},
+        {"llama3.2-3b-instruct.jinja", CS_CHAT_LLAMA31, true},
         {"mistral-7b-instruct-v0.2.jinja", CS_CHAT_MISTRAL, true},
         {"mistral-7b-instruct-v0.1-old.jinja", CS_CHAT_MISTRAL, true},
         {"mistral-nemo-instruct-2407.jinja", CS_CHAT_MISTRAL_TEKKEN, true},
@@ -354,6 +373,8 @@ static void test_family_names(void **state)
     assert_int_equal(f, CS_CHAT_CHATML);
     assert_int_equal(cs_chat_family_parse("llama-3", &f, err, sizeof err), CLSPEC_OK);
     assert_int_equal(f, CS_CHAT_LLAMA3);
+    assert_int_equal(cs_chat_family_parse("Llama-3.1", &f, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(f, CS_CHAT_LLAMA31);
     assert_int_equal(cs_chat_family_parse("vicuna", &f, err, sizeof err), CLSPEC_E_INVAL);
     assert_non_null(strstr(err, "\"vicuna\""));
     assert_non_null(strstr(err, "mistral-tekken"));
@@ -366,6 +387,7 @@ static void test_stop_strings(void **state)
     (void)state;
     assert_string_equal(cs_chat_stop(CS_CHAT_CHATML, NULL), "<|im_end|>");
     assert_string_equal(cs_chat_stop(CS_CHAT_LLAMA3, NULL), "<|eot_id|>");
+    assert_string_equal(cs_chat_stop(CS_CHAT_LLAMA31, NULL), "<|eot_id|>");
     assert_string_equal(cs_chat_stop(CS_CHAT_GEMMA, NULL), "<end_of_turn>");
     assert_string_equal(cs_chat_stop(CS_CHAT_PLAIN, NULL), "\nUser:");
     assert_string_equal(cs_chat_stop(CS_CHAT_ZEPHYR, "<|endoftext|>"), "<|endoftext|>");
