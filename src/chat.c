@@ -9,6 +9,7 @@
 #include "chat.h"
 #include "common.h"
 #include "gguf.h"
+#include "strbuf.h"
 
 static const char *const family_names[CS_CHAT_N_FAMILIES] = {
     [CS_CHAT_PLAIN] = "plain",
@@ -148,50 +149,13 @@ int cs_chat_select(const struct cs_gguf *g, const char *configured, enum cs_chat
 
 /* ---- rendering ---- */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put_n(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                b->oom = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void put(struct sbuf *b, const char *s)
-{
-    put_n(b, s, strlen(s));
-}
-
 static bool is_ws(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 /* s with leading/trailing ASCII whitespace removed (Jinja's trim, Python's strip) */
-static void put_trim(struct sbuf *b, const char *s)
+static void put_trim(struct cs_strbuf *b, const char *s)
 {
     size_t n = strlen(s);
     while (n > 0 && is_ws(s[0])) {
@@ -200,7 +164,7 @@ static void put_trim(struct sbuf *b, const char *s)
     }
     while (n > 0 && is_ws(s[n - 1]))
         n--;
-    put_n(b, s, n);
+    cs_strbuf_put_n(b, s, n);
 }
 
 enum role { R_SYSTEM, R_USER, R_ASSISTANT };
@@ -282,71 +246,71 @@ static int check_messages(enum cs_chat_family f, const struct cs_chat_msg *m, si
 
 static const char *const role_names[] = {"system", "user", "assistant"};
 
-static void render_plain(struct sbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen)
+static void render_plain(struct cs_strbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen)
 {
     static const char *const prefix[] = {"System: ", "User: ", "Assistant: "};
     for (size_t i = 0; i < n; i++) {
-        put(b, prefix[r[i]]);
-        put(b, m[i].content);
-        put(b, "\n");
+        cs_strbuf_put(b, prefix[r[i]]);
+        cs_strbuf_put(b, m[i].content);
+        cs_strbuf_put(b, "\n");
     }
     if (gen)
-        put(b, "Assistant:");
+        cs_strbuf_put(b, "Assistant:");
 }
 
-static void render_chatml(struct sbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen)
+static void render_chatml(struct cs_strbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen)
 {
     for (size_t i = 0; i < n; i++) {
-        put(b, "<|im_start|>");
-        put(b, role_names[r[i]]);
-        put(b, "\n");
-        put(b, m[i].content);
-        put(b, "<|im_end|>\n");
+        cs_strbuf_put(b, "<|im_start|>");
+        cs_strbuf_put(b, role_names[r[i]]);
+        cs_strbuf_put(b, "\n");
+        cs_strbuf_put(b, m[i].content);
+        cs_strbuf_put(b, "<|im_end|>\n");
     }
     if (gen)
-        put(b, "<|im_start|>assistant\n");
+        cs_strbuf_put(b, "<|im_start|>assistant\n");
 }
 
-static void render_llama3(struct sbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen,
+static void render_llama3(struct cs_strbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen,
                           const char *bos, bool v31)
 {
-    put(b, bos);
+    cs_strbuf_put(b, bos);
     size_t i = 0;
     if (v31) {
-        put(b, "<|start_header_id|>system<|end_header_id|>\n\n"
+        cs_strbuf_put(b, "<|start_header_id|>system<|end_header_id|>\n\n"
                "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
         if (r[0] == R_SYSTEM)
             put_trim(b, m[i++].content);
-        put(b, "<|eot_id|>");
+        cs_strbuf_put(b, "<|eot_id|>");
     }
     for (; i < n; i++) {
-        put(b, "<|start_header_id|>");
-        put(b, role_names[r[i]]);
-        put(b, "<|end_header_id|>\n\n");
+        cs_strbuf_put(b, "<|start_header_id|>");
+        cs_strbuf_put(b, role_names[r[i]]);
+        cs_strbuf_put(b, "<|end_header_id|>\n\n");
         put_trim(b, m[i].content);
-        put(b, "<|eot_id|>");
+        cs_strbuf_put(b, "<|eot_id|>");
     }
     if (gen)
-        put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        cs_strbuf_put(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-static void render_zephyr(struct sbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen,
+static void render_zephyr(struct cs_strbuf *b, const struct cs_chat_msg *m, const enum role *r, size_t n, bool gen,
                           const char *eos)
 {
     for (size_t i = 0; i < n; i++) {
-        put(b, "<|");
-        put(b, role_names[r[i]]);
-        put(b, "|>\n");
-        put(b, m[i].content);
-        put(b, eos);
-        put(b, "\n");
+        cs_strbuf_put(b, "<|");
+        cs_strbuf_put(b, role_names[r[i]]);
+        cs_strbuf_put(b, "|>\n");
+        cs_strbuf_put(b, m[i].content);
+        cs_strbuf_put(b, eos);
+        cs_strbuf_put(b, "\n");
     }
     if (gen)
-        put(b, "<|assistant|>\n");
+        cs_strbuf_put(b, "<|assistant|>\n");
 }
 
 /* llama2, the three mistral variants and gemma: [system] (user assistant)* [user] */
-static void render_alternating(struct sbuf *b, enum cs_chat_family f, const struct cs_chat_msg *m, const enum role *r,
+static void render_alternating(struct cs_strbuf *b, enum cs_chat_family f, const struct cs_chat_msg *m, const enum role *r,
                                size_t n, bool gen, const char *bos, const char *first_bos, const char *eos)
 {
     const char *sys = NULL;
@@ -356,7 +320,7 @@ static void render_alternating(struct sbuf *b, enum cs_chat_family f, const stru
         first = 1;
     }
     if (f != CS_CHAT_LLAMA2)
-        put(b, first_bos);
+        cs_strbuf_put(b, first_bos);
     for (size_t i = first; i < n; i++) {
         bool first_user = i == first, last = i == n - 1;
         const char *c = m[i].content;
@@ -364,14 +328,14 @@ static void render_alternating(struct sbuf *b, enum cs_chat_family f, const stru
             switch (f) {
             case CS_CHAT_LLAMA2: {
                 /* content.strip() of "<<SYS>>\n" + S + "\n<</SYS>>\n\n" + U */
-                put(b, first_user ? first_bos : bos);
-                put(b, "[INST] ");
+                cs_strbuf_put(b, first_user ? first_bos : bos);
+                cs_strbuf_put(b, "[INST] ");
                 if (first_user && sys) {
-                    struct sbuf t = {0};
-                    put(&t, "<<SYS>>\n");
-                    put(&t, sys);
-                    put(&t, "\n<</SYS>>\n\n");
-                    put(&t, c);
+                    struct cs_strbuf t = {0};
+                    cs_strbuf_put(&t, "<<SYS>>\n");
+                    cs_strbuf_put(&t, sys);
+                    cs_strbuf_put(&t, "\n<</SYS>>\n\n");
+                    cs_strbuf_put(&t, c);
                     if (t.oom) {
                         b->oom = true;
                     } else {
@@ -381,70 +345,70 @@ static void render_alternating(struct sbuf *b, enum cs_chat_family f, const stru
                 } else {
                     put_trim(b, c);
                 }
-                put(b, " [/INST]");
+                cs_strbuf_put(b, " [/INST]");
                 break;
             }
             case CS_CHAT_MISTRAL:
-                put(b, " [INST] ");
+                cs_strbuf_put(b, " [INST] ");
                 if (first_user && sys) {
-                    put(b, sys);
-                    put(b, "\n\n");
+                    cs_strbuf_put(b, sys);
+                    cs_strbuf_put(b, "\n\n");
                 }
-                put(b, c);
-                put(b, " [/INST]");
+                cs_strbuf_put(b, c);
+                cs_strbuf_put(b, " [/INST]");
                 break;
             case CS_CHAT_MISTRAL_V3:
             case CS_CHAT_MISTRAL_TEKKEN:
-                put(b, f == CS_CHAT_MISTRAL_V3 ? "[INST] " : "[INST]");
+                cs_strbuf_put(b, f == CS_CHAT_MISTRAL_V3 ? "[INST] " : "[INST]");
                 if (last && sys) {
-                    put(b, sys);
-                    put(b, "\n\n");
+                    cs_strbuf_put(b, sys);
+                    cs_strbuf_put(b, "\n\n");
                 }
-                put(b, c);
-                put(b, "[/INST]");
+                cs_strbuf_put(b, c);
+                cs_strbuf_put(b, "[/INST]");
                 break;
             default: /* gemma */
-                put(b, "<start_of_turn>user\n");
+                cs_strbuf_put(b, "<start_of_turn>user\n");
                 if (first_user && sys) {
-                    put(b, sys);
-                    put(b, "\n\n");
+                    cs_strbuf_put(b, sys);
+                    cs_strbuf_put(b, "\n\n");
                 }
                 put_trim(b, c);
-                put(b, "<end_of_turn>\n");
+                cs_strbuf_put(b, "<end_of_turn>\n");
                 break;
             }
         } else { /* assistant */
             switch (f) {
             case CS_CHAT_LLAMA2:
-                put(b, " ");
+                cs_strbuf_put(b, " ");
                 put_trim(b, c);
-                put(b, " ");
-                put(b, eos);
+                cs_strbuf_put(b, " ");
+                cs_strbuf_put(b, eos);
                 break;
             case CS_CHAT_MISTRAL:
-                put(b, " ");
-                put(b, c);
-                put(b, eos);
+                cs_strbuf_put(b, " ");
+                cs_strbuf_put(b, c);
+                cs_strbuf_put(b, eos);
                 break;
             case CS_CHAT_MISTRAL_V3:
-                put(b, " ");
+                cs_strbuf_put(b, " ");
                 put_trim(b, c);
-                put(b, eos);
+                cs_strbuf_put(b, eos);
                 break;
             case CS_CHAT_MISTRAL_TEKKEN:
-                put(b, c);
-                put(b, eos);
+                cs_strbuf_put(b, c);
+                cs_strbuf_put(b, eos);
                 break;
             default: /* gemma */
-                put(b, "<start_of_turn>model\n");
+                cs_strbuf_put(b, "<start_of_turn>model\n");
                 put_trim(b, c);
-                put(b, "<end_of_turn>\n");
+                cs_strbuf_put(b, "<end_of_turn>\n");
                 break;
             }
         }
     }
     if (gen && f == CS_CHAT_GEMMA)
-        put(b, "<start_of_turn>model\n");
+        cs_strbuf_put(b, "<start_of_turn>model\n");
 }
 
 int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msgs, size_t n, char **out,
@@ -471,8 +435,7 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
     const char *first_bos = p->skip_leading_bos ? "" : bos;
     bool gen = p->add_generation_prompt;
     bool bos_first = false;
-    struct sbuf b = {0};
-    put(&b, ""); /* an empty text is still a string */
+    struct cs_strbuf b = {0};
     switch (f) {
     case CS_CHAT_PLAIN:
         render_plain(&b, msgs, roles, n, gen);
@@ -494,14 +457,9 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
         break;
     }
     free(roles);
-    if (b.oom) {
-        free(b.p);
+    if (cs_strbuf_take(&b, out, out_len) != CLSPEC_OK)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
-    }
     if (starts_with_bos)
         *starts_with_bos = bos_first && !p->skip_leading_bos && bos[0] != '\0';
-    if (out_len)
-        *out_len = b.len;
-    *out = b.p;
     return CLSPEC_OK;
 }

@@ -3,142 +3,91 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 #include "daemon/metrics.h"
-
-struct mbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void put_n(struct mbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 2048;
-        while (cap < b->len + n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                b->oom = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void put(struct mbuf *b, const char *s)
-{
-    put_n(b, s, strlen(s));
-}
-
-static void CS_PRINTF(2, 3) putf(struct mbuf *b, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        b->oom = true; /* never for the short numbers written here */
-        return;
-    }
-    put_n(b, tmp, (size_t)n);
-}
+#include "strbuf.h"
 
 /* model="..." with the label value escaped; empty when no name */
-static void put_labels(struct mbuf *b, const char *model, const char *outcome)
+static void put_labels(struct cs_strbuf *b, const char *model, const char *outcome)
 {
     if (!model && !outcome)
         return;
-    put(b, "{");
+    cs_strbuf_put(b, "{");
     if (model) {
-        put(b, "model=\"");
+        cs_strbuf_put(b, "model=\"");
         for (const char *c = model; *c; c++) {
             if (*c == '\\')
-                put(b, "\\\\");
+                cs_strbuf_put(b, "\\\\");
             else if (*c == '"')
-                put(b, "\\\"");
+                cs_strbuf_put(b, "\\\"");
             else if (*c == '\n')
-                put(b, "\\n");
+                cs_strbuf_put(b, "\\n");
             else
-                put_n(b, c, 1);
+                cs_strbuf_put_n(b, c, 1);
         }
-        put(b, "\"");
+        cs_strbuf_put(b, "\"");
     }
     if (outcome) {
         if (model)
-            put(b, ",");
-        put(b, "outcome=\"");
-        put(b, outcome);
-        put(b, "\"");
+            cs_strbuf_put(b, ",");
+        cs_strbuf_put(b, "outcome=\"");
+        cs_strbuf_put(b, outcome);
+        cs_strbuf_put(b, "\"");
     }
-    put(b, "}");
+    cs_strbuf_put(b, "}");
 }
 
-static void header(struct mbuf *b, const char *name, const char *type, const char *help)
+static void header(struct cs_strbuf *b, const char *name, const char *type, const char *help)
 {
-    putf(b, "# HELP %s ", name);
-    put(b, help);
-    putf(b, "\n# TYPE %s %s\n", name, type);
+    cs_strbuf_printf(b, "# HELP %s ", name);
+    cs_strbuf_put(b, help);
+    cs_strbuf_printf(b, "\n# TYPE %s %s\n", name, type);
 }
 
-static void sample_u64(struct mbuf *b, const char *name, const char *model, const char *outcome, uint64_t v)
+static void sample_u64(struct cs_strbuf *b, const char *name, const char *model, const char *outcome, uint64_t v)
 {
-    put(b, name);
+    cs_strbuf_put(b, name);
     put_labels(b, model, outcome);
-    putf(b, " %" PRIu64 "\n", v);
+    cs_strbuf_printf(b, " %" PRIu64 "\n", v);
 }
 
-static void sample_f64(struct mbuf *b, const char *name, const char *model, double v)
+static void sample_f64(struct cs_strbuf *b, const char *name, const char *model, double v)
 {
-    put(b, name);
+    cs_strbuf_put(b, name);
     put_labels(b, model, NULL);
     if (isnan(v))
-        put(b, " NaN\n");
+        cs_strbuf_put(b, " NaN\n");
     else if (isinf(v))
-        put(b, v > 0 ? " +Inf\n" : " -Inf\n");
+        cs_strbuf_put(b, v > 0 ? " +Inf\n" : " -Inf\n");
     else
-        putf(b, " %.17g\n", v);
+        cs_strbuf_printf(b, " %.17g\n", v);
 }
 
-static void counter_u64(struct mbuf *b, const char *name, const char *help, const char *model, uint64_t v)
+static void counter_u64(struct cs_strbuf *b, const char *name, const char *help, const char *model, uint64_t v)
 {
     header(b, name, "counter", help);
     sample_u64(b, name, model, NULL, v);
 }
 
-static void counter_f64(struct mbuf *b, const char *name, const char *help, const char *model, double v)
+static void counter_f64(struct cs_strbuf *b, const char *name, const char *help, const char *model, double v)
 {
     header(b, name, "counter", help);
     sample_f64(b, name, model, v);
 }
 
-static void gauge_i64(struct mbuf *b, const char *name, const char *help, const char *model, int64_t v)
+static void gauge_i64(struct cs_strbuf *b, const char *name, const char *help, const char *model, int64_t v)
 {
     header(b, name, "gauge", help);
-    put(b, name);
+    cs_strbuf_put(b, name);
     put_labels(b, model, NULL);
-    putf(b, " %" PRId64 "\n", v);
+    cs_strbuf_printf(b, " %" PRId64 "\n", v);
 }
 
-static void gauge_f64(struct mbuf *b, const char *name, const char *help, const char *model, double v)
+static void gauge_f64(struct cs_strbuf *b, const char *name, const char *help, const char *model, double v)
 {
     header(b, name, "gauge", help);
     sample_f64(b, name, model, v);
@@ -150,7 +99,7 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
     if (!st || !out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "metrics: no stats or output");
     *out = NULL;
-    struct mbuf b = {0};
+    struct cs_strbuf b = {0};
 
     counter_u64(&b, "clspec_requests_received_total", "Requests submitted to the scheduler.", model,
                 st->requests_total);
@@ -180,12 +129,7 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
     gauge_f64(&b, "clspec_decode_tokens_per_second", "Generation speed of the last finished request.", model,
               st->decode_tps_last);
 
-    if (b.oom) {
-        free(b.p);
+    if (cs_strbuf_take(&b, out, len) != CLSPEC_OK)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "metrics: out of memory");
-    }
-    if (len)
-        *len = b.len;
-    *out = b.p;
     return CLSPEC_OK;
 }
