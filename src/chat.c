@@ -10,6 +10,7 @@
 #include "common.h"
 #include "gguf.h"
 #include "strbuf.h"
+#include "tokenizer.h"
 
 static const char *const family_names[CS_CHAT_N_FAMILIES] = {
     [CS_CHAT_PLAIN] = "plain",
@@ -461,5 +462,62 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
     if (starts_with_bos)
         *starts_with_bos = bos_first && !p->skip_leading_bos && bos[0] != '\0';
+    return CLSPEC_OK;
+}
+
+static const char *token_text(const struct cs_tokenizer *tok, int32_t id)
+{
+    const char *t = id >= 0 ? cs_tokenizer_text(tok, id, NULL) : NULL;
+    return t ? t : "";
+}
+
+int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
+                     bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
+                     size_t errlen)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (text)
+        *text = NULL;
+    struct cs_chat_params p = {
+        .family = f,
+        .add_generation_prompt = add_generation_prompt,
+        .bos = token_text(tok, cs_tokenizer_bos(tok)),
+        .eos = token_text(tok, cs_tokenizer_eos(tok)),
+    };
+    char *t = NULL;
+    size_t len = 0, need = 0;
+    bool has_bos = false;
+    int rc = cs_chat_render(&p, msgs, n, &t, &len, &has_bos, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    /* at most one token per byte, plus BOS/EOS */
+    size_t cap = len + 2;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) {
+        free(t);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
+    }
+    rc = cs_tokenize(tok, t, len, !has_bos, true, v, cap, &need, err, errlen);
+    if (rc == CLSPEC_E_RANGE && need > cap) { /* cannot happen for byte-fallback vocabularies; be safe */
+        int32_t *nv = realloc(v, need * sizeof *v);
+        if (!nv) {
+            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
+        } else {
+            v = nv;
+            rc = cs_tokenize(tok, t, len, !has_bos, true, v, need, &need, err, errlen);
+        }
+    }
+    if (rc != CLSPEC_OK) {
+        free(v);
+        free(t);
+        return rc;
+    }
+    *ids = v;
+    *n_ids = need;
+    if (text)
+        *text = t;
+    else
+        free(t);
     return CLSPEC_OK;
 }

@@ -58,8 +58,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct cs_gguf;
+struct cs_tokenizer;
 
 enum cs_chat_family {
     CS_CHAT_PLAIN = 0,
@@ -132,5 +134,16 @@ struct cs_chat_params {
  * order not allowed by the family, no messages), CLSPEC_E_NOMEM. */
 int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msgs, size_t n, char **out,
                    size_t *out_len, bool *starts_with_bos, char *err, size_t errlen);
+
+/* Renders and tokenizes in one step, with the BOS rule applied once: bos/eos
+ * texts are the tokenizer's own (none when the vocabulary has no such token);
+ * a text that starts with the BOS text is tokenized without add_special,
+ * otherwise with it (the vocabulary's add_bos decides); parse_special is
+ * always on, so markers become their control tokens. *ids: malloc'd (free
+ * it), *n_ids its length; *text (optional): the rendered text, malloc'd.
+ * Errors as cs_chat_render and cs_tokenize. */
+int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
+                     bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
+                     size_t errlen);
 
 #endif

@@ -511,6 +511,69 @@ static void test_tokenize_rendered_llama2(void **state)
     free(path);
 }
 
+static struct cs_tokenizer *load_tok(const char *rel)
+{
+    char err[512];
+    char *path = tu_shared_path(rel);
+    struct cs_gguf *g = NULL;
+    if (cs_gguf_open(path, &g, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    struct cs_tokenizer *tok = NULL;
+    if (cs_tokenizer_load(g, &tok, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    cs_gguf_close(g);
+    free(path);
+    return tok;
+}
+
+/* cs_chat_tokenize: exactly one leading BOS whether the template or the
+ * tokenizer supplies it, and the same ids as rendering + tokenizing by hand. */
+static void test_chat_tokenize(void **state)
+{
+    (void)state;
+    char err[512];
+    static const char *const vocabs[] = {"models/vocab/ggml-vocab-llama-spm.gguf", "models/stories260K.gguf",
+                                         "models/vocab/ggml-vocab-gpt-2.gguf"};
+    for (size_t v = 0; v < CS_ARRAY_LEN(vocabs); v++) {
+        struct cs_tokenizer *tok = load_tok(vocabs[v]);
+        int32_t bos = cs_tokenizer_bos(tok);
+        bool add_bos = cs_tokenizer_add_bos(tok);
+        for (int f = 0; f < CS_CHAT_N_FAMILIES; f++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            char *text = NULL;
+            int rc = cs_chat_tokenize(tok, (enum cs_chat_family)f, conv, 4, true, &ids, &n, &text, err, sizeof err);
+            if (rc != CLSPEC_OK)
+                fail_msg("%s %s: %s", vocabs[v], cs_chat_family_name((enum cs_chat_family)f), err);
+            assert_true(n > 4);
+            /* by hand: text rendered with the tokenizer's BOS text, tokenized
+             * with add_special only when the text has no BOS of its own */
+            bool starts = text[0] && bos >= 0 && !strncmp(text, cs_tokenizer_text(tok, bos, NULL),
+                                                          strlen(cs_tokenizer_text(tok, bos, NULL)));
+            int32_t ref[1024];
+            size_t nref = 0;
+            assert_int_equal(cs_tokenize(tok, text, strlen(text), !starts, true, ref, CS_ARRAY_LEN(ref), &nref, err,
+                                         sizeof err),
+                             CLSPEC_OK);
+            assert_int_equal(n, nref);
+            assert_memory_equal(ids, ref, n * sizeof ids[0]);
+            bool template_bos = f == CS_CHAT_LLAMA2 || f == CS_CHAT_LLAMA3 || f == CS_CHAT_LLAMA31 ||
+                                f == CS_CHAT_MISTRAL || f == CS_CHAT_MISTRAL_V3 || f == CS_CHAT_MISTRAL_TEKKEN ||
+                                f == CS_CHAT_GEMMA;
+            /* the template's BOS text is the vocabulary's BOS token text, so
+             * it becomes the BOS id; other families get BOS from add_bos */
+            bool want_bos = template_bos || add_bos;
+            if (bos >= 0) {
+                assert_true((ids[0] == bos) == want_bos);
+                assert_true(n < 2 || !(ids[0] == bos && ids[1] == bos));
+            }
+            free(ids);
+            free(text);
+        }
+        cs_tokenizer_free(tok);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_stop_strings),
         cmocka_unit_test(test_shared_gguf_templates),
         cmocka_unit_test(test_tokenize_rendered_llama2),
+        cmocka_unit_test(test_chat_tokenize),
     };
     return cmocka_run_group_tests_name("chat", tests, NULL, NULL);
 }
