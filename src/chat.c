@@ -105,7 +105,7 @@ enum cs_chat_family cs_chat_detect(const char *t, size_t len, bool *known)
     bool k = true;
     if (!t || len == 0)
         k = false;
-    else if (has(t, len, "<|im_start|>"))
+    else if (has(t, len, "<|im_start|>") && !has(t, len, "<|im_sep|>")) /* phi-4 differs */
         f = CS_CHAT_CHATML;
     else if (has(t, len, "<|start_header_id|>") && has(t, len, "<|end_header_id|>"))
         f = has(t, len, "Cutting Knowledge Date") ? CS_CHAT_LLAMA31 : CS_CHAT_LLAMA3;
@@ -311,8 +311,9 @@ static void render_zephyr(struct cs_strbuf *b, const struct cs_chat_msg *m, cons
 }
 
 /* llama2, the three mistral variants and gemma: [system] (user assistant)* [user] */
-static void render_alternating(struct cs_strbuf *b, enum cs_chat_family f, const struct cs_chat_msg *m, const enum role *r,
-                               size_t n, bool gen, const char *bos, const char *first_bos, const char *eos)
+static void render_alternating(struct cs_strbuf *b, enum cs_chat_family f, const struct cs_chat_msg *m,
+                               const enum role *r, size_t n, bool gen, const char *bos, const char *first_bos,
+                               const char *eos)
 {
     const char *sys = NULL;
     size_t first = 0;

@@ -86,7 +86,7 @@ const char *cs_chat_family_name(enum cs_chat_family f);
 int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, size_t errlen);
 
 /* Recognises a Jinja template by its markers (first match wins):
- *   "<|im_start|>"                                -> chatml
+ *   "<|im_start|>" without phi-4's "<|im_sep|>"    -> chatml
  *   "<|start_header_id|>" and "<|end_header_id|>" -> llama3, or llama3.1
  *                                   when "Cutting Knowledge Date" is there too
  *   "<start_of_turn>"                             -> gemma

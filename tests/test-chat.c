@@ -314,6 +314,7 @@ static void test_detect_real_templates(void **state)
         /* not a family we render: the plain fallback */
         {"phi-3-mini.jinja", CS_CHAT_PLAIN, false},
         {"deepseek-v2.jinja", CS_CHAT_PLAIN, false},
+        {"phi-4.jinja", CS_CHAT_PLAIN, false},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
         size_t len;
