@@ -24,29 +24,31 @@
 
 #define MAX_FILE_BYTES (1u << 20) /* a config file above 1 MiB is refused */
 #define MAX_LIST CS_CFG_MAX_LIST
+#define MAX_LINE 8192               /* characters in a line, at most */
 #define MIN_SLOT_CELLS CS_CFG_MIN_SLOT_CELLS
 
 /* ---- small text helpers ---- */
 
+/* Edit distance with adjacent transpositions ("prot" -> "port" = 1), case-insensitive. */
 static unsigned lev(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64)
         return 99;
-    unsigned d[65], prev;
+    unsigned d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (unsigned)i;
     for (size_t j = 0; j <= lb; j++)
-        d[j] = (unsigned)j;
-    for (size_t i = 1; i <= la; i++) {
-        prev = d[0];
-        d[0] = (unsigned)i;
+        d[0][j] = (unsigned)j;
+    for (size_t i = 1; i <= la; i++)
         for (size_t j = 1; j <= lb; j++) {
-            unsigned cur = d[j];
-            unsigned sub = prev + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            d[j] = CS_MIN(CS_MIN(d[j] + 1, d[j - 1] + 1), sub);
-            prev = cur;
+            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+            unsigned v = CS_MIN(CS_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1), d[i - 1][j - 1] + (ca != cb));
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) && tolower((unsigned char)a[i - 2]) == cb)
+                v = CS_MIN(v, d[i - 2][j - 2] + 1);
+            d[i][j] = v;
         }
-    }
-    return d[lb];
+    return d[la][lb];
 }
 
 static bool close_enough(const char *typed, const char *known, unsigned d)
@@ -89,10 +91,13 @@ static void fail(struct loader *L, int line, const char *sec, const char *key, i
     if (!L->err || !L->errlen)
         return;
     int n;
+    /* names from the file are cut to 64 characters in messages */
     if (sec && key)
-        n = snprintf(L->err, L->errlen, "%s:%d: [%s] %s: ", L->file, line, sec, key);
+        n = snprintf(L->err, L->errlen, "%s:%d: [%.64s] %.64s: ", L->file, line, sec, key);
     else if (sec)
-        n = snprintf(L->err, L->errlen, "%s:%d: [%s]: ", L->file, line, sec);
+        n = snprintf(L->err, L->errlen, "%s:%d: [%.64s]: ", L->file, line, sec);
+    else if (key)
+        n = snprintf(L->err, L->errlen, "%s:%d: %.64s: ", L->file, line, key);
     else
         n = snprintf(L->err, L->errlen, "%s:%d: ", L->file, line);
     if (n < 0 || (size_t)n >= L->errlen)
@@ -201,7 +206,7 @@ static void classify(struct loader *L, const char *s, size_t n)
             if (bs && close_enough(L->sec, bs, best))
                 snprintf(hint, sizeof hint, "did you mean [%s]? ", bs);
             fail(L, L->line, L->sec, NULL, CLSPEC_E_INVAL,
-                 "unknown section; %sknown cs_cfg_sections: [server] [model] [devices] [kv] [slots] [sampling] "
+                 "unknown section; %sknown sections: [server] [model] [devices] [kv] [slots] [sampling] "
                  "[speculator]",
                  hint);
         }
@@ -211,6 +216,43 @@ static void classify(struct loader *L, const char *s, size_t n)
         fail(L, L->line, NULL, NULL, CLSPEC_E_FORMAT,
              "'%.40s%s' is not 'key = value', a [section] or a comment (; or #); fix or remove the line", s,
              n > 40 ? "..." : "");
+}
+
+static int handler(void *user, const char *sec, const char *name, const char *value);
+
+/* A "key = value" line too long for inih's buffer: name up to the first '='
+ * or ':', value without an inline " ;" comment, both trimmed, as inih does. */
+static void long_line(struct loader *L, const char *s, size_t n)
+{
+    if (L->rc != CLSPEC_OK || !n || s[0] == '[' || s[0] == ';' || s[0] == '#')
+        return;
+    char *t = malloc(n + 1);
+    if (!t) {
+        fail(L, L->line, NULL, NULL, CLSPEC_E_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(t, s, n);
+    t[n] = '\0';
+    char *sep = strpbrk(t, "=:");
+    if (sep) {
+        *sep = '\0';
+        char *v = sep + 1;
+        for (char *q = v; *q; q++)
+            if (*q == ';' && q > v && isspace((unsigned char)q[-1])) {
+                *q = '\0';
+                break;
+            }
+        char *e = sep;
+        while (e > t && isspace((unsigned char)e[-1]))
+            *--e = '\0';
+        while (isspace((unsigned char)*v))
+            v++;
+        e = v + strlen(v);
+        while (e > v && isspace((unsigned char)e[-1]))
+            *--e = '\0';
+        handler(L, L->sec, t, v);
+    }
+    free(t);
 }
 
 /* inih's reader: hands out one whole line per call (so L->line is the line
@@ -235,9 +277,14 @@ static char *reader(char *str, int num, void *stream)
     if (memchr(s, '\0', n)) {
         fail(L, L->line, NULL, NULL, CLSPEC_E_FORMAT, "NUL byte: this is not a text file; check the -c path");
         m = a = 0;
-    } else if (m - a + 2 > (size_t)num) {
+    } else if (m - a > MAX_LINE) {
         fail(L, L->line, NULL, NULL, CLSPEC_E_FORMAT, "line too long (%zu characters, at most %d); shorten it",
-             m - a, num - 3);
+             m - a, MAX_LINE);
+        m = a = 0;
+    } else if (m - a + 2 > (size_t)num) {
+        /* longer than inih's line buffer (a long path): split it here, the way inih would */
+        classify(L, s + a, m - a);
+        long_line(L, s + a, m - a);
         m = a = 0;
     } else {
         classify(L, s + a, m - a);
@@ -377,21 +424,21 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
     struct cs_config *c = L->c;
     char tmp[4096];
     size_t vl = strlen(v);
-    if ((k->t == T_STR || k->t == T_PATH) && vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+    if ((k->t == CS_CFG_STR || k->t == CS_CFG_PATH) && vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
         if (vl - 2 >= sizeof tmp)
             return BAD("value too long; shorten it");
         memcpy(tmp, v + 1, vl - 2); /* one pair of surrounding double quotes is dropped */
         tmp[vl - 2] = '\0';
         v = tmp;
     }
-    if (!*v && k->def[0] && k->t != T_SPLIT)
+    if (!*v && k->def[0] && k->t != CS_CFG_SPLIT)
         return BAD("empty; set a value (default: %s)", k->def);
     long long ll;
     double d;
     switch (k->t) {
-    case T_STR:
+    case CS_CFG_STR:
         return set_str(field(c, k), v);
-    case T_PATH: {
+    case CS_CFG_PATH: {
         if (!*v || v[0] == '/' || !L->dir)
             return set_str(field(c, k), v);
         size_t n = strlen(L->dir) + strlen(v) + 2;
@@ -404,14 +451,14 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         *dst = p;
         return CLSPEC_OK;
     }
-    case T_ENUM: {
+    case CS_CFG_ENUM: {
         char buf[32];
         const char *canon = *v ? cs_cfg_pick(k->allowed, v, buf, sizeof buf) : NULL;
         if (*v && !canon)
             return BAD("'%s' is not allowed; use one of %s", v, k->allowed);
         return set_str(field(c, k), canon);
     }
-    case T_KVTYPE: {
+    case CS_CFG_KVTYPE: {
         char buf[32];
         const char *canon = cs_cfg_pick(k->allowed, v, buf, sizeof buf);
         if (!canon)
@@ -422,21 +469,21 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         *(uint32_t *)field(c, k) = (uint32_t)t;
         return CLSPEC_OK;
     }
-    case T_INT:
-    case T_I32:
-    case T_U32:
+    case CS_CFG_INT:
+    case CS_CFG_I32:
+    case CS_CFG_U32:
         if (!parse_ll(v, &ll))
             return BAD("'%s' is not a whole number; write digits only, e.g. %s", v, k->def);
         if ((double)ll < k->lo || (double)ll > k->hi)
             return out_of_range(L, line, k, v);
-        if (k->t == T_INT)
+        if (k->t == CS_CFG_INT)
             *(int *)field(c, k) = (int)ll;
-        else if (k->t == T_I32)
+        else if (k->t == CS_CFG_I32)
             *(int32_t *)field(c, k) = (int32_t)ll;
         else
             *(uint32_t *)field(c, k) = (uint32_t)ll;
         return CLSPEC_OK;
-    case T_U64: {
+    case CS_CFG_U64: {
         char *end;
         errno = 0;
         unsigned long long u = isdigit((unsigned char)v[0]) ? strtoull(v, &end, 10) : 0;
@@ -445,25 +492,25 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         *(uint64_t *)field(c, k) = u;
         return CLSPEC_OK;
     }
-    case T_DBL:
-    case T_FLT:
+    case CS_CFG_DBL:
+    case CS_CFG_FLT:
         if (!parse_dbl(v, &d))
             return BAD("'%s' is not a number; write it like %s", v, k->def);
         if (d < k->lo || d > k->hi)
             return out_of_range(L, line, k, v);
-        if (k->t == T_DBL)
+        if (k->t == CS_CFG_DBL)
             *(double *)field(c, k) = d;
         else
             *(float *)field(c, k) = (float)d;
         return CLSPEC_OK;
-    case T_BOOL: {
+    case CS_CFG_BOOL: {
         int b = parse_bool(v);
         if (b < 0)
             return BAD("'%s' is not a boolean; use true or false (yes/no, on/off, 1/0)", v);
         *(bool *)field(c, k) = b;
         return CLSPEC_OK;
     }
-    case T_SIZE: {
+    case CS_CFG_SIZE: {
         uint64_t u;
         if (!parse_size(v, &u))
             return BAD("'%s' is not a size; write bytes, optionally with K, M or G (e.g. 1M, 512K)", v);
@@ -472,7 +519,7 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         *(size_t *)field(c, k) = (size_t)u;
         return CLSPEC_OK;
     }
-    case T_DEVS: {
+    case CS_CFG_DEVS: {
         char ent[MAX_LIST][64], joined[MAX_LIST * 65];
         int n = split_list(v, ent);
         if (n == -2)
@@ -488,7 +535,7 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         c->n_devices = n;
         return set_str(&c->devices, joined);
     }
-    case T_SPLIT: {
+    case CS_CFG_SPLIT: {
         uint32_t val[MAX_LIST] = {0};
         int n = 0;
         if (*v) {
@@ -624,11 +671,15 @@ static void check_combinations(struct loader *L)
         warn(c, "%s:%d: [server] host: %s is reachable from other machines and api_key is empty: anyone who can "
                 "connect can use the API; set api_key",
              L->file, cs_config_line(c, "server", "host"), c->host);
-    if (!strcmp(c->spec_type, "none"))
-        for (size_t i = 0; i < cs_cfg_n_keys; i++)
-            if (!strcmp(cs_cfg_keys[i].sec, "speculator") && strcmp(cs_cfg_keys[i].name, "type") && c->key_line[i])
-                warn(c, "%s:%d: [speculator] %s: ignored because type = none (speculation is off)", L->file,
-                     c->key_line[i], cs_cfg_keys[i].name);
+    /* a drafter named while speculation is off: the orphan-state trap of MISSION §5.4 (here it is only ignored) */
+    if (!strcmp(c->spec_type, "none")) {
+        if (c->spec_model)
+            warn(c, "%s:%d: [speculator] model: ignored because type = none (speculation is off)", L->file,
+                 cs_config_line(c, "speculator", "model"));
+        if (c->spec_device)
+            warn(c, "%s:%d: [speculator] device: ignored because type = none (speculation is off)", L->file,
+                 cs_config_line(c, "speculator", "device"));
+    }
 }
 
 /* ---- load / free ---- */
@@ -697,8 +748,8 @@ void cs_config_free(struct cs_config *c)
     if (!c)
         return;
     for (size_t i = 0; i < cs_cfg_n_keys; i++) {
-        enum ktype t = cs_cfg_keys[i].t;
-        if (t == T_STR || t == T_PATH || t == T_ENUM || t == T_DEVS)
+        enum cs_cfg_type t = cs_cfg_keys[i].t;
+        if (t == CS_CFG_STR || t == CS_CFG_PATH || t == CS_CFG_ENUM || t == CS_CFG_DEVS)
             free(*(char **)field(c, &cs_cfg_keys[i]));
     }
     free(c->warnings);

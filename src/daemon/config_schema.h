@@ -12,30 +12,30 @@
 #define CS_CFG_MAX_LIST 8          /* devices / split entries (engine: split[8]) */
 #define CS_CFG_MIN_SLOT_CELLS 64   /* KV cells each slot needs at the least */
 
-enum ktype {
-    T_STR,    /* char *; opt: "" = NULL */
-    T_PATH,   /* char *, relative to the file's directory; "" = NULL */
-    T_ENUM,   /* char *, one of allowed ("a|b|c"); opt: "" = NULL */
-    T_INT,    /* int */
-    T_I32,    /* int32_t */
-    T_U32,    /* uint32_t */
-    T_U64,    /* uint64_t */
-    T_DBL,    /* double */
-    T_FLT,    /* float */
-    T_BOOL,   /* bool */
-    T_SIZE,   /* size_t, bytes with optional K/M/G suffix */
-    T_KVTYPE, /* uint32_t enum cs_type, one of allowed */
-    T_DEVS,   /* char *devices + n_devices */
-    T_SPLIT,  /* uint32_t split[8] + n_split */
+enum cs_cfg_type {
+    CS_CFG_STR,    /* char *; opt: "" = NULL */
+    CS_CFG_PATH,   /* char *, relative to the file's directory; "" = NULL */
+    CS_CFG_ENUM,   /* char *, one of allowed ("a|b|c"); opt: "" = NULL */
+    CS_CFG_INT,    /* int */
+    CS_CFG_I32,    /* int32_t */
+    CS_CFG_U32,    /* uint32_t */
+    CS_CFG_U64,    /* uint64_t */
+    CS_CFG_DBL,    /* double */
+    CS_CFG_FLT,    /* float */
+    CS_CFG_BOOL,   /* bool */
+    CS_CFG_SIZE,   /* size_t, bytes with optional K/M/G suffix */
+    CS_CFG_KVTYPE, /* uint32_t enum cs_type, one of allowed */
+    CS_CFG_DEVS,   /* char *devices + n_devices */
+    CS_CFG_SPLIT,  /* uint32_t split[8] + n_split */
 };
 
 struct cs_cfg_key {
     const char *sec, *name;
-    enum ktype t;
+    enum cs_cfg_type t;
     size_t off;          /* offsetof(struct cs_config, field) */
     const char *def;     /* default, as written in the file ("" = unset) */
     double lo, hi;       /* numbers, sizes (bytes), list entries: allowed range */
-    const char *allowed; /* T_ENUM / T_KVTYPE: "a|b|c" */
+    const char *allowed; /* CS_CFG_ENUM / CS_CFG_KVTYPE: "a|b|c" */
     const char *help;
 };
 
