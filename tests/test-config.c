@@ -741,6 +741,43 @@ static void test_default_conf_file(void **state)
     free(p);
 }
 
+/* conf/clspecd.service.in: the hardening the daemon needs and nothing that breaks OpenCL */
+static void test_systemd_unit(void **state)
+{
+    (void)state;
+    char *p = fixture("conf/clspecd.service.in");
+    size_t len;
+    char *t = tu_read_file(p, &len);
+    assert_non_null(t);
+    static const char *const need[] = {
+        "\nExecStart=@bindir@/clspecd -c @sysconfdir@/clspec/clspecd.ini\n",
+        "\nExecReload=/bin/kill -HUP $MAINPID\n", "\nKillSignal=SIGTERM\n", "\nDynamicUser=yes\n",
+        "\nProtectSystem=strict\n", "\nProtectHome=yes\n", "\nPrivateTmp=yes\n", "\nNoNewPrivileges=yes\n",
+        "\nRestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n", "\nDeviceAllow=char-drm rw\n",
+        "\nDeviceAllow=char-nvidia-frontend rw\n"};
+    for (size_t i = 0; i < CS_ARRAY_LEN(need); i++)
+        if (!strstr(t, need[i])) {
+            print_message("conf/clspecd.service.in lacks %s", need[i]);
+            fail();
+        }
+    /* OpenCL JITs kernels: W^X and device hiding would break it */
+    assert_null(strstr(t, "\nMemoryDenyWriteExecute=yes"));
+    assert_null(strstr(t, "\nMemoryDenyWriteExecute=true"));
+    assert_null(strstr(t, "\nPrivateDevices=yes"));
+    /* systemd waits longer than the default drain before SIGKILL */
+    const char *ts = strstr(t, "\nTimeoutStopSec=");
+    assert_non_null(ts);
+    double stop = strtod(ts + 16, NULL), drain = -1;
+    struct cs_config_key_info k;
+    for (size_t i = 0; i < cs_config_n_keys(); i++)
+        if (cs_config_key(i, &k) == CLSPEC_OK && !strcmp(k.name, "drain_timeout_s"))
+            drain = strtod(k.def, NULL);
+    assert_true(drain > 0);
+    assert_true(stop >= drain + 5);
+    free(t);
+    free(p);
+}
+
 /* ---- runtime checks ---- */
 
 static void expect_runtime(const char *extra, const char *substr, const char *substr2)
@@ -900,6 +937,7 @@ int main(void)
         cmocka_unit_test(test_relative_paths),
         cmocka_unit_test(test_print_round_trip),
         cmocka_unit_test(test_default_conf_file),
+        cmocka_unit_test(test_systemd_unit),
         cmocka_unit_test(test_runtime_ok),
         cmocka_unit_test(test_runtime_errors),
         cmocka_unit_test(test_runtime_port_in_use),
