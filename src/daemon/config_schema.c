@@ -313,7 +313,9 @@ void cs_config_print(const struct cs_config *c, FILE *f)
 
 struct cs_engine_params cs_config_engine_params(const struct cs_config *c)
 {
-    struct cs_engine_params p = cs_engine_defaults();
+    /* every field set here (no cs_engine_defaults: keeps this file free of the engine) */
+    struct cs_engine_params p;
+    memset(&p, 0, sizeof p);
     if (!c)
         return p;
     p.model_path = c->model_path;
