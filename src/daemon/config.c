@@ -167,7 +167,7 @@ static void list_keys(const char *sec, char *out, size_t n)
 }
 
 /* Looks at one line (leading blanks already dropped) before inih does: tracks
- * cs_cfg_sections and finds the syntax errors inih only reports as a line number. */
+ * sections and finds the syntax errors inih only reports as a line number. */
 static void classify(struct loader *L, const char *s, size_t n)
 {
     if (L->line == 1 && n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) {

@@ -73,7 +73,10 @@ struct cs_config {
 
 /* Reads and validates path (values and combinations that need no hardware).
  * On failure *out is NULL and err holds "file:line: [section] key: problem;
- * how to fix" (line 0 for a problem of the file as a whole). */
+ * how to fix" (line 0 for a problem of the file as a whole); the first
+ * problem in file order is reported. On success c->warnings may hold lines
+ * for the log. Relative paths ([model] path, log_file, [speculator] model)
+ * come back absolute, resolved against the directory of the file. */
 int cs_config_load(const char *path, struct cs_config **out, char *err, size_t errlen);
 void cs_config_free(struct cs_config *c);
 
@@ -81,7 +84,10 @@ void cs_config_free(struct cs_config *c);
  * exist, the context fits `parallel`, the port can be bound. Same message format. */
 int cs_config_check_runtime(const struct cs_config *c, char *err, size_t errlen);
 
-/* Writes the effective configuration (every key, defaults filled in, as INI). */
+/* Writes the effective configuration (every key, defaults filled in, as INI,
+ * each key's help as a comment above it); cs_config_load reads it back to the
+ * same values. api_key is written as is: for logs use cs_config_print_opts
+ * with CS_CONFIG_PRINT_REDACT. */
 void cs_config_print(const struct cs_config *c, FILE *f);
 
 /* The engine parameters this configuration asks for. Strings point into c. */
