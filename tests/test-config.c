@@ -352,6 +352,7 @@ static void test_errors_values(void **state)
     (void)state;
     expect_err(MODEL "[server]\nport = abc\n", 4, "[server] port: 'abc' is not a whole number", NULL);
     expect_err(MODEL "[server]\nport = 80 # http\n", 4, "'80 # http' is not a whole number", NULL);
+    expect_err(MODEL "[server]\nport = \x1b[2J\a\n", 4, "[server] port: '?[2J?' is not a whole number", NULL);
     expect_err(MODEL "[server]\nport = 70000\n", 4, "[server] port: 70000 is out of range; use a value from 0 to 65535",
                NULL);
     expect_err(MODEL "[server]\nport = 99999999999999999999\n", 4, "is not a whole number", NULL);

@@ -106,6 +106,9 @@ static void fail(struct loader *L, int line, const char *sec, const char *key, i
     va_start(ap, fmt);
     vsnprintf(L->err + n, L->errlen - (size_t)n, fmt, ap);
     va_end(ap);
+    for (char *p = L->err; *p; p++) /* text quoted from the file must not drive a terminal */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 static void warn(struct cs_config *c, const char *fmt, ...) CS_PRINTF(2, 3);
@@ -116,6 +119,9 @@ static void warn(struct cs_config *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    for (char *p = line; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     size_t old = c->warnings ? strlen(c->warnings) : 0, add = strlen(line);
     char *w = realloc(c->warnings, old + add + 2);
     if (!w)
