@@ -14,8 +14,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common.h"
 #include "engine.h"
 #include "sampler.h"
+
+#define CS_CONFIG_MAX_KEYS 64   /* room in key_line[] for the schema's keys */
 
 struct cs_config {
     char *path;                 /* the file read */
@@ -58,11 +61,22 @@ struct cs_config {
     char *spec_device;          /* NULL = the target's last-layer device */
     char *spec_model;           /* drafter GGUF */
     uint32_t spec_type_k, spec_type_v;
+
+    /* added by the cfg helper */
+    int n_devices;              /* entries in `devices` (1..8) */
+    int n_split;                /* entries in `split` (0 = even split) */
+    char *warnings;             /* NULL, or lines ("file:line: [section] key: ...\n") that are not
+                                 * errors but should be logged at start-up (e.g. a non-loopback host
+                                 * without api_key, speculator keys set while type = none) */
+    int key_line[CS_CONFIG_MAX_KEYS]; /* per schema key (cs_config_key): line it was set on, 0 = default */
 };
 
 /* Reads and validates path (values and combinations that need no hardware).
  * On failure *out is NULL and err holds "file:line: [section] key: problem;
- * how to fix" (line 0 for a problem of the file as a whole). */
+ * how to fix" (line 0 for a problem of the file as a whole); the first
+ * problem in file order is reported. On success c->warnings may hold lines
+ * for the log. Relative paths ([model] path, log_file, [speculator] model)
+ * come back absolute, resolved against the directory of the file. */
 int cs_config_load(const char *path, struct cs_config **out, char *err, size_t errlen);
 void cs_config_free(struct cs_config *c);
 
@@ -70,10 +84,44 @@ void cs_config_free(struct cs_config *c);
  * exist, the context fits `parallel`, the port can be bound. Same message format. */
 int cs_config_check_runtime(const struct cs_config *c, char *err, size_t errlen);
 
-/* Writes the effective configuration (every key, defaults filled in, as INI). */
+/* Writes the effective configuration (every key, defaults filled in, as INI,
+ * each key's help as a comment above it); cs_config_load reads it back to the
+ * same values. api_key is written as is: for logs use cs_config_print_opts
+ * with CS_CONFIG_PRINT_REDACT. */
 void cs_config_print(const struct cs_config *c, FILE *f);
 
-/* The engine parameters this configuration asks for. */
+/* The engine parameters this configuration asks for. Strings point into c. */
 struct cs_engine_params cs_config_engine_params(const struct cs_config *c);
+
+/* ---- added by the cfg helper ---- */
+
+/* cs_config_print with options: CS_CONFIG_PRINT_REDACT writes api_key as
+ * "<redacted>" (for logs; such output does not load back to the same key),
+ * CS_CONFIG_PRINT_HELP adds each key's one-line help as a comment above it.
+ * cs_config_print(c, f) = cs_config_print_opts(c, f, CS_CONFIG_PRINT_HELP). */
+#define CS_CONFIG_PRINT_REDACT 1u
+#define CS_CONFIG_PRINT_HELP 2u
+void cs_config_print_opts(const struct cs_config *c, FILE *f, unsigned flags);
+
+/* The schema, for documentation and tests: key i (0..cs_config_n_keys()-1). */
+struct cs_config_key_info {
+    const char *section;  /* "kv" */
+    const char *name;     /* "type_k" */
+    const char *type;     /* "int", "float", "bool", "string", "path", "size", "enum", "list" */
+    const char *def;      /* default as written in the file ("" = unset / empty) */
+    const char *allowed;  /* "f32|f16|bf16|q8_0|q4_0", "1..64", ... */
+    const char *help;     /* one line */
+};
+size_t cs_config_n_keys(void);
+int cs_config_key(size_t i, struct cs_config_key_info *out);
+
+/* Line of the file where [section] key was set; 0 when it kept its default
+ * (or is not a key of the schema). */
+int cs_config_line(const struct cs_config *c, const char *section, const char *key);
+
+/* Formats "file:line: [section] key: <fmt>" into err with the line of that
+ * key (cs_config_line) and returns status. For config_check.c and main.c. */
+int cs_config_err(const struct cs_config *c, const char *section, const char *key, char *err, size_t errlen,
+                  int status, const char *fmt, ...) CS_PRINTF(7, 8);
 
 #endif
