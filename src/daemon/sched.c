@@ -13,7 +13,9 @@
  * decode row per slot that is generating, then prompt chunks of slots still
  * in prefill, oldest admission first, at most prefill_max tokens in all
  * while any slot decodes (so streams keep flowing), up to n_batch when none
- * does. Only the last prompt row of a slot asks for logits. */
+ * does. Only the last prompt row of a slot asks for logits. A sequence the
+ * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
+ * are refused in one step only the youngest ends and the others retry. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -399,6 +401,14 @@ static void step(struct cs_sched *s)
     int seq_rc[CS_MAX_SEQ];
     char err[CLSPEC_ERRLEN];
     int rc = cs_forward_batch(s->e->ctx, b, s->logits, NULL, seq_rc, err, sizeof err);
+    /* Sequences refused for a full cache were left unchanged. Only the
+     * youngest of them fails; the others retry next step, when its cells
+     * are free (else two requests growing in step would both fail at once). */
+    int victim = -1;
+    for (int i = 0; rc == CLSPEC_OK && i < s->p.n_slots; i++)
+        if (s->slots[i].job && s->slots[i].n_rows > 0 && seq_rc[i] == CLSPEC_E_KV_FULL &&
+            (victim < 0 || s->slots[i].job->admit_no > s->slots[victim].job->admit_no))
+            victim = i;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->job || sl->n_rows == 0)
@@ -409,6 +419,8 @@ static void step(struct cs_sched *s)
             finish(s, i, NULL, rc, msg);
             continue;
         }
+        if (seq_rc[i] == CLSPEC_E_KV_FULL && i != victim)
+            continue; /* retried next step */
         if (seq_rc[i] == CLSPEC_E_KV_FULL) {
             char msg[256];
             snprintf(msg, sizeof msg,
@@ -714,8 +726,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     j->r.prompt = j->prompt;
     j->r.n_prompt = n_prompt;
     j->r.id[sizeof j->r.id - 1] = '\0';
+    memset(j->r.stop, 0, sizeof j->r.stop); /* the caller's pointers are not kept */
     for (int i = 0; i < r->n_stop; i++) {
-        j->r.stop[i] = NULL;
         if (r->stop[i] && !(j->stop_copy[i] = strdup(r->stop[i]))) {
             job_free(j);
             return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
