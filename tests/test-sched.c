@@ -741,6 +741,67 @@ static void test_seeded_sampling(void **state)
     golden_free(g);
 }
 
+/* End of generation: at a nearly uniform temperature some seed samples EOS
+ * (the model itself never ends a story with it); that request ends with
+ * "stop" and no TOKEN event for EOS, and with ignore_eos the same seed
+ * streams the same tokens, EOS included, and goes on. One slot: every run
+ * sees the same batch shapes (the forward's rounding depends on them, which
+ * a temperature of 1000 would notice). */
+static void test_eos(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 1, true);
+    const struct golden_case *gc = &g->cases[0];
+    const int32_t eos = cs_tokenizer_eos(e->tok);
+    struct cs_sched *s = sched_new(e, 1, 64, false);
+    enum { NS = 24, MT = 100 };
+    struct col *c = calloc(NS, sizeof *c);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, MT);
+    r.sp.temp = 1000.0f; /* nearly uniform: the model itself never ends a story with EOS */
+    r.sp.top_k = 0;
+    r.sp.top_p = 1.0f;
+    r.sp.min_p = 0.0f;
+    for (int i = 0; i < NS; i++) {
+        col_init(&c[i]);
+        r.sp.seed = (uint64_t)i + 1;
+        submit_ok(s, &r, &c[i]);
+    }
+    int hit = -1;
+    for (int i = 0; i < NS; i++) {
+        assert_true(col_wait(&c[i], 60));
+        if (c[i].type != CS_EV_DONE)
+            fail_msg("seed %d: %s", i + 1, c[i].msg);
+        for (int k = 0; k < c[i].n_tok; k++)
+            assert_int_not_equal(c[i].tok[k], eos);
+        if (strcmp(c[i].reason, "stop") == 0) {
+            assert_true(c[i].n_tok < MT);
+            assert_int_equal(c[i].usage.completion_tokens, c[i].n_tok + 1);
+            if (hit < 0)
+                hit = i;
+        } else {
+            assert_int_equal(c[i].n_tok, MT);
+        }
+    }
+    assert_true(hit >= 0);
+    struct col ig;
+    col_init(&ig);
+    r.sp.seed = (uint64_t)hit + 1;
+    r.ignore_eos = true;
+    submit_ok(s, &r, &ig);
+    assert_true(col_wait(&ig, 30));
+    assert_int_equal(ig.n_tok, MT);
+    assert_memory_equal(ig.tok, c[hit].tok, (size_t)c[hit].n_tok * sizeof(int32_t));
+    assert_int_equal(ig.tok[c[hit].n_tok], eos);
+    cs_sched_free(s);
+    for (int i = 0; i < NS; i++)
+        col_destroy(&c[i]);
+    col_destroy(&ig);
+    free(c);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -752,6 +813,7 @@ int main(void)
         cmocka_unit_test(test_stop_and_length),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_seeded_sampling),
+        cmocka_unit_test(test_eos),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }
