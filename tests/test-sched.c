@@ -489,6 +489,20 @@ static void test_refusals_and_truncation(void **state)
     /* more slots than the engine's sequences */
     sp.n_slots = 2;
     assert_int_equal(cs_sched_new(e, &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
+    /* a partitioned cache: a slot's context is n_ctx / n_seq_max = 64 */
+    struct cs_engine *ep = engine_open(128, 2, false);
+    s = sched_new(ep, 2, 2, false);
+    struct cs_req r64 = req_make(longp, 64, 1), r63 = req_make(longp, 63, 1);
+    assert_int_equal(cs_sched_submit(s, &r64, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
+    struct col p63;
+    col_init(&p63);
+    submit_ok(s, &r63, &p63);
+    assert_true(col_wait(&p63, 30));
+    assert_int_equal(p63.type, CS_EV_DONE);
+    assert_int_equal(p63.n_tok, 1);
+    cs_sched_free(s);
+    cs_engine_free(ep);
+    col_destroy(&p63);
 
     for (int i = 0; i < 3; i++)
         col_destroy(&c[i]);

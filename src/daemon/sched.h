@@ -37,7 +37,11 @@ struct cs_sched_params {
  * the cache is partitioned. A prompt must leave one cell free (n_prompt <
  * slot context); truncate_prompt keeps its first token when it is BOS and its
  * last (slot context / 2) - 1 tokens. Generation ends with "length" when the
- * slot's context is full. */
+ * slot's context is full. When several sequences find the cache full in one
+ * step, only the most recently admitted request fails; the others retry.
+ * Text: token pieces as detokenization gives them; when the prompt holds only
+ * control tokens (BOS alone) the first piece's SentencePiece leading space is
+ * dropped. */
 
 #define CS_MAX_STOP 8
 #define CS_MAX_TOP_LOGPROBS 20
