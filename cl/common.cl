@@ -33,48 +33,30 @@ inline float cs_h2f(const __global ushort *p)
     return vload_half(0, (const __global half *)p);
 }
 
-/* Sum of v over the work-group (any local size); scratch holds
- * get_local_size(0) floats. Every work-item of the group must call it; all
- * get the total. */
-inline float cs_wg_sum(float v, __local float *scratch)
-{
-    const uint lid = get_local_id(0), n = get_local_size(0);
-    uint p = 1;
-    while (p * 2 <= n)
-        p *= 2;
-    scratch[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid >= p)
-        scratch[lid - p] += scratch[lid];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = p / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            scratch[lid] += scratch[lid + s];
-        barrier(CLK_LOCAL_MEM_FENCE);
+/* Work-group reductions (any local size): scratch holds get_local_size(0)
+ * floats; every work-item of the group must call them and all get the result.
+ * The group is folded onto the largest power of two p <= size, then halved. */
+#define CS_WG_REDUCE(NAME, COMBINE)                                    \
+    inline float NAME(float v, __local float *scratch)                 \
+    {                                                                  \
+        const uint lid = get_local_id(0), n = get_local_size(0);       \
+        uint p = 1;                                                    \
+        while (p * 2 <= n)                                             \
+            p *= 2;                                                    \
+        scratch[lid] = v;                                              \
+        barrier(CLK_LOCAL_MEM_FENCE);                                  \
+        if (lid >= p)                                                  \
+            scratch[lid - p] = COMBINE(scratch[lid - p], scratch[lid]); \
+        barrier(CLK_LOCAL_MEM_FENCE);                                  \
+        for (uint s = p / 2; s > 0; s >>= 1) {                         \
+            if (lid < s)                                               \
+                scratch[lid] = COMBINE(scratch[lid], scratch[lid + s]); \
+            barrier(CLK_LOCAL_MEM_FENCE);                              \
+        }                                                              \
+        const float r = scratch[0];                                    \
+        barrier(CLK_LOCAL_MEM_FENCE);                                  \
+        return r;                                                      \
     }
-    const float r = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
-
-/* Maximum of v over the work-group (any local size), like cs_wg_sum. */
-inline float cs_wg_max(float v, __local float *scratch)
-{
-    const uint lid = get_local_id(0), n = get_local_size(0);
-    uint p = 1;
-    while (p * 2 <= n)
-        p *= 2;
-    scratch[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid >= p)
-        scratch[lid - p] = fmax(scratch[lid - p], scratch[lid]);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint s = p / 2; s > 0; s >>= 1) {
-        if (lid < s)
-            scratch[lid] = fmax(scratch[lid], scratch[lid + s]);
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    const float r = scratch[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return r;
-}
+#define CS_WG_ADD(a, b) ((a) + (b))
+CS_WG_REDUCE(cs_wg_sum, CS_WG_ADD) /* sum of v over the work-group */
+CS_WG_REDUCE(cs_wg_max, fmax)      /* maximum of v over the work-group */

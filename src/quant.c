@@ -298,39 +298,34 @@ static void k4_pair(const uint8_t *sc, int is, float d, float dmin, float dm[4])
     dm[3] = dmin * m;
 }
 
-/* Q4_K: d, dmin (f16), scales[12], qs[128]; 8 sub-blocks of 32. */
-static void deq_q4_k(const uint8_t *b, float *y)
+/* Q4_K: d, dmin (f16), scales[12], qs[128]; 8 sub-blocks of 32.
+ * Q5_K: the same plus qh[32] (the fifth bit) before qs. qh NULL: Q4_K. */
+static void deq_k4(const uint8_t *b, const uint8_t *qh, const uint8_t *q, float *y)
 {
     float d = rd_f16(b), dmin = rd_f16(b + 2);
-    const uint8_t *sc = b + 4, *q = b + 16;
-    for (int is = 0; is < 8; is += 2) {
-        float dm[4];
-        k4_pair(sc, is, d, dmin, dm);
-        for (int l = 0; l < 32; l++)
-            *y++ = dm[0] * (q[l] & 0xf) - dm[1];
-        for (int l = 0; l < 32; l++)
-            *y++ = dm[2] * (q[l] >> 4) - dm[3];
-        q += 32;
-    }
-}
-
-/* Q5_K: d, dmin (f16), scales[12], qh[32], qs[128]. */
-static void deq_q5_k(const uint8_t *b, float *y)
-{
-    float d = rd_f16(b), dmin = rd_f16(b + 2);
-    const uint8_t *sc = b + 4, *qh = b + 16, *ql = b + 48;
+    const uint8_t *sc = b + 4;
     uint8_t u1 = 1, u2 = 2;
     for (int is = 0; is < 8; is += 2) {
         float dm[4];
         k4_pair(sc, is, d, dmin, dm);
         for (int l = 0; l < 32; l++)
-            *y++ = dm[0] * ((ql[l] & 0xf) + ((qh[l] & u1) ? 16 : 0)) - dm[1];
+            *y++ = dm[0] * ((q[l] & 0xf) + (qh && (qh[l] & u1) ? 16 : 0)) - dm[1];
         for (int l = 0; l < 32; l++)
-            *y++ = dm[2] * ((ql[l] >> 4) + ((qh[l] & u2) ? 16 : 0)) - dm[3];
-        ql += 32;
+            *y++ = dm[2] * ((q[l] >> 4) + (qh && (qh[l] & u2) ? 16 : 0)) - dm[3];
+        q += 32;
         u1 <<= 2;
         u2 <<= 2;
     }
+}
+
+static void deq_q4_k(const uint8_t *b, float *y)
+{
+    deq_k4(b, NULL, b + 16, y);
+}
+
+static void deq_q5_k(const uint8_t *b, float *y)
+{
+    deq_k4(b, b + 16, b + 48, y);
 }
 
 /* Q6_K: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (int8), d (f16). */
