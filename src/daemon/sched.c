@@ -33,6 +33,7 @@
 #include "daemon/textout.h"
 #include "engine.h"
 #include "forward.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 
 struct job {
@@ -88,8 +89,7 @@ struct cs_sched {
     /* scheduler-thread scratch */
     struct cs_batch b;
     float *logits;                /* (n_slots, n_vocab) */
-    char *txt;                    /* event text assembly */
-    size_t txt_cap;
+    struct cs_strbuf txt;         /* event text assembly */
     struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
     char *top_txt;                /* pieces of the alternatives */
     size_t top_cap;
@@ -212,23 +212,6 @@ static void finish(struct cs_sched *s, int i, const char *reason, int status, co
 
 /* ---------------------------------------------------------------- sampling */
 
-static int txt_put(struct cs_sched *s, size_t at, const char *t, size_t n)
-{
-    if (at + n + 1 > s->txt_cap) {
-        size_t nc = s->txt_cap ? s->txt_cap : 256;
-        while (nc < at + n + 1)
-            nc *= 2;
-        char *p = realloc(s->txt, nc);
-        if (!p)
-            return CLSPEC_E_NOMEM;
-        s->txt = p;
-        s->txt_cap = nc;
-    }
-    memcpy(s->txt + at, t, n);
-    s->txt[at + n] = '\0';
-    return CLSPEC_OK;
-}
-
 /* The n best (id, logprob) of a row with log-sum-exp lse, by descending logit. */
 static int top_alternatives(struct cs_sched *s, const float *L, float lse, int n)
 {
@@ -311,7 +294,10 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
         ev.n_top = k;
     }
     const char *reason = NULL, *d;
-    size_t dn, n_txt = 0;
+    size_t dn;
+    s->txt.len = 0;
+    if (s->txt.p)
+        s->txt.p[0] = '\0';
     char err[CLSPEC_ERRLEN];
     bool eog = !j->r.ignore_eos && cs_tokenizer_is_eog(s->e->tok, tok);
     if (eog) {
@@ -323,11 +309,11 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
         ev.n_top = 0;
     } else {
         int rc = cs_textout_push(j->to, tok, &d, &dn, err, sizeof err);
-        if (rc < 0 || txt_put(s, 0, d, dn)) {
-            finish(s, i, NULL, rc < 0 ? rc : CLSPEC_E_NOMEM, rc < 0 ? err : "out of memory");
+        if (rc < 0) {
+            finish(s, i, NULL, rc, err);
             return;
         }
-        n_txt = dn;
+        cs_strbuf_put_n(&s->txt, d, dn);
         if (rc == 1)
             reason = "stop";
         else if (j->max_tokens > 0 && sl->n_gen >= j->max_tokens)
@@ -336,15 +322,19 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
             reason = "length"; /* no cell left to feed this token */
     }
     if (reason && cs_textout_stop_index(j->to) < 0) {
-        if (cs_textout_flush(j->to, &d, &dn) || txt_put(s, n_txt, d, dn)) {
-            finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory");
-            return;
-        }
-        n_txt += dn;
+        if (cs_textout_flush(j->to, &d, &dn) == CLSPEC_OK)
+            cs_strbuf_put_n(&s->txt, d, dn);
+        else
+            s->txt.oom = true;
     }
-    if (!eog || n_txt > 0) {
-        ev.text = s->txt ? s->txt : "";
-        ev.len = n_txt;
+    if (s->txt.oom) {
+        s->txt.oom = false;
+        finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory assembling the text");
+        return;
+    }
+    if (!eog || s->txt.len > 0) {
+        ev.text = s->txt.p ? s->txt.p : "";
+        ev.len = s->txt.len;
         deliver(s, j, &ev);
     }
     if (reason) {
@@ -638,7 +628,7 @@ void cs_sched_free(struct cs_sched *s)
     free(s->slots);
     free(s->info);
     free(s->logits);
-    free(s->txt);
+    cs_strbuf_free(&s->txt);
     free(s->top_txt);
     free(s);
 }

@@ -8,12 +8,8 @@
 
 #include "common.h"
 #include "daemon/textout.h"
+#include "strbuf.h"
 #include "tokenizer.h"
-
-struct buf {
-    char *s;
-    size_t n, cap;
-};
 
 struct cs_textout {
     const struct cs_tokenizer *tok; /* borrowed */
@@ -23,38 +19,19 @@ struct cs_textout {
     bool lstrip;                    /* strip one leading space of the first token's piece */
     bool first;                     /* no token pushed yet */
     int stopped;                    /* index of the matched stop string, -1 */
-    struct buf raw, held, out;
+    struct cs_strbuf raw, held, out; /* (a failed append sets .oom) */
     char *piece;                    /* scratch for cs_token_to_piece */
     size_t piece_cap;
 };
 
-static int buf_put(struct buf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 64;
-        while (nc < b->n + n + 1)
-            nc *= 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns)
-            return CLSPEC_E_NOMEM;
-        b->s = ns;
-        b->cap = nc;
-    }
-    if (n)
-        memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = '\0';
-    return CLSPEC_OK;
-}
-
 /* Removes the first n bytes of b. */
-static void buf_shift(struct buf *b, size_t n)
+static void buf_shift(struct cs_strbuf *b, size_t n)
 {
-    if (!b->s)
+    if (!b->p)
         return;
-    memmove(b->s, b->s + n, b->n - n);
-    b->n -= n;
-    b->s[b->n] = '\0';
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+    b->p[b->len] = '\0';
 }
 
 /* UTF-8 (RFC 3629): the length of the sequence that lead byte c starts, 0 if
@@ -120,27 +97,24 @@ static const char REPLACEMENT[] = "\xEF\xBF\xBD"; /* U+FFFD */
 static int drain_raw(struct cs_textout *t, bool at_end)
 {
     size_t i = 0;
-    const unsigned char *s = (const unsigned char *)t->raw.s;
-    while (i < t->raw.n) {
-        int L = utf8_seq(s + i, t->raw.n - i);
+    const unsigned char *s = (const unsigned char *)t->raw.p;
+    while (i < t->raw.len) {
+        int L = utf8_seq(s + i, t->raw.len - i);
         if (L == 0 && !at_end)
             break;
-        int rc;
         if (L > 0) {
             size_t j = i + (size_t)L;
-            while (j < t->raw.n && s[j] < 0x80) /* ASCII runs in one go */
+            while (j < t->raw.len && s[j] < 0x80) /* ASCII runs in one go */
                 j++;
-            rc = buf_put(&t->held, (const char *)s + i, j - i);
+            cs_strbuf_put_n(&t->held, (const char *)s + i, j - i);
             i = j;
         } else {
-            rc = buf_put(&t->held, REPLACEMENT, 3);
-            i += L == 0 ? t->raw.n - i : 1; /* an incomplete tail is one U+FFFD */
+            cs_strbuf_put_n(&t->held, REPLACEMENT, 3);
+            i += L == 0 ? t->raw.len - i : 1; /* an incomplete tail is one U+FFFD */
         }
-        if (rc)
-            return rc;
     }
     buf_shift(&t->raw, i);
-    return CLSPEC_OK;
+    return t->held.oom ? CLSPEC_E_NOMEM : CLSPEC_OK;
 }
 
 bool cs_textout_tok_strips_space(const struct cs_tokenizer *tok)
@@ -213,9 +187,9 @@ void cs_textout_free(struct cs_textout *t)
         free(t->stop[i]);
     free(t->stop);
     free(t->stop_len);
-    free(t->raw.s);
-    free(t->held.s);
-    free(t->out.s);
+    cs_strbuf_free(&t->raw);
+    cs_strbuf_free(&t->held);
+    cs_strbuf_free(&t->out);
     free(t->piece);
     free(t);
 }
@@ -234,12 +208,13 @@ static size_t find(const char *hay, size_t n, const char *needle, size_t m)
 /* Hands out held[0..n) as the delta. */
 static int emit(struct cs_textout *t, size_t n, const char **text, size_t *len)
 {
-    t->out.n = 0;
-    if (buf_put(&t->out, t->held.s ? t->held.s : EMPTY, n))
+    t->out.len = 0;
+    cs_strbuf_put_n(&t->out, t->held.p ? t->held.p : EMPTY, n);
+    if (t->out.oom)
         return CLSPEC_E_NOMEM;
     buf_shift(&t->held, n);
-    *text = t->out.s;
-    *len = t->out.n;
+    *text = t->out.p ? t->out.p : EMPTY;
+    *len = t->out.len;
     return CLSPEC_OK;
 }
 
@@ -265,13 +240,14 @@ int cs_textout_push(struct cs_textout *t, int32_t token, const char **text, size
     if (t->first && t->lstrip && n > 0 && p[0] == ' ')
         p++, n--;
     t->first = false;
-    if (buf_put(&t->raw, p, n) || drain_raw(t, false))
+    cs_strbuf_put_n(&t->raw, p, n);
+    if (t->raw.oom || drain_raw(t, false))
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "textout: out of memory");
     /* a complete stop string: the earliest one wins (the longer at the same place) */
     size_t best = SIZE_MAX;
     int best_i = -1;
-    for (int i = 0; i < t->n_stop && t->held.n; i++) {
-        size_t at = find(t->held.s, t->held.n, t->stop[i], t->stop_len[i]);
+    for (int i = 0; i < t->n_stop && t->held.len; i++) {
+        size_t at = find(t->held.p, t->held.len, t->stop[i], t->stop_len[i]);
         if (at != SIZE_MAX && (at < best || (at == best && t->stop_len[i] > t->stop_len[best_i]))) {
             best = at;
             best_i = i;
@@ -281,16 +257,16 @@ int cs_textout_push(struct cs_textout *t, int32_t token, const char **text, size
         t->stopped = best_i;
         if (emit(t, best, text, len))
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "textout: out of memory");
-        t->held.n = 0;
-        t->raw.n = 0;
+        t->held.len = 0;
+        t->raw.len = 0;
         return 1;
     }
     /* hold back the longest suffix that is a proper prefix of a stop string */
     size_t hold = 0;
     for (int i = 0; i < t->n_stop; i++) {
-        size_t k = CS_MIN(t->stop_len[i] - 1, t->held.n);
+        size_t k = CS_MIN(t->stop_len[i] - 1, t->held.len);
         for (; k > hold; k--)
-            if (memcmp(t->held.s + t->held.n - k, t->stop[i], k) == 0)
+            if (memcmp(t->held.p + t->held.len - k, t->stop[i], k) == 0)
                 break;
         if (k > hold)
             hold = k;
@@ -298,7 +274,7 @@ int cs_textout_push(struct cs_textout *t, int32_t token, const char **text, size
     /* pending raw bytes (an incomplete character) could also start a stop
      * string together with held text; they are not shown yet anyway, and
      * the held suffix check above runs again once they complete */
-    if (emit(t, t->held.n - hold, text, len))
+    if (emit(t, t->held.len - hold, text, len))
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "textout: out of memory");
     return 0;
 }
@@ -309,7 +285,7 @@ int cs_textout_flush(struct cs_textout *t, const char **text, size_t *len)
     *len = 0;
     if (t->stopped >= 0)
         return CLSPEC_OK;
-    if (drain_raw(t, true) || emit(t, t->held.n, text, len))
+    if (drain_raw(t, true) || emit(t, t->held.len, text, len))
         return CLSPEC_E_NOMEM;
     return CLSPEC_OK;
 }
