@@ -25,7 +25,23 @@ struct cs_sched_params {
     bool truncate_prompt;    /* a prompt longer than a slot's context keeps its end instead of being refused */
     int max_tokens_default;  /* a request's max_tokens when it gives none (<= 0: until EOS or context) */
     int max_tokens_limit;    /* cap on max_tokens (0 = none) */
+    /* sched helper, additions: */
+    int prefill_max;         /* prompt tokens fed per step, all slots together, while some slot is
+                              * generating (0: the engine's n_ubatch); with none generating a step
+                              * takes up to the engine's n_batch */
 };
+
+/* A slot's context (cells its sequence may hold): the engine's n_ctx with a
+ * unified KV cache (shared: the slots compete for cells, and a sequence that
+ * finds none ends with CS_EV_ERROR CLSPEC_E_KV_FULL), n_ctx / n_seq_max when
+ * the cache is partitioned. A prompt must leave one cell free (n_prompt <
+ * slot context); truncate_prompt keeps its first token when it is BOS and its
+ * last (slot context / 2) - 1 tokens. Generation ends with "length" when the
+ * slot's context is full. When several sequences find the cache full in one
+ * step, only the most recently admitted request fails; the others retry.
+ * Text: token pieces as detokenization gives them; when the prompt holds only
+ * control tokens (BOS alone) the first piece's SentencePiece leading space is
+ * dropped. */
 
 #define CS_MAX_STOP 8
 #define CS_MAX_TOP_LOGPROBS 20
@@ -37,7 +53,8 @@ struct cs_req {
     struct cs_sampler_params sp;
     const char *stop[CS_MAX_STOP]; /* stop strings (copied), n_stop used */
     int n_stop;
-    bool logprobs;           /* report each token's log-probability */
+    bool logprobs;           /* report each token's log-probability: log-softmax of the model's logits
+                              * (temperature 1, before penalties and filters), whatever sp says */
     int top_logprobs;        /* and that many alternatives (0..CS_MAX_TOP_LOGPROBS) */
     bool ignore_eos;
     bool speculative;        /* reserved for speculative decoding (issue 6); default true */
@@ -72,7 +89,8 @@ struct cs_req_event {
      * become a stop string held back (released later or dropped at a stop). */
     const char *text;
     size_t len;
-    int32_t token;           /* the sampled token */
+    int32_t token;           /* the sampled token; -1: no new token, text held back so far is released
+                              * because the request ends (EOS/EOG, which itself gets no TOKEN event) */
     float logprob;           /* its log-probability (when logprobs) */
     const struct cs_top_logprob *top; /* n_top alternatives (when top_logprobs > 0) */
     int n_top;
@@ -111,6 +129,9 @@ void cs_sched_cancel(struct cs_sched *s, uint64_t id);
  * CS_EV_ERROR with CLSPEC_E_SHUTDOWN). Returns the number cancelled. */
 int cs_sched_drain(struct cs_sched *s, double timeout_s);
 
+/* requests_total: accepted by submit; requests_rejected: refused by submit;
+ * cancelled: cs_sched_cancel or drain; failed: ended with CS_EV_ERROR
+ * otherwise. kv_cells_used: cells the slots' sequences hold. */
 struct cs_sched_stats {
     uint64_t requests_total, requests_ok, requests_failed, requests_cancelled, requests_rejected;
     uint64_t prompt_tokens_total, completion_tokens_total, cached_tokens_total;

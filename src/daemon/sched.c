@@ -1,0 +1,867 @@
+/* sched.c: see sched.h.
+ *
+ * Threading: one scheduler thread runs loop(). `mu` guards the queue, the
+ * slots' job pointers, the flags, the stats and the published slot info;
+ * the scheduler thread is the only one that touches the engine (forward,
+ * KV cells, samplers, textouts), and it runs forwards and callbacks without
+ * holding `mu`. Callbacks run under `cb_mu` and only while the job's
+ * `cancelled` flag is clear; cs_sched_cancel sets the flag under `mu`, waits
+ * until the scheduler thread has freed the slot (and its KV cells), then
+ * takes and drops `cb_mu`: no callback for that id runs after it returns.
+ *
+ * Batching (one cs_forward_batch per step, slot i = sequence i): first one
+ * decode row per slot that is generating, then prompt chunks of slots still
+ * in prefill, oldest admission first, at most prefill_max tokens in all
+ * while any slot decodes (so streams keep flowing), up to n_batch when none
+ * does. Only the last prompt row of a slot asks for logits. A sequence the
+ * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
+ * are refused in one step only the youngest ends and the others retry. */
+#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch.h"
+#include "common.h"
+#include "daemon/sched.h"
+#include "daemon/textout.h"
+#include "engine.h"
+#include "forward.h"
+#include "strbuf.h"
+#include "tokenizer.h"
+
+struct job {
+    uint64_t id;
+    struct cs_req r;              /* copy: prompt/stop point into the owned copies below */
+    int32_t *prompt;              /* (n_prompt) after truncation */
+    int n_prompt;
+    char *stop_copy[CS_MAX_STOP];
+    int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
+    cs_req_cb cb;
+    void *user;
+    struct cs_sampler *smp;
+    struct cs_textout *to;
+    atomic_bool cancelled;
+    uint64_t admit_no;            /* admission order (prefill priority) */
+    double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
+    struct job *next;             /* queue link */
+};
+
+struct slot {
+    struct job *job;              /* NULL when idle; written under mu by the scheduler thread only */
+    int n_past;                   /* cells the sequence holds: positions 0..n_past-1 */
+    int n_fed;                    /* prompt tokens fed so far */
+    int32_t last;                 /* sampled token to feed next (decoding) */
+    int n_gen;                    /* tokens sampled */
+    bool decoding;                /* prompt done */
+    /* this step */
+    int n_rows;                   /* rows in the batch */
+    int logit_row;                /* index among the batch's logits rows, -1 none */
+};
+
+struct cs_sched {
+    struct cs_engine *e;          /* borrowed */
+    struct cs_sched_params p;
+    int slot_ctx;                 /* cells one slot may hold */
+    int n_vocab;
+    int prefill_max;
+    bool lstrip;                  /* the tokenizer drops the first token's leading space */
+    pthread_t th;
+    bool th_started;
+    pthread_mutex_t mu, cb_mu;
+    pthread_cond_t cv_work;       /* to the scheduler: work, cancel, drain, quit */
+    pthread_cond_t cv_done;       /* from the scheduler: a slot was freed / abort done (CLOCK_MONOTONIC) */
+    struct job *q_head, *q_tail;
+    int q_n;
+    struct slot *slots;           /* (n_slots) */
+    int busy;
+    struct cs_slot_info *info;    /* (n_slots) published copy, under mu */
+    bool quit, draining, abort_all;
+    struct job *aborting;         /* jobs being failed by a drain timeout (cancel finds them here) */
+    uint64_t next_id, admit_no;
+    struct cs_sched_stats st;
+    /* scheduler-thread scratch */
+    struct cs_batch b;
+    float *logits;                /* (n_slots, n_vocab) */
+    struct cs_strbuf txt;         /* event text assembly */
+    struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
+    char *top_txt;                /* pieces of the alternatives */
+    size_t top_cap;
+};
+
+/* ---------------------------------------------------------------- jobs */
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    free(j->prompt);
+    for (int i = 0; i < CS_MAX_STOP; i++)
+        free(j->stop_copy[i]);
+    cs_sampler_free(j->smp);
+    cs_textout_free(j->to);
+    free(j);
+}
+
+static void deliver(struct cs_sched *s, struct job *j, const struct cs_req_event *ev)
+{
+    pthread_mutex_lock(&s->cb_mu);
+    if (!atomic_load(&j->cancelled))
+        j->cb(j->user, ev);
+    pthread_mutex_unlock(&s->cb_mu);
+}
+
+static void fill_usage(const struct job *j, const struct slot *sl, double t_end, struct cs_req_usage *u)
+{
+    memset(u, 0, sizeof *u);
+    u->prompt_tokens = j->n_prompt;
+    u->completion_tokens = sl ? sl->n_gen : 0;
+    u->cached_tokens = 0;
+    double ts = j->t_start > 0 ? j->t_start : t_end;
+    u->queue_ms = (ts - j->t_submit) * 1e3;
+    if (j->t_first > 0) {
+        u->prefill_ms = (j->t_first - ts) * 1e3;
+        u->decode_ms = (t_end - j->t_first) * 1e3;
+    } else if (j->t_start > 0) {
+        u->prefill_ms = (t_end - ts) * 1e3;
+    }
+}
+
+/* Under mu, scheduler thread: frees slot i (its KV cells too) and its job. */
+static void slot_release(struct cs_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    cs_fwd_kv_seq_rm(s->e->ctx, i, 0, -1, NULL, 0);
+    job_free(sl->job);
+    memset(sl, 0, sizeof *sl);
+    sl->logit_row = -1;
+    s->busy--;
+    pthread_cond_broadcast(&s->cv_done);
+}
+
+/* Under mu: the published copy of the slots and the KV use. */
+static void publish(struct cs_sched *s)
+{
+    uint64_t used = 0;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        struct cs_slot_info *in = &s->info[i];
+        in->id = i;
+        in->busy = sl->job != NULL;
+        if (sl->job)
+            snprintf(in->req_id, sizeof in->req_id, "%s", sl->job->r.id);
+        else
+            in->req_id[0] = '\0';
+        in->n_prompt = sl->job ? sl->job->n_prompt : 0;
+        in->n_generated = sl->n_gen;
+        in->n_past = sl->n_past;
+        in->speculative = false;
+        used += (uint64_t)sl->n_past;
+    }
+    s->st.kv_cells_used = used;
+}
+
+/* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
+ * ERROR with status/message), then its slot is freed. */
+static void finish(struct cs_sched *s, int i, const char *reason, int status, const char *message)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    double now = cs_now();
+    struct cs_req_event ev;
+    memset(&ev, 0, sizeof ev);
+    fill_usage(j, sl, now, &ev.usage);
+    if (reason) {
+        ev.type = CS_EV_DONE;
+        ev.finish_reason = reason;
+    } else {
+        ev.type = CS_EV_ERROR;
+        ev.status = status;
+        ev.message = message;
+    }
+    ev.token = -1;
+    ev.text = "";
+    deliver(s, j, &ev);
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&j->cancelled))
+        s->st.requests_cancelled++;
+    else if (reason)
+        s->st.requests_ok++;
+    else
+        s->st.requests_failed++;
+    s->st.prompt_tokens_total += (uint64_t)j->n_prompt;
+    s->st.completion_tokens_total += (uint64_t)sl->n_gen;
+    s->st.prefill_seconds_total += ev.usage.prefill_ms / 1e3;
+    s->st.decode_seconds_total += ev.usage.decode_ms / 1e3;
+    if (reason) {
+        if (ev.usage.prefill_ms > 0)
+            s->st.prefill_tps_last = j->n_prompt / (ev.usage.prefill_ms / 1e3);
+        if (ev.usage.decode_ms > 0 && sl->n_gen > 1)
+            s->st.decode_tps_last = (sl->n_gen - 1) / (ev.usage.decode_ms / 1e3);
+    }
+    slot_release(s, i);
+    publish(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- sampling */
+
+/* The n best (id, logprob) of a row with log-sum-exp lse, by descending logit. */
+static int top_alternatives(struct cs_sched *s, const float *L, float lse, int n)
+{
+    int k = 0;
+    for (int32_t id = 0; id < s->n_vocab; id++) {
+        float v = L[id];
+        if (k == n && v <= s->top[k - 1].logprob)
+            continue;
+        int at = k < n ? k++ : n - 1;
+        while (at > 0 && s->top[at - 1].logprob < v) {
+            s->top[at] = s->top[at - 1];
+            at--;
+        }
+        s->top[at].token = id;
+        s->top[at].logprob = v; /* the logit while selecting */
+    }
+    /* pieces, one buffer (pointers set after it stops moving) */
+    size_t off[CS_MAX_TOP_LOGPROBS], used = 0;
+    for (int i = 0; i < k; i++) {
+        s->top[i].logprob -= lse;
+        size_t len = 0;
+        for (;;) {
+            char *dst = s->top_txt + used;
+            int rc = cs_token_to_piece(s->e->tok, s->top[i].token, false, dst, s->top_cap - used, &len, NULL, 0);
+            if (rc == CLSPEC_OK)
+                break;
+            if (rc != CLSPEC_E_RANGE)
+                return rc;
+            size_t nc = s->top_cap * 2 + len + 1;
+            char *p = realloc(s->top_txt, nc);
+            if (!p)
+                return CLSPEC_E_NOMEM;
+            s->top_txt = p;
+            s->top_cap = nc;
+        }
+        off[i] = used;
+        s->top[i].len = len;
+        used += len + 1;
+    }
+    for (int i = 0; i < k; i++)
+        s->top[i].text = s->top_txt + off[i];
+    return k;
+}
+
+/* Slot i got its logits row: sample, stream, maybe finish. */
+static void sample_and_emit(struct cs_sched *s, int i, const float *L)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    struct cs_req_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = CS_EV_TOKEN;
+    float lse = 0.0f;
+    if (j->r.logprobs || j->r.top_logprobs > 0) { /* the model's distribution (temperature 1) */
+        float m = L[0];
+        for (int32_t v = 1; v < s->n_vocab; v++)
+            m = L[v] > m ? L[v] : m;
+        double sum = 0.0;
+        for (int32_t v = 0; v < s->n_vocab; v++)
+            sum += exp((double)(L[v] - m));
+        lse = m + (float)log(sum);
+    }
+    int32_t tok = cs_sampler_sample(j->smp, L);
+    cs_sampler_accept(j->smp, tok);
+    double now = cs_now();
+    if (sl->n_gen == 0)
+        j->t_first = now;
+    j->t_last = now;
+    sl->n_gen++;
+    ev.token = tok;
+    if (j->r.logprobs)
+        ev.logprob = L[tok] - lse;
+    if (j->r.top_logprobs > 0) {
+        int k = top_alternatives(s, L, lse, j->r.top_logprobs);
+        if (k < 0) {
+            finish(s, i, NULL, k, "out of memory formatting top logprobs");
+            return;
+        }
+        ev.top = s->top;
+        ev.n_top = k;
+    }
+    const char *reason = NULL, *d;
+    size_t dn;
+    s->txt.len = 0;
+    if (s->txt.p)
+        s->txt.p[0] = '\0';
+    char err[CLSPEC_ERRLEN];
+    bool eog = !j->r.ignore_eos && cs_tokenizer_is_eog(s->e->tok, tok);
+    if (eog) {
+        reason = "stop";
+        /* no event for the end-of-generation token itself; held text is released with token -1 */
+        ev.token = -1;
+        ev.logprob = 0.0f;
+        ev.top = NULL;
+        ev.n_top = 0;
+    } else {
+        int rc = cs_textout_push(j->to, tok, &d, &dn, err, sizeof err);
+        if (rc < 0) {
+            finish(s, i, NULL, rc, err);
+            return;
+        }
+        cs_strbuf_put_n(&s->txt, d, dn);
+        if (rc == 1)
+            reason = "stop";
+        else if (j->max_tokens > 0 && sl->n_gen >= j->max_tokens)
+            reason = "length";
+        else if (sl->n_past >= s->slot_ctx)
+            reason = "length"; /* no cell left to feed this token */
+    }
+    if (reason && cs_textout_stop_index(j->to) < 0) {
+        if (cs_textout_flush(j->to, &d, &dn) == CLSPEC_OK)
+            cs_strbuf_put_n(&s->txt, d, dn);
+        else
+            s->txt.oom = true;
+    }
+    if (s->txt.oom) {
+        s->txt.oom = false;
+        finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory assembling the text");
+        return;
+    }
+    if (!eog || s->txt.len > 0) {
+        ev.text = s->txt.p ? s->txt.p : "";
+        ev.len = s->txt.len;
+        deliver(s, j, &ev);
+    }
+    if (reason) {
+        finish(s, i, reason, CLSPEC_OK, NULL);
+        return;
+    }
+    sl->last = tok;
+    sl->decoding = true;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static void step(struct cs_sched *s)
+{
+    struct cs_batch *b = &s->b;
+    cs_batch_clear(b);
+    int n_logits = 0, n_dec = 0;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        sl->n_rows = 0;
+        sl->logit_row = -1;
+        if (!sl->job || !sl->decoding || atomic_load(&sl->job->cancelled))
+            continue;
+        cs_batch_add(b, sl->last, sl->n_past, i, true, NULL, 0);
+        sl->n_rows = 1;
+        sl->logit_row = n_logits++;
+        n_dec++;
+    }
+    int budget = n_dec ? s->prefill_max : (int)s->e->p.n_batch;
+    budget = CS_MIN(budget, b->cap - b->n);
+    for (;;) { /* prefill, oldest admission first */
+        int best = -1;
+        for (int i = 0; i < s->p.n_slots; i++) {
+            struct slot *sl = &s->slots[i];
+            if (sl->job && !sl->decoding && sl->n_rows == 0 && !atomic_load(&sl->job->cancelled) &&
+                (best < 0 || sl->job->admit_no < s->slots[best].job->admit_no))
+                best = i;
+        }
+        if (best < 0 || budget <= 0)
+            break;
+        struct slot *sl = &s->slots[best];
+        int k = CS_MIN(sl->job->n_prompt - sl->n_fed, budget);
+        for (int t = 0; t < k; t++) {
+            bool last = sl->n_fed + t + 1 == sl->job->n_prompt;
+            cs_batch_add(b, sl->job->prompt[sl->n_fed + t], sl->n_past + t, best, last, NULL, 0);
+            if (last)
+                sl->logit_row = n_logits++;
+        }
+        sl->n_rows = k;
+        budget -= k;
+    }
+    if (b->n == 0)
+        return;
+    int seq_rc[CS_MAX_SEQ];
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_forward_batch(s->e->ctx, b, s->logits, NULL, seq_rc, err, sizeof err);
+    /* Sequences refused for a full cache were left unchanged. Only the
+     * youngest of them fails; the others retry next step, when its cells
+     * are free (else two requests growing in step would both fail at once). */
+    int victim = -1;
+    for (int i = 0; rc == CLSPEC_OK && i < s->p.n_slots; i++)
+        if (s->slots[i].job && s->slots[i].n_rows > 0 && seq_rc[i] == CLSPEC_E_KV_FULL &&
+            (victim < 0 || s->slots[i].job->admit_no > s->slots[victim].job->admit_no))
+            victim = i;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->job || sl->n_rows == 0)
+            continue;
+        if (rc < 0) {
+            char msg[CLSPEC_ERRLEN + 32];
+            snprintf(msg, sizeof msg, "forward failed: %s", err);
+            finish(s, i, NULL, rc, msg);
+            continue;
+        }
+        if (seq_rc[i] == CLSPEC_E_KV_FULL && i != victim)
+            continue; /* retried next step */
+        if (seq_rc[i] == CLSPEC_E_KV_FULL) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "KV cache full: slot %d could not store %d more token(s) at position %d (n_ctx %u shared "
+                     "by %d slots); retry later or use a shorter request",
+                     i, sl->n_rows, sl->n_past, s->e->p.n_ctx, s->p.n_slots);
+            finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
+            continue;
+        }
+        if (seq_rc[i] != CLSPEC_OK) {
+            finish(s, i, NULL, seq_rc[i], "forward refused the sequence");
+            continue;
+        }
+        sl->n_past += sl->n_rows;
+        if (!sl->decoding)
+            sl->n_fed += sl->n_rows;
+        if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled))
+            sample_and_emit(s, i, s->logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
+    }
+}
+
+/* Under mu: gives slot i to job j. */
+static void slot_assign(struct cs_sched *s, int i, struct job *j)
+{
+    struct slot *sl = &s->slots[i];
+    memset(sl, 0, sizeof *sl);
+    sl->logit_row = -1;
+    sl->job = j;
+    j->t_start = cs_now();
+    j->admit_no = ++s->admit_no;
+    s->busy++;
+}
+
+static void *loop(void *arg)
+{
+    struct cs_sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        for (int i = 0; i < s->p.n_slots; i++) { /* cancelled while running */
+            struct job *j = s->slots[i].job;
+            if (j && atomic_load(&j->cancelled)) {
+                s->st.requests_cancelled++;
+                slot_release(s, i);
+            }
+        }
+        if (s->quit)
+            break;
+        if (s->abort_all) { /* drain timed out: everything still here ends with SHUTDOWN */
+            struct job *list = s->q_head;
+            s->q_head = s->q_tail = NULL;
+            s->q_n = 0;
+            for (int i = 0; i < s->p.n_slots; i++) {
+                struct job *j = s->slots[i].job;
+                if (!j)
+                    continue;
+                s->slots[i].job = NULL; /* the job outlives the slot until its event is out */
+                cs_fwd_kv_seq_rm(s->e->ctx, i, 0, -1, NULL, 0);
+                memset(&s->slots[i], 0, sizeof s->slots[i]);
+                s->busy--;
+                j->next = list;
+                list = j;
+            }
+            s->aborting = list;
+            publish(s);
+            pthread_mutex_unlock(&s->mu);
+            for (struct job *j = list; j; j = j->next) {
+                struct cs_req_event ev;
+                memset(&ev, 0, sizeof ev);
+                ev.type = CS_EV_ERROR;
+                ev.status = CLSPEC_E_SHUTDOWN;
+                ev.message = "server shutting down: request cancelled by drain";
+                ev.token = -1;
+                ev.text = "";
+                fill_usage(j, NULL, cs_now(), &ev.usage);
+                deliver(s, j, &ev);
+            }
+            pthread_mutex_lock(&s->mu);
+            s->aborting = NULL;
+            while (list) {
+                struct job *n = list->next;
+                s->st.requests_cancelled++;
+                job_free(list);
+                list = n;
+            }
+            s->abort_all = false;
+            pthread_cond_broadcast(&s->cv_done);
+            continue;
+        }
+        for (int i = 0; i < s->p.n_slots && s->q_head; i++) {
+            if (s->slots[i].job)
+                continue;
+            struct job *j = s->q_head;
+            s->q_head = j->next;
+            if (!s->q_head)
+                s->q_tail = NULL;
+            s->q_n--;
+            j->next = NULL;
+            slot_assign(s, i, j);
+        }
+        if (s->busy == 0) {
+            publish(s);
+            pthread_cond_wait(&s->cv_work, &s->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&s->mu);
+        step(s);
+        pthread_mutex_lock(&s->mu);
+        publish(s);
+    }
+    /* quit: everything still here goes, without callbacks */
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (s->slots[i].job)
+            slot_release(s, i);
+    while (s->q_head) {
+        struct job *n = s->q_head->next;
+        job_free(s->q_head);
+        s->q_head = n;
+    }
+    s->q_tail = NULL;
+    s->q_n = 0;
+    publish(s);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- API */
+
+int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
+                 size_t errlen)
+{
+    *out = NULL;
+    if (!e || !p)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: no engine or parameters");
+    uint32_t n_seq = e->p.n_seq_max ? e->p.n_seq_max : 1;
+    if (p->n_slots < 1 || p->n_slots > CS_MAX_SEQ || (uint32_t)p->n_slots > n_seq)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "scheduler: parallel = %d slots; must be 1..%u (the engine's n_seq_max)", p->n_slots, n_seq);
+    if (p->queue_max < 0 || p->max_tokens_limit < 0 || p->prefill_max < 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: negative queue_max, max_tokens_limit or prefill_max");
+    struct cs_sched *s = calloc(1, sizeof *s);
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
+    s->e = e;
+    s->p = *p;
+    s->n_vocab = (int)e->model->hp.n_vocab;
+    s->slot_ctx = (int)(e->p.kv_unified ? e->p.n_ctx : e->p.n_ctx / n_seq);
+    uint32_t nb = e->p.n_batch ? e->p.n_batch : 512, nub = e->p.n_ubatch ? e->p.n_ubatch : nb;
+    s->prefill_max = p->prefill_max > 0 ? p->prefill_max : (int)CS_MIN(nb, nub);
+    s->lstrip = cs_textout_tok_strips_space(e->tok);
+    s->st.n_slots = p->n_slots;
+    s->st.kv_cells_total = e->p.n_ctx;
+    int rc;
+    s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
+    s->info = calloc((size_t)p->n_slots, sizeof *s->info);
+    s->logits = malloc((size_t)p->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
+    s->top_cap = 1024;
+    s->top_txt = malloc(s->top_cap);
+    if (!s->slots || !s->info || !s->logits || !s->top_txt) {
+        free(s->slots);
+        free(s->info);
+        free(s->logits);
+        free(s->top_txt);
+        free(s);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
+    }
+    if ((rc = cs_batch_init(&s->b, (int)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen)) < 0) {
+        free(s->slots);
+        free(s->info);
+        free(s->logits);
+        free(s->top_txt);
+        free(s);
+        return rc;
+    }
+    for (int i = 0; i < p->n_slots; i++)
+        s->slots[i].logit_row = -1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cb_mu, NULL);
+    pthread_cond_init(&s->cv_work, NULL);
+    pthread_cond_init(&s->cv_done, &ca);
+    pthread_condattr_destroy(&ca);
+    publish(s);
+    if (pthread_create(&s->th, NULL, loop, s) != 0) {
+        cs_sched_free(s);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: cannot start its thread");
+    }
+    s->th_started = true;
+    *out = s;
+    return CLSPEC_OK;
+}
+
+void cs_sched_free(struct cs_sched *s)
+{
+    if (!s)
+        return;
+    if (s->th_started) {
+        pthread_mutex_lock(&s->mu);
+        s->quit = true;
+        pthread_cond_broadcast(&s->cv_work);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->th, NULL);
+    }
+    while (s->q_head) {
+        struct job *n = s->q_head->next;
+        job_free(s->q_head);
+        s->q_head = n;
+    }
+    pthread_cond_destroy(&s->cv_work);
+    pthread_cond_destroy(&s->cv_done);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->cb_mu);
+    cs_batch_free(&s->b);
+    free(s->slots);
+    free(s->info);
+    free(s->logits);
+    cs_strbuf_free(&s->txt);
+    free(s->top_txt);
+    free(s);
+}
+
+/* Counts a refused submit; returns rc (err already filled). */
+static int rejected(struct cs_sched *s, int rc)
+{
+    pthread_mutex_lock(&s->mu);
+    s->st.requests_rejected++;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* The prompt has no text of its own (only control tokens such as BOS). */
+static bool prompt_textless(const struct cs_sched *s, const int32_t *p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        enum cs_tok_type t = cs_tokenizer_type(s->e->tok, p[i]);
+        if (t != CS_TT_CONTROL && t != CS_TT_UNKNOWN && t != CS_TT_UNUSED)
+            return false;
+    }
+    return true;
+}
+
+int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, void *user, uint64_t *id_out,
+                    char *err, size_t errlen)
+{
+    if (id_out)
+        *id_out = 0;
+    if (!r || !cb)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "request: no request or callback"));
+    char who[sizeof r->id + 1];
+    snprintf(who, sizeof who, "%.*s", (int)strnlen(r->id, sizeof r->id), r->id);
+    if (!who[0])
+        snprintf(who, sizeof who, "request");
+    if (!r->prompt || r->n_prompt <= 0)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: empty prompt", who));
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= s->n_vocab)
+            return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL,
+                                      "%s: prompt token %d (at %d) outside the vocabulary (%d tokens)", who,
+                                      (int)r->prompt[i], i, s->n_vocab));
+    if (r->n_stop < 0 || r->n_stop > CS_MAX_STOP)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d stop strings (at most %d)", who, r->n_stop,
+                                  CS_MAX_STOP));
+    if (r->top_logprobs < 0 || r->top_logprobs > CS_MAX_TOP_LOGPROBS)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: top_logprobs %d outside 0..%d", who,
+                                  r->top_logprobs, CS_MAX_TOP_LOGPROBS));
+    if (r->max_tokens < 0)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: max_tokens %d is negative", who, r->max_tokens));
+    if (s->p.max_tokens_limit > 0 && r->max_tokens > s->p.max_tokens_limit)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE, "%s: max_tokens %d over the server's limit %d", who,
+                                  r->max_tokens, s->p.max_tokens_limit));
+    int n_prompt = r->n_prompt;
+    const int32_t *src = r->prompt;
+    int keep_bos = 0;
+    if (n_prompt >= s->slot_ctx) {
+        if (!s->p.truncate_prompt)
+            return rejected(s, cs_err(err, errlen, CLSPEC_E_CONTEXT,
+                                      "%s: prompt of %d tokens does not fit a slot's context of %d tokens "
+                                      "(at least one cell must stay free to generate)",
+                                      who, n_prompt, s->slot_ctx));
+        /* keep the end: half the slot's context (and the BOS), the other half for generating */
+        keep_bos = src[0] == cs_tokenizer_bos(s->e->tok);
+        n_prompt = CS_MAX(s->slot_ctx / 2, 1 + keep_bos);
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j || !(j->prompt = malloc((size_t)n_prompt * sizeof *j->prompt))) {
+        free(j);
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
+    }
+    j->r = *r;
+    j->cb = cb;
+    j->user = user;
+    atomic_init(&j->cancelled, false);
+    j->n_prompt = n_prompt;
+    if (n_prompt < r->n_prompt) {
+        if (keep_bos)
+            j->prompt[0] = src[0];
+        memcpy(j->prompt + keep_bos, src + r->n_prompt - (n_prompt - keep_bos),
+               (size_t)(n_prompt - keep_bos) * sizeof *src);
+    } else {
+        memcpy(j->prompt, src, (size_t)n_prompt * sizeof *src);
+    }
+    j->r.prompt = j->prompt;
+    j->r.n_prompt = n_prompt;
+    j->r.id[sizeof j->r.id - 1] = '\0';
+    memset(j->r.stop, 0, sizeof j->r.stop); /* the caller's pointers are not kept */
+    for (int i = 0; i < r->n_stop; i++) {
+        if (r->stop[i] && !(j->stop_copy[i] = strdup(r->stop[i]))) {
+            job_free(j);
+            return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
+        }
+        j->r.stop[i] = j->stop_copy[i];
+    }
+    int mt = r->max_tokens > 0 ? r->max_tokens : s->p.max_tokens_default;
+    if (s->p.max_tokens_limit > 0 && (mt <= 0 || mt > s->p.max_tokens_limit))
+        mt = s->p.max_tokens_limit;
+    j->max_tokens = mt;
+    int rc = cs_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_textout_new(s->e->tok, (const char *const *)j->stop_copy, r->n_stop,
+                            s->lstrip && prompt_textless(s, j->prompt, n_prompt), &j->to, err, errlen);
+    if (rc < 0) {
+        job_free(j);
+        return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
+    }
+    for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
+        cs_sampler_accept(j->smp, j->prompt[i]);
+    j->t_submit = cs_now();
+
+    pthread_mutex_lock(&s->mu);
+    rc = CLSPEC_OK;
+    if (s->draining || s->quit)
+        rc = cs_err(err, errlen, CLSPEC_E_SHUTDOWN, "%s: the server is shutting down", who);
+    else if (s->q_n >= s->p.queue_max + (s->p.n_slots - s->busy))
+        rc = cs_err(err, errlen, CLSPEC_E_BUSY, "%s: all %d slots busy and %d requests waiting (queue_max %d)", who,
+                    s->p.n_slots, s->q_n, s->p.queue_max);
+    if (rc < 0) {
+        s->st.requests_rejected++;
+        pthread_mutex_unlock(&s->mu);
+        job_free(j);
+        return rc;
+    }
+    j->id = ++s->next_id;
+    if (s->q_tail)
+        s->q_tail->next = j;
+    else
+        s->q_head = j;
+    s->q_tail = j;
+    s->q_n++;
+    s->st.requests_total++;
+    if (id_out)
+        *id_out = j->id;
+    pthread_cond_signal(&s->cv_work);
+    pthread_mutex_unlock(&s->mu);
+    return CLSPEC_OK;
+}
+
+void cs_sched_cancel(struct cs_sched *s, uint64_t id)
+{
+    if (!s || id == 0)
+        return;
+    pthread_mutex_lock(&s->mu);
+    for (struct job **pp = &s->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        struct job *j = *pp;
+        if (j->id != id)
+            continue;
+        *pp = j->next; /* still queued: no callback was ever made */
+        if (s->q_tail == j)
+            s->q_tail = prev;
+        s->q_n--;
+        s->st.requests_cancelled++;
+        pthread_mutex_unlock(&s->mu);
+        job_free(j);
+        return;
+    }
+    bool found = false;
+    for (struct job *j = s->aborting; j; j = j->next)
+        if (j->id == id) {
+            atomic_store(&j->cancelled, true);
+            found = true;
+        }
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct job *j = s->slots[i].job;
+        if (j && j->id == id) {
+            atomic_store(&j->cancelled, true);
+            found = true;
+            pthread_cond_broadcast(&s->cv_work);
+            /* wait until the scheduler thread freed the slot and its cells */
+            for (;;) {
+                bool held = false;
+                for (int k = 0; k < s->p.n_slots; k++)
+                    held |= s->slots[k].job && s->slots[k].job->id == id;
+                if (!held || s->quit)
+                    break;
+                pthread_cond_wait(&s->cv_done, &s->mu);
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (found) { /* a callback that checked the flag before it was set has returned */
+        pthread_mutex_lock(&s->cb_mu);
+        pthread_mutex_unlock(&s->cb_mu);
+    }
+}
+
+int cs_sched_drain(struct cs_sched *s, double timeout_s)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_s > 0) {
+        double sec = floor(timeout_s);
+        dl.tv_sec += (time_t)sec;
+        dl.tv_nsec += (long)((timeout_s - sec) * 1e9);
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    s->draining = true;
+    while ((s->q_n > 0 || s->busy > 0) && timeout_s > 0) {
+        if (pthread_cond_timedwait(&s->cv_done, &s->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    int n = s->q_n + s->busy;
+    if (n > 0) {
+        s->abort_all = true;
+        pthread_cond_broadcast(&s->cv_work);
+        while (s->abort_all)
+            pthread_cond_wait(&s->cv_done, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st)
+{
+    pthread_mutex_lock(&s->mu);
+    *st = s->st;
+    st->queue_depth = s->q_n;
+    st->slots_busy = s->busy;
+    st->n_slots = s->p.n_slots;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int cs_sched_get_slots(struct cs_sched *s, struct cs_slot_info *out, int cap)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->p.n_slots && i < cap; i++)
+        out[i] = s->info[i];
+    pthread_mutex_unlock(&s->mu);
+    return s->p.n_slots;
+}

@@ -1,0 +1,837 @@
+/* test-sched.c: the daemon's scheduler over stories260K: greedy streams equal
+ * plain cs_forward decoding and llama.cpp's reference, continuous batching
+ * of more requests than slots (each output as when run alone), queue limit,
+ * cancellation (slot and KV cells freed, no callback afterwards), prompt
+ * length checks and truncation, a full KV cache failing one request only,
+ * max_tokens / stop strings, drain, seeded sampling. */
+#include "config.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "common.h"
+#include "daemon/sched.h"
+#include "engine.h"
+#include "golden.h"
+#include "testutil.h"
+
+#define MAXTOK 1024
+
+/* ---------------------------------------------------------------- helpers */
+
+struct col { /* what one request's callbacks delivered */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int32_t tok[MAXTOK];
+    float lp[MAXTOK];
+    int n_tok;
+    char text[16384];
+    size_t n_text;
+    int n_events, n_release; /* TOKEN events; of them with token -1 */
+    bool done;
+    int type;
+    char reason[16];
+    int status;
+    char msg[512];
+    struct cs_req_usage usage;
+    struct cs_top_logprob top0[CS_MAX_TOP_LOGPROBS]; /* alternatives of the first token */
+    char top0_txt[CS_MAX_TOP_LOGPROBS][32];
+    int n_top0;
+    int sleep_us;             /* slow callback (cancel test) */
+    atomic_int in_cb;
+    atomic_int calls;
+};
+
+static void col_init(struct col *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    atomic_init(&c->in_cb, 0);
+    atomic_init(&c->calls, 0);
+}
+
+static void col_destroy(struct col *c)
+{
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+}
+
+static void col_cb(void *user, const struct cs_req_event *ev)
+{
+    struct col *c = user;
+    atomic_fetch_add(&c->in_cb, 1);
+    atomic_fetch_add(&c->calls, 1);
+    pthread_mutex_lock(&c->mu);
+    if (c->done)
+        c->status = 9999; /* an event after the last one: flagged */
+    if (ev->type == CS_EV_TOKEN) {
+        c->n_events++;
+        if (ev->token < 0) {
+            c->n_release++;
+        } else if (c->n_tok < MAXTOK) {
+            if (c->n_tok == 0) {
+                c->n_top0 = ev->n_top;
+                for (int i = 0; i < ev->n_top; i++) {
+                    c->top0[i] = ev->top[i];
+                    snprintf(c->top0_txt[i], sizeof c->top0_txt[i], "%.*s", (int)ev->top[i].len, ev->top[i].text);
+                }
+            }
+            c->lp[c->n_tok] = ev->logprob;
+            c->tok[c->n_tok++] = ev->token;
+        }
+        if (c->n_text + ev->len < sizeof c->text) {
+            memcpy(c->text + c->n_text, ev->text, ev->len);
+            c->n_text += ev->len;
+            c->text[c->n_text] = '\0';
+        }
+    } else {
+        c->done = true;
+        c->type = ev->type;
+        c->usage = ev->usage;
+        if (ev->type == CS_EV_DONE)
+            snprintf(c->reason, sizeof c->reason, "%s", ev->finish_reason);
+        else {
+            c->status = ev->status;
+            snprintf(c->msg, sizeof c->msg, "%s", ev->message ? ev->message : "");
+        }
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (c->sleep_us)
+        usleep((useconds_t)c->sleep_us);
+    atomic_fetch_sub(&c->in_cb, 1);
+}
+
+static bool col_wait(struct col *c, double timeout_s)
+{
+    double t_end = cs_now() + timeout_s;
+    pthread_mutex_lock(&c->mu);
+    while (!c->done && cs_now() < t_end) {
+        pthread_mutex_unlock(&c->mu);
+        usleep(2000);
+        pthread_mutex_lock(&c->mu);
+    }
+    bool d = c->done;
+    pthread_mutex_unlock(&c->mu);
+    return d;
+}
+
+static int col_ntok(struct col *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int n = c->n_tok;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, bool unified)
+{
+    struct cs_engine_params p = cs_engine_defaults();
+    char *path = tu_shared_path("models/stories260K.gguf");
+    p.model_path = path;
+    p.n_ctx = n_ctx;
+    p.n_seq_max = n_seq;
+    p.kv_unified = unified;
+    p.n_batch = 128;
+    p.n_ubatch = 128;
+    struct cs_engine *e = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_engine_open(&p, &e, err, sizeof err) != CLSPEC_OK)
+        fail_msg("engine: %s", err);
+    free(path);
+    return e;
+}
+
+static struct cs_sched *sched_new(struct cs_engine *e, int n_slots, int queue_max, bool truncate)
+{
+    struct cs_sched_params sp = {.n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate};
+    struct cs_sched *s = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_sched_new(e, &sp, &s, err, sizeof err) != CLSPEC_OK)
+        fail_msg("sched: %s", err);
+    return s;
+}
+
+static struct cs_req req_make(const int32_t *prompt, int n, int max_tokens)
+{
+    struct cs_req r;
+    memset(&r, 0, sizeof r);
+    r.prompt = prompt;
+    r.n_prompt = n;
+    r.max_tokens = max_tokens;
+    r.sp = cs_sampler_defaults();
+    r.sp.temp = 0.0f;
+    r.speculative = true;
+    snprintf(r.id, sizeof r.id, "req-test");
+    return r;
+}
+
+static uint64_t submit_ok(struct cs_sched *s, const struct cs_req *r, struct col *c)
+{
+    char err[CLSPEC_ERRLEN];
+    uint64_t id = 0;
+    if (cs_sched_submit(s, r, col_cb, c, &id, err, sizeof err) != CLSPEC_OK)
+        fail_msg("submit: %s", err);
+    assert_true(id > 0);
+    return id;
+}
+
+/* Plain greedy decoding with cs_forward on the engine's context (sequence 0;
+ * only while no scheduler runs on it); logits0: the first step's row (or NULL). */
+static void plain_greedy(struct cs_engine *e, const int32_t *prompt, int n, int n_gen, int32_t *out, float *logits0)
+{
+    char err[CLSPEC_ERRLEN];
+    const int V = (int)e->model->hp.n_vocab;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    int32_t *pos = malloc((size_t)(n + n_gen) * sizeof *pos);
+    for (int i = 0; i < n + n_gen; i++)
+        pos[i] = i;
+    if (cs_forward(e->ctx, prompt, n, pos, NULL, NULL, 1, logits, NULL, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    if (logits0)
+        memcpy(logits0, logits, (size_t)V * sizeof *logits);
+    for (int s = 0; s < n_gen; s++) {
+        out[s] = cs_argmax(logits, V);
+        if (s + 1 < n_gen && cs_forward(e->ctx, &out[s], 1, &pos[n + s], NULL, NULL, 1, logits, NULL, err,
+                                        sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
+    }
+    cs_fwd_kv_seq_rm(e->ctx, 0, 0, -1, err, sizeof err);
+    free(pos);
+    free(logits);
+}
+
+/* The context's cells are all free: a request alone fills the whole cache
+ * (n_ctx cells) and ends with "length" instead of KV_FULL. (A functional
+ * check that does not depend on the context's layout, which moves to
+ * src/kv.h.) */
+static void assert_cache_empty(struct cs_sched *s, const int32_t *prompt, int n, int n_ctx)
+{
+    struct col f;
+    col_init(&f);
+    struct cs_req r = req_make(prompt, n, 0);
+    r.ignore_eos = true;
+    submit_ok(s, &r, &f);
+    assert_true(col_wait(&f, 30));
+    if (f.type != CS_EV_DONE)
+        fail_msg("cache not empty: %s", f.msg);
+    assert_string_equal(f.reason, "length");
+    assert_int_equal(f.usage.prompt_tokens + f.n_tok, n_ctx + 1); /* the last token needs no cell */
+    col_destroy(&f);
+}
+
+static struct golden *gold(void)
+{
+    char *jp = tu_shared_path("reference/greedy-stories260K.json");
+    struct golden *g = golden_load(jp);
+    free(jp);
+    assert_non_null(g);
+    assert_true(g->n_cases >= 2);
+    return g;
+}
+
+static char *detok(const struct cs_engine *e, const int32_t *ids, int n)
+{
+    char err[CLSPEC_ERRLEN];
+    size_t need = 0, cap = 8192;
+    char *buf = malloc(cap);
+    if (cs_detokenize(e->tok, ids, (size_t)n, false, false, buf, cap, &need, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    return buf;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* Temperature 0: the stream equals plain greedy decoding and llama.cpp's
+ * reference; text equals the detokenized tokens; logprobs are the model's
+ * log-softmax and the alternatives are the top logits. */
+static void test_greedy_equals_forward(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 2, true);
+    const struct golden_case *gc = &g->cases[0];
+    const int N = 32, V = (int)e->model->hp.n_vocab;
+    assert_true(gc->n_steps >= N);
+    int32_t ref[32];
+    float *l0 = malloc((size_t)V * sizeof *l0);
+    plain_greedy(e, gc->prompt, gc->n_prompt, N, ref, l0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(ref[i], gc->steps[i].token);
+
+    struct cs_sched *s = sched_new(e, 2, 4, false);
+    struct col c;
+    col_init(&c);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, N);
+    r.logprobs = true;
+    r.top_logprobs = 3;
+    submit_ok(s, &r, &c);
+    assert_true(col_wait(&c, 30));
+    assert_int_equal(c.type, CS_EV_DONE);
+    assert_string_equal(c.reason, "length");
+    assert_int_equal(c.n_tok, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(c.tok[i], ref[i]);
+    char *want = detok(e, c.tok, N);
+    assert_string_equal(c.text, want);
+    free(want);
+    assert_int_equal(c.usage.prompt_tokens, gc->n_prompt);
+    assert_int_equal(c.usage.completion_tokens, N);
+    assert_true(c.usage.queue_ms >= 0 && c.usage.prefill_ms > 0 && c.usage.decode_ms > 0);
+    /* logprob of the first token = log-softmax of the plain logits */
+    double m = l0[0], sum = 0;
+    for (int v = 1; v < V; v++)
+        m = l0[v] > m ? l0[v] : m;
+    for (int v = 0; v < V; v++)
+        sum += exp(l0[v] - m);
+    double lse = m + log(sum);
+    assert_float_equal(c.lp[0], l0[ref[0]] - lse, 1e-3);
+    assert_int_equal(c.n_top0, 3);
+    assert_int_equal(c.top0[0].token, ref[0]); /* greedy = the best alternative */
+    assert_float_equal(c.top0[0].logprob, c.lp[0], 1e-6);
+    assert_true(c.top0[0].logprob >= c.top0[1].logprob && c.top0[1].logprob >= c.top0[2].logprob);
+    for (int i = 0; i < 3; i++)
+        assert_float_equal(c.top0[i].logprob, l0[c.top0[i].token] - lse, 1e-3);
+    for (int v = 0; v < V; v++) /* nothing outside the top 3 beats the third */
+        if (v != c.top0[0].token && v != c.top0[1].token && v != c.top0[2].token)
+            assert_true(l0[v] <= l0[c.top0[2].token]);
+    assert_true(strlen(c.top0_txt[0]) > 0);
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_total, 1);
+    assert_int_equal(st.requests_ok, 1);
+    assert_int_equal(st.completion_tokens_total, N);
+    assert_int_equal(st.kv_cells_used, 0);
+    assert_int_equal(st.kv_cells_total, 256);
+    assert_true(st.decode_tps_last > 0);
+    cs_sched_free(s);
+    col_destroy(&c);
+    free(l0);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* 6 requests on 2 slots (one of them sampled with a seed): all complete and
+ * each streams what it streams alone. Prints tokens/s with 1 and 4 slots. */
+static void test_more_requests_than_slots(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(512, 4, true);
+    enum { NR = 6 };
+    int32_t prompts[NR][64];
+    int np[NR], maxt[NR];
+    for (int i = 0; i < NR; i++) {
+        const struct golden_case *gc = &g->cases[i % g->n_cases];
+        np[i] = gc->n_prompt - (i >= g->n_cases ? 1 : 0); /* variants: one token shorter */
+        memcpy(prompts[i], gc->prompt, (size_t)np[i] * sizeof(int32_t));
+        maxt[i] = 20 + 7 * i;
+    }
+    struct col *solo = calloc(NR, sizeof *solo), *conc = calloc(NR, sizeof *conc);
+    struct cs_sched *s = sched_new(e, 2, 8, false);
+    for (int i = 0; i < NR; i++) {
+        struct cs_req r = req_make(prompts[i], np[i], maxt[i]);
+        if (i == 3) {
+            r.sp.temp = 0.9f;
+            r.sp.seed = 1234;
+        }
+        col_init(&solo[i]);
+        submit_ok(s, &r, &solo[i]);
+        assert_true(col_wait(&solo[i], 30));
+    }
+    for (int i = 0; i < NR; i++) {
+        struct cs_req r = req_make(prompts[i], np[i], maxt[i]);
+        if (i == 3) {
+            r.sp.temp = 0.9f;
+            r.sp.seed = 1234;
+        }
+        col_init(&conc[i]);
+        submit_ok(s, &r, &conc[i]);
+    }
+    for (int i = 0; i < NR; i++) {
+        assert_true(col_wait(&conc[i], 60));
+        assert_int_equal(conc[i].type, CS_EV_DONE);
+        assert_int_equal(solo[i].type, CS_EV_DONE);
+        assert_int_equal(conc[i].n_tok, solo[i].n_tok);
+        assert_memory_equal(conc[i].tok, solo[i].tok, (size_t)solo[i].n_tok * sizeof(int32_t));
+        assert_string_equal(conc[i].text, solo[i].text);
+        assert_int_equal(conc[i].status, 0);
+    }
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_ok, 2 * NR);
+    assert_int_equal(st.slots_busy, 0);
+    assert_int_equal(st.queue_depth, 0);
+    cs_sched_free(s);
+
+    /* throughput: 4 requests of 64 tokens one after another vs together on 4 slots */
+    double tps[2];
+    for (int mode = 0; mode < 2; mode++) {
+        s = sched_new(e, 4, 8, false);
+        struct col cc[4];
+        double t0 = cs_now();
+        for (int i = 0; i < 4; i++) {
+            struct cs_req r = req_make(prompts[i], np[i], 64);
+            r.ignore_eos = true;
+            col_init(&cc[i]);
+            submit_ok(s, &r, &cc[i]);
+            if (mode == 0)
+                assert_true(col_wait(&cc[i], 30));
+        }
+        int n = 0;
+        for (int i = 0; i < 4; i++) {
+            assert_true(col_wait(&cc[i], 30));
+            n += cc[i].n_tok;
+            col_destroy(&cc[i]);
+        }
+        tps[mode] = n / (cs_now() - t0);
+        cs_sched_free(s);
+    }
+    print_message("# stories260K: %.0f tokens/s one request at a time, %.0f tokens/s with 4 concurrent\n", tps[0],
+                  tps[1]);
+    for (int i = 0; i < NR; i++) {
+        col_destroy(&solo[i]);
+        col_destroy(&conc[i]);
+    }
+    free(solo);
+    free(conc);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* queue full -> BUSY; prompt too long -> CONTEXT; bad fields -> INVAL / RANGE;
+ * truncation keeps BOS + the end and generates as that prompt does. */
+static void test_refusals_and_truncation(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(128, 1, true);
+    const struct golden_case *gc = &g->cases[0];
+    char err[CLSPEC_ERRLEN];
+    uint64_t id;
+    struct cs_sched *s = sched_new(e, 1, 1, false);
+    struct col c[3];
+    for (int i = 0; i < 3; i++)
+        col_init(&c[i]);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 100);
+    r.ignore_eos = true;
+    uint64_t id0 = submit_ok(s, &r, &c[0]), id1 = submit_ok(s, &r, &c[1]);
+    assert_int_equal(cs_sched_submit(s, &r, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_BUSY);
+    assert_non_null(strstr(err, "queue_max"));
+    cs_sched_cancel(s, id1); /* queued: removed without any callback */
+    cs_sched_cancel(s, id0);
+    assert_int_equal(atomic_load(&c[1].calls), 0);
+    assert_false(c[2].done);
+
+    int32_t longp[200];
+    longp[0] = gc->prompt[0]; /* BOS */
+    for (int i = 1; i < 200; i++)
+        longp[i] = gc->prompt[1 + i % (gc->n_prompt - 1)];
+    struct cs_req rl = req_make(longp, 200, 10);
+    assert_int_equal(cs_sched_submit(s, &rl, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
+    assert_non_null(strstr(err, "context"));
+    struct cs_req rb = req_make(gc->prompt, 0, 10);
+    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    rb = req_make(gc->prompt, gc->n_prompt, 10);
+    rb.top_logprobs = CS_MAX_TOP_LOGPROBS + 1;
+    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    rb.top_logprobs = 0;
+    rb.n_stop = 1;
+    rb.stop[0] = "";
+    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    int32_t badtok = 100000;
+    rb = req_make(&badtok, 1, 10);
+    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    assert_false(c[2].done);
+    assert_int_equal(atomic_load(&c[2].calls), 0);
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_rejected, 6);
+    assert_int_equal(st.requests_cancelled, 2);
+    cs_sched_free(s);
+
+    /* truncation: BOS + the last 63 tokens, then as that prompt */
+    s = sched_new(e, 1, 1, true);
+    struct col t1, t2;
+    col_init(&t1);
+    col_init(&t2);
+    rl.max_tokens = 20;
+    submit_ok(s, &rl, &t1);
+    assert_true(col_wait(&t1, 30));
+    assert_int_equal(t1.type, CS_EV_DONE);
+    assert_int_equal(t1.usage.prompt_tokens, 64);
+    int32_t cut[64];
+    cut[0] = longp[0];
+    memcpy(cut + 1, longp + 200 - 63, 63 * sizeof(int32_t));
+    struct cs_req rc = req_make(cut, 64, 20);
+    submit_ok(s, &rc, &t2);
+    assert_true(col_wait(&t2, 30));
+    assert_int_equal(t2.n_tok, 20);
+    assert_int_equal(t1.n_tok, 20);
+    assert_memory_equal(t1.tok, t2.tok, 20 * sizeof(int32_t));
+    cs_sched_free(s);
+
+    /* max_tokens over the limit -> RANGE; the default applies when 0 */
+    struct cs_sched_params sp = {.n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50};
+    assert_int_equal(cs_sched_new(e, &sp, &s, err, sizeof err), CLSPEC_OK);
+    rb = req_make(gc->prompt, gc->n_prompt, 51);
+    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_RANGE);
+    struct col d;
+    col_init(&d);
+    rb = req_make(gc->prompt, gc->n_prompt, 0);
+    rb.ignore_eos = true;
+    submit_ok(s, &rb, &d);
+    assert_true(col_wait(&d, 30));
+    assert_int_equal(d.n_tok, 7);
+    assert_string_equal(d.reason, "length");
+    cs_sched_free(s);
+    /* more slots than the engine's sequences */
+    sp.n_slots = 2;
+    assert_int_equal(cs_sched_new(e, &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
+    /* a partitioned cache: a slot's context is n_ctx / n_seq_max = 64 */
+    struct cs_engine *ep = engine_open(128, 2, false);
+    s = sched_new(ep, 2, 2, false);
+    struct cs_req r64 = req_make(longp, 64, 1), r63 = req_make(longp, 63, 1);
+    assert_int_equal(cs_sched_submit(s, &r64, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
+    struct col p63;
+    col_init(&p63);
+    submit_ok(s, &r63, &p63);
+    assert_true(col_wait(&p63, 30));
+    assert_int_equal(p63.type, CS_EV_DONE);
+    assert_int_equal(p63.n_tok, 1);
+    cs_sched_free(s);
+    cs_engine_free(ep);
+    col_destroy(&p63);
+
+    for (int i = 0; i < 3; i++)
+        col_destroy(&c[i]);
+    col_destroy(&t1);
+    col_destroy(&t2);
+    col_destroy(&d);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* Cancel while generating (slow callbacks): slot and cells freed when cancel
+ * returns, no callback runs after it; the slot then serves a new request. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 2, true);
+    const struct golden_case *gc = &g->cases[1];
+    struct cs_sched *s = sched_new(e, 2, 4, false);
+    struct col a, b;
+    col_init(&a);
+    col_init(&b);
+    a.sleep_us = 3000;
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
+    r.ignore_eos = true;
+    uint64_t ia = submit_ok(s, &r, &a);
+    struct cs_req r2 = req_make(g->cases[0].prompt, g->cases[0].n_prompt, 40);
+    submit_ok(s, &r2, &b);
+    double t0 = cs_now();
+    while (col_ntok(&a) < 8 && cs_now() - t0 < 30)
+        usleep(1000);
+    assert_true(col_ntok(&a) >= 8);
+    struct cs_slot_info info[4];
+    assert_int_equal(cs_sched_get_slots(s, info, 4), 2);
+    int busy = 0;
+    for (int i = 0; i < 2; i++)
+        busy += info[i].busy;
+    assert_true(busy >= 1);
+    cs_sched_cancel(s, ia);
+    assert_int_equal(atomic_load(&a.in_cb), 0); /* none running ... */
+    int calls = atomic_load(&a.calls);
+    assert_true(col_wait(&b, 30)); /* ... and none after (b kept the loop going) */
+    usleep(20000);
+    assert_int_equal(atomic_load(&a.calls), calls);
+    assert_false(a.done);
+    assert_int_equal(b.type, CS_EV_DONE);
+    assert_int_equal(b.n_tok, 40);
+    cs_sched_get_slots(s, info, 4);
+    for (int i = 0; i < 2; i++) {
+        assert_false(info[i].busy);
+        assert_int_equal(info[i].n_past, 0);
+    }
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_cancelled, 1);
+    assert_int_equal(st.kv_cells_used, 0);
+    cs_sched_cancel(s, ia); /* finished / unknown ids are ignored */
+    cs_sched_cancel(s, 12345);
+    assert_cache_empty(s, gc->prompt, gc->n_prompt, 256);
+    /* the freed slot serves again */
+    struct col c2;
+    col_init(&c2);
+    r.max_tokens = 10;
+    submit_ok(s, &r, &c2);
+    assert_true(col_wait(&c2, 30));
+    assert_int_equal(c2.n_tok, 10);
+    cs_sched_free(s);
+    col_destroy(&a);
+    col_destroy(&b);
+    col_destroy(&c2);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* A unified cache too small for two long requests: one ends with
+ * CS_EV_ERROR KV_FULL, the other completes as it does alone. */
+static void test_kv_full(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(64, 2, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct cs_sched *s = sched_new(e, 2, 4, false);
+    struct col solo, a, b;
+    col_init(&solo);
+    col_init(&a);
+    col_init(&b);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 50);
+    r.ignore_eos = true;
+    submit_ok(s, &r, &solo);
+    assert_true(col_wait(&solo, 30));
+    assert_int_equal(solo.n_tok, 50);
+    submit_ok(s, &r, &a);
+    submit_ok(s, &r, &b);
+    assert_true(col_wait(&a, 30));
+    assert_true(col_wait(&b, 30));
+    struct col *ok = a.type == CS_EV_DONE ? &a : &b, *bad = ok == &a ? &b : &a;
+    assert_int_equal(ok->type, CS_EV_DONE);
+    assert_int_equal(bad->type, CS_EV_ERROR);
+    assert_int_equal(bad->status, CLSPEC_E_KV_FULL);
+    assert_non_null(strstr(bad->msg, "KV cache full"));
+    assert_int_equal(ok->n_tok, 50);
+    assert_memory_equal(ok->tok, solo.tok, 50 * sizeof(int32_t));
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_failed, 1);
+    assert_int_equal(st.kv_cells_used, 0);
+    assert_cache_empty(s, gc->prompt, gc->n_prompt, 64);
+    cs_sched_free(s);
+    col_destroy(&solo);
+    col_destroy(&a);
+    col_destroy(&b);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* max_tokens -> "length"; a stop string -> "stop" with the text before it. */
+static void test_stop_and_length(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 1, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct cs_sched *s = sched_new(e, 1, 2, false);
+    struct col full, st1, st2;
+    col_init(&full);
+    col_init(&st1);
+    col_init(&st2);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 48);
+    submit_ok(s, &r, &full);
+    assert_true(col_wait(&full, 30));
+    assert_string_equal(full.reason, "length");
+    const char *at = strstr(full.text, "Lily");
+    assert_non_null(at);
+    r.n_stop = 2;
+    r.stop[0] = "Lily";
+    r.stop[1] = "never appears";
+    submit_ok(s, &r, &st1);
+    assert_true(col_wait(&st1, 30));
+    assert_string_equal(st1.reason, "stop");
+    assert_int_equal(st1.n_text, (size_t)(at - full.text));
+    assert_memory_equal(st1.text, full.text, st1.n_text);
+    assert_true(st1.n_tok < 48);
+    /* a stop string whose prefix shows up: held back, then released at the end */
+    r.n_stop = 1;
+    r.stop[0] = "Lily and";
+    submit_ok(s, &r, &st2);
+    assert_true(col_wait(&st2, 30));
+    assert_string_equal(st2.text, full.text);
+    assert_string_equal(st2.reason, "length");
+    cs_sched_free(s);
+    col_destroy(&full);
+    col_destroy(&st1);
+    col_destroy(&st2);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* drain: running and queued requests finish, new ones are refused; with a
+ * short timeout the rest end with CS_EV_ERROR SHUTDOWN. */
+static void test_drain(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(512, 1, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct cs_sched *s = sched_new(e, 1, 4, false);
+    struct col a, b, c, d;
+    col_init(&a);
+    col_init(&b);
+    col_init(&c);
+    col_init(&d);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 20);
+    r.ignore_eos = true;
+    submit_ok(s, &r, &a);
+    submit_ok(s, &r, &b);
+    assert_int_equal(cs_sched_drain(s, 30), 0);
+    assert_true(a.done && b.done);
+    assert_int_equal(a.type, CS_EV_DONE);
+    assert_int_equal(b.type, CS_EV_DONE);
+    assert_int_equal(b.n_tok, 20);
+    char err[CLSPEC_ERRLEN];
+    uint64_t id;
+    assert_int_equal(cs_sched_submit(s, &r, col_cb, &c, &id, err, sizeof err), CLSPEC_E_SHUTDOWN);
+    cs_sched_free(s);
+
+    s = sched_new(e, 1, 4, false);
+    r.max_tokens = 0; /* until the context (512) is full: longer than the timeout */
+    submit_ok(s, &r, &c);
+    submit_ok(s, &r, &d);
+    while (col_ntok(&c) < 2)
+        usleep(1000);
+    assert_int_equal(cs_sched_drain(s, 0.05), 2);
+    assert_true(c.done && d.done);
+    assert_int_equal(c.type, CS_EV_ERROR);
+    assert_int_equal(c.status, CLSPEC_E_SHUTDOWN);
+    assert_int_equal(d.type, CS_EV_ERROR);
+    assert_int_equal(d.status, CLSPEC_E_SHUTDOWN);
+    assert_int_equal(atomic_load(&d.calls), 1);
+    struct cs_slot_info info;
+    cs_sched_get_slots(s, &info, 1);
+    assert_false(info.busy);
+    assert_int_equal(info.n_past, 0);
+    cs_sched_free(s); /* draining refuses new work: a new scheduler on the same context */
+    s = sched_new(e, 1, 4, false);
+    assert_cache_empty(s, gc->prompt, gc->n_prompt, 512);
+    cs_sched_free(s);
+    col_destroy(&a);
+    col_destroy(&b);
+    col_destroy(&c);
+    col_destroy(&d);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* Sampling with a fixed seed: the same seed gives the same stream, another seed another. */
+static void test_seeded_sampling(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 2, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct cs_sched *s = sched_new(e, 2, 4, false);
+    struct col c[3];
+    uint64_t seeds[3] = {7, 7, 8};
+    for (int i = 0; i < 3; i++) {
+        col_init(&c[i]);
+        struct cs_req r = req_make(gc->prompt, gc->n_prompt, 40);
+        r.sp.temp = 1.0f;
+        r.sp.seed = seeds[i];
+        r.ignore_eos = true;
+        submit_ok(s, &r, &c[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        assert_true(col_wait(&c[i], 30));
+        assert_int_equal(c[i].n_tok, 40);
+    }
+    assert_memory_equal(c[0].tok, c[1].tok, 40 * sizeof(int32_t));
+    assert_memory_not_equal(c[0].tok, c[2].tok, 40 * sizeof(int32_t));
+    cs_sched_free(s);
+    for (int i = 0; i < 3; i++)
+        col_destroy(&c[i]);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* End of generation: at a nearly uniform temperature some seed samples EOS
+ * (the model itself never ends a story with it); that request ends with
+ * "stop" and no TOKEN event for EOS, and with ignore_eos the same seed
+ * streams the same tokens, EOS included, and goes on. One slot: every run
+ * sees the same batch shapes (the forward's rounding depends on them, which
+ * a temperature of 1000 would notice). */
+static void test_eos(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(256, 1, true);
+    const struct golden_case *gc = &g->cases[0];
+    const int32_t eos = cs_tokenizer_eos(e->tok);
+    struct cs_sched *s = sched_new(e, 1, 64, false);
+    enum { NS = 24, MT = 100 };
+    struct col *c = calloc(NS, sizeof *c);
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, MT);
+    r.sp.temp = 1000.0f; /* nearly uniform: the model itself never ends a story with EOS */
+    r.sp.top_k = 0;
+    r.sp.top_p = 1.0f;
+    r.sp.min_p = 0.0f;
+    for (int i = 0; i < NS; i++) {
+        col_init(&c[i]);
+        r.sp.seed = (uint64_t)i + 1;
+        submit_ok(s, &r, &c[i]);
+    }
+    int hit = -1;
+    for (int i = 0; i < NS; i++) {
+        assert_true(col_wait(&c[i], 60));
+        if (c[i].type != CS_EV_DONE)
+            fail_msg("seed %d: %s", i + 1, c[i].msg);
+        for (int k = 0; k < c[i].n_tok; k++)
+            assert_int_not_equal(c[i].tok[k], eos);
+        if (strcmp(c[i].reason, "stop") == 0) {
+            assert_true(c[i].n_tok < MT);
+            assert_int_equal(c[i].usage.completion_tokens, c[i].n_tok + 1);
+            if (hit < 0)
+                hit = i;
+        } else {
+            assert_int_equal(c[i].n_tok, MT);
+        }
+    }
+    assert_true(hit >= 0);
+    struct col ig;
+    col_init(&ig);
+    r.sp.seed = (uint64_t)hit + 1;
+    r.ignore_eos = true;
+    submit_ok(s, &r, &ig);
+    assert_true(col_wait(&ig, 30));
+    assert_int_equal(ig.n_tok, MT);
+    assert_memory_equal(ig.tok, c[hit].tok, (size_t)c[hit].n_tok * sizeof(int32_t));
+    assert_int_equal(ig.tok[c[hit].n_tok], eos);
+    cs_sched_free(s);
+    for (int i = 0; i < NS; i++)
+        col_destroy(&c[i]);
+    col_destroy(&ig);
+    free(c);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_equals_forward),
+        cmocka_unit_test(test_more_requests_than_slots),
+        cmocka_unit_test(test_refusals_and_truncation),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_kv_full),
+        cmocka_unit_test(test_stop_and_length),
+        cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_seeded_sampling),
+        cmocka_unit_test(test_eos),
+    };
+    return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
+}
