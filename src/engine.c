@@ -140,8 +140,10 @@ static int open_devices(struct cs_engine *e, const char *sel, char *err, size_t 
     snprintf(buf, sizeof buf, "%s", sel && *sel ? sel : "0");
     size_t idx[MAX_DEV];
     int k = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (char *tok = buf, *next; tok; tok = next) {
+        next = strchr(tok, ',');
+        if (next)
+            *next++ = '\0';
         while (isspace((unsigned char)*tok))
             tok++;
         for (char *end = tok + strlen(tok); end > tok && isspace((unsigned char)end[-1]);)

@@ -29,20 +29,21 @@ struct kvcase {
     float bound; /* max |logit - f32 logit| / (max - min of the f32 row), over every row */
 };
 
-/* Bounds: measured max |dlogit| / logit range (stories260K, TinyStories-656K-Q8_0),
- * then about 2x margin:
- *   K/V        stories260K  656K-Q8_0   bound
- *   f16/f16    see log       see log    0.002
- *   bf16/bf16                           0.02
- *   q8_0/q8_0                           0.02
- *   q4_0/q4_0                           0.08
- *   q8_0/f16                            0.02
- *   f16/q4_0                            0.08
- * (numbers printed by the test as "# MODEL K/V: max |d|/range ..."). */
+/* Bounds: max |dlogit| / logit range measured on PoCL (2026-12-02), then
+ * about 2x margin. Quantized K/V need head_dim % 32 == 0, so they run on
+ * synth-256 only (head_dim 32; stories260K has 8, 656K 16):
+ *   K/V         stories260K  656K-Q8_0  synth-256-Q8_0  bound
+ *   f16/f16     6.96e-4      4.32e-4    9.95e-5         0.002
+ *   bf16/bf16   4.77e-3      2.61e-3    8.76e-4         0.01
+ *   q8_0/q8_0   -            -          3.14e-3         0.008
+ *   q4_0/q4_0   -            -          4.59e-2         0.08
+ *   q8_0/f16    -            -          1.61e-3         0.005
+ *   f16/q4_0    -            -          3.69e-2         0.07
+ * (printed by the test as "# MODEL K t V t: max |d|/range ..."). */
 static const struct kvcase cases[] = {
-    {CS_TYPE_F16, CS_TYPE_F16, 0.002f},   {CS_TYPE_BF16, CS_TYPE_BF16, 0.02f},
-    {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 0.02f},  {CS_TYPE_Q4_0, CS_TYPE_Q4_0, 0.08f},
-    {CS_TYPE_Q8_0, CS_TYPE_F16, 0.02f},   {CS_TYPE_F16, CS_TYPE_Q4_0, 0.08f},
+    {CS_TYPE_F16, CS_TYPE_F16, 0.002f},   {CS_TYPE_BF16, CS_TYPE_BF16, 0.01f},
+    {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 0.008f}, {CS_TYPE_Q4_0, CS_TYPE_Q4_0, 0.08f},
+    {CS_TYPE_Q8_0, CS_TYPE_F16, 0.005f},  {CS_TYPE_F16, CS_TYPE_Q4_0, 0.07f},
 };
 
 static float range_of(const float *l, int V)
@@ -73,7 +74,7 @@ static void run_model(const char *model_rel, const char *gname, bool greedy)
     const int V = f.V;
     float worst[CS_ARRAY_LEN(cases)];
     memset(worst, 0, sizeof worst);
-    for (int ci = 0; ci < g->n_cases; ci++) {
+    for (int ci = 0; ci < (greedy ? g->n_cases : CS_MIN(g->n_cases, 2)); ci++) {
         const struct golden_case *gc = &g->cases[ci];
         int n = gc->n_prompt;
         int32_t t32[N_GEN], t16[N_GEN];
