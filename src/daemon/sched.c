@@ -15,7 +15,9 @@
  * while any slot decodes (so streams keep flowing), up to n_batch when none
  * does. Only the last prompt row of a slot asks for logits. A sequence the
  * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
- * are refused in one step only the youngest ends and the others retry. */
+ * are refused in one step only the youngest ends and the others retry.
+ * Prefix reuse (slot_assign): a new request shares the cells of the longest
+ * prompt start another running sequence holds and prefills only the rest. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -149,7 +151,6 @@ static void slot_release(struct cs_sched *s, int i)
 /* Under mu: the published copy of the slots and the KV use. */
 static void publish(struct cs_sched *s)
 {
-    uint64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         struct cs_slot_info *in = &s->info[i];
@@ -163,9 +164,8 @@ static void publish(struct cs_sched *s)
         in->n_generated = sl->n_gen;
         in->n_past = sl->n_past;
         in->speculative = false;
-        used += (uint64_t)sl->n_past;
     }
-    s->st.kv_cells_used = used;
+    s->st.kv_cells_used = s->e->ctx->kv->n_used; /* cells shared by prefix reuse count once */
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
