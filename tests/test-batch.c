@@ -5,7 +5,8 @@
  * while the others run and complete; seq_rm then re-decoding reproduces the
  * same logits; a removed sequence id reused with another prompt reads no
  * stale cell (logits equal a fresh context's); logits rows come back in
- * batch order and only for requested rows; hidden states of a batch. */
+ * batch order and only for requested rows; hidden states of a batch; a
+ * partitioned cache (a sequence outgrowing its part is refused alone). */
 #include "config.h"
 
 #include <math.h>
@@ -366,13 +367,76 @@ static void test_rows_and_hidden(void **state)
     fu_close(&f);
 }
 
+/* Partitioned cache (2 sequences, 24 cells each): each sequence gets the
+ * logits it gets alone; one that outgrows its partition is refused while
+ * the other still has room. */
+static void test_partitioned(void **state)
+{
+    (void)state;
+    struct fu_model f;
+    if (fu_open("models/stories260K.gguf", 1, NULL, NULL, &f)) {
+        skip();
+        return;
+    }
+    const int V = f.V;
+    char err[CLSPEC_ERRLEN];
+    int32_t tok[2][30];
+    struct tu_rng rng;
+    tu_rng_seed(&rng, 3);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < 30; i++)
+            tok[s][i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+    float *alone = malloc(2 * (size_t)V * sizeof(float)), *rows = malloc(2 * (size_t)V * sizeof(float));
+    int32_t pos[30];
+    for (int i = 0; i < 30; i++)
+        pos[i] = i;
+    const int n[2] = {10, 20};
+    for (int s = 0; s < 2; s++) {
+        struct cs_fwd_ctx *c = fu_ctx(&f, 64, 32, CS_TYPE_F32, CS_TYPE_F32);
+        assert_int_equal(cs_forward(c, tok[s], n[s], pos, NULL, NULL, 1, alone + (size_t)s * V, NULL, err, sizeof err), 0);
+        cs_fwd_ctx_free(c);
+    }
+    struct cs_fwd_ctx_params p = {.n_ctx = 48, .n_ubatch = 16, .n_seq_max = 2, .kv_partitioned = true};
+    struct cs_fwd_ctx *c = NULL;
+    if (cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    struct cs_batch b;
+    assert_int_equal(cs_batch_init(&b, 64, err, sizeof err), 0);
+    for (int i = 0; i < 20; i++)
+        for (int s = 0; s < 2; s++)
+            if (i < n[s])
+                assert_int_equal(cs_batch_add(&b, tok[s][i], i, s, i == n[s] - 1, err, sizeof err), 0);
+    int seq_rc[CS_MAX_SEQ];
+    assert_int_equal(cs_forward_batch(c, &b, rows, NULL, seq_rc, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(seq_rc[0], CLSPEC_OK);
+    assert_int_equal(seq_rc[1], CLSPEC_OK);
+    assert_true(fu_max_rel(rows, alone, (size_t)V) <= 1e-5f);
+    assert_true(fu_max_rel(rows + V, alone + V, (size_t)V) <= 1e-5f);
+    assert_int_equal(cs_kv_n_free(c->kv, 1), 4);
+    /* sequence 1 asks for 5 more cells (4 left in its partition): refused; sequence 0 runs */
+    cs_batch_clear(&b);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(cs_batch_add(&b, tok[1][20 + i], 20 + i, 1, i == 4, err, sizeof err), 0);
+    assert_int_equal(cs_batch_add(&b, tok[0][10], 10, 0, true, err, sizeof err), 0);
+    assert_int_equal(cs_forward_batch(c, &b, rows, NULL, seq_rc, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(seq_rc[1], CLSPEC_E_KV_FULL);
+    assert_int_equal(seq_rc[0], CLSPEC_OK);
+    assert_int_equal(cs_kv_seq_n_cells(c->kv, 1), 20);
+    assert_int_equal(cs_kv_seq_n_cells(c->kv, 0), 11);
+    cs_batch_free(&b);
+    cs_fwd_ctx_free(c);
+    free(alone);
+    free(rows);
+    fu_close(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_together_stories), cmocka_unit_test(test_together_ubatch),
         cmocka_unit_test(test_together_q8),      cmocka_unit_test(test_kv_full),
         cmocka_unit_test(test_seq_rm_redecode),  cmocka_unit_test(test_reuse_seq_id),
-        cmocka_unit_test(test_rows_and_hidden),
+        cmocka_unit_test(test_rows_and_hidden),  cmocka_unit_test(test_partitioned),
     };
     return cmocka_run_group_tests_name("batch", tests, NULL, NULL);
 }
