@@ -187,6 +187,7 @@ int cs_cmd_bench(int argc, char **argv)
     printf("| %.28s | %.6s | %.10s | %.9s | %.24s | %.9s | %.12s | %.18s |\n", "-----------------------------------",
            "--------", "-------------", "-----------", "------------------------------", "-----------",
            "--------------", "---------------------");
+    double par_tps[16] = {0};
     for (int which = 0; which < 2 + n_par && rc == 0; which++) {
         int np = which == 0 ? (int)n_p : 0, ng = which == 1 ? (int)n_g : 0, ns = 1;
         if (which >= 2) { /* parallel decode after untimed prompts */
@@ -203,14 +204,23 @@ int cs_cmd_bench(int argc, char **argv)
         if (rc < 0)
             break;
         char test[24], tps[32];
-        if (which >= 2)
+        if (which >= 2) {
             snprintf(test, sizeof test, "tg%d x%d", ng, ns);
+            par_tps[which - 2] = mean;
+        }
         else
             snprintf(test, sizeof test, "%s%d", np && !ng ? "pp" : "tg", np && !ng ? np : ng);
         snprintf(tps, sizeof tps, "%.2f ± %.2f", mean, sd);
         printf("| %-28.28s | %-6s | %6.2f MiB | %9s | %-24.24s | %-9s | %-12s | %19s |\n", base, type,
                (double)E->model->n_bytes / 1048576.0, params, dev, kvt, test, tps);
         fflush(stdout);
+    }
+    if (rc == 0 && n_par > 0 && n_g > 0) {
+        /* aggregate decode of P sequences relative to the first entry of --parallel */
+        printf("\naggregate decode (tgN xP: P sequences, one batch of P rows per step):");
+        for (int i = 0; i < n_par; i++)
+            printf(" x%ld %.2fx", par[i], par_tps[0] > 0 ? par_tps[i] / par_tps[0] : 0.0);
+        printf(" of x%ld\n", par[0]);
     }
     if (rc == 0 && n_par > 0) {
         /* KV bytes per token of every type (K + V, all layers), and the engine's own cache */
