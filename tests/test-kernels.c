@@ -274,6 +274,73 @@ static void test_matmul_q8_0_gguf_gpu(void **s)
     check_type(CS_TYPE_Q8_0, CS_KFAMILY_GPU, false);
 }
 
+/* ---- batch invariance: a column's result does not depend on the batch ----
+ * Speculative verification computes a sequence's logits inside batches of
+ * other columns: they must be bitwise identical to decoding it alone. For
+ * every type and family, column x0 computed alone (mat-vec) is compared with
+ * memcmp to the same column at the first, a middle and the last position of
+ * batches of 2..512 columns whose other columns are random (small mat-mat and
+ * tiled mat-mat, every column-tile position). */
+
+static void check_invariance(uint32_t type, enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+    const uint32_t n_in = flt ? 100 : 512, n_out = 37; /* float types: a 4-element tail */
+    uint64_t wbytes;
+    unsigned char *wh = random_weight(type, n_in, n_out, 7100 + type, &wbytes);
+    struct cs_weight w;
+    if (cs_weight_upload(d, type, n_in, n_out, wh, &w, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *x0 = random_floats(n_in, 99);
+    float *alone = run_matmul(d, &w, x0, 1, NULL);
+    const uint32_t batches[] = {2, 5, 16, 64, 512};
+    for (size_t bi = 0; bi < CS_ARRAY_LEN(batches); bi++) {
+        const uint32_t nb = batches[bi];
+        float *x = random_floats((size_t)nb * n_in, 300 + bi);
+        const uint32_t at[] = {0, nb / 2 + (nb > 2 ? 1 : 0), nb - 1};
+        for (size_t ai = 0; ai < CS_ARRAY_LEN(at); ai++)
+            memcpy(x + (size_t)at[ai] * n_in, x0, n_in * sizeof *x);
+        float *y = run_matmul(d, &w, x, nb, NULL);
+        for (size_t ai = 0; ai < CS_ARRAY_LEN(at); ai++)
+            if (memcmp(y + (size_t)at[ai] * n_out, alone, n_out * sizeof *alone) != 0) {
+                uint32_t r = 0;
+                while (r < n_out && y[(size_t)at[ai] * n_out + r] == alone[r])
+                    r++;
+                fail_msg("matmul %s %s: column %u of a batch of %u differs from the column alone "
+                         "(row %u: %.9g vs %.9g)", cs_type_name(type), fam_name[fam], at[ai], nb, r,
+                         r < n_out ? y[(size_t)at[ai] * n_out + r] : 0.0, r < n_out ? alone[r] : 0.0);
+            }
+        free(y);
+        free(x);
+    }
+    free(alone);
+    free(x0);
+    free(wh);
+    cs_weight_free(&w);
+}
+
+static void invariance_family(enum cs_kfamily fam)
+{
+    for (size_t i = 0; i < CS_ARRAY_LEN(all_types); i++)
+        check_invariance(all_types[i], fam);
+}
+
+static void test_invariance_cpu(void **s)
+{
+    (void)s;
+    invariance_family(CS_KFAMILY_CPU);
+}
+
+static void test_invariance_gpu(void **s)
+{
+    (void)s;
+    invariance_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -553,6 +620,8 @@ int main(void)
         TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),
         TYPE_ENTRIES(q4_1), TYPE_ENTRIES(q5_0), TYPE_ENTRIES(q5_1), TYPE_ENTRIES(q2_K), TYPE_ENTRIES(q3_K),
         TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K), TYPE_ENTRIES(q8_0_gguf),
+        cmocka_unit_test(test_invariance_cpu),
+        cmocka_unit_test(test_invariance_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),

@@ -11,7 +11,8 @@
 
 #define CPU_LOCAL 16 /* work-items per group, CPU family (one row each) */
 #define GPU_WG 64    /* work-group per row, GPU family (CS_MM_WG in matmul.cl) */
-#define COL_TILE 16  /* CS_MM_TC in matmul.cl */
+#define COL_TILE_CPU 8  /* CS_MM_TCC in matmul.cl */
+#define COL_TILE_GPU 16 /* CS_MM_TC in matmul.cl */
 
 /* kernel name suffix per supported type (the X list of cl/blocks.cl) */
 static const char *kname(uint32_t type)
@@ -218,7 +219,8 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 10, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t g[2] = {cpu ? nr : (size_t)nr * GPU_WG, (n_cols + COL_TILE - 1) / COL_TILE};
+            const size_t tile = cpu ? COL_TILE_CPU : COL_TILE_GPU;
+            const size_t g[2] = {cpu ? nr : (size_t)nr * GPU_WG, (n_cols + tile - 1) / tile};
             const size_t l[2] = {cpu ? CPU_LOCAL : GPU_WG, 1};
             rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
         }
