@@ -147,7 +147,7 @@ int cs_op_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem pos, int n_to
     const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head),
                              KA(head_dim), KA(n_rot), KA(neox), KA(base),     KA(fs)};
     return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
-                  (size_t)n_tokens * n_head * (size_t)(n_rot / 2), elt_local(d), err, errlen);
+                  (size_t)n_tokens * (size_t)(n_rot / 2), elt_local(d), err, errlen);
 }
 
 /* Shared by the binary elementwise ops: o = f(a, b) over n elements. */
