@@ -309,6 +309,8 @@ static int assign_cells(struct cs_fwd_ctx *c, const int32_t *pos, const int32_t 
  * rounded the way llama.cpp's CPU backend rounds them for W's type. */
 static int mm(struct cs_fwd_ctx *c, const struct cs_weight *w, cl_mem x, cl_mem y, int n, char *err, size_t errlen)
 {
+    if (c->p.llamacpp_numerics)
+        TRY(cs_op_round_rows(c->dev, w->type, x, 0, n, (int)w->n_in, err, errlen));
     return cs_op_matmul(c->dev, w, x, 0, y, 0, (uint32_t)n, err, errlen);
 }
 

@@ -24,8 +24,10 @@
 
 #include "common.h"
 #include "ops/matmul.h"
+#include "ops/ops.h"
 #include "quant.h"
 #include "ref/matmul_ref.h"
+#include "ref/ops_ref.h"
 #include "testutil.h"
 
 static const uint32_t all_types[] = {
@@ -341,6 +343,90 @@ static void test_invariance_gpu(void **s)
     invariance_family(CS_KFAMILY_GPU);
 }
 
+/* ---- llama.cpp rounding of matmul inputs (cs_op_round_rows) ----
+ * Bitwise equal to cs_ref_round_rows for every weight type (the rounding is
+ * exact integer/IEEE arithmetic: nothing may differ), on random rows of mixed
+ * magnitudes plus a row of exact ties (x * 127 / amax = k + 0.5, which
+ * round-half-even and round-half-away disagree on), a zero block, and values
+ * that overflow f16 / are f16 subnormals. Rounding twice changes nothing for
+ * the 32-block and float modes. */
+
+static void round_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int n_rows = 5, n_cols = 512;
+    const size_t n = (size_t)n_rows * n_cols, off = 11;
+    float *x = random_floats(n, 4321);
+    for (int i = 0; i < n_cols; i++) /* row 1: scaled by 10^(i % 7 - 3) */
+        x[n_cols + i] *= powf(10.0f, (float)(i % 7 - 3));
+    for (int i = 0; i < 32; i++) /* row 2: block 0 ties (amax 127: id = 1), block 1 zeros */
+        x[2 * n_cols + i] = i == 0 ? 127.0f : (float)(i % 9) - 4.0f + 0.5f;
+    memset(x + 2 * n_cols + 32, 0, 32 * sizeof *x);
+    x[3 * n_cols + 5] = 70000.0f;  /* f16 overflow */
+    x[3 * n_cols + 6] = 3e-6f;     /* f16 subnormal */
+    x[3 * n_cols + 7] = -1e-9f;    /* f16 underflow */
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_1,
+                              CS_TYPE_Q5_1, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got), *buf = calloc(n + off, sizeof *buf);
+    assert_non_null(ref);
+    assert_non_null(got);
+    assert_non_null(buf);
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        memcpy(ref, x, n * sizeof *x);
+        cs_ref_round_rows(type, ref, n_rows, n_cols);
+        memcpy(buf + off, x, n * sizeof *x);
+        cl_mem b = dev_buf(d, (n + off) * sizeof(float), buf);
+        for (int pass = 0; pass < 2; pass++) {
+            if (cs_op_round_rows(d, type, b, off, n_rows, n_cols, err, sizeof err) != CLSPEC_OK)
+                fail_msg("%s", err);
+            read_buf(d, b, off * sizeof(float), n * sizeof(float), got);
+            if (pass == 1 && (type == CS_TYPE_Q4_K || type == CS_TYPE_Q6_K))
+                break; /* q8_K: a second rounding may move values by 1 ulp */
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(&got[i], &ref[i], sizeof(float)) != 0)
+                    fail_msg("round_rows %s %s pass %d: element %zu (row %zu): %.9g vs reference %.9g (input %.9g)",
+                             cs_type_name(type), fam_name[fam], pass, i, i / n_cols, got[i], ref[i], x[i]);
+        }
+        if (type != CS_TYPE_F32) { /* it did round something */
+            size_t changed = 0;
+            for (size_t i = 0; i < n; i++)
+                changed += ref[i] != x[i];
+            assert_true(changed > n / 4);
+        }
+        clReleaseMemObject(b);
+    }
+    /* the ties row: half-even, as llama.cpp's x86 _mm256_round_ps (0.5 -> 0, 1.5 -> 2, -2.5 -> -2) */
+    memcpy(ref, x, n * sizeof *x);
+    cs_ref_round_rows(CS_TYPE_Q8_0, ref, n_rows, n_cols);
+    const float d127 = cs_f16_to_f32(cs_f32_to_f16(1.0f));
+    for (int i = 1; i < 32; i++) {
+        const float v = x[2 * n_cols + i];
+        assert_true(ref[2 * n_cols + i] == d127 * nearbyintf(v));
+    }
+    for (int i = 32; i < 64; i++)
+        assert_true(ref[2 * n_cols + i] == 0.0f);
+    free(ref);
+    free(got);
+    free(buf);
+    free(x);
+}
+
+static void test_round_rows_cpu(void **s)
+{
+    (void)s;
+    round_family(CS_KFAMILY_CPU);
+}
+
+static void test_round_rows_gpu(void **s)
+{
+    (void)s;
+    round_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -622,6 +708,8 @@ int main(void)
         TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K), TYPE_ENTRIES(q8_0_gguf),
         cmocka_unit_test(test_invariance_cpu),
         cmocka_unit_test(test_invariance_gpu),
+        cmocka_unit_test(test_round_rows_cpu),
+        cmocka_unit_test(test_round_rows_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),
@@ -630,5 +718,7 @@ int main(void)
         cmocka_unit_test(test_bench_cpu),
         cmocka_unit_test(test_bench_gpu),
     };
+    if (getenv("CLSPEC_TEST_FILTER")) /* e.g. "test_round*": run only the matching tests */
+        cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
     return cmocka_run_group_tests_name("kernels", tests, setup, teardown);
 }

@@ -295,3 +295,26 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }
+
+int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,
+                     char *err, size_t errlen)
+{
+    cl_int mode;
+    switch (weight_type) {
+    case CS_TYPE_F16: mode = 1; break;
+    case CS_TYPE_BF16: mode = 2; break;
+    case CS_TYPE_Q4_0: case CS_TYPE_Q4_1: case CS_TYPE_Q5_0: case CS_TYPE_Q5_1: case CS_TYPE_Q8_0: mode = 3; break;
+    case CS_TYPE_Q2_K: case CS_TYPE_Q3_K: case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: case CS_TYPE_Q6_K: mode = 4; break;
+    default: return CLSPEC_OK;
+    }
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("round_rows", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("round_rows", x_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const size_t items = mode <= 2 ? n : (size_t)n_rows * (size_t)(n_cols / (mode == 3 ? 32 : 256));
+    cl_uint xo = (cl_uint)x_off, nr = (cl_uint)n_rows, nc = (cl_uint)n_cols;
+    const struct karg a[] = {KA(x), KA(xo), KA(nr), KA(nc), KA(mode)};
+    return launch(d, "eltwise", NULL, "round_rows", a, CS_ARRAY_LEN(a), items, elt_local(d), err, errlen);
+}

@@ -84,4 +84,14 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
                     size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
                     int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen);
 
+/* llama.cpp-compatible numerics: rounds a matmul input x (n_rows, n_cols) in
+ * place the way llama.cpp's x86 CPU backend converts activations for weights
+ * of weight_type (f16, bf16, q8_0/q8_1 blocks of 32 with round-half-even on
+ * x * 127 / amax, q8_K blocks of 256; the exact rules: cs_ref_round_rows in
+ * src/ref/ops_ref.h, its plain-C twin). F32 and unknown types: a no-op (no
+ * launch). Rounding twice for the same type changes nothing, except for q8_K
+ * (1 ulp). */
+int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,
+                     char *err, size_t errlen);
+
 #endif
