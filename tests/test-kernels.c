@@ -636,6 +636,103 @@ static void test_bench_gpu(void **s)
     bench_family(CS_KFAMILY_GPU);
 }
 
+/* ---- per-kernel timings at the 110M model's shapes (CLSPEC_KBENCH=1) ----
+ * Reported, not asserted; skipped unless CLSPEC_KBENCH=1. "queued": mean of
+ * 50 launches enqueued back to back, then one finish (what the forward pass
+ * sees); "waited": best single launch + finish (includes the wake-up). */
+
+#define KB_N 50
+
+#define KB_TIME(label, call) \
+    do { \
+        assert_int_equal((call), CLSPEC_OK); /* warm-up (kernel build) */ \
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+        double t0_ = now_ms(); \
+        for (int i_ = 0; i_ < KB_N; i_++) \
+            assert_int_equal((call), CLSPEC_OK); \
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+        const double q_ = (now_ms() - t0_) * 1e3 / KB_N; \
+        double w_ = INFINITY; \
+        for (int i_ = 0; i_ < 5; i_++) { \
+            double t1_ = now_ms(); \
+            assert_int_equal((call), CLSPEC_OK); \
+            assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+            w_ = fmin(w_, (now_ms() - t1_) * 1e3); \
+        } \
+        printf("# kbench %s %-34s queued %9.1f us  waited %9.1f us\n", fam_name[fam], (label), q_, w_); \
+    } while (0)
+
+static void kbench_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    const char *env = getenv("CLSPEC_KBENCH");
+    if (!d || !env || strcmp(env, "1") != 0)
+        skip();
+    char err[512];
+    const int E = 768, H = 12, D = 64, F = 2048, V = 32000, T = 512;
+    cl_mem x = dev_buf(d, (size_t)T * F * 4, NULL), y = dev_buf(d, (size_t)T * V * 4 / 8, NULL);
+    float *xh = random_floats((size_t)T * F, 3);
+    assert_int_equal(cs_cl_write(d, x, 0, (size_t)T * F * 4, xh, err, sizeof err), CLSPEC_OK);
+    free(xh);
+    cl_mem big = dev_buf(d, (size_t)V * 4, NULL);
+    int32_t posh[512];
+    for (int i = 0; i < T; i++)
+        posh[i] = i + 100;
+    cl_mem pos = dev_buf(d, sizeof posh, posh), wn = dev_buf(d, (size_t)F * 4, NULL);
+    const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_F16};
+    const struct shape shapes[] = {{768, 768}, {768, 2048}, {2048, 768}, {768, 32000}};
+    char label[64];
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++)
+        for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
+            const struct shape sh = shapes[si];
+            uint64_t wb;
+            unsigned char *wh = random_weight(types[ti], sh.n_in, sh.n_out, 11, &wb);
+            struct cs_weight w;
+            assert_int_equal(cs_weight_upload(d, types[ti], sh.n_in, sh.n_out, wh, &w, err, sizeof err), CLSPEC_OK);
+            free(wh);
+            cl_mem out = sh.n_out == (uint32_t)V ? big : y;
+            snprintf(label, sizeof label, "mv %s %ux%u", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+            KB_TIME(label, cs_op_matmul(d, &w, x, 0, out, 0, 1, err, sizeof err));
+            if (sh.n_out != (uint32_t)V) {
+                snprintf(label, sizeof label, "mm %s %ux%u n=16", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+                KB_TIME(label, cs_op_matmul(d, &w, x, 0, y, 0, 16, err, sizeof err));
+                if (sh.n_in == 768 && sh.n_out == 2048) {
+                    cl_mem yy = dev_buf(d, (size_t)T * F * 4, NULL);
+                    snprintf(label, sizeof label, "mm %s %ux%u n=512", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+                    KB_TIME(label, cs_op_matmul(d, &w, x, 0, yy, 0, 512, err, sizeof err));
+                    clReleaseMemObject(yy);
+                }
+            }
+            cs_weight_free(&w);
+        }
+    const struct cs_rope_params rp = {.n_rot = D, .neox = false, .freq_base = 10000.0f, .freq_scale = 1.0f};
+    KB_TIME("rmsnorm 1x768", cs_op_rmsnorm(d, x, 0, wn, y, 0, 1, E, 1e-5f, err, sizeof err));
+    KB_TIME("rmsnorm 512x768", cs_op_rmsnorm(d, x, 0, wn, y, 0, T, E, 1e-5f, err, sizeof err));
+    KB_TIME("rope 1x12x64", cs_op_rope(d, y, 0, pos, 1, H, D, &rp, err, sizeof err));
+    KB_TIME("rope 512x12x64", cs_op_rope(d, y, 0, pos, T, H, D, &rp, err, sizeof err));
+    KB_TIME("swiglu 2048", cs_op_swiglu(d, x, 0, x, F, y, 0, (size_t)F, err, sizeof err));
+    KB_TIME("add 768", cs_op_add(d, x, 0, x, E, y, 0, (size_t)E, err, sizeof err));
+    KB_TIME("round_rows q8_0 1x768", cs_op_round_rows(d, CS_TYPE_Q8_0, y, 0, 1, E, err, sizeof err));
+    KB_TIME("round_rows f16 1x768", cs_op_round_rows(d, CS_TYPE_F16, y, 0, 1, E, err, sizeof err));
+    clReleaseMemObject(x);
+    clReleaseMemObject(y);
+    clReleaseMemObject(big);
+    clReleaseMemObject(pos);
+    clReleaseMemObject(wn);
+}
+
+static void test_kbench_cpu(void **s)
+{
+    (void)s;
+    kbench_family(CS_KFAMILY_CPU);
+}
+
+static void test_kbench_gpu(void **s)
+{
+    (void)s;
+    kbench_family(CS_KFAMILY_GPU);
+}
+
 /* ---- setup: the first device (or $CLSPEC_TEST_DEVICE), once per family ---- */
 
 static int setup(void **state)
@@ -717,6 +814,8 @@ int main(void)
         cmocka_unit_test(test_upload_errors),
         cmocka_unit_test(test_bench_cpu),
         cmocka_unit_test(test_bench_gpu),
+        cmocka_unit_test(test_kbench_cpu),
+        cmocka_unit_test(test_kbench_gpu),
     };
     if (getenv("CLSPEC_TEST_FILTER")) /* e.g. "test_round*": run only the matching tests */
         cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
