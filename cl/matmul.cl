@@ -1,7 +1,7 @@
 /* matmul.cl: y(n_cols, n_out) = x(n_cols, n_in) . W^T for every weight type
  * (decoders in blocks.cl). One launch covers one row part of a weight (rows
  * [r0, r0 + n_rows) of W live at w; the host adds r0 to y_off).
- *   mv_T: n_cols = 1 (decode).
+ *   mv_T: n_cols = 1 (decode); CPU: two rows per work-item.
  *   mm_T: a tile of up to CS_MM_TCC (CPU, 8) or CS_MM_TC (GPU, 16) columns per
  *         work-item (CPU) or work-group (GPU), dimension 1 of the NDRange
  *         walks the column tiles; every decoded weight sub-block is applied
@@ -45,23 +45,38 @@
 /* columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
 #define CS_MM_TCC 8
 
+/* mv_T: rows 2 g and 2 g + 1 per work-item g (4 independent FMA chains hide
+ * the FMA latency; x is loaded once for both rows) */
 #define CS_MATMUL(T) \
     __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, __global float *y, uint y_off) \
     { \
-        const uint r = get_global_id(0); \
+        const uint r = 2 * get_global_id(0); \
         if (r >= n_rows) \
             return; \
-        __global const uchar *wr = w + (size_t)r * row_bytes; \
+        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
+        __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
-        float16 alo = 0.0f, ahi = 0.0f; \
-        for (uint s = 0; s < nsb; s++) \
-            CS_STEP(T, wr, s, xc, alo, ahi); \
-        float sum = cs_hsum16(alo + ahi); \
-        for (uint k = nsb * 32; k < n_in; k++) \
+        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
+        for (uint s = 0; s < nsb; s++) { \
+            float16 lo, hi, lo1, hi1; \
+            cs_dq32_##T(wr, s, &lo, &hi); \
+            cs_dq32_##T(wr1, s, &lo1, &hi1); \
+            const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+            alo = fma(lo, xl, alo); \
+            ahi = fma(hi, xh, ahi); \
+            blo = fma(lo1, xl, blo); \
+            bhi = fma(hi1, xh, bhi); \
+        } \
+        float sum = cs_hsum16(alo + ahi), sum1 = cs_hsum16(blo + bhi); \
+        for (uint k = nsb * 32; k < n_in; k++) { \
             sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
+            sum1 = fma(cs_dq1_##T(wr1, k), xc[k], sum1); \
+        } \
         y[y_off + r] = sum; \
+        if (r + 1 < n_rows) \
+            y[y_off + r + 1] = sum1; \
     } \
     __kernel void mm_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, uint n_cols, __global float *y, \

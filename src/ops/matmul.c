@@ -211,7 +211,7 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 8, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t g[1] = {cpu ? nr : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
+            const size_t g[1] = {cpu ? (nr + 1) / 2 : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
             rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
         } else {
             const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
