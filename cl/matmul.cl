@@ -121,6 +121,40 @@
         } \
     }
 
+/* mvswiglu_T: out[r] = silu(g) * u, g = row r of wg . x, u = row r of wu . x
+ * (gate and up projections of the FFN and the SwiGLU in one launch; each
+ * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu) */
+#define CS_MVSWIGLU(T) \
+    __kernel void mvswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, \
+                               uint n_in, uint n_rows, __global const float *x, uint x_off, \
+                               __global float *y, uint y_off) \
+    { \
+        const uint r = get_global_id(0); \
+        if (r >= n_rows) \
+            return; \
+        __global const uchar *wr = wg + (size_t)r * row_bytes, *wr1 = wu + (size_t)r * row_bytes; \
+        __global const float *xc = x + x_off; \
+        const uint nsb = n_in / 32; \
+        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
+        for (uint s = 0; s < nsb; s++) { \
+            float16 lo, hi, lo1, hi1; \
+            cs_dq32_##T(wr, s, &lo, &hi); \
+            cs_dq32_##T(wr1, s, &lo1, &hi1); \
+            const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+            alo = fma(lo, xl, alo); \
+            ahi = fma(hi, xh, ahi); \
+            blo = fma(lo1, xl, blo); \
+            bhi = fma(hi1, xh, bhi); \
+        } \
+        float gv = cs_hsum16(alo + ahi), uv = cs_hsum16(blo + bhi); \
+        for (uint k = nsb * 32; k < n_in; k++) { \
+            gv = fma(cs_dq1_##T(wr, k), xc[k], gv); \
+            uv = fma(cs_dq1_##T(wr1, k), xc[k], uv); \
+        } \
+        y[y_off + r] = gv / (1.0f + exp(-gv)) * uv; \
+    }
+CS_FOR_EACH_WTYPE(CS_MVSWIGLU)
+
 #else /* GPU family */
 
 #define CS_MATMUL(T) \

@@ -67,8 +67,22 @@ inline float cs_rope_freq(float base, float e)
 
 #endif
 
+/* rotates pair (i0, i1) of n heads of one token by (c, s) */
+inline void cs_rope_heads(__global float *row, int n, int head_dim, int i0, int i1, float c, float s)
+{
+    for (int h = 0; h < n; h++, row += head_dim) {
+        float x0 = row[i0], x1 = row[i1];
+        row[i0] = x0 * c - x1 * s;
+        row[i1] = x0 * s + x1 * c;
+    }
+}
+
+/* x: (n_tokens, n_head, head_dim) and, when n_head2 > 0, x2: (n_tokens,
+ * n_head2, head_dim) at x2_off (Q and K of a layer in one launch: cos/sin
+ * computed once for both) */
 __kernel void rope(__global float *x, uint x_off, __global const int *pos, int n_tokens, int n_head,
-                   int head_dim, int n_rot, int neox, float freq_base, float freq_scale)
+                   int head_dim, int n_rot, int neox, float freq_base, float freq_scale,
+                   __global float *x2, uint x2_off, int n_head2)
 {
     int gid = get_global_id(0);
     int half_rot = n_rot / 2;
@@ -78,13 +92,9 @@ __kernel void rope(__global float *x, uint x_off, __global const int *pos, int n
     int t = gid / half_rot;
     float theta = (float)pos[t] * freq_scale * cs_rope_freq(freq_base, -2.0f * (float)i / (float)n_rot);
     const float2 cs = cs_cos_sin(theta);
-    const float c = cs.x, s = cs.y;
     int i0 = neox ? i : 2 * i;
     int i1 = neox ? i + half_rot : 2 * i + 1;
-    __global float *row = x + x_off + (size_t)t * n_head * head_dim;
-    for (int h = 0; h < n_head; h++, row += head_dim) {
-        float x0 = row[i0], x1 = row[i1];
-        row[i0] = x0 * c - x1 * s;
-        row[i1] = x0 * s + x1 * c;
-    }
+    cs_rope_heads(x + x_off + (size_t)t * n_head * head_dim, n_head, head_dim, i0, i1, cs.x, cs.y);
+    if (n_head2 > 0)
+        cs_rope_heads(x2 + x2_off + (size_t)t * n_head2 * head_dim, n_head2, head_dim, i0, i1, cs.x, cs.y);
 }

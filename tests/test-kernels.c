@@ -427,6 +427,152 @@ static void test_round_rows_gpu(void **s)
     round_family(CS_KFAMILY_GPU);
 }
 
+/* ---- fused ops: gate/up/SwiGLU and RoPE of Q and K ----
+ * cs_op_matmul_swiglu matches the reference (matmuls then silu * up) and is
+ * bitwise the same fused (mat-vec, single-part weights, CPU family) and
+ * unfused (weights split into parts, or a column inside a batch);
+ * cs_op_rope_qk is bitwise the same as cs_op_rope on Q then on K. */
+
+static float *run_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu,
+                         const float *x, uint32_t n_cols)
+{
+    char err[512];
+    const size_t n_out = wg->n_out, x_off = 2, o_off = 3;
+    float *xh = calloc(x_off + (size_t)n_cols * wg->n_in, sizeof *xh);
+    assert_non_null(xh);
+    memcpy(xh + x_off, x, (size_t)n_cols * wg->n_in * sizeof *x);
+    cl_mem xb = dev_buf(d, (x_off + (size_t)n_cols * wg->n_in) * 4, xh);
+    cl_mem tb = dev_buf(d, (size_t)n_cols * n_out * 4, NULL), ob = dev_buf(d, (o_off + n_cols * n_out) * 4, NULL);
+    free(xh);
+    if (cs_op_matmul_swiglu(d, wg, wu, xb, x_off, tb, ob, o_off, n_cols, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *y = malloc((size_t)n_cols * n_out * sizeof *y);
+    assert_non_null(y);
+    read_buf(d, ob, o_off * 4, (size_t)n_cols * n_out * 4, y);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(tb);
+    clReleaseMemObject(ob);
+    return y;
+}
+
+static void swiglu_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K,
+                              CS_TYPE_Q6_K};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+        const uint32_t n_in = flt ? 100 : 256, n_out = 45, nb = 16;
+        uint64_t wb;
+        unsigned char *gh = random_weight(type, n_in, n_out, 8100 + type, &wb);
+        unsigned char *uh = random_weight(type, n_in, n_out, 8200 + type, &wb);
+        struct cs_weight wg, wu, wgs, wus;
+        assert_int_equal(cs_weight_upload(d, type, n_in, n_out, gh, &wg, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_weight_upload(d, type, n_in, n_out, uh, &wu, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, gh, 10 * wg.row_bytes, true, &wgs, err, sizeof err),
+                         CLSPEC_OK);
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, uh, 10 * wu.row_bytes, true, &wus, err, sizeof err),
+                         CLSPEC_OK);
+        assert_true(wgs.n_parts > 1);
+        float *x = random_floats((size_t)nb * n_in, 8300 + type);
+        float *g = malloc((size_t)nb * n_out * sizeof *g), *u = malloc((size_t)nb * n_out * sizeof *u);
+        assert_non_null(g);
+        assert_non_null(u);
+        assert_int_equal(cs_ref_matmul(type, gh, n_in, n_out, x, nb, g, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_ref_matmul(type, uh, n_in, n_out, x, nb, u, err, sizeof err), CLSPEC_OK);
+        cs_ref_swiglu(g, u, g, (size_t)nb * n_out);
+        float *one = run_swiglu(d, &wg, &wu, x, 1), *split = run_swiglu(d, &wgs, &wus, x, 1);
+        float *batch = run_swiglu(d, &wg, &wu, x, nb);
+        const double e = norm_err(batch, g, (size_t)nb * n_out);
+        if (e > 1e-4)
+            fail_msg("matmul_swiglu %s %s: normalized error %.3g > 1e-4", cs_type_name(type), fam_name[fam], e);
+        assert_memory_equal(one, split, n_out * sizeof *one);
+        assert_memory_equal(one, batch, n_out * sizeof *one);
+        free(one);
+        free(split);
+        free(batch);
+        free(g);
+        free(u);
+        free(x);
+        free(gh);
+        free(uh);
+        cs_weight_free(&wg);
+        cs_weight_free(&wu);
+        cs_weight_free(&wgs);
+        cs_weight_free(&wus);
+    }
+}
+
+static void test_matmul_swiglu_cpu(void **s)
+{
+    (void)s;
+    swiglu_family(CS_KFAMILY_CPU);
+}
+
+static void test_matmul_swiglu_gpu(void **s)
+{
+    (void)s;
+    swiglu_family(CS_KFAMILY_GPU);
+}
+
+static void rope_qk_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int nt = 7, nh = 8, nkv = 2, hd = 64;
+    const size_t nq = (size_t)nt * nh * hd, nk = (size_t)nt * nkv * hd, qo = 5, ko = 9;
+    float *q = random_floats(qo + nq, 61), *k = random_floats(ko + nk, 62);
+    int32_t pos[7] = {0, 1, 2, 50, 511, 4000, 70000};
+    cl_mem pb = dev_buf(d, sizeof pos, pos);
+    for (int neox = 0; neox <= 1; neox++) {
+        const struct cs_rope_params p = {.n_rot = neox ? 32 : 64, .neox = neox != 0, .freq_base = 10000.0f,
+                                         .freq_scale = neox ? 0.5f : 1.0f};
+        cl_mem q1 = dev_buf(d, (qo + nq) * 4, q), k1 = dev_buf(d, (ko + nk) * 4, k);
+        cl_mem q2 = dev_buf(d, (qo + nq) * 4, q), k2 = dev_buf(d, (ko + nk) * 4, k);
+        assert_int_equal(cs_op_rope(d, q1, qo, pb, nt, nh, hd, &p, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_op_rope(d, k1, ko, pb, nt, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_op_rope_qk(d, q2, qo, k2, ko, pb, nt, nh, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
+        float *a = malloc((qo + nq + ko + nk) * 4), *b = malloc((qo + nq + ko + nk) * 4);
+        assert_non_null(a);
+        assert_non_null(b);
+        read_buf(d, q1, 0, (qo + nq) * 4, a);
+        read_buf(d, k1, 0, (ko + nk) * 4, a + qo + nq);
+        read_buf(d, q2, 0, (qo + nq) * 4, b);
+        read_buf(d, k2, 0, (ko + nk) * 4, b + qo + nq);
+        assert_memory_equal(a, b, (qo + nq + ko + nk) * 4);
+        /* it rotated: K of the last token changed, its padding did not */
+        assert_true(memcmp(a + qo + nq + ko + nk - hd, k + ko + nk - hd, 16) != 0);
+        assert_memory_equal(a + qo + nq, k, ko * 4);
+        free(a);
+        free(b);
+        clReleaseMemObject(q1);
+        clReleaseMemObject(k1);
+        clReleaseMemObject(q2);
+        clReleaseMemObject(k2);
+    }
+    clReleaseMemObject(pb);
+    free(q);
+    free(k);
+}
+
+static void test_rope_qk_cpu(void **s)
+{
+    (void)s;
+    rope_qk_family(CS_KFAMILY_CPU);
+}
+
+static void test_rope_qk_gpu(void **s)
+{
+    (void)s;
+    rope_qk_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -807,6 +953,10 @@ int main(void)
         cmocka_unit_test(test_invariance_gpu),
         cmocka_unit_test(test_round_rows_cpu),
         cmocka_unit_test(test_round_rows_gpu),
+        cmocka_unit_test(test_matmul_swiglu_cpu),
+        cmocka_unit_test(test_matmul_swiglu_gpu),
+        cmocka_unit_test(test_rope_qk_cpu),
+        cmocka_unit_test(test_rope_qk_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),
