@@ -40,6 +40,7 @@ struct cs_http {
     int port;
     atomic_int state;
     atomic_uint_fast64_t next_req;
+    atomic_int live_jobs;       /* jobs not yet freed (answers still being sent) */
     struct cs_engine *e;
     struct cs_sched *s;
     enum cs_chat_family chat;
@@ -214,6 +215,7 @@ static void job_free(struct job *j)
 {
     if (!j)
         return;
+    atomic_fetch_sub(&j->h->live_jobs, 1);
     cs_strbuf_free(&j->out);
     cs_strbuf_free(&j->text);
     json_decref(j->lp);
@@ -379,6 +381,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         cs_api_request_free(&ar);
         return reply_error(c, 500, "out of memory", NULL, req_id);
     }
+    atomic_fetch_add(&h->live_jobs, 1);
     j->h = h;
     j->conn = c;
     j->kind = kind;
@@ -657,6 +660,7 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     h->created = (int64_t)time(NULL);
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
+    atomic_init(&h->live_jobs, 0);
     if (!h->model_name || (p->api_key && p->api_key[0] && !h->api_key)) {
         cs_http_stop(h);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
@@ -723,6 +727,9 @@ void cs_http_stop(struct cs_http *h)
 {
     if (!h)
         return;
+    /* let the answers of requests that already ended reach their clients (at most 5 s) */
+    for (int i = 0; i < 500 && atomic_load(&h->live_jobs) > 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     free(h->model_name);

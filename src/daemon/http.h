@@ -40,7 +40,8 @@ void cs_http_set_ready(struct cs_http *h, struct cs_engine *e, struct cs_sched *
                        int n_ctx_slot);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);
-/* Closes the listening socket and every connection, waits for their threads, frees. */
+/* Waits (up to 5 s) until the answers of finished requests are sent, then
+ * closes the listening socket and every connection, waits for their threads, frees. */
 void cs_http_stop(struct cs_http *h);
 
 #endif
