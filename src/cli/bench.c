@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/loadmodel.h"
 #include "cli/opts.h"
+#include "cli/spec_cli.h"
 #include "common.h"
 #include "quant.h"
 
@@ -23,7 +24,12 @@ static void usage(FILE *f)
             "  -p N               prompt tokens processed in one call (default 512; 0 = skip)\n"
             "  -n N               generated tokens, one call each (default 128; 0 = skip)\n"
             "  -r N               repetitions (default 3), after one warm-up run\n"
-            "  --device SEL       OpenCL device index or name substring\n");
+            "  --device SEL       OpenCL device index or name substring\n"
+            "with --spec: decode -n tokens per slot without and with speculation (greedy):\n"
+            "  --parallel N          slots (default 1)\n"
+            "  --spec-prompt TEXT    prompt of every slot (default: four short stories)\n"
+            "  --kv f32|f16          KV cache type (default f16)\n");
+    fputs(cs_spec_cli_usage(), f);
 }
 
 /* One timed run: n_p tokens as one batch (pp) or n_g single steps after one
@@ -65,6 +71,8 @@ int cs_cmd_bench(int argc, char **argv)
 {
     const char *model = NULL, *device = NULL;
     long n_p = 512, n_g = 128, reps = 3;
+    struct cs_spec_cli so;
+    cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -81,6 +89,8 @@ int cs_cmd_bench(int argc, char **argv)
             r = cs_opt_int("bench", a, v, 0, 65536, &n_g);
         else if (!strcmp(a, "-r"))
             r = cs_opt_int("bench", a, v, 1, 1000, &reps);
+        else if ((r = cs_spec_cli_opt(&so, "bench", a, v)) != 0)
+            r = r < 0 ? -1 : 0;
         else {
             fprintf(stderr, "clspec bench: unknown option '%s'\n", a);
             usage(stderr);
@@ -98,6 +108,8 @@ int cs_cmd_bench(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (so.type) /* speculation table: src/cli/spec_cli.c */
+        return cs_spec_cli_bench(&so, model, device, (int32_t)n_g, (int)reps);
     char err[CLSPEC_ERRLEN];
     struct cs_loaded L;
     uint32_t n_ctx = (uint32_t)CS_MAX(CS_MAX(n_p, n_g), 1);

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "cli/loadmodel.h"
 #include "cli/opts.h"
+#include "cli/spec_cli.h"
 #include "common.h"
 #include "sampler.h"
 
@@ -28,6 +29,7 @@ static void usage(FILE *f)
             "  --repeat-penalty R    (default 1 = off), over --repeat-last-n tokens (default 64)\n"
             "  --seed S              RNG seed (default 0)\n"
             "  --device SEL          OpenCL device index or name substring\n");
+    fputs(cs_spec_cli_usage(), f);
 }
 
 static int emit(const struct cs_tokenizer *tok, int32_t id)
@@ -49,6 +51,8 @@ int cs_cmd_run(int argc, char **argv)
     const char *model = NULL, *prompt = NULL, *device = NULL;
     double n_predict = 128, n_ctx = 0, temp = 0.8, top_k = 40, top_p = 0.95, min_p = 0.05, rep = 1.0, rep_n = 64,
            seed = 0;
+    struct cs_spec_cli so;
+    cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
@@ -79,6 +83,8 @@ int cs_cmd_run(int argc, char **argv)
             r = cs_opt_num("run", a, v, 0, 1 << 20, &rep_n);
         else if (!strcmp(a, "--seed"))
             r = cs_opt_num("run", a, v, 0, 18446744073709551615.0, &seed);
+        else if ((r = cs_spec_cli_opt(&so, "run", a, v)) != 0)
+            r = r < 0 ? -1 : 0;
         else {
             fprintf(stderr, "clspec run: unknown option '%s'\n", a);
             usage(stderr);
@@ -124,6 +130,20 @@ int cs_cmd_run(int argc, char **argv)
                 (int)n_predict, ctx);
         free(ids);
         return 1;
+    }
+    if (so.type) { /* speculative generation: src/cli/spec_cli.c */
+        struct cs_sampler_params ssp = cs_sampler_defaults();
+        ssp.temp = (float)temp;
+        ssp.top_k = (int32_t)top_k;
+        ssp.top_p = (float)top_p;
+        ssp.min_p = (float)min_p;
+        ssp.repeat_penalty = (float)rep;
+        ssp.penalty_last_n = (int32_t)rep_n;
+        ssp.seed = (uint64_t)seed;
+        fputs(prompt, stdout);
+        rc = cs_spec_cli_run(&so, model, device, ids, (int32_t)n_prompt, (int32_t)n_predict, &ssp);
+        free(ids);
+        return rc;
     }
     struct cs_loaded L;
     rc = cs_loaded_open(model, device, ctx, 256, 1, &L, err, sizeof err);
