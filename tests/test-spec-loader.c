@@ -57,9 +57,12 @@ static void test_minimal_loads(void **state)
     assert_null(pl->vt.accept); /* optional entries stay NULL */
     assert_string_equal(pl->host.config_get(&pl->host, "max"), "3");
     assert_null(pl->host.config_get(&pl->host, "nope"));
-    /* the host's later entries are absent on this host: NULL, as documented */
-    assert_null(pl->host.model_load);
-    assert_null(pl->host.tap_request);
+    /* entries this host does not provide yet are NULL, as documented */
+    assert_int_equal(pl->host.abi_minor, 1);
+    assert_non_null(pl->host.model_load); /* 1.1: draft models */
+    assert_non_null(pl->host.ctx_decode);
+    assert_null(pl->host.tap_request);    /* 1.2: not yet */
+    assert_null(pl->host.ctx_kv_inject);
     /* it drafts through the vtable: what followed the last 7 */
     int32_t hist[] = {1, 7, 8, 9, 10, 11, 7}, out[8];
     struct clspec_draft_req req = {.size = sizeof req, .slot = 0, .hist = hist, .n_hist = 7, .pos_last = 6,

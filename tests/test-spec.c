@@ -1,12 +1,14 @@
-/* test-spec.c: the speculative step (src/spec/spec.c) with the ngram plugin
- * over stories260K: greedy output with speculation is identical to output
+/* test-spec.c: the speculative step (src/spec/spec.c) with the ngram and
+ * draft plugins over stories260K: greedy output with speculation is identical to output
  * without it on the prompts of reference/greedy-stories260K.json (64
  * tokens), at parallel 1 and 4, KV f32 and f16; every slot holds exactly
  * n_hist - 1 KV cells after every step; seeded sampling (T > 0, penalties)
  * gives the same tokens and the same final sampler state (RNG + penalty
  * history) as a run without speculation; a KV cache that fills shrinks or
  * skips drafts; switching speculation off mid-request clears the plugin's
- * state; rejection sampling keeps the target distribution (chi-square). */
+ * state; the draft model samples through rejection sampling, reproducibly,
+ * and refuses a missing model or another vocabulary; rejection sampling
+ * keeps the target distribution (chi-square). */
 #include "config.h"
 
 #include <math.h>
@@ -57,6 +59,20 @@ static struct cs_plugin *ngram_open(struct cs_engine *e, uint32_t n_slots, const
         fail_msg("ngram: %s", err);
     return pl;
 }
+
+static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const char *model, char *err,
+                                     size_t errlen)
+{
+    char *path = model ? tu_shared_path(model) : NULL;
+    struct cs_plugin_kv kv[] = {{"model", path}};
+    struct cs_plugin_params pp = {.type = "draft", .kv = kv, .n_kv = path ? 1 : 0, .engine = e, .n_slots = n_slots};
+    struct cs_plugin *pl = NULL;
+    int rc = cs_plugin_load(&pp, &pl, err, errlen);
+    free(path);
+    return rc == CLSPEC_OK ? pl : NULL;
+}
+
+#define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
 
 struct run {
     int32_t tok[4][NGEN];    /* per case */
@@ -181,13 +197,23 @@ static void lossless(uint32_t kv_type, int parallel)
     pl = ngram_open(e, 4, "1"); /* drafts on every repeated token: many rejections */
     gen_all(e, pl, parallel, 0.0f, &spec2, 1 << 30);
     cs_plugin_free(pl);
+    static struct run spec3;
+    char err[CLSPEC_ERRLEN];
+    pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+    if (!pl)
+        fail_msg("draft: %s", err);
+    gen_all(e, pl, parallel, 0.0f, &spec3, 1 << 30);
+    cs_plugin_free(pl);
     print_message("kv %s parallel %d: reference agreement %d tokens; ngram(2) drafted %llu accepted %llu; "
-                  "ngram(1) drafted %llu accepted %llu\n",
+                  "ngram(1) drafted %llu accepted %llu; draft drafted %llu accepted %llu\n",
                   cs_type_name(kv_type), parallel, agree, (unsigned long long)spec1.st.n_drafted,
                   (unsigned long long)spec1.st.n_accepted, (unsigned long long)spec2.st.n_drafted,
-                  (unsigned long long)spec2.st.n_accepted);
+                  (unsigned long long)spec2.st.n_accepted, (unsigned long long)spec3.st.n_drafted,
+                  (unsigned long long)spec3.st.n_accepted);
     assert_same(&base, &spec1, "ngram n_min 2");
     assert_same(&base, &spec2, "ngram n_min 1");
+    assert_same(&base, &spec3, "draft model");
+    assert_true(spec3.st.n_accepted > spec3.st.n_drafted / 4); /* a distilled draft: well above chance */
     /* the speculation was real: drafts were both accepted and rejected */
     assert_true(spec2.st.n_drafted > 0);
     assert_true(spec2.st.n_accepted > 0);
@@ -238,6 +264,44 @@ static void test_sampler_state(void **state)
         assert_int_equal(base.final[c].hist_head, spec.final[c].hist_head);
         assert_memory_equal(base.hist[c], spec.hist[c], (size_t)base.final[c].hist_cap * sizeof(int32_t));
     }
+    cs_engine_free(e);
+}
+
+/* ---- the draft model at T > 0: rejection sampling with its (one-hot) q ---- */
+
+static void test_draft_sampling(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+    if (!pl)
+        fail_msg("draft: %s", err);
+    assert_true(pl->vt.caps & CLSPEC_SPEC_CAP_DRAFT_PROBS);
+    static struct run a, b;
+    gen_all(e, pl, 4, 0.9f, &a, 1 << 30); /* gen() checks the KV cells after every step */
+    gen_all(e, pl, 4, 0.9f, &b, 1 << 30);
+    cs_plugin_free(pl);
+    print_message("draft T 0.9: drafted %llu accepted %llu\n", (unsigned long long)a.st.n_drafted,
+                  (unsigned long long)a.st.n_accepted);
+    assert_true(a.st.n_accepted > 0 && a.st.n_accepted < a.st.n_drafted);
+    assert_same(&a, &b, "identical seeded requests"); /* bit-identical output for identical requests */
+    cs_engine_free(e);
+}
+
+/* ---- the draft model's start-up refusals ---- */
+
+static void test_draft_refusals(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(256, 1, CS_TYPE_F32);
+    char err[CLSPEC_ERRLEN];
+    assert_null(draft_open(e, 1, NULL, err, sizeof err));
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "init failed: draft: no model"));
+    assert_null(draft_open(e, 1, "models/derived/TinyStories-656K-Q4_0.gguf", err, sizeof err));
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "the vocabularies must be the same"));
     cs_engine_free(e);
 }
 
@@ -442,7 +506,8 @@ int main(void)
         cmocka_unit_test(test_lossless_f32_p1),    cmocka_unit_test(test_lossless_f32_p4),
         cmocka_unit_test(test_lossless_f16_p1),    cmocka_unit_test(test_lossless_f16_p4),
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
-        cmocka_unit_test(test_kv_full),
+        cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
+        cmocka_unit_test(test_draft_refusals),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 0 /* grows as fields are appended */
+#define CLSPEC_SPEC_ABI_MINOR 1 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -151,7 +151,7 @@ struct clspec_host {
     /* The text of token id in the target's vocabulary (NULL when out of range); host-owned. */
     const char *(*token_text)(const struct clspec_host *h, int32_t id);
 
-    /* -- draft models: may be NULL (this host: NULL until 1.1) -- */
+    /* -- draft models: may be NULL (provided by hosts of minor >= 1) -- */
 
     /* Loads a GGUF onto device (-1 = the target's last device). */
     int (*model_load)(const struct clspec_host *h, const char *path, int32_t device, clspec_model **out,
@@ -169,7 +169,7 @@ struct clspec_host {
     /* Logits (n_vocab floats) of the i-th kept row of the last decode; NULL if none. */
     const float *(*ctx_logits)(clspec_ctx *c, int32_t i);
 
-    /* -- target taps, tensors and KV injection: may be NULL (this host: NULL until 1.2) -- */
+    /* -- target taps, tensors and KV injection: may be NULL (NULL until 1.2) -- */
 
     /* Asks for the target's hidden states at layers[0..n) (k < n_layer: the
      * input of layer k; k = n_layer: the state before the final norm) for

@@ -1,6 +1,6 @@
 /* loader.c: see loader.h. The host table's 1.0 entries are implemented
- * here over the engine; the model/context/tap entries are NULL until the
- * draft-model host lands (see speculator.h). */
+ * here over the engine, the 1.1 draft-model entries in host_model.c; the
+ * tap/tensor/injection entries are NULL until 1.2 (see speculator.h). */
 #include "config.h"
 
 #include <dlfcn.h>
@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "spec/host_model.h"
 #include "spec/loader.h"
 
 #ifndef CLSPEC_PLUGIN_DIR
@@ -177,7 +178,8 @@ static void host_table(struct cs_plugin *pl)
     h->n_devices = host_n_devices;
     h->device_info = host_device_info;
     h->token_text = host_token_text;
-    /* model_load .. ctx_hidden stay NULL (documented: until 1.1 / 1.2) */
+    cs_host_model_entries(h); /* 1.1: draft models */
+    /* tap_request .. ctx_hidden stay NULL (documented: until 1.2) */
 }
 
 /* ---- loading ---- */
