@@ -2,7 +2,7 @@
  * configuration and logs through the host table; each failure (missing
  * file, unknown built-in, not a shared object, missing entry symbol, ABI
  * major mismatch, vtable too small, init failure with the plugin's own
- * message) gives its own error; the built-in ngram is found by name. */
+ * message, a capability the host cannot serve) gives its own error; the built-in ngram is found by name. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -192,6 +192,14 @@ static void test_init_failure(void **state)
     assert_non_null(strstr(e, "init failed: broken: the frobnicator is not configured"));
 }
 
+static void test_caps_refused(void **state)
+{
+    (void)state;
+    const char *e = load_fail("caps.so");
+    assert_non_null(strstr(e, "(broken) needs hidden-state taps of the target, which this clspec (ABI 1.1) does "
+                              "not provide"));
+}
+
 static void test_minimal_bad_config(void **state)
 {
     (void)state;
@@ -212,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_not_shared_object), cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_abi_mismatch),      cmocka_unit_test(test_vtable_too_small),
         cmocka_unit_test(test_init_failure),      cmocka_unit_test(test_minimal_bad_config),
+        cmocka_unit_test(test_caps_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +183,49 @@ static void host_table(struct cs_plugin *pl)
     /* tap_request .. ctx_hidden stay NULL (documented: until 1.2) */
 }
 
+/* ---- capabilities: refuse before init what this host cannot give ---- */
+
+static int check_caps(const struct cs_plugin *pl, char *err, size_t errlen)
+{
+    static const struct {
+        uint64_t bit;
+        const char *what;
+    } known[] = {
+        {CLSPEC_SPEC_CAP_TARGET_TAPS, "hidden-state taps of the target"},
+        {CLSPEC_SPEC_CAP_SHARED_KV, "a shared target KV cache"},
+        {CLSPEC_SPEC_CAP_DEVICE_MEMORY, "device memory of its own (draft models)"},
+        {CLSPEC_SPEC_CAP_DRAFT_PROBS, "draft probabilities"},
+        {CLSPEC_SPEC_CAP_TARGET_TENSORS, "the target's embedding and output tensors"},
+        {CLSPEC_SPEC_CAP_KV_INJECT, "KV injection"},
+    };
+    const struct clspec_host *h = &pl->host;
+    const char *nm = pl->vt.name ? pl->vt.name : "?";
+    uint64_t all = 0;
+    for (size_t i = 0; i < CS_ARRAY_LEN(known); i++)
+        all |= known[i].bit;
+    if (pl->vt.caps & ~all)
+        return cs_err(err, errlen, CLSPEC_E_PLUGIN,
+                      "speculator plugin %s (%s): capability bits 0x%llx unknown to this clspec (ABI %u.%u); "
+                      "use a newer clspec",
+                      pl->path, nm, (unsigned long long)(pl->vt.caps & ~all), h->abi_major, h->abi_minor);
+    for (size_t i = 0; i < CS_ARRAY_LEN(known); i++) {
+        uint64_t b = known[i].bit;
+        if (!(pl->vt.caps & b))
+            continue;
+        bool have = b == CLSPEC_SPEC_CAP_TARGET_TAPS      ? h->tap_request && h->tap_get
+                    : b == CLSPEC_SPEC_CAP_SHARED_KV      ? false
+                    : b == CLSPEC_SPEC_CAP_DEVICE_MEMORY  ? h->model_load && h->ctx_new
+                    : b == CLSPEC_SPEC_CAP_TARGET_TENSORS ? h->target_tensor != NULL
+                    : b == CLSPEC_SPEC_CAP_KV_INJECT      ? h->ctx_kv_inject != NULL
+                                                          : true;
+        if (!have)
+            return cs_err(err, errlen, CLSPEC_E_PLUGIN,
+                          "speculator plugin %s (%s) needs %s, which this clspec (ABI %u.%u) does not provide",
+                          pl->path, nm, known[i].what, h->abi_major, h->abi_minor);
+    }
+    return CLSPEC_OK;
+}
+
 /* ---- loading ---- */
 
 void cs_plugin_free(struct cs_plugin *pl)
@@ -270,6 +314,8 @@ int cs_plugin_load(const struct cs_plugin_params *p, struct cs_plugin **out, cha
         goto fail;
     }
     host_table(pl);
+    if ((rc = check_caps(pl, err, errlen)) < 0)
+        goto fail;
     char perr[512] = "";
     int prc = pl->vt.init(&pl->host, &pl->state, perr, sizeof perr);
     if (prc < 0) {

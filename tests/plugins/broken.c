@@ -1,6 +1,7 @@
 /* broken.c: test plugins that the loader must refuse, one per failure:
  * BROKEN_NOSYM (no entry symbol), BROKEN_ABI (major 99), BROKEN_SMALL
- * (vtable of 16 bytes), BROKEN_INIT (init fails with its own message). */
+ * (vtable of 16 bytes), BROKEN_INIT (init fails with its own message),
+ * BROKEN_CAPS (needs target taps, which the host does not provide yet). */
 #include <clspec/speculator.h>
 
 #include <string.h>
@@ -39,6 +40,9 @@ static const struct clspec_speculator vt = {
     .size = sizeof(struct clspec_speculator),
 #endif
     .name = "broken",
+#ifdef BROKEN_CAPS
+    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS,
+#endif
     .init = b_init,
     .draft = b_draft,
 };
