@@ -131,17 +131,17 @@ int cs_cmd_run(int argc, char **argv)
         free(ids);
         return 1;
     }
+    struct cs_sampler_params sp = cs_sampler_defaults();
+    sp.temp = (float)temp;
+    sp.top_k = (int32_t)top_k;
+    sp.top_p = (float)top_p;
+    sp.min_p = (float)min_p;
+    sp.repeat_penalty = (float)rep;
+    sp.penalty_last_n = (int32_t)rep_n;
+    sp.seed = (uint64_t)seed;
     if (so.type) { /* speculative generation: src/cli/spec_cli.c */
-        struct cs_sampler_params ssp = cs_sampler_defaults();
-        ssp.temp = (float)temp;
-        ssp.top_k = (int32_t)top_k;
-        ssp.top_p = (float)top_p;
-        ssp.min_p = (float)min_p;
-        ssp.repeat_penalty = (float)rep;
-        ssp.penalty_last_n = (int32_t)rep_n;
-        ssp.seed = (uint64_t)seed;
         fputs(prompt, stdout);
-        rc = cs_spec_cli_run(&so, model, device, ids, (int32_t)n_prompt, (int32_t)n_predict, &ssp);
+        rc = cs_spec_cli_run(&so, model, device, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
         free(ids);
         return rc;
     }
@@ -153,14 +153,6 @@ int cs_cmd_run(int argc, char **argv)
         return 1;
     }
     const int V = (int)L.model->hp.n_vocab;
-    struct cs_sampler_params sp = cs_sampler_defaults();
-    sp.temp = (float)temp;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)rep;
-    sp.penalty_last_n = (int32_t)rep_n;
-    sp.seed = (uint64_t)seed;
     struct cs_sampler *smp = NULL;
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);

@@ -78,9 +78,7 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
         .n_layer = m->m->hp.n_layer, .n_ctx_train = m->m->hp.n_ctx_train, .bos = cs_tokenizer_bos(m->tok),
         .eos = cs_tokenizer_eos(m->tok), .device = m->device,
     };
-    size_t n = out->size && out->size < sizeof i ? out->size : sizeof i;
-    memcpy(out, &i, n);
-    out->size = (uint32_t)n;
+    cs_host_fill(out, &i, sizeof i);
     return CLSPEC_OK;
 }
 
@@ -159,6 +157,16 @@ static const float *ctx_logits(clspec_ctx *c, int32_t i)
     if (i < 0 || i >= c->n_logits)
         return NULL;
     return c->logits + (size_t)i * c->model->m->hp.n_vocab;
+}
+
+void cs_host_fill(void *out, const void *full, size_t full_size)
+{
+    uint32_t want;
+    memcpy(&want, out, sizeof want);
+    size_t n = want && want < full_size ? want : full_size;
+    memcpy(out, full, n);
+    want = (uint32_t)n;
+    memcpy(out, &want, sizeof want);
 }
 
 void cs_host_model_entries(struct clspec_host *h)

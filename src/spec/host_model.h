@@ -4,9 +4,15 @@
 #ifndef CS_SPEC_HOST_MODEL_H
 #define CS_SPEC_HOST_MODEL_H
 
+#include <stddef.h>
+
 #include "clspec/speculator.h"
 #include "spec/loader.h"
 
 void cs_host_model_entries(struct clspec_host *h);
+
+/* Copies an info struct (first field: uint32_t size) to a plugin's out:
+ * at most out->size bytes (0 = all), and sets out->size to what was filled. */
+void cs_host_fill(void *out, const void *full, size_t full_size);
 
 #endif

@@ -128,9 +128,7 @@ static int host_target_info(const struct clspec_host *h, struct clspec_target_in
     t.n_slots = pl->n_slots;
     t.type_k = e->p.type_k;
     t.type_v = e->p.type_v;
-    size_t n = out->size && out->size < sizeof t ? out->size : sizeof t;
-    memcpy(out, &t, n);
-    out->size = (uint32_t)n;
+    cs_host_fill(out, &t, sizeof t);
     return CLSPEC_OK;
 }
 
@@ -150,9 +148,7 @@ static int host_device_info(const struct clspec_host *h, int32_t index, struct c
         .size = sizeof d, .index = index, .name = di->name, .vendor = di->vendor, .global_mem = di->global_mem,
         .max_alloc = di->max_alloc, .is_gpu = (di->type & CL_DEVICE_TYPE_GPU) != 0,
     };
-    size_t n = out->size && out->size < sizeof d ? out->size : sizeof d;
-    memcpy(out, &d, n);
-    out->size = (uint32_t)n;
+    cs_host_fill(out, &d, sizeof d);
     return CLSPEC_OK;
 }
 

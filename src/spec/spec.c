@@ -265,7 +265,7 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
     sl->active = true;
     sl->on = false;
     sl->n_draft = 0;
-    sl->n_cur = CS_MAX(sp->p.n_min, 1);
+    sl->n_cur = sp->p.n_max;
     memset(&sl->st, 0, sizeof sl->st);
     if (speculate && sp->pl) {
         sl->on = true;

@@ -41,7 +41,8 @@ struct cs_spec_slot {
     bool on;                 /* speculation on for this request */
     int32_t *hist;           /* (cap) prompt + generated tokens; hist[n_hist-1] = last, not yet in the KV */
     int32_t n_hist, cap;
-    int32_t n_cur;           /* adaptive draft length, n_min..n_max */
+    int32_t n_cur;           /* adaptive draft length: n_max at slot_begin; after a draft accepted whole
+                              * + 2 (up to n_max), after a rejection accepted + 1 (at least max(n_min, 1)) */
     struct cs_sampler *smp;  /* borrowed */
     struct cs_sampler *snap; /* the sampler state before the current verification */
     int32_t *draft;          /* (n_max) this step's draft */
