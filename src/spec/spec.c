@@ -14,8 +14,8 @@
 #include "spec/spec.h"
 
 /* ---- KV adapter: the only lines that know where the cache lives ----
- * (when the forward moves onto src/kv.h these become cs_kv_seq_rm /
- * cs_kv_seq_n_cells / cs_kv_n_free on e->ctx->kv) */
+ * When the forward moves onto src/kv.h each body becomes one line on
+ * e->ctx->kv: cs_kv_seq_rm, cs_kv_seq_n_cells, n_ctx - n_used, cs_kv_n_free. */
 
 static int kv_rm_from(struct cs_engine *e, int32_t seq, int32_t p0, char *err, size_t errlen)
 {
@@ -30,12 +30,21 @@ uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq)
     return n;
 }
 
-static uint32_t kv_n_free(const struct cs_engine *e)
+/* Free cells in the whole cache (kv.h: kv->p.n_ctx - kv->n_used). */
+static uint32_t kv_n_free_total(const struct cs_engine *e)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < e->ctx->p.n_ctx; i++)
         n += e->ctx->h_cell_pos[i] < 0;
     return n;
+}
+
+/* Cells seq could still take (kv.h: cs_kv_n_free(kv, seq); differs from the
+ * total for a partitioned cache). */
+static uint32_t kv_n_free_seq(const struct cs_engine *e, int32_t seq)
+{
+    (void)seq;
+    return kv_n_free_total(e);
 }
 
 /* ---- acceptance ---- */
@@ -340,8 +349,7 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
     if (n_want == 0)
         return CLSPEC_OK;
     /* drafts: every slot needs one cell for its last token; drafts share what is left */
-    uint32_t n_free = kv_n_free(sp->e);
-    int64_t spare = (int64_t)n_free - n_want;
+    int64_t spare = (int64_t)kv_n_free_total(sp->e) - n_want;
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
@@ -349,6 +357,7 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
             continue;
         int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
         kmax = CS_MIN(kmax, spare);
+        kmax = CS_MIN(kmax, (int64_t)kv_n_free_seq(sp->e, s) - 1);
         if (kmax <= 0)
             continue; /* no room or no need: this step goes without a draft */
         ask_draft(sp, s, (int32_t)kmax);
