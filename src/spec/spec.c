@@ -128,13 +128,10 @@ static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, 
         }
         cs_sampler_accept(sl->smp, t);
         sl->out[sl->n_out++] = t;
-        if (cs_tokenizer_is_eog(sp->e->tok, t)) {
-            sl->eog = true;
+        sl->n_accepted += acc;
+        sl->eog = cs_tokenizer_is_eog(sp->e->tok, t);
+        if (sl->eog || sl->n_out >= n_left || !acc)
             break;
-        }
-        if (sl->n_out >= n_left || !acc)
-            break;
-        sl->n_accepted++;
     }
 }
 
