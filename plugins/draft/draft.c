@@ -11,11 +11,12 @@
  *
  * Configuration ([speculator] section / --spec-opt):
  *   model = PATH      the draft GGUF (required)
- *   device = N        host device index (default: the target's last device)
+ *   device = N|NAME   host device index or name substring (default: the target's last device)
  *   n_ctx = N         draft KV cells for all slots (default: the target's n_ctx)
  *   type_k = f16      draft KV type, f32 or f16 (type_v must match)
  *   type_v = f16
- *   p_min = 0         stop drafting below this draft probability */
+ * and from the host's request: p_min (the [speculator] p_min): drafting stops
+ * at a token the draft model gives less than p_min. */
 #include <clspec/speculator.h>
 
 #include <math.h>
@@ -34,7 +35,6 @@ struct draft {
     clspec_ctx *c;
     uint32_t n_vocab, n_batch;
     int32_t n_slots;
-    float p_min;
     struct dslot *slots;
     int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
     uint8_t *keep;
@@ -43,6 +43,23 @@ struct draft {
 static int fail(char *err, size_t errlen, const char *msg, const char *arg)
 {
     snprintf(err, errlen, "draft: %s%s%s", msg, arg ? arg : "", "");
+    return -1;
+}
+
+/* device = index, or a substring of the device's name. */
+static int32_t find_device(const struct clspec_host *h, const char *v)
+{
+    char *end = NULL;
+    long i = strtol(v, &end, 10);
+    if (end != v && !*end)
+        return i >= 0 && i < h->n_devices(h) ? (int32_t)i : -1;
+    for (int32_t k = 0; k < h->n_devices(h); k++) {
+        struct clspec_device_info di;
+        memset(&di, 0, sizeof di);
+        di.size = sizeof di;
+        if (h->device_info(h, k, &di) == 0 && di.name && strstr(di.name, v))
+            return k;
+    }
     return -1;
 }
 
@@ -126,12 +143,13 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
         return fail(err, errlen, "type_k must be f32 or f16, not ", h->config_get(h, "type_k"));
     if (parse_type(h->config_get(h, "type_v"), &cp.type_v) < 0)
         return fail(err, errlen, "type_v must be f32 or f16, not ", h->config_get(h, "type_v"));
-    int32_t device = (v = h->config_get(h, "device")) ? (int32_t)strtol(v, NULL, 10) : -1;
+    int32_t device = -1;
+    if ((v = h->config_get(h, "device")) && *v && (device = find_device(h, v)) < 0)
+        return fail(err, errlen, "no device matches device = ", v);
     struct draft *d = calloc(1, sizeof *d);
     if (!d)
         return fail(err, errlen, "out of memory", NULL);
     d->h = h;
-    d->p_min = (v = h->config_get(h, "p_min")) ? strtof(v, NULL) : 0.0f;
     d->n_slots = (int32_t)(ti.n_slots ? ti.n_slots : 1);
     d->n_batch = 64;
     cp.n_batch = d->n_batch;
@@ -160,8 +178,8 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
         draft_fini(d);
         return fail(err, errlen, "out of memory", NULL);
     }
-    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s KV for %d slots, p_min %g", path, cp.n_ctx,
-           cp.type_k == CLSPEC_TYPE_F32 ? "f32" : "f16", (int)d->n_slots, (double)d->p_min);
+    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s KV for %d slots", path, cp.n_ctx,
+           cp.type_k == CLSPEC_TYPE_F32 ? "f32" : "f16", (int)d->n_slots);
     *state = d;
     return 0;
 }
@@ -232,11 +250,11 @@ static int draft_draft(void *state, const struct clspec_draft_req *req, int32_t 
         for (uint32_t v = 1; v < d->n_vocab; v++)
             if (l[v] > l[best])
                 best = v;
-        if (d->p_min > 0.0f) { /* the draft model's own confidence */
+        if (req->p_min > 0.0f) { /* the draft model's own confidence */
             double sum = 0;
             for (uint32_t v = 0; v < d->n_vocab; v++)
                 sum += exp((double)l[v] - (double)l[best]);
-            if (1.0 / sum < d->p_min)
+            if (1.0 / sum < req->p_min)
                 break;
         }
         out[k] = (int32_t)best;
