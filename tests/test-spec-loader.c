@@ -200,6 +200,19 @@ static void test_caps_refused(void **state)
                               "not provide"));
 }
 
+static void test_newer_minor_loads(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN], path[1024];
+    snprintf(path, sizeof path, "%s/newer.so", CS_TEST_PLUGINS);
+    struct cs_plugin *pl = NULL;
+    if (load(path, NULL, 0, &pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_string_equal(pl->vt.name, "newer");
+    assert_true(pl->vt.size > sizeof pl->vt); /* as the plugin declared it; only sizeof was copied */
+    cs_plugin_free(pl);
+}
+
 static void test_minimal_bad_config(void **state)
 {
     (void)state;
@@ -220,7 +233,7 @@ int main(void)
         cmocka_unit_test(test_not_shared_object), cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_abi_mismatch),      cmocka_unit_test(test_vtable_too_small),
         cmocka_unit_test(test_init_failure),      cmocka_unit_test(test_minimal_bad_config),
-        cmocka_unit_test(test_caps_refused),
+        cmocka_unit_test(test_caps_refused),      cmocka_unit_test(test_newer_minor_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* broken.c: test plugins that the loader must refuse, one per failure:
  * BROKEN_NOSYM (no entry symbol), BROKEN_ABI (major 99), BROKEN_SMALL
  * (vtable of 16 bytes), BROKEN_INIT (init fails with its own message),
- * BROKEN_CAPS (needs target taps, which the host does not provide yet). */
+ * BROKEN_CAPS (needs target taps, which the host does not provide yet);
+ * and NEWER, which must load: a plugin built against a later 1.x header
+ * (a larger vtable whose extra entries this host ignores). */
 #include <clspec/speculator.h>
 
 #include <string.h>
@@ -28,6 +30,16 @@ static int b_draft(void *state, const struct clspec_draft_req *req, int32_t *out
     return 0;
 }
 
+#ifdef NEWER
+static const struct {
+    struct clspec_speculator v1;
+    void (*later_entry)(void *state); /* appended by a hypothetical 1.9 */
+} newer = {
+    .v1 = {.abi_major = CLSPEC_SPEC_ABI_MAJOR, .size = sizeof newer, .name = "newer", .init = b_init, .draft = b_draft},
+    .later_entry = NULL,
+};
+#define vt newer.v1
+#else
 static const struct clspec_speculator vt = {
 #ifdef BROKEN_ABI
     .abi_major = 99,
@@ -46,6 +58,7 @@ static const struct clspec_speculator vt = {
     .init = b_init,
     .draft = b_draft,
 };
+#endif
 
 #ifdef BROKEN_NOSYM
 const struct clspec_speculator *not_the_entry(void);
