@@ -321,6 +321,43 @@ static void test_disable(void **state)
     cs_engine_free(e);
 }
 
+/* ---- speculation off for one request ("speculative": false), on for the next ---- */
+
+static void test_per_request_off(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(256, 1, CS_TYPE_F32);
+    struct cs_plugin *pl = ngram_open(e, 1, "1");
+    struct cs_spec_params sp = cs_spec_defaults();
+    struct cs_spec *spec = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0;
+    struct cs_sampler *smp = NULL;
+    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    const struct golden_case *gc = &G->cases[0];
+    for (int on = 0; on < 2; on++) {
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, on, err, sizeof err), 0);
+        assert_int_equal(spec->slots[0].on, on);
+        int32_t left = 48;
+        while (left > 0) {
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), CLSPEC_OK);
+            left -= spec->slots[0].n_out;
+        }
+        if (!on)
+            assert_int_equal(spec->slots[0].st.n_drafted, 0);
+        else
+            assert_true(spec->slots[0].st.n_drafted > 0);
+        cs_spec_slot_end(spec, 0);
+        assert_int_equal(cs_spec_kv_cells(e, 0), 0);
+    }
+    cs_sampler_free(smp);
+    cs_spec_free(spec);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
 /* ---- a KV cache that fills: drafts shrink, then the slot reports KV full ---- */
 
 static void test_kv_full(void **state)
@@ -507,7 +544,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16_p1),    cmocka_unit_test(test_lossless_f16_p4),
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
-        cmocka_unit_test(test_draft_refusals),
+        cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
