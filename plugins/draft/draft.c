@@ -155,7 +155,7 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
     cp.n_batch = d->n_batch;
     cp.n_seq = (uint32_t)d->n_slots;
     char e2[512];
-    if (h->model_load(h, path, device, &d->m, e2, sizeof e2) != 0) {
+    if (h->model_load(h, path, device, 0, &d->m, e2, sizeof e2) != 0) {
         snprintf(err, errlen, "draft: %s", e2);
         draft_fini(d);
         return -1;
