@@ -255,6 +255,16 @@ struct clspec_speculator {
     /* Optional. The request on slot ended, or speculation was switched off
      * for it: drop all of the slot's state. */
     void (*slot_end)(void *state, int32_t slot);
+
+    /* -- 1.1 (optional; a 1.0 host ignores it) -- */
+
+    /* Drafts for n slots at once (one batched decode for all of them): as
+     * draft for each reqs[i], into out[i] (reqs[i].n_max entries) and, when
+     * probs is not NULL, probs[i] (or NULL for that slot); n_out[i] gets the
+     * count. When present the host calls it instead of draft. Returns 0, or
+     * < 0 (the host then switches speculation off for these slots). */
+    int (*draft_batch)(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                       float *const *probs, int32_t *n_out, char *err, size_t errlen);
 };
 
 /* The smallest vtable a 1.x host accepts: everything up to slot_end. */
