@@ -222,25 +222,15 @@ static void lossless(uint32_t kv_type, int parallel)
     cs_engine_free(e);
 }
 
-static void test_lossless_f32_p1(void **state)
+struct lossless_cfg {
+    uint32_t kv_type;
+    int parallel;
+};
+
+static void test_lossless(void **state)
 {
-    (void)state;
-    lossless(CS_TYPE_F32, 1);
-}
-static void test_lossless_f32_p4(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F32, 4);
-}
-static void test_lossless_f16_p1(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F16, 1);
-}
-static void test_lossless_f16_p4(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F16, 4);
+    const struct lossless_cfg *c = *state;
+    lossless(c->kv_type, c->parallel);
 }
 
 /* ---- sampling: same tokens and the same sampler state as without speculation ---- */
@@ -538,10 +528,15 @@ static int teardown(void **state)
 
 int main(void)
 {
+    static struct lossless_cfg lossless_cfgs[] = {
+        {CS_TYPE_F32, 1}, {CS_TYPE_F32, 4}, {CS_TYPE_F16, 1}, {CS_TYPE_F16, 4},
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rejection_sampling), cmocka_unit_test(test_target_probs),
-        cmocka_unit_test(test_lossless_f32_p1),    cmocka_unit_test(test_lossless_f32_p4),
-        cmocka_unit_test(test_lossless_f16_p1),    cmocka_unit_test(test_lossless_f16_p4),
+        {"lossless_f32_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[0]},
+        {"lossless_f32_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[1]},
+        {"lossless_f16_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[2]},
+        {"lossless_f16_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[3]},
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
