@@ -482,8 +482,9 @@ int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_
                 struct cs_spec **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (n_slots < 1 || n_slots > CS_MAX_SEQ)
-        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%d)", n_slots, CS_MAX_SEQ);
+    if (n_slots < 1 || n_slots > CS_MAX_SEQ || (e->p.n_seq_max && (uint32_t)n_slots > e->p.n_seq_max))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%u, the engine's sequences)", n_slots,
+                      e->p.n_seq_max ? e->p.n_seq_max : CS_MAX_SEQ);
     if (p->n_max < 1 || p->n_max > 64 || p->n_min < 0 || p->n_min > p->n_max || !(p->p_min >= 0.0f) ||
         p->p_min > 1.0f)
         return cs_err(err, errlen, CLSPEC_E_INVAL,
