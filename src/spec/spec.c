@@ -350,6 +350,18 @@ static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, int32_t *row
     return rc;
 }
 
+/* A failed forward: the slots in it keep nothing of this step. Returns rc. */
+static int undo(struct cs_spec *sp, const bool *which, int rc)
+{
+    char e2[CLSPEC_ERRLEN];
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (which[s]) {
+            cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
+            rollback(sp, s, false, e2, sizeof e2);
+        }
+    return rc;
+}
+
 int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen)
 {
     const size_t V = (size_t)sp->n_vocab;
@@ -397,15 +409,8 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
             return CLSPEC_E_RANGE;
     int seq_rc[CS_MAX_SEQ];
     int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen);
-    if (rc < 0) {
-        char e2[CLSPEC_ERRLEN];
-        for (int32_t s = 0; s < sp->n_slots; s++)
-            if (want[s]) {
-                cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
-                rollback(sp, s, false, e2, sizeof e2);
-            }
-        return rc;
-    }
+    if (rc < 0)
+        return undo(sp, want, rc);
     /* a slot refused with a draft retries without one; without a draft it is full */
     bool retry[CS_MAX_SEQ] = {false};
     int32_t n_retry = 0;
@@ -437,7 +442,7 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
             add_rows(sp, s, false, &row, err, errlen);
         }
     if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen)) < 0)
-        return rc;
+        return undo(sp, retry, rc);
     for (int32_t s = 0; s < sp->n_slots; s++) {
         if (!retry[s])
             continue;
