@@ -28,10 +28,17 @@ struct clspec_ctx {
     int32_t *rows;              /* (n_batch) */
 };
 
-static int model_load(const struct clspec_host *h, const char *path, int32_t device, clspec_model **out, char *err,
-                      size_t errlen)
+static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
+                      clspec_model **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (flags)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "model_load: flags 0x%x (%s) are not provided by this host (ABI %u.%u)", flags,
+                      (flags & CLSPEC_MODEL_NEXTN) ? "the target's nextn blocks" : "the target's tensors",
+                      CLSPEC_SPEC_ABI_MAJOR, CLSPEC_SPEC_ABI_MINOR);
+    if (!path)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: no path");
     const struct cs_plugin *pl = h->impl;
     const struct cs_engine *e = pl->engine;
     if (!e)

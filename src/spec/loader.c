@@ -211,7 +211,7 @@ static int check_caps(const struct cs_plugin *pl, char *err, size_t errlen)
         bool have = b == CLSPEC_SPEC_CAP_TARGET_TAPS      ? h->tap_request && h->tap_get
                     : b == CLSPEC_SPEC_CAP_SHARED_KV      ? false
                     : b == CLSPEC_SPEC_CAP_DEVICE_MEMORY  ? h->model_load && h->ctx_new
-                    : b == CLSPEC_SPEC_CAP_TARGET_TENSORS ? h->target_tensor != NULL
+                    : b == CLSPEC_SPEC_CAP_TARGET_TENSORS ? h->target_embed && h->target_head
                     : b == CLSPEC_SPEC_CAP_KV_INJECT      ? h->ctx_kv_inject != NULL
                                                           : true;
         if (!have)
