@@ -14,6 +14,7 @@
 #include "batch.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "cli/spec_cli.h"
 #include "common.h"
 #include "engine.h"
 #include "quant.h"
@@ -28,7 +29,11 @@ static void usage(FILE *f)
             "  -n N                  generated tokens, one call each (default 128; 0 = skip)\n"
             "  -r N                  repetitions (default 3), after one warm-up run\n"
             "  --parallel P,...      also decode -n tokens for P sequences together (after a prompt of\n"
-            "                        -p tokens each, not timed): aggregate tokens/s; and KV bytes/token\n" CS_OPT_ENGINE_HELP);
+            "                        -p tokens each, not timed): aggregate tokens/s; and KV bytes/token\n" CS_OPT_ENGINE_HELP
+            "with --spec: decode -n tokens per slot without and with speculation (greedy), for each\n"
+            "--parallel value (slots; default 1):\n"
+            "  --spec-prompt TEXT    prompt of every slot (default: four short stories)\n");
+    fputs(cs_spec_cli_usage(), f);
 }
 
 /* One timed run on sequences 0..n_seq-1: n_p tokens each as one batch
@@ -106,13 +111,16 @@ int cs_cmd_bench(int argc, char **argv)
     ep.n_ctx = 0;
     ep.n_batch = 0;
     ep.n_ubatch = 0;
+    struct cs_spec_cli so;
+    cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if ((r = cs_opt_engine("bench", a, v, &ep)) != 0) {
+        } else if ((r = cs_opt_engine("bench", a, v, &ep)) != 0 ||
+                   (strcmp(a, "--parallel") && (r = cs_spec_cli_opt(&so, "bench", a, v)) != 0)) {
             r = r < 0 ? -1 : 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model = v;
@@ -140,6 +148,18 @@ int cs_cmd_bench(int argc, char **argv)
     if (!model) {
         usage(stderr);
         return 2;
+    }
+    if (so.type) { /* speculation table per slot count: src/cli/spec_cli.c */
+        struct cs_engine_params sep = ep;
+        sep.model_path = model;
+        sep.n_batch = sep.n_batch ? sep.n_batch : 512;
+        sep.n_ubatch = sep.n_ubatch ? sep.n_ubatch : sep.n_batch;
+        int ec = 0;
+        for (int i = 0; i < (n_par ? n_par : 1) && ec == 0; i++) {
+            so.parallel = n_par ? (double)par[i] : 1;
+            ec = cs_spec_cli_bench(&so, &sep, (int32_t)n_g, (int)reps);
+        }
+        return ec;
     }
     long max_par = 1;
     for (int i = 0; i < n_par; i++)

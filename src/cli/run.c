@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/opts.h"
+#include "cli/spec_cli.h"
 #include "common.h"
 #include "engine.h"
 #include "quant.h"
@@ -28,6 +29,7 @@ static void usage(FILE *f)
             "  --repeat-penalty R    (default 1 = off), over --repeat-last-n tokens (default 64)\n"
             "  --seed S              RNG seed (default 0)\n" CS_OPT_ENGINE_HELP
             "                        (-c default: prompt + N)\n");
+    fputs(cs_spec_cli_usage(), f);
 }
 
 static int emit(const struct cs_tokenizer *tok, int32_t id)
@@ -52,13 +54,15 @@ int cs_cmd_run(int argc, char **argv)
     ep.progress = true;
     double n_predict = 128, temp = 0.8, top_k = 40, top_p = 0.95, min_p = 0.05, rep = 1.0, rep_n = 64,
            seed = 0;
+    struct cs_spec_cli so;
+    cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if ((r = cs_opt_engine("run", a, v, &ep)) != 0) {
+        } else if ((r = cs_opt_engine("run", a, v, &ep)) != 0 || (r = cs_spec_cli_opt(&so, "run", a, v)) != 0) {
             r = r < 0 ? -1 : 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model = v;
@@ -126,16 +130,6 @@ int cs_cmd_run(int argc, char **argv)
         free(ids);
         return 1;
     }
-    ep.model_path = model;
-    ep.n_ctx = ctx;
-    struct cs_engine *E = NULL;
-    rc = cs_engine_open(&ep, &E, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "clspec run: %s\n", err);
-        free(ids);
-        return 1;
-    }
-    const int V = (int)E->model->hp.n_vocab;
     struct cs_sampler_params sp = cs_sampler_defaults();
     sp.temp = (float)temp;
     sp.top_k = (int32_t)top_k;
@@ -144,6 +138,22 @@ int cs_cmd_run(int argc, char **argv)
     sp.repeat_penalty = (float)rep;
     sp.penalty_last_n = (int32_t)rep_n;
     sp.seed = (uint64_t)seed;
+    ep.model_path = model;
+    ep.n_ctx = ctx;
+    if (so.type) { /* speculative generation: src/cli/spec_cli.c */
+        fputs(prompt, stdout);
+        rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
+        free(ids);
+        return rc;
+    }
+    struct cs_engine *E = NULL;
+    rc = cs_engine_open(&ep, &E, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        free(ids);
+        return 1;
+    }
+    const int V = (int)E->model->hp.n_vocab;
     struct cs_sampler *smp = NULL;
     float *logits = malloc((size_t)V * sizeof *logits);
     int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);
