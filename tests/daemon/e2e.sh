@@ -38,6 +38,9 @@ done
 [ -x "$bin" ] || { echo "1..0 # SKIP $bin not built"; exit 0; }
 [ -f "$model" ] || { echo "1..0 # SKIP $model missing (set CLSPEC_SHARED)"; exit 0; }
 
+# no request may hang the suite
+curl() { command curl --max-time 60 "$@"; }
+
 tmp=$(mktemp -d)
 pid=
 cleanup() {
@@ -51,12 +54,12 @@ trap cleanup EXIT
 key=e2e-secret
 ini=$tmp/clspecd.ini
 sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 2|" \
-    -e "s|^n_ctx = .*|n_ctx = 1024|" "$srcdir/conf/clspecd.ini" > "$ini"
+    -e "s|^n_ctx = .*|n_ctx = 4096|" "$srcdir/conf/clspecd.ini" > "$ini"
 cat >> "$ini.server" <<EOI
 api_key = $key
 queue_max = 6
 max_body_bytes = 64K
-max_tokens_limit = 1000
+max_tokens_limit = 4000
 drain_timeout_s = 10
 log_level = debug
 log_file = $tmp/clspecd.log
@@ -186,7 +189,7 @@ check "some of them waited in the queue (max timings.queue_ms > 1)" \
 cpids=()
 for i in $(seq 0 11); do
     curl -s -o /dev/null -w '%{http_code}\n' -H "$AUTH" "$url/v1/completions" \
-        -d '{"prompt":"Once upon a time","max_tokens":300,"ignore_eos":true}' > "$tmp/q$i" &
+        -d '{"prompt":"Once upon a time","max_tokens":400,"ignore_eos":true}' > "$tmp/q$i" &
     cpids+=($!)
 done
 wait "${cpids[@]}"
@@ -196,14 +199,15 @@ check "12 long requests on 2 slots + queue 6: >= 6 served, >= 4 get 429, nothing
     test "$n200" -ge 6 -a "$n429" -ge 4 -a $((n200 + n429)) = 12
 
 # ---- a client disconnecting mid-stream frees its slot
-curl -sN -H "$AUTH" "$url/v1/completions" \
-    -d '{"prompt":"Once upon a time","max_tokens":900,"ignore_eos":true,"stream":true}' > "$tmp/cut" &
+# (command curl: $! must be curl itself, not a subshell running the wrapper)
+command curl --max-time 60 -sN -H "$AUTH" "$url/v1/completions" \
+    -d '{"prompt":"Once upon a time","max_tokens":4000,"ignore_eos":true,"stream":true}' > "$tmp/cut" &
 cpid=$!
 for _ in $(seq 1 100); do grep -q '^data: {' "$tmp/cut" 2>/dev/null && break; sleep 0.05; done
 busy_before=$(curl -s -H "$AUTH" "$url/slots" | jq '[.[] | select(.busy)] | length')
 kill "$cpid" 2>/dev/null; wait "$cpid" 2>/dev/null
 freed=no
-for _ in $(seq 1 40); do
+for _ in $(seq 1 10); do # within 1 s (the 4000 tokens take longer)
     [ "$(curl -s -H "$AUTH" "$url/slots" | jq '[.[] | select(.busy)] | length')" = 0 ] && { freed=yes; break; }
     sleep 0.1
 done
@@ -221,12 +225,12 @@ code=$(post /v1/completions '{"prompt":"x","max_tokens":"ten"}')
 check "wrong type: 400 naming the field" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = max_tokens
 code=$(post /v1/chat/completions '{"messages":"hi"}')
 check "chat with messages not an array: 400" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = messages
-code=$(post /v1/completions '{"prompt":"x","max_tokens":5000}')
+code=$(post /v1/completions '{"prompt":"x","max_tokens":4001}')
 check "max_tokens over the limit: 400" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = max_tokens
 head -c 100000 /dev/zero | tr '\0' a | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
 code=$(curl -s -o "$tmp/body" -w '%{http_code}' -H "$AUTH" "$url/v1/completions" --data-binary @"$tmp/big.json")
 check "body over max_body_bytes: 413" test "$code" = 413
-long=$(printf 'the cat sat on the mat %.0s' $(seq 1 250))
+long=$(printf 'the cat sat on the mat %.0s' $(seq 1 900)) # ~5000 tokens, 21 KB
 code=$(post /v1/completions "{\"prompt\":\"$long\"}")
 check "prompt over the context: 400 that says so" test "$code" = 400 \
     -a -n "$(jq -r .error.message "$tmp/body" | grep context)"
@@ -250,7 +254,7 @@ for _ in $(seq 1 50); do [ -s "$tmp/clspecd.log" ] && break; sleep 0.1; done
 check "SIGHUP reopens the log file" grep -q 'log reopened' "$tmp/clspecd.log"
 
 # ---- SIGTERM drains: the running stream completes, new requests get 503, exit 0
-curl -sN -H "$AUTH" "$url/v1/completions" \
+command curl --max-time 60 -sN -H "$AUTH" "$url/v1/completions" \
     -d '{"prompt":"Once upon a time","max_tokens":400,"ignore_eos":true,"stream":true}' > "$tmp/drain" &
 cpid=$!
 for _ in $(seq 1 100); do grep -q '^data: {' "$tmp/drain" 2>/dev/null && break; sleep 0.05; done
