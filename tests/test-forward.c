@@ -118,7 +118,7 @@ static void compare_model(const char *rel, enum cs_kfamily fam, uint32_t n_batch
         layers[l] = l;
 
     struct cs_fwd_ctx *c = NULL;
-    struct cs_fwd_ctx_params p = {.n_ctx = 64, .n_batch = n_batch, .kv_type = CS_TYPE_F32};
+    struct cs_fwd_ctx_params p = {.n_ctx = 64, .n_batch = n_batch, .type_k = CS_TYPE_F32, .type_v = CS_TYPE_F32};
     int rc = cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err);
     if (rc)
         print_error("%s\n", err);
@@ -193,7 +193,7 @@ static void golden_cl(const char *json_rel, enum cs_kfamily fam)
     for (int ci = 0; ci < g->n_cases; ci++) {
         const struct golden_case *gc = &g->cases[ci];
         struct cs_fwd_ctx *c = NULL;
-        struct cs_fwd_ctx_params p = {.n_ctx = 128, .n_batch = 32, .kv_type = CS_TYPE_F16};
+        struct cs_fwd_ctx_params p = {.n_ctx = 128, .n_batch = 32, .type_k = CS_TYPE_F16, .type_v = CS_TYPE_F16};
         assert_int_equal(cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err), 0);
         int32_t *pos = malloc((size_t)(gc->n_prompt + gc->n_steps) * sizeof(int32_t));
         for (int i = 0; i < gc->n_prompt + gc->n_steps; i++)
@@ -254,7 +254,7 @@ static void greedy_free_cl(const char *json_rel, enum cs_kfamily fam)
         const struct golden_case *gc = &g->cases[ci];
         int n_check = gc->n_steps < 64 ? gc->n_steps : 64;
         struct cs_fwd_ctx *c = NULL;
-        struct cs_fwd_ctx_params p = {.n_ctx = 128, .n_batch = 32, .kv_type = CS_TYPE_F16};
+        struct cs_fwd_ctx_params p = {.n_ctx = 128, .n_batch = 32, .type_k = CS_TYPE_F16, .type_v = CS_TYPE_F16};
         assert_int_equal(cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err), 0);
         int32_t *pos = malloc((size_t)(gc->n_prompt + n_check) * sizeof(int32_t));
         for (int i = 0; i < gc->n_prompt + n_check; i++)
