@@ -113,6 +113,12 @@ comp() { # comp PROMPT MAX -> text of a temperature-0 completion
         jq -r '.choices[0].text'
 }
 
+# the first request compiles the OpenCL kernels when the binary cache is cold (minutes on a busy CPU)
+t0=$(date +%s)
+code=$(command curl --max-time 900 -s -o "$tmp/body" -w '%{http_code}' -H "$AUTH" "$url/v1/completions" \
+    -d '{"prompt":"Once","max_tokens":2}')
+check "warm-up completion ($(($(date +%s) - t0)) s, kernels compiled or loaded)" test "$code" = 200
+
 # ---- basic API
 code=$(curl -s -o "$tmp/body" -w '%{http_code}' -H "$AUTH" "$url/v1/models")
 check "GET /v1/models lists stories260K" test "$code" = 200 -a "$(jq -r '.data[0].id' "$tmp/body")" = stories260K
