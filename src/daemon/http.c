@@ -91,6 +91,9 @@ static double now_s(void)
 
 /* ---------------------------------------------------------------- responses */
 
+/* The method a 405 names in its Allow header (set by on_request before replying). */
+static _Thread_local const char *allow_method;
+
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
 {
@@ -111,7 +114,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     if (req_id)
         MHD_add_response_header(r, "X-Request-Id", req_id);
     if (code == 405)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
     if (code == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
@@ -541,6 +545,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct cs_http *h = cls;
     const char *need = NULL;
     enum route r = find_route(url, &need);
+    allow_method = need;
     int state = atomic_load(&h->state);
 
     if (!*con_cls) { /* first call: headers only */

@@ -245,7 +245,8 @@ check "no API key: 401" test "$code" = 401 -a "$(jq -r .error.code "$tmp/body")"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$url/v1/models")
 check "wrong API key: 401" test "$code" = 401
 check "unknown path: 404" test "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$url/v2/nothing")" = 404
-check "GET on a POST endpoint: 405" test "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$url/v1/completions")" = 405
+code=$(curl -s -D "$tmp/hdr" -o /dev/null -w '%{http_code}' -H "$AUTH" "$url/v1/completions")
+check "GET on a POST endpoint: 405 with Allow: POST" test "$code" = 405 -a -n "$(grep -i '^allow: POST' "$tmp/hdr")"
 check "still serving after the bad requests" test "$(comp "${prompts[1]}" 40)" = "${alone[1]}"
 
 curl -s -H "$AUTH" "$url/metrics" > "$tmp/metrics"
