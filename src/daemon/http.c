@@ -80,6 +80,7 @@ struct job {
     int err_status;             /* clspec status of an ERROR event, 0 otherwise */
     char err_msg[256];
     double t0;
+    double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
 };
 
 static double now_s(void)
@@ -271,6 +272,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             size_t n = CS_MIN(max, j->out.len - j->out_pos);
             memcpy(buf, j->out.p + j->out_pos, n);
             j->out_pos += n;
+            j->last_out = now_s();
             if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
                 j->out.len = 0;
                 j->out_pos = 0;
@@ -290,11 +292,19 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && j->out_pos >= j->out.len &&
-            peer_gone(j->conn)) {
-            pthread_mutex_unlock(&j->mu);
-            job_cancel(j);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && j->out_pos >= j->out.len) {
+            if (peer_gone(j->conn)) {
+                pthread_mutex_unlock(&j->mu);
+                job_cancel(j);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (now_s() - j->last_out > 15.0 && max >= 9) {
+                /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
+                j->last_out = now_s();
+                memcpy(buf, ": ping\n\n", 8);
+                pthread_mutex_unlock(&j->mu);
+                return 8;
+            }
         }
     }
 }
@@ -390,6 +400,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->conn = c;
     j->kind = kind;
     j->t0 = now_s();
+    j->last_out = j->t0;
     snprintf(j->req_id, sizeof j->req_id, "%s", req_id);
     snprintf(j->resp_id, sizeof j->resp_id, "%s-%llu", kind == CS_API_CHAT ? "chatcmpl" : "cmpl", num);
     j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)time(NULL)};
