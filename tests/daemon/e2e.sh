@@ -2,13 +2,14 @@
 # e2e.sh: clspecd end to end (TAP). Starts the daemon on a free loopback port
 # (port = 0; the port is read from its log) with a temporary INI derived from
 # conf/clspecd.ini and the bundled model, then drives it with curl and with
-# the official `openai` npm client (checks skipped when node or the package
-# are absent: `npm ci --prefix tests/daemon`). Needs curl and jq.
+# the official `openai` npm client (tests/daemon/node_modules from
+# `npm ci --prefix tests/daemon`, else installed into a temporary directory;
+# skipped only when node or npm are absent). Needs curl and jq.
 #
-# KNOWN: the forward pass frees a cancelled sequence's KV cells only on the
-# host (the fwd helper's KV rewrite fixes it); the check after a disconnect
-# that the next request on that slot gives the same text is marked TODO
-# when it fails for that reason.
+# A known failure can be marked with todo() (TAP "# TODO", an expected
+# failure); none is marked now: the check after a disconnect that the next
+# request gives the same text (a cancelled sequence's KV cells really freed)
+# passes since the KV cache rewrite (src/kv.c).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=$(cd "$here/../.." && pwd)
@@ -150,13 +151,24 @@ code=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":4,"logpro
 check "completion logprobs: 4 tokens with 2 alternatives" test "$code" = 200 \
     -a "$(jq -r '.choices[0].logprobs | "\(.tokens|length) \(.top_logprobs[0]|length)"' "$tmp/body")" = "4 2"
 
-# ---- the official openai client
-if ! command -v node >/dev/null; then
-    skip "openai npm client" "node not installed"
-elif [ ! -d "$here/node_modules/openai" ]; then
-    skip "openai npm client" "package not installed (npm ci --prefix tests/daemon)"
-else
-    if node "$here/openai-client.mjs" "$url/v1" "$key" > "$tmp/oa.json" 2> "$tmp/oa.err"; then
+# ---- the official openai client (pinned by package-lock.json; skipped only without node and npm)
+client=
+if [ -d "$here/node_modules/openai" ]; then
+    client=$here/openai-client.mjs
+elif command -v npm >/dev/null && command -v node >/dev/null; then
+    # not installed in the tree (npm ci --prefix tests/daemon): install into the temporary directory
+    mkdir -p "$tmp/npm" && cp "$here/package.json" "$here/package-lock.json" "$here/openai-client.mjs" "$tmp/npm/"
+    if timeout 300 npm ci --prefix "$tmp/npm" --prefer-offline --no-audit --no-fund --loglevel=error \
+        > "$tmp/npm.log" 2>&1; then
+        client=$tmp/npm/openai-client.mjs
+    else
+        not_ok "npm ci of the pinned openai client" "$(tail -3 "$tmp/npm.log")"
+    fi
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    skip "openai npm client" "node or npm not installed"
+elif [ -n "$client" ]; then
+    if node "$client" "$url/v1" "$key" > "$tmp/oa.json" 2> "$tmp/oa.err"; then
         ok "openai client: models, completions and chat, streamed and not"
         check "openai client: completion text equals curl's" test "$(jq -r .completion.text "$tmp/oa.json")" = "$whole"
         check "openai client: streamed completion equals the whole one" \
@@ -220,8 +232,7 @@ done
 check "disconnect mid-stream: the busy slot ($busy_before) is freed (GET /slots)" test "$busy_before" = 1 -a "$freed" = yes
 check "disconnect logged as cancelled" grep -q 'cancelled: client went away' "$tmp/clspecd.log"
 after=$(comp "${prompts[0]}" 40)
-todo "after a cancel, the same request gives the same text" \
-    "forward.c frees a cancelled sequence's cells on the host only (fwd KV rewrite)" test "$after" = "${alone[0]}"
+check "after a cancel, the same request gives the same text (its KV cells were freed)" test "$after" = "${alone[0]}"
 
 # ---- bad requests: clear 4xx, the daemon keeps serving
 code=$(post /v1/completions '{"prompt": "x", ')
