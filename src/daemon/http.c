@@ -81,6 +81,7 @@ struct job {
     char err_msg[256];
     double t0;
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
+    double last_check;          /* when the reader last looked whether the peer is gone */
 };
 
 static double now_s(void)
@@ -212,7 +213,8 @@ static void on_event(void *user, const struct cs_req_event *ev)
         j->finished = true;
         break;
     }
-    pthread_cond_signal(&j->cv);
+    if (j->stream || j->finished) /* a whole answer only needs waking at its end */
+        pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -292,7 +294,9 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && j->out_pos >= j->out.len) {
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (!j->finished && j->out_pos >= j->out.len && now_s() - j->last_check >= 0.2) {
+            j->last_check = now_s();
             if (peer_gone(j->conn)) {
                 pthread_mutex_unlock(&j->mu);
                 job_cancel(j);
@@ -469,6 +473,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
 
     /* whole answer: wait here (this connection's own thread) */
     pthread_mutex_lock(&j->mu);
+    double last_check = now_s();
     while (!j->finished) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -477,7 +482,11 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && peer_gone(c)) {
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (j->finished || now_s() - last_check < 0.2)
+            continue;
+        last_check = now_s();
+        if (peer_gone(c)) {
             pthread_mutex_unlock(&j->mu);
             job_cancel(j);
             pthread_mutex_lock(&j->mu);

@@ -231,6 +231,16 @@ for _ in $(seq 1 10); do # within 1 s (the 4000 tokens take longer)
 done
 check "disconnect mid-stream: the busy slot ($busy_before) is freed (GET /slots)" test "$busy_before" = 1 -a "$freed" = yes
 check "disconnect logged as cancelled" grep -q 'cancelled: client went away' "$tmp/clspecd.log"
+# the same for a whole (non-streamed) answer: the client gives up after 1 s while its tokens are generated
+command curl --max-time 1 -s -o /dev/null -H "$AUTH" "$url/v1/completions" \
+    -d '{"prompt":"Once upon a time","max_tokens":4000,"ignore_eos":true}'
+freed=no
+for _ in $(seq 1 10); do
+    [ "$(curl -s -H "$AUTH" "$url/slots" | jq '[.[] | select(.busy)] | length')" = 0 ] && { freed=yes; break; }
+    sleep 0.1
+done
+check "disconnect while a whole answer is generated: slot freed, logged as cancelled" \
+    test "$freed" = yes -a "$(grep -c 'cancelled: client went away' "$tmp/clspecd.log")" = 2
 after=$(comp "${prompts[0]}" 40)
 check "after a cancel, the same request gives the same text (its KV cells were freed)" test "$after" = "${alone[0]}"
 
