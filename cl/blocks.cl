@@ -132,8 +132,8 @@ inline void cs_dq32_q4_1(__global const uchar *row, uint s, float16 *lo, float16
     __global const uchar *b = row + (size_t)s * 20;
     const float d = cs_ldh(b), m = cs_ldh(b + 2);
     const uchar16 q = vload16(0, b + 4);
-    *lo = mad(d, convert_float16(q & (uchar)15), m);
-    *hi = mad(d, convert_float16(q >> (uchar)4), m);
+    *lo = fma(d, convert_float16(q & (uchar)15), m);
+    *hi = fma(d, convert_float16(q >> (uchar)4), m);
 }
 
 /* q5_0 (22 bytes): half d; uint qh (bit j = 5th bit of x[j]); uchar qs[16].
@@ -155,8 +155,8 @@ inline void cs_dq32_q5_1(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b), m = cs_ldh(b + 2);
     const uint qh = cs_ldu32(b + 4);
     const uchar16 q = vload16(0, b + 8);
-    *lo = mad(d, mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)), m);
-    *hi = mad(d, mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)), m);
+    *lo = fma(d, mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)), m);
+    *hi = fma(d, mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)), m);
 }
 
 /* ---- K-quants: 256-element super-blocks of 8 sub-blocks of 32 ---- */
@@ -173,8 +173,8 @@ inline void cs_dq32_q2_K(__global const uchar *row, uint s, float16 *lo, float16
     __global const uchar *q = b + 16 + 32 * (u >> 2);
     const uint sh = 2 * (u & 3);
     const uint16 q0 = (cs_ldq16(q, 0) >> sh) & 3u, q1 = (cs_ldq16(q, 1) >> sh) & 3u;
-    *lo = d * (sc0 & 15) * convert_float16(q0) - dmin * (sc0 >> 4);
-    *hi = d * (sc1 & 15) * convert_float16(q1) - dmin * (sc1 >> 4);
+    *lo = fma(d * (sc0 & 15), convert_float16(q0), -(dmin * (sc0 >> 4)));
+    *hi = fma(d * (sc1 & 15), convert_float16(q1), -(dmin * (sc1 >> 4)));
 }
 
 /* q3_K scale i (0..15) of the 12 packed bytes: 6 bits, minus 32 */
@@ -227,8 +227,8 @@ inline void cs_dq32_q4_K(__global const uchar *row, uint s, float16 *lo, float16
     const float d = cs_ldh(b) * sm.x, m = cs_ldh(b + 2) * sm.y;
     __global const uchar *q = b + 16 + 32 * (u >> 1);
     const uint sh = 4 * (u & 1);
-    *lo = d * convert_float16((cs_ldq16(q, 0) >> sh) & 15u) - m;
-    *hi = d * convert_float16((cs_ldq16(q, 1) >> sh) & 15u) - m;
+    *lo = fma(d, convert_float16((cs_ldq16(q, 0) >> sh) & 15u), -m);
+    *hi = fma(d, convert_float16((cs_ldq16(q, 1) >> sh) & 15u), -m);
 }
 
 /* q5_K (176 bytes): half d, dmin; uchar scales[12]; uchar qh[32] (bit u =
@@ -246,8 +246,8 @@ inline void cs_dq32_q5_K(__global const uchar *row, uint s, float16 *lo, float16
                       convert_uint16(as_uchar16((vload16(0, b + 16) & hm) != (uchar)0) & (uchar)16);
     const uint16 q1 = ((cs_ldq16(q, 1) >> sh) & 15u) |
                       convert_uint16(as_uchar16((vload16(1, b + 16) & hm) != (uchar)0) & (uchar)16);
-    *lo = d * convert_float16(q0) - m;
-    *hi = d * convert_float16(q1) - m;
+    *lo = fma(d, convert_float16(q0), -m);
+    *hi = fma(d, convert_float16(q1), -m);
 }
 
 /* q6_K (210 bytes): uchar ql[128] (low 4 bits); uchar qh[64] (high 2 bits);

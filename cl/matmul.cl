@@ -1,11 +1,11 @@
 /* matmul.cl: y(n_cols, n_out) = x(n_cols, n_in) . W^T for every weight type
  * (decoders in blocks.cl). One launch covers one row part of a weight (rows
  * [r0, r0 + n_rows) of W live at w; the host adds r0 to y_off).
- *   mv_T: n_cols = 1 (decode).
- *   mm_T: a tile of up to CS_MM_TC columns per work-item (CPU) or work-group
- *         (GPU), dimension 1 of the NDRange walks the column tiles; every
- *         decoded weight sub-block is applied to all columns of the tile, so
- *         n_cols <= 16 reads the weights once, prefill once per 16 columns.
+ *   mv_T: n_cols = 1 (decode); CPU: two rows per work-item.
+ *   mm_T: a tile of up to CS_MM_TCC (CPU, 8) or CS_MM_TC (GPU, 16) columns per
+ *         work-item (CPU) or work-group (GPU), dimension 1 of the NDRange
+ *         walks the column tiles; every decoded weight sub-block is applied
+ *         to all columns of the tile, so a tile reads the weights once.
  * CPU family: one row per work-item, float16 math, no local memory.
  * GPU family: one row per work-group of CS_MM_WG, local-memory reduction.
  * Arguments: w (bytes of this part), row_bytes, n_in, n_rows (of this part),
@@ -17,94 +17,143 @@
 #define CS_MM_WG 64
 #endif
 
-/* sum over the float-type tail [k0, n_in) of one row (0 for block types) */
-#define CS_TAIL(T, wr, k0, n_in, xc, out) \
-    do { \
-        for (uint k_ = (k0); k_ < (n_in); k_++) \
-            (out) = mad(cs_dq1_##T((wr), k_), (xc)[k_], (out)); \
-    } while (0)
+/* ---- the one reduction order (batch invariance) ----
+ * Every path (mat-vec, small mat-mat, tiled mat-mat; any n_cols, any column
+ * tile position) computes element (c, r) of y in exactly this order, so a
+ * column is bitwise identical whatever else is in the batch (speculative
+ * verification relies on it). Only explicit fma() is used where a product
+ * feeds a sum (-cl-mad-enable would otherwise let the compiler fuse in one
+ * kernel and not in another).
+ * CPU family: two float16 chains per (row, column): lo halves (elements
+ *   [32 s, 32 s + 16)) and hi halves of every 32-element sub-block s, in
+ *   increasing s; then hsum16(lo + hi); then the float-type tail k >= 32 nsb
+ *   in increasing k.
+ * GPU family: work-item l of CS_MM_WG sums sub-blocks s = l, l + WG, ... as
+ *   acc = (acc + dot16(lo)) + dot16(hi); the tail likewise by element; then
+ *   the fixed power-of-two tree of cs_wg_sum. */
 
-/* sub-blocks per unrolled step of the CPU mat-vec (even) */
-#define CS_UNROLL_f32 2
-#define CS_UNROLL_f16 2
-#define CS_UNROLL_bf16 2
-#define CS_UNROLL_q8_0 2
-#define CS_UNROLL_q8_0f 2
-#define CS_UNROLL_q4_0 2
-#define CS_UNROLL_q4_1 2
-#define CS_UNROLL_q5_0 2
-#define CS_UNROLL_q5_1 2
-#define CS_UNROLL_q2_K 8
-#define CS_UNROLL_q3_K 8
-#define CS_UNROLL_q4_K 8
-#define CS_UNROLL_q5_K 8
-#define CS_UNROLL_q6_K 8
+#define CS_STEP(T, wr, s, xc, alo, ahi) \
+    do { \
+        float16 lo_, hi_; \
+        cs_dq32_##T((wr), (s), &lo_, &hi_); \
+        (alo) = fma(lo_, vload16(2 * (s), (xc)), (alo)); \
+        (ahi) = fma(hi_, vload16(2 * (s) + 1, (xc)), (ahi)); \
+    } while (0)
 
 #if CS_FAMILY_CPU
 
+/* columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
+#define CS_MM_TCC 8
+
+/* mv_T: rows 2 g and 2 g + 1 per work-item g (4 independent FMA chains hide
+ * the FMA latency; x is loaded once for both rows) */
 #define CS_MATMUL(T) \
     __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, __global float *y, uint y_off) \
     { \
-        const uint r = get_global_id(0); \
+        const uint r = 2 * get_global_id(0); \
         if (r >= n_rows) \
             return; \
-        __global const uchar *wr = w + (size_t)r * row_bytes; \
+        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
+        __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
-        /* independent accumulator chains hide the FMA latency; K-quants \
-         * unroll a whole super-block so its scales are decoded once */ \
-        float16 a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f; \
-        uint s = 0; \
-        for (; s + CS_UNROLL_##T <= nsb; s += CS_UNROLL_##T) { \
-            _Pragma("unroll") for (uint u = 0; u < CS_UNROLL_##T; u += 2) { \
-                float16 lo, hi, lo2, hi2; \
-                cs_dq32_##T(wr, s + u, &lo, &hi); \
-                cs_dq32_##T(wr, s + u + 1, &lo2, &hi2); \
-                a0 = mad(lo, vload16(2 * (s + u), xc), a0); \
-                a1 = mad(hi, vload16(2 * (s + u) + 1, xc), a1); \
-                a2 = mad(lo2, vload16(2 * (s + u) + 2, xc), a2); \
-                a3 = mad(hi2, vload16(2 * (s + u) + 3, xc), a3); \
-            } \
-        } \
-        for (; s < nsb; s++) { \
-            float16 lo, hi; \
+        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
+        for (uint s = 0; s < nsb; s++) { \
+            float16 lo, hi, lo1, hi1; \
             cs_dq32_##T(wr, s, &lo, &hi); \
-            a0 = mad(lo, vload16(2 * s, xc), a0); \
-            a1 = mad(hi, vload16(2 * s + 1, xc), a1); \
+            cs_dq32_##T(wr1, s, &lo1, &hi1); \
+            const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+            alo = fma(lo, xl, alo); \
+            ahi = fma(hi, xh, ahi); \
+            blo = fma(lo1, xl, blo); \
+            bhi = fma(hi1, xh, bhi); \
         } \
-        float sum = cs_hsum16((a0 + a1) + (a2 + a3)); \
-        CS_TAIL(T, wr, nsb * 32, n_in, xc, sum); \
+        float sum = cs_hsum16(alo + ahi), sum1 = cs_hsum16(blo + bhi); \
+        for (uint k = nsb * 32; k < n_in; k++) { \
+            sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
+            sum1 = fma(cs_dq1_##T(wr1, k), xc[k], sum1); \
+        } \
         y[y_off + r] = sum; \
+        if (r + 1 < n_rows) \
+            y[y_off + r + 1] = sum1; \
     } \
     __kernel void mm_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, uint n_cols, __global float *y, \
                          uint y_off, uint y_stride) \
     { \
-        const uint r = get_global_id(0), c0 = get_global_id(1) * CS_MM_TC; \
+        const uint r = get_global_id(0), c0 = get_global_id(1) * CS_MM_TCC; \
         if (r >= n_rows || c0 >= n_cols) \
             return; \
-        const uint nc = min((uint)CS_MM_TC, n_cols - c0); \
+        const uint nc = min((uint)CS_MM_TCC, n_cols - c0); \
         __global const uchar *wr = w + (size_t)r * row_bytes; \
         __global const float *xt = x + x_off + (size_t)c0 * n_in; \
         const uint nsb = n_in / 32; \
-        float16 acc[CS_MM_TC]; \
-        _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) acc[c] = 0.0f; \
-        for (uint s = 0; s < nsb; s++) { \
-            float16 lo, hi; \
-            cs_dq32_##T(wr, s, &lo, &hi); \
-            _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) if (c < nc) { \
-                __global const float *xc = xt + (size_t)c * n_in; \
-                acc[c] = mad(hi, vload16(2 * s + 1, xc), mad(lo, vload16(2 * s, xc), acc[c])); \
+        float16 alo[CS_MM_TCC], ahi[CS_MM_TCC]; \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) alo[c] = ahi[c] = 0.0f; \
+        if (nc == CS_MM_TCC) { \
+            for (uint s = 0; s < nsb; s++) { \
+                float16 lo, hi; \
+                cs_dq32_##T(wr, s, &lo, &hi); \
+                _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) { \
+                    __global const float *xc = xt + (size_t)c * n_in; \
+                    alo[c] = fma(lo, vload16(2 * s, xc), alo[c]); \
+                    ahi[c] = fma(hi, vload16(2 * s + 1, xc), ahi[c]); \
+                } \
+            } \
+        } else { \
+            for (uint s = 0; s < nsb; s++) { \
+                float16 lo, hi; \
+                cs_dq32_##T(wr, s, &lo, &hi); \
+                _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
+                    __global const float *xc = xt + (size_t)c * n_in; \
+                    alo[c] = fma(lo, vload16(2 * s, xc), alo[c]); \
+                    ahi[c] = fma(hi, vload16(2 * s + 1, xc), ahi[c]); \
+                } \
             } \
         } \
-        _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) if (c < nc) { \
-            float sum = cs_hsum16(acc[c]); \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
+            float sum = cs_hsum16(alo[c] + ahi[c]); \
             __global const float *xc = xt + (size_t)c * n_in; \
-            CS_TAIL(T, wr, nsb * 32, n_in, xc, sum); \
+            for (uint k = nsb * 32; k < n_in; k++) \
+                sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
             y[y_off + (size_t)(c0 + c) * y_stride + r] = sum; \
         } \
     }
+
+/* mvswiglu_T: out[r] = silu(g) * u, g = row r of wg . x, u = row r of wu . x
+ * (gate and up projections of the FFN and the SwiGLU in one launch; each
+ * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu) */
+#define CS_MVSWIGLU(T) \
+    __kernel void mvswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, \
+                               uint n_in, uint n_rows, __global const float *x, uint x_off, \
+                               __global float *y, uint y_off) \
+    { \
+        const uint r = get_global_id(0); \
+        if (r >= n_rows) \
+            return; \
+        __global const uchar *wr = wg + (size_t)r * row_bytes, *wr1 = wu + (size_t)r * row_bytes; \
+        __global const float *xc = x + x_off; \
+        const uint nsb = n_in / 32; \
+        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
+        for (uint s = 0; s < nsb; s++) { \
+            float16 lo, hi, lo1, hi1; \
+            cs_dq32_##T(wr, s, &lo, &hi); \
+            cs_dq32_##T(wr1, s, &lo1, &hi1); \
+            const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+            alo = fma(lo, xl, alo); \
+            ahi = fma(hi, xh, ahi); \
+            blo = fma(lo1, xl, blo); \
+            bhi = fma(hi1, xh, bhi); \
+        } \
+        float gv = cs_hsum16(alo + ahi), uv = cs_hsum16(blo + bhi); \
+        for (uint k = nsb * 32; k < n_in; k++) { \
+            gv = fma(cs_dq1_##T(wr, k), xc[k], gv); \
+            uv = fma(cs_dq1_##T(wr1, k), xc[k], uv); \
+        } \
+        y[y_off + r] = gv / (1.0f + exp(-gv)) * uv; \
+    }
+CS_FOR_EACH_WTYPE(CS_MVSWIGLU)
 
 #else /* GPU family */
 
@@ -124,10 +173,10 @@
         for (uint s = lid; s < nsb; s += CS_MM_WG) { \
             float16 lo, hi; \
             cs_dq32_##T(wr, s, &lo, &hi); \
-            acc += cs_dot16(lo, vload16(2 * s, xc)) + cs_dot16(hi, vload16(2 * s + 1, xc)); \
+            acc = (acc + cs_dot16(lo, vload16(2 * s, xc))) + cs_dot16(hi, vload16(2 * s + 1, xc)); \
         } \
         for (uint k = nsb * 32 + lid; k < n_in; k += CS_MM_WG) \
-            acc = mad(cs_dq1_##T(wr, k), xc[k], acc); \
+            acc = fma(cs_dq1_##T(wr, k), xc[k], acc); \
         const float sum = cs_wg_sum(acc, scratch); \
         if (lid == 0) \
             y[y_off + r] = sum; \
@@ -151,13 +200,13 @@
             cs_dq32_##T(wr, s, &lo, &hi); \
             _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) if (c < nc) { \
                 __global const float *xc = xt + (size_t)c * n_in; \
-                acc[c] += cs_dot16(lo, vload16(2 * s, xc)) + cs_dot16(hi, vload16(2 * s + 1, xc)); \
+                acc[c] = (acc[c] + cs_dot16(lo, vload16(2 * s, xc))) + cs_dot16(hi, vload16(2 * s + 1, xc)); \
             } \
         } \
         for (uint k = nsb * 32 + lid; k < n_in; k += CS_MM_WG) { \
             const float wk = cs_dq1_##T(wr, k); \
             _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) if (c < nc) \
-                acc[c] = mad(wk, xt[(size_t)c * n_in + k], acc[c]); \
+                acc[c] = fma(wk, xt[(size_t)c * n_in + k], acc[c]); \
         } \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TC; c++) red[c * CS_MM_WG + lid] = acc[c]; \
         barrier(CLK_LOCAL_MEM_FENCE); \

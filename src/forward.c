@@ -339,7 +339,8 @@ fail:
 static int mm(const struct cs_fwd_ctx *c, struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
               char *err, size_t errlen)
 {
-    (void)c;
+    if (c->p.llamacpp_numerics)
+        TRY(cs_op_round_rows(d, w->type, x, 0, n, (int)w->n_in, err, errlen));
     return cs_op_matmul(d, w, x, 0, y, 0, (uint32_t)n, err, errlen);
 }
 

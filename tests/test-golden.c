@@ -25,8 +25,11 @@
 /* Tolerances.
  * F32/F16/BF16 weights: |Δ| <= 1e-3 * (1 + |logit|) for each top-5 logit.
  * Quantized weights: llama.cpp quantizes the activations to 8 bits before each
- * quantized dot product, we keep them f32, so logits differ by more: the bound
- * is |Δ| <= QUANT_REL_RANGE * (max logit - min logit of that step).
+ * quantized dot product; the reference forward reproduces it (x86 rounding,
+ * cs_ref_round_rows), so most steps match to ~5e-6, but a rounding flip leaves
+ * ~0.05 (measured max 0.12 abs, 0.005 of the range on TinyStories-656K-Q8_0;
+ * 0.0073 on synth-256-Q6_K): the bound is |Δ| <= QUANT_REL_RANGE * (max logit
+ * - min logit of that step).
  * Measured maxima are printed by the test (see the report in the commit). */
 #define FLOAT_REL 1e-3f
 #define QUANT_REL_RANGE 0.02f
@@ -111,6 +114,8 @@ static void run_golden(void **state)
             golden_compare(st, logits, &dabs, &drel);
             float range = golden_range(logits, V);
             float dr = dabs / range;
+            if (getenv("CLSPEC_GOLDEN_DEBUG") && s < 8) /* where a case starts to differ */
+                print_message("# %s case %d step %d: max |d| %.4g of range %.3g\n", g->model_name, c, s, dabs, range);
             worst_abs = fmaxf(worst_abs, dabs);
             worst_rel = fmaxf(worst_rel, drel);
             worst_range = fmaxf(worst_range, dr);
@@ -129,6 +134,37 @@ static void run_golden(void **state)
             }
         }
     }
+    /* free-running greedy on the trained models: the first 64 tokens of every
+     * prompt equal llama.cpp's (with its activation rounding reproduced).
+     * What holds (asserted): every prompt of the float models (stories260K,
+     * stories260K-draft-distilled). Printed, not asserted: the quantized
+     * TinyStories-656K models. With llama.cpp's x86 q8_0 rounding of the
+     * activations (cs_ref_round_rows) their teacher-forced logits match to
+     * ~5e-6 at most steps, but one rounding flip somewhere (not found: ggml's
+     * SIMD expf in SiLU/softmax is a suspect) shifts a case by ~0.05 from then
+     * on: Q8_0 diverges at step 23 (case 1) and 28 (case 3), Q4_0 at 1 and 21
+     * (cases 2, 3); the other cases match for 64 tokens. */
+    int greedy_bad = 0;
+    if (trained) {
+        for (int c = 0; c < g->n_cases; c++) {
+            const struct golden_case *gc = &g->cases[c];
+            int pos = 0;
+            for (int i = 0; i < gc->n_prompt; i++, pos++)
+                assert_int_equal(cs_ref_forward(r, gc->prompt[i], (uint32_t)pos, logits, NULL, err, sizeof err), 0);
+            const int n_free = CS_MIN(gc->n_steps, 64);
+            for (int s = 0; s < n_free; s++) {
+                const int32_t tok = cs_argmax(logits, V);
+                if (tok != gc->steps[s].token) {
+                    print_message("# %s case %d: greedy diverges at step %d (%d, llama.cpp %d)\n", g->model_name, c,
+                                  s, tok, gc->steps[s].token);
+                    greedy_bad++;
+                    break;
+                }
+                if (s + 1 < n_free)
+                    assert_int_equal(cs_ref_forward(r, tok, (uint32_t)pos++, logits, NULL, err, sizeof err), 0);
+            }
+        }
+    }
     print_message("# %s (%s): %d steps, max |d| %.3g, max |d|/(1+|l|) %.3g, max |d|/range %.4f, argmax %d/%d "
                   "(clear choices %d/%d)\n",
                   g->model_name, quant ? "quantized" : "float", n_steps, worst_abs, worst_rel, worst_range, argmax_ok,
@@ -137,6 +173,8 @@ static void run_golden(void **state)
     cs_ref_free(r);
     cs_model_free(m);
     assert_int_equal(fails, 0);
+    if (!quant)
+        assert_int_equal(greedy_bad, 0);
     /* clear choices must agree everywhere; on trained float models every step must */
     assert_int_equal(argmax_clear_ok, argmax_clear);
     if (trained && !quant)

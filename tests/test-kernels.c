@@ -24,8 +24,10 @@
 
 #include "common.h"
 #include "ops/matmul.h"
+#include "ops/ops.h"
 #include "quant.h"
 #include "ref/matmul_ref.h"
+#include "ref/ops_ref.h"
 #include "testutil.h"
 
 static const uint32_t all_types[] = {
@@ -274,6 +276,303 @@ static void test_matmul_q8_0_gguf_gpu(void **s)
     check_type(CS_TYPE_Q8_0, CS_KFAMILY_GPU, false);
 }
 
+/* ---- batch invariance: a column's result does not depend on the batch ----
+ * Speculative verification computes a sequence's logits inside batches of
+ * other columns: they must be bitwise identical to decoding it alone. For
+ * every type and family, column x0 computed alone (mat-vec) is compared with
+ * memcmp to the same column at the first, a middle and the last position of
+ * batches of 2..512 columns whose other columns are random (small mat-mat and
+ * tiled mat-mat, every column-tile position). */
+
+static void check_invariance(uint32_t type, enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+    const uint32_t n_in = flt ? 100 : 512, n_out = 37; /* float types: a 4-element tail */
+    uint64_t wbytes;
+    unsigned char *wh = random_weight(type, n_in, n_out, 7100 + type, &wbytes);
+    struct cs_weight w;
+    if (cs_weight_upload(d, type, n_in, n_out, wh, &w, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *x0 = random_floats(n_in, 99);
+    float *alone = run_matmul(d, &w, x0, 1, NULL);
+    const uint32_t batches[] = {2, 5, 16, 64, 512};
+    for (size_t bi = 0; bi < CS_ARRAY_LEN(batches); bi++) {
+        const uint32_t nb = batches[bi];
+        float *x = random_floats((size_t)nb * n_in, 300 + bi);
+        const uint32_t at[] = {0, nb / 2 + (nb > 2 ? 1 : 0), nb - 1};
+        for (size_t ai = 0; ai < CS_ARRAY_LEN(at); ai++)
+            memcpy(x + (size_t)at[ai] * n_in, x0, n_in * sizeof *x);
+        float *y = run_matmul(d, &w, x, nb, NULL);
+        for (size_t ai = 0; ai < CS_ARRAY_LEN(at); ai++)
+            if (memcmp(y + (size_t)at[ai] * n_out, alone, n_out * sizeof *alone) != 0) {
+                uint32_t r = 0;
+                while (r < n_out && y[(size_t)at[ai] * n_out + r] == alone[r])
+                    r++;
+                fail_msg("matmul %s %s: column %u of a batch of %u differs from the column alone "
+                         "(row %u: %.9g vs %.9g)", cs_type_name(type), fam_name[fam], at[ai], nb, r,
+                         r < n_out ? y[(size_t)at[ai] * n_out + r] : 0.0, r < n_out ? alone[r] : 0.0);
+            }
+        free(y);
+        free(x);
+    }
+    free(alone);
+    free(x0);
+    free(wh);
+    cs_weight_free(&w);
+}
+
+static void invariance_family(enum cs_kfamily fam)
+{
+    for (size_t i = 0; i < CS_ARRAY_LEN(all_types); i++)
+        check_invariance(all_types[i], fam);
+}
+
+static void test_invariance_cpu(void **s)
+{
+    (void)s;
+    invariance_family(CS_KFAMILY_CPU);
+}
+
+static void test_invariance_gpu(void **s)
+{
+    (void)s;
+    invariance_family(CS_KFAMILY_GPU);
+}
+
+/* ---- llama.cpp rounding of matmul inputs (cs_op_round_rows) ----
+ * Bitwise equal to cs_ref_round_rows for every weight type (the rounding is
+ * exact integer/IEEE arithmetic: nothing may differ), on random rows of mixed
+ * magnitudes plus a row of exact ties (x * 127 / amax = k + 0.5, which
+ * round-half-even and round-half-away disagree on), a zero block, and values
+ * that overflow f16 / are f16 subnormals. Rounding twice changes nothing for
+ * the 32-block and float modes. */
+
+static void round_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int n_rows = 5, n_cols = 512;
+    const size_t n = (size_t)n_rows * n_cols, off = 11;
+    float *x = random_floats(n, 4321);
+    for (int i = 0; i < n_cols; i++) /* row 1: scaled by 10^(i % 7 - 3) */
+        x[n_cols + i] *= powf(10.0f, (float)(i % 7 - 3));
+    for (int i = 0; i < 32; i++) /* row 2: block 0 ties (amax 127: id = 1), block 1 zeros */
+        x[2 * n_cols + i] = i == 0 ? 127.0f : (float)(i % 9) - 4.0f + 0.5f;
+    memset(x + 2 * n_cols + 32, 0, 32 * sizeof *x);
+    x[3 * n_cols + 5] = 70000.0f;  /* f16 overflow */
+    x[3 * n_cols + 6] = 3e-6f;     /* f16 subnormal */
+    x[3 * n_cols + 7] = -1e-9f;    /* f16 underflow */
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_1,
+                              CS_TYPE_Q5_1, CS_TYPE_Q4_K, CS_TYPE_Q6_K};
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got), *buf = calloc(n + off, sizeof *buf);
+    assert_non_null(ref);
+    assert_non_null(got);
+    assert_non_null(buf);
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        memcpy(ref, x, n * sizeof *x);
+        cs_ref_round_rows(type, ref, n_rows, n_cols);
+        memcpy(buf + off, x, n * sizeof *x);
+        cl_mem b = dev_buf(d, (n + off) * sizeof(float), buf);
+        for (int pass = 0; pass < 2; pass++) {
+            if (cs_op_round_rows(d, type, b, off, n_rows, n_cols, err, sizeof err) != CLSPEC_OK)
+                fail_msg("%s", err);
+            read_buf(d, b, off * sizeof(float), n * sizeof(float), got);
+            if (pass == 1 && (type == CS_TYPE_Q4_K || type == CS_TYPE_Q6_K))
+                break; /* q8_K: a second rounding may move values by 1 ulp */
+            for (size_t i = 0; i < n; i++)
+                if (memcmp(&got[i], &ref[i], sizeof(float)) != 0)
+                    fail_msg("round_rows %s %s pass %d: element %zu (row %zu): %.9g vs reference %.9g (input %.9g)",
+                             cs_type_name(type), fam_name[fam], pass, i, i / n_cols, got[i], ref[i], x[i]);
+        }
+        if (type != CS_TYPE_F32) { /* it did round something */
+            size_t changed = 0;
+            for (size_t i = 0; i < n; i++)
+                changed += ref[i] != x[i];
+            assert_true(changed > n / 4);
+        }
+        clReleaseMemObject(b);
+    }
+    /* the ties row: half-even, as llama.cpp's x86 _mm256_round_ps (0.5 -> 0, 1.5 -> 2, -2.5 -> -2) */
+    memcpy(ref, x, n * sizeof *x);
+    cs_ref_round_rows(CS_TYPE_Q8_0, ref, n_rows, n_cols);
+    const float d127 = cs_f16_to_f32(cs_f32_to_f16(1.0f));
+    for (int i = 1; i < 32; i++) {
+        const float v = x[2 * n_cols + i];
+        assert_true(ref[2 * n_cols + i] == d127 * nearbyintf(v));
+    }
+    for (int i = 32; i < 64; i++)
+        assert_true(ref[2 * n_cols + i] == 0.0f);
+    free(ref);
+    free(got);
+    free(buf);
+    free(x);
+}
+
+static void test_round_rows_cpu(void **s)
+{
+    (void)s;
+    round_family(CS_KFAMILY_CPU);
+}
+
+static void test_round_rows_gpu(void **s)
+{
+    (void)s;
+    round_family(CS_KFAMILY_GPU);
+}
+
+/* ---- fused ops: gate/up/SwiGLU and RoPE of Q and K ----
+ * cs_op_matmul_swiglu matches the reference (matmuls then silu * up) and is
+ * bitwise the same fused (mat-vec, single-part weights, CPU family) and
+ * unfused (weights split into parts, or a column inside a batch);
+ * cs_op_rope_qk is bitwise the same as cs_op_rope on Q then on K. */
+
+static float *run_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu,
+                         const float *x, uint32_t n_cols)
+{
+    char err[512];
+    const size_t n_out = wg->n_out, x_off = 2, o_off = 3;
+    float *xh = calloc(x_off + (size_t)n_cols * wg->n_in, sizeof *xh);
+    assert_non_null(xh);
+    memcpy(xh + x_off, x, (size_t)n_cols * wg->n_in * sizeof *x);
+    cl_mem xb = dev_buf(d, (x_off + (size_t)n_cols * wg->n_in) * 4, xh);
+    cl_mem tb = dev_buf(d, (size_t)n_cols * n_out * 4, NULL), ob = dev_buf(d, (o_off + n_cols * n_out) * 4, NULL);
+    free(xh);
+    if (cs_op_matmul_swiglu(d, wg, wu, xb, x_off, tb, ob, o_off, n_cols, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *y = malloc((size_t)n_cols * n_out * sizeof *y);
+    assert_non_null(y);
+    read_buf(d, ob, o_off * 4, (size_t)n_cols * n_out * 4, y);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(tb);
+    clReleaseMemObject(ob);
+    return y;
+}
+
+static void swiglu_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0, CS_TYPE_Q4_K,
+                              CS_TYPE_Q6_K};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
+        const uint32_t n_in = flt ? 100 : 256, n_out = 45, nb = 16;
+        uint64_t wb;
+        unsigned char *gh = random_weight(type, n_in, n_out, 8100 + type, &wb);
+        unsigned char *uh = random_weight(type, n_in, n_out, 8200 + type, &wb);
+        struct cs_weight wg, wu, wgs, wus;
+        assert_int_equal(cs_weight_upload(d, type, n_in, n_out, gh, &wg, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_weight_upload(d, type, n_in, n_out, uh, &wu, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, gh, 10 * wg.row_bytes, true, &wgs, err, sizeof err),
+                         CLSPEC_OK);
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, uh, 10 * wu.row_bytes, true, &wus, err, sizeof err),
+                         CLSPEC_OK);
+        assert_true(wgs.n_parts > 1);
+        float *x = random_floats((size_t)nb * n_in, 8300 + type);
+        float *g = malloc((size_t)nb * n_out * sizeof *g), *u = malloc((size_t)nb * n_out * sizeof *u);
+        assert_non_null(g);
+        assert_non_null(u);
+        assert_int_equal(cs_ref_matmul(type, gh, n_in, n_out, x, nb, g, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_ref_matmul(type, uh, n_in, n_out, x, nb, u, err, sizeof err), CLSPEC_OK);
+        cs_ref_swiglu(g, u, g, (size_t)nb * n_out);
+        float *one = run_swiglu(d, &wg, &wu, x, 1), *split = run_swiglu(d, &wgs, &wus, x, 1);
+        float *batch = run_swiglu(d, &wg, &wu, x, nb);
+        const double e = norm_err(batch, g, (size_t)nb * n_out);
+        if (e > 1e-4)
+            fail_msg("matmul_swiglu %s %s: normalized error %.3g > 1e-4", cs_type_name(type), fam_name[fam], e);
+        assert_memory_equal(one, split, n_out * sizeof *one);
+        assert_memory_equal(one, batch, n_out * sizeof *one);
+        free(one);
+        free(split);
+        free(batch);
+        free(g);
+        free(u);
+        free(x);
+        free(gh);
+        free(uh);
+        cs_weight_free(&wg);
+        cs_weight_free(&wu);
+        cs_weight_free(&wgs);
+        cs_weight_free(&wus);
+    }
+}
+
+static void test_matmul_swiglu_cpu(void **s)
+{
+    (void)s;
+    swiglu_family(CS_KFAMILY_CPU);
+}
+
+static void test_matmul_swiglu_gpu(void **s)
+{
+    (void)s;
+    swiglu_family(CS_KFAMILY_GPU);
+}
+
+static void rope_qk_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int nt = 7, nh = 8, nkv = 2, hd = 64;
+    const size_t nq = (size_t)nt * nh * hd, nk = (size_t)nt * nkv * hd, qo = 5, ko = 9;
+    float *q = random_floats(qo + nq, 61), *k = random_floats(ko + nk, 62);
+    int32_t pos[7] = {0, 1, 2, 50, 511, 4000, 70000};
+    cl_mem pb = dev_buf(d, sizeof pos, pos);
+    for (int neox = 0; neox <= 1; neox++) {
+        const struct cs_rope_params p = {.n_rot = neox ? 32 : 64, .neox = neox != 0, .freq_base = 10000.0f,
+                                         .freq_scale = neox ? 0.5f : 1.0f};
+        cl_mem q1 = dev_buf(d, (qo + nq) * 4, q), k1 = dev_buf(d, (ko + nk) * 4, k);
+        cl_mem q2 = dev_buf(d, (qo + nq) * 4, q), k2 = dev_buf(d, (ko + nk) * 4, k);
+        assert_int_equal(cs_op_rope(d, q1, qo, pb, nt, nh, hd, &p, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_op_rope(d, k1, ko, pb, nt, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_op_rope_qk(d, q2, qo, k2, ko, pb, nt, nh, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
+        float *a = malloc((qo + nq + ko + nk) * 4), *b = malloc((qo + nq + ko + nk) * 4);
+        assert_non_null(a);
+        assert_non_null(b);
+        read_buf(d, q1, 0, (qo + nq) * 4, a);
+        read_buf(d, k1, 0, (ko + nk) * 4, a + qo + nq);
+        read_buf(d, q2, 0, (qo + nq) * 4, b);
+        read_buf(d, k2, 0, (ko + nk) * 4, b + qo + nq);
+        assert_memory_equal(a, b, (qo + nq + ko + nk) * 4);
+        /* it rotated: K of the last token changed, its padding did not */
+        assert_true(memcmp(a + qo + nq + ko + nk - hd, k + ko + nk - hd, 16) != 0);
+        assert_memory_equal(a + qo + nq, k, ko * 4);
+        free(a);
+        free(b);
+        clReleaseMemObject(q1);
+        clReleaseMemObject(k1);
+        clReleaseMemObject(q2);
+        clReleaseMemObject(k2);
+    }
+    clReleaseMemObject(pb);
+    free(q);
+    free(k);
+}
+
+static void test_rope_qk_cpu(void **s)
+{
+    (void)s;
+    rope_qk_family(CS_KFAMILY_CPU);
+}
+
+static void test_rope_qk_gpu(void **s)
+{
+    (void)s;
+    rope_qk_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -483,6 +782,103 @@ static void test_bench_gpu(void **s)
     bench_family(CS_KFAMILY_GPU);
 }
 
+/* ---- per-kernel timings at the 110M model's shapes (CLSPEC_KBENCH=1) ----
+ * Reported, not asserted; skipped unless CLSPEC_KBENCH=1. "queued": mean of
+ * 50 launches enqueued back to back, then one finish (what the forward pass
+ * sees); "waited": best single launch + finish (includes the wake-up). */
+
+#define KB_N 50
+
+#define KB_TIME(label, call) \
+    do { \
+        assert_int_equal((call), CLSPEC_OK); /* warm-up (kernel build) */ \
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+        double t0_ = now_ms(); \
+        for (int i_ = 0; i_ < KB_N; i_++) \
+            assert_int_equal((call), CLSPEC_OK); \
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+        const double q_ = (now_ms() - t0_) * 1e3 / KB_N; \
+        double w_ = INFINITY; \
+        for (int i_ = 0; i_ < 5; i_++) { \
+            double t1_ = now_ms(); \
+            assert_int_equal((call), CLSPEC_OK); \
+            assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
+            w_ = fmin(w_, (now_ms() - t1_) * 1e3); \
+        } \
+        printf("# kbench %s %-34s queued %9.1f us  waited %9.1f us\n", fam_name[fam], (label), q_, w_); \
+    } while (0)
+
+static void kbench_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    const char *env = getenv("CLSPEC_KBENCH");
+    if (!d || !env || strcmp(env, "1") != 0)
+        skip();
+    char err[512];
+    const int E = 768, H = 12, D = 64, F = 2048, V = 32000, T = 512;
+    cl_mem x = dev_buf(d, (size_t)T * F * 4, NULL), y = dev_buf(d, (size_t)T * V * 4 / 8, NULL);
+    float *xh = random_floats((size_t)T * F, 3);
+    assert_int_equal(cs_cl_write(d, x, 0, (size_t)T * F * 4, xh, err, sizeof err), CLSPEC_OK);
+    free(xh);
+    cl_mem big = dev_buf(d, (size_t)V * 4, NULL);
+    int32_t posh[512];
+    for (int i = 0; i < T; i++)
+        posh[i] = i + 100;
+    cl_mem pos = dev_buf(d, sizeof posh, posh), wn = dev_buf(d, (size_t)F * 4, NULL);
+    const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_F16};
+    const struct shape shapes[] = {{768, 768}, {768, 2048}, {2048, 768}, {768, 32000}};
+    char label[64];
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++)
+        for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
+            const struct shape sh = shapes[si];
+            uint64_t wb;
+            unsigned char *wh = random_weight(types[ti], sh.n_in, sh.n_out, 11, &wb);
+            struct cs_weight w;
+            assert_int_equal(cs_weight_upload(d, types[ti], sh.n_in, sh.n_out, wh, &w, err, sizeof err), CLSPEC_OK);
+            free(wh);
+            cl_mem out = sh.n_out == (uint32_t)V ? big : y;
+            snprintf(label, sizeof label, "mv %s %ux%u", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+            KB_TIME(label, cs_op_matmul(d, &w, x, 0, out, 0, 1, err, sizeof err));
+            if (sh.n_out != (uint32_t)V) {
+                snprintf(label, sizeof label, "mm %s %ux%u n=16", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+                KB_TIME(label, cs_op_matmul(d, &w, x, 0, y, 0, 16, err, sizeof err));
+                if (sh.n_in == 768 && sh.n_out == 2048) {
+                    cl_mem yy = dev_buf(d, (size_t)T * F * 4, NULL);
+                    snprintf(label, sizeof label, "mm %s %ux%u n=512", cs_type_name(types[ti]), sh.n_in, sh.n_out);
+                    KB_TIME(label, cs_op_matmul(d, &w, x, 0, yy, 0, 512, err, sizeof err));
+                    clReleaseMemObject(yy);
+                }
+            }
+            cs_weight_free(&w);
+        }
+    const struct cs_rope_params rp = {.n_rot = D, .neox = false, .freq_base = 10000.0f, .freq_scale = 1.0f};
+    KB_TIME("rmsnorm 1x768", cs_op_rmsnorm(d, x, 0, wn, y, 0, 1, E, 1e-5f, err, sizeof err));
+    KB_TIME("rmsnorm 512x768", cs_op_rmsnorm(d, x, 0, wn, y, 0, T, E, 1e-5f, err, sizeof err));
+    KB_TIME("rope 1x12x64", cs_op_rope(d, y, 0, pos, 1, H, D, &rp, err, sizeof err));
+    KB_TIME("rope 512x12x64", cs_op_rope(d, y, 0, pos, T, H, D, &rp, err, sizeof err));
+    KB_TIME("swiglu 2048", cs_op_swiglu(d, x, 0, x, F, y, 0, (size_t)F, err, sizeof err));
+    KB_TIME("add 768", cs_op_add(d, x, 0, x, E, y, 0, (size_t)E, err, sizeof err));
+    KB_TIME("round_rows q8_0 1x768", cs_op_round_rows(d, CS_TYPE_Q8_0, y, 0, 1, E, err, sizeof err));
+    KB_TIME("round_rows f16 1x768", cs_op_round_rows(d, CS_TYPE_F16, y, 0, 1, E, err, sizeof err));
+    clReleaseMemObject(x);
+    clReleaseMemObject(y);
+    clReleaseMemObject(big);
+    clReleaseMemObject(pos);
+    clReleaseMemObject(wn);
+}
+
+static void test_kbench_cpu(void **s)
+{
+    (void)s;
+    kbench_family(CS_KFAMILY_CPU);
+}
+
+static void test_kbench_gpu(void **s)
+{
+    (void)s;
+    kbench_family(CS_KFAMILY_GPU);
+}
+
 /* ---- setup: the first device (or $CLSPEC_TEST_DEVICE), once per family ---- */
 
 static int setup(void **state)
@@ -553,6 +949,14 @@ int main(void)
         TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),
         TYPE_ENTRIES(q4_1), TYPE_ENTRIES(q5_0), TYPE_ENTRIES(q5_1), TYPE_ENTRIES(q2_K), TYPE_ENTRIES(q3_K),
         TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K), TYPE_ENTRIES(q8_0_gguf),
+        cmocka_unit_test(test_invariance_cpu),
+        cmocka_unit_test(test_invariance_gpu),
+        cmocka_unit_test(test_round_rows_cpu),
+        cmocka_unit_test(test_round_rows_gpu),
+        cmocka_unit_test(test_matmul_swiglu_cpu),
+        cmocka_unit_test(test_matmul_swiglu_gpu),
+        cmocka_unit_test(test_rope_qk_cpu),
+        cmocka_unit_test(test_rope_qk_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),
@@ -560,6 +964,10 @@ int main(void)
         cmocka_unit_test(test_upload_errors),
         cmocka_unit_test(test_bench_cpu),
         cmocka_unit_test(test_bench_gpu),
+        cmocka_unit_test(test_kbench_cpu),
+        cmocka_unit_test(test_kbench_gpu),
     };
+    if (getenv("CLSPEC_TEST_FILTER")) /* e.g. "test_round*": run only the matching tests */
+        cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
     return cmocka_run_group_tests_name("kernels", tests, setup, teardown);
 }

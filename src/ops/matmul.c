@@ -8,10 +8,12 @@
 
 #include "common.h"
 #include "ops/matmul.h"
+#include "ops/ops.h"
 
 #define CPU_LOCAL 16 /* work-items per group, CPU family (one row each) */
 #define GPU_WG 64    /* work-group per row, GPU family (CS_MM_WG in matmul.cl) */
-#define COL_TILE 16  /* CS_MM_TC in matmul.cl */
+#define COL_TILE_CPU 8  /* CS_MM_TCC in matmul.cl */
+#define COL_TILE_GPU 16 /* CS_MM_TC in matmul.cl */
 
 /* kernel name suffix per supported type (the X list of cl/blocks.cl) */
 static const char *kname(uint32_t type)
@@ -210,7 +212,7 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 8, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t g[1] = {cpu ? nr : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
+            const size_t g[1] = {cpu ? (nr + 1) / 2 : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
             rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
         } else {
             const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
@@ -218,7 +220,8 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 10, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t g[2] = {cpu ? nr : (size_t)nr * GPU_WG, (n_cols + COL_TILE - 1) / COL_TILE};
+            const size_t tile = cpu ? COL_TILE_CPU : COL_TILE_GPU;
+            const size_t g[2] = {cpu ? nr : (size_t)nr * GPU_WG, (n_cols + tile - 1) / tile};
             const size_t l[2] = {cpu ? CPU_LOCAL : GPU_WG, 1};
             rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
         }
@@ -262,4 +265,41 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
             return rc;
     }
     return CLSPEC_OK;
+}
+
+int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
+                        size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
+                        size_t errlen)
+{
+    if (!wg || !wu || !wg->n_parts || !wu->n_parts || !kname(wg->type))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_swiglu: weight not uploaded");
+    if (wg->type != wu->type || wg->layout != wu->layout || wg->n_in != wu->n_in || wg->n_out != wu->n_out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_swiglu: gate %s %ux%u and up %s %ux%u differ",
+                      cs_type_name(wg->type), wg->n_in, wg->n_out, cs_type_name(wu->type), wu->n_in, wu->n_out);
+    const bool fused = n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wg->n_parts == 1 && wu->n_parts == 1;
+    if (!fused) {
+        int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul(d, wu, x, x_off, tmp, 0, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
+        return rc;
+    }
+    if (!fits_u32(x_off + wg->n_in) || !fits_u32(out_off + wg->n_out))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
+    char name[32];
+    snprintf(name, sizeof name, "mvswiglu_%s", wname(wg));
+    cl_kernel k;
+    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, xo = (cl_uint)x_off,
+                  yo = (cl_uint)out_off;
+    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
+    const void *v[] = {&wg->parts[0].buf, &wu->parts[0].buf, &rb, &n_in, &nr, &x, &xo, &out, &yo};
+    rc = set_args(k, name, err, errlen, 9, sz, v);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const size_t g[1] = {nr}, l[1] = {CPU_LOCAL};
+    return cs_cl_run(d, k, name, 1, g, l, err, errlen);
 }

@@ -71,4 +71,14 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
 int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off,
                    uint32_t n, cl_mem out, size_t out_off, char *err, size_t errlen);
 
+/* The FFN's gate and up projections and SwiGLU: out[out_off + c n_out + r] =
+ * silu(g) * u with g, u the (c, r) elements of x . Wg^T and x . Wu^T (wg, wu:
+ * the same type and shape). One fused launch for a mat-vec on the CPU family
+ * when both weights are single-part; otherwise cs_op_matmul twice (up into tmp,
+ * n_cols * n_out floats at offset 0, unused when fused) and cs_op_swiglu.
+ * Bitwise the same either way (batch invariance). Enqueues only. */
+int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
+                        size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
+                        size_t errlen);
+
 #endif

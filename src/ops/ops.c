@@ -128,26 +128,38 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
                   errlen);
 }
 
-int cs_op_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem pos, int n_tokens, int n_head,
-               int head_dim, const struct cs_rope_params *p, char *err, size_t errlen)
+/* RoPE of x (n_head heads) and, when n_head2 > 0, x2 (n_head2 heads) */
+static int rope_launch(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem x2, size_t x2_off, cl_mem pos,
+                       int n_tokens, int n_head, int n_head2, int head_dim, const struct cs_rope_params *p,
+                       char *err, size_t errlen)
 {
-    if (n_tokens < 0 || n_head <= 0 || head_dim <= 0 || p->n_rot <= 0 || p->n_rot % 2 ||
+    if (n_tokens < 0 || n_head <= 0 || n_head2 < 0 || head_dim <= 0 || p->n_rot <= 0 || p->n_rot % 2 ||
         p->n_rot > head_dim)
         return cs_err(err, errlen, CLSPEC_E_INVAL,
-                      "rope: bad shape: n_tokens %d, n_head %d, head_dim %d, n_rot %d", n_tokens,
-                      n_head, head_dim, p->n_rot);
+                      "rope: bad shape: n_tokens %d, n_head %d/%d, head_dim %d, n_rot %d", n_tokens,
+                      n_head, n_head2, head_dim, p->n_rot);
     int rc = check_rows("rope", n_tokens * n_head, head_dim, err, errlen);
     if (rc == CLSPEC_OK)
         rc = check_off("rope", x_off, (size_t)n_tokens * n_head * head_dim, err, errlen);
+    if (rc == CLSPEC_OK && n_head2 > 0)
+        rc = check_rows("rope", n_tokens * n_head2, head_dim, err, errlen);
+    if (rc == CLSPEC_OK && n_head2 > 0)
+        rc = check_off("rope", x2_off, (size_t)n_tokens * n_head2 * head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
-    cl_uint xo = (cl_uint)x_off;
-    cl_int neox = p->neox, n_rot = p->n_rot;
+    cl_uint xo = (cl_uint)x_off, x2o = (cl_uint)x2_off;
+    cl_int neox = p->neox, n_rot = p->n_rot, nh2 = n_head2;
     float base = p->freq_base, fs = p->freq_scale;
-    const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head),
-                             KA(head_dim), KA(n_rot), KA(neox), KA(base),     KA(fs)};
+    const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head), KA(head_dim), KA(n_rot),
+                             KA(neox),     KA(base),  KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
     return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
-                  (size_t)n_tokens * n_head * (size_t)(n_rot / 2), elt_local(d), err, errlen);
+                  (size_t)n_tokens * (size_t)(n_rot / 2), elt_local(d), err, errlen);
+}
+
+int cs_op_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem pos, int n_tokens, int n_head,
+               int head_dim, const struct cs_rope_params *p, char *err, size_t errlen)
+{
+    return rope_launch(d, x, x_off, x, x_off, pos, n_tokens, n_head, 0, head_dim, p, err, errlen);
 }
 
 /* Shared by the binary elementwise ops: o = f(a, b) over n elements. */
@@ -313,4 +325,35 @@ int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cell
                              KA(n_rot), KA(neox),  KA(base),   KA(fs),    KA(delta)};
     return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a),
                   (size_t)n_list * (size_t)kv->n_kv_head, elt_local(d), err, errlen);
+}
+
+int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,
+                     char *err, size_t errlen)
+{
+    cl_int mode;
+    switch (weight_type) {
+    case CS_TYPE_F16: mode = 1; break;
+    case CS_TYPE_BF16: mode = 2; break;
+    case CS_TYPE_Q4_0: case CS_TYPE_Q4_1: case CS_TYPE_Q5_0: case CS_TYPE_Q5_1: case CS_TYPE_Q8_0: mode = 3; break;
+    case CS_TYPE_Q2_K: case CS_TYPE_Q3_K: case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: case CS_TYPE_Q6_K: mode = 4; break;
+    default: return CLSPEC_OK;
+    }
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("round_rows", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("round_rows", x_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const size_t items = mode <= 2 ? n : (size_t)n_rows * (size_t)(n_cols / (mode == 3 ? 32 : 256));
+    cl_uint xo = (cl_uint)x_off, nr = (cl_uint)n_rows, nc = (cl_uint)n_cols;
+    const struct karg a[] = {KA(x), KA(xo), KA(nr), KA(nc), KA(mode)};
+    return launch(d, "eltwise", NULL, "round_rows", a, CS_ARRAY_LEN(a), items, elt_local(d), err, errlen);
+}
+
+int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
+                  int n_head, int n_head_kv, int head_dim, const struct cs_rope_params *p, char *err, size_t errlen)
+{
+    if (n_head_kv <= 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "rope_qk: n_head_kv %d", n_head_kv);
+    return rope_launch(d, q, q_off, k, k_off, pos, n_tokens, n_head, n_head_kv, head_dim, p, err, errlen);
 }

@@ -93,4 +93,20 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
 int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cells, int n_list,
                    int delta, const struct cs_rope_params *p, char *err, size_t errlen);
 
+/* llama.cpp-compatible numerics: rounds a matmul input x (n_rows, n_cols) in
+ * place the way llama.cpp's x86 CPU backend converts activations for weights
+ * of weight_type (f16, bf16, q8_0/q8_1 blocks of 32 with round-half-even on
+ * x * 127 / amax, q8_K blocks of 256; the exact rules: cs_ref_round_rows in
+ * src/ref/ops_ref.h, its plain-C twin). F32 and unknown types: a no-op (no
+ * launch). Rounding twice for the same type changes nothing, except for q8_K
+ * (1 ulp). */
+int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,
+                     char *err, size_t errlen);
+
+/* cs_op_rope on q (n_tokens, n_head, head_dim) and k (n_tokens, n_head_kv,
+ * head_dim) in one launch (cos/sin computed once for both): bitwise the same
+ * as two cs_op_rope calls. q and k must not overlap. */
+int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
+                  int n_head, int n_head_kv, int head_dim, const struct cs_rope_params *p, char *err, size_t errlen);
+
 #endif

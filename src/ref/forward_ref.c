@@ -11,6 +11,7 @@
 #include "common.h"
 #include "quant.h"
 #include "ref/forward_ref.h"
+#include "ref/ops_ref.h"
 
 /* Dequantizes a whole tensor (row by row) into a fresh f32 array. */
 static int dequant(const struct cs_gguf_tensor *t, float **out, char *err, size_t errlen)
@@ -172,45 +173,11 @@ void cs_fwdref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_
 
 static float round_f16(float x) { return cs_f16_to_f32(cs_f32_to_f16(x)); }
 
-/* llama.cpp's activation rounding before a dot product with weights of type t. */
+/* llama.cpp's activation rounding before a dot product with weights of type t
+ * (its x86 CPU backend: see cs_ref_round_rows). */
 static void round_for(uint32_t t, float *x, uint32_t n)
 {
-    switch (t) {
-    case CS_TYPE_F16:
-        for (uint32_t i = 0; i < n; i++)
-            x[i] = round_f16(x[i]);
-        break;
-    case CS_TYPE_BF16:
-        for (uint32_t i = 0; i < n; i++)
-            x[i] = cs_bf16_to_f32(cs_f32_to_bf16(x[i]));
-        break;
-    case CS_TYPE_Q4_0: case CS_TYPE_Q4_1: case CS_TYPE_Q5_0: case CS_TYPE_Q5_1: case CS_TYPE_Q8_0:
-        for (uint32_t b = 0; b + 32 <= n; b += 32) { /* q8_0 / q8_1: same values */
-            uint8_t blk[34];
-            cs_quantize_row(CS_TYPE_Q8_0, x + b, blk, 32);
-            cs_dequantize_row(CS_TYPE_Q8_0, blk, x + b, 32);
-        }
-        break;
-    case CS_TYPE_Q2_K: case CS_TYPE_Q3_K: case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: case CS_TYPE_Q6_K:
-        for (uint32_t b = 0; b + 256 <= n; b += 256) { /* q8_K: f32 scale, 256-blocks */
-            float amax = 0.0f, mx = 0.0f;
-            for (int i = 0; i < 256; i++)
-                if (fabsf(x[b + i]) > amax) {
-                    amax = fabsf(x[b + i]);
-                    mx = x[b + i];
-                }
-            if (amax == 0.0f)
-                continue;
-            float iscale = -127.0f / mx;
-            for (int i = 0; i < 256; i++) {
-                int q = (int)lrintf(iscale * x[b + i]);
-                x[b + i] = (float)(q > 127 ? 127 : q) / iscale;
-            }
-        }
-        break;
-    default:
-        break;
-    }
+    cs_ref_round_rows(t, x, 1, (int)n);
 }
 
 /* out = W x, with llama.cpp's input rounding for t's type when enabled. */

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "ref/ops_ref.h"
+#include "quant.h"
 
 #include <math.h>
 
@@ -135,6 +136,55 @@ void cs_ref_attention(const float *q, const float *k, const float *v, const int3
                 for (int i = 0; i < nb; i++)
                     orow[i0 + i] = (float)(acc[i] / sum);
             }
+        }
+    }
+}
+
+void cs_ref_round_rows(uint32_t weight_type, float *x, int n_rows, int n_cols)
+{
+    for (int r = 0; r < n_rows; r++) {
+        float *row = x + (size_t)r * n_cols;
+        switch (weight_type) {
+        case CS_TYPE_F16:
+            for (int i = 0; i < n_cols; i++)
+                row[i] = cs_f16_to_f32(cs_f32_to_f16(row[i]));
+            break;
+        case CS_TYPE_BF16:
+            for (int i = 0; i < n_cols; i++)
+                row[i] = cs_bf16_to_f32(cs_f32_to_bf16(row[i]));
+            break;
+        case CS_TYPE_Q4_0: case CS_TYPE_Q4_1: case CS_TYPE_Q5_0: case CS_TYPE_Q5_1: case CS_TYPE_Q8_0:
+            for (int b = 0; b + 32 <= n_cols; b += 32) {
+                float *v = row + b, amax = 0.0f;
+                for (int i = 0; i < 32; i++)
+                    amax = fmaxf(amax, fabsf(v[i]));
+                const volatile float d = cs_f16_to_f32(cs_f32_to_f16(amax / 127.0f));
+                const volatile float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+                for (int i = 0; i < 32; i++) {
+                    const volatile float p = v[i] * id; /* no contraction with what follows */
+                    v[i] = d * nearbyintf(p);
+                }
+            }
+            break;
+        case CS_TYPE_Q2_K: case CS_TYPE_Q3_K: case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: case CS_TYPE_Q6_K:
+            for (int b = 0; b + 256 <= n_cols; b += 256) {
+                float *v = row + b, amax = 0.0f, mx = 0.0f;
+                for (int i = 0; i < 256; i++)
+                    if (fabsf(v[i]) > amax) {
+                        amax = fabsf(v[i]);
+                        mx = v[i];
+                    }
+                if (amax == 0.0f)
+                    continue;
+                const volatile float iscale = -127.0f / mx, d = 1.0f / iscale;
+                for (int i = 0; i < 256; i++) {
+                    const volatile float p = iscale * v[i];
+                    v[i] = d * fminf(nearbyintf(p), 127.0f);
+                }
+            }
+            break;
+        default:
+            break;
         }
     }
 }

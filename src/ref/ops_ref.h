@@ -38,4 +38,13 @@ void cs_ref_attention(const float *q, const float *k, const float *v, const int3
                       const int32_t *token_seq, int n_tokens, int n_head, int n_kv_head,
                       int head_dim, bool causal, float scale, float *out);
 
+/* llama.cpp's x86 CPU rounding of a matmul input x (n_rows, n_cols), in place,
+ * for weights of type weight_type (the vec_dot_type conversion): F16 -> f16,
+ * BF16 -> bf16 (nearest even); Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 -> q8_0 / q8_1 blocks
+ * of 32 (d = amax / 127, id = 127 / amax, q = nearbyint(x id), x = f16(d) q);
+ * Q2_K..Q6_K -> q8_K blocks of 256 (iscale = -127 / x_max, q = min(127,
+ * nearbyint(iscale x)), x = (1 / iscale) q); any other type: unchanged.
+ * Partial trailing blocks are left unchanged (llama.cpp rows never have one). */
+void cs_ref_round_rows(uint32_t weight_type, float *x, int n_rows, int n_cols);
+
 #endif
