@@ -290,11 +290,13 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
              (unsigned)kv->type_k, (unsigned)kv->type_v);
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
-    cl_int n_kv = kv->n_kv_head, caus = causal;
+    cl_int n_kv = kv->n_kv_head, caus = causal, use_order = kv->cell_order != NULL;
+    cl_mem order = use_order ? kv->cell_order : kv->cell_pos; /* unread when unused */
     const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),
                              KA(kv->k),     KA(kv->v),        KA(kv->cell_pos), KA(kv->cell_seq),
-                             KA(token_pos), KA(token_seq),    KA(n_tokens),     KA(n_head),
-                             KA(n_kv),      KA(n_cells_used), KA(caus),         KA(scale)};
+                             KA(order),     KA(use_order),    KA(token_pos),    KA(token_seq),
+                             KA(n_tokens),  KA(n_head),       KA(n_kv),         KA(n_cells_used),
+                             KA(caus),      KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
     if (d->info.family == CS_KFAMILY_CPU) {
         int group = n_head / kv->n_kv_head;

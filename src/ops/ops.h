@@ -62,6 +62,9 @@ struct cs_kv_view {
     int head_dim;  /* multiple of 4 */
     cl_mem k, v;
     cl_mem cell_pos, cell_seq;
+    cl_mem cell_order; /* int32 (n_cells), a permutation of the cells: the order attention
+                        * visits them in (cs_kv: sorted by position, so a token's result does
+                        * not depend on where its cells sit); NULL: 0..n_cells-1 */
 };
 
 /* CLSPEC_OK if the KV cache can hold type with this head_dim, else
@@ -77,9 +80,13 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
 
 /* Attention of the batch. q, out: (n_tokens, n_head, head_dim) f32 (must not
  * alias); token_pos, token_seq: int32 (n_tokens), seq in 0..63. Reads cells
- * [0, n_cells_used) of kv; visibility (see cl/attention.cl): same sequence
- * bit and (causal ? 0 <= cell_pos <= token_pos : cell_pos >= 0). scores are
- * q.k * scale (normally 1/sqrt(head_dim)); n_head % kv->n_kv_head == 0. */
+ * [0, n_cells_used) of kv (entries [0, n_cells_used) of kv->cell_order when
+ * set); visibility (see cl/attention.cl): same sequence bit and (causal ?
+ * 0 <= cell_pos <= token_pos : cell_pos >= 0). scores are q.k * scale
+ * (normally 1/sqrt(head_dim)); n_head % kv->n_kv_head == 0. Batch-invariant
+ * in both families: a token's output row is bit for bit the same whatever
+ * the other rows of the batch and n_tokens, and depends on the cells only
+ * through its visible ones in visiting order. */
 int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cells_used, cl_mem q,
                     size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
                     int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen);
