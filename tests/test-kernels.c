@@ -573,6 +573,62 @@ static void test_rope_qk_gpu(void **s)
     rope_qk_family(CS_KFAMILY_GPU);
 }
 
+/* cs_op_add_rmsnorm == cs_op_add then cs_op_rmsnorm, bitwise (x and y) */
+static void add_rmsnorm_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int shapes[][2] = {{1, 768}, {3, 77}, {5, 2048}};
+    for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
+        const int nr = shapes[si][0], nc = shapes[si][1];
+        const size_t n = (size_t)nr * nc, xo = 3, bo = 6, yo = 1;
+        float *x = random_floats(xo + n, 71 + si), *b = random_floats(bo + n, 81 + si), *w = random_floats(nc, 91);
+        cl_mem x1 = dev_buf(d, (xo + n) * 4, x), x2 = dev_buf(d, (xo + n) * 4, x), bb = dev_buf(d, (bo + n) * 4, b);
+        cl_mem wb = dev_buf(d, (size_t)nc * 4, w), y1 = dev_buf(d, (yo + n) * 4, NULL), y2 = dev_buf(d, (yo + n) * 4, NULL);
+        for (int has_w = 0; has_w <= 1; has_w++) {
+            assert_int_equal(cs_op_add(d, x1, xo, bb, bo, x1, xo, n, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_rmsnorm(d, x1, xo, has_w ? wb : NULL, y1, yo, nr, nc, 1e-5f, err, sizeof err),
+                             CLSPEC_OK);
+            assert_int_equal(cs_op_add_rmsnorm(d, x2, xo, bb, bo, has_w ? wb : NULL, y2, yo, nr, nc, 1e-5f, err,
+                                               sizeof err), CLSPEC_OK);
+            float *a1 = malloc(2 * n * 4), *a2 = malloc(2 * n * 4);
+            assert_non_null(a1);
+            assert_non_null(a2);
+            read_buf(d, x1, xo * 4, n * 4, a1);
+            read_buf(d, y1, yo * 4, n * 4, a1 + n);
+            read_buf(d, x2, xo * 4, n * 4, a2);
+            read_buf(d, y2, yo * 4, n * 4, a2 + n);
+            assert_memory_equal(a1, a2, 2 * n * 4);
+            assert_true(a1[0] == x[xo] + b[bo] || has_w); /* the first pass added b */
+            free(a1);
+            free(a2);
+        }
+        clReleaseMemObject(x1);
+        clReleaseMemObject(x2);
+        clReleaseMemObject(bb);
+        clReleaseMemObject(wb);
+        clReleaseMemObject(y1);
+        clReleaseMemObject(y2);
+        free(x);
+        free(b);
+        free(w);
+    }
+}
+
+static void test_add_rmsnorm_cpu(void **s)
+{
+    (void)s;
+    add_rmsnorm_family(CS_KFAMILY_CPU);
+}
+
+static void test_add_rmsnorm_gpu(void **s)
+{
+    (void)s;
+    add_rmsnorm_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -957,6 +1013,8 @@ int main(void)
         cmocka_unit_test(test_matmul_swiglu_gpu),
         cmocka_unit_test(test_rope_qk_cpu),
         cmocka_unit_test(test_rope_qk_gpu),
+        cmocka_unit_test(test_add_rmsnorm_cpu),
+        cmocka_unit_test(test_add_rmsnorm_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),

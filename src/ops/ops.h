@@ -100,4 +100,10 @@ int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t
 int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
                   int n_head, int n_head_kv, int head_dim, const struct cs_rope_params *p, char *err, size_t errlen);
 
+/* The residual add and the next RMSNorm in one launch: x += b, then y =
+ * rmsnorm(x) (* w), rows (n_rows, n_cols); bitwise the same as cs_op_add then
+ * cs_op_rmsnorm. y must not overlap x or b. */
+int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, size_t b_off, cl_mem w, cl_mem y,
+                      size_t y_off, int n_rows, int n_cols, float eps, char *err, size_t errlen);
+
 #endif
