@@ -573,6 +573,77 @@ static void test_rope_qk_gpu(void **s)
     rope_qk_family(CS_KFAMILY_GPU);
 }
 
+/* cs_op_matmul_qkv == three cs_op_matmul, bitwise (fused on the CPU family
+ * for a mat-vec; odd row counts exercise the two-rows-per-item tail) */
+static void qkv_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_Q8_0, CS_TYPE_Q4_1, CS_TYPE_Q5_K};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16;
+        const uint32_t n_in = flt ? 100 : 256, no[3] = {96, 37, 37};
+        struct cs_weight w[3];
+        unsigned char *wh[3];
+        for (int i = 0; i < 3; i++) {
+            uint64_t wb;
+            wh[i] = random_weight(type, n_in, no[i], 8500 + 10 * type + i, &wb);
+            assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
+        }
+        for (uint32_t nc = 1; nc <= 5; nc += 4) {
+            float *x = random_floats((size_t)nc * n_in, 8600 + type);
+            cl_mem xb = dev_buf(d, (size_t)nc * n_in * 4, x);
+            const size_t off[3] = {1, 2, 3};
+            cl_mem o1[3], o2[3];
+            for (int i = 0; i < 3; i++) {
+                o1[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                o2[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                assert_int_equal(cs_op_matmul(d, &w[i], xb, 0, o1[i], off[i], nc, err, sizeof err), CLSPEC_OK);
+            }
+            assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o2[0], off[0], o2[1], off[1], o2[2],
+                                              off[2], nc, err, sizeof err), CLSPEC_OK);
+            for (int i = 0; i < 3; i++) {
+                const size_t n = (size_t)nc * no[i];
+                float *a = malloc(n * 4), *b = malloc(n * 4), *ref = malloc(n * 4);
+                assert_non_null(a);
+                assert_non_null(b);
+                assert_non_null(ref);
+                read_buf(d, o1[i], off[i] * 4, n * 4, a);
+                read_buf(d, o2[i], off[i] * 4, n * 4, b);
+                assert_memory_equal(a, b, n * 4);
+                assert_int_equal(cs_ref_matmul(type, wh[i], n_in, no[i], x, nc, ref, err, sizeof err), CLSPEC_OK);
+                assert_true(norm_err(b, ref, n) <= 1e-4);
+                free(a);
+                free(b);
+                free(ref);
+                clReleaseMemObject(o1[i]);
+                clReleaseMemObject(o2[i]);
+            }
+            clReleaseMemObject(xb);
+            free(x);
+        }
+        for (int i = 0; i < 3; i++) {
+            cs_weight_free(&w[i]);
+            free(wh[i]);
+        }
+    }
+}
+
+static void test_matmul_qkv_cpu(void **s)
+{
+    (void)s;
+    qkv_family(CS_KFAMILY_CPU);
+}
+
+static void test_matmul_qkv_gpu(void **s)
+{
+    (void)s;
+    qkv_family(CS_KFAMILY_GPU);
+}
+
 /* cs_op_add_rmsnorm == cs_op_add then cs_op_rmsnorm, bitwise (x and y) */
 static void add_rmsnorm_family(enum cs_kfamily fam)
 {
@@ -1013,6 +1084,8 @@ int main(void)
         cmocka_unit_test(test_matmul_swiglu_gpu),
         cmocka_unit_test(test_rope_qk_cpu),
         cmocka_unit_test(test_rope_qk_gpu),
+        cmocka_unit_test(test_matmul_qkv_cpu),
+        cmocka_unit_test(test_matmul_qkv_gpu),
         cmocka_unit_test(test_add_rmsnorm_cpu),
         cmocka_unit_test(test_add_rmsnorm_gpu),
         cmocka_unit_test(test_get_rows_cpu),
