@@ -149,9 +149,9 @@ static int rope_launch(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem x2, s
         return rc;
     cl_uint xo = (cl_uint)x_off, x2o = (cl_uint)x2_off;
     cl_int neox = p->neox, n_rot = p->n_rot, nh2 = n_head2;
-    float base = p->freq_base, fs = p->freq_scale;
+    float ts = powf(p->freq_base, -2.0f / (float)p->n_rot), fs = p->freq_scale; /* as ggml's rope */
     const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head), KA(head_dim), KA(n_rot),
-                             KA(neox),     KA(base),  KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
+                             KA(neox),     KA(ts),    KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
     return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
                   (size_t)n_tokens * (size_t)(n_rot / 2), elt_local(d), err, errlen);
 }
