@@ -976,6 +976,16 @@ static void kbench_family(enum cs_kfamily fam)
                     clReleaseMemObject(yy);
                 }
             }
+            if (types[ti] == CS_TYPE_Q8_0 && sh.n_out == (uint32_t)V) { /* the GGUF layout (34-byte blocks) */
+                struct cs_weight wg;
+                unsigned char *wh2 = random_weight(types[ti], sh.n_in, sh.n_out, 11, &wb);
+                assert_int_equal(cs_weight_upload_parts(d, types[ti], sh.n_in, sh.n_out, wh2, 0, false, &wg, err,
+                                                        sizeof err), CLSPEC_OK);
+                free(wh2);
+                snprintf(label, sizeof label, "mv q8_0 (gguf layout) %ux%u", sh.n_in, sh.n_out);
+                KB_TIME(label, cs_op_matmul(d, &wg, x, 0, out, 0, 1, err, sizeof err));
+                cs_weight_free(&wg);
+            }
             cs_weight_free(&w);
         }
     const struct cs_rope_params rp = {.n_rot = D, .neox = false, .freq_base = 10000.0f, .freq_scale = 1.0f};
