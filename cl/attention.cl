@@ -5,15 +5,18 @@
  *   causal:     0 <= cell_pos[c] <= token_pos[t]
  *   non-causal: cell_pos[c] >= 0.
  * A token that sees no cell gets zeros. Build flags: -DHD=<head_dim> (multiple
- * of 4; of 32 for quantized caches) -DKV_T=<ggml type id> (0 f32, 1 f16,
- * 30 bf16, 8 q8_0, 2 q4_0). Two families:
+ * of 4; of 32 for quantized caches) -DKV_TK=<ggml type id> -DKV_TV=<id>
+ * (independent; each 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0). Two families:
  *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
  *             in private memory, each K/V row read once for those heads;
  *   attn_gpu: one work-group of ATT_WG per (token, head), cells in chunks of
  *             ATT_WG (one score per work-item), local-memory reductions. */
 
-#ifndef KV_T
-#define KV_T 0
+#ifndef KV_TK
+#define KV_TK 0
+#endif
+#ifndef KV_TV
+#define KV_TV KV_TK
 #endif
 #ifndef HD
 #error "attention.cl: build with -DHD=<head_dim>"
@@ -21,63 +24,63 @@
 #define ATT_WG 64
 #define ATT_G 4 /* CPU family: q heads per work-item (must match src/ops/ops.c) */
 
-/* Bytes of n elements of the cache type (n a multiple of 32 for blocks). */
-#if KV_T == 0
-#define KV_BYTES(n) ((size_t)(n) * 4)
-#elif KV_T == 1 || KV_T == 30
-#define KV_BYTES(n) ((size_t)(n) * 2)
-#elif KV_T == 8
-#define KV_BYTES(n) ((size_t)(n) / 32 * 34)
-#elif KV_T == 2
-#define KV_BYTES(n) ((size_t)(n) / 32 * 18)
-#else
-#error "attention.cl: unsupported KV_T"
-#endif
+/* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
+ * an argument, so each inlined call folds to one branch. */
 
-/* Four elements i..i+3 (i % 4 == 0) of a head segment p. */
-static float4 kv_load4(__global const uchar *p, int i)
+/* Bytes of n elements of type T (n a multiple of 32 for block types). */
+static size_t kv_bytes(int T, size_t n)
 {
-#if KV_T == 0
-    return vload4(0, (__global const float *)p + i);
-#elif KV_T == 1
-    return vload_half4(0, (__global const half *)p + i);
-#elif KV_T == 30
-    ushort4 h = vload4(0, (__global const ushort *)p + i);
-    return as_float4(convert_uint4(h) << 16);
-#elif KV_T == 8
-    __global const uchar *b = p + (i / 32) * 34;
-    float d = vload_half(0, (__global const half *)b);
-    char4 q = vload4(0, (__global const char *)b + 2 + (i % 32));
-    return convert_float4(q) * d;
-#elif KV_T == 2
+    if (T == 0)
+        return n * 4;
+    if (T == 1 || T == 30)
+        return n * 2;
+    return n / 32 * (T == 8 ? 34 : 18);
+}
+
+/* Four elements i..i+3 (i % 4 == 0) of a head segment p of type T. */
+static float4 kv_load4(int T, __global const uchar *p, int i)
+{
+    if (T == 0)
+        return vload4(0, (__global const float *)p + i);
+    if (T == 1)
+        return vload_half4(0, (__global const half *)p + i);
+    if (T == 30) {
+        ushort4 h = vload4(0, (__global const ushort *)p + i);
+        return as_float4(convert_uint4(h) << 16);
+    }
+    if (T == 8) {
+        __global const uchar *b = p + (i / 32) * 34;
+        float d = vload_half(0, (__global const half *)b);
+        char4 q = vload4(0, (__global const char *)b + 2 + (i % 32));
+        return convert_float4(q) * d;
+    }
     __global const uchar *b = p + (i / 32) * 18;
     float d = vload_half(0, (__global const half *)b);
     int j = i % 32;
     uchar4 q = vload4(0, b + 2 + (j % 16));
     int4 v = j < 16 ? convert_int4(q & (uchar)0x0f) : convert_int4(q >> (uchar)4);
     return convert_float4(v - 8) * d;
-#endif
 }
 
-/* One element i of a head segment p. */
-static float kv_load1(__global const uchar *p, int i)
+/* One element i of a head segment p of type T. */
+static float kv_load1(int T, __global const uchar *p, int i)
 {
-#if KV_T == 0
-    return ((__global const float *)p)[i];
-#elif KV_T == 1
-    return vload_half(i, (__global const half *)p);
-#elif KV_T == 30
-    return as_float((uint)((__global const ushort *)p)[i] << 16);
-#elif KV_T == 8
-    __global const uchar *b = p + (i / 32) * 34;
-    return (float)((__global const char *)b)[2 + i % 32] * vload_half(0, (__global const half *)b);
-#elif KV_T == 2
+    if (T == 0)
+        return ((__global const float *)p)[i];
+    if (T == 1)
+        return vload_half(i, (__global const half *)p);
+    if (T == 30)
+        return as_float((uint)((__global const ushort *)p)[i] << 16);
+    if (T == 8) {
+        __global const uchar *b = p + (i / 32) * 34;
+        return (float)((__global const char *)b)[2 + i % 32] *
+               vload_half(0, (__global const half *)b);
+    }
     __global const uchar *b = p + (i / 32) * 18;
     int j = i % 32;
     uchar q = b[2 + j % 16];
     int v = j < 16 ? (q & 0x0f) : (q >> 4);
     return (float)(v - 8) * vload_half(0, (__global const half *)b);
-#endif
 }
 
 static bool att_visible(int c, __global const int *cell_pos, __global const ulong *cell_seq, int tp,
@@ -107,7 +110,8 @@ __kernel void attn_cpu(ATT_ARGS)
     int t = gid / (n_chunks * n_kv_head);
     int h0 = kvh * group + chunk * ATT_G, ng = min(ATT_G, group - chunk * ATT_G);
     int tp = token_pos[t], ts = token_seq[t];
-    size_t row_bytes = KV_BYTES(n_kv_head * HD), head_bytes = KV_BYTES(kvh * HD);
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_bytes(KV_TK, kvh * HD);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_bytes(KV_TV, kvh * HD);
 
     float4 qv[ATT_G][HD / 4], acc[ATT_G][HD / 4];
     float m[ATT_G], l[ATT_G];
@@ -123,13 +127,13 @@ __kernel void attn_cpu(ATT_ARGS)
     for (int c = 0; c < n_cells; c++) {
         if (!att_visible(c, cell_pos, cell_seq, tp, ts, causal))
             continue;
-        __global const uchar *kp = kc + (size_t)c * row_bytes + head_bytes;
-        __global const uchar *vp = vc + (size_t)c * row_bytes + head_bytes;
+        __global const uchar *kp = kc + (size_t)c * krow + khead;
+        __global const uchar *vp = vc + (size_t)c * vrow + vhead;
         float4 s4[ATT_G];
         for (int g = 0; g < ng; g++)
             s4[g] = (float4)(0.0f);
         for (int i = 0; i < HD / 4; i++) {
-            float4 k4 = kv_load4(kp, 4 * i);
+            float4 k4 = kv_load4(KV_TK, kp, 4 * i);
             for (int g = 0; g < ng; g++)
                 s4[g] += qv[g][i] * k4;
         }
@@ -147,7 +151,7 @@ __kernel void attn_cpu(ATT_ARGS)
             l[g] = l[g] * corr[g] + p[g];
         }
         for (int i = 0; i < HD / 4; i++) {
-            float4 v4 = kv_load4(vp, 4 * i);
+            float4 v4 = kv_load4(KV_TV, vp, 4 * i);
             for (int g = 0; g < ng; g++)
                 acc[g][i] = acc[g][i] * corr[g] + p[g] * v4;
         }
@@ -171,7 +175,8 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
     int t = gid / n_head, h = gid % n_head;
     int kvh = h / (n_head / n_kv_head);
     int tp = token_pos[t], ts = token_seq[t];
-    size_t row_bytes = KV_BYTES(n_kv_head * HD), head_bytes = KV_BYTES(kvh * HD);
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_bytes(KV_TK, kvh * HD);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_bytes(KV_TV, kvh * HD);
     __global const float *qr = q + q_off + (size_t)gid * HD;
     for (int i = lid; i < HD; i += ATT_WG)
         qs[i] = qr[i] * scale;
@@ -185,10 +190,10 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
         int c = c0 + lid;
         float s = -INFINITY;
         if (c < n_cells && att_visible(c, cell_pos, cell_seq, tp, ts, causal)) {
-            __global const uchar *kp = kc + (size_t)c * row_bytes + head_bytes;
+            __global const uchar *kp = kc + (size_t)c * krow + khead;
             float4 s4 = (float4)(0.0f);
             for (int i = 0; i < HD / 4; i++)
-                s4 += vload4(i, qs) * kv_load4(kp, 4 * i);
+                s4 += vload4(i, qs) * kv_load4(KV_TK, kp, 4 * i);
             s = s4.x + s4.y + s4.z + s4.w;
         }
         float cmax = cs_wg_max(s, red);
@@ -210,7 +215,7 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
             for (int jj = 0; jj < nc; jj++) {
                 float pj = ps[jj];
                 if (pj != 0.0f)
-                    a += pj * kv_load1(vc + (size_t)(c0 + jj) * row_bytes + head_bytes, dd);
+                    a += pj * kv_load1(KV_TV, vc + (size_t)(c0 + jj) * vrow + vhead, dd);
             }
             acc[j] = a;
         }

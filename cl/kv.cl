@@ -1,80 +1,114 @@
 /* kv.cl: writes rows of K and V (f32, after RoPE) into the KV cache cells of
- * one layer, converting to the cache type chosen at build time with
- * -DKV_T=<ggml type id>: 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0. Conversions
- * match src/quant.c cs_quantize_row (round-to-nearest-even for f16/bf16,
- * ggml's reference rounding for q8_0/q4_0). A cache row (one cell) holds
- * n_kv_head * head_dim elements; quantized rows are whole blocks of 32. */
+ * one layer, and re-rotates cached K rows by a position delta (seq_add).
+ * Cache types are chosen at build time, independently for K and V:
+ * -DKV_TK=<ggml type id> -DKV_TV=<ggml type id>, each 0 f32, 1 f16, 30 bf16,
+ * 8 q8_0, 2 q4_0. Conversions match src/quant.c cs_quantize_row
+ * (round-to-nearest-even for f16/bf16, ggml's reference rounding for
+ * q8_0/q4_0). A cache row (one cell) holds n_kv_head * head_dim elements;
+ * quantized rows are whole blocks of 32. The type helpers take the type as
+ * an argument that is always a build-time constant, so each inlined call
+ * folds to one branch. */
 
-#ifndef KV_T
-#define KV_T 0
+#ifndef KV_TK
+#define KV_TK 0
+#endif
+#ifndef KV_TV
+#define KV_TV KV_TK
 #endif
 
-#if KV_T == 8 || KV_T == 2
-#define KV_UNIT 32 /* one work-item per block */
-#if KV_T == 8
-#define KV_BLOCK_BYTES 34
-#else
-#define KV_BLOCK_BYTES 18
-#endif
-#else
-#define KV_UNIT 1 /* one work-item per element */
-#endif
+#define KV_QUANT(T) ((T) == 8 || (T) == 2)
+#define KV_BLOCK_BYTES(T) ((T) == 8 ? 34 : 18)
 
-/* Stores KV_UNIT values of src as unit number `unit` of the cache (an element
- * index for f32/f16/bf16, a block index for q8_0/q4_0). */
-static void kv_put(__global uchar *cache, size_t unit, __global const float *src)
+/* Bytes of n elements of type T (n a multiple of 32 for block types). */
+static size_t kv_bytes(int T, size_t n)
 {
-#if KV_T == 0
-    ((__global float *)cache)[unit] = src[0];
-#elif KV_T == 1
-    vstore_half_rte(src[0], unit, (__global half *)cache);
-#elif KV_T == 30
-    uint u = as_uint(src[0]);
-    ushort h;
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        h = (ushort)((u >> 16) | 64u); /* quiet NaN */
-    else
-        h = (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    ((__global ushort *)cache)[unit] = h;
-#elif KV_T == 8
-    __global uchar *b = cache + unit * KV_BLOCK_BYTES;
-    float amax = 0.0f;
-    for (int j = 0; j < 32; j++)
-        amax = fmax(amax, fabs(src[j]));
-    float d = amax / 127.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    vstore_half_rte(d, 0, (__global half *)b);
-    for (int j = 0; j < 32; j++)
-        ((__global char *)b)[2 + j] = (char)(int)round(src[j] * id);
-#elif KV_T == 2
-    __global uchar *b = cache + unit * KV_BLOCK_BYTES;
-    float amax = 0.0f, mx = 0.0f;
-    for (int j = 0; j < 32; j++) {
-        if (fabs(src[j]) > amax) {
-            amax = fabs(src[j]);
-            mx = src[j];
-        }
-    }
-    float d = mx / -8.0f;
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    vstore_half_rte(d, 0, (__global half *)b);
-    for (int j = 0; j < 16; j++) {
-        int q0 = min(15, (int)(char)(src[j] * id + 8.5f));
-        int q1 = min(15, (int)(char)(src[j + 16] * id + 8.5f));
-        b[2 + j] = (uchar)(q0 | (q1 << 4));
-    }
-#else
-#error "kv.cl: unsupported KV_T"
-#endif
+    if (T == 0)
+        return n * 4;
+    if (T == 1 || T == 30)
+        return n * 2;
+    return n / 32 * KV_BLOCK_BYTES(T);
 }
 
-/* Grid: n_tokens * (row_elems / KV_UNIT) work-items (padded). Token t goes
- * to cell cell_idx[t]; an index outside [0, n_cells) is skipped. */
+static ushort kv_f2bf(float f)
+{
+    uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (ushort)((u >> 16) | 64u); /* quiet NaN */
+    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Stores n values of src (private) at element e0 of the row at p; block
+ * types store one whole block (e0 % 32 == 0, n == 32). */
+static void kv_put(int T, __global uchar *p, int e0, const float *src, int n)
+{
+    if (T == 0) {
+        for (int j = 0; j < n; j++)
+            ((__global float *)p)[e0 + j] = src[j];
+    } else if (T == 1) {
+        for (int j = 0; j < n; j++)
+            vstore_half_rte(src[j], e0 + j, (__global half *)p);
+    } else if (T == 30) {
+        for (int j = 0; j < n; j++)
+            ((__global ushort *)p)[e0 + j] = kv_f2bf(src[j]);
+    } else if (T == 8) {
+        __global uchar *b = p + (e0 / 32) * 34;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++)
+            amax = fmax(amax, fabs(src[j]));
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        vstore_half_rte(d, 0, (__global half *)b);
+        for (int j = 0; j < 32; j++)
+            ((__global char *)b)[2 + j] = (char)(int)round(src[j] * id);
+    } else {
+        __global uchar *b = p + (e0 / 32) * 18;
+        float amax = 0.0f, mx = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            if (fabs(src[j]) > amax) {
+                amax = fabs(src[j]);
+                mx = src[j];
+            }
+        }
+        float d = mx / -8.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        vstore_half_rte(d, 0, (__global half *)b);
+        for (int j = 0; j < 16; j++) {
+            int q0 = min(15, (int)(char)(src[j] * id + 8.5f));
+            int q1 = min(15, (int)(char)(src[j + 16] * id + 8.5f));
+            b[2 + j] = (uchar)(q0 | (q1 << 4));
+        }
+    }
+}
+
+/* Element i of the row at p. */
+static float kv_get(int T, __global const uchar *p, int i)
+{
+    if (T == 0)
+        return ((__global const float *)p)[i];
+    if (T == 1)
+        return vload_half(i, (__global const half *)p);
+    if (T == 30)
+        return as_float((uint)((__global const ushort *)p)[i] << 16);
+    if (T == 8) {
+        __global const uchar *b = p + (i / 32) * 34;
+        return (float)((__global const char *)b)[2 + i % 32] *
+               vload_half(0, (__global const half *)b);
+    }
+    __global const uchar *b = p + (i / 32) * 18;
+    int j = i % 32;
+    uchar q = b[2 + j % 16];
+    int v = j < 16 ? (q & 0x0f) : (q >> 4);
+    return (float)(v - 8) * vload_half(0, (__global const half *)b);
+}
+
+/* Grid: n_tokens * ceil(row_elems / 32) work-items (padded); each converts
+ * up to 32 elements (one block) of K and of V. Token t goes to cell
+ * cell_idx[t]; an index outside [0, n_cells) is skipped. */
 __kernel void kv_store(__global const float *k, uint k_off, __global const float *v, uint v_off,
                        __global uchar *kc, __global uchar *vc, __global const int *cell_idx,
                        int n_tokens, int row_elems, int n_cells)
 {
-    int units = row_elems / KV_UNIT;
+    int units = (row_elems + 31) / 32;
     int gid = get_global_id(0);
     if (gid >= n_tokens * units)
         return;
@@ -82,8 +116,54 @@ __kernel void kv_store(__global const float *k, uint k_off, __global const float
     int cell = cell_idx[t];
     if (cell < 0 || cell >= n_cells)
         return;
-    size_t src = (size_t)t * row_elems + (size_t)u * KV_UNIT;
-    size_t dst = (size_t)cell * units + u;
-    kv_put(kc, dst, k + k_off + src);
-    kv_put(vc, dst, v + v_off + src);
+    int e0 = u * 32, n = min(32, row_elems - e0);
+    size_t src = (size_t)t * row_elems + (size_t)e0;
+    float buf[32];
+    for (int j = 0; j < n; j++)
+        buf[j] = k[k_off + src + j];
+    kv_put(KV_TK, kc + (size_t)cell * kv_bytes(KV_TK, row_elems), e0, buf, n);
+    for (int j = 0; j < n; j++)
+        buf[j] = v[v_off + src + j];
+    kv_put(KV_TV, vc + (size_t)cell * kv_bytes(KV_TV, row_elems), e0, buf, n);
 }
+
+#ifdef HD
+/* RoPE by a position delta on the K rows of cells[0..n_list) (type KV_TK,
+ * row n_kv_head * HD): one work-item per (cell, kv head) reads the head
+ * (dequantized), rotates every pair (i, i + n_rot/2) (neox) or (2i, 2i+1)
+ * by theta_i = delta * freq_scale * freq_base^(-2i/n_rot) as cl/rope.cl
+ * does, and writes it back (requantized). Cells outside [0, n_cells) are
+ * skipped. Build with -DHD=<head_dim>. */
+__kernel void kv_shift(__global uchar *kc, __global const int *cells, int n_list, int n_kv_head,
+                       int n_cells, int n_rot, int neox, float freq_base, float freq_scale,
+                       int delta)
+{
+    int gid = get_global_id(0);
+    if (gid >= n_list * n_kv_head)
+        return;
+    int cell = cells[gid / n_kv_head], h = gid % n_kv_head;
+    if (cell < 0 || cell >= n_cells)
+        return;
+    __global uchar *row = kc + (size_t)cell * kv_bytes(KV_TK, (size_t)n_kv_head * HD);
+    int e0 = h * HD;
+    float x[HD];
+    for (int i = 0; i < HD; i++)
+        x[i] = kv_get(KV_TK, row, e0 + i);
+    int half_rot = n_rot / 2;
+    for (int i = 0; i < half_rot; i++) {
+        float theta = (float)delta * freq_scale * pow(freq_base, -2.0f * (float)i / (float)n_rot);
+        float c = cos(theta), s = sin(theta);
+        int i0 = neox ? i : 2 * i;
+        int i1 = neox ? i + half_rot : 2 * i + 1;
+        float x0 = x[i0], x1 = x[i1];
+        x[i0] = x0 * c - x1 * s;
+        x[i1] = x0 * s + x1 * c;
+    }
+    if (KV_QUANT(KV_TK)) {
+        for (int b = 0; b < HD; b += 32)
+            kv_put(KV_TK, row, e0 + b, x + b, 32);
+    } else {
+        kv_put(KV_TK, row, e0, x, HD);
+    }
+}
+#endif

@@ -44,19 +44,30 @@ struct cs_engine_params {
  * 1 sequence, unified. */
 struct cs_engine_params cs_engine_defaults(void);
 
+/* The layer split: counts[i] layers for device i of n_dev (sum n_layer) from
+ * mode/split (see struct cs_engine_params; mem[i] = the device's global
+ * memory, used when mode is CS_SPLIT_MEMORY and split is all 0). Errors:
+ * counts not summing to n_layer, entries past n_dev, a device left with no
+ * layer. */
+int cs_engine_plan_split(uint32_t n_layer, int n_dev, enum cs_split_mode mode, const uint32_t *split,
+                         const uint64_t *mem, uint32_t *counts, char *err, size_t errlen);
+
 struct cs_engine {
     struct cs_engine_params p;    /* as used (defaults filled in); strings are owned copies */
     struct cs_model *model;
     struct cs_tokenizer *tok;
     int n_dev;
     struct cs_cl_dev **dev;       /* (n_dev) opened devices */
-    struct cs_fwd_model *fm;
+    struct cs_fwd_model *fm;      /* weights on all devices (fm->layer_dev: each layer's device) */
     struct cs_fwd_ctx *ctx;       /* its KV cache: ctx->kv (struct cs_kv) */
+    uint32_t layer_counts[8];     /* (n_dev) layers per device, in the order of `devices` (fwd helper) */
     double load_s;                /* wall seconds to open all of the above */
 };
 
 /* Opens everything; on failure nothing is left allocated and err names the
- * failing part ("model.gguf: ...", "device 2: no such device (have 0..1)"). */
+ * failing part ("model.gguf: ...", "device 2: no such device (have 0..1)",
+ * "split 3,3 sums to 6 layers; the model has 8"). A device may be listed
+ * once; with several devices every one gets at least one layer. */
 int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, char *err, size_t errlen);
 void cs_engine_free(struct cs_engine *e);
 

@@ -1,7 +1,11 @@
-/* forward.c: the OpenCL forward pass (see forward.h). Per layer: RMSNorm ->
- * Q/K/V matmuls (+bias) -> (q/k norm) -> RoPE -> KV store -> attention -> Wo
- * -> residual -> RMSNorm -> gate/up -> SwiGLU -> down -> residual; then the
- * requested rows: final RMSNorm -> output matmul -> one blocking read. */
+/* forward.c: the OpenCL forward pass (see forward.h). cs_forward_batch
+ * places the rows in the KV cache (cs_kv_place: a sequence that does not fit
+ * is dropped), syncs the cell metadata, then runs passes of n_ubatch rows.
+ * Per layer, on that layer's device: RMSNorm -> Q/K/V matmuls (+bias) ->
+ * (q/k norm) -> RoPE -> KV store -> attention -> Wo -> residual -> RMSNorm ->
+ * gate/up -> SwiGLU -> down -> residual; at a device boundary the residual
+ * stream goes through the host; then the requested rows on the last device:
+ * final RMSNorm -> output matmul -> one blocking read. */
 #include "config.h"
 
 #include <math.h>
@@ -56,6 +60,7 @@ static void release(cl_mem *m)
     *m = NULL;
 }
 
+
 void cs_fwd_model_free(struct cs_fwd_model *fm)
 {
     if (!fm)
@@ -77,9 +82,12 @@ void cs_fwd_model_free(struct cs_fwd_model *fm)
         free(fm->layers);
     }
     cs_weight_free(&fm->tok_embd);
-    if (!fm->model->hp.tied_output)
+    if (!fm->output_is_embd)
         cs_weight_free(&fm->output);
     release(&fm->output_norm);
+    free(fm->devs);
+    free(fm->layer_dev);
+    free(fm->dev_bytes);
     free(fm);
 }
 
@@ -93,48 +101,93 @@ static void progress_line(bool on, uint32_t done, uint32_t total, uint64_t bytes
     fflush(stderr);
 }
 
-int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progress, struct cs_fwd_model **out,
-                      char *err, size_t errlen)
+int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *devs, int n_dev,
+                            const uint32_t *layer_counts, bool progress, struct cs_fwd_model **out, char *err,
+                            size_t errlen)
 {
     *out = NULL;
+    const struct cs_hparams *hp = &m->hp;
+    if (n_dev < 1 || !devs)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: no device to load onto", m->gguf->path);
+    if (hp->n_layer == 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: model has no layers", m->gguf->path);
+    if (layer_counts) {
+        uint64_t sum = 0;
+        for (int i = 0; i < n_dev; i++)
+            sum += layer_counts[i];
+        if (sum != hp->n_layer)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: layer split sums to %llu, the model has %u layers",
+                          m->gguf->path, (unsigned long long)sum, hp->n_layer);
+    }
     struct cs_fwd_model *fm = calloc(1, sizeof *fm);
     if (!fm)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
     fm->model = m;
-    fm->dev = d;
-    progress = progress && isatty(2);
-    const struct cs_hparams *hp = &m->hp;
-    int rc;
+    fm->n_dev = n_dev;
+    fm->devs = calloc((size_t)n_dev, sizeof *fm->devs);
+    fm->dev_bytes = calloc((size_t)n_dev, sizeof *fm->dev_bytes);
+    fm->layer_dev = calloc(hp->n_layer, sizeof *fm->layer_dev);
     fm->layers = calloc(hp->n_layer, sizeof *fm->layers);
-    if (!fm->layers) {
+    progress = progress && isatty(2);
+    int rc;
+    struct cs_cl_dev *d = devs[0];
+    if (!fm->devs || !fm->dev_bytes || !fm->layer_dev || !fm->layers) {
+        free(fm->devs);
+        fm->devs = NULL;
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = upload_mat(d, m->tok_embd, &fm->tok_embd, &fm->bytes, err, errlen)) < 0 ||
-        (rc = upload_vec(d, m->output_norm, &fm->output_norm, &fm->bytes, err, errlen)) < 0)
+    for (int i = 0; i < n_dev; i++)
+        fm->devs[i] = devs[i];
+    fm->dev = devs[0];
+    for (uint32_t l = 0, i = 0, used = 0; l < hp->n_layer; l++) {
+        while (layer_counts && used >= layer_counts[i]) {
+            i++;
+            used = 0;
+        }
+        fm->layer_dev[l] = (int)i;
+        used++;
+    }
+    fm->emb_dev = fm->layer_dev[0];
+    fm->out_dev = fm->layer_dev[hp->n_layer - 1];
+    fm->output_is_embd = hp->tied_output && fm->emb_dev == fm->out_dev;
+    d = devs[fm->emb_dev];
+    if ((rc = upload_mat(d, m->tok_embd, &fm->tok_embd, &fm->dev_bytes[fm->emb_dev], err, errlen)) < 0)
         goto fail;
-    if (!hp->tied_output && (rc = upload_mat(d, m->output, &fm->output, &fm->bytes, err, errlen)) < 0)
+    d = devs[fm->out_dev];
+    if ((rc = upload_vec(d, m->output_norm, &fm->output_norm, &fm->dev_bytes[fm->out_dev], err, errlen)) < 0)
+        goto fail;
+    if (!fm->output_is_embd &&
+        (rc = upload_mat(d, hp->tied_output ? m->tok_embd : m->output, &fm->output, &fm->dev_bytes[fm->out_dev],
+                         err, errlen)) < 0)
         goto fail;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
         const struct cs_layer *S = &m->layers[i];
         struct cs_fwd_layer *L = &fm->layers[i];
-        progress_line(progress, i, hp->n_layer, fm->bytes);
-        if ((rc = upload_vec(d, S->attn_norm, &L->attn_norm, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->ffn_norm, &L->ffn_norm, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bq, &L->bq, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bk, &L->bk, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bv, &L->bv, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->q_norm, &L->q_norm, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->k_norm, &L->k_norm, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wq, &L->wq, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wk, &L->wk, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wv, &L->wv, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wo, &L->wo, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_gate, &L->w_gate, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_up, &L->w_up, &fm->bytes, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_down, &L->w_down, &fm->bytes, err, errlen)) < 0)
+        uint64_t *by = &fm->dev_bytes[fm->layer_dev[i]];
+        d = devs[fm->layer_dev[i]];
+        uint64_t total = 0;
+        for (int j = 0; j < n_dev; j++)
+            total += fm->dev_bytes[j];
+        progress_line(progress, i, hp->n_layer, total);
+        if ((rc = upload_vec(d, S->attn_norm, &L->attn_norm, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->ffn_norm, &L->ffn_norm, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->bq, &L->bq, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->bk, &L->bk, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->bv, &L->bv, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->q_norm, &L->q_norm, by, err, errlen)) < 0 ||
+            (rc = upload_vec(d, S->k_norm, &L->k_norm, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->wq, &L->wq, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->wk, &L->wk, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->wv, &L->wv, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->wo, &L->wo, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->w_gate, &L->w_gate, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->w_up, &L->w_up, by, err, errlen)) < 0 ||
+            (rc = upload_mat(d, S->w_down, &L->w_down, by, err, errlen)) < 0)
             goto fail;
     }
+    for (int j = 0; j < n_dev; j++)
+        fm->bytes += fm->dev_bytes[j];
     progress_line(progress, hp->n_layer, hp->n_layer, fm->bytes);
     *out = fm;
     return CLSPEC_OK;
@@ -146,53 +199,56 @@ fail:
     return rc;
 }
 
+int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progress, struct cs_fwd_model **out,
+                      char *err, size_t errlen)
+{
+    return cs_fwd_model_load_split(m, &d, 1, NULL, progress, out, err, errlen);
+}
+
 /* ---- context ---- */
+
+static void act_free(struct cs_fwd_act *a)
+{
+    cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb,
+                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo};
+    for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
+        release(b[i]);
+}
 
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
 {
     if (!c)
         return;
-    if (c->k)
-        for (uint32_t l = 0; l < c->fm->model->hp.n_layer; l++) {
-            release(&c->k[l]);
-            release(&c->v[l]);
-        }
-    free(c->k);
-    free(c->v);
-    cl_mem *b[] = {&c->cell_pos, &c->cell_seq, &c->x, &c->xb, &c->q, &c->att, &c->kc, &c->vc, &c->hb, &c->hb2,
-                   &c->logits, &c->xo, &c->tok, &c->pos, &c->seq, &c->cell};
-    for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
-        release(b[i]);
-    free(c->h_cell_pos);
-    free(c->h_cell_seq);
-    free(c->h_cell);
+    if (c->act)
+        for (int i = 0; i < c->fm->n_dev; i++)
+            act_free(&c->act[i]);
+    free(c->act);
+    cs_kv_free(c->kv);
+    free(c->h_x);
+    free(c->h_logits);
+    free(c->scratch);
     free(c);
 }
 
 void cs_fwd_kv_clear(struct cs_fwd_ctx *c)
 {
-    for (uint32_t i = 0; i < c->p.n_ctx; i++) {
-        c->h_cell_pos[i] = -1;
-        c->h_cell_seq[i] = 0;
-    }
-    c->n_used = 0;
+    cs_kv_clear(c->kv);
 }
 
 int cs_fwd_kv_seq_rm(struct cs_fwd_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
 {
-    if (seq < 0 || seq > 63)
-        return cs_err(err, errlen, CLSPEC_E_RANGE, "kv: sequence %d out of range 0..63", seq);
-    for (int32_t i = 0; i < c->n_used; i++) {
-        int32_t p = c->h_cell_pos[i];
-        if (p < 0 || !((c->h_cell_seq[i] >> seq) & 1) || p < p0 || (p1 >= 0 && p >= p1))
-            continue;
-        c->h_cell_seq[i] &= ~(1ull << seq);
-        if (!c->h_cell_seq[i])
-            c->h_cell_pos[i] = -1;
-    }
-    while (c->n_used > 0 && c->h_cell_pos[c->n_used - 1] < 0)
-        c->n_used--;
-    return CLSPEC_OK;
+    return cs_kv_seq_rm(c->kv, seq, p0, p1, err, errlen);
+}
+
+/* Does device i run any layer (or hold the output)? */
+static bool dev_used(const struct cs_fwd_model *fm, int i)
+{
+    if (i == fm->out_dev || i == fm->emb_dev)
+        return true;
+    for (uint32_t l = 0; l < fm->model->hp.n_layer; l++)
+        if (fm->layer_dev[l] == i)
+            return true;
+    return false;
 }
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
@@ -200,62 +256,71 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
 {
     *out = NULL;
     const struct cs_hparams *hp = &fm->model->hp;
-    if (p->n_ctx == 0 || p->n_batch == 0 || p->n_ctx > (1u << 24) || p->n_batch > (1u << 16))
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "context: n_ctx %u / n_batch %u out of range", p->n_ctx,
-                      p->n_batch);
-    if (p->kv_type != CS_TYPE_F32 && p->kv_type != CS_TYPE_F16)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "context: KV cache type %s (f32 or f16)",
-                      cs_type_name(p->kv_type));
-    int rc = cs_kv_type_check(p->kv_type, (int)hp->head_dim, err, errlen);
-    if (rc < 0)
-        return rc;
+    struct cs_fwd_ctx_params cp = *p;
+    if (!cp.n_ubatch)
+        cp.n_ubatch = cp.n_batch;
+    if (!cp.n_batch)
+        cp.n_batch = cp.n_ubatch;
+    if (!cp.n_seq_max && !cp.kv_partitioned)
+        cp.n_seq_max = CS_MAX_SEQ;
+    if (cp.n_ctx == 0 || cp.n_ubatch == 0 || cp.n_ctx > (1u << 24) || cp.n_ubatch > (1u << 16))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "context: n_ctx %u / n_ubatch %u out of range", cp.n_ctx,
+                      cp.n_ubatch);
+    if (cp.n_seq_max < 1 || cp.n_seq_max > CS_MAX_SEQ)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "context: n_seq_max %u out of range 1..%d", cp.n_seq_max,
+                      CS_MAX_SEQ);
     struct cs_fwd_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "context: out of memory");
     c->fm = fm;
-    c->dev = fm->dev;
-    c->p = *p;
-    struct cs_cl_dev *d = fm->dev;
+    c->dev = fm->devs[0];
+    c->p = cp;
+    int rc;
     size_t E = hp->n_embd, Q = cs_hp_q_dim(hp), KV = cs_hp_kv_dim(hp), F = hp->n_ff, V = hp->n_vocab,
-           B = p->n_batch;
-    uint64_t row_bytes = 0;
-    cs_row_bytes(p->kv_type, KV, &row_bytes);
-    c->k = calloc(hp->n_layer, sizeof *c->k);
-    c->v = calloc(hp->n_layer, sizeof *c->v);
-    c->h_cell_pos = malloc(p->n_ctx * sizeof *c->h_cell_pos);
-    c->h_cell_seq = malloc(p->n_ctx * sizeof *c->h_cell_seq);
-    c->h_cell = malloc(B * sizeof *c->h_cell);
-    if (!c->k || !c->v || !c->h_cell_pos || !c->h_cell_seq || !c->h_cell) {
+           B = cp.n_ubatch;
+    struct cs_cl_dev **ldev = malloc(hp->n_layer * sizeof *ldev);
+    c->act = calloc((size_t)fm->n_dev, sizeof *c->act);
+    c->h_x = malloc(B * E * sizeof *c->h_x);
+    c->h_logits = malloc(B * V * sizeof *c->h_logits);
+    if (!ldev || !c->act || !c->h_x || !c->h_logits) {
+        free(ldev);
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "context: out of memory");
         goto fail;
     }
     for (uint32_t l = 0; l < hp->n_layer; l++)
-        if ((rc = cs_cl_alloc(d, CL_MEM_READ_WRITE, row_bytes * p->n_ctx, NULL, &c->k[l], err, errlen)) < 0 ||
-            (rc = cs_cl_alloc(d, CL_MEM_READ_WRITE, row_bytes * p->n_ctx, NULL, &c->v[l], err, errlen)) < 0)
-            goto fail;
-    struct {
-        cl_mem *m;
-        size_t bytes;
-    } bufs[] = {
-        {&c->cell_pos, p->n_ctx * sizeof(int32_t)}, {&c->cell_seq, p->n_ctx * sizeof(uint64_t)},
-        {&c->x, B * E * 4}, {&c->xb, B * CS_MAX(E, Q) * 4}, {&c->q, B * Q * 4}, {&c->att, B * Q * 4},
-        {&c->kc, B * KV * 4}, {&c->vc, B * KV * 4}, {&c->hb, B * F * 4}, {&c->hb2, B * F * 4},
-        {&c->logits, B * V * 4}, {&c->xo, B * E * 4}, {&c->tok, B * 4}, {&c->pos, B * 4}, {&c->seq, B * 4},
-        {&c->cell, B * 4},
-    };
-    for (size_t i = 0; i < CS_ARRAY_LEN(bufs); i++)
-        if ((rc = cs_cl_alloc(d, CL_MEM_READ_WRITE, bufs[i].bytes, NULL, bufs[i].m, err, errlen)) < 0)
-            goto fail;
-    cs_fwd_kv_clear(c);
-    rc = cs_cl_write(d, c->cell_pos, 0, p->n_ctx * sizeof(int32_t), c->h_cell_pos, err, errlen);
-    if (rc == 0)
-        rc = cs_cl_write(d, c->cell_seq, 0, p->n_ctx * sizeof(uint64_t), c->h_cell_seq, err, errlen);
+        ldev[l] = fm->devs[fm->layer_dev[l]];
+    struct cs_kv_params kp = {.n_ctx = cp.n_ctx, .type_k = cp.type_k, .type_v = cp.type_v,
+                              .n_seq_max = cp.n_seq_max, .unified = !cp.kv_partitioned};
+    rc = cs_kv_new(hp, &kp, ldev, &c->kv, err, errlen);
+    free(ldev);
     if (rc < 0)
         goto fail;
+    for (int i = 0; i < fm->n_dev; i++) {
+        struct cs_fwd_act *a = &c->act[i];
+        a->dev = fm->devs[i];
+        if (!dev_used(fm, i))
+            continue;
+        bool outd = i == fm->out_dev;
+        struct {
+            cl_mem *m;
+            size_t bytes;
+        } bufs[] = {
+            {&a->x, B * E * 4},   {&a->xb, B * CS_MAX(E, Q) * 4}, {&a->q, B * Q * 4},    {&a->att, B * Q * 4},
+            {&a->kc, B * KV * 4}, {&a->vc, B * KV * 4},           {&a->hb, B * F * 4},   {&a->hb2, B * F * 4},
+            {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
+            {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
+        };
+        for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
+            if (bufs[j].m &&
+                (rc = cs_cl_alloc(a->dev, CL_MEM_READ_WRITE, bufs[j].bytes, NULL, bufs[j].m, err, errlen)) < 0) {
+                cs_err_prefix(err, errlen, rc, "device %s", a->dev->info.name);
+                goto fail;
+            }
+    }
     *out = c;
     return CLSPEC_OK;
 fail:
-    cs_err_prefix(err, errlen, rc, "context (n_ctx %u, n_batch %u)", p->n_ctx, p->n_batch);
+    cs_err_prefix(err, errlen, rc, "context (n_ctx %u, n_ubatch %u)", cp.n_ctx, cp.n_ubatch);
     cs_fwd_ctx_free(c);
     return rc;
 }
@@ -269,195 +334,150 @@ fail:
             return rc_;        \
     } while (0)
 
-/* Assigns a cell to each token (the first free cell; a token whose
- * (seq, pos) is already cached reuses that cell) and uploads the metadata of
- * the touched cells. */
-static int assign_cells(struct cs_fwd_ctx *c, const int32_t *pos, const int32_t *seq, int n, char *err,
-                        size_t errlen)
+/* y = x . W^T for n rows on device d. With llamacpp_numerics the activations
+ * are first rounded the way llama.cpp's CPU backend rounds them for W's type. */
+static int mm(const struct cs_fwd_ctx *c, struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
+              char *err, size_t errlen)
 {
-    int32_t lo = INT32_MAX, hi = -1, next = 0;
-    for (int t = 0; t < n; t++) {
-        int32_t s = seq ? seq[t] : 0, cell = -1;
-        for (int32_t i = 0; i < c->n_used; i++)
-            if (c->h_cell_pos[i] == pos[t] && ((c->h_cell_seq[i] >> s) & 1)) {
-                cell = i; /* overwrite: same sequence, same position */
-                break;
-            }
-        while (cell < 0 && next < (int32_t)c->p.n_ctx) {
-            if (c->h_cell_pos[next] < 0)
-                cell = next;
-            next++;
-        }
-        if (cell < 0)
-            return cs_err(err, errlen, CLSPEC_E_KV_FULL, "kv cache full (%u cells)", c->p.n_ctx);
-        c->h_cell_pos[cell] = pos[t];
-        c->h_cell_seq[cell] = 1ull << s;
-        c->h_cell[t] = cell;
-        lo = CS_MIN(lo, cell);
-        hi = CS_MAX(hi, cell);
-        if (cell + 1 > c->n_used)
-            c->n_used = cell + 1;
+    if (c->p.llamacpp_numerics)
+        TRY(cs_op_round_rows(d, w->type, x, 0, n, (int)w->n_in, err, errlen));
+    return cs_op_matmul(d, w, x, 0, y, 0, (uint32_t)n, err, errlen);
+}
+
+/* The rows of one pass (all arrays have n entries, compacted: only rows of
+ * sequences that were placed). */
+struct pass_rows {
+    int n;
+    const int32_t *tok, *pos, *seq, *cell;
+    const int32_t *orig;     /* row index in the caller's batch (hidden rows) */
+    const int32_t *lrow;     /* index among the batch's logits rows, -1: no logits */
+};
+
+/* Copies hidden rows (x of device a, n rows) to the caller's buffer. */
+static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct pass_rows *r, float *dst_base,
+                          int n_all, char *err, size_t errlen)
+{
+    const size_t E = c->fm->model->hp.n_embd;
+    (void)n_all;
+    if (r->orig[r->n - 1] - r->orig[0] == r->n - 1) { /* contiguous: straight into place */
+        cl_int e = clEnqueueReadBuffer(a->dev->q, a->x, CL_FALSE, 0, (size_t)r->n * E * 4,
+                                       dst_base + (size_t)r->orig[0] * E, 0, NULL, NULL);
+        return cs_cl_check(e, "clEnqueueReadBuffer(hidden)", err, errlen);
     }
-    size_t cnt = (size_t)(hi - lo + 1);
-    TRY(cs_cl_write(c->dev, c->cell, 0, (size_t)n * 4, c->h_cell, err, errlen));
-    TRY(cs_cl_write(c->dev, c->cell_pos, (size_t)lo * 4, cnt * 4, c->h_cell_pos + lo, err, errlen));
-    TRY(cs_cl_write(c->dev, c->cell_seq, (size_t)lo * 8, cnt * 8, c->h_cell_seq + lo, err, errlen));
+    TRY(cs_cl_read(a->dev, a->x, 0, (size_t)r->n * E * 4, c->h_x, err, errlen));
+    for (int t = 0; t < r->n; t++)
+        memcpy(dst_base + (size_t)r->orig[t] * E, c->h_x + (size_t)t * E, E * 4);
     return CLSPEC_OK;
 }
 
-/* y = x . W^T for n rows. With llamacpp_numerics the activations are first
- * rounded the way llama.cpp's CPU backend rounds them for W's type. */
-static int mm(struct cs_fwd_ctx *c, const struct cs_weight *w, cl_mem x, cl_mem y, int n, char *err, size_t errlen)
-{
-    if (c->p.llamacpp_numerics)
-        TRY(cs_op_round_rows(c->dev, w->type, x, 0, n, (int)w->n_in, err, errlen));
-    return cs_op_matmul(c->dev, w, x, 0, y, 0, (uint32_t)n, err, errlen);
-}
-
-/* One pass of n <= n_batch tokens; hidden rows go to row offset t0 of n_all. */
-static int pass(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
-                const int32_t *rows, int n_rows, float *logits_out, const struct cs_fwd_hidden *hidden, int t0,
+static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_out, const struct cs_fwd_hidden *hidden,
                 int n_all, char *err, size_t errlen)
 {
-    struct cs_cl_dev *d = c->dev;
     const struct cs_fwd_model *fm = c->fm;
     const struct cs_hparams *hp = &fm->model->hp;
-    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), F = (int)hp->n_ff,
-              D = (int)hp->head_dim, V = (int)hp->n_vocab;
+    const int n = r->n, E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp),
+              F = (int)hp->n_ff, D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = {
         .n_rot = (int)hp->n_rot, .neox = hp->rope_style == CS_ROPE_NEOX,
         .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
     };
 
-    /* inputs */
-    TRY(cs_cl_write(d, c->tok, 0, (size_t)n * 4, tokens, err, errlen));
-    TRY(cs_cl_write(d, c->pos, 0, (size_t)n * 4, positions, err, errlen));
-    if (seq_ids) {
-        TRY(cs_cl_write(d, c->seq, 0, (size_t)n * 4, seq_ids, err, errlen));
-    } else {
-        int32_t zero = 0;
-        cl_int e = clEnqueueFillBuffer(d->q, c->seq, &zero, 4, 0, (size_t)n * 4, 0, NULL, NULL);
-        TRY(cs_cl_check(e, "clEnqueueFillBuffer(seq)", err, errlen));
+    /* inputs, to every device that runs layers */
+    for (int i = 0; i < fm->n_dev; i++) {
+        struct cs_fwd_act *a = &c->act[i];
+        if (!a->x)
+            continue;
+        if (i == fm->emb_dev)
+            TRY(cs_cl_write(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
+        TRY(cs_cl_write(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
+        TRY(cs_cl_write(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
+        TRY(cs_cl_write(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
     }
-    TRY(assign_cells(c, positions, seq_ids, n, err, errlen));
-
-    TRY(cs_op_get_rows(d, &fm->tok_embd, c->tok, 0, n, c->x, 0, err, errlen));
-    for (int l = 0; l <= (int)hp->n_layer; l++) {
+    struct cs_fwd_act *a = &c->act[fm->emb_dev];
+    TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
+    for (int l = 0; l <= NL; l++) {
+        int di = l < NL ? fm->layer_dev[l] : fm->out_dev;
+        if (&c->act[di] != a) { /* device boundary: the residual stream through the host */
+            TRY(cs_cl_read(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
+            a = &c->act[di];
+            TRY(cs_cl_write(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
+        }
+        struct cs_cl_dev *d = a->dev;
         if (hidden)
             for (int i = 0; i < hidden->n_layers; i++)
-                if (hidden->layers[i] == l) {
-                    float *dst = hidden->out + ((size_t)i * n_all + t0) * E;
-                    cl_int e = clEnqueueReadBuffer(d->q, c->x, CL_FALSE, 0, (size_t)n * E * 4, dst, 0, NULL, NULL);
-                    TRY(cs_cl_check(e, "clEnqueueReadBuffer(hidden)", err, errlen));
-                }
-        if (l == (int)hp->n_layer)
+                if (hidden->layers[i] == l)
+                    TRY(capture_hidden(c, a, r, hidden->out + (size_t)i * n_all * E, n_all, err, errlen));
+        if (l == NL)
             break;
         const struct cs_fwd_layer *L = &fm->layers[l];
-        const struct cs_kv_view kv = {
-            .type_k = c->p.kv_type, .type_v = c->p.kv_type, .n_cells = (int)c->p.n_ctx, .n_kv_head = (int)hp->n_head_kv, .head_dim = D,
-            .k = c->k[l], .v = c->v[l], .cell_pos = c->cell_pos, .cell_seq = c->cell_seq,
-        };
+        const struct cs_kv_view kv = cs_kv_layer_view(c->kv, (uint32_t)l);
         /* attention block */
-        TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(mm(c, &L->wq, c->xb, c->q, n, err, errlen));
-        TRY(mm(c, &L->wk, c->xb, c->kc, n, err, errlen));
-        TRY(mm(c, &L->wv, c->xb, c->vc, n, err, errlen));
+        TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
+        TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
+        TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
+        TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
         if (L->bq)
-            TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
+            TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
         if (L->bk)
-            TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
+            TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
         if (L->bv)
-            TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
+            TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
         if (L->q_norm)
-            TRY(cs_op_rmsnorm(d, c->q, 0, L->q_norm, c->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
+            TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         if (L->k_norm)
-            TRY(cs_op_rmsnorm(d, c->kc, 0, L->k_norm, c->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
-        TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-        TRY(cs_op_rope(d, c->kc, 0, c->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
-        TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
-        TRY(cs_op_attention(d, &kv, c->n_used, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
+            TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
+        TRY(cs_op_rope(d, a->q, 0, a->pos, n, (int)hp->n_head, D, &rope, err, errlen));
+        TRY(cs_op_rope(d, a->kc, 0, a->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
+        TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
+        if (c->p.llamacpp_numerics) /* llama.cpp converts Q to K's type for the K.Q products (f16, bf16) */
+            TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
+        TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
                             1.0f / sqrtf((float)D), err, errlen));
-        TRY(mm(c, &L->wo, c->att, c->xb, n, err, errlen));
-        TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));
+        TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
         /* feed-forward block */
-        TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(mm(c, &L->w_gate, c->xb, c->hb, n, err, errlen));
-        TRY(mm(c, &L->w_up, c->xb, c->hb2, n, err, errlen));
-        TRY(cs_op_swiglu(d, c->hb, 0, c->hb2, 0, c->hb, 0, (size_t)n * F, err, errlen));
-        TRY(mm(c, &L->w_down, c->hb, c->xb, n, err, errlen));
-        TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        TRY(cs_op_rmsnorm(d, a->x, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
+        TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
+        TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
+        TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
+        TRY(mm(c, d, &L->w_down, a->hb, a->xb, n, err, errlen));
+        TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
     }
-    if (n_rows == 0)
-        return cs_cl_finish(d, err, errlen);
-    /* gather the requested rows, then final norm and output projection on them only */
-    for (int i = 0; i < n_rows; i++) {
-        cl_int e = clEnqueueCopyBuffer(d->q, c->x, c->xo, (size_t)rows[i] * E * 4, (size_t)i * E * 4,
+    /* the requested rows: gather, final norm and output projection on them only */
+    int n_rows = 0;
+    bool contiguous = true;
+    int first = -1;
+    for (int t = 0; t < n; t++) {
+        if (r->lrow[t] < 0)
+            continue;
+        if (first < 0)
+            first = r->lrow[t];
+        contiguous = contiguous && r->lrow[t] == first + n_rows;
+        cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t * E * 4, (size_t)n_rows * E * 4,
                                        (size_t)E * 4, 0, NULL, NULL);
         TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
+        n_rows++;
     }
-    TRY(cs_op_rmsnorm(d, c->xo, 0, fm->output_norm, c->xo, 0, n_rows, E, eps, err, errlen));
-    const struct cs_weight *out_w = hp->tied_output ? &fm->tok_embd : &fm->output;
-    TRY(mm(c, out_w, c->xo, c->logits, n_rows, err, errlen));
-    return cs_cl_read(d, c->logits, 0, (size_t)n_rows * V * 4, logits_out, err, errlen);
-}
-
-int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
-               const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
-               size_t errlen)
-{
-    const struct cs_hparams *hp = &c->fm->model->hp;
-    if (n <= 0)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: no tokens");
-    int32_t last = n - 1;
-    if (!out_rows) {
-        out_rows = &last;
-        n_out = 1;
-    }
-    for (int t = 0; t < n; t++) {
-        if (tokens[t] < 0 || (uint32_t)tokens[t] >= hp->n_vocab)
-            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: token %d (index %d) out of range [0, %u)",
-                          tokens[t], t, hp->n_vocab);
-        if (positions[t] < 0)
-            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: negative position at index %d", t);
-        if (seq_ids && (seq_ids[t] < 0 || seq_ids[t] > 63))
-            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: sequence id %d out of range 0..63", seq_ids[t]);
-    }
-    for (int i = 0; i < n_out; i++)
-        if (out_rows[i] < 0 || out_rows[i] >= n || (i > 0 && out_rows[i] <= out_rows[i - 1]))
-            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: logits rows must be increasing indices < %d", n);
-    if (hidden)
-        for (int i = 0; i < hidden->n_layers; i++)
-            if (hidden->layers[i] < 0 || hidden->layers[i] > (int32_t)hp->n_layer)
-                return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: hidden layer %d out of range 0..%u",
-                              hidden->layers[i], hp->n_layer);
-    /* split into passes of n_batch tokens; each pass returns its own rows */
-    const int B = (int)c->p.n_batch;
-    int oi = 0;
-    for (int t0 = 0; t0 < n; t0 += B) {
-        int cnt = CS_MIN(B, n - t0);
-        int nr = 0, first = oi;
-        int32_t *rbuf = malloc((size_t)B * sizeof *rbuf);
-        if (!rbuf)
-            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
-        while (oi < n_out && out_rows[oi] < t0 + cnt)
-            rbuf[nr++] = out_rows[oi++] - t0;
-        int rc = pass(c, tokens + t0, cnt, positions + t0, seq_ids ? seq_ids + t0 : NULL, rbuf, nr,
-                      logits_out + (size_t)first * hp->n_vocab, hidden, t0, n, err, errlen);
-        free(rbuf);
-        if (rc < 0)
-            return rc;
-    }
+    if (n_rows == 0)
+        return CLSPEC_OK;
+    struct cs_cl_dev *d = a->dev;
+    TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
+    const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
+    TRY(mm(c, d, out_w, a->xo, a->logits, n_rows, err, errlen));
+    if (contiguous)
+        return cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, logits_out + (size_t)first * V, err, errlen);
+    TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));
+    for (int t = 0, k = 0; t < n; t++)
+        if (r->lrow[t] >= 0)
+            memcpy(logits_out + (size_t)r->lrow[t] * V, c->h_logits + (size_t)(k++) * V, (size_t)V * 4);
     return CLSPEC_OK;
 }
 
-/* First version (lead): a wrapper over cs_forward with this context's own
- * cells; the fwd helper replaces it with the cs_kv-based pass. A sequence
- * whose new rows exceed the free cells left after the sequences before it
- * is refused with CLSPEC_E_KV_FULL. */
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen)
 {
+    const struct cs_hparams *hp = &c->fm->model->hp;
     int rc_local[CS_MAX_SEQ];
     if (!seq_rc)
         seq_rc = rc_local;
@@ -465,62 +485,92 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
         seq_rc[s] = CLSPEC_OK;
     if (b->n <= 0)
         return CLSPEC_OK;
-    int need[CS_MAX_SEQ] = {0};
     for (int i = 0; i < b->n; i++) {
-        if (b->seq[i] < 0 || b->seq[i] >= CS_MAX_SEQ)
-            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: sequence id %d out of range", b->seq[i]);
-        need[b->seq[i]]++;
+        if (b->token[i] < 0 || (uint32_t)b->token[i] >= hp->n_vocab)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: token %d (row %d) out of range [0, %u)",
+                          b->token[i], i, hp->n_vocab);
+        if (b->pos[i] < 0)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: negative position at row %d", i);
+        if (b->seq[i] < 0 || (uint32_t)b->seq[i] >= c->p.n_seq_max)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: sequence id %d (row %d) out of range 0..%u",
+                          b->seq[i], i, c->p.n_seq_max - 1);
     }
-    int32_t free_cells = 0;
-    for (uint32_t i = 0; i < c->p.n_ctx; i++)
-        free_cells += c->h_cell_pos[i] < 0;
-    for (int s = 0; s < CS_MAX_SEQ; s++) {
-        if (!need[s])
-            continue;
-        if (need[s] > free_cells)
-            seq_rc[s] = CLSPEC_E_KV_FULL;
-        else
-            free_cells -= need[s];
+    if (hidden)
+        for (int i = 0; i < hidden->n_layers; i++)
+            if (hidden->layers[i] < 0 || hidden->layers[i] > (int32_t)hp->n_layer)
+                return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: hidden layer %d out of range 0..%u",
+                              hidden->layers[i], hp->n_layer);
+    if (cs_batch_n_logits(b) > 0 && !logits_out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: logits requested but no output buffer");
+    if (b->n > c->scratch_cap) {
+        int32_t *s = realloc(c->scratch, (size_t)b->n * 7 * sizeof *s);
+        if (!s)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d rows)", b->n);
+        c->scratch = s;
+        c->scratch_cap = b->n;
     }
-    int32_t *tok = malloc((size_t)b->n * 4 * 4);
-    if (!tok)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
-    int32_t *pos = tok + b->n, *seq = pos + b->n, *rows = seq + b->n;
-    int n = 0, n_rows = 0, n_logit_rows = cs_batch_n_logits(b);
-    int32_t *dst_row = malloc((size_t)(n_logit_rows ? n_logit_rows : 1) * sizeof *dst_row);
-    if (!dst_row) {
-        free(tok);
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
-    }
+    const int cap = c->scratch_cap;
+    int32_t *cells = c->scratch, *tok = cells + cap, *pos = tok + cap, *seq = pos + cap, *cell = seq + cap,
+            *orig = cell + cap, *lrow = orig + cap;
+    TRY(cs_kv_place(c->kv, b, cells, seq_rc, err, errlen));
+    int n = 0;
     for (int i = 0, li = 0; i < b->n; i++) {
-        bool keep = seq_rc[b->seq[i]] == CLSPEC_OK;
-        if (keep) {
-            tok[n] = b->token[i];
-            pos[n] = b->pos[i];
-            seq[n] = b->seq[i];
-            if (b->logits[i]) {
-                rows[n_rows] = n;
-                dst_row[n_rows++] = li;
-            }
-            n++;
-        }
-        li += b->logits[i] != 0;
+        int l = b->logits[i] ? li++ : -1;
+        if (cells[i] < 0)
+            continue;
+        tok[n] = b->token[i];
+        pos[n] = b->pos[i];
+        seq[n] = b->seq[i];
+        cell[n] = cells[i];
+        orig[n] = i;
+        lrow[n] = l;
+        n++;
     }
+    if (n == 0)
+        return CLSPEC_OK;
+    TRY(cs_kv_sync(c->kv, err, errlen));
+    const int U = (int)c->p.n_ubatch;
+    for (int t0 = 0; t0 < n; t0 += U) {
+        struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
+                              .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0};
+        TRY(pass(c, &r, logits_out, hidden, b->n, err, errlen));
+    }
+    if (hidden || cs_batch_n_logits(b) == 0) /* non-blocking hidden reads done; work finished before returning */
+        for (int i = 0; i < c->fm->n_dev; i++)
+            if (c->act[i].x)
+                TRY(cs_cl_finish(c->act[i].dev, err, errlen));
+    return CLSPEC_OK;
+}
+
+int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
+               const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
+               size_t errlen)
+{
+    if (n <= 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: no tokens");
+    int32_t last = n - 1;
+    if (!out_rows) {
+        out_rows = &last;
+        n_out = 1;
+    }
+    for (int i = 0; i < n_out; i++)
+        if (out_rows[i] < 0 || out_rows[i] >= n || (i > 0 && out_rows[i] <= out_rows[i - 1]))
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: logits rows must be increasing indices < %d", n);
+    struct cs_batch b;
+    TRY(cs_batch_init(&b, n, err, errlen));
     int rc = CLSPEC_OK;
-    if (n > 0) {
-        const size_t V = c->fm->model->hp.n_vocab;
-        float *tmp = n_rows ? malloc((size_t)n_rows * V * sizeof *tmp) : NULL;
-        if (n_rows && !tmp)
-            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory");
-        else if (n_rows == 0)
-            rc = cs_forward(c, tok, n, pos, seq, rows, 0, NULL, hidden, err, errlen);
-        else
-            rc = cs_forward(c, tok, n, pos, seq, rows, n_rows, tmp, hidden, err, errlen);
-        for (int r = 0; rc == CLSPEC_OK && r < n_rows; r++)
-            memcpy(logits_out + (size_t)dst_row[r] * V, tmp + (size_t)r * V, V * sizeof *tmp);
-        free(tmp);
+    for (int t = 0, k = 0; t < n && rc == CLSPEC_OK; t++) {
+        bool want = k < n_out && out_rows[k] == t;
+        k += want;
+        rc = cs_batch_add(&b, tokens[t], positions[t], seq_ids ? seq_ids[t] : 0, want, err, errlen);
     }
-    free(dst_row);
-    free(tok);
+    int seq_rc[CS_MAX_SEQ];
+    if (rc == CLSPEC_OK)
+        rc = cs_forward_batch(c, &b, logits_out, hidden, seq_rc, err, errlen);
+    for (int s = 0; rc == CLSPEC_OK && s < CS_MAX_SEQ; s++)
+        if (seq_rc[s] != CLSPEC_OK)
+            rc = cs_err(err, errlen, seq_rc[s], "forward: kv cache full for sequence %d (%u cells, %u free)", s,
+                        c->p.n_ctx, cs_kv_n_free(c->kv, s));
+    cs_batch_free(&b);
     return rc;
 }

@@ -1,8 +1,12 @@
-/* forward.h: the OpenCL forward pass: a model's weights uploaded to one device
- * (cs_fwd_model), a context with the KV cache and activation buffers
- * (cs_fwd_ctx), and cs_forward, which enqueues a whole batch without host
- * synchronisation and reads back only the requested logits rows.
- * The caller owns the cs_model and the device; both must outlive what uses them. */
+/* forward.h: the OpenCL forward pass: a model's weights uploaded to one or
+ * several devices, layers split across them (cs_fwd_model), a context with
+ * the KV cache (struct cs_kv, src/kv.h) and per-device activation buffers
+ * (cs_fwd_ctx), and cs_forward_batch, which runs tokens of many sequences in
+ * one forward, enqueued without host synchronisation except at device
+ * boundaries (the residual stream is read to the host and written to the
+ * next device: the devices' contexts differ, so no buffer is ever shared),
+ * reading back only the requested logits rows.
+ * The caller owns the cs_model and the devices; both must outlive what uses them. */
 #ifndef CS_FORWARD_H
 #define CS_FORWARD_H
 
@@ -11,12 +15,13 @@
 #include <stdint.h>
 
 #include "cl/runtime.h"
+#include "kv.h"
 #include "model.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
 
 struct cs_fwd_layer {
-    struct cs_weight wq, wk, wv, wo;      /* see struct cs_layer for shapes */
+    struct cs_weight wq, wk, wv, wo;      /* see struct cs_layer for shapes; on the layer's device */
     struct cs_weight w_gate, w_up, w_down;
     cl_mem attn_norm, ffn_norm;           /* f32 (n_embd) */
     cl_mem bq, bk, bv;                    /* f32 (q_dim)/(kv_dim) or NULL */
@@ -25,59 +30,78 @@ struct cs_fwd_layer {
 
 struct cs_fwd_model {
     const struct cs_model *model;         /* borrowed */
-    struct cs_cl_dev *dev;                /* borrowed */
-    struct cs_weight tok_embd;            /* (n_vocab rows of n_embd) */
-    struct cs_weight output;              /* unused when tied (tok_embd is used) */
-    cl_mem output_norm;                   /* f32 (n_embd) */
+    int n_dev;
+    struct cs_cl_dev **devs;              /* (n_dev) borrowed, in split order */
+    struct cs_cl_dev *dev;                /* devs[0] */
+    int *layer_dev;                       /* (n_layer) index into devs of each layer's device (non-decreasing) */
+    int emb_dev, out_dev;                 /* devices of layer 0 and of layer n_layer - 1 */
+    struct cs_weight tok_embd;            /* (n_vocab rows of n_embd) on emb_dev */
+    struct cs_weight output;              /* on out_dev: the output matrix, or a copy of tok_embd when
+                                           * tied and out_dev != emb_dev; empty when output_is_embd */
+    bool output_is_embd;                  /* tied and one device: the output projection reads tok_embd */
+    cl_mem output_norm;                   /* f32 (n_embd) on out_dev */
     struct cs_fwd_layer *layers;          /* n_layer */
-    uint64_t bytes;                       /* device bytes of the weights */
+    uint64_t bytes;                       /* device bytes of the weights, all devices */
+    uint64_t *dev_bytes;                  /* (n_dev) per device */
 };
 
-/* Uploads every trunk tensor. progress: print a "loading" line on stderr
- * (only when stderr is a terminal). */
+/* Uploads every trunk tensor to d. progress: print a "loading" line on
+ * stderr (only when stderr is a terminal). */
 int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progress, struct cs_fwd_model **out,
                       char *err, size_t errlen);
+/* The same over n_dev devices: device i holds the next layer_counts[i]
+ * layers (sum = n_layer; a count may be 0), the token embedding goes to the
+ * device of layer 0, the output norm and output matrix to the device of the
+ * last layer. layer_counts NULL: every layer on devs[0]. */
+int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *devs, int n_dev,
+                            const uint32_t *layer_counts, bool progress, struct cs_fwd_model **out, char *err,
+                            size_t errlen);
 void cs_fwd_model_free(struct cs_fwd_model *fm);
 
 struct cs_fwd_ctx_params {
-    uint32_t n_ctx;     /* KV cells (all sequences together) */
-    uint32_t n_batch;   /* tokens per device pass; cs_forward splits longer inputs */
-    uint32_t kv_type;   /* CS_TYPE_F32 or CS_TYPE_F16 */
-    bool llamacpp_numerics; /* round matmul inputs as llama.cpp's CPU backend does (see mm() in forward.c) */
+    uint32_t n_ctx;          /* KV cells (all sequences together) */
+    uint32_t n_batch;        /* rows per device pass when n_ubatch is 0 (the default of n_ubatch) */
+    uint32_t n_ubatch;       /* rows per device pass; longer batches are split (0 = n_batch) */
+    uint32_t type_k, type_v; /* enum cs_type of the KV cache: F32 (0, the default), F16, BF16, Q8_0, Q4_0 */
+    uint32_t n_seq_max;      /* sequence ids 0..n_seq_max-1 (0 = CS_MAX_SEQ; must be set when partitioned) */
+    bool kv_partitioned;     /* false (default): unified cache; true: n_ctx / n_seq_max cells per sequence */
+    bool llamacpp_numerics;  /* round matmul inputs (and Q, to K's type) as llama.cpp's CPU backend does (mm() in forward.c) */
 };
 
-/* A context: KV cache per layer ((n_ctx, n_head_kv * head_dim) of kv_type,
- * the kops layout), cell metadata (device buffers + host mirror), and the
- * activation buffers of one pass of n_batch tokens. Cells are allocated per
- * token (first free cell), so several sequences can share the cache. */
+/* One device's activation buffers, rows = tokens of one pass (n_ubatch). */
+struct cs_fwd_act {
+    struct cs_cl_dev *dev;                /* borrowed */
+    cl_mem x;                             /* (n_ubatch, n_embd) residual stream */
+    cl_mem xb;                            /* (n_ubatch, max(n_embd, q_dim)) */
+    cl_mem q, att;                        /* (n_ubatch, q_dim) */
+    cl_mem kc, vc;                        /* (n_ubatch, kv_dim) this pass's K, V */
+    cl_mem hb, hb2;                       /* (n_ubatch, n_ff) */
+    cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
+    cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
+    cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
+};
+
+/* A context: the KV cache (kv: per layer on the layer's device) and the
+ * activation buffers of every device of fm. */
 struct cs_fwd_ctx {
     struct cs_fwd_model *fm;              /* borrowed */
-    struct cs_cl_dev *dev;
-    struct cs_fwd_ctx_params p;
-    cl_mem *k, *v;                        /* per layer */
-    cl_mem cell_pos, cell_seq;            /* int32 / uint64 (n_ctx) */
-    int32_t *h_cell_pos;                  /* host mirror, -1 = free */
-    uint64_t *h_cell_seq;                 /* host mirror, bitmask of sequences */
-    int32_t n_used;                       /* 1 + highest occupied cell (0 when empty) */
-    /* activations, rows = tokens of one pass */
-    cl_mem x;                             /* (n_batch, n_embd) residual stream */
-    cl_mem xb;                            /* (n_batch, max(n_embd, q_dim)) */
-    cl_mem q, att;                        /* (n_batch, q_dim) */
-    cl_mem kc, vc;                        /* (n_batch, kv_dim) this pass's K, V */
-    cl_mem hb, hb2;                       /* (n_batch, n_ff) */
-    cl_mem logits;                        /* (n_batch, n_vocab) */
-    cl_mem xo;                            /* (n_batch, n_embd) rows chosen for logits */
-    cl_mem tok, pos, seq, cell;           /* int32 (n_batch) inputs of a pass */
-    int32_t *h_cell;                      /* host staging (n_batch) */
+    struct cs_cl_dev *dev;                /* fm->devs[0] */
+    struct cs_fwd_ctx_params p;           /* as used (defaults filled in) */
+    struct cs_kv *kv;                     /* owned */
+    struct cs_fwd_act *act;               /* (fm->n_dev) */
+    float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
+    float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
+    int32_t *scratch;                     /* (scratch_cap * 7) per-row scratch of cs_forward_batch */
+    int scratch_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
                    size_t errlen);
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c);
-/* Empties the KV cache. */
+/* Empties the KV cache (cs_kv_clear(c->kv)). */
 void cs_fwd_kv_clear(struct cs_fwd_ctx *c);
-/* Removes sequence seq's cells with p0 <= pos < p1 (p1 < 0: to the end) —
- * speculative rollback. Takes effect at the next cs_forward. */
+/* cs_kv_seq_rm(c->kv, ...): removes sequence seq's cells with p0 <= pos < p1
+ * (p1 < 0: to the end) — speculative rollback. Takes effect at the next forward. */
 int cs_fwd_kv_seq_rm(struct cs_fwd_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 
 /* Optional hidden-state capture: for each of n_layers entries layers[i] in
@@ -90,11 +114,13 @@ struct cs_fwd_hidden {
     float *out;                           /* (n_layers, n, n_embd) */
 };
 
-/* Runs n tokens (token ids, positions, sequence ids 0..63; seq_ids NULL =
- * all 0) through the model, storing their K/V in the cache (tokens attend
- * causally to their own sequence), and writes the logits of the n_out rows
- * out_rows[i] (indices into the n tokens; NULL = the last row only, n_out
- * ignored) to logits_out (n_out, n_vocab). hidden may be NULL. */
+/* Convenience over cs_forward_batch: runs n tokens (token ids, positions,
+ * sequence ids; seq_ids NULL = all 0) through the model, storing their K/V
+ * in the cache (tokens attend causally to their own sequence), and writes
+ * the logits of the n_out rows out_rows[i] (increasing indices into the n
+ * tokens; NULL = the last row only, n_out ignored) to logits_out (n_out,
+ * n_vocab). hidden may be NULL. A sequence that does not fit the cache makes
+ * the call fail with CLSPEC_E_KV_FULL. */
 int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
                const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
                size_t errlen);
@@ -108,7 +134,9 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
  * rows with b->logits[i] set. Long batches are split into n_ubatch passes.
  * hidden rows are indexed like b's rows. Returns CLSPEC_OK when every
  * sequence either ran or was refused for a full cache; another error
- * (device, invalid batch) fails the whole call. */
+ * (device, invalid batch) fails the whole call. Rows of one sequence must
+ * come in increasing position order (all rows are placed before the first
+ * pass). */
 struct cs_batch;
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen);

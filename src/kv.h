@@ -83,13 +83,16 @@ int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen);
 
 /* The view of layer l for cs_op_kv_store / cs_op_attention (on that layer's device). */
 struct cs_kv_view cs_kv_layer_view(const struct cs_kv *kv, uint32_t l);
+/* The device that holds layer l's K/V (where its attention must run). */
+struct cs_cl_dev *cs_kv_layer_device(const struct cs_kv *kv, uint32_t l);
 
 /* Sequence operations (host metadata; take effect at the next sync). p1 < 0
  * means "to the end". Errors only for invalid arguments. */
 void cs_kv_clear(struct cs_kv *kv);
 int cs_kv_seq_rm(struct cs_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 /* dst shares src's cells with p0 <= pos < p1 (unified: the bit is added;
- * partitioned: rows are copied into dst's partition, CLSPEC_E_KV_FULL if they do not fit). */
+ * partitioned: rows are copied into dst's partition, CLSPEC_E_KV_FULL if they
+ * do not fit). dst's own cells in [p0, p1) are removed first. */
 int cs_kv_seq_cp(struct cs_kv *kv, int32_t src, int32_t dst, int32_t p0, int32_t p1, char *err, size_t errlen);
 /* Removes every sequence but seq. */
 int cs_kv_seq_keep(struct cs_kv *kv, int32_t seq, char *err, size_t errlen);

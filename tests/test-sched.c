@@ -629,6 +629,67 @@ static void test_kv_full(void **state)
     golden_free(g);
 }
 
+/* Prefix reuse: a request whose prompt starts with tokens a running
+ * request's sequence holds shares those cells (usage.cached_tokens) instead
+ * of prefilling them, and its tokens equal a cold run's; a prompt held whole
+ * reuses all but its last token. */
+static void test_prefix_reuse(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(512, 2, true);
+    const struct golden_case *ga = &g->cases[2], *gb = &g->cases[3];
+    enum { NA = 150, NB = 24 };
+    int32_t pb[64];
+    int nb = ga->n_prompt + 4;
+    memcpy(pb, ga->prompt, (size_t)ga->n_prompt * sizeof(int32_t));
+    memcpy(pb + ga->n_prompt, gb->prompt + 1, 4 * sizeof(int32_t));
+    int32_t *cold_a = malloc(NA * sizeof(int32_t)), cold_b[NB], cold_c[NB];
+    plain_greedy(e, ga->prompt, ga->n_prompt, NA, cold_a, NULL);
+    plain_greedy(e, pb, nb, NB, cold_b, NULL);
+    plain_greedy(e, ga->prompt, ga->n_prompt, NB, cold_c, NULL);
+    struct cs_sched *s = sched_new(e, 2, 4, false);
+    for (int round = 0; round < 2; round++) {
+        struct col a, b;
+        col_init(&a);
+        col_init(&b);
+        struct cs_req ra = req_make(ga->prompt, ga->n_prompt, NA);
+        ra.ignore_eos = true;
+        submit_ok(s, &ra, &a);
+        while (col_ntok(&a) < 2 && !a.done)
+            usleep(1000);
+        /* round 0: a longer prompt starting with a's; round 1: a's prompt itself */
+        struct cs_req rb = round == 0 ? req_make(pb, nb, NB) : req_make(ga->prompt, ga->n_prompt, NB);
+        rb.ignore_eos = true;
+        submit_ok(s, &rb, &b);
+        assert_true(col_wait(&b, 30));
+        assert_true(col_wait(&a, 30));
+        assert_int_equal(a.type, CS_EV_DONE);
+        assert_int_equal(b.type, CS_EV_DONE);
+        assert_int_equal(a.usage.cached_tokens, 0);
+        if (round == 0)
+            assert_true(b.usage.cached_tokens >= ga->n_prompt);
+        else
+            assert_int_equal(b.usage.cached_tokens, ga->n_prompt - 1);
+        print_message("# prefix reuse round %d: %d of %d prompt tokens cached\n", round, b.usage.cached_tokens,
+                      b.usage.prompt_tokens);
+        assert_int_equal(a.n_tok, NA);
+        assert_memory_equal(a.tok, cold_a, NA * sizeof(int32_t));
+        assert_int_equal(b.n_tok, NB);
+        assert_memory_equal(b.tok, round == 0 ? cold_b : cold_c, NB * sizeof(int32_t));
+        col_destroy(&a);
+        col_destroy(&b);
+    }
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_true(st.cached_tokens_total >= (uint64_t)(2 * ga->n_prompt - 1));
+    assert_cache_empty(s, ga->prompt, ga->n_prompt, 512);
+    cs_sched_free(s);
+    free(cold_a);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
 /* max_tokens -> "length"; a stop string -> "stop" with the text before it. */
 static void test_stop_and_length(void **state)
 {
@@ -828,6 +889,7 @@ int main(void)
         cmocka_unit_test(test_refusals_and_truncation),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_kv_full),
+        cmocka_unit_test(test_prefix_reuse),
         cmocka_unit_test(test_stop_and_length),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_seeded_sampling),

@@ -1,6 +1,9 @@
 /* bench.c: `clspec bench`: prompt-processing (ppN: N tokens in one forward
  * call) and text-generation (tgN: N single-token steps) speeds, as a
- * llama-bench-like table: mean ± sd tokens/s over -r repetitions after one warm-up. */
+ * llama-bench-like table: mean ± sd tokens/s over -r repetitions after one
+ * warm-up; with --parallel P,...: aggregate decode speed of P sequences
+ * decoded together (one batch of P rows per step, each sequence after its own
+ * prompt of -p tokens), and the KV bytes per token of every KV type. */
 #include "config.h"
 
 #include <math.h>
@@ -8,46 +11,66 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "cli/cli.h"
-#include "cli/loadmodel.h"
 #include "cli/opts.h"
+#include "cli/spec_cli.h"
 #include "common.h"
+#include "engine.h"
 #include "quant.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: clspec bench -m MODEL [-p N] [-n N] [-r N] [--device SEL]\n"
+            "usage: clspec bench -m MODEL [-p N] [-n N] [-r N] [--parallel P,...] [engine options]\n"
             "\n"
-            "  -m, --model FILE   GGUF model\n"
-            "  -p N               prompt tokens processed in one call (default 512; 0 = skip)\n"
-            "  -n N               generated tokens, one call each (default 128; 0 = skip)\n"
-            "  -r N               repetitions (default 3), after one warm-up run\n"
-            "  --device SEL       OpenCL device index or name substring\n");
+            "  -m, --model FILE      GGUF model\n"
+            "  -p N                  prompt tokens processed in one call (default 512; 0 = skip)\n"
+            "  -n N                  generated tokens, one call each (default 128; 0 = skip)\n"
+            "  -r N                  repetitions (default 3), after one warm-up run\n"
+            "  --parallel P,...      also decode -n tokens for P sequences together (after a prompt of\n"
+            "                        -p tokens each, not timed): aggregate tokens/s; and KV bytes/token\n" CS_OPT_ENGINE_HELP
+            "with --spec: decode -n tokens per slot without and with speculation (greedy), for each\n"
+            "--parallel value (slots; default 1):\n"
+            "  --spec-prompt TEXT    prompt of every slot (default: four short stories)\n");
+    fputs(cs_spec_cli_usage(), f);
 }
 
-/* One timed run: n_p tokens as one batch (pp) or n_g single steps after one
- * prompt token (tg). Returns seconds or a negative status. */
-static int one_run(struct cs_loaded *L, const int32_t *tok, int n_p, int n_g, float *logits, double *secs, char *err,
-                   size_t errlen)
+/* One timed run on sequences 0..n_seq-1: n_p tokens each as one batch
+ * (timed when n_g == 0), then n_g decode steps of n_seq rows (timed when
+ * n_g > 0). Returns a status; *secs the timed part. */
+static int one_run(struct cs_engine *E, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, float *logits,
+                   double *secs, char *err, size_t errlen)
 {
-    cs_fwd_kv_clear(L->ctx);
-    int n = n_p > 0 ? n_p : n_g;
-    int32_t *pos = malloc((size_t)n * sizeof *pos);
-    if (!pos)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
-    for (int i = 0; i < n; i++)
-        pos[i] = i;
-    int rc = 0;
+    cs_fwd_kv_clear(E->ctx);
+    struct cs_batch b;
+    int cap = CS_MAX(n_p * n_seq, n_seq);
+    int rc = cs_batch_init(&b, cap, err, errlen);
+    if (rc < 0)
+        return rc;
+    int seq_rc[CS_MAX_SEQ];
     double t0 = cs_now();
     if (n_p > 0) {
-        rc = cs_forward(L->ctx, tok, n_p, pos, NULL, NULL, 1, logits, NULL, err, errlen);
-    } else {
-        for (int i = 0; i < n_g && rc == 0; i++)
-            rc = cs_forward(L->ctx, tok + i, 1, pos + i, NULL, NULL, 1, logits, NULL, err, errlen);
+        for (int s = 0; s < n_seq && rc == 0; s++)
+            for (int i = 0; i < n_p && rc == 0; i++)
+                rc = cs_batch_add(&b, tok[(i + 7 * s) % n_tok], i, s, i == n_p - 1, err, errlen);
+        if (rc == 0)
+            rc = cs_forward_batch(E->ctx, &b, logits, NULL, seq_rc, err, errlen);
+    }
+    if (n_g > 0)
+        t0 = cs_now();
+    for (int g = 0; g < n_g && rc == 0; g++) {
+        cs_batch_clear(&b);
+        for (int s = 0; s < n_seq && rc == 0; s++)
+            rc = cs_batch_add(&b, tok[(n_p + g + 13 * s) % n_tok], n_p + g, s, true, err, errlen);
+        if (rc == 0)
+            rc = cs_forward_batch(E->ctx, &b, logits, NULL, seq_rc, err, errlen);
     }
     *secs = cs_now() - t0;
-    free(pos);
+    for (int s = 0; rc == 0 && s < n_seq; s++)
+        if (seq_rc[s] != CLSPEC_OK)
+            rc = cs_err(err, errlen, seq_rc[s], "sequence %d: KV cache full", s);
+    cs_batch_free(&b);
     return rc;
 }
 
@@ -61,26 +84,54 @@ static void human(double v, char *buf, size_t n)
         snprintf(buf, n, "%.2f K", v / 1e3);
 }
 
+/* Mean and sd of tokens/s over reps timed runs after one warm-up. */
+static int measure(struct cs_engine *E, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, long reps,
+                   float *logits, double *mean, double *sd, char *err, size_t errlen)
+{
+    double secs, sum = 0, sum2 = 0;
+    int rc = one_run(E, tok, n_tok, n_seq, n_p, n_g, logits, &secs, err, errlen); /* warm-up */
+    for (long r = 0; r < reps && rc == 0; r++) {
+        rc = one_run(E, tok, n_tok, n_seq, n_p, n_g, logits, &secs, err, errlen);
+        double tps = (double)(n_g > 0 ? n_g * n_seq : n_p * n_seq) / secs;
+        sum += tps;
+        sum2 += tps * tps;
+    }
+    double var = reps > 1 ? (sum2 - sum * sum / (double)reps) / (double)(reps - 1) : 0;
+    *mean = sum / (double)reps;
+    *sd = sqrt(var > 0 ? var : 0);
+    return rc;
+}
+
 int cs_cmd_bench(int argc, char **argv)
 {
-    const char *model = NULL, *device = NULL;
-    long n_p = 512, n_g = 128, reps = 3;
+    const char *model = NULL;
+    long n_p = 512, n_g = 128, reps = 3, par[16];
+    int n_par = 0;
+    struct cs_engine_params ep = cs_engine_defaults();
+    ep.n_ctx = 0;
+    ep.n_batch = 0;
+    ep.n_ubatch = 0;
+    struct cs_spec_cli so;
+    cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int r = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        } else if ((r = cs_opt_engine("bench", a, v, &ep)) != 0 ||
+                   (strcmp(a, "--parallel") && (r = cs_spec_cli_opt(&so, "bench", a, v)) != 0)) {
+            r = r < 0 ? -1 : 0;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model"))
             model = v;
-        else if (!strcmp(a, "--device"))
-            device = v;
         else if (!strcmp(a, "-p"))
             r = cs_opt_int("bench", a, v, 0, 65536, &n_p);
         else if (!strcmp(a, "-n"))
             r = cs_opt_int("bench", a, v, 0, 65536, &n_g);
         else if (!strcmp(a, "-r"))
             r = cs_opt_int("bench", a, v, 1, 1000, &reps);
+        else if (!strcmp(a, "--parallel"))
+            r = cs_opt_list("bench", a, v, 1, CS_MAX_SEQ, par, 16, &n_par);
         else {
             fprintf(stderr, "clspec bench: unknown option '%s'\n", a);
             usage(stderr);
@@ -98,24 +149,45 @@ int cs_cmd_bench(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (so.type) { /* speculation table per slot count: src/cli/spec_cli.c */
+        struct cs_engine_params sep = ep;
+        sep.model_path = model;
+        sep.n_batch = sep.n_batch ? sep.n_batch : 512;
+        sep.n_ubatch = sep.n_ubatch ? sep.n_ubatch : sep.n_batch;
+        int ec = 0;
+        for (int i = 0; i < (n_par ? n_par : 1) && ec == 0; i++) {
+            so.parallel = n_par ? (double)par[i] : 1;
+            ec = cs_spec_cli_bench(&so, &sep, (int32_t)n_g, (int)reps);
+        }
+        return ec;
+    }
+    long max_par = 1;
+    for (int i = 0; i < n_par; i++)
+        max_par = CS_MAX(max_par, par[i]);
     char err[CLSPEC_ERRLEN];
-    struct cs_loaded L;
-    uint32_t n_ctx = (uint32_t)CS_MAX(CS_MAX(n_p, n_g), 1);
-    uint32_t n_batch = (uint32_t)CS_MAX(n_p, 1);
-    int rc = cs_loaded_open(model, device, n_ctx, n_batch, 0, &L, err, sizeof err);
+    uint32_t need = (uint32_t)(max_par * (n_p + n_g + 1));
+    if (ep.n_ctx == 0)
+        ep.n_ctx = CS_MAX(need, 16u);
+    ep.n_batch = (uint32_t)CS_MAX(CS_MAX(n_p * max_par, max_par), 1);
+    if (ep.n_ubatch == 0)
+        ep.n_ubatch = CS_MIN(ep.n_batch, 512u);
+    ep.n_seq_max = (uint32_t)max_par;
+    ep.model_path = model;
+    struct cs_engine *E = NULL;
+    int rc = cs_engine_open(&ep, &E, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "clspec bench: %s\n", err);
         return 1;
     }
-    const struct cs_hparams *hp = &L.model->hp;
-    int n_tok = (int)CS_MAX(n_p, n_g);
+    const struct cs_hparams *hp = &E->model->hp;
+    int n_tok = (int)CS_MAX(CS_MAX(n_p, n_g), 1) + 64;
     int32_t *tok = malloc((size_t)n_tok * sizeof *tok);
-    float *logits = malloc((size_t)hp->n_vocab * sizeof *logits);
+    float *logits = malloc((size_t)max_par * hp->n_vocab * sizeof *logits);
     if (!tok || !logits) {
         fprintf(stderr, "clspec bench: out of memory\n");
         free(tok);
         free(logits);
-        cs_loaded_free(&L);
+        cs_engine_free(E);
         return 1;
     }
     uint64_t x = 0x9e3779b97f4a7c15ULL;
@@ -125,40 +197,74 @@ int cs_cmd_bench(int argc, char **argv)
     }
     const char *base = strrchr(model, '/');
     base = base ? base + 1 : model;
-    char params[32], type[32];
-    human((double)L.model->n_params, params, sizeof params);
-    snprintf(type, sizeof type, "%s", cs_type_name(L.model->layers[0].wq->type));
-    printf("| %-28s | %-6s | %10s | %9s | %-24.24s | %7s | %18s |\n", "model", "type", "size", "params", "device",
-           "test", "t/s");
-    printf("| %.28s | %.6s | %.10s | %.9s | %.24s | %.7s | %.18s |\n", "-----------------------------------",
-           "--------", "-------------", "-----------", "------------------------------", "--------",
-           "---------------------");
-    for (int which = 0; which < 2 && rc == 0; which++) {
-        int np = which == 0 ? (int)n_p : 0, ng = which == 1 ? (int)n_g : 0;
+    char params[32], type[32], dev[300], kvt[24];
+    human((double)E->model->n_params, params, sizeof params);
+    snprintf(type, sizeof type, "%s", cs_type_name(E->model->layers[0].wq->type));
+    snprintf(dev, sizeof dev, "%s%s", E->dev[0]->info.name, E->n_dev > 1 ? " +" : "");
+    snprintf(kvt, sizeof kvt, "%s/%s", cs_type_name(E->p.type_k), cs_type_name(E->p.type_v));
+    printf("| %-28s | %-6s | %10s | %9s | %-24.24s | %-9s | %-12s | %18s |\n", "model", "type", "size", "params",
+           "device", "kv", "test", "t/s");
+    printf("| %.28s | %.6s | %.10s | %.9s | %.24s | %.9s | %.12s | %.18s |\n", "-----------------------------------",
+           "--------", "-------------", "-----------", "------------------------------", "-----------",
+           "--------------", "---------------------");
+    double par_tps[16] = {0};
+    for (int which = 0; which < 2 + n_par && rc == 0; which++) {
+        int np = which == 0 ? (int)n_p : 0, ng = which == 1 ? (int)n_g : 0, ns = 1;
+        if (which >= 2) { /* parallel decode after untimed prompts */
+            ns = (int)par[which - 2];
+            np = (int)n_p;
+            ng = (int)n_g;
+            if (ng == 0)
+                continue;
+        }
         if (np == 0 && ng == 0)
             continue;
-        double secs, sum = 0, sum2 = 0;
-        rc = one_run(&L, tok, np, ng, logits, &secs, err, sizeof err); /* warm-up */
-        for (long r = 0; r < reps && rc == 0; r++) {
-            rc = one_run(&L, tok, np, ng, logits, &secs, err, sizeof err);
-            double tps = (np + ng) / secs;
-            sum += tps;
-            sum2 += tps * tps;
-        }
+        double mean, sd;
+        rc = measure(E, tok, n_tok, ns, np, ng, reps, logits, &mean, &sd, err, sizeof err);
         if (rc < 0)
             break;
-        double mean = sum / (double)reps, var = reps > 1 ? (sum2 - sum * sum / (double)reps) / (double)(reps - 1) : 0;
-        char test[16], tps[32];
-        snprintf(test, sizeof test, "%s%d", np ? "pp" : "tg", np ? np : ng);
-        snprintf(tps, sizeof tps, "%.2f ± %.2f", mean, sqrt(var > 0 ? var : 0));
-        printf("| %-28.28s | %-6s | %6.2f MiB | %9s | %-24.24s | %7s | %19s |\n", base, type,
-               (double)L.model->n_bytes / 1048576.0, params, L.dev->info.name, test, tps);
+        char test[24], tps[32];
+        if (which >= 2) {
+            snprintf(test, sizeof test, "tg%d x%d", ng, ns);
+            par_tps[which - 2] = mean;
+        }
+        else
+            snprintf(test, sizeof test, "%s%d", np && !ng ? "pp" : "tg", np && !ng ? np : ng);
+        snprintf(tps, sizeof tps, "%.2f ± %.2f", mean, sd);
+        printf("| %-28.28s | %-6s | %6.2f MiB | %9s | %-24.24s | %-9s | %-12s | %19s |\n", base, type,
+               (double)E->model->n_bytes / 1048576.0, params, dev, kvt, test, tps);
         fflush(stdout);
+    }
+    if (rc == 0 && n_par > 0 && n_g > 0) {
+        /* aggregate decode of P sequences relative to the first entry of --parallel */
+        printf("\naggregate decode (tgN xP: P sequences, one batch of P rows per step):");
+        for (int i = 0; i < n_par; i++)
+            printf(" x%ld %.2fx", par[i], par_tps[0] > 0 ? par_tps[i] / par_tps[0] : 0.0);
+        printf(" of x%ld\n", par[0]);
+    }
+    if (rc == 0 && n_par > 0) {
+        /* KV bytes per token of every type (K + V, all layers), and the engine's own cache */
+        static const uint32_t kt[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+        uint64_t kv_dim = cs_hp_kv_dim(hp), f16 = 0;
+        cs_row_bytes(CS_TYPE_F16, kv_dim, &f16);
+        printf("\nKV cache (K and V of the same type, %u layers x %llu values): bytes per token\n", hp->n_layer,
+               (unsigned long long)kv_dim);
+        printf("| %-5s | %12s | %8s |\n| ----- | ------------ | -------- |\n", "type", "bytes/token", "vs f16");
+        for (size_t i = 0; i < CS_ARRAY_LEN(kt); i++) {
+            uint64_t rb = 0;
+            if (!cs_row_bytes(kt[i], kv_dim, &rb))
+                continue;
+            uint64_t tot = 2 * rb * hp->n_layer;
+            printf("| %-5s | %12llu | %7.3fx |\n", cs_type_name(kt[i]), (unsigned long long)tot,
+                   (double)rb / (double)f16);
+        }
+        printf("this run (%s): %llu bytes/token, %u cells\n", kvt,
+               (unsigned long long)cs_kv_bytes_per_token(E->ctx->kv), E->p.n_ctx);
     }
     if (rc < 0)
         fprintf(stderr, "clspec bench: %s\n", err);
     free(tok);
     free(logits);
-    cs_loaded_free(&L);
+    cs_engine_free(E);
     return rc < 0 ? 1 : 0;
 }

@@ -1,5 +1,5 @@
 /* metrics.c: Prometheus text exposition (0.0.4) of the scheduler's stats. */
-#include "config.h"
+#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <inttypes.h>
 #include <math.h>

@@ -15,7 +15,9 @@
  * while any slot decodes (so streams keep flowing), up to n_batch when none
  * does. Only the last prompt row of a slot asks for logits. A sequence the
  * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
- * are refused in one step only the youngest ends and the others retry. */
+ * are refused in one step only the youngest ends and the others retry.
+ * Prefix reuse (slot_assign): a new request shares the cells of the longest
+ * prompt start another running sequence holds and prefills only the rest. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -49,6 +51,7 @@ struct job {
     struct cs_textout *to;
     atomic_bool cancelled;
     uint64_t admit_no;            /* admission order (prefill priority) */
+    int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
     double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
     struct job *next;             /* queue link */
 };
@@ -122,7 +125,7 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
     memset(u, 0, sizeof *u);
     u->prompt_tokens = j->n_prompt;
     u->completion_tokens = sl ? sl->n_gen : 0;
-    u->cached_tokens = 0;
+    u->cached_tokens = j->n_cached;
     double ts = j->t_start > 0 ? j->t_start : t_end;
     u->queue_ms = (ts - j->t_submit) * 1e3;
     if (j->t_first > 0) {
@@ -137,7 +140,7 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
 static void slot_release(struct cs_sched *s, int i)
 {
     struct slot *sl = &s->slots[i];
-    cs_fwd_kv_seq_rm(s->e->ctx, i, 0, -1, NULL, 0);
+    cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
@@ -148,7 +151,6 @@ static void slot_release(struct cs_sched *s, int i)
 /* Under mu: the published copy of the slots and the KV use. */
 static void publish(struct cs_sched *s)
 {
-    uint64_t used = 0;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         struct cs_slot_info *in = &s->info[i];
@@ -162,9 +164,8 @@ static void publish(struct cs_sched *s)
         in->n_generated = sl->n_gen;
         in->n_past = sl->n_past;
         in->speculative = false;
-        used += (uint64_t)sl->n_past;
     }
-    s->st.kv_cells_used = used;
+    s->st.kv_cells_used = s->e->ctx->kv->n_used; /* cells shared by prefix reuse count once */
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
@@ -196,6 +197,7 @@ static void finish(struct cs_sched *s, int i, const char *reason, int status, co
     else
         s->st.requests_failed++;
     s->st.prompt_tokens_total += (uint64_t)j->n_prompt;
+    s->st.cached_tokens_total += (uint64_t)j->n_cached;
     s->st.completion_tokens_total += (uint64_t)sl->n_gen;
     s->st.prefill_seconds_total += ev.usage.prefill_ms / 1e3;
     s->st.decode_seconds_total += ev.usage.decode_ms / 1e3;
@@ -432,7 +434,12 @@ static void step(struct cs_sched *s)
     }
 }
 
-/* Under mu: gives slot i to job j. */
+/* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
+ * prompt that another sequence holds (same tokens at positions 0..k-1) is
+ * shared into sequence i (cs_kv_seq_cp) and not prefilled again; at least
+ * the last prompt token is always computed (its logits give the first
+ * token). The shared cells were computed from the same tokens at the same
+ * positions, so the output equals a cold run's. */
 static void slot_assign(struct cs_sched *s, int i, struct job *j)
 {
     struct slot *sl = &s->slots[i];
@@ -442,6 +449,21 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     j->t_start = cs_now();
     j->admit_no = ++s->admit_no;
     s->busy++;
+    struct cs_kv *kv = s->e->ctx->kv;
+    int32_t src = -1;
+    int32_t k = cs_kv_prefix_match(kv, j->prompt, j->n_prompt, i, &src);
+    if (k > j->n_prompt - 1)
+        k = j->n_prompt - 1;
+    if (k > 0 && src >= 0 && src != i) {
+        cs_kv_seq_rm(kv, i, 0, -1, NULL, 0);
+        if (cs_kv_seq_cp(kv, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
+            sl->n_past = k;
+            sl->n_fed = k;
+            j->n_cached = k;
+        } else {
+            cs_kv_seq_rm(kv, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
+        }
+    }
 }
 
 static void *loop(void *arg)
@@ -467,7 +489,7 @@ static void *loop(void *arg)
                 if (!j)
                     continue;
                 s->slots[i].job = NULL; /* the job outlives the slot until its event is out */
-                cs_fwd_kv_seq_rm(s->e->ctx, i, 0, -1, NULL, 0);
+                cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
                 memset(&s->slots[i], 0, sizeof s->slots[i]);
                 s->busy--;
                 j->next = list;

@@ -236,9 +236,6 @@ static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size
         rc = cs_kv_type_check(kv->type_v, kv->head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "%s", op);
-    if (kv->type_k != kv->type_v) /* TODO(kvops): kernels with separate K and V types */
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: K type %s differs from V type %s", op,
-                      cs_type_name(kv->type_k), cs_type_name(kv->type_v));
     if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
         (uint64_t)kv->n_cells * kv->n_kv_head * kv->head_dim > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: bad KV shape (%d cells, %d kv heads)", op,
@@ -260,14 +257,14 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
         rc = check_off("kv_store", v_off, (size_t)n_tokens * row, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
-    char extra[32];
-    snprintf(extra, sizeof extra, "-DKV_T=%u", (unsigned)kv->type_k);
-    size_t unit = kv->type_k == CS_TYPE_Q8_0 || kv->type_k == CS_TYPE_Q4_0 ? 32 : 1;
+    char extra[48];
+    snprintf(extra, sizeof extra, "-DKV_TK=%u -DKV_TV=%u", (unsigned)kv->type_k,
+             (unsigned)kv->type_v);
     cl_uint ko = (cl_uint)k_off, vo = (cl_uint)v_off;
     cl_int n_cells = kv->n_cells;
     const struct karg a[] = {KA(k),     KA(ko),       KA(v),        KA(vo),  KA(kv->k),
                              KA(kv->v), KA(cell_idx), KA(n_tokens), KA(row), KA(n_cells)};
-    return launch(d, "kv", extra, "kv_store", a, CS_ARRAY_LEN(a), (size_t)n_tokens * (row / unit),
+    return launch(d, "kv", extra, "kv_store", a, CS_ARRAY_LEN(a), (size_t)n_tokens * (size_t)((row + 31) / 32),
                   elt_local(d), err, errlen);
 }
 
@@ -289,8 +286,9 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
         rc = check_off("attention", out_off, n, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
-    char extra[48];
-    snprintf(extra, sizeof extra, "-DHD=%d -DKV_T=%u", kv->head_dim, (unsigned)kv->type_k);
+    char extra[64];
+    snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
+             (unsigned)kv->type_k, (unsigned)kv->type_v);
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
     cl_int n_kv = kv->n_kv_head, caus = causal;
     const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),
@@ -306,6 +304,27 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     }
     return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
+}
+
+int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cells, int n_list,
+                   int delta, const struct cs_rope_params *p, char *err, size_t errlen)
+{
+    int rc = kv_check("kv_shift", kv, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    if (n_list < 0 || p->n_rot <= 0 || p->n_rot % 2 || p->n_rot > kv->head_dim ||
+        (uint64_t)n_list * kv->n_kv_head > INT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_shift: bad shape: %d cells, n_rot %d",
+                      n_list, p->n_rot);
+    char extra[64];
+    snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
+             (unsigned)kv->type_k, (unsigned)kv->type_v);
+    cl_int n_kv = kv->n_kv_head, n_cells = kv->n_cells, n_rot = p->n_rot, neox = p->neox;
+    float base = p->freq_base, fs = p->freq_scale;
+    const struct karg a[] = {KA(kv->k), KA(cells), KA(n_list), KA(n_kv),  KA(n_cells),
+                             KA(n_rot), KA(neox),  KA(base),   KA(fs),    KA(delta)};
+    return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a),
+                  (size_t)n_list * (size_t)kv->n_kv_head, elt_local(d), err, errlen);
 }
 
 int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,

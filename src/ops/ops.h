@@ -84,6 +84,15 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
                     size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
                     int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen);
 
+/* seq_add's K re-rotation: RoPE by delta positions (angle delta * theta_i,
+ * parameters p as cs_op_rope) on every kv head of the K rows of the cells
+ * listed in cells (int32 cl_mem, n_list entries; an index outside
+ * [0, n_cells) is skipped) of kv->k. Quantized K is dequantized, rotated and
+ * requantized inside the kernel; dims >= n_rot are rewritten unchanged (for
+ * q8_0/q4_0 requantized). V is untouched. */
+int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cells, int n_list,
+                   int delta, const struct cs_rope_params *p, char *err, size_t errlen);
+
 /* llama.cpp-compatible numerics: rounds a matmul input x (n_rows, n_cols) in
  * place the way llama.cpp's x86 CPU backend converts activations for weights
  * of weight_type (f16, bf16, q8_0/q8_1 blocks of 32 with round-half-even on

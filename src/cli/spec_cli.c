@@ -1,0 +1,291 @@
+/* spec_cli.c: see spec_cli.h. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/opts.h"
+#include "cli/spec_cli.h"
+#include "common.h"
+#include "engine.h"
+#include "quant.h"
+#include "spec/spec.h"
+
+void cs_spec_cli_init(struct cs_spec_cli *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_max = 8;
+    o->n_min = 1;
+    o->p_min = 0;
+    o->parallel = 1;
+}
+
+const char *cs_spec_cli_usage(void)
+{
+    return "  --spec TYPE           speculator: ngram, or a path to a plugin .so\n"
+           "  --spec-n-max N        most draft tokens per step (default 8)\n"
+           "  --spec-n-min N        shorter drafts are not verified (default 1)\n"
+           "  --spec-p-min P        cut drafts at a token with draft probability < P (default 0)\n"
+           "  --spec-opt KEY=VALUE  a plugin setting (as in its INI section; repeatable)\n"
+           "  --plugin-dir DIR      where built-in plugins are (default: the install directory)\n";
+}
+
+int cs_spec_cli_opt(struct cs_spec_cli *o, const char *cmd, const char *a, const char *v)
+{
+    if (!strcmp(a, "--spec")) {
+        o->type = v;
+        return 1;
+    }
+    if (!strcmp(a, "--plugin-dir")) {
+        o->plugin_dir = v;
+        return 1;
+    }
+    if (!strcmp(a, "--spec-n-max"))
+        return cs_opt_num(cmd, a, v, 1, 64, &o->n_max) < 0 ? -1 : 1;
+    if (!strcmp(a, "--spec-n-min"))
+        return cs_opt_num(cmd, a, v, 0, 64, &o->n_min) < 0 ? -1 : 1;
+    if (!strcmp(a, "--spec-p-min"))
+        return cs_opt_num(cmd, a, v, 0, 1, &o->p_min) < 0 ? -1 : 1;
+    if (!strcmp(a, "--parallel") && !strcmp(cmd, "bench"))
+        return cs_opt_num(cmd, a, v, 1, 64, &o->parallel) < 0 ? -1 : 1;
+    if (!strcmp(a, "--spec-prompt") && !strcmp(cmd, "bench")) {
+        o->prompt = v;
+        return 1;
+    }
+    if (!strcmp(a, "--spec-opt")) {
+        const char *eq = v ? strchr(v, '=') : NULL;
+        if (!eq || eq == v || (size_t)(eq - v) >= sizeof o->kbuf[0] || o->n_kv >= 16) {
+            fprintf(stderr, "clspec %s: --spec-opt needs KEY=VALUE (at most 16, keys < 64 chars)\n", cmd);
+            return -1;
+        }
+        memcpy(o->kbuf[o->n_kv], v, (size_t)(eq - v));
+        o->kbuf[o->n_kv][eq - v] = 0;
+        o->kv[o->n_kv].key = o->kbuf[o->n_kv];
+        o->kv[o->n_kv].value = eq + 1;
+        o->n_kv++;
+        return 1;
+    }
+    return 0;
+}
+
+/* Engine + plugin + spec for n_slots; type NULL = no speculation. */
+struct rig {
+    struct cs_engine *e;
+    struct cs_plugin *pl;
+    struct cs_spec *sp;
+};
+
+static void rig_free(struct rig *r)
+{
+    cs_spec_free(r->sp);
+    cs_plugin_free(r->pl);
+    cs_engine_free(r->e);
+    memset(r, 0, sizeof *r);
+}
+
+static int rig_open(const struct cs_spec_cli *o, const char *type, const struct cs_engine_params *base,
+                    uint32_t n_ctx, int n_slots, struct rig *r, char *err, size_t errlen)
+{
+    memset(r, 0, sizeof *r);
+    struct cs_engine_params ep = *base;
+    if (ep.n_ctx == 0)
+        ep.n_ctx = n_ctx;
+    ep.n_seq_max = (uint32_t)n_slots;
+    int rc = cs_engine_open(&ep, &r->e, err, errlen);
+    if (rc == 0 && type) {
+        struct cs_plugin_params pp = {.type = type, .plugin_dir = o->plugin_dir, .kv = o->kv, .n_kv = o->n_kv,
+                                      .engine = r->e, .n_slots = (uint32_t)n_slots};
+        rc = cs_plugin_load(&pp, &r->pl, err, errlen);
+    }
+    if (rc == 0) {
+        struct cs_spec_params sp = cs_spec_defaults();
+        sp.n_max = (int32_t)o->n_max;
+        sp.n_min = (int32_t)o->n_min;
+        sp.p_min = (float)o->p_min;
+        rc = cs_spec_new(r->e, r->pl, &sp, n_slots, &r->sp, err, errlen);
+    }
+    if (rc < 0)
+        rig_free(r);
+    return rc;
+}
+
+static void print_stats(FILE *f, const struct cs_spec_stats *st)
+{
+    fprintf(f, "speculation: draft_n %llu, accepted %llu (%.1f%%), mean accepted length %.2f tokens/step "
+               "(%llu steps, %llu with a draft)\n",
+            (unsigned long long)st->n_drafted, (unsigned long long)st->n_accepted,
+            st->n_drafted ? 100.0 * (double)st->n_accepted / (double)st->n_drafted : 0.0,
+            st->n_steps ? (double)st->n_emitted / (double)st->n_steps : 0.0, (unsigned long long)st->n_steps,
+            (unsigned long long)st->n_draft_steps);
+}
+
+int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *ep, const int32_t *ids,
+                    int32_t n_prompt, int32_t n_predict, const struct cs_sampler_params *smp_p)
+{
+    char err[CLSPEC_ERRLEN];
+    struct rig r;
+    uint32_t n_ctx = (uint32_t)(n_prompt + n_predict + (int32_t)o->n_max + 2);
+    int rc = rig_open(o, o->type, ep, n_ctx, 1, &r, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        return 1;
+    }
+    struct cs_sampler *smp = NULL;
+    rc = cs_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
+    for (int32_t i = 0; rc == 0 && i < n_prompt; i++)
+        cs_sampler_accept(smp, ids[i]);
+    if (rc == 0)
+        rc = cs_spec_slot_begin(r.sp, 0, ids, n_prompt, smp, true, err, sizeof err);
+    int32_t n_gen = 0;
+    double t0 = cs_now();
+    bool done = false;
+    while (rc == 0 && !done && n_gen < n_predict) {
+        int32_t left = n_predict - n_gen;
+        if ((rc = cs_spec_step(r.sp, &left, err, sizeof err)) < 0)
+            break;
+        const struct cs_spec_slot *sl = &r.sp->slots[0];
+        if (sl->rc < 0) {
+            rc = cs_err(err, sizeof err, sl->rc, "the KV cache is full");
+            break;
+        }
+        for (int32_t i = 0; i < sl->n_out; i++) {
+            n_gen++;
+            if (sl->eog && i == sl->n_out - 1) {
+                done = true;
+                break;
+            }
+            char buf[256];
+            size_t n = 0;
+            if (cs_token_to_piece(r.e->tok, sl->out[i], false, buf, sizeof buf, &n, err, sizeof err) == 0)
+                fwrite(buf, 1, n, stdout);
+        }
+        fflush(stdout);
+    }
+    double t = cs_now() - t0;
+    printf("\n");
+    if (rc < 0)
+        fprintf(stderr, "clspec run: %s\n", err);
+    else {
+        fprintf(stderr, "decode: %d tokens in %.3f s, %.1f tokens/s (speculator %s)\n", n_gen, t,
+                t > 0 ? n_gen / t : 0.0, r.pl ? r.pl->vt.name : "none");
+        print_stats(stderr, &r.sp->slots[0].st);
+    }
+    cs_sampler_free(smp);
+    rig_free(&r);
+    return rc < 0 ? 1 : 0;
+}
+
+static const char *const bench_prompts[] = {
+    "Once upon a time",
+    "The cat sat",
+    "Lily and Tom went to the park",
+    "Tim had a big red ball. He liked to",
+};
+
+/* One timed generation of n_gen tokens on every slot (greedy). */
+static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *n_ids, int32_t n_gen,
+                      double *secs, uint64_t *n_tok, char *err, size_t errlen)
+{
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0;
+    struct cs_sampler *smp[CS_MAX_SEQ] = {NULL};
+    int32_t left[CS_MAX_SEQ] = {0};
+    int rc = 0;
+    memset(&r->sp->total, 0, sizeof r->sp->total);
+    for (int s = 0; s < n_slots && rc == 0; s++) {
+        rc = cs_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
+        if (rc == 0)
+            rc = cs_spec_slot_begin(r->sp, s, ids[s], n_ids[s], smp[s], true, err, errlen);
+        left[s] = n_gen;
+    }
+    *n_tok = 0;
+    double t0 = cs_now();
+    for (bool any = true; rc == 0 && any;) {
+        if ((rc = cs_spec_step(r->sp, left, err, errlen)) < 0)
+            break;
+        any = false;
+        for (int s = 0; s < n_slots; s++) {
+            const struct cs_spec_slot *sl = &r->sp->slots[s];
+            if (sl->rc < 0) {
+                rc = cs_err(err, errlen, sl->rc, "slot %d: the KV cache is full", s);
+                break;
+            }
+            left[s] = sl->eog ? 0 : left[s] - sl->n_out;
+            *n_tok += (uint64_t)sl->n_out;
+            any |= left[s] > 0;
+        }
+    }
+    *secs = cs_now() - t0;
+    for (int s = 0; s < n_slots; s++) {
+        cs_spec_slot_end(r->sp, s);
+        cs_sampler_free(smp[s]);
+    }
+    return rc;
+}
+
+int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params *ep, int32_t n_gen, int reps)
+{
+    char err[CLSPEC_ERRLEN];
+    const int n_slots = (int)o->parallel;
+    const char *model = ep->model_path;
+    /* tokenize with a plain engine-less tokenizer */
+    struct cs_model *m0 = NULL;
+    struct cs_tokenizer *tok0 = NULL;
+    int rc = cs_model_load(model, &m0, err, sizeof err);
+    if (rc == 0)
+        rc = cs_tokenizer_load(m0->gguf, &tok0, err, sizeof err);
+    int32_t *ids[CS_MAX_SEQ] = {NULL}, n_ids[CS_MAX_SEQ] = {0}, n_max_prompt = 0;
+    for (int s = 0; rc == 0 && s < n_slots; s++) {
+        const char *text = o->prompt ? o->prompt : bench_prompts[s % 4];
+        size_t cap = strlen(text) + 8, n = 0;
+        ids[s] = malloc(cap * sizeof *ids[s]);
+        if (!ids[s])
+            rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+        else
+            rc = cs_tokenize(tok0, text, strlen(text), true, false, ids[s], cap, &n, err, sizeof err);
+        n_ids[s] = (int32_t)n;
+        n_max_prompt = CS_MAX(n_max_prompt, n_ids[s]);
+    }
+    cs_tokenizer_free(tok0);
+    cs_model_free(m0);
+    uint32_t n_ctx = (uint32_t)(n_slots * (n_max_prompt + n_gen + (int32_t)o->n_max + 4));
+    double tps[2] = {0, 0};
+    if (rc == 0)
+        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s |\n", "speculator", "parallel",
+               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup");
+    for (int mode = 0; mode < 2 && rc == 0; mode++) {
+        struct rig r;
+        const char *type = mode == 0 ? NULL : o->type;
+        if ((rc = rig_open(o, type, ep, n_ctx, n_slots, &r, err, sizeof err)) < 0)
+            break;
+        double secs = 0, best = 0;
+        uint64_t n_tok = 0;
+        struct cs_spec_stats st = {0};
+        rc = bench_once(&r, n_slots, ids, n_ids, n_gen, &secs, &n_tok, err, sizeof err); /* warm-up */
+        for (int k = 0; k < reps && rc == 0; k++) {
+            rc = bench_once(&r, n_slots, ids, n_ids, n_gen, &secs, &n_tok, err, sizeof err);
+            double v = secs > 0 ? (double)n_tok / secs : 0;
+            best = CS_MAX(best, v);
+            st = r.sp->total;
+        }
+        if (rc == 0) {
+            tps[mode] = best;
+            /* mean len: tokens per target forward and slot; rows/tok: target rows computed per token */
+            printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx |\n",
+                   type ? (r.pl ? r.pl->vt.name : type) : "none", n_slots, cs_type_name(ep->type_k), (unsigned long long)n_tok,
+                   best, (unsigned long long)st.n_drafted, (unsigned long long)st.n_accepted,
+                   st.n_drafted ? 100.0 * (double)st.n_accepted / (double)st.n_drafted : 0.0,
+                   st.n_steps ? (double)st.n_emitted / (double)st.n_steps : 0.0,
+                   st.n_emitted ? (double)(st.n_steps + st.n_drafted) / (double)st.n_emitted : 0.0,
+                   tps[0] > 0 ? best / tps[0] : 1.0);
+            fflush(stdout);
+        }
+        rig_free(&r);
+    }
+    if (rc < 0)
+        fprintf(stderr, "clspec bench: %s\n", err);
+    for (int s = 0; s < n_slots; s++)
+        free(ids[s]);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,564 @@
+/* api.c: see api.h. */
+#include <config.h>
+
+#include "daemon/api.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "strbuf.h"
+
+/* ---------------------------------------------------------------- parsing */
+
+#define FAIL(p, ...)                                                                                             \
+    do {                                                                                                         \
+        *param = (p);                                                                                            \
+        return cs_err(err, errlen, CLSPEC_E_INVAL, __VA_ARGS__);                                                 \
+    } while (0)
+
+/* A field that is absent or JSON null. */
+static json_t *field(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_null(v) ? NULL : v;
+}
+
+static int get_num(json_t *o, const char *k, double lo, double hi, float *out, const char **param, char *err,
+                   size_t errlen)
+{
+    json_t *v = field(o, k);
+    if (!v)
+        return CLSPEC_OK;
+    if (!json_is_number(v))
+        FAIL(k, "'%s' must be a number", k);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi))
+        FAIL(k, "'%s' is %g; it must be between %g and %g", k, x, lo, hi);
+    *out = (float)x;
+    return CLSPEC_OK;
+}
+
+static int get_int(json_t *o, const char *k, long long lo, long long hi, long long *out, bool *set,
+                   const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, k);
+    if (!v)
+        return CLSPEC_OK;
+    long long x;
+    if (json_is_integer(v)) {
+        x = json_integer_value(v);
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9e15) {
+        x = (long long)json_real_value(v);
+    } else {
+        FAIL(k, "'%s' must be an integer", k);
+    }
+    if (x < lo || x > hi)
+        FAIL(k, "'%s' is %lld; it must be between %lld and %lld", k, x, lo, hi);
+    *out = x;
+    if (set)
+        *set = true;
+    return CLSPEC_OK;
+}
+
+static int get_bool(json_t *o, const char *k, bool *out, const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, k);
+    if (!v)
+        return CLSPEC_OK;
+    if (!json_is_boolean(v))
+        FAIL(k, "'%s' must be true or false", k);
+    *out = json_is_true(v);
+    return CLSPEC_OK;
+}
+
+static int parse_prompt(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, "prompt");
+    if (!v)
+        FAIL("prompt", "'prompt' is required");
+    if (json_is_array(v) && json_array_size(v) == 1 && json_is_string(json_array_get(v, 0)))
+        v = json_array_get(v, 0);
+    if (json_is_string(v)) {
+        r->prompt = json_string_value(v);
+        r->prompt_len = json_string_length(v);
+        return CLSPEC_OK;
+    }
+    if (!json_is_array(v))
+        FAIL("prompt", "'prompt' must be a string or an array of token ids");
+    size_t n = json_array_size(v);
+    if (n == 0)
+        FAIL("prompt", "'prompt' is empty");
+    if (!json_is_integer(json_array_get(v, 0)))
+        FAIL("prompt", "'prompt' must be one string or an array of token ids (one prompt per request)");
+    if (n > (1u << 24))
+        FAIL("prompt", "'prompt' has too many tokens");
+    r->prompt_ids = malloc(n * sizeof *r->prompt_ids);
+    if (!r->prompt_ids)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(v, i);
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
+            FAIL("prompt", "'prompt' token %zu is not a token id", i);
+        r->prompt_ids[i] = (int32_t)json_integer_value(t);
+    }
+    r->n_prompt_ids = (int)n;
+    return CLSPEC_OK;
+}
+
+static int parse_messages(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, "messages");
+    if (!v)
+        FAIL("messages", "'messages' is required");
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        FAIL("messages", "'messages' must be a non-empty array of {role, content}");
+    size_t n = json_array_size(v);
+    r->msgs = calloc(n, sizeof *r->msgs);
+    r->msg_text = calloc(n, sizeof *r->msg_text);
+    if (!r->msgs || !r->msg_text)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    r->n_msgs = n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(v, i);
+        if (!json_is_object(m))
+            FAIL("messages", "messages[%zu] must be an object {role, content}", i);
+        json_t *role = field(m, "role");
+        if (!json_is_string(role))
+            FAIL("messages", "messages[%zu].role must be a string", i);
+        const char *rs = json_string_value(role);
+        if (strcmp(rs, "developer") == 0)
+            rs = "system"; /* OpenAI's newer name for the system role */
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+            FAIL("messages", "messages[%zu].role '%s' is not system, user or assistant", i, rs);
+        r->msgs[i].role = rs;
+        json_t *c = field(m, "content");
+        if (!c) {
+            r->msgs[i].content = "";
+        } else if (json_is_string(c)) {
+            r->msgs[i].content = json_string_value(c);
+            if (strlen(r->msgs[i].content) != json_string_length(c))
+                FAIL("messages", "messages[%zu].content holds a NUL character", i);
+        } else if (json_is_array(c)) {
+            struct cs_strbuf b = {0};
+            size_t k;
+            json_t *part;
+            json_array_foreach(c, k, part)
+            {
+                json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+                if (!json_is_string(t) || strcmp(json_string_value(t), "text") || !json_is_string(tx)) {
+                    cs_strbuf_free(&b);
+                    FAIL("messages", "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} parts "
+                         "are supported", i, k);
+                }
+                cs_strbuf_put(&b, json_string_value(tx));
+            }
+            if (cs_strbuf_take(&b, &r->msg_text[i], NULL))
+                return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+            r->msgs[i].content = r->msg_text[i];
+        } else {
+            FAIL("messages", "messages[%zu].content must be a string or an array of text parts", i);
+        }
+    }
+    return CLSPEC_OK;
+}
+
+static int parse_stop(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, "stop");
+    if (!v)
+        return CLSPEC_OK;
+    if (json_is_string(v)) {
+        if (json_string_length(v) == 0)
+            FAIL("stop", "'stop' must not be empty");
+        r->stop[r->n_stop++] = json_string_value(v);
+        return CLSPEC_OK;
+    }
+    if (!json_is_array(v))
+        FAIL("stop", "'stop' must be a string or an array of strings");
+    if (json_array_size(v) > CS_MAX_STOP)
+        FAIL("stop", "'stop' has %zu strings; at most %d", json_array_size(v), CS_MAX_STOP);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s)
+    {
+        if (!json_is_string(s) || json_string_length(s) == 0 ||
+            strlen(json_string_value(s)) != json_string_length(s))
+            FAIL("stop", "stop[%zu] must be a non-empty string", i);
+        r->stop[r->n_stop++] = json_string_value(s);
+    }
+    return CLSPEC_OK;
+}
+
+static int parse_fields(enum cs_api_kind kind, json_t *o, struct cs_api_request *r, const char **param, char *err,
+                        size_t errlen)
+{
+    int rc;
+#define TRY(x)                                                                                                   \
+    do {                                                                                                         \
+        if ((rc = (x)) != CLSPEC_OK)                                                                             \
+            return rc;                                                                                           \
+    } while (0)
+    if (kind == CS_API_COMPLETION) {
+        TRY(parse_prompt(o, r, param, err, errlen));
+        bool echo = false;
+        TRY(get_bool(o, "echo", &echo, param, err, errlen));
+        if (echo)
+            FAIL("echo", "'echo' is not supported");
+        json_t *sfx = field(o, "suffix");
+        if (sfx && (!json_is_string(sfx) || json_string_length(sfx) > 0))
+            FAIL("suffix", "'suffix' is not supported");
+    } else {
+        TRY(parse_messages(o, r, param, err, errlen));
+    }
+    json_t *model = field(o, "model");
+    if (model && !json_is_string(model))
+        FAIL("model", "'model' must be a string");
+    long long x = 0;
+    bool set = false;
+    TRY(get_int(o, "max_tokens", 1, 1 << 24, &x, &set, param, err, errlen));
+    if (kind == CS_API_CHAT)
+        TRY(get_int(o, "max_completion_tokens", 1, 1 << 24, &x, &set, param, err, errlen));
+    if (set)
+        r->max_tokens = (int)x;
+    x = 1;
+    TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen));
+    TRY(get_num(o, "temperature", 0, 100, &r->sp.temp, param, err, errlen));
+    TRY(get_num(o, "top_p", 0, 1, &r->sp.top_p, param, err, errlen));
+    TRY(get_num(o, "min_p", 0, 1, &r->sp.min_p, param, err, errlen));
+    TRY(get_num(o, "presence_penalty", -2, 2, &r->sp.presence_penalty, param, err, errlen));
+    TRY(get_num(o, "frequency_penalty", -2, 2, &r->sp.freq_penalty, param, err, errlen));
+    TRY(get_num(o, "repeat_penalty", 0.01, 10, &r->sp.repeat_penalty, param, err, errlen));
+    x = r->sp.top_k;
+    TRY(get_int(o, "top_k", 0, 1 << 30, &x, NULL, param, err, errlen));
+    r->sp.top_k = (int32_t)x;
+    json_t *seed = field(o, "seed");
+    if (seed) {
+        if (!json_is_integer(seed))
+            FAIL("seed", "'seed' must be an integer");
+        r->sp.seed = (uint64_t)json_integer_value(seed);
+    }
+    TRY(parse_stop(o, r, param, err, errlen));
+    json_t *lp = field(o, "logprobs");
+    if (kind == CS_API_COMPLETION) {
+        if (lp) {
+            if (!json_is_integer(lp))
+                FAIL("logprobs", "'logprobs' must be an integer (alternatives per token, 0..%d)",
+                     CS_MAX_TOP_LOGPROBS);
+            x = 0;
+            TRY(get_int(o, "logprobs", 0, CS_MAX_TOP_LOGPROBS, &x, NULL, param, err, errlen));
+            r->logprobs = true;
+            r->top_logprobs = (int)x;
+        }
+    } else {
+        TRY(get_bool(o, "logprobs", &r->logprobs, param, err, errlen));
+        x = 0;
+        set = false;
+        TRY(get_int(o, "top_logprobs", 0, CS_MAX_TOP_LOGPROBS, &x, &set, param, err, errlen));
+        if (set && !r->logprobs && x > 0)
+            FAIL("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        r->top_logprobs = (int)x;
+    }
+    TRY(get_bool(o, "stream", &r->stream, param, err, errlen));
+    json_t *so = field(o, "stream_options");
+    if (so) {
+        if (!json_is_object(so))
+            FAIL("stream_options", "'stream_options' must be an object");
+        TRY(get_bool(so, "include_usage", &r->include_usage, param, err, errlen));
+    }
+    TRY(get_bool(o, "speculative", &r->speculative, param, err, errlen));
+    TRY(get_bool(o, "ignore_eos", &r->ignore_eos, param, err, errlen));
+#undef TRY
+    return CLSPEC_OK;
+}
+
+int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,
+                 struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    const char *dummy;
+    if (!param)
+        param = &dummy;
+    *param = NULL;
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->sp = d->sp;
+    r->speculative = true;
+    json_error_t je;
+    r->root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!r->root)
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body is not valid JSON: %s (line %d, column %d)", je.text,
+                      je.line, je.column);
+    if (!json_is_object(r->root)) {
+        cs_api_request_free(r);
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body must be a JSON object");
+    }
+    int rc = parse_fields(kind, r->root, r, param, err, errlen);
+    if (rc != CLSPEC_OK) {
+        cs_api_request_free(r);
+        r->kind = kind;
+    }
+    return rc;
+}
+
+void cs_api_request_free(struct cs_api_request *r)
+{
+    if (!r)
+        return;
+    free(r->prompt_ids);
+    for (size_t i = 0; r->msg_text && i < r->n_msgs; i++)
+        free(r->msg_text[i]);
+    free(r->msg_text);
+    free(r->msgs);
+    json_decref(r->root);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+int cs_api_http_status(int status)
+{
+    switch (status) {
+    case CLSPEC_OK:
+        return 200;
+    case CLSPEC_E_FORMAT:
+    case CLSPEC_E_INVAL:
+    case CLSPEC_E_RANGE:
+    case CLSPEC_E_CONTEXT:
+        return 400;
+    case CLSPEC_E_BUSY:
+        return 429;
+    case CLSPEC_E_SHUTDOWN:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+static char *dump(json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    return s;
+}
+
+char *cs_api_error_json(int http_status, const char *message, const char *param)
+{
+    const char *type = "invalid_request_error", *code = NULL;
+    switch (http_status) {
+    case 401: type = "authentication_error"; code = "invalid_api_key"; break;
+    case 404: type = "not_found_error"; code = "not_found"; break;
+    case 405: code = "method_not_allowed"; break;
+    case 413: code = "request_too_large"; break;
+    case 429: type = "rate_limit_error"; code = "queue_full"; break;
+    case 503: type = "unavailable_error"; code = "unavailable"; break;
+    default:
+        if (http_status >= 500) {
+            type = "server_error";
+            code = "internal_error";
+        }
+    }
+    json_t *e = json_object();
+    json_t *m = json_string(message ? message : "");
+    if (!m) /* not UTF-8 */
+        m = json_string("(message not valid UTF-8)");
+    json_object_set_new(e, "message", m);
+    json_object_set_new(e, "type", json_string(type));
+    json_object_set_new(e, "param", param ? json_string(param) : json_null());
+    json_object_set_new(e, "code", code ? json_string(code) : json_null());
+    return dump(json_pack("{s:o}", "error", e));
+}
+
+/* ---------------------------------------------------------------- responses */
+
+/* A JSON string of any bytes: invalid UTF-8 bytes become U+FFFD. */
+static json_t *str_lossy(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    if (j)
+        return j;
+    struct cs_strbuf b = {0};
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (n == 1 && c != 0) {
+            cs_strbuf_put_n(&b, s + i, 1);
+            i++;
+            continue;
+        }
+        if (n > 1 && i + n <= len) {
+            json_t *t = json_stringn(s + i, n);
+            if (t) {
+                json_decref(t);
+                cs_strbuf_put_n(&b, s + i, n);
+                i += n;
+                continue;
+            }
+        }
+        cs_strbuf_put(&b, "\xEF\xBF\xBD");
+        i++;
+    }
+    char *p;
+    size_t n;
+    if (cs_strbuf_take(&b, &p, &n))
+        return NULL;
+    j = json_stringn(p, n);
+    free(p);
+    return j;
+}
+
+static json_t *bytes_array(const char *s, size_t len)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < len; i++)
+        json_array_append_new(a, json_integer((unsigned char)s[i]));
+    return a;
+}
+
+static json_t *num(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+json_t *cs_api_logprobs_new(enum cs_api_kind kind)
+{
+    if (kind == CS_API_CHAT)
+        return json_pack("{s:[]}", "content");
+    return json_pack("{s:[],s:[],s:[],s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+}
+
+int cs_api_logprobs_add(json_t *lp, enum cs_api_kind kind, const char *piece, size_t len, float logprob,
+                        const struct cs_top_logprob *top, int n_top, size_t text_offset)
+{
+    if (!lp)
+        return CLSPEC_E_INVAL;
+    if (kind == CS_API_CHAT) {
+        json_t *alts = json_array();
+        for (int i = 0; i < n_top; i++)
+            json_array_append_new(alts, json_pack("{s:o,s:o,s:o}", "token", str_lossy(top[i].text, top[i].len),
+                                                  "logprob", num(top[i].logprob), "bytes",
+                                                  bytes_array(top[i].text, top[i].len)));
+        json_t *e = json_pack("{s:o,s:o,s:o,s:o}", "token", str_lossy(piece, len), "logprob", num(logprob), "bytes",
+                              bytes_array(piece, len), "top_logprobs", alts);
+        return e && !json_array_append_new(json_object_get(lp, "content"), e) ? CLSPEC_OK : CLSPEC_E_NOMEM;
+    }
+    json_t *alts = json_object();
+    for (int i = 0; i < n_top; i++) {
+        json_t *k = str_lossy(top[i].text, top[i].len);
+        if (k && !json_object_get(alts, json_string_value(k)))
+            json_object_set_new(alts, json_string_value(k), num(top[i].logprob));
+        json_decref(k);
+    }
+    int bad = json_array_append_new(json_object_get(lp, "tokens"), str_lossy(piece, len));
+    bad |= json_array_append_new(json_object_get(lp, "token_logprobs"), num(logprob));
+    bad |= json_array_append_new(json_object_get(lp, "top_logprobs"), alts);
+    bad |= json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)text_offset));
+    return bad ? CLSPEC_E_NOMEM : CLSPEC_OK;
+}
+
+json_t *cs_api_usage(const struct cs_req_usage *u)
+{
+    return json_pack("{s:i,s:i,s:i,s:{s:i}}", "prompt_tokens", u->prompt_tokens, "completion_tokens",
+                     u->completion_tokens, "total_tokens", u->prompt_tokens + u->completion_tokens,
+                     "prompt_tokens_details", "cached_tokens", u->cached_tokens);
+}
+
+json_t *cs_api_timings(const struct cs_req_usage *u)
+{
+    int n_prefill = u->prompt_tokens - u->cached_tokens;
+    int n_decode = u->completion_tokens > 0 ? u->completion_tokens - 1 : 0;
+    double ptps = u->prefill_ms > 0 ? n_prefill * 1000.0 / u->prefill_ms : 0;
+    double dtps = u->decode_ms > 0 ? n_decode * 1000.0 / u->decode_ms : 0;
+    return json_pack("{s:o,s:o,s:i,s:o,s:o,s:i,s:o}", "queue_ms", num(u->queue_ms), "prefill_ms", num(u->prefill_ms),
+                     "prefill_tokens", n_prefill, "prefill_tokens_per_second", num(ptps), "decode_ms",
+                     num(u->decode_ms), "decode_tokens", n_decode, "decode_tokens_per_second", num(dtps));
+}
+
+static json_t *head(const struct cs_api_resp *rs, bool chunk)
+{
+    const char *obj = rs->kind == CS_API_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                              : "text_completion";
+    return json_pack("{s:s,s:s,s:I,s:s,s:s}", "id", rs->id, "object", obj, "created", (json_int_t)rs->created,
+                     "model", rs->model, "system_fingerprint", "clspec-" PACKAGE_VERSION);
+}
+
+char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, size_t len, const char *finish_reason,
+                             json_t *logprobs, const struct cs_req_usage *u)
+{
+    json_t *o = head(rs, false);
+    json_t *t = str_lossy(text ? text : "", len);
+    json_t *choice;
+    if (rs->kind == CS_API_CHAT)
+        choice = json_pack("{s:i,s:{s:s,s:o},s:o,s:s?}", "index", 0, "message", "role", "assistant", "content", t,
+                           "logprobs", logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
+    else
+        choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "text", t, "logprobs",
+                           logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
+    if (!o || !choice) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", cs_api_usage(u));
+    json_object_set_new(o, "timings", cs_api_timings(u));
+    return dump(o);
+}
+
+char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
+                        const char *finish_reason, json_t *logprobs, const struct cs_req_usage *u,
+                        bool usage_only)
+{
+    json_t *o = head(rs, true);
+    if (!o) {
+        json_decref(logprobs);
+        return NULL;
+    }
+    if (usage_only) {
+        json_decref(logprobs);
+        json_object_set_new(o, "choices", json_array());
+    } else {
+        json_t *choice;
+        if (rs->kind == CS_API_CHAT) {
+            json_t *delta = json_object();
+            if (role_first)
+                json_object_set_new(delta, "role", json_string("assistant"));
+            if (len || role_first)
+                json_object_set_new(delta, "content", str_lossy(text, len));
+            choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "delta", delta, "logprobs",
+                               logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
+        } else {
+            choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "text", str_lossy(text ? text : "", len),
+                               "logprobs", logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
+        }
+        json_object_set_new(o, "choices", json_pack("[o]", choice));
+    }
+    if (u) {
+        json_object_set_new(o, "usage", cs_api_usage(u));
+        json_object_set_new(o, "timings", cs_api_timings(u));
+    } else {
+        json_object_set_new(o, "usage", json_null());
+    }
+    return dump(o);
+}
+
+char *cs_api_models_json(const char *model, int64_t created, int n_ctx)
+{
+    return dump(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s,s:{s:i}}]}", "object", "list", "data", "id", model, "object",
+                          "model", "created", (json_int_t)created, "owned_by", "clspec", "meta", "n_ctx_slot", n_ctx));
+}
+
+char *cs_api_slots_json(const struct cs_slot_info *slots, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) {
+        const struct cs_slot_info *s = &slots[i];
+        json_array_append_new(a, json_pack("{s:i,s:b,s:o,s:i,s:i,s:i,s:b}", "id", s->id, "busy", s->busy,
+                                           "request_id", s->busy ? str_lossy(s->req_id, strnlen(s->req_id, sizeof s->req_id)) : json_null(),
+                                           "n_prompt", s->n_prompt, "n_generated", s->n_generated, "n_past",
+                                           (int)s->n_past, "speculative", s->speculative));
+    }
+    return dump(a);
+}

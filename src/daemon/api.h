@@ -1,0 +1,112 @@
+/* api.h: the OpenAI-compatible HTTP API's JSON, without sockets: request
+ * bodies of /v1/completions and /v1/chat/completions parsed and validated
+ * into struct cs_api_request, and the response bodies built (whole
+ * completions, server-sent-event chunks, errors, /v1/models, /slots).
+ * Text passed in must be valid UTF-8 except token pieces for logprobs, which
+ * are sanitised (invalid bytes -> U+FFFD). The caller owns every request
+ * (cs_api_request_free) and every returned string (free). */
+#ifndef CS_DAEMON_API_H
+#define CS_DAEMON_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "chat.h"
+#include "daemon/sched.h"
+#include "sampler.h"
+
+enum cs_api_kind { CS_API_COMPLETION = 0, CS_API_CHAT = 1 };
+
+/* What a request gets for the fields it leaves out. */
+struct cs_api_defaults {
+    struct cs_sampler_params sp;
+    int max_tokens;              /* 0 = until EOS or a full context */
+};
+
+struct cs_api_request {
+    enum cs_api_kind kind;
+    /* completion: the prompt as text, or as token ids (then prompt is NULL) */
+    const char *prompt;          /* points into root */
+    size_t prompt_len;           /* bytes */
+    int32_t *prompt_ids;         /* malloc'd (n_prompt_ids) or NULL */
+    int n_prompt_ids;
+    /* chat: n_msgs >= 1 messages; strings point into root or into msg_text */
+    struct cs_chat_msg *msgs;    /* malloc'd */
+    size_t n_msgs;
+    char **msg_text;             /* (n_msgs) contents assembled from parts, malloc'd or NULL */
+    /* generation */
+    int max_tokens;              /* >= 1, or 0 = the server's default */
+    struct cs_sampler_params sp;
+    const char *stop[CS_MAX_STOP]; /* point into root */
+    int n_stop;
+    bool logprobs;
+    int top_logprobs;            /* 0..CS_MAX_TOP_LOGPROBS */
+    bool stream;
+    bool include_usage;          /* stream_options.include_usage */
+    bool speculative;            /* extension: default true */
+    bool ignore_eos;             /* extension: default false */
+    json_t *root;                /* the parsed body */
+};
+
+/* Parses body[0..len). On error: CLSPEC_E_FORMAT (not JSON, not an object)
+ * or CLSPEC_E_INVAL (a field of the wrong type or out of range, unsupported
+ * value), err holds the message and *param (optional) the field's name (or
+ * NULL); r is left empty. Unknown fields are ignored (clients send extras). */
+int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,
+                 struct cs_api_request *r, const char **param, char *err, size_t errlen);
+void cs_api_request_free(struct cs_api_request *r);
+
+/* HTTP status for a clspec status from parsing or cs_sched_submit:
+ * FORMAT/INVAL/RANGE/CONTEXT 400, BUSY 429, SHUTDOWN 503, others 500. */
+int cs_api_http_status(int status);
+
+/* {"error":{"message":..., "type":..., "param":..., "code":...}} with the
+ * type and code OpenAI uses for that HTTP status (param may be NULL). */
+char *cs_api_error_json(int http_status, const char *message, const char *param);
+
+/* Identity of one response: id ("cmpl-7" / "chatcmpl-7"), model name, creation time (Unix s). */
+struct cs_api_resp {
+    enum cs_api_kind kind;
+    const char *id;
+    const char *model;
+    int64_t created;
+};
+
+/* Logprobs of the tokens of one response (or one chunk), accumulated in the
+ * kind's format: completions {tokens, token_logprobs, top_logprobs,
+ * text_offset}, chat {content: [{token, logprob, bytes, top_logprobs}]}. */
+json_t *cs_api_logprobs_new(enum cs_api_kind kind);
+/* piece: the token's text (any bytes); text_offset: bytes of generated text before it. */
+int cs_api_logprobs_add(json_t *lp, enum cs_api_kind kind, const char *piece, size_t len, float logprob,
+                        const struct cs_top_logprob *top, int n_top, size_t text_offset);
+
+/* The usage object {prompt_tokens, completion_tokens, total_tokens,
+ * prompt_tokens_details:{cached_tokens}} and the timings object {queue_ms,
+ * prefill_ms, prefill_tokens, prefill_tokens_per_second, decode_ms,
+ * decode_tokens, decode_tokens_per_second} (decode rate over the tokens after
+ * the first: their time is decode_ms). */
+json_t *cs_api_usage(const struct cs_req_usage *u);
+json_t *cs_api_timings(const struct cs_req_usage *u);
+
+/* A whole response (non-streamed): logprobs (NULL: null) is taken over. */
+char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, size_t len, const char *finish_reason,
+                             json_t *logprobs, const struct cs_req_usage *u);
+
+/* One streamed chunk's JSON (without "data: "): text delta (len may be 0),
+ * role_first: chat's first chunk (delta carries role "assistant"),
+ * finish_reason NULL while running, logprobs (NULL: null) taken over,
+ * u non-NULL: usage and timings added. usage_only: the final usage chunk of
+ * stream_options.include_usage (choices empty). */
+char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
+                        const char *finish_reason, json_t *logprobs, const struct cs_req_usage *u,
+                        bool usage_only);
+
+/* GET /v1/models: one model. n_ctx: the context a slot gets. */
+char *cs_api_models_json(const char *model, int64_t created, int n_ctx);
+/* GET /slots: [{id, busy, request_id, n_prompt, n_generated, n_past, speculative}]. */
+char *cs_api_slots_json(const struct cs_slot_info *slots, int n);
+
+#endif

@@ -1,0 +1,763 @@
+/* http.c: see http.h.
+ *
+ * Threads: libmicrohttpd runs one thread per connection; a completion
+ * blocks that thread (non-streamed: in the access handler until the
+ * request ends; streamed: in the content reader until the next event).
+ * The scheduler's callback (its own thread) only appends to the job under
+ * the job's mutex and signals. While waiting, the connection thread checks
+ * every 200 ms whether the peer closed the socket and then cancels the
+ * request (cs_sched_cancel frees the slot and its KV cells). */
+#include <config.h>
+
+#include "daemon/http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "common.h"
+#include "daemon/log.h"
+#include "daemon/metrics.h"
+#include "daemon/sched.h"
+#include "engine.h"
+#include "strbuf.h"
+#include "tokenizer.h"
+
+enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
+
+struct cs_http {
+    struct cs_http_params p;
+    char *model_name, *api_key;
+    struct MHD_Daemon *mhd;
+    int port;
+    atomic_int state;
+    atomic_uint_fast64_t next_req;
+    atomic_int live_jobs;       /* jobs not yet freed (answers still being sent) */
+    struct cs_engine *e;
+    struct cs_sched *s;
+    enum cs_chat_family chat;
+    int n_ctx_slot;
+    int64_t created;
+};
+
+/* Per connection: the request body as it arrives. */
+struct conn {
+    struct cs_strbuf body;
+    bool too_big;
+};
+
+/* One completion between the connection thread and the scheduler thread. */
+struct job {
+    struct cs_http *h;
+    struct MHD_Connection *conn;
+    char req_id[40];
+    char resp_id[48];
+    struct cs_api_resp rs;
+    enum cs_api_kind kind;
+    bool stream, include_usage, want_lp;
+    uint64_t sched_id;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool finished;              /* DONE or ERROR seen (no callback follows) */
+    bool cancelled;             /* the client went away */
+    /* streamed: SSE bytes not yet sent */
+    struct cs_strbuf out;
+    size_t out_pos;
+    /* non-streamed: the whole answer */
+    struct cs_strbuf text;
+    json_t *lp;
+    size_t n_text;              /* bytes of generated text so far (logprobs text_offset) */
+    const char *finish_reason;  /* static strings from the scheduler */
+    struct cs_req_usage usage;
+    int err_status;             /* clspec status of an ERROR event, 0 otherwise */
+    char err_msg[256];
+    double t0;
+    double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
+    double last_check;          /* when the reader last looked whether the peer is gone */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+/* The method a 405 names in its Allow header (set by on_request before replying). */
+static _Thread_local const char *allow_method;
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
+                             const char *req_id)
+{
+    if (!body) {
+        code = 500;
+        type = "application/json";
+        body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,"
+                      "\"code\":\"internal_error\"}}");
+        if (!body)
+            return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (req_id)
+        MHD_add_response_header(r, "X-Request-Id", req_id);
+    if (code == 405)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
+    if (code == 401)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned code, char *body, const char *req_id)
+{
+    return reply(c, code, "application/json", body, req_id);
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, const char *msg, const char *param,
+                                   const char *req_id)
+{
+    cs_log(code >= 500 ? CS_LOG_WARN : CS_LOG_INFO, req_id, "HTTP %u: %s", code, msg);
+    return reply_json(c, code, cs_api_error_json((int)code, msg, param), req_id);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+/* The peer closed its end (or reset it): no one reads the answer any more. */
+static bool peer_gone(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+static void sse_put(struct job *j, char *json)
+{
+    if (!json) {
+        j->out.oom = true;
+        return;
+    }
+    cs_strbuf_put(&j->out, "data: ");
+    cs_strbuf_put(&j->out, json);
+    cs_strbuf_put(&j->out, "\n\n");
+    free(json);
+}
+
+static void on_event(void *user, const struct cs_req_event *ev)
+{
+    struct job *j = user;
+    pthread_mutex_lock(&j->mu);
+    json_t *lp = NULL;
+    if (ev->type == CS_EV_TOKEN && j->want_lp && ev->token >= 0) {
+        char piece[256];
+        size_t n = 0;
+        if (cs_token_to_piece(j->h->e->tok, ev->token, false, piece, sizeof piece, &n, NULL, 0) != CLSPEC_OK)
+            n = 0;
+        if (j->stream) {
+            lp = cs_api_logprobs_new(j->kind);
+            cs_api_logprobs_add(lp, j->kind, piece, n, ev->logprob, ev->top, ev->n_top, j->n_text);
+        } else {
+            cs_api_logprobs_add(j->lp, j->kind, piece, n, ev->logprob, ev->top, ev->n_top, j->n_text);
+        }
+    }
+    switch (ev->type) {
+    case CS_EV_TOKEN:
+        if (j->stream) {
+            if (ev->len || lp)
+                sse_put(j, cs_api_chunk_json(&j->rs, ev->text, ev->len, false, NULL, lp, NULL, false));
+        } else {
+            cs_strbuf_put_n(&j->text, ev->text, ev->len);
+        }
+        j->n_text += ev->len;
+        break;
+    case CS_EV_DONE:
+        j->finish_reason = ev->finish_reason;
+        j->usage = ev->usage;
+        if (j->stream) {
+            sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, ev->finish_reason, NULL, &ev->usage, false));
+            if (j->include_usage)
+                sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, NULL, NULL, &ev->usage, true));
+            cs_strbuf_put(&j->out, "data: [DONE]\n\n");
+        }
+        j->finished = true;
+        break;
+    case CS_EV_ERROR:
+        j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;
+        snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->message ? ev->message : "request failed");
+        if (j->stream) {
+            int code = ev->status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(ev->status);
+            sse_put(j, cs_api_error_json(code, j->err_msg, NULL));
+            cs_strbuf_put(&j->out, "data: [DONE]\n\n");
+        }
+        j->finished = true;
+        break;
+    }
+    if (j->stream || j->finished) /* a whole answer only needs waking at its end */
+        pthread_cond_signal(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    atomic_fetch_sub(&j->h->live_jobs, 1);
+    cs_strbuf_free(&j->out);
+    cs_strbuf_free(&j->text);
+    json_decref(j->lp);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static void job_log_end(struct job *j)
+{
+    if (j->cancelled) {
+        cs_log(CS_LOG_INFO, j->req_id, "cancelled: client went away after %.0f ms", (now_s() - j->t0) * 1e3);
+    } else if (j->err_status) {
+        cs_log(CS_LOG_WARN, j->req_id, "failed: %s", j->err_msg);
+    } else {
+        const struct cs_req_usage *u = &j->usage;
+        cs_log(CS_LOG_INFO, j->req_id,
+               "done (%s): %d prompt + %d completion tokens, queue %.1f ms, prefill %.1f ms, decode %.1f ms "
+               "(%.1f tokens/s)",
+               j->finish_reason ? j->finish_reason : "?", u->prompt_tokens, u->completion_tokens, u->queue_ms,
+               u->prefill_ms, u->decode_ms,
+               u->decode_ms > 0 ? (u->completion_tokens - 1) * 1e3 / u->decode_ms : 0.0);
+    }
+}
+
+/* The client is gone: cancel (afterwards no callback runs for the job). */
+static void job_cancel(struct job *j)
+{
+    cs_sched_cancel(j->h->s, j->sched_id);
+    pthread_mutex_lock(&j->mu);
+    if (!j->finished)
+        j->cancelled = true;
+    j->finished = true;
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Streamed body: hands out SSE bytes as the scheduler produces them. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        if (j->out.oom) {
+            pthread_mutex_unlock(&j->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (j->out_pos < j->out.len) {
+            size_t n = CS_MIN(max, j->out.len - j->out_pos);
+            memcpy(buf, j->out.p + j->out_pos, n);
+            j->out_pos += n;
+            j->last_out = now_s();
+            if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
+                j->out.len = 0;
+                j->out_pos = 0;
+                j->out.p[0] = 0;
+            }
+            pthread_mutex_unlock(&j->mu);
+            return (ssize_t)n;
+        }
+        if (j->finished) {
+            pthread_mutex_unlock(&j->mu);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (!j->finished && j->out_pos >= j->out.len && now_s() - j->last_check >= 0.2) {
+            j->last_check = now_s();
+            if (peer_gone(j->conn)) {
+                pthread_mutex_unlock(&j->mu);
+                job_cancel(j);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (now_s() - j->last_out > 15.0 && max >= 9) {
+                /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
+                j->last_out = now_s();
+                memcpy(buf, ": ping\n\n", 8);
+                pthread_mutex_unlock(&j->mu);
+                return 8;
+            }
+        }
+    }
+}
+
+/* The streamed response is destroyed (sent, or the connection died while sending). */
+static void stream_free(void *cls)
+{
+    struct job *j = cls;
+    pthread_mutex_lock(&j->mu);
+    bool running = !j->finished;
+    pthread_mutex_unlock(&j->mu);
+    if (running)
+        job_cancel(j);
+    job_log_end(j);
+    job_free(j);
+}
+
+/* ---------------------------------------------------------------- completions */
+
+static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
+                           char *err, size_t errlen)
+{
+    const struct cs_tokenizer *tok = h->e->tok;
+    if (ar->kind == CS_API_CHAT) {
+        size_t n = 0;
+        int rc = cs_chat_tokenize(tok, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
+        if (rc == CLSPEC_OK && n > INT32_MAX) {
+            free(*ids);
+            return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
+        }
+        *n_ids = (int)n;
+        return rc;
+    }
+    if (ar->prompt_ids) {
+        *ids = malloc((size_t)ar->n_prompt_ids * sizeof **ids);
+        if (!*ids)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        memcpy(*ids, ar->prompt_ids, (size_t)ar->n_prompt_ids * sizeof **ids);
+        *n_ids = ar->n_prompt_ids;
+        return CLSPEC_OK;
+    }
+    size_t cap = ar->prompt_len + 8, n = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *ids = malloc(cap * sizeof **ids);
+        if (!*ids)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        int rc = cs_tokenize(tok, ar->prompt, ar->prompt_len, true, true, *ids, cap, &n, err, errlen);
+        if (rc == CLSPEC_OK) {
+            if (n > INT32_MAX) {
+                free(*ids);
+                return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
+            }
+            *n_ids = (int)n;
+            return CLSPEC_OK;
+        }
+        free(*ids);
+        *ids = NULL;
+        if (rc != CLSPEC_E_RANGE)
+            return rc;
+        cap = n + 1;
+    }
+    return cs_err(err, errlen, CLSPEC_E_RANGE, "prompt: tokenizer gave inconsistent sizes");
+}
+
+static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
+                                         const char *body, size_t len)
+{
+    char req_id[40];
+    unsigned long long num = (unsigned long long)atomic_fetch_add(&h->next_req, 1) + 1;
+    snprintf(req_id, sizeof req_id, "req-%llu", num);
+    char err[512];
+    const char *param = NULL;
+    struct cs_api_request ar;
+    int rc = cs_api_parse(kind, body, len, &h->p.defaults, &ar, &param, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    int32_t *ids = NULL;
+    int n_ids = 0;
+    rc = tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    if (rc != CLSPEC_OK) {
+        cs_api_request_free(&ar);
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
+                           req_id);
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(ids);
+        cs_api_request_free(&ar);
+        return reply_error(c, 500, "out of memory", NULL, req_id);
+    }
+    atomic_fetch_add(&h->live_jobs, 1);
+    j->h = h;
+    j->conn = c;
+    j->kind = kind;
+    j->t0 = now_s();
+    j->last_out = j->t0;
+    snprintf(j->req_id, sizeof j->req_id, "%s", req_id);
+    snprintf(j->resp_id, sizeof j->resp_id, "%s-%llu", kind == CS_API_CHAT ? "chatcmpl" : "cmpl", num);
+    j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)time(NULL)};
+    j->stream = ar.stream;
+    j->include_usage = ar.include_usage;
+    j->want_lp = ar.logprobs;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    if (!j->stream && j->want_lp)
+        j->lp = cs_api_logprobs_new(kind);
+    if (j->stream && kind == CS_API_CHAT) /* the first chunk names the role */
+        sse_put(j, cs_api_chunk_json(&j->rs, "", 0, true, NULL, NULL, NULL, false));
+
+    struct cs_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.prompt = ids;
+    rq.n_prompt = n_ids;
+    rq.max_tokens = ar.max_tokens;
+    rq.sp = ar.sp;
+    for (int i = 0; i < ar.n_stop; i++)
+        rq.stop[rq.n_stop++] = ar.stop[i];
+    if (kind == CS_API_CHAT && rq.n_stop < CS_MAX_STOP) {
+        size_t elen = 0;
+        int32_t eos = cs_tokenizer_eos(h->e->tok);
+        const char *etext = eos >= 0 ? cs_tokenizer_text(h->e->tok, eos, &elen) : NULL;
+        char eos_buf[64];
+        snprintf(eos_buf, sizeof eos_buf, "%.*s", (int)CS_MIN(elen, sizeof eos_buf - 1), etext ? etext : "");
+        const char *st = cs_chat_stop(h->chat, etext ? eos_buf : NULL);
+        if (st && st[0])
+            rq.stop[rq.n_stop++] = st;
+    }
+    rq.logprobs = ar.logprobs;
+    rq.top_logprobs = ar.top_logprobs;
+    rq.ignore_eos = ar.ignore_eos;
+    rq.speculative = ar.speculative;
+    snprintf(rq.id, sizeof rq.id, "%s", req_id);
+    cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, %s",
+           kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
+           j->stream ? "streamed" : "whole");
+    rc = cs_sched_submit(h->s, &rq, on_event, j, &j->sched_id, err, sizeof err);
+    free(ids);
+    bool stream = j->stream;
+    cs_api_request_free(&ar);
+    if (rc != CLSPEC_OK) {
+        job_free(j);
+        const char *p = rc == CLSPEC_E_RANGE ? "max_tokens"
+                        : rc == CLSPEC_E_CONTEXT ? (kind == CS_API_CHAT ? "messages" : "prompt") : NULL;
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, p, req_id);
+    }
+
+    if (stream) {
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j,
+                                                                   stream_free);
+        if (!r) {
+            job_cancel(j);
+            job_free(j);
+            return MHD_NO;
+        }
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        MHD_add_response_header(r, "X-Request-Id", req_id);
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r); /* stream_free runs when the connection is done with it */
+        return ret;
+    }
+
+    /* whole answer: wait here (this connection's own thread) */
+    pthread_mutex_lock(&j->mu);
+    double last_check = now_s();
+    while (!j->finished) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (j->finished || now_s() - last_check < 0.2)
+            continue;
+        last_check = now_s();
+        if (peer_gone(c)) {
+            pthread_mutex_unlock(&j->mu);
+            job_cancel(j);
+            pthread_mutex_lock(&j->mu);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    job_log_end(j);
+    enum MHD_Result ret;
+    if (j->cancelled) {
+        ret = MHD_NO; /* close the connection */
+    } else if (j->err_status) {
+        int code = j->err_status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(j->err_status);
+        ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
+    } else if (j->text.oom) {
+        ret = reply_error(c, 500, "out of memory", NULL, req_id);
+    } else {
+        json_t *lp = j->lp;
+        j->lp = NULL;
+        ret = reply_json(c, 200,
+                         cs_api_completion_json(&j->rs, j->text.p ? j->text.p : "", j->text.len, j->finish_reason,
+                                                lp, &j->usage),
+                         req_id);
+    }
+    job_free(j);
+    return ret;
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static bool authorized(struct cs_http *h, struct MHD_Connection *c)
+{
+    if (!h->api_key)
+        return true;
+    const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!a || strncasecmp(a, "Bearer ", 7) != 0)
+        return false;
+    a += 7;
+    while (*a == ' ')
+        a++;
+    size_t la = strlen(a), lk = strlen(h->api_key);
+    unsigned diff = (unsigned)(la != lk);
+    for (size_t i = 0; i < lk; i++) /* constant time in the key's length */
+        diff |= (unsigned)(unsigned char)h->api_key[i] ^ (unsigned)(unsigned char)(i < la ? a[i] : 0);
+    return diff == 0;
+}
+
+enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT };
+
+static enum route find_route(const char *url, const char **method_needed)
+{
+    static const struct {
+        const char *path;
+        enum route r;
+        const char *method;
+    } routes[] = {
+        {"/health", R_HEALTH, "GET"},
+        {"/v1/health", R_HEALTH, "GET"},
+        {"/v1/models", R_MODELS, "GET"},
+        {"/metrics", R_METRICS, "GET"},
+        {"/slots", R_SLOTS, "GET"},
+        {"/v1/completions", R_COMPLETIONS, "POST"},
+        {"/v1/chat/completions", R_CHAT, "POST"},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(routes); i++)
+        if (strcmp(url, routes[i].path) == 0) {
+            *method_needed = routes[i].method;
+            return routes[i].r;
+        }
+    return R_NONE;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct cs_http *h = cls;
+    const char *need = NULL;
+    enum route r = find_route(url, &need);
+    allow_method = need;
+    int state = atomic_load(&h->state);
+
+    if (!*con_cls) { /* first call: headers only */
+        struct conn *cn = calloc(1, sizeof *cn);
+        if (!cn)
+            return MHD_NO;
+        *con_cls = cn;
+        if (strcmp(method, "POST") == 0) {
+            /* answer early what needs no body (the rest of the body is then discarded) */
+            if (r == R_NONE)
+                return reply_error(c, 404, "no such endpoint", NULL, NULL);
+            if (strcmp(method, need) != 0)
+                return reply_error(c, 405, "method not allowed", NULL, NULL);
+            if (!authorized(h, c))
+                return reply_error(c, 401, "invalid or missing API key (Authorization: Bearer ...)", NULL, NULL);
+            const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl && strtoull(cl, NULL, 10) > h->p.max_body_bytes) {
+                char msg[128];
+                snprintf(msg, sizeof msg, "request body of %s bytes is over the limit of %zu bytes", cl,
+                         h->p.max_body_bytes);
+                return reply_error(c, 413, msg, NULL, NULL);
+            }
+            return MHD_YES;
+        }
+        /* other methods: handled below on this same call */
+    }
+    struct conn *cn = *con_cls;
+    if (*upload_size) {
+        if (cn->body.len + *upload_size > h->p.max_body_bytes)
+            cn->too_big = true;
+        else
+            cs_strbuf_put_n(&cn->body, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+
+    if (r == R_NONE)
+        return reply_error(c, 404, "no such endpoint", NULL, NULL);
+    if (strcmp(method, need) != 0 && !(strcmp(method, "HEAD") == 0 && strcmp(need, "GET") == 0))
+        return reply_error(c, 405, "method not allowed", NULL, NULL);
+    if (r == R_HEALTH) {
+        unsigned code = state == ST_READY ? 200 : 503;
+        const char *s = state == ST_READY ? "ok" : state == ST_LOADING ? "loading" : "draining";
+        char *b = NULL;
+        if (asprintf(&b, "{\"status\":\"%s\"}", s) < 0)
+            b = NULL;
+        return reply_json(c, code, b, NULL);
+    }
+    if (!authorized(h, c))
+        return reply_error(c, 401, "invalid or missing API key (Authorization: Bearer ...)", NULL, NULL);
+    if (r == R_MODELS)
+        return reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
+    if (state == ST_LOADING)
+        return reply_error(c, 503, "the model is loading; retry shortly", NULL, NULL);
+    if (r == R_METRICS) {
+        struct cs_sched_stats st;
+        cs_sched_get_stats(h->s, &st);
+        char *body = NULL, err[256];
+        if (cs_metrics_render(&st, h->model_name, &body, NULL, err, sizeof err) != CLSPEC_OK)
+            return reply_error(c, 500, err, NULL, NULL);
+        return reply(c, 200, CS_METRICS_CONTENT_TYPE, body, NULL);
+    }
+    if (r == R_SLOTS) {
+        struct cs_slot_info slots[64];
+        int n = cs_sched_get_slots(h->s, slots, 64);
+        return reply_json(c, 200, cs_api_slots_json(slots, CS_MIN(n, 64)), NULL);
+    }
+    /* completions */
+    if (state == ST_DRAINING)
+        return reply_error(c, 503, "the server is shutting down", NULL, NULL);
+    if (cn->too_big) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", h->p.max_body_bytes);
+        return reply_error(c, 413, msg, NULL, NULL);
+    }
+    if (cn->body.oom)
+        return reply_error(c, 500, "out of memory", NULL, NULL);
+    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, cn->body.p ? cn->body.p : "",
+                             cn->body.len);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
+{
+    (void)cls;
+    (void)c;
+    (void)tc;
+    struct conn *cn = *con_cls;
+    if (cn) {
+        cs_strbuf_free(&cn->body);
+        free(cn);
+        *con_cls = NULL;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    cs_log(CS_LOG_DEBUG, NULL, "http: %s", msg);
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cs_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    h->p = *p;
+    h->model_name = strdup(p->model_name ? p->model_name : "model");
+    h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
+    h->created = (int64_t)time(NULL);
+    atomic_init(&h->state, ST_LOADING);
+    atomic_init(&h->next_req, 0);
+    atomic_init(&h->live_jobs, 0);
+    if (!h->model_name || (p->api_key && p->api_key[0] && !h->api_key)) {
+        cs_http_stop(h);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    }
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int gai = getaddrinfo(p->host && p->host[0] ? p->host : "127.0.0.1", port, &hints, &ai);
+    if (gai != 0) {
+        cs_http_stop(h);
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "host %s: %s", p->host, gai_strerror(gai));
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem opts[8];
+    int no = 0;
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 300, NULL};
+    if (p->max_connections > 0)
+        opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, p->max_connections, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    h->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
+                              MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!h->mhd) {
+        cs_http_stop(h);
+        return cs_err(err, errlen, CLSPEC_E_IO, "cannot listen on %s port %d (in use, or not an address of this "
+                      "machine)", p->host, p->port);
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : p->port;
+    *out = h;
+    return CLSPEC_OK;
+}
+
+int cs_http_port(const struct cs_http *h)
+{
+    return h->port;
+}
+
+void cs_http_set_ready(struct cs_http *h, struct cs_engine *e, struct cs_sched *s, enum cs_chat_family chat,
+                       int n_ctx_slot)
+{
+    h->e = e;
+    h->s = s;
+    h->chat = chat;
+    h->n_ctx_slot = n_ctx_slot;
+    atomic_store(&h->state, ST_READY);
+}
+
+void cs_http_set_draining(struct cs_http *h)
+{
+    int st = ST_READY;
+    if (!atomic_compare_exchange_strong(&h->state, &st, ST_DRAINING) && st == ST_LOADING)
+        atomic_store(&h->state, ST_DRAINING);
+}
+
+void cs_http_stop(struct cs_http *h)
+{
+    if (!h)
+        return;
+    /* let the answers of requests that already ended reach their clients (at most 5 s) */
+    for (int i = 0; i < 500 && atomic_load(&h->live_jobs) > 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+    if (h->mhd)
+        MHD_stop_daemon(h->mhd);
+    free(h->model_name);
+    free(h->api_key);
+    free(h);
+}

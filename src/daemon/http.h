@@ -1,0 +1,47 @@
+/* http.h: clspecd's HTTP server (libmicrohttpd, one thread per connection):
+ * routes, API key, body limit, and the glue between a request and the
+ * scheduler (submit, stream the callbacks as server-sent events or collect
+ * them into one JSON body, cancel when the client goes away). JSON comes
+ * from api.h. The caller owns struct cs_http (cs_http_start / cs_http_stop)
+ * and keeps the engine and the scheduler alive until cs_http_stop returns.
+ *
+ * Life cycle: started while the model loads (/health answers 503
+ * "loading"), cs_http_set_ready once the scheduler runs, cs_http_set_draining
+ * on SIGTERM (new work gets 503), cs_http_stop after the scheduler drained. */
+#ifndef CS_DAEMON_HTTP_H
+#define CS_DAEMON_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "chat.h"
+#include "daemon/api.h"
+
+struct cs_engine;
+struct cs_sched;
+struct cs_http;
+
+struct cs_http_params {
+    const char *host;           /* address to bind (IPv4, IPv6 or name) */
+    int port;                   /* 0 = any free port (see cs_http_port) */
+    const char *api_key;        /* NULL or "" = no authentication */
+    size_t max_body_bytes;      /* larger bodies: 413 */
+    int max_connections;        /* 0 = no limit (each connection is one thread) */
+    const char *model_name;     /* id in /v1/models and responses (copied) */
+    struct cs_api_defaults defaults;
+};
+
+int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);
+/* The port actually bound. */
+int cs_http_port(const struct cs_http *h);
+/* The API starts serving: the engine (tokenizer), the scheduler, the chat
+ * template family, and a slot's context (for /v1/models). */
+void cs_http_set_ready(struct cs_http *h, struct cs_engine *e, struct cs_sched *s, enum cs_chat_family chat,
+                       int n_ctx_slot);
+/* New requests get 503 from now on; running ones continue. */
+void cs_http_set_draining(struct cs_http *h);
+/* Waits (up to 5 s) until the answers of finished requests are sent, then
+ * closes the listening socket and every connection, waits for their threads, frees. */
+void cs_http_stop(struct cs_http *h);
+
+#endif

@@ -1,0 +1,243 @@
+/* main.c: clspecd, the clspec inference server: reads the INI
+ * configuration, starts the HTTP API (which answers /health with 503 while
+ * the model loads), loads the engine and the scheduler on a loader thread,
+ * then waits for signals: SIGHUP reopens the log, SIGTERM/SIGINT drain
+ * (no new requests, running ones get drain_timeout_s) and exit 0. */
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "common.h"
+#include "daemon/config.h"
+#include "daemon/http.h"
+#include "daemon/log.h"
+#include "daemon/sched.h"
+#include "engine.h"
+
+#ifndef CLSPEC_SYSCONF_DIR
+#define CLSPEC_SYSCONF_DIR "/etc/clspec"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: clspecd [-c FILE.ini] [--check] [--print-config]\n"
+            "\n"
+            "clspec's inference server: an OpenAI-compatible HTTP API (/v1/completions,\n"
+            "/v1/chat/completions, /v1/models, /health, /metrics, /slots).\n"
+            "\n"
+            "  -c, --config FILE  configuration (default " CLSPEC_SYSCONF_DIR "/clspecd.ini)\n"
+            "      --check        validate the configuration (values, model file, devices,\n"
+            "                     port) and exit: 0 when it is good\n"
+            "      --print-config print the effective configuration, defaults filled in, and exit\n"
+            "  -h, --help         this text\n"
+            "  -V, --version      the version\n"
+            "\n"
+            "Signals: SIGTERM/SIGINT drain and exit 0; SIGHUP reopens the log file.\n");
+}
+
+struct loader {
+    const struct cs_config *cfg;
+    pthread_t main_thread;
+    int rc;
+    char err[1024];
+    struct cs_engine *e;
+    struct cs_sched *s;
+    enum cs_chat_family chat;
+    int n_ctx_slot;
+};
+
+static void *load_main(void *arg)
+{
+    struct loader *L = arg;
+    const struct cs_config *cfg = L->cfg;
+    struct cs_engine_params ep = cs_config_engine_params(cfg);
+    L->rc = cs_engine_open(&ep, &L->e, L->err, sizeof L->err);
+    if (L->rc == CLSPEC_OK) {
+        bool known = false;
+        L->rc = cs_chat_select(L->e->model->gguf, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
+        if (L->rc == CLSPEC_OK)
+            cs_log(CS_LOG_INFO, NULL, "chat template: %s%s", cs_chat_family_name(L->chat),
+                   known ? "" : " (no known template in the model)");
+    }
+    if (L->rc == CLSPEC_OK) {
+        struct cs_sched_params sp = {
+            .n_slots = cfg->parallel,
+            .queue_max = cfg->queue_max,
+            .truncate_prompt = cfg->truncate_prompt,
+            .max_tokens_default = cfg->max_tokens,
+            .max_tokens_limit = cfg->max_tokens_limit,
+            .prefill_max = 0,
+        };
+        L->rc = cs_sched_new(L->e, &sp, &L->s, L->err, sizeof L->err);
+        uint32_t n_ctx = L->e->p.n_ctx;
+        L->n_ctx_slot = (int)(L->e->p.kv_unified ? n_ctx : n_ctx / (uint32_t)cfg->parallel);
+    }
+    pthread_kill(L->main_thread, SIGUSR1);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = CLSPEC_SYSCONF_DIR "/clspecd.ini";
+    bool check = false, print = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && i + 1 < argc) {
+            path = argv[++i];
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            path = a + 9;
+        } else if (strcmp(a, "--check") == 0) {
+            check = true;
+        } else if (strcmp(a, "--print-config") == 0) {
+            print = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("clspecd %s\n", PACKAGE_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "clspecd: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    char err[1024];
+    struct cs_config *cfg = NULL;
+    if (cs_config_load(path, &cfg, err, sizeof err) != CLSPEC_OK) {
+        fprintf(stderr, "clspecd: %s\n", err);
+        return 1;
+    }
+    if (print) {
+        cs_config_print(cfg, stdout);
+        cs_config_free(cfg);
+        return 0;
+    }
+    if (check) {
+        if (cfg->warnings)
+            fputs(cfg->warnings, stderr);
+        int rc = cs_config_check_runtime(cfg, err, sizeof err);
+        if (rc != CLSPEC_OK)
+            fprintf(stderr, "clspecd: %s\n", err);
+        else
+            printf("%s: configuration OK\n", cfg->path);
+        cs_config_free(cfg);
+        return rc == CLSPEC_OK ? 0 : 1;
+    }
+
+    /* every thread started from here on inherits these blocked signals; main takes them with sigwait */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    enum cs_log_level lvl = CS_LOG_INFO;
+    cs_log_level_parse(cfg->log_level, &lvl);
+    if (cs_log_open(cfg->log_file, lvl, err, sizeof err) != CLSPEC_OK)
+        fprintf(stderr, "clspecd: %s (logging to standard error)\n", err);
+    cs_log(CS_LOG_INFO, NULL, "clspecd %s starting with %s", PACKAGE_VERSION, cfg->path);
+    if (cfg->warnings) {
+        char *w = strdup(cfg->warnings), *save = NULL;
+        for (char *l = w ? strtok_r(w, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save))
+            cs_log(CS_LOG_WARN, NULL, "%s", l);
+        free(w);
+    }
+    if (cs_config_check_runtime(cfg, err, sizeof err) != CLSPEC_OK) {
+        cs_log(CS_LOG_ERROR, NULL, "%s", err);
+        fprintf(stderr, "clspecd: %s\n", err);
+        cs_config_free(cfg);
+        return 1;
+    }
+
+    struct cs_http_params hp = {
+        .host = cfg->host,
+        .port = cfg->port,
+        .api_key = cfg->api_key,
+        .max_body_bytes = cfg->max_body_bytes,
+        .max_connections = cfg->http_threads,
+        .model_name = cfg->model_name,
+        .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
+    };
+    struct cs_http *http = NULL;
+    if (cs_http_start(&hp, &http, err, sizeof err) != CLSPEC_OK) {
+        cs_log(CS_LOG_ERROR, NULL, "%s", err);
+        fprintf(stderr, "clspecd: %s\n", err);
+        cs_config_free(cfg);
+        return 1;
+    }
+    cs_log(CS_LOG_INFO, NULL, "listening on http://%s%s%s:%d (model %s loading)", strchr(cfg->host, ':') ? "[" : "",
+           cfg->host, strchr(cfg->host, ':') ? "]" : "", cs_http_port(http), cfg->model_name);
+
+    struct loader L = {.cfg = cfg, .main_thread = pthread_self()};
+    pthread_t lt;
+    if (pthread_create(&lt, NULL, load_main, &L) != 0) {
+        cs_log(CS_LOG_ERROR, NULL, "cannot start the loader thread");
+        cs_http_stop(http);
+        cs_config_free(cfg);
+        return 1;
+    }
+
+    int exit_code = 0;
+    bool loaded = false;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (cs_log_reopen(err, sizeof err) != CLSPEC_OK)
+                cs_log(CS_LOG_ERROR, NULL, "SIGHUP: %s", err);
+            else
+                cs_log(CS_LOG_INFO, NULL, "SIGHUP: log reopened");
+            continue;
+        }
+        if (sig == SIGUSR1) {
+            if (loaded)
+                continue;
+            pthread_join(lt, NULL);
+            loaded = true;
+            if (L.rc != CLSPEC_OK) {
+                cs_log(CS_LOG_ERROR, NULL, "loading failed: %s", L.err);
+                fprintf(stderr, "clspecd: %s\n", L.err);
+                exit_code = 1;
+                break;
+            }
+            cs_http_set_ready(http, L.e, L.s, L.chat, L.n_ctx_slot);
+            cs_log(CS_LOG_INFO, NULL, "ready: model loaded in %.2f s, %d slots of %d tokens, queue %d",
+                   L.e->load_s, cfg->parallel, L.n_ctx_slot, cfg->queue_max);
+            continue;
+        }
+        /* SIGTERM / SIGINT */
+        if (!loaded) {
+            cs_log(CS_LOG_INFO, NULL, "%s while loading: exiting", strsignal(sig));
+            cs_http_set_draining(http);
+            cs_http_stop(http);
+            cs_log_close();
+            _exit(0); /* the loader thread is inside the OpenCL driver: no clean-up */
+        }
+        cs_log(CS_LOG_INFO, NULL, "%s: draining (up to %.1f s)", strsignal(sig), cfg->drain_timeout_s);
+        cs_http_set_draining(http);
+        int n = cs_sched_drain(L.s, cfg->drain_timeout_s);
+        cs_log(CS_LOG_INFO, NULL, "drained (%d request%s cancelled)", n, n == 1 ? "" : "s");
+        break;
+    }
+    cs_http_stop(http); /* waits for the connection threads */
+    cs_sched_free(L.s);
+    cs_engine_free(L.e);
+    cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
+    cs_log_close();
+    cs_config_free(cfg);
+    return exit_code;
+}

@@ -1,0 +1,187 @@
+/* host_model.c: the host services for draft models (struct clspec_host,
+ * provided since ABI 1.1): a GGUF loaded onto one of the engine's devices,
+ * contexts with their own typed KV cache, batched decode and logits. The
+ * opaque clspec_model / clspec_ctx handles are defined here. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "engine.h"
+#include "forward.h"
+#include "spec/host_model.h"
+
+struct clspec_model {
+    struct cs_model *m;         /* owned */
+    struct cs_tokenizer *tok;   /* owned */
+    struct cs_fwd_model *fm;    /* owned */
+    int32_t device;             /* engine device index */
+};
+
+struct clspec_ctx {
+    struct clspec_model *model; /* borrowed */
+    struct cs_fwd_ctx *c;       /* owned */
+    uint32_t n_batch;
+    float *logits;              /* (n_batch, n_vocab) rows kept by the last decode */
+    int32_t n_logits;
+    int32_t *rows;              /* (n_batch) */
+};
+
+static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
+                      clspec_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (flags)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "model_load: flags 0x%x (%s) are not provided by this host (ABI %u.%u)", flags,
+                      (flags & CLSPEC_MODEL_NEXTN) ? "the target's nextn blocks" : "the target's tensors",
+                      CLSPEC_SPEC_ABI_MAJOR, CLSPEC_SPEC_ABI_MINOR);
+    if (!path)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: no path");
+    const struct cs_plugin *pl = h->impl;
+    const struct cs_engine *e = pl->engine;
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "model_load: no target engine");
+    if (device < 0)
+        device = e->n_dev - 1;
+    if (device >= e->n_dev)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: device %d does not exist (the target has devices 0..%d)",
+                      path, device, e->n_dev - 1);
+    clspec_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "model_load: out of memory");
+    m->device = device;
+    int rc = cs_model_load(path, &m->m, err, errlen);
+    if (rc == 0)
+        rc = cs_tokenizer_load(m->m->gguf, &m->tok, err, errlen);
+    if (rc == 0)
+        rc = cs_fwd_model_load(m->m, e->dev[device], false, &m->fm, err, errlen);
+    if (rc < 0) {
+        cs_fwd_model_free(m->fm);
+        cs_tokenizer_free(m->tok);
+        cs_model_free(m->m);
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return CLSPEC_OK;
+}
+
+static void model_free(clspec_model *m)
+{
+    if (!m)
+        return;
+    cs_fwd_model_free(m->fm);
+    cs_tokenizer_free(m->tok);
+    cs_model_free(m->m);
+    free(m);
+}
+
+static int model_info(const clspec_model *m, struct clspec_model_info *out)
+{
+    struct clspec_model_info i = {
+        .size = sizeof i, .arch = m->m->hp.arch_name, .n_vocab = m->m->hp.n_vocab, .n_embd = m->m->hp.n_embd,
+        .n_layer = m->m->hp.n_layer, .n_ctx_train = m->m->hp.n_ctx_train, .bos = cs_tokenizer_bos(m->tok),
+        .eos = cs_tokenizer_eos(m->tok), .device = m->device,
+    };
+    cs_host_fill(out, &i, sizeof i);
+    return CLSPEC_OK;
+}
+
+static const char *model_token_text(const clspec_model *m, int32_t id)
+{
+    if (id < 0 || id >= cs_tokenizer_n_vocab(m->tok))
+        return NULL;
+    size_t len = 0;
+    return cs_tokenizer_text(m->tok, id, &len);
+}
+
+static void ctx_free(clspec_ctx *c)
+{
+    if (!c)
+        return;
+    cs_fwd_ctx_free(c->c);
+    free(c->logits);
+    free(c->rows);
+    free(c);
+}
+
+static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ctx **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (p->non_causal)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_new: non-causal contexts are not provided yet");
+    if (p->n_seq > 64)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "ctx_new: %u sequences (at most 64)", p->n_seq);
+    clspec_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "ctx_new: out of memory");
+    c->model = m;
+    c->n_batch = p->n_batch ? p->n_batch : 64;
+    c->logits = malloc((size_t)c->n_batch * m->m->hp.n_vocab * sizeof *c->logits);
+    c->rows = malloc((size_t)c->n_batch * sizeof *c->rows);
+    struct cs_fwd_ctx_params fp = {.n_ctx = p->n_ctx, .n_batch = c->n_batch, .type_k = p->type_k,
+                                    .type_v = p->type_v, .n_seq_max = p->n_seq ? p->n_seq : 1};
+    int rc = !c->logits || !c->rows ? cs_err(err, errlen, CLSPEC_E_NOMEM, "ctx_new: out of memory")
+                                    : cs_fwd_ctx_new(m->fm, &fp, &c->c, err, errlen);
+    if (rc < 0) {
+        ctx_free(c);
+        return rc;
+    }
+    *out = c;
+    return CLSPEC_OK;
+}
+
+static int ctx_seq_rm(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
+{
+    return cs_fwd_kv_seq_rm(c->c, seq, p0, p1, err, errlen);
+}
+
+static int ctx_decode(clspec_ctx *c, const struct clspec_decode *d, char *err, size_t errlen)
+{
+    c->n_logits = 0;
+    if (d->n <= 0 || (uint32_t)d->n > c->n_batch)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "ctx_decode: %d rows (want 1..n_batch %u)", d->n, c->n_batch);
+    if (!d->tokens || d->embd)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_decode: embedding inputs are not provided yet");
+    int32_t n_rows = 0;
+    for (int32_t i = 0; i < d->n; i++)
+        if (d->logits ? d->logits[i] != 0 : i == d->n - 1)
+            c->rows[n_rows++] = i;
+    int rc = cs_forward(c->c, d->tokens, d->n, d->pos, d->seq, c->rows, n_rows, n_rows ? c->logits : NULL, NULL,
+                        err, errlen);
+    if (rc == 0)
+        c->n_logits = n_rows;
+    return rc;
+}
+
+static const float *ctx_logits(clspec_ctx *c, int32_t i)
+{
+    if (i < 0 || i >= c->n_logits)
+        return NULL;
+    return c->logits + (size_t)i * c->model->m->hp.n_vocab;
+}
+
+void cs_host_fill(void *out, const void *full, size_t full_size)
+{
+    uint32_t want;
+    memcpy(&want, out, sizeof want);
+    size_t n = want && want < full_size ? want : full_size;
+    memcpy(out, full, n);
+    want = (uint32_t)n;
+    memcpy(out, &want, sizeof want);
+}
+
+void cs_host_model_entries(struct clspec_host *h)
+{
+    h->model_load = model_load;
+    h->model_free = model_free;
+    h->model_info = model_info;
+    h->model_token_text = model_token_text;
+    h->ctx_new = ctx_new;
+    h->ctx_free = ctx_free;
+    h->ctx_seq_rm = ctx_seq_rm;
+    h->ctx_decode = ctx_decode;
+    h->ctx_logits = ctx_logits;
+}

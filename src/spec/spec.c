@@ -1,0 +1,524 @@
+/* spec.c: see spec.h. The only place where speculative rollback happens
+ * (rollback() below). Invariant per active slot: the KV cache holds the
+ * positions 0..n_hist-2 of its history, hist[n_hist-1] is the next input. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "common.h"
+#include "forward.h"
+#include "spec/spec.h"
+
+/* ---- KV adapter: the only lines that know where the cache lives ---- */
+
+static int kv_rm_from(struct cs_engine *e, int32_t seq, int32_t p0, char *err, size_t errlen)
+{
+    return cs_kv_seq_rm(e->ctx->kv, seq, p0, -1, err, errlen);
+}
+
+uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq)
+{
+    return cs_kv_seq_n_cells(e->ctx->kv, seq);
+}
+
+/* Free cells in the whole cache. */
+static uint32_t kv_n_free_total(const struct cs_engine *e)
+{
+    return e->ctx->kv->p.n_ctx - e->ctx->kv->n_used;
+}
+
+/* Cells seq could still take (differs from the total for a partitioned cache). */
+static uint32_t kv_n_free_seq(const struct cs_engine *e, int32_t seq)
+{
+    return cs_kv_n_free(e->ctx->kv, seq);
+}
+
+/* ---- acceptance ---- */
+
+void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p)
+{
+    int32_t V = smp->n_vocab;
+    memset(p, 0, (size_t)V * sizeof *p);
+    int32_t n = cs_sampler_candidates(smp, logits, smp->idx); /* penalties into smp->work, filters */
+    if (!(smp->p.temp > 0.0f) || n == 1) {
+        p[n == 1 ? smp->idx[0] : cs_argmax(smp->work, V)] = 1.0f;
+        return;
+    }
+    double mx = smp->work[smp->idx[0]], sum = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp);
+    for (int32_t i = 0; i < n; i++)
+        p[smp->idx[i]] = (float)(exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp) / sum);
+}
+
+int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, double u, double u2, float *resid,
+                         bool *accepted)
+{
+    double pd = p[d], qd = q[d];
+    if (qd <= 0.0 || u * qd < pd) { /* u < min(1, p/q); q(d) = 0 cannot be drawn, accept what p allows */
+        if (qd > 0.0 || pd > 0.0) {
+            *accepted = true;
+            return d;
+        }
+    }
+    *accepted = false;
+    double sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        float r = p[i] - q[i];
+        resid[i] = r > 0.0f ? r : 0.0f;
+        sum += resid[i];
+    }
+    if (!(sum > 0.0)) { /* p == q: rejection has probability 0; fall back to p itself */
+        memcpy(resid, p, (size_t)n * sizeof *resid);
+        sum = 0.0;
+        for (int32_t i = 0; i < n; i++)
+            sum += resid[i];
+    }
+    double x = u2 * sum, cum = 0.0;
+    int32_t last = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (resid[i] <= 0.0f)
+            continue;
+        last = i;
+        cum += resid[i];
+        if (x < cum)
+            return i;
+    }
+    return last;
+}
+
+/* Verifies slot s's draft against its logits rows L ((n_draft + 1) rows) and
+ * appends what is accepted to out: greedy / sample-and-match (the sampler
+ * picks each token and drafts are kept while they agree), or rejection
+ * sampling when the draft came with probabilities and T > 0. Stops after an
+ * end-of-generation token or when n_left tokens are out. */
+static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, int32_t n_left)
+{
+    const size_t V = (size_t)sp->n_vocab;
+    const bool rs = sl->probs && sl->n_draft > 0 && sl->smp->p.temp > 0.0f;
+    sl->n_out = 0;
+    sl->n_accepted = 0;
+    sl->eog = false;
+    for (int32_t i = 0; i <= sl->n_draft; i++) {
+        const float *row = L + (size_t)i * V;
+        int32_t t;
+        bool acc = false;
+        if (rs && i < sl->n_draft) {
+            cs_spec_target_probs(sl->smp, row, sp->pt);
+            double u = cs_sampler_uniform(sl->smp), u2 = cs_sampler_uniform(sl->smp);
+            t = cs_spec_rs_token(sp->pt, sl->probs + (size_t)i * V, (int32_t)V, sl->draft[i], u, u2, sp->resid,
+                                 &acc);
+        } else {
+            t = cs_sampler_sample(sl->smp, row);
+            acc = i < sl->n_draft && t == sl->draft[i];
+        }
+        cs_sampler_accept(sl->smp, t);
+        sl->out[sl->n_out++] = t;
+        sl->n_accepted += acc;
+        sl->eog = cs_tokenizer_is_eog(sp->e->tok, t);
+        if (sl->eog || sl->n_out >= n_left || !acc)
+            break;
+    }
+}
+
+/* ---- rollback: everything beyond the accepted prefix, for every consumer ----
+ * ok = false: the step failed for this slot; nothing of it is kept (the
+ * sampler goes back to its snapshot, the KV to the slot's history). */
+static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t errlen)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    if (!ok) {
+        sl->n_out = 0;
+        sl->n_accepted = 0;
+        sl->eog = false;
+        cs_sampler_restore(sl->smp, sl->snap, err, errlen);
+    }
+    /* history */
+    for (int32_t i = 0; i < sl->n_out; i++)
+        sl->hist[sl->n_hist++] = sl->out[i];
+    /* KV: keep positions 0..n_hist-2 (the new last token is the next input) */
+    int rc = kv_rm_from(sp->e, s, sl->n_hist - 1, err, errlen);
+    /* the plugin */
+    if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
+        sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
+    /* adaptive draft length */
+    if (ok && sl->n_draft > 0) {
+        int32_t lo = CS_MAX(sp->p.n_min, 1);
+        if (sl->n_accepted == sl->n_draft)
+            sl->n_cur = CS_MIN(sp->p.n_max, CS_MAX(sl->n_cur, sl->n_draft) + 2);
+        else
+            sl->n_cur = CS_MAX(lo, sl->n_accepted + 1);
+    }
+    if (ok) {
+        sl->st.n_steps++;
+        sl->st.n_draft_steps += sl->n_draft > 0;
+        sl->st.n_drafted += (uint64_t)sl->n_draft;
+        sl->st.n_accepted += (uint64_t)sl->n_accepted;
+        sl->st.n_emitted += (uint64_t)sl->n_out;
+        sp->total.n_steps++;
+        sp->total.n_draft_steps += sl->n_draft > 0;
+        sp->total.n_drafted += (uint64_t)sl->n_draft;
+        sp->total.n_accepted += (uint64_t)sl->n_accepted;
+        sp->total.n_emitted += (uint64_t)sl->n_out;
+    }
+    sl->n_draft = 0;
+    return rc;
+}
+
+/* ---- slots ---- */
+
+struct cs_spec_params cs_spec_defaults(void)
+{
+    return (struct cs_spec_params){.n_max = 8, .n_min = 1, .p_min = 0.0f, .log = false};
+}
+
+void cs_spec_slot_disable(struct cs_spec *sp, int32_t s, const char *why)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    if (sl->on && sp->pl && sp->pl->vt.slot_end)
+        sp->pl->vt.slot_end(sp->pl->state, s);
+    if (sl->on && sp->p.log)
+        fprintf(stderr, "slot %d: speculation off%s%s\n", s, why ? ": " : "", why ? why : "");
+    sl->on = false;
+    sl->n_draft = 0;
+    sl->n_cur = CS_MAX(sp->p.n_min, 1);
+    if (sl->probs)
+        memset(sl->probs, 0, (size_t)sp->p.n_max * (size_t)sp->n_vocab * sizeof *sl->probs);
+}
+
+void cs_spec_slot_end(struct cs_spec *sp, int32_t s)
+{
+    if (s < 0 || s >= sp->n_slots || !sp->slots[s].active)
+        return;
+    struct cs_spec_slot *sl = &sp->slots[s];
+    cs_spec_slot_disable(sp, s, NULL);
+    char err[CLSPEC_ERRLEN];
+    kv_rm_from(sp->e, s, 0, err, sizeof err);
+    sl->active = false;
+    sl->n_hist = 0;
+    sl->smp = NULL;
+}
+
+static int grow_hist(struct cs_spec_slot *sl, int32_t need, char *err, size_t errlen)
+{
+    if (need <= sl->cap)
+        return CLSPEC_OK;
+    int32_t cap = CS_MAX(need, 2 * sl->cap);
+    int32_t *h = realloc(sl->hist, (size_t)cap * sizeof *h);
+    if (!h)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory");
+    sl->hist = h;
+    sl->cap = cap;
+    return CLSPEC_OK;
+}
+
+int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
+                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+{
+    if (s < 0 || s >= sp->n_slots)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d out of range 0..%d", s, sp->n_slots - 1);
+    if (n_prompt <= 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: empty prompt", s);
+    cs_spec_slot_end(sp, s);
+    struct cs_spec_slot *sl = &sp->slots[s];
+    int rc = grow_hist(sl, n_prompt + 1024, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (smp->n_vocab != sp->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: sampler vocabulary %d != model %d", smp->n_vocab,
+                      sp->n_vocab);
+    if (sl->snap && sl->snap->st.hist_cap != smp->st.hist_cap) {
+        cs_sampler_free(sl->snap);
+        sl->snap = NULL;
+    }
+    if (!sl->snap && (rc = cs_sampler_clone(smp, &sl->snap, err, errlen)) < 0)
+        return rc;
+    /* prefill all but the last prompt token, in chunks of n_batch */
+    const int32_t B = (int32_t)CS_MAX(1u, CS_MIN(sp->e->p.n_batch, (uint32_t)sp->b.cap));
+    for (int32_t p0 = 0; p0 < n_prompt - 1; p0 += B) {
+        int32_t n = CS_MIN(B, n_prompt - 1 - p0);
+        cs_batch_clear(&sp->b);
+        for (int32_t i = 0; i < n; i++)
+            cs_batch_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
+        int seq_rc[CS_MAX_SEQ];
+        rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen);
+        if (rc == CLSPEC_OK && seq_rc[s] < 0)
+            rc = cs_err(err, errlen, seq_rc[s], "spec: slot %d: the prompt (%d tokens) does not fit the KV cache", s,
+                        n_prompt);
+        if (rc < 0) {
+            char e2[CLSPEC_ERRLEN];
+            kv_rm_from(sp->e, s, 0, e2, sizeof e2);
+            return rc;
+        }
+    }
+    memcpy(sl->hist, prompt, (size_t)n_prompt * sizeof *prompt);
+    sl->n_hist = n_prompt;
+    sl->smp = smp;
+    sl->active = true;
+    sl->on = false;
+    sl->n_draft = 0;
+    sl->n_cur = sp->p.n_max;
+    memset(&sl->st, 0, sizeof sl->st);
+    if (speculate && sp->pl) {
+        sl->on = true;
+        char perr[512] = "";
+        if (sp->pl->vt.slot_begin && sp->pl->vt.slot_begin(sp->pl->state, s, prompt, n_prompt, perr, sizeof perr) < 0)
+            cs_spec_slot_disable(sp, s, perr[0] ? perr : "the plugin's slot_begin failed");
+    }
+    if (sp->p.log)
+        fprintf(stderr, "slot %d: speculation %s%s%s\n", s, sl->on ? "on (" : "off",
+                sl->on ? sp->pl->vt.name : "", sl->on ? ")" : "");
+    return CLSPEC_OK;
+}
+
+/* ---- the step ---- */
+
+/* Keeps the valid prefix of the n tokens slot s's plugin proposed (ids in
+ * range, q(d) >= p_min when it gave probabilities); shorter than n_min: none. */
+static void take_draft(struct cs_spec *sp, int32_t s, int32_t n, int32_t kmax)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    n = CS_MIN(n, kmax);
+    int32_t k = 0;
+    while (k < n && sl->draft[k] >= 0 && sl->draft[k] < sp->n_vocab &&
+           !(sl->probs && sl->probs[(size_t)k * (size_t)sp->n_vocab + (size_t)sl->draft[k]] < sp->p.p_min))
+        k++;
+    sl->n_draft = k >= sp->p.n_min ? k : 0;
+}
+
+/* Asks the plugin for the drafts of the n slots ids[] (kmax[] tokens at
+ * most each): one draft_batch call when it has one, else draft per slot. */
+static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *kmax, int32_t n)
+{
+    struct clspec_draft_req req[CS_MAX_SEQ];
+    int32_t *outs[CS_MAX_SEQ], n_out[CS_MAX_SEQ];
+    float *probs[CS_MAX_SEQ];
+    for (int32_t i = 0; i < n; i++) {
+        struct cs_spec_slot *sl = &sp->slots[ids[i]];
+        req[i] = (struct clspec_draft_req){
+            .size = sizeof req[i], .slot = ids[i], .hist = sl->hist, .n_hist = sl->n_hist,
+            .pos_last = sl->n_hist - 1, .n_max = kmax[i], .p_min = sp->p.p_min, .n_vocab = (uint32_t)sp->n_vocab,
+        };
+        outs[i] = sl->draft;
+        probs[i] = sl->probs;
+        n_out[i] = 0;
+    }
+    char perr[512] = "";
+    if (sp->pl->vt.draft_batch) {
+        if (sp->pl->vt.draft_batch(sp->pl->state, req, n, outs, probs, n_out, perr, sizeof perr) < 0) {
+            for (int32_t i = 0; i < n; i++)
+                cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft_batch failed");
+            return;
+        }
+        for (int32_t i = 0; i < n; i++)
+            take_draft(sp, ids[i], n_out[i], kmax[i]);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int k = sp->pl->vt.draft(sp->pl->state, &req[i], outs[i], probs[i], perr, sizeof perr);
+        if (k < 0)
+            cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft failed");
+        else
+            take_draft(sp, ids[i], k, kmax[i]);
+    }
+}
+
+/* Adds slot s's rows [last, d1..dk] to the batch. */
+static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, int32_t *row, char *err, size_t errlen)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    int32_t k = with_draft ? sl->n_draft : 0;
+    sp->row0[s] = *row;
+    int rc = cs_batch_add(&sp->b, sl->hist[sl->n_hist - 1], sl->n_hist - 1, s, true, err, errlen);
+    for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++)
+        rc = cs_batch_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
+    *row += k + 1;
+    return rc;
+}
+
+/* A failed forward: the slots in it keep nothing of this step. Returns rc. */
+static int undo(struct cs_spec *sp, const bool *which, int rc)
+{
+    char e2[CLSPEC_ERRLEN];
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (which[s]) {
+            cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
+            rollback(sp, s, false, e2, sizeof e2);
+        }
+    return rc;
+}
+
+int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen)
+{
+    const size_t V = (size_t)sp->n_vocab;
+    bool want[CS_MAX_SEQ] = {false};
+    int32_t n_want = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        struct cs_spec_slot *sl = &sp->slots[s];
+        sp->row0[s] = -1;
+        sl->n_out = 0;
+        sl->n_accepted = 0;
+        sl->rc = CLSPEC_OK;
+        sl->eog = false;
+        want[s] = sl->active && n_left[s] > 0;
+        n_want += want[s];
+        if (want[s] && sl->n_hist + 1 + sp->p.n_max > sl->cap &&
+            grow_hist(sl, sl->n_hist + 1 + sp->p.n_max, err, errlen) < 0)
+            return CLSPEC_E_NOMEM;
+    }
+    if (n_want == 0)
+        return CLSPEC_OK;
+    /* drafts: every slot needs one cell for its last token; drafts share what is left */
+    int64_t spare = (int64_t)kv_n_free_total(sp->e) - n_want;
+    int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ], n_ask = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        struct cs_spec_slot *sl = &sp->slots[s];
+        sl->n_draft = 0;
+        if (!want[s] || !sl->on || !sp->pl)
+            continue;
+        int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
+        kmax = CS_MIN(kmax, spare);
+        kmax = CS_MIN(kmax, (int64_t)kv_n_free_seq(sp->e, s) - 1);
+        if (kmax < CS_MAX(sp->p.n_min, 1))
+            continue; /* no room or no need: this step goes without a draft */
+        ids[n_ask] = s;
+        kmaxs[n_ask++] = (int32_t)kmax;
+        spare -= kmax; /* reserved before drafting (drafts of all slots may be made at once) */
+    }
+    if (n_ask > 0)
+        ask_drafts(sp, ids, kmaxs, n_ask);
+    /* one forward for all slots */
+    cs_batch_clear(&sp->b);
+    int32_t row = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (want[s] && add_rows(sp, s, true, &row, err, errlen) < 0)
+            return CLSPEC_E_RANGE;
+    int seq_rc[CS_MAX_SEQ];
+    int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen);
+    if (rc < 0)
+        return undo(sp, want, rc);
+    /* a slot refused with a draft retries without one; without a draft it is full */
+    bool retry[CS_MAX_SEQ] = {false};
+    int32_t n_retry = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        if (!want[s] || seq_rc[s] == CLSPEC_OK)
+            continue;
+        if (sp->slots[s].n_draft > 0) {
+            retry[s] = true;
+            n_retry++;
+        } else {
+            sp->slots[s].rc = seq_rc[s];
+        }
+    }
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (want[s] && seq_rc[s] == CLSPEC_OK) {
+            struct cs_spec_slot *sl = &sp->slots[s];
+            cs_sampler_restore(sl->snap, sl->smp, err, errlen);
+            verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
+            if ((rc = rollback(sp, s, true, err, errlen)) < 0)
+                return rc;
+        }
+    if (n_retry == 0)
+        return CLSPEC_OK;
+    cs_batch_clear(&sp->b);
+    row = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (retry[s]) {
+            sp->slots[s].n_draft = 0; /* the plugin is told 0 drafted by the rollback below */
+            add_rows(sp, s, false, &row, err, errlen);
+        }
+    if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen)) < 0)
+        return undo(sp, retry, rc);
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        if (!retry[s])
+            continue;
+        struct cs_spec_slot *sl = &sp->slots[s];
+        if (seq_rc[s] != CLSPEC_OK) {
+            sl->rc = seq_rc[s];
+            continue;
+        }
+        cs_sampler_restore(sl->snap, sl->smp, err, errlen);
+        verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
+        if ((rc = rollback(sp, s, true, err, errlen)) < 0)
+            return rc;
+    }
+    return CLSPEC_OK;
+}
+
+/* ---- lifetime ---- */
+
+void cs_spec_free(struct cs_spec *sp)
+{
+    if (!sp)
+        return;
+    for (int32_t s = 0; s < sp->n_slots && sp->slots; s++) {
+        cs_spec_slot_end(sp, s);
+        struct cs_spec_slot *sl = &sp->slots[s];
+        free(sl->hist);
+        free(sl->draft);
+        free(sl->probs);
+        free(sl->out);
+        cs_sampler_free(sl->snap);
+    }
+    free(sp->slots);
+    cs_batch_free(&sp->b);
+    free(sp->logits);
+    free(sp->pt);
+    free(sp->resid);
+    free(sp->row0);
+    free(sp);
+}
+
+int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
+                struct cs_spec **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (n_slots < 1 || n_slots > CS_MAX_SEQ || (e->p.n_seq_max && (uint32_t)n_slots > e->p.n_seq_max))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%u, the engine's sequences)", n_slots,
+                      e->p.n_seq_max ? e->p.n_seq_max : CS_MAX_SEQ);
+    if (p->n_max < 1 || p->n_max > 64 || p->n_min < 0 || p->n_min > p->n_max || !(p->p_min >= 0.0f) ||
+        p->p_min > 1.0f)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "spec: n_max %d (want 1..64), n_min %d (want 0..n_max), p_min %g (want 0..1)", p->n_max,
+                      p->n_min, p->p_min);
+    struct cs_spec *sp = calloc(1, sizeof *sp);
+    if (!sp)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory");
+    sp->e = e;
+    sp->pl = pl;
+    sp->p = *p;
+    sp->n_vocab = (int32_t)e->model->hp.n_vocab;
+    sp->n_slots = n_slots;
+    const size_t V = (size_t)sp->n_vocab;
+    const int32_t rows = n_slots * (p->n_max + 1);
+    const int32_t cap = CS_MAX(rows, (int32_t)CS_MIN(e->p.n_batch, 4096u));
+    bool probs = pl && (pl->vt.caps & CLSPEC_SPEC_CAP_DRAFT_PROBS);
+    int rc = cs_batch_init(&sp->b, cap, err, errlen);
+    if (rc < 0) {
+        free(sp);
+        return rc;
+    }
+    sp->slots = calloc((size_t)n_slots, sizeof *sp->slots);
+    sp->logits = malloc((size_t)rows * V * sizeof *sp->logits);
+    sp->pt = malloc(V * sizeof *sp->pt);
+    sp->resid = malloc(V * sizeof *sp->resid);
+    sp->row0 = malloc((size_t)n_slots * sizeof *sp->row0);
+    bool ok = sp->slots && sp->logits && sp->pt && sp->resid && sp->row0;
+    for (int32_t s = 0; ok && s < n_slots; s++) {
+        struct cs_spec_slot *sl = &sp->slots[s];
+        sl->draft = calloc((size_t)p->n_max, sizeof *sl->draft);
+        sl->out = calloc((size_t)p->n_max + 1, sizeof *sl->out);
+        sl->probs = probs ? calloc((size_t)p->n_max * V, sizeof *sl->probs) : NULL;
+        ok = sl->draft && sl->out && (!probs || sl->probs);
+    }
+    if (!ok) {
+        cs_spec_free(sp);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory");
+    }
+    *out = sp;
+    return CLSPEC_OK;
+}

@@ -1,0 +1,111 @@
+/* spec.h: the speculative decoding step over N slots of one engine: ask each
+ * slot's speculator for a draft, verify [last, d1..dk] of all slots in one
+ * batched forward, accept per slot (greedy match, rejection sampling, or
+ * sample-and-match) and roll back everything beyond the accepted prefix (KV
+ * cells, sampler state, the plugin) in one function. A slot without a
+ * speculator, or with speculation switched off, decodes one token per step
+ * through the same path, so "no speculation" is the same code.
+ * The caller owns struct cs_spec (cs_spec_new / cs_spec_free); the engine,
+ * the plugin and each slot's sampler are borrowed. */
+#ifndef CS_SPEC_SPEC_H
+#define CS_SPEC_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "sampler.h"
+#include "spec/loader.h"
+
+struct cs_spec_params {
+    int32_t n_max;   /* most draft tokens per step (>= 1) */
+    int32_t n_min;   /* a draft shorter than this is not verified (>= 0); the adaptive length never goes below */
+    float p_min;     /* drafts with probabilities are cut before the first token with q(d) < p_min */
+    bool log;        /* one line per slot_begin on stderr: whether speculation is on */
+};
+
+/* n_max 8, n_min 1, p_min 0, no log. */
+struct cs_spec_params cs_spec_defaults(void);
+
+struct cs_spec_stats {
+    uint64_t n_steps;        /* verification steps */
+    uint64_t n_draft_steps;  /* steps with a draft of >= 1 token */
+    uint64_t n_drafted;      /* draft tokens verified */
+    uint64_t n_accepted;     /* of them accepted */
+    uint64_t n_emitted;      /* tokens appended to the history by steps */
+};
+
+struct cs_spec_slot {
+    bool active;             /* a request is running (slot_begin .. slot_end) */
+    bool on;                 /* speculation on for this request */
+    int32_t *hist;           /* (cap) prompt + generated tokens; hist[n_hist-1] = last, not yet in the KV */
+    int32_t n_hist, cap;
+    int32_t n_cur;           /* adaptive draft length: n_max at slot_begin; after a draft accepted whole
+                              * + 2 (up to n_max), after a rejection accepted + 1 (at least max(n_min, 1)) */
+    struct cs_sampler *smp;  /* borrowed */
+    struct cs_sampler *snap; /* the sampler state before the current verification */
+    int32_t *draft;          /* (n_max) this step's draft */
+    float *probs;            /* (n_max, n_vocab) its probabilities, or NULL (plugin without them) */
+    int32_t n_draft;
+    /* results of the last step */
+    int32_t *out;            /* (n_max + 1) tokens appended this step */
+    int32_t n_out;
+    int32_t n_accepted;      /* drafts accepted this step */
+    int rc;                  /* CLSPEC_OK, or CLSPEC_E_KV_FULL (no room even for one token) */
+    bool eog;                /* the last token out is an end-of-generation token */
+    struct cs_spec_stats st; /* since slot_begin */
+};
+
+struct cs_spec {
+    struct cs_engine *e;     /* borrowed */
+    struct cs_plugin *pl;    /* borrowed; NULL = no speculation */
+    struct cs_spec_params p;
+    int32_t n_vocab;
+    int32_t n_slots;         /* slot s uses KV sequence s */
+    struct cs_spec_slot *slots;
+    struct cs_batch b;       /* (n_slots * (n_max + 1)) rows */
+    float *logits;           /* (n_slots * (n_max + 1), n_vocab) */
+    float *pt, *resid;       /* (n_vocab) scratch: target probabilities, residual */
+    int32_t *row0;           /* (n_slots) first logits row of each slot in this step, -1 = none */
+    struct cs_spec_stats total;
+};
+
+int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
+                struct cs_spec **out, char *err, size_t errlen);
+void cs_spec_free(struct cs_spec *sp);
+
+/* Starts a request on slot: prefills prompt[0..n_prompt-1) (the last prompt
+ * token is the first step's input), remembers smp (the caller has already
+ * given it the prompt tokens it wants in the penalty history) and tells the
+ * plugin. speculate = false (or no plugin) decodes without drafts. Ends a
+ * request still running on the slot first. */
+int cs_spec_slot_begin(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
+                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+/* Ends the request: frees its KV cells, tells the plugin. */
+void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
+/* Switches speculation off for the slot's request and clears every piece of
+ * speculator state it has (plugin slot_end, draft, probabilities, adaptive
+ * length). The one way to turn it off. */
+void cs_spec_slot_disable(struct cs_spec *sp, int32_t slot, const char *why);
+
+/* One step for every active slot with n_left[slot] > 0 (tokens it may still
+ * emit): results in slots[s].out/n_out/rc/eog. A slot whose KV is full even
+ * for one token gets rc = CLSPEC_E_KV_FULL and no tokens (its state
+ * unchanged); a full cache only shrinks or skips drafts otherwise. Returns
+ * an error only for failures of the whole step (device). */
+int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen);
+
+/* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
+uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq);
+
+/* The distribution the sampler would draw from for this logits row
+ * (penalties, top-k/top-p/min-p, temperature), written to p (n_vocab). */
+void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p);
+/* Rejection sampling for one draft token d ~ q: accepted when u < p(d)/q(d)
+ * (returns d); otherwise returns a draw (with u2) from norm(max(p - q, 0))
+ * (resid: n scratch). u, u2 uniform in [0, 1). Keeps the target distribution p. */
+int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, double u, double u2, float *resid,
+                         bool *accepted);
+
+#endif

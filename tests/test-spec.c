@@ -1,0 +1,561 @@
+/* test-spec.c: the speculative step (src/spec/spec.c) with the ngram and
+ * draft plugins over stories260K: greedy output with speculation is identical to output
+ * without it on the prompts of reference/greedy-stories260K.json (64
+ * tokens), at parallel 1 and 4, KV f32, f16, q8_0 and q4_0; every slot holds exactly
+ * n_hist - 1 KV cells after every step; seeded sampling (T > 0, penalties)
+ * gives the same tokens and the same final sampler state (RNG + penalty
+ * history) as a run without speculation; a KV cache that fills shrinks or
+ * skips drafts; switching speculation off mid-request clears the plugin's
+ * state; the draft model samples through rejection sampling, reproducibly,
+ * and refuses a missing model or another vocabulary; rejection sampling
+ * keeps the target distribution (chi-square). */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common.h"
+#include "engine.h"
+#include "golden.h"
+#include "quant.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
+#include "testutil.h"
+
+#define NGEN 64
+
+static struct golden *G;
+
+/* NULL with the engine's message in err when it cannot be opened. */
+static struct cs_engine *engine_try(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type, char *err, size_t errlen)
+{
+    struct cs_engine_params p = cs_engine_defaults();
+    char *path = tu_shared_path("models/stories260K.gguf");
+    p.model_path = path;
+    p.n_ctx = n_ctx;
+    p.n_seq_max = n_seq;
+    p.type_k = p.type_v = kv_type;
+    p.n_batch = p.n_ubatch = 128;
+    struct cs_engine *e = NULL;
+    cs_engine_open(&p, &e, err, errlen);
+    free(path);
+    return e;
+}
+
+static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
+{
+    char err[CLSPEC_ERRLEN];
+    struct cs_engine *e = engine_try(n_ctx, n_seq, kv_type, err, sizeof err);
+    if (!e)
+        fail_msg("engine: %s", err);
+    return e;
+}
+
+static struct cs_plugin *ngram_open(struct cs_engine *e, uint32_t n_slots, const char *n_min_ngram)
+{
+    struct cs_plugin_kv kv[] = {{"n_min_ngram", n_min_ngram}, {"n_max_ngram", "4"}};
+    struct cs_plugin_params pp = {.type = "ngram", .kv = kv, .n_kv = 2, .engine = e, .n_slots = n_slots};
+    struct cs_plugin *pl = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_plugin_load(&pp, &pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("ngram: %s", err);
+    return pl;
+}
+
+static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const char *model, char *err,
+                                     size_t errlen)
+{
+    char *path = model ? tu_shared_path(model) : NULL;
+    struct cs_plugin_kv kv[] = {{"model", path}};
+    struct cs_plugin_params pp = {.type = "draft", .kv = kv, .n_kv = path ? 1 : 0, .engine = e, .n_slots = n_slots};
+    struct cs_plugin *pl = NULL;
+    int rc = cs_plugin_load(&pp, &pl, err, errlen);
+    free(path);
+    return rc == CLSPEC_OK ? pl : NULL;
+}
+
+#define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
+
+struct run {
+    int32_t tok[4][NGEN];    /* per case */
+    int n[4];
+    struct cs_spec_stats st;
+    struct cs_sampler_state final[4]; /* rng + counters (hist copied below) */
+    int32_t hist[4][64];
+};
+
+/* Generates NGEN tokens for the golden cases [c0, c0 + n_slots) on slots
+ * 0..n_slots-1 at once, checking the KV cell count after every step. */
+static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, float temp, struct run *out,
+                int disable_after)
+{
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = 6;
+    struct cs_spec *spec = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
+    struct cs_sampler *smp[4] = {NULL};
+    int32_t left[4] = {0};
+    for (int s = 0; s < n_slots; s++) {
+        struct cs_sampler_params p = cs_sampler_defaults();
+        p.temp = temp;
+        p.seed = 1234 + (uint64_t)(c0 + s);
+        if (temp > 0) {
+            p.repeat_penalty = 1.3f;
+            p.penalty_last_n = 16;
+            p.top_k = 0;
+            p.top_p = 1.0f;
+            p.min_p = 0.0f;
+        }
+        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        const struct golden_case *gc = &G->cases[c0 + s];
+        for (int i = 0; i < gc->n_prompt; i++)
+            cs_sampler_accept(smp[s], gc->prompt[i]);
+        if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
+            fail_msg("slot_begin: %s", err);
+        assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(gc->n_prompt - 1));
+        left[s] = NGEN;
+        out->n[c0 + s] = 0;
+    }
+    uint64_t drafted_at_disable = 0;
+    for (int step = 0;; step++) {
+        bool any = false;
+        for (int s = 0; s < n_slots; s++)
+            any |= left[s] > 0;
+        if (!any)
+            break;
+        if (step == disable_after)
+        {
+            for (int s = 0; s < n_slots; s++) {
+                cs_spec_slot_disable(spec, s, "test");
+                assert_false(spec->slots[s].on);
+                assert_int_equal(spec->slots[s].n_draft, 0);
+            }
+            drafted_at_disable = spec->total.n_drafted;
+        }
+        if (cs_spec_step(spec, left, err, sizeof err) != CLSPEC_OK)
+            fail_msg("step: %s", err);
+        for (int s = 0; s < n_slots; s++) {
+            const struct cs_spec_slot *sl = &spec->slots[s];
+            assert_int_equal(sl->rc, CLSPEC_OK);
+            for (int i = 0; i < sl->n_out; i++)
+                out->tok[c0 + s][out->n[c0 + s]++] = sl->out[i];
+            left[s] = sl->eog ? 0 : left[s] - sl->n_out;
+            /* no orphan cells: the slot holds exactly its history but the last token */
+            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+        }
+    }
+    if (disable_after < (1 << 30)) /* no draft after the switch */
+        assert_int_equal(spec->total.n_drafted, drafted_at_disable);
+    out->st.n_drafted += spec->total.n_drafted;
+    out->st.n_accepted += spec->total.n_accepted;
+    out->st.n_steps += spec->total.n_steps;
+    for (int s = 0; s < n_slots; s++) {
+        out->final[c0 + s] = smp[s]->st;
+        memcpy(out->hist[c0 + s], smp[s]->st.hist, (size_t)smp[s]->st.hist_cap * sizeof(int32_t));
+        cs_spec_slot_end(spec, s);
+        assert_int_equal(cs_spec_kv_cells(e, s), 0);
+        cs_sampler_free(smp[s]);
+    }
+    cs_spec_free(spec);
+}
+
+static void gen_all(struct cs_engine *e, struct cs_plugin *pl, int parallel, float temp, struct run *r,
+                    int disable_after)
+{
+    memset(r, 0, sizeof *r);
+    for (int c0 = 0; c0 < G->n_cases; c0 += parallel)
+        gen(e, pl, c0, CS_MIN(parallel, G->n_cases - c0), temp, r, disable_after);
+}
+
+static void assert_same(const struct run *a, const struct run *b, const char *what)
+{
+    for (int c = 0; c < G->n_cases; c++) {
+        if (a->n[c] != b->n[c] || memcmp(a->tok[c], b->tok[c], (size_t)a->n[c] * sizeof(int32_t)) != 0) {
+            int i = 0;
+            while (i < a->n[c] && i < b->n[c] && a->tok[c][i] == b->tok[c][i])
+                i++;
+            fail_msg("%s: case %d differs at token %d (%d vs %d tokens)", what, c, i, a->n[c], b->n[c]);
+        }
+    }
+}
+
+/* ---- lossless, greedy ---- */
+
+static void lossless(uint32_t kv_type, int parallel)
+{
+    char err0[CLSPEC_ERRLEN];
+    struct cs_engine *e = engine_try(512, 4, kv_type, err0, sizeof err0);
+    if (!e)
+        fail_msg("engine: %s", err0);
+    static struct run base, spec1, spec2;
+    gen_all(e, NULL, parallel, 0.0f, &base, 1 << 30);
+    /* the run without speculation is llama.cpp's greedy run (where it has the steps) */
+    int agree = 0;
+    for (int c = 0; c < G->n_cases; c++)
+        for (int i = 0; i < base.n[c] && i < G->cases[c].n_steps && base.tok[c][i] == G->cases[c].steps[i].token;
+             i++)
+            agree++;
+    struct cs_plugin *pl = ngram_open(e, 4, "2");
+    gen_all(e, pl, parallel, 0.0f, &spec1, 1 << 30);
+    cs_plugin_free(pl);
+    pl = ngram_open(e, 4, "1"); /* drafts on every repeated token: many rejections */
+    gen_all(e, pl, parallel, 0.0f, &spec2, 1 << 30);
+    cs_plugin_free(pl);
+    static struct run spec3;
+    char err[CLSPEC_ERRLEN];
+    pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+    if (!pl)
+        fail_msg("draft: %s", err);
+    gen_all(e, pl, parallel, 0.0f, &spec3, 1 << 30);
+    cs_plugin_free(pl);
+    print_message("kv %s parallel %d: reference agreement %d tokens; ngram(2) drafted %llu accepted %llu; "
+                  "ngram(1) drafted %llu accepted %llu; draft drafted %llu accepted %llu\n",
+                  cs_type_name(kv_type), parallel, agree, (unsigned long long)spec1.st.n_drafted,
+                  (unsigned long long)spec1.st.n_accepted, (unsigned long long)spec2.st.n_drafted,
+                  (unsigned long long)spec2.st.n_accepted, (unsigned long long)spec3.st.n_drafted,
+                  (unsigned long long)spec3.st.n_accepted);
+    assert_same(&base, &spec1, "ngram n_min 2");
+    assert_same(&base, &spec2, "ngram n_min 1");
+    assert_same(&base, &spec3, "draft model");
+    assert_true(spec3.st.n_accepted > spec3.st.n_drafted / 4); /* a distilled draft: well above chance */
+    /* the speculation was real: drafts were both accepted and rejected */
+    assert_true(spec2.st.n_drafted > 0);
+    assert_true(spec2.st.n_accepted > 0);
+    assert_true(spec2.st.n_accepted < spec2.st.n_drafted);
+    assert_true(spec2.st.n_steps < base.st.n_steps);
+    cs_engine_free(e);
+}
+
+struct lossless_cfg {
+    uint32_t kv_type;
+    int parallel;
+};
+
+static void test_lossless(void **state)
+{
+    const struct lossless_cfg *c = *state;
+    lossless(c->kv_type, c->parallel);
+}
+
+/* ---- sampling: same tokens and the same sampler state as without speculation ---- */
+
+static void test_sampler_state(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F32);
+    static struct run base, spec;
+    gen_all(e, NULL, 4, 0.9f, &base, 1 << 30);
+    struct cs_plugin *pl = ngram_open(e, 4, "1");
+    gen_all(e, pl, 4, 0.9f, &spec, 1 << 30);
+    cs_plugin_free(pl);
+    print_message("T 0.9: drafted %llu accepted %llu\n", (unsigned long long)spec.st.n_drafted,
+                  (unsigned long long)spec.st.n_accepted);
+    assert_true(spec.st.n_drafted > spec.st.n_accepted);
+    assert_same(&base, &spec, "sampling T 0.9");
+    for (int c = 0; c < G->n_cases; c++) {
+        assert_memory_equal(base.final[c].rng, spec.final[c].rng, sizeof base.final[c].rng);
+        assert_int_equal(base.final[c].hist_n, spec.final[c].hist_n);
+        assert_int_equal(base.final[c].hist_head, spec.final[c].hist_head);
+        assert_memory_equal(base.hist[c], spec.hist[c], (size_t)base.final[c].hist_cap * sizeof(int32_t));
+    }
+    cs_engine_free(e);
+}
+
+/* ---- the draft model at T > 0: rejection sampling with its (one-hot) q ---- */
+
+static void test_draft_sampling(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+    if (!pl)
+        fail_msg("draft: %s", err);
+    assert_true(pl->vt.caps & CLSPEC_SPEC_CAP_DRAFT_PROBS);
+    static struct run a, b;
+    gen_all(e, pl, 4, 0.9f, &a, 1 << 30); /* gen() checks the KV cells after every step */
+    gen_all(e, pl, 4, 0.9f, &b, 1 << 30);
+    cs_plugin_free(pl);
+    print_message("draft T 0.9: drafted %llu accepted %llu\n", (unsigned long long)a.st.n_drafted,
+                  (unsigned long long)a.st.n_accepted);
+    assert_true(a.st.n_accepted > 0 && a.st.n_accepted < a.st.n_drafted);
+    assert_same(&a, &b, "identical seeded requests"); /* bit-identical output for identical requests */
+    cs_engine_free(e);
+}
+
+/* ---- the draft model's start-up refusals ---- */
+
+static void test_draft_refusals(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(256, 1, CS_TYPE_F32);
+    char err[CLSPEC_ERRLEN];
+    assert_null(draft_open(e, 1, NULL, err, sizeof err));
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "init failed: draft: no model"));
+    assert_null(draft_open(e, 1, "models/derived/TinyStories-656K-Q4_0.gguf", err, sizeof err));
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "the vocabularies must be the same"));
+    cs_engine_free(e);
+}
+
+/* ---- switching speculation off mid-request ---- */
+
+static void test_disable(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F32);
+    static struct run base, spec;
+    gen_all(e, NULL, 4, 0.0f, &base, 1 << 30);
+    struct cs_plugin *pl = ngram_open(e, 4, "1");
+    gen_all(e, pl, 4, 0.0f, &spec, 10); /* gen() asserts no drafts from step 10 on */
+    cs_plugin_free(pl);
+    assert_same(&base, &spec, "disabled at step 10");
+    assert_true(spec.st.n_drafted > 0); /* it was on before the switch */
+    cs_engine_free(e);
+}
+
+/* ---- speculation off for one request ("speculative": false), on for the next ---- */
+
+static void test_per_request_off(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(256, 1, CS_TYPE_F32);
+    struct cs_plugin *pl = ngram_open(e, 1, "1");
+    struct cs_spec_params sp = cs_spec_defaults();
+    struct cs_spec *spec = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0;
+    struct cs_sampler *smp = NULL;
+    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    const struct golden_case *gc = &G->cases[0];
+    for (int on = 0; on < 2; on++) {
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, on, err, sizeof err), 0);
+        assert_int_equal(spec->slots[0].on, on);
+        int32_t left = 48;
+        while (left > 0) {
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), CLSPEC_OK);
+            left -= spec->slots[0].n_out;
+        }
+        if (!on)
+            assert_int_equal(spec->slots[0].st.n_drafted, 0);
+        else
+            assert_true(spec->slots[0].st.n_drafted > 0);
+        cs_spec_slot_end(spec, 0);
+        assert_int_equal(cs_spec_kv_cells(e, 0), 0);
+    }
+    cs_sampler_free(smp);
+    cs_spec_free(spec);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
+/* ---- a KV cache that fills: drafts shrink, then the slot reports KV full ---- */
+
+static void test_kv_full(void **state)
+{
+    (void)state;
+    const struct golden_case *gc = &G->cases[0];
+    const uint32_t n_ctx = (uint32_t)gc->n_prompt + 40;
+    struct cs_engine *e = engine_open(n_ctx, 1, CS_TYPE_F32);
+    int32_t toks[2][256];
+    int n[2] = {0, 0};
+    for (int mode = 0; mode < 2; mode++) {
+        struct cs_plugin *pl = mode ? ngram_open(e, 1, "1") : NULL;
+        struct cs_spec_params sp = cs_spec_defaults();
+        sp.n_max = 8;
+        struct cs_spec *spec = NULL;
+        char err[CLSPEC_ERRLEN];
+        assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+        struct cs_sampler_params p = cs_sampler_defaults();
+        p.temp = 0;
+        struct cs_sampler *smp = NULL;
+        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
+        int32_t left = 1000;
+        int full = 0;
+        for (int step = 0; step < 200 && !full; step++) {
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), CLSPEC_OK);
+            const struct cs_spec_slot *sl = &spec->slots[0];
+            if (sl->rc == CLSPEC_E_KV_FULL) {
+                assert_int_equal(sl->n_out, 0);
+                full = 1;
+            }
+            for (int i = 0; i < sl->n_out; i++)
+                toks[mode][n[mode]++] = sl->out[i];
+            assert_true(cs_spec_kv_cells(e, 0) <= n_ctx);
+            assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(sl->n_hist - 1));
+            if (sl->eog)
+                break;
+        }
+        cs_spec_free(spec);
+        cs_sampler_free(smp);
+        cs_plugin_free(pl);
+    }
+    print_message("kv full after %d / %d tokens\n", n[0], n[1]);
+    /* both stop at the same token: the cache is used to its last cell */
+    assert_int_equal(n[0], n[1]);
+    assert_memory_equal(toks[0], toks[1], (size_t)n[0] * sizeof(int32_t));
+    cs_engine_free(e);
+}
+
+/* ---- rejection sampling keeps the target distribution ---- */
+
+static double chi2(const long *obs, const double *p, int n, long total)
+{
+    double x = 0;
+    for (int i = 0; i < n; i++) {
+        double ex = p[i] * (double)total;
+        if (ex > 0)
+            x += ((double)obs[i] - ex) * ((double)obs[i] - ex) / ex;
+        else if (obs[i] > 0)
+            return INFINITY;
+    }
+    return x;
+}
+
+static void test_rejection_sampling(void **state)
+{
+    (void)state;
+    enum { N = 8, TRIALS = 200000 };
+    /* target p and a quite different draft q (q has mass where p has none and vice versa) */
+    const float p[N] = {0.30f, 0.20f, 0.15f, 0.10f, 0.10f, 0.10f, 0.05f, 0.00f};
+    const float q[N] = {0.05f, 0.40f, 0.05f, 0.20f, 0.00f, 0.10f, 0.10f, 0.10f};
+    double pd[N], qd[N];
+    for (int i = 0; i < N; i++) {
+        pd[i] = p[i];
+        qd[i] = q[i];
+    }
+    struct tu_rng r;
+    tu_rng_seed(&r, 42);
+    long out[N] = {0}, drawn[N] = {0}, n_acc = 0;
+    float resid[N];
+    for (long t = 0; t < TRIALS; t++) {
+        double u0 = (double)(tu_rng_u64(&r) >> 11) * 0x1.0p-53, cum = 0;
+        int d = N - 1;
+        for (int i = 0; i < N; i++) {
+            cum += q[i];
+            if (u0 < cum) {
+                d = i;
+                break;
+            }
+        }
+        drawn[d]++;
+        bool acc = false;
+        double u = (double)(tu_rng_u64(&r) >> 11) * 0x1.0p-53, u2 = (double)(tu_rng_u64(&r) >> 11) * 0x1.0p-53;
+        int32_t tok = cs_spec_rs_token(p, q, N, d, u, u2, resid, &acc);
+        assert_true(tok >= 0 && tok < N);
+        assert_true(p[tok] > 0.0f);
+        if (acc)
+            assert_int_equal(tok, d);
+        n_acc += acc;
+        out[tok]++;
+    }
+    double x_out = chi2(out, pd, N - 1, TRIALS); /* p[7] = 0: never produced (checked above) */
+    double x_draft = chi2(drawn, pd, N, TRIALS);
+    double x_q = chi2(drawn, qd, N, TRIALS);
+    /* acceptance rate = sum min(p, q) */
+    double expect_acc = 0;
+    for (int i = 0; i < N; i++)
+        expect_acc += fmin(pd[i], qd[i]);
+    print_message("chi2 vs p: output %.2f (7 dof), raw drafts %.1f; drafts vs q %.2f; acceptance %.4f (expect %.4f)\n",
+                  x_out, x_draft, x_q, (double)n_acc / TRIALS, expect_acc);
+    assert_true(x_out < 24.32);   /* chi-square, 7 degrees of freedom, p = 0.001 */
+    assert_true(x_q < 24.32);     /* the draws follow q ... */
+    assert_true(x_draft > 1000);  /* ... which is far from p: the test can tell */
+    assert_true(fabs((double)n_acc / TRIALS - expect_acc) < 0.01);
+}
+
+/* The target distribution of a sampler: one-hot at argmax when greedy, a
+ * softmax with temperature over the filtered candidates otherwise. */
+static void test_target_probs(void **state)
+{
+    (void)state;
+    enum { V = 16 };
+    float logits[V], pt[V];
+    for (int i = 0; i < V; i++)
+        logits[i] = (float)((i * 7) % V) * 0.25f;
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0;
+    struct cs_sampler *s = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    cs_spec_target_probs(s, logits, pt);
+    int32_t am = cs_argmax(logits, V);
+    for (int i = 0; i < V; i++)
+        assert_float_equal(pt[i], i == am ? 1.0f : 0.0f, 0);
+    cs_sampler_free(s);
+    p = cs_sampler_defaults();
+    p.temp = 0.7f;
+    p.top_k = 5;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    cs_spec_target_probs(s, logits, pt);
+    /* compare with the sampler's own draws */
+    long cnt[V] = {0};
+    const long T = 100000;
+    for (long t = 0; t < T; t++)
+        cnt[cs_sampler_sample(s, logits)]++;
+    double pd[V], sum = 0;
+    int nz = 0;
+    for (int i = 0; i < V; i++) {
+        pd[i] = pt[i];
+        sum += pt[i];
+        nz += pt[i] > 0;
+    }
+    assert_int_equal(nz, 5);
+    assert_true(fabs(sum - 1.0) < 1e-5);
+    double x = chi2(cnt, pd, V, T);
+    print_message("target probs vs sampler draws: chi2 %.2f (4 dof)\n", x);
+    assert_true(x < 18.47); /* 4 dof, p = 0.001 */
+    cs_sampler_free(s);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char *jp = tu_shared_path("reference/greedy-stories260K.json");
+    G = golden_load(jp);
+    free(jp);
+    return G && G->n_cases == 4 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    golden_free(G);
+    return 0;
+}
+
+int main(void)
+{
+    static struct lossless_cfg lossless_cfgs[] = {
+        {CS_TYPE_F32, 1},  {CS_TYPE_F32, 4},  {CS_TYPE_F16, 1},  {CS_TYPE_F16, 4},
+        {CS_TYPE_Q8_0, 1}, {CS_TYPE_Q8_0, 4}, {CS_TYPE_Q4_0, 1}, {CS_TYPE_Q4_0, 4},
+    };
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rejection_sampling), cmocka_unit_test(test_target_probs),
+        {"lossless_f32_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[0]},
+        {"lossless_f32_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[1]},
+        {"lossless_f16_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[2]},
+        {"lossless_f16_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[3]},
+        {"lossless_q8_0_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[4]},
+        {"lossless_q8_0_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[5]},
+        {"lossless_q4_0_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[6]},
+        {"lossless_q4_0_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[7]},
+        cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
+        cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
+        cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
