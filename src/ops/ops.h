@@ -22,7 +22,7 @@ int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem 
 struct cs_rope_params {
     int n_rot;        /* rotated dims per head, even, <= head_dim */
     bool neox;        /* pairs (i, i + n_rot/2) instead of (2i, 2i+1) */
-    float freq_base;  /* base of theta_i = pos * freq_scale * base^(-2i/n_rot) */
+    float freq_base;  /* theta_i = freq_scale * pos * base^(-2i/n_rot) (the power as ggml: repeated products) */
     float freq_scale; /* linear position scaling (1 = none) */
 };
 
@@ -115,5 +115,12 @@ int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t
  * as two cs_op_rope calls. q and k must not overlap. */
 int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
                   int n_head, int n_head_kv, int head_dim, const struct cs_rope_params *p, char *err, size_t errlen);
+
+/* The residual add and the next RMSNorm in one launch: x += b, then y =
+ * rmsnorm(x) (* w), rows (n_rows, n_cols); bitwise the same as cs_op_add then
+ * cs_op_rmsnorm. y may equal b (same offset: every element of b is read
+ * before the element of y it becomes is written); y must not overlap x. */
+int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, size_t b_off, cl_mem w, cl_mem y,
+                      size_t y_off, int n_rows, int n_cols, float eps, char *err, size_t errlen);
 
 #endif
