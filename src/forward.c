@@ -414,9 +414,14 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, (uint32_t)l);
         /* attention block */
         TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
-        TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
-        TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
-        TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
+        if (c->p.llamacpp_numerics) { /* mm() rounds the input first */
+            TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
+            TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
+            TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
+        } else {
+            TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
+                                 errlen));
+        }
         if (L->bq)
             TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
         if (L->bk)
@@ -427,20 +432,23 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         if (L->k_norm)
             TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
-        TRY(cs_op_rope(d, a->q, 0, a->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-        TRY(cs_op_rope(d, a->kc, 0, a->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
+        TRY(cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err,
+                          errlen));
         TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
         if (c->p.llamacpp_numerics) /* llama.cpp converts Q to K's type for the K.Q products (f16, bf16) */
             TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
         TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
                             1.0f / sqrtf((float)D), err, errlen));
         TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));
-        TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
-        /* feed-forward block */
-        TRY(cs_op_rmsnorm(d, a->x, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
-        TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
-        TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
-        TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
+        /* feed-forward block: residual add and norm in one launch */
+        TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
+        if (c->p.llamacpp_numerics) {
+            TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
+            TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
+            TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
+        } else {
+            TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
+        }
         TRY(mm(c, d, &L->w_down, a->hb, a->xb, n, err, errlen));
         TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
     }
