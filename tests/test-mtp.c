@@ -32,10 +32,13 @@
 #include "spec/spec.h"
 #include "testutil.h"
 
+static const char *g_devices; /* engine devices ("0,1"), NULL = the first */
+
 static struct cs_engine *engine_open(const char *model, uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type,
                                      uint32_t n_batch)
 {
     struct cs_engine_params p = cs_engine_defaults();
+    p.devices = g_devices;
     char *path = tu_shared_path(model);
     p.model_path = path;
     p.n_ctx = n_ctx;
@@ -588,6 +591,73 @@ static void test_acceptance(void **state)
     cs_engine_free(e);
 }
 
+/* Placement on two PoCL devices: the target split over 0,1 with the head on
+ * 0 (the embedding shared, the output copied to 0; hidden states through
+ * the host): lossless, the same drafts as on one device; ctx_decode_shared
+ * with a tensor of another device is refused, naming both; a head on a
+ * device the engine did not open is refused at start-up. */
+static void test_devices(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN];
+    struct cs_engine *e1 = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+    struct cs_plugin *pl = mtp_open(e1, 4, NULL, NULL, NULL, err, sizeof err);
+    static struct gen_out ref, o;
+    gen(e1, pl, 3, 0, &ref);
+    cs_plugin_free(pl);
+    cs_engine_free(e1);
+    const char *placements[2][2] = {{"0,1", "0"}, {"0", "1"}};
+    for (int i = 0; i < 2; i++) {
+        g_devices = placements[i][0];
+        struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+        g_devices = NULL;
+        pl = mtp_open(e, 4, NULL, "device", placements[i][1], err, sizeof err);
+        if (!pl && i == 1) { /* the engine holds only device 0: the head cannot go elsewhere */
+            assert_non_null(strstr(err, "device = 1"));
+            cs_engine_free(e);
+            continue;
+        }
+        if (!pl)
+            fail_msg("mtp: %s", err);
+        gen(e, pl, 3, 0, &o);
+        for (int s = 0; s < 3; s++)
+            assert_memory_equal(o.tok[s], GC[s].greedy, NGREEDY * 4);
+        assert_int_equal(o.st.n_drafted, ref.st.n_drafted);
+        assert_int_equal(o.st.n_accepted, ref.st.n_accepted);
+        print_message("devices %s, head on %s: drafted %d accepted %d (one device: %d / %d)\n", placements[i][0],
+                      placements[i][1], (int)o.st.n_drafted, (int)o.st.n_accepted, (int)ref.st.n_drafted,
+                      (int)ref.st.n_accepted);
+        if (i == 0) { /* the target's output is on device 1, the head on 0 */
+            const struct clspec_host *h = &pl->host;
+            const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT), *temb =
+                                                                                       h->target_tensor(h, CLSPEC_TENSOR_TOKEN_EMBD);
+            int32_t d_out = -1, d_emb = -1;
+            h->tensor_info(tout, NULL, NULL, NULL, &d_out);
+            h->tensor_info(temb, NULL, NULL, NULL, &d_emb);
+            assert_int_equal(d_out, 1);
+            assert_int_equal(d_emb, 0);
+            char *hp = tu_shared_path(SIDECAR);
+            clspec_model *m = NULL;
+            clspec_ctx *c = NULL;
+            assert_int_equal(h->model_load(h, hp, 0, &m, err, sizeof err), 0);
+            free(hp);
+            struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 16, .n_batch = 4, .n_seq = 1};
+            assert_int_equal(h->ctx_new(m, &cp, &c, err, sizeof err), 0);
+            float g[64] = {0};
+            int32_t x = 5, p = 1, sq = 0;
+            struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = &sq};
+            assert_int_not_equal(h->ctx_decode_shared(c, &d, tout, err, sizeof err), 0);
+            assert_non_null(strstr(err, "device 1"));
+            assert_non_null(strstr(err, "device 0"));
+            assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0); /* its copy of the output */
+            h->ctx_free(c);
+            h->model_free(m);
+        }
+        cs_plugin_free(pl);
+        cs_engine_free(e);
+    }
+}
+
 /* Refusals at start-up, each with its reason. */
 static void test_refusals(void **state)
 {
@@ -619,6 +689,8 @@ int main(void)
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
         cmocka_unit_test(test_acceptance),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_devices),
     };
+    setenv("POCL_DEVICES", "pthread pthread", 1); /* before the first OpenCL call: two devices for test_devices */
     return cmocka_run_group_tests(tests, load_golden, NULL);
 }
