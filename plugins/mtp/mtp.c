@@ -146,8 +146,14 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     }
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
-    if (dv && *dv && (device = find_device(h, dv)) < 0)
-        return fail(err, errlen, "mtp: device = %s: no such device (see `clspec devices`)%s", dv, NULL);
+    if (dv && *dv && (device = find_device(h, dv)) < 0) {
+        char tgt[300];
+        snprintf(tgt, sizeof tgt, "%d (%s)", (int)ti.model.device, dev_name(h, ti.model.device));
+        return fail(err, errlen,
+                    "mtp: [speculator] device = %s: not one of the target's devices; the head can go to the target's "
+                    "last-layer device %s (the default) or another device the target uses",
+                    dv, tgt);
+    }
     uint32_t tk = ti.type_k, tv = ti.type_v;
     const char *v;
     if ((v = h->config_get(h, "type_k")) && parse_type(v, &tk) < 0)
