@@ -30,6 +30,9 @@ struct mslot {
     int32_t *hist;    /* (cap) the slot's tokens: prompt + appended; hist[n_hist-1] is pending */
     int32_t n_hist, cap;
     int32_t n_valid;  /* the head's KV holds exactly positions 1..n_valid built from target hidden states */
+    float *stage;     /* (n_batch, n_embd) the hidden g of the staged entries n_valid+1..n_valid+n_stage:
+                       * decoded with the next draft's first step, in one decode */
+    int32_t n_stage;  /* < n_batch */
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
     char broken[512]; /* set when an accept failed: the next draft reports it */
@@ -105,6 +108,7 @@ static void mtp_fini(void *state)
     for (int32_t s = 0; p->slots && s < p->n_slots; s++) {
         free(p->slots[s].hist);
         free(p->slots[s].h_last);
+        free(p->slots[s].stage);
     }
     free(p->slots);
     if (p->c)
@@ -220,7 +224,8 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     p->hprev = malloc(p->n_embd * sizeof *p->hprev);
     bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->embd && p->hprev;
     for (int32_t s = 0; ok && s < p->n_slots; s++)
-        ok = (p->slots[s].h_last = malloc(p->n_embd * sizeof(float))) != NULL;
+        ok = (p->slots[s].h_last = malloc(p->n_embd * sizeof(float))) != NULL &&
+             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL;
     if (!ok) {
         mtp_fini(p);
         return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
@@ -238,6 +243,7 @@ static void slot_reset(struct mtp *p, int32_t s)
     ms->active = false;
     ms->n_hist = 0;
     ms->n_valid = 0;
+    ms->n_stage = 0;
     ms->h_pos = -1;
     ms->broken[0] = 0;
 }
@@ -268,35 +274,48 @@ static const float *target_h(const struct mtp *p, const struct mslot *ms, const 
     return NULL;
 }
 
-/* Brings the head's KV of slot s to positions 1..upto (entries (x_p, h_{p-1})
- * from the target), with the tap rows of the slot's last target forward;
- * then keeps the target's hidden state at upto (the next step-1 input). */
+/* Decodes the first n staged entries of slot s (no logits) into the head's KV. */
+static int flush(struct mtp *p, int32_t s, int32_t n, char *err, size_t errlen)
+{
+    struct mslot *ms = &p->slots[s];
+    const size_t E = p->n_embd;
+    for (int32_t i = 0; i < n; i++) {
+        p->pos[i] = ms->n_valid + 1 + i;
+        p->tok[i] = ms->hist[p->pos[i]];
+        p->seq[i] = s;
+        p->keep[i] = 0;
+    }
+    struct clspec_decode d = {.size = sizeof d, .n = n, .tokens = p->tok, .embd = ms->stage, .pos = p->pos,
+                              .seq = p->seq, .logits = p->keep};
+    char e2[500];
+    if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    memmove(ms->stage, ms->stage + (size_t)n * E, (size_t)(ms->n_stage - n) * E * sizeof(float));
+    ms->n_stage -= n;
+    ms->n_valid += n;
+    return 0;
+}
+
+/* Stages the head's entries up to position upto ((x_p, h_{p-1}) with the
+ * target's hidden states: the tap rows of the slot's last target forward,
+ * or h_last) and keeps the target's hidden state at upto (the next step-1
+ * input). Full batches are decoded at once; the rest waits for the next
+ * draft's first step. */
 static int fill(struct mtp *p, int32_t s, int32_t upto, char *err, size_t errlen)
 {
     struct mslot *ms = &p->slots[s];
     int32_t nr = 0, fp = -1;
     const float *rows = p->h->tap_get(p->h, s, &nr, &fp);
     const size_t E = p->n_embd;
-    char e2[500];
-    while (ms->n_valid < upto) {
-        int32_t n = 0;
-        while (n < (int32_t)p->n_batch && ms->n_valid + 1 + n <= upto) {
-            int32_t q = ms->n_valid + 1 + n;
-            const float *hq = target_h(p, ms, rows, nr, fp, q - 1);
-            if (!hq)
-                return fail(err, errlen, "mtp: the target's hidden state at position %s is missing%s", "p-1", NULL);
-            p->tok[n] = ms->hist[q];
-            p->pos[n] = q;
-            p->seq[n] = s;
-            p->keep[n] = 0;
-            memcpy(p->embd + (size_t)n * E, hq, E * sizeof(float));
-            n++;
-        }
-        struct clspec_decode d = {.size = sizeof d, .n = n, .tokens = p->tok, .embd = p->embd, .pos = p->pos,
-                                  .seq = p->seq, .logits = p->keep};
-        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-            return fail(err, errlen, "mtp: %s%s", e2, NULL);
-        ms->n_valid += n;
+    for (int32_t q = ms->n_valid + ms->n_stage + 1; q <= upto; q++) {
+        const float *hq = target_h(p, ms, rows, nr, fp, q - 1);
+        if (!hq)
+            return fail(err, errlen, "mtp: the target's hidden state %s is missing (no taps for the slot)%s", "h_{p-1}",
+                        NULL);
+        if (ms->n_stage + 1 >= (int32_t)p->n_batch && flush(p, s, ms->n_stage, err, errlen) < 0)
+            return -1;
+        memcpy(ms->stage + (size_t)ms->n_stage * E, hq, E * sizeof(float));
+        ms->n_stage++;
     }
     const float *hu = target_h(p, ms, rows, nr, fp, upto);
     if (hu) {
@@ -350,37 +369,55 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
     if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
-    if (ms->n_valid > N - 2)
+    if (ms->n_stage == 0 && ms->n_valid > N - 2)
         ms->n_valid = N - 2; /* a step-1 entry of a draft that was not verified (full cache): redone below */
-    if (N < 2 || ms->h_pos != N - 2 || ms->n_valid != N - 2)
+    if (N < 2 || ms->h_pos != N - 2 || ms->n_valid + ms->n_stage != N - 2)
         return 0; /* no target hidden state for the pending position yet */
     char e2[500];
     if (p->h->ctx_seq_rm(p->c, s, N - 1, -1, e2, sizeof e2) != 0)
         return fail(err, errlen, "mtp: %s%s", e2, NULL);
     const size_t E = p->n_embd;
     int32_t k = 0, x = req->hist[N - 1];
-    const float *g = ms->h_last;
     uint8_t keep = 1;
     while (k < req->n_max) {
-        int32_t pos = N - 1 + k;
-        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = g, .pos = &pos, .seq = &s,
+        int32_t pos = N - 1 + k, n = 1;
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = p->hprev, .pos = &pos, .seq = &s,
                                   .logits = &keep};
+        if (k == 0) { /* the staged entries and step 1 (x_n, h_{n-1}) in one decode */
+            int32_t m = ms->n_stage;
+            memcpy(ms->stage + (size_t)m * E, ms->h_last, E * sizeof(float));
+            for (int32_t i = 0; i <= m; i++) {
+                p->pos[i] = ms->n_valid + 1 + i;
+                p->tok[i] = ms->hist[p->pos[i]];
+                p->seq[i] = s;
+                p->keep[i] = i == m;
+            }
+            n = m + 1;
+            d.n = n;
+            d.tokens = p->tok;
+            d.embd = ms->stage;
+            d.pos = p->pos;
+            d.seq = p->seq;
+            d.logits = p->keep;
+        }
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
-        if (k == 0)
+        if (k == 0) {
             ms->n_valid = N - 1; /* the step-1 entry used the target's hidden state: it stays */
+            ms->n_stage = 0;
+        }
         const float *lg = p->h->ctx_logits(p->c, 0);
         int32_t nr = 0;
         const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
-        if (!lg || !hh || nr != 1)
+        if (!lg || !hh || nr != n)
             return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
+        hh += (size_t)(n - 1) * E;
         float ptop = 1.0f;
         int32_t t = argmax(lg, p->n_vocab, req->p_min > 0 ? &ptop : NULL);
         if (ptop < req->p_min)
             break;
         out[k++] = t;
         memcpy(p->hprev, hh, E * sizeof(float));
-        g = p->hprev;
         x = t;
     }
     p->n_drafts++;
