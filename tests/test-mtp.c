@@ -461,10 +461,13 @@ struct gen_out {
 
 /* NGREEDY greedy tokens for the cases on slots 0..n_slots-1 at once (slot
  * s runs case s % 3); n_fix > 0: draft length fixed to n_fix. */
+static float g_pmin; /* the draft requests' p_min */
+
 static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fix, struct gen_out *o)
 {
     char err[CLSPEC_ERRLEN];
     struct cs_spec_params sp = cs_spec_defaults();
+    sp.p_min = g_pmin;
     sp.n_max = n_fix > 0 ? n_fix : 4;
     sp.n_min = n_fix > 0 ? n_fix : 1;
     struct cs_spec *spec = NULL;
@@ -531,7 +534,10 @@ static void lossless(uint32_t kv, int parallel, const char *key, const char *val
                   100.0 * (double)st->n_accepted / (double)(st->n_drafted ? st->n_drafted : 1),
                   (double)st->n_emitted / (double)(st->n_steps ? st->n_steps : 1));
     assert_true(st->n_accepted * 2 > st->n_drafted); /* a trained head: most drafts accepted */
-    assert_true(st->n_steps * 2 < base.st.n_steps);
+    if (g_pmin > 0) /* only the confident drafts: fewer, and nearly all accepted */
+        assert_true(st->n_accepted * 10 > st->n_drafted * 9);
+    else
+        assert_true(st->n_steps * 2 < base.st.n_steps);
     cs_engine_free(e);
 }
 
@@ -559,12 +565,22 @@ static void test_lossless_f16_p4_bf16_head(void **state)
     lossless(CS_TYPE_F16, 4, "type_k", "bf16");
 }
 
+/* p_min: the head stops a chain at a token it gives less than p_min */
+static void test_lossless_pmin(void **state)
+{
+    (void)state;
+    g_pmin = 0.6f;
+    lossless(CS_TYPE_F32, 4, NULL, NULL);
+    g_pmin = 0;
+}
+
 /* Fixed k = 1, 2, 3 on the three prompts: drafted / accepted near the
  * reference's spec_stats_48_tokens (our first step starts one token
  * earlier, at the prompt's last token, and the last step is cut at 48). */
 static void test_acceptance(void **state)
 {
     (void)state;
+    g_pmin = 0;
     struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
     char err[CLSPEC_ERRLEN];
     struct cs_plugin *pl = mtp_open(e, 4, NULL, NULL, NULL, err, sizeof err);
@@ -687,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f32_p4),
         cmocka_unit_test(test_lossless_f16_p1),
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
+        cmocka_unit_test(test_lossless_pmin),
         cmocka_unit_test(test_acceptance),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_devices),

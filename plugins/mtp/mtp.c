@@ -33,6 +33,13 @@ struct mslot {
     float *stage;     /* (n_batch, n_embd) the hidden g of the staged entries n_valid+1..n_valid+n_stage:
                        * decoded with the next draft's first step, in one decode */
     int32_t n_stage;  /* < n_batch */
+    /* drafts are made for every ready slot at once (one head decode per draft depth for all slots) at the
+     * first draft call of a step; the other slots' calls take theirs from here */
+    int32_t cache[64], n_cache;
+    int32_t cache_n;  /* n_hist the cache was made for, -1 = none */
+    bool cache_stop;  /* the chain stopped at p_min */
+    int32_t want;     /* draft length the slot asked for last time */
+    float *hprev;     /* (n_embd) h' of the slot's last draft step */
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
     char broken[512]; /* set when an accept failed: the next draft reports it */
@@ -49,7 +56,6 @@ struct mtp {
     int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
     uint8_t *keep;
     float *embd;              /* (n_batch, n_embd) */
-    float *hprev;             /* (n_embd) h' of the previous draft step */
     long long n_drafts, n_draft_tokens;
 };
 
@@ -109,6 +115,7 @@ static void mtp_fini(void *state)
         free(p->slots[s].hist);
         free(p->slots[s].h_last);
         free(p->slots[s].stage);
+        free(p->slots[s].hprev);
     }
     free(p->slots);
     if (p->c)
@@ -120,7 +127,6 @@ static void mtp_fini(void *state)
     free(p->seq);
     free(p->keep);
     free(p->embd);
-    free(p->hprev);
     free(p);
 }
 
@@ -221,11 +227,11 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     p->seq = malloc(p->n_batch * sizeof *p->seq);
     p->keep = malloc(p->n_batch);
     p->embd = malloc((size_t)p->n_batch * p->n_embd * sizeof *p->embd);
-    p->hprev = malloc(p->n_embd * sizeof *p->hprev);
-    bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->embd && p->hprev;
+    bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->embd;
     for (int32_t s = 0; ok && s < p->n_slots; s++)
         ok = (p->slots[s].h_last = malloc(p->n_embd * sizeof(float))) != NULL &&
-             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL;
+             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL &&
+             (p->slots[s].hprev = malloc(p->n_embd * sizeof(float))) != NULL;
     if (!ok) {
         mtp_fini(p);
         return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
@@ -245,6 +251,9 @@ static void slot_reset(struct mtp *p, int32_t s)
     ms->n_valid = 0;
     ms->n_stage = 0;
     ms->h_pos = -1;
+    ms->n_cache = 0;
+    ms->cache_n = -1;
+    ms->want = 0;
     ms->broken[0] = 0;
 }
 
@@ -356,6 +365,108 @@ static int32_t argmax(const float *x, uint32_t n, float *p_top)
     return (int32_t)b;
 }
 
+/* Whether slot s can draft now: the target's hidden state at n-2 known and
+ * the head's entries 1..n-2 in the KV or staged. */
+static bool ready(struct mslot *ms)
+{
+    const int32_t N = ms->n_hist;
+    if (!ms->active || ms->broken[0] || N < 2)
+        return false;
+    if (ms->n_stage == 0 && ms->n_valid > N - 2)
+        ms->n_valid = N - 2; /* a step-1 entry of a draft that was not verified (full cache): redone */
+    return ms->h_pos == N - 2 && ms->n_valid + ms->n_stage == N - 2;
+}
+
+/* Drafts for every ready slot (slot s0 with k0 tokens, the others with the
+ * length they asked for last time) into their caches: one head decode for
+ * all first steps (with each slot's staged entries), then one per depth. */
+static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *err, size_t errlen)
+{
+    const size_t E = p->n_embd;
+    int32_t sl[64], n_sl = 0, rows = 0;
+    int32_t kk[64];
+    char e2[500];
+    for (int32_t s = 0; s < p->n_slots && n_sl < 64; s++) {
+        struct mslot *ms = &p->slots[s];
+        if (!ready(ms))
+            continue;
+        int32_t k = s == s0 ? k0 : ms->want;
+        if (k <= 0)
+            continue;
+        if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
+            continue; /* no room in this decode: the slot drafts at its own call */
+        if (rows + ms->n_stage + 1 > (int32_t)p->n_batch && flush(p, s, ms->n_stage, err, errlen) < 0)
+            return -1;
+        if (rows + ms->n_stage + 1 > (int32_t)p->n_batch)
+            continue;
+        if (p->h->ctx_seq_rm(p->c, s, ms->n_hist - 1, -1, e2, sizeof e2) != 0)
+            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        kk[n_sl] = k < 64 ? k : 64;
+        sl[n_sl++] = s;
+        ms->n_cache = 0;
+        ms->cache_n = ms->n_hist;
+        ms->cache_stop = false;
+        for (int32_t i = 0; i <= ms->n_stage; i++, rows++) {
+            p->pos[rows] = ms->n_valid + 1 + i;
+            p->tok[rows] = ms->hist[p->pos[rows]];
+            p->seq[rows] = s;
+            p->keep[rows] = i == ms->n_stage;
+            memcpy(p->embd + (size_t)rows * E, i < ms->n_stage ? ms->stage + (size_t)i * E : ms->h_last,
+                   E * sizeof(float));
+        }
+    }
+    bool stop[64] = {false};
+    for (int32_t depth = 0; rows > 0; depth++) {
+        struct clspec_decode d = {.size = sizeof d, .n = rows, .tokens = p->tok, .embd = p->embd, .pos = p->pos,
+                                  .seq = p->seq, .logits = p->keep};
+        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        int32_t nr = 0;
+        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        if (!hh || nr != rows)
+            return fail(err, errlen, "mtp: the head returned no hidden states%s%s", NULL, NULL);
+        /* read this depth's results (rows with logits, in slot order) */
+        int32_t li = 0;
+        for (int32_t r = 0; r < rows; r++) {
+            if (!p->keep[r])
+                continue;
+            int32_t i = 0;
+            while (sl[i] != p->seq[r])
+                i++;
+            struct mslot *ms = &p->slots[sl[i]];
+            const float *lg = p->h->ctx_logits(p->c, li++);
+            if (!lg)
+                return fail(err, errlen, "mtp: the head returned no logits%s%s", NULL, NULL);
+            if (depth == 0) {
+                ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
+                ms->n_stage = 0;
+            }
+            float ptop = 1.0f;
+            int32_t t = argmax(lg, p->n_vocab, p_min > 0 ? &ptop : NULL);
+            if (ptop < p_min) {
+                stop[i] = ms->cache_stop = true;
+                continue;
+            }
+            ms->cache[ms->n_cache++] = t;
+            memcpy(ms->hprev, hh + (size_t)r * E, E * sizeof(float));
+        }
+        /* the next depth: one row per slot still drafting */
+        rows = 0;
+        for (int32_t i = 0; i < n_sl; i++) {
+            struct mslot *ms = &p->slots[sl[i]];
+            if (stop[i] || ms->n_cache != depth + 1 || ms->n_cache >= kk[i])
+                continue;
+            p->tok[rows] = ms->cache[depth];
+            p->pos[rows] = ms->n_hist - 1 + depth + 1;
+            p->seq[rows] = sl[i];
+            p->keep[rows] = 1;
+            memcpy(p->embd + (size_t)rows * E, ms->hprev, E * sizeof(float));
+            rows++;
+        }
+    }
+    return 0;
+}
+
 static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
                      size_t errlen)
 {
@@ -369,57 +480,37 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
     if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
-    if (ms->n_stage == 0 && ms->n_valid > N - 2)
-        ms->n_valid = N - 2; /* a step-1 entry of a draft that was not verified (full cache): redone below */
-    if (N < 2 || ms->h_pos != N - 2 || ms->n_valid + ms->n_stage != N - 2)
+    int32_t n_max = req->n_max < 64 ? req->n_max : 64;
+    ms->want = n_max;
+    if (ms->cache_n != N && !ready(ms))
         return 0; /* no target hidden state for the pending position yet */
-    char e2[500];
-    if (p->h->ctx_seq_rm(p->c, s, N - 1, -1, e2, sizeof e2) != 0)
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
-    const size_t E = p->n_embd;
-    int32_t k = 0, x = req->hist[N - 1];
-    uint8_t keep = 1;
-    while (k < req->n_max) {
-        int32_t pos = N - 1 + k, n = 1;
-        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = p->hprev, .pos = &pos, .seq = &s,
+    if (ms->cache_n != N && draft_all(p, s, n_max, req->p_min, err, errlen) < 0)
+        return -1;
+    /* made at another slot's call with a shorter length: this slot's chain goes on alone */
+    while (ms->cache_n == N && !ms->cache_stop && ms->n_cache > 0 && ms->n_cache < n_max) {
+        int32_t x = ms->cache[ms->n_cache - 1], pos = N - 1 + ms->n_cache;
+        uint8_t keep = 1;
+        char e2[500];
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = ms->hprev, .pos = &pos, .seq = &s,
                                   .logits = &keep};
-        if (k == 0) { /* the staged entries and step 1 (x_n, h_{n-1}) in one decode */
-            int32_t m = ms->n_stage;
-            memcpy(ms->stage + (size_t)m * E, ms->h_last, E * sizeof(float));
-            for (int32_t i = 0; i <= m; i++) {
-                p->pos[i] = ms->n_valid + 1 + i;
-                p->tok[i] = ms->hist[p->pos[i]];
-                p->seq[i] = s;
-                p->keep[i] = i == m;
-            }
-            n = m + 1;
-            d.n = n;
-            d.tokens = p->tok;
-            d.embd = ms->stage;
-            d.pos = p->pos;
-            d.seq = p->seq;
-            d.logits = p->keep;
-        }
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
-        if (k == 0) {
-            ms->n_valid = N - 1; /* the step-1 entry used the target's hidden state: it stays */
-            ms->n_stage = 0;
-        }
         const float *lg = p->h->ctx_logits(p->c, 0);
         int32_t nr = 0;
         const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
-        if (!lg || !hh || nr != n)
+        if (!lg || !hh || nr != 1)
             return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
-        hh += (size_t)(n - 1) * E;
         float ptop = 1.0f;
         int32_t t = argmax(lg, p->n_vocab, req->p_min > 0 ? &ptop : NULL);
-        if (ptop < req->p_min)
+        if (ptop < req->p_min) {
+            ms->cache_stop = true;
             break;
-        out[k++] = t;
-        memcpy(p->hprev, hh, E * sizeof(float));
-        x = t;
+        }
+        ms->cache[ms->n_cache++] = t;
+        memcpy(ms->hprev, hh, p->n_embd * sizeof(float));
     }
+    int32_t k = ms->cache_n == N ? (ms->n_cache < n_max ? ms->n_cache : n_max) : 0;
+    memcpy(out, ms->cache, (size_t)k * sizeof *out);
     p->n_drafts++;
     p->n_draft_tokens += k;
     return k;
@@ -435,6 +526,8 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
         return;
     struct mslot *ms = &p->slots[s];
     char e2[500];
+    ms->n_cache = 0;
+    ms->cache_n = -1;
     if (append(ms, tokens, n_tokens) < 0) {
         snprintf(ms->broken, sizeof ms->broken, "out of memory");
         return;
