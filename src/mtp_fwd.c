@@ -270,6 +270,12 @@ int cs_mtp_ctx_new(struct cs_mtp_model *mm, uint32_t n_ctx, uint32_t n_batch, ui
     return CLSPEC_OK;
 }
 
+static int enq_write(struct cs_cl_dev *d, cl_mem buf, size_t bytes, const void *src, char *err, size_t errlen)
+{
+    cl_int e = clEnqueueWriteBuffer(d->q, buf, CL_FALSE, 0, bytes, src, 0, NULL, NULL);
+    return cs_cl_check(e, "clEnqueueWriteBuffer(MTP inputs)", err, errlen);
+}
+
 /* Copies the n rows (n_embd floats) of src into columns [col, col + E) of cat (rows of 2E). */
 static int to_cat(struct cs_mtp_ctx *c, cl_mem src, size_t col, int n, char *err, size_t errlen)
 {
@@ -280,7 +286,7 @@ static int to_cat(struct cs_mtp_ctx *c, cl_mem src, size_t col, int n, char *err
     return cs_cl_check(e, "clEnqueueCopyBufferRect(MTP concat)", err, errlen);
 }
 
-int cs_mtp_decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const float *g, const int32_t *pos,
+static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const float *g, const int32_t *pos,
                   const int32_t *seq, const uint8_t *logits, const struct cs_weight *out_w, char *err, size_t errlen)
 {
     const struct cs_mtp_model *mm = c->mm;
@@ -312,11 +318,12 @@ int cs_mtp_decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
                           s);
         }
     TRY(cs_kv_sync(c->kv, err, errlen));
-    TRY(cs_cl_write(d, c->tok, 0, (size_t)n * 4, tokens, err, errlen));
-    TRY(cs_cl_write(d, c->pos, 0, (size_t)n * 4, pos, err, errlen));
-    TRY(cs_cl_write(d, c->seq, 0, (size_t)n * 4, seq, err, errlen));
-    TRY(cs_cl_write(d, c->cell, 0, (size_t)n * 4, c->cells, err, errlen));
-    TRY(cs_cl_write(d, c->xg, 0, (size_t)n * E * 4, g, err, errlen));
+    /* non-blocking writes: the sources stay valid until the blocking read at the end (in-order queue) */
+    TRY(enq_write(d, c->tok, (size_t)n * 4, tokens, err, errlen));
+    TRY(enq_write(d, c->pos, (size_t)n * 4, pos, err, errlen));
+    TRY(enq_write(d, c->seq, (size_t)n * 4, seq, err, errlen));
+    TRY(enq_write(d, c->cell, (size_t)n * 4, c->cells, err, errlen));
+    TRY(enq_write(d, c->xg, (size_t)n * E * 4, g, err, errlen));
     /* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) */
     TRY(cs_op_get_rows(d, mm->embd, c->tok, 0, (uint32_t)n, c->xe, 0, err, errlen));
     TRY(cs_op_rmsnorm(d, c->xe, 0, mm->enorm, c->xe, 0, n, E, eps, err, errlen));
@@ -368,10 +375,23 @@ int cs_mtp_decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         TRY(cs_op_rmsnorm(d, c->xo, 0, mm->head_norm, c->xo, 0, n_keep, E, eps, err, errlen));
         TRY(cs_op_matmul(d, out_w ? out_w : mm->out, c->xo, 0, c->logits, 0, (uint32_t)n_keep, err, errlen));
     }
-    TRY(cs_cl_read(d, c->x, 0, (size_t)n * E * 4, c->hidden, err, errlen));
-    if (n_keep > 0)
+    if (n_keep > 0) {
+        cl_int e = clEnqueueReadBuffer(d->q, c->x, CL_FALSE, 0, (size_t)n * E * 4, c->hidden, 0, NULL, NULL);
+        TRY(cs_cl_check(e, "clEnqueueReadBuffer(MTP hidden)", err, errlen));
         TRY(cs_cl_read(d, c->logits, 0, (size_t)n_keep * V * 4, c->logits_h, err, errlen));
+    } else {
+        TRY(cs_cl_read(d, c->x, 0, (size_t)n * E * 4, c->hidden, err, errlen));
+    }
     c->n_rows = n;
     c->n_logits = n_keep;
     return CLSPEC_OK;
+}
+
+int cs_mtp_decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const float *g, const int32_t *pos,
+                  const int32_t *seq, const uint8_t *logits, const struct cs_weight *out_w, char *err, size_t errlen)
+{
+    int rc = decode(c, n, tokens, g, pos, seq, logits, out_w, err, errlen);
+    if (rc < 0)
+        clFinish(c->mm->dev->q); /* no queued write may read the caller's arrays after we return */
+    return rc;
 }
