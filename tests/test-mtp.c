@@ -574,6 +574,50 @@ static void test_lossless_pmin(void **state)
     g_pmin = 0;
 }
 
+/* A target KV cache that fills up: drafts shrink, are refused and retried
+ * without (the plugin then sees a verification without drafts, or none at
+ * all); the tokens out before the cache is full are the plain ones. */
+static void test_kv_full(void **state)
+{
+    (void)state;
+    g_pmin = 0;
+    const struct gcase *gc = &GC[2];
+    struct cs_engine *e = engine_open(COMBINED, (uint32_t)gc->n_prompt + 30, 1, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = mtp_open(e, 1, NULL, NULL, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    for (int with = 0; with < 2; with++) {
+        struct cs_spec_params sp = cs_spec_defaults();
+        sp.n_max = 6;
+        struct cs_spec *spec = NULL;
+        assert_int_equal(cs_spec_new(e, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
+        struct cs_sampler_params smp_p = cs_sampler_defaults();
+        smp_p.temp = 0;
+        struct cs_sampler *smp = NULL;
+        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
+        int32_t n = 0, left = NGREEDY;
+        for (int it = 0; it < 200 && left > 0; it++) {
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), 0);
+            const struct cs_spec_slot *sl = &spec->slots[0];
+            if (sl->rc == CLSPEC_E_KV_FULL)
+                break;
+            assert_int_equal(sl->rc, 0);
+            for (int i = 0; i < sl->n_out; i++, n++)
+                assert_int_equal(sl->out[i], gc->greedy[n]);
+            left -= sl->n_out;
+            assert_true(!with || sl->on);
+        }
+        assert_int_equal(n, 31); /* prompt + 30 cells hold positions 0..n_prompt + 29; the last token out needs none */
+        cs_spec_slot_end(spec, 0);
+        cs_sampler_free(smp);
+        cs_spec_free(spec);
+    }
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
 /* Fixed k = 1, 2, 3 on the three prompts: drafted / accepted near the
  * reference's spec_stats_48_tokens (our first step starts one token
  * earlier, at the prompt's last token, and the last step is cut at 48). */
@@ -704,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16_p1),
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
         cmocka_unit_test(test_lossless_pmin),
+        cmocka_unit_test(test_kv_full),
         cmocka_unit_test(test_acceptance),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_devices),
