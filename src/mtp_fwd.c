@@ -298,8 +298,8 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     if (!tokens || !g || !pos || !seq)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "MTP decode: every row needs a token, a hidden g, a position "
                                                    "and a sequence");
-    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), F = (int)hp->n_ff,
-              D = (int)hp->head_dim, V = (int)hp->n_vocab;
+    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), D = (int)hp->head_dim,
+              V = (int)hp->n_vocab;
     const float eps = hp->rms_eps;
     cs_batch_clear(&c->b);
     for (int32_t i = 0; i < n; i++) {
@@ -348,17 +348,14 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
     if (L->bv)
         TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
-    TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-    TRY(cs_op_rope(d, c->kc, 0, c->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
+    TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
     TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
     TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
                         1.0f / sqrtf((float)D), err, errlen));
     TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-    TRY(cs_op_matmul(d, &L->w_gate, c->xb, 0, c->hb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->w_up, c->xb, 0, c->hb2, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_swiglu(d, c->hb, 0, c->hb2, 0, c->hb, 0, (size_t)n * F, err, errlen));
+    TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     /* the kept rows: shared_head_norm and the output head */

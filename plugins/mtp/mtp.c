@@ -17,6 +17,7 @@
  * layer's device), type_k / type_v (the head's KV: f32, f16, bf16, q8_0,
  * q4_0; default the target's), n_ctx (head KV cells; default the target's
  * n_ctx + 65 per slot), n_batch (rows per head decode, default 64). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <clspec/speculator.h>
 
 #include <math.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct mslot {
     bool active;
@@ -57,7 +59,15 @@ struct mtp {
     uint8_t *keep;
     float *embd;              /* (n_batch, n_embd) */
     long long n_drafts, n_draft_tokens;
+    double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
 {
@@ -109,8 +119,11 @@ static void mtp_fini(void *state)
     struct mtp *p = state;
     if (!p)
         return;
-    if (p->h && p->m)
+    if (p->h && p->m) {
         p->h->log(p->h, CLSPEC_LOG_INFO, "%lld drafts, %lld tokens drafted", p->n_drafts, p->n_draft_tokens);
+        p->h->log(p->h, CLSPEC_LOG_DEBUG, "%.1f ms drafting, %.1f ms in accept", 1e3 * p->t_draft,
+                  1e3 * p->t_accept);
+    }
     for (int32_t s = 0; p->slots && s < p->n_slots; s++) {
         free(p->slots[s].hist);
         free(p->slots[s].h_last);
@@ -482,6 +495,7 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
     int32_t n_max = req->n_max < 64 ? req->n_max : 64;
     ms->want = n_max;
+    double t0 = now_s();
     if (ms->cache_n != N && !ready(ms))
         return 0; /* no target hidden state for the pending position yet */
     if (ms->cache_n != N && draft_all(p, s, n_max, req->p_min, err, errlen) < 0)
@@ -511,6 +525,7 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
     }
     int32_t k = ms->cache_n == N ? (ms->n_cache < n_max ? ms->n_cache : n_max) : 0;
     memcpy(out, ms->cache, (size_t)k * sizeof *out);
+    p->t_draft += now_s() - t0;
     p->n_drafts++;
     p->n_draft_tokens += k;
     return k;
@@ -526,6 +541,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
         return;
     struct mslot *ms = &p->slots[s];
     char e2[500];
+    double t0 = now_s();
     ms->n_cache = 0;
     ms->cache_n = -1;
     if (append(ms, tokens, n_tokens) < 0) {
@@ -536,6 +552,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
     if (p->h->ctx_seq_rm(p->c, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
         fill(p, s, ms->n_hist - 2, e2, sizeof e2) != 0)
         snprintf(ms->broken, sizeof ms->broken, "%s", e2);
+    p->t_accept += now_s() - t0;
 }
 
 static void mtp_slot_end(void *state, int32_t s)
