@@ -59,6 +59,7 @@ struct mtp {
     uint8_t *keep;
     float *embd;              /* (n_batch, n_embd) */
     long long n_drafts, n_draft_tokens;
+    int32_t k_hi;             /* the longest draft asked for so far: what other slots' chains get */
     double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
 };
 
@@ -403,7 +404,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         struct mslot *ms = &p->slots[s];
         if (!ready(ms))
             continue;
-        int32_t k = s == s0 ? k0 : ms->want;
+        int32_t k = s == s0 ? k0 : ms->want > 0 ? p->k_hi : 0; /* the host's length grows back to its max */
         if (k <= 0)
             continue;
         if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
@@ -495,6 +496,8 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
     int32_t n_max = req->n_max < 64 ? req->n_max : 64;
     ms->want = n_max;
+    if (n_max > p->k_hi)
+        p->k_hi = n_max;
     double t0 = now_s();
     if (ms->cache_n != N && !ready(ms))
         return 0; /* no target hidden state for the pending position yet */
