@@ -299,7 +299,8 @@ static void first_step_host(const char *target, const char *head)
     memset(&mi, 0, sizeof mi);
     mi.size = sizeof mi;
     assert_int_equal(h->model_info(m, &mi), 0);
-    assert_int_equal(mi.n_nextn, 1);
+    assert_int_equal(h->model_nextn(m), 1);
+    assert_int_equal(mi.n_layer, 1);
     assert_int_equal(mi.n_embd, E);
     const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
     int64_t rows = 0, rl = 0;

@@ -83,10 +83,6 @@ struct clspec_model_info {
     uint32_t n_ctx_train;   /* 0 when unknown */
     int32_t bos, eos;       /* token ids, -1 when absent */
     int32_t device;         /* device index of the model's last layer (the target: where logits are made) */
-    /* -- since 1.2 -- */
-    uint32_t n_nextn;       /* MTP ("nextn") blocks in the file ({arch}.nextn_predict_layers; 0 = none). A
-                             * model_load'ed file with n_nextn > 0 is an MTP head (see ctx_decode) */
-    const char *path;       /* the GGUF file (host-owned) */
 };
 
 /* The target (served) model and its context. */
@@ -96,6 +92,10 @@ struct clspec_target_info {
     uint32_t n_ctx;         /* KV cells of the target context (all slots together) */
     uint32_t n_slots;       /* slot ids passed to the plugin are 0..n_slots-1 */
     uint32_t type_k, type_v;/* enum clspec_type of the target KV */
+    /* -- since 1.2 -- */
+    const char *path;       /* the target's GGUF file (host-owned) */
+    uint32_t n_nextn;       /* MTP ("nextn") blocks in that file ({arch}.nextn_predict_layers; the trunk runs
+                             * without them; 0 = none) */
 };
 
 struct clspec_ctx_params {
@@ -198,6 +198,13 @@ struct clspec_host {
                          const float *v, char *err, size_t errlen);
     /* The hidden states of c's last decode at layer (as tap_get): (n, n_embd). */
     const float *(*ctx_hidden)(clspec_ctx *c, int32_t layer, int32_t *n_rows);
+
+    /* -- appended in 1.2 -- */
+
+    /* The MTP blocks m runs: > 0 for an MTP head (model_load of a GGUF with
+     * {arch}.nextn_predict_layers: its ctx_decode rows take a token and an
+     * embedding), 0 for a plain model. */
+    int32_t (*model_nextn)(const clspec_model *m);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

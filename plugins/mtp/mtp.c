@@ -150,7 +150,7 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
 {
     *state = NULL;
     if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load) ||
-        !HAS(h, target_tensor) || !HAS(h, tensor_info))
+        !HAS(h, target_tensor) || !HAS(h, tensor_info) || !HAS(h, model_nextn))
         return fail(err, errlen, "mtp: this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
                     NULL, NULL);
     struct clspec_target_info ti;
@@ -161,12 +161,12 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
         return fail(err, errlen, "mtp: no target%s%s", NULL, NULL);
     const char *model = h->config_get(h, "model");
     if (!model || !*model) {
-        if (ti.model.n_nextn == 0 || !ti.model.path)
+        if (ti.n_nextn == 0 || !ti.path)
             return fail(err, errlen,
                         "mtp: the target (%s) has no MTP blocks (%s.nextn_predict_layers); set model = PATH to a "
                         "head file",
-                        ti.model.path ? ti.model.path : "?", ti.model.arch);
-        model = ti.model.path;
+                        ti.path ? ti.path : "?", ti.model.arch);
+        model = ti.path;
     }
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
@@ -208,7 +208,7 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     memset(&mi, 0, sizeof mi);
     mi.size = sizeof mi;
     h->model_info(p->m, &mi);
-    if (mi.n_nextn == 0) {
+    if (h->model_nextn(p->m) <= 0) {
         mtp_fini(p);
         return fail(err, errlen, "mtp: %s has no MTP blocks (%s.nextn_predict_layers)", model, mi.arch);
     }

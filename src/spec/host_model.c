@@ -122,7 +122,6 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
             .size = sizeof i, .arch = hp->arch_name, .n_vocab = hp->n_vocab, .n_embd = hp->n_embd, .n_layer = 1,
             .n_ctx_train = hp->n_ctx_train, .bos = m->e->tok ? cs_tokenizer_bos(m->e->tok) : -1,
             .eos = m->e->tok ? cs_tokenizer_eos(m->e->tok) : -1, .device = m->device,
-            .n_nextn = hp->n_layer_total - hp->n_layer, .path = m->mtp->g->path,
         };
         cs_host_fill(out, &i, sizeof i);
         return CLSPEC_OK;
@@ -130,7 +129,7 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
     struct clspec_model_info i = {
         .size = sizeof i, .arch = m->m->hp.arch_name, .n_vocab = m->m->hp.n_vocab, .n_embd = m->m->hp.n_embd,
         .n_layer = m->m->hp.n_layer, .n_ctx_train = m->m->hp.n_ctx_train, .bos = cs_tokenizer_bos(m->tok),
-        .eos = cs_tokenizer_eos(m->tok), .device = m->device, .n_nextn = 0, .path = m->m->gguf->path,
+        .eos = cs_tokenizer_eos(m->tok), .device = m->device,
     };
     cs_host_fill(out, &i, sizeof i);
     return CLSPEC_OK;
@@ -249,6 +248,11 @@ void cs_host_fill(void *out, const void *full, size_t full_size)
 
 /* ---- 1.2: MTP heads' hidden states and shared output, the target's tensors ---- */
 
+static int32_t model_nextn(const clspec_model *m)
+{
+    return m->mtp ? (int32_t)(m->mtp->hp.n_layer_total - m->mtp->hp.n_layer) : 0;
+}
+
 static const float *ctx_hidden(clspec_ctx *c, int32_t layer, int32_t *n_rows)
 {
     if (n_rows)
@@ -335,4 +339,5 @@ void cs_host_model_entries(struct clspec_host *h)
     h->tensor_info = tensor_info;
     h->ctx_decode_shared = ctx_decode_shared;
     h->ctx_hidden = ctx_hidden;
+    h->model_nextn = model_nextn;
 }

@@ -126,8 +126,8 @@ static int host_target_info(const struct clspec_host *h, struct clspec_target_in
     t.model.bos = e->tok ? cs_tokenizer_bos(e->tok) : -1;
     t.model.eos = e->tok ? cs_tokenizer_eos(e->tok) : -1;
     t.model.device = e->n_dev - 1;
-    t.model.n_nextn = e->model->hp.n_layer_total - e->model->hp.n_layer;
-    t.model.path = e->model->gguf->path;
+    t.n_nextn = e->model->hp.n_layer_total - e->model->hp.n_layer;
+    t.path = e->model->gguf->path;
     t.n_ctx = e->p.n_ctx;
     t.n_slots = pl->n_slots;
     t.type_k = e->p.type_k;
