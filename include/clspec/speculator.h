@@ -168,27 +168,33 @@ struct clspec_host {
     void (*ctx_free)(clspec_ctx *c);
     /* Removes seq's cells with p0 <= pos < p1 (p1 < 0: to the end). */
     int (*ctx_seq_rm)(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
-    /* Runs one batch; all rows' sequences at once. */
+    /* Runs one batch; all rows' sequences at once. A plain model takes
+     * tokens; an MTP head (model_nextn > 0, since 1.2) takes per row a token
+     * AND an embedding (embd: the target's pre-final-norm hidden state, or
+     * the head's own previous output from ctx_hidden). */
     int (*ctx_decode)(clspec_ctx *c, const struct clspec_decode *d, char *err, size_t errlen);
     /* Logits (n_vocab floats) of the i-th kept row of the last decode; NULL if none. */
     const float *(*ctx_logits)(clspec_ctx *c, int32_t i);
 
-    /* -- target taps, tensors and KV injection: may be NULL (NULL until 1.2) -- */
+    /* -- target taps, tensors, MTP heads: provided since 1.2; ctx_kv_inject may still be NULL -- */
 
     /* Asks for the target's hidden states at layers[0..n) (k < n_layer: the
      * input of layer k; k = n_layer: the state before the final norm) for
      * every row of every later target forward. Call from init. */
     int (*tap_request)(const struct clspec_host *h, const int32_t *layers, int32_t n, char *err, size_t errlen);
-    /* The taps of slot's rows in the last target forward: (n_layers, *n_rows,
-     * n_embd) floats, host-owned until the next forward; *first_pos gets the
-     * position of row 0. NULL when the slot had no rows. */
+    /* The taps of slot's rows in the slot's last target forward: (n_layers,
+     * *n_rows, n_embd) floats, host-owned until the next forward; *first_pos
+     * gets the position of row 0 (rows are consecutive positions). A prompt
+     * prefilled in chunks counts as one forward (rows 0..n_prompt-2, read in
+     * slot_begin); a verification gives [last, d1..dk] (read in accept).
+     * NULL when the slot had no rows. */
     const float *(*tap_get)(const struct clspec_host *h, int32_t slot, int32_t *n_rows, int32_t *first_pos);
     /* A tensor of the target (shared, read-only) and its description. */
     const clspec_tensor *(*target_tensor)(const struct clspec_host *h, int which);
     /* t's element type (enum clspec_type), rows and row length; device index. */
     int (*tensor_info)(const clspec_tensor *t, uint32_t *type, int64_t *n_rows, int64_t *row_len, int32_t *device);
-    /* Decode with some of c's inputs taken from target tensors (MTP: the
-     * target's output head after the draft block). NULL until 1.2. */
+    /* ctx_decode of an MTP head with output (a target tensor on the head's
+     * device) as its output matrix. */
     int (*ctx_decode_shared)(clspec_ctx *c, const struct clspec_decode *d, const clspec_tensor *output,
                              char *err, size_t errlen);
     /* Writes K and V rows (f32, (n, n_kv_head * head_dim) each) of layer
@@ -196,7 +202,9 @@ struct clspec_host {
      * exactly as its readers expect (quantization, rotation). */
     int (*ctx_kv_inject)(clspec_ctx *c, int32_t layer, int32_t seq, const int32_t *pos, int32_t n, const float *k,
                          const float *v, char *err, size_t errlen);
-    /* The hidden states of c's last decode at layer (as tap_get): (n, n_embd). */
+    /* The hidden states of c's last decode at layer (as tap_get): (n, n_embd).
+     * Provided for MTP heads: layer 1 = the block's output before
+     * shared_head_norm; NULL otherwise. */
     const float *(*ctx_hidden)(clspec_ctx *c, int32_t layer, int32_t *n_rows);
 
     /* -- appended in 1.2 -- */
