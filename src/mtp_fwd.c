@@ -101,7 +101,8 @@ static struct cs_cl_dev *target_dev(const struct cs_fwd_model *tfm, int which)
 }
 
 int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_model *target,
-                      const struct cs_fwd_model *tfm, struct cs_mtp_model **out, char *err, size_t errlen)
+                      const struct cs_fwd_model *tfm, bool own_file, bool target_tensors, struct cs_mtp_model **out,
+                      char *err, size_t errlen)
 {
     *out = NULL;
     struct cs_mtp_model *mm = calloc(1, sizeof *mm);
@@ -173,30 +174,61 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
         (rc = upload_vec(dev, t[13], &L->bq, err, errlen)) < 0 || (rc = upload_vec(dev, bk, &L->bk, err, errlen)) < 0 ||
         (rc = upload_vec(dev, bv, &L->bv, err, errlen)) < 0)
         goto fail;
-    /* embedding and output: the head's own, the target's on this device, or a copy of the target's */
+    /* embedding and output: the head's own; for the target's own file the target's (borrowed on this
+     * device, else copied); else the file's (output tied to token_embd); else the target's when allowed */
+    const struct cs_gguf_tensor *fe = cs_gguf_find_tensor(g, "token_embd.weight"), *fo = NULL;
+    if ((rc = find(g, "output.weight", E, V, false, &fo, err, errlen)) < 0)
+        goto fail;
+    if (fe && (rc = find(g, "token_embd.weight", E, V, true, &fe, err, errlen)) < 0)
+        goto fail;
     if (te) {
         if ((rc = upload_mat(dev, te, &mm->own_embd, err, errlen)) < 0)
             goto fail;
         mm->embd = &mm->own_embd;
-    } else if (target_dev(tfm, 0) == dev) {
-        mm->embd = &tfm->tok_embd;
-        mm->embd_shared = true;
-    } else {
-        if ((rc = upload_mat(dev, target->tok_embd, &mm->copy_embd, err, errlen)) < 0)
+    } else if (own_file || (!fe && target_tensors)) {
+        if (target_dev(tfm, 0) == dev) {
+            mm->embd = &tfm->tok_embd;
+            mm->embd_shared = true;
+        } else {
+            if ((rc = upload_mat(dev, target->tok_embd, &mm->copy_embd, err, errlen)) < 0)
+                goto fail;
+            mm->embd = &mm->copy_embd;
+        }
+    } else if (fe) {
+        if ((rc = upload_mat(dev, fe, &mm->own_embd, err, errlen)) < 0)
             goto fail;
-        mm->embd = &mm->copy_embd;
+        mm->embd = &mm->own_embd;
+    } else {
+        rc = cs_err(err, errlen, CLSPEC_E_FORMAT,
+                    "%s: no token embedding (nextn.embed_tokens or token_embd); load it with the target's tensors",
+                    path);
+        goto fail;
     }
-    if (to) {
+    if (!to && !own_file && fo)
+        to = fo;
+    if (!to && !own_file && !target_tensors && fe) /* tied */
+        to = fe;
+    if (to && to == fe && mm->embd == &mm->own_embd && !te) {
+        mm->out = &mm->own_embd; /* tied to the file's own embedding: one upload */
+    } else if (to) {
         if ((rc = upload_mat(dev, to, &mm->own_out, err, errlen)) < 0)
             goto fail;
         mm->out = &mm->own_out;
-    } else if (target_dev(tfm, 1) == dev) {
-        mm->out = tfm->output_is_embd ? &tfm->tok_embd : &tfm->output;
-        mm->out_shared = true;
+    } else if (own_file || target_tensors) {
+        if (target_dev(tfm, 1) == dev) {
+            mm->out = tfm->output_is_embd ? &tfm->tok_embd : &tfm->output;
+            mm->out_shared = true;
+        } else {
+            if ((rc = upload_mat(dev, target->output, &mm->copy_out, err, errlen)) < 0)
+                goto fail;
+            mm->out = &mm->copy_out;
+        }
     } else {
-        if ((rc = upload_mat(dev, target->output, &mm->copy_out, err, errlen)) < 0)
-            goto fail;
-        mm->out = &mm->copy_out;
+        rc = cs_err(err, errlen, CLSPEC_E_FORMAT,
+                    "%s: no output matrix (nextn.shared_head_head, output or token_embd); load it with the target's "
+                    "tensors",
+                    path);
+        goto fail;
     }
     *out = mm;
     return CLSPEC_OK;

@@ -41,6 +41,7 @@ struct mslot {
     int32_t cache_n;  /* n_hist the cache was made for, -1 = none */
     bool cache_stop;  /* the chain stopped at p_min */
     int32_t want;     /* draft length the slot asked for last time */
+    int32_t k_req;    /* draft_batch: this step's length (0 = not in the batch) */
     float *hprev;     /* (n_embd) h' of the slot's last draft step */
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
@@ -149,8 +150,7 @@ static void mtp_fini(void *state)
 static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
     *state = NULL;
-    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load) ||
-        !HAS(h, target_tensor) || !HAS(h, tensor_info) || !HAS(h, model_nextn))
+    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load))
         return fail(err, errlen, "mtp: this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
                     NULL, NULL);
     struct clspec_target_info ti;
@@ -160,14 +160,8 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     if (h->target_info(h, &ti) != 0)
         return fail(err, errlen, "mtp: no target%s%s", NULL, NULL);
     const char *model = h->config_get(h, "model");
-    if (!model || !*model) {
-        if (ti.n_nextn == 0 || !ti.path)
-            return fail(err, errlen,
-                        "mtp: the target (%s) has no MTP blocks (%s.nextn_predict_layers); set model = PATH to a "
-                        "head file",
-                        ti.path ? ti.path : "?", ti.model.arch);
-        model = ti.path;
-    }
+    if (model && !*model)
+        model = NULL; /* the target's own nextn blocks */
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
     if (dv && *dv && (device = find_device(h, dv)) < 0) {
@@ -200,23 +194,19 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     }
     p->n_batch = (uint32_t)nb;
     char e2[512] = "";
-    if (h->model_load(h, model, device, &p->m, e2, sizeof e2) != 0) {
+    uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (model ? 0 : CLSPEC_MODEL_NEXTN);
+    if (h->model_load(h, model, device, flags, &p->m, e2, sizeof e2) != 0) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        return fail(err, errlen, "mtp: %s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
     }
     struct clspec_model_info mi;
     memset(&mi, 0, sizeof mi);
     mi.size = sizeof mi;
     h->model_info(p->m, &mi);
-    if (h->model_nextn(p->m) <= 0) {
-        mtp_fini(p);
-        return fail(err, errlen, "mtp: %s has no MTP blocks (%s.nextn_predict_layers)", model, mi.arch);
-    }
-    /* placement: where the head runs and where the target's shared tensors are */
-    const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
-    int32_t out_dev = -1;
-    if (tout)
-        h->tensor_info(tout, NULL, NULL, NULL, &out_dev);
+    if (!model)
+        model = "the target's nextn blocks";
+    /* placement: where the head runs and where the target's output is (its last layer's device) */
+    const int32_t out_dev = ti.model.device;
     char where[400];
     snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, dev_name(h, mi.device));
     if (out_dev >= 0 && out_dev != mi.device)
@@ -229,6 +219,19 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     if (h->ctx_new(p->m, &cp, &p->c, e2, sizeof e2) != 0) {
         mtp_fini(p);
         return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    }
+    /* an MTP head takes a token and an embedding per row; a plain model refuses the embedding */
+    {
+        int32_t x = 0, pos = 1, sq = 0;
+        float *z = calloc(p->n_embd, sizeof *z);
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = z, .pos = &pos, .seq = &sq};
+        int rc = z ? h->ctx_decode(p->c, &d, e2, sizeof e2) : -1;
+        free(z);
+        h->ctx_seq_rm(p->c, 0, 0, -1, e2 + 256, 200);
+        if (rc != 0) {
+            mtp_fini(p);
+            return fail(err, errlen, "mtp: %s is not an MTP head (no %s.nextn_predict_layers)", model, mi.arch);
+        }
     }
     int32_t layer = p->tap_layer;
     if (h->tap_request(h, &layer, 1, e2, sizeof e2) != 0) {
@@ -404,7 +407,8 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         struct mslot *ms = &p->slots[s];
         if (!ready(ms))
             continue;
-        int32_t k = s == s0 ? k0 : ms->want > 0 ? p->k_hi : 0; /* the host's length grows back to its max */
+        /* a slot of this draft_batch call: its length; another: the longest (the host's length grows back) */
+        int32_t k = s == s0 ? k0 : ms->k_req > 0 ? ms->k_req : ms->want > 0 ? p->k_hi : 0;
         if (k <= 0)
             continue;
         if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
@@ -436,7 +440,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
         int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!hh || nr != rows)
             return fail(err, errlen, "mtp: the head returned no hidden states%s%s", NULL, NULL);
         /* read this depth's results (rows with logits, in slot order) */
@@ -481,11 +485,9 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
     return 0;
 }
 
-static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
-                     size_t errlen)
+/* Checks req against the slot's state; records its length. */
+static int check_req(struct mtp *p, const struct clspec_draft_req *req, char *err, size_t errlen)
 {
-    (void)probs;
-    struct mtp *p = state;
     const int32_t s = req->slot, N = req->n_hist;
     if (s < 0 || s >= p->n_slots || !p->slots[s].active)
         return fail(err, errlen, "mtp: draft for a slot that did not begin%s%s", NULL, NULL);
@@ -494,16 +496,19 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
     if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
-    int32_t n_max = req->n_max < 64 ? req->n_max : 64;
-    ms->want = n_max;
-    if (n_max > p->k_hi)
-        p->k_hi = n_max;
-    double t0 = now_s();
-    if (ms->cache_n != N && !ready(ms))
-        return 0; /* no target hidden state for the pending position yet */
-    if (ms->cache_n != N && draft_all(p, s, n_max, req->p_min, err, errlen) < 0)
-        return -1;
-    /* made at another slot's call with a shorter length: this slot's chain goes on alone */
+    ms->want = req->n_max < 64 ? req->n_max : 64;
+    if (ms->want > p->k_hi)
+        p->k_hi = ms->want;
+    return 0;
+}
+
+/* The slot's draft from its cache into out (a chain made shorter at another
+ * slot's call goes on alone); returns the count. */
+static int serve(struct mtp *p, const struct clspec_draft_req *req, int32_t *out, char *err, size_t errlen)
+{
+    const int32_t s = req->slot, N = req->n_hist;
+    struct mslot *ms = &p->slots[s];
+    const int32_t n_max = ms->want;
     while (ms->cache_n == N && !ms->cache_stop && ms->n_cache > 0 && ms->n_cache < n_max) {
         int32_t x = ms->cache[ms->n_cache - 1], pos = N - 1 + ms->n_cache;
         uint8_t keep = 1;
@@ -514,7 +519,7 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
         const float *lg = p->h->ctx_logits(p->c, 0);
         int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!lg || !hh || nr != 1)
             return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
         float ptop = 1.0f;
@@ -528,10 +533,61 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
     }
     int32_t k = ms->cache_n == N ? (ms->n_cache < n_max ? ms->n_cache : n_max) : 0;
     memcpy(out, ms->cache, (size_t)k * sizeof *out);
-    p->t_draft += now_s() - t0;
     p->n_drafts++;
     p->n_draft_tokens += k;
     return k;
+}
+
+static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
+                     size_t errlen)
+{
+    (void)probs;
+    struct mtp *p = state;
+    if (check_req(p, req, err, errlen) < 0)
+        return -1;
+    struct mslot *ms = &p->slots[req->slot];
+    double t0 = now_s();
+    if (ms->cache_n != req->n_hist && !ready(ms))
+        return 0; /* no target hidden state for the pending position yet */
+    if (ms->cache_n != req->n_hist && draft_all(p, req->slot, ms->want, req->p_min, err, errlen) < 0)
+        return -1;
+    int k = serve(p, req, out, err, errlen);
+    p->t_draft += now_s() - t0;
+    return k;
+}
+
+/* All slots' drafts at once: their first steps in one head decode, then one
+ * decode per depth (draft_all). */
+static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                           float *const *probs, int32_t *n_out, char *err, size_t errlen)
+{
+    (void)probs;
+    struct mtp *p = state;
+    double t0 = now_s();
+    float p_min = 0;
+    int32_t first = -1;
+    for (int32_t i = 0; i < n; i++) {
+        n_out[i] = 0;
+        if (check_req(p, &reqs[i], err, errlen) < 0)
+            return -1;
+        struct mslot *ms = &p->slots[reqs[i].slot];
+        ms->k_req = ms->want;
+        if (reqs[i].p_min > p_min)
+            p_min = reqs[i].p_min;
+        if (first < 0 && ms->cache_n != reqs[i].n_hist && ready(ms))
+            first = i;
+    }
+    int rc = first < 0 ? 0 : draft_all(p, reqs[first].slot, p->slots[reqs[first].slot].want, p_min, err, errlen);
+    for (int32_t i = 0; i < n; i++)
+        p->slots[reqs[i].slot].k_req = 0;
+    for (int32_t i = 0; rc == 0 && i < n; i++) {
+        int k = serve(p, &reqs[i], out[i], err, errlen);
+        if (k < 0)
+            return -1;
+        n_out[i] = k;
+    }
+    p->t_draft += now_s() - t0;
+    return rc;
 }
 
 static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
@@ -576,6 +632,7 @@ static const struct clspec_speculator mtp_vtable = {
     .draft = mtp_draft,
     .accept = mtp_accept,
     .slot_end = mtp_slot_end,
+    .draft_batch = mtp_draft_batch,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)
