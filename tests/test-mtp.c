@@ -1,9 +1,10 @@
 /* test-mtp.c: target hidden-state taps (ABI 1.2 tap_request / tap_get) and
  * the mtp speculator over stories260K.
  * Taps: with the ngram plugin drafting, every position of every slot's
- * history (prefill in chunks, then each verification) is handed to the
- * plugin exactly once per forward, at the requested layers, equal to the
- * hidden states of one plain forward over the final history.
+ * history (prefill in chunks, then each verification) reaches the plugin,
+ * at the requested layers, equal to the hidden states of one plain forward
+ * over the final history; a slot that reads only every third step gets the
+ * rows since its last read (consecutive positions, rejected rows replaced).
  * MTP (reference/mtp-stories260K.json, README-mtp.md), with the combined
  * file and with the sidecar head: the host's MTP head (model_load with
  * CLSPEC_MODEL_NEXTN / _TARGET_TENSORS, ctx_decode with embeddings,
@@ -112,17 +113,22 @@ static void test_taps(void **state)
             const struct cs_spec_slot *sl = &spec->slots[s];
             if (step >= 0 && left[s] <= 0)
                 continue;
+            if (step >= 0)
+                left[s] -= sl->n_out;
+            if (s == 1 && step % 3 != 2 && left[s] > 0) /* slot 1 reads every third step: rows accumulate */
+                continue;
             const float *t = pl->host.tap_get(&pl->host, s, &n_rows, &first);
             assert_non_null(t);
-            /* prefill: positions 0..n_prompt-2; a step: [last, drafts] from the last token's position */
-            int32_t want_first = step < 0 ? 0 : sl->n_hist - 1 - sl->n_out;
+            /* prefill: positions 0..n_prompt-2; a step: [last, drafts] from the last token's position; rows of
+             * unread steps stay, a later step's rows replace the rejected ones */
+            int32_t want_first = step < 0 ? 0 : s == 0 ? sl->n_hist - 1 - sl->n_out : first;
             assert_int_equal(first, want_first);
-            int32_t n_keep = step < 0 ? np[s] - 1 : sl->n_out; /* rows of committed tokens */
+            int32_t n_keep = sl->n_hist - 1 - first; /* rows of committed tokens */
+            if (step < 0)
+                assert_int_equal(n_keep, np[s] - 1);
             assert_true(n_rows >= n_keep);
-            if (step >= 0) {
-                drafted += n_rows - 1;
-                left[s] -= sl->n_out;
-            }
+            if (step >= 0)
+                drafted += n_rows - n_keep;
             for (int32_t r = 0; r < n_keep; r++) {
                 int32_t pos = first + r;
                 assert_true(pos < TAP_MAXPOS);
