@@ -576,6 +576,13 @@ static void test_lossless_f16_p4_bf16_head(void **state)
     lossless(CS_TYPE_F16, 4, "type_k", "bf16");
 }
 
+/* head n_batch 2: four slots' first steps do not fit one head decode */
+static void test_lossless_f32_p4_small_batch(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F32, 4, "n_batch", "2");
+}
+
 /* p_min: the head stops a chain at a token it gives less than p_min */
 static void test_lossless_pmin(void **state)
 {
@@ -859,6 +866,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f32_p4),
         cmocka_unit_test(test_lossless_f16_p1),
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
+        cmocka_unit_test(test_lossless_f32_p4_small_batch),
         cmocka_unit_test(test_lossless_pmin),
         cmocka_unit_test(test_kv_full),
         cmocka_unit_test(test_quantized_kv),
