@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 1 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 2 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -166,7 +166,10 @@ struct clspec_host {
     void (*ctx_free)(clspec_ctx *c);
     /* Removes seq's cells with p0 <= pos < p1 (p1 < 0: to the end). */
     int (*ctx_seq_rm)(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
-    /* Runs one batch; all rows' sequences at once. */
+    /* Runs one batch; all rows' sequences at once. A plain model takes
+     * tokens; an MTP head (model_load of a file with nextn blocks, 1.2)
+     * takes per row a token AND an embedding (embd: the target's
+     * pre-final-norm hidden state, or the head's own output from ctx_hidden). */
     int (*ctx_decode)(clspec_ctx *c, const struct clspec_decode *d, char *err, size_t errlen);
     /* Logits (n_vocab floats) of the i-th kept row of the last decode; NULL if none. */
     const float *(*ctx_logits)(clspec_ctx *c, int32_t i);
