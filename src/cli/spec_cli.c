@@ -23,7 +23,7 @@ void cs_spec_cli_init(struct cs_spec_cli *o)
 
 const char *cs_spec_cli_usage(void)
 {
-    return "  --spec TYPE           speculator: ngram, or a path to a plugin .so\n"
+    return "  --spec TYPE           speculator: ngram, draft, mtp, dflash, or a path to a plugin .so\n"
            "  --spec-n-max N        most draft tokens per step (default 8)\n"
            "  --spec-n-min N        shorter drafts are not verified (default 1)\n"
            "  --spec-p-min P        cut drafts at a token with draft probability < P (default 0)\n"
