@@ -58,11 +58,12 @@ static void test_minimal_loads(void **state)
     assert_string_equal(pl->host.config_get(&pl->host, "max"), "3");
     assert_null(pl->host.config_get(&pl->host, "nope"));
     /* entries this host does not provide yet are NULL, as documented */
-    assert_int_equal(pl->host.abi_minor, 1);
+    assert_int_equal(pl->host.abi_minor, 2);
     assert_non_null(pl->host.model_load); /* 1.1: draft models */
     assert_non_null(pl->host.ctx_decode);
-    assert_null(pl->host.tap_request);    /* 1.2: not yet */
-    assert_null(pl->host.ctx_kv_inject);
+    assert_non_null(pl->host.tap_request); /* 1.2: taps */
+    assert_non_null(pl->host.tap_get);
+    assert_null(pl->host.ctx_kv_inject);   /* not yet */
     /* it drafts through the vtable: what followed the last 7 */
     int32_t hist[] = {1, 7, 8, 9, 10, 11, 7}, out[8];
     struct clspec_draft_req req = {.size = sizeof req, .slot = 0, .hist = hist, .n_hist = 7, .pos_last = 6,
@@ -196,7 +197,7 @@ static void test_caps_refused(void **state)
 {
     (void)state;
     const char *e = load_fail("caps.so");
-    assert_non_null(strstr(e, "(broken) needs hidden-state taps of the target, which this clspec (ABI 1.1) does "
+    assert_non_null(strstr(e, "(broken) needs a shared target KV cache, which this clspec (ABI 1.2) does "
                               "not provide"));
 }
 

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 1 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 2 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against

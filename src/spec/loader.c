@@ -1,6 +1,7 @@
 /* loader.c: see loader.h. The host table's 1.0 entries are implemented
- * here over the engine, the 1.1 draft-model entries in host_model.c; the
- * tap/tensor/injection entries are NULL until 1.2 (see speculator.h). */
+ * here over the engine, the 1.1 draft-model entries and the 1.2 MTP /
+ * target-tensor entries in host_model.c, the 1.2 taps in taps.c;
+ * ctx_kv_inject is still NULL (see speculator.h). */
 #include "config.h"
 
 #include <dlfcn.h>
@@ -15,6 +16,7 @@
 #include "engine.h"
 #include "spec/host_model.h"
 #include "spec/loader.h"
+#include "spec/taps.h"
 
 #ifndef CLSPEC_PLUGIN_DIR
 #define CLSPEC_PLUGIN_DIR "/usr/local/lib/clspec/plugins"
@@ -175,8 +177,9 @@ static void host_table(struct cs_plugin *pl)
     h->n_devices = host_n_devices;
     h->device_info = host_device_info;
     h->token_text = host_token_text;
-    cs_host_model_entries(h); /* 1.1: draft models */
-    /* tap_request .. ctx_hidden stay NULL (documented: until 1.2) */
+    cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP models, target tensors, ctx_hidden */
+    cs_host_taps_entries(h);  /* 1.2: target taps */
+    /* ctx_kv_inject stays NULL (not provided yet) */
 }
 
 /* ---- capabilities: refuse before init what this host cannot give ---- */
@@ -232,6 +235,7 @@ void cs_plugin_free(struct cs_plugin *pl)
         pl->vt.fini(pl->state);
     if (pl->dl)
         dlclose(pl->dl);
+    cs_taps_free(pl->taps);
     for (int i = 0; i < pl->n_kv; i++) {
         free((char *)pl->kv[i].key);
         free((char *)pl->kv[i].value);

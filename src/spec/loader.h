@@ -11,6 +11,7 @@
 #include "clspec/speculator.h"
 
 struct cs_engine;
+struct cs_taps;
 
 struct cs_plugin_kv {
     const char *key, *value;
@@ -36,6 +37,7 @@ struct cs_plugin {
     int n_kv;
     struct cs_engine *engine;
     uint32_t n_slots;
+    struct cs_taps *taps;           /* owned; NULL until the plugin calls tap_request (spec/taps.h) */
 };
 
 /* Resolves the file (built-in search or path), dlopens it with

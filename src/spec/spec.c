@@ -12,6 +12,7 @@
 #include "common.h"
 #include "forward.h"
 #include "spec/spec.h"
+#include "spec/taps.h"
 
 /* ---- KV adapter: the only lines that know where the cache lives ---- */
 
@@ -237,6 +238,7 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
     }
     if (!sl->snap && (rc = cs_sampler_clone(smp, &sl->snap, err, errlen)) < 0)
         return rc;
+    cs_taps_slot_clear(sp->pl, s);
     /* prefill all but the last prompt token, in chunks of n_batch */
     const int32_t B = (int32_t)CS_MAX(1u, CS_MIN(sp->e->p.n_batch, (uint32_t)sp->b.cap));
     for (int32_t p0 = 0; p0 < n_prompt - 1; p0 += B) {
@@ -245,7 +247,10 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
         for (int32_t i = 0; i < n; i++)
             cs_batch_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
         int seq_rc[CS_MAX_SEQ];
-        rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen);
+        rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
+                              errlen);
+        if (rc == CLSPEC_OK)
+            cs_taps_capture(sp->pl, &sp->b, seq_rc, p0 > 0);
         if (rc == CLSPEC_OK && seq_rc[s] < 0)
             rc = cs_err(err, errlen, seq_rc[s], "spec: slot %d: the prompt (%d tokens) does not fit the KV cache", s,
                         n_prompt);
@@ -357,7 +362,10 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
         if (want[s] && add_rows(sp, s, true, &row, err, errlen) < 0)
             return CLSPEC_E_RANGE;
     int seq_rc[CS_MAX_SEQ];
-    int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen);
+    int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
+                              errlen);
+    if (rc == CLSPEC_OK)
+        cs_taps_capture(sp->pl, &sp->b, seq_rc, false);
     if (rc < 0) {
         char e2[CLSPEC_ERRLEN];
         for (int32_t s = 0; s < sp->n_slots; s++)
@@ -397,8 +405,10 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
             sp->slots[s].n_draft = 0; /* the plugin is told 0 drafted by the rollback below */
             add_rows(sp, s, false, &row, err, errlen);
         }
-    if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, NULL, seq_rc, err, errlen)) < 0)
+    if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
+                               errlen)) < 0)
         return rc;
+    cs_taps_capture(sp->pl, &sp->b, seq_rc, false);
     for (int32_t s = 0; s < sp->n_slots; s++) {
         if (!retry[s])
             continue;

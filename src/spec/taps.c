@@ -1,0 +1,164 @@
+/* taps.c: see taps.h. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "engine.h"
+#include "spec/loader.h"
+#include "spec/taps.h"
+
+void cs_taps_free(struct cs_taps *t)
+{
+    if (!t)
+        return;
+    for (int32_t s = 0; s < t->n_slots && t->slots; s++) {
+        free(t->slots[s].rows);
+        free(t->slots[s].out);
+    }
+    free(t->slots);
+    free(t->buf);
+    free(t);
+}
+
+static int tap_request(const struct clspec_host *h, const int32_t *layers, int32_t n, char *err, size_t errlen)
+{
+    struct cs_plugin *pl = h->impl;
+    if (!pl->engine)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "tap_request: no target engine");
+    const uint32_t NL = pl->engine->model->hp.n_layer;
+    if (n < 1 || n > 16 || !layers)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "tap_request: %d layers (want 1..16)", n);
+    for (int32_t i = 0; i < n; i++)
+        if (layers[i] < 0 || (uint32_t)layers[i] > NL)
+            return cs_err(err, errlen, CLSPEC_E_RANGE,
+                          "tap_request: layer %d out of range 0..%u (%u = before the final norm)", layers[i], NL, NL);
+    struct cs_taps *t = pl->taps;
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t || !(t->slots = calloc(pl->n_slots ? pl->n_slots : 1, sizeof *t->slots))) {
+            free(t);
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "tap_request: out of memory");
+        }
+        t->n_slots = (int32_t)(pl->n_slots ? pl->n_slots : 1);
+        t->n_embd = pl->engine->model->hp.n_embd;
+        pl->taps = t;
+    }
+    /* a later request replaces the earlier one; rows kept so far are dropped */
+    for (int32_t s = 0; s < t->n_slots; s++)
+        t->slots[s].n_rows = 0;
+    t->n_layers = n;
+    memcpy(t->layers, layers, (size_t)n * sizeof *layers);
+    return CLSPEC_OK;
+}
+
+static const float *tap_get(const struct clspec_host *h, int32_t slot, int32_t *n_rows, int32_t *first_pos)
+{
+    struct cs_plugin *pl = h->impl;
+    struct cs_taps *t = pl->taps;
+    if (n_rows)
+        *n_rows = 0;
+    if (first_pos)
+        *first_pos = -1;
+    if (!t || slot < 0 || slot >= t->n_slots || t->slots[slot].n_rows == 0)
+        return NULL;
+    struct cs_tap_slot *ts = &t->slots[slot];
+    if (n_rows)
+        *n_rows = ts->n_rows;
+    if (first_pos)
+        *first_pos = ts->first_pos;
+    if (t->n_layers == 1 || ts->n_rows == ts->cap)
+        return ts->rows;
+    const size_t E = t->n_embd, R = (size_t)ts->n_rows;
+    float *o = realloc(ts->out, (size_t)t->n_layers * R * E * sizeof *o);
+    if (!o)
+        return NULL;
+    ts->out = o;
+    for (int32_t l = 0; l < t->n_layers; l++)
+        memcpy(o + (size_t)l * R * E, ts->rows + (size_t)l * (size_t)ts->cap * E, R * E * sizeof *o);
+    return o;
+}
+
+void cs_host_taps_entries(struct clspec_host *h)
+{
+    h->tap_request = tap_request;
+    h->tap_get = tap_get;
+}
+
+const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows)
+{
+    struct cs_taps *t = pl ? pl->taps : NULL;
+    if (!t || t->n_layers == 0 || n_rows <= 0)
+        return NULL;
+    if (n_rows > t->buf_rows) {
+        float *b = realloc(t->buf, (size_t)t->n_layers * (size_t)n_rows * t->n_embd * sizeof *b);
+        if (!b)
+            return NULL;
+        t->buf = b;
+        t->buf_rows = n_rows;
+    }
+    t->hid.n_layers = t->n_layers;
+    t->hid.layers = t->layers;
+    t->hid.out = t->buf;
+    return &t->hid;
+}
+
+void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot)
+{
+    struct cs_taps *t = pl ? pl->taps : NULL;
+    if (t && slot >= 0 && slot < t->n_slots)
+        t->slots[slot].n_rows = 0;
+}
+
+/* Makes room for n rows in slot ts, keeping its rows (restrided per layer). */
+static int slot_reserve(struct cs_taps *t, struct cs_tap_slot *ts, int32_t n)
+{
+    if (n <= ts->cap)
+        return 0;
+    const size_t E = t->n_embd;
+    int32_t cap = CS_MAX(n, 2 * ts->cap);
+    float *r = malloc((size_t)t->n_layers * (size_t)cap * E * sizeof *r);
+    if (!r)
+        return -1;
+    for (int32_t l = 0; l < t->n_layers && ts->n_rows > 0; l++)
+        memcpy(r + (size_t)l * cap * E, ts->rows + (size_t)l * ts->cap * E, (size_t)ts->n_rows * E * sizeof *r);
+    free(ts->rows);
+    ts->rows = r;
+    ts->cap = cap;
+    return 0;
+}
+
+void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc, bool append)
+{
+    struct cs_taps *t = pl ? pl->taps : NULL;
+    if (!t || t->n_layers == 0 || b->n > t->buf_rows)
+        return;
+    const size_t E = t->n_embd, N = (size_t)b->n;
+    bool seen[CS_MAX_SEQ] = {false};
+    for (int i = 0; i < b->n; i++) {
+        int32_t s = b->seq[i];
+        if (s < 0 || s >= t->n_slots)
+            continue;
+        struct cs_tap_slot *ts = &t->slots[s];
+        if (!seen[s]) {
+            seen[s] = true;
+            if (!append || ts->n_rows == 0) {
+                ts->n_rows = 0;
+                ts->first_pos = b->pos[i];
+            }
+        }
+        if (seq_rc && seq_rc[s] != CLSPEC_OK) {
+            ts->n_rows = 0;
+            continue;
+        }
+        if (slot_reserve(t, ts, ts->n_rows + 1) < 0) {
+            ts->n_rows = 0; /* out of memory: no taps for this forward rather than wrong ones */
+            continue;
+        }
+        for (int32_t l = 0; l < t->n_layers; l++)
+            memcpy(ts->rows + ((size_t)l * ts->cap + (size_t)ts->n_rows) * E, t->buf + ((size_t)l * N + (size_t)i) * E,
+                   E * sizeof(float));
+        ts->n_rows++;
+    }
+}

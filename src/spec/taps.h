@@ -1,0 +1,54 @@
+/* taps.h: target hidden-state taps for plugins (ABI 1.2 tap_request /
+ * tap_get). A plugin asks at init for some layers of the target; the core's
+ * speculative step (spec.c) then captures those layers for every row of
+ * every target forward (prefill and verify) and keeps, per slot, the rows
+ * of the slot's last forward (a prompt prefilled in several chunks counts as
+ * one forward: its rows accumulate). The plugin reads them with tap_get.
+ * struct cs_taps is owned by its struct cs_plugin (pl->taps, freed by
+ * cs_plugin_free through cs_taps_free). */
+#ifndef CS_SPEC_TAPS_H
+#define CS_SPEC_TAPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "clspec/speculator.h"
+#include "forward.h"
+
+struct cs_plugin;
+
+struct cs_tap_slot {
+    float *rows;        /* (n_layers, cap, n_embd): layer l's row r at (l * cap + r) * n_embd */
+    float *out;         /* (n_layers, n_rows, n_embd) compacted for tap_get when n_layers > 1 */
+    int32_t n_rows, cap;
+    int32_t first_pos;  /* position of row 0 */
+};
+
+struct cs_taps {
+    int32_t n_layers;
+    int32_t layers[16];       /* requested layers, 0..n_layer of the target */
+    uint32_t n_embd;
+    int32_t n_slots;
+    struct cs_tap_slot *slots;/* (n_slots) */
+    float *buf;               /* (n_layers, buf_rows, n_embd) capture of one forward, rows as in the batch */
+    int32_t buf_rows;
+    struct cs_fwd_hidden hid; /* points into buf */
+};
+
+/* Sets the 1.2 tap entries (tap_request, tap_get) of h. */
+void cs_host_taps_entries(struct clspec_host *h);
+void cs_taps_free(struct cs_taps *t);
+
+/* Before a target forward of n_rows rows: the capture to pass to
+ * cs_forward_batch, or NULL (no plugin, no taps requested). NULL also on
+ * out of memory (the forward then runs without taps; tap_get answers NULL). */
+const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows);
+/* After that forward: stores each placed sequence's rows (seq_rc[s] ==
+ * CLSPEC_OK) as its slot's taps; a refused sequence's slot gets none.
+ * append: the forward continues the slot's previous rows (prompt chunks). */
+void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc, bool append);
+/* Drops slot's rows (a new request). */
+void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot);
+
+#endif
