@@ -19,6 +19,9 @@
 
 #include "common.h"
 #include "dflash_fwd.h"
+#include "engine.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
 #include "dflash_golden.h"
 #include "fwdutil.h"
 #include "testutil.h"
@@ -230,12 +233,201 @@ static void test_golden_kvtypes(void **s)
     fx_close(&x);
 }
 
+
+/* ---- through the plugin: lossless greedy speculation ---- */
+
+#define NGEN 48
+#define NP 4 /* the 3 golden prompts and the first again (4 slots at parallel 4) */
+
+static struct cs_engine *engine_open(const char *model, uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
+{
+    struct cs_engine_params p = cs_engine_defaults();
+    char *path = tu_shared_path(model);
+    p.model_path = path;
+    p.n_ctx = n_ctx;
+    p.n_seq_max = n_seq;
+    p.type_k = p.type_v = kv_type;
+    struct cs_engine *e = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_engine_open(&p, &e, err, sizeof err) != CLSPEC_OK)
+        fail_msg("engine: %s", err);
+    free(path);
+    return e;
+}
+
+static struct cs_plugin *dflash_open(struct cs_engine *e, uint32_t n_slots, const char *drafter, const char *type,
+                                     char *err, size_t errlen)
+{
+    char *path = tu_shared_path(drafter);
+    struct cs_plugin_kv kv[] = {{"model", drafter[0] == '/' ? drafter : path}, {"type_k", type}, {"type_v", type}};
+    struct cs_plugin_params pp = {.type = "dflash", .kv = kv, .n_kv = type ? 3 : 1, .engine = e, .n_slots = n_slots};
+    struct cs_plugin *pl = NULL;
+    int rc = cs_plugin_load(&pp, &pl, err, errlen);
+    free(path);
+    return rc == CLSPEC_OK ? pl : NULL;
+}
+
+struct prompts {
+    int n;
+    const int32_t *ids[NP];
+    int len[NP];
+};
+
+struct run {
+    int32_t tok[NP][NGEN];
+    int n[NP];
+    struct cs_spec_stats st;
+};
+
+/* Greedy generation of NGEN tokens for every prompt, parallel slots at a
+ * time (slots are reused: every group is a new request on the same slots). */
+static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts *P, int parallel, int n_max,
+                struct run *r)
+{
+    memset(r, 0, sizeof *r);
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = n_max;
+    struct cs_spec *spec = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_spec_new(e, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
+    for (int c0 = 0; c0 < P->n; c0 += parallel) {
+        const int ns = CS_MIN(parallel, P->n - c0);
+        struct cs_sampler *smp[NP] = {NULL};
+        int32_t left[NP] = {0};
+        for (int s = 0; s < ns; s++) {
+            struct cs_sampler_params p = cs_sampler_defaults();
+            p.temp = 0.0f;
+            assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+            if (cs_spec_slot_begin(spec, s, P->ids[c0 + s], P->len[c0 + s], smp[s], pl != NULL, err, sizeof err) !=
+                CLSPEC_OK)
+                fail_msg("slot_begin: %s", err);
+            if (pl)
+                assert_true(spec->slots[s].on); /* the plugin took the request */
+            left[s] = NGEN;
+        }
+        for (;;) {
+            bool any = false;
+            for (int s = 0; s < ns; s++)
+                any |= left[s] > 0;
+            if (!any)
+                break;
+            if (cs_spec_step(spec, left, err, sizeof err) != CLSPEC_OK)
+                fail_msg("step: %s", err);
+            for (int s = 0; s < ns; s++) {
+                const struct cs_spec_slot *sl = &spec->slots[s];
+                assert_int_equal(sl->rc, CLSPEC_OK);
+                if (pl)
+                    assert_true(sl->on); /* speculation was never switched off (no plugin error) */
+                for (int i = 0; i < sl->n_out && r->n[c0 + s] < NGEN; i++)
+                    r->tok[c0 + s][r->n[c0 + s]++] = sl->out[i];
+                left[s] = sl->eog ? 0 : left[s] - sl->n_out;
+            }
+        }
+        for (int s = 0; s < ns; s++) {
+            cs_spec_slot_end(spec, s);
+            cs_sampler_free(smp[s]);
+        }
+    }
+    r->st = spec->total;
+    cs_spec_free(spec);
+}
+
+static void assert_same(const struct run *a, const struct run *b, int n, const char *what)
+{
+    for (int c = 0; c < n; c++)
+        if (a->n[c] != b->n[c] || memcmp(a->tok[c], b->tok[c], (size_t)a->n[c] * sizeof(int32_t)) != 0) {
+            int i = 0;
+            while (i < a->n[c] && i < b->n[c] && a->tok[c][i] == b->tok[c][i])
+                i++;
+            fail_msg("%s: prompt %d differs at token %d (%d vs %d tokens)", what, c, i, a->n[c], b->n[c]);
+        }
+}
+
+static double tau(const struct cs_spec_stats *st)
+{
+    return st->n_steps ? (double)st->n_emitted / (double)st->n_steps : 0.0;
+}
+
+static double acc_rate(const struct cs_spec_stats *st)
+{
+    return st->n_drafted ? (double)st->n_accepted / (double)st->n_drafted : 0.0;
+}
+
+static struct prompts golden_prompts(void)
+{
+    struct prompts P = {.n = NP};
+    for (int i = 0; i < NP; i++) {
+        P.ids[i] = dfg_cases[i % DFG_N_CASES].prompt;
+        P.len[i] = dfg_cases[i % DFG_N_CASES].n_prompt;
+    }
+    return P;
+}
+
+/* stories260K with the trained drafter: output identical to no speculation
+ * for target/drafter KV type and 1, 2, 4 slots; acceptance the same for
+ * every KV type and slot count (within noise), well above chance. */
+static void lossless_stories(uint32_t kv, double *tau_out)
+{
+    struct prompts P = golden_prompts();
+    const int par[] = {1, 2, 4};
+    struct cs_engine *e = engine_open(TARGET, 512, 4, kv);
+    static struct run base, sp;
+    char err[CLSPEC_ERRLEN];
+    double t1 = 0;
+    for (size_t k = 0; k < CS_ARRAY_LEN(par); k++) {
+        gen(e, NULL, &P, par[k], 7, &base);
+        if (kv == CS_TYPE_F32 && par[k] == 1) { /* no speculation = the reference greedy run */
+            int agree = 0;
+            for (int c = 0; c < DFG_N_CASES; c++)
+                for (int i = 0; i < base.n[c] && base.tok[c][i] == dfg_cases[c].greedy[i]; i++)
+                    agree++;
+            print_message("no speculation: %d of %d tokens as the reference greedy run\n", agree, 3 * NGEN);
+        }
+        struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], DRAFTER, NULL, err, sizeof err);
+        if (!pl)
+            fail_msg("dflash plugin: %s", err);
+        gen(e, pl, &P, par[k], 7, &sp);
+        cs_plugin_free(pl);
+        print_message("KV %s, parallel %d: %llu steps, drafted %llu, accepted %llu (%.3f), tau %.3f\n",
+                      cs_type_name(kv), par[k], (unsigned long long)sp.st.n_steps,
+                      (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_accepted, acc_rate(&sp.st),
+                      tau(&sp.st));
+        assert_same(&base, &sp, P.n, "dflash");
+        assert_true(tau(&sp.st) > 1.8); /* README: 2.6 at n_max 7 */
+        if (k == 0)
+            t1 = tau(&sp.st);
+        else /* slot count changes nothing but batching: within noise of parallel 1 */
+            assert_true(fabs(tau(&sp.st) - t1) < 0.1 * t1);
+    }
+    *tau_out = t1;
+    cs_engine_free(e);
+}
+
+static double tau_f32;
+
+static void test_lossless_f32(void **s)
+{
+    (void)s;
+    lossless_stories(CS_TYPE_F32, &tau_f32);
+}
+
+static void test_lossless_f16(void **s)
+{
+    (void)s;
+    double t;
+    lossless_stories(CS_TYPE_F16, &t);
+    if (tau_f32 > 0)
+        assert_true(fabs(t - tau_f32) < 0.1 * tau_f32);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_golden_kvtypes),
+        cmocka_unit_test(test_lossless_f32),
+        cmocka_unit_test(test_lossless_f16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
