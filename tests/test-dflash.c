@@ -24,6 +24,8 @@
 #include "spec/spec.h"
 #include "dflash_golden.h"
 #include "fwdutil.h"
+#include "gguf_write.h"
+#include "quant.h"
 #include "testutil.h"
 
 #define TARGET "models/stories260K.gguf"
@@ -420,6 +422,216 @@ static void test_lossless_f16(void **s)
         assert_true(fabs(t - tau_f32) < 0.1 * tau_f32);
 }
 
+
+/* ---- quantized KV: a synthetic drafter for synth-256 (head_dim 32) ----
+ * stories260K has head_dim 8, which q8_0/q4_0 caches cannot hold (blocks of
+ * 32 per head, as in ggml); synth-256 (dim 256, 4 layers, 8/4 heads) can. */
+
+#define SYN_TARGET "models/synthetic/synth-256-Q8_0.gguf"
+#define SYN_E 256
+#define SYN_D 32
+#define SYN_F 384
+
+struct syn_t {
+    const char *name;
+    uint64_t ne0, ne1;
+    float scale;          /* N(0, scale) entries; 0: all ones (norm weights) */
+};
+
+/* Writes a random (seeded) 1-layer dflash drafter for synth-256 to path:
+ * taps [1, 4], 8/4 heads of 32, FFN 384, block_size 8. */
+static void write_synth_drafter(const char *path)
+{
+    const struct syn_t t[] = {
+        {"fc.weight", 2 * SYN_E, SYN_E, 0.06f},        {"enc.output_norm.weight", SYN_E, 1, 0},
+        {"output_norm.weight", SYN_E, 1, 0},           {"blk.0.attn_norm.weight", SYN_E, 1, 0},
+        {"blk.0.attn_q.weight", SYN_E, 8 * SYN_D, 0.06f}, {"blk.0.attn_k.weight", SYN_E, 4 * SYN_D, 0.06f},
+        {"blk.0.attn_v.weight", SYN_E, 4 * SYN_D, 0.06f}, {"blk.0.attn_output.weight", 8 * SYN_D, SYN_E, 0.06f},
+        {"blk.0.attn_q_norm.weight", SYN_D, 1, 0},     {"blk.0.attn_k_norm.weight", SYN_D, 1, 0},
+        {"blk.0.ffn_norm.weight", SYN_E, 1, 0},        {"blk.0.ffn_gate.weight", SYN_E, SYN_F, 0.06f},
+        {"blk.0.ffn_up.weight", SYN_E, SYN_F, 0.06f},  {"blk.0.ffn_down.weight", SYN_F, SYN_E, 0.05f},
+    };
+    char err[CLSPEC_ERRLEN];
+    struct cs_gguf_writer *w = NULL;
+    assert_int_equal(cs_gguf_writer_new(path, &w, err, sizeof err), CLSPEC_OK);
+    const int32_t taps[2] = {1, 4};
+    int rc = cs_gguf_add_str(w, "general.architecture", "dflash", err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.block_count", 1, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.embedding_length", SYN_E, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.feed_forward_length", SYN_F, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.attention.head_count", 8, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.attention.head_count_kv", 4, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.attention.key_length", SYN_D, err, sizeof err);
+    rc |= cs_gguf_add_f32(w, "dflash.attention.layer_norm_rms_epsilon", 1e-5f, err, sizeof err);
+    rc |= cs_gguf_add_f32(w, "dflash.rope.freq_base", 10000.0f, err, sizeof err);
+    rc |= cs_gguf_add_arr(w, "dflash.target_layers", CS_GGUF_I32, taps, 2, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "dflash.block_size", 8, err, sizeof err);
+    rc |= cs_gguf_add_bool(w, "dflash.attention.causal", false, err, sizeof err);
+    rc |= cs_gguf_add_u32(w, "tokenizer.ggml.mask_token_id", 0, err, sizeof err);
+    assert_int_equal(rc, 0);
+    float *data[CS_ARRAY_LEN(t)];
+    struct tu_rng r;
+    tu_rng_seed(&r, 77);
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
+        size_t n = (size_t)(t[i].ne0 * t[i].ne1);
+        data[i] = malloc(n * sizeof(float));
+        for (size_t j = 0; j < n; j++)
+            data[i][j] = t[i].scale > 0 ? t[i].scale * tu_rng_normal(&r) : 1.0f;
+        const uint64_t ne[2] = {t[i].ne0, t[i].ne1};
+        if (cs_gguf_add_tensor(w, t[i].name, t[i].ne1 > 1 ? 2 : 1, ne, CS_TYPE_F32, data[i], NULL, NULL, err,
+                               sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
+    }
+    if (cs_gguf_writer_finish(w, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    cs_gguf_writer_free(w);
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++)
+        free(data[i]);
+}
+
+static char *syn_path;
+
+/* The cache row of (seq 0, pos) in layer l: K (kv) or V, raw bytes. */
+static void read_row(struct cs_dflash_ctx *c, uint32_t l, int v, int32_t pos, void *dst, uint64_t bytes)
+{
+    const struct cs_kv *kv = c->kv;
+    int32_t cell = -1;
+    for (uint32_t i = 0; i < kv->p.n_ctx; i++)
+        if (kv->pos[i] == pos && (kv->seq[i] & 1u))
+            cell = (int32_t)i;
+    assert_true(cell >= 0);
+    char err[CLSPEC_ERRLEN];
+    if (cs_cl_read(c->m->dev, v ? kv->v[l] : kv->k[l], (size_t)cell * bytes, bytes, dst, err, sizeof err) < 0)
+        fail_msg("%s", err);
+}
+
+/* Injection writes, for every KV type, exactly the f32 rows converted as the
+ * cache's readers expect (cs_quantize_row: the same bytes); a block decode
+ * over a quantized cache stays close to the f32 one. */
+static void test_inject_kvtypes(void **s)
+{
+    (void)s;
+    struct fu_model f;
+    if (fu_open(SYN_TARGET, 1, NULL, NULL, &f))
+        skip();
+    char err[CLSPEC_ERRLEN];
+    struct cs_dflash_model *dm = NULL;
+    if (cs_dflash_model_load(syn_path, f.fm, f.dev[0], &dm, err, sizeof err) < 0)
+        fail_msg("%s", err);
+    const int NPOS = 12, V = f.V, KVD = 4 * SYN_D;
+    int32_t toks[12], pos[12];
+    for (int i = 0; i < NPOS; i++) {
+        toks[i] = (int32_t)(1 + 97 * i % 2000);
+        pos[i] = i;
+    }
+    const int32_t layers[2] = {1, 4};
+    float *taps = malloc((size_t)2 * NPOS * SYN_E * sizeof *taps), *lg = malloc((size_t)V * sizeof *lg);
+    struct cs_fwd_hidden hid = {.n_layers = 2, .layers = layers, .out = taps};
+    struct cs_fwd_ctx *tc = fu_ctx(&f, 64, 16, CS_TYPE_F32, CS_TYPE_F32);
+    if (cs_forward(tc, toks, NPOS, pos, NULL, NULL, 1, lg, &hid, err, sizeof err) < 0)
+        fail_msg("%s", err);
+    const uint32_t ty[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    struct cs_dflash_ctx *c[5] = {NULL};
+    float *logits[5];
+    const int32_t btok[8] = {toks[NPOS - 1], 0, 0, 0, 0, 0, 0, 0}, bseq[8] = {0};
+    int32_t bpos[8];
+    for (int i = 0; i < 8; i++)
+        bpos[i] = NPOS - 1 + i;
+    for (size_t t = 0; t < CS_ARRAY_LEN(ty); t++) {
+        struct cs_dflash_ctx_params dp = {.n_ctx = 64, .n_batch = 16, .type_k = ty[t], .type_v = ty[t], .n_seq = 2};
+        if (cs_dflash_ctx_new(dm, &dp, &c[t], err, sizeof err) < 0)
+            fail_msg("%s: %s", cs_type_name(ty[t]), err);
+        /* the context up to NPOS - 2; the block starts at the last token */
+        if (cs_dflash_inject(c[t], 0, 0, NPOS - 1, taps, NPOS, err, sizeof err) < 0)
+            fail_msg("inject %s: %s", cs_type_name(ty[t]), err);
+        logits[t] = malloc((size_t)8 * V * sizeof(float));
+        if (cs_dflash_decode(c[t], btok, bpos, bseq, 8, false, NULL, logits[t], err, sizeof err) < 0)
+            fail_msg("decode %s: %s", cs_type_name(ty[t]), err);
+        assert_int_equal(cs_kv_seq_n_cells(c[t]->kv, 0), (uint32_t)(NPOS - 1));
+    }
+    /* stored rows: the f32 cache's rows converted on the host = the typed cache's rows */
+    float ref[4 * SYN_D];
+    uint8_t want[4 * SYN_D * 4], got[4 * SYN_D * 4];
+    for (size_t t = 1; t < CS_ARRAY_LEN(ty); t++) {
+        uint64_t rb = 0;
+        assert_true(cs_row_bytes(ty[t], (uint64_t)KVD, &rb));
+        int n_diff = 0;
+        for (int v = 0; v < 2; v++)
+            for (int32_t p = 0; p < NPOS - 1; p++) {
+                read_row(c[0], 0, v, p, ref, (uint64_t)KVD * 4);
+                assert_int_equal(cs_quantize_row(ty[t], ref, want, KVD), 0);
+                read_row(c[t], 0, v, p, got, rb);
+                n_diff += memcmp(want, got, rb) != 0;
+            }
+        float md = 0, range = golden_range(logits[0], 8 * V);
+        for (size_t i = 0; i < (size_t)8 * V; i++)
+            md = fmaxf(md, fabsf(logits[t][i] - logits[0][i]));
+        int same = 0;
+        for (int i = 1; i < 8; i++)
+            same += argmax(logits[t] + (size_t)i * V, V) == argmax(logits[0] + (size_t)i * V, V);
+        print_message("KV %s: %d of %d stored K/V rows differ from the host conversion; block logits max |d| %.4f "
+                      "(range %.2f), %d of 7 draft ids as f32\n",
+                      cs_type_name(ty[t]), n_diff, 2 * (NPOS - 1), md, range, same);
+        assert_int_equal(n_diff, 0);
+        assert_true(md < (ty[t] == CS_TYPE_Q4_0 ? 0.1f : 0.03f) * range);
+    }
+    for (size_t t = 0; t < CS_ARRAY_LEN(ty); t++) {
+        cs_dflash_ctx_free(c[t]);
+        free(logits[t]);
+    }
+    free(taps);
+    free(lg);
+    cs_fwd_ctx_free(tc);
+    cs_dflash_model_free(dm);
+    fu_close(&f);
+}
+
+/* Lossless through the plugin with quantized target and drafter KV, 1 and 4
+ * slots (a random drafter: acceptance is near zero, the point is that every
+ * path runs and the output is the target's). */
+static void test_lossless_quant(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts();
+    const uint32_t ty[] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const int par[] = {1, 4};
+    char err[CLSPEC_ERRLEN];
+    static struct run base, sp;
+    for (size_t t = 0; t < CS_ARRAY_LEN(ty); t++) {
+        struct cs_engine *e = engine_open(SYN_TARGET, 512, 4, ty[t]);
+        for (size_t k = 0; k < CS_ARRAY_LEN(par); k++) {
+            gen(e, NULL, &P, par[k], 7, &base);
+            struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], syn_path, cs_type_name(ty[t]), err, sizeof err);
+            if (!pl)
+                fail_msg("dflash plugin: %s", err);
+            gen(e, pl, &P, par[k], 7, &sp);
+            cs_plugin_free(pl);
+            print_message("synth-256, KV %s, parallel %d: %llu steps, drafted %llu, accepted %llu\n",
+                          cs_type_name(ty[t]), par[k], (unsigned long long)sp.st.n_steps,
+                          (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_accepted);
+            assert_same(&base, &sp, P.n, "dflash, quantized KV");
+            assert_true(sp.st.n_drafted > 0);
+        }
+        cs_engine_free(e);
+    }
+}
+
+static int setup(void **s)
+{
+    (void)s;
+    syn_path = tu_tmp_path("-dflash-synth.gguf");
+    write_synth_drafter(syn_path);
+    return 0;
+}
+
+static int teardown(void **s)
+{
+    (void)s;
+    remove(syn_path);
+    free(syn_path);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -428,6 +640,8 @@ int main(void)
         cmocka_unit_test(test_golden_kvtypes),
         cmocka_unit_test(test_lossless_f32),
         cmocka_unit_test(test_lossless_f16),
+        cmocka_unit_test(test_inject_kvtypes),
+        cmocka_unit_test(test_lossless_quant),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }
