@@ -261,8 +261,8 @@ void cs_dflash_ctx_free(struct cs_dflash_ctx *c)
 {
     if (!c)
         return;
-    cl_mem *b[] = {&c->x, &c->xb, &c->q, &c->att, &c->kc, &c->vc, &c->hb, &c->hb2,
-                   &c->tok, &c->pos, &c->seq, &c->cell, &c->logits};
+    cl_mem *b[] = {&c->x,   &c->xb,  &c->q,   &c->att,  &c->kc,   &c->vc,     &c->hb,  &c->hb2,
+                   &c->tok, &c->pos, &c->seq, &c->cell, &c->ipos, &c->icell, &c->logits};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
         rel(b[i]);
     cs_kv_free(c->kv);
@@ -270,6 +270,8 @@ void cs_dflash_ctx_free(struct cs_dflash_ctx *c)
     free(c->h_feat);
     free(c->cells);
     free(c->idx);
+    free(c->q_seq);
+    free(c->q_pos);
     free(c);
 }
 
@@ -299,11 +301,13 @@ int cs_dflash_ctx_new(struct cs_dflash_model *m, const struct cs_dflash_ctx_para
         rc = cs_kv_new(&m->khp, &kp, ldev, &c->kv, err, errlen);
     free(ldev);
     if (rc == CLSPEC_OK)
-        rc = cs_batch_init(&c->b, (int)B, err, errlen);
+        rc = cs_batch_init(&c->b, (int)(2 * B), err, errlen);
     c->h_feat = malloc(B * (size_t)hp->n_taps * E * sizeof *c->h_feat);
-    c->cells = malloc(B * sizeof *c->cells);
+    c->cells = malloc(2 * B * sizeof *c->cells);
     c->idx = malloc(B * sizeof *c->idx);
-    if (rc == CLSPEC_OK && (!c->h_feat || !c->cells || !c->idx))
+    c->q_seq = malloc(B * sizeof *c->q_seq);
+    c->q_pos = malloc(B * sizeof *c->q_pos);
+    if (rc == CLSPEC_OK && (!c->h_feat || !c->cells || !c->idx || !c->q_seq || !c->q_pos))
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "dflash context: out of memory");
     struct {
         cl_mem *m;
@@ -312,7 +316,7 @@ int cs_dflash_ctx_new(struct cs_dflash_model *m, const struct cs_dflash_ctx_para
         {&c->x, B * E * 4},  {&c->xb, B * XB * 4}, {&c->q, B * Q * 4},   {&c->att, B * Q * 4},
         {&c->kc, B * KV * 4}, {&c->vc, B * KV * 4}, {&c->hb, B * F * 4},  {&c->hb2, B * F * 4},
         {&c->tok, B * 4},     {&c->pos, B * 4},     {&c->seq, B * 4},     {&c->cell, B * 4},
-        {&c->logits, B * V * 4},
+        {&c->ipos, B * 4},    {&c->icell, B * 4},   {&c->logits, B * V * 4},
     };
     for (size_t j = 0; rc == CLSPEC_OK && j < CS_ARRAY_LEN(bufs); j++)
         rc = cs_cl_alloc(m->dev, CL_MEM_READ_WRITE, bufs[j].bytes, NULL, bufs[j].m, err, errlen);
@@ -327,6 +331,19 @@ int cs_dflash_ctx_new(struct cs_dflash_model *m, const struct cs_dflash_ctx_para
 
 int cs_dflash_seq_rm(struct cs_dflash_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
 {
+    const size_t F = (size_t)c->m->hp.n_taps * c->m->hp.n_embd;
+    int32_t k = 0;
+    for (int32_t i = 0; i < c->n_q; i++) {
+        if (c->q_seq[i] == seq && c->q_pos[i] >= p0 && (p1 < 0 || c->q_pos[i] < p1))
+            continue;
+        if (k != i) {
+            c->q_seq[k] = c->q_seq[i];
+            c->q_pos[k] = c->q_pos[i];
+            memmove(c->h_feat + (size_t)k * F, c->h_feat + (size_t)i * F, F * sizeof(float));
+        }
+        k++;
+    }
+    c->n_q = k;
     return cs_kv_seq_rm(c->kv, seq, p0, p1, err, errlen);
 }
 
@@ -336,33 +353,35 @@ static struct cs_rope_params rope_of(const struct cs_dflash_model *m)
                                    .freq_scale = 1.0f};
 }
 
-/* Places the batch's rows (all of one call must fit: else KV_FULL and
- * nothing placed), uploads pos/seq/cell. */
+/* Places c->b's rows (all must fit: else KV_FULL and nothing placed) and
+ * syncs the cell metadata. */
 static int place(struct cs_dflash_ctx *c, char *err, size_t errlen)
 {
     int seq_rc[CS_MAX_SEQ];
     TRY(cs_kv_place(c->kv, &c->b, c->cells, seq_rc, err, errlen));
     for (int s = 0; s < CS_MAX_SEQ; s++)
         if (seq_rc[s] != CLSPEC_OK) {
-            /* undo the sequences that were placed */
-            for (int i = 0; i < c->b.n; i++)
+            char e2[CLSPEC_ERRLEN];
+            for (int i = 0; i < c->b.n; i++) /* undo the sequences that were placed */
                 if (c->cells[i] >= 0)
-                    cs_kv_seq_rm(c->kv, c->b.seq[i], c->b.pos[i], c->b.pos[i] + 1, err, errlen);
+                    cs_kv_seq_rm(c->kv, c->b.seq[i], c->b.pos[i], c->b.pos[i] + 1, e2, sizeof e2);
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "dflash: KV cache full for sequence %d (%u cells, %u free)",
                           s, c->p.n_ctx, cs_kv_n_free(c->kv, s));
         }
-    struct cs_cl_dev *d = c->m->dev;
-    const size_t n = (size_t)c->b.n;
-    TRY(cs_kv_sync(c->kv, err, errlen));
-    TRY(cs_cl_write(d, c->pos, 0, n * 4, c->b.pos, err, errlen));
-    TRY(cs_cl_write(d, c->seq, 0, n * 4, c->b.seq, err, errlen));
-    TRY(cs_cl_write(d, c->cell, 0, n * 4, c->cells, err, errlen));
+    return cs_kv_sync(c->kv, err, errlen);
+}
+
+/* Adds the queued injection rows to c->b (first). */
+static int batch_queued(struct cs_dflash_ctx *c, char *err, size_t errlen)
+{
+    for (int32_t i = 0; i < c->n_q; i++)
+        TRY(cs_batch_add(&c->b, c->m->hp.mask_id, c->q_pos[i], c->q_seq[i], false, err, errlen));
     return CLSPEC_OK;
 }
 
 /* K = rope(k_norm(W_k a)) and V = W_v a of n rows of a (c->xb), stored into
  * layer l at c->cell. */
-static int kv_rows(struct cs_dflash_ctx *c, uint32_t l, int n, char *err, size_t errlen)
+static int kv_rows(struct cs_dflash_ctx *c, uint32_t l, int n, cl_mem pos, cl_mem cell, char *err, size_t errlen)
 {
     const struct cs_dflash_model *m = c->m;
     const struct cs_fwd_layer *L = &m->layers[l];
@@ -373,8 +392,43 @@ static int kv_rows(struct cs_dflash_ctx *c, uint32_t l, int n, char *err, size_t
     TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_rmsnorm(d, c->kc, 0, L->k_norm, c->kc, 0, n * (int)m->hp.n_head_kv, D, m->hp.rms_eps, err, errlen));
-    TRY(cs_op_rope(d, c->kc, 0, c->pos, n, (int)m->hp.n_head_kv, D, &rope, err, errlen));
-    return cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen);
+    TRY(cs_op_rope(d, c->kc, 0, pos, n, (int)m->hp.n_head_kv, D, &rope, err, errlen));
+    return cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, cell, n, err, errlen);
+}
+
+/* The injection pass over the first ni rows of c->b (the queue), placed in
+ * c->cells[0..ni): features -> fc -> enc.output_norm -> K/V of every layer. */
+static int inject_pass(struct cs_dflash_ctx *c, int ni, char *err, size_t errlen)
+{
+    const struct cs_dflash_model *m = c->m;
+    const size_t E = m->hp.n_embd, NT = m->hp.n_taps;
+    struct cs_cl_dev *d = m->dev;
+    TRY(cs_cl_write(d, c->ipos, 0, (size_t)ni * 4, c->q_pos, err, errlen));
+    TRY(cs_cl_write(d, c->icell, 0, (size_t)ni * 4, c->cells, err, errlen));
+    TRY(cs_cl_write(d, c->xb, 0, (size_t)ni * NT * E * 4, c->h_feat, err, errlen));
+    TRY(cs_op_matmul(d, &m->fc, c->xb, 0, c->x, 0, (uint32_t)ni, err, errlen));
+    TRY(cs_op_rmsnorm(d, c->x, 0, m->enc_norm, c->xb, 0, ni, (int)E, m->hp.rms_eps, err, errlen));
+    for (uint32_t l = 0; l < m->hp.n_layer; l++)
+        TRY(kv_rows(c, l, ni, c->ipos, c->icell, err, errlen));
+    c->n_injected += (uint64_t)ni;
+    return CLSPEC_OK;
+}
+
+int cs_dflash_flush(struct cs_dflash_ctx *c, char *err, size_t errlen)
+{
+    if (c->n_q == 0)
+        return CLSPEC_OK;
+    const int ni = c->n_q;
+    cs_batch_clear(&c->b);
+    int rc = batch_queued(c, err, errlen);
+    c->n_q = 0; /* dropped on failure too: the caller's drafter state is then invalid anyway */
+    if (rc == CLSPEC_OK)
+        rc = place(c, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = inject_pass(c, ni, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_finish(c->m->dev, err, errlen);
+    return rc;
 }
 
 int cs_dflash_inject(struct cs_dflash_ctx *c, int32_t seq, int32_t pos0, int32_t n, const float *taps, int32_t ld,
@@ -384,24 +438,14 @@ int cs_dflash_inject(struct cs_dflash_ctx *c, int32_t seq, int32_t pos0, int32_t
     const size_t E = m->hp.n_embd, NT = m->hp.n_taps;
     if (n < 0 || ld < n || pos0 < 0 || seq < 0 || (uint32_t)seq >= c->p.n_seq || (n > 0 && !taps))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "dflash inject: seq %d, pos %d, n %d, ld %d", seq, pos0, n, ld);
-    struct cs_cl_dev *d = m->dev;
-    for (int32_t r0 = 0; r0 < n; r0 += (int32_t)c->p.n_batch) {
-        const int k = (int)CS_MIN((int32_t)c->p.n_batch, n - r0);
-        cs_batch_clear(&c->b);
-        for (int i = 0; i < k; i++)
-            TRY(cs_batch_add(&c->b, m->hp.mask_id, pos0 + r0 + i, seq, false, err, errlen));
-        TRY(place(c, err, errlen));
-        for (int i = 0; i < k; i++)
-            for (size_t t = 0; t < NT; t++)
-                memcpy(c->h_feat + ((size_t)i * NT + t) * E, taps + (t * (size_t)ld + (size_t)(r0 + i)) * E,
-                       E * sizeof(float));
-        TRY(cs_cl_write(d, c->xb, 0, (size_t)k * NT * E * 4, c->h_feat, err, errlen));
-        TRY(cs_op_matmul(d, &m->fc, c->xb, 0, c->x, 0, (uint32_t)k, err, errlen));
-        TRY(cs_op_rmsnorm(d, c->x, 0, m->enc_norm, c->xb, 0, k, (int)E, m->hp.rms_eps, err, errlen));
-        for (uint32_t l = 0; l < m->hp.n_layer; l++)
-            TRY(kv_rows(c, l, k, err, errlen));
-        TRY(cs_cl_finish(d, err, errlen));
-        c->n_injected += (uint64_t)k;
+    for (int32_t r = 0; r < n; r++) {
+        if (c->n_q == (int32_t)c->p.n_batch)
+            TRY(cs_dflash_flush(c, err, errlen));
+        const int32_t q = c->n_q++;
+        c->q_seq[q] = seq;
+        c->q_pos[q] = pos0 + r;
+        for (size_t t = 0; t < NT; t++)
+            memcpy(c->h_feat + ((size_t)q * NT + t) * E, taps + (t * (size_t)ld + (size_t)r) * E, E * sizeof(float));
     }
     return CLSPEC_OK;
 }
@@ -414,7 +458,6 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
     const int E = (int)hp->n_embd, D = (int)hp->head_dim, F = (int)hp->n_ff;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = rope_of(m);
-    TRY(cs_cl_write(d, c->tok, 0, (size_t)n * 4, c->b.token, err, errlen));
     TRY(cs_op_get_rows(d, &m->target->tok_embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const struct cs_fwd_layer *L = &m->layers[l];
@@ -423,7 +466,7 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
         TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, (uint32_t)n, err, errlen));
         TRY(cs_op_rmsnorm(d, c->q, 0, L->q_norm, c->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-        TRY(kv_rows(c, l, n, err, errlen));
+        TRY(kv_rows(c, l, n, c->pos, c->cell, err, errlen));
         TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, causal,
                             1.0f / sqrtf((float)D), err, errlen));
         TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
@@ -447,7 +490,6 @@ int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32
     const size_t V = m->khp.n_vocab;
     if (n <= 0 || (uint32_t)n > c->p.n_batch)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "dflash decode: %d rows (want 1..n_batch %u)", n, c->p.n_batch);
-    cs_batch_clear(&c->b);
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= V)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "dflash decode: token %d (row %d) out of range [0, %zu)",
@@ -455,25 +497,42 @@ int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32
         if (seq[i] < 0 || (uint32_t)seq[i] >= c->p.n_seq)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "dflash decode: sequence %d (row %d) out of range 0..%u",
                           seq[i], i, c->p.n_seq - 1);
-        TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
     }
+    /* the queued injection rows and the block, placed together */
+    const int ni = c->n_q;
+    cs_batch_clear(&c->b);
+    TRY(batch_queued(c, err, errlen));
+    for (int32_t i = 0; i < n; i++)
+        TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
+    c->n_q = 0;
     TRY(place(c, err, errlen));
-    int rc = decode_pass(c, n, causal, err, errlen);
-    /* read back: contiguous rows straight, else through the wanted list */
+    struct cs_cl_dev *d = m->dev;
+    int rc = ni > 0 ? inject_pass(c, ni, err, errlen) : CLSPEC_OK;
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_write(d, c->pos, 0, (size_t)n * 4, pos, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_write(d, c->seq, 0, (size_t)n * 4, seq, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_write(d, c->cell, 0, (size_t)n * 4, c->cells + ni, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_cl_write(d, c->tok, 0, (size_t)n * 4, tokens, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = decode_pass(c, n, causal, err, errlen);
+    /* read back: contiguous rows straight, else row by row */
     if (rc == CLSPEC_OK && logits) {
         int32_t nw = 0;
         for (int32_t i = 0; i < n; i++)
             if (!want || want[i])
                 c->idx[nw++] = i;
         if (nw == n)
-            rc = cs_cl_read(m->dev, c->logits, 0, (size_t)n * V * 4, logits, err, errlen);
+            rc = cs_cl_read(d, c->logits, 0, (size_t)n * V * 4, logits, err, errlen);
         else
             for (int32_t j = 0; j < nw && rc == CLSPEC_OK; j++)
-                rc = cs_cl_read(m->dev, c->logits, (size_t)c->idx[j] * V * 4, V * 4, logits + (size_t)j * V, err,
+                rc = cs_cl_read(d, c->logits, (size_t)c->idx[j] * V * 4, V * 4, logits + (size_t)j * V, err,
                                 errlen);
     }
     char e2[CLSPEC_ERRLEN];
-    int rc2 = cs_cl_finish(m->dev, e2, sizeof e2);
+    int rc2 = cs_cl_finish(d, e2, sizeof e2);
     if (rc == CLSPEC_OK && rc2 < 0)
         rc = cs_err(err, errlen, rc2, "%s", e2);
     /* the block's K/V do not persist */

@@ -76,11 +76,14 @@ struct cs_dflash_ctx {
     struct cs_dflash_ctx_params p;
     struct cs_kv *kv;                 /* owned */
     cl_mem x, xb, q, att, kc, vc, hb, hb2; /* (n_batch, ...) activations: x (E), xb (max(E, Q, n_taps E)), ... */
-    cl_mem tok, pos, seq, cell;       /* int32 (n_batch) */
+    cl_mem tok, pos, seq, cell;       /* int32 (n_batch): block rows */
+    cl_mem ipos, icell;               /* int32 (n_batch): injection rows */
     cl_mem logits;                    /* (n_batch, n_vocab) */
-    float *h_feat;                    /* host (n_batch, n_taps * n_embd) */
-    struct cs_batch b;                /* (n_batch) placement scratch */
-    int32_t *cells;                   /* (n_batch) */
+    float *h_feat;                    /* host (n_batch, n_taps * n_embd): queued injection features */
+    int32_t *q_seq, *q_pos;           /* (n_batch) queued injection rows */
+    int32_t n_q;
+    struct cs_batch b;                /* (2 n_batch) placement scratch: queued rows, then the block */
+    int32_t *cells;                   /* (2 n_batch) */
     int32_t *idx;                     /* (n_batch) logits rows */
     uint64_t n_injected, n_decoded;   /* rows, counters */
 };
@@ -91,21 +94,28 @@ void cs_dflash_ctx_free(struct cs_dflash_ctx *c);
 
 /* Injects n rows of seq at positions pos0..pos0+n-1 from taps: (n_taps,
  * ld, n_embd) floats (tap i of row r at taps[(i * ld + r) * n_embd]; ld >=
- * n), in the order of hp.taps. Rows already held by seq at those positions
- * are overwritten. CLSPEC_E_KV_FULL when they do not fit. */
+ * n), in the order of hp.taps. The features are copied (taps may go after
+ * the call) and queued: the injection pass runs for all queued rows of all
+ * sequences at once, before the next block decode (or at cs_dflash_flush,
+ * or when n_batch rows are queued). Rows already held by seq at those
+ * positions are overwritten. */
 int cs_dflash_inject(struct cs_dflash_ctx *c, int32_t seq, int32_t pos0, int32_t n, const float *taps, int32_t ld,
                      char *err, size_t errlen);
+/* Runs the queued injection now (store only, no attention). A failure
+ * (CLSPEC_E_KV_FULL) drops the queue. */
+int cs_dflash_flush(struct cs_dflash_ctx *c, char *err, size_t errlen);
 
 /* Block decode of n rows (tokens, positions, sequences; rows of one
  * sequence in increasing position, after its injected context). Attention
  * is non-causal (every row sees all its sequence's cells: injected context
- * and the block) unless causal. Writes the logits of the rows with
+ * and the block) unless causal. The queued injection runs first, in the
+ * same placement (a KV_FULL drops it). Writes the logits of the rows with
  * want[i] != 0 (NULL: every row) to logits ((rows wanted, n_vocab), in row
  * order). The rows' K/V are removed again before returning. */
 int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
                      bool causal, const uint8_t *want, float *logits, char *err, size_t errlen);
 
-/* Drops seq's cells with p0 <= pos < p1 (p1 < 0: to the end). */
+/* Drops seq's cells (and queued rows) with p0 <= pos < p1 (p1 < 0: to the end). */
 int cs_dflash_seq_rm(struct cs_dflash_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 
 #endif
