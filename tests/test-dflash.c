@@ -6,6 +6,8 @@
  * types and slot counts (acceptance printed). */
 #include "config.h"
 
+#define _POSIX_C_SOURCE 200809L
+
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -423,6 +426,125 @@ static void test_lossless_f16(void **s)
 }
 
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Cost of the injection pass (printed, not asserted): a round's block decode
+ * alone and with 3 queued rows (an accepted verify) in the same pass, and a
+ * 64-row prefill injection on its own, f16 KV. */
+static void test_inject_cost(void **s)
+{
+    (void)s;
+    struct fx x;
+    if (fx_open(&x))
+        skip();
+    const int E = 64, R = 30;
+    struct cs_dflash_ctx *dc = NULL;
+    struct cs_dflash_ctx_params dp = {.n_ctx = 2048, .n_batch = 64, .type_k = CS_TYPE_F16, .type_v = CS_TYPE_F16,
+                                      .n_seq = 1};
+    if (cs_dflash_ctx_new(x.dm, &dp, &dc, x.err, sizeof x.err) < 0)
+        fail_msg("%s", x.err);
+    float *taps = malloc((size_t)3 * 64 * E * sizeof *taps), *logits = malloc((size_t)8 * x.f.V * sizeof *logits);
+    struct tu_rng r;
+    tu_rng_seed(&r, 5);
+    for (int i = 0; i < 3 * 64 * E; i++)
+        taps[i] = tu_rng_normal(&r);
+    int32_t tok[8] = {432, 0, 0, 0, 0, 0, 0, 0}, pos[8], seq[8] = {0};
+    int32_t n = 0;
+    double t_pre = 0, t_blk = 0, t_blk3 = 0;
+    for (int k = 0; k < R; k++) {
+        double t0 = now_s();
+        if (cs_dflash_inject(dc, 0, n, 64, taps, 64, x.err, sizeof x.err) < 0 ||
+            cs_dflash_flush(dc, x.err, sizeof x.err) < 0)
+            fail_msg("%s", x.err);
+        t_pre += now_s() - t0;
+        n += 64;
+        for (int i = 0; i < 8; i++)
+            pos[i] = n + i;
+        t0 = now_s();
+        if (cs_dflash_decode(dc, tok, pos, seq, 8, false, NULL, logits, x.err, sizeof x.err) < 0)
+            fail_msg("%s", x.err);
+        t_blk += now_s() - t0;
+        t0 = now_s();
+        if (cs_dflash_inject(dc, 0, n, 3, taps, 64, x.err, sizeof x.err) < 0)
+            fail_msg("%s", x.err);
+        n += 3;
+        for (int i = 0; i < 8; i++)
+            pos[i] = n + i;
+        if (cs_dflash_decode(dc, tok, pos, seq, 8, false, NULL, logits, x.err, sizeof x.err) < 0)
+            fail_msg("%s", x.err);
+        t_blk3 += now_s() - t0;
+    }
+    assert_int_equal(cs_kv_seq_n_cells(dc->kv, 0), (uint32_t)n);
+    print_message("injection cost (f16 KV): 64-row pass %.3f ms (%.1f us/token); block of 8 %.3f ms, with 3 "
+                  "injected rows %.3f ms (+%.1f us/token)\n",
+                  1e3 * t_pre / R, 1e6 * t_pre / (R * 64.0), 1e3 * t_blk / R, 1e3 * t_blk3 / R,
+                  1e6 * (t_blk3 - t_blk) / (R * 3.0));
+    free(taps);
+    free(logits);
+    cs_dflash_ctx_free(dc);
+    fx_close(&x);
+}
+
+/* n_max above block_size - 1 is clamped (a draft never exceeds 7 for the
+ * fixture's block of 8); a new request on a used slot starts from a clean
+ * drafter state (the same drafts as on a fresh plugin); generation with a
+ * host n_max of 10 stays lossless. */
+static void test_clamp_and_reset(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts();
+    struct cs_engine *e = engine_open(TARGET, 512, 2, CS_TYPE_F32);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("%s", err);
+    struct cs_spec_params spp = cs_spec_defaults();
+    spp.n_max = 10;
+    struct cs_spec *spec = NULL;
+    assert_int_equal(cs_spec_new(e, pl, &spp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0.0f;
+    struct cs_sampler *smp = NULL;
+    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    int32_t first[2][16];
+    int nfirst[2] = {0};
+    for (int round = 0; round < 2; round++) {
+        /* round 0: prompt 1 on slot 0 (fresh); round 1: prompt 0 on slot 0 and 1 then prompt 1 again on slot 0 */
+        if (round == 1) {
+            assert_int_equal(cs_spec_slot_begin(spec, 1, P.ids[0], P.len[0], smp, true, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_spec_slot_begin(spec, 0, P.ids[0], P.len[0], smp, true, err, sizeof err), CLSPEC_OK);
+            int32_t left[2] = {20, 20};
+            for (int k = 0; k < 3; k++)
+                assert_int_equal(cs_spec_step(spec, left, err, sizeof err), CLSPEC_OK);
+        }
+        assert_int_equal(cs_spec_slot_begin(spec, 0, P.ids[1], P.len[1], smp, true, err, sizeof err), CLSPEC_OK);
+        struct clspec_draft_req req = {.size = sizeof req, .slot = 0, .hist = P.ids[1], .n_hist = P.len[1],
+                                       .pos_last = P.len[1] - 1, .n_max = 10, .n_vocab = (uint32_t)spec->n_vocab};
+        nfirst[round] = pl->vt.draft(pl->state, &req, first[round], NULL, err, sizeof err);
+        assert_int_equal(nfirst[round], 7); /* clamped to block_size - 1 */
+        cs_spec_slot_end(spec, 0);
+        cs_spec_slot_end(spec, 1);
+    }
+    assert_memory_equal(first[0], first[1], 7 * sizeof(int32_t));
+    cs_sampler_free(smp);
+    cs_spec_free(spec);
+    static struct run base, sp;
+    gen(e, NULL, &P, 2, 10, &base);
+    gen(e, pl, &P, 2, 10, &sp);
+    assert_same(&base, &sp, P.n, "dflash, n_max 10");
+    print_message("n_max 10 (clamped to 7): drafted %llu in %llu steps, accepted %llu, tau %.3f\n",
+                  (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_steps,
+                  (unsigned long long)sp.st.n_accepted, tau(&sp.st));
+    assert_true(sp.st.n_drafted <= 7 * sp.st.n_steps);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
 /* ---- quantized KV: a synthetic drafter for synth-256 (head_dim 32) ----
  * stories260K has head_dim 8, which q8_0/q4_0 caches cannot hold (blocks of
  * 32 per head, as in ggml); synth-256 (dim 256, 4 layers, 8/4 heads) can. */
@@ -640,6 +762,8 @@ int main(void)
         cmocka_unit_test(test_golden_kvtypes),
         cmocka_unit_test(test_lossless_f32),
         cmocka_unit_test(test_lossless_f16),
+        cmocka_unit_test(test_inject_cost),
+        cmocka_unit_test(test_clamp_and_reset),
         cmocka_unit_test(test_inject_kvtypes),
         cmocka_unit_test(test_lossless_quant),
     };
