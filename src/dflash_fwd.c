@@ -161,6 +161,7 @@ void cs_dflash_model_free(struct cs_dflash_model *m)
         }
     free(m->layers);
     cs_weight_free(&m->fc);
+    cs_weight_free(&m->own_embd);
     rel(&m->enc_norm);
     rel(&m->out_norm);
     cs_gguf_close(m->gguf);
@@ -173,17 +174,33 @@ int cs_dflash_model_load(const char *path, const struct cs_fwd_model *target, st
     *out = NULL;
     const struct cs_hparams *thp = &target->model->hp;
     struct cs_cl_dev *emb = target->devs[target->emb_dev], *outd = target->devs[target->out_dev];
-    if (emb != dev || outd != dev)
+    if (outd != dev)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "%s: a dflash drafter borrows the target's token_embd (on %s) and output (on %s) and must run "
-                      "on that device, not on %s (set the speculator's device to the target's last device)",
-                      path, emb->info.name, outd->info.name, dev->info.name);
+                      "%s: a dflash drafter borrows the target's output matrix, which is on %s, and must run there, "
+                      "not on %s (set the speculator's device to the target's last device, or leave it unset)",
+                      path, outd->info.name, dev->info.name);
     struct cs_dflash_model *m = calloc(1, sizeof *m);
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", path);
     m->target = target;
     m->dev = dev;
-    int rc = cs_gguf_open(path, &m->gguf, err, errlen);
+    m->out = target->output_is_embd ? &target->tok_embd : &target->output;
+    int rc = CLSPEC_OK;
+    if (emb == dev) {
+        m->embd = &target->tok_embd;
+    } else if (thp->tied_output) { /* the output device holds a copy of token_embd as the output */
+        m->embd = &target->output;
+    } else { /* token_embd is on another device: a copy here */
+        const struct cs_gguf_tensor *t = target->model->tok_embd;
+        rc = cs_weight_upload(dev, t->type, (uint32_t)t->ne[0], (uint32_t)t->ne[1], t->data, &m->own_embd, err,
+                              errlen);
+        m->embd = &m->own_embd;
+        if (rc < 0) {
+            cs_err_prefix(err, errlen, rc, "%s: the target's token_embd copied to %s", path, dev->info.name);
+            goto fail;
+        }
+    }
+    rc = cs_gguf_open(path, &m->gguf, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_dflash_hparams_read(m->gguf, &m->hp, err, errlen);
     if (rc < 0)
@@ -458,7 +475,7 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
     const int E = (int)hp->n_embd, D = (int)hp->head_dim, F = (int)hp->n_ff;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = rope_of(m);
-    TRY(cs_op_get_rows(d, &m->target->tok_embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
+    TRY(cs_op_get_rows(d, m->embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const struct cs_fwd_layer *L = &m->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
@@ -479,8 +496,7 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
         TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     }
     TRY(cs_op_rmsnorm(d, c->x, 0, m->out_norm, c->xb, 0, n, E, eps, err, errlen));
-    const struct cs_weight *ow = m->target->output_is_embd ? &m->target->tok_embd : &m->target->output;
-    return cs_op_matmul(d, ow, c->xb, 0, c->logits, 0, (uint32_t)n, err, errlen);
+    return cs_op_matmul(d, m->out, c->xb, 0, c->logits, 0, (uint32_t)n, err, errlen);
 }
 
 int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,

@@ -51,15 +51,19 @@ struct cs_dflash_model {
     struct cs_dflash_hparams hp;
     struct cs_hparams khp;            /* the drafter's shape as cs_kv_new reads it */
     const struct cs_fwd_model *target;/* borrowed: token_embd, output */
-    struct cs_cl_dev *dev;            /* borrowed */
+    struct cs_cl_dev *dev;            /* borrowed: the device of the target's output */
+    const struct cs_weight *embd;     /* the target's token_embd on dev: borrowed, or own_embd */
+    const struct cs_weight *out;      /* the target's output matrix (on dev), borrowed */
+    struct cs_weight own_embd;        /* a copy of token_embd when the target has it on another device */
     struct cs_weight fc;              /* (n_taps * n_embd -> n_embd) */
     cl_mem enc_norm, out_norm;        /* f32 (n_embd) */
     struct cs_fwd_layer *layers;      /* (n_layer), q_norm / k_norm set */
 };
 
 /* Loads a dflash GGUF onto dev for target (same hidden size; every tap
- * layer within 0..target n_layer; the target's token_embd and output must be
- * on dev, else a message naming both devices). */
+ * layer within 0..target n_layer). dev must hold the target's output matrix
+ * (else a message naming both devices); the target's token_embd is used
+ * where it is on dev (or its tied copy), else copied to dev. */
 int cs_dflash_model_load(const char *path, const struct cs_fwd_model *target, struct cs_cl_dev *dev,
                          struct cs_dflash_model **out, char *err, size_t errlen);
 void cs_dflash_model_free(struct cs_dflash_model *m);

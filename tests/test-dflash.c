@@ -545,6 +545,53 @@ static void test_clamp_and_reset(void **s)
     cs_engine_free(e);
 }
 
+/* Two devices (PoCL: POCL_DEVICES="pthread pthread", set in main): layers
+ * split 2 + 3, the drafter on the output device (the default), lossless at
+ * parallel 2; placing it on the other device is refused naming both devices
+ * and the key. */
+static void test_two_devices(void **s)
+{
+    (void)s;
+    struct cs_engine_params p = cs_engine_defaults();
+    char *path = tu_shared_path(TARGET);
+    p.model_path = path;
+    p.n_ctx = 512;
+    p.n_seq_max = 4;
+    p.type_k = p.type_v = CS_TYPE_F16;
+    p.devices = "0,1";
+    p.split[0] = 2;
+    p.split[1] = 3;
+    struct cs_engine *e = NULL;
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_engine_open(&p, &e, err, sizeof err);
+    free(path);
+    if (rc != CLSPEC_OK) {
+        print_message("two devices: %s (skipped)\n", err);
+        skip();
+    }
+    struct prompts P = golden_prompts();
+    static struct run base, sp;
+    gen(e, NULL, &P, 2, 7, &base);
+    struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("%s", err);
+    gen(e, pl, &P, 2, 7, &sp);
+    cs_plugin_free(pl);
+    print_message("two devices, parallel 2: drafted %llu, accepted %llu, tau %.3f\n",
+                  (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_accepted, tau(&sp.st));
+    assert_same(&base, &sp, P.n, "dflash, two devices");
+    assert_true(tau(&sp.st) > 1.8);
+    char *dp = tu_shared_path(DRAFTER);
+    struct cs_plugin_kv kv[] = {{"model", dp}, {"device", "0"}};
+    struct cs_plugin_params pp = {.type = "dflash", .kv = kv, .n_kv = 2, .engine = e, .n_slots = 2};
+    assert_int_not_equal(cs_plugin_load(&pp, &pl, err, sizeof err), CLSPEC_OK);
+    free(dp);
+    assert_non_null(strstr(err, "on device 1 ("));
+    assert_non_null(strstr(err, "cannot run on device 0 ("));
+    assert_non_null(strstr(err, "`device`"));
+    cs_engine_free(e);
+}
+
 /* ---- quantized KV: a synthetic drafter for synth-256 (head_dim 32) ----
  * stories260K has head_dim 8, which q8_0/q4_0 caches cannot hold (blocks of
  * 32 per head, as in ggml); synth-256 (dim 256, 4 layers, 8/4 heads) can. */
@@ -756,6 +803,7 @@ static int teardown(void **s)
 
 int main(void)
 {
+    setenv("POCL_DEVICES", "pthread pthread", 0); /* two CPU devices for test_two_devices (PoCL only) */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_golden),
@@ -764,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_clamp_and_reset),
+        cmocka_unit_test(test_two_devices),
         cmocka_unit_test(test_inject_kvtypes),
         cmocka_unit_test(test_lossless_quant),
     };

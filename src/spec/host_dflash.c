@@ -106,6 +106,17 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
     if (device >= e->n_dev)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: device %d does not exist (the target has devices 0..%d)",
                       path, device, e->n_dev - 1);
+    struct cs_cl_dev *outd = e->fm->devs[e->fm->out_dev];
+    if (e->dev[device] != outd) {
+        int32_t oi = 0;
+        for (int32_t i = 0; i < e->n_dev; i++)
+            if (e->dev[i] == outd)
+                oi = i;
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "%s: a dflash drafter borrows the target's output matrix, which is on device %d (%s); it "
+                      "cannot run on device %d (%s): set the speculator's `device` to %d or leave it unset",
+                      path, oi, outd->info.name, device, e->dev[device]->info.name, oi);
+    }
     struct df_model *m = calloc(1, sizeof *m);
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "model_load: out of memory");
