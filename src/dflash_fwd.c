@@ -472,7 +472,7 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
     const struct cs_dflash_model *m = c->m;
     const struct cs_dflash_hparams *hp = &m->hp;
     struct cs_cl_dev *d = m->dev;
-    const int E = (int)hp->n_embd, D = (int)hp->head_dim, F = (int)hp->n_ff;
+    const int E = (int)hp->n_embd, D = (int)hp->head_dim;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = rope_of(m);
     TRY(cs_op_get_rows(d, m->embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
@@ -489,9 +489,7 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
         TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
         TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
         TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_gate, c->xb, 0, c->hb, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_up, c->xb, 0, c->hb2, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_swiglu(d, c->hb, 0, c->hb2, 0, c->hb, 0, (size_t)n * F, err, errlen));
+        TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
         TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
         TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     }
