@@ -244,9 +244,13 @@ static void test_golden_kvtypes(void **s)
 #define NGEN 48
 #define NP 4 /* the 3 golden prompts and the first again (4 slots at parallel 4) */
 
+static uint32_t engine_n_batch; /* 0: the default */
+
 static struct cs_engine *engine_open(const char *model, uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
 {
     struct cs_engine_params p = cs_engine_defaults();
+    if (engine_n_batch)
+        p.n_batch = p.n_ubatch = engine_n_batch;
     char *path = tu_shared_path(model);
     p.model_path = path;
     p.n_ctx = n_ctx;
@@ -545,6 +549,35 @@ static void test_clamp_and_reset(void **s)
     cs_engine_free(e);
 }
 
+/* Prompts prefilled in chunks of 2 tokens (engine n_batch 2): the taps of
+ * every chunk reach the drafter; the same drafts and output as in one chunk. */
+static void test_chunked_prefill(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts();
+    char err[CLSPEC_ERRLEN];
+    static struct run base, sp[2];
+    for (int k = 0; k < 2; k++) {
+        engine_n_batch = k ? 2 : 0;
+        struct cs_engine *e = engine_open(TARGET, 512, 2, CS_TYPE_F32);
+        engine_n_batch = 0;
+        if (k == 1)
+            gen(e, NULL, &P, 2, 7, &base);
+        struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+        if (!pl)
+            fail_msg("%s", err);
+        gen(e, pl, &P, 2, 7, &sp[k]);
+        cs_plugin_free(pl);
+        cs_engine_free(e);
+    }
+    print_message("prefill in chunks of 2: drafted %llu, accepted %llu (in one chunk: %llu, %llu)\n",
+                  (unsigned long long)sp[1].st.n_drafted, (unsigned long long)sp[1].st.n_accepted,
+                  (unsigned long long)sp[0].st.n_drafted, (unsigned long long)sp[0].st.n_accepted);
+    assert_same(&base, &sp[1], P.n, "dflash, chunked prefill");
+    assert_same(&sp[0], &sp[1], P.n, "dflash, chunked vs one chunk");
+    assert_true(sp[1].st.n_accepted + 3 >= sp[0].st.n_accepted && sp[0].st.n_accepted + 3 >= sp[1].st.n_accepted);
+}
+
 /* Two devices (PoCL: POCL_DEVICES="pthread pthread", set in main): layers
  * split 2 + 3, the drafter on the output device (the default), lossless at
  * parallel 2; placing it on the other device is refused naming both devices
@@ -812,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_clamp_and_reset),
+        cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_two_devices),
         cmocka_unit_test(test_inject_kvtypes),
         cmocka_unit_test(test_lossless_quant),
