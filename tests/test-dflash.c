@@ -549,6 +549,80 @@ static void test_clamp_and_reset(void **s)
     cs_engine_free(e);
 }
 
+/* The host entries a plugin sees (ABI 1.3) on a dflash drafter: model_info,
+ * model_key_ints, ctx_new / ctx_inject_taps / ctx_decode / ctx_logits, and
+ * refusals: ctx_inject_taps on an ordinary model's context. */
+static void test_host_entries(void **s)
+{
+    (void)s;
+    struct cs_engine *e = engine_open(TARGET, 256, 2, CS_TYPE_F32);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin_params pp = {.type = "ngram", .engine = e, .n_slots = 2};
+    struct cs_plugin *pl = NULL;
+    if (cs_plugin_load(&pp, &pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    const struct clspec_host *h = &pl->host;
+    assert_true(h->abi_minor >= 3);
+    assert_non_null(h->model_key_ints);
+    assert_non_null(h->ctx_inject_taps);
+    char *dp = tu_shared_path(DRAFTER), *tp = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
+    clspec_model *m = NULL, *plain = NULL;
+    if (h->model_load(h, dp, -1, &m, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct clspec_model_info mi = {.size = sizeof mi};
+    assert_int_equal(h->model_info(m, &mi), 0);
+    assert_string_equal(mi.arch, "dflash");
+    assert_int_equal(mi.n_embd, 64);
+    assert_int_equal(mi.n_layer, 2);
+    assert_int_equal(mi.n_vocab, 512);
+    assert_string_equal(h->model_token_text(m, 1), h->token_text(h, 1));
+    int64_t v[4] = {0};
+    assert_int_equal(h->model_key_ints(m, "dflash.target_layers", v, 4), 3);
+    assert_int_equal(v[0], 2);
+    assert_int_equal(v[2], 5);
+    assert_int_equal(h->model_key_ints(m, "dflash.block_size", v, 1), 1);
+    assert_int_equal(v[0], 8);
+    assert_int_equal(h->model_key_ints(m, "dflash.attention.causal", v, 1), 1);
+    assert_int_equal(v[0], 0);
+    assert_true(h->model_key_ints(m, "dflash.no_such_key", v, 1) < 0);
+    assert_true(h->model_key_ints(m, "general.architecture", v, 1) < 0); /* a string */
+    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 64, .n_batch = 16, .n_seq = 2, .non_causal = 1};
+    clspec_ctx *c = NULL;
+    if (h->ctx_new(m, &cp, &c, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    float taps[3 * 4 * 64];
+    for (int i = 0; i < 3 * 4 * 64; i++)
+        taps[i] = (float)((i * 37) % 19) * 0.1f - 0.9f;
+    assert_int_equal(h->ctx_inject_taps(c, 1, 0, 4, taps, 4, err, sizeof err), 0);
+    const int32_t tok[3] = {10, 0, 0}, pos[3] = {4, 5, 6}, seq[3] = {1, 1, 1};
+    struct clspec_decode d = {.size = sizeof d, .n = 3, .tokens = tok, .pos = pos, .seq = seq};
+    assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0);
+    assert_non_null(h->ctx_logits(c, 0)); /* the last row only */
+    assert_null(h->ctx_logits(c, 1));
+    assert_int_equal(h->ctx_seq_rm(c, 1, 0, -1, err, sizeof err), 0);
+    /* an ordinary draft model: loads through the wrapped entries; no taps injection there */
+    if (h->model_load(h, tp, -1, &plain, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct clspec_model_info pi = {.size = sizeof pi};
+    h->model_info(plain, &pi);
+    assert_string_equal(pi.arch, "llama");
+    assert_true(h->model_key_ints(plain, "llama.block_count", v, 1) < 0);
+    clspec_ctx *pc = NULL;
+    cp.non_causal = 0;
+    if (h->ctx_new(plain, &cp, &pc, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_not_equal(h->ctx_inject_taps(pc, 0, 0, 1, taps, 1, err, sizeof err), 0);
+    assert_non_null(strstr(err, "not a context of a dflash model"));
+    h->ctx_free(pc);
+    h->model_free(plain);
+    h->ctx_free(c);
+    h->model_free(m);
+    free(dp);
+    free(tp);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
 /* Prompts prefilled in chunks of 2 tokens (engine n_batch 2): the taps of
  * every chunk reach the drafter; the same drafts and output as in one chunk. */
 static void test_chunked_prefill(void **s)
@@ -845,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_clamp_and_reset),
+        cmocka_unit_test(test_host_entries),
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_two_devices),
         cmocka_unit_test(test_inject_kvtypes),

@@ -300,6 +300,34 @@ static int ctx_inject_taps(clspec_ctx *cc, int32_t seq, int32_t pos, int32_t n, 
     return cs_dflash_inject(DFC(cc)->c, seq, pos, n, taps, ld, err, errlen);
 }
 
+/* Entries of other services that take a context: a dflash context is refused
+ * there (it has no hidden states nor a shared-output decode). */
+static int ctx_decode_shared(clspec_ctx *cc, const struct clspec_decode *d, const clspec_tensor *output, char *err,
+                             size_t errlen)
+{
+    if (reg_has(cc))
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_decode_shared: not for a dflash context");
+    return base.ctx_decode_shared(cc, d, output, err, errlen);
+}
+
+static int ctx_kv_inject(clspec_ctx *cc, int32_t layer, int32_t seq, const int32_t *pos, int32_t n, const float *k,
+                         const float *v, char *err, size_t errlen)
+{
+    if (reg_has(cc))
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_kv_inject: a dflash context takes ctx_inject_taps");
+    return base.ctx_kv_inject(cc, layer, seq, pos, n, k, v, err, errlen);
+}
+
+static const float *ctx_hidden(clspec_ctx *cc, int32_t layer, int32_t *n_rows)
+{
+    if (reg_has(cc)) {
+        if (n_rows)
+            *n_rows = 0;
+        return NULL;
+    }
+    return base.ctx_hidden(cc, layer, n_rows);
+}
+
 void cs_host_dflash_entries(struct clspec_host *h)
 {
     if (!base.model_load) { /* the wrapped entries are the same static functions for every table */
@@ -312,6 +340,9 @@ void cs_host_dflash_entries(struct clspec_host *h)
         base.ctx_seq_rm = h->ctx_seq_rm;
         base.ctx_decode = h->ctx_decode;
         base.ctx_logits = h->ctx_logits;
+        base.ctx_decode_shared = h->ctx_decode_shared;
+        base.ctx_kv_inject = h->ctx_kv_inject;
+        base.ctx_hidden = h->ctx_hidden;
     }
     h->model_load = model_load;
     h->model_free = model_free;
@@ -322,6 +353,12 @@ void cs_host_dflash_entries(struct clspec_host *h)
     h->ctx_seq_rm = ctx_seq_rm;
     h->ctx_decode = ctx_decode;
     h->ctx_logits = ctx_logits;
+    if (base.ctx_decode_shared)
+        h->ctx_decode_shared = ctx_decode_shared;
+    if (base.ctx_kv_inject)
+        h->ctx_kv_inject = ctx_kv_inject;
+    if (base.ctx_hidden)
+        h->ctx_hidden = ctx_hidden;
     h->model_key_ints = model_key_ints;
     h->ctx_inject_taps = ctx_inject_taps;
 }
