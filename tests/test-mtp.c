@@ -3,7 +3,16 @@
  * Taps: with the ngram plugin drafting, every position of every slot's
  * history (prefill in chunks, then each verification) is handed to the
  * plugin exactly once per forward, at the requested layers, equal to the
- * hidden states of one plain forward over the final history. */
+ * hidden states of one plain forward over the final history.
+ * MTP (reference/mtp-stories260K.json, README-mtp.md), with the combined
+ * file and with the sidecar head: the host's MTP head (model_load,
+ * ctx_decode with embeddings, ctx_hidden, ctx_decode_shared) gives the first
+ * step's top-5 draft logits within 1e-3; the plugin inside the speculative
+ * step reproduces the 8 traced k = 3 steps exactly (drafts, accepted
+ * counts, commits); greedy output with mtp speculation equals output
+ * without it (48 tokens, 3 prompts, target KV f32 / f16, head KV of another
+ * type, parallel 1 and 4); acceptance with fixed k = 1, 2, 3 is close to
+ * the reference's spec_stats_48_tokens. */
 #include "config.h"
 
 #include <math.h>
@@ -23,10 +32,13 @@
 #include "spec/spec.h"
 #include "testutil.h"
 
+static const char *g_devices; /* engine devices ("0,1"), NULL = the first */
+
 static struct cs_engine *engine_open(const char *model, uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type,
                                      uint32_t n_batch)
 {
     struct cs_engine_params p = cs_engine_defaults();
+    p.devices = g_devices;
     char *path = tu_shared_path(model);
     p.model_path = path;
     p.n_ctx = n_ctx;
@@ -159,10 +171,588 @@ static void test_taps(void **state)
     cs_engine_free(e);
 }
 
+/* ---- MTP: golden data ---- */
+
+#define MAXC 3
+#define NGREEDY 48
+
+struct gstep {
+    int32_t n_past, input, drafts[3], n_acc, committed[4], n_committed, next;
+};
+
+struct gcase {
+    int32_t prompt[32], n_prompt;
+    int32_t greedy[NGREEDY];
+    struct gstep steps[8];
+    int32_t top_id[3][5];
+    float top_val[3][5];
+    int32_t stats[3][3]; /* k = 1..3: steps, drafted, accepted */
+};
+
+static struct gcase GC[MAXC];
+
+static void ints(json_t *a, int32_t *out, int32_t max, int32_t *n)
+{
+    assert_true(json_is_array(a));
+    int32_t k = (int32_t)json_array_size(a);
+    assert_true(k <= max);
+    for (int32_t i = 0; i < k; i++)
+        out[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
+    if (n)
+        *n = k;
+}
+
+static int load_golden(void **state)
+{
+    (void)state;
+    char *path = tu_shared_path("reference/mtp-stories260K.json");
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    free(path);
+    if (!root) {
+        fprintf(stderr, "mtp-stories260K.json: %s\n", je.text);
+        return -1;
+    }
+    json_t *cases = json_object_get(root, "cases");
+    if (json_array_size(cases) != MAXC) {
+        json_decref(root);
+        return -1;
+    }
+    for (int c = 0; c < MAXC; c++) {
+        json_t *o = json_array_get(cases, (size_t)c);
+        struct gcase *g = &GC[c];
+        ints(json_object_get(o, "prompt_ids"), g->prompt, 32, &g->n_prompt);
+        ints(json_object_get(o, "greedy_ids"), g->greedy, NGREEDY, NULL);
+        json_t *st = json_object_get(o, "spec_k3_steps");
+        for (int i = 0; i < 8; i++) {
+            json_t *x = json_array_get(st, (size_t)i);
+            struct gstep *gs = &g->steps[i];
+            gs->n_past = (int32_t)json_integer_value(json_object_get(x, "n_past"));
+            gs->input = (int32_t)json_integer_value(json_object_get(x, "input_token"));
+            gs->n_acc = (int32_t)json_integer_value(json_object_get(x, "n_accepted"));
+            gs->next = (int32_t)json_integer_value(json_object_get(x, "next_pending"));
+            ints(json_object_get(x, "drafts"), gs->drafts, 3, NULL);
+            ints(json_object_get(x, "committed"), gs->committed, 4, &gs->n_committed);
+        }
+        json_t *t5 = json_object_get(o, "first_step_draft_top5");
+        for (int j = 0; j < 3; j++)
+            for (int r = 0; r < 5; r++) {
+                json_t *pr = json_array_get(json_array_get(t5, (size_t)j), (size_t)r);
+                g->top_id[j][r] = (int32_t)json_integer_value(json_array_get(pr, 0));
+                g->top_val[j][r] = (float)json_number_value(json_array_get(pr, 1));
+            }
+        json_t *ss = json_object_get(o, "spec_stats_48_tokens");
+        for (int k = 1; k <= 3; k++) {
+            char key[4];
+            snprintf(key, sizeof key, "%d", k);
+            json_t *x = json_object_get(ss, key);
+            g->stats[k - 1][0] = (int32_t)json_integer_value(json_object_get(x, "steps"));
+            g->stats[k - 1][1] = (int32_t)json_integer_value(json_object_get(x, "drafted"));
+            g->stats[k - 1][2] = (int32_t)json_integer_value(json_object_get(x, "accepted"));
+        }
+    }
+    json_decref(root);
+    return 0;
+}
+
+#define COMBINED "models/derived/stories260K-mtp.gguf"
+#define SIDECAR "models/derived/stories260K-mtp-head.gguf"
+#define TARGET "models/stories260K.gguf"
+
+/* The mtp plugin on e; head NULL = the target's own file. Extra key/value pairs (may be NULL). */
+static struct cs_plugin *mtp_open(struct cs_engine *e, uint32_t n_slots, const char *head, const char *k1,
+                                  const char *v1, char *err, size_t errlen)
+{
+    char *path = head ? tu_shared_path(head) : NULL;
+    struct cs_plugin_kv kv[3];
+    int n = 0;
+    if (path)
+        kv[n++] = (struct cs_plugin_kv){"model", path};
+    if (k1)
+        kv[n++] = (struct cs_plugin_kv){k1, v1};
+    struct cs_plugin_params pp = {.type = "mtp", .kv = kv, .n_kv = n, .engine = e, .n_slots = n_slots};
+    struct cs_plugin *pl = NULL;
+    int rc = cs_plugin_load(&pp, &pl, err, errlen);
+    free(path);
+    return rc == CLSPEC_OK ? pl : NULL;
+}
+
+/* The first step's drafts through the host table alone: the head's KV
+ * filled for positions 1..m-1 from a plain target forward, then three
+ * chained steps; top-5 logits against the reference. */
+static void first_step_host(const char *target, const char *head)
+{
+    struct cs_engine *e = engine_open(target, 256, 1, CS_TYPE_F32, 64);
+    const uint32_t E = e->model->hp.n_embd, V = e->model->hp.n_vocab;
+    const int32_t NL = (int32_t)e->model->hp.n_layer;
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = mtp_open(e, 1, head, NULL, NULL, err, sizeof err); /* for its host table */
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    const struct clspec_host *h = &pl->host;
+    char *hp = tu_shared_path(head ? head : target);
+    clspec_model *m = NULL;
+    if (h->model_load(h, hp, -1, &m, err, sizeof err) != 0)
+        fail_msg("model_load: %s", err);
+    free(hp);
+    struct clspec_model_info mi;
+    memset(&mi, 0, sizeof mi);
+    mi.size = sizeof mi;
+    assert_int_equal(h->model_info(m, &mi), 0);
+    assert_int_equal(mi.n_nextn, 1);
+    assert_int_equal(mi.n_embd, E);
+    const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
+    int64_t rows = 0, rl = 0;
+    int32_t dev = -1;
+    uint32_t ty = 99;
+    assert_non_null(tout);
+    assert_int_equal(h->tensor_info(tout, &ty, &rows, &rl, &dev), 0);
+    assert_int_equal(rows, V);
+    assert_int_equal(rl, E);
+    assert_int_equal(dev, 0);
+    clspec_ctx *c = NULL;
+    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 64, .n_batch = 32, .n_seq = 1,
+                                   .type_k = CLSPEC_TYPE_F32, .type_v = CLSPEC_TYPE_F32};
+    if (h->ctx_new(m, &cp, &c, err, sizeof err) != 0)
+        fail_msg("ctx_new: %s", err);
+    float *hid = malloc((size_t)32 * E * sizeof *hid), *lg = malloc((size_t)V * sizeof *lg), *g = malloc(E * 4);
+    double worst = 0;
+    for (int ci = 0; ci < MAXC; ci++) {
+        const struct gcase *gc = &GC[ci];
+        const int32_t m_ = gc->n_prompt;
+        int32_t pos[32], seq0[32] = {0}, tok[32];
+        for (int i = 0; i < 32; i++)
+            pos[i] = i;
+        cs_fwd_kv_clear(e->ctx);
+        struct cs_fwd_hidden hh = {.n_layers = 1, .layers = &NL, .out = hid};
+        assert_int_equal(cs_forward(e->ctx, gc->prompt, m_, pos, NULL, NULL, 0, lg, &hh, err, sizeof err), 0);
+        assert_int_equal(h->ctx_seq_rm(c, 0, 0, -1, err, sizeof err), 0);
+        /* entries 1..m-1: (x_p, h_{p-1}) */
+        for (int32_t p = 1; p < m_; p++)
+            tok[p - 1] = gc->prompt[p];
+        uint8_t none[32] = {0};
+        struct clspec_decode d = {.size = sizeof d, .n = m_ - 1, .tokens = tok, .embd = hid, .pos = pos + 1,
+                                  .seq = seq0, .logits = none};
+        assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0);
+        assert_null(h->ctx_logits(c, 0));
+        int32_t x = gc->greedy[0], p = m_;
+        memcpy(g, hid + (size_t)(m_ - 1) * E, E * 4);
+        for (int j = 0; j < 3; j++, p++) {
+            struct clspec_decode d1 = {.size = sizeof d1, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = seq0};
+            /* the target's output through ctx_decode_shared first, then the head's own binding: the same */
+            assert_int_equal(h->ctx_decode_shared(c, &d1, tout, err, sizeof err), 0);
+            memcpy(lg, h->ctx_logits(c, 0), (size_t)V * 4);
+            assert_int_equal(h->ctx_decode(c, &d1, err, sizeof err), 0);
+            const float *l2 = h->ctx_logits(c, 0);
+            assert_non_null(l2);
+            assert_memory_equal(lg, l2, (size_t)V * 4);
+            for (int r = 0; r < 5; r++) {
+                double dd = fabs((double)l2[gc->top_id[j][r]] - gc->top_val[j][r]);
+                worst = dd > worst ? dd : worst;
+                if (dd > 1e-3)
+                    fail_msg("case %d draft %d: logit of %d is %.6f, reference %.6f", ci, j + 1, gc->top_id[j][r],
+                             l2[gc->top_id[j][r]], gc->top_val[j][r]);
+            }
+            int32_t best = 0;
+            for (uint32_t v = 1; v < V; v++)
+                best = l2[v] > l2[best] ? (int32_t)v : best;
+            assert_int_equal(best, gc->top_id[j][0]);
+            assert_int_equal(best, gc->steps[0].drafts[j]);
+            int32_t nr = 0;
+            const float *hp2 = h->ctx_hidden(c, 1, &nr);
+            assert_non_null(hp2);
+            assert_int_equal(nr, 1);
+            memcpy(g, hp2, E * 4);
+            x = best;
+        }
+    }
+    print_message("%s%s%s: first-step top-5 logits max |diff| %.3g\n", target, head ? " + " : "", head ? head : "",
+                  worst);
+    free(hid);
+    free(lg);
+    free(g);
+    h->ctx_free(c);
+    h->model_free(m);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
+static void test_first_step_combined(void **state)
+{
+    (void)state;
+    first_step_host(COMBINED, NULL);
+}
+
+static void test_first_step_sidecar(void **state)
+{
+    (void)state;
+    first_step_host(TARGET, SIDECAR);
+}
+
+/* The plugin in the speculative step with k fixed (n_min = n_max = 3):
+ * after one plain step (the reference's state: whole prompt in the KV,
+ * pending = greedy[0]) the 8 traced steps, exactly. */
+static void trace(const char *target, const char *head)
+{
+    struct cs_engine *e = engine_open(target, 256, 1, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = mtp_open(e, 1, head, NULL, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = sp.n_min = 3;
+    struct cs_spec *spec = NULL;
+    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), 0);
+    struct cs_sampler_params smp_p = cs_sampler_defaults();
+    smp_p.temp = 0;
+    for (int ci = 0; ci < MAXC; ci++) {
+        const struct gcase *gc = &GC[ci];
+        struct cs_sampler *smp = NULL;
+        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
+        int32_t left = 1;
+        assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), 0);
+        const struct cs_spec_slot *sl = &spec->slots[0];
+        assert_int_equal(sl->n_out, 1);
+        assert_int_equal(sl->out[0], gc->greedy[0]);
+        for (int i = 0; i < 8; i++) {
+            const struct gstep *gs = &gc->steps[i];
+            assert_int_equal(sl->n_hist - 1, gs->n_past);
+            assert_int_equal(sl->hist[sl->n_hist - 1], gs->input);
+            left = 100;
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), 0);
+            for (int j = 0; j < 3; j++)
+                if (sl->draft[j] != gs->drafts[j])
+                    fail_msg("case %d step %d: draft %d is %d, reference %d", ci, i, j + 1, sl->draft[j],
+                             gs->drafts[j]);
+            assert_int_equal(sl->n_accepted, gs->n_acc);
+            assert_int_equal(sl->n_out, gs->n_acc + 1);
+            for (int j = 0; j < gs->n_acc; j++)
+                assert_int_equal(sl->out[j], gs->committed[j + 1]);
+            assert_int_equal(sl->out[gs->n_acc], gs->next);
+        }
+        cs_spec_slot_end(spec, 0);
+        cs_sampler_free(smp);
+    }
+    cs_spec_free(spec);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
+static void test_trace_combined(void **state)
+{
+    (void)state;
+    trace(COMBINED, NULL);
+}
+
+static void test_trace_sidecar(void **state)
+{
+    (void)state;
+    trace(TARGET, SIDECAR);
+}
+
+/* ---- MTP: lossless and acceptance ---- */
+
+struct gen_out {
+    int32_t tok[4][NGREEDY];
+    int32_t n[4];
+    struct cs_spec_stats st;
+};
+
+/* NGREEDY greedy tokens for the cases on slots 0..n_slots-1 at once (slot
+ * s runs case s % 3); n_fix > 0: draft length fixed to n_fix. */
+static float g_pmin; /* the draft requests' p_min */
+
+static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fix, struct gen_out *o)
+{
+    char err[CLSPEC_ERRLEN];
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.p_min = g_pmin;
+    sp.n_max = n_fix > 0 ? n_fix : 4;
+    sp.n_min = n_fix > 0 ? n_fix : 1;
+    struct cs_spec *spec = NULL;
+    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), 0);
+    struct cs_sampler_params smp_p = cs_sampler_defaults();
+    smp_p.temp = 0;
+    struct cs_sampler *smp[4] = {NULL};
+    int32_t left[4] = {0};
+    memset(o, 0, sizeof *o);
+    for (int s = 0; s < n_slots; s++) {
+        const struct gcase *gc = &GC[s % MAXC];
+        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp[s], err, sizeof err), 0);
+        if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != 0)
+            fail_msg("slot_begin: %s", err);
+        left[s] = NGREEDY;
+    }
+    for (;;) {
+        bool any = false;
+        for (int s = 0; s < n_slots; s++)
+            any |= left[s] > 0;
+        if (!any)
+            break;
+        if (cs_spec_step(spec, left, err, sizeof err) != 0)
+            fail_msg("step: %s", err);
+        for (int s = 0; s < n_slots; s++) {
+            const struct cs_spec_slot *sl = &spec->slots[s];
+            assert_int_equal(sl->rc, 0);
+            assert_true(sl->on || !pl); /* the plugin never switched itself off */
+            for (int i = 0; i < sl->n_out; i++)
+                o->tok[s][o->n[s]++] = sl->out[i];
+            left[s] = sl->eog ? 0 : left[s] - sl->n_out;
+        }
+    }
+    o->st = spec->total;
+    for (int s = 0; s < n_slots; s++) {
+        cs_spec_slot_end(spec, s);
+        cs_sampler_free(smp[s]);
+    }
+    cs_spec_free(spec);
+}
+
+static void lossless(uint32_t kv, int parallel, const char *key, const char *val)
+{
+    struct cs_engine *e = engine_open(COMBINED, 512, 4, kv, 64);
+    char err[CLSPEC_ERRLEN];
+    static struct gen_out base, spec;
+    gen(e, NULL, parallel, 0, &base);
+    struct cs_plugin *pl = mtp_open(e, 4, NULL, key, val, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    gen(e, pl, parallel, 0, &spec);
+    cs_plugin_free(pl);
+    for (int s = 0; s < parallel; s++) {
+        assert_int_equal(spec.n[s], base.n[s]);
+        assert_memory_equal(spec.tok[s], base.tok[s], (size_t)base.n[s] * 4);
+        if (kv == CS_TYPE_F32) /* and the reference's greedy text */
+            assert_memory_equal(base.tok[s], GC[s % MAXC].greedy, NGREEDY * 4);
+    }
+    const struct cs_spec_stats *st = &spec.st;
+    print_message("lossless kv %s parallel %d head %s=%s: %d steps (plain %d), drafted %d, accepted %d (%.1f%%), "
+                  "%.2f tokens/step\n",
+                  cs_type_name(kv), parallel, key ? key : "-", val ? val : "-", (int)st->n_steps,
+                  (int)base.st.n_steps, (int)st->n_drafted, (int)st->n_accepted,
+                  100.0 * (double)st->n_accepted / (double)(st->n_drafted ? st->n_drafted : 1),
+                  (double)st->n_emitted / (double)(st->n_steps ? st->n_steps : 1));
+    assert_true(st->n_accepted * 2 > st->n_drafted); /* a trained head: most drafts accepted */
+    if (g_pmin > 0) /* only the confident drafts: fewer, and nearly all accepted */
+        assert_true(st->n_accepted * 10 > st->n_drafted * 9);
+    else
+        assert_true(st->n_steps * 2 < base.st.n_steps);
+    cs_engine_free(e);
+}
+
+static void test_lossless_f32_p1(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F32, 1, NULL, NULL);
+}
+
+static void test_lossless_f32_p4(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F32, 4, NULL, NULL);
+}
+
+static void test_lossless_f16_p1(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F16, 1, "n_batch", "4"); /* staged entries decoded in several batches */
+}
+
+static void test_lossless_f16_p4_bf16_head(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F16, 4, "type_k", "bf16");
+}
+
+/* p_min: the head stops a chain at a token it gives less than p_min */
+static void test_lossless_pmin(void **state)
+{
+    (void)state;
+    g_pmin = 0.6f;
+    lossless(CS_TYPE_F32, 4, NULL, NULL);
+    g_pmin = 0;
+}
+
+/* A target KV cache that fills up: drafts shrink, are refused and retried
+ * without (the plugin then sees a verification without drafts, or none at
+ * all); the tokens out before the cache is full are the plain ones. */
+static void test_kv_full(void **state)
+{
+    (void)state;
+    g_pmin = 0;
+    const struct gcase *gc = &GC[2];
+    struct cs_engine *e = engine_open(COMBINED, (uint32_t)gc->n_prompt + 30, 1, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = mtp_open(e, 1, NULL, NULL, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    for (int with = 0; with < 2; with++) {
+        struct cs_spec_params sp = cs_spec_defaults();
+        sp.n_max = 6;
+        struct cs_spec *spec = NULL;
+        assert_int_equal(cs_spec_new(e, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
+        struct cs_sampler_params smp_p = cs_sampler_defaults();
+        smp_p.temp = 0;
+        struct cs_sampler *smp = NULL;
+        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
+        assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
+        int32_t n = 0, left = NGREEDY;
+        for (int it = 0; it < 200 && left > 0; it++) {
+            assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), 0);
+            const struct cs_spec_slot *sl = &spec->slots[0];
+            if (sl->rc == CLSPEC_E_KV_FULL)
+                break;
+            assert_int_equal(sl->rc, 0);
+            for (int i = 0; i < sl->n_out; i++, n++)
+                assert_int_equal(sl->out[i], gc->greedy[n]);
+            left -= sl->n_out;
+            assert_true(!with || sl->on);
+        }
+        assert_int_equal(n, 31); /* prompt + 30 cells hold positions 0..n_prompt + 29; the last token out needs none */
+        cs_spec_slot_end(spec, 0);
+        cs_sampler_free(smp);
+        cs_spec_free(spec);
+    }
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
+/* Fixed k = 1, 2, 3 on the three prompts: drafted / accepted near the
+ * reference's spec_stats_48_tokens (our first step starts one token
+ * earlier, at the prompt's last token, and the last step is cut at 48). */
+static void test_acceptance(void **state)
+{
+    (void)state;
+    g_pmin = 0;
+    struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = mtp_open(e, 4, NULL, NULL, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    static struct gen_out o;
+    for (int k = 1; k <= 3; k++) {
+        gen(e, pl, 3, k, &o);
+        int32_t rs = 0, rd = 0, ra = 0;
+        for (int c = 0; c < MAXC; c++) {
+            rs += GC[c].stats[k - 1][0];
+            rd += GC[c].stats[k - 1][1];
+            ra += GC[c].stats[k - 1][2];
+        }
+        double ours = (double)o.st.n_accepted / (double)o.st.n_drafted, ref = (double)ra / rd;
+        print_message("k %d: steps %d drafted %d accepted %d (%.1f%%); reference steps %d drafted %d accepted %d "
+                      "(%.1f%%)\n",
+                      k, (int)o.st.n_steps, (int)o.st.n_drafted, (int)o.st.n_accepted, 100 * ours, rs, rd, ra,
+                      100 * ref);
+        assert_true(fabs(ours - ref) < 0.08);
+        assert_true(abs((int)o.st.n_steps - rs) <= 6);
+    }
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
+/* Placement on two PoCL devices: the target split over 0,1 with the head on
+ * 0 (the embedding shared, the output copied to 0; hidden states through
+ * the host): lossless, the same drafts as on one device; ctx_decode_shared
+ * with a tensor of another device is refused, naming both; a head on a
+ * device the engine did not open is refused at start-up. */
+static void test_devices(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN];
+    struct cs_engine *e1 = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+    struct cs_plugin *pl = mtp_open(e1, 4, NULL, NULL, NULL, err, sizeof err);
+    static struct gen_out ref, o;
+    gen(e1, pl, 3, 0, &ref);
+    cs_plugin_free(pl);
+    cs_engine_free(e1);
+    const char *placements[2][2] = {{"0,1", "0"}, {"0", "1"}};
+    for (int i = 0; i < 2; i++) {
+        g_devices = placements[i][0];
+        struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+        g_devices = NULL;
+        pl = mtp_open(e, 4, NULL, "device", placements[i][1], err, sizeof err);
+        if (!pl && i == 1) { /* the engine holds only device 0: the head cannot go elsewhere */
+            assert_non_null(strstr(err, "[speculator] device = 1: not one of the target's devices"));
+            cs_engine_free(e);
+            continue;
+        }
+        if (!pl)
+            fail_msg("mtp: %s", err);
+        gen(e, pl, 3, 0, &o);
+        for (int s = 0; s < 3; s++)
+            assert_memory_equal(o.tok[s], GC[s].greedy, NGREEDY * 4);
+        assert_int_equal(o.st.n_drafted, ref.st.n_drafted);
+        assert_int_equal(o.st.n_accepted, ref.st.n_accepted);
+        print_message("devices %s, head on %s: drafted %d accepted %d (one device: %d / %d)\n", placements[i][0],
+                      placements[i][1], (int)o.st.n_drafted, (int)o.st.n_accepted, (int)ref.st.n_drafted,
+                      (int)ref.st.n_accepted);
+        if (i == 0) { /* the target's output is on device 1, the head on 0 */
+            const struct clspec_host *h = &pl->host;
+            const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT), *temb =
+                                                                                       h->target_tensor(h, CLSPEC_TENSOR_TOKEN_EMBD);
+            int32_t d_out = -1, d_emb = -1;
+            h->tensor_info(tout, NULL, NULL, NULL, &d_out);
+            h->tensor_info(temb, NULL, NULL, NULL, &d_emb);
+            assert_int_equal(d_out, 1);
+            assert_int_equal(d_emb, 0);
+            char *hp = tu_shared_path(SIDECAR);
+            clspec_model *m = NULL;
+            clspec_ctx *c = NULL;
+            assert_int_equal(h->model_load(h, hp, 0, &m, err, sizeof err), 0);
+            free(hp);
+            struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 16, .n_batch = 4, .n_seq = 1};
+            assert_int_equal(h->ctx_new(m, &cp, &c, err, sizeof err), 0);
+            float g[64] = {0};
+            int32_t x = 5, p = 1, sq = 0;
+            struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = &sq};
+            assert_int_not_equal(h->ctx_decode_shared(c, &d, tout, err, sizeof err), 0);
+            assert_non_null(strstr(err, "device 1"));
+            assert_non_null(strstr(err, "device 0"));
+            assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0); /* its copy of the output */
+            h->ctx_free(c);
+            h->model_free(m);
+        }
+        cs_plugin_free(pl);
+        cs_engine_free(e);
+    }
+}
+
+/* Refusals at start-up, each with its reason. */
+static void test_refusals(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(TARGET, 128, 1, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    assert_null(mtp_open(e, 1, NULL, NULL, NULL, err, sizeof err)); /* no nextn blocks, no model key */
+    assert_non_null(strstr(err, "has no MTP blocks"));
+    assert_null(mtp_open(e, 1, SIDECAR, "device", "7", err, sizeof err));
+    assert_non_null(strstr(err, "device = 7: not one of the target's devices"));
+    assert_null(mtp_open(e, 1, TARGET, NULL, NULL, err, sizeof err)); /* a plain model is no head */
+    assert_non_null(strstr(err, "has no MTP blocks"));
+    assert_null(mtp_open(e, 1, SIDECAR, "type_k", "q8_0", err, sizeof err)); /* head_dim 8 */
+    assert_non_null(strstr(err, "q8_0"));
+    cs_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_taps),
+        cmocka_unit_test(test_first_step_combined),
+        cmocka_unit_test(test_first_step_sidecar),
+        cmocka_unit_test(test_trace_combined),
+        cmocka_unit_test(test_trace_sidecar),
+        cmocka_unit_test(test_lossless_f32_p1),
+        cmocka_unit_test(test_lossless_f32_p4),
+        cmocka_unit_test(test_lossless_f16_p1),
+        cmocka_unit_test(test_lossless_f16_p4_bf16_head),
+        cmocka_unit_test(test_lossless_pmin),
+        cmocka_unit_test(test_kv_full),
+        cmocka_unit_test(test_acceptance),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_devices),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    setenv("POCL_DEVICES", "pthread pthread", 1); /* before the first OpenCL call: two devices for test_devices */
+    return cmocka_run_group_tests(tests, load_golden, NULL);
 }

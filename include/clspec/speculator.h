@@ -83,6 +83,10 @@ struct clspec_model_info {
     uint32_t n_ctx_train;   /* 0 when unknown */
     int32_t bos, eos;       /* token ids, -1 when absent */
     int32_t device;         /* device index of the model's last layer (the target: where logits are made) */
+    /* -- since 1.2 -- */
+    uint32_t n_nextn;       /* MTP ("nextn") blocks in the file ({arch}.nextn_predict_layers; 0 = none). A
+                             * model_load'ed file with n_nextn > 0 is an MTP head (see ctx_decode) */
+    const char *path;       /* the GGUF file (host-owned) */
 };
 
 /* The target (served) model and its context. */

@@ -157,7 +157,7 @@ static int model_info(const clspec_model *mm, struct clspec_model_info *out)
     struct clspec_model_info i = {
         .size = sizeof i, .arch = "dflash", .n_vocab = m->dm->khp.n_vocab, .n_embd = hp->n_embd,
         .n_layer = hp->n_layer, .n_ctx_train = hp->n_ctx_train, .bos = cs_tokenizer_bos(m->e->tok),
-        .eos = cs_tokenizer_eos(m->e->tok), .device = m->device,
+        .eos = cs_tokenizer_eos(m->e->tok), .device = m->device, .path = m->dm->gguf->path,
     };
     cs_host_fill(out, &i, sizeof i);
     return CLSPEC_OK;

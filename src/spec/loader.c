@@ -127,6 +127,8 @@ static int host_target_info(const struct clspec_host *h, struct clspec_target_in
     t.model.bos = e->tok ? cs_tokenizer_bos(e->tok) : -1;
     t.model.eos = e->tok ? cs_tokenizer_eos(e->tok) : -1;
     t.model.device = e->n_dev - 1;
+    t.model.n_nextn = e->model->hp.n_layer_total - e->model->hp.n_layer;
+    t.model.path = e->model->gguf->path;
     t.n_ctx = e->p.n_ctx;
     t.n_slots = pl->n_slots;
     t.type_k = e->p.type_k;
@@ -238,6 +240,7 @@ void cs_plugin_free(struct cs_plugin *pl)
     if (pl->dl)
         dlclose(pl->dl);
     cs_taps_free(pl->taps);
+    free(pl->tensors);
     for (int i = 0; i < pl->n_kv; i++) {
         free((char *)pl->kv[i].key);
         free((char *)pl->kv[i].value);

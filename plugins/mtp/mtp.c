@@ -1,0 +1,564 @@
+/* mtp.c: the MTP ("nextn") speculator. Drafts with a multi-token-prediction
+ * head (DeepSeek-V3 / GLM-4.5 style) loaded through the host (ABI 1.2): the
+ * target's own GGUF when it holds nextn blocks, or a sidecar head file
+ * (`model`). It takes the target's pre-final-norm hidden state through the
+ * host's taps and keeps, per slot, the head's own KV cache (one sequence per
+ * slot) with exactly one entry per committed position p >= 1, built from
+ * (x_p, h_{p-1}) with the target's hidden state h. A draft of k tokens at
+ * the pending position n chains the head: step 1 is (x_n, h_{n-1}), step
+ * j > 1 is (d_{j-1}, h'_{n+j-2}) with h' the head's own output before its
+ * norm. After verification the head's KV is cut to positions 1..n (the
+ * step-1 entry used the target's hidden state, so it stays) and the
+ * accepted positions are recomputed from the target's hidden states of the
+ * verify rows. Semantics: shared/reference/README-mtp.md.
+ *
+ * [speculator] keys: model (GGUF with the head; default the target's own
+ * file), device (index or name substring; default the target's last
+ * layer's device), type_k / type_v (the head's KV: f32, f16, bf16, q8_0,
+ * q4_0; default the target's), n_ctx (head KV cells; default the target's
+ * n_ctx + 65 per slot), n_batch (rows per head decode, default 64). */
+#include <clspec/speculator.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct mslot {
+    bool active;
+    int32_t *hist;    /* (cap) the slot's tokens: prompt + appended; hist[n_hist-1] is pending */
+    int32_t n_hist, cap;
+    int32_t n_valid;  /* the head's KV holds exactly positions 1..n_valid built from target hidden states */
+    float *stage;     /* (n_batch, n_embd) the hidden g of the staged entries n_valid+1..n_valid+n_stage:
+                       * decoded with the next draft's first step, in one decode */
+    int32_t n_stage;  /* < n_batch */
+    /* drafts are made for every ready slot at once (one head decode per draft depth for all slots) at the
+     * first draft call of a step; the other slots' calls take theirs from here */
+    int32_t cache[64], n_cache;
+    int32_t cache_n;  /* n_hist the cache was made for, -1 = none */
+    bool cache_stop;  /* the chain stopped at p_min */
+    int32_t want;     /* draft length the slot asked for last time */
+    float *hprev;     /* (n_embd) h' of the slot's last draft step */
+    float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
+    int32_t h_pos;    /* -1: none */
+    char broken[512]; /* set when an accept failed: the next draft reports it */
+};
+
+struct mtp {
+    const struct clspec_host *h;
+    clspec_model *m;
+    clspec_ctx *c;
+    uint32_t n_embd, n_vocab, n_batch;
+    int32_t tap_layer; /* the target's n_layer: the state before its final norm */
+    int32_t n_slots;
+    struct mslot *slots;
+    int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
+    uint8_t *keep;
+    float *embd;              /* (n_batch, n_embd) */
+    long long n_drafts, n_draft_tokens;
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+{
+    snprintf(err, errlen, fmt, a ? a : "", b ? b : "");
+    return -1;
+}
+
+static int32_t find_device(const struct clspec_host *h, const char *v)
+{
+    char *end = NULL;
+    long i = strtol(v, &end, 10);
+    if (end != v && !*end)
+        return i >= 0 && i < h->n_devices(h) ? (int32_t)i : -1;
+    for (int32_t k = 0; k < h->n_devices(h); k++) {
+        struct clspec_device_info di;
+        memset(&di, 0, sizeof di);
+        di.size = sizeof di;
+        if (h->device_info(h, k, &di) == 0 && di.name && strstr(di.name, v))
+            return k;
+    }
+    return -1;
+}
+
+static const char *dev_name(const struct clspec_host *h, int32_t i)
+{
+    struct clspec_device_info di;
+    memset(&di, 0, sizeof di);
+    di.size = sizeof di;
+    return h->device_info(h, i, &di) == 0 && di.name ? di.name : "?";
+}
+
+static int parse_type(const char *v, uint32_t *out)
+{
+    static const struct {
+        const char *n;
+        uint32_t t;
+    } types[] = {{"f32", CLSPEC_TYPE_F32},   {"f16", CLSPEC_TYPE_F16},   {"bf16", CLSPEC_TYPE_BF16},
+                 {"q8_0", CLSPEC_TYPE_Q8_0}, {"q4_0", CLSPEC_TYPE_Q4_0}};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(v, types[i].n)) {
+            *out = types[i].t;
+            return 0;
+        }
+    return -1;
+}
+
+static void mtp_fini(void *state)
+{
+    struct mtp *p = state;
+    if (!p)
+        return;
+    if (p->h && p->m)
+        p->h->log(p->h, CLSPEC_LOG_INFO, "%lld drafts, %lld tokens drafted", p->n_drafts, p->n_draft_tokens);
+    for (int32_t s = 0; p->slots && s < p->n_slots; s++) {
+        free(p->slots[s].hist);
+        free(p->slots[s].h_last);
+        free(p->slots[s].stage);
+        free(p->slots[s].hprev);
+    }
+    free(p->slots);
+    if (p->c)
+        p->h->ctx_free(p->c);
+    if (p->m)
+        p->h->model_free(p->m);
+    free(p->tok);
+    free(p->pos);
+    free(p->seq);
+    free(p->keep);
+    free(p->embd);
+    free(p);
+}
+
+#define HAS(h, e) (offsetof(struct clspec_host, e) < (h)->size && (h)->e)
+
+static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
+{
+    *state = NULL;
+    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load) ||
+        !HAS(h, target_tensor) || !HAS(h, tensor_info))
+        return fail(err, errlen, "mtp: this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
+                    NULL, NULL);
+    struct clspec_target_info ti;
+    memset(&ti, 0, sizeof ti);
+    ti.size = sizeof ti;
+    ti.model.size = sizeof ti.model;
+    if (h->target_info(h, &ti) != 0)
+        return fail(err, errlen, "mtp: no target%s%s", NULL, NULL);
+    const char *model = h->config_get(h, "model");
+    if (!model || !*model) {
+        if (ti.model.n_nextn == 0 || !ti.model.path)
+            return fail(err, errlen,
+                        "mtp: the target (%s) has no MTP blocks (%s.nextn_predict_layers); set model = PATH to a "
+                        "head file",
+                        ti.model.path ? ti.model.path : "?", ti.model.arch);
+        model = ti.model.path;
+    }
+    int32_t device = -1;
+    const char *dv = h->config_get(h, "device");
+    if (dv && *dv && (device = find_device(h, dv)) < 0) {
+        char tgt[300];
+        snprintf(tgt, sizeof tgt, "%d (%s)", (int)ti.model.device, dev_name(h, ti.model.device));
+        return fail(err, errlen,
+                    "mtp: [speculator] device = %s: not one of the target's devices; the head can go to the target's "
+                    "last-layer device %s (the default) or another device the target uses",
+                    dv, tgt);
+    }
+    uint32_t tk = ti.type_k, tv = ti.type_v;
+    const char *v;
+    if ((v = h->config_get(h, "type_k")) && parse_type(v, &tk) < 0)
+        return fail(err, errlen, "mtp: type_k = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
+    if ((v = h->config_get(h, "type_v")) && parse_type(v, &tv) < 0)
+        return fail(err, errlen, "mtp: type_v = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
+    struct mtp *p = calloc(1, sizeof *p);
+    if (!p)
+        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+    p->h = h;
+    p->n_embd = ti.model.n_embd;
+    p->n_vocab = ti.model.n_vocab;
+    p->n_slots = (int32_t)(ti.n_slots ? ti.n_slots : 1);
+    p->tap_layer = (int32_t)ti.model.n_layer;
+    long nb = (v = h->config_get(h, "n_batch")) ? strtol(v, NULL, 10) : 64;
+    long nctx = (v = h->config_get(h, "n_ctx")) ? strtol(v, NULL, 10) : (long)ti.n_ctx + 65L * p->n_slots;
+    if (nb < 1 || nb > 4096 || nctx < 2) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: n_batch must be 1..4096 and n_ctx >= 2%s%s", NULL, NULL);
+    }
+    p->n_batch = (uint32_t)nb;
+    char e2[512] = "";
+    if (h->model_load(h, model, device, &p->m, e2, sizeof e2) != 0) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    }
+    struct clspec_model_info mi;
+    memset(&mi, 0, sizeof mi);
+    mi.size = sizeof mi;
+    h->model_info(p->m, &mi);
+    if (mi.n_nextn == 0) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: %s has no MTP blocks (%s.nextn_predict_layers)", model, mi.arch);
+    }
+    /* placement: where the head runs and where the target's shared tensors are */
+    const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
+    int32_t out_dev = -1;
+    if (tout)
+        h->tensor_info(tout, NULL, NULL, NULL, &out_dev);
+    char where[400];
+    snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, dev_name(h, mi.device));
+    if (out_dev >= 0 && out_dev != mi.device)
+        h->log(h, CLSPEC_LOG_INFO,
+               "head on %s, the target's output on device %d (%s): the shared tensors were copied to the head's "
+               "device and the hidden states cross through the host",
+               where, (int)out_dev, dev_name(h, out_dev));
+    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = (uint32_t)nctx, .n_batch = p->n_batch,
+                                   .n_seq = (uint32_t)p->n_slots, .type_k = tk, .type_v = tv};
+    if (h->ctx_new(p->m, &cp, &p->c, e2, sizeof e2) != 0) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    }
+    int32_t layer = p->tap_layer;
+    if (h->tap_request(h, &layer, 1, e2, sizeof e2) != 0) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    }
+    p->slots = calloc((size_t)p->n_slots, sizeof *p->slots);
+    p->tok = malloc(p->n_batch * sizeof *p->tok);
+    p->pos = malloc(p->n_batch * sizeof *p->pos);
+    p->seq = malloc(p->n_batch * sizeof *p->seq);
+    p->keep = malloc(p->n_batch);
+    p->embd = malloc((size_t)p->n_batch * p->n_embd * sizeof *p->embd);
+    bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->embd;
+    for (int32_t s = 0; ok && s < p->n_slots; s++)
+        ok = (p->slots[s].h_last = malloc(p->n_embd * sizeof(float))) != NULL &&
+             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL &&
+             (p->slots[s].hprev = malloc(p->n_embd * sizeof(float))) != NULL;
+    if (!ok) {
+        mtp_fini(p);
+        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+    }
+    h->log(h, CLSPEC_LOG_INFO, "head %s on %s, KV %u cells", model, where, (unsigned)nctx);
+    *state = p;
+    return 0;
+}
+
+static void slot_reset(struct mtp *p, int32_t s)
+{
+    struct mslot *ms = &p->slots[s];
+    char e[256];
+    p->h->ctx_seq_rm(p->c, s, 0, -1, e, sizeof e);
+    ms->active = false;
+    ms->n_hist = 0;
+    ms->n_valid = 0;
+    ms->n_stage = 0;
+    ms->h_pos = -1;
+    ms->n_cache = 0;
+    ms->cache_n = -1;
+    ms->want = 0;
+    ms->broken[0] = 0;
+}
+
+static int append(struct mslot *ms, const int32_t *t, int32_t n)
+{
+    if (ms->n_hist + n > ms->cap) {
+        int32_t cap = ms->cap * 2 > ms->n_hist + n ? ms->cap * 2 : ms->n_hist + n + 256;
+        int32_t *x = realloc(ms->hist, (size_t)cap * sizeof *x);
+        if (!x)
+            return -1;
+        ms->hist = x;
+        ms->cap = cap;
+    }
+    memcpy(ms->hist + ms->n_hist, t, (size_t)n * sizeof *t);
+    ms->n_hist += n;
+    return 0;
+}
+
+/* The target's hidden state at position q: h_last or a tap row. */
+static const float *target_h(const struct mtp *p, const struct mslot *ms, const float *rows, int32_t nr, int32_t fp,
+                             int32_t q)
+{
+    if (rows && q >= fp && q < fp + nr)
+        return rows + (size_t)(q - fp) * p->n_embd;
+    if (q == ms->h_pos)
+        return ms->h_last;
+    return NULL;
+}
+
+/* Decodes the first n staged entries of slot s (no logits) into the head's KV. */
+static int flush(struct mtp *p, int32_t s, int32_t n, char *err, size_t errlen)
+{
+    struct mslot *ms = &p->slots[s];
+    const size_t E = p->n_embd;
+    for (int32_t i = 0; i < n; i++) {
+        p->pos[i] = ms->n_valid + 1 + i;
+        p->tok[i] = ms->hist[p->pos[i]];
+        p->seq[i] = s;
+        p->keep[i] = 0;
+    }
+    struct clspec_decode d = {.size = sizeof d, .n = n, .tokens = p->tok, .embd = ms->stage, .pos = p->pos,
+                              .seq = p->seq, .logits = p->keep};
+    char e2[500];
+    if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    memmove(ms->stage, ms->stage + (size_t)n * E, (size_t)(ms->n_stage - n) * E * sizeof(float));
+    ms->n_stage -= n;
+    ms->n_valid += n;
+    return 0;
+}
+
+/* Stages the head's entries up to position upto ((x_p, h_{p-1}) with the
+ * target's hidden states: the tap rows of the slot's last target forward,
+ * or h_last) and keeps the target's hidden state at upto (the next step-1
+ * input). Full batches are decoded at once; the rest waits for the next
+ * draft's first step. */
+static int fill(struct mtp *p, int32_t s, int32_t upto, char *err, size_t errlen)
+{
+    struct mslot *ms = &p->slots[s];
+    int32_t nr = 0, fp = -1;
+    const float *rows = p->h->tap_get(p->h, s, &nr, &fp);
+    const size_t E = p->n_embd;
+    for (int32_t q = ms->n_valid + ms->n_stage + 1; q <= upto; q++) {
+        const float *hq = target_h(p, ms, rows, nr, fp, q - 1);
+        if (!hq)
+            return fail(err, errlen, "mtp: the target's hidden state %s is missing (no taps for the slot)%s", "h_{p-1}",
+                        NULL);
+        if (ms->n_stage + 1 >= (int32_t)p->n_batch && flush(p, s, ms->n_stage, err, errlen) < 0)
+            return -1;
+        memcpy(ms->stage + (size_t)ms->n_stage * E, hq, E * sizeof(float));
+        ms->n_stage++;
+    }
+    const float *hu = target_h(p, ms, rows, nr, fp, upto);
+    if (hu) {
+        if (hu != ms->h_last)
+            memcpy(ms->h_last, hu, E * sizeof(float));
+        ms->h_pos = upto;
+    }
+    return 0;
+}
+
+static int mtp_slot_begin(void *state, int32_t s, const int32_t *prompt, int32_t n_prompt, char *err,
+                          size_t errlen)
+{
+    struct mtp *p = state;
+    if (s < 0 || s >= p->n_slots)
+        return fail(err, errlen, "mtp: slot out of range%s%s", NULL, NULL);
+    slot_reset(p, s);
+    struct mslot *ms = &p->slots[s];
+    if (append(ms, prompt, n_prompt) < 0)
+        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+    ms->active = true;
+    /* the prompt's rows 0..n_prompt-2 were prefilled: entries 1..n_prompt-2 */
+    return n_prompt >= 2 ? fill(p, s, n_prompt - 2, err, errlen) : 0;
+}
+
+static int32_t argmax(const float *x, uint32_t n, float *p_top)
+{
+    uint32_t b = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    if (p_top) {
+        double sum = 0;
+        for (uint32_t i = 0; i < n; i++)
+            sum += exp((double)x[i] - (double)x[b]);
+        *p_top = (float)(1.0 / sum);
+    }
+    return (int32_t)b;
+}
+
+/* Whether slot s can draft now: the target's hidden state at n-2 known and
+ * the head's entries 1..n-2 in the KV or staged. */
+static bool ready(struct mslot *ms)
+{
+    const int32_t N = ms->n_hist;
+    if (!ms->active || ms->broken[0] || N < 2)
+        return false;
+    if (ms->n_stage == 0 && ms->n_valid > N - 2)
+        ms->n_valid = N - 2; /* a step-1 entry of a draft that was not verified (full cache): redone */
+    return ms->h_pos == N - 2 && ms->n_valid + ms->n_stage == N - 2;
+}
+
+/* Drafts for every ready slot (slot s0 with k0 tokens, the others with the
+ * length they asked for last time) into their caches: one head decode for
+ * all first steps (with each slot's staged entries), then one per depth. */
+static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *err, size_t errlen)
+{
+    const size_t E = p->n_embd;
+    int32_t sl[64], n_sl = 0, rows = 0;
+    int32_t kk[64];
+    char e2[500];
+    for (int32_t s = 0; s < p->n_slots && n_sl < 64; s++) {
+        struct mslot *ms = &p->slots[s];
+        if (!ready(ms))
+            continue;
+        int32_t k = s == s0 ? k0 : ms->want;
+        if (k <= 0)
+            continue;
+        if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
+            continue; /* no room in this decode: the slot drafts at its own call */
+        if (rows + ms->n_stage + 1 > (int32_t)p->n_batch && flush(p, s, ms->n_stage, err, errlen) < 0)
+            return -1;
+        if (rows + ms->n_stage + 1 > (int32_t)p->n_batch)
+            continue;
+        if (p->h->ctx_seq_rm(p->c, s, ms->n_hist - 1, -1, e2, sizeof e2) != 0)
+            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        kk[n_sl] = k < 64 ? k : 64;
+        sl[n_sl++] = s;
+        ms->n_cache = 0;
+        ms->cache_n = ms->n_hist;
+        ms->cache_stop = false;
+        for (int32_t i = 0; i <= ms->n_stage; i++, rows++) {
+            p->pos[rows] = ms->n_valid + 1 + i;
+            p->tok[rows] = ms->hist[p->pos[rows]];
+            p->seq[rows] = s;
+            p->keep[rows] = i == ms->n_stage;
+            memcpy(p->embd + (size_t)rows * E, i < ms->n_stage ? ms->stage + (size_t)i * E : ms->h_last,
+                   E * sizeof(float));
+        }
+    }
+    bool stop[64] = {false};
+    for (int32_t depth = 0; rows > 0; depth++) {
+        struct clspec_decode d = {.size = sizeof d, .n = rows, .tokens = p->tok, .embd = p->embd, .pos = p->pos,
+                                  .seq = p->seq, .logits = p->keep};
+        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        int32_t nr = 0;
+        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        if (!hh || nr != rows)
+            return fail(err, errlen, "mtp: the head returned no hidden states%s%s", NULL, NULL);
+        /* read this depth's results (rows with logits, in slot order) */
+        int32_t li = 0;
+        for (int32_t r = 0; r < rows; r++) {
+            if (!p->keep[r])
+                continue;
+            int32_t i = 0;
+            while (sl[i] != p->seq[r])
+                i++;
+            struct mslot *ms = &p->slots[sl[i]];
+            const float *lg = p->h->ctx_logits(p->c, li++);
+            if (!lg)
+                return fail(err, errlen, "mtp: the head returned no logits%s%s", NULL, NULL);
+            if (depth == 0) {
+                ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
+                ms->n_stage = 0;
+            }
+            float ptop = 1.0f;
+            int32_t t = argmax(lg, p->n_vocab, p_min > 0 ? &ptop : NULL);
+            if (ptop < p_min) {
+                stop[i] = ms->cache_stop = true;
+                continue;
+            }
+            ms->cache[ms->n_cache++] = t;
+            memcpy(ms->hprev, hh + (size_t)r * E, E * sizeof(float));
+        }
+        /* the next depth: one row per slot still drafting */
+        rows = 0;
+        for (int32_t i = 0; i < n_sl; i++) {
+            struct mslot *ms = &p->slots[sl[i]];
+            if (stop[i] || ms->n_cache != depth + 1 || ms->n_cache >= kk[i])
+                continue;
+            p->tok[rows] = ms->cache[depth];
+            p->pos[rows] = ms->n_hist - 1 + depth + 1;
+            p->seq[rows] = sl[i];
+            p->keep[rows] = 1;
+            memcpy(p->embd + (size_t)rows * E, ms->hprev, E * sizeof(float));
+            rows++;
+        }
+    }
+    return 0;
+}
+
+static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
+                     size_t errlen)
+{
+    (void)probs;
+    struct mtp *p = state;
+    const int32_t s = req->slot, N = req->n_hist;
+    if (s < 0 || s >= p->n_slots || !p->slots[s].active)
+        return fail(err, errlen, "mtp: draft for a slot that did not begin%s%s", NULL, NULL);
+    struct mslot *ms = &p->slots[s];
+    if (ms->broken[0])
+        return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
+    if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
+        return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
+    int32_t n_max = req->n_max < 64 ? req->n_max : 64;
+    ms->want = n_max;
+    if (ms->cache_n != N && !ready(ms))
+        return 0; /* no target hidden state for the pending position yet */
+    if (ms->cache_n != N && draft_all(p, s, n_max, req->p_min, err, errlen) < 0)
+        return -1;
+    /* made at another slot's call with a shorter length: this slot's chain goes on alone */
+    while (ms->cache_n == N && !ms->cache_stop && ms->n_cache > 0 && ms->n_cache < n_max) {
+        int32_t x = ms->cache[ms->n_cache - 1], pos = N - 1 + ms->n_cache;
+        uint8_t keep = 1;
+        char e2[500];
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = ms->hprev, .pos = &pos, .seq = &s,
+                                  .logits = &keep};
+        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        const float *lg = p->h->ctx_logits(p->c, 0);
+        int32_t nr = 0;
+        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        if (!lg || !hh || nr != 1)
+            return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
+        float ptop = 1.0f;
+        int32_t t = argmax(lg, p->n_vocab, req->p_min > 0 ? &ptop : NULL);
+        if (ptop < req->p_min) {
+            ms->cache_stop = true;
+            break;
+        }
+        ms->cache[ms->n_cache++] = t;
+        memcpy(ms->hprev, hh, p->n_embd * sizeof(float));
+    }
+    int32_t k = ms->cache_n == N ? (ms->n_cache < n_max ? ms->n_cache : n_max) : 0;
+    memcpy(out, ms->cache, (size_t)k * sizeof *out);
+    p->n_drafts++;
+    p->n_draft_tokens += k;
+    return k;
+}
+
+static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
+                       int32_t n_tokens)
+{
+    (void)n_drafted;
+    (void)n_accepted;
+    struct mtp *p = state;
+    if (s < 0 || s >= p->n_slots || !p->slots[s].active || p->slots[s].broken[0])
+        return;
+    struct mslot *ms = &p->slots[s];
+    char e2[500];
+    ms->n_cache = 0;
+    ms->cache_n = -1;
+    if (append(ms, tokens, n_tokens) < 0) {
+        snprintf(ms->broken, sizeof ms->broken, "out of memory");
+        return;
+    }
+    /* drop the draft entries beyond the valid prefix, recompute the accepted positions */
+    if (p->h->ctx_seq_rm(p->c, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
+        fill(p, s, ms->n_hist - 2, e2, sizeof e2) != 0)
+        snprintf(ms->broken, sizeof ms->broken, "%s", e2);
+}
+
+static void mtp_slot_end(void *state, int32_t s)
+{
+    struct mtp *p = state;
+    if (s >= 0 && s < p->n_slots)
+        slot_reset(p, s);
+}
+
+static const struct clspec_speculator mtp_vtable = {
+    .abi_major = CLSPEC_SPEC_ABI_MAJOR,
+    .size = sizeof(struct clspec_speculator),
+    .name = "mtp",
+    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_DEVICE_MEMORY | CLSPEC_SPEC_CAP_TARGET_TENSORS,
+    .init = mtp_init,
+    .fini = mtp_fini,
+    .slot_begin = mtp_slot_begin,
+    .draft = mtp_draft,
+    .accept = mtp_accept,
+    .slot_end = mtp_slot_end,
+};
+
+__attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)
+{
+    return &mtp_vtable;
+}
