@@ -459,20 +459,20 @@ static void test_inject_cost(void **s)
         taps[i] = tu_rng_normal(&r);
     int32_t tok[8] = {432, 0, 0, 0, 0, 0, 0, 0}, pos[8], seq[8] = {0};
     int32_t n = 0;
-    double t_pre = 0, t_blk = 0, t_blk3 = 0;
+    double t_pre = 1e9, t_blk = 1e9, t_blk3 = 1e9; /* the fastest of R (a shared machine) */
     for (int k = 0; k < R; k++) {
         double t0 = now_s();
         if (cs_dflash_inject(dc, 0, n, 64, taps, 64, x.err, sizeof x.err) < 0 ||
             cs_dflash_flush(dc, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
-        t_pre += now_s() - t0;
+        t_pre = fmin(t_pre, now_s() - t0);
         n += 64;
         for (int i = 0; i < 8; i++)
             pos[i] = n + i;
         t0 = now_s();
         if (cs_dflash_decode(dc, tok, pos, seq, 8, false, NULL, logits, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
-        t_blk += now_s() - t0;
+        t_blk = fmin(t_blk, now_s() - t0);
         t0 = now_s();
         if (cs_dflash_inject(dc, 0, n, 3, taps, 64, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
@@ -481,13 +481,12 @@ static void test_inject_cost(void **s)
             pos[i] = n + i;
         if (cs_dflash_decode(dc, tok, pos, seq, 8, false, NULL, logits, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
-        t_blk3 += now_s() - t0;
+        t_blk3 = fmin(t_blk3, now_s() - t0);
     }
     assert_int_equal(cs_kv_seq_n_cells(dc->kv, 0), (uint32_t)n);
-    print_message("injection cost (f16 KV): 64-row pass %.3f ms (%.1f us/token); block of 8 %.3f ms, with 3 "
-                  "injected rows %.3f ms (+%.1f us/token)\n",
-                  1e3 * t_pre / R, 1e6 * t_pre / (R * 64.0), 1e3 * t_blk / R, 1e3 * t_blk3 / R,
-                  1e6 * (t_blk3 - t_blk) / (R * 3.0));
+    print_message("injection cost (f16 KV, fastest of %d): 64-row pass %.3f ms (%.1f us/token); block of 8 %.3f ms, "
+                  "with 3 injected rows %.3f ms (+%.1f us/token)\n",
+                  R, 1e3 * t_pre, 1e6 * t_pre / 64.0, 1e3 * t_blk, 1e3 * t_blk3, 1e6 * (t_blk3 - t_blk) / 3.0);
     free(taps);
     free(logits);
     cs_dflash_ctx_free(dc);
