@@ -242,7 +242,7 @@ static void test_golden_kvtypes(void **s)
 /* ---- through the plugin: lossless greedy speculation ---- */
 
 #define NGEN 48
-#define NP 4 /* the 3 golden prompts and the first again (4 slots at parallel 4) */
+#define NP 8 /* at most: the 3 golden prompts, cycled */
 
 static uint32_t engine_n_batch; /* 0: the default */
 
@@ -362,14 +362,20 @@ static double acc_rate(const struct cs_spec_stats *st)
     return st->n_drafted ? (double)st->n_accepted / (double)st->n_drafted : 0.0;
 }
 
-static struct prompts golden_prompts(void)
+static struct prompts golden_prompts_n(int n)
 {
-    struct prompts P = {.n = NP};
-    for (int i = 0; i < NP; i++) {
+    struct prompts P = {.n = n};
+    for (int i = 0; i < n; i++) {
         P.ids[i] = dfg_cases[i % DFG_N_CASES].prompt;
         P.len[i] = dfg_cases[i % DFG_N_CASES].n_prompt;
     }
     return P;
+}
+
+/* The 3 golden prompts and the first again (4 slots at parallel 4). */
+static struct prompts golden_prompts(void)
+{
+    return golden_prompts_n(4);
 }
 
 /* stories260K with the trained drafter: output identical to no speculation
@@ -491,6 +497,30 @@ static void test_inject_cost(void **s)
     free(logits);
     cs_dflash_ctx_free(dc);
     fx_close(&x);
+}
+
+/* 8 slots (MISSION 5 case 2): 8 requests at once, lossless, and the same
+ * acceptance as the same 8 requests one after the other. */
+static void test_lossless_p8(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts_n(8);
+    struct cs_engine *e = engine_open(TARGET, 1024, 8, CS_TYPE_F16);
+    static struct run base, sp1, sp8;
+    char err[CLSPEC_ERRLEN];
+    gen(e, NULL, &P, 8, 7, &base);
+    struct cs_plugin *pl = dflash_open(e, 8, DRAFTER, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("%s", err);
+    gen(e, pl, &P, 1, 7, &sp1);
+    gen(e, pl, &P, 8, 7, &sp8);
+    cs_plugin_free(pl);
+    print_message("8 requests, f16 KV: one at a time tau %.3f (%.3f accepted), 8 slots tau %.3f (%.3f accepted)\n",
+                  tau(&sp1.st), acc_rate(&sp1.st), tau(&sp8.st), acc_rate(&sp8.st));
+    assert_same(&base, &sp1, P.n, "dflash, 8 requests on 1 slot");
+    assert_same(&base, &sp8, P.n, "dflash, 8 slots");
+    assert_true(fabs(tau(&sp8.st) - tau(&sp1.st)) < 0.1 * tau(&sp1.st));
+    cs_engine_free(e);
 }
 
 /* n_max above block_size - 1 is clamped (a draft never exceeds 7 for the
@@ -916,6 +946,7 @@ int main(void)
         cmocka_unit_test(test_golden_kvtypes),
         cmocka_unit_test(test_lossless_f32),
         cmocka_unit_test(test_lossless_f16),
+        cmocka_unit_test(test_lossless_p8),
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_clamp_and_reset),
         cmocka_unit_test(test_host_entries),
