@@ -180,7 +180,11 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->h = h;
     d->n_slots = (int32_t)ti.n_slots;
     char e2[512] = "";
+#ifdef CLSPEC_MODEL_TARGET_TENSORS /* a header whose model_load takes flags */
+    if (h->model_load(h, path, device, CLSPEC_MODEL_TARGET_TENSORS, &d->m, e2, sizeof e2) < 0) {
+#else
     if (h->model_load(h, path, device, &d->m, e2, sizeof e2) < 0) {
+#endif
         dflash_fini(d);
         return fail(err, errlen, "%s", e2, NULL);
     }
@@ -382,16 +386,16 @@ static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
     return 0;
 }
 
-static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
-                        size_t errlen)
+/* Brings slot req->slot in step with the host and sizes the block; 0 =
+ * ready, 1 = no draft (slot inactive), < 0 = error. */
+static int prepare(struct dflash *d, const struct clspec_draft_req *req, char *err, size_t errlen)
 {
-    struct dflash *d = state;
     const int32_t s = req->slot;
     if (s < 0 || s >= d->n_slots)
         return fail(err, errlen, "draft: bad slot%s%s", NULL, NULL);
     struct dfslot *sl = &d->slots[s];
     if (!sl->active)
-        return 0;
+        return 1;
     if (sl->broken[0]) {
         snprintf(err, errlen, "%s", sl->broken);
         return -1;
@@ -415,7 +419,7 @@ static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t
     /* in step with the host: the block continues hist[n_hist-1] at pos_last */
     const int32_t last = req->hist[req->n_hist - 1];
     if (req->pos_last != sl->n_inj || last != sl->last) {
-        if (req->pos_last < sl->n_inj) { /* the host went back: drop what is beyond */
+        if (req->pos_last <= sl->n_inj) { /* the host went back: drop what is beyond */
             char e[256];
             d->h->ctx_seq_rm(d->c, s, req->pos_last, -1, e, sizeof e);
             sl->n_inj = req->pos_last;
@@ -429,7 +433,16 @@ static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t
             return -1;
         }
     }
-    if (!sl->cached && run_blocks(d, s, err, errlen) < 0)
+    return 0;
+}
+
+/* The slot's draft from its current block (decoding the blocks of every
+ * slot that needs one first, in one decode). */
+static int serve(struct dflash *d, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
+                 size_t errlen)
+{
+    struct dfslot *sl = &d->slots[req->slot];
+    if (!sl->cached && run_blocks(d, req->slot, err, errlen) < 0)
         return -1;
     int32_t k = req->n_max < sl->n_cached ? req->n_max : sl->n_cached;
     memcpy(out, sl->drafts, (size_t)k * sizeof *out);
@@ -440,6 +453,41 @@ static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t
         }
     return k;
 }
+
+static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
+                        size_t errlen)
+{
+    struct dflash *d = state;
+    int rc = prepare(d, req, err, errlen);
+    return rc != 0 ? (rc > 0 ? 0 : rc) : serve(d, req, out, probs, err, errlen);
+}
+
+#ifdef CLSPEC_MODEL_TARGET_TENSORS /* a header with the optional draft_batch entry (ABI 1.1 of main) */
+/* Every requested slot in step first, then one decode for all their blocks. */
+static int dflash_draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                              float *const *probs, int32_t *n_out, char *err, size_t errlen)
+{
+    struct dflash *d = state;
+    int rc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        n_out[i] = 0;
+        int r = prepare(d, &reqs[i], err, errlen);
+        if (r < 0)
+            rc = r;
+    }
+    if (rc < 0)
+        return rc;
+    for (int32_t i = 0; i < n; i++) {
+        if (!d->slots[reqs[i].slot].active)
+            continue;
+        int k = serve(d, &reqs[i], out[i], probs ? probs[i] : NULL, err, errlen);
+        if (k < 0)
+            return k;
+        n_out[i] = k;
+    }
+    return 0;
+}
+#endif
 
 static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
                           int32_t n_tokens)
@@ -469,6 +517,9 @@ static const struct clspec_speculator dflash_vtable = {
     .draft = dflash_draft,
     .accept = dflash_accept,
     .slot_end = dflash_slot_end,
+#ifdef CLSPEC_MODEL_TARGET_TENSORS
+    .draft_batch = dflash_draft_batch,
+#endif
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)
