@@ -101,7 +101,7 @@ static const char *type_name(uint32_t t)
 
 static int parse_type(const char *v, uint32_t dflt, uint32_t *out)
 {
-    if (!v) {
+    if (!v || !*v) {
         *out = dflt;
         return 0;
     }
@@ -168,7 +168,7 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
         return fail(err, errlen, "no target model%s%s", NULL, NULL);
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
-    if (dv && (device = find_device(h, dv)) < -1)
+    if (dv && *dv && (device = find_device(h, dv)) < -1) /* "" = unset (an INI default) */
         return fail(err, errlen, "device '%s': no such device%s", dv, NULL);
     uint32_t tk, tv;
     if (parse_type(h->config_get(h, "type_k"), ti.type_k, &tk) < 0 ||
@@ -217,7 +217,9 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->block_size = (int32_t)bs;
     d->mask = (int32_t)mask;
     const char *nm = h->config_get(h, "n_max");
-    d->n_block_cfg = nm ? atoi(nm) : 0;
+    d->n_block_cfg = nm && *nm ? atoi(nm) : 0;
+    if (d->n_block_cfg < 0)
+        d->n_block_cfg = 0;
     if (d->n_block_cfg > d->block_size - 1) {
         h->log(h, CLSPEC_LOG_WARN, "n_max %d clamped to block_size - 1 = %d", d->n_block_cfg, d->block_size - 1);
         d->n_block_cfg = d->block_size - 1;
