@@ -359,7 +359,9 @@ struct run {
     struct cs_spec_stats st;
 };
 
-/* Greedy generation of NGEN tokens for every prompt, parallel slots at a
+static float gen_temp; /* 0: greedy */
+
+/* Generation (greedy unless gen_temp) of NGEN tokens for every prompt, parallel slots at a
  * time (slots are reused: every group is a new request on the same slots). */
 static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts *P, int parallel, int n_max,
                 struct run *r)
@@ -376,7 +378,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
         int32_t left[NP] = {0};
         for (int s = 0; s < ns; s++) {
             struct cs_sampler_params p = cs_sampler_defaults();
-            p.temp = 0.0f;
+            p.temp = gen_temp;
+            p.seed = 99 + (uint64_t)(c0 + s);
             assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
             if (cs_spec_slot_begin(spec, s, P->ids[c0 + s], P->len[c0 + s], smp[s], pl != NULL, err, sizeof err) !=
                 CLSPEC_OK)
@@ -591,6 +594,31 @@ static void test_lossless_p8(void **s)
     assert_same(&base, &sp1, P.n, "dflash, 8 requests on 1 slot");
     assert_same(&base, &sp8, P.n, "dflash, 8 slots");
     assert_true(fabs(tau(&sp8.st) - tau(&sp1.st)) < 0.1 * tau(&sp1.st));
+    cs_engine_free(e);
+}
+
+/* Sampling at temperature 0.8 (one-hot draft probabilities: the host's
+ * rejection sampling accepts a draft with probability p(d)): speculation
+ * stays on, drafts are accepted, every request ends normally. */
+static void test_sampling(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts();
+    struct cs_engine *e = engine_open(TARGET, 512, 4, CS_TYPE_F16);
+    static struct run sp;
+    char err[CLSPEC_ERRLEN];
+    struct cs_plugin *pl = dflash_open(e, 4, DRAFTER, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("%s", err);
+    gen_temp = 0.8f;
+    gen(e, pl, &P, 4, 7, &sp);
+    gen_temp = 0.0f;
+    cs_plugin_free(pl);
+    print_message("temperature 0.8, 4 slots: drafted %llu, accepted %llu, tau %.3f\n",
+                  (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_accepted, tau(&sp.st));
+    for (int c = 0; c < P.n; c++)
+        assert_true(sp.n[c] > 0);
+    assert_true(sp.st.n_accepted > 0);
     cs_engine_free(e);
 }
 
@@ -1024,6 +1052,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f32),
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_lossless_p8),
+        cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_clamp_and_reset),
         cmocka_unit_test(test_host_entries),
