@@ -101,7 +101,8 @@ static struct cs_cl_dev *target_dev(const struct cs_fwd_model *tfm, int which)
 }
 
 int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_model *target,
-                      const struct cs_fwd_model *tfm, struct cs_mtp_model **out, char *err, size_t errlen)
+                      const struct cs_fwd_model *tfm, bool own_file, bool target_tensors, struct cs_mtp_model **out,
+                      char *err, size_t errlen)
 {
     *out = NULL;
     struct cs_mtp_model *mm = calloc(1, sizeof *mm);
@@ -173,30 +174,61 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
         (rc = upload_vec(dev, t[13], &L->bq, err, errlen)) < 0 || (rc = upload_vec(dev, bk, &L->bk, err, errlen)) < 0 ||
         (rc = upload_vec(dev, bv, &L->bv, err, errlen)) < 0)
         goto fail;
-    /* embedding and output: the head's own, the target's on this device, or a copy of the target's */
+    /* embedding and output: the head's own; for the target's own file the target's (borrowed on this
+     * device, else copied); else the file's (output tied to token_embd); else the target's when allowed */
+    const struct cs_gguf_tensor *fe = cs_gguf_find_tensor(g, "token_embd.weight"), *fo = NULL;
+    if ((rc = find(g, "output.weight", E, V, false, &fo, err, errlen)) < 0)
+        goto fail;
+    if (fe && (rc = find(g, "token_embd.weight", E, V, true, &fe, err, errlen)) < 0)
+        goto fail;
     if (te) {
         if ((rc = upload_mat(dev, te, &mm->own_embd, err, errlen)) < 0)
             goto fail;
         mm->embd = &mm->own_embd;
-    } else if (target_dev(tfm, 0) == dev) {
-        mm->embd = &tfm->tok_embd;
-        mm->embd_shared = true;
-    } else {
-        if ((rc = upload_mat(dev, target->tok_embd, &mm->copy_embd, err, errlen)) < 0)
+    } else if (own_file || (!fe && target_tensors)) {
+        if (target_dev(tfm, 0) == dev) {
+            mm->embd = &tfm->tok_embd;
+            mm->embd_shared = true;
+        } else {
+            if ((rc = upload_mat(dev, target->tok_embd, &mm->copy_embd, err, errlen)) < 0)
+                goto fail;
+            mm->embd = &mm->copy_embd;
+        }
+    } else if (fe) {
+        if ((rc = upload_mat(dev, fe, &mm->own_embd, err, errlen)) < 0)
             goto fail;
-        mm->embd = &mm->copy_embd;
+        mm->embd = &mm->own_embd;
+    } else {
+        rc = cs_err(err, errlen, CLSPEC_E_FORMAT,
+                    "%s: no token embedding (nextn.embed_tokens or token_embd); load it with the target's tensors",
+                    path);
+        goto fail;
     }
-    if (to) {
+    if (!to && !own_file && fo)
+        to = fo;
+    if (!to && !own_file && !target_tensors && fe) /* tied */
+        to = fe;
+    if (to && to == fe && mm->embd == &mm->own_embd && !te) {
+        mm->out = &mm->own_embd; /* tied to the file's own embedding: one upload */
+    } else if (to) {
         if ((rc = upload_mat(dev, to, &mm->own_out, err, errlen)) < 0)
             goto fail;
         mm->out = &mm->own_out;
-    } else if (target_dev(tfm, 1) == dev) {
-        mm->out = tfm->output_is_embd ? &tfm->tok_embd : &tfm->output;
-        mm->out_shared = true;
+    } else if (own_file || target_tensors) {
+        if (target_dev(tfm, 1) == dev) {
+            mm->out = tfm->output_is_embd ? &tfm->tok_embd : &tfm->output;
+            mm->out_shared = true;
+        } else {
+            if ((rc = upload_mat(dev, target->output, &mm->copy_out, err, errlen)) < 0)
+                goto fail;
+            mm->out = &mm->copy_out;
+        }
     } else {
-        if ((rc = upload_mat(dev, target->output, &mm->copy_out, err, errlen)) < 0)
-            goto fail;
-        mm->out = &mm->copy_out;
+        rc = cs_err(err, errlen, CLSPEC_E_FORMAT,
+                    "%s: no output matrix (nextn.shared_head_head, output or token_embd); load it with the target's "
+                    "tensors",
+                    path);
+        goto fail;
     }
     *out = mm;
     return CLSPEC_OK;
@@ -298,8 +330,8 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     if (!tokens || !g || !pos || !seq)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "MTP decode: every row needs a token, a hidden g, a position "
                                                    "and a sequence");
-    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), F = (int)hp->n_ff,
-              D = (int)hp->head_dim, V = (int)hp->n_vocab;
+    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), D = (int)hp->head_dim,
+              V = (int)hp->n_vocab;
     const float eps = hp->rms_eps;
     cs_batch_clear(&c->b);
     for (int32_t i = 0; i < n; i++) {
@@ -348,17 +380,14 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
     if (L->bv)
         TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
-    TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-    TRY(cs_op_rope(d, c->kc, 0, c->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
+    TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
     TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
     TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
                         1.0f / sqrtf((float)D), err, errlen));
     TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-    TRY(cs_op_matmul(d, &L->w_gate, c->xb, 0, c->hb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->w_up, c->xb, 0, c->hb2, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_swiglu(d, c->hb, 0, c->hb2, 0, c->hb, 0, (size_t)n * F, err, errlen));
+    TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     /* the kept rows: shared_head_norm and the output head */

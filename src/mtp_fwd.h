@@ -6,9 +6,11 @@
  *   h'  = the nextn block (a llama block: RoPE at position p, causal attention
  *         over the head's own KV cache)
  *   out = output . (rms(h') * shared_head_norm)
- * E and output are the head's own (nextn.embed_tokens, nextn.shared_head_head)
- * when the file has them, else the target's: borrowed when the target keeps
- * them on the head's device, else copied there once at load.
+ * E and output: the head's own (nextn.embed_tokens, nextn.shared_head_head)
+ * when the file has them; else, for the target's own file, the target's
+ * (borrowed when the target keeps them on the head's device, else copied
+ * there once at load); else the file's token_embd / output (tied: token_embd);
+ * what the file lacks is the target's when target_tensors is set.
  * The caller owns cs_mtp_model / cs_mtp_ctx; the device and the target
  * model/weights passed to cs_mtp_model_load are borrowed and must outlive
  * them. Reads files whose {arch}.nextn_predict_layers is 1 (the combined
@@ -43,10 +45,13 @@ struct cs_mtp_model {
 
 /* Loads the nextn block of path onto dev. target: the target model (its
  * host tensors, copied when needed); tfm: its weights on the devices (for
- * borrowing), may be NULL. Checks that the head fits the target (n_embd,
- * n_vocab) and that the file has exactly one nextn block. */
+ * borrowing), may be NULL. own_file: path is the target's own file.
+ * target_tensors: the target's embedding / output stand in for what the
+ * file lacks. Checks that the head fits the target (n_embd, n_vocab) and
+ * that the file has exactly one nextn block. */
 int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_model *target,
-                      const struct cs_fwd_model *tfm, struct cs_mtp_model **out, char *err, size_t errlen);
+                      const struct cs_fwd_model *tfm, bool own_file, bool target_tensors, struct cs_mtp_model **out,
+                      char *err, size_t errlen);
 void cs_mtp_model_free(struct cs_mtp_model *mm);
 
 struct cs_mtp_ctx {

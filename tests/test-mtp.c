@@ -1,12 +1,15 @@
 /* test-mtp.c: target hidden-state taps (ABI 1.2 tap_request / tap_get) and
  * the mtp speculator over stories260K.
  * Taps: with the ngram plugin drafting, every position of every slot's
- * history (prefill in chunks, then each verification) is handed to the
- * plugin exactly once per forward, at the requested layers, equal to the
- * hidden states of one plain forward over the final history.
+ * history (prefill in chunks, then each verification) reaches the plugin,
+ * at the requested layers, equal to the hidden states of one plain forward
+ * over the final history; a slot that reads only every third step gets the
+ * rows since its last read (consecutive positions, rejected rows replaced).
  * MTP (reference/mtp-stories260K.json, README-mtp.md), with the combined
- * file and with the sidecar head: the host's MTP head (model_load,
- * ctx_decode with embeddings, ctx_hidden, ctx_decode_shared) gives the first
+ * file and with the sidecar head: the host's MTP head (model_load with
+ * CLSPEC_MODEL_NEXTN / _TARGET_TENSORS, ctx_decode with embeddings,
+ * ctx_hidden; target_embed and target_head checked against the target's
+ * own forward) gives the first
  * step's top-5 draft logits within 1e-3; the plugin inside the speculative
  * step reproduces the 8 traced k = 3 steps exactly (drafts, accepted
  * counts, commits); greedy output with mtp speculation equals output
@@ -110,17 +113,22 @@ static void test_taps(void **state)
             const struct cs_spec_slot *sl = &spec->slots[s];
             if (step >= 0 && left[s] <= 0)
                 continue;
+            if (step >= 0)
+                left[s] -= sl->n_out;
+            if (s == 1 && step % 3 != 2 && left[s] > 0) /* slot 1 reads every third step: rows accumulate */
+                continue;
             const float *t = pl->host.tap_get(&pl->host, s, &n_rows, &first);
             assert_non_null(t);
-            /* prefill: positions 0..n_prompt-2; a step: [last, drafts] from the last token's position */
-            int32_t want_first = step < 0 ? 0 : sl->n_hist - 1 - sl->n_out;
+            /* prefill: positions 0..n_prompt-2; a step: [last, drafts] from the last token's position; rows of
+             * unread steps stay, a later step's rows replace the rejected ones */
+            int32_t want_first = step < 0 ? 0 : s == 0 ? sl->n_hist - 1 - sl->n_out : first;
             assert_int_equal(first, want_first);
-            int32_t n_keep = step < 0 ? np[s] - 1 : sl->n_out; /* rows of committed tokens */
+            int32_t n_keep = sl->n_hist - 1 - first; /* rows of committed tokens */
+            if (step < 0)
+                assert_int_equal(n_keep, np[s] - 1);
             assert_true(n_rows >= n_keep);
-            if (step >= 0) {
-                drafted += n_rows - 1;
-                left[s] -= sl->n_out;
-            }
+            if (step >= 0)
+                drafted += n_rows - n_keep;
             for (int32_t r = 0; r < n_keep; r++) {
                 int32_t pos = first + r;
                 assert_true(pos < TAP_MAXPOS);
@@ -290,26 +298,18 @@ static void first_step_host(const char *target, const char *head)
     if (!pl)
         fail_msg("mtp: %s", err);
     const struct clspec_host *h = &pl->host;
-    char *hp = tu_shared_path(head ? head : target);
+    char *hp = head ? tu_shared_path(head) : NULL;
     clspec_model *m = NULL;
-    if (h->model_load(h, hp, -1, &m, err, sizeof err) != 0)
+    uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (head ? 0 : CLSPEC_MODEL_NEXTN);
+    if (h->model_load(h, hp, -1, flags, &m, err, sizeof err) != 0)
         fail_msg("model_load: %s", err);
     free(hp);
     struct clspec_model_info mi;
     memset(&mi, 0, sizeof mi);
     mi.size = sizeof mi;
     assert_int_equal(h->model_info(m, &mi), 0);
-    assert_int_equal(mi.n_nextn, 1);
+    assert_int_equal(mi.n_layer, 1);
     assert_int_equal(mi.n_embd, E);
-    const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
-    int64_t rows = 0, rl = 0;
-    int32_t dev = -1;
-    uint32_t ty = 99;
-    assert_non_null(tout);
-    assert_int_equal(h->tensor_info(tout, &ty, &rows, &rl, &dev), 0);
-    assert_int_equal(rows, V);
-    assert_int_equal(rl, E);
-    assert_int_equal(dev, 0);
     clspec_ctx *c = NULL;
     struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 64, .n_batch = 32, .n_seq = 1,
                                    .type_k = CLSPEC_TYPE_F32, .type_v = CLSPEC_TYPE_F32};
@@ -326,6 +326,20 @@ static void first_step_host(const char *target, const char *head)
         cs_fwd_kv_clear(e->ctx);
         struct cs_fwd_hidden hh = {.n_layers = 1, .layers = &NL, .out = hid};
         assert_int_equal(cs_forward(e->ctx, gc->prompt, m_, pos, NULL, NULL, 0, lg, &hh, err, sizeof err), 0);
+        /* target_head on the last hidden state = the target's own logits; target_embed = token_embd rows */
+        float *lh = malloc((size_t)V * 4), *em = malloc((size_t)m_ * E * 4), *e0 = malloc((size_t)m_ * E * 4);
+        assert_int_equal(h->target_head(h, hid + (size_t)(m_ - 1) * E, 1, lh, err, sizeof err), 0);
+        for (uint32_t v = 0; v < V; v++)
+            assert_true(fabsf(lh[v] - lg[v]) < 1e-4f);
+        const int32_t L0 = 0;
+        struct cs_fwd_hidden h0 = {.n_layers = 1, .layers = &L0, .out = e0};
+        cs_fwd_kv_clear(e->ctx);
+        assert_int_equal(cs_forward(e->ctx, gc->prompt, m_, pos, NULL, NULL, 0, lh, &h0, err, sizeof err), 0);
+        assert_int_equal(h->target_embed(h, gc->prompt, m_, em, err, sizeof err), 0);
+        assert_memory_equal(em, e0, (size_t)m_ * E * 4);
+        free(lh);
+        free(em);
+        free(e0);
         assert_int_equal(h->ctx_seq_rm(c, 0, 0, -1, err, sizeof err), 0);
         /* entries 1..m-1: (x_p, h_{p-1}) */
         for (int32_t p = 1; p < m_; p++)
@@ -339,13 +353,9 @@ static void first_step_host(const char *target, const char *head)
         memcpy(g, hid + (size_t)(m_ - 1) * E, E * 4);
         for (int j = 0; j < 3; j++, p++) {
             struct clspec_decode d1 = {.size = sizeof d1, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = seq0};
-            /* the target's output through ctx_decode_shared first, then the head's own binding: the same */
-            assert_int_equal(h->ctx_decode_shared(c, &d1, tout, err, sizeof err), 0);
-            memcpy(lg, h->ctx_logits(c, 0), (size_t)V * 4);
             assert_int_equal(h->ctx_decode(c, &d1, err, sizeof err), 0);
             const float *l2 = h->ctx_logits(c, 0);
             assert_non_null(l2);
-            assert_memory_equal(lg, l2, (size_t)V * 4);
             for (int r = 0; r < 5; r++) {
                 double dd = fabs((double)l2[gc->top_id[j][r]] - gc->top_val[j][r]);
                 worst = dd > worst ? dd : worst;
@@ -359,7 +369,7 @@ static void first_step_host(const char *target, const char *head)
             assert_int_equal(best, gc->top_id[j][0]);
             assert_int_equal(best, gc->steps[0].drafts[j]);
             int32_t nr = 0;
-            const float *hp2 = h->ctx_hidden(c, 1, &nr);
+            const float *hp2 = h->ctx_hidden(c, &nr);
             assert_non_null(hp2);
             assert_int_equal(nr, 1);
             memcpy(g, hp2, E * 4);
@@ -653,9 +663,9 @@ static void test_acceptance(void **state)
 
 /* Placement on two PoCL devices: the target split over 0,1 with the head on
  * 0 (the embedding shared, the output copied to 0; hidden states through
- * the host): lossless, the same drafts as on one device; ctx_decode_shared
- * with a tensor of another device is refused, naming both; a head on a
- * device the engine did not open is refused at start-up. */
+ * the host): lossless, the same drafts as on one device; target_head runs
+ * on the target's output device; a head on a device the engine did not open
+ * is refused at start-up. */
 static void test_devices(void **state)
 {
     (void)state;
@@ -687,30 +697,21 @@ static void test_devices(void **state)
         print_message("devices %s, head on %s: drafted %d accepted %d (one device: %d / %d)\n", placements[i][0],
                       placements[i][1], (int)o.st.n_drafted, (int)o.st.n_accepted, (int)ref.st.n_drafted,
                       (int)ref.st.n_accepted);
-        if (i == 0) { /* the target's output is on device 1, the head on 0 */
+        if (i == 0) { /* the head on device 0 with the target's output on device 1: a copy; target_head there */
             const struct clspec_host *h = &pl->host;
-            const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT), *temb =
-                                                                                       h->target_tensor(h, CLSPEC_TENSOR_TOKEN_EMBD);
-            int32_t d_out = -1, d_emb = -1;
-            h->tensor_info(tout, NULL, NULL, NULL, &d_out);
-            h->tensor_info(temb, NULL, NULL, NULL, &d_emb);
-            assert_int_equal(d_out, 1);
-            assert_int_equal(d_emb, 0);
+            float hz[64], lz[512];
+            for (int k = 0; k < 64; k++)
+                hz[k] = (float)(k % 7) - 3.0f;
+            assert_int_equal(h->target_head(h, hz, 1, lz, err, sizeof err), 0);
             char *hp = tu_shared_path(SIDECAR);
             clspec_model *m = NULL;
-            clspec_ctx *c = NULL;
-            assert_int_equal(h->model_load(h, hp, 0, &m, err, sizeof err), 0);
+            assert_int_equal(h->model_load(h, hp, 0, 0, &m, err, sizeof err), 0); /* tied to its own embedding */
             free(hp);
-            struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 16, .n_batch = 4, .n_seq = 1};
-            assert_int_equal(h->ctx_new(m, &cp, &c, err, sizeof err), 0);
-            float g[64] = {0};
-            int32_t x = 5, p = 1, sq = 0;
-            struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = &sq};
-            assert_int_not_equal(h->ctx_decode_shared(c, &d, tout, err, sizeof err), 0);
-            assert_non_null(strstr(err, "device 1"));
-            assert_non_null(strstr(err, "device 0"));
-            assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0); /* its copy of the output */
-            h->ctx_free(c);
+            struct clspec_model_info mi;
+            memset(&mi, 0, sizeof mi);
+            mi.size = sizeof mi;
+            h->model_info(m, &mi);
+            assert_int_equal(mi.device, 0);
             h->model_free(m);
         }
         cs_plugin_free(pl);
@@ -729,7 +730,31 @@ static void test_refusals(void **state)
     assert_null(mtp_open(e, 1, SIDECAR, "device", "7", err, sizeof err));
     assert_non_null(strstr(err, "device = 7: not one of the target's devices"));
     assert_null(mtp_open(e, 1, TARGET, NULL, NULL, err, sizeof err)); /* a plain model is no head */
-    assert_non_null(strstr(err, "has no MTP blocks"));
+    assert_non_null(strstr(err, "MTP heads only (files with {arch}.nextn_predict_layers)"));
+    /* a plain model loaded as a draft model (no flags) is no head either: the plugin's probe says so */
+    {
+        struct cs_plugin *pl = mtp_open(e, 1, SIDECAR, NULL, NULL, err, sizeof err);
+        assert_non_null(pl);
+        char *tp = tu_shared_path(TARGET);
+        clspec_model *m = NULL;
+        clspec_ctx *c = NULL;
+        assert_int_equal(pl->host.model_load(&pl->host, tp, -1, 0, &m, err, sizeof err), 0);
+        free(tp);
+        struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 8, .n_batch = 2, .n_seq = 1};
+        assert_int_equal(pl->host.ctx_new(m, &cp, &c, err, sizeof err), 0);
+        float z[64] = {0};
+        int32_t x = 0, p = 1, sq = 0;
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = z, .pos = &p, .seq = &sq};
+        assert_int_not_equal(pl->host.ctx_decode(c, &d, err, sizeof err), 0);
+        int32_t nr = 5;
+        assert_null(pl->host.ctx_hidden(c, &nr)); /* plain models: no hidden states here */
+        assert_int_equal(nr, 0);
+        pl->host.ctx_free(c);
+        pl->host.model_free(m);
+        assert_int_not_equal(pl->host.model_load(&pl->host, "/x.gguf", -1, CLSPEC_MODEL_NEXTN, &m, err, sizeof err), 0);
+        assert_non_null(strstr(err, "takes no path"));
+        cs_plugin_free(pl);
+    }
     assert_null(mtp_open(e, 1, SIDECAR, "type_k", "q8_0", err, sizeof err)); /* head_dim 8 */
     assert_non_null(strstr(err, "q8_0"));
     cs_engine_free(e);

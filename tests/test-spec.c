@@ -1,7 +1,7 @@
 /* test-spec.c: the speculative step (src/spec/spec.c) with the ngram and
  * draft plugins over stories260K: greedy output with speculation is identical to output
  * without it on the prompts of reference/greedy-stories260K.json (64
- * tokens), at parallel 1 and 4, KV f32 and f16; every slot holds exactly
+ * tokens), at parallel 1 and 4, KV f32, f16, q8_0 and q4_0; every slot holds exactly
  * n_hist - 1 KV cells after every step; seeded sampling (T > 0, penalties)
  * gives the same tokens and the same final sampler state (RNG + penalty
  * history) as a run without speculation; a KV cache that fills shrinks or
@@ -32,7 +32,8 @@
 
 static struct golden *G;
 
-static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
+/* NULL with the engine's message in err when it cannot be opened. */
+static struct cs_engine *engine_try(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type, char *err, size_t errlen)
 {
     struct cs_engine_params p = cs_engine_defaults();
     char *path = tu_shared_path("models/stories260K.gguf");
@@ -42,10 +43,17 @@ static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, uint32_t kv
     p.type_k = p.type_v = kv_type;
     p.n_batch = p.n_ubatch = 128;
     struct cs_engine *e = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_engine_open(&p, &e, err, sizeof err) != CLSPEC_OK)
-        fail_msg("engine: %s", err);
+    cs_engine_open(&p, &e, err, errlen);
     free(path);
+    return e;
+}
+
+static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
+{
+    char err[CLSPEC_ERRLEN];
+    struct cs_engine *e = engine_try(n_ctx, n_seq, kv_type, err, sizeof err);
+    if (!e)
+        fail_msg("engine: %s", err);
     return e;
 }
 
@@ -182,7 +190,10 @@ static void assert_same(const struct run *a, const struct run *b, const char *wh
 
 static void lossless(uint32_t kv_type, int parallel)
 {
-    struct cs_engine *e = engine_open(512, 4, kv_type);
+    char err0[CLSPEC_ERRLEN];
+    struct cs_engine *e = engine_try(512, 4, kv_type, err0, sizeof err0);
+    if (!e)
+        fail_msg("engine: %s", err0);
     static struct run base, spec1, spec2;
     gen_all(e, NULL, parallel, 0.0f, &base, 1 << 30);
     /* the run without speculation is llama.cpp's greedy run (where it has the steps) */
@@ -222,25 +233,15 @@ static void lossless(uint32_t kv_type, int parallel)
     cs_engine_free(e);
 }
 
-static void test_lossless_f32_p1(void **state)
+struct lossless_cfg {
+    uint32_t kv_type;
+    int parallel;
+};
+
+static void test_lossless(void **state)
 {
-    (void)state;
-    lossless(CS_TYPE_F32, 1);
-}
-static void test_lossless_f32_p4(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F32, 4);
-}
-static void test_lossless_f16_p1(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F16, 1);
-}
-static void test_lossless_f16_p4(void **state)
-{
-    (void)state;
-    lossless(CS_TYPE_F16, 4);
+    const struct lossless_cfg *c = *state;
+    lossless(c->kv_type, c->parallel);
 }
 
 /* ---- sampling: same tokens and the same sampler state as without speculation ---- */
@@ -538,10 +539,20 @@ static int teardown(void **state)
 
 int main(void)
 {
+    static struct lossless_cfg lossless_cfgs[] = {
+        {CS_TYPE_F32, 1},  {CS_TYPE_F32, 4},  {CS_TYPE_F16, 1},  {CS_TYPE_F16, 4},
+        {CS_TYPE_Q8_0, 1}, {CS_TYPE_Q8_0, 4}, {CS_TYPE_Q4_0, 1}, {CS_TYPE_Q4_0, 4},
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rejection_sampling), cmocka_unit_test(test_target_probs),
-        cmocka_unit_test(test_lossless_f32_p1),    cmocka_unit_test(test_lossless_f32_p4),
-        cmocka_unit_test(test_lossless_f16_p1),    cmocka_unit_test(test_lossless_f16_p4),
+        {"lossless_f32_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[0]},
+        {"lossless_f32_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[1]},
+        {"lossless_f16_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[2]},
+        {"lossless_f16_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[3]},
+        {"lossless_q8_0_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[4]},
+        {"lossless_q8_0_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[5]},
+        {"lossless_q4_0_parallel1", test_lossless, NULL, NULL, &lossless_cfgs[6]},
+        {"lossless_q4_0_parallel4", test_lossless, NULL, NULL, &lossless_cfgs[7]},
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),

@@ -35,7 +35,8 @@ extern "C" {
 #define CLSPEC_SPEC_CAP_SHARED_KV (1ull << 1)      /* reads the target's KV cache (same device as the target) */
 #define CLSPEC_SPEC_CAP_DEVICE_MEMORY (1ull << 2)  /* allocates its own device memory (model_load / ctx_new) */
 #define CLSPEC_SPEC_CAP_DRAFT_PROBS (1ull << 3)    /* fills draft probabilities q (rejection sampling) */
-#define CLSPEC_SPEC_CAP_TARGET_TENSORS (1ull << 4) /* uses the target's embedding / output tensors */
+#define CLSPEC_SPEC_CAP_TARGET_TENSORS (1ull << 4) /* uses the target's embedding / head (target_embed,
+                                                      * target_head, CLSPEC_MODEL_TARGET_TENSORS) */
 #define CLSPEC_SPEC_CAP_KV_INJECT (1ull << 5)      /* writes K/V rows into its own context (ctx_kv_inject) */
 
 /* ---- log levels (clspec_host.log) ---- */
@@ -49,7 +50,6 @@ enum clspec_log_level {
 /* ---- opaque host handles ---- */
 typedef struct clspec_model clspec_model;   /* a GGUF loaded onto a device by the host */
 typedef struct clspec_ctx clspec_ctx;       /* a context of a clspec_model with its own typed KV cache */
-typedef struct clspec_tensor clspec_tensor; /* a device tensor owned by the host (target weights) */
 
 /* KV / tensor element types (the GGUF type ids). */
 enum clspec_type {
@@ -83,10 +83,6 @@ struct clspec_model_info {
     uint32_t n_ctx_train;   /* 0 when unknown */
     int32_t bos, eos;       /* token ids, -1 when absent */
     int32_t device;         /* device index of the model's last layer (the target: where logits are made) */
-    /* -- since 1.2 -- */
-    uint32_t n_nextn;       /* MTP ("nextn") blocks in the file ({arch}.nextn_predict_layers; 0 = none). A
-                             * model_load'ed file with n_nextn > 0 is an MTP head (see ctx_decode) */
-    const char *path;       /* the GGUF file (host-owned) */
 };
 
 /* The target (served) model and its context. */
@@ -118,12 +114,12 @@ struct clspec_decode {
     const uint8_t *logits;  /* (n) 1 = keep this row's logits (ctx_logits), NULL = last row only */
 };
 
-/* Which tensor of the target ctx_target_tensor returns. */
-enum clspec_target_tensor {
-    CLSPEC_TENSOR_TOKEN_EMBD = 0,  /* (n_vocab, n_embd) */
-    CLSPEC_TENSOR_OUTPUT = 1,      /* (n_vocab, n_embd), = token_embd when tied */
-    CLSPEC_TENSOR_OUTPUT_NORM = 2, /* (n_embd) f32 */
-};
+/* model_load flags. */
+#define CLSPEC_MODEL_TARGET_TENSORS (1u << 0) /* tensors the GGUF lacks (token_embd, output_norm, output) are
+                                               * the target's, shared (copied once when on another device);
+                                               * needs host minor >= 2 (MTP heads, DFlash drafters) */
+#define CLSPEC_MODEL_NEXTN (1u << 1)          /* path NULL: the target GGUF's own nextn blocks
+                                               * ({arch}.nextn_predict_layers); minor >= 2 */
 
 /* ---- the host services table ----------------------------------------------
  * Handed to init; valid until fini returns. Entries documented "may be NULL"
@@ -157,9 +153,11 @@ struct clspec_host {
 
     /* -- draft models: may be NULL (provided by hosts of minor >= 1) -- */
 
-    /* Loads a GGUF onto device (-1 = the target's last device). */
-    int (*model_load)(const struct clspec_host *h, const char *path, int32_t device, clspec_model **out,
-                      char *err, size_t errlen);
+    /* Loads a GGUF onto device (-1 = the target's last device). flags:
+     * CLSPEC_MODEL_* (0 for a self-contained draft model); a flag the host
+     * does not support is an error naming it. */
+    int (*model_load)(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
+                      clspec_model **out, char *err, size_t errlen);
     void (*model_free)(clspec_model *m);
     int (*model_info)(const clspec_model *m, struct clspec_model_info *out);
     /* Token text in m's vocabulary (vocabulary checks), NULL when out of range. */
@@ -168,36 +166,44 @@ struct clspec_host {
     void (*ctx_free)(clspec_ctx *c);
     /* Removes seq's cells with p0 <= pos < p1 (p1 < 0: to the end). */
     int (*ctx_seq_rm)(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
-    /* Runs one batch; all rows' sequences at once. */
+    /* Runs one batch; all rows' sequences at once. A plain model takes
+     * tokens; an MTP head (model_load of a file with nextn blocks, 1.2)
+     * takes per row a token AND an embedding (embd: the target's
+     * pre-final-norm hidden state, or the head's own output from ctx_hidden). */
     int (*ctx_decode)(clspec_ctx *c, const struct clspec_decode *d, char *err, size_t errlen);
     /* Logits (n_vocab floats) of the i-th kept row of the last decode; NULL if none. */
     const float *(*ctx_logits)(clspec_ctx *c, int32_t i);
 
-    /* -- target taps, tensors and KV injection: may be NULL (NULL until 1.2) -- */
+    /* -- target taps, target tensors and KV injection: may be NULL (NULL until 1.2) -- */
 
     /* Asks for the target's hidden states at layers[0..n) (k < n_layer: the
      * input of layer k; k = n_layer: the state before the final norm) for
      * every row of every later target forward. Call from init. */
     int (*tap_request)(const struct clspec_host *h, const int32_t *layers, int32_t n, char *err, size_t errlen);
-    /* The taps of slot's rows in the last target forward: (n_layers, *n_rows,
-     * n_embd) floats, host-owned until the next forward; *first_pos gets the
-     * position of row 0. NULL when the slot had no rows. */
+    /* The taps of slot's target rows since the plugin's previous call for
+     * this slot: at slot_begin every prompt row (all prefill chunks), at
+     * draft / accept the rows [last, d1..dk] of the verification (read row
+     * n_accepted for the state after the accepted prefix). (n_layers,
+     * *n_rows, n_embd) floats in tap_request's layer order, host-owned until
+     * the call returns; *first_pos = position of row 0. NULL: no rows. */
     const float *(*tap_get)(const struct clspec_host *h, int32_t slot, int32_t *n_rows, int32_t *first_pos);
-    /* A tensor of the target (shared, read-only) and its description. */
-    const clspec_tensor *(*target_tensor)(const struct clspec_host *h, int which);
-    /* t's element type (enum clspec_type), rows and row length; device index. */
-    int (*tensor_info)(const clspec_tensor *t, uint32_t *type, int64_t *n_rows, int64_t *row_len, int32_t *device);
-    /* Decode with some of c's inputs taken from target tensors (MTP: the
-     * target's output head after the draft block). NULL until 1.2. */
-    int (*ctx_decode_shared)(clspec_ctx *c, const struct clspec_decode *d, const clspec_tensor *output,
-                             char *err, size_t errlen);
-    /* Writes K and V rows (f32, (n, n_kv_head * head_dim) each) of layer
-     * into c's cache for (seq, pos[i]), converted to the cache's own type
-     * exactly as its readers expect (quantization, rotation). */
+    /* Rows of the target's token embedding for tokens (n): out (n, n_embd) f32
+     * (inputs of ctx_decode with embd, e.g. DFlash's [last, MASK x n] block). */
+    int (*target_embed)(const struct clspec_host *h, const int32_t *tokens, int32_t n, float *out, char *err,
+                        size_t errlen);
+    /* The target's head on hidden states: output_norm, then output (token_embd
+     * when tied): hidden (n, n_embd) -> logits (n, n_vocab). */
+    int (*target_head)(const struct clspec_host *h, const float *hidden, int32_t n, float *logits, char *err,
+                       size_t errlen);
+    /* Writes K and V rows (f32, (n, n_kv_head * head_dim) each, K before
+     * RoPE) of layer into c's cache for (seq, pos[i]), converted to the
+     * cache's own type exactly as its readers expect (RoPE at pos[i],
+     * quantization to type_k / type_v). */
     int (*ctx_kv_inject)(clspec_ctx *c, int32_t layer, int32_t seq, const int32_t *pos, int32_t n, const float *k,
                          const float *v, char *err, size_t errlen);
-    /* The hidden states of c's last decode at layer (as tap_get): (n, n_embd). */
-    const float *(*ctx_hidden)(clspec_ctx *c, int32_t layer, int32_t *n_rows);
+    /* The hidden states of c's last decode before its final norm, (*n_rows,
+     * n_embd), one row per decoded row; host-owned until the next decode. */
+    const float *(*ctx_hidden)(clspec_ctx *c, int32_t *n_rows);
 
     /* -- DFlash drafters: may be NULL (provided by hosts of minor >= 3) --
      * model_load of a GGUF with general.architecture = "dflash" gives a
@@ -275,6 +281,16 @@ struct clspec_speculator {
     /* Optional. The request on slot ended, or speculation was switched off
      * for it: drop all of the slot's state. */
     void (*slot_end)(void *state, int32_t slot);
+
+    /* -- 1.1 (optional; a 1.0 host ignores it) -- */
+
+    /* Drafts for n slots at once (one batched decode for all of them): as
+     * draft for each reqs[i], into out[i] (reqs[i].n_max entries) and, when
+     * probs is not NULL, probs[i] (or NULL for that slot); n_out[i] gets the
+     * count. When present the host calls it instead of draft. Returns 0, or
+     * < 0 (the host then switches speculation off for these slots). */
+    int (*draft_batch)(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                       float *const *probs, int32_t *n_out, char *err, size_t errlen);
 };
 
 /* The smallest vtable a 1.x host accepts: everything up to slot_end. */

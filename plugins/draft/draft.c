@@ -3,7 +3,8 @@
  * and typed KV cache; one sequence per slot. Each draft first brings the
  * slot's draft KV in step with the slot's history (what was cached beyond
  * the common prefix, e.g. rejected drafts, is removed; what is missing is
- * decoded), then drafts greedily, one decode per token. Drafting is
+ * decoded), then drafts greedily; the slots of one draft_batch call share
+ * every decode (one row per drafting slot per draft token). Drafting is
  * deterministic, so the probabilities it reports are one-hot (q(d) = 1):
  * rejection sampling then accepts d with probability p(d), exactly. It stops
  * early where the draft model's own probability of its token is below p_min.
@@ -155,7 +156,7 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
     cp.n_batch = d->n_batch;
     cp.n_seq = (uint32_t)d->n_slots;
     char e2[512];
-    if (h->model_load(h, path, device, &d->m, e2, sizeof e2) != 0) {
+    if (h->model_load(h, path, device, 0, &d->m, e2, sizeof e2) != 0) {
         snprintf(err, errlen, "draft: %s", e2);
         draft_fini(d);
         return -1;
@@ -198,26 +199,130 @@ static int cache_push(struct dslot *sl, int32_t t)
     return 0;
 }
 
-/* Decodes toks (n) for slot s at positions from sl->n_cached on; the logits
- * of the last row are then ctx_logits(c, 0). */
-static int feed(struct draft *d, int32_t s, const int32_t *toks, int32_t n, char *err, size_t errlen)
+/* The draft model's token for a logits row (argmax) and its probability. */
+static int32_t pick(const float *l, uint32_t n_vocab, float *conf)
 {
-    struct dslot *sl = &d->slots[s];
-    for (int32_t i0 = 0; i0 < n; i0 += (int32_t)d->n_batch) {
-        int32_t m = n - i0 < (int32_t)d->n_batch ? n - i0 : (int32_t)d->n_batch;
-        for (int32_t i = 0; i < m; i++) {
-            d->tok[i] = toks[i0 + i];
-            d->pos[i] = sl->n_cached + i;
-            d->seq[i] = s;
-            d->keep[i] = i == m - 1;
+    uint32_t best = 0;
+    for (uint32_t v = 1; v < n_vocab; v++)
+        if (l[v] > l[best])
+            best = v;
+    double sum = 0;
+    for (uint32_t v = 0; v < n_vocab; v++)
+        sum += exp((double)l[v] - (double)l[best]);
+    *conf = (float)(1.0 / sum);
+    return (int32_t)best;
+}
+
+/* Per slot of one draft_batch call. */
+struct pend {
+    int32_t slot;
+    const int32_t *toks; /* still to decode (sync), then none */
+    int32_t n_toks;
+    int32_t next;        /* the draft model's next token, -1 = none yet */
+    float conf;
+    int32_t k;           /* drafted so far */
+    int done;
+};
+
+/* Decodes the staged rows (n) and gives each row with keep[i] its pick. */
+static int run(struct draft *d, int32_t n, struct pend **owner, char *err, size_t errlen)
+{
+    struct clspec_decode dc = {.size = sizeof dc, .n = n, .tokens = d->tok, .pos = d->pos, .seq = d->seq,
+                               .logits = d->keep};
+    if (d->h->ctx_decode(d->c, &dc, err, errlen) != 0)
+        return -1;
+    for (int32_t i = 0, li = 0; i < n; i++) {
+        if (!d->keep[i])
+            continue;
+        const float *l = d->h->ctx_logits(d->c, li++);
+        if (!l)
+            return fail(err, errlen, "no logits", NULL);
+        owner[i]->next = pick(l, d->n_vocab, &owner[i]->conf);
+    }
+    return 0;
+}
+
+/* Stages one row of slot p at its next cached position. */
+static int stage(struct draft *d, int32_t *n, struct pend *p, struct pend **owner, int32_t tok, int keep)
+{
+    struct dslot *sl = &d->slots[p->slot];
+    d->tok[*n] = tok;
+    d->pos[*n] = sl->n_cached;
+    d->seq[*n] = p->slot;
+    d->keep[*n] = (uint8_t)keep;
+    owner[*n] = p;
+    (*n)++;
+    return cache_push(sl, tok);
+}
+
+static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                       float *const *probs, int32_t *n_out, char *err, size_t errlen)
+{
+    struct draft *d = state;
+    struct pend p[64], *owner[64];
+    if (n > 64 || n > (int32_t)d->n_batch)
+        return fail(err, errlen, "more than 64 slots in one call", NULL);
+    /* in step with each history: keep the common prefix, but decode at least the last token */
+    for (int32_t i = 0; i < n; i++) {
+        int32_t s = reqs[i].slot;
+        if (s < 0 || s >= d->n_slots)
+            return fail(err, errlen, "slot out of range", NULL);
+        struct dslot *sl = &d->slots[s];
+        int32_t cp = 0, lim = reqs[i].n_hist - 1;
+        while (cp < sl->n_cached && cp < lim && sl->cached[cp] == reqs[i].hist[cp])
+            cp++;
+        if (cp < sl->n_cached) {
+            if (d->h->ctx_seq_rm(d->c, s, cp, -1, err, errlen) != 0)
+                return -1;
+            sl->n_cached = cp;
         }
-        struct clspec_decode dc = {.size = sizeof dc, .n = m, .tokens = d->tok, .pos = d->pos, .seq = d->seq,
-                                   .logits = d->keep};
-        if (d->h->ctx_decode(d->c, &dc, err, errlen) != 0)
+        p[i] = (struct pend){.slot = s, .toks = reqs[i].hist + cp, .n_toks = reqs[i].n_hist - cp, .next = -1};
+        n_out[i] = 0;
+    }
+    /* the missing history of all slots, n_batch rows per decode */
+    for (;;) {
+        int32_t m = 0;
+        for (int32_t i = 0; i < n && m < (int32_t)d->n_batch; i++)
+            while (p[i].n_toks > 0 && m < (int32_t)d->n_batch) {
+                if (stage(d, &m, &p[i], owner, p[i].toks[0], p[i].n_toks == 1) < 0)
+                    return fail(err, errlen, "out of memory", NULL);
+                p[i].toks++;
+                p[i].n_toks--;
+            }
+        if (m == 0)
+            break;
+        if (run(d, m, owner, err, errlen) < 0)
             return -1;
-        for (int32_t i = 0; i < m; i++)
-            if (cache_push(sl, toks[i0 + i]) < 0)
+    }
+    /* then one row per still-drafting slot per decode */
+    for (;;) {
+        int32_t m = 0;
+        for (int32_t i = 0; i < n; i++) {
+            struct pend *q = &p[i];
+            if (q->done)
+                continue;
+            if (q->next < 0 || q->conf < reqs[i].p_min) { /* the draft model is not sure enough */
+                q->done = 1;
+                continue;
+            }
+            out[i][q->k] = q->next;
+            if (probs && probs[i]) { /* greedy drafting: q is one-hot */
+                float *row = probs[i] + (size_t)q->k * reqs[i].n_vocab;
+                memset(row, 0, reqs[i].n_vocab * sizeof *row);
+                row[q->next] = 1.0f;
+            }
+            n_out[i] = ++q->k;
+            if (q->k >= reqs[i].n_max) {
+                q->done = 1;
+                continue;
+            }
+            if (stage(d, &m, q, owner, q->next, 1) < 0)
                 return fail(err, errlen, "out of memory", NULL);
+        }
+        if (m == 0)
+            break;
+        if (run(d, m, owner, err, errlen) < 0)
+            return -1;
     }
     return 0;
 }
@@ -225,50 +330,10 @@ static int feed(struct draft *d, int32_t s, const int32_t *toks, int32_t n, char
 static int draft_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
                        size_t errlen)
 {
-    struct draft *d = state;
-    int32_t s = req->slot;
-    if (s < 0 || s >= d->n_slots)
-        return fail(err, errlen, "slot out of range", NULL);
-    struct dslot *sl = &d->slots[s];
-    /* in step with the history: keep the common prefix, but decode at least the last token */
-    int32_t cp = 0, lim = req->n_hist - 1;
-    while (cp < sl->n_cached && cp < lim && sl->cached[cp] == req->hist[cp])
-        cp++;
-    if (cp < sl->n_cached) {
-        if (d->h->ctx_seq_rm(d->c, s, cp, -1, err, errlen) != 0)
-            return -1;
-        sl->n_cached = cp;
-    }
-    if (feed(d, s, req->hist + cp, req->n_hist - cp, err, errlen) < 0)
+    int32_t n_out = 0;
+    if (draft_batch(state, req, 1, &out, &probs, &n_out, err, errlen) < 0)
         return -1;
-    int32_t k = 0;
-    for (;;) {
-        const float *l = d->h->ctx_logits(d->c, 0);
-        if (!l)
-            return fail(err, errlen, "no logits", NULL);
-        uint32_t best = 0;
-        for (uint32_t v = 1; v < d->n_vocab; v++)
-            if (l[v] > l[best])
-                best = v;
-        if (req->p_min > 0.0f) { /* the draft model's own confidence */
-            double sum = 0;
-            for (uint32_t v = 0; v < d->n_vocab; v++)
-                sum += exp((double)l[v] - (double)l[best]);
-            if (1.0 / sum < req->p_min)
-                break;
-        }
-        out[k] = (int32_t)best;
-        if (probs) { /* greedy drafting: q is one-hot */
-            memset(probs + (size_t)k * req->n_vocab, 0, req->n_vocab * sizeof *probs);
-            probs[(size_t)k * req->n_vocab + best] = 1.0f;
-        }
-        k++;
-        if (k >= req->n_max)
-            break;
-        if (feed(d, s, &out[k - 1], 1, err, errlen) < 0)
-            return -1;
-    }
-    return k;
+    return n_out;
 }
 
 static void draft_slot_end(void *state, int32_t slot)
@@ -290,7 +355,8 @@ static const struct clspec_speculator vtable = {
     .fini = draft_fini,
     .draft = draft_draft,
     .slot_end = draft_slot_end,
-    /* slot_begin / accept: not needed, draft() re-synchronises with the history */
+    /* slot_begin / accept: not needed, drafting re-synchronises with the history */
+    .draft_batch = draft_batch,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -17,6 +17,7 @@
  * layer's device), type_k / type_v (the head's KV: f32, f16, bf16, q8_0,
  * q4_0; default the target's), n_ctx (head KV cells; default the target's
  * n_ctx + 65 per slot), n_batch (rows per head decode, default 64). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <clspec/speculator.h>
 
 #include <math.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct mslot {
     bool active;
@@ -39,6 +41,7 @@ struct mslot {
     int32_t cache_n;  /* n_hist the cache was made for, -1 = none */
     bool cache_stop;  /* the chain stopped at p_min */
     int32_t want;     /* draft length the slot asked for last time */
+    int32_t k_req;    /* draft_batch: this step's length (0 = not in the batch) */
     float *hprev;     /* (n_embd) h' of the slot's last draft step */
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
@@ -57,7 +60,16 @@ struct mtp {
     uint8_t *keep;
     float *embd;              /* (n_batch, n_embd) */
     long long n_drafts, n_draft_tokens;
+    int32_t k_hi;             /* the longest draft asked for so far: what other slots' chains get */
+    double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
 {
@@ -109,8 +121,11 @@ static void mtp_fini(void *state)
     struct mtp *p = state;
     if (!p)
         return;
-    if (p->h && p->m)
+    if (p->h && p->m) {
         p->h->log(p->h, CLSPEC_LOG_INFO, "%lld drafts, %lld tokens drafted", p->n_drafts, p->n_draft_tokens);
+        p->h->log(p->h, CLSPEC_LOG_DEBUG, "%.1f ms drafting, %.1f ms in accept", 1e3 * p->t_draft,
+                  1e3 * p->t_accept);
+    }
     for (int32_t s = 0; p->slots && s < p->n_slots; s++) {
         free(p->slots[s].hist);
         free(p->slots[s].h_last);
@@ -135,8 +150,7 @@ static void mtp_fini(void *state)
 static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
     *state = NULL;
-    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load) ||
-        !HAS(h, target_tensor) || !HAS(h, tensor_info))
+    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load))
         return fail(err, errlen, "mtp: this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
                     NULL, NULL);
     struct clspec_target_info ti;
@@ -146,14 +160,8 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     if (h->target_info(h, &ti) != 0)
         return fail(err, errlen, "mtp: no target%s%s", NULL, NULL);
     const char *model = h->config_get(h, "model");
-    if (!model || !*model) {
-        if (ti.model.n_nextn == 0 || !ti.model.path)
-            return fail(err, errlen,
-                        "mtp: the target (%s) has no MTP blocks (%s.nextn_predict_layers); set model = PATH to a "
-                        "head file",
-                        ti.model.path ? ti.model.path : "?", ti.model.arch);
-        model = ti.model.path;
-    }
+    if (model && !*model)
+        model = NULL; /* the target's own nextn blocks */
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
     if (dv && *dv && (device = find_device(h, dv)) < 0) {
@@ -186,23 +194,19 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     }
     p->n_batch = (uint32_t)nb;
     char e2[512] = "";
-    if (h->model_load(h, model, device, &p->m, e2, sizeof e2) != 0) {
+    uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (model ? 0 : CLSPEC_MODEL_NEXTN);
+    if (h->model_load(h, model, device, flags, &p->m, e2, sizeof e2) != 0) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        return fail(err, errlen, "mtp: %s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
     }
     struct clspec_model_info mi;
     memset(&mi, 0, sizeof mi);
     mi.size = sizeof mi;
     h->model_info(p->m, &mi);
-    if (mi.n_nextn == 0) {
-        mtp_fini(p);
-        return fail(err, errlen, "mtp: %s has no MTP blocks (%s.nextn_predict_layers)", model, mi.arch);
-    }
-    /* placement: where the head runs and where the target's shared tensors are */
-    const clspec_tensor *tout = h->target_tensor(h, CLSPEC_TENSOR_OUTPUT);
-    int32_t out_dev = -1;
-    if (tout)
-        h->tensor_info(tout, NULL, NULL, NULL, &out_dev);
+    if (!model)
+        model = "the target's nextn blocks";
+    /* placement: where the head runs and where the target's output is (its last layer's device) */
+    const int32_t out_dev = ti.model.device;
     char where[400];
     snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, dev_name(h, mi.device));
     if (out_dev >= 0 && out_dev != mi.device)
@@ -215,6 +219,19 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     if (h->ctx_new(p->m, &cp, &p->c, e2, sizeof e2) != 0) {
         mtp_fini(p);
         return fail(err, errlen, "mtp: %s%s", e2, NULL);
+    }
+    /* an MTP head takes a token and an embedding per row; a plain model refuses the embedding */
+    {
+        int32_t x = 0, pos = 1, sq = 0;
+        float *z = calloc(p->n_embd, sizeof *z);
+        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = z, .pos = &pos, .seq = &sq};
+        int rc = z ? h->ctx_decode(p->c, &d, e2, sizeof e2) : -1;
+        free(z);
+        h->ctx_seq_rm(p->c, 0, 0, -1, e2 + 256, 200);
+        if (rc != 0) {
+            mtp_fini(p);
+            return fail(err, errlen, "mtp: %s is not an MTP head (no %s.nextn_predict_layers)", model, mi.arch);
+        }
     }
     int32_t layer = p->tap_layer;
     if (h->tap_request(h, &layer, 1, e2, sizeof e2) != 0) {
@@ -390,7 +407,8 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         struct mslot *ms = &p->slots[s];
         if (!ready(ms))
             continue;
-        int32_t k = s == s0 ? k0 : ms->want;
+        /* a slot of this draft_batch call: its length; another: the longest (the host's length grows back) */
+        int32_t k = s == s0 ? k0 : ms->k_req > 0 ? ms->k_req : ms->want > 0 ? p->k_hi : 0;
         if (k <= 0)
             continue;
         if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
@@ -422,7 +440,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
         int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!hh || nr != rows)
             return fail(err, errlen, "mtp: the head returned no hidden states%s%s", NULL, NULL);
         /* read this depth's results (rows with logits, in slot order) */
@@ -467,11 +485,9 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
     return 0;
 }
 
-static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
-                     size_t errlen)
+/* Checks req against the slot's state; records its length. */
+static int check_req(struct mtp *p, const struct clspec_draft_req *req, char *err, size_t errlen)
 {
-    (void)probs;
-    struct mtp *p = state;
     const int32_t s = req->slot, N = req->n_hist;
     if (s < 0 || s >= p->n_slots || !p->slots[s].active)
         return fail(err, errlen, "mtp: draft for a slot that did not begin%s%s", NULL, NULL);
@@ -480,13 +496,19 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
         return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
     if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
         return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
-    int32_t n_max = req->n_max < 64 ? req->n_max : 64;
-    ms->want = n_max;
-    if (ms->cache_n != N && !ready(ms))
-        return 0; /* no target hidden state for the pending position yet */
-    if (ms->cache_n != N && draft_all(p, s, n_max, req->p_min, err, errlen) < 0)
-        return -1;
-    /* made at another slot's call with a shorter length: this slot's chain goes on alone */
+    ms->want = req->n_max < 64 ? req->n_max : 64;
+    if (ms->want > p->k_hi)
+        p->k_hi = ms->want;
+    return 0;
+}
+
+/* The slot's draft from its cache into out (a chain made shorter at another
+ * slot's call goes on alone); returns the count. */
+static int serve(struct mtp *p, const struct clspec_draft_req *req, int32_t *out, char *err, size_t errlen)
+{
+    const int32_t s = req->slot, N = req->n_hist;
+    struct mslot *ms = &p->slots[s];
+    const int32_t n_max = ms->want;
     while (ms->cache_n == N && !ms->cache_stop && ms->n_cache > 0 && ms->n_cache < n_max) {
         int32_t x = ms->cache[ms->n_cache - 1], pos = N - 1 + ms->n_cache;
         uint8_t keep = 1;
@@ -497,7 +519,7 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
             return fail(err, errlen, "mtp: %s%s", e2, NULL);
         const float *lg = p->h->ctx_logits(p->c, 0);
         int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, 1, &nr);
+        const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!lg || !hh || nr != 1)
             return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
         float ptop = 1.0f;
@@ -516,6 +538,58 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
     return k;
 }
 
+static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *out, float *probs, char *err,
+                     size_t errlen)
+{
+    (void)probs;
+    struct mtp *p = state;
+    if (check_req(p, req, err, errlen) < 0)
+        return -1;
+    struct mslot *ms = &p->slots[req->slot];
+    double t0 = now_s();
+    if (ms->cache_n != req->n_hist && !ready(ms))
+        return 0; /* no target hidden state for the pending position yet */
+    if (ms->cache_n != req->n_hist && draft_all(p, req->slot, ms->want, req->p_min, err, errlen) < 0)
+        return -1;
+    int k = serve(p, req, out, err, errlen);
+    p->t_draft += now_s() - t0;
+    return k;
+}
+
+/* All slots' drafts at once: their first steps in one head decode, then one
+ * decode per depth (draft_all). */
+static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
+                           float *const *probs, int32_t *n_out, char *err, size_t errlen)
+{
+    (void)probs;
+    struct mtp *p = state;
+    double t0 = now_s();
+    float p_min = 0;
+    int32_t first = -1;
+    for (int32_t i = 0; i < n; i++) {
+        n_out[i] = 0;
+        if (check_req(p, &reqs[i], err, errlen) < 0)
+            return -1;
+        struct mslot *ms = &p->slots[reqs[i].slot];
+        ms->k_req = ms->want;
+        if (reqs[i].p_min > p_min)
+            p_min = reqs[i].p_min;
+        if (first < 0 && ms->cache_n != reqs[i].n_hist && ready(ms))
+            first = i;
+    }
+    int rc = first < 0 ? 0 : draft_all(p, reqs[first].slot, p->slots[reqs[first].slot].want, p_min, err, errlen);
+    for (int32_t i = 0; i < n; i++)
+        p->slots[reqs[i].slot].k_req = 0;
+    for (int32_t i = 0; rc == 0 && i < n; i++) {
+        int k = serve(p, &reqs[i], out[i], err, errlen);
+        if (k < 0)
+            return -1;
+        n_out[i] = k;
+    }
+    p->t_draft += now_s() - t0;
+    return rc;
+}
+
 static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
                        int32_t n_tokens)
 {
@@ -526,6 +600,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
         return;
     struct mslot *ms = &p->slots[s];
     char e2[500];
+    double t0 = now_s();
     ms->n_cache = 0;
     ms->cache_n = -1;
     if (append(ms, tokens, n_tokens) < 0) {
@@ -536,6 +611,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
     if (p->h->ctx_seq_rm(p->c, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
         fill(p, s, ms->n_hist - 2, e2, sizeof e2) != 0)
         snprintf(ms->broken, sizeof ms->broken, "%s", e2);
+    p->t_accept += now_s() - t0;
 }
 
 static void mtp_slot_end(void *state, int32_t s)
@@ -556,6 +632,7 @@ static const struct clspec_speculator mtp_vtable = {
     .draft = mtp_draft,
     .accept = mtp_accept,
     .slot_end = mtp_slot_end,
+    .draft_batch = mtp_draft_batch,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

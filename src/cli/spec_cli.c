@@ -252,8 +252,8 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     uint32_t n_ctx = (uint32_t)(n_slots * (n_max_prompt + n_gen + (int32_t)o->n_max + 4));
     double tps[2] = {0, 0};
     if (rc == 0)
-        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %7s |\n", "speculator", "parallel",
-               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "speedup");
+        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s |\n", "speculator", "parallel",
+               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup");
     for (int mode = 0; mode < 2 && rc == 0; mode++) {
         struct rig r;
         const char *type = mode == 0 ? NULL : o->type;
@@ -271,11 +271,14 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
         }
         if (rc == 0) {
             tps[mode] = best;
-            printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %6.2fx |\n",
+            /* mean len: tokens per target forward and slot; rows/tok: target rows computed per token */
+            printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx |\n",
                    type ? (r.pl ? r.pl->vt.name : type) : "none", n_slots, cs_type_name(ep->type_k), (unsigned long long)n_tok,
                    best, (unsigned long long)st.n_drafted, (unsigned long long)st.n_accepted,
                    st.n_drafted ? 100.0 * (double)st.n_accepted / (double)st.n_drafted : 0.0,
-                   st.n_steps ? (double)st.n_emitted / (double)st.n_steps : 0.0, tps[0] > 0 ? best / tps[0] : 1.0);
+                   st.n_steps ? (double)st.n_emitted / (double)st.n_steps : 0.0,
+                   st.n_emitted ? (double)(st.n_steps + st.n_drafted) / (double)st.n_emitted : 0.0,
+                   tps[0] > 0 ? best / tps[0] : 1.0);
             fflush(stdout);
         }
         rig_free(&r);

@@ -1,10 +1,11 @@
 /* host_model.c: the host services for draft models (struct clspec_host,
  * provided since ABI 1.1): a GGUF loaded onto one of the engine's devices,
  * contexts with their own typed KV cache, batched decode and logits; since
- * 1.2 MTP heads (a file with {arch}.nextn_predict_layers > 0 loads as its
- * nextn block, src/mtp_fwd.h: decode rows take a token and an embedding),
- * ctx_hidden, ctx_decode_shared and the target's tensors. The opaque
- * clspec_model / clspec_ctx / clspec_tensor handles are defined here. */
+ * 1.2 MTP heads (a file with {arch}.nextn_predict_layers > 0, or the
+ * target's own nextn blocks with CLSPEC_MODEL_NEXTN, loads as its nextn
+ * block, src/mtp_fwd.h: decode rows take a token and an embedding),
+ * ctx_hidden, target_embed and target_head. The opaque clspec_model /
+ * clspec_ctx handles are defined here. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -25,13 +26,24 @@ struct clspec_model {
     const struct cs_engine *e;  /* borrowed: the target (an MTP head's tokenizer) */
 };
 
-struct clspec_tensor {
-    const struct cs_weight *w;  /* a matrix of the target's weights, or NULL */
-    cl_mem vec;                 /* an f32 vector (output_norm), or NULL */
-    uint32_t type;              /* enum cs_type */
-    int64_t rows, row_len;
-    int32_t device;             /* engine device index */
+/* target_head's buffers on the target's output device (struct cs_plugin.hpriv). */
+struct cs_host_priv {
+    cl_mem x, logits;           /* (cap, n_embd), (cap, n_vocab) */
+    int32_t cap;
 };
+
+void cs_host_model_priv_free(struct cs_plugin *pl)
+{
+    struct cs_host_priv *hp = pl->hpriv;
+    if (!hp)
+        return;
+    if (hp->x)
+        clReleaseMemObject(hp->x);
+    if (hp->logits)
+        clReleaseMemObject(hp->logits);
+    free(hp);
+    pl->hpriv = NULL;
+}
 
 struct clspec_ctx {
     struct clspec_model *model; /* borrowed */
@@ -43,23 +55,30 @@ struct clspec_ctx {
     struct cs_mtp_ctx *mc;      /* owned: the context of an MTP head (c is then NULL) */
 };
 
-/* Engine device index of d, -1 when not one of the engine's. */
-static int32_t dev_index(const struct cs_engine *e, const struct cs_cl_dev *d)
-{
-    for (int i = 0; i < e->n_dev; i++)
-        if (e->dev[i] == d)
-            return i;
-    return -1;
-}
-
-static int model_load(const struct clspec_host *h, const char *path, int32_t device, clspec_model **out, char *err,
-                      size_t errlen)
+static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
+                      clspec_model **out, char *err, size_t errlen)
 {
     *out = NULL;
+    const uint32_t known = CLSPEC_MODEL_TARGET_TENSORS | CLSPEC_MODEL_NEXTN;
+    if (flags & ~known)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "model_load: flags 0x%x unknown to this host (ABI %u.%u)",
+                      flags & ~known, CLSPEC_SPEC_ABI_MAJOR, CLSPEC_SPEC_ABI_MINOR);
     const struct cs_plugin *pl = h->impl;
     const struct cs_engine *e = pl->engine;
     if (!e)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "model_load: no target engine");
+    const bool own = (flags & CLSPEC_MODEL_NEXTN) != 0; /* the target's own file */
+    if (own) {
+        if (path)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: CLSPEC_MODEL_NEXTN takes no path (%s)", path);
+        path = e->model->gguf->path;
+        if (e->model->hp.n_layer_total == e->model->hp.n_layer)
+            return cs_err(err, errlen, CLSPEC_E_INVAL,
+                          "%s: the target has no MTP blocks (%s.nextn_predict_layers); give an MTP head file",
+                          path, e->model->hp.arch_name);
+    }
+    if (!path)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: no path");
     if (device < 0)
         device = e->n_dev - 1;
     if (device >= e->n_dev)
@@ -76,13 +95,22 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
     int rc = cs_gguf_open(path, &g, err, errlen);
     if (rc == 0 && (rc = cs_hparams_read(g, &hp, err, errlen)) == 0 && hp.n_layer_total > hp.n_layer) {
         cs_gguf_close(g);
-        rc = cs_mtp_model_load(path, e->dev[device], e->model, e->fm, &m->mtp, err, errlen);
+        rc = cs_mtp_model_load(path, e->dev[device], e->model, e->fm, own,
+                               (flags & CLSPEC_MODEL_TARGET_TENSORS) != 0, &m->mtp, err, errlen);
         if (rc < 0) {
             free(m);
             return rc;
         }
         *out = m;
         return CLSPEC_OK;
+    }
+    if (rc == 0 && (flags & CLSPEC_MODEL_TARGET_TENSORS)) {
+        cs_gguf_close(g);
+        free(m);
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "%s: CLSPEC_MODEL_TARGET_TENSORS: this host provides the target's tensors to MTP heads only "
+                      "(files with {arch}.nextn_predict_layers)",
+                      path);
     }
     if (rc == 0)
         rc = cs_model_from_gguf(g, &m->m, err, errlen);
@@ -122,7 +150,6 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
             .size = sizeof i, .arch = hp->arch_name, .n_vocab = hp->n_vocab, .n_embd = hp->n_embd, .n_layer = 1,
             .n_ctx_train = hp->n_ctx_train, .bos = m->e->tok ? cs_tokenizer_bos(m->e->tok) : -1,
             .eos = m->e->tok ? cs_tokenizer_eos(m->e->tok) : -1, .device = m->device,
-            .n_nextn = hp->n_layer_total - hp->n_layer, .path = m->mtp->g->path,
         };
         cs_host_fill(out, &i, sizeof i);
         return CLSPEC_OK;
@@ -130,7 +157,7 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
     struct clspec_model_info i = {
         .size = sizeof i, .arch = m->m->hp.arch_name, .n_vocab = m->m->hp.n_vocab, .n_embd = m->m->hp.n_embd,
         .n_layer = m->m->hp.n_layer, .n_ctx_train = m->m->hp.n_ctx_train, .bos = cs_tokenizer_bos(m->tok),
-        .eos = cs_tokenizer_eos(m->tok), .device = m->device, .n_nextn = 0, .path = m->m->gguf->path,
+        .eos = cs_tokenizer_eos(m->tok), .device = m->device,
     };
     cs_host_fill(out, &i, sizeof i);
     return CLSPEC_OK;
@@ -247,76 +274,79 @@ void cs_host_fill(void *out, const void *full, size_t full_size)
     memcpy(out, &want, sizeof want);
 }
 
-/* ---- 1.2: MTP heads' hidden states and shared output, the target's tensors ---- */
+/* ---- 1.2: MTP heads' hidden states, the target's embedding and head ---- */
 
-static const float *ctx_hidden(clspec_ctx *c, int32_t layer, int32_t *n_rows)
+static const float *ctx_hidden(clspec_ctx *c, int32_t *n_rows)
 {
     if (n_rows)
         *n_rows = 0;
-    if (!c->mc || layer != 1 || c->mc->n_rows == 0) /* a head: layer 1 = its block's output, before the norm */
+    if (!c->mc || c->mc->n_rows == 0) /* an MTP head: its block's output, before shared_head_norm */
         return NULL;
     if (n_rows)
         *n_rows = c->mc->n_rows;
     return c->mc->hidden;
 }
 
-static int ctx_decode_shared(clspec_ctx *c, const struct clspec_decode *d, const clspec_tensor *output, char *err,
-                             size_t errlen)
+static int target_embed(const struct clspec_host *h, const int32_t *tokens, int32_t n, float *out, char *err,
+                        size_t errlen)
 {
-    if (!c->mc)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_decode_shared: only MTP heads share the target's output");
-    if (!output || !output->w)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "ctx_decode_shared: output must be a matrix of the target");
-    const struct cs_engine *e = c->model->e;
-    if (output->device != c->model->device)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "ctx_decode_shared: the target's tensor is on device %d (%s), the MTP head on device %d (%s); "
-                      "use ctx_decode (the head holds a copy) or load the head on device %d",
-                      output->device, e->dev[output->device]->info.name, c->model->device,
-                      e->dev[c->model->device]->info.name, output->device);
-    if (output->rows != (int64_t)c->mc->mm->hp.n_vocab || output->row_len != (int64_t)c->mc->mm->hp.n_embd)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "ctx_decode_shared: output is not (n_vocab, n_embd)");
-    c->n_logits = 0;
-    if (d->n <= 0 || (uint32_t)d->n > c->n_batch || !d->tokens || !d->embd)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "ctx_decode_shared: 1..%u rows, each a token and an embedding",
-                      c->n_batch);
-    return cs_mtp_decode(c->mc, d->n, d->tokens, d->embd, d->pos, d->seq, d->logits, output->w, err, errlen);
+    const struct cs_plugin *pl = h->impl;
+    const struct cs_engine *e = pl->engine;
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "target_embed: no target engine");
+    const struct cs_gguf_tensor *t = e->model->tok_embd;
+    const uint32_t E = e->model->hp.n_embd, V = e->model->hp.n_vocab;
+    uint64_t rb = 0;
+    if (!cs_row_bytes(t->type, E, &rb))
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "target_embed: token_embd type %s", cs_type_name(t->type));
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= V)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "target_embed: token %d out of range [0, %u)", tokens[i], V);
+        if (cs_dequantize_row(t->type, (const uint8_t *)t->data + (uint64_t)tokens[i] * rb, out + (size_t)i * E,
+                              E) != 0)
+            return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "target_embed: token_embd type %s",
+                          cs_type_name(t->type));
+    }
+    return CLSPEC_OK;
 }
 
-static const clspec_tensor *target_tensor(const struct clspec_host *h, int which)
+static int target_head(const struct clspec_host *h, const float *hidden, int32_t n, float *logits, char *err,
+                       size_t errlen)
 {
     struct cs_plugin *pl = h->impl;
     const struct cs_engine *e = pl->engine;
-    if (!e || which < CLSPEC_TENSOR_TOKEN_EMBD || which > CLSPEC_TENSOR_OUTPUT_NORM)
-        return NULL;
-    if (!pl->tensors && !(pl->tensors = calloc(3, sizeof *pl->tensors)))
-        return NULL;
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "target_head: no target engine");
     const struct cs_fwd_model *fm = e->fm;
-    clspec_tensor *t = &pl->tensors[which];
-    const struct cs_weight *w = which == CLSPEC_TENSOR_TOKEN_EMBD ? &fm->tok_embd
-                                : which == CLSPEC_TENSOR_OUTPUT   ? (fm->output_is_embd ? &fm->tok_embd : &fm->output)
-                                                                  : NULL;
-    t->w = w;
-    t->vec = w ? NULL : fm->output_norm;
-    t->type = w ? w->type : CS_TYPE_F32;
-    t->rows = w ? w->n_out : 1;
-    t->row_len = w ? w->n_in : e->model->hp.n_embd;
-    t->device = dev_index(e, fm->devs[which == CLSPEC_TENSOR_TOKEN_EMBD ? fm->emb_dev : fm->out_dev]);
-    return t;
-}
-
-static int tensor_info(const clspec_tensor *t, uint32_t *type, int64_t *n_rows, int64_t *row_len, int32_t *device)
-{
-    if (!t)
-        return CLSPEC_E_INVAL;
-    if (type)
-        *type = t->type;
-    if (n_rows)
-        *n_rows = t->rows;
-    if (row_len)
-        *row_len = t->row_len;
-    if (device)
-        *device = t->device;
+    struct cs_cl_dev *d = fm->devs[fm->out_dev];
+    const size_t E = e->model->hp.n_embd, V = e->model->hp.n_vocab;
+    struct cs_host_priv *hp = pl->hpriv;
+    if (!hp) {
+        if (!(hp = calloc(1, sizeof *hp)))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "target_head: out of memory");
+        pl->hpriv = hp;
+        hp->cap = 64;
+        int rc = cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)hp->cap * E * 4, NULL, &hp->x, err, errlen);
+        if (rc == 0)
+            rc = cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)hp->cap * V * 4, NULL, &hp->logits, err, errlen);
+        if (rc < 0) {
+            cs_host_model_priv_free(pl);
+            return rc;
+        }
+    }
+    const struct cs_weight *w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
+    for (int32_t r0 = 0; r0 < n; r0 += hp->cap) {
+        int32_t m = n - r0 < hp->cap ? n - r0 : hp->cap;
+        int rc = cs_cl_write(d, hp->x, 0, (size_t)m * E * 4, hidden + (size_t)r0 * E, err, errlen);
+        if (rc == 0)
+            rc = cs_op_rmsnorm(d, hp->x, 0, fm->output_norm, hp->x, 0, m, (int)E, e->model->hp.rms_eps, err, errlen);
+        if (rc == 0)
+            rc = cs_op_matmul(d, w, hp->x, 0, hp->logits, 0, (uint32_t)m, err, errlen);
+        if (rc == 0)
+            rc = cs_cl_read(d, hp->logits, 0, (size_t)m * V * 4, logits + (size_t)r0 * V, err, errlen);
+        if (rc < 0)
+            return cs_err_prefix(err, errlen, rc, "target_head");
+    }
     return CLSPEC_OK;
 }
 
@@ -331,8 +361,7 @@ void cs_host_model_entries(struct clspec_host *h)
     h->ctx_seq_rm = ctx_seq_rm;
     h->ctx_decode = ctx_decode;
     h->ctx_logits = ctx_logits;
-    h->target_tensor = target_tensor; /* 1.2 */
-    h->tensor_info = tensor_info;
-    h->ctx_decode_shared = ctx_decode_shared;
+    h->target_embed = target_embed; /* 1.2 */
+    h->target_head = target_head;
     h->ctx_hidden = ctx_hidden;
 }

@@ -10,6 +10,8 @@
 #include "spec/loader.h"
 
 void cs_host_model_entries(struct clspec_host *h);
+/* Frees pl->hpriv (target_head's device buffers). */
+void cs_host_model_priv_free(struct cs_plugin *pl);
 
 /* Copies an info struct (first field: uint32_t size) to a plugin's out:
  * at most out->size bytes (0 = all), and sets out->size to what was filled. */

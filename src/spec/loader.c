@@ -1,5 +1,5 @@
 /* loader.c: see loader.h. The host table's 1.0 entries are implemented
- * here over the engine, the 1.1 draft-model entries and the 1.2 MTP /
+ * here over the engine, the 1.1 draft-model entries and the 1.2 MTP-head /
  * target-tensor entries in host_model.c, the 1.2 taps in taps.c;
  * ctx_kv_inject is still NULL (see speculator.h). */
 #include "config.h"
@@ -127,8 +127,6 @@ static int host_target_info(const struct clspec_host *h, struct clspec_target_in
     t.model.bos = e->tok ? cs_tokenizer_bos(e->tok) : -1;
     t.model.eos = e->tok ? cs_tokenizer_eos(e->tok) : -1;
     t.model.device = e->n_dev - 1;
-    t.model.n_nextn = e->model->hp.n_layer_total - e->model->hp.n_layer;
-    t.model.path = e->model->gguf->path;
     t.n_ctx = e->p.n_ctx;
     t.n_slots = pl->n_slots;
     t.type_k = e->p.type_k;
@@ -180,7 +178,7 @@ static void host_table(struct cs_plugin *pl)
     h->n_devices = host_n_devices;
     h->device_info = host_device_info;
     h->token_text = host_token_text;
-    cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP models, target tensors, ctx_hidden */
+    cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP heads, target_embed / target_head, ctx_hidden */
     cs_host_taps_entries(h);  /* 1.2: target taps */
     cs_host_dflash_entries(h); /* 1.3: dflash drafters (wraps the draft-model entries) */
     /* ctx_kv_inject stays NULL (not provided yet) */
@@ -218,7 +216,7 @@ static int check_caps(const struct cs_plugin *pl, char *err, size_t errlen)
         bool have = b == CLSPEC_SPEC_CAP_TARGET_TAPS      ? h->tap_request && h->tap_get
                     : b == CLSPEC_SPEC_CAP_SHARED_KV      ? false
                     : b == CLSPEC_SPEC_CAP_DEVICE_MEMORY  ? h->model_load && h->ctx_new
-                    : b == CLSPEC_SPEC_CAP_TARGET_TENSORS ? h->target_tensor != NULL
+                    : b == CLSPEC_SPEC_CAP_TARGET_TENSORS ? h->target_embed && h->target_head
                     : b == CLSPEC_SPEC_CAP_KV_INJECT      ? h->ctx_kv_inject != NULL
                                                           : true;
         if (!have)
@@ -240,7 +238,7 @@ void cs_plugin_free(struct cs_plugin *pl)
     if (pl->dl)
         dlclose(pl->dl);
     cs_taps_free(pl->taps);
-    free(pl->tensors);
+    cs_host_model_priv_free(pl);
     for (int i = 0; i < pl->n_kv; i++) {
         free((char *)pl->kv[i].key);
         free((char *)pl->kv[i].value);

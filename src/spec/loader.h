@@ -38,7 +38,7 @@ struct cs_plugin {
     struct cs_engine *engine;
     uint32_t n_slots;
     struct cs_taps *taps;           /* owned; NULL until the plugin calls tap_request (spec/taps.h) */
-    struct clspec_tensor *tensors;  /* owned (3, plain malloc): target_tensor's handles (host_model.c) */
+    struct cs_host_priv *hpriv;     /* owned: host_model.c's state (target_head buffers), NULL until used */
 };
 
 /* Resolves the file (built-in search or path), dlopens it with

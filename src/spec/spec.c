@@ -250,7 +250,7 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
         rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
                               errlen);
         if (rc == CLSPEC_OK)
-            cs_taps_capture(sp->pl, &sp->b, seq_rc, p0 > 0);
+            cs_taps_capture(sp->pl, &sp->b, seq_rc);
         if (rc == CLSPEC_OK && seq_rc[s] < 0)
             rc = cs_err(err, errlen, seq_rc[s], "spec: slot %d: the prompt (%d tokens) does not fit the KV cache", s,
                         n_prompt);
@@ -282,29 +282,54 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
 
 /* ---- the step ---- */
 
-/* Asks the plugin for slot s's draft of at most kmax tokens; validates it. */
-static void ask_draft(struct cs_spec *sp, int32_t s, int32_t kmax)
+/* Keeps the valid prefix of the n tokens slot s's plugin proposed (ids in
+ * range, q(d) >= p_min when it gave probabilities); shorter than n_min: none. */
+static void take_draft(struct cs_spec *sp, int32_t s, int32_t n, int32_t kmax)
 {
     struct cs_spec_slot *sl = &sp->slots[s];
-    sl->n_draft = 0;
-    if (kmax < CS_MAX(sp->p.n_min, 1))
-        return;
-    struct clspec_draft_req req = {
-        .size = sizeof req, .slot = s, .hist = sl->hist, .n_hist = sl->n_hist, .pos_last = sl->n_hist - 1,
-        .n_max = kmax, .p_min = sp->p.p_min, .n_vocab = (uint32_t)sp->n_vocab,
-    };
-    char perr[512] = "";
-    int n = sp->pl->vt.draft(sp->pl->state, &req, sl->draft, sl->probs, perr, sizeof perr);
-    if (n < 0) {
-        cs_spec_slot_disable(sp, s, perr[0] ? perr : "the plugin's draft failed");
-        return;
-    }
     n = CS_MIN(n, kmax);
     int32_t k = 0;
     while (k < n && sl->draft[k] >= 0 && sl->draft[k] < sp->n_vocab &&
            !(sl->probs && sl->probs[(size_t)k * (size_t)sp->n_vocab + (size_t)sl->draft[k]] < sp->p.p_min))
         k++;
     sl->n_draft = k >= sp->p.n_min ? k : 0;
+}
+
+/* Asks the plugin for the drafts of the n slots ids[] (kmax[] tokens at
+ * most each): one draft_batch call when it has one, else draft per slot. */
+static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *kmax, int32_t n)
+{
+    struct clspec_draft_req req[CS_MAX_SEQ];
+    int32_t *outs[CS_MAX_SEQ], n_out[CS_MAX_SEQ];
+    float *probs[CS_MAX_SEQ];
+    for (int32_t i = 0; i < n; i++) {
+        struct cs_spec_slot *sl = &sp->slots[ids[i]];
+        req[i] = (struct clspec_draft_req){
+            .size = sizeof req[i], .slot = ids[i], .hist = sl->hist, .n_hist = sl->n_hist,
+            .pos_last = sl->n_hist - 1, .n_max = kmax[i], .p_min = sp->p.p_min, .n_vocab = (uint32_t)sp->n_vocab,
+        };
+        outs[i] = sl->draft;
+        probs[i] = sl->probs;
+        n_out[i] = 0;
+    }
+    char perr[512] = "";
+    if (sp->pl->vt.draft_batch) {
+        if (sp->pl->vt.draft_batch(sp->pl->state, req, n, outs, probs, n_out, perr, sizeof perr) < 0) {
+            for (int32_t i = 0; i < n; i++)
+                cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft_batch failed");
+            return;
+        }
+        for (int32_t i = 0; i < n; i++)
+            take_draft(sp, ids[i], n_out[i], kmax[i]);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int k = sp->pl->vt.draft(sp->pl->state, &req[i], outs[i], probs[i], perr, sizeof perr);
+        if (k < 0)
+            cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft failed");
+        else
+            take_draft(sp, ids[i], k, kmax[i]);
+    }
 }
 
 /* Adds slot s's rows [last, d1..dk] to the batch. */
@@ -317,6 +342,18 @@ static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, int32_t *row
     for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++)
         rc = cs_batch_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
     *row += k + 1;
+    return rc;
+}
+
+/* A failed forward: the slots in it keep nothing of this step. Returns rc. */
+static int undo(struct cs_spec *sp, const bool *which, int rc)
+{
+    char e2[CLSPEC_ERRLEN];
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (which[s]) {
+            cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
+            rollback(sp, s, false, e2, sizeof e2);
+        }
     return rc;
 }
 
@@ -342,6 +379,7 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
         return CLSPEC_OK;
     /* drafts: every slot needs one cell for its last token; drafts share what is left */
     int64_t spare = (int64_t)kv_n_free_total(sp->e) - n_want;
+    int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ], n_ask = 0;
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
@@ -350,11 +388,14 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
         int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
         kmax = CS_MIN(kmax, spare);
         kmax = CS_MIN(kmax, (int64_t)kv_n_free_seq(sp->e, s) - 1);
-        if (kmax <= 0)
+        if (kmax < CS_MAX(sp->p.n_min, 1))
             continue; /* no room or no need: this step goes without a draft */
-        ask_draft(sp, s, (int32_t)kmax);
-        spare -= sl->n_draft;
+        ids[n_ask] = s;
+        kmaxs[n_ask++] = (int32_t)kmax;
+        spare -= kmax; /* reserved before drafting (drafts of all slots may be made at once) */
     }
+    if (n_ask > 0)
+        ask_drafts(sp, ids, kmaxs, n_ask);
     /* one forward for all slots */
     cs_batch_clear(&sp->b);
     int32_t row = 0;
@@ -364,17 +405,9 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
     int seq_rc[CS_MAX_SEQ];
     int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
                               errlen);
-    if (rc == CLSPEC_OK)
-        cs_taps_capture(sp->pl, &sp->b, seq_rc, false);
-    if (rc < 0) {
-        char e2[CLSPEC_ERRLEN];
-        for (int32_t s = 0; s < sp->n_slots; s++)
-            if (want[s]) {
-                cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
-                rollback(sp, s, false, e2, sizeof e2);
-            }
-        return rc;
-    }
+    if (rc < 0)
+        return undo(sp, want, rc);
+    cs_taps_capture(sp->pl, &sp->b, seq_rc);
     /* a slot refused with a draft retries without one; without a draft it is full */
     bool retry[CS_MAX_SEQ] = {false};
     int32_t n_retry = 0;
@@ -407,8 +440,8 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
         }
     if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
                                errlen)) < 0)
-        return rc;
-    cs_taps_capture(sp->pl, &sp->b, seq_rc, false);
+        return undo(sp, retry, rc);
+    cs_taps_capture(sp->pl, &sp->b, seq_rc);
     for (int32_t s = 0; s < sp->n_slots; s++) {
         if (!retry[s])
             continue;
@@ -453,8 +486,9 @@ int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_
                 struct cs_spec **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (n_slots < 1 || n_slots > CS_MAX_SEQ)
-        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%d)", n_slots, CS_MAX_SEQ);
+    if (n_slots < 1 || n_slots > CS_MAX_SEQ || (e->p.n_seq_max && (uint32_t)n_slots > e->p.n_seq_max))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%u, the engine's sequences)", n_slots,
+                      e->p.n_seq_max ? e->p.n_seq_max : CS_MAX_SEQ);
     if (p->n_max < 1 || p->n_max > 64 || p->n_min < 0 || p->n_min > p->n_max || !(p->p_min >= 0.0f) ||
         p->p_min > 1.0f)
         return cs_err(err, errlen, CLSPEC_E_INVAL,

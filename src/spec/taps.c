@@ -64,6 +64,7 @@ static const float *tap_get(const struct clspec_host *h, int32_t slot, int32_t *
     if (!t || slot < 0 || slot >= t->n_slots || t->slots[slot].n_rows == 0)
         return NULL;
     struct cs_tap_slot *ts = &t->slots[slot];
+    ts->read = true; /* the rows stay until the next forward (the plugin's call returns first) */
     if (n_rows)
         *n_rows = ts->n_rows;
     if (first_pos)
@@ -107,8 +108,10 @@ const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows
 void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot)
 {
     struct cs_taps *t = pl ? pl->taps : NULL;
-    if (t && slot >= 0 && slot < t->n_slots)
+    if (t && slot >= 0 && slot < t->n_slots) {
         t->slots[slot].n_rows = 0;
+        t->slots[slot].read = false;
+    }
 }
 
 /* Makes room for n rows in slot ts, keeping its rows (restrided per layer). */
@@ -129,28 +132,27 @@ static int slot_reserve(struct cs_taps *t, struct cs_tap_slot *ts, int32_t n)
     return 0;
 }
 
-void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc, bool append)
+void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc)
 {
     struct cs_taps *t = pl ? pl->taps : NULL;
     if (!t || t->n_layers == 0 || b->n > t->buf_rows)
         return;
     const size_t E = t->n_embd, N = (size_t)b->n;
-    bool seen[CS_MAX_SEQ] = {false};
     for (int i = 0; i < b->n; i++) {
         int32_t s = b->seq[i];
-        if (s < 0 || s >= t->n_slots)
+        if (s < 0 || s >= t->n_slots || (seq_rc && seq_rc[s] != CLSPEC_OK))
             continue;
         struct cs_tap_slot *ts = &t->slots[s];
-        if (!seen[s]) {
-            seen[s] = true;
-            if (!append || ts->n_rows == 0) {
-                ts->n_rows = 0;
-                ts->first_pos = b->pos[i];
-            }
-        }
-        if (seq_rc && seq_rc[s] != CLSPEC_OK) {
+        if (ts->read) { /* the plugin has read the earlier rows */
+            ts->read = false;
             ts->n_rows = 0;
-            continue;
+        }
+        int32_t p = b->pos[i];
+        if (ts->n_rows == 0 || p < ts->first_pos || p > ts->first_pos + ts->n_rows) {
+            ts->n_rows = 0; /* a gap or an earlier start: afresh */
+            ts->first_pos = p;
+        } else {
+            ts->n_rows = p - ts->first_pos; /* this row replaces the one at p and drops the rows after it */
         }
         if (slot_reserve(t, ts, ts->n_rows + 1) < 0) {
             ts->n_rows = 0; /* out of memory: no taps for this forward rather than wrong ones */

@@ -2,8 +2,10 @@
  * tap_get). A plugin asks at init for some layers of the target; the core's
  * speculative step (spec.c) then captures those layers for every row of
  * every target forward (prefill and verify) and keeps, per slot, the rows
- * of the slot's last forward (a prompt prefilled in several chunks counts as
- * one forward: its rows accumulate). The plugin reads them with tap_get.
+ * since the plugin's previous tap_get for the slot (prefill chunks
+ * accumulate; a later forward's row at a position replaces the earlier
+ * one and drops the rows after it, so the rows are always consecutive
+ * positions). The plugin reads them with tap_get.
  * struct cs_taps is owned by its struct cs_plugin (pl->taps, freed by
  * cs_plugin_free through cs_taps_free). */
 #ifndef CS_SPEC_TAPS_H
@@ -23,6 +25,7 @@ struct cs_tap_slot {
     float *out;         /* (n_layers, n_rows, n_embd) compacted for tap_get when n_layers > 1 */
     int32_t n_rows, cap;
     int32_t first_pos;  /* position of row 0 */
+    bool read;          /* tap_get returned the rows: the next capture starts afresh */
 };
 
 struct cs_taps {
@@ -44,10 +47,9 @@ void cs_taps_free(struct cs_taps *t);
  * cs_forward_batch, or NULL (no plugin, no taps requested). NULL also on
  * out of memory (the forward then runs without taps; tap_get answers NULL). */
 const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows);
-/* After that forward: stores each placed sequence's rows (seq_rc[s] ==
- * CLSPEC_OK) as its slot's taps; a refused sequence's slot gets none.
- * append: the forward continues the slot's previous rows (prompt chunks). */
-void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc, bool append);
+/* After that forward: adds each placed sequence's rows (seq_rc[s] ==
+ * CLSPEC_OK) to its slot's taps; a refused sequence's rows are not kept. */
+void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc);
 /* Drops slot's rows (a new request). */
 void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot);
 

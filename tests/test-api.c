@@ -1,0 +1,495 @@
+/* test-api.c: clspecd's API JSON without sockets: request bodies parsed and
+ * validated (types, ranges, defaults, chat messages, stop strings, logprobs),
+ * every refusal names its field; responses, stream chunks, usage/timings,
+ * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes.
+ * And the HTTP server itself before a model is loaded (loopback, port 0):
+ * /health 503 while loading and draining, API key, 404, 405, 413. */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/log.h"
+
+static struct cs_api_defaults defaults(void)
+{
+    struct cs_api_defaults d;
+    memset(&d, 0, sizeof d);
+    d.sp = cs_sampler_defaults();
+    d.max_tokens = 256;
+    return d;
+}
+
+static int parse(enum cs_api_kind k, const char *body, struct cs_api_request *r, const char **param)
+{
+    struct cs_api_defaults d = defaults();
+    char err[256];
+    return cs_api_parse(k, body, strlen(body), &d, r, param, err, sizeof err);
+}
+
+static void test_completion_fields(void **state)
+{
+    (void)state;
+    struct cs_api_request r;
+    const char *param = "x";
+    assert_int_equal(parse(CS_API_COMPLETION,
+                           "{\"model\":\"m\",\"prompt\":\"Once upon\",\"max_tokens\":12,\"temperature\":0,"
+                           "\"top_p\":0.5,\"top_k\":7,\"min_p\":0.1,\"seed\":42,\"stop\":[\"\\n\",\"The end\"],"
+                           "\"presence_penalty\":0.5,\"frequency_penalty\":-0.25,\"logprobs\":3,\"stream\":true,"
+                           "\"stream_options\":{\"include_usage\":true},\"speculative\":false,\"unknown\":[1]}",
+                           &r, &param),
+                     CLSPEC_OK);
+    assert_null(param);
+    assert_string_equal(r.prompt, "Once upon");
+    assert_int_equal(r.prompt_len, 9);
+    assert_int_equal(r.max_tokens, 12);
+    assert_true(r.sp.temp == 0.0f);
+    assert_true(r.sp.top_p == 0.5f);
+    assert_int_equal(r.sp.top_k, 7);
+    assert_true(fabsf(r.sp.min_p - 0.1f) < 1e-7f);
+    assert_int_equal(r.sp.seed, 42);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[1], "The end");
+    assert_true(r.sp.presence_penalty == 0.5f);
+    assert_true(r.sp.freq_penalty == -0.25f);
+    assert_true(r.logprobs);
+    assert_int_equal(r.top_logprobs, 3);
+    assert_true(r.stream);
+    assert_true(r.include_usage);
+    assert_false(r.speculative);
+    cs_api_request_free(&r);
+}
+
+static void test_defaults_and_nulls(void **state)
+{
+    (void)state;
+    struct cs_api_request r;
+    struct cs_sampler_params d = cs_sampler_defaults();
+    assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":\"x\",\"temperature\":null,\"stop\":null,\"max_tokens\":null}",
+                           &r, NULL),
+                     CLSPEC_OK);
+    assert_int_equal(r.max_tokens, 0); /* the server's default */
+    assert_true(r.sp.temp == d.temp);
+    assert_int_equal(r.sp.top_k, d.top_k);
+    assert_int_equal(r.n_stop, 0);
+    assert_false(r.logprobs);
+    assert_false(r.stream);
+    assert_true(r.speculative);
+    cs_api_request_free(&r);
+    /* a single stop string; prompt as an array of one string; as token ids */
+    assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":[\"y\"],\"stop\":\"END\"}", &r, NULL), CLSPEC_OK);
+    assert_string_equal(r.prompt, "y");
+    assert_int_equal(r.n_stop, 1);
+    cs_api_request_free(&r);
+    assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":[1,345,2]}", &r, NULL), CLSPEC_OK);
+    assert_null(r.prompt);
+    assert_int_equal(r.n_prompt_ids, 3);
+    assert_int_equal(r.prompt_ids[1], 345);
+    cs_api_request_free(&r);
+}
+
+static void test_chat_messages(void **state)
+{
+    (void)state;
+    struct cs_api_request r;
+    assert_int_equal(parse(CS_API_CHAT,
+                           "{\"messages\":[{\"role\":\"developer\",\"content\":\"Be brief.\"},"
+                           "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hel\"},"
+                           "{\"type\":\"text\",\"text\":\"lo\"}]},{\"role\":\"assistant\",\"content\":null}],"
+                           "\"max_completion_tokens\":5,\"logprobs\":true,\"top_logprobs\":2}",
+                           &r, NULL),
+                     CLSPEC_OK);
+    assert_int_equal(r.n_msgs, 3);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[1].content, "Hello");
+    assert_string_equal(r.msgs[2].content, "");
+    assert_int_equal(r.max_tokens, 5);
+    assert_true(r.logprobs);
+    assert_int_equal(r.top_logprobs, 2);
+    cs_api_request_free(&r);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    static const struct {
+        enum cs_api_kind kind;
+        const char *body;
+        int status;
+        const char *param;
+    } cases[] = {
+        {CS_API_COMPLETION, "{\"prompt\": \"x\", ", CLSPEC_E_FORMAT, NULL},
+        {CS_API_COMPLETION, "", CLSPEC_E_FORMAT, NULL},
+        {CS_API_COMPLETION, "[1,2]", CLSPEC_E_FORMAT, NULL},
+        {CS_API_COMPLETION, "{\"prompt\":\"a\",\"prompt\":\"b\"}", CLSPEC_E_FORMAT, NULL},
+        {CS_API_COMPLETION, "{}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":3}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":[1,-2]}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":\"ten\"}", CLSPEC_E_INVAL, "max_tokens"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", CLSPEC_E_INVAL, "max_tokens"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":2.5}", CLSPEC_E_INVAL, "max_tokens"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"temperature\":\"hot\"}", CLSPEC_E_INVAL, "temperature"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"temperature\":-1}", CLSPEC_E_INVAL, "temperature"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.5}", CLSPEC_E_INVAL, "top_p"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1}", CLSPEC_E_INVAL, "top_k"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", CLSPEC_E_INVAL, "presence_penalty"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"s\"}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",1]}", CLSPEC_E_INVAL, "stop"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":\"\"}", CLSPEC_E_INVAL, "stop"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
+         CLSPEC_E_INVAL, "stop"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stream\":\"yes\"}", CLSPEC_E_INVAL, "stream"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", CLSPEC_E_INVAL, "logprobs"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":21}", CLSPEC_E_INVAL, "logprobs"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"n\":2}", CLSPEC_E_INVAL, "n"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"echo\":true}", CLSPEC_E_INVAL, "echo"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"speculative\":1}", CLSPEC_E_INVAL, "speculative"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"model\":5}", CLSPEC_E_INVAL, "model"},
+        {CS_API_CHAT, "{\"messages\":\"hi\"}", CLSPEC_E_INVAL, "messages"},
+        {CS_API_CHAT, "{\"messages\":[]}", CLSPEC_E_INVAL, "messages"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}", CLSPEC_E_INVAL, "messages"},
+        {CS_API_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", CLSPEC_E_INVAL, "messages"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", CLSPEC_E_INVAL, "messages"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", CLSPEC_E_INVAL,
+         "messages"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", CLSPEC_E_INVAL,
+         "top_logprobs"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":3}", CLSPEC_E_INVAL,
+         "logprobs"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":true}",
+         CLSPEC_E_INVAL, "stream_options"},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
+        struct cs_api_request r;
+        const char *param = "unset";
+        char err[256] = "";
+        struct cs_api_defaults d = defaults();
+        int rc = cs_api_parse(cases[i].kind, cases[i].body, strlen(cases[i].body), &d, &r, &param, err, sizeof err);
+        if (rc != cases[i].status || (cases[i].param ? !param || strcmp(param, cases[i].param) : param != NULL))
+            fail_msg("case %zu (%s): status %d param %s (%s)", i, cases[i].body, rc, param ? param : "NULL", err);
+        assert_true(err[0] != 0);
+        assert_int_equal(cs_api_http_status(rc), 400);
+        assert_null(r.root); /* nothing left to free */
+    }
+}
+
+static void test_status_and_error_json(void **state)
+{
+    (void)state;
+    assert_int_equal(cs_api_http_status(CLSPEC_E_CONTEXT), 400);
+    assert_int_equal(cs_api_http_status(CLSPEC_E_RANGE), 400);
+    assert_int_equal(cs_api_http_status(CLSPEC_E_BUSY), 429);
+    assert_int_equal(cs_api_http_status(CLSPEC_E_SHUTDOWN), 503);
+    assert_int_equal(cs_api_http_status(CLSPEC_E_CL), 500);
+    static const struct {
+        int code;
+        const char *type, *ecode;
+    } cases[] = {
+        {400, "invalid_request_error", NULL},  {401, "authentication_error", "invalid_api_key"},
+        {404, "not_found_error", "not_found"}, {413, "invalid_request_error", "request_too_large"},
+        {429, "rate_limit_error", "queue_full"}, {503, "unavailable_error", "unavailable"},
+        {500, "server_error", "internal_error"},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
+        char *s = cs_api_error_json(cases[i].code, "bad \"thing\"\n", i == 0 ? "max_tokens" : NULL);
+        json_error_t je;
+        json_t *j = json_loads(s, 0, &je);
+        assert_non_null(j);
+        json_t *e = json_object_get(j, "error");
+        assert_string_equal(json_string_value(json_object_get(e, "message")), "bad \"thing\"\n");
+        assert_string_equal(json_string_value(json_object_get(e, "type")), cases[i].type);
+        if (cases[i].ecode)
+            assert_string_equal(json_string_value(json_object_get(e, "code")), cases[i].ecode);
+        else
+            assert_true(json_is_null(json_object_get(e, "code")));
+        if (i == 0)
+            assert_string_equal(json_string_value(json_object_get(e, "param")), "max_tokens");
+        else
+            assert_true(json_is_null(json_object_get(e, "param")));
+        json_decref(j);
+        free(s);
+    }
+}
+
+static const struct cs_req_usage usage = {
+    .prompt_tokens = 10, .completion_tokens = 21, .cached_tokens = 2,
+    .queue_ms = 1.5, .prefill_ms = 4.0, .decode_ms = 100.0,
+};
+
+static json_t *load(char *s)
+{
+    assert_non_null(s);
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    if (!j)
+        fail_msg("not JSON: %s (%s)", s, je.text);
+    free(s);
+    return j;
+}
+
+static void test_completion_json(void **state)
+{
+    (void)state;
+    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-1", "stories", 1700000000};
+    json_t *j = load(cs_api_completion_json(&rs, "Hi \xC3\xA9", 5, "length", NULL, &usage));
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "text_completion");
+    assert_string_equal(json_string_value(json_object_get(j, "id")), "cmpl-1");
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "stories");
+    assert_int_equal(json_integer_value(json_object_get(j, "created")), 1700000000);
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c, "text")), "Hi \xC3\xA9");
+    assert_string_equal(json_string_value(json_object_get(c, "finish_reason")), "length");
+    assert_true(json_is_null(json_object_get(c, "logprobs")));
+    json_t *u = json_object_get(j, "usage");
+    assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 31);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(u, "prompt_tokens_details"), "cached_tokens")),
+                     2);
+    json_t *t = json_object_get(j, "timings");
+    assert_int_equal(json_integer_value(json_object_get(t, "prefill_tokens")), 8);
+    assert_true(fabs(json_real_value(json_object_get(t, "prefill_tokens_per_second")) - 2000.0) < 1e-6);
+    assert_int_equal(json_integer_value(json_object_get(t, "decode_tokens")), 20);
+    assert_true(fabs(json_real_value(json_object_get(t, "decode_tokens_per_second")) - 200.0) < 1e-6);
+    assert_true(fabs(json_real_value(json_object_get(t, "queue_ms")) - 1.5) < 1e-9);
+    json_decref(j);
+
+    rs.kind = CS_API_CHAT;
+    rs.id = "chatcmpl-2";
+    j = load(cs_api_completion_json(&rs, "Hello", 5, "stop", NULL, &usage));
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "chat.completion");
+    c = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "message"), "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "message"), "content")), "Hello");
+    json_decref(j);
+}
+
+static void test_chunks(void **state)
+{
+    (void)state;
+    struct cs_api_resp rs = {CS_API_CHAT, "chatcmpl-3", "m", 1};
+    json_t *j = load(cs_api_chunk_json(&rs, "", 0, true, NULL, NULL, NULL, false));
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "chat.completion.chunk");
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    json_t *d = json_object_get(c, "delta");
+    assert_string_equal(json_string_value(json_object_get(d, "role")), "assistant");
+    assert_string_equal(json_string_value(json_object_get(d, "content")), "");
+    assert_true(json_is_null(json_object_get(c, "finish_reason")));
+    assert_true(json_is_null(json_object_get(j, "usage")));
+    json_decref(j);
+
+    j = load(cs_api_chunk_json(&rs, " world", 6, false, NULL, NULL, NULL, false));
+    d = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta");
+    assert_null(json_object_get(d, "role"));
+    assert_string_equal(json_string_value(json_object_get(d, "content")), " world");
+    json_decref(j);
+
+    j = load(cs_api_chunk_json(&rs, NULL, 0, false, "stop", NULL, &usage, false));
+    c = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(c, "finish_reason")), "stop");
+    assert_int_equal(json_object_size(json_object_get(c, "delta")), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 21);
+    assert_non_null(json_object_get(j, "timings"));
+    json_decref(j);
+
+    j = load(cs_api_chunk_json(&rs, NULL, 0, false, NULL, NULL, &usage, true));
+    assert_int_equal(json_array_size(json_object_get(j, "choices")), 0);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), 10);
+    json_decref(j);
+
+    rs.kind = CS_API_COMPLETION;
+    j = load(cs_api_chunk_json(&rs, "abc", 3, false, NULL, NULL, NULL, false));
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "text_completion");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text")),
+                        "abc");
+    json_decref(j);
+}
+
+static void test_logprobs(void **state)
+{
+    (void)state;
+    struct cs_top_logprob top[2] = {{5, -0.1f, " the", 4}, {6, -2.5f, "\xE2\x96", 2}};
+    /* completions format */
+    json_t *lp = cs_api_logprobs_new(CS_API_COMPLETION);
+    assert_int_equal(cs_api_logprobs_add(lp, CS_API_COMPLETION, " the", 4, -0.1f, top, 2, 0), CLSPEC_OK);
+    assert_int_equal(cs_api_logprobs_add(lp, CS_API_COMPLETION, "\xE2\x96", 2, -3.0f, NULL, 0, 4), CLSPEC_OK);
+    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-4", "m", 1};
+    json_t *j = load(cs_api_completion_json(&rs, " the", 4, "length", lp, &usage));
+    json_t *l = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs");
+    assert_int_equal(json_array_size(json_object_get(l, "tokens")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(l, "tokens"), 0)), " the");
+    /* a partial UTF-8 piece becomes U+FFFD (twice: two invalid bytes) */
+    assert_string_equal(json_string_value(json_array_get(json_object_get(l, "tokens"), 1)),
+                        "\xEF\xBF\xBD\xEF\xBF\xBD");
+    assert_true(fabs(json_real_value(json_array_get(json_object_get(l, "token_logprobs"), 1)) + 3.0) < 1e-6);
+    json_t *alts = json_array_get(json_object_get(l, "top_logprobs"), 0);
+    assert_int_equal(json_object_size(alts), 2);
+    assert_true(fabs(json_real_value(json_object_get(alts, " the")) + 0.1) < 1e-6);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(l, "text_offset"), 1)), 4);
+    json_decref(j);
+    /* chat format: token, logprob, bytes, top_logprobs */
+    lp = cs_api_logprobs_new(CS_API_CHAT);
+    assert_int_equal(cs_api_logprobs_add(lp, CS_API_CHAT, "\xE2\x96", 2, -1.0f, top, 2, 0), CLSPEC_OK);
+    rs.kind = CS_API_CHAT;
+    j = load(cs_api_chunk_json(&rs, "x", 1, false, NULL, lp, NULL, false));
+    json_t *e = json_array_get(json_object_get(json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                                                               "logprobs"),
+                                               "content"),
+                               0);
+    json_t *bytes = json_object_get(e, "bytes");
+    assert_int_equal(json_array_size(bytes), 2);
+    assert_int_equal(json_integer_value(json_array_get(bytes, 0)), 0xE2);
+    assert_int_equal(json_array_size(json_object_get(e, "top_logprobs")), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(e, "top_logprobs"), 1),
+                                                          "token")),
+                        "\xEF\xBF\xBD\xEF\xBF\xBD");
+    json_decref(j);
+}
+
+static void test_models_and_slots(void **state)
+{
+    (void)state;
+    json_t *j = load(cs_api_models_json("stories260K", 5, 512));
+    assert_string_equal(json_string_value(json_object_get(j, "object")), "list");
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    assert_string_equal(json_string_value(json_object_get(m, "id")), "stories260K");
+    assert_string_equal(json_string_value(json_object_get(m, "object")), "model");
+    json_decref(j);
+    struct cs_slot_info s[2];
+    memset(s, 0, sizeof s);
+    s[0].id = 0;
+    s[1].id = 1;
+    s[1].busy = true;
+    snprintf(s[1].req_id, sizeof s[1].req_id, "req-9");
+    s[1].n_prompt = 5;
+    s[1].n_generated = 3;
+    s[1].n_past = 8;
+    j = load(cs_api_slots_json(s, 2));
+    assert_int_equal(json_array_size(j), 2);
+    assert_true(json_is_null(json_object_get(json_array_get(j, 0), "request_id")));
+    assert_true(json_is_false(json_object_get(json_array_get(j, 0), "busy")));
+    json_t *b = json_array_get(j, 1);
+    assert_true(json_is_true(json_object_get(b, "busy")));
+    assert_string_equal(json_string_value(json_object_get(b, "request_id")), "req-9");
+    assert_int_equal(json_integer_value(json_object_get(b, "n_past")), 8);
+    json_decref(j);
+}
+
+/* ---- the HTTP server before the model is loaded (no engine needed) ---- */
+
+/* Sends raw (with Connection: close) to 127.0.0.1:port; returns the status
+ * code and copies the whole answer into resp. */
+static int http_raw(int port, const char *raw, char *resp, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    size_t len = strlen(raw), off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, raw + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break; /* the server may answer (413) and close before reading everything */
+        off += (size_t)n;
+    }
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, resp + got, cap - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == cap - 1)
+            break;
+    }
+    resp[got] = 0;
+    close(fd);
+    int code = 0;
+    if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1)
+        return -1;
+    return code;
+}
+
+static void test_http_loading(void **state)
+{
+    (void)state;
+    struct cs_http_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 0;
+    p.api_key = "k3y";
+    p.max_body_bytes = 1000;
+    p.model_name = "tiny";
+    p.defaults = defaults();
+    struct cs_http *h = NULL;
+    char err[256];
+    cs_log_open(NULL, CS_LOG_ERROR, err, sizeof err); /* the refusals log at info */
+    assert_int_equal(cs_http_start(&p, &h, err, sizeof err), CLSPEC_OK);
+    int port = cs_http_port(h);
+    assert_true(port > 0);
+    static char resp[8192];
+    /* loading: /health 503 "loading" without a key; work 503 with a key */
+    assert_int_equal(http_raw(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"loading\""));
+    const char *body = "{\"prompt\":\"x\"}";
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nContent-Type: "
+             "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             strlen(body), body);
+    assert_int_equal(http_raw(port, req, resp, sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"unavailable_error\""));
+    /* the model list needs no loaded model, but a key */
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 200);
+    assert_non_null(strstr(resp, "\"tiny\""));
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3Y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 401);
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 401);
+    assert_non_null(strstr(resp, "invalid_api_key"));
+    /* 404, 405 with Allow, 413 from Content-Length before the body is read */
+    assert_int_equal(http_raw(port, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 404);
+    assert_int_equal(http_raw(port, "DELETE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 405);
+    assert_non_null(strstr(resp, "Allow: GET"));
+    assert_int_equal(http_raw(port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Content-Length: 5000\r\nConnection: close\r\n\r\n", resp, sizeof resp), 413);
+    assert_non_null(strstr(resp, "request_too_large"));
+    /* draining */
+    cs_http_set_draining(h);
+    assert_int_equal(http_raw(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"draining\""));
+    cs_http_stop(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_and_nulls),
+        cmocka_unit_test(test_chat_messages),     cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_status_and_error_json), cmocka_unit_test(test_completion_json),
+        cmocka_unit_test(test_chunks),            cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_models_and_slots),  cmocka_unit_test(test_http_loading),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
