@@ -4,8 +4,9 @@
  * verify rows, from the host's target taps); a draft is one block
  * [last, MASK x n] at the slot's true next positions, decoded with
  * non-causal attention; rows 1..n give the draft. The blocks of all slots
- * that need one are decoded in one batched decode (the first draft() of a
- * step computes every waiting slot's block; the others are served from it).
+ * that need one are decoded in one batched decode (draft_batch; with
+ * per-slot draft() calls the first of a step computes every waiting slot's
+ * block and the others are served from it).
  * Per-slot state is reset on every slot_begin / slot_end. Drafting is
  * deterministic: the probabilities reported are one-hot.
  * Uses nothing but <clspec/speculator.h> (host ABI >= 1.3: taps,
