@@ -390,11 +390,7 @@ static void test_host_entries(void **s)
     assert_non_null(h->ctx_inject_taps);
     char *dp = tu_shared_path(DRAFTER), *tp = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
     clspec_model *m = NULL, *plain = NULL;
-#ifdef CLSPEC_MODEL_TARGET_TENSORS /* a header whose model_load takes flags */
 #define LOAD(path, out) h->model_load(h, path, -1, 0, out, err, sizeof err)
-#else
-#define LOAD(path, out) h->model_load(h, path, -1, out, err, sizeof err)
-#endif
     if (LOAD(dp, &m) != 0)
         fail_msg("%s", err);
     struct clspec_model_info mi = {.size = sizeof mi};

@@ -181,11 +181,7 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->h = h;
     d->n_slots = (int32_t)ti.n_slots;
     char e2[512] = "";
-#ifdef CLSPEC_MODEL_TARGET_TENSORS /* a header whose model_load takes flags */
     if (h->model_load(h, path, device, CLSPEC_MODEL_TARGET_TENSORS, &d->m, e2, sizeof e2) < 0) {
-#else
-    if (h->model_load(h, path, device, &d->m, e2, sizeof e2) < 0) {
-#endif
         dflash_fini(d);
         return fail(err, errlen, "%s", e2, NULL);
     }
@@ -465,7 +461,6 @@ static int dflash_draft(void *state, const struct clspec_draft_req *req, int32_t
     return rc != 0 ? (rc > 0 ? 0 : rc) : serve(d, req, out, probs, err, errlen);
 }
 
-#ifdef CLSPEC_MODEL_TARGET_TENSORS /* a header with the optional draft_batch entry (ABI 1.1 of main) */
 /* Every requested slot in step first, then one decode for all their blocks. */
 static int dflash_draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
                               float *const *probs, int32_t *n_out, char *err, size_t errlen)
@@ -490,7 +485,6 @@ static int dflash_draft_batch(void *state, const struct clspec_draft_req *reqs, 
     }
     return 0;
 }
-#endif
 
 static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
                           int32_t n_tokens)
@@ -520,9 +514,7 @@ static const struct clspec_speculator dflash_vtable = {
     .draft = dflash_draft,
     .accept = dflash_accept,
     .slot_end = dflash_slot_end,
-#ifdef CLSPEC_MODEL_TARGET_TENSORS
     .draft_batch = dflash_draft_batch,
-#endif
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -29,16 +29,6 @@ struct df_ctx {
     int32_t n_logits;
 };
 
-/* Headers whose model_load takes flags (CLSPEC_MODEL_*): the wrapper takes
- * and forwards them (a dflash drafter always uses the target's tensors). */
-#ifdef CLSPEC_MODEL_TARGET_TENSORS
-#define ML_FLAGS_PARAM , uint32_t flags
-#define ML_FLAGS_ARG , flags
-#else
-#define ML_FLAGS_PARAM
-#define ML_FLAGS_ARG
-#endif
-
 /* the wrapped (ordinary) entries: the same static functions for every host */
 static struct clspec_host base;
 
@@ -99,12 +89,12 @@ static void reg_del(const void *p)
 
 /* ---- models ---- */
 
-static int model_load(const struct clspec_host *h, const char *path, int32_t device ML_FLAGS_PARAM,
+static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
                       clspec_model **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!path || !cs_dflash_is_dflash_file(path))
-        return base.model_load(h, path, device ML_FLAGS_ARG, out, err, errlen);
+        return base.model_load(h, path, device, flags, out, err, errlen);
     const struct cs_plugin *pl = h->impl;
     const struct cs_engine *e = pl->engine;
     if (!e)
@@ -169,9 +159,6 @@ static int model_info(const clspec_model *mm, struct clspec_model_info *out)
         .n_layer = hp->n_layer, .n_ctx_train = hp->n_ctx_train, .bos = cs_tokenizer_bos(m->e->tok),
         .eos = cs_tokenizer_eos(m->e->tok), .device = m->device,
     };
-#ifndef CLSPEC_MODEL_TARGET_TENSORS /* the mtp branch's 1.2 model_info */
-    i.path = m->dm->gguf->path;
-#endif
     cs_host_fill(out, &i, sizeof i);
     return CLSPEC_OK;
 }
@@ -314,34 +301,7 @@ static int ctx_inject_taps(clspec_ctx *cc, int32_t seq, int32_t pos, int32_t n, 
 }
 
 /* Entries of other services that take a context: a dflash context is refused
- * there (it has no hidden states nor a shared-output decode). */
-#ifndef CLSPEC_MODEL_TARGET_TENSORS /* the 1.2 entries of the mtp branch's header */
-static int ctx_decode_shared(clspec_ctx *cc, const struct clspec_decode *d, const clspec_tensor *output, char *err,
-                             size_t errlen)
-{
-    if (reg_has(cc))
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_decode_shared: not for a dflash context");
-    return base.ctx_decode_shared(cc, d, output, err, errlen);
-}
-
-static int ctx_kv_inject(clspec_ctx *cc, int32_t layer, int32_t seq, const int32_t *pos, int32_t n, const float *k,
-                         const float *v, char *err, size_t errlen)
-{
-    if (reg_has(cc))
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_kv_inject: a dflash context takes ctx_inject_taps");
-    return base.ctx_kv_inject(cc, layer, seq, pos, n, k, v, err, errlen);
-}
-
-static const float *ctx_hidden(clspec_ctx *cc, int32_t layer, int32_t *n_rows)
-{
-    if (reg_has(cc)) {
-        if (n_rows)
-            *n_rows = 0;
-        return NULL;
-    }
-    return base.ctx_hidden(cc, layer, n_rows);
-}
-#else /* main's header: ctx_hidden without a layer, no ctx_decode_shared */
+ * there (ctx_kv_inject: it takes ctx_inject_taps; ctx_hidden: none kept). */
 static int ctx_kv_inject(clspec_ctx *cc, int32_t layer, int32_t seq, const int32_t *pos, int32_t n, const float *k,
                          const float *v, char *err, size_t errlen)
 {
@@ -359,7 +319,6 @@ static const float *ctx_hidden(clspec_ctx *cc, int32_t *n_rows)
     }
     return base.ctx_hidden(cc, n_rows);
 }
-#endif
 
 void cs_host_dflash_entries(struct clspec_host *h)
 {
@@ -373,9 +332,6 @@ void cs_host_dflash_entries(struct clspec_host *h)
         base.ctx_seq_rm = h->ctx_seq_rm;
         base.ctx_decode = h->ctx_decode;
         base.ctx_logits = h->ctx_logits;
-#ifndef CLSPEC_MODEL_TARGET_TENSORS
-        base.ctx_decode_shared = h->ctx_decode_shared;
-#endif
         base.ctx_kv_inject = h->ctx_kv_inject;
         base.ctx_hidden = h->ctx_hidden;
     }
@@ -388,10 +344,6 @@ void cs_host_dflash_entries(struct clspec_host *h)
     h->ctx_seq_rm = ctx_seq_rm;
     h->ctx_decode = ctx_decode;
     h->ctx_logits = ctx_logits;
-#ifndef CLSPEC_MODEL_TARGET_TENSORS
-    if (base.ctx_decode_shared)
-        h->ctx_decode_shared = ctx_decode_shared;
-#endif
     if (base.ctx_kv_inject)
         h->ctx_kv_inject = ctx_kv_inject;
     if (base.ctx_hidden)
