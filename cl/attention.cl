@@ -4,13 +4,23 @@
  * token t iff bit token_seq[t] of cell_seq[c] is set and
  *   causal:     0 <= cell_pos[c] <= token_pos[t]
  *   non-causal: cell_pos[c] >= 0.
- * A token that sees no cell gets zeros. Build flags: -DHD=<head_dim> (multiple
+ * A token that sees no cell gets zeros. Cells are visited in the order
+ * cell_order[0..n_cells) when use_order (the KV cache sorts them by
+ * position), else 0..n_cells-1. A token's output depends on nothing but its
+ * q and the cells: not on the other tokens of the batch or n_tokens (batch
+ * invariance, bit for bit). attn_cpu folds in the visible cells one by one
+ * in visiting order, so with cell_order sorted by position its result does
+ * not depend on where the cells sit either; attn_gpu folds chunks of ATT_WG
+ * visiting-order entries, so it depends on where invisible cells fall
+ * among them (TODO: compact the visible cells first).
+ * Build flags: -DHD=<head_dim> (multiple
  * of 4; of 32 for quantized caches) -DKV_TK=<ggml type id> -DKV_TV=<id>
  * (independent; each 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0). Two families:
  *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
  *             in private memory, each K/V row read once for those heads;
- *   attn_gpu: one work-group of ATT_WG per (token, head), cells in chunks of
- *             ATT_WG (one score per work-item), local-memory reductions. */
+ *   attn_gpu: one work-group of ATT_WG per (token, head), cells (in visiting
+ *             order) in chunks of ATT_WG, one score per work-item,
+ *             local-memory reductions. */
 
 #ifndef KV_TK
 #define KV_TK 0
@@ -95,8 +105,9 @@ static bool att_visible(int c, __global const int *cell_pos, __global const ulon
 #define ATT_ARGS                                                                                    \
     __global const float *q, uint q_off, __global float *out, uint o_off, __global const uchar *kc, \
         __global const uchar *vc, __global const int *cell_pos, __global const ulong *cell_seq,     \
-        __global const int *token_pos, __global const int *token_seq, int n_tokens, int n_head,     \
-        int n_kv_head, int n_cells, int causal, float scale
+        __global const int *cell_order, int use_order, __global const int *token_pos,               \
+        __global const int *token_seq, int n_tokens, int n_head, int n_kv_head, int n_cells,        \
+        int causal, float scale
 
 /* CPU family: one work-item per (token, kv head, chunk of up to ATT_G of the
  * q heads sharing that kv head), so each K/V row is read once per chunk. */
@@ -124,7 +135,8 @@ __kernel void attn_cpu(ATT_ARGS)
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    for (int c = 0; c < n_cells; c++) {
+    for (int i = 0; i < n_cells; i++) {
+        int c = use_order ? cell_order[i] : i;
         if (!att_visible(c, cell_pos, cell_seq, tp, ts, causal))
             continue;
         __global const uchar *kp = kc + (size_t)c * krow + khead;
@@ -171,6 +183,7 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
     __local float qs[HD];
     __local float ps[ATT_WG];
     __local float red[ATT_WG];
+    __local int cell[ATT_WG];
     int gid = get_group_id(0), lid = get_local_id(0);
     int t = gid / n_head, h = gid % n_head;
     int kvh = h / (n_head / n_kv_head);
@@ -187,16 +200,18 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
         acc[j] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     for (int c0 = 0; c0 < n_cells; c0 += ATT_WG) {
-        int c = c0 + lid;
+        int i = c0 + lid;
+        int c = i < n_cells ? (use_order ? cell_order[i] : i) : 0;
+        cell[lid] = c;
         float s = -INFINITY;
-        if (c < n_cells && att_visible(c, cell_pos, cell_seq, tp, ts, causal)) {
+        if (i < n_cells && att_visible(c, cell_pos, cell_seq, tp, ts, causal)) {
             __global const uchar *kp = kc + (size_t)c * krow + khead;
             float4 s4 = (float4)(0.0f);
             for (int i = 0; i < HD / 4; i++)
                 s4 += vload4(i, qs) * kv_load4(KV_TK, kp, 4 * i);
             s = s4.x + s4.y + s4.z + s4.w;
         }
-        float cmax = cs_wg_max(s, red);
+        float cmax = cs_wg_max(s, red); /* its barriers also publish cell */
         if (cmax == -INFINITY)
             continue; /* uniform: no visible cell in this chunk */
         float m_new = fmax(m, cmax);
@@ -215,11 +230,11 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
             for (int jj = 0; jj < nc; jj++) {
                 float pj = ps[jj];
                 if (pj != 0.0f)
-                    a += pj * kv_load1(KV_TV, vc + (size_t)(c0 + jj) * vrow + vhead, dd);
+                    a += pj * kv_load1(KV_TV, vc + (size_t)cell[jj] * vrow + vhead, dd);
             }
             acc[j] = a;
         }
-        barrier(CLK_LOCAL_MEM_FENCE); /* ps is rewritten by the next chunk */
+        barrier(CLK_LOCAL_MEM_FENCE); /* ps and cell are rewritten by the next chunk */
     }
     float inv = l > 0.0f ? 1.0f / l : 0.0f;
     __global float *orow = out + o_off + (size_t)gid * HD;

@@ -45,18 +45,16 @@
 /* columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
 #define CS_MM_TCC 8
 
-/* mv_T: rows 2 g and 2 g + 1 per work-item g (4 independent FMA chains hide
- * the FMA latency; x is loaded once for both rows) */
-#define CS_MATMUL(T) \
-    __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
-                         __global const float *x, uint x_off, __global float *y, uint y_off) \
+/* cs_mv2_T: rows r and r + 1 (when < n_rows) of y = W x (4 independent FMA
+ * chains hide the FMA latency; x is loaded once for both rows). mv_T: two
+ * rows per work-item; mv3_T: the same over the Q, K and V weights of a layer
+ * in one launch. */
+#define CS_MV2(T) \
+    inline void cs_mv2_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, uint r, \
+                           __global const float *xc, __global float *y) \
     { \
-        const uint r = 2 * get_global_id(0); \
-        if (r >= n_rows) \
-            return; \
         const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
         __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
-        __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
         float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
         for (uint s = 0; s < nsb; s++) { \
@@ -74,9 +72,36 @@
             sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
             sum1 = fma(cs_dq1_##T(wr1, k), xc[k], sum1); \
         } \
-        y[y_off + r] = sum; \
+        y[r] = sum; \
         if (r + 1 < n_rows) \
-            y[y_off + r + 1] = sum1; \
+            y[r + 1] = sum1; \
+    }
+CS_FOR_EACH_WTYPE(CS_MV2)
+
+#define CS_MV3(T) \
+    __kernel void mv3_##T(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, \
+                          uint row_bytes, uint n_in, uint nq, uint nk, uint nv, __global const float *x, \
+                          uint x_off, __global float *q, uint q_off, __global float *k, uint k_off, \
+                          __global float *v, uint v_off) \
+    { \
+        uint g = get_global_id(0); \
+        const uint pq = (nq + 1) / 2, pk = (nk + 1) / 2, pv = (nv + 1) / 2; \
+        if (g < pq) \
+            cs_mv2_##T(wq, row_bytes, n_in, nq, 2 * g, x + x_off, q + q_off); \
+        else if ((g -= pq) < pk) \
+            cs_mv2_##T(wk, row_bytes, n_in, nk, 2 * g, x + x_off, k + k_off); \
+        else if ((g -= pk) < pv) \
+            cs_mv2_##T(wv, row_bytes, n_in, nv, 2 * g, x + x_off, v + v_off); \
+    }
+CS_FOR_EACH_WTYPE(CS_MV3)
+
+#define CS_MATMUL(T) \
+    __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
+                         __global const float *x, uint x_off, __global float *y, uint y_off) \
+    { \
+        const uint r = 2 * get_global_id(0); \
+        if (r < n_rows) \
+            cs_mv2_##T(w, row_bytes, n_in, n_rows, r, x + x_off, y + y_off); \
     } \
     __kernel void mm_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, uint n_cols, __global float *y, \

@@ -9,23 +9,26 @@
 
 /* ---- CPU family ---- */
 
-__kernel void rmsnorm_cpu(__global const float *x, uint x_off, __global const float *w, int has_w,
-                          __global float *y, uint y_off, int n_rows, int n_cols, float eps)
+/* the sum of squares of a row in its one order (rmsnorm_cpu and
+ * add_rmsnorm_cpu give bitwise the same norm) */
+inline float cs_sumsq_cpu(__global const float *xr, int n_cols)
 {
-    int r = get_global_id(0);
-    if (r >= n_rows)
-        return;
-    __global const float *xr = x + x_off + (size_t)r * n_cols;
-    __global float *yr = y + y_off + (size_t)r * n_cols;
     int n4 = n_cols / 4;
     float4 acc4 = (float4)(0.0f);
     for (int i = 0; i < n4; i++) {
         float4 v = vload4(i, xr);
-        acc4 += v * v;
+        acc4 = fma(v, v, acc4);
     }
-    float acc = acc4.x + acc4.y + acc4.z + acc4.w;
+    float acc = (acc4.x + acc4.y) + (acc4.z + acc4.w);
     for (int i = n4 * 4; i < n_cols; i++)
-        acc += xr[i] * xr[i];
+        acc = fma(xr[i], xr[i], acc);
+    return acc;
+}
+
+inline void cs_scale_row_cpu(__global const float *xr, __global const float *w, int has_w, __global float *yr,
+                             int n_cols, float eps, float acc)
+{
+    int n4 = n_cols / 4;
     float s = 1.0f / sqrt(acc / (float)n_cols + eps);
     for (int i = 0; i < n4; i++) {
         float4 v = vload4(i, xr) * s;
@@ -35,6 +38,31 @@ __kernel void rmsnorm_cpu(__global const float *x, uint x_off, __global const fl
     }
     for (int i = n4 * 4; i < n_cols; i++)
         yr[i] = has_w ? xr[i] * s * w[i] : xr[i] * s;
+}
+
+__kernel void rmsnorm_cpu(__global const float *x, uint x_off, __global const float *w, int has_w,
+                          __global float *y, uint y_off, int n_rows, int n_cols, float eps)
+{
+    int r = get_global_id(0);
+    if (r >= n_rows)
+        return;
+    __global const float *xr = x + x_off + (size_t)r * n_cols;
+    cs_scale_row_cpu(xr, w, has_w, y + y_off + (size_t)r * n_cols, n_cols, eps, cs_sumsq_cpu(xr, n_cols));
+}
+
+/* x += b (the residual), then y = rmsnorm(x) (* w): rows as rmsnorm_cpu */
+__kernel void add_rmsnorm_cpu(__global float *x, uint x_off, __global const float *b, uint b_off,
+                              __global const float *w, int has_w, __global float *y, uint y_off, int n_rows,
+                              int n_cols, float eps)
+{
+    int r = get_global_id(0);
+    if (r >= n_rows)
+        return;
+    __global float *xr = x + x_off + (size_t)r * n_cols;
+    __global const float *br = b + b_off + (size_t)r * n_cols;
+    for (int i = 0; i < n_cols; i++)
+        xr[i] = xr[i] + br[i];
+    cs_scale_row_cpu(xr, w, has_w, y + y_off + (size_t)r * n_cols, n_cols, eps, cs_sumsq_cpu(xr, n_cols));
 }
 
 __kernel void softmax_cpu(__global float *x, uint x_off, int n_rows, int n_cols)
@@ -83,7 +111,30 @@ __kernel void rmsnorm_gpu(__global const float *x, uint x_off, __global const fl
     __global float *yr = y + y_off + (size_t)r * n_cols;
     float acc = 0.0f;
     for (int i = lid; i < n_cols; i += ls)
-        acc += xr[i] * xr[i];
+        acc = fma(xr[i], xr[i], acc);
+    acc = cs_wg_sum(acc, red);
+    float s = 1.0f / sqrt(acc / (float)n_cols + eps);
+    for (int i = lid; i < n_cols; i += ls)
+        yr[i] = has_w ? xr[i] * s * w[i] : xr[i] * s;
+}
+
+/* x += b, then y = rmsnorm(x) (* w): rows as rmsnorm_gpu (each work-item
+ * reads back only the elements it wrote) */
+__kernel void add_rmsnorm_gpu(__global float *x, uint x_off, __global const float *b, uint b_off,
+                              __global const float *w, int has_w, __global float *y, uint y_off, int n_rows,
+                              int n_cols, float eps)
+{
+    __local float red[NORM_WG];
+    int r = get_group_id(0), lid = get_local_id(0), ls = get_local_size(0);
+    __global float *xr = x + x_off + (size_t)r * n_cols;
+    __global const float *br = b + b_off + (size_t)r * n_cols;
+    __global float *yr = y + y_off + (size_t)r * n_cols;
+    float acc = 0.0f;
+    for (int i = lid; i < n_cols; i += ls) {
+        const float v = xr[i] + br[i];
+        xr[i] = v;
+        acc = fma(v, v, acc);
+    }
     acc = cs_wg_sum(acc, red);
     float s = 1.0f / sqrt(acc / (float)n_cols + eps);
     for (int i = lid; i < n_cols; i += ls)

@@ -1,15 +1,16 @@
 /* rope.cl: rotary position embedding applied in place to x (n_tokens, n_head,
  * head_dim). One work-item per (token, pair i < n_rot/2): it computes
- * theta_i = pos[t] * freq_scale * freq_base^(-2i/n_rot) and its cos/sin once
+ * theta_i = freq_scale * (pos[t] * theta_scale^i), theta_scale =
+ * freq_base^(-2/n_rot) (computed by the host with powf; the power by i
+ * repeated float products: ggml's rope cache, bit for bit), and its cos/sin once
  * and rotates pair i of every head of the token (the transcendentals are the
  * cost of this op: once per (token, pair), not per (token, head, pair)).
  * Normal mode rotates (2i, 2i+1), NeoX mode (i, i + n_rot/2); dims >= n_rot
  * are untouched. Same kernel for both families (elementwise).
  *
- * Where the device has doubles, freq_base^e and cos/sin(theta) are evaluated
- * in double and rounded once to float (the float theta is the same as the C
- * reference's; |theta| < 2^30): within an ulp of the C library's powf/cosf/
- * sinf, and several times faster than PoCL's float pow/sin/cos, which are
+ * Where the device has doubles, cos/sin(theta) are evaluated in double and
+ * rounded once to float (|theta| < 2^30): within an ulp of the C library's
+ * cosf/sinf, and several times faster than PoCL's float sin/cos, which are
  * the whole cost of this op on CPUs. Elsewhere the float built-ins. */
 
 #if defined(cl_khr_fp64)
@@ -48,10 +49,6 @@ inline float2 cs_cos_sin(float xf)
     return (float2)((float)co, (float)si);
 }
 
-inline float cs_rope_freq(float base, float e)
-{
-    return exp2(e * log2(base));
-}
 
 #else
 
@@ -60,10 +57,6 @@ inline float2 cs_cos_sin(float x)
     return (float2)(cos(x), sin(x));
 }
 
-inline float cs_rope_freq(float base, float e)
-{
-    return pow(base, e);
-}
 
 #endif
 
@@ -81,7 +74,7 @@ inline void cs_rope_heads(__global float *row, int n, int head_dim, int i0, int 
  * n_head2, head_dim) at x2_off (Q and K of a layer in one launch: cos/sin
  * computed once for both) */
 __kernel void rope(__global float *x, uint x_off, __global const int *pos, int n_tokens, int n_head,
-                   int head_dim, int n_rot, int neox, float freq_base, float freq_scale,
+                   int head_dim, int n_rot, int neox, float theta_scale, float freq_scale,
                    __global float *x2, uint x2_off, int n_head2)
 {
     int gid = get_global_id(0);
@@ -90,7 +83,10 @@ __kernel void rope(__global float *x, uint x_off, __global const int *pos, int n
         return;
     int i = gid % half_rot;
     int t = gid / half_rot;
-    float theta = (float)pos[t] * freq_scale * cs_rope_freq(freq_base, -2.0f * (float)i / (float)n_rot);
+    float theta_e = (float)pos[t]; /* pos * theta_scale^i by repeated products, as ggml */
+    for (int j = 0; j < i; j++)
+        theta_e *= theta_scale;
+    const float theta = freq_scale * theta_e;
     const float2 cs = cs_cos_sin(theta);
     int i0 = neox ? i : 2 * i;
     int i1 = neox ? i + half_rot : 2 * i + 1;

@@ -145,12 +145,16 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
     kv->pos = malloc((size_t)p->n_ctx * sizeof *kv->pos);
     kv->seq = calloc(p->n_ctx, sizeof *kv->seq);
     kv->tok = malloc((size_t)p->n_ctx * sizeof *kv->tok);
-    if (!kv->layer_dev || !kv->devs || !kv->k || !kv->v || !kv->pos || !kv->seq || !kv->tok) {
+    kv->order = malloc((size_t)p->n_ctx * sizeof *kv->order);
+    if (!kv->layer_dev || !kv->devs || !kv->k || !kv->v || !kv->pos || !kv->seq || !kv->tok ||
+        !kv->order) {
         cs_kv_free(kv);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "kv cache: out of memory");
     }
-    for (uint32_t c = 0; c < p->n_ctx; c++)
+    for (uint32_t c = 0; c < p->n_ctx; c++) {
         kv->pos[c] = kv->tok[c] = -1;
+        kv->order[c] = (int32_t)c;
+    }
     for (uint32_t l = 0; l < kv->n_layer; l++) {
         struct cs_cl_dev *d = layer_dev[l];
         kv->layer_dev[l] = dev_index(kv, d);
@@ -185,6 +189,12 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
         if (rc == CLSPEC_OK)
             rc = cs_cl_alloc(kd->dev, CL_MEM_READ_WRITE, (size_t)p->n_ctx * 8, NULL,
                              &kd->cell_seq, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_cl_alloc(kd->dev, CL_MEM_READ_WRITE, (size_t)p->n_ctx * 4, NULL,
+                             &kd->cell_order, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_cl_write(kd->dev, kd->cell_order, 0, (size_t)p->n_ctx * 4, kv->order, err,
+                             errlen);
         if (rc != CLSPEC_OK) {
             cs_kv_free(kv);
             return cs_err_prefix(err, errlen, rc, "kv cache: cell metadata");
@@ -216,6 +226,8 @@ void cs_kv_free(struct cs_kv *kv)
             clReleaseMemObject(kv->devs[i].cell_pos);
         if (kv->devs[i].cell_seq)
             clReleaseMemObject(kv->devs[i].cell_seq);
+        if (kv->devs[i].cell_order)
+            clReleaseMemObject(kv->devs[i].cell_order);
     }
     free(kv->layer_dev);
     free(kv->devs);
@@ -224,6 +236,7 @@ void cs_kv_free(struct cs_kv *kv)
     free(kv->pos);
     free(kv->seq);
     free(kv->tok);
+    free(kv->order);
     free(kv);
 }
 
@@ -236,7 +249,8 @@ struct cs_kv_view cs_kv_layer_view(const struct cs_kv *kv, uint32_t l)
 {
     const struct cs_kv_dev *kd = &kv->devs[kv->layer_dev[l]];
     struct cs_kv_view v = {kv->p.type_k, kv->p.type_v, (int)kv->p.n_ctx, (int)kv->n_kv_head,
-                           (int)kv->head_dim, kv->k[l], kv->v[l], kd->cell_pos, kd->cell_seq};
+                           (int)kv->head_dim, kv->k[l], kv->v[l], kd->cell_pos, kd->cell_seq,
+                           kd->cell_order};
     return v;
 }
 
@@ -245,16 +259,60 @@ struct cs_cl_dev *cs_kv_layer_device(const struct cs_kv *kv, uint32_t l)
     return kv->devs[kv->layer_dev[l]].dev;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* kv->order over [0, max(hi, order_hi)): see kv.h. Returns the entries to
+ * upload, or -1 when out of memory. */
+static int32_t build_order(struct cs_kv *kv)
+{
+    int32_t n = 0, hi = kv->hi, up = CS_MAX(kv->hi, kv->order_hi);
+    bool sorted = true;
+    for (int32_t c = 0; c < hi; c++) {
+        if (kv->pos[c] < 0)
+            continue;
+        sorted = sorted && (n == 0 || kv->pos[kv->order[n - 1]] <= kv->pos[c]);
+        kv->order[n++] = c;
+    }
+    if (!sorted) { /* keys (position, cell): positions are >= 0 */
+        uint64_t *key = malloc((size_t)n * sizeof *key);
+        if (!key)
+            return -1;
+        for (int32_t i = 0; i < n; i++)
+            key[i] = (uint64_t)kv->pos[kv->order[i]] << 32 | (uint32_t)kv->order[i];
+        qsort(key, (size_t)n, sizeof *key, cmp_u64);
+        for (int32_t i = 0; i < n; i++)
+            kv->order[i] = (int32_t)(key[i] & 0xffffffffu);
+        free(key);
+    }
+    for (int32_t c = 0; c < hi; c++)
+        if (kv->pos[c] < 0)
+            kv->order[n++] = c;
+    for (int32_t c = hi; c < up; c++)
+        kv->order[c] = c;
+    kv->order_hi = hi;
+    return up;
+}
+
 int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen)
 {
     if (kv->dirty_lo >= kv->dirty_hi)
         return CLSPEC_OK;
     size_t lo = (size_t)kv->dirty_lo, n = (size_t)(kv->dirty_hi - kv->dirty_lo);
+    int32_t n_order = build_order(kv);
+    if (n_order < 0)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "kv sync: out of memory");
     for (int i = 0; i < kv->n_dev; i++) {
         struct cs_kv_dev *kd = &kv->devs[i];
         int rc = cs_cl_write(kd->dev, kd->cell_pos, lo * 4, n * 4, kv->pos + lo, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_cl_write(kd->dev, kd->cell_seq, lo * 8, n * 8, kv->seq + lo, err, errlen);
+        if (rc == CLSPEC_OK && n_order)
+            rc = cs_cl_write(kd->dev, kd->cell_order, 0, (size_t)n_order * 4, kv->order, err,
+                             errlen);
         if (rc != CLSPEC_OK)
             return cs_err_prefix(err, errlen, rc, "kv sync");
     }

@@ -33,6 +33,7 @@ struct cs_kv_dev {
     struct cs_cl_dev *dev;   /* borrowed */
     cl_mem cell_pos;         /* int32 (n_ctx), -1 = free */
     cl_mem cell_seq;         /* uint64 (n_ctx), bit s = sequence s holds the cell */
+    cl_mem cell_order;       /* int32 (n_ctx), permutation: attention's visiting order */
 };
 
 struct cs_kv {
@@ -51,6 +52,11 @@ struct cs_kv {
     uint32_t n_used;              /* occupied cells */
     int32_t hi;                   /* 1 + highest occupied cell: attention reads cells [0, hi) */
     int32_t dirty_lo, dirty_hi;   /* cells changed since the last sync, [lo, hi) (lo >= hi: none) */
+    int32_t *order;               /* (n_ctx) cells [0, hi) occupied ones first, sorted by
+                                   * (position, cell), then the free ones; identity from hi on.
+                                   * Attention visits cells in this order, so a sequence's
+                                   * result does not depend on where its cells sit. */
+    int32_t order_hi;             /* hi when order was last uploaded */
 };
 
 /* Allocates K/V for every layer on layer_dev[l] (n_layer entries; the same
@@ -76,9 +82,9 @@ uint64_t cs_kv_bytes_per_token(const struct cs_kv *kv);
  * batch (sequence >= n_seq_max, ...). */
 int cs_kv_place(struct cs_kv *kv, const struct cs_batch *b, int32_t *cells, int *seq_rc, char *err, size_t errlen);
 
-/* Uploads the changed cell metadata to every device (enqueued, non-blocking
- * writes from host memory that stays valid until the next change: the
- * caller's queue order makes this safe). Call before attention reads it. */
+/* Uploads the changed cell metadata (and the visiting order) to every
+ * device. Call before attention reads it. (The writes are blocking: simplest,
+ * and the metadata is small.) */
 int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen);
 
 /* The view of layer l for cs_op_kv_store / cs_op_attention (on that layer's device). */

@@ -371,9 +371,8 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
     };
     TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-    TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, (uint32_t)n, err, errlen));
+    TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, c->xb, 0, c->q, 0, c->kc, 0, c->vc, 0, (uint32_t)n, err,
+                         errlen));
     if (L->bq)
         TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
     if (L->bk)
@@ -385,8 +384,7 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
                         1.0f / sqrtf((float)D), err, errlen));
     TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
-    TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
+    TRY(cs_op_add_rmsnorm(d, c->x, 0, c->xb, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen)); /* y = b */
     TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
     TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));

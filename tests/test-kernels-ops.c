@@ -374,22 +374,24 @@ struct kv_fixture {
     float *kdq, *vdq; /* the cache contents read back and dequantized (n_cells, row) */
 };
 
-static void kv_fill(struct kv_fixture *fx, uint32_t type, int n_cells, int n_kv_head, int head_dim,
-                    const float *k, const float *v, const int32_t *cell_pos,
-                    const uint64_t *cell_seq)
+static void kv_fill(struct kv_fixture *fx, uint32_t type, uint32_t type_v, int n_cells,
+                    int n_kv_head, int head_dim, const float *k, const float *v,
+                    const int32_t *cell_pos, const uint64_t *cell_seq)
 {
     int row = n_kv_head * head_dim;
     size_t rb = row_bytes(type, (size_t)row), bytes = rb * (size_t)(n_cells ? n_cells : 1);
+    size_t rbv = row_bytes(type_v, (size_t)row), bytes_v = rbv * (size_t)(n_cells ? n_cells : 1);
     struct cs_kv_view *kv = &fx->kv;
+    memset(kv, 0, sizeof *kv);
     kv->type_k = type;
-    kv->type_v = type;
+    kv->type_v = type_v;
     kv->n_cells = n_cells;
     kv->n_kv_head = n_kv_head;
     kv->head_dim = head_dim;
-    unsigned char *zero = calloc(1, bytes);
+    unsigned char *zero = calloc(1, CS_MAX(bytes, bytes_v));
     assert_non_null(zero);
     kv->k = buf_new(bytes, zero);
-    kv->v = buf_new(bytes, zero);
+    kv->v = buf_new(bytes_v, zero);
     kv->cell_pos = buf_new((size_t)n_cells * 4, cell_pos);
     kv->cell_seq = buf_new((size_t)n_cells * 8, cell_seq);
     int32_t *idx = malloc((size_t)(n_cells ? n_cells : 1) * sizeof *idx);
@@ -412,9 +414,10 @@ static void kv_fill(struct kv_fixture *fx, uint32_t type, int n_cells, int n_kv_
     buf_read(kv->k, bytes, zero);
     for (int c = 0; c < n_cells; c++)
         assert_int_equal(cs_dequantize_row(type, zero + rb * c, fx->kdq + (size_t)c * row, row), 0);
-    buf_read(kv->v, bytes, zero);
+    buf_read(kv->v, bytes_v, zero);
     for (int c = 0; c < n_cells; c++)
-        assert_int_equal(cs_dequantize_row(type, zero + rb * c, fx->vdq + (size_t)c * row, row), 0);
+        assert_int_equal(cs_dequantize_row(type_v, zero + rbv * c, fx->vdq + (size_t)c * row, row),
+                         0);
     clReleaseMemObject(bk);
     clReleaseMemObject(bv);
     clReleaseMemObject(bi);
@@ -450,7 +453,7 @@ static void test_kv_store(void **state)
         memset(want, 0xA5, rb * n_cells);
         struct cs_kv_view kv = {
             type, type, n_cells, nkv, hd, buf_new(rb * n_cells, want), buf_new(rb * n_cells, want),
-            NULL, NULL};
+            NULL, NULL, NULL};
         cl_mem bk = buf_new((size_t)nt * row * 4, k), bv = buf_new((size_t)nt * row * 4, v);
         cl_mem bi = buf_new(sizeof cells, cells);
         double t0, t1;
@@ -523,6 +526,8 @@ struct att_case {
      * cells shared by both); 2 = like 0 with cells [n/3, n/2) empty (-1);
      * 3 = like 0 with tokens at positions 0..n_tokens-1. */
     int layout;
+    bool mixed;      /* V of type_v (else of type) */
+    uint32_t type_v;
 };
 
 /* Runs one case in family f; returns the normalized error against the
@@ -577,7 +582,7 @@ static double att_run(const struct att_case *ac, enum cs_kfamily f, struct tu_rn
         call[c] = ~0ull;
 
     struct kv_fixture fx;
-    kv_fill(&fx, ac->type, nc, nkv, hd, k, v, cpos, cseq);
+    kv_fill(&fx, ac->type, ac->mixed ? ac->type_v : ac->type, nc, nkv, hd, k, v, cpos, cseq);
     /* q and out sit at element offsets 7 and 5 of their buffers */
     const size_t q_off = 7, o_off = 5;
     float *qpad = rand_vec(r, q_off + qn, 100.0f);
@@ -615,8 +620,9 @@ static double att_run(const struct att_case *ac, enum cs_kfamily f, struct tu_rn
                          !ac->causal, scale, ref);
         *err_flip = norm_err(got, ref, qn, 1e-3);
     }
-    printf("# attention %s %s %s: %d tok x %d cells, %d/%d heads, hd %d: %.3f ms (err %.2e)\n",
-           fam_name(f), cs_type_name(ac->type), ac->name, nt, nc, nh, nkv, hd, t1 - t0, e);
+    printf("# attention %s %s/%s %s: %d tok x %d cells, %d/%d heads, hd %d: %.3f ms (err %.2e)\n",
+           fam_name(f), cs_type_name(ac->type), cs_type_name(ac->mixed ? ac->type_v : ac->type),
+           ac->name, nt, nc, nh, nkv, hd, t1 - t0, e);
     clReleaseMemObject(bq);
     clReleaseMemObject(bo);
     clReleaseMemObject(btp);
@@ -645,7 +651,7 @@ FAM_TEST(test_attention_decode)
     struct tu_rng r;
     tu_rng_seed(&r, 21);
     for (size_t i = 0; i < CS_ARRAY_LEN(cells); i++) {
-        struct att_case ac = {"decode", CS_TYPE_F32, 1, cells[i], 8, 2, 64, true, 0};
+        struct att_case ac = {"decode", CS_TYPE_F32, 1, cells[i], 8, 2, 64, true, 0, false, 0};
         assert_true(att_run(&ac, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     }
 }
@@ -654,17 +660,17 @@ FAM_TEST(test_attention_prefill)
 {
     struct tu_rng r;
     tu_rng_seed(&r, 22);
-    struct att_case a = {"prefill", CS_TYPE_F32, 19, 19, 8, 2, 64, true, 0};
+    struct att_case a = {"prefill", CS_TYPE_F32, 19, 19, 8, 2, 64, true, 0, false, 0};
     assert_true(att_run(&a, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
-    struct att_case b = {"prefill", CS_TYPE_F32, 70, 70, 4, 4, 16, true, 0};
+    struct att_case b = {"prefill", CS_TYPE_F32, 70, 70, 4, 4, 16, true, 0, false, 0};
     assert_true(att_run(&b, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     /* model-sized: 32 heads over 8 kv heads, head_dim 128 */
-    struct att_case d = {"prefill 7B-like", CS_TYPE_F32, 64, 64, 32, 8, 128, true, 0};
+    struct att_case d = {"prefill 7B-like", CS_TYPE_F32, 64, 64, 32, 8, 128, true, 0, false, 0};
     assert_true(att_run(&d, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
-    struct att_case e = {"decode 7B-like", CS_TYPE_F32, 1, 1024, 32, 8, 128, true, 0};
+    struct att_case e = {"decode 7B-like", CS_TYPE_F32, 1, 1024, 32, 8, 128, true, 0, false, 0};
     assert_true(att_run(&e, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     /* a continuation: 9 new tokens after 40 cached positions */
-    struct att_case c = {"prefill+cache", CS_TYPE_F32, 9, 49, 4, 1, 128, true, 0};
+    struct att_case c = {"prefill+cache", CS_TYPE_F32, 9, 49, 4, 1, 128, true, 0, false, 0};
     assert_true(att_run(&c, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
 }
 
@@ -673,11 +679,11 @@ FAM_TEST(test_attention_two_seqs)
     struct tu_rng r;
     tu_rng_seed(&r, 23);
     double nomask = 0.0;
-    struct att_case a = {"2 seqs", CS_TYPE_F32, 6, 50, 4, 2, 64, true, 1};
+    struct att_case a = {"2 seqs", CS_TYPE_F32, 6, 50, 4, 2, 64, true, 1, false, 0};
     assert_true(att_run(&a, f, &r, NULL, &nomask, NULL) <= ATT_BOUND);
     /* the sequence mask matters here: ignoring it changes the result */
     assert_true(nomask > 1e-2);
-    struct att_case b = {"2 seqs decode", CS_TYPE_F32, 2, 31, 2, 2, 64, true, 1};
+    struct att_case b = {"2 seqs decode", CS_TYPE_F32, 2, 31, 2, 2, 64, true, 1, false, 0};
     assert_true(att_run(&b, f, &r, NULL, &nomask, NULL) <= ATT_BOUND);
     assert_true(nomask > 1e-2);
 }
@@ -689,10 +695,10 @@ FAM_TEST(test_attention_noncausal)
     /* tokens at early positions see every cell: compare against the
      * non-causal reference, and check that causal masking would differ */
     double flip = 0.0;
-    struct att_case a = {"non-causal", CS_TYPE_F32, 5, 40, 4, 2, 64, false, 3};
+    struct att_case a = {"non-causal", CS_TYPE_F32, 5, 40, 4, 2, 64, false, 3, false, 0};
     assert_true(att_run(&a, f, &r, NULL, NULL, &flip) <= ATT_BOUND);
     assert_true(flip > 1e-2);
-    struct att_case b = {"non-causal empty", CS_TYPE_F32, 8, 33, 4, 4, 16, false, 2};
+    struct att_case b = {"non-causal empty", CS_TYPE_F32, 8, 33, 4, 4, 16, false, 2, false, 0};
     assert_true(att_run(&b, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
 }
 
@@ -704,14 +710,14 @@ FAM_TEST(test_attention_shapes)
     tu_rng_seed(&r, 25);
     for (size_t i = 0; i < CS_ARRAY_LEN(hds); i++)
         for (size_t j = 0; j < CS_ARRAY_LEN(ratios); j++) {
-            struct att_case a = {"shape", CS_TYPE_F32, 3, 21, 2 * ratios[j], 2, hds[i], true, 0};
+            struct att_case a = {"shape", CS_TYPE_F32, 3, 21, 2 * ratios[j], 2, hds[i], true, 0, false, 0};
             assert_true(att_run(&a, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
         }
     /* ratio 7 (qwen2-style 28/4): the CPU family splits it into chunks 4 + 3 */
-    struct att_case g = {"GQA 7", CS_TYPE_F32, 3, 37, 14, 2, 64, true, 0};
+    struct att_case g = {"GQA 7", CS_TYPE_F32, 3, 37, 14, 2, 64, true, 0, false, 0};
     assert_true(att_run(&g, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
     /* empty cells (pos -1) in the middle of a causal prefix */
-    struct att_case e = {"empty cells", CS_TYPE_F32, 4, 90, 4, 2, 64, true, 2};
+    struct att_case e = {"empty cells", CS_TYPE_F32, 4, 90, 4, 2, 64, true, 2, false, 0};
     assert_true(att_run(&e, f, &r, NULL, NULL, NULL) <= ATT_BOUND);
 }
 
@@ -722,9 +728,9 @@ FAM_TEST(test_attention_kv_types)
     for (size_t ti = 1; ti < CS_ARRAY_LEN(k_kv_types); ti++) {
         uint32_t type = k_kv_types[ti];
         double exact = 0.0;
-        struct att_case a = {"decode", type, 1, 130, 8, 2, 64, true, 2};
+        struct att_case a = {"decode", type, 1, 130, 8, 2, 64, true, 2, false, 0};
         assert_true(att_run(&a, f, &r, &exact, NULL, NULL) <= ATT_BOUND);
-        struct att_case b = {"prefill", type, 12, 12, 4, 4, 64, true, 0};
+        struct att_case b = {"prefill", type, 12, 12, 4, 4, 64, true, 0, false, 0};
         double exact2 = 0.0;
         assert_true(att_run(&b, f, &r, &exact2, NULL, NULL) <= ATT_BOUND);
         /* against unrounded f32 K/V: f16 within its rounding (2^-11
@@ -741,11 +747,290 @@ FAM_TEST(test_attention_kv_types)
     }
 }
 
+/* Against unrounded f32 K/V: the bound of test_attention_kv_types per type. */
+static double kv_type_bound(uint32_t t)
+{
+    return t == CS_TYPE_F32    ? ATT_BOUND
+           : t == CS_TYPE_F16  ? 4e-3
+           : t == CS_TYPE_BF16 ? 3e-2
+           : t == CS_TYPE_Q8_0 ? 6e-2
+                               : 0.5;
+}
+
+/* Every (K type, V type) pair: exact against the cache contents, and against
+ * the unrounded K/V within the looser bound of the two types. */
+FAM_TEST(test_attention_kv_pairs)
+{
+    struct tu_rng r;
+    tu_rng_seed(&r, 27);
+    for (size_t i = 0; i < CS_ARRAY_LEN(k_kv_types); i++)
+        for (size_t j = 0; j < CS_ARRAY_LEN(k_kv_types); j++) {
+            uint32_t tk = k_kv_types[i], tv = k_kv_types[j];
+            double exact = 0.0;
+            struct att_case a = {"pair", tk, 3, 70, 4, 2, 64, true, 2, true, tv};
+            assert_true(att_run(&a, f, &r, &exact, NULL, NULL) <= ATT_BOUND);
+            assert_true(exact <= fmax(kv_type_bound(tk), kv_type_bound(tv)));
+        }
+}
+
+/* Runs attention once over kv (its cells [0, n_used)) for nt query rows. */
+static void att_once(const struct cs_kv_view *kv, int n_used, const float *q, const int32_t *tpos,
+                     const int32_t *tseq, int nt, int nh, float *out)
+{
+    size_t qn = (size_t)nt * nh * kv->head_dim;
+    cl_mem bq = buf_new(qn * 4, q), bo = buf_new(qn * 4, NULL);
+    cl_mem bp = buf_new((size_t)nt * 4, tpos), bs = buf_new((size_t)nt * 4, tseq);
+    OP_OK(cs_op_attention(g_dev, kv, n_used, bq, 0, bo, 0, bp, bs, nt, nh, true, 0.125f, g_err,
+                          sizeof g_err));
+    buf_read(bo, qn * 4, out);
+    clReleaseMemObject(bq);
+    clReleaseMemObject(bo);
+    clReleaseMemObject(bp);
+    clReleaseMemObject(bs);
+}
+
+/* Batch invariance (cl/attention.cl): the output row of one query token is
+ * bit for bit the same alone, inside batches of other tokens and sequences
+ * (9 and 37 rows, at other indices); for the CPU family also in a cache
+ * where its sequence's cells sit at other, shuffled indices between other
+ * sequences' cells when attention visits cells in position order (cell_order). */
+FAM_TEST(test_attention_batch_invariant)
+{
+    static const uint32_t pairs[][2] = {
+        {CS_TYPE_F32, CS_TYPE_F32}, {CS_TYPE_F16, CS_TYPE_Q8_0}, {CS_TYPE_Q4_0, CS_TYPE_BF16}};
+    enum { NC = 160, NKV = 2, HDIM = 64, NHQ = 8, ROWE = NKV * HDIM, N0 = 40 };
+    struct tu_rng r;
+    tu_rng_seed(&r, 28);
+    for (size_t pi = 0; pi < CS_ARRAY_LEN(pairs); pi++) {
+        float *k = rand_vec(&r, (size_t)NC * ROWE, 1.0f), *v = rand_vec(&r, (size_t)NC * ROWE, 1.0f);
+        float *kb = rand_vec(&r, (size_t)NC * ROWE, 1.0f), *vb = rand_vec(&r, (size_t)NC * ROWE, 1.0f);
+        int32_t pa[NC], pb[NC], order[NC];
+        uint64_t sa[NC], sb[NC];
+        /* cache A: sequence 0 at cells 0..N0-1 (positions 0..N0-1), then
+         * sequences 1 and 2 alternating; cache B: sequence 0's rows at
+         * cells 3 * ((7 i) % N0) + 5 (shuffled), the others elsewhere */
+        for (int c = 0; c < NC; c++) {
+            pa[c] = c < N0 ? c : (c - N0) / 2;
+            sa[c] = c < N0 ? 1 : 1ull << (1 + c % 2);
+            pb[c] = c / 2;
+            sb[c] = 1ull << (1 + c % 2);
+        }
+        for (int i = 0; i < N0; i++) {
+            int c = 3 * ((7 * i) % N0) + 5;
+            pb[c] = i;
+            sb[c] = 1;
+            memcpy(kb + (size_t)c * ROWE, k + (size_t)i * ROWE, ROWE * sizeof *k);
+            memcpy(vb + (size_t)c * ROWE, v + (size_t)i * ROWE, ROWE * sizeof *v);
+        }
+        for (int c = 0; c < NC; c++) /* cells by (position, cell): insertion sort */
+        {
+            int j = c;
+            while (j > 0 && pb[order[j - 1]] > pb[c])
+            {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = c;
+        }
+        struct kv_fixture fa, fb;
+        kv_fill(&fa, pairs[pi][0], pairs[pi][1], NC, NKV, HDIM, k, v, pa, sa);
+        kv_fill(&fb, pairs[pi][0], pairs[pi][1], NC, NKV, HDIM, kb, vb, pb, sb);
+        cl_mem ord = buf_new(sizeof order, order);
+        fb.kv.cell_order = ord;
+
+        float *q = rand_vec(&r, (size_t)37 * NHQ * HDIM, 1.0f);
+        int32_t tp[37], ts[37];
+        for (int t = 0; t < 37; t++) {
+            ts[t] = t % 3;
+            tp[t] = (int32_t)(tu_rng_u64(&r) % N0);
+        }
+        const size_t xr = (size_t)NHQ * HDIM; /* one token's output row */
+        float *alone = malloc(xr * 4), *out = malloc(37 * xr * 4), *xq = malloc(xr * 4);
+        assert_true(alone && out && xq);
+        memcpy(xq, q + 4 * xr, xr * 4); /* the token X: sequence 0, position N0 - 1 */
+        int32_t xp = N0 - 1, xs = 0;
+        att_once(&fa.kv, NC, xq, &xp, &xs, 1, NHQ, alone);
+        static const int at[] = {4, 30}, nts[] = {9, 37};
+        for (int b = 0; b < 2; b++) {
+            float *qq = malloc(nts[b] * xr * 4);
+            assert_non_null(qq);
+            memcpy(qq, q, nts[b] * xr * 4);
+            memcpy(qq + at[b] * xr, xq, xr * 4);
+            int32_t tpp[37], tss[37];
+            memcpy(tpp, tp, sizeof tp);
+            memcpy(tss, ts, sizeof ts);
+            tpp[at[b]] = xp;
+            tss[at[b]] = xs;
+            att_once(&fa.kv, NC, qq, tpp, tss, nts[b], NHQ, out);
+            assert_memory_equal(out + at[b] * xr, alone, xr * 4);
+            free(qq);
+        }
+        /* fewer cells read (n_cells_used = N0 + 3): the same */
+        att_once(&fa.kv, N0 + 3, xq, &xp, &xs, 1, NHQ, out);
+        assert_memory_equal(out, alone, xr * 4);
+        /* the shuffled layout, visited in position order, in a batch of 5 */
+        memcpy(out, q, 5 * xr * 4);
+        memcpy(out + 2 * xr, xq, xr * 4);
+        float *o5 = malloc(5 * xr * 4);
+        assert_non_null(o5);
+        int32_t tp5[5] = {3, 9, xp, 0, 17}, ts5[5] = {1, 2, xs, 0, 1};
+        att_once(&fb.kv, NC, out, tp5, ts5, 5, NHQ, o5);
+        float *alone_b = malloc(xr * 4);
+        assert_non_null(alone_b);
+        att_once(&fb.kv, NC, xq, &xp, &xs, 1, NHQ, alone_b);
+        assert_memory_equal(o5 + 2 * xr, alone_b, xr * 4);
+        /* the CPU family folds visible cells one by one in visiting order:
+         * the same as in cache A; the GPU family folds fixed chunks of
+         * visiting-order entries, which other sequences' cells interleave */
+        if (f == CS_KFAMILY_CPU)
+            assert_memory_equal(alone_b, alone, xr * 4);
+        free(alone_b);
+        /* without the order the sum runs in another order (not asserted) */
+        fb.kv.cell_order = NULL;
+        att_once(&fb.kv, NC, xq, &xp, &xs, 1, NHQ, out);
+        printf("# attention %s %s/%s batch-invariant; shuffled cells without cell_order %s\n",
+               fam_name(f), cs_type_name(pairs[pi][0]), cs_type_name(pairs[pi][1]),
+               memcmp(out, alone, xr * 4) ? "differ" : "equal");
+        clReleaseMemObject(ord);
+        kv_free(&fa);
+        kv_free(&fb);
+        free(o5);
+        free(alone);
+        free(out);
+        free(xq);
+        free(q);
+        free(k);
+        free(v);
+        free(kb);
+        free(vb);
+    }
+}
+
+/* Plain-C reference of cs_op_kv_shift on one cache row of type t (n_kv_head
+ * heads of head_dim): dequantize, RoPE by delta (cs_ref_rope), requantize. */
+static void ref_kv_shift(uint32_t t, unsigned char *row, int n_kv_head, int head_dim, int32_t delta,
+                         const struct cs_rope_params *p)
+{
+    int n = n_kv_head * head_dim;
+    float *x = malloc((size_t)n * sizeof *x);
+    assert_non_null(x);
+    assert_int_equal(cs_dequantize_row(t, row, x, n), 0);
+    cs_ref_rope(x, &delta, 1, n_kv_head, head_dim, p->n_rot, p->neox, p->freq_base, p->freq_scale);
+    assert_int_equal(cs_quantize_row(t, x, row, n), 0);
+    free(x);
+}
+
+/* cs_op_kv_shift for every K type against the reference: listed cells
+ * within one rounding (f16/bf16: one unit in the last place; q8_0/q4_0: one
+ * quantization step), the rest of the cache and V untouched. */
+static void test_kv_shift(void **state)
+{
+    (void)state;
+    NEED_DEV();
+    struct shift_case {
+        int nkv, hd;
+        struct cs_rope_params p;
+        int32_t delta;
+    } cases[] = {
+        {2, 64, {64, false, 10000.0f, 1.0f}, 7},
+        {1, 128, {64, true, 1000000.0f, 0.5f}, -13}, /* partial rotary */
+        {3, 32, {32, true, 10000.0f, 1.0f}, 1000},
+    };
+    const int n_cells = 20;
+    const int32_t list[] = {3, 17, 0, -1, 9, 25}; /* -1, 25: skipped */
+    struct tu_rng r;
+    tu_rng_seed(&r, 29);
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(k_kv_types); ti++) {
+        uint32_t t = k_kv_types[ti];
+        double emax = 0.0;
+        for (size_t ci = 0; ci < CS_ARRAY_LEN(cases); ci++) {
+            const struct shift_case *sc = &cases[ci];
+            int row = sc->nkv * sc->hd;
+            size_t rb = row_bytes(t, (size_t)row);
+            float *x = rand_vec(&r, (size_t)n_cells * row, 2.0f);
+            unsigned char *img = malloc(rb * n_cells), *want = malloc(rb * n_cells),
+                          *got = malloc(rb * n_cells), *vimg = malloc(rb * n_cells);
+            assert_true(img && want && got && vimg);
+            for (int c = 0; c < n_cells; c++)
+                assert_int_equal(cs_quantize_row(t, x + (size_t)c * row, img + rb * c, row), 0);
+            memset(vimg, 0x5A, rb * n_cells);
+            struct cs_kv_view kv = {t,    CS_TYPE_F32, n_cells, sc->nkv, sc->hd, buf_new(rb * n_cells, img),
+                                    NULL, NULL,        NULL,    NULL};
+            kv.type_v = t;
+            kv.v = buf_new(rb * n_cells, vimg);
+            cl_mem bl = buf_new(sizeof list, list);
+            double t0, t1;
+            t0 = now_ms();
+            OP_OK(cs_op_kv_shift(g_dev, &kv, bl, (int)CS_ARRAY_LEN(list), sc->delta, &sc->p, g_err,
+                                 sizeof g_err));
+            finish();
+            t1 = now_ms();
+            buf_read(kv.k, rb * n_cells, got);
+            memcpy(want, img, rb * n_cells);
+            for (size_t i = 0; i < CS_ARRAY_LEN(list); i++)
+                if (list[i] >= 0 && list[i] < n_cells)
+                    ref_kv_shift(t, want + rb * list[i], sc->nkv, sc->hd, sc->delta, &sc->p);
+            float *a = malloc((size_t)row * sizeof *a), *b = malloc((size_t)row * sizeof *b);
+            assert_true(a && b);
+            for (int c = 0; c < n_cells; c++) {
+                bool listed = false;
+                for (size_t i = 0; i < CS_ARRAY_LEN(list); i++)
+                    listed = listed || list[i] == c;
+                if (!listed) {
+                    assert_memory_equal(got + rb * c, img + rb * c, rb);
+                    continue;
+                }
+                assert_memory_not_equal(got + rb * c, img + rb * c, rb);
+                cs_dequantize_row(t, got + rb * c, a, row);
+                cs_dequantize_row(t, want + rb * c, b, row);
+                float rmax = 0.0f;
+                for (int j = 0; j < row; j++)
+                    rmax = fmaxf(rmax, fabsf(b[j]));
+                for (int j = 0; j < row; j++) {
+                    float tol;
+                    if (t == CS_TYPE_F32)
+                        tol = 1e-5f * rmax;
+                    else if (t == CS_TYPE_F16)
+                        tol = fabsf(b[j]) * 0x1p-10f + 1e-5f * rmax;
+                    else if (t == CS_TYPE_BF16)
+                        tol = fabsf(b[j]) * 0x1p-7f + 1e-5f * rmax;
+                    else {
+                        int j0 = j / 32 * 32;
+                        float bmax = 0.0f;
+                        for (int jj = j0; jj < j0 + 32; jj++)
+                            bmax = fmaxf(bmax, fabsf(b[jj]));
+                        tol = bmax / (t == CS_TYPE_Q8_0 ? 127.0f : 7.0f) * 1.01f + 1e-5f * rmax;
+                    }
+                    if (!(fabsf(a[j] - b[j]) <= tol))
+                        fail_msg("kv_shift %s case %zu cell %d elem %d: %g vs %g", cs_type_name(t),
+                                 ci, c, j, a[j], b[j]);
+                    emax = fmax(emax, fabs(a[j] - b[j]) / rmax);
+                }
+            }
+            buf_read(kv.v, rb * n_cells, got);
+            assert_memory_equal(got, vimg, rb * n_cells);
+            printf("# kv_shift %s %d x %d, n_rot %d%s, delta %d: %.3f ms\n", cs_type_name(t),
+                   sc->nkv, sc->hd, sc->p.n_rot, sc->p.neox ? " neox" : "", sc->delta, t1 - t0);
+            clReleaseMemObject(kv.k);
+            clReleaseMemObject(kv.v);
+            clReleaseMemObject(bl);
+            free(a);
+            free(b);
+            free(x);
+            free(img);
+            free(want);
+            free(got);
+            free(vimg);
+        }
+        printf("# kv_shift %s: max err vs reference %.2e of the row maximum\n", cs_type_name(t), emax);
+    }
+}
+
 static void test_bad_args(void **state)
 {
     (void)state;
     NEED_DEV();
-    struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL};
+    struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL, NULL};
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     assert_non_null(strstr(g_err, "head_dim 16"));
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_K, 64, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
@@ -776,6 +1061,9 @@ int main(void)
         cmocka_unit_test(test_attention_noncausal),
         cmocka_unit_test(test_attention_shapes),
         cmocka_unit_test(test_attention_kv_types),
+        cmocka_unit_test(test_attention_kv_pairs),
+        cmocka_unit_test(test_attention_batch_invariant),
+        cmocka_unit_test(test_kv_shift),
         cmocka_unit_test(test_bad_args),
     };
     return cmocka_run_group_tests_name("kernels-ops", tests, setup, teardown);

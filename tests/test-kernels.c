@@ -573,6 +573,133 @@ static void test_rope_qk_gpu(void **s)
     rope_qk_family(CS_KFAMILY_GPU);
 }
 
+/* cs_op_matmul_qkv == three cs_op_matmul, bitwise (fused on the CPU family
+ * for a mat-vec; odd row counts exercise the two-rows-per-item tail) */
+static void qkv_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_Q8_0, CS_TYPE_Q4_1, CS_TYPE_Q5_K};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti];
+        const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16;
+        const uint32_t n_in = flt ? 100 : 256, no[3] = {96, 37, 37};
+        struct cs_weight w[3];
+        unsigned char *wh[3];
+        for (int i = 0; i < 3; i++) {
+            uint64_t wb;
+            wh[i] = random_weight(type, n_in, no[i], 8500 + 10 * type + i, &wb);
+            assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
+        }
+        for (uint32_t nc = 1; nc <= 5; nc += 4) {
+            float *x = random_floats((size_t)nc * n_in, 8600 + type);
+            cl_mem xb = dev_buf(d, (size_t)nc * n_in * 4, x);
+            const size_t off[3] = {1, 2, 3};
+            cl_mem o1[3], o2[3];
+            for (int i = 0; i < 3; i++) {
+                o1[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                o2[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                assert_int_equal(cs_op_matmul(d, &w[i], xb, 0, o1[i], off[i], nc, err, sizeof err), CLSPEC_OK);
+            }
+            assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o2[0], off[0], o2[1], off[1], o2[2],
+                                              off[2], nc, err, sizeof err), CLSPEC_OK);
+            for (int i = 0; i < 3; i++) {
+                const size_t n = (size_t)nc * no[i];
+                float *a = malloc(n * 4), *b = malloc(n * 4), *ref = malloc(n * 4);
+                assert_non_null(a);
+                assert_non_null(b);
+                assert_non_null(ref);
+                read_buf(d, o1[i], off[i] * 4, n * 4, a);
+                read_buf(d, o2[i], off[i] * 4, n * 4, b);
+                assert_memory_equal(a, b, n * 4);
+                assert_int_equal(cs_ref_matmul(type, wh[i], n_in, no[i], x, nc, ref, err, sizeof err), CLSPEC_OK);
+                assert_true(norm_err(b, ref, n) <= 1e-4);
+                free(a);
+                free(b);
+                free(ref);
+                clReleaseMemObject(o1[i]);
+                clReleaseMemObject(o2[i]);
+            }
+            clReleaseMemObject(xb);
+            free(x);
+        }
+        for (int i = 0; i < 3; i++) {
+            cs_weight_free(&w[i]);
+            free(wh[i]);
+        }
+    }
+}
+
+static void test_matmul_qkv_cpu(void **s)
+{
+    (void)s;
+    qkv_family(CS_KFAMILY_CPU);
+}
+
+static void test_matmul_qkv_gpu(void **s)
+{
+    (void)s;
+    qkv_family(CS_KFAMILY_GPU);
+}
+
+/* cs_op_add_rmsnorm == cs_op_add then cs_op_rmsnorm, bitwise (x and y) */
+static void add_rmsnorm_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const int shapes[][2] = {{1, 768}, {3, 77}, {5, 2048}};
+    for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
+        const int nr = shapes[si][0], nc = shapes[si][1];
+        const size_t n = (size_t)nr * nc, xo = 3, bo = 6, yo = 1;
+        float *x = random_floats(xo + n, 71 + si), *b = random_floats(bo + n, 81 + si), *w = random_floats(nc, 91);
+        cl_mem x1 = dev_buf(d, (xo + n) * 4, x), x2 = dev_buf(d, (xo + n) * 4, x), bb = dev_buf(d, (bo + n) * 4, b);
+        cl_mem wb = dev_buf(d, (size_t)nc * 4, w), y1 = dev_buf(d, (yo + n) * 4, NULL), y2 = dev_buf(d, (yo + n) * 4, NULL);
+        for (int has_w = 0; has_w <= 1; has_w++) {
+            assert_int_equal(cs_op_add(d, x1, xo, bb, bo, x1, xo, n, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_rmsnorm(d, x1, xo, has_w ? wb : NULL, y1, yo, nr, nc, 1e-5f, err, sizeof err),
+                             CLSPEC_OK);
+            assert_int_equal(cs_op_add_rmsnorm(d, x2, xo, bb, bo, has_w ? wb : NULL, y2, yo, nr, nc, 1e-5f, err,
+                                               sizeof err), CLSPEC_OK);
+            float *a1 = malloc(2 * n * 4), *a2 = malloc(2 * n * 4);
+            assert_non_null(a1);
+            assert_non_null(a2);
+            read_buf(d, x1, xo * 4, n * 4, a1);
+            read_buf(d, y1, yo * 4, n * 4, a1 + n);
+            read_buf(d, x2, xo * 4, n * 4, a2);
+            read_buf(d, y2, yo * 4, n * 4, a2 + n);
+            assert_memory_equal(a1, a2, 2 * n * 4);
+            assert_true(a1[0] == x[xo] + b[bo] || has_w); /* the first pass added b */
+            free(a1);
+            free(a2);
+        }
+        clReleaseMemObject(x1);
+        clReleaseMemObject(x2);
+        clReleaseMemObject(bb);
+        clReleaseMemObject(wb);
+        clReleaseMemObject(y1);
+        clReleaseMemObject(y2);
+        free(x);
+        free(b);
+        free(w);
+    }
+}
+
+static void test_add_rmsnorm_cpu(void **s)
+{
+    (void)s;
+    add_rmsnorm_family(CS_KFAMILY_CPU);
+}
+
+static void test_add_rmsnorm_gpu(void **s)
+{
+    (void)s;
+    add_rmsnorm_family(CS_KFAMILY_GPU);
+}
+
 /* ---- get_rows ---- */
 
 static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const unsigned char *wh,
@@ -849,6 +976,16 @@ static void kbench_family(enum cs_kfamily fam)
                     clReleaseMemObject(yy);
                 }
             }
+            if (types[ti] == CS_TYPE_Q8_0 && sh.n_out == (uint32_t)V) { /* the GGUF layout (34-byte blocks) */
+                struct cs_weight wg;
+                unsigned char *wh2 = random_weight(types[ti], sh.n_in, sh.n_out, 11, &wb);
+                assert_int_equal(cs_weight_upload_parts(d, types[ti], sh.n_in, sh.n_out, wh2, 0, false, &wg, err,
+                                                        sizeof err), CLSPEC_OK);
+                free(wh2);
+                snprintf(label, sizeof label, "mv q8_0 (gguf layout) %ux%u", sh.n_in, sh.n_out);
+                KB_TIME(label, cs_op_matmul(d, &wg, x, 0, out, 0, 1, err, sizeof err));
+                cs_weight_free(&wg);
+            }
             cs_weight_free(&w);
         }
     const struct cs_rope_params rp = {.n_rot = D, .neox = false, .freq_base = 10000.0f, .freq_scale = 1.0f};
@@ -957,6 +1094,10 @@ int main(void)
         cmocka_unit_test(test_matmul_swiglu_gpu),
         cmocka_unit_test(test_rope_qk_cpu),
         cmocka_unit_test(test_rope_qk_gpu),
+        cmocka_unit_test(test_matmul_qkv_cpu),
+        cmocka_unit_test(test_matmul_qkv_gpu),
+        cmocka_unit_test(test_add_rmsnorm_cpu),
+        cmocka_unit_test(test_add_rmsnorm_gpu),
         cmocka_unit_test(test_get_rows_cpu),
         cmocka_unit_test(test_get_rows_gpu),
         cmocka_unit_test(test_split_cpu),

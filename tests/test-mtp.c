@@ -30,6 +30,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "gguf_write.h"
 #include "quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
@@ -575,6 +576,13 @@ static void test_lossless_f16_p4_bf16_head(void **state)
     lossless(CS_TYPE_F16, 4, "type_k", "bf16");
 }
 
+/* head n_batch 2: four slots' first steps do not fit one head decode */
+static void test_lossless_f32_p4_small_batch(void **state)
+{
+    (void)state;
+    lossless(CS_TYPE_F32, 4, "n_batch", "2");
+}
+
 /* p_min: the head stops a chain at a token it gives less than p_min */
 static void test_lossless_pmin(void **state)
 {
@@ -719,6 +727,92 @@ static void test_devices(void **state)
     }
 }
 
+/* A sidecar head with seeded random weights for models/synthetic/synth-256-F16.gguf
+ * (head_dim 32, so quantized KV caches work): eh_proj passes the hidden half
+ * through, so the head mostly proposes the target's own next token again. */
+static char *write_synth_head(void)
+{
+    char *path = tu_tmp_path(".gguf");
+    struct cs_gguf_writer *w = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_gguf_writer_new(path, &w, err, sizeof err), 0);
+    const uint32_t E = 256, F = 768, Q = 256, KV = 128;
+    assert_int_equal(cs_gguf_add_str(w, "general.architecture", "llama", err, sizeof err), 0);
+    const char *k32[] = {"llama.context_length", "llama.embedding_length", "llama.block_count",
+                         "llama.nextn_predict_layers", "llama.feed_forward_length", "llama.attention.head_count",
+                         "llama.attention.head_count_kv", "llama.rope.dimension_count", "llama.vocab_size"};
+    const uint32_t v32[] = {4096, E, 5, 1, F, 8, 4, 32, 2048};
+    for (size_t i = 0; i < 9; i++)
+        assert_int_equal(cs_gguf_add_u32(w, k32[i], v32[i], err, sizeof err), 0);
+    assert_int_equal(cs_gguf_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f, err, sizeof err), 0);
+    static const char *names[] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate",
+                                  "ffn_up", "ffn_down", "nextn.eh_proj", "nextn.enorm", "nextn.hnorm",
+                                  "nextn.shared_head_norm"};
+    const uint64_t sh[13][2] = {{E, 1}, {E, Q}, {E, KV}, {E, KV}, {Q, E}, {E, 1}, {E, F},
+                                {E, F}, {F, E}, {2 * E, E}, {E, 1}, {E, 1}, {E, 1}};
+    static float *data[13];
+    struct tu_rng r;
+    tu_rng_seed(&r, 77);
+    for (int i = 0; i < 13; i++) {
+        size_t n = (size_t)(sh[i][0] * sh[i][1]);
+        data[i] = malloc(n * sizeof(float));
+        for (size_t j = 0; j < n; j++)
+            data[i][j] = sh[i][1] == 1 ? 1.0f : 0.02f * tu_rng_normal(&r);
+        if (i == 9) /* eh_proj: [0 I] */
+            for (uint32_t o = 0; o < E; o++)
+                for (uint32_t c = 0; c < 2 * E; c++)
+                    data[i][(size_t)o * 2 * E + c] = c == E + o ? 1.0f : 0.0f;
+        char n_[96];
+        snprintf(n_, sizeof n_, "blk.4.%s.weight", names[i]);
+        uint64_t ne[2] = {sh[i][0], sh[i][1]};
+        assert_int_equal(cs_gguf_add_tensor(w, n_, sh[i][1] == 1 ? 1 : 2, ne, CS_TYPE_F32, data[i], NULL, NULL, err,
+                                            sizeof err),
+                         0);
+    }
+    if (cs_gguf_writer_finish(w, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    cs_gguf_writer_free(w);
+    for (int i = 0; i < 13; i++)
+        free(data[i]);
+    return path;
+}
+
+/* Quantized KV (target and head, q8_0 and q4_0) on a synthetic target with
+ * head_dim 32 and a generated sidecar head (no output of its own: the
+ * target's, through CLSPEC_MODEL_TARGET_TENSORS): lossless at parallel 1 and 3. */
+static void test_quantized_kv(void **state)
+{
+    (void)state;
+    g_pmin = 0;
+    char *head = write_synth_head();
+    static const uint32_t types[2] = {CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    for (int t = 0; t < 2; t++)
+        for (int par = 1; par <= 3; par += 2) {
+            struct cs_engine *e = engine_open("models/synthetic/synth-256-F16.gguf", 512, 4, types[t], 64);
+            char err[CLSPEC_ERRLEN];
+            struct cs_plugin_kv kv[] = {{"model", head}, {"type_k", cs_type_name(types[t])},
+                                        {"type_v", cs_type_name(types[t])}};
+            struct cs_plugin_params pp = {.type = "mtp", .kv = kv, .n_kv = 3, .engine = e, .n_slots = 4};
+            struct cs_plugin *pl = NULL;
+            if (cs_plugin_load(&pp, &pl, err, sizeof err) != 0)
+                fail_msg("mtp: %s", err);
+            static struct gen_out base, o;
+            gen(e, NULL, par, 0, &base);
+            gen(e, pl, par, 0, &o);
+            for (int s = 0; s < par; s++) {
+                assert_int_equal(o.n[s], base.n[s]);
+                assert_memory_equal(o.tok[s], base.tok[s], (size_t)base.n[s] * 4);
+            }
+            print_message("synth-256 kv %s parallel %d: drafted %d accepted %d\n", cs_type_name(types[t]), par,
+                          (int)o.st.n_drafted, (int)o.st.n_accepted);
+            assert_true(o.st.n_drafted > 0);
+            cs_plugin_free(pl);
+            cs_engine_free(e);
+        }
+    remove(head);
+    free(head);
+}
+
 /* Refusals at start-up, each with its reason. */
 static void test_refusals(void **state)
 {
@@ -772,8 +866,10 @@ int main(void)
         cmocka_unit_test(test_lossless_f32_p4),
         cmocka_unit_test(test_lossless_f16_p1),
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
+        cmocka_unit_test(test_lossless_f32_p4_small_batch),
         cmocka_unit_test(test_lossless_pmin),
         cmocka_unit_test(test_kv_full),
+        cmocka_unit_test(test_quantized_kv),
         cmocka_unit_test(test_acceptance),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_devices),

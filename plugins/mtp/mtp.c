@@ -403,7 +403,13 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
     int32_t sl[64], n_sl = 0, rows = 0;
     int32_t kk[64];
     char e2[500];
-    for (int32_t s = 0; s < p->n_slots && n_sl < 64; s++) {
+    /* s0 first: its staged entries may need a flush, which uses the staging arrays (rows is still 0) */
+    for (int32_t it = -1; it < p->n_slots && n_sl < 64; it++) {
+        int32_t s = it < 0 ? s0 : it;
+        if (it >= 0 && s == s0)
+            continue;
+        if (s < 0)
+            continue;
         struct mslot *ms = &p->slots[s];
         if (!ready(ms))
             continue;
@@ -578,6 +584,12 @@ static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int
             first = i;
     }
     int rc = first < 0 ? 0 : draft_all(p, reqs[first].slot, p->slots[reqs[first].slot].want, p_min, err, errlen);
+    /* slots that did not fit that decode (n_batch rows): another round for each */
+    for (int32_t i = first + 1; rc == 0 && first >= 0 && i < n; i++) {
+        struct mslot *ms = &p->slots[reqs[i].slot];
+        if (ms->cache_n != reqs[i].n_hist && ready(ms))
+            rc = draft_all(p, reqs[i].slot, ms->want, p_min, err, errlen);
+    }
     for (int32_t i = 0; i < n; i++)
         p->slots[reqs[i].slot].k_req = 0;
     for (int32_t i = 0; rc == 0 && i < n; i++) {

@@ -303,3 +303,44 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     const size_t g[1] = {nr}, l[1] = {CPU_LOCAL};
     return cs_cl_run(d, k, name, 1, g, l, err, errlen);
 }
+
+int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                     const struct cs_weight *wv, cl_mem x, size_t x_off, cl_mem q, size_t q_off, cl_mem k,
+                     size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err, size_t errlen)
+{
+    if (!wq || !wk || !wv || !wq->n_parts || !wk->n_parts || !wv->n_parts || !kname(wq->type))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_qkv: weight not uploaded");
+    const bool same = wq->type == wk->type && wq->type == wv->type && wq->layout == wk->layout &&
+                      wq->layout == wv->layout && wq->n_in == wk->n_in && wq->n_in == wv->n_in &&
+                      wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
+    const bool fused = same && n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wq->n_parts == 1 &&
+                       wk->n_parts == 1 && wv->n_parts == 1;
+    if (!fused) {
+        int rc = cs_op_matmul(d, wq, x, x_off, q, q_off, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul(d, wk, x, x_off, k, k_off, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul(d, wv, x, x_off, v, v_off, n_cols, err, errlen);
+        return rc;
+    }
+    if (!fits_u32(x_off + wq->n_in) || !fits_u32(q_off + wq->n_out) || !fits_u32(k_off + wk->n_out) ||
+        !fits_u32(v_off + wv->n_out))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
+    char name[32];
+    snprintf(name, sizeof name, "mv3_%s", wname(wq));
+    cl_kernel kk;
+    int rc = cs_cl_kernel(d, "matmul", NULL, name, &kk, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
+                  xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4,
+                         sizeof(cl_mem), 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
+    const void *vals[] = {&wq->parts[0].buf, &wk->parts[0].buf, &wv->parts[0].buf, &rb, &n_in, &nq, &nk, &nv, &x, &xo,
+                          &q, &qo, &k, &ko, &v, &vo};
+    rc = set_args(kk, name, err, errlen, 16, sz, vals);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const size_t g[1] = {(size_t)(nq + 1) / 2 + (nk + 1) / 2 + (nv + 1) / 2}, l[1] = {CPU_LOCAL};
+    return cs_cl_run(d, kk, name, 1, g, l, err, errlen);
+}

@@ -81,4 +81,13 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
                         size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
                         size_t errlen);
 
+/* The Q, K and V projections of a layer: cs_op_matmul of x with wq into q,
+ * wk into k and wv into v (each at its offset, columns of its own n_out). One
+ * launch for a mat-vec on the CPU family when the three weights have the same
+ * type, layout and n_in and one part each; three cs_op_matmul otherwise.
+ * Bitwise the same either way. Enqueues only. */
+int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                     const struct cs_weight *wv, cl_mem x, size_t x_off, cl_mem q, size_t q_off, cl_mem k,
+                     size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err, size_t errlen);
+
 #endif

@@ -149,9 +149,9 @@ static int rope_launch(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem x2, s
         return rc;
     cl_uint xo = (cl_uint)x_off, x2o = (cl_uint)x2_off;
     cl_int neox = p->neox, n_rot = p->n_rot, nh2 = n_head2;
-    float base = p->freq_base, fs = p->freq_scale;
+    float ts = powf(p->freq_base, -2.0f / (float)p->n_rot), fs = p->freq_scale; /* as ggml's rope */
     const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head), KA(head_dim), KA(n_rot),
-                             KA(neox),     KA(base),  KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
+                             KA(neox),     KA(ts),    KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
     return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
                   (size_t)n_tokens * (size_t)(n_rot / 2), elt_local(d), err, errlen);
 }
@@ -290,11 +290,13 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
              (unsigned)kv->type_k, (unsigned)kv->type_v);
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
-    cl_int n_kv = kv->n_kv_head, caus = causal;
+    cl_int n_kv = kv->n_kv_head, caus = causal, use_order = kv->cell_order != NULL;
+    cl_mem order = use_order ? kv->cell_order : kv->cell_pos; /* unread when unused */
     const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),
                              KA(kv->k),     KA(kv->v),        KA(kv->cell_pos), KA(kv->cell_seq),
-                             KA(token_pos), KA(token_seq),    KA(n_tokens),     KA(n_head),
-                             KA(n_kv),      KA(n_cells_used), KA(caus),         KA(scale)};
+                             KA(order),     KA(use_order),    KA(token_pos),    KA(token_seq),
+                             KA(n_tokens),  KA(n_head),       KA(n_kv),         KA(n_cells_used),
+                             KA(caus),      KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
     if (d->info.family == CS_KFAMILY_CPU) {
         int group = n_head / kv->n_kv_head;
@@ -356,4 +358,29 @@ int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t 
     if (n_head_kv <= 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "rope_qk: n_head_kv %d", n_head_kv);
     return rope_launch(d, q, q_off, k, k_off, pos, n_tokens, n_head, n_head_kv, head_dim, p, err, errlen);
+}
+
+int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, size_t b_off, cl_mem w, cl_mem y,
+                      size_t y_off, int n_rows, int n_cols, float eps, char *err, size_t errlen)
+{
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("add_rmsnorm", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("add_rmsnorm", x_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("add_rmsnorm", b_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("add_rmsnorm", y_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, bo = (cl_uint)b_off, yo = (cl_uint)y_off;
+    cl_int has_w = w != NULL;
+    cl_mem wm = w ? w : x;
+    const struct karg a[] = {KA(x), KA(xo), KA(b), KA(bo), KA(wm), KA(has_w), KA(y), KA(yo), KA(n_rows), KA(n_cols),
+                             KA(eps)};
+    if (d->info.family == CS_KFAMILY_CPU)
+        return launch(d, "norm", NULL, "add_rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows, cpu_local(d), err,
+                      errlen);
+    size_t ls = norm_local(d);
+    return launch(d, "norm", NULL, "add_rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
 }

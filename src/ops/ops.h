@@ -22,7 +22,7 @@ int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem 
 struct cs_rope_params {
     int n_rot;        /* rotated dims per head, even, <= head_dim */
     bool neox;        /* pairs (i, i + n_rot/2) instead of (2i, 2i+1) */
-    float freq_base;  /* base of theta_i = pos * freq_scale * base^(-2i/n_rot) */
+    float freq_base;  /* theta_i = freq_scale * pos * base^(-2i/n_rot) (the power as ggml: repeated products) */
     float freq_scale; /* linear position scaling (1 = none) */
 };
 
@@ -62,6 +62,9 @@ struct cs_kv_view {
     int head_dim;  /* multiple of 4 */
     cl_mem k, v;
     cl_mem cell_pos, cell_seq;
+    cl_mem cell_order; /* int32 (n_cells), a permutation of the cells: the order attention
+                        * visits them in (cs_kv: sorted by position, so a token's result does
+                        * not depend on where its cells sit); NULL: 0..n_cells-1 */
 };
 
 /* CLSPEC_OK if the KV cache can hold type with this head_dim, else
@@ -77,9 +80,13 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
 
 /* Attention of the batch. q, out: (n_tokens, n_head, head_dim) f32 (must not
  * alias); token_pos, token_seq: int32 (n_tokens), seq in 0..63. Reads cells
- * [0, n_cells_used) of kv; visibility (see cl/attention.cl): same sequence
- * bit and (causal ? 0 <= cell_pos <= token_pos : cell_pos >= 0). scores are
- * q.k * scale (normally 1/sqrt(head_dim)); n_head % kv->n_kv_head == 0. */
+ * [0, n_cells_used) of kv (entries [0, n_cells_used) of kv->cell_order when
+ * set); visibility (see cl/attention.cl): same sequence bit and (causal ?
+ * 0 <= cell_pos <= token_pos : cell_pos >= 0). scores are q.k * scale
+ * (normally 1/sqrt(head_dim)); n_head % kv->n_kv_head == 0. Batch-invariant
+ * in both families: a token's output row is bit for bit the same whatever
+ * the other rows of the batch and n_tokens, and depends on the cells only
+ * through its visible ones in visiting order. */
 int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cells_used, cl_mem q,
                     size_t q_off, cl_mem out, size_t out_off, cl_mem token_pos, cl_mem token_seq,
                     int n_tokens, int n_head, bool causal, float scale, char *err, size_t errlen);
@@ -108,5 +115,12 @@ int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t
  * as two cs_op_rope calls. q and k must not overlap. */
 int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
                   int n_head, int n_head_kv, int head_dim, const struct cs_rope_params *p, char *err, size_t errlen);
+
+/* The residual add and the next RMSNorm in one launch: x += b, then y =
+ * rmsnorm(x) (* w), rows (n_rows, n_cols); bitwise the same as cs_op_add then
+ * cs_op_rmsnorm. y may equal b (same offset: every element of b is read
+ * before the element of y it becomes is written); y must not overlap x. */
+int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, size_t b_off, cl_mem w, cl_mem y,
+                      size_t y_off, int n_rows, int n_cols, float eps, char *err, size_t errlen);
 
 #endif

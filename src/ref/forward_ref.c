@@ -152,15 +152,18 @@ void cs_fwdref_matvec(float *out, const float *W, const float *x, uint32_t n_in,
     }
 }
 
-/* theta_i = pos * freq_scale * freq_base^(-2i / n_rot), i < n_rot / 2; the
+/* theta_i = freq_scale * (pos * theta_scale^i), theta_scale = freq_base^(-2 /
+ * n_rot) (the power by repeated float products, as ggml), i < n_rot / 2; the
  * pair rotated by theta_i is (2i, 2i+1) (normal) or (i, i + n_rot/2) (NeoX). */
 void cs_fwdref_rope(float *vec, uint32_t n_heads, uint32_t head_dim, uint32_t n_rot, uint32_t pos, float freq_base,
                  float freq_scale, enum cs_rope_style style)
 {
     for (uint32_t h = 0; h < n_heads; h++) {
         float *v = vec + (size_t)h * head_dim;
-        for (uint32_t i = 0; i < n_rot / 2; i++) {
-            float theta = (float)pos * freq_scale * powf(freq_base, -2.0f * (float)i / (float)n_rot);
+        const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+        float theta_e = (float)pos; /* pos * theta_scale^i by repeated products, as ggml */
+        for (uint32_t i = 0; i < n_rot / 2; i++, theta_e *= theta_scale) {
+            float theta = freq_scale * theta_e;
             float c = cosf(theta), s = sinf(theta);
             uint32_t a = style == CS_ROPE_NEOX ? i : 2 * i;
             uint32_t b = style == CS_ROPE_NEOX ? i + n_rot / 2 : 2 * i + 1;

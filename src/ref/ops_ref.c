@@ -27,8 +27,10 @@ void cs_ref_rope(float *x, const int32_t *pos, int n_tokens, int n_head, int hea
     for (int t = 0; t < n_tokens; t++) {
         for (int h = 0; h < n_head; h++) {
             float *row = x + ((size_t)t * n_head + h) * head_dim;
-            for (int i = 0; i < half; i++) {
-                float theta = (float)pos[t] * freq_scale * powf(freq_base, -2.0f * i / n_rot);
+            const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+            float theta_e = (float)pos[t]; /* pos * theta_scale^i by repeated products, as ggml */
+            for (int i = 0; i < half; i++, theta_e *= theta_scale) {
+                float theta = freq_scale * theta_e;
                 float c = cosf(theta), s = sinf(theta);
                 int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
                 float x0 = row[i0], x1 = row[i1];

@@ -12,7 +12,8 @@
 void cs_ref_rmsnorm(const float *x, const float *w, float *y, int n_rows, int n_cols, float eps);
 
 /* RoPE in place on x (n_tokens, n_head, head_dim), pos (n_tokens):
- * theta_i = pos * freq_scale * freq_base^(-2i/n_rot), i < n_rot/2, rotating
+ * theta_i = freq_scale * (pos * theta_scale^i), theta_scale = freq_base^(-2/n_rot)
+ * (powf; the power by repeated float products, as ggml), i < n_rot/2, rotating
  * (2i, 2i+1) or, if neox, (i, i + n_rot/2); dims >= n_rot untouched. */
 void cs_ref_rope(float *x, const int32_t *pos, int n_tokens, int n_head, int head_dim, int n_rot,
                  bool neox, float freq_base, float freq_scale);
