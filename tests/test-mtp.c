@@ -75,7 +75,7 @@ static void test_taps(void **state)
     struct cs_plugin *pl = NULL;
     if (cs_plugin_load(&pp, &pl, err, sizeof err) != CLSPEC_OK)
         fail_msg("ngram: %s", err);
-    assert_int_equal(pl->host.abi_minor, 2);
+    assert_true(pl->host.abi_minor >= 2);
     int32_t n_rows = 7, first = 7;
     assert_null(pl->host.tap_get(&pl->host, 0, &n_rows, &first)); /* nothing requested yet */
     assert_int_equal(n_rows, 0);

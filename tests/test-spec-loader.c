@@ -58,7 +58,7 @@ static void test_minimal_loads(void **state)
     assert_string_equal(pl->host.config_get(&pl->host, "max"), "3");
     assert_null(pl->host.config_get(&pl->host, "nope"));
     /* entries this host does not provide yet are NULL, as documented */
-    assert_int_equal(pl->host.abi_minor, 2);
+    assert_int_equal(pl->host.abi_minor, CLSPEC_SPEC_ABI_MINOR);
     assert_non_null(pl->host.model_load); /* 1.1: draft models */
     assert_non_null(pl->host.ctx_decode);
     assert_non_null(pl->host.tap_request); /* 1.2: taps */
@@ -197,7 +197,7 @@ static void test_caps_refused(void **state)
 {
     (void)state;
     const char *e = load_fail("caps.so");
-    assert_non_null(strstr(e, "(broken) needs a shared target KV cache, which this clspec (ABI 1.2) does "
+    assert_non_null(strstr(e, "(broken) needs a shared target KV cache, which this clspec (ABI 1.3) does "
                               "not provide"));
 }
 

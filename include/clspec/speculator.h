@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 2 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 3 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -204,6 +204,29 @@ struct clspec_host {
     /* The hidden states of c's last decode before its final norm, (*n_rows,
      * n_embd), one row per decoded row; host-owned until the next decode. */
     const float *(*ctx_hidden)(clspec_ctx *c, int32_t *n_rows);
+
+    /* -- DFlash drafters: may be NULL (provided by hosts of minor >= 3) --
+     * model_load of a GGUF with general.architecture = "dflash" gives a
+     * drafter that borrows the target's token_embd and output; ctx_new on it
+     * makes a context whose ctx_decode runs a block: the rows' K/V are
+     * visible to every row of the same sequence in the decode (non_causal = 1;
+     * 0 keeps the model's dflash.attention.causal) and are dropped again
+     * after it: only injected context (ctx_inject_taps) persists. */
+
+    /* Integer value(s) of key in m's GGUF (an integer or bool scalar, or an
+     * array of integers): at most cap of them to out; returns how many the
+     * key holds, or < 0 when the key is absent or not integral (this host:
+     * dflash models only; e.g. dflash.target_layers, dflash.block_size). */
+    int32_t (*model_key_ints)(const clspec_model *m, const char *key, int64_t *out, int32_t cap);
+    /* DFlash feature injection into c (a context of a dflash model): rows
+     * pos..pos+n-1 of seq from target taps laid out as tap_get returns them,
+     * (n_taps, ld, n_embd) floats with ld >= n (the first n rows are used),
+     * the taps in the order of the model's dflash.target_layers. Per row:
+     * g = enc.output_norm(fc(concat(taps))); every layer stores
+     * K = rope(k_norm(W_k g), pos) and V = W_v g in c's cache, converted to
+     * its type exactly as its readers expect. No attention. */
+    int (*ctx_inject_taps)(clspec_ctx *c, int32_t seq, int32_t pos, int32_t n, const float *taps, int32_t ld,
+                           char *err, size_t errlen);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "spec/host_dflash.h"
 #include "spec/host_model.h"
 #include "spec/loader.h"
 #include "spec/taps.h"
@@ -179,6 +180,7 @@ static void host_table(struct cs_plugin *pl)
     h->token_text = host_token_text;
     cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP heads, target_embed / target_head, ctx_hidden */
     cs_host_taps_entries(h);  /* 1.2: target taps */
+    cs_host_dflash_entries(h); /* 1.3: dflash drafters (wraps the draft-model entries) */
     /* ctx_kv_inject stays NULL (not provided yet) */
 }
 
