@@ -430,6 +430,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         TRY(cs_op_rope(d, a->q, 0, a->pos, n, (int)hp->n_head, D, &rope, err, errlen));
         TRY(cs_op_rope(d, a->kc, 0, a->pos, n, (int)hp->n_head_kv, D, &rope, err, errlen));
         TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
+        if (c->p.llamacpp_numerics) /* llama.cpp converts Q to K's type for the K.Q products (f16, bf16) */
+            TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
         TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
                             1.0f / sqrtf((float)D), err, errlen));
         TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));

@@ -1,7 +1,9 @@
 /* test-api.c: clspecd's API JSON without sockets: request bodies parsed and
  * validated (types, ranges, defaults, chat messages, stop strings, logprobs),
  * every refusal names its field; responses, stream chunks, usage/timings,
- * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes. */
+ * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes.
+ * And the HTTP server itself before a model is loaded (loopback, port 0):
+ * /health 503 while loading and draining, API key, 404, 405, 413. */
 #include "config.h"
 
 #include <math.h>
@@ -13,8 +15,15 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "common.h"
 #include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/log.h"
 
 static struct cs_api_defaults defaults(void)
 {
@@ -379,6 +388,100 @@ static void test_models_and_slots(void **state)
     json_decref(j);
 }
 
+/* ---- the HTTP server before the model is loaded (no engine needed) ---- */
+
+/* Sends raw (with Connection: close) to 127.0.0.1:port; returns the status
+ * code and copies the whole answer into resp. */
+static int http_raw(int port, const char *raw, char *resp, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    size_t len = strlen(raw), off = 0;
+    while (off < len) {
+        ssize_t n = send(fd, raw + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break; /* the server may answer (413) and close before reading everything */
+        off += (size_t)n;
+    }
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, resp + got, cap - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == cap - 1)
+            break;
+    }
+    resp[got] = 0;
+    close(fd);
+    int code = 0;
+    if (sscanf(resp, "HTTP/1.%*d %d", &code) != 1)
+        return -1;
+    return code;
+}
+
+static void test_http_loading(void **state)
+{
+    (void)state;
+    struct cs_http_params p;
+    memset(&p, 0, sizeof p);
+    p.host = "127.0.0.1";
+    p.port = 0;
+    p.api_key = "k3y";
+    p.max_body_bytes = 1000;
+    p.model_name = "tiny";
+    p.defaults = defaults();
+    struct cs_http *h = NULL;
+    char err[256];
+    cs_log_open(NULL, CS_LOG_ERROR, err, sizeof err); /* the refusals log at info */
+    assert_int_equal(cs_http_start(&p, &h, err, sizeof err), CLSPEC_OK);
+    int port = cs_http_port(h);
+    assert_true(port > 0);
+    static char resp[8192];
+    /* loading: /health 503 "loading" without a key; work 503 with a key */
+    assert_int_equal(http_raw(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"loading\""));
+    const char *body = "{\"prompt\":\"x\"}";
+    char req[512];
+    snprintf(req, sizeof req,
+             "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nContent-Type: "
+             "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             strlen(body), body);
+    assert_int_equal(http_raw(port, req, resp, sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"unavailable_error\""));
+    /* the model list needs no loaded model, but a key */
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 200);
+    assert_non_null(strstr(resp, "\"tiny\""));
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3Y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 401);
+    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 401);
+    assert_non_null(strstr(resp, "invalid_api_key"));
+    /* 404, 405 with Allow, 413 from Content-Length before the body is read */
+    assert_int_equal(http_raw(port, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 404);
+    assert_int_equal(http_raw(port, "DELETE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 405);
+    assert_non_null(strstr(resp, "Allow: GET"));
+    assert_int_equal(http_raw(port, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Content-Length: 5000\r\nConnection: close\r\n\r\n", resp, sizeof resp), 413);
+    assert_non_null(strstr(resp, "request_too_large"));
+    /* draining */
+    cs_http_set_draining(h);
+    assert_int_equal(http_raw(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
+                              sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"draining\""));
+    cs_http_stop(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,7 +489,7 @@ int main(void)
         cmocka_unit_test(test_chat_messages),     cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_status_and_error_json), cmocka_unit_test(test_completion_json),
         cmocka_unit_test(test_chunks),            cmocka_unit_test(test_logprobs),
-        cmocka_unit_test(test_models_and_slots),
+        cmocka_unit_test(test_models_and_slots),  cmocka_unit_test(test_http_loading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -358,6 +358,14 @@ static void test_rows_and_hidden(void **state)
                         1e-5f);
             assert_true(h[((size_t)li * 16 + 2 * i + 1) * E] == -7.0f);
         }
+    /* invalid batches fail the whole call and place nothing */
+    uint32_t used = c->kv->n_used;
+    cs_batch_clear(&b);
+    assert_int_equal(cs_batch_add(&b, 1, 0, 6, false, err, sizeof err), 0);
+    assert_int_equal(cs_batch_add(&b, V, 1, 6, true, err, sizeof err), 0);
+    assert_int_equal(cs_forward_batch(c, &b, rows, NULL, seq_rc, err, sizeof err), CLSPEC_E_RANGE);
+    assert_non_null(strstr(err, "out of range"));
+    assert_int_equal(c->kv->n_used, used);
     free(rows);
     free(all);
     free(h);

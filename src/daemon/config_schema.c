@@ -40,7 +40,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"server", "log_file", CS_CFG_PATH, OFF(log_file), "", 0, 0, NULL,
      "log file, reopened on SIGHUP (empty = standard error)"},
     {"server", "http_threads", CS_CFG_INT, OFF(http_threads), "0", 0, 1024, NULL,
-     "HTTP worker threads (0 = one thread per connection)"},
+     "most concurrent HTTP connections, each served by its own thread (0 = no limit)"},
 
     {"model", "path", CS_CFG_PATH, OFF(model_path), "", 0, 0, NULL, "the GGUF model file to serve (required)"},
     {"model", "name", CS_CFG_STR, OFF(model_name), "", 0, 0, NULL,

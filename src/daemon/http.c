@@ -80,6 +80,8 @@ struct job {
     int err_status;             /* clspec status of an ERROR event, 0 otherwise */
     char err_msg[256];
     double t0;
+    double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
+    double last_check;          /* when the reader last looked whether the peer is gone */
 };
 
 static double now_s(void)
@@ -90,6 +92,9 @@ static double now_s(void)
 }
 
 /* ---------------------------------------------------------------- responses */
+
+/* The method a 405 names in its Allow header (set by on_request before replying). */
+static _Thread_local const char *allow_method;
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
@@ -111,7 +116,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     if (req_id)
         MHD_add_response_header(r, "X-Request-Id", req_id);
     if (code == 405)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
     if (code == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
@@ -207,7 +213,8 @@ static void on_event(void *user, const struct cs_req_event *ev)
         j->finished = true;
         break;
     }
-    pthread_cond_signal(&j->cv);
+    if (j->stream || j->finished) /* a whole answer only needs waking at its end */
+        pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -267,6 +274,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             size_t n = CS_MIN(max, j->out.len - j->out_pos);
             memcpy(buf, j->out.p + j->out_pos, n);
             j->out_pos += n;
+            j->last_out = now_s();
             if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
                 j->out.len = 0;
                 j->out_pos = 0;
@@ -286,11 +294,21 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && j->out_pos >= j->out.len &&
-            peer_gone(j->conn)) {
-            pthread_mutex_unlock(&j->mu);
-            job_cancel(j);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (!j->finished && j->out_pos >= j->out.len && now_s() - j->last_check >= 0.2) {
+            j->last_check = now_s();
+            if (peer_gone(j->conn)) {
+                pthread_mutex_unlock(&j->mu);
+                job_cancel(j);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (now_s() - j->last_out > 15.0 && max >= 9) {
+                /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
+                j->last_out = now_s();
+                memcpy(buf, ": ping\n\n", 8);
+                pthread_mutex_unlock(&j->mu);
+                return 8;
+            }
         }
     }
 }
@@ -386,6 +404,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->conn = c;
     j->kind = kind;
     j->t0 = now_s();
+    j->last_out = j->t0;
     snprintf(j->req_id, sizeof j->req_id, "%s", req_id);
     snprintf(j->resp_id, sizeof j->resp_id, "%s-%llu", kind == CS_API_CHAT ? "chatcmpl" : "cmpl", num);
     j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)time(NULL)};
@@ -454,6 +473,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
 
     /* whole answer: wait here (this connection's own thread) */
     pthread_mutex_lock(&j->mu);
+    double last_check = now_s();
     while (!j->finished) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -462,7 +482,11 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) == ETIMEDOUT && !j->finished && peer_gone(c)) {
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        if (j->finished || now_s() - last_check < 0.2)
+            continue;
+        last_check = now_s();
+        if (peer_gone(c)) {
             pthread_mutex_unlock(&j->mu);
             job_cancel(j);
             pthread_mutex_lock(&j->mu);
@@ -541,6 +565,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     struct cs_http *h = cls;
     const char *need = NULL;
     enum route r = find_route(url, &need);
+    allow_method = need;
     int state = atomic_load(&h->state);
 
     if (!*con_cls) { /* first call: headers only */
