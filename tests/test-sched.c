@@ -918,9 +918,9 @@ static void specrig_close(struct specrig *r)
     memset(r, 0, sizeof *r);
 }
 
-static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp)
+static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
 {
-    struct cs_sched_params p = {.n_slots = n_slots, .queue_max = 16, .spec = sp};
+    struct cs_sched_params p = {.n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
     struct cs_sched *s = NULL;
     char err[CLSPEC_ERRLEN];
     if (cs_sched_new(e, &p, &s, err, sizeof err) != CLSPEC_OK)
@@ -944,7 +944,8 @@ static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struc
 /* Greedy output with speculation (ngram, draft) at parallel 1 and 4 is
  * byte-identical to the scheduler without it, for every prompt of the
  * reference, all prompts submitted at once; speculative = false on a server
- * with a speculator gives the same text and no drafts. */
+ * with a speculator gives the same text and no drafts. Also with the prompt
+ * prefilled by the core (spec_core_prefill, for tap-reading speculators). */
 static void test_spec_lossless(void **state)
 {
     (void)state;
@@ -965,12 +966,13 @@ static void test_spec_lossless(void **state)
     }
     cs_sched_free(s);
     static const char *const types[] = {"ngram", "draft"};
-    static const int pars[] = {1, 4};
+    static const int pars[] = {1, 4, 4};
     for (int ti = 0; ti < 2; ti++)
-        for (int pi = 0; pi < 2; pi++) {
+        for (int pi = 0; pi < 3; pi++) {
+            bool core = pi == 2; /* the third round: parallel 4 with the core's prefill */
             struct specrig rig;
             specrig_open(e, types[ti], pars[pi], 8, &rig);
-            s = sched_spec_new(e, pars[pi], rig.sp);
+            s = sched_spec_new(e, pars[pi], rig.sp, core);
             struct col *c = calloc(NMAX + 1, sizeof *c);
             for (int i = 0; i <= nc; i++) {
                 col_init(&c[i]);
@@ -995,8 +997,8 @@ static void test_spec_lossless(void **state)
                     assert_true(c[i].usage.speculative);
                     assert_true(c[i].usage.spec_steps >= 1);
                     assert_true(c[i].usage.draft_accepted <= c[i].usage.draft_n);
-                    /* every token after the first comes from a step */
-                    assert_int_equal(c[i].usage.spec_emitted, c[i].usage.completion_tokens - 1);
+                    /* every token after the first comes from a step (with the core's prefill: every token) */
+                    assert_int_equal(c[i].usage.spec_emitted, c[i].usage.completion_tokens - (core ? 0 : 1));
                     drafted += c[i].usage.draft_n;
                     accepted += c[i].usage.draft_accepted;
                 } else {
@@ -1005,8 +1007,8 @@ static void test_spec_lossless(void **state)
                 }
                 col_destroy(&c[i]);
             }
-            print_message("# %s parallel %d: %ld drafted, %ld accepted (%.0f%%)\n", types[ti], pars[pi], drafted,
-                          accepted, drafted ? 100.0 * (double)accepted / (double)drafted : 0.0);
+            print_message("# %s parallel %d%s: %ld drafted, %ld accepted (%.0f%%)\n", types[ti], pars[pi], core ? " (core prefill)" : "",
+                          drafted, accepted, drafted ? 100.0 * (double)accepted / (double)drafted : 0.0);
             if (ti == 1)
                 assert_true(drafted > 0 && accepted > 0); /* the distilled drafter drafts and is right at times */
             struct cs_sched_stats st;
@@ -1039,7 +1041,7 @@ static void test_spec_cancel_and_limits(void **state)
     const struct golden_case *gc = &g->cases[0];
     struct specrig rig;
     specrig_open(e, "draft", 2, 8, &rig);
-    struct cs_sched *s = sched_spec_new(e, 2, rig.sp);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
     struct col a, b;
     col_init(&a);
     col_init(&b);
@@ -1128,7 +1130,7 @@ static void test_spec_kv_full(void **state)
     struct cs_engine *e = engine_open(128, 2, true);
     struct specrig rig;
     specrig_open(e, "ngram", 2, 8, &rig);
-    struct cs_sched *s = sched_spec_new(e, 2, rig.sp);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
     struct col a, b;
     col_init(&a);
     col_init(&b);

@@ -133,6 +133,8 @@ static void *load_main(void *arg)
             .max_tokens_limit = cfg->max_tokens_limit,
             .prefill_max = 0,
             .spec = L->sp,
+            /* speculators that read the target's states of the prompt get it prefilled by the core */
+            .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
         };
         L->rc = cs_sched_new(L->e, &sp, &L->s, L->err, sizeof L->err);
         uint32_t n_ctx = L->e->p.n_ctx;

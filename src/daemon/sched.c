@@ -399,17 +399,58 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
 
 /* Slot i's prompt is in and its first token tok was emitted: from here on it
  * decodes through the speculative core when it may; the slot logs which. */
+/* Why job j decodes without speculation, NULL when it may speculate. */
+static const char *spec_off_reason(const struct cs_sched *s, const struct job *j)
+{
+    if (!s->sp || !s->sp->pl)
+        return "no speculator configured ([speculator] type = none)";
+    if (!j->r.speculative)
+        return "the request says \"speculative\": false";
+    if (j->r.logprobs || j->r.top_logprobs > 0)
+        return "the request asks for logprobs";
+    return NULL;
+}
+
+static void spec_log_on(struct cs_sched *s, int i)
+{
+    const struct job *j = s->slots[i].job;
+    if (s->sp->slots[i].on)
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
+               (int)s->sp->p.n_max);
+    else
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed)", i);
+}
+
+/* spec_core_prefill: slot i's request (just assigned; the cells prefix
+ * reuse shared are in) is prefilled by the core, whose step then gives its
+ * first token. Returns false when the request ended (KV full, ...). */
+static bool spec_core_begin(struct cs_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, sl->n_past, j->smp, true, err,
+                                       sizeof err);
+    if (rc < 0) {
+        cs_spec_slot_end(s->sp, i);
+        char msg[CLSPEC_ERRLEN + 48];
+        snprintf(msg, sizeof msg, "prefill failed: %s", err);
+        finish(s, i, NULL, rc, msg);
+        return false;
+    }
+    sl->n_past = j->n_prompt - 1; /* the last prompt token is the first step's input */
+    sl->n_fed = j->n_prompt;
+    sl->decoding = true;
+    sl->spec = true;
+    spec_log_on(s, i);
+    return true;
+}
+
 static void spec_attach(struct cs_sched *s, int i, int32_t tok)
 {
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
-    const char *off = NULL;
-    if (!s->sp || !s->sp->pl)
-        off = "no speculator configured ([speculator] type = none)";
-    else if (!j->r.speculative)
-        off = "the request says \"speculative\": false";
-    else if (j->r.logprobs || j->r.top_logprobs > 0)
-        off = "the request asks for logprobs";
+    const char *off = spec_off_reason(s, j);
     if (off) {
         cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (%s)", i, off);
         return;
@@ -432,11 +473,7 @@ static void spec_attach(struct cs_sched *s, int i, int32_t tok)
         return;
     }
     sl->spec = true;
-    if (s->sp->slots[i].on)
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
-               (int)s->sp->p.n_max);
-    else
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed)", i);
+    spec_log_on(s, i);
 }
 
 /* One speculative step for the slots decoding through the core. */
@@ -508,6 +545,12 @@ static void spec_step(struct cs_sched *s)
 
 static void step(struct cs_sched *s)
 {
+    for (int i = 0; s->sp && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->job && !sl->decoding && !sl->spec && sl->n_fed == sl->job->n_cached &&
+            !atomic_load(&sl->job->cancelled) && !spec_off_reason(s, sl->job))
+            spec_core_begin(s, i);
+    }
     int n_spec = 0;
     for (int i = 0; s->sp && i < s->p.n_slots; i++)
         n_spec += s->slots[i].job && s->slots[i].spec;

@@ -34,6 +34,9 @@ struct cs_sched_params {
     struct cs_spec *spec;    /* borrowed, over the same engine with n_slots slots (slot i = sequence i);
                               * requests with speculative = true and no logprobs decode through
                               * cs_spec_step once their prompt is in; the others as without it */
+    bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
+                              * one call: no chunk interleaving), for speculators that read the
+                              * target's hidden states of the prompt (taps, KV injection) */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a
