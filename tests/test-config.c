@@ -251,6 +251,8 @@ static void test_every_value(void **state)
     assert_string_equal(c->spec_model, "/abs/draft.gguf"); /* absolute: unchanged */
     assert_int_equal(c->spec_type_k, CS_TYPE_Q4_0);
     assert_int_equal(c->spec_type_v, CS_TYPE_F32);
+    snprintf(want, sizeof want, "%s/plugins", dir);
+    assert_string_equal(c->spec_plugin_dir, want); /* relative to the file */
     /* every key was set: each has its line */
     struct cs_config_key_info k;
     for (size_t i = 0; i < cs_config_n_keys(); i++) {
@@ -418,8 +420,32 @@ static void test_errors_combinations(void **state)
                "[sampling] max_tokens: default max_tokens = 5000 is above [server] max_tokens_limit = 4096", NULL);
     expect_err(MODEL "[server]\nmax_tokens_limit = 100\n", 4, "[server] max_tokens_limit: default max_tokens = 256",
                NULL);
-    expect_err(MODEL "[speculator]\nn_max = 4\ntype = ngram\n", 5,
-               "[speculator] type: speculator type 'ngram' is not available in this build; set type = none", NULL);
+    /* specd: the speculator's type and the keys it needs */
+    expect_err(MODEL "[speculator]\nn_max = 4\ntype = ngarm\n", 5,
+               "[speculator] type: unknown speculator 'ngarm' (did you mean ngram?); use none, ngram, draft, mtp, "
+               "dflash, the path of a plugin .so",
+               NULL);
+    expect_err(MODEL "[speculator]\ntype = draft\n", 4,
+               "[speculator] type: type = draft needs a drafter model; set model = /path/to/draft.gguf", NULL);
+    expect_err(MODEL "[speculator]\ntype = dflash\n", 4, "[speculator] type: type = dflash needs a drafter model",
+               NULL);
+    expect_err(MODEL "[speculator]\nn_max = 65\n", 4, "[speculator] n_max: 65 is out of range; use a value from 1 to 64",
+               NULL);
+    expect_err(MODEL "[speculator]\ntype = ngram\nopt.model = x\n", 5,
+               "[speculator] opt.model: model is a key of [speculator] itself; write model = x", NULL);
+    expect_err(MODEL "[speculator]\ntype = ngram\nopt.a = 1\nopt.a = 2\n", 6,
+               "[speculator] opt.a: set twice (first on line 5)", NULL);
+    expect_err(MODEL "[speculator]\ntype = ngram\nopt. = 1\n", 5, "[speculator] opt.: a plugin key must be opt.KEY",
+               NULL);
+    expect_err(MODEL "[speculator]\ntype = ngram\nmax_ngram = 3\n", 5, "[speculator] max_ngram: unknown key", NULL);
+    struct cs_config *ok = load_ok(MODEL "[speculator]\ntype = ./x/my.so\nopt.table = 1\nopt.n_max_ngram = 3\n");
+    assert_true(ok->spec_type[0] == '/'); /* a plugin path relative to the file comes back absolute */
+    assert_non_null(strstr(ok->spec_type, "/x/my.so"));
+    assert_int_equal(ok->spec_n_opts, 2);
+    assert_string_equal(ok->spec_opt_key[1], "n_max_ngram");
+    assert_string_equal(ok->spec_opt_val[1], "3");
+    assert_int_equal(ok->spec_opt_line[1], 6);
+    cs_config_free(ok);
     expect_err(MODEL "[speculator]\nn_min = 20\n", 4, "[speculator] n_min: n_min = 20 is above n_max = 16", NULL);
     struct cs_config *c = load_ok(MODEL "[server]\nmax_tokens_limit = 0\n[sampling]\nmax_tokens = 100000\n");
     assert_int_equal(c->max_tokens, 100000); /* no limit: anything goes */

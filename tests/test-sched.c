@@ -23,6 +23,8 @@
 #include "daemon/sched.h"
 #include "engine.h"
 #include "golden.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
 #include "testutil.h"
 
 #define MAXTOK 1024
@@ -881,6 +883,279 @@ static void test_eos(void **state)
     golden_free(g);
 }
 
+/* ---------------------------------------------------------------- speculation (specd) */
+
+/* A speculator over e for n_slots slots: type "ngram" or "draft" (the
+ * distilled stories260K drafter); NULL: none. n_max as in the daemon. */
+struct specrig {
+    struct cs_plugin *pl;
+    struct cs_spec *sp;
+    char *draft_path;
+};
+
+static void specrig_open(struct cs_engine *e, const char *type, int n_slots, int n_max, struct specrig *r)
+{
+    memset(r, 0, sizeof *r);
+    char err[CLSPEC_ERRLEN];
+    r->draft_path = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
+    struct cs_plugin_kv kv[] = {{"model", r->draft_path}, {"type_k", "f16"}, {"type_v", "f16"}};
+    struct cs_plugin_params pp = {.type = type, .kv = kv, .n_kv = 3, .engine = e, .n_slots = (uint32_t)n_slots};
+    if (type && cs_plugin_load(&pp, &r->pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("plugin %s: %s", type, err);
+    struct cs_spec_params p = cs_spec_defaults();
+    p.n_max = n_max;
+    p.n_min = 0;
+    p.p_min = 0.0f;
+    if (cs_spec_new(e, r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
+        fail_msg("spec: %s", err);
+}
+
+static void specrig_close(struct specrig *r)
+{
+    cs_spec_free(r->sp);
+    cs_plugin_free(r->pl);
+    free(r->draft_path);
+    memset(r, 0, sizeof *r);
+}
+
+static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
+{
+    struct cs_sched_params p = {.n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
+    struct cs_sched *s = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_sched_new(e, &p, &s, err, sizeof err) != CLSPEC_OK)
+        fail_msg("sched: %s", err);
+    return s;
+}
+
+/* No cell held by any slot's sequence, none used in the cache, no spec slot active. */
+static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struct cs_spec *sp, int n_slots)
+{
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.kv_cells_used, 0);
+    for (int i = 0; i < n_slots; i++) {
+        assert_int_equal(cs_spec_kv_cells(e, i), 0);
+        if (sp)
+            assert_false(sp->slots[i].active);
+    }
+}
+
+/* Greedy output with speculation (ngram, draft) at parallel 1 and 4 is
+ * byte-identical to the scheduler without it, for every prompt of the
+ * reference, all prompts submitted at once; speculative = false on a server
+ * with a speculator gives the same text and no drafts. Also with the prompt
+ * prefilled by the core (spec_core_prefill, for tap-reading speculators). */
+static void test_spec_lossless(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    enum { NMAX = 8, MAXT = 64 };
+    int nc = g->n_cases < NMAX ? g->n_cases : NMAX;
+    struct cs_engine *e = engine_open(1024, 4, true);
+    /* reference: no speculator, one request at a time */
+    struct col *ref = calloc(NMAX, sizeof *ref);
+    struct cs_sched *s = sched_new(e, 1, 16, false);
+    for (int i = 0; i < nc; i++) {
+        col_init(&ref[i]);
+        struct cs_req r = req_make(g->cases[i].prompt, g->cases[i].n_prompt, MAXT);
+        submit_ok(s, &r, &ref[i]);
+        assert_true(col_wait(&ref[i], 60));
+        assert_int_equal(ref[i].type, CS_EV_DONE);
+        assert_false(ref[i].usage.speculative);
+    }
+    cs_sched_free(s);
+    static const char *const types[] = {"ngram", "draft"};
+    static const int pars[] = {1, 4, 4};
+    for (int ti = 0; ti < 2; ti++)
+        for (int pi = 0; pi < 3; pi++) {
+            bool core = pi == 2; /* the third round: parallel 4 with the core's prefill */
+            struct specrig rig;
+            specrig_open(e, types[ti], pars[pi], 8, &rig);
+            s = sched_spec_new(e, pars[pi], rig.sp, core);
+            struct col *c = calloc(NMAX + 1, sizeof *c);
+            for (int i = 0; i <= nc; i++) {
+                col_init(&c[i]);
+                int k = i < nc ? i : 0; /* the extra one: prompt 0 with speculative = false */
+                struct cs_req r = req_make(g->cases[k].prompt, g->cases[k].n_prompt, MAXT);
+                r.speculative = i < nc;
+                submit_ok(s, &r, &c[i]);
+            }
+            long drafted = 0, accepted = 0;
+            for (int i = 0; i <= nc; i++) {
+                int k = i < nc ? i : 0;
+                assert_true(col_wait(&c[i], 120));
+                if (c[i].type != CS_EV_DONE)
+                    fail_msg("%s parallel %d prompt %d: %s", types[ti], pars[pi], k, c[i].msg);
+                if (c[i].n_tok != ref[k].n_tok || memcmp(c[i].tok, ref[k].tok, (size_t)ref[k].n_tok * 4) ||
+                    strcmp(c[i].text, ref[k].text))
+                    fail_msg("%s parallel %d prompt %d: output differs from plain decoding\n  plain: %s\n  spec:  %s",
+                             types[ti], pars[pi], k, ref[k].text, c[i].text);
+                assert_string_equal(c[i].reason, ref[k].reason);
+                assert_int_equal(c[i].usage.completion_tokens, ref[k].usage.completion_tokens);
+                if (i < nc) {
+                    assert_true(c[i].usage.speculative);
+                    assert_true(c[i].usage.spec_steps >= 1);
+                    assert_true(c[i].usage.draft_accepted <= c[i].usage.draft_n);
+                    /* every token after the first comes from a step (with the core's prefill: every token) */
+                    assert_int_equal(c[i].usage.spec_emitted, c[i].usage.completion_tokens - (core ? 0 : 1));
+                    drafted += c[i].usage.draft_n;
+                    accepted += c[i].usage.draft_accepted;
+                } else {
+                    assert_false(c[i].usage.speculative);
+                    assert_int_equal(c[i].usage.draft_n, 0);
+                }
+                col_destroy(&c[i]);
+            }
+            print_message("# %s parallel %d%s: %ld drafted, %ld accepted (%.0f%%)\n", types[ti], pars[pi], core ? " (core prefill)" : "",
+                          drafted, accepted, drafted ? 100.0 * (double)accepted / (double)drafted : 0.0);
+            if (ti == 1)
+                assert_true(drafted > 0 && accepted > 0); /* the distilled drafter drafts and is right at times */
+            struct cs_sched_stats st;
+            cs_sched_get_stats(s, &st);
+            assert_string_equal(st.spec_name, types[ti]);
+            assert_int_equal(st.spec_requests, nc);
+            assert_int_equal(st.spec_drafted, drafted);
+            assert_int_equal(st.spec_accepted, accepted);
+            assert_no_cells(s, e, rig.sp, pars[pi]);
+            cs_sched_free(s);
+            specrig_close(&rig);
+            free(c);
+        }
+    for (int i = 0; i < nc; i++)
+        col_destroy(&ref[i]);
+    free(ref);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* Cancelling a request mid-speculation frees its cells (counted) and its
+ * speculator slot; max_tokens and stop strings end a request inside a
+ * multi-token step exactly where plain decoding ends it; slots report
+ * whether speculation is on. */
+static void test_spec_cancel_and_limits(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(512, 2, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct specrig rig;
+    specrig_open(e, "draft", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct col a, b;
+    col_init(&a);
+    col_init(&b);
+    a.sleep_us = 2000;
+    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
+    r.ignore_eos = true;
+    uint64_t ia = submit_ok(s, &r, &a);
+    struct cs_req r2 = req_make(g->cases[1].prompt, g->cases[1].n_prompt, 40);
+    r2.speculative = false;
+    submit_ok(s, &r2, &b);
+    double t0 = cs_now();
+    while (col_ntok(&a) < 12 && cs_now() - t0 < 30)
+        usleep(1000);
+    assert_true(col_ntok(&a) >= 12);
+    struct cs_slot_info info[2];
+    cs_sched_get_slots(s, info, 2);
+    int on = 0, busy = 0;
+    for (int i = 0; i < 2; i++) {
+        busy += info[i].busy;
+        on += info[i].busy && info[i].speculative;
+    }
+    assert_int_equal(on, 1); /* a speculates, b (speculative = false) does not */
+    assert_true(busy >= 1);
+    cs_sched_cancel(s, ia);
+    assert_true(col_wait(&b, 30));
+    assert_false(a.done);
+    assert_int_equal(b.n_tok, 40);
+    assert_false(b.usage.speculative);
+    assert_no_cells(s, e, rig.sp, 2);
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_cancelled, 1);
+
+    /* limits inside a step: plain decoding of the same request is the reference */
+    struct col p0, p1, q0, q1;
+    col_init(&p0);
+    col_init(&p1);
+    col_init(&q0);
+    col_init(&q1);
+    struct cs_req lim = req_make(gc->prompt, gc->n_prompt, 13);
+    lim.speculative = false;
+    submit_ok(s, &lim, &p0);
+    assert_true(col_wait(&p0, 30));
+    lim.speculative = true;
+    submit_ok(s, &lim, &q0);
+    assert_true(col_wait(&q0, 30));
+    assert_int_equal(q0.n_tok, 13);
+    assert_string_equal(q0.reason, "length");
+    assert_string_equal(q0.text, p0.text);
+    assert_true(q0.usage.speculative);
+    /* a stop string: the plain text's 6th..9th characters */
+    char stop[8];
+    assert_true(strlen(p0.text) > 12);
+    snprintf(stop, sizeof stop, "%.4s", p0.text + 6);
+    struct cs_req st_r = req_make(gc->prompt, gc->n_prompt, 40);
+    st_r.stop[0] = stop;
+    st_r.n_stop = 1;
+    st_r.speculative = false;
+    submit_ok(s, &st_r, &p1);
+    assert_true(col_wait(&p1, 30));
+    st_r.speculative = true;
+    submit_ok(s, &st_r, &q1);
+    assert_true(col_wait(&q1, 30));
+    assert_string_equal(p1.reason, "stop");
+    assert_string_equal(q1.reason, "stop");
+    assert_string_equal(q1.text, p1.text);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    col_destroy(&a);
+    col_destroy(&b);
+    col_destroy(&p0);
+    col_destroy(&p1);
+    col_destroy(&q0);
+    col_destroy(&q1);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* A unified cache too small for two long speculating requests: one ends
+ * with KV_FULL, the other completes; no cell is left behind. */
+static void test_spec_kv_full(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(128, 2, true);
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct col a, b;
+    col_init(&a);
+    col_init(&b);
+    struct cs_req r = req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100);
+    r.ignore_eos = true;
+    submit_ok(s, &r, &a);
+    struct cs_req r2 = req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100);
+    r2.ignore_eos = true;
+    submit_ok(s, &r2, &b);
+    assert_true(col_wait(&a, 60));
+    assert_true(col_wait(&b, 60));
+    int n_full = (a.type == CS_EV_ERROR && a.status == CLSPEC_E_KV_FULL) +
+                 (b.type == CS_EV_ERROR && b.status == CLSPEC_E_KV_FULL);
+    int n_ok = (a.type == CS_EV_DONE) + (b.type == CS_EV_DONE);
+    assert_int_equal(n_full + n_ok, 2);
+    assert_true(n_full >= 1);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    col_destroy(&a);
+    col_destroy(&b);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +1169,9 @@ int main(void)
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_seeded_sampling),
         cmocka_unit_test(test_eos),
+        cmocka_unit_test(test_spec_lossless),
+        cmocka_unit_test(test_spec_cancel_and_limits),
+        cmocka_unit_test(test_spec_kv_full),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

@@ -472,9 +472,20 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     int n_decode = u->completion_tokens > 0 ? u->completion_tokens - 1 : 0;
     double ptps = u->prefill_ms > 0 ? n_prefill * 1000.0 / u->prefill_ms : 0;
     double dtps = u->decode_ms > 0 ? n_decode * 1000.0 / u->decode_ms : 0;
-    return json_pack("{s:o,s:o,s:i,s:o,s:o,s:i,s:o}", "queue_ms", num(u->queue_ms), "prefill_ms", num(u->prefill_ms),
-                     "prefill_tokens", n_prefill, "prefill_tokens_per_second", num(ptps), "decode_ms",
-                     num(u->decode_ms), "decode_tokens", n_decode, "decode_tokens_per_second", num(dtps));
+    json_t *t = json_pack("{s:o,s:o,s:i,s:o,s:o,s:i,s:o}", "queue_ms", num(u->queue_ms), "prefill_ms",
+                          num(u->prefill_ms), "prefill_tokens", n_prefill, "prefill_tokens_per_second", num(ptps),
+                          "decode_ms", num(u->decode_ms), "decode_tokens", n_decode, "decode_tokens_per_second",
+                          num(dtps));
+    /* speculative decoding (specd): always present, zeros when the request did not speculate */
+    double rate = u->draft_n > 0 ? (double)u->draft_accepted / u->draft_n : 0;
+    double mean = u->spec_steps > 0 ? (double)u->spec_emitted / u->spec_steps : 0;
+    json_t *sp = json_pack("{s:b,s:i,s:i,s:o,s:o}", "speculative", u->speculative, "draft_n", u->draft_n,
+                           "draft_accepted", u->draft_accepted, "draft_acceptance_rate", num(rate),
+                           "mean_accepted_length", num(mean));
+    if (t && sp)
+        json_object_update(t, sp);
+    json_decref(sp);
+    return t;
 }
 
 static json_t *head(const struct cs_api_resp *rs, bool chunk)

@@ -568,6 +568,52 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
     return CLSPEC_E_INVAL;
 }
 
+/* [speculator] opt.KEY = value: a plugin-specific key, handed to the plugin
+ * as KEY (its config_get). KEY: letters, digits, '_', '-', '.'; not a key
+ * of the schema (those are set directly); each at most once. */
+static int spec_opt(struct loader *L, int line, const char *name, const char *value)
+{
+    struct cs_config *c = L->c;
+    const char *key = name + 4;
+    bool ok = *key && strlen(key) < 64;
+    for (const char *p = key; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+             *p == '-' || *p == '.';
+    if (!ok) {
+        fail(L, line, "speculator", name, CLSPEC_E_INVAL,
+             "a plugin key must be opt.KEY with KEY of 1..63 letters, digits, '_', '-' or '.'; fix the name");
+        return 0;
+    }
+    if (cs_cfg_key_index("speculator", key) >= 0) {
+        fail(L, line, "speculator", name, CLSPEC_E_INVAL, "%s is a key of [speculator] itself; write %s = %s", key,
+             key, value);
+        return 0;
+    }
+    for (int i = 0; i < c->spec_n_opts; i++)
+        if (!strcmp(c->spec_opt_key[i], key)) {
+            fail(L, line, "speculator", name, CLSPEC_E_INVAL, "set twice (first on line %d); keep one of the two",
+                 c->spec_opt_line[i]);
+            return 0;
+        }
+    if (c->spec_n_opts >= CS_CONFIG_MAX_SPEC_OPTS) {
+        fail(L, line, "speculator", name, CLSPEC_E_INVAL, "more than %d opt.* keys; remove some",
+             CS_CONFIG_MAX_SPEC_OPTS);
+        return 0;
+    }
+    int i = c->spec_n_opts;
+    c->spec_opt_key[i] = xstrdup(key);
+    c->spec_opt_val[i] = xstrdup(value);
+    if (!c->spec_opt_key[i] || !c->spec_opt_val[i]) {
+        free(c->spec_opt_key[i]);
+        free(c->spec_opt_val[i]);
+        fail(L, line, "speculator", name, CLSPEC_E_NOMEM, "out of memory");
+        return 0;
+    }
+    c->spec_opt_line[i] = line;
+    c->spec_n_opts++;
+    return 1;
+}
+
 static int handler(void *user, const char *sec, const char *name, const char *value)
 {
     struct loader *L = user;
@@ -583,6 +629,8 @@ static int handler(void *user, const char *sec, const char *name, const char *va
     }
     if (!L->sec_ok || strcmp(sec, L->sec))
         return 1; /* unknown section: reported at its header */
+    if (!strcmp(sec, "speculator") && !strncmp(name, "opt.", 4))
+        return spec_opt(L, line, name, value);
     int i = cs_cfg_key_index(sec, name);
     if (i < 0) {
         char hint[96], known[512];
@@ -627,6 +675,50 @@ static bool is_loopback(const char *h)
     return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "::1") || !strcmp(h, "[::1]");
 }
 
+/* [speculator] type and the keys it needs. A path (with a '/') relative to
+ * the file's directory comes back absolute. */
+static void check_speculator(struct loader *L)
+{
+    struct cs_config *c = L->c;
+    static const char *const known[] = {"none", "ngram", "draft", "mtp", "dflash"};
+    const char *t = c->spec_type ? c->spec_type : "none";
+    int tl = cs_config_line(c, "speculator", "type");
+    if (strchr(t, '/')) {
+        if (t[0] != '/' && L->dir) {
+            size_t n = strlen(L->dir) + strlen(t) + 2;
+            char *p = malloc(n);
+            if (!p) {
+                fail(L, tl, "speculator", "type", CLSPEC_E_NOMEM, "out of memory");
+                return;
+            }
+            snprintf(p, n, "%s/%s", L->dir, t);
+            free(c->spec_type);
+            c->spec_type = p;
+        }
+    } else {
+        bool ok = false;
+        for (size_t i = 0; i < CS_ARRAY_LEN(known); i++)
+            ok |= !strcmp(t, known[i]);
+        if (!ok && !c->spec_plugin_dir) {
+            const char *best = NULL;
+            for (size_t i = 0; i < CS_ARRAY_LEN(known); i++)
+                if (close_enough(t, known[i], lev(t, known[i])))
+                    best = known[i];
+            fail(L, tl, "speculator", "type", CLSPEC_E_INVAL,
+                 "unknown speculator '%s'%s%s%s; use none, ngram, draft, mtp, dflash, the path of a plugin .so "
+                 "(with a '/'), or set plugin_dir for another built-in name",
+                 t, best ? " (did you mean " : "", best ? best : "", best ? "?)" : "");
+            return;
+        }
+    }
+    if ((!strcmp(t, "draft") || !strcmp(t, "dflash")) && !c->spec_model) {
+        fail(L, tl, "speculator", "type", CLSPEC_E_INVAL,
+             "type = %s needs a drafter model; set model = /path/to/%s.gguf in [speculator], or choose another type",
+             t, t);
+        return;
+    }
+}
+
 static void check_combinations(struct loader *L)
 {
     struct cs_config *c = L->c;
@@ -661,10 +753,7 @@ static void check_combinations(struct loader *L)
              "default max_tokens = %d is above [server] max_tokens_limit = %d; lower max_tokens or raise the limit",
              c->max_tokens, c->max_tokens_limit);
     }
-    if (strcmp(c->spec_type, "none")) {
-        fail(L, cs_config_line(c, "speculator", "type"), "speculator", "type", CLSPEC_E_UNSUPPORTED,
-             "speculator type '%s' is not available in this build; set type = none", c->spec_type);
-    }
+    check_speculator(L);
     if (c->spec_n_min > c->spec_n_max) {
         line = blame(c, "speculator", "n_min", "speculator", "n_max", &s, &k);
         fail(L, line, s, k, CLSPEC_E_INVAL, "n_min = %d is above n_max = %d; set n_min <= n_max", c->spec_n_min,
@@ -677,7 +766,8 @@ static void check_combinations(struct loader *L)
         warn(c, "%s:%d: [server] host: %s is reachable from other machines and api_key is empty: anyone who can "
                 "connect can use the API; set api_key",
              L->file, cs_config_line(c, "server", "host"), c->host);
-    /* a drafter named while speculation is off: the orphan-state trap of MISSION §5.4 (here it is only ignored) */
+    /* a drafter named while speculation is off: the orphan-state trap of MISSION §5.4. Nothing of the
+     * speculator is loaded or initialised then (the daemon never calls a plugin); the keys are ignored. */
     if (!strcmp(c->spec_type, "none")) {
         if (c->spec_model)
             warn(c, "%s:%d: [speculator] model: ignored because type = none (speculation is off)", L->file,
@@ -685,6 +775,12 @@ static void check_combinations(struct loader *L)
         if (c->spec_device)
             warn(c, "%s:%d: [speculator] device: ignored because type = none (speculation is off)", L->file,
                  cs_config_line(c, "speculator", "device"));
+        for (int i = 0; i < c->spec_n_opts; i++)
+            warn(c, "%s:%d: [speculator] opt.%s: ignored because type = none (speculation is off)", L->file,
+                 c->spec_opt_line[i], c->spec_opt_key[i]);
+    } else if (!strcmp(c->spec_type, "ngram") && c->spec_model) {
+        warn(c, "%s:%d: [speculator] model: ignored by type = ngram (it drafts from the request's own tokens)",
+             L->file, cs_config_line(c, "speculator", "model"));
     }
 }
 
@@ -757,6 +853,10 @@ void cs_config_free(struct cs_config *c)
         enum cs_cfg_type t = cs_cfg_keys[i].t;
         if (t == CS_CFG_STR || t == CS_CFG_PATH || t == CS_CFG_ENUM || t == CS_CFG_DEVS)
             free(*(char **)field(c, &cs_cfg_keys[i]));
+    }
+    for (int i = 0; i < c->spec_n_opts; i++) {
+        free(c->spec_opt_key[i]);
+        free(c->spec_opt_val[i]);
     }
     free(c->warnings);
     free(c->path);

@@ -54,13 +54,19 @@ struct cs_config {
     /* [sampling] request defaults */
     struct cs_sampler_params sampling;
     int max_tokens;             /* default max_tokens of a request: 256 */
-    /* [speculator] (issue 6: until plugins exist only type = none is accepted) */
-    char *spec_type;            /* "none" */
-    int spec_n_max, spec_n_min; /* 16, 0 */
-    double spec_p_min;          /* 0.75 */
+    /* [speculator] */
+    char *spec_type;            /* "none" | "ngram" | "draft" | "mtp" | "dflash" | a plugin path (absolute) */
+    int spec_n_max, spec_n_min; /* 16 (1..64), 0 */
+    double spec_p_min;          /* 0.75: drafts with probabilities are cut before a token with q < p_min */
     char *spec_device;          /* NULL = the target's last-layer device */
     char *spec_model;           /* drafter GGUF */
     uint32_t spec_type_k, spec_type_v;
+    char *spec_plugin_dir;      /* where built-in plugins are looked for; NULL = the default search */
+    /* plugin-specific keys, written `opt.KEY = value` in [speculator]: handed to the plugin as KEY */
+#define CS_CONFIG_MAX_SPEC_OPTS 16
+    int spec_n_opts;
+    char *spec_opt_key[CS_CONFIG_MAX_SPEC_OPTS], *spec_opt_val[CS_CONFIG_MAX_SPEC_OPTS];
+    int spec_opt_line[CS_CONFIG_MAX_SPEC_OPTS];
 
     /* added by the cfg helper */
     int n_devices;              /* entries in `devices` (1..8) */

@@ -18,6 +18,7 @@
 
 #include "cl/runtime.h"
 #include "daemon/config.h"
+#include "spec/loader.h"
 #include "gguf.h"
 #include "model.h"
 #include "quant.h"
@@ -238,6 +239,29 @@ static int check_port(const struct cs_config *c, char *err, size_t errlen)
     return rc;
 }
 
+/* [speculator]: the plugin file can be found and the drafter model is a
+ * GGUF (loading and init happen at start-up, after the engine). */
+static int check_speculator(const struct cs_config *c, char *err, size_t errlen)
+{
+    if (!c->spec_type || !strcmp(c->spec_type, "none"))
+        return CLSPEC_OK;
+    char path[4096], e2[CLSPEC_ERRLEN];
+    int rc = cs_plugin_resolve(c->spec_type, c->spec_plugin_dir, path, sizeof path, e2, sizeof e2);
+    if (rc != CLSPEC_OK)
+        return cs_config_err(c, "speculator", cs_config_line(c, "speculator", "type") || !c->spec_plugin_dir
+                                                  ? "type" : "plugin_dir",
+                             err, errlen, rc, "%s; fix type (or plugin_dir)", e2);
+    if (c->spec_model && strcmp(c->spec_type, "ngram")) {
+        struct cs_gguf *g = NULL;
+        if ((rc = cs_gguf_open(c->spec_model, &g, e2, sizeof e2)) != CLSPEC_OK)
+            return cs_config_err(c, "speculator", "model", err, errlen, rc,
+                                 "%s is not a usable GGUF file (%s); point model at the drafter's GGUF", c->spec_model,
+                                 e2);
+        cs_gguf_close(g);
+    }
+    return CLSPEC_OK;
+}
+
 int cs_config_check_runtime(const struct cs_config *c, char *err, size_t errlen)
 {
     if (!c)
@@ -245,6 +269,8 @@ int cs_config_check_runtime(const struct cs_config *c, char *err, size_t errlen)
     int rc = check_model(c, err, errlen);
     if (rc == CLSPEC_OK)
         rc = check_devices(c, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_speculator(c, err, errlen);
     if (rc == CLSPEC_OK)
         rc = check_port(c, err, errlen);
     return rc;

@@ -91,18 +91,20 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "max_tokens of requests that give none (0 = until end of text or a full context)"},
 
     {"speculator", "type", CS_CFG_STR, OFF(spec_type), "none", 0, 0, NULL,
-     "speculative decoding: none (ngram, draft, mtp, dflash and plugins are not in this build yet)"},
-    {"speculator", "n_max", CS_CFG_INT, OFF(spec_n_max), "16", 1, 256, NULL, "most tokens drafted per step"},
-    {"speculator", "n_min", CS_CFG_INT, OFF(spec_n_min), "0", 0, 256, NULL,
+     "speculative decoding: none, ngram, draft, mtp, dflash, or the path of a plugin .so"},
+    {"speculator", "n_max", CS_CFG_INT, OFF(spec_n_max), "16", 1, 64, NULL, "most tokens drafted per step"},
+    {"speculator", "n_min", CS_CFG_INT, OFF(spec_n_min), "0", 0, 64, NULL,
      "fewest drafted tokens worth verifying (at most n_max)"},
     {"speculator", "p_min", CS_CFG_DBL, OFF(spec_p_min), "0.75", 0, 1, NULL,
-     "drafting stops at a token below this probability"},
+     "a draft with probabilities is cut before its first token below this probability (0 = never)"},
     {"speculator", "device", CS_CFG_STR, OFF(spec_device), "", 0, 0, NULL,
      "device of the drafter: index or name substring (empty = the device of the target's last layer)"},
     {"speculator", "model", CS_CFG_PATH, OFF(spec_model), "", 0, 0, NULL, "drafter GGUF (type = draft / dflash)"},
     {"speculator", "type_k", CS_CFG_KVTYPE, OFF(spec_type_k), "f16", 0, 0, KVTYPES, "type of the drafter's cached keys"},
     {"speculator", "type_v", CS_CFG_KVTYPE, OFF(spec_type_v), "f16", 0, 0, KVTYPES,
      "type of the drafter's cached values"},
+    {"speculator", "plugin_dir", CS_CFG_PATH, OFF(spec_plugin_dir), "", 0, 0, NULL,
+     "directory of the built-in plugins (empty = $CLSPEC_PLUGIN_DIR, the install directory, the build tree)"},
 };
 
 const size_t cs_cfg_n_keys = CS_ARRAY_LEN(cs_cfg_keys);
@@ -303,6 +305,12 @@ void cs_config_print_opts(const struct cs_config *c, FILE *f, unsigned flags)
         fprintf(f, value_empty(c, k) ? "%s =" : "%s = ", k->name);
         print_value(c, k, f, flags);
         fputc('\n', f);
+    }
+    /* [speculator] is the last section: its plugin-specific keys follow it */
+    for (int i = 0; i < c->spec_n_opts; i++) {
+        if (flags & CS_CONFIG_PRINT_HELP)
+            fprintf(f, "# plugin-specific key, handed to the plugin as %s\n", c->spec_opt_key[i]);
+        fprintf(f, "opt.%s = %s\n", c->spec_opt_key[i], c->spec_opt_val[i]);
     }
 }
 

@@ -20,6 +20,9 @@
 #include "daemon/log.h"
 #include "daemon/sched.h"
 #include "engine.h"
+#include "quant.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
 
 #ifndef CLSPEC_SYSCONF_DIR
 #define CLSPEC_SYSCONF_DIR "/etc/clspec"
@@ -52,7 +55,59 @@ struct loader {
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
+    struct cs_plugin *pl;   /* [speculator] (NULL: type = none) */
+    struct cs_spec *sp;
 };
+
+/* [speculator]: loads the plugin over the engine (the loader validates its
+ * ABI and capabilities and runs its init) and creates the speculative core
+ * over the engine's slots. type = none: nothing is loaded (L->sp NULL).
+ * Loader errors are shown verbatim after "file:line: [speculator] type: ". */
+static int load_speculator(struct loader *L)
+{
+    const struct cs_config *cfg = L->cfg;
+    if (!cfg->spec_type || !strcmp(cfg->spec_type, "none")) {
+        cs_log(CS_LOG_INFO, NULL, "speculation: off ([speculator] type = none)");
+        return CLSPEC_OK;
+    }
+    char nmax[16], nmin[16], pmin[32];
+    snprintf(nmax, sizeof nmax, "%d", cfg->spec_n_max);
+    snprintf(nmin, sizeof nmin, "%d", cfg->spec_n_min);
+    snprintf(pmin, sizeof pmin, "%g", cfg->spec_p_min);
+    struct cs_plugin_kv kv[8 + CS_CONFIG_MAX_SPEC_OPTS];
+    int n = 0;
+    kv[n++] = (struct cs_plugin_kv){"n_max", nmax};
+    kv[n++] = (struct cs_plugin_kv){"n_min", nmin};
+    kv[n++] = (struct cs_plugin_kv){"p_min", pmin};
+    kv[n++] = (struct cs_plugin_kv){"type_k", cs_type_name(cfg->spec_type_k)};
+    kv[n++] = (struct cs_plugin_kv){"type_v", cs_type_name(cfg->spec_type_v)};
+    if (cfg->spec_model)
+        kv[n++] = (struct cs_plugin_kv){"model", cfg->spec_model};
+    if (cfg->spec_device)
+        kv[n++] = (struct cs_plugin_kv){"device", cfg->spec_device};
+    for (int i = 0; i < cfg->spec_n_opts; i++)
+        kv[n++] = (struct cs_plugin_kv){cfg->spec_opt_key[i], cfg->spec_opt_val[i]};
+    struct cs_plugin_params pp = {.type = cfg->spec_type, .plugin_dir = cfg->spec_plugin_dir, .kv = kv, .n_kv = n,
+                                  .engine = L->e, .n_slots = (uint32_t)cfg->parallel};
+    char e2[sizeof L->err];
+    int rc = cs_plugin_load(&pp, &L->pl, e2, sizeof e2);
+    if (rc != CLSPEC_OK)
+        return cs_config_err(cfg, "speculator", "type", L->err, sizeof L->err, rc, "%s", e2);
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = cfg->spec_n_max;
+    sp.n_min = cfg->spec_n_min;
+    sp.p_min = (float)cfg->spec_p_min;
+    sp.log = false; /* the scheduler logs each slot's state with its request id */
+    rc = cs_spec_new(L->e, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
+    if (rc != CLSPEC_OK) {
+        cs_plugin_free(L->pl);
+        L->pl = NULL;
+        return cs_config_err(cfg, "speculator", "type", L->err, sizeof L->err, rc, "%s", e2);
+    }
+    cs_log(CS_LOG_INFO, NULL, "speculation: %s (%s), n_max %d, n_min %d, p_min %g, caps 0x%llx", L->pl->vt.name,
+           L->pl->path, cfg->spec_n_max, cfg->spec_n_min, cfg->spec_p_min, (unsigned long long)L->pl->vt.caps);
+    return CLSPEC_OK;
+}
 
 static void *load_main(void *arg)
 {
@@ -67,6 +122,8 @@ static void *load_main(void *arg)
             cs_log(CS_LOG_INFO, NULL, "chat template: %s%s", cs_chat_family_name(L->chat),
                    known ? "" : " (no known template in the model)");
     }
+    if (L->rc == CLSPEC_OK)
+        L->rc = load_speculator(L);
     if (L->rc == CLSPEC_OK) {
         struct cs_sched_params sp = {
             .n_slots = cfg->parallel,
@@ -75,6 +132,9 @@ static void *load_main(void *arg)
             .max_tokens_default = cfg->max_tokens,
             .max_tokens_limit = cfg->max_tokens_limit,
             .prefill_max = 0,
+            .spec = L->sp,
+            /* speculators that read the target's states of the prompt get it prefilled by the core */
+            .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
         };
         L->rc = cs_sched_new(L->e, &sp, &L->s, L->err, sizeof L->err);
         uint32_t n_ctx = L->e->p.n_ctx;
@@ -235,6 +295,8 @@ int main(int argc, char **argv)
     }
     cs_http_stop(http); /* waits for the connection threads */
     cs_sched_free(L.s);
+    cs_spec_free(L.sp);
+    cs_plugin_free(L.pl);
     cs_engine_free(L.e);
     cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
     cs_log_close();

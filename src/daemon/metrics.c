@@ -93,6 +93,31 @@ static void gauge_f64(struct cs_strbuf *b, const char *name, const char *help, c
     sample_f64(b, name, model, v);
 }
 
+/* A counter of the speculator: {model="...",speculator="..."} (specd). */
+static void counter_spec(struct cs_strbuf *b, const char *name, const char *help, const char *model,
+                         const char *spec, uint64_t v)
+{
+    header(b, name, "counter", help);
+    cs_strbuf_put(b, name);
+    if (model) {
+        put_labels(b, model, NULL);
+        if (!b->oom && b->len > 0)
+            b->p[--b->len] = '\0'; /* reopen the label set: drop its closing brace */
+        cs_strbuf_put(b, ",");
+    } else {
+        cs_strbuf_put(b, "{");
+    }
+    cs_strbuf_put(b, "speculator=\"");
+    for (const char *c = spec; *c; c++)
+        if (*c == '\\' || *c == '"')
+            cs_strbuf_printf(b, "\\%c", *c);
+        else if (*c == '\n')
+            cs_strbuf_put(b, "\\n");
+        else
+            cs_strbuf_put_n(b, c, 1);
+    cs_strbuf_printf(b, "\"} %" PRIu64 "\n", v);
+}
+
 int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char **out, size_t *len, char *err,
                       size_t errlen)
 {
@@ -128,6 +153,17 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
               model, st->prefill_tps_last);
     gauge_f64(&b, "clspec_decode_tokens_per_second", "Generation speed of the last finished request.", model,
               st->decode_tps_last);
+    if (st->spec_name) {
+        const char *sn = st->spec_name;
+        counter_spec(&b, "clspec_spec_requests_total", "Finished requests that decoded with the speculator.", model,
+                     sn, st->spec_requests);
+        counter_spec(&b, "clspec_spec_steps_total", "Speculative verification steps.", model, sn, st->spec_steps);
+        counter_spec(&b, "clspec_spec_draft_tokens_total", "Draft tokens verified.", model, sn, st->spec_drafted);
+        counter_spec(&b, "clspec_spec_draft_accepted_total", "Draft tokens accepted.", model, sn, st->spec_accepted);
+        counter_spec(&b, "clspec_spec_emitted_tokens_total",
+                     "Tokens emitted by speculative steps (accepted drafts and the target's own).", model, sn,
+                     st->spec_emitted);
+    }
 
     if (cs_strbuf_take(&b, out, len) != CLSPEC_OK)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "metrics: out of memory");

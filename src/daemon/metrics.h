@@ -14,6 +14,10 @@
  *             clspec_kv_cells_used, clspec_kv_cells,
  *             clspec_prefill_tokens_per_second, clspec_decode_tokens_per_second
  *             (of the last finished request)
+ *   speculator counters, only when one is configured, with speculator="NAME":
+ *             clspec_spec_requests_total, clspec_spec_steps_total,
+ *             clspec_spec_draft_tokens_total, clspec_spec_draft_accepted_total,
+ *             clspec_spec_emitted_tokens_total (finished requests)
  * Integers print exactly; doubles with 17 significant digits (they read back
  * bit-exact), NaN as "NaN", infinities as "+Inf" / "-Inf". */
 #ifndef CS_DAEMON_METRICS_H

@@ -17,7 +17,19 @@
  * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
  * are refused in one step only the youngest ends and the others retry.
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
- * prompt start another running sequence holds and prefills only the rest. */
+ * prompt start another running sequence holds and prefills only the rest.
+ *
+ * Speculative decoding (params.spec): a request that may speculate (its
+ * `speculative` flag, no logprobs, a speculator configured) is prefilled
+ * and gets its first token exactly as above; then its slot is handed to the
+ * core (cs_spec_slot_begin_cached: the prompt is already in the KV) and
+ * from there on decodes through cs_spec_step, which verifies the drafts of
+ * all such slots in one forward, before the plain batch of the other slots
+ * (decode rows and prompt chunks). Tokens a spec step emits go through the
+ * same emit path (stop strings, max_tokens, context end) one by one; a
+ * request that ends inside them ends its spec slot (cs_spec_slot_end frees
+ * its cells and tells the plugin). Every slot logs whether speculation is
+ * on, and why not. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -31,10 +43,12 @@
 
 #include "batch.h"
 #include "common.h"
+#include "daemon/log.h"
 #include "daemon/sched.h"
 #include "daemon/textout.h"
 #include "engine.h"
 #include "forward.h"
+#include "spec/spec.h"
 #include "strbuf.h"
 #include "tokenizer.h"
 
@@ -63,6 +77,7 @@ struct slot {
     int32_t last;                 /* sampled token to feed next (decoding) */
     int n_gen;                    /* tokens sampled */
     bool decoding;                /* prompt done */
+    bool spec;                    /* decoding through the speculative core (its slot i is active) */
     /* this step */
     int n_rows;                   /* rows in the batch */
     int logit_row;                /* index among the batch's logits rows, -1 none */
@@ -71,6 +86,7 @@ struct slot {
 struct cs_sched {
     struct cs_engine *e;          /* borrowed */
     struct cs_sched_params p;
+    struct cs_spec *sp;           /* borrowed (p.spec); NULL: no speculation */
     int slot_ctx;                 /* cells one slot may hold */
     int n_vocab;
     int prefill_max;
@@ -140,6 +156,8 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
 static void slot_release(struct cs_sched *s, int i)
 {
     struct slot *sl = &s->slots[i];
+    if (s->sp)
+        cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
     cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
@@ -163,7 +181,7 @@ static void publish(struct cs_sched *s)
         in->n_prompt = sl->job ? sl->job->n_prompt : 0;
         in->n_generated = sl->n_gen;
         in->n_past = sl->n_past;
-        in->speculative = false;
+        in->speculative = sl->job && sl->spec && s->sp->slots[i].on;
     }
     s->st.kv_cells_used = s->e->ctx->kv->n_used; /* cells shared by prefix reuse count once */
 }
@@ -178,6 +196,14 @@ static void finish(struct cs_sched *s, int i, const char *reason, int status, co
     struct cs_req_event ev;
     memset(&ev, 0, sizeof ev);
     fill_usage(j, sl, now, &ev.usage);
+    if (sl->spec) {
+        const struct cs_spec_slot *ss = &s->sp->slots[i];
+        ev.usage.speculative = true;
+        ev.usage.spec_steps = (int)ss->st.n_steps;
+        ev.usage.draft_n = (int)ss->st.n_drafted;
+        ev.usage.draft_accepted = (int)ss->st.n_accepted;
+        ev.usage.spec_emitted = (int)ss->st.n_emitted;
+    }
     if (reason) {
         ev.type = CS_EV_DONE;
         ev.finish_reason = reason;
@@ -201,6 +227,13 @@ static void finish(struct cs_sched *s, int i, const char *reason, int status, co
     s->st.completion_tokens_total += (uint64_t)sl->n_gen;
     s->st.prefill_seconds_total += ev.usage.prefill_ms / 1e3;
     s->st.decode_seconds_total += ev.usage.decode_ms / 1e3;
+    if (sl->spec) {
+        s->st.spec_requests++;
+        s->st.spec_steps += (uint64_t)ev.usage.spec_steps;
+        s->st.spec_drafted += (uint64_t)ev.usage.draft_n;
+        s->st.spec_accepted += (uint64_t)ev.usage.draft_accepted;
+        s->st.spec_emitted += (uint64_t)ev.usage.spec_emitted;
+    }
     if (reason) {
         if (ev.usage.prefill_ms > 0)
             s->st.prefill_tps_last = j->n_prompt / (ev.usage.prefill_ms / 1e3);
@@ -258,8 +291,12 @@ static int top_alternatives(struct cs_sched *s, const float *L, float lse, int n
     return k;
 }
 
-/* Slot i got its logits row: sample, stream, maybe finish. */
-static void sample_and_emit(struct cs_sched *s, int i, const float *L)
+static void spec_attach(struct cs_sched *s, int i, int32_t tok);
+
+/* Slot i got token tok (already given to its sampler); L its logits row, or
+ * NULL (tokens of a speculative step: such requests ask for no logprobs).
+ * Streams it, maybe finishes the request. Returns true while it runs on. */
+static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
 {
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
@@ -267,7 +304,7 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
     memset(&ev, 0, sizeof ev);
     ev.type = CS_EV_TOKEN;
     float lse = 0.0f;
-    if (j->r.logprobs || j->r.top_logprobs > 0) { /* the model's distribution (temperature 1) */
+    if (L && (j->r.logprobs || j->r.top_logprobs > 0)) { /* the model's distribution (temperature 1) */
         float m = L[0];
         for (int32_t v = 1; v < s->n_vocab; v++)
             m = L[v] > m ? L[v] : m;
@@ -276,21 +313,19 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
             sum += exp((double)(L[v] - m));
         lse = m + (float)log(sum);
     }
-    int32_t tok = cs_sampler_sample(j->smp, L);
-    cs_sampler_accept(j->smp, tok);
     double now = cs_now();
     if (sl->n_gen == 0)
         j->t_first = now;
     j->t_last = now;
     sl->n_gen++;
     ev.token = tok;
-    if (j->r.logprobs)
+    if (L && j->r.logprobs)
         ev.logprob = L[tok] - lse;
-    if (j->r.top_logprobs > 0) {
+    if (L && j->r.top_logprobs > 0) {
         int k = top_alternatives(s, L, lse, j->r.top_logprobs);
         if (k < 0) {
             finish(s, i, NULL, k, "out of memory formatting top logprobs");
-            return;
+            return false;
         }
         ev.top = s->top;
         ev.n_top = k;
@@ -313,7 +348,7 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
         int rc = cs_textout_push(j->to, tok, &d, &dn, err, sizeof err);
         if (rc < 0) {
             finish(s, i, NULL, rc, err);
-            return;
+            return false;
         }
         cs_strbuf_put_n(&s->txt, d, dn);
         if (rc == 1)
@@ -332,7 +367,7 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
     if (s->txt.oom) {
         s->txt.oom = false;
         finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory assembling the text");
-        return;
+        return false;
     }
     if (!eog || s->txt.len > 0) {
         ev.text = s->txt.p ? s->txt.p : "";
@@ -341,24 +376,194 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
     }
     if (reason) {
         finish(s, i, reason, CLSPEC_OK, NULL);
-        return;
+        return false;
     }
     sl->last = tok;
+    if (!sl->decoding) {
+        sl->decoding = true;
+        spec_attach(s, i, tok);
+    }
+    return true;
+}
+
+/* Slot i got its logits row: sample, stream, maybe finish. */
+static void sample_and_emit(struct cs_sched *s, int i, const float *L)
+{
+    struct job *j = s->slots[i].job;
+    int32_t tok = cs_sampler_sample(j->smp, L);
+    cs_sampler_accept(j->smp, tok);
+    emit_token(s, i, tok, L);
+}
+
+/* ---------------------------------------------------------------- speculation */
+
+/* Slot i's prompt is in and its first token tok was emitted: from here on it
+ * decodes through the speculative core when it may; the slot logs which. */
+/* Why job j decodes without speculation, NULL when it may speculate. */
+static const char *spec_off_reason(const struct cs_sched *s, const struct job *j)
+{
+    if (!s->sp || !s->sp->pl)
+        return "no speculator configured ([speculator] type = none)";
+    if (!j->r.speculative)
+        return "the request says \"speculative\": false";
+    if (j->r.logprobs || j->r.top_logprobs > 0)
+        return "the request asks for logprobs";
+    return NULL;
+}
+
+static void spec_log_on(struct cs_sched *s, int i)
+{
+    const struct job *j = s->slots[i].job;
+    if (s->sp->slots[i].on)
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
+               (int)s->sp->p.n_max);
+    else
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed)", i);
+}
+
+/* spec_core_prefill: slot i's request (just assigned; the cells prefix
+ * reuse shared are in) is prefilled by the core, whose step then gives its
+ * first token. Returns false when the request ended (KV full, ...). */
+static bool spec_core_begin(struct cs_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, sl->n_past, j->smp, true, err,
+                                       sizeof err);
+    if (rc < 0) {
+        cs_spec_slot_end(s->sp, i);
+        char msg[CLSPEC_ERRLEN + 48];
+        snprintf(msg, sizeof msg, "prefill failed: %s", err);
+        finish(s, i, NULL, rc, msg);
+        return false;
+    }
+    sl->n_past = j->n_prompt - 1; /* the last prompt token is the first step's input */
+    sl->n_fed = j->n_prompt;
     sl->decoding = true;
+    sl->spec = true;
+    spec_log_on(s, i);
+    return true;
+}
+
+static void spec_attach(struct cs_sched *s, int i, int32_t tok)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    const char *off = spec_off_reason(s, j);
+    if (off) {
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (%s)", i, off);
+        return;
+    }
+    char err[CLSPEC_ERRLEN];
+    int32_t *hist = malloc(((size_t)j->n_prompt + 1) * sizeof *hist);
+    int rc = CLSPEC_E_NOMEM;
+    if (hist) { /* the KV holds the prompt (n_past cells); tok is the next input */
+        memcpy(hist, j->prompt, (size_t)j->n_prompt * sizeof *hist);
+        hist[j->n_prompt] = tok;
+        rc = cs_spec_slot_begin_cached(s->sp, i, hist, j->n_prompt + 1, sl->n_past, j->smp, true, err,
+                                       sizeof err);
+        free(hist);
+    } else {
+        snprintf(err, sizeof err, "out of memory");
+    }
+    if (rc < 0) { /* the core refused the slot: it decodes without drafts, nothing half set up */
+        cs_spec_slot_end(s->sp, i);
+        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (the speculative core refused the slot: %s)", i, err);
+        return;
+    }
+    sl->spec = true;
+    spec_log_on(s, i);
+}
+
+/* One speculative step for the slots decoding through the core. */
+static void spec_step(struct cs_sched *s)
+{
+    int32_t n_left[CS_MAX_SEQ] = {0};
+    bool in[CS_MAX_SEQ] = {false}, was_on[CS_MAX_SEQ] = {false};
+    int n_in = 0;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->job || !sl->spec || atomic_load(&sl->job->cancelled))
+            continue;
+        int left = s->slot_ctx - sl->n_past; /* each token emitted needs the cell of the one before it */
+        if (sl->job->max_tokens > 0)
+            left = CS_MIN(left, sl->job->max_tokens - sl->n_gen);
+        n_left[i] = CS_MAX(left, 0);
+        in[i] = n_left[i] > 0;
+        was_on[i] = s->sp->slots[i].on;
+        n_in += in[i];
+    }
+    if (n_in == 0)
+        return;
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_spec_step(s->sp, n_left, err, sizeof err);
+    int victim = -1; /* as in step(): of the slots with no room at all, only the youngest fails */
+    for (int i = 0; rc == CLSPEC_OK && i < s->p.n_slots; i++)
+        if (in[i] && s->sp->slots[i].rc == CLSPEC_E_KV_FULL &&
+            (victim < 0 || s->slots[i].job->admit_no > s->slots[victim].job->admit_no))
+            victim = i;
+    for (int i = 0; i < s->p.n_slots; i++) {
+        if (!in[i])
+            continue;
+        struct slot *sl = &s->slots[i];
+        const struct cs_spec_slot *ss = &s->sp->slots[i];
+        if (rc < 0) {
+            char msg[CLSPEC_ERRLEN + 48];
+            snprintf(msg, sizeof msg, "speculative step failed: %s", err);
+            finish(s, i, NULL, rc, msg);
+            continue;
+        }
+        if (ss->rc == CLSPEC_E_KV_FULL) {
+            if (i != victim)
+                continue; /* retried next step */
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "KV cache full: slot %d could not store 1 more token at position %d (n_ctx %u shared by %d "
+                     "slots); retry later or use a shorter request",
+                     i, sl->n_past, s->e->p.n_ctx, s->p.n_slots);
+            finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
+            continue;
+        }
+        if (ss->rc < 0) {
+            finish(s, i, NULL, ss->rc, "the speculative step refused the sequence");
+            continue;
+        }
+        if (was_on[i] && !ss->on)
+            cs_log(CS_LOG_WARN, sl->job->r.id, "slot %d: speculation off (the speculator failed; decoding goes on "
+                                               "without drafts)", i);
+        int n_out = ss->n_out;
+        for (int t = 0; t < n_out; t++) {
+            sl->n_past++; /* the cell of the token before this one */
+            if (!emit_token(s, i, ss->out[t], NULL))
+                break; /* finished: the slot and its spec state are gone */
+        }
+    }
 }
 
 /* ---------------------------------------------------------------- the loop */
 
 static void step(struct cs_sched *s)
 {
+    for (int i = 0; s->sp && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->job && !sl->decoding && !sl->spec && sl->n_fed == sl->job->n_cached &&
+            !atomic_load(&sl->job->cancelled) && !spec_off_reason(s, sl->job))
+            spec_core_begin(s, i);
+    }
+    int n_spec = 0;
+    for (int i = 0; s->sp && i < s->p.n_slots; i++)
+        n_spec += s->slots[i].job && s->slots[i].spec;
+    if (n_spec)
+        spec_step(s);
     struct cs_batch *b = &s->b;
     cs_batch_clear(b);
-    int n_logits = 0, n_dec = 0;
+    int n_logits = 0, n_dec = n_spec;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         sl->n_rows = 0;
         sl->logit_row = -1;
-        if (!sl->job || !sl->decoding || atomic_load(&sl->job->cancelled))
+        if (!sl->job || !sl->decoding || sl->spec || atomic_load(&sl->job->cancelled))
             continue;
         cs_batch_add(b, sl->last, sl->n_past, i, true, NULL, 0);
         sl->n_rows = 1;
@@ -489,6 +694,8 @@ static void *loop(void *arg)
                 if (!j)
                     continue;
                 s->slots[i].job = NULL; /* the job outlives the slot until its event is out */
+                if (s->sp)
+                    cs_spec_slot_end(s->sp, i);
                 cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
                 memset(&s->slots[i], 0, sizeof s->slots[i]);
                 s->busy--;
@@ -577,6 +784,13 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
     s->e = e;
     s->p = *p;
+    s->sp = p->spec;
+    if (s->sp && (s->sp->e != e || s->sp->n_slots < p->n_slots)) {
+        free(s);
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "scheduler: the speculative core is over another engine or has fewer than %d slots", p->n_slots);
+    }
+    s->st.spec_name = s->sp && s->sp->pl ? s->sp->pl->vt.name : NULL;
     s->n_vocab = (int)e->model->hp.n_vocab;
     s->slot_ctx = (int)(e->p.kv_unified ? e->p.n_ctx : e->p.n_ctx / n_seq);
     uint32_t nb = e->p.n_batch ? e->p.n_batch : 512, nub = e->p.n_ubatch ? e->p.n_ubatch : nb;

@@ -18,6 +18,7 @@
 
 struct cs_engine;
 struct cs_sched;
+struct cs_spec;
 
 struct cs_sched_params {
     int n_slots;             /* `parallel`: sequences decoded together (1..64, <= engine n_seq_max) */
@@ -29,6 +30,13 @@ struct cs_sched_params {
     int prefill_max;         /* prompt tokens fed per step, all slots together, while some slot is
                               * generating (0: the engine's n_ubatch); with none generating a step
                               * takes up to the engine's n_batch */
+    /* specd helper, additions: speculative decoding (NULL: none) */
+    struct cs_spec *spec;    /* borrowed, over the same engine with n_slots slots (slot i = sequence i);
+                              * requests with speculative = true and no logprobs decode through
+                              * cs_spec_step once their prompt is in; the others as without it */
+    bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
+                              * one call: no chunk interleaving), for speculators that read the
+                              * target's hidden states of the prompt (taps, KV injection) */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a
@@ -57,7 +65,8 @@ struct cs_req {
                               * (temperature 1, before penalties and filters), whatever sp says */
     int top_logprobs;        /* and that many alternatives (0..CS_MAX_TOP_LOGPROBS) */
     bool ignore_eos;
-    bool speculative;        /* reserved for speculative decoding (issue 6); default true */
+    bool speculative;        /* speculate when the server has a speculator (default true); false: this
+                              * request decodes without drafts (its slot logs why) */
     char id[40];             /* request id for logs ("req-12") */
 };
 
@@ -75,6 +84,12 @@ struct cs_req_usage {
     double queue_ms;         /* submit -> slot assigned */
     double prefill_ms;       /* slot assigned -> first token sampled */
     double decode_ms;        /* first token -> last token */
+    /* speculative decoding (all 0 when the request did not speculate) */
+    bool speculative;        /* the request decoded with a speculator on (at its start) */
+    int spec_steps;          /* verification steps */
+    int draft_n;             /* draft tokens verified */
+    int draft_accepted;      /* of them accepted */
+    int spec_emitted;        /* tokens the steps emitted (accepted drafts + the target's own) */
 };
 
 enum cs_ev_type {
@@ -139,6 +154,9 @@ struct cs_sched_stats {
     double prefill_tps_last, decode_tps_last;           /* of the last finished request */
     int queue_depth, slots_busy, n_slots;
     uint64_t kv_cells_used, kv_cells_total;
+    /* speculative decoding, summed over finished requests that speculated */
+    const char *spec_name;   /* the speculator's name ("ngram"), NULL: none configured */
+    uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 
@@ -148,7 +166,7 @@ struct cs_slot_info {
     char req_id[40];
     int n_prompt, n_generated;
     int32_t n_past;          /* cells the slot's sequence holds */
-    bool speculative;        /* speculation on for this slot (issue 6; false until then) */
+    bool speculative;        /* speculation on for this slot's request now */
 };
 /* Fills up to cap entries, returns the slot count. */
 int cs_sched_get_slots(struct cs_sched *s, struct cs_slot_info *out, int cap);

@@ -220,11 +220,28 @@ static int grow_hist(struct cs_spec_slot *sl, int32_t need, char *err, size_t er
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
                        struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
 {
+    return cs_spec_slot_begin_cached(sp, s, prompt, n_prompt, 0, smp, speculate, err, errlen);
+}
+
+int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
+                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+{
     if (s < 0 || s >= sp->n_slots)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d out of range 0..%d", s, sp->n_slots - 1);
     if (n_prompt <= 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: empty prompt", s);
-    cs_spec_slot_end(sp, s);
+    if (n_cached < 0 || n_cached > n_prompt - 1)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d: %d cached tokens of a %d-token prompt", s,
+                      n_cached, n_prompt);
+    if (sp->slots[s].active) /* a request still running here: its cells go first */
+        cs_spec_slot_end(sp, s);
+    if (n_cached == 0) { /* cells of the slot's sequence not from this request */
+        char e2[CLSPEC_ERRLEN];
+        kv_rm_from(sp->e, s, 0, e2, sizeof e2);
+    } else if (cs_spec_kv_cells(sp->e, s) != (uint32_t)n_cached) {
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: the KV holds %u cells, the caller says %d", s,
+                      cs_spec_kv_cells(sp->e, s), n_cached);
+    }
     struct cs_spec_slot *sl = &sp->slots[s];
     int rc = grow_hist(sl, n_prompt + 1024, err, errlen);
     if (rc < 0)
@@ -241,7 +258,7 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
     cs_taps_slot_clear(sp->pl, s);
     /* prefill all but the last prompt token, in chunks of n_batch */
     const int32_t B = (int32_t)CS_MAX(1u, CS_MIN(sp->e->p.n_batch, (uint32_t)sp->b.cap));
-    for (int32_t p0 = 0; p0 < n_prompt - 1; p0 += B) {
+    for (int32_t p0 = n_cached; p0 < n_prompt - 1; p0 += B) {
         int32_t n = CS_MIN(B, n_prompt - 1 - p0);
         cs_batch_clear(&sp->b);
         for (int32_t i = 0; i < n; i++)

@@ -82,6 +82,13 @@ void cs_spec_free(struct cs_spec *sp);
  * request still running on the slot first. */
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
                        struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+/* As cs_spec_slot_begin when the slot's KV sequence already holds
+ * prompt[0..n_cached) at positions 0..n_cached-1 (the caller prefilled it,
+ * e.g. the daemon's scheduler with its chunked prefill and prefix reuse):
+ * only prompt[n_cached..n_prompt-1) is prefilled. n_cached <= n_prompt - 1;
+ * the sequence must hold exactly n_cached cells (else CLSPEC_E_INVAL). */
+int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
+                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
 /* Ends the request: frees its KV cells, tells the plugin. */
 void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
 /* Switches speculation off for the slot's request and clears every piece of
