@@ -429,8 +429,13 @@ static bool spec_core_begin(struct cs_sched *s, int i)
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
     char err[CLSPEC_ERRLEN];
-    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, sl->n_past, j->smp, true, err,
-                                       sizeof err);
+    if (sl->n_past > 0) { /* taps are captured by the core's forwards only: no shared prefix, all of it */
+        cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
+        sl->n_past = 0;
+        sl->n_fed = 0;
+        j->n_cached = 0;
+    }
+    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, 0, j->smp, true, err, sizeof err);
     if (rc < 0) {
         cs_spec_slot_end(s->sp, i);
         char msg[CLSPEC_ERRLEN + 48];
