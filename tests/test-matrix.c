@@ -16,7 +16,8 @@
  * Each cell is its own cmocka test; the table (rows speculator x KV,
  * columns parallel x devices, "ok tau=..." = mean tokens per verification
  * step) is printed at the end. `make check` runs a fast subset; with --full
- * (or CLSPEC_MATRIX=full; `make check-matrix`) every cell.
+ * (or CLSPEC_MATRIX=full; `make check-matrix`) every cell;
+ * CLSPEC_MATRIX_FILTER="draft_*" runs the matching tests alone.
  * Item 5: MTP and DFlash acceptance (accepted / drafted) and mean accepted
  * length at parallel 4 with q8_0 KV stay within a stated margin of
  * parallel 1 with f16 KV, per prompt and in total. */
@@ -351,6 +352,17 @@ static void test_cell(void **state)
     struct cell *c = *state;
     run_cell(c->spec, c->kv, c->par, c->dev);
     const struct run *r = &c->r;
+    if (c->state == CELL_OK && c->spec == 0) { /* how far the text follows the reference (f32 logits) */
+        char agree[64] = "";
+        for (int p = 0; p < NPROMPT; p++) {
+            int i = 0;
+            while (i < r->n[p] && r->tok[p][i] == g_prompt[p].greedy[i])
+                i++;
+            snprintf(agree + strlen(agree), sizeof agree - strlen(agree), " %d", i);
+        }
+        print_message("none kv %s parallel %d devices %s: tokens equal to the reference's greedy ids:%s (of %d)\n",
+                      cs_type_name(KV_TYPE[c->kv]), PAR[c->par], DEVICES[c->dev], agree, NGEN);
+    }
     if (c->state == CELL_OK)
         print_message("%s kv %s parallel %d devices %s: ok, %llu steps, drafted %llu, accepted %llu (%.1f%%), "
                       "tau %.2f\n",
@@ -362,14 +374,25 @@ static void test_cell(void **state)
                  PAR[c->par], DEVICES[c->dev], c->state == CELL_REFUSED ? "refused" : "FAIL", c->why);
 }
 
-/* Item 5. Measured (greedy, 4 prompts x 64 tokens, n_max 8, one device):
- *   mtp    f16 parallel 1: see ACC_NOTE; q8_0 parallel 4: ...
- *   dflash f16 parallel 1: ...; q8_0 parallel 4: ...
- * Margins: acceptance (accepted / drafted) within ACC_MARGIN (absolute) and
- * mean accepted length (tokens per step) within TAU_MARGIN, in total and
- * per prompt within twice that (a prompt has few steps). */
+/* Item 5: acceptance does not depend on slots or KV type. Compared: f16
+ * KV at parallel 1 with q8_0 KV at parallel 4 (one device, greedy, the 4
+ * prompts x 64 tokens, n_max 8), in total, and per prompt where the text
+ * without speculation is the same with both KV types (q8_0 changes the
+ * text: prompt 1's first token has a top-2 logit gap of 0.003, prompt 2
+ * differs from token 59; a different text drafts different tokens); and
+ * q8_0 at parallel 1 with parallel 4 per prompt (same texts).
+ * Measured (22:15 UTC, stories260K, PoCL):
+ *   mtp    f16 p1 0.542 (tau 2.75), q8_0 p4 0.545 (tau 2.75): +0.004, tau +0.00;
+ *          per prompt 0 and 3 equal; q8_0 p1 = p4 exactly for every prompt
+ *   dflash f16 p1 0.422 (tau 2.06), q8_0 p4 0.437 (tau 2.13): +0.016, tau +0.07;
+ *          per prompt 0 and 3 equal; q8_0 p1 = p4 exactly for every prompt
+ * Margins: acceptance (accepted / drafted) within 0.05 absolute and mean
+ * accepted length (tokens per verification step) within 0.15, in total
+ * and per prompt. */
 #define ACC_MARGIN 0.05
 #define TAU_MARGIN 0.15
+#define PROMPT_ACC_MARGIN 0.05
+#define PROMPT_TAU_MARGIN 0.15
 
 static void acceptance(int spec)
 {
@@ -387,12 +410,35 @@ static void acceptance(int spec)
                   tau_of(&b->r.total), da, dt);
     assert_true(fabs(da) <= ACC_MARGIN);
     assert_true(fabs(dt) <= TAU_MARGIN);
+    /* per prompt where the text without speculation is the same with both KV types (a different text
+     * drafts different tokens: only the totals compare) */
+    char err[CLSPEC_ERRLEN];
+    const struct run *ba = base_get(f16, 0, 0, err, sizeof err), *bb = base_get(q8, 1, 0, err, sizeof err);
+    assert_non_null(ba);
+    assert_non_null(bb);
+    int n_same = 0;
     for (int p = 0; p < NPROMPT; p++) {
+        bool same = ba->n[p] == bb->n[p] && !memcmp(ba->tok[p], bb->tok[p], (size_t)ba->n[p] * sizeof(int32_t));
         double pa = acc_of(&b->r.st[p]) - acc_of(&a->r.st[p]), pt = tau_of(&b->r.st[p]) - tau_of(&a->r.st[p]);
-        print_message("  prompt %d: %.3f / %.3f (tau %.2f / %.2f)\n", p, acc_of(&a->r.st[p]), acc_of(&b->r.st[p]),
-                      tau_of(&a->r.st[p]), tau_of(&b->r.st[p]));
-        assert_true(fabs(pa) <= 2 * ACC_MARGIN);
-        assert_true(fabs(pt) <= 2 * TAU_MARGIN);
+        print_message("  prompt %d (%s text): %.3f / %.3f (tau %.2f / %.2f)\n", p, same ? "same" : "another",
+                      acc_of(&a->r.st[p]), acc_of(&b->r.st[p]), tau_of(&a->r.st[p]), tau_of(&b->r.st[p]));
+        if (!same)
+            continue;
+        n_same++;
+        assert_true(fabs(pa) <= PROMPT_ACC_MARGIN);
+        assert_true(fabs(pt) <= PROMPT_TAU_MARGIN);
+    }
+    assert_true(n_same >= 1); /* the per-prompt check compared something */
+    /* slots alone (the same KV type, the same texts): q8_0 at parallel 1 and 4, per prompt */
+    run_cell(spec, q8, 0, 0);
+    const struct cell *c = &g_cell[spec][q8][0][0];
+    if (c->state != CELL_OK)
+        fail_msg("%s q8_0 parallel 1: %s", SPEC_NAME[spec], c->why);
+    for (int p = 0; p < NPROMPT; p++) {
+        print_message("  prompt %d, q8_0 parallel 1 / 4: %.3f / %.3f (tau %.2f / %.2f)\n", p, acc_of(&c->r.st[p]),
+                      acc_of(&b->r.st[p]), tau_of(&c->r.st[p]), tau_of(&b->r.st[p]));
+        assert_true(fabs(acc_of(&b->r.st[p]) - acc_of(&c->r.st[p])) <= PROMPT_ACC_MARGIN);
+        assert_true(fabs(tau_of(&b->r.st[p]) - tau_of(&c->r.st[p])) <= PROMPT_TAU_MARGIN);
     }
 }
 
@@ -522,6 +568,9 @@ int main(int argc, char **argv)
                 }
     tests[n++] = (struct CMUnitTest){.name = "acceptance_mtp", .test_func = test_acceptance_mtp};
     tests[n++] = (struct CMUnitTest){.name = "acceptance_dflash", .test_func = test_acceptance_dflash};
+    const char *only = getenv("CLSPEC_MATRIX_FILTER"); /* e.g. "draft_*": those tests alone (cmocka's filter) */
+    if (only && *only)
+        cmocka_set_test_filter(only);
     int rc = _cmocka_run_group_tests(full ? "matrix (full)" : "matrix (fast subset)", tests, n, NULL, NULL);
     print_table();
     return rc;
