@@ -295,6 +295,14 @@ static void run_cell(int spec, int kv, int par, int dev)
         snprintf(c->why, sizeof c->why, "engine: %s", err);
         goto out;
     }
+    /* two devices: layers on both; the drafters' default device (the host's model_load: the engine's last
+     * device) is the one holding the target's last layer */
+    if (e->n_dev != dev + 1 || e->fm->layer_dev[0] != 0 || e->fm->layer_dev[e->model->hp.n_layer - 1] != dev) {
+        c->state = CELL_FAIL;
+        snprintf(c->why, sizeof c->why, "engine on %d devices, layers 0 / last on devices %d / %d", e->n_dev,
+                 e->fm->layer_dev[0], e->fm->layer_dev[e->model->hp.n_layer - 1]);
+        goto out;
+    }
     if (spec > 0 && plugin_open(spec, kv, e, PAR[par], &pl, err, sizeof err) != CLSPEC_OK) {
         c->state = CELL_REFUSED;
         snprintf(c->why, sizeof c->why, "%s", err);
