@@ -285,8 +285,8 @@ if [ -f "$tplug/initfail.so" ]; then
         "init failed: broken: the frobnicator is not configured"
     check "the loader messages are all different" \
         test "$(cat "$tmp"/lf-*.msg | sed 's/^.*\[speculator\] type: //' | sort -u | wc -l)" = 7
-    loader_fail "drafter KV type the draft plugin refuses (its init message)" draft \
-        "init failed: .*type_k must be f32 or f16" "model = $drafter" "type_k = q8_0"
+    loader_fail "drafter KV type its context cannot hold (the init message names it and the fix)" draft \
+        "init failed: .*type_k: KV cache type q8_0: a cell row of 2 kv heads x head_dim 8 = 16 values is not a multiple of its block of 32" "model = $drafter" "type_k = q8_0"
     # never-fail-4 (c): a plugin whose init fails refuses clearly; the daemon does not crash or serve half set up
     check "never-fail-4: speculation disabled leaves no half state: a plugin whose init fails stops start-up (exit 1, no signal)" \
         test -z "$(grep -i 'segmentation\|abort\|core dumped' "$tmp/lf-init failure (with the plugin's message).out")"
