@@ -26,6 +26,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/plugin_util.h"
+
 struct dfslot {
     int active;       /* between slot_begin and slot_end */
     int32_t n_inj;    /* positions 0..n_inj-1 injected; the next block starts at n_inj */
@@ -54,65 +56,6 @@ struct dflash {
     long long n_decodes, n_blocks, n_inj_rows;
     double dec_s;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
-{
-    char msg[400];
-    snprintf(msg, sizeof msg, fmt, a ? a : "", b ? b : "");
-    snprintf(err, errlen, "dflash: %s", msg);
-    return -1;
-}
-
-static int32_t find_device(const struct clspec_host *h, const char *v)
-{
-    char *end = NULL;
-    long i = strtol(v, &end, 10);
-    if (end != v && !*end)
-        return i >= 0 && i < h->n_devices(h) ? (int32_t)i : -2;
-    for (int32_t k = 0; k < h->n_devices(h); k++) {
-        struct clspec_device_info di;
-        memset(&di, 0, sizeof di);
-        di.size = sizeof di;
-        if (h->device_info(h, k, &di) == 0 && di.name && strstr(di.name, v))
-            return k;
-    }
-    return -2;
-}
-
-static const struct {
-    const char *name;
-    uint32_t type;
-} types[] = {{"f32", CLSPEC_TYPE_F32},   {"f16", CLSPEC_TYPE_F16},   {"bf16", CLSPEC_TYPE_BF16},
-             {"q8_0", CLSPEC_TYPE_Q8_0}, {"q4_0", CLSPEC_TYPE_Q4_0}};
-
-static const char *type_name(uint32_t t)
-{
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (types[i].type == t)
-            return types[i].name;
-    return "?";
-}
-
-static int parse_type(const char *v, uint32_t dflt, uint32_t *out)
-{
-    if (!v || !*v) {
-        *out = dflt;
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(v, types[i].name)) {
-            *out = types[i].type;
-            return 0;
-        }
-    return -1;
-}
 
 static void dflash_fini(void *state)
 {
@@ -156,34 +99,37 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
         !HAS(h, ctx_inject_taps)) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u", h->abi_major, h->abi_minor);
-        return fail(err, errlen, "this clspec (ABI %s) lacks the dflash host services (taps, model_key_ints, "
-                                 "ctx_inject_taps: ABI 1.3)%s", v, NULL);
+        return pu_fail(err, errlen, "dflash: ",
+                       "this clspec (ABI %s) lacks the dflash host services (taps, model_key_ints, "
+                       "ctx_inject_taps: ABI 1.3)%s",
+                       v, NULL);
     }
     const char *path = h->config_get(h, "model");
     if (!path || !*path)
-        return fail(err, errlen, "set model = PATH of the dflash GGUF (--spec-opt model=PATH)%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "set model = PATH of the dflash GGUF (--spec-opt model=PATH)%s%s", NULL,
+                       NULL);
     struct clspec_target_info ti;
     memset(&ti, 0, sizeof ti);
     ti.size = sizeof ti;
     if (h->target_info(h, &ti) < 0)
-        return fail(err, errlen, "no target model%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "no target model%s%s", NULL, NULL);
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
-    if (dv && *dv && (device = find_device(h, dv)) < -1) /* "" = unset (an INI default) */
-        return fail(err, errlen, "device '%s': no such device%s", dv, NULL);
+    if (dv && *dv && (device = pu_find_device(h, dv)) < 0) /* "" = unset (an INI default) */
+        return pu_fail(err, errlen, "dflash: ", "device '%s': no such device%s", dv, NULL);
     uint32_t tk, tv;
-    if (parse_type(h->config_get(h, "type_k"), ti.type_k, &tk) < 0 ||
-        parse_type(h->config_get(h, "type_v"), ti.type_v, &tv) < 0)
-        return fail(err, errlen, "type_k / type_v: want f32, f16, bf16, q8_0 or q4_0%s%s", NULL, NULL);
+    if (pu_parse_type(h->config_get(h, "type_k"), ti.type_k, &tk) < 0 ||
+        pu_parse_type(h->config_get(h, "type_v"), ti.type_v, &tv) < 0)
+        return pu_fail(err, errlen, "dflash: ", "type_k / type_v: want f32, f16, bf16, q8_0 or q4_0%s%s", NULL, NULL);
     struct dflash *d = calloc(1, sizeof *d);
     if (!d)
-        return fail(err, errlen, "out of memory%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "out of memory%s%s", NULL, NULL);
     d->h = h;
     d->n_slots = (int32_t)ti.n_slots;
     char e2[512] = "";
     if (h->model_load(h, path, device, CLSPEC_MODEL_TARGET_TENSORS, &d->m, e2, sizeof e2) < 0) {
         dflash_fini(d);
-        return fail(err, errlen, "%s", e2, NULL);
+        return pu_fail(err, errlen, "dflash: ", "%s", e2, NULL);
     }
     struct clspec_model_info mi;
     memset(&mi, 0, sizeof mi);
@@ -191,7 +137,8 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     h->model_info(d->m, &mi);
     if (!mi.arch || strcmp(mi.arch, "dflash") != 0) {
         dflash_fini(d);
-        return fail(err, errlen, "%s is not a dflash drafter (general.architecture = %s)", path, mi.arch);
+        return pu_fail(err, errlen, "dflash: ", "%s is not a dflash drafter (general.architecture = %s)", path,
+                       mi.arch);
     }
     d->n_vocab = mi.n_vocab;
     d->n_embd = mi.n_embd;
@@ -199,14 +146,14 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     int32_t nt = h->model_key_ints(d->m, "dflash.target_layers", taps, 16);
     if (nt < 1 || nt > 16) {
         dflash_fini(d);
-        return fail(err, errlen, "%s: dflash.target_layers missing or longer than 16%s", path, NULL);
+        return pu_fail(err, errlen, "dflash: ", "%s: dflash.target_layers missing or longer than 16%s", path, NULL);
     }
     key_int(d, "dflash.block_size", 16, &bs);
     key_int(d, "tokenizer.ggml.mask_token_id", 0, &mask);
     key_int(d, "dflash.attention.causal", 0, &causal);
     if (bs < 2 || bs > 256 || mask < 0 || mask >= (int64_t)d->n_vocab) {
         dflash_fini(d);
-        return fail(err, errlen, "%s: bad dflash.block_size or mask token%s", path, NULL);
+        return pu_fail(err, errlen, "dflash: ", "%s: bad dflash.block_size or mask token%s", path, NULL);
     }
     d->n_taps = nt;
     for (int32_t i = 0; i < nt; i++)
@@ -224,7 +171,7 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->n_block = d->n_block_cfg > 0 ? d->n_block_cfg : 1;
     if (h->tap_request(h, d->taps, nt, e2, sizeof e2) < 0) {
         dflash_fini(d);
-        return fail(err, errlen, "tap_request: %s", e2, NULL);
+        return pu_fail(err, errlen, "dflash: ", "tap_request: %s", e2, NULL);
     }
     const int32_t B = d->block_size, NS = d->n_slots;
     struct clspec_ctx_params cp;
@@ -238,7 +185,7 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     cp.non_causal = causal ? 0 : 1;
     if (h->ctx_new(d->m, &cp, &d->c, e2, sizeof e2) < 0) {
         dflash_fini(d);
-        return fail(err, errlen, "drafter context: %s", e2, NULL);
+        return pu_fail(err, errlen, "dflash: ", "drafter context: %s", e2, NULL);
     }
     d->slots = calloc((size_t)NS, sizeof *d->slots);
     d->tok = malloc((size_t)NS * (size_t)B * sizeof *d->tok);
@@ -251,10 +198,10 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
         ok = (d->slots[s].drafts = calloc((size_t)B, sizeof(int32_t))) != NULL;
     if (!ok) {
         dflash_fini(d);
-        return fail(err, errlen, "out of memory%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "out of memory%s%s", NULL, NULL);
     }
     h->log(h, CLSPEC_LOG_INFO, "%s: %d taps, block_size %d, mask %d, %s attention, KV %s/%s, %d slots", path, nt, B,
-           d->mask, causal ? "causal" : "non-causal", type_name(tk), type_name(tv), NS);
+           d->mask, causal ? "causal" : "non-causal", pu_type_name(tk), pu_type_name(tv), NS);
     *state = d;
     return 0;
 }
@@ -308,7 +255,7 @@ static int dflash_slot_begin(void *state, int32_t slot, const int32_t *prompt, i
 {
     struct dflash *d = state;
     if (slot < 0 || slot >= d->n_slots || n_prompt < 1)
-        return fail(err, errlen, "slot_begin: bad slot or empty prompt%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "slot_begin: bad slot or empty prompt%s%s", NULL, NULL);
     slot_reset(d, slot);
     struct dfslot *sl = &d->slots[slot];
     sl->active = 1;
@@ -365,10 +312,10 @@ static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
     dec.seq = d->seq;
     dec.logits = d->keep;
     char e[400] = "";
-    double t0 = now_s();
+    double t0 = pu_now_s();
     if (d->h->ctx_decode(d->c, &dec, e, sizeof e) < 0)
-        return fail(err, errlen, "block decode: %s%s", e, NULL);
-    d->dec_s += now_s() - t0;
+        return pu_fail(err, errlen, "dflash: ", "block decode: %s%s", e, NULL);
+    d->dec_s += pu_now_s() - t0;
     d->n_decodes++;
     d->n_blocks += nblk;
     for (int32_t b = 0; b < nblk; b++) {
@@ -376,7 +323,7 @@ static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
         for (int32_t i = 0; i < nb; i++) {
             const float *row = d->h->ctx_logits(d->c, b * nb + i);
             if (!row)
-                return fail(err, errlen, "block decode: missing logits%s%s", NULL, NULL);
+                return pu_fail(err, errlen, "dflash: ", "block decode: missing logits%s%s", NULL, NULL);
             sl->drafts[i] = argmax(row, d->n_vocab);
         }
         sl->n_cached = nb;
@@ -391,7 +338,7 @@ static int prepare(struct dflash *d, const struct clspec_draft_req *req, char *e
 {
     const int32_t s = req->slot;
     if (s < 0 || s >= d->n_slots)
-        return fail(err, errlen, "draft: bad slot%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "dflash: ", "draft: bad slot%s%s", NULL, NULL);
     struct dfslot *sl = &d->slots[s];
     if (!sl->active)
         return 1;

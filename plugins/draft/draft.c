@@ -18,12 +18,15 @@
  *   type_v = f16
  * and from the host's request: p_min (the [speculator] p_min): drafting stops
  * at a token the draft model gives less than p_min. */
+#define _POSIX_C_SOURCE 200809L /* plugin_util.h: clock_gettime */
 #include <clspec/speculator.h>
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../common/plugin_util.h"
 
 struct dslot {
     int32_t *cached; /* tokens whose K/V are in the draft context at positions 0..n_cached-1 */
@@ -40,48 +43,6 @@ struct draft {
     int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
     uint8_t *keep;
 };
-
-static int fail(char *err, size_t errlen, const char *msg, const char *arg)
-{
-    snprintf(err, errlen, "draft: %s%s%s", msg, arg ? arg : "", "");
-    return -1;
-}
-
-/* device = index, or a substring of the device's name. */
-static int32_t find_device(const struct clspec_host *h, const char *v)
-{
-    char *end = NULL;
-    long i = strtol(v, &end, 10);
-    if (end != v && !*end)
-        return i >= 0 && i < h->n_devices(h) ? (int32_t)i : -1;
-    for (int32_t k = 0; k < h->n_devices(h); k++) {
-        struct clspec_device_info di;
-        memset(&di, 0, sizeof di);
-        di.size = sizeof di;
-        if (h->device_info(h, k, &di) == 0 && di.name && strstr(di.name, v))
-            return k;
-    }
-    return -1;
-}
-
-static int parse_type(const char *v, uint32_t *out)
-{
-    static const struct {
-        const char *name;
-        uint32_t type;
-    } types[] = {{"f32", CLSPEC_TYPE_F32},   {"f16", CLSPEC_TYPE_F16},   {"bf16", CLSPEC_TYPE_BF16},
-                 {"q8_0", CLSPEC_TYPE_Q8_0}, {"q4_0", CLSPEC_TYPE_Q4_0}};
-    if (!v || !*v) { /* unset: f16 */
-        *out = CLSPEC_TYPE_F16;
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(v, types[i].name)) {
-            *out = types[i].type;
-            return 0;
-        }
-    return -1;
-}
 
 static void draft_fini(void *state)
 {
@@ -132,32 +93,37 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
 {
     if (h->abi_minor < 1 || !h->model_load || !h->ctx_new || !h->ctx_decode || !h->ctx_logits || !h->ctx_seq_rm ||
         !h->model_token_text || !h->token_text)
-        return fail(err, errlen, "this host does not provide draft models (needs ABI >= 1.1)", NULL);
+        return pu_fail(err, errlen, "draft: ", "this host does not provide draft models (needs ABI >= 1.1)%s", NULL,
+                       NULL);
     const char *path = h->config_get(h, "model");
     if (!path || !*path)
-        return fail(err, errlen, "no model: set model = /path/to/draft.gguf in the [speculator] section", NULL);
+        return pu_fail(err, errlen,
+                       "draft: ", "no model: set model = /path/to/draft.gguf in the [speculator] section%s", NULL,
+                       NULL);
     struct clspec_target_info ti;
     memset(&ti, 0, sizeof ti);
     ti.size = sizeof ti;
     if (h->target_info(h, &ti) != 0)
-        return fail(err, errlen, "no target model", NULL);
+        return pu_fail(err, errlen, "draft: ", "no target model%s", NULL, NULL);
     struct clspec_ctx_params cp;
     memset(&cp, 0, sizeof cp);
     cp.size = sizeof cp;
     const char *v;
     cp.n_ctx = (v = h->config_get(h, "n_ctx")) ? (uint32_t)strtoul(v, NULL, 10) : ti.n_ctx;
     if (cp.n_ctx == 0)
-        return fail(err, errlen, "bad n_ctx: ", v);
-    if (parse_type(h->config_get(h, "type_k"), &cp.type_k) < 0)
-        return fail(err, errlen, "type_k must be f32, f16, bf16, q8_0 or q4_0, not ", h->config_get(h, "type_k"));
-    if (parse_type(h->config_get(h, "type_v"), &cp.type_v) < 0)
-        return fail(err, errlen, "type_v must be f32, f16, bf16, q8_0 or q4_0, not ", h->config_get(h, "type_v"));
+        return pu_fail(err, errlen, "draft: ", "bad n_ctx: %s", v, NULL);
+    if (pu_parse_type(h->config_get(h, "type_k"), CLSPEC_TYPE_F16, &cp.type_k) < 0)
+        return pu_fail(err, errlen, "draft: ", "type_k must be f32, f16, bf16, q8_0 or q4_0, not %s",
+                       h->config_get(h, "type_k"), NULL);
+    if (pu_parse_type(h->config_get(h, "type_v"), CLSPEC_TYPE_F16, &cp.type_v) < 0)
+        return pu_fail(err, errlen, "draft: ", "type_v must be f32, f16, bf16, q8_0 or q4_0, not %s",
+                       h->config_get(h, "type_v"), NULL);
     int32_t device = -1;
-    if ((v = h->config_get(h, "device")) && *v && (device = find_device(h, v)) < 0)
-        return fail(err, errlen, "no device matches device = ", v);
+    if ((v = h->config_get(h, "device")) && *v && (device = pu_find_device(h, v)) < 0)
+        return pu_fail(err, errlen, "draft: ", "no device matches device = %s", v, NULL);
     struct draft *d = calloc(1, sizeof *d);
     if (!d)
-        return fail(err, errlen, "out of memory", NULL);
+        return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
     d->h = h;
     d->n_slots = (int32_t)(ti.n_slots ? ti.n_slots : 1);
     d->n_batch = 64;
@@ -185,7 +151,7 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
     d->keep = malloc(d->n_batch);
     if (!d->slots || !d->tok || !d->pos || !d->seq || !d->keep) {
         draft_fini(d);
-        return fail(err, errlen, "out of memory", NULL);
+        return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
     }
     h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s KV for %d slots", path, cp.n_ctx,
            cp.type_k == CLSPEC_TYPE_F32 ? "f32" : "f16", (int)d->n_slots);
@@ -244,7 +210,7 @@ static int run(struct draft *d, int32_t n, struct pend **owner, char *err, size_
             continue;
         const float *l = d->h->ctx_logits(d->c, li++);
         if (!l)
-            return fail(err, errlen, "no logits", NULL);
+            return pu_fail(err, errlen, "draft: ", "no logits%s", NULL, NULL);
         owner[i]->next = pick(l, d->n_vocab, &owner[i]->conf);
     }
     return 0;
@@ -269,12 +235,12 @@ static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t
     struct draft *d = state;
     struct pend p[64], *owner[64];
     if (n > 64 || n > (int32_t)d->n_batch)
-        return fail(err, errlen, "more than 64 slots in one call", NULL);
+        return pu_fail(err, errlen, "draft: ", "more than 64 slots in one call%s", NULL, NULL);
     /* in step with each history: keep the common prefix, but decode at least the last token */
     for (int32_t i = 0; i < n; i++) {
         int32_t s = reqs[i].slot;
         if (s < 0 || s >= d->n_slots)
-            return fail(err, errlen, "slot out of range", NULL);
+            return pu_fail(err, errlen, "draft: ", "slot out of range%s", NULL, NULL);
         struct dslot *sl = &d->slots[s];
         int32_t cp = 0, lim = reqs[i].n_hist - 1;
         while (cp < sl->n_cached && cp < lim && sl->cached[cp] == reqs[i].hist[cp])
@@ -293,7 +259,7 @@ static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t
         for (int32_t i = 0; i < n && m < (int32_t)d->n_batch; i++)
             while (p[i].n_toks > 0 && m < (int32_t)d->n_batch) {
                 if (stage(d, &m, &p[i], owner, p[i].toks[0], p[i].n_toks == 1) < 0)
-                    return fail(err, errlen, "out of memory", NULL);
+                    return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
                 p[i].toks++;
                 p[i].n_toks--;
             }
@@ -325,7 +291,7 @@ static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t
                 continue;
             }
             if (stage(d, &m, q, owner, q->next, 1) < 0)
-                return fail(err, errlen, "out of memory", NULL);
+                return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
         }
         if (m == 0)
             break;

@@ -27,6 +27,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/plugin_util.h"
+
 struct mslot {
     bool active;
     int32_t *hist;    /* (cap) the slot's tokens: prompt + appended; hist[n_hist-1] is pending */
@@ -64,58 +66,6 @@ struct mtp {
     double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
-{
-    snprintf(err, errlen, fmt, a ? a : "", b ? b : "");
-    return -1;
-}
-
-static int32_t find_device(const struct clspec_host *h, const char *v)
-{
-    char *end = NULL;
-    long i = strtol(v, &end, 10);
-    if (end != v && !*end)
-        return i >= 0 && i < h->n_devices(h) ? (int32_t)i : -1;
-    for (int32_t k = 0; k < h->n_devices(h); k++) {
-        struct clspec_device_info di;
-        memset(&di, 0, sizeof di);
-        di.size = sizeof di;
-        if (h->device_info(h, k, &di) == 0 && di.name && strstr(di.name, v))
-            return k;
-    }
-    return -1;
-}
-
-static const char *dev_name(const struct clspec_host *h, int32_t i)
-{
-    struct clspec_device_info di;
-    memset(&di, 0, sizeof di);
-    di.size = sizeof di;
-    return h->device_info(h, i, &di) == 0 && di.name ? di.name : "?";
-}
-
-static int parse_type(const char *v, uint32_t *out)
-{
-    static const struct {
-        const char *n;
-        uint32_t t;
-    } types[] = {{"f32", CLSPEC_TYPE_F32},   {"f16", CLSPEC_TYPE_F16},   {"bf16", CLSPEC_TYPE_BF16},
-                 {"q8_0", CLSPEC_TYPE_Q8_0}, {"q4_0", CLSPEC_TYPE_Q4_0}};
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (!strcmp(v, types[i].n)) {
-            *out = types[i].t;
-            return 0;
-        }
-    return -1;
-}
-
 static void mtp_fini(void *state)
 {
     struct mtp *p = state;
@@ -151,36 +101,36 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
 {
     *state = NULL;
     if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load))
-        return fail(err, errlen, "mtp: this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
-                    NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
+                       NULL, NULL);
     struct clspec_target_info ti;
     memset(&ti, 0, sizeof ti);
     ti.size = sizeof ti;
     ti.model.size = sizeof ti.model;
     if (h->target_info(h, &ti) != 0)
-        return fail(err, errlen, "mtp: no target%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "no target%s%s", NULL, NULL);
     const char *model = h->config_get(h, "model");
     if (model && !*model)
         model = NULL; /* the target's own nextn blocks */
     int32_t device = -1;
     const char *dv = h->config_get(h, "device");
-    if (dv && *dv && (device = find_device(h, dv)) < 0) {
+    if (dv && *dv && (device = pu_find_device(h, dv)) < 0) {
         char tgt[300];
-        snprintf(tgt, sizeof tgt, "%d (%s)", (int)ti.model.device, dev_name(h, ti.model.device));
-        return fail(err, errlen,
-                    "mtp: [speculator] device = %s: not one of the target's devices; the head can go to the target's "
-                    "last-layer device %s (the default) or another device the target uses",
-                    dv, tgt);
+        snprintf(tgt, sizeof tgt, "%d (%s)", (int)ti.model.device, pu_dev_name(h, ti.model.device));
+        return pu_fail(err, errlen, "mtp: ",
+                       "[speculator] device = %s: not one of the target's devices; the head can go to the target's "
+                       "last-layer device %s (the default) or another device the target uses",
+                       dv, tgt);
     }
     uint32_t tk = ti.type_k, tv = ti.type_v;
     const char *v;
-    if ((v = h->config_get(h, "type_k")) && parse_type(v, &tk) < 0)
-        return fail(err, errlen, "mtp: type_k = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
-    if ((v = h->config_get(h, "type_v")) && parse_type(v, &tv) < 0)
-        return fail(err, errlen, "mtp: type_v = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
+    if ((v = h->config_get(h, "type_k")) && (!*v || pu_parse_type(v, tk, &tk) < 0))
+        return pu_fail(err, errlen, "mtp: ", "type_k = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
+    if ((v = h->config_get(h, "type_v")) && (!*v || pu_parse_type(v, tv, &tv) < 0))
+        return pu_fail(err, errlen, "mtp: ", "type_v = %s (want f32, f16, bf16, q8_0 or q4_0)%s", v, NULL);
     struct mtp *p = calloc(1, sizeof *p);
     if (!p)
-        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
     p->h = h;
     p->n_embd = ti.model.n_embd;
     p->n_vocab = ti.model.n_vocab;
@@ -190,14 +140,14 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     long nctx = (v = h->config_get(h, "n_ctx")) ? strtol(v, NULL, 10) : (long)ti.n_ctx + 65L * p->n_slots;
     if (nb < 1 || nb > 4096 || nctx < 2) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: n_batch must be 1..4096 and n_ctx >= 2%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "n_batch must be 1..4096 and n_ctx >= 2%s%s", NULL, NULL);
     }
     p->n_batch = (uint32_t)nb;
     char e2[512] = "";
     uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (model ? 0 : CLSPEC_MODEL_NEXTN);
     if (h->model_load(h, model, device, flags, &p->m, e2, sizeof e2) != 0) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: %s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
+        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
     }
     struct clspec_model_info mi;
     memset(&mi, 0, sizeof mi);
@@ -208,17 +158,17 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     /* placement: where the head runs and where the target's output is (its last layer's device) */
     const int32_t out_dev = ti.model.device;
     char where[400];
-    snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, dev_name(h, mi.device));
+    snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, pu_dev_name(h, mi.device));
     if (out_dev >= 0 && out_dev != mi.device)
         h->log(h, CLSPEC_LOG_INFO,
                "head on %s, the target's output on device %d (%s): the shared tensors were copied to the head's "
                "device and the hidden states cross through the host",
-               where, (int)out_dev, dev_name(h, out_dev));
+               where, (int)out_dev, pu_dev_name(h, out_dev));
     struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = (uint32_t)nctx, .n_batch = p->n_batch,
                                    .n_seq = (uint32_t)p->n_slots, .type_k = tk, .type_v = tv};
     if (h->ctx_new(p->m, &cp, &p->c, e2, sizeof e2) != 0) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     }
     /* an MTP head takes a token and an embedding per row; a plain model refuses the embedding */
     {
@@ -230,13 +180,13 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
         h->ctx_seq_rm(p->c, 0, 0, -1, e2 + 256, 200);
         if (rc != 0) {
             mtp_fini(p);
-            return fail(err, errlen, "mtp: %s is not an MTP head (no %s.nextn_predict_layers)", model, mi.arch);
+            return pu_fail(err, errlen, "mtp: ", "%s is not an MTP head (no %s.nextn_predict_layers)", model, mi.arch);
         }
     }
     int32_t layer = p->tap_layer;
     if (h->tap_request(h, &layer, 1, e2, sizeof e2) != 0) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     }
     p->slots = calloc((size_t)p->n_slots, sizeof *p->slots);
     p->tok = malloc(p->n_batch * sizeof *p->tok);
@@ -251,7 +201,7 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
              (p->slots[s].hprev = malloc(p->n_embd * sizeof(float))) != NULL;
     if (!ok) {
         mtp_fini(p);
-        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
     }
     h->log(h, CLSPEC_LOG_INFO, "head %s on %s, KV %u cells", model, where, (unsigned)nctx);
     *state = p;
@@ -315,7 +265,7 @@ static int flush(struct mtp *p, int32_t s, int32_t n, char *err, size_t errlen)
                               .seq = p->seq, .logits = p->keep};
     char e2[500];
     if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-        return fail(err, errlen, "mtp: %s%s", e2, NULL);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     memmove(ms->stage, ms->stage + (size_t)n * E, (size_t)(ms->n_stage - n) * E * sizeof(float));
     ms->n_stage -= n;
     ms->n_valid += n;
@@ -336,8 +286,8 @@ static int fill(struct mtp *p, int32_t s, int32_t upto, char *err, size_t errlen
     for (int32_t q = ms->n_valid + ms->n_stage + 1; q <= upto; q++) {
         const float *hq = target_h(p, ms, rows, nr, fp, q - 1);
         if (!hq)
-            return fail(err, errlen, "mtp: the target's hidden state %s is missing (no taps for the slot)%s", "h_{p-1}",
-                        NULL);
+            return pu_fail(err, errlen, "mtp: ", "the target's hidden state %s is missing (no taps for the slot)%s",
+                           "h_{p-1}", NULL);
         if (ms->n_stage + 1 >= (int32_t)p->n_batch && flush(p, s, ms->n_stage, err, errlen) < 0)
             return -1;
         memcpy(ms->stage + (size_t)ms->n_stage * E, hq, E * sizeof(float));
@@ -357,11 +307,11 @@ static int mtp_slot_begin(void *state, int32_t s, const int32_t *prompt, int32_t
 {
     struct mtp *p = state;
     if (s < 0 || s >= p->n_slots)
-        return fail(err, errlen, "mtp: slot out of range%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "slot out of range%s%s", NULL, NULL);
     slot_reset(p, s);
     struct mslot *ms = &p->slots[s];
     if (append(ms, prompt, n_prompt) < 0)
-        return fail(err, errlen, "mtp: out of memory%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
     ms->active = true;
     /* the prompt's rows 0..n_prompt-2 were prefilled: entries 1..n_prompt-2 */
     return n_prompt >= 2 ? fill(p, s, n_prompt - 2, err, errlen) : 0;
@@ -424,7 +374,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         if (rows + ms->n_stage + 1 > (int32_t)p->n_batch)
             continue;
         if (p->h->ctx_seq_rm(p->c, s, ms->n_hist - 1, -1, e2, sizeof e2) != 0)
-            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+            return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
         kk[n_sl] = k < 64 ? k : 64;
         sl[n_sl++] = s;
         ms->n_cache = 0;
@@ -444,11 +394,11 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         struct clspec_decode d = {.size = sizeof d, .n = rows, .tokens = p->tok, .embd = p->embd, .pos = p->pos,
                                   .seq = p->seq, .logits = p->keep};
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+            return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
         int32_t nr = 0;
         const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!hh || nr != rows)
-            return fail(err, errlen, "mtp: the head returned no hidden states%s%s", NULL, NULL);
+            return pu_fail(err, errlen, "mtp: ", "the head returned no hidden states%s%s", NULL, NULL);
         /* read this depth's results (rows with logits, in slot order) */
         int32_t li = 0;
         for (int32_t r = 0; r < rows; r++) {
@@ -460,7 +410,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
             struct mslot *ms = &p->slots[sl[i]];
             const float *lg = p->h->ctx_logits(p->c, li++);
             if (!lg)
-                return fail(err, errlen, "mtp: the head returned no logits%s%s", NULL, NULL);
+                return pu_fail(err, errlen, "mtp: ", "the head returned no logits%s%s", NULL, NULL);
             if (depth == 0) {
                 ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
                 ms->n_stage = 0;
@@ -496,12 +446,13 @@ static int check_req(struct mtp *p, const struct clspec_draft_req *req, char *er
 {
     const int32_t s = req->slot, N = req->n_hist;
     if (s < 0 || s >= p->n_slots || !p->slots[s].active)
-        return fail(err, errlen, "mtp: draft for a slot that did not begin%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "draft for a slot that did not begin%s%s", NULL, NULL);
     struct mslot *ms = &p->slots[s];
     if (ms->broken[0])
-        return fail(err, errlen, "mtp: %s%s", ms->broken, NULL);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", ms->broken, NULL);
     if (ms->n_hist != N || memcmp(ms->hist, req->hist, (size_t)N * sizeof *req->hist) != 0)
-        return fail(err, errlen, "mtp: the slot's history differs from what the plugin was told%s%s", NULL, NULL);
+        return pu_fail(err, errlen, "mtp: ", "the slot's history differs from what the plugin was told%s%s", NULL,
+                       NULL);
     ms->want = req->n_max < 64 ? req->n_max : 64;
     if (ms->want > p->k_hi)
         p->k_hi = ms->want;
@@ -522,12 +473,12 @@ static int serve(struct mtp *p, const struct clspec_draft_req *req, int32_t *out
         struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = ms->hprev, .pos = &pos, .seq = &s,
                                   .logits = &keep};
         if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-            return fail(err, errlen, "mtp: %s%s", e2, NULL);
+            return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
         const float *lg = p->h->ctx_logits(p->c, 0);
         int32_t nr = 0;
         const float *hh = p->h->ctx_hidden(p->c, &nr);
         if (!lg || !hh || nr != 1)
-            return fail(err, errlen, "mtp: the head returned no logits or hidden state%s%s", NULL, NULL);
+            return pu_fail(err, errlen, "mtp: ", "the head returned no logits or hidden state%s%s", NULL, NULL);
         float ptop = 1.0f;
         int32_t t = argmax(lg, p->n_vocab, req->p_min > 0 ? &ptop : NULL);
         if (ptop < req->p_min) {
@@ -552,13 +503,13 @@ static int mtp_draft(void *state, const struct clspec_draft_req *req, int32_t *o
     if (check_req(p, req, err, errlen) < 0)
         return -1;
     struct mslot *ms = &p->slots[req->slot];
-    double t0 = now_s();
+    double t0 = pu_now_s();
     if (ms->cache_n != req->n_hist && !ready(ms))
         return 0; /* no target hidden state for the pending position yet */
     if (ms->cache_n != req->n_hist && draft_all(p, req->slot, ms->want, req->p_min, err, errlen) < 0)
         return -1;
     int k = serve(p, req, out, err, errlen);
-    p->t_draft += now_s() - t0;
+    p->t_draft += pu_now_s() - t0;
     return k;
 }
 
@@ -569,7 +520,7 @@ static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int
 {
     (void)probs;
     struct mtp *p = state;
-    double t0 = now_s();
+    double t0 = pu_now_s();
     float p_min = 0;
     int32_t first = -1;
     for (int32_t i = 0; i < n; i++) {
@@ -598,7 +549,7 @@ static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int
             return -1;
         n_out[i] = k;
     }
-    p->t_draft += now_s() - t0;
+    p->t_draft += pu_now_s() - t0;
     return rc;
 }
 
@@ -612,7 +563,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
         return;
     struct mslot *ms = &p->slots[s];
     char e2[500];
-    double t0 = now_s();
+    double t0 = pu_now_s();
     ms->n_cache = 0;
     ms->cache_n = -1;
     if (append(ms, tokens, n_tokens) < 0) {
@@ -623,7 +574,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
     if (p->h->ctx_seq_rm(p->c, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
         fill(p, s, ms->n_hist - 2, e2, sizeof e2) != 0)
         snprintf(ms->broken, sizeof ms->broken, "%s", e2);
-    p->t_accept += now_s() - t0;
+    p->t_accept += pu_now_s() - t0;
 }
 
 static void mtp_slot_end(void *state, int32_t s)
