@@ -115,34 +115,14 @@ static const struct cs_gguf_tensor *tensor(const struct cs_gguf *g, const char *
 static int up_vec(struct cs_dflash_model *m, const char *name, uint64_t n, cl_mem *out, char *err, size_t errlen)
 {
     const struct cs_gguf_tensor *t = tensor(m->gguf, name, n, 1, err, errlen);
-    if (!t)
-        return CLSPEC_E_FORMAT;
-    float *tmp = malloc(n * sizeof *tmp);
-    if (!tmp)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "tensor %s: out of memory", name);
-    int rc = cs_dequantize_row(t->type, t->data, tmp, (int64_t)n) != 0
-                 ? cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "tensor %s: type %s", name, cs_type_name(t->type))
-                 : cs_cl_alloc(m->dev, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof(float), tmp, out, err,
-                               errlen);
-    free(tmp);
-    return rc;
+    return t ? cs_fwd_upload_vec(m->dev, t, out, NULL, err, errlen) : CLSPEC_E_FORMAT;
 }
 
 static int up_mat(struct cs_dflash_model *m, const char *name, uint32_t n_in, uint32_t n_out, struct cs_weight *w,
                   char *err, size_t errlen)
 {
     const struct cs_gguf_tensor *t = tensor(m->gguf, name, n_in, n_out, err, errlen);
-    if (!t)
-        return CLSPEC_E_FORMAT;
-    int rc = cs_weight_upload(m->dev, t->type, n_in, n_out, t->data, w, err, errlen);
-    return rc < 0 ? cs_err_prefix(err, errlen, rc, "tensor %s", name) : rc;
-}
-
-static void rel(cl_mem *m)
-{
-    if (*m)
-        clReleaseMemObject(*m);
-    *m = NULL;
+    return t ? cs_fwd_upload_mat(m->dev, t, w, NULL, err, errlen) : CLSPEC_E_FORMAT;
 }
 
 void cs_dflash_model_free(struct cs_dflash_model *m)
@@ -157,13 +137,13 @@ void cs_dflash_model_free(struct cs_dflash_model *m)
                 cs_weight_free(w[j]);
             cl_mem *v[] = {&L->attn_norm, &L->ffn_norm, &L->q_norm, &L->k_norm};
             for (size_t j = 0; j < CS_ARRAY_LEN(v); j++)
-                rel(v[j]);
+                cs_cl_release(v[j]);
         }
     free(m->layers);
     cs_weight_free(&m->fc);
     cs_weight_free(&m->own_embd);
-    rel(&m->enc_norm);
-    rel(&m->out_norm);
+    cs_cl_release(&m->enc_norm);
+    cs_cl_release(&m->out_norm);
     cs_gguf_close(m->gguf);
     free(m);
 }
@@ -281,7 +261,7 @@ void cs_dflash_ctx_free(struct cs_dflash_ctx *c)
     cl_mem *b[] = {&c->x,   &c->xb,  &c->q,   &c->att,  &c->kc,   &c->vc,     &c->hb,  &c->hb2,
                    &c->tok, &c->pos, &c->seq, &c->cell, &c->ipos, &c->icell, &c->logits};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
-        rel(b[i]);
+        cs_cl_release(b[i]);
     cs_kv_free(c->kv);
     cs_batch_free(&c->b);
     free(c->h_feat);

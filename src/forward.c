@@ -21,7 +21,7 @@
 
 /* ---- weights ---- */
 
-static int upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_mem *out, uint64_t *bytes, char *err,
+int cs_fwd_upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_mem *out, uint64_t *bytes, char *err,
                       size_t errlen)
 {
     *out = NULL;
@@ -39,25 +39,22 @@ static int upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_me
     free(tmp);
     if (rc < 0)
         return cs_err_prefix(err, errlen, rc, "tensor %s", t->name);
-    *bytes += t->n_elems * sizeof(float);
+    if (bytes)
+        *bytes += t->n_elems * sizeof(float);
     return CLSPEC_OK;
 }
 
-static int upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, uint64_t *bytes,
+int cs_fwd_upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, uint64_t *bytes,
                       char *err, size_t errlen)
 {
+    if (!t)
+        return CLSPEC_OK;
     int rc = cs_weight_upload(d, t->type, (uint32_t)t->ne[0], (uint32_t)t->ne[1], t->data, w, err, errlen);
     if (rc < 0)
         return cs_err_prefix(err, errlen, rc, "tensor %s", t->name);
-    *bytes += t->size;
+    if (bytes)
+        *bytes += t->size;
     return CLSPEC_OK;
-}
-
-static void release(cl_mem *m)
-{
-    if (*m)
-        clReleaseMemObject(*m);
-    *m = NULL;
 }
 
 
@@ -77,14 +74,14 @@ void cs_fwd_model_free(struct cs_fwd_model *fm)
             cs_weight_free(&L->w_down);
             cl_mem *v[] = {&L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm, &L->k_norm};
             for (size_t j = 0; j < CS_ARRAY_LEN(v); j++)
-                release(v[j]);
+                cs_cl_release(v[j]);
         }
         free(fm->layers);
     }
     cs_weight_free(&fm->tok_embd);
     if (!fm->output_is_embd)
         cs_weight_free(&fm->output);
-    release(&fm->output_norm);
+    cs_cl_release(&fm->output_norm);
     free(fm->devs);
     free(fm->layer_dev);
     free(fm->dev_bytes);
@@ -152,13 +149,13 @@ int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *d
     fm->out_dev = fm->layer_dev[hp->n_layer - 1];
     fm->output_is_embd = hp->tied_output && fm->emb_dev == fm->out_dev;
     d = devs[fm->emb_dev];
-    if ((rc = upload_mat(d, m->tok_embd, &fm->tok_embd, &fm->dev_bytes[fm->emb_dev], err, errlen)) < 0)
+    if ((rc = cs_fwd_upload_mat(d, m->tok_embd, &fm->tok_embd, &fm->dev_bytes[fm->emb_dev], err, errlen)) < 0)
         goto fail;
     d = devs[fm->out_dev];
-    if ((rc = upload_vec(d, m->output_norm, &fm->output_norm, &fm->dev_bytes[fm->out_dev], err, errlen)) < 0)
+    if ((rc = cs_fwd_upload_vec(d, m->output_norm, &fm->output_norm, &fm->dev_bytes[fm->out_dev], err, errlen)) < 0)
         goto fail;
     if (!fm->output_is_embd &&
-        (rc = upload_mat(d, hp->tied_output ? m->tok_embd : m->output, &fm->output, &fm->dev_bytes[fm->out_dev],
+        (rc = cs_fwd_upload_mat(d, hp->tied_output ? m->tok_embd : m->output, &fm->output, &fm->dev_bytes[fm->out_dev],
                          err, errlen)) < 0)
         goto fail;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
@@ -170,20 +167,20 @@ int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *d
         for (int j = 0; j < n_dev; j++)
             total += fm->dev_bytes[j];
         progress_line(progress, i, hp->n_layer, total);
-        if ((rc = upload_vec(d, S->attn_norm, &L->attn_norm, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->ffn_norm, &L->ffn_norm, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bq, &L->bq, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bk, &L->bk, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->bv, &L->bv, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->q_norm, &L->q_norm, by, err, errlen)) < 0 ||
-            (rc = upload_vec(d, S->k_norm, &L->k_norm, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wq, &L->wq, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wk, &L->wk, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wv, &L->wv, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->wo, &L->wo, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_gate, &L->w_gate, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_up, &L->w_up, by, err, errlen)) < 0 ||
-            (rc = upload_mat(d, S->w_down, &L->w_down, by, err, errlen)) < 0)
+        if ((rc = cs_fwd_upload_vec(d, S->attn_norm, &L->attn_norm, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->ffn_norm, &L->ffn_norm, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->bq, &L->bq, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->bk, &L->bk, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->bv, &L->bv, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->q_norm, &L->q_norm, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->k_norm, &L->k_norm, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wq, &L->wq, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wk, &L->wk, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wv, &L->wv, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wo, &L->wo, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->w_gate, &L->w_gate, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->w_up, &L->w_up, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->w_down, &L->w_down, by, err, errlen)) < 0)
             goto fail;
     }
     for (int j = 0; j < n_dev; j++)
@@ -212,7 +209,7 @@ static void act_free(struct cs_fwd_act *a)
     cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb,
                    &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
-        release(b[i]);
+        cs_cl_release(b[i]);
 }
 
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c)

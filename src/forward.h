@@ -58,6 +58,17 @@ int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *d
                             size_t errlen);
 void cs_fwd_model_free(struct cs_fwd_model *fm);
 
+/* Weight upload, for every model the forward passes run (trunk, MTP head,
+ * dflash drafter). cs_fwd_upload_vec: t dequantized to f32 in a new
+ * read-only buffer *out (the caller releases it); cs_fwd_upload_mat: t into
+ * *w (cs_weight_upload; the caller frees it with cs_weight_free). t NULL:
+ * nothing is uploaded (*out = NULL; *w untouched). Both add the bytes
+ * uploaded to *bytes where bytes is not NULL; errors name the tensor. */
+int cs_fwd_upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_mem *out, uint64_t *bytes, char *err,
+                      size_t errlen);
+int cs_fwd_upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, uint64_t *bytes,
+                      char *err, size_t errlen);
+
 struct cs_fwd_ctx_params {
     uint32_t n_ctx;          /* KV cells (all sequences together) */
     uint32_t n_batch;        /* rows per device pass when n_ubatch is 0 (the default of n_ubatch) */

@@ -21,13 +21,6 @@
             return rc_;        \
     } while (0)
 
-static void release(cl_mem *m)
-{
-    if (*m)
-        clReleaseMemObject(*m);
-    *m = NULL;
-}
-
 /* Finds name with n_dims 1 (ne0) or 2 (ne0, ne1). required = false: absent -> NULL. */
 static int find(const struct cs_gguf *g, const char *name, uint64_t ne0, uint64_t ne1, bool required,
                 const struct cs_gguf_tensor **out, char *err, size_t errlen)
@@ -48,33 +41,6 @@ static int find(const struct cs_gguf *g, const char *name, uint64_t ne0, uint64_
     return CLSPEC_OK;
 }
 
-static int upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_mem *out, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (!t)
-        return CLSPEC_OK;
-    float *tmp = malloc(t->n_elems * sizeof(float));
-    if (!tmp)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "tensor %s: out of memory", t->name);
-    if (cs_dequantize_row(t->type, t->data, tmp, (int64_t)t->n_elems) != 0) {
-        free(tmp);
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "tensor %s: type %s", t->name, cs_type_name(t->type));
-    }
-    int rc = cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, t->n_elems * sizeof(float), tmp, out, err,
-                         errlen);
-    free(tmp);
-    return rc < 0 ? cs_err_prefix(err, errlen, rc, "tensor %s", t->name) : CLSPEC_OK;
-}
-
-static int upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, char *err,
-                      size_t errlen)
-{
-    if (!t)
-        return CLSPEC_OK;
-    int rc = cs_weight_upload(d, t->type, (uint32_t)t->ne[0], (uint32_t)t->ne[1], t->data, w, err, errlen);
-    return rc < 0 ? cs_err_prefix(err, errlen, rc, "tensor %s", t->name) : CLSPEC_OK;
-}
-
 void cs_mtp_model_free(struct cs_mtp_model *mm)
 {
     if (!mm)
@@ -87,7 +53,7 @@ void cs_mtp_model_free(struct cs_mtp_model *mm)
     cl_mem *v[] = {&L->attn_norm, &L->ffn_norm, &L->bq,     &L->bk,    &L->bv,
                    &L->q_norm,    &L->k_norm,   &mm->enorm, &mm->hnorm, &mm->head_norm};
     for (size_t i = 0; i < CS_ARRAY_LEN(v); i++)
-        release(v[i]);
+        cs_cl_release(v[i]);
     cs_gguf_close(mm->g);
     free(mm);
 }
@@ -160,19 +126,22 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
     snprintf(n, sizeof n, "blk.%u.attn_v.bias", b);
     if ((rc = find(g, n, KV, 1, false, &bv, err, errlen)) < 0)
         goto fail;
-    if ((rc = upload_vec(dev, t[0], &L->attn_norm, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[1], &L->wq, err, errlen)) < 0 || (rc = upload_mat(dev, t[2], &L->wk, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[3], &L->wv, err, errlen)) < 0 || (rc = upload_mat(dev, t[4], &L->wo, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, t[5], &L->ffn_norm, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[6], &L->w_gate, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[7], &L->w_up, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[8], &L->w_down, err, errlen)) < 0 ||
-        (rc = upload_mat(dev, t[9], &mm->eh_proj, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, t[10], &mm->enorm, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, t[11], &mm->hnorm, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, t[12], &mm->head_norm, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, t[13], &L->bq, err, errlen)) < 0 || (rc = upload_vec(dev, bk, &L->bk, err, errlen)) < 0 ||
-        (rc = upload_vec(dev, bv, &L->bv, err, errlen)) < 0)
+    if ((rc = cs_fwd_upload_vec(dev, t[0], &L->attn_norm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[1], &L->wq, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[2], &L->wk, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[3], &L->wv, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[4], &L->wo, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, t[5], &L->ffn_norm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[6], &L->w_gate, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[7], &L->w_up, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[8], &L->w_down, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_mat(dev, t[9], &mm->eh_proj, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, t[10], &mm->enorm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, t[11], &mm->hnorm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, t[12], &mm->head_norm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, t[13], &L->bq, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, bk, &L->bk, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, bv, &L->bv, NULL, err, errlen)) < 0)
         goto fail;
     /* embedding and output: the head's own; for the target's own file the target's (borrowed on this
      * device, else copied); else the file's (output tied to token_embd); else the target's when allowed */
@@ -182,7 +151,7 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
     if (fe && (rc = find(g, "token_embd.weight", E, V, true, &fe, err, errlen)) < 0)
         goto fail;
     if (te) {
-        if ((rc = upload_mat(dev, te, &mm->own_embd, err, errlen)) < 0)
+        if ((rc = cs_fwd_upload_mat(dev, te, &mm->own_embd, NULL, err, errlen)) < 0)
             goto fail;
         mm->embd = &mm->own_embd;
     } else if (own_file || (!fe && target_tensors)) {
@@ -190,12 +159,12 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
             mm->embd = &tfm->tok_embd;
             mm->embd_shared = true;
         } else {
-            if ((rc = upload_mat(dev, target->tok_embd, &mm->copy_embd, err, errlen)) < 0)
+            if ((rc = cs_fwd_upload_mat(dev, target->tok_embd, &mm->copy_embd, NULL, err, errlen)) < 0)
                 goto fail;
             mm->embd = &mm->copy_embd;
         }
     } else if (fe) {
-        if ((rc = upload_mat(dev, fe, &mm->own_embd, err, errlen)) < 0)
+        if ((rc = cs_fwd_upload_mat(dev, fe, &mm->own_embd, NULL, err, errlen)) < 0)
             goto fail;
         mm->embd = &mm->own_embd;
     } else {
@@ -211,7 +180,7 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
     if (to && to == fe && mm->embd == &mm->own_embd && !te) {
         mm->out = &mm->own_embd; /* tied to the file's own embedding: one upload */
     } else if (to) {
-        if ((rc = upload_mat(dev, to, &mm->own_out, err, errlen)) < 0)
+        if ((rc = cs_fwd_upload_mat(dev, to, &mm->own_out, NULL, err, errlen)) < 0)
             goto fail;
         mm->out = &mm->own_out;
     } else if (own_file || target_tensors) {
@@ -219,7 +188,7 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
             mm->out = tfm->output_is_embd ? &tfm->tok_embd : &tfm->output;
             mm->out_shared = true;
         } else {
-            if ((rc = upload_mat(dev, target->output, &mm->copy_out, err, errlen)) < 0)
+            if ((rc = cs_fwd_upload_mat(dev, target->output, &mm->copy_out, NULL, err, errlen)) < 0)
                 goto fail;
             mm->out = &mm->copy_out;
         }
@@ -247,7 +216,7 @@ void cs_mtp_ctx_free(struct cs_mtp_ctx *c)
     cl_mem *b[] = {&c->x,  &c->xe, &c->xg, &c->cat, &c->xb,     &c->q,   &c->att, &c->kc,  &c->vc,
                    &c->hb, &c->hb2, &c->xo, &c->logits, &c->tok, &c->pos, &c->seq, &c->cell};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
-        release(b[i]);
+        cs_cl_release(b[i]);
     cs_kv_free(c->kv);
     cs_batch_free(&c->b);
     free(c->cells);

@@ -868,6 +868,13 @@ int cs_cl_alloc(struct cs_cl_dev *d, cl_mem_flags flags, size_t bytes, void *hos
     return CLSPEC_OK;
 }
 
+void cs_cl_release(cl_mem *m)
+{
+    if (*m)
+        clReleaseMemObject(*m);
+    *m = NULL;
+}
+
 int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
                 char *err, size_t errlen)
 {

@@ -116,6 +116,8 @@ int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char
  * (clReleaseMemObject). */
 int cs_cl_alloc(struct cs_cl_dev *d, cl_mem_flags flags, size_t bytes, void *host_ptr,
                 cl_mem *out, char *err, size_t errlen);
+/* Releases *m where set and sets it NULL (safe to call twice). */
+void cs_cl_release(cl_mem *m);
 /* Blocking transfers of bytes at offset (bytes) in buf. */
 int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
                 char *err, size_t errlen);
