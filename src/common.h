@@ -13,6 +13,14 @@
 #define CS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define CS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CS_MAX(a, b) ((a) > (b) ? (a) : (b))
+/* Evaluates x (a call returning a status) and returns its status from the
+ * calling function where it is negative. */
+#define CS_TRY(x)              \
+    do {                       \
+        int rc_ = (x);         \
+        if (rc_ < 0)           \
+            return rc_;        \
+    } while (0)
 
 #if defined(__GNUC__)
 #define CS_PRINTF(f, a) __attribute__((format(printf, f, a)))

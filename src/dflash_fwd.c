@@ -12,13 +12,6 @@
 #include "dflash_fwd.h"
 #include "quant.h"
 
-#define TRY(x)                 \
-    do {                       \
-        int rc_ = (x);         \
-        if (rc_ < 0)           \
-            return rc_;        \
-    } while (0)
-
 /* ---- hyper-parameters ---- */
 
 static int get_u32(const struct cs_gguf *g, const char *key, uint32_t *out, uint32_t dflt, bool required, char *err,
@@ -37,29 +30,29 @@ int cs_dflash_hparams_read(const struct cs_gguf *g, struct cs_dflash_hparams *hp
 {
     memset(hp, 0, sizeof *hp);
     char arch[32];
-    TRY(cs_gguf_get_str(g, "general.architecture", arch, sizeof arch, err, errlen));
+    CS_TRY(cs_gguf_get_str(g, "general.architecture", arch, sizeof arch, err, errlen));
     if (strcmp(arch, "dflash") != 0)
         return cs_err(err, errlen, CLSPEC_E_FORMAT, "%s: general.architecture is '%s', not 'dflash'", g->path, arch);
-    TRY(get_u32(g, "dflash.block_count", &hp->n_layer, 0, true, err, errlen));
-    TRY(get_u32(g, "dflash.embedding_length", &hp->n_embd, 0, true, err, errlen));
-    TRY(get_u32(g, "dflash.feed_forward_length", &hp->n_ff, 0, true, err, errlen));
-    TRY(get_u32(g, "dflash.attention.head_count", &hp->n_head, 0, true, err, errlen));
-    TRY(get_u32(g, "dflash.attention.head_count_kv", &hp->n_head_kv, hp->n_head, false, err, errlen));
-    TRY(get_u32(g, "dflash.attention.key_length", &hp->head_dim, hp->n_head ? hp->n_embd / hp->n_head : 0, false,
-                err, errlen));
-    TRY(get_u32(g, "dflash.context_length", &hp->n_ctx_train, 0, false, err, errlen));
-    TRY(get_u32(g, "dflash.block_size", &hp->block_size, 16, false, err, errlen));
+    CS_TRY(get_u32(g, "dflash.block_count", &hp->n_layer, 0, true, err, errlen));
+    CS_TRY(get_u32(g, "dflash.embedding_length", &hp->n_embd, 0, true, err, errlen));
+    CS_TRY(get_u32(g, "dflash.feed_forward_length", &hp->n_ff, 0, true, err, errlen));
+    CS_TRY(get_u32(g, "dflash.attention.head_count", &hp->n_head, 0, true, err, errlen));
+    CS_TRY(get_u32(g, "dflash.attention.head_count_kv", &hp->n_head_kv, hp->n_head, false, err, errlen));
+    CS_TRY(get_u32(g, "dflash.attention.key_length", &hp->head_dim, hp->n_head ? hp->n_embd / hp->n_head : 0, false,
+                   err, errlen));
+    CS_TRY(get_u32(g, "dflash.context_length", &hp->n_ctx_train, 0, false, err, errlen));
+    CS_TRY(get_u32(g, "dflash.block_size", &hp->block_size, 16, false, err, errlen));
     hp->rms_eps = 1e-6f;
     if (cs_gguf_find(g, "dflash.attention.layer_norm_rms_epsilon"))
-        TRY(cs_gguf_get_f32(g, "dflash.attention.layer_norm_rms_epsilon", &hp->rms_eps, err, errlen));
+        CS_TRY(cs_gguf_get_f32(g, "dflash.attention.layer_norm_rms_epsilon", &hp->rms_eps, err, errlen));
     hp->rope_base = 10000.0f;
     if (cs_gguf_find(g, "dflash.rope.freq_base"))
-        TRY(cs_gguf_get_f32(g, "dflash.rope.freq_base", &hp->rope_base, err, errlen));
+        CS_TRY(cs_gguf_get_f32(g, "dflash.rope.freq_base", &hp->rope_base, err, errlen));
     hp->causal = false;
     if (cs_gguf_find(g, "dflash.attention.causal"))
-        TRY(cs_gguf_get_bool(g, "dflash.attention.causal", &hp->causal, err, errlen));
+        CS_TRY(cs_gguf_get_bool(g, "dflash.attention.causal", &hp->causal, err, errlen));
     uint32_t mask = 0;
-    TRY(get_u32(g, "tokenizer.ggml.mask_token_id", &mask, 0, false, err, errlen));
+    CS_TRY(get_u32(g, "tokenizer.ggml.mask_token_id", &mask, 0, false, err, errlen));
     hp->mask_id = (int32_t)mask;
     const struct cs_gguf_kv *kv = cs_gguf_find(g, "dflash.target_layers");
     if (!kv || kv->type != CS_GGUF_ARRAY)
@@ -355,7 +348,7 @@ static struct cs_rope_params rope_of(const struct cs_dflash_model *m)
 static int place(struct cs_dflash_ctx *c, char *err, size_t errlen)
 {
     int seq_rc[CS_MAX_SEQ];
-    TRY(cs_kv_place(c->kv, &c->b, c->cells, seq_rc, err, errlen));
+    CS_TRY(cs_kv_place(c->kv, &c->b, c->cells, seq_rc, err, errlen));
     for (int s = 0; s < CS_MAX_SEQ; s++)
         if (seq_rc[s] != CLSPEC_OK) {
             char e2[CLSPEC_ERRLEN];
@@ -372,7 +365,7 @@ static int place(struct cs_dflash_ctx *c, char *err, size_t errlen)
 static int batch_queued(struct cs_dflash_ctx *c, char *err, size_t errlen)
 {
     for (int32_t i = 0; i < c->n_q; i++)
-        TRY(cs_batch_add(&c->b, c->m->hp.mask_id, c->q_pos[i], c->q_seq[i], false, err, errlen));
+        CS_TRY(cs_batch_add(&c->b, c->m->hp.mask_id, c->q_pos[i], c->q_seq[i], false, err, errlen));
     return CLSPEC_OK;
 }
 
@@ -386,10 +379,10 @@ static int kv_rows(struct cs_dflash_ctx *c, uint32_t l, int n, cl_mem pos, cl_me
     const int D = (int)m->hp.head_dim;
     const struct cs_rope_params rope = rope_of(m);
     const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
-    TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_rmsnorm(d, c->kc, 0, L->k_norm, c->kc, 0, n * (int)m->hp.n_head_kv, D, m->hp.rms_eps, err, errlen));
-    TRY(cs_op_rope(d, c->kc, 0, pos, n, (int)m->hp.n_head_kv, D, &rope, err, errlen));
+    CS_TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->kc, 0, L->k_norm, c->kc, 0, n * (int)m->hp.n_head_kv, D, m->hp.rms_eps, err, errlen));
+    CS_TRY(cs_op_rope(d, c->kc, 0, pos, n, (int)m->hp.n_head_kv, D, &rope, err, errlen));
     return cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, cell, n, err, errlen);
 }
 
@@ -400,13 +393,13 @@ static int inject_pass(struct cs_dflash_ctx *c, int ni, char *err, size_t errlen
     const struct cs_dflash_model *m = c->m;
     const size_t E = m->hp.n_embd, NT = m->hp.n_taps;
     struct cs_cl_dev *d = m->dev;
-    TRY(cs_cl_write(d, c->ipos, 0, (size_t)ni * 4, c->q_pos, err, errlen));
-    TRY(cs_cl_write(d, c->icell, 0, (size_t)ni * 4, c->cells, err, errlen));
-    TRY(cs_cl_write(d, c->xb, 0, (size_t)ni * NT * E * 4, c->h_feat, err, errlen));
-    TRY(cs_op_matmul(d, &m->fc, c->xb, 0, c->x, 0, (uint32_t)ni, err, errlen));
-    TRY(cs_op_rmsnorm(d, c->x, 0, m->enc_norm, c->xb, 0, ni, (int)E, m->hp.rms_eps, err, errlen));
+    CS_TRY(cs_cl_write(d, c->ipos, 0, (size_t)ni * 4, c->q_pos, err, errlen));
+    CS_TRY(cs_cl_write(d, c->icell, 0, (size_t)ni * 4, c->cells, err, errlen));
+    CS_TRY(cs_cl_write(d, c->xb, 0, (size_t)ni * NT * E * 4, c->h_feat, err, errlen));
+    CS_TRY(cs_op_matmul(d, &m->fc, c->xb, 0, c->x, 0, (uint32_t)ni, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->x, 0, m->enc_norm, c->xb, 0, ni, (int)E, m->hp.rms_eps, err, errlen));
     for (uint32_t l = 0; l < m->hp.n_layer; l++)
-        TRY(kv_rows(c, l, ni, c->ipos, c->icell, err, errlen));
+        CS_TRY(kv_rows(c, l, ni, c->ipos, c->icell, err, errlen));
     c->n_injected += (uint64_t)ni;
     return CLSPEC_OK;
 }
@@ -437,7 +430,7 @@ int cs_dflash_inject(struct cs_dflash_ctx *c, int32_t seq, int32_t pos0, int32_t
         return cs_err(err, errlen, CLSPEC_E_INVAL, "dflash inject: seq %d, pos %d, n %d, ld %d", seq, pos0, n, ld);
     for (int32_t r = 0; r < n; r++) {
         if (c->n_q == (int32_t)c->p.n_batch)
-            TRY(cs_dflash_flush(c, err, errlen));
+            CS_TRY(cs_dflash_flush(c, err, errlen));
         const int32_t q = c->n_q++;
         c->q_seq[q] = seq;
         c->q_pos[q] = pos0 + r;
@@ -455,25 +448,25 @@ static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, s
     const int E = (int)hp->n_embd, D = (int)hp->head_dim;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = rope_of(m);
-    TRY(cs_op_get_rows(d, m->embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
+    CS_TRY(cs_op_get_rows(d, m->embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
     for (uint32_t l = 0; l < hp->n_layer; l++) {
         const struct cs_fwd_layer *L = &m->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
-        TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_rmsnorm(d, c->q, 0, L->q_norm, c->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
-        TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-        TRY(kv_rows(c, l, n, c->pos, c->cell, err, errlen));
-        TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, causal,
-                            1.0f / sqrtf((float)D), err, errlen));
-        TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
-        TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-        TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
-        TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
+        CS_TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, (uint32_t)n, err, errlen));
+        CS_TRY(cs_op_rmsnorm(d, c->q, 0, L->q_norm, c->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
+        CS_TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
+        CS_TRY(kv_rows(c, l, n, c->pos, c->cell, err, errlen));
+        CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, causal,
+                               1.0f / sqrtf((float)D), err, errlen));
+        CS_TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
+        CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
+        CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
+        CS_TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
+        CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     }
-    TRY(cs_op_rmsnorm(d, c->x, 0, m->out_norm, c->xb, 0, n, E, eps, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->x, 0, m->out_norm, c->xb, 0, n, E, eps, err, errlen));
     return cs_op_matmul(d, m->out, c->xb, 0, c->logits, 0, (uint32_t)n, err, errlen);
 }
 
@@ -495,11 +488,11 @@ int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32
     /* the queued injection rows and the block, placed together */
     const int ni = c->n_q;
     cs_batch_clear(&c->b);
-    TRY(batch_queued(c, err, errlen));
+    CS_TRY(batch_queued(c, err, errlen));
     for (int32_t i = 0; i < n; i++)
-        TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
+        CS_TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
     c->n_q = 0;
-    TRY(place(c, err, errlen));
+    CS_TRY(place(c, err, errlen));
     struct cs_cl_dev *d = m->dev;
     int rc = ni > 0 ? inject_pass(c, ni, err, errlen) : CLSPEC_OK;
     if (rc == CLSPEC_OK)

@@ -324,20 +324,13 @@ fail:
 
 /* ---- the pass ---- */
 
-#define TRY(x)                 \
-    do {                       \
-        int rc_ = (x);         \
-        if (rc_ < 0)           \
-            return rc_;        \
-    } while (0)
-
 /* y = x . W^T for n rows on device d. With llamacpp_numerics the activations
  * are first rounded the way llama.cpp's CPU backend rounds them for W's type. */
 static int mm(const struct cs_fwd_ctx *c, struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
               char *err, size_t errlen)
 {
     if (c->p.llamacpp_numerics)
-        TRY(cs_op_round_rows(d, w->type, x, 0, n, (int)w->n_in, err, errlen));
+        CS_TRY(cs_op_round_rows(d, w->type, x, 0, n, (int)w->n_in, err, errlen));
     return cs_op_matmul(d, w, x, 0, y, 0, (uint32_t)n, err, errlen);
 }
 
@@ -361,7 +354,7 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
                                        dst_base + (size_t)r->orig[0] * E, 0, NULL, NULL);
         return cs_cl_check(e, "clEnqueueReadBuffer(hidden)", err, errlen);
     }
-    TRY(cs_cl_read(a->dev, a->x, 0, (size_t)r->n * E * 4, c->h_x, err, errlen));
+    CS_TRY(cs_cl_read(a->dev, a->x, 0, (size_t)r->n * E * 4, c->h_x, err, errlen));
     for (int t = 0; t < r->n; t++)
         memcpy(dst_base + (size_t)r->orig[t] * E, c->h_x + (size_t)t * E, E * 4);
     return CLSPEC_OK;
@@ -386,68 +379,68 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         if (!a->x)
             continue;
         if (i == fm->emb_dev)
-            TRY(cs_cl_write(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
-        TRY(cs_cl_write(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
-        TRY(cs_cl_write(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
-        TRY(cs_cl_write(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
+            CS_TRY(cs_cl_write(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
+        CS_TRY(cs_cl_write(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
+        CS_TRY(cs_cl_write(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
+        CS_TRY(cs_cl_write(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
-    TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
+    CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
     for (int l = 0; l <= NL; l++) {
         int di = l < NL ? fm->layer_dev[l] : fm->out_dev;
         if (&c->act[di] != a) { /* device boundary: the residual stream through the host */
-            TRY(cs_cl_read(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
+            CS_TRY(cs_cl_read(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
             a = &c->act[di];
-            TRY(cs_cl_write(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
+            CS_TRY(cs_cl_write(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
         }
         struct cs_cl_dev *d = a->dev;
         if (hidden)
             for (int i = 0; i < hidden->n_layers; i++)
                 if (hidden->layers[i] == l)
-                    TRY(capture_hidden(c, a, r, hidden->out + (size_t)i * n_all * E, n_all, err, errlen));
+                    CS_TRY(capture_hidden(c, a, r, hidden->out + (size_t)i * n_all * E, n_all, err, errlen));
         if (l == NL)
             break;
         const struct cs_fwd_layer *L = &fm->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, (uint32_t)l);
         /* attention block */
-        TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
+        CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
         if (c->p.llamacpp_numerics) { /* mm() rounds the input first */
-            TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
-            TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
-            TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
+            CS_TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
+            CS_TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
+            CS_TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
         } else {
-            TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
-                                 errlen));
+            CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
+                                    errlen));
         }
         if (L->bq)
-            TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
+            CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
         if (L->bk)
-            TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+            CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
         if (L->bv)
-            TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+            CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
         if (L->q_norm)
-            TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
+            CS_TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         if (L->k_norm)
-            TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
-        TRY(cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err,
-                          errlen));
-        TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
+            CS_TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
+        CS_TRY(
+            cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
+        CS_TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
         if (c->p.llamacpp_numerics) /* llama.cpp converts Q to K's type for the K.Q products (f16, bf16) */
-            TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
-        TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
-                            1.0f / sqrtf((float)D), err, errlen));
-        TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));
+            CS_TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
+        CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
+                               1.0f / sqrtf((float)D), err, errlen));
+        CS_TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));
         /* feed-forward block: residual add and norm in one launch */
-        TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
+        CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
         if (c->p.llamacpp_numerics) {
-            TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
-            TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
-            TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
+            CS_TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
+            CS_TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
+            CS_TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
         } else {
-            TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
+            CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
         }
-        TRY(mm(c, d, &L->w_down, a->hb, a->xb, n, err, errlen));
-        TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
+        CS_TRY(mm(c, d, &L->w_down, a->hb, a->xb, n, err, errlen));
+        CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
     }
     /* the requested rows: gather, final norm and output projection on them only */
     int n_rows = 0;
@@ -461,18 +454,18 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         contiguous = contiguous && r->lrow[t] == first + n_rows;
         cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t * E * 4, (size_t)n_rows * E * 4,
                                        (size_t)E * 4, 0, NULL, NULL);
-        TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
+        CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
         n_rows++;
     }
     if (n_rows == 0)
         return CLSPEC_OK;
     struct cs_cl_dev *d = a->dev;
-    TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
     const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
-    TRY(mm(c, d, out_w, a->xo, a->logits, n_rows, err, errlen));
+    CS_TRY(mm(c, d, out_w, a->xo, a->logits, n_rows, err, errlen));
     if (contiguous)
         return cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, logits_out + (size_t)first * V, err, errlen);
-    TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));
+    CS_TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));
     for (int t = 0, k = 0; t < n; t++)
         if (r->lrow[t] >= 0)
             memcpy(logits_out + (size_t)r->lrow[t] * V, c->h_logits + (size_t)(k++) * V, (size_t)V * 4);
@@ -517,7 +510,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     const int cap = c->scratch_cap;
     int32_t *cells = c->scratch, *tok = cells + cap, *pos = tok + cap, *seq = pos + cap, *cell = seq + cap,
             *orig = cell + cap, *lrow = orig + cap;
-    TRY(cs_kv_place(c->kv, b, cells, seq_rc, err, errlen));
+    CS_TRY(cs_kv_place(c->kv, b, cells, seq_rc, err, errlen));
     int n = 0;
     for (int i = 0, li = 0; i < b->n; i++) {
         int l = b->logits[i] ? li++ : -1;
@@ -533,17 +526,17 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     }
     if (n == 0)
         return CLSPEC_OK;
-    TRY(cs_kv_sync(c->kv, err, errlen));
+    CS_TRY(cs_kv_sync(c->kv, err, errlen));
     const int U = (int)c->p.n_ubatch;
     for (int t0 = 0; t0 < n; t0 += U) {
         struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0};
-        TRY(pass(c, &r, logits_out, hidden, b->n, err, errlen));
+        CS_TRY(pass(c, &r, logits_out, hidden, b->n, err, errlen));
     }
     if (hidden || cs_batch_n_logits(b) == 0) /* non-blocking hidden reads done; work finished before returning */
         for (int i = 0; i < c->fm->n_dev; i++)
             if (c->act[i].x)
-                TRY(cs_cl_finish(c->act[i].dev, err, errlen));
+                CS_TRY(cs_cl_finish(c->act[i].dev, err, errlen));
     return CLSPEC_OK;
 }
 
@@ -562,7 +555,7 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
         if (out_rows[i] < 0 || out_rows[i] >= n || (i > 0 && out_rows[i] <= out_rows[i - 1]))
             return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: logits rows must be increasing indices < %d", n);
     struct cs_batch b;
-    TRY(cs_batch_init(&b, n, err, errlen));
+    CS_TRY(cs_batch_init(&b, n, err, errlen));
     int rc = CLSPEC_OK;
     for (int t = 0, k = 0; t < n && rc == CLSPEC_OK; t++) {
         bool want = k < n_out && out_rows[k] == t;

@@ -14,13 +14,6 @@
 #include "mtp_fwd.h"
 #include "quant.h"
 
-#define TRY(x)                 \
-    do {                       \
-        int rc_ = (x);         \
-        if (rc_ < 0)           \
-            return rc_;        \
-    } while (0)
-
 /* Finds name with n_dims 1 (ne0) or 2 (ne0, ne1). required = false: absent -> NULL. */
 static int find(const struct cs_gguf *g, const char *name, uint64_t ne0, uint64_t ne1, bool required,
                 const struct cs_gguf_tensor **out, char *err, size_t errlen)
@@ -306,10 +299,10 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= hp->n_vocab)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "MTP decode: token %d (row %d) out of range", tokens[i], i);
-        TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
+        CS_TRY(cs_batch_add(&c->b, tokens[i], pos[i], seq[i], false, err, errlen));
     }
     int seq_rc[CS_MAX_SEQ];
-    TRY(cs_kv_place(c->kv, &c->b, c->cells, seq_rc, err, errlen));
+    CS_TRY(cs_kv_place(c->kv, &c->b, c->cells, seq_rc, err, errlen));
     for (int s = 0; s < CS_MAX_SEQ; s++)
         if (seq_rc[s] != CLSPEC_OK) { /* undo the others' placement: all or nothing */
             for (int32_t i = 0; i < n; i++)
@@ -318,20 +311,20 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "MTP decode: the head's KV cache is full for sequence %d",
                           s);
         }
-    TRY(cs_kv_sync(c->kv, err, errlen));
+    CS_TRY(cs_kv_sync(c->kv, err, errlen));
     /* non-blocking writes: the sources stay valid until the blocking read at the end (in-order queue) */
-    TRY(enq_write(d, c->tok, (size_t)n * 4, tokens, err, errlen));
-    TRY(enq_write(d, c->pos, (size_t)n * 4, pos, err, errlen));
-    TRY(enq_write(d, c->seq, (size_t)n * 4, seq, err, errlen));
-    TRY(enq_write(d, c->cell, (size_t)n * 4, c->cells, err, errlen));
-    TRY(enq_write(d, c->xg, (size_t)n * E * 4, g, err, errlen));
+    CS_TRY(enq_write(d, c->tok, (size_t)n * 4, tokens, err, errlen));
+    CS_TRY(enq_write(d, c->pos, (size_t)n * 4, pos, err, errlen));
+    CS_TRY(enq_write(d, c->seq, (size_t)n * 4, seq, err, errlen));
+    CS_TRY(enq_write(d, c->cell, (size_t)n * 4, c->cells, err, errlen));
+    CS_TRY(enq_write(d, c->xg, (size_t)n * E * 4, g, err, errlen));
     /* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) */
-    TRY(cs_op_get_rows(d, mm->embd, c->tok, 0, (uint32_t)n, c->xe, 0, err, errlen));
-    TRY(cs_op_rmsnorm(d, c->xe, 0, mm->enorm, c->xe, 0, n, E, eps, err, errlen));
-    TRY(cs_op_rmsnorm(d, c->xg, 0, mm->hnorm, c->xg, 0, n, E, eps, err, errlen));
-    TRY(to_cat(c, c->xe, 0, n, err, errlen));
-    TRY(to_cat(c, c->xg, (size_t)E, n, err, errlen));
-    TRY(cs_op_matmul(d, &mm->eh_proj, c->cat, 0, c->x, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_get_rows(d, mm->embd, c->tok, 0, (uint32_t)n, c->xe, 0, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->xe, 0, mm->enorm, c->xe, 0, n, E, eps, err, errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->xg, 0, mm->hnorm, c->xg, 0, n, E, eps, err, errlen));
+    CS_TRY(to_cat(c, c->xe, 0, n, err, errlen));
+    CS_TRY(to_cat(c, c->xg, (size_t)E, n, err, errlen));
+    CS_TRY(cs_op_matmul(d, &mm->eh_proj, c->cat, 0, c->x, 0, (uint32_t)n, err, errlen));
     /* the block (as forward.c's layer) */
     const struct cs_fwd_layer *L = &mm->blk;
     const struct cs_kv_view kv = cs_kv_layer_view(c->kv, 0);
@@ -339,24 +332,24 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         .n_rot = (int)hp->n_rot, .neox = hp->rope_style == CS_ROPE_NEOX,
         .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
     };
-    TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-    TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, c->xb, 0, c->q, 0, c->kc, 0, c->vc, 0, (uint32_t)n, err,
-                         errlen));
+    CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
+    CS_TRY(
+        cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, c->xb, 0, c->q, 0, c->kc, 0, c->vc, 0, (uint32_t)n, err, errlen));
     if (L->bq)
-        TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
+        CS_TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
     if (L->bk)
-        TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
+        CS_TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
     if (L->bv)
-        TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
-    TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
-    TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
-    TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
-                        1.0f / sqrtf((float)D), err, errlen));
-    TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_add_rmsnorm(d, c->x, 0, c->xb, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen)); /* y = b */
-    TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
-    TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        CS_TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
+    CS_TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
+    CS_TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
+    CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
+                           1.0f / sqrtf((float)D), err, errlen));
+    CS_TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_add_rmsnorm(d, c->x, 0, c->xb, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen)); /* y = b */
+    CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
+    CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
     /* the kept rows: shared_head_norm and the output head */
     int n_keep = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -364,19 +357,19 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
             continue;
         cl_int e = clEnqueueCopyBuffer(d->q, c->x, c->xo, (size_t)i * E * 4, (size_t)n_keep * E * 4, (size_t)E * 4,
                                        0, NULL, NULL);
-        TRY(cs_cl_check(e, "clEnqueueCopyBuffer(MTP rows)", err, errlen));
+        CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(MTP rows)", err, errlen));
         n_keep++;
     }
     if (n_keep > 0) {
-        TRY(cs_op_rmsnorm(d, c->xo, 0, mm->head_norm, c->xo, 0, n_keep, E, eps, err, errlen));
-        TRY(cs_op_matmul(d, out_w ? out_w : mm->out, c->xo, 0, c->logits, 0, (uint32_t)n_keep, err, errlen));
+        CS_TRY(cs_op_rmsnorm(d, c->xo, 0, mm->head_norm, c->xo, 0, n_keep, E, eps, err, errlen));
+        CS_TRY(cs_op_matmul(d, out_w ? out_w : mm->out, c->xo, 0, c->logits, 0, (uint32_t)n_keep, err, errlen));
     }
     if (n_keep > 0) {
         cl_int e = clEnqueueReadBuffer(d->q, c->x, CL_FALSE, 0, (size_t)n * E * 4, c->hidden, 0, NULL, NULL);
-        TRY(cs_cl_check(e, "clEnqueueReadBuffer(MTP hidden)", err, errlen));
-        TRY(cs_cl_read(d, c->logits, 0, (size_t)n_keep * V * 4, c->logits_h, err, errlen));
+        CS_TRY(cs_cl_check(e, "clEnqueueReadBuffer(MTP hidden)", err, errlen));
+        CS_TRY(cs_cl_read(d, c->logits, 0, (size_t)n_keep * V * 4, c->logits_h, err, errlen));
     } else {
-        TRY(cs_cl_read(d, c->x, 0, (size_t)n * E * 4, c->hidden, err, errlen));
+        CS_TRY(cs_cl_read(d, c->x, 0, (size_t)n * E * 4, c->hidden, err, errlen));
     }
     c->n_rows = n;
     c->n_logits = n_keep;
