@@ -147,3 +147,16 @@ struct golden *fu_golden(const char *name)
     assert_non_null(g);
     return g;
 }
+
+struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p)
+{
+    struct cs_engine_params q = *p;
+    char *path = tu_shared_path(rel);
+    q.model_path = path;
+    struct cs_engine *e = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_engine_open(&q, &e, err, sizeof err) != CLSPEC_OK)
+        fail_msg("engine: %s", err);
+    free(path);
+    return e;
+}

@@ -1,6 +1,6 @@
 /* fwdutil.h: test helper for the forward-pass tests (test-forward,
- * test-kvtypes, test-batch, test-split): open a model on one or more OpenCL
- * devices, make contexts, run greedy decoding of one sequence, compare
+ * test-kvtypes, test-batch, test-split, test-dflash*, test-mtp, test-sched):
+ * open a model on one or more OpenCL devices or as an engine, make contexts, run greedy decoding of one sequence, compare
  * logits. Everything is released by fu_close / cs_fwd_ctx_free; failures end
  * the test (cmocka fail_msg). */
 #ifndef CS_TEST_FWDUTIL_H
@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h"
 #include "forward.h"
 #include "golden.h"
 
@@ -43,6 +44,10 @@ void fu_all_logits(struct cs_fwd_ctx *c, const int32_t *tokens, int n, int32_t s
 /* max |a - b| and max |a - b| / (1 + |b|) over n values. */
 float fu_max_abs(const float *a, const float *b, size_t n);
 float fu_max_rel(const float *a, const float *b, size_t n);
+
+/* cs_engine_open with p (model_path set to $CLSPEC_SHARED/rel for the
+ * call); fails the test on an error. The caller frees the engine. */
+struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p);
 
 /* The reference prompts of $CLSPEC_SHARED/reference/greedy-NAME.json. */
 struct golden *fu_golden(const char *name);

@@ -30,6 +30,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "fwdutil.h"
 #include "gguf_write.h"
 #include "quant.h"
 #include "spec/loader.h"
@@ -43,18 +44,11 @@ static struct cs_engine *engine_open(const char *model, uint32_t n_ctx, uint32_t
 {
     struct cs_engine_params p = cs_engine_defaults();
     p.devices = g_devices;
-    char *path = tu_shared_path(model);
-    p.model_path = path;
     p.n_ctx = n_ctx;
     p.n_seq_max = n_seq;
     p.type_k = p.type_v = kv_type;
     p.n_batch = p.n_ubatch = n_batch;
-    struct cs_engine *e = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_engine_open(&p, &e, err, sizeof err) != CLSPEC_OK)
-        fail_msg("engine: %s", err);
-    free(path);
-    return e;
+    return fu_engine_open(model, &p);
 }
 
 /* ---- taps ---- */

@@ -22,6 +22,7 @@
 #include "common.h"
 #include "daemon/sched.h"
 #include "engine.h"
+#include "fwdutil.h"
 #include "golden.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
@@ -140,19 +141,12 @@ static int col_ntok(struct col *c)
 static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, bool unified)
 {
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path("models/stories260K.gguf");
-    p.model_path = path;
     p.n_ctx = n_ctx;
     p.n_seq_max = n_seq;
     p.kv_unified = unified;
     p.n_batch = 128;
     p.n_ubatch = 128;
-    struct cs_engine *e = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_engine_open(&p, &e, err, sizeof err) != CLSPEC_OK)
-        fail_msg("engine: %s", err);
-    free(path);
-    return e;
+    return fu_engine_open("models/stories260K.gguf", &p);
 }
 
 static struct cs_sched *sched_new(struct cs_engine *e, int n_slots, int queue_max, bool truncate)
