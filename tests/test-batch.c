@@ -145,8 +145,7 @@ static void test_kv_full(void **state)
     int32_t tok[3][20];
     const int n[3] = {12, 14, 20};
     for (int s = 0; s < 3; s++)
-        for (int i = 0; i < 20; i++)
-            tok[s][i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+        tu_rng_tokens(&rng, tok[s], 20, V);
     float *alone = malloc(2 * (size_t)V * sizeof(float)), *rows = malloc(3 * (size_t)V * sizeof(float));
     for (int s = 0; s < 2; s++) {
         struct cs_fwd_ctx *c = fu_ctx(&f, 64, 32, CS_TYPE_F32, CS_TYPE_F32);
@@ -257,12 +256,9 @@ static void test_reuse_seq_id(void **state)
     struct tu_rng rng;
     tu_rng_seed(&rng, 11);
     int32_t a[30], bb[10], o[40];
-    for (int i = 0; i < 30; i++)
-        a[i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
-    for (int i = 0; i < 10; i++)
-        bb[i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
-    for (int i = 0; i < 40; i++)
-        o[i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+    tu_rng_tokens(&rng, a, 30, V);
+    tu_rng_tokens(&rng, bb, 10, V);
+    tu_rng_tokens(&rng, o, 40, V);
     /* fresh: greedy 16 after prompt bb as sequence 1 */
     int32_t fresh_t[16], re_t[16];
     float *fresh = malloc(16 * (size_t)V * sizeof(float)), *re = malloc(16 * (size_t)V * sizeof(float));
@@ -392,8 +388,7 @@ static void test_partitioned(void **state)
     struct tu_rng rng;
     tu_rng_seed(&rng, 3);
     for (int s = 0; s < 2; s++)
-        for (int i = 0; i < 30; i++)
-            tok[s][i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+        tu_rng_tokens(&rng, tok[s], 30, V);
     float *alone = malloc(2 * (size_t)V * sizeof(float)), *rows = malloc(2 * (size_t)V * sizeof(float));
     int32_t pos[30];
     for (int i = 0; i < 30; i++)

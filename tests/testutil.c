@@ -100,3 +100,9 @@ float tu_rng_normal(struct tu_rng *r)
         u1 = 1e-7f;
     return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
 }
+
+void tu_rng_tokens(struct tu_rng *r, int32_t *out, int n, int n_vocab)
+{
+    for (int i = 0; i < n; i++)
+        out[i] = (int32_t)(tu_rng_u64(r) % (uint64_t)n_vocab);
+}

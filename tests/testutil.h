@@ -25,5 +25,7 @@ void tu_rng_seed(struct tu_rng *r, uint64_t seed);
 uint64_t tu_rng_u64(struct tu_rng *r);
 float tu_rng_uniform(struct tu_rng *r);          /* [0, 1) */
 float tu_rng_normal(struct tu_rng *r);           /* N(0, 1) */
+/* n random token ids in [0, n_vocab) to out (n), in order. */
+void tu_rng_tokens(struct tu_rng *r, int32_t *out, int n, int n_vocab);
 
 #endif
