@@ -96,10 +96,9 @@ static void compare_model(const char *rel, enum cs_kfamily fam, uint32_t n_batch
     int32_t tok[N], pos[N], rows[NP];
     struct tu_rng rng;
     tu_rng_seed(&rng, 99);
-    for (int i = 0; i < N; i++) {
-        tok[i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+    tu_rng_tokens(&rng, tok, N, V);
+    for (int i = 0; i < N; i++)
         pos[i] = i;
-    }
     for (int i = 0; i < NP; i++)
         rows[i] = i;
 

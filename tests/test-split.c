@@ -85,10 +85,9 @@ static void run(struct fu_model *f, uint32_t tk, uint32_t n_ubatch, struct run_o
     struct tu_rng rng;
     tu_rng_seed(&rng, 5);
     int32_t tok[NP + ND], pos[NP + ND], rows[NP], layers[16];
-    for (int i = 0; i < NP + ND; i++) {
-        tok[i] = (int32_t)(tu_rng_u64(&rng) % (uint64_t)V);
+    tu_rng_tokens(&rng, tok, NP + ND, V);
+    for (int i = 0; i < NP + ND; i++)
         pos[i] = i;
-    }
     for (int i = 0; i < NP; i++)
         rows[i] = i;
     for (int l = 0; l <= NL; l++)
