@@ -28,13 +28,6 @@
 #include "quant.h"
 #include "testutil.h"
 
-#define TARGET DFU_TARGET
-#define DRAFTER DFU_DRAFTER
-#define SYN_TARGET DFU_SYN_TARGET
-#define SYN_E DFU_SYN_E
-#define SYN_D DFU_SYN_D
-#define argmax dfu_argmax
-
 struct fx {
     struct fu_model f;
     struct cs_dflash_model *dm;
@@ -44,9 +37,9 @@ struct fx {
 static int fx_open(struct fx *x)
 {
     memset(x, 0, sizeof *x);
-    if (fu_open(TARGET, 1, NULL, NULL, &x->f))
+    if (fu_open(DFU_TARGET, 1, NULL, NULL, &x->f))
         return 1;
-    char *p = tu_shared_path(DRAFTER);
+    char *p = tu_shared_path(DFU_DRAFTER);
     int rc = cs_dflash_model_load(p, x->f.fm, x->f.dev[0], &x->dm, x->err, sizeof x->err);
     free(p);
     if (rc != CLSPEC_OK)
@@ -82,10 +75,10 @@ static void test_load(void **s)
     assert_int_equal(hp->taps[0], 2);
     assert_int_equal(hp->taps[1], 4);
     assert_int_equal(hp->taps[2], 5);
-    char *p = tu_shared_path(DRAFTER);
+    char *p = tu_shared_path(DFU_DRAFTER);
     assert_true(cs_dflash_is_dflash_file(p));
     free(p);
-    p = tu_shared_path(TARGET);
+    p = tu_shared_path(DFU_TARGET);
     assert_false(cs_dflash_is_dflash_file(p));
     /* the target is not a drafter */
     struct cs_dflash_model *bad = NULL;
@@ -151,7 +144,7 @@ static int golden_case(struct fx *x, int ci, uint32_t tk, uint32_t tv, uint32_t 
             if (gr->margin[i - 1] <= min_margin)
                 continue;
             compared++;
-            int d = argmax(logits + (size_t)i * V, V);
+            int d = dfu_argmax(logits + (size_t)i * V, V);
             if (d != gr->draft[i - 1]) {
                 (*n_bad)++;
                 print_message("case %d round %d row %d: draft %d, golden %d (margin %.4f)\n", ci, r, i, d,
@@ -240,7 +233,7 @@ static void test_fixed_nmax_tau(void **s)
             cs_dflash_inject(dc, 0, 0, np, taps, np, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
         int n = np, n_out = 0;
-        int32_t last = argmax(logits, V);
+        int32_t last = dfu_argmax(logits, V);
         out[n_out++] = last;
         while (n_out < DFG_N_GREEDY) {
             for (int i = 0; i <= NM; i++) {
@@ -250,15 +243,15 @@ static void test_fixed_nmax_tau(void **s)
             if (cs_dflash_decode(dc, tok, pos, seqz, NM + 1, false, NULL, logits, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             for (int i = 1; i <= NM; i++)
-                tok[i] = argmax(logits + (size_t)i * V, V);
+                tok[i] = dfu_argmax(logits + (size_t)i * V, V);
             if (cs_forward(c, tok, NM + 1, pos, NULL, rows, NM + 1, logits, &hid, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             int acc = 0;
-            while (acc < NM && tok[acc + 1] == argmax(logits + (size_t)acc * V, V))
+            while (acc < NM && tok[acc + 1] == dfu_argmax(logits + (size_t)acc * V, V))
                 acc++;
             for (int i = 1; i <= acc; i++)
                 out[n_out++] = tok[i];
-            last = argmax(logits + (size_t)acc * V, V);
+            last = dfu_argmax(logits + (size_t)acc * V, V);
             out[n_out++] = last;
             if (cs_fwd_kv_seq_rm(c, 0, n + acc + 1, -1, x.err, sizeof x.err) < 0 ||
                 cs_dflash_inject(dc, 0, n, acc + 1, taps, NM + 1, x.err, sizeof x.err) < 0)
@@ -388,20 +381,20 @@ static void test_inject_kvtypes(void **s)
 {
     (void)s;
     struct fu_model f;
-    if (fu_open(SYN_TARGET, 1, NULL, NULL, &f))
+    if (fu_open(DFU_SYN_TARGET, 1, NULL, NULL, &f))
         skip();
     char err[CLSPEC_ERRLEN];
     struct cs_dflash_model *dm = NULL;
     if (cs_dflash_model_load(syn_path, f.fm, f.dev[0], &dm, err, sizeof err) < 0)
         fail_msg("%s", err);
-    const int NPOS = 12, V = f.V, KVD = 4 * SYN_D;
+    const int NPOS = 12, V = f.V, KVD = 4 * DFU_SYN_D;
     int32_t toks[12], pos[12];
     for (int i = 0; i < NPOS; i++) {
         toks[i] = (int32_t)(1 + 97 * i % 2000);
         pos[i] = i;
     }
     const int32_t layers[2] = {1, 4};
-    float *taps = malloc((size_t)2 * NPOS * SYN_E * sizeof *taps), *lg = malloc((size_t)V * sizeof *lg);
+    float *taps = malloc((size_t)2 * NPOS * DFU_SYN_E * sizeof *taps), *lg = malloc((size_t)V * sizeof *lg);
     struct cs_fwd_hidden hid = {.n_layers = 2, .layers = layers, .out = taps};
     struct cs_fwd_ctx *tc = fu_ctx(&f, 64, 16, CS_TYPE_F32, CS_TYPE_F32);
     if (cs_forward(tc, toks, NPOS, pos, NULL, NULL, 1, lg, &hid, err, sizeof err) < 0)
@@ -426,8 +419,8 @@ static void test_inject_kvtypes(void **s)
         assert_int_equal(cs_kv_seq_n_cells(c[t]->kv, 0), (uint32_t)(NPOS - 1));
     }
     /* stored rows: the f32 cache's rows converted on the host = the typed cache's rows */
-    float ref[4 * SYN_D];
-    uint8_t want[4 * SYN_D * 4], got[4 * SYN_D * 4];
+    float ref[4 * DFU_SYN_D];
+    uint8_t want[4 * DFU_SYN_D * 4], got[4 * DFU_SYN_D * 4];
     for (size_t t = 1; t < CS_ARRAY_LEN(ty); t++) {
         uint64_t rb = 0;
         assert_true(cs_row_bytes(ty[t], (uint64_t)KVD, &rb));
@@ -444,7 +437,7 @@ static void test_inject_kvtypes(void **s)
             md = fmaxf(md, fabsf(logits[t][i] - logits[0][i]));
         int same = 0;
         for (int i = 1; i < 8; i++)
-            same += argmax(logits[t] + (size_t)i * V, V) == argmax(logits[0] + (size_t)i * V, V);
+            same += dfu_argmax(logits[t] + (size_t)i * V, V) == dfu_argmax(logits[0] + (size_t)i * V, V);
         print_message("KV %s: %d of %d stored K/V rows differ from the host conversion; block logits max |d| %.4f "
                       "(range %.2f), %d of 7 draft ids as f32\n",
                       cs_type_name(ty[t]), n_diff, 2 * (NPOS - 1), md, range, same);

@@ -30,13 +30,6 @@
 #include "spec/spec.h"
 #include "testutil.h"
 
-#define TARGET DFU_TARGET
-#define DRAFTER DFU_DRAFTER
-#define SYN_TARGET DFU_SYN_TARGET
-#define SYN_E DFU_SYN_E
-#define SYN_D DFU_SYN_D
-#define argmax dfu_argmax
-
 /* ---- through the plugin: lossless greedy speculation ---- */
 
 #define NGEN 48
@@ -182,7 +175,7 @@ static void lossless_stories(uint32_t kv, double *tau_out)
     *tau_out = 0;
     if (kv == CS_TYPE_Q8_0 || kv == CS_TYPE_Q4_0) { /* head_dim 8: runs once the engine's KV takes it */
         struct cs_engine_params ep = cs_engine_defaults();
-        char *path = tu_shared_path(TARGET), e0[CLSPEC_ERRLEN];
+        char *path = tu_shared_path(DFU_TARGET), e0[CLSPEC_ERRLEN];
         ep.model_path = path;
         ep.n_ctx = 64;
         ep.type_k = ep.type_v = kv;
@@ -196,7 +189,7 @@ static void lossless_stories(uint32_t kv, double *tau_out)
             return;
         }
     }
-    struct cs_engine *e = engine_open(TARGET, 512, 4, kv);
+    struct cs_engine *e = engine_open(DFU_TARGET, 512, 4, kv);
     static struct run base, sp;
     char err[CLSPEC_ERRLEN];
     double t1 = 0;
@@ -209,7 +202,7 @@ static void lossless_stories(uint32_t kv, double *tau_out)
                     agree++;
             print_message("no speculation: %d of %d tokens as the reference greedy run\n", agree, 3 * NGEN);
         }
-        struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], DRAFTER, NULL, err, sizeof err);
+        struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], DFU_DRAFTER, NULL, err, sizeof err);
         if (!pl)
             fail_msg("dflash plugin: %s", err);
         gen(e, pl, &P, par[k], 7, &sp);
@@ -273,11 +266,11 @@ static void test_lossless_p8(void **s)
 {
     (void)s;
     struct prompts P = golden_prompts_n(8);
-    struct cs_engine *e = engine_open(TARGET, 1024, 8, CS_TYPE_F16);
+    struct cs_engine *e = engine_open(DFU_TARGET, 1024, 8, CS_TYPE_F16);
     static struct run base, sp1, sp8;
     char err[CLSPEC_ERRLEN];
     gen(e, NULL, &P, 8, 7, &base);
-    struct cs_plugin *pl = dflash_open(e, 8, DRAFTER, NULL, err, sizeof err);
+    struct cs_plugin *pl = dflash_open(e, 8, DFU_DRAFTER, NULL, err, sizeof err);
     if (!pl)
         fail_msg("%s", err);
     gen(e, pl, &P, 1, 7, &sp1);
@@ -298,10 +291,10 @@ static void test_sampling(void **s)
 {
     (void)s;
     struct prompts P = golden_prompts();
-    struct cs_engine *e = engine_open(TARGET, 512, 4, CS_TYPE_F16);
+    struct cs_engine *e = engine_open(DFU_TARGET, 512, 4, CS_TYPE_F16);
     static struct run sp;
     char err[CLSPEC_ERRLEN];
-    struct cs_plugin *pl = dflash_open(e, 4, DRAFTER, NULL, err, sizeof err);
+    struct cs_plugin *pl = dflash_open(e, 4, DFU_DRAFTER, NULL, err, sizeof err);
     if (!pl)
         fail_msg("%s", err);
     gen_temp = 0.8f;
@@ -324,9 +317,9 @@ static void test_clamp_and_reset(void **s)
 {
     (void)s;
     struct prompts P = golden_prompts();
-    struct cs_engine *e = engine_open(TARGET, 512, 2, CS_TYPE_F32);
+    struct cs_engine *e = engine_open(DFU_TARGET, 512, 2, CS_TYPE_F32);
     char err[CLSPEC_ERRLEN];
-    struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+    struct cs_plugin *pl = dflash_open(e, 2, DFU_DRAFTER, NULL, err, sizeof err);
     if (!pl)
         fail_msg("%s", err);
     struct cs_spec_params spp = cs_spec_defaults();
@@ -377,7 +370,7 @@ static void test_clamp_and_reset(void **s)
 static void test_host_entries(void **s)
 {
     (void)s;
-    struct cs_engine *e = engine_open(TARGET, 256, 2, CS_TYPE_F32);
+    struct cs_engine *e = engine_open(DFU_TARGET, 256, 2, CS_TYPE_F32);
     char err[CLSPEC_ERRLEN];
     struct cs_plugin_params pp = {.type = "ngram", .engine = e, .n_slots = 2};
     struct cs_plugin *pl = NULL;
@@ -387,7 +380,7 @@ static void test_host_entries(void **s)
     assert_true(h->abi_minor >= 3);
     assert_non_null(h->model_key_ints);
     assert_non_null(h->ctx_inject_taps);
-    char *dp = tu_shared_path(DRAFTER), *tp = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
+    char *dp = tu_shared_path(DFU_DRAFTER), *tp = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
     clspec_model *m = NULL, *plain = NULL;
 #define LOAD(path, out) h->model_load(h, path, -1, 0, out, err, sizeof err)
     if (LOAD(dp, &m) != 0)
@@ -456,11 +449,11 @@ static void test_chunked_prefill(void **s)
     static struct run base, sp[2];
     for (int k = 0; k < 2; k++) {
         engine_n_batch = k ? 2 : 0;
-        struct cs_engine *e = engine_open(TARGET, 512, 2, CS_TYPE_F32);
+        struct cs_engine *e = engine_open(DFU_TARGET, 512, 2, CS_TYPE_F32);
         engine_n_batch = 0;
         if (k == 1)
             gen(e, NULL, &P, 2, 7, &base);
-        struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+        struct cs_plugin *pl = dflash_open(e, 2, DFU_DRAFTER, NULL, err, sizeof err);
         if (!pl)
             fail_msg("%s", err);
         gen(e, pl, &P, 2, 7, &sp[k]);
@@ -483,7 +476,7 @@ static void test_two_devices(void **s)
 {
     (void)s;
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path(TARGET);
+    char *path = tu_shared_path(DFU_TARGET);
     p.model_path = path;
     p.n_ctx = 512;
     p.n_seq_max = 4;
@@ -502,7 +495,7 @@ static void test_two_devices(void **s)
     struct prompts P = golden_prompts();
     static struct run base, sp;
     gen(e, NULL, &P, 2, 7, &base);
-    struct cs_plugin *pl = dflash_open(e, 2, DRAFTER, NULL, err, sizeof err);
+    struct cs_plugin *pl = dflash_open(e, 2, DFU_DRAFTER, NULL, err, sizeof err);
     if (!pl)
         fail_msg("%s", err);
     gen(e, pl, &P, 2, 7, &sp);
@@ -511,7 +504,7 @@ static void test_two_devices(void **s)
                   (unsigned long long)sp.st.n_drafted, (unsigned long long)sp.st.n_accepted, tau(&sp.st));
     assert_same(&base, &sp, P.n, "dflash, two devices");
     assert_true(tau(&sp.st) > 1.8);
-    char *dp = tu_shared_path(DRAFTER);
+    char *dp = tu_shared_path(DFU_DRAFTER);
     struct cs_plugin_kv kv[] = {{"model", dp}, {"device", "0"}};
     struct cs_plugin_params pp = {.type = "dflash", .kv = kv, .n_kv = 2, .engine = e, .n_slots = 2};
     assert_int_not_equal(cs_plugin_load(&pp, &pl, err, sizeof err), CLSPEC_OK);
@@ -536,7 +529,7 @@ static void test_lossless_quant(void **s)
     char err[CLSPEC_ERRLEN];
     static struct run base, sp;
     for (size_t t = 0; t < CS_ARRAY_LEN(ty); t++) {
-        struct cs_engine *e = engine_open(SYN_TARGET, 512, 4, ty[t]);
+        struct cs_engine *e = engine_open(DFU_SYN_TARGET, 512, 4, ty[t]);
         for (size_t k = 0; k < CS_ARRAY_LEN(par); k++) {
             gen(e, NULL, &P, par[k], 7, &base);
             struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], syn_path, cs_type_name(ty[t]), err, sizeof err);
