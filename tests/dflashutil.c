@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <cmocka.h>
@@ -80,3 +81,22 @@ void dfu_write_synth_drafter(const char *path)
         free(data[i]);
 }
 
+
+char *dfu_syn_path;
+
+int dfu_synth_setup(void **state)
+{
+    (void)state;
+    dfu_syn_path = tu_tmp_path("-dflash-synth.gguf");
+    dfu_write_synth_drafter(dfu_syn_path);
+    return 0;
+}
+
+int dfu_synth_teardown(void **state)
+{
+    (void)state;
+    remove(dfu_syn_path);
+    free(dfu_syn_path);
+    dfu_syn_path = NULL;
+    return 0;
+}

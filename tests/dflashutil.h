@@ -16,5 +16,11 @@ int dfu_argmax(const float *x, int n);
 /* Writes the synthetic drafter to path (taps [1, 4], 8/4 heads of 32, FFN
  * 384, block_size 8, F32); fails the test on error. */
 void dfu_write_synth_drafter(const char *path);
+/* cmocka group setup / teardown: dfu_synth_setup writes the synthetic
+ * drafter to a temporary file, dfu_syn_path (malloc'd); dfu_synth_teardown
+ * removes it and frees the path. */
+extern char *dfu_syn_path;
+int dfu_synth_setup(void **state);
+int dfu_synth_teardown(void **state);
 
 #endif

@@ -294,7 +294,6 @@ static void test_golden_kvtypes(void **s)
     fx_close(&x);
 }
 
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -358,8 +357,6 @@ static void test_inject_cost(void **s)
     fx_close(&x);
 }
 
-static char *syn_path;
-
 /* The cache row of (seq 0, pos) in layer l: K (kv) or V, raw bytes. */
 static void read_row(struct cs_dflash_ctx *c, uint32_t l, int v, int32_t pos, void *dst, uint64_t bytes)
 {
@@ -385,7 +382,7 @@ static void test_inject_kvtypes(void **s)
         skip();
     char err[CLSPEC_ERRLEN];
     struct cs_dflash_model *dm = NULL;
-    if (cs_dflash_model_load(syn_path, f.fm, f.dev[0], &dm, err, sizeof err) < 0)
+    if (cs_dflash_model_load(dfu_syn_path, f.fm, f.dev[0], &dm, err, sizeof err) < 0)
         fail_msg("%s", err);
     const int NPOS = 12, V = f.V, KVD = 4 * DFU_SYN_D;
     int32_t toks[12], pos[12];
@@ -455,22 +452,6 @@ static void test_inject_kvtypes(void **s)
     fu_close(&f);
 }
 
-static int setup(void **s)
-{
-    (void)s;
-    syn_path = tu_tmp_path("-dflash-synth.gguf");
-    dfu_write_synth_drafter(syn_path);
-    return 0;
-}
-
-static int teardown(void **s)
-{
-    (void)s;
-    remove(syn_path);
-    free(syn_path);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,5 +462,5 @@ int main(void)
         cmocka_unit_test(test_inject_cost),
         cmocka_unit_test(test_inject_kvtypes),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, dfu_synth_setup, dfu_synth_teardown);
 }

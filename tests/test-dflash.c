@@ -259,7 +259,6 @@ static void test_lossless_q8_q4(void **s)
     }
 }
 
-
 /* 8 slots (MISSION 5 case 2): 8 requests at once, lossless, and the same
  * acceptance as the same 8 requests one after the other. */
 static void test_lossless_p8(void **s)
@@ -515,8 +514,6 @@ static void test_two_devices(void **s)
     cs_engine_free(e);
 }
 
-static char *syn_path;
-
 /* Lossless through the plugin with quantized target and drafter KV, 1 and 4
  * slots (a random drafter: acceptance is near zero, the point is that every
  * path runs and the output is the target's). */
@@ -532,7 +529,7 @@ static void test_lossless_quant(void **s)
         struct cs_engine *e = engine_open(DFU_SYN_TARGET, 512, 4, ty[t]);
         for (size_t k = 0; k < CS_ARRAY_LEN(par); k++) {
             gen(e, NULL, &P, par[k], 7, &base);
-            struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], syn_path, cs_type_name(ty[t]), err, sizeof err);
+            struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], dfu_syn_path, cs_type_name(ty[t]), err, sizeof err);
             if (!pl)
                 fail_msg("dflash plugin: %s", err);
             gen(e, pl, &P, par[k], 7, &sp);
@@ -545,22 +542,6 @@ static void test_lossless_quant(void **s)
         }
         cs_engine_free(e);
     }
-}
-
-static int setup(void **s)
-{
-    (void)s;
-    syn_path = tu_tmp_path("-dflash-synth.gguf");
-    dfu_write_synth_drafter(syn_path);
-    return 0;
-}
-
-static int teardown(void **s)
-{
-    (void)s;
-    remove(syn_path);
-    free(syn_path);
-    return 0;
 }
 
 int main(void)
@@ -578,5 +559,5 @@ int main(void)
         cmocka_unit_test(test_two_devices),
         cmocka_unit_test(test_lossless_quant),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, dfu_synth_setup, dfu_synth_teardown);
 }
