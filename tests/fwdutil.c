@@ -115,6 +115,18 @@ void fu_all_logits(struct cs_fwd_ctx *c, const int32_t *tokens, int n, int32_t s
     free(pos);
 }
 
+void fu_last_logits(struct cs_fwd_ctx *c, const int32_t *tokens, int n, float *out)
+{
+    char err[CLSPEC_ERRLEN];
+    int32_t *pos = malloc((size_t)n * sizeof *pos);
+    assert_non_null(pos);
+    for (int i = 0; i < n; i++)
+        pos[i] = i;
+    if (cs_forward(c, tokens, n, pos, NULL, NULL, 1, out, NULL, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    free(pos);
+}
+
 float fu_max_abs(const float *a, const float *b, size_t n)
 {
     float w = 0.0f;

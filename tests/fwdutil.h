@@ -41,6 +41,10 @@ void fu_greedy(struct cs_fwd_ctx *c, const int32_t *prompt, int n, int n_gen, in
  * one call: teacher forcing. out: (n, V). */
 void fu_all_logits(struct cs_fwd_ctx *c, const int32_t *tokens, int n, int32_t seq, float *out);
 
+/* The logits of the last of tokens (n) decoded as sequence 0 at positions
+ * 0..n-1 in one call: out (V). */
+void fu_last_logits(struct cs_fwd_ctx *c, const int32_t *tokens, int n, float *out);
+
 /* max |a - b| and max |a - b| / (1 + |b|) over n values. */
 float fu_max_abs(const float *a, const float *b, size_t n);
 float fu_max_rel(const float *a, const float *b, size_t n);
