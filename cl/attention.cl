@@ -14,7 +14,8 @@
  * visiting-order entries, so it depends on where invisible cells fall
  * among them (TODO: compact the visible cells first).
  * Build flags: -DHD=<head_dim> (multiple
- * of 4; of 32 for quantized caches) -DKV_TK=<ggml type id> -DKV_TV=<id>
+ * of 4; for quantized caches the row n_kv_head * HD is whole blocks of 32,
+ * and a head may start inside a block) -DKV_TK=<ggml type id> -DKV_TV=<id>
  * (independent; each 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0). Two families:
  *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
  *             in private memory, each K/V row read once for those heads;
@@ -47,7 +48,26 @@ static size_t kv_bytes(int T, size_t n)
     return n / 32 * (T == 8 ? 34 : 18);
 }
 
-/* Four elements i..i+3 (i % 4 == 0) of a head segment p of type T. */
+/* q8_0/q4_0 rows whose heads do not start on a block boundary (HD % 32 != 0). */
+#define KV_SPLIT(T) (((T) == 8 || (T) == 2) && HD % 32 != 0)
+
+/* Where kv head kvh of a cache row of type T starts: a byte offset into the
+ * row (kv_head_bytes) plus an element index from there (kv_head_e0). When a
+ * head may start inside a block (KV_SPLIT), the row itself and element
+ * kvh * HD (the 4 elements kv_load4 reads never straddle a block: HD % 4 ==
+ * 0); otherwise the head's own bytes and element 0, which folds the block
+ * arithmetic at build time (the fast path). */
+static size_t kv_head_bytes(int T, int kvh)
+{
+    return KV_SPLIT(T) ? 0 : kv_bytes(T, (size_t)kvh * HD);
+}
+
+static int kv_head_e0(int T, int kvh)
+{
+    return KV_SPLIT(T) ? kvh * HD : 0;
+}
+
+/* Four elements i..i+3 (i % 4 == 0) of a row segment p of type T. */
 static float4 kv_load4(int T, __global const uchar *p, int i)
 {
     if (T == 0)
@@ -72,7 +92,7 @@ static float4 kv_load4(int T, __global const uchar *p, int i)
     return convert_float4(v - 8) * d;
 }
 
-/* One element i of a head segment p of type T. */
+/* One element i of a row segment p of type T. */
 static float kv_load1(int T, __global const uchar *p, int i)
 {
     if (T == 0)
@@ -121,8 +141,9 @@ __kernel void attn_cpu(ATT_ARGS)
     int t = gid / (n_chunks * n_kv_head);
     int h0 = kvh * group + chunk * ATT_G, ng = min(ATT_G, group - chunk * ATT_G);
     int tp = token_pos[t], ts = token_seq[t];
-    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_bytes(KV_TK, kvh * HD);
-    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_bytes(KV_TV, kvh * HD);
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_head_bytes(KV_TK, kvh);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
+    int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
 
     float4 qv[ATT_G][HD / 4], acc[ATT_G][HD / 4];
     float m[ATT_G], l[ATT_G];
@@ -145,7 +166,7 @@ __kernel void attn_cpu(ATT_ARGS)
         for (int g = 0; g < ng; g++)
             s4[g] = (float4)(0.0f);
         for (int i = 0; i < HD / 4; i++) {
-            float4 k4 = kv_load4(KV_TK, kp, 4 * i);
+            float4 k4 = kv_load4(KV_TK, kp, ke0 + 4 * i);
             for (int g = 0; g < ng; g++)
                 s4[g] += qv[g][i] * k4;
         }
@@ -163,7 +184,7 @@ __kernel void attn_cpu(ATT_ARGS)
             l[g] = l[g] * corr[g] + p[g];
         }
         for (int i = 0; i < HD / 4; i++) {
-            float4 v4 = kv_load4(KV_TV, vp, 4 * i);
+            float4 v4 = kv_load4(KV_TV, vp, ve0 + 4 * i);
             for (int g = 0; g < ng; g++)
                 acc[g][i] = acc[g][i] * corr[g] + p[g] * v4;
         }
@@ -188,8 +209,9 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
     int t = gid / n_head, h = gid % n_head;
     int kvh = h / (n_head / n_kv_head);
     int tp = token_pos[t], ts = token_seq[t];
-    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_bytes(KV_TK, kvh * HD);
-    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_bytes(KV_TV, kvh * HD);
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_head_bytes(KV_TK, kvh);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
+    int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
     __global const float *qr = q + q_off + (size_t)gid * HD;
     for (int i = lid; i < HD; i += ATT_WG)
         qs[i] = qr[i] * scale;
@@ -208,7 +230,7 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
             __global const uchar *kp = kc + (size_t)c * krow + khead;
             float4 s4 = (float4)(0.0f);
             for (int i = 0; i < HD / 4; i++)
-                s4 += vload4(i, qs) * kv_load4(KV_TK, kp, 4 * i);
+                s4 += vload4(i, qs) * kv_load4(KV_TK, kp, ke0 + 4 * i);
             s = s4.x + s4.y + s4.z + s4.w;
         }
         float cmax = cs_wg_max(s, red); /* its barriers also publish cell */
@@ -230,7 +252,7 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
             for (int jj = 0; jj < nc; jj++) {
                 float pj = ps[jj];
                 if (pj != 0.0f)
-                    a += pj * kv_load1(KV_TV, vc + (size_t)cell[jj] * vrow + vhead, dd);
+                    a += pj * kv_load1(KV_TV, vc + (size_t)cell[jj] * vrow + vhead, ve0 + dd);
             }
             acc[j] = a;
         }

@@ -5,7 +5,9 @@
  * 8 q8_0, 2 q4_0. Conversions match src/quant.c cs_quantize_row
  * (round-to-nearest-even for f16/bf16, ggml's reference rounding for
  * q8_0/q4_0). A cache row (one cell) holds n_kv_head * head_dim elements;
- * quantized rows are whole blocks of 32. The type helpers take the type as
+ * quantized rows are whole blocks of 32 along the whole row (n_kv_head *
+ * head_dim % 32 == 0, as llama.cpp lays out its KV tensors), so a head may
+ * start inside a block. The type helpers take the type as
  * an argument that is always a build-time constant, so each inlined call
  * folds to one branch. */
 
@@ -128,26 +130,34 @@ __kernel void kv_store(__global const float *k, uint k_off, __global const float
 }
 
 #ifdef HD
+#ifndef KV_UNIT
+#define KV_UNIT HD
+#endif
 /* RoPE by a position delta on the K rows of cells[0..n_list) (type KV_TK,
- * row n_kv_head * HD): one work-item per (cell, kv head) reads the head
- * (dequantized), rotates every pair (i, i + n_rot/2) (neox) or (2i, 2i+1)
- * by theta_i = delta * freq_scale * freq_base^(-2i/n_rot) as cl/rope.cl
- * does, and writes it back (requantized). Cells outside [0, n_cells) are
- * skipped. Build with -DHD=<head_dim>. */
+ * row n_kv_head * HD): one work-item per (cell, unit of KV_UNIT elements)
+ * reads the unit (dequantized), rotates every pair (i, i + n_rot/2) (neox)
+ * or (2i, 2i+1) of each of its KV_UNIT / HD heads by theta_i = delta *
+ * freq_scale * freq_base^(-2i/n_rot) as cl/rope.cl does, and writes it back
+ * (requantized). A unit is one head, or for q8_0/q4_0 lcm(HD, 32) elements:
+ * whole heads and whole blocks, since a head may start inside a block of the
+ * row (then the blocks it shares are dequantized, rotated and requantized
+ * whole, by one work-item). Cells outside [0, n_cells) are skipped. Build
+ * with -DHD=<head_dim> -DKV_UNIT=<unit> (n_kv_head * HD % KV_UNIT == 0). */
 __kernel void kv_shift(__global uchar *kc, __global const int *cells, int n_list, int n_kv_head,
                        int n_cells, int n_rot, int neox, float freq_base, float freq_scale,
                        int delta)
 {
+    int units = n_kv_head * HD / KV_UNIT;
     int gid = get_global_id(0);
-    if (gid >= n_list * n_kv_head)
+    if (gid >= n_list * units)
         return;
-    int cell = cells[gid / n_kv_head], h = gid % n_kv_head;
+    int cell = cells[gid / units], u = gid % units;
     if (cell < 0 || cell >= n_cells)
         return;
     __global uchar *row = kc + (size_t)cell * kv_bytes(KV_TK, (size_t)n_kv_head * HD);
-    int e0 = h * HD;
-    float x[HD];
-    for (int i = 0; i < HD; i++)
+    int e0 = u * KV_UNIT;
+    float x[KV_UNIT];
+    for (int i = 0; i < KV_UNIT; i++)
         x[i] = kv_get(KV_TK, row, e0 + i);
     int half_rot = n_rot / 2;
     for (int i = 0; i < half_rot; i++) {
@@ -155,15 +165,17 @@ __kernel void kv_shift(__global uchar *kc, __global const int *cells, int n_list
         float c = cos(theta), s = sin(theta);
         int i0 = neox ? i : 2 * i;
         int i1 = neox ? i + half_rot : 2 * i + 1;
-        float x0 = x[i0], x1 = x[i1];
-        x[i0] = x0 * c - x1 * s;
-        x[i1] = x0 * s + x1 * c;
+        for (int h = 0; h < KV_UNIT; h += HD) {
+            float x0 = x[h + i0], x1 = x[h + i1];
+            x[h + i0] = x0 * c - x1 * s;
+            x[h + i1] = x0 * s + x1 * c;
+        }
     }
     if (KV_QUANT(KV_TK)) {
-        for (int b = 0; b < HD; b += 32)
+        for (int b = 0; b < KV_UNIT; b += 32)
             kv_put(KV_TK, row, e0 + b, x + b, 32);
     } else {
-        kv_put(KV_TK, row, e0, x, HD);
+        kv_put(KV_TK, row, e0, x, KV_UNIT);
     }
 }
 #endif

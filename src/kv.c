@@ -115,10 +115,10 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "kv cache: %u cells cannot be partitioned over %u sequences", p->n_ctx,
                       p->n_seq_max);
-    int rc = cs_kv_type_check(p->type_k, (int)hp->head_dim, err, errlen);
+    int rc = cs_kv_type_check(p->type_k, (int)hp->n_head_kv, (int)hp->head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "type_k");
-    rc = cs_kv_type_check(p->type_v, (int)hp->head_dim, err, errlen);
+    rc = cs_kv_type_check(p->type_v, (int)hp->n_head_kv, (int)hp->head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "type_v");
     struct cs_kv *kv = calloc(1, sizeof *kv);

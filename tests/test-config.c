@@ -807,9 +807,11 @@ static void test_systemd_unit(void **state)
 
 /* ---- runtime checks ---- */
 
-static void expect_runtime(const char *extra, const char *substr, const char *substr2)
+/* The config "[model] path = MODEL, [server] port = 0" + extra (from line 5)
+ * passes cs_config_check_runtime (substr NULL) or fails with both substrings. */
+static void expect_runtime_model(const char *model_rel, const char *extra, const char *substr, const char *substr2)
 {
-    char *model = tu_shared_path("models/stories260K.gguf");
+    char *model = tu_shared_path(model_rel);
     char text[2048];
     snprintf(text, sizeof text, "[model]\npath = %s\n[server]\nport = 0\n%s", model, extra);
     free(model);
@@ -829,6 +831,11 @@ static void expect_runtime(const char *extra, const char *substr, const char *su
         }
     }
     cs_config_free(c);
+}
+
+static void expect_runtime(const char *extra, const char *substr, const char *substr2)
+{
+    expect_runtime_model("models/stories260K.gguf", extra, substr, substr2);
 }
 
 static void test_runtime_ok(void **state)
@@ -866,9 +873,15 @@ static void test_runtime_errors(void **state)
     assert_non_null(strstr(err, ":2: [model] path: /tmp is not a regular file"));
     cs_config_free(c);
     /* model vs KV types, context, split */
-    expect_runtime("[kv]\ntype_k = q8_0\n", ":6: [kv] type_k: q8_0 stores blocks of 32 values but the model's head size is 8",
-                   NULL);
-    expect_runtime("[kv]\ntype_v = q4_0\n", "[kv] type_v: q4_0 stores blocks of 32", NULL);
+    /* quantized KV: blocks of 32 along the cell row; stories260K's row is 4 kv
+     * heads x 8 = 32 values (accepted), llama-2-tiny-random's 2 x 4 = 8 (refused) */
+    expect_runtime("[kv]\ntype_k = q8_0\ntype_v = q4_0\n", NULL, NULL);
+    expect_runtime_model("models/llama-2-tiny-random.gguf", "[kv]\ntype_k = q8_0\n",
+                         ":6: [kv] type_k: q8_0 stores blocks of 32 values but the model's KV cell row is 8 values "
+                         "(2 kv heads x head size 4), not a multiple of 32",
+                         "use f16, bf16 or f32");
+    expect_runtime_model("models/llama-2-tiny-random.gguf", "[kv]\ntype_v = q4_0\n",
+                         ":6: [kv] type_v: q4_0 stores blocks of 32", NULL);
     expect_runtime("[kv]\nn_ctx = 0\n[slots]\nparallel = 64\n", ":6: [kv] n_ctx: a context of 2048 cells (the model's "
                    "training context) cannot hold parallel = 64 slots", "set [kv] n_ctx >= 4096");
     expect_runtime("[devices]\nsplit = 3\n", ":6: [devices] split: layer counts add up to 3 but the model has 5 layers",

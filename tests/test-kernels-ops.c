@@ -441,9 +441,15 @@ static void test_kv_store(void **state)
     NEED_DEV();
     struct tu_rng r;
     tu_rng_seed(&r, 15);
-    const int n_cells = 40, nkv = 2, hd = 64, row = nkv * hd, nt = 6;
+    /* (kv heads, head_dim): model-sized heads, and the small heads of
+     * stories260K (4 x 8: one block per row, shared by 4 heads) and
+     * TinyStories-656K (4 x 16: 2 blocks, 2 heads each) */
+    static const int shapes[][2] = {{2, 64}, {4, 8}, {4, 16}};
+    const int n_cells = 40, nt = 6;
     const int32_t cells[6] = {3, 17, 0, 39, -1, 8}; /* -1: skipped */
+    for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++)
     for (size_t ti = 0; ti < CS_ARRAY_LEN(k_kv_types); ti++) {
+        const int nkv = shapes[si][0], hd = shapes[si][1], row = nkv * hd;
         uint32_t type = k_kv_types[ti];
         size_t rb = row_bytes(type, (size_t)row);
         float *k = rand_vec(&r, (size_t)nt * row, 2.0f), *v = rand_vec(&r, (size_t)nt * row, 1.0f);
@@ -500,7 +506,7 @@ static void test_kv_store(void **state)
                 free(b);
             }
         }
-        printf("# kv_store %s %d rows of %d: %.3f ms\n", cs_type_name(type), nt, row, t1 - t0);
+        printf("# kv_store %s %d rows of %d x %d: %.3f ms\n", cs_type_name(type), nt, nkv, hd, t1 - t0);
         clReleaseMemObject(kv.k);
         clReleaseMemObject(kv.v);
         clReleaseMemObject(bk);
@@ -773,6 +779,34 @@ FAM_TEST(test_attention_kv_pairs)
         }
 }
 
+/* Small heads (stories260K: 4 kv heads of 8, TinyStories-656K: 4 of 16), where
+ * q8_0/q4_0 blocks run across heads and a head starts inside a block: every
+ * (K type, V type) pair with a quantized side, decode and prefill, exact
+ * against the cache contents and within the type bound of the unrounded K/V. */
+FAM_TEST(test_attention_small_heads)
+{
+    static const int hds[] = {8, 16};
+    struct tu_rng r;
+    tu_rng_seed(&r, 31);
+    for (size_t hi = 0; hi < CS_ARRAY_LEN(hds); hi++)
+        for (size_t i = 0; i < CS_ARRAY_LEN(k_kv_types); i++)
+            for (size_t j = 0; j < CS_ARRAY_LEN(k_kv_types); j++) {
+                uint32_t tk = k_kv_types[i], tv = k_kv_types[j];
+                bool qk = tk == CS_TYPE_Q8_0 || tk == CS_TYPE_Q4_0;
+                bool qv = tv == CS_TYPE_Q8_0 || tv == CS_TYPE_Q4_0;
+                if (!qk && !qv)
+                    continue;
+                double exact = 0.0, exact2 = 0.0;
+                struct att_case a = {"small decode", tk, 1, 67, 8, 4, hds[hi], true, 2, true, tv};
+                assert_true(att_run(&a, f, &r, &exact, NULL, NULL) <= ATT_BOUND);
+                struct att_case b = {"small prefill", tk, 9, 40, 8, 4, hds[hi], true, 1, true, tv};
+                assert_true(att_run(&b, f, &r, &exact2, NULL, NULL) <= ATT_BOUND);
+                double bound = fmax(kv_type_bound(tk), kv_type_bound(tv));
+                assert_true(exact <= bound);
+                assert_true(exact2 <= bound);
+            }
+}
+
 /* Runs attention once over kv (its cells [0, n_used)) for nt query rows. */
 static void att_once(const struct cs_kv_view *kv, int n_used, const float *q, const int32_t *tpos,
                      const int32_t *tseq, int nt, int nh, float *out)
@@ -796,12 +830,18 @@ static void att_once(const struct cs_kv_view *kv, int n_used, const float *q, co
  * sequences' cells when attention visits cells in position order (cell_order). */
 FAM_TEST(test_attention_batch_invariant)
 {
-    static const uint32_t pairs[][2] = {
-        {CS_TYPE_F32, CS_TYPE_F32}, {CS_TYPE_F16, CS_TYPE_Q8_0}, {CS_TYPE_Q4_0, CS_TYPE_BF16}};
-    enum { NC = 160, NKV = 2, HDIM = 64, NHQ = 8, ROWE = NKV * HDIM, N0 = 40 };
+    /* K type, V type, kv heads, head_dim (4 x 8, 4 x 16: quantized heads
+     * starting inside a block) */
+    static const uint32_t pairs[][4] = {{CS_TYPE_F32, CS_TYPE_F32, 2, 64},
+                                        {CS_TYPE_F16, CS_TYPE_Q8_0, 2, 64},
+                                        {CS_TYPE_Q4_0, CS_TYPE_BF16, 2, 64},
+                                        {CS_TYPE_Q8_0, CS_TYPE_Q4_0, 4, 8},
+                                        {CS_TYPE_Q4_0, CS_TYPE_Q8_0, 4, 16}};
+    enum { NC = 160, NHQ = 8, N0 = 40 };
     struct tu_rng r;
     tu_rng_seed(&r, 28);
     for (size_t pi = 0; pi < CS_ARRAY_LEN(pairs); pi++) {
+        const int NKV = (int)pairs[pi][2], HDIM = (int)pairs[pi][3], ROWE = NKV * HDIM;
         float *k = rand_vec(&r, (size_t)NC * ROWE, 1.0f), *v = rand_vec(&r, (size_t)NC * ROWE, 1.0f);
         float *kb = rand_vec(&r, (size_t)NC * ROWE, 1.0f), *vb = rand_vec(&r, (size_t)NC * ROWE, 1.0f);
         int32_t pa[NC], pb[NC], order[NC];
@@ -935,6 +975,11 @@ static void test_kv_shift(void **state)
         {2, 64, {64, false, 10000.0f, 1.0f}, 7},
         {1, 128, {64, true, 1000000.0f, 0.5f}, -13}, /* partial rotary */
         {3, 32, {32, true, 10000.0f, 1.0f}, 1000},
+        /* small heads: quantized blocks span 4 (2) heads, one work-item per block */
+        {4, 8, {8, false, 10000.0f, 1.0f}, 5},
+        {4, 16, {16, true, 10000.0f, 1.0f}, -9},
+        {4, 16, {8, false, 10000.0f, 1.0f}, 300}, /* partial rotary */
+        {2, 48, {48, true, 10000.0f, 1.0f}, 11},  /* lcm(48, 32) = 96: 2 heads, 3 blocks */
     };
     const int n_cells = 20;
     const int32_t list[] = {3, 17, 0, -1, 9, 25}; /* -1, 25: skipped */
@@ -1031,9 +1076,18 @@ static void test_bad_args(void **state)
     (void)state;
     NEED_DEV();
     struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL, NULL};
-    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
-    assert_non_null(strstr(g_err, "head_dim 16"));
-    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_K, 64, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    /* quantized blocks of 32 run along the cell row: 1 x 16 is half a block */
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 1, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    assert_non_null(strstr(g_err, "16 values is not a multiple of its block of 32"));
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 2, 8, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_F16, 2, 8, g_err, sizeof g_err), CLSPEC_OK);
+    /* stories260K (4 x 8), TinyStories-656K (4 x 16), 3 x 32, 2 x 48: whole blocks per row */
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 4, 8, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 4, 16, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 3, 32, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 2, 48, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_F32, 4, 6, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_K, 1, 64, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 2, true, 1.0f,
                                      g_err, sizeof g_err),
                      CLSPEC_E_UNSUPPORTED);
@@ -1062,6 +1116,7 @@ int main(void)
         cmocka_unit_test(test_attention_shapes),
         cmocka_unit_test(test_attention_kv_types),
         cmocka_unit_test(test_attention_kv_pairs),
+        cmocka_unit_test(test_attention_small_heads),
         cmocka_unit_test(test_attention_batch_invariant),
         cmocka_unit_test(test_kv_shift),
         cmocka_unit_test(test_bad_args),

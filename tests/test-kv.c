@@ -715,11 +715,24 @@ static void test_errors(void **state)
     assert_int_equal(cs_kv_new(&hp, &p, ld, &kv, g_err, sizeof g_err), CLSPEC_E_INVAL);
     p = (struct cs_kv_params){3, CS_TYPE_F16, CS_TYPE_F16, 4, false};
     assert_int_equal(cs_kv_new(&hp, &p, ld, &kv, g_err, sizeof g_err), CLSPEC_E_INVAL);
-    hp.head_dim = 48; /* not a multiple of 32: no q8_0 */
+    /* quantized blocks of 32 run along the cell row (n_head_kv * head_dim):
+     * 1 x 48 is refused, 2 x 48 (96) and stories260K's 4 x 8 are whole blocks */
+    hp.head_dim = 48;
+    hp.n_head_kv = 1;
     p = (struct cs_kv_params){64, CS_TYPE_F16, CS_TYPE_Q8_0, 1, true};
     assert_int_equal(cs_kv_new(&hp, &p, ld, &kv, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     assert_non_null(strstr(g_err, "type_v"));
+    assert_non_null(strstr(g_err, "48 values is not a multiple of its block of 32"));
     assert_null(kv);
+    hp.n_head_kv = 2;
+    OK(cs_kv_new(&hp, &p, ld, &kv, g_err, sizeof g_err));
+    cs_kv_free(kv);
+    kv = NULL;
+    hp.head_dim = 8;
+    hp.n_head_kv = 4;
+    p = (struct cs_kv_params){64, CS_TYPE_Q4_0, CS_TYPE_Q8_0, 1, true};
+    OK(cs_kv_new(&hp, &p, ld, &kv, g_err, sizeof g_err));
+    cs_kv_free(kv);
 }
 
 /* Layers 0-1 on the first device, 2-3 on the second: each device has its

@@ -1,6 +1,6 @@
 /* config_check.c: cs_config_check_runtime, the configuration checked against
  * the machine: the model opens as a GGUF of a supported architecture, KV types
- * fit its head size, the context holds `parallel` slots, the OpenCL platform
+ * fit its KV cell row, the context holds `parallel` slots, the OpenCL platform
  * and devices exist (and are distinct), the split matches the model's layers,
  * and host:port can be bound. Messages: "file:line: [section] key: ...". */
 /* <config.h>: see config.c */
@@ -70,15 +70,18 @@ static int check_model(const struct cs_config *c, char *err, size_t errlen)
     if (rc != CLSPEC_OK)
         return cs_config_err(c, "model", "path", err, errlen, rc, "%s; serve a model of a supported architecture", e2);
 
-    /* quantized KV rows are whole blocks of one head's row */
+    /* quantized KV: blocks run along the whole cell row (n_head_kv * head_dim values) */
     static const char *const kv_keys[2] = {"type_k", "type_v"};
     uint32_t kv_types[2] = {c->type_k, c->type_v};
+    uint64_t kv_row = (uint64_t)hp.n_head_kv * hp.head_dim;
     for (int i = 0; i < 2; i++) {
         const struct cs_type_info *ti = cs_type_get(kv_types[i]);
-        if (ti && hp.head_dim % ti->block_elems)
+        if (ti && kv_row % ti->block_elems)
             return cs_config_err(c, "kv", kv_keys[i], err, errlen, CLSPEC_E_UNSUPPORTED,
-                                 "%s stores blocks of %u values but the model's head size is %u; use f16, bf16 or f32",
-                                 ti->name, ti->block_elems, hp.head_dim);
+                                 "%s stores blocks of %u values but the model's KV cell row is %llu values (%u kv "
+                                 "heads x head size %u), not a multiple of %u; use f16, bf16 or f32",
+                                 ti->name, ti->block_elems, (unsigned long long)kv_row, hp.n_head_kv, hp.head_dim,
+                                 ti->block_elems);
     }
 
     uint32_t n_ctx = c->n_ctx ? c->n_ctx : hp.n_ctx_train;

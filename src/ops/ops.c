@@ -215,25 +215,48 @@ int cs_op_scale(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, float s, 
     return launch(d, "eltwise", NULL, "scale", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
 }
 
-int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen)
+int cs_kv_type_check(uint32_t type, int n_kv_head, int head_dim, char *err, size_t errlen)
 {
     bool quantized = type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0;
     if (type != CS_TYPE_F32 && type != CS_TYPE_F16 && type != CS_TYPE_BF16 && !quantized)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
                       "KV cache type %s: not supported (f32, f16, bf16, q8_0, q4_0)",
                       cs_type_name(type));
-    if (head_dim <= 0 || head_dim % 4 || (quantized && head_dim % 32))
+    if (head_dim <= 0 || head_dim % 4 || n_kv_head <= 0)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "KV cache type %s: head_dim %d is not a multiple of %d", cs_type_name(type),
-                      head_dim, quantized ? 32 : 4);
+                      "KV cache type %s: head_dim %d is not a positive multiple of 4 (or %d kv heads)",
+                      cs_type_name(type), head_dim, n_kv_head);
+    /* quantization blocks run along the whole cell row (as llama.cpp lays out
+     * its KV tensors): a head may start inside a block */
+    if (quantized && ((int64_t)n_kv_head * head_dim) % 32)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "KV cache type %s: a cell row of %d kv heads x head_dim %d = %lld values is not a "
+                      "multiple of its block of 32; use f16, bf16 or f32",
+                      cs_type_name(type), n_kv_head, head_dim, (long long)n_kv_head * head_dim);
     return CLSPEC_OK;
+}
+
+/* Elements of the unit one kv_shift work-item rewrites: one head, or for
+ * quantized K the least run of whole heads that is also whole blocks
+ * (lcm(head_dim, 32)), so no two work-items share a block. */
+static int kv_shift_unit(uint32_t type, int head_dim)
+{
+    if (type != CS_TYPE_Q8_0 && type != CS_TYPE_Q4_0)
+        return head_dim;
+    int a = head_dim, b = 32;
+    while (b) {
+        int t = a % b;
+        a = b;
+        b = t;
+    }
+    return head_dim / a * 32;
 }
 
 static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size_t errlen)
 {
-    int rc = cs_kv_type_check(kv->type_k, kv->head_dim, err, errlen);
+    int rc = cs_kv_type_check(kv->type_k, kv->n_kv_head, kv->head_dim, err, errlen);
     if (rc == CLSPEC_OK)
-        rc = cs_kv_type_check(kv->type_v, kv->head_dim, err, errlen);
+        rc = cs_kv_type_check(kv->type_v, kv->n_kv_head, kv->head_dim, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "%s", op);
     if (kv->n_cells < 0 || kv->n_kv_head <= 0 ||
@@ -318,15 +341,16 @@ int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cell
         (uint64_t)n_list * kv->n_kv_head > INT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_shift: bad shape: %d cells, n_rot %d",
                       n_list, p->n_rot);
-    char extra[64];
-    snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
+    int unit = kv_shift_unit(kv->type_k, kv->head_dim);
+    char extra[80];
+    snprintf(extra, sizeof extra, "-DHD=%d -DKV_UNIT=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim, unit,
              (unsigned)kv->type_k, (unsigned)kv->type_v);
     cl_int n_kv = kv->n_kv_head, n_cells = kv->n_cells, n_rot = p->n_rot, neox = p->neox;
     float base = p->freq_base, fs = p->freq_scale;
     const struct karg a[] = {KA(kv->k), KA(cells), KA(n_list), KA(n_kv),  KA(n_cells),
                              KA(n_rot), KA(neox),  KA(base),   KA(fs),    KA(delta)};
     return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a),
-                  (size_t)n_list * (size_t)kv->n_kv_head, elt_local(d), err, errlen);
+                  (size_t)n_list * (size_t)(kv->n_kv_head * kv->head_dim / unit), elt_local(d), err, errlen);
 }
 
 int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,

@@ -55,7 +55,7 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
  * cell_pos (int32, n_cells, -1 = empty) and cell_seq (uint64 bitmask of the
  * sequences 0..63 holding the cell, n_cells) are shared by all layers. */
 struct cs_kv_view {
-    uint32_t type_k; /* enum cs_type of k: F32, F16, BF16, Q8_0, Q4_0 (quantized: head_dim % 32 == 0) */
+    uint32_t type_k; /* enum cs_type of k: F32, F16, BF16, Q8_0, Q4_0 (quantized: n_kv_head * head_dim % 32 == 0) */
     uint32_t type_v; /* enum cs_type of v, chosen independently of type_k */
     int n_cells;
     int n_kv_head;
@@ -67,9 +67,11 @@ struct cs_kv_view {
                         * not depend on where its cells sit); NULL: 0..n_cells-1 */
 };
 
-/* CLSPEC_OK if the KV cache can hold type with this head_dim, else
- * CLSPEC_E_UNSUPPORTED with the reason in err. */
-int cs_kv_type_check(uint32_t type, int head_dim, char *err, size_t errlen);
+/* CLSPEC_OK if the KV cache can hold type for cell rows of n_kv_head heads
+ * of head_dim (a multiple of 4; q8_0/q4_0 blocks of 32 run along the whole
+ * row, so those need n_kv_head * head_dim % 32 == 0, and a head may start
+ * inside a block), else CLSPEC_E_UNSUPPORTED with the reason in err. */
+int cs_kv_type_check(uint32_t type, int n_kv_head, int head_dim, char *err, size_t errlen);
 
 /* Writes rows t < n_tokens of k and v (f32, (n_tokens, n_kv_head * head_dim))
  * into cells cell_idx[t] (int32 cl_mem, distinct; an index outside
