@@ -17,7 +17,9 @@
  * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
  * are refused in one step only the youngest ends and the others retry.
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
- * prompt start another running sequence holds and prefills only the rest.
+ * prompt start another running sequence holds and prefills only the rest
+ * (not when the speculative core prefills it: its speculator needs the
+ * target's states of every prompt row).
  *
  * Speculative decoding (params.spec): a request that may speculate (its
  * `speculative` flag, no logprobs, a speculator configured) is prefilled
@@ -654,6 +656,12 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     j->t_start = cs_now();
     j->admit_no = ++s->admit_no;
     s->busy++;
+    /* a request the speculative core prefills (a speculator that reads the
+     * target's prompt states: taps, KV injection) computes every prompt row:
+     * shared cells would come without their states, and the speculator could
+     * not start (dflash: "the target's taps are out of step") */
+    if (s->sp && s->p.spec_core_prefill && !spec_off_reason(s, j))
+        return;
     struct cs_kv *kv = s->e->ctx->kv;
     int32_t src = -1;
     int32_t k = cs_kv_prefix_match(kv, j->prompt, j->n_prompt, i, &src);

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# never-fail.sh: the never-fail cases 1-4 of MISSION §5 end to end through
+# clspecd (TAP). Every check is named after its case:
+#   never-fail-1: dflash with quantized KV (target and drafter KV q8_0):
+#     serves, temperature-0 text byte-identical to clspecd without
+#     speculation on the same KV types, acceptance equal (within a stated
+#     margin) to the f16-KV run;
+#   never-fail-2: dflash with parallel slots (parallel 1, 2, 4, 8): lossless,
+#     no crash on the first multi-slot decode, acceptance independent of the
+#     slot count, per-slot drafter state reset on every new request (the same
+#     prompt twice on a reused slot: same text, same draft counts), the block
+#     seeded at the slot's true position (prompts of different lengths decode
+#     together with the acceptance each has alone);
+#   never-fail-3: mtp head across devices (two PoCL devices, the target split
+#     over both): the default placement and the head pinned ([speculator]
+#     device) on the device that does not hold the target's last layer serve
+#     losslessly; a device the target does not use is refused at start-up
+#     with a message naming both devices and the key;
+#   never-fail-4: speculation disabled leaves no half state: type = none with
+#     a drafter named, "speculative": false on a speculating server, a plugin
+#     whose init fails (the test plugin and dflash with a drafter that is not
+#     one), and the server keeps serving afterwards.
+# Every daemon of a case is checked to have no leaked KV cells once its
+# requests are done (/slots all idle with n_past 0, /metrics
+# clspec_kv_cells_used 0) and never to have crashed (alive until SIGTERM,
+# exit 0 on drain).
+# Needs curl and jq, the plugins (make) and tests/plugins/initfail.so (make check).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+srcdir=$(cd "$here/../.." && pwd)
+builddir=${CLSPEC_BUILDDIR:-$srcdir}
+shared=${CLSPEC_SHARED:-$srcdir/../shared}
+model=$shared/models/stories260K.gguf
+dflash=$shared/models/derived/stories260K-dflash.gguf
+mtpmodel=$shared/models/derived/stories260K-mtp.gguf
+drafter=$shared/models/derived/stories260K-draft-distilled.gguf
+golden=$shared/reference/greedy-stories260K.json
+bin=$builddir/clspecd
+tplug=$builddir/tests/plugins/.libs
+
+# acceptance margins ("equal within noise"): the drafting is deterministic, so
+# the runs compared here differ only in floating-point summation order
+# (batched decodes, KV quantization); measured differences are 0 (see the notes)
+rate_margin=0.05 # absolute, on the acceptance rate over all prompts
+tau_margin=0.10  # relative, on each prompt's mean accepted length
+
+n=0
+fails=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; [ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/# /'; }
+check() { # check NAME COMMAND...: ok when the command succeeds
+    local name=$1; shift
+    if "$@"; then ok "$name"; else not_ok "$name"; fi
+}
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+
+for t in curl jq; do
+    command -v $t >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
+done
+[ -x "$bin" ] || { echo "1..0 # SKIP $bin not built"; exit 0; }
+for f in "$model" "$dflash" "$mtpmodel" "$drafter" "$golden"; do
+    [ -f "$f" ] || { echo "1..0 # SKIP $f missing (set CLSPEC_SHARED)"; exit 0; }
+done
+
+# no request may hang the suite
+curl() { command curl --max-time 60 "$@"; }
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+[ -n "${E2E_KEEP:-}" ] && { trap - EXIT; echo "# files in $tmp"; }
+
+# mkini NAME [lines...]: $tmp/NAME.ini from the shipped configuration on a free port;
+# "kv:K = V", "devices:K = V", "slots:K = V", "model:K = V" lines go to that section, the others to [speculator]
+sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 1|" \
+    -e "s|^n_ctx = .*|n_ctx = 1024|" "$srcdir/conf/clspecd.ini" | sed '/^\[speculator\]/,$d' > "$tmp/base.ini"
+mkini() {
+    local name=$1; shift
+    local f=$tmp/$name.ini
+    cp "$tmp/base.ini" "$f"
+    echo "[speculator]" >> "$f"
+    for l in "$@"; do
+        case $l in
+        kv:* | devices:* | slots:*) # a key set in the shipped file is replaced (keys are unique before [speculator])
+            local kv=${l#*:}
+            sed -i -e "/^${kv%% *} = /d" -e "/^\[${l%%:*}\]/a $kv" "$f" ;;
+        model:*) sed -i "s|^path = .*|${l#model:}|" "$f" ;;
+        *) echo "$l" >> "$f" ;;
+        esac
+    done
+}
+
+pid=
+url=
+start() { # start NAME: the daemon on $tmp/NAME.ini, log $tmp/NAME.log; sets pid, url; 1 when it is not up
+    local name=$1 port=
+    "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 300); do
+        port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" 2>/dev/null | grep -o '[0-9]*$')
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    url=http://127.0.0.1:$port
+    for _ in $(seq 1 600); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+# healthy_stop CASE WHAT: the daemon's requests are done: no KV cell leaked (every slot idle with
+# n_past 0 in /slots, clspec_kv_cells_used 0), it is still alive, and SIGTERM drains it with exit 0
+healthy_stop() {
+    local c=$1 what=$2 slots= bad=x cells= alive=no rc
+    for _ in $(seq 1 50); do
+        slots=$(curl -s "$url/slots")
+        bad=$(echo "$slots" | jq '[.[] | select(.busy or .n_past != 0)] | length' 2>/dev/null)
+        [ "$bad" = 0 ] && break
+        sleep 0.1
+    done
+    cells=$(curl -s "$url/metrics" | grep '^clspec_kv_cells_used' | awk '{print $2}')
+    if [ "$bad" = 0 ] && [ "$cells" = 0 ]; then
+        ok "$c: $what: no leaked KV cells ($(echo "$slots" | jq length) slots idle with n_past 0, kv_cells_used 0)"
+    else
+        not_ok "$c: $what: no leaked KV cells" "slots: $slots; clspec_kv_cells_used: $cells"
+    fi
+    kill -0 "$pid" 2>/dev/null && alive=yes
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid"
+    rc=$?
+    if [ $alive = yes ] && [ $rc -eq 0 ]; then ok "$c: $what: never crashed (alive until SIGTERM, exit 0 on drain)"
+    else not_ok "$c: $what: never crashed (alive until SIGTERM, exit 0 on drain)" \
+        "alive before SIGTERM: $alive, exit $rc; $(grep -i 'segmentation\|abort\|assert\|error' "$log" | tail -3)"; fi
+}
+comp() { # comp PROMPT [SPECULATIVE] -> the response JSON (temperature 0, 48 tokens)
+    curl -s "$url/v1/completions" -d "$(jq -cn --arg p "$1" --argjson s "${2:-true}" \
+        '{prompt:$p,max_tokens:48,temperature:0,speculative:$s}')"
+}
+nprompts=$(jq '.cases | length' "$golden")
+prompt() { jq -r ".cases[$1].prompt" "$golden"; }
+text() { jq -r '.choices[0].text' "$1" 2>/dev/null || echo "(no JSON: $(head -c 200 "$1"))"; }
+
+# run_prompts TAG COPIES: every prompt COPIES times, all at once, against $url;
+# responses in $tmp/TAG.I.C.json (prompt I, copy C)
+run_prompts() {
+    local tag=$1 copies=$2 i c cp=()
+    for ((c = 0; c < copies; c++)); do
+        for ((i = 0; i < nprompts; i++)); do
+            comp "$(prompt $i)" > "$tmp/$tag.$i.$c.json" &
+            cp+=($!)
+        done
+    done
+    for p in "${cp[@]}"; do wait "$p"; done
+}
+same_texts() { # same_texts TAG REF: every response of TAG has REF's text for its prompt
+    local f i
+    for f in "$tmp/$1".*.json; do
+        i=${f#"$tmp/$1."}
+        i=${i%%.*}
+        [ "$(text "$f")" = "$(text "$tmp/$2.$i.0.json")" ] || {
+            echo "# prompt $i: $2: $(text "$tmp/$2.$i.0.json")"
+            echo "# prompt $i: ${f##*/}: $(text "$f")"
+            return 1
+        }
+    done
+}
+acc() { # acc TAG: "accepted drafted" over TAG's responses
+    jq -s '"\([.[] | .timings.draft_accepted] | add) \([.[] | .timings.draft_n] | add)"' -r "$tmp/$1".*.json
+}
+# same_acceptance TAG REF: acceptance of TAG equals REF's (noise margins above) on the prompts whose
+# text is the same in both (a different KV type may change the target's own text, and acceptance
+# on another text is another measurement): the rate over them within rate_margin, each one's mean
+# accepted length within tau_margin (relative); at least 2 prompts compared. Prints what it compared.
+same_acceptance() {
+    local f i ta tb na=0 da=0 nb=0 db=0 k=0 bad=
+    for f in "$tmp/$1".*.json; do
+        i=${f#"$tmp/$1."}
+        i=${i%%.*}
+        [ "$(text "$f")" = "$(text "$tmp/$2.$i.0.json")" ] || continue
+        k=$((k + 1))
+        na=$((na + $(jq .timings.draft_accepted "$f"))); da=$((da + $(jq .timings.draft_n "$f")))
+        nb=$((nb + $(jq .timings.draft_accepted "$tmp/$2.$i.0.json"))); db=$((db + $(jq .timings.draft_n "$tmp/$2.$i.0.json")))
+        ta=$(jq .timings.mean_accepted_length "$f")
+        tb=$(jq .timings.mean_accepted_length "$tmp/$2.$i.0.json")
+        [ "$(jq -n "($ta - $tb) | fabs <= $tau_margin * $tb")" = true ] ||
+            bad="$bad prompt $i: mean accepted length ${f##*/} $ta, $2 $tb;"
+    done
+    echo "$k responses compared: $1 $na of $da accepted, $2 $nb of $db"
+    [ $k -ge 2 ] && [ $da -gt 0 ] && [ $db -gt 0 ] && [ -z "$bad" ] &&
+        [ "$(jq -n "($na / $da - $nb / $db) | fabs <= $rate_margin")" = true ] || { echo "$bad"; return 1; }
+}
+acc_check() { # acc_check NAME TAG REF: same_acceptance as a check, with what it compared
+    local out
+    if out=$(same_acceptance "$2" "$3"); then ok "$1 (rate within $rate_margin, mean accepted length within $tau_margin relative; $(echo "$out" | head -1))"
+    else not_ok "$1 (rate within $rate_margin, mean accepted length within $tau_margin relative)" "$out"; fi
+}
+speculated() { # speculated TAG: every response of TAG decoded with drafts, some accepted
+    [ "$(jq -s '[.[] | select(.timings.speculative != true or .timings.draft_n <= 0)] | length' "$tmp/$1".*.json)" = 0 ] &&
+        [ "$(jq -s '[.[] | .timings.draft_accepted] | add' "$tmp/$1".*.json)" -gt 0 ]
+}
+
+# the reference: the plain daemon (no speculation, the configuration given), prompts one at a time
+plain_ref() { # plain_ref CASE TAG [mkini lines...]
+    local what=$1 tag=$2 i
+    shift 2
+    mkini "$tag" "type = none" "$@"
+    start "$tag" || return 1
+    for ((i = 0; i < nprompts; i++)); do comp "$(prompt $i)" > "$tmp/$tag.$i.0.json"; done
+    healthy_stop "$what" "the reference without speculation"
+    [ "$(jq -s '[.[] | select(.timings.speculative == false and (.choices[0].text | length) > 0)] | length' \
+        "$tmp/$tag".*.json)" = "$nprompts" ]
+}
+
+log=/dev/null
+dflash_ini() { # dflash_ini NAME PARALLEL KVTYPE
+    mkini "$1" "slots:parallel = $2" "kv:type_k = $3" "kv:type_v = $3" \
+        "type = dflash" "model = $dflash" "n_max = 7" "type_k = $3" "type_v = $3"
+}
+
+# ---- references without speculation: f16 KV, q8_0 KV
+plain_ref "never-fail-2: dflash with parallel slots" plain || { not_ok "reference daemon (no speculation, f16 KV) serves" "$(tail -5 "$tmp/plain.log")"; echo "1..$n"; exit 1; }
+
+# =============================================================================================
+# never-fail-1: dflash with quantized KV
+c1="never-fail-1: dflash with quantized KV"
+# the f16-KV run at parallel 1 (also never-fail-2's parallel 1)
+dflash_ini df1 1 f16
+log=$tmp/df1.log
+if start df1; then
+    run_prompts df1 1
+    # the same prompt again on the reused slot (never-fail-2)
+    comp "$(prompt 0)" > "$tmp/df1again.0.0.json"
+    healthy_stop "never-fail-2: dflash with parallel slots" "parallel 1"
+else
+    not_ok "never-fail-2: dflash with parallel slots: parallel 1: daemon up" "$(tail -5 "$tmp/df1.log")"
+fi
+
+if plain_ref "$c1" q8plain "kv:type_k = q8_0" "kv:type_v = q8_0"; then
+    ok "$c1: clspecd without speculation serves with q8_0 KV (the reference)"
+else
+    not_ok "$c1: clspecd without speculation serves with q8_0 KV (the reference)" "$(tail -3 "$tmp/q8plain.log")"
+fi
+dflash_ini dfq8 1 q8_0
+log=$tmp/dfq8.log
+if start dfq8; then
+    ok "$c1: clspecd serves with target KV q8_0 and drafter KV q8_0"
+    run_prompts dfq8 1
+    check "$c1: the drafter runs with q8_0 K and V (its init log)" grep -q 'KV q8_0/q8_0' "$tmp/dfq8.log"
+    check "$c1: every request speculated, drafts accepted ($(acc dfq8) accepted/drafted)" speculated dfq8
+    check "$c1: lossless: temperature-0 text byte-identical to no speculation with q8_0 KV ($nprompts prompts)" \
+        same_texts dfq8 q8plain
+    acc_check "$c1: acceptance equal to f16 KV" dfq8 df1
+    healthy_stop "$c1" "q8_0 KV"
+else
+    not_ok "$c1: clspecd serves with target KV q8_0 and drafter KV q8_0" "$(grep -v '^ *$' "$tmp/dfq8.log" | tail -3)"
+fi
+
+
+# =============================================================================================
+# never-fail-2: dflash with parallel slots
+c2="never-fail-2: dflash with parallel slots"
+# same_counts A B: responses A and B have the same text and the same draft counts
+same_counts() {
+    [ "$(jq -c '[.choices[0].text, .timings.draft_n, .timings.draft_accepted]' "$1")" = \
+        "$(jq -c '[.choices[0].text, .timings.draft_n, .timings.draft_accepted]' "$2")" ] ||
+        { echo "# ${1##*/}: $(jq -c '.timings' "$1")"; echo "# ${2##*/}: $(jq -c '.timings' "$2")"; return 1; }
+}
+# slot_of REQ-ID LOG: the slot its "speculation on" line names
+last_slots() { # last_slots LOG K: the slots of the last K "speculation on|off" lines
+    grep -o 'slot [0-9]*: speculation [a-z]*' "$1" | tail -n "$2" | awk '{print $2 $4}' | tr '\n' ' '
+}
+for P in 1 2 4 8; do
+    tag=df$P
+    if [ $P != 1 ]; then
+        dflash_ini $tag $P f16
+        log=$tmp/$tag.log
+        if ! start $tag; then
+            not_ok "$c2: parallel $P: daemon up" "$(grep -v '^ *$' "$tmp/$tag.log" | tail -3)"
+            continue
+        fi
+        # 2 x the prompts at once: with P >= 2 the first decode already holds several slots
+        run_prompts $tag 2
+        alive=no
+        kill -0 "$pid" 2>/dev/null && alive=yes
+        check "$c2: parallel $P: no crash on the first multi-slot decode ($((2 * nprompts)) requests at once all answered, daemon alive)" \
+            test $alive = yes -a "$(jq -s '[.[] | select(.choices[0].finish_reason == "length")] | length' \
+                "$tmp/$tag".*.json 2>/dev/null)" = $((2 * nprompts))
+        used=$(grep -o 'slot [0-9]*: speculation on' "$tmp/$tag.log" | sort -u | wc -l)
+        want=$((P < 2 * nprompts ? P : 2 * nprompts))
+        check "$c2: parallel $P: the requests ran on $want slots together ($used distinct slots logged speculation on)" \
+            test "$used" = "$want"
+        # the same prompt twice, one after the other: both on slot 0, which served another request before
+        comp "$(prompt 0)" > "$tmp/$tag.again.a.json"
+        comp "$(prompt 0)" > "$tmp/${tag}again.0.0.json"
+        mv "$tmp/$tag.again.a.json" "$tmp/${tag}first.0.0.json"
+    else
+        mv "$tmp/df1again.0.0.json" "$tmp/df1again.tmp" 2>/dev/null
+        cp "$tmp/df1.0.0.json" "$tmp/df1first.0.0.json" 2>/dev/null
+        mv "$tmp/df1again.tmp" "$tmp/df1again.0.0.json" 2>/dev/null
+    fi
+    [ -f "$tmp/$tag.0.0.json" ] || continue
+    check "$c2: parallel $P: every request speculated with drafts accepted, also those starting like a running one (no prefix reuse without the prompt rows' target states) ($(acc $tag) accepted/drafted)" speculated $tag
+    check "$c2: parallel $P: lossless: temperature-0 text equals no speculation (all requests)" same_texts $tag plain
+    if [ $P != 1 ]; then
+        acc_check "$c2: parallel $P: acceptance independent of the slot count: equal to parallel 1; prompts of different lengths decoding together, each block seeded at its slot's true position" $tag df1
+    fi
+    check "$c2: parallel $P: per-slot state reset on a new request: the same prompt again on the reused slot gives the same text and draft counts ($(last_slots "$tmp/$tag.log" 2))" \
+        same_counts "$tmp/${tag}first.0.0.json" "$tmp/${tag}again.0.0.json"
+    check "$c2: parallel $P: ... and the same draft counts as at parallel 1" \
+        same_counts "$tmp/${tag}again.0.0.json" "$tmp/df1.0.0.json"
+    [ $P != 1 ] && healthy_stop "$c2" "parallel $P"
+done
+
+echo "1..$n"
+[ $fails -eq 0 ]
