@@ -96,9 +96,10 @@ mkini() {
 
 pid=
 url=
+pocl= # POCL_DEVICES of the daemons started (never-fail-3)
 start() { # start NAME: the daemon on $tmp/NAME.ini, log $tmp/NAME.log; sets pid, url; 1 when it is not up
     local name=$1 port=
-    "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1 &
+    env ${pocl:+"POCL_DEVICES=$pocl"} "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1 &
     pid=$!
     pids+=("$pid")
     for _ in $(seq 1 300); do
@@ -317,6 +318,143 @@ for P in 1 2 4 8; do
         same_counts "$tmp/${tag}again.0.0.json" "$tmp/df1.0.0.json"
     [ $P != 1 ] && healthy_stop "$c2" "parallel $P"
 done
+
+
+# =============================================================================================
+# never-fail-3: mtp head across devices (two PoCL CPU devices; the target's 5 layers split over
+# both, its last layer and output on device 1; the head is the target file's own nextn block)
+c3="never-fail-3: mtp head across devices"
+pocl="pthread pthread"
+mtp_lines=("model:path = $mtpmodel" "devices:devices = 0,1" "slots:parallel = 2")
+if plain_ref "$c3" mtpplain "${mtp_lines[@]}"; then
+    ok "$c3: the target split over devices 0,1 serves without speculation (the reference)"
+else
+    not_ok "$c3: the target split over devices 0,1 serves without speculation (the reference)" \
+        "$(grep -v '^ *$' "$tmp/mtpplain.log" | tail -3)"
+fi
+for where in default 0; do
+    tag=mtp$where
+    if [ $where = default ]; then mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3"
+    else mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3" "device = $where"; fi
+    log=$tmp/$tag.log
+    if ! start $tag; then
+        not_ok "$c3: head on device $where: daemon up" "$(grep -v '^ *$' "$tmp/$tag.log" | tail -3)"
+        continue
+    fi
+    run_prompts $tag 1
+    if [ $where = default ]; then
+        what="default placement (the device of the target's last layer)"
+        check "$c3: $what: the head on device 1 with the target's output (no cross-device note logged)" \
+            test -n "$(grep "head the target's nextn blocks on device 1 (pthread" "$tmp/$tag.log")" \
+            -a -z "$(grep 'head on device' "$tmp/$tag.log")"
+    else
+        what="head pinned with [speculator] device = 0, the target's last layer on device 1"
+        check "$c3: $what: start-up says where each is and that the shared tensors were copied" \
+            test -n "$(grep "head the target's nextn blocks on device 0 (pthread" "$tmp/$tag.log")" \
+            -a -n "$(grep "head on device 0 (pthread.*), the target's output on device 1 (pthread.*): the shared tensors were copied to the head's device and the hidden states cross through the host" "$tmp/$tag.log")"
+    fi
+    check "$c3: $what: every request speculated, drafts accepted ($(acc $tag) accepted/drafted)" speculated $tag
+    check "$c3: $what: lossless: temperature-0 text equals the split target without speculation" same_texts $tag mtpplain
+    [ $where = 0 ] && acc_check "$c3: $what: acceptance equal to the default placement" $tag mtpdefault
+    healthy_stop "$c3" "$what"
+done
+# a device the target does not use: refused at start-up, naming both devices and the key
+pocl="pthread pthread pthread"
+mkini mtpfar "${mtp_lines[@]}" "type = mtp" "n_max = 3" "device = 2"
+timeout 60 env POCL_DEVICES="$pocl" "$bin" -c "$tmp/mtpfar.ini" > "$tmp/mtpfar.log" 2>&1
+rc=$?
+msg=$(grep '^clspecd: ' "$tmp/mtpfar.log" | tail -1)
+check "$c3: head pinned on device 2, which the target (devices 0,1) does not use: start-up refused, exit 1, naming [speculator] device = 2 and the target's last-layer device 1" \
+    test $rc -eq 1 -a -n "$(echo "$msg" | grep -F "mtpfar.ini:" | grep -F "[speculator] type: speculator plugin" |
+        grep -F "(mtp): init failed: mtp: [speculator] device = 2: not one of the target's devices; the head can go to the target's last-layer device 1 (pthread" |
+        grep -F ") (the default) or another device the target uses")"
+[ $rc -eq 1 ] || echo "# rc $rc: $(tail -3 "$tmp/mtpfar.log")"
+pocl=
+
+# =============================================================================================
+# never-fail-4: speculation disabled leaves no half state
+c4="never-fail-4: speculation disabled leaves no half state"
+# (a) a drafter named while type = none: warned about, nothing of it loaded, plain decoding
+mkini nonemodel "type = none" "model = $dflash" "type_k = q8_0"
+log=$tmp/nonemodel.log
+if start nonemodel; then
+    run_prompts nonemodel 1
+    check "$c4: type = none with a drafter model set: warned, no plugin loaded, every slot logs speculation off, plain text" \
+        test -n "$(grep '\[speculator\] model: ignored because type = none' "$tmp/nonemodel.log")" \
+        -a -n "$(grep 'speculation: off (\[speculator\] type = none)' "$tmp/nonemodel.log")" \
+        -a -z "$(grep 'speculator dflash\|dflash.so' "$tmp/nonemodel.log")" \
+        -a "$(grep -c 'speculation off (no speculator configured' "$tmp/nonemodel.log")" = "$nprompts" \
+        -a "$(jq -s '[.[] | select(.timings.speculative == false and .timings.draft_n == 0)] | length' \
+            "$tmp"/nonemodel.*.json)" = "$nprompts"
+    check "$c4: type = none with a drafter model set: text equals no speculation" same_texts nonemodel plain
+    healthy_stop "$c4" "type = none with a drafter model set"
+else
+    not_ok "$c4: type = none with a drafter model set: daemon up" "$(grep -v '^ *$' "$tmp/nonemodel.log" | tail -3)"
+fi
+# (b) requests that switch speculation off on a speculating server (dflash, parallel 2), and
+# (d) the server keeps serving: the slot speculates again for the next request, as if fresh
+dflash_ini offreq 2 f16
+log=$tmp/offreq.log
+if start offreq; then
+    comp "$(prompt 1)" false > "$tmp/off.1.0.json"
+    check "$c4: \"speculative\": false on a speculating server: served, the plain text, no drafts, the slot logs speculation off" \
+        test "$(text "$tmp/off.1.0.json")" = "$(text "$tmp/plain.1.0.json")" \
+        -a "$(jq -c '[.timings.speculative, .timings.draft_n]' "$tmp/off.1.0.json")" = '[false,0]' \
+        -a -n "$(grep 'slot 0: speculation off (the request says "speculative": false)' "$tmp/offreq.log")"
+    curl -s "$url/v1/completions" -d "$(jq -cn --arg p "$(prompt 2)" \
+        '{prompt:$p,max_tokens:48,temperature:0,logprobs:1}')" > "$tmp/lp.2.0.json"
+    check "$c4: a request with logprobs on a speculating server: the plain text, no drafts, the slot logs speculation off" \
+        test "$(text "$tmp/lp.2.0.json")" = "$(text "$tmp/plain.2.0.json")" \
+        -a "$(jq -c '[.timings.speculative, .timings.draft_n]' "$tmp/lp.2.0.json")" = '[false,0]' \
+        -a -n "$(grep 'slot 0: speculation off (the request asks for logprobs)' "$tmp/offreq.log")"
+    comp "$(prompt 1)" > "$tmp/on.1.0.json"
+    check "$c4: the server keeps serving: the next request on the same slot speculates, same text and draft counts as a fresh server" \
+        test "$(grep -o 'slot [0-9]: speculation on' "$tmp/offreq.log" | tail -1)" = "slot 0: speculation on" -a \
+        "$(jq -c '[.choices[0].text, .timings.speculative, .timings.draft_n, .timings.draft_accepted]' "$tmp/on.1.0.json")" = \
+        "$(jq -c '[.choices[0].text, .timings.speculative, .timings.draft_n, .timings.draft_accepted]' "$tmp/df1.1.0.json")"
+    # on and off together, on both slots, twice
+    for r in 0 1; do
+        comp "$(prompt 3)" false > "$tmp/mix.3.$r.json" &
+        cp1=$!
+        comp "$(prompt 3)" true > "$tmp/mixon.3.$r.json" &
+        wait $cp1 $!
+    done
+    check "$c4: speculating and non-speculating requests side by side, slots swapped: all the plain text; drafts only where asked" \
+        test "$(jq -s -c '[.[] | .timings.draft_n > 0]' "$tmp"/mix.3.*.json "$tmp"/mixon.3.*.json)" = '[false,false,true,true]' \
+        -a "$(jq -r '.choices[0].text' "$tmp"/mix.3.*.json "$tmp"/mixon.3.*.json | sort -u | wc -l)" = \
+        "$(jq -r '.choices[0].text' "$tmp/plain.3.0.json" | wc -l)" \
+        -a "$(jq -r '.choices[0].text' "$tmp/mix.3.0.json")" = "$(text "$tmp/plain.3.0.json")"
+    healthy_stop "$c4" "requests switching speculation off on a dflash server"
+else
+    not_ok "$c4: dflash server up" "$(grep -v '^ *$' "$tmp/offreq.log" | tail -3)"
+fi
+# (c) a speculator whose init fails, or that would run on half-valid parameters: a clear
+# start-up error, exit 1, never a crash (no signal, nothing served half set up)
+init_fail() { # init_fail TAG WHAT PATTERN SPECULATOR-LINES...
+    local name=$1 what=$2 pat=$3 rc msg
+    shift 3
+    mkini "$name" "$@"
+    timeout 60 "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1
+    rc=$?
+    msg=$(grep '^clspecd: ' "$tmp/$name.log" | tail -1)
+    if [ $rc -eq 1 ] && echo "$msg" | grep -q -- "$pat" && [ -z "$(grep -i 'segmentation\|abort\|core dumped\|speculation on' "$tmp/$name.log")" ]; then
+        ok "$c4: $what: start-up stops with a clear error, exit 1, no crash"
+    else
+        not_ok "$c4: $what: start-up stops with a clear error, exit 1, no crash" "rc $rc: $(tail -3 "$tmp/$name.log")"
+    fi
+}
+if [ -f "$tplug/initfail.so" ]; then
+    init_fail initfail "a plugin whose init fails (tests/plugins initfail.so)" \
+        "\[speculator\] type: speculator plugin .*initfail.so (broken): init failed: broken: the frobnicator is not configured" \
+        "type = $tplug/initfail.so"
+else
+    skip "$c4: a plugin whose init fails" "tests/plugins/.libs/initfail.so not built (make check builds it)"
+fi
+init_fail dfbadmodel "dflash whose init fails (its model is a plain llama drafter)" \
+    "\[speculator\] type: speculator plugin .*dflash.so (dflash): init failed: dflash: .*stories260K-draft-distilled.gguf: CLSPEC_MODEL_TARGET_TENSORS: this host provides the target's tensors to MTP heads only" \
+    "type = dflash" "model = $drafter"
+init_fail dfnomodel "dflash without its model (init never runs on half-valid parameters)" \
+    "\.ini:[0-9]*: \[speculator\] type: type = dflash needs a drafter model; set model" "type = dflash"
 
 echo "1..$n"
 [ $fails -eq 0 ]
