@@ -167,8 +167,8 @@ static void test_defaults(void **state)
     assert_true(c->spec_p_min == 0.75);
     assert_null(c->spec_device);
     assert_null(c->spec_model);
-    assert_int_equal(c->spec_type_k, CS_TYPE_F16);
-    assert_int_equal(c->spec_type_v, CS_TYPE_F16);
+    assert_int_equal(c->spec_type_k, CS_CONFIG_KVTYPE_UNSET);
+    assert_int_equal(c->spec_type_v, CS_CONFIG_KVTYPE_UNSET);
     assert_null(c->warnings);
     assert_int_equal(cs_config_line(c, "model", "path"), 2);
     assert_int_equal(cs_config_line(c, "server", "port"), 0);

@@ -940,7 +940,7 @@ static void kbench_family(enum cs_kfamily fam)
     struct cs_cl_dev *d = devs[fam];
     const char *env = getenv("CLSPEC_KBENCH");
     if (!d || !env || strcmp(env, "1") != 0)
-        skip();
+        skip(); /* registered only with CLSPEC_KBENCH=1 (see main) */
     char err[512];
     const int E = 768, H = 12, D = 64, F = 2048, V = 32000, T = 512;
     cl_mem x = dev_buf(d, (size_t)T * F * 4, NULL), y = dev_buf(d, (size_t)T * V * 4 / 8, NULL);
@@ -1110,5 +1110,9 @@ int main(void)
     };
     if (getenv("CLSPEC_TEST_FILTER")) /* e.g. "test_round*": run only the matching tests */
         cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
-    return cmocka_run_group_tests_name("kernels", tests, setup, teardown);
+    /* the per-kernel timings (the last two) run only when asked for: a
+     * skipped cmocka test reads as a failure to automake's TAP driver */
+    const char *kb = getenv("CLSPEC_KBENCH");
+    size_t n = sizeof tests / sizeof tests[0] - (kb && !strcmp(kb, "1") ? 0 : 2);
+    return _cmocka_run_group_tests("kernels", tests, n, setup, teardown);
 }

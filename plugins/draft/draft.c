@@ -14,7 +14,7 @@
  *   model = PATH      the draft GGUF (required)
  *   device = N|NAME   host device index or name substring (default: the target's last device)
  *   n_ctx = N         draft KV cells for all slots (default: the target's n_ctx)
- *   type_k = f16      draft KV type, f32 or f16 (type_v must match)
+ *   type_k = f16      draft KV type: f32, f16, bf16, q8_0, q4_0 (empty: f16)
  *   type_v = f16
  * and from the host's request: p_min (the [speculator] p_min): drafting stops
  * at a token the draft model gives less than p_min. */
@@ -66,13 +66,21 @@ static int32_t find_device(const struct clspec_host *h, const char *v)
 
 static int parse_type(const char *v, uint32_t *out)
 {
-    if (!v || !strcmp(v, "f16"))
+    static const struct {
+        const char *name;
+        uint32_t type;
+    } types[] = {{"f32", CLSPEC_TYPE_F32},   {"f16", CLSPEC_TYPE_F16},   {"bf16", CLSPEC_TYPE_BF16},
+                 {"q8_0", CLSPEC_TYPE_Q8_0}, {"q4_0", CLSPEC_TYPE_Q4_0}};
+    if (!v || !*v) { /* unset: f16 */
         *out = CLSPEC_TYPE_F16;
-    else if (!strcmp(v, "f32"))
-        *out = CLSPEC_TYPE_F32;
-    else
-        return -1;
-    return 0;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (!strcmp(v, types[i].name)) {
+            *out = types[i].type;
+            return 0;
+        }
+    return -1;
 }
 
 static void draft_fini(void *state)
@@ -141,9 +149,9 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
     if (cp.n_ctx == 0)
         return fail(err, errlen, "bad n_ctx: ", v);
     if (parse_type(h->config_get(h, "type_k"), &cp.type_k) < 0)
-        return fail(err, errlen, "type_k must be f32 or f16, not ", h->config_get(h, "type_k"));
+        return fail(err, errlen, "type_k must be f32, f16, bf16, q8_0 or q4_0, not ", h->config_get(h, "type_k"));
     if (parse_type(h->config_get(h, "type_v"), &cp.type_v) < 0)
-        return fail(err, errlen, "type_v must be f32 or f16, not ", h->config_get(h, "type_v"));
+        return fail(err, errlen, "type_v must be f32, f16, bf16, q8_0 or q4_0, not ", h->config_get(h, "type_v"));
     int32_t device = -1;
     if ((v = h->config_get(h, "device")) && *v && (device = find_device(h, v)) < 0)
         return fail(err, errlen, "no device matches device = ", v);

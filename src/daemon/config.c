@@ -465,6 +465,10 @@ static int set_value(struct loader *L, const struct cs_cfg_key *k, const char *v
         return set_str(field(c, k), canon);
     }
     case CS_CFG_KVTYPE: {
+        if (!*v && !*k->def) { /* a key without a default ([speculator] type_k): unset, the plugin decides */
+            *(uint32_t *)field(c, k) = CS_CONFIG_KVTYPE_UNSET;
+            return CLSPEC_OK;
+        }
         char buf[32];
         const char *canon = cs_cfg_pick(k->allowed, v, buf, sizeof buf);
         if (!canon)

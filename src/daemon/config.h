@@ -60,7 +60,9 @@ struct cs_config {
     double spec_p_min;          /* 0.75: drafts with probabilities are cut before a token with q < p_min */
     char *spec_device;          /* NULL = the target's last-layer device */
     char *spec_model;           /* drafter GGUF */
-    uint32_t spec_type_k, spec_type_v;
+    uint32_t spec_type_k, spec_type_v; /* CS_CONFIG_KVTYPE_UNSET (default): the plugin's own default
+                                        * (draft: f16; mtp, dflash: the target's KV types) */
+#define CS_CONFIG_KVTYPE_UNSET UINT32_MAX
     char *spec_plugin_dir;      /* where built-in plugins are looked for; NULL = the default search */
     /* plugin-specific keys, written `opt.KEY = value` in [speculator]: handed to the plugin as KEY */
 #define CS_CONFIG_MAX_SPEC_OPTS 16

@@ -100,9 +100,10 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"speculator", "device", CS_CFG_STR, OFF(spec_device), "", 0, 0, NULL,
      "device of the drafter: index or name substring (empty = the device of the target's last layer)"},
     {"speculator", "model", CS_CFG_PATH, OFF(spec_model), "", 0, 0, NULL, "drafter GGUF (type = draft / dflash)"},
-    {"speculator", "type_k", CS_CFG_KVTYPE, OFF(spec_type_k), "f16", 0, 0, KVTYPES, "type of the drafter's cached keys"},
-    {"speculator", "type_v", CS_CFG_KVTYPE, OFF(spec_type_v), "f16", 0, 0, KVTYPES,
-     "type of the drafter's cached values"},
+    {"speculator", "type_k", CS_CFG_KVTYPE, OFF(spec_type_k), "", 0, 0, KVTYPES,
+     "type of the drafter's cached keys (empty = the plugin's default)"},
+    {"speculator", "type_v", CS_CFG_KVTYPE, OFF(spec_type_v), "", 0, 0, KVTYPES,
+     "type of the drafter's cached values (empty = the plugin's default)"},
     {"speculator", "plugin_dir", CS_CFG_PATH, OFF(spec_plugin_dir), "", 0, 0, NULL,
      "directory of the built-in plugins (empty = $CLSPEC_PLUGIN_DIR, the install directory, the build tree)"},
 };
@@ -230,6 +231,8 @@ static bool value_empty(const struct cs_config *c, const struct cs_cfg_key *k)
 {
     if (k->t == CS_CFG_SPLIT)
         return c->n_split == 0;
+    if (k->t == CS_CFG_KVTYPE)
+        return *(const uint32_t *)((const char *)c + k->off) == CS_CONFIG_KVTYPE_UNSET;
     if (k->t == CS_CFG_STR || k->t == CS_CFG_PATH || k->t == CS_CFG_ENUM || k->t == CS_CFG_DEVS) {
         const char *s = *(char *const *)((const char *)c + k->off);
         return !s || !*s;
@@ -276,6 +279,8 @@ static void print_value(const struct cs_config *c, const struct cs_cfg_key *k, F
         return;
     }
     case CS_CFG_KVTYPE: {
+        if (*(const uint32_t *)p == CS_CONFIG_KVTYPE_UNSET)
+            return;
         const char *name = cs_type_name(*(const uint32_t *)p);
         fputs(cs_cfg_pick(k->allowed, name, buf, sizeof buf) ? buf : name, f);
         return;

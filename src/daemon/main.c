@@ -79,8 +79,10 @@ static int load_speculator(struct loader *L)
     kv[n++] = (struct cs_plugin_kv){"n_max", nmax};
     kv[n++] = (struct cs_plugin_kv){"n_min", nmin};
     kv[n++] = (struct cs_plugin_kv){"p_min", pmin};
-    kv[n++] = (struct cs_plugin_kv){"type_k", cs_type_name(cfg->spec_type_k)};
-    kv[n++] = (struct cs_plugin_kv){"type_v", cs_type_name(cfg->spec_type_v)};
+    if (cfg->spec_type_k != CS_CONFIG_KVTYPE_UNSET)
+        kv[n++] = (struct cs_plugin_kv){"type_k", cs_type_name(cfg->spec_type_k)};
+    if (cfg->spec_type_v != CS_CONFIG_KVTYPE_UNSET)
+        kv[n++] = (struct cs_plugin_kv){"type_v", cs_type_name(cfg->spec_type_v)};
     if (cfg->spec_model)
         kv[n++] = (struct cs_plugin_kv){"model", cfg->spec_model};
     if (cfg->spec_device)

@@ -17,9 +17,7 @@
  * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
  * are refused in one step only the youngest ends and the others retry.
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
- * prompt start another running sequence holds and prefills only the rest
- * (not when the speculative core prefills it: its speculator needs the
- * target's states of every prompt row).
+ * prompt start another running sequence holds and prefills only the rest.
  *
  * Speculative decoding (params.spec): a request that may speculate (its
  * `speculative` flag, no logprobs, a speculator configured) is prefilled
@@ -431,8 +429,13 @@ static bool spec_core_begin(struct cs_sched *s, int i)
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
     char err[CLSPEC_ERRLEN];
-    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, sl->n_past, j->smp, true, err,
-                                       sizeof err);
+    if (sl->n_past > 0) { /* taps are captured by the core's forwards only: no shared prefix, all of it */
+        cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
+        sl->n_past = 0;
+        sl->n_fed = 0;
+        j->n_cached = 0;
+    }
+    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, 0, j->smp, true, err, sizeof err);
     if (rc < 0) {
         cs_spec_slot_end(s->sp, i);
         char msg[CLSPEC_ERRLEN + 48];
@@ -656,12 +659,6 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     j->t_start = cs_now();
     j->admit_no = ++s->admit_no;
     s->busy++;
-    /* a request the speculative core prefills (a speculator that reads the
-     * target's prompt states: taps, KV injection) computes every prompt row:
-     * shared cells would come without their states, and the speculator could
-     * not start (dflash: "the target's taps are out of step") */
-    if (s->sp && s->p.spec_core_prefill && !spec_off_reason(s, j))
-        return;
     struct cs_kv *kv = s->e->ctx->kv;
     int32_t src = -1;
     int32_t k = cs_kv_prefix_match(kv, j->prompt, j->n_prompt, i, &src);

@@ -202,6 +202,15 @@ static void add_bias(float *x, const float *b, uint32_t n)
             x[i] += b[i];
 }
 
+/* Rounds row x (n values) in place through type t's storage; nonzero on failure. */
+static int kv_round(uint32_t t, float *x, uint32_t n)
+{
+    unsigned char *buf = malloc((size_t)n * 4 + 64);
+    int rc = !buf || cs_quantize_row(t, x, buf, n) != 0 || cs_dequantize_row(t, buf, x, n) != 0;
+    free(buf);
+    return rc;
+}
+
 int cs_ref_forward(struct cs_ref *r, int32_t token, uint32_t pos, float *logits, float *hidden, char *err,
                    size_t errlen)
 {
@@ -248,6 +257,10 @@ int cs_ref_forward(struct cs_ref *r, int32_t token, uint32_t pos, float *logits,
         float *vc = r->v_cache + (size_t)l * r->n_ctx * KV;
         memcpy(kc + (size_t)pos * KV, r->k, KV * sizeof(float));
         memcpy(vc + (size_t)pos * KV, r->v, KV * sizeof(float));
+        if ((r->kv_type_k != CS_TYPE_F32 && kv_round(r->kv_type_k, kc + (size_t)pos * KV, KV)) ||
+            (r->kv_type_v != CS_TYPE_F32 && kv_round(r->kv_type_v, vc + (size_t)pos * KV, KV)))
+            return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "reference: KV types %s/%s: cannot round a row of %u",
+                          cs_type_name(r->kv_type_k), cs_type_name(r->kv_type_v), KV);
         if (r->llamacpp_rounding) {
             for (uint32_t i = 0; i < KV; i++) {
                 kc[(size_t)pos * KV + i] = round_f16(r->k[i]);

@@ -43,6 +43,11 @@ struct cs_ref {
      * bf16, q8_0 for 32-blocks, q8_K for K-quants), f16 KV cache, q and the
      * attention weights rounded to f16. Used by the golden test only. */
     bool llamacpp_rounding;
+    /* Set after cs_ref_load to model a typed KV cache (default 0 = F32: exact):
+     * enum cs_type of K and of V (F16, BF16, Q8_0, Q4_0); each stored row
+     * (kv_dim values, q8_0/q4_0 blocks of 32 along the whole row) is rounded
+     * through cs_quantize_row and cs_dequantize_row, as the device cache holds it. */
+    uint32_t kv_type_k, kv_type_v;
 };
 
 int cs_ref_load(const struct cs_model *m, uint32_t n_ctx, struct cs_ref **out, char *err, size_t errlen);
