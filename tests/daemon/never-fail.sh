@@ -297,6 +297,30 @@ for P in 1 2 4 8; do
         want=$((P < 2 * nprompts ? P : 2 * nprompts))
         check "$c2: parallel $P: the requests ran on $want slots together ($used distinct slots logged speculation on)" \
             test "$used" = "$want"
+        if [ $P = 4 ]; then
+            # slots far apart: the others join while slot 0 is 100+ positions into a long request
+            command curl -s --max-time 60 "$url/v1/completions" -d "$(jq -cn --arg p "$(prompt 1)" \
+                '{prompt:$p,max_tokens:600,temperature:0,ignore_eos:true}')" > "$tmp/long.json" &
+            jp=($!)
+            for _ in $(seq 1 300); do
+                [ "$(curl -s "$url/slots" | jq '.[0].n_past')" -ge 100 ] 2>/dev/null && break
+                sleep 0.01
+            done
+            at=$(curl -s "$url/slots" | jq '.[0].n_past')
+            for ((i = 0; i < nprompts - 1; i++)); do
+                comp "$(prompt $i)" > "$tmp/join.$i.0.json" &
+                jp+=($!)
+            done
+            for p in "${jp[@]}"; do wait "$p"; done
+            joined=$(last_slots "$tmp/$tag.log" $((nprompts - 1)))
+            joined_ok() { # on other slots than 0, while it ran; lossless
+                [ -z "$(echo "$joined" | grep -o '0:')" ] && [ "$(jq -r .choices[0].finish_reason "$tmp/long.json")" = length ] &&
+                    same_texts join plain
+            }
+            check "$c2: parallel 4: block seeded at the slot's true position: requests joining slots $joined while slot 0 is at position $at: all lossless" \
+                joined_ok
+            acc_check "$c2: parallel 4: block seeded at the slot's true position: requests joining while slot 0 is at position $at: acceptance as at parallel 1" join df1
+        fi
         # the same prompt twice, one after the other: both on slot 0, which served another request before
         comp "$(prompt 0)" > "$tmp/$tag.again.a.json"
         comp "$(prompt 0)" > "$tmp/${tag}again.0.0.json"
