@@ -358,8 +358,8 @@ else
 fi
 for where in default 0; do
     tag=mtp$where
-    if [ $where = default ]; then mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3"
-    else mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3" "device = $where"; fi
+    if [ $where = default ]; then mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3" "p_min = 0"
+    else mkini $tag "${mtp_lines[@]}" "type = mtp" "n_max = 3" "p_min = 0" "device = $where"; fi
     log=$tmp/$tag.log
     if ! start $tag; then
         not_ok "$c3: head on device $where: daemon up" "$(grep -v '^ *$' "$tmp/$tag.log" | tail -3)"
@@ -384,7 +384,7 @@ for where in default 0; do
 done
 # a device the target does not use: refused at start-up, naming both devices and the key
 pocl="pthread pthread pthread"
-mkini mtpfar "${mtp_lines[@]}" "type = mtp" "n_max = 3" "device = 2"
+mkini mtpfar "${mtp_lines[@]}" "type = mtp" "n_max = 3" "p_min = 0" "device = 2"
 timeout 60 env POCL_DEVICES="$pocl" "$bin" -c "$tmp/mtpfar.ini" > "$tmp/mtpfar.log" 2>&1
 rc=$?
 msg=$(grep '^clspecd: ' "$tmp/mtpfar.log" | tail -1)
