@@ -818,7 +818,7 @@ static void test_refusals(void **state)
     assert_null(mtp_open(e, 1, SIDECAR, "device", "7", err, sizeof err));
     assert_non_null(strstr(err, "device = 7: not one of the target's devices"));
     assert_null(mtp_open(e, 1, TARGET, NULL, NULL, err, sizeof err)); /* a plain model is no head */
-    assert_non_null(strstr(err, "MTP heads only (files with {arch}.nextn_predict_layers)"));
+    assert_non_null(strstr(err, "neither an MTP head (no {arch}.nextn_predict_layers) nor a DFlash drafter"));
     /* a plain model loaded as a draft model (no flags) is no head either: the plugin's probe says so */
     {
         struct cs_plugin *pl = mtp_open(e, 1, SIDECAR, NULL, NULL, err, sizeof err);

@@ -198,7 +198,7 @@ static void finish(struct cs_sched *s, int i, const char *reason, int status, co
     fill_usage(j, sl, now, &ev.usage);
     if (sl->spec) {
         const struct cs_spec_slot *ss = &s->sp->slots[i];
-        ev.usage.speculative = true;
+        ev.usage.speculative = ss->on || ss->st.n_drafted > 0; /* false when the plugin refused the slot */
         ev.usage.spec_steps = (int)ss->st.n_steps;
         ev.usage.draft_n = (int)ss->st.n_drafted;
         ev.usage.draft_accepted = (int)ss->st.n_accepted;
@@ -418,7 +418,8 @@ static void spec_log_on(struct cs_sched *s, int i)
         cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
                (int)s->sp->p.n_max);
     else
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed)", i);
+        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed: %s)", i,
+               s->sp->slots[i].off_why[0] ? s->sp->slots[i].off_why : "no reason given");
 }
 
 /* spec_core_prefill: slot i's request (just assigned; the cells prefix

@@ -108,8 +108,9 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
         cs_gguf_close(g);
         free(m);
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "%s: CLSPEC_MODEL_TARGET_TENSORS: this host provides the target's tensors to MTP heads only "
-                      "(files with {arch}.nextn_predict_layers)",
+                      "%s: neither an MTP head (no {arch}.nextn_predict_layers) nor a DFlash drafter "
+                      "(general.architecture is not dflash): the target's tensors (CLSPEC_MODEL_TARGET_TENSORS) "
+                      "are lent to those only",
                       path);
     }
     if (rc == 0)

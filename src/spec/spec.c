@@ -184,6 +184,8 @@ void cs_spec_slot_disable(struct cs_spec *sp, int32_t s, const char *why)
         sp->pl->vt.slot_end(sp->pl->state, s);
     if (sl->on && sp->p.log)
         fprintf(stderr, "slot %d: speculation off%s%s\n", s, why ? ": " : "", why ? why : "");
+    if (sl->on)
+        snprintf(sl->off_why, sizeof sl->off_why, "%s", why ? why : "switched off");
     sl->on = false;
     sl->n_draft = 0;
     sl->n_cur = CS_MAX(sp->p.n_min, 1);
@@ -285,6 +287,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
     memset(&sl->st, 0, sizeof sl->st);
+    sl->off_why[0] = 0;
     if (speculate && sp->pl) {
         sl->on = true;
         char perr[512] = "";

@@ -55,6 +55,7 @@ struct cs_spec_slot {
     int rc;                  /* CLSPEC_OK, or CLSPEC_E_KV_FULL (no room even for one token) */
     bool eog;                /* the last token out is an end-of-generation token */
     struct cs_spec_stats st; /* since slot_begin */
+    char off_why[256];       /* why speculation went off for this request ("" while on or never asked) */
 };
 
 struct cs_spec {
