@@ -849,8 +849,13 @@ static void test_refusals(void **state)
         assert_non_null(strstr(err, "takes no path"));
         cs_plugin_free(pl);
     }
-    assert_null(mtp_open(e, 1, SIDECAR, "type_k", "q8_0", err, sizeof err)); /* head_dim 8 */
-    assert_non_null(strstr(err, "q8_0"));
+    /* q8_0 blocks run along the head's KV row (4 kv heads x 8 = 32): taken */
+    struct cs_plugin *q8 = mtp_open(e, 1, SIDECAR, "type_k", "q8_0", err, sizeof err);
+    if (!q8)
+        fail_msg("mtp with q8_0 KV: %s", err);
+    cs_plugin_free(q8);
+    assert_null(mtp_open(e, 1, SIDECAR, "type_k", "q5_0", err, sizeof err)); /* not a KV type */
+    assert_non_null(strstr(err, "q5_0"));
     cs_engine_free(e);
 }
 
