@@ -83,6 +83,16 @@ static int parse_type(const char *v, uint32_t *out)
     return -1;
 }
 
+/* The config name of a type parse_type returns. */
+static const char *type_name(uint32_t t)
+{
+    return t == CLSPEC_TYPE_F32    ? "f32"
+           : t == CLSPEC_TYPE_BF16 ? "bf16"
+           : t == CLSPEC_TYPE_Q8_0 ? "q8_0"
+           : t == CLSPEC_TYPE_Q4_0 ? "q4_0"
+                                   : "f16";
+}
+
 static void draft_fini(void *state)
 {
     struct draft *d = state;
@@ -187,8 +197,8 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
         draft_fini(d);
         return fail(err, errlen, "out of memory", NULL);
     }
-    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s KV for %d slots", path, cp.n_ctx,
-           cp.type_k == CLSPEC_TYPE_F32 ? "f32" : "f16", (int)d->n_slots);
+    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s/%s KV for %d slots", path, cp.n_ctx, type_name(cp.type_k),
+           type_name(cp.type_v), (int)d->n_slots);
     *state = d;
     return 0;
 }
