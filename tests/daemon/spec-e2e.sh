@@ -301,8 +301,8 @@ if [ -f "$tplug/initfail.so" ]; then
         "init failed: broken: the frobnicator is not configured"
     check "the loader messages are all different" \
         test "$(cat "$tmp"/lf-*.msg | sed 's/^.*\[speculator\] type: //' | sort -u | wc -l)" = 7
-    loader_fail "drafter KV type the cache cannot hold (the init message names the key and the types)" draft \
-        "init failed: .*type_k must be f32, f16, bf16, q8_0 or q4_0, not q4_K" "model = $drafter" "type_k = q4_K"
+    loader_fail "drafter KV type that no KV cache holds (file:line: [speculator] type_k and the choices)" draft \
+        "\[speculator\] type_k: 'q4_K' is not a KV cache type; use one of f32|f16|bf16|q8_0|q4_0" "model = $drafter" "type_k = q4_K"
     # never-fail-4 (c): a plugin whose init fails refuses clearly; the daemon does not crash or serve half set up
     check "never-fail-4: speculation disabled leaves no half state: a plugin whose init fails stops start-up (exit 1, no signal)" \
         test -z "$(grep -i 'segmentation\|abort\|core dumped' "$tmp/lf-init failure (with the plugin's message).out")"
