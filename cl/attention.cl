@@ -14,8 +14,9 @@
  * visiting-order entries, so it depends on where invisible cells fall
  * among them (TODO: compact the visible cells first).
  * Build flags: -DHD=<head_dim> (multiple
- * of 4; for quantized caches the row n_kv_head * HD is whole blocks of 32,
- * and a head may start inside a block) -DKV_TK=<ggml type id> -DKV_TV=<id>
+ * of 4; for quantized caches the row n_kv_head * HD is blocks of 32, a head
+ * may start inside a block and the last block may be padded: only the row's
+ * valid elements are read) -DKV_TK=<ggml type id> -DKV_TV=<id>
  * (independent; each 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0). Two families:
  *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
  *             in private memory, each K/V row read once for those heads;
@@ -38,14 +39,15 @@
 /* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
  * an argument, so each inlined call folds to one branch. */
 
-/* Bytes of n elements of type T (n a multiple of 32 for block types). */
+/* Bytes of a row of n elements of type T (block types: padded to whole
+ * blocks; kv_head_bytes asks for kvh * HD elements only when HD % 32 == 0). */
 static size_t kv_bytes(int T, size_t n)
 {
     if (T == 0)
         return n * 4;
     if (T == 1 || T == 30)
         return n * 2;
-    return n / 32 * (T == 8 ? 34 : 18);
+    return (n + 31) / 32 * (T == 8 ? 34 : 18);
 }
 
 /* q8_0/q4_0 rows whose heads do not start on a block boundary (HD % 32 != 0). */

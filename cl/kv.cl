@@ -5,9 +5,11 @@
  * 8 q8_0, 2 q4_0. Conversions match src/quant.c cs_quantize_row
  * (round-to-nearest-even for f16/bf16, ggml's reference rounding for
  * q8_0/q4_0). A cache row (one cell) holds n_kv_head * head_dim elements;
- * quantized rows are whole blocks of 32 along the whole row (n_kv_head *
- * head_dim % 32 == 0, as llama.cpp lays out its KV tensors), so a head may
- * start inside a block. The type helpers take the type as
+ * quantized rows are blocks of 32 along the whole row (as llama.cpp lays out
+ * its KV tensors), so a head may start inside a block; a row that is not a
+ * whole number of blocks is padded to one (src/quant.c cs_kv_row_bytes), the
+ * missing values of its last block stored as 0 and never read back as
+ * elements. The type helpers take the type as
  * an argument that is always a build-time constant, so each inlined call
  * folds to one branch. */
 
@@ -21,14 +23,14 @@
 #define KV_QUANT(T) ((T) == 8 || (T) == 2)
 #define KV_BLOCK_BYTES(T) ((T) == 8 ? 34 : 18)
 
-/* Bytes of n elements of type T (n a multiple of 32 for block types). */
+/* Bytes of a row of n elements of type T (block types: padded to whole blocks). */
 static size_t kv_bytes(int T, size_t n)
 {
     if (T == 0)
         return n * 4;
     if (T == 1 || T == 30)
         return n * 2;
-    return n / 32 * KV_BLOCK_BYTES(T);
+    return (n + 31) / 32 * KV_BLOCK_BYTES(T);
 }
 
 static ushort kv_f2bf(float f)
@@ -40,7 +42,8 @@ static ushort kv_f2bf(float f)
 }
 
 /* Stores n values of src (private) at element e0 of the row at p; block
- * types store one whole block (e0 % 32 == 0, n == 32). */
+ * types store one whole block (e0 % 32 == 0, n <= 32): the values past n
+ * (the padding of a row's last block) are taken as 0 and src[n..) is not read. */
 static void kv_put(int T, __global uchar *p, int e0, const float *src, int n)
 {
     if (T == 0) {
@@ -55,17 +58,17 @@ static void kv_put(int T, __global uchar *p, int e0, const float *src, int n)
     } else if (T == 8) {
         __global uchar *b = p + (e0 / 32) * 34;
         float amax = 0.0f;
-        for (int j = 0; j < 32; j++)
+        for (int j = 0; j < n; j++)
             amax = fmax(amax, fabs(src[j]));
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         vstore_half_rte(d, 0, (__global half *)b);
         for (int j = 0; j < 32; j++)
-            ((__global char *)b)[2 + j] = (char)(int)round(src[j] * id);
+            ((__global char *)b)[2 + j] = j < n ? (char)(int)round(src[j] * id) : (char)0;
     } else {
         __global uchar *b = p + (e0 / 32) * 18;
         float amax = 0.0f, mx = 0.0f;
-        for (int j = 0; j < 32; j++) {
+        for (int j = 0; j < n; j++) {
             if (fabs(src[j]) > amax) {
                 amax = fabs(src[j]);
                 mx = src[j];
@@ -75,8 +78,9 @@ static void kv_put(int T, __global uchar *p, int e0, const float *src, int n)
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         vstore_half_rte(d, 0, (__global half *)b);
         for (int j = 0; j < 16; j++) {
-            int q0 = min(15, (int)(char)(src[j] * id + 8.5f));
-            int q1 = min(15, (int)(char)(src[j + 16] * id + 8.5f));
+            float x0 = j < n ? src[j] : 0.0f, x1 = j + 16 < n ? src[j + 16] : 0.0f;
+            int q0 = min(15, (int)(char)(x0 * id + 8.5f));
+            int q1 = min(15, (int)(char)(x1 * id + 8.5f));
             b[2 + j] = (uchar)(q0 | (q1 << 4));
         }
     }
@@ -141,23 +145,26 @@ __kernel void kv_store(__global const float *k, uint k_off, __global const float
  * (requantized). A unit is one head, or for q8_0/q4_0 lcm(HD, 32) elements:
  * whole heads and whole blocks, since a head may start inside a block of the
  * row (then the blocks it shares are dequantized, rotated and requantized
- * whole, by one work-item). Cells outside [0, n_cells) are skipped. Build
- * with -DHD=<head_dim> -DKV_UNIT=<unit> (n_kv_head * HD % KV_UNIT == 0). */
+ * whole, by one work-item). The row's last unit may be short (a padded
+ * row, or n_kv_head * HD not a multiple of KV_UNIT): it holds the whole heads
+ * left, and only they are read and rewritten, the padding staying 0. Cells
+ * outside [0, n_cells) are skipped. Build with -DHD=<head_dim>
+ * -DKV_UNIT=<unit> (a multiple of HD). */
 __kernel void kv_shift(__global uchar *kc, __global const int *cells, int n_list, int n_kv_head,
                        int n_cells, int n_rot, int neox, float freq_base, float freq_scale,
                        int delta)
 {
-    int units = n_kv_head * HD / KV_UNIT;
+    int row_elems = n_kv_head * HD, units = (row_elems + KV_UNIT - 1) / KV_UNIT;
     int gid = get_global_id(0);
     if (gid >= n_list * units)
         return;
     int cell = cells[gid / units], u = gid % units;
     if (cell < 0 || cell >= n_cells)
         return;
-    __global uchar *row = kc + (size_t)cell * kv_bytes(KV_TK, (size_t)n_kv_head * HD);
-    int e0 = u * KV_UNIT;
+    __global uchar *row = kc + (size_t)cell * kv_bytes(KV_TK, (size_t)row_elems);
+    int e0 = u * KV_UNIT, n = min(KV_UNIT, row_elems - e0); /* valid: whole heads */
     float x[KV_UNIT];
-    for (int i = 0; i < KV_UNIT; i++)
+    for (int i = 0; i < n; i++)
         x[i] = kv_get(KV_TK, row, e0 + i);
     int half_rot = n_rot / 2;
     for (int i = 0; i < half_rot; i++) {
@@ -165,17 +172,17 @@ __kernel void kv_shift(__global uchar *kc, __global const int *cells, int n_list
         float c = cos(theta), s = sin(theta);
         int i0 = neox ? i : 2 * i;
         int i1 = neox ? i + half_rot : 2 * i + 1;
-        for (int h = 0; h < KV_UNIT; h += HD) {
+        for (int h = 0; h < n; h += HD) {
             float x0 = x[h + i0], x1 = x[h + i1];
             x[h + i0] = x0 * c - x1 * s;
             x[h + i1] = x0 * s + x1 * c;
         }
     }
     if (KV_QUANT(KV_TK)) {
-        for (int b = 0; b < KV_UNIT; b += 32)
-            kv_put(KV_TK, row, e0 + b, x + b, 32);
+        for (int b = 0; b < n; b += 32)
+            kv_put(KV_TK, row, e0 + b, x + b, min(32, n - b));
     } else {
-        kv_put(KV_TK, row, e0, x, KV_UNIT);
+        kv_put(KV_TK, row, e0, x, n);
     }
 }
 #endif

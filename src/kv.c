@@ -133,8 +133,9 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
     kv->rope.freq_base = hp->rope_freq_base;
     kv->rope.freq_scale = hp->rope_freq_scale;
     uint64_t row = (uint64_t)hp->n_head_kv * hp->head_dim;
-    if (!cs_row_bytes(p->type_k, row, &kv->row_bytes_k) ||
-        !cs_row_bytes(p->type_v, row, &kv->row_bytes_v)) {
+    /* quantized rows are padded to whole blocks (cs_kv_row_bytes) */
+    if (!cs_kv_row_bytes(p->type_k, row, &kv->row_bytes_k) ||
+        !cs_kv_row_bytes(p->type_v, row, &kv->row_bytes_v)) {
         cs_kv_free(kv);
         return cs_err(err, errlen, CLSPEC_E_INVAL, "kv cache: bad row of %llu elements",
                       (unsigned long long)row);

@@ -456,3 +456,47 @@ int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
     }
     return -1;
 }
+
+/* ---- KV cache rows: padded to whole blocks ---- */
+
+bool cs_kv_row_bytes(uint32_t type, uint64_t n, uint64_t *out)
+{
+    const struct cs_type_info *t = cs_type_get(type);
+    if (!t || n > UINT64_MAX - t->block_elems)
+        return false;
+    return cs_row_bytes(type, (n + t->block_elems - 1) / t->block_elems * t->block_elems, out);
+}
+
+int cs_kv_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    const struct cs_type_info *t = cs_type_get(type);
+    if (!t || !t->quant || n < 0 || t->block_elems > QK_K)
+        return -1;
+    int64_t full = n / t->block_elems * t->block_elems;
+    uint64_t fb = 0;
+    if (cs_quantize_row(type, src, dst, full) != 0 || !cs_row_bytes(type, (uint64_t)full, &fb))
+        return -1;
+    if (full == n)
+        return 0;
+    float tail[QK_K] = {0};
+    memcpy(tail, src + full, (size_t)(n - full) * sizeof(float));
+    return cs_quantize_row(type, tail, (uint8_t *)dst + fb, t->block_elems);
+}
+
+int cs_kv_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
+{
+    const struct cs_type_info *t = cs_type_get(type);
+    if (!t || !t->dequant || n < 0 || t->block_elems > QK_K)
+        return -1;
+    int64_t full = n / t->block_elems * t->block_elems;
+    uint64_t fb = 0;
+    if (cs_dequantize_row(type, src, dst, full) != 0 || !cs_row_bytes(type, (uint64_t)full, &fb))
+        return -1;
+    if (full == n)
+        return 0;
+    float tail[QK_K];
+    if (cs_dequantize_row(type, (const uint8_t *)src + fb, tail, t->block_elems) != 0)
+        return -1;
+    memcpy(dst + full, tail, (size_t)(n - full) * sizeof(float));
+    return 0;
+}

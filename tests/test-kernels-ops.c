@@ -359,11 +359,27 @@ FAM_TEST(test_eltwise)
 static const uint32_t k_kv_types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0,
                                       CS_TYPE_Q4_0};
 
+/* Bytes of a KV cache row of n elements (quantized: padded to whole blocks). */
 static size_t row_bytes(uint32_t type, size_t n)
 {
     uint64_t b = 0;
-    assert_true(cs_row_bytes(type, n, &b));
+    assert_true(cs_kv_row_bytes(type, n, &b));
     return (size_t)b;
+}
+
+/* Asserts that the padding of a quantized row of n elements (rb bytes) at p
+ * reads back as 0. */
+static void assert_pad_zero(uint32_t type, const unsigned char *p, size_t rb, int n)
+{
+    if (type != CS_TYPE_Q8_0 && type != CS_TYPE_Q4_0)
+        return;
+    int padded = (int)(rb / (type == CS_TYPE_Q8_0 ? 34 : 18)) * 32;
+    float *x = malloc((size_t)padded * sizeof *x);
+    assert_non_null(x);
+    assert_int_equal(cs_dequantize_row(type, p, x, padded), 0);
+    for (int i = n; i < padded; i++)
+        assert_true(x[i] == 0.0f);
+    free(x);
 }
 
 /* A device KV cache filled through cs_op_kv_store from f32 rows k, v
@@ -413,10 +429,10 @@ static void kv_fill(struct kv_fixture *fx, uint32_t type, uint32_t type_v, int n
     assert_non_null(fx->vdq);
     buf_read(kv->k, bytes, zero);
     for (int c = 0; c < n_cells; c++)
-        assert_int_equal(cs_dequantize_row(type, zero + rb * c, fx->kdq + (size_t)c * row, row), 0);
+        assert_int_equal(cs_kv_dequantize_row(type, zero + rb * c, fx->kdq + (size_t)c * row, row), 0);
     buf_read(kv->v, bytes_v, zero);
     for (int c = 0; c < n_cells; c++)
-        assert_int_equal(cs_dequantize_row(type_v, zero + rbv * c, fx->vdq + (size_t)c * row, row),
+        assert_int_equal(cs_kv_dequantize_row(type_v, zero + rbv * c, fx->vdq + (size_t)c * row, row),
                          0);
     clReleaseMemObject(bk);
     clReleaseMemObject(bv);
@@ -443,8 +459,10 @@ static void test_kv_store(void **state)
     tu_rng_seed(&r, 15);
     /* (kv heads, head_dim): model-sized heads, and the small heads of
      * stories260K (4 x 8: one block per row, shared by 4 heads) and
-     * TinyStories-656K (4 x 16: 2 blocks, 2 heads each) */
-    static const int shapes[][2] = {{2, 64}, {4, 8}, {4, 16}};
+     * TinyStories-656K (4 x 16: 2 blocks, 2 heads each), and rows that are
+     * not whole blocks, padded: 2 x 8 = 16 (the distilled drafter), 1 x 48
+     * and 3 x 16 = 48 */
+    static const int shapes[][2] = {{2, 64}, {4, 8}, {4, 16}, {2, 8}, {1, 48}, {3, 16}};
     const int n_cells = 40, nt = 6;
     const int32_t cells[6] = {3, 17, 0, 39, -1, 8}; /* -1: skipped */
     for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++)
@@ -471,7 +489,7 @@ static void test_kv_store(void **state)
             for (int t = 0; t < nt; t++)
                 if (cells[t] >= 0)
                     assert_int_equal(
-                        cs_quantize_row(type, src + (size_t)t * row, want + rb * cells[t], row), 0);
+                        cs_kv_quantize_row(type, src + (size_t)t * row, want + rb * cells[t], row), 0);
             buf_read(pass ? kv.v : kv.k, rb * n_cells, got);
             if (type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16) {
                 /* the same rounding as cs_quantize_row: bit for bit */
@@ -491,14 +509,16 @@ static void test_kv_store(void **state)
                         assert_memory_equal(got + rb * c, want + rb * c, rb);
                         continue;
                     }
-                    cs_dequantize_row(type, got + rb * c, a, row);
-                    cs_dequantize_row(type, want + rb * c, b, row);
+                    cs_kv_dequantize_row(type, got + rb * c, a, row);
+                    cs_kv_dequantize_row(type, want + rb * c, b, row);
+                    assert_pad_zero(type, got + rb * c, rb, row);
                     for (int j = 0; j < row; j += 32) {
+                        int je = j + 32 < row ? j + 32 : row;
                         float amax = 0.0f;
-                        for (int i = j; i < j + 32; i++)
+                        for (int i = j; i < je; i++)
                             amax = fmaxf(amax, fabsf(b[i]));
                         float step = amax / (type == CS_TYPE_Q8_0 ? 127.0f : 7.0f);
-                        for (int i = j; i < j + 32; i++)
+                        for (int i = j; i < je; i++)
                             assert_true(fabsf(a[i] - b[i]) <= step * 1.01f + 1e-6f);
                     }
                 }
@@ -807,6 +827,35 @@ FAM_TEST(test_attention_small_heads)
             }
 }
 
+/* Cell rows that are not whole blocks (padded with 0 to whole blocks): 2 x 8 =
+ * 16 values (the distilled drafter), 1 x 48 and 3 x 16 = 48 values; every
+ * (K type, V type) pair with a quantized side, decode and prefill, exact
+ * against the cache contents and within the type bound of the unrounded K/V. */
+FAM_TEST(test_attention_padded_rows)
+{
+    static const int shapes[][3] = {{2, 8, 4}, {1, 48, 2}, {3, 16, 6}}; /* kv heads, head_dim, heads */
+    struct tu_rng r;
+    tu_rng_seed(&r, 33);
+    for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++)
+        for (size_t i = 0; i < CS_ARRAY_LEN(k_kv_types); i++)
+            for (size_t j = 0; j < CS_ARRAY_LEN(k_kv_types); j++) {
+                uint32_t tk = k_kv_types[i], tv = k_kv_types[j];
+                bool qk = tk == CS_TYPE_Q8_0 || tk == CS_TYPE_Q4_0;
+                bool qv = tv == CS_TYPE_Q8_0 || tv == CS_TYPE_Q4_0;
+                if (!qk && !qv)
+                    continue;
+                const int nkv = shapes[si][0], hd = shapes[si][1], nh = shapes[si][2];
+                double exact = 0.0, exact2 = 0.0;
+                struct att_case a = {"padded decode", tk, 1, 67, nh, nkv, hd, true, 2, true, tv};
+                assert_true(att_run(&a, f, &r, &exact, NULL, NULL) <= ATT_BOUND);
+                struct att_case b = {"padded prefill", tk, 9, 40, nh, nkv, hd, true, 1, true, tv};
+                assert_true(att_run(&b, f, &r, &exact2, NULL, NULL) <= ATT_BOUND);
+                double bound = fmax(kv_type_bound(tk), kv_type_bound(tv));
+                assert_true(exact <= bound);
+                assert_true(exact2 <= bound);
+            }
+}
+
 /* Runs attention once over kv (its cells [0, n_used)) for nt query rows. */
 static void att_once(const struct cs_kv_view *kv, int n_used, const float *q, const int32_t *tpos,
                      const int32_t *tseq, int nt, int nh, float *out)
@@ -836,7 +885,10 @@ FAM_TEST(test_attention_batch_invariant)
                                         {CS_TYPE_F16, CS_TYPE_Q8_0, 2, 64},
                                         {CS_TYPE_Q4_0, CS_TYPE_BF16, 2, 64},
                                         {CS_TYPE_Q8_0, CS_TYPE_Q4_0, 4, 8},
-                                        {CS_TYPE_Q4_0, CS_TYPE_Q8_0, 4, 16}};
+                                        {CS_TYPE_Q4_0, CS_TYPE_Q8_0, 4, 16},
+                                        /* padded rows: 2 x 8 = 16, 1 x 48 */
+                                        {CS_TYPE_Q8_0, CS_TYPE_Q4_0, 2, 8},
+                                        {CS_TYPE_Q4_0, CS_TYPE_Q8_0, 1, 48}};
     enum { NC = 160, NHQ = 8, N0 = 40 };
     struct tu_rng r;
     tu_rng_seed(&r, 28);
@@ -954,9 +1006,9 @@ static void ref_kv_shift(uint32_t t, unsigned char *row, int n_kv_head, int head
     int n = n_kv_head * head_dim;
     float *x = malloc((size_t)n * sizeof *x);
     assert_non_null(x);
-    assert_int_equal(cs_dequantize_row(t, row, x, n), 0);
+    assert_int_equal(cs_kv_dequantize_row(t, row, x, n), 0);
     cs_ref_rope(x, &delta, 1, n_kv_head, head_dim, p->n_rot, p->neox, p->freq_base, p->freq_scale);
-    assert_int_equal(cs_quantize_row(t, x, row, n), 0);
+    assert_int_equal(cs_kv_quantize_row(t, x, row, n), 0);
     free(x);
 }
 
@@ -980,6 +1032,11 @@ static void test_kv_shift(void **state)
         {4, 16, {16, true, 10000.0f, 1.0f}, -9},
         {4, 16, {8, false, 10000.0f, 1.0f}, 300}, /* partial rotary */
         {2, 48, {48, true, 10000.0f, 1.0f}, 11},  /* lcm(48, 32) = 96: 2 heads, 3 blocks */
+        /* rows padded to whole blocks: one short unit (2 x 8 = 16 of 32; 1 x
+         * 48 of lcm 96), or a whole unit then a short one (3 x 16 = 48) */
+        {2, 8, {8, true, 10000.0f, 1.0f}, 6},
+        {1, 48, {32, false, 10000.0f, 1.0f}, -21},
+        {3, 16, {16, false, 10000.0f, 1.0f}, 40},
     };
     const int n_cells = 20;
     const int32_t list[] = {3, 17, 0, -1, 9, 25}; /* -1, 25: skipped */
@@ -997,7 +1054,7 @@ static void test_kv_shift(void **state)
                           *got = malloc(rb * n_cells), *vimg = malloc(rb * n_cells);
             assert_true(img && want && got && vimg);
             for (int c = 0; c < n_cells; c++)
-                assert_int_equal(cs_quantize_row(t, x + (size_t)c * row, img + rb * c, row), 0);
+                assert_int_equal(cs_kv_quantize_row(t, x + (size_t)c * row, img + rb * c, row), 0);
             memset(vimg, 0x5A, rb * n_cells);
             struct cs_kv_view kv = {t,    CS_TYPE_F32, n_cells, sc->nkv, sc->hd, buf_new(rb * n_cells, img),
                                     NULL, NULL,        NULL,    NULL};
@@ -1026,8 +1083,9 @@ static void test_kv_shift(void **state)
                     continue;
                 }
                 assert_memory_not_equal(got + rb * c, img + rb * c, rb);
-                cs_dequantize_row(t, got + rb * c, a, row);
-                cs_dequantize_row(t, want + rb * c, b, row);
+                cs_kv_dequantize_row(t, got + rb * c, a, row);
+                cs_kv_dequantize_row(t, want + rb * c, b, row);
+                assert_pad_zero(t, got + rb * c, rb, row);
                 float rmax = 0.0f;
                 for (int j = 0; j < row; j++)
                     rmax = fmaxf(rmax, fabsf(b[j]));
@@ -1040,9 +1098,9 @@ static void test_kv_shift(void **state)
                     else if (t == CS_TYPE_BF16)
                         tol = fabsf(b[j]) * 0x1p-7f + 1e-5f * rmax;
                     else {
-                        int j0 = j / 32 * 32;
+                        int j0 = j / 32 * 32, j1 = j0 + 32 < row ? j0 + 32 : row;
                         float bmax = 0.0f;
-                        for (int jj = j0; jj < j0 + 32; jj++)
+                        for (int jj = j0; jj < j1; jj++)
                             bmax = fmaxf(bmax, fabsf(b[jj]));
                         tol = bmax / (t == CS_TYPE_Q8_0 ? 127.0f : 7.0f) * 1.01f + 1e-5f * rmax;
                     }
@@ -1075,12 +1133,13 @@ static void test_bad_args(void **state)
 {
     (void)state;
     NEED_DEV();
-    struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 16, NULL, NULL, NULL, NULL, NULL};
-    /* quantized blocks of 32 run along the cell row: 1 x 16 is half a block */
-    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 1, 16, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
-    assert_non_null(strstr(g_err, "16 values is not a multiple of its block of 32"));
-    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 2, 8, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
+    struct cs_kv_view kv = {CS_TYPE_Q8_0, CS_TYPE_Q8_0, 4, 1, 6, NULL, NULL, NULL, NULL, NULL}; /* head_dim 6 */
+    /* quantized blocks of 32 run along the cell row, padded to whole blocks:
+     * 1 x 16 and 2 x 8 (half a block) are accepted */
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 1, 16, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 2, 8, g_err, sizeof g_err), CLSPEC_OK);
     assert_int_equal(cs_kv_type_check(CS_TYPE_F16, 2, 8, g_err, sizeof g_err), CLSPEC_OK);
+    assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 2, 6, g_err, sizeof g_err), CLSPEC_E_UNSUPPORTED);
     /* stories260K (4 x 8), TinyStories-656K (4 x 16), 3 x 32, 2 x 48: whole blocks per row */
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q8_0, 4, 8, g_err, sizeof g_err), CLSPEC_OK);
     assert_int_equal(cs_kv_type_check(CS_TYPE_Q4_0, 4, 16, g_err, sizeof g_err), CLSPEC_OK);
@@ -1092,6 +1151,7 @@ static void test_bad_args(void **state)
                                      g_err, sizeof g_err),
                      CLSPEC_E_UNSUPPORTED);
     kv.type_k = kv.type_v = CS_TYPE_F32;
+    kv.head_dim = 16;
     kv.n_kv_head = 3; /* 4 heads over 3 kv heads */
     assert_int_equal(cs_op_attention(g_dev, &kv, 4, NULL, 0, NULL, 0, NULL, NULL, 1, 4, true, 1.0f,
                                      g_err, sizeof g_err),
@@ -1117,6 +1177,7 @@ int main(void)
         cmocka_unit_test(test_attention_kv_types),
         cmocka_unit_test(test_attention_kv_pairs),
         cmocka_unit_test(test_attention_small_heads),
+        cmocka_unit_test(test_attention_padded_rows),
         cmocka_unit_test(test_attention_batch_invariant),
         cmocka_unit_test(test_kv_shift),
         cmocka_unit_test(test_bad_args),

@@ -68,7 +68,8 @@ static float range_of(const float *l, int V)
     return hi - lo;
 }
 
-/* Quantized KV needs whole blocks of 32 per cell row (cs_kv_type_check). */
+/* A KV type the cache can hold for the model (cs_kv_type_check: quantized
+ * rows are padded to whole blocks of 32, so this is every type here). */
 static bool type_ok(const struct fu_model *f, uint32_t t)
 {
     char err[CLSPEC_ERRLEN];

@@ -153,8 +153,8 @@ static int draft_init(const struct clspec_host *h, void **state, char *err, size
         draft_fini(d);
         return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
     }
-    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s KV for %d slots", path, cp.n_ctx,
-           cp.type_k == CLSPEC_TYPE_F32 ? "f32" : "f16", (int)d->n_slots);
+    h->log(h, CLSPEC_LOG_INFO, "%s: %u cells of %s/%s KV for %d slots", path, cp.n_ctx, pu_type_name(cp.type_k),
+           pu_type_name(cp.type_v), (int)d->n_slots);
     *state = d;
     return 0;
 }

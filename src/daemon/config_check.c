@@ -70,19 +70,8 @@ static int check_model(const struct cs_config *c, char *err, size_t errlen)
     if (rc != CLSPEC_OK)
         return cs_config_err(c, "model", "path", err, errlen, rc, "%s; serve a model of a supported architecture", e2);
 
-    /* quantized KV: blocks run along the whole cell row (n_head_kv * head_dim values) */
-    static const char *const kv_keys[2] = {"type_k", "type_v"};
-    uint32_t kv_types[2] = {c->type_k, c->type_v};
-    uint64_t kv_row = (uint64_t)hp.n_head_kv * hp.head_dim;
-    for (int i = 0; i < 2; i++) {
-        const struct cs_type_info *ti = cs_type_get(kv_types[i]);
-        if (ti && kv_row % ti->block_elems)
-            return cs_config_err(c, "kv", kv_keys[i], err, errlen, CLSPEC_E_UNSUPPORTED,
-                                 "%s stores blocks of %u values but the model's KV cell row is %llu values (%u kv "
-                                 "heads x head size %u), not a multiple of %u; use f16, bf16 or f32",
-                                 ti->name, ti->block_elems, (unsigned long long)kv_row, hp.n_head_kv, hp.head_dim,
-                                 ti->block_elems);
-    }
+    /* quantized KV (q8_0, q4_0) fits any model: blocks run along the whole
+     * cell row, padded with 0 to whole blocks (src/quant.h cs_kv_row_bytes) */
 
     uint32_t n_ctx = c->n_ctx ? c->n_ctx : hp.n_ctx_train;
     if (n_ctx && (uint64_t)n_ctx < (uint64_t)c->parallel * MIN_SLOT_CELLS) {

@@ -227,12 +227,8 @@ int cs_kv_type_check(uint32_t type, int n_kv_head, int head_dim, char *err, size
                       "KV cache type %s: head_dim %d is not a positive multiple of 4 (or %d kv heads)",
                       cs_type_name(type), head_dim, n_kv_head);
     /* quantization blocks run along the whole cell row (as llama.cpp lays out
-     * its KV tensors): a head may start inside a block */
-    if (quantized && ((int64_t)n_kv_head * head_dim) % 32)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "KV cache type %s: a cell row of %d kv heads x head_dim %d = %lld values is not a "
-                      "multiple of its block of 32; use f16, bf16 or f32",
-                      cs_type_name(type), n_kv_head, head_dim, (long long)n_kv_head * head_dim);
+     * its KV tensors): a head may start inside a block, and a row that is not
+     * whole blocks is padded with 0 (cs_kv_row_bytes) */
     return CLSPEC_OK;
 }
 
@@ -349,8 +345,10 @@ int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cell
     float base = p->freq_base, fs = p->freq_scale;
     const struct karg a[] = {KA(kv->k), KA(cells), KA(n_list), KA(n_kv),  KA(n_cells),
                              KA(n_rot), KA(neox),  KA(base),   KA(fs),    KA(delta)};
-    return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a),
-                  (size_t)n_list * (size_t)(kv->n_kv_head * kv->head_dim / unit), elt_local(d), err, errlen);
+    /* the row's last unit may be short (padded rows): ceil */
+    size_t units = (size_t)((kv->n_kv_head * kv->head_dim + unit - 1) / unit);
+    return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a), (size_t)n_list * units, elt_local(d), err,
+                  errlen);
 }
 
 int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t x_off, int n_rows, int n_cols,

@@ -51,7 +51,7 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
                   size_t errlen);
 
 /* One layer's KV cache on a device, as the attention reads it. k and v are
- * (n_cells, n_kv_head * head_dim) of type_k / type_v (bytes per row: cs_row_bytes);
+ * (n_cells, n_kv_head * head_dim) of type_k / type_v (bytes per row: cs_kv_row_bytes);
  * cell_pos (int32, n_cells, -1 = empty) and cell_seq (uint64 bitmask of the
  * sequences 0..63 holding the cell, n_cells) are shared by all layers. */
 struct cs_kv_view {
@@ -69,14 +69,15 @@ struct cs_kv_view {
 
 /* CLSPEC_OK if the KV cache can hold type for cell rows of n_kv_head heads
  * of head_dim (a multiple of 4; q8_0/q4_0 blocks of 32 run along the whole
- * row, so those need n_kv_head * head_dim % 32 == 0, and a head may start
- * inside a block), else CLSPEC_E_UNSUPPORTED with the reason in err. */
+ * row, a head may start inside a block, and a row that is not whole blocks is
+ * padded with 0 to whole blocks: cs_kv_row_bytes), else CLSPEC_E_UNSUPPORTED
+ * with the reason in err. */
 int cs_kv_type_check(uint32_t type, int n_kv_head, int head_dim, char *err, size_t errlen);
 
 /* Writes rows t < n_tokens of k and v (f32, (n_tokens, n_kv_head * head_dim))
  * into cells cell_idx[t] (int32 cl_mem, distinct; an index outside
  * [0, n_cells) is skipped) of kv->k / kv->v, converting to kv->type like
- * cs_quantize_row. Cell metadata (cell_pos, cell_seq) is the caller's job. */
+ * cs_kv_quantize_row. Cell metadata (cell_pos, cell_seq) is the caller's job. */
 int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, size_t k_off,
                    cl_mem v, size_t v_off, cl_mem cell_idx, int n_tokens, char *err, size_t errlen);
 

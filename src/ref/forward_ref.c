@@ -206,7 +206,7 @@ static void add_bias(float *x, const float *b, uint32_t n)
 static int kv_round(uint32_t t, float *x, uint32_t n)
 {
     unsigned char *buf = malloc((size_t)n * 4 + 64);
-    int rc = !buf || cs_quantize_row(t, x, buf, n) != 0 || cs_dequantize_row(t, buf, x, n) != 0;
+    int rc = !buf || cs_kv_quantize_row(t, x, buf, n) != 0 || cs_kv_dequantize_row(t, buf, x, n) != 0;
     free(buf);
     return rc;
 }

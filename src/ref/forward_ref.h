@@ -45,8 +45,9 @@ struct cs_ref {
     bool llamacpp_rounding;
     /* Set after cs_ref_load to model a typed KV cache (default 0 = F32: exact):
      * enum cs_type of K and of V (F16, BF16, Q8_0, Q4_0); each stored row
-     * (kv_dim values, q8_0/q4_0 blocks of 32 along the whole row) is rounded
-     * through cs_quantize_row and cs_dequantize_row, as the device cache holds it. */
+     * (kv_dim values, q8_0/q4_0 blocks of 32 along the whole row, the last
+     * one padded with 0) is rounded through cs_kv_quantize_row and
+     * cs_kv_dequantize_row, as the device cache holds it. */
     uint32_t kv_type_k, kv_type_v;
 };
 

@@ -230,6 +230,22 @@ if "$bin" -c "$tmp/q8.ini" --check > "$tmp/q8.check" 2>&1; then
         else
             not_ok "q8_0 daemon up" "$(tail -3 "$tmp/q8.log")"
         fi
+        # the distilled drafter (2 kv heads x 8 = 16 values a cell row: q8_0/q4_0
+        # rows padded to a whole block of 32) with its own q8_0 / q4_0 KV
+        mkini q8draft "kv:type_k = q8_0" "kv:type_v = q8_0" "type = draft" "model = $drafter" \
+            "type_k = q8_0" "type_v = q4_0" "n_max = 8" "p_min = 0"
+        if start q8draft; then
+            run_prompts q8draft
+            ok=yes
+            for ((i = 0; i < nprompts; i++)); do cmp -s "$tmp/q8plain.$i.txt" "$tmp/q8draft.$i.txt" || ok=no; done
+            check "lossless: type = draft, drafter KV q8_0/q4_0 (cell row of 16 values, padded), q8_0 KV: text equals no speculation" \
+                test $ok = yes
+            check "q8draft: the drafter drafts and some drafts are accepted" \
+                test "$(jq -s '[.[] | .timings.draft_accepted] | add' "$tmp"/q8draft.*.json)" -gt 0
+            stop
+        else
+            not_ok "q8_0 drafter daemon up" "$(tail -3 "$tmp/q8draft.log")"
+        fi
     else
         not_ok "q8_0 plain daemon up" "$(tail -3 "$tmp/q8plain.log")"
     fi
@@ -284,8 +300,8 @@ if [ -f "$tplug/initfail.so" ]; then
         "init failed: broken: the frobnicator is not configured"
     check "the loader messages are all different" \
         test "$(cat "$tmp"/lf-*.msg | sed 's/^.*\[speculator\] type: //' | sort -u | wc -l)" = 7
-    loader_fail "drafter KV type its context cannot hold (the init message names it and the fix)" draft \
-        "init failed: .*type_k: KV cache type q8_0: a cell row of 2 kv heads x head_dim 8 = 16 values is not a multiple of its block of 32" "model = $drafter" "type_k = q8_0"
+    loader_fail "drafter KV type that no KV cache holds (file:line: [speculator] type_k and the choices)" draft \
+        "\[speculator\] type_k: 'q4_K' is not a KV cache type; use one of f32|f16|bf16|q8_0|q4_0" "model = $drafter" "type_k = q4_K"
 else
     skip "loader failures" "test plugins not built (make check builds them)"
 fi
