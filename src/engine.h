@@ -1,10 +1,7 @@
 /* engine.h: one loaded model ready to decode: GGUF + tokenizer + OpenCL
  * devices (layers split across them) + weights + one context with its KV
- * cache. What the CLI, the daemon and (later) the speculative loop share.
- * The caller owns struct cs_engine (cs_engine_open / cs_engine_free).
- *
- * CONTRACT (lead, 08:25): the fwd helper implements it (src/engine.c) and may
- * add fields; the daemon's scheduler builds on it. */
+ * cache. What the CLI, the daemon and the speculative loop share.
+ * The caller owns struct cs_engine (cs_engine_open / cs_engine_free). */
 #ifndef CS_ENGINE_H
 #define CS_ENGINE_H
 
@@ -60,7 +57,7 @@ struct cs_engine {
     struct cs_cl_dev **dev;       /* (n_dev) opened devices */
     struct cs_fwd_model *fm;      /* weights on all devices (fm->layer_dev: each layer's device) */
     struct cs_fwd_ctx *ctx;       /* its KV cache: ctx->kv (struct cs_kv) */
-    uint32_t layer_counts[8];     /* (n_dev) layers per device, in the order of `devices` (fwd helper) */
+    uint32_t layer_counts[8];     /* (n_dev) layers per device, in the order of `devices` */
     double load_s;                /* wall seconds to open all of the above */
 };
 

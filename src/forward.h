@@ -136,7 +136,7 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
                const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
                size_t errlen);
 
-/* CONTRACT (lead, 08:25; the fwd helper implements it): one forward over a
+/* One forward over a
  * batch of many sequences. Rows are placed in the KV cache with cs_kv_place
  * (src/kv.h); a sequence whose rows do not fit is dropped from this forward
  * (seq_rc[s] = CLSPEC_E_KV_FULL, its logits rows left untouched) while the

@@ -3,11 +3,7 @@
  * metadata (position, sequence set, token) kept on the host and mirrored to
  * every device, the sequence operations speculative decoding and slots need,
  * and checkpoints. The caller owns struct cs_kv (cs_kv_new / cs_kv_free);
- * the devices are borrowed and must outlive it.
- *
- * CONTRACT (lead, 08:25): this header is the interface the forward pass and
- * the daemon build on. The kv helper implements it and may add functions;
- * changing an existing signature needs the lead's agreement. */
+ * the devices are borrowed and must outlive it. */
 #ifndef CS_KV_H
 #define CS_KV_H
 

@@ -2,10 +2,7 @@
  * defaults, allowed values, help) defined once in config.c, parsed from an
  * INI file with libinih, validated with `file:line: [section] key: problem;
  * how to fix` messages, and printed back with every default filled in.
- * The caller owns struct cs_config (cs_config_load / cs_config_free).
- *
- * CONTRACT (lead, 08:25): the cfg helper implements it and may add fields;
- * the http helper's main.c reads these fields. */
+ * The caller owns struct cs_config (cs_config_load / cs_config_free). */
 #ifndef CS_DAEMON_CONFIG_H
 #define CS_DAEMON_CONFIG_H
 
@@ -70,7 +67,6 @@ struct cs_config {
     char *spec_opt_key[CS_CONFIG_MAX_SPEC_OPTS], *spec_opt_val[CS_CONFIG_MAX_SPEC_OPTS];
     int spec_opt_line[CS_CONFIG_MAX_SPEC_OPTS];
 
-    /* added by the cfg helper */
     int n_devices;              /* entries in `devices` (1..8) */
     int n_split;                /* entries in `split` (0 = even split) */
     char *warnings;             /* NULL, or lines ("file:line: [section] key: ...\n") that are not
@@ -101,7 +97,7 @@ void cs_config_print(const struct cs_config *c, FILE *f);
 /* The engine parameters this configuration asks for. Strings point into c. */
 struct cs_engine_params cs_config_engine_params(const struct cs_config *c);
 
-/* ---- added by the cfg helper ---- */
+/* ---- printing, checks against the model and devices ---- */
 
 /* cs_config_print with options: CS_CONFIG_PRINT_REDACT writes api_key as
  * "<redacted>" (for logs; such output does not load back to the same key),

@@ -2,11 +2,7 @@
  * engine (continuous batching: a new request joins the running batch), a
  * bounded FIFO of waiting requests, cancellation, drain. One thread runs the
  * loop; request callbacks run on it. The caller owns struct cs_sched
- * (cs_sched_new / cs_sched_free) and keeps the engine alive until freed.
- *
- * CONTRACT (lead, 08:25): the sched helper implements it; the http helper
- * builds the HTTP API on it. Additions are fine; changing existing fields or
- * signatures needs the lead's agreement. */
+ * (cs_sched_new / cs_sched_free) and keeps the engine alive until freed. */
 #ifndef CS_DAEMON_SCHED_H
 #define CS_DAEMON_SCHED_H
 
@@ -26,11 +22,10 @@ struct cs_sched_params {
     bool truncate_prompt;    /* a prompt longer than a slot's context keeps its end instead of being refused */
     int max_tokens_default;  /* a request's max_tokens when it gives none (<= 0: until EOS or context) */
     int max_tokens_limit;    /* cap on max_tokens (0 = none) */
-    /* sched helper, additions: */
     int prefill_max;         /* prompt tokens fed per step, all slots together, while some slot is
                               * generating (0: the engine's n_ubatch); with none generating a step
                               * takes up to the engine's n_batch */
-    /* specd helper, additions: speculative decoding (NULL: none) */
+    /* speculative decoding (NULL: none) */
     struct cs_spec *spec;    /* borrowed, over the same engine with n_slots slots (slot i = sequence i);
                               * requests with speculative = true and no logprobs decode through
                               * cs_spec_step once their prompt is in; the others as without it */
