@@ -18,6 +18,8 @@
 #include "forward.h"
 #include "batch.h"
 #include "quant.h"
+#include "ops/lcpp_ops.h"
+#include "ref/lcpp_ref.h"
 
 /* ---- weights ---- */
 
@@ -207,7 +209,8 @@ int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progre
 static void act_free(struct cs_fwd_act *a)
 {
     cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb,
-                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo};
+                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo,
+                   &a->lc_xq, &a->lc_xd, &a->lc_sc, &a->lc_rope};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
         cs_cl_release(b[i]);
 }
@@ -223,6 +226,7 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     cs_kv_free(c->kv);
     free(c->h_x);
     free(c->h_logits);
+    free(c->h_rope);
     free(c->scratch);
     free(c);
 }
@@ -292,6 +296,12 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     free(ldev);
     if (rc < 0)
         goto fail;
+    const bool lc = cp.llamacpp_numerics;
+    const size_t MI = CS_MAX(CS_MAX(E, Q), F); /* widest matmul input */
+    if (lc && !(c->h_rope = malloc(B * (hp->n_rot + 2) * sizeof(float)))) {
+        rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
         a->dev = fm->devs[i];
@@ -306,6 +316,8 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             {&a->kc, B * KV * 4}, {&a->vc, B * KV * 4},           {&a->hb, B * F * 4},   {&a->hb2, B * F * 4},
             {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
             {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
+            {lc ? &a->lc_xq : NULL, B * MI},                       {lc ? &a->lc_xd : NULL, B * (MI / 32 + 1) * 4},
+            {lc ? &a->lc_sc : NULL, B * hp->n_head * cp.n_ctx * 4}, {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
         };
         for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
             if (bufs[j].m &&
@@ -334,6 +346,17 @@ static int mm(const struct cs_fwd_ctx *c, struct cs_cl_dev *d, const struct cs_w
     return cs_op_matmul(d, w, x, 0, y, 0, (uint32_t)n, err, errlen);
 }
 
+/* llamacpp_numerics: y = x . W^T as llama.cpp computes it (cl/lcpp.cl for F32,
+ * F16 and Q8_0; other types: mm()'s rounded input). batch: llama.cpp's
+ * ubatch for this product had >= 2 rows. */
+static int lmm(const struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
+               bool batch, char *err, size_t errlen)
+{
+    if (cs_op_lcpp_matmul_ok(w))
+        return cs_op_lcpp_matmul(a->dev, w, x, y, n, batch, a->lc_xq, a->lc_xd, err, errlen);
+    return mm(c, a->dev, w, x, y, n, err, errlen);
+}
+
 /* The rows of one pass (all arrays have n entries, compacted: only rows of
  * sequences that were placed). */
 struct pass_rows {
@@ -360,19 +383,78 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
     return CLSPEC_OK;
 }
 
+/* One layer with llamacpp_numerics (n rows on a's device): llama.cpp's
+ * operations and roundings (src/ref/lcpp_ref.c); attention through cl/lcpp.cl
+ * when the cache is f16/f16, else the engine's kernel with Q rounded to K's
+ * type. ffn_batch: llama.cpp ran this layer's FFN on >= 2 rows. */
+static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct cs_fwd_layer *L,
+                      const struct cs_kv_view *kv, int n, bool ffn_batch, char *err, size_t errlen)
+{
+    const struct cs_hparams *hp = &c->fm->model->hp;
+    struct cs_cl_dev *d = a->dev;
+    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), F = (int)hp->n_ff,
+              D = (int)hp->head_dim;
+    const float eps = hp->rms_eps, scale = 1.0f / sqrtf((float)D);
+    const bool batch = n >= 2;
+    CS_TRY(cs_op_lcpp_rmsnorm(d, a->x, L->attn_norm, a->xb, n, E, eps, err, errlen));
+    CS_TRY(lmm(c, a, &L->wq, a->xb, a->q, n, batch, err, errlen));
+    CS_TRY(lmm(c, a, &L->wk, a->xb, a->kc, n, batch, err, errlen));
+    CS_TRY(lmm(c, a, &L->wv, a->xb, a->vc, n, batch, err, errlen));
+    if (L->bq)
+        CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
+    if (L->bk)
+        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+    if (L->bv)
+        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+    if (L->q_norm)
+        CS_TRY(cs_op_lcpp_rmsnorm(d, a->q, L->q_norm, a->q, n * (int)hp->n_head, D, eps, err, errlen));
+    if (L->k_norm)
+        CS_TRY(cs_op_lcpp_rmsnorm(d, a->kc, L->k_norm, a->kc, n * (int)hp->n_head_kv, D, eps, err, errlen));
+    const bool neox = hp->rope_style == CS_ROPE_NEOX;
+    CS_TRY(cs_op_lcpp_rope(d, a->q, 0, a->lc_rope, n, (int)hp->n_head, D, (int)hp->n_rot, neox, err, errlen));
+    CS_TRY(cs_op_lcpp_rope(d, a->kc, 0, a->lc_rope, n, (int)hp->n_head_kv, D, (int)hp->n_rot, neox, err, errlen));
+    CS_TRY(cs_op_kv_store(d, kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
+    if (kv->type_k == CS_TYPE_F16 && kv->type_v == CS_TYPE_F16) {
+        /* llama.cpp attends over its used cells padded to 32 */
+        const int n_kv = CS_MIN(kv->n_cells, ((int)c->kv->hi + 31) / 32 * 32);
+        CS_TRY(cs_op_lcpp_attention(d, kv, a->q, a->att, a->pos, a->seq, n, (int)hp->n_head, n_kv, batch, scale,
+                                    a->lc_sc, err, errlen));
+    } else {
+        CS_TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
+        CS_TRY(cs_op_attention(d, kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
+                               scale, err, errlen));
+    }
+    CS_TRY(lmm(c, a, &L->wo, a->att, a->xb, n, batch, err, errlen));
+    CS_TRY(cs_op_add(d, a->xb, 0, a->x, 0, a->x, 0, (size_t)n * E, err, errlen));
+    CS_TRY(cs_op_lcpp_rmsnorm(d, a->x, L->ffn_norm, a->xb, n, E, eps, err, errlen));
+    CS_TRY(lmm(c, a, &L->w_up, a->xb, a->hb2, n, ffn_batch, err, errlen));
+    CS_TRY(lmm(c, a, &L->w_gate, a->xb, a->hb, n, ffn_batch, err, errlen));
+    CS_TRY(cs_op_lcpp_swiglu(d, a->hb, a->hb2, n, F, err, errlen));
+    CS_TRY(lmm(c, a, &L->w_down, a->hb, a->xb, n, ffn_batch, err, errlen));
+    return cs_op_add(d, a->xb, 0, a->x, 0, a->x, 0, (size_t)n * E, err, errlen);
+}
+
 static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_out, const struct cs_fwd_hidden *hidden,
                 int n_all, char *err, size_t errlen)
 {
     const struct cs_fwd_model *fm = c->fm;
     const struct cs_hparams *hp = &fm->model->hp;
     const int n = r->n, E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp),
-              F = (int)hp->n_ff, D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
+              D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
     const float eps = hp->rms_eps;
     const struct cs_rope_params rope = {
         .n_rot = (int)hp->n_rot, .neox = hp->rope_style == CS_ROPE_NEOX,
         .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
     };
 
+    const bool lc = c->p.llamacpp_numerics;
+    int n_lrows = 0; /* rows that want logits: llama.cpp's last layer computes its FFN for these only */
+    for (int t = 0; t < n; t++)
+        n_lrows += r->lrow[t] >= 0;
+    if (lc)
+        for (int t = 0; t < n; t++)
+            cs_lcpp_rope_table(hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale, r->pos[t],
+                               c->h_rope + (size_t)t * (hp->n_rot / 2) * 2);
     /* inputs, to every device that runs layers */
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
@@ -383,6 +465,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_cl_write(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
         CS_TRY(cs_cl_write(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
         CS_TRY(cs_cl_write(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
+        if (lc)
+            CS_TRY(cs_cl_write(a->dev, a->lc_rope, 0, (size_t)n * (hp->n_rot / 2) * 8, c->h_rope, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
     CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
@@ -402,16 +486,14 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             break;
         const struct cs_fwd_layer *L = &fm->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, (uint32_t)l);
+        if (lc) {
+            CS_TRY(layer_lcpp(c, a, L, &kv, n, l == NL - 1 ? n_lrows >= 2 : n >= 2, err, errlen));
+            continue;
+        }
         /* attention block */
         CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
-        if (c->p.llamacpp_numerics) { /* mm() rounds the input first */
-            CS_TRY(mm(c, d, &L->wq, a->xb, a->q, n, err, errlen));
-            CS_TRY(mm(c, d, &L->wk, a->xb, a->kc, n, err, errlen));
-            CS_TRY(mm(c, d, &L->wv, a->xb, a->vc, n, err, errlen));
-        } else {
-            CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
-                                    errlen));
-        }
+        CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
+                                errlen));
         if (L->bq)
             CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
         if (L->bk)
@@ -425,21 +507,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(
             cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
         CS_TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
-        if (c->p.llamacpp_numerics) /* llama.cpp converts Q to K's type for the K.Q products (f16, bf16) */
-            CS_TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
         CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
                                1.0f / sqrtf((float)D), err, errlen));
-        CS_TRY(mm(c, d, &L->wo, a->att, a->xb, n, err, errlen));
+        CS_TRY(cs_op_matmul(d, &L->wo, a->att, 0, a->xb, 0, (uint32_t)n, err, errlen));
         /* feed-forward block: residual add and norm in one launch */
         CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
-        if (c->p.llamacpp_numerics) {
-            CS_TRY(mm(c, d, &L->w_gate, a->xb, a->hb, n, err, errlen));
-            CS_TRY(mm(c, d, &L->w_up, a->xb, a->hb2, n, err, errlen));
-            CS_TRY(cs_op_swiglu(d, a->hb, 0, a->hb2, 0, a->hb, 0, (size_t)n * F, err, errlen));
-        } else {
-            CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
-        }
-        CS_TRY(mm(c, d, &L->w_down, a->hb, a->xb, n, err, errlen));
+        CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
+        CS_TRY(cs_op_matmul(d, &L->w_down, a->hb, 0, a->xb, 0, (uint32_t)n, err, errlen));
         CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
     }
     /* the requested rows: gather, final norm and output projection on them only */
@@ -460,9 +534,14 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
     if (n_rows == 0)
         return CLSPEC_OK;
     struct cs_cl_dev *d = a->dev;
-    CS_TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
     const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
-    CS_TRY(mm(c, d, out_w, a->xo, a->logits, n_rows, err, errlen));
+    if (lc) {
+        CS_TRY(cs_op_lcpp_rmsnorm(d, a->xo, fm->output_norm, a->xo, n_rows, E, eps, err, errlen));
+        CS_TRY(lmm(c, a, out_w, a->xo, a->logits, n_rows, n_rows >= 2, err, errlen));
+    } else {
+        CS_TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
+        CS_TRY(cs_op_matmul(d, out_w, a->xo, 0, a->logits, 0, (uint32_t)n_rows, err, errlen));
+    }
     if (contiguous)
         return cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, logits_out + (size_t)first * V, err, errlen);
     CS_TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));

@@ -90,6 +90,10 @@ struct cs_fwd_act {
     cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
     cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
     cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
+    /* llamacpp_numerics only (NULL otherwise): */
+    cl_mem lc_xq, lc_xd;                  /* q8_0 activation: int8 (n_ubatch, max_in), f32 (n_ubatch, max_in / 32) */
+    cl_mem lc_sc;                         /* attention scores (n_ubatch, n_head, n_ctx) */
+    cl_mem lc_rope;                       /* RoPE table (n_ubatch, n_rot / 2) float2 */
 };
 
 /* A context: the KV cache (kv: per layer on the layer's device) and the
@@ -102,6 +106,7 @@ struct cs_fwd_ctx {
     struct cs_fwd_act *act;               /* (fm->n_dev) */
     float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
     float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
+    float *h_rope;                        /* llamacpp_numerics: host RoPE table (n_ubatch, n_rot) */
     int32_t *scratch;                     /* (scratch_cap * 7) per-row scratch of cs_forward_batch */
     int scratch_cap;
 };

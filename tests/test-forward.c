@@ -166,10 +166,12 @@ static void test_q8_gpu(void **s) { (void)s; compare_model("models/TinyStories-6
 static void test_synth_cpu(void **s) { (void)s; compare_model("models/synthetic/synth-256-Q4_K_M.gguf", CS_KFAMILY_CPU, 64); }
 static void test_synth_gpu(void **s) { (void)s; compare_model("models/synthetic/synth-256-Q4_K_M.gguf", CS_KFAMILY_GPU, 16); }
 
-/* Teacher-forced llama.cpp references through the OpenCL path (f16 KV and
- * llamacpp_numerics like llama.cpp's CPU backend: matmul inputs and Q
- * rounded to the weight's / K's type): top-5 logits within the golden-test
- * bounds and every greedy choice reproduced. */
+/* Teacher-forced llama.cpp references through the OpenCL path with
+ * llamacpp_numerics (f16 KV as llama.cpp; cl/lcpp.cl reproduces its CPU
+ * backend's arithmetic for F32, F16 and Q8_0 weights, src/ref/lcpp_ref.c):
+ * every top-5 logit of every step equals the reference to its printed
+ * precision (6 decimals: |d| <= 2e-6; see below for one exception), and
+ * every greedy choice is reproduced. */
 static void golden_cl(const char *json_rel, enum cs_kfamily fam)
 {
     char *jp = tu_shared_path(json_rel);
@@ -188,7 +190,7 @@ static void golden_cl(const char *json_rel, enum cs_kfamily fam)
     const int V = (int)f.m->hp.n_vocab;
     bool quant = f.m->tok_embd->type != CS_TYPE_F32;
     float *logits = malloc((size_t)V * sizeof(float));
-    float worst = 0.0f;
+    float worst = 0.0f, worst_abs = 0.0f;
     int agree = 0, n = 0;
     for (int ci = 0; ci < g->n_cases; ci++) {
         const struct golden_case *gc = &g->cases[ci];
@@ -209,22 +211,24 @@ static void golden_cl(const char *json_rel, enum cs_kfamily fam)
             golden_compare(&gc->steps[s], logits, &dabs, &drel);
             float m = quant ? dabs / golden_range(logits, V) : drel;
             worst = fmaxf(worst, m);
+            worst_abs = fmaxf(worst_abs, dabs);
             agree += cs_argmax(logits, V) == gc->steps[s].token;
             n++;
         }
         free(pos);
         cs_fwd_ctx_free(c);
     }
-    print_message("# OpenCL %s (%s): %s %.3g, greedy %d/%d\n", g->model_name, fam == CS_KFAMILY_CPU ? "cpu" : "gpu",
-                  quant ? "max |d|/range" : "max |d|/(1+|l|)", worst, agree, n);
-    /* bounds as in test-golden: 1e-3 * (1 + |logit|) for F32 (f16 KV as
-     * llama.cpp, f32 dot products: measured 5.8e-4 with Q rounded to f16; 1.02e-3 without), 2% of the logit range
-     * for quantized models (measured 0.58%) */
-    assert_true(worst <= (quant ? 0.02f : 1e-3f));
-    if (!quant)
-        assert_int_equal(agree, n);
+    print_message("# OpenCL %s (%s): max |d| %.3g, %s %.3g, greedy %d/%d\n", g->model_name,
+                  fam == CS_KFAMILY_CPU ? "cpu" : "gpu", worst_abs, quant ? "max |d|/range" : "max |d|/(1+|l|)", worst,
+                  agree, n);
+    /* exact to the printed digits, except where the FFN width is not a multiple of 16: llama.cpp's
+     * scalar SiLU tail calls glibc's expf, which cl/lcpp.cl rounds from double instead (stories260K:
+     * n_ff 172, measured 1.8e-4, 1.3e-5 relative; the issue's F32 bound is 1e-3 relative) */
+    if (f.m->hp.n_ff % 16 == 0)
+        assert_true(worst_abs <= 2e-6f);
     else
-        assert_true(agree >= n * 95 / 100);
+        assert_true(worst <= 1e-4f);
+    assert_int_equal(agree, n);
     free(logits);
     golden_free(g);
     close_all(&f);
@@ -235,10 +239,10 @@ static void test_golden_q8(void **s) { (void)s; golden_cl("reference/greedy-Tiny
 
 /* Free-running greedy decode through the OpenCL path: the first 64 tokens of
  * every prompt equal llama.cpp's greedy output (the issue's text criterion;
- * steps[].token of a greedy reference is its free-running output).
- * TinyStories-656K-Q8_0 is not run here yet: at step 5 of its first prompt
- * llama.cpp's top-2 logits are 0.029 apart, and even with llamacpp_numerics
- * (activations and Q rounded like llama.cpp) this path picks the other one. */
+ * steps[].token of a greedy reference is its free-running output), for
+ * stories260K (F32) and TinyStories-656K-Q8_0, whose top-2 logits come
+ * within 0.02 of each other on several steps: only llama.cpp's own
+ * arithmetic (llamacpp_numerics) picks the same token there. */
 static void greedy_free_cl(const char *json_rel, enum cs_kfamily fam)
 {
     char *jp = tu_shared_path(json_rel);
@@ -280,6 +284,9 @@ static void greedy_free_cl(const char *json_rel, enum cs_kfamily fam)
 }
 
 static void test_greedy_text_stories(void **s) { (void)s; greedy_free_cl("reference/greedy-stories260K.json", CS_KFAMILY_CPU); }
+static void test_greedy_text_q8(void **s) { (void)s; greedy_free_cl("reference/greedy-TinyStories-656K-Q8_0.json", CS_KFAMILY_CPU); }
+static void test_golden_synth_f16(void **s) { (void)s; golden_cl("reference/greedy-synth-256-F16.json", CS_KFAMILY_CPU); }
+static void test_golden_synth_q8(void **s) { (void)s; golden_cl("reference/greedy-synth-256-Q8_0.json", CS_KFAMILY_CPU); }
 
 int main(void)
 {
@@ -288,7 +295,8 @@ int main(void)
         cmocka_unit_test(test_q8_cpu),      cmocka_unit_test(test_q8_gpu),
         cmocka_unit_test(test_synth_cpu),   cmocka_unit_test(test_synth_gpu),
         cmocka_unit_test(test_golden_stories), cmocka_unit_test(test_golden_q8),
-        cmocka_unit_test(test_greedy_text_stories),
+        cmocka_unit_test(test_greedy_text_stories), cmocka_unit_test(test_greedy_text_q8),
+        cmocka_unit_test(test_golden_synth_f16), cmocka_unit_test(test_golden_synth_q8),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }
