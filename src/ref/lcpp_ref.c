@@ -217,9 +217,25 @@ static int matmul(const struct cs_lcpp *L, const struct cs_gguf_tensor *W, const
                   cs_type_name(W->type));
 }
 
+int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const float *x, int n, bool batch, float *y,
+                       char *err, size_t errlen)
+{
+    struct cs_gguf_tensor t = {.name = (char *)"raw", .n_dims = 2, .ne = {(uint64_t)n_in, (uint64_t)n_out, 1, 1},
+                               .type = type, .data = W};
+    const struct cs_lcpp L = {0};
+    if (!batch)
+        for (int r = 0; r < n; r++)
+            CS_TRY(matmul(&L, &t, x + (size_t)r * n_in, 1, y + (size_t)r * n_out, err, errlen));
+    else if (n < 2)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "lcpp_ref: a batch has >= 2 rows");
+    else
+        CS_TRY(matmul(&L, &t, x, n, y, err, errlen));
+    return CLSPEC_OK;
+}
+
 /* ---- row ops ---- */
 
-static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
+void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
     double sum = 0.0;
     for (int i = 0; i < n; i++)
@@ -416,7 +432,7 @@ int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits,
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct cs_layer *ly = &m->layers[il];
         for (int t = 0; t < n; t++)
-            rmsnorm(a + (size_t)t * E, x + (size_t)t * E, f32_of(ly->attn_norm), E, hp->rms_eps);
+            cs_lcpp_rmsnorm(a + (size_t)t * E, x + (size_t)t * E, f32_of(ly->attn_norm), E, hp->rms_eps);
         if ((rc = matmul(L, ly->wq, a, n, q, err, errlen)) < 0 || (rc = matmul(L, ly->wk, a, n, k, err, errlen)) < 0 ||
             (rc = matmul(L, ly->wv, a, n, v, err, errlen)) < 0)
             goto done;
@@ -440,7 +456,7 @@ int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits,
             nr = 1;
         }
         for (int t = 0; t < nr; t++)
-            rmsnorm(a + (size_t)t * E, x + (size_t)t * E, f32_of(ly->ffn_norm), E, hp->rms_eps);
+            cs_lcpp_rmsnorm(a + (size_t)t * E, x + (size_t)t * E, f32_of(ly->ffn_norm), E, hp->rms_eps);
         if ((rc = matmul(L, ly->w_up, a, nr, u, err, errlen)) < 0 ||
             (rc = matmul(L, ly->w_gate, a, nr, g, err, errlen)) < 0)
             goto done;
@@ -457,7 +473,7 @@ int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits,
         for (size_t i = 0; i < (size_t)nr * E; i++)
             x[i] = o[i] + x[i];
     }
-    rmsnorm(a, x + (size_t)(nr - 1) * E, f32_of(m->output_norm), E, hp->rms_eps);
+    cs_lcpp_rmsnorm(a, x + (size_t)(nr - 1) * E, f32_of(m->output_norm), E, hp->rms_eps);
     rc = matmul(L, m->output, a, 1, logits, err, errlen);
     if (rc == CLSPEC_OK)
         L->n_past += (uint32_t)n;

@@ -63,6 +63,11 @@ int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits,
 uint32_t cs_lcpp_n_past(const struct cs_lcpp *L);
 
 /* Building blocks, exposed for the OpenCL kernels' tests. */
+/* y (n, n_out) = x (n, n_in) . W^T for W (GGUF rows of type F32, F16 or Q8_0);
+ * batch: as one llama.cpp ubatch of n >= 2 rows, else row by row. */
+int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const float *x, int n, bool batch, float *y,
+                       char *err, size_t errlen);
+void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 float cs_lcpp_expf(float x);                           /* ggml_v_expf, one lane */
 float cs_lcpp_silu(float x);                           /* ggml_v_silu, one lane */
 float cs_lcpp_reduce16(const float a[16]);              /* _mm512_reduce_add_ps */
