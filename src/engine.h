@@ -33,7 +33,7 @@ struct cs_engine_params {
     uint32_t n_seq_max;         /* parallel sequences (1..CS_MAX_SEQ) */
     bool kv_unified;            /* see struct cs_kv_params */
     bool progress;              /* loading progress on a terminal */
-    bool llamacpp_numerics;     /* round activations like llama.cpp's CPU backend (tests) */
+    bool llamacpp_numerics;     /* llama.cpp's CPU-backend arithmetic (see cs_fwd_ctx_params; tests) */
 };
 
 /* Defaults: first device, n_ctx 2048 (capped to the model's training
