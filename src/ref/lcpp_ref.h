@@ -68,6 +68,8 @@ uint32_t cs_lcpp_n_past(const struct cs_lcpp *L);
 int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const float *x, int n, bool batch, float *y,
                        char *err, size_t errlen);
 void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
+/* g (F) = silu(g) * u as ggml_vec_silu_f32 then ggml_vec_mul_f32. */
+void cs_lcpp_swiglu_row(float *g, const float *u, int F);
 float cs_lcpp_expf(float x);                           /* ggml_v_expf, one lane */
 float cs_lcpp_silu(float x);                           /* ggml_v_silu, one lane */
 float cs_lcpp_reduce16(const float a[16]);              /* _mm512_reduce_add_ps */
