@@ -18,18 +18,7 @@
  * are refused in one step only the youngest ends and the others retry.
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
  * prompt start another running sequence holds and prefills only the rest.
- *
- * Speculative decoding (params.spec): a request that may speculate (its
- * `speculative` flag, no logprobs, a speculator configured) is prefilled
- * and gets its first token exactly as above; then its slot is handed to the
- * core (cs_spec_slot_begin_cached: the prompt is already in the KV) and
- * from there on decodes through cs_spec_step, which verifies the drafts of
- * all such slots in one forward, before the plain batch of the other slots
- * (decode rows and prompt chunks). Tokens a spec step emits go through the
- * same emit path (stop strings, max_tokens, context end) one by one; a
- * request that ends inside them ends its spec slot (cs_spec_slot_end frees
- * its cells and tells the plugin). Every slot logs whether speculation is
- * on, and why not. */
+ * Slots that decode through the speculative core: sched_spec.c. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -52,67 +41,7 @@
 #include "strbuf.h"
 #include "tokenizer.h"
 
-struct job {
-    uint64_t id;
-    struct cs_req r;              /* copy: prompt/stop point into the owned copies below */
-    int32_t *prompt;              /* (n_prompt) after truncation */
-    int n_prompt;
-    char *stop_copy[CS_MAX_STOP];
-    int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
-    cs_req_cb cb;
-    void *user;
-    struct cs_sampler *smp;
-    struct cs_textout *to;
-    atomic_bool cancelled;
-    uint64_t admit_no;            /* admission order (prefill priority) */
-    int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
-    double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
-    struct job *next;             /* queue link */
-};
-
-struct slot {
-    struct job *job;              /* NULL when idle; written under mu by the scheduler thread only */
-    int n_past;                   /* cells the sequence holds: positions 0..n_past-1 */
-    int n_fed;                    /* prompt tokens fed so far */
-    int32_t last;                 /* sampled token to feed next (decoding) */
-    int n_gen;                    /* tokens sampled */
-    bool decoding;                /* prompt done */
-    bool spec;                    /* decoding through the speculative core (its slot i is active) */
-    /* this step */
-    int n_rows;                   /* rows in the batch */
-    int logit_row;                /* index among the batch's logits rows, -1 none */
-};
-
-struct cs_sched {
-    struct cs_engine *e;          /* borrowed */
-    struct cs_sched_params p;
-    struct cs_spec *sp;           /* borrowed (p.spec); NULL: no speculation */
-    int slot_ctx;                 /* cells one slot may hold */
-    int n_vocab;
-    int prefill_max;
-    bool lstrip;                  /* the tokenizer drops the first token's leading space */
-    pthread_t th;
-    bool th_started;
-    pthread_mutex_t mu, cb_mu;
-    pthread_cond_t cv_work;       /* to the scheduler: work, cancel, drain, quit */
-    pthread_cond_t cv_done;       /* from the scheduler: a slot was freed / abort done (CLOCK_MONOTONIC) */
-    struct job *q_head, *q_tail;
-    int q_n;
-    struct slot *slots;           /* (n_slots) */
-    int busy;
-    struct cs_slot_info *info;    /* (n_slots) published copy, under mu */
-    bool quit, draining, abort_all;
-    struct job *aborting;         /* jobs being failed by a drain timeout (cancel finds them here) */
-    uint64_t next_id, admit_no;
-    struct cs_sched_stats st;
-    /* scheduler-thread scratch */
-    struct cs_batch b;
-    float *logits;                /* (n_slots, n_vocab) */
-    struct cs_strbuf txt;         /* event text assembly */
-    struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
-    char *top_txt;                /* pieces of the alternatives */
-    size_t top_cap;
-};
+#include "daemon/sched_impl.h"
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -188,7 +117,7 @@ static void publish(struct cs_sched *s)
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
  * ERROR with status/message), then its slot is freed. */
-static void finish(struct cs_sched *s, int i, const char *reason, int status, const char *message)
+void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, const char *message)
 {
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
@@ -291,12 +220,10 @@ static int top_alternatives(struct cs_sched *s, const float *L, float lse, int n
     return k;
 }
 
-static void spec_attach(struct cs_sched *s, int i, int32_t tok);
-
 /* Slot i got token tok (already given to its sampler); L its logits row, or
  * NULL (tokens of a speculative step: such requests ask for no logprobs).
  * Streams it, maybe finishes the request. Returns true while it runs on. */
-static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
+bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
 {
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
@@ -324,7 +251,7 @@ static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
     if (L && j->r.top_logprobs > 0) {
         int k = top_alternatives(s, L, lse, j->r.top_logprobs);
         if (k < 0) {
-            finish(s, i, NULL, k, "out of memory formatting top logprobs");
+            cs_sched_finish(s, i, NULL, k, "out of memory formatting top logprobs");
             return false;
         }
         ev.top = s->top;
@@ -347,7 +274,7 @@ static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
     } else {
         int rc = cs_textout_push(j->to, tok, &d, &dn, err, sizeof err);
         if (rc < 0) {
-            finish(s, i, NULL, rc, err);
+            cs_sched_finish(s, i, NULL, rc, err);
             return false;
         }
         cs_strbuf_put_n(&s->txt, d, dn);
@@ -366,7 +293,7 @@ static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
     }
     if (s->txt.oom) {
         s->txt.oom = false;
-        finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory assembling the text");
+        cs_sched_finish(s, i, NULL, CLSPEC_E_NOMEM, "out of memory assembling the text");
         return false;
     }
     if (!eog || s->txt.len > 0) {
@@ -375,13 +302,13 @@ static bool emit_token(struct cs_sched *s, int i, int32_t tok, const float *L)
         deliver(s, j, &ev);
     }
     if (reason) {
-        finish(s, i, reason, CLSPEC_OK, NULL);
+        cs_sched_finish(s, i, reason, CLSPEC_OK, NULL);
         return false;
     }
     sl->last = tok;
     if (!sl->decoding) {
         sl->decoding = true;
-        spec_attach(s, i, tok);
+        cs_sched_spec_attach(s, i, tok);
     }
     return true;
 }
@@ -392,159 +319,7 @@ static void sample_and_emit(struct cs_sched *s, int i, const float *L)
     struct job *j = s->slots[i].job;
     int32_t tok = cs_sampler_sample(j->smp, L);
     cs_sampler_accept(j->smp, tok);
-    emit_token(s, i, tok, L);
-}
-
-/* ---------------------------------------------------------------- speculation */
-
-/* Slot i's prompt is in and its first token tok was emitted: from here on it
- * decodes through the speculative core when it may; the slot logs which. */
-/* Why job j decodes without speculation, NULL when it may speculate. */
-static const char *spec_off_reason(const struct cs_sched *s, const struct job *j)
-{
-    if (!s->sp || !s->sp->pl)
-        return "no speculator configured ([speculator] type = none)";
-    if (!j->r.speculative)
-        return "the request says \"speculative\": false";
-    if (j->r.logprobs || j->r.top_logprobs > 0)
-        return "the request asks for logprobs";
-    return NULL;
-}
-
-static void spec_log_on(struct cs_sched *s, int i)
-{
-    const struct job *j = s->slots[i].job;
-    if (s->sp->slots[i].on)
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
-               (int)s->sp->p.n_max);
-    else
-        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed: %s)", i,
-               s->sp->slots[i].off_why[0] ? s->sp->slots[i].off_why : "no reason given");
-}
-
-/* spec_core_prefill: slot i's request (just assigned; the cells prefix
- * reuse shared are in) is prefilled by the core, whose step then gives its
- * first token. Returns false when the request ended (KV full, ...). */
-static bool spec_core_begin(struct cs_sched *s, int i)
-{
-    struct slot *sl = &s->slots[i];
-    struct job *j = sl->job;
-    char err[CLSPEC_ERRLEN];
-    if (sl->n_past > 0) { /* taps are captured by the core's forwards only: no shared prefix, all of it */
-        cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
-        sl->n_past = 0;
-        sl->n_fed = 0;
-        j->n_cached = 0;
-    }
-    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, 0, j->smp, true, err, sizeof err);
-    if (rc < 0) {
-        cs_spec_slot_end(s->sp, i);
-        char msg[CLSPEC_ERRLEN + 48];
-        snprintf(msg, sizeof msg, "prefill failed: %s", err);
-        finish(s, i, NULL, rc, msg);
-        return false;
-    }
-    sl->n_past = j->n_prompt - 1; /* the last prompt token is the first step's input */
-    sl->n_fed = j->n_prompt;
-    sl->decoding = true;
-    sl->spec = true;
-    spec_log_on(s, i);
-    return true;
-}
-
-static void spec_attach(struct cs_sched *s, int i, int32_t tok)
-{
-    struct slot *sl = &s->slots[i];
-    struct job *j = sl->job;
-    const char *off = spec_off_reason(s, j);
-    if (off) {
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation off (%s)", i, off);
-        return;
-    }
-    char err[CLSPEC_ERRLEN];
-    int32_t *hist = malloc(((size_t)j->n_prompt + 1) * sizeof *hist);
-    int rc = CLSPEC_E_NOMEM;
-    if (hist) { /* the KV holds the prompt (n_past cells); tok is the next input */
-        memcpy(hist, j->prompt, (size_t)j->n_prompt * sizeof *hist);
-        hist[j->n_prompt] = tok;
-        rc = cs_spec_slot_begin_cached(s->sp, i, hist, j->n_prompt + 1, sl->n_past, j->smp, true, err,
-                                       sizeof err);
-        free(hist);
-    } else {
-        snprintf(err, sizeof err, "out of memory");
-    }
-    if (rc < 0) { /* the core refused the slot: it decodes without drafts, nothing half set up */
-        cs_spec_slot_end(s->sp, i);
-        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (the speculative core refused the slot: %s)", i, err);
-        return;
-    }
-    sl->spec = true;
-    spec_log_on(s, i);
-}
-
-/* One speculative step for the slots decoding through the core. */
-static void spec_step(struct cs_sched *s)
-{
-    int32_t n_left[CS_MAX_SEQ] = {0};
-    bool in[CS_MAX_SEQ] = {false}, was_on[CS_MAX_SEQ] = {false};
-    int n_in = 0;
-    for (int i = 0; i < s->p.n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        if (!sl->job || !sl->spec || atomic_load(&sl->job->cancelled))
-            continue;
-        int left = s->slot_ctx - sl->n_past; /* each token emitted needs the cell of the one before it */
-        if (sl->job->max_tokens > 0)
-            left = CS_MIN(left, sl->job->max_tokens - sl->n_gen);
-        n_left[i] = CS_MAX(left, 0);
-        in[i] = n_left[i] > 0;
-        was_on[i] = s->sp->slots[i].on;
-        n_in += in[i];
-    }
-    if (n_in == 0)
-        return;
-    char err[CLSPEC_ERRLEN];
-    int rc = cs_spec_step(s->sp, n_left, err, sizeof err);
-    int victim = -1; /* as in step(): of the slots with no room at all, only the youngest fails */
-    for (int i = 0; rc == CLSPEC_OK && i < s->p.n_slots; i++)
-        if (in[i] && s->sp->slots[i].rc == CLSPEC_E_KV_FULL &&
-            (victim < 0 || s->slots[i].job->admit_no > s->slots[victim].job->admit_no))
-            victim = i;
-    for (int i = 0; i < s->p.n_slots; i++) {
-        if (!in[i])
-            continue;
-        struct slot *sl = &s->slots[i];
-        const struct cs_spec_slot *ss = &s->sp->slots[i];
-        if (rc < 0) {
-            char msg[CLSPEC_ERRLEN + 48];
-            snprintf(msg, sizeof msg, "speculative step failed: %s", err);
-            finish(s, i, NULL, rc, msg);
-            continue;
-        }
-        if (ss->rc == CLSPEC_E_KV_FULL) {
-            if (i != victim)
-                continue; /* retried next step */
-            char msg[256];
-            snprintf(msg, sizeof msg,
-                     "KV cache full: slot %d could not store 1 more token at position %d (n_ctx %u shared by %d "
-                     "slots); retry later or use a shorter request",
-                     i, sl->n_past, s->e->p.n_ctx, s->p.n_slots);
-            finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
-            continue;
-        }
-        if (ss->rc < 0) {
-            finish(s, i, NULL, ss->rc, "the speculative step refused the sequence");
-            continue;
-        }
-        if (was_on[i] && !ss->on)
-            cs_log(CS_LOG_WARN, sl->job->r.id, "slot %d: speculation off (the speculator failed; decoding goes on "
-                                               "without drafts)", i);
-        int n_out = ss->n_out;
-        for (int t = 0; t < n_out; t++) {
-            sl->n_past++; /* the cell of the token before this one */
-            if (!emit_token(s, i, ss->out[t], NULL))
-                break; /* finished: the slot and its spec state are gone */
-        }
-    }
+    cs_sched_emit(s, i, tok, L);
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -554,14 +329,14 @@ static void step(struct cs_sched *s)
     for (int i = 0; s->sp && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (sl->job && !sl->decoding && !sl->spec && sl->n_fed == sl->job->n_cached &&
-            !atomic_load(&sl->job->cancelled) && !spec_off_reason(s, sl->job))
-            spec_core_begin(s, i);
+            !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
+            cs_sched_spec_begin(s, i);
     }
     int n_spec = 0;
     for (int i = 0; s->sp && i < s->p.n_slots; i++)
         n_spec += s->slots[i].job && s->slots[i].spec;
     if (n_spec)
-        spec_step(s);
+        cs_sched_spec_step(s);
     struct cs_batch *b = &s->b;
     cs_batch_clear(b);
     int n_logits = 0, n_dec = n_spec;
@@ -619,7 +394,7 @@ static void step(struct cs_sched *s)
         if (rc < 0) {
             char msg[CLSPEC_ERRLEN + 32];
             snprintf(msg, sizeof msg, "forward failed: %s", err);
-            finish(s, i, NULL, rc, msg);
+            cs_sched_finish(s, i, NULL, rc, msg);
             continue;
         }
         if (seq_rc[i] == CLSPEC_E_KV_FULL && i != victim)
@@ -630,11 +405,11 @@ static void step(struct cs_sched *s)
                      "KV cache full: slot %d could not store %d more token(s) at position %d (n_ctx %u shared "
                      "by %d slots); retry later or use a shorter request",
                      i, sl->n_rows, sl->n_past, s->e->p.n_ctx, s->p.n_slots);
-            finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
+            cs_sched_finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
             continue;
         }
         if (seq_rc[i] != CLSPEC_OK) {
-            finish(s, i, NULL, seq_rc[i], "forward refused the sequence");
+            cs_sched_finish(s, i, NULL, seq_rc[i], "forward refused the sequence");
             continue;
         }
         sl->n_past += sl->n_rows;

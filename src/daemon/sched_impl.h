@@ -1,0 +1,98 @@
+/* sched_impl.h: the scheduler's internals shared by sched.c (queue, slots,
+ * batching, the loop) and sched_spec.c (slots decoding through the
+ * speculative core). Not a public interface: see sched.h. */
+#ifndef CS_DAEMON_SCHED_IMPL_H
+#define CS_DAEMON_SCHED_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "daemon/sched.h"
+#include "daemon/textout.h"
+#include "engine.h"
+#include "spec/spec.h"
+#include "strbuf.h"
+
+struct job {
+    uint64_t id;
+    struct cs_req r;              /* copy: prompt/stop point into the owned copies below */
+    int32_t *prompt;              /* (n_prompt) after truncation */
+    int n_prompt;
+    char *stop_copy[CS_MAX_STOP];
+    int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
+    cs_req_cb cb;
+    void *user;
+    struct cs_sampler *smp;
+    struct cs_textout *to;
+    atomic_bool cancelled;
+    uint64_t admit_no;            /* admission order (prefill priority) */
+    int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
+    double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
+    struct job *next;             /* queue link */
+};
+
+struct slot {
+    struct job *job;              /* NULL when idle; written under mu by the scheduler thread only */
+    int n_past;                   /* cells the sequence holds: positions 0..n_past-1 */
+    int n_fed;                    /* prompt tokens fed so far */
+    int32_t last;                 /* sampled token to feed next (decoding) */
+    int n_gen;                    /* tokens sampled */
+    bool decoding;                /* prompt done */
+    bool spec;                    /* decoding through the speculative core (its slot i is active) */
+    /* this step */
+    int n_rows;                   /* rows in the batch */
+    int logit_row;                /* index among the batch's logits rows, -1 none */
+};
+
+struct cs_sched {
+    struct cs_engine *e;          /* borrowed */
+    struct cs_sched_params p;
+    struct cs_spec *sp;           /* borrowed (p.spec); NULL: no speculation */
+    int slot_ctx;                 /* cells one slot may hold */
+    int n_vocab;
+    int prefill_max;
+    bool lstrip;                  /* the tokenizer drops the first token's leading space */
+    pthread_t th;
+    bool th_started;
+    pthread_mutex_t mu, cb_mu;
+    pthread_cond_t cv_work;       /* to the scheduler: work, cancel, drain, quit */
+    pthread_cond_t cv_done;       /* from the scheduler: a slot was freed / abort done (CLOCK_MONOTONIC) */
+    struct job *q_head, *q_tail;
+    int q_n;
+    struct slot *slots;           /* (n_slots) */
+    int busy;
+    struct cs_slot_info *info;    /* (n_slots) published copy, under mu */
+    bool quit, draining, abort_all;
+    struct job *aborting;         /* jobs being failed by a drain timeout (cancel finds them here) */
+    uint64_t next_id, admit_no;
+    struct cs_sched_stats st;
+    /* scheduler-thread scratch */
+    struct cs_batch b;
+    float *logits;                /* (n_slots, n_vocab) */
+    struct cs_strbuf txt;         /* event text assembly */
+    struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
+    char *top_txt;                /* pieces of the alternatives */
+    size_t top_cap;
+};
+
+/* sched.c, for sched_spec.c (scheduler thread only): */
+/* Ends slot i's request: reason "stop"/"length" (status CLSPEC_OK) or an error (status < 0, message). */
+void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, const char *message);
+/* Slot i got token tok (already given to its sampler); L its logits row or NULL. Streams it, maybe
+ * finishes the request. Returns true while the request runs on. */
+bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L);
+
+/* sched_spec.c: */
+/* Why job j decodes without speculation, NULL when it may speculate. */
+const char *cs_sched_spec_off_reason(const struct cs_sched *s, const struct job *j);
+/* Slot i (just assigned) is prefilled by the speculative core; false when the request ended. */
+bool cs_sched_spec_begin(struct cs_sched *s, int i);
+/* Slot i's prompt is in and its first token tok was emitted: speculate from here on when it may. */
+void cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok);
+/* One speculative step for the slots decoding through the core. */
+void cs_sched_spec_step(struct cs_sched *s);
+
+#endif
