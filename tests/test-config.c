@@ -714,6 +714,7 @@ static void test_default_conf_file(void **state)
         if (!s) {
             print_message("conf/clspecd.ini: no section [%s]\n", k.section);
             fail();
+            return; /* fail() does not return; tells the compiler s is set below */
         }
         const char *end = strstr(s + 1, "\n[");
         size_t span = end ? (size_t)(end - s) : strlen(s);
