@@ -290,7 +290,7 @@ __kernel void lcpp_swiglu(__global float *g, __global const float *u, int n_rows
 
 /* ---- attention over an f16 cache, one (token, head) per work-item ----
  * Cells 0..n_kv-1 in index order (llama.cpp's cells; n_kv = used cells padded to
- * 32); cell c is visible iff bit seq[t] of cell_seq[c] is set and 0 <= cell_pos[c]
+ * 32, which may run past our n_cells: those count as unused); cell c is visible iff bit seq[t] of cell_seq[c] is set and 0 <= cell_pos[c]
  * <= pos[t]. Q rounded to f16; K.Q: batch && hd % 16 == 0: tinyBLAS<16>, else
  * ggml_vec_dot_f16; softmax: scale, mask, max, ggml_v_expf per 16 cells with the
  * chunk sums in double, times (float)(1/sum); P rounded to f16; V.P: batch:
@@ -299,7 +299,7 @@ __kernel void lcpp_swiglu(__global float *g, __global const float *u, int n_rows
 __kernel void lcpp_attn(__global const float *q, __global float *out, __global const ushort *K, __global const ushort *V,
                         __global const int *cell_pos, __global const ulong *cell_seq, __global const int *tok_pos,
                         __global const int *tok_seq, int n_tokens, int n_head, int n_kv_head, int hd, int n_kv,
-                        int batch, float scale, __global float *sc)
+                        int n_cells, int batch, float scale, __global float *sc)
 {
     const int gid = get_global_id(0);
     if (gid >= n_tokens * n_head)
@@ -311,6 +311,10 @@ __kernel void lcpp_attn(__global const float *q, __global float *out, __global c
     const int ts = tok_seq[t];
     float mx = -INFINITY;
     for (int c = 0; c < n_kv; c++) {
+        if (c >= n_cells) { /* padding beyond our cache: an unused cell */
+            s[c] = -INFINITY;
+            continue;
+        }
         __global const ushort *kr = K + (size_t)c * kvd + (size_t)g * hd;
 #define KH(i) LC_H(kr, i)
 #define QH(i) lc_rf16(qv[i])

@@ -317,7 +317,7 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
             {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
             {lc ? &a->lc_xq : NULL, B * MI},                       {lc ? &a->lc_xd : NULL, B * (MI / 32 + 1) * 4},
-            {lc ? &a->lc_sc : NULL, B * hp->n_head * cp.n_ctx * 4}, {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
+            {lc ? &a->lc_sc : NULL, B * hp->n_head * ((cp.n_ctx + 31) / 32 * 32) * 4}, {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
         };
         for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
             if (bufs[j].m &&
@@ -415,8 +415,8 @@ static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct c
     CS_TRY(cs_op_lcpp_rope(d, a->kc, 0, a->lc_rope, n, (int)hp->n_head_kv, D, (int)hp->n_rot, neox, err, errlen));
     CS_TRY(cs_op_kv_store(d, kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
     if (kv->type_k == CS_TYPE_F16 && kv->type_v == CS_TYPE_F16) {
-        /* llama.cpp attends over its used cells padded to 32 */
-        const int n_kv = CS_MIN(kv->n_cells, ((int)c->kv->hi + 31) / 32 * 32);
+        /* llama.cpp attends over its used cells padded to 32 (its cache is larger) */
+        const int n_kv = ((int)c->kv->hi + 31) / 32 * 32;
         CS_TRY(cs_op_lcpp_attention(d, kv, a->q, a->att, a->pos, a->seq, n, (int)hp->n_head, n_kv, batch, scale,
                                     a->lc_sc, err, errlen));
     } else {

@@ -97,6 +97,15 @@ int cs_opt_engine(const char *cmd, const char *a, const char *v, struct cs_engin
             fprintf(stderr, "clspec %s: %s needs layers or memory\n", cmd, a);
             return -1;
         }
+    } else if (!strcmp(a, "--numerics")) {
+        if (v && !strcmp(v, "llamacpp"))
+            p->llamacpp_numerics = true;
+        else if (v && !strcmp(v, "default"))
+            p->llamacpp_numerics = false;
+        else {
+            fprintf(stderr, "clspec %s: %s needs default or llamacpp\n", cmd, a);
+            return -1;
+        }
     } else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) {
         if (cs_opt_int(cmd, a, v, 1, 1 << 24, &x) < 0)
             return -1;

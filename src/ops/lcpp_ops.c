@@ -86,12 +86,12 @@ int cs_op_lcpp_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_me
     if (kv->type_k != CS_TYPE_F16 || kv->type_v != CS_TYPE_F16)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "lcpp attention: the cache must be f16/f16 (is %s/%s)",
                       cs_type_name(kv->type_k), cs_type_name(kv->type_v));
-    if (n_kv <= 0 || n_kv > kv->n_cells || n_head % kv->n_kv_head)
+    if (n_kv <= 0 || n_kv > (kv->n_cells + 31) / 32 * 32 || n_head % kv->n_kv_head)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "lcpp attention: %d cells of %d, %d heads over %d", n_kv,
                       kv->n_cells, n_head, kv->n_kv_head);
     cl_int nkvh = kv->n_kv_head, hd = kv->head_dim, bt = batch;
     const struct lc_arg a[] = {LA(q),        LA(out),     LA(kv->k),    LA(kv->v),  LA(kv->cell_pos), LA(kv->cell_seq),
                                LA(tok_pos),  LA(tok_seq), LA(n_tokens), LA(n_head), LA(nkvh),         LA(hd),
-                               LA(n_kv),     LA(bt),      LA(scale),    LA(sc)};
+                               LA(n_kv),     LA(kv->n_cells), LA(bt),   LA(scale),    LA(sc)};
     return lc_launch(d, "lcpp_attn", a, CS_ARRAY_LEN(a), (size_t)n_tokens * n_head, err, errlen);
 }

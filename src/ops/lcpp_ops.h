@@ -35,7 +35,8 @@ int cs_op_lcpp_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem cs, int 
 int cs_op_lcpp_swiglu(struct cs_cl_dev *d, cl_mem g, cl_mem u, int n_rows, int F, char *err, size_t errlen);
 
 /* Attention of q (n_tokens, n_head, head_dim) over cells 0..n_kv-1 of an f16/f16
- * cache (see lcpp_attn in cl/lcpp.cl) into out; sc: n_tokens * n_head * n_kv floats. */
+ * cache (see lcpp_attn in cl/lcpp.cl) into out; n_kv <= n_cells padded to 32
+ * (cells past n_cells count as unused); sc: n_tokens * n_head * n_kv floats. */
 int cs_op_lcpp_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem q, cl_mem out, cl_mem tok_pos,
                          cl_mem tok_seq, int n_tokens, int n_head, int n_kv, bool batch, float scale, cl_mem sc,
                          char *err, size_t errlen);
