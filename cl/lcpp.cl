@@ -132,6 +132,17 @@ inline float lc_libm_expf(float x)
         RES = lc_reduce16(s_[0]);                                             \
     }
 
+/* ggml_vec_dot_f16: the vector part (LC_DOT64), then the tail in double. */
+#define LC_VEC_DOT_F16(RES, N, W_AT, X_AT)                                   \
+    {                                                                        \
+        float v_;                                                            \
+        LC_DOT64(v_, N, W_AT, X_AT);                                         \
+        lc_acc a_ = ((N) & ~63) ? (lc_acc)v_ : (lc_acc)0;                    \
+        for (int t_ = (N) & ~63; t_ < (N); t_++)                             \
+            a_ += (lc_acc)(W_AT(t_) * X_AT(t_));                             \
+        RES = (float)a_;                                                     \
+    }
+
 /* ---- matmul: y (n, n_out) = x (n, n_in) . W^T ---- */
 
 /* One q8_0 block per work-item: x (n rows of n_in) -> xq (int8) and xd (the
@@ -225,11 +236,7 @@ __kernel void lcpp_mm_f16(__global const ushort *W, __global const float *x, __g
     if (tiny) {
         LC_DOT16(res, n_in, WH, XH);
     } else {
-        LC_DOT64(res, n_in, WH, XH);
-        lc_acc s = (n_in & ~63) ? (lc_acc)res : (lc_acc)0;
-        for (int i = n_in & ~63; i < n_in; i++)
-            s += (lc_acc)(WH(i) * XH(i));
-        res = (float)s;
+        LC_VEC_DOT_F16(res, n_in, WH, XH);
     }
 #undef WH
 #undef XH
@@ -322,11 +329,7 @@ __kernel void lcpp_attn(__global const float *q, __global float *out, __global c
         if (batch && hd % 16 == 0) {
             LC_DOT16(d, hd, KH, QH);
         } else {
-            LC_DOT64(d, hd, KH, QH);
-            lc_acc a = (hd & ~63) ? (lc_acc)d : (lc_acc)0;
-            for (int i = hd & ~63; i < hd; i++)
-                a += (lc_acc)(KH(i) * QH(i));
-            d = (float)a;
+            LC_VEC_DOT_F16(d, hd, KH, QH);
         }
 #undef KH
 #undef QH
@@ -361,11 +364,7 @@ __kernel void lcpp_attn(__global const float *q, __global float *out, __global c
         if (batch && n_kv % 16 == 0) {
             LC_DOT16(o, n_kv, VH, PH);
         } else {
-            LC_DOT64(o, n_kv, VH, PH);
-            lc_acc a = (n_kv & ~63) ? (lc_acc)o : (lc_acc)0;
-            for (int j = n_kv & ~63; j < n_kv; j++)
-                a += (lc_acc)(VH(j) * PH(j));
-            o = (float)a;
+            LC_VEC_DOT_F16(o, n_kv, VH, PH);
         }
 #undef VH
 #undef PH

@@ -383,6 +383,19 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
     return CLSPEC_OK;
 }
 
+/* Adds the layer's Q/K/V biases (qwen2) to this pass's q, kc, vc (n rows). */
+static int qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, struct cs_fwd_act *a, int n, int Q, int KV,
+                    char *err, size_t errlen)
+{
+    if (L->bq)
+        CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
+    if (L->bk)
+        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+    if (L->bv)
+        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+    return CLSPEC_OK;
+}
+
 /* One layer with llamacpp_numerics (n rows on a's device): llama.cpp's
  * operations and roundings (src/ref/lcpp_ref.c); attention through cl/lcpp.cl
  * when the cache is f16/f16, else the engine's kernel with Q rounded to K's
@@ -400,12 +413,7 @@ static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct c
     CS_TRY(lmm(c, a, &L->wq, a->xb, a->q, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wk, a->xb, a->kc, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wv, a->xb, a->vc, n, batch, err, errlen));
-    if (L->bq)
-        CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
-    if (L->bk)
-        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
-    if (L->bv)
-        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+    CS_TRY(qkv_bias(d, L, a, n, Q, KV, err, errlen));
     if (L->q_norm)
         CS_TRY(cs_op_lcpp_rmsnorm(d, a->q, L->q_norm, a->q, n * (int)hp->n_head, D, eps, err, errlen));
     if (L->k_norm)
@@ -494,12 +502,7 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
         CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
                                 errlen));
-        if (L->bq)
-            CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
-        if (L->bk)
-            CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
-        if (L->bv)
-            CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+        CS_TRY(qkv_bias(d, L, a, n, Q, KV, err, errlen));
         if (L->q_norm)
             CS_TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         if (L->k_norm)
