@@ -162,10 +162,29 @@ __kernel void lcpp_quant_q8_0(__global const float *x, __global char *xq, __glob
         xq[(size_t)b * 32 + i] = (char)convert_int_rte(v[i] * id);
 }
 
-/* q8_0 x q8_0: 8 lanes of exact 4-element integer sums, acc = fma(dw*dx, lane, acc)
- * over blocks, hsum_float_8. W: blocks of blk_bytes (34: GGUF {half d; qs}, 36: {float d; qs}). */
-__kernel void lcpp_mm_q8_0(__global const uchar *W, int blk_bytes, __global const char *xq,
-                           __global const float *xd, __global float *y, int n_in, int n_out, int n)
+/* q8_0 / q4_0 weights x the q8_0 activation. W: blocks of blk_bytes (36: q8_0
+ * {float d; qs[32]}, 34: q8_0 {half d; qs[32]}, 18: q4_0 {half d; nibbles},
+ * value = nibble - 8, low nibbles first). whole_blocks == 0: ggml_vec_dot_*_q8_0
+ * / tinyBLAS_Q0_AVX: 8 lanes of exact 4-element integer sums, lane = fma(dw*dx,
+ * sum, lane) over blocks, hsum_float_8; whole_blocks == 1: ggml's AVX2 q4_0_8x8
+ * repack (rows % 8 == 0): acc = fma(whole-block integer dot, dw*dx, acc). */
+inline float lc_wblock(__global const uchar *blk, int blk_bytes, int *q)
+{
+    if (blk_bytes == 18) {
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int)(blk[2 + j] & 0xf) - 8;
+            q[j + 16] = (int)(blk[2 + j] >> 4) - 8;
+        }
+        return LC_H(blk, 0);
+    }
+    __global const char *wq = (__global const char *)(blk + blk_bytes - 32);
+    for (int j = 0; j < 32; j++)
+        q[j] = wq[j];
+    return blk_bytes == 36 ? *(__global const float *)blk : LC_H(blk, 0);
+}
+
+__kernel void lcpp_mm_q0(__global const uchar *W, int blk_bytes, int whole_blocks, __global const char *xq,
+                         __global const float *xd, __global float *y, int n_in, int n_out, int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n * n_out)
@@ -175,17 +194,26 @@ __kernel void lcpp_mm_q8_0(__global const uchar *W, int blk_bytes, __global cons
     __global const char *q = xq + (size_t)t * n_in;
     __global const float *qd = xd + (size_t)t * nb;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int wq[32];
     for (int b = 0; b < nb; b++) {
-        __global const uchar *blk = w + (size_t)b * blk_bytes;
-        const float dw = blk_bytes == 36 ? *(__global const float *)blk : LC_H(blk, 0);
-        __global const char *wq = (__global const char *)(blk + blk_bytes - 32);
-        const float d = dw * qd[b];
+        const float d = lc_wblock(w + (size_t)b * blk_bytes, blk_bytes, wq) * qd[b];
+        if (whole_blocks) {
+            int s = 0;
+            for (int k = 0; k < 32; k++)
+                s += wq[k] * (int)q[b * 32 + k];
+            acc[0] = fma((float)s, d, acc[0]);
+            continue;
+        }
         for (int l = 0; l < 8; l++) {
             int s = 0;
             for (int k = 0; k < 4; k++)
-                s += (int)wq[4 * l + k] * (int)q[b * 32 + 4 * l + k];
+                s += wq[4 * l + k] * (int)q[b * 32 + 4 * l + k];
             acc[l] = fma(d, (float)s, acc[l]);
         }
+    }
+    if (whole_blocks) {
+        y[(size_t)t * n_out + r] = acc[0];
+        return;
     }
     float r4[4];
     for (int i = 0; i < 4; i++)

@@ -77,7 +77,7 @@ struct cs_fwd_ctx_params {
     uint32_t n_seq_max;      /* sequence ids 0..n_seq_max-1 (0 = CS_MAX_SEQ; must be set when partitioned) */
     bool kv_partitioned;     /* false (default): unified cache; true: n_ctx / n_seq_max cells per sequence */
     bool llamacpp_numerics;  /* compute as llama.cpp's x86 CPU backend does, bit for bit (cl/lcpp.cl, modelled by
-                              * src/ref/lcpp_ref.c; layer_lcpp() in forward.c): F32/F16/Q8_0 weights and an
+                              * src/ref/lcpp_ref.c; layer_lcpp() in forward.c): F32/F16/Q8_0/Q4_0 weights and an
                               * f16/f16 cache; other types round the matmul inputs only. Tests; slow. */
 };
 

@@ -168,7 +168,7 @@ static void test_synth_gpu(void **s) { (void)s; compare_model("models/synthetic/
 
 /* Teacher-forced llama.cpp references through the OpenCL path with
  * llamacpp_numerics (f16 KV as llama.cpp; cl/lcpp.cl reproduces its CPU
- * backend's arithmetic for F32, F16 and Q8_0 weights, src/ref/lcpp_ref.c):
+ * backend's arithmetic for F32, F16, Q8_0 and Q4_0 weights, src/ref/lcpp_ref.c):
  * every top-5 logit of every step equals the reference to its printed
  * precision (6 decimals: |d| <= 2e-6), and every greedy choice is
  * reproduced. */
@@ -281,6 +281,7 @@ static void test_greedy_text_stories(void **s) { (void)s; greedy_free_cl("refere
 static void test_greedy_text_q8(void **s) { (void)s; greedy_free_cl("reference/greedy-TinyStories-656K-Q8_0.json", CS_KFAMILY_CPU); }
 static void test_golden_synth_f16(void **s) { (void)s; golden_cl("reference/greedy-synth-256-F16.json", CS_KFAMILY_CPU); }
 static void test_golden_synth_q8(void **s) { (void)s; golden_cl("reference/greedy-synth-256-Q8_0.json", CS_KFAMILY_CPU); }
+static void test_golden_q4(void **s) { (void)s; golden_cl("reference/greedy-TinyStories-656K-Q4_0.json", CS_KFAMILY_CPU); }
 
 int main(void)
 {
@@ -290,7 +291,7 @@ int main(void)
         cmocka_unit_test(test_synth_cpu),   cmocka_unit_test(test_synth_gpu),
         cmocka_unit_test(test_golden_stories), cmocka_unit_test(test_golden_q8),
         cmocka_unit_test(test_greedy_text_stories), cmocka_unit_test(test_greedy_text_q8),
-        cmocka_unit_test(test_golden_synth_f16), cmocka_unit_test(test_golden_synth_q8),
+        cmocka_unit_test(test_golden_synth_f16), cmocka_unit_test(test_golden_synth_q8), cmocka_unit_test(test_golden_q4),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }

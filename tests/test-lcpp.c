@@ -3,7 +3,7 @@
  *     runs (../shared/reference/greedy-*.json): every top-5 logit of every
  *     teacher-forced step to the printed 6 decimals.
  *  2. The OpenCL kernels equal the C model bit for bit on random inputs
- *     (matmul of F32 / F16 / Q8_0 weights as one row and as a batch, RMSNorm,
+ *     (matmul of F32 / F16 / Q8_0 / Q4_0 weights as one row and as a batch, RMSNorm,
  *     SiLU x up).
  *  3. The OpenCL forward pass with llamacpp_numerics equals the C model bit
  *     for bit on every logit (attention, RoPE, SiLU in context), prompt and
@@ -80,6 +80,7 @@ static void test_ref_q8(void **s) { (void)s; model_vs_reference("TinyStories-656
 static void test_ref_synth_f16(void **s) { (void)s; model_vs_reference("synth-256-F16"); }
 static void test_ref_synth_q8(void **s) { (void)s; model_vs_reference("synth-256-Q8_0"); }
 static void test_ref_draft(void **s) { (void)s; model_vs_reference("stories260K-draft-distilled"); }
+static void test_ref_q4(void **s) { (void)s; model_vs_reference("TinyStories-656K-Q4_0"); }
 
 /* ---- 2. kernels against the C model on random inputs ---- */
 
@@ -174,6 +175,14 @@ static void test_mm_q8_0(void **s)
     matmul_case(CS_TYPE_Q8_0, 256, 48, 1, false, true, 1);
     matmul_case(CS_TYPE_Q8_0, 256, 48, 5, true, true, 2);
     matmul_case(CS_TYPE_Q8_0, 96, 33, 3, true, false, 3); /* GGUF layout, odd rows */
+}
+
+static void test_mm_q4_0(void **s)
+{
+    (void)s;
+    matmul_case(CS_TYPE_Q4_0, 256, 48, 1, false, false, 12); /* rows % 8 == 0: the q4_0_8x8 repack's order */
+    matmul_case(CS_TYPE_Q4_0, 256, 48, 6, true, false, 13);
+    matmul_case(CS_TYPE_Q4_0, 128, 36, 2, false, false, 14); /* rows % 8 != 0: 8 lanes, hsum */
 }
 
 static void test_mm_f32(void **s)
@@ -286,14 +295,15 @@ static void forward_vs_model(const char *rel, int n_steps)
 static void test_fwd_q8(void **s) { (void)s; forward_vs_model("models/TinyStories-656K-Q8_0.gguf", 40); }
 static void test_fwd_f16(void **s) { (void)s; forward_vs_model("models/synthetic/synth-256-F16.gguf", 8); }
 static void test_fwd_f32(void **s) { (void)s; forward_vs_model("models/stories260K.gguf", 40); }
+static void test_fwd_q4(void **s) { (void)s; forward_vs_model("models/derived/TinyStories-656K-Q4_0.gguf", 20); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ref_stories), cmocka_unit_test(test_ref_q8),   cmocka_unit_test(test_ref_synth_f16),
-        cmocka_unit_test(test_ref_synth_q8), cmocka_unit_test(test_ref_draft), cmocka_unit_test(test_mm_q8_0),
+        cmocka_unit_test(test_ref_synth_q8), cmocka_unit_test(test_ref_draft), cmocka_unit_test(test_ref_q4), cmocka_unit_test(test_mm_q4_0), cmocka_unit_test(test_mm_q8_0),
         cmocka_unit_test(test_mm_f32),       cmocka_unit_test(test_mm_f16),   cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_fwd_q8),       cmocka_unit_test(test_fwd_f16), cmocka_unit_test(test_fwd_f32),
+        cmocka_unit_test(test_fwd_q8),       cmocka_unit_test(test_fwd_f16), cmocka_unit_test(test_fwd_f32), cmocka_unit_test(test_fwd_q4),
     };
     return cmocka_run_group_tests_name("lcpp", tests, open_dev, close_dev);
 }

@@ -31,7 +31,7 @@ int cs_opt_engine(const char *cmd, const char *a, const char *v, struct cs_engin
     "  -ctk, --cache-type-k T  type of cached keys: f32, f16 (default), bf16, q8_0, q4_0\n"             \
     "  -ctv, --cache-type-v T  type of cached values (same choices)\n"                                  \
     "  -ub, --ubatch-size N  tokens per device pass (default 512)\n"                                  \
-    "  --numerics MODE       default | llamacpp: llama.cpp's CPU arithmetic bit for bit (F32/F16/Q8_0\n" \
+    "  --numerics MODE       default | llamacpp: llama.cpp's CPU arithmetic bit for bit (F32/F16/Q8_0/Q4_0\n" \
     "                        weights, f16 cache; slow; greedy text as llama.cpp prints it)\n"
 
 #endif

@@ -33,6 +33,8 @@ bool cs_op_lcpp_matmul_ok(const struct cs_weight *w)
         return false;
     if (w->type == CS_TYPE_Q8_0)
         return w->n_in % 32 == 0 && (w->layout == CS_WLAYOUT_GGUF || w->layout == CS_WLAYOUT_Q8_0_F32D);
+    if (w->type == CS_TYPE_Q4_0)
+        return w->n_in % 32 == 0 && w->layout == CS_WLAYOUT_GGUF;
     return (w->type == CS_TYPE_F32 || w->type == CS_TYPE_F16) && w->layout == CS_WLAYOUT_GGUF;
 }
 
@@ -45,12 +47,13 @@ int cs_op_lcpp_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, 
     cl_mem W = w->parts[0].buf;
     cl_int n_in = (cl_int)w->n_in, n_out = (cl_int)w->n_out, nn = n, tiny = batch && w->n_in % 16 == 0;
     size_t items = (size_t)n * w->n_out;
-    if (w->type == CS_TYPE_Q8_0) {
-        cl_int nb = n * n_in / 32, blk = w->layout == CS_WLAYOUT_Q8_0_F32D ? 36 : 34;
+    if (w->type == CS_TYPE_Q8_0 || w->type == CS_TYPE_Q4_0) {
+        cl_int nb = n * n_in / 32, blk = w->type == CS_TYPE_Q4_0 ? 18 : w->layout == CS_WLAYOUT_Q8_0_F32D ? 36 : 34;
+        cl_int whole = w->type == CS_TYPE_Q4_0 && w->n_out % 8 == 0; /* ggml's AVX2 q4_0_8x8 repack */
         const struct lc_arg qa[] = {LA(x), LA(xq), LA(xd), LA(nb)};
         CS_TRY(lc_launch(d, "lcpp_quant_q8_0", qa, CS_ARRAY_LEN(qa), (size_t)nb, err, errlen));
-        const struct lc_arg a[] = {LA(W), LA(blk), LA(xq), LA(xd), LA(y), LA(n_in), LA(n_out), LA(nn)};
-        return lc_launch(d, "lcpp_mm_q8_0", a, CS_ARRAY_LEN(a), items, err, errlen);
+        const struct lc_arg a[] = {LA(W), LA(blk), LA(whole), LA(xq), LA(xd), LA(y), LA(n_in), LA(n_out), LA(nn)};
+        return lc_launch(d, "lcpp_mm_q0", a, CS_ARRAY_LEN(a), items, err, errlen);
     }
     const struct lc_arg a[] = {LA(W), LA(x), LA(y), LA(n_in), LA(n_out), LA(nn), LA(tiny)};
     return lc_launch(d, w->type == CS_TYPE_F32 ? "lcpp_mm_f32" : "lcpp_mm_f16", a, CS_ARRAY_LEN(a), items, err,

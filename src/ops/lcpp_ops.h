@@ -13,7 +13,7 @@
 #include "ops/matmul.h"
 #include "ops/ops.h"
 
-/* Whether cs_op_lcpp_matmul handles w (F32, F16, Q8_0 in one part). */
+/* Whether cs_op_lcpp_matmul handles w (F32, F16, Q8_0, Q4_0 in one part). */
 bool cs_op_lcpp_matmul_ok(const struct cs_weight *w);
 
 /* y (n, n_out) = x (n, n_in) . W^T; batch: llama.cpp's ubatch had >= 2 rows

@@ -140,14 +140,28 @@ static float vec_dot_f16(const uint16_t *w, const uint16_t *x, int n)
     return (float)sum;
 }
 
-/* q8_0 x q8_0 (ggml_vec_dot_q8_0_q8_0 AVX2 / tinyBLAS_Q0_AVX). */
-static float dot_q8_0(const uint8_t *w, const int8_t *xq, const float *xd, int nb)
+/* Weight block b of a q8_0 (34 bytes) or q4_0 (18 bytes: nibbles - 8, low
+ * nibbles first) row: its f16 scale's value and 32 int8 values. */
+static float wblock(uint32_t type, const uint8_t *row, int b, int8_t q[32])
+{
+    const uint8_t *blk = row + (size_t)b * (type == CS_TYPE_Q8_0 ? 34 : 18);
+    if (type == CS_TYPE_Q8_0)
+        memcpy(q, blk + 2, 32);
+    else
+        for (int j = 0; j < 16; j++) {
+            q[j] = (int8_t)((blk[2 + j] & 0xf) - 8);
+            q[j + 16] = (int8_t)((blk[2 + j] >> 4) - 8);
+        }
+    return h2f((uint16_t)(blk[0] | blk[1] << 8));
+}
+
+/* q8_0 / q4_0 x q8_0 (ggml_vec_dot_q8_0_q8_0 / _q4_0_q8_0 AVX2, tinyBLAS_Q0_AVX). */
+static float dot_q0(uint32_t type, const uint8_t *w, const int8_t *xq, const float *xd, int nb)
 {
     float acc[8] = {0};
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = w + (size_t)b * 34;
-        const float d = h2f((uint16_t)(blk[0] | blk[1] << 8)) * xd[b];
-        const int8_t *wq = (const int8_t *)(blk + 2);
+        int8_t wq[32];
+        const float d = wblock(type, w, b, wq) * xd[b];
         const int8_t *q = xq + (size_t)b * QK;
         for (int l = 0; l < 8; l++) {
             int s = 0;
@@ -159,14 +173,30 @@ static float dot_q8_0(const uint8_t *w, const int8_t *xq, const float *xd, int n
     return cs_lcpp_hsum8(acc);
 }
 
+/* q4_0 repacked for AVX2 (ggml's q4_0_8x8 gemv/gemm, taken when rows % 8 == 0):
+ * each block's whole 32-element integer dot, acc = fma(dot, d_w * d_x, acc). */
+static float dot_q4_0_8x8(const uint8_t *w, const int8_t *xq, const float *xd, int nb)
+{
+    float acc = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int8_t wq[32];
+        const float d = wblock(CS_TYPE_Q4_0, w, b, wq) * xd[b];
+        int s = 0;
+        for (int k = 0; k < 32; k++)
+            s += wq[k] * xq[(size_t)b * QK + k];
+        acc = fmaf((float)s, d, acc);
+    }
+    return acc;
+}
+
 /* y (n, n_out) = x (n, n_in) . W^T with llama.cpp's kernel choice for W's type. */
 static int matmul(const struct cs_lcpp *L, const struct cs_gguf_tensor *W, const float *x, int n, float *y, char *err,
                   size_t errlen)
 {
     const int n_in = (int)W->ne[0], n_out = (int)W->ne[1];
-    if (W->type == CS_TYPE_Q8_0) {
+    if (W->type == CS_TYPE_Q8_0 || W->type == CS_TYPE_Q4_0) {
         if (n_in % QK)
-            return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "lcpp_ref: %s: rows of %d are not q8_0 blocks", W->name,
+            return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "lcpp_ref: %s: rows of %d are not blocks of 32", W->name,
                           n_in);
         const int nb = n_in / QK;
         int8_t *xq = malloc((size_t)n_in);
@@ -180,7 +210,11 @@ static int matmul(const struct cs_lcpp *L, const struct cs_gguf_tensor *W, const
             for (int b = 0; b < nb; b++)
                 cs_lcpp_quantize_q8_0(x + (size_t)t * n_in + b * QK, xq + b * QK, &xd[b]);
             for (int r = 0; r < n_out; r++)
-                y[(size_t)t * n_out + r] = dot_q8_0((const uint8_t *)W->data + (size_t)r * nb * 34, xq, xd, nb);
+                y[(size_t)t * n_out + r] =
+                    W->type == CS_TYPE_Q4_0 && n_out % 8 == 0
+                        ? dot_q4_0_8x8((const uint8_t *)W->data + (size_t)r * nb * 18, xq, xd, nb)
+                        : dot_q0(W->type, (const uint8_t *)W->data + (size_t)r * nb * (W->type == CS_TYPE_Q8_0 ? 34 : 18),
+                                 xq, xd, nb);
         }
         free(xq);
         free(xd);
