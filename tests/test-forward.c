@@ -279,6 +279,7 @@ static void greedy_free_cl(const char *json_rel, enum cs_kfamily fam)
 
 static void test_greedy_text_stories(void **s) { (void)s; greedy_free_cl("reference/greedy-stories260K.json", CS_KFAMILY_CPU); }
 static void test_greedy_text_q8(void **s) { (void)s; greedy_free_cl("reference/greedy-TinyStories-656K-Q8_0.json", CS_KFAMILY_CPU); }
+static void test_greedy_text_q4(void **s) { (void)s; greedy_free_cl("reference/greedy-TinyStories-656K-Q4_0.json", CS_KFAMILY_CPU); }
 static void test_golden_synth_f16(void **s) { (void)s; golden_cl("reference/greedy-synth-256-F16.json", CS_KFAMILY_CPU); }
 static void test_golden_synth_q8(void **s) { (void)s; golden_cl("reference/greedy-synth-256-Q8_0.json", CS_KFAMILY_CPU); }
 static void test_golden_q4(void **s) { (void)s; golden_cl("reference/greedy-TinyStories-656K-Q4_0.json", CS_KFAMILY_CPU); }
@@ -290,7 +291,7 @@ int main(void)
         cmocka_unit_test(test_q8_cpu),      cmocka_unit_test(test_q8_gpu),
         cmocka_unit_test(test_synth_cpu),   cmocka_unit_test(test_synth_gpu),
         cmocka_unit_test(test_golden_stories), cmocka_unit_test(test_golden_q8),
-        cmocka_unit_test(test_greedy_text_stories), cmocka_unit_test(test_greedy_text_q8),
+        cmocka_unit_test(test_greedy_text_stories), cmocka_unit_test(test_greedy_text_q8), cmocka_unit_test(test_greedy_text_q4),
         cmocka_unit_test(test_golden_synth_f16), cmocka_unit_test(test_golden_synth_q8), cmocka_unit_test(test_golden_q4),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
