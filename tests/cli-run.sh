@@ -2,7 +2,8 @@
 # cli-run.sh: `clspec run` prints llama.cpp's greedy text: the stories260K
 # story of issue 3 ("Once upon a time", 64 tokens, --temp 0), and with
 # --numerics llamacpp the 64-token continuation of every TinyStories-656K-Q8_0
-# reference prompt; a bad --numerics value is refused with the choices. TAP output.
+# reference prompt; a bad --numerics value is refused with the choices, and
+# --numerics llamacpp with --spec (not lossless: batches round differently). TAP output.
 set -u
 builddir=${CLSPEC_BUILDDIR:-$(pwd)}
 top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,9 +11,9 @@ shared=${CLSPEC_SHARED:-$top_srcdir/../shared}
 clspec="$builddir/clspec"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/clspec-cli.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-echo "1..6"
+echo "1..7"
 if [ ! -f "$shared/models/stories260K.gguf" ] || ! command -v python3 >/dev/null; then
-    for i in 1 2 3 4 5 6; do echo "ok $i # SKIP no ../shared models or no python3"; done
+    for i in 1 2 3 4 5 6 7; do echo "ok $i # SKIP no ../shared models or no python3"; done
     exit 0
 fi
 
@@ -60,4 +61,12 @@ elif grep -q "numerics needs default or llamacpp" "$tmp/err"; then
     echo "ok 6 - --numerics exact refused: $(cat "$tmp/err" | head -n 1)"
 else
     echo "not ok 6 - --numerics exact: the message names the choices"; sed 's/^/# /' "$tmp/err"
+fi
+if "$clspec" run -m "$shared/models/stories260K.gguf" -p x -n 4 --temp 0 --spec ngram --numerics llamacpp \
+    >"$tmp/out" 2>"$tmp/err"; then
+    echo "not ok 7 - --spec with --numerics llamacpp refused"
+elif grep -q "drop --spec or --numerics" "$tmp/err"; then
+    echo "ok 7 - --spec with --numerics llamacpp refused: $(head -n 1 "$tmp/err" | cut -c1-90)..."
+else
+    echo "not ok 7 - --spec with --numerics llamacpp: the message names the fix"; sed 's/^/# /' "$tmp/err"
 fi

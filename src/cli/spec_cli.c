@@ -88,6 +88,10 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
                     uint32_t n_ctx, int n_slots, struct rig *r, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
+    if (base->llamacpp_numerics && type && strcmp(type, "none"))
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "--numerics llamacpp computes a batch of rows differently from a single row, as llama.cpp "
+                      "does, so verifying drafts in batches would not be lossless: drop --spec or --numerics");
     struct cs_engine_params ep = *base;
     if (ep.n_ctx == 0)
         ep.n_ctx = n_ctx;
