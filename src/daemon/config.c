@@ -698,6 +698,7 @@ static void check_speculator(struct loader *L)
             snprintf(p, n, "%s/%s", L->dir, t);
             free(c->spec_type);
             c->spec_type = p;
+            t = p; /* t pointed into the string just freed */
         }
     } else {
         bool ok = false;
