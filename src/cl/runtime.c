@@ -982,14 +982,26 @@ void cs_cl_release(cl_mem *m)
     *m = NULL;
 }
 
-int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
-                char *err, size_t errlen)
+static int write_buf(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src, cl_bool block,
+                     char *err, size_t errlen)
 {
-    cl_int rc = clEnqueueWriteBuffer(d->q, buf, CL_TRUE, offset, bytes, src, 0, NULL, NULL);
+    cl_int rc = clEnqueueWriteBuffer(d->q, buf, block, offset, bytes, src, 0, NULL, NULL);
     if (rc != CL_SUCCESS)
         return cs_err(err, errlen, CLSPEC_E_CL, "clEnqueueWriteBuffer(%zu bytes at %zu): %s (%d)", bytes,
                       offset, cs_cl_errstr(rc), (int)rc);
     return CLSPEC_OK;
+}
+
+int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
+                char *err, size_t errlen)
+{
+    return write_buf(d, buf, offset, bytes, src, CL_TRUE, err, errlen);
+}
+
+int cs_cl_write_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
+                      char *err, size_t errlen)
+{
+    return write_buf(d, buf, offset, bytes, src, CL_FALSE, err, errlen);
 }
 
 int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst,

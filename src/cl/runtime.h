@@ -123,6 +123,10 @@ void cs_cl_release(cl_mem *m);
 /* Blocking transfers of bytes at offset (bytes) in buf. */
 int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
                 char *err, size_t errlen);
+/* Non-blocking write: the queue copies src when the command runs, so src
+ * must stay unchanged until the queue next syncs (a blocking read, finish). */
+int cs_cl_write_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
+                      char *err, size_t errlen);
 int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst,
                char *err, size_t errlen);
 /* clFinish on the device's queue. */
