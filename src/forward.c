@@ -535,9 +535,8 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     }
     if (n == 0)
         return CLSPEC_OK;
-    CS_TRY(cs_kv_sync(c->kv, err, errlen));
     const int U = (int)c->p.n_ubatch;
-    int rc = CLSPEC_OK;
+    int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
     for (int t0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
         struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0};
