@@ -8,8 +8,8 @@
  * cell_order[0..n_cells) when use_order (the KV cache sorts them by
  * position), else 0..n_cells-1. A token's output depends on nothing but its
  * q and the cells: not on the other tokens of the batch or n_tokens (batch
- * invariance, bit for bit). attn_cpu folds in the visible cells one by one
- * in visiting order, so with cell_order sorted by position its result does
+ * invariance, bit for bit). The CPU kernels fold in the visible cells one
+ * by one in visiting order, so with cell_order sorted by position its result does
  * not depend on where the cells sit either; attn_gpu folds chunks of ATT_WG
  * visiting-order entries, so it depends on where invisible cells fall
  * among them (TODO: compact the visible cells first).
@@ -20,6 +20,9 @@
  * (independent; each 0 f32, 1 f16, 30 bf16, 8 q8_0, 2 q4_0). Two families:
  *   attn_cpu: one work-item per (token, kv head, up to ATT_G q heads), rows
  *             in private memory, each K/V row read once for those heads;
+ *   attn_cpu_t: one work-item per (kv head, tile of ATT_W queries), the
+ *             queries in vector lanes (prefill); bitwise the same per query
+ *             as attn_cpu (the fold order below);
  *   attn_gpu: one work-group of ATT_WG per (token, head), cells (in visiting
  *             order) in chunks of ATT_WG, one score per work-item,
  *             local-memory reductions. */
@@ -131,8 +134,46 @@ static bool att_visible(int c, __global const int *cell_pos, __global const ulon
         __global const int *token_seq, int n_tokens, int n_head, int n_kv_head, int n_cells,        \
         int causal, float scale
 
-/* CPU family: one work-item per (token, kv head, chunk of up to ATT_G of the
- * q heads sharing that kv head), so each K/V row is read once per chunk. */
+/* ---- CPU family: the one fold order of a query (attn_cpu and attn_cpu_t) ----
+ * Both CPU kernels compute every query (token, q head) with exactly these
+ * operations, whichever kernel, batch or vector lane it lands in, so the two
+ * are bitwise interchangeable (the host picks by batch size):
+ *   q = q * scale; for each visible cell in visiting order:
+ *   s4 = fma chain over the float4 chunks i of q[i] * k[i] (from 0);
+ *   s = (s4.x + s4.y) + (s4.z + s4.w);
+ *   if s > m: corr = cs_att_exp(m - s), p = 1, m = s
+ *   else:     corr = 1, p = cs_att_exp(s - m);
+ *   l = fma(l, corr, p); acc = fma(p, v, acc * corr);
+ *   out = acc * (l > 0 ? 1 / l : 0).
+ * cs_att_exp is built from IEEE operations only (no library exp, whose
+ * scalar and vector versions may differ). */
+
+/* exp(x) for x <= 0 (as used: m - s or s - m): 0 below -87, else
+ * 2^n p(r), n = rint(x / ln 2), r = x - n ln 2 (two-part ln 2), p the
+ * degree-7 Taylor polynomial (relative error about 1e-7). */
+#define CS_ATT_EXP(T, IT, CONV_INT, AS_T)                                                        \
+    __attribute__((overloadable)) inline T cs_att_exp(T x)                                      \
+    {                                                                                           \
+        const T n = rint(x * 1.44269504088896341f);                                            \
+        T r = fma(n, (T)(-0.693145751953125f), x);                                              \
+        r = fma(n, (T)(-1.42860682030941723e-06f), r);                                          \
+        T p = (T)(1.98412698e-4f);                                                              \
+        p = fma(p, r, (T)(1.38888889e-3f));                                                     \
+        p = fma(p, r, (T)(8.33333333e-3f));                                                     \
+        p = fma(p, r, (T)(4.16666667e-2f));                                                     \
+        p = fma(p, r, (T)(1.66666667e-1f));                                                     \
+        p = fma(p, r, (T)(0.5f));                                                               \
+        p = fma(p, r, (T)(1.0f));                                                               \
+        p = fma(p, r, (T)(1.0f));                                                               \
+        const IT e = (CONV_INT(max(n, (T)(-126.0f))) + 127) << 23;                              \
+        return select(p * AS_T(e), (T)(0.0f), x < -87.0f);                                      \
+    }
+CS_ATT_EXP(float, int, convert_int, as_float)
+CS_ATT_EXP(float16, int16, convert_int16, as_float16)
+
+/* attn_cpu (decode and small batches): one work-item per (token, kv head,
+ * chunk of up to ATT_G of the q heads sharing that kv head), so each K/V row
+ * is read once per chunk; q and acc as float4 chunks along the head. */
 __kernel void attn_cpu(ATT_ARGS)
 {
     int group = n_head / n_kv_head, n_chunks = (group + ATT_G - 1) / ATT_G;
@@ -170,7 +211,7 @@ __kernel void attn_cpu(ATT_ARGS)
         for (int i = 0; i < HD / 4; i++) {
             float4 k4 = kv_load4(KV_TK, kp, ke0 + 4 * i);
             for (int g = 0; g < ng; g++)
-                s4[g] += qv[g][i] * k4;
+                s4[g] = fma(qv[g][i], k4, s4[g]);
         }
         float corr[ATT_G], p[ATT_G];
         for (int g = 0; g < ng; g++) {
@@ -178,17 +219,17 @@ __kernel void attn_cpu(ATT_ARGS)
             corr[g] = 1.0f;
             p[g] = 1.0f;
             if (s > m[g]) {
-                corr[g] = exp(m[g] - s);
+                corr[g] = cs_att_exp(m[g] - s);
                 m[g] = s;
             } else {
-                p[g] = exp(s - m[g]);
+                p[g] = cs_att_exp(s - m[g]);
             }
-            l[g] = l[g] * corr[g] + p[g];
+            l[g] = fma(l[g], corr[g], p[g]);
         }
         for (int i = 0; i < HD / 4; i++) {
             float4 v4 = kv_load4(KV_TV, vp, ve0 + 4 * i);
             for (int g = 0; g < ng; g++)
-                acc[g][i] = acc[g][i] * corr[g] + p[g] * v4;
+                acc[g][i] = fma(p[g], v4, acc[g][i] * corr[g]);
         }
     }
     for (int g = 0; g < ng; g++) {
@@ -196,6 +237,102 @@ __kernel void attn_cpu(ATT_ARGS)
         __global float *orow = out + o_off + ((size_t)t * n_head + h0 + g) * HD;
         for (int i = 0; i < HD / 4; i++)
             vstore4(acc[g][i] * inv, i, orow);
+    }
+}
+
+/* attn_cpu_t (prefill, larger batches): one work-item per (kv head, tile of
+ * ATT_W queries of that kv head), query j = (token j / group, q head
+ * kvh * group + j % group); the queries are the 16 lanes of float16 vectors,
+ * so every K/V row is decoded once per tile and the softmax runs 16 wide.
+ * Lanes a cell is invisible to keep their state (select). Heavier tiles
+ * (later tokens) come first. With use_order (cells occupied first, by
+ * ascending position: kv.c build_order) a causal tile stops at the first
+ * cell past its last position. */
+#define ATT_W 16
+__kernel void attn_cpu_t(ATT_ARGS)
+{
+    const int group = n_head / n_kv_head, nq = n_tokens * group, n_tiles = (nq + ATT_W - 1) / ATT_W;
+    const int gid = get_global_id(0);
+    if (gid >= n_tiles * n_kv_head)
+        return;
+    const int kvh = gid % n_kv_head, j0 = (n_tiles - 1 - gid / n_kv_head) * ATT_W;
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_head_bytes(KV_TK, kvh);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
+    int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
+
+    float16 qT[HD], acc[HD];
+    int tpa[ATT_W], va[ATT_W];
+    ulong sma[ATT_W];
+    float tmp[ATT_W];
+    int max_tp = -1;
+    for (int j = 0; j < ATT_W; j++) {
+        const int qj = j0 + j, ok = qj < nq, t = ok ? qj / group : 0, ts = ok ? token_seq[t] : -1;
+        tpa[j] = ok ? token_pos[t] : -1;
+        va[j] = ok ? -1 : 0;
+        sma[j] = ok && ts >= 0 && ts < 64 ? 1UL << ts : 0UL;
+        max_tp = max(max_tp, tpa[j]);
+    }
+    const int16 tp = vload16(0, tpa), valid = vload16(0, va);
+    const ulong16 sm = vload16(0, sma);
+    for (int d = 0; d < HD; d++) {
+        for (int j = 0; j < ATT_W; j++) {
+            const int qj = min(j0 + j, nq - 1), t = qj / group, h = kvh * group + qj % group;
+            tmp[j] = q[q_off + ((size_t)t * n_head + h) * HD + d];
+        }
+        qT[d] = vload16(0, tmp) * scale;
+        acc[d] = (float16)(0.0f);
+    }
+    float16 m = (float16)(-INFINITY), l = (float16)(0.0f);
+    float kf[HD], vf[HD];
+    for (int i = 0; i < n_cells; i++) {
+        const int c = use_order ? cell_order[i] : i, cp = cell_pos[c];
+        if (cp < 0)
+            continue;
+        if (use_order && causal && cp > max_tp)
+            break;
+        int16 vis = valid & convert_int16((cell_seq[c] & sm) != 0UL);
+        if (causal)
+            vis &= (int16)cp <= tp;
+        if (!any(vis))
+            continue;
+        __global const uchar *kp = kc + (size_t)c * krow + khead;
+        __global const uchar *vp = vc + (size_t)c * vrow + vhead;
+        for (int i = 0; i < HD / 4; i++)
+            vstore4(kv_load4(KV_TK, kp, ke0 + 4 * i), i, kf);
+        float16 s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+        for (int i = 0; i < HD / 4; i++) {
+            s0 = fma(qT[4 * i], kf[4 * i], s0);
+            s1 = fma(qT[4 * i + 1], kf[4 * i + 1], s1);
+            s2 = fma(qT[4 * i + 2], kf[4 * i + 2], s2);
+            s3 = fma(qT[4 * i + 3], kf[4 * i + 3], s3);
+        }
+        const float16 s = (s0 + s1) + (s2 + s3);
+        const int16 gt = vis & (s > m);
+        const float16 e = cs_att_exp(select(s - m, m - s, gt));
+        const float16 corr = select((float16)(1.0f), e, gt);
+        const float16 p = select(select((float16)(0.0f), e, vis), (float16)(1.0f), gt);
+        m = select(m, s, gt);
+        l = fma(l, corr, p);
+        for (int i = 0; i < HD / 4; i++)
+            vstore4(kv_load4(KV_TV, vp, ve0 + 4 * i), i, vf);
+        if (any(gt))
+            for (int d = 0; d < HD; d++)
+                acc[d] *= corr; /* corr = 1 in the other lanes: exact */
+        if (all(vis)) {
+            for (int d = 0; d < HD; d++)
+                acc[d] = fma(p, vf[d], acc[d]);
+        } else {
+            for (int d = 0; d < HD; d++)
+                acc[d] = select(acc[d], fma(p, vf[d], acc[d]), vis);
+        }
+    }
+    const float16 inv = select((float16)(0.0f), 1.0f / l, l > 0.0f);
+    for (int d = 0; d < HD; d++) {
+        vstore16(acc[d] * inv, 0, tmp);
+        for (int j = 0; j < ATT_W && j0 + j < nq; j++) {
+            const int qj = j0 + j, t = qj / group, h = kvh * group + qj % group;
+            out[o_off + ((size_t)t * n_head + h) * HD + d] = tmp[j];
+        }
     }
 }
 

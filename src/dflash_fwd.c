@@ -358,7 +358,7 @@ static int place(struct cs_dflash_ctx *c, char *err, size_t errlen)
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "dflash: KV cache full for sequence %d (%u cells, %u free)",
                           s, c->p.n_ctx, cs_kv_n_free(c->kv, s));
         }
-    return cs_kv_sync(c->kv, err, errlen);
+    return cs_kv_sync(c->kv, true, err, errlen);
 }
 
 /* Adds the queued injection rows to c->b (first). */

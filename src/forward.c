@@ -468,16 +468,18 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         struct cs_fwd_act *a = &c->act[i];
         if (!a->x)
             continue;
+        /* non-blocking: r's arrays (c->scratch) stay put until cs_forward_batch's final finish */
         if (i == fm->emb_dev)
-            CS_TRY(cs_cl_write(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
-        CS_TRY(cs_cl_write(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
-        CS_TRY(cs_cl_write(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
-        CS_TRY(cs_cl_write(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
-        if (lc)
+            CS_TRY(cs_cl_write_async(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
+        CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
+        CS_TRY(cs_cl_write_async(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
+        CS_TRY(cs_cl_write_async(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
+        if (lc) /* blocking: c->h_rope is rewritten by the next pass */
             CS_TRY(cs_cl_write(a->dev, a->lc_rope, 0, (size_t)n * (hp->n_rot / 2) * 8, c->h_rope, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
     CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
+    bool normed = false; /* xb already holds layer l's attention-norm output (fused into the residual add) */
     for (int l = 0; l <= NL; l++) {
         int di = l < NL ? fm->layer_dev[l] : fm->out_dev;
         if (&c->act[di] != a) { /* device boundary: the residual stream through the host */
@@ -499,7 +501,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             continue;
         }
         /* attention block */
-        CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
+        if (!normed)
+            CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
         CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
                                 errlen));
         CS_TRY(qkv_bias(d, L, a, n, Q, KV, err, errlen));
@@ -517,7 +520,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
         CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
         CS_TRY(cs_op_matmul(d, &L->w_down, a->hb, 0, a->xb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
+        /* residual add, with the next layer's attention norm when that layer runs here */
+        normed = l + 1 < NL && fm->layer_dev[l + 1] == di;
+        if (normed)
+            CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, fm->layers[l + 1].attn_norm, a->xb, 0, n, E, eps, err,
+                                     errlen));
+        else
+            CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
     }
     /* the requested rows: gather, final norm and output projection on them only */
     int n_rows = 0;
@@ -608,18 +617,23 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     }
     if (n == 0)
         return CLSPEC_OK;
-    CS_TRY(cs_kv_sync(c->kv, err, errlen));
     const int U = (int)c->p.n_ubatch;
-    for (int t0 = 0; t0 < n; t0 += U) {
+    int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
+    for (int t0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
         struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0};
-        CS_TRY(pass(c, &r, logits_out, hidden, b->n, err, errlen));
+        rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
     }
-    if (hidden || cs_batch_n_logits(b) == 0) /* non-blocking hidden reads done; work finished before returning */
-        for (int i = 0; i < c->fm->n_dev; i++)
-            if (c->act[i].x)
-                CS_TRY(cs_cl_finish(c->act[i].dev, err, errlen));
-    return CLSPEC_OK;
+    /* always (also after an error): the non-blocking input writes and hidden
+     * reads are done, work finished before returning (cheap after the
+     * blocking logits read) */
+    for (int i = 0; i < c->fm->n_dev; i++)
+        if (c->act[i].x) {
+            int frc = cs_cl_finish(c->act[i].dev, rc == CLSPEC_OK ? err : NULL, rc == CLSPEC_OK ? errlen : 0);
+            if (rc == CLSPEC_OK)
+                rc = frc;
+        }
+    return rc;
 }
 
 int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,

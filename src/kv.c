@@ -204,7 +204,7 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
     }
     kv->dirty_lo = 0;
     kv->dirty_hi = (int32_t)p->n_ctx;
-    rc = cs_kv_sync(kv, err, errlen);
+    rc = cs_kv_sync(kv, true, err, errlen);
     if (rc != CLSPEC_OK) {
         cs_kv_free(kv);
         return rc;
@@ -299,7 +299,7 @@ static int32_t build_order(struct cs_kv *kv)
     return up;
 }
 
-int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen)
+int cs_kv_sync(struct cs_kv *kv, bool blocking, char *err, size_t errlen)
 {
     if (kv->dirty_lo >= kv->dirty_hi)
         return CLSPEC_OK;
@@ -309,12 +309,13 @@ int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "kv sync: out of memory");
     for (int i = 0; i < kv->n_dev; i++) {
         struct cs_kv_dev *kd = &kv->devs[i];
-        int rc = cs_cl_write(kd->dev, kd->cell_pos, lo * 4, n * 4, kv->pos + lo, err, errlen);
+        int (*wr)(struct cs_cl_dev *, cl_mem, size_t, size_t, const void *, char *, size_t) =
+            blocking ? cs_cl_write : cs_cl_write_async;
+        int rc = wr(kd->dev, kd->cell_pos, lo * 4, n * 4, kv->pos + lo, err, errlen);
         if (rc == CLSPEC_OK)
-            rc = cs_cl_write(kd->dev, kd->cell_seq, lo * 8, n * 8, kv->seq + lo, err, errlen);
+            rc = wr(kd->dev, kd->cell_seq, lo * 8, n * 8, kv->seq + lo, err, errlen);
         if (rc == CLSPEC_OK && n_order)
-            rc = cs_cl_write(kd->dev, kd->cell_order, 0, (size_t)n_order * 4, kv->order, err,
-                             errlen);
+            rc = wr(kd->dev, kd->cell_order, 0, (size_t)n_order * 4, kv->order, err, errlen);
         if (rc != CLSPEC_OK)
             return cs_err_prefix(err, errlen, rc, "kv sync");
     }

@@ -79,9 +79,10 @@ uint64_t cs_kv_bytes_per_token(const struct cs_kv *kv);
 int cs_kv_place(struct cs_kv *kv, const struct cs_batch *b, int32_t *cells, int *seq_rc, char *err, size_t errlen);
 
 /* Uploads the changed cell metadata (and the visiting order) to every
- * device. Call before attention reads it. (The writes are blocking: simplest,
- * and the metadata is small.) */
-int cs_kv_sync(struct cs_kv *kv, char *err, size_t errlen);
+ * device. Call before attention reads it. Blocking writes unless !blocking:
+ * then the caller must sync every device's queue (finish, blocking read)
+ * before the cell metadata changes again (cs_forward_batch does, per call). */
+int cs_kv_sync(struct cs_kv *kv, bool blocking, char *err, size_t errlen);
 
 /* The view of layer l for cs_op_kv_store / cs_op_attention (on that layer's device). */
 struct cs_kv_view cs_kv_layer_view(const struct cs_kv *kv, uint32_t l);

@@ -311,7 +311,7 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "MTP decode: the head's KV cache is full for sequence %d",
                           s);
         }
-    CS_TRY(cs_kv_sync(c->kv, err, errlen));
+    CS_TRY(cs_kv_sync(c->kv, true, err, errlen));
     /* non-blocking writes: the sources stay valid until the blocking read at the end (in-order queue) */
     CS_TRY(enq_write(d, c->tok, (size_t)n * 4, tokens, err, errlen));
     CS_TRY(enq_write(d, c->pos, (size_t)n * 4, pos, err, errlen));

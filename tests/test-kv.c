@@ -164,7 +164,7 @@ static void read_row(struct cs_kv *kv, uint32_t l, int32_t cell, bool is_v, floa
 static void attend(struct cs_kv *kv, uint32_t l, const float *q, int n, const int32_t *tpos,
                    const int32_t *tseq, float *out)
 {
-    OK(cs_kv_sync(kv, g_err, sizeof g_err));
+    OK(cs_kv_sync(kv, true, g_err, sizeof g_err));
     struct cs_cl_dev *d = cs_kv_layer_device(kv, l);
     struct cs_kv_view view = cs_kv_layer_view(kv, l);
     size_t qn = (size_t)n * NH * HD;
@@ -767,7 +767,7 @@ static void test_two_devices(void **state)
     OK(cs_kv_seq_add(kv, 1, 0, -1, 2, g_err, sizeof g_err));
     float *k = rand_vec(&r, (size_t)NL * n * ROW), *v = rand_vec(&r, (size_t)NL * n * ROW);
     store(kv, cells, n, k, v);
-    OK(cs_kv_sync(kv, g_err, sizeof g_err));
+    OK(cs_kv_sync(kv, true, g_err, sizeof g_err));
     for (int i = 0; i < 2; i++) {
         int32_t pos[24];
         uint64_t seq[24];

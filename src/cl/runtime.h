@@ -54,6 +54,7 @@ int cs_cl_select(const struct cs_cl_devinfo *list, size_t n, const char *sel, si
                  char *err, size_t errlen);
 
 struct cs_cl_prog_entry;
+struct cs_cl_kprof;
 
 /* Counters of what cs_cl_program did on one device (tests and --verbose). */
 struct cs_cl_stats {
@@ -74,6 +75,7 @@ struct cs_cl_dev {
                                 * where present (why each: make_build_opts in runtime.c) */
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
+    struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
 };
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
@@ -121,6 +123,10 @@ void cs_cl_release(cl_mem *m);
 /* Blocking transfers of bytes at offset (bytes) in buf. */
 int cs_cl_write(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
                 char *err, size_t errlen);
+/* Non-blocking write: the queue copies src when the command runs, so src
+ * must stay unchanged until the queue next syncs (a blocking read, finish). */
+int cs_cl_write_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src,
+                      char *err, size_t errlen);
 int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst,
                char *err, size_t errlen);
 /* clFinish on the device's queue. */

@@ -24,6 +24,8 @@ struct karg {
 #define NORM_WG 256 /* must match cl/norm.cl */
 #define ATT_WG 64   /* must match cl/attention.cl */
 #define ATT_G 4     /* CPU family q heads per work-item, as in cl/attention.cl */
+#define ATT_W 16    /* CPU family queries per attn_cpu_t tile, as in cl/attention.cl */
+#define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
 
 /* The single dispatch path: fetch the (cached) kernel, set its arguments,
  * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
@@ -318,8 +320,13 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
                              KA(caus),      KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
     if (d->info.family == CS_KFAMILY_CPU) {
+        /* both kernels give every query the same bits (cl/attention.cl):
+         * tiles of ATT_W queries once a kv head has that many */
         int group = n_head / kv->n_kv_head;
-        size_t chunks = (size_t)(group + ATT_G - 1) / ATT_G;
+        size_t nq = (size_t)n_tokens * group, chunks = (size_t)(group + ATT_G - 1) / ATT_G;
+        if (nq >= ATT_W_MIN)
+            return launch(d, "attention", extra, "attn_cpu_t", a, CS_ARRAY_LEN(a),
+                          (nq + ATT_W - 1) / ATT_W * kv->n_kv_head, cpu_local(d), err, errlen);
         return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
                       (size_t)n_tokens * kv->n_kv_head * chunks, cpu_local(d), err, errlen);
     }
