@@ -34,12 +34,7 @@
 
 static void model_vs_reference(const char *name)
 {
-    char rel[256];
-    snprintf(rel, sizeof rel, "reference/greedy-%s.json", name);
-    char *jp = tu_shared_path(rel);
-    struct golden *g = golden_load(jp);
-    free(jp);
-    assert_non_null(g);
+    struct golden *g = fu_golden(name);
     if (!g->model_path) {
         golden_free(g);
         skip();
