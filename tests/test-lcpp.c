@@ -48,7 +48,7 @@ static void model_vs_reference(const char *name)
     for (int ci = 0; ci < g->n_cases; ci++) {
         const struct golden_case *gc = &g->cases[ci];
         struct cs_lcpp *L = NULL;
-        assert_int_equal(cs_lcpp_new(m, 512, NULL, &L, err, sizeof err), 0);
+        assert_int_equal(cs_lcpp_new(m, 512, &L, err, sizeof err), 0);
         for (int s = 0; s < gc->n_steps; s++) {
             int rc = s == 0 ? cs_lcpp_eval(L, gc->prompt, gc->n_prompt, lg, err, sizeof err)
                             : cs_lcpp_eval(L, &gc->steps[s - 1].token, 1, lg, err, sizeof err);
@@ -260,7 +260,7 @@ static void forward_vs_model(const char *rel, int n_steps)
     struct cs_fwd_ctx *c = NULL;
     assert_int_equal(cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err), 0);
     struct cs_lcpp *L = NULL;
-    assert_int_equal(cs_lcpp_new(f.m, 128, NULL, &L, err, sizeof err), 0);
+    assert_int_equal(cs_lcpp_new(f.m, 128, &L, err, sizeof err), 0);
     struct tu_rng r;
     tu_rng_seed(&r, 11);
     int32_t toks[64], pos[64];

@@ -43,26 +43,16 @@
 
 #include "model.h"
 
-/* Modelling choices the reference data decided (the defaults match it);
- * kept to show the alternatives measurably lose. */
-struct cs_lcpp_opts {
-    bool no_rope_fma; /* the RoPE rotation without fma (stories260K: 1e-3 off) */
-    bool tail_fma;    /* fma in the scalar tail of ggml_vec_dot_f32 (stories260K: 3e-3 off) */
-};
-
 struct cs_lcpp;
 
-int cs_lcpp_new(const struct cs_model *m, uint32_t n_ctx, const struct cs_lcpp_opts *o, struct cs_lcpp **out,
-                char *err, size_t errlen);
+/* n_ctx: cells, a multiple of 32. */
+int cs_lcpp_new(const struct cs_model *m, uint32_t n_ctx, struct cs_lcpp **out, char *err, size_t errlen);
 void cs_lcpp_free(struct cs_lcpp *L);
 
 /* Runs tokens[0..n-1] at positions n_past..n_past+n-1 as one llama.cpp ubatch
  * (n > 1: prompt processing; n == 1: a decode step) and writes the logits
  * (n_vocab floats) of the last one. */
 int cs_lcpp_eval(struct cs_lcpp *L, const int32_t *tokens, int n, float *logits, char *err, size_t errlen);
-
-/* Positions already in the cache. */
-uint32_t cs_lcpp_n_past(const struct cs_lcpp *L);
 
 /* Building blocks, exposed for the OpenCL kernels' tests. */
 /* y (n, n_out) = x (n, n_in) . W^T for W (GGUF rows of type F32, F16, Q8_0 or Q4_0);
@@ -72,13 +62,7 @@ int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const 
 void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 /* g (F) = silu(g) * u as ggml_vec_silu_f32 then ggml_vec_mul_f32. */
 void cs_lcpp_swiglu_row(float *g, const float *u, int F);
-float cs_lcpp_expf(float x);                           /* ggml_v_expf, one lane */
-float cs_lcpp_silu(float x);                           /* ggml_v_silu, one lane */
-float cs_lcpp_reduce16(const float a[16]);              /* _mm512_reduce_add_ps */
-float cs_lcpp_hsum8(const float a[8]);                  /* hsum_float_8 */
 /* ggml_rope_cache_init for one position: cs[2i], cs[2i+1] = cosf, sinf of pair i's angle (n_rot/2 pairs). */
 void cs_lcpp_rope_table(uint32_t n_rot, float freq_base, float freq_scale, int32_t pos, float *cs);
-/* One q8_0 block of x (32 floats): qs and the f16 scale's value. */
-void cs_lcpp_quantize_q8_0(const float *x, int8_t qs[32], float *d);
 
 #endif
