@@ -264,12 +264,6 @@ int cs_mtp_ctx_new(struct cs_mtp_model *mm, uint32_t n_ctx, uint32_t n_batch, ui
     return CLSPEC_OK;
 }
 
-static int enq_write(struct cs_cl_dev *d, cl_mem buf, size_t bytes, const void *src, char *err, size_t errlen)
-{
-    cl_int e = clEnqueueWriteBuffer(d->q, buf, CL_FALSE, 0, bytes, src, 0, NULL, NULL);
-    return cs_cl_check(e, "clEnqueueWriteBuffer(MTP inputs)", err, errlen);
-}
-
 /* Copies the n rows (n_embd floats) of src into columns [col, col + E) of cat (rows of 2E). */
 static int to_cat(struct cs_mtp_ctx *c, cl_mem src, size_t col, int n, char *err, size_t errlen)
 {
@@ -313,11 +307,11 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
         }
     CS_TRY(cs_kv_sync(c->kv, true, err, errlen));
     /* non-blocking writes: the sources stay valid until the blocking read at the end (in-order queue) */
-    CS_TRY(enq_write(d, c->tok, (size_t)n * 4, tokens, err, errlen));
-    CS_TRY(enq_write(d, c->pos, (size_t)n * 4, pos, err, errlen));
-    CS_TRY(enq_write(d, c->seq, (size_t)n * 4, seq, err, errlen));
-    CS_TRY(enq_write(d, c->cell, (size_t)n * 4, c->cells, err, errlen));
-    CS_TRY(enq_write(d, c->xg, (size_t)n * E * 4, g, err, errlen));
+    CS_TRY(cs_cl_write_async(d, c->tok, 0, (size_t)n * 4, tokens, err, errlen));
+    CS_TRY(cs_cl_write_async(d, c->pos, 0, (size_t)n * 4, pos, err, errlen));
+    CS_TRY(cs_cl_write_async(d, c->seq, 0, (size_t)n * 4, seq, err, errlen));
+    CS_TRY(cs_cl_write_async(d, c->cell, 0, (size_t)n * 4, c->cells, err, errlen));
+    CS_TRY(cs_cl_write_async(d, c->xg, 0, (size_t)n * E * 4, g, err, errlen));
     /* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) */
     CS_TRY(cs_op_get_rows(d, mm->embd, c->tok, 0, (uint32_t)n, c->xe, 0, err, errlen));
     CS_TRY(cs_op_rmsnorm(d, c->xe, 0, mm->enorm, c->xe, 0, n, E, eps, err, errlen));
