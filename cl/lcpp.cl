@@ -324,14 +324,17 @@ __kernel void lcpp_swiglu(__global float *g, __global const float *u, int n_rows
 }
 
 /* ---- attention over an f16 cache, one (token, head) per work-item ----
- * Cells 0..n_kv-1 in index order (llama.cpp's cells; n_kv = used cells padded to
- * 32, which may run past our n_cells: those count as unused); cell c is visible iff bit seq[t] of cell_seq[c] is set and 0 <= cell_pos[c]
- * <= pos[t]. Q rounded to f16; K.Q: batch && hd % 16 == 0: tinyBLAS<16>, else
- * ggml_vec_dot_f16; softmax: scale, mask, max, ggml_v_expf per 16 cells with the
- * chunk sums in double, times (float)(1/sum); P rounded to f16; V.P: batch:
- * tinyBLAS<16> over the cells, else ggml_vec_dot_f16 (a cell with P == 0 adds V = 0, as llama.cpp's
- * zero-filled unused cells do: ours may hold anything). sc: (n_tokens * n_head * n_kv) scratch. */
-__kernel void lcpp_attn(__global const float *q, __global float *out, __global const ushort *K, __global const ushort *V,
+ * Cells 0..n_kv-1 in index order (llama.cpp's cells; n_kv = used cells
+ * padded to 32, which may run past our n_cells: those count as unused); cell
+ * c is visible iff bit seq[t] of cell_seq[c] is set and 0 <= cell_pos[c] <=
+ * pos[t]. Q rounded to f16; K.Q: batch && hd % 16 == 0: tinyBLAS<16>, else
+ * ggml_vec_dot_f16; softmax: scale, mask, max, ggml_v_expf per 16 cells with
+ * the chunk sums in double, times (float)(1/sum); P rounded to f16; V.P:
+ * batch: tinyBLAS<16> over the cells, else ggml_vec_dot_f16 (a cell with
+ * P == 0 adds V = 0, as llama.cpp's zero-filled unused cells do: ours may
+ * hold anything). sc: (n_tokens * n_head * n_kv) scratch. */
+__kernel void lcpp_attn(__global const float *q, __global float *out, __global const ushort *K,
+                        __global const ushort *V,
                         __global const int *cell_pos, __global const ulong *cell_seq, __global const int *tok_pos,
                         __global const int *tok_seq, int n_tokens, int n_head, int n_kv_head, int hd, int n_kv,
                         int n_cells, int batch, float scale, __global float *sc)

@@ -316,8 +316,10 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             {&a->kc, B * KV * 4}, {&a->vc, B * KV * 4},           {&a->hb, B * F * 4},   {&a->hb2, B * F * 4},
             {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
             {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
-            {lc ? &a->lc_xq : NULL, B * MI},                       {lc ? &a->lc_xd : NULL, B * (MI / 32 + 1) * 4},
-            {lc ? &a->lc_sc : NULL, B * hp->n_head * ((cp.n_ctx + 31) / 32 * 32) * 4}, {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
+            {lc ? &a->lc_xq : NULL, B * MI},
+            {lc ? &a->lc_xd : NULL, B * (MI / 32 + 1) * 4},
+            {lc ? &a->lc_sc : NULL, B * hp->n_head * ((cp.n_ctx + 31) / 32 * 32) * 4},
+            {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
         };
         for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
             if (bufs[j].m &&

@@ -295,10 +295,15 @@ static void test_fwd_q4(void **s) { (void)s; forward_vs_model("models/derived/Ti
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_stories), cmocka_unit_test(test_ref_q8),   cmocka_unit_test(test_ref_synth_f16),
-        cmocka_unit_test(test_ref_synth_q8), cmocka_unit_test(test_ref_draft), cmocka_unit_test(test_ref_q4), cmocka_unit_test(test_mm_q4_0), cmocka_unit_test(test_mm_q8_0),
-        cmocka_unit_test(test_mm_f32),       cmocka_unit_test(test_mm_f16),   cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_fwd_q8),       cmocka_unit_test(test_fwd_f16), cmocka_unit_test(test_fwd_f32), cmocka_unit_test(test_fwd_q4),
+        /* the C model against the references */
+        cmocka_unit_test(test_ref_stories), cmocka_unit_test(test_ref_q8), cmocka_unit_test(test_ref_q4),
+        cmocka_unit_test(test_ref_synth_f16), cmocka_unit_test(test_ref_synth_q8), cmocka_unit_test(test_ref_draft),
+        /* kernels against the model */
+        cmocka_unit_test(test_mm_q8_0), cmocka_unit_test(test_mm_q4_0), cmocka_unit_test(test_mm_f32),
+        cmocka_unit_test(test_mm_f16), cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_swiglu),
+        /* the forward pass against the model */
+        cmocka_unit_test(test_fwd_q8), cmocka_unit_test(test_fwd_q4), cmocka_unit_test(test_fwd_f16),
+        cmocka_unit_test(test_fwd_f32),
     };
     return cmocka_run_group_tests_name("lcpp", tests, open_dev, close_dev);
 }

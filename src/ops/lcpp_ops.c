@@ -8,23 +8,10 @@
 
 #define LC_WG 16 /* local size of every lcpp kernel */
 
-struct lc_arg {
-    size_t size;
-    const void *p;
-};
-#define LA(v) {sizeof(v), &(v)}
-
-static int lc_launch(struct cs_cl_dev *d, const char *kname, const struct lc_arg *a, size_t na, size_t n_items,
+static int lc_launch(struct cs_cl_dev *d, const char *kname, const struct cs_karg *a, size_t na, size_t n_items,
                      char *err, size_t errlen)
 {
-    cl_kernel k;
-    CS_TRY(cs_cl_kernel(d, "lcpp", NULL, kname, &k, err, errlen));
-    for (size_t i = 0; i < na; i++)
-        CS_TRY(cs_cl_arg(k, (cl_uint)i, a[i].size, a[i].p, kname, err, errlen));
-    if (n_items == 0)
-        return CLSPEC_OK;
-    size_t local = CS_MIN((size_t)LC_WG, d->info.max_wg);
-    return cs_cl_run(d, k, kname, 1, &n_items, &local, err, errlen);
+    return cs_op_launch(d, "lcpp", NULL, kname, a, na, n_items, CS_MIN((size_t)LC_WG, d->info.max_wg), err, errlen);
 }
 
 bool cs_op_lcpp_matmul_ok(const struct cs_weight *w)
@@ -50,12 +37,13 @@ int cs_op_lcpp_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, 
     if (w->type == CS_TYPE_Q8_0 || w->type == CS_TYPE_Q4_0) {
         cl_int nb = n * n_in / 32, blk = w->type == CS_TYPE_Q4_0 ? 18 : w->layout == CS_WLAYOUT_Q8_0_F32D ? 36 : 34;
         cl_int whole = w->type == CS_TYPE_Q4_0 && w->n_out % 8 == 0; /* ggml's AVX2 q4_0_8x8 repack */
-        const struct lc_arg qa[] = {LA(x), LA(xq), LA(xd), LA(nb)};
+        const struct cs_karg qa[] = {CS_KA(x), CS_KA(xq), CS_KA(xd), CS_KA(nb)};
         CS_TRY(lc_launch(d, "lcpp_quant_q8_0", qa, CS_ARRAY_LEN(qa), (size_t)nb, err, errlen));
-        const struct lc_arg a[] = {LA(W), LA(blk), LA(whole), LA(xq), LA(xd), LA(y), LA(n_in), LA(n_out), LA(nn)};
+        const struct cs_karg a[] = {CS_KA(W), CS_KA(blk), CS_KA(whole), CS_KA(xq), CS_KA(xd), CS_KA(y), CS_KA(n_in),
+                                    CS_KA(n_out), CS_KA(nn)};
         return lc_launch(d, "lcpp_mm_q0", a, CS_ARRAY_LEN(a), items, err, errlen);
     }
-    const struct lc_arg a[] = {LA(W), LA(x), LA(y), LA(n_in), LA(n_out), LA(nn), LA(tiny)};
+    const struct cs_karg a[] = {CS_KA(W), CS_KA(x), CS_KA(y), CS_KA(n_in), CS_KA(n_out), CS_KA(nn), CS_KA(tiny)};
     return lc_launch(d, w->type == CS_TYPE_F32 ? "lcpp_mm_f32" : "lcpp_mm_f16", a, CS_ARRAY_LEN(a), items, err,
                      errlen);
 }
@@ -63,7 +51,7 @@ int cs_op_lcpp_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, 
 int cs_op_lcpp_rmsnorm(struct cs_cl_dev *d, cl_mem x, cl_mem w, cl_mem y, int n_rows, int n, float eps, char *err,
                        size_t errlen)
 {
-    const struct lc_arg a[] = {LA(x), LA(w), LA(y), LA(n_rows), LA(n), LA(eps)};
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(w), CS_KA(y), CS_KA(n_rows), CS_KA(n), CS_KA(eps)};
     return lc_launch(d, "lcpp_rmsnorm", a, CS_ARRAY_LEN(a), (size_t)n_rows, err, errlen);
 }
 
@@ -72,13 +60,14 @@ int cs_op_lcpp_rope(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem cs, int 
 {
     cl_uint off = (cl_uint)x_off;
     cl_int nx = neox;
-    const struct lc_arg a[] = {LA(x), LA(off), LA(cs), LA(n_tokens), LA(n_head), LA(head_dim), LA(n_rot), LA(nx)};
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(off), CS_KA(cs), CS_KA(n_tokens), CS_KA(n_head), CS_KA(head_dim),
+                                CS_KA(n_rot), CS_KA(nx)};
     return lc_launch(d, "lcpp_rope", a, CS_ARRAY_LEN(a), (size_t)n_tokens * n_head, err, errlen);
 }
 
 int cs_op_lcpp_swiglu(struct cs_cl_dev *d, cl_mem g, cl_mem u, int n_rows, int F, char *err, size_t errlen)
 {
-    const struct lc_arg a[] = {LA(g), LA(u), LA(n_rows), LA(F)};
+    const struct cs_karg a[] = {CS_KA(g), CS_KA(u), CS_KA(n_rows), CS_KA(F)};
     return lc_launch(d, "lcpp_swiglu", a, CS_ARRAY_LEN(a), (size_t)n_rows * F, err, errlen);
 }
 
@@ -93,8 +82,9 @@ int cs_op_lcpp_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_me
         return cs_err(err, errlen, CLSPEC_E_INVAL, "lcpp attention: %d cells of %d, %d heads over %d", n_kv,
                       kv->n_cells, n_head, kv->n_kv_head);
     cl_int nkvh = kv->n_kv_head, hd = kv->head_dim, bt = batch;
-    const struct lc_arg a[] = {LA(q),        LA(out),     LA(kv->k),    LA(kv->v),  LA(kv->cell_pos), LA(kv->cell_seq),
-                               LA(tok_pos),  LA(tok_seq), LA(n_tokens), LA(n_head), LA(nkvh),         LA(hd),
-                               LA(n_kv),     LA(kv->n_cells), LA(bt),   LA(scale),    LA(sc)};
+    const struct cs_karg a[] = {CS_KA(q), CS_KA(out), CS_KA(kv->k), CS_KA(kv->v), CS_KA(kv->cell_pos),
+                                CS_KA(kv->cell_seq), CS_KA(tok_pos), CS_KA(tok_seq), CS_KA(n_tokens), CS_KA(n_head),
+                                CS_KA(nkvh), CS_KA(hd), CS_KA(n_kv), CS_KA(kv->n_cells), CS_KA(bt), CS_KA(scale),
+                                CS_KA(sc)};
     return lc_launch(d, "lcpp_attn", a, CS_ARRAY_LEN(a), (size_t)n_tokens * n_head, err, errlen);
 }

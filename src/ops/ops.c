@@ -10,16 +10,6 @@
 #include "common.h"
 #include "quant.h"
 
-/* One kernel argument: size and address of the value (cl_mem, int, ...). */
-struct karg {
-    size_t size;
-    const void *p;
-};
-#define KA(v)                                                                                      \
-    {                                                                                              \
-        sizeof(v), &(v)                                                                            \
-    }
-
 #define ELT_WG 64   /* elementwise local size */
 #define NORM_WG 256 /* must match cl/norm.cl */
 #define ATT_WG 64   /* must match cl/attention.cl */
@@ -27,12 +17,9 @@ struct karg {
 #define ATT_W 16    /* CPU family queries per attn_cpu_t tile, as in cl/attention.cl */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
 
-/* The single dispatch path: fetch the (cached) kernel, set its arguments,
- * enqueue a 1-D range of n_items work-items, which cs_cl_run rounds up to the
- * explicit local size (kernels bound-check their index). */
-static int launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
-                  const struct karg *a, size_t na, size_t n_items, size_t local, char *err,
-                  size_t errlen)
+int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                 const struct cs_karg *a, size_t na, size_t n_items, size_t local, char *err,
+                 size_t errlen)
 {
     cl_kernel k;
     int rc = cs_cl_kernel(d, prog, extra, kname, &k, err, errlen);
@@ -102,13 +89,13 @@ int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem 
     cl_uint xo = (cl_uint)x_off, yo = (cl_uint)y_off;
     cl_int has_w = w != NULL;
     cl_mem wm = w ? w : x; /* a valid buffer that the kernel does not read */
-    const struct karg a[] = {KA(x),  KA(xo),     KA(wm),     KA(has_w), KA(y),
-                             KA(yo), KA(n_rows), KA(n_cols), KA(eps)};
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(wm), CS_KA(has_w), CS_KA(y), CS_KA(yo), CS_KA(n_rows),
+                                CS_KA(n_cols), CS_KA(eps)};
     if (d->info.family == CS_KFAMILY_CPU)
-        return launch(d, "norm", NULL, "rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
+        return cs_op_launch(d, "norm", NULL, "rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
                       cpu_local(d), err, errlen);
     size_t ls = norm_local(d);
-    return launch(d, "norm", NULL, "rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
+    return cs_op_launch(d, "norm", NULL, "rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
 
@@ -121,12 +108,12 @@ int cs_op_softmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, int n_rows, int n
     if (rc != CLSPEC_OK)
         return rc;
     cl_uint xo = (cl_uint)x_off;
-    const struct karg a[] = {KA(x), KA(xo), KA(n_rows), KA(n_cols)};
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(n_rows), CS_KA(n_cols)};
     if (d->info.family == CS_KFAMILY_CPU)
-        return launch(d, "norm", NULL, "softmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
+        return cs_op_launch(d, "norm", NULL, "softmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows,
                       cpu_local(d), err, errlen);
     size_t ls = norm_local(d);
-    return launch(d, "norm", NULL, "softmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
+    return cs_op_launch(d, "norm", NULL, "softmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err,
                   errlen);
 }
 
@@ -152,9 +139,9 @@ static int rope_launch(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem x2, s
     cl_uint xo = (cl_uint)x_off, x2o = (cl_uint)x2_off;
     cl_int neox = p->neox, n_rot = p->n_rot, nh2 = n_head2;
     float ts = powf(p->freq_base, -2.0f / (float)p->n_rot), fs = p->freq_scale; /* as ggml's rope */
-    const struct karg a[] = {KA(x),        KA(xo),    KA(pos),  KA(n_tokens), KA(n_head), KA(head_dim), KA(n_rot),
-                             KA(neox),     KA(ts),    KA(fs),   KA(x2),       KA(x2o),    KA(nh2)};
-    return launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(pos), CS_KA(n_tokens), CS_KA(n_head), CS_KA(head_dim),
+                                CS_KA(n_rot), CS_KA(neox), CS_KA(ts), CS_KA(fs), CS_KA(x2), CS_KA(x2o), CS_KA(nh2)};
+    return cs_op_launch(d, "rope", NULL, "rope", a, CS_ARRAY_LEN(a),
                   (size_t)n_tokens * (size_t)(n_rot / 2), elt_local(d), err, errlen);
 }
 
@@ -176,8 +163,8 @@ static int binary(struct cs_cl_dev *d, const char *kname, cl_mem a, size_t a_off
     if (rc != CLSPEC_OK)
         return rc;
     cl_uint ao = (cl_uint)a_off, bo = (cl_uint)b_off, oo = (cl_uint)o_off, nn = (cl_uint)n;
-    const struct karg k[] = {KA(a), KA(ao), KA(b), KA(bo), KA(o), KA(oo), KA(nn)};
-    return launch(d, "eltwise", NULL, kname, k, CS_ARRAY_LEN(k), n, elt_local(d), err, errlen);
+    const struct cs_karg k[] = {CS_KA(a), CS_KA(ao), CS_KA(b), CS_KA(bo), CS_KA(o), CS_KA(oo), CS_KA(nn)};
+    return cs_op_launch(d, "eltwise", NULL, kname, k, CS_ARRAY_LEN(k), n, elt_local(d), err, errlen);
 }
 
 int cs_op_swiglu(struct cs_cl_dev *d, cl_mem gate, size_t gate_off, cl_mem up, size_t up_off,
@@ -202,8 +189,8 @@ int cs_op_add_bias(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem bias, int
     if (rc != CLSPEC_OK)
         return rc;
     cl_uint xo = (cl_uint)x_off, nr = (cl_uint)n_rows, nc = (cl_uint)n_cols;
-    const struct karg a[] = {KA(x), KA(xo), KA(bias), KA(nr), KA(nc)};
-    return launch(d, "eltwise", NULL, "add_bias", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(bias), CS_KA(nr), CS_KA(nc)};
+    return cs_op_launch(d, "eltwise", NULL, "add_bias", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
 }
 
 int cs_op_scale(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, float s, char *err,
@@ -213,8 +200,8 @@ int cs_op_scale(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, float s, 
     if (rc != CLSPEC_OK)
         return rc;
     cl_uint xo = (cl_uint)x_off, nn = (cl_uint)n;
-    const struct karg a[] = {KA(x), KA(xo), KA(nn), KA(s)};
-    return launch(d, "eltwise", NULL, "scale", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(nn), CS_KA(s)};
+    return cs_op_launch(d, "eltwise", NULL, "scale", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
 }
 
 int cs_kv_type_check(uint32_t type, int n_kv_head, int head_dim, char *err, size_t errlen)
@@ -283,9 +270,9 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
              (unsigned)kv->type_v);
     cl_uint ko = (cl_uint)k_off, vo = (cl_uint)v_off;
     cl_int n_cells = kv->n_cells;
-    const struct karg a[] = {KA(k),     KA(ko),       KA(v),        KA(vo),  KA(kv->k),
-                             KA(kv->v), KA(cell_idx), KA(n_tokens), KA(row), KA(n_cells)};
-    return launch(d, "kv", extra, "kv_store", a, CS_ARRAY_LEN(a), (size_t)n_tokens * (size_t)((row + 31) / 32),
+    const struct cs_karg a[] = {CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo), CS_KA(kv->k), CS_KA(kv->v), CS_KA(cell_idx),
+                                CS_KA(n_tokens), CS_KA(row), CS_KA(n_cells)};
+    return cs_op_launch(d, "kv", extra, "kv_store", a, CS_ARRAY_LEN(a), (size_t)n_tokens * (size_t)((row + 31) / 32),
                   elt_local(d), err, errlen);
 }
 
@@ -313,11 +300,10 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
     cl_int n_kv = kv->n_kv_head, caus = causal, use_order = kv->cell_order != NULL;
     cl_mem order = use_order ? kv->cell_order : kv->cell_pos; /* unread when unused */
-    const struct karg a[] = {KA(q),         KA(qo),           KA(out),          KA(oo),
-                             KA(kv->k),     KA(kv->v),        KA(kv->cell_pos), KA(kv->cell_seq),
-                             KA(order),     KA(use_order),    KA(token_pos),    KA(token_seq),
-                             KA(n_tokens),  KA(n_head),       KA(n_kv),         KA(n_cells_used),
-                             KA(caus),      KA(scale)};
+    const struct cs_karg a[] = {CS_KA(q), CS_KA(qo), CS_KA(out), CS_KA(oo), CS_KA(kv->k), CS_KA(kv->v),
+                                CS_KA(kv->cell_pos), CS_KA(kv->cell_seq), CS_KA(order), CS_KA(use_order),
+                                CS_KA(token_pos), CS_KA(token_seq), CS_KA(n_tokens), CS_KA(n_head), CS_KA(n_kv),
+                                CS_KA(n_cells_used), CS_KA(caus), CS_KA(scale)};
     size_t items = (size_t)n_tokens * n_head;
     if (d->info.family == CS_KFAMILY_CPU) {
         /* both kernels give every query the same bits (cl/attention.cl):
@@ -325,12 +311,12 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
         int group = n_head / kv->n_kv_head;
         size_t nq = (size_t)n_tokens * group, chunks = (size_t)(group + ATT_G - 1) / ATT_G;
         if (nq >= ATT_W_MIN)
-            return launch(d, "attention", extra, "attn_cpu_t", a, CS_ARRAY_LEN(a),
+            return cs_op_launch(d, "attention", extra, "attn_cpu_t", a, CS_ARRAY_LEN(a),
                           (nq + ATT_W - 1) / ATT_W * kv->n_kv_head, cpu_local(d), err, errlen);
-        return launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
+        return cs_op_launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
                       (size_t)n_tokens * kv->n_kv_head * chunks, cpu_local(d), err, errlen);
     }
-    return launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
+    return cs_op_launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }
 
@@ -350,11 +336,11 @@ int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cell
              (unsigned)kv->type_k, (unsigned)kv->type_v);
     cl_int n_kv = kv->n_kv_head, n_cells = kv->n_cells, n_rot = p->n_rot, neox = p->neox;
     float base = p->freq_base, fs = p->freq_scale;
-    const struct karg a[] = {KA(kv->k), KA(cells), KA(n_list), KA(n_kv),  KA(n_cells),
-                             KA(n_rot), KA(neox),  KA(base),   KA(fs),    KA(delta)};
+    const struct cs_karg a[] = {CS_KA(kv->k), CS_KA(cells), CS_KA(n_list), CS_KA(n_kv), CS_KA(n_cells), CS_KA(n_rot),
+                                CS_KA(neox), CS_KA(base), CS_KA(fs), CS_KA(delta)};
     /* the row's last unit may be short (padded rows): ceil */
     size_t units = (size_t)((kv->n_kv_head * kv->head_dim + unit - 1) / unit);
-    return launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a), (size_t)n_list * units, elt_local(d), err,
+    return cs_op_launch(d, "kv", extra, "kv_shift", a, CS_ARRAY_LEN(a), (size_t)n_list * units, elt_local(d), err,
                   errlen);
 }
 
@@ -377,8 +363,8 @@ int cs_op_round_rows(struct cs_cl_dev *d, uint32_t weight_type, cl_mem x, size_t
         return rc;
     const size_t items = mode <= 2 ? n : (size_t)n_rows * (size_t)(n_cols / (mode == 3 ? 32 : 256));
     cl_uint xo = (cl_uint)x_off, nr = (cl_uint)n_rows, nc = (cl_uint)n_cols;
-    const struct karg a[] = {KA(x), KA(xo), KA(nr), KA(nc), KA(mode)};
-    return launch(d, "eltwise", NULL, "round_rows", a, CS_ARRAY_LEN(a), items, elt_local(d), err, errlen);
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(nr), CS_KA(nc), CS_KA(mode)};
+    return cs_op_launch(d, "eltwise", NULL, "round_rows", a, CS_ARRAY_LEN(a), items, elt_local(d), err, errlen);
 }
 
 int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem pos, int n_tokens,
@@ -405,11 +391,11 @@ int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, siz
     cl_uint xo = (cl_uint)x_off, bo = (cl_uint)b_off, yo = (cl_uint)y_off;
     cl_int has_w = w != NULL;
     cl_mem wm = w ? w : x;
-    const struct karg a[] = {KA(x), KA(xo), KA(b), KA(bo), KA(wm), KA(has_w), KA(y), KA(yo), KA(n_rows), KA(n_cols),
-                             KA(eps)};
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(b), CS_KA(bo), CS_KA(wm), CS_KA(has_w), CS_KA(y),
+                                CS_KA(yo), CS_KA(n_rows), CS_KA(n_cols), CS_KA(eps)};
     if (d->info.family == CS_KFAMILY_CPU)
-        return launch(d, "norm", NULL, "add_rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows, cpu_local(d), err,
+        return cs_op_launch(d, "norm", NULL, "add_rmsnorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows, cpu_local(d), err,
                       errlen);
     size_t ls = norm_local(d);
-    return launch(d, "norm", NULL, "add_rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
+    return cs_op_launch(d, "norm", NULL, "add_rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
 }

@@ -13,6 +13,18 @@
 
 #include "cl/runtime.h"
 
+/* The ops' single dispatch path (ops.c, lcpp_ops.c): fetch the (cached)
+ * kernel kname of program prog built with extra -D flags, set its arguments
+ * a[0..na), enqueue a 1-D range of n_items work-items, which cs_cl_run rounds
+ * up to the explicit local size (kernels bound-check their index). */
+struct cs_karg {
+    size_t size;    /* of the value */
+    const void *p;  /* the value (cl_mem, int, ...) */
+};
+#define CS_KA(v) {sizeof(v), &(v)}
+int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                 const struct cs_karg *a, size_t na, size_t n_items, size_t local, char *err, size_t errlen);
+
 /* RMSNorm per row: y = x / sqrt(mean(x^2) + eps) (* w if w != NULL).
  * x, y: (n_rows, n_cols); w: (n_cols). y may equal x (same offset). */
 int cs_op_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem y, size_t y_off,

@@ -198,6 +198,8 @@ static int matmul(const struct cs_lcpp *L, const struct cs_gguf_tensor *W, const
             return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "lcpp_ref: %s: rows of %d are not blocks of 32", W->name,
                           n_in);
         const int nb = n_in / QK;
+        const size_t row_bytes = (size_t)nb * (W->type == CS_TYPE_Q8_0 ? 34 : 18);
+        const bool repacked = W->type == CS_TYPE_Q4_0 && n_out % 8 == 0; /* ggml's AVX2 q4_0_8x8 */
         int8_t *xq = malloc((size_t)n_in);
         float *xd = malloc((size_t)nb * sizeof(float));
         if (!xq || !xd) {
@@ -208,12 +210,10 @@ static int matmul(const struct cs_lcpp *L, const struct cs_gguf_tensor *W, const
         for (int t = 0; t < n; t++) {
             for (int b = 0; b < nb; b++)
                 cs_lcpp_quantize_q8_0(x + (size_t)t * n_in + b * QK, xq + b * QK, &xd[b]);
-            for (int r = 0; r < n_out; r++)
-                y[(size_t)t * n_out + r] =
-                    W->type == CS_TYPE_Q4_0 && n_out % 8 == 0
-                        ? dot_q4_0_8x8((const uint8_t *)W->data + (size_t)r * nb * 18, xq, xd, nb)
-                        : dot_q0(W->type, (const uint8_t *)W->data + (size_t)r * nb * (W->type == CS_TYPE_Q8_0 ? 34 : 18),
-                                 xq, xd, nb);
+            for (int r = 0; r < n_out; r++) {
+                const uint8_t *row = (const uint8_t *)W->data + (size_t)r * row_bytes;
+                y[(size_t)t * n_out + r] = repacked ? dot_q4_0_8x8(row, xq, xd, nb) : dot_q0(W->type, row, xq, xd, nb);
+            }
         }
         free(xq);
         free(xd);
