@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cl/kprof.h"
 #include "cl/runtime.h"
 #include "common.h"
 
@@ -343,108 +344,6 @@ static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t le
              di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
 }
 
-/* ---- per-kernel profile (CLSPEC_KPROF=1) ----
- * Every launch gets a profiling event; events are resolved in batches (the
- * queue keeps running asynchronously). Device time (start to end) and the gap
- * before each kernel (its start minus the previous kernel's end: launch
- * overhead and host work the device waited for) are summed per (kernel,
- * global size) and printed to stderr, biggest first, when the device closes. */
-#define CS_KPROF_MAX 256
-#define CS_KPROF_PENDING 512
-struct cs_cl_kprof {
-    struct {
-        char name[48];         /* the launch's name */
-        size_t g0, g1;         /* global size, dims 0 and 1 */
-        unsigned n;            /* launches */
-        double dev_ms, gap_ms;
-    } e[CS_KPROF_MAX];
-    int n;
-    cl_event pend[CS_KPROF_PENDING];
-    int pend_e[CS_KPROF_PENDING]; /* entry index of each pending event */
-    int n_pend;
-    cl_ulong last_end;         /* ns, the previous kernel's end (0: none yet) */
-};
-
-static struct cs_cl_kprof *kprof_new(void)
-{
-    const char *v = getenv("CLSPEC_KPROF");
-    return v && *v && strcmp(v, "0") ? calloc(1, sizeof(struct cs_cl_kprof)) : NULL;
-}
-
-static void kprof_flush(struct cs_cl_kprof *kp)
-{
-    if (kp->n_pend)
-        clWaitForEvents((cl_uint)kp->n_pend, kp->pend);
-    for (int j = 0; j < kp->n_pend; j++) {
-        cl_ulong t0 = 0, t1 = 0;
-        clGetEventProfilingInfo(kp->pend[j], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL);
-        clGetEventProfilingInfo(kp->pend[j], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL);
-        clReleaseEvent(kp->pend[j]);
-        int i = kp->pend_e[j];
-        kp->e[i].dev_ms += (double)(t1 - t0) * 1e-6;
-        if (kp->last_end && t0 > kp->last_end && t0 - kp->last_end < 100000000u) /* < 0.1 s: not idle */
-            kp->e[i].gap_ms += (double)(t0 - kp->last_end) * 1e-6;
-        kp->last_end = t1;
-    }
-    kp->n_pend = 0;
-}
-
-static void kprof_add(struct cs_cl_kprof *kp, const char *name, const size_t *g, cl_uint dims, cl_event ev)
-{
-    size_t g1 = dims > 1 ? g[1] : 1;
-    int i = 0;
-    while (i < kp->n && !(kp->e[i].g0 == g[0] && kp->e[i].g1 == g1 &&
-                          !strncmp(kp->e[i].name, name, sizeof kp->e[i].name - 1)))
-        i++;
-    if (i == kp->n) {
-        if (kp->n == CS_KPROF_MAX) {
-            clReleaseEvent(ev);
-            return;
-        }
-        kp->n++;
-        snprintf(kp->e[i].name, sizeof kp->e[i].name, "%s", name);
-        kp->e[i].g0 = g[0];
-        kp->e[i].g1 = g1;
-    }
-    kp->e[i].n++;
-    if (kp->n_pend == CS_KPROF_PENDING)
-        kprof_flush(kp);
-    kp->pend[kp->n_pend] = ev;
-    kp->pend_e[kp->n_pend++] = i;
-}
-
-static void kprof_dump(struct cs_cl_dev *d)
-{
-    struct cs_cl_kprof *kp = d->kprof;
-    if (!kp)
-        return;
-    kprof_flush(kp);
-    double dev = 0, gap = 0;
-    unsigned n = 0;
-    for (int i = 0; i < kp->n; i++) {
-        dev += kp->e[i].dev_ms;
-        gap += kp->e[i].gap_ms;
-        n += kp->e[i].n;
-    }
-    fprintf(stderr, "kprof %s: %u launches, device %.1f ms, gaps %.1f ms\n", d->info.name, n, dev, gap);
-    fprintf(stderr, "kprof %-24s %8s %6s %8s %10s %10s %9s %9s\n", "kernel", "global0", "g1", "launches", "dev ms",
-            "gap ms", "dev us/l", "gap us/l");
-    for (;;) {
-        int b = -1;
-        for (int i = 0; i < kp->n; i++)
-            if (kp->e[i].n && (b < 0 || kp->e[i].dev_ms + kp->e[i].gap_ms > kp->e[b].dev_ms + kp->e[b].gap_ms))
-                b = i;
-        if (b < 0)
-            break;
-        fprintf(stderr, "kprof %-24s %8zu %6zu %8u %10.1f %10.1f %9.1f %9.1f\n", kp->e[b].name, kp->e[b].g0,
-                kp->e[b].g1, kp->e[b].n, kp->e[b].dev_ms, kp->e[b].gap_ms, kp->e[b].dev_ms * 1e3 / kp->e[b].n,
-                kp->e[b].gap_ms * 1e3 / kp->e[b].n);
-        kp->e[b].n = 0;
-    }
-    free(kp);
-    d->kprof = NULL;
-}
-
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -460,7 +359,7 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
         return cs_err(err, errlen, CLSPEC_E_CL, "%s: clCreateContext: %s (%d)", info->name,
                       cs_cl_errstr(rc), (int)rc);
     }
-    d->kprof = kprof_new();
+    d->kprof = cs_cl_kprof_new();
     d->q = clCreateCommandQueue(d->ctx, info->id, d->kprof ? CL_QUEUE_PROFILING_ENABLE : 0, &rc);
     if (rc != CL_SUCCESS) {
         clReleaseContext(d->ctx);
@@ -479,7 +378,8 @@ void cs_cl_dev_close(struct cs_cl_dev *d)
         return;
     if (d->q)
         clFinish(d->q);
-    kprof_dump(d);
+    cs_cl_kprof_dump(d->kprof, d->info.name);
+    d->kprof = NULL;
     for (struct cs_cl_prog_entry *p = d->progs, *pn; p; p = pn) {
         pn = p->next;
         for (struct cs_cl_kernel_entry *k = p->kernels, *kn; k; k = kn) {
@@ -940,7 +840,7 @@ int cs_cl_run(struct cs_cl_dev *d, cl_kernel k, const char *name, cl_uint dims,
         return cs_err(err, errlen, CLSPEC_E_CL, "clEnqueueNDRangeKernel(%s): %s (%d)", name,
                       cs_cl_errstr(rc), (int)rc);
     if (ev)
-        kprof_add(d->kprof, name, g, dims, ev);
+        cs_cl_kprof_add(d->kprof, name, g, dims, ev);
     return CLSPEC_OK;
 }
 
