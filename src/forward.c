@@ -458,13 +458,12 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
     };
 
     const bool lc = c->p.llamacpp_numerics;
-    int n_lrows = 0; /* rows that want logits: llama.cpp's last layer computes its FFN for these only */
-    for (int t = 0; t < n; t++)
+    int n_lrows = 0; /* lc: rows that want logits (llama.cpp's last layer computes its FFN for these only) */
+    for (int t = 0; lc && t < n; t++) {
         n_lrows += r->lrow[t] >= 0;
-    if (lc)
-        for (int t = 0; t < n; t++)
-            cs_lcpp_rope_table(hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale, r->pos[t],
-                               c->h_rope + (size_t)t * (hp->n_rot / 2) * 2);
+        cs_lcpp_rope_table(hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale, r->pos[t],
+                           c->h_rope + (size_t)t * (hp->n_rot / 2) * 2);
+    }
     /* inputs, to every device that runs layers */
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
