@@ -45,6 +45,31 @@
 /* columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
 #define CS_MM_TCC 8
 
+/* Software prefetch. PoCL runs the work-items of a group one after another,
+ * so the weight bytes a work-item streams through continue in the next
+ * work-item's rows: a prefetch CS_PF_AHEAD bytes ahead of the current position
+ * of each stream keeps enough cache-line reads in flight (the hardware
+ * prefetcher alone restarts at every 4 KiB page). On PoCL 3.1 (Skylake, 2
+ * cores) it took the decode mat-vec sequence of a 110M Q8_0 model from about
+ * 11 to 15 GB/s. A hint only: it never faults and changes no result. Clang
+ * based compilers (PoCL, Intel's CPU runtime) have the builtin; elsewhere the
+ * macro is empty. CS_PF_LINES(p, step): every cache line of [p, p + step). */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_prefetch)
+#define CS_PREFETCH(p) __builtin_prefetch(p)
+#endif
+#endif
+#if !defined(CS_PREFETCH) || defined(CS_NO_PREFETCH)
+#undef CS_PREFETCH
+#define CS_PREFETCH(p) ((void)0)
+#endif
+#ifndef CS_PF_AHEAD
+#define CS_PF_AHEAD 6912 /* bytes; 4-16 KiB measured alike, 1.7 KiB slower */
+#endif
+#define CS_PF_LINES(p, step) \
+    for (uint o_ = 0; o_ < (step); o_ += 64) \
+        CS_PREFETCH((p) + o_)
+
 /* cs_mv2_T: rows r and r + 1 (when < n_rows) of y = W x (4 independent FMA
  * chains hide the FMA latency; x is loaded once for both rows). mv_T: two
  * rows per work-item; mv3_T: the same over the Q, K and V weights of a layer
@@ -56,9 +81,14 @@
         const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
         __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
         const uint nsb = n_in / 32; \
+        /* rows r, r + 1 are one stream (the next work-item goes on after them) */ \
+        const uint pstep = nsb ? 2 * row_bytes / nsb : 0; \
+        __global const uchar *pf = wr + CS_PF_AHEAD; \
         float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
         for (uint s = 0; s < nsb; s++) { \
             float16 lo, hi, lo1, hi1; \
+            CS_PF_LINES(pf, pstep); \
+            pf += pstep; \
             cs_dq32_##T(wr, s, &lo, &hi); \
             cs_dq32_##T(wr1, s, &lo1, &hi1); \
             const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
@@ -114,11 +144,15 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         __global const uchar *wr = w + (size_t)r * row_bytes; \
         __global const float *xt = x + x_off + (size_t)c0 * n_in; \
         const uint nsb = n_in / 32; \
+        const uint pstep = nsb ? row_bytes / nsb : 0; \
+        __global const uchar *pf = wr + CS_PF_AHEAD / 2; \
         float16 alo[CS_MM_TCC], ahi[CS_MM_TCC]; \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) alo[c] = ahi[c] = 0.0f; \
         if (nc == CS_MM_TCC) { \
             for (uint s = 0; s < nsb; s++) { \
                 float16 lo, hi; \
+                CS_PF_LINES(pf, pstep); \
+                pf += pstep; \
                 cs_dq32_##T(wr, s, &lo, &hi); \
                 _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) { \
                     __global const float *xc = xt + (size_t)c * n_in; \
@@ -129,6 +163,8 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         } else { \
             for (uint s = 0; s < nsb; s++) { \
                 float16 lo, hi; \
+                CS_PF_LINES(pf, pstep); \
+                pf += pstep; \
                 cs_dq32_##T(wr, s, &lo, &hi); \
                 _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
                     __global const float *xc = xt + (size_t)c * n_in; \
@@ -160,9 +196,16 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         __global const uchar *wr = wg + (size_t)r * row_bytes, *wr1 = wu + (size_t)r * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
+        /* two streams: gate rows and up rows */ \
+        const uint pstep = nsb ? row_bytes / nsb : 0; \
+        __global const uchar *pf = wr + CS_PF_AHEAD / 2, *pf1 = wr1 + CS_PF_AHEAD / 2; \
         float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
         for (uint s = 0; s < nsb; s++) { \
             float16 lo, hi, lo1, hi1; \
+            CS_PF_LINES(pf, pstep); \
+            CS_PF_LINES(pf1, pstep); \
+            pf += pstep; \
+            pf1 += pstep; \
             cs_dq32_##T(wr, s, &lo, &hi); \
             cs_dq32_##T(wr1, s, &lo1, &hi1); \
             const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
