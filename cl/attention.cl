@@ -38,6 +38,7 @@
 #endif
 #define ATT_WG 64
 #define ATT_G 4 /* CPU family: q heads per work-item (must match src/ops/ops.c) */
+#define ATT_C 4 /* attn_cpu: cells per block (8 measured alike) */
 
 /* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
  * an argument, so each inlined call folds to one branch. */
@@ -138,15 +139,37 @@ static bool att_visible(int c, __global const int *cell_pos, __global const ulon
  * Both CPU kernels compute every query (token, q head) with exactly these
  * operations, whichever kernel, batch or vector lane it lands in, so the two
  * are bitwise interchangeable (the host picks by batch size):
- *   q = q * scale; for each visible cell in visiting order:
- *   s4 = fma chain over the float4 chunks i of q[i] * k[i] (from 0);
- *   s = (s4.x + s4.y) + (s4.z + s4.w);
+ *   q = q * scale; the head is seen as HDC chunks of 16 elements (the last
+ *   one padded with zeros); for each visible cell in visiting order:
+ *   s16 = fma chain over the chunks j of q[16 j + i] * k[16 j + i] (lane i,
+ *   from 0); s = cs_hsum16(s16);
  *   if s > m: corr = cs_att_exp(m - s), p = 1, m = s
  *   else:     corr = 1, p = cs_att_exp(s - m);
  *   l = fma(l, corr, p); acc = fma(p, v, acc * corr);
  *   out = acc * (l > 0 ? 1 / l : 0).
  * cs_att_exp is built from IEEE operations only (no library exp, whose
  * scalar and vector versions may differ). */
+
+#define HDC ((HD + 15) / 16) /* 16-element chunks of a head */
+
+/* Chunk j (elements 16 j .. 16 j + 15, zeros from HD on) of a head segment p
+ * of type T whose head starts at element e0 (kv_head_e0). */
+static float16 kv_load16(int T, __global const uchar *p, int e0, int j)
+{
+    if (HD % 16 == 0 && T == 0)
+        return vload16(0, (__global const float *)p + e0 + 16 * j);
+    if (HD % 16 == 0 && T == 1)
+        return vload_half16(0, (__global const half *)p + e0 + 16 * j);
+    float16 r = (float16)(0.0f);
+    r.s0123 = kv_load4(T, p, e0 + 16 * j);
+    if (16 * j + 4 < HD)
+        r.s4567 = kv_load4(T, p, e0 + 16 * j + 4);
+    if (16 * j + 8 < HD)
+        r.s89ab = kv_load4(T, p, e0 + 16 * j + 8);
+    if (16 * j + 12 < HD)
+        r.scdef = kv_load4(T, p, e0 + 16 * j + 12);
+    return r;
+}
 
 /* exp(x) for x <= 0 (as used: m - s or s - m): 0 below -87, else
  * 2^n p(r), n = rint(x / ln 2), r = x - n ln 2 (two-part ln 2), p the
@@ -170,10 +193,12 @@ static bool att_visible(int c, __global const int *cell_pos, __global const ulon
     }
 CS_ATT_EXP(float, int, convert_int, as_float)
 CS_ATT_EXP(float16, int16, convert_int16, as_float16)
+CS_ATT_EXP(float4, int4, convert_int4, as_float4)
 
 /* attn_cpu (decode and small batches): one work-item per (token, kv head,
  * chunk of up to ATT_G of the q heads sharing that kv head), so each K/V row
- * is read once per chunk; q and acc as float4 chunks along the head. */
+ * is read once per chunk; q and acc as 16-wide chunks along the head (the
+ * loops over the chunk's heads unroll, so they stay in vector registers). */
 __kernel void attn_cpu(ATT_ARGS)
 {
     int group = n_head / n_kv_head, n_chunks = (group + ATT_G - 1) / ATT_G;
@@ -188,55 +213,86 @@ __kernel void attn_cpu(ATT_ARGS)
     size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
     int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
 
-    float4 qv[ATT_G][HD / 4], acc[ATT_G][HD / 4];
+    float16 qv[ATT_G][HDC], acc[ATT_G][HDC];
     float m[ATT_G], l[ATT_G];
-    for (int g = 0; g < ng; g++) {
-        __global const float *qr = q + q_off + ((size_t)t * n_head + h0 + g) * HD;
-        for (int i = 0; i < HD / 4; i++) {
-            qv[g][i] = vload4(i, qr) * scale;
-            acc[g][i] = (float4)(0.0f);
+    _Pragma("unroll") for (int g = 0; g < ATT_G; g++) {
+        __global const float *qr = q + q_off + ((size_t)t * n_head + h0 + min(g, ng - 1)) * HD;
+        _Pragma("unroll") for (int j = 0; j < HDC; j++) {
+            float16 x = (float16)(0.0f);
+            if (HD % 16 == 0 || 16 * j + 16 <= HD)
+                x = vload16(j, qr);
+            else
+                for (int i = 0; 16 * j + i < HD; i++)
+                    x[i] = qr[16 * j + i];
+            qv[g][j] = x * scale;
+            acc[g][j] = (float16)(0.0f);
         }
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    for (int i = 0; i < n_cells; i++) {
-        int c = use_order ? cell_order[i] : i;
-        if (!att_visible(c, cell_pos, cell_seq, tp, ts, causal))
-            continue;
-        __global const uchar *kp = kc + (size_t)c * krow + khead;
-        __global const uchar *vp = vc + (size_t)c * vrow + vhead;
-        float4 s4[ATT_G];
-        for (int g = 0; g < ng; g++)
-            s4[g] = (float4)(0.0f);
-        for (int i = 0; i < HD / 4; i++) {
-            float4 k4 = kv_load4(KV_TK, kp, ke0 + 4 * i);
-            for (int g = 0; g < ng; g++)
-                s4[g] = fma(qv[g][i], k4, s4[g]);
+    /* blocks of up to ATT_C visible cells: their scores are independent
+     * (ILP), their exps one vector op; the softmax state and acc are then
+     * updated cell by cell in visiting order, as the fold order says */
+    for (int i = 0; i < n_cells;) {
+        int cl[ATT_C], nb = 0;
+        for (; i < n_cells && nb < ATT_C; i++) {
+            const int c = use_order ? cell_order[i] : i;
+            if (att_visible(c, cell_pos, cell_seq, tp, ts, causal))
+                cl[nb++] = c;
         }
-        float corr[ATT_G], p[ATT_G];
-        for (int g = 0; g < ng; g++) {
-            float s = (s4[g].x + s4[g].y) + (s4[g].z + s4[g].w);
-            corr[g] = 1.0f;
-            p[g] = 1.0f;
-            if (s > m[g]) {
-                corr[g] = cs_att_exp(m[g] - s);
-                m[g] = s;
-            } else {
-                p[g] = cs_att_exp(s - m[g]);
+        if (nb == 0)
+            break;
+        float sc[ATT_G][ATT_C];
+        _Pragma("unroll") for (int b = 0; b < ATT_C; b++) if (b < nb) {
+            __global const uchar *kp = kc + (size_t)cl[b] * krow + khead;
+            float16 s16[ATT_G];
+            _Pragma("unroll") for (int g = 0; g < ATT_G; g++) s16[g] = (float16)(0.0f);
+            _Pragma("unroll") for (int j = 0; j < HDC; j++) {
+                const float16 k16 = kv_load16(KV_TK, kp, ke0, j);
+                _Pragma("unroll") for (int g = 0; g < ATT_G; g++) if (g < ng)
+                    s16[g] = fma(qv[g][j], k16, s16[g]);
             }
-            l[g] = fma(l[g], corr[g], p[g]);
+            _Pragma("unroll") for (int g = 0; g < ATT_G; g++) sc[g][b] = cs_hsum16(s16[g]);
         }
-        for (int i = 0; i < HD / 4; i++) {
-            float4 v4 = kv_load4(KV_TV, vp, ve0 + 4 * i);
-            for (int g = 0; g < ng; g++)
-                acc[g][i] = fma(p[g], v4, acc[g][i] * corr[g]);
+        float corr[ATT_G][ATT_C], p[ATT_G][ATT_C];
+        _Pragma("unroll") for (int g = 0; g < ATT_G; g++) if (g < ng) {
+            float arg[ATT_C];
+            int gtb[ATT_C];
+            _Pragma("unroll") for (int b = 0; b < ATT_C; b++) {
+                const float s = b < nb ? sc[g][b] : -INFINITY;
+                gtb[b] = s > m[g];
+                arg[b] = gtb[b] ? m[g] - s : s - m[g];
+                m[g] = gtb[b] ? s : m[g];
+            }
+            float ea[ATT_C];
+            vstore4(cs_att_exp(vload4(0, arg)), 0, ea); /* ATT_C lanes */
+            _Pragma("unroll") for (int b = 0; b < ATT_C; b++) {
+                corr[g][b] = gtb[b] ? ea[b] : 1.0f;
+                p[g][b] = gtb[b] ? 1.0f : ea[b];
+            }
+        }
+        _Pragma("unroll") for (int b = 0; b < ATT_C; b++) if (b < nb) {
+            __global const uchar *vp = vc + (size_t)cl[b] * vrow + vhead;
+            _Pragma("unroll") for (int g = 0; g < ATT_G; g++) if (g < ng)
+                l[g] = fma(l[g], corr[g][b], p[g][b]);
+            _Pragma("unroll") for (int j = 0; j < HDC; j++) {
+                const float16 v16 = kv_load16(KV_TV, vp, ve0, j);
+                _Pragma("unroll") for (int g = 0; g < ATT_G; g++) if (g < ng)
+                    acc[g][j] = fma(p[g][b], v16, acc[g][j] * corr[g][b]);
+            }
         }
     }
-    for (int g = 0; g < ng; g++) {
-        float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+    _Pragma("unroll") for (int g = 0; g < ATT_G; g++) if (g < ng) {
+        const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
         __global float *orow = out + o_off + ((size_t)t * n_head + h0 + g) * HD;
-        for (int i = 0; i < HD / 4; i++)
-            vstore4(acc[g][i] * inv, i, orow);
+        _Pragma("unroll") for (int j = 0; j < HDC; j++) {
+            const float16 o = acc[g][j] * inv;
+            if (HD % 16 == 0 || 16 * j + 16 <= HD)
+                vstore16(o, j, orow);
+            else
+                for (int i = 0; 16 * j + i < HD; i++)
+                    orow[16 * j + i] = o[i];
+        }
     }
 }
 
@@ -260,7 +316,7 @@ __kernel void attn_cpu_t(ATT_ARGS)
     size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
     int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
 
-    float16 qT[HD], acc[HD];
+    float16 qT[HDC * 16], acc[HD]; /* qT padded with zeros to whole chunks */
     int tpa[ATT_W], va[ATT_W];
     ulong sma[ATT_W];
     float tmp[ATT_W];
@@ -282,8 +338,12 @@ __kernel void attn_cpu_t(ATT_ARGS)
         qT[d] = vload16(0, tmp) * scale;
         acc[d] = (float16)(0.0f);
     }
+    for (int d = HD; d < HDC * 16; d++)
+        qT[d] = (float16)(0.0f);
     float16 m = (float16)(-INFINITY), l = (float16)(0.0f);
-    float kf[HD], vf[HD];
+    float kf[HDC * 16], vf[HD];
+    for (int d = HD; d < HDC * 16; d++)
+        kf[d] = 0.0f;
     for (int i = 0; i < n_cells; i++) {
         const int c = use_order ? cell_order[i] : i, cp = cell_pos[c];
         if (cp < 0)
@@ -299,14 +359,18 @@ __kernel void attn_cpu_t(ATT_ARGS)
         __global const uchar *vp = vc + (size_t)c * vrow + vhead;
         for (int i = 0; i < HD / 4; i++)
             vstore4(kv_load4(KV_TK, kp, ke0 + 4 * i), i, kf);
-        float16 s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-        for (int i = 0; i < HD / 4; i++) {
-            s0 = fma(qT[4 * i], kf[4 * i], s0);
-            s1 = fma(qT[4 * i + 1], kf[4 * i + 1], s1);
-            s2 = fma(qT[4 * i + 2], kf[4 * i + 2], s2);
-            s3 = fma(qT[4 * i + 3], kf[4 * i + 3], s3);
-        }
-        const float16 s = (s0 + s1) + (s2 + s3);
+        /* lane i of attn_cpu's s16 is sa[i] here; then cs_hsum16's tree */
+        float16 sa[16];
+        for (int i = 0; i < 16; i++)
+            sa[i] = (float16)(0.0f);
+        for (int j = 0; j < HDC; j++)
+            for (int i = 0; i < 16; i++)
+                sa[i] = fma(qT[16 * j + i], kf[16 * j + i], sa[i]);
+        for (int i = 0; i < 8; i++)
+            sa[i] += sa[i + 8];
+        for (int i = 0; i < 4; i++)
+            sa[i] += sa[i + 4];
+        const float16 s = (sa[0] + sa[1]) + (sa[2] + sa[3]);
         const int16 gt = vis & (s > m);
         const float16 e = cs_att_exp(select(s - m, m - s, gt));
         const float16 corr = select((float16)(1.0f), e, gt);
