@@ -51,7 +51,9 @@
  * of each stream keeps enough cache-line reads in flight (the hardware
  * prefetcher alone restarts at every 4 KiB page). On PoCL 3.1 (Skylake, 2
  * cores) it took the decode mat-vec sequence of a 110M Q8_0 model from about
- * 11 to 15 GB/s. A hint only: it never faults and changes no result. Clang
+ * 11 to 15 GB/s. Not in mm_T: a tile reuses each weight row over its
+ * columns (compute-bound), and there it cost prefill a third of its speed.
+ * A hint only: it never faults and changes no result. Clang
  * based compilers (PoCL, Intel's CPU runtime) have the builtin; elsewhere the
  * macro is empty. CS_PF_LINES(p, step): every cache line of [p, p + step). */
 #if defined(__has_builtin)
@@ -144,15 +146,11 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         __global const uchar *wr = w + (size_t)r * row_bytes; \
         __global const float *xt = x + x_off + (size_t)c0 * n_in; \
         const uint nsb = n_in / 32; \
-        const uint pstep = nsb ? row_bytes / nsb : 0; \
-        __global const uchar *pf = wr + CS_PF_AHEAD / 2; \
         float16 alo[CS_MM_TCC], ahi[CS_MM_TCC]; \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) alo[c] = ahi[c] = 0.0f; \
         if (nc == CS_MM_TCC) { \
             for (uint s = 0; s < nsb; s++) { \
                 float16 lo, hi; \
-                CS_PF_LINES(pf, pstep); \
-                pf += pstep; \
                 cs_dq32_##T(wr, s, &lo, &hi); \
                 _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) { \
                     __global const float *xc = xt + (size_t)c * n_in; \
@@ -163,8 +161,6 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         } else { \
             for (uint s = 0; s < nsb; s++) { \
                 float16 lo, hi; \
-                CS_PF_LINES(pf, pstep); \
-                pf += pstep; \
                 cs_dq32_##T(wr, s, &lo, &hi); \
                 _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
                     __global const float *xc = xt + (size_t)c * n_in; \
