@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # all.sh: the benchmark set the issues' notes report, in one run (from the
-# build directory, after make): device bandwidth; prefill/decode of the 110M
+# build directory, after make): device bandwidth; decode of the 110M models
+# as a fraction of it (decode-bw.sh); prefill/decode of the 110M
 # synthetic model in Q8_0 and F16; aggregate decode of 1/2/4/8 sequences and
 # KV bytes per token; speculation (ngram, draft, mtp, dflash) against plain
 # decode on stories260K at parallel 1 and 4; the daemon's tokens/s and time
@@ -24,6 +25,11 @@ tests/bench/make-models.sh >/dev/null || exit 1
 
 echo; echo '### Devices'; echo '```'
 ./clspec devices --bandwidth
+echo '```'
+
+echo; echo '### Decode against the read bandwidth (tests/bench/decode-bw.sh)'; echo; echo '```'
+ROUNDS="$reps" tests/bench/decode-bw.sh "$q8"
+ROUNDS="$reps" tests/bench/decode-bw.sh "$f16"
 echo '```'
 
 echo; echo '### Prefill / decode (clspec bench)'; echo
