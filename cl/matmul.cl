@@ -180,42 +180,57 @@ CS_FOR_EACH_WTYPE(CS_MV3)
 
 /* mvswiglu_T: out[r] = silu(g) * u, g = row r of wg . x, u = row r of wu . x
  * (gate and up projections of the FFN and the SwiGLU in one launch; each
- * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu) */
+ * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu). Rows r
+ * and r + 1 of both matrices per work-item: two streams (gate pair, up
+ * pair), 8 independent FMA chains, x loaded once for the four rows. */
 #define CS_MVSWIGLU(T) \
     __kernel void mvswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, \
                                uint n_in, uint n_rows, __global const float *x, uint x_off, \
                                __global float *y, uint y_off) \
     { \
-        const uint r = get_global_id(0); \
+        const uint r = 2 * get_global_id(0); \
         if (r >= n_rows) \
             return; \
-        __global const uchar *wr = wg + (size_t)r * row_bytes, *wr1 = wu + (size_t)r * row_bytes; \
+        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
+        __global const uchar *g0 = wg + (size_t)r * row_bytes, *g1 = wg + (size_t)r1 * row_bytes; \
+        __global const uchar *u0 = wu + (size_t)r * row_bytes, *u1 = wu + (size_t)r1 * row_bytes; \
         __global const float *xc = x + x_off; \
         const uint nsb = n_in / 32; \
-        /* two streams: gate rows and up rows */ \
-        const uint pstep = nsb ? row_bytes / nsb : 0; \
-        __global const uchar *pf = wr + CS_PF_AHEAD / 2, *pf1 = wr1 + CS_PF_AHEAD / 2; \
-        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
+        const uint pstep = nsb ? 2 * row_bytes / nsb : 0; \
+        __global const uchar *pf = g0 + CS_PF_AHEAD / 2, *pf1 = u0 + CS_PF_AHEAD / 2; \
+        float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; /* gate rows r, r1 */ \
+        float16 clo = 0.0f, chi = 0.0f, dlo = 0.0f, dhi = 0.0f; /* up rows r, r1 */ \
         for (uint s = 0; s < nsb; s++) { \
-            float16 lo, hi, lo1, hi1; \
+            float16 lo, hi; \
             CS_PF_LINES(pf, pstep); \
             CS_PF_LINES(pf1, pstep); \
             pf += pstep; \
             pf1 += pstep; \
-            cs_dq32_##T(wr, s, &lo, &hi); \
-            cs_dq32_##T(wr1, s, &lo1, &hi1); \
             const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+            cs_dq32_##T(g0, s, &lo, &hi); \
             alo = fma(lo, xl, alo); \
             ahi = fma(hi, xh, ahi); \
-            blo = fma(lo1, xl, blo); \
-            bhi = fma(hi1, xh, bhi); \
+            cs_dq32_##T(g1, s, &lo, &hi); \
+            blo = fma(lo, xl, blo); \
+            bhi = fma(hi, xh, bhi); \
+            cs_dq32_##T(u0, s, &lo, &hi); \
+            clo = fma(lo, xl, clo); \
+            chi = fma(hi, xh, chi); \
+            cs_dq32_##T(u1, s, &lo, &hi); \
+            dlo = fma(lo, xl, dlo); \
+            dhi = fma(hi, xh, dhi); \
         } \
-        float gv = cs_hsum16(alo + ahi), uv = cs_hsum16(blo + bhi); \
+        float gv = cs_hsum16(alo + ahi), gv1 = cs_hsum16(blo + bhi); \
+        float uv = cs_hsum16(clo + chi), uv1 = cs_hsum16(dlo + dhi); \
         for (uint k = nsb * 32; k < n_in; k++) { \
-            gv = fma(cs_dq1_##T(wr, k), xc[k], gv); \
-            uv = fma(cs_dq1_##T(wr1, k), xc[k], uv); \
+            gv = fma(cs_dq1_##T(g0, k), xc[k], gv); \
+            gv1 = fma(cs_dq1_##T(g1, k), xc[k], gv1); \
+            uv = fma(cs_dq1_##T(u0, k), xc[k], uv); \
+            uv1 = fma(cs_dq1_##T(u1, k), xc[k], uv1); \
         } \
         y[y_off + r] = gv / (1.0f + exp(-gv)) * uv; \
+        if (r + 1 < n_rows) \
+            y[y_off + r + 1] = gv1 / (1.0f + exp(-gv1)) * uv1; \
     }
 CS_FOR_EACH_WTYPE(CS_MVSWIGLU)
 

@@ -300,7 +300,7 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     rc = set_args(k, name, err, errlen, 9, sz, v);
     if (rc != CLSPEC_OK)
         return rc;
-    const size_t g[1] = {nr}, l[1] = {CPU_LOCAL};
+    const size_t g[1] = {((size_t)nr + 1) / 2}, l[1] = {CPU_LOCAL}; /* two rows per work-item */
     return cs_cl_run(d, k, name, 1, g, l, err, errlen);
 }
 
