@@ -385,16 +385,15 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
     return CLSPEC_OK;
 }
 
-/* Adds the layer's Q/K/V biases (qwen2) to this pass's q, kc, vc (n rows). */
-static int qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, struct cs_fwd_act *a, int n, int Q, int KV,
-                    char *err, size_t errlen)
+int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
+                    int q_dim, int kv_dim, char *err, size_t errlen)
 {
     if (L->bq)
-        CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
+        CS_TRY(cs_op_add_bias(d, q, 0, L->bq, n, q_dim, err, errlen));
     if (L->bk)
-        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+        CS_TRY(cs_op_add_bias(d, k, 0, L->bk, n, kv_dim, err, errlen));
     if (L->bv)
-        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+        CS_TRY(cs_op_add_bias(d, v, 0, L->bv, n, kv_dim, err, errlen));
     return CLSPEC_OK;
 }
 
@@ -415,7 +414,7 @@ static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct c
     CS_TRY(lmm(c, a, &L->wq, a->xb, a->q, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wk, a->xb, a->kc, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wv, a->xb, a->vc, n, batch, err, errlen));
-    CS_TRY(qkv_bias(d, L, a, n, Q, KV, err, errlen));
+    CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
     if (L->q_norm)
         CS_TRY(cs_op_lcpp_rmsnorm(d, a->q, L->q_norm, a->q, n * (int)hp->n_head, D, eps, err, errlen));
     if (L->k_norm)
@@ -452,10 +451,7 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
     const int n = r->n, E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp),
               D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
     const float eps = hp->rms_eps;
-    const struct cs_rope_params rope = {
-        .n_rot = (int)hp->n_rot, .neox = hp->rope_style == CS_ROPE_NEOX,
-        .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
-    };
+    const struct cs_rope_params *rope = &c->kv->rope; /* the model's, as the cache keeps them */
 
     const bool lc = c->p.llamacpp_numerics;
     int n_lrows = 0; /* lc: rows that want logits (llama.cpp's last layer computes its FFN for these only) */
@@ -506,13 +502,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
         CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
                                 errlen));
-        CS_TRY(qkv_bias(d, L, a, n, Q, KV, err, errlen));
+        CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
         if (L->q_norm)
             CS_TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
         if (L->k_norm)
             CS_TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
         CS_TRY(
-            cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
+            cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, rope, err, errlen));
         CS_TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
         CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
                                1.0f / sqrtf((float)D), err, errlen));

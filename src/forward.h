@@ -28,6 +28,11 @@ struct cs_fwd_layer {
     cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
 };
 
+/* Adds the layer's Q/K/V biases (qwen2; absent ones skipped) to n rows of q
+ * (q_dim wide) and of k and v (kv_dim wide), in place. */
+int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
+                    int q_dim, int kv_dim, char *err, size_t errlen);
+
 struct cs_fwd_model {
     const struct cs_model *model;         /* borrowed */
     int n_dev;

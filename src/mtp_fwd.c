@@ -322,20 +322,12 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     /* the block (as forward.c's layer) */
     const struct cs_fwd_layer *L = &mm->blk;
     const struct cs_kv_view kv = cs_kv_layer_view(c->kv, 0);
-    const struct cs_rope_params rope = {
-        .n_rot = (int)hp->n_rot, .neox = hp->rope_style == CS_ROPE_NEOX,
-        .freq_base = hp->rope_freq_base, .freq_scale = hp->rope_freq_scale,
-    };
     CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
     CS_TRY(
         cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, c->xb, 0, c->q, 0, c->kc, 0, c->vc, 0, (uint32_t)n, err, errlen));
-    if (L->bq)
-        CS_TRY(cs_op_add_bias(d, c->q, 0, L->bq, n, Q, err, errlen));
-    if (L->bk)
-        CS_TRY(cs_op_add_bias(d, c->kc, 0, L->bk, n, KV, err, errlen));
-    if (L->bv)
-        CS_TRY(cs_op_add_bias(d, c->vc, 0, L->bv, n, KV, err, errlen));
-    CS_TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &rope, err, errlen));
+    CS_TRY(cs_fwd_qkv_bias(d, L, c->q, c->kc, c->vc, n, Q, KV, err, errlen));
+    CS_TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &c->kv->rope, err,
+                         errlen));
     CS_TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
     CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
                            1.0f / sqrtf((float)D), err, errlen));
