@@ -303,8 +303,15 @@ __kernel void attn_cpu(ATT_ARGS)
  * Lanes a cell is invisible to keep their state (select). Heavier tiles
  * (later tokens) come first. With use_order (cells occupied first, by
  * ascending position: kv.c build_order) a causal tile stops at the first
- * cell past its last position. */
+ * cell past its last position.
+ * Cells go in blocks of up to ATT_CB visible ones: first the scores and the
+ * softmax state of each cell in turn (m, l and its p and corr), then one
+ * pass over acc that applies the block's cells in turn, so acc is loaded and
+ * stored once per block instead of once per cell. Every lane sees exactly
+ * the per-cell operations of the fold order (corr = 1 where the maximum did
+ * not move, and x * 1 = x), so blocking changes no bit. */
 #define ATT_W 16
+#define ATT_CB 4 /* cells per acc pass (2 and 8 measured alike) */
 __kernel void attn_cpu_t(ATT_ARGS)
 {
     const int group = n_head / n_kv_head, nq = n_tokens * group, n_tiles = (nq + ATT_W - 1) / ATT_W;
@@ -319,7 +326,6 @@ __kernel void attn_cpu_t(ATT_ARGS)
     float16 qT[HDC * 16], acc[HD]; /* qT padded with zeros to whole chunks */
     int tpa[ATT_W], va[ATT_W];
     ulong sma[ATT_W];
-    float tmp[ATT_W];
     int max_tp = -1;
     for (int j = 0; j < ATT_W; j++) {
         const int qj = j0 + j, ok = qj < nq, t = ok ? qj / group : 0, ts = ok ? token_seq[t] : -1;
@@ -330,73 +336,105 @@ __kernel void attn_cpu_t(ATT_ARGS)
     }
     const int16 tp = vload16(0, tpa), valid = vload16(0, va);
     const ulong16 sm = vload16(0, sma);
+    /* transpose the tile's q rows into qT (lane j = query j), a row at a time */
+    float *qf = (float *)qT;
+    for (int j = 0; j < ATT_W; j++) {
+        const int qj = min(j0 + j, nq - 1), t = qj / group, h = kvh * group + qj % group;
+        __global const float *qr = q + q_off + ((size_t)t * n_head + h) * HD;
+        for (int d = 0; d < HD; d++)
+            qf[16 * d + j] = qr[d];
+    }
     for (int d = 0; d < HD; d++) {
-        for (int j = 0; j < ATT_W; j++) {
-            const int qj = min(j0 + j, nq - 1), t = qj / group, h = kvh * group + qj % group;
-            tmp[j] = q[q_off + ((size_t)t * n_head + h) * HD + d];
-        }
-        qT[d] = vload16(0, tmp) * scale;
+        qT[d] *= scale;
         acc[d] = (float16)(0.0f);
     }
     for (int d = HD; d < HDC * 16; d++)
         qT[d] = (float16)(0.0f);
     float16 m = (float16)(-INFINITY), l = (float16)(0.0f);
-    float kf[HDC * 16], vf[HD];
-    for (int d = HD; d < HDC * 16; d++)
-        kf[d] = 0.0f;
-    for (int i = 0; i < n_cells; i++) {
-        const int c = use_order ? cell_order[i] : i, cp = cell_pos[c];
-        if (cp < 0)
-            continue;
-        if (use_order && causal && cp > max_tp)
-            break;
-        int16 vis = valid & convert_int16((cell_seq[c] & sm) != 0UL);
-        if (causal)
-            vis &= (int16)cp <= tp;
-        if (!any(vis))
-            continue;
-        __global const uchar *kp = kc + (size_t)c * krow + khead;
-        __global const uchar *vp = vc + (size_t)c * vrow + vhead;
-        for (int i = 0; i < HD / 4; i++)
-            vstore4(kv_load4(KV_TK, kp, ke0 + 4 * i), i, kf);
-        /* lane i of attn_cpu's s16 is sa[i] here; then cs_hsum16's tree */
-        float16 sa[16];
-        for (int i = 0; i < 16; i++)
-            sa[i] = (float16)(0.0f);
-        for (int j = 0; j < HDC; j++)
-            for (int i = 0; i < 16; i++)
-                sa[i] = fma(qT[16 * j + i], kf[16 * j + i], sa[i]);
-        for (int i = 0; i < 8; i++)
-            sa[i] += sa[i + 8];
-        for (int i = 0; i < 4; i++)
-            sa[i] += sa[i + 4];
-        const float16 s = (sa[0] + sa[1]) + (sa[2] + sa[3]);
-        const int16 gt = vis & (s > m);
-        const float16 e = cs_att_exp(select(s - m, m - s, gt));
-        const float16 corr = select((float16)(1.0f), e, gt);
-        const float16 p = select(select((float16)(0.0f), e, vis), (float16)(1.0f), gt);
-        m = select(m, s, gt);
-        l = fma(l, corr, p);
-        for (int i = 0; i < HD / 4; i++)
-            vstore4(kv_load4(KV_TV, vp, ve0 + 4 * i), i, vf);
-        if (any(gt))
-            for (int d = 0; d < HD; d++)
-                acc[d] *= corr; /* corr = 1 in the other lanes: exact */
-        if (all(vis)) {
-            for (int d = 0; d < HD; d++)
-                acc[d] = fma(p, vf[d], acc[d]);
+    float kf[HDC * 16], vf[ATT_CB][HD];
+    for (int i = 0; i < n_cells;) {
+        float16 pb[ATT_CB], cb[ATT_CB];
+        int16 vb[ATT_CB];
+        int nb = 0, all_vis = 1, any_gt = 0;
+        for (; i < n_cells && nb < ATT_CB; i++) {
+            const int c = use_order ? cell_order[i] : i, cp = cell_pos[c];
+            if (cp < 0)
+                continue;
+            if (use_order && causal && cp > max_tp) {
+                i = n_cells; /* no later cell is visible to this tile */
+                break;
+            }
+            int16 vis = valid & convert_int16((cell_seq[c] & sm) != 0UL);
+            if (causal)
+                vis &= (int16)cp <= tp;
+            if (!any(vis))
+                continue;
+            __global const uchar *kp = kc + (size_t)c * krow + khead;
+            __global const uchar *vp = vc + (size_t)c * vrow + vhead;
+            _Pragma("unroll") for (int j = 0; j < HDC; j++)
+                vstore16(kv_load16(KV_TK, kp, ke0, j), j, kf);
+            /* lane i of attn_cpu's s16 is sa[i] here; then cs_hsum16's tree
+             * (unrolled: sa stays in registers) */
+            float16 sa[16];
+            _Pragma("unroll") for (int i = 0; i < 16; i++)
+                sa[i] = (float16)(0.0f);
+            _Pragma("unroll") for (int j = 0; j < HDC; j++)
+                _Pragma("unroll") for (int i = 0; i < 16; i++)
+                    sa[i] = fma(qT[16 * j + i], kf[16 * j + i], sa[i]);
+            _Pragma("unroll") for (int i = 0; i < 8; i++)
+                sa[i] += sa[i + 8];
+            _Pragma("unroll") for (int i = 0; i < 4; i++)
+                sa[i] += sa[i + 4];
+            const float16 s = (sa[0] + sa[1]) + (sa[2] + sa[3]);
+            const int16 gt = vis & (s > m);
+            const float16 e = cs_att_exp(select(s - m, m - s, gt));
+            const float16 corr = select((float16)(1.0f), e, gt); /* 1 where m stays */
+            const float16 p = select(select((float16)(0.0f), e, vis), (float16)(1.0f), gt);
+            m = select(m, s, gt);
+            l = fma(l, corr, p);
+            if (HD % 16 == 0)
+                _Pragma("unroll") for (int j = 0; j < HD / 16; j++)
+                    vstore16(kv_load16(KV_TV, vp, ve0, j), j, vf[nb]);
+            else
+                for (int j = 0; j < HD / 4; j++)
+                    vstore4(kv_load4(KV_TV, vp, ve0 + 4 * j), j, vf[nb]);
+            pb[nb] = p;
+            cb[nb] = corr;
+            vb[nb] = vis;
+            all_vis &= all(vis);
+            any_gt |= any(gt);
+            nb++;
+        }
+        /* per cell: acc = fma(p, v, acc * corr) in the lanes it is visible to */
+        if (nb == ATT_CB && all_vis && !any_gt) {
+            for (int d = 0; d < HD; d++) {
+                float16 a = acc[d];
+                _Pragma("unroll") for (int b = 0; b < ATT_CB; b++)
+                    a = fma(pb[b], vf[b][d], a);
+                acc[d] = a;
+            }
+        } else if (nb == ATT_CB && all_vis) {
+            for (int d = 0; d < HD; d++) {
+                float16 a = acc[d];
+                _Pragma("unroll") for (int b = 0; b < ATT_CB; b++)
+                    a = fma(pb[b], vf[b][d], a * cb[b]);
+                acc[d] = a;
+            }
         } else {
-            for (int d = 0; d < HD; d++)
-                acc[d] = select(acc[d], fma(p, vf[d], acc[d]), vis);
+            for (int b = 0; b < nb; b++)
+                for (int d = 0; d < HD; d++)
+                    acc[d] = select(acc[d], fma(pb[b], vf[b][d], acc[d] * cb[b]), vb[b]);
         }
     }
     const float16 inv = select((float16)(0.0f), 1.0f / l, l > 0.0f);
-    for (int d = 0; d < HD; d++) {
-        vstore16(acc[d] * inv, 0, tmp);
-        for (int j = 0; j < ATT_W && j0 + j < nq; j++) {
-            const int qj = j0 + j, t = qj / group, h = kvh * group + qj % group;
-            out[o_off + ((size_t)t * n_head + h) * HD + d] = tmp[j];
-        }
+    for (int d = 0; d < HD; d++)
+        acc[d] *= inv;
+    const float *af = (const float *)acc;
+    for (int j = 0; j < ATT_W && j0 + j < nq; j++) {
+        const int qj = j0 + j, t = qj / group, h = kvh * group + qj % group;
+        __global float *orow = out + o_off + ((size_t)t * n_head + h) * HD;
+        for (int d = 0; d < HD; d++)
+            orow[d] = af[16 * d + j];
     }
 }
 
