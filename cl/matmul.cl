@@ -178,6 +178,61 @@ CS_FOR_EACH_WTYPE(CS_MV3)
         } \
     }
 
+/* mm2_T (CPU): rows r, r + 1 and a tile of up to CS_MM2_TCC columns per
+ * work-item (16 accumulators, x loaded once for both rows). mm_T's x tile
+ * (CS_MM_TCC columns of n_in floats) is re-read by every work-item of a group;
+ * once it no longer fits the L1 data cache (n_in above ~1536 with 48 KiB) it
+ * streams from L2 and mm_T slows down by 10-20%. This tile is half as wide.
+ * The host picks it for such n_in; each (row, column) in the one order. */
+#define CS_MM2_TCC 4
+#define CS_MM2_STEP(T, c) \
+    do { \
+        __global const float *xc = xt + (size_t)(c) * n_in; \
+        const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
+        alo[c] = fma(lo, xl, alo[c]); \
+        ahi[c] = fma(hi, xh, ahi[c]); \
+        blo[c] = fma(lo1, xl, blo[c]); \
+        bhi[c] = fma(hi1, xh, bhi[c]); \
+    } while (0)
+#define CS_MM2(T) \
+    __kernel void mm2_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
+                          __global const float *x, uint x_off, uint n_cols, __global float *y, \
+                          uint y_off, uint y_stride) \
+    { \
+        const uint r = 2 * get_global_id(0), c0 = get_global_id(1) * CS_MM2_TCC; \
+        if (r >= n_rows || c0 >= n_cols) \
+            return; \
+        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
+        const uint nc = min((uint)CS_MM2_TCC, n_cols - c0); \
+        __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
+        __global const float *xt = x + x_off + (size_t)c0 * n_in; \
+        const uint nsb = n_in / 32; \
+        float16 alo[CS_MM2_TCC], ahi[CS_MM2_TCC], blo[CS_MM2_TCC], bhi[CS_MM2_TCC]; \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM2_TCC; c++) alo[c] = ahi[c] = blo[c] = bhi[c] = 0.0f; \
+        for (uint s = 0; s < nsb; s++) { \
+            float16 lo, hi, lo1, hi1; \
+            cs_dq32_##T(wr, s, &lo, &hi); \
+            cs_dq32_##T(wr1, s, &lo1, &hi1); \
+            if (nc == CS_MM2_TCC) { \
+                _Pragma("unroll") for (uint c = 0; c < CS_MM2_TCC; c++) CS_MM2_STEP(T, c); \
+            } else { \
+                _Pragma("unroll") for (uint c = 0; c < CS_MM2_TCC; c++) if (c < nc) CS_MM2_STEP(T, c); \
+            } \
+        } \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM2_TCC; c++) if (c < nc) { \
+            float sum = cs_hsum16(alo[c] + ahi[c]), sum1 = cs_hsum16(blo[c] + bhi[c]); \
+            __global const float *xc = xt + (size_t)c * n_in; \
+            for (uint k = nsb * 32; k < n_in; k++) { \
+                sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
+                sum1 = fma(cs_dq1_##T(wr1, k), xc[k], sum1); \
+            } \
+            y[y_off + (size_t)(c0 + c) * y_stride + r] = sum; \
+            if (r + 1 < n_rows) \
+                y[y_off + (size_t)(c0 + c) * y_stride + r + 1] = sum1; \
+        } \
+    }
+CS_FOR_EACH_WTYPE(CS_MM2)
+
 /* mvswiglu_T: out[r] = silu(g) * u, g = row r of wg . x, u = row r of wu . x
  * (gate and up projections of the FFN and the SwiGLU in one launch; each
  * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu). Rows r

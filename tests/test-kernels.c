@@ -201,8 +201,10 @@ static void check_type(uint32_t type, enum cs_kfamily fam, bool repack)
         skip();
     char err[512];
     const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
-    /* 37 and 101 rows: not a multiple of the CPU local size; 100 columns: a float-type tail */
-    const struct shape shapes[] = {{256, 64}, {512, 96}, {256, 37}, {flt ? 100u : 512u, 101}};
+    /* 37 and 101 rows: not a multiple of the CPU local size; 100 columns: a float-type tail;
+     * n_in 2048 (2052): the CPU family's two-row tile (mm2_T), an odd row count */
+    const struct shape shapes[] = {{256, 64}, {512, 96}, {256, 37}, {flt ? 100u : 512u, 101},
+                                   {flt ? 2052u : 2048u, 37}};
     for (size_t si = 0; si < CS_ARRAY_LEN(shapes); si++) {
         const struct shape sh = shapes[si];
         uint64_t wbytes;
@@ -284,14 +286,15 @@ static void test_matmul_q8_0_gguf_gpu(void **s)
  * batches of 2..512 columns whose other columns are random (small mat-mat and
  * tiled mat-mat, every column-tile position). */
 
-static void check_invariance(uint32_t type, enum cs_kfamily fam)
+static void check_invariance(uint32_t type, enum cs_kfamily fam, bool wide)
 {
     struct cs_cl_dev *d = devs[fam];
     if (!d)
         skip();
     char err[512];
     const bool flt = type == CS_TYPE_F32 || type == CS_TYPE_F16 || type == CS_TYPE_BF16;
-    const uint32_t n_in = flt ? 100 : 512, n_out = 37; /* float types: a 4-element tail */
+    /* float types: a 4-element tail; wide: the CPU family's two-row tile (mm2_T) */
+    const uint32_t n_in = wide ? (flt ? 2052 : 2048) : (flt ? 100 : 512), n_out = 37;
     uint64_t wbytes;
     unsigned char *wh = random_weight(type, n_in, n_out, 7100 + type, &wbytes);
     struct cs_weight w;
@@ -327,8 +330,10 @@ static void check_invariance(uint32_t type, enum cs_kfamily fam)
 
 static void invariance_family(enum cs_kfamily fam)
 {
-    for (size_t i = 0; i < CS_ARRAY_LEN(all_types); i++)
-        check_invariance(all_types[i], fam);
+    for (size_t i = 0; i < CS_ARRAY_LEN(all_types); i++) {
+        check_invariance(all_types[i], fam, false);
+        check_invariance(all_types[i], fam, true);
+    }
 }
 
 static void test_invariance_cpu(void **s)
