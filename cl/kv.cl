@@ -86,6 +86,18 @@ static void kv_put(int T, __global uchar *p, int e0, const float *src, int n)
     }
 }
 
+/* 32 values of src at element e0 of the row at p, type T f32 or f16. */
+static void kv_put32(int T, __global uchar *p, int e0, __global const float *src)
+{
+    for (int h = 0; h < 2; h++) {
+        const float16 x = vload16(h, src);
+        if (T == 0)
+            vstore16(x, e0 / 16 + h, (__global float *)p);
+        else
+            vstore_half16_rte(x, e0 / 16 + h, (__global half *)p);
+    }
+}
+
 /* Element i of the row at p. */
 static float kv_get(int T, __global const uchar *p, int i)
 {
@@ -124,6 +136,12 @@ __kernel void kv_store(__global const float *k, uint k_off, __global const float
         return;
     int e0 = u * 32, n = min(32, row_elems - e0);
     size_t src = (size_t)t * row_elems + (size_t)e0;
+    if (n == 32 && (KV_TK == 0 || KV_TK == 1) && (KV_TV == 0 || KV_TV == 1)) {
+        /* whole 16-wide vectors (the same per-element conversion) */
+        kv_put32(KV_TK, kc + (size_t)cell * kv_bytes(KV_TK, row_elems), e0, k + k_off + src);
+        kv_put32(KV_TV, vc + (size_t)cell * kv_bytes(KV_TV, row_elems), e0, v + v_off + src);
+        return;
+    }
     float buf[32];
     for (int j = 0; j < n; j++)
         buf[j] = k[k_off + src + j];

@@ -471,6 +471,14 @@ static void test_kv_store(void **state)
         uint32_t type = k_kv_types[ti];
         size_t rb = row_bytes(type, (size_t)row);
         float *k = rand_vec(&r, (size_t)nt * row, 2.0f), *v = rand_vec(&r, (size_t)nt * row, 1.0f);
+        /* conversion edge cases in both the scalar and the 16-wide store paths:
+         * f16 subnormals, a tie to even at 1, the largest finite, overflow, underflow */
+        static const float edge[] = {1e-6f, -3e-7f, 1.00048828125f, 65519.0f, 65520.0f, -2.98023224e-8f,
+                                     6.1e-5f, -1e5f};
+        for (size_t i = 0; i < CS_ARRAY_LEN(edge) && (int)i < row; i++) {
+            k[i] = edge[i];
+            v[(size_t)row - 1 - i] = edge[i];
+        }
         unsigned char *got = malloc(rb * n_cells), *want = malloc(rb * n_cells);
         assert_non_null(got);
         assert_non_null(want);
