@@ -6,6 +6,8 @@
  *         work-item (CPU) or work-group (GPU), dimension 1 of the NDRange
  *         walks the column tiles; every decoded weight sub-block is applied
  *         to all columns of the tile, so a tile reads the weights once.
+ *   mm2_T: (CPU) two rows and up to CS_MM2_TCC (4) columns per work-item,
+ *         for large n_in (the host's choice; see the kernel).
  * CPU family: one row per work-item, float16 math, no local memory.
  * GPU family: one row per work-group of CS_MM_WG, local-memory reduction.
  * Arguments: w (bytes of this part), row_bytes, n_in, n_rows (of this part),
