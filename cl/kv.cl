@@ -98,6 +98,20 @@ static void kv_put32(int T, __global uchar *p, int e0, __global const float *src
     }
 }
 
+/* n <= 32 values of src at element e0 (e0 % 32 == 0) of the row at p: whole
+ * f32/f16 units as 16-wide vectors (kv_put32), the rest through kv_put. */
+static void kv_store_unit(int T, __global uchar *p, int e0, __global const float *src, int n)
+{
+    if (n == 32 && (T == 0 || T == 1)) {
+        kv_put32(T, p, e0, src);
+        return;
+    }
+    float buf[32];
+    for (int j = 0; j < n; j++)
+        buf[j] = src[j];
+    kv_put(T, p, e0, buf, n);
+}
+
 /* Element i of the row at p. */
 static float kv_get(int T, __global const uchar *p, int i)
 {
@@ -136,19 +150,8 @@ __kernel void kv_store(__global const float *k, uint k_off, __global const float
         return;
     int e0 = u * 32, n = min(32, row_elems - e0);
     size_t src = (size_t)t * row_elems + (size_t)e0;
-    if (n == 32 && (KV_TK == 0 || KV_TK == 1) && (KV_TV == 0 || KV_TV == 1)) {
-        /* whole 16-wide vectors (the same per-element conversion) */
-        kv_put32(KV_TK, kc + (size_t)cell * kv_bytes(KV_TK, row_elems), e0, k + k_off + src);
-        kv_put32(KV_TV, vc + (size_t)cell * kv_bytes(KV_TV, row_elems), e0, v + v_off + src);
-        return;
-    }
-    float buf[32];
-    for (int j = 0; j < n; j++)
-        buf[j] = k[k_off + src + j];
-    kv_put(KV_TK, kc + (size_t)cell * kv_bytes(KV_TK, row_elems), e0, buf, n);
-    for (int j = 0; j < n; j++)
-        buf[j] = v[v_off + src + j];
-    kv_put(KV_TV, vc + (size_t)cell * kv_bytes(KV_TV, row_elems), e0, buf, n);
+    kv_store_unit(KV_TK, kc + (size_t)cell * kv_bytes(KV_TK, row_elems), e0, k + k_off + src, n);
+    kv_store_unit(KV_TV, vc + (size_t)cell * kv_bytes(KV_TV, row_elems), e0, v + v_off + src, n);
 }
 
 #ifdef HD

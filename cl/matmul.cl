@@ -34,12 +34,15 @@
  *   acc = (acc + dot16(lo)) + dot16(hi); the tail likewise by element; then
  *   the fixed power-of-two tree of cs_wg_sum. */
 
-#define CS_STEP(T, wr, s, xc, alo, ahi) \
+/* CPU family: sub-block s of row wr folded into the row's two chains (alo,
+ * ahi), x's halves xl, xh of that sub-block loaded by the caller (shared
+ * by the rows of a work-item) */
+#define CS_STEP(T, wr, s, xl, xh, alo, ahi) \
     do { \
         float16 lo_, hi_; \
         cs_dq32_##T((wr), (s), &lo_, &hi_); \
-        (alo) = fma(lo_, vload16(2 * (s), (xc)), (alo)); \
-        (ahi) = fma(hi_, vload16(2 * (s) + 1, (xc)), (ahi)); \
+        (alo) = fma(lo_, (xl), (alo)); \
+        (ahi) = fma(hi_, (xh), (ahi)); \
     } while (0)
 
 #if CS_FAMILY_CPU
@@ -90,16 +93,11 @@
         __global const uchar *pf = wr + CS_PF_AHEAD; \
         float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; \
         for (uint s = 0; s < nsb; s++) { \
-            float16 lo, hi, lo1, hi1; \
             CS_PF_LINES(pf, pstep); \
             pf += pstep; \
-            cs_dq32_##T(wr, s, &lo, &hi); \
-            cs_dq32_##T(wr1, s, &lo1, &hi1); \
             const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
-            alo = fma(lo, xl, alo); \
-            ahi = fma(hi, xh, ahi); \
-            blo = fma(lo1, xl, blo); \
-            bhi = fma(hi1, xh, bhi); \
+            CS_STEP(T, wr, s, xl, xh, alo, ahi); \
+            CS_STEP(T, wr1, s, xl, xh, blo, bhi); \
         } \
         float sum = cs_hsum16(alo + ahi), sum1 = cs_hsum16(blo + bhi); \
         for (uint k = nsb * 32; k < n_in; k++) { \
@@ -258,24 +256,15 @@ CS_FOR_EACH_WTYPE(CS_MM2)
         float16 alo = 0.0f, ahi = 0.0f, blo = 0.0f, bhi = 0.0f; /* gate rows r, r1 */ \
         float16 clo = 0.0f, chi = 0.0f, dlo = 0.0f, dhi = 0.0f; /* up rows r, r1 */ \
         for (uint s = 0; s < nsb; s++) { \
-            float16 lo, hi; \
             CS_PF_LINES(pf, pstep); \
             CS_PF_LINES(pf1, pstep); \
             pf += pstep; \
             pf1 += pstep; \
             const float16 xl = vload16(2 * s, xc), xh = vload16(2 * s + 1, xc); \
-            cs_dq32_##T(g0, s, &lo, &hi); \
-            alo = fma(lo, xl, alo); \
-            ahi = fma(hi, xh, ahi); \
-            cs_dq32_##T(g1, s, &lo, &hi); \
-            blo = fma(lo, xl, blo); \
-            bhi = fma(hi, xh, bhi); \
-            cs_dq32_##T(u0, s, &lo, &hi); \
-            clo = fma(lo, xl, clo); \
-            chi = fma(hi, xh, chi); \
-            cs_dq32_##T(u1, s, &lo, &hi); \
-            dlo = fma(lo, xl, dlo); \
-            dhi = fma(hi, xh, dhi); \
+            CS_STEP(T, g0, s, xl, xh, alo, ahi); \
+            CS_STEP(T, g1, s, xl, xh, blo, bhi); \
+            CS_STEP(T, u0, s, xl, xh, clo, chi); \
+            CS_STEP(T, u1, s, xl, xh, dlo, dhi); \
         } \
         float gv = cs_hsum16(alo + ahi), gv1 = cs_hsum16(blo + bhi); \
         float uv = cs_hsum16(clo + chi), uv1 = cs_hsum16(dlo + dhi); \
