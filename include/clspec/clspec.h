@@ -1,7 +1,10 @@
 /* clspec.h: the public engine API of libclspec.
  * Every function that can fail returns an int status (CLSPEC_OK or a negative
  * enum clspec_status) and, where it takes one, fills a caller-owned message
- * buffer with a human-readable explanation ("file: what: where"). */
+ * buffer with a human-readable explanation ("file: what: where").
+ * Below the status codes: the engine door (open a model, tokenize, decode
+ * batches of many sequences, edit sequences in the KV cache, sample, tap
+ * hidden states). What the caller owns is said at "The engine door". */
 #ifndef CLSPEC_CLSPEC_H
 #define CLSPEC_CLSPEC_H
 
@@ -42,6 +45,230 @@ const char *clspec_strerror(int status);
 
 /* The library version as "MAJOR.MINOR.PATCH". */
 const char *clspec_version(void);
+
+/* ==== The engine door ======================================================
+ * One model opened on one or several OpenCL devices with one KV cache shared
+ * by up to CLSPEC_MAX_SEQ sequences: tokenize, decode batches of rows of many
+ * sequences, edit sequences in the cache, sample, and tap hidden states.
+ *
+ * Ownership: every handle returned by a *_open / *_new / *_save is freed by
+ * the matching *_free (NULL is accepted and ignored). Strings and arrays the
+ * library returns (engine info, clspec_logits, clspec_tap) belong to the
+ * engine; logits and taps stay valid until the next clspec_decode or
+ * clspec_engine_free. Buffers the caller passes in are only read during the
+ * call.
+ *
+ * Growing structs start with `size`: the caller sets it to sizeof as it was
+ * compiled (the *_default_params functions do so); the library reads or
+ * writes only the fields inside size, so a program built against an older
+ * header keeps working.
+ *
+ * Threading: one engine (and one sampler) from one thread at a time.
+ *
+ * A minimal greedy generator (examples/generate.c is the complete one):
+ *
+ *     struct clspec_engine_params ep;
+ *     clspec_engine_default_params(&ep, sizeof ep);
+ *     ep.model_path = "stories260K.gguf";
+ *     clspec_engine_open(&ep, &e, err, sizeof err);
+ *     clspec_tokenize(e, text, strlen(text), 1, 0, ids, cap, &n, err, sizeof err);
+ *     struct clspec_batch b = {sizeof b, (int32_t)n, ids, pos, NULL, NULL};
+ *     clspec_decode(e, &b, NULL, err, sizeof err);   // logits of the last row
+ *     int32_t t = clspec_argmax(clspec_logits(e, (int32_t)n - 1), info.n_vocab);
+ */
+
+#define CLSPEC_MAX_SEQ 64    /* sequence ids are 0..CLSPEC_MAX_SEQ-1 (n_seq of them usable) */
+#define CLSPEC_MAX_DEVICES 8 /* devices one engine may split its layers over */
+
+typedef struct clspec_engine clspec_engine;               /* model + devices + KV cache */
+typedef struct clspec_sampler clspec_sampler;             /* sampling chain of one sequence */
+typedef struct clspec_sampler_state clspec_sampler_state; /* a saved sampler state */
+
+/* KV cache element types (their GGUF type ids). */
+enum clspec_kv_type {
+    CLSPEC_KV_F32 = 0,
+    CLSPEC_KV_F16 = 1,
+    CLSPEC_KV_Q4_0 = 2,
+    CLSPEC_KV_Q8_0 = 8,
+    CLSPEC_KV_BF16 = 30,
+};
+
+/* "f32", "f16", "q4_0", "q8_0", "bf16"; NULL for another value. */
+const char *clspec_kv_type_name(uint32_t type);
+/* The type of such a name, or CLSPEC_E_INVAL. */
+int clspec_kv_type_from_name(const char *name);
+
+/* ---- opening an engine ---- */
+struct clspec_engine_params {
+    uint32_t size;            /* sizeof(struct clspec_engine_params) as the caller was built */
+    const char *model_path;   /* GGUF file (required; copied) */
+    const char *devices;      /* "0", "0,1", "pthread", "1,cpu": indices or device-name substrings,
+                               * comma separated; NULL or "" = the first device (copied) */
+    int32_t split_by_memory;  /* 0: split[] = layers per device; 1: split[] = relative weights
+                               * (all 0: the devices' global memory) */
+    uint32_t split[CLSPEC_MAX_DEVICES]; /* per device in the order of `devices`; all 0 = even split */
+    uint32_t n_ctx;           /* KV cells for all sequences together; 0 = min(training context, 2048) */
+    uint32_t n_batch;         /* most rows one clspec_decode takes (default 512) */
+    uint32_t n_ubatch;        /* rows per device pass, <= n_batch (default 512) */
+    uint32_t type_k, type_v;  /* enum clspec_kv_type of cached keys / values (default f16 / f16) */
+    uint32_t n_seq;           /* sequences 0..n_seq-1 (1..CLSPEC_MAX_SEQ, default 1) */
+    int32_t kv_partitioned;   /* 0 (default): any sequence takes any cell; 1: n_ctx / n_seq cells each */
+    int32_t progress;         /* 1: a loading progress line on stderr when it is a terminal */
+    int32_t llamacpp_numerics;/* 1: llama.cpp's x86 CPU arithmetic bit for bit (slow; f16 cache) */
+    int32_t vocab_only;       /* 1: read only the GGUF's metadata and vocabulary (no device is
+                               * opened): info and the tokenizer work, decoding and the
+                               * sequence operations fail with CLSPEC_E_INVAL */
+};
+
+/* Fills *p (size bytes, normally sizeof *p) with the defaults above and sets p->size. */
+void clspec_engine_default_params(struct clspec_engine_params *p, size_t size);
+
+/* Opens the model, its devices, the weights and the KV cache. On failure
+ * *out is NULL, nothing stays allocated and err names the failing part
+ * ("model.gguf: ...", "device 2: no such device (have 0..1)"). */
+int clspec_engine_open(const struct clspec_engine_params *p, clspec_engine **out, char *err, size_t errlen);
+void clspec_engine_free(clspec_engine *e);
+
+/* What an engine holds. The caller sets size; strings belong to the engine. */
+struct clspec_engine_info {
+    uint32_t size;            /* sizeof(struct clspec_engine_info) as the caller was built */
+    const char *arch;         /* "llama", "qwen2", "qwen3" */
+    int32_t n_vocab;          /* rows of the logits */
+    int32_t n_embd;           /* width of the hidden state (a tap row) */
+    int32_t n_layer;          /* trunk layers (taps take 0..n_layer) */
+    int32_t n_head, n_head_kv;
+    uint32_t n_ctx_train;     /* the model's training context (0 when the GGUF has none) */
+    uint32_t n_ctx;           /* KV cells as opened (0 when vocab_only) */
+    uint32_t n_batch, n_ubatch, n_seq; /* as opened (defaults filled in) */
+    uint32_t type_k, type_v;  /* enum clspec_kv_type */
+    int32_t bos, eos;         /* token ids, -1 when the vocabulary has none */
+    int32_t add_bos;          /* 1: clspec_tokenize(add_special = 1) puts BOS first */
+    int32_t has_chat_template;/* 1: the GGUF has tokenizer.chat_template */
+    uint64_t weight_bytes;    /* device bytes of the weights, all devices */
+    uint64_t kv_bytes_per_token; /* device bytes of one cached token, all layers, K + V */
+    double load_s;            /* wall seconds clspec_engine_open took */
+    int32_t n_devices;        /* 0 when vocab_only */
+    const char *device_name[CLSPEC_MAX_DEVICES];  /* (n_devices) OpenCL device names */
+    uint32_t device_layers[CLSPEC_MAX_DEVICES];   /* (n_devices) layers on each device */
+};
+int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen);
+
+/* ---- text <-> tokens ----
+ * The buffer rule of all three: up to cap entries (bytes) are written and
+ * *n_out gets the full count; when cap is too small the call returns
+ * CLSPEC_E_RANGE with *n_out = the count needed. */
+/* add_special: BOS/EOS as the vocabulary asks; parse_special: control tokens
+ * written in the text ("<s>") become their id. */
+int clspec_tokenize(const clspec_engine *e, const char *text, size_t len, int add_special, int parse_special,
+                    int32_t *out, size_t cap, size_t *n_out, char *err, size_t errlen);
+/* The text of a sequence (NUL-terminated; *n_out without the NUL).
+ * remove_special drops a leading BOS / trailing EOS; unparse_special renders
+ * control tokens. */
+int clspec_detokenize(const clspec_engine *e, const int32_t *ids, size_t n, int remove_special,
+                      int unparse_special, char *buf, size_t cap, size_t *n_out, char *err, size_t errlen);
+/* The text of one token (NUL-terminated). Control tokens give "" unless special. */
+int clspec_token_piece(const clspec_engine *e, int32_t id, int special, char *buf, size_t cap, size_t *n_out,
+                       char *err, size_t errlen);
+/* 1 when id ends generation (EOS, EOT, <|im_end|>, ...), 0 otherwise (also for invalid arguments). */
+int clspec_token_is_eog(const clspec_engine *e, int32_t id);
+
+/* ---- decoding ----
+ * One call runs rows of many sequences through the model and stores their
+ * K/V in the cache; each row attends causally to its own sequence. Rows of
+ * one sequence come in increasing position order. */
+struct clspec_batch {
+    uint32_t size;            /* sizeof(struct clspec_batch) as the caller was built */
+    int32_t n_rows;           /* >= 1; long batches run as several n_ubatch passes */
+    const int32_t *token;     /* (n_rows) token ids 0..n_vocab-1 */
+    const int32_t *pos;       /* (n_rows) positions >= 0 */
+    const int32_t *seq;       /* (n_rows) sequence ids 0..n_seq-1; NULL = all 0 */
+    const uint8_t *logits;    /* (n_rows) 1 = keep this row's logits; NULL = the last row only */
+};
+
+/* Decodes b. Placement is all or nothing per sequence: a sequence whose
+ * rows do not fit the cache is left out of this decode (its cache
+ * unchanged) while the others run. seq_status (CLSPEC_MAX_SEQ entries, or
+ * NULL) gets per sequence CLSPEC_OK or CLSPEC_E_KV_FULL (CLSPEC_OK for
+ * sequences absent from b); with seq_status NULL a full sequence makes the
+ * call return CLSPEC_E_KV_FULL. Another error (invalid batch, device)
+ * fails the whole call and no logits are readable. */
+int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen);
+/* The logits (n_vocab floats) of row `row` of the last clspec_decode; NULL
+ * when that row's logits were not kept, its sequence was full, or row is out
+ * of range. */
+const float *clspec_logits(const clspec_engine *e, int32_t row);
+/* Index of the largest of n values (the first on ties): greedy sampling. -1 when x is NULL or n < 1. */
+int32_t clspec_argmax(const float *x, int32_t n);
+
+/* ---- hidden-state taps ----
+ * From the next clspec_decode on, every decode also keeps the hidden state
+ * of each row at the given layers: layers[i] = k < n_layer is the input of
+ * layer k, = n_layer the state before the final norm. n_layers 0 turns taps
+ * off. At most 64 layers. */
+int clspec_taps_set(clspec_engine *e, const int32_t *layers, int32_t n_layers, char *err, size_t errlen);
+/* Row `row` of the last decode at tap i (the i-th of the layers given),
+ * n_embd floats; NULL when out of range or that row's sequence was full. */
+const float *clspec_tap(const clspec_engine *e, int32_t i, int32_t row);
+
+/* ---- sequences in the KV cache ----
+ * Positions p0 <= pos < p1; p1 < 0 means "to the end". Changes take effect
+ * at the next decode. */
+/* Removes the cells of seq in [p0, p1) (seq -1: of every sequence);
+ * cells shared with other sequences stay theirs. Speculative rollback. */
+int clspec_seq_rm(clspec_engine *e, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
+/* dst gets src's cells in [p0, p1) (prefix sharing: the cells are shared,
+ * not duplicated, in a unified cache; copied into dst's part of a
+ * partitioned one, CLSPEC_E_KV_FULL when they do not fit). dst's own cells
+ * in [p0, p1) are removed first. */
+int clspec_seq_cp(clspec_engine *e, int32_t src, int32_t dst, int32_t p0, int32_t p1, char *err, size_t errlen);
+/* Removes every sequence but seq. */
+int clspec_seq_keep(clspec_engine *e, int32_t seq, char *err, size_t errlen);
+/* Empties the whole cache. */
+int clspec_kv_clear(clspec_engine *e, char *err, size_t errlen);
+/* Cells seq holds (shared ones included). */
+int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, char *err, size_t errlen);
+/* Largest position seq holds, -1 when it holds none. */
+int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen);
+/* Prefix reuse: *n_match = the longest k such that a sequence other than
+ * dst holds tokens[0..k) at positions 0..k-1; *src = that sequence (-1 when
+ * k = 0). Share it with clspec_seq_cp(e, *src, dst, 0, k) and decode from k. */
+int clspec_prefix_match(const clspec_engine *e, const int32_t *tokens, int32_t n, int32_t dst, int32_t *n_match,
+                        int32_t *src, char *err, size_t errlen);
+
+/* ---- sampling ---- */
+struct clspec_sampler_params {
+    uint32_t size;            /* sizeof(struct clspec_sampler_params) as the caller was built */
+    float temp;               /* <= 0: greedy (argmax after penalties); default 0.8 */
+    int32_t top_k;            /* <= 0 or >= n_vocab: off; default 40 */
+    float top_p;              /* in (0, 1]; 1: off; default 0.95 */
+    float min_p;              /* in [0, 1); 0: off; default 0.05 */
+    float repeat_penalty;     /* > 0; 1: off (default); logit > 0 divided, <= 0 multiplied */
+    float freq_penalty;       /* 0: off (default); logit -= count * freq_penalty */
+    float presence_penalty;   /* 0: off (default); logit -= (count > 0) * presence_penalty */
+    int32_t penalty_last_n;   /* accepted tokens the penalties look at (default 64; 0: off) */
+    uint64_t seed;            /* RNG seed (default 0) */
+};
+/* Fills *p (size bytes, normally sizeof *p) with the defaults above and sets p->size. */
+void clspec_sampler_default_params(struct clspec_sampler_params *p, size_t size);
+
+int clspec_sampler_new(const struct clspec_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen);
+void clspec_sampler_free(clspec_sampler *s);
+/* Picks a token (>= 0) from a logits row (n_vocab floats, not modified);
+ * advances the RNG when not greedy but does not record the token (see
+ * accept). CLSPEC_E_INVAL when s or logits is NULL. */
+int32_t clspec_sampler_sample(clspec_sampler *s, const float *logits);
+/* Records a token in the penalty history (prompt tokens too, if wanted).
+ * CLSPEC_E_RANGE for an id outside the vocabulary. */
+int clspec_sampler_accept(clspec_sampler *s, int32_t token);
+/* Clears the history and reseeds the RNG. */
+void clspec_sampler_reset(clspec_sampler *s);
+/* A copy of everything that evolves while sampling (RNG, history);
+ * restoring it into the same sampler rewinds it exactly. */
+int clspec_sampler_save(const clspec_sampler *s, clspec_sampler_state **out, char *err, size_t errlen);
+/* CLSPEC_E_INVAL when st was saved from a sampler with other parameters or vocabulary. */
+int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, char *err, size_t errlen);
+void clspec_sampler_state_free(clspec_sampler_state *st);
 
 #ifdef __cplusplus
 }
