@@ -1,17 +1,19 @@
 /* run.c: `clspec run`: generate text from a prompt, streaming it to stdout;
- * load time and prefill/decode speeds on stderr. */
+ * load time and prefill/decode speeds on stderr. Plain generation uses only
+ * the engine door (clspec/clspec.h); --spec hands over to src/cli/spec_cli.c.
+ * engine.h and sampler.h are here for the option structs the two share. */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clspec/clspec.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
 #include "common.h"
 #include "engine.h"
-#include "quant.h"
 #include "sampler.h"
 
 static void usage(FILE *f)
@@ -32,18 +34,152 @@ static void usage(FILE *f)
     fputs(cs_spec_cli_usage(), f);
 }
 
-static int emit(const struct cs_tokenizer *tok, int32_t id)
+/* The engine options parsed by cs_opt_engine, as door parameters. */
+static void door_params(const struct cs_engine_params *ep, struct clspec_engine_params *dp)
+{
+    clspec_engine_default_params(dp, sizeof *dp);
+    dp->model_path = ep->model_path;
+    dp->devices = ep->devices;
+    dp->split_by_memory = ep->split_mode == CS_SPLIT_MEMORY;
+    memcpy(dp->split, ep->split, sizeof dp->split);
+    dp->n_ctx = ep->n_ctx;
+    dp->n_batch = ep->n_batch;
+    dp->n_ubatch = ep->n_ubatch;
+    dp->type_k = ep->type_k; /* enum cs_type and enum clspec_kv_type are both GGUF type ids */
+    dp->type_v = ep->type_v;
+    dp->n_seq = ep->n_seq_max;
+    dp->kv_partitioned = !ep->kv_unified;
+    dp->progress = ep->progress;
+    dp->llamacpp_numerics = ep->llamacpp_numerics;
+}
+
+/* The prompt's tokens (BOS as the vocabulary asks) from a vocab_only engine:
+ * *ids (malloc'd, the caller frees it) and *n. Prints the error; exit code. */
+static int tokenize_prompt(const struct clspec_engine_params *dp, const char *prompt, int32_t **ids, size_t *n)
+{
+    char err[CLSPEC_ERRLEN];
+    struct clspec_engine_params vp = *dp;
+    vp.vocab_only = 1;
+    clspec_engine *V = NULL;
+    size_t cap = strlen(prompt) + 8;
+    *ids = malloc(cap * sizeof **ids);
+    int rc = clspec_engine_open(&vp, &V, err, sizeof err);
+    if (rc == 0 && !*ids)
+        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+    if (rc == 0)
+        rc = clspec_tokenize(V, prompt, strlen(prompt), 1, 0, *ids, cap, n, err, sizeof err);
+    clspec_engine_free(V);
+    if (rc == 0 && *n == 0)
+        rc = cs_err(err, sizeof err, CLSPEC_E_INVAL, "the prompt gives no tokens");
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        free(*ids);
+        *ids = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+static int emit(const clspec_engine *E, int32_t id)
 {
     char buf[256];
     size_t n = 0;
     char err[CLSPEC_ERRLEN];
-    if (cs_token_to_piece(tok, id, false, buf, sizeof buf, &n, err, sizeof err) < 0) {
+    if (clspec_token_piece(E, id, 0, buf, sizeof buf, &n, err, sizeof err) < 0) {
         fprintf(stderr, "clspec run: %s\n", err);
         return -1;
     }
     fwrite(buf, 1, n, stdout);
     fflush(stdout);
     return 0;
+}
+
+static void print_stats(const struct clspec_engine_info *in, size_t n_prompt, double t_prefill, int n_dec,
+                        double t_decode, int n_gen)
+{
+    char where[512];
+    size_t o = 0;
+    where[0] = '\0';
+    for (int i = 0; i < in->n_devices && o < sizeof where; i++)
+        o += (size_t)snprintf(where + o, sizeof where - o, "%s%s (%u layers)", i ? ", " : "", in->device_name[i],
+                              in->device_layers[i]);
+    fprintf(stderr,
+            "load: %.3f s (%s, %.2f MiB on %s)\n"
+            "kv: %u cells, K %s, V %s, %.1f KiB per token\n"
+            "prefill: %zu tokens in %.3f s, %.1f tokens/s\n"
+            "decode: %d tokens in %.3f s, %.1f tokens/s (%d generated)\n",
+            in->load_s, in->arch, (double)in->weight_bytes / 1048576.0, where, in->n_ctx,
+            clspec_kv_type_name(in->type_k), clspec_kv_type_name(in->type_v),
+            (double)in->kv_bytes_per_token / 1024.0, n_prompt, t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0,
+            n_dec, t_decode, t_decode > 0 ? n_dec / t_decode : 0.0, n_gen);
+}
+
+/* Plain generation through the engine door only: the prompt in one decode,
+ * then one token per decode until n_predict tokens or end of generation.
+ * Streams the prompt and the text to stdout, statistics to stderr. Exit code. */
+static int generate(const struct clspec_engine_params *dp, const char *prompt, const int32_t *ids, size_t n_prompt,
+                    int n_predict, const struct clspec_sampler_params *spp)
+{
+    char err[CLSPEC_ERRLEN];
+    clspec_engine *E = NULL;
+    int rc = clspec_engine_open(dp, &E, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "clspec run: %s\n", err);
+        return 1;
+    }
+    struct clspec_engine_info info = {.size = sizeof info};
+    rc = clspec_engine_get_info(E, &info, err, sizeof err);
+    clspec_sampler *smp = NULL;
+    int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);
+    if (rc == 0 && !pos)
+        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+    if (rc == 0)
+        rc = clspec_sampler_new(spp, info.n_vocab, &smp, err, sizeof err);
+    int n_gen = 0, n_dec = 0; /* sampled tokens, decode passes */
+    double t_prefill = 0, t_decode = 0;
+    if (rc == 0) {
+        for (size_t i = 0; i < n_prompt; i++) {
+            pos[i] = (int32_t)i;
+            clspec_sampler_accept(smp, ids[i]);
+        }
+        /* echo the prompt */
+        fputs(prompt, stdout);
+        fflush(stdout);
+        double t0 = cs_now();
+        struct clspec_batch b = {.size = sizeof b, .n_rows = (int32_t)n_prompt, .token = ids, .pos = pos};
+        rc = clspec_decode(E, &b, NULL, err, sizeof err); /* logits of the last row */
+        const float *logits = clspec_logits(E, (int32_t)n_prompt - 1);
+        t_prefill = cs_now() - t0;
+        t0 = cs_now();
+        int32_t p = (int32_t)n_prompt;
+        while (rc == 0 && n_gen < n_predict) {
+            int32_t t = clspec_sampler_sample(smp, logits);
+            clspec_sampler_accept(smp, t);
+            n_gen++;
+            if (clspec_token_is_eog(E, t))
+                break;
+            if (emit(E, t) < 0)
+                break;
+            if (n_gen == n_predict)
+                break;
+            struct clspec_batch one = {.size = sizeof one, .n_rows = 1, .token = &t, .pos = &p};
+            rc = clspec_decode(E, &one, NULL, err, sizeof err);
+            logits = clspec_logits(E, 0);
+            p++;
+            n_dec++;
+        }
+        t_decode = cs_now() - t0;
+        printf("\n");
+        fflush(stdout);
+    }
+    if (rc < 0)
+        fprintf(stderr, "clspec run: %s\n", err);
+    else
+        print_stats(&info, n_prompt, t_prefill, n_dec, t_decode, n_gen);
+    clspec_sampler_free(smp);
+    free(pos);
+    clspec_engine_free(E);
+    return rc < 0 ? 1 : 0;
 }
 
 int cs_cmd_run(int argc, char **argv)
@@ -101,28 +237,14 @@ int cs_cmd_run(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    char err[CLSPEC_ERRLEN];
     /* tokenize first (needs only the GGUF) to size the context */
-    struct cs_model *m0 = NULL;
-    struct cs_tokenizer *tok0 = NULL;
-    int rc = cs_model_load(model, &m0, err, sizeof err);
-    if (rc == 0)
-        rc = cs_tokenizer_load(m0->gguf, &tok0, err, sizeof err);
-    size_t n_prompt = 0, cap = strlen(prompt) + 8;
-    int32_t *ids = malloc(cap * sizeof *ids);
-    if (rc == 0 && !ids)
-        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
-    if (rc == 0)
-        rc = cs_tokenize(tok0, prompt, strlen(prompt), true, false, ids, cap, &n_prompt, err, sizeof err);
-    cs_tokenizer_free(tok0);
-    cs_model_free(m0);
-    if (rc == 0 && n_prompt == 0)
-        rc = cs_err(err, sizeof err, CLSPEC_E_INVAL, "the prompt gives no tokens");
-    if (rc < 0) {
-        fprintf(stderr, "clspec run: %s\n", err);
-        free(ids);
+    struct clspec_engine_params dp;
+    ep.model_path = model;
+    door_params(&ep, &dp);
+    int32_t *ids = NULL;
+    size_t n_prompt = 0;
+    if (tokenize_prompt(&dp, prompt, &ids, &n_prompt) != 0)
         return 1;
-    }
     uint32_t ctx = ep.n_ctx > 0 ? ep.n_ctx : (uint32_t)(n_prompt + (size_t)n_predict + 1);
     if (n_prompt + (size_t)n_predict > ctx) {
         fprintf(stderr, "clspec run: prompt (%zu tokens) + %d tokens do not fit the context of %u\n", n_prompt,
@@ -130,95 +252,32 @@ int cs_cmd_run(int argc, char **argv)
         free(ids);
         return 1;
     }
-    struct cs_sampler_params sp = cs_sampler_defaults();
-    sp.temp = (float)temp;
-    sp.top_k = (int32_t)top_k;
-    sp.top_p = (float)top_p;
-    sp.min_p = (float)min_p;
-    sp.repeat_penalty = (float)rep;
-    sp.penalty_last_n = (int32_t)rep_n;
-    sp.seed = (uint64_t)seed;
-    ep.model_path = model;
     ep.n_ctx = ctx;
     if (so.type) { /* speculative generation: src/cli/spec_cli.c */
+        struct cs_sampler_params sp = cs_sampler_defaults();
+        sp.temp = (float)temp;
+        sp.top_k = (int32_t)top_k;
+        sp.top_p = (float)top_p;
+        sp.min_p = (float)min_p;
+        sp.repeat_penalty = (float)rep;
+        sp.penalty_last_n = (int32_t)rep_n;
+        sp.seed = (uint64_t)seed;
         fputs(prompt, stdout);
-        rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
+        int rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
         free(ids);
         return rc;
     }
-    struct cs_engine *E = NULL;
-    rc = cs_engine_open(&ep, &E, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "clspec run: %s\n", err);
-        free(ids);
-        return 1;
-    }
-    const int V = (int)E->model->hp.n_vocab;
-    struct cs_sampler *smp = NULL;
-    float *logits = malloc((size_t)V * sizeof *logits);
-    int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);
-    if (!logits || !pos)
-        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
-    if (rc == 0)
-        rc = cs_sampler_new(&sp, V, &smp, err, sizeof err);
-    int n_gen = 0, n_dec = 0; /* sampled tokens, decode passes */
-    double t_prefill = 0, t_decode = 0;
-    if (rc == 0) {
-        for (size_t i = 0; i < n_prompt; i++) {
-            pos[i] = (int32_t)i;
-            cs_sampler_accept(smp, ids[i]);
-        }
-        /* echo the prompt */
-        fputs(prompt, stdout);
-        fflush(stdout);
-        double t0 = cs_now();
-        if (rc == 0)
-            rc = cs_forward(E->ctx, ids, (int)n_prompt, pos, NULL, NULL, 1, logits, NULL, err, sizeof err);
-        t_prefill = cs_now() - t0;
-        t0 = cs_now();
-        int32_t p = (int32_t)n_prompt;
-        while (rc == 0 && n_gen < (int)n_predict) {
-            int32_t t = cs_sampler_sample(smp, logits);
-            cs_sampler_accept(smp, t);
-            n_gen++;
-            if (cs_tokenizer_is_eog(E->tok, t))
-                break;
-            if (emit(E->tok, t) < 0)
-                break;
-            if (n_gen == (int)n_predict)
-                break;
-            rc = cs_forward(E->ctx, &t, 1, &p, NULL, NULL, 1, logits, NULL, err, sizeof err);
-            p++;
-            n_dec++;
-        }
-        t_decode = cs_now() - t0;
-        printf("\n");
-        fflush(stdout);
-    }
-    if (rc < 0)
-        fprintf(stderr, "clspec run: %s\n", err);
-    else {
-        char where[512];
-        size_t o = 0;
-        where[0] = '\0';
-        for (int i = 0; i < E->n_dev && o < sizeof where; i++)
-            o += (size_t)snprintf(where + o, sizeof where - o, "%s%s (%u layers)", i ? ", " : "",
-                                  E->dev[i]->info.name, E->layer_counts[i]);
-        fprintf(stderr,
-                "load: %.3f s (%s, %.2f MiB on %s)\n"
-                "kv: %u cells, K %s, V %s, %.1f KiB per token\n"
-                "prefill: %zu tokens in %.3f s, %.1f tokens/s\n"
-                "decode: %d tokens in %.3f s, %.1f tokens/s (%d generated)\n",
-                E->load_s, E->model->hp.arch_name, (double)E->fm->bytes / 1048576.0, where, E->p.n_ctx,
-                cs_type_name(E->p.type_k), cs_type_name(E->p.type_v),
-                (double)cs_kv_bytes_per_token(E->ctx->kv) / 1024.0, n_prompt, t_prefill,
-                t_prefill > 0 ? n_prompt / t_prefill : 0.0, n_dec, t_decode, t_decode > 0 ? n_dec / t_decode : 0.0,
-                n_gen);
-    }
-    cs_sampler_free(smp);
-    free(logits);
-    free(pos);
+    struct clspec_sampler_params spp;
+    clspec_sampler_default_params(&spp, sizeof spp);
+    spp.temp = (float)temp;
+    spp.top_k = (int32_t)top_k;
+    spp.top_p = (float)top_p;
+    spp.min_p = (float)min_p;
+    spp.repeat_penalty = (float)rep;
+    spp.penalty_last_n = (int32_t)rep_n;
+    spp.seed = (uint64_t)seed;
+    dp.n_ctx = ctx;
+    int rc = generate(&dp, prompt, ids, n_prompt, (int)n_predict, &spp);
     free(ids);
-    cs_engine_free(E);
-    return rc < 0 ? 1 : 0;
+    return rc;
 }
