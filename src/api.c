@@ -5,13 +5,15 @@
  * bookkeeping the door needs (which batch row's logits/taps sit where).
  * A clspec_engine owns its cs_engine (or, vocab_only, its cs_model and
  * cs_tokenizer) and the logits/taps buffers of the last decode; a
- * clspec_sampler owns its cs_sampler; a clspec_sampler_state owns a clone. */
+ * clspec_sampler owns its cs_sampler; a clspec_sampler_state owns a clone.
+ * src/api.h: the few conversions internal callers (the CLI) share with it. */
 #include "config.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "batch.h"
 #include "clspec/clspec.h"
 #include "common.h"
@@ -438,22 +440,24 @@ int clspec_kv_clear(clspec_engine *e, char *err, size_t errlen)
     return CLSPEC_OK;
 }
 
+/* The checks of a query on sequence seq of a full engine writing to out. */
+static int need_query(const clspec_engine *e, const char *op, int32_t seq, const void *out, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, op, true, err, errlen));
+    CS_TRY(need_seq(e, op, seq, false, err, errlen));
+    return out ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_INVAL, "%s: output pointer is NULL", op);
+}
+
 int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, char *err, size_t errlen)
 {
-    CS_TRY(need_engine(e, "seq_n_cells", true, err, errlen));
-    CS_TRY(need_seq(e, "seq_n_cells", seq, false, err, errlen));
-    if (!n_cells)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "seq_n_cells: n_cells is NULL");
+    CS_TRY(need_query(e, "seq_n_cells", seq, n_cells, err, errlen));
     *n_cells = cs_kv_seq_n_cells(e->e->ctx->kv, seq);
     return CLSPEC_OK;
 }
 
 int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen)
 {
-    CS_TRY(need_engine(e, "seq_pos_max", true, err, errlen));
-    CS_TRY(need_seq(e, "seq_pos_max", seq, false, err, errlen));
-    if (!pos_max)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "seq_pos_max: pos_max is NULL");
+    CS_TRY(need_query(e, "seq_pos_max", seq, pos_max, err, errlen));
     *pos_max = cs_kv_seq_pos_max(e->e->ctx->kv, seq);
     return CLSPEC_OK;
 }
@@ -491,6 +495,20 @@ void clspec_sampler_default_params(struct clspec_sampler_params *p, size_t size)
     memcpy(p, &q, q.size);
 }
 
+void cs_api_sampler_params(const struct clspec_sampler_params *in, struct cs_sampler_params *out)
+{
+    *out = cs_sampler_defaults();
+    out->temp = in->temp;
+    out->top_k = in->top_k;
+    out->top_p = in->top_p;
+    out->min_p = in->min_p;
+    out->repeat_penalty = in->repeat_penalty;
+    out->freq_penalty = in->freq_penalty;
+    out->presence_penalty = in->presence_penalty;
+    out->penalty_last_n = in->penalty_last_n;
+    out->seed = in->seed;
+}
+
 int clspec_sampler_new(const struct clspec_sampler_params *in, int32_t n_vocab, clspec_sampler **out, char *err,
                        size_t errlen)
 {
@@ -505,10 +523,8 @@ int clspec_sampler_new(const struct clspec_sampler_params *in, int32_t n_vocab, 
     struct clspec_sampler_params p;
     clspec_sampler_default_params(&p, sizeof p);
     memcpy(&p, in, CS_MIN((size_t)in->size, sizeof p));
-    struct cs_sampler_params sp = {.temp = p.temp, .top_k = p.top_k, .top_p = p.top_p, .min_p = p.min_p,
-                                   .repeat_penalty = p.repeat_penalty, .freq_penalty = p.freq_penalty,
-                                   .presence_penalty = p.presence_penalty, .penalty_last_n = p.penalty_last_n,
-                                   .seed = p.seed};
+    struct cs_sampler_params sp;
+    cs_api_sampler_params(&p, &sp);
     clspec_sampler *s = calloc(1, sizeof *s);
     if (!s)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");

@@ -385,7 +385,7 @@ static void test_bad_arguments(void **state)
     BAD(clspec_seq_rm(e, 2, 0, -1, g_err, sizeof g_err), CLSPEC_E_RANGE, "sequence 2 outside 0..1");
     BAD(clspec_seq_cp(e, 0, -1, 0, -1, g_err, sizeof g_err), CLSPEC_E_RANGE, "sequence -1");
     BAD(clspec_seq_keep(e, 64, g_err, sizeof g_err), CLSPEC_E_RANGE, "sequence 64");
-    BAD(clspec_seq_n_cells(e, 0, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL, "n_cells is NULL");
+    BAD(clspec_seq_n_cells(e, 0, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL, "output pointer is NULL");
     int32_t layer = 99;
     BAD(clspec_taps_set(e, &layer, 1, g_err, sizeof g_err), CLSPEC_E_RANGE, "layer 99");
     BAD(clspec_taps_set(e, NULL, 2, g_err, sizeof g_err), CLSPEC_E_INVAL, "taps");

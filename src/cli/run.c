@@ -1,13 +1,14 @@
 /* run.c: `clspec run`: generate text from a prompt, streaming it to stdout;
  * load time and prefill/decode speeds on stderr. Plain generation uses only
  * the engine door (clspec/clspec.h); --spec hands over to src/cli/spec_cli.c.
- * engine.h and sampler.h are here for the option structs the two share. */
+ * engine.h and sampler.h (via api.h) are here for the option structs the two share. */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "clspec/clspec.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
@@ -253,20 +254,6 @@ int cs_cmd_run(int argc, char **argv)
         return 1;
     }
     ep.n_ctx = ctx;
-    if (so.type) { /* speculative generation: src/cli/spec_cli.c */
-        struct cs_sampler_params sp = cs_sampler_defaults();
-        sp.temp = (float)temp;
-        sp.top_k = (int32_t)top_k;
-        sp.top_p = (float)top_p;
-        sp.min_p = (float)min_p;
-        sp.repeat_penalty = (float)rep;
-        sp.penalty_last_n = (int32_t)rep_n;
-        sp.seed = (uint64_t)seed;
-        fputs(prompt, stdout);
-        int rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
-        free(ids);
-        return rc;
-    }
     struct clspec_sampler_params spp;
     clspec_sampler_default_params(&spp, sizeof spp);
     spp.temp = (float)temp;
@@ -276,6 +263,14 @@ int cs_cmd_run(int argc, char **argv)
     spp.repeat_penalty = (float)rep;
     spp.penalty_last_n = (int32_t)rep_n;
     spp.seed = (uint64_t)seed;
+    if (so.type) { /* speculative generation: src/cli/spec_cli.c */
+        struct cs_sampler_params sp;
+        cs_api_sampler_params(&spp, &sp);
+        fputs(prompt, stdout);
+        int rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
+        free(ids);
+        return rc;
+    }
     dp.n_ctx = ctx;
     int rc = generate(&dp, prompt, ids, n_prompt, (int)n_predict, &spp);
     free(ids);
