@@ -453,15 +453,7 @@ static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t 
 /* 1.4: checked when the host reads its configuration, before any init. */
 static int dflash_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
 {
-    const char *m = v->get(v, "model");
-    if (!m || !*m) {
-        *key = "model";
-        return pu_fail(err, errlen, "",
-                       "dflash needs a drafter model; set model = /path/to/dflash.gguf (a GGUF with "
-                       "general.architecture = dflash)%s%s",
-                       NULL, NULL);
-    }
-    return 0;
+    return pu_need_model(v, key, err, errlen, "dflash", "a GGUF with general.architecture = dflash");
 }
 
 static const struct clspec_speculator dflash_vtable = {

@@ -323,15 +323,7 @@ static void draft_slot_end(void *state, int32_t slot)
 /* 1.4: checked when the host reads its configuration, before any init. */
 static int draft_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
 {
-    const char *m = v->get(v, "model");
-    if (!m || !*m) {
-        *key = "model";
-        return pu_fail(err, errlen, "",
-                       "draft needs a drafter model; set model = /path/to/draft.gguf (a small GGUF with the "
-                       "target's vocabulary)%s%s",
-                       NULL, NULL);
-    }
-    return 0;
+    return pu_need_model(v, key, err, errlen, "draft", "a small GGUF with the target's vocabulary");
 }
 
 static const struct clspec_speculator vtable = {

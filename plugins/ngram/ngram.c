@@ -11,7 +11,9 @@
  *   n_min_ngram = 2   shortest pattern tried
  *   table = 0|1       the cross-request table (default 0)
  *   table_n = 3       tokens of context per table entry (1..8)
- *   table_mb = 8      memory cap of the table in MiB */
+ *   table_mb = 8      memory cap of the table in MiB
+ * checked by config_check (ABI 1.4) when the host reads its configuration,
+ * and again by init; a drafter model is not used (reported as ignored). */
 #include <clspec/speculator.h>
 
 #include <stdlib.h>
