@@ -55,4 +55,10 @@ static inline bool cs_add_ok(uint64_t a, uint64_t b, uint64_t *out)
 /* Monotonic wall clock in seconds. */
 double cs_now(void);
 
+/* Did-you-mean: edit distance with adjacent transpositions ("prot" ->
+ * "port" = 1), case-insensitive (99 for strings over 64 characters), and
+ * whether typed is close enough to known to suggest it. */
+unsigned cs_edit_distance(const char *a, const char *b);
+bool cs_close_enough(const char *typed, const char *known, unsigned d);
+
 #endif

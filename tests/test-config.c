@@ -420,15 +420,14 @@ static void test_errors_combinations(void **state)
                "[sampling] max_tokens: default max_tokens = 5000 is above [server] max_tokens_limit = 4096", NULL);
     expect_err(MODEL "[server]\nmax_tokens_limit = 100\n", 4, "[server] max_tokens_limit: default max_tokens = 256",
                NULL);
-    /* specd: the speculator's type and the keys it needs */
+    /* specd: the speculator's type (a plugin found by name, no list) and the keys its plugin checks */
     expect_err(MODEL "[speculator]\nn_max = 4\ntype = ngarm\n", 5,
-               "[speculator] type: unknown speculator 'ngarm' (did you mean ngram?); use none, ngram, draft, mtp, "
-               "dflash, the path of a plugin .so",
-               NULL);
+               "[speculator] type: unknown speculator 'ngarm' (did you mean ngram?): plugin not found (looked at ",
+               "/ngarm.so", "; plugins there: ", "ngram", "set plugin_dir", NULL);
     expect_err(MODEL "[speculator]\ntype = draft\n", 4,
-               "[speculator] type: type = draft needs a drafter model; set model = /path/to/draft.gguf", NULL);
-    expect_err(MODEL "[speculator]\ntype = dflash\n", 4, "[speculator] type: type = dflash needs a drafter model",
-               NULL);
+               "[speculator] model: draft needs a drafter model; set model = /path/to/draft.gguf", NULL);
+    expect_err(MODEL "[speculator]\ntype = dflash\nn_max = 7\n", 4,
+               "[speculator] model: dflash needs a drafter model; set model = /path/to/dflash.gguf", NULL);
     expect_err(MODEL "[speculator]\nn_max = 65\n", 4, "[speculator] n_max: 65 is out of range; use a value from 1 to 64",
                NULL);
     expect_err(MODEL "[speculator]\ntype = ngram\nopt.model = x\n", 5,
@@ -476,6 +475,64 @@ static void test_warnings(void **state)
     assert_non_null(strstr(c->warnings, ":7: [speculator] device: ignored because type = none"));
     assert_null(strstr(c->warnings, "n_max"));
     assert_null(strstr(c->warnings, "host"));
+    cs_config_free(c);
+}
+
+/* [speculator] type = NAME is plugin_dir/NAME.so by convention (no list of
+ * names in the core); the plugin checks its own keys (config_check, ABI 1.4)
+ * and the host names the key at its line. Uses the plugins of the build tree. */
+static void test_speculator_plugins(void **state)
+{
+    (void)state;
+    expect_err(MODEL "[speculator]\ntype = ngram\nopt.table = 1\nopt.n_max_ngram = 99\n", 6,
+               "[speculator] opt.n_max_ngram: ngram: bad value for n_max_ngram", NULL);
+    expect_err(MODEL "[speculator]\ntype = ngram\nopt.n_min_ngram = 5\nopt.n_max_ngram = 3\n", 5,
+               "[speculator] opt.n_min_ngram: ngram: n_min_ngram is larger than n_max_ngram", NULL);
+    expect_err(MODEL "[speculator]\ntype = mtp\nopt.n_batch = 0\n", 5,
+               "[speculator] opt.n_batch: mtp: '0' is not a whole number from 1 to 4096", NULL);
+    struct cs_config *c = load_ok(MODEL "[speculator]\ntype = mtp\n"); /* model optional: the target's own head */
+    assert_null(c->warnings);
+    cs_config_free(c);
+    /* ngram does not use model: a warning at its line, and --check will not open it */
+    c = load_ok(MODEL "[speculator]\ntype = ngram\nmodel = /nope.gguf\n");
+    assert_non_null(c->warnings);
+    assert_non_null(strstr(c->warnings, ":5: [speculator] model: ignored by type = ngram (it drafts from the "
+                                        "request's own tokens)"));
+    assert_true(c->spec_model_ignored);
+    cs_config_free(c);
+    c = load_ok(MODEL "[speculator]\ntype = draft\nmodel = /d.gguf\n");
+    assert_null(c->warnings);
+    assert_false(c->spec_model_ignored);
+    cs_config_free(c);
+
+    /* a plugin the core has never heard of, by name from plugin_dir: here the draft plugin as "mydrafter" */
+    const char *bd = getenv("CLSPEC_BUILDDIR");
+    if (!bd) {
+        print_message("CLSPEC_BUILDDIR not set (run by make check): plugin_dir part skipped\n");
+        return;
+    }
+    char dir[] = "/tmp/clspec-plugdir.XXXXXX", so[PATH_MAX], link[PATH_MAX + 32], text[2 * PATH_MAX];
+    assert_non_null(mkdtemp(dir));
+    snprintf(so, sizeof so, "%s/plugins/draft/.libs/draft.so", bd);
+    snprintf(link, sizeof link, "%s/mydrafter.so", dir);
+    assert_int_equal(symlink(so, link), 0);
+    snprintf(text, sizeof text, MODEL "[speculator]\nplugin_dir = %s\ntype = mydrafter\n", dir);
+    expect_err(text, 5, "[speculator] model: draft needs a drafter model", NULL);
+    snprintf(text, sizeof text, MODEL "[speculator]\nplugin_dir = %s\ntype = mydrafter\nmodel = /d.gguf\n", dir);
+    c = load_ok(text);
+    assert_string_equal(c->spec_type, "mydrafter");
+    cs_config_free(c);
+    snprintf(text, sizeof text, MODEL "[speculator]\nplugin_dir = %s\ntype = mydrafte\n", dir);
+    expect_err(text, 5, "[speculator] type: unknown speculator 'mydrafte' (did you mean mydrafter?)", dir,
+               "plugins there: ", "mydrafter", NULL);
+    unlink(link);
+    rmdir(dir);
+    /* a plugin built against the 1.3 header (no config_check) is not asked: its keys pass here, init checks them */
+    snprintf(so, sizeof so, "%s/tests/plugins/.libs/abi13.so", bd);
+    assert_int_equal(access(so, F_OK), 0); /* make check builds it */
+    snprintf(text, sizeof text, MODEL "[speculator]\ntype = %s\nopt.max = 0\n", so);
+    c = load_ok(text);
+    assert_null(c->warnings);
     cs_config_free(c);
 }
 
@@ -970,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_errors_values2),
         cmocka_unit_test(test_errors_combinations),
         cmocka_unit_test(test_warnings),
+        cmocka_unit_test(test_speculator_plugins),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_bad_paths),
         cmocka_unit_test(test_relative_paths),

@@ -2,7 +2,10 @@
  * configuration and logs through the host table; each failure (missing
  * file, unknown built-in, not a shared object, missing entry symbol, ABI
  * major mismatch, vtable too small, init failure with the plugin's own
- * message, a capability the host cannot serve) gives its own error; the built-in ngram is found by name. */
+ * message, a capability the host cannot serve) gives its own error; the built-in ngram is found by name;
+ * an unknown name gets the plugins present and a did-you-mean; a plugin
+ * built against the 1.3 header loads and runs; the shipped plugins'
+ * config_check (1.4) names the key it refuses. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -149,6 +152,93 @@ static void test_unknown_builtin(void **state)
     print_message("%s\n", err);
     assert_non_null(strstr(err, "plugin not found (looked at "));
     assert_non_null(strstr(err, "nosuchspeculator.so"));
+    /* names are not listed in the core: the message scans the plugin directories and suggests */
+    assert_int_equal(load("ngarm", NULL, 0, &pl, err, sizeof err), CLSPEC_E_PLUGIN);
+    print_message("%s\n", err);
+    assert_non_null(strstr(err, "unknown speculator 'ngarm' (did you mean ngram?): plugin not found"));
+    assert_non_null(strstr(err, "; plugins there: "));
+    assert_non_null(strstr(strstr(err, "plugins there: "), "draft"));
+    char path[64];
+    assert_int_equal(cs_plugin_resolve("none", NULL, path, sizeof path, err, sizeof err), CLSPEC_E_NOTFOUND);
+    assert_true(cs_plugin_is_none("none") && cs_plugin_is_none(NULL) && !cs_plugin_is_none("ngram"));
+}
+
+/* A plugin built against the saved 1.3 header (tests/plugins/abi-1.3: no
+ * config_check) loads into this host, runs, and is not asked to check. */
+static void test_abi13_plugin(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN], path[1024];
+    snprintf(path, sizeof path, "%s/abi13.so", CS_TEST_PLUGINS);
+    struct cs_plugin_kv kv[] = {{"max", "2"}};
+    struct cs_plugin_params p = {.type = path, .kv = kv, .n_kv = 1, .n_slots = 1};
+    struct cs_plugin_check chk = {.kv_line = NULL};
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(chk.key, "");
+    struct cs_plugin *pl = NULL;
+    if (cs_plugin_load(&p, &pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_string_equal(pl->vt.name, "minimal");
+    assert_int_equal(pl->vt.size, offsetof(struct clspec_speculator, config_check)); /* the 1.3 vtable */
+    assert_null(pl->vt.config_check);
+    int32_t hist[] = {4, 5, 6, 7, 4}, out[8];
+    struct clspec_draft_req req = {.size = sizeof req, .slot = 0, .hist = hist, .n_hist = 5, .pos_last = 4,
+                                   .n_max = 8, .n_vocab = 512};
+    assert_int_equal(pl->vt.draft(pl->state, &req, out, NULL, err, sizeof err), 2); /* max = 2 */
+    assert_int_equal(out[0], 5);
+    assert_int_equal(out[1], 6);
+    cs_plugin_free(pl);
+}
+
+struct ignored_log {
+    char key[64], why[256];
+    int n;
+};
+
+static void on_ignored(void *user, const char *key, const char *why)
+{
+    struct ignored_log *l = user;
+    snprintf(l->key, sizeof l->key, "%s", key);
+    snprintf(l->why, sizeof l->why, "%s", why);
+    l->n++;
+}
+
+/* config_check (1.4) of the shipped plugins, through the loader: a refusal
+ * names the key; a key the plugin does not use is reported, not refused. */
+static void test_config_check(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN];
+    struct ignored_log log = {.n = 0};
+    struct cs_plugin_check chk = {.ignored = on_ignored, .user = &log};
+    struct cs_plugin_kv bad[] = {{"n_max", "8"}, {"n_max_ngram", "banana"}};
+    struct cs_plugin_params p = {.type = "ngram", .kv = bad, .n_kv = 2};
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(chk.key, "n_max_ngram");
+    assert_non_null(strstr(err, "ngram: bad value for n_max_ngram"));
+    struct cs_plugin_kv model[] = {{"model", "/x.gguf"}};
+    p.kv = model;
+    p.n_kv = 1;
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(log.n, 1);
+    assert_string_equal(log.key, "model");
+    assert_non_null(strstr(log.why, "the request's own tokens"));
+    p.type = "draft"; /* needs model: given */
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_OK);
+    p.n_kv = 0;
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(chk.key, "model");
+    assert_non_null(strstr(err, "draft needs a drafter model"));
+    p.type = "dflash";
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(chk.key, "model");
+    p.type = "mtp"; /* model optional */
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_OK);
+    p.type = "ngarm"; /* the loader's own error, no key */
+    assert_int_equal(cs_plugin_check_config(&p, &chk, err, sizeof err), CLSPEC_E_NOTFOUND);
+    assert_string_equal(chk.key, "");
+    assert_non_null(strstr(err, "did you mean ngram?"));
+    assert_int_equal(log.n, 1);
 }
 
 static void test_not_shared_object(void **state)
@@ -197,7 +287,7 @@ static void test_caps_refused(void **state)
 {
     (void)state;
     const char *e = load_fail("caps.so");
-    assert_non_null(strstr(e, "(broken) needs a shared target KV cache, which this clspec (ABI 1.3) does "
+    assert_non_null(strstr(e, "(broken) needs a shared target KV cache, which this clspec (ABI 1.4) does "
                               "not provide"));
 }
 
@@ -235,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_abi_mismatch),      cmocka_unit_test(test_vtable_too_small),
         cmocka_unit_test(test_init_failure),      cmocka_unit_test(test_minimal_bad_config),
         cmocka_unit_test(test_caps_refused),      cmocka_unit_test(test_newer_minor_loads),
+        cmocka_unit_test(test_abi13_plugin),      cmocka_unit_test(test_config_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

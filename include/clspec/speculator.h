@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 3 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 4 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -244,6 +244,29 @@ struct clspec_draft_req {
     uint32_t n_vocab;        /* row length of probs */
 };
 
+/* -- 1.4: what config_check gets: the speculator's configuration, read-only -- */
+
+/* One key as the user set it (or its default). */
+struct clspec_config_item {
+    const char *key;         /* "model", "n_max", ... or a plugin key (clspecd: opt.KEY, the CLI:
+                              * --spec-opt KEY=V) without any prefix */
+    const char *value;
+    int32_t line;            /* line in the host's configuration file; 0: a default, or not from a file */
+};
+
+/* Host-owned, valid during config_check only. Entries past size do not exist. */
+struct clspec_config_view {
+    uint32_t size;           /* sizeof as the host built it */
+    void *impl;              /* host-private */
+    int32_t n;               /* items */
+    const struct clspec_config_item *items; /* (n) the keys the plugin's init will see with config_get */
+    /* The value of key (as config_get), NULL when not set. */
+    const char *(*get)(const struct clspec_config_view *v, const char *key);
+    /* key is set but this plugin does not use it: the host warns, naming the
+     * key's place and why, and checks nothing more of it. */
+    void (*ignored)(const struct clspec_config_view *v, const char *key, const char *why);
+};
+
 struct clspec_speculator {
     uint32_t abi_major;      /* CLSPEC_SPEC_ABI_MAJOR the plugin was built with */
     uint32_t size;           /* sizeof(struct clspec_speculator) as the plugin was built */
@@ -291,6 +314,18 @@ struct clspec_speculator {
      * < 0 (the host then switches speculation off for these slots). */
     int (*draft_batch)(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
                        float *const *probs, int32_t *n_out, char *err, size_t errlen);
+
+    /* -- 1.4 (optional; older hosts ignore it, and a host asks no plugin without it) -- */
+
+    /* Checks the plugin's own keys before anything is loaded: clspecd calls
+     * it when it reads its INI file (start-up and clspecd --check), the CLI
+     * before init; it may be called without any init following. No host
+     * table, no target: only the view. On a problem: set *key to the key it
+     * is about (one of the view, or a required one that is missing; a string
+     * that lives as long as the view or the plugin), fill err with what is
+     * wrong and how to fix it, without the key (the host writes
+     * "file:line: [speculator] KEY: " before it), and return < 0. */
+    int (*config_check)(const struct clspec_config_view *cfg, const char **key, char *err, size_t errlen);
 };
 
 /* The smallest vtable a 1.x host accepts: everything up to slot_end. */

@@ -94,4 +94,17 @@ static inline int pu_parse_type(const char *v, uint32_t dflt, uint32_t *out)
     return -1;
 }
 
+/* config_check (ABI 1.4) of a plugin that drafts with a model of its own:
+ * model must be set. name: the plugin's ("draft"); what: the kind of GGUF. */
+static inline int pu_need_model(const struct clspec_config_view *v, const char **key, char *err, size_t errlen,
+                                const char *name, const char *what)
+{
+    const char *m = v->get(v, "model");
+    if (m && *m)
+        return 0;
+    *key = "model";
+    snprintf(err, errlen, "%s needs a drafter model; set model = /path/to/%s.gguf (%s)", name, name, what);
+    return -1;
+}
+
 #endif

@@ -450,6 +450,12 @@ static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t 
         sl->last = tokens[n_tokens - 1];
 }
 
+/* 1.4: checked when the host reads its configuration, before any init. */
+static int dflash_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
+{
+    return pu_need_model(v, key, err, errlen, "dflash", "a GGUF with general.architecture = dflash");
+}
+
 static const struct clspec_speculator dflash_vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
@@ -462,6 +468,7 @@ static const struct clspec_speculator dflash_vtable = {
     .accept = dflash_accept,
     .slot_end = dflash_slot_end,
     .draft_batch = dflash_draft_batch,
+    .config_check = dflash_config_check,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -320,6 +320,12 @@ static void draft_slot_end(void *state, int32_t slot)
     d->slots[slot].n_cached = 0;
 }
 
+/* 1.4: checked when the host reads its configuration, before any init. */
+static int draft_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
+{
+    return pu_need_model(v, key, err, errlen, "draft", "a small GGUF with the target's vocabulary");
+}
+
 static const struct clspec_speculator vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
@@ -331,6 +337,7 @@ static const struct clspec_speculator vtable = {
     .slot_end = draft_slot_end,
     /* slot_begin / accept: not needed, drafting re-synchronises with the history */
     .draft_batch = draft_batch,
+    .config_check = draft_config_check,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -584,6 +584,28 @@ static void mtp_slot_end(void *state, int32_t s)
         slot_reset(p, s);
 }
 
+/* 1.4: checked when the host reads its configuration, before any init:
+ * model is optional (default: the target's own nextn blocks); the head's
+ * n_batch and n_ctx, when set, are whole numbers in range. */
+static int mtp_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key, *want;
+        long lo, hi;
+    } keys[] = {{"n_batch", "a whole number from 1 to 4096", 1, 4096},
+                {"n_ctx", "a whole number of at least 2", 2, 1L << 30}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *s = v->get(v, keys[i].key);
+        char *end = NULL;
+        long x = s ? strtol(s, &end, 10) : keys[i].lo;
+        if (s && (end == s || *end || x < keys[i].lo || x > keys[i].hi)) {
+            *key = keys[i].key;
+            return pu_fail(err, errlen, "", "mtp: '%s' is not %s", s, keys[i].want);
+        }
+    }
+    return 0;
+}
+
 static const struct clspec_speculator mtp_vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
@@ -596,6 +618,7 @@ static const struct clspec_speculator mtp_vtable = {
     .accept = mtp_accept,
     .slot_end = mtp_slot_end,
     .draft_batch = mtp_draft_batch,
+    .config_check = mtp_config_check,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -11,7 +11,9 @@
  *   n_min_ngram = 2   shortest pattern tried
  *   table = 0|1       the cross-request table (default 0)
  *   table_n = 3       tokens of context per table entry (1..8)
- *   table_mb = 8      memory cap of the table in MiB */
+ *   table_mb = 8      memory cap of the table in MiB
+ * checked by config_check (ABI 1.4) when the host reads its configuration,
+ * and again by init; a drafter model is not used (reported as ignored). */
 #include <clspec/speculator.h>
 
 #include <stdlib.h>
@@ -44,10 +46,9 @@ struct ngram {
 
 #define PROBE 8
 
-static int get_int(const struct clspec_host *h, const char *key, long lo, long hi, long def, long *out, char *err,
+static int get_int(const char *v, const char *key, long lo, long hi, long def, long *out, char *err,
                    size_t errlen)
 {
-    const char *v = h->config_get(h, key);
     *out = def;
     if (!v)
         return 0;
@@ -164,29 +165,64 @@ static void ngram_fini(void *state)
     free(g);
 }
 
-static int ngram_init(const struct clspec_host *host, void **state, char *err, size_t errlen)
-{
+/* The plugin's keys, from the host table (init) or the view (config_check). */
+struct ngram_cfg {
     long nmax, nmin, ton, tn, tmb;
-    if (get_int(host, "n_max_ngram", 1, MAX_N, 4, &nmax, err, errlen) < 0 ||
-        get_int(host, "n_min_ngram", 1, MAX_N, 2, &nmin, err, errlen) < 0 ||
-        get_int(host, "table", 0, 1, 0, &ton, err, errlen) < 0 ||
-        get_int(host, "table_n", 1, MAX_N, 3, &tn, err, errlen) < 0 ||
-        get_int(host, "table_mb", 1, 4096, 8, &tmb, err, errlen) < 0)
-        return -1;
-    if (nmin > nmax) {
+};
+
+/* Reads and checks the keys; on a bad one: *bad = its name, err filled, -1. */
+static int read_cfg(const struct clspec_host *h, const struct clspec_config_view *v, struct ngram_cfg *c,
+                    const char **bad, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        long lo, hi, def;
+    } keys[] = {{"n_max_ngram", 1, MAX_N, 4}, {"n_min_ngram", 1, MAX_N, 2}, {"table", 0, 1, 0},
+                {"table_n", 1, MAX_N, 3},     {"table_mb", 1, 4096, 8}};
+    long *out[] = {&c->nmax, &c->nmin, &c->ton, &c->tn, &c->tmb};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *val = h ? h->config_get(h, keys[i].key) : v->get(v, keys[i].key);
+        *bad = keys[i].key;
+        if (get_int(val, keys[i].key, keys[i].lo, keys[i].hi, keys[i].def, out[i], err, errlen) < 0)
+            return -1;
+    }
+    if (c->nmin > c->nmax) {
+        *bad = "n_min_ngram";
         set_err(err, errlen, "ngram: n_min_ngram is larger than n_max_ngram");
         return -1;
     }
+    *bad = NULL;
+    return 0;
+}
+
+/* 1.4: the keys checked when the host reads its configuration; a drafter
+ * model is not used (the drafts come from the request's own tokens). */
+static int ngram_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
+{
+    struct ngram_cfg c;
+    if (read_cfg(NULL, v, &c, key, err, errlen) < 0)
+        return -1;
+    if (v->get(v, "model"))
+        v->ignored(v, "model", "it drafts from the request's own tokens");
+    return 0;
+}
+
+static int ngram_init(const struct clspec_host *host, void **state, char *err, size_t errlen)
+{
+    struct ngram_cfg c;
+    const char *bad;
+    if (read_cfg(host, NULL, &c, &bad, err, errlen) < 0)
+        return -1;
     struct ngram *g = calloc(1, sizeof *g);
     if (!g) {
         set_err(err, errlen, "ngram: out of memory");
         return -1;
     }
     g->host = host;
-    g->n_max_ngram = (int32_t)nmax;
-    g->n_min_ngram = (int32_t)nmin;
-    g->table_on = (int)ton;
-    g->table_n = (int32_t)tn;
+    g->n_max_ngram = (int32_t)c.nmax;
+    g->n_min_ngram = (int32_t)c.nmin;
+    g->table_on = (int)c.ton;
+    g->table_n = (int32_t)c.tn;
     g->n_slots = MAX_SLOTS;
     struct clspec_target_info ti;
     memset(&ti, 0, sizeof ti);
@@ -195,7 +231,7 @@ static int ngram_init(const struct clspec_host *host, void **state, char *err, s
         g->n_slots = (int32_t)ti.n_slots;
     g->slots = calloc((size_t)g->n_slots, sizeof *g->slots);
     if (g->table_on) {
-        g->cap = (size_t)tmb * 1048576u / sizeof(struct entry);
+        g->cap = (size_t)c.tmb * 1048576u / sizeof(struct entry);
         g->table = calloc(g->cap, sizeof *g->table);
     }
     if (!g->slots || (g->table_on && !g->table)) {
@@ -204,7 +240,7 @@ static int ngram_init(const struct clspec_host *host, void **state, char *err, s
         return -1;
     }
     host->log(host, CLSPEC_LOG_INFO, "prompt lookup n %d..%d, table %s (n %d, %ld MiB)", g->n_min_ngram,
-              g->n_max_ngram, g->table_on ? "on" : "off", g->table_n, g->table_on ? tmb : 0L);
+              g->n_max_ngram, g->table_on ? "on" : "off", g->table_n, g->table_on ? c.tmb : 0L);
     *state = g;
     return 0;
 }
@@ -296,6 +332,7 @@ static const struct clspec_speculator vtable = {
     .draft = ngram_draft,
     .accept = ngram_accept,
     .slot_end = ngram_slot_end,
+    .config_check = ngram_config_check,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

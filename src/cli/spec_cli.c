@@ -23,7 +23,8 @@ void cs_spec_cli_init(struct cs_spec_cli *o)
 
 const char *cs_spec_cli_usage(void)
 {
-    return "  --spec TYPE           speculator: ngram, draft, mtp, dflash, or a path to a plugin .so\n"
+    return "  --spec TYPE           speculator: a plugin's name (NAME.so in the plugin directory), a path\n"
+           "                        to a plugin .so, or none\n"
            "  --spec-n-max N        most draft tokens per step (default 8)\n"
            "  --spec-n-min N        shorter drafts are not verified (default 1)\n"
            "  --spec-p-min P        cut drafts at a token with draft probability < P (default 0)\n"
@@ -34,7 +35,7 @@ const char *cs_spec_cli_usage(void)
 int cs_spec_cli_opt(struct cs_spec_cli *o, const char *cmd, const char *a, const char *v)
 {
     if (!strcmp(a, "--spec")) {
-        o->type = v;
+        o->type = cs_plugin_is_none(v) ? NULL : v; /* none: no speculation, as in clspecd */
         return 1;
     }
     if (!strcmp(a, "--plugin-dir")) {
@@ -67,6 +68,24 @@ int cs_spec_cli_opt(struct cs_spec_cli *o, const char *cmd, const char *a, const
         return 1;
     }
     return 0;
+}
+
+static void cli_ignored(void *user, const char *key, const char *why)
+{
+    fprintf(stderr, "clspec: warning: --spec-opt %s: ignored by --spec %s (%s)\n", key, (const char *)user, why);
+}
+
+/* The plugin's own check of its keys (its config_check, ABI 1.4), before
+ * the engine loads: a refusal names the --spec-opt key; the loader's errors
+ * (not found, not a plugin) come verbatim. */
+static int check_plugin(const struct cs_spec_cli *o, char *err, size_t errlen)
+{
+    struct cs_plugin_params pp = {.type = o->type, .plugin_dir = o->plugin_dir, .kv = o->kv, .n_kv = o->n_kv};
+    struct cs_plugin_check chk = {.ignored = cli_ignored, .user = (void *)o->type};
+    int rc = cs_plugin_check_config(&pp, &chk, err, errlen);
+    if (rc < 0 && chk.key[0])
+        return cs_err_prefix(err, errlen, rc, "--spec-opt %s", chk.key);
+    return rc == CLSPEC_E_NOTFOUND ? CLSPEC_E_PLUGIN : rc;
 }
 
 /* Engine + plugin + spec for n_slots; type NULL = no speculation. */
@@ -130,7 +149,9 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
     char err[CLSPEC_ERRLEN];
     struct rig r;
     uint32_t n_ctx = (uint32_t)(n_prompt + n_predict + (int32_t)o->n_max + 2);
-    int rc = rig_open(o, o->type, ep, n_ctx, 1, &r, err, sizeof err);
+    int rc = check_plugin(o, err, sizeof err);
+    if (rc == 0)
+        rc = rig_open(o, o->type, ep, n_ctx, 1, &r, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "clspec run: %s\n", err);
         return 1;
@@ -236,7 +257,9 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     /* tokenize with a plain engine-less tokenizer */
     struct cs_model *m0 = NULL;
     struct cs_tokenizer *tok0 = NULL;
-    int rc = cs_model_load(model, &m0, err, sizeof err);
+    int rc = check_plugin(o, err, sizeof err);
+    if (rc == 0)
+        rc = cs_model_load(model, &m0, err, sizeof err);
     if (rc == 0)
         rc = cs_tokenizer_load(m0->gguf, &tok0, err, sizeof err);
     int32_t *ids[CS_MAX_SEQ] = {NULL}, n_ids[CS_MAX_SEQ] = {0}, n_max_prompt = 0;

@@ -1,5 +1,5 @@
 /* spec_cli.h: the speculation options of `clspec run` and `clspec bench`
- * (--spec ngram|/path.so, --spec-n-max, --spec-n-min, --spec-p-min,
+ * (--spec NAME|/path.so, --spec-n-max, --spec-n-min, --spec-p-min,
  * --spec-opt key=value, --plugin-dir; bench: --parallel, --spec-prompt,
  * and the engine options -c/-ctk/-ctv/--device of src/cli/opts.h) and the runs that use them (engine + src/spec). */
 #ifndef CS_CLI_SPEC_CLI_H

@@ -29,34 +29,6 @@
 
 /* ---- small text helpers ---- */
 
-/* Edit distance with adjacent transpositions ("prot" -> "port" = 1), case-insensitive. */
-static unsigned lev(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return 99;
-    unsigned d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = (unsigned)i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = (unsigned)j;
-    for (size_t i = 1; i <= la; i++)
-        for (size_t j = 1; j <= lb; j++) {
-            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
-            unsigned v = CS_MIN(CS_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1), d[i - 1][j - 1] + (ca != cb));
-            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) && tolower((unsigned char)a[i - 2]) == cb)
-                v = CS_MIN(v, d[i - 2][j - 2] + 1);
-            d[i][j] = v;
-        }
-    return d[la][lb];
-}
-
-static bool close_enough(const char *typed, const char *known, unsigned d)
-{
-    size_t n = strlen(known);
-    return d <= (n < 5 ? 1u : n < 9 ? 2u : 3u) && d < strlen(typed) + 1;
-}
-
 static char *xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -139,7 +111,7 @@ static void suggest_key(const char *sec, const char *name, char *out, size_t n)
     unsigned best = 99;
     int bi = -1;
     for (size_t i = 0; i < cs_cfg_n_keys; i++) {
-        unsigned d = lev(name, cs_cfg_keys[i].name) + (strcmp(cs_cfg_keys[i].sec, sec) != 0); /* prefer this section */
+        unsigned d = cs_edit_distance(name, cs_cfg_keys[i].name) + (strcmp(cs_cfg_keys[i].sec, sec) != 0); /* prefer this section */
         if (d < best) {
             best = d;
             bi = (int)i;
@@ -149,8 +121,8 @@ static void suggest_key(const char *sec, const char *name, char *out, size_t n)
         return;
     const struct cs_cfg_key *k = &cs_cfg_keys[bi];
     bool same = !strcmp(k->sec, sec);
-    unsigned d = lev(name, k->name);
-    if (!close_enough(name, k->name, d))
+    unsigned d = cs_edit_distance(name, k->name);
+    if (!cs_close_enough(name, k->name, d))
         return;
     if (same)
         snprintf(out, n, "; did you mean %s?", k->name);
@@ -202,14 +174,14 @@ static void classify(struct loader *L, const char *s, size_t n)
             unsigned best = 99;
             const char *bs = NULL;
             for (size_t i = 0; i < cs_cfg_n_sections; i++) {
-                unsigned d = lev(L->sec, cs_cfg_sections[i]);
+                unsigned d = cs_edit_distance(L->sec, cs_cfg_sections[i]);
                 if (d < best) {
                     best = d;
                     bs = cs_cfg_sections[i];
                 }
             }
             char hint[64] = "";
-            if (bs && close_enough(L->sec, bs, best))
+            if (bs && cs_close_enough(L->sec, bs, best))
                 snprintf(hint, sizeof hint, "did you mean [%s]? ", bs);
             fail(L, L->line, L->sec, NULL, CLSPEC_E_INVAL,
                  "unknown section; %sknown sections: [server] [model] [devices] [kv] [slots] [sampling] "
@@ -679,49 +651,71 @@ static bool is_loopback(const char *h)
     return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "::1") || !strcmp(h, "[::1]");
 }
 
-/* [speculator] type and the keys it needs. A path (with a '/') relative to
- * the file's directory comes back absolute. */
+/* config_check's "key is set but not used by this plugin": a warning with
+ * the key's place. */
+static void spec_ignored(void *user, const char *key, const char *why)
+{
+    struct loader *L = user;
+    struct cs_config *c = L->c;
+    int line = cs_config_line(c, "speculator", key);
+    const char *opt = "";
+    for (int i = 0; i < c->spec_n_opts && cs_cfg_key_index("speculator", key) < 0; i++)
+        if (!strcmp(c->spec_opt_key[i], key)) {
+            line = c->spec_opt_line[i];
+            opt = "opt.";
+        }
+    if (!strcmp(key, "model"))
+        c->spec_model_ignored = true;
+    warn(c, "%s:%d: [speculator] %s%s: ignored by type = %s (%s)", L->file, line, opt, key, c->spec_type, why);
+}
+
+/* [speculator] type: none, a plugin's NAME (plugin_dir/NAME.so, found by
+ * cs_plugin_resolve: no list here) or a path (with a '/'; relative to the
+ * file's directory, it comes back absolute). The plugin then checks its own
+ * keys (its config_check, ABI 1.4); a refusal names the key it is about, at
+ * its line (a missing key: at type's line). A path that does not exist is
+ * left to cs_config_check_runtime, which names it. */
 static void check_speculator(struct loader *L)
 {
     struct cs_config *c = L->c;
-    static const char *const known[] = {"none", "ngram", "draft", "mtp", "dflash"};
     const char *t = c->spec_type ? c->spec_type : "none";
     int tl = cs_config_line(c, "speculator", "type");
-    if (strchr(t, '/')) {
-        if (t[0] != '/' && L->dir) {
-            size_t n = strlen(L->dir) + strlen(t) + 2;
-            char *p = malloc(n);
-            if (!p) {
-                fail(L, tl, "speculator", "type", CLSPEC_E_NOMEM, "out of memory");
-                return;
-            }
-            snprintf(p, n, "%s/%s", L->dir, t);
-            free(c->spec_type);
-            c->spec_type = p;
-            t = p; /* t pointed into the string just freed */
-        }
-    } else {
-        bool ok = false;
-        for (size_t i = 0; i < CS_ARRAY_LEN(known); i++)
-            ok |= !strcmp(t, known[i]);
-        if (!ok && !c->spec_plugin_dir) {
-            const char *best = NULL;
-            for (size_t i = 0; i < CS_ARRAY_LEN(known); i++)
-                if (close_enough(t, known[i], lev(t, known[i])))
-                    best = known[i];
-            fail(L, tl, "speculator", "type", CLSPEC_E_INVAL,
-                 "unknown speculator '%s'%s%s%s; use none, ngram, draft, mtp, dflash, the path of a plugin .so "
-                 "(with a '/'), or set plugin_dir for another built-in name",
-                 t, best ? " (did you mean " : "", best ? best : "", best ? "?)" : "");
+    if (strchr(t, '/') && t[0] != '/' && L->dir) {
+        size_t n = strlen(L->dir) + strlen(t) + 2;
+        char *p = malloc(n);
+        if (!p) {
+            fail(L, tl, "speculator", "type", CLSPEC_E_NOMEM, "out of memory");
             return;
         }
+        snprintf(p, n, "%s/%s", L->dir, t);
+        free(c->spec_type);
+        c->spec_type = p;
+        t = p; /* t pointed into the string just freed */
     }
-    if ((!strcmp(t, "draft") || !strcmp(t, "dflash")) && !c->spec_model) {
-        fail(L, tl, "speculator", "type", CLSPEC_E_INVAL,
-             "type = %s needs a drafter model; set model = /path/to/%s.gguf in [speculator], or choose another type",
-             t, t);
+    if (cs_plugin_is_none(t))
+        return;
+    struct cs_config_spec_kv kv;
+    cs_config_spec_kv(c, &kv);
+    struct cs_plugin_params pp = {.type = t, .plugin_dir = c->spec_plugin_dir, .kv = kv.kv, .n_kv = kv.n};
+    struct cs_plugin_check chk = {.kv_line = kv.line, .ignored = spec_ignored, .user = L};
+    char e2[CLSPEC_ERRLEN];
+    int rc = cs_plugin_check_config(&pp, &chk, e2, sizeof e2);
+    if (rc == CLSPEC_OK || (rc == CLSPEC_E_NOTFOUND && strchr(t, '/')))
+        return;
+    if (!chk.key[0]) { /* not found, not loadable, not a speculator */
+        fail(L, tl, "speculator", "type", rc == CLSPEC_E_NOTFOUND ? CLSPEC_E_INVAL : rc, "%s", e2);
         return;
     }
+    char name[80];
+    int line = tl;
+    snprintf(name, sizeof name, "%s", chk.key);
+    for (int i = 0; i < kv.n; i++)
+        if (!strcmp(kv.kv[i].key, chk.key)) {
+            line = kv.line[i] ? kv.line[i] : tl;
+            if (i >= kv.n - c->spec_n_opts)
+                snprintf(name, sizeof name, "opt.%s", chk.key);
+        }
+    fail(L, line, "speculator", name, CLSPEC_E_INVAL, "%s", e2);
 }
 
 static void check_combinations(struct loader *L)
@@ -783,9 +777,6 @@ static void check_combinations(struct loader *L)
         for (int i = 0; i < c->spec_n_opts; i++)
             warn(c, "%s:%d: [speculator] opt.%s: ignored because type = none (speculation is off)", L->file,
                  c->spec_opt_line[i], c->spec_opt_key[i]);
-    } else if (!strcmp(c->spec_type, "ngram") && c->spec_model) {
-        warn(c, "%s:%d: [speculator] model: ignored by type = ngram (it drafts from the request's own tokens)",
-             L->file, cs_config_line(c, "speculator", "model"));
     }
 }
 

@@ -14,6 +14,7 @@
 #include "common.h"
 #include "engine.h"
 #include "sampler.h"
+#include "spec/loader.h"
 
 #define CS_CONFIG_MAX_KEYS 64   /* room in key_line[] for the schema's keys */
 
@@ -52,15 +53,16 @@ struct cs_config {
     struct cs_sampler_params sampling;
     int max_tokens;             /* default max_tokens of a request: 256 */
     /* [speculator] */
-    char *spec_type;            /* "none" | "ngram" | "draft" | "mtp" | "dflash" | a plugin path (absolute) */
+    char *spec_type;            /* "none" | a plugin's name (plugin_dir/NAME.so) | a plugin path (absolute) */
     int spec_n_max, spec_n_min; /* 16 (1..64), 0 */
     double spec_p_min;          /* 0.75: drafts with probabilities are cut before a token with q < p_min */
     char *spec_device;          /* NULL = the target's last-layer device */
     char *spec_model;           /* drafter GGUF */
     uint32_t spec_type_k, spec_type_v; /* CS_CONFIG_KVTYPE_UNSET (default): the plugin's own default
-                                        * (draft: f16; mtp, dflash: the target's KV types) */
+                                        * (e.g. the target's KV types) */
 #define CS_CONFIG_KVTYPE_UNSET UINT32_MAX
-    char *spec_plugin_dir;      /* where built-in plugins are looked for; NULL = the default search */
+    char *spec_plugin_dir;      /* where plugins named by type are looked for; NULL = the default search */
+    bool spec_model_ignored;    /* the plugin's config_check said it does not use model (not opened by --check) */
     /* plugin-specific keys, written `opt.KEY = value` in [speculator]: handed to the plugin as KEY */
 #define CS_CONFIG_MAX_SPEC_OPTS 16
     int spec_n_opts;
@@ -96,6 +98,18 @@ void cs_config_print(const struct cs_config *c, FILE *f);
 
 /* The engine parameters this configuration asks for. Strings point into c. */
 struct cs_engine_params cs_config_engine_params(const struct cs_config *c);
+
+/* The keys a speculator plugin sees (its config_get and config_check):
+ * n_max, n_min, p_min, then type_k, type_v, model, device when set, then
+ * each opt.KEY as KEY; line[i]: where each was set (0: its default).
+ * Values point into c and into the struct. */
+struct cs_config_spec_kv {
+    struct cs_plugin_kv kv[7 + CS_CONFIG_MAX_SPEC_OPTS];
+    int line[7 + CS_CONFIG_MAX_SPEC_OPTS];
+    int n;
+    char nmax[16], nmin[16], pmin[32];
+};
+void cs_config_spec_kv(const struct cs_config *c, struct cs_config_spec_kv *out);
 
 /* ---- printing, checks against the model and devices ---- */
 

@@ -231,11 +231,13 @@ static int check_port(const struct cs_config *c, char *err, size_t errlen)
     return rc;
 }
 
-/* [speculator]: the plugin file can be found and the drafter model is a
- * GGUF (loading and init happen at start-up, after the engine). */
+/* [speculator]: the plugin file can be found and the drafter model, unless
+ * the plugin said it does not use one, is a GGUF (the plugin checked its
+ * keys when the file was read; loading and init happen at start-up, after
+ * the engine). */
 static int check_speculator(const struct cs_config *c, char *err, size_t errlen)
 {
-    if (!c->spec_type || !strcmp(c->spec_type, "none"))
+    if (cs_plugin_is_none(c->spec_type))
         return CLSPEC_OK;
     char path[4096], e2[CLSPEC_ERRLEN];
     int rc = cs_plugin_resolve(c->spec_type, c->spec_plugin_dir, path, sizeof path, e2, sizeof e2);
@@ -243,7 +245,7 @@ static int check_speculator(const struct cs_config *c, char *err, size_t errlen)
         return cs_config_err(c, "speculator", cs_config_line(c, "speculator", "type") || !c->spec_plugin_dir
                                                   ? "type" : "plugin_dir",
                              err, errlen, rc, "%s; fix type (or plugin_dir)", e2);
-    if (c->spec_model && strcmp(c->spec_type, "ngram")) {
+    if (c->spec_model && !c->spec_model_ignored) {
         struct cs_gguf *g = NULL;
         if ((rc = cs_gguf_open(c->spec_model, &g, e2, sizeof e2)) != CLSPEC_OK)
             return cs_config_err(c, "speculator", "model", err, errlen, rc,

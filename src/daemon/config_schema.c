@@ -91,7 +91,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "max_tokens of requests that give none (0 = until end of text or a full context)"},
 
     {"speculator", "type", CS_CFG_STR, OFF(spec_type), "none", 0, 0, NULL,
-     "speculative decoding: none, ngram, draft, mtp, dflash, or the path of a plugin .so"},
+     "speculative decoding: none, a plugin's name (NAME.so in plugin_dir), or the path of a plugin .so"},
     {"speculator", "n_max", CS_CFG_INT, OFF(spec_n_max), "16", 1, 64, NULL, "most tokens drafted per step"},
     {"speculator", "n_min", CS_CFG_INT, OFF(spec_n_min), "0", 0, 64, NULL,
      "fewest drafted tokens worth verifying (at most n_max)"},
@@ -99,7 +99,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "a draft with probabilities is cut before its first token below this probability (0 = never)"},
     {"speculator", "device", CS_CFG_STR, OFF(spec_device), "", 0, 0, NULL,
      "device of the drafter: index or name substring (empty = the device of the target's last layer)"},
-    {"speculator", "model", CS_CFG_PATH, OFF(spec_model), "", 0, 0, NULL, "drafter GGUF (type = draft / dflash)"},
+    {"speculator", "model", CS_CFG_PATH, OFF(spec_model), "", 0, 0, NULL, "drafter GGUF (for speculators that draft with a model)"},
     {"speculator", "type_k", CS_CFG_KVTYPE, OFF(spec_type_k), "", 0, 0, KVTYPES,
      "type of the drafter's cached keys (empty = the plugin's default)"},
     {"speculator", "type_v", CS_CFG_KVTYPE, OFF(spec_type_v), "", 0, 0, KVTYPES,
@@ -322,6 +322,34 @@ void cs_config_print_opts(const struct cs_config *c, FILE *f, unsigned flags)
 void cs_config_print(const struct cs_config *c, FILE *f)
 {
     cs_config_print_opts(c, f, CS_CONFIG_PRINT_HELP);
+}
+
+void cs_config_spec_kv(const struct cs_config *c, struct cs_config_spec_kv *o)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->nmax, sizeof o->nmax, "%d", c->spec_n_max);
+    snprintf(o->nmin, sizeof o->nmin, "%d", c->spec_n_min);
+    snprintf(o->pmin, sizeof o->pmin, "%g", c->spec_p_min);
+    struct {
+        const char *key, *value;
+    } common[] = {
+        {"n_max", o->nmax},
+        {"n_min", o->nmin},
+        {"p_min", o->pmin},
+        {"type_k", c->spec_type_k != CS_CONFIG_KVTYPE_UNSET ? cs_type_name(c->spec_type_k) : NULL},
+        {"type_v", c->spec_type_v != CS_CONFIG_KVTYPE_UNSET ? cs_type_name(c->spec_type_v) : NULL},
+        {"model", c->spec_model},
+        {"device", c->spec_device},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(common); i++)
+        if (common[i].value) {
+            o->kv[o->n] = (struct cs_plugin_kv){common[i].key, common[i].value};
+            o->line[o->n++] = cs_config_line(c, "speculator", common[i].key);
+        }
+    for (int i = 0; i < c->spec_n_opts; i++) {
+        o->kv[o->n] = (struct cs_plugin_kv){c->spec_opt_key[i], c->spec_opt_val[i]};
+        o->line[o->n++] = c->spec_opt_line[i];
+    }
 }
 
 struct cs_engine_params cs_config_engine_params(const struct cs_config *c)

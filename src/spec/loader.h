@@ -1,10 +1,12 @@
-/* loader.h: finds, dlopens and initialises one speculator plugin (the ABI of
- * include/clspec/speculator.h) and builds the host services table it gets.
+/* loader.h: finds (a NAME is plugin_dir/NAME.so: no list of names), dlopens,
+ * asks to check its keys (config_check) and initialises one speculator plugin
+ * (the ABI of include/clspec/speculator.h) and builds the host table it gets.
  * The caller owns struct cs_plugin (cs_plugin_load / cs_plugin_free); the
  * engine passed in is borrowed and must outlive the plugin. */
 #ifndef CS_SPEC_LOADER_H
 #define CS_SPEC_LOADER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,7 +20,8 @@ struct cs_plugin_kv {
 };
 
 struct cs_plugin_params {
-    const char *type;               /* built-in name ("ngram") or a path to a .so (contains '/') */
+    const char *type;               /* a plugin's name (NAME.so in the plugin directory) or a path to a .so
+                                     * (contains '/') */
     const char *plugin_dir;         /* where built-ins live; NULL = $CLSPEC_PLUGIN_DIR, the install
                                      * directory, then the build tree */
     const struct cs_plugin_kv *kv;  /* (n_kv) the plugin's configuration (copied) */
@@ -51,8 +54,31 @@ int cs_plugin_load(const struct cs_plugin_params *p, struct cs_plugin **out, cha
 /* Calls fini and unloads. NULL is fine. */
 void cs_plugin_free(struct cs_plugin *pl);
 
-/* The path cs_plugin_load would open for type (for messages and tests);
- * CLSPEC_E_NOTFOUND with the list of places looked at. */
+/* What cs_plugin_check_config reports besides its status. */
+struct cs_plugin_check {
+    const int *kv_line;  /* in: (n_kv) the line each key of the params was set on (0: a default), or NULL */
+    /* in: called for each key the plugin says it does not use (may be NULL) */
+    void (*ignored)(void *user, const char *key, const char *why);
+    void *user;
+    char key[64];        /* out: the key a refusal of the plugin is about ("": the plugin itself) */
+};
+
+/* Asks the plugin to check its configuration (the 1.4 entry config_check)
+ * without initialising it: resolves and opens it as cs_plugin_load does
+ * (the same messages and statuses, with CLSPEC_E_NOTFOUND when the file is
+ * not found), hands it p->kv as a read-only view and unloads it. A plugin
+ * without the entry (built against an older header) is not asked and
+ * passes. A refusal of the plugin: CLSPEC_E_INVAL, chk->key = the key it
+ * named and err = its message (the caller adds the key's place). */
+int cs_plugin_check_config(const struct cs_plugin_params *p, struct cs_plugin_check *chk, char *err, size_t errlen);
+
+/* true for the built-in "no speculator" (NULL or "none"): nothing to load. */
+bool cs_plugin_is_none(const char *type);
+
+/* The path cs_plugin_load would open for type: a path (with a '/') as is,
+ * a NAME as NAME.so in the plugin directory (the search of
+ * cs_plugin_params.plugin_dir); no list of names. CLSPEC_E_NOTFOUND with
+ * the places looked at, the plugins present there and a did-you-mean. */
 int cs_plugin_resolve(const char *type, const char *plugin_dir, char *path, size_t pathlen, char *err,
                       size_t errlen);
 

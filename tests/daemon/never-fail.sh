@@ -484,7 +484,7 @@ init_fail dfbadmodel "dflash whose init fails (its model is a plain llama drafte
     "\[speculator\] type: speculator plugin .*dflash.so (dflash): init failed: dflash: .*stories260K-draft-distilled.gguf: neither an MTP head .* nor a DFlash drafter" \
     "type = dflash" "model = $drafter"
 init_fail dfnomodel "dflash without its model (init never runs on half-valid parameters)" \
-    "\.ini:[0-9]*: \[speculator\] type: type = dflash needs a drafter model; set model" "type = dflash"
+    "\.ini:[0-9]*: \[speculator\] model: dflash needs a drafter model; set model" "type = dflash"
 
 echo "1..$n"
 [ $fails -eq 0 ]

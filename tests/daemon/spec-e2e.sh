@@ -263,7 +263,9 @@ refuse() { # refuse NAME PATTERN LINES...: --check exits 1 with PATTERN
     if [ $rc -eq 1 ] && echo "$msg" | grep -q -- "$pat"; then ok "config refused: $name"; else
         not_ok "config refused: $name" "rc $rc: $msg"; fi
 }
-refuse "type = draft without model names the key" "\.ini:[0-9]*: \[speculator\] type: type = draft needs a drafter model; set model" "type = draft"
+refuse "type = draft without model names the key (the draft plugin's own check)" "\.ini:[0-9]*: \[speculator\] model: draft needs a drafter model; set model" "type = draft"
+refuse "a plugin's own key, checked by the plugin" "\.ini:[0-9]*: \[speculator\] opt.n_max_ngram: ngram: bad value for n_max_ngram" \
+    "type = ngram" "opt.n_max_ngram = 99"
 refuse "misspelt type" "\[speculator\] type: unknown speculator 'ngarm' (did you mean ngram?)" "type = ngarm"
 refuse "n_max over 64" "\[speculator\] n_max: 65 is out of range" "type = ngram" "n_max = 65"
 refuse "n_min over n_max" "\[speculator\] n_min: n_min = 6 is above n_max = 4" "type = ngram" "n_max = 4" "n_min = 6"
