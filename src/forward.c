@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "forward.h"
+#include "block.h"
 #include "batch.h"
 #include "quant.h"
 #include "ops/lcpp_ops.h"
@@ -213,6 +214,7 @@ static void act_free(struct cs_fwd_act *a)
                    &a->lc_xq, &a->lc_xd, &a->lc_sc, &a->lc_rope};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
         cs_cl_release(b[i]);
+    cs_ops_free(&a->ops);
 }
 
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
@@ -305,6 +307,7 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
         a->dev = fm->devs[i];
+        a->ops = cs_ops_std(a->dev);
         if (!dev_used(fm, i))
             continue;
         bool outd = i == fm->out_dev;
@@ -385,16 +388,17 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
     return CLSPEC_OK;
 }
 
-int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
-                    int q_dim, int kv_dim, char *err, size_t errlen)
+struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope)
 {
-    if (L->bq)
-        CS_TRY(cs_op_add_bias(d, q, 0, L->bq, n, q_dim, err, errlen));
-    if (L->bk)
-        CS_TRY(cs_op_add_bias(d, k, 0, L->bk, n, kv_dim, err, errlen));
-    if (L->bv)
-        CS_TRY(cs_op_add_bias(d, v, 0, L->bv, n, kv_dim, err, errlen));
-    return CLSPEC_OK;
+    return (struct cs_blk_shape){.n_embd = (int)hp->n_embd, .n_head = (int)hp->n_head,
+                                 .n_head_kv = (int)hp->n_head_kv, .head_dim = (int)hp->head_dim,
+                                 .n_ff = (int)hp->n_ff, .eps = hp->rms_eps, .rope = *rope};
+}
+
+static struct cs_blk_act blk_act(const struct cs_fwd_act *a)
+{
+    return (struct cs_blk_act){.x = a->x, .xb = a->xb, .q = a->q, .att = a->att, .kc = a->kc, .vc = a->vc,
+                               .hb = a->hb, .hb2 = a->hb2, .pos = a->pos, .seq = a->seq, .cell = a->cell};
 }
 
 /* One layer with llamacpp_numerics (n rows on a's device): llama.cpp's
@@ -414,7 +418,12 @@ static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct c
     CS_TRY(lmm(c, a, &L->wq, a->xb, a->q, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wk, a->xb, a->kc, n, batch, err, errlen));
     CS_TRY(lmm(c, a, &L->wv, a->xb, a->vc, n, batch, err, errlen));
-    CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
+    if (L->bq)
+        CS_TRY(cs_op_add_bias(d, a->q, 0, L->bq, n, Q, err, errlen));
+    if (L->bk)
+        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+    if (L->bv)
+        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
     if (L->q_norm)
         CS_TRY(cs_op_lcpp_rmsnorm(d, a->q, L->q_norm, a->q, n * (int)hp->n_head, D, eps, err, errlen));
     if (L->k_norm)
@@ -448,10 +457,10 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
 {
     const struct cs_fwd_model *fm = c->fm;
     const struct cs_hparams *hp = &fm->model->hp;
-    const int n = r->n, E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp),
-              D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
+    const int n = r->n, E = (int)hp->n_embd, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
     const float eps = hp->rms_eps;
-    const struct cs_rope_params *rope = &c->kv->rope; /* the model's, as the cache keeps them */
+    /* RoPE: the model's, as the cache keeps them */
+    const struct cs_blk_shape shape = cs_fwd_blk_shape(hp, &c->kv->rope);
 
     const bool lc = c->p.llamacpp_numerics;
     int n_lrows = 0; /* lc: rows that want logits (llama.cpp's last layer computes its FFN for these only) */
@@ -484,7 +493,6 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             a = &c->act[di];
             CS_TRY(cs_cl_write(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
         }
-        struct cs_cl_dev *d = a->dev;
         if (hidden)
             for (int i = 0; i < hidden->n_layers; i++)
                 if (hidden->layers[i] == l)
@@ -497,33 +505,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             CS_TRY(layer_lcpp(c, a, L, &kv, n, l == NL - 1 ? n_lrows >= 2 : n >= 2, err, errlen));
             continue;
         }
-        /* attention block */
-        if (!normed)
-            CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
-                                errlen));
-        CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
-        if (L->q_norm)
-            CS_TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
-        if (L->k_norm)
-            CS_TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
-        CS_TRY(
-            cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, rope, err, errlen));
-        CS_TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
-        CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
-                               1.0f / sqrtf((float)D), err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->wo, a->att, 0, a->xb, 0, (uint32_t)n, err, errlen));
-        /* feed-forward block: residual add and norm in one launch */
-        CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->w_down, a->hb, 0, a->xb, 0, (uint32_t)n, err, errlen));
-        /* residual add, with the next layer's attention norm when that layer runs here */
-        normed = l + 1 < NL && fm->layer_dev[l + 1] == di;
-        if (normed)
-            CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, fm->layers[l + 1].attn_norm, a->xb, 0, n, E, eps, err,
-                                     errlen));
-        else
-            CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
+        /* the residual add after the FFN also norms for the next layer when it runs here */
+        const bool fuse = l + 1 < NL && fm->layer_dev[l + 1] == di;
+        const struct cs_blk_opt opt = {.normed = normed, .causal = true, .n_cells_used = (int)c->kv->hi,
+                                       .next_norm = fuse ? fm->layers[l + 1].attn_norm : NULL, .ffn_rows = n};
+        const struct cs_blk_act ba = blk_act(a);
+        CS_TRY(cs_blk_layer(&a->ops, &shape, L, &kv, &ba, n, &opt, err, errlen));
+        normed = fuse;
     }
     /* the requested rows: gather, final norm and output projection on them only */
     int n_rows = 0;

@@ -16,6 +16,7 @@
 
 #include "cl/runtime.h"
 #include "kv.h"
+#include "block.h"
 #include "model.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
@@ -28,10 +29,8 @@ struct cs_fwd_layer {
     cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
 };
 
-/* Adds the layer's Q/K/V biases (qwen2; absent ones skipped) to n rows of q
- * (q_dim wide) and of k and v (kv_dim wide), in place. */
-int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
-                    int q_dim, int kv_dim, char *err, size_t errlen);
+/* The block builder's shape of a layer of hp (block.h), with RoPE rope. */
+struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope);
 
 struct cs_fwd_model {
     const struct cs_model *model;         /* borrowed */
@@ -97,6 +96,7 @@ struct cs_fwd_act {
     cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
     cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
     cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
+    struct cs_ops ops;                    /* the kernel family the block builder runs on dev */
     /* llamacpp_numerics only (NULL otherwise): */
     cl_mem lc_xq, lc_xd;                  /* q8_0 activation: int8 (n_ubatch, max_in), f32 (n_ubatch, max_in / 32) */
     cl_mem lc_sc;                         /* attention scores (n_ubatch, n_head, n_ctx) */
