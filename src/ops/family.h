@@ -68,6 +68,20 @@ struct cs_ops {
 /* The standard family on d (owns nothing; cs_ops_free is a no-op). */
 struct cs_ops cs_ops_std(struct cs_cl_dev *d);
 
+/* What the llama.cpp-numerics family sizes its scratch by. */
+struct cs_ops_lcpp_params {
+    int n_rows;                 /* most rows per pass */
+    int max_in;                 /* widest matmul input (elements) */
+    int n_head;                 /* query heads (attention scores) */
+    int n_ctx;                  /* KV cells (attention scores; padded to 32 inside) */
+    struct cs_rope_params rope; /* the model's RoPE (the host cos/sin table) */
+};
+
+/* The llama.cpp-numerics family on d (src/ops/lcpp_family.c). *out owns
+ * device and host scratch until cs_ops_free. */
+int cs_ops_lcpp_new(struct cs_cl_dev *d, const struct cs_ops_lcpp_params *p, struct cs_ops *out, char *err,
+                    size_t errlen);
+
 /* o->f->begin when set, else CLSPEC_OK. */
 int cs_ops_begin(const struct cs_ops *o, const int32_t *pos, int n, char *err, size_t errlen);
 /* Releases what o owns and empties it; safe on an empty or std o. */
