@@ -1,7 +1,7 @@
 /* mtp_fwd.c: see mtp_fwd.h. One decode: inputs -> embedding gather (E) ->
  * the two RMSNorms -> the concat (a rectangular buffer copy puts each half
- * into its columns) -> eh_proj -> the llama block (block.c; q_norm / k_norm
- * absent) on the head's own KV -> h' read back -> shared_head_norm and the output matmul on the
+ * into its columns) -> eh_proj -> the llama block (block.c; per-head q_norm /
+ * k_norm when the file has them) on the head's own KV -> h' read back -> shared_head_norm and the output matmul on the
  * rows asked for -> one blocking read. */
 #include "config.h"
 
@@ -120,6 +120,13 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
     snprintf(n, sizeof n, "blk.%u.attn_v.bias", b);
     if ((rc = find(g, n, KV, 1, false, &bv, err, errlen)) < 0)
         goto fail;
+    const struct cs_gguf_tensor *qn = NULL, *kn = NULL; /* per-head q_norm / k_norm (qwen3-style), optional */
+    snprintf(n, sizeof n, "blk.%u.attn_q_norm.weight", b);
+    if ((rc = find(g, n, hp->head_dim, 1, false, &qn, err, errlen)) < 0)
+        goto fail;
+    snprintf(n, sizeof n, "blk.%u.attn_k_norm.weight", b);
+    if ((rc = find(g, n, hp->head_dim, 1, false, &kn, err, errlen)) < 0)
+        goto fail;
     if ((rc = cs_fwd_upload_vec(dev, t[0], &L->attn_norm, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_mat(dev, t[1], &L->wq, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_mat(dev, t[2], &L->wk, NULL, err, errlen)) < 0 ||
@@ -135,7 +142,9 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
         (rc = cs_fwd_upload_vec(dev, t[12], &mm->head_norm, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_vec(dev, t[13], &L->bq, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_vec(dev, bk, &L->bk, NULL, err, errlen)) < 0 ||
-        (rc = cs_fwd_upload_vec(dev, bv, &L->bv, NULL, err, errlen)) < 0)
+        (rc = cs_fwd_upload_vec(dev, bv, &L->bv, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, qn, &L->q_norm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, kn, &L->k_norm, NULL, err, errlen)) < 0)
         goto fail;
     /* embedding and output: the head's own; for the target's own file the target's (borrowed on this
      * device, else copied); else the file's (output tied to token_embd); else the target's when allowed */
