@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "dflash_fwd.h"
+#include "block.h"
 #include "quant.h"
 
 /* ---- hyper-parameters ---- */
@@ -369,21 +370,20 @@ static int batch_queued(struct cs_dflash_ctx *c, char *err, size_t errlen)
     return CLSPEC_OK;
 }
 
-/* K = rope(k_norm(W_k a)) and V = W_v a of n rows of a (c->xb), stored into
- * layer l at c->cell. */
-static int kv_rows(struct cs_dflash_ctx *c, uint32_t l, int n, cl_mem pos, cl_mem cell, char *err, size_t errlen)
+/* The block builder's shape of a draft layer. */
+static struct cs_blk_shape shape_of(const struct cs_dflash_model *m)
 {
-    const struct cs_dflash_model *m = c->m;
-    const struct cs_fwd_layer *L = &m->layers[l];
-    struct cs_cl_dev *d = m->dev;
-    const int D = (int)m->hp.head_dim;
-    const struct cs_rope_params rope = rope_of(m);
-    const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
-    CS_TRY(cs_op_matmul(d, &L->wk, c->xb, 0, c->kc, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_op_matmul(d, &L->wv, c->xb, 0, c->vc, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_op_rmsnorm(d, c->kc, 0, L->k_norm, c->kc, 0, n * (int)m->hp.n_head_kv, D, m->hp.rms_eps, err, errlen));
-    CS_TRY(cs_op_rope(d, c->kc, 0, pos, n, (int)m->hp.n_head_kv, D, &rope, err, errlen));
-    return cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, cell, n, err, errlen);
+    const struct cs_dflash_hparams *hp = &m->hp;
+    return (struct cs_blk_shape){.n_embd = (int)hp->n_embd, .n_head = (int)hp->n_head,
+                                 .n_head_kv = (int)hp->n_head_kv, .head_dim = (int)hp->head_dim,
+                                 .n_ff = (int)hp->n_ff, .eps = hp->rms_eps, .rope = rope_of(m)};
+}
+
+/* The activations of a pass; pos / cell: the block's or the injection's rows. */
+static struct cs_blk_act act_of(const struct cs_dflash_ctx *c, cl_mem pos, cl_mem cell)
+{
+    return (struct cs_blk_act){.x = c->x, .xb = c->xb, .q = c->q, .att = c->att, .kc = c->kc, .vc = c->vc,
+                               .hb = c->hb, .hb2 = c->hb2, .pos = pos, .seq = c->seq, .cell = cell};
 }
 
 /* The injection pass over the first ni rows of c->b (the queue), placed in
@@ -398,8 +398,14 @@ static int inject_pass(struct cs_dflash_ctx *c, int ni, char *err, size_t errlen
     CS_TRY(cs_cl_write(d, c->xb, 0, (size_t)ni * NT * E * 4, c->h_feat, err, errlen));
     CS_TRY(cs_op_matmul(d, &m->fc, c->xb, 0, c->x, 0, (uint32_t)ni, err, errlen));
     CS_TRY(cs_op_rmsnorm(d, c->x, 0, m->enc_norm, c->xb, 0, ni, (int)E, m->hp.rms_eps, err, errlen));
-    for (uint32_t l = 0; l < m->hp.n_layer; l++)
-        CS_TRY(kv_rows(c, l, ni, c->ipos, c->icell, err, errlen));
+    /* K = rope(k_norm(W_k g)), V = W_v g of every layer (block.c) */
+    const struct cs_ops ops = cs_ops_std(d);
+    const struct cs_blk_shape shape = shape_of(m);
+    const struct cs_blk_act ba = act_of(c, c->ipos, c->icell);
+    for (uint32_t l = 0; l < m->hp.n_layer; l++) {
+        const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
+        CS_TRY(cs_blk_kv(&ops, &shape, &m->layers[l], &kv, &ba, ni, err, errlen));
+    }
     c->n_injected += (uint64_t)ni;
     return CLSPEC_OK;
 }
@@ -440,34 +446,25 @@ int cs_dflash_inject(struct cs_dflash_ctx *c, int32_t seq, int32_t pos0, int32_t
     return CLSPEC_OK;
 }
 
+/* The block decode's layers (block.c), each residual add fused with the next
+ * norm (the last with output_norm), then the target's output matrix. */
 static int decode_pass(struct cs_dflash_ctx *c, int n, bool causal, char *err, size_t errlen)
 {
     const struct cs_dflash_model *m = c->m;
     const struct cs_dflash_hparams *hp = &m->hp;
     struct cs_cl_dev *d = m->dev;
-    const int E = (int)hp->n_embd, D = (int)hp->head_dim;
-    const float eps = hp->rms_eps;
-    const struct cs_rope_params rope = rope_of(m);
+    const struct cs_ops ops = cs_ops_std(d);
+    const struct cs_blk_shape shape = shape_of(m);
+    const struct cs_blk_act ba = act_of(c, c->pos, c->cell);
     CS_TRY(cs_op_get_rows(d, m->embd, c->tok, 0, (uint32_t)n, c->x, 0, err, errlen));
     for (uint32_t l = 0; l < hp->n_layer; l++) {
-        const struct cs_fwd_layer *L = &m->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, l);
-        CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->wq, c->xb, 0, c->q, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_rmsnorm(d, c->q, 0, L->q_norm, c->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
-        CS_TRY(cs_op_rope(d, c->q, 0, c->pos, n, (int)hp->n_head, D, &rope, err, errlen));
-        CS_TRY(kv_rows(c, l, n, c->pos, c->cell, err, errlen));
-        CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, causal,
-                               1.0f / sqrtf((float)D), err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
-        CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+        const struct cs_blk_opt opt = {.normed = l > 0, .causal = causal, .n_cells_used = (int)c->kv->hi,
+                                       .next_norm = l + 1 < hp->n_layer ? m->layers[l + 1].attn_norm : m->out_norm,
+                                       .ffn_rows = n};
+        CS_TRY(cs_blk_layer(&ops, &shape, &m->layers[l], &kv, &ba, n, &opt, err, errlen));
     }
-    CS_TRY(cs_op_rmsnorm(d, c->x, 0, m->out_norm, c->xb, 0, n, E, eps, err, errlen));
-    return cs_op_matmul(d, m->out, c->xb, 0, c->logits, 0, (uint32_t)n, err, errlen);
+    return cs_op_matmul(d, m->out, c->xb, 0, c->logits, 0, (uint32_t)n, err, errlen); /* xb: rms(x) * out_norm */
 }
 
 int cs_dflash_decode(struct cs_dflash_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,

@@ -1,11 +1,13 @@
 /* forward.c: the OpenCL forward pass (see forward.h). cs_forward_batch
  * places the rows in the KV cache (cs_kv_place: a sequence that does not fit
  * is dropped), syncs the cell metadata, then runs passes of n_ubatch rows.
- * Per layer, on that layer's device: RMSNorm -> Q/K/V matmuls (+bias) ->
- * (q/k norm) -> RoPE -> KV store -> attention -> Wo -> residual -> RMSNorm ->
- * gate/up -> SwiGLU -> down -> residual; at a device boundary the residual
- * stream goes through the host; then the requested rows on the last device:
- * final RMSNorm -> output matmul -> one blocking read. */
+ * Per layer, on that layer's device, the block of block.c: RMSNorm -> Q/K/V
+ * matmuls (+bias) -> (q/k norm) -> RoPE -> KV store -> attention -> Wo ->
+ * residual + RMSNorm -> gate/up -> SwiGLU -> down -> residual (+ the next
+ * layer's RMSNorm when it runs on the same device), on the device's kernel
+ * family (act->ops, chosen at cs_fwd_ctx_new); at a device boundary the
+ * residual stream goes through the host; then the requested rows on the last
+ * device: final RMSNorm -> output matmul -> one blocking read. */
 #include "config.h"
 
 #include <math.h>
@@ -16,10 +18,9 @@
 
 #include "common.h"
 #include "forward.h"
+#include "block.h"
 #include "batch.h"
 #include "quant.h"
-#include "ops/lcpp_ops.h"
-#include "ref/lcpp_ref.h"
 
 /* ---- weights ---- */
 
@@ -209,10 +210,10 @@ int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progre
 static void act_free(struct cs_fwd_act *a)
 {
     cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb,
-                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo,
-                   &a->lc_xq, &a->lc_xd, &a->lc_sc, &a->lc_rope};
+                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
         cs_cl_release(b[i]);
+    cs_ops_free(&a->ops);
 }
 
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
@@ -226,7 +227,6 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     cs_kv_free(c->kv);
     free(c->h_x);
     free(c->h_logits);
-    free(c->h_rope);
     free(c->scratch);
     free(c);
 }
@@ -296,17 +296,19 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     free(ldev);
     if (rc < 0)
         goto fail;
-    const bool lc = cp.llamacpp_numerics;
-    const size_t MI = CS_MAX(CS_MAX(E, Q), F); /* widest matmul input */
-    if (lc && !(c->h_rope = malloc(B * (hp->n_rot + 2) * sizeof(float)))) {
-        rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
-        goto fail;
-    }
+    /* the kernel family of every device, chosen here once */
+    const struct cs_ops_lcpp_params lp = {.n_rows = (int)B, .max_in = (int)CS_MAX(CS_MAX(E, Q), F),
+                                          .n_head = (int)hp->n_head, .n_ctx = (int)cp.n_ctx, .rope = c->kv->rope};
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
         a->dev = fm->devs[i];
+        a->ops = cs_ops_std(a->dev);
         if (!dev_used(fm, i))
             continue;
+        if (cp.llamacpp_numerics && (rc = cs_ops_lcpp_new(a->dev, &lp, &a->ops, err, errlen)) < 0) {
+            cs_err_prefix(err, errlen, rc, "device %s", a->dev->info.name);
+            goto fail;
+        }
         bool outd = i == fm->out_dev;
         struct {
             cl_mem *m;
@@ -316,10 +318,6 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             {&a->kc, B * KV * 4}, {&a->vc, B * KV * 4},           {&a->hb, B * F * 4},   {&a->hb2, B * F * 4},
             {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
             {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
-            {lc ? &a->lc_xq : NULL, B * MI},
-            {lc ? &a->lc_xd : NULL, B * (MI / 32 + 1) * 4},
-            {lc ? &a->lc_sc : NULL, B * hp->n_head * ((cp.n_ctx + 31) / 32 * 32) * 4},
-            {lc ? &a->lc_rope : NULL, B * (hp->n_rot / 2 + 1) * 8},
         };
         for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
             if (bufs[j].m &&
@@ -337,27 +335,6 @@ fail:
 }
 
 /* ---- the pass ---- */
-
-/* y = x . W^T for n rows on device d. With llamacpp_numerics the activations
- * are first rounded the way llama.cpp's CPU backend rounds them for W's type. */
-static int mm(const struct cs_fwd_ctx *c, struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
-              char *err, size_t errlen)
-{
-    if (c->p.llamacpp_numerics)
-        CS_TRY(cs_op_round_rows(d, w->type, x, 0, n, (int)w->n_in, err, errlen));
-    return cs_op_matmul(d, w, x, 0, y, 0, (uint32_t)n, err, errlen);
-}
-
-/* llamacpp_numerics: y = x . W^T as llama.cpp computes it (cl/lcpp.cl for F32,
- * F16 and Q8_0; other types: mm()'s rounded input). batch: llama.cpp's
- * ubatch for this product had >= 2 rows. */
-static int lmm(const struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct cs_weight *w, cl_mem x, cl_mem y, int n,
-               bool batch, char *err, size_t errlen)
-{
-    if (cs_op_lcpp_matmul_ok(w))
-        return cs_op_lcpp_matmul(a->dev, w, x, y, n, batch, a->lc_xq, a->lc_xd, err, errlen);
-    return mm(c, a->dev, w, x, y, n, err, errlen);
-}
 
 /* The rows of one pass (all arrays have n entries, compacted: only rows of
  * sequences that were placed). */
@@ -385,62 +362,17 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
     return CLSPEC_OK;
 }
 
-int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
-                    int q_dim, int kv_dim, char *err, size_t errlen)
+struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope)
 {
-    if (L->bq)
-        CS_TRY(cs_op_add_bias(d, q, 0, L->bq, n, q_dim, err, errlen));
-    if (L->bk)
-        CS_TRY(cs_op_add_bias(d, k, 0, L->bk, n, kv_dim, err, errlen));
-    if (L->bv)
-        CS_TRY(cs_op_add_bias(d, v, 0, L->bv, n, kv_dim, err, errlen));
-    return CLSPEC_OK;
+    return (struct cs_blk_shape){.n_embd = (int)hp->n_embd, .n_head = (int)hp->n_head,
+                                 .n_head_kv = (int)hp->n_head_kv, .head_dim = (int)hp->head_dim,
+                                 .n_ff = (int)hp->n_ff, .eps = hp->rms_eps, .rope = *rope};
 }
 
-/* One layer with llamacpp_numerics (n rows on a's device): llama.cpp's
- * operations and roundings (src/ref/lcpp_ref.c); attention through cl/lcpp.cl
- * when the cache is f16/f16, else the engine's kernel with Q rounded to K's
- * type. ffn_batch: llama.cpp ran this layer's FFN on >= 2 rows. */
-static int layer_lcpp(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct cs_fwd_layer *L,
-                      const struct cs_kv_view *kv, int n, bool ffn_batch, char *err, size_t errlen)
+static struct cs_blk_act blk_act(const struct cs_fwd_act *a)
 {
-    const struct cs_hparams *hp = &c->fm->model->hp;
-    struct cs_cl_dev *d = a->dev;
-    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), F = (int)hp->n_ff,
-              D = (int)hp->head_dim;
-    const float eps = hp->rms_eps, scale = 1.0f / sqrtf((float)D);
-    const bool batch = n >= 2;
-    CS_TRY(cs_op_lcpp_rmsnorm(d, a->x, L->attn_norm, a->xb, n, E, eps, err, errlen));
-    CS_TRY(lmm(c, a, &L->wq, a->xb, a->q, n, batch, err, errlen));
-    CS_TRY(lmm(c, a, &L->wk, a->xb, a->kc, n, batch, err, errlen));
-    CS_TRY(lmm(c, a, &L->wv, a->xb, a->vc, n, batch, err, errlen));
-    CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
-    if (L->q_norm)
-        CS_TRY(cs_op_lcpp_rmsnorm(d, a->q, L->q_norm, a->q, n * (int)hp->n_head, D, eps, err, errlen));
-    if (L->k_norm)
-        CS_TRY(cs_op_lcpp_rmsnorm(d, a->kc, L->k_norm, a->kc, n * (int)hp->n_head_kv, D, eps, err, errlen));
-    const bool neox = hp->rope_style == CS_ROPE_NEOX;
-    CS_TRY(cs_op_lcpp_rope(d, a->q, 0, a->lc_rope, n, (int)hp->n_head, D, (int)hp->n_rot, neox, err, errlen));
-    CS_TRY(cs_op_lcpp_rope(d, a->kc, 0, a->lc_rope, n, (int)hp->n_head_kv, D, (int)hp->n_rot, neox, err, errlen));
-    CS_TRY(cs_op_kv_store(d, kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
-    if (kv->type_k == CS_TYPE_F16 && kv->type_v == CS_TYPE_F16) {
-        /* llama.cpp attends over its used cells padded to 32 (its cache is larger) */
-        const int n_kv = ((int)c->kv->hi + 31) / 32 * 32;
-        CS_TRY(cs_op_lcpp_attention(d, kv, a->q, a->att, a->pos, a->seq, n, (int)hp->n_head, n_kv, batch, scale,
-                                    a->lc_sc, err, errlen));
-    } else {
-        CS_TRY(cs_op_round_rows(d, c->p.type_k, a->q, 0, n, Q, err, errlen));
-        CS_TRY(cs_op_attention(d, kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
-                               scale, err, errlen));
-    }
-    CS_TRY(lmm(c, a, &L->wo, a->att, a->xb, n, batch, err, errlen));
-    CS_TRY(cs_op_add(d, a->xb, 0, a->x, 0, a->x, 0, (size_t)n * E, err, errlen));
-    CS_TRY(cs_op_lcpp_rmsnorm(d, a->x, L->ffn_norm, a->xb, n, E, eps, err, errlen));
-    CS_TRY(lmm(c, a, &L->w_up, a->xb, a->hb2, n, ffn_batch, err, errlen));
-    CS_TRY(lmm(c, a, &L->w_gate, a->xb, a->hb, n, ffn_batch, err, errlen));
-    CS_TRY(cs_op_lcpp_swiglu(d, a->hb, a->hb2, n, F, err, errlen));
-    CS_TRY(lmm(c, a, &L->w_down, a->hb, a->xb, n, ffn_batch, err, errlen));
-    return cs_op_add(d, a->xb, 0, a->x, 0, a->x, 0, (size_t)n * E, err, errlen);
+    return (struct cs_blk_act){.x = a->x, .xb = a->xb, .q = a->q, .att = a->att, .kc = a->kc, .vc = a->vc,
+                               .hb = a->hb, .hb2 = a->hb2, .pos = a->pos, .seq = a->seq, .cell = a->cell};
 }
 
 static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_out, const struct cs_fwd_hidden *hidden,
@@ -448,18 +380,14 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
 {
     const struct cs_fwd_model *fm = c->fm;
     const struct cs_hparams *hp = &fm->model->hp;
-    const int n = r->n, E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp),
-              D = (int)hp->head_dim, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
+    const int n = r->n, E = (int)hp->n_embd, V = (int)hp->n_vocab, NL = (int)hp->n_layer;
     const float eps = hp->rms_eps;
-    const struct cs_rope_params *rope = &c->kv->rope; /* the model's, as the cache keeps them */
+    /* RoPE: the model's, as the cache keeps them */
+    const struct cs_blk_shape shape = cs_fwd_blk_shape(hp, &c->kv->rope);
 
-    const bool lc = c->p.llamacpp_numerics;
-    int n_lrows = 0; /* lc: rows that want logits (llama.cpp's last layer computes its FFN for these only) */
-    for (int t = 0; lc && t < n; t++) {
+    int n_lrows = 0; /* rows that want logits: the last layer's FFN and the output are theirs (ffn_rows) */
+    for (int t = 0; t < n; t++)
         n_lrows += r->lrow[t] >= 0;
-        cs_lcpp_rope_table(hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale, r->pos[t],
-                           c->h_rope + (size_t)t * (hp->n_rot / 2) * 2);
-    }
     /* inputs, to every device that runs layers */
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
@@ -471,8 +399,7 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
-        if (lc) /* blocking: c->h_rope is rewritten by the next pass */
-            CS_TRY(cs_cl_write(a->dev, a->lc_rope, 0, (size_t)n * (hp->n_rot / 2) * 8, c->h_rope, err, errlen));
+        CS_TRY(cs_ops_begin(&a->ops, r->pos, n, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
     CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
@@ -484,7 +411,6 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             a = &c->act[di];
             CS_TRY(cs_cl_write(a->dev, a->x, 0, (size_t)n * E * 4, c->h_x, err, errlen));
         }
-        struct cs_cl_dev *d = a->dev;
         if (hidden)
             for (int i = 0; i < hidden->n_layers; i++)
                 if (hidden->layers[i] == l)
@@ -493,37 +419,14 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             break;
         const struct cs_fwd_layer *L = &fm->layers[l];
         const struct cs_kv_view kv = cs_kv_layer_view(c->kv, (uint32_t)l);
-        if (lc) {
-            CS_TRY(layer_lcpp(c, a, L, &kv, n, l == NL - 1 ? n_lrows >= 2 : n >= 2, err, errlen));
-            continue;
-        }
-        /* attention block */
-        if (!normed)
-            CS_TRY(cs_op_rmsnorm(d, a->x, 0, L->attn_norm, a->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, a->xb, 0, a->q, 0, a->kc, 0, a->vc, 0, (uint32_t)n, err,
-                                errlen));
-        CS_TRY(cs_fwd_qkv_bias(d, L, a->q, a->kc, a->vc, n, Q, KV, err, errlen));
-        if (L->q_norm)
-            CS_TRY(cs_op_rmsnorm(d, a->q, 0, L->q_norm, a->q, 0, n * (int)hp->n_head, D, eps, err, errlen));
-        if (L->k_norm)
-            CS_TRY(cs_op_rmsnorm(d, a->kc, 0, L->k_norm, a->kc, 0, n * (int)hp->n_head_kv, D, eps, err, errlen));
-        CS_TRY(
-            cs_op_rope_qk(d, a->q, 0, a->kc, 0, a->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, rope, err, errlen));
-        CS_TRY(cs_op_kv_store(d, &kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen));
-        CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, a->q, 0, a->att, 0, a->pos, a->seq, n, (int)hp->n_head, true,
-                               1.0f / sqrtf((float)D), err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->wo, a->att, 0, a->xb, 0, (uint32_t)n, err, errlen));
-        /* feed-forward block: residual add and norm in one launch */
-        CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, L->ffn_norm, a->xb, 0, n, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, a->xb, 0, a->hb2, a->hb, 0, (uint32_t)n, err, errlen));
-        CS_TRY(cs_op_matmul(d, &L->w_down, a->hb, 0, a->xb, 0, (uint32_t)n, err, errlen));
-        /* residual add, with the next layer's attention norm when that layer runs here */
-        normed = l + 1 < NL && fm->layer_dev[l + 1] == di;
-        if (normed)
-            CS_TRY(cs_op_add_rmsnorm(d, a->x, 0, a->xb, 0, fm->layers[l + 1].attn_norm, a->xb, 0, n, E, eps, err,
-                                     errlen));
-        else
-            CS_TRY(cs_op_add(d, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen));
+        /* the residual add after the FFN also norms for the next layer when it runs here */
+        const bool fuse = l + 1 < NL && fm->layer_dev[l + 1] == di;
+        const struct cs_blk_opt opt = {.normed = normed, .causal = true, .n_cells_used = (int)c->kv->hi,
+                                       .next_norm = fuse ? fm->layers[l + 1].attn_norm : NULL,
+                                       .ffn_rows = l == NL - 1 ? n_lrows : n};
+        const struct cs_blk_act ba = blk_act(a);
+        CS_TRY(cs_blk_layer(&a->ops, &shape, L, &kv, &ba, n, &opt, err, errlen));
+        normed = fuse;
     }
     /* the requested rows: gather, final norm and output projection on them only */
     int n_rows = 0;
@@ -544,13 +447,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         return CLSPEC_OK;
     struct cs_cl_dev *d = a->dev;
     const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
-    if (lc) {
-        CS_TRY(cs_op_lcpp_rmsnorm(d, a->xo, fm->output_norm, a->xo, n_rows, E, eps, err, errlen));
-        CS_TRY(lmm(c, a, out_w, a->xo, a->logits, n_rows, n_rows >= 2, err, errlen));
-    } else {
-        CS_TRY(cs_op_rmsnorm(d, a->xo, 0, fm->output_norm, a->xo, 0, n_rows, E, eps, err, errlen));
-        CS_TRY(cs_op_matmul(d, out_w, a->xo, 0, a->logits, 0, (uint32_t)n_rows, err, errlen));
-    }
+    CS_TRY(a->ops.f->rmsnorm(&a->ops, a->xo, fm->output_norm, a->xo, n_rows, E, eps, err, errlen));
+    CS_TRY(a->ops.f->matmul(&a->ops, out_w, a->xo, a->logits, n_rows, n_rows, err, errlen));
     if (contiguous)
         return cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, logits_out + (size_t)first * V, err, errlen);
     CS_TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));

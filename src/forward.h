@@ -16,6 +16,7 @@
 
 #include "cl/runtime.h"
 #include "kv.h"
+#include "block.h"
 #include "model.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
@@ -28,10 +29,8 @@ struct cs_fwd_layer {
     cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
 };
 
-/* Adds the layer's Q/K/V biases (qwen2; absent ones skipped) to n rows of q
- * (q_dim wide) and of k and v (kv_dim wide), in place. */
-int cs_fwd_qkv_bias(struct cs_cl_dev *d, const struct cs_fwd_layer *L, cl_mem q, cl_mem k, cl_mem v, int n,
-                    int q_dim, int kv_dim, char *err, size_t errlen);
+/* The block builder's shape of a layer of hp (block.h), with RoPE rope. */
+struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope);
 
 struct cs_fwd_model {
     const struct cs_model *model;         /* borrowed */
@@ -82,8 +81,9 @@ struct cs_fwd_ctx_params {
     uint32_t n_seq_max;      /* sequence ids 0..n_seq_max-1 (0 = CS_MAX_SEQ; must be set when partitioned) */
     bool kv_partitioned;     /* false (default): unified cache; true: n_ctx / n_seq_max cells per sequence */
     bool llamacpp_numerics;  /* compute as llama.cpp's x86 CPU backend does, bit for bit (cl/lcpp.cl, modelled by
-                              * src/ref/lcpp_ref.c; layer_lcpp() in forward.c): F32/F16/Q8_0/Q4_0 weights and an
-                              * f16/f16 cache; other types round the matmul inputs only. Tests; slow. */
+                              * src/ref/lcpp_ref.c): every device runs the lcpp kernel family
+                              * (src/ops/lcpp_family.c) instead of the standard one. F32/F16/Q8_0/Q4_0 weights
+                              * and an f16/f16 cache; other types round the matmul inputs only. Tests; slow. */
 };
 
 /* One device's activation buffers, rows = tokens of one pass (n_ubatch). */
@@ -97,10 +97,8 @@ struct cs_fwd_act {
     cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
     cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
     cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
-    /* llamacpp_numerics only (NULL otherwise): */
-    cl_mem lc_xq, lc_xd;                  /* q8_0 activation: int8 (n_ubatch, max_in), f32 (n_ubatch, max_in / 32) */
-    cl_mem lc_sc;                         /* attention scores (n_ubatch, n_head, n_ctx) */
-    cl_mem lc_rope;                       /* RoPE table (n_ubatch, n_rot / 2) float2 */
+    struct cs_ops ops;                    /* the kernel family the block builder runs on dev (std, or the
+                                           * llama.cpp-numerics one: chosen at cs_fwd_ctx_new, owns its scratch) */
 };
 
 /* A context: the KV cache (kv: per layer on the layer's device) and the
@@ -113,7 +111,6 @@ struct cs_fwd_ctx {
     struct cs_fwd_act *act;               /* (fm->n_dev) */
     float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
     float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
-    float *h_rope;                        /* llamacpp_numerics: host RoPE table (n_ubatch, n_rot) */
     int32_t *scratch;                     /* (scratch_cap * 7) per-row scratch of cs_forward_batch */
     int scratch_cap;
 };

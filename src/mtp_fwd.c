@@ -1,7 +1,7 @@
 /* mtp_fwd.c: see mtp_fwd.h. One decode: inputs -> embedding gather (E) ->
  * the two RMSNorms -> the concat (a rectangular buffer copy puts each half
- * into its columns) -> eh_proj -> the llama block of forward.c on the head's
- * own KV -> h' read back -> shared_head_norm and the output matmul on the
+ * into its columns) -> eh_proj -> the llama block (block.c; per-head q_norm /
+ * k_norm when the file has them) on the head's own KV -> h' read back -> shared_head_norm and the output matmul on the
  * rows asked for -> one blocking read. */
 #include "config.h"
 
@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "mtp_fwd.h"
+#include "block.h"
 #include "quant.h"
 
 /* Finds name with n_dims 1 (ne0) or 2 (ne0, ne1). required = false: absent -> NULL. */
@@ -119,6 +120,13 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
     snprintf(n, sizeof n, "blk.%u.attn_v.bias", b);
     if ((rc = find(g, n, KV, 1, false, &bv, err, errlen)) < 0)
         goto fail;
+    const struct cs_gguf_tensor *qn = NULL, *kn = NULL; /* per-head q_norm / k_norm (qwen3-style), optional */
+    snprintf(n, sizeof n, "blk.%u.attn_q_norm.weight", b);
+    if ((rc = find(g, n, hp->head_dim, 1, false, &qn, err, errlen)) < 0)
+        goto fail;
+    snprintf(n, sizeof n, "blk.%u.attn_k_norm.weight", b);
+    if ((rc = find(g, n, hp->head_dim, 1, false, &kn, err, errlen)) < 0)
+        goto fail;
     if ((rc = cs_fwd_upload_vec(dev, t[0], &L->attn_norm, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_mat(dev, t[1], &L->wq, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_mat(dev, t[2], &L->wk, NULL, err, errlen)) < 0 ||
@@ -134,7 +142,9 @@ int cs_mtp_model_load(const char *path, struct cs_cl_dev *dev, const struct cs_m
         (rc = cs_fwd_upload_vec(dev, t[12], &mm->head_norm, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_vec(dev, t[13], &L->bq, NULL, err, errlen)) < 0 ||
         (rc = cs_fwd_upload_vec(dev, bk, &L->bk, NULL, err, errlen)) < 0 ||
-        (rc = cs_fwd_upload_vec(dev, bv, &L->bv, NULL, err, errlen)) < 0)
+        (rc = cs_fwd_upload_vec(dev, bv, &L->bv, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, qn, &L->q_norm, NULL, err, errlen)) < 0 ||
+        (rc = cs_fwd_upload_vec(dev, kn, &L->k_norm, NULL, err, errlen)) < 0)
         goto fail;
     /* embedding and output: the head's own; for the target's own file the target's (borrowed on this
      * device, else copied); else the file's (output tied to token_embd); else the target's when allowed */
@@ -286,8 +296,7 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     if (!tokens || !g || !pos || !seq)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "MTP decode: every row needs a token, a hidden g, a position "
                                                    "and a sequence");
-    const int E = (int)hp->n_embd, Q = (int)cs_hp_q_dim(hp), KV = (int)cs_hp_kv_dim(hp), D = (int)hp->head_dim,
-              V = (int)hp->n_vocab;
+    const int E = (int)hp->n_embd, V = (int)hp->n_vocab;
     const float eps = hp->rms_eps;
     cs_batch_clear(&c->b);
     for (int32_t i = 0; i < n; i++) {
@@ -319,23 +328,15 @@ static int decode(struct cs_mtp_ctx *c, int32_t n, const int32_t *tokens, const 
     CS_TRY(to_cat(c, c->xe, 0, n, err, errlen));
     CS_TRY(to_cat(c, c->xg, (size_t)E, n, err, errlen));
     CS_TRY(cs_op_matmul(d, &mm->eh_proj, c->cat, 0, c->x, 0, (uint32_t)n, err, errlen));
-    /* the block (as forward.c's layer) */
-    const struct cs_fwd_layer *L = &mm->blk;
+    /* the block, on the head's own KV (block.c) */
     const struct cs_kv_view kv = cs_kv_layer_view(c->kv, 0);
-    CS_TRY(cs_op_rmsnorm(d, c->x, 0, L->attn_norm, c->xb, 0, n, E, eps, err, errlen));
-    CS_TRY(
-        cs_op_matmul_qkv(d, &L->wq, &L->wk, &L->wv, c->xb, 0, c->q, 0, c->kc, 0, c->vc, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_fwd_qkv_bias(d, L, c->q, c->kc, c->vc, n, Q, KV, err, errlen));
-    CS_TRY(cs_op_rope_qk(d, c->q, 0, c->kc, 0, c->pos, n, (int)hp->n_head, (int)hp->n_head_kv, D, &c->kv->rope, err,
-                         errlen));
-    CS_TRY(cs_op_kv_store(d, &kv, c->kc, 0, c->vc, 0, c->cell, n, err, errlen));
-    CS_TRY(cs_op_attention(d, &kv, (int)c->kv->hi, c->q, 0, c->att, 0, c->pos, c->seq, n, (int)hp->n_head, true,
-                           1.0f / sqrtf((float)D), err, errlen));
-    CS_TRY(cs_op_matmul(d, &L->wo, c->att, 0, c->xb, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_op_add_rmsnorm(d, c->x, 0, c->xb, 0, L->ffn_norm, c->xb, 0, n, E, eps, err, errlen)); /* y = b */
-    CS_TRY(cs_op_matmul_swiglu(d, &L->w_gate, &L->w_up, c->xb, 0, c->hb2, c->hb, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_op_matmul(d, &L->w_down, c->hb, 0, c->xb, 0, (uint32_t)n, err, errlen));
-    CS_TRY(cs_op_add(d, c->x, 0, c->xb, 0, c->x, 0, (size_t)n * E, err, errlen));
+    const struct cs_blk_shape shape = cs_fwd_blk_shape(hp, &c->kv->rope);
+    const struct cs_blk_act ba = {.x = c->x, .xb = c->xb, .q = c->q, .att = c->att, .kc = c->kc, .vc = c->vc,
+                                  .hb = c->hb, .hb2 = c->hb2, .pos = c->pos, .seq = c->seq, .cell = c->cell};
+    const struct cs_blk_opt opt = {.normed = false, .causal = true, .n_cells_used = (int)c->kv->hi,
+                                   .next_norm = NULL, .ffn_rows = n};
+    const struct cs_ops ops = cs_ops_std(d);
+    CS_TRY(cs_blk_layer(&ops, &shape, &mm->blk, &kv, &ba, n, &opt, err, errlen));
     /* the kept rows: shared_head_norm and the output head */
     int n_keep = 0;
     for (int32_t i = 0; i < n; i++) {

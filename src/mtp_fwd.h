@@ -3,8 +3,9 @@
  * takes a token x_p and a hidden g (the target's pre-final-norm state at
  * p-1, or the head's own previous output when chaining drafts):
  *   u   = eh_proj . concat(rms(E[x_p]) * enorm, rms(g) * hnorm)   (embedding half first)
- *   h'  = the nextn block (a llama block: RoPE at position p, causal attention
- *         over the head's own KV cache)
+ *   h'  = the nextn block (a llama block, src/block.c, with per-head q_norm /
+ *         k_norm when the file has them: RoPE at position p, causal
+ *         attention over the head's own KV cache)
  *   out = output . (rms(h') * shared_head_norm)
  * E and output: the head's own (nextn.embed_tokens, nextn.shared_head_head)
  * when the file has them; else, for the target's own file, the target's

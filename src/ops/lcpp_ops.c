@@ -1,6 +1,8 @@
 /* lcpp_ops.c: host dispatch of cl/lcpp.cl (see lcpp_ops.h). */
 #include "config.h"
 
+#include <math.h>
+
 #include "ops/lcpp_ops.h"
 
 #include "common.h"
@@ -87,4 +89,16 @@ int cs_op_lcpp_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_me
                                 CS_KA(nkvh), CS_KA(hd), CS_KA(n_kv), CS_KA(kv->n_cells), CS_KA(bt), CS_KA(scale),
                                 CS_KA(sc)};
     return lc_launch(d, "lcpp_attn", a, CS_ARRAY_LEN(a), (size_t)n_tokens * n_head, err, errlen);
+}
+
+void cs_lcpp_rope_table(uint32_t n_rot, float freq_base, float freq_scale, int32_t pos, float *cs)
+{
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    float theta = (float)pos;
+    for (uint32_t i = 0; i < n_rot / 2; i++) {
+        const float t = freq_scale * theta;
+        cs[2 * i] = cosf(t);
+        cs[2 * i + 1] = sinf(t);
+        theta *= theta_scale;
+    }
 }

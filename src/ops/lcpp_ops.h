@@ -1,13 +1,15 @@
 /* lcpp_ops.h: host dispatch of the llamacpp_numerics kernels (cl/lcpp.cl):
  * llama.cpp's CPU-backend arithmetic on the device, bit for bit as modelled by
- * src/ref/lcpp_ref.c. Used by the forward pass when
- * cs_fwd_ctx_params.llamacpp_numerics is set (golden tests); slow on purpose
+ * src/ref/lcpp_ref.c, and the host RoPE table they read. Composed into a
+ * kernel family by src/ops/lcpp_family.c (the forward pass with
+ * cs_fwd_ctx_params.llamacpp_numerics: golden tests); slow on purpose
  * (one output per work-item). All buffers are f32 unless said. */
 #ifndef CS_LCPP_OPS_H
 #define CS_LCPP_OPS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cl/runtime.h"
 #include "ops/matmul.h"
@@ -25,6 +27,12 @@ int cs_op_lcpp_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, 
 /* y (n_rows, n) = rmsnorm(x) * w (n), the sum of squares in double. */
 int cs_op_lcpp_rmsnorm(struct cs_cl_dev *d, cl_mem x, cl_mem w, cl_mem y, int n_rows, int n, float eps, char *err,
                        size_t errlen);
+
+/* ggml_rope_cache_init for one position, on the host: cs[2i], cs[2i+1] =
+ * cosf, sinf of pair i's angle (n_rot/2 pairs; theta *= powf(base, -2/n_rot)
+ * per pair, times freq_scale). The table cs_op_lcpp_rope reads, one row per
+ * token; src/ref/lcpp_ref.c uses it too. */
+void cs_lcpp_rope_table(uint32_t n_rot, float freq_base, float freq_scale, int32_t pos, float *cs);
 
 /* Rotates x (n_tokens, n_head, head_dim) at x_off (floats) in place with
  * table cs (n_tokens * n_rot/2 float2: cs_lcpp_rope_table). */

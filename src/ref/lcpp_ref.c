@@ -10,6 +10,7 @@
 #include "common.h"
 #include "quant.h"
 #include "ref/lcpp_ref.h"
+#include "ops/lcpp_ops.h" /* cs_lcpp_rope_table */
 
 #define QK 32 /* q8_0 block */
 
@@ -285,18 +286,6 @@ void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
     const float scale = 1.0f / sqrtf(mean + eps);
     for (int i = 0; i < n; i++)
         y[i] = (x[i] * scale) * w[i];
-}
-
-void cs_lcpp_rope_table(uint32_t n_rot, float freq_base, float freq_scale, int32_t pos, float *cs)
-{
-    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
-    float theta = (float)pos;
-    for (uint32_t i = 0; i < n_rot / 2; i++) {
-        const float t = freq_scale * theta;
-        cs[2 * i] = cosf(t);
-        cs[2 * i + 1] = sinf(t);
-        theta *= theta_scale;
-    }
 }
 
 /* The NORM / NEOX rotation of one token's heads (n_heads x head_dim). */

@@ -62,7 +62,6 @@ int cs_lcpp_matmul_raw(uint32_t type, const void *W, int n_in, int n_out, const 
 void cs_lcpp_rmsnorm(float *y, const float *x, const float *w, int n, float eps);
 /* g (F) = silu(g) * u as ggml_vec_silu_f32 then ggml_vec_mul_f32. */
 void cs_lcpp_swiglu_row(float *g, const float *u, int F);
-/* ggml_rope_cache_init for one position: cs[2i], cs[2i+1] = cosf, sinf of pair i's angle (n_rot/2 pairs). */
-void cs_lcpp_rope_table(uint32_t n_rot, float freq_base, float freq_scale, int32_t pos, float *cs);
+/* The RoPE table (ggml_rope_cache_init) is production code: cs_lcpp_rope_table in ops/lcpp_ops.h. */
 
 #endif
