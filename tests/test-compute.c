@@ -268,6 +268,10 @@ static void test_buffers_and_kv(void **state)
     assert_int_equal(ti.ne[0], 64);
     assert_int_equal(h->gguf_tensor(g, "blk.1.attn_q.weight", &ti, g_err, sizeof g_err), CLSPEC_E_NOTFOUND);
     h->gguf_close(g);
+    assert_int_equal(h->gguf_open(h, NULL, &g, g_err, sizeof g_err), 0); /* the target's own file */
+    assert_int_equal(h->gguf_ints(g, "llama.block_count", &iv, 1), 1);
+    assert_int_equal(iv, 1);
+    h->gguf_close(g);
     h->dev_close(d);
     cs_plugin_free(pl);
 }

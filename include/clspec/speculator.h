@@ -267,7 +267,8 @@ struct clspec_host {
     /* Waits until everything queued on d has run. */
     int (*sync)(clspec_dev *d, char *err, size_t errlen);
 
-    /* GGUF files (host-owned mappings; valid until gguf_close). */
+    /* GGUF files (host-owned mappings; valid until gguf_close). path NULL: the
+     * target's own file (e.g. its nextn blocks). */
     int (*gguf_open)(const struct clspec_host *h, const char *path, clspec_gguf **out, char *err, size_t errlen);
     void (*gguf_close)(clspec_gguf *g);
     /* Integer value(s) of key (an integer or bool scalar, or an array of

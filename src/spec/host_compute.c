@@ -348,7 +348,12 @@ static int gguf_open(const struct clspec_host *h, const char *path, clspec_gguf 
         free(g);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "gguf_open: out of memory");
     }
-    int rc = cs_gguf_open(path ? path : "(null)", &g->g, err, errlen);
+    const struct cs_engine *e = ((struct cs_plugin *)h->impl)->engine;
+    if (!path && !e) {
+        free(g);
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "gguf_open: no path and no target engine");
+    }
+    int rc = cs_gguf_open(path ? path : e->model->gguf->path, &g->g, err, errlen); /* NULL: the target's file */
     if (rc < 0) {
         free(g);
         return rc;
