@@ -11,12 +11,15 @@
  *   nothing), GGUF key lookups, and every checked error: NULL and wrong-kind
  *   handles, shapes beyond a buffer, element types, read-only target
  *   buffers, bad KV types and layers;
+ * - NeoX RoPE and non-causal attention (a DFlash block) with index
+ *   arguments at offsets, against the plain-C references;
  * - a host of minor 3 (size ending before dev_open) is refused by head1's
  *   init, and the new entries sit past that size;
  * - handles left to the host (keep_handles = 1) are freed by it after fini. */
 #include "config.h"
 
 #include <dlfcn.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +32,7 @@
 #include "common.h"
 #include "engine.h"
 #include "fwdutil.h"
+#include "ref/ops_ref.h"
 #include "sampler.h"
 #include "spec/loader.h"
 #include "synth.h"
@@ -375,6 +379,100 @@ static void test_old_host(void **state)
     cs_plugin_free(pl);
 }
 
+/* max |got - ref| / max(|ref|, 1e-3) */
+static double rel_err(const float *got, const float *ref, size_t n)
+{
+    double e = 0, m = 1e-3;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        e = d > e || d != d ? d : e;
+        m = fabs(ref[i]) > m ? fabs(ref[i]) : m;
+    }
+    return e / m;
+}
+
+/* What a DFlash drafter needs beyond head1: NeoX RoPE and non-causal
+ * attention, with positions, sequences and cells read at non-zero offsets,
+ * against the plain-C references (bound: the kernels' own, 1e-5 of the
+ * largest value). */
+#define BR 6  /* rows: 4 of sequence 0, 2 of sequence 1 */
+#define BH 4  /* query heads */
+#define BK 2  /* kv heads */
+#define BD 16 /* head_dim */
+static void test_block_ops(void **state)
+{
+    (void)state;
+    struct cs_plugin *pl = load_head("0", "0");
+    const struct clspec_host *h = &pl->host;
+    clspec_dev *d;
+    clspec_kv *kv;
+    clspec_buf *q, *k, *v, *att, *ix;
+    assert_int_equal(h->dev_open(h, -1, &d, g_err, sizeof g_err), 0);
+    assert_int_equal(h->kv_new(d, 1, BK, BD, 16, 2, CLSPEC_TYPE_F32, CLSPEC_TYPE_F32, &kv, g_err, sizeof g_err), 0);
+    const size_t QN = (size_t)BR * BH * BD, KN = (size_t)BR * BK * BD;
+    assert_int_equal(h->buf_new(d, CLSPEC_BUF_F32, QN, &q, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_new(d, CLSPEC_BUF_F32, KN, &k, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_new(d, CLSPEC_BUF_F32, KN, &v, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_new(d, CLSPEC_BUF_F32, QN, &att, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_new(d, CLSPEC_BUF_I32, 3 * (BR + 1), &ix, g_err, sizeof g_err), 0);
+    struct tu_rng r;
+    tu_rng_seed(&r, 17);
+    float hq[QN], hk[KN], hv[KN], got[QN], ref[QN];
+    for (size_t i = 0; i < QN; i++)
+        hq[i] = tu_rng_normal(&r);
+    for (size_t i = 0; i < KN; i++) {
+        hk[i] = tu_rng_normal(&r);
+        hv[i] = tu_rng_normal(&r);
+    }
+    /* ix holds [junk, pos (BR), seq (BR), cells (BR)]: every index argument at an offset */
+    const int32_t pos[BR] = {7, 8, 9, 10, 3, 4}, seq[BR] = {0, 0, 0, 0, 1, 1}, junk = -5;
+    int32_t cells[BR];
+    assert_int_equal(h->buf_write(ix, 0, 1, &junk, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(ix, 1, BR, pos, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(ix, 1 + BR, BR, seq, g_err, sizeof g_err), 0);
+    assert_int_equal(h->kv_place(kv, BR, pos, seq, ix, 1 + 2 * BR, cells, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(q, 0, QN, hq, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(k, 0, KN, hk, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(v, 0, KN, hv, g_err, sizeof g_err), 0);
+    /* NeoX RoPE of q, all dims, base 1e6 */
+    assert_int_equal(h->rope(q, 0, ix, 1, BR, BH, BD, BD, 1, 1e6f, 1.0f, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_read(q, 0, QN, got, g_err, sizeof g_err), 0);
+    memcpy(ref, hq, sizeof ref);
+    cs_ref_rope(ref, pos, BR, BH, BD, BD, true, 1e6f, 1.0f);
+    assert_true(rel_err(got, ref, QN) <= 1e-5);
+    memcpy(hq, got, sizeof hq); /* the rotated q is the attention's input */
+    /* store K/V (K as given), attend without the causal mask */
+    assert_int_equal(h->kv_store(kv, 0, k, 0, v, 0, ix, 1 + 2 * BR, BR, g_err, sizeof g_err), 0);
+    assert_int_equal(h->attention(kv, 0, q, 0, att, 0, ix, 1, ix, 1 + BR, BR, BH, 0, 0.25f, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_read(att, 0, QN, got, g_err, sizeof g_err), 0);
+    /* the reference over the cells as placed */
+    int n_cells = 0;
+    for (int i = 0; i < BR; i++)
+        n_cells = cells[i] + 1 > n_cells ? cells[i] + 1 : n_cells;
+    float ck[16 * BK * BD] = {0}, cv[16 * BK * BD] = {0};
+    int32_t cpos[16];
+    uint64_t cseq[16] = {0};
+    for (int c = 0; c < 16; c++)
+        cpos[c] = -1;
+    for (int i = 0; i < BR; i++) {
+        memcpy(ck + (size_t)cells[i] * BK * BD, hk + (size_t)i * BK * BD, BK * BD * sizeof(float));
+        memcpy(cv + (size_t)cells[i] * BK * BD, hv + (size_t)i * BK * BD, BK * BD * sizeof(float));
+        cpos[cells[i]] = pos[i];
+        cseq[cells[i]] = 1ull << seq[i];
+    }
+    cs_ref_attention(hq, ck, cv, cpos, cseq, n_cells, pos, seq, BR, BH, BK, BD, false, 0.25f, ref);
+    double e = rel_err(got, ref, QN);
+    print_message("non-causal attention: err %.2e\n", e);
+    assert_true(e <= 1e-5);
+    /* the same with the causal mask differs (row 0 of sequence 0 sees 1 cell, not 4) */
+    assert_int_equal(h->attention(kv, 0, q, 0, att, 0, ix, 1, ix, 1 + BR, BR, BH, 1, 0.25f, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_read(att, 0, QN, got, g_err, sizeof g_err), 0);
+    assert_true(rel_err(got, ref, QN) > 1e-3);
+    cs_ref_attention(hq, ck, cv, cpos, cseq, n_cells, pos, seq, BR, BH, BK, BD, true, 0.25f, ref);
+    assert_true(rel_err(got, ref, QN) <= 1e-5);
+    cs_plugin_free(pl); /* d and everything on it: freed by the host */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_buffers_and_kv),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_old_host),
+        cmocka_unit_test(test_block_ops),
     };
     return cmocka_run_group_tests_name("compute", tests, setup, teardown);
 }
