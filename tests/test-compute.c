@@ -331,6 +331,9 @@ static void test_errors(void **state)
     assert_int_equal(h->rmsnorm(y, 0, NULL, on, 0, 1, 64, 1e-5f, g_err, sizeof g_err), CLSPEC_E_INVAL);
     assert_int_equal(h->buf_write(on, 0, 1, g_err, g_err, sizeof g_err), CLSPEC_E_INVAL);
     assert_int_equal(h->rmsnorm(y, 0, on, y, 0, 1, 64, 1e-5f, g_err, sizeof g_err), 0); /* read: fine */
+    assert_int_equal(h->add_rmsnorm(y, 0, x, 0, on, y, 0, 1, 64, 1e-5f, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_int_equal(h->add_rmsnorm(y, 0, x, 0, on, x, 1, 1, 64, 1e-5f, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_int_equal(h->add_rmsnorm(y, 0, x, 0, on, x, 0, 1, 64, 1e-5f, g_err, sizeof g_err), 0);
     assert_int_equal(h->target_vec(d, "token_embd.weight", &on, g_err, sizeof g_err), CLSPEC_E_NOTFOUND);
     /* KV caches */
     clspec_kv *kv;
@@ -367,7 +370,7 @@ static void test_old_host(void **state)
     assert_true(offsetof(struct clspec_host, dev_open) > offsetof(struct clspec_host, ctx_inject_taps));
     struct cs_plugin *pl = load_head("0", "0");
     assert_int_equal(pl->host.abi_minor, 4);
-    assert_true(offsetof(struct clspec_host, attention) < pl->host.size);
+    assert_true(offsetof(struct clspec_host, add_rmsnorm) < pl->host.size);
     struct clspec_host h3 = pl->host;
     h3.abi_minor = 3;
     h3.size = (uint32_t)offsetof(struct clspec_host, dev_open);

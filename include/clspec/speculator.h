@@ -379,6 +379,11 @@ struct clspec_host {
     int (*attention)(const clspec_kv *kv, int32_t layer, const clspec_buf *q, size_t q_off, clspec_buf *out,
                      size_t out_off, const clspec_buf *pos, size_t pos_off, const clspec_buf *seq, size_t seq_off,
                      int32_t n_rows, int32_t n_head, int32_t causal, float scale, char *err, size_t errlen);
+    /* The residual add and the next norm in one launch: x += b, then y = rmsnorm(x) (* w), rows
+     * (n_rows, n_cols); the same bits as add then rmsnorm. y may be b (same off), not x. */
+    int (*add_rmsnorm)(clspec_buf *x, size_t x_off, const clspec_buf *b, size_t b_off, const clspec_buf *w,
+                       clspec_buf *y, size_t y_off, int32_t n_rows, int32_t n_cols, float eps, char *err,
+                       size_t errlen);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

@@ -726,6 +726,25 @@ static int rope(clspec_buf *x, size_t x_off, const clspec_buf *pos, size_t pos_o
     return cs_op_rope(d->d, x->m, x_off, pm, n_rows, n_head, head_dim, &p, err, errlen);
 }
 
+static int add_rmsnorm(clspec_buf *x, size_t x_off, const clspec_buf *b, size_t b_off, const clspec_buf *w,
+                       clspec_buf *y, size_t y_off, int32_t n_rows, int32_t n_cols, float eps, char *err, size_t errlen)
+{
+    clspec_dev *d = NULL;
+    const char *op = "add_rmsnorm";
+    CS_TRY(chk_rows(n_rows, op, err, errlen));
+    CS_TRY(chk_rows(n_cols, "add_rmsnorm (columns)", err, errlen));
+    const size_t n = (size_t)n_rows * (size_t)n_cols;
+    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, true, op, "x", err, errlen));
+    CS_TRY(chk_buf(b, &d, CLSPEC_BUF_F32, b_off, n, false, op, "b", err, errlen));
+    if (w)
+        CS_TRY(chk_buf(w, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, op, "w", err, errlen));
+    CS_TRY(chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n, true, op, "y", err, errlen));
+    if (y == x || (y == b && y_off != b_off))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: y must be b at the same offset or another buffer than x", op);
+    return cs_op_add_rmsnorm(d->d, x->m, x_off, b->m, b_off, w ? w->m : NULL, y->m, y_off, n_rows, n_cols, eps, err,
+                             errlen);
+}
+
 /* a, b -> out elementwise (add, swiglu): n elements of each */
 static int binary(const char *op, const clspec_buf *a, size_t a_off, const clspec_buf *b, size_t b_off,
                   clspec_buf *out, size_t out_off, size_t n, clspec_dev **d, char *err, size_t errlen)
@@ -975,4 +994,5 @@ void cs_host_compute_entries(struct clspec_host *h)
     h->kv_seq_rm = kv_seq_rm;
     h->kv_store = kv_store;
     h->attention = attention;
+    h->add_rmsnorm = add_rmsnorm;
 }

@@ -159,7 +159,7 @@ static void head1_fini(void *state)
 
 static int head1_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
-    if (h->abi_minor < 4 || h->size <= offsetof(struct clspec_host, attention) || !h->attention)
+    if (h->abi_minor < 4 || h->size <= offsetof(struct clspec_host, add_rmsnorm) || !h->add_rmsnorm)
         return fail(err, errlen, "head1: needs the device compute service (ABI 1.4; this host is %u.%u)",
                     h->abi_major, h->abi_minor);
     const char *path = h->config_get(h, "model"), *b = h->config_get(h, "borrow"), *c = h->config_get(h, "n_ctx"),
@@ -228,11 +228,10 @@ __attribute__((visibility("default"))) int head1_decode(void *state, int32_t n, 
         h->kv_store(s->kv, 0, s->k, 0, s->v, 0, s->cell, 0, n, err, errlen) < 0 ||
         h->attention(s->kv, 0, s->q, 0, s->att, 0, s->pos, 0, s->seq, 0, n, H, 1, 1.0f / sqrtf((float)D), err,
                      errlen) < 0 ||
-        h->matmul(s->wo, s->att, 0, s->xb, 0, n, err, errlen) < 0 ||
-        h->add(s->x, 0, s->xb, 0, s->x, 0, (size_t)n * E, err, errlen) < 0)
+        h->matmul(s->wo, s->att, 0, s->xb, 0, n, err, errlen) < 0)
         return -1;
-    /* FFN half, head */
-    if (h->rmsnorm(s->x, 0, s->ffn_norm, s->xb, 0, n, E, s->eps, err, errlen) < 0 ||
+    /* FFN half (x += xb, then xb = ffn_norm(x) in one launch), head */
+    if (h->add_rmsnorm(s->x, 0, s->xb, 0, s->ffn_norm, s->xb, 0, n, E, s->eps, err, errlen) < 0 ||
         h->matmul_swiglu(s->wg, s->wu, s->xb, 0, s->hb, 0, n, err, errlen) < 0 ||
         h->matmul(s->wd, s->hb, 0, s->xb, 0, n, err, errlen) < 0 ||
         h->add(s->x, 0, s->xb, 0, s->x, 0, (size_t)n * E, err, errlen) < 0 ||
