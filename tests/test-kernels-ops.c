@@ -1137,6 +1137,51 @@ static void test_kv_shift(void **state)
     }
 }
 
+/* ---- argmax ---- */
+
+/* Random rows plus planted ties (the first of two equal maxima must win),
+ * a maximum in the last column and NaN entries; exact index equality with
+ * cs_ref_argmax in both families. */
+FAM_TEST(test_argmax)
+{
+    static const int shapes[][2] = {{1, 1}, {3, 7}, {5, 300}, {9, 4099}};
+    struct tu_rng r;
+    tu_rng_seed(&r, 21);
+    for (size_t s = 0; s < CS_ARRAY_LEN(shapes); s++) {
+        int nr = shapes[s][0], nc = shapes[s][1];
+        size_t n = (size_t)nr * nc, off = 2;
+        float *x = rand_vec(&r, n + off, 1.0f);
+        float *xr = x + off;
+        if (nc > 4 && nr > 2) {
+            xr[nc - 1] = 50.0f;                      /* row 0: the last column */
+            xr[nc + 1] = xr[nc + 3] = 40.0f;         /* row 1: a tie, column 1 wins */
+            xr[2 * nc] = NAN;                        /* row 2: NaN never wins */
+            xr[2 * nc + 2] = NAN;
+        }
+        int32_t *ref = malloc((size_t)nr * sizeof *ref), *got = malloc((size_t)(nr + 1) * sizeof *got);
+        assert_non_null(ref);
+        assert_non_null(got);
+        cs_ref_argmax(xr, nr, nc, ref);
+        if (nc > 4 && nr > 2) {
+            assert_int_equal(ref[0], nc - 1);
+            assert_int_equal(ref[1], 1);
+            assert_true(ref[2] != 0 && ref[2] != 2);
+        }
+        cl_mem bx = buf_new((n + off) * 4, x), bo = buf_new((size_t)(nr + 1) * 4, NULL);
+        double t0, t1;
+        TIMED(t0, t1, (void)0, cs_op_argmax(g_dev, bx, off, bo, 1, nr, nc, g_err, sizeof g_err));
+        buf_read(bo, (size_t)(nr + 1) * 4, got);
+        printf("# argmax %s (%d, %d): %.3f ms\n", fam_name(f), nr, nc, t1 - t0);
+        for (int i = 0; i < nr; i++)
+            assert_int_equal(got[1 + i], ref[i]);
+        clReleaseMemObject(bx);
+        clReleaseMemObject(bo);
+        free(x);
+        free(ref);
+        free(got);
+    }
+}
+
 static void test_bad_args(void **state)
 {
     (void)state;
@@ -1167,6 +1212,7 @@ static void test_bad_args(void **state)
     struct cs_rope_params p = {65, false, 10000.0f, 1.0f};
     assert_int_equal(cs_op_rope(g_dev, NULL, 0, NULL, 1, 1, 64, &p, g_err, sizeof g_err),
                      CLSPEC_E_INVAL);
+    assert_int_equal(cs_op_argmax(g_dev, NULL, 0, NULL, 0, 1, 0, g_err, sizeof g_err), CLSPEC_E_INVAL);
 }
 
 int main(void)
@@ -1189,6 +1235,7 @@ int main(void)
         cmocka_unit_test(test_attention_batch_invariant),
         cmocka_unit_test(test_kv_shift),
         cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_argmax),
     };
     return cmocka_run_group_tests_name("kernels-ops", tests, setup, teardown);
 }

@@ -121,6 +121,25 @@ struct clspec_decode {
 #define CLSPEC_MODEL_NEXTN (1u << 1)          /* path NULL: the target GGUF's own nextn blocks
                                                * ({arch}.nextn_predict_layers); minor >= 2 */
 
+/* ---- device compute service handles (1.4; see the end of struct clspec_host) ---- */
+typedef struct clspec_gguf clspec_gguf;     /* a GGUF file opened for its metadata and tensors */
+typedef struct clspec_dev clspec_dev;       /* one device's in-order queue; owns what is made on it */
+typedef struct clspec_buf clspec_buf;       /* a device buffer of f32 or int32 elements */
+typedef struct clspec_weight clspec_weight; /* a matrix on a device in its GGUF type (n_out rows of n_in) */
+typedef struct clspec_kv clspec_kv;         /* a typed KV cache: n_layer layers of cells, per-sequence placement */
+
+/* Element types of a clspec_buf (buf_new). */
+#define CLSPEC_BUF_F32 0
+#define CLSPEC_BUF_I32 1
+
+/* The shape and type of a GGUF tensor (gguf_tensor). */
+struct clspec_tensor_info {
+    uint32_t size;
+    uint32_t type;          /* GGUF type id (enum clspec_type and the other ggml types) */
+    uint32_t n_dims;        /* 1..4 */
+    uint64_t ne[4];         /* ne[0] innermost (a matrix: ne[0] = n_in, ne[1] = n_out); unused dims 1 */
+};
+
 /* ---- the host services table ----------------------------------------------
  * Handed to init; valid until fini returns. Entries documented "may be NULL"
  * are absent on hosts that do not provide them yet: check before calling
@@ -227,6 +246,144 @@ struct clspec_host {
      * its type exactly as its readers expect. No attention. */
     int (*ctx_inject_taps)(clspec_ctx *c, int32_t seq, int32_t pos, int32_t n, const float *taps, int32_t ld,
                            char *err, size_t errlen);
+
+    /* -- device compute service: may be NULL (hosts of minor >= 4) --
+     * A drafter's own forward pass on one of the target's devices, queued
+     * without host round trips. dev_open gives a clspec_dev: the device's
+     * in-order queue. Buffers, weights and KV caches are made on a dev and
+     * belong to it: their free entries are optional (dev_close frees what is
+     * left; the host closes every dev after fini). Ops and buf_write only
+     * enqueue (buf_write copies src first, so src is free again at return);
+     * buf_read and sync wait. Every op takes buffer handles with element
+     * offsets (off) and is checked before it is queued: a handle of another
+     * kind or another dev, a shape that does not fit the buffers, or a
+     * bad type is an error (< 0, err) and nothing is queued. Rows are
+     * row-major f32 (int32 for ids, positions, sequences, cells); an op's
+     * inputs and outputs may not overlap unless the entry says so. */
+
+    int (*dev_open)(const struct clspec_host *h, int32_t device, clspec_dev **out, char *err, size_t errlen);
+    /* device: 0..n_devices-1, -1 = the target's last device (where its logits are made) */
+    void (*dev_close)(clspec_dev *d);
+    /* Waits until everything queued on d has run. */
+    int (*sync)(clspec_dev *d, char *err, size_t errlen);
+
+    /* GGUF files (host-owned mappings; valid until gguf_close). path NULL: the
+     * target's own file (e.g. its nextn blocks). */
+    int (*gguf_open)(const struct clspec_host *h, const char *path, clspec_gguf **out, char *err, size_t errlen);
+    void (*gguf_close)(clspec_gguf *g);
+    /* Integer value(s) of key (an integer or bool scalar, or an array of
+     * integers): at most cap to out; returns how many the key holds, < 0
+     * when absent or not integral. */
+    int32_t (*gguf_ints)(const clspec_gguf *g, const char *key, int64_t *out, int32_t cap);
+    /* A float (f32/f64, or an integer) scalar into *out; < 0 when absent or not numeric. */
+    int (*gguf_float)(const clspec_gguf *g, const char *key, double *out);
+    /* A string value into buf (NUL-terminated); < 0 when absent, not a string or longer than len - 1. */
+    int (*gguf_str)(const clspec_gguf *g, const char *key, char *buf, size_t len);
+    /* The shape and type of tensor name; < 0 (err) when absent. */
+    int (*gguf_tensor)(const clspec_gguf *g, const char *name, struct clspec_tensor_info *out, char *err,
+                       size_t errlen);
+
+    /* Uploads: a 2-D tensor as a weight in its GGUF type (every type the
+     * engine's matmul reads: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,
+     * q2_K..q6_K); any tensor dequantized to an f32 buffer (norm weights,
+     * biases). Blocking (the upload is complete at return). */
+    int (*weight_upload)(clspec_dev *d, const clspec_gguf *g, const char *name, clspec_weight **out, char *err,
+                         size_t errlen);
+    int (*vec_upload)(clspec_dev *d, const clspec_gguf *g, const char *name, clspec_buf **out, char *err,
+                      size_t errlen);
+    /* The target's tensors on d: "token_embd.weight", "output.weight" (the
+     * token embedding when tied) as weights, "output_norm.weight" as an f32
+     * buffer (target_vec). Shared with the target when it holds them on d,
+     * else copied once; free them like any other handle. */
+    int (*target_weight)(clspec_dev *d, const char *name, clspec_weight **out, char *err, size_t errlen);
+    int (*target_vec)(clspec_dev *d, const char *name, clspec_buf **out, char *err, size_t errlen);
+    /* n_in (row length), n_out (rows) and GGUF type of w (any may be NULL). */
+    void (*weight_shape)(const clspec_weight *w, uint32_t *n_in, uint32_t *n_out, uint32_t *type);
+    void (*weight_free)(clspec_weight *w);
+
+    /* Buffers: n elements of CLSPEC_BUF_F32 or CLSPEC_BUF_I32 (contents undefined). */
+    int (*buf_new)(clspec_dev *d, uint32_t type, size_t n, clspec_buf **out, char *err, size_t errlen);
+    void (*buf_free)(clspec_buf *b);
+    /* Elements [off, off + n) from src (enqueued; src is copied at the call). */
+    int (*buf_write)(clspec_buf *b, size_t off, size_t n, const void *src, char *err, size_t errlen);
+    /* Elements [off, off + n) into dst: waits for everything queued before it. */
+    int (*buf_read)(clspec_buf *b, size_t off, size_t n, void *dst, char *err, size_t errlen);
+    /* n_rows rows of n_cols elements: dst[dst_off + r * dst_ld + c] = src[src_off + r * src_ld + c]
+     * (row copies, and a concat: copy each part into its columns of a wider row). Same element type. */
+    int (*copy)(clspec_buf *dst, size_t dst_off, size_t dst_ld, const clspec_buf *src, size_t src_off,
+                size_t src_ld, int32_t n_rows, int32_t n_cols, char *err, size_t errlen);
+
+    /* Ops (enqueue only). Shapes: x (n_rows, n_in) -> y (n_rows, n_out). */
+    int (*matmul)(const clspec_weight *w, const clspec_buf *x, size_t x_off, clspec_buf *y, size_t y_off,
+                  int32_t n_rows, char *err, size_t errlen);
+    /* q, k, v = x . wq^T, x . wk^T, x . wv^T (one launch where the engine can). */
+    int (*matmul_qkv)(const clspec_weight *wq, const clspec_weight *wk, const clspec_weight *wv, const clspec_buf *x,
+                      size_t x_off, clspec_buf *q, size_t q_off, clspec_buf *k, size_t k_off, clspec_buf *v,
+                      size_t v_off, int32_t n_rows, char *err, size_t errlen);
+    /* out (n_rows, n_ff) = silu(x . wg^T) * (x . wu^T) (the FFN's first half). */
+    int (*matmul_swiglu)(const clspec_weight *wg, const clspec_weight *wu, const clspec_buf *x, size_t x_off,
+                         clspec_buf *out, size_t out_off, int32_t n_rows, char *err, size_t errlen);
+    /* out (n, n_in) = rows ids[ids_off .. ids_off + n) of w as f32 (embedding); an id out of range gives zeros. */
+    int (*get_rows)(const clspec_weight *w, const clspec_buf *ids, size_t ids_off, int32_t n, clspec_buf *out,
+                    size_t out_off, char *err, size_t errlen);
+    /* y (n_rows, n_cols) = x / sqrt(mean(x^2) + eps) * w (w: (n_cols) f32, or NULL); y may be x (same off).
+     * Per-head Q/K norms: n_rows = tokens * heads, n_cols = head_dim. */
+    int (*rmsnorm)(const clspec_buf *x, size_t x_off, const clspec_buf *w, clspec_buf *y, size_t y_off,
+                   int32_t n_rows, int32_t n_cols, float eps, char *err, size_t errlen);
+    /* RoPE in place on x (n_rows, n_head, head_dim) at positions pos[pos_off ..] (int32, n_rows):
+     * n_rot dims of each head (even, <= head_dim), neox = 1 rotates pairs (i, i + n_rot/2), 0 pairs
+     * (2i, 2i+1); theta_i = freq_scale * pos * freq_base^(-2i/n_rot). */
+    int (*rope)(clspec_buf *x, size_t x_off, const clspec_buf *pos, size_t pos_off, int32_t n_rows, int32_t n_head,
+                int32_t head_dim, int32_t n_rot, int32_t neox, float freq_base, float freq_scale, char *err,
+                size_t errlen);
+    /* out[i] = a[i] + b[i], i < n (out may be a or b). */
+    int (*add)(const clspec_buf *a, size_t a_off, const clspec_buf *b, size_t b_off, clspec_buf *out, size_t out_off,
+               size_t n, char *err, size_t errlen);
+    /* x (n_rows, n_cols) += bias (n_cols) on every row (Q/K/V biases). */
+    int (*add_bias)(clspec_buf *x, size_t x_off, const clspec_buf *bias, int32_t n_rows, int32_t n_cols, char *err,
+                    size_t errlen);
+    /* out[i] = silu(gate[i]) * up[i], i < n (out may be gate or up). */
+    int (*swiglu)(const clspec_buf *gate, size_t gate_off, const clspec_buf *up, size_t up_off, clspec_buf *out,
+                  size_t out_off, size_t n, char *err, size_t errlen);
+    /* out[out_off + r] (int32) = index of the largest of row r of x (n_rows, n_cols); ties: the first. */
+    int (*argmax)(const clspec_buf *x, size_t x_off, clspec_buf *out, size_t out_off, int32_t n_rows, int32_t n_cols,
+                  char *err, size_t errlen);
+
+    /* KV caches: n_layer layers of n_ctx cells, each a K and a V row of
+     * n_kv_head * head_dim elements of type_k / type_v (f32, f16, bf16,
+     * q8_0, q4_0), cells shared by sequences 0..n_seq-1 (n_seq <= 64). */
+    int (*kv_new)(clspec_dev *d, int32_t n_layer, int32_t n_kv_head, int32_t head_dim, int32_t n_ctx, int32_t n_seq,
+                  uint32_t type_k, uint32_t type_v, clspec_kv **out, char *err, size_t errlen);
+    void (*kv_free)(clspec_kv *kv);
+    /* Places n rows (seq[i], pos[i]) (host arrays) in cells: a (seq, pos)
+     * held by that sequence alone keeps its cell, else a free cell is
+     * taken; all or nothing (a sequence that does not fit: < 0, nothing
+     * placed). The cell of row i goes to cells[cells_off + i] (int32
+     * device buffer, for kv_store) and, when cells_host is not NULL, to
+     * cells_host[i]. Attention sees the placed cells from now on. */
+    int (*kv_place)(clspec_kv *kv, int32_t n, const int32_t *pos, const int32_t *seq, clspec_buf *cells,
+                    size_t cells_off, int32_t *cells_host, char *err, size_t errlen);
+    /* Removes seq's cells with p0 <= pos < p1 (p1 < 0: to the end); seq < 0: every sequence. */
+    int (*kv_seq_rm)(clspec_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
+    /* Writes K and V rows (f32, (n_rows, n_kv_head * head_dim), K after
+     * RoPE) of layer into cells cells[cells_off + i], converted to the
+     * cache's types. */
+    int (*kv_store)(clspec_kv *kv, int32_t layer, const clspec_buf *k, size_t k_off, const clspec_buf *v,
+                    size_t v_off, const clspec_buf *cells, size_t cells_off, int32_t n_rows, char *err,
+                    size_t errlen);
+    /* out (n_rows, n_head, head_dim) = softmax(q . K^T * scale) . V over
+     * layer's cells visible to each row (same sequence seq[seq_off + i];
+     * causal: cell pos <= pos[pos_off + i], else every cell of the
+     * sequence), q (n_rows, n_head, head_dim) after RoPE; n_head a multiple
+     * of n_kv_head. A row sees no cell: zeros. */
+    int (*attention)(const clspec_kv *kv, int32_t layer, const clspec_buf *q, size_t q_off, clspec_buf *out,
+                     size_t out_off, const clspec_buf *pos, size_t pos_off, const clspec_buf *seq, size_t seq_off,
+                     int32_t n_rows, int32_t n_head, int32_t causal, float scale, char *err, size_t errlen);
+    /* The residual add and the next norm in one launch: x += b, then y = rmsnorm(x) (* w), rows
+     * (n_rows, n_cols); the same bits as add then rmsnorm. y may be b (same off), not x. */
+    int (*add_rmsnorm)(clspec_buf *x, size_t x_off, const clspec_buf *b, size_t b_off, const clspec_buf *w,
+                       clspec_buf *y, size_t y_off, int32_t n_rows, int32_t n_cols, float eps, char *err,
+                       size_t errlen);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

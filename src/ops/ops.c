@@ -399,3 +399,22 @@ int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, siz
     size_t ls = norm_local(d);
     return cs_op_launch(d, "norm", NULL, "add_rmsnorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
 }
+
+int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n_rows, int n_cols,
+                 char *err, size_t errlen)
+{
+    int rc = check_rows("argmax", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("argmax", x_off, (size_t)n_rows * (size_t)n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("argmax", out_off, (size_t)n_rows, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, oo = (cl_uint)out_off;
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(out), CS_KA(oo), CS_KA(n_rows), CS_KA(n_cols)};
+    if (d->info.family == CS_KFAMILY_CPU)
+        return cs_op_launch(d, "argmax", NULL, "argmax_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows, cpu_local(d), err,
+                            errlen);
+    size_t ls = norm_local(d); /* a power of two <= NORM_WG = AMAX_WG of cl/argmax.cl */
+    return cs_op_launch(d, "argmax", NULL, "argmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
+}

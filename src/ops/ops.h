@@ -138,4 +138,11 @@ int cs_op_rope_qk(struct cs_cl_dev *d, cl_mem q, size_t q_off, cl_mem k, size_t 
 int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, size_t b_off, cl_mem w, cl_mem y,
                       size_t y_off, int n_rows, int n_cols, float eps, char *err, size_t errlen);
 
+/* out[out_off + r] (int32) = the index of the largest element of row r of x
+ * (n_rows, n_cols) f32, r < n_rows: the first maximum (ties: smallest index),
+ * NaN never wins over a number (cl/argmax.cl; both families give the same
+ * index as cs_ref_argmax). */
+int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n_rows, int n_cols,
+                 char *err, size_t errlen);
+
 #endif

@@ -190,3 +190,15 @@ void cs_ref_round_rows(uint32_t weight_type, float *x, int n_rows, int n_cols)
         }
     }
 }
+
+void cs_ref_argmax(const float *x, int n_rows, int n_cols, int32_t *out)
+{
+    for (int r = 0; r < n_rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)n_cols;
+        int32_t bi = 0;
+        for (int i = 1; i < n_cols; i++)
+            if (xr[i] > xr[bi] || (isnan(xr[bi]) && !isnan(xr[i])))
+                bi = i;
+        out[r] = bi;
+    }
+}

@@ -29,6 +29,10 @@ void cs_ref_scale(float *x, size_t n, float s);
 /* Softmax in place over each row of x (n_rows, n_cols). */
 void cs_ref_softmax(float *x, int n_rows, int n_cols);
 
+/* out[r] = the index of the largest element of row r of x (n_rows, n_cols):
+ * the first maximum (ties: smallest index); NaN never wins over a number. */
+void cs_ref_argmax(const float *x, int n_rows, int n_cols, int32_t *out);
+
 /* Attention (see src/ops/ops.h cs_op_attention for the visibility rule) over
  * f32 k, v (n_cells, n_kv_head * head_dim); q, out (n_tokens, n_head,
  * head_dim); cell_pos (n_cells, -1 empty), cell_seq (n_cells, bitmask);

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "spec/host_compute.h"
 #include "spec/host_dflash.h"
 #include "spec/host_model.h"
 #include "spec/loader.h"
@@ -287,6 +288,7 @@ static void host_table(struct cs_plugin *pl)
     cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP heads, target_embed / target_head, ctx_hidden */
     cs_host_taps_entries(h);  /* 1.2: target taps */
     cs_host_dflash_entries(h); /* 1.3: dflash drafters (wraps the draft-model entries) */
+    cs_host_compute_entries(h); /* 1.4: device compute service */
     /* ctx_kv_inject stays NULL (not provided yet) */
 }
 
@@ -345,6 +347,7 @@ void cs_plugin_free(struct cs_plugin *pl)
         dlclose(pl->dl);
     cs_taps_free(pl->taps);
     cs_host_model_priv_free(pl);
+    cs_host_compute_free(pl); /* what the plugin left on its devs */
     for (int i = 0; i < pl->n_kv; i++) {
         free((char *)pl->kv[i].key);
         free((char *)pl->kv[i].value);

@@ -42,6 +42,7 @@ struct cs_plugin {
     uint32_t n_slots;
     struct cs_taps *taps;           /* owned; NULL until the plugin calls tap_request (spec/taps.h) */
     struct cs_host_priv *hpriv;     /* owned: host_model.c's state (target_head buffers), NULL until used */
+    struct cs_compute *compute;     /* owned: host_compute.c's devs and GGUFs (ABI 1.4), NULL until used */
 };
 
 /* Resolves the file (built-in search or path), dlopens it with
