@@ -9,7 +9,9 @@
  * until the scheduler thread has freed the slot (and its KV cells), then
  * takes and drops `cb_mu`: no callback for that id runs after it returns.
  *
- * Batching (one forward per step, slot i = sequence i): every decoding
+ * Batching (one forward per step, slot i = sequence i; the core adds its
+ * own only to retry a drafted slot the cache refused, and to prefill a whole
+ * prompt for spec_core_prefill): every decoding
  * slot advances through the speculative core (sched_spec.c; a slot that may
  * not speculate has no draft), and the prompt chunks of slots still in
  * prefill ride in the core's forward as extra rows (cs_spec_step_extra):
@@ -431,7 +433,7 @@ static void step(struct cs_sched *s)
 
 /* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
  * prompt that another sequence holds (same tokens at positions 0..k-1) is
- * shared into sequence i (cs_kv_seq_cp) and not prefilled again; at least
+ * shared into sequence i (cs_engine_seq_cp) and not prefilled again; at least
  * the last prompt token is always computed (its logits give the first
  * token). The shared cells were computed from the same tokens at the same
  * positions, so the output equals a cold run's. */
