@@ -483,11 +483,11 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
         return CLSPEC_OK;
     int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ];
     int32_t n_ask = plan_drafts(sp, want, n_left, n_want + n_x, ids, kmaxs);
-    int32_t n_rows = n_want + n_x, n_xl = xb ? cs_batch_n_logits(xb) : 0;
+    int32_t n_own = n_want, n_xl = xb ? cs_batch_n_logits(xb) : 0; /* the slots' rows, at most */
     for (int32_t i = 0; i < n_ask; i++)
-        n_rows += kmaxs[i];
-    /* logits: the first forward's rows (at most n_rows), then a retry's (one per slot at most) */
-    int rc = reserve(sp, n_rows, n_rows + n_want, err, errlen);
+        n_own += kmaxs[i];
+    /* logits: the first forward's (n_own + n_xl at most), then a retry's (one per slot at most) */
+    int rc = reserve(sp, n_own + n_x, n_own + n_xl + n_want, err, errlen);
     if (rc < 0)
         return rc;
     if (n_ask > 0)

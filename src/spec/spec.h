@@ -1,6 +1,7 @@
 /* spec.h: the speculative decoding step over N slots of one engine: ask each
- * slot's speculator for a draft, verify [last, d1..dk] of all slots in one
- * batched forward, accept per slot (greedy match, rejection sampling, or
+ * slot's speculator for a draft, verify [last, d1..dk] of all slots (and
+ * rows of other sequences the caller adds: the daemon's prompt chunks) in
+ * one batched forward, accept per slot (greedy match, rejection sampling, or
  * sample-and-match) and roll back everything beyond the accepted prefix (KV
  * cells, sampler state, the plugin) in one function. A slot without a
  * speculator, or with speculation switched off, decodes one token per step
