@@ -9,12 +9,12 @@
  * until the scheduler thread has freed the slot (and its KV cells), then
  * takes and drops `cb_mu`: no callback for that id runs after it returns.
  *
- * Batching (one forward per step, slot i = sequence i; the core adds its
- * own only to retry a drafted slot the cache refused, and to prefill a whole
- * prompt for spec_core_prefill): every decoding
- * slot advances through the speculative core (sched_spec.c; a slot that may
- * not speculate has no draft), and the prompt chunks of slots still in
- * prefill ride in the core's forward as extra rows (cs_spec_step_extra):
+ * Batching (one forward per step, slot i = sequence i; the core adds one
+ * only to retry a drafted slot the cache refused, and to prefill a whole
+ * prompt for spec_core_prefill): every decoding slot advances through the
+ * speculative core (sched_spec.c; a slot that may not speculate has no
+ * draft), and the prompt chunks of slots still in prefill ride in the
+ * core's forward as extra rows (cs_spec_step_extra):
  * oldest admission first, at most prefill_max tokens in all while any slot
  * decodes (so streams keep flowing), up to n_batch when none does. Only the
  * last prompt row of a slot asks for logits. A sequence the KV cache

@@ -430,10 +430,12 @@ static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, 
         if (!which[s])
             continue;
         if (seq_rc[s] != CLSPEC_OK) {
-            if (retry && sl->n_draft > 0)
-                n_retry += retry[s] = true;
-            else
+            if (retry && sl->n_draft > 0) {
+                retry[s] = true;
+                n_retry++;
+            } else {
                 sl->rc = seq_rc[s];
+            }
             continue;
         }
         cs_sampler_restore(sl->snap, sl->smp, err, errlen);
