@@ -121,8 +121,10 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
     /* history */
     for (int32_t i = 0; i < sl->n_out; i++)
         sl->hist[sl->n_hist++] = sl->out[i];
-    /* KV: keep positions 0..n_hist-2 (the new last token is the next input) */
-    int rc = cs_engine_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen);
+    /* KV: keep positions 0..n_hist-2 (the new last token is the next input); the step placed
+     * n_draft + 1 rows, so with every one of them kept (plain decoding) there is nothing to drop */
+    int rc = !ok || sl->n_out < sl->n_draft + 1 ? cs_engine_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
+                                                 : CLSPEC_OK;
     /* the plugin */
     if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
         sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
