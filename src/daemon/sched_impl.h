@@ -1,6 +1,7 @@
 /* sched_impl.h: the scheduler's internals shared by sched.c (queue, slots,
- * batching, the loop) and sched_spec.c (slots decoding through the
- * speculative core). Not a public interface: see sched.h. */
+ * prompt chunks, the loop) and sched_spec.c (the decoding half: every
+ * decoding slot lives in the speculative core, which owns its history).
+ * Not a public interface: see sched.h. */
 #ifndef CS_DAEMON_SCHED_IMPL_H
 #define CS_DAEMON_SCHED_IMPL_H
 
