@@ -3,7 +3,9 @@
  * of more requests than slots (each output as when run alone), queue limit,
  * cancellation (slot and KV cells freed, no callback afterwards), prompt
  * length checks and truncation, a full KV cache failing one request only,
- * max_tokens / stop strings, drain, seeded sampling. */
+ * max_tokens / stop strings, drain, seeded sampling; with a speculator,
+ * lossless output, cancellation and limits, and speculating and
+ * non-speculating requests sharing one decode path and one KV-full policy. */
 #include "config.h"
 
 #include <math.h>
@@ -1150,6 +1152,66 @@ static void test_spec_kv_full(void **state)
     golden_free(g);
 }
 
+/* One decode path: a speculating request and a request with logprobs (no
+ * drafts, same core) share one forward per step. Each alone, then both at
+ * once on a unified cache too small for both: exactly one ends with
+ * KV_FULL (one policy for decoding and prompt rows alike), the other
+ * completes with the tokens (and logprobs) of its solo run; no cell is
+ * left behind. */
+static void test_spec_mixed_kv_full(void **state)
+{
+    (void)state;
+    struct golden *g = gold();
+    struct cs_engine *e = engine_open(128, 2, true);
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct cs_req r[2] = {req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100),
+                          req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100)};
+    r[0].ignore_eos = r[1].ignore_eos = true;
+    r[1].logprobs = true;
+    struct col solo[2], c[2];
+    for (int i = 0; i < 2; i++) {
+        col_init(&solo[i]);
+        col_init(&c[i]);
+        submit_ok(s, &r[i], &solo[i]);
+        assert_true(col_wait(&solo[i], 60));
+        assert_int_equal(solo[i].type, CS_EV_DONE);
+        assert_int_equal(solo[i].n_tok, 100);
+        assert_int_equal(solo[i].usage.speculative, i == 0);
+    }
+    assert_true(solo[0].usage.draft_n > 0);
+    assert_int_equal(solo[1].usage.draft_n, 0);
+    for (int i = 0; i < 2; i++)
+        submit_ok(s, &r[i], &c[i]);
+    for (int i = 0; i < 2; i++)
+        assert_true(col_wait(&c[i], 60));
+    int n_full = 0;
+    for (int i = 0; i < 2; i++) {
+        if (c[i].type == CS_EV_ERROR) {
+            assert_int_equal(c[i].status, CLSPEC_E_KV_FULL);
+            n_full++;
+            continue;
+        }
+        assert_int_equal(c[i].type, CS_EV_DONE);
+        assert_int_equal(c[i].n_tok, 100);
+        assert_memory_equal(c[i].tok, solo[i].tok, 100 * sizeof(int32_t));
+        if (i == 1)
+            for (int t = 0; t < 100; t++)
+                assert_float_equal(c[i].lp[t], solo[i].lp[t], 1e-6);
+    }
+    assert_int_equal(n_full, 1);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    for (int i = 0; i < 2; i++) {
+        col_destroy(&solo[i]);
+        col_destroy(&c[i]);
+    }
+    cs_engine_free(e);
+    golden_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1166,6 +1228,7 @@ int main(void)
         cmocka_unit_test(test_spec_lossless),
         cmocka_unit_test(test_spec_cancel_and_limits),
         cmocka_unit_test(test_spec_kv_full),
+        cmocka_unit_test(test_spec_mixed_kv_full),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

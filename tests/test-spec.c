@@ -8,7 +8,9 @@
  * skips drafts; switching speculation off mid-request clears the plugin's
  * state; the draft model samples through rejection sampling, reproducibly,
  * and refuses a missing model or another vocabulary; rejection sampling
- * keeps the target distribution (chi-square). */
+ * keeps the target distribution (chi-square); a prompt chunk of another
+ * sequence rides in a step's forward (cs_spec_step_extra) without changing
+ * any output, and each emitted token's logits row is the one it came from. */
 #include "config.h"
 
 #include <math.h>
@@ -359,6 +361,96 @@ static void test_per_request_off(void **state)
     cs_engine_free(e);
 }
 
+/* ---- extra rows: a prompt chunk of another sequence rides in the step's forward ---- */
+
+/* Slot 0 speculates (ngram) on case 0 while case 1's whole prompt rides in
+ * the first step's forward as extra rows of sequence 1; then slot 1 joins
+ * the core with the prompt in the KV (begin_cached). Both outputs equal a
+ * plain run's; the extra rows' logits give case 1's first token; every
+ * emitted token is the argmax of the row cs_spec_out_logits names; an
+ * extra row of an active slot is refused. */
+static void test_step_extra(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 2, CS_TYPE_F32);
+    struct run ref;
+    memset(&ref, 0, sizeof ref);
+    gen(e, NULL, 0, 2, 0.0f, &ref, 1 << 30);
+    struct cs_plugin *pl = ngram_open(e, 2, "1");
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = 6;
+    struct cs_spec *spec = NULL;
+    char err[CLSPEC_ERRLEN];
+    assert_int_equal(cs_spec_new(e, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    struct cs_sampler_params p = cs_sampler_defaults();
+    p.temp = 0;
+    struct cs_sampler *smp[2] = {NULL, NULL};
+    for (int s = 0; s < 2; s++)
+        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+    const struct golden_case *g0 = &G->cases[0], *g1 = &G->cases[1];
+    for (int s = 0; s < 2; s++) /* as gen() does */
+        for (int i = 0; i < G->cases[s].n_prompt; i++)
+            cs_sampler_accept(smp[s], G->cases[s].prompt[i]);
+    assert_int_equal(cs_spec_slot_begin(spec, 0, g0->prompt, g0->n_prompt, smp[0], true, err, sizeof err), 0);
+    struct cs_batch xb;
+    assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
+    /* a row of the active slot 0: refused, nothing runs */
+    cs_batch_add(&xb, g0->prompt[0], 0, 0, false, err, sizeof err);
+    struct cs_spec_extra x = {.b = &xb};
+    int32_t left[2] = {NGEN, 0};
+    assert_int_equal(cs_spec_step_extra(spec, left, &x, err, sizeof err), CLSPEC_E_INVAL);
+    assert_null(x.logits);
+    assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(g0->n_prompt - 1));
+    cs_batch_clear(&xb);
+    for (int i = 0; i < g1->n_prompt; i++)
+        cs_batch_add(&xb, g1->prompt[i], i, 1, i == g1->n_prompt - 1, err, sizeof err);
+    int32_t out[2][NGEN + 8];
+    int n[2] = {0, 0};
+    for (int step = 0; left[0] > 0 || left[1] > 0; step++) {
+        assert_int_equal(cs_spec_step_extra(spec, left, step == 0 ? &x : NULL, err, sizeof err), CLSPEC_OK);
+        for (int s = 0; s < 2; s++) {
+            const struct cs_spec_slot *sl = &spec->slots[s];
+            if (!sl->active)
+                continue;
+            assert_int_equal(sl->rc, CLSPEC_OK);
+            for (int t = 0; t < sl->n_out; t++) {
+                assert_int_equal(cs_argmax(cs_spec_out_logits(spec, s, t), spec->n_vocab), sl->out[t]);
+                out[s][n[s]++] = sl->out[t];
+            }
+            assert_null(cs_spec_out_logits(spec, s, sl->n_out));
+            left[s] = sl->eog ? 0 : left[s] - sl->n_out;
+            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+        }
+        if (step > 0)
+            continue;
+        /* the extra rows: placed, their logits give case 1's first token; slot 1 joins */
+        assert_int_equal(x.seq_rc[1], CLSPEC_OK);
+        assert_non_null(x.logits);
+        assert_int_equal(cs_spec_kv_cells(e, 1), (uint32_t)g1->n_prompt);
+        int32_t tok = cs_argmax(x.logits, spec->n_vocab);
+        cs_sampler_accept(smp[1], tok);
+        out[1][n[1]++] = tok;
+        int32_t hist[512];
+        memcpy(hist, g1->prompt, (size_t)g1->n_prompt * sizeof *hist);
+        hist[g1->n_prompt] = tok;
+        assert_int_equal(cs_spec_slot_begin_cached(spec, 1, hist, g1->n_prompt + 1, g1->n_prompt, smp[1], true, err,
+                                                   sizeof err),
+                         CLSPEC_OK);
+        left[1] = NGEN - 1;
+    }
+    for (int s = 0; s < 2; s++) {
+        assert_int_equal(n[s], ref.n[s]);
+        assert_memory_equal(out[s], ref.tok[s], (size_t)n[s] * sizeof(int32_t));
+    }
+    assert_true(spec->total.n_drafted > 0);
+    cs_batch_free(&xb);
+    for (int s = 0; s < 2; s++)
+        cs_sampler_free(smp[s]);
+    cs_spec_free(spec);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+}
+
 /* ---- a KV cache that fills: drafts shrink, then the slot reports KV full ---- */
 
 static void test_kv_full(void **state)
@@ -556,6 +648,7 @@ int main(void)
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
+        cmocka_unit_test(test_step_extra),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,16 +9,20 @@
  * until the scheduler thread has freed the slot (and its KV cells), then
  * takes and drops `cb_mu`: no callback for that id runs after it returns.
  *
- * Batching (one cs_forward_batch per step, slot i = sequence i): first one
- * decode row per slot that is generating, then prompt chunks of slots still
- * in prefill, oldest admission first, at most prefill_max tokens in all
- * while any slot decodes (so streams keep flowing), up to n_batch when none
- * does. Only the last prompt row of a slot asks for logits. A sequence the
- * KV cache refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several
- * are refused in one step only the youngest ends and the others retry.
+ * Batching (one forward per step, slot i = sequence i; the core adds one
+ * only to retry a drafted slot the cache refused, and to prefill a whole
+ * prompt for spec_core_prefill): every decoding slot advances through the
+ * speculative core (sched_spec.c; a slot that may not speculate has no
+ * draft), and the prompt chunks of slots still in prefill ride in the
+ * core's forward as extra rows (cs_spec_step_extra):
+ * oldest admission first, at most prefill_max tokens in all while any slot
+ * decodes (so streams keep flowing), up to n_batch when none does. Only the
+ * last prompt row of a slot asks for logits. A sequence the KV cache
+ * refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several are
+ * refused in one step only the youngest ends and the others retry
+ * (kv_full_victim, the one place of that policy).
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
- * prompt start another running sequence holds and prefills only the rest.
- * Slots that decode through the speculative core: sched_spec.c. */
+ * prompt start another running sequence holds and prefills only the rest. */
 #include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
 
 #include <errno.h>
@@ -36,7 +40,6 @@
 #include "daemon/sched.h"
 #include "daemon/textout.h"
 #include "engine.h"
-#include "forward.h"
 #include "spec/spec.h"
 #include "strbuf.h"
 #include "tokenizer.h"
@@ -85,9 +88,8 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
 static void slot_release(struct cs_sched *s, int i)
 {
     struct slot *sl = &s->slots[i];
-    if (s->sp)
-        cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
-    cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
+    cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
+    cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
@@ -109,10 +111,10 @@ static void publish(struct cs_sched *s)
             in->req_id[0] = '\0';
         in->n_prompt = sl->job ? sl->job->n_prompt : 0;
         in->n_generated = sl->n_gen;
-        in->n_past = sl->n_past;
-        in->speculative = sl->job && sl->spec && s->sp->slots[i].on;
+        in->n_past = cs_sched_n_past(s, i);
+        in->speculative = sl->job && s->sp->slots[i].active && s->sp->slots[i].on;
     }
-    s->st.kv_cells_used = s->e->ctx->kv->n_used; /* cells shared by prefix reuse count once */
+    s->st.kv_cells_used = cs_engine_kv_used(s->e); /* cells shared by prefix reuse count once */
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
@@ -125,7 +127,8 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     struct cs_req_event ev;
     memset(&ev, 0, sizeof ev);
     fill_usage(j, sl, now, &ev.usage);
-    if (sl->spec) {
+    const bool spec = s->sp->slots[i].active && !cs_sched_spec_off_reason(s, j); /* decoded asking for drafts */
+    if (spec) {
         const struct cs_spec_slot *ss = &s->sp->slots[i];
         ev.usage.speculative = ss->on || ss->st.n_drafted > 0; /* false when the plugin refused the slot */
         ev.usage.spec_steps = (int)ss->st.n_steps;
@@ -156,7 +159,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     s->st.completion_tokens_total += (uint64_t)sl->n_gen;
     s->st.prefill_seconds_total += ev.usage.prefill_ms / 1e3;
     s->st.decode_seconds_total += ev.usage.decode_ms / 1e3;
-    if (sl->spec) {
+    if (spec) {
         s->st.spec_requests++;
         s->st.spec_steps += (uint64_t)ev.usage.spec_steps;
         s->st.spec_drafted += (uint64_t)ev.usage.draft_n;
@@ -282,7 +285,7 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
             reason = "stop";
         else if (j->max_tokens > 0 && sl->n_gen >= j->max_tokens)
             reason = "length";
-        else if (sl->n_past >= s->slot_ctx)
+        else if (j->n_prompt + sl->n_gen - 1 >= s->slot_ctx) /* its position: the history is prompt + tokens */
             reason = "length"; /* no cell left to feed this token */
     }
     if (reason && cs_textout_stop_index(j->to) < 0) {
@@ -305,59 +308,35 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
         cs_sched_finish(s, i, reason, CLSPEC_OK, NULL);
         return false;
     }
-    sl->last = tok;
-    if (!sl->decoding) {
-        sl->decoding = true;
-        cs_sched_spec_attach(s, i, tok);
-    }
     return true;
 }
 
-/* Slot i got its logits row: sample, stream, maybe finish. */
-static void sample_and_emit(struct cs_sched *s, int i, const float *L)
+/* Slot i's prompt is in and L is its last row's logits: sample and stream
+ * the first token, then hand the slot to the core (unless it ended). */
+static void first_token(struct cs_sched *s, int i, const float *L)
 {
     struct job *j = s->slots[i].job;
     int32_t tok = cs_sampler_sample(j->smp, L);
     cs_sampler_accept(j->smp, tok);
-    cs_sched_emit(s, i, tok, L);
+    if (cs_sched_emit(s, i, tok, L))
+        cs_sched_spec_attach(s, i, tok);
 }
 
 /* ---------------------------------------------------------------- the loop */
 
-static void step(struct cs_sched *s)
+/* The prompt chunks of this step into s->b (the core's extra rows): oldest
+ * admission first, budget tokens in all. */
+static void plan_prefill(struct cs_sched *s, int budget)
 {
-    for (int i = 0; s->sp && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        if (sl->job && !sl->decoding && !sl->spec && sl->n_fed == sl->job->n_cached &&
-            !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
-            cs_sched_spec_begin(s, i);
-    }
-    int n_spec = 0;
-    for (int i = 0; s->sp && i < s->p.n_slots; i++)
-        n_spec += s->slots[i].job && s->slots[i].spec;
-    if (n_spec)
-        cs_sched_spec_step(s);
     struct cs_batch *b = &s->b;
     cs_batch_clear(b);
-    int n_logits = 0, n_dec = n_spec;
-    for (int i = 0; i < s->p.n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        sl->n_rows = 0;
-        sl->logit_row = -1;
-        if (!sl->job || !sl->decoding || sl->spec || atomic_load(&sl->job->cancelled))
-            continue;
-        cs_batch_add(b, sl->last, sl->n_past, i, true, NULL, 0);
-        sl->n_rows = 1;
-        sl->logit_row = n_logits++;
-        n_dec++;
-    }
-    int budget = n_dec ? s->prefill_max : (int)s->e->p.n_batch;
-    budget = CS_MIN(budget, b->cap - b->n);
-    for (;;) { /* prefill, oldest admission first */
+    budget = CS_MIN(budget, b->cap);
+    int n_logits = 0;
+    for (;;) {
         int best = -1;
         for (int i = 0; i < s->p.n_slots; i++) {
             struct slot *sl = &s->slots[i];
-            if (sl->job && !sl->decoding && sl->n_rows == 0 && !atomic_load(&sl->job->cancelled) &&
+            if (sl->job && !s->sp->slots[i].active && sl->n_rows == 0 && !atomic_load(&sl->job->cancelled) &&
                 (best < 0 || sl->job->admit_no < s->slots[best].job->admit_no))
                 best = i;
         }
@@ -367,29 +346,59 @@ static void step(struct cs_sched *s)
         int k = CS_MIN(sl->job->n_prompt - sl->n_fed, budget);
         for (int t = 0; t < k; t++) {
             bool last = sl->n_fed + t + 1 == sl->job->n_prompt;
-            cs_batch_add(b, sl->job->prompt[sl->n_fed + t], sl->n_past + t, best, last, NULL, 0);
+            cs_batch_add(b, sl->job->prompt[sl->n_fed + t], sl->n_fed + t, best, last, NULL, 0);
             if (last)
                 sl->logit_row = n_logits++;
         }
         sl->n_rows = k;
         budget -= k;
     }
-    if (b->n == 0)
-        return;
-    int seq_rc[CS_MAX_SEQ];
-    char err[CLSPEC_ERRLEN];
-    int rc = cs_forward_batch(s->e->ctx, b, s->logits, NULL, seq_rc, err, sizeof err);
-    /* Sequences refused for a full cache were left unchanged. Only the
-     * youngest of them fails; the others retry next step, when its cells
-     * are free (else two requests growing in step would both fail at once). */
+}
+
+/* The KV-full policy: of the slots in[] the cache refused (rc[i] ==
+ * CLSPEC_E_KV_FULL; they were left unchanged) only the youngest fails, the
+ * others retry next step, when its cells are free (else two requests
+ * growing in step would both fail at once). Returns that slot, -1 none. */
+static int kv_full_victim(const struct cs_sched *s, const bool *in, const int *rc)
+{
     int victim = -1;
-    for (int i = 0; rc == CLSPEC_OK && i < s->p.n_slots; i++)
-        if (s->slots[i].job && s->slots[i].n_rows > 0 && seq_rc[i] == CLSPEC_E_KV_FULL &&
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (in[i] && rc[i] == CLSPEC_E_KV_FULL &&
             (victim < 0 || s->slots[i].job->admit_no > s->slots[victim].job->admit_no))
             victim = i;
+    return victim;
+}
+
+static void step(struct cs_sched *s)
+{
+    for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached &&
+            !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
+            cs_sched_spec_begin(s, i);
+    }
+    int32_t n_left[CS_MAX_SEQ];
+    bool dec[CS_MAX_SEQ], was_on[CS_MAX_SEQ], in[CS_MAX_SEQ];
+    for (int i = 0; i < s->p.n_slots; i++) {
+        s->slots[i].n_rows = 0;
+        s->slots[i].logit_row = -1;
+    }
+    int n_dec = cs_sched_spec_plan(s, n_left, dec, was_on);
+    plan_prefill(s, n_dec ? s->prefill_max : (int)s->e->p.n_batch);
+    if (n_dec == 0 && s->b.n == 0)
+        return;
+    struct cs_spec_extra x = {.b = &s->b};
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_spec_step_extra(s->sp, n_left, &x, err, sizeof err);
+    int res[CS_MAX_SEQ]; /* per slot in the step: its sequence's outcome */
+    for (int i = 0; i < s->p.n_slots; i++) {
+        in[i] = dec[i] || s->slots[i].n_rows > 0;
+        res[i] = rc < 0 ? rc : dec[i] ? s->sp->slots[i].rc : x.seq_rc[i];
+    }
+    int victim = kv_full_victim(s, in, res);
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
-        if (!sl->job || sl->n_rows == 0)
+        if (!in[i] || !sl->job)
             continue;
         if (rc < 0) {
             char msg[CLSPEC_ERRLEN + 32];
@@ -397,32 +406,34 @@ static void step(struct cs_sched *s)
             cs_sched_finish(s, i, NULL, rc, msg);
             continue;
         }
-        if (seq_rc[i] == CLSPEC_E_KV_FULL && i != victim)
+        if (res[i] == CLSPEC_E_KV_FULL && i != victim)
             continue; /* retried next step */
-        if (seq_rc[i] == CLSPEC_E_KV_FULL) {
+        if (res[i] == CLSPEC_E_KV_FULL) {
             char msg[256];
             snprintf(msg, sizeof msg,
                      "KV cache full: slot %d could not store %d more token(s) at position %d (n_ctx %u shared "
                      "by %d slots); retry later or use a shorter request",
-                     i, sl->n_rows, sl->n_past, s->e->p.n_ctx, s->p.n_slots);
+                     i, dec[i] ? 1 : sl->n_rows, cs_sched_n_past(s, i), s->e->p.n_ctx, s->p.n_slots);
             cs_sched_finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
             continue;
         }
-        if (seq_rc[i] != CLSPEC_OK) {
-            cs_sched_finish(s, i, NULL, seq_rc[i], "forward refused the sequence");
+        if (res[i] != CLSPEC_OK) {
+            cs_sched_finish(s, i, NULL, res[i], "forward refused the sequence");
             continue;
         }
-        sl->n_past += sl->n_rows;
-        if (!sl->decoding)
-            sl->n_fed += sl->n_rows;
+        if (dec[i]) {
+            cs_sched_spec_emit(s, i, was_on[i]);
+            continue;
+        }
+        sl->n_fed += sl->n_rows;
         if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled))
-            sample_and_emit(s, i, s->logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
+            first_token(s, i, x.logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
     }
 }
 
 /* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
  * prompt that another sequence holds (same tokens at positions 0..k-1) is
- * shared into sequence i (cs_kv_seq_cp) and not prefilled again; at least
+ * shared into sequence i (cs_engine_seq_cp) and not prefilled again; at least
  * the last prompt token is always computed (its logits give the first
  * token). The shared cells were computed from the same tokens at the same
  * positions, so the output equals a cold run's. */
@@ -435,19 +446,17 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     j->t_start = cs_now();
     j->admit_no = ++s->admit_no;
     s->busy++;
-    struct cs_kv *kv = s->e->ctx->kv;
     int32_t src = -1;
-    int32_t k = cs_kv_prefix_match(kv, j->prompt, j->n_prompt, i, &src);
+    int32_t k = cs_engine_prefix_match(s->e, j->prompt, j->n_prompt, i, &src);
     if (k > j->n_prompt - 1)
         k = j->n_prompt - 1;
     if (k > 0 && src >= 0 && src != i) {
-        cs_kv_seq_rm(kv, i, 0, -1, NULL, 0);
-        if (cs_kv_seq_cp(kv, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
-            sl->n_past = k;
+        cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
+        if (cs_engine_seq_cp(s->e, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
             sl->n_fed = k;
             j->n_cached = k;
         } else {
-            cs_kv_seq_rm(kv, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
+            cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
         }
     }
 }
@@ -475,9 +484,8 @@ static void *loop(void *arg)
                 if (!j)
                     continue;
                 s->slots[i].job = NULL; /* the job outlives the slot until its event is out */
-                if (s->sp)
-                    cs_spec_slot_end(s->sp, i);
-                cs_kv_seq_rm(s->e->ctx->kv, i, 0, -1, NULL, 0);
+                cs_spec_slot_end(s->sp, i);
+                cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
                 memset(&s->slots[i], 0, sizeof s->slots[i]);
                 s->busy--;
                 j->next = list;
@@ -571,7 +579,17 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "scheduler: the speculative core is over another engine or has fewer than %d slots", p->n_slots);
     }
-    s->st.spec_name = s->sp && s->sp->pl ? s->sp->pl->vt.name : NULL;
+    int rc;
+    if (!s->sp) { /* no speculator: the same core, every slot without drafts */
+        struct cs_spec_params cp = cs_spec_defaults();
+        cp.n_max = 1;
+        if ((rc = cs_spec_new(e, NULL, &cp, p->n_slots, &s->sp, err, errlen)) < 0) {
+            free(s);
+            return rc;
+        }
+        s->own_sp = true;
+    }
+    s->st.spec_name = s->sp->pl ? s->sp->pl->vt.name : NULL;
     s->n_vocab = (int)e->model->hp.n_vocab;
     s->slot_ctx = (int)(e->p.kv_unified ? e->p.n_ctx : e->p.n_ctx / n_seq);
     uint32_t nb = e->p.n_batch ? e->p.n_batch : 512, nub = e->p.n_ubatch ? e->p.n_ubatch : nb;
@@ -579,25 +597,19 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
     s->lstrip = cs_textout_tok_strips_space(e->tok);
     s->st.n_slots = p->n_slots;
     s->st.kv_cells_total = e->p.n_ctx;
-    int rc;
     s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
     s->info = calloc((size_t)p->n_slots, sizeof *s->info);
-    s->logits = malloc((size_t)p->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
     s->top_cap = 1024;
     s->top_txt = malloc(s->top_cap);
-    if (!s->slots || !s->info || !s->logits || !s->top_txt) {
+    rc = s->slots && s->info && s->top_txt ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
+    if (rc == CLSPEC_OK)
+        rc = cs_batch_init(&s->b, (int)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen);
+    if (rc < 0) {
         free(s->slots);
         free(s->info);
-        free(s->logits);
         free(s->top_txt);
-        free(s);
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
-    }
-    if ((rc = cs_batch_init(&s->b, (int)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen)) < 0) {
-        free(s->slots);
-        free(s->info);
-        free(s->logits);
-        free(s->top_txt);
+        if (s->own_sp)
+            cs_spec_free(s->sp);
         free(s);
         return rc;
     }
@@ -644,7 +656,8 @@ void cs_sched_free(struct cs_sched *s)
     cs_batch_free(&s->b);
     free(s->slots);
     free(s->info);
-    free(s->logits);
+    if (s->own_sp)
+        cs_spec_free(s->sp);
     cs_strbuf_free(&s->txt);
     free(s->top_txt);
     free(s);

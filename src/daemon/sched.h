@@ -25,10 +25,11 @@ struct cs_sched_params {
     int prefill_max;         /* prompt tokens fed per step, all slots together, while some slot is
                               * generating (0: the engine's n_ubatch); with none generating a step
                               * takes up to the engine's n_batch */
-    /* speculative decoding (NULL: none) */
+    /* decoding: every slot decodes through a speculative core (one decode path) */
     struct cs_spec *spec;    /* borrowed, over the same engine with n_slots slots (slot i = sequence i);
-                              * requests with speculative = true and no logprobs decode through
-                              * cs_spec_step once their prompt is in; the others as without it */
+                              * requests with speculative = true and no logprobs get drafts from its
+                              * speculator once their prompt is in, the others decode without drafts.
+                              * NULL: the scheduler makes (and frees) a core without a speculator */
     bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
                               * one call: no chunk interleaving), for speculators that read the
                               * target's hidden states of the prompt (taps, KV injection) */

@@ -1,6 +1,7 @@
 /* sched_impl.h: the scheduler's internals shared by sched.c (queue, slots,
- * batching, the loop) and sched_spec.c (slots decoding through the
- * speculative core). Not a public interface: see sched.h. */
+ * prompt chunks, the loop) and sched_spec.c (the decoding half: every
+ * decoding slot lives in the speculative core, which owns its history).
+ * Not a public interface: see sched.h. */
 #ifndef CS_DAEMON_SCHED_IMPL_H
 #define CS_DAEMON_SCHED_IMPL_H
 
@@ -34,23 +35,24 @@ struct job {
     struct job *next;             /* queue link */
 };
 
+/* A slot's own state: the request and its prompt progress. Once the prompt
+ * is in, the slot decodes in the speculative core (s->sp->slots[i] active),
+ * which owns its history, last token and KV cell count; nothing of that is
+ * kept here (see cs_sched_n_past). */
 struct slot {
     struct job *job;              /* NULL when idle; written under mu by the scheduler thread only */
-    int n_past;                   /* cells the sequence holds: positions 0..n_past-1 */
-    int n_fed;                    /* prompt tokens fed so far */
-    int32_t last;                 /* sampled token to feed next (decoding) */
-    int n_gen;                    /* tokens sampled */
-    bool decoding;                /* prompt done */
-    bool spec;                    /* decoding through the speculative core (its slot i is active) */
+    int n_fed;                    /* prompt tokens the sequence holds (prefill; prefix reuse counts) */
+    int n_gen;                    /* tokens emitted */
     /* this step */
-    int n_rows;                   /* rows in the batch */
-    int logit_row;                /* index among the batch's logits rows, -1 none */
+    int n_rows;                   /* prompt rows in the step's extra batch */
+    int logit_row;                /* index among the extra batch's logits rows, -1 none */
 };
 
 struct cs_sched {
     struct cs_engine *e;          /* borrowed */
     struct cs_sched_params p;
-    struct cs_spec *sp;           /* borrowed (p.spec); NULL: no speculation */
+    struct cs_spec *sp;           /* p.spec (borrowed), or own_sp: every decoding slot advances in it */
+    bool own_sp;                  /* sp made by cs_sched_new (no speculator: p.spec NULL), freed with it */
     int slot_ctx;                 /* cells one slot may hold */
     int n_vocab;
     int prefill_max;
@@ -70,13 +72,20 @@ struct cs_sched {
     uint64_t next_id, admit_no;
     struct cs_sched_stats st;
     /* scheduler-thread scratch */
-    struct cs_batch b;
-    float *logits;                /* (n_slots, n_vocab) */
+    struct cs_batch b;            /* this step's prompt chunks (the extra rows of the core's forward) */
     struct cs_strbuf txt;         /* event text assembly */
     struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
     char *top_txt;                /* pieces of the alternatives */
     size_t top_cap;
 };
+
+/* Cells slot i's sequence holds: its prompt fed so far while prefilling,
+ * the core's history but its last token (the next input) once decoding. */
+static inline int cs_sched_n_past(const struct cs_sched *s, int i)
+{
+    const struct cs_spec_slot *ss = &s->sp->slots[i];
+    return ss->active ? ss->n_hist - 1 : s->slots[i].n_fed;
+}
 
 /* sched.c, for sched_spec.c (scheduler thread only): */
 /* Ends slot i's request: reason "stop"/"length" (status CLSPEC_OK) or an error (status < 0, message). */
@@ -90,9 +99,13 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L);
 const char *cs_sched_spec_off_reason(const struct cs_sched *s, const struct job *j);
 /* Slot i (just assigned) is prefilled by the speculative core; false when the request ended. */
 bool cs_sched_spec_begin(struct cs_sched *s, int i);
-/* Slot i's prompt is in and its first token tok was emitted: speculate from here on when it may. */
-void cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok);
-/* One speculative step for the slots decoding through the core. */
-void cs_sched_spec_step(struct cs_sched *s);
+/* Slot i's prompt is in and its first token tok was emitted: it decodes in the core from here on
+ * (with drafts when it may speculate). False when the request ended (the core refused the slot). */
+bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok);
+/* Before the step: n_left[i] (tokens slot i may still emit) for the decoding slots, in[i] whether
+ * slot i decodes this step, was_on[i] its speculation state. Returns how many decode. */
+int cs_sched_spec_plan(struct cs_sched *s, int32_t *n_left, bool *in, bool *was_on);
+/* After the step: slot i (in the step, not refused) streams the tokens the core emitted for it. */
+void cs_sched_spec_emit(struct cs_sched *s, int i, bool was_on);
 
 #endif

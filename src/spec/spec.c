@@ -10,32 +10,12 @@
 
 #include "batch.h"
 #include "common.h"
-#include "forward.h"
 #include "spec/spec.h"
 #include "spec/taps.h"
 
-/* ---- KV adapter: the only lines that know where the cache lives ---- */
-
-static int kv_rm_from(struct cs_engine *e, int32_t seq, int32_t p0, char *err, size_t errlen)
-{
-    return cs_kv_seq_rm(e->ctx->kv, seq, p0, -1, err, errlen);
-}
-
 uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq)
 {
-    return cs_kv_seq_n_cells(e->ctx->kv, seq);
-}
-
-/* Free cells in the whole cache. */
-static uint32_t kv_n_free_total(const struct cs_engine *e)
-{
-    return e->ctx->kv->p.n_ctx - e->ctx->kv->n_used;
-}
-
-/* Cells seq could still take (differs from the total for a partitioned cache). */
-static uint32_t kv_n_free_seq(const struct cs_engine *e, int32_t seq)
-{
-    return cs_kv_n_free(e->ctx->kv, seq);
+    return cs_engine_seq_cells(e, seq);
 }
 
 /* ---- acceptance ---- */
@@ -141,8 +121,10 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
     /* history */
     for (int32_t i = 0; i < sl->n_out; i++)
         sl->hist[sl->n_hist++] = sl->out[i];
-    /* KV: keep positions 0..n_hist-2 (the new last token is the next input) */
-    int rc = kv_rm_from(sp->e, s, sl->n_hist - 1, err, errlen);
+    /* KV: keep positions 0..n_hist-2 (the new last token is the next input); the step placed
+     * n_draft + 1 rows, so with every one of them kept (plain decoding) there is nothing to drop */
+    int rc = !ok || sl->n_out < sl->n_draft + 1 ? cs_engine_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
+                                                 : CLSPEC_OK;
     /* the plugin */
     if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
         sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
@@ -200,7 +182,7 @@ void cs_spec_slot_end(struct cs_spec *sp, int32_t s)
     struct cs_spec_slot *sl = &sp->slots[s];
     cs_spec_slot_disable(sp, s, NULL);
     char err[CLSPEC_ERRLEN];
-    kv_rm_from(sp->e, s, 0, err, sizeof err);
+    cs_engine_seq_rm(sp->e, s, 0, -1, err, sizeof err);
     sl->active = false;
     sl->n_hist = 0;
     sl->smp = NULL;
@@ -239,7 +221,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
         cs_spec_slot_end(sp, s);
     if (n_cached == 0) { /* cells of the slot's sequence not from this request */
         char e2[CLSPEC_ERRLEN];
-        kv_rm_from(sp->e, s, 0, e2, sizeof e2);
+        cs_engine_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
     } else if (cs_spec_kv_cells(sp->e, s) != (uint32_t)n_cached) {
         return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: the KV holds %u cells, the caller says %d", s,
                       cs_spec_kv_cells(sp->e, s), n_cached);
@@ -266,8 +248,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
         for (int32_t i = 0; i < n; i++)
             cs_batch_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
         int seq_rc[CS_MAX_SEQ];
-        rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
-                              errlen);
+        rc = cs_engine_forward(sp->e, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err, errlen);
         if (rc == CLSPEC_OK)
             cs_taps_capture(sp->pl, &sp->b, seq_rc);
         if (rc == CLSPEC_OK && seq_rc[s] < 0)
@@ -275,7 +256,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
                         n_prompt);
         if (rc < 0) {
             char e2[CLSPEC_ERRLEN];
-            kv_rm_from(sp->e, s, 0, e2, sizeof e2);
+            cs_engine_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
             return rc;
         }
     }
@@ -352,7 +333,8 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
     }
 }
 
-/* Adds slot s's rows [last, d1..dk] to the batch. */
+/* Adds slot s's rows [last, d1..dk] to the batch; *row counts logits rows
+ * from the start of sp->logits (row0[s] = where slot s's rows land). */
 static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, int32_t *row, char *err, size_t errlen)
 {
     struct cs_spec_slot *sl = &sp->slots[s];
@@ -377,11 +359,117 @@ static int undo(struct cs_spec *sp, const bool *which, int rc)
     return rc;
 }
 
-int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen)
+/* Room for a forward of n_rows rows and n_lrows logits rows (grows sp->b and sp->logits). */
+static int reserve(struct cs_spec *sp, int32_t n_rows, int32_t n_lrows, char *err, size_t errlen)
+{
+    if (n_rows > sp->b.cap) {
+        struct cs_batch nb;
+        CS_TRY(cs_batch_init(&nb, n_rows, err, errlen));
+        cs_batch_free(&sp->b);
+        sp->b = nb;
+    }
+    if (n_lrows > sp->logits_rows) {
+        float *l = realloc(sp->logits, (size_t)n_lrows * (size_t)sp->n_vocab * sizeof *l);
+        if (!l)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory (%d logits rows)", n_lrows);
+        sp->logits = l;
+        sp->logits_rows = n_lrows;
+    }
+    return CLSPEC_OK;
+}
+
+/* One forward of sp->b; its logits land from row `first` of sp->logits on.
+ * The taps of the rows of speculating slots in keep[] are kept for the
+ * plugin (rows of other sequences are nobody's to read). */
+static int fwd(struct cs_spec *sp, int32_t first, const bool *keep, int *seq_rc, char *err, size_t errlen)
+{
+    int rc = cs_engine_forward(sp->e, &sp->b, sp->logits + (size_t)first * (size_t)sp->n_vocab,
+                               cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err, errlen);
+    if (rc == CLSPEC_OK && sp->pl) {
+        int kept[CS_MAX_SEQ];
+        for (int32_t q = 0; q < CS_MAX_SEQ; q++)
+            kept[q] = q < sp->n_slots && keep[q] && sp->slots[q].on ? seq_rc[q] : CLSPEC_E_INVAL;
+        cs_taps_capture(sp->pl, &sp->b, kept);
+    }
+    return rc;
+}
+
+/* Which slots may draft this step and how much (ids/kmaxs, returns how
+ * many): every wanted slot and every extra row needs its own cell first
+ * (n_reserved of them); drafts share what is left of the cache. */
+static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *n_left, int32_t n_reserved,
+                           int32_t *ids, int32_t *kmaxs)
+{
+    int64_t spare = (int64_t)cs_engine_kv_free(sp->e) - n_reserved;
+    int32_t n_ask = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        struct cs_spec_slot *sl = &sp->slots[s];
+        sl->n_draft = 0;
+        if (!want[s] || !sl->on || !sp->pl)
+            continue;
+        int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
+        kmax = CS_MIN(kmax, spare);
+        kmax = CS_MIN(kmax, (int64_t)cs_engine_seq_free(sp->e, s) - 1);
+        if (kmax < CS_MAX(sp->p.n_min, 1))
+            continue; /* no room or no need: this step goes without a draft */
+        ids[n_ask] = s;
+        kmaxs[n_ask++] = (int32_t)kmax;
+        spare -= kmax; /* reserved before drafting (drafts of all slots may be made at once) */
+    }
+    return n_ask;
+}
+
+/* Verifies and rolls back each slot of which[] the forward placed; a slot
+ * the cache refused retries without its draft (retry[], when not NULL) or,
+ * without one, gets rc = the refusal. Returns how many retry. */
+static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, const int32_t *n_left, bool *retry,
+                      int *rc, char *err, size_t errlen)
 {
     const size_t V = (size_t)sp->n_vocab;
+    int32_t n_retry = 0;
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        struct cs_spec_slot *sl = &sp->slots[s];
+        if (!which[s])
+            continue;
+        if (seq_rc[s] != CLSPEC_OK) {
+            if (retry && sl->n_draft > 0) {
+                retry[s] = true;
+                n_retry++;
+            } else {
+                sl->rc = seq_rc[s];
+            }
+            continue;
+        }
+        cs_sampler_restore(sl->snap, sl->smp, err, errlen);
+        verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
+        int r = rollback(sp, s, true, err, errlen);
+        if (*rc == CLSPEC_OK)
+            *rc = r;
+    }
+    return n_retry;
+}
+
+int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen)
+{
+    return cs_spec_step_extra(sp, n_left, NULL, err, errlen);
+}
+
+int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err,
+                       size_t errlen)
+{
+    const struct cs_batch *xb = x ? x->b : NULL;
+    const int32_t n_x = xb ? xb->n : 0;
     bool want[CS_MAX_SEQ] = {false};
     int32_t n_want = 0;
+    if (x) {
+        for (int32_t q = 0; q < CS_MAX_SEQ; q++)
+            x->seq_rc[q] = CLSPEC_OK;
+        x->logits = NULL;
+    }
+    for (int32_t i = 0; i < n_x; i++)
+        if (xb->seq[i] >= 0 && xb->seq[i] < sp->n_slots && sp->slots[xb->seq[i]].active)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: extra row %d is of slot %d, which decodes here", i,
+                          xb->seq[i]);
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sp->row0[s] = -1;
@@ -395,87 +483,60 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
             grow_hist(sl, sl->n_hist + 1 + sp->p.n_max, err, errlen) < 0)
             return CLSPEC_E_NOMEM;
     }
-    if (n_want == 0)
+    if (n_want == 0 && n_x == 0)
         return CLSPEC_OK;
-    /* drafts: every slot needs one cell for its last token; drafts share what is left */
-    int64_t spare = (int64_t)kv_n_free_total(sp->e) - n_want;
-    int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ], n_ask = 0;
-    for (int32_t s = 0; s < sp->n_slots; s++) {
-        struct cs_spec_slot *sl = &sp->slots[s];
-        sl->n_draft = 0;
-        if (!want[s] || !sl->on || !sp->pl)
-            continue;
-        int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
-        kmax = CS_MIN(kmax, spare);
-        kmax = CS_MIN(kmax, (int64_t)kv_n_free_seq(sp->e, s) - 1);
-        if (kmax < CS_MAX(sp->p.n_min, 1))
-            continue; /* no room or no need: this step goes without a draft */
-        ids[n_ask] = s;
-        kmaxs[n_ask++] = (int32_t)kmax;
-        spare -= kmax; /* reserved before drafting (drafts of all slots may be made at once) */
-    }
+    int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ];
+    int32_t n_ask = plan_drafts(sp, want, n_left, n_want + n_x, ids, kmaxs);
+    int32_t n_own = n_want, n_xl = xb ? cs_batch_n_logits(xb) : 0; /* the slots' rows, at most */
+    for (int32_t i = 0; i < n_ask; i++)
+        n_own += kmaxs[i];
+    /* logits: the first forward's (n_own + n_xl at most), then a retry's (one per slot at most) */
+    int rc = reserve(sp, n_own + n_x, n_own + n_xl + n_want, err, errlen);
+    if (rc < 0)
+        return rc;
     if (n_ask > 0)
         ask_drafts(sp, ids, kmaxs, n_ask);
-    /* one forward for all slots */
+    /* one forward: every slot's [last, d1..dk], then the extra rows */
     cs_batch_clear(&sp->b);
     int32_t row = 0;
     for (int32_t s = 0; s < sp->n_slots; s++)
         if (want[s] && add_rows(sp, s, true, &row, err, errlen) < 0)
-            return CLSPEC_E_RANGE;
+            return undo(sp, want, CLSPEC_E_RANGE);
+    const int32_t x_row = row; /* the extra rows' first logits row */
+    for (int32_t i = 0; i < n_x; i++)
+        if ((rc = cs_batch_add(&sp->b, xb->token[i], xb->pos[i], xb->seq[i], xb->logits[i], err, errlen)) < 0)
+            return undo(sp, want, rc);
     int seq_rc[CS_MAX_SEQ];
-    int rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
-                              errlen);
-    if (rc < 0)
+    if ((rc = fwd(sp, 0, want, seq_rc, err, errlen)) < 0)
         return undo(sp, want, rc);
-    cs_taps_capture(sp->pl, &sp->b, seq_rc);
+    if (x) {
+        memcpy(x->seq_rc, seq_rc, sizeof x->seq_rc);
+        x->logits = sp->logits + (size_t)x_row * (size_t)sp->n_vocab;
+    }
     /* a slot refused with a draft retries without one; without a draft it is full */
     bool retry[CS_MAX_SEQ] = {false};
-    int32_t n_retry = 0;
-    for (int32_t s = 0; s < sp->n_slots; s++) {
-        if (!want[s] || seq_rc[s] == CLSPEC_OK)
-            continue;
-        if (sp->slots[s].n_draft > 0) {
-            retry[s] = true;
-            n_retry++;
-        } else {
-            sp->slots[s].rc = seq_rc[s];
-        }
-    }
-    for (int32_t s = 0; s < sp->n_slots; s++)
-        if (want[s] && seq_rc[s] == CLSPEC_OK) {
-            struct cs_spec_slot *sl = &sp->slots[s];
-            cs_sampler_restore(sl->snap, sl->smp, err, errlen);
-            verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
-            if ((rc = rollback(sp, s, true, err, errlen)) < 0)
-                return rc;
-        }
-    if (n_retry == 0)
-        return CLSPEC_OK;
+    int32_t n_retry = settle(sp, want, seq_rc, n_left, retry, &rc, err, errlen);
+    if (rc < 0 || n_retry == 0)
+        return rc;
     cs_batch_clear(&sp->b);
-    row = 0;
+    const int32_t first = row + n_xl; /* after the first forward's logits, which the caller may still read */
+    row = first;
     for (int32_t s = 0; s < sp->n_slots; s++)
         if (retry[s]) {
             sp->slots[s].n_draft = 0; /* the plugin is told 0 drafted by the rollback below */
             add_rows(sp, s, false, &row, err, errlen);
         }
-    if ((rc = cs_forward_batch(sp->e->ctx, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err,
-                               errlen)) < 0)
+    if ((rc = fwd(sp, first, retry, seq_rc, err, errlen)) < 0)
         return undo(sp, retry, rc);
-    cs_taps_capture(sp->pl, &sp->b, seq_rc);
-    for (int32_t s = 0; s < sp->n_slots; s++) {
-        if (!retry[s])
-            continue;
-        struct cs_spec_slot *sl = &sp->slots[s];
-        if (seq_rc[s] != CLSPEC_OK) {
-            sl->rc = seq_rc[s];
-            continue;
-        }
-        cs_sampler_restore(sl->snap, sl->smp, err, errlen);
-        verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
-        if ((rc = rollback(sp, s, true, err, errlen)) < 0)
-            return rc;
-    }
-    return CLSPEC_OK;
+    settle(sp, retry, seq_rc, n_left, NULL, &rc, err, errlen);
+    return rc;
+}
+
+const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t)
+{
+    if (s < 0 || s >= sp->n_slots || sp->row0[s] < 0 || t < 0 || t >= sp->slots[s].n_out)
+        return NULL;
+    return sp->logits + (size_t)(sp->row0[s] + t) * (size_t)sp->n_vocab;
 }
 
 /* ---- lifetime ---- */
@@ -533,6 +594,7 @@ int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_
     }
     sp->slots = calloc((size_t)n_slots, sizeof *sp->slots);
     sp->logits = malloc((size_t)rows * V * sizeof *sp->logits);
+    sp->logits_rows = rows;
     sp->pt = malloc(V * sizeof *sp->pt);
     sp->resid = malloc(V * sizeof *sp->resid);
     sp->row0 = malloc((size_t)n_slots * sizeof *sp->row0);

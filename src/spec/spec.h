@@ -1,6 +1,7 @@
 /* spec.h: the speculative decoding step over N slots of one engine: ask each
- * slot's speculator for a draft, verify [last, d1..dk] of all slots in one
- * batched forward, accept per slot (greedy match, rejection sampling, or
+ * slot's speculator for a draft, verify [last, d1..dk] of all slots (and
+ * rows of other sequences the caller adds: the daemon's prompt chunks) in
+ * one batched forward, accept per slot (greedy match, rejection sampling, or
  * sample-and-match) and roll back everything beyond the accepted prefix (KV
  * cells, sampler state, the plugin) in one function. A slot without a
  * speculator, or with speculation switched off, decodes one token per step
@@ -14,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "engine.h"
 #include "sampler.h"
 #include "spec/loader.h"
@@ -65,8 +67,9 @@ struct cs_spec {
     int32_t n_vocab;
     int32_t n_slots;         /* slot s uses KV sequence s */
     struct cs_spec_slot *slots;
-    struct cs_batch b;       /* (n_slots * (n_max + 1)) rows */
-    float *logits;           /* (n_slots * (n_max + 1), n_vocab) */
+    struct cs_batch b;       /* (>= n_slots * (n_max + 1)) rows; grows for extra rows */
+    float *logits;           /* (logits_rows, n_vocab) */
+    int32_t logits_rows;     /* >= n_slots * (n_max + 1); grows for extra rows */
     float *pt, *resid;       /* (n_vocab) scratch: target probabilities, residual */
     int32_t *row0;           /* (n_slots) first logits row of each slot in this step, -1 = none */
     struct cs_spec_stats total;
@@ -101,8 +104,31 @@ void cs_spec_slot_disable(struct cs_spec *sp, int32_t slot, const char *why);
  * emit): results in slots[s].out/n_out/rc/eog. A slot whose KV is full even
  * for one token gets rc = CLSPEC_E_KV_FULL and no tokens (its state
  * unchanged); a full cache only shrinks or skips drafts otherwise. Returns
- * an error only for failures of the whole step (device). */
+ * an error only for failures of the whole step (device); then no slot in
+ * it keeps anything of the step. */
 int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t errlen);
+
+/* Rows of other sequences that ride in a step's first forward: the
+ * daemon's prompt chunks, so that one scheduler iteration is one forward
+ * (plain decoding is a slot without a draft, so every decoding slot is in
+ * the step). The caller owns it; the core only reads b. */
+struct cs_spec_extra {
+    const struct cs_batch *b;   /* in: rows of sequences that are not active slots (prompt chunks); NULL: none */
+    int seq_rc[CS_MAX_SEQ];     /* out: per sequence, as cs_engine_forward's (CLSPEC_E_KV_FULL: b's rows of it
+                                 * were refused and left no cell) */
+    const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order, inside sp->logits:
+                                 * valid until the next step; NULL when no forward ran */
+};
+/* cs_spec_step with x's rows appended to its first forward (after every
+ * slot's rows; drafts only take cells the extra rows leave). Runs the
+ * forward also when no slot decodes. A row of an active slot is
+ * CLSPEC_E_INVAL (nothing runs). */
+int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err,
+                       size_t errlen);
+/* The logits row that gave slots[s].out[t] in the last step (the target's
+ * distribution at that position), valid until the next step; NULL for t out
+ * of range or a slot that was not in the step. */
+const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
 
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
 uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq);
