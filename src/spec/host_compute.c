@@ -47,8 +47,8 @@ int cs_hc_bad(char *err, size_t errlen, const char *op, const char *arg, const c
 
 /* b must be a live buffer on *dev (set from b when NULL) of element type
  * type holding [off, off + n); out: the op writes it. */
-int cs_hc_chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t off, size_t n, bool out,
-                   const char *op, const char *arg, char *err, size_t errlen)
+int cs_hc_chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t off, size_t n, bool out, const char *op,
+                  const char *arg, char *err, size_t errlen)
 {
     if (!b || b->o.magic != MAGIC_BUF)
         return cs_hc_bad(err, errlen, op, arg, b ? "not a buffer handle" : "NULL buffer");
@@ -66,8 +66,7 @@ int cs_hc_chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t o
     return CLSPEC_OK;
 }
 
-int cs_hc_chk_wt(const clspec_weight *w, clspec_dev **dev, const char *op, const char *arg, char *err,
-                  size_t errlen)
+int cs_hc_chk_wt(const clspec_weight *w, clspec_dev **dev, const char *op, const char *arg, char *err, size_t errlen)
 {
     if (!w || w->o.magic != MAGIC_WT)
         return cs_hc_bad(err, errlen, op, arg, w ? "not a weight handle" : "NULL weight");
@@ -519,7 +518,8 @@ static int buf_new(clspec_dev *d, uint32_t type, size_t n, clspec_buf **out, cha
 static int buf_write(clspec_buf *b, size_t off, size_t n, const void *src, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, true, "buf_write", "b", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, true, "buf_write", "b", err, errlen));
     if (n == 0)
         return CLSPEC_OK;
     if (d->n_staged == d->cap_staged) {
@@ -541,7 +541,8 @@ static int buf_write(clspec_buf *b, size_t off, size_t n, const void *src, char 
 static int buf_read(clspec_buf *b, size_t off, size_t n, void *dst, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, false, "buf_read", "b", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, false, "buf_read", "b", err, errlen));
     CS_TRY(cs_cl_read(d->d, b->m, off * 4, n * 4, dst, err, errlen));
     waited(d);
     return CLSPEC_OK;
@@ -557,8 +558,8 @@ static int copy(clspec_buf *dst, size_t dst_off, size_t dst_ld, const clspec_buf
                       dst_ld, src_ld);
     const size_t span_d = (size_t)(n_rows - 1) * dst_ld + (size_t)n_cols,
                  span_s = (size_t)(n_rows - 1) * src_ld + (size_t)n_cols;
-    CS_TRY(cs_hc_chk_buf(src, &d, src && src->o.magic == MAGIC_BUF ? src->type : 0, src_off, span_s, false, "copy", "src",
-                   err, errlen));
+    CS_TRY(cs_hc_chk_buf(src, &d, src && src->o.magic == MAGIC_BUF ? src->type : 0, src_off, span_s, false, "copy",
+                         "src", err, errlen));
     CS_TRY(cs_hc_chk_buf(dst, &d, src->type, dst_off, span_d, true, "copy", "dst", err, errlen));
     size_t so[3] = {src_off * 4, 0, 0}, dor[3] = {dst_off * 4, 0, 0}, reg[3] = {(size_t)n_cols * 4, (size_t)n_rows, 1};
     cl_int e = clEnqueueCopyBufferRect(d->d->q, src->m, dst->m, so, dor, reg, src_ld * 4, 0, dst_ld * 4, 0, 0, NULL,
@@ -633,7 +634,8 @@ static int get_rows(const clspec_weight *w, const clspec_buf *ids, size_t ids_of
     CS_TRY(cs_hc_chk_rows(n, "get_rows", err, errlen));
     CS_TRY(cs_hc_chk_wt(w, &d, "get_rows", "w", err, errlen));
     CS_TRY(cs_hc_chk_buf(ids, &d, CLSPEC_BUF_I32, ids_off, (size_t)n, false, "get_rows", "ids", err, errlen));
-    CS_TRY(cs_hc_chk_buf(out, &d, CLSPEC_BUF_F32, out_off, (size_t)n * w->w->n_in, true, "get_rows", "out", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(out, &d, CLSPEC_BUF_F32, out_off, (size_t)n * w->w->n_in, true, "get_rows", "out", err, errlen));
     return cs_op_get_rows(d->d, w->w, ids->m, ids_off, (uint32_t)n, out->m, out_off, err, errlen);
 }
 
@@ -723,7 +725,8 @@ static int add_bias(clspec_buf *x, size_t x_off, const clspec_buf *bias, int32_t
     clspec_dev *d = NULL;
     CS_TRY(cs_hc_chk_rows(n_rows, "add_bias", err, errlen));
     CS_TRY(cs_hc_chk_rows(n_cols, "add_bias (columns)", err, errlen));
-    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, true, "add_bias", "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, true, "add_bias", "x", err,
+                         errlen));
     CS_TRY(cs_hc_chk_buf(bias, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, "add_bias", "bias", err, errlen));
     return cs_op_add_bias(d->d, x->m, x_off, bias->m, n_rows, n_cols, err, errlen);
 }
@@ -734,7 +737,8 @@ static int argmax(const clspec_buf *x, size_t x_off, clspec_buf *out, size_t out
     clspec_dev *d = NULL;
     CS_TRY(cs_hc_chk_rows(n_rows, "argmax", err, errlen));
     CS_TRY(cs_hc_chk_rows(n_cols, "argmax (columns)", err, errlen));
-    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, false, "argmax", "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, false, "argmax", "x", err,
+                         errlen));
     CS_TRY(cs_hc_chk_buf(out, &d, CLSPEC_BUF_I32, out_off, (size_t)n_rows, true, "argmax", "out", err, errlen));
     return cs_op_argmax(d->d, x->m, x_off, out->m, out_off, n_rows, n_cols, err, errlen);
 }
