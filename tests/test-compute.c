@@ -13,6 +13,11 @@
  *   buffers, bad KV types and layers;
  * - NeoX RoPE and non-causal attention (a DFlash block) with index
  *   arguments at offsets, against the plain-C references;
+ * - the block builder's entries: layer_new refuses a missing weight, a
+ *   wrong shape, a tensor on another dev; block_layer / block_kv refuse
+ *   too-small, wrong-type, aliased and foreign activation buffers and a
+ *   mismatched KV cache; block_kv gives block_layer's K bit for bit (the
+ *   layer itself is checked against the engine through head1 above);
  * - a host of minor 3 (size ending before dev_open) is refused by head1's
  *   init, and the new entries sit past that size;
  * - handles left to the host (keep_handles = 1) are freed by it after fini. */
@@ -371,6 +376,7 @@ static void test_old_host(void **state)
     struct cs_plugin *pl = load_head("0", "0");
     assert_int_equal(pl->host.abi_minor, 4);
     assert_true(offsetof(struct clspec_host, add_rmsnorm) < pl->host.size);
+    assert_true(offsetof(struct clspec_host, block_kv) < pl->host.size);
     struct clspec_host h3 = pl->host;
     h3.abi_minor = 3;
     h3.size = (uint32_t)offsetof(struct clspec_host, dev_open);
@@ -476,6 +482,162 @@ static void test_block_ops(void **state)
     cs_plugin_free(pl); /* d and everything on it: freed by the host */
 }
 
+/* ---- the block builder's entries (layer_new, block_layer, block_kv) ---- */
+
+/* rc must be code with a message naming what (the field or buffer at fault). */
+static void expect_err(int rc, int code, const char *what, const char *label)
+{
+    print_message("%s: %s\n", label, g_err);
+    assert_int_equal(rc, code);
+    if (!strstr(g_err, what))
+        fail_msg("%s: message \"%s\" does not name \"%s\"", label, g_err, what);
+}
+
+/* layer_new refuses a missing weight, a wrong shape, a tensor of another dev
+ * and a bad shape; block_layer / block_kv refuse too-small, wrong-type,
+ * aliased and foreign activation buffers, a KV cache of other heads and
+ * cells beyond the cache; block_kv computes the same K/V as block_layer. */
+static void test_block_errors(void **state)
+{
+    (void)state;
+    struct cs_plugin *pl = load_head("0", "0");
+    const struct clspec_host *h = &pl->host;
+    clspec_dev *d, *d2;
+    clspec_gguf *g;
+    assert_int_equal(h->dev_open(h, -1, &d, g_err, sizeof g_err), 0);
+    assert_int_equal(h->dev_open(h, -1, &d2, g_err, sizeof g_err), 0); /* another queue handle */
+    assert_int_equal(h->gguf_open(h, g_model, &g, g_err, sizeof g_err), 0);
+    enum { E = 64, H = 4, HKV = 2, D = 16, F = 96, Q = H * D, KV = HKV * D, N = 3 };
+    static const char *const mats[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    clspec_weight *w[7];
+    char name[64];
+    for (int i = 0; i < 7; i++) {
+        snprintf(name, sizeof name, "blk.0.%s.weight", mats[i]);
+        assert_int_equal(h->weight_upload(d, g, name, &w[i], g_err, sizeof g_err), 0);
+    }
+    clspec_buf *an, *fn, *an2;
+    assert_int_equal(h->vec_upload(d, g, "blk.0.attn_norm.weight", &an, g_err, sizeof g_err), 0);
+    assert_int_equal(h->vec_upload(d, g, "blk.0.ffn_norm.weight", &fn, g_err, sizeof g_err), 0);
+    assert_int_equal(h->vec_upload(d2, g, "blk.0.attn_norm.weight", &an2, g_err, sizeof g_err), 0);
+    const struct clspec_block_shape shape = {.size = sizeof shape, .n_embd = E, .n_head = H, .n_head_kv = HKV,
+                                             .head_dim = D, .n_ff = F, .eps = 1e-5f, .n_rot = D, .neox = 0,
+                                             .freq_base = 10000.0f, .freq_scale = 1.0f};
+    const struct clspec_layer_desc good = {.size = sizeof good, .wq = w[0], .wk = w[1], .wv = w[2], .wo = w[3],
+                                           .w_gate = w[4], .w_up = w[5], .w_down = w[6], .attn_norm = an,
+                                           .ffn_norm = fn};
+    clspec_layer *l = NULL;
+    struct clspec_layer_desc bad = good;
+    bad.w_down = NULL;
+    expect_err(h->layer_new(d, &bad, &shape, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "w_down", "missing weight");
+    assert_null(l);
+    bad = good;
+    bad.w_gate = w[6]; /* (E, F) where (F, E) is wanted */
+    expect_err(h->layer_new(d, &bad, &shape, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "w_gate", "wrong shape");
+    bad = good;
+    bad.wk = w[0]; /* (Q, E) where (KV, E) is wanted */
+    expect_err(h->layer_new(d, &bad, &shape, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "wk", "wrong shape");
+    bad = good;
+    bad.bk = fn; /* (E) where (KV) is wanted */
+    expect_err(h->layer_new(d, &bad, &shape, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "bk", "wrong bias");
+    bad = good;
+    bad.attn_norm = an2;
+    expect_err(h->layer_new(d, &bad, &shape, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "another device",
+               "norm on another dev");
+    struct clspec_block_shape bs = shape;
+    bs.n_head_kv = 3;
+    expect_err(h->layer_new(d, &good, &bs, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "n_head_kv", "bad shape");
+    bs = shape;
+    bs.size = 8;
+    expect_err(h->layer_new(d, &good, &bs, &l, g_err, sizeof g_err), CLSPEC_E_INVAL, "size", "short shape");
+    assert_null(l);
+    assert_int_equal(h->layer_new(d, &good, &shape, &l, g_err, sizeof g_err), 0);
+    assert_non_null(l);
+
+    /* activations for N rows, and one row short of them */
+    clspec_buf *x, *xb, *q, *att, *kc, *vc, *hb, *hb2, *pos, *seq, *cell, *small, *x2, *kc2;
+    clspec_kv *kv, *kv_other;
+    struct {
+        clspec_buf **b;
+        clspec_dev *d;
+        uint32_t type;
+        size_t n;
+    } t[] = {{&x, d, CLSPEC_BUF_F32, N * E},   {&xb, d, CLSPEC_BUF_F32, N * E}, {&q, d, CLSPEC_BUF_F32, N * Q},
+             {&att, d, CLSPEC_BUF_F32, N * Q}, {&kc, d, CLSPEC_BUF_F32, N * KV}, {&vc, d, CLSPEC_BUF_F32, N * KV},
+             {&hb, d, CLSPEC_BUF_F32, N * F},  {&hb2, d, CLSPEC_BUF_F32, N * F}, {&pos, d, CLSPEC_BUF_I32, N},
+             {&seq, d, CLSPEC_BUF_I32, N},     {&cell, d, CLSPEC_BUF_I32, N},    {&x2, d2, CLSPEC_BUF_F32, N * E},
+             {&kc2, d, CLSPEC_BUF_F32, N * KV}, {&small, d, CLSPEC_BUF_F32, (N - 1) * F}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        assert_int_equal(h->buf_new(t[i].d, t[i].type, t[i].n, t[i].b, g_err, sizeof g_err), 0);
+    assert_int_equal(h->kv_new(d, 1, HKV, D, 16, 1, CLSPEC_TYPE_F32, CLSPEC_TYPE_F32, &kv, g_err, sizeof g_err), 0);
+    assert_int_equal(h->kv_new(d, 1, H, D, 16, 1, CLSPEC_TYPE_F32, CLSPEC_TYPE_F32, &kv_other, g_err, sizeof g_err),
+                     0);
+    const int32_t hpos[N] = {0, 1, 2}, hseq[N] = {0, 0, 0};
+    assert_int_equal(h->kv_place(kv, N, hpos, hseq, cell, 0, NULL, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(pos, 0, N, hpos, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(seq, 0, N, hseq, g_err, sizeof g_err), 0);
+    struct tu_rng r;
+    tu_rng_seed(&r, 29);
+    float hx[N * E], hk[N * KV], hk2[N * KV];
+    for (int i = 0; i < N * E; i++)
+        hx[i] = tu_rng_normal(&r);
+    assert_int_equal(h->buf_write(x, 0, N * E, hx, g_err, sizeof g_err), 0);
+    const struct clspec_block_act act = {.size = sizeof act, .x = x, .xb = xb, .q = q, .att = att, .kc = kc,
+                                         .vc = vc, .hb = hb, .hb2 = hb2, .pos = pos, .seq = seq, .cell = cell};
+    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1};
+    struct clspec_block_act ba = act;
+    ba.hb = small;
+    expect_err(h->block_layer(l, kv, 0, &ba, N, &opt, g_err, sizeof g_err), CLSPEC_E_RANGE, "hb", "too-small act");
+    ba = act;
+    ba.x = x2;
+    expect_err(h->block_layer(l, kv, 0, &ba, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "x: a buffer of another",
+               "act on another dev");
+    ba = act;
+    ba.pos = small;
+    expect_err(h->block_layer(l, kv, 0, &ba, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "pos", "f32 as pos");
+    ba = act;
+    ba.hb2 = hb;
+    expect_err(h->block_layer(l, kv, 0, &ba, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "same buffer",
+               "aliased act");
+    ba = act;
+    ba.seq = NULL;
+    expect_err(h->block_layer(l, kv, 0, &ba, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "seq", "NULL seq");
+    expect_err(h->block_layer(l, kv_other, 0, &act, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "kv",
+               "kv of other heads");
+    expect_err(h->block_layer(l, kv, 1, &act, N, &opt, g_err, sizeof g_err), CLSPEC_E_RANGE, "layer", "kv layer");
+    struct clspec_block_opt bo = opt;
+    bo.n_cells_used = 17;
+    expect_err(h->block_layer(l, kv, 0, &act, N, &bo, g_err, sizeof g_err), CLSPEC_E_RANGE, "n_cells_used",
+               "cells beyond the cache");
+    bo = opt;
+    bo.next_norm = an2;
+    expect_err(h->block_layer(l, kv, 0, &act, N, &bo, g_err, sizeof g_err), CLSPEC_E_INVAL, "next_norm",
+               "next_norm on another dev");
+    expect_err(h->block_layer(l, kv, 0, &act, N + 1, &opt, g_err, sizeof g_err), CLSPEC_E_RANGE, "x",
+               "more rows than the buffers");
+
+    /* the layer runs; block_kv on its normed input gives the same K (after RoPE) */
+    assert_int_equal(h->block_layer(l, kv, 0, &act, N, &opt, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_read(kc, 0, N * KV, hk, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_write(x, 0, N * E, hx, g_err, sizeof g_err), 0);
+    assert_int_equal(h->rmsnorm(x, 0, an, xb, 0, N, E, 1e-5f, g_err, sizeof g_err), 0);
+    const struct clspec_block_act kva = {.size = sizeof kva, .xb = xb, .kc = kc2, .vc = vc, .pos = pos,
+                                         .cell = cell};
+    assert_int_equal(h->block_kv(l, kv, 0, &kva, N, g_err, sizeof g_err), 0);
+    assert_int_equal(h->buf_read(kc2, 0, N * KV, hk2, g_err, sizeof g_err), 0);
+    assert_memory_equal(hk, hk2, sizeof hk);
+    float nz = 0;
+    for (int i = 0; i < N * KV; i++)
+        nz += fabsf(hk[i]);
+    assert_true(nz > 0);
+    ba = kva;
+    ba.kc = NULL;
+    expect_err(h->block_kv(l, kv, 0, &ba, N, g_err, sizeof g_err), CLSPEC_E_INVAL, "kc", "block_kv without kc");
+
+    h->layer_free(l); /* and the rest with the devs */
+    expect_err(h->block_layer(NULL, kv, 0, &act, N, &opt, g_err, sizeof g_err), CLSPEC_E_INVAL, "layer", "NULL layer");
+    cs_plugin_free(pl); /* d, d2, g and what is on them: freed by the host */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_old_host),
         cmocka_unit_test(test_block_ops),
+        cmocka_unit_test(test_block_errors),
     };
     return cmocka_run_group_tests_name("compute", tests, setup, teardown);
 }

@@ -140,6 +140,66 @@ struct clspec_tensor_info {
     uint64_t ne[4];         /* ne[0] innermost (a matrix: ne[0] = n_in, ne[1] = n_out); unused dims 1 */
 };
 
+/* ---- the engine's block builder through the compute service (1.4) ----
+ * A llama-style layer (block_layer): [xb = rmsnorm(x) * attn_norm] -> q, k, v
+ * = xb . Wq/Wk/Wv^T (+ biases) -> per-head q_norm / k_norm -> RoPE -> K/V
+ * into the cache -> attention -> Wo -> x += ..., xb = rmsnorm(x) * ffn_norm
+ * -> hb = silu(xb . Wg^T) * (xb . Wu^T) -> x += hb . Wd^T [, xb =
+ * rmsnorm(x) * next_norm]. The engine's own code (src/block.h), so the
+ * same bits as its forward passes. Every struct starts with size = sizeof
+ * as the plugin was built. */
+typedef struct clspec_layer clspec_layer;   /* one layer's weights and shape on a dev (layer_new) */
+
+/* A layer's shape, the same for every layer of a model. */
+struct clspec_block_shape {
+    uint32_t size;
+    int32_t n_embd;          /* E: residual width */
+    int32_t n_head, n_head_kv; /* query / key-value heads (n_head a multiple of n_head_kv) */
+    int32_t head_dim;        /* D: Q = n_head * D, KV = n_head_kv * D */
+    int32_t n_ff;            /* F: FFN width */
+    float eps;               /* RMSNorm epsilon of every norm of the block */
+    int32_t n_rot;           /* RoPE: rotated dims per head (even, <= D) */
+    int32_t neox;            /* 1: pairs (i, i + n_rot/2); 0: (2i, 2i+1) */
+    float freq_base, freq_scale; /* theta_i = freq_scale * pos * freq_base^(-2i/n_rot) */
+};
+
+/* A layer's tensors, all on the dev of layer_new (weights: n_out rows of n_in). */
+struct clspec_layer_desc {
+    uint32_t size;
+    clspec_weight *wq, *wk, *wv; /* (Q, E), (KV, E), (KV, E) */
+    clspec_weight *wo;           /* (E, Q) */
+    clspec_weight *w_gate, *w_up; /* (F, E) */
+    clspec_weight *w_down;       /* (E, F) */
+    const clspec_buf *attn_norm, *ffn_norm; /* f32 (E) */
+    const clspec_buf *bq, *bk, *bv;         /* f32 (Q), (KV), (KV), or NULL: no bias */
+    const clspec_buf *q_norm, *k_norm;      /* f32 (D) or NULL: no per-head norm */
+};
+
+/* The activation buffers of one pass of n rows, each used from element 0
+ * and at least this long; all distinct, on the layer's dev. */
+struct clspec_block_act {
+    uint32_t size;
+    clspec_buf *x;           /* f32 (n, E) residual stream, updated in place */
+    clspec_buf *xb;          /* f32 (n, max(E, Q)) normed input, then projections; on return the next
+                              * norm's output (next_norm) or the FFN's output */
+    clspec_buf *q, *att;     /* f32 (n, Q) queries; attention output */
+    clspec_buf *kc, *vc;     /* f32 (n, KV) this pass's K (after RoPE) and V */
+    clspec_buf *hb, *hb2;    /* f32 (n, F) FFN hidden; scratch */
+    clspec_buf *pos, *seq, *cell; /* int32 (n) position, sequence, KV cell (kv_place) of each row */
+};
+
+/* How block_layer runs. Zero-filled (but size): x not normed, non-causal,
+ * every cell in use, no next norm. */
+struct clspec_block_opt {
+    uint32_t size;
+    int32_t normed;          /* 1: xb already holds rmsnorm(x) * attn_norm (the previous layer's next_norm) */
+    int32_t causal;          /* 1: a row sees its sequence's cells with pos <= its pos; 0: all of them */
+    int32_t n_cells_used;    /* attention reads cells [0, n_cells_used); <= 0: every cell in use (as the
+                              * engine: the cache's high-water mark) */
+    const clspec_buf *next_norm; /* f32 (E) or NULL: after the FFN's residual add, xb = rmsnorm(x) * next_norm
+                              * in the same launch (the next layer's attn_norm or the output norm) */
+};
+
 /* ---- the host services table ----------------------------------------------
  * Handed to init; valid until fini returns. Entries documented "may be NULL"
  * are absent on hosts that do not provide them yet: check before calling
@@ -384,6 +444,30 @@ struct clspec_host {
     int (*add_rmsnorm)(clspec_buf *x, size_t x_off, const clspec_buf *b, size_t b_off, const clspec_buf *w,
                        clspec_buf *y, size_t y_off, int32_t n_rows, int32_t n_cols, float eps, char *err,
                        size_t errlen);
+
+    /* -- compute service: the engine's block builder (1.4) -- */
+
+    /* A layer of shape on d from desc's tensors (borrowed: the layer refers
+     * to them, they must outlive its use). Every tensor is checked against
+     * the shape ("layer_new: wk: 64 x 128, the shape wants n_in 128 x n_out
+     * 32 (KV x E)"): a missing required one, a wrong shape, another dev, an
+     * int32 or too short vector is CLSPEC_E_INVAL. Freed with layer_free or
+     * its dev. */
+    int (*layer_new)(clspec_dev *d, const struct clspec_layer_desc *desc, const struct clspec_block_shape *shape,
+                     clspec_layer **out, char *err, size_t errlen);
+    void (*layer_free)(clspec_layer *l);
+    /* One whole layer over n_rows rows (the comment above struct
+     * clspec_block_shape): K/V go to kv's layer kv_layer at act->cell; kv
+     * has n_head_kv heads of head_dim on the layer's dev. act's buffers
+     * are checked against n_rows and the shape first; enqueues only. */
+    int (*block_layer)(const clspec_layer *l, clspec_kv *kv, int32_t kv_layer, const struct clspec_block_act *act,
+                       int32_t n_rows, const struct clspec_block_opt *opt, char *err, size_t errlen);
+    /* K/V only (DFlash's context injection): k = xb . Wk^T (+ bk), v = xb .
+     * Wv^T (+ bv), k_norm, RoPE on k at act->pos, stored into kv_layer at
+     * act->cell; reads act->xb (n_rows, E), writes kc, vc; x, q, att, hb,
+     * hb2, seq unused (may be NULL). */
+    int (*block_kv)(const clspec_layer *l, clspec_kv *kv, int32_t kv_layer, const struct clspec_block_act *act,
+                    int32_t n_rows, char *err, size_t errlen);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

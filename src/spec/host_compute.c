@@ -6,7 +6,8 @@
  * and every offset + extent against the buffers, then call the one host
  * entry of src/ops/ for the op; nothing waits except buf_read and sync
  * (and kv_place / kv_seq_rm when the previous cell metadata upload may still
- * be queued: see kv_mutable). */
+ * be queued: see kv_mutable). The handle structs and checks shared with
+ * host_compute_block.c (layers, the block builder) are in host_compute_impl.h. */
 #include "config.h"
 
 #include <stdbool.h>
@@ -21,66 +22,8 @@
 #include "ops/matmul.h"
 #include "ops/ops.h"
 #include "spec/host_compute.h"
+#include "spec/host_compute_impl.h"
 #include "spec/host_model.h"
-
-#define MAGIC_DEV 0x43444556u  /* "CDEV" */
-#define MAGIC_BUF 0x43425546u  /* "CBUF" */
-#define MAGIC_WT 0x43575431u   /* "CWT1" */
-#define MAGIC_KV 0x434b5631u   /* "CKV1" */
-#define MAGIC_GGUF 0x43474746u /* "CGGF" */
-#define MAGIC_DEAD 0xdeadbeefu
-
-/* What a dev owns: a doubly linked list node at the start of each buffer, weight and KV cache. */
-struct cs_hc_obj {
-    uint32_t magic;             /* MAGIC_BUF, MAGIC_WT, MAGIC_KV */
-    struct clspec_dev *dev;     /* the owner */
-    struct cs_hc_obj *prev, *next;
-};
-
-struct clspec_dev {
-    uint32_t magic;             /* MAGIC_DEV */
-    struct cs_plugin *pl;       /* the plugin whose list holds this dev */
-    struct cs_cl_dev *d;        /* borrowed: the engine's device */
-    int32_t index;              /* engine device index */
-    struct clspec_dev *next;    /* in the plugin's list */
-    struct cs_hc_obj *objs;     /* owned buffers, weights, KV caches */
-    cl_mem idx[3];              /* int32 staging of index arguments at an offset (pos, seq, cells) */
-    size_t idx_n[3];            /* their capacities, elements */
-    cl_mem tmp;                 /* f32 scratch of matmul_swiglu (tmp_n elements) */
-    size_t tmp_n;
-    void **staged;              /* (n_staged) host copies of buf_write sources, freed at the next wait */
-    size_t n_staged, cap_staged;
-    uint64_t gen;               /* waits so far (buf_read, sync): the queue was empty at each */
-};
-
-struct clspec_buf {
-    struct cs_hc_obj o;
-    cl_mem m;                   /* n elements of 4 bytes */
-    uint32_t type;              /* CLSPEC_BUF_F32 / CLSPEC_BUF_I32 */
-    size_t n;                   /* elements */
-    bool ro;                    /* the target's (target_vec): ops may not write it */
-};
-
-struct clspec_weight {
-    struct cs_hc_obj o;
-    struct cs_weight own;       /* uploaded here (empty when borrowed) */
-    const struct cs_weight *w;  /* &own, or the target's weight on this device */
-};
-
-struct clspec_kv {
-    struct cs_hc_obj o;
-    struct cs_kv *kv;           /* owned */
-    uint64_t synced_gen;        /* dev gen when cell metadata was last uploaded without waiting */
-    bool inflight;              /* an upload from kv's host metadata may still be queued */
-    struct cs_batch b;          /* placement scratch */
-};
-
-struct clspec_gguf {
-    uint32_t magic;             /* MAGIC_GGUF */
-    struct cs_gguf *g;          /* owned */
-    struct cs_compute *cs;      /* the plugin's state whose list holds it */
-    struct clspec_gguf *prev, *next;
-};
 
 /* A plugin's compute state (struct cs_plugin.compute). */
 struct cs_compute {
@@ -97,20 +40,20 @@ static struct cs_compute *state_of(struct cs_plugin *pl)
 
 /* ---- handle checks ---- */
 
-static int bad(char *err, size_t errlen, const char *op, const char *arg, const char *what)
+int cs_hc_bad(char *err, size_t errlen, const char *op, const char *arg, const char *what)
 {
     return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %s: %s", op, arg, what);
 }
 
 /* b must be a live buffer on *dev (set from b when NULL) of element type
  * type holding [off, off + n); out: the op writes it. */
-static int chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t off, size_t n, bool out,
-                   const char *op, const char *arg, char *err, size_t errlen)
+int cs_hc_chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t off, size_t n, bool out, const char *op,
+                  const char *arg, char *err, size_t errlen)
 {
     if (!b || b->o.magic != MAGIC_BUF)
-        return bad(err, errlen, op, arg, b ? "not a buffer handle" : "NULL buffer");
+        return cs_hc_bad(err, errlen, op, arg, b ? "not a buffer handle" : "NULL buffer");
     if (*dev && b->o.dev != *dev)
-        return bad(err, errlen, op, arg, "a buffer of another device queue");
+        return cs_hc_bad(err, errlen, op, arg, "a buffer of another device queue");
     *dev = b->o.dev;
     if (b->type != type)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %s: an %s buffer, the op wants %s", op, arg,
@@ -119,32 +62,31 @@ static int chk_buf(const clspec_buf *b, clspec_dev **dev, uint32_t type, size_t 
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: %s: elements [%zu, %zu) beyond the buffer's %zu", op, arg,
                       off, off + n, b->n);
     if (out && b->ro)
-        return bad(err, errlen, op, arg, "the target's buffer is read-only");
+        return cs_hc_bad(err, errlen, op, arg, "the target's buffer is read-only");
     return CLSPEC_OK;
 }
 
-static int chk_wt(const clspec_weight *w, clspec_dev **dev, const char *op, const char *arg, char *err,
-                  size_t errlen)
+int cs_hc_chk_wt(const clspec_weight *w, clspec_dev **dev, const char *op, const char *arg, char *err, size_t errlen)
 {
     if (!w || w->o.magic != MAGIC_WT)
-        return bad(err, errlen, op, arg, w ? "not a weight handle" : "NULL weight");
+        return cs_hc_bad(err, errlen, op, arg, w ? "not a weight handle" : "NULL weight");
     if (*dev && w->o.dev != *dev)
-        return bad(err, errlen, op, arg, "a weight of another device queue");
+        return cs_hc_bad(err, errlen, op, arg, "a weight of another device queue");
     *dev = w->o.dev;
     return CLSPEC_OK;
 }
 
-static int chk_kv(const clspec_kv *kv, int32_t layer, const char *op, char *err, size_t errlen)
+int cs_hc_chk_kv(const clspec_kv *kv, int32_t layer, const char *op, char *err, size_t errlen)
 {
     if (!kv || kv->o.magic != MAGIC_KV)
-        return bad(err, errlen, op, "kv", kv ? "not a KV cache handle" : "NULL KV cache");
+        return cs_hc_bad(err, errlen, op, "kv", kv ? "not a KV cache handle" : "NULL KV cache");
     if (layer < 0 || (uint32_t)layer >= kv->kv->n_layer)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: layer %d out of range 0..%u", op, layer,
                       kv->kv->n_layer - 1);
     return CLSPEC_OK;
 }
 
-static int chk_rows(int32_t n_rows, const char *op, char *err, size_t errlen)
+int cs_hc_chk_rows(int32_t n_rows, const char *op, char *err, size_t errlen)
 {
     if (n_rows <= 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d rows (want >= 1)", op, n_rows);
@@ -153,7 +95,7 @@ static int chk_rows(int32_t n_rows, const char *op, char *err, size_t errlen)
 
 /* ---- ownership lists ---- */
 
-static void obj_link(clspec_dev *d, struct cs_hc_obj *o, uint32_t magic)
+void cs_hc_obj_link(clspec_dev *d, struct cs_hc_obj *o, uint32_t magic)
 {
     o->magic = magic;
     o->dev = d;
@@ -164,7 +106,7 @@ static void obj_link(clspec_dev *d, struct cs_hc_obj *o, uint32_t magic)
     d->objs = o;
 }
 
-static void obj_unlink(struct cs_hc_obj *o)
+void cs_hc_obj_unlink(struct cs_hc_obj *o)
 {
     if (o->prev)
         o->prev->next = o->next;
@@ -179,7 +121,7 @@ static void buf_free(clspec_buf *b)
 {
     if (!b || b->o.magic != MAGIC_BUF)
         return;
-    obj_unlink(&b->o);
+    cs_hc_obj_unlink(&b->o);
     cs_cl_release(&b->m);
     free(b);
 }
@@ -188,7 +130,7 @@ static void weight_free(clspec_weight *w)
 {
     if (!w || w->o.magic != MAGIC_WT)
         return;
-    obj_unlink(&w->o);
+    cs_hc_obj_unlink(&w->o);
     cs_weight_free(&w->own);
     free(w);
 }
@@ -199,7 +141,7 @@ static void kv_free(clspec_kv *kv)
         return;
     if (kv->inflight)
         clFinish(kv->o.dev->d->q); /* the queued metadata upload reads kv's host arrays */
-    obj_unlink(&kv->o);
+    cs_hc_obj_unlink(&kv->o);
     cs_kv_free(kv->kv);
     cs_batch_free(&kv->b);
     free(kv);
@@ -226,6 +168,8 @@ static void dev_close(clspec_dev *d)
             buf_free((clspec_buf *)o);
         else if (o->magic == MAGIC_WT)
             weight_free((clspec_weight *)o);
+        else if (o->magic == MAGIC_LAYER)
+            cs_hc_layer_free((clspec_layer *)o);
         else
             kv_free((clspec_kv *)o);
     }
@@ -304,7 +248,7 @@ static int dev_open(const struct clspec_host *h, int32_t device, clspec_dev **ou
 static int dev_ok(const clspec_dev *d, const char *op, char *err, size_t errlen)
 {
     if (!d || d->magic != MAGIC_DEV)
-        return bad(err, errlen, op, "dev", d ? "not a device handle" : "NULL device");
+        return cs_hc_bad(err, errlen, op, "dev", d ? "not a device handle" : "NULL device");
     return CLSPEC_OK;
 }
 
@@ -423,7 +367,7 @@ static int find_tensor(const clspec_gguf *g, const char *name, const char *op, c
                        char *err, size_t errlen)
 {
     if (!g || g->magic != MAGIC_GGUF)
-        return bad(err, errlen, op, "gguf", g ? "not a GGUF handle" : "NULL GGUF");
+        return cs_hc_bad(err, errlen, op, "gguf", g ? "not a GGUF handle" : "NULL GGUF");
     *t = name ? cs_gguf_find_tensor(g->g, name) : NULL;
     if (!*t)
         return cs_err(err, errlen, CLSPEC_E_NOTFOUND, "%s: %s: no tensor %s", op, g->g->path, name ? name : "(null)");
@@ -449,7 +393,7 @@ static int wt_new(clspec_dev *d, clspec_weight **out, char *err, size_t errlen)
     if (!w)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "weight: out of memory");
     w->w = &w->own;
-    obj_link(d, &w->o, MAGIC_WT);
+    cs_hc_obj_link(d, &w->o, MAGIC_WT);
     *out = w;
     return CLSPEC_OK;
 }
@@ -490,7 +434,7 @@ static int buf_make(clspec_dev *d, uint32_t type, size_t n, cl_mem m, clspec_buf
     b->m = m;
     b->type = type;
     b->n = n;
-    obj_link(d, &b->o, MAGIC_BUF);
+    cs_hc_obj_link(d, &b->o, MAGIC_BUF);
     *out = b;
     return CLSPEC_OK;
 }
@@ -574,7 +518,8 @@ static int buf_new(clspec_dev *d, uint32_t type, size_t n, clspec_buf **out, cha
 static int buf_write(clspec_buf *b, size_t off, size_t n, const void *src, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, true, "buf_write", "b", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, true, "buf_write", "b", err, errlen));
     if (n == 0)
         return CLSPEC_OK;
     if (d->n_staged == d->cap_staged) {
@@ -596,7 +541,8 @@ static int buf_write(clspec_buf *b, size_t off, size_t n, const void *src, char 
 static int buf_read(clspec_buf *b, size_t off, size_t n, void *dst, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, false, "buf_read", "b", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(b, &d, b && b->o.magic == MAGIC_BUF ? b->type : 0, off, n, false, "buf_read", "b", err, errlen));
     CS_TRY(cs_cl_read(d->d, b->m, off * 4, n * 4, dst, err, errlen));
     waited(d);
     return CLSPEC_OK;
@@ -606,15 +552,15 @@ static int copy(clspec_buf *dst, size_t dst_off, size_t dst_ld, const clspec_buf
                 int32_t n_rows, int32_t n_cols, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "copy", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "copy", err, errlen));
     if (n_cols <= 0 || (size_t)n_cols > dst_ld || (size_t)n_cols > src_ld)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "copy: %d columns with row strides %zu (dst), %zu (src)", n_cols,
                       dst_ld, src_ld);
     const size_t span_d = (size_t)(n_rows - 1) * dst_ld + (size_t)n_cols,
                  span_s = (size_t)(n_rows - 1) * src_ld + (size_t)n_cols;
-    CS_TRY(chk_buf(src, &d, src && src->o.magic == MAGIC_BUF ? src->type : 0, src_off, span_s, false, "copy", "src",
-                   err, errlen));
-    CS_TRY(chk_buf(dst, &d, src->type, dst_off, span_d, true, "copy", "dst", err, errlen));
+    CS_TRY(cs_hc_chk_buf(src, &d, src && src->o.magic == MAGIC_BUF ? src->type : 0, src_off, span_s, false, "copy",
+                         "src", err, errlen));
+    CS_TRY(cs_hc_chk_buf(dst, &d, src->type, dst_off, span_d, true, "copy", "dst", err, errlen));
     size_t so[3] = {src_off * 4, 0, 0}, dor[3] = {dst_off * 4, 0, 0}, reg[3] = {(size_t)n_cols * 4, (size_t)n_rows, 1};
     cl_int e = clEnqueueCopyBufferRect(d->d->q, src->m, dst->m, so, dor, reg, src_ld * 4, 0, dst_ld * 4, 0, 0, NULL,
                                        NULL);
@@ -627,11 +573,11 @@ static int matmul(const clspec_weight *w, const clspec_buf *x, size_t x_off, cls
                   int32_t n_rows, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "matmul", err, errlen));
-    CS_TRY(chk_wt(w, &d, "matmul", "w", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "matmul", err, errlen));
+    CS_TRY(cs_hc_chk_wt(w, &d, "matmul", "w", err, errlen));
     const size_t n = (size_t)n_rows;
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * w->w->n_in, false, "matmul", "x", err, errlen));
-    CS_TRY(chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n * w->w->n_out, true, "matmul", "y", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * w->w->n_in, false, "matmul", "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n * w->w->n_out, true, "matmul", "y", err, errlen));
     return cs_op_matmul(d->d, w->w, x->m, x_off, y->m, y_off, (uint32_t)n_rows, err, errlen);
 }
 
@@ -641,18 +587,18 @@ static int matmul_qkv(const clspec_weight *wq, const clspec_weight *wk, const cl
 {
     clspec_dev *d = NULL;
     const char *op = "matmul_qkv";
-    CS_TRY(chk_rows(n_rows, op, err, errlen));
-    CS_TRY(chk_wt(wq, &d, op, "wq", err, errlen));
-    CS_TRY(chk_wt(wk, &d, op, "wk", err, errlen));
-    CS_TRY(chk_wt(wv, &d, op, "wv", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, op, err, errlen));
+    CS_TRY(cs_hc_chk_wt(wq, &d, op, "wq", err, errlen));
+    CS_TRY(cs_hc_chk_wt(wk, &d, op, "wk", err, errlen));
+    CS_TRY(cs_hc_chk_wt(wv, &d, op, "wv", err, errlen));
     const size_t n = (size_t)n_rows, n_in = wq->w->n_in;
     if (wk->w->n_in != n_in || wv->w->n_in != n_in)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: rows of %u, %u, %u elements (want one n_in)", op, wq->w->n_in,
                       wk->w->n_in, wv->w->n_in);
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * n_in, false, op, "x", err, errlen));
-    CS_TRY(chk_buf(q, &d, CLSPEC_BUF_F32, q_off, n * wq->w->n_out, true, op, "q", err, errlen));
-    CS_TRY(chk_buf(k, &d, CLSPEC_BUF_F32, k_off, n * wk->w->n_out, true, op, "k", err, errlen));
-    CS_TRY(chk_buf(v, &d, CLSPEC_BUF_F32, v_off, n * wv->w->n_out, true, op, "v", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * n_in, false, op, "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(q, &d, CLSPEC_BUF_F32, q_off, n * wq->w->n_out, true, op, "q", err, errlen));
+    CS_TRY(cs_hc_chk_buf(k, &d, CLSPEC_BUF_F32, k_off, n * wk->w->n_out, true, op, "k", err, errlen));
+    CS_TRY(cs_hc_chk_buf(v, &d, CLSPEC_BUF_F32, v_off, n * wv->w->n_out, true, op, "v", err, errlen));
     return cs_op_matmul_qkv(d->d, wq->w, wk->w, wv->w, x->m, x_off, q->m, q_off, k->m, k_off, v->m, v_off,
                             (uint32_t)n_rows, err, errlen);
 }
@@ -662,16 +608,16 @@ static int matmul_swiglu(const clspec_weight *wg, const clspec_weight *wu, const
 {
     clspec_dev *d = NULL;
     const char *op = "matmul_swiglu";
-    CS_TRY(chk_rows(n_rows, op, err, errlen));
-    CS_TRY(chk_wt(wg, &d, op, "wg", err, errlen));
-    CS_TRY(chk_wt(wu, &d, op, "wu", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, op, err, errlen));
+    CS_TRY(cs_hc_chk_wt(wg, &d, op, "wg", err, errlen));
+    CS_TRY(cs_hc_chk_wt(wu, &d, op, "wu", err, errlen));
     const struct cs_weight *g = wg->w, *u = wu->w;
     if (g->type != u->type || g->n_in != u->n_in || g->n_out != u->n_out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: gate (%u x %u %s) and up (%u x %u %s) differ", op, g->n_out,
                       g->n_in, cs_type_name(g->type), u->n_out, u->n_in, cs_type_name(u->type));
     const size_t n = (size_t)n_rows;
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * g->n_in, false, op, "x", err, errlen));
-    CS_TRY(chk_buf(out, &d, CLSPEC_BUF_F32, out_off, n * g->n_out, true, op, "out", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n * g->n_in, false, op, "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(out, &d, CLSPEC_BUF_F32, out_off, n * g->n_out, true, op, "out", err, errlen));
     if (d->tmp_n < n * g->n_out) {
         cs_cl_release(&d->tmp); /* queued commands keep the old one alive */
         d->tmp_n = 0;
@@ -685,10 +631,11 @@ static int get_rows(const clspec_weight *w, const clspec_buf *ids, size_t ids_of
                     size_t out_off, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n, "get_rows", err, errlen));
-    CS_TRY(chk_wt(w, &d, "get_rows", "w", err, errlen));
-    CS_TRY(chk_buf(ids, &d, CLSPEC_BUF_I32, ids_off, (size_t)n, false, "get_rows", "ids", err, errlen));
-    CS_TRY(chk_buf(out, &d, CLSPEC_BUF_F32, out_off, (size_t)n * w->w->n_in, true, "get_rows", "out", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n, "get_rows", err, errlen));
+    CS_TRY(cs_hc_chk_wt(w, &d, "get_rows", "w", err, errlen));
+    CS_TRY(cs_hc_chk_buf(ids, &d, CLSPEC_BUF_I32, ids_off, (size_t)n, false, "get_rows", "ids", err, errlen));
+    CS_TRY(
+        cs_hc_chk_buf(out, &d, CLSPEC_BUF_F32, out_off, (size_t)n * w->w->n_in, true, "get_rows", "out", err, errlen));
     return cs_op_get_rows(d->d, w->w, ids->m, ids_off, (uint32_t)n, out->m, out_off, err, errlen);
 }
 
@@ -696,13 +643,13 @@ static int rmsnorm(const clspec_buf *x, size_t x_off, const clspec_buf *w, clspe
                    int32_t n_rows, int32_t n_cols, float eps, char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "rmsnorm", err, errlen));
-    CS_TRY(chk_rows(n_cols, "rmsnorm (columns)", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "rmsnorm", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_cols, "rmsnorm (columns)", err, errlen));
     const size_t n = (size_t)n_rows * (size_t)n_cols;
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, false, "rmsnorm", "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, false, "rmsnorm", "x", err, errlen));
     if (w)
-        CS_TRY(chk_buf(w, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, "rmsnorm", "w", err, errlen));
-    CS_TRY(chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n, true, "rmsnorm", "y", err, errlen));
+        CS_TRY(cs_hc_chk_buf(w, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, "rmsnorm", "w", err, errlen));
+    CS_TRY(cs_hc_chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n, true, "rmsnorm", "y", err, errlen));
     if (x == y && x_off != y_off)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "rmsnorm: y overlaps x at another offset");
     return cs_op_rmsnorm(d->d, x->m, x_off, w ? w->m : NULL, y->m, y_off, n_rows, n_cols, eps, err, errlen);
@@ -713,13 +660,13 @@ static int rope(clspec_buf *x, size_t x_off, const clspec_buf *pos, size_t pos_o
                 size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "rope", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "rope", err, errlen));
     if (n_head <= 0 || head_dim <= 0 || n_rot <= 0 || n_rot % 2 || n_rot > head_dim)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "rope: %d heads of %d, n_rot %d (want even, <= head_dim)", n_head,
                       head_dim, n_rot);
     const size_t n = (size_t)n_rows * (size_t)n_head * (size_t)head_dim;
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, true, "rope", "x", err, errlen));
-    CS_TRY(chk_buf(pos, &d, CLSPEC_BUF_I32, pos_off, (size_t)n_rows, false, "rope", "pos", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, true, "rope", "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(pos, &d, CLSPEC_BUF_I32, pos_off, (size_t)n_rows, false, "rope", "pos", err, errlen));
     cl_mem pm;
     CS_TRY(idx_mem(d, 0, pos, pos_off, (size_t)n_rows, &pm, err, errlen));
     const struct cs_rope_params p = {n_rot, neox != 0, freq_base, freq_scale};
@@ -731,14 +678,14 @@ static int add_rmsnorm(clspec_buf *x, size_t x_off, const clspec_buf *b, size_t 
 {
     clspec_dev *d = NULL;
     const char *op = "add_rmsnorm";
-    CS_TRY(chk_rows(n_rows, op, err, errlen));
-    CS_TRY(chk_rows(n_cols, "add_rmsnorm (columns)", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, op, err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_cols, "add_rmsnorm (columns)", err, errlen));
     const size_t n = (size_t)n_rows * (size_t)n_cols;
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, true, op, "x", err, errlen));
-    CS_TRY(chk_buf(b, &d, CLSPEC_BUF_F32, b_off, n, false, op, "b", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, n, true, op, "x", err, errlen));
+    CS_TRY(cs_hc_chk_buf(b, &d, CLSPEC_BUF_F32, b_off, n, false, op, "b", err, errlen));
     if (w)
-        CS_TRY(chk_buf(w, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, op, "w", err, errlen));
-    CS_TRY(chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n, true, op, "y", err, errlen));
+        CS_TRY(cs_hc_chk_buf(w, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, op, "w", err, errlen));
+    CS_TRY(cs_hc_chk_buf(y, &d, CLSPEC_BUF_F32, y_off, n, true, op, "y", err, errlen));
     if (y == x || (y == b && y_off != b_off))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: y must be b at the same offset or another buffer than x", op);
     return cs_op_add_rmsnorm(d->d, x->m, x_off, b->m, b_off, w ? w->m : NULL, y->m, y_off, n_rows, n_cols, eps, err,
@@ -751,9 +698,9 @@ static int binary(const char *op, const clspec_buf *a, size_t a_off, const clspe
 {
     if (n == 0 || n > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %zu elements", op, n);
-    CS_TRY(chk_buf(a, d, CLSPEC_BUF_F32, a_off, n, false, op, "a", err, errlen));
-    CS_TRY(chk_buf(b, d, CLSPEC_BUF_F32, b_off, n, false, op, "b", err, errlen));
-    return chk_buf(out, d, CLSPEC_BUF_F32, out_off, n, true, op, "out", err, errlen);
+    CS_TRY(cs_hc_chk_buf(a, d, CLSPEC_BUF_F32, a_off, n, false, op, "a", err, errlen));
+    CS_TRY(cs_hc_chk_buf(b, d, CLSPEC_BUF_F32, b_off, n, false, op, "b", err, errlen));
+    return cs_hc_chk_buf(out, d, CLSPEC_BUF_F32, out_off, n, true, op, "out", err, errlen);
 }
 
 static int add(const clspec_buf *a, size_t a_off, const clspec_buf *b, size_t b_off, clspec_buf *out, size_t out_off,
@@ -776,10 +723,11 @@ static int add_bias(clspec_buf *x, size_t x_off, const clspec_buf *bias, int32_t
                     size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "add_bias", err, errlen));
-    CS_TRY(chk_rows(n_cols, "add_bias (columns)", err, errlen));
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, true, "add_bias", "x", err, errlen));
-    CS_TRY(chk_buf(bias, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, "add_bias", "bias", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "add_bias", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_cols, "add_bias (columns)", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, true, "add_bias", "x", err,
+                         errlen));
+    CS_TRY(cs_hc_chk_buf(bias, &d, CLSPEC_BUF_F32, 0, (size_t)n_cols, false, "add_bias", "bias", err, errlen));
     return cs_op_add_bias(d->d, x->m, x_off, bias->m, n_rows, n_cols, err, errlen);
 }
 
@@ -787,10 +735,11 @@ static int argmax(const clspec_buf *x, size_t x_off, clspec_buf *out, size_t out
                   char *err, size_t errlen)
 {
     clspec_dev *d = NULL;
-    CS_TRY(chk_rows(n_rows, "argmax", err, errlen));
-    CS_TRY(chk_rows(n_cols, "argmax (columns)", err, errlen));
-    CS_TRY(chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, false, "argmax", "x", err, errlen));
-    CS_TRY(chk_buf(out, &d, CLSPEC_BUF_I32, out_off, (size_t)n_rows, true, "argmax", "out", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "argmax", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_cols, "argmax (columns)", err, errlen));
+    CS_TRY(cs_hc_chk_buf(x, &d, CLSPEC_BUF_F32, x_off, (size_t)n_rows * (size_t)n_cols, false, "argmax", "x", err,
+                         errlen));
+    CS_TRY(cs_hc_chk_buf(out, &d, CLSPEC_BUF_I32, out_off, (size_t)n_rows, true, "argmax", "out", err, errlen));
     return cs_op_argmax(d->d, x->m, x_off, out->m, out_off, n_rows, n_cols, err, errlen);
 }
 
@@ -833,7 +782,7 @@ static int kv_new(clspec_dev *d, int32_t n_layer, int32_t n_kv_head, int32_t hea
         cs_err_prefix(err, errlen, rc, "kv_new");
         return rc;
     }
-    obj_link(d, &kv->o, MAGIC_KV);
+    cs_hc_obj_link(d, &kv->o, MAGIC_KV);
     *out = kv;
     return CLSPEC_OK;
 }
@@ -859,12 +808,12 @@ static int kv_upload(clspec_kv *kv, char *err, size_t errlen)
 static int kv_place(clspec_kv *kv, int32_t n, const int32_t *pos, const int32_t *seq, clspec_buf *cells,
                     size_t cells_off, int32_t *cells_host, char *err, size_t errlen)
 {
-    CS_TRY(chk_kv(kv, 0, "kv_place", err, errlen));
-    CS_TRY(chk_rows(n, "kv_place", err, errlen));
+    CS_TRY(cs_hc_chk_kv(kv, 0, "kv_place", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n, "kv_place", err, errlen));
     if (!pos || !seq)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "kv_place: positions and sequences are required");
     clspec_dev *d = kv->o.dev;
-    CS_TRY(chk_buf(cells, &d, CLSPEC_BUF_I32, cells_off, (size_t)n, true, "kv_place", "cells", err, errlen));
+    CS_TRY(cs_hc_chk_buf(cells, &d, CLSPEC_BUF_I32, cells_off, (size_t)n, true, "kv_place", "cells", err, errlen));
     if (kv->b.cap < n) {
         cs_batch_free(&kv->b);
         CS_TRY(cs_batch_init(&kv->b, n, err, errlen));
@@ -903,7 +852,7 @@ static int kv_place(clspec_kv *kv, int32_t n, const int32_t *pos, const int32_t 
 
 static int kv_seq_rm(clspec_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
 {
-    CS_TRY(chk_kv(kv, 0, "kv_seq_rm", err, errlen));
+    CS_TRY(cs_hc_chk_kv(kv, 0, "kv_seq_rm", err, errlen));
     CS_TRY(kv_mutable(kv, err, errlen));
     if (seq < 0) {
         if (p0 > 0 || p1 >= 0)
@@ -918,13 +867,13 @@ static int kv_seq_rm(clspec_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *e
 static int kv_store(clspec_kv *kv, int32_t layer, const clspec_buf *k, size_t k_off, const clspec_buf *v, size_t v_off,
                     const clspec_buf *cells, size_t cells_off, int32_t n_rows, char *err, size_t errlen)
 {
-    CS_TRY(chk_kv(kv, layer, "kv_store", err, errlen));
-    CS_TRY(chk_rows(n_rows, "kv_store", err, errlen));
+    CS_TRY(cs_hc_chk_kv(kv, layer, "kv_store", err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, "kv_store", err, errlen));
     clspec_dev *d = kv->o.dev;
     const size_t row = (size_t)kv->kv->n_kv_head * kv->kv->head_dim, n = (size_t)n_rows;
-    CS_TRY(chk_buf(k, &d, CLSPEC_BUF_F32, k_off, n * row, false, "kv_store", "k", err, errlen));
-    CS_TRY(chk_buf(v, &d, CLSPEC_BUF_F32, v_off, n * row, false, "kv_store", "v", err, errlen));
-    CS_TRY(chk_buf(cells, &d, CLSPEC_BUF_I32, cells_off, n, false, "kv_store", "cells", err, errlen));
+    CS_TRY(cs_hc_chk_buf(k, &d, CLSPEC_BUF_F32, k_off, n * row, false, "kv_store", "k", err, errlen));
+    CS_TRY(cs_hc_chk_buf(v, &d, CLSPEC_BUF_F32, v_off, n * row, false, "kv_store", "v", err, errlen));
+    CS_TRY(cs_hc_chk_buf(cells, &d, CLSPEC_BUF_I32, cells_off, n, false, "kv_store", "cells", err, errlen));
     cl_mem cm;
     CS_TRY(idx_mem(d, 2, cells, cells_off, n, &cm, err, errlen));
     const struct cs_kv_view view = cs_kv_layer_view(kv->kv, (uint32_t)layer);
@@ -936,18 +885,18 @@ static int attention(const clspec_kv *kv, int32_t layer, const clspec_buf *q, si
                      int32_t n_rows, int32_t n_head, int32_t causal, float scale, char *err, size_t errlen)
 {
     const char *op = "attention";
-    CS_TRY(chk_kv(kv, layer, op, err, errlen));
-    CS_TRY(chk_rows(n_rows, op, err, errlen));
+    CS_TRY(cs_hc_chk_kv(kv, layer, op, err, errlen));
+    CS_TRY(cs_hc_chk_rows(n_rows, op, err, errlen));
     if (n_head <= 0 || n_head % (int32_t)kv->kv->n_kv_head)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d heads over %u kv heads", op, n_head, kv->kv->n_kv_head);
     clspec_dev *d = kv->o.dev;
     const size_t n = (size_t)n_rows, qn = n * (size_t)n_head * kv->kv->head_dim;
-    CS_TRY(chk_buf(q, &d, CLSPEC_BUF_F32, q_off, qn, false, op, "q", err, errlen));
-    CS_TRY(chk_buf(out, &d, CLSPEC_BUF_F32, out_off, qn, true, op, "out", err, errlen));
+    CS_TRY(cs_hc_chk_buf(q, &d, CLSPEC_BUF_F32, q_off, qn, false, op, "q", err, errlen));
+    CS_TRY(cs_hc_chk_buf(out, &d, CLSPEC_BUF_F32, out_off, qn, true, op, "out", err, errlen));
     if (q == out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: out must not be q's buffer", op);
-    CS_TRY(chk_buf(pos, &d, CLSPEC_BUF_I32, pos_off, n, false, op, "pos", err, errlen));
-    CS_TRY(chk_buf(seq, &d, CLSPEC_BUF_I32, seq_off, n, false, op, "seq", err, errlen));
+    CS_TRY(cs_hc_chk_buf(pos, &d, CLSPEC_BUF_I32, pos_off, n, false, op, "pos", err, errlen));
+    CS_TRY(cs_hc_chk_buf(seq, &d, CLSPEC_BUF_I32, seq_off, n, false, op, "seq", err, errlen));
     cl_mem pm, sm;
     CS_TRY(idx_mem(d, 0, pos, pos_off, n, &pm, err, errlen));
     CS_TRY(idx_mem(d, 1, seq, seq_off, n, &sm, err, errlen));
@@ -995,4 +944,5 @@ void cs_host_compute_entries(struct clspec_host *h)
     h->kv_store = kv_store;
     h->attention = attention;
     h->add_rmsnorm = add_rmsnorm;
+    cs_hc_block_entries(h);
 }

@@ -1,9 +1,9 @@
 /* head1.c: the worked example of the device compute service (ABI 1.4,
  * docs/plugins.md "Device compute service"): a speculator that runs a
- * one-layer llama block head entirely on the device through the host table,
- * embedding -> RMSNorm -> Q/K/V -> RoPE -> KV store -> attention -> O ->
- * residual -> RMSNorm -> SwiGLU FFN -> residual -> final norm -> output ->
- * argmax, on layer 0 of a GGUF ([speculator] model = PATH) and drafts
+ * one-layer llama block head entirely on the device through the host table:
+ * embedding (get_rows) -> the engine's block (block_layer: RMSNorm, Q/K/V,
+ * RoPE, KV store, attention, O, residual, RMSNorm, SwiGLU FFN, residual,
+ * fused with the final norm) -> output (matmul) -> argmax, on layer 0 of a GGUF ([speculator] model = PATH) and drafts
  * greedily with it. Keys: model (required), borrow = 1 (token_embd, output
  * and output_norm are the target's: host->target_weight / target_vec),
  * n_ctx (cells of the head's KV cache, default 512), keep_handles = 1 (fini
@@ -14,7 +14,6 @@
  * head's logits with the engine's. */
 #include <clspec/speculator.h>
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +32,11 @@ struct head1 {
     int keep_handles;
     clspec_weight *embd, *wq, *wk, *wv, *wo, *wg, *wu, *wd, *out;
     clspec_buf *attn_norm, *ffn_norm, *out_norm; /* f32 (E) */
+    clspec_layer *layer;           /* layer 0: the weights above with the shape, for block_layer */
     clspec_kv *kv;                 /* 1 layer, one sequence per slot */
     /* activations, CAP rows each */
-    clspec_buf *x, *xb, *q, *k, *v, *att, *hb, *logits; /* (E) (max(E, HD)) (HD) (HKV D) (HKV D) (HD) (F) (V) */
+    clspec_buf *x, *xb, *q, *k, *v, *att; /* (E) (max(E, HD)) (HD) (HKV D) (HKV D) (HD) */
+    clspec_buf *hb, *hb2, *logits;        /* (F) (F) (V) */
     clspec_buf *tok, *pos, *seq, *cell, *amax;           /* int32 */
     int32_t n_slots;
     int32_t *n_kv;                 /* (n_slots) positions 0..n_kv-1 of the slot's sequence hold its history */
@@ -131,7 +132,8 @@ static int alloc_bufs(struct head1 *s, int32_t n_ctx, char *err, size_t errlen)
     } t[] = {
         {&s->x, CLSPEC_BUF_F32, s->E},  {&s->xb, CLSPEC_BUF_F32, s->E > HD ? s->E : HD}, {&s->q, CLSPEC_BUF_F32, HD},
         {&s->k, CLSPEC_BUF_F32, KVD},   {&s->v, CLSPEC_BUF_F32, KVD},   {&s->att, CLSPEC_BUF_F32, HD},
-        {&s->hb, CLSPEC_BUF_F32, s->F}, {&s->logits, CLSPEC_BUF_F32, s->V}, {&s->tok, CLSPEC_BUF_I32, 1},
+        {&s->hb, CLSPEC_BUF_F32, s->F}, {&s->hb2, CLSPEC_BUF_F32, s->F}, {&s->logits, CLSPEC_BUF_F32, s->V},
+        {&s->tok, CLSPEC_BUF_I32, 1},
         {&s->pos, CLSPEC_BUF_I32, 1},   {&s->seq, CLSPEC_BUF_I32, 1},   {&s->cell, CLSPEC_BUF_I32, 1},
         {&s->amax, CLSPEC_BUF_I32, 1},
     };
@@ -140,6 +142,19 @@ static int alloc_bufs(struct head1 *s, int32_t n_ctx, char *err, size_t errlen)
             return -1;
     return h->kv_new(s->d, 1, (int32_t)s->HKV, (int32_t)s->D, n_ctx, s->n_slots, CLSPEC_TYPE_F32, CLSPEC_TYPE_F32,
                      &s->kv, err, errlen);
+}
+
+/* Layer 0 as one handle of the engine's block builder (shapes checked there). */
+static int make_layer(struct head1 *s, char *err, size_t errlen)
+{
+    const struct clspec_block_shape shape = {
+        .size = sizeof shape, .n_embd = (int32_t)s->E, .n_head = (int32_t)s->H, .n_head_kv = (int32_t)s->HKV,
+        .head_dim = (int32_t)s->D, .n_ff = (int32_t)s->F, .eps = s->eps, .n_rot = (int32_t)s->n_rot,
+        .neox = s->neox, .freq_base = s->theta, .freq_scale = 1.0f};
+    const struct clspec_layer_desc desc = {.size = sizeof desc, .wq = s->wq, .wk = s->wk, .wv = s->wv, .wo = s->wo,
+                                           .w_gate = s->wg, .w_up = s->wu, .w_down = s->wd,
+                                           .attn_norm = s->attn_norm, .ffn_norm = s->ffn_norm}; /* no bq..k_norm */
+    return s->h->layer_new(s->d, &desc, &shape, &s->layer, err, errlen);
 }
 
 static void head1_fini(void *state)
@@ -159,7 +174,7 @@ static void head1_fini(void *state)
 
 static int head1_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
-    if (h->abi_minor < 4 || h->size <= offsetof(struct clspec_host, add_rmsnorm) || !h->add_rmsnorm)
+    if (h->abi_minor < 4 || h->size <= offsetof(struct clspec_host, block_kv) || !h->block_kv)
         return fail(err, errlen, "head1: needs the device compute service (ABI 1.4; this host is %u.%u)",
                     h->abi_major, h->abi_minor);
     const char *path = h->config_get(h, "model"), *b = h->config_get(h, "borrow"), *c = h->config_get(h, "n_ctx"),
@@ -189,6 +204,8 @@ static int head1_init(const struct clspec_host *h, void **state, char *err, size
         rc = load_weights(s, b && atoi(b) == 1, err, errlen);
     if (rc == 0)
         rc = alloc_bufs(s, c ? atoi(c) : 512, err, errlen);
+    if (rc == 0)
+        rc = make_layer(s, err, errlen);
     if (rc < 0) {
         s->keep_handles = 0;
         head1_fini(s);
@@ -211,7 +228,6 @@ __attribute__((visibility("default"))) int head1_decode(void *state, int32_t n, 
 {
     struct head1 *s = state;
     const struct clspec_host *h = s->h;
-    const int32_t E = (int32_t)s->E, H = (int32_t)s->H, HKV = (int32_t)s->HKV, D = (int32_t)s->D;
     if (n < 1 || n > CAP)
         return fail(err, errlen, "head1: %d rows (want 1..%d)", n, CAP);
     if (h->kv_place(s->kv, n, pos, seq, s->cell, 0, NULL, err, errlen) < 0 ||
@@ -219,23 +235,13 @@ __attribute__((visibility("default"))) int head1_decode(void *state, int32_t n, 
         h->buf_write(s->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
         h->buf_write(s->seq, 0, (size_t)n, seq, err, errlen) < 0)
         return -1;
-    /* attention half */
+    const struct clspec_block_act act = {.size = sizeof act, .x = s->x, .xb = s->xb, .q = s->q, .att = s->att,
+                                         .kc = s->k, .vc = s->v, .hb = s->hb, .hb2 = s->hb2, .pos = s->pos,
+                                         .seq = s->seq, .cell = s->cell};
+    /* causal, every cell in use; the final norm fused into the FFN's residual add: xb = out_norm(x) */
+    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1, .next_norm = s->out_norm};
     if (h->get_rows(s->embd, s->tok, 0, n, s->x, 0, err, errlen) < 0 ||
-        h->rmsnorm(s->x, 0, s->attn_norm, s->xb, 0, n, E, s->eps, err, errlen) < 0 ||
-        h->matmul_qkv(s->wq, s->wk, s->wv, s->xb, 0, s->q, 0, s->k, 0, s->v, 0, n, err, errlen) < 0 ||
-        h->rope(s->q, 0, s->pos, 0, n, H, D, (int32_t)s->n_rot, s->neox, s->theta, 1.0f, err, errlen) < 0 ||
-        h->rope(s->k, 0, s->pos, 0, n, HKV, D, (int32_t)s->n_rot, s->neox, s->theta, 1.0f, err, errlen) < 0 ||
-        h->kv_store(s->kv, 0, s->k, 0, s->v, 0, s->cell, 0, n, err, errlen) < 0 ||
-        h->attention(s->kv, 0, s->q, 0, s->att, 0, s->pos, 0, s->seq, 0, n, H, 1, 1.0f / sqrtf((float)D), err,
-                     errlen) < 0 ||
-        h->matmul(s->wo, s->att, 0, s->xb, 0, n, err, errlen) < 0)
-        return -1;
-    /* FFN half (x += xb, then xb = ffn_norm(x) in one launch), head */
-    if (h->add_rmsnorm(s->x, 0, s->xb, 0, s->ffn_norm, s->xb, 0, n, E, s->eps, err, errlen) < 0 ||
-        h->matmul_swiglu(s->wg, s->wu, s->xb, 0, s->hb, 0, n, err, errlen) < 0 ||
-        h->matmul(s->wd, s->hb, 0, s->xb, 0, n, err, errlen) < 0 ||
-        h->add(s->x, 0, s->xb, 0, s->x, 0, (size_t)n * E, err, errlen) < 0 ||
-        h->rmsnorm(s->x, 0, s->out_norm, s->xb, 0, n, E, s->eps, err, errlen) < 0 ||
+        h->block_layer(s->layer, s->kv, 0, &act, n, &opt, err, errlen) < 0 ||
         h->matmul(s->out, s->xb, 0, s->logits, 0, n, err, errlen) < 0 ||
         h->argmax(s->logits, 0, s->amax, 0, n, (int32_t)s->V, err, errlen) < 0)
         return -1;
