@@ -36,9 +36,19 @@
 #ifndef HD
 #error "attention.cl: build with -DHD=<head_dim>"
 #endif
-#define ATT_WG 64
-#define ATT_G 4 /* CPU family: q heads per work-item (must match src/ops/ops.c) */
-#define ATT_C 4 /* attn_cpu: cells per block (8 measured alike) */
+/* ATT_WG, ATT_G, ATT_C, ATT_W, ATT_CB (the sizes named above and below) come
+ * as -D from src/cl/kconst.h, their one definition, which the host's launch
+ * sizes (src/ops/ops.c) use too. ATT_C (attn_cpu cells per block, 8
+ * measured alike) is one float4 of exps. */
+#if !defined(ATT_WG) || !defined(ATT_G) || !defined(ATT_C) || !defined(ATT_W) || !defined(ATT_CB)
+#error "attention.cl: ATT_* constants missing (the -D constants of src/cl/kconst.h)"
+#endif
+#if ATT_C != 4
+#error "attention.cl: attn_cpu takes the exps of its ATT_C cells as one float4"
+#endif
+#if ATT_W != 16
+#error "attention.cl: attn_cpu_t keeps its ATT_W queries in float16 lanes"
+#endif
 
 /* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
  * an argument, so each inlined call folds to one branch. */
@@ -310,8 +320,7 @@ __kernel void attn_cpu(ATT_ARGS)
  * stored once per block instead of once per cell. Every lane sees exactly
  * the per-cell operations of the fold order (corr = 1 where the maximum did
  * not move, and x * 1 = x), so blocking changes no bit. */
-#define ATT_W 16
-#define ATT_CB 4 /* cells per acc pass (2 and 8 measured alike) */
+/* ATT_CB: cells per acc pass (2 and 8 measured alike) */
 __kernel void attn_cpu_t(ATT_ARGS)
 {
     const int group = n_head / n_kv_head, nq = n_tokens * group, n_tiles = (nq + ATT_W - 1) / ATT_W;

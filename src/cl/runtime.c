@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cl/kconst.h"
 #include "cl/kprof.h"
 #include "cl/runtime.h"
 #include "common.h"
@@ -335,13 +336,19 @@ struct cs_cl_prog_entry {
  *   -DCS_FAMILY_CPU=1 or -DCS_FAMILY_GPU=1   kernel variant family;
  *   -DCS_HAS_FP16=1    cl_khr_fp16 present (common.cl enables the pragma);
  *   -DCS_HAS_SUBGROUPS=1  cl_khr_subgroups or cl_intel_subgroups present;
- *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present. */
+ *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present;
+ *   -DNORM_WG=256 ...  the kernel constants of cl/kconst.h, all of them. */
 static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t len)
 {
-    snprintf(buf, len, "-cl-std=CL1.2 -cl-mad-enable %s%s%s%s",
-             di->family == CS_KFAMILY_CPU ? "-DCS_FAMILY_CPU=1" : "-DCS_FAMILY_GPU=1",
-             di->has_fp16 ? " -DCS_HAS_FP16=1" : "", di->has_subgroups ? " -DCS_HAS_SUBGROUPS=1" : "",
-             di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
+    int n = snprintf(buf, len, "-cl-std=CL1.2 -cl-mad-enable %s%s%s%s",
+                     di->family == CS_KFAMILY_CPU ? "-DCS_FAMILY_CPU=1" : "-DCS_FAMILY_GPU=1",
+                     di->has_fp16 ? " -DCS_HAS_FP16=1" : "", di->has_subgroups ? " -DCS_HAS_SUBGROUPS=1" : "",
+                     di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
+#define CS_KCONST_OPT_(name, value) \
+    if (n >= 0 && (size_t)n < len)  \
+        n += snprintf(buf + n, len - (size_t)n, " -D%s=%d", #name, (int)(value));
+    CS_KCONSTS(CS_KCONST_OPT_)
+#undef CS_KCONST_OPT_
 }
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen)

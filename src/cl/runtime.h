@@ -70,9 +70,10 @@ struct cs_cl_dev {
     struct cs_cl_devinfo info;
     cl_context ctx;
     cl_command_queue q;        /* in-order */
-    char build_opts[256];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
+    char build_opts[512];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
                                 * plus -DCS_HAS_FP16=1, -DCS_HAS_SUBGROUPS=1, -DCS_HAS_INT_DOT=1
-                                * where present (why each: make_build_opts in runtime.c) */
+                                * where present, then -DNAME=value for every kernel constant
+                                * of cl/kconst.h (why each: make_build_opts in runtime.c) */
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */

@@ -6,20 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
 #include "common.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
 
-#define CPU_LOCAL 16 /* work-items per group, CPU family (one row each) */
-#define GPU_WG 64    /* work-group per row, GPU family (CS_MM_WG in matmul.cl) */
-#define COL_TILE_CPU 8  /* CS_MM_TCC in matmul.cl */
-#define COL_TILE_CPU2 4 /* CS_MM2_TCC in matmul.cl (mm2_T: two rows per work-item) */
-/* CPU family: mm2_T instead of mm_T once mm_T's x tile (COL_TILE_CPU columns
+#define CPU_LOCAL 16 /* work-items per group, CPU family (host only) */
+/* CPU family: mm2_T instead of mm_T once mm_T's x tile (CS_MM_TCC columns
  * of n_in floats) exceeds this many bytes, i.e. no longer stays in a 48 KiB
  * L1 data cache next to the weight rows (measured on PoCL 3.1, 110M down
  * projection n_in 2048: mm2_T 5-10% faster; at n_in <= 1536 mm_T is faster) */
 #define MM_X_TILE_MAX (48 * 1024)
-#define COL_TILE_GPU 16 /* CS_MM_TC in matmul.cl */
 
 /* kernel name suffix per supported type (the X list of cl/blocks.cl) */
 static const char *kname(uint32_t type)
@@ -185,6 +182,12 @@ static bool fits_u32(uint64_t v)
     return v <= UINT32_MAX;
 }
 
+/* work-items of a CPU mat-vec (mv_T, mv3_T, mvswiglu_T) or mm2_T over n_rows */
+static size_t mv_items(uint64_t n_rows)
+{
+    return (size_t)((n_rows + CS_MV_ROWS - 1) / CS_MV_ROWS);
+}
+
 int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
                  size_t y_off, uint32_t n_cols, char *err, size_t errlen)
 {
@@ -198,10 +201,10 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
     const bool cpu = d->info.family == CS_KFAMILY_CPU;
-    if (!cpu && d->info.max_wg < GPU_WG)
+    if (!cpu && d->info.max_wg < CS_MM_WG)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: work-groups of %d needed, device allows %zu",
-                      d->info.name, GPU_WG, d->info.max_wg);
-    const bool two_rows = cpu && n_cols > 1 && (uint64_t)COL_TILE_CPU * w->n_in * sizeof(float) > MM_X_TILE_MAX;
+                      d->info.name, CS_MM_WG, d->info.max_wg);
+    const bool two_rows = cpu && n_cols > 1 && (uint64_t)CS_MM_TCC * w->n_in * sizeof(float) > MM_X_TILE_MAX;
     char name[32];
     snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : two_rows ? "mm2" : "mm", wname(w));
     cl_kernel k;
@@ -219,7 +222,7 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 8, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t g[1] = {cpu ? (nr + 1) / 2 : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
+            const size_t g[1] = {cpu ? mv_items(nr) : (size_t)nr * CS_MM_WG}, l[1] = {cpu ? CPU_LOCAL : CS_MM_WG};
             rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
         } else {
             const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
@@ -227,10 +230,10 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
             rc = set_args(k, name, err, errlen, 10, sz, v);
             if (rc != CLSPEC_OK)
                 return rc;
-            const size_t tile = two_rows ? COL_TILE_CPU2 : cpu ? COL_TILE_CPU : COL_TILE_GPU;
-            const size_t g0 = two_rows ? ((size_t)nr + 1) / 2 : cpu ? nr : (size_t)nr * GPU_WG;
+            const size_t tile = two_rows ? CS_MM2_TCC : cpu ? CS_MM_TCC : CS_MM_TC;
+            const size_t g0 = two_rows ? mv_items(nr) : cpu ? nr : (size_t)nr * CS_MM_WG;
             const size_t g[2] = {g0, (n_cols + tile - 1) / tile};
-            const size_t l[2] = {cpu ? CPU_LOCAL : GPU_WG, 1};
+            const size_t l[2] = {cpu ? CPU_LOCAL : CS_MM_WG, 1};
             rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
         }
         if (rc != CLSPEC_OK)
@@ -308,7 +311,7 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     rc = set_args(k, name, err, errlen, 9, sz, v);
     if (rc != CLSPEC_OK)
         return rc;
-    const size_t g[1] = {((size_t)nr + 1) / 2}, l[1] = {CPU_LOCAL}; /* two rows per work-item */
+    const size_t g[1] = {mv_items(nr)}, l[1] = {CPU_LOCAL};
     return cs_cl_run(d, k, name, 1, g, l, err, errlen);
 }
 
@@ -349,6 +352,6 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     rc = set_args(kk, name, err, errlen, 16, sz, vals);
     if (rc != CLSPEC_OK)
         return rc;
-    const size_t g[1] = {(size_t)(nq + 1) / 2 + (nk + 1) / 2 + (nv + 1) / 2}, l[1] = {CPU_LOCAL};
+    const size_t g[1] = {mv_items(nq) + mv_items(nk) + mv_items(nv)}, l[1] = {CPU_LOCAL};
     return cs_cl_run(d, kk, name, 1, g, l, err, errlen);
 }

@@ -7,14 +7,11 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "cl/kconst.h" /* NORM_WG, ATT_WG, ATT_G, ATT_W: the kernels' sizes */
 #include "common.h"
 #include "quant.h"
 
-#define ELT_WG 64   /* elementwise local size */
-#define NORM_WG 256 /* must match cl/norm.cl */
-#define ATT_WG 64   /* must match cl/attention.cl */
-#define ATT_G 4     /* CPU family q heads per work-item, as in cl/attention.cl */
-#define ATT_W 16    /* CPU family queries per attn_cpu_t tile, as in cl/attention.cl */
+#define ELT_WG 64   /* elementwise local size (host only: the kernels bound-check) */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
 
 int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
