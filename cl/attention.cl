@@ -27,12 +27,8 @@
  *             order) in chunks of ATT_WG, one score per work-item,
  *             local-memory reductions. */
 
-#ifndef KV_TK
-#define KV_TK 0
-#endif
-#ifndef KV_TV
-#define KV_TV KV_TK
-#endif
+#include "kvcodec.cl" /* kv_bytes, kv_load4, kv_load1: the KV-row codec */
+
 #ifndef HD
 #error "attention.cl: build with -DHD=<head_dim>"
 #endif
@@ -49,20 +45,6 @@
 #if ATT_W != 16
 #error "attention.cl: attn_cpu_t keeps its ATT_W queries in float16 lanes"
 #endif
-
-/* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
- * an argument, so each inlined call folds to one branch. */
-
-/* Bytes of a row of n elements of type T (block types: padded to whole
- * blocks; kv_head_bytes asks for kvh * HD elements only when HD % 32 == 0). */
-static size_t kv_bytes(int T, size_t n)
-{
-    if (T == 0)
-        return n * 4;
-    if (T == 1 || T == 30)
-        return n * 2;
-    return (n + 31) / 32 * (T == 8 ? 34 : 18);
-}
 
 /* q8_0/q4_0 rows whose heads do not start on a block boundary (HD % 32 != 0). */
 #define KV_SPLIT(T) (((T) == 8 || (T) == 2) && HD % 32 != 0)
@@ -81,52 +63,6 @@ static size_t kv_head_bytes(int T, int kvh)
 static int kv_head_e0(int T, int kvh)
 {
     return KV_SPLIT(T) ? kvh * HD : 0;
-}
-
-/* Four elements i..i+3 (i % 4 == 0) of a row segment p of type T. */
-static float4 kv_load4(int T, __global const uchar *p, int i)
-{
-    if (T == 0)
-        return vload4(0, (__global const float *)p + i);
-    if (T == 1)
-        return vload_half4(0, (__global const half *)p + i);
-    if (T == 30) {
-        ushort4 h = vload4(0, (__global const ushort *)p + i);
-        return as_float4(convert_uint4(h) << 16);
-    }
-    if (T == 8) {
-        __global const uchar *b = p + (i / 32) * 34;
-        float d = vload_half(0, (__global const half *)b);
-        char4 q = vload4(0, (__global const char *)b + 2 + (i % 32));
-        return convert_float4(q) * d;
-    }
-    __global const uchar *b = p + (i / 32) * 18;
-    float d = vload_half(0, (__global const half *)b);
-    int j = i % 32;
-    uchar4 q = vload4(0, b + 2 + (j % 16));
-    int4 v = j < 16 ? convert_int4(q & (uchar)0x0f) : convert_int4(q >> (uchar)4);
-    return convert_float4(v - 8) * d;
-}
-
-/* One element i of a row segment p of type T. */
-static float kv_load1(int T, __global const uchar *p, int i)
-{
-    if (T == 0)
-        return ((__global const float *)p)[i];
-    if (T == 1)
-        return vload_half(i, (__global const half *)p);
-    if (T == 30)
-        return as_float((uint)((__global const ushort *)p)[i] << 16);
-    if (T == 8) {
-        __global const uchar *b = p + (i / 32) * 34;
-        return (float)((__global const char *)b)[2 + i % 32] *
-               vload_half(0, (__global const half *)b);
-    }
-    __global const uchar *b = p + (i / 32) * 18;
-    int j = i % 32;
-    uchar q = b[2 + j % 16];
-    int v = j < 16 ? (q & 0x0f) : (q >> 4);
-    return (float)(v - 8) * vload_half(0, (__global const half *)b);
 }
 
 static bool att_visible(int c, __global const int *cell_pos, __global const ulong *cell_seq, int tp,

@@ -17,6 +17,7 @@
 #include "cl/kprof.h"
 #include "cl/runtime.h"
 #include "common.h"
+#include "strbuf.h"
 
 /* ---- error names ---- */
 
@@ -431,6 +432,36 @@ const char *cs_cl_source_get(const char *name)
     return NULL;
 }
 
+int cs_cl_expand_includes(const char *name, const char *src, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cs_strbuf b = {0};
+    unsigned line = 1;
+    for (const char *p = src; *p; line++) {
+        const char *eol = strchr(p, '\n');
+        const size_t n = eol ? (size_t)(eol - p) + 1 : strlen(p);
+        char inc[64];
+        int end = 0;
+        if (sscanf(p, "#include \"%63[A-Za-z0-9_].cl\"%n", inc, &end) == 1 && end > 0) {
+            const char *text = cs_cl_source_get(inc);
+            if (!text) {
+                cs_strbuf_free(&b);
+                return cs_err(err, errlen, CLSPEC_E_NOTFOUND, "cl/%s.cl:%u: no embedded kernel source cl/%s.cl",
+                              name, line, inc);
+            }
+            cs_strbuf_printf(&b, "#line 1 \"%s.cl\"\n", inc);
+            cs_strbuf_put(&b, text);
+            cs_strbuf_printf(&b, "\n#line %u \"%s.cl\"\n", line + 1, name);
+        } else {
+            cs_strbuf_put_n(&b, p, n);
+        }
+        p += n;
+    }
+    if (cs_strbuf_take(&b, out, NULL) != CLSPEC_OK)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "cl/%s.cl: out of memory", name);
+    return CLSPEC_OK;
+}
+
 /* ---- building ---- */
 
 static double now_ms(void)
@@ -744,15 +775,18 @@ int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_p
     if (!src || !common)
         return cs_err(err, errlen, CLSPEC_E_NOTFOUND, "no embedded kernel source cl/%s.cl",
                       src ? "common" : name);
-    char line[300];
+    char line[300], *own = NULL;
+    int rc = cs_cl_expand_includes(name, src, &own, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
     snprintf(line, sizeof line, "#line 1 \"%s.cl\"\n", name);
     const char *parts[] = {"#line 1 \"common.cl\"\n", common, blocks ? "\n#line 1 \"blocks.cl\"\n" : "",
-                           blocks, "\n", line, src};
+                           blocks, "\n", line, own};
     const char *oparts[] = {d->build_opts, *extra ? " " : "", extra};
     char *text = concat(parts, CS_ARRAY_LEN(parts)), *opts = concat(oparts, 3);
+    free(own);
     struct cs_cl_prog_entry *e = calloc(1, sizeof *e);
     char *ename = strdup(name), *eextra = strdup(extra);
-    int rc = CLSPEC_OK;
     if (!text || !opts || !e || !ename || !eextra) {
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "cl/%s.cl: out of memory", name);
         goto fail;
