@@ -165,18 +165,6 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     return rc;
 }
 
-/* sets n args of k from (size, pointer) pairs */
-static int set_args(cl_kernel k, const char *name, char *err, size_t errlen, unsigned n,
-                    const size_t *sizes, const void *const *vals)
-{
-    for (unsigned i = 0; i < n; i++) {
-        int rc = cs_cl_arg(k, i, sizes[i], vals[i], name, err, errlen);
-        if (rc != CLSPEC_OK)
-            return rc;
-    }
-    return CLSPEC_OK;
-}
-
 static bool fits_u32(uint64_t v)
 {
     return v <= UINT32_MAX;
@@ -207,37 +195,25 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
     const bool two_rows = cpu && n_cols > 1 && (uint64_t)CS_MM_TCC * w->n_in * sizeof(float) > MM_X_TILE_MAX;
     char name[32];
     snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : two_rows ? "mm2" : "mm", wname(w));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, xo = (cl_uint)x_off, nc = n_cols,
                   ystride = w->n_out;
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const struct cs_weight_part *p = &w->parts[i];
         const cl_uint nr = p->n_rows, yo = (cl_uint)(y_off + p->r0);
         if (n_cols == 1) {
-            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &y, &yo};
-            rc = set_args(k, name, err, errlen, 8, sz, v);
-            if (rc != CLSPEC_OK)
-                return rc;
-            const size_t g[1] = {cpu ? mv_items(nr) : (size_t)nr * CS_MM_WG}, l[1] = {cpu ? CPU_LOCAL : CS_MM_WG};
-            rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
+            const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr),
+                                        CS_KA(x),      CS_KA(xo), CS_KA(y),    CS_KA(yo)};
+            const size_t g = cpu ? mv_items(nr) : (size_t)nr * CS_MM_WG, l = cpu ? CPU_LOCAL : CS_MM_WG;
+            CS_TRY(cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), g, l, err, errlen));
         } else {
-            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
-            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &nc, &y, &yo, &ystride};
-            rc = set_args(k, name, err, errlen, 10, sz, v);
-            if (rc != CLSPEC_OK)
-                return rc;
+            const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr), CS_KA(x),
+                                        CS_KA(xo),     CS_KA(nc), CS_KA(y),    CS_KA(yo), CS_KA(ystride)};
             const size_t tile = two_rows ? CS_MM2_TCC : cpu ? CS_MM_TCC : CS_MM_TC;
             const size_t g0 = two_rows ? mv_items(nr) : cpu ? nr : (size_t)nr * CS_MM_WG;
             const size_t g[2] = {g0, (n_cols + tile - 1) / tile};
             const size_t l[2] = {cpu ? CPU_LOCAL : CS_MM_WG, 1};
-            rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
+            CS_TRY(cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
         }
-        if (rc != CLSPEC_OK)
-            return rc;
     }
     return CLSPEC_OK;
 }
@@ -255,25 +231,16 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
                       cs_type_name(w->type), n);
     char name[32];
     snprintf(name, sizeof name, "getrows_%s", wname(w));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "getrows", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, n_out = w->n_out, io = (cl_uint)ids_off,
                   nn = n, oo = (cl_uint)out_off;
     const size_t chunks = w->n_in / 32 + (w->n_in % 32 ? 1 : 0);
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const struct cs_weight_part *p = &w->parts[i];
         const cl_uint r0 = p->r0, nr = p->n_rows;
-        const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4};
-        const void *v[] = {&p->buf, &rb, &n_in, &r0, &nr, &n_out, &ids, &io, &nn, &out, &oo};
-        rc = set_args(k, name, err, errlen, 11, sz, v);
-        if (rc != CLSPEC_OK)
-            return rc;
+        const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(r0),  CS_KA(nr), CS_KA(n_out),
+                                    CS_KA(ids),    CS_KA(io), CS_KA(nn),   CS_KA(out), CS_KA(oo)};
         const size_t g[2] = {chunks, n}, l[2] = {CS_MIN(chunks, (size_t)16), 1};
-        rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
-        if (rc != CLSPEC_OK)
-            return rc;
+        CS_TRY(cs_op_launch_nd(d, "getrows", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
     }
     return CLSPEC_OK;
 }
@@ -300,19 +267,11 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mvswiglu_%s", wname(wg));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, xo = (cl_uint)x_off,
                   yo = (cl_uint)out_off;
-    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-    const void *v[] = {&wg->parts[0].buf, &wu->parts[0].buf, &rb, &n_in, &nr, &x, &xo, &out, &yo};
-    rc = set_args(k, name, err, errlen, 9, sz, v);
-    if (rc != CLSPEC_OK)
-        return rc;
-    const size_t g[1] = {mv_items(nr)}, l[1] = {CPU_LOCAL};
-    return cs_cl_run(d, k, name, 1, g, l, err, errlen);
+    const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr),
+                                CS_KA(x), CS_KA(xo), CS_KA(out), CS_KA(yo)};
+    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), mv_items(nr), CPU_LOCAL, err, errlen);
 }
 
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
@@ -339,19 +298,11 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mv3_%s", wname(wq));
-    cl_kernel kk;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &kk, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
                   xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
-    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4,
-                         sizeof(cl_mem), 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-    const void *vals[] = {&wq->parts[0].buf, &wk->parts[0].buf, &wv->parts[0].buf, &rb, &n_in, &nq, &nk, &nv, &x, &xo,
-                          &q, &qo, &k, &ko, &v, &vo};
-    rc = set_args(kk, name, err, errlen, 16, sz, vals);
-    if (rc != CLSPEC_OK)
-        return rc;
-    const size_t g[1] = {mv_items(nq) + mv_items(nk) + mv_items(nv)}, l[1] = {CPU_LOCAL};
-    return cs_cl_run(d, kk, name, 1, g, l, err, errlen);
+    const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
+                                CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+    const size_t items = mv_items(nq) + mv_items(nk) + mv_items(nv);
+    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), items, CPU_LOCAL, err, errlen);
 }
