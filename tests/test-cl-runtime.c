@@ -376,6 +376,35 @@ static void test_build_error(void **state)
     cs_cl_dev_close(d);
 }
 
+/* The kernel compiler sees every constant of cl/kconst.h with the host's
+ * value: a source that #errors on any missing or different one builds. */
+static void test_kconst_build(void **state)
+{
+    (void)state;
+    struct cs_cl_dev *d = open0();
+    char err[8192], src[4096];
+    size_t n = 0;
+#define KCONST_CHECK(name, value)                                                                  \
+    n += (size_t)snprintf(src + n, sizeof src - n,                                              \
+                          "#if !defined(%s) || %s != %d\n#error kconst %s differs\n#endif\n", #name, \
+                          #name, (int)(name), #name);
+    CS_KCONSTS(KCONST_CHECK)
+#undef KCONST_CHECK
+    assert_true(n < sizeof src);
+    snprintf(src + n, sizeof src - n, "__kernel void f(__global int *p) { p[0] = NORM_WG; }\n");
+    cl_program p = NULL;
+    int rc = cs_cl_program_from_source(d, "kconst.cl", src, NULL, &p, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        fail_msg("%s", err);
+    clReleaseProgram(p);
+    /* and a different value (a later -D wins) is caught */
+    rc = cs_cl_program_from_source(d, "kconst.cl", src, "-DNORM_WG=255", &p, err, sizeof err);
+    assert_int_equal(rc, CLSPEC_E_CL);
+    assert_non_null(strstr(err, "kconst NORM_WG differs"));
+    assert_null(strstr(err, "kconst ATT_WG differs"));
+    cs_cl_dev_close(d);
+}
+
 /* Builds cl/bandwidth.cl on a fresh device; returns it (stats inspectable). */
 static struct cs_cl_dev *build_fresh(double *total)
 {
@@ -506,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_sources),      cmocka_unit_test(test_includes),
         cmocka_unit_test(test_open_run),
         cmocka_unit_test(test_alloc),        cmocka_unit_test(test_build_error),
+        cmocka_unit_test(test_kconst_build),
         cmocka_unit_test(test_binary_cache),
     };
     return cmocka_run_group_tests_name("cl-runtime", tests, group_setup, group_teardown);
