@@ -27,32 +27,24 @@
  *             order) in chunks of ATT_WG, one score per work-item,
  *             local-memory reductions. */
 
-#ifndef KV_TK
-#define KV_TK 0
-#endif
-#ifndef KV_TV
-#define KV_TV KV_TK
-#endif
+#include "kvcodec.cl" /* kv_bytes, kv_load4, kv_load1: the KV-row codec */
+
 #ifndef HD
 #error "attention.cl: build with -DHD=<head_dim>"
 #endif
-#define ATT_WG 64
-#define ATT_G 4 /* CPU family: q heads per work-item (must match src/ops/ops.c) */
-#define ATT_C 4 /* attn_cpu: cells per block (8 measured alike) */
-
-/* The type helpers take the type (KV_TK or KV_TV, build-time constants) as
- * an argument, so each inlined call folds to one branch. */
-
-/* Bytes of a row of n elements of type T (block types: padded to whole
- * blocks; kv_head_bytes asks for kvh * HD elements only when HD % 32 == 0). */
-static size_t kv_bytes(int T, size_t n)
-{
-    if (T == 0)
-        return n * 4;
-    if (T == 1 || T == 30)
-        return n * 2;
-    return (n + 31) / 32 * (T == 8 ? 34 : 18);
-}
+/* ATT_WG, ATT_G, ATT_C, ATT_W, ATT_CB (the sizes named above and below) come
+ * as -D from src/cl/kconst.h, their one definition, which the host's launch
+ * sizes (src/ops/ops.c) use too. ATT_C (attn_cpu cells per block, 8
+ * measured alike) is one float4 of exps. */
+#if !defined(ATT_WG) || !defined(ATT_G) || !defined(ATT_C) || !defined(ATT_W) || !defined(ATT_CB)
+#error "attention.cl: ATT_* constants missing (the -D constants of src/cl/kconst.h)"
+#endif
+#if ATT_C != 4
+#error "attention.cl: attn_cpu takes the exps of its ATT_C cells as one float4"
+#endif
+#if ATT_W != 16
+#error "attention.cl: attn_cpu_t keeps its ATT_W queries in float16 lanes"
+#endif
 
 /* q8_0/q4_0 rows whose heads do not start on a block boundary (HD % 32 != 0). */
 #define KV_SPLIT(T) (((T) == 8 || (T) == 2) && HD % 32 != 0)
@@ -71,52 +63,6 @@ static size_t kv_head_bytes(int T, int kvh)
 static int kv_head_e0(int T, int kvh)
 {
     return KV_SPLIT(T) ? kvh * HD : 0;
-}
-
-/* Four elements i..i+3 (i % 4 == 0) of a row segment p of type T. */
-static float4 kv_load4(int T, __global const uchar *p, int i)
-{
-    if (T == 0)
-        return vload4(0, (__global const float *)p + i);
-    if (T == 1)
-        return vload_half4(0, (__global const half *)p + i);
-    if (T == 30) {
-        ushort4 h = vload4(0, (__global const ushort *)p + i);
-        return as_float4(convert_uint4(h) << 16);
-    }
-    if (T == 8) {
-        __global const uchar *b = p + (i / 32) * 34;
-        float d = vload_half(0, (__global const half *)b);
-        char4 q = vload4(0, (__global const char *)b + 2 + (i % 32));
-        return convert_float4(q) * d;
-    }
-    __global const uchar *b = p + (i / 32) * 18;
-    float d = vload_half(0, (__global const half *)b);
-    int j = i % 32;
-    uchar4 q = vload4(0, b + 2 + (j % 16));
-    int4 v = j < 16 ? convert_int4(q & (uchar)0x0f) : convert_int4(q >> (uchar)4);
-    return convert_float4(v - 8) * d;
-}
-
-/* One element i of a row segment p of type T. */
-static float kv_load1(int T, __global const uchar *p, int i)
-{
-    if (T == 0)
-        return ((__global const float *)p)[i];
-    if (T == 1)
-        return vload_half(i, (__global const half *)p);
-    if (T == 30)
-        return as_float((uint)((__global const ushort *)p)[i] << 16);
-    if (T == 8) {
-        __global const uchar *b = p + (i / 32) * 34;
-        return (float)((__global const char *)b)[2 + i % 32] *
-               vload_half(0, (__global const half *)b);
-    }
-    __global const uchar *b = p + (i / 32) * 18;
-    int j = i % 32;
-    uchar q = b[2 + j % 16];
-    int v = j < 16 ? (q & 0x0f) : (q >> 4);
-    return (float)(v - 8) * vload_half(0, (__global const half *)b);
 }
 
 static bool att_visible(int c, __global const int *cell_pos, __global const ulong *cell_seq, int tp,
@@ -310,8 +256,7 @@ __kernel void attn_cpu(ATT_ARGS)
  * stored once per block instead of once per cell. Every lane sees exactly
  * the per-cell operations of the fold order (corr = 1 where the maximum did
  * not move, and x * 1 = x), so blocking changes no bit. */
-#define ATT_W 16
-#define ATT_CB 4 /* cells per acc pass (2 and 8 measured alike) */
+/* ATT_CB: cells per acc pass (2 and 8 measured alike) */
 __kernel void attn_cpu_t(ATT_ARGS)
 {
     const int group = n_head / n_kv_head, nq = n_tokens * group, n_tiles = (nq + ATT_W - 1) / ATT_W;

@@ -14,9 +14,16 @@
  * x + x_off (floats, column c at x_off + c n_in), n_cols, y + y_off (floats,
  * column c at y_off + c y_stride). */
 
-#define CS_MM_TC 16
-#ifndef CS_MM_WG
-#define CS_MM_WG 64
+/* The sizes CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS (rows per
+ * work-item of the CPU mat-vecs and mm2_T) and CS_PF_AHEAD come as -D from
+ * src/cl/kconst.h, their one definition, which src/ops/matmul.c sizes its
+ * launches with. */
+#if !defined(CS_MM_WG) || !defined(CS_MM_TC) || !defined(CS_MM_TCC) || !defined(CS_MM2_TCC) || \
+    !defined(CS_MV_ROWS) || !defined(CS_PF_AHEAD)
+#error "matmul.cl: CS_MM_* constants missing (the -D constants of src/cl/kconst.h)"
+#endif
+#if CS_MV_ROWS != 2
+#error "matmul.cl: the CPU mat-vecs and mm2_T compute rows r and r + 1 per work-item"
 #endif
 
 /* ---- the one reduction order (batch invariance) ----
@@ -47,8 +54,7 @@
 
 #if CS_FAMILY_CPU
 
-/* columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
-#define CS_MM_TCC 8
+/* CS_MM_TCC, columns per work-item in mm_T: 2 float16 accumulators each (8 -> 16 zmm) */
 
 /* Software prefetch. PoCL runs the work-items of a group one after another,
  * so the weight bytes a work-item streams through continue in the next
@@ -70,9 +76,7 @@
 #undef CS_PREFETCH
 #define CS_PREFETCH(p) ((void)0)
 #endif
-#ifndef CS_PF_AHEAD
-#define CS_PF_AHEAD 6912 /* bytes; 4-16 KiB measured alike, 1.7 KiB slower */
-#endif
+/* CS_PF_AHEAD: bytes; 4-16 KiB measured alike, 1.7 KiB slower */
 #define CS_PF_LINES(p, step) \
     for (uint o_ = 0; o_ < (step); o_ += 64) \
         CS_PREFETCH((p) + o_)
@@ -117,13 +121,14 @@ CS_FOR_EACH_WTYPE(CS_MV2)
                           __global float *v, uint v_off) \
     { \
         uint g = get_global_id(0); \
-        const uint pq = (nq + 1) / 2, pk = (nk + 1) / 2, pv = (nv + 1) / 2; \
+        const uint pq = (nq + CS_MV_ROWS - 1) / CS_MV_ROWS, pk = (nk + CS_MV_ROWS - 1) / CS_MV_ROWS; \
+        const uint pv = (nv + CS_MV_ROWS - 1) / CS_MV_ROWS; \
         if (g < pq) \
-            cs_mv2_##T(wq, row_bytes, n_in, nq, 2 * g, x + x_off, q + q_off); \
+            cs_mv2_##T(wq, row_bytes, n_in, nq, CS_MV_ROWS * g, x + x_off, q + q_off); \
         else if ((g -= pq) < pk) \
-            cs_mv2_##T(wk, row_bytes, n_in, nk, 2 * g, x + x_off, k + k_off); \
+            cs_mv2_##T(wk, row_bytes, n_in, nk, CS_MV_ROWS * g, x + x_off, k + k_off); \
         else if ((g -= pk) < pv) \
-            cs_mv2_##T(wv, row_bytes, n_in, nv, 2 * g, x + x_off, v + v_off); \
+            cs_mv2_##T(wv, row_bytes, n_in, nv, CS_MV_ROWS * g, x + x_off, v + v_off); \
     }
 CS_FOR_EACH_WTYPE(CS_MV3)
 
@@ -131,7 +136,7 @@ CS_FOR_EACH_WTYPE(CS_MV3)
     __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                          __global const float *x, uint x_off, __global float *y, uint y_off) \
     { \
-        const uint r = 2 * get_global_id(0); \
+        const uint r = CS_MV_ROWS * get_global_id(0); \
         if (r < n_rows) \
             cs_mv2_##T(w, row_bytes, n_in, n_rows, r, x + x_off, y + y_off); \
     } \
@@ -184,7 +189,6 @@ CS_FOR_EACH_WTYPE(CS_MV3)
  * once it no longer fits the L1 data cache (n_in above ~1536 with 48 KiB) it
  * streams from L2 and mm_T slows down by 10-20%. This tile is half as wide.
  * The host picks it for such n_in; each (row, column) in the one order. */
-#define CS_MM2_TCC 4
 #define CS_MM2_STEP(T, c) \
     do { \
         __global const float *xc = xt + (size_t)(c) * n_in; \
@@ -199,7 +203,7 @@ CS_FOR_EACH_WTYPE(CS_MV3)
                           __global const float *x, uint x_off, uint n_cols, __global float *y, \
                           uint y_off, uint y_stride) \
     { \
-        const uint r = 2 * get_global_id(0), c0 = get_global_id(1) * CS_MM2_TCC; \
+        const uint r = CS_MV_ROWS * get_global_id(0), c0 = get_global_id(1) * CS_MM2_TCC; \
         if (r >= n_rows || c0 >= n_cols) \
             return; \
         const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
@@ -243,7 +247,7 @@ CS_FOR_EACH_WTYPE(CS_MM2)
                                uint n_in, uint n_rows, __global const float *x, uint x_off, \
                                __global float *y, uint y_off) \
     { \
-        const uint r = 2 * get_global_id(0); \
+        const uint r = CS_MV_ROWS * get_global_id(0); \
         if (r >= n_rows) \
             return; \
         const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \

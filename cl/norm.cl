@@ -3,9 +3,12 @@
  *   *_cpu: one row per work-item, float4 loads, no local memory;
  *   *_gpu: one work-group per row, local-memory reductions (cs_wg_sum /
  *          cs_wg_max of cl/common.cl; local size <= NORM_WG, chosen by
- *          src/ops/ops.c). */
+ *          src/ops/ops.c).
+ * NORM_WG comes as -D from src/cl/kconst.h (every program build has it). */
 
-#define NORM_WG 256
+#ifndef NORM_WG
+#error "norm.cl: NORM_WG missing (the -D constants of src/cl/kconst.h)"
+#endif
 
 /* ---- CPU family ---- */
 

@@ -67,7 +67,9 @@ int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
  * values of its last block taken as 0. cs_kv_row_bytes: the padded bytes
  * (false for an unknown type or on overflow); cs_kv_quantize_row reads n
  * values of src and writes cs_kv_row_bytes bytes; cs_kv_dequantize_row
- * writes the n valid values. Return 0, or -1 as the row functions above. */
+ * writes the n valid values. Return 0, or -1 as the row functions above.
+ * The host's one KV-row codec (references, tests, kv.c's sizes); its device
+ * twin, bit for bit, is cl/kvcodec.cl. */
 bool cs_kv_row_bytes(uint32_t type, uint64_t n, uint64_t *out);
 int cs_kv_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 int cs_kv_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);

@@ -1,6 +1,7 @@
 /* test-cl-runtime.c: the OpenCL host layer on whatever devices are present
- * (PoCL here): listing, selection, open/close, embedded sources, builds and
- * their binary cache, launches, buffers, error names. The binary cache and
+ * (PoCL here): listing, selection, open/close, embedded sources and their
+ * #include expansion, the kernel constants of cl/kconst.h in every build's
+ * options, builds and their binary cache, launches, buffers, error names. The binary cache and
  * PoCL's own cache go to $CLSPEC_BUILDDIR/.cache/test-cl-runtime. */
 #include "config.h"
 
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "cl/bandwidth.h"
+#include "cl/kconst.h"
 #include "cl/runtime.h"
 #include "common.h"
 #include "testutil.h"
@@ -126,6 +128,14 @@ static void test_kfamily_env(void **state)
     /* feature flags only where the device has them */
     assert_true(!strstr(d->build_opts, "CS_HAS_FP16") == !l[0].has_fp16);
     assert_true(!strstr(d->build_opts, "CS_HAS_SUBGROUPS") == !l[0].has_subgroups);
+    /* every kernel constant, with the value the host sizes its launches by */
+    char opt[64];
+#define CHECK_KCONST(name, value)                                       \
+    snprintf(opt, sizeof opt, " -D%s=%d", #name, (int)(name));          \
+    assert_non_null(strstr(d->build_opts, opt));
+    CS_KCONSTS(CHECK_KCONST)
+#undef CHECK_KCONST
+    assert_non_null(strstr(d->build_opts, " -DNORM_WG=256"));
     cs_cl_dev_close(d);
     free(l);
 
@@ -199,6 +209,37 @@ static void test_sources(void **state)
     for (size_t i = 0; i < cs_cl_n_sources; i++)
         for (size_t j = i + 1; j < cs_cl_n_sources; j++)
             assert_string_not_equal(cs_cl_sources[i].name, cs_cl_sources[j].name);
+}
+
+/* #include "FILE.cl" lines: replaced by the embedded file between #line
+ * markers; other text (here a mention in a comment) is kept. */
+static void test_includes(void **state)
+{
+    (void)state;
+    char err[256], *out = NULL;
+    const char *src = "/* #include \"kvcodec.cl\" in a comment */\n#include \"kvcodec.cl\"\nint x;\n";
+    assert_int_equal(cs_cl_expand_includes("t", src, &out, err, sizeof err), CLSPEC_OK);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "/* #include \"kvcodec.cl\" in a comment */\n#line 1 \"kvcodec.cl\"\n"));
+    assert_non_null(strstr(out, cs_cl_source_get("kvcodec")));
+    assert_non_null(strstr(out, "\n#line 3 \"t.cl\"\nint x;\n"));
+    assert_null(strstr(out, "\n#include"));
+    free(out);
+    /* the programs that read or write the KV cache share the one codec */
+    const char *users[] = {"kv", "attention"};
+    for (size_t i = 0; i < CS_ARRAY_LEN(users); i++) {
+        assert_int_equal(cs_cl_expand_includes(users[i], cs_cl_source_get(users[i]), &out, err, sizeof err),
+                         CLSPEC_OK);
+        assert_non_null(strstr(out, "static void kv_put("));
+        assert_non_null(strstr(out, "static float kv_load1("));
+        free(out);
+    }
+    assert_null(strstr(cs_cl_source_get("attention"), "static float kv_load1("));
+    out = (char *)src;
+    assert_int_equal(cs_cl_expand_includes("t", "int a;\n#include \"no_such.cl\"\n", &out, err, sizeof err),
+                     CLSPEC_E_NOTFOUND);
+    assert_null(out);
+    assert_string_equal(err, "cl/t.cl:2: no embedded kernel source cl/no_such.cl");
 }
 
 /* Runs bw_read_f4 over n float4 of small integers on d; checks each group's
@@ -335,6 +376,35 @@ static void test_build_error(void **state)
     cs_cl_dev_close(d);
 }
 
+/* The kernel compiler sees every constant of cl/kconst.h with the host's
+ * value: a source that #errors on any missing or different one builds. */
+static void test_kconst_build(void **state)
+{
+    (void)state;
+    struct cs_cl_dev *d = open0();
+    char err[8192], src[4096];
+    size_t n = 0;
+#define KCONST_CHECK(name, value)                                                                  \
+    n += (size_t)snprintf(src + n, sizeof src - n,                                              \
+                          "#if !defined(%s) || %s != %d\n#error kconst %s differs\n#endif\n", #name, \
+                          #name, (int)(name), #name);
+    CS_KCONSTS(KCONST_CHECK)
+#undef KCONST_CHECK
+    assert_true(n < sizeof src);
+    snprintf(src + n, sizeof src - n, "__kernel void f(__global int *p) { p[0] = NORM_WG; }\n");
+    cl_program p = NULL;
+    int rc = cs_cl_program_from_source(d, "kconst.cl", src, NULL, &p, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        fail_msg("%s", err);
+    clReleaseProgram(p);
+    /* and a different value (a later -D wins) is caught */
+    rc = cs_cl_program_from_source(d, "kconst.cl", src, "-DNORM_WG=255", &p, err, sizeof err);
+    assert_int_equal(rc, CLSPEC_E_CL);
+    assert_non_null(strstr(err, "kconst NORM_WG differs"));
+    assert_null(strstr(err, "kconst ATT_WG differs"));
+    cs_cl_dev_close(d);
+}
+
 /* Builds cl/bandwidth.cl on a fresh device; returns it (stats inspectable). */
 static struct cs_cl_dev *build_fresh(double *total)
 {
@@ -462,8 +532,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errstr),       cmocka_unit_test(test_list),
         cmocka_unit_test(test_kfamily_env),  cmocka_unit_test(test_select),
-        cmocka_unit_test(test_sources),      cmocka_unit_test(test_open_run),
+        cmocka_unit_test(test_sources),      cmocka_unit_test(test_includes),
+        cmocka_unit_test(test_open_run),
         cmocka_unit_test(test_alloc),        cmocka_unit_test(test_build_error),
+        cmocka_unit_test(test_kconst_build),
         cmocka_unit_test(test_binary_cache),
     };
     return cmocka_run_group_tests_name("cl-runtime", tests, group_setup, group_teardown);

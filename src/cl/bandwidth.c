@@ -7,6 +7,7 @@
 
 #include "cl/bandwidth.h"
 #include "common.h"
+#include "ops/ops.h" /* cs_op_launch: the one way kernels are dispatched */
 
 size_t cs_cl_bw_default_bytes(const struct cs_cl_devinfo *info)
 {
@@ -28,24 +29,16 @@ static int probe(struct cs_cl_dev *d, const char *kname, size_t vec_bytes, cl_me
                  cl_mem out, float *host_out, size_t groups, size_t local, int runs, double *gbps,
                  char *err, size_t errlen)
 {
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "bandwidth", NULL, kname, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
-    cl_uint n = (cl_uint)(bytes / vec_bytes);
-    size_t global = groups * local;
-    cl_uint chunk = (cl_uint)((n + global - 1) / global); /* only the chunked kernel takes it */
-    if ((rc = cs_cl_arg(k, 0, sizeof src, &src, kname, err, errlen)) != CLSPEC_OK ||
-        (rc = cs_cl_arg(k, 1, sizeof n, &n, kname, err, errlen)) != CLSPEC_OK ||
-        (rc = cs_cl_arg(k, 2, sizeof out, &out, kname, err, errlen)) != CLSPEC_OK ||
-        (rc = cs_cl_arg(k, 3, local * sizeof(float), NULL, kname, err, errlen)) != CLSPEC_OK ||
-        (strstr(kname, "chunk") &&
-         (rc = cs_cl_arg(k, 4, sizeof chunk, &chunk, kname, err, errlen)) != CLSPEC_OK))
-        return rc;
+    const cl_uint n = (cl_uint)(bytes / vec_bytes);
+    const size_t global = groups * local;
+    const cl_uint chunk = (cl_uint)((n + global - 1) / global); /* only the chunked kernel takes it */
+    const struct cs_karg a[] = {CS_KA(src), CS_KA(n), CS_KA(out), {local * sizeof(float), NULL}, CS_KA(chunk)};
+    const size_t na = strstr(kname, "chunk") ? 5 : 4;
+    int rc;
     double best = 0;
     for (int r = -1; r < runs; r++) { /* r = -1: warm-up (and PoCL's kernel compile) */
         double t0 = now_s();
-        if ((rc = cs_cl_run(d, k, kname, 1, &global, &local, err, errlen)) != CLSPEC_OK ||
+        if ((rc = cs_op_launch(d, "bandwidth", NULL, kname, a, na, global, local, err, errlen)) != CLSPEC_OK ||
             (rc = cs_cl_finish(d, err, errlen)) != CLSPEC_OK)
             return rc;
         double t = now_s() - t0;

@@ -13,9 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cl/kconst.h"
 #include "cl/kprof.h"
 #include "cl/runtime.h"
 #include "common.h"
+#include "strbuf.h"
 
 /* ---- error names ---- */
 
@@ -335,13 +337,19 @@ struct cs_cl_prog_entry {
  *   -DCS_FAMILY_CPU=1 or -DCS_FAMILY_GPU=1   kernel variant family;
  *   -DCS_HAS_FP16=1    cl_khr_fp16 present (common.cl enables the pragma);
  *   -DCS_HAS_SUBGROUPS=1  cl_khr_subgroups or cl_intel_subgroups present;
- *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present. */
+ *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present;
+ *   -DNORM_WG=256 ...  the kernel constants of cl/kconst.h, all of them. */
 static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t len)
 {
-    snprintf(buf, len, "-cl-std=CL1.2 -cl-mad-enable %s%s%s%s",
-             di->family == CS_KFAMILY_CPU ? "-DCS_FAMILY_CPU=1" : "-DCS_FAMILY_GPU=1",
-             di->has_fp16 ? " -DCS_HAS_FP16=1" : "", di->has_subgroups ? " -DCS_HAS_SUBGROUPS=1" : "",
-             di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
+    int n = snprintf(buf, len, "-cl-std=CL1.2 -cl-mad-enable %s%s%s%s",
+                     di->family == CS_KFAMILY_CPU ? "-DCS_FAMILY_CPU=1" : "-DCS_FAMILY_GPU=1",
+                     di->has_fp16 ? " -DCS_HAS_FP16=1" : "", di->has_subgroups ? " -DCS_HAS_SUBGROUPS=1" : "",
+                     di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
+#define CS_KCONST_OPT_(name, value) \
+    if (n >= 0 && (size_t)n < len)  \
+        n += snprintf(buf + n, len - (size_t)n, " -D%s=%d", #name, (int)(value));
+    CS_KCONSTS(CS_KCONST_OPT_)
+#undef CS_KCONST_OPT_
 }
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen)
@@ -422,6 +430,36 @@ const char *cs_cl_source_get(const char *name)
         if (!strcmp(cs_cl_sources[i].name, name))
             return cs_cl_sources[i].text;
     return NULL;
+}
+
+int cs_cl_expand_includes(const char *name, const char *src, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cs_strbuf b = {0};
+    unsigned line = 1;
+    for (const char *p = src; *p; line++) {
+        const char *eol = strchr(p, '\n');
+        const size_t n = eol ? (size_t)(eol - p) + 1 : strlen(p);
+        char inc[64];
+        int end = 0;
+        if (sscanf(p, "#include \"%63[A-Za-z0-9_].cl\"%n", inc, &end) == 1 && end > 0) {
+            const char *text = cs_cl_source_get(inc);
+            if (!text) {
+                cs_strbuf_free(&b);
+                return cs_err(err, errlen, CLSPEC_E_NOTFOUND, "cl/%s.cl:%u: no embedded kernel source cl/%s.cl",
+                              name, line, inc);
+            }
+            cs_strbuf_printf(&b, "#line 1 \"%s.cl\"\n", inc);
+            cs_strbuf_put(&b, text);
+            cs_strbuf_printf(&b, "\n#line %u \"%s.cl\"\n", line + 1, name);
+        } else {
+            cs_strbuf_put_n(&b, p, n);
+        }
+        p += n;
+    }
+    if (cs_strbuf_take(&b, out, NULL) != CLSPEC_OK)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "cl/%s.cl: out of memory", name);
+    return CLSPEC_OK;
 }
 
 /* ---- building ---- */
@@ -737,15 +775,18 @@ int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_p
     if (!src || !common)
         return cs_err(err, errlen, CLSPEC_E_NOTFOUND, "no embedded kernel source cl/%s.cl",
                       src ? "common" : name);
-    char line[300];
+    char line[300], *own = NULL;
+    int rc = cs_cl_expand_includes(name, src, &own, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
     snprintf(line, sizeof line, "#line 1 \"%s.cl\"\n", name);
     const char *parts[] = {"#line 1 \"common.cl\"\n", common, blocks ? "\n#line 1 \"blocks.cl\"\n" : "",
-                           blocks, "\n", line, src};
+                           blocks, "\n", line, own};
     const char *oparts[] = {d->build_opts, *extra ? " " : "", extra};
     char *text = concat(parts, CS_ARRAY_LEN(parts)), *opts = concat(oparts, 3);
+    free(own);
     struct cs_cl_prog_entry *e = calloc(1, sizeof *e);
     char *ename = strdup(name), *eextra = strdup(extra);
-    int rc = CLSPEC_OK;
     if (!text || !opts || !e || !ename || !eextra) {
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "cl/%s.cl: out of memory", name);
         goto fail;

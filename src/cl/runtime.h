@@ -70,9 +70,10 @@ struct cs_cl_dev {
     struct cs_cl_devinfo info;
     cl_context ctx;
     cl_command_queue q;        /* in-order */
-    char build_opts[256];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
+    char build_opts[512];      /* "-cl-std=CL1.2 -cl-mad-enable -DCS_FAMILY_CPU=1|-DCS_FAMILY_GPU=1"
                                 * plus -DCS_HAS_FP16=1, -DCS_HAS_SUBGROUPS=1, -DCS_HAS_INT_DOT=1
-                                * where present (why each: make_build_opts in runtime.c) */
+                                * where present, then -DNAME=value for every kernel constant
+                                * of cl/kconst.h (why each: make_build_opts in runtime.c) */
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
@@ -85,7 +86,8 @@ void cs_cl_dev_close(struct cs_cl_dev *d);
 int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen);
 
 /* The program built from the embedded source cl/NAME.cl (prefixed by
- * cl/common.cl and, when present, cl/blocks.cl) with the device's build_opts plus extra (may be NULL).
+ * cl/common.cl and, when present, cl/blocks.cl; its #include lines expanded
+ * by cs_cl_expand_includes) with the device's build_opts plus extra (may be NULL).
  * Built once per (name, extra) per device; binaries cached under
  * $XDG_CACHE_HOME/clspec (or ~/.cache/clspec), keyed by a hash of source,
  * options, device name, platform and driver version; a corrupt or stale file
@@ -93,6 +95,14 @@ int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen
  * Build logs go into err on failure (CLSPEC_E_CL). The device owns *out. */
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen);
+
+/* The embedded source src of cl/NAME.cl with every line that is exactly
+ * `#include "FILE.cl"` (from its first column) replaced by the embedded
+ * cl/FILE.cl between #line markers, so shared kernel code (cl/kvcodec.cl)
+ * is written once; one level (an included file's own #include lines are
+ * left as they are). *out is malloc'd (free() it). An unknown FILE is
+ * CLSPEC_E_NOTFOUND with NAME and the line in err. */
+int cs_cl_expand_includes(const char *name, const char *src, char **out, char *err, size_t errlen);
 
 /* A kernel of such a program, created once and cached on the device (the
  * device owns *out: do not release it). Kernels are not thread-safe

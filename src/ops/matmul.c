@@ -6,20 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
 #include "common.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
 
-#define CPU_LOCAL 16 /* work-items per group, CPU family (one row each) */
-#define GPU_WG 64    /* work-group per row, GPU family (CS_MM_WG in matmul.cl) */
-#define COL_TILE_CPU 8  /* CS_MM_TCC in matmul.cl */
-#define COL_TILE_CPU2 4 /* CS_MM2_TCC in matmul.cl (mm2_T: two rows per work-item) */
-/* CPU family: mm2_T instead of mm_T once mm_T's x tile (COL_TILE_CPU columns
+#define CPU_LOCAL 16 /* work-items per group, CPU family (host only) */
+/* CPU family: mm2_T instead of mm_T once mm_T's x tile (CS_MM_TCC columns
  * of n_in floats) exceeds this many bytes, i.e. no longer stays in a 48 KiB
  * L1 data cache next to the weight rows (measured on PoCL 3.1, 110M down
  * projection n_in 2048: mm2_T 5-10% faster; at n_in <= 1536 mm_T is faster) */
 #define MM_X_TILE_MAX (48 * 1024)
-#define COL_TILE_GPU 16 /* CS_MM_TC in matmul.cl */
 
 /* kernel name suffix per supported type (the X list of cl/blocks.cl) */
 static const char *kname(uint32_t type)
@@ -168,21 +165,15 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     return rc;
 }
 
-/* sets n args of k from (size, pointer) pairs */
-static int set_args(cl_kernel k, const char *name, char *err, size_t errlen, unsigned n,
-                    const size_t *sizes, const void *const *vals)
-{
-    for (unsigned i = 0; i < n; i++) {
-        int rc = cs_cl_arg(k, i, sizes[i], vals[i], name, err, errlen);
-        if (rc != CLSPEC_OK)
-            return rc;
-    }
-    return CLSPEC_OK;
-}
-
 static bool fits_u32(uint64_t v)
 {
     return v <= UINT32_MAX;
+}
+
+/* work-items of a CPU mat-vec (mv_T, mv3_T, mvswiglu_T) or mm2_T over n_rows */
+static size_t mv_items(uint64_t n_rows)
+{
+    return (size_t)((n_rows + CS_MV_ROWS - 1) / CS_MV_ROWS);
 }
 
 int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
@@ -198,43 +189,31 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
     const bool cpu = d->info.family == CS_KFAMILY_CPU;
-    if (!cpu && d->info.max_wg < GPU_WG)
+    if (!cpu && d->info.max_wg < CS_MM_WG)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: work-groups of %d needed, device allows %zu",
-                      d->info.name, GPU_WG, d->info.max_wg);
-    const bool two_rows = cpu && n_cols > 1 && (uint64_t)COL_TILE_CPU * w->n_in * sizeof(float) > MM_X_TILE_MAX;
+                      d->info.name, CS_MM_WG, d->info.max_wg);
+    const bool two_rows = cpu && n_cols > 1 && (uint64_t)CS_MM_TCC * w->n_in * sizeof(float) > MM_X_TILE_MAX;
     char name[32];
     snprintf(name, sizeof name, "%s_%s", n_cols == 1 ? "mv" : two_rows ? "mm2" : "mm", wname(w));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, xo = (cl_uint)x_off, nc = n_cols,
                   ystride = w->n_out;
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const struct cs_weight_part *p = &w->parts[i];
         const cl_uint nr = p->n_rows, yo = (cl_uint)(y_off + p->r0);
         if (n_cols == 1) {
-            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &y, &yo};
-            rc = set_args(k, name, err, errlen, 8, sz, v);
-            if (rc != CLSPEC_OK)
-                return rc;
-            const size_t g[1] = {cpu ? (nr + 1) / 2 : (size_t)nr * GPU_WG}, l[1] = {cpu ? CPU_LOCAL : GPU_WG};
-            rc = cs_cl_run(d, k, name, 1, g, l, err, errlen);
+            const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr),
+                                        CS_KA(x),      CS_KA(xo), CS_KA(y),    CS_KA(yo)};
+            const size_t g = cpu ? mv_items(nr) : (size_t)nr * CS_MM_WG, l = cpu ? CPU_LOCAL : CS_MM_WG;
+            CS_TRY(cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), g, l, err, errlen));
         } else {
-            const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4, 4};
-            const void *v[] = {&p->buf, &rb, &n_in, &nr, &x, &xo, &nc, &y, &yo, &ystride};
-            rc = set_args(k, name, err, errlen, 10, sz, v);
-            if (rc != CLSPEC_OK)
-                return rc;
-            const size_t tile = two_rows ? COL_TILE_CPU2 : cpu ? COL_TILE_CPU : COL_TILE_GPU;
-            const size_t g0 = two_rows ? ((size_t)nr + 1) / 2 : cpu ? nr : (size_t)nr * GPU_WG;
+            const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr), CS_KA(x),
+                                        CS_KA(xo),     CS_KA(nc), CS_KA(y),    CS_KA(yo), CS_KA(ystride)};
+            const size_t tile = two_rows ? CS_MM2_TCC : cpu ? CS_MM_TCC : CS_MM_TC;
+            const size_t g0 = two_rows ? mv_items(nr) : cpu ? nr : (size_t)nr * CS_MM_WG;
             const size_t g[2] = {g0, (n_cols + tile - 1) / tile};
-            const size_t l[2] = {cpu ? CPU_LOCAL : GPU_WG, 1};
-            rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
+            const size_t l[2] = {cpu ? CPU_LOCAL : CS_MM_WG, 1};
+            CS_TRY(cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
         }
-        if (rc != CLSPEC_OK)
-            return rc;
     }
     return CLSPEC_OK;
 }
@@ -252,25 +231,16 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
                       cs_type_name(w->type), n);
     char name[32];
     snprintf(name, sizeof name, "getrows_%s", wname(w));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "getrows", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, n_out = w->n_out, io = (cl_uint)ids_off,
                   nn = n, oo = (cl_uint)out_off;
     const size_t chunks = w->n_in / 32 + (w->n_in % 32 ? 1 : 0);
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const struct cs_weight_part *p = &w->parts[i];
         const cl_uint r0 = p->r0, nr = p->n_rows;
-        const size_t sz[] = {sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4, 4, sizeof(cl_mem), 4};
-        const void *v[] = {&p->buf, &rb, &n_in, &r0, &nr, &n_out, &ids, &io, &nn, &out, &oo};
-        rc = set_args(k, name, err, errlen, 11, sz, v);
-        if (rc != CLSPEC_OK)
-            return rc;
+        const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(r0),  CS_KA(nr), CS_KA(n_out),
+                                    CS_KA(ids),    CS_KA(io), CS_KA(nn),   CS_KA(out), CS_KA(oo)};
         const size_t g[2] = {chunks, n}, l[2] = {CS_MIN(chunks, (size_t)16), 1};
-        rc = cs_cl_run(d, k, name, 2, g, l, err, errlen);
-        if (rc != CLSPEC_OK)
-            return rc;
+        CS_TRY(cs_op_launch_nd(d, "getrows", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
     }
     return CLSPEC_OK;
 }
@@ -297,19 +267,11 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mvswiglu_%s", wname(wg));
-    cl_kernel k;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &k, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, xo = (cl_uint)x_off,
                   yo = (cl_uint)out_off;
-    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-    const void *v[] = {&wg->parts[0].buf, &wu->parts[0].buf, &rb, &n_in, &nr, &x, &xo, &out, &yo};
-    rc = set_args(k, name, err, errlen, 9, sz, v);
-    if (rc != CLSPEC_OK)
-        return rc;
-    const size_t g[1] = {((size_t)nr + 1) / 2}, l[1] = {CPU_LOCAL}; /* two rows per work-item */
-    return cs_cl_run(d, k, name, 1, g, l, err, errlen);
+    const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr),
+                                CS_KA(x), CS_KA(xo), CS_KA(out), CS_KA(yo)};
+    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), mv_items(nr), CPU_LOCAL, err, errlen);
 }
 
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
@@ -336,19 +298,11 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mv3_%s", wname(wq));
-    cl_kernel kk;
-    int rc = cs_cl_kernel(d, "matmul", NULL, name, &kk, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
     const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
                   xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
-    const size_t sz[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem), 4, 4, 4, 4, 4, sizeof(cl_mem), 4,
-                         sizeof(cl_mem), 4, sizeof(cl_mem), 4, sizeof(cl_mem), 4};
-    const void *vals[] = {&wq->parts[0].buf, &wk->parts[0].buf, &wv->parts[0].buf, &rb, &n_in, &nq, &nk, &nv, &x, &xo,
-                          &q, &qo, &k, &ko, &v, &vo};
-    rc = set_args(kk, name, err, errlen, 16, sz, vals);
-    if (rc != CLSPEC_OK)
-        return rc;
-    const size_t g[1] = {(size_t)(nq + 1) / 2 + (nk + 1) / 2 + (nv + 1) / 2}, l[1] = {CPU_LOCAL};
-    return cs_cl_run(d, kk, name, 1, g, l, err, errlen);
+    const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
+                                CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+    const size_t items = mv_items(nq) + mv_items(nk) + mv_items(nv);
+    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), items, CPU_LOCAL, err, errlen);
 }

@@ -7,19 +7,16 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "cl/kconst.h" /* NORM_WG, ATT_WG, ATT_G, ATT_W: the kernels' sizes */
 #include "common.h"
 #include "quant.h"
 
-#define ELT_WG 64   /* elementwise local size */
-#define NORM_WG 256 /* must match cl/norm.cl */
-#define ATT_WG 64   /* must match cl/attention.cl */
-#define ATT_G 4     /* CPU family q heads per work-item, as in cl/attention.cl */
-#define ATT_W 16    /* CPU family queries per attn_cpu_t tile, as in cl/attention.cl */
+#define ELT_WG 64   /* elementwise local size (host only: the kernels bound-check) */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
 
-int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
-                 const struct cs_karg *a, size_t na, size_t n_items, size_t local, char *err,
-                 size_t errlen)
+int cs_op_launch_nd(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                    const struct cs_karg *a, size_t na, cl_uint dims, const size_t *global, const size_t *local,
+                    char *err, size_t errlen)
 {
     cl_kernel k;
     int rc = cs_cl_kernel(d, prog, extra, kname, &k, err, errlen);
@@ -30,9 +27,17 @@ int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const
         if (rc != CLSPEC_OK)
             return rc;
     }
-    if (n_items == 0)
-        return CLSPEC_OK;
-    return cs_cl_run(d, k, kname, 1, &n_items, &local, err, errlen);
+    for (cl_uint i = 0; i < dims && i < 3; i++)
+        if (global[i] == 0)
+            return CLSPEC_OK;
+    return cs_cl_run(d, k, kname, dims, global, local, err, errlen);
+}
+
+int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                 const struct cs_karg *a, size_t na, size_t n_items, size_t local, char *err,
+                 size_t errlen)
+{
+    return cs_op_launch_nd(d, prog, extra, kname, a, na, 1, &n_items, &local, err, errlen);
 }
 
 static size_t elt_local(const struct cs_cl_dev *d)

@@ -13,17 +13,25 @@
 
 #include "cl/runtime.h"
 
-/* The ops' single dispatch path (ops.c, lcpp_ops.c): fetch the (cached)
- * kernel kname of program prog built with extra -D flags, set its arguments
- * a[0..na), enqueue a 1-D range of n_items work-items, which cs_cl_run rounds
- * up to the explicit local size (kernels bound-check their index). */
+/* The single dispatch path of every kernel (ops.c, matmul.c, lcpp_ops.c,
+ * src/cl/bandwidth.c): fetch the (cached) kernel kname of program prog built with
+ * extra -D flags, set its arguments a[0..na), enqueue a 1-D range of n_items
+ * work-items, which cs_cl_run rounds up to the explicit local size (kernels
+ * bound-check their index); n_items 0 sets the arguments and enqueues
+ * nothing. Sizes the kernels also know (work-groups, tiles, rows per
+ * work-item) come from src/cl/kconst.h. */
 struct cs_karg {
     size_t size;    /* of the value */
-    const void *p;  /* the value (cl_mem, int, ...) */
+    const void *p;  /* the value (cl_mem, int, ...); NULL with size: __local memory of size bytes */
 };
 #define CS_KA(v) {sizeof(v), &(v)}
 int cs_op_launch(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
                  const struct cs_karg *a, size_t na, size_t n_items, size_t local, char *err, size_t errlen);
+/* cs_op_launch over a dims-D range (1..3): global[i] work-items (rounded up
+ * to local[i]) in dimension i; a zero global[i] enqueues nothing. */
+int cs_op_launch_nd(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
+                    const struct cs_karg *a, size_t na, cl_uint dims, const size_t *global, const size_t *local,
+                    char *err, size_t errlen);
 
 /* RMSNorm per row: y = x / sqrt(mean(x^2) + eps) (* w if w != NULL).
  * x, y: (n_rows, n_cols); w: (n_cols). y may equal x (same offset). */
