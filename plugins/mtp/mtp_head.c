@@ -175,21 +175,13 @@ static int load_io(struct mtp_head *m, const char *path, char *err, size_t errle
     int has_fo = tensor(m, path, "output.weight", E, V, 0, err, errlen);
     if (has_te < 0 || has_to < 0 || has_fe < 0 || has_fo < 0)
         return -1;
-    int rc;
-    if (has_te)
-        rc = h->weight_upload(m->d, m->g, te, &m->embd, err, errlen);
-    else if (!path || !has_fe)
-        rc = h->target_weight(m->d, "token_embd.weight", &m->embd, err, errlen), m->embd_shared = 1;
-    else
-        rc = h->weight_upload(m->d, m->g, "token_embd.weight", &m->embd, err, errlen);
-    if (rc < 0)
-        return -1;
-    if (has_to)
-        rc = h->weight_upload(m->d, m->g, to, &m->out, err, errlen);
-    else if (path && has_fo)
-        rc = h->weight_upload(m->d, m->g, "output.weight", &m->out, err, errlen);
-    else
-        rc = h->target_weight(m->d, "output.weight", &m->out, err, errlen), m->out_shared = 1;
+    const char *e_name = has_te ? te : path && has_fe ? "token_embd.weight" : NULL; /* NULL: the target's */
+    const char *o_name = has_to ? to : path && has_fo ? "output.weight" : NULL;
+    int rc = e_name ? h->weight_upload(m->d, m->g, e_name, &m->embd, err, errlen)
+                    : h->target_weight(m->d, "token_embd.weight", &m->embd, err, errlen);
+    if (rc == 0)
+        rc = o_name ? h->weight_upload(m->d, m->g, o_name, &m->out, err, errlen)
+                    : h->target_weight(m->d, "output.weight", &m->out, err, errlen);
     if (rc < 0)
         return -1;
     uint32_t n_in = 0, n_out = 0;
@@ -324,7 +316,7 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
     }
     char e2[512];
     if (h->kv_place(m->kv, n, pos, seq, m->cell, 0, NULL, e2, sizeof e2) < 0)
-        return fail(err, errlen, "MTP decode: the head's KV cache is full (%s)", e2);
+        return fail(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
         h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, g, g_seq, err, errlen) < 0)

@@ -32,8 +32,7 @@ struct mtp_head {
     clspec_buf *attn_norm, *ffn_norm, *bq, *bk, *bv, *qn, *kn; /* f32; the optional ones NULL */
     clspec_weight *eh_proj;         /* (2E -> E) */
     clspec_buf *enorm, *hnorm, *head_norm; /* f32 (E) */
-    clspec_weight *embd, *out;      /* E and output (out may be embd: tied, one upload) */
-    int embd_shared, out_shared;    /* the target's (borrowed or copied) */
+    clspec_weight *embd, *out;      /* E and output: the file's, or the target's (borrowed or copied) */
     clspec_layer *layer;            /* the nextn block for block_layer */
     clspec_kv *kv;                  /* one layer; sequences = slots; positions p >= 1 */
     int32_t n_batch, n_seq;
