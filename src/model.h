@@ -26,8 +26,8 @@ struct cs_hparams {
     char arch_name[32];       /* "llama", "qwen2", "qwen3" */
     uint32_t n_vocab;         /* tokens (rows of token_embd / output) */
     uint32_t n_embd;          /* model width */
-    uint32_t n_layer;         /* trunk blocks: block_count - nextn_predict_layers */
-    uint32_t n_layer_total;   /* block_count (includes MTP/nextn blocks the trunk skips) */
+    uint32_t n_layer;         /* trunk blocks: block_count less the extra prediction blocks the file declares */
+    uint32_t n_layer_total;   /* block_count (includes the extra blocks the trunk skips; a plugin may read them) */
     uint32_t n_head;          /* query heads */
     uint32_t n_head_kv;       /* key/value heads (GQA: n_head % n_head_kv == 0) */
     uint32_t head_dim;        /* attention.key_length, or n_embd / n_head */

@@ -6,16 +6,18 @@
  * over the final history; a slot that reads only every third step gets the
  * rows since its last read (consecutive positions, rejected rows replaced).
  * MTP (reference/mtp-stories260K.json, README-mtp.md), with the combined
- * file and with the sidecar head: the host's MTP head (model_load with
- * CLSPEC_MODEL_NEXTN / _TARGET_TENSORS, ctx_decode with embeddings,
- * ctx_hidden; target_embed and target_head checked against the target's
- * own forward) gives the first
+ * file and with the sidecar head: the plugin's head on the device compute
+ * service (plugins/mtp/mtp_head.c through the plugin's mtp_test_decode:
+ * host hidden states, then chained on the device; target_embed and
+ * target_head checked against the target's own forward) gives the first
  * step's top-5 draft logits within 1e-3; the plugin inside the speculative
  * step reproduces the 8 traced k = 3 steps exactly (drafts, accepted
  * counts, commits); greedy output with mtp speculation equals output
  * without it (48 tokens, 3 prompts, target KV f32 / f16, head KV of another
  * type, parallel 1 and 4); acceptance with fixed k = 1, 2, 3 is close to
- * the reference's spec_stats_48_tokens. */
+ * the reference's spec_stats_48_tokens; a head on another device than the
+ * target's output (two PoCL devices) drafts the same; a 1.4 host refuses
+ * the old model_load MTP flag with a message. */
 #include "config.h"
 
 #include <math.h>
@@ -26,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <dlfcn.h>
 #include <jansson.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "engine.h"
@@ -280,42 +284,36 @@ static struct cs_plugin *mtp_open(struct cs_engine *e, uint32_t n_slots, const c
     return rc == CLSPEC_OK ? pl : NULL;
 }
 
-/* The first step's drafts through the host table alone: the head's KV
+typedef int (*mtp_decode_fn)(void *state, int32_t n, const int32_t *tok, const int32_t *pos, const int32_t *seq,
+                             const float *g, int chain, const uint8_t *keep, float *logits, int32_t *amax, char *err,
+                             size_t errlen);
+typedef int (*mtp_seq_rm_fn)(void *state, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
+
+/* The first step's drafts through the plugin's head alone: the head's KV
  * filled for positions 1..m-1 from a plain target forward, then three
- * chained steps; top-5 logits against the reference. */
+ * chained steps (the hidden state stays on the device); top-5 logits
+ * against the reference. */
 static void first_step_host(const char *target, const char *head)
 {
     struct cs_engine *e = engine_open(target, 256, 1, CS_TYPE_F32, 64);
     const uint32_t E = e->model->hp.n_embd, V = e->model->hp.n_vocab;
     const int32_t NL = (int32_t)e->model->hp.n_layer;
     char err[CLSPEC_ERRLEN];
-    struct cs_plugin *pl = mtp_open(e, 1, head, NULL, NULL, err, sizeof err); /* for its host table */
+    struct cs_plugin *pl = mtp_open(e, 1, head, NULL, NULL, err, sizeof err);
     if (!pl)
         fail_msg("mtp: %s", err);
     const struct clspec_host *h = &pl->host;
-    char *hp = head ? tu_shared_path(head) : NULL;
-    clspec_model *m = NULL;
-    uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (head ? 0 : CLSPEC_MODEL_NEXTN);
-    if (h->model_load(h, hp, -1, flags, &m, err, sizeof err) != 0)
-        fail_msg("model_load: %s", err);
-    free(hp);
-    struct clspec_model_info mi;
-    memset(&mi, 0, sizeof mi);
-    mi.size = sizeof mi;
-    assert_int_equal(h->model_info(m, &mi), 0);
-    assert_int_equal(mi.n_layer, 1);
-    assert_int_equal(mi.n_embd, E);
-    clspec_ctx *c = NULL;
-    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 64, .n_batch = 32, .n_seq = 1,
-                                   .type_k = CLSPEC_TYPE_F32, .type_v = CLSPEC_TYPE_F32};
-    if (h->ctx_new(m, &cp, &c, err, sizeof err) != 0)
-        fail_msg("ctx_new: %s", err);
-    float *hid = malloc((size_t)32 * E * sizeof *hid), *lg = malloc((size_t)V * sizeof *lg), *g = malloc(E * 4);
+    mtp_decode_fn dec = (mtp_decode_fn)(uintptr_t)dlsym(pl->dl, "mtp_test_decode");
+    mtp_seq_rm_fn seq_rm = (mtp_seq_rm_fn)(uintptr_t)dlsym(pl->dl, "mtp_test_seq_rm");
+    assert_non_null(dec);
+    assert_non_null(seq_rm);
+    float *hid = malloc((size_t)32 * E * sizeof *hid), *lg = malloc((size_t)V * sizeof *lg);
+    float *l2 = malloc((size_t)V * sizeof *l2);
     double worst = 0;
     for (int ci = 0; ci < MAXC; ci++) {
         const struct gcase *gc = &GC[ci];
         const int32_t m_ = gc->n_prompt;
-        int32_t pos[32], seq0[32] = {0}, tok[32];
+        int32_t pos[32], seq0[32] = {0}, tok[32], am[32];
         for (int i = 0; i < 32; i++)
             pos[i] = i;
         cs_fwd_kv_clear(e->ctx);
@@ -335,22 +333,19 @@ static void first_step_host(const char *target, const char *head)
         free(lh);
         free(em);
         free(e0);
-        assert_int_equal(h->ctx_seq_rm(c, 0, 0, -1, err, sizeof err), 0);
+        assert_int_equal(seq_rm(pl->state, 0, 0, -1, err, sizeof err), 0);
         /* entries 1..m-1: (x_p, h_{p-1}) */
         for (int32_t p = 1; p < m_; p++)
             tok[p - 1] = gc->prompt[p];
         uint8_t none[32] = {0};
-        struct clspec_decode d = {.size = sizeof d, .n = m_ - 1, .tokens = tok, .embd = hid, .pos = pos + 1,
-                                  .seq = seq0, .logits = none};
-        assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0);
-        assert_null(h->ctx_logits(c, 0));
+        assert_int_equal(dec(pl->state, m_ - 1, tok, pos + 1, seq0, hid, 0, none, NULL, am, err, sizeof err), 0);
         int32_t x = gc->greedy[0], p = m_;
-        memcpy(g, hid + (size_t)(m_ - 1) * E, E * 4);
         for (int j = 0; j < 3; j++, p++) {
-            struct clspec_decode d1 = {.size = sizeof d1, .n = 1, .tokens = &x, .embd = g, .pos = &p, .seq = seq0};
-            assert_int_equal(h->ctx_decode(c, &d1, err, sizeof err), 0);
-            const float *l2 = h->ctx_logits(c, 0);
-            assert_non_null(l2);
+            /* step 1: the target's h_{m-1} from the host; then the head's own h' (kept on the device) */
+            const float *g = hid + (size_t)(m_ - 1) * E;
+            int32_t best = -1;
+            if (dec(pl->state, 1, &x, &p, seq0, g, j > 0, NULL, l2, &best, err, sizeof err) != 1)
+                fail_msg("mtp_test_decode: %s", err);
             for (int r = 0; r < 5; r++) {
                 double dd = fabs((double)l2[gc->top_id[j][r]] - gc->top_val[j][r]);
                 worst = dd > worst ? dd : worst;
@@ -358,26 +353,38 @@ static void first_step_host(const char *target, const char *head)
                     fail_msg("case %d draft %d: logit of %d is %.6f, reference %.6f", ci, j + 1, gc->top_id[j][r],
                              l2[gc->top_id[j][r]], gc->top_val[j][r]);
             }
-            int32_t best = 0;
+            int32_t hb = 0;
             for (uint32_t v = 1; v < V; v++)
-                best = l2[v] > l2[best] ? (int32_t)v : best;
+                hb = l2[v] > l2[hb] ? (int32_t)v : hb;
+            assert_int_equal(best, hb); /* the device's argmax = the host's */
             assert_int_equal(best, gc->top_id[j][0]);
             assert_int_equal(best, gc->steps[0].drafts[j]);
-            int32_t nr = 0;
-            const float *hp2 = h->ctx_hidden(c, &nr);
-            assert_non_null(hp2);
-            assert_int_equal(nr, 1);
-            memcpy(g, hp2, E * 4);
             x = best;
         }
+        /* rollback: without entry m-1 step 1 sees less (other logits); with it recomputed, the same bits */
+        float *l1 = malloc((size_t)V * 4), *l3 = malloc((size_t)V * 4);
+        int32_t x1 = gc->greedy[0], p1 = m_, b1 = -1, pl1 = m_ - 1;
+        assert_int_equal(seq_rm(pl->state, 0, m_, -1, err, sizeof err), 0);
+        assert_int_equal(dec(pl->state, 1, &x1, &p1, seq0, hid + (size_t)(m_ - 1) * E, 0, NULL, l1, &b1, err,
+                             sizeof err), 1);
+        assert_int_equal(seq_rm(pl->state, 0, m_ - 1, -1, err, sizeof err), 0);
+        assert_int_equal(dec(pl->state, 1, &x1, &p1, seq0, hid + (size_t)(m_ - 1) * E, 0, NULL, l3, &b1, err,
+                             sizeof err), 1);
+        assert_true(memcmp(l1, l3, (size_t)V * 4) != 0);
+        assert_int_equal(seq_rm(pl->state, 0, m_ - 1, -1, err, sizeof err), 0);
+        assert_int_equal(dec(pl->state, 1, &gc->prompt[m_ - 1], &pl1, seq0, hid + (size_t)(m_ - 2) * E, 0, none,
+                             NULL, &b1, err, sizeof err), 0);
+        assert_int_equal(dec(pl->state, 1, &x1, &p1, seq0, hid + (size_t)(m_ - 1) * E, 0, NULL, l3, &b1, err,
+                             sizeof err), 1);
+        assert_memory_equal(l1, l3, (size_t)V * 4);
+        free(l1);
+        free(l3);
     }
     print_message("%s%s%s: first-step top-5 logits max |diff| %.3g\n", target, head ? " + " : "", head ? head : "",
                   worst);
     free(hid);
     free(lg);
-    free(g);
-    h->ctx_free(c);
-    h->model_free(m);
+    free(l2);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -705,16 +712,6 @@ static void test_devices(void **state)
             for (int k = 0; k < 64; k++)
                 hz[k] = (float)(k % 7) - 3.0f;
             assert_int_equal(h->target_head(h, hz, 1, lz, err, sizeof err), 0);
-            char *hp = tu_shared_path(SIDECAR);
-            clspec_model *m = NULL;
-            assert_int_equal(h->model_load(h, hp, 0, 0, &m, err, sizeof err), 0); /* tied to its own embedding */
-            free(hp);
-            struct clspec_model_info mi;
-            memset(&mi, 0, sizeof mi);
-            mi.size = sizeof mi;
-            h->model_info(m, &mi);
-            assert_int_equal(mi.device, 0);
-            h->model_free(m);
         }
         cs_plugin_free(pl);
         cs_engine_free(e);
@@ -818,8 +815,9 @@ static void test_refusals(void **state)
     assert_null(mtp_open(e, 1, SIDECAR, "device", "7", err, sizeof err));
     assert_non_null(strstr(err, "device = 7: not one of the target's devices"));
     assert_null(mtp_open(e, 1, TARGET, NULL, NULL, err, sizeof err)); /* a plain model is no head */
-    assert_non_null(strstr(err, "neither an MTP head (no {arch}.nextn_predict_layers) nor a DFlash drafter"));
-    /* a plain model loaded as a draft model (no flags) is no head either: the plugin's probe says so */
+    assert_non_null(strstr(err, "stories260K.gguf: not an MTP head (no llama.nextn_predict_layers)"));
+    /* the old host-side MTP head (model_load flags) is gone: a plain draft model takes no embeddings and has no
+     * hidden states */
     {
         struct cs_plugin *pl = mtp_open(e, 1, SIDECAR, NULL, NULL, err, sizeof err);
         assert_non_null(pl);
@@ -839,8 +837,11 @@ static void test_refusals(void **state)
         assert_int_equal(nr, 0);
         pl->host.ctx_free(c);
         pl->host.model_free(m);
-        assert_int_not_equal(pl->host.model_load(&pl->host, "/x.gguf", -1, CLSPEC_MODEL_NEXTN, &m, err, sizeof err), 0);
-        assert_non_null(strstr(err, "takes no path"));
+        /* the 1.2 flag for the target's own nextn blocks: a clear refusal (old plugins fail their init with it) */
+        assert_int_not_equal(pl->host.model_load(&pl->host, NULL, -1, CLSPEC_MODEL_NEXTN, &m, err, sizeof err), 0);
+        assert_null(m);
+        assert_non_null(strstr(err, "CLSPEC_MODEL_NEXTN is not provided by this host"));
+        assert_non_null(strstr(err, "use the compute service (1.4)"));
         cs_plugin_free(pl);
     }
     /* q8_0 blocks run along the head's KV row (4 kv heads x 8 = 32): taken */

@@ -1,13 +1,14 @@
 /* mtp.c: the MTP ("nextn") speculator. Drafts with a multi-token-prediction
- * head (DeepSeek-V3 / GLM-4.5 style) loaded through the host (ABI 1.2): the
- * target's own GGUF when it holds nextn blocks, or a sidecar head file
- * (`model`). It takes the target's pre-final-norm hidden state through the
+ * head (DeepSeek-V3 / GLM-4.5 style) that runs on the host's device compute
+ * service (ABI 1.4; the forward is mtp_head.c, its layer the engine's block
+ * builder): the target's own GGUF when it holds nextn blocks, or a sidecar
+ * head file (`model`). Builds against the installed headers only. It takes the target's pre-final-norm hidden state through the
  * host's taps and keeps, per slot, the head's own KV cache (one sequence per
  * slot) with exactly one entry per committed position p >= 1, built from
  * (x_p, h_{p-1}) with the target's hidden state h. A draft of k tokens at
  * the pending position n chains the head: step 1 is (x_n, h_{n-1}), step
  * j > 1 is (d_{j-1}, h'_{n+j-2}) with h' the head's own output before its
- * norm. After verification the head's KV is cut to positions 1..n (the
+ * norm (kept on the device, per slot, between the chained steps). After verification the head's KV is cut to positions 1..n (the
  * step-1 entry used the target's hidden state, so it stays) and the
  * accepted positions are recomputed from the target's hidden states of the
  * verify rows. Semantics: shared/reference/README-mtp.md.
@@ -28,6 +29,7 @@
 #include <time.h>
 
 #include "../common/plugin_util.h"
+#include "mtp_head.h"
 
 struct mslot {
     bool active;
@@ -44,7 +46,6 @@ struct mslot {
     bool cache_stop;  /* the chain stopped at p_min */
     int32_t want;     /* draft length the slot asked for last time */
     int32_t k_req;    /* draft_batch: this step's length (0 = not in the batch) */
-    float *hprev;     /* (n_embd) h' of the slot's last draft step */
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
     char broken[512]; /* set when an accept failed: the next draft reports it */
@@ -52,15 +53,17 @@ struct mslot {
 
 struct mtp {
     const struct clspec_host *h;
-    clspec_model *m;
-    clspec_ctx *c;
+    struct mtp_head *hd;      /* the head, its KV cache (sequence = slot) and h' per slot on the device */
     uint32_t n_embd, n_vocab, n_batch;
     int32_t tap_layer; /* the target's n_layer: the state before its final norm */
     int32_t n_slots;
     struct mslot *slots;
     int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
-    uint8_t *keep;
+    uint8_t *keep, *save;
+    int32_t *gseq;            /* (n_batch) row takes the h' saved for this slot (-1: embd's row) */
+    int32_t *amax;            /* (n_batch) argmax of the kept rows */
     float *embd;              /* (n_batch, n_embd) */
+    float *logits;            /* (n_batch, n_vocab) the kept rows' logits, read only when p_min > 0 */
     long long n_drafts, n_draft_tokens;
     int32_t k_hi;             /* the longest draft asked for so far: what other slots' chains get */
     double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
@@ -71,7 +74,7 @@ static void mtp_fini(void *state)
     struct mtp *p = state;
     if (!p)
         return;
-    if (p->h && p->m) {
+    if (p->h && p->hd) {
         p->h->log(p->h, CLSPEC_LOG_INFO, "%lld drafts, %lld tokens drafted", p->n_drafts, p->n_draft_tokens);
         p->h->log(p->h, CLSPEC_LOG_DEBUG, "%.1f ms drafting, %.1f ms in accept", 1e3 * p->t_draft,
                   1e3 * p->t_accept);
@@ -80,18 +83,18 @@ static void mtp_fini(void *state)
         free(p->slots[s].hist);
         free(p->slots[s].h_last);
         free(p->slots[s].stage);
-        free(p->slots[s].hprev);
     }
     free(p->slots);
-    if (p->c)
-        p->h->ctx_free(p->c);
-    if (p->m)
-        p->h->model_free(p->m);
+    mtp_head_free(p->hd);
     free(p->tok);
     free(p->pos);
     free(p->seq);
     free(p->keep);
+    free(p->save);
+    free(p->gseq);
+    free(p->amax);
     free(p->embd);
+    free(p->logits);
     free(p);
 }
 
@@ -100,9 +103,10 @@ static void mtp_fini(void *state)
 static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
     *state = NULL;
-    if (h->abi_minor < 2 || !HAS(h, ctx_hidden) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_load))
-        return pu_fail(err, errlen, "mtp: ", "this clspec lacks the ABI 1.2 services (taps, MTP heads, ctx_hidden)%s%s",
-                       NULL, NULL);
+    if (h->abi_minor < 4 || !HAS(h, block_kv) || !HAS(h, tap_request) || !HAS(h, tap_get))
+        return pu_fail(err, errlen, "mtp: ",
+                       "this clspec lacks the device compute service and the taps (ABI 1.4; this host is %s)%s",
+                       h->abi_minor < 4 ? "older" : "incomplete", NULL);
     struct clspec_target_info ti;
     memset(&ti, 0, sizeof ti);
     ti.size = sizeof ti;
@@ -143,46 +147,24 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
         return pu_fail(err, errlen, "mtp: ", "n_batch must be 1..4096 and n_ctx >= 2%s%s", NULL, NULL);
     }
     p->n_batch = (uint32_t)nb;
-    char e2[512] = "";
-    uint32_t flags = CLSPEC_MODEL_TARGET_TENSORS | (model ? 0 : CLSPEC_MODEL_NEXTN);
-    if (h->model_load(h, model, device, flags, &p->m, e2, sizeof e2) != 0) {
+    char e2[768] = "";
+    const int32_t head_dev = device >= 0 ? device : ti.model.device;
+    if (mtp_head_load(h, model, head_dev, p->n_embd, p->n_vocab, &p->hd, e2, sizeof e2) != 0 ||
+        mtp_head_ctx(p->hd, (int32_t)nctx, (int32_t)p->n_batch, p->n_slots, tk, tv, e2, sizeof e2) != 0) {
         mtp_fini(p);
         return pu_fail(err, errlen, "mtp: ", "%s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
     }
-    struct clspec_model_info mi;
-    memset(&mi, 0, sizeof mi);
-    mi.size = sizeof mi;
-    h->model_info(p->m, &mi);
     if (!model)
         model = "the target's nextn blocks";
     /* placement: where the head runs and where the target's output is (its last layer's device) */
     const int32_t out_dev = ti.model.device;
     char where[400];
-    snprintf(where, sizeof where, "device %d (%s)", (int)mi.device, pu_dev_name(h, mi.device));
-    if (out_dev >= 0 && out_dev != mi.device)
+    snprintf(where, sizeof where, "device %d (%s)", (int)head_dev, pu_dev_name(h, head_dev));
+    if (out_dev >= 0 && out_dev != head_dev)
         h->log(h, CLSPEC_LOG_INFO,
                "head on %s, the target's output on device %d (%s): the shared tensors were copied to the head's "
                "device and the hidden states cross through the host",
                where, (int)out_dev, pu_dev_name(h, out_dev));
-    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = (uint32_t)nctx, .n_batch = p->n_batch,
-                                   .n_seq = (uint32_t)p->n_slots, .type_k = tk, .type_v = tv};
-    if (h->ctx_new(p->m, &cp, &p->c, e2, sizeof e2) != 0) {
-        mtp_fini(p);
-        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
-    }
-    /* an MTP head takes a token and an embedding per row; a plain model refuses the embedding */
-    {
-        int32_t x = 0, pos = 1, sq = 0;
-        float *z = calloc(p->n_embd, sizeof *z);
-        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = z, .pos = &pos, .seq = &sq};
-        int rc = z ? h->ctx_decode(p->c, &d, e2, sizeof e2) : -1;
-        free(z);
-        h->ctx_seq_rm(p->c, 0, 0, -1, e2 + 256, 200);
-        if (rc != 0) {
-            mtp_fini(p);
-            return pu_fail(err, errlen, "mtp: ", "%s is not an MTP head (no %s.nextn_predict_layers)", model, mi.arch);
-        }
-    }
     int32_t layer = p->tap_layer;
     if (h->tap_request(h, &layer, 1, e2, sizeof e2) != 0) {
         mtp_fini(p);
@@ -193,12 +175,14 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     p->pos = malloc(p->n_batch * sizeof *p->pos);
     p->seq = malloc(p->n_batch * sizeof *p->seq);
     p->keep = malloc(p->n_batch);
+    p->save = malloc(p->n_batch);
+    p->gseq = malloc(p->n_batch * sizeof *p->gseq);
+    p->amax = malloc(p->n_batch * sizeof *p->amax);
     p->embd = malloc((size_t)p->n_batch * p->n_embd * sizeof *p->embd);
-    bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->embd;
+    bool ok = p->slots && p->tok && p->pos && p->seq && p->keep && p->save && p->gseq && p->amax && p->embd;
     for (int32_t s = 0; ok && s < p->n_slots; s++)
         ok = (p->slots[s].h_last = malloc(p->n_embd * sizeof(float))) != NULL &&
-             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL &&
-             (p->slots[s].hprev = malloc(p->n_embd * sizeof(float))) != NULL;
+             (p->slots[s].stage = malloc((size_t)p->n_batch * p->n_embd * sizeof(float))) != NULL;
     if (!ok) {
         mtp_fini(p);
         return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
@@ -212,7 +196,7 @@ static void slot_reset(struct mtp *p, int32_t s)
 {
     struct mslot *ms = &p->slots[s];
     char e[256];
-    p->h->ctx_seq_rm(p->c, s, 0, -1, e, sizeof e);
+    mtp_head_seq_rm(p->hd, s, 0, -1, e, sizeof e);
     ms->active = false;
     ms->n_hist = 0;
     ms->n_valid = 0;
@@ -261,10 +245,9 @@ static int flush(struct mtp *p, int32_t s, int32_t n, char *err, size_t errlen)
         p->seq[i] = s;
         p->keep[i] = 0;
     }
-    struct clspec_decode d = {.size = sizeof d, .n = n, .tokens = p->tok, .embd = ms->stage, .pos = p->pos,
-                              .seq = p->seq, .logits = p->keep};
     char e2[500];
-    if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
+    if (mtp_head_decode(p->hd, n, p->tok, p->pos, p->seq, ms->stage, NULL, NULL, p->keep, p->amax, NULL, e2,
+                        sizeof e2) < 0)
         return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     memmove(ms->stage, ms->stage + (size_t)n * E, (size_t)(ms->n_stage - n) * E * sizeof(float));
     ms->n_stage -= n;
@@ -317,19 +300,31 @@ static int mtp_slot_begin(void *state, int32_t s, const int32_t *prompt, int32_t
     return n_prompt >= 2 ? fill(p, s, n_prompt - 2, err, errlen) : 0;
 }
 
-static int32_t argmax(const float *x, uint32_t n, float *p_top)
+/* The probability the logits x (n) give their argmax b. */
+static float p_top(const float *x, uint32_t n, int32_t b)
 {
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    if (p_top) {
-        double sum = 0;
-        for (uint32_t i = 0; i < n; i++)
-            sum += exp((double)x[i] - (double)x[b]);
-        *p_top = (float)(1.0 / sum);
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++)
+        sum += exp((double)x[i] - (double)x[b]);
+    return (float)(1.0 / sum);
+}
+
+/* One head decode of n rows staged in p->tok/pos/seq/keep: the hidden g from
+ * p->embd (dev = 0) or the h' saved for each row's slot (dev = 1); every
+ * kept row's h' is saved for its slot. The kept rows' argmax to p->amax and,
+ * when p_min > 0, their logits to p->logits. Returns the kept rows or -1. */
+static int head_step(struct mtp *p, int32_t n, int dev, float p_min, char *err, size_t errlen)
+{
+    for (int32_t r = 0; r < n; r++) {
+        p->save[r] = p->keep[r];
+        p->gseq[r] = p->seq[r];
     }
-    return (int32_t)b;
+    if (p_min > 0 && !p->logits && !(p->logits = malloc((size_t)p->n_batch * p->n_vocab * sizeof(float))))
+        return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
+    char e2[500];
+    int k = mtp_head_decode(p->hd, n, p->tok, p->pos, p->seq, dev ? NULL : p->embd, dev ? p->gseq : NULL, p->save,
+                            p->keep, p->amax, p_min > 0 ? p->logits : NULL, e2, sizeof e2);
+    return k < 0 ? pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL) : k;
 }
 
 /* Whether slot s can draft now: the target's hidden state at n-2 known and
@@ -373,7 +368,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
             return -1;
         if (rows + ms->n_stage + 1 > (int32_t)p->n_batch)
             continue;
-        if (p->h->ctx_seq_rm(p->c, s, ms->n_hist - 1, -1, e2, sizeof e2) != 0)
+        if (mtp_head_seq_rm(p->hd, s, ms->n_hist - 1, -1, e2, sizeof e2) != 0)
             return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
         kk[n_sl] = k < 64 ? k : 64;
         sl[n_sl++] = s;
@@ -391,14 +386,8 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
     }
     bool stop[64] = {false};
     for (int32_t depth = 0; rows > 0; depth++) {
-        struct clspec_decode d = {.size = sizeof d, .n = rows, .tokens = p->tok, .embd = p->embd, .pos = p->pos,
-                                  .seq = p->seq, .logits = p->keep};
-        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-            return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
-        int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, &nr);
-        if (!hh || nr != rows)
-            return pu_fail(err, errlen, "mtp: ", "the head returned no hidden states%s%s", NULL, NULL);
+        if (head_step(p, rows, depth > 0, p_min, err, errlen) < 0)
+            return -1;
         /* read this depth's results (rows with logits, in slot order) */
         int32_t li = 0;
         for (int32_t r = 0; r < rows; r++) {
@@ -408,23 +397,20 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
             while (sl[i] != p->seq[r])
                 i++;
             struct mslot *ms = &p->slots[sl[i]];
-            const float *lg = p->h->ctx_logits(p->c, li++);
-            if (!lg)
-                return pu_fail(err, errlen, "mtp: ", "the head returned no logits%s%s", NULL, NULL);
             if (depth == 0) {
                 ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
                 ms->n_stage = 0;
             }
-            float ptop = 1.0f;
-            int32_t t = argmax(lg, p->n_vocab, p_min > 0 ? &ptop : NULL);
+            const int32_t t = p->amax[li];
+            float ptop = p_min > 0 ? p_top(p->logits + (size_t)li * p->n_vocab, p->n_vocab, t) : 1.0f;
+            li++;
             if (ptop < p_min) {
                 stop[i] = ms->cache_stop = true;
                 continue;
             }
             ms->cache[ms->n_cache++] = t;
-            memcpy(ms->hprev, hh + (size_t)r * E, E * sizeof(float));
         }
-        /* the next depth: one row per slot still drafting */
+        /* the next depth: one row per slot still drafting, its g the slot's h' (on the device) */
         rows = 0;
         for (int32_t i = 0; i < n_sl; i++) {
             struct mslot *ms = &p->slots[sl[i]];
@@ -434,7 +420,6 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
             p->pos[rows] = ms->n_hist - 1 + depth + 1;
             p->seq[rows] = sl[i];
             p->keep[rows] = 1;
-            memcpy(p->embd + (size_t)rows * E, ms->hprev, E * sizeof(float));
             rows++;
         }
     }
@@ -467,26 +452,19 @@ static int serve(struct mtp *p, const struct clspec_draft_req *req, int32_t *out
     struct mslot *ms = &p->slots[s];
     const int32_t n_max = ms->want;
     while (ms->cache_n == N && !ms->cache_stop && ms->n_cache > 0 && ms->n_cache < n_max) {
-        int32_t x = ms->cache[ms->n_cache - 1], pos = N - 1 + ms->n_cache;
-        uint8_t keep = 1;
-        char e2[500];
-        struct clspec_decode d = {.size = sizeof d, .n = 1, .tokens = &x, .embd = ms->hprev, .pos = &pos, .seq = &s,
-                                  .logits = &keep};
-        if (p->h->ctx_decode(p->c, &d, e2, sizeof e2) != 0)
-            return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
-        const float *lg = p->h->ctx_logits(p->c, 0);
-        int32_t nr = 0;
-        const float *hh = p->h->ctx_hidden(p->c, &nr);
-        if (!lg || !hh || nr != 1)
-            return pu_fail(err, errlen, "mtp: ", "the head returned no logits or hidden state%s%s", NULL, NULL);
-        float ptop = 1.0f;
-        int32_t t = argmax(lg, p->n_vocab, req->p_min > 0 ? &ptop : NULL);
+        p->tok[0] = ms->cache[ms->n_cache - 1];
+        p->pos[0] = N - 1 + ms->n_cache;
+        p->seq[0] = s;
+        p->keep[0] = 1;
+        if (head_step(p, 1, 1, req->p_min, err, errlen) < 0)
+            return -1;
+        const int32_t t = p->amax[0];
+        float ptop = req->p_min > 0 ? p_top(p->logits, p->n_vocab, t) : 1.0f;
         if (ptop < req->p_min) {
             ms->cache_stop = true;
             break;
         }
         ms->cache[ms->n_cache++] = t;
-        memcpy(ms->hprev, hh, p->n_embd * sizeof(float));
     }
     int32_t k = ms->cache_n == N ? (ms->n_cache < n_max ? ms->n_cache : n_max) : 0;
     memcpy(out, ms->cache, (size_t)k * sizeof *out);
@@ -571,7 +549,7 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
         return;
     }
     /* drop the draft entries beyond the valid prefix, recompute the accepted positions */
-    if (p->h->ctx_seq_rm(p->c, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
+    if (mtp_head_seq_rm(p->hd, s, ms->n_valid + 1, -1, e2, sizeof e2) != 0 ||
         fill(p, s, ms->n_hist - 2, e2, sizeof e2) != 0)
         snprintf(ms->broken, sizeof ms->broken, "%s", e2);
     p->t_accept += pu_now_s() - t0;
@@ -604,6 +582,38 @@ static int mtp_config_check(const struct clspec_config_view *v, const char **key
         }
     }
     return 0;
+}
+
+/* For tests/test-mtp.c (found with dlsym): one head decode on the plugin's
+ * head, outside any slot's bookkeeping: chain = 0 takes g (n, n_embd) from
+ * the host, chain = 1 each row's h' saved for its sequence by the previous
+ * call; the kept rows (keep, NULL: the last) save their h' and give their
+ * logits (n_keep, n_vocab) and argmax. Returns n_keep or < 0. */
+int mtp_test_decode(void *state, int32_t n, const int32_t *tok, const int32_t *pos, const int32_t *seq,
+                    const float *g, int chain, const uint8_t *keep, float *logits, int32_t *amax, char *err,
+                    size_t errlen);
+__attribute__((visibility("default"))) int mtp_test_decode(void *state, int32_t n, const int32_t *tok,
+                                                           const int32_t *pos, const int32_t *seq, const float *g,
+                                                           int chain, const uint8_t *keep, float *logits,
+                                                           int32_t *amax, char *err, size_t errlen)
+{
+    struct mtp *p = state;
+    uint8_t save[64];
+    if (n < 1 || n > 64)
+        return pu_fail(err, errlen, "mtp_test_decode: ", "1..64 rows%s%s", NULL, NULL);
+    for (int32_t i = 0; i < n; i++)
+        save[i] = keep ? keep[i] : i == n - 1;
+    return mtp_head_decode(p->hd, n, tok, pos, seq, chain ? NULL : g, chain ? seq : NULL, save, keep, amax, logits,
+                           err, errlen);
+}
+
+/* For tests: removes the head's cache entries of seq with p0 <= pos < p1 (p1 < 0: to the end). */
+int mtp_test_seq_rm(void *state, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
+__attribute__((visibility("default"))) int mtp_test_seq_rm(void *state, int32_t seq, int32_t p0, int32_t p1,
+                                                           char *err, size_t errlen)
+{
+    struct mtp *p = state;
+    return mtp_head_seq_rm(p->hd, seq, p0, p1, err, errlen);
 }
 
 static const struct clspec_speculator mtp_vtable = {

@@ -1,11 +1,12 @@
 /* host_model.c: the host services for draft models (struct clspec_host,
  * provided since ABI 1.1): a GGUF loaded onto one of the engine's devices,
  * contexts with their own typed KV cache, batched decode and logits; since
- * 1.2 MTP heads (a file with {arch}.nextn_predict_layers > 0, or the
- * target's own nextn blocks with CLSPEC_MODEL_NEXTN, loads as its nextn
- * block, src/mtp_fwd.h: decode rows take a token and an embedding),
- * ctx_hidden, target_embed and target_head. The opaque clspec_model /
- * clspec_ctx handles are defined here. */
+ * 1.2 target_embed and target_head, and ctx_hidden (no plain model keeps
+ * hidden states: always none). Heads that take embeddings (the 1.2
+ * CLSPEC_MODEL_NEXTN flag) are not provided here since 1.4: a plugin runs
+ * its own head on the device compute service (host_compute.c); old
+ * plugins still load and get a clear error from model_load. The opaque
+ * clspec_model / clspec_ctx handles are defined here. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -14,7 +15,6 @@
 #include "common.h"
 #include "engine.h"
 #include "forward.h"
-#include "mtp_fwd.h"
 #include "spec/host_model.h"
 
 struct clspec_model {
@@ -22,8 +22,6 @@ struct clspec_model {
     struct cs_tokenizer *tok;   /* owned */
     struct cs_fwd_model *fm;    /* owned */
     int32_t device;             /* engine device index */
-    struct cs_mtp_model *mtp;   /* owned; an MTP head (m, tok, fm are then NULL) */
-    const struct cs_engine *e;  /* borrowed: the target (an MTP head's tokenizer) */
 };
 
 /* target_head's buffers on the target's output device (struct cs_plugin.hpriv). */
@@ -52,7 +50,6 @@ struct clspec_ctx {
     float *logits;              /* (n_batch, n_vocab) rows kept by the last decode */
     int32_t n_logits;
     int32_t *rows;              /* (n_batch) */
-    struct cs_mtp_ctx *mc;      /* owned: the context of an MTP head (c is then NULL) */
 };
 
 static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
@@ -67,16 +64,11 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
     const struct cs_engine *e = pl->engine;
     if (!e)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "model_load: no target engine");
-    const bool own = (flags & CLSPEC_MODEL_NEXTN) != 0; /* the target's own file */
-    if (own) {
-        if (path)
-            return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: CLSPEC_MODEL_NEXTN takes no path (%s)", path);
-        path = e->model->gguf->path;
-        if (e->model->hp.n_layer_total == e->model->hp.n_layer)
-            return cs_err(err, errlen, CLSPEC_E_INVAL,
-                          "%s: the target has no MTP blocks (%s.nextn_predict_layers); give an MTP head file",
-                          path, e->model->hp.arch_name);
-    }
+    if (flags & CLSPEC_MODEL_NEXTN)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "model_load: CLSPEC_MODEL_NEXTN is not provided by this host (ABI %u.%u); use the compute "
+                      "service (1.4)",
+                      CLSPEC_SPEC_ABI_MAJOR, CLSPEC_SPEC_ABI_MINOR);
     if (!path)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "model_load: no path");
     if (device < 0)
@@ -88,22 +80,8 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "model_load: out of memory");
     m->device = device;
-    m->e = e;
-    /* a file with nextn blocks is an MTP head */
     struct cs_gguf *g = NULL;
-    struct cs_hparams hp;
     int rc = cs_gguf_open(path, &g, err, errlen);
-    if (rc == 0 && (rc = cs_hparams_read(g, &hp, err, errlen)) == 0 && hp.n_layer_total > hp.n_layer) {
-        cs_gguf_close(g);
-        rc = cs_mtp_model_load(path, e->dev[device], e->model, e->fm, own,
-                               (flags & CLSPEC_MODEL_TARGET_TENSORS) != 0, &m->mtp, err, errlen);
-        if (rc < 0) {
-            free(m);
-            return rc;
-        }
-        *out = m;
-        return CLSPEC_OK;
-    }
     if (rc == 0 && (flags & CLSPEC_MODEL_TARGET_TENSORS)) {
         cs_gguf_close(g);
         free(m);
@@ -136,7 +114,6 @@ static void model_free(clspec_model *m)
 {
     if (!m)
         return;
-    cs_mtp_model_free(m->mtp);
     cs_fwd_model_free(m->fm);
     cs_tokenizer_free(m->tok);
     cs_model_free(m->m);
@@ -145,16 +122,6 @@ static void model_free(clspec_model *m)
 
 static int model_info(const clspec_model *m, struct clspec_model_info *out)
 {
-    if (m->mtp) {
-        const struct cs_hparams *hp = &m->mtp->hp;
-        struct clspec_model_info i = {
-            .size = sizeof i, .arch = hp->arch_name, .n_vocab = hp->n_vocab, .n_embd = hp->n_embd, .n_layer = 1,
-            .n_ctx_train = hp->n_ctx_train, .bos = m->e->tok ? cs_tokenizer_bos(m->e->tok) : -1,
-            .eos = m->e->tok ? cs_tokenizer_eos(m->e->tok) : -1, .device = m->device,
-        };
-        cs_host_fill(out, &i, sizeof i);
-        return CLSPEC_OK;
-    }
     struct clspec_model_info i = {
         .size = sizeof i, .arch = m->m->hp.arch_name, .n_vocab = m->m->hp.n_vocab, .n_embd = m->m->hp.n_embd,
         .n_layer = m->m->hp.n_layer, .n_ctx_train = m->m->hp.n_ctx_train, .bos = cs_tokenizer_bos(m->tok),
@@ -166,12 +133,6 @@ static int model_info(const clspec_model *m, struct clspec_model_info *out)
 
 static const char *model_token_text(const clspec_model *m, int32_t id)
 {
-    if (m->mtp) { /* a head speaks the target's vocabulary (n_vocab checked at load) */
-        if (!m->e->tok || id < 0 || id >= cs_tokenizer_n_vocab(m->e->tok))
-            return NULL;
-        size_t len = 0;
-        return cs_tokenizer_text(m->e->tok, id, &len);
-    }
     if (id < 0 || id >= cs_tokenizer_n_vocab(m->tok))
         return NULL;
     size_t len = 0;
@@ -183,7 +144,6 @@ static void ctx_free(clspec_ctx *c)
     if (!c)
         return;
     cs_fwd_ctx_free(c->c);
-    cs_mtp_ctx_free(c->mc);
     free(c->logits);
     free(c->rows);
     free(c);
@@ -201,16 +161,6 @@ static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ct
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "ctx_new: out of memory");
     c->model = m;
     c->n_batch = p->n_batch ? p->n_batch : 64;
-    if (m->mtp) {
-        int rc = cs_mtp_ctx_new(m->mtp, p->n_ctx, c->n_batch, p->n_seq ? p->n_seq : 1, p->type_k, p->type_v, &c->mc,
-                                err, errlen);
-        if (rc < 0) {
-            free(c);
-            return rc;
-        }
-        *out = c;
-        return CLSPEC_OK;
-    }
     c->logits = malloc((size_t)c->n_batch * m->m->hp.n_vocab * sizeof *c->logits);
     c->rows = malloc((size_t)c->n_batch * sizeof *c->rows);
     struct cs_fwd_ctx_params fp = {.n_ctx = p->n_ctx, .n_batch = c->n_batch, .type_k = p->type_k,
@@ -227,8 +177,6 @@ static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ct
 
 static int ctx_seq_rm(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
 {
-    if (c->mc)
-        return cs_kv_seq_rm(c->mc->kv, seq, p0, p1, err, errlen);
     return cs_fwd_kv_seq_rm(c->c, seq, p0, p1, err, errlen);
 }
 
@@ -237,12 +185,6 @@ static int ctx_decode(clspec_ctx *c, const struct clspec_decode *d, char *err, s
     c->n_logits = 0;
     if (d->n <= 0 || (uint32_t)d->n > c->n_batch)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "ctx_decode: %d rows (want 1..n_batch %u)", d->n, c->n_batch);
-    if (c->mc) {
-        if (!d->tokens || !d->embd)
-            return cs_err(err, errlen, CLSPEC_E_INVAL,
-                          "ctx_decode: an MTP head takes per row a token and an embedding (the hidden state)");
-        return cs_mtp_decode(c->mc, d->n, d->tokens, d->embd, d->pos, d->seq, d->logits, NULL, err, errlen);
-    }
     if (!d->tokens || d->embd)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "ctx_decode: embedding inputs are not provided yet");
     int32_t n_rows = 0;
@@ -258,8 +200,6 @@ static int ctx_decode(clspec_ctx *c, const struct clspec_decode *d, char *err, s
 
 static const float *ctx_logits(clspec_ctx *c, int32_t i)
 {
-    if (c->mc)
-        return i >= 0 && i < c->mc->n_logits ? c->mc->logits_h + (size_t)i * c->mc->mm->hp.n_vocab : NULL;
     if (i < 0 || i >= c->n_logits)
         return NULL;
     return c->logits + (size_t)i * c->model->m->hp.n_vocab;
@@ -275,17 +215,15 @@ void cs_host_fill(void *out, const void *full, size_t full_size)
     memcpy(out, &want, sizeof want);
 }
 
-/* ---- 1.2: MTP heads' hidden states, the target's embedding and head ---- */
+/* ---- 1.2: hidden states, the target's embedding and head ---- */
 
+/* No context of this host keeps hidden states (heads run on the compute service). */
 static const float *ctx_hidden(clspec_ctx *c, int32_t *n_rows)
 {
+    (void)c;
     if (n_rows)
         *n_rows = 0;
-    if (!c->mc || c->mc->n_rows == 0) /* an MTP head: its block's output, before shared_head_norm */
-        return NULL;
-    if (n_rows)
-        *n_rows = c->mc->n_rows;
-    return c->mc->hidden;
+    return NULL;
 }
 
 static int target_embed(const struct clspec_host *h, const int32_t *tokens, int32_t n, float *out, char *err,
