@@ -47,11 +47,11 @@ static int get_u32(const struct clspec_host *h, const clspec_gguf *g, const char
     return 0;
 }
 
-static int get_f32(const struct clspec_host *h, const clspec_gguf *g, const char *key, float *out, float dflt)
+/* A float key (stored f32: the same float back), dflt when absent. */
+static void get_f32(const struct clspec_host *h, const clspec_gguf *g, const char *key, float *out, float dflt)
 {
     double v = 0;
     *out = h->gguf_float(g, key, &v) == 0 ? (float)v : dflt;
-    return 0;
 }
 
 /* Reads and validates the dflash.* keys of g (errors name the key). */
