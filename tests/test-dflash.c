@@ -1,8 +1,10 @@
 /* test-dflash.c: the dflash speculator through the plugin ABI
- * (plugins/dflash, src/spec/host_dflash.c): lossless greedy speculation for
- * KV types and 1, 2, 4, 8 slots with acceptance independent of both, slot
- * reuse, n_max clamping, chunked prefill, sampling, two devices, quantized
- * target and drafter KV (synth-256), and the 1.3 host entries. */
+ * (plugins/dflash, its drafter on the device compute service): lossless
+ * greedy speculation for KV types and 1, 2, 4, 8 slots with acceptance
+ * independent of both, slot reuse, n_max clamping, chunked prefill,
+ * sampling, two devices, quantized target and drafter KV (synth-256), the
+ * 1.3 DFlash host entries absent (NULL) and a host without the compute
+ * service refused at init. */
 #include "config.h"
 
 #define _POSIX_C_SOURCE 200809L
@@ -20,7 +22,6 @@
 #include <cmocka.h>
 
 #include "common.h"
-#include "dflash_fwd.h"
 #include "engine.h"
 #include "dflash_golden.h"
 #include "dflashutil.h"
@@ -363,77 +364,46 @@ static void test_clamp_and_reset(void **s)
     cs_engine_free(e);
 }
 
-/* The host entries a plugin sees (ABI 1.3) on a dflash drafter: model_info,
- * model_key_ints, ctx_new / ctx_inject_taps / ctx_decode / ctx_logits, and
- * refusals: ctx_inject_taps on an ordinary model's context. */
+/* The host knows no DFlash: the 1.3 entries model_key_ints and
+ * ctx_inject_taps are NULL (the layout keeps their slots) and a dflash GGUF
+ * is not a draft model of model_load; the plugin refuses a host without the
+ * compute service (minor 3) at init with its own message, and runs on this
+ * one. */
 static void test_host_entries(void **s)
 {
     (void)s;
     struct cs_engine *e = engine_open(DFU_TARGET, 256, 2, CS_TYPE_F32);
     char err[CLSPEC_ERRLEN];
-    struct cs_plugin_params pp = {.type = "ngram", .engine = e, .n_slots = 2};
-    struct cs_plugin *pl = NULL;
-    if (cs_plugin_load(&pp, &pl, err, sizeof err) != CLSPEC_OK)
+    struct cs_plugin *pl = dflash_open(e, 2, DFU_DRAFTER, NULL, err, sizeof err);
+    if (!pl)
         fail_msg("%s", err);
     const struct clspec_host *h = &pl->host;
-    assert_true(h->abi_minor >= 3);
-    assert_non_null(h->model_key_ints);
-    assert_non_null(h->ctx_inject_taps);
-    char *dp = tu_shared_path(DFU_DRAFTER), *tp = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
-    clspec_model *m = NULL, *plain = NULL;
-#define LOAD(path, out) h->model_load(h, path, -1, 0, out, err, sizeof err)
-    if (LOAD(dp, &m) != 0)
-        fail_msg("%s", err);
-    struct clspec_model_info mi = {.size = sizeof mi};
-    assert_int_equal(h->model_info(m, &mi), 0);
-    assert_string_equal(mi.arch, "dflash");
-    assert_int_equal(mi.n_embd, 64);
-    assert_int_equal(mi.n_layer, 2);
-    assert_int_equal(mi.n_vocab, 512);
-    assert_string_equal(h->model_token_text(m, 1), h->token_text(h, 1));
-    int64_t v[4] = {0};
-    assert_int_equal(h->model_key_ints(m, "dflash.target_layers", v, 4), 3);
-    assert_int_equal(v[0], 2);
-    assert_int_equal(v[2], 5);
-    assert_int_equal(h->model_key_ints(m, "dflash.block_size", v, 1), 1);
-    assert_int_equal(v[0], 8);
-    assert_int_equal(h->model_key_ints(m, "dflash.attention.causal", v, 1), 1);
-    assert_int_equal(v[0], 0);
-    assert_true(h->model_key_ints(m, "dflash.no_such_key", v, 1) < 0);
-    assert_true(h->model_key_ints(m, "general.architecture", v, 1) < 0); /* a string */
-    struct clspec_ctx_params cp = {.size = sizeof cp, .n_ctx = 64, .n_batch = 16, .n_seq = 2, .non_causal = 1};
-    clspec_ctx *c = NULL;
-    if (h->ctx_new(m, &cp, &c, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    float taps[3 * 4 * 64];
-    for (int i = 0; i < 3 * 4 * 64; i++)
-        taps[i] = (float)((i * 37) % 19) * 0.1f - 0.9f;
-    assert_int_equal(h->ctx_inject_taps(c, 1, 0, 4, taps, 4, err, sizeof err), 0);
-    const int32_t tok[3] = {10, 0, 0}, pos[3] = {4, 5, 6}, seq[3] = {1, 1, 1};
-    struct clspec_decode d = {.size = sizeof d, .n = 3, .tokens = tok, .pos = pos, .seq = seq};
-    assert_int_equal(h->ctx_decode(c, &d, err, sizeof err), 0);
-    assert_non_null(h->ctx_logits(c, 0)); /* the last row only */
-    assert_null(h->ctx_logits(c, 1));
-    assert_int_equal(h->ctx_seq_rm(c, 1, 0, -1, err, sizeof err), 0);
-    /* an ordinary draft model: loads through the wrapped entries; no taps injection there */
-    if (LOAD(tp, &plain) != 0)
-        fail_msg("%s", err);
-    struct clspec_model_info pi = {.size = sizeof pi};
-    h->model_info(plain, &pi);
-    assert_string_equal(pi.arch, "llama");
-    assert_true(h->model_key_ints(plain, "llama.block_count", v, 1) < 0);
-    clspec_ctx *pc = NULL;
-    cp.non_causal = 0;
-    if (h->ctx_new(plain, &cp, &pc, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_not_equal(h->ctx_inject_taps(pc, 0, 0, 1, taps, 1, err, sizeof err), 0);
-    assert_non_null(strstr(err, "not a context of a dflash model"));
-    h->ctx_free(pc);
-    h->model_free(plain);
-    h->ctx_free(c);
-    h->model_free(m);
+    assert_true(h->abi_minor >= 4);
+    assert_true(offsetof(struct clspec_host, ctx_inject_taps) < h->size);
+    assert_null(h->model_key_ints);
+    assert_null(h->ctx_inject_taps);
+    char *dp = tu_shared_path(DFU_DRAFTER);
+    clspec_model *m = NULL;
+    assert_true(h->model_load(h, dp, -1, 0, &m, err, sizeof err) < 0);
+    assert_null(m);
+    assert_true(h->model_load(h, dp, -1, CLSPEC_MODEL_TARGET_TENSORS, &m, err, sizeof err) < 0);
+    assert_null(m);
     free(dp);
-    free(tp);
+    /* a 1.3 host: ends before dev_open */
+    struct clspec_host h3 = pl->host;
+    h3.abi_minor = 3;
+    h3.size = (uint32_t)offsetof(struct clspec_host, dev_open);
+    void *st = NULL;
+    assert_true(pl->vt.init(&h3, &st, err, sizeof err) < 0);
+    print_message("minor 3: %s\n", err);
+    assert_non_null(strstr(err, "dflash: "));
+    assert_non_null(strstr(err, "compute service"));
+    assert_null(st);
+    /* a 1.4 host without the block builder (block_kv NULL) */
+    struct clspec_host h4 = pl->host;
+    h4.block_kv = NULL;
+    assert_true(pl->vt.init(&h4, &st, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "block_kv"));
     cs_plugin_free(pl);
     cs_engine_free(e);
 }

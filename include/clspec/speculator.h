@@ -284,7 +284,8 @@ struct clspec_host {
      * n_embd), one row per decoded row; host-owned until the next decode. */
     const float *(*ctx_hidden)(clspec_ctx *c, int32_t *n_rows);
 
-    /* -- DFlash drafters: may be NULL (provided by hosts of minor >= 3) --
+    /* -- DFlash drafters: may be NULL (provided by hosts of minor 3; NULL in
+     * clspec's hosts since its DFlash plugin runs on the compute service) --
      * model_load of a GGUF with general.architecture = "dflash" gives a
      * drafter that borrows the target's token_embd and output; ctx_new on it
      * makes a context whose ctx_decode runs a block: the rows' K/V are

@@ -7,14 +7,19 @@
  * that need one are decoded in one batched decode (draft_batch; with
  * per-slot draft() calls the first of a step computes every waiting slot's
  * block and the others are served from it).
+ * The drafter itself (dflash_model.c) runs on the host's device compute
+ * service (ABI >= 1.4: dev_open .. block_kv, with the engine's block builder
+ * for its layers) on the device of the target's output, borrowing the
+ * target's token_embd and output matrix; taps come from tap_request /
+ * tap_get (1.3). The core knows nothing of DFlash.
  * Per-slot state is reset on every slot_begin / slot_end. Drafting is
  * deterministic: the probabilities reported are one-hot.
- * Uses nothing but <clspec/speculator.h> (host ABI >= 1.3: taps,
- * model_key_ints, ctx_inject_taps).
+ * Uses nothing but <clspec/speculator.h>. The plugin owns its state, the
+ * drafter model and context (freed at fini).
  *
  * Configuration ([speculator] section / --spec-opt):
  *   model = PATH      the dflash GGUF (required)
- *   device = N|NAME   host device index or name substring (default: the target's output device)
+ *   device = N|NAME   host device index or name substring (default and only choice: the target's output device)
  *   type_k = T        drafter KV type: f32, f16, bf16, q8_0, q4_0 (default: the target's)
  *   type_v = T
  *   n_max = N         block drafts (default: the host's n_max); at most block_size - 1 (clamped, logged) */
@@ -27,6 +32,7 @@
 #include <time.h>
 
 #include "../common/plugin_util.h"
+#include "dflash_model.h"
 
 struct dfslot {
     int active;       /* between slot_begin and slot_end */
@@ -40,8 +46,8 @@ struct dfslot {
 
 struct dflash {
     const struct clspec_host *h;
-    clspec_model *m;
-    clspec_ctx *c;
+    struct dfm_model *m;      /* the drafter (dflash_model.h) */
+    struct dfm_ctx *c;        /* its KV cache and buffers: one sequence per slot */
     uint32_t n_vocab, n_embd;
     int32_t n_slots;
     int32_t block_size, mask, n_block, n_block_cfg; /* n_block: drafts per block in use (<= block_size - 1) */
@@ -50,7 +56,7 @@ struct dflash {
     int clamp_logged;
     struct dfslot *slots;
     int32_t *tok, *pos, *seq; /* (n_slots * block_size) decode staging */
-    uint8_t *keep;
+    int32_t *amax;            /* (n_slots * block_size) each row's argmax */
     int32_t *owner;           /* (n_slots) slot of each block in the last decode */
     /* counters (logged at fini) */
     long long n_decodes, n_blocks, n_inj_rows;
@@ -67,41 +73,29 @@ static void dflash_fini(void *state)
                   "%lld blocks in %lld decodes (%.3f ms/decode, the queued injection included); %lld rows injected",
                   d->n_blocks, d->n_decodes, d->n_decodes ? 1e3 * d->dec_s / (double)d->n_decodes : 0.0,
                   d->n_inj_rows);
-    if (d->c)
-        d->h->ctx_free(d->c);
-    if (d->m)
-        d->h->model_free(d->m);
+    dfm_ctx_free(d->c);
+    dfm_free(d->m);
     for (int32_t s = 0; d->slots && s < d->n_slots; s++)
         free(d->slots[s].drafts);
     free(d->slots);
     free(d->tok);
     free(d->pos);
     free(d->seq);
-    free(d->keep);
+    free(d->amax);
     free(d->owner);
     free(d);
 }
 
 #define HAS(h, entry) (offsetof(struct clspec_host, entry) < (h)->size && (h)->entry)
 
-static int key_int(struct dflash *d, const char *key, int64_t dflt, int64_t *out)
-{
-    int64_t v[1];
-    int32_t n = d->h->model_key_ints(d->m, key, v, 1);
-    *out = n >= 1 ? v[0] : dflt;
-    return n;
-}
-
 static int dflash_init(const struct clspec_host *h, void **state, char *err, size_t errlen)
 {
-    if (!HAS(h, model_load) || !HAS(h, ctx_new) || !HAS(h, ctx_decode) || !HAS(h, ctx_logits) ||
-        !HAS(h, ctx_seq_rm) || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, model_key_ints) ||
-        !HAS(h, ctx_inject_taps)) {
+    if (h->abi_minor < 4 || !HAS(h, tap_request) || !HAS(h, tap_get) || !HAS(h, dev_open) || !HAS(h, block_kv)) {
         char v[32];
         snprintf(v, sizeof v, "%u.%u", h->abi_major, h->abi_minor);
         return pu_fail(err, errlen, "dflash: ",
-                       "this clspec (ABI %s) lacks the dflash host services (taps, model_key_ints, "
-                       "ctx_inject_taps: ABI 1.3)%s",
+                       "this clspec (ABI %s) lacks the device compute service with the block builder (dev_open .. "
+                       "block_kv: ABI 1.4) or target taps%s",
                        v, NULL);
     }
     const char *path = h->config_get(h, "model");
@@ -127,39 +121,23 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->h = h;
     d->n_slots = (int32_t)ti.n_slots;
     char e2[512] = "";
-    if (h->model_load(h, path, device, CLSPEC_MODEL_TARGET_TENSORS, &d->m, e2, sizeof e2) < 0) {
+    if (dfm_load(h, path, device, &d->m, e2, sizeof e2) < 0) {
         dflash_fini(d);
         return pu_fail(err, errlen, "dflash: ", "%s", e2, NULL);
     }
-    struct clspec_model_info mi;
-    memset(&mi, 0, sizeof mi);
-    mi.size = sizeof mi;
-    h->model_info(d->m, &mi);
-    if (!mi.arch || strcmp(mi.arch, "dflash") != 0) {
-        dflash_fini(d);
-        return pu_fail(err, errlen, "dflash: ", "%s is not a dflash drafter (general.architecture = %s)", path,
-                       mi.arch);
-    }
-    d->n_vocab = mi.n_vocab;
-    d->n_embd = mi.n_embd;
-    int64_t taps[16], bs, mask, causal;
-    int32_t nt = h->model_key_ints(d->m, "dflash.target_layers", taps, 16);
-    if (nt < 1 || nt > 16) {
-        dflash_fini(d);
-        return pu_fail(err, errlen, "dflash: ", "%s: dflash.target_layers missing or longer than 16%s", path, NULL);
-    }
-    key_int(d, "dflash.block_size", 16, &bs);
-    key_int(d, "tokenizer.ggml.mask_token_id", 0, &mask);
-    key_int(d, "dflash.attention.causal", 0, &causal);
-    if (bs < 2 || bs > 256 || mask < 0 || mask >= (int64_t)d->n_vocab) {
+    const struct dfm_hparams *hp = &d->m->hp;
+    d->n_vocab = d->m->n_vocab;
+    d->n_embd = hp->n_embd;
+    if (hp->mask_id < 0 || (uint32_t)hp->mask_id >= d->n_vocab) {
         dflash_fini(d);
         return pu_fail(err, errlen, "dflash: ", "%s: bad dflash.block_size or mask token%s", path, NULL);
     }
+    const int32_t nt = (int32_t)hp->n_taps;
     d->n_taps = nt;
     for (int32_t i = 0; i < nt; i++)
-        d->taps[i] = (int32_t)taps[i];
-    d->block_size = (int32_t)bs;
-    d->mask = (int32_t)mask;
+        d->taps[i] = hp->taps[i];
+    d->block_size = (int32_t)hp->block_size;
+    d->mask = hp->mask_id;
     const char *nm = h->config_get(h, "n_max");
     d->n_block_cfg = nm && *nm ? atoi(nm) : 0;
     if (d->n_block_cfg < 0)
@@ -174,16 +152,8 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
         return pu_fail(err, errlen, "dflash: ", "tap_request: %s", e2, NULL);
     }
     const int32_t B = d->block_size, NS = d->n_slots;
-    struct clspec_ctx_params cp;
-    memset(&cp, 0, sizeof cp);
-    cp.size = sizeof cp;
-    cp.n_ctx = ti.n_ctx + (uint32_t)(NS * B);
-    cp.n_batch = (uint32_t)(NS * B > 64 ? NS * B : 64);
-    cp.n_seq = (uint32_t)NS;
-    cp.type_k = tk;
-    cp.type_v = tv;
-    cp.non_causal = causal ? 0 : 1;
-    if (h->ctx_new(d->m, &cp, &d->c, e2, sizeof e2) < 0) {
+    const uint32_t n_batch = (uint32_t)(NS * B > 64 ? NS * B : 64);
+    if (dfm_ctx_new(d->m, ti.n_ctx + (uint32_t)(NS * B), n_batch, tk, tv, (uint32_t)NS, &d->c, e2, sizeof e2) < 0) {
         dflash_fini(d);
         return pu_fail(err, errlen, "dflash: ", "drafter context: %s", e2, NULL);
     }
@@ -191,9 +161,9 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
     d->tok = malloc((size_t)NS * (size_t)B * sizeof *d->tok);
     d->pos = malloc((size_t)NS * (size_t)B * sizeof *d->pos);
     d->seq = malloc((size_t)NS * (size_t)B * sizeof *d->seq);
-    d->keep = malloc((size_t)NS * (size_t)B);
+    d->amax = malloc((size_t)NS * (size_t)B * sizeof *d->amax);
     d->owner = malloc((size_t)NS * sizeof *d->owner);
-    int ok = d->slots && d->tok && d->pos && d->seq && d->keep && d->owner;
+    int ok = d->slots && d->tok && d->pos && d->seq && d->amax && d->owner;
     for (int32_t s = 0; ok && s < NS; s++)
         ok = (d->slots[s].drafts = calloc((size_t)B, sizeof(int32_t))) != NULL;
     if (!ok) {
@@ -201,7 +171,7 @@ static int dflash_init(const struct clspec_host *h, void **state, char *err, siz
         return pu_fail(err, errlen, "dflash: ", "out of memory%s%s", NULL, NULL);
     }
     h->log(h, CLSPEC_LOG_INFO, "%s: %d taps, block_size %d, mask %d, %s attention, KV %s/%s, %d slots", path, nt, B,
-           d->mask, causal ? "causal" : "non-causal", pu_type_name(tk), pu_type_name(tv), NS);
+           d->mask, hp->causal ? "causal" : "non-causal", pu_type_name(tk), pu_type_name(tv), NS);
     *state = d;
     return 0;
 }
@@ -210,7 +180,7 @@ static void slot_reset(struct dflash *d, int32_t s)
 {
     struct dfslot *sl = &d->slots[s];
     char e[256];
-    d->h->ctx_seq_rm(d->c, s, 0, -1, e, sizeof e);
+    dfm_seq_rm(d->c, s, 0, -1, e, sizeof e);
     sl->active = 0;
     sl->n_inj = 0;
     sl->last = -1;
@@ -241,7 +211,7 @@ static int inject(struct dflash *d, int32_t s, int32_t n)
         return -1;
     }
     char e[400] = "";
-    if (d->h->ctx_inject_taps(d->c, s, sl->n_inj, n, t, rows, e, sizeof e) < 0) {
+    if (dfm_inject(d->c, s, sl->n_inj, n, t, rows, e, sizeof e) < 0) {
         set_broken(d, s, "injection failed", e);
         return -1;
     }
@@ -275,15 +245,6 @@ static void dflash_slot_end(void *state, int32_t slot)
         slot_reset(d, slot);
 }
 
-static int32_t argmax(const float *x, uint32_t n)
-{
-    uint32_t b = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return (int32_t)b;
-}
-
 /* One batched decode of the blocks of every slot that can draft and has no
  * current block (slot `need` among them). */
 static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
@@ -299,33 +260,19 @@ static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
             d->tok[n] = i == 0 ? sl->last : d->mask;
             d->pos[n] = sl->n_inj + i;
             d->seq[n] = s;
-            d->keep[n] = i > 0;
             n++;
         }
     }
-    struct clspec_decode dec;
-    memset(&dec, 0, sizeof dec);
-    dec.size = sizeof dec;
-    dec.n = n;
-    dec.tokens = d->tok;
-    dec.pos = d->pos;
-    dec.seq = d->seq;
-    dec.logits = d->keep;
     char e[400] = "";
     double t0 = pu_now_s();
-    if (d->h->ctx_decode(d->c, &dec, e, sizeof e) < 0)
+    if (dfm_decode(d->c, d->tok, d->pos, d->seq, n, d->m->hp.causal, NULL, d->amax, e, sizeof e) < 0)
         return pu_fail(err, errlen, "dflash: ", "block decode: %s%s", e, NULL);
     d->dec_s += pu_now_s() - t0;
     d->n_decodes++;
     d->n_blocks += nblk;
-    for (int32_t b = 0; b < nblk; b++) {
+    for (int32_t b = 0; b < nblk; b++) { /* rows 1..nb of each block */
         struct dfslot *sl = &d->slots[d->owner[b]];
-        for (int32_t i = 0; i < nb; i++) {
-            const float *row = d->h->ctx_logits(d->c, b * nb + i);
-            if (!row)
-                return pu_fail(err, errlen, "dflash: ", "block decode: missing logits%s%s", NULL, NULL);
-            sl->drafts[i] = argmax(row, d->n_vocab);
-        }
+        memcpy(sl->drafts, d->amax + (size_t)b * (size_t)(nb + 1) + 1, (size_t)nb * sizeof *sl->drafts);
         sl->n_cached = nb;
         sl->cached = 1;
     }
@@ -367,7 +314,7 @@ static int prepare(struct dflash *d, const struct clspec_draft_req *req, char *e
     if (req->pos_last != sl->n_inj || last != sl->last) {
         if (req->pos_last <= sl->n_inj) { /* the host went back: drop what is beyond */
             char e[256];
-            d->h->ctx_seq_rm(d->c, s, req->pos_last, -1, e, sizeof e);
+            dfm_seq_rm(d->c, s, req->pos_last, -1, e, sizeof e);
             sl->n_inj = req->pos_last;
             sl->last = last;
             sl->cached = 0;

@@ -487,7 +487,7 @@ else
     skip "$c4: a plugin whose init fails" "tests/plugins/.libs/initfail.so not built (make check builds it)"
 fi
 init_fail dfbadmodel "dflash whose init fails (its model is a plain llama drafter)" \
-    "\[speculator\] type: speculator plugin .*dflash.so (dflash): init failed: dflash: .*stories260K-draft-distilled.gguf: neither an MTP head .* nor a DFlash drafter" \
+    "\[speculator\] type: speculator plugin .*dflash.so (dflash): init failed: dflash: .*stories260K-draft-distilled.gguf: general.architecture is 'llama', not 'dflash'" \
     "type = dflash" "model = $drafter"
 init_fail dfnomodel "dflash without its model (init never runs on half-valid parameters)" \
     "\.ini:[0-9]*: \[speculator\] model: dflash needs a drafter model; set model" "type = dflash"
