@@ -1,6 +1,6 @@
 /* block.c: the transformer block builder (see block.h). Composes the kernel
  * family's entries (src/ops/family.h) and the family-independent ops (bias,
- * KV store) into the attention sub-block, the FFN sub-block and DFlash's
+ * KV store) into the attention sub-block, the FFN sub-block and the
  * K/V-only piece. Owns nothing. */
 #include "config.h"
 

@@ -1,6 +1,6 @@
 /* block.h: the one transformer block builder. Every forward that runs llama-
- * style layers (the target, src/forward.c; the MTP head, src/mtp_fwd.c; the
- * DFlash drafter, src/dflash_fwd.c; hybrid layers) enqueues them through these
+ * style layers (the target, src/forward.c; drafters' heads in plugins, through
+ * the compute service's block_layer / block_kv; hybrid layers) enqueues them through these
  * calls, so a fusion or a fix lands once. The ops come from a kernel family
  * (struct cs_ops, src/ops/family.h) bound to the rows' device; the block
  * never asks which family it runs.
@@ -74,7 +74,7 @@ int cs_blk_layer(const struct cs_ops *o, const struct cs_blk_shape *s, const str
                  const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
                  char *err, size_t errlen);
 
-/* K/V only (DFlash's context injection): from n rows of xb (n, E), k = xb .
+/* K/V only (a drafter's context injection): from n rows of xb (n, E), k = xb .
  * Wk^T (+ bk), v = xb . Wv^T (+ bv), k_norm when present, RoPE on k at pos,
  * stored into kv at cell; no attention, x untouched. The same code as
  * cs_blk_attn's K/V part. */

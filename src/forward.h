@@ -63,7 +63,7 @@ int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *d
 void cs_fwd_model_free(struct cs_fwd_model *fm);
 
 /* Weight upload, for every model the forward passes run (trunk, draft
- * models, dflash drafter). cs_fwd_upload_vec: t dequantized to f32 in a new
+ * models). cs_fwd_upload_vec: t dequantized to f32 in a new
  * read-only buffer *out (the caller releases it); cs_fwd_upload_mat: t into
  * *w (cs_weight_upload; the caller frees it with cs_weight_free). t NULL:
  * nothing is uploaded (*out = NULL; *w untouched). Both add the bytes

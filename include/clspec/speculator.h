@@ -114,7 +114,8 @@ struct clspec_decode {
     const uint8_t *logits;  /* (n) 1 = keep this row's logits (ctx_logits), NULL = last row only */
 };
 
-/* model_load flags. */
+/* model_load flags (1.2 and 1.3 only: clspec's hosts of minor >= 4 refuse both with a
+ * clear error; a drafter with its own network runs it on the compute service). */
 #define CLSPEC_MODEL_TARGET_TENSORS (1u << 0) /* tensors the GGUF lacks (token_embd, output_norm, output) are
                                                * the target's, shared (copied once when on another device);
                                                * needs host minor >= 2 (MTP heads, DFlash drafters) */

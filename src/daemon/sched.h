@@ -151,7 +151,7 @@ struct cs_sched_stats {
     int queue_depth, slots_busy, n_slots;
     uint64_t kv_cells_used, kv_cells_total;
     /* speculative decoding, summed over finished requests that speculated */
-    const char *spec_name;   /* the speculator's name ("ngram"), NULL: none configured */
+    const char *spec_name;   /* the speculator's name (its type), NULL: none configured */
     uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);

@@ -2,10 +2,11 @@
  * provided since ABI 1.1): a GGUF loaded onto one of the engine's devices,
  * contexts with their own typed KV cache, batched decode and logits; since
  * 1.2 target_embed and target_head, and ctx_hidden (no plain model keeps
- * hidden states: always none). Heads that take embeddings (the 1.2
- * CLSPEC_MODEL_NEXTN flag) are not provided here since 1.4: a plugin runs
- * its own head on the device compute service (host_compute.c); old
- * plugins still load and get a clear error from model_load. The opaque
+ * hidden states: always none). Models that borrow the target's tensors or
+ * take embeddings (the 1.2 CLSPEC_MODEL_TARGET_TENSORS / CLSPEC_MODEL_NEXTN
+ * flags) are not provided here since 1.4: a plugin runs its own network on
+ * the device compute service (host_compute.c); old plugins still load and
+ * get a clear error from model_load. The opaque
  * clspec_model / clspec_ctx handles are defined here. */
 #include "config.h"
 
@@ -86,10 +87,10 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
         cs_gguf_close(g);
         free(m);
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "%s: neither an MTP head (no {arch}.nextn_predict_layers) nor a DFlash drafter "
-                      "(general.architecture is not dflash): the target's tensors (CLSPEC_MODEL_TARGET_TENSORS) "
-                      "are lent to those only",
-                      path);
+                      "%s: the target's tensors (CLSPEC_MODEL_TARGET_TENSORS) are not lent to loaded models by "
+                      "this host (ABI %u.%u); a drafter that borrows them runs on the compute service (1.4: "
+                      "target_weight)",
+                      path, CLSPEC_SPEC_ABI_MAJOR, CLSPEC_SPEC_ABI_MINOR);
     }
     if (rc == 0)
         rc = cs_model_from_gguf(g, &m->m, err, errlen);

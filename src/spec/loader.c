@@ -1,5 +1,5 @@
 /* loader.c: see loader.h. The host table's 1.0 entries are implemented
- * here over the engine, the 1.1 draft-model entries and the 1.2 MTP-head /
+ * here over the engine, the 1.1 draft-model entries and the 1.2
  * target-tensor entries in host_model.c, the 1.2 taps in taps.c;
  * ctx_kv_inject is still NULL (see speculator.h). */
 #include "config.h"
@@ -284,7 +284,7 @@ static void host_table(struct cs_plugin *pl)
     h->n_devices = host_n_devices;
     h->device_info = host_device_info;
     h->token_text = host_token_text;
-    cs_host_model_entries(h); /* 1.1: draft models; 1.2: MTP heads, target_embed / target_head, ctx_hidden */
+    cs_host_model_entries(h); /* 1.1: draft models; 1.2: target_embed / target_head, ctx_hidden */
     cs_host_taps_entries(h);  /* 1.2: target taps */
     cs_host_compute_entries(h); /* 1.4: device compute service */
     /* ctx_kv_inject stays NULL (not provided yet); model_key_ints / ctx_inject_taps (1.3) stay NULL:
