@@ -1,7 +1,9 @@
-/* common.c: error-message formatting and the status table. */
+/* common.c: error-message formatting, the status table, the clocks and a
+ * case-insensitive substring test. */
 #include "config.h"
 
 #include <stdarg.h>
+#include <strings.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -74,4 +76,22 @@ double cs_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double cs_wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+bool cs_contains_nocase(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (n == 0)
+        return true;
+    for (; *hay; hay++)
+        if (!strncasecmp(hay, needle, n))
+            return true;
+    return false;
 }
