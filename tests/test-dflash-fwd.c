@@ -26,6 +26,7 @@
 #include "dflashutil.h"
 #include "fwdutil.h"
 #include "quant.h"
+#include "sampler.h"
 #include "testutil.h"
 
 struct fx {
@@ -144,7 +145,7 @@ static int golden_case(struct fx *x, int ci, uint32_t tk, uint32_t tv, uint32_t 
             if (gr->margin[i - 1] <= min_margin)
                 continue;
             compared++;
-            int d = dfu_argmax(logits + (size_t)i * V, V);
+            int d = cs_argmax(logits + (size_t)i * V, V);
             if (d != gr->draft[i - 1]) {
                 (*n_bad)++;
                 print_message("case %d round %d row %d: draft %d, golden %d (margin %.4f)\n", ci, r, i, d,
@@ -233,7 +234,7 @@ static void test_fixed_nmax_tau(void **s)
             cs_dflash_inject(dc, 0, 0, np, taps, np, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
         int n = np, n_out = 0;
-        int32_t last = dfu_argmax(logits, V);
+        int32_t last = cs_argmax(logits, V);
         out[n_out++] = last;
         while (n_out < DFG_N_GREEDY) {
             for (int i = 0; i <= NM; i++) {
@@ -243,15 +244,15 @@ static void test_fixed_nmax_tau(void **s)
             if (cs_dflash_decode(dc, tok, pos, seqz, NM + 1, false, NULL, logits, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             for (int i = 1; i <= NM; i++)
-                tok[i] = dfu_argmax(logits + (size_t)i * V, V);
+                tok[i] = cs_argmax(logits + (size_t)i * V, V);
             if (cs_forward(c, tok, NM + 1, pos, NULL, rows, NM + 1, logits, &hid, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             int acc = 0;
-            while (acc < NM && tok[acc + 1] == dfu_argmax(logits + (size_t)acc * V, V))
+            while (acc < NM && tok[acc + 1] == cs_argmax(logits + (size_t)acc * V, V))
                 acc++;
             for (int i = 1; i <= acc; i++)
                 out[n_out++] = tok[i];
-            last = dfu_argmax(logits + (size_t)acc * V, V);
+            last = cs_argmax(logits + (size_t)acc * V, V);
             out[n_out++] = last;
             if (cs_fwd_kv_seq_rm(c, 0, n + acc + 1, -1, x.err, sizeof x.err) < 0 ||
                 cs_dflash_inject(dc, 0, n, acc + 1, taps, NM + 1, x.err, sizeof x.err) < 0)
@@ -434,7 +435,7 @@ static void test_inject_kvtypes(void **s)
             md = fmaxf(md, fabsf(logits[t][i] - logits[0][i]));
         int same = 0;
         for (int i = 1; i < 8; i++)
-            same += dfu_argmax(logits[t] + (size_t)i * V, V) == dfu_argmax(logits[0] + (size_t)i * V, V);
+            same += cs_argmax(logits[t] + (size_t)i * V, V) == cs_argmax(logits[0] + (size_t)i * V, V);
         print_message("KV %s: %d of %d stored K/V rows differ from the host conversion; block logits max |d| %.4f "
                       "(range %.2f), %d of 7 draft ids as f32\n",
                       cs_type_name(ty[t]), n_diff, 2 * (NPOS - 1), md, range, same);
