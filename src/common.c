@@ -3,9 +3,9 @@
 #include "config.h"
 
 #include <stdarg.h>
-#include <strings.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <time.h>
 
