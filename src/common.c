@@ -1,10 +1,12 @@
-/* common.c: error-message formatting and the status table. */
+/* common.c: error-message formatting, the status table, the clocks and a
+ * case-insensitive substring test. */
 #include "config.h"
 
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <time.h>
 
@@ -102,4 +104,22 @@ bool cs_close_enough(const char *typed, const char *known, unsigned d)
 {
     size_t n = strlen(known);
     return d <= (n < 5 ? 1u : n < 9 ? 2u : 3u) && d < strlen(typed) + 1;
+}
+
+double cs_wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+bool cs_contains_nocase(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (n == 0)
+        return true;
+    for (; *hay; hay++)
+        if (!strncasecmp(hay, needle, n))
+            return true;
+    return false;
 }

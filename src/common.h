@@ -1,5 +1,6 @@
 /* common.h: small internal helpers shared by every module of libclspec:
- * error-message formatting, checked size arithmetic, array length.
+ * error-message formatting, checked size arithmetic, array length, the
+ * clocks and a case-insensitive substring test.
  * Nothing here allocates; the caller owns every buffer it passes in. */
 #ifndef CS_COMMON_H
 #define CS_COMMON_H
@@ -52,8 +53,14 @@ static inline bool cs_add_ok(uint64_t a, uint64_t b, uint64_t *out)
     return true;
 }
 
-/* Monotonic wall clock in seconds. */
+/* Monotonic clock in seconds (for durations; its zero is arbitrary). */
 double cs_now(void);
+/* Wall-clock time in seconds since the Unix epoch (for timestamps). */
+double cs_wall_now(void);
+
+/* True where needle occurs in hay, ignoring ASCII case; an empty needle
+ * occurs everywhere. */
+bool cs_contains_nocase(const char *hay, const char *needle);
 
 /* Did-you-mean: edit distance with adjacent transpositions ("prot" ->
  * "port" = 1), case-insensitive (99 for strings over 64 characters), and

@@ -467,14 +467,25 @@ bool cs_kv_row_bytes(uint32_t type, uint64_t n, uint64_t *out)
     return cs_row_bytes(type, (n + t->block_elems - 1) / t->block_elems * t->block_elems, out);
 }
 
-int cs_kv_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+/* What the KV row conversions share: checks that type converts in the
+ * wanted direction (quant: to the type, else from it) and n, and splits the
+ * row into whole blocks (*full elements, *fb bytes) and a partial tail.
+ * NULL when the type or n cannot be converted. */
+static const struct cs_type_info *kv_row_split(uint32_t type, bool quant, int64_t n, int64_t *full, uint64_t *fb)
 {
     const struct cs_type_info *t = cs_type_get(type);
-    if (!t || !t->quant || n < 0 || t->block_elems > QK_K)
-        return -1;
-    int64_t full = n / t->block_elems * t->block_elems;
-    uint64_t fb = 0;
-    if (cs_quantize_row(type, src, dst, full) != 0 || !cs_row_bytes(type, (uint64_t)full, &fb))
+    if (!t || !(quant ? t->quant : t->dequant) || n < 0 || t->block_elems > QK_K)
+        return NULL;
+    *full = n / t->block_elems * t->block_elems;
+    return cs_row_bytes(type, (uint64_t)*full, fb) ? t : NULL;
+}
+
+int cs_kv_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
+{
+    int64_t full;
+    uint64_t fb;
+    const struct cs_type_info *t = kv_row_split(type, true, n, &full, &fb);
+    if (!t || cs_quantize_row(type, src, dst, full) != 0)
         return -1;
     if (full == n)
         return 0;
@@ -485,12 +496,10 @@ int cs_kv_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 
 int cs_kv_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n)
 {
-    const struct cs_type_info *t = cs_type_get(type);
-    if (!t || !t->dequant || n < 0 || t->block_elems > QK_K)
-        return -1;
-    int64_t full = n / t->block_elems * t->block_elems;
-    uint64_t fb = 0;
-    if (cs_dequantize_row(type, src, dst, full) != 0 || !cs_row_bytes(type, (uint64_t)full, &fb))
+    int64_t full;
+    uint64_t fb;
+    const struct cs_type_info *t = kv_row_split(type, false, n, &full, &fb);
+    if (!t || cs_dequantize_row(type, src, dst, full) != 0)
         return -1;
     if (full == n)
         return 0;

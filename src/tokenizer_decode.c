@@ -5,98 +5,83 @@
 #include <string.h>
 
 #include "common.h"
+#include "strbuf.h"
 #include "tokenizer.h"
 #include "tokenizer_impl.h"
 #include "unicode.h"
 
-struct sbuf {
-    char *s;
-    size_t n, cap;
-};
-
-static int sbuf_put(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1)
-            nc *= 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns)
-            return CLSPEC_E_NOMEM;
-        b->s = ns, b->cap = nc;
-    }
-    if (n)
-        memcpy(b->s + b->n, s, n);
-    b->n += n;
-    return CLSPEC_OK;
-}
-
-/* Appends the piece of id to b; lstrip removes one leading space. */
-static int piece(const struct cs_tokenizer *t, int32_t id, bool special, bool lstrip, struct sbuf *b)
+/* Appends the piece of id to b; lstrip removes one leading space. An
+ * allocation failure leaves b->oom set. */
+static void piece(const struct cs_tokenizer *t, int32_t id, bool special, bool lstrip, struct cs_strbuf *b)
 {
     const char *s = t->text + t->text_off[id];
-    size_t n = t->text_len[id], start = b->n;
-    int rc = CLSPEC_OK;
+    size_t n = t->text_len[id], start = b->len;
     switch ((enum cs_tok_type)t->type[id]) {
     case CS_TT_UNKNOWN:
     case CS_TT_CONTROL:
         if (!special)
-            return CLSPEC_OK;
-        rc = sbuf_put(b, s, n);
+            return;
+        cs_strbuf_put_n(b, s, n);
         break;
     case CS_TT_USER_DEFINED:
-        rc = sbuf_put(b, s, n);
+        cs_strbuf_put_n(b, s, n);
         break;
     case CS_TT_NORMAL:
     case CS_TT_BYTE:
         if (t->kind == CS_TOK_SPM && t->type[id] == CS_TT_BYTE) {
             char c = (char)strtoul(s + 3, NULL, 16); /* "<0xNN>", checked at load */
-            rc = sbuf_put(b, &c, 1);
+            cs_strbuf_put_n(b, &c, 1);
         } else if (t->kind == CS_TOK_SPM) {
-            for (size_t i = 0; i < n && !rc;) {
+            for (size_t i = 0; i < n;) {
                 if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
-                    rc = sbuf_put(b, " ", 1);
+                    cs_strbuf_put_n(b, " ", 1);
                     i += 3;
                 } else {
-                    rc = sbuf_put(b, s + i++, 1);
+                    cs_strbuf_put_n(b, s + i++, 1);
                 }
             }
         } else {
-            for (size_t i = 0; i < n && !rc;) {
+            for (size_t i = 0; i < n;) {
                 size_t k;
                 uint32_t cp = cs_utf8_decode((const uint8_t *)s + i, n - i, &k);
                 if (cp < CS_ARRAY_LEN(t->bmap.rev) && t->bmap.rev[cp] >= 0) {
                     char c = (char)t->bmap.rev[cp];
-                    rc = sbuf_put(b, &c, 1);
+                    cs_strbuf_put_n(b, &c, 1);
                 } else {
-                    rc = sbuf_put(b, s + i, k); /* not a byte-level character: as is */
+                    cs_strbuf_put_n(b, s + i, k); /* not a byte-level character: as is */
                 }
                 i += k;
             }
         }
         break;
     default: /* undefined, unused */
-        return CLSPEC_OK;
+        return;
     }
-    if (!rc && lstrip && b->n > start && b->s[start] == ' ') {
-        memmove(b->s + start, b->s + start + 1, b->n - start - 1);
-        b->n--;
+    if (!b->oom && lstrip && b->len > start && b->p[start] == ' ') {
+        memmove(b->p + start, b->p + start + 1, b->len - start); /* with the NUL */
+        b->len--;
     }
-    return rc;
 }
 
-static int finish(struct sbuf *b, char *buf, size_t cap, size_t *n_out, const char *what, char *err, size_t errlen)
+/* Copies b (then freed) to buf (cap bytes, NUL-terminated); *n_out = its
+ * length, also when it does not fit (CLSPEC_E_RANGE). */
+static int finish(struct cs_strbuf *b, char *buf, size_t cap, size_t *n_out, const char *what, char *err,
+                  size_t errlen)
 {
-    *n_out = b->n;
-    int rc = CLSPEC_OK;
-    if (cap < b->n + 1)
-        rc = cs_err(err, errlen, CLSPEC_E_RANGE, "%s: %zu bytes do not fit in a buffer of %zu", what, b->n, cap);
-    else {
-        if (b->n)
-            memcpy(buf, b->s, b->n);
-        buf[b->n] = '\0';
+    if (b->oom) {
+        cs_strbuf_free(b);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", what);
     }
-    free(b->s);
+    *n_out = b->len;
+    int rc = CLSPEC_OK;
+    if (cap < b->len + 1)
+        rc = cs_err(err, errlen, CLSPEC_E_RANGE, "%s: %zu bytes do not fit in a buffer of %zu", what, b->len, cap);
+    else {
+        if (b->len)
+            memcpy(buf, b->p, b->len);
+        buf[b->len] = '\0';
+    }
+    cs_strbuf_free(b);
     return rc;
 }
 
@@ -107,11 +92,8 @@ int cs_token_to_piece(const struct cs_tokenizer *t, int32_t id, bool special, ch
     if (id < 0 || id >= t->n_vocab)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "token_to_piece: id %d outside the vocabulary (%d tokens)",
                       (int)id, (int)t->n_vocab);
-    struct sbuf b = {0};
-    if (piece(t, id, special, false, &b)) {
-        free(b.s);
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "token_to_piece: out of memory");
-    }
+    struct cs_strbuf b = {0};
+    piece(t, id, special, false, &b);
     return finish(&b, buf, cap, n_out, "token_to_piece", err, errlen);
 }
 
@@ -132,12 +114,8 @@ int cs_detokenize(const struct cs_tokenizer *t, const int32_t *ids, size_t n, bo
     size_t strip_at = (t->kind == CS_TOK_SPM && t->add_space_prefix)
                           ? ((n > 0 && t->bos >= 0 && ids[0] == t->bos) ? 1 : 0)
                           : SIZE_MAX;
-    struct sbuf b = {0};
-    for (size_t i = first; i < n; i++) {
-        if (piece(t, ids[i], unparse_special, i == strip_at, &b)) {
-            free(b.s);
-            return cs_err(err, errlen, CLSPEC_E_NOMEM, "detokenize: out of memory");
-        }
-    }
+    struct cs_strbuf b = {0};
+    for (size_t i = first; i < n && !b.oom; i++)
+        piece(t, ids[i], unparse_special, i == strip_at, &b);
     return finish(&b, buf, cap, n_out, "detokenize", err, errlen);
 }

@@ -17,15 +17,6 @@
 #include "quant.h"
 #include "testutil.h"
 
-int dfu_argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b])
-            b = i;
-    return b;
-}
-
 struct syn_t {
     const char *name;
     uint64_t ne0, ne1;

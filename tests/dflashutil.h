@@ -1,6 +1,6 @@
-/* dflashutil.h: shared by test-dflash-fwd and test-dflash: fixture paths,
- * argmax, and a random (seeded) 1-layer dflash drafter for synth-256
- * (head_dim 32: the KV types q8_0/q4_0 need head_dim % 32 == 0). */
+/* dflashutil.h: shared by test-dflash-fwd and test-dflash: fixture paths and
+ * a random (seeded) 1-layer dflash drafter for synth-256 (head_dim 32: the
+ * KV types q8_0/q4_0 need head_dim % 32 == 0). */
 #ifndef CS_TEST_DFLASHUTIL_H
 #define CS_TEST_DFLASHUTIL_H
 
@@ -11,8 +11,6 @@
 #define DFU_SYN_D 32
 #define DFU_SYN_F 384
 
-/* Index of the largest of x[0..n) (the first on ties). */
-int dfu_argmax(const float *x, int n);
 /* Writes the synthetic drafter to path (taps [1, 4], 8/4 heads of 32, FFN
  * 384, block_size 8, F32); fails the test on error. */
 void dfu_write_synth_drafter(const char *path);

@@ -160,15 +160,22 @@ struct golden *fu_golden(const char *name)
     return g;
 }
 
-struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p)
+int fu_engine_try(const char *rel, const struct cs_engine_params *p, struct cs_engine **e, char *err,
+                  size_t errlen)
 {
     struct cs_engine_params q = *p;
     char *path = tu_shared_path(rel);
     q.model_path = path;
+    int rc = cs_engine_open(&q, e, err, errlen);
+    free(path);
+    return rc;
+}
+
+struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p)
+{
     struct cs_engine *e = NULL;
     char err[CLSPEC_ERRLEN];
-    if (cs_engine_open(&q, &e, err, sizeof err) != CLSPEC_OK)
+    if (fu_engine_try(rel, p, &e, err, sizeof err) != CLSPEC_OK)
         fail_msg("engine: %s", err);
-    free(path);
     return e;
 }

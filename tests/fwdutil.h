@@ -50,7 +50,11 @@ float fu_max_abs(const float *a, const float *b, size_t n);
 float fu_max_rel(const float *a, const float *b, size_t n);
 
 /* cs_engine_open with p (model_path set to $CLSPEC_SHARED/rel for the
- * call); fails the test on an error. The caller frees the engine. */
+ * call): its status, the engine in *e (the caller frees it), the message in
+ * err. */
+int fu_engine_try(const char *rel, const struct cs_engine_params *p, struct cs_engine **e, char *err,
+                  size_t errlen);
+/* fu_engine_try that fails the test on an error. */
 struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p);
 
 /* The reference prompts of $CLSPEC_SHARED/reference/greedy-NAME.json. */

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -27,20 +26,6 @@ void golden_free(struct golden *g)
     free(g);
 }
 
-static char *find_model(const char *name)
-{
-    static const char *dirs[] = {"models/", "models/derived/", "models/synthetic/"};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        char rel[512];
-        snprintf(rel, sizeof rel, "%s%s", dirs[i], name);
-        char *p = tu_shared_path(rel);
-        if (access(p, R_OK) == 0)
-            return p;
-        free(p);
-    }
-    return NULL;
-}
-
 struct golden *golden_load(const char *path)
 {
     json_error_t jerr;
@@ -56,7 +41,7 @@ struct golden *golden_load(const char *path)
         goto bad;
     g->json_path = strdup(path);
     snprintf(g->model_name, sizeof g->model_name, "%s", model);
-    g->model_path = find_model(model);
+    g->model_path = tu_find_model(model);
     g->n_vocab = (int)json_integer_value(json_object_get(root, "n_vocab"));
     g->n_cases = (int)json_array_size(cases);
     g->cases = calloc((size_t)g->n_cases, sizeof *g->cases);

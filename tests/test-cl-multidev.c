@@ -16,6 +16,7 @@
 #include "cl/bandwidth.h"
 #include "cl/runtime.h"
 #include "common.h"
+#include "testutil.h"
 
 static bool is_pocl(const struct cs_cl_devinfo *d)
 {
@@ -71,12 +72,8 @@ static void test_two_pocl_devices(void **state)
 int main(void)
 {
     setenv("POCL_DEVICES", "pthread pthread", 1);
-    const char *b = getenv("CLSPEC_BUILDDIR");
-    char cwd[512], base[700];
-    if (!b && getcwd(cwd, sizeof cwd))
-        b = cwd;
-    snprintf(base, sizeof base, "%s/.cache/test-cl-multidev", b ? b : ".");
-    setenv("XDG_CACHE_HOME", base, 1);
+    char base[700];
+    tu_private_cache("test-cl-multidev", base, sizeof base);
     unsetenv("CLSPEC_NO_BINARY_CACHE");
 
     const struct CMUnitTest tests[] = {

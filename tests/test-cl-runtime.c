@@ -520,12 +520,8 @@ static int group_teardown(void **state)
 int main(void)
 {
     /* Before any CL call: keep our cache (and PoCL's) inside the build tree. */
-    const char *b = getenv("CLSPEC_BUILDDIR");
-    char cwd[512], base[700];
-    if (!b && getcwd(cwd, sizeof cwd))
-        b = cwd;
-    snprintf(base, sizeof base, "%s/.cache/test-cl-runtime", b ? b : ".");
-    setenv("XDG_CACHE_HOME", base, 1);
+    char base[700];
+    tu_private_cache("test-cl-runtime", base, sizeof base);
     snprintf(cache_dir, sizeof cache_dir, "%s/clspec", base);
     unsetenv("CLSPEC_KFAMILY");
 

@@ -35,6 +35,7 @@
 #include "quant.h"
 #include "spec/host_compute_impl.h"
 #include "spec/loader.h"
+#include "sampler.h"
 #include "testutil.h"
 
 struct fx {
@@ -107,7 +108,7 @@ static void decode(struct fx *x, struct dfm_ctx *c, const int32_t *tok, const in
     if (dfm_decode(c, tok, pos, seq, n, 0, logits, am, x->err, sizeof x->err) < 0)
         fail_msg("decode: %s", x->err);
     for (int i = 0; i < n; i++)
-        assert_int_equal(am[i], dfu_argmax(logits + (size_t)i * x->f.V, x->f.V));
+        assert_int_equal(am[i], cs_argmax(logits + (size_t)i * x->f.V, x->f.V));
 }
 
 static void inject(struct fx *x, struct dfm_ctx *c, int32_t seq, int32_t pos0, int32_t n, const float *taps, int32_t ld)
@@ -209,7 +210,7 @@ static int golden_case(struct fx *x, int ci, uint32_t tk, uint32_t tv, uint32_t 
             if (gr->margin[i - 1] <= min_margin)
                 continue;
             compared++;
-            int d = dfu_argmax(logits + (size_t)i * V, V);
+            int d = cs_argmax(logits + (size_t)i * V, V);
             if (d != gr->draft[i - 1]) {
                 (*n_bad)++;
                 print_message("case %d round %d row %d: draft %d, golden %d (margin %.4f)\n", ci, r, i, d,
@@ -293,7 +294,7 @@ static void test_fixed_nmax_tau(void **s)
             dfm_inject(dc, 0, 0, np, taps, np, x.err, sizeof x.err) < 0)
             fail_msg("%s", x.err);
         int n = np, n_out = 0;
-        int32_t last = dfu_argmax(logits, V);
+        int32_t last = cs_argmax(logits, V);
         out[n_out++] = last;
         while (n_out < DFG_N_GREEDY) {
             for (int i = 0; i <= NM; i++) {
@@ -302,15 +303,15 @@ static void test_fixed_nmax_tau(void **s)
             }
             decode(&x, dc, tok, pos, seqz, NM + 1, logits);
             for (int i = 1; i <= NM; i++)
-                tok[i] = dfu_argmax(logits + (size_t)i * V, V);
+                tok[i] = cs_argmax(logits + (size_t)i * V, V);
             if (cs_forward(c, tok, NM + 1, pos, NULL, rows, NM + 1, logits, &hid, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             int acc = 0;
-            while (acc < NM && tok[acc + 1] == dfu_argmax(logits + (size_t)acc * V, V))
+            while (acc < NM && tok[acc + 1] == cs_argmax(logits + (size_t)acc * V, V))
                 acc++;
             for (int i = 1; i <= acc; i++)
                 out[n_out++] = tok[i];
-            last = dfu_argmax(logits + (size_t)acc * V, V);
+            last = cs_argmax(logits + (size_t)acc * V, V);
             out[n_out++] = last;
             if (cs_fwd_kv_seq_rm(c, 0, n + acc + 1, -1, x.err, sizeof x.err) < 0 ||
                 dfm_inject(dc, 0, n, acc + 1, taps, NM + 1, x.err, sizeof x.err) < 0)
@@ -480,7 +481,7 @@ static void test_inject_kvtypes(void **s)
             md = fmaxf(md, fabsf(logits[t][i] - logits[0][i]));
         int same = 0;
         for (int i = 1; i < 8; i++)
-            same += dfu_argmax(logits[t] + (size_t)i * V, V) == dfu_argmax(logits[0] + (size_t)i * V, V);
+            same += cs_argmax(logits[t] + (size_t)i * V, V) == cs_argmax(logits[0] + (size_t)i * V, V);
         print_message("KV %s: %d of %d stored K/V rows differ from the host conversion; block logits max |d| %.4f "
                       "(range %.2f), %d of 7 draft ids as f32\n",
                       cs_type_name(ty[t]), n_diff, 2 * (NPOS - 1), md, range, same);
@@ -593,7 +594,7 @@ static void test_sequences(void **s)
         print_message("sequence %d in a two-sequence decode vs alone: max |d| %.3g\n", sq, (double)md);
         assert_true(md < 1e-4f);
         for (int i = 1; i < NB; i++)
-            assert_int_equal(dfu_argmax(bs + (size_t)i * V, V), dfu_argmax(one + (size_t)i * V, V));
+            assert_int_equal(cs_argmax(bs + (size_t)i * V, V), cs_argmax(one + (size_t)i * V, V));
         dfm_ctx_free(c1);
     }
     dfm_ctx_free(c);

@@ -176,13 +176,11 @@ static void lossless_stories(uint32_t kv, double *tau_out)
     *tau_out = 0;
     if (kv == CS_TYPE_Q8_0 || kv == CS_TYPE_Q4_0) { /* head_dim 8: runs once the engine's KV takes it */
         struct cs_engine_params ep = cs_engine_defaults();
-        char *path = tu_shared_path(DFU_TARGET), e0[CLSPEC_ERRLEN];
-        ep.model_path = path;
+        char e0[CLSPEC_ERRLEN];
         ep.n_ctx = 64;
         ep.type_k = ep.type_v = kv;
         struct cs_engine *t = NULL;
-        int rc = cs_engine_open(&ep, &t, e0, sizeof e0);
-        free(path);
+        int rc = fu_engine_try(DFU_TARGET, &ep, &t, e0, sizeof e0);
         cs_engine_free(t);
         if (rc == CLSPEC_E_UNSUPPORTED && strstr(e0, "head_dim 8")) {
             print_message("KV %s with stories260K: not run, the engine refuses it (%s); quantized KV is covered "
@@ -445,8 +443,6 @@ static void test_two_devices(void **s)
 {
     (void)s;
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path(DFU_TARGET);
-    p.model_path = path;
     p.n_ctx = 512;
     p.n_seq_max = 4;
     p.type_k = p.type_v = CS_TYPE_F16;
@@ -455,8 +451,7 @@ static void test_two_devices(void **s)
     p.split[1] = 3;
     struct cs_engine *e = NULL;
     char err[CLSPEC_ERRLEN];
-    int rc = cs_engine_open(&p, &e, err, sizeof err);
-    free(path);
+    int rc = fu_engine_try(DFU_TARGET, &p, &e, err, sizeof err);
     if (rc != CLSPEC_OK) {
         print_message("two devices: %s (skipped)\n", err);
         skip();

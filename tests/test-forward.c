@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "forward.h"
+#include "fwdutil.h"
 #include "golden.h"
 #include "model.h"
 #include "quant.h"
@@ -69,17 +70,6 @@ static void close_all(struct fixture *f)
     cs_model_free(f->m);
 }
 
-static float max_rel(const float *a, const float *ref, size_t n)
-{
-    float w = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float r = fabsf(a[i] - ref[i]) / (1.0f + fabsf(ref[i]));
-        if (!(r <= w))
-            w = r;
-    }
-    return w;
-}
-
 /* 40 tokens: prefill 30 (all rows' logits, hidden states of every layer),
  * then 10 decode steps; batch limit n_batch. */
 static void compare_model(const char *rel, enum cs_kfamily fam, uint32_t n_batch)
@@ -127,22 +117,22 @@ static void compare_model(const char *rel, enum cs_kfamily fam, uint32_t n_batch
     if (rc)
         print_error("%s\n", err);
     assert_int_equal(rc, 0);
-    float worst = max_rel(cl_logits, ref_logits, (size_t)NP * V), worst_h = 0.0f;
+    float worst = fu_max_rel(cl_logits, ref_logits, (size_t)NP * V), worst_h = 0.0f;
     for (int l = 0; l <= NL; l++)
         for (int t = 0; t < NP; t++)
-            worst_h = fmaxf(worst_h, max_rel(hid + ((size_t)l * NP + t) * E,
+            worst_h = fmaxf(worst_h, fu_max_rel(hid + ((size_t)l * NP + t) * E,
                                              ref_hidden + ((size_t)t * (NL + 1) + l) * E, (size_t)E));
     float worst_dec = 0.0f;
     for (int i = NP; i < N; i++) {
         rc = cs_forward(c, tok + i, 1, pos + i, NULL, NULL, 1, cl_logits, NULL, err, sizeof err);
         assert_int_equal(rc, 0);
-        worst_dec = fmaxf(worst_dec, max_rel(cl_logits, ref_logits + (size_t)i * V, (size_t)V));
+        worst_dec = fmaxf(worst_dec, fu_max_rel(cl_logits, ref_logits + (size_t)i * V, (size_t)V));
     }
     /* rollback: drop the last 4 positions and recompute them: same logits */
     assert_int_equal(cs_fwd_kv_seq_rm(c, 0, N - 4, -1, err, sizeof err), 0);
     rc = cs_forward(c, tok + N - 4, 4, pos + N - 4, NULL, NULL, 1, cl_logits, NULL, err, sizeof err);
     assert_int_equal(rc, 0);
-    float worst_rb = max_rel(cl_logits, ref_logits + (size_t)(N - 1) * V, (size_t)V);
+    float worst_rb = fu_max_rel(cl_logits, ref_logits + (size_t)(N - 1) * V, (size_t)V);
     print_message("# %s family %s n_batch %u: prefill %.2g, hidden %.2g, decode %.2g, after rollback %.2g\n", rel,
                   fam == CS_KFAMILY_CPU ? "cpu" : "gpu", n_batch, worst, worst_h, worst_dec, worst_rb);
     assert_true(worst <= REL_TOL);

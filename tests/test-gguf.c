@@ -22,37 +22,7 @@
 #include "quant.h"
 #include "testutil.h"
 
-/* ---- a tiny GGUF writer ---- */
-
-struct buf {
-    uint8_t *p;
-    size_t n, cap;
-};
-
-static void put(struct buf *b, const void *src, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
-static void put_le(struct buf *b, uint64_t v, unsigned n)
-{
-    uint8_t t[8];
-    for (unsigned i = 0; i < n; i++)
-        t[i] = (uint8_t)(v >> (8 * i));
-    put(b, t, n);
-}
-
-static void put_str(struct buf *b, const char *s)
-{
-    put_le(b, strlen(s), 8);
-    put(b, s, strlen(s));
-}
+/* ---- a tiny GGUF writer (the bytes: testutil.h tu_buf) ---- */
 
 static void patch_le(uint8_t *p, size_t at, uint64_t v, unsigned n)
 {
@@ -60,10 +30,10 @@ static void patch_le(uint8_t *p, size_t at, uint64_t v, unsigned n)
         p[at + i] = (uint8_t)(v >> (8 * i));
 }
 
-static void put_kv_head(struct buf *b, const char *key, uint32_t type)
+static void put_kv_head(struct tu_buf *b, const char *key, uint32_t type)
 {
-    put_str(b, key);
-    put_le(b, type, 4);
+    tu_buf_str(b, key);
+    tu_buf_le(b, type, 4);
 }
 
 static uint64_t f32b(float f)
@@ -88,98 +58,98 @@ struct marks {
 #define SMALL_NAME "small.gguf"
 
 /* kvs of every scalar type and four arrays; tensors "a" (f32 [4,2]) and "b" (q8_0 [32]) */
-static struct buf build_small(const struct spec *sp, struct marks *m)
+static struct tu_buf build_small(const struct spec *sp, struct marks *m)
 {
-    struct buf b = {0};
+    struct tu_buf b = {0};
     uint64_t n_kv = 0;
-    put(&b, "GGUF", 4);
+    tu_buf_put(&b, "GGUF", 4);
     m->version = b.n;
-    put_le(&b, sp->version ? sp->version : 3, 4);
+    tu_buf_le(&b, sp->version ? sp->version : 3, 4);
     m->n_tensors = b.n;
-    put_le(&b, 2, 8);
+    tu_buf_le(&b, 2, 8);
     m->n_kv = b.n;
-    put_le(&b, 0, 8);
+    tu_buf_le(&b, 0, 8);
     m->first_key_len = b.n;
     put_kv_head(&b, "general.architecture", CS_GGUF_STRING), n_kv++;
     m->str_len = b.n;
-    put_str(&b, "llama");
+    tu_buf_str(&b, "llama");
     put_kv_head(&b, "general.alignment", CS_GGUF_U32), n_kv++;
     m->align_type = b.n - 4;
     m->align_val = b.n;
-    put_le(&b, 32, 4);
-    put_kv_head(&b, "t.u8", CS_GGUF_U8), n_kv++, put_le(&b, 200, 1);
-    put_kv_head(&b, "t.i8", CS_GGUF_I8), n_kv++, put_le(&b, (uint8_t)-5, 1);
-    put_kv_head(&b, "t.u16", CS_GGUF_U16), n_kv++, put_le(&b, 60000, 2);
-    put_kv_head(&b, "t.i16", CS_GGUF_I16), n_kv++, put_le(&b, (uint16_t)-300, 2);
-    put_kv_head(&b, "t.u32", CS_GGUF_U32), n_kv++, put_le(&b, 4000000000u, 4);
-    put_kv_head(&b, "t.i32", CS_GGUF_I32), n_kv++, put_le(&b, (uint32_t)-7, 4);
-    put_kv_head(&b, "t.f32", CS_GGUF_F32), n_kv++, put_le(&b, f32b(1.5f), 4);
+    tu_buf_le(&b, 32, 4);
+    put_kv_head(&b, "t.u8", CS_GGUF_U8), n_kv++, tu_buf_le(&b, 200, 1);
+    put_kv_head(&b, "t.i8", CS_GGUF_I8), n_kv++, tu_buf_le(&b, (uint8_t)-5, 1);
+    put_kv_head(&b, "t.u16", CS_GGUF_U16), n_kv++, tu_buf_le(&b, 60000, 2);
+    put_kv_head(&b, "t.i16", CS_GGUF_I16), n_kv++, tu_buf_le(&b, (uint16_t)-300, 2);
+    put_kv_head(&b, "t.u32", CS_GGUF_U32), n_kv++, tu_buf_le(&b, 4000000000u, 4);
+    put_kv_head(&b, "t.i32", CS_GGUF_I32), n_kv++, tu_buf_le(&b, (uint32_t)-7, 4);
+    put_kv_head(&b, "t.f32", CS_GGUF_F32), n_kv++, tu_buf_le(&b, f32b(1.5f), 4);
     put_kv_head(&b, "t.bool", CS_GGUF_BOOL), n_kv++;
     m->boolv = b.n;
-    put_le(&b, 1, 1);
-    put_kv_head(&b, "t.u64", CS_GGUF_U64), n_kv++, put_le(&b, 1ull << 40, 8);
-    put_kv_head(&b, "t.u64big", CS_GGUF_U64), n_kv++, put_le(&b, UINT64_MAX, 8);
-    put_kv_head(&b, "t.i64", CS_GGUF_I64), n_kv++, put_le(&b, (uint64_t)-(1ll << 40), 8);
+    tu_buf_le(&b, 1, 1);
+    put_kv_head(&b, "t.u64", CS_GGUF_U64), n_kv++, tu_buf_le(&b, 1ull << 40, 8);
+    put_kv_head(&b, "t.u64big", CS_GGUF_U64), n_kv++, tu_buf_le(&b, UINT64_MAX, 8);
+    put_kv_head(&b, "t.i64", CS_GGUF_I64), n_kv++, tu_buf_le(&b, (uint64_t)-(1ll << 40), 8);
     double dv = 0.25;
     uint64_t db;
     memcpy(&db, &dv, 8);
-    put_kv_head(&b, "t.f64", CS_GGUF_F64), n_kv++, put_le(&b, db, 8);
+    put_kv_head(&b, "t.f64", CS_GGUF_F64), n_kv++, tu_buf_le(&b, db, 8);
     put_kv_head(&b, "t.arr_i32", CS_GGUF_ARRAY), n_kv++;
     m->arr_type = b.n;
-    put_le(&b, CS_GGUF_I32, 4);
+    tu_buf_le(&b, CS_GGUF_I32, 4);
     m->arr_len = b.n;
-    put_le(&b, 3, 8);
-    put_le(&b, 1, 4), put_le(&b, (uint32_t)-2, 4), put_le(&b, 3, 4);
+    tu_buf_le(&b, 3, 8);
+    tu_buf_le(&b, 1, 4), tu_buf_le(&b, (uint32_t)-2, 4), tu_buf_le(&b, 3, 4);
     put_kv_head(&b, "t.arr_str", CS_GGUF_ARRAY), n_kv++;
-    put_le(&b, CS_GGUF_STRING, 4);
+    tu_buf_le(&b, CS_GGUF_STRING, 4);
     m->str_arr_len = b.n;
-    put_le(&b, 3, 8);
-    put_str(&b, "ab"), put_str(&b, ""), put_str(&b, "xyz");
+    tu_buf_le(&b, 3, 8);
+    tu_buf_str(&b, "ab"), tu_buf_str(&b, ""), tu_buf_str(&b, "xyz");
     put_kv_head(&b, "t.arr_bool", CS_GGUF_ARRAY), n_kv++;
-    put_le(&b, CS_GGUF_BOOL, 4), put_le(&b, 2, 8);
+    tu_buf_le(&b, CS_GGUF_BOOL, 4), tu_buf_le(&b, 2, 8);
     m->bool_arr0 = b.n;
-    put_le(&b, 0, 1), put_le(&b, 1, 1);
+    tu_buf_le(&b, 0, 1), tu_buf_le(&b, 1, 1);
     put_kv_head(&b, "t.arr_f32", CS_GGUF_ARRAY), n_kv++;
-    put_le(&b, CS_GGUF_F32, 4), put_le(&b, 2, 8), put_le(&b, f32b(0.5f), 4), put_le(&b, f32b(-1), 4);
+    tu_buf_le(&b, CS_GGUF_F32, 4), tu_buf_le(&b, 2, 8), tu_buf_le(&b, f32b(0.5f), 4), tu_buf_le(&b, f32b(-1), 4);
     if (sp->dup_key)
-        put_kv_head(&b, "t.u8", CS_GGUF_U8), n_kv++, put_le(&b, 1, 1);
+        put_kv_head(&b, "t.u8", CS_GGUF_U8), n_kv++, tu_buf_le(&b, 1, 1);
     if (sp->nested) {
         put_kv_head(&b, "t.nested", CS_GGUF_ARRAY), n_kv++;
-        put_le(&b, CS_GGUF_ARRAY, 4), put_le(&b, 1, 8);
-        put_le(&b, CS_GGUF_I32, 4), put_le(&b, 1, 8), put_le(&b, 5, 4);
+        tu_buf_le(&b, CS_GGUF_ARRAY, 4), tu_buf_le(&b, 1, 8);
+        tu_buf_le(&b, CS_GGUF_I32, 4), tu_buf_le(&b, 1, 8), tu_buf_le(&b, 5, 4);
     }
     patch_le(b.p, m->n_kv, n_kv, 8);
     /* tensor "a": f32 [4, 2] at 0 */
-    put_str(&b, "a");
+    tu_buf_str(&b, "a");
     m->t0_ndims = b.n;
-    put_le(&b, 2, 4);
+    tu_buf_le(&b, 2, 4);
     m->t0_ne0 = b.n;
-    put_le(&b, 4, 8);
+    tu_buf_le(&b, 4, 8);
     m->t0_ne1 = b.n;
-    put_le(&b, 2, 8);
+    tu_buf_le(&b, 2, 8);
     m->t0_type = b.n;
-    put_le(&b, CS_TYPE_F32, 4);
+    tu_buf_le(&b, CS_TYPE_F32, 4);
     m->t0_off = b.n;
-    put_le(&b, 0, 8);
+    tu_buf_le(&b, 0, 8);
     /* tensor "b": q8_0 [32] at 32 */
     m->t1_name_len = b.n;
-    put_str(&b, sp->dup_tensor ? "a" : "b");
-    put_le(&b, 1, 4);
+    tu_buf_str(&b, sp->dup_tensor ? "a" : "b");
+    tu_buf_le(&b, 1, 4);
     m->t1_ne0 = b.n;
-    put_le(&b, 32, 8);
+    tu_buf_le(&b, 32, 8);
     m->t1_type = b.n;
-    put_le(&b, CS_TYPE_Q8_0, 4);
+    tu_buf_le(&b, CS_TYPE_Q8_0, 4);
     m->t1_off = b.n;
-    put_le(&b, 32, 8);
+    tu_buf_le(&b, 32, 8);
     m->end_infos = b.n;
     while (b.n % 32)
-        put_le(&b, 0, 1);
+        tu_buf_le(&b, 0, 1);
     m->data = b.n;
     for (int i = 0; i < 8; i++)
-        put_le(&b, f32b((float)i), 4);
-    put_le(&b, cs_f32_to_f16(1.0f), 2);
+        tu_buf_le(&b, f32b((float)i), 4);
+    tu_buf_le(&b, cs_f32_to_f16(1.0f), 2);
     for (int i = 0; i < 32; i++)
-        put_le(&b, (uint8_t)(i - 16), 1);
+        tu_buf_le(&b, (uint8_t)(i - 16), 1);
     return b;
 }
 
@@ -220,7 +190,7 @@ static void expect_patch_fails(size_t at, uint64_t v, unsigned n, const char *wh
 {
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     patch_le(b.p, at, v, n);
     expect_fail(b.p, b.n, what);
     free(b.p);
@@ -327,7 +297,7 @@ static void test_small_valid(void **state)
     for (uint32_t v = 2; v <= 3; v++) {
         struct spec sp = {.version = v};
         struct marks m;
-        struct buf b = build_small(&sp, &m);
+        struct tu_buf b = build_small(&sp, &m);
         struct cs_gguf *g;
         if (cs_gguf_open_mem(b.p, b.n, SMALL_NAME, &g, err, sizeof err) != CLSPEC_OK)
             fail_msg("%s", err);
@@ -350,7 +320,7 @@ static void test_getters(void **state)
     (void)state;
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     struct cs_gguf *g;
     assert_int_equal(cs_gguf_open_mem(b.p, b.n, SMALL_NAME, &g, err, sizeof err), CLSPEC_OK);
     uint32_t u = 77;
@@ -423,7 +393,7 @@ static void test_truncation_small(void **state)
     (void)state;
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     for (size_t k = 0; k < b.n; k++)
         expect_fail(b.p, k, NULL);
     assert_int_equal(try_open(b.p, b.n, SMALL_NAME), CLSPEC_OK);
@@ -477,7 +447,7 @@ static void test_header_fields(void **state)
     (void)state;
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     free(b.p);
     expect_patch_fails(0, 'G' | 'G' << 8 | 'U' << 16 | 'X' << 24, 4, "bad magic");
     expect_patch_fails(m.version, 1, 4, "version 1");
@@ -506,7 +476,7 @@ static void test_alignment_values(void **state)
     (void)state;
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     free(b.p);
     expect_patch_fails(m.align_val, 0, 4, "general.alignment 0");
     expect_patch_fails(m.align_val, 3, 4, "not a power of two");
@@ -531,7 +501,7 @@ static void test_tensor_fields(void **state)
     (void)state;
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     free(b.p);
     expect_patch_fails(m.t0_ndims, 0, 4, "n_dims 0 not in 1..4");
     expect_patch_fails(m.t0_ndims, 5, 4, "n_dims 5 not in 1..4");
@@ -560,7 +530,7 @@ static void test_duplicates_nested(void **state)
     (void)state;
     struct marks m;
     struct spec dk = {.dup_key = true}, dt = {.dup_tensor = true}, ne = {.nested = true};
-    struct buf b = build_small(&dk, &m);
+    struct tu_buf b = build_small(&dk, &m);
     expect_fail(b.p, b.n, "duplicate key 't.u8'");
     free(b.p);
     b = build_small(&dt, &m);
@@ -590,7 +560,7 @@ static void test_files_on_disk(void **state)
     /* the hand-built file through mmap */
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     assert_int_equal(tu_write_file(p, b.p, b.n), 0);
     if (cs_gguf_open(p, &g, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
@@ -656,7 +626,7 @@ static void test_inspect_cli(void **state)
     /* a corrupt file: the reader's message, exit 1 */
     struct spec sp = {0};
     struct marks m;
-    struct buf b = build_small(&sp, &m);
+    struct tu_buf b = build_small(&sp, &m);
     patch_le(b.p, m.t0_ndims, 7, 4);
     char *p = tu_tmp_path(".gguf");
     assert_int_equal(tu_write_file(p, b.p, b.n), 0);

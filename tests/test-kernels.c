@@ -42,18 +42,10 @@ static const char *fam_name[2] = {"gpu", "cpu"}; /* indexed by enum cs_kfamily *
 
 static double now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    return cs_now() * 1e3;
 }
 
 /* ---- random weights ---- */
-
-static void put_f16(unsigned char *p, float v)
-{
-    uint16_t h = cs_f32_to_f16(v);
-    memcpy(p, &h, 2);
-}
 
 /* positions of the f16 scale fields (d, and dmin/m or -1) in a block */
 static void scale_fields(uint32_t type, int *d_at, int *m_at)
@@ -103,9 +95,9 @@ static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out
         const uint64_t nb = rb * n_out / ti->block_bytes;
         for (uint64_t b = 0; b < nb; b++) {
             unsigned char *blk = w + b * ti->block_bytes;
-            put_f16(blk + d_at, 0.01f + 0.09f * tu_rng_uniform(&rng));
+            tu_put_f16(blk + d_at, 0.01f + 0.09f * tu_rng_uniform(&rng));
             if (m_at >= 0)
-                put_f16(blk + m_at, 0.2f * tu_rng_uniform(&rng) - 0.1f);
+                tu_put_f16(blk + m_at, 0.2f * tu_rng_uniform(&rng) - 0.1f);
         }
     }
     *bytes_out = rb * n_out;

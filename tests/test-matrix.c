@@ -36,6 +36,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "fwdutil.h"
 #include "quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
@@ -111,14 +112,9 @@ static void stats_add(struct cs_spec_stats *a, const struct cs_spec_stats *b)
 
 static int load_prompts(void)
 {
-    char *path = tu_shared_path("reference/greedy-stories260K.json");
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    free(path);
-    if (!root) {
-        fprintf(stderr, "greedy-stories260K.json: %s\n", je.text);
+    json_t *root = tu_load_json("reference/greedy-stories260K.json");
+    if (!root)
         return -1;
-    }
     json_t *cases = json_object_get(root, "cases");
     int rc = json_array_size(cases) >= NPROMPT ? 0 : -1;
     for (int c = 0; c < NPROMPT && rc == 0; c++) {
@@ -147,15 +143,11 @@ static int load_prompts(void)
 static int engine_open(const char *model, int kv, int par, int dev, struct cs_engine **e, char *err, size_t errlen)
 {
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path(model);
-    p.model_path = path;
     p.devices = DEVICES[dev];
     p.n_ctx = 512;
     p.n_seq_max = (uint32_t)PAR[par];
     p.type_k = p.type_v = KV_TYPE[kv];
-    int rc = cs_engine_open(&p, e, err, errlen);
-    free(path);
-    return rc;
+    return fu_engine_try(model, &p, e, err, errlen);
 }
 
 static int plugin_open(int spec, int kv, struct cs_engine *e, int n_slots, struct cs_plugin **pl, char *err,

@@ -19,28 +19,7 @@
 #include "ref/forward_ref.h"
 #include "testutil.h"
 
-/* ---- a tiny GGUF v3 writer ---- */
-struct buf {
-    uint8_t *p;
-    size_t n, cap;
-};
-static void put(struct buf *b, const void *src, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 256;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-static void put_u32(struct buf *b, uint32_t v) { put(b, &v, 4); }
-static void put_u64(struct buf *b, uint64_t v) { put(b, &v, 8); }
-static void put_str(struct buf *b, const char *s)
-{
-    put_u64(b, strlen(s));
-    put(b, s, strlen(s));
-}
+/* ---- a tiny GGUF v3 writer (the bytes: testutil.h tu_buf) ---- */
 
 #define MAX_T 32
 struct spec {
@@ -68,7 +47,7 @@ static int add_t(struct tinfo *t, int n, const struct spec *s, const char *name,
     return n + 1;
 }
 
-static struct buf build(const struct spec *s)
+static struct tu_buf build(const struct spec *s)
 {
     struct tinfo t[MAX_T * 4];
     int nt = 0;
@@ -137,48 +116,48 @@ static struct buf build(const struct spec *s)
 #undef KF
     int with_type = s->scale_factor != 0.0f;
 
-    struct buf b = {0};
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, (uint64_t)nt);
-    put_u64(&b, (uint64_t)nkv + 1 + with_type);
-    put_str(&b, "general.architecture");
-    put_u32(&b, 8);
-    put_str(&b, s->arch);
+    struct tu_buf b = {0};
+    tu_buf_put(&b, "GGUF", 4);
+    tu_buf_u32(&b, 3);
+    tu_buf_u64(&b, (uint64_t)nt);
+    tu_buf_u64(&b, (uint64_t)nkv + 1 + with_type);
+    tu_buf_str(&b, "general.architecture");
+    tu_buf_u32(&b, 8);
+    tu_buf_str(&b, s->arch);
     if (with_type) {
         char k[96];
         snprintf(k, sizeof k, "%s.rope.scaling.type", s->arch);
-        put_str(&b, k);
-        put_u32(&b, 8);
-        put_str(&b, "linear");
+        tu_buf_str(&b, k);
+        tu_buf_u32(&b, 8);
+        tu_buf_str(&b, "linear");
     }
     for (int i = 0; i < nkv; i++) {
-        put_str(&b, kv[i].key);
-        put_u32(&b, kv[i].is_f32 ? 6 : 4);
+        tu_buf_str(&b, kv[i].key);
+        tu_buf_u32(&b, kv[i].is_f32 ? 6 : 4);
         if (kv[i].is_f32)
-            put(&b, &kv[i].f, 4);
+            tu_buf_put(&b, &kv[i].f, 4);
         else
-            put_u32(&b, kv[i].u);
+            tu_buf_u32(&b, kv[i].u);
     }
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
-        put_str(&b, t[i].name);
+        tu_buf_str(&b, t[i].name);
         int nd = t[i].ne1 == 1 ? 1 : 2;
-        put_u32(&b, (uint32_t)nd);
-        put_u64(&b, t[i].ne0);
+        tu_buf_u32(&b, (uint32_t)nd);
+        tu_buf_u64(&b, t[i].ne0);
         if (nd == 2)
-            put_u64(&b, t[i].ne1);
-        put_u32(&b, 0); /* F32 */
-        put_u64(&b, off);
+            tu_buf_u64(&b, t[i].ne1);
+        tu_buf_u32(&b, 0); /* F32 */
+        tu_buf_u64(&b, off);
         off += (t[i].ne0 * t[i].ne1 * 4 + 31) / 32 * 32;
     }
     static const uint8_t zero[32];
-    put(&b, zero, (32 - b.n % 32) % 32);
+    tu_buf_put(&b, zero, (32 - b.n % 32) % 32);
     struct tu_rng r;
     tu_rng_seed(&r, 5);
     for (uint64_t i = 0; i < off / 4; i++) {
         float v = 0.1f * tu_rng_normal(&r);
-        put(&b, &v, 4);
+        tu_buf_put(&b, &v, 4);
     }
     return b;
 }
@@ -193,7 +172,7 @@ static struct spec base_spec(const char *arch)
 /* Builds spec into *mem (caller frees after cs_model_free) and loads it. */
 static int load_spec(const struct spec *s, struct cs_model **m, uint8_t **mem, char *err, size_t errlen)
 {
-    struct buf b = build(s);
+    struct tu_buf b = build(s);
     *mem = b.p;
     *m = NULL;
     struct cs_gguf *g = NULL;

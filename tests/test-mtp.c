@@ -212,14 +212,9 @@ static void ints(json_t *a, int32_t *out, int32_t max, int32_t *n)
 static int load_golden(void **state)
 {
     (void)state;
-    char *path = tu_shared_path("reference/mtp-stories260K.json");
-    json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
-    free(path);
-    if (!root) {
-        fprintf(stderr, "mtp-stories260K.json: %s\n", je.text);
+    json_t *root = tu_load_json("reference/mtp-stories260K.json");
+    if (!root)
         return -1;
-    }
     json_t *cases = json_object_get(root, "cases");
     if (json_array_size(cases) != MAXC) {
         json_decref(root);

@@ -186,13 +186,6 @@ static void test_bf16_exhaustive(void **state)
 
 /* ---- per-element encoders: element i of a block from its fields ---- */
 
-static void put_f16(uint8_t *p, float f)
-{
-    uint16_t h = cs_f32_to_f16(f);
-    p[0] = (uint8_t)h;
-    p[1] = (uint8_t)(h >> 8);
-}
-
 /* 6-bit scale j and min j of a Q4_K/Q5_K super-block into scales[12] */
 static void put_k4(uint8_t *s, int j, int sc, int mn)
 {
@@ -285,12 +278,12 @@ static void encode_random_block(uint32_t t, struct tu_rng *r, uint8_t *blk, floa
     }
     /* the block's d (and dmin / m) fields */
     switch (t) {
-    case CS_TYPE_Q4_0: case CS_TYPE_Q5_0: case CS_TYPE_Q8_0: put_f16(blk, d); break;
-    case CS_TYPE_Q4_1: case CS_TYPE_Q5_1: put_f16(blk, d); put_f16(blk + 2, m); break;
-    case CS_TYPE_Q2_K: put_f16(blk + 80, d); put_f16(blk + 82, m); break;
-    case CS_TYPE_Q3_K: put_f16(blk + 108, d); break;
-    case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: put_f16(blk, d); put_f16(blk + 2, m); break;
-    case CS_TYPE_Q6_K: put_f16(blk + 208, d); break;
+    case CS_TYPE_Q4_0: case CS_TYPE_Q5_0: case CS_TYPE_Q8_0: tu_put_f16(blk, d); break;
+    case CS_TYPE_Q4_1: case CS_TYPE_Q5_1: tu_put_f16(blk, d); tu_put_f16(blk + 2, m); break;
+    case CS_TYPE_Q2_K: tu_put_f16(blk + 80, d); tu_put_f16(blk + 82, m); break;
+    case CS_TYPE_Q3_K: tu_put_f16(blk + 108, d); break;
+    case CS_TYPE_Q4_K: case CS_TYPE_Q5_K: tu_put_f16(blk, d); tu_put_f16(blk + 2, m); break;
+    case CS_TYPE_Q6_K: tu_put_f16(blk + 208, d); break;
     }
 }
 

@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "fwdutil.h"
 #include "golden.h"
 #include "quant.h"
 #include "spec/loader.h"
@@ -38,15 +39,12 @@ static struct golden *G;
 static struct cs_engine *engine_try(uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type, char *err, size_t errlen)
 {
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path("models/stories260K.gguf");
-    p.model_path = path;
     p.n_ctx = n_ctx;
     p.n_seq_max = n_seq;
     p.type_k = p.type_v = kv_type;
     p.n_batch = p.n_ubatch = 128;
     struct cs_engine *e = NULL;
-    cs_engine_open(&p, &e, err, errlen);
-    free(path);
+    fu_engine_try("models/stories260K.gguf", &p, &e, err, errlen);
     return e;
 }
 

@@ -213,17 +213,13 @@ static int engine_try(const char *devices, enum cs_split_mode mode, uint32_t s0,
                       char *err, size_t errlen)
 {
     struct cs_engine_params p = cs_engine_defaults();
-    char *path = tu_shared_path("models/stories260K.gguf");
-    p.model_path = path;
     p.devices = devices;
     p.split_mode = mode;
     p.split[0] = s0;
     p.split[1] = s1;
     p.n_ctx = 64;
     p.n_batch = p.n_ubatch = 16;
-    int rc = cs_engine_open(&p, e, err, errlen);
-    free(path);
-    return rc;
+    return fu_engine_try("models/stories260K.gguf", &p, e, err, errlen);
 }
 
 static void test_engine(void **s)

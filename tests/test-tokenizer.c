@@ -229,42 +229,22 @@ struct ref_file {
     bool check_text;
 };
 
-/* models/X.gguf, models/derived/X.gguf or models/synthetic/X.gguf; NULL if none. */
-static char *find_model(const char *model)
-{
-    static const char *const dirs[] = {"models/", "models/derived/", "models/synthetic/"};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        char rel[512];
-        snprintf(rel, sizeof rel, "%s%s", dirs[i], model);
-        char *p = tu_shared_path(rel);
-        FILE *f = fopen(p, "rb");
-        if (f) {
-            fclose(f);
-            return p;
-        }
-        free(p);
-    }
-    return NULL;
-}
-
 static void test_reference(void **state)
 {
     const struct ref_file *rf = *state;
     char rel[512], err[CLSPEC_ERRLEN];
     snprintf(rel, sizeof rel, "reference/%s", rf->name);
-    char *path = tu_shared_path(rel);
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *root = tu_load_json(rel);
     if (!root)
-        fail_msg("%s: %s (line %d)", path, jerr.text, jerr.line);
+        fail_msg("%s: not readable JSON (see above)", rel);
     const char *model = json_string_value(json_object_get(root, "model"));
     assert_non_null(model);
-    char *mpath = find_model(model);
+    char *mpath = tu_find_model(model);
     if (!mpath && strlen(model) > 5 && strlen(model) < 200) {
         /* synth-256.gguf (F32) is not shipped; README: the F16 file has the same source and vocabulary */
         char alt[256];
         snprintf(alt, sizeof alt, "%.*s-F16.gguf", (int)(strlen(model) - 5), model);
-        mpath = find_model(alt);
+        mpath = tu_find_model(alt);
         if (mpath)
             print_message("# %s: model %s is not shipped, using its vocabulary twin %s\n", rf->name, model, alt);
     }
@@ -338,7 +318,6 @@ static void test_reference(void **state)
     cs_tokenizer_free(tok);
     cs_gguf_close(g);
     json_decref(root);
-    free(path);
     free(mpath);
 }
 
@@ -565,82 +544,65 @@ static void test_tinystories_unk(void **state)
 
 /* ---------- hand-built vocabularies (a minimal GGUF writer) ---------- */
 
+/* The KV section of a GGUF file (the bytes: testutil.h tu_buf) and its key count. */
 struct gb {
-    uint8_t *b;
-    size_t n, cap;
+    struct tu_buf buf;
     uint64_t n_kv;
 };
 
-static void gb_put(struct gb *g, const void *p, size_t n)
-{
-    if (g->n + n > g->cap) {
-        g->cap = (g->n + n) * 2 + 64;
-        g->b = realloc(g->b, g->cap);
-        assert_non_null(g->b);
-    }
-    memcpy(g->b + g->n, p, n);
-    g->n += n;
-}
-static void gb_u32(struct gb *g, uint32_t v) { gb_put(g, &v, 4); }
-static void gb_u64(struct gb *g, uint64_t v) { gb_put(g, &v, 8); }
-static void gb_str(struct gb *g, const char *s)
-{
-    gb_u64(g, strlen(s));
-    gb_put(g, s, strlen(s));
-}
 static void gb_key(struct gb *g, const char *k, uint32_t type)
 {
-    gb_str(g, k);
-    gb_u32(g, type);
+    tu_buf_str(&g->buf, k);
+    tu_buf_u32(&g->buf, type);
     g->n_kv++;
 }
 static void kv_str(struct gb *g, const char *k, const char *v)
 {
     gb_key(g, k, CS_GGUF_STRING);
-    gb_str(g, v);
+    tu_buf_str(&g->buf, v);
 }
 static void kv_u32(struct gb *g, const char *k, uint32_t v)
 {
     gb_key(g, k, CS_GGUF_U32);
-    gb_u32(g, v);
+    tu_buf_u32(&g->buf, v);
 }
 static void kv_strs(struct gb *g, const char *k, const char *const *v, size_t n)
 {
     gb_key(g, k, CS_GGUF_ARRAY);
-    gb_u32(g, CS_GGUF_STRING);
-    gb_u64(g, n);
+    tu_buf_u32(&g->buf, CS_GGUF_STRING);
+    tu_buf_u64(&g->buf, n);
     for (size_t i = 0; i < n; i++)
-        gb_str(g, v[i]);
+        tu_buf_str(&g->buf, v[i]);
 }
 static void kv_f32s(struct gb *g, const char *k, const float *v, size_t n)
 {
     gb_key(g, k, CS_GGUF_ARRAY);
-    gb_u32(g, CS_GGUF_F32);
-    gb_u64(g, n);
-    gb_put(g, v, 4 * n);
+    tu_buf_u32(&g->buf, CS_GGUF_F32);
+    tu_buf_u64(&g->buf, n);
+    tu_buf_put(&g->buf, v, 4 * n);
 }
 static void kv_i32s(struct gb *g, const char *k, const int32_t *v, size_t n)
 {
     gb_key(g, k, CS_GGUF_ARRAY);
-    gb_u32(g, CS_GGUF_I32);
-    gb_u64(g, n);
-    gb_put(g, v, 4 * n);
+    tu_buf_u32(&g->buf, CS_GGUF_I32);
+    tu_buf_u64(&g->buf, n);
+    tu_buf_put(&g->buf, v, 4 * n);
 }
 
 /* Header + the kv bytes collected in body. */
 static int gb_load(struct gb *body, struct cs_gguf **g, struct cs_tokenizer **tok, uint8_t **file, char *err,
                    size_t errlen)
 {
-    struct gb f = {0};
-    gb_put(&f, "GGUF", 4);
-    gb_u32(&f, 3);
-    gb_u64(&f, 0);
-    gb_u64(&f, body->n_kv);
-    gb_put(&f, body->b, body->n);
-    free(body->b);
-    *file = f.b;
+    struct tu_buf f = {0};
+    tu_buf_put(&f, "GGUF", 4);
+    tu_buf_u32(&f, 3);
+    tu_buf_u64(&f, 0);
+    tu_buf_u64(&f, body->n_kv);
+    tu_buf_put(&f, body->buf.p, body->buf.n);
+    free(body->buf.p);
+    *file = f.p;
     *tok = NULL;
-    int rc = cs_gguf_open_mem(f.b, f.n, "hand.gguf", g, err, errlen);
+    int rc = cs_gguf_open_mem(f.p, f.n, "hand.gguf", g, err, errlen);
     if (rc != CLSPEC_OK)
         fail_msg("writer produced a bad file: %s", err);
     return cs_tokenizer_load(*g, tok, err, errlen);
@@ -663,7 +625,7 @@ static void test_spm_ties(void **state)
         kv_f32s(&b, "tokenizer.ggml.scores", scores, SPM_N);
         kv_i32s(&b, "tokenizer.ggml.token_type", types, SPM_N);
         gb_key(&b, "tokenizer.ggml.add_space_prefix", CS_GGUF_BOOL);
-        gb_put(&b, "\0", 1);
+        tu_buf_put(&b.buf, "\0", 1);
         struct cs_gguf *g;
         struct cs_tokenizer *tok;
         uint8_t *file;

@@ -1,12 +1,19 @@
-/* testutil.c: see testutil.h. */
+/* testutil.c: shared test helpers: paths, files, JSON references, byte
+ * images, random numbers (see testutil.h). */
 #include "config.h"
 
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <cmocka.h>
+
+#include "quant.h"
 #include "testutil.h"
 
 char *tu_shared_path(const char *rel)
@@ -73,6 +80,84 @@ int tu_write_file(const char *path, const void *buf, size_t len)
         return -1;
     size_t w = fwrite(buf, 1, len, f);
     return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+char *tu_find_model(const char *name)
+{
+    static const char *const dirs[] = {"models/", "models/derived/", "models/synthetic/"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char rel[512];
+        snprintf(rel, sizeof rel, "%s%s", dirs[i], name);
+        char *p = tu_shared_path(rel);
+        if (access(p, R_OK) == 0)
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+json_t *tu_load_json(const char *rel)
+{
+    char *path = tu_shared_path(rel);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root)
+        fprintf(stderr, "%s:%d: %s\n", path, je.line, je.text);
+    free(path);
+    return root;
+}
+
+void tu_private_cache(const char *name, char *base, size_t cap)
+{
+    const char *b = getenv("CLSPEC_BUILDDIR");
+    char cwd[512];
+    if (!b && getcwd(cwd, sizeof cwd))
+        b = cwd;
+    snprintf(base, cap, "%s/.cache/%s", b ? b : ".", name);
+    setenv("XDG_CACHE_HOME", base, 1);
+}
+
+void tu_buf_put(struct tu_buf *b, const void *src, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n)
+        memcpy(b->p + b->n, src, n);
+    b->n += n;
+}
+
+void tu_buf_le(struct tu_buf *b, uint64_t v, unsigned n)
+{
+    uint8_t t[8];
+    for (unsigned i = 0; i < n && i < 8; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
+    tu_buf_put(b, t, n < 8 ? n : 8);
+}
+
+void tu_buf_u32(struct tu_buf *b, uint32_t v)
+{
+    tu_buf_le(b, v, 4);
+}
+
+void tu_buf_u64(struct tu_buf *b, uint64_t v)
+{
+    tu_buf_le(b, v, 8);
+}
+
+void tu_buf_str(struct tu_buf *b, const char *s)
+{
+    tu_buf_u64(b, strlen(s));
+    tu_buf_put(b, s, strlen(s));
+}
+
+void tu_put_f16(uint8_t *p, float v)
+{
+    uint16_t h = cs_f32_to_f16(v);
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
 }
 
 void tu_rng_seed(struct tu_rng *r, uint64_t seed)

@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cl/bandwidth.h"
 #include "common.h"
@@ -15,13 +14,6 @@ size_t cs_cl_bw_default_bytes(const struct cs_cl_devinfo *info)
     if (info->max_alloc / 2 < b)
         b = info->max_alloc / 2;
     return (size_t)(b / 64 * 64);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* One kernel: warm-up + runs; best GB/s into *gbps after checking the sum. */
@@ -37,11 +29,11 @@ static int probe(struct cs_cl_dev *d, const char *kname, size_t vec_bytes, cl_me
     int rc;
     double best = 0;
     for (int r = -1; r < runs; r++) { /* r = -1: warm-up (and PoCL's kernel compile) */
-        double t0 = now_s();
+        double t0 = cs_now();
         if ((rc = cs_op_launch(d, "bandwidth", NULL, kname, a, na, global, local, err, errlen)) != CLSPEC_OK ||
             (rc = cs_cl_finish(d, err, errlen)) != CLSPEC_OK)
             return rc;
-        double t = now_s() - t0;
+        double t = cs_now() - t0;
         if (r >= 0 && t > 0 && (best == 0 || t < best))
             best = t;
     }

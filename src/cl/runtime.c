@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cl/kconst.h"
@@ -264,19 +263,6 @@ static void append_available(const struct cs_cl_devinfo *list, size_t n, char *e
     }
 }
 
-static bool contains_nocase(const char *hay, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (const char *p = hay; *p; p++) {
-        size_t k = 0;
-        while (k < n && p[k] && tolower((unsigned char)p[k]) == tolower((unsigned char)needle[k]))
-            k++;
-        if (k == n)
-            return true;
-    }
-    return n == 0;
-}
-
 int cs_cl_select(const struct cs_cl_devinfo *list, size_t n, const char *sel, size_t *index,
                  char *err, size_t errlen)
 {
@@ -303,7 +289,7 @@ int cs_cl_select(const struct cs_cl_devinfo *list, size_t n, const char *sel, si
         return CLSPEC_E_NOTFOUND;
     }
     for (size_t i = 0; i < n; i++)
-        if (contains_nocase(list[i].name, sel)) {
+        if (cs_contains_nocase(list[i].name, sel)) {
             *index = i;
             return CLSPEC_OK;
         }
@@ -464,13 +450,6 @@ int cs_cl_expand_includes(const char *name, const char *src, char **out, char *e
 
 /* ---- building ---- */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Puts "label: clBuildProgram: CL_BUILD_PROGRAM_FAILURE (-11)\n<log>" into err. */
 static int build_failed(struct cs_cl_dev *d, cl_program prog, const char *label, cl_int rc,
                         char *err, size_t errlen)
@@ -540,9 +519,9 @@ int cs_cl_program_from_source(struct cs_cl_dev *d, const char *label, const char
     char *opts = concat(parts, 3);
     if (!opts)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", label);
-    double t0 = now_ms();
+    double t0 = cs_now();
     int rc = build_from_text(d, label, source, opts, out, err, errlen);
-    d->stats.last_build_ms = now_ms() - t0;
+    d->stats.last_build_ms = (cs_now() - t0) * 1e3;
     free(opts);
     return rc;
 }
@@ -793,9 +772,9 @@ int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_p
     }
     char label[300];
     snprintf(label, sizeof label, "cl/%s.cl", name);
-    double t0 = now_ms();
+    double t0 = cs_now();
     rc = build_cached(d, label, text, opts, &e->prog, err, errlen);
-    d->stats.last_build_ms = now_ms() - t0;
+    d->stats.last_build_ms = (cs_now() - t0) * 1e3;
     if (rc != CLSPEC_OK)
         goto fail;
     free(text);

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli/cli.h"
 #include "clspec/clspec.h"
+#include "common.h"
 #include "quant.h"
 #include "synth.h"
 
@@ -187,17 +187,14 @@ int cs_cmd_synth(int argc, char **argv)
         fprintf(stderr, "clspec synth: %s\n", err);
         return 2;
     }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = cs_now();
     uint64_t n_params = 0;
     if (cs_synth_write(&p, out, &n_params, err, sizeof err)) {
         fprintf(stderr, "clspec synth: %s\n", err);
         return 1;
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (!quiet)
         printf("%s: %s, %.1fM parameters, %s, %.2f s\n", out, p.arch, (double)n_params / 1e6,
-               cs_type_name(p.type),
-               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+               cs_type_name(p.type), cs_now() - t0);
     return 0;
 }

@@ -35,15 +35,6 @@ static bool all_digits(const char *s)
     return true;
 }
 
-static bool contains_nocase(const char *hay, const char *needle)
-{
-    size_t n = strlen(needle);
-    for (; *hay; hay++)
-        if (!strncasecmp(hay, needle, n))
-            return true;
-    return false;
-}
-
 static int check_model(const struct cs_config *c, char *err, size_t errlen)
 {
     const char *p = c->model_path;
@@ -117,7 +108,7 @@ static int check_devices(const struct cs_config *c, char *err, size_t errlen)
     if (c->platform) {
         for (size_t i = 0; i < n && plat < 0; i++) {
             if (all_digits(c->platform) ? (unsigned long)strtoul(c->platform, NULL, 10) == list[i].platform_index
-                                        : contains_nocase(list[i].platform_name, c->platform))
+                                        : cs_contains_nocase(list[i].platform_name, c->platform))
                 plat = (long)list[i].platform_index;
         }
         if (plat < 0) {

@@ -84,11 +84,18 @@ struct job {
     double last_check;          /* when the reader last looked whether the peer is gone */
 };
 
-static double now_s(void)
+/* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
+ * is on CLOCK_REALTIME, the clock pthread_cond_timedwait measures. */
+static void job_wait_200ms(struct job *j)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 200 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&j->cv, &j->mu, &ts);
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -234,7 +241,7 @@ static void job_free(struct job *j)
 static void job_log_end(struct job *j)
 {
     if (j->cancelled) {
-        cs_log(CS_LOG_INFO, j->req_id, "cancelled: client went away after %.0f ms", (now_s() - j->t0) * 1e3);
+        cs_log(CS_LOG_INFO, j->req_id, "cancelled: client went away after %.0f ms", (cs_now() - j->t0) * 1e3);
     } else if (j->err_status) {
         cs_log(CS_LOG_WARN, j->req_id, "failed: %s", j->err_msg);
     } else {
@@ -274,7 +281,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             size_t n = CS_MIN(max, j->out.len - j->out_pos);
             memcpy(buf, j->out.p + j->out_pos, n);
             j->out_pos += n;
-            j->last_out = now_s();
+            j->last_out = cs_now();
             if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
                 j->out.len = 0;
                 j->out_pos = 0;
@@ -287,24 +294,17 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             pthread_mutex_unlock(&j->mu);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
-        if (!j->finished && j->out_pos >= j->out.len && now_s() - j->last_check >= 0.2) {
-            j->last_check = now_s();
+        job_wait_200ms(j);
+        if (!j->finished && j->out_pos >= j->out.len && cs_now() - j->last_check >= 0.2) {
+            j->last_check = cs_now();
             if (peer_gone(j->conn)) {
                 pthread_mutex_unlock(&j->mu);
                 job_cancel(j);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
-            if (now_s() - j->last_out > 15.0 && max >= 9) {
+            if (cs_now() - j->last_out > 15.0 && max >= 9) {
                 /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
-                j->last_out = now_s();
+                j->last_out = cs_now();
                 memcpy(buf, ": ping\n\n", 8);
                 pthread_mutex_unlock(&j->mu);
                 return 8;
@@ -403,11 +403,11 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->h = h;
     j->conn = c;
     j->kind = kind;
-    j->t0 = now_s();
+    j->t0 = cs_now();
     j->last_out = j->t0;
     snprintf(j->req_id, sizeof j->req_id, "%s", req_id);
     snprintf(j->resp_id, sizeof j->resp_id, "%s-%llu", kind == CS_API_CHAT ? "chatcmpl" : "cmpl", num);
-    j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)time(NULL)};
+    j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)cs_wall_now()};
     j->stream = ar.stream;
     j->include_usage = ar.include_usage;
     j->want_lp = ar.logprobs;
@@ -473,19 +473,12 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
 
     /* whole answer: wait here (this connection's own thread) */
     pthread_mutex_lock(&j->mu);
-    double last_check = now_s();
+    double last_check = cs_now();
     while (!j->finished) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
-        if (j->finished || now_s() - last_check < 0.2)
+        job_wait_200ms(j);
+        if (j->finished || cs_now() - last_check < 0.2)
             continue;
-        last_check = now_s();
+        last_check = cs_now();
         if (peer_gone(c)) {
             pthread_mutex_unlock(&j->mu);
             job_cancel(j);
@@ -682,7 +675,7 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     h->p = *p;
     h->model_name = strdup(p->model_name ? p->model_name : "model");
     h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
-    h->created = (int64_t)time(NULL);
+    h->created = (int64_t)cs_wall_now();
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
     atomic_init(&h->live_jobs, 0);

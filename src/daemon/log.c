@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common.h"
+
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static FILE *g_file;  /* NULL: stderr */
 static char *g_path;
@@ -94,10 +96,11 @@ void cs_log(enum cs_log_level level, const char *req, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = cs_wall_now();
+    time_t sec = (time_t)now;
+    long ms = CS_MIN((long)((now - (double)sec) * 1e3), 999L);
     struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&sec, &tm);
     char when[40];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     /* one line: newlines and other control characters escaped */
@@ -117,7 +120,7 @@ void cs_log(enum cs_log_level level, const char *req, const char *fmt, ...)
     line[n] = 0;
     pthread_mutex_lock(&g_mu);
     FILE *f = g_file ? g_file : stderr;
-    fprintf(f, "%s.%03ldZ %-5s %s%s%s%s\n", when, ts.tv_nsec / 1000000, level_names[level], req ? "[" : "",
+    fprintf(f, "%s.%03ldZ %-5s %s%s%s%s\n", when, ms, level_names[level], req ? "[" : "",
             req ? req : "", req ? "] " : "", line);
     fflush(f);
     pthread_mutex_unlock(&g_mu);

@@ -12,32 +12,14 @@
 # passes since the KV cache rewrite (src/kv.c).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-srcdir=$(cd "$here/../.." && pwd)
-builddir=${CLSPEC_BUILDDIR:-$srcdir}
-shared=${CLSPEC_SHARED:-$srcdir/../shared}
-model=$shared/models/stories260K.gguf
-bin=$builddir/clspecd
-
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; [ $# -gt 1 ] && echo "# $2"; }
-check() { # check NAME COMMAND...: ok when the command succeeds
-    local name=$1; shift
-    if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+. "$here/lib.sh"
 todo() { # todo NAME COMMAND...: a known failure
     local name=$1 why=$2; shift 2
     n=$((n + 1))
     if "$@"; then echo "ok $n - $name"; else echo "not ok $n - $name # TODO $why"; fi
 }
 
-for t in curl jq; do
-    command -v $t >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
-done
-[ -x "$bin" ] || { echo "1..0 # SKIP $bin not built"; exit 0; }
-[ -f "$model" ] || { echo "1..0 # SKIP $model missing (set CLSPEC_SHARED)"; exit 0; }
+need "$model"
 
 # no request may hang the suite
 curl() { command curl --max-time 60 "$@"; }

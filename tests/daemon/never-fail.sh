@@ -30,15 +30,11 @@
 # Needs curl and jq, the plugins (make) and tests/plugins/initfail.so (make check).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-srcdir=$(cd "$here/../.." && pwd)
-builddir=${CLSPEC_BUILDDIR:-$srcdir}
-shared=${CLSPEC_SHARED:-$srcdir/../shared}
-model=$shared/models/stories260K.gguf
+. "$here/lib.sh"
 dflash=$shared/models/derived/stories260K-dflash.gguf
 mtpmodel=$shared/models/derived/stories260K-mtp.gguf
 drafter=$shared/models/derived/stories260K-draft-distilled.gguf
 golden=$shared/reference/greedy-stories260K.json
-bin=$builddir/clspecd
 tplug=$builddir/tests/plugins/.libs
 
 # acceptance margins ("equal within noise"): the drafting is deterministic, so
@@ -50,35 +46,12 @@ tplug=$builddir/tests/plugins/.libs
 rate_margin=0.05 # absolute, on the acceptance rate over all prompts
 tau_margin=0.10  # relative, on each prompt's mean accepted length
 
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; [ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/# /'; }
-check() { # check NAME COMMAND...: ok when the command succeeds
-    local name=$1; shift
-    if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-
-for t in curl jq; do
-    command -v $t >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
-done
-[ -x "$bin" ] || { echo "1..0 # SKIP $bin not built"; exit 0; }
-for f in "$model" "$dflash" "$mtpmodel" "$drafter" "$golden"; do
-    [ -f "$f" ] || { echo "1..0 # SKIP $f missing (set CLSPEC_SHARED)"; exit 0; }
-done
+need "$model" "$dflash" "$mtpmodel" "$drafter" "$golden"
 
 # no request may hang the suite
 curl() { command curl --max-time 60 "$@"; }
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-[ -n "${E2E_KEEP:-}" ] && { trap - EXIT; echo "# files in $tmp"; }
+make_tmp
 
 # mkini NAME [lines...]: $tmp/NAME.ini from the shipped configuration on a free port;
 # "kv:K = V", "devices:K = V", "slots:K = V", "model:K = V" lines go to that section, the others to [speculator]
@@ -100,28 +73,6 @@ mkini() {
     done
 }
 
-pid=
-url=
-pocl= # POCL_DEVICES of the daemons started (never-fail-3)
-start() { # start NAME: the daemon on $tmp/NAME.ini, log $tmp/NAME.log; sets pid, url; 1 when it is not up
-    local name=$1 port=
-    env ${pocl:+"POCL_DEVICES=$pocl"} "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1 &
-    pid=$!
-    pids+=("$pid")
-    for _ in $(seq 1 300); do
-        port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" 2>/dev/null | grep -o '[0-9]*$')
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    url=http://127.0.0.1:$port
-    for _ in $(seq 1 600); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 # healthy_stop CASE WHAT: the daemon's requests are done: no KV cell leaked (every slot idle with
 # n_past 0 in /slots, clspec_kv_cells_used 0), it is still alive, and SIGTERM drains it with exit 0
 healthy_stop() {

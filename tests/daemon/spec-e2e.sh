@@ -22,41 +22,13 @@
 # Needs curl and jq; the test plugins of tests/plugins (built by make check).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-srcdir=$(cd "$here/../.." && pwd)
-builddir=${CLSPEC_BUILDDIR:-$srcdir}
-shared=${CLSPEC_SHARED:-$srcdir/../shared}
-model=$shared/models/stories260K.gguf
+. "$here/lib.sh"
 drafter=$shared/models/derived/stories260K-draft-distilled.gguf
 golden=$shared/reference/greedy-stories260K.json
-bin=$builddir/clspecd
 tplug=$builddir/tests/plugins/.libs
 
-n=0
-fails=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; [ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/# /'; }
-check() { # check NAME COMMAND...: ok when the command succeeds
-    local name=$1; shift
-    if "$@"; then ok "$name"; else not_ok "$name"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-
-for t in curl jq; do
-    command -v $t >/dev/null || { echo "1..0 # SKIP $t not installed"; exit 0; }
-done
-[ -x "$bin" ] || { echo "1..0 # SKIP $bin not built"; exit 0; }
-for f in "$model" "$drafter" "$golden"; do
-    [ -f "$f" ] || { echo "1..0 # SKIP $f missing (set CLSPEC_SHARED)"; exit 0; }
-done
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-[ -n "${E2E_KEEP:-}" ] && trap - EXIT
+need "$model" "$drafter" "$golden"
+make_tmp
 
 # base.ini: the shipped configuration on a free port with the bundled model, no [speculator] section
 sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 4|" \
@@ -74,34 +46,6 @@ mkini() { # mkini NAME [kv lines...] [-- speculator lines...]: $tmp/NAME.ini; "k
     done
 }
 
-port=
-pid=
-url=
-start() { # start NAME: the daemon on $tmp/NAME.ini, log $tmp/NAME.log; sets pid, url; 1 when it is not up
-    local name=$1
-    : > "$tmp/$name.log"
-    "$bin" -c "$tmp/$name.ini" > "$tmp/$name.log" 2>&1 &
-    pid=$!
-    pids+=("$pid")
-    port=
-    for _ in $(seq 1 100); do
-        port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" 2>/dev/null | grep -o '[0-9]*$')
-        [ -n "$port" ] && break
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    url=http://127.0.0.1:$port
-    for _ in $(seq 1 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] && return 0
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-stop() { # SIGTERM drains and exits 0
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid"
-}
 comp() { # comp PROMPT [SPECULATIVE] -> the response JSON (temperature 0, 48 tokens)
     curl -s "$url/v1/completions" -d "$(jq -cn --arg p "$1" --argjson s "${2:-true}" \
         '{prompt:$p,max_tokens:48,temperature:0,speculative:$s}')"
