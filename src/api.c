@@ -31,6 +31,7 @@
 
 struct clspec_engine {
     struct cs_engine *e;              /* the full engine; NULL when vocab_only */
+    bool borrowed;                    /* e belongs to the caller of cs_api_wrap (not freed here) */
     struct cs_model *vm;              /* vocab_only: the GGUF metadata (owned), else NULL */
     struct cs_tokenizer *vtok;        /* vocab_only: the tokenizer (owned), else NULL */
     const struct cs_model *model;     /* e->model or vm */
@@ -122,7 +123,8 @@ void clspec_engine_free(clspec_engine *e)
 {
     if (!e)
         return;
-    cs_engine_free(e->e);
+    if (!e->borrowed)
+        cs_engine_free(e->e);
     cs_tokenizer_free(e->vtok);
     cs_model_free(e->vm);
     cs_batch_free(&e->b);
@@ -201,6 +203,29 @@ int clspec_engine_open(const struct clspec_engine_params *in, clspec_engine **ou
 fail:
     clspec_engine_free(e);
     return rc;
+}
+
+int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!ce)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine wrap: engine is NULL");
+    clspec_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "engine wrap: out of memory");
+    e->e = ce;
+    e->borrowed = true;
+    e->model = ce->model;
+    e->tok = ce->tok;
+    e->n_vocab = (int32_t)e->model->hp.n_vocab;
+    e->n_embd = (int32_t)e->model->hp.n_embd;
+    *out = e;
+    return CLSPEC_OK;
+}
+
+struct cs_engine *cs_api_engine(clspec_engine *e)
+{
+    return e ? e->e : NULL;
 }
 
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen)
@@ -452,6 +477,23 @@ int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, c
 {
     CS_TRY(need_query(e, "seq_n_cells", seq, n_cells, err, errlen));
     *n_cells = cs_kv_seq_n_cells(e->e->ctx->kv, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_seq_n_free(const clspec_engine *e, int32_t seq, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_query(e, "seq_n_free", seq, n_free, err, errlen));
+    *n_free = cs_engine_seq_free(e->e, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_kv_usage(const clspec_engine *e, uint32_t *n_used, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "kv_usage", true, err, errlen));
+    if (n_used)
+        *n_used = cs_engine_kv_used(e->e);
+    if (n_free)
+        *n_free = cs_engine_kv_free(e->e);
     return CLSPEC_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clspec/clspec.h"
 #include "engine.h"
 #include "forward.h"
 #include "golden.h"
@@ -52,6 +53,11 @@ float fu_max_rel(const float *a, const float *b, size_t n);
 /* cs_engine_open with p (model_path set to $CLSPEC_SHARED/rel for the
  * call); fails the test on an error. The caller frees the engine. */
 struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p);
+
+/* The engine door over e (cs_api_wrap) the speculative core runs over;
+ * fails the test on an error. The caller frees it (clspec_engine_free)
+ * before e. */
+clspec_engine *fu_door(struct cs_engine *e);
 
 /* The reference prompts of $CLSPEC_SHARED/reference/greedy-NAME.json. */
 struct golden *fu_golden(const char *name);

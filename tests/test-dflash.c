@@ -85,7 +85,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
     sp.n_max = n_max;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
     for (int c0 = 0; c0 < P->n; c0 += parallel) {
         const int ns = CS_MIN(parallel, P->n - c0);
         struct cs_sampler *smp[NP] = {NULL};
@@ -127,6 +128,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
     }
     r->st = spec->total;
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void assert_same(const struct run *a, const struct run *b, int n, const char *what)
@@ -325,7 +327,8 @@ static void test_clamp_and_reset(void **s)
     struct cs_spec_params spp = cs_spec_defaults();
     spp.n_max = 10;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &spp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &spp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0.0f;
     struct cs_sampler *smp = NULL;
@@ -352,6 +355,7 @@ static void test_clamp_and_reset(void **s)
     assert_memory_equal(first[0], first[1], 7 * sizeof(int32_t));
     cs_sampler_free(smp);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     static struct run base, sp;
     gen(e, NULL, &P, 2, 10, &base);
     gen(e, pl, &P, 2, 10, &sp);

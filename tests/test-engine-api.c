@@ -7,7 +7,10 @@
  * cell counts and max positions as documented and a shared prefix decodes
  * like its original; prefix_match finds it; tokenize / detokenize / piece /
  * info; sampler save/restore replays the same samples and refuses a
- * foreign state; bad arguments give messages, never a crash. */
+ * foreign state; bad arguments give messages, never a crash; kv_usage /
+ * seq_n_free count cells (shared ones once); kept logits rows lie in one
+ * array in row order; a door over a borrowed engine (cs_api_wrap) decodes
+ * the same and leaves the engine alive when freed. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -20,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "clspec/clspec.h"
 #include "engine.h"
 #include "forward.h"
@@ -234,6 +238,68 @@ static void test_seq_ops(void **state)
     clspec_engine_free(e);
 }
 
+static void usage(const clspec_engine *e, uint32_t used, uint32_t free_cells)
+{
+    uint32_t u = 0, f = 0;
+    OK(clspec_kv_usage(e, &u, &f, g_err, sizeof g_err));
+    assert_int_equal(u, used);
+    assert_int_equal(f, free_cells);
+}
+
+static void test_kv_usage_logits_layout(void **state)
+{
+    (void)state;
+    clspec_engine *e = open_engine(64, 2, 0);
+    struct clspec_engine_info info = {.size = sizeof info};
+    OK(clspec_engine_get_info(e, &info, g_err, sizeof g_err));
+    const size_t V = (size_t)info.n_vocab;
+    usage(e, 0, 64);
+    uint32_t nf = 0;
+    OK(clspec_seq_n_free(e, 1, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 64);
+    int32_t tok[4] = {1, 403, 407, 261}, pos[4];
+    positions(pos, 4, 0);
+    uint8_t keep[4] = {1, 0, 1, 1};
+    struct clspec_batch b = {.size = sizeof b, .n_rows = 4, .token = tok, .pos = pos, .logits = keep};
+    OK(clspec_decode(e, &b, NULL, g_err, sizeof g_err));
+    const float *L0 = clspec_logits(e, 0);
+    assert_non_null(L0);
+    assert_null(clspec_logits(e, 1));
+    assert_ptr_equal(clspec_logits(e, 2), L0 + V);
+    assert_ptr_equal(clspec_logits(e, 3), L0 + 2 * V);
+    usage(e, 4, 60);
+    /* shared cells count once; the other sequence could still take every free one */
+    OK(clspec_seq_cp(e, 0, 1, 0, -1, g_err, sizeof g_err));
+    usage(e, 4, 60);
+    OK(clspec_seq_n_free(e, 1, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 60);
+    OK(clspec_kv_usage(e, NULL, NULL, g_err, sizeof g_err));
+    assert_int_equal(clspec_seq_n_free(e, 2, &nf, g_err, sizeof g_err), CLSPEC_E_RANGE);
+    assert_int_equal(clspec_seq_n_free(e, 0, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_int_equal(clspec_kv_usage(NULL, NULL, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* a door over the same engine, borrowed: same logits; freeing it keeps e working */
+    float *l3 = malloc(V * sizeof *l3);
+    memcpy(l3, clspec_logits(e, 3), V * sizeof *l3);
+    clspec_engine *d = NULL;
+    OK(cs_api_wrap(cs_api_engine(e), &d, g_err, sizeof g_err));
+    assert_ptr_equal(cs_api_engine(d), cs_api_engine(e));
+    usage(d, 4, 60);
+    OK(clspec_kv_clear(d, g_err, sizeof g_err));
+    OK(clspec_decode(d, &b, NULL, g_err, sizeof g_err));
+    assert_memory_equal(clspec_logits(d, 3), l3, V * sizeof *l3);
+    clspec_engine_free(d);
+    usage(e, 4, 60);
+    OK(clspec_decode(e, &(struct clspec_batch){.size = sizeof b, .n_rows = 1, .token = tok, .pos = (int32_t[]){4}},
+                     NULL, g_err, sizeof g_err));
+    usage(e, 5, 59);
+    free(l3);
+    clspec_engine_free(e);
+    clspec_engine *v = open_engine(0, 1, 1);
+    assert_int_equal(clspec_kv_usage(v, NULL, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_null(cs_api_engine(v));
+    clspec_engine_free(v);
+}
+
 static void test_tokenizer_info(void **state)
 {
     (void)state;
@@ -416,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_decode_matches_forward), cmocka_unit_test(test_kv_full_one_sequence),
         cmocka_unit_test(test_seq_ops),                cmocka_unit_test(test_tokenizer_info),
         cmocka_unit_test(test_sampler_save_restore),   cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_kv_usage_logits_layout),
     };
     return cmocka_run_group_tests_name("engine-api", tests, NULL, NULL);
 }

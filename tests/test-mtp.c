@@ -85,7 +85,8 @@ static void test_taps(void **state)
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = 4;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     const int32_t p0[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298}, p1[] = {1, 291, 280, 294, 262, 294};
     const int32_t *prompts[2] = {p0, p1};
     const int32_t np[2] = {11, 6};
@@ -173,6 +174,7 @@ static void test_taps(void **state)
         cs_sampler_free(smp[s]);
     free(hid);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(ref);
     cs_engine_free(e);
@@ -414,7 +416,8 @@ static void trace(const char *target, const char *head)
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = sp.n_min = 3;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), 0);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), 0);
     struct cs_sampler_params smp_p = cs_sampler_defaults();
     smp_p.temp = 0;
     for (int ci = 0; ci < MAXC; ci++) {
@@ -447,6 +450,7 @@ static void trace(const char *target, const char *head)
         cs_sampler_free(smp);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -483,7 +487,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
     sp.n_max = n_fix > 0 ? n_fix : 4;
     sp.n_min = n_fix > 0 ? n_fix : 1;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), 0);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), 0);
     struct cs_sampler_params smp_p = cs_sampler_defaults();
     smp_p.temp = 0;
     struct cs_sampler *smp[4] = {NULL};
@@ -519,6 +524,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
         cs_sampler_free(smp[s]);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void lossless(uint32_t kv, int parallel, const char *key, const char *val)
@@ -610,7 +616,8 @@ static void test_kv_full(void **state)
         struct cs_spec_params sp = cs_spec_defaults();
         sp.n_max = 6;
         struct cs_spec *spec = NULL;
-        assert_int_equal(cs_spec_new(e, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
+        clspec_engine *door = fu_door(e);
+        assert_int_equal(cs_spec_new(door, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
         struct cs_sampler_params smp_p = cs_sampler_defaults();
         smp_p.temp = 0;
         struct cs_sampler *smp = NULL;
@@ -632,6 +639,7 @@ static void test_kv_full(void **state)
         cs_spec_slot_end(spec, 0);
         cs_sampler_free(smp);
         cs_spec_free(spec);
+        clspec_engine_free(door);
     }
     cs_plugin_free(pl);
     cs_engine_free(e);

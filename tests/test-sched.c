@@ -886,6 +886,7 @@ static void test_eos(void **state)
 struct specrig {
     struct cs_plugin *pl;
     struct cs_spec *sp;
+    clspec_engine *door; /* the engine door sp runs over */
     char *draft_path;
 };
 
@@ -902,13 +903,15 @@ static void specrig_open(struct cs_engine *e, const char *type, int n_slots, int
     p.n_max = n_max;
     p.n_min = 0;
     p.p_min = 0.0f;
-    if (cs_spec_new(e, r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
+    r->door = fu_door(e);
+    if (cs_spec_new(r->door, r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
         fail_msg("spec: %s", err);
 }
 
 static void specrig_close(struct specrig *r)
 {
     cs_spec_free(r->sp);
+    clspec_engine_free(r->door);
     cs_plugin_free(r->pl);
     free(r->draft_path);
     memset(r, 0, sizeof *r);
@@ -931,7 +934,7 @@ static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struc
     cs_sched_get_stats(s, &st);
     assert_int_equal(st.kv_cells_used, 0);
     for (int i = 0; i < n_slots; i++) {
-        assert_int_equal(cs_spec_kv_cells(e, i), 0);
+        assert_int_equal(cs_engine_seq_cells(e, i), 0);
         if (sp)
             assert_false(sp->slots[i].active);
     }

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "api.h"
 #include "common.h"
 #include "engine.h"
 #include "golden.h"
@@ -29,6 +30,18 @@
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"
+
+/* The engine door over e the speculative core runs over (freed before e). */
+static clspec_engine *door_over(struct cs_engine *e)
+{
+    clspec_engine *d = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_api_wrap(e, &d, err, sizeof err) != CLSPEC_OK) {
+        fprintf(stderr, "engine door: %s\n", err);
+        abort();
+    }
+    return d;
+}
 
 #define NGEN 64
 
@@ -101,7 +114,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = door_over(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler *smp[4] = {NULL};
     int32_t left[4] = {0};
     for (int s = 0; s < n_slots; s++) {
@@ -121,7 +135,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
             cs_sampler_accept(smp[s], gc->prompt[i]);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
             fail_msg("slot_begin: %s", err);
-        assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(gc->n_prompt - 1));
+        assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(gc->n_prompt - 1));
         left[s] = NGEN;
         out->n[c0 + s] = 0;
     }
@@ -150,7 +164,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
                 out->tok[c0 + s][out->n[c0 + s]++] = sl->out[i];
             left[s] = sl->eog ? 0 : left[s] - sl->n_out;
             /* no orphan cells: the slot holds exactly its history but the last token */
-            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+            assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(sl->n_hist - 1));
         }
     }
     if (disable_after < (1 << 30)) /* no draft after the switch */
@@ -162,10 +176,11 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
         out->final[c0 + s] = smp[s]->st;
         memcpy(out->hist[c0 + s], smp[s]->st.hist, (size_t)smp[s]->st.hist_cap * sizeof(int32_t));
         cs_spec_slot_end(spec, s);
-        assert_int_equal(cs_spec_kv_cells(e, s), 0);
+        assert_int_equal(cs_spec_kv_cells(spec->e, s), 0);
         cs_sampler_free(smp[s]);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void gen_all(struct cs_engine *e, struct cs_plugin *pl, int parallel, float temp, struct run *r,
@@ -334,7 +349,8 @@ static void test_per_request_off(void **state)
     struct cs_spec_params sp = cs_spec_defaults();
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = door_over(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
     struct cs_sampler *smp = NULL;
@@ -353,10 +369,11 @@ static void test_per_request_off(void **state)
         else
             assert_true(spec->slots[0].st.n_drafted > 0);
         cs_spec_slot_end(spec, 0);
-        assert_int_equal(cs_spec_kv_cells(e, 0), 0);
+        assert_int_equal(cs_spec_kv_cells(spec->e, 0), 0);
     }
     cs_sampler_free(smp);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -381,7 +398,8 @@ static void test_step_extra(void **state)
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = door_over(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
     struct cs_sampler *smp[2] = {NULL, NULL};
@@ -396,14 +414,17 @@ static void test_step_extra(void **state)
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
     /* a row of the active slot 0: refused, nothing runs */
     cs_batch_add(&xb, g0->prompt[0], 0, 0, false, err, sizeof err);
-    struct cs_spec_extra x = {.b = &xb};
+    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits};
+    struct cs_spec_extra x = {.b = &xcb};
+    xcb.n_rows = xb.n;
     int32_t left[2] = {NGEN, 0};
     assert_int_equal(cs_spec_step_extra(spec, left, &x, err, sizeof err), CLSPEC_E_INVAL);
     assert_null(x.logits);
-    assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(g0->n_prompt - 1));
+    assert_int_equal(cs_spec_kv_cells(spec->e, 0), (uint32_t)(g0->n_prompt - 1));
     cs_batch_clear(&xb);
     for (int i = 0; i < g1->n_prompt; i++)
         cs_batch_add(&xb, g1->prompt[i], i, 1, i == g1->n_prompt - 1, err, sizeof err);
+    xcb.n_rows = xb.n;
     int32_t out[2][NGEN + 8];
     int n[2] = {0, 0};
     for (int step = 0; left[0] > 0 || left[1] > 0; step++) {
@@ -419,14 +440,14 @@ static void test_step_extra(void **state)
             }
             assert_null(cs_spec_out_logits(spec, s, sl->n_out));
             left[s] = sl->eog ? 0 : left[s] - sl->n_out;
-            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+            assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(sl->n_hist - 1));
         }
         if (step > 0)
             continue;
         /* the extra rows: placed, their logits give case 1's first token; slot 1 joins */
         assert_int_equal(x.seq_rc[1], CLSPEC_OK);
         assert_non_null(x.logits);
-        assert_int_equal(cs_spec_kv_cells(e, 1), (uint32_t)g1->n_prompt);
+        assert_int_equal(cs_spec_kv_cells(spec->e, 1), (uint32_t)g1->n_prompt);
         int32_t tok = cs_argmax(x.logits, spec->n_vocab);
         cs_sampler_accept(smp[1], tok);
         out[1][n[1]++] = tok;
@@ -447,6 +468,7 @@ static void test_step_extra(void **state)
     for (int s = 0; s < 2; s++)
         cs_sampler_free(smp[s]);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -467,7 +489,8 @@ static void test_kv_full(void **state)
         sp.n_max = 8;
         struct cs_spec *spec = NULL;
         char err[CLSPEC_ERRLEN];
-        assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+        clspec_engine *door = door_over(e);
+        assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
         struct cs_sampler_params p = cs_sampler_defaults();
         p.temp = 0;
         struct cs_sampler *smp = NULL;
@@ -484,12 +507,13 @@ static void test_kv_full(void **state)
             }
             for (int i = 0; i < sl->n_out; i++)
                 toks[mode][n[mode]++] = sl->out[i];
-            assert_true(cs_spec_kv_cells(e, 0) <= n_ctx);
-            assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(sl->n_hist - 1));
+            assert_true(cs_spec_kv_cells(spec->e, 0) <= n_ctx);
+            assert_int_equal(cs_spec_kv_cells(spec->e, 0), (uint32_t)(sl->n_hist - 1));
             if (sl->eog)
                 break;
         }
         cs_spec_free(spec);
+        clspec_engine_free(door);
         cs_sampler_free(smp);
         cs_plugin_free(pl);
     }

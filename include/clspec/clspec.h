@@ -195,7 +195,9 @@ struct clspec_batch {
 int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen);
 /* The logits (n_vocab floats) of row `row` of the last clspec_decode; NULL
  * when that row's logits were not kept, its sequence was full, or row is out
- * of range. */
+ * of range. The kept rows lie in one array in row order: the k-th kept row
+ * after row r is at clspec_logits(e, r) + k * n_vocab (a caller may read a
+ * run of kept rows through one pointer). */
 const float *clspec_logits(const clspec_engine *e, int32_t row);
 /* Index of the largest of n values (the first on ties): greedy sampling. -1 when x is NULL or n < 1. */
 int32_t clspec_argmax(const float *x, int32_t n);
@@ -227,6 +229,11 @@ int clspec_seq_keep(clspec_engine *e, int32_t seq, char *err, size_t errlen);
 int clspec_kv_clear(clspec_engine *e, char *err, size_t errlen);
 /* Cells seq holds (shared ones included). */
 int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, char *err, size_t errlen);
+/* Cells seq could still take (in a partitioned cache less than the free total). */
+int clspec_seq_n_free(const clspec_engine *e, int32_t seq, uint32_t *n_free, char *err, size_t errlen);
+/* Occupied cells of the whole cache (a cell shared by several sequences
+ * counts once) and free ones; either pointer may be NULL. */
+int clspec_kv_usage(const clspec_engine *e, uint32_t *n_used, uint32_t *n_free, char *err, size_t errlen);
 /* Largest position seq holds, -1 when it holds none. */
 int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen);
 /* Prefix reuse: *n_match = the longest k such that a sequence other than

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
 #include "common.h"
@@ -92,6 +93,7 @@ static int check_plugin(const struct cs_spec_cli *o, char *err, size_t errlen)
 struct rig {
     struct cs_engine *e;
     struct cs_plugin *pl;
+    clspec_engine *door;     /* the engine door over e that sp runs over */
     struct cs_spec *sp;
 };
 
@@ -99,6 +101,7 @@ static void rig_free(struct rig *r)
 {
     cs_spec_free(r->sp);
     cs_plugin_free(r->pl);
+    clspec_engine_free(r->door);
     cs_engine_free(r->e);
     memset(r, 0, sizeof *r);
 }
@@ -126,7 +129,9 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
         sp.n_max = (int32_t)o->n_max;
         sp.n_min = (int32_t)o->n_min;
         sp.p_min = (float)o->p_min;
-        rc = cs_spec_new(r->e, r->pl, &sp, n_slots, &r->sp, err, errlen);
+        rc = cs_api_wrap(r->e, &r->door, err, errlen);
+        if (rc == 0)
+            rc = cs_spec_new(r->door, r->pl, &sp, n_slots, &r->sp, err, errlen);
     }
     if (rc < 0)
         rig_free(r);

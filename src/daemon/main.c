@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <api.h> /* src/api.h, not src/daemon/api.h */
 #include "chat.h"
 #include "common.h"
 #include "daemon/config.h"
@@ -52,6 +53,7 @@ struct loader {
     int rc;
     char err[1024];
     struct cs_engine *e;
+    clspec_engine *door;          /* the engine door over e the speculative core runs over (owned) */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
@@ -100,7 +102,9 @@ static int load_speculator(struct loader *L)
     sp.n_min = cfg->spec_n_min;
     sp.p_min = (float)cfg->spec_p_min;
     sp.log = false; /* the scheduler logs each slot's state with its request id */
-    rc = cs_spec_new(L->e, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
+    rc = cs_api_wrap(L->e, &L->door, e2, sizeof e2);
+    if (rc == CLSPEC_OK)
+        rc = cs_spec_new(L->door, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
     if (rc != CLSPEC_OK) {
         cs_plugin_free(L->pl);
         L->pl = NULL;
@@ -299,6 +303,7 @@ int main(int argc, char **argv)
     cs_sched_free(L.s);
     cs_spec_free(L.sp);
     cs_plugin_free(L.pl);
+    clspec_engine_free(L.door);
     cs_engine_free(L.e);
     cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
     cs_log_close();

@@ -44,6 +44,7 @@
 #include "strbuf.h"
 #include "tokenizer.h"
 
+#include <api.h> /* src/api.h (the door's internal header; "api.h" here would be src/daemon/api.h) */
 #include "daemon/sched_impl.h"
 
 /* ---------------------------------------------------------------- jobs */
@@ -387,7 +388,8 @@ static void step(struct cs_sched *s)
     plan_prefill(s, n_dec ? s->prefill_max : (int)s->e->p.n_batch);
     if (n_dec == 0 && s->b.n == 0)
         return;
-    struct cs_spec_extra x = {.b = &s->b};
+    struct clspec_batch xb = {sizeof xb, s->b.n, s->b.token, s->b.pos, s->b.seq, s->b.logits};
+    struct cs_spec_extra x = {.b = &xb};
     char err[CLSPEC_ERRLEN];
     int rc = cs_spec_step_extra(s->sp, n_left, &x, err, sizeof err);
     int res[CS_MAX_SEQ]; /* per slot in the step: its sequence's outcome */
@@ -574,7 +576,7 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
     s->e = e;
     s->p = *p;
     s->sp = p->spec;
-    if (s->sp && (s->sp->e != e || s->sp->n_slots < p->n_slots)) {
+    if (s->sp && (cs_api_engine(s->sp->e) != e || s->sp->n_slots < p->n_slots)) {
         free(s);
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "scheduler: the speculative core is over another engine or has fewer than %d slots", p->n_slots);
@@ -583,7 +585,9 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
     if (!s->sp) { /* no speculator: the same core, every slot without drafts */
         struct cs_spec_params cp = cs_spec_defaults();
         cp.n_max = 1;
-        if ((rc = cs_spec_new(e, NULL, &cp, p->n_slots, &s->sp, err, errlen)) < 0) {
+        if ((rc = cs_api_wrap(e, &s->door, err, errlen)) < 0 ||
+            (rc = cs_spec_new(s->door, NULL, &cp, p->n_slots, &s->sp, err, errlen)) < 0) {
+            clspec_engine_free(s->door);
             free(s);
             return rc;
         }
@@ -658,6 +662,7 @@ void cs_sched_free(struct cs_sched *s)
     free(s->info);
     if (s->own_sp)
         cs_spec_free(s->sp);
+    clspec_engine_free(s->door);
     cs_strbuf_free(&s->txt);
     free(s->top_txt);
     free(s);

@@ -53,6 +53,7 @@ struct cs_sched {
     struct cs_sched_params p;
     struct cs_spec *sp;           /* p.spec (borrowed), or own_sp: every decoding slot advances in it */
     bool own_sp;                  /* sp made by cs_sched_new (no speculator: p.spec NULL), freed with it */
+    clspec_engine *door;          /* own_sp: the engine door sp runs over (owned), else NULL */
     int slot_ctx;                 /* cells one slot may hold */
     int n_vocab;
     int prefill_max;

@@ -6,6 +6,7 @@
  * cells, sampler state, the plugin) in one function. A slot without a
  * speculator, or with speculation switched off, decodes one token per step
  * through the same path, so "no speculation" is the same code.
+ * It reaches the engine only through the engine door (clspec.h).
  * The caller owns struct cs_spec (cs_spec_new / cs_spec_free); the engine,
  * the plugin and each slot's sampler are borrowed. */
 #ifndef CS_SPEC_SPEC_H
@@ -15,8 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
-#include "engine.h"
+#include "clspec/clspec.h"
 #include "sampler.h"
 #include "spec/loader.h"
 
@@ -60,22 +60,31 @@ struct cs_spec_slot {
     char off_why[256];       /* why speculation went off for this request ("" while on or never asked) */
 };
 
+/* The rows of one forward (the arrays of a struct clspec_batch). */
+struct cs_spec_rows {
+    int32_t n, cap;          /* rows in use, allocated */
+    int32_t *token, *pos, *seq; /* (cap) */
+    uint8_t *logits;         /* (cap) 1 = keep the row's logits */
+};
+
 struct cs_spec {
-    struct cs_engine *e;     /* borrowed */
+    clspec_engine *e;        /* borrowed: the engine door */
     struct cs_plugin *pl;    /* borrowed; NULL = no speculation */
     struct cs_spec_params p;
     int32_t n_vocab;
+    int32_t n_batch;         /* the engine's n_batch (prefill chunks) */
     int32_t n_slots;         /* slot s uses KV sequence s */
     struct cs_spec_slot *slots;
-    struct cs_batch b;       /* (>= n_slots * (n_max + 1)) rows; grows for extra rows */
-    float *logits;           /* (logits_rows, n_vocab) */
-    int32_t logits_rows;     /* >= n_slots * (n_max + 1); grows for extra rows */
+    struct cs_spec_rows b;   /* (>= n_slots * (n_max + 1)) rows; grows for extra rows */
+    float *logits;           /* (logits_rows, n_vocab): the first forward's rows kept across a retry forward */
+    int32_t logits_rows;     /* grows as needed */
     float *pt, *resid;       /* (n_vocab) scratch: target probabilities, residual */
-    int32_t *row0;           /* (n_slots) first logits row of each slot in this step, -1 = none */
+    const float **row0;      /* (n_slots) logits of each slot's first row in this step (its rows follow
+                              * contiguously: the door's or sp->logits), NULL = none */
     struct cs_spec_stats total;
 };
 
-int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
+int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
                 struct cs_spec **out, char *err, size_t errlen);
 void cs_spec_free(struct cs_spec *sp);
 
@@ -113,11 +122,11 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
  * (plain decoding is a slot without a draft, so every decoding slot is in
  * the step). The caller owns it; the core only reads b. */
 struct cs_spec_extra {
-    const struct cs_batch *b;   /* in: rows of sequences that are not active slots (prompt chunks); NULL: none */
-    int seq_rc[CS_MAX_SEQ];     /* out: per sequence, as cs_engine_forward's (CLSPEC_E_KV_FULL: b's rows of it
+    const struct clspec_batch *b; /* in: rows of sequences that are not active slots (prompt chunks); NULL: none */
+    int seq_rc[CLSPEC_MAX_SEQ]; /* out: per sequence, as clspec_decode's (CLSPEC_E_KV_FULL: b's rows of it
                                  * were refused and left no cell) */
-    const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order, inside sp->logits:
-                                 * valid until the next step; NULL when no forward ran */
+    const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order: valid until
+                                 * the next step; NULL when no forward ran or b kept none */
 };
 /* cs_spec_step with x's rows appended to its first forward (after every
  * slot's rows; drafts only take cells the extra rows leave). Runs the
@@ -131,7 +140,7 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
 const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
 
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
-uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq);
+uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq);
 
 /* The distribution the sampler would draw from for this logits row
  * (penalties, top-k/top-p/min-p, temperature), written to p (n_vocab). */
