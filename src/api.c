@@ -567,16 +567,7 @@ int clspec_sampler_new(const struct clspec_sampler_params *in, int32_t n_vocab, 
     memcpy(&p, in, CS_MIN((size_t)in->size, sizeof p));
     struct cs_sampler_params sp;
     cs_api_sampler_params(&p, &sp);
-    clspec_sampler *s = calloc(1, sizeof *s);
-    if (!s)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
-    int rc = cs_sampler_new(&sp, n_vocab, &s->s, err, errlen);
-    if (rc < 0) {
-        free(s);
-        return rc;
-    }
-    *out = s;
-    return CLSPEC_OK;
+    return cs_api_sampler_new(&sp, n_vocab, out, err, errlen);
 }
 
 void clspec_sampler_free(clspec_sampler *s)
@@ -635,6 +626,68 @@ int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, ch
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "sampler restore: the state was saved from a sampler with other parameters or vocabulary");
     return cs_sampler_restore(s->s, st->copy, err, errlen);
+}
+
+int clspec_sampler_save_into(const clspec_sampler *s, clspec_sampler_state *st, char *err, size_t errlen)
+{
+    if (!s || !st)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler save: sampler or state is NULL");
+    if (memcmp(&s->s->p, &st->copy->p, sizeof s->s->p) != 0 || s->s->n_vocab != st->copy->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler save: the state was saved from a sampler with other parameters or vocabulary");
+    return cs_sampler_restore(st->copy, s->s, err, errlen);
+}
+
+int clspec_sampler_get_params(const clspec_sampler *s, struct clspec_sampler_params *p, int32_t *n_vocab, char *err,
+                              size_t errlen)
+{
+    if (!s || !p || p->size < sizeof p->size)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler params: sampler or params NULL, or params size unset");
+    const struct cs_sampler_params *c = &s->s->p;
+    struct clspec_sampler_params q = {
+        .size = (uint32_t)CS_MIN((size_t)p->size, sizeof q), .temp = c->temp, .top_k = c->top_k,
+        .top_p = c->top_p, .min_p = c->min_p, .repeat_penalty = c->repeat_penalty,
+        .freq_penalty = c->freq_penalty, .presence_penalty = c->presence_penalty,
+        .penalty_last_n = c->penalty_last_n, .seed = c->seed,
+    };
+    memcpy(p, &q, q.size);
+    if (n_vocab)
+        *n_vocab = s->s->n_vocab;
+    return CLSPEC_OK;
+}
+
+int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p)
+{
+    if (!s || !logits || !p)
+        return CLSPEC_E_INVAL;
+    cs_sampler_probs(s->s, logits, p);
+    return CLSPEC_OK;
+}
+
+double clspec_sampler_uniform(clspec_sampler *s)
+{
+    return s ? cs_sampler_uniform(s->s) : -1.0;
+}
+
+int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    clspec_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
+    int rc = cs_sampler_new(p, n_vocab, &s->s, err, errlen);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return CLSPEC_OK;
+}
+
+struct cs_sampler *cs_api_sampler(clspec_sampler *s)
+{
+    return s ? s->s : NULL;
 }
 
 void clspec_sampler_state_free(clspec_sampler_state *st)

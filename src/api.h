@@ -15,6 +15,13 @@
  * read: in must be a complete struct of this build). */
 void cs_api_sampler_params(const struct clspec_sampler_params *in, struct cs_sampler_params *out);
 
+/* A public sampler (*out, freed by clspec_sampler_free) with internal
+ * parameters p (the daemon's requests, the CLI's --spec path, tests). */
+int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen);
+/* The internal sampler behind a public one (tests read its state). */
+struct cs_sampler *cs_api_sampler(clspec_sampler *s);
+
 /* A door (*out, freed by clspec_engine_free) over e, which stays the
  * caller's: it must outlive the door and is not freed with it. */
 int cs_api_wrap(struct cs_engine *e, clspec_engine **out, char *err, size_t errlen);

@@ -6,13 +6,15 @@
  * into CLSPEC_E_KV_FULL); seq_cp / seq_rm / seq_keep / kv_clear change the
  * cell counts and max positions as documented and a shared prefix decodes
  * like its original; prefix_match finds it; tokenize / detokenize / piece /
- * info; sampler save/restore replays the same samples and refuses a
- * foreign state; bad arguments give messages, never a crash; kv_usage /
+ * info; sampler save/restore (and save_into) replays the same samples and
+ * refuses a foreign state; get_params, probs (sums to 1, one-hot when
+ * greedy) and uniform (rewound by restore); bad arguments give messages, never a crash; kv_usage /
  * seq_n_free count cells (shared ones once); kept logits rows lie in one
  * array in row order; a door over a borrowed engine (cs_api_wrap) decodes
  * the same and leaves the engine alive when freed. */
 #include "config.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -390,6 +392,59 @@ static void test_sampler_save_restore(void **state)
     assert_int_equal(clspec_sampler_accept(s, V), CLSPEC_E_RANGE);
     assert_int_equal(clspec_sampler_accept(s, -1), CLSPEC_E_RANGE);
     assert_int_equal(clspec_sampler_sample(s, NULL), CLSPEC_E_INVAL);
+    /* save_into: rewinds like save, allocates nothing, refuses another sampler's state */
+    sample_n(s, logits, 3, warm);
+    OK(clspec_sampler_save_into(s, st, g_err, sizeof g_err));
+    sample_n(s, logits, N, a);
+    OK(clspec_sampler_restore(s, st, g_err, sizeof g_err));
+    sample_n(s, logits, N, b);
+    assert_memory_equal(a, b, sizeof a);
+    assert_int_equal(clspec_sampler_save_into(o, st, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* get_params: what it was made with, only inside size */
+    struct clspec_sampler_params q;
+    memset(&q, 0x55, sizeof q);
+    q.size = sizeof q;
+    int32_t nv = 0;
+    OK(clspec_sampler_get_params(o, &q, &nv, g_err, sizeof g_err));
+    assert_int_equal(nv, V);
+    assert_true(q.size == p.size && q.temp == p.temp && q.top_k == p.top_k && q.top_p == p.top_p &&
+                q.min_p == p.min_p && q.repeat_penalty == p.repeat_penalty && q.freq_penalty == p.freq_penalty &&
+                q.presence_penalty == p.presence_penalty && q.penalty_last_n == p.penalty_last_n &&
+                q.seed == p.seed);
+    memset(&q, 0x55, sizeof q);
+    q.size = (uint32_t)offsetof(struct clspec_sampler_params, top_k);
+    OK(clspec_sampler_get_params(o, &q, NULL, g_err, sizeof g_err));
+    assert_true(q.temp == 0.5f);
+    assert_int_equal(q.top_k, 0x55555555);
+    assert_int_equal(clspec_sampler_get_params(NULL, &q, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* probs: the distribution sampling draws from; uniform draws advance the RNG as sampling does */
+    float *pr = malloc(V * sizeof *pr);
+    OK(clspec_sampler_probs(s, logits, pr));
+    double sum = 0.0;
+    int32_t best = 0;
+    for (int i = 0; i < V; i++) {
+        assert_true(pr[i] >= 0.0f);
+        sum += pr[i];
+        best = pr[i] > pr[best] ? i : best;
+    }
+    assert_true(fabs(sum - 1.0) < 1e-4);
+    assert_true(pr[best] < 1.0f); /* temp 1.5 over 512 tokens: not one-hot */
+    p.temp = 0.0f;
+    clspec_sampler *g = NULL;
+    OK(clspec_sampler_new(&p, V, &g, g_err, sizeof g_err));
+    OK(clspec_sampler_probs(g, logits, pr));
+    int32_t gp = clspec_sampler_sample(g, logits);
+    for (int i = 0; i < V; i++)
+        assert_true(pr[i] == (i == gp ? 1.0f : 0.0f));
+    assert_int_equal(clspec_sampler_probs(g, NULL, pr), CLSPEC_E_INVAL);
+    OK(clspec_sampler_save_into(s, st, g_err, sizeof g_err));
+    double u0 = clspec_sampler_uniform(s), u1 = clspec_sampler_uniform(s);
+    assert_true(u0 >= 0.0 && u0 < 1.0 && u1 >= 0.0 && u1 < 1.0 && u0 != u1);
+    OK(clspec_sampler_restore(s, st, g_err, sizeof g_err));
+    assert_true(clspec_sampler_uniform(s) == u0);
+    assert_true(clspec_sampler_uniform(NULL) < 0.0);
+    free(pr);
+    clspec_sampler_free(g);
     clspec_sampler_state_free(st);
     clspec_sampler_free(o);
     clspec_sampler_free(s);

@@ -116,7 +116,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     char err[CLSPEC_ERRLEN];
     clspec_engine *door = door_over(e);
     assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
-    struct cs_sampler *smp[4] = {NULL};
+    clspec_sampler *smp[4] = {NULL};
     int32_t left[4] = {0};
     for (int s = 0; s < n_slots; s++) {
         struct cs_sampler_params p = cs_sampler_defaults();
@@ -129,10 +129,10 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
             p.top_p = 1.0f;
             p.min_p = 0.0f;
         }
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
         const struct golden_case *gc = &G->cases[c0 + s];
         for (int i = 0; i < gc->n_prompt; i++)
-            cs_sampler_accept(smp[s], gc->prompt[i]);
+            clspec_sampler_accept(smp[s], gc->prompt[i]);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
             fail_msg("slot_begin: %s", err);
         assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(gc->n_prompt - 1));
@@ -173,11 +173,12 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     out->st.n_accepted += spec->total.n_accepted;
     out->st.n_steps += spec->total.n_steps;
     for (int s = 0; s < n_slots; s++) {
-        out->final[c0 + s] = smp[s]->st;
-        memcpy(out->hist[c0 + s], smp[s]->st.hist, (size_t)smp[s]->st.hist_cap * sizeof(int32_t));
+        const struct cs_sampler *cs = cs_api_sampler(smp[s]);
+        out->final[c0 + s] = cs->st;
+        memcpy(out->hist[c0 + s], cs->st.hist, (size_t)cs->st.hist_cap * sizeof(int32_t));
         cs_spec_slot_end(spec, s);
         assert_int_equal(cs_spec_kv_cells(spec->e, s), 0);
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     }
     cs_spec_free(spec);
     clspec_engine_free(door);
@@ -353,8 +354,8 @@ static void test_per_request_off(void **state)
     assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp = NULL;
-    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    clspec_sampler *smp = NULL;
+    assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
     const struct golden_case *gc = &G->cases[0];
     for (int on = 0; on < 2; on++) {
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, on, err, sizeof err), 0);
@@ -371,7 +372,7 @@ static void test_per_request_off(void **state)
         cs_spec_slot_end(spec, 0);
         assert_int_equal(cs_spec_kv_cells(spec->e, 0), 0);
     }
-    cs_sampler_free(smp);
+    clspec_sampler_free(smp);
     cs_spec_free(spec);
     clspec_engine_free(door);
     cs_plugin_free(pl);
@@ -402,13 +403,13 @@ static void test_step_extra(void **state)
     assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp[2] = {NULL, NULL};
+    clspec_sampler *smp[2] = {NULL, NULL};
     for (int s = 0; s < 2; s++)
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
     const struct golden_case *g0 = &G->cases[0], *g1 = &G->cases[1];
     for (int s = 0; s < 2; s++) /* as gen() does */
         for (int i = 0; i < G->cases[s].n_prompt; i++)
-            cs_sampler_accept(smp[s], G->cases[s].prompt[i]);
+            clspec_sampler_accept(smp[s], G->cases[s].prompt[i]);
     assert_int_equal(cs_spec_slot_begin(spec, 0, g0->prompt, g0->n_prompt, smp[0], true, err, sizeof err), 0);
     struct cs_batch xb;
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
@@ -449,7 +450,7 @@ static void test_step_extra(void **state)
         assert_non_null(x.logits);
         assert_int_equal(cs_spec_kv_cells(spec->e, 1), (uint32_t)g1->n_prompt);
         int32_t tok = cs_argmax(x.logits, spec->n_vocab);
-        cs_sampler_accept(smp[1], tok);
+        clspec_sampler_accept(smp[1], tok);
         out[1][n[1]++] = tok;
         int32_t hist[512];
         memcpy(hist, g1->prompt, (size_t)g1->n_prompt * sizeof *hist);
@@ -466,7 +467,7 @@ static void test_step_extra(void **state)
     assert_true(spec->total.n_drafted > 0);
     cs_batch_free(&xb);
     for (int s = 0; s < 2; s++)
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     cs_spec_free(spec);
     clspec_engine_free(door);
     cs_plugin_free(pl);
@@ -493,8 +494,8 @@ static void test_kv_full(void **state)
         assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
         struct cs_sampler_params p = cs_sampler_defaults();
         p.temp = 0;
-        struct cs_sampler *smp = NULL;
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+        clspec_sampler *smp = NULL;
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
         int32_t left = 1000;
         int full = 0;
@@ -514,7 +515,7 @@ static void test_kv_full(void **state)
         }
         cs_spec_free(spec);
         clspec_engine_free(door);
-        cs_sampler_free(smp);
+        clspec_sampler_free(smp);
         cs_plugin_free(pl);
     }
     print_message("kv full after %d / %d tokens\n", n[0], n[1]);
@@ -602,26 +603,26 @@ static void test_target_probs(void **state)
         logits[i] = (float)((i * 7) % V) * 0.25f;
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *s = NULL;
+    clspec_sampler *s = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
-    cs_spec_target_probs(s, logits, pt);
+    assert_int_equal(cs_api_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(clspec_sampler_probs(s, logits, pt), CLSPEC_OK);
     int32_t am = cs_argmax(logits, V);
     for (int i = 0; i < V; i++)
         assert_float_equal(pt[i], i == am ? 1.0f : 0.0f, 0);
-    cs_sampler_free(s);
+    clspec_sampler_free(s);
     p = cs_sampler_defaults();
     p.temp = 0.7f;
     p.top_k = 5;
     p.top_p = 1.0f;
     p.min_p = 0.0f;
-    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
-    cs_spec_target_probs(s, logits, pt);
+    assert_int_equal(cs_api_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(clspec_sampler_probs(s, logits, pt), CLSPEC_OK);
     /* compare with the sampler's own draws */
     long cnt[V] = {0};
     const long T = 100000;
     for (long t = 0; t < T; t++)
-        cnt[cs_sampler_sample(s, logits)]++;
+        cnt[clspec_sampler_sample(s, logits)]++;
     double pd[V], sum = 0;
     int nz = 0;
     for (int i = 0; i < V; i++) {
@@ -634,7 +635,7 @@ static void test_target_probs(void **state)
     double x = chi2(cnt, pd, V, T);
     print_message("target probs vs sampler draws: chi2 %.2f (4 dof)\n", x);
     assert_true(x < 18.47); /* 4 dof, p = 0.001 */
-    cs_sampler_free(s);
+    clspec_sampler_free(s);
 }
 
 static int setup(void **state)

@@ -276,6 +276,24 @@ int clspec_sampler_save(const clspec_sampler *s, clspec_sampler_state **out, cha
 /* CLSPEC_E_INVAL when st was saved from a sampler with other parameters or vocabulary. */
 int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, char *err, size_t errlen);
 void clspec_sampler_state_free(clspec_sampler_state *st);
+/* As clspec_sampler_save into a state saved earlier from this sampler (or
+ * one with the same parameters and vocabulary): nothing is allocated
+ * (CLSPEC_E_INVAL otherwise). A per-token snapshot. */
+int clspec_sampler_save_into(const clspec_sampler *s, clspec_sampler_state *st, char *err, size_t errlen);
+/* s's parameters (p->size set by the caller: the fields inside it are
+ * written) and, when n_vocab is not NULL, its vocabulary size. */
+int clspec_sampler_get_params(const clspec_sampler *s, struct clspec_sampler_params *p, int32_t *n_vocab, char *err,
+                              size_t errlen);
+/* The distribution s draws from for this logits row (n_vocab floats, not
+ * modified) after its chain (penalties over the accepted history, top-k,
+ * top-p, min-p, temperature), written to p (n_vocab floats, summing to 1;
+ * one-hot at the greedy pick when temp <= 0). Advances nothing.
+ * CLSPEC_E_INVAL when an argument is NULL. Rejection sampling against a
+ * draft's distribution needs it. */
+int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p);
+/* A draw uniform in [0, 1) from s's RNG (advancing it as a sample does);
+ * -1 when s is NULL. */
+double clspec_sampler_uniform(clspec_sampler *s);
 
 #ifdef __cplusplus
 }

@@ -161,10 +161,10 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
         fprintf(stderr, "clspec run: %s\n", err);
         return 1;
     }
-    struct cs_sampler *smp = NULL;
-    rc = cs_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
+    clspec_sampler *smp = NULL;
+    rc = cs_api_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
     for (int32_t i = 0; rc == 0 && i < n_prompt; i++)
-        cs_sampler_accept(smp, ids[i]);
+        clspec_sampler_accept(smp, ids[i]);
     if (rc == 0)
         rc = cs_spec_slot_begin(r.sp, 0, ids, n_prompt, smp, true, err, sizeof err);
     int32_t n_gen = 0;
@@ -201,7 +201,7 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
                 t > 0 ? n_gen / t : 0.0, r.pl ? r.pl->vt.name : "none");
         print_stats(stderr, &r.sp->slots[0].st);
     }
-    cs_sampler_free(smp);
+    clspec_sampler_free(smp);
     rig_free(&r);
     return rc < 0 ? 1 : 0;
 }
@@ -219,12 +219,12 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
 {
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp[CS_MAX_SEQ] = {NULL};
+    clspec_sampler *smp[CS_MAX_SEQ] = {NULL};
     int32_t left[CS_MAX_SEQ] = {0};
     int rc = 0;
     memset(&r->sp->total, 0, sizeof r->sp->total);
     for (int s = 0; s < n_slots && rc == 0; s++) {
-        rc = cs_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
+        rc = cs_api_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
         if (rc == 0)
             rc = cs_spec_slot_begin(r->sp, s, ids[s], n_ids[s], smp[s], true, err, errlen);
         left[s] = n_gen;
@@ -249,7 +249,7 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
     *secs = cs_now() - t0;
     for (int s = 0; s < n_slots; s++) {
         cs_spec_slot_end(r->sp, s);
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     }
     return rc;
 }

@@ -56,7 +56,7 @@ static void job_free(struct job *j)
     free(j->prompt);
     for (int i = 0; i < CS_MAX_STOP; i++)
         free(j->stop_copy[i]);
-    cs_sampler_free(j->smp);
+    clspec_sampler_free(j->smp);
     cs_textout_free(j->to);
     free(j);
 }
@@ -317,8 +317,8 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
 static void first_token(struct cs_sched *s, int i, const float *L)
 {
     struct job *j = s->slots[i].job;
-    int32_t tok = cs_sampler_sample(j->smp, L);
-    cs_sampler_accept(j->smp, tok);
+    int32_t tok = clspec_sampler_sample(j->smp, L);
+    clspec_sampler_accept(j->smp, tok);
     if (cs_sched_emit(s, i, tok, L))
         cs_sched_spec_attach(s, i, tok);
 }
@@ -763,7 +763,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (s->p.max_tokens_limit > 0 && (mt <= 0 || mt > s->p.max_tokens_limit))
         mt = s->p.max_tokens_limit;
     j->max_tokens = mt;
-    int rc = cs_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
+    int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_textout_new(s->e->tok, (const char *const *)j->stop_copy, r->n_stop,
                             s->lstrip && prompt_textless(s, j->prompt, n_prompt), &j->to, err, errlen);
@@ -772,7 +772,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
-        cs_sampler_accept(j->smp, j->prompt[i]);
+        clspec_sampler_accept(j->smp, j->prompt[i]);
     j->t_submit = cs_now();
 
     pthread_mutex_lock(&s->mu);

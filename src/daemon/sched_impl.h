@@ -26,7 +26,7 @@ struct job {
     int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
     cs_req_cb cb;
     void *user;
-    struct cs_sampler *smp;
+    clspec_sampler *smp;
     struct cs_textout *to;
     atomic_bool cancelled;
     uint64_t admit_no;            /* admission order (prefill priority) */

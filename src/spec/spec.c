@@ -81,22 +81,6 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
 
 /* ---- acceptance ---- */
 
-void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p)
-{
-    int32_t V = smp->n_vocab;
-    memset(p, 0, (size_t)V * sizeof *p);
-    int32_t n = cs_sampler_candidates(smp, logits, smp->idx); /* penalties into smp->work, filters */
-    if (!(smp->p.temp > 0.0f) || n == 1) {
-        p[n == 1 ? smp->idx[0] : cs_argmax(smp->work, V)] = 1.0f;
-        return;
-    }
-    double mx = smp->work[smp->idx[0]], sum = 0.0;
-    for (int32_t i = 0; i < n; i++)
-        sum += exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp);
-    for (int32_t i = 0; i < n; i++)
-        p[smp->idx[i]] = (float)(exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp) / sum);
-}
-
 int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, double u, double u2, float *resid,
                          bool *accepted)
 {
@@ -141,7 +125,7 @@ int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, d
 static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, int32_t n_left)
 {
     const size_t V = (size_t)sp->n_vocab;
-    const bool rs = sl->probs && sl->n_draft > 0 && sl->smp->p.temp > 0.0f;
+    const bool rs = sl->probs && sl->n_draft > 0 && sl->stochastic;
     sl->n_out = 0;
     sl->n_accepted = 0;
     sl->eog = false;
@@ -150,15 +134,15 @@ static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, 
         int32_t t;
         bool acc = false;
         if (rs && i < sl->n_draft) {
-            cs_spec_target_probs(sl->smp, row, sp->pt);
-            double u = cs_sampler_uniform(sl->smp), u2 = cs_sampler_uniform(sl->smp);
+            clspec_sampler_probs(sl->smp, row, sp->pt);
+            double u = clspec_sampler_uniform(sl->smp), u2 = clspec_sampler_uniform(sl->smp);
             t = cs_spec_rs_token(sp->pt, sl->probs + (size_t)i * V, (int32_t)V, sl->draft[i], u, u2, sp->resid,
                                  &acc);
         } else {
-            t = cs_sampler_sample(sl->smp, row);
+            t = clspec_sampler_sample(sl->smp, row);
             acc = i < sl->n_draft && t == sl->draft[i];
         }
-        cs_sampler_accept(sl->smp, t);
+        clspec_sampler_accept(sl->smp, t);
         sl->out[sl->n_out++] = t;
         sl->n_accepted += acc;
         sl->eog = clspec_token_is_eog(sp->e, t) == 1;
@@ -177,7 +161,7 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
         sl->n_out = 0;
         sl->n_accepted = 0;
         sl->eog = false;
-        cs_sampler_restore(sl->smp, sl->snap, err, errlen);
+        clspec_sampler_restore(sl->smp, sl->snap, err, errlen);
     }
     /* history */
     for (int32_t i = 0; i < sl->n_out; i++)
@@ -263,13 +247,13 @@ static int grow_hist(struct cs_spec_slot *sl, int32_t need, char *err, size_t er
 }
 
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
-                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+                       clspec_sampler *smp, bool speculate, char *err, size_t errlen)
 {
     return cs_spec_slot_begin_cached(sp, s, prompt, n_prompt, 0, smp, speculate, err, errlen);
 }
 
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
-                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+                              int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen)
 {
     if (s < 0 || s >= sp->n_slots)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d out of range 0..%d", s, sp->n_slots - 1);
@@ -291,14 +275,17 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     int rc = grow_hist(sl, n_prompt + 1024, err, errlen);
     if (rc < 0)
         return rc;
-    if (smp->n_vocab != sp->n_vocab)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: sampler vocabulary %d != model %d", smp->n_vocab,
-                      sp->n_vocab);
-    if (sl->snap && sl->snap->st.hist_cap != smp->st.hist_cap) {
-        cs_sampler_free(sl->snap);
+    struct clspec_sampler_params smp_p = {.size = sizeof smp_p};
+    int32_t smp_v = 0;
+    CS_TRY(clspec_sampler_get_params(smp, &smp_p, &smp_v, err, errlen));
+    if (smp_v != sp->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: sampler vocabulary %d != model %d", smp_v, sp->n_vocab);
+    char e2[CLSPEC_ERRLEN];
+    if (sl->snap && clspec_sampler_save_into(smp, sl->snap, e2, sizeof e2) < 0) { /* another sampler's parameters */
+        clspec_sampler_state_free(sl->snap);
         sl->snap = NULL;
     }
-    if (!sl->snap && (rc = cs_sampler_clone(smp, &sl->snap, err, errlen)) < 0)
+    if (!sl->snap && (rc = clspec_sampler_save(smp, &sl->snap, err, errlen)) < 0)
         return rc;
     cs_taps_slot_clear(sp->pl, s);
     /* prefill all but the last prompt token, in chunks of n_batch */
@@ -314,7 +301,6 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
             rc = cs_err(err, errlen, seq_rc[s], "spec: slot %d: the prompt (%d tokens) does not fit the KV cache", s,
                         n_prompt);
         if (rc < 0) {
-            char e2[CLSPEC_ERRLEN];
             clspec_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
             return rc;
         }
@@ -322,6 +308,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     memcpy(sl->hist, prompt, (size_t)n_prompt * sizeof *prompt);
     sl->n_hist = n_prompt;
     sl->smp = smp;
+    sl->stochastic = smp_p.temp > 0.0f;
     sl->active = true;
     sl->on = false;
     sl->n_draft = 0;
@@ -409,7 +396,7 @@ static int undo(struct cs_spec *sp, const bool *which, int rc)
     char e2[CLSPEC_ERRLEN];
     for (int32_t s = 0; s < sp->n_slots; s++)
         if (which[s]) {
-            cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
+            clspec_sampler_save_into(sp->slots[s].smp, sp->slots[s].snap, e2, sizeof e2);
             rollback(sp, s, false, e2, sizeof e2);
         }
     return rc;
@@ -478,7 +465,7 @@ static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, 
             }
             continue;
         }
-        cs_sampler_restore(sl->snap, sl->smp, err, errlen);
+        clspec_sampler_save_into(sl->smp, sl->snap, err, errlen);
         verify(sp, sl, sp->row0[s], n_left[s]);
         int r = rollback(sp, s, true, err, errlen);
         if (*rc == CLSPEC_OK)
@@ -639,7 +626,7 @@ void cs_spec_free(struct cs_spec *sp)
         free(sl->draft);
         free(sl->probs);
         free(sl->out);
-        cs_sampler_free(sl->snap);
+        clspec_sampler_state_free(sl->snap);
     }
     free(sp->slots);
     rows_free(&sp->b);

@@ -17,7 +17,6 @@
 #include <stdint.h>
 
 #include "clspec/clspec.h"
-#include "sampler.h"
 #include "spec/loader.h"
 
 struct cs_spec_params {
@@ -45,8 +44,9 @@ struct cs_spec_slot {
     int32_t n_hist, cap;
     int32_t n_cur;           /* adaptive draft length: n_max at slot_begin; after a draft accepted whole
                               * + 2 (up to n_max), after a rejection accepted + 1 (at least max(n_min, 1)) */
-    struct cs_sampler *smp;  /* borrowed */
-    struct cs_sampler *snap; /* the sampler state before the current verification */
+    clspec_sampler *smp;     /* borrowed */
+    clspec_sampler_state *snap; /* the sampler state before the current verification */
+    bool stochastic;         /* smp's temperature > 0 (drafts with probabilities go through rejection sampling) */
     int32_t *draft;          /* (n_max) this step's draft */
     float *probs;            /* (n_max, n_vocab) its probabilities, or NULL (plugin without them) */
     int32_t n_draft;
@@ -94,14 +94,14 @@ void cs_spec_free(struct cs_spec *sp);
  * plugin. speculate = false (or no plugin) decodes without drafts. Ends a
  * request still running on the slot first. */
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
-                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+                       clspec_sampler *smp, bool speculate, char *err, size_t errlen);
 /* As cs_spec_slot_begin when the slot's KV sequence already holds
  * prompt[0..n_cached) at positions 0..n_cached-1 (the caller prefilled it,
  * e.g. the daemon's scheduler with its chunked prefill and prefix reuse):
  * only prompt[n_cached..n_prompt-1) is prefilled. n_cached <= n_prompt - 1;
  * the sequence must hold exactly n_cached cells (else CLSPEC_E_INVAL). */
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
-                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+                              int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen);
 /* Ends the request: frees its KV cells, tells the plugin. */
 void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
 /* Switches speculation off for the slot's request and clears every piece of
@@ -142,9 +142,6 @@ const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
 uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq);
 
-/* The distribution the sampler would draw from for this logits row
- * (penalties, top-k/top-p/min-p, temperature), written to p (n_vocab). */
-void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p);
 /* Rejection sampling for one draft token d ~ q: accepted when u < p(d)/q(d)
  * (returns d); otherwise returns a draw (with u2) from norm(max(p - q, 0))
  * (resid: n scratch). u, u2 uniform in [0, 1). Keeps the target distribution p. */
