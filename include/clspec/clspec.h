@@ -150,6 +150,7 @@ struct clspec_engine_info {
     int32_t n_devices;        /* 0 when vocab_only */
     const char *device_name[CLSPEC_MAX_DEVICES];  /* (n_devices) OpenCL device names */
     uint32_t device_layers[CLSPEC_MAX_DEVICES];   /* (n_devices) layers on each device */
+    int32_t kv_partitioned;   /* 1: each sequence has n_ctx / n_seq cells of its own (0 when vocab_only) */
 };
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen);
 

@@ -52,8 +52,8 @@ struct loader {
     pthread_t main_thread;
     int rc;
     char err[1024];
-    struct cs_engine *e;
-    clspec_engine *door;          /* the engine door over e the speculative core runs over (owned) */
+    clspec_engine *door;    /* the engine (owned): the scheduler and the speculative core use only it */
+    struct cs_engine *e;    /* door's internals (cs_api_engine): chat template, plugin loader, http */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
@@ -102,9 +102,7 @@ static int load_speculator(struct loader *L)
     sp.n_min = cfg->spec_n_min;
     sp.p_min = (float)cfg->spec_p_min;
     sp.log = false; /* the scheduler logs each slot's state with its request id */
-    rc = cs_api_wrap(L->e, &L->door, e2, sizeof e2);
-    if (rc == CLSPEC_OK)
-        rc = cs_spec_new(L->door, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
+    rc = cs_spec_new(L->door, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
     if (rc != CLSPEC_OK) {
         cs_plugin_free(L->pl);
         L->pl = NULL;
@@ -115,12 +113,35 @@ static int load_speculator(struct loader *L)
     return CLSPEC_OK;
 }
 
+/* The engine door's parameters of the configuration (cs_config_engine_params). */
+static struct clspec_engine_params door_params(const struct cs_config *cfg)
+{
+    struct cs_engine_params c = cs_config_engine_params(cfg);
+    struct clspec_engine_params p;
+    clspec_engine_default_params(&p, sizeof p);
+    p.model_path = c.model_path;
+    p.devices = c.devices;
+    p.split_by_memory = c.split_mode == CS_SPLIT_MEMORY;
+    memcpy(p.split, c.split, sizeof p.split);
+    p.n_ctx = c.n_ctx;
+    p.n_batch = c.n_batch;
+    p.n_ubatch = c.n_ubatch;
+    p.type_k = c.type_k;
+    p.type_v = c.type_v;
+    p.n_seq = c.n_seq_max;
+    p.kv_partitioned = !c.kv_unified;
+    p.progress = c.progress;
+    p.llamacpp_numerics = c.llamacpp_numerics;
+    return p;
+}
+
 static void *load_main(void *arg)
 {
     struct loader *L = arg;
     const struct cs_config *cfg = L->cfg;
-    struct cs_engine_params ep = cs_config_engine_params(cfg);
-    L->rc = cs_engine_open(&ep, &L->e, L->err, sizeof L->err);
+    struct clspec_engine_params ep = door_params(cfg);
+    L->rc = clspec_engine_open(&ep, &L->door, L->err, sizeof L->err);
+    L->e = cs_api_engine(L->door);
     if (L->rc == CLSPEC_OK) {
         bool known = false;
         L->rc = cs_chat_select(L->e->model->gguf, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
@@ -141,10 +162,12 @@ static void *load_main(void *arg)
             .spec = L->sp,
             /* speculators that read the target's states of the prompt get it prefilled by the core */
             .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
+            .tok = L->e->tok,
         };
-        L->rc = cs_sched_new(L->e, &sp, &L->s, L->err, sizeof L->err);
-        uint32_t n_ctx = L->e->p.n_ctx;
-        L->n_ctx_slot = (int)(L->e->p.kv_unified ? n_ctx : n_ctx / (uint32_t)cfg->parallel);
+        L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
+        struct clspec_engine_info info = {.size = sizeof info};
+        clspec_engine_get_info(L->door, &info, NULL, 0);
+        L->n_ctx_slot = (int)(info.kv_partitioned ? info.n_ctx / (uint32_t)cfg->parallel : info.n_ctx);
     }
     pthread_kill(L->main_thread, SIGUSR1);
     return NULL;
@@ -304,7 +327,6 @@ int main(int argc, char **argv)
     cs_spec_free(L.sp);
     cs_plugin_free(L.pl);
     clspec_engine_free(L.door);
-    cs_engine_free(L.e);
     cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
     cs_log_close();
     cs_config_free(cfg);
