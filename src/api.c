@@ -205,6 +205,24 @@ fail:
     return rc;
 }
 
+void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engine_params *out)
+{
+    clspec_engine_default_params(out, sizeof *out);
+    out->model_path = in->model_path;
+    out->devices = in->devices;
+    out->split_by_memory = in->split_mode == CS_SPLIT_MEMORY;
+    memcpy(out->split, in->split, sizeof out->split);
+    out->n_ctx = in->n_ctx;
+    out->n_batch = in->n_batch;
+    out->n_ubatch = in->n_ubatch;
+    out->type_k = in->type_k;
+    out->type_v = in->type_v;
+    out->n_seq = in->n_seq_max;
+    out->kv_partitioned = !in->kv_unified;
+    out->progress = in->progress;
+    out->llamacpp_numerics = in->llamacpp_numerics;
+}
+
 int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
 {
     *out = NULL;

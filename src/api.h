@@ -15,6 +15,11 @@
  * read: in must be a complete struct of this build). */
 void cs_api_sampler_params(const struct clspec_sampler_params *in, struct cs_sampler_params *out);
 
+/* The door's parameters of internal engine parameters in (every field;
+ * strings are borrowed from in): what clspec_engine_open turns back into
+ * in. For code configured with struct cs_engine_params (clspecd, the CLI). */
+void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engine_params *out);
+
 /* A public sampler (*out, freed by clspec_sampler_free) with internal
  * parameters p (the daemon's requests, the CLI's --spec path, tests). */
 int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,

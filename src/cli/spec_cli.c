@@ -91,9 +91,9 @@ static int check_plugin(const struct cs_spec_cli *o, char *err, size_t errlen)
 
 /* Engine + plugin + spec for n_slots; type NULL = no speculation. */
 struct rig {
-    struct cs_engine *e;
+    clspec_engine *door;     /* the engine (owned): sp and the output use only it */
+    struct cs_engine *e;     /* door's internals (cs_api_engine), for the plugin loader */
     struct cs_plugin *pl;
-    clspec_engine *door;     /* the engine door over e that sp runs over */
     struct cs_spec *sp;
 };
 
@@ -102,7 +102,6 @@ static void rig_free(struct rig *r)
     cs_spec_free(r->sp);
     cs_plugin_free(r->pl);
     clspec_engine_free(r->door);
-    cs_engine_free(r->e);
     memset(r, 0, sizeof *r);
 }
 
@@ -118,7 +117,10 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
     if (ep.n_ctx == 0)
         ep.n_ctx = n_ctx;
     ep.n_seq_max = (uint32_t)n_slots;
-    int rc = cs_engine_open(&ep, &r->e, err, errlen);
+    struct clspec_engine_params dp;
+    cs_api_engine_params(&ep, &dp);
+    int rc = clspec_engine_open(&dp, &r->door, err, errlen);
+    r->e = cs_api_engine(r->door);
     if (rc == 0 && type) {
         struct cs_plugin_params pp = {.type = type, .plugin_dir = o->plugin_dir, .kv = o->kv, .n_kv = o->n_kv,
                                       .engine = r->e, .n_slots = (uint32_t)n_slots};
@@ -129,9 +131,7 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
         sp.n_max = (int32_t)o->n_max;
         sp.n_min = (int32_t)o->n_min;
         sp.p_min = (float)o->p_min;
-        rc = cs_api_wrap(r->e, &r->door, err, errlen);
-        if (rc == 0)
-            rc = cs_spec_new(r->door, r->pl, &sp, n_slots, &r->sp, err, errlen);
+        rc = cs_spec_new(r->door, r->pl, &sp, n_slots, &r->sp, err, errlen);
     }
     if (rc < 0)
         rig_free(r);
@@ -187,7 +187,7 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
             }
             char buf[256];
             size_t n = 0;
-            if (cs_token_to_piece(r.e->tok, sl->out[i], false, buf, sizeof buf, &n, err, sizeof err) == 0)
+            if (clspec_token_piece(r.door, sl->out[i], 0, buf, sizeof buf, &n, err, sizeof err) == 0)
                 fwrite(buf, 1, n, stdout);
         }
         fflush(stdout);

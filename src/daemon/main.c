@@ -113,33 +113,13 @@ static int load_speculator(struct loader *L)
     return CLSPEC_OK;
 }
 
-/* The engine door's parameters of the configuration (cs_config_engine_params). */
-static struct clspec_engine_params door_params(const struct cs_config *cfg)
-{
-    struct cs_engine_params c = cs_config_engine_params(cfg);
-    struct clspec_engine_params p;
-    clspec_engine_default_params(&p, sizeof p);
-    p.model_path = c.model_path;
-    p.devices = c.devices;
-    p.split_by_memory = c.split_mode == CS_SPLIT_MEMORY;
-    memcpy(p.split, c.split, sizeof p.split);
-    p.n_ctx = c.n_ctx;
-    p.n_batch = c.n_batch;
-    p.n_ubatch = c.n_ubatch;
-    p.type_k = c.type_k;
-    p.type_v = c.type_v;
-    p.n_seq = c.n_seq_max;
-    p.kv_partitioned = !c.kv_unified;
-    p.progress = c.progress;
-    p.llamacpp_numerics = c.llamacpp_numerics;
-    return p;
-}
-
 static void *load_main(void *arg)
 {
     struct loader *L = arg;
     const struct cs_config *cfg = L->cfg;
-    struct clspec_engine_params ep = door_params(cfg);
+    struct cs_engine_params cp = cs_config_engine_params(cfg);
+    struct clspec_engine_params ep;
+    cs_api_engine_params(&cp, &ep);
     L->rc = clspec_engine_open(&ep, &L->door, L->err, sizeof L->err);
     L->e = cs_api_engine(L->door);
     if (L->rc == CLSPEC_OK) {
