@@ -215,7 +215,7 @@ void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engin
     out->n_ctx = in->n_ctx;
     out->n_batch = in->n_batch;
     out->n_ubatch = in->n_ubatch;
-    out->type_k = in->type_k;
+    out->type_k = in->type_k; /* enum cs_type and enum clspec_kv_type are both GGUF type ids */
     out->type_v = in->type_v;
     out->n_seq = in->n_seq_max;
     out->kv_partitioned = !in->kv_unified;

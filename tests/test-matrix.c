@@ -35,24 +35,13 @@
 #include <jansson.h>
 
 #include "api.h"
+#include "fwdutil.h"
 #include "common.h"
 #include "engine.h"
 #include "quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"
-
-/* The engine door over e the speculative core runs over (freed before e). */
-static clspec_engine *door_over(struct cs_engine *e)
-{
-    clspec_engine *d = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_api_wrap(e, &d, err, sizeof err) != CLSPEC_OK) {
-        fprintf(stderr, "engine door: %s\n", err);
-        abort();
-    }
-    return d;
-}
 
 #define NGEN 64   /* tokens per prompt (the reference has 64 greedy steps) */
 #define NPROMPT 4 /* the reference's prompts */
@@ -203,7 +192,7 @@ static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = NMAX;
     struct cs_spec *spec = NULL;
-    clspec_engine *door = door_over(e);
+    clspec_engine *door = fu_door(e);
     if (cs_spec_new(door, pl, &sp, par, &spec, err, errlen) != CLSPEC_OK)
         return -1;
     int rc = 0;

@@ -967,7 +967,7 @@ static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struc
     cs_sched_get_stats(s, &st);
     assert_int_equal(st.kv_cells_used, 0);
     for (int i = 0; i < n_slots; i++) {
-        assert_int_equal(cs_engine_seq_cells(e, i), 0);
+        assert_int_equal(cs_spec_kv_cells(door_of(e), i), 0);
         if (sp)
             assert_false(sp->slots[i].active);
     }

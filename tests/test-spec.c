@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "api.h"
+#include "fwdutil.h"
 #include "common.h"
 #include "engine.h"
 #include "golden.h"
@@ -30,18 +31,6 @@
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"
-
-/* The engine door over e the speculative core runs over (freed before e). */
-static clspec_engine *door_over(struct cs_engine *e)
-{
-    clspec_engine *d = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_api_wrap(e, &d, err, sizeof err) != CLSPEC_OK) {
-        fprintf(stderr, "engine door: %s\n", err);
-        abort();
-    }
-    return d;
-}
 
 #define NGEN 64
 
@@ -114,7 +103,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    clspec_engine *door = door_over(e);
+    clspec_engine *door = fu_door(e);
     assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
     clspec_sampler *smp[4] = {NULL};
     int32_t left[4] = {0};
@@ -350,7 +339,7 @@ static void test_per_request_off(void **state)
     struct cs_spec_params sp = cs_spec_defaults();
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    clspec_engine *door = door_over(e);
+    clspec_engine *door = fu_door(e);
     assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
@@ -399,7 +388,7 @@ static void test_step_extra(void **state)
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    clspec_engine *door = door_over(e);
+    clspec_engine *door = fu_door(e);
     assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
@@ -490,7 +479,7 @@ static void test_kv_full(void **state)
         sp.n_max = 8;
         struct cs_spec *spec = NULL;
         char err[CLSPEC_ERRLEN];
-        clspec_engine *door = door_over(e);
+        clspec_engine *door = fu_door(e);
         assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
         struct cs_sampler_params p = cs_sampler_defaults();
         p.temp = 0;
