@@ -3,7 +3,6 @@
  * positions 0..n_hist-2 of its history, hist[n_hist-1] is the next input. */
 #include "config.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
