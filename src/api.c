@@ -31,6 +31,7 @@
 
 struct clspec_engine {
     struct cs_engine *e;              /* the full engine; NULL when vocab_only */
+    bool borrowed;                    /* e belongs to the caller of cs_api_wrap (not freed here) */
     struct cs_model *vm;              /* vocab_only: the GGUF metadata (owned), else NULL */
     struct cs_tokenizer *vtok;        /* vocab_only: the tokenizer (owned), else NULL */
     const struct cs_model *model;     /* e->model or vm */
@@ -122,7 +123,8 @@ void clspec_engine_free(clspec_engine *e)
 {
     if (!e)
         return;
-    cs_engine_free(e->e);
+    if (!e->borrowed)
+        cs_engine_free(e->e);
     cs_tokenizer_free(e->vtok);
     cs_model_free(e->vm);
     cs_batch_free(&e->b);
@@ -203,6 +205,47 @@ fail:
     return rc;
 }
 
+void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engine_params *out)
+{
+    clspec_engine_default_params(out, sizeof *out);
+    out->model_path = in->model_path;
+    out->devices = in->devices;
+    out->split_by_memory = in->split_mode == CS_SPLIT_MEMORY;
+    memcpy(out->split, in->split, sizeof out->split);
+    out->n_ctx = in->n_ctx;
+    out->n_batch = in->n_batch;
+    out->n_ubatch = in->n_ubatch;
+    out->type_k = in->type_k; /* enum cs_type and enum clspec_kv_type are both GGUF type ids */
+    out->type_v = in->type_v;
+    out->n_seq = in->n_seq_max;
+    out->kv_partitioned = !in->kv_unified;
+    out->progress = in->progress;
+    out->llamacpp_numerics = in->llamacpp_numerics;
+}
+
+int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!ce)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine wrap: engine is NULL");
+    clspec_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "engine wrap: out of memory");
+    e->e = ce;
+    e->borrowed = true;
+    e->model = ce->model;
+    e->tok = ce->tok;
+    e->n_vocab = (int32_t)e->model->hp.n_vocab;
+    e->n_embd = (int32_t)e->model->hp.n_embd;
+    *out = e;
+    return CLSPEC_OK;
+}
+
+struct cs_engine *cs_api_engine(clspec_engine *e)
+{
+    return e ? e->e : NULL;
+}
+
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen)
 {
     CS_TRY(need_engine(e, "engine info", false, err, errlen));
@@ -234,6 +277,7 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
         r.weight_bytes = E->fm->bytes;
         r.kv_bytes_per_token = cs_kv_bytes_per_token(E->ctx->kv);
         r.load_s = E->load_s;
+        r.kv_partitioned = !E->p.kv_unified;
         r.n_devices = CS_MIN(E->n_dev, CLSPEC_MAX_DEVICES);
         for (int i = 0; i < r.n_devices; i++) {
             r.device_name[i] = E->dev[i]->info.name;
@@ -455,6 +499,23 @@ int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, c
     return CLSPEC_OK;
 }
 
+int clspec_seq_n_free(const clspec_engine *e, int32_t seq, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_query(e, "seq_n_free", seq, n_free, err, errlen));
+    *n_free = cs_engine_seq_free(e->e, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_kv_usage(const clspec_engine *e, uint32_t *n_used, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "kv_usage", true, err, errlen));
+    if (n_used)
+        *n_used = cs_engine_kv_used(e->e);
+    if (n_free)
+        *n_free = cs_engine_kv_free(e->e);
+    return CLSPEC_OK;
+}
+
 int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen)
 {
     CS_TRY(need_query(e, "seq_pos_max", seq, pos_max, err, errlen));
@@ -525,16 +586,7 @@ int clspec_sampler_new(const struct clspec_sampler_params *in, int32_t n_vocab, 
     memcpy(&p, in, CS_MIN((size_t)in->size, sizeof p));
     struct cs_sampler_params sp;
     cs_api_sampler_params(&p, &sp);
-    clspec_sampler *s = calloc(1, sizeof *s);
-    if (!s)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
-    int rc = cs_sampler_new(&sp, n_vocab, &s->s, err, errlen);
-    if (rc < 0) {
-        free(s);
-        return rc;
-    }
-    *out = s;
-    return CLSPEC_OK;
+    return cs_api_sampler_new(&sp, n_vocab, out, err, errlen);
 }
 
 void clspec_sampler_free(clspec_sampler *s)
@@ -593,6 +645,68 @@ int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, ch
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "sampler restore: the state was saved from a sampler with other parameters or vocabulary");
     return cs_sampler_restore(s->s, st->copy, err, errlen);
+}
+
+int clspec_sampler_save_into(const clspec_sampler *s, clspec_sampler_state *st, char *err, size_t errlen)
+{
+    if (!s || !st)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler save: sampler or state is NULL");
+    if (memcmp(&s->s->p, &st->copy->p, sizeof s->s->p) != 0 || s->s->n_vocab != st->copy->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler save: the state was saved from a sampler with other parameters or vocabulary");
+    return cs_sampler_restore(st->copy, s->s, err, errlen);
+}
+
+int clspec_sampler_get_params(const clspec_sampler *s, struct clspec_sampler_params *p, int32_t *n_vocab, char *err,
+                              size_t errlen)
+{
+    if (!s || !p || p->size < sizeof p->size)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler params: sampler or params NULL, or params size unset");
+    const struct cs_sampler_params *c = &s->s->p;
+    struct clspec_sampler_params q = {
+        .size = (uint32_t)CS_MIN((size_t)p->size, sizeof q), .temp = c->temp, .top_k = c->top_k,
+        .top_p = c->top_p, .min_p = c->min_p, .repeat_penalty = c->repeat_penalty,
+        .freq_penalty = c->freq_penalty, .presence_penalty = c->presence_penalty,
+        .penalty_last_n = c->penalty_last_n, .seed = c->seed,
+    };
+    memcpy(p, &q, q.size);
+    if (n_vocab)
+        *n_vocab = s->s->n_vocab;
+    return CLSPEC_OK;
+}
+
+int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p)
+{
+    if (!s || !logits || !p)
+        return CLSPEC_E_INVAL;
+    cs_sampler_probs(s->s, logits, p);
+    return CLSPEC_OK;
+}
+
+double clspec_sampler_uniform(clspec_sampler *s)
+{
+    return s ? cs_sampler_uniform(s->s) : -1.0;
+}
+
+int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    clspec_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
+    int rc = cs_sampler_new(p, n_vocab, &s->s, err, errlen);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return CLSPEC_OK;
+}
+
+struct cs_sampler *cs_api_sampler(clspec_sampler *s)
+{
+    return s ? s->s : NULL;
 }
 
 void clspec_sampler_state_free(clspec_sampler_state *st)

@@ -243,3 +243,19 @@ int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits)
     }
     return s->idx[n - 1];
 }
+
+void cs_sampler_probs(struct cs_sampler *smp, const float *logits, float *p)
+{
+    int32_t V = smp->n_vocab;
+    memset(p, 0, (size_t)V * sizeof *p);
+    int32_t n = cs_sampler_candidates(smp, logits, smp->idx); /* penalties into smp->work, filters */
+    if (!(smp->p.temp > 0.0f) || n == 1) {
+        p[n == 1 ? smp->idx[0] : cs_argmax(smp->work, V)] = 1.0f;
+        return;
+    }
+    double mx = smp->work[smp->idx[0]], sum = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp);
+    for (int32_t i = 0; i < n; i++)
+        p[smp->idx[i]] = (float)(exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp) / sum);
+}

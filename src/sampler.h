@@ -72,6 +72,11 @@ void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits);
  * the count. Exposed for tests. */
 int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t *ids);
 
+/* The distribution the sampler would draw from for this logits row
+ * (penalties, top-k/top-p/min-p, temperature), written to p (n_vocab):
+ * one-hot at the greedy pick when temp <= 0. Uses s's scratch only. */
+void cs_sampler_probs(struct cs_sampler *s, const float *logits, float *p);
+
 /* The sampler's RNG: uniform in [0, 1) (53 bits). */
 double cs_sampler_uniform(struct cs_sampler *s);
 

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "common.h"
+#include "api.h"
 #include "fwdutil.h"
 #include "model.h"
 #include "sampler.h"
@@ -158,6 +159,15 @@ struct golden *fu_golden(const char *name)
     free(jp);
     assert_non_null(g);
     return g;
+}
+
+clspec_engine *fu_door(struct cs_engine *e)
+{
+    clspec_engine *d = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_api_wrap(e, &d, err, sizeof err) != CLSPEC_OK)
+        fail_msg("engine door: %s", err);
+    return d;
 }
 
 int fu_engine_try(const char *rel, const struct cs_engine_params *p, struct cs_engine **e, char *err,

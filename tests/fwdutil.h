@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clspec/clspec.h"
 #include "engine.h"
 #include "forward.h"
 #include "golden.h"
@@ -56,6 +57,11 @@ int fu_engine_try(const char *rel, const struct cs_engine_params *p, struct cs_e
                   size_t errlen);
 /* fu_engine_try that fails the test on an error. */
 struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params *p);
+
+/* The engine door over e (cs_api_wrap) the speculative core runs over;
+ * fails the test on an error. The caller frees it (clspec_engine_free)
+ * before e. */
+clspec_engine *fu_door(struct cs_engine *e);
 
 /* The reference prompts of $CLSPEC_SHARED/reference/greedy-NAME.json. */
 struct golden *fu_golden(const char *name);

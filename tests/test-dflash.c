@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "common.h"
 #include "engine.h"
 #include "dflash_golden.h"
@@ -85,16 +86,17 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
     sp.n_max = n_max;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
     for (int c0 = 0; c0 < P->n; c0 += parallel) {
         const int ns = CS_MIN(parallel, P->n - c0);
-        struct cs_sampler *smp[NP] = {NULL};
+        clspec_sampler *smp[NP] = {NULL};
         int32_t left[NP] = {0};
         for (int s = 0; s < ns; s++) {
             struct cs_sampler_params p = cs_sampler_defaults();
             p.temp = gen_temp;
             p.seed = 99 + (uint64_t)(c0 + s);
-            assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
             if (cs_spec_slot_begin(spec, s, P->ids[c0 + s], P->len[c0 + s], smp[s], pl != NULL, err, sizeof err) !=
                 CLSPEC_OK)
                 fail_msg("slot_begin: %s", err);
@@ -122,11 +124,12 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
         }
         for (int s = 0; s < ns; s++) {
             cs_spec_slot_end(spec, s);
-            cs_sampler_free(smp[s]);
+            clspec_sampler_free(smp[s]);
         }
     }
     r->st = spec->total;
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void assert_same(const struct run *a, const struct run *b, int n, const char *what)
@@ -323,11 +326,12 @@ static void test_clamp_and_reset(void **s)
     struct cs_spec_params spp = cs_spec_defaults();
     spp.n_max = 10;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &spp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &spp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0.0f;
-    struct cs_sampler *smp = NULL;
-    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    clspec_sampler *smp = NULL;
+    assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
     int32_t first[2][16];
     int nfirst[2] = {0};
     for (int round = 0; round < 2; round++) {
@@ -348,8 +352,9 @@ static void test_clamp_and_reset(void **s)
         cs_spec_slot_end(spec, 1);
     }
     assert_memory_equal(first[0], first[1], 7 * sizeof(int32_t));
-    cs_sampler_free(smp);
+    clspec_sampler_free(smp);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     static struct run base, sp;
     gen(e, NULL, &P, 2, 10, &base);
     gen(e, pl, &P, 2, 10, &sp);

@@ -6,10 +6,15 @@
  * into CLSPEC_E_KV_FULL); seq_cp / seq_rm / seq_keep / kv_clear change the
  * cell counts and max positions as documented and a shared prefix decodes
  * like its original; prefix_match finds it; tokenize / detokenize / piece /
- * info; sampler save/restore replays the same samples and refuses a
- * foreign state; bad arguments give messages, never a crash. */
+ * info; sampler save/restore (and save_into) replays the same samples and
+ * refuses a foreign state; get_params, probs (sums to 1, one-hot when
+ * greedy) and uniform (rewound by restore); bad arguments give messages, never a crash; kv_usage /
+ * seq_n_free count cells (shared ones once); kept logits rows lie in one
+ * array in row order; a door over a borrowed engine (cs_api_wrap) decodes
+ * the same and leaves the engine alive when freed. */
 #include "config.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +25,7 @@
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "clspec/clspec.h"
 #include "engine.h"
 #include "forward.h"
@@ -234,6 +240,90 @@ static void test_seq_ops(void **state)
     clspec_engine_free(e);
 }
 
+static void usage(const clspec_engine *e, uint32_t used, uint32_t free_cells)
+{
+    uint32_t u = 0, f = 0;
+    OK(clspec_kv_usage(e, &u, &f, g_err, sizeof g_err));
+    assert_int_equal(u, used);
+    assert_int_equal(f, free_cells);
+}
+
+static void test_kv_usage_logits_layout(void **state)
+{
+    (void)state;
+    clspec_engine *e = open_engine(64, 2, 0);
+    struct clspec_engine_info info = {.size = sizeof info};
+    OK(clspec_engine_get_info(e, &info, g_err, sizeof g_err));
+    const size_t V = (size_t)info.n_vocab;
+    usage(e, 0, 64);
+    uint32_t nf = 0;
+    OK(clspec_seq_n_free(e, 1, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 64);
+    int32_t tok[4] = {1, 403, 407, 261}, pos[4];
+    positions(pos, 4, 0);
+    uint8_t keep[4] = {1, 0, 1, 1};
+    struct clspec_batch b = {.size = sizeof b, .n_rows = 4, .token = tok, .pos = pos, .logits = keep};
+    OK(clspec_decode(e, &b, NULL, g_err, sizeof g_err));
+    const float *L0 = clspec_logits(e, 0);
+    assert_non_null(L0);
+    assert_null(clspec_logits(e, 1));
+    assert_ptr_equal(clspec_logits(e, 2), L0 + V);
+    assert_ptr_equal(clspec_logits(e, 3), L0 + 2 * V);
+    usage(e, 4, 60);
+    /* shared cells count once; the other sequence could still take every free one */
+    OK(clspec_seq_cp(e, 0, 1, 0, -1, g_err, sizeof g_err));
+    usage(e, 4, 60);
+    OK(clspec_seq_n_free(e, 1, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 60);
+    OK(clspec_kv_usage(e, NULL, NULL, g_err, sizeof g_err));
+    assert_int_equal(clspec_seq_n_free(e, 2, &nf, g_err, sizeof g_err), CLSPEC_E_RANGE);
+    assert_int_equal(clspec_seq_n_free(e, 0, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_int_equal(clspec_kv_usage(NULL, NULL, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* a door over the same engine, borrowed: same logits; freeing it keeps e working */
+    float *l3 = malloc(V * sizeof *l3);
+    memcpy(l3, clspec_logits(e, 3), V * sizeof *l3);
+    clspec_engine *d = NULL;
+    OK(cs_api_wrap(cs_api_engine(e), &d, g_err, sizeof g_err));
+    assert_ptr_equal(cs_api_engine(d), cs_api_engine(e));
+    usage(d, 4, 60);
+    OK(clspec_kv_clear(d, g_err, sizeof g_err));
+    OK(clspec_decode(d, &b, NULL, g_err, sizeof g_err));
+    assert_memory_equal(clspec_logits(d, 3), l3, V * sizeof *l3);
+    clspec_engine_free(d);
+    usage(e, 4, 60);
+    OK(clspec_decode(e, &(struct clspec_batch){.size = sizeof b, .n_rows = 1, .token = tok, .pos = (int32_t[]){4}},
+                     NULL, g_err, sizeof g_err));
+    usage(e, 5, 59);
+    free(l3);
+    clspec_engine_free(e);
+    /* a partitioned cache: the info says so, and a sequence may take only its own part */
+    assert_int_equal(info.kv_partitioned, 0);
+    char *path = tu_shared_path(MODEL);
+    struct clspec_engine_params pp;
+    clspec_engine_default_params(&pp, sizeof pp);
+    pp.model_path = path;
+    pp.n_ctx = 64;
+    pp.n_seq = 2;
+    pp.kv_partitioned = 1;
+    OK(clspec_engine_open(&pp, &e, g_err, sizeof g_err));
+    free(path);
+    OK(clspec_engine_get_info(e, &info, g_err, sizeof g_err));
+    assert_int_equal(info.kv_partitioned, 1);
+    OK(clspec_decode(e, &b, NULL, g_err, sizeof g_err));
+    OK(clspec_seq_n_free(e, 0, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 28);
+    OK(clspec_seq_n_free(e, 1, &nf, g_err, sizeof g_err));
+    assert_int_equal(nf, 32);
+    usage(e, 4, 60);
+    clspec_engine_free(e);
+    clspec_engine *v = open_engine(0, 1, 1);
+    OK(clspec_engine_get_info(v, &info, g_err, sizeof g_err));
+    assert_int_equal(info.kv_partitioned, 0);
+    assert_int_equal(clspec_kv_usage(v, NULL, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    assert_null(cs_api_engine(v));
+    clspec_engine_free(v);
+}
+
 static void test_tokenizer_info(void **state)
 {
     (void)state;
@@ -324,6 +414,59 @@ static void test_sampler_save_restore(void **state)
     assert_int_equal(clspec_sampler_accept(s, V), CLSPEC_E_RANGE);
     assert_int_equal(clspec_sampler_accept(s, -1), CLSPEC_E_RANGE);
     assert_int_equal(clspec_sampler_sample(s, NULL), CLSPEC_E_INVAL);
+    /* save_into: rewinds like save, allocates nothing, refuses another sampler's state */
+    sample_n(s, logits, 3, warm);
+    OK(clspec_sampler_save_into(s, st, g_err, sizeof g_err));
+    sample_n(s, logits, N, a);
+    OK(clspec_sampler_restore(s, st, g_err, sizeof g_err));
+    sample_n(s, logits, N, b);
+    assert_memory_equal(a, b, sizeof a);
+    assert_int_equal(clspec_sampler_save_into(o, st, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* get_params: what it was made with, only inside size */
+    struct clspec_sampler_params q;
+    memset(&q, 0x55, sizeof q);
+    q.size = sizeof q;
+    int32_t nv = 0;
+    OK(clspec_sampler_get_params(o, &q, &nv, g_err, sizeof g_err));
+    assert_int_equal(nv, V);
+    assert_true(q.size == p.size && q.temp == p.temp && q.top_k == p.top_k && q.top_p == p.top_p &&
+                q.min_p == p.min_p && q.repeat_penalty == p.repeat_penalty && q.freq_penalty == p.freq_penalty &&
+                q.presence_penalty == p.presence_penalty && q.penalty_last_n == p.penalty_last_n &&
+                q.seed == p.seed);
+    memset(&q, 0x55, sizeof q);
+    q.size = (uint32_t)offsetof(struct clspec_sampler_params, top_k);
+    OK(clspec_sampler_get_params(o, &q, NULL, g_err, sizeof g_err));
+    assert_true(q.temp == 0.5f);
+    assert_int_equal(q.top_k, 0x55555555);
+    assert_int_equal(clspec_sampler_get_params(NULL, &q, NULL, g_err, sizeof g_err), CLSPEC_E_INVAL);
+    /* probs: the distribution sampling draws from; uniform draws advance the RNG as sampling does */
+    float *pr = malloc(V * sizeof *pr);
+    OK(clspec_sampler_probs(s, logits, pr));
+    double sum = 0.0;
+    int32_t best = 0;
+    for (int i = 0; i < V; i++) {
+        assert_true(pr[i] >= 0.0f);
+        sum += pr[i];
+        best = pr[i] > pr[best] ? i : best;
+    }
+    assert_true(fabs(sum - 1.0) < 1e-4);
+    assert_true(pr[best] < 1.0f); /* temp 1.5 over 512 tokens: not one-hot */
+    p.temp = 0.0f;
+    clspec_sampler *g = NULL;
+    OK(clspec_sampler_new(&p, V, &g, g_err, sizeof g_err));
+    OK(clspec_sampler_probs(g, logits, pr));
+    int32_t gp = clspec_sampler_sample(g, logits);
+    for (int i = 0; i < V; i++)
+        assert_true(pr[i] == (i == gp ? 1.0f : 0.0f));
+    assert_int_equal(clspec_sampler_probs(g, NULL, pr), CLSPEC_E_INVAL);
+    OK(clspec_sampler_save_into(s, st, g_err, sizeof g_err));
+    double u0 = clspec_sampler_uniform(s), u1 = clspec_sampler_uniform(s);
+    assert_true(u0 >= 0.0 && u0 < 1.0 && u1 >= 0.0 && u1 < 1.0 && u0 != u1);
+    OK(clspec_sampler_restore(s, st, g_err, sizeof g_err));
+    assert_true(clspec_sampler_uniform(s) == u0);
+    assert_true(clspec_sampler_uniform(NULL) < 0.0);
+    free(pr);
+    clspec_sampler_free(g);
     clspec_sampler_state_free(st);
     clspec_sampler_free(o);
     clspec_sampler_free(s);
@@ -416,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_decode_matches_forward), cmocka_unit_test(test_kv_full_one_sequence),
         cmocka_unit_test(test_seq_ops),                cmocka_unit_test(test_tokenizer_info),
         cmocka_unit_test(test_sampler_save_restore),   cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_kv_usage_logits_layout),
     };
     return cmocka_run_group_tests_name("engine-api", tests, NULL, NULL);
 }

@@ -34,6 +34,8 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "api.h"
+#include "fwdutil.h"
 #include "common.h"
 #include "engine.h"
 #include "fwdutil.h"
@@ -182,17 +184,18 @@ static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = NMAX;
     struct cs_spec *spec = NULL;
-    if (cs_spec_new(e, pl, &sp, par, &spec, err, errlen) != CLSPEC_OK)
+    clspec_engine *door = fu_door(e);
+    if (cs_spec_new(door, pl, &sp, par, &spec, err, errlen) != CLSPEC_OK)
         return -1;
     int rc = 0;
     for (int c0 = 0; c0 < NPROMPT && rc == 0; c0 += par) {
         const int ns = CS_MIN(par, NPROMPT - c0);
-        struct cs_sampler *smp[4] = {NULL};
+        clspec_sampler *smp[4] = {NULL};
         int32_t left[4] = {0};
         for (int s = 0; s < ns && rc == 0; s++) {
             struct cs_sampler_params p = cs_sampler_defaults();
             p.temp = 0;
-            if (cs_sampler_new(&p, spec->n_vocab, &smp[s], err, errlen) != CLSPEC_OK ||
+            if (cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, errlen) != CLSPEC_OK ||
                 cs_spec_slot_begin(spec, s, g_prompt[c0 + s].ids, g_prompt[c0 + s].n, smp[s], pl != NULL, err,
                                    errlen) != CLSPEC_OK) {
                 rc = -1;
@@ -236,11 +239,12 @@ static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r
                 r->st[c0 + s] = spec->slots[s].st;
                 stats_add(&r->total, &spec->slots[s].st);
                 cs_spec_slot_end(spec, s);
-                cs_sampler_free(smp[s]);
+                clspec_sampler_free(smp[s]);
             }
         }
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
     return rc;
 }
 

@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "api.h"
 #include "common.h"
 #include "engine.h"
 #include "fwdutil.h"
@@ -85,7 +86,8 @@ static void test_taps(void **state)
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = 4;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     const int32_t p0[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298}, p1[] = {1, 291, 280, 294, 262, 294};
     const int32_t *prompts[2] = {p0, p1};
     const int32_t np[2] = {11, 6};
@@ -93,12 +95,12 @@ static void test_taps(void **state)
     static int seen[2][TAP_MAXPOS];
     memset(seen, 0, sizeof seen);
     assert_true(E <= 64);
-    struct cs_sampler *smp[2];
+    clspec_sampler *smp[2];
     int32_t left[2] = {TAP_GEN, TAP_GEN};
     for (int s = 0; s < 2; s++) {
         struct cs_sampler_params p = cs_sampler_defaults();
         p.temp = 0;
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_spec_slot_begin(spec, s, prompts[s], np[s], smp[s], true, err, sizeof err), CLSPEC_OK);
     }
     int64_t drafted = 0;
@@ -170,9 +172,10 @@ static void test_taps(void **state)
     assert_int_equal(cs_spec_slot_begin(spec, 0, p0, 1, smp[0], true, err, sizeof err), CLSPEC_OK);
     assert_null(pl->host.tap_get(&pl->host, 0, &n_rows, &first));
     for (int s = 0; s < 2; s++)
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     free(hid);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(ref);
     cs_engine_free(e);
@@ -409,13 +412,14 @@ static void trace(const char *target, const char *head)
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = sp.n_min = 3;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), 0);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), 0);
     struct cs_sampler_params smp_p = cs_sampler_defaults();
     smp_p.temp = 0;
     for (int ci = 0; ci < MAXC; ci++) {
         const struct gcase *gc = &GC[ci];
-        struct cs_sampler *smp = NULL;
-        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
+        clspec_sampler *smp = NULL;
+        assert_int_equal(cs_api_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
         int32_t left = 1;
         assert_int_equal(cs_spec_step(spec, &left, err, sizeof err), 0);
@@ -439,9 +443,10 @@ static void trace(const char *target, const char *head)
             assert_int_equal(sl->out[gs->n_acc], gs->next);
         }
         cs_spec_slot_end(spec, 0);
-        cs_sampler_free(smp);
+        clspec_sampler_free(smp);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -478,15 +483,16 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
     sp.n_max = n_fix > 0 ? n_fix : 4;
     sp.n_min = n_fix > 0 ? n_fix : 1;
     struct cs_spec *spec = NULL;
-    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), 0);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), 0);
     struct cs_sampler_params smp_p = cs_sampler_defaults();
     smp_p.temp = 0;
-    struct cs_sampler *smp[4] = {NULL};
+    clspec_sampler *smp[4] = {NULL};
     int32_t left[4] = {0};
     memset(o, 0, sizeof *o);
     for (int s = 0; s < n_slots; s++) {
         const struct gcase *gc = &GC[s % MAXC];
-        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp[s], err, sizeof err), 0);
+        assert_int_equal(cs_api_sampler_new(&smp_p, spec->n_vocab, &smp[s], err, sizeof err), 0);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != 0)
             fail_msg("slot_begin: %s", err);
         left[s] = NGREEDY;
@@ -511,9 +517,10 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
     o->st = spec->total;
     for (int s = 0; s < n_slots; s++) {
         cs_spec_slot_end(spec, s);
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void lossless(uint32_t kv, int parallel, const char *key, const char *val)
@@ -605,11 +612,12 @@ static void test_kv_full(void **state)
         struct cs_spec_params sp = cs_spec_defaults();
         sp.n_max = 6;
         struct cs_spec *spec = NULL;
-        assert_int_equal(cs_spec_new(e, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
+        clspec_engine *door = fu_door(e);
+        assert_int_equal(cs_spec_new(door, with ? pl : NULL, &sp, 1, &spec, err, sizeof err), 0);
         struct cs_sampler_params smp_p = cs_sampler_defaults();
         smp_p.temp = 0;
-        struct cs_sampler *smp = NULL;
-        assert_int_equal(cs_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
+        clspec_sampler *smp = NULL;
+        assert_int_equal(cs_api_sampler_new(&smp_p, spec->n_vocab, &smp, err, sizeof err), 0);
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
         int32_t n = 0, left = NGREEDY;
         for (int it = 0; it < 200 && left > 0; it++) {
@@ -625,8 +633,9 @@ static void test_kv_full(void **state)
         }
         assert_int_equal(n, 31); /* prompt + 30 cells hold positions 0..n_prompt + 29; the last token out needs none */
         cs_spec_slot_end(spec, 0);
-        cs_sampler_free(smp);
+        clspec_sampler_free(smp);
         cs_spec_free(spec);
+        clspec_engine_free(door);
     }
     cs_plugin_free(pl);
     cs_engine_free(e);

@@ -151,12 +151,46 @@ static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, bool unifie
     return fu_engine_open("models/stories260K.gguf", &p);
 }
 
+/* The engine door of each open engine (the scheduler and the speculative
+ * core share it), made on first use; engine_close frees both. */
+static struct {
+    struct cs_engine *e;
+    clspec_engine *d;
+} g_doors[8];
+
+static clspec_engine *door_of(struct cs_engine *e)
+{
+    int free_at = -1;
+    for (int i = 0; i < 8; i++) {
+        if (g_doors[i].e == e)
+            return g_doors[i].d;
+        if (!g_doors[i].e && free_at < 0)
+            free_at = i;
+    }
+    assert_true(free_at >= 0);
+    g_doors[free_at].e = e;
+    g_doors[free_at].d = fu_door(e);
+    return g_doors[free_at].d;
+}
+
+static void engine_close(struct cs_engine *e)
+{
+    for (int i = 0; i < 8; i++)
+        if (g_doors[i].e == e) {
+            clspec_engine_free(g_doors[i].d);
+            g_doors[i].e = NULL;
+            g_doors[i].d = NULL;
+        }
+    cs_engine_free(e);
+}
+
 static struct cs_sched *sched_new(struct cs_engine *e, int n_slots, int queue_max, bool truncate)
 {
-    struct cs_sched_params sp = {.n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate};
+    struct cs_sched_params sp = {
+        .n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate, .tok = e->tok};
     struct cs_sched *s = NULL;
     char err[CLSPEC_ERRLEN];
-    if (cs_sched_new(e, &sp, &s, err, sizeof err) != CLSPEC_OK)
+    if (cs_sched_new(door_of(e), &sp, &s, err, sizeof err) != CLSPEC_OK)
         fail_msg("sched: %s", err);
     return s;
 }
@@ -316,7 +350,7 @@ static void test_greedy_equals_forward(void **state)
     cs_sched_free(s);
     col_destroy(&c);
     free(l0);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -404,7 +438,7 @@ static void test_more_requests_than_slots(void **state)
     }
     free(solo);
     free(conc);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -481,8 +515,9 @@ static void test_refusals_and_truncation(void **state)
     cs_sched_free(s);
 
     /* max_tokens over the limit -> RANGE; the default applies when 0 */
-    struct cs_sched_params sp = {.n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50};
-    assert_int_equal(cs_sched_new(e, &sp, &s, err, sizeof err), CLSPEC_OK);
+    struct cs_sched_params sp = {
+        .n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50, .tok = e->tok};
+    assert_int_equal(cs_sched_new(door_of(e), &sp, &s, err, sizeof err), CLSPEC_OK);
     rb = req_make(gc->prompt, gc->n_prompt, 51);
     assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_RANGE);
     struct col d;
@@ -496,7 +531,7 @@ static void test_refusals_and_truncation(void **state)
     cs_sched_free(s);
     /* more slots than the engine's sequences */
     sp.n_slots = 2;
-    assert_int_equal(cs_sched_new(e, &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_sched_new(door_of(e), &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
     /* a partitioned cache: a slot's context is n_ctx / n_seq_max = 64 */
     struct cs_engine *ep = engine_open(128, 2, false);
     s = sched_new(ep, 2, 2, false);
@@ -509,7 +544,7 @@ static void test_refusals_and_truncation(void **state)
     assert_int_equal(p63.type, CS_EV_DONE);
     assert_int_equal(p63.n_tok, 1);
     cs_sched_free(s);
-    cs_engine_free(ep);
+    engine_close(ep);
     col_destroy(&p63);
 
     for (int i = 0; i < 3; i++)
@@ -517,7 +552,7 @@ static void test_refusals_and_truncation(void **state)
     col_destroy(&t1);
     col_destroy(&t2);
     col_destroy(&d);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -581,7 +616,7 @@ static void test_cancel(void **state)
     col_destroy(&a);
     col_destroy(&b);
     col_destroy(&c2);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -623,7 +658,7 @@ static void test_kv_full(void **state)
     col_destroy(&solo);
     col_destroy(&a);
     col_destroy(&b);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -684,7 +719,7 @@ static void test_prefix_reuse(void **state)
     assert_cache_empty(s, ga->prompt, ga->n_prompt, 512);
     cs_sched_free(s);
     free(cold_a);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -726,7 +761,7 @@ static void test_stop_and_length(void **state)
     col_destroy(&full);
     col_destroy(&st1);
     col_destroy(&st2);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -783,7 +818,7 @@ static void test_drain(void **state)
     col_destroy(&b);
     col_destroy(&c);
     col_destroy(&d);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -814,7 +849,7 @@ static void test_seeded_sampling(void **state)
     cs_sched_free(s);
     for (int i = 0; i < 3; i++)
         col_destroy(&c[i]);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -875,7 +910,7 @@ static void test_eos(void **state)
         col_destroy(&c[i]);
     col_destroy(&ig);
     free(c);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -902,7 +937,7 @@ static void specrig_open(struct cs_engine *e, const char *type, int n_slots, int
     p.n_max = n_max;
     p.n_min = 0;
     p.p_min = 0.0f;
-    if (cs_spec_new(e, r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
+    if (cs_spec_new(door_of(e), r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
         fail_msg("spec: %s", err);
 }
 
@@ -916,10 +951,11 @@ static void specrig_close(struct specrig *r)
 
 static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
 {
-    struct cs_sched_params p = {.n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
+    struct cs_sched_params p = {
+        .n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill, .tok = e->tok};
     struct cs_sched *s = NULL;
     char err[CLSPEC_ERRLEN];
-    if (cs_sched_new(e, &p, &s, err, sizeof err) != CLSPEC_OK)
+    if (cs_sched_new(door_of(e), &p, &s, err, sizeof err) != CLSPEC_OK)
         fail_msg("sched: %s", err);
     return s;
 }
@@ -931,7 +967,7 @@ static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struc
     cs_sched_get_stats(s, &st);
     assert_int_equal(st.kv_cells_used, 0);
     for (int i = 0; i < n_slots; i++) {
-        assert_int_equal(cs_spec_kv_cells(e, i), 0);
+        assert_int_equal(cs_spec_kv_cells(door_of(e), i), 0);
         if (sp)
             assert_false(sp->slots[i].active);
     }
@@ -1021,7 +1057,7 @@ static void test_spec_lossless(void **state)
     for (int i = 0; i < nc; i++)
         col_destroy(&ref[i]);
     free(ref);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -1113,7 +1149,7 @@ static void test_spec_cancel_and_limits(void **state)
     col_destroy(&p1);
     col_destroy(&q0);
     col_destroy(&q1);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -1148,7 +1184,7 @@ static void test_spec_kv_full(void **state)
     specrig_close(&rig);
     col_destroy(&a);
     col_destroy(&b);
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 
@@ -1208,7 +1244,7 @@ static void test_spec_mixed_kv_full(void **state)
         col_destroy(&solo[i]);
         col_destroy(&c[i]);
     }
-    cs_engine_free(e);
+    engine_close(e);
     golden_free(g);
 }
 

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "api.h"
+#include "fwdutil.h"
 #include "common.h"
 #include "engine.h"
 #include "fwdutil.h"
@@ -99,8 +101,9 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
-    struct cs_sampler *smp[4] = {NULL};
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_sampler *smp[4] = {NULL};
     int32_t left[4] = {0};
     for (int s = 0; s < n_slots; s++) {
         struct cs_sampler_params p = cs_sampler_defaults();
@@ -113,13 +116,13 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
             p.top_p = 1.0f;
             p.min_p = 0.0f;
         }
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
         const struct golden_case *gc = &G->cases[c0 + s];
         for (int i = 0; i < gc->n_prompt; i++)
-            cs_sampler_accept(smp[s], gc->prompt[i]);
+            clspec_sampler_accept(smp[s], gc->prompt[i]);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
             fail_msg("slot_begin: %s", err);
-        assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(gc->n_prompt - 1));
+        assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(gc->n_prompt - 1));
         left[s] = NGEN;
         out->n[c0 + s] = 0;
     }
@@ -148,7 +151,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
                 out->tok[c0 + s][out->n[c0 + s]++] = sl->out[i];
             left[s] = sl->eog ? 0 : left[s] - sl->n_out;
             /* no orphan cells: the slot holds exactly its history but the last token */
-            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+            assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(sl->n_hist - 1));
         }
     }
     if (disable_after < (1 << 30)) /* no draft after the switch */
@@ -157,13 +160,15 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     out->st.n_accepted += spec->total.n_accepted;
     out->st.n_steps += spec->total.n_steps;
     for (int s = 0; s < n_slots; s++) {
-        out->final[c0 + s] = smp[s]->st;
-        memcpy(out->hist[c0 + s], smp[s]->st.hist, (size_t)smp[s]->st.hist_cap * sizeof(int32_t));
+        const struct cs_sampler *cs = cs_api_sampler(smp[s]);
+        out->final[c0 + s] = cs->st;
+        memcpy(out->hist[c0 + s], cs->st.hist, (size_t)cs->st.hist_cap * sizeof(int32_t));
         cs_spec_slot_end(spec, s);
-        assert_int_equal(cs_spec_kv_cells(e, s), 0);
-        cs_sampler_free(smp[s]);
+        assert_int_equal(cs_spec_kv_cells(spec->e, s), 0);
+        clspec_sampler_free(smp[s]);
     }
     cs_spec_free(spec);
+    clspec_engine_free(door);
 }
 
 static void gen_all(struct cs_engine *e, struct cs_plugin *pl, int parallel, float temp, struct run *r,
@@ -332,11 +337,12 @@ static void test_per_request_off(void **state)
     struct cs_spec_params sp = cs_spec_defaults();
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp = NULL;
-    assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+    clspec_sampler *smp = NULL;
+    assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
     const struct golden_case *gc = &G->cases[0];
     for (int on = 0; on < 2; on++) {
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, on, err, sizeof err), 0);
@@ -351,10 +357,11 @@ static void test_per_request_off(void **state)
         else
             assert_true(spec->slots[0].st.n_drafted > 0);
         cs_spec_slot_end(spec, 0);
-        assert_int_equal(cs_spec_kv_cells(e, 0), 0);
+        assert_int_equal(cs_spec_kv_cells(spec->e, 0), 0);
     }
-    cs_sampler_free(smp);
+    clspec_sampler_free(smp);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -379,29 +386,33 @@ static void test_step_extra(void **state)
     sp.n_max = 6;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_spec_new(e, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, pl, &sp, 2, &spec, err, sizeof err), CLSPEC_OK);
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp[2] = {NULL, NULL};
+    clspec_sampler *smp[2] = {NULL, NULL};
     for (int s = 0; s < 2; s++)
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
     const struct golden_case *g0 = &G->cases[0], *g1 = &G->cases[1];
     for (int s = 0; s < 2; s++) /* as gen() does */
         for (int i = 0; i < G->cases[s].n_prompt; i++)
-            cs_sampler_accept(smp[s], G->cases[s].prompt[i]);
+            clspec_sampler_accept(smp[s], G->cases[s].prompt[i]);
     assert_int_equal(cs_spec_slot_begin(spec, 0, g0->prompt, g0->n_prompt, smp[0], true, err, sizeof err), 0);
     struct cs_batch xb;
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
     /* a row of the active slot 0: refused, nothing runs */
     cs_batch_add(&xb, g0->prompt[0], 0, 0, false, err, sizeof err);
-    struct cs_spec_extra x = {.b = &xb};
+    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits};
+    struct cs_spec_extra x = {.b = &xcb};
+    xcb.n_rows = xb.n;
     int32_t left[2] = {NGEN, 0};
     assert_int_equal(cs_spec_step_extra(spec, left, &x, err, sizeof err), CLSPEC_E_INVAL);
     assert_null(x.logits);
-    assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(g0->n_prompt - 1));
+    assert_int_equal(cs_spec_kv_cells(spec->e, 0), (uint32_t)(g0->n_prompt - 1));
     cs_batch_clear(&xb);
     for (int i = 0; i < g1->n_prompt; i++)
         cs_batch_add(&xb, g1->prompt[i], i, 1, i == g1->n_prompt - 1, err, sizeof err);
+    xcb.n_rows = xb.n;
     int32_t out[2][NGEN + 8];
     int n[2] = {0, 0};
     for (int step = 0; left[0] > 0 || left[1] > 0; step++) {
@@ -417,16 +428,16 @@ static void test_step_extra(void **state)
             }
             assert_null(cs_spec_out_logits(spec, s, sl->n_out));
             left[s] = sl->eog ? 0 : left[s] - sl->n_out;
-            assert_int_equal(cs_spec_kv_cells(e, s), (uint32_t)(sl->n_hist - 1));
+            assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(sl->n_hist - 1));
         }
         if (step > 0)
             continue;
         /* the extra rows: placed, their logits give case 1's first token; slot 1 joins */
         assert_int_equal(x.seq_rc[1], CLSPEC_OK);
         assert_non_null(x.logits);
-        assert_int_equal(cs_spec_kv_cells(e, 1), (uint32_t)g1->n_prompt);
+        assert_int_equal(cs_spec_kv_cells(spec->e, 1), (uint32_t)g1->n_prompt);
         int32_t tok = cs_argmax(x.logits, spec->n_vocab);
-        cs_sampler_accept(smp[1], tok);
+        clspec_sampler_accept(smp[1], tok);
         out[1][n[1]++] = tok;
         int32_t hist[512];
         memcpy(hist, g1->prompt, (size_t)g1->n_prompt * sizeof *hist);
@@ -443,8 +454,9 @@ static void test_step_extra(void **state)
     assert_true(spec->total.n_drafted > 0);
     cs_batch_free(&xb);
     for (int s = 0; s < 2; s++)
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     cs_spec_free(spec);
+    clspec_engine_free(door);
     cs_plugin_free(pl);
     cs_engine_free(e);
 }
@@ -465,11 +477,12 @@ static void test_kv_full(void **state)
         sp.n_max = 8;
         struct cs_spec *spec = NULL;
         char err[CLSPEC_ERRLEN];
-        assert_int_equal(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
+        clspec_engine *door = fu_door(e);
+        assert_int_equal(cs_spec_new(door, pl, &sp, 1, &spec, err, sizeof err), CLSPEC_OK);
         struct cs_sampler_params p = cs_sampler_defaults();
         p.temp = 0;
-        struct cs_sampler *smp = NULL;
-        assert_int_equal(cs_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+        clspec_sampler *smp = NULL;
+        assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
         int32_t left = 1000;
         int full = 0;
@@ -482,13 +495,14 @@ static void test_kv_full(void **state)
             }
             for (int i = 0; i < sl->n_out; i++)
                 toks[mode][n[mode]++] = sl->out[i];
-            assert_true(cs_spec_kv_cells(e, 0) <= n_ctx);
-            assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(sl->n_hist - 1));
+            assert_true(cs_spec_kv_cells(spec->e, 0) <= n_ctx);
+            assert_int_equal(cs_spec_kv_cells(spec->e, 0), (uint32_t)(sl->n_hist - 1));
             if (sl->eog)
                 break;
         }
         cs_spec_free(spec);
-        cs_sampler_free(smp);
+        clspec_engine_free(door);
+        clspec_sampler_free(smp);
         cs_plugin_free(pl);
     }
     print_message("kv full after %d / %d tokens\n", n[0], n[1]);
@@ -576,26 +590,26 @@ static void test_target_probs(void **state)
         logits[i] = (float)((i * 7) % V) * 0.25f;
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *s = NULL;
+    clspec_sampler *s = NULL;
     char err[CLSPEC_ERRLEN];
-    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
-    cs_spec_target_probs(s, logits, pt);
+    assert_int_equal(cs_api_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(clspec_sampler_probs(s, logits, pt), CLSPEC_OK);
     int32_t am = cs_argmax(logits, V);
     for (int i = 0; i < V; i++)
         assert_float_equal(pt[i], i == am ? 1.0f : 0.0f, 0);
-    cs_sampler_free(s);
+    clspec_sampler_free(s);
     p = cs_sampler_defaults();
     p.temp = 0.7f;
     p.top_k = 5;
     p.top_p = 1.0f;
     p.min_p = 0.0f;
-    assert_int_equal(cs_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
-    cs_spec_target_probs(s, logits, pt);
+    assert_int_equal(cs_api_sampler_new(&p, V, &s, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(clspec_sampler_probs(s, logits, pt), CLSPEC_OK);
     /* compare with the sampler's own draws */
     long cnt[V] = {0};
     const long T = 100000;
     for (long t = 0; t < T; t++)
-        cnt[cs_sampler_sample(s, logits)]++;
+        cnt[clspec_sampler_sample(s, logits)]++;
     double pd[V], sum = 0;
     int nz = 0;
     for (int i = 0; i < V; i++) {
@@ -608,7 +622,7 @@ static void test_target_probs(void **state)
     double x = chi2(cnt, pd, V, T);
     print_message("target probs vs sampler draws: chi2 %.2f (4 dof)\n", x);
     assert_true(x < 18.47); /* 4 dof, p = 0.001 */
-    cs_sampler_free(s);
+    clspec_sampler_free(s);
 }
 
 static int setup(void **state)

@@ -150,6 +150,7 @@ struct clspec_engine_info {
     int32_t n_devices;        /* 0 when vocab_only */
     const char *device_name[CLSPEC_MAX_DEVICES];  /* (n_devices) OpenCL device names */
     uint32_t device_layers[CLSPEC_MAX_DEVICES];   /* (n_devices) layers on each device */
+    int32_t kv_partitioned;   /* 1: each sequence has n_ctx / n_seq cells of its own (0 when vocab_only) */
 };
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen);
 
@@ -195,7 +196,9 @@ struct clspec_batch {
 int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen);
 /* The logits (n_vocab floats) of row `row` of the last clspec_decode; NULL
  * when that row's logits were not kept, its sequence was full, or row is out
- * of range. */
+ * of range. The kept rows lie in one array in row order: the k-th kept row
+ * after row r is at clspec_logits(e, r) + k * n_vocab (a caller may read a
+ * run of kept rows through one pointer). */
 const float *clspec_logits(const clspec_engine *e, int32_t row);
 /* Index of the largest of n values (the first on ties): greedy sampling. -1 when x is NULL or n < 1. */
 int32_t clspec_argmax(const float *x, int32_t n);
@@ -227,6 +230,11 @@ int clspec_seq_keep(clspec_engine *e, int32_t seq, char *err, size_t errlen);
 int clspec_kv_clear(clspec_engine *e, char *err, size_t errlen);
 /* Cells seq holds (shared ones included). */
 int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, char *err, size_t errlen);
+/* Cells seq could still take (in a partitioned cache less than the free total). */
+int clspec_seq_n_free(const clspec_engine *e, int32_t seq, uint32_t *n_free, char *err, size_t errlen);
+/* Occupied cells of the whole cache (a cell shared by several sequences
+ * counts once) and free ones; either pointer may be NULL. */
+int clspec_kv_usage(const clspec_engine *e, uint32_t *n_used, uint32_t *n_free, char *err, size_t errlen);
 /* Largest position seq holds, -1 when it holds none. */
 int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen);
 /* Prefix reuse: *n_match = the longest k such that a sequence other than
@@ -269,6 +277,24 @@ int clspec_sampler_save(const clspec_sampler *s, clspec_sampler_state **out, cha
 /* CLSPEC_E_INVAL when st was saved from a sampler with other parameters or vocabulary. */
 int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, char *err, size_t errlen);
 void clspec_sampler_state_free(clspec_sampler_state *st);
+/* As clspec_sampler_save into a state saved earlier from this sampler (or
+ * one with the same parameters and vocabulary): nothing is allocated
+ * (CLSPEC_E_INVAL otherwise). A per-token snapshot. */
+int clspec_sampler_save_into(const clspec_sampler *s, clspec_sampler_state *st, char *err, size_t errlen);
+/* s's parameters (p->size set by the caller: the fields inside it are
+ * written) and, when n_vocab is not NULL, its vocabulary size. */
+int clspec_sampler_get_params(const clspec_sampler *s, struct clspec_sampler_params *p, int32_t *n_vocab, char *err,
+                              size_t errlen);
+/* The distribution s draws from for this logits row (n_vocab floats, not
+ * modified) after its chain (penalties over the accepted history, top-k,
+ * top-p, min-p, temperature), written to p (n_vocab floats, summing to 1;
+ * one-hot at the greedy pick when temp <= 0). Advances nothing.
+ * CLSPEC_E_INVAL when an argument is NULL. Rejection sampling against a
+ * draft's distribution needs it. */
+int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p);
+/* A draw uniform in [0, 1) from s's RNG (advancing it as a sample does);
+ * -1 when s is NULL. */
+double clspec_sampler_uniform(clspec_sampler *s);
 
 #ifdef __cplusplus
 }

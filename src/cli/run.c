@@ -35,25 +35,6 @@ static void usage(FILE *f)
     fputs(cs_spec_cli_usage(), f);
 }
 
-/* The engine options parsed by cs_opt_engine, as door parameters. */
-static void door_params(const struct cs_engine_params *ep, struct clspec_engine_params *dp)
-{
-    clspec_engine_default_params(dp, sizeof *dp);
-    dp->model_path = ep->model_path;
-    dp->devices = ep->devices;
-    dp->split_by_memory = ep->split_mode == CS_SPLIT_MEMORY;
-    memcpy(dp->split, ep->split, sizeof dp->split);
-    dp->n_ctx = ep->n_ctx;
-    dp->n_batch = ep->n_batch;
-    dp->n_ubatch = ep->n_ubatch;
-    dp->type_k = ep->type_k; /* enum cs_type and enum clspec_kv_type are both GGUF type ids */
-    dp->type_v = ep->type_v;
-    dp->n_seq = ep->n_seq_max;
-    dp->kv_partitioned = !ep->kv_unified;
-    dp->progress = ep->progress;
-    dp->llamacpp_numerics = ep->llamacpp_numerics;
-}
-
 /* The prompt's tokens (BOS as the vocabulary asks) from a vocab_only engine:
  * *ids (malloc'd, the caller frees it) and *n. Prints the error; exit code. */
 static int tokenize_prompt(const struct clspec_engine_params *dp, const char *prompt, int32_t **ids, size_t *n)
@@ -241,7 +222,7 @@ int cs_cmd_run(int argc, char **argv)
     /* tokenize first (needs only the GGUF) to size the context */
     struct clspec_engine_params dp;
     ep.model_path = model;
-    door_params(&ep, &dp);
+    cs_api_engine_params(&ep, &dp);
     int32_t *ids = NULL;
     size_t n_prompt = 0;
     if (tokenize_prompt(&dp, prompt, &ids, &n_prompt) != 0)

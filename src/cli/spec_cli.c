@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
 #include "common.h"
@@ -90,7 +91,8 @@ static int check_plugin(const struct cs_spec_cli *o, char *err, size_t errlen)
 
 /* Engine + plugin + spec for n_slots; type NULL = no speculation. */
 struct rig {
-    struct cs_engine *e;
+    clspec_engine *door;     /* the engine (owned): sp and the output use only it */
+    struct cs_engine *e;     /* door's internals (cs_api_engine), for the plugin loader */
     struct cs_plugin *pl;
     struct cs_spec *sp;
 };
@@ -99,7 +101,7 @@ static void rig_free(struct rig *r)
 {
     cs_spec_free(r->sp);
     cs_plugin_free(r->pl);
-    cs_engine_free(r->e);
+    clspec_engine_free(r->door);
     memset(r, 0, sizeof *r);
 }
 
@@ -115,7 +117,10 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
     if (ep.n_ctx == 0)
         ep.n_ctx = n_ctx;
     ep.n_seq_max = (uint32_t)n_slots;
-    int rc = cs_engine_open(&ep, &r->e, err, errlen);
+    struct clspec_engine_params dp;
+    cs_api_engine_params(&ep, &dp);
+    int rc = clspec_engine_open(&dp, &r->door, err, errlen);
+    r->e = cs_api_engine(r->door);
     if (rc == 0 && type) {
         struct cs_plugin_params pp = {.type = type, .plugin_dir = o->plugin_dir, .kv = o->kv, .n_kv = o->n_kv,
                                       .engine = r->e, .n_slots = (uint32_t)n_slots};
@@ -126,7 +131,7 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
         sp.n_max = (int32_t)o->n_max;
         sp.n_min = (int32_t)o->n_min;
         sp.p_min = (float)o->p_min;
-        rc = cs_spec_new(r->e, r->pl, &sp, n_slots, &r->sp, err, errlen);
+        rc = cs_spec_new(r->door, r->pl, &sp, n_slots, &r->sp, err, errlen);
     }
     if (rc < 0)
         rig_free(r);
@@ -156,10 +161,10 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
         fprintf(stderr, "clspec run: %s\n", err);
         return 1;
     }
-    struct cs_sampler *smp = NULL;
-    rc = cs_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
+    clspec_sampler *smp = NULL;
+    rc = cs_api_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
     for (int32_t i = 0; rc == 0 && i < n_prompt; i++)
-        cs_sampler_accept(smp, ids[i]);
+        clspec_sampler_accept(smp, ids[i]);
     if (rc == 0)
         rc = cs_spec_slot_begin(r.sp, 0, ids, n_prompt, smp, true, err, sizeof err);
     int32_t n_gen = 0;
@@ -182,7 +187,7 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
             }
             char buf[256];
             size_t n = 0;
-            if (cs_token_to_piece(r.e->tok, sl->out[i], false, buf, sizeof buf, &n, err, sizeof err) == 0)
+            if (clspec_token_piece(r.door, sl->out[i], 0, buf, sizeof buf, &n, err, sizeof err) == 0)
                 fwrite(buf, 1, n, stdout);
         }
         fflush(stdout);
@@ -196,7 +201,7 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
                 t > 0 ? n_gen / t : 0.0, r.pl ? r.pl->vt.name : "none");
         print_stats(stderr, &r.sp->slots[0].st);
     }
-    cs_sampler_free(smp);
+    clspec_sampler_free(smp);
     rig_free(&r);
     return rc < 0 ? 1 : 0;
 }
@@ -214,12 +219,12 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
 {
     struct cs_sampler_params p = cs_sampler_defaults();
     p.temp = 0;
-    struct cs_sampler *smp[CS_MAX_SEQ] = {NULL};
+    clspec_sampler *smp[CS_MAX_SEQ] = {NULL};
     int32_t left[CS_MAX_SEQ] = {0};
     int rc = 0;
     memset(&r->sp->total, 0, sizeof r->sp->total);
     for (int s = 0; s < n_slots && rc == 0; s++) {
-        rc = cs_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
+        rc = cs_api_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
         if (rc == 0)
             rc = cs_spec_slot_begin(r->sp, s, ids[s], n_ids[s], smp[s], true, err, errlen);
         left[s] = n_gen;
@@ -244,7 +249,7 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
     *secs = cs_now() - t0;
     for (int s = 0; s < n_slots; s++) {
         cs_spec_slot_end(r->sp, s);
-        cs_sampler_free(smp[s]);
+        clspec_sampler_free(smp[s]);
     }
     return rc;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <api.h> /* src/api.h, not src/daemon/api.h */
 #include "chat.h"
 #include "common.h"
 #include "daemon/config.h"
@@ -51,7 +52,8 @@ struct loader {
     pthread_t main_thread;
     int rc;
     char err[1024];
-    struct cs_engine *e;
+    clspec_engine *door;    /* the engine (owned): the scheduler and the speculative core use only it */
+    struct cs_engine *e;    /* door's internals (cs_api_engine): chat template, plugin loader, http */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
@@ -100,7 +102,7 @@ static int load_speculator(struct loader *L)
     sp.n_min = cfg->spec_n_min;
     sp.p_min = (float)cfg->spec_p_min;
     sp.log = false; /* the scheduler logs each slot's state with its request id */
-    rc = cs_spec_new(L->e, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
+    rc = cs_spec_new(L->door, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
     if (rc != CLSPEC_OK) {
         cs_plugin_free(L->pl);
         L->pl = NULL;
@@ -115,8 +117,11 @@ static void *load_main(void *arg)
 {
     struct loader *L = arg;
     const struct cs_config *cfg = L->cfg;
-    struct cs_engine_params ep = cs_config_engine_params(cfg);
-    L->rc = cs_engine_open(&ep, &L->e, L->err, sizeof L->err);
+    struct cs_engine_params cp = cs_config_engine_params(cfg);
+    struct clspec_engine_params ep;
+    cs_api_engine_params(&cp, &ep);
+    L->rc = clspec_engine_open(&ep, &L->door, L->err, sizeof L->err);
+    L->e = cs_api_engine(L->door);
     if (L->rc == CLSPEC_OK) {
         bool known = false;
         L->rc = cs_chat_select(L->e->model->gguf, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
@@ -137,10 +142,12 @@ static void *load_main(void *arg)
             .spec = L->sp,
             /* speculators that read the target's states of the prompt get it prefilled by the core */
             .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
+            .tok = L->e->tok,
         };
-        L->rc = cs_sched_new(L->e, &sp, &L->s, L->err, sizeof L->err);
-        uint32_t n_ctx = L->e->p.n_ctx;
-        L->n_ctx_slot = (int)(L->e->p.kv_unified ? n_ctx : n_ctx / (uint32_t)cfg->parallel);
+        L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
+        struct clspec_engine_info info = {.size = sizeof info};
+        clspec_engine_get_info(L->door, &info, NULL, 0);
+        L->n_ctx_slot = (int)(info.kv_partitioned ? info.n_ctx / (uint32_t)cfg->parallel : info.n_ctx);
     }
     pthread_kill(L->main_thread, SIGUSR1);
     return NULL;
@@ -299,7 +306,7 @@ int main(int argc, char **argv)
     cs_sched_free(L.s);
     cs_spec_free(L.sp);
     cs_plugin_free(L.pl);
-    cs_engine_free(L.e);
+    clspec_engine_free(L.door);
     cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
     cs_log_close();
     cs_config_free(cfg);

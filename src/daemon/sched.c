@@ -34,16 +34,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "batch.h"
 #include "common.h"
 #include "daemon/log.h"
 #include "daemon/sched.h"
 #include "daemon/textout.h"
-#include "engine.h"
 #include "spec/spec.h"
 #include "strbuf.h"
-#include "tokenizer.h"
 
+#include <api.h> /* src/api.h (cs_api_sampler_new); "api.h" here would be src/daemon/api.h */
 #include "daemon/sched_impl.h"
 
 /* ---------------------------------------------------------------- jobs */
@@ -55,7 +53,7 @@ static void job_free(struct job *j)
     free(j->prompt);
     for (int i = 0; i < CS_MAX_STOP; i++)
         free(j->stop_copy[i]);
-    cs_sampler_free(j->smp);
+    clspec_sampler_free(j->smp);
     cs_textout_free(j->to);
     free(j);
 }
@@ -89,7 +87,7 @@ static void slot_release(struct cs_sched *s, int i)
 {
     struct slot *sl = &s->slots[i];
     cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
-    cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
+    clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
@@ -114,7 +112,9 @@ static void publish(struct cs_sched *s)
         in->n_past = cs_sched_n_past(s, i);
         in->speculative = sl->job && s->sp->slots[i].active && s->sp->slots[i].on;
     }
-    s->st.kv_cells_used = cs_engine_kv_used(s->e); /* cells shared by prefix reuse count once */
+    uint32_t used = 0;
+    clspec_kv_usage(s->e, &used, NULL, NULL, 0);
+    s->st.kv_cells_used = used; /* cells shared by prefix reuse count once */
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
@@ -202,7 +202,7 @@ static int top_alternatives(struct cs_sched *s, const float *L, float lse, int n
         size_t len = 0;
         for (;;) {
             char *dst = s->top_txt + used;
-            int rc = cs_token_to_piece(s->e->tok, s->top[i].token, false, dst, s->top_cap - used, &len, NULL, 0);
+            int rc = clspec_token_piece(s->e, s->top[i].token, 0, dst, s->top_cap - used, &len, NULL, 0);
             if (rc == CLSPEC_OK)
                 break;
             if (rc != CLSPEC_E_RANGE)
@@ -266,7 +266,7 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
     if (s->txt.p)
         s->txt.p[0] = '\0';
     char err[CLSPEC_ERRLEN];
-    bool eog = !j->r.ignore_eos && cs_tokenizer_is_eog(s->e->tok, tok);
+    bool eog = !j->r.ignore_eos && clspec_token_is_eog(s->e, tok) == 1;
     if (eog) {
         reason = "stop";
         /* no event for the end-of-generation token itself; held text is released with token -1 */
@@ -316,8 +316,8 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
 static void first_token(struct cs_sched *s, int i, const float *L)
 {
     struct job *j = s->slots[i].job;
-    int32_t tok = cs_sampler_sample(j->smp, L);
-    cs_sampler_accept(j->smp, tok);
+    int32_t tok = clspec_sampler_sample(j->smp, L);
+    clspec_sampler_accept(j->smp, tok);
     if (cs_sched_emit(s, i, tok, L))
         cs_sched_spec_attach(s, i, tok);
 }
@@ -328,9 +328,8 @@ static void first_token(struct cs_sched *s, int i, const float *L)
  * admission first, budget tokens in all. */
 static void plan_prefill(struct cs_sched *s, int budget)
 {
-    struct cs_batch *b = &s->b;
-    cs_batch_clear(b);
-    budget = CS_MIN(budget, b->cap);
+    int32_t n = 0;
+    budget = CS_MIN(budget, s->b_cap);
     int n_logits = 0;
     for (;;) {
         int best = -1;
@@ -346,13 +345,17 @@ static void plan_prefill(struct cs_sched *s, int budget)
         int k = CS_MIN(sl->job->n_prompt - sl->n_fed, budget);
         for (int t = 0; t < k; t++) {
             bool last = sl->n_fed + t + 1 == sl->job->n_prompt;
-            cs_batch_add(b, sl->job->prompt[sl->n_fed + t], sl->n_fed + t, best, last, NULL, 0);
+            s->b_token[n] = sl->job->prompt[sl->n_fed + t];
+            s->b_pos[n] = sl->n_fed + t;
+            s->b_seq[n] = best;
+            s->b_logits[n++] = last;
             if (last)
                 sl->logit_row = n_logits++;
         }
         sl->n_rows = k;
         budget -= k;
     }
+    s->b.n_rows = n;
 }
 
 /* The KV-full policy: of the slots in[] the cache refused (rc[i] ==
@@ -384,8 +387,8 @@ static void step(struct cs_sched *s)
         s->slots[i].logit_row = -1;
     }
     int n_dec = cs_sched_spec_plan(s, n_left, dec, was_on);
-    plan_prefill(s, n_dec ? s->prefill_max : (int)s->e->p.n_batch);
-    if (n_dec == 0 && s->b.n == 0)
+    plan_prefill(s, n_dec ? s->prefill_max : s->n_batch);
+    if (n_dec == 0 && s->b.n_rows == 0)
         return;
     struct cs_spec_extra x = {.b = &s->b};
     char err[CLSPEC_ERRLEN];
@@ -413,7 +416,7 @@ static void step(struct cs_sched *s)
             snprintf(msg, sizeof msg,
                      "KV cache full: slot %d could not store %d more token(s) at position %d (n_ctx %u shared "
                      "by %d slots); retry later or use a shorter request",
-                     i, dec[i] ? 1 : sl->n_rows, cs_sched_n_past(s, i), s->e->p.n_ctx, s->p.n_slots);
+                     i, dec[i] ? 1 : sl->n_rows, cs_sched_n_past(s, i), (unsigned)s->st.kv_cells_total, s->p.n_slots);
             cs_sched_finish(s, i, NULL, CLSPEC_E_KV_FULL, msg);
             continue;
         }
@@ -433,7 +436,7 @@ static void step(struct cs_sched *s)
 
 /* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
  * prompt that another sequence holds (same tokens at positions 0..k-1) is
- * shared into sequence i (cs_engine_seq_cp) and not prefilled again; at least
+ * shared into sequence i (clspec_seq_cp) and not prefilled again; at least
  * the last prompt token is always computed (its logits give the first
  * token). The shared cells were computed from the same tokens at the same
  * positions, so the output equals a cold run's. */
@@ -447,16 +450,17 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     j->admit_no = ++s->admit_no;
     s->busy++;
     int32_t src = -1;
-    int32_t k = cs_engine_prefix_match(s->e, j->prompt, j->n_prompt, i, &src);
+    int32_t k = 0;
+    clspec_prefix_match(s->e, j->prompt, j->n_prompt, i, &k, &src, NULL, 0);
     if (k > j->n_prompt - 1)
         k = j->n_prompt - 1;
     if (k > 0 && src >= 0 && src != i) {
-        cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
-        if (cs_engine_seq_cp(s->e, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
+        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
+        if (clspec_seq_cp(s->e, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
             sl->n_fed = k;
             j->n_cached = k;
         } else {
-            cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
+            clspec_seq_rm(s->e, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
         }
     }
 }
@@ -485,7 +489,7 @@ static void *loop(void *arg)
                     continue;
                 s->slots[i].job = NULL; /* the job outlives the slot until its event is out */
                 cs_spec_slot_end(s->sp, i);
-                cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
+                clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
                 memset(&s->slots[i], 0, sizeof s->slots[i]);
                 s->busy--;
                 j->next = list;
@@ -556,13 +560,37 @@ static void *loop(void *arg)
 
 /* ---------------------------------------------------------------- API */
 
-int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
+/* The prompt-chunk batch's arrays: cap rows. */
+static int alloc_batch(struct cs_sched *s, int32_t cap, char *err, size_t errlen)
+{
+    s->b_token = malloc((size_t)cap * sizeof *s->b_token);
+    s->b_pos = malloc((size_t)cap * sizeof *s->b_pos);
+    s->b_seq = malloc((size_t)cap * sizeof *s->b_seq);
+    s->b_logits = malloc((size_t)cap);
+    if (!s->b_token || !s->b_pos || !s->b_seq || !s->b_logits)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory (%d batch rows)", cap);
+    s->b_cap = cap;
+    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits};
+    return CLSPEC_OK;
+}
+
+static void free_batch(struct cs_sched *s)
+{
+    free(s->b_token);
+    free(s->b_pos);
+    free(s->b_seq);
+    free(s->b_logits);
+}
+
+int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
                  size_t errlen)
 {
     *out = NULL;
-    if (!e || !p)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: no engine or parameters");
-    uint32_t n_seq = e->p.n_seq_max ? e->p.n_seq_max : 1;
+    if (!e || !p || !p->tok)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: no engine, parameters or tokenizer");
+    struct clspec_engine_info info = {.size = sizeof info};
+    CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
+    uint32_t n_seq = info.n_seq ? info.n_seq : 1;
     if (p->n_slots < 1 || p->n_slots > CS_MAX_SEQ || (uint32_t)p->n_slots > n_seq)
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "scheduler: parallel = %d slots; must be 1..%u (the engine's n_seq_max)", p->n_slots, n_seq);
@@ -590,21 +618,24 @@ int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs
         s->own_sp = true;
     }
     s->st.spec_name = s->sp->pl ? s->sp->pl->vt.name : NULL;
-    s->n_vocab = (int)e->model->hp.n_vocab;
-    s->slot_ctx = (int)(e->p.kv_unified ? e->p.n_ctx : e->p.n_ctx / n_seq);
-    uint32_t nb = e->p.n_batch ? e->p.n_batch : 512, nub = e->p.n_ubatch ? e->p.n_ubatch : nb;
+    s->n_vocab = info.n_vocab;
+    s->bos = info.bos;
+    s->slot_ctx = (int)(info.kv_partitioned ? info.n_ctx / n_seq : info.n_ctx);
+    uint32_t nb = info.n_batch ? info.n_batch : 512, nub = info.n_ubatch ? info.n_ubatch : nb;
+    s->n_batch = (int)info.n_batch;
     s->prefill_max = p->prefill_max > 0 ? p->prefill_max : (int)CS_MIN(nb, nub);
-    s->lstrip = cs_textout_tok_strips_space(e->tok);
+    s->lstrip = cs_textout_tok_strips_space(p->tok);
     s->st.n_slots = p->n_slots;
-    s->st.kv_cells_total = e->p.n_ctx;
+    s->st.kv_cells_total = info.n_ctx;
     s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
     s->info = calloc((size_t)p->n_slots, sizeof *s->info);
     s->top_cap = 1024;
     s->top_txt = malloc(s->top_cap);
     rc = s->slots && s->info && s->top_txt ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
     if (rc == CLSPEC_OK)
-        rc = cs_batch_init(&s->b, (int)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen);
+        rc = alloc_batch(s, (int32_t)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen);
     if (rc < 0) {
+        free_batch(s);
         free(s->slots);
         free(s->info);
         free(s->top_txt);
@@ -653,7 +684,7 @@ void cs_sched_free(struct cs_sched *s)
     pthread_cond_destroy(&s->cv_done);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->cb_mu);
-    cs_batch_free(&s->b);
+    free_batch(s);
     free(s->slots);
     free(s->info);
     if (s->own_sp)
@@ -670,17 +701,6 @@ static int rejected(struct cs_sched *s, int rc)
     s->st.requests_rejected++;
     pthread_mutex_unlock(&s->mu);
     return rc;
-}
-
-/* The prompt has no text of its own (only control tokens such as BOS). */
-static bool prompt_textless(const struct cs_sched *s, const int32_t *p, int n)
-{
-    for (int i = 0; i < n; i++) {
-        enum cs_tok_type t = cs_tokenizer_type(s->e->tok, p[i]);
-        if (t != CS_TT_CONTROL && t != CS_TT_UNKNOWN && t != CS_TT_UNUSED)
-            return false;
-    }
-    return true;
 }
 
 int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, void *user, uint64_t *id_out,
@@ -722,7 +742,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
                                       "(at least one cell must stay free to generate)",
                                       who, n_prompt, s->slot_ctx));
         /* keep the end: half the slot's context (and the BOS), the other half for generating */
-        keep_bos = src[0] == cs_tokenizer_bos(s->e->tok);
+        keep_bos = src[0] == s->bos;
         n_prompt = CS_MAX(s->slot_ctx / 2, 1 + keep_bos);
     }
     struct job *j = calloc(1, sizeof *j);
@@ -758,16 +778,16 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (s->p.max_tokens_limit > 0 && (mt <= 0 || mt > s->p.max_tokens_limit))
         mt = s->p.max_tokens_limit;
     j->max_tokens = mt;
-    int rc = cs_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
+    int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
     if (rc == CLSPEC_OK)
-        rc = cs_textout_new(s->e->tok, (const char *const *)j->stop_copy, r->n_stop,
-                            s->lstrip && prompt_textless(s, j->prompt, n_prompt), &j->to, err, errlen);
+        rc = cs_textout_new(s->p.tok, (const char *const *)j->stop_copy, r->n_stop,
+                            s->lstrip && cs_textout_textless(s->p.tok, j->prompt, n_prompt), &j->to, err, errlen);
     if (rc < 0) {
         job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
-        cs_sampler_accept(j->smp, j->prompt[i]);
+        clspec_sampler_accept(j->smp, j->prompt[i]);
     j->t_submit = cs_now();
 
     pthread_mutex_lock(&s->mu);

@@ -1,8 +1,9 @@
 /* sched.h: the daemon's scheduler: `parallel` slots decoded together over one
  * engine (continuous batching: a new request joins the running batch), a
  * bounded FIFO of waiting requests, cancellation, drain. One thread runs the
- * loop; request callbacks run on it. The caller owns struct cs_sched
- * (cs_sched_new / cs_sched_free) and keeps the engine alive until freed. */
+ * loop; request callbacks run on it. It reaches the engine only through the
+ * engine door (clspec.h). The caller owns struct cs_sched (cs_sched_new /
+ * cs_sched_free) and keeps the engine alive until freed. */
 #ifndef CS_DAEMON_SCHED_H
 #define CS_DAEMON_SCHED_H
 
@@ -10,10 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clspec/clspec.h"
 #include "sampler.h"
 
-struct cs_engine;
 struct cs_sched;
+struct cs_tokenizer;
 struct cs_spec;
 
 struct cs_sched_params {
@@ -33,6 +35,8 @@ struct cs_sched_params {
     bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
                               * one call: no chunk interleaving), for speculators that read the
                               * target's hidden states of the prompt (taps, KV injection) */
+    const struct cs_tokenizer *tok; /* the engine's tokenizer, borrowed (required): the text output
+                              * (daemon/textout.c: pieces, stop strings) works on it */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a
@@ -118,7 +122,7 @@ struct cs_req_event {
  * CS_EV_ERROR no further call is made for that request. */
 typedef void (*cs_req_cb)(void *user, const struct cs_req_event *ev);
 
-int cs_sched_new(struct cs_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
+int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sched **out, char *err,
                  size_t errlen);
 /* Stops the loop (cancelling what still runs, without callbacks) and frees. */
 void cs_sched_free(struct cs_sched *s);

@@ -10,10 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "batch.h"
 #include "daemon/sched.h"
 #include "daemon/textout.h"
-#include "engine.h"
 #include "spec/spec.h"
 #include "strbuf.h"
 
@@ -26,7 +24,7 @@ struct job {
     int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
     cs_req_cb cb;
     void *user;
-    struct cs_sampler *smp;
+    clspec_sampler *smp;
     struct cs_textout *to;
     atomic_bool cancelled;
     uint64_t admit_no;            /* admission order (prefill priority) */
@@ -49,7 +47,9 @@ struct slot {
 };
 
 struct cs_sched {
-    struct cs_engine *e;          /* borrowed */
+    clspec_engine *e;             /* borrowed: the engine door */
+    int32_t bos;                  /* the vocabulary's BOS, -1 none */
+    int n_batch;                  /* the engine's n_batch: a step's rows when no slot decodes */
     struct cs_sched_params p;
     struct cs_spec *sp;           /* p.spec (borrowed), or own_sp: every decoding slot advances in it */
     bool own_sp;                  /* sp made by cs_sched_new (no speculator: p.spec NULL), freed with it */
@@ -72,7 +72,11 @@ struct cs_sched {
     uint64_t next_id, admit_no;
     struct cs_sched_stats st;
     /* scheduler-thread scratch */
-    struct cs_batch b;            /* this step's prompt chunks (the extra rows of the core's forward) */
+    /* this step's prompt chunks (the extra rows of the core's forward): b's arrays, b_cap rows */
+    struct clspec_batch b;
+    int32_t *b_token, *b_pos, *b_seq;
+    uint8_t *b_logits;
+    int32_t b_cap;
     struct cs_strbuf txt;         /* event text assembly */
     struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
     char *top_txt;                /* pieces of the alternatives */

@@ -58,7 +58,7 @@ bool cs_sched_spec_begin(struct cs_sched *s, int i)
     struct job *j = sl->job;
     char err[CLSPEC_ERRLEN];
     if (sl->n_fed > 0) { /* taps are captured by the core's forwards only: no shared prefix, all of it */
-        cs_engine_seq_rm(s->e, i, 0, -1, NULL, 0);
+        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
         sl->n_fed = 0;
         j->n_cached = 0;
     }

@@ -117,6 +117,16 @@ static int drain_raw(struct cs_textout *t, bool at_end)
     return t->held.oom ? CLSPEC_E_NOMEM : CLSPEC_OK;
 }
 
+bool cs_textout_textless(const struct cs_tokenizer *tok, const int32_t *p, int n)
+{
+    for (int i = 0; i < n; i++) {
+        enum cs_tok_type t = cs_tokenizer_type(tok, p[i]);
+        if (t != CS_TT_CONTROL && t != CS_TT_UNKNOWN && t != CS_TT_UNUSED)
+            return false;
+    }
+    return true;
+}
+
 bool cs_textout_tok_strips_space(const struct cs_tokenizer *tok)
 {
     if (cs_tokenizer_kind(tok) != CS_TOK_SPM)

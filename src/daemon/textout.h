@@ -16,6 +16,10 @@ struct cs_textout;
  * first token (SentencePiece with add_space_prefix). Computed from the
  * vocabulary (compares cs_token_to_piece with cs_detokenize of one "▁" token). */
 bool cs_textout_tok_strips_space(const struct cs_tokenizer *tok);
+/* True when the n tokens p have no text of their own (only control,
+ * unknown or unused tokens, such as a lone BOS): a prompt after which the
+ * generation starts the text (lstrip below). */
+bool cs_textout_textless(const struct cs_tokenizer *tok, const int32_t *p, int n);
 
 /* stop: n_stop non-empty, valid UTF-8 stop strings (copied).
  * lstrip: drop one leading space of the first token's piece, as

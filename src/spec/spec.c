@@ -3,38 +3,82 @@
  * positions 0..n_hist-2 of its history, hist[n_hist-1] is the next input. */
 #include "config.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
 #include "common.h"
 #include "spec/spec.h"
 #include "spec/taps.h"
 
-uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq)
+uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq)
 {
-    return cs_engine_seq_cells(e, seq);
+    uint32_t n = 0;
+    char err[CLSPEC_ERRLEN];
+    return clspec_seq_n_cells(e, seq, &n, err, sizeof err) == CLSPEC_OK ? n : 0;
+}
+
+/* ---- the rows of one forward ---- */
+
+static void rows_free(struct cs_spec_rows *b)
+{
+    free(b->token);
+    free(b->pos);
+    free(b->seq);
+    free(b->logits);
+    memset(b, 0, sizeof *b);
+}
+
+/* Room for cap rows (the rows in use are dropped). */
+static int rows_reserve(struct cs_spec_rows *b, int32_t cap, char *err, size_t errlen)
+{
+    if (cap <= b->cap)
+        return CLSPEC_OK;
+    rows_free(b);
+    b->token = malloc((size_t)cap * sizeof *b->token);
+    b->pos = malloc((size_t)cap * sizeof *b->pos);
+    b->seq = malloc((size_t)cap * sizeof *b->seq);
+    b->logits = malloc((size_t)cap);
+    if (!b->token || !b->pos || !b->seq || !b->logits) {
+        rows_free(b);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory (%d rows)", cap);
+    }
+    b->cap = cap;
+    return CLSPEC_OK;
+}
+
+static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t seq, bool logits, char *err,
+                    size_t errlen)
+{
+    if (b->n >= b->cap)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: batch full (%d rows)", b->cap);
+    b->token[b->n] = token;
+    b->pos[b->n] = pos;
+    b->seq[b->n] = seq;
+    b->logits[b->n] = logits;
+    b->n++;
+    return CLSPEC_OK;
+}
+
+/* One forward of sp->b through the door (taps as the plugin asked). The
+ * taps of every placed sequence go to the plugin (keep NULL: prefill), or
+ * only those of the speculating slots in keep[] (rows of other sequences
+ * are nobody's to read). */
+static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, size_t errlen)
+{
+    CS_TRY(cs_taps_prepare(sp->pl, sp->e, err, errlen));
+    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits};
+    int rc = clspec_decode(sp->e, &cb, seq_rc, err, errlen);
+    if (rc < 0 || !sp->pl)
+        return rc;
+    int kept[CLSPEC_MAX_SEQ];
+    for (int32_t q = 0; q < CLSPEC_MAX_SEQ; q++)
+        kept[q] = !keep || (q < sp->n_slots && keep[q] && sp->slots[q].on) ? seq_rc[q] : CLSPEC_E_INVAL;
+    cs_taps_capture(sp->pl, sp->e, sp->b.seq, sp->b.pos, sp->b.n, kept);
+    return rc;
 }
 
 /* ---- acceptance ---- */
-
-void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p)
-{
-    int32_t V = smp->n_vocab;
-    memset(p, 0, (size_t)V * sizeof *p);
-    int32_t n = cs_sampler_candidates(smp, logits, smp->idx); /* penalties into smp->work, filters */
-    if (!(smp->p.temp > 0.0f) || n == 1) {
-        p[n == 1 ? smp->idx[0] : cs_argmax(smp->work, V)] = 1.0f;
-        return;
-    }
-    double mx = smp->work[smp->idx[0]], sum = 0.0;
-    for (int32_t i = 0; i < n; i++)
-        sum += exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp);
-    for (int32_t i = 0; i < n; i++)
-        p[smp->idx[i]] = (float)(exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp) / sum);
-}
 
 int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, double u, double u2, float *resid,
                          bool *accepted)
@@ -80,7 +124,7 @@ int32_t cs_spec_rs_token(const float *p, const float *q, int32_t n, int32_t d, d
 static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, int32_t n_left)
 {
     const size_t V = (size_t)sp->n_vocab;
-    const bool rs = sl->probs && sl->n_draft > 0 && sl->smp->p.temp > 0.0f;
+    const bool rs = sl->probs && sl->n_draft > 0 && sl->stochastic;
     sl->n_out = 0;
     sl->n_accepted = 0;
     sl->eog = false;
@@ -89,18 +133,18 @@ static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, 
         int32_t t;
         bool acc = false;
         if (rs && i < sl->n_draft) {
-            cs_spec_target_probs(sl->smp, row, sp->pt);
-            double u = cs_sampler_uniform(sl->smp), u2 = cs_sampler_uniform(sl->smp);
+            clspec_sampler_probs(sl->smp, row, sp->pt);
+            double u = clspec_sampler_uniform(sl->smp), u2 = clspec_sampler_uniform(sl->smp);
             t = cs_spec_rs_token(sp->pt, sl->probs + (size_t)i * V, (int32_t)V, sl->draft[i], u, u2, sp->resid,
                                  &acc);
         } else {
-            t = cs_sampler_sample(sl->smp, row);
+            t = clspec_sampler_sample(sl->smp, row);
             acc = i < sl->n_draft && t == sl->draft[i];
         }
-        cs_sampler_accept(sl->smp, t);
+        clspec_sampler_accept(sl->smp, t);
         sl->out[sl->n_out++] = t;
         sl->n_accepted += acc;
-        sl->eog = cs_tokenizer_is_eog(sp->e->tok, t);
+        sl->eog = clspec_token_is_eog(sp->e, t) == 1;
         if (sl->eog || sl->n_out >= n_left || !acc)
             break;
     }
@@ -116,14 +160,14 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
         sl->n_out = 0;
         sl->n_accepted = 0;
         sl->eog = false;
-        cs_sampler_restore(sl->smp, sl->snap, err, errlen);
+        clspec_sampler_restore(sl->smp, sl->snap, err, errlen);
     }
     /* history */
     for (int32_t i = 0; i < sl->n_out; i++)
         sl->hist[sl->n_hist++] = sl->out[i];
     /* KV: keep positions 0..n_hist-2 (the new last token is the next input); the step placed
      * n_draft + 1 rows, so with every one of them kept (plain decoding) there is nothing to drop */
-    int rc = !ok || sl->n_out < sl->n_draft + 1 ? cs_engine_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
+    int rc = !ok || sl->n_out < sl->n_draft + 1 ? clspec_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
                                                  : CLSPEC_OK;
     /* the plugin */
     if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
@@ -182,7 +226,7 @@ void cs_spec_slot_end(struct cs_spec *sp, int32_t s)
     struct cs_spec_slot *sl = &sp->slots[s];
     cs_spec_slot_disable(sp, s, NULL);
     char err[CLSPEC_ERRLEN];
-    cs_engine_seq_rm(sp->e, s, 0, -1, err, sizeof err);
+    clspec_seq_rm(sp->e, s, 0, -1, err, sizeof err);
     sl->active = false;
     sl->n_hist = 0;
     sl->smp = NULL;
@@ -202,13 +246,13 @@ static int grow_hist(struct cs_spec_slot *sl, int32_t need, char *err, size_t er
 }
 
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
-                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+                       clspec_sampler *smp, bool speculate, char *err, size_t errlen)
 {
     return cs_spec_slot_begin_cached(sp, s, prompt, n_prompt, 0, smp, speculate, err, errlen);
 }
 
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
-                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen)
+                              int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen)
 {
     if (s < 0 || s >= sp->n_slots)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d out of range 0..%d", s, sp->n_slots - 1);
@@ -221,7 +265,7 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
         cs_spec_slot_end(sp, s);
     if (n_cached == 0) { /* cells of the slot's sequence not from this request */
         char e2[CLSPEC_ERRLEN];
-        cs_engine_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
+        clspec_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
     } else if (cs_spec_kv_cells(sp->e, s) != (uint32_t)n_cached) {
         return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: the KV holds %u cells, the caller says %d", s,
                       cs_spec_kv_cells(sp->e, s), n_cached);
@@ -230,39 +274,40 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     int rc = grow_hist(sl, n_prompt + 1024, err, errlen);
     if (rc < 0)
         return rc;
-    if (smp->n_vocab != sp->n_vocab)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: sampler vocabulary %d != model %d", smp->n_vocab,
-                      sp->n_vocab);
-    if (sl->snap && sl->snap->st.hist_cap != smp->st.hist_cap) {
-        cs_sampler_free(sl->snap);
+    struct clspec_sampler_params smp_p = {.size = sizeof smp_p};
+    int32_t smp_v = 0;
+    CS_TRY(clspec_sampler_get_params(smp, &smp_p, &smp_v, err, errlen));
+    if (smp_v != sp->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: sampler vocabulary %d != model %d", smp_v, sp->n_vocab);
+    char e2[CLSPEC_ERRLEN];
+    if (sl->snap && clspec_sampler_save_into(smp, sl->snap, e2, sizeof e2) < 0) { /* another sampler's parameters */
+        clspec_sampler_state_free(sl->snap);
         sl->snap = NULL;
     }
-    if (!sl->snap && (rc = cs_sampler_clone(smp, &sl->snap, err, errlen)) < 0)
+    if (!sl->snap && (rc = clspec_sampler_save(smp, &sl->snap, err, errlen)) < 0)
         return rc;
     cs_taps_slot_clear(sp->pl, s);
     /* prefill all but the last prompt token, in chunks of n_batch */
-    const int32_t B = (int32_t)CS_MAX(1u, CS_MIN(sp->e->p.n_batch, (uint32_t)sp->b.cap));
+    const int32_t B = CS_MAX(1, CS_MIN(sp->n_batch, sp->b.cap));
     for (int32_t p0 = n_cached; p0 < n_prompt - 1; p0 += B) {
         int32_t n = CS_MIN(B, n_prompt - 1 - p0);
-        cs_batch_clear(&sp->b);
+        sp->b.n = 0;
         for (int32_t i = 0; i < n; i++)
-            cs_batch_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
-        int seq_rc[CS_MAX_SEQ];
-        rc = cs_engine_forward(sp->e, &sp->b, sp->logits, cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err, errlen);
-        if (rc == CLSPEC_OK)
-            cs_taps_capture(sp->pl, &sp->b, seq_rc);
+            rows_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
+        int seq_rc[CLSPEC_MAX_SEQ];
+        rc = decode(sp, seq_rc, NULL, err, errlen);
         if (rc == CLSPEC_OK && seq_rc[s] < 0)
             rc = cs_err(err, errlen, seq_rc[s], "spec: slot %d: the prompt (%d tokens) does not fit the KV cache", s,
                         n_prompt);
         if (rc < 0) {
-            char e2[CLSPEC_ERRLEN];
-            cs_engine_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
+            clspec_seq_rm(sp->e, s, 0, -1, e2, sizeof e2);
             return rc;
         }
     }
     memcpy(sl->hist, prompt, (size_t)n_prompt * sizeof *prompt);
     sl->n_hist = n_prompt;
     sl->smp = smp;
+    sl->stochastic = smp_p.temp > 0.0f;
     sl->active = true;
     sl->on = false;
     sl->n_draft = 0;
@@ -300,9 +345,9 @@ static void take_draft(struct cs_spec *sp, int32_t s, int32_t n, int32_t kmax)
  * most each): one draft_batch call when it has one, else draft per slot. */
 static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *kmax, int32_t n)
 {
-    struct clspec_draft_req req[CS_MAX_SEQ];
-    int32_t *outs[CS_MAX_SEQ], n_out[CS_MAX_SEQ];
-    float *probs[CS_MAX_SEQ];
+    struct clspec_draft_req req[CLSPEC_MAX_SEQ];
+    int32_t *outs[CLSPEC_MAX_SEQ], n_out[CLSPEC_MAX_SEQ];
+    float *probs[CLSPEC_MAX_SEQ];
     for (int32_t i = 0; i < n; i++) {
         struct cs_spec_slot *sl = &sp->slots[ids[i]];
         req[i] = (struct clspec_draft_req){
@@ -333,17 +378,14 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
     }
 }
 
-/* Adds slot s's rows [last, d1..dk] to the batch; *row counts logits rows
- * from the start of sp->logits (row0[s] = where slot s's rows land). */
-static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, int32_t *row, char *err, size_t errlen)
+/* Adds slot s's rows [last, d1..dk] to the batch (each keeps its logits). */
+static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, char *err, size_t errlen)
 {
     struct cs_spec_slot *sl = &sp->slots[s];
     int32_t k = with_draft ? sl->n_draft : 0;
-    sp->row0[s] = *row;
-    int rc = cs_batch_add(&sp->b, sl->hist[sl->n_hist - 1], sl->n_hist - 1, s, true, err, errlen);
+    int rc = rows_add(&sp->b, sl->hist[sl->n_hist - 1], sl->n_hist - 1, s, true, err, errlen);
     for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++)
-        rc = cs_batch_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
-    *row += k + 1;
+        rc = rows_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
     return rc;
 }
 
@@ -353,21 +395,15 @@ static int undo(struct cs_spec *sp, const bool *which, int rc)
     char e2[CLSPEC_ERRLEN];
     for (int32_t s = 0; s < sp->n_slots; s++)
         if (which[s]) {
-            cs_sampler_restore(sp->slots[s].snap, sp->slots[s].smp, e2, sizeof e2);
+            clspec_sampler_save_into(sp->slots[s].smp, sp->slots[s].snap, e2, sizeof e2);
             rollback(sp, s, false, e2, sizeof e2);
         }
     return rc;
 }
 
-/* Room for a forward of n_rows rows and n_lrows logits rows (grows sp->b and sp->logits). */
-static int reserve(struct cs_spec *sp, int32_t n_rows, int32_t n_lrows, char *err, size_t errlen)
+/* Room for n_lrows logits rows in sp->logits. */
+static int reserve_logits(struct cs_spec *sp, int32_t n_lrows, char *err, size_t errlen)
 {
-    if (n_rows > sp->b.cap) {
-        struct cs_batch nb;
-        CS_TRY(cs_batch_init(&nb, n_rows, err, errlen));
-        cs_batch_free(&sp->b);
-        sp->b = nb;
-    }
     if (n_lrows > sp->logits_rows) {
         float *l = realloc(sp->logits, (size_t)n_lrows * (size_t)sp->n_vocab * sizeof *l);
         if (!l)
@@ -378,29 +414,16 @@ static int reserve(struct cs_spec *sp, int32_t n_rows, int32_t n_lrows, char *er
     return CLSPEC_OK;
 }
 
-/* One forward of sp->b; its logits land from row `first` of sp->logits on.
- * The taps of the rows of speculating slots in keep[] are kept for the
- * plugin (rows of other sequences are nobody's to read). */
-static int fwd(struct cs_spec *sp, int32_t first, const bool *keep, int *seq_rc, char *err, size_t errlen)
-{
-    int rc = cs_engine_forward(sp->e, &sp->b, sp->logits + (size_t)first * (size_t)sp->n_vocab,
-                               cs_taps_prepare(sp->pl, sp->b.n), seq_rc, err, errlen);
-    if (rc == CLSPEC_OK && sp->pl) {
-        int kept[CS_MAX_SEQ];
-        for (int32_t q = 0; q < CS_MAX_SEQ; q++)
-            kept[q] = q < sp->n_slots && keep[q] && sp->slots[q].on ? seq_rc[q] : CLSPEC_E_INVAL;
-        cs_taps_capture(sp->pl, &sp->b, kept);
-    }
-    return rc;
-}
-
 /* Which slots may draft this step and how much (ids/kmaxs, returns how
  * many): every wanted slot and every extra row needs its own cell first
  * (n_reserved of them); drafts share what is left of the cache. */
 static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *n_left, int32_t n_reserved,
                            int32_t *ids, int32_t *kmaxs)
 {
-    int64_t spare = (int64_t)cs_engine_kv_free(sp->e) - n_reserved;
+    char e2[CLSPEC_ERRLEN];
+    uint32_t n_free = 0, seq_free = 0;
+    clspec_kv_usage(sp->e, NULL, &n_free, e2, sizeof e2);
+    int64_t spare = (int64_t)n_free - n_reserved;
     int32_t n_ask = 0;
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
@@ -409,7 +432,9 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
             continue;
         int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
         kmax = CS_MIN(kmax, spare);
-        kmax = CS_MIN(kmax, (int64_t)cs_engine_seq_free(sp->e, s) - 1);
+        seq_free = 0;
+        clspec_seq_n_free(sp->e, s, &seq_free, e2, sizeof e2);
+        kmax = CS_MIN(kmax, (int64_t)seq_free - 1);
         if (kmax < CS_MAX(sp->p.n_min, 1))
             continue; /* no room or no need: this step goes without a draft */
         ids[n_ask] = s;
@@ -425,7 +450,6 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
 static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, const int32_t *n_left, bool *retry,
                       int *rc, char *err, size_t errlen)
 {
-    const size_t V = (size_t)sp->n_vocab;
     int32_t n_retry = 0;
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
@@ -440,8 +464,8 @@ static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, 
             }
             continue;
         }
-        cs_sampler_restore(sl->snap, sl->smp, err, errlen);
-        verify(sp, sl, sp->logits + (size_t)sp->row0[s] * V, n_left[s]);
+        clspec_sampler_save_into(sl->smp, sl->snap, err, errlen);
+        verify(sp, sl, sp->row0[s], n_left[s]);
         int r = rollback(sp, s, true, err, errlen);
         if (*rc == CLSPEC_OK)
             *rc = r;
@@ -454,25 +478,60 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
     return cs_spec_step_extra(sp, n_left, NULL, err, errlen);
 }
 
+/* Where the last decode's kept logits rows start: the k-th kept row of
+ * sp->b is at the result + k * n_vocab (clspec_logits: kept rows lie in one
+ * array in row order). NULL when no kept row was placed. */
+static const float *kept_base(const struct cs_spec *sp)
+{
+    for (int32_t i = 0, k = 0; i < sp->b.n; i++) {
+        if (!sp->b.logits[i])
+            continue;
+        const float *L = clspec_logits(sp->e, i);
+        if (L)
+            return L - (size_t)k * (size_t)sp->n_vocab;
+        k++;
+    }
+    return NULL;
+}
+
+/* Before a retry forward: the first forward's n kept rows (from base) move
+ * to sp->logits, where the settled slots and the caller still read them. */
+static int keep_first(struct cs_spec *sp, const float *base, int32_t n, struct cs_spec_extra *x, char *err,
+                      size_t errlen)
+{
+    const size_t V = (size_t)sp->n_vocab;
+    CS_TRY(reserve_logits(sp, n, err, errlen));
+    memcpy(sp->logits, base, (size_t)n * V * sizeof *sp->logits);
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (sp->row0[s])
+            sp->row0[s] = sp->logits + (sp->row0[s] - base);
+    if (x && x->logits)
+        x->logits = sp->logits + (x->logits - base);
+    return CLSPEC_OK;
+}
+
 int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err,
                        size_t errlen)
 {
-    const struct cs_batch *xb = x ? x->b : NULL;
-    const int32_t n_x = xb ? xb->n : 0;
-    bool want[CS_MAX_SEQ] = {false};
-    int32_t n_want = 0;
+    const struct clspec_batch *xb = x ? x->b : NULL;
+    const int32_t n_x = xb ? xb->n_rows : 0;
+    const size_t V = (size_t)sp->n_vocab;
+    bool want[CLSPEC_MAX_SEQ] = {false};
+    int32_t n_want = 0, n_xl = 0; /* extra rows keeping logits */
     if (x) {
-        for (int32_t q = 0; q < CS_MAX_SEQ; q++)
+        for (int32_t q = 0; q < CLSPEC_MAX_SEQ; q++)
             x->seq_rc[q] = CLSPEC_OK;
         x->logits = NULL;
     }
-    for (int32_t i = 0; i < n_x; i++)
-        if (xb->seq[i] >= 0 && xb->seq[i] < sp->n_slots && sp->slots[xb->seq[i]].active)
-            return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: extra row %d is of slot %d, which decodes here", i,
-                          xb->seq[i]);
+    for (int32_t i = 0; i < n_x; i++) {
+        int32_t q = xb->seq ? xb->seq[i] : 0;
+        if (q >= 0 && q < sp->n_slots && sp->slots[q].active)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: extra row %d is of slot %d, which decodes here", i, q);
+        n_xl += xb->logits ? xb->logits[i] != 0 : i == n_x - 1;
+    }
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
-        sp->row0[s] = -1;
+        sp->row0[s] = NULL;
         sl->n_out = 0;
         sl->n_accepted = 0;
         sl->rc = CLSPEC_OK;
@@ -485,58 +544,72 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
     }
     if (n_want == 0 && n_x == 0)
         return CLSPEC_OK;
-    int32_t ids[CS_MAX_SEQ], kmaxs[CS_MAX_SEQ];
+    int32_t ids[CLSPEC_MAX_SEQ], kmaxs[CLSPEC_MAX_SEQ];
     int32_t n_ask = plan_drafts(sp, want, n_left, n_want + n_x, ids, kmaxs);
-    int32_t n_own = n_want, n_xl = xb ? cs_batch_n_logits(xb) : 0; /* the slots' rows, at most */
+    int32_t n_own = n_want; /* the slots' rows, at most */
     for (int32_t i = 0; i < n_ask; i++)
         n_own += kmaxs[i];
-    /* logits: the first forward's (n_own + n_xl at most), then a retry's (one per slot at most) */
-    int rc = reserve(sp, n_own + n_x, n_own + n_xl + n_want, err, errlen);
+    int rc = rows_reserve(&sp->b, n_own + n_x, err, errlen);
     if (rc < 0)
         return rc;
     if (n_ask > 0)
         ask_drafts(sp, ids, kmaxs, n_ask);
     /* one forward: every slot's [last, d1..dk], then the extra rows */
-    cs_batch_clear(&sp->b);
-    int32_t row = 0;
-    for (int32_t s = 0; s < sp->n_slots; s++)
-        if (want[s] && add_rows(sp, s, true, &row, err, errlen) < 0)
+    sp->b.n = 0;
+    int32_t first[CLSPEC_MAX_SEQ]; /* each slot's first row */
+    for (int32_t s = 0; s < sp->n_slots; s++) {
+        first[s] = sp->b.n;
+        if (want[s] && add_rows(sp, s, true, err, errlen) < 0)
             return undo(sp, want, CLSPEC_E_RANGE);
-    const int32_t x_row = row; /* the extra rows' first logits row */
+    }
+    const int32_t x_row = sp->b.n; /* the extra rows' first logits row (every slot row keeps its logits) */
     for (int32_t i = 0; i < n_x; i++)
-        if ((rc = cs_batch_add(&sp->b, xb->token[i], xb->pos[i], xb->seq[i], xb->logits[i], err, errlen)) < 0)
+        if ((rc = rows_add(&sp->b, xb->token[i], xb->pos[i], xb->seq ? xb->seq[i] : 0,
+                           xb->logits ? xb->logits[i] != 0 : i == n_x - 1, err, errlen)) < 0)
             return undo(sp, want, rc);
-    int seq_rc[CS_MAX_SEQ];
-    if ((rc = fwd(sp, 0, want, seq_rc, err, errlen)) < 0)
+    int seq_rc[CLSPEC_MAX_SEQ];
+    if ((rc = decode(sp, seq_rc, want, err, errlen)) < 0)
         return undo(sp, want, rc);
+    const float *base = kept_base(sp);
+    for (int32_t s = 0; s < sp->n_slots && base; s++)
+        if (want[s])
+            sp->row0[s] = base + (size_t)first[s] * V;
     if (x) {
         memcpy(x->seq_rc, seq_rc, sizeof x->seq_rc);
-        x->logits = sp->logits + (size_t)x_row * (size_t)sp->n_vocab;
+        x->logits = base && n_xl > 0 ? base + (size_t)x_row * V : NULL;
     }
     /* a slot refused with a draft retries without one; without a draft it is full */
-    bool retry[CS_MAX_SEQ] = {false};
+    bool retry[CLSPEC_MAX_SEQ] = {false};
     int32_t n_retry = settle(sp, want, seq_rc, n_left, retry, &rc, err, errlen);
     if (rc < 0 || n_retry == 0)
         return rc;
-    cs_batch_clear(&sp->b);
-    const int32_t first = row + n_xl; /* after the first forward's logits, which the caller may still read */
-    row = first;
+    for (int32_t s = 0; s < sp->n_slots; s++)
+        if (retry[s])
+            sp->row0[s] = NULL;
+    if ((rc = keep_first(sp, base, x_row + n_xl, x, err, errlen)) < 0)
+        return undo(sp, retry, rc);
+    sp->b.n = 0;
     for (int32_t s = 0; s < sp->n_slots; s++)
         if (retry[s]) {
+            first[s] = sp->b.n;
             sp->slots[s].n_draft = 0; /* the plugin is told 0 drafted by the rollback below */
-            add_rows(sp, s, false, &row, err, errlen);
+            add_rows(sp, s, false, err, errlen);
         }
-    if ((rc = fwd(sp, first, retry, seq_rc, err, errlen)) < 0)
+    if ((rc = decode(sp, seq_rc, retry, err, errlen)) < 0)
         return undo(sp, retry, rc);
+    base = kept_base(sp);
+    for (int32_t s = 0; s < sp->n_slots && base; s++)
+        if (retry[s])
+            sp->row0[s] = base + (size_t)first[s] * V;
     settle(sp, retry, seq_rc, n_left, NULL, &rc, err, errlen);
     return rc;
 }
 
 const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t)
 {
-    if (s < 0 || s >= sp->n_slots || sp->row0[s] < 0 || t < 0 || t >= sp->slots[s].n_out)
+    if (s < 0 || s >= sp->n_slots || !sp->row0[s] || t < 0 || t >= sp->slots[s].n_out)
         return NULL;
-    return sp->logits + (size_t)(sp->row0[s] + t) * (size_t)sp->n_vocab;
+    return sp->row0[s] + (size_t)t * (size_t)sp->n_vocab;
 }
 
 /* ---- lifetime ---- */
@@ -552,10 +625,10 @@ void cs_spec_free(struct cs_spec *sp)
         free(sl->draft);
         free(sl->probs);
         free(sl->out);
-        cs_sampler_free(sl->snap);
+        clspec_sampler_state_free(sl->snap);
     }
     free(sp->slots);
-    cs_batch_free(&sp->b);
+    rows_free(&sp->b);
     free(sp->logits);
     free(sp->pt);
     free(sp->resid);
@@ -563,13 +636,16 @@ void cs_spec_free(struct cs_spec *sp)
     free(sp);
 }
 
-int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
+int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
                 struct cs_spec **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (n_slots < 1 || n_slots > CS_MAX_SEQ || (e->p.n_seq_max && (uint32_t)n_slots > e->p.n_seq_max))
+    struct clspec_engine_info info = {.size = sizeof info};
+    CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
+    uint32_t n_seq = info.n_seq ? info.n_seq : CLSPEC_MAX_SEQ;
+    if (n_slots < 1 || n_slots > CLSPEC_MAX_SEQ || (uint32_t)n_slots > n_seq)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%u, the engine's sequences)", n_slots,
-                      e->p.n_seq_max ? e->p.n_seq_max : CS_MAX_SEQ);
+                      n_seq);
     if (p->n_max < 1 || p->n_max > 64 || p->n_min < 0 || p->n_min > p->n_max || !(p->p_min >= 0.0f) ||
         p->p_min > 1.0f)
         return cs_err(err, errlen, CLSPEC_E_INVAL,
@@ -581,24 +657,23 @@ int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_
     sp->e = e;
     sp->pl = pl;
     sp->p = *p;
-    sp->n_vocab = (int32_t)e->model->hp.n_vocab;
+    sp->n_vocab = info.n_vocab;
+    sp->n_batch = (int32_t)CS_MIN(info.n_batch, 1u << 30);
     sp->n_slots = n_slots;
     const size_t V = (size_t)sp->n_vocab;
     const int32_t rows = n_slots * (p->n_max + 1);
-    const int32_t cap = CS_MAX(rows, (int32_t)CS_MIN(e->p.n_batch, 4096u));
+    const int32_t cap = CS_MAX(rows, (int32_t)CS_MIN(info.n_batch, 4096u));
     bool probs = pl && (pl->vt.caps & CLSPEC_SPEC_CAP_DRAFT_PROBS);
-    int rc = cs_batch_init(&sp->b, cap, err, errlen);
+    int rc = rows_reserve(&sp->b, cap, err, errlen);
     if (rc < 0) {
         free(sp);
         return rc;
     }
     sp->slots = calloc((size_t)n_slots, sizeof *sp->slots);
-    sp->logits = malloc((size_t)rows * V * sizeof *sp->logits);
-    sp->logits_rows = rows;
     sp->pt = malloc(V * sizeof *sp->pt);
     sp->resid = malloc(V * sizeof *sp->resid);
     sp->row0 = malloc((size_t)n_slots * sizeof *sp->row0);
-    bool ok = sp->slots && sp->logits && sp->pt && sp->resid && sp->row0;
+    bool ok = sp->slots && sp->pt && sp->resid && sp->row0;
     for (int32_t s = 0; ok && s < n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->draft = calloc((size_t)p->n_max, sizeof *sl->draft);

@@ -6,6 +6,7 @@
  * cells, sampler state, the plugin) in one function. A slot without a
  * speculator, or with speculation switched off, decodes one token per step
  * through the same path, so "no speculation" is the same code.
+ * It reaches the engine only through the engine door (clspec.h).
  * The caller owns struct cs_spec (cs_spec_new / cs_spec_free); the engine,
  * the plugin and each slot's sampler are borrowed. */
 #ifndef CS_SPEC_SPEC_H
@@ -15,9 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
-#include "engine.h"
-#include "sampler.h"
+#include "clspec/clspec.h"
 #include "spec/loader.h"
 
 struct cs_spec_params {
@@ -45,8 +44,9 @@ struct cs_spec_slot {
     int32_t n_hist, cap;
     int32_t n_cur;           /* adaptive draft length: n_max at slot_begin; after a draft accepted whole
                               * + 2 (up to n_max), after a rejection accepted + 1 (at least max(n_min, 1)) */
-    struct cs_sampler *smp;  /* borrowed */
-    struct cs_sampler *snap; /* the sampler state before the current verification */
+    clspec_sampler *smp;     /* borrowed */
+    clspec_sampler_state *snap; /* the sampler state before the current verification */
+    bool stochastic;         /* smp's temperature > 0 (drafts with probabilities go through rejection sampling) */
     int32_t *draft;          /* (n_max) this step's draft */
     float *probs;            /* (n_max, n_vocab) its probabilities, or NULL (plugin without them) */
     int32_t n_draft;
@@ -60,22 +60,31 @@ struct cs_spec_slot {
     char off_why[256];       /* why speculation went off for this request ("" while on or never asked) */
 };
 
+/* The rows of one forward (the arrays of a struct clspec_batch). */
+struct cs_spec_rows {
+    int32_t n, cap;          /* rows in use, allocated */
+    int32_t *token, *pos, *seq; /* (cap) */
+    uint8_t *logits;         /* (cap) 1 = keep the row's logits */
+};
+
 struct cs_spec {
-    struct cs_engine *e;     /* borrowed */
+    clspec_engine *e;        /* borrowed: the engine door */
     struct cs_plugin *pl;    /* borrowed; NULL = no speculation */
     struct cs_spec_params p;
     int32_t n_vocab;
+    int32_t n_batch;         /* the engine's n_batch (prefill chunks) */
     int32_t n_slots;         /* slot s uses KV sequence s */
     struct cs_spec_slot *slots;
-    struct cs_batch b;       /* (>= n_slots * (n_max + 1)) rows; grows for extra rows */
-    float *logits;           /* (logits_rows, n_vocab) */
-    int32_t logits_rows;     /* >= n_slots * (n_max + 1); grows for extra rows */
+    struct cs_spec_rows b;   /* (>= n_slots * (n_max + 1)) rows; grows for extra rows */
+    float *logits;           /* (logits_rows, n_vocab): the first forward's rows kept across a retry forward */
+    int32_t logits_rows;     /* grows as needed */
     float *pt, *resid;       /* (n_vocab) scratch: target probabilities, residual */
-    int32_t *row0;           /* (n_slots) first logits row of each slot in this step, -1 = none */
+    const float **row0;      /* (n_slots) logits of each slot's first row in this step (its rows follow
+                              * contiguously: the door's or sp->logits), NULL = none */
     struct cs_spec_stats total;
 };
 
-int cs_spec_new(struct cs_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
+int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
                 struct cs_spec **out, char *err, size_t errlen);
 void cs_spec_free(struct cs_spec *sp);
 
@@ -85,14 +94,14 @@ void cs_spec_free(struct cs_spec *sp);
  * plugin. speculate = false (or no plugin) decodes without drafts. Ends a
  * request still running on the slot first. */
 int cs_spec_slot_begin(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
-                       struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+                       clspec_sampler *smp, bool speculate, char *err, size_t errlen);
 /* As cs_spec_slot_begin when the slot's KV sequence already holds
  * prompt[0..n_cached) at positions 0..n_cached-1 (the caller prefilled it,
  * e.g. the daemon's scheduler with its chunked prefill and prefix reuse):
  * only prompt[n_cached..n_prompt-1) is prefilled. n_cached <= n_prompt - 1;
  * the sequence must hold exactly n_cached cells (else CLSPEC_E_INVAL). */
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
-                              int32_t n_cached, struct cs_sampler *smp, bool speculate, char *err, size_t errlen);
+                              int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen);
 /* Ends the request: frees its KV cells, tells the plugin. */
 void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
 /* Switches speculation off for the slot's request and clears every piece of
@@ -113,11 +122,11 @@ int cs_spec_step(struct cs_spec *sp, const int32_t *n_left, char *err, size_t er
  * (plain decoding is a slot without a draft, so every decoding slot is in
  * the step). The caller owns it; the core only reads b. */
 struct cs_spec_extra {
-    const struct cs_batch *b;   /* in: rows of sequences that are not active slots (prompt chunks); NULL: none */
-    int seq_rc[CS_MAX_SEQ];     /* out: per sequence, as cs_engine_forward's (CLSPEC_E_KV_FULL: b's rows of it
+    const struct clspec_batch *b; /* in: rows of sequences that are not active slots (prompt chunks); NULL: none */
+    int seq_rc[CLSPEC_MAX_SEQ]; /* out: per sequence, as clspec_decode's (CLSPEC_E_KV_FULL: b's rows of it
                                  * were refused and left no cell) */
-    const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order, inside sp->logits:
-                                 * valid until the next step; NULL when no forward ran */
+    const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order: valid until
+                                 * the next step; NULL when no forward ran or b kept none */
 };
 /* cs_spec_step with x's rows appended to its first forward (after every
  * slot's rows; drafts only take cells the extra rows leave). Runs the
@@ -131,11 +140,8 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
 const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
 
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
-uint32_t cs_spec_kv_cells(const struct cs_engine *e, int32_t seq);
+uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq);
 
-/* The distribution the sampler would draw from for this logits row
- * (penalties, top-k/top-p/min-p, temperature), written to p (n_vocab). */
-void cs_spec_target_probs(struct cs_sampler *smp, const float *logits, float *p);
 /* Rejection sampling for one draft token d ~ q: accepted when u < p(d)/q(d)
  * (returns d); otherwise returns a draw (with u2) from norm(max(p - q, 0))
  * (resid: n scratch). u, u2 uniform in [0, 1). Keeps the target distribution p. */

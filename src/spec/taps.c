@@ -18,7 +18,6 @@ void cs_taps_free(struct cs_taps *t)
         free(t->slots[s].out);
     }
     free(t->slots);
-    free(t->buf);
     free(t);
 }
 
@@ -87,22 +86,11 @@ void cs_host_taps_entries(struct clspec_host *h)
     h->tap_get = tap_get;
 }
 
-const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows)
+int cs_taps_prepare(struct cs_plugin *pl, clspec_engine *e, char *err, size_t errlen)
 {
     struct cs_taps *t = pl ? pl->taps : NULL;
-    if (!t || t->n_layers == 0 || n_rows <= 0)
-        return NULL;
-    if (n_rows > t->buf_rows) {
-        float *b = realloc(t->buf, (size_t)t->n_layers * (size_t)n_rows * t->n_embd * sizeof *b);
-        if (!b)
-            return NULL;
-        t->buf = b;
-        t->buf_rows = n_rows;
-    }
-    t->hid.n_layers = t->n_layers;
-    t->hid.layers = t->layers;
-    t->hid.out = t->buf;
-    return &t->hid;
+    return t && t->n_layers > 0 ? clspec_taps_set(e, t->layers, t->n_layers, err, errlen)
+                                : clspec_taps_set(e, NULL, 0, err, errlen);
 }
 
 void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot)
@@ -132,22 +120,23 @@ static int slot_reserve(struct cs_taps *t, struct cs_tap_slot *ts, int32_t n)
     return 0;
 }
 
-void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc)
+void cs_taps_capture(struct cs_plugin *pl, const clspec_engine *e, const int32_t *seq, const int32_t *pos, int32_t n,
+                     const int *seq_rc)
 {
     struct cs_taps *t = pl ? pl->taps : NULL;
-    if (!t || t->n_layers == 0 || b->n > t->buf_rows)
+    if (!t || t->n_layers == 0)
         return;
-    const size_t E = t->n_embd, N = (size_t)b->n;
-    for (int i = 0; i < b->n; i++) {
-        int32_t s = b->seq[i];
-        if (s < 0 || s >= t->n_slots || (seq_rc && seq_rc[s] != CLSPEC_OK))
+    const size_t E = t->n_embd;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t s = seq[i];
+        if (s < 0 || s >= t->n_slots || (seq_rc && seq_rc[s] != CLSPEC_OK) || !clspec_tap(e, 0, i))
             continue;
         struct cs_tap_slot *ts = &t->slots[s];
         if (ts->read) { /* the plugin has read the earlier rows */
             ts->read = false;
             ts->n_rows = 0;
         }
-        int32_t p = b->pos[i];
+        int32_t p = pos[i];
         if (ts->n_rows == 0 || p < ts->first_pos || p > ts->first_pos + ts->n_rows) {
             ts->n_rows = 0; /* a gap or an earlier start: afresh */
             ts->first_pos = p;
@@ -159,8 +148,7 @@ void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *
             continue;
         }
         for (int32_t l = 0; l < t->n_layers; l++)
-            memcpy(ts->rows + ((size_t)l * ts->cap + (size_t)ts->n_rows) * E, t->buf + ((size_t)l * N + (size_t)i) * E,
-                   E * sizeof(float));
+            memcpy(ts->rows + ((size_t)l * ts->cap + (size_t)ts->n_rows) * E, clspec_tap(e, l, i), E * sizeof(float));
         ts->n_rows++;
     }
 }

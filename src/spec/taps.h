@@ -14,9 +14,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "batch.h"
+#include "clspec/clspec.h"
 #include "clspec/speculator.h"
-#include "forward.h"
 
 struct cs_plugin;
 
@@ -34,22 +33,20 @@ struct cs_taps {
     uint32_t n_embd;
     int32_t n_slots;
     struct cs_tap_slot *slots;/* (n_slots) */
-    float *buf;               /* (n_layers, buf_rows, n_embd) capture of one forward, rows as in the batch */
-    int32_t buf_rows;
-    struct cs_fwd_hidden hid; /* points into buf */
 };
 
 /* Sets the 1.2 tap entries (tap_request, tap_get) of h. */
 void cs_host_taps_entries(struct clspec_host *h);
 void cs_taps_free(struct cs_taps *t);
 
-/* Before a target forward of n_rows rows: the capture to pass to
- * cs_forward_batch, or NULL (no plugin, no taps requested). NULL also on
- * out of memory (the forward then runs without taps; tap_get answers NULL). */
-const struct cs_fwd_hidden *cs_taps_prepare(struct cs_plugin *pl, int32_t n_rows);
-/* After that forward: adds each placed sequence's rows (seq_rc[s] ==
- * CLSPEC_OK) to its slot's taps; a refused sequence's rows are not kept. */
-void cs_taps_capture(struct cs_plugin *pl, const struct cs_batch *b, const int *seq_rc);
+/* Before a target forward through the door e: asks e for the layers the
+ * plugin requested (clspec_taps_set; none without a plugin or a request). */
+int cs_taps_prepare(struct cs_plugin *pl, clspec_engine *e, char *err, size_t errlen);
+/* After that forward (rows seq[i], pos[i], i < n): adds each placed
+ * sequence's rows (seq_rc[s] == CLSPEC_OK) to its slot's taps, read from
+ * the door (clspec_tap); a refused sequence's rows are not kept. */
+void cs_taps_capture(struct cs_plugin *pl, const clspec_engine *e, const int32_t *seq, const int32_t *pos, int32_t n,
+                     const int *seq_rc);
 /* Drops slot's rows (a new request). */
 void cs_taps_slot_clear(struct cs_plugin *pl, int32_t slot);
 
