@@ -250,35 +250,7 @@ fail:
     return rc;
 }
 
-/* ---- doors: the only lines above forward.c that know where the cache lives ---- */
-
-int cs_engine_forward(struct cs_engine *e, const struct cs_batch *b, float *logits, const struct cs_fwd_hidden *hidden,
-                      int *seq_rc, char *err, size_t errlen)
-{
-    return cs_forward_batch(e->ctx, b, logits, hidden, seq_rc, err, errlen);
-}
-
-int cs_engine_seq_rm(struct cs_engine *e, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
-{
-    return cs_kv_seq_rm(e->ctx->kv, seq, p0, p1, err, errlen);
-}
-
-int cs_engine_seq_cp(struct cs_engine *e, int32_t src, int32_t dst, int32_t p0, int32_t p1, char *err,
-                     size_t errlen)
-{
-    return cs_kv_seq_cp(e->ctx->kv, src, dst, p0, p1, err, errlen);
-}
-
-int32_t cs_engine_prefix_match(const struct cs_engine *e, const int32_t *tokens, int32_t n, int32_t dst,
-                               int32_t *src)
-{
-    return cs_kv_prefix_match(e->ctx->kv, tokens, n, dst, src);
-}
-
-uint32_t cs_engine_seq_cells(const struct cs_engine *e, int32_t seq)
-{
-    return cs_kv_seq_n_cells(e->ctx->kv, seq);
-}
+/* ---- cache counts for the public door ---- */
 
 uint32_t cs_engine_seq_free(const struct cs_engine *e, int32_t seq)
 {

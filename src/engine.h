@@ -68,28 +68,11 @@ struct cs_engine {
 int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, char *err, size_t errlen);
 void cs_engine_free(struct cs_engine *e);
 
-/* ---- the engine's doors to its forward and KV cache ----
- * Callers above the engine (the speculative core, the daemon's scheduler)
- * use these instead of reaching into e->ctx->kv. Sequence ids are KV
- * sequences (0..n_seq_max-1); positions as in struct cs_batch. */
+/* ---- cache counts for the public door (src/api.c) ----
+ * Sequence ids are KV sequences (0..n_seq_max-1). Everything above the
+ * engine (the speculative loop, the scheduler, the CLI) goes through the
+ * public door, include/clspec/clspec.h. */
 
-/* One forward over batch b (cs_forward_batch): logits rows of the rows that
- * ask for them, in row order; seq_rc per sequence (CLSPEC_E_KV_FULL: the
- * cache refused it and left it unchanged); hidden may be NULL. */
-int cs_engine_forward(struct cs_engine *e, const struct cs_batch *b, float *logits, const struct cs_fwd_hidden *hidden,
-                      int *seq_rc, char *err, size_t errlen);
-/* Drops seq's cells with p0 <= pos < p1 (p1 < 0: to the end; seq < 0: every
- * sequence). The one way to drop KV cells (rollback, a request's end). */
-int cs_engine_seq_rm(struct cs_engine *e, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
-/* Shares (unified cache) or copies (partitioned) src's cells p0 <= pos < p1 into dst. */
-int cs_engine_seq_cp(struct cs_engine *e, int32_t src, int32_t dst, int32_t p0, int32_t p1, char *err,
-                     size_t errlen);
-/* Prefix reuse: the longest k such that a sequence other than dst holds
- * tokens[0..k) at positions 0..k-1; *src gets it (-1 when k = 0). */
-int32_t cs_engine_prefix_match(const struct cs_engine *e, const int32_t *tokens, int32_t n, int32_t dst,
-                               int32_t *src);
-/* Cells held by seq. */
-uint32_t cs_engine_seq_cells(const struct cs_engine *e, int32_t seq);
 /* Cells seq could still take (less than the free total in a partitioned cache). */
 uint32_t cs_engine_seq_free(const struct cs_engine *e, int32_t seq);
 /* Occupied cells in the whole cache (a cell shared by several sequences counts once). */

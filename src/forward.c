@@ -231,16 +231,6 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     free(c);
 }
 
-void cs_fwd_kv_clear(struct cs_fwd_ctx *c)
-{
-    cs_kv_clear(c->kv);
-}
-
-int cs_fwd_kv_seq_rm(struct cs_fwd_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
-{
-    return cs_kv_seq_rm(c->kv, seq, p0, p1, err, errlen);
-}
-
 /* Does device i run any layer (or hold the output)? */
 static bool dev_used(const struct cs_fwd_model *fm, int i)
 {

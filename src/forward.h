@@ -118,11 +118,6 @@ struct cs_fwd_ctx {
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
                    size_t errlen);
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c);
-/* Empties the KV cache (cs_kv_clear(c->kv)). */
-void cs_fwd_kv_clear(struct cs_fwd_ctx *c);
-/* cs_kv_seq_rm(c->kv, ...): removes sequence seq's cells with p0 <= pos < p1
- * (p1 < 0: to the end) — speculative rollback. Takes effect at the next forward. */
-int cs_fwd_kv_seq_rm(struct cs_fwd_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 
 /* Optional hidden-state capture: for each of n_layers entries layers[i] in
  * 0..n_layer, the rows of all n input tokens are written to

@@ -319,7 +319,7 @@ static void test_rows_and_hidden(void **state)
     int32_t layers[2] = {1, NL};
     float *h_ref = malloc(2 * 8 * (size_t)E * sizeof(float)), *h = malloc(2 * 16 * (size_t)E * sizeof(float));
     struct cs_fwd_hidden hr = {.n_layers = 2, .layers = layers, .out = h_ref};
-    cs_fwd_kv_clear(c);
+    cs_kv_clear(c->kv);
     assert_int_equal(cs_forward(c, tok, 8, pos, NULL, NULL, 1, all + 7 * (size_t)V, &hr, err, sizeof err), 0);
     cs_fwd_ctx_free(c);
     /* batch: sequence 5 rows interleaved with sequence 9 rows (refused: cache of 10 cells) */

@@ -123,7 +123,7 @@ static void check_rows(struct cs_plugin *pl)
     head1_decode_fn dec = (head1_decode_fn)(uintptr_t)dlsym(pl->dl, "head1_decode");
     assert_non_null(dec);
     const int V = (int)g_e->model->hp.n_vocab;
-    cs_fwd_kv_clear(g_e->ctx);
+    cs_kv_clear(g_e->ctx->kv);
     struct tu_rng r;
     tu_rng_seed(&r, 3);
     int32_t tok[NR], pos[NR], seq[NR], rows[NR], am[NR];
@@ -175,7 +175,7 @@ static void test_head_drafts(void **state)
     struct tu_rng r;
     tu_rng_seed(&r, 9);
     tu_rng_tokens(&r, hist, N, V);
-    cs_fwd_kv_clear(g_e->ctx);
+    cs_kv_clear(g_e->ctx->kv);
     fu_greedy(g_e->ctx, hist, N, G, 1, greedy, NULL);
     struct clspec_draft_req req = {.size = sizeof req, .slot = 1, .hist = hist, .n_hist = N, .pos_last = N - 1,
                                    .n_max = 5, .n_vocab = (uint32_t)V};

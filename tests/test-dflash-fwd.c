@@ -232,7 +232,7 @@ static int golden_case(struct fx *x, int ci, uint32_t tk, uint32_t tv, uint32_t 
                        sizeof x->err) < 0)
             fail_msg("verify: %s", x->err);
         const int acc = gr->n_acc;
-        if (cs_fwd_kv_seq_rm(c, 0, n + acc + 1, -1, x->err, sizeof x->err) < 0)
+        if (cs_kv_seq_rm(c->kv, 0, n + acc + 1, -1, x->err, sizeof x->err) < 0)
             fail_msg("%s", x->err);
         inject(x, dc, 0, n, acc + 1, taps, DFG_N_MAX + 1);
         n += acc + 1;
@@ -313,7 +313,7 @@ static void test_fixed_nmax_tau(void **s)
                 out[n_out++] = tok[i];
             last = cs_argmax(logits + (size_t)acc * V, V);
             out[n_out++] = last;
-            if (cs_fwd_kv_seq_rm(c, 0, n + acc + 1, -1, x.err, sizeof x.err) < 0 ||
+            if (cs_kv_seq_rm(c->kv, 0, n + acc + 1, -1, x.err, sizeof x.err) < 0 ||
                 dfm_inject(dc, 0, n, acc + 1, taps, NM + 1, x.err, sizeof x.err) < 0)
                 fail_msg("%s", x.err);
             n += acc + 1;

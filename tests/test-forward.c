@@ -129,7 +129,7 @@ static void compare_model(const char *rel, enum cs_kfamily fam, uint32_t n_batch
         worst_dec = fmaxf(worst_dec, fu_max_rel(cl_logits, ref_logits + (size_t)i * V, (size_t)V));
     }
     /* rollback: drop the last 4 positions and recompute them: same logits */
-    assert_int_equal(cs_fwd_kv_seq_rm(c, 0, N - 4, -1, err, sizeof err), 0);
+    assert_int_equal(cs_kv_seq_rm(c->kv, 0, N - 4, -1, err, sizeof err), 0);
     rc = cs_forward(c, tok + N - 4, 4, pos + N - 4, NULL, NULL, 1, cl_logits, NULL, err, sizeof err);
     assert_int_equal(rc, 0);
     float worst_rb = fu_max_rel(cl_logits, ref_logits + (size_t)(N - 1) * V, (size_t)V);

@@ -101,7 +101,7 @@ static void run_model(const char *model_rel, const char *gname, int mi, bool gre
         assert_true(toks && ref && got);
         memcpy(toks, gc->prompt, (size_t)n * sizeof *toks);
         memcpy(toks + n, t32, (size_t)(N_GEN - 1) * sizeof *toks);
-        cs_fwd_kv_clear(c);
+        cs_kv_clear(c->kv);
         fu_all_logits(c, toks, nt, 0, ref);
         cs_fwd_ctx_free(c);
         /* f16: the same greedy tokens */

@@ -154,7 +154,7 @@ static void test_taps(void **state)
         for (int32_t p = 0; p < n; p++)
             assert_int_equal(seen[s][p], 1); /* every committed position was tapped */
         struct cs_fwd_hidden h = {.n_layers = TAP_NL, .layers = layers, .out = hid};
-        cs_fwd_kv_clear(ref->ctx);
+        cs_kv_clear(ref->ctx->kv);
         float *lg = malloc((size_t)ref->model->hp.n_vocab * sizeof *lg);
         assert_int_equal(cs_forward(ref->ctx, sl->hist, n, pos, NULL, NULL, 0, lg, &h, err, sizeof err), CLSPEC_OK);
         free(lg);
@@ -314,7 +314,7 @@ static void first_step_host(const char *target, const char *head)
         int32_t pos[32], seq0[32] = {0}, tok[32], am[32];
         for (int i = 0; i < 32; i++)
             pos[i] = i;
-        cs_fwd_kv_clear(e->ctx);
+        cs_kv_clear(e->ctx->kv);
         struct cs_fwd_hidden hh = {.n_layers = 1, .layers = &NL, .out = hid};
         assert_int_equal(cs_forward(e->ctx, gc->prompt, m_, pos, NULL, NULL, 0, lg, &hh, err, sizeof err), 0);
         /* target_head on the last hidden state = the target's own logits; target_embed = token_embd rows */
@@ -324,7 +324,7 @@ static void first_step_host(const char *target, const char *head)
             assert_true(fabsf(lh[v] - lg[v]) < 1e-4f);
         const int32_t L0 = 0;
         struct cs_fwd_hidden h0 = {.n_layers = 1, .layers = &L0, .out = e0};
-        cs_fwd_kv_clear(e->ctx);
+        cs_kv_clear(e->ctx->kv);
         assert_int_equal(cs_forward(e->ctx, gc->prompt, m_, pos, NULL, NULL, 0, lh, &h0, err, sizeof err), 0);
         assert_int_equal(h->target_embed(h, gc->prompt, m_, em, err, sizeof err), 0);
         assert_memory_equal(em, e0, (size_t)m_ * E * 4);

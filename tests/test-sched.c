@@ -239,7 +239,7 @@ static void plain_greedy(struct cs_engine *e, const int32_t *prompt, int n, int 
                                         sizeof err) != CLSPEC_OK)
             fail_msg("%s", err);
     }
-    cs_fwd_kv_seq_rm(e->ctx, 0, 0, -1, err, sizeof err);
+    cs_kv_seq_rm(e->ctx->kv, 0, 0, -1, err, sizeof err);
     free(pos);
     free(logits);
 }

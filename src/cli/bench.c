@@ -42,7 +42,7 @@ static void usage(FILE *f)
 static int one_run(struct cs_engine *E, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, float *logits,
                    double *secs, char *err, size_t errlen)
 {
-    cs_fwd_kv_clear(E->ctx);
+    cs_kv_clear(E->ctx->kv);
     struct cs_batch b;
     int cap = CS_MAX(n_p * n_seq, n_seq);
     int rc = cs_batch_init(&b, cap, err, errlen);

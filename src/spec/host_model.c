@@ -178,7 +178,7 @@ static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ct
 
 static int ctx_seq_rm(clspec_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
 {
-    return cs_fwd_kv_seq_rm(c->c, seq, p0, p1, err, errlen);
+    return cs_kv_seq_rm(c->c->kv, seq, p0, p1, err, errlen);
 }
 
 static int ctx_decode(clspec_ctx *c, const struct clspec_decode *d, char *err, size_t errlen)
