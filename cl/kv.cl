@@ -2,7 +2,7 @@
  * one layer, and re-rotates cached K rows by a position delta (seq_add).
  * Cache types (-DKV_TK, -DKV_TV), the row layout and every conversion are
  * the KV-row codec of cl/kvcodec.cl, included here (its C twin:
- * cs_kv_quantize_row in src/quant.c). */
+ * cs_kv_quantize_row in src/gguf/quant.c). */
 
 #include "kvcodec.cl"
 

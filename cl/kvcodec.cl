@@ -2,7 +2,7 @@
  * "kvcodec.cl", expanded by the runtime: cs_cl_expand_includes) by the
  * programs that read or write the cache: cl/kv.cl (kv_store, kv_shift) and
  * cl/attention.cl (attn_cpu, attn_cpu_t, attn_gpu). Its plain-C twin is
- * src/quant.c (cs_kv_quantize_row, cs_kv_dequantize_row, cs_kv_row_bytes),
+ * src/gguf/quant.c (cs_kv_quantize_row, cs_kv_dequantize_row, cs_kv_row_bytes),
  * which the references and the tests use; the two agree bit for bit.
  * Cache types are chosen at build time, independently for K and V:
  * -DKV_TK=<ggml type id> -DKV_TV=<ggml type id>, each 0 f32, 1 f16, 30 bf16,

@@ -11,10 +11,10 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "dflashutil.h"
-#include "gguf_write.h"
-#include "quant.h"
+#include "gguf/gguf_write.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 struct syn_t {

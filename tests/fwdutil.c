@@ -11,11 +11,11 @@
 
 #include <cmocka.h>
 
-#include "common.h"
-#include "api.h"
+#include "base/common.h"
+#include "engine/api.h"
 #include "fwdutil.h"
-#include "model.h"
-#include "sampler.h"
+#include "model/model.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 int fu_open(const char *rel, int n_dev, const int *dev_idx, const uint32_t *layer_counts, struct fu_model *f)

@@ -11,8 +11,8 @@
 #include <stdint.h>
 
 #include "clspec/clspec.h"
-#include "engine.h"
-#include "forward.h"
+#include "engine/engine.h"
+#include "model/forward.h"
 #include "golden.h"
 
 struct fu_model {

@@ -20,7 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/log.h"

@@ -20,11 +20,11 @@
 
 #include <cmocka.h>
 
-#include "batch.h"
-#include "common.h"
+#include "kv/batch.h"
+#include "base/common.h"
 #include "fwdutil.h"
-#include "quant.h"
-#include "sampler.h"
+#include "gguf/quant.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 #define NS 4

@@ -1,4 +1,4 @@
-/* test-block.c: the block builder (src/block.c) and its kernel families
+/* test-block.c: the block builder (src/model/block.c) and its kernel families
  * (src/ops/family.h) against the forward pass that composes them. Layer 0 of
  * stories260K built by hand with cs_blk_layer (embedding rows in, no fused
  * next norm) gives, bit for bit, the forward's hidden state at layer 1, with
@@ -17,12 +17,12 @@
 
 #include <cmocka.h>
 
-#include "batch.h"
-#include "block.h"
-#include "common.h"
+#include "kv/batch.h"
+#include "model/block.h"
+#include "base/common.h"
 #include "fwdutil.h"
-#include "kv.h"
-#include "quant.h"
+#include "kv/kv.h"
+#include "gguf/quant.h"
 
 #define N 12     /* rows */
 #define NCTX 64  /* cells */

@@ -13,11 +13,11 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "chat.h"
-#include "common.h"
-#include "gguf.h"
+#include "text/chat.h"
+#include "base/common.h"
+#include "gguf/gguf.h"
 #include "testutil.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 #ifndef CS_CHAT_FIXTURES
 #define CS_CHAT_FIXTURES "tests/chat"

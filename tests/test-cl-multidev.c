@@ -15,7 +15,7 @@
 
 #include "cl/bandwidth.h"
 #include "cl/runtime.h"
-#include "common.h"
+#include "base/common.h"
 #include "testutil.h"
 
 static bool is_pocl(const struct cs_cl_devinfo *d)

@@ -18,7 +18,7 @@
 #include "cl/bandwidth.h"
 #include "cl/kconst.h"
 #include "cl/runtime.h"
-#include "common.h"
+#include "base/common.h"
 #include "testutil.h"
 
 static char cache_dir[1024]; /* $XDG_CACHE_HOME/clspec for this test */

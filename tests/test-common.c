@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 
 static void test_err_formats_and_returns(void **state)
 {

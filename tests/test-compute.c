@@ -34,13 +34,13 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "common.h"
-#include "engine.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
 #include "ref/ops_ref.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "spec/loader.h"
-#include "synth.h"
+#include "model/synth.h"
 #include "testutil.h"
 
 #ifndef CS_TEST_PLUGINS

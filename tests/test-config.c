@@ -1,4 +1,4 @@
-/* test-config.c: clspecd's configuration: defaults, every value type, every
+/* test-cfg.c: clspecd's configuration: defaults, every value type, every
  * error class with its file:line message, hostile files, relative paths, the
  * print -> load round trip, conf/clspecd.ini (documents every key, loads),
  * runtime checks (model, devices, port) and the engine parameters. */
@@ -19,8 +19,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "daemon/config.h"
-#include "quant.h"
+#include "daemon/cfg.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */

@@ -26,16 +26,16 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "dflash_golden.h"
 #include "dflash_model.h"
 #include "dflashutil.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "spec/host_compute_impl.h"
 #include "spec/loader.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 struct fx {

@@ -21,13 +21,13 @@
 
 #include <cmocka.h>
 
-#include "api.h"
-#include "common.h"
-#include "engine.h"
+#include "engine/api.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "dflash_golden.h"
 #include "dflashutil.h"
 #include "fwdutil.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"

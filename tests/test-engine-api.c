@@ -1,4 +1,4 @@
-/* test-engine-api.c: the engine door (include/clspec/clspec.h, src/api.c) on
+/* test-engine-api.c: the engine door (include/clspec/clspec.h, src/engine/api.c) on
  * stories260K: decoding through clspec_decode gives bitwise the logits and
  * hidden-state taps of the internal cs_forward for the same rows; the first
  * greedy tokens are the reference's; a full KV cache refuses only the
@@ -25,10 +25,10 @@
 
 #include <cmocka.h>
 
-#include "api.h"
+#include "engine/api.h"
 #include "clspec/clspec.h"
-#include "engine.h"
-#include "forward.h"
+#include "engine/engine.h"
+#include "model/forward.h"
 #include "testutil.h"
 
 #define MODEL "models/stories260K.gguf"

@@ -16,14 +16,14 @@
 
 #include <cmocka.h>
 
-#include "common.h"
-#include "forward.h"
+#include "base/common.h"
+#include "model/forward.h"
 #include "fwdutil.h"
 #include "golden.h"
-#include "model.h"
-#include "quant.h"
+#include "model/model.h"
+#include "gguf/quant.h"
 #include "ref/forward_ref.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 #define REL_TOL 1e-4f /* |cl - ref| <= REL_TOL * (1 + |ref|) */

@@ -17,9 +17,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "common.h"
-#include "gguf.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/gguf.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 /* ---- a tiny GGUF writer (the bytes: testutil.h tu_buf) ---- */

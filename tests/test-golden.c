@@ -14,12 +14,12 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "golden.h"
-#include "model.h"
-#include "quant.h"
+#include "model/model.h"
+#include "gguf/quant.h"
 #include "ref/forward_ref.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 /* Tolerances.

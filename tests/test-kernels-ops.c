@@ -16,9 +16,9 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "ops/ops.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "ref/ops_ref.h"
 #include "testutil.h"
 

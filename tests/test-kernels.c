@@ -22,10 +22,10 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "ref/matmul_ref.h"
 #include "ref/ops_ref.h"
 #include "testutil.h"

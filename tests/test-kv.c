@@ -1,4 +1,4 @@
-/* test-kv.c: the KV cache (src/kv.h): placement (unified and partitioned,
+/* test-kv.c: the KV cache (src/kv/kv.h): placement (unified and partitioned,
  * all-or-nothing per sequence), the sequence operations checked on the host
  * metadata and on the device rows (seq_add's K re-rotation, seq_cp's copies,
  * checkpoints), accounting, prefix matching, errors, and a cache whose
@@ -15,9 +15,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
-#include "kv.h"
-#include "quant.h"
+#include "base/common.h"
+#include "kv/kv.h"
+#include "gguf/quant.h"
 #include "ref/ops_ref.h"
 #include "testutil.h"
 

@@ -18,9 +18,9 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fwdutil.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "ref/forward_ref.h"
 #include "testutil.h"
 

@@ -20,14 +20,14 @@
 
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "fwdutil.h"
 #include "golden.h"
-#include "model.h"
+#include "model/model.h"
 #include "ops/lcpp_ops.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "ref/lcpp_ref.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 /* ---- 1. the C model against the references ---- */

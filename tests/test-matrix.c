@@ -34,12 +34,12 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "api.h"
+#include "engine/api.h"
 #include "fwdutil.h"
-#include "common.h"
-#include "engine.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/metrics.h"
 
 /* ---- a validator for the text exposition format ---- */

@@ -14,8 +14,8 @@
 #include <cmocka.h>
 
 #include "clspec/clspec.h"
-#include "model.h"
-#include "quant.h"
+#include "model/model.h"
+#include "gguf/quant.h"
 #include "ref/forward_ref.h"
 #include "testutil.h"
 

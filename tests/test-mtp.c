@@ -32,12 +32,12 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "api.h"
-#include "common.h"
-#include "engine.h"
+#include "engine/api.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
-#include "gguf_write.h"
-#include "quant.h"
+#include "gguf/gguf_write.h"
+#include "gguf/quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"

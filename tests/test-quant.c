@@ -12,9 +12,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
-#include "gguf.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/gguf.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 static uint32_t fbits(float f)

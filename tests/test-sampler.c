@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "clspec/clspec.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 #include "testutil.h"
 
 static struct cs_sampler *mk(struct cs_sampler_params p, int32_t n_vocab)

@@ -21,9 +21,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/sched.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
 #include "golden.h"
 #include "spec/loader.h"
@@ -247,7 +247,7 @@ static void plain_greedy(struct cs_engine *e, const int32_t *prompt, int n, int 
 /* The context's cells are all free: a request alone fills the whole cache
  * (n_ctx cells) and ends with "length" instead of KV_FULL. (A functional
  * check that does not depend on the context's layout, which moves to
- * src/kv.h.) */
+ * src/kv/kv.h.) */
 static void assert_cache_empty(struct cs_sched *s, const int32_t *prompt, int n, int n_ctx)
 {
     struct col f;

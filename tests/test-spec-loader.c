@@ -16,7 +16,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "spec/loader.h"
 #include "testutil.h"
 

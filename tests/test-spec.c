@@ -22,13 +22,13 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "api.h"
+#include "engine/api.h"
 #include "fwdutil.h"
-#include "common.h"
-#include "engine.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
 #include "golden.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 #include "testutil.h"

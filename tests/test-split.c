@@ -19,11 +19,11 @@
 
 #include <cmocka.h>
 
-#include "batch.h"
-#include "common.h"
-#include "engine.h"
+#include "kv/batch.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "fwdutil.h"
-#include "quant.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 #define REL 1e-5f

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "strbuf.h"
+#include "base/strbuf.h"
 
 static void test_append_and_take(void **state)
 {

@@ -14,11 +14,11 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "common.h"
-#include "gguf.h"
-#include "gguf_write.h"
-#include "quant.h"
-#include "synth.h"
+#include "base/common.h"
+#include "gguf/gguf.h"
+#include "gguf/gguf_write.h"
+#include "gguf/quant.h"
+#include "model/synth.h"
 #include "testutil.h"
 
 #define VOCAB "models/stories260K.gguf" /* 512-token SPM vocabulary */

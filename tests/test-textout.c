@@ -11,11 +11,11 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/textout.h"
-#include "gguf.h"
+#include "gguf/gguf.h"
 #include "testutil.h"
-#include "tokenizer.h"
+#include "text/tokenizer.h"
 
 struct vocab {
     struct cs_gguf *g;

@@ -15,11 +15,11 @@
 #include <jansson.h>
 
 #include "clspec/clspec.h"
-#include "gguf.h"
-#include "pretok.h"
+#include "gguf/gguf.h"
+#include "text/pretok.h"
 #include "testutil.h"
-#include "tokenizer.h"
-#include "unicode.h"
+#include "text/tokenizer.h"
+#include "text/unicode.h"
 
 /* ---------- loading helpers ---------- */
 

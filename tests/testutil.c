@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "quant.h"
+#include "gguf/quant.h"
 #include "testutil.h"
 
 char *tu_shared_path(const char *rel)

@@ -146,7 +146,7 @@ struct clspec_tensor_info {
  * = xb . Wq/Wk/Wv^T (+ biases) -> per-head q_norm / k_norm -> RoPE -> K/V
  * into the cache -> attention -> Wo -> x += ..., xb = rmsnorm(x) * ffn_norm
  * -> hb = silu(xb . Wg^T) * (xb . Wu^T) -> x += hb . Wd^T [, xb =
- * rmsnorm(x) * next_norm]. The engine's own code (src/block.h), so the
+ * rmsnorm(x) * next_norm]. The engine's own code (src/model/block.h), so the
  * same bits as its forward passes. Every struct starts with size = sizeof
  * as the plugin was built. */
 typedef struct clspec_layer clspec_layer;   /* one layer's weights and shape on a dev (layer_new) */

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cl/bandwidth.h"
-#include "common.h"
+#include "base/common.h"
 #include "ops/ops.h" /* cs_op_launch: the one way kernels are dispatched */
 
 size_t cs_cl_bw_default_bytes(const struct cs_cl_devinfo *info)

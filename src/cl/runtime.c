@@ -15,8 +15,8 @@
 #include "cl/kconst.h"
 #include "cl/kprof.h"
 #include "cl/runtime.h"
-#include "common.h"
-#include "strbuf.h"
+#include "base/common.h"
+#include "base/strbuf.h"
 
 /* ---- error names ---- */
 

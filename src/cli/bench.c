@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
+#include "kv/batch.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
-#include "common.h"
-#include "engine.h"
-#include "quant.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "gguf/quant.h"
 
 static void usage(FILE *f)
 {

@@ -10,7 +10,7 @@
 #include "cl/bandwidth.h"
 #include "cl/runtime.h"
 #include "cli/cli.h"
-#include "common.h"
+#include "base/common.h"
 
 static void usage(FILE *f)
 {

@@ -9,8 +9,8 @@
 
 #include "cli/cli.h"
 #include "clspec/clspec.h"
-#include "gguf.h"
-#include "quant.h"
+#include "gguf/gguf.h"
+#include "gguf/quant.h"
 
 #define SHOW_ELEMS 8   /* array elements printed before "... (N total)" */
 #define SHOW_STR 120   /* bytes of a string value printed before "..." */

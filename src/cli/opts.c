@@ -6,8 +6,8 @@
 #include <stdlib.h>
 
 #include "cli/opts.h"
-#include "quant.h"
-#include "engine.h"
+#include "gguf/quant.h"
+#include "engine/engine.h"
 #include <string.h>
 
 int cs_opt_num(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out)

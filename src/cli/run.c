@@ -8,14 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "engine/api.h"
 #include "clspec/clspec.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
-#include "common.h"
-#include "engine.h"
-#include "sampler.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
 
 static void usage(FILE *f)
 {

@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api.h"
+#include "engine/api.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
-#include "common.h"
-#include "engine.h"
-#include "quant.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "gguf/quant.h"
 #include "spec/spec.h"
 
 void cs_spec_cli_init(struct cs_spec_cli *o)

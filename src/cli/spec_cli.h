@@ -7,8 +7,8 @@
 
 #include <stdint.h>
 
-#include "engine.h"
-#include "sampler.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
 #include "spec/loader.h"
 
 struct cs_spec_cli {

@@ -1,5 +1,5 @@
 /* synth.c: `clspec synth`: writes a synthetic llama/qwen2/qwen3 GGUF with seeded
- * random weights (see src/synth.h). */
+ * random weights (see src/model/synth.h). */
 #include "config.h"
 
 #include <errno.h>
@@ -9,9 +9,9 @@
 
 #include "cli/cli.h"
 #include "clspec/clspec.h"
-#include "common.h"
-#include "quant.h"
-#include "synth.h"
+#include "base/common.h"
+#include "gguf/quant.h"
+#include "model/synth.h"
 
 #define DEFAULT_VOCAB "models/vocab/ggml-vocab-llama-spm.gguf"
 

@@ -1,5 +1,5 @@
 /* api.c: see api.h. */
-#include <config.h>
+#include "config.h"
 
 #include "daemon/api.h"
 
@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "strbuf.h"
+#include "base/common.h"
+#include "base/strbuf.h"
 
 /* ---------------------------------------------------------------- parsing */
 

@@ -14,9 +14,9 @@
 
 #include <jansson.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "daemon/sched.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 
 enum cs_api_kind { CS_API_COMPLETION = 0, CS_API_CHAT = 1 };
 

@@ -7,7 +7,7 @@
  * the job's mutex and signals. While waiting, the connection thread checks
  * every 200 ms whether the peer closed the socket and then cancels the
  * request (cs_sched_cancel frees the slot and its KV cells). */
-#include <config.h>
+#include "config.h"
 
 #include "daemon/http.h"
 
@@ -23,13 +23,13 @@
 
 #include <microhttpd.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/sched.h"
-#include "engine.h"
-#include "strbuf.h"
-#include "tokenizer.h"
+#include "engine/engine.h"
+#include "base/strbuf.h"
+#include "text/tokenizer.h"
 
 enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 

@@ -14,7 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "chat.h"
+#include "text/chat.h"
 #include "daemon/api.h"
 
 struct cs_engine;

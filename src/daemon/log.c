@@ -1,5 +1,5 @@
 /* log.c: see log.h. */
-#include <config.h>
+#include "config.h"
 
 #include "daemon/log.h"
 
@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "common.h"
+#include "base/common.h"
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static FILE *g_file;  /* NULL: stderr */

@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "common.h"
+#include "base/common.h"
 
 enum cs_log_level { CS_LOG_ERROR = 0, CS_LOG_WARN = 1, CS_LOG_INFO = 2, CS_LOG_DEBUG = 3 };
 

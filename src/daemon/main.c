@@ -3,7 +3,7 @@
  * the model loads), loads the engine and the scheduler on a loader thread,
  * then waits for signals: SIGHUP reopens the log, SIGTERM/SIGINT drain
  * (no new requests, running ones get drain_timeout_s) and exit 0. */
-#include <config.h>
+#include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,15 +13,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <api.h> /* src/api.h, not src/daemon/api.h */
-#include "chat.h"
-#include "common.h"
-#include "daemon/config.h"
+#include "engine/api.h"
+#include "text/chat.h"
+#include "base/common.h"
+#include "daemon/cfg.h"
 #include "daemon/http.h"
 #include "daemon/log.h"
 #include "daemon/sched.h"
-#include "engine.h"
-#include "quant.h"
+#include "engine/engine.h"
+#include "gguf/quant.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
 

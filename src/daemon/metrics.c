@@ -1,5 +1,5 @@
 /* metrics.c: Prometheus text exposition (0.0.4) of the scheduler's stats. */
-#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
+#include "config.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/metrics.h"
-#include "strbuf.h"
+#include "base/strbuf.h"
 
 /* model="..." with the label value escaped; empty when no name */
 static void put_labels(struct cs_strbuf *b, const char *model, const char *outcome)

@@ -23,7 +23,7 @@
  * (kv_full_victim, the one place of that policy).
  * Prefix reuse (slot_assign): a new request shares the cells of the longest
  * prompt start another running sequence holds and prefills only the rest. */
-#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
+#include "config.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,14 +34,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/log.h"
 #include "daemon/sched.h"
 #include "daemon/textout.h"
 #include "spec/spec.h"
-#include "strbuf.h"
+#include "base/strbuf.h"
 
-#include <api.h> /* src/api.h (cs_api_sampler_new); "api.h" here would be src/daemon/api.h */
+#include "engine/api.h"
 #include "daemon/sched_impl.h"
 
 /* ---------------------------------------------------------------- jobs */

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "clspec/clspec.h"
-#include "sampler.h"
+#include "engine/sampler.h"
 
 struct cs_sched;
 struct cs_tokenizer;

@@ -13,7 +13,7 @@
 #include "daemon/sched.h"
 #include "daemon/textout.h"
 #include "spec/spec.h"
-#include "strbuf.h"
+#include "base/strbuf.h"
 
 struct job {
     uint64_t id;

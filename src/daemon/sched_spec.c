@@ -16,13 +16,13 @@
  * logits rows; a request that ends inside them ends its core slot
  * (cs_spec_slot_end frees its cells and tells the plugin). Every slot logs
  * whether speculation is on, and why not. */
-#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
+#include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/log.h"
 #include "daemon/sched_impl.h"
 

@@ -1,15 +1,15 @@
 /* textout.c: see textout.h. Three buffers: raw (bytes of pieces whose UTF-8
  * sequence is not complete yet), held (valid text not yet shown: it may be
  * the start of a stop string) and out (the delta handed to the caller). */
-#include <config.h> /* the build's; "config.h" here would be src/daemon/config.h */
+#include "config.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
+#include "base/common.h"
 #include "daemon/textout.h"
-#include "strbuf.h"
-#include "tokenizer.h"
+#include "base/strbuf.h"
+#include "text/tokenizer.h"
 
 struct cs_textout {
     const struct cs_tokenizer *tok; /* borrowed */

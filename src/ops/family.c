@@ -5,7 +5,7 @@
 
 #include "ops/family.h"
 
-#include "common.h"
+#include "base/common.h"
 
 static int std_rmsnorm(const struct cs_ops *o, cl_mem x, cl_mem w, cl_mem y, int n_rows, int n_cols, float eps,
                        char *err, size_t errlen)

@@ -1,4 +1,4 @@
-/* family.h: the ops a transformer block is built from (src/block.c), as a
+/* family.h: the ops a transformer block is built from (src/model/block.c), as a
  * table chosen once per context and device: a kernel family. The standard
  * family (cs_ops_std) calls the cs_op_* host ops, which pick the CPU or GPU
  * kernels by device; the llama.cpp-numerics family (cs_ops_lcpp_new,

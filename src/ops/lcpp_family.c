@@ -18,8 +18,8 @@
 #include "ops/family.h"
 #include "ops/lcpp_ops.h"
 
-#include "common.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/quant.h"
 
 struct lc_state {
     struct cs_ops_lcpp_params p;

@@ -5,8 +5,8 @@
 
 #include "ops/lcpp_ops.h"
 
-#include "common.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/quant.h"
 
 #define LC_WG 16 /* local size of every lcpp kernel */
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
-#include "common.h"
+#include "base/common.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
 

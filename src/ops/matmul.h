@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "cl/runtime.h"
-#include "quant.h"
+#include "gguf/quant.h"
 
 /* Device layouts. Each part holds whole rows (row r of the part at
  * r * row_bytes; a part boundary is always a row boundary).

@@ -8,8 +8,8 @@
 #include <stdio.h>
 
 #include "cl/kconst.h" /* NORM_WG, ATT_WG, ATT_G, ATT_W: the kernels' sizes */
-#include "common.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/quant.h"
 
 #define ELT_WG 64   /* elementwise local size (host only: the kernels bound-check) */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */

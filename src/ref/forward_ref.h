@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
+#include "model/model.h"
 
 struct cs_ref_layer {
     float *attn_norm;           /* (n_embd) */

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/quant.h"
 #include "ref/lcpp_ref.h"
 #include "ops/lcpp_ops.h" /* cs_lcpp_rope_table */
 

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "quant.h"
+#include "base/common.h"
+#include "gguf/quant.h"
 #include "ref/matmul_ref.h"
 
 static int row_size(uint32_t type, uint32_t n_in, uint64_t *rb, char *err, size_t errlen)

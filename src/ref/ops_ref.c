@@ -2,7 +2,7 @@
 #include "config.h"
 
 #include "ref/ops_ref.h"
-#include "quant.h"
+#include "gguf/quant.h"
 
 #include <math.h>
 

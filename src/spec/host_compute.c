@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "common.h"
-#include "engine.h"
-#include "forward.h"
-#include "kv.h"
+#include "kv/batch.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "model/forward.h"
+#include "kv/kv.h"
 #include "ops/matmul.h"
 #include "ops/ops.h"
 #include "spec/host_compute.h"

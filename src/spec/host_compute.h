@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "clspec/speculator.h"
-#include "gguf.h"
+#include "gguf/gguf.h"
 #include "spec/loader.h"
 
 /* Sets the 1.4 compute entries of h (h->impl: the struct cs_plugin). */

@@ -1,6 +1,6 @@
 /* host_compute_block.c: the compute service's block builder entries
  * (layer_new, layer_free, block_layer, block_kv of struct clspec_host):
- * the engine's one transformer block (src/block.h) over a plugin's handles.
+ * the engine's one transformer block (src/model/block.h) over a plugin's handles.
  * A clspec_layer keeps the shape and the handles of its tensors (borrowed);
  * each call re-checks that they are still live, checks the KV cache and
  * every activation buffer against the rows and the shape, then builds the
@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block.h"
-#include "common.h"
-#include "forward.h"
+#include "model/block.h"
+#include "base/common.h"
+#include "model/forward.h"
 #include "ops/family.h"
 #include "spec/host_compute_impl.h"
 

@@ -11,10 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
+#include "kv/batch.h"
 #include "cl/runtime.h"
 #include "clspec/speculator.h"
-#include "kv.h"
+#include "kv/kv.h"
 #include "ops/matmul.h"
 #include "spec/loader.h"
 

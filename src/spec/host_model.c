@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "engine.h"
-#include "forward.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "model/forward.h"
 #include "spec/host_model.h"
 
 struct clspec_model {

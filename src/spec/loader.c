@@ -13,8 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common.h"
-#include "engine.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "spec/host_compute.h"
 #include "spec/host_model.h"
 #include "spec/loader.h"

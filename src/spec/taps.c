@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "engine.h"
+#include "base/common.h"
+#include "engine/engine.h"
 #include "spec/loader.h"
 #include "spec/taps.h"
 

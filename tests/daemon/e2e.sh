@@ -9,7 +9,7 @@
 # A known failure can be marked with todo() (TAP "# TODO", an expected
 # failure); none is marked now: the check after a disconnect that the next
 # request gives the same text (a cancelled sequence's KV cells really freed)
-# passes since the KV cache rewrite (src/kv.c).
+# passes since the KV cache rewrite (src/kv/kv.c).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"

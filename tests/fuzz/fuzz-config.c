@@ -1,4 +1,4 @@
-/* fuzz-config.c: libFuzzer target for clspecd's configuration loader. The
+/* fuzz-cfg.c: libFuzzer target for clspecd's configuration loader. The
  * input is handed to cs_config_load as a file (a memfd seen through
  * /proc/self/fd); a configuration that loads is printed and its print
  * loaded again, which must succeed and print the same text. */
@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "daemon/config.h"
+#include "daemon/cfg.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 
 #include "clspec/clspec.h"
-#include "gguf.h"
-#include "quant.h"
+#include "gguf/gguf.h"
+#include "gguf/quant.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,0 +1,718 @@
+/* api.c: the engine door (include/clspec/clspec.h) over the internals:
+ * cs_engine (model, devices, weights, context), cs_forward_batch, the KV
+ * cache's sequence operations, the tokenizer and the sampler. It adds no
+ * behaviour of its own beyond argument checks with clear messages and the
+ * bookkeeping the door needs (which batch row's logits/taps sit where).
+ * A clspec_engine owns its cs_engine (or, vocab_only, its cs_model and
+ * cs_tokenizer) and the logits/taps buffers of the last decode; a
+ * clspec_sampler owns its cs_sampler; a clspec_sampler_state owns a clone.
+ * src/engine/api.h: the few conversions internal callers (the CLI) share with it. */
+#include "config.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/api.h"
+#include "kv/batch.h"
+#include "clspec/clspec.h"
+#include "base/common.h"
+#include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "gguf/quant.h"
+#include "engine/sampler.h"
+
+#define MAX_TAPS 64
+
+/* Sizes of the first version of each sized struct: a caller may not pass less. */
+#define ENGINE_PARAMS_V1 (offsetof(struct clspec_engine_params, vocab_only) + sizeof(int32_t))
+#define BATCH_V1 (offsetof(struct clspec_batch, logits) + sizeof(const uint8_t *))
+#define SAMPLER_PARAMS_V1 (offsetof(struct clspec_sampler_params, seed) + sizeof(uint64_t))
+
+struct clspec_engine {
+    struct cs_engine *e;              /* the full engine; NULL when vocab_only */
+    bool borrowed;                    /* e belongs to the caller of cs_api_wrap (not freed here) */
+    struct cs_model *vm;              /* vocab_only: the GGUF metadata (owned), else NULL */
+    struct cs_tokenizer *vtok;        /* vocab_only: the tokenizer (owned), else NULL */
+    const struct cs_model *model;     /* e->model or vm */
+    const struct cs_tokenizer *tok;   /* e->tok or vtok */
+    int32_t n_vocab, n_embd;
+    struct cs_batch b;                /* reused input of cs_forward_batch */
+    /* the last decode */
+    int32_t n_rows;                   /* rows of the last successful decode (0: none) */
+    int32_t rows_cap;                 /* rows allocated in row_out / row_ok */
+    int32_t *row_out;                 /* (rows_cap) index of the row's logits in logits, -1 = not kept */
+    uint8_t *row_ok;                  /* (rows_cap) 1 = the row's sequence ran */
+    float *logits;                    /* (logits_cap, n_vocab) kept rows in row order */
+    int32_t logits_cap;               /* rows allocated in logits */
+    /* taps */
+    int32_t n_taps;                   /* layers requested for the next decodes (0: off) */
+    int32_t n_taps_last;              /* layers tapped by the last decode (rows of taps) */
+    int32_t tap_layers[MAX_TAPS];     /* (n_taps) */
+    float *taps;                      /* (n_taps_last, n_rows, n_embd) of the last decode */
+    size_t taps_cap;                  /* floats allocated in taps */
+};
+
+struct clspec_sampler {
+    struct cs_sampler *s;             /* owned */
+};
+
+struct clspec_sampler_state {
+    struct cs_sampler *copy;          /* owned clone holding the saved state */
+};
+
+/* ---- small helpers ---- */
+
+static int need_engine(const clspec_engine *e, const char *op, bool device, char *err, size_t errlen)
+{
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: engine is NULL", op);
+    if (device && !e->e)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: the engine was opened vocab_only (no device, no KV cache)",
+                      op);
+    return CLSPEC_OK;
+}
+
+static int need_seq(const clspec_engine *e, const char *op, int32_t seq, bool allow_all, char *err, size_t errlen)
+{
+    uint32_t n = e->e->p.n_seq_max;
+    if ((allow_all && seq == -1) || (seq >= 0 && (uint32_t)seq < n))
+        return CLSPEC_OK;
+    return cs_err(err, errlen, CLSPEC_E_RANGE, "%s: sequence %d outside 0..%u%s", op, (int)seq, n - 1,
+                  allow_all ? " (or -1 for all)" : "");
+}
+
+static bool kv_type_ok(uint32_t t)
+{
+    return t == CLSPEC_KV_F32 || t == CLSPEC_KV_F16 || t == CLSPEC_KV_BF16 || t == CLSPEC_KV_Q8_0 ||
+           t == CLSPEC_KV_Q4_0;
+}
+
+const char *clspec_kv_type_name(uint32_t type)
+{
+    return kv_type_ok(type) ? cs_type_name(type) : NULL;
+}
+
+int clspec_kv_type_from_name(const char *name)
+{
+    int t = name ? cs_type_from_name(name) : -1;
+    return t >= 0 && kv_type_ok((uint32_t)t) ? t : CLSPEC_E_INVAL;
+}
+
+/* ---- open / free / info ---- */
+
+void clspec_engine_default_params(struct clspec_engine_params *p, size_t size)
+{
+    if (!p || size < sizeof p->size)
+        return;
+    struct cs_engine_params d = cs_engine_defaults();
+    struct clspec_engine_params q;
+    memset(&q, 0, sizeof q);
+    q.size = (uint32_t)CS_MIN(size, sizeof q);
+    q.n_ctx = 0; /* min(training context, 2048), decided at open */
+    q.n_batch = d.n_batch;
+    q.n_ubatch = d.n_ubatch;
+    q.type_k = d.type_k;
+    q.type_v = d.type_v;
+    q.n_seq = d.n_seq_max;
+    q.kv_partitioned = !d.kv_unified;
+    memcpy(p, &q, q.size);
+}
+
+void clspec_engine_free(clspec_engine *e)
+{
+    if (!e)
+        return;
+    if (!e->borrowed)
+        cs_engine_free(e->e);
+    cs_tokenizer_free(e->vtok);
+    cs_model_free(e->vm);
+    cs_batch_free(&e->b);
+    free(e->row_out);
+    free(e->row_ok);
+    free(e->logits);
+    free(e->taps);
+    free(e);
+}
+
+/* The caller's params (size bytes of them) over the defaults, checked. */
+static int take_params(const struct clspec_engine_params *in, struct clspec_engine_params *p, char *err,
+                       size_t errlen)
+{
+    if (!in)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: params is NULL");
+    if (in->size < ENGINE_PARAMS_V1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "engine open: params size %u is smaller than version 1's %zu (call "
+                      "clspec_engine_default_params first)",
+                      in->size, (size_t)ENGINE_PARAMS_V1);
+    clspec_engine_default_params(p, sizeof *p);
+    memcpy(p, in, CS_MIN((size_t)in->size, sizeof *p));
+    if (!p->model_path || !*p->model_path)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: no model path");
+    if (!kv_type_ok(p->type_k) || !kv_type_ok(p->type_v))
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "engine open: KV types %u/%u: each must be f32 (0), f16 (1), q4_0 (2), q8_0 (8) or bf16 (30)",
+                      p->type_k, p->type_v);
+    if (p->n_seq > CLSPEC_MAX_SEQ)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: n_seq %u outside 1..%d", p->n_seq, CLSPEC_MAX_SEQ);
+    return CLSPEC_OK;
+}
+
+int clspec_engine_open(const struct clspec_engine_params *in, clspec_engine **out, char *err, size_t errlen)
+{
+    if (!out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: out is NULL");
+    *out = NULL;
+    struct clspec_engine_params p;
+    CS_TRY(take_params(in, &p, err, errlen));
+    clspec_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "engine open: out of memory");
+    int rc;
+    if (p.vocab_only) {
+        if ((rc = cs_model_load(p.model_path, &e->vm, err, errlen)) < 0 ||
+            (rc = cs_tokenizer_load(e->vm->gguf, &e->vtok, err, errlen)) < 0)
+            goto fail;
+        e->model = e->vm;
+        e->tok = e->vtok;
+    } else {
+        struct cs_engine_params ep = cs_engine_defaults();
+        ep.model_path = p.model_path;
+        ep.devices = p.devices;
+        ep.split_mode = p.split_by_memory ? CS_SPLIT_MEMORY : CS_SPLIT_LAYERS;
+        memcpy(ep.split, p.split, sizeof ep.split);
+        ep.n_ctx = p.n_ctx;
+        ep.n_batch = p.n_batch;
+        ep.n_ubatch = p.n_ubatch;
+        ep.type_k = p.type_k;
+        ep.type_v = p.type_v;
+        ep.n_seq_max = p.n_seq;
+        ep.kv_unified = !p.kv_partitioned;
+        ep.progress = p.progress != 0;
+        ep.llamacpp_numerics = p.llamacpp_numerics != 0;
+        if ((rc = cs_engine_open(&ep, &e->e, err, errlen)) < 0)
+            goto fail;
+        e->model = e->e->model;
+        e->tok = e->e->tok;
+    }
+    e->n_vocab = (int32_t)e->model->hp.n_vocab;
+    e->n_embd = (int32_t)e->model->hp.n_embd;
+    *out = e;
+    return CLSPEC_OK;
+fail:
+    clspec_engine_free(e);
+    return rc;
+}
+
+void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engine_params *out)
+{
+    clspec_engine_default_params(out, sizeof *out);
+    out->model_path = in->model_path;
+    out->devices = in->devices;
+    out->split_by_memory = in->split_mode == CS_SPLIT_MEMORY;
+    memcpy(out->split, in->split, sizeof out->split);
+    out->n_ctx = in->n_ctx;
+    out->n_batch = in->n_batch;
+    out->n_ubatch = in->n_ubatch;
+    out->type_k = in->type_k; /* enum cs_type and enum clspec_kv_type are both GGUF type ids */
+    out->type_v = in->type_v;
+    out->n_seq = in->n_seq_max;
+    out->kv_partitioned = !in->kv_unified;
+    out->progress = in->progress;
+    out->llamacpp_numerics = in->llamacpp_numerics;
+}
+
+int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!ce)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine wrap: engine is NULL");
+    clspec_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "engine wrap: out of memory");
+    e->e = ce;
+    e->borrowed = true;
+    e->model = ce->model;
+    e->tok = ce->tok;
+    e->n_vocab = (int32_t)e->model->hp.n_vocab;
+    e->n_embd = (int32_t)e->model->hp.n_embd;
+    *out = e;
+    return CLSPEC_OK;
+}
+
+struct cs_engine *cs_api_engine(clspec_engine *e)
+{
+    return e ? e->e : NULL;
+}
+
+int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "engine info", false, err, errlen));
+    if (!info || info->size < sizeof info->size)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine info: info is NULL or its size is not set");
+    const struct cs_hparams *hp = &e->model->hp;
+    struct clspec_engine_info r;
+    memset(&r, 0, sizeof r);
+    r.size = (uint32_t)CS_MIN((size_t)info->size, sizeof r);
+    r.arch = hp->arch_name;
+    r.n_vocab = e->n_vocab;
+    r.n_embd = e->n_embd;
+    r.n_layer = (int32_t)hp->n_layer;
+    r.n_head = (int32_t)hp->n_head;
+    r.n_head_kv = (int32_t)hp->n_head_kv;
+    r.n_ctx_train = hp->n_ctx_train;
+    r.bos = cs_tokenizer_bos(e->tok);
+    r.eos = cs_tokenizer_eos(e->tok);
+    r.add_bos = cs_tokenizer_add_bos(e->tok);
+    r.has_chat_template = cs_gguf_find(e->model->gguf, "tokenizer.chat_template") != NULL;
+    if (e->e) {
+        const struct cs_engine *E = e->e;
+        r.n_ctx = E->p.n_ctx;
+        r.n_batch = E->p.n_batch;
+        r.n_ubatch = E->p.n_ubatch;
+        r.n_seq = E->p.n_seq_max;
+        r.type_k = E->p.type_k;
+        r.type_v = E->p.type_v;
+        r.weight_bytes = E->fm->bytes;
+        r.kv_bytes_per_token = cs_kv_bytes_per_token(E->ctx->kv);
+        r.load_s = E->load_s;
+        r.kv_partitioned = !E->p.kv_unified;
+        r.n_devices = CS_MIN(E->n_dev, CLSPEC_MAX_DEVICES);
+        for (int i = 0; i < r.n_devices; i++) {
+            r.device_name[i] = E->dev[i]->info.name;
+            r.device_layers[i] = E->layer_counts[i];
+        }
+    }
+    memcpy(info, &r, r.size);
+    return CLSPEC_OK;
+}
+
+/* ---- tokenizer ---- */
+
+int clspec_tokenize(const clspec_engine *e, const char *text, size_t len, int add_special, int parse_special,
+                    int32_t *out, size_t cap, size_t *n_out, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "tokenize", false, err, errlen));
+    if ((!text && len) || (!out && cap) || !n_out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "tokenize: NULL text, out or n_out");
+    return cs_tokenize(e->tok, text ? text : "", len, add_special != 0, parse_special != 0, out, cap, n_out, err,
+                       errlen);
+}
+
+int clspec_detokenize(const clspec_engine *e, const int32_t *ids, size_t n, int remove_special,
+                      int unparse_special, char *buf, size_t cap, size_t *n_out, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "detokenize", false, err, errlen));
+    if ((!ids && n) || (!buf && cap) || !n_out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "detokenize: NULL ids, buf or n_out");
+    return cs_detokenize(e->tok, ids, n, remove_special != 0, unparse_special != 0, buf, cap, n_out, err, errlen);
+}
+
+int clspec_token_piece(const clspec_engine *e, int32_t id, int special, char *buf, size_t cap, size_t *n_out,
+                       char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "token piece", false, err, errlen));
+    if ((!buf && cap) || !n_out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "token piece: NULL buf or n_out");
+    return cs_token_to_piece(e->tok, id, special != 0, buf, cap, n_out, err, errlen);
+}
+
+int clspec_token_is_eog(const clspec_engine *e, int32_t id)
+{
+    return e && id >= 0 && id < e->n_vocab && cs_tokenizer_is_eog(e->tok, id);
+}
+
+int32_t clspec_argmax(const float *x, int32_t n)
+{
+    return x && n > 0 ? cs_argmax(x, n) : -1;
+}
+
+/* ---- decode and taps ---- */
+
+/* Grows the per-row bookkeeping, the logits rows and the taps for a batch of
+ * n rows with n_keep kept logits rows. */
+static int reserve(clspec_engine *e, int32_t n, int32_t n_keep, char *err, size_t errlen)
+{
+    if (n > e->b.cap) {
+        cs_batch_free(&e->b);
+        CS_TRY(cs_batch_init(&e->b, n, err, errlen));
+    }
+    if (n > e->rows_cap) {
+        int32_t *ro = realloc(e->row_out, (size_t)n * sizeof *ro);
+        if (ro)
+            e->row_out = ro;
+        uint8_t *ok = ro ? realloc(e->row_ok, (size_t)n) : NULL;
+        if (!ok)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (%d rows)", (int)n);
+        e->row_ok = ok;
+        e->rows_cap = n;
+    }
+    if (n_keep > e->logits_cap) {
+        float *l = realloc(e->logits, (size_t)n_keep * (size_t)e->n_vocab * sizeof *l);
+        if (!l)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (%d logits rows)", (int)n_keep);
+        e->logits = l;
+        e->logits_cap = n_keep;
+    }
+    size_t nt = (size_t)e->n_taps * (size_t)n * (size_t)e->n_embd;
+    if (nt > e->taps_cap) {
+        float *t = realloc(e->taps, nt * sizeof *t);
+        if (!t)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (taps of %d rows)", (int)n);
+        e->taps = t;
+        e->taps_cap = nt;
+    }
+    return CLSPEC_OK;
+}
+
+static int check_batch(const struct clspec_batch *b, char *err, size_t errlen)
+{
+    if (!b)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "decode: batch is NULL");
+    if (b->size < BATCH_V1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "decode: batch size %u is smaller than version 1's %zu",
+                      b->size, (size_t)BATCH_V1);
+    if (b->n_rows < 1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "decode: %d rows (need at least 1)", (int)b->n_rows);
+    if (!b->token || !b->pos)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "decode: batch token or pos is NULL");
+    return CLSPEC_OK;
+}
+
+int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "decode", true, err, errlen));
+    e->n_rows = 0;
+    CS_TRY(check_batch(b, err, errlen));
+    const int32_t n = b->n_rows;
+    int32_t n_keep = 0;
+    for (int32_t i = 0; i < n; i++)
+        n_keep += b->logits ? b->logits[i] != 0 : i == n - 1;
+    CS_TRY(reserve(e, n, n_keep, err, errlen));
+    cs_batch_clear(&e->b);
+    for (int32_t i = 0, k = 0; i < n; i++) {
+        bool keep = b->logits ? b->logits[i] != 0 : i == n - 1;
+        e->row_out[i] = keep ? k++ : -1;
+        /* rows go in unchecked: cs_forward_batch checks tokens, positions and sequences */
+        int32_t s = b->seq ? b->seq[i] : 0;
+        e->b.token[i] = b->token[i];
+        e->b.pos[i] = b->pos[i];
+        e->b.seq[i] = s;
+        e->b.logits[i] = keep;
+        e->b.n = i + 1;
+    }
+    struct cs_fwd_hidden hid = {.n_layers = e->n_taps, .layers = e->tap_layers, .out = e->taps};
+    int rc_seq[CS_MAX_SEQ];
+    int rc = cs_forward_batch(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, rc_seq, err, errlen);
+    if (rc < 0)
+        return rc;
+    for (int32_t i = 0; i < n; i++)
+        e->row_ok[i] = rc_seq[e->b.seq[i]] == CLSPEC_OK;
+    e->n_rows = n;
+    e->n_taps_last = e->n_taps;
+    if (seq_status) {
+        memcpy(seq_status, rc_seq, sizeof rc_seq);
+        return CLSPEC_OK;
+    }
+    for (int s = 0; s < CS_MAX_SEQ; s++)
+        if (rc_seq[s] != CLSPEC_OK)
+            return cs_err(err, errlen, rc_seq[s], "decode: kv cache full for sequence %d (%u cells, %u free)", s,
+                          e->e->p.n_ctx, cs_kv_n_free(e->e->ctx->kv, s));
+    return CLSPEC_OK;
+}
+
+const float *clspec_logits(const clspec_engine *e, int32_t row)
+{
+    if (!e || row < 0 || row >= e->n_rows || e->row_out[row] < 0 || !e->row_ok[row])
+        return NULL;
+    return e->logits + (size_t)e->row_out[row] * (size_t)e->n_vocab;
+}
+
+int clspec_taps_set(clspec_engine *e, const int32_t *layers, int32_t n_layers, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "taps", true, err, errlen));
+    if (n_layers < 0 || n_layers > MAX_TAPS || (n_layers > 0 && !layers))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "taps: %d layers (0..%d, layers non-NULL)", (int)n_layers,
+                      MAX_TAPS);
+    int32_t n_layer = (int32_t)e->model->hp.n_layer;
+    for (int32_t i = 0; i < n_layers; i++)
+        if (layers[i] < 0 || layers[i] > n_layer)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "taps: layer %d outside 0..%d (n_layer = the final state)",
+                          (int)layers[i], (int)n_layer);
+    if (n_layers > 0)
+        memcpy(e->tap_layers, layers, (size_t)n_layers * sizeof *layers);
+    e->n_taps = n_layers; /* the last decode's taps stay readable (n_taps_last) */
+    return CLSPEC_OK;
+}
+
+const float *clspec_tap(const clspec_engine *e, int32_t i, int32_t row)
+{
+    if (!e || i < 0 || i >= e->n_taps_last || row < 0 || row >= e->n_rows || !e->row_ok[row])
+        return NULL;
+    return e->taps + ((size_t)i * (size_t)e->n_rows + (size_t)row) * (size_t)e->n_embd;
+}
+
+/* ---- sequences ---- */
+
+int clspec_seq_rm(clspec_engine *e, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "seq_rm", true, err, errlen));
+    CS_TRY(need_seq(e, "seq_rm", seq, true, err, errlen));
+    return cs_kv_seq_rm(e->e->ctx->kv, seq, p0, p1, err, errlen);
+}
+
+int clspec_seq_cp(clspec_engine *e, int32_t src, int32_t dst, int32_t p0, int32_t p1, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "seq_cp", true, err, errlen));
+    CS_TRY(need_seq(e, "seq_cp", src, false, err, errlen));
+    CS_TRY(need_seq(e, "seq_cp", dst, false, err, errlen));
+    return cs_kv_seq_cp(e->e->ctx->kv, src, dst, p0, p1, err, errlen);
+}
+
+int clspec_seq_keep(clspec_engine *e, int32_t seq, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "seq_keep", true, err, errlen));
+    CS_TRY(need_seq(e, "seq_keep", seq, false, err, errlen));
+    return cs_kv_seq_keep(e->e->ctx->kv, seq, err, errlen);
+}
+
+int clspec_kv_clear(clspec_engine *e, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "kv_clear", true, err, errlen));
+    cs_kv_clear(e->e->ctx->kv);
+    return CLSPEC_OK;
+}
+
+/* The checks of a query on sequence seq of a full engine writing to out. */
+static int need_query(const clspec_engine *e, const char *op, int32_t seq, const void *out, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, op, true, err, errlen));
+    CS_TRY(need_seq(e, op, seq, false, err, errlen));
+    return out ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_INVAL, "%s: output pointer is NULL", op);
+}
+
+int clspec_seq_n_cells(const clspec_engine *e, int32_t seq, uint32_t *n_cells, char *err, size_t errlen)
+{
+    CS_TRY(need_query(e, "seq_n_cells", seq, n_cells, err, errlen));
+    *n_cells = cs_kv_seq_n_cells(e->e->ctx->kv, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_seq_n_free(const clspec_engine *e, int32_t seq, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_query(e, "seq_n_free", seq, n_free, err, errlen));
+    *n_free = cs_engine_seq_free(e->e, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_kv_usage(const clspec_engine *e, uint32_t *n_used, uint32_t *n_free, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "kv_usage", true, err, errlen));
+    if (n_used)
+        *n_used = cs_engine_kv_used(e->e);
+    if (n_free)
+        *n_free = cs_engine_kv_free(e->e);
+    return CLSPEC_OK;
+}
+
+int clspec_seq_pos_max(const clspec_engine *e, int32_t seq, int32_t *pos_max, char *err, size_t errlen)
+{
+    CS_TRY(need_query(e, "seq_pos_max", seq, pos_max, err, errlen));
+    *pos_max = cs_kv_seq_pos_max(e->e->ctx->kv, seq);
+    return CLSPEC_OK;
+}
+
+int clspec_prefix_match(const clspec_engine *e, const int32_t *tokens, int32_t n, int32_t dst, int32_t *n_match,
+                        int32_t *src, char *err, size_t errlen)
+{
+    CS_TRY(need_engine(e, "prefix_match", true, err, errlen));
+    CS_TRY(need_seq(e, "prefix_match", dst, false, err, errlen));
+    if (!n_match || !src || n < 0 || (n > 0 && !tokens))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "prefix_match: NULL tokens, n_match or src, or n < 0");
+    *n_match = cs_kv_prefix_match(e->e->ctx->kv, tokens, n, dst, src);
+    return CLSPEC_OK;
+}
+
+/* ---- sampling ---- */
+
+void clspec_sampler_default_params(struct clspec_sampler_params *p, size_t size)
+{
+    if (!p || size < sizeof p->size)
+        return;
+    struct cs_sampler_params d = cs_sampler_defaults();
+    struct clspec_sampler_params q;
+    memset(&q, 0, sizeof q);
+    q.size = (uint32_t)CS_MIN(size, sizeof q);
+    q.temp = d.temp;
+    q.top_k = d.top_k;
+    q.top_p = d.top_p;
+    q.min_p = d.min_p;
+    q.repeat_penalty = d.repeat_penalty;
+    q.freq_penalty = d.freq_penalty;
+    q.presence_penalty = d.presence_penalty;
+    q.penalty_last_n = d.penalty_last_n;
+    q.seed = d.seed;
+    memcpy(p, &q, q.size);
+}
+
+void cs_api_sampler_params(const struct clspec_sampler_params *in, struct cs_sampler_params *out)
+{
+    *out = cs_sampler_defaults();
+    out->temp = in->temp;
+    out->top_k = in->top_k;
+    out->top_p = in->top_p;
+    out->min_p = in->min_p;
+    out->repeat_penalty = in->repeat_penalty;
+    out->freq_penalty = in->freq_penalty;
+    out->presence_penalty = in->presence_penalty;
+    out->penalty_last_n = in->penalty_last_n;
+    out->seed = in->seed;
+}
+
+int clspec_sampler_new(const struct clspec_sampler_params *in, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen)
+{
+    if (!out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler: out is NULL");
+    *out = NULL;
+    if (!in || in->size < SAMPLER_PARAMS_V1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler: params NULL or size smaller than version 1's %zu (call "
+                      "clspec_sampler_default_params first)",
+                      (size_t)SAMPLER_PARAMS_V1);
+    struct clspec_sampler_params p;
+    clspec_sampler_default_params(&p, sizeof p);
+    memcpy(&p, in, CS_MIN((size_t)in->size, sizeof p));
+    struct cs_sampler_params sp;
+    cs_api_sampler_params(&p, &sp);
+    return cs_api_sampler_new(&sp, n_vocab, out, err, errlen);
+}
+
+void clspec_sampler_free(clspec_sampler *s)
+{
+    if (!s)
+        return;
+    cs_sampler_free(s->s);
+    free(s);
+}
+
+int32_t clspec_sampler_sample(clspec_sampler *s, const float *logits)
+{
+    if (!s || !logits)
+        return CLSPEC_E_INVAL;
+    return cs_sampler_sample(s->s, logits);
+}
+
+int clspec_sampler_accept(clspec_sampler *s, int32_t token)
+{
+    if (!s)
+        return CLSPEC_E_INVAL;
+    if (token < 0 || token >= s->s->n_vocab)
+        return CLSPEC_E_RANGE;
+    cs_sampler_accept(s->s, token);
+    return CLSPEC_OK;
+}
+
+void clspec_sampler_reset(clspec_sampler *s)
+{
+    if (s)
+        cs_sampler_reset(s->s);
+}
+
+int clspec_sampler_save(const clspec_sampler *s, clspec_sampler_state **out, char *err, size_t errlen)
+{
+    if (!s || !out)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler save: sampler or out is NULL");
+    *out = NULL;
+    clspec_sampler_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler save: out of memory");
+    int rc = cs_sampler_clone(s->s, &st->copy, err, errlen);
+    if (rc < 0) {
+        clspec_sampler_state_free(st);
+        return rc;
+    }
+    *out = st;
+    return CLSPEC_OK;
+}
+
+int clspec_sampler_restore(clspec_sampler *s, const clspec_sampler_state *st, char *err, size_t errlen)
+{
+    if (!s || !st)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler restore: sampler or state is NULL");
+    if (memcmp(&s->s->p, &st->copy->p, sizeof s->s->p) != 0 || s->s->n_vocab != st->copy->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler restore: the state was saved from a sampler with other parameters or vocabulary");
+    return cs_sampler_restore(s->s, st->copy, err, errlen);
+}
+
+int clspec_sampler_save_into(const clspec_sampler *s, clspec_sampler_state *st, char *err, size_t errlen)
+{
+    if (!s || !st)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler save: sampler or state is NULL");
+    if (memcmp(&s->s->p, &st->copy->p, sizeof s->s->p) != 0 || s->s->n_vocab != st->copy->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler save: the state was saved from a sampler with other parameters or vocabulary");
+    return cs_sampler_restore(st->copy, s->s, err, errlen);
+}
+
+int clspec_sampler_get_params(const clspec_sampler *s, struct clspec_sampler_params *p, int32_t *n_vocab, char *err,
+                              size_t errlen)
+{
+    if (!s || !p || p->size < sizeof p->size)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler params: sampler or params NULL, or params size unset");
+    const struct cs_sampler_params *c = &s->s->p;
+    struct clspec_sampler_params q = {
+        .size = (uint32_t)CS_MIN((size_t)p->size, sizeof q), .temp = c->temp, .top_k = c->top_k,
+        .top_p = c->top_p, .min_p = c->min_p, .repeat_penalty = c->repeat_penalty,
+        .freq_penalty = c->freq_penalty, .presence_penalty = c->presence_penalty,
+        .penalty_last_n = c->penalty_last_n, .seed = c->seed,
+    };
+    memcpy(p, &q, q.size);
+    if (n_vocab)
+        *n_vocab = s->s->n_vocab;
+    return CLSPEC_OK;
+}
+
+int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p)
+{
+    if (!s || !logits || !p)
+        return CLSPEC_E_INVAL;
+    cs_sampler_probs(s->s, logits, p);
+    return CLSPEC_OK;
+}
+
+double clspec_sampler_uniform(clspec_sampler *s)
+{
+    return s ? cs_sampler_uniform(s->s) : -1.0;
+}
+
+int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    clspec_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
+    int rc = cs_sampler_new(p, n_vocab, &s->s, err, errlen);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return CLSPEC_OK;
+}
+
+struct cs_sampler *cs_api_sampler(clspec_sampler *s)
+{
+    return s ? s->s : NULL;
+}
+
+void clspec_sampler_state_free(clspec_sampler_state *st)
+{
+    if (!st)
+        return;
+    cs_sampler_free(st->copy);
+    free(st);
+}

@@ -1,0 +1,37 @@
+/* api.h: internal helpers of the engine door (src/engine/api.c) for code that
+ * holds both a public and an internal struct: parameter conversions, a door
+ * over an engine opened with cs_engine_open, and the internal engine behind
+ * a door. The last one is for the plugin loader and host code only (they
+ * hand plugins the target's internals); the speculation loop and the
+ * scheduler use only the door. */
+#ifndef CS_API_H
+#define CS_API_H
+
+#include "clspec/clspec.h"
+#include "engine/engine.h"
+#include "engine/sampler.h"
+
+/* The internal sampler parameters of in (all of its fields; in->size is not
+ * read: in must be a complete struct of this build). */
+void cs_api_sampler_params(const struct clspec_sampler_params *in, struct cs_sampler_params *out);
+
+/* The door's parameters of internal engine parameters in (every field;
+ * strings are borrowed from in): what clspec_engine_open turns back into
+ * in. For code configured with struct cs_engine_params (clspecd, the CLI). */
+void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engine_params *out);
+
+/* A public sampler (*out, freed by clspec_sampler_free) with internal
+ * parameters p (the daemon's requests, the CLI's --spec path, tests). */
+int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
+                       size_t errlen);
+/* The internal sampler behind a public one (tests read its state). */
+struct cs_sampler *cs_api_sampler(clspec_sampler *s);
+
+/* A door (*out, freed by clspec_engine_free) over e, which stays the
+ * caller's: it must outlive the door and is not freed with it. */
+int cs_api_wrap(struct cs_engine *e, clspec_engine **out, char *err, size_t errlen);
+/* The internal engine behind a door (NULL for NULL or a vocab_only one).
+ * Loader / host code only. */
+struct cs_engine *cs_api_engine(clspec_engine *e);
+
+#endif

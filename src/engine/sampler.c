@@ -1,0 +1,261 @@
+/* sampler.c: penalties -> top-k -> top-p -> min-p -> temperature -> draw, in
+ * the order of llama.cpp's default sampler chain; xoshiro256** RNG seeded
+ * through splitmix64. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/common.h"
+#include "engine/sampler.h"
+
+struct cs_sampler_params cs_sampler_defaults(void)
+{
+    struct cs_sampler_params p = {
+        .temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f,
+        .freq_penalty = 0.0f, .presence_penalty = 0.0f, .penalty_last_n = 64, .seed = 0,
+    };
+    return p;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro_next(uint64_t s[4])
+{
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double cs_sampler_uniform(struct cs_sampler *s)
+{
+    return (double)(xoshiro_next(s->st.rng) >> 11) * 0x1.0p-53;
+}
+
+int32_t cs_argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+void cs_sampler_reset(struct cs_sampler *s)
+{
+    uint64_t x = s->p.seed;
+    for (int i = 0; i < 4; i++)
+        s->st.rng[i] = splitmix64(&x);
+    s->st.hist_n = 0;
+    s->st.hist_head = 0;
+}
+
+void cs_sampler_free(struct cs_sampler *s)
+{
+    if (!s)
+        return;
+    free(s->st.hist);
+    free(s->work);
+    free(s->idx);
+    free(s->prob);
+    free(s->count);
+    free(s->cand);
+    free(s);
+}
+
+int cs_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, struct cs_sampler **out, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    if (n_vocab <= 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler: n_vocab %d must be > 0", n_vocab);
+    if (!(p->top_p > 0.0f) || !(p->min_p < 1.0f) || !(p->repeat_penalty > 0.0f) || p->penalty_last_n < 0 ||
+        isnan(p->temp) || isnan(p->freq_penalty) || isnan(p->presence_penalty))
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "sampler: invalid parameters (top_p %g must be > 0, min_p %g < 1, repeat_penalty %g > 0, "
+                      "penalty_last_n %d >= 0)",
+                      p->top_p, p->min_p, p->repeat_penalty, p->penalty_last_n);
+    struct cs_sampler *s = calloc(1, sizeof *s);
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->st.hist_cap = CS_MAX(p->penalty_last_n, 1);
+    s->st.hist = calloc((size_t)s->st.hist_cap, sizeof(int32_t));
+    s->work = malloc((size_t)n_vocab * sizeof(float));
+    s->idx = malloc((size_t)n_vocab * sizeof(int32_t));
+    s->prob = malloc((size_t)n_vocab * sizeof(float));
+    s->count = calloc((size_t)n_vocab, sizeof(int32_t));
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    if (!s->st.hist || !s->work || !s->idx || !s->prob || !s->count || !s->cand) {
+        cs_sampler_free(s);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler: out of memory");
+    }
+    cs_sampler_reset(s);
+    *out = s;
+    return CLSPEC_OK;
+}
+
+int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, char *err, size_t errlen)
+{
+    if (dst->st.hist_cap != src->st.hist_cap || dst->n_vocab != src->n_vocab)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler restore: samplers differ in history size or vocabulary");
+    memcpy(dst->st.rng, src->st.rng, sizeof dst->st.rng);
+    memcpy(dst->st.hist, src->st.hist, (size_t)src->st.hist_cap * sizeof(int32_t));
+    dst->st.hist_n = src->st.hist_n;
+    dst->st.hist_head = src->st.hist_head;
+    return CLSPEC_OK;
+}
+
+int cs_sampler_clone(const struct cs_sampler *s, struct cs_sampler **out, char *err, size_t errlen)
+{
+    int rc = cs_sampler_new(&s->p, s->n_vocab, out, err, errlen);
+    if (rc < 0)
+        return rc;
+    return cs_sampler_restore(*out, s, err, errlen);
+}
+
+void cs_sampler_accept(struct cs_sampler *s, int32_t token)
+{
+    if (s->p.penalty_last_n <= 0)
+        return;
+    s->st.hist[s->st.hist_head] = token;
+    s->st.hist_head = (s->st.hist_head + 1) % s->st.hist_cap;
+    if (s->st.hist_n < s->st.hist_cap)
+        s->st.hist_n++;
+}
+
+void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits)
+{
+    const struct cs_sampler_params *p = &s->p;
+    if (p->penalty_last_n <= 0 || s->st.hist_n == 0 ||
+        (p->repeat_penalty == 1.0f && p->freq_penalty == 0.0f && p->presence_penalty == 0.0f))
+        return;
+    for (int32_t i = 0; i < s->st.hist_n; i++) {
+        int32_t t = s->st.hist[i];
+        if (t >= 0 && t < s->n_vocab)
+            s->count[t]++;
+    }
+    for (int32_t i = 0; i < s->st.hist_n; i++) {
+        int32_t t = s->st.hist[i];
+        if (t < 0 || t >= s->n_vocab || s->count[t] == 0)
+            continue; /* out of range, or already handled */
+        int32_t c = s->count[t];
+        float l = logits[t];
+        l = l <= 0.0f ? l * p->repeat_penalty : l / p->repeat_penalty;
+        l -= (float)c * p->freq_penalty + (c > 0 ? p->presence_penalty : 0.0f);
+        logits[t] = l;
+        s->count[t] = 0;
+    }
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    const struct cs_sampler_cand *x = a, *y = b;
+    if (x->logit > y->logit)
+        return -1;
+    if (x->logit < y->logit)
+        return 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Candidates from s->work (penalised logits), sorted descending (ties: lower
+ * id first), filtered by top-k, top-p (softmax of the remaining logits, no
+ * temperature), min-p (p >= min_p * p_max). */
+static int32_t filter(struct cs_sampler *s, int32_t *ids)
+{
+    const struct cs_sampler_params *p = &s->p;
+    const float *w = s->work;
+    int32_t n = s->n_vocab;
+    for (int32_t i = 0; i < n; i++) {
+        s->cand[i].logit = w[i];
+        s->cand[i].id = i;
+    }
+    qsort(s->cand, (size_t)n, sizeof *s->cand, cmp_desc);
+    for (int32_t i = 0; i < n; i++)
+        ids[i] = s->cand[i].id;
+    if (p->top_k > 0 && p->top_k < n)
+        n = p->top_k;
+    if (p->top_p < 1.0f && n > 1) {
+        double sum = 0.0, mx = w[ids[0]];
+        for (int32_t i = 0; i < n; i++)
+            sum += exp((double)w[ids[i]] - mx);
+        double cum = 0.0;
+        for (int32_t i = 0; i < n; i++) {
+            cum += exp((double)w[ids[i]] - mx) / sum;
+            if (cum >= p->top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (p->min_p > 0.0f && n > 1) {
+        float thr = w[ids[0]] + logf(p->min_p);
+        int32_t k = 1;
+        while (k < n && w[ids[k]] >= thr)
+            k++;
+        n = k;
+    }
+    return n;
+}
+
+int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t *ids)
+{
+    memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
+    cs_sampler_apply_penalties(s, s->work);
+    return filter(s, ids);
+}
+
+int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits)
+{
+    memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
+    cs_sampler_apply_penalties(s, s->work);
+    if (!(s->p.temp > 0.0f))
+        return cs_argmax(s->work, s->n_vocab);
+    int32_t n = filter(s, s->idx);
+    if (n == 1)
+        return s->idx[0];
+    double mx = s->work[s->idx[0]], sum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        s->prob[i] = (float)exp(((double)s->work[s->idx[i]] - mx) / s->p.temp);
+        sum += s->prob[i];
+    }
+    double u = cs_sampler_uniform(s) * sum, cum = 0.0;
+    for (int32_t i = 0; i < n; i++) {
+        cum += s->prob[i];
+        if (u < cum)
+            return s->idx[i];
+    }
+    return s->idx[n - 1];
+}
+
+void cs_sampler_probs(struct cs_sampler *smp, const float *logits, float *p)
+{
+    int32_t V = smp->n_vocab;
+    memset(p, 0, (size_t)V * sizeof *p);
+    int32_t n = cs_sampler_candidates(smp, logits, smp->idx); /* penalties into smp->work, filters */
+    if (!(smp->p.temp > 0.0f) || n == 1) {
+        p[n == 1 ? smp->idx[0] : cs_argmax(smp->work, V)] = 1.0f;
+        return;
+    }
+    double mx = smp->work[smp->idx[0]], sum = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        sum += exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp);
+    for (int32_t i = 0; i < n; i++)
+        p[smp->idx[i]] = (float)(exp(((double)smp->work[smp->idx[i]] - mx) / smp->p.temp) / sum);
+}

@@ -1,0 +1,77 @@
+/* block.c: the transformer block builder (see block.h). Composes the kernel
+ * family's entries (src/ops/family.h) and the family-independent ops (bias,
+ * KV store) into the attention sub-block, the FFN sub-block and the
+ * K/V-only piece. Owns nothing. */
+#include "config.h"
+
+#include <math.h>
+
+#include "model/block.h"
+
+#include "base/common.h"
+#include "model/forward.h"
+
+/* The projections' shared tail: biases, per-head norms, RoPE, KV store. q
+ * NULL: K and V only (wq, bq, q_norm unused). Assumes the projections into
+ * a->kc / a->vc (and q) are enqueued. */
+static int qkv_tail(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                    const struct cs_kv_view *kv, const struct cs_blk_act *a, cl_mem q, int n, char *err,
+                    size_t errlen)
+{
+    struct cs_cl_dev *d = o->dev;
+    const int D = s->head_dim, Q = s->n_head * D, KV = s->n_head_kv * D;
+    if (q && L->bq)
+        CS_TRY(cs_op_add_bias(d, q, 0, L->bq, n, Q, err, errlen));
+    if (L->bk)
+        CS_TRY(cs_op_add_bias(d, a->kc, 0, L->bk, n, KV, err, errlen));
+    if (L->bv)
+        CS_TRY(cs_op_add_bias(d, a->vc, 0, L->bv, n, KV, err, errlen));
+    if (q && L->q_norm)
+        CS_TRY(o->f->rmsnorm(o, q, L->q_norm, q, n * s->n_head, D, s->eps, err, errlen));
+    if (L->k_norm)
+        CS_TRY(o->f->rmsnorm(o, a->kc, L->k_norm, a->kc, n * s->n_head_kv, D, s->eps, err, errlen));
+    CS_TRY(o->f->rope_qk(o, q, a->kc, a->pos, n, s->n_head, s->n_head_kv, D, &s->rope, err, errlen));
+    return cs_op_kv_store(d, kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen);
+}
+
+int cs_blk_kv(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+              const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, char *err, size_t errlen)
+{
+    CS_TRY(o->f->matmul_qkv(o, NULL, &L->wk, &L->wv, a->xb, NULL, a->kc, a->vc, n, n, err, errlen));
+    return qkv_tail(o, s, L, kv, a, NULL, n, err, errlen);
+}
+
+int cs_blk_attn(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
+                char *err, size_t errlen)
+{
+    const int E = s->n_embd;
+    if (!opt->normed)
+        CS_TRY(o->f->rmsnorm(o, a->x, L->attn_norm, a->xb, n, E, s->eps, err, errlen));
+    CS_TRY(o->f->matmul_qkv(o, &L->wq, &L->wk, &L->wv, a->xb, a->q, a->kc, a->vc, n, n, err, errlen));
+    CS_TRY(qkv_tail(o, s, L, kv, a, a->q, n, err, errlen));
+    CS_TRY(o->f->attention(o, kv, opt->n_cells_used, a->q, a->att, a->pos, a->seq, n, s->n_head, opt->causal,
+                           1.0f / sqrtf((float)s->head_dim), err, errlen));
+    CS_TRY(o->f->matmul(o, &L->wo, a->att, a->xb, n, n, err, errlen));
+    /* the residual add and the FFN's norm in one launch (y = b) */
+    return o->f->add_rmsnorm(o, a->x, a->xb, L->ffn_norm, a->xb, n, E, s->eps, err, errlen);
+}
+
+int cs_blk_ffn(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+               const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt, char *err, size_t errlen)
+{
+    const int E = s->n_embd, nf = opt->ffn_rows;
+    CS_TRY(o->f->matmul_swiglu(o, &L->w_gate, &L->w_up, a->xb, a->hb2, a->hb, n, nf, err, errlen));
+    CS_TRY(o->f->matmul(o, &L->w_down, a->hb, a->xb, n, nf, err, errlen));
+    if (opt->next_norm)
+        return o->f->add_rmsnorm(o, a->x, a->xb, opt->next_norm, a->xb, n, E, s->eps, err, errlen);
+    return cs_op_add(o->dev, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen);
+}
+
+int cs_blk_layer(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                 const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
+                 char *err, size_t errlen)
+{
+    CS_TRY(cs_blk_attn(o, s, L, kv, a, n, opt, err, errlen));
+    return cs_blk_ffn(o, s, L, a, n, opt, err, errlen);
+}

@@ -1,0 +1,159 @@
+/* forward.h: the OpenCL forward pass: a model's weights uploaded to one or
+ * several devices, layers split across them (cs_fwd_model), a context with
+ * the KV cache (struct cs_kv, src/kv/kv.h) and per-device activation buffers
+ * (cs_fwd_ctx), and cs_forward_batch, which runs tokens of many sequences in
+ * one forward, enqueued without host synchronisation except at device
+ * boundaries (the residual stream is read to the host and written to the
+ * next device: the devices' contexts differ, so no buffer is ever shared),
+ * reading back only the requested logits rows.
+ * The caller owns the cs_model and the devices; both must outlive what uses them. */
+#ifndef CS_FORWARD_H
+#define CS_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cl/runtime.h"
+#include "kv/kv.h"
+#include "model/block.h"
+#include "model/model.h"
+#include "ops/matmul.h"
+#include "ops/ops.h"
+
+struct cs_fwd_layer {
+    struct cs_weight wq, wk, wv, wo;      /* see struct cs_layer for shapes; on the layer's device */
+    struct cs_weight w_gate, w_up, w_down;
+    cl_mem attn_norm, ffn_norm;           /* f32 (n_embd) */
+    cl_mem bq, bk, bv;                    /* f32 (q_dim)/(kv_dim) or NULL */
+    cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
+};
+
+/* The block builder's shape of a layer of hp (block.h), with RoPE rope. */
+struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope);
+
+struct cs_fwd_model {
+    const struct cs_model *model;         /* borrowed */
+    int n_dev;
+    struct cs_cl_dev **devs;              /* (n_dev) borrowed, in split order */
+    struct cs_cl_dev *dev;                /* devs[0] */
+    int *layer_dev;                       /* (n_layer) index into devs of each layer's device (non-decreasing) */
+    int emb_dev, out_dev;                 /* devices of layer 0 and of layer n_layer - 1 */
+    struct cs_weight tok_embd;            /* (n_vocab rows of n_embd) on emb_dev */
+    struct cs_weight output;              /* on out_dev: the output matrix, or a copy of tok_embd when
+                                           * tied and out_dev != emb_dev; empty when output_is_embd */
+    bool output_is_embd;                  /* tied and one device: the output projection reads tok_embd */
+    cl_mem output_norm;                   /* f32 (n_embd) on out_dev */
+    struct cs_fwd_layer *layers;          /* n_layer */
+    uint64_t bytes;                       /* device bytes of the weights, all devices */
+    uint64_t *dev_bytes;                  /* (n_dev) per device */
+};
+
+/* Uploads every trunk tensor to d. progress: print a "loading" line on
+ * stderr (only when stderr is a terminal). */
+int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progress, struct cs_fwd_model **out,
+                      char *err, size_t errlen);
+/* The same over n_dev devices: device i holds the next layer_counts[i]
+ * layers (sum = n_layer; a count may be 0), the token embedding goes to the
+ * device of layer 0, the output norm and output matrix to the device of the
+ * last layer. layer_counts NULL: every layer on devs[0]. */
+int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *devs, int n_dev,
+                            const uint32_t *layer_counts, bool progress, struct cs_fwd_model **out, char *err,
+                            size_t errlen);
+void cs_fwd_model_free(struct cs_fwd_model *fm);
+
+/* Weight upload, for every model the forward passes run (trunk, draft
+ * models). cs_fwd_upload_vec: t dequantized to f32 in a new
+ * read-only buffer *out (the caller releases it); cs_fwd_upload_mat: t into
+ * *w (cs_weight_upload; the caller frees it with cs_weight_free). t NULL:
+ * nothing is uploaded (*out = NULL; *w untouched). Both add the bytes
+ * uploaded to *bytes where bytes is not NULL; errors name the tensor. */
+int cs_fwd_upload_vec(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, cl_mem *out, uint64_t *bytes, char *err,
+                      size_t errlen);
+int cs_fwd_upload_mat(struct cs_cl_dev *d, const struct cs_gguf_tensor *t, struct cs_weight *w, uint64_t *bytes,
+                      char *err, size_t errlen);
+
+struct cs_fwd_ctx_params {
+    uint32_t n_ctx;          /* KV cells (all sequences together) */
+    uint32_t n_batch;        /* rows per device pass when n_ubatch is 0 (the default of n_ubatch) */
+    uint32_t n_ubatch;       /* rows per device pass; longer batches are split (0 = n_batch) */
+    uint32_t type_k, type_v; /* enum cs_type of the KV cache: F32 (0, the default), F16, BF16, Q8_0, Q4_0 */
+    uint32_t n_seq_max;      /* sequence ids 0..n_seq_max-1 (0 = CS_MAX_SEQ; must be set when partitioned) */
+    bool kv_partitioned;     /* false (default): unified cache; true: n_ctx / n_seq_max cells per sequence */
+    bool llamacpp_numerics;  /* compute as llama.cpp's x86 CPU backend does, bit for bit (cl/lcpp.cl, modelled by
+                              * src/ref/lcpp_ref.c): every device runs the lcpp kernel family
+                              * (src/ops/lcpp_family.c) instead of the standard one. F32/F16/Q8_0/Q4_0 weights
+                              * and an f16/f16 cache; other types round the matmul inputs only. Tests; slow. */
+};
+
+/* One device's activation buffers, rows = tokens of one pass (n_ubatch). */
+struct cs_fwd_act {
+    struct cs_cl_dev *dev;                /* borrowed */
+    cl_mem x;                             /* (n_ubatch, n_embd) residual stream */
+    cl_mem xb;                            /* (n_ubatch, max(n_embd, q_dim)) */
+    cl_mem q, att;                        /* (n_ubatch, q_dim) */
+    cl_mem kc, vc;                        /* (n_ubatch, kv_dim) this pass's K, V */
+    cl_mem hb, hb2;                       /* (n_ubatch, n_ff) */
+    cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
+    cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
+    cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
+    struct cs_ops ops;                    /* the kernel family the block builder runs on dev (std, or the
+                                           * llama.cpp-numerics one: chosen at cs_fwd_ctx_new, owns its scratch) */
+};
+
+/* A context: the KV cache (kv: per layer on the layer's device) and the
+ * activation buffers of every device of fm. */
+struct cs_fwd_ctx {
+    struct cs_fwd_model *fm;              /* borrowed */
+    struct cs_cl_dev *dev;                /* fm->devs[0] */
+    struct cs_fwd_ctx_params p;           /* as used (defaults filled in) */
+    struct cs_kv *kv;                     /* owned */
+    struct cs_fwd_act *act;               /* (fm->n_dev) */
+    float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
+    float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
+    int32_t *scratch;                     /* (scratch_cap * 7) per-row scratch of cs_forward_batch */
+    int scratch_cap;
+};
+
+int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
+                   size_t errlen);
+void cs_fwd_ctx_free(struct cs_fwd_ctx *c);
+
+/* Optional hidden-state capture: for each of n_layers entries layers[i] in
+ * 0..n_layer, the rows of all n input tokens are written to
+ * out[(i * n + t) * n_embd ...]: layers[i] = k < n_layer is the input of
+ * layer k, = n_layer the state before the final norm. */
+struct cs_fwd_hidden {
+    int n_layers;
+    const int32_t *layers;
+    float *out;                           /* (n_layers, n, n_embd) */
+};
+
+/* Convenience over cs_forward_batch: runs n tokens (token ids, positions,
+ * sequence ids; seq_ids NULL = all 0) through the model, storing their K/V
+ * in the cache (tokens attend causally to their own sequence), and writes
+ * the logits of the n_out rows out_rows[i] (increasing indices into the n
+ * tokens; NULL = the last row only, n_out ignored) to logits_out (n_out,
+ * n_vocab). hidden may be NULL. A sequence that does not fit the cache makes
+ * the call fail with CLSPEC_E_KV_FULL. */
+int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,
+               const int32_t *out_rows, int n_out, float *logits_out, const struct cs_fwd_hidden *hidden, char *err,
+               size_t errlen);
+
+/* One forward over a
+ * batch of many sequences. Rows are placed in the KV cache with cs_kv_place
+ * (src/kv/kv.h); a sequence whose rows do not fit is dropped from this forward
+ * (seq_rc[s] = CLSPEC_E_KV_FULL, its logits rows left untouched) while the
+ * other sequences run (seq_rc = CLSPEC_OK). seq_rc: CS_MAX_SEQ entries or
+ * NULL. logits_out: (cs_batch_n_logits(b), n_vocab), in row order of the
+ * rows with b->logits[i] set. Long batches are split into n_ubatch passes.
+ * hidden rows are indexed like b's rows. Returns CLSPEC_OK when every
+ * sequence either ran or was refused for a full cache; another error
+ * (device, invalid batch) fails the whole call. Rows of one sequence must
+ * come in increasing position order (all rows are placed before the first
+ * pass). */
+struct cs_batch;
+int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                     const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen);
+
+#endif
