@@ -1,7 +1,7 @@
-/* run.c: `clspec run`: generate text from a prompt, streaming it to stdout;
- * load time and prefill/decode speeds on stderr. Plain generation uses only
- * the engine door (clspec/clspec.h); --spec hands over to src/cli/spec_cli.c.
- * engine.h and sampler.h (via api.h) are here for the option structs the two share. */
+/* run.c: `clspec run`: options, the prompt's tokens (a vocab-only engine
+ * door sizes the context), then the one generate path of src/cli/spec_cli.c
+ * (the speculation loop, with or without a speculator, fed as the daemon
+ * feeds a request). engine.h and sampler.h are here for the option structs. */
 #include "config.h"
 
 #include <stdio.h>
@@ -60,108 +60,6 @@ static int tokenize_prompt(const struct clspec_engine_params *dp, const char *pr
         return 1;
     }
     return 0;
-}
-
-static int emit(const clspec_engine *E, int32_t id)
-{
-    char buf[256];
-    size_t n = 0;
-    char err[CLSPEC_ERRLEN];
-    if (clspec_token_piece(E, id, 0, buf, sizeof buf, &n, err, sizeof err) < 0) {
-        fprintf(stderr, "clspec run: %s\n", err);
-        return -1;
-    }
-    fwrite(buf, 1, n, stdout);
-    fflush(stdout);
-    return 0;
-}
-
-static void print_stats(const struct clspec_engine_info *in, size_t n_prompt, double t_prefill, int n_dec,
-                        double t_decode, int n_gen)
-{
-    char where[512];
-    size_t o = 0;
-    where[0] = '\0';
-    for (int i = 0; i < in->n_devices && o < sizeof where; i++)
-        o += (size_t)snprintf(where + o, sizeof where - o, "%s%s (%u layers)", i ? ", " : "", in->device_name[i],
-                              in->device_layers[i]);
-    fprintf(stderr,
-            "load: %.3f s (%s, %.2f MiB on %s)\n"
-            "kv: %u cells, K %s, V %s, %.1f KiB per token\n"
-            "prefill: %zu tokens in %.3f s, %.1f tokens/s\n"
-            "decode: %d tokens in %.3f s, %.1f tokens/s (%d generated)\n",
-            in->load_s, in->arch, (double)in->weight_bytes / 1048576.0, where, in->n_ctx,
-            clspec_kv_type_name(in->type_k), clspec_kv_type_name(in->type_v),
-            (double)in->kv_bytes_per_token / 1024.0, n_prompt, t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0,
-            n_dec, t_decode, t_decode > 0 ? n_dec / t_decode : 0.0, n_gen);
-}
-
-/* Plain generation through the engine door only: the prompt in one decode,
- * then one token per decode until n_predict tokens or end of generation.
- * Streams the prompt and the text to stdout, statistics to stderr. Exit code. */
-static int generate(const struct clspec_engine_params *dp, const char *prompt, const int32_t *ids, size_t n_prompt,
-                    int n_predict, const struct clspec_sampler_params *spp)
-{
-    char err[CLSPEC_ERRLEN];
-    clspec_engine *E = NULL;
-    int rc = clspec_engine_open(dp, &E, err, sizeof err);
-    if (rc < 0) {
-        fprintf(stderr, "clspec run: %s\n", err);
-        return 1;
-    }
-    struct clspec_engine_info info = {.size = sizeof info};
-    rc = clspec_engine_get_info(E, &info, err, sizeof err);
-    clspec_sampler *smp = NULL;
-    int32_t *pos = malloc((n_prompt + 1) * sizeof *pos);
-    if (rc == 0 && !pos)
-        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
-    if (rc == 0)
-        rc = clspec_sampler_new(spp, info.n_vocab, &smp, err, sizeof err);
-    int n_gen = 0, n_dec = 0; /* sampled tokens, decode passes */
-    double t_prefill = 0, t_decode = 0;
-    if (rc == 0) {
-        for (size_t i = 0; i < n_prompt; i++) {
-            pos[i] = (int32_t)i;
-            clspec_sampler_accept(smp, ids[i]);
-        }
-        /* echo the prompt */
-        fputs(prompt, stdout);
-        fflush(stdout);
-        double t0 = cs_now();
-        struct clspec_batch b = {.size = sizeof b, .n_rows = (int32_t)n_prompt, .token = ids, .pos = pos};
-        rc = clspec_decode(E, &b, NULL, err, sizeof err); /* logits of the last row */
-        const float *logits = clspec_logits(E, (int32_t)n_prompt - 1);
-        t_prefill = cs_now() - t0;
-        t0 = cs_now();
-        int32_t p = (int32_t)n_prompt;
-        while (rc == 0 && n_gen < n_predict) {
-            int32_t t = clspec_sampler_sample(smp, logits);
-            clspec_sampler_accept(smp, t);
-            n_gen++;
-            if (clspec_token_is_eog(E, t))
-                break;
-            if (emit(E, t) < 0)
-                break;
-            if (n_gen == n_predict)
-                break;
-            struct clspec_batch one = {.size = sizeof one, .n_rows = 1, .token = &t, .pos = &p};
-            rc = clspec_decode(E, &one, NULL, err, sizeof err);
-            logits = clspec_logits(E, 0);
-            p++;
-            n_dec++;
-        }
-        t_decode = cs_now() - t0;
-        printf("\n");
-        fflush(stdout);
-    }
-    if (rc < 0)
-        fprintf(stderr, "clspec run: %s\n", err);
-    else
-        print_stats(&info, n_prompt, t_prefill, n_dec, t_decode, n_gen);
-    clspec_sampler_free(smp);
-    free(pos);
-    clspec_engine_free(E);
-    return rc < 0 ? 1 : 0;
 }
 
 int cs_cmd_run(int argc, char **argv)
@@ -244,16 +142,12 @@ int cs_cmd_run(int argc, char **argv)
     spp.repeat_penalty = (float)rep;
     spp.penalty_last_n = (int32_t)rep_n;
     spp.seed = (uint64_t)seed;
-    if (so.type) { /* speculative generation: src/cli/spec_cli.c */
-        struct cs_sampler_params sp;
-        cs_api_sampler_params(&spp, &sp);
-        fputs(prompt, stdout);
-        int rc = cs_spec_cli_run(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
-        free(ids);
-        return rc;
-    }
-    dp.n_ctx = ctx;
-    int rc = generate(&dp, prompt, ids, n_prompt, (int)n_predict, &spp);
+    /* one generate path, with or without a speculator: src/cli/spec_cli.c */
+    struct cs_sampler_params sp;
+    cs_api_sampler_params(&spp, &sp);
+    fputs(prompt, stdout);
+    fflush(stdout);
+    int rc = cs_cli_generate(&so, &ep, ids, (int32_t)n_prompt, (int32_t)n_predict, &sp);
     free(ids);
     return rc;
 }

@@ -148,13 +148,84 @@ static void print_stats(FILE *f, const struct cs_spec_stats *st)
             (unsigned long long)st->n_draft_steps);
 }
 
-int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *ep, const int32_t *ids,
+/* Load, cache and timing lines of a run (stderr). */
+static void print_run_stats(const clspec_engine *E, int32_t n_prompt, double t_prefill, int n_dec, double t_decode,
+                            int n_gen)
+{
+    struct clspec_engine_info in = {.size = sizeof in};
+    char err[CLSPEC_ERRLEN];
+    if (clspec_engine_get_info(E, &in, err, sizeof err) < 0)
+        return;
+    char where[512];
+    size_t o = 0;
+    where[0] = '\0';
+    for (int i = 0; i < in.n_devices && o < sizeof where; i++)
+        o += (size_t)snprintf(where + o, sizeof where - o, "%s%s (%u layers)", i ? ", " : "", in.device_name[i],
+                              in.device_layers[i]);
+    fprintf(stderr,
+            "load: %.3f s (%s, %.2f MiB on %s)\n"
+            "kv: %u cells, K %s, V %s, %.1f KiB per token\n"
+            "prefill: %d tokens in %.3f s, %.1f tokens/s\n"
+            "decode: %d tokens in %.3f s, %.1f tokens/s (%d generated)\n",
+            in.load_s, in.arch, (double)in.weight_bytes / 1048576.0, where, in.n_ctx,
+            clspec_kv_type_name(in.type_k), clspec_kv_type_name(in.type_v), (double)in.kv_bytes_per_token / 1024.0,
+            n_prompt, t_prefill, t_prefill > 0 ? n_prompt / t_prefill : 0.0, n_dec, t_decode,
+            t_decode > 0 ? n_dec / t_decode : 0.0, n_gen);
+}
+
+/* Writes token id's text to stdout; < 0 (err) when it has none. */
+static int emit(const clspec_engine *E, int32_t id, char *err, size_t errlen)
+{
+    char buf[256];
+    size_t n = 0;
+    CS_TRY(clspec_token_piece(E, id, 0, buf, sizeof buf, &n, err, errlen));
+    fwrite(buf, 1, n, stdout);
+    fflush(stdout);
+    return CLSPEC_OK;
+}
+
+/* The prompt as the daemon feeds it: in one decode (the door), the first
+ * token sampled from its last row, then the slot handed to the loop with
+ * the prompt already in the cache. A speculator that reads the target's
+ * states of the prompt (taps, KV injection) gets the prompt prefilled by
+ * the loop instead (its first step gives the first token), as in the
+ * daemon (spec_core_prefill). *first: the first token, or -1 when the loop
+ * gives it. */
+static int start(struct rig *r, const int32_t *ids, int32_t n_prompt, clspec_sampler *smp, int32_t *first,
+                 char *err, size_t errlen)
+{
+    *first = -1;
+    const uint64_t core = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT;
+    if (r->pl && (r->pl->vt.caps & core))
+        return cs_spec_slot_begin_cached(r->sp, 0, ids, n_prompt, 0, smp, true, err, errlen);
+    int32_t *hist = malloc(((size_t)n_prompt + 1) * sizeof *hist), *pos = malloc((size_t)n_prompt * sizeof *pos);
+    int rc = hist && pos ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    for (int32_t i = 0; rc == CLSPEC_OK && i < n_prompt; i++)
+        pos[i] = i;
+    struct clspec_batch b = {.size = sizeof b, .n_rows = n_prompt, .token = ids, .pos = pos};
+    if (rc == CLSPEC_OK)
+        rc = clspec_decode(r->door, &b, NULL, err, errlen); /* logits of the last row */
+    if (rc == CLSPEC_OK) {
+        *first = clspec_sampler_sample(smp, clspec_logits(r->door, n_prompt - 1));
+        rc = clspec_sampler_accept(smp, *first);
+    }
+    if (rc == CLSPEC_OK) {
+        memcpy(hist, ids, (size_t)n_prompt * sizeof *hist);
+        hist[n_prompt] = *first;
+        rc = cs_spec_slot_begin_cached(r->sp, 0, hist, n_prompt + 1, n_prompt, smp, r->pl != NULL, err, errlen);
+    }
+    free(hist);
+    free(pos);
+    return rc;
+}
+
+int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *ep, const int32_t *ids,
                     int32_t n_prompt, int32_t n_predict, const struct cs_sampler_params *smp_p)
 {
     char err[CLSPEC_ERRLEN];
     struct rig r;
     uint32_t n_ctx = (uint32_t)(n_prompt + n_predict + (int32_t)o->n_max + 2);
-    int rc = check_plugin(o, err, sizeof err);
+    int rc = o->type ? check_plugin(o, err, sizeof err) : CLSPEC_OK;
     if (rc == 0)
         rc = rig_open(o, o->type, ep, n_ctx, 1, &r, err, sizeof err);
     if (rc < 0) {
@@ -164,42 +235,51 @@ int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *
     clspec_sampler *smp = NULL;
     rc = cs_api_sampler_new(smp_p, r.sp->n_vocab, &smp, err, sizeof err);
     for (int32_t i = 0; rc == 0 && i < n_prompt; i++)
-        clspec_sampler_accept(smp, ids[i]);
+        rc = clspec_sampler_accept(smp, ids[i]);
+    int32_t n_gen = 0, first = -1;
+    int n_dec = 0; /* steps of the loop */
+    bool done = n_predict <= 0;
+    double t0 = cs_now(), t_prefill = 0;
     if (rc == 0)
-        rc = cs_spec_slot_begin(r.sp, 0, ids, n_prompt, smp, true, err, sizeof err);
-    int32_t n_gen = 0;
-    double t0 = cs_now();
-    bool done = false;
+        rc = start(&r, ids, n_prompt, smp, &first, err, sizeof err);
+    t_prefill = cs_now() - t0;
+    t0 = cs_now();
+    if (rc == 0 && first >= 0 && !done) { /* the prompt's own token, sampled in start() */
+        n_gen++;
+        done = clspec_token_is_eog(r.door, first) == 1 || n_gen >= n_predict;
+        if (clspec_token_is_eog(r.door, first) != 1)
+            rc = emit(r.door, first, err, sizeof err);
+    }
     while (rc == 0 && !done && n_gen < n_predict) {
         int32_t left = n_predict - n_gen;
         if ((rc = cs_spec_step(r.sp, &left, err, sizeof err)) < 0)
             break;
+        n_dec++;
         const struct cs_spec_slot *sl = &r.sp->slots[0];
         if (sl->rc < 0) {
             rc = cs_err(err, sizeof err, sl->rc, "the KV cache is full");
             break;
         }
-        for (int32_t i = 0; i < sl->n_out; i++) {
+        for (int32_t i = 0; rc == 0 && i < sl->n_out; i++) {
             n_gen++;
             if (sl->eog && i == sl->n_out - 1) {
                 done = true;
                 break;
             }
-            char buf[256];
-            size_t n = 0;
-            if (clspec_token_piece(r.door, sl->out[i], 0, buf, sizeof buf, &n, err, sizeof err) == 0)
-                fwrite(buf, 1, n, stdout);
+            rc = emit(r.door, sl->out[i], err, sizeof err);
         }
-        fflush(stdout);
     }
     double t = cs_now() - t0;
     printf("\n");
+    fflush(stdout);
     if (rc < 0)
         fprintf(stderr, "clspec run: %s\n", err);
     else {
-        fprintf(stderr, "decode: %d tokens in %.3f s, %.1f tokens/s (speculator %s)\n", n_gen, t,
-                t > 0 ? n_gen / t : 0.0, r.pl ? r.pl->vt.name : "none");
-        print_stats(stderr, &r.sp->slots[0].st);
+        print_run_stats(r.door, n_prompt, t_prefill, n_dec, t, n_gen);
+        if (r.pl) {
+            fprintf(stderr, "speculator %s\n", r.pl->vt.name);
+            print_stats(stderr, &r.sp->slots[0].st);
+        }
     }
     clspec_sampler_free(smp);
     rig_free(&r);

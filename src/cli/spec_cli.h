@@ -28,8 +28,11 @@ void cs_spec_cli_init(struct cs_spec_cli *o);
 int cs_spec_cli_opt(struct cs_spec_cli *o, const char *cmd, const char *a, const char *v);
 /* The usage lines of the options. */
 const char *cs_spec_cli_usage(void);
-/* `clspec run --spec`: generates from ids (n_prompt tokens) with speculation. Exit code. */
-int cs_spec_cli_run(const struct cs_spec_cli *o, const struct cs_engine_params *ep, const int32_t *ids,
+/* `clspec run`: generates from ids (n_prompt tokens) through the speculation
+ * loop (src/spec/spec.c) on the engine door, with o->type's speculator or
+ * none (o->type NULL): the one generate path, fed as the daemon feeds a
+ * request. Streams the text to stdout, statistics to stderr. Exit code. */
+int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *ep, const int32_t *ids,
                     int32_t n_prompt, int32_t n_predict, const struct cs_sampler_params *sp);
 /* `clspec bench --spec`: n_gen tokens per slot, without and with speculation. Exit code. */
 int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params *ep, int32_t n_gen, int reps);
