@@ -12,6 +12,7 @@
 
 #include <clspec/speculator.h>
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,21 @@ static inline int pu_fail(char *err, size_t errlen, const char *prefix, const ch
     int n = snprintf(err, errlen, "%s", prefix);
     if (n >= 0 && (size_t)n < errlen)
         snprintf(err + n, errlen - (size_t)n, fmt, a ? a : "", b ? b : "");
+    return -1;
+}
+
+/* printf-style message into err; returns -1. */
+static inline int pu_failf(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static inline int pu_failf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

@@ -4,21 +4,11 @@
  * the cells of the block can be removed right after. */
 #define _POSIX_C_SOURCE 200809L
 #include "dflash_model.h"
+#include "../common/plugin_util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 #define TRY(x)                                                                                                         \
     do {                                                                                                               \
@@ -37,12 +27,12 @@ static int get_u32(const struct clspec_host *h, const clspec_gguf *g, const char
     int32_t n = h->gguf_ints(g, key, &v, 1);
     if (n < 0) {
         if (required)
-            return fail(err, errlen, "%s: missing key %s", path, key);
+            return pu_failf(err, errlen, "%s: missing key %s", path, key);
         *out = dflt;
         return 0;
     }
     if (n != 1 || v < 0 || v > (int64_t)UINT32_MAX)
-        return fail(err, errlen, "%s: %s: want an unsigned 32-bit integer", path, key);
+        return pu_failf(err, errlen, "%s: %s: want an unsigned 32-bit integer", path, key);
     *out = (uint32_t)v;
     return 0;
 }
@@ -61,7 +51,7 @@ static int read_hparams(const struct clspec_host *h, const clspec_gguf *g, const
     memset(hp, 0, sizeof *hp);
     char arch[32] = "";
     if (h->gguf_str(g, "general.architecture", arch, sizeof arch) < 0 || strcmp(arch, "dflash") != 0)
-        return fail(err, errlen, "%s: general.architecture is '%s', not 'dflash'", path, arch);
+        return pu_failf(err, errlen, "%s: general.architecture is '%s', not 'dflash'", path, arch);
     TRY(get_u32(h, g, path, "dflash.block_count", &hp->n_layer, 0, 1, err, errlen));
     TRY(get_u32(h, g, path, "dflash.embedding_length", &hp->n_embd, 0, 1, err, errlen));
     TRY(get_u32(h, g, path, "dflash.feed_forward_length", &hp->n_ff, 0, 1, err, errlen));
@@ -81,14 +71,14 @@ static int read_hparams(const struct clspec_host *h, const clspec_gguf *g, const
     int64_t taps[DFM_MAX_TAPS];
     int32_t nt = h->gguf_ints(g, "dflash.target_layers", taps, DFM_MAX_TAPS);
     if (nt < 1 || nt > DFM_MAX_TAPS)
-        return fail(err, errlen, "%s: dflash.target_layers: want an array of 1..%d integers", path, DFM_MAX_TAPS);
+        return pu_failf(err, errlen, "%s: dflash.target_layers: want an array of 1..%d integers", path, DFM_MAX_TAPS);
     hp->n_taps = (uint32_t)nt;
     for (int32_t i = 0; i < nt; i++)
         hp->taps[i] = (int32_t)taps[i];
     if (hp->n_layer == 0 || hp->n_embd == 0 || hp->n_ff == 0 || hp->n_head == 0 || hp->n_head_kv == 0 ||
         hp->n_head % hp->n_head_kv || hp->head_dim == 0 || hp->head_dim % 2 || hp->block_size < 2 ||
         hp->block_size > 256)
-        return fail(err, errlen,
+        return pu_failf(err, errlen,
                     "%s: bad dflash shape (layers %u, embd %u, ff %u, heads %u/%u, head_dim %u, block_size %u)", path,
                     hp->n_layer, hp->n_embd, hp->n_ff, hp->n_head, hp->n_head_kv, hp->head_dim, hp->block_size);
     return 0;
@@ -105,9 +95,9 @@ static int want_shape(const struct clspec_host *h, const clspec_gguf *g, const c
     ti.size = sizeof ti;
     char e2[256] = "";
     if (h->gguf_tensor(g, name, &ti, e2, sizeof e2) < 0)
-        return fail(err, errlen, "%s: missing tensor %s", path, name);
+        return pu_failf(err, errlen, "%s: missing tensor %s", path, name);
     if (ti.ne[0] != ne0 || ti.ne[1] != ne1 || ti.ne[2] != 1 || ti.ne[3] != 1)
-        return fail(err, errlen, "%s: tensor %s has shape [%llu, %llu], want [%llu, %llu]", path, name,
+        return pu_failf(err, errlen, "%s: tensor %s has shape [%llu, %llu], want [%llu, %llu]", path, name,
                     (unsigned long long)ti.ne[0], (unsigned long long)ti.ne[1], (unsigned long long)ne0,
                     (unsigned long long)ne1);
     return 0;
@@ -149,13 +139,13 @@ static int check_target(const struct clspec_host *h, const char *path, const str
     memset(&ti, 0, sizeof ti);
     ti.size = sizeof ti;
     if (h->target_info(h, &ti) < 0)
-        return fail(err, errlen, "%s: no target model", path);
+        return pu_failf(err, errlen, "%s: no target model", path);
     if (hp->n_embd != ti.model.n_embd)
-        return fail(err, errlen, "%s: dflash.embedding_length %u != the target's n_embd %u", path, hp->n_embd,
+        return pu_failf(err, errlen, "%s: dflash.embedding_length %u != the target's n_embd %u", path, hp->n_embd,
                     ti.model.n_embd);
     for (uint32_t i = 0; i < hp->n_taps; i++)
         if (hp->taps[i] < 0 || hp->taps[i] > (int32_t)ti.model.n_layer)
-            return fail(err, errlen, "%s: dflash.target_layers[%u] = %d outside 0..%u (the target's n_layer)", path,
+            return pu_failf(err, errlen, "%s: dflash.target_layers[%u] = %d outside 0..%u (the target's n_layer)", path,
                         i, hp->taps[i], ti.model.n_layer);
     const int32_t od = ti.model.device;
     if (device >= 0 && device != od) {
@@ -165,7 +155,7 @@ static int check_target(const struct clspec_host *h, const char *path, const str
         a.size = b.size = sizeof a;
         h->device_info(h, od, &a);
         h->device_info(h, device, &b);
-        return fail(err, errlen,
+        return pu_failf(err, errlen,
                     "%s: a dflash drafter borrows the target's output matrix, which is on device %d (%s); it "
                     "cannot run on device %d (%s): set the speculator's `device` to %d or leave it unset",
                     path, od, a.name ? a.name : "?", device, b.name ? b.name : "?", od);
@@ -182,7 +172,7 @@ static int load_layers(struct dfm_model *m, const char *path, char *err, size_t 
     m->w = calloc((size_t)hp->n_layer * 7, sizeof *m->w);
     m->v = calloc((size_t)hp->n_layer * 4, sizeof *m->v);
     if (!m->layers || !m->w || !m->v)
-        return fail(err, errlen, "%s: out of memory", path);
+        return pu_failf(err, errlen, "%s: out of memory", path);
     static const char *const vsfx[4] = {"attn_norm", "ffn_norm", "attn_q_norm", "attn_k_norm"};
     static const char *const wsfx[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     const uint32_t vn[4] = {E, E, hp->head_dim, hp->head_dim};
@@ -220,7 +210,7 @@ static int load_layers(struct dfm_model *m, const char *path, char *err, size_t 
         desc.attn_norm = v[0], desc.ffn_norm = v[1], desc.q_norm = v[2], desc.k_norm = v[3];
         char e2[384] = "";
         if (m->h->layer_new(m->d, &desc, &shape, &m->layers[l], e2, sizeof e2) < 0)
-            return fail(err, errlen, "%s: layer %u: %s", path, l, e2);
+            return pu_failf(err, errlen, "%s: layer %u: %s", path, l, e2);
     }
     return 0;
 }
@@ -255,7 +245,7 @@ int dfm_load(const struct clspec_host *h, const char *path, int32_t device, stru
     *out = NULL;
     struct dfm_model *m = calloc(1, sizeof *m);
     if (!m)
-        return fail(err, errlen, "%s: out of memory", path);
+        return pu_failf(err, errlen, "%s: out of memory", path);
     m->h = h;
     int rc = load(m, path, device, err, errlen);
     if (rc < 0) {
@@ -295,10 +285,10 @@ int dfm_ctx_new(struct dfm_model *m, uint32_t n_ctx, uint32_t n_batch, uint32_t 
     const struct dfm_hparams *hp = &m->hp;
     const struct clspec_host *h = m->h;
     if (n_ctx == 0 || n_ctx > (1u << 30) || n_batch == 0 || n_batch > 65536 || n_seq == 0 || n_seq > 64)
-        return fail(err, errlen, "dflash context: n_ctx %u, n_batch %u, n_seq %u out of range", n_ctx, n_batch, n_seq);
+        return pu_failf(err, errlen, "dflash context: n_ctx %u, n_batch %u, n_seq %u out of range", n_ctx, n_batch, n_seq);
     struct dfm_ctx *c = calloc(1, sizeof *c);
     if (!c)
-        return fail(err, errlen, "dflash context: out of memory");
+        return pu_failf(err, errlen, "dflash context: out of memory");
     c->m = m;
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
@@ -315,7 +305,7 @@ int dfm_ctx_new(struct dfm_model *m, uint32_t n_ctx, uint32_t n_batch, uint32_t 
     c->r_pos = malloc(2 * B * sizeof *c->r_pos);
     c->r_seq = malloc(2 * B * sizeof *c->r_seq);
     if (rc == 0 && (!c->h_feat || !c->q_seq || !c->q_pos || !c->r_pos || !c->r_seq))
-        rc = fail(e2, sizeof e2, "out of memory");
+        rc = pu_failf(e2, sizeof e2, "out of memory");
     struct {
         clspec_buf **b;
         uint32_t type;
@@ -331,7 +321,7 @@ int dfm_ctx_new(struct dfm_model *m, uint32_t n_ctx, uint32_t n_batch, uint32_t 
     for (size_t j = 0; rc == 0 && j < sizeof bufs / sizeof bufs[0]; j++)
         rc = h->buf_new(m->d, bufs[j].type, bufs[j].n, bufs[j].b, e2, sizeof e2);
     if (rc < 0) {
-        fail(err, errlen, "dflash context (n_ctx %u, n_batch %u): %s", n_ctx, n_batch, e2);
+        pu_failf(err, errlen, "dflash context (n_ctx %u, n_batch %u): %s", n_ctx, n_batch, e2);
         dfm_ctx_free(c);
         return rc;
     }
@@ -371,7 +361,7 @@ static int place(struct dfm_ctx *c, int32_t n, const int32_t *pos, const int32_t
     c->n_q = 0; /* dropped on failure too: the caller's drafter state is then invalid anyway */
     char e2[384] = "";
     if (c->m->h->kv_place(c->kv, ni + n, c->r_pos, c->r_seq, c->cells, 0, NULL, e2, sizeof e2) < 0)
-        return fail(err, errlen, "dflash: %s", e2);
+        return pu_failf(err, errlen, "dflash: %s", e2);
     return 0;
 }
 
@@ -420,7 +410,7 @@ int dfm_inject(struct dfm_ctx *c, int32_t seq, int32_t pos0, int32_t n, const fl
     const struct dfm_model *m = c->m;
     const size_t E = m->hp.n_embd, NT = m->hp.n_taps;
     if (n < 0 || ld < n || pos0 < 0 || seq < 0 || (uint32_t)seq >= c->n_seq || (n > 0 && !taps))
-        return fail(err, errlen, "dflash inject: seq %d, pos %d, n %d, ld %d", seq, pos0, n, ld);
+        return pu_failf(err, errlen, "dflash inject: seq %d, pos %d, n %d, ld %d", seq, pos0, n, ld);
     for (int32_t r = 0; r < n; r++) {
         if (c->n_q == (int32_t)c->n_batch)
             TRY(dfm_flush(c, err, errlen));
@@ -483,12 +473,12 @@ int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, con
     const struct clspec_host *h = c->m->h;
     const uint32_t V = c->m->n_vocab;
     if (n <= 0 || (uint32_t)n > c->n_batch)
-        return fail(err, errlen, "dflash decode: %d rows (want 1..n_batch %u)", n, c->n_batch);
+        return pu_failf(err, errlen, "dflash decode: %d rows (want 1..n_batch %u)", n, c->n_batch);
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= V)
-            return fail(err, errlen, "dflash decode: token %d (row %d) out of range [0, %u)", tokens[i], i, V);
+            return pu_failf(err, errlen, "dflash decode: token %d (row %d) out of range [0, %u)", tokens[i], i, V);
         if (seq[i] < 0 || (uint32_t)seq[i] >= c->n_seq)
-            return fail(err, errlen, "dflash decode: sequence %d (row %d) out of range 0..%u", seq[i], i,
+            return pu_failf(err, errlen, "dflash decode: sequence %d (row %d) out of range 0..%u", seq[i], i,
                         c->n_seq - 1);
     }
     const int32_t ni = c->n_q;

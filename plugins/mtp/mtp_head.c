@@ -5,21 +5,13 @@
  * and the output matmul on the kept rows -> argmax -> one blocking read.
  * The op order is the one the core's MTP forward had, so the bits are the
  * same. */
+#define _POSIX_C_SOURCE 200809L
 #include "mtp_head.h"
+#include "../common/plugin_util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Prefixes err with "MTP head: " (the error of a failed step). */
 static int prefixed(char *err, size_t errlen)
@@ -65,10 +57,10 @@ static int tensor(const struct mtp_head *m, const char *path, const char *name, 
     struct clspec_tensor_info ti = {.size = sizeof ti};
     char e2[256];
     if (m->h->gguf_tensor(m->g, name, &ti, e2, sizeof e2) < 0)
-        return required ? fail(err, errlen, "%s: tensor %s is missing (an MTP head needs it)", path_of(path), name)
+        return required ? pu_failf(err, errlen, "%s: tensor %s is missing (an MTP head needs it)", path_of(path), name)
                         : 0;
     if ((int64_t)ti.ne[0] != ne0 || (int64_t)ti.ne[1] != ne1 || ti.ne[2] != 1 || ti.ne[3] != 1)
-        return fail(err, errlen, "%s: tensor %s has shape [%llu, %llu], expected [%lld, %lld]", path_of(path), name,
+        return pu_failf(err, errlen, "%s: tensor %s has shape [%llu, %llu], expected [%lld, %lld]", path_of(path), name,
                     (unsigned long long)ti.ne[0], (unsigned long long)ti.ne[1], (long long)ne0, (long long)ne1);
     return 1;
 }
@@ -80,30 +72,30 @@ static int read_shape(struct mtp_head *m, const char *path, uint32_t n_embd, str
     const struct clspec_host *h = m->h;
     char arch[64];
     if (h->gguf_str(m->g, "general.architecture", arch, sizeof arch) < 0)
-        return fail(err, errlen, "%s: no general.architecture", path_of(path));
+        return pu_failf(err, errlen, "%s: no general.architecture", path_of(path));
     int64_t nb = 0, nextn = 0, E = 0, F = 0, H = 0, HKV = 0, D = 0, nrot = 0;
     if (key_i(m, arch, "block_count", 0, 1, &nb) < 0)
-        return fail(err, errlen, "%s: no %s.block_count", path_of(path), arch);
+        return pu_failf(err, errlen, "%s: no %s.block_count", path_of(path), arch);
     key_i(m, arch, "nextn_predict_layers", 0, 0, &nextn);
     if (nextn == 0 && !path)
-        return fail(err, errlen, "the target has no MTP blocks (%s.nextn_predict_layers); give an MTP head file",
+        return pu_failf(err, errlen, "the target has no MTP blocks (%s.nextn_predict_layers); give an MTP head file",
                     arch);
     if (nextn == 0)
-        return fail(err, errlen, "%s: not an MTP head (no %s.nextn_predict_layers)", path, arch);
+        return pu_failf(err, errlen, "%s: not an MTP head (no %s.nextn_predict_layers)", path, arch);
     if (nextn != 1)
-        return fail(err, errlen, "%s: %s.nextn_predict_layers = %lld: an MTP head needs exactly one nextn block",
+        return pu_failf(err, errlen, "%s: %s.nextn_predict_layers = %lld: an MTP head needs exactly one nextn block",
                     path_of(path), arch, (long long)nextn);
     if (nextn >= nb)
-        return fail(err, errlen, "%s: %s.nextn_predict_layers not below block_count", path_of(path), arch);
+        return pu_failf(err, errlen, "%s: %s.nextn_predict_layers not below block_count", path_of(path), arch);
     if (key_i(m, arch, "embedding_length", 0, 1, &E) < 0 || key_i(m, arch, "feed_forward_length", 0, 1, &F) < 0 ||
         key_i(m, arch, "attention.head_count", 0, 1, &H) < 0 || E <= 0 || F <= 0 || H <= 0)
-        return fail(err, errlen, "%s: %s.embedding_length, feed_forward_length and attention.head_count needed",
+        return pu_failf(err, errlen, "%s: %s.embedding_length, feed_forward_length and attention.head_count needed",
                     path_of(path), arch);
     key_i(m, arch, "attention.head_count_kv", H, 0, &HKV);
     key_i(m, arch, "attention.key_length", E / H, 0, &D);
     key_i(m, arch, "rope.dimension_count", D, 0, &nrot);
     if ((uint32_t)E != n_embd)
-        return fail(err, errlen, "%s: the MTP head (n_embd %lld) does not fit the target (n_embd %u)", path_of(path),
+        return pu_failf(err, errlen, "%s: the MTP head (n_embd %lld) does not fit the target (n_embd %u)", path_of(path),
                     (long long)E, n_embd);
     m->blk = (int32_t)(nb - nextn);
     m->E = (int32_t)E;
@@ -118,7 +110,7 @@ static int read_shape(struct mtp_head *m, const char *path, uint32_t n_embd, str
     snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
     int has_type = h->gguf_str(m->g, k, st, sizeof st) == 0;
     if (has_type && strcmp(st, "none") != 0 && strcmp(st, "linear") != 0)
-        return fail(err, errlen, "%s: key %s = '%s': only linear rope scaling is supported", path_of(path), k, st);
+        return pu_failf(err, errlen, "%s: key %s = '%s': only linear rope scaling is supported", path_of(path), k, st);
     if (has_type && strcmp(st, "linear") == 0)
         factor = (float)key_f(m, arch, "rope.scaling.factor", 0.0, NULL);
     else if (!has_type)
@@ -187,7 +179,7 @@ static int load_io(struct mtp_head *m, const char *path, char *err, size_t errle
     uint32_t n_in = 0, n_out = 0;
     h->weight_shape(m->out, &n_in, &n_out, NULL);
     if ((int64_t)n_in != E || (int64_t)n_out != V)
-        return fail(err, errlen, "%s: the output (%u x %u) does not fit the target (n_embd %d, n_vocab %d)",
+        return pu_failf(err, errlen, "%s: the output (%u x %u) does not fit the target (n_embd %d, n_vocab %d)",
                     path_of(path), n_in, n_out, m->E, m->V);
     return 0;
 }
@@ -198,7 +190,7 @@ int mtp_head_load(const struct clspec_host *h, const char *path, int32_t device,
     *out = NULL;
     struct mtp_head *m = calloc(1, sizeof *m);
     if (!m)
-        return fail(err, errlen, "MTP head: out of memory");
+        return pu_failf(err, errlen, "MTP head: out of memory");
     m->h = h;
     m->V = (int32_t)n_vocab;
     struct clspec_block_shape sh;
@@ -243,7 +235,7 @@ int mtp_head_ctx(struct mtp_head *m, int32_t n_ctx, int32_t n_batch, int32_t n_s
 {
     const struct clspec_host *h = m->h;
     if (n_batch < 1 || n_batch > 4096 || n_seq < 1 || n_seq > 64)
-        return fail(err, errlen, "MTP context: n_batch %d (want 1..4096), n_seq %d (want 1..64)", n_batch, n_seq);
+        return pu_failf(err, errlen, "MTP context: n_batch %d (want 1..4096), n_seq %d (want 1..64)", n_batch, n_seq);
     m->n_batch = n_batch;
     m->n_seq = n_seq;
     const size_t E = (size_t)m->E, Q = (size_t)m->H * m->D, KV = (size_t)m->HKV * m->D, F = (size_t)m->F,
@@ -303,20 +295,20 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
     const struct clspec_host *h = m->h;
     const size_t E = (size_t)m->E;
     if (n <= 0 || n > m->n_batch)
-        return fail(err, errlen, "MTP decode: %d rows (want 1..%d)", n, m->n_batch);
+        return pu_failf(err, errlen, "MTP decode: %d rows (want 1..%d)", n, m->n_batch);
     if (!tok || !pos || !seq || !amax)
-        return fail(err, errlen, "MTP decode: every row needs a token, a position and a sequence");
+        return pu_failf(err, errlen, "MTP decode: every row needs a token, a position and a sequence");
     for (int32_t i = 0; i < n; i++) {
         if (tok[i] < 0 || tok[i] >= m->V)
-            return fail(err, errlen, "MTP decode: token %d (row %d) out of range", tok[i], i);
+            return pu_failf(err, errlen, "MTP decode: token %d (row %d) out of range", tok[i], i);
         if (seq[i] < 0 || seq[i] >= m->n_seq)
-            return fail(err, errlen, "MTP decode: sequence %d (row %d) out of range", seq[i], i);
+            return pu_failf(err, errlen, "MTP decode: sequence %d (row %d) out of range", seq[i], i);
         if (!g && (!g_seq || g_seq[i] < 0))
-            return fail(err, errlen, "MTP decode: row %d has no hidden g", i);
+            return pu_failf(err, errlen, "MTP decode: row %d has no hidden g", i);
     }
     char e2[512];
     if (h->kv_place(m->kv, n, pos, seq, m->cell, 0, NULL, e2, sizeof e2) < 0)
-        return fail(err, errlen, "MTP decode: the head's KV cache: %s", e2);
+        return pu_failf(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
         h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, g, g_seq, err, errlen) < 0)
