@@ -312,6 +312,7 @@ static void test_range_messages(void **state)
         {"{\"prompt\":\"x\",\"temperature\":101}", "temperature", "'temperature' is 101; it must be at least 0 and "
                                                                    "at most 100"},
         {"{\"prompt\":[1,-1]}", "prompt", "prompt[1] = -1: token ids are 0..n_vocab-1"},
+        {"{\"prompt\":[1,2,7.5]}", "prompt", "prompt[2] is not an integer: token ids are 0..n_vocab-1"},
         {"{\"prompt\":\"x\",\"n\":3}", "n", "'n' is 3; only 1 is supported"},
         {"{\"prompt\":\"x\",\"tools\":[{}]}", "tools", "'tools' is not supported yet"},
         {"{\"prompt\":\"x\",\"logit_bias\":{\"1\":5}}", "logit_bias", "'logit_bias' is not supported yet"},
@@ -326,6 +327,21 @@ static void test_range_messages(void **state)
             fail_msg("case %zu (%s): status %d param %s: '%s' lacks '%s'", i, cases[i].body, rc,
                      param ? param : "NULL", err, cases[i].msg);
         assert_null(r.root);
+    }
+    /* with the vocabulary's size known (the HTTP server passes it) the message states the range */
+    {
+        struct cs_api_defaults d = defaults();
+        d.n_vocab = 512;
+        struct cs_api_request r;
+        const char *param = NULL;
+        char err[256] = "";
+        assert_int_equal(parse_err(CS_API_COMPLETION, "{\"prompt\":[1,2,512]}", &d, &r, &param, err, sizeof err),
+                         CLSPEC_E_INVAL);
+        assert_string_equal(param, "prompt");
+        assert_string_equal(err, "prompt[2] = 512: token ids are 0..511 (n_vocab 512)");
+        assert_int_equal(parse_err(CS_API_COMPLETION, "{\"prompt\":[0,511]}", &d, &r, &param, err, sizeof err),
+                         CLSPEC_OK);
+        cs_api_request_free(&r);
     }
     /* documented edges are accepted; max_tokens above the server's limit is the scheduler's to refuse */
     static const char *const ok[] = {

@@ -90,7 +90,9 @@ static int get_bool(json_t *o, const char *k, bool *out, const char **param, cha
     return CLSPEC_OK;
 }
 
-static int parse_prompt(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+/* n_vocab 0: not known here (the scheduler checks the upper bound). */
+static int parse_prompt(json_t *o, int32_t n_vocab, struct cs_api_request *r, const char **param, char *err,
+                        size_t errlen)
 {
     json_t *v = field(o, "prompt");
     if (!v)
@@ -116,10 +118,17 @@ static int parse_prompt(json_t *o, struct cs_api_request *r, const char **param,
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(v, i);
-        if (!json_is_integer(t))
-            FAIL("prompt", "prompt[%zu] is not an integer: token ids are 0..n_vocab-1", i);
-        if (json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
-            FAIL("prompt", "prompt[%zu] = %lld: token ids are 0..n_vocab-1", i, (long long)json_integer_value(t));
+        long long id = json_is_integer(t) ? (long long)json_integer_value(t) : -1;
+        if (!json_is_integer(t) || id < 0 || id > INT32_MAX || (n_vocab > 0 && id >= n_vocab)) {
+            char range[48];
+            if (n_vocab > 0)
+                snprintf(range, sizeof range, "0..%d (n_vocab %d)", (int)n_vocab - 1, (int)n_vocab);
+            else
+                snprintf(range, sizeof range, "0..n_vocab-1");
+            if (!json_is_integer(t))
+                FAIL("prompt", "prompt[%zu] is not an integer: token ids are %s", i, range);
+            FAIL("prompt", "prompt[%zu] = %lld: token ids are %s", i, id, range);
+        }
         r->prompt_ids[i] = (int32_t)json_integer_value(t);
     }
     r->n_prompt_ids = (int)n;
@@ -291,7 +300,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
             return rc;                                                                                           \
     } while (0)
     if (kind == CS_API_COMPLETION) {
-        TRY(parse_prompt(o, r, param, err, errlen));
+        TRY(parse_prompt(o, d->n_vocab, r, param, err, errlen));
         bool echo = false;
         TRY(get_bool(o, "echo", &echo, param, err, errlen));
         if (echo)

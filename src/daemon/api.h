@@ -24,6 +24,7 @@ enum cs_api_kind { CS_API_COMPLETION = 0, CS_API_CHAT = 1 };
 struct cs_api_defaults {
     struct cs_sampler_params sp; /* sp.seed 0: each request without "seed" gets a fresh one */
     int max_tokens;              /* 0 = until EOS or a full context */
+    int32_t n_vocab;             /* token ids in a prompt are 0..n_vocab-1; 0 = not checked here */
 };
 
 struct cs_api_request {

@@ -382,7 +382,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     char err[512];
     const char *param = NULL;
     struct cs_api_request ar;
-    int rc = cs_api_parse(kind, body, len, &h->p.defaults, &ar, &param, err, sizeof err);
+    struct cs_api_defaults d = h->p.defaults;
+    d.n_vocab = cs_tokenizer_n_vocab(h->e->tok);
+    int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
     int32_t *ids = NULL;

@@ -168,10 +168,12 @@ check "temperature 1e309: 400 naming the field, out of range (not 'not valid JSO
     -a "$(jq -r .error.param "$tmp/body")" = temperature -a -n "$(jq -r .error.message "$tmp/body" | grep 'out of range')"
 code=$(post /v1/completions '{"prompt":[1,-1]}')
 check "prompt [1,-1]: 400 blaming prompt[1]" test "$code" = 400 \
-    -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = -1: token ids are 0..n_vocab-1"
+    -a "$(jq -r .error.param "$tmp/body")" = prompt \
+    -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = -1: token ids are 0..511 (n_vocab 512)"
 code=$(post /v1/completions '{"prompt":[1,99999]}')
-check "prompt [1,99999]: 400 with the vocabulary's range" test "$code" = 400 \
-    -a -n "$(jq -r .error.message "$tmp/body" | grep -F 'prompt[1] = 99999: token ids are 0..511')"
+check "prompt [1,99999]: 400 naming prompt[1] and the vocabulary's range" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = prompt \
+    -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = 99999: token ids are 0..511 (n_vocab 512)"
 code=$(post /v1/completions '{"prompt":"x","logit_bias":{"5":-100}}')
 check "logit_bias: 400 not supported yet" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = logit_bias \
     -a -n "$(jq -r .error.message "$tmp/body" | grep 'not supported yet')"
