@@ -307,6 +307,8 @@ static void test_range_messages(void **state)
         {"{\"prompt\":[1, 2,\n 99999999999999999999]}", "prompt", "'prompt' holds "
                                                                 "99999999999999999999: the number is out of range"},
         {"{\"prompt\":\"x\",\"foo\":-1e400}", NULL, "'foo' is -1e400: the number is out of range"},
+        {"[1e999]", NULL, "the number 1e999 at line 1, column 6 is out of range"},
+        {"{\"prompt\":\"x\",\"seed\":1e30}", "seed", "'seed' must be an integer (0..18446744073709551615)"},
         {"{\"prompt\":\"x\",\"top_p\":0}", "top_p", "'top_p' is 0; it must be greater than 0 and at most 1"},
         {"{\"prompt\":\"x\",\"min_p\":1}", "min_p", "'min_p' is 1; it must be at least 0 and less than 1"},
         {"{\"prompt\":\"x\",\"temperature\":101}", "temperature", "'temperature' is 101; it must be at least 0 and "

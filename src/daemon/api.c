@@ -255,7 +255,8 @@ static int parse_seed(json_t *o, const uint64_t *big_seed, const struct cs_api_d
         r->sp.seed = d->sp.seed ? d->sp.seed : cs_api_fresh_seed();
         return CLSPEC_OK;
     }
-    if (big_seed && json_is_string(v) && json_string_length(v) == 5 && memcmp(json_string_value(v), "\001seed", 5) == 0) {
+    if (big_seed && json_is_string(v) && json_string_length(v) == 5 &&
+        memcmp(json_string_value(v), "\001seed", 5) == 0) {
         r->sp.seed = *big_seed;
     } else if (json_is_integer(v)) {
         if (json_integer_value(v) < 0)
@@ -385,18 +386,20 @@ static const char *const NUM_FIELDS[] = {"max_tokens", "max_completion_tokens", 
 static int number_overflow(char *body, size_t len, const json_error_t *je, uint64_t *big_seed, const char **param,
                            char *err, size_t errlen)
 {
+#define NUMBER_CHAR(c) ((c) != '\0' && strchr("0123456789+-.eE", (c)) != NULL)
     size_t end = je->position >= 0 && (size_t)je->position <= len ? (size_t)je->position : len, start = end;
-    while (start > 0 && body[start - 1] && strchr("0123456789+-.eE", body[start - 1]))
+    while (start > 0 && NUMBER_CHAR(body[start - 1]))
         start--;
-    /* the key: "name" : NUMBER, or "name" : [ ..., NUMBER (an array of numbers) */
+    /* the key: "name" : NUMBER, or "name" : [ ..., NUMBER (an array of numbers: depth 1) */
     size_t k = start;
     int depth = 0;
-    while (k > 0 && (isspace((unsigned char)body[k - 1]) || (depth == 0 && body[k - 1] == ',') ||
-                     (depth == 0 && body[k - 1] == '[') || (depth == 0 && body[k - 1] && strchr("0123456789+-.eE", body[k - 1])))) {
+    while (k > 0 && (isspace((unsigned char)body[k - 1]) ||
+                     (depth == 0 && (body[k - 1] == ',' || body[k - 1] == '[' || NUMBER_CHAR(body[k - 1]))))) {
         if (body[k - 1] == '[')
             depth = 1;
         k--;
     }
+#undef NUMBER_CHAR
     char key[32] = "";
     if (k > 0 && body[k - 1] == ':') {
         k--;
@@ -430,11 +433,12 @@ static int number_overflow(char *body, size_t len, const json_error_t *je, uint6
     }
     *param = name;
     if (key[0])
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "'%s'%s %.*s%s: the number is out of range%s (line %d, column %d)",
-                      key, depth ? " holds" : " is", CS_MIN(n, 40), body + start, n > 40 ? "..." : "",
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "'%s'%s %.*s%s: the number is out of range%s (line %d, column %d)", key,
+                      depth ? " holds" : " is", CS_MIN(n, 40), body + start, n > 40 ? "..." : "",
                       strcmp(key, "seed") == 0 ? " (seeds are 0..18446744073709551615)" : "", je->line, je->column);
-    return cs_err(err, errlen, CLSPEC_E_INVAL, "the number %.*s%s at line %d, column %d is out of range", CS_MIN(n, 40),
-                  body + start, n > 40 ? "..." : "", je->line, je->column);
+    return cs_err(err, errlen, CLSPEC_E_INVAL, "the number %.*s%s at line %d, column %d is out of range",
+                  CS_MIN(n, 40), body + start, n > 40 ? "..." : "", je->line, je->column);
 }
 
 int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,
