@@ -1,6 +1,8 @@
 /* test-api.c: clspecd's API JSON without sockets: request bodies parsed and
  * validated (types, ranges, defaults, chat messages, stop strings, logprobs),
- * every refusal names its field; responses, stream chunks, usage/timings,
+ * every refusal names its field (out-of-range numbers jansson cannot hold,
+ * unsupported OpenAI fields, bad token ids); seeds (drawn fresh when absent,
+ * any uint64 when given, reported in responses); responses, stream chunks, usage/timings,
  * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes.
  * And the HTTP server itself before a model is loaded (loopback, port 0):
  * /health 503 while loading and draining, API key, 404, 405, 413. */
@@ -24,6 +26,7 @@
 #include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/log.h"
+#include "engine/api.h"
 
 static struct cs_api_defaults defaults(void)
 {
@@ -149,6 +152,24 @@ static void test_refusals(void **state)
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1}", CLSPEC_E_INVAL, "top_k"},
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", CLSPEC_E_INVAL, "presence_penalty"},
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"s\"}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":-1}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":18446744073709551616}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":-9223372036854775809}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"\\u0001seed\"}", CLSPEC_E_INVAL, "seed"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", CLSPEC_E_INVAL, "top_p"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1e-50}", CLSPEC_E_INVAL, "top_p"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"min_p\":1}", CLSPEC_E_INVAL, "min_p"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"repeat_penalty\":0}", CLSPEC_E_INVAL, "repeat_penalty"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":3000000000}", CLSPEC_E_INVAL, "max_tokens"},
+        {CS_API_COMPLETION, "{\"prompt\":[1,2.5]}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":[1,4294967296]}", CLSPEC_E_INVAL, "prompt"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"50256\":-100}}", CLSPEC_E_INVAL, "logit_bias"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
+         CLSPEC_E_INVAL, "response_format"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}",
+         CLSPEC_E_INVAL, "tools"},
+        {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}",
+         CLSPEC_E_INVAL, "tool_choice"},
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",1]}", CLSPEC_E_INVAL, "stop"},
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":\"\"}", CLSPEC_E_INVAL, "stop"},
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]}",
@@ -186,6 +207,169 @@ static void test_refusals(void **state)
         assert_int_equal(cs_api_http_status(rc), 400);
         assert_null(r.root); /* nothing left to free */
     }
+}
+
+static const struct cs_req_usage usage = {
+    .prompt_tokens = 10, .completion_tokens = 21, .cached_tokens = 2,
+    .queue_ms = 1.5, .prefill_ms = 4.0, .decode_ms = 100.0,
+};
+
+/* parse() that also returns the message. */
+static int parse_err(enum cs_api_kind k, const char *body, const struct cs_api_defaults *d, struct cs_api_request *r,
+                     const char **param, char *err, size_t errlen)
+{
+    struct cs_api_defaults dd = defaults();
+    return cs_api_parse(k, body, strlen(body), d ? d : &dd, r, param, err, errlen);
+}
+
+/* A request without "seed" gets a fresh one (or the server's when set); a
+ * given seed is kept exactly, up to 2^64-1. */
+static void test_seed(void **state)
+{
+    (void)state;
+    struct cs_api_request r;
+    char err[256];
+    uint64_t seen[8];
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":\"x\",\"temperature\":0.8}", &r, NULL), CLSPEC_OK);
+        assert_false(r.seed_given);
+        assert_true(r.sp.seed < (1ull << 53)); /* exact as a JavaScript number */
+        seen[i] = r.sp.seed;
+        for (int k = 0; k < i; k++)
+            assert_true(seen[k] != seen[i]); /* 53 random bits: a repeat means no fresh seed */
+        cs_api_request_free(&r);
+    }
+    /* the server's [sampling] seed, when set, is the default */
+    struct cs_api_defaults d = defaults();
+    d.sp.seed = 1234;
+    assert_int_equal(parse_err(CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &d, &r, NULL, err,
+                               sizeof err),
+                     CLSPEC_OK);
+    assert_int_equal(r.sp.seed, 1234);
+    assert_false(r.seed_given);
+    cs_api_request_free(&r);
+    static const struct {
+        const char *body;
+        uint64_t seed;
+    } given[] = {
+        {"{\"prompt\":\"x\",\"seed\":0}", 0},
+        {"{\"prompt\":\"x\",\"seed\":9223372036854775807}", 9223372036854775807ull},
+        {"{\"prompt\":\"x\",\"seed\":9223372036854775808}", 9223372036854775808ull},
+        {"{\"seed\" :\n 18446744073709551615 , \"prompt\":\"x\"}", UINT64_MAX},
+        /* a big number under another key does not become the seed */
+        {"{\"prompt\":\"x\",\"seed\":5,\"metadata\":{\"seed\":18446744073709551615}}", 5},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(given); i++) {
+        const char *param = "unset";
+        int rc = parse_err(CS_API_COMPLETION, given[i].body, NULL, &r, &param, err, sizeof err);
+        if (rc != CLSPEC_OK)
+            fail_msg("%s: %s", given[i].body, err);
+        assert_true(r.seed_given);
+        if (r.sp.seed != given[i].seed)
+            fail_msg("%s: seed %llu", given[i].body, (unsigned long long)r.sp.seed);
+        assert_string_equal(r.prompt, "x");
+        cs_api_request_free(&r);
+    }
+    /* a nested big seed alone: the request's seed is still drawn */
+    assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":\"x\",\"metadata\":{\"seed\":18446744073709551615}}", &r,
+                           NULL),
+                     CLSPEC_OK);
+    assert_false(r.seed_given);
+    assert_true(r.sp.seed < (1ull << 53));
+    cs_api_request_free(&r);
+    /* the seed goes back exactly, even above int64 */
+    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-1", "m", 1, UINT64_MAX};
+    char *s = cs_api_completion_json(&rs, "t", 1, "stop", NULL, &usage);
+    assert_non_null(s);
+    assert_non_null(strstr(s, ",\"seed\":18446744073709551615}"));
+    free(s);
+    s = cs_api_chunk_json(&rs, NULL, 0, false, "stop", NULL, &usage, false);
+    assert_non_null(strstr(s, ",\"seed\":18446744073709551615}"));
+    free(s);
+}
+
+/* Numbers jansson cannot hold and ranges: the message names the field, the
+ * value and the limit (or where the number is). */
+static void test_range_messages(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        const char *param;
+        const char *msg;
+    } cases[] = {
+        {"{\"prompt\":\"x\",\"temperature\":1e309}", "temperature",
+         "'temperature' is 1e309: the number is out of range (line 1, column 33)"},
+        {"{\"prompt\":\"x\",\"seed\":18446744073709551616}", "seed", "'seed' is 18446744073709551616: the number is "
+                                                                   "out of range (seeds are 0..18446744073709551615)"},
+        {"{\"prompt\":\"x\",\n\"max_tokens\": 99999999999999999999}", "max_tokens",
+         "'max_tokens' is 99999999999999999999: the number is out of range (line 2, column 34)"},
+        {"{\"prompt\":[1, 2,\n 99999999999999999999]}", "prompt", "'prompt' holds "
+                                                                "99999999999999999999: the number is out of range"},
+        {"{\"prompt\":\"x\",\"foo\":-1e400}", NULL, "'foo' is -1e400: the number is out of range"},
+        {"[1e999]", NULL, "the number 1e999 at line 1, column 6 is out of range"},
+        {"{\"prompt\":\"x\",\"seed\":1e30}", "seed", "'seed' must be an integer (0..18446744073709551615)"},
+        {"{\"prompt\":\"x\",\"top_p\":0}", "top_p", "'top_p' is 0; it must be greater than 0 and at most 1"},
+        {"{\"prompt\":\"x\",\"min_p\":1}", "min_p", "'min_p' is 1; it must be at least 0 and less than 1"},
+        {"{\"prompt\":\"x\",\"temperature\":101}", "temperature", "'temperature' is 101; it must be at least 0 and "
+                                                                   "at most 100"},
+        {"{\"prompt\":[1,-1]}", "prompt", "prompt[1] = -1: token ids are 0..n_vocab-1"},
+        {"{\"prompt\":[1,2,7.5]}", "prompt", "prompt[2] is not an integer: token ids are 0..n_vocab-1"},
+        {"{\"prompt\":\"x\",\"n\":3}", "n", "'n' is 3; only 1 is supported"},
+        {"{\"prompt\":\"x\",\"tools\":[{}]}", "tools", "'tools' is not supported yet"},
+        {"{\"prompt\":\"x\",\"logit_bias\":{\"1\":5}}", "logit_bias", "'logit_bias' is not supported yet"},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
+        struct cs_api_request r;
+        const char *param = "unset";
+        char err[256] = "";
+        int rc = parse_err(CS_API_COMPLETION, cases[i].body, NULL, &r, &param, err, sizeof err);
+        if (rc != CLSPEC_E_INVAL || !strstr(err, cases[i].msg) ||
+            (cases[i].param ? !param || strcmp(param, cases[i].param) : param != NULL))
+            fail_msg("case %zu (%s): status %d param %s: '%s' lacks '%s'", i, cases[i].body, rc,
+                     param ? param : "NULL", err, cases[i].msg);
+        assert_null(r.root);
+    }
+    /* with the vocabulary's size known (the HTTP server passes it) the message states the range */
+    {
+        struct cs_api_defaults d = defaults();
+        d.n_vocab = 512;
+        struct cs_api_request r;
+        const char *param = NULL;
+        char err[256] = "";
+        assert_int_equal(parse_err(CS_API_COMPLETION, "{\"prompt\":[1,2,512]}", &d, &r, &param, err, sizeof err),
+                         CLSPEC_E_INVAL);
+        assert_string_equal(param, "prompt");
+        assert_string_equal(err, "prompt[2] = 512: token ids are 0..511 (n_vocab 512)");
+        assert_int_equal(parse_err(CS_API_COMPLETION, "{\"prompt\":[0,511]}", &d, &r, &param, err, sizeof err),
+                         CLSPEC_OK);
+        cs_api_request_free(&r);
+    }
+    /* documented edges are accepted; max_tokens above the server's limit is the scheduler's to refuse */
+    static const char *const ok[] = {
+        "{\"prompt\":\"x\",\"top_p\":1,\"min_p\":0,\"temperature\":100,\"repeat_penalty\":0.01}",
+        "{\"prompt\":\"x\",\"top_p\":1e-6,\"min_p\":0.999,\"presence_penalty\":-2,\"frequency_penalty\":2}",
+        "{\"prompt\":\"x\",\"max_tokens\":20000000,\"top_k\":1073741824,\"logprobs\":20}",
+        "{\"prompt\":\"x\",\"logit_bias\":{},\"tools\":[],\"tool_choice\":\"none\",\"response_format\":{\"type\":\"text\"}}",
+        "{\"prompt\":\"x\",\"logit_bias\":null,\"tools\":null,\"tool_choice\":null,\"response_format\":null}",
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(ok); i++) {
+        struct cs_api_request r;
+        char err[256] = "";
+        if (parse_err(CS_API_COMPLETION, ok[i], NULL, &r, NULL, err, sizeof err) != CLSPEC_OK)
+            fail_msg("%s: %s", ok[i], err);
+        if (i == 2)
+            assert_int_equal(r.max_tokens, 20000000);
+        cs_api_request_free(&r);
+    }
+    /* the sampler takes what the API accepts */
+    struct cs_api_request r;
+    assert_int_equal(parse(CS_API_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1e-6,\"min_p\":0.999}", &r, NULL), CLSPEC_OK);
+    clspec_sampler *smp = NULL;
+    char err[256];
+    assert_int_equal(cs_api_sampler_new(&r.sp, 32, &smp, err, sizeof err), CLSPEC_OK);
+    clspec_sampler_free(smp);
+    cs_api_request_free(&r);
 }
 
 static void test_status_and_error_json(void **state)
@@ -226,11 +410,6 @@ static void test_status_and_error_json(void **state)
     }
 }
 
-static const struct cs_req_usage usage = {
-    .prompt_tokens = 10, .completion_tokens = 21, .cached_tokens = 2,
-    .queue_ms = 1.5, .prefill_ms = 4.0, .decode_ms = 100.0,
-};
-
 static json_t *load(char *s)
 {
     assert_non_null(s);
@@ -245,8 +424,9 @@ static json_t *load(char *s)
 static void test_completion_json(void **state)
 {
     (void)state;
-    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-1", "stories", 1700000000};
+    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-1", "stories", 1700000000, 987654321};
     json_t *j = load(cs_api_completion_json(&rs, "Hi \xC3\xA9", 5, "length", NULL, &usage));
+    assert_int_equal(json_integer_value(json_object_get(j, "seed")), 987654321);
     assert_string_equal(json_string_value(json_object_get(j, "object")), "text_completion");
     assert_string_equal(json_string_value(json_object_get(j, "id")), "cmpl-1");
     assert_string_equal(json_string_value(json_object_get(j, "model")), "stories");
@@ -280,8 +460,9 @@ static void test_completion_json(void **state)
 static void test_chunks(void **state)
 {
     (void)state;
-    struct cs_api_resp rs = {CS_API_CHAT, "chatcmpl-3", "m", 1};
+    struct cs_api_resp rs = {CS_API_CHAT, "chatcmpl-3", "m", 1, 77};
     json_t *j = load(cs_api_chunk_json(&rs, "", 0, true, NULL, NULL, NULL, false));
+    assert_null(json_object_get(j, "seed")); /* only in the last chunk */
     assert_string_equal(json_string_value(json_object_get(j, "object")), "chat.completion.chunk");
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
     json_t *d = json_object_get(c, "delta");
@@ -303,11 +484,13 @@ static void test_chunks(void **state)
     assert_int_equal(json_object_size(json_object_get(c, "delta")), 0);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 21);
     assert_non_null(json_object_get(j, "timings"));
+    assert_int_equal(json_integer_value(json_object_get(j, "seed")), 77); /* the last chunk reports the seed */
     json_decref(j);
 
     j = load(cs_api_chunk_json(&rs, NULL, 0, false, NULL, NULL, &usage, true));
     assert_int_equal(json_array_size(json_object_get(j, "choices")), 0);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), 10);
+    assert_null(json_object_get(j, "seed"));
     json_decref(j);
 
     rs.kind = CS_API_COMPLETION;
@@ -326,7 +509,7 @@ static void test_logprobs(void **state)
     json_t *lp = cs_api_logprobs_new(CS_API_COMPLETION);
     assert_int_equal(cs_api_logprobs_add(lp, CS_API_COMPLETION, " the", 4, -0.1f, top, 2, 0), CLSPEC_OK);
     assert_int_equal(cs_api_logprobs_add(lp, CS_API_COMPLETION, "\xE2\x96", 2, -3.0f, NULL, 0, 4), CLSPEC_OK);
-    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-4", "m", 1};
+    struct cs_api_resp rs = {CS_API_COMPLETION, "cmpl-4", "m", 1, 0};
     json_t *j = load(cs_api_completion_json(&rs, " the", 4, "length", lp, &usage));
     json_t *l = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs");
     assert_int_equal(json_array_size(json_object_get(l, "tokens")), 2);
@@ -487,6 +670,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_and_nulls),
         cmocka_unit_test(test_chat_messages),     cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_seed),              cmocka_unit_test(test_range_messages),
         cmocka_unit_test(test_status_and_error_json), cmocka_unit_test(test_completion_json),
         cmocka_unit_test(test_chunks),            cmocka_unit_test(test_logprobs),
         cmocka_unit_test(test_models_and_slots),  cmocka_unit_test(test_http_loading),

@@ -3,10 +3,16 @@
 
 #include "daemon/api.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "base/strbuf.h"
@@ -26,8 +32,11 @@ static json_t *field(json_t *o, const char *k)
     return json_is_null(v) ? NULL : v;
 }
 
-static int get_num(json_t *o, const char *k, double lo, double hi, float *out, const char **param, char *err,
-                   size_t errlen)
+/* A number field within [lo, hi]; lo_open / hi_open exclude that bound (the
+ * sampler needs top_p > 0 and min_p < 1). The message states the range as
+ * docs/api.md does. */
+static int get_num(json_t *o, const char *k, double lo, bool lo_open, double hi, bool hi_open, float *out,
+                   const char **param, char *err, size_t errlen)
 {
     json_t *v = field(o, k);
     if (!v)
@@ -35,9 +44,12 @@ static int get_num(json_t *o, const char *k, double lo, double hi, float *out, c
     if (!json_is_number(v))
         FAIL(k, "'%s' must be a number", k);
     double x = json_number_value(v);
-    if (!(x >= lo && x <= hi))
-        FAIL(k, "'%s' is %g; it must be between %g and %g", k, x, lo, hi);
-    *out = (float)x;
+    float f = (float)x;
+    bool ok = (lo_open ? x > lo && f > (float)lo : x >= lo) && (hi_open ? x < hi && f < (float)hi : x <= hi);
+    if (!ok)
+        FAIL(k, "'%s' is %g; it must be %s %g and %s %g", k, x, lo_open ? "greater than" : "at least", lo,
+             hi_open ? "less than" : "at most", hi);
+    *out = f;
     return CLSPEC_OK;
 }
 
@@ -56,8 +68,11 @@ static int get_int(json_t *o, const char *k, long long lo, long long hi, long lo
     } else {
         FAIL(k, "'%s' must be an integer", k);
     }
-    if (x < lo || x > hi)
+    if (x < lo || x > hi) {
+        if (hi == lo)
+            FAIL(k, "'%s' is %lld; only %lld is supported", k, x, lo);
         FAIL(k, "'%s' is %lld; it must be between %lld and %lld", k, x, lo, hi);
+    }
     *out = x;
     if (set)
         *set = true;
@@ -75,7 +90,9 @@ static int get_bool(json_t *o, const char *k, bool *out, const char **param, cha
     return CLSPEC_OK;
 }
 
-static int parse_prompt(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+/* n_vocab 0: not known here (the scheduler checks the upper bound). */
+static int parse_prompt(json_t *o, int32_t n_vocab, struct cs_api_request *r, const char **param, char *err,
+                        size_t errlen)
 {
     json_t *v = field(o, "prompt");
     if (!v)
@@ -101,8 +118,17 @@ static int parse_prompt(json_t *o, struct cs_api_request *r, const char **param,
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(v, i);
-        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
-            FAIL("prompt", "'prompt' token %zu is not a token id", i);
+        long long id = json_is_integer(t) ? (long long)json_integer_value(t) : -1;
+        if (!json_is_integer(t) || id < 0 || id > INT32_MAX || (n_vocab > 0 && id >= n_vocab)) {
+            char range[48];
+            if (n_vocab > 0)
+                snprintf(range, sizeof range, "0..%d (n_vocab %d)", (int)n_vocab - 1, (int)n_vocab);
+            else
+                snprintf(range, sizeof range, "0..n_vocab-1");
+            if (!json_is_integer(t))
+                FAIL("prompt", "prompt[%zu] is not an integer: token ids are %s", i, range);
+            FAIL("prompt", "prompt[%zu] = %lld: token ids are %s", i, id, range);
+        }
         r->prompt_ids[i] = (int32_t)json_integer_value(t);
     }
     r->n_prompt_ids = (int)n;
@@ -193,8 +219,80 @@ static int parse_stop(json_t *o, struct cs_api_request *r, const char **param, c
     return CLSPEC_OK;
 }
 
-static int parse_fields(enum cs_api_kind kind, json_t *o, struct cs_api_request *r, const char **param, char *err,
-                        size_t errlen)
+/* Fields OpenAI defines that clspec does not implement yet: refused rather
+ * than silently ignored, except in the value that means "not used". */
+static int refuse_unsupported(json_t *o, const char **param, char *err, size_t errlen)
+{
+    json_t *v;
+    if ((v = field(o, "logit_bias")) && !(json_is_object(v) && json_object_size(v) == 0))
+        FAIL("logit_bias", "'logit_bias' is not supported yet (leave it out, null or {})");
+    if ((v = field(o, "response_format"))) {
+        json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
+        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0)
+            FAIL("response_format", "'response_format' is not supported yet (only {\"type\": \"text\"})");
+    }
+    if ((v = field(o, "tools")) && !(json_is_array(v) && json_array_size(v) == 0))
+        FAIL("tools", "'tools' is not supported yet (leave it out, null or [])");
+    if ((v = field(o, "tool_choice")) && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
+        FAIL("tool_choice", "'tool_choice' is not supported yet (only \"none\")");
+    return CLSPEC_OK;
+}
+
+/* A number too large for jansson's int64 as the value of "seed" is replaced
+ * in (a copy of) the body by this string, padded with spaces to the
+ * number's length so that line/column of later errors stay right, and kept
+ * aside; parse_seed takes the kept value when the top-level "seed" is this
+ * string. Without a replacement the string is refused like any string. */
+#define BIG_SEED_MARK "\"\\u0001seed\""
+
+/* The seed: the request's (0..2^64-1), the server's [sampling] seed when it
+ * is not 0, otherwise a fresh one (cs_api_fresh_seed). */
+static int parse_seed(json_t *o, const uint64_t *big_seed, const struct cs_api_defaults *d,
+                      struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *v = field(o, "seed");
+    if (!v) {
+        r->sp.seed = d->sp.seed ? d->sp.seed : cs_api_fresh_seed();
+        return CLSPEC_OK;
+    }
+    if (big_seed && json_is_string(v) && json_string_length(v) == 5 &&
+        memcmp(json_string_value(v), "\001seed", 5) == 0) {
+        r->sp.seed = *big_seed;
+    } else if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0)
+            FAIL("seed", "'seed' is %lld; it must be between 0 and %llu", (long long)json_integer_value(v),
+                 (unsigned long long)UINT64_MAX);
+        r->sp.seed = (uint64_t)json_integer_value(v);
+    } else {
+        FAIL("seed", "'seed' must be an integer (0..%llu)", (unsigned long long)UINT64_MAX);
+    }
+    r->seed_given = true;
+    return CLSPEC_OK;
+}
+
+/* Fresh seeds: getrandom(2), or (when it fails) a process-wide counter mixed
+ * with the clock and the process id through splitmix64. Below 2^53 so that
+ * clients that read JSON numbers as doubles (JavaScript) can send it back
+ * unchanged. */
+uint64_t cs_api_fresh_seed(void)
+{
+    uint64_t x = 0;
+    if (getrandom(&x, sizeof x, GRND_NONBLOCK) != (ssize_t)sizeof x) {
+        static _Atomic uint64_t counter;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        x = atomic_fetch_add(&counter, 1) + ((uint64_t)ts.tv_sec << 30) + (uint64_t)ts.tv_nsec +
+            ((uint64_t)getpid() << 48);
+        x += 0x9E3779B97F4A7C15ull; /* splitmix64 */
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        x ^= x >> 31;
+    }
+    return x & ((1ull << 53) - 1);
+}
+
+static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_seed, const struct cs_api_defaults *d,
+                        struct cs_api_request *r, const char **param, char *err, size_t errlen)
 {
     int rc;
 #define TRY(x)                                                                                                   \
@@ -203,7 +301,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, struct cs_api_request 
             return rc;                                                                                           \
     } while (0)
     if (kind == CS_API_COMPLETION) {
-        TRY(parse_prompt(o, r, param, err, errlen));
+        TRY(parse_prompt(o, d->n_vocab, r, param, err, errlen));
         bool echo = false;
         TRY(get_bool(o, "echo", &echo, param, err, errlen));
         if (echo)
@@ -214,33 +312,31 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, struct cs_api_request 
     } else {
         TRY(parse_messages(o, r, param, err, errlen));
     }
+    TRY(refuse_unsupported(o, param, err, errlen));
     json_t *model = field(o, "model");
     if (model && !json_is_string(model))
         FAIL("model", "'model' must be a string");
     long long x = 0;
     bool set = false;
-    TRY(get_int(o, "max_tokens", 1, 1 << 24, &x, &set, param, err, errlen));
+    /* the upper bound is the server's max_tokens_limit, which the scheduler checks and states */
+    TRY(get_int(o, "max_tokens", 1, INT32_MAX, &x, &set, param, err, errlen));
     if (kind == CS_API_CHAT)
-        TRY(get_int(o, "max_completion_tokens", 1, 1 << 24, &x, &set, param, err, errlen));
+        TRY(get_int(o, "max_completion_tokens", 1, INT32_MAX, &x, &set, param, err, errlen));
     if (set)
         r->max_tokens = (int)x;
     x = 1;
     TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen));
-    TRY(get_num(o, "temperature", 0, 100, &r->sp.temp, param, err, errlen));
-    TRY(get_num(o, "top_p", 0, 1, &r->sp.top_p, param, err, errlen));
-    TRY(get_num(o, "min_p", 0, 1, &r->sp.min_p, param, err, errlen));
-    TRY(get_num(o, "presence_penalty", -2, 2, &r->sp.presence_penalty, param, err, errlen));
-    TRY(get_num(o, "frequency_penalty", -2, 2, &r->sp.freq_penalty, param, err, errlen));
-    TRY(get_num(o, "repeat_penalty", 0.01, 10, &r->sp.repeat_penalty, param, err, errlen));
+    /* the ranges docs/api.md states: keep both in step */
+    TRY(get_num(o, "temperature", 0, false, 100, false, &r->sp.temp, param, err, errlen));
+    TRY(get_num(o, "top_p", 0, true, 1, false, &r->sp.top_p, param, err, errlen));
+    TRY(get_num(o, "min_p", 0, false, 1, true, &r->sp.min_p, param, err, errlen));
+    TRY(get_num(o, "presence_penalty", -2, false, 2, false, &r->sp.presence_penalty, param, err, errlen));
+    TRY(get_num(o, "frequency_penalty", -2, false, 2, false, &r->sp.freq_penalty, param, err, errlen));
+    TRY(get_num(o, "repeat_penalty", 0.01, false, 10, false, &r->sp.repeat_penalty, param, err, errlen));
     x = r->sp.top_k;
     TRY(get_int(o, "top_k", 0, 1 << 30, &x, NULL, param, err, errlen));
     r->sp.top_k = (int32_t)x;
-    json_t *seed = field(o, "seed");
-    if (seed) {
-        if (!json_is_integer(seed))
-            FAIL("seed", "'seed' must be an integer");
-        r->sp.seed = (uint64_t)json_integer_value(seed);
-    }
+    TRY(parse_seed(o, big_seed, d, r, param, err, errlen));
     TRY(parse_stop(o, r, param, err, errlen));
     json_t *lp = field(o, "logprobs");
     if (kind == CS_API_COMPLETION) {
@@ -275,6 +371,76 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, struct cs_api_request 
     return CLSPEC_OK;
 }
 
+/* Names of the fields whose numbers an overflow message can blame (param
+ * must outlive the body). */
+static const char *const NUM_FIELDS[] = {"max_tokens", "max_completion_tokens", "n", "temperature", "top_p",
+                                         "min_p", "top_k", "presence_penalty", "frequency_penalty",
+                                         "repeat_penalty", "seed", "logprobs", "top_logprobs", "prompt"};
+
+/* jansson refused a number that does not fit an int64 or a double; it ends
+ * at body[je->position). A whole number 2^63..2^64-1 as the value of "seed"
+ * is replaced in body (same length, see BIG_SEED_MARK) and kept in
+ * *big_seed: returns 1 (parse again). Otherwise a message that names the
+ * field (the key before the number, or the array's key for an element), the
+ * number and where it is: CLSPEC_E_INVAL. */
+static int number_overflow(char *body, size_t len, const json_error_t *je, uint64_t *big_seed, const char **param,
+                           char *err, size_t errlen)
+{
+#define NUMBER_CHAR(c) ((c) != '\0' && strchr("0123456789+-.eE", (c)) != NULL)
+    size_t end = je->position >= 0 && (size_t)je->position <= len ? (size_t)je->position : len, start = end;
+    while (start > 0 && NUMBER_CHAR(body[start - 1]))
+        start--;
+    /* the key: "name" : NUMBER, or "name" : [ ..., NUMBER (an array of numbers: depth 1) */
+    size_t k = start;
+    int depth = 0;
+    while (k > 0 && (isspace((unsigned char)body[k - 1]) ||
+                     (depth == 0 && (body[k - 1] == ',' || body[k - 1] == '[' || NUMBER_CHAR(body[k - 1]))))) {
+        if (body[k - 1] == '[')
+            depth = 1;
+        k--;
+    }
+#undef NUMBER_CHAR
+    char key[32] = "";
+    if (k > 0 && body[k - 1] == ':') {
+        k--;
+        while (k > 0 && isspace((unsigned char)body[k - 1]))
+            k--;
+        if (k > 1 && body[k - 1] == '"') {
+            size_t q = k - 1;
+            while (q > 0 && body[q - 1] != '"' && k - q < sizeof key)
+                q--;
+            if (q > 0 && body[q - 1] == '"' && k - 1 - q < sizeof key)
+                snprintf(key, sizeof key, "%.*s", (int)(k - 1 - q), body + q);
+        }
+    }
+    const char *name = NULL;
+    for (size_t i = 0; i < CS_ARRAY_LEN(NUM_FIELDS); i++)
+        if (strcmp(key, NUM_FIELDS[i]) == 0)
+            name = NUM_FIELDS[i];
+    int n = (int)(end - start);
+    if (name && strcmp(name, "seed") == 0 && depth == 0 && n >= (int)strlen(BIG_SEED_MARK) && body[start] != '-') {
+        char num[32];
+        snprintf(num, sizeof num, "%.*s", n, body + start);
+        char *e;
+        errno = 0;
+        unsigned long long x = strtoull(num, &e, 10);
+        if (errno == 0 && *e == '\0' && n < (int)sizeof num) {
+            *big_seed = x;
+            memset(body + start, ' ', (size_t)n);
+            memcpy(body + start, BIG_SEED_MARK, strlen(BIG_SEED_MARK));
+            return 1;
+        }
+    }
+    *param = name;
+    if (key[0])
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "'%s'%s %.*s%s: the number is out of range%s (line %d, column %d)", key,
+                      depth ? " holds" : " is", CS_MIN(n, 40), body + start, n > 40 ? "..." : "",
+                      strcmp(key, "seed") == 0 ? " (seeds are 0..18446744073709551615)" : "", je->line, je->column);
+    return cs_err(err, errlen, CLSPEC_E_INVAL, "the number %.*s%s at line %d, column %d is out of range",
+                  CS_MIN(n, 40), body + start, n > 40 ? "..." : "", je->line, je->column);
+}
+
 int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,
                  struct cs_api_request *r, const char **param, char *err, size_t errlen)
 {
@@ -287,7 +453,24 @@ int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const stru
     r->sp = d->sp;
     r->speculative = true;
     json_error_t je;
+    char *copy = NULL; /* the body with big seeds replaced */
+    uint64_t big = 0;
+    bool have_big = false;
     r->root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+    for (int tries = 0; !r->root && json_error_code(&je) == json_error_numeric_overflow && tries < 8; tries++) {
+        if (!copy && !(copy = malloc(len ? len : 1)))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        if (tries == 0)
+            memcpy(copy, body, len);
+        int rc = number_overflow(copy, len, &je, &big, param, err, errlen);
+        if (rc != 1) {
+            free(copy);
+            return rc;
+        }
+        have_big = true;
+        r->root = json_loadb(copy, len, JSON_REJECT_DUPLICATES, &je);
+    }
+    free(copy);
     if (!r->root)
         return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body is not valid JSON: %s (line %d, column %d)", je.text,
                       je.line, je.column);
@@ -295,7 +478,7 @@ int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const stru
         cs_api_request_free(r);
         return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body must be a JSON object");
     }
-    int rc = parse_fields(kind, r->root, r, param, err, errlen);
+    int rc = parse_fields(kind, r->root, have_big ? &big : NULL, d, r, param, err, errlen);
     if (rc != CLSPEC_OK) {
         cs_api_request_free(r);
         r->kind = kind;
@@ -488,6 +671,21 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     return t;
 }
 
+/* The object's JSON with "seed": rs->seed appended (written by hand: a
+ * uint64 does not fit jansson's integers). */
+static char *dump_seed(json_t *o, uint64_t seed)
+{
+    char *s = dump(o);
+    size_t n = s ? strlen(s) : 0;
+    if (n < 2 || s[n - 1] != '}')
+        return s;
+    char *t = malloc(n + 32);
+    if (t)
+        snprintf(t, n + 32, "%.*s,\"seed\":%llu}", (int)(n - 1), s, (unsigned long long)seed);
+    free(s);
+    return t;
+}
+
 static json_t *head(const struct cs_api_resp *rs, bool chunk)
 {
     const char *obj = rs->kind == CS_API_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion")
@@ -515,7 +713,7 @@ char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, siz
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     json_object_set_new(o, "usage", cs_api_usage(u));
     json_object_set_new(o, "timings", cs_api_timings(u));
-    return dump(o);
+    return dump_seed(o, rs->seed);
 }
 
 char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
@@ -552,7 +750,7 @@ char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t l
     } else {
         json_object_set_new(o, "usage", json_null());
     }
-    return dump(o);
+    return u && !usage_only ? dump_seed(o, rs->seed) : dump(o);
 }
 
 char *cs_api_models_json(const char *model, int64_t created, int n_ctx)

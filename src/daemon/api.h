@@ -22,8 +22,9 @@ enum cs_api_kind { CS_API_COMPLETION = 0, CS_API_CHAT = 1 };
 
 /* What a request gets for the fields it leaves out. */
 struct cs_api_defaults {
-    struct cs_sampler_params sp;
+    struct cs_sampler_params sp; /* sp.seed 0: each request without "seed" gets a fresh one */
     int max_tokens;              /* 0 = until EOS or a full context */
+    int32_t n_vocab;             /* token ids in a prompt are 0..n_vocab-1; 0 = not checked here */
 };
 
 struct cs_api_request {
@@ -39,7 +40,8 @@ struct cs_api_request {
     char **msg_text;             /* (n_msgs) contents assembled from parts, malloc'd or NULL */
     /* generation */
     int max_tokens;              /* >= 1, or 0 = the server's default */
-    struct cs_sampler_params sp;
+    struct cs_sampler_params sp; /* sp.seed: the seed this request uses (given, the server's, or fresh) */
+    bool seed_given;             /* the request named its seed */
     const char *stop[CS_MAX_STOP]; /* point into root */
     int n_stop;
     bool logprobs;
@@ -53,11 +55,19 @@ struct cs_api_request {
 
 /* Parses body[0..len). On error: CLSPEC_E_FORMAT (not JSON, not an object)
  * or CLSPEC_E_INVAL (a field of the wrong type or out of range, unsupported
- * value), err holds the message and *param (optional) the field's name (or
- * NULL); r is left empty. Unknown fields are ignored (clients send extras). */
+ * value, a number beyond int64/double), err holds the message and *param
+ * (optional) the field's name (or NULL); r is left empty. Unknown fields are
+ * ignored (clients send extras); logit_bias, response_format, tools and
+ * tool_choice are refused unless empty (not implemented yet). "seed" is any
+ * whole number 0..2^64-1; without one the request gets d->sp.seed, or when
+ * that is 0 cs_api_fresh_seed(). */
 int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,
                  struct cs_api_request *r, const char **param, char *err, size_t errlen);
 void cs_api_request_free(struct cs_api_request *r);
+
+/* A fresh random seed below 2^53 (exact in JavaScript's numbers):
+ * getrandom(2), or a per-process counter mixed with the clock. Thread-safe. */
+uint64_t cs_api_fresh_seed(void);
 
 /* HTTP status for a clspec status from parsing or cs_sched_submit:
  * FORMAT/INVAL/RANGE/CONTEXT 400, BUSY 429, SHUTDOWN 503, others 500. */
@@ -73,6 +83,7 @@ struct cs_api_resp {
     const char *id;
     const char *model;
     int64_t created;
+    uint64_t seed;               /* the sampler's seed: "seed" in whole responses and the last chunk */
 };
 
 /* Logprobs of the tokens of one response (or one chunk), accumulated in the
@@ -91,14 +102,14 @@ int cs_api_logprobs_add(json_t *lp, enum cs_api_kind kind, const char *piece, si
 json_t *cs_api_usage(const struct cs_req_usage *u);
 json_t *cs_api_timings(const struct cs_req_usage *u);
 
-/* A whole response (non-streamed): logprobs (NULL: null) is taken over. */
+/* A whole response (non-streamed), with "seed": logprobs (NULL: null) is taken over. */
 char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, size_t len, const char *finish_reason,
                              json_t *logprobs, const struct cs_req_usage *u);
 
 /* One streamed chunk's JSON (without "data: "): text delta (len may be 0),
  * role_first: chat's first chunk (delta carries role "assistant"),
  * finish_reason NULL while running, logprobs (NULL: null) taken over,
- * u non-NULL: usage and timings added. usage_only: the final usage chunk of
+ * u non-NULL: usage, timings and seed added (the last chunk). usage_only: the final usage chunk of
  * stream_options.include_usage (choices empty). */
 char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
                         const char *finish_reason, json_t *logprobs, const struct cs_req_usage *u,

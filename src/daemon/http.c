@@ -382,7 +382,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     char err[512];
     const char *param = NULL;
     struct cs_api_request ar;
-    int rc = cs_api_parse(kind, body, len, &h->p.defaults, &ar, &param, err, sizeof err);
+    struct cs_api_defaults d = h->p.defaults;
+    d.n_vocab = cs_tokenizer_n_vocab(h->e->tok);
+    int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
     int32_t *ids = NULL;
@@ -407,7 +409,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->last_out = j->t0;
     snprintf(j->req_id, sizeof j->req_id, "%s", req_id);
     snprintf(j->resp_id, sizeof j->resp_id, "%s-%llu", kind == CS_API_CHAT ? "chatcmpl" : "cmpl", num);
-    j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)cs_wall_now()};
+    j->rs = (struct cs_api_resp){kind, j->resp_id, h->model_name, (int64_t)cs_wall_now(), ar.sp.seed};
     j->stream = ar.stream;
     j->include_usage = ar.include_usage;
     j->want_lp = ar.logprobs;
@@ -441,9 +443,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.ignore_eos = ar.ignore_eos;
     rq.speculative = ar.speculative;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
-    cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, %s",
+    cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",
            kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
-           j->stream ? "streamed" : "whole");
+           (unsigned long long)ar.sp.seed, ar.seed_given ? "" : " (drawn)", j->stream ? "streamed" : "whole");
     rc = cs_sched_submit(h->s, &rq, on_event, j, &j->sched_id, err, sizeof err);
     free(ids);
     bool stream = j->stream;

@@ -719,8 +719,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     for (int i = 0; i < r->n_prompt; i++)
         if (r->prompt[i] < 0 || r->prompt[i] >= s->n_vocab)
             return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL,
-                                      "%s: prompt token %d (at %d) outside the vocabulary (%d tokens)", who,
-                                      (int)r->prompt[i], i, s->n_vocab));
+                                      "%s: prompt[%d] = %d: token ids are 0..%d (n_vocab %d)", who, i,
+                                      (int)r->prompt[i], s->n_vocab - 1, s->n_vocab));
     if (r->n_stop < 0 || r->n_stop > CS_MAX_STOP)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d stop strings (at most %d)", who, r->n_stop,
                                   CS_MAX_STOP));
@@ -730,7 +730,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (r->max_tokens < 0)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: max_tokens %d is negative", who, r->max_tokens));
     if (s->p.max_tokens_limit > 0 && r->max_tokens > s->p.max_tokens_limit)
-        return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE, "%s: max_tokens %d over the server's limit %d", who,
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE, "%s: 'max_tokens' is %d; it must be at most %d ([server] max_tokens_limit)", who,
                                   r->max_tokens, s->p.max_tokens_limit));
     int n_prompt = r->n_prompt;
     const int32_t *src = r->prompt;

@@ -133,6 +133,55 @@ code=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":4,"logpro
 check "completion logprobs: 4 tokens with 2 alternatives" test "$code" = 200 \
     -a "$(jq -r '.choices[0].logprobs | "\(.tokens|length) \(.top_logprobs[0]|length)"' "$tmp/body")" = "4 2"
 
+# ---- seeds: a request without one gets a fresh one and reports it; a given seed is reproducible
+seed_of() { grep -o '"seed":[0-9]*' "$1" | tail -1 | cut -d: -f2; } # raw text: jq may round a uint64
+cpids=()
+for i in 0 1 2; do
+    curl -s -o "$tmp/s$i" -H "$AUTH" "$url/v1/completions" \
+        -d '{"prompt":"Once upon a time","max_tokens":64,"temperature":0.8}' &
+    cpids+=($!)
+done
+wait "${cpids[@]}"
+s0=$(seed_of "$tmp/s0"); s1=$(seed_of "$tmp/s1"); s2=$(seed_of "$tmp/s2")
+t0=$(jq -r '.choices[0].text' "$tmp/s0"); t1=$(jq -r '.choices[0].text' "$tmp/s1"); t2=$(jq -r '.choices[0].text' "$tmp/s2")
+check "3 concurrent requests without seed at temperature 0.8: 3 different seeds reported ($s0 $s1 $s2)" \
+    test -n "$s0" -a -n "$s1" -a -n "$s2" -a "$s0" != "$s1" -a "$s1" != "$s2" -a "$s0" != "$s2"
+check "... and 3 different texts" test -n "$t0" -a "$t0" != "$t1" -a "$t1" != "$t2" -a "$t0" != "$t2"
+post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":64,\"temperature\":0.8,\"seed\":$s1}" > /dev/null
+check "the reported seed sent back gives the same text" \
+    test "$(jq -r '.choices[0].text' "$tmp/body")" = "$t1" -a "$(seed_of "$tmp/body")" = "$s1"
+big=18446744073709551615
+code=$(post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":64,\"temperature\":0.8,\"seed\":$big}")
+cp "$tmp/body" "$tmp/big1"
+post /v1/completions "{\"prompt\":\"Once upon a time\",\"max_tokens\":64,\"temperature\":0.8,\"seed\":$big}" > /dev/null
+check "seed 2^64-1: 200, reported exactly, the same text twice" test "$code" = 200 \
+    -a "$(seed_of "$tmp/big1")" = $big -a "$(jq -r '.choices[0].text' "$tmp/big1")" = "$(jq -r '.choices[0].text' "$tmp/body")"
+curl -sN -H "$AUTH" "$url/v1/chat/completions" \
+    -d "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":24,\"temperature\":0.8,\"seed\":$big,\"stream\":true}" \
+    > "$tmp/sse"
+check "streamed: the last chunk reports the seed" \
+    test "$(grep '^data: {' "$tmp/sse" | tail -1 | grep -o '"seed":[0-9]*')" = "\"seed\":$big"
+
+# ---- numbers and ranges: 400 naming the field, the value and the limit
+code=$(post /v1/completions '{"prompt":"x","temperature":1e309}')
+check "temperature 1e309: 400 naming the field, out of range (not 'not valid JSON')" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = temperature -a -n "$(jq -r .error.message "$tmp/body" | grep 'out of range')"
+code=$(post /v1/completions '{"prompt":[1,-1]}')
+check "prompt [1,-1]: 400 blaming prompt[1]" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = prompt \
+    -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = -1: token ids are 0..511 (n_vocab 512)"
+code=$(post /v1/completions '{"prompt":[1,99999]}')
+check "prompt [1,99999]: 400 naming prompt[1] and the vocabulary's range" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = prompt \
+    -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = 99999: token ids are 0..511 (n_vocab 512)"
+code=$(post /v1/completions '{"prompt":"x","logit_bias":{"5":-100}}')
+check "logit_bias: 400 not supported yet" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = logit_bias \
+    -a -n "$(jq -r .error.message "$tmp/body" | grep 'not supported yet')"
+code=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}')
+check "tools: 400 not supported yet" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = tools
+code=$(post /v1/completions '{"prompt":"x","max_tokens":2,"top_p":1,"min_p":0,"temperature":100}')
+check "documented edges top_p 1, min_p 0, temperature 100: 200" test "$code" = 200
+
 # ---- the official openai client (pinned by package-lock.json; skipped only without node and npm)
 client=
 if [ -d "$here/node_modules/openai" ]; then
@@ -235,7 +284,8 @@ check "wrong type: 400 naming the field" test "$code" = 400 -a "$(jq -r .error.p
 code=$(post /v1/chat/completions '{"messages":"hi"}')
 check "chat with messages not an array: 400" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = messages
 code=$(post /v1/completions '{"prompt":"x","max_tokens":4001}')
-check "max_tokens over the limit: 400" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = max_tokens
+check "max_tokens over the limit: 400 stating the configured limit (4000)" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = max_tokens -a -n "$(jq -r .error.message "$tmp/body" | grep 'at most 4000')"
 head -c 100000 /dev/zero | tr '\0' a | sed 's/^/{"prompt":"/; s/$/"}/' > "$tmp/big.json"
 code=$(curl -s -o "$tmp/body" -w '%{http_code}' -H "$AUTH" "$url/v1/completions" --data-binary @"$tmp/big.json")
 check "body over max_body_bytes: 413" test "$code" = 413
