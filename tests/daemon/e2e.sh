@@ -234,11 +234,11 @@ else not_ok "6 concurrent requests on 2 slots: all 200, texts equal to one by on
 check "some of them waited in the queue (max timings.queue_ms > 1)" \
     test "$(jq -s 'map(.timings.queue_ms) | max > 1' "$tmp"/c[0-5] 2>/dev/null)" = true
 
-# ---- past the queue: 429
+# ---- past the queue: 429 (long requests, so the first ones still run when the last arrive on a loaded machine)
 cpids=()
 for i in $(seq 0 11); do
     curl -s -o /dev/null -w '%{http_code}\n' -H "$AUTH" "$url/v1/completions" \
-        -d '{"prompt":"Once upon a time","max_tokens":400,"ignore_eos":true}' > "$tmp/q$i" &
+        -d '{"prompt":"Once upon a time","max_tokens":1500,"ignore_eos":true}' > "$tmp/q$i" &
     cpids+=($!)
 done
 wait "${cpids[@]}"
