@@ -15,6 +15,7 @@
 
 #include "text/chat.h"
 #include "base/common.h"
+#include "engine/api.h"
 #include "gguf/gguf.h"
 #include "testutil.h"
 #include "text/tokenizer.h"
@@ -431,9 +432,11 @@ static void test_shared_gguf_templates(void **state)
         if (rc != CLSPEC_OK)
             fail_msg("%s", err);
         const struct cs_gguf_kv *kv = cs_gguf_find(g, "tokenizer.chat_template");
+        const char *tt = kv && kv->type == CS_GGUF_STRING ? kv->v.s.ptr : NULL; /* as clspec_chat_template */
+        size_t tl = tt ? (size_t)kv->v.s.len : 0;
         enum cs_chat_family f = CS_CHAT_N_FAMILIES;
         bool known = true;
-        assert_int_equal(cs_chat_select(g, NULL, &f, &known, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_chat_select(tt, tl, NULL, &f, &known, err, sizeof err), CLSPEC_OK);
         if (kv && kv->type == CS_GGUF_STRING) {
             bool k2;
             assert_int_equal(f, cs_chat_detect(kv->v.s.ptr, kv->v.s.len, &k2));
@@ -445,16 +448,16 @@ static void test_shared_gguf_templates(void **state)
             assert_false(known);
             printf("# %s: no chat template -> plain\n", files[i]);
         }
-        assert_int_equal(cs_chat_select(g, "auto", &f, NULL, err, sizeof err), CLSPEC_OK);
-        assert_int_equal(cs_chat_select(g, "gemma", &f, &known, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_chat_select(tt, tl, "auto", &f, NULL, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_chat_select(tt, tl, "gemma", &f, &known, err, sizeof err), CLSPEC_OK);
         assert_int_equal(f, CS_CHAT_GEMMA);
         assert_true(known);
-        assert_int_equal(cs_chat_select(g, "nonsense", &f, NULL, err, sizeof err), CLSPEC_E_INVAL);
+        assert_int_equal(cs_chat_select(tt, tl, "nonsense", &f, NULL, err, sizeof err), CLSPEC_E_INVAL);
         cs_gguf_close(g);
         free(path);
     }
     enum cs_chat_family f;
-    assert_int_equal(cs_chat_select(NULL, NULL, &f, NULL, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(cs_chat_select(NULL, 0, NULL, &f, NULL, err, sizeof err), CLSPEC_OK);
     assert_int_equal(f, CS_CHAT_PLAIN);
 }
 
@@ -537,13 +540,16 @@ static void test_chat_tokenize(void **state)
                                          "models/vocab/ggml-vocab-gpt-2.gguf"};
     for (size_t v = 0; v < CS_ARRAY_LEN(vocabs); v++) {
         struct cs_tokenizer *tok = load_tok(vocabs[v]);
+        clspec_engine *e = NULL; /* cs_chat_tokenize reads the vocabulary through the door */
+        if (cs_api_wrap_vocab(tok, NULL, &e, err, sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
         int32_t bos = cs_tokenizer_bos(tok);
         bool add_bos = cs_tokenizer_add_bos(tok);
         for (int f = 0; f < CS_CHAT_N_FAMILIES; f++) {
             int32_t *ids = NULL;
             size_t n = 0;
             char *text = NULL;
-            int rc = cs_chat_tokenize(tok, (enum cs_chat_family)f, conv, 4, true, &ids, &n, &text, err, sizeof err);
+            int rc = cs_chat_tokenize(e, (enum cs_chat_family)f, conv, 4, true, &ids, &n, &text, err, sizeof err);
             if (rc != CLSPEC_OK)
                 fail_msg("%s %s: %s", vocabs[v], cs_chat_family_name((enum cs_chat_family)f), err);
             assert_true(n > 4);
@@ -571,6 +577,7 @@ static void test_chat_tokenize(void **state)
             free(ids);
             free(text);
         }
+        clspec_engine_free(e);
         cs_tokenizer_free(tok);
     }
 }

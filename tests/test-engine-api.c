@@ -29,6 +29,7 @@
 #include "clspec/clspec.h"
 #include "engine/engine.h"
 #include "model/forward.h"
+#include "text/tokenizer.h"
 #include "testutil.h"
 
 #define MODEL "models/stories260K.gguf"
@@ -362,6 +363,55 @@ static void test_tokenizer_info(void **state)
     clspec_engine_free(e);
 }
 
+/* The door's vocabulary and model facts (token types and texts, the chat
+ * template, the info fields appended after kv_partitioned) agree with the
+ * internals; a caller built before those fields does not get them. */
+static void test_token_facts(void **state)
+{
+    (void)state;
+    clspec_engine *e = open_engine(64, 1, 0);
+    const struct cs_engine *ie = cs_api_engine(e);
+    struct clspec_engine_info info = {.size = sizeof info};
+    OK(clspec_engine_get_info(e, &info, g_err, sizeof g_err));
+    assert_int_equal(info.n_params, ie->model->n_params);
+    assert_int_equal(info.model_bytes, ie->model->n_bytes);
+    assert_string_equal(info.weight_type, "f32");
+    assert_int_equal(info.kv_dim, 32);
+    assert_int_equal(info.kv_bytes_per_token, 2 * (uint64_t)info.n_layer * info.kv_dim * 2); /* f16 K and V */
+    assert_int_equal(info.strips_space, cs_tokenizer_strips_space(ie->tok));
+    assert_int_equal(info.strips_space, 1); /* llama SentencePiece, add_space_prefix */
+    struct clspec_engine_info old;
+    memset(&old, 0x5a, sizeof old);
+    old.size = (uint32_t)offsetof(struct clspec_engine_info, n_params);
+    OK(clspec_engine_get_info(e, &old, g_err, sizeof g_err));
+    assert_int_equal(old.kv_partitioned, info.kv_partitioned);
+    assert_int_equal(old.n_params, 0x5a5a5a5a5a5a5a5aULL);
+    assert_int_equal(old.strips_space, 0x5a5a5a5a);
+    assert_int_equal(clspec_token_type(e, info.bos), CLSPEC_TOKEN_CONTROL);
+    assert_int_equal(clspec_token_type(e, 403), CLSPEC_TOKEN_NORMAL);
+    assert_int_equal(clspec_token_type(e, 100000), CLSPEC_E_RANGE);
+    assert_int_equal(clspec_token_type(e, -1), CLSPEC_E_RANGE);
+    assert_int_equal(clspec_token_type(NULL, 0), CLSPEC_E_INVAL);
+    size_t len = 99;
+    const char *t = clspec_token_text(e, info.eos, &len);
+    assert_non_null(t);
+    assert_int_equal(len, 4);
+    assert_memory_equal(t, "</s>", 4);
+    t = clspec_token_text(e, 403, NULL);
+    assert_non_null(t);
+    assert_memory_equal(t, "\xe2\x96\x81Once", 7);
+    assert_null(clspec_token_text(e, info.n_vocab, &len));
+    assert_int_equal(len, 0);
+    assert_null(clspec_token_text(NULL, 0, NULL));
+    /* stories260K has no tokenizer.chat_template */
+    len = 99;
+    assert_int_equal(info.has_chat_template, 0);
+    assert_null(clspec_chat_template(e, &len));
+    assert_int_equal(len, 0);
+    assert_null(clspec_chat_template(NULL, NULL));
+    clspec_engine_free(e);
+}
+
 static void sample_n(clspec_sampler *s, const float *logits, int n, int32_t *out)
 {
     for (int i = 0; i < n; i++) {
@@ -559,7 +609,7 @@ int main(void)
         cmocka_unit_test(test_decode_matches_forward), cmocka_unit_test(test_kv_full_one_sequence),
         cmocka_unit_test(test_seq_ops),                cmocka_unit_test(test_tokenizer_info),
         cmocka_unit_test(test_sampler_save_restore),   cmocka_unit_test(test_bad_arguments),
-        cmocka_unit_test(test_kv_usage_logits_layout),
+        cmocka_unit_test(test_kv_usage_logits_layout), cmocka_unit_test(test_token_facts),
     };
     return cmocka_run_group_tests_name("engine-api", tests, NULL, NULL);
 }

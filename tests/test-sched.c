@@ -187,7 +187,7 @@ static void engine_close(struct cs_engine *e)
 static struct cs_sched *sched_new(struct cs_engine *e, int n_slots, int queue_max, bool truncate)
 {
     struct cs_sched_params sp = {
-        .n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate, .tok = e->tok};
+        .n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate};
     struct cs_sched *s = NULL;
     char err[CLSPEC_ERRLEN];
     if (cs_sched_new(door_of(e), &sp, &s, err, sizeof err) != CLSPEC_OK)
@@ -516,7 +516,7 @@ static void test_refusals_and_truncation(void **state)
 
     /* max_tokens over the limit -> RANGE; the default applies when 0 */
     struct cs_sched_params sp = {
-        .n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50, .tok = e->tok};
+        .n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50};
     assert_int_equal(cs_sched_new(door_of(e), &sp, &s, err, sizeof err), CLSPEC_OK);
     rb = req_make(gc->prompt, gc->n_prompt, 51);
     assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_RANGE);
@@ -952,7 +952,7 @@ static void specrig_close(struct specrig *r)
 static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
 {
     struct cs_sched_params p = {
-        .n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill, .tok = e->tok};
+        .n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
     struct cs_sched *s = NULL;
     char err[CLSPEC_ERRLEN];
     if (cs_sched_new(door_of(e), &p, &s, err, sizeof err) != CLSPEC_OK)

@@ -13,6 +13,7 @@
 
 #include "base/common.h"
 #include "daemon/textout.h"
+#include "engine/api.h"
 #include "gguf/gguf.h"
 #include "testutil.h"
 #include "text/tokenizer.h"
@@ -20,6 +21,7 @@
 struct vocab {
     struct cs_gguf *g;
     struct cs_tokenizer *tok;
+    clspec_engine *e; /* a door over tok (cs_api_wrap_vocab): what textout reads */
 };
 
 static void vocab_open(const char *rel, struct vocab *v)
@@ -28,13 +30,15 @@ static void vocab_open(const char *rel, struct vocab *v)
     char *path = tu_shared_path(rel);
     if (cs_gguf_open(path, &v->g, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
-    if (cs_tokenizer_load(v->g, &v->tok, err, sizeof err) != CLSPEC_OK)
+    if (cs_tokenizer_load(v->g, &v->tok, err, sizeof err) != CLSPEC_OK ||
+        cs_api_wrap_vocab(v->tok, v->g, &v->e, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
     free(path);
 }
 
 static void vocab_close(struct vocab *v)
 {
+    clspec_engine_free(v->e);
     cs_tokenizer_free(v->tok);
     cs_gguf_close(v->g);
 }
@@ -79,7 +83,7 @@ static char *stream(const struct vocab *v, const int32_t *ids, size_t n, const c
 {
     char err[CLSPEC_ERRLEN];
     struct cs_textout *t = NULL;
-    if (cs_textout_new(v->tok, stop, n_stop, lstrip, &t, err, sizeof err) != CLSPEC_OK)
+    if (cs_textout_new(v->e, stop, n_stop, lstrip, &t, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
     size_t cap = 64, len = 0;
     char *all = malloc(cap);
@@ -149,7 +153,9 @@ static void test_equality_with_detokenize(void **state)
     for (size_t vi = 0; vi < CS_ARRAY_LEN(vocabs); vi++) {
         struct vocab v;
         vocab_open(vocabs[vi], &v);
-        bool strip = cs_textout_tok_strips_space(v.tok);
+        struct clspec_engine_info info = {.size = sizeof info};
+        assert_int_equal(clspec_engine_get_info(v.e, &info, NULL, 0), CLSPEC_OK);
+        bool strip = info.strips_space != 0;
         assert_int_equal(strip, vi < 2); /* SPM with add_space_prefix strips; BPE does not */
         for (size_t ti = 0; ti < CS_ARRAY_LEN(TEXTS); ti++) {
             int32_t ids[256];
@@ -275,8 +281,8 @@ static void test_stop_strings(void **state)
     char err[CLSPEC_ERRLEN];
     struct cs_textout *t = NULL;
     const char *bad1[] = {""}, *bad2[] = {"\xc3"};
-    assert_int_equal(cs_textout_new(v.tok, bad1, 1, false, &t, err, sizeof err), CLSPEC_E_INVAL);
-    assert_int_equal(cs_textout_new(v.tok, bad2, 1, false, &t, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_textout_new(v.e, bad1, 1, false, &t, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_textout_new(v.e, bad2, 1, false, &t, err, sizeof err), CLSPEC_E_INVAL);
     assert_null(t);
     vocab_close(&v);
 }
@@ -289,7 +295,7 @@ static void test_control_and_range(void **state)
     vocab_open("models/stories260K.gguf", &v);
     char err[CLSPEC_ERRLEN];
     struct cs_textout *t = NULL;
-    assert_int_equal(cs_textout_new(v.tok, NULL, 0, true, &t, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(cs_textout_new(v.e, NULL, 0, true, &t, err, sizeof err), CLSPEC_OK);
     const char *d;
     size_t dn;
     assert_int_equal(cs_textout_push(t, cs_tokenizer_eos(v.tok), &d, &dn, err, sizeof err), 0);

@@ -151,6 +151,14 @@ struct clspec_engine_info {
     const char *device_name[CLSPEC_MAX_DEVICES];  /* (n_devices) OpenCL device names */
     uint32_t device_layers[CLSPEC_MAX_DEVICES];   /* (n_devices) layers on each device */
     int32_t kv_partitioned;   /* 1: each sequence has n_ctx / n_seq cells of its own (0 when vocab_only) */
+    /* appended in 0.1 after kv_partitioned (a caller whose size ends before them does not get them) */
+    uint64_t n_params;        /* elements of the trunk's weight tensors (a tied output counted once) */
+    uint64_t model_bytes;     /* bytes of those tensors in the GGUF */
+    const char *weight_type;  /* GGUF type name of the trunk's weights (layer 0's attn_q: "q8_0", "f16") */
+    uint32_t kv_dim;          /* values of K (and of V) per token and layer: n_head_kv * head_dim */
+    int32_t strips_space;     /* 1: clspec_detokenize drops the leading space of the first token's piece
+                               * (SentencePiece add_space_prefix): a generation that starts the text
+                               * shows the first piece without it */
 };
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen);
 
@@ -172,6 +180,27 @@ int clspec_token_piece(const clspec_engine *e, int32_t id, int special, char *bu
                        char *err, size_t errlen);
 /* 1 when id ends generation (EOS, EOT, <|im_end|>, ...), 0 otherwise (also for invalid arguments). */
 int clspec_token_is_eog(const clspec_engine *e, int32_t id);
+/* Token types (the GGUF's tokenizer.ggml.token_type values). */
+enum clspec_token_type {
+    CLSPEC_TOKEN_UNDEFINED = 0,
+    CLSPEC_TOKEN_NORMAL = 1,
+    CLSPEC_TOKEN_UNKNOWN = 2,
+    CLSPEC_TOKEN_CONTROL = 3,      /* BOS, EOS, <|im_start|>, ...: no text unless rendered as special */
+    CLSPEC_TOKEN_USER_DEFINED = 4,
+    CLSPEC_TOKEN_UNUSED = 5,
+    CLSPEC_TOKEN_BYTE = 6,         /* <0x0A>: one raw byte */
+};
+/* The enum clspec_token_type of id; CLSPEC_E_RANGE for an id outside the
+ * vocabulary, CLSPEC_E_INVAL for a NULL engine. */
+int clspec_token_type(const clspec_engine *e, int32_t id);
+/* The vocabulary's string of id as stored in the GGUF ("</s>", "\xe2\x96\x81the",
+ * "Ġthe"; not NUL-terminated: *len gets its length, len may be NULL). NULL for
+ * an id outside the vocabulary. Belongs to the engine. */
+const char *clspec_token_text(const clspec_engine *e, int32_t id, size_t *len);
+/* The GGUF's tokenizer.chat_template (the Jinja source, not NUL-terminated:
+ * *len gets its length, len may be NULL); NULL when the model has none.
+ * Belongs to the engine. */
+const char *clspec_chat_template(const clspec_engine *e, size_t *len);
 
 /* ---- decoding ----
  * One call runs rows of many sequences through the model and stores their

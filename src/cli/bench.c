@@ -11,11 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv/batch.h"
+#include "clspec/clspec.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "cli/spec_cli.h"
 #include "base/common.h"
+#include "engine/api.h"
 #include "engine/engine.h"
 #include "gguf/quant.h"
 
@@ -36,41 +37,57 @@ static void usage(FILE *f)
     fputs(cs_spec_cli_usage(), f);
 }
 
+/* The rows of one clspec_decode (cap of them): the bench's batch. */
+struct rows {
+    int32_t *token, *pos, *seq; /* (cap) */
+    uint8_t *keep;              /* (cap) 1 = keep the row's logits */
+    int n, cap;
+};
+
+static void rows_add(struct rows *r, int32_t token, int32_t pos, int32_t seq, bool keep)
+{
+    r->token[r->n] = token;
+    r->pos[r->n] = pos;
+    r->seq[r->n] = seq;
+    r->keep[r->n++] = keep;
+}
+
+/* Decodes r's rows; a sequence the cache could not take is an error. */
+static int rows_decode(clspec_engine *e, const struct rows *r, char *err, size_t errlen)
+{
+    struct clspec_batch b = {sizeof b, r->n, r->token, r->pos, r->seq, r->keep};
+    int seq_rc[CLSPEC_MAX_SEQ];
+    CS_TRY(clspec_decode(e, &b, seq_rc, err, errlen));
+    for (int s = 0; s < CLSPEC_MAX_SEQ; s++)
+        if (seq_rc[s] != CLSPEC_OK)
+            return cs_err(err, errlen, seq_rc[s], "sequence %d: KV cache full", s);
+    return CLSPEC_OK;
+}
+
 /* One timed run on sequences 0..n_seq-1: n_p tokens each as one batch
  * (timed when n_g == 0), then n_g decode steps of n_seq rows (timed when
  * n_g > 0). Returns a status; *secs the timed part. */
-static int one_run(struct cs_engine *E, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, float *logits,
+static int one_run(clspec_engine *e, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, struct rows *r,
                    double *secs, char *err, size_t errlen)
 {
-    cs_kv_clear(E->ctx->kv);
-    struct cs_batch b;
-    int cap = CS_MAX(n_p * n_seq, n_seq);
-    int rc = cs_batch_init(&b, cap, err, errlen);
-    if (rc < 0)
-        return rc;
-    int seq_rc[CS_MAX_SEQ];
+    int rc = clspec_kv_clear(e, err, errlen);
     double t0 = cs_now();
-    if (n_p > 0) {
-        for (int s = 0; s < n_seq && rc == 0; s++)
-            for (int i = 0; i < n_p && rc == 0; i++)
-                rc = cs_batch_add(&b, tok[(i + 7 * s) % n_tok], i, s, i == n_p - 1, err, errlen);
-        if (rc == 0)
-            rc = cs_forward_batch(E->ctx, &b, logits, NULL, seq_rc, err, errlen);
+    if (n_p > 0 && rc == 0) {
+        r->n = 0;
+        for (int s = 0; s < n_seq; s++)
+            for (int i = 0; i < n_p; i++)
+                rows_add(r, tok[(i + 7 * s) % n_tok], i, s, i == n_p - 1);
+        rc = rows_decode(e, r, err, errlen);
     }
     if (n_g > 0)
         t0 = cs_now();
     for (int g = 0; g < n_g && rc == 0; g++) {
-        cs_batch_clear(&b);
-        for (int s = 0; s < n_seq && rc == 0; s++)
-            rc = cs_batch_add(&b, tok[(n_p + g + 13 * s) % n_tok], n_p + g, s, true, err, errlen);
-        if (rc == 0)
-            rc = cs_forward_batch(E->ctx, &b, logits, NULL, seq_rc, err, errlen);
+        r->n = 0;
+        for (int s = 0; s < n_seq; s++)
+            rows_add(r, tok[(n_p + g + 13 * s) % n_tok], n_p + g, s, true);
+        rc = rows_decode(e, r, err, errlen);
     }
     *secs = cs_now() - t0;
-    for (int s = 0; rc == 0 && s < n_seq; s++)
-        if (seq_rc[s] != CLSPEC_OK)
-            rc = cs_err(err, errlen, seq_rc[s], "sequence %d: KV cache full", s);
-    cs_batch_free(&b);
     return rc;
 }
 
@@ -85,13 +102,13 @@ static void human(double v, char *buf, size_t n)
 }
 
 /* Mean and sd of tokens/s over reps timed runs after one warm-up. */
-static int measure(struct cs_engine *E, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, long reps,
-                   float *logits, double *mean, double *sd, char *err, size_t errlen)
+static int measure(clspec_engine *e, const int32_t *tok, int n_tok, int n_seq, int n_p, int n_g, long reps,
+                   struct rows *rows, double *mean, double *sd, char *err, size_t errlen)
 {
     double secs, sum = 0, sum2 = 0;
-    int rc = one_run(E, tok, n_tok, n_seq, n_p, n_g, logits, &secs, err, errlen); /* warm-up */
+    int rc = one_run(e, tok, n_tok, n_seq, n_p, n_g, rows, &secs, err, errlen); /* warm-up */
     for (long r = 0; r < reps && rc == 0; r++) {
-        rc = one_run(E, tok, n_tok, n_seq, n_p, n_g, logits, &secs, err, errlen);
+        rc = one_run(e, tok, n_tok, n_seq, n_p, n_g, rows, &secs, err, errlen);
         double tps = (double)(n_g > 0 ? n_g * n_seq : n_p * n_seq) / secs;
         sum += tps;
         sum2 += tps * tps;
@@ -173,35 +190,42 @@ int cs_cmd_bench(int argc, char **argv)
         ep.n_ubatch = CS_MIN(ep.n_batch, 512u);
     ep.n_seq_max = (uint32_t)max_par;
     ep.model_path = model;
-    struct cs_engine *E = NULL;
-    int rc = cs_engine_open(&ep, &E, err, sizeof err);
+    struct clspec_engine_params dp;
+    cs_api_engine_params(&ep, &dp);
+    clspec_engine *e = NULL;
+    struct clspec_engine_info info = {.size = sizeof info};
+    int rc = clspec_engine_open(&dp, &e, err, sizeof err);
+    if (rc == 0)
+        rc = clspec_engine_get_info(e, &info, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "clspec bench: %s\n", err);
+        clspec_engine_free(e);
         return 1;
     }
-    const struct cs_hparams *hp = &E->model->hp;
     int n_tok = (int)CS_MAX(CS_MAX(n_p, n_g), 1) + 64;
     int32_t *tok = malloc((size_t)n_tok * sizeof *tok);
-    float *logits = malloc((size_t)max_par * hp->n_vocab * sizeof *logits);
-    if (!tok || !logits) {
+    struct rows r = {.cap = (int)CS_MAX(n_p * max_par, max_par)};
+    r.token = malloc((size_t)r.cap * sizeof *r.token);
+    r.pos = malloc((size_t)r.cap * sizeof *r.pos);
+    r.seq = malloc((size_t)r.cap * sizeof *r.seq);
+    r.keep = malloc((size_t)r.cap);
+    if (!tok || !r.token || !r.pos || !r.seq || !r.keep) {
         fprintf(stderr, "clspec bench: out of memory\n");
-        free(tok);
-        free(logits);
-        cs_engine_free(E);
-        return 1;
+        rc = -1;
+        goto out;
     }
     uint64_t x = 0x9e3779b97f4a7c15ULL;
     for (int i = 0; i < n_tok; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        tok[i] = (int32_t)(x % hp->n_vocab);
+        tok[i] = (int32_t)(x % (uint64_t)info.n_vocab);
     }
     const char *base = strrchr(model, '/');
     base = base ? base + 1 : model;
     char params[32], type[32], dev[300], kvt[24];
-    human((double)E->model->n_params, params, sizeof params);
-    snprintf(type, sizeof type, "%s", cs_type_name(E->model->layers[0].wq->type));
-    snprintf(dev, sizeof dev, "%s%s", E->dev[0]->info.name, E->n_dev > 1 ? " +" : "");
-    snprintf(kvt, sizeof kvt, "%s/%s", cs_type_name(E->p.type_k), cs_type_name(E->p.type_v));
+    human((double)info.n_params, params, sizeof params);
+    snprintf(type, sizeof type, "%s", info.weight_type);
+    snprintf(dev, sizeof dev, "%s%s", info.device_name[0], info.n_devices > 1 ? " +" : "");
+    snprintf(kvt, sizeof kvt, "%s/%s", clspec_kv_type_name(info.type_k), clspec_kv_type_name(info.type_v));
     printf("| %-28s | %-6s | %10s | %9s | %-24.24s | %-9s | %-12s | %18s |\n", "model", "type", "size", "params",
            "device", "kv", "test", "t/s");
     printf("| %.28s | %.6s | %.10s | %.9s | %.24s | %.9s | %.12s | %.18s |\n", "-----------------------------------",
@@ -220,7 +244,7 @@ int cs_cmd_bench(int argc, char **argv)
         if (np == 0 && ng == 0)
             continue;
         double mean, sd;
-        rc = measure(E, tok, n_tok, ns, np, ng, reps, logits, &mean, &sd, err, sizeof err);
+        rc = measure(e, tok, n_tok, ns, np, ng, reps, &r, &mean, &sd, err, sizeof err);
         if (rc < 0)
             break;
         char test[24], tps[32];
@@ -232,7 +256,7 @@ int cs_cmd_bench(int argc, char **argv)
             snprintf(test, sizeof test, "%s%d", np && !ng ? "pp" : "tg", np && !ng ? np : ng);
         snprintf(tps, sizeof tps, "%.2f ± %.2f", mean, sd);
         printf("| %-28.28s | %-6s | %6.2f MiB | %9s | %-24.24s | %-9s | %-12s | %19s |\n", base, type,
-               (double)E->model->n_bytes / 1048576.0, params, dev, kvt, test, tps);
+               (double)info.model_bytes / 1048576.0, params, dev, kvt, test, tps);
         fflush(stdout);
     }
     if (rc == 0 && n_par > 0 && n_g > 0) {
@@ -245,26 +269,30 @@ int cs_cmd_bench(int argc, char **argv)
     if (rc == 0 && n_par > 0) {
         /* KV bytes per token of every type (K + V, all layers), and the engine's own cache */
         static const uint32_t kt[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
-        uint64_t kv_dim = cs_hp_kv_dim(hp), f16 = 0;
+        uint64_t kv_dim = info.kv_dim, f16 = 0;
         cs_row_bytes(CS_TYPE_F16, kv_dim, &f16);
-        printf("\nKV cache (K and V of the same type, %u layers x %llu values): bytes per token\n", hp->n_layer,
+        printf("\nKV cache (K and V of the same type, %u layers x %llu values): bytes per token\n", info.n_layer,
                (unsigned long long)kv_dim);
         printf("| %-5s | %12s | %8s |\n| ----- | ------------ | -------- |\n", "type", "bytes/token", "vs f16");
         for (size_t i = 0; i < CS_ARRAY_LEN(kt); i++) {
             uint64_t rb = 0;
             if (!cs_row_bytes(kt[i], kv_dim, &rb))
                 continue;
-            uint64_t tot = 2 * rb * hp->n_layer;
+            uint64_t tot = 2 * rb * (uint64_t)info.n_layer;
             printf("| %-5s | %12llu | %7.3fx |\n", cs_type_name(kt[i]), (unsigned long long)tot,
                    (double)rb / (double)f16);
         }
         printf("this run (%s): %llu bytes/token, %u cells\n", kvt,
-               (unsigned long long)cs_kv_bytes_per_token(E->ctx->kv), E->p.n_ctx);
+               (unsigned long long)info.kv_bytes_per_token, info.n_ctx);
     }
     if (rc < 0)
         fprintf(stderr, "clspec bench: %s\n", err);
+out:
     free(tok);
-    free(logits);
-    cs_engine_free(E);
+    free(r.token);
+    free(r.pos);
+    free(r.seq);
+    free(r.keep);
+    clspec_engine_free(e);
     return rc < 0 ? 1 : 0;
 }

@@ -339,14 +339,16 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     char err[CLSPEC_ERRLEN];
     const int n_slots = (int)o->parallel;
     const char *model = ep->model_path;
-    /* tokenize with a plain engine-less tokenizer */
-    struct cs_model *m0 = NULL;
-    struct cs_tokenizer *tok0 = NULL;
+    /* tokenize with a vocab_only door (no device) */
+    clspec_engine *vocab = NULL;
     int rc = check_plugin(o, err, sizeof err);
-    if (rc == 0)
-        rc = cs_model_load(model, &m0, err, sizeof err);
-    if (rc == 0)
-        rc = cs_tokenizer_load(m0->gguf, &tok0, err, sizeof err);
+    if (rc == 0) {
+        struct clspec_engine_params vp;
+        clspec_engine_default_params(&vp, sizeof vp);
+        vp.model_path = model;
+        vp.vocab_only = 1;
+        rc = clspec_engine_open(&vp, &vocab, err, sizeof err);
+    }
     int32_t *ids[CS_MAX_SEQ] = {NULL}, n_ids[CS_MAX_SEQ] = {0}, n_max_prompt = 0;
     for (int s = 0; rc == 0 && s < n_slots; s++) {
         const char *text = o->prompt ? o->prompt : bench_prompts[s % 4];
@@ -355,12 +357,11 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
         if (!ids[s])
             rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
         else
-            rc = cs_tokenize(tok0, text, strlen(text), true, false, ids[s], cap, &n, err, sizeof err);
+            rc = clspec_tokenize(vocab, text, strlen(text), 1, 0, ids[s], cap, &n, err, sizeof err);
         n_ids[s] = (int32_t)n;
         n_max_prompt = CS_MAX(n_max_prompt, n_ids[s]);
     }
-    cs_tokenizer_free(tok0);
-    cs_model_free(m0);
+    clspec_engine_free(vocab);
     uint32_t n_ctx = (uint32_t)(n_slots * (n_max_prompt + n_gen + (int32_t)o->n_max + 4));
     double tps[2] = {0, 0};
     if (rc == 0)

@@ -27,9 +27,7 @@
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/sched.h"
-#include "engine/engine.h"
 #include "base/strbuf.h"
-#include "text/tokenizer.h"
 
 enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
@@ -41,7 +39,7 @@ struct cs_http {
     atomic_int state;
     atomic_uint_fast64_t next_req;
     atomic_int live_jobs;       /* jobs not yet freed (answers still being sent) */
-    struct cs_engine *e;
+    clspec_engine *e;         /* the engine door: the vocabulary */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
@@ -179,7 +177,7 @@ static void on_event(void *user, const struct cs_req_event *ev)
     if (ev->type == CS_EV_TOKEN && j->want_lp && ev->token >= 0) {
         char piece[256];
         size_t n = 0;
-        if (cs_token_to_piece(j->h->e->tok, ev->token, false, piece, sizeof piece, &n, NULL, 0) != CLSPEC_OK)
+        if (clspec_token_piece(j->h->e, ev->token, 0, piece, sizeof piece, &n, NULL, 0) != CLSPEC_OK)
             n = 0;
         if (j->stream) {
             lp = cs_api_logprobs_new(j->kind);
@@ -331,10 +329,9 @@ static void stream_free(void *cls)
 static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
                            char *err, size_t errlen)
 {
-    const struct cs_tokenizer *tok = h->e->tok;
     if (ar->kind == CS_API_CHAT) {
         size_t n = 0;
-        int rc = cs_chat_tokenize(tok, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
+        int rc = cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
         if (rc == CLSPEC_OK && n > INT32_MAX) {
             free(*ids);
             return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
@@ -355,7 +352,7 @@ static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, i
         *ids = malloc(cap * sizeof **ids);
         if (!*ids)
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
-        int rc = cs_tokenize(tok, ar->prompt, ar->prompt_len, true, true, *ids, cap, &n, err, errlen);
+        int rc = clspec_tokenize(h->e, ar->prompt, ar->prompt_len, 1, 1, *ids, cap, &n, err, errlen);
         if (rc == CLSPEC_OK) {
             if (n > INT32_MAX) {
                 free(*ids);
@@ -430,8 +427,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         rq.stop[rq.n_stop++] = ar.stop[i];
     if (kind == CS_API_CHAT && rq.n_stop < CS_MAX_STOP) {
         size_t elen = 0;
-        int32_t eos = cs_tokenizer_eos(h->e->tok);
-        const char *etext = eos >= 0 ? cs_tokenizer_text(h->e->tok, eos, &elen) : NULL;
+        struct clspec_engine_info info = {.size = sizeof info};
+        int32_t eos = clspec_engine_get_info(h->e, &info, NULL, 0) == CLSPEC_OK ? info.eos : -1;
+        const char *etext = eos >= 0 ? clspec_token_text(h->e, eos, &elen) : NULL;
         char eos_buf[64];
         snprintf(eos_buf, sizeof eos_buf, "%.*s", (int)CS_MIN(elen, sizeof eos_buf - 1), etext ? etext : "");
         const char *st = cs_chat_stop(h->chat, etext ? eos_buf : NULL);
@@ -726,7 +724,7 @@ int cs_http_port(const struct cs_http *h)
     return h->port;
 }
 
-void cs_http_set_ready(struct cs_http *h, struct cs_engine *e, struct cs_sched *s, enum cs_chat_family chat,
+void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, enum cs_chat_family chat,
                        int n_ctx_slot)
 {
     h->e = e;

@@ -14,10 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "clspec/clspec.h"
 #include "text/chat.h"
 #include "daemon/api.h"
 
-struct cs_engine;
 struct cs_sched;
 struct cs_http;
 
@@ -34,9 +34,9 @@ struct cs_http_params {
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);
 /* The port actually bound. */
 int cs_http_port(const struct cs_http *h);
-/* The API starts serving: the engine (tokenizer), the scheduler, the chat
+/* The API starts serving: the engine door (the vocabulary), the scheduler, the chat
  * template family, and a slot's context (for /v1/models). */
-void cs_http_set_ready(struct cs_http *h, struct cs_engine *e, struct cs_sched *s, enum cs_chat_family chat,
+void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, enum cs_chat_family chat,
                        int n_ctx_slot);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);

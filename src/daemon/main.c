@@ -53,7 +53,7 @@ struct loader {
     int rc;
     char err[1024];
     clspec_engine *door;    /* the engine (owned): the scheduler and the speculative core use only it */
-    struct cs_engine *e;    /* door's internals (cs_api_engine): chat template, plugin loader, http */
+    struct cs_engine *e;    /* door's internals (cs_api_engine): the plugin loader, the load time */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
@@ -124,7 +124,9 @@ static void *load_main(void *arg)
     L->e = cs_api_engine(L->door);
     if (L->rc == CLSPEC_OK) {
         bool known = false;
-        L->rc = cs_chat_select(L->e->model->gguf, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
+        size_t tlen = 0;
+        const char *tmpl = clspec_chat_template(L->door, &tlen);
+        L->rc = cs_chat_select(tmpl, tlen, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
         if (L->rc == CLSPEC_OK)
             cs_log(CS_LOG_INFO, NULL, "chat template: %s%s", cs_chat_family_name(L->chat),
                    known ? "" : " (no known template in the model)");
@@ -142,7 +144,6 @@ static void *load_main(void *arg)
             .spec = L->sp,
             /* speculators that read the target's states of the prompt get it prefilled by the core */
             .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
-            .tok = L->e->tok,
         };
         L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
         struct clspec_engine_info info = {.size = sizeof info};
@@ -283,7 +284,7 @@ int main(int argc, char **argv)
                 exit_code = 1;
                 break;
             }
-            cs_http_set_ready(http, L.e, L.s, L.chat, L.n_ctx_slot);
+            cs_http_set_ready(http, L.door, L.s, L.chat, L.n_ctx_slot);
             cs_log(CS_LOG_INFO, NULL, "ready: model loaded in %.2f s, %d slots of %d tokens, queue %d",
                    L.e->load_s, cfg->parallel, L.n_ctx_slot, cfg->queue_max);
             continue;

@@ -586,8 +586,8 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
                  size_t errlen)
 {
     *out = NULL;
-    if (!e || !p || !p->tok)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: no engine, parameters or tokenizer");
+    if (!e || !p)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: no engine or parameters");
     struct clspec_engine_info info = {.size = sizeof info};
     CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
     uint32_t n_seq = info.n_seq ? info.n_seq : 1;
@@ -624,7 +624,7 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
     uint32_t nb = info.n_batch ? info.n_batch : 512, nub = info.n_ubatch ? info.n_ubatch : nb;
     s->n_batch = (int)info.n_batch;
     s->prefill_max = p->prefill_max > 0 ? p->prefill_max : (int)CS_MIN(nb, nub);
-    s->lstrip = cs_textout_tok_strips_space(p->tok);
+    s->lstrip = info.strips_space != 0;
     s->st.n_slots = p->n_slots;
     s->st.kv_cells_total = info.n_ctx;
     s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
@@ -780,8 +780,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     j->max_tokens = mt;
     int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
     if (rc == CLSPEC_OK)
-        rc = cs_textout_new(s->p.tok, (const char *const *)j->stop_copy, r->n_stop,
-                            s->lstrip && cs_textout_textless(s->p.tok, j->prompt, n_prompt), &j->to, err, errlen);
+        rc = cs_textout_new(s->e, (const char *const *)j->stop_copy, r->n_stop,
+                            s->lstrip && cs_textout_textless(s->e, j->prompt, n_prompt), &j->to, err, errlen);
     if (rc < 0) {
         job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));

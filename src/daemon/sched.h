@@ -15,7 +15,6 @@
 #include "engine/sampler.h"
 
 struct cs_sched;
-struct cs_tokenizer;
 struct cs_spec;
 
 struct cs_sched_params {
@@ -35,8 +34,6 @@ struct cs_sched_params {
     bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
                               * one call: no chunk interleaving), for speculators that read the
                               * target's hidden states of the prompt (taps, KV injection) */
-    const struct cs_tokenizer *tok; /* the engine's tokenizer, borrowed (required): the text output
-                              * (daemon/textout.c: pieces, stop strings) works on it */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a

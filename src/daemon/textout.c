@@ -9,10 +9,9 @@
 #include "base/common.h"
 #include "daemon/textout.h"
 #include "base/strbuf.h"
-#include "text/tokenizer.h"
 
 struct cs_textout {
-    const struct cs_tokenizer *tok; /* borrowed */
+    const clspec_engine *e;         /* borrowed: the vocabulary */
     char **stop;                    /* (n_stop) NUL-terminated copies */
     size_t *stop_len;               /* (n_stop) */
     int n_stop;
@@ -20,7 +19,7 @@ struct cs_textout {
     bool first;                     /* no token pushed yet */
     int stopped;                    /* index of the matched stop string, -1 */
     struct cs_strbuf raw, held, out; /* (a failed append sets .oom) */
-    char *piece;                    /* scratch for cs_token_to_piece */
+    char *piece;                    /* scratch for clspec_token_piece */
     size_t piece_cap;
 };
 
@@ -117,40 +116,17 @@ static int drain_raw(struct cs_textout *t, bool at_end)
     return t->held.oom ? CLSPEC_E_NOMEM : CLSPEC_OK;
 }
 
-bool cs_textout_textless(const struct cs_tokenizer *tok, const int32_t *p, int n)
+bool cs_textout_textless(const clspec_engine *e, const int32_t *p, int n)
 {
     for (int i = 0; i < n; i++) {
-        enum cs_tok_type t = cs_tokenizer_type(tok, p[i]);
-        if (t != CS_TT_CONTROL && t != CS_TT_UNKNOWN && t != CS_TT_UNUSED)
+        int t = clspec_token_type(e, p[i]);
+        if (t != CLSPEC_TOKEN_CONTROL && t != CLSPEC_TOKEN_UNKNOWN && t != CLSPEC_TOKEN_UNUSED)
             return false;
     }
     return true;
 }
 
-bool cs_textout_tok_strips_space(const struct cs_tokenizer *tok)
-{
-    if (cs_tokenizer_kind(tok) != CS_TOK_SPM)
-        return false;
-    int32_t id = cs_tokenizer_find(tok, "\xe2\x96\x81", 3);
-    if (id < 0) { /* no lone "▁": any normal token that starts with one */
-        for (int32_t i = 0; i < cs_tokenizer_n_vocab(tok) && id < 0; i++) {
-            size_t n;
-            const char *s = cs_tokenizer_text(tok, i, &n);
-            if (cs_tokenizer_type(tok, i) == CS_TT_NORMAL && s && n > 3 && memcmp(s, "\xe2\x96\x81", 3) == 0)
-                id = i;
-        }
-    }
-    if (id < 0)
-        return false;
-    char a[256], b[256];
-    size_t na, nb;
-    if (cs_token_to_piece(tok, id, false, a, sizeof a, &na, NULL, 0) < 0 ||
-        cs_detokenize(tok, &id, 1, false, false, b, sizeof b, &nb, NULL, 0) < 0)
-        return false;
-    return nb < na;
-}
-
-int cs_textout_new(const struct cs_tokenizer *tok, const char *const *stop, int n_stop, bool lstrip,
+int cs_textout_new(const clspec_engine *e, const char *const *stop, int n_stop, bool lstrip,
                    struct cs_textout **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -165,7 +141,7 @@ int cs_textout_new(const struct cs_tokenizer *tok, const char *const *stop, int 
     struct cs_textout *t = calloc(1, sizeof *t);
     if (!t)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "textout: out of memory");
-    t->tok = tok;
+    t->e = e;
     t->lstrip = lstrip;
     t->first = true;
     t->stopped = -1;
@@ -235,14 +211,14 @@ int cs_textout_push(struct cs_textout *t, int32_t token, const char **text, size
     if (t->stopped >= 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "textout: token after a stop string");
     size_t n;
-    int rc = cs_token_to_piece(t->tok, token, false, t->piece, t->piece_cap, &n, err, errlen);
+    int rc = clspec_token_piece(t->e, token, 0, t->piece, t->piece_cap, &n, err, errlen);
     if (rc == CLSPEC_E_RANGE && n + 1 > t->piece_cap) { /* a long piece: grow and retry */
         char *np = realloc(t->piece, n + 1);
         if (!np)
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "textout: out of memory");
         t->piece = np;
         t->piece_cap = n + 1;
-        rc = cs_token_to_piece(t->tok, token, false, t->piece, t->piece_cap, &n, err, errlen);
+        rc = clspec_token_piece(t->e, token, 0, t->piece, t->piece_cap, &n, err, errlen);
     }
     if (rc < 0)
         return rc;

@@ -1,7 +1,8 @@
 /* textout.h: a request's generated tokens -> text deltas safe to stream:
  * only complete UTF-8, stop strings detected across token boundaries (any
  * text that could still become a stop string is held back). The caller owns
- * struct cs_textout (cs_textout_new / cs_textout_free); the tokenizer is borrowed. */
+ * struct cs_textout (cs_textout_new / cs_textout_free); the engine (its
+ * vocabulary, through the door) is borrowed. */
 #ifndef CS_DAEMON_TEXTOUT_H
 #define CS_DAEMON_TEXTOUT_H
 
@@ -9,27 +10,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct cs_tokenizer;
+#include "clspec/clspec.h"
+
 struct cs_textout;
 
-/* True when whole-sequence detokenization drops the leading space of the
- * first token (SentencePiece with add_space_prefix). Computed from the
- * vocabulary (compares cs_token_to_piece with cs_detokenize of one "▁" token). */
-bool cs_textout_tok_strips_space(const struct cs_tokenizer *tok);
 /* True when the n tokens p have no text of their own (only control,
  * unknown or unused tokens, such as a lone BOS): a prompt after which the
  * generation starts the text (lstrip below). */
-bool cs_textout_textless(const struct cs_tokenizer *tok, const int32_t *p, int n);
+bool cs_textout_textless(const clspec_engine *e, const int32_t *p, int n);
 
 /* stop: n_stop non-empty, valid UTF-8 stop strings (copied).
  * lstrip: drop one leading space of the first token's piece, as
- * cs_detokenize does for a text that starts with the generation (pass
- * cs_textout_tok_strips_space(tok) when the prompt holds no text). Then the
+ * clspec_detokenize does for a text that starts with the generation (pass
+ * the engine info's strips_space when the prompt holds no text). Then the
  * deltas of cs_textout_push + cs_textout_flush concatenated equal
- * cs_detokenize(tokens) for any token sequence decoding to valid UTF-8
+ * clspec_detokenize(tokens) for any token sequence decoding to valid UTF-8
  * (without lstrip: the text those tokens add after a prompt).
  * CLSPEC_E_INVAL for an empty or invalid stop string. */
-int cs_textout_new(const struct cs_tokenizer *tok, const char *const *stop, int n_stop, bool lstrip,
+int cs_textout_new(const clspec_engine *e, const char *const *stop, int n_stop, bool lstrip,
                    struct cs_textout **out, char *err, size_t errlen);
 void cs_textout_free(struct cs_textout *t);
 

@@ -34,9 +34,11 @@ struct clspec_engine {
     bool borrowed;                    /* e belongs to the caller of cs_api_wrap (not freed here) */
     struct cs_model *vm;              /* vocab_only: the GGUF metadata (owned), else NULL */
     struct cs_tokenizer *vtok;        /* vocab_only: the tokenizer (owned), else NULL */
-    const struct cs_model *model;     /* e->model or vm */
-    const struct cs_tokenizer *tok;   /* e->tok or vtok */
+    const struct cs_model *model;     /* e->model or vm; NULL for a door over a tokenizer (cs_api_wrap_vocab) */
+    const struct cs_tokenizer *tok;   /* e->tok or vtok, or cs_api_wrap_vocab's */
+    const struct cs_gguf *gguf;       /* model->gguf, or cs_api_wrap_vocab's (may be NULL) */
     int32_t n_vocab, n_embd;
+    bool strips_space;                /* cs_tokenizer_strips_space(tok), computed once */
     struct cs_batch b;                /* reused input of cs_forward_batch */
     /* the last decode */
     int32_t n_rows;                   /* rows of the last successful decode (0: none) */
@@ -198,6 +200,8 @@ int clspec_engine_open(const struct clspec_engine_params *in, clspec_engine **ou
     }
     e->n_vocab = (int32_t)e->model->hp.n_vocab;
     e->n_embd = (int32_t)e->model->hp.n_embd;
+    e->gguf = e->model->gguf;
+    e->strips_space = cs_tokenizer_strips_space(e->tok);
     *out = e;
     return CLSPEC_OK;
 fail:
@@ -237,6 +241,26 @@ int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t err
     e->tok = ce->tok;
     e->n_vocab = (int32_t)e->model->hp.n_vocab;
     e->n_embd = (int32_t)e->model->hp.n_embd;
+    e->gguf = e->model->gguf;
+    e->strips_space = cs_tokenizer_strips_space(e->tok);
+    *out = e;
+    return CLSPEC_OK;
+}
+
+int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, clspec_engine **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    if (!tok)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "vocabulary wrap: tokenizer is NULL");
+    clspec_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "vocabulary wrap: out of memory");
+    e->borrowed = true;
+    e->tok = tok;
+    e->gguf = g;
+    e->n_vocab = cs_tokenizer_n_vocab(tok);
+    e->strips_space = cs_tokenizer_strips_space(tok);
     *out = e;
     return CLSPEC_OK;
 }
@@ -251,7 +275,8 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
     CS_TRY(need_engine(e, "engine info", false, err, errlen));
     if (!info || info->size < sizeof info->size)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "engine info: info is NULL or its size is not set");
-    const struct cs_hparams *hp = &e->model->hp;
+    static const struct cs_hparams no_hp; /* a door over a tokenizer has no model */
+    const struct cs_hparams *hp = e->model ? &e->model->hp : &no_hp;
     struct clspec_engine_info r;
     memset(&r, 0, sizeof r);
     r.size = (uint32_t)CS_MIN((size_t)info->size, sizeof r);
@@ -265,7 +290,11 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
     r.bos = cs_tokenizer_bos(e->tok);
     r.eos = cs_tokenizer_eos(e->tok);
     r.add_bos = cs_tokenizer_add_bos(e->tok);
-    r.has_chat_template = cs_gguf_find(e->model->gguf, "tokenizer.chat_template") != NULL;
+    r.has_chat_template = e->gguf && cs_gguf_find(e->gguf, "tokenizer.chat_template") != NULL;
+    r.n_params = e->model ? e->model->n_params : 0;
+    r.model_bytes = e->model ? e->model->n_bytes : 0;
+    r.kv_dim = cs_hp_kv_dim(hp);
+    r.strips_space = e->strips_space;
     if (e->e) {
         const struct cs_engine *E = e->e;
         r.n_ctx = E->p.n_ctx;
@@ -278,6 +307,7 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
         r.kv_bytes_per_token = cs_kv_bytes_per_token(E->ctx->kv);
         r.load_s = E->load_s;
         r.kv_partitioned = !E->p.kv_unified;
+        r.weight_type = cs_type_name(E->model->layers[0].wq->type);
         r.n_devices = CS_MIN(E->n_dev, CLSPEC_MAX_DEVICES);
         for (int i = 0; i < r.n_devices; i++) {
             r.device_name[i] = E->dev[i]->info.name;
@@ -321,6 +351,36 @@ int clspec_token_piece(const clspec_engine *e, int32_t id, int special, char *bu
 int clspec_token_is_eog(const clspec_engine *e, int32_t id)
 {
     return e && id >= 0 && id < e->n_vocab && cs_tokenizer_is_eog(e->tok, id);
+}
+
+_Static_assert(CLSPEC_TOKEN_NORMAL == (int)CS_TT_NORMAL && CLSPEC_TOKEN_CONTROL == (int)CS_TT_CONTROL &&
+                   CLSPEC_TOKEN_UNUSED == (int)CS_TT_UNUSED && CLSPEC_TOKEN_BYTE == (int)CS_TT_BYTE,
+               "enum clspec_token_type and enum cs_tok_type are both the GGUF's token_type values");
+
+int clspec_token_type(const clspec_engine *e, int32_t id)
+{
+    if (!e)
+        return CLSPEC_E_INVAL;
+    if (id < 0 || id >= e->n_vocab)
+        return CLSPEC_E_RANGE;
+    return (int)cs_tokenizer_type(e->tok, id);
+}
+
+const char *clspec_token_text(const clspec_engine *e, int32_t id, size_t *len)
+{
+    const char *s = e && id >= 0 && id < e->n_vocab ? cs_tokenizer_text(e->tok, id, len) : NULL;
+    if (!s && len)
+        *len = 0;
+    return s;
+}
+
+const char *clspec_chat_template(const clspec_engine *e, size_t *len)
+{
+    const struct cs_gguf_kv *kv = e && e->gguf ? cs_gguf_find(e->gguf, "tokenizer.chat_template") : NULL;
+    bool ok = kv && kv->type == CS_GGUF_STRING;
+    if (len)
+        *len = ok ? (size_t)kv->v.s.len : 0;
+    return ok ? kv->v.s.ptr : NULL;
 }
 
 int32_t clspec_argmax(const float *x, int32_t n)

@@ -30,6 +30,14 @@ struct cs_sampler *cs_api_sampler(clspec_sampler *s);
 /* A door (*out, freed by clspec_engine_free) over e, which stays the
  * caller's: it must outlive the door and is not freed with it. */
 int cs_api_wrap(struct cs_engine *e, clspec_engine **out, char *err, size_t errlen);
+/* A door (*out, freed by clspec_engine_free) over a bare tokenizer and the
+ * GGUF it came from (g may be NULL), both the caller's and outliving the
+ * door: the tokenizer calls, clspec_token_type / _text, clspec_chat_template
+ * and an info of vocabulary fields (arch "", model fields 0) work; the
+ * rest fails as on a vocab_only engine. For vocabularies of an architecture
+ * clspec cannot open (tests of the text output and the chat templates). */
+int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, clspec_engine **out, char *err,
+                      size_t errlen);
 /* The internal engine behind a door (NULL for NULL or a vocab_only one).
  * Loader / host code only. */
 struct cs_engine *cs_api_engine(clspec_engine *e);

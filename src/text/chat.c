@@ -8,9 +8,7 @@
 
 #include "text/chat.h"
 #include "base/common.h"
-#include "gguf/gguf.h"
 #include "base/strbuf.h"
-#include "text/tokenizer.h"
 
 static const char *const family_names[CS_CHAT_N_FAMILIES] = {
     [CS_CHAT_PLAIN] = "plain",
@@ -128,7 +126,7 @@ enum cs_chat_family cs_chat_detect(const char *t, size_t len, bool *known)
     return f;
 }
 
-int cs_chat_select(const struct cs_gguf *g, const char *configured, enum cs_chat_family *out, bool *known,
+int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs_chat_family *out, bool *known,
                    char *err, size_t errlen)
 {
     if (configured && configured[0] && strcasecmp(configured, "auto") != 0) {
@@ -137,9 +135,8 @@ int cs_chat_select(const struct cs_gguf *g, const char *configured, enum cs_chat
             *known = true;
         return rc;
     }
-    const struct cs_gguf_kv *kv = g ? cs_gguf_find(g, "tokenizer.chat_template") : NULL;
-    if (kv && kv->type == CS_GGUF_STRING) {
-        *out = cs_chat_detect(kv->v.s.ptr, (size_t)kv->v.s.len, known);
+    if (tmpl) {
+        *out = cs_chat_detect(tmpl, len, known);
     } else {
         *out = CS_CHAT_PLAIN;
         if (known)
@@ -466,13 +463,14 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
     return CLSPEC_OK;
 }
 
-static const char *token_text(const struct cs_tokenizer *tok, int32_t id)
+/* The vocabulary text of a special token ("" when the vocabulary has none). */
+static const char *token_text(const clspec_engine *e, int32_t id)
 {
-    const char *t = id >= 0 ? cs_tokenizer_text(tok, id, NULL) : NULL;
+    const char *t = clspec_token_text(e, id, NULL);
     return t ? t : "";
 }
 
-int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
+int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
                      bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
                      size_t errlen)
 {
@@ -480,11 +478,13 @@ int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, cons
     *n_ids = 0;
     if (text)
         *text = NULL;
+    struct clspec_engine_info info = {.size = sizeof info};
+    CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
     struct cs_chat_params p = {
         .family = f,
         .add_generation_prompt = add_generation_prompt,
-        .bos = token_text(tok, cs_tokenizer_bos(tok)),
-        .eos = token_text(tok, cs_tokenizer_eos(tok)),
+        .bos = token_text(e, info.bos),
+        .eos = token_text(e, info.eos),
     };
     char *t = NULL;
     size_t len = 0, need = 0;
@@ -499,14 +499,14 @@ int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, cons
         free(t);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
     }
-    rc = cs_tokenize(tok, t, len, !has_bos, true, v, cap, &need, err, errlen);
+    rc = clspec_tokenize(e, t, len, !has_bos, 1, v, cap, &need, err, errlen);
     if (rc == CLSPEC_E_RANGE && need > cap) { /* cannot happen for byte-fallback vocabularies; be safe */
         int32_t *nv = realloc(v, need * sizeof *v);
         if (!nv) {
             rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
         } else {
             v = nv;
-            rc = cs_tokenize(tok, t, len, !has_bos, true, v, need, &need, err, errlen);
+            rc = clspec_tokenize(e, t, len, !has_bos, 1, v, need, &need, err, errlen);
         }
     }
     if (rc != CLSPEC_OK) {

@@ -60,8 +60,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct cs_gguf;
-struct cs_tokenizer;
+#include "clspec/clspec.h"
 
 enum cs_chat_family {
     CS_CHAT_PLAIN = 0,
@@ -102,10 +101,11 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
 enum cs_chat_family cs_chat_detect(const char *tmpl, size_t len, bool *known);
 
 /* The family for a model: the configured name when given (NULL, "" and
- * "auto" mean none), else detection on the GGUF's tokenizer.chat_template
- * (absent -> plain). *known (optional): the template was recognised or a
- * name configured. CLSPEC_E_INVAL for an unknown configured name. */
-int cs_chat_select(const struct cs_gguf *g, const char *configured, enum cs_chat_family *out, bool *known,
+ * "auto" mean none), else detection on its chat template tmpl (len bytes,
+ * clspec_chat_template; NULL = none -> plain). *known (optional): the
+ * template was recognised or a name configured. CLSPEC_E_INVAL for an
+ * unknown configured name. */
+int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs_chat_family *out, bool *known,
                    char *err, size_t errlen);
 
 /* The text that ends an assistant turn in this family, for use as a stop
@@ -135,14 +135,15 @@ struct cs_chat_params {
 int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msgs, size_t n, char **out,
                    size_t *out_len, bool *starts_with_bos, char *err, size_t errlen);
 
-/* Renders and tokenizes in one step, with the BOS rule applied once: bos/eos
- * texts are the tokenizer's own (none when the vocabulary has no such token);
+/* Renders and tokenizes in one step through the engine door (e's
+ * vocabulary), with the BOS rule applied once: bos/eos texts are the
+ * vocabulary's own (none when the vocabulary has no such token);
  * a text that starts with the BOS text is tokenized without add_special,
  * otherwise with it (the vocabulary's add_bos decides); parse_special is
  * always on, so markers become their control tokens. *ids: malloc'd (free
  * it), *n_ids its length; *text (optional): the rendered text, malloc'd.
  * Errors as cs_chat_render and cs_tokenize. */
-int cs_chat_tokenize(const struct cs_tokenizer *tok, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
+int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
                      bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
                      size_t errlen);
 

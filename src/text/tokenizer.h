@@ -60,6 +60,12 @@ int cs_token_to_piece(const struct cs_tokenizer *tok, int32_t id, bool special, 
 int cs_detokenize(const struct cs_tokenizer *tok, const int32_t *ids, size_t n, bool remove_special,
                   bool unparse_special, char *buf, size_t cap, size_t *n_out, char *err, size_t errlen);
 
+/* True when whole-sequence detokenization drops the leading space of the
+ * first token (SentencePiece with add_space_prefix). Computed from the
+ * vocabulary (compares cs_token_to_piece with cs_detokenize of one "\u2581"
+ * token; without a lone one, of the first normal token starting with it). */
+bool cs_tokenizer_strips_space(const struct cs_tokenizer *tok);
+
 /* Accessors. Ids are -1 when the vocabulary has none. */
 enum cs_tok_kind cs_tokenizer_kind(const struct cs_tokenizer *tok);
 int32_t cs_tokenizer_n_vocab(const struct cs_tokenizer *tok);

@@ -119,3 +119,26 @@ int cs_detokenize(const struct cs_tokenizer *t, const int32_t *ids, size_t n, bo
         piece(t, ids[i], unparse_special, i == strip_at, &b);
     return finish(&b, buf, cap, n_out, "detokenize", err, errlen);
 }
+
+bool cs_tokenizer_strips_space(const struct cs_tokenizer *tok)
+{
+    if (cs_tokenizer_kind(tok) != CS_TOK_SPM)
+        return false;
+    int32_t id = cs_tokenizer_find(tok, "\xe2\x96\x81", 3);
+    if (id < 0) { /* no lone "\u2581": any normal token that starts with one */
+        for (int32_t i = 0; i < cs_tokenizer_n_vocab(tok) && id < 0; i++) {
+            size_t n;
+            const char *s = cs_tokenizer_text(tok, i, &n);
+            if (cs_tokenizer_type(tok, i) == CS_TT_NORMAL && s && n > 3 && memcmp(s, "\xe2\x96\x81", 3) == 0)
+                id = i;
+        }
+    }
+    if (id < 0)
+        return false;
+    char a[256], b[256];
+    size_t na, nb;
+    if (cs_token_to_piece(tok, id, false, a, sizeof a, &na, NULL, 0) < 0 ||
+        cs_detokenize(tok, &id, 1, false, false, b, sizeof b, &nb, NULL, 0) < 0)
+        return false;
+    return nb < na;
+}
