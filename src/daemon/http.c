@@ -380,7 +380,11 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     const char *param = NULL;
     struct cs_api_request ar;
     struct cs_api_defaults d = h->p.defaults;
-    d.n_vocab = cs_tokenizer_n_vocab(h->e->tok);
+    struct clspec_engine_info info = {.size = sizeof info};
+    if (clspec_engine_get_info(h->e, &info, NULL, 0) == CLSPEC_OK)
+        d.n_vocab = (int32_t)info.n_vocab;
+    else
+        info.size = 0; /* no EOS text below */
     int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
@@ -427,8 +431,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         rq.stop[rq.n_stop++] = ar.stop[i];
     if (kind == CS_API_CHAT && rq.n_stop < CS_MAX_STOP) {
         size_t elen = 0;
-        struct clspec_engine_info info = {.size = sizeof info};
-        int32_t eos = clspec_engine_get_info(h->e, &info, NULL, 0) == CLSPEC_OK ? info.eos : -1;
+        int32_t eos = info.size ? info.eos : -1;
         const char *etext = eos >= 0 ? clspec_token_text(h->e, eos, &elen) : NULL;
         char eos_buf[64];
         snprintf(eos_buf, sizeof eos_buf, "%.*s", (int)CS_MIN(elen, sizeof eos_buf - 1), etext ? etext : "");
