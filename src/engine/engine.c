@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "engine/engine.h"
 #include "gguf/quant.h"
+#include "ops/ops.h"
 
 #define MAX_DEV 8
 
@@ -196,6 +198,32 @@ out:
     return rc;
 }
 
+/* the terminal's progress line of cs_engine_prepare */
+static void prepare_progress(void *ud, const struct cs_cl_dev *d, const char *prog, unsigned done, unsigned total)
+{
+    (void)ud;
+    fprintf(stderr, "\rkernels: %u/%u programs ready on %s (cl/%s.cl)\033[K", done, total, d->info.name, prog);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Every program the context's ops need, on every device, before the first
+ * request: built once, then loaded from the binary cache. */
+static int engine_prepare(struct cs_engine *e, char *err, size_t errlen)
+{
+    const struct cs_kv *kv = e->ctx->kv;
+    struct cs_op_kv_shape shape = {.head_dim = (int)kv->head_dim, .type_k = kv->p.type_k, .type_v = kv->p.type_v};
+    bool tty = e->p.progress && isatty(2);
+    for (int i = 0; i < e->n_dev; i++) {
+        int rc = cs_op_prepare_all(e->dev[i], &shape, e->p.llamacpp_numerics, tty ? prepare_progress : NULL, NULL,
+                                   err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
+    }
+    return CLSPEC_OK;
+}
+
 int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -240,7 +268,7 @@ int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, cha
                                    .type_k = e->p.type_k, .type_v = e->p.type_v, .n_seq_max = e->p.n_seq_max,
                                    .kv_partitioned = !e->p.kv_unified,
                                    .llamacpp_numerics = e->p.llamacpp_numerics};
-    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0)
+    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0 || (rc = engine_prepare(e, err, errlen)) < 0)
         goto fail;
     e->load_s = cs_now() - t0;
     *out = e;
