@@ -208,15 +208,14 @@ static void prepare_progress(void *ud, const struct cs_cl_dev *d, const char *pr
     fflush(stderr);
 }
 
-/* Every program the context's ops need, on every device, before the first
- * request: built once, then loaded from the binary cache. */
-static int engine_prepare(struct cs_engine *e, char *err, size_t errlen)
+int cs_engine_prepare_ctx(const struct cs_fwd_ctx *ctx, bool llamacpp_numerics, bool progress, char *err,
+                          size_t errlen)
 {
-    const struct cs_kv *kv = e->ctx->kv;
+    const struct cs_kv *kv = ctx->kv;
     struct cs_op_kv_shape shape = {.head_dim = (int)kv->head_dim, .type_k = kv->p.type_k, .type_v = kv->p.type_v};
-    bool tty = e->p.progress && isatty(2);
-    for (int i = 0; i < e->n_dev; i++) {
-        int rc = cs_op_prepare_all(e->dev[i], &shape, e->p.llamacpp_numerics, tty ? prepare_progress : NULL, NULL,
+    bool tty = progress && isatty(2);
+    for (int i = 0; i < kv->n_dev; i++) {
+        int rc = cs_op_prepare_all(kv->devs[i].dev, &shape, llamacpp_numerics, tty ? prepare_progress : NULL, NULL,
                                    err, errlen);
         if (rc != CLSPEC_OK)
             return rc;
@@ -268,7 +267,7 @@ int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, cha
                                    .type_k = e->p.type_k, .type_v = e->p.type_v, .n_seq_max = e->p.n_seq_max,
                                    .kv_partitioned = !e->p.kv_unified,
                                    .llamacpp_numerics = e->p.llamacpp_numerics};
-    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0 || (rc = engine_prepare(e, err, errlen)) < 0)
+    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0 || (rc = cs_engine_prepare_ctx(e->ctx, e->p.llamacpp_numerics, e->p.progress, err, errlen)) < 0)
         goto fail;
     e->load_s = cs_now() - t0;
     *out = e;
