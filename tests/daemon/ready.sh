@@ -12,8 +12,12 @@
 #     after "ready" (the daemon logs each one as a warning "after ready");
 #     its wall time is printed as a comment;
 #   warm start: a second daemon on the same cache loads every program from
-#     the binary cache (none built) and is ready.
-# Needs curl and jq and the built daemon; uses only the model in models/.
+#     the binary cache (none built) and is ready;
+#   drafter: with [speculator] type = draft and drafter KV types other than
+#     the target's (q8_0 / bf16), the drafter's programs too are ready before
+#     "ready" (none after; skipped without ../shared's distilled drafter).
+# Needs curl and jq and the built daemon; uses only the model in models/
+# (and ../shared or $CLSPEC_SHARED for the drafter).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -21,7 +25,7 @@ model=$srcdir/models/stories260K.gguf
 need "$model"
 make_tmp
 ms() { echo $(($(date +%s%N) / 1000000)); }
-echo "1..10"
+echo "1..11"
 
 # ---- lone clone
 mkdir -p "$tmp/clone/conf" "$tmp/clone/models"
@@ -107,4 +111,32 @@ if grep -Eq 'kernels: 0 programs built, (9|[1-9][0-9]) loaded from the binary ca
     ok "warm: every program loaded from the binary cache, none built"
 else not_ok "warm: every program loaded from the binary cache, none built" "$(cat "$log")"; fi
 kill -TERM "$pid"; wait "$pid"
+
+# ---- a drafter with KV types of its own
+drafter=$shared/models/derived/stories260K-draft-distilled.gguf
+if [ -f "$drafter" ]; then
+    log=$tmp/draft.log
+    { cat "$tmp/clone/conf/cold.ini"; printf 'type = draft\nmodel = %s\ntype_k = q8_0\ntype_v = bf16\n' "$drafter"; } \
+        > "$tmp/clone/conf/draft.ini"
+    "$bin" -c "$tmp/clone/conf/draft.ini" > "$log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    for _ in $(seq 1 3000); do
+        grep -q ' ready: ' "$log" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" | grep -o '[0-9]*$')
+    drafted=$(curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' -d "$req" |
+        jq '.timings.draft_n')
+    after=$(sed -n '/ ready: /,$p' "$log" | grep 'after ready')
+    if [ -n "$drafted" ] && [ "$drafted" != null ] && [ "$drafted" -gt 0 ] && [ -z "$after" ]; then
+        ok "drafter: its programs (KV q8_0 / bf16) ready before ready, none after ($drafted tokens drafted)"
+    else not_ok "drafter: its programs (KV q8_0 / bf16) ready before ready, none after" "drafted: $drafted
+$after
+$(tail -5 "$log")"; fi
+    kill -TERM "$pid"; wait "$pid"
+else
+    skip "drafter: its programs ready before ready" "$drafter missing (set CLSPEC_SHARED)"
+fi
 exit $((fails > 0))
