@@ -25,6 +25,29 @@ model=$srcdir/models/stories260K.gguf
 need "$model"
 make_tmp
 ms() { echo $(($(date +%s%N) / 1000000)); }
+# spawn INI LOG: the daemon on INI in the background; sets pid, port and url once it listens,
+# without waiting for the model (lib.sh's start waits for /health 200)
+spawn() {
+    "$bin" -c "$1" > "$2" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    port=
+    for _ in $(seq 1 300); do
+        port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$2" 2>/dev/null | grep -o '[0-9]*$')
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    url=http://127.0.0.1:$port
+}
+# wait_ready LOG: until LOG says "ready" (at most 5 minutes: PoCL may compile everything), or the daemon exits
+wait_ready() {
+    for _ in $(seq 1 3000); do
+        grep -q ' ready: ' "$1" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
 echo "1..11"
 
 # ---- lone clone
@@ -48,16 +71,7 @@ mkdir -p "$XDG_CACHE_HOME"
 sed -e "s|^port = .*|port = 0|" -e "s|^n_ctx = .*|n_ctx = 1024|" -e "s|^parallel = .*|parallel = 2|" \
     "$tmp/clone/conf/clspecd.ini" > "$tmp/clone/conf/cold.ini"
 log=$tmp/cold.log
-"$bin" -c "$tmp/clone/conf/cold.ini" > "$log" 2>&1 &
-pid=$!
-pids+=("$pid")
-port=
-for _ in $(seq 1 300); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$')
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-url=http://127.0.0.1:$port
+spawn "$tmp/clone/conf/cold.ini" "$log"
 body=$(curl -s -w ' %{http_code}' "$url/health")
 case $body in
 *'"loading"'*' 503') ok "cold: /health answers 503 loading while the kernels compile" ;;
@@ -99,14 +113,8 @@ check "cold: SIGTERM exits 0" [ $? -eq 0 ]
 
 # ---- warm start: the same cache
 log=$tmp/warm.log
-"$bin" -c "$tmp/clone/conf/cold.ini" > "$log" 2>&1 &
-pid=$!
-pids+=("$pid")
-for _ in $(seq 1 1200); do
-    grep -q ' ready: ' "$log" && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
+spawn "$tmp/clone/conf/cold.ini" "$log"
+wait_ready "$log"
 if grep -Eq 'kernels: 0 programs built, (9|[1-9][0-9]) loaded from the binary cache' "$log"; then
     ok "warm: every program loaded from the binary cache, none built"
 else not_ok "warm: every program loaded from the binary cache, none built" "$(cat "$log")"; fi
@@ -118,16 +126,9 @@ if [ -f "$drafter" ]; then
     log=$tmp/draft.log
     { cat "$tmp/clone/conf/cold.ini"; printf 'type = draft\nmodel = %s\ntype_k = q8_0\ntype_v = bf16\n' "$drafter"; } \
         > "$tmp/clone/conf/draft.ini"
-    "$bin" -c "$tmp/clone/conf/draft.ini" > "$log" 2>&1 &
-    pid=$!
-    pids+=("$pid")
-    for _ in $(seq 1 3000); do
-        grep -q ' ready: ' "$log" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" | grep -o '[0-9]*$')
-    drafted=$(curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' -d "$req" |
+    spawn "$tmp/clone/conf/draft.ini" "$log"
+    wait_ready "$log"
+    drafted=$(curl -s "$url/v1/completions" -H 'Content-Type: application/json' -d "$req" |
         jq '.timings.draft_n')
     after=$(sed -n '/ ready: /,$p' "$log" | grep 'after ready')
     if [ -n "$drafted" ] && [ "$drafted" != null ] && [ "$drafted" -gt 0 ] && [ -z "$after" ]; then
