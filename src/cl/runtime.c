@@ -739,6 +739,15 @@ static int build_cached(struct cs_cl_dev *d, const char *label, const char *text
     return CLSPEC_OK; /* a cache that cannot be written only costs time */
 }
 
+static cs_cl_build_hook build_hook;
+static void *build_hook_ud;
+
+void cs_cl_set_build_hook(cs_cl_build_hook fn, void *ud)
+{
+    build_hook = fn;
+    build_hook_ud = ud;
+}
+
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen)
 {
@@ -773,10 +782,13 @@ int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_p
     char label[300];
     snprintf(label, sizeof label, "cl/%s.cl", name);
     double t0 = cs_now();
+    unsigned loads = d->stats.cache_loads;
     rc = build_cached(d, label, text, opts, &e->prog, err, errlen);
     d->stats.last_build_ms = (cs_now() - t0) * 1e3;
     if (rc != CLSPEC_OK)
         goto fail;
+    if (build_hook)
+        build_hook(build_hook_ud, d, name, extra, d->stats.cache_loads != loads, d->stats.last_build_ms);
     free(text);
     free(opts);
     e->name = ename;

@@ -96,6 +96,14 @@ int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen
 int cs_cl_program(struct cs_cl_dev *d, const char *name, const char *extra, cl_program *out,
                   char *err, size_t errlen);
 
+/* Told of every program cs_cl_program builds from source or loads from the
+ * binary cache (not of those found in the device's own cache): from_cache,
+ * and the wall time in ms. One hook for the process (the daemon's log),
+ * set before any device is used; NULL removes it. */
+typedef void (*cs_cl_build_hook)(void *ud, const struct cs_cl_dev *d, const char *name, const char *extra,
+                                 bool from_cache, double ms);
+void cs_cl_set_build_hook(cs_cl_build_hook fn, void *ud);
+
 /* The embedded source src of cl/NAME.cl with every line that is exactly
  * `#include "FILE.cl"` (from its first column) replaced by the embedded
  * cl/FILE.cl between #line markers, so shared kernel code (cl/kvcodec.cl)

@@ -128,6 +128,7 @@ int cs_cmd_bench(int argc, char **argv)
     ep.n_ctx = 0;
     ep.n_batch = 0;
     ep.n_ubatch = 0;
+    ep.progress = true; /* weights and kernels: a progress line when stderr is a terminal */
     struct cs_spec_cli so;
     cs_spec_cli_init(&so);
     for (int i = 1; i < argc; i++) {

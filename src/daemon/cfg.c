@@ -733,6 +733,11 @@ static void check_combinations(struct loader *L)
              "lower [slots] parallel",
              c->n_ctx, c->parallel, MIN_SLOT_CELLS, c->parallel * MIN_SLOT_CELLS);
     }
+    /* a default derives from the keys it depends on: n_ubatch not in the
+     * file is min(512, n_batch), so n_batch = 32 alone is a valid file; only
+     * an n_ubatch written above n_batch is a contradiction */
+    if (!cs_config_line(c, "kv", "n_ubatch"))
+        c->n_ubatch = CS_MIN(c->n_ubatch, c->n_batch);
     if (c->n_ubatch > c->n_batch) {
         line = blame(c, "kv", "n_ubatch", "kv", "n_batch", &s, &k);
         fail(L, line, s, k, CLSPEC_E_INVAL, "n_ubatch = %u is larger than n_batch = %u; set n_ubatch <= n_batch",

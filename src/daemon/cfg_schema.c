@@ -64,7 +64,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "true: slots share all cells; false: each slot gets n_ctx / parallel cells of its own"},
     {"kv", "n_batch", CS_CFG_U32, OFF(n_batch), "512", 1, 65536, NULL, "most tokens decoded in one step (all slots)"},
     {"kv", "n_ubatch", CS_CFG_U32, OFF(n_ubatch), "512", 1, 65536, NULL,
-     "tokens per device pass (at most n_batch)"},
+     "tokens per device pass (at most n_batch; not set: min(512, n_batch))"},
 
     {"slots", "parallel", CS_CFG_INT, OFF(parallel), "4", 1, 64, NULL, "requests decoded at the same time"},
     {"slots", "truncate_prompt", CS_CFG_BOOL, OFF(truncate_prompt), "false", 0, 0, NULL,
@@ -84,7 +84,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"sampling", "penalty_last_n", CS_CFG_I32, OFF(sampling.penalty_last_n), "64", 0, 1048576, NULL,
      "recent tokens the penalties look at (0 = off)"},
     {"sampling", "seed", CS_CFG_U64, OFF(sampling.seed), "0", 0, 0, NULL,
-     "RNG seed of requests that give none"},
+     "RNG seed of requests that give none; 0 = a fresh random seed per request (reported in the response)"},
     {"sampling", "max_tokens", CS_CFG_INT, OFF(max_tokens), "256", 0, 16777216, NULL,
      "max_tokens of requests that give none (0 = until end of text or a full context)"},
 

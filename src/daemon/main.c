@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +113,29 @@ static int load_speculator(struct loader *L)
     cs_log(CS_LOG_INFO, NULL, "speculation: %s (%s), n_max %d, n_min %d, p_min %g, caps 0x%llx", L->pl->vt.name,
            L->pl->path, cfg->spec_n_max, cfg->spec_n_min, cfg->spec_p_min, (unsigned long long)L->pl->vt.caps);
     return CLSPEC_OK;
+}
+
+/* Every program built or loaded from the binary cache is logged: while
+ * loading, as progress (the engine prepares them all before "ready"); after
+ * "ready", as a warning, since a request then waited for a compiler
+ * (tests/daemon/ready.sh checks there is none). */
+static atomic_bool progs_ready;
+static atomic_uint progs_built, progs_loaded, progs_after_ready;
+
+static void log_program(void *ud, const struct cs_cl_dev *d, const char *name, const char *extra, bool from_cache,
+                        double ms)
+{
+    (void)ud;
+    atomic_fetch_add(from_cache ? &progs_loaded : &progs_built, 1);
+    const char *how = from_cache ? "loaded from the binary cache" : "built";
+    if (!atomic_load(&progs_ready)) {
+        cs_log(CS_LOG_INFO, NULL, "kernels: cl/%s.cl %s in %.0f ms on %s%s%s", name, how, ms, d->info.name,
+               *extra ? " with " : "", extra);
+        return;
+    }
+    unsigned n = atomic_fetch_add(&progs_after_ready, 1) + 1;
+    cs_log(CS_LOG_WARN, NULL, "kernels: cl/%s.cl %s after ready (%u so far) in %.0f ms on %s%s%s: a request waited "
+           "for it", name, how, n, ms, d->info.name, *extra ? " with " : "", extra);
 }
 
 static void *load_main(void *arg)
@@ -251,6 +276,7 @@ int main(int argc, char **argv)
     cs_log(CS_LOG_INFO, NULL, "listening on http://%s%s%s:%d (model %s loading)", strchr(cfg->host, ':') ? "[" : "",
            cfg->host, strchr(cfg->host, ':') ? "]" : "", cs_http_port(http), cfg->model_name);
 
+    cs_cl_set_build_hook(log_program, NULL);
     struct loader L = {.cfg = cfg, .main_thread = pthread_self()};
     pthread_t lt;
     if (pthread_create(&lt, NULL, load_main, &L) != 0) {
@@ -284,6 +310,9 @@ int main(int argc, char **argv)
                 exit_code = 1;
                 break;
             }
+            atomic_store(&progs_ready, true);
+            cs_log(CS_LOG_INFO, NULL, "kernels: %u programs built, %u loaded from the binary cache",
+                   atomic_load(&progs_built), atomic_load(&progs_loaded));
             cs_http_set_ready(http, L.door, L.s, L.chat, L.n_ctx_slot);
             cs_log(CS_LOG_INFO, NULL, "ready: model loaded in %.2f s, %d slots of %d tokens, queue %d",
                    L.e->load_s, cfg->parallel, L.n_ctx_slot, cfg->queue_max);

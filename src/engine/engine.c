@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/common.h"
 #include "engine/engine.h"
 #include "gguf/quant.h"
+#include "ops/ops.h"
 
 #define MAX_DEV 8
 
@@ -196,6 +198,31 @@ out:
     return rc;
 }
 
+/* the terminal's progress line of cs_engine_prepare */
+static void prepare_progress(void *ud, const struct cs_cl_dev *d, const char *prog, unsigned done, unsigned total)
+{
+    (void)ud;
+    fprintf(stderr, "\rkernels: %u/%u programs ready on %s (cl/%s.cl)\033[K", done, total, d->info.name, prog);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int cs_engine_prepare_ctx(const struct cs_fwd_ctx *ctx, bool llamacpp_numerics, bool progress, char *err,
+                          size_t errlen)
+{
+    const struct cs_kv *kv = ctx->kv;
+    struct cs_op_kv_shape shape = {.head_dim = (int)kv->head_dim, .type_k = kv->p.type_k, .type_v = kv->p.type_v};
+    bool tty = progress && isatty(2);
+    for (int i = 0; i < kv->n_dev; i++) {
+        int rc = cs_op_prepare_all(kv->devs[i].dev, &shape, llamacpp_numerics, tty ? prepare_progress : NULL, NULL,
+                                   err, errlen);
+        if (rc != CLSPEC_OK)
+            return rc;
+    }
+    return CLSPEC_OK;
+}
+
 int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -240,7 +267,7 @@ int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, cha
                                    .type_k = e->p.type_k, .type_v = e->p.type_v, .n_seq_max = e->p.n_seq_max,
                                    .kv_partitioned = !e->p.kv_unified,
                                    .llamacpp_numerics = e->p.llamacpp_numerics};
-    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0)
+    if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0 || (rc = cs_engine_prepare_ctx(e->ctx, e->p.llamacpp_numerics, e->p.progress, err, errlen)) < 0)
         goto fail;
     e->load_s = cs_now() - t0;
     *out = e;

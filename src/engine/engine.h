@@ -61,6 +61,14 @@ struct cs_engine {
     double load_s;                /* wall seconds to open all of the above */
 };
 
+/* Builds (or loads from the binary cache) every program the ops of ctx
+ * launch, on every device of its KV cache (cs_op_prepare_all), so no
+ * request waits for a compiler: cs_engine_open does it for its context, the
+ * host's ctx_new for a drafter's. progress: a line on stderr when it is a
+ * terminal. */
+int cs_engine_prepare_ctx(const struct cs_fwd_ctx *ctx, bool llamacpp_numerics, bool progress, char *err,
+                          size_t errlen);
+
 /* Opens everything; on failure nothing is left allocated and err names the
  * failing part ("model.gguf: ...", "device 2: no such device (have 0..1)",
  * "split 3,3 sums to 6 layers; the model has 8"). A device may be listed

@@ -242,6 +242,24 @@ static int kv_shift_unit(uint32_t type, int head_dim)
     return head_dim / a * 32;
 }
 
+/* The build options of the programs that depend on the KV cache's shape:
+ * written once, for the launches below and for cs_op_prepare_all. */
+static void kv_store_extra(char *buf, size_t len, uint32_t type_k, uint32_t type_v)
+{
+    snprintf(buf, len, "-DKV_TK=%u -DKV_TV=%u", (unsigned)type_k, (unsigned)type_v);
+}
+
+static void attention_extra(char *buf, size_t len, int head_dim, uint32_t type_k, uint32_t type_v)
+{
+    snprintf(buf, len, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", head_dim, (unsigned)type_k, (unsigned)type_v);
+}
+
+static void kv_shift_extra(char *buf, size_t len, int head_dim, uint32_t type_k, uint32_t type_v)
+{
+    snprintf(buf, len, "-DHD=%d -DKV_UNIT=%d -DKV_TK=%u -DKV_TV=%u", head_dim, kv_shift_unit(type_k, head_dim),
+             (unsigned)type_k, (unsigned)type_v);
+}
+
 static int kv_check(const char *op, const struct cs_kv_view *kv, char *err, size_t errlen)
 {
     int rc = cs_kv_type_check(kv->type_k, kv->n_kv_head, kv->head_dim, err, errlen);
@@ -271,8 +289,7 @@ int cs_op_kv_store(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem k, s
     if (rc != CLSPEC_OK)
         return rc;
     char extra[48];
-    snprintf(extra, sizeof extra, "-DKV_TK=%u -DKV_TV=%u", (unsigned)kv->type_k,
-             (unsigned)kv->type_v);
+    kv_store_extra(extra, sizeof extra, kv->type_k, kv->type_v);
     cl_uint ko = (cl_uint)k_off, vo = (cl_uint)v_off;
     cl_int n_cells = kv->n_cells;
     const struct cs_karg a[] = {CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo), CS_KA(kv->k), CS_KA(kv->v), CS_KA(cell_idx),
@@ -300,8 +317,7 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
     if (rc != CLSPEC_OK)
         return rc;
     char extra[64];
-    snprintf(extra, sizeof extra, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim,
-             (unsigned)kv->type_k, (unsigned)kv->type_v);
+    attention_extra(extra, sizeof extra, kv->head_dim, kv->type_k, kv->type_v);
     cl_uint qo = (cl_uint)q_off, oo = (cl_uint)out_off;
     cl_int n_kv = kv->n_kv_head, caus = causal, use_order = kv->cell_order != NULL;
     cl_mem order = use_order ? kv->cell_order : kv->cell_pos; /* unread when unused */
@@ -337,8 +353,7 @@ int cs_op_kv_shift(struct cs_cl_dev *d, const struct cs_kv_view *kv, cl_mem cell
                       n_list, p->n_rot);
     int unit = kv_shift_unit(kv->type_k, kv->head_dim);
     char extra[80];
-    snprintf(extra, sizeof extra, "-DHD=%d -DKV_UNIT=%d -DKV_TK=%u -DKV_TV=%u", kv->head_dim, unit,
-             (unsigned)kv->type_k, (unsigned)kv->type_v);
+    kv_shift_extra(extra, sizeof extra, kv->head_dim, kv->type_k, kv->type_v);
     cl_int n_kv = kv->n_kv_head, n_cells = kv->n_cells, n_rot = p->n_rot, neox = p->neox;
     float base = p->freq_base, fs = p->freq_scale;
     const struct cs_karg a[] = {CS_KA(kv->k), CS_KA(cells), CS_KA(n_list), CS_KA(n_kv), CS_KA(n_cells), CS_KA(n_rot),
@@ -422,4 +437,32 @@ int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t
                             errlen);
     size_t ls = norm_local(d); /* a power of two <= NORM_WG = AMAX_WG of cl/argmax.cl */
     return cs_op_launch(d, "argmax", NULL, "argmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
+}
+
+/* ---- every program a configuration needs, before the first request ---- */
+
+int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool llamacpp_numerics,
+                      cs_op_progress_fn progress, void *ud, char *err, size_t errlen)
+{
+    char store[48], att[64], shift[80];
+    kv_store_extra(store, sizeof store, kv->type_k, kv->type_v);
+    attention_extra(att, sizeof att, kv->head_dim, kv->type_k, kv->type_v);
+    kv_shift_extra(shift, sizeof shift, kv->head_dim, kv->type_k, kv->type_v);
+    /* the programs of every launch in ops.c and matmul.c (one-token and
+     * batched paths live in the same programs) */
+    const struct {
+        const char *name, *extra;
+    } progs[] = {{"matmul", NULL},      {"getrows", NULL}, {"norm", NULL},  {"rope", NULL},
+                 {"eltwise", NULL},     {"argmax", NULL},  {"kv", store},   {"kv", shift},
+                 {"attention", att},    {"lcpp", NULL}};
+    unsigned total = CS_ARRAY_LEN(progs) - (llamacpp_numerics ? 0 : 1);
+    for (unsigned i = 0; i < total; i++) {
+        cl_program p;
+        int rc = cs_cl_program(d, progs[i].name, progs[i].extra, &p, err, errlen);
+        if (rc != CLSPEC_OK)
+            return cs_err_prefix(err, errlen, rc, "preparing the kernels of %s", d->info.name);
+        if (progress)
+            progress(ud, d, progs[i].name, i + 1, total);
+    }
+    return CLSPEC_OK;
 }

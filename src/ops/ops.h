@@ -153,4 +153,23 @@ int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, siz
 int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n_rows, int n_cols,
                  char *err, size_t errlen);
 
+/* The shape of a KV cache that its programs are built for. */
+struct cs_op_kv_shape {
+    int head_dim;            /* multiple of 4 */
+    uint32_t type_k, type_v; /* enum cs_type */
+};
+
+/* Called after each program cs_op_prepare_all made ready: prog is its
+ * cl/NAME.cl, done of total on this device. */
+typedef void (*cs_op_progress_fn)(void *ud, const struct cs_cl_dev *d, const char *prog, unsigned done,
+                                  unsigned total);
+
+/* Builds (or loads from the binary cache) every program the ops of a
+ * context with this KV shape launch on d: matmul, getrows, norm, rope,
+ * eltwise, argmax, kv (store and shift) and attention, plus lcpp with
+ * llama.cpp numerics; so no request waits for a compiler. progress (may be
+ * NULL) is told after each. Errors name the device and the program. */
+int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool llamacpp_numerics,
+                      cs_op_progress_fn progress, void *ud, char *err, size_t errlen);
+
 #endif

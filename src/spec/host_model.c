@@ -168,6 +168,8 @@ static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ct
                                     .type_v = p->type_v, .n_seq_max = p->n_seq ? p->n_seq : 1};
     int rc = !c->logits || !c->rows ? cs_err(err, errlen, CLSPEC_E_NOMEM, "ctx_new: out of memory")
                                     : cs_fwd_ctx_new(m->fm, &fp, &c->c, err, errlen);
+    if (rc == CLSPEC_OK) /* the drafter's kernels too are ready before the first request */
+        rc = cs_engine_prepare_ctx(c->c, false, false, err, errlen);
     if (rc < 0) {
         ctx_free(c);
         return rc;

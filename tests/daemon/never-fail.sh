@@ -243,7 +243,11 @@ for P in 1 2 4 8; do
             not_ok "$c2: parallel $P: daemon up" "$(grep -v '^ *$' "$tmp/$tag.log" | tail -3)"
             continue
         fi
-        # 2 x the prompts at once: with P >= 2 the first decode already holds several slots
+        # 2 x the prompts at once: with P >= 2 the first decode already holds several slots.
+        # The kernels are ready before "ready", so a request takes milliseconds: the daemon is
+        # stopped while the clients connect (the kernel queues them), and all arrive together
+        ( sleep 1; kill -CONT "$pid" ) &
+        kill -STOP "$pid"
         run_prompts $tag 2
         alive=no
         kill -0 "$pid" 2>/dev/null && alive=yes
