@@ -35,6 +35,10 @@ echo "ok 1 - make install DESTDIR: clspec.pc, clspec/clspec.h, libclspec.so expo
 export PKG_CONFIG_PATH="$(dirname "$pc")"
 export PKG_CONFIG_SYSROOT_DIR="$tmp/root"
 flags=$(pkg-config --cflags --libs clspec) || fail 2 "pkg-config --cflags --libs clspec"
+# a library built with --enable-sanitizers needs the ASan runtime first: the example gets it too
+if ldd "$so" 2>/dev/null | grep -q libasan; then
+    flags="-fsanitize=address,undefined $flags"
+fi
 mkdir -p "$tmp/oot" && cp "$top_srcdir/examples/generate.c" "$tmp/oot/"
 (cd "$tmp/oot" && ${CC:-cc} -std=c11 -Wall -Wextra -Werror generate.c $flags -o generate) \
   >"$tmp/log" 2>&1 || fail 2 "build generate.c out of tree with $flags"
