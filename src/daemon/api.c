@@ -375,7 +375,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
  * must outlive the body). */
 static const char *const NUM_FIELDS[] = {"max_tokens", "max_completion_tokens", "n", "temperature", "top_p",
                                          "min_p", "top_k", "presence_penalty", "frequency_penalty",
-                                         "repeat_penalty", "seed", "logprobs", "top_logprobs", "prompt"};
+                                         "repeat_penalty", "seed", "logprobs", "top_logprobs", "prompt", "tokens"};
 
 /* jansson refused a number that does not fit an int64 or a double; it ends
  * at body[je->position). A whole number 2^63..2^64-1 as the value of "seed"
@@ -497,6 +497,126 @@ void cs_api_request_free(struct cs_api_request *r)
     free(r->msgs);
     json_decref(r->root);
     memset(r, 0, sizeof *r);
+}
+
+/* ---------------------------------------------------------------- tokenize, detokenize */
+
+/* A JSON object body for the llama-server routes; a number jansson cannot
+ * hold is named as in cs_api_parse. */
+static int load_object(const char *body, size_t len, json_t **root, const char **param, char *err, size_t errlen)
+{
+    json_error_t je;
+    *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je);
+    if (!*root && json_error_code(&je) == json_error_numeric_overflow && len) {
+        char *copy = malloc(len);
+        if (!copy)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        memcpy(copy, body, len);
+        uint64_t big = 0;
+        int rc = number_overflow(copy, len, &je, &big, param, err, errlen);
+        free(copy);
+        if (rc != 1) /* 1: a big "seed", which these routes do not read */
+            return rc;
+    }
+    if (!*root)
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body is not valid JSON: %s (line %d, column %d)", je.text,
+                      je.line, je.column);
+    if (!json_is_object(*root)) {
+        json_decref(*root);
+        *root = NULL;
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body must be a JSON object");
+    }
+    return CLSPEC_OK;
+}
+
+int cs_api_parse_tokenize(const char *body, size_t len, struct cs_api_tokenize *t, const char **param, char *err,
+                          size_t errlen)
+{
+    const char *dummy;
+    if (!param)
+        param = &dummy;
+    *param = NULL;
+    memset(t, 0, sizeof *t);
+    t->parse_special = true;
+    json_t *root;
+    int rc = load_object(body, len, &root, param, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    json_t *c = field(root, "content");
+    if (!c) {
+        *param = "content";
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "'content' is required");
+    } else if (!json_is_string(c)) {
+        *param = "content";
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "'content' must be a string");
+    }
+    if (rc == CLSPEC_OK)
+        rc = get_bool(root, "add_special", &t->add_special, param, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = get_bool(root, "parse_special", &t->parse_special, param, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = get_bool(root, "with_pieces", &t->with_pieces, param, err, errlen);
+    if (rc != CLSPEC_OK) {
+        json_decref(root);
+        memset(t, 0, sizeof *t);
+        return rc;
+    }
+    t->content = json_string_value(c);
+    t->len = json_string_length(c);
+    t->root = root;
+    return CLSPEC_OK;
+}
+
+int cs_api_parse_detokenize(const char *body, size_t len, int32_t n_vocab, int32_t **ids, size_t *n,
+                            const char **param, char *err, size_t errlen)
+{
+    const char *dummy;
+    if (!param)
+        param = &dummy;
+    *param = NULL;
+    *ids = NULL;
+    *n = 0;
+    json_t *root;
+    int rc = load_object(body, len, &root, param, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    json_t *v = field(root, "tokens");
+    size_t cnt = json_is_array(v) ? json_array_size(v) : 0;
+    if (!v) {
+        *param = "tokens";
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "'tokens' is required");
+    } else if (!json_is_array(v)) {
+        *param = "tokens";
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "'tokens' must be an array of token ids");
+    } else if (cnt > (1u << 24)) {
+        *param = "tokens";
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "'tokens' has too many ids");
+    } else if (cnt && !(*ids = malloc(cnt * sizeof **ids))) {
+        rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; rc == CLSPEC_OK && i < cnt; i++) {
+        json_t *t = json_array_get(v, i);
+        long long id = json_is_integer(t) ? (long long)json_integer_value(t) : -1;
+        if (json_is_integer(t) && id >= 0 && id < n_vocab) {
+            (*ids)[i] = (int32_t)id;
+            continue;
+        }
+        *param = "tokens";
+        if (!json_is_integer(t))
+            rc = cs_err(err, errlen, CLSPEC_E_INVAL, "tokens[%zu] is not an integer: token ids are 0..%d (n_vocab %d)",
+                        i, (int)n_vocab - 1, (int)n_vocab);
+        else
+            rc = cs_err(err, errlen, CLSPEC_E_INVAL, "tokens[%zu] = %lld: token ids are 0..%d (n_vocab %d)", i, id,
+                        (int)n_vocab - 1, (int)n_vocab);
+    }
+    json_decref(root);
+    if (rc != CLSPEC_OK) {
+        free(*ids);
+        *ids = NULL;
+        return rc;
+    }
+    *n = cnt;
+    return CLSPEC_OK;
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -751,6 +871,28 @@ char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t l
         json_object_set_new(o, "usage", json_null());
     }
     return u && !usage_only ? dump_seed(o, rs->seed) : dump(o);
+}
+
+char *cs_api_tokens_json(const int32_t *ids, size_t n, const char *pieces, const size_t *off)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++) {
+        if (!pieces) {
+            json_array_append_new(a, json_integer(ids[i]));
+            continue;
+        }
+        json_t *piece = json_stringn(pieces + off[i], off[i + 1] - off[i]);
+        if (!piece) /* not valid UTF-8 (part of a character): its bytes */
+            piece = bytes_array(pieces + off[i], off[i + 1] - off[i]);
+        json_array_append_new(a, json_pack("{s:I,s:o}", "id", (json_int_t)ids[i], "piece", piece));
+    }
+    return a ? dump(json_pack("{s:o}", "tokens", a)) : NULL;
+}
+
+char *cs_api_content_json(const char *text, size_t len)
+{
+    json_t *c = str_lossy(text, len);
+    return c ? dump(json_pack("{s:o}", "content", c)) : NULL;
 }
 
 char *cs_api_models_json(const char *model, int64_t created, int n_ctx)

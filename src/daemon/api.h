@@ -115,6 +115,32 @@ char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t l
                         const char *finish_reason, json_t *logprobs, const struct cs_req_usage *u,
                         bool usage_only);
 
+/* POST /tokenize (llama-server's): {"content": string (required),
+ * "add_special": bool (false), "parse_special": bool (true), "with_pieces":
+ * bool (false)}. content points into root (len bytes, may hold NULs). */
+struct cs_api_tokenize {
+    const char *content;
+    size_t len;
+    bool add_special, parse_special, with_pieces;
+    json_t *root;                /* the parsed body: json_decref when done */
+};
+/* Errors as cs_api_parse (FORMAT: not JSON or not an object; INVAL: a
+ * field missing or of the wrong type, *param names it); t is left empty. */
+int cs_api_parse_tokenize(const char *body, size_t len, struct cs_api_tokenize *t, const char **param, char *err,
+                          size_t errlen);
+/* POST /detokenize: {"tokens": [ids]}, each id 0..n_vocab-1 (the message
+ * names the index and the range as for prompts). *ids is malloc'd (NULL
+ * when *n is 0): the caller frees it. */
+int cs_api_parse_detokenize(const char *body, size_t len, int32_t n_vocab, int32_t **ids, size_t *n,
+                            const char **param, char *err, size_t errlen);
+/* The answer of /tokenize: {"tokens": [ids]}; with pieces (non-NULL; token
+ * i's bytes are pieces[off[i]..off[i+1]), off has n+1 entries)
+ * {"tokens": [{"id": N, "piece": "text"}]}, the piece a string when it is
+ * valid UTF-8, else an array of its byte values (as llama-server). */
+char *cs_api_tokens_json(const int32_t *ids, size_t n, const char *pieces, const size_t *off);
+/* The answer of /detokenize: {"content": text} (invalid UTF-8 -> U+FFFD). */
+char *cs_api_content_json(const char *text, size_t len);
+
 /* GET /v1/models: one model. n_ctx: the context a slot gets. */
 char *cs_api_models_json(const char *model, int64_t created, int n_ctx);
 /* GET /slots: [{id, busy, request_id, n_prompt, n_generated, n_past, speculative}]. */

@@ -326,6 +326,35 @@ static void stream_free(void *cls)
 
 /* ---------------------------------------------------------------- completions */
 
+/* text[0..len) as token ids (*ids malloc'd, the caller frees it): the engine
+ * door's tokenizer, its buffer grown once when too small. */
+static int tokenize_text(struct cs_http *h, const char *text, size_t len, bool add_special, bool parse_special,
+                         int32_t **ids, int *n_ids, char *err, size_t errlen)
+{
+    size_t cap = len + 8, n = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *ids = malloc(cap * sizeof **ids);
+        if (!*ids)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        int rc = clspec_tokenize(h->e, text, len, add_special, parse_special, *ids, cap, &n, err, errlen);
+        if (rc == CLSPEC_OK) {
+            if (n > INT32_MAX) {
+                free(*ids);
+                *ids = NULL;
+                return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
+            }
+            *n_ids = (int)n;
+            return CLSPEC_OK;
+        }
+        free(*ids);
+        *ids = NULL;
+        if (rc != CLSPEC_E_RANGE)
+            return rc;
+        cap = n + 1;
+    }
+    return cs_err(err, errlen, CLSPEC_E_RANGE, "prompt: tokenizer gave inconsistent sizes");
+}
+
 static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
                            char *err, size_t errlen)
 {
@@ -347,27 +376,7 @@ static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, i
         *n_ids = ar->n_prompt_ids;
         return CLSPEC_OK;
     }
-    size_t cap = ar->prompt_len + 8, n = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        *ids = malloc(cap * sizeof **ids);
-        if (!*ids)
-            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
-        int rc = clspec_tokenize(h->e, ar->prompt, ar->prompt_len, 1, 1, *ids, cap, &n, err, errlen);
-        if (rc == CLSPEC_OK) {
-            if (n > INT32_MAX) {
-                free(*ids);
-                return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
-            }
-            *n_ids = (int)n;
-            return CLSPEC_OK;
-        }
-        free(*ids);
-        *ids = NULL;
-        if (rc != CLSPEC_E_RANGE)
-            return rc;
-        cap = n + 1;
-    }
-    return cs_err(err, errlen, CLSPEC_E_RANGE, "prompt: tokenizer gave inconsistent sizes");
+    return tokenize_text(h, ar->prompt, ar->prompt_len, true, true, ids, n_ids, err, errlen);
 }
 
 static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
@@ -510,6 +519,95 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     return ret;
 }
 
+/* ---------------------------------------------------------------- tokenize, detokenize */
+
+/* POST /tokenize (llama-server's): ids, or {id, piece} with with_pieces. */
+static enum MHD_Result handle_tokenize(struct cs_http *h, struct MHD_Connection *c, const char *body, size_t len)
+{
+    char err[512];
+    const char *param = NULL;
+    struct cs_api_tokenize t;
+    int rc = cs_api_parse_tokenize(body, len, &t, &param, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, NULL);
+    int32_t *ids = NULL;
+    int n = 0;
+    rc = tokenize_text(h, t.content, t.len, t.add_special, t.parse_special, &ids, &n, err, sizeof err);
+    bool with_pieces = t.with_pieces;
+    json_decref(t.root);
+    if (rc != CLSPEC_OK)
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, "content", NULL);
+    struct cs_strbuf pieces = {0};
+    size_t *off = with_pieces ? malloc(((size_t)n + 1) * sizeof *off) : NULL;
+    if (with_pieces && !off) {
+        free(ids);
+        return reply_error(c, 500, "out of memory", NULL, NULL);
+    }
+    for (int i = 0; with_pieces && i < n; i++) {
+        char buf[256], *big = NULL;
+        size_t pn = 0;
+        off[i] = pieces.len;
+        rc = clspec_token_piece(h->e, ids[i], 1, buf, sizeof buf, &pn, err, sizeof err);
+        if (rc == CLSPEC_E_RANGE && (big = malloc(pn + 1)) != NULL) /* a piece over 255 bytes */
+            rc = clspec_token_piece(h->e, ids[i], 1, big, pn + 1, &pn, err, sizeof err);
+        if (rc == CLSPEC_OK)
+            cs_strbuf_put_n(&pieces, big ? big : buf, pn);
+        free(big);
+        if (rc != CLSPEC_OK) {
+            free(ids);
+            free(off);
+            cs_strbuf_free(&pieces);
+            return reply_error(c, 500, err, NULL, NULL);
+        }
+    }
+    if (with_pieces)
+        off[n] = pieces.len;
+    char *out = pieces.oom ? NULL
+                           : cs_api_tokens_json(ids, (size_t)n, with_pieces ? (pieces.p ? pieces.p : "") : NULL, off);
+    free(ids);
+    free(off);
+    cs_strbuf_free(&pieces);
+    return reply_json(c, 200, out, NULL);
+}
+
+/* POST /detokenize (llama-server's): the text of the ids, control tokens rendered. */
+static enum MHD_Result handle_detokenize(struct cs_http *h, struct MHD_Connection *c, const char *body, size_t len)
+{
+    char err[512];
+    const char *param = NULL;
+    struct clspec_engine_info info = {.size = sizeof info};
+    if (clspec_engine_get_info(h->e, &info, err, sizeof err) != CLSPEC_OK)
+        return reply_error(c, 500, err, NULL, NULL);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int rc = cs_api_parse_detokenize(body, len, info.n_vocab, &ids, &n, &param, err, sizeof err);
+    if (rc != CLSPEC_OK)
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, NULL);
+    size_t cap = n * 8 + 16, tn = 0;
+    char *text = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        text = malloc(cap);
+        if (!text) {
+            rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+            break;
+        }
+        rc = clspec_detokenize(h->e, ids, n, 0, 1, text, cap, &tn, err, sizeof err);
+        if (rc != CLSPEC_E_RANGE)
+            break;
+        free(text);
+        text = NULL;
+        cap = tn + 1;
+    }
+    free(ids);
+    if (rc != CLSPEC_OK) {
+        free(text);
+        return reply_error(c, (unsigned)cs_api_http_status(rc), err, "tokens", NULL);
+    }
+    char *out = cs_api_content_json(text, tn);
+    free(text);
+    return reply_json(c, 200, out, NULL);
+}
+
 /* ---------------------------------------------------------------- routing */
 
 static bool authorized(struct cs_http *h, struct MHD_Connection *c)
@@ -529,7 +627,7 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
     return diff == 0;
 }
 
-enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT };
+enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -545,6 +643,12 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/slots", R_SLOTS, "GET"},
         {"/v1/completions", R_COMPLETIONS, "POST"},
         {"/v1/chat/completions", R_CHAT, "POST"},
+        /* llama-server's paths: the OpenAI routes without /v1, and its own */
+        {"/models", R_MODELS, "GET"},
+        {"/completions", R_COMPLETIONS, "POST"},
+        {"/chat/completions", R_CHAT, "POST"},
+        {"/tokenize", R_TOKENIZE, "POST"},
+        {"/detokenize", R_DETOKENIZE, "POST"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(routes); i++)
         if (strcmp(url, routes[i].path) == 0) {
@@ -629,7 +733,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         int n = cs_sched_get_slots(h->s, slots, 64);
         return reply_json(c, 200, cs_api_slots_json(slots, CS_MIN(n, 64)), NULL);
     }
-    /* completions */
+    /* completions, tokenize, detokenize */
     if (state == ST_DRAINING)
         return reply_error(c, 503, "the server is shutting down", NULL, NULL);
     if (cn->too_big) {
@@ -639,6 +743,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (cn->body.oom)
         return reply_error(c, 500, "out of memory", NULL, NULL);
+    if (r == R_TOKENIZE)
+        return handle_tokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
+    if (r == R_DETOKENIZE)
+        return handle_detokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
     return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, cn->body.p ? cn->body.p : "",
                              cn->body.len);
 }

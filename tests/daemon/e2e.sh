@@ -133,6 +133,38 @@ code=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":4,"logpro
 check "completion logprobs: 4 tokens with 2 alternatives" test "$code" = 200 \
     -a "$(jq -r '.choices[0].logprobs | "\(.tokens|length) \(.top_logprobs[0]|length)"' "$tmp/body")" = "4 2"
 
+# ---- llama-server's routes: the OpenAI ones without /v1, /tokenize, /detokenize
+code=$(post /completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0}')
+check "POST /completions (no /v1) equals /v1/completions at temperature 0" \
+    test "$code" = 200 -a "$(jq -r '.choices[0].text' "$tmp/body")" = "$whole"
+code=$(post /chat/completions '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":4}')
+check "POST /chat/completions (no /v1): 200, chat.completion" \
+    test "$code" = 200 -a "$(jq -r .object "$tmp/body")" = chat.completion
+code=$(curl -s -o "$tmp/body" -w '%{http_code}' -H "$AUTH" "$url/models")
+check "GET /models (no /v1) lists stories260K" test "$code" = 200 -a "$(jq -r '.data[0].id' "$tmp/body")" = stories260K
+code=$(post /tokenize '{"content":"Once upon a time"}')
+ids=$(jq -c .tokens "$tmp/body")
+check "POST /tokenize: token ids" test "$code" = 200 -a "$(jq -r '.tokens | length > 1 and all(type == "number")' \
+    "$tmp/body")" = true
+code=$(post /detokenize "{\"tokens\":$ids}")
+check "POST /detokenize of those ids gives the text back" \
+    test "$code" = 200 -a "$(jq -r .content "$tmp/body")" = "Once upon a time"
+post /tokenize '{"content":"Once upon a time","with_pieces":true}' > /dev/null
+check "with_pieces: the same ids, string pieces that concatenate to the text" \
+    test "$(jq -c '[.tokens[].id]' "$tmp/body")" = "$ids" \
+    -a "$(jq -j '.tokens[].piece' "$tmp/body" | sed 's/^ //')" = "Once upon a time"
+bos=$(post /tokenize '{"content":"Once upon a time","add_special":true}' > /dev/null; jq -c .tokens "$tmp/body")
+check "add_special puts BOS first" test "$(jq -c '.[1:]' <<< "$bos")" = "$ids" -a "$(jq -r '.[0]' <<< "$bos")" = 1
+code=$(post /detokenize '{"tokens":[1,100000]}')
+check "/detokenize of an id out of range: 400 naming tokens[1]" test "$code" = 400 \
+    -a "$(jq -r .error.param "$tmp/body")" = tokens -a -n "$(jq -r .error.message "$tmp/body" | grep -F 'tokens[1]')"
+code=$(post /tokenize '{"text":"x"}')
+check "/tokenize without content: 400 naming it" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = content
+code=$(post /detokenize '{"tokens":')
+check "/detokenize of bad JSON: 400" test "$code" = 400 -a "$(jq -r .error.type "$tmp/body")" = invalid_request_error
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url/tokenize" -d '{"content":"x"}')
+check "/tokenize without the API key: 401" test "$code" = 401
+
 # ---- seeds: a request without one gets a fresh one and reports it; a given seed is reproducible
 seed_of() { grep -o '"seed":[0-9]*' "$1" | tail -1 | cut -d: -f2; } # raw text: jq may round a uint64
 cpids=()
