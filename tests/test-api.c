@@ -3,9 +3,11 @@
  * every refusal names its field (out-of-range numbers jansson cannot hold,
  * unsupported OpenAI fields, bad token ids); seeds (drawn fresh when absent,
  * any uint64 when given, reported in responses); responses, stream chunks, usage/timings,
- * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes.
+ * logprobs (invalid UTF-8 pieces sanitised), error JSON and status codes;
+ * llama-server's /tokenize and /detokenize bodies and answers.
  * And the HTTP server itself before a model is loaded (loopback, port 0):
- * /health 503 while loading and draining, API key, 404, 405, 413. */
+ * /health 503 while loading and draining, API key, 404, 405, 413, the
+ * llama-server routes (/models, /tokenize) while loading. */
 #include "config.h"
 
 #include <math.h>
@@ -609,6 +611,105 @@ static int http_raw(int port, const char *raw, char *resp, size_t cap)
     return code;
 }
 
+/* llama-server's /tokenize and /detokenize bodies: defaults, refusals naming
+ * the field, ids checked against n_vocab, pieces as strings or bytes. */
+static void test_tokenize_json(void **state)
+{
+    (void)state;
+    struct cs_api_tokenize t;
+    const char *param = "x";
+    char err[256];
+    const char *b = "{\"content\":\"Once upon\"}";
+    assert_int_equal(cs_api_parse_tokenize(b, strlen(b), &t, &param, err, sizeof err), CLSPEC_OK);
+    assert_null(param);
+    assert_int_equal(t.len, 9);
+    assert_memory_equal(t.content, "Once upon", 9);
+    assert_false(t.add_special);
+    assert_true(t.parse_special);
+    assert_false(t.with_pieces);
+    json_decref(t.root);
+    b = "{\"content\":\"a\",\"add_special\":true,\"with_pieces\":true,\"parse_special\":false}";
+    assert_int_equal(cs_api_parse_tokenize(b, strlen(b), &t, &param, err, sizeof err), CLSPEC_OK);
+    assert_true(t.add_special && t.with_pieces && !t.parse_special);
+    json_decref(t.root);
+    static const struct {
+        const char *body, *param;
+        int rc;
+    } bad[] = {
+        {"{\"text\":\"a\"}", "content", CLSPEC_E_INVAL},
+        {"{\"content\":null}", "content", CLSPEC_E_INVAL},
+        {"{\"content\":[1]}", "content", CLSPEC_E_INVAL},
+        {"{\"content\":\"a\",\"add_special\":1}", "add_special", CLSPEC_E_INVAL},
+        {"{\"content\":\"a\",\"with_pieces\":\"yes\"}", "with_pieces", CLSPEC_E_INVAL},
+        {"{\"content\":", NULL, CLSPEC_E_FORMAT},
+        {"[\"a\"]", NULL, CLSPEC_E_FORMAT},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(bad); i++) {
+        param = "x";
+        assert_int_equal(cs_api_parse_tokenize(bad[i].body, strlen(bad[i].body), &t, &param, err, sizeof err),
+                         bad[i].rc);
+        assert_null(t.root);
+        if (bad[i].param)
+            assert_string_equal(param, bad[i].param);
+        else
+            assert_null(param);
+    }
+
+    int32_t *ids = NULL;
+    size_t n = 9;
+    b = "{\"tokens\":[1,0,511]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(ids[2], 511);
+    free(ids);
+    b = "{\"tokens\":[]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(n, 0);
+    assert_null(ids);
+    b = "{\"tokens\":[1,512]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(param, "tokens");
+    assert_string_equal(err, "tokens[1] = 512: token ids are 0..511 (n_vocab 512)");
+    assert_null(ids);
+    b = "{\"tokens\":[-1]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "tokens[0] = -1"));
+    b = "{\"tokens\":[2,\"x\"]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "tokens[1] is not an integer"));
+    b = "{\"tokens\":\"1 2\"}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(param, "tokens");
+    b = "{}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(err, "'tokens' is required");
+    b = "{\"tokens\":[1,99999999999999999999]}";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_INVAL);
+    assert_string_equal(param, "tokens");
+    assert_non_null(strstr(err, "out of range"));
+    b = "{\"tokens\":[1,2";
+    assert_int_equal(cs_api_parse_detokenize(b, strlen(b), 512, &ids, &n, &param, err, sizeof err), CLSPEC_E_FORMAT);
+
+    /* answers: ids; {id, piece} with a string piece, or bytes when not UTF-8 */
+    int32_t tk[3] = {1, 7, 300};
+    char *out = cs_api_tokens_json(tk, 3, NULL, NULL);
+    assert_string_equal(out, "{\"tokens\":[1,7,300]}");
+    free(out);
+    const char pieces[] = "<s> Once\xE2\x96";
+    size_t off[4] = {0, 3, 8, 10};
+    out = cs_api_tokens_json(tk, 3, pieces, off);
+    assert_string_equal(out, "{\"tokens\":[{\"id\":1,\"piece\":\"<s>\"},{\"id\":7,\"piece\":\" Once\"},"
+                             "{\"id\":300,\"piece\":[226,150]}]}");
+    free(out);
+    out = cs_api_tokens_json(tk, 0, NULL, NULL);
+    assert_string_equal(out, "{\"tokens\":[]}");
+    free(out);
+    out = cs_api_content_json("Once upon\xFF", 10);
+    assert_string_equal(out, "{\"content\":\"Once upon\xEF\xBF\xBD\"}");
+    free(out);
+}
+
 static void test_http_loading(void **state)
 {
     (void)state;
@@ -639,6 +740,23 @@ static void test_http_loading(void **state)
              strlen(body), body);
     assert_int_equal(http_raw(port, req, resp, sizeof resp), 503);
     assert_non_null(strstr(resp, "\"unavailable_error\""));
+    /* llama-server's routes: /tokenize 503 while loading, 401 without the key; /models without /v1 */
+    body = "{\"content\":\"x\"}";
+    snprintf(req, sizeof req,
+             "POST /tokenize HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n%s",
+             strlen(body), body);
+    assert_int_equal(http_raw(port, req, resp, sizeof resp), 503);
+    assert_non_null(strstr(resp, "\"unavailable_error\""));
+    snprintf(req, sizeof req,
+             "POST /detokenize HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_int_equal(http_raw(port, req, resp, sizeof resp), 401);
+    assert_int_equal(http_raw(port, "GET /tokenize HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 405);
+    assert_non_null(strstr(resp, "Allow: POST"));
+    assert_int_equal(http_raw(port, "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 200);
+    assert_non_null(strstr(resp, "\"tiny\""));
     /* the model list needs no loaded model, but a key */
     assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
                                     "Connection: close\r\n\r\n", resp, sizeof resp), 200);
@@ -673,7 +791,8 @@ int main(void)
         cmocka_unit_test(test_seed),              cmocka_unit_test(test_range_messages),
         cmocka_unit_test(test_status_and_error_json), cmocka_unit_test(test_completion_json),
         cmocka_unit_test(test_chunks),            cmocka_unit_test(test_logprobs),
-        cmocka_unit_test(test_models_and_slots),  cmocka_unit_test(test_http_loading),
+        cmocka_unit_test(test_models_and_slots),  cmocka_unit_test(test_tokenize_json),
+        cmocka_unit_test(test_http_loading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
