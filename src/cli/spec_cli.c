@@ -195,8 +195,7 @@ static int start(struct rig *r, const int32_t *ids, int32_t n_prompt, clspec_sam
                  char *err, size_t errlen)
 {
     *first = -1;
-    const uint64_t core = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT;
-    if (r->pl && (r->pl->vt.caps & core))
+    if (cs_plugin_needs_core_prefill(r->pl))
         return cs_spec_slot_begin_cached(r->sp, 0, ids, n_prompt, 0, smp, true, err, errlen);
     int32_t *hist = malloc(((size_t)n_prompt + 1) * sizeof *hist), *pos = malloc((size_t)n_prompt * sizeof *pos);
     int rc = hist && pos ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
@@ -246,8 +245,9 @@ int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *
     t0 = cs_now();
     if (rc == 0 && first >= 0 && !done) { /* the prompt's own token, sampled in start() */
         n_gen++;
-        done = clspec_token_is_eog(r.door, first) == 1 || n_gen >= n_predict;
-        if (clspec_token_is_eog(r.door, first) != 1)
+        const bool eog = clspec_token_is_eog(r.door, first) == 1;
+        done = eog || n_gen >= n_predict;
+        if (!eog)
             rc = emit(r.door, first, err, sizeof err);
     }
     while (rc == 0 && !done && n_gen < n_predict) {

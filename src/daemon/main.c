@@ -168,7 +168,7 @@ static void *load_main(void *arg)
             .prefill_max = 0,
             .spec = L->sp,
             /* speculators that read the target's states of the prompt get it prefilled by the core */
-            .spec_core_prefill = L->pl && (L->pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)),
+            .spec_core_prefill = cs_plugin_needs_core_prefill(L->pl),
         };
         L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
         struct clspec_engine_info info = {.size = sizeof info};

@@ -227,35 +227,17 @@ void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engin
     out->llamacpp_numerics = in->llamacpp_numerics;
 }
 
-int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (!ce)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine wrap: engine is NULL");
-    clspec_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "engine wrap: out of memory");
-    e->e = ce;
-    e->borrowed = true;
-    e->model = ce->model;
-    e->tok = ce->tok;
-    e->n_vocab = (int32_t)e->model->hp.n_vocab;
-    e->n_embd = (int32_t)e->model->hp.n_embd;
-    e->gguf = e->model->gguf;
-    e->strips_space = cs_tokenizer_strips_space(e->tok);
-    *out = e;
-    return CLSPEC_OK;
-}
-
-int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, clspec_engine **out, char *err,
-                      size_t errlen)
+/* A borrowed door over tok (and gguf, may be NULL); the caller fills the rest. */
+static int wrap_new(const struct cs_tokenizer *tok, const struct cs_gguf *g, const char *what, clspec_engine **out,
+                    char *err, size_t errlen)
 {
     *out = NULL;
     if (!tok)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "vocabulary wrap: tokenizer is NULL");
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s wrap: %s is NULL", what,
+                      strcmp(what, "engine") ? "tokenizer" : "engine");
     clspec_engine *e = calloc(1, sizeof *e);
     if (!e)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "vocabulary wrap: out of memory");
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "%s wrap: out of memory", what);
     e->borrowed = true;
     e->tok = tok;
     e->gguf = g;
@@ -263,6 +245,22 @@ int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, c
     e->strips_space = cs_tokenizer_strips_space(tok);
     *out = e;
     return CLSPEC_OK;
+}
+
+int cs_api_wrap(struct cs_engine *ce, clspec_engine **out, char *err, size_t errlen)
+{
+    CS_TRY(wrap_new(ce ? ce->tok : NULL, ce ? ce->model->gguf : NULL, "engine", out, err, errlen));
+    (*out)->e = ce;
+    (*out)->model = ce->model;
+    (*out)->n_vocab = (int32_t)ce->model->hp.n_vocab;
+    (*out)->n_embd = (int32_t)ce->model->hp.n_embd;
+    return CLSPEC_OK;
+}
+
+int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, clspec_engine **out, char *err,
+                      size_t errlen)
+{
+    return wrap_new(tok, g, "vocabulary", out, err, errlen);
 }
 
 struct cs_engine *cs_api_engine(clspec_engine *e)

@@ -336,6 +336,11 @@ static int check_caps(const struct cs_plugin *pl, char *err, size_t errlen)
 
 /* ---- loading ---- */
 
+bool cs_plugin_needs_core_prefill(const struct cs_plugin *pl)
+{
+    return pl && (pl->vt.caps & (CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_KV_INJECT)) != 0;
+}
+
 void cs_plugin_free(struct cs_plugin *pl)
 {
     if (!pl)

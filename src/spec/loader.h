@@ -54,6 +54,11 @@ struct cs_plugin {
 int cs_plugin_load(const struct cs_plugin_params *p, struct cs_plugin **out, char *err, size_t errlen);
 /* Calls fini and unloads. NULL is fine. */
 void cs_plugin_free(struct cs_plugin *pl);
+/* Whether pl reads the target's states of the prompt (taps or KV injection):
+ * then the speculation loop prefills the prompt itself (cs_spec_slot_begin*
+ * with nothing cached) instead of the caller. false for NULL. The one place
+ * of that rule (clspecd's scheduler and clspec run both ask it). */
+bool cs_plugin_needs_core_prefill(const struct cs_plugin *pl);
 
 /* What cs_plugin_check_config reports besides its status. */
 struct cs_plugin_check {
