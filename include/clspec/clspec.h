@@ -325,6 +325,48 @@ int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p);
  * -1 when s is NULL. */
 double clspec_sampler_uniform(clspec_sampler *s);
 
+/* ---- grammar-constrained sampling (GBNF; JSON Schema through GBNF) ----
+ * The format is llama.cpp's GBNF (its grammars/README.md): rules
+ * `name ::= ...`, alternatives `|`, "literals" with \n \t \xHH \uHHHH
+ * \UHHHHHHHH escapes, [classes] and [^negated] ones with ranges, `.`, groups,
+ * `*` `+` `?` `{m}` `{m,}` `{m,n}`, `#` comments. A sampler with a grammar
+ * draws only tokens whose text continues a sentence of the grammar (tokens
+ * may split UTF-8 characters) and end-of-generation only where the text is
+ * a complete sentence; save / restore / save_into carry the grammar's state
+ * (speculative rollback rewinds it exactly). */
+typedef struct clspec_grammar_vocab clspec_grammar_vocab; /* token texts prepared for masking */
+/* The texts of e's vocabulary (each token rendered alone, control tokens
+ * empty), built once and shared by every sampler given it (they keep it
+ * alive: it may be freed before them). */
+int clspec_grammar_vocab_new(const clspec_engine *e, clspec_grammar_vocab **out, char *err, size_t errlen);
+void clspec_grammar_vocab_free(clspec_grammar_vocab *v);
+/* Compiles gbnf (NUL-terminated) with start rule root (NULL: "root") and
+ * constrains s by it from its current point; gbnf NULL removes the
+ * grammar. CLSPEC_E_INVAL with "grammar: line:column: what" for bad text. */
+int clspec_sampler_set_grammar(clspec_sampler *s, const clspec_grammar_vocab *v, const char *gbnf, const char *root,
+                               char *err, size_t errlen);
+/* Checks gbnf as clspec_sampler_set_grammar would (no vocabulary needed). */
+int clspec_grammar_check(const char *gbnf, const char *root, char *err, size_t errlen);
+/* How many of tokens[0..n) the grammar of s allows one after another from
+ * its current state (n without a grammar; an allowed end-of-generation
+ * token ends the count). Changes nothing: speculation cuts a draft there. */
+int32_t clspec_sampler_grammar_prefix(clspec_sampler *s, const int32_t *tokens, int32_t n);
+enum clspec_grammar_status {
+    CLSPEC_GRAMMAR_NONE = 0,     /* no grammar */
+    CLSPEC_GRAMMAR_OPEN = 1,     /* more text needed */
+    CLSPEC_GRAMMAR_COMPLETE = 2, /* end of generation allowed (more text may be too) */
+    CLSPEC_GRAMMAR_DEAD = 3,     /* no token could continue it: an end-of-generation token was forced */
+};
+int clspec_sampler_grammar_status(const clspec_sampler *s);
+/* GBNF for a JSON Schema (schema: JSON text of len bytes), written to buf
+ * with the buffer rule of clspec_tokenize (NUL-terminated; *n_out without
+ * the NUL). schema "{}" or "true": any JSON value. Unsupported keywords are
+ * refused with their JSON pointer ("json_schema: /properties/a: 'not' is
+ * not supported"); title, description, examples, default, $schema, $id,
+ * $comment are ignored. */
+int clspec_json_schema_to_grammar(const char *schema, size_t len, char *buf, size_t cap, size_t *n_out, char *err,
+                                  size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

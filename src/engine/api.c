@@ -21,6 +21,8 @@
 #include "gguf/gguf.h"
 #include "gguf/quant.h"
 #include "engine/sampler.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 
 #define MAX_TAPS 64
 
@@ -668,8 +670,7 @@ int clspec_sampler_accept(clspec_sampler *s, int32_t token)
         return CLSPEC_E_INVAL;
     if (token < 0 || token >= s->s->n_vocab)
         return CLSPEC_E_RANGE;
-    cs_sampler_accept(s->s, token);
-    return CLSPEC_OK;
+    return cs_sampler_accept(s->s, token);
 }
 
 void clspec_sampler_reset(clspec_sampler *s)
@@ -773,4 +774,121 @@ void clspec_sampler_state_free(clspec_sampler_state *st)
         return;
     cs_sampler_free(st->copy);
     free(st);
+}
+
+/* ---- grammar-constrained sampling ---- */
+
+struct clspec_grammar_vocab {
+    struct cs_grammar_vocab *v; /* one reference */
+};
+
+struct piece_ctx {
+    const clspec_engine *e;
+    char buf[256];
+};
+
+static int vocab_piece(void *ctx, int32_t id, const uint8_t **s, size_t *n, int *eog)
+{
+    struct piece_ctx *c = ctx;
+    char err[CLSPEC_ERRLEN];
+    size_t len = 0;
+    int rc = clspec_token_piece(c->e, id, 0, c->buf, sizeof c->buf, &len, err, sizeof err);
+    if (rc == CLSPEC_E_RANGE) { /* a piece over 255 bytes: no grammar text matches it */
+        len = 0;
+        rc = CLSPEC_OK;
+    }
+    if (rc < 0)
+        return rc;
+    *s = (const uint8_t *)c->buf;
+    *n = len;
+    *eog = clspec_token_is_eog(c->e, id) == 1;
+    return CLSPEC_OK;
+}
+
+int clspec_grammar_vocab_new(const clspec_engine *e, clspec_grammar_vocab **out, char *err, size_t errlen)
+{
+    if (!out || !e)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "grammar vocabulary: engine or out is NULL");
+    *out = NULL;
+    struct clspec_engine_info info = {.size = sizeof info};
+    CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
+    clspec_grammar_vocab *gv = calloc(1, sizeof *gv);
+    struct piece_ctx *c = malloc(sizeof *c);
+    if (!gv || !c) {
+        free(gv);
+        free(c);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "grammar vocabulary: out of memory");
+    }
+    c->e = e;
+    int rc = cs_grammar_vocab_new(info.n_vocab, vocab_piece, c, &gv->v, err, errlen);
+    free(c);
+    if (rc < 0) {
+        free(gv);
+        return rc;
+    }
+    *out = gv;
+    return CLSPEC_OK;
+}
+
+void clspec_grammar_vocab_free(clspec_grammar_vocab *v)
+{
+    if (!v)
+        return;
+    cs_grammar_vocab_unref(v->v);
+    free(v);
+}
+
+int clspec_sampler_set_grammar(clspec_sampler *s, const clspec_grammar_vocab *v, const char *gbnf, const char *root,
+                               char *err, size_t errlen)
+{
+    if (!s || (gbnf && !v))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler grammar: sampler or vocabulary is NULL");
+    if (!gbnf)
+        return cs_sampler_set_grammar(s->s, NULL, NULL, err, errlen);
+    struct cs_grammar *g = NULL;
+    CS_TRY(cs_grammar_compile(gbnf, strlen(gbnf), root, &g, err, errlen));
+    int rc = cs_sampler_set_grammar(s->s, g, v->v, err, errlen);
+    cs_grammar_unref(g);
+    return rc;
+}
+
+int clspec_grammar_check(const char *gbnf, const char *root, char *err, size_t errlen)
+{
+    if (!gbnf)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "grammar: no text");
+    struct cs_grammar *g = NULL;
+    CS_TRY(cs_grammar_compile(gbnf, strlen(gbnf), root, &g, err, errlen));
+    cs_grammar_unref(g);
+    return CLSPEC_OK;
+}
+
+int32_t clspec_sampler_grammar_prefix(clspec_sampler *s, const int32_t *tokens, int32_t n)
+{
+    if (!s || (!tokens && n > 0))
+        return 0;
+    return cs_sampler_grammar_prefix(s->s, tokens, n);
+}
+
+int clspec_sampler_grammar_status(const clspec_sampler *s)
+{
+    return s ? cs_sampler_grammar_state(s->s) : CLSPEC_GRAMMAR_NONE;
+}
+
+int clspec_json_schema_to_grammar(const char *schema, size_t len, char *buf, size_t cap, size_t *n_out, char *err,
+                                  size_t errlen)
+{
+    if (!schema || !n_out || (!buf && cap > 0))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "json_schema: schema or n_out is NULL");
+    char *g = NULL;
+    size_t n = 0;
+    CS_TRY(cs_json_schema_gbnf_text(schema, len, &g, &n, err, errlen));
+    *n_out = n;
+    int rc = CLSPEC_OK;
+    if (n + 1 > cap)
+        rc = cs_err(err, errlen, CLSPEC_E_RANGE, "json_schema: the grammar needs %zu bytes, buffer has %zu", n + 1,
+                    cap);
+    else
+        memcpy(buf, g, n + 1);
+    free(g);
+    return rc;
 }

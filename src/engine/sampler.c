@@ -63,6 +63,11 @@ void cs_sampler_reset(struct cs_sampler *s)
         s->st.rng[i] = splitmix64(&x);
     s->st.hist_n = 0;
     s->st.hist_head = 0;
+    if (s->gram) {
+        char err[CLSPEC_ERRLEN];
+        cs_grammar_state_init(s->gram, &s->gst, err, sizeof err); /* on failure the state is empty (dead) */
+        s->gforced = false;
+    }
 }
 
 void cs_sampler_free(struct cs_sampler *s)
@@ -75,6 +80,11 @@ void cs_sampler_free(struct cs_sampler *s)
     free(s->prob);
     free(s->count);
     free(s->cand);
+    cs_grammar_unref(s->gram);
+    cs_grammar_vocab_unref(s->gvocab);
+    cs_grammar_state_free(&s->gst);
+    cs_grammar_scratch_free(s->gsc);
+    free(s->gmask);
     free(s);
 }
 
@@ -119,6 +129,14 @@ int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, cha
     memcpy(dst->st.hist, src->st.hist, (size_t)src->st.hist_cap * sizeof(int32_t));
     dst->st.hist_n = src->st.hist_n;
     dst->st.hist_head = src->st.hist_head;
+    if (dst->gram != src->gram || dst->gvocab != src->gvocab) {
+        int rc = cs_sampler_set_grammar(dst, src->gram, src->gvocab, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (src->gram && cs_grammar_state_copy(&dst->gst, &src->gst) < 0)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler restore: out of memory (grammar state)");
+    dst->gforced = src->gforced;
     return CLSPEC_OK;
 }
 
@@ -130,14 +148,79 @@ int cs_sampler_clone(const struct cs_sampler *s, struct cs_sampler **out, char *
     return cs_sampler_restore(*out, s, err, errlen);
 }
 
-void cs_sampler_accept(struct cs_sampler *s, int32_t token)
+int cs_sampler_accept(struct cs_sampler *s, int32_t token)
 {
-    if (s->p.penalty_last_n <= 0)
-        return;
-    s->st.hist[s->st.hist_head] = token;
-    s->st.hist_head = (s->st.hist_head + 1) % s->st.hist_cap;
-    if (s->st.hist_n < s->st.hist_cap)
-        s->st.hist_n++;
+    if (s->p.penalty_last_n > 0) {
+        s->st.hist[s->st.hist_head] = token;
+        s->st.hist_head = (s->st.hist_head + 1) % s->st.hist_cap;
+        if (s->st.hist_n < s->st.hist_cap)
+            s->st.hist_n++;
+    }
+    if (!s->gram || (s->gforced && token == s->gvocab->first_eog))
+        return CLSPEC_OK;
+    int rc = cs_grammar_accept_token(s->gram, &s->gst, s->gvocab, token, s->gsc);
+    return rc == 1 ? CLSPEC_OK : rc < 0 ? CLSPEC_E_NOMEM : CLSPEC_E_INVAL;
+}
+
+int cs_sampler_set_grammar(struct cs_sampler *s, struct cs_grammar *g, struct cs_grammar_vocab *v, char *err,
+                           size_t errlen)
+{
+    if (g && (!v || v->n_vocab != s->n_vocab))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler grammar: vocabulary of %d tokens, sampler has %d",
+                      v ? v->n_vocab : 0, s->n_vocab);
+    if (g && !s->gsc && !(s->gsc = cs_grammar_scratch_new()))
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler grammar: out of memory");
+    if (g && !s->gmask && !(s->gmask = malloc((size_t)s->n_vocab)))
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler grammar: out of memory");
+    if (g)
+        CS_TRY(cs_grammar_state_init(g, &s->gst, err, errlen));
+    cs_grammar_ref(g);
+    cs_grammar_vocab_ref(g ? v : NULL);
+    cs_grammar_unref(s->gram);
+    cs_grammar_vocab_unref(s->gvocab);
+    s->gram = g;
+    s->gvocab = g ? v : NULL;
+    s->gforced = false;
+    return CLSPEC_OK;
+}
+
+int32_t cs_sampler_grammar_prefix(struct cs_sampler *s, const int32_t *tokens, int32_t n)
+{
+    if (!s->gram || n <= 0)
+        return CS_MAX(n, 0);
+    struct cs_grammar_state tmp = {0};
+    int32_t k = 0;
+    if (cs_grammar_state_copy(&tmp, &s->gst) == 0)
+        for (; k < n; k++) {
+            if (cs_grammar_accept_token(s->gram, &tmp, s->gvocab, tokens[k], s->gsc) != 1)
+                break;
+            if (s->gvocab->eog[tokens[k]]) {
+                k++;
+                break;
+            }
+        }
+    cs_grammar_state_free(&tmp);
+    return k;
+}
+
+int cs_sampler_grammar_state(const struct cs_sampler *s)
+{
+    if (!s->gram)
+        return 0;
+    if (s->gforced || cs_grammar_dead(&s->gst))
+        return 3;
+    return cs_grammar_complete(s->gram, &s->gst) ? 2 : 1;
+}
+
+/* Sets the logits of the tokens the grammar forbids to -inf in w; returns
+ * how many are allowed. */
+static int32_t grammar_mask(struct cs_sampler *s, float *w)
+{
+    int32_t n = cs_grammar_mask(s->gram, &s->gst, s->gvocab, s->gmask, s->gsc);
+    for (int32_t i = 0; i < s->n_vocab; i++)
+        if (!s->gmask[i])
+            w[i] = -INFINITY;
+    return n;
 }
 
 void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits)
@@ -162,6 +245,12 @@ void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits)
         logits[t] = l;
         s->count[t] = 0;
     }
+}
+
+/* The token sampled when a grammar allows none: an end-of-generation token. */
+static int32_t forced_token(const struct cs_sampler *s)
+{
+    return s->gvocab->first_eog >= 0 ? s->gvocab->first_eog : 0;
 }
 
 static int cmp_desc(const void *a, const void *b)
@@ -191,6 +280,8 @@ static int32_t filter(struct cs_sampler *s, int32_t *ids)
         ids[i] = s->cand[i].id;
     if (p->top_k > 0 && p->top_k < n)
         n = p->top_k;
+    while (n > 1 && w[ids[n - 1]] == -INFINITY) /* tokens a grammar forbids */
+        n--;
     if (p->top_p < 1.0f && n > 1) {
         double sum = 0.0, mx = w[ids[0]];
         for (int32_t i = 0; i < n; i++)
@@ -218,6 +309,8 @@ int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t
 {
     memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
     cs_sampler_apply_penalties(s, s->work);
+    if (s->gram && grammar_mask(s, s->work) == 0)
+        s->work[forced_token(s)] = 0.0f;
     return filter(s, ids);
 }
 
@@ -225,6 +318,16 @@ int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits)
 {
     memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
     cs_sampler_apply_penalties(s, s->work);
+    if (s->gram) {
+        int32_t t = cs_argmax(s->work, s->n_vocab);
+        /* greedy: the unconstrained pick stands when the grammar allows it (it is the masked argmax too) */
+        if (!(s->p.temp > 0.0f) && cs_grammar_token_allowed(s->gram, &s->gst, s->gvocab, t, s->gsc))
+            return t;
+        if (grammar_mask(s, s->work) == 0) {
+            s->gforced = true;
+            return forced_token(s);
+        }
+    }
     if (!(s->p.temp > 0.0f))
         return cs_argmax(s->work, s->n_vocab);
     int32_t n = filter(s, s->idx);

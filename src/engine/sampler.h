@@ -4,8 +4,11 @@
 #ifndef CS_SAMPLER_H
 #define CS_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "engine/grammar.h"
 
 struct cs_sampler_params {
     float temp;             /* <= 0: greedy (argmax after penalties) */
@@ -47,6 +50,14 @@ struct cs_sampler {
     float *prob;         /* candidate probabilities */
     int32_t *count;      /* occurrence counts in the window */
     struct cs_sampler_cand *cand; /* sort buffer */
+    /* grammar (gram NULL: none): compiled rules and the vocabulary's texts,
+     * shared (reference counted) with clones; gst is state like st */
+    struct cs_grammar *gram;
+    struct cs_grammar_vocab *gvocab;
+    struct cs_grammar_state gst;
+    bool gforced;                   /* state: nothing was allowed, an EOG token was forced */
+    struct cs_grammar_scratch *gsc; /* scratch */
+    uint8_t *gmask;                 /* scratch (n_vocab): 1 = allowed */
 };
 
 int cs_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, struct cs_sampler **out, char *err,
@@ -60,8 +71,25 @@ int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, cha
 /* Picks a token from logits (n_vocab floats). Advances the RNG (when not
  * greedy) but does not record the token: call cs_sampler_accept for that. */
 int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits);
-/* Records an accepted token in the penalty history (prompt tokens too, if wanted). */
-void cs_sampler_accept(struct cs_sampler *s, int32_t token);
+/* Records an accepted token in the penalty history (prompt tokens too, if
+ * wanted) and advances the grammar over it. CLSPEC_E_INVAL (history
+ * recorded, grammar unchanged) when the grammar forbids it. */
+int cs_sampler_accept(struct cs_sampler *s, int32_t token);
+
+/* Constrains s by grammar g over vocabulary v (both shared: references are
+ * taken); g NULL removes the grammar. The grammar starts at its root. From
+ * then on sample / probs / candidates see only the tokens the grammar
+ * allows (end-of-generation tokens only where it is complete); when it
+ * allows none, sample returns v's first EOG token (cs_sampler_grammar_state
+ * then says so). Restore / clone carry the grammar and its state. */
+int cs_sampler_set_grammar(struct cs_sampler *s, struct cs_grammar *g, struct cs_grammar_vocab *v, char *err,
+                           size_t errlen);
+/* How many of tokens[0..n) the grammar allows in sequence from the current
+ * state (n without a grammar), up to and including an allowed EOG token. */
+int32_t cs_sampler_grammar_prefix(struct cs_sampler *s, const int32_t *tokens, int32_t n);
+/* 0: no grammar; 1: constrained, not complete; 2: complete (end allowed);
+ * 3: nothing can follow (an EOG token was forced or the state is dead). */
+int cs_sampler_grammar_state(const struct cs_sampler *s);
 /* Clears the history and reseeds the RNG. */
 void cs_sampler_reset(struct cs_sampler *s);
 
