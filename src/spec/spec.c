@@ -329,7 +329,8 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
 /* ---- the step ---- */
 
 /* Keeps the valid prefix of the n tokens slot s's plugin proposed (ids in
- * range, q(d) >= p_min when it gave probabilities); shorter than n_min: none. */
+ * range, q(d) >= p_min when it gave probabilities, allowed one after another
+ * by the slot's grammar); shorter than n_min: none. */
 static void take_draft(struct cs_spec *sp, int32_t s, int32_t n, int32_t kmax)
 {
     struct cs_spec_slot *sl = &sp->slots[s];
@@ -338,6 +339,7 @@ static void take_draft(struct cs_spec *sp, int32_t s, int32_t n, int32_t kmax)
     while (k < n && sl->draft[k] >= 0 && sl->draft[k] < sp->n_vocab &&
            !(sl->probs && sl->probs[(size_t)k * (size_t)sp->n_vocab + (size_t)sl->draft[k]] < sp->p.p_min))
         k++;
+    k = clspec_sampler_grammar_prefix(sl->smp, sl->draft, k); /* a token the grammar forbids ends the draft */
     sl->n_draft = k >= sp->p.n_min ? k : 0;
 }
 
