@@ -16,6 +16,7 @@
 
 #include "base/common.h"
 #include "base/strbuf.h"
+#include "engine/json_schema.h"
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -226,15 +227,65 @@ static int refuse_unsupported(json_t *o, const char **param, char *err, size_t e
     json_t *v;
     if ((v = field(o, "logit_bias")) && !(json_is_object(v) && json_object_size(v) == 0))
         FAIL("logit_bias", "'logit_bias' is not supported yet (leave it out, null or {})");
-    if ((v = field(o, "response_format"))) {
-        json_t *t = json_is_object(v) ? json_object_get(v, "type") : NULL;
-        if (!json_is_string(t) || strcmp(json_string_value(t), "text") != 0)
-            FAIL("response_format", "'response_format' is not supported yet (only {\"type\": \"text\"})");
-    }
     if ((v = field(o, "tools")) && !(json_is_array(v) && json_array_size(v) == 0))
         FAIL("tools", "'tools' is not supported yet (leave it out, null or [])");
     if ((v = field(o, "tool_choice")) && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
         FAIL("tool_choice", "'tool_choice' is not supported yet (only \"none\")");
+    return CLSPEC_OK;
+}
+
+/* Constrained output: "grammar" (GBNF text), "json_schema" (a schema), or
+ * "response_format" {"type": "text" | "json_object" | "json_schema"} with
+ * the schema in "json_schema": {"schema": ...} or (llama-server) "schema";
+ * json_object may carry a "schema" too. At most one of the three. The
+ * grammar is compiled here so that a bad one is a 400 naming line:column
+ * (GBNF) or the JSON pointer (schema). */
+static int parse_grammar(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *g = field(o, "grammar"), *js = field(o, "json_schema"), *rf = field(o, "response_format"), *schema = NULL;
+    const char *who = g ? "grammar" : js ? "json_schema" : "response_format";
+    if (rf) {
+        json_t *t = json_is_object(rf) ? json_object_get(rf, "type") : NULL;
+        const char *tn = json_is_string(t) ? json_string_value(t) : "";
+        if (strcmp(tn, "text") == 0) {
+            rf = NULL;
+        } else if (strcmp(tn, "json_object") == 0) {
+            schema = json_object_get(rf, "schema");
+        } else if (strcmp(tn, "json_schema") == 0) {
+            json_t *w = json_object_get(rf, "json_schema");
+            schema = json_is_object(w) && json_object_get(w, "schema") ? json_object_get(w, "schema")
+                                                                         : json_object_get(rf, "schema");
+            if (!schema)
+                FAIL("response_format", "response_format json_schema needs \"json_schema\": {\"schema\": {...}}");
+        } else {
+            FAIL("response_format", "response_format.type must be \"text\", \"json_object\" or \"json_schema\"");
+        }
+    }
+    if ((g != NULL) + (js != NULL) + (rf != NULL) > 1)
+        FAIL(who, "give only one of 'grammar', 'json_schema' and 'response_format'");
+    if (js)
+        schema = js;
+    int rc = CLSPEC_OK;
+    if (g) {
+        if (!json_is_string(g) || strlen(json_string_value(g)) != json_string_length(g))
+            FAIL("grammar", "'grammar' must be a string of GBNF rules (no NUL)");
+        if (json_string_length(g) == 0)
+            return CLSPEC_OK;
+        if (!(r->grammar = strdup(json_string_value(g))))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    } else if (schema) {
+        size_t n = 0;
+        rc = cs_json_schema_gbnf(schema, &r->grammar, &n, err, errlen);
+    } else if (rf) {
+        if (!(r->grammar = strdup(cs_json_object_gbnf())))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    }
+    if (rc == CLSPEC_OK && r->grammar)
+        rc = clspec_grammar_check(r->grammar, NULL, err, errlen);
+    if (rc < 0) {
+        *param = who;
+        return rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL;
+    }
     return CLSPEC_OK;
 }
 
@@ -313,6 +364,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
         TRY(parse_messages(o, r, param, err, errlen));
     }
     TRY(refuse_unsupported(o, param, err, errlen));
+    TRY(parse_grammar(o, r, param, err, errlen));
     json_t *model = field(o, "model");
     if (model && !json_is_string(model))
         FAIL("model", "'model' must be a string");
@@ -495,6 +547,7 @@ void cs_api_request_free(struct cs_api_request *r)
         free(r->msg_text[i]);
     free(r->msg_text);
     free(r->msgs);
+    free(r->grammar);
     json_decref(r->root);
     memset(r, 0, sizeof *r);
 }

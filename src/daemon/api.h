@@ -50,6 +50,7 @@ struct cs_api_request {
     bool include_usage;          /* stream_options.include_usage */
     bool speculative;            /* extension: default true */
     bool ignore_eos;             /* extension: default false */
+    char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
     json_t *root;                /* the parsed body */
 };
 
@@ -57,8 +58,9 @@ struct cs_api_request {
  * or CLSPEC_E_INVAL (a field of the wrong type or out of range, unsupported
  * value, a number beyond int64/double), err holds the message and *param
  * (optional) the field's name (or NULL); r is left empty. Unknown fields are
- * ignored (clients send extras); logit_bias, response_format, tools and
- * tool_choice are refused unless empty (not implemented yet). "seed" is any
+ * ignored (clients send extras); logit_bias, tools and
+ * tool_choice are refused unless empty (not implemented yet); "grammar",
+ * "json_schema" and "response_format" become r->grammar (GBNF, checked). "seed" is any
  * whole number 0..2^64-1; without one the request gets d->sp.seed, or when
  * that is 0 cs_api_fresh_seed(). */
 int cs_api_parse(enum cs_api_kind kind, const char *body, size_t len, const struct cs_api_defaults *d,

@@ -451,6 +451,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.logprobs = ar.logprobs;
     rq.top_logprobs = ar.top_logprobs;
     rq.ignore_eos = ar.ignore_eos;
+    rq.grammar = ar.grammar;
     rq.speculative = ar.speculative;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",

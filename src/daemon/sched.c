@@ -634,7 +634,10 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
     rc = s->slots && s->info && s->top_txt ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
     if (rc == CLSPEC_OK)
         rc = alloc_batch(s, (int32_t)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = clspec_grammar_vocab_new(e, &s->gvocab, err, errlen);
     if (rc < 0) {
+        clspec_grammar_vocab_free(s->gvocab);
         free_batch(s);
         free(s->slots);
         free(s->info);
@@ -691,6 +694,7 @@ void cs_sched_free(struct cs_sched *s)
         cs_spec_free(s->sp);
     cs_strbuf_free(&s->txt);
     free(s->top_txt);
+    clspec_grammar_vocab_free(s->gvocab);
     free(s);
 }
 
@@ -788,6 +792,12 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     }
     for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
         clspec_sampler_accept(j->smp, j->prompt[i]);
+    /* the grammar starts after the prompt; its state lives in the sampler (restored with it on rollback) */
+    if (r->grammar && (rc = clspec_sampler_set_grammar(j->smp, s->gvocab, r->grammar, NULL, err, errlen)) < 0) {
+        job_free(j);
+        return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
+    }
+    j->r.grammar = NULL;
     j->t_submit = cs_now();
 
     pthread_mutex_lock(&s->mu);

@@ -65,6 +65,7 @@ struct cs_req {
     bool speculative;        /* speculate when the server has a speculator (default true); false: this
                               * request decodes without drafts (its slot logs why) */
     char id[40];             /* request id for logs ("req-12") */
+    const char *grammar;     /* GBNF the output follows (compiled by submit, not kept), NULL: none */
 };
 
 struct cs_top_logprob {

@@ -81,6 +81,7 @@ struct cs_sched {
     struct cs_top_logprob top[CS_MAX_TOP_LOGPROBS];
     char *top_txt;                /* pieces of the alternatives */
     size_t top_cap;
+    clspec_grammar_vocab *gvocab; /* the vocabulary's texts for grammar requests (built by cs_sched_new) */
 };
 
 /* Cells slot i's sequence holds: its prompt fed so far while prefilling,

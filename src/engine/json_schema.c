@@ -18,7 +18,7 @@
 #define MAX_RANGE 1000    /* integer ranges enumerated exactly */
 
 static const char *LIBRARY =
-    "ws ::= [ \\t\\n]{0,20}\n"
+    "ws ::= [ ]? | \"\\n\" [ ]{0,16}\n"
     "value ::= object | array | string | number | boolean | null\n"
     "object ::= \"{\" ws ( string ws \":\" ws value ws ( \",\" ws string ws \":\" ws value ws )* )? \"}\"\n"
     "array ::= \"[\" ws ( value ws ( \",\" ws value ws )* )? \"]\"\n"
@@ -186,7 +186,7 @@ static int do_ref(struct conv *C, const char *ptr, const char *path, char name[3
 /* ---- pattern: a regular expression -> a GBNF expression for the string's content ---- */
 
 struct re {
-    const char *p, *end;
+    const char *start, *p, *end;
     struct cs_strbuf *b;
     struct conv *C;
     const char *path;
@@ -197,7 +197,7 @@ static int re_alt(struct re *R, int depth);
 static int re_bad(struct re *R, const char *what)
 {
     char m[160];
-    snprintf(m, sizeof m, "pattern: %s at offset %d", what, (int)(R->p - (R->end - strlen(R->end))));
+    snprintf(m, sizeof m, "pattern: %s at offset %d", what, (int)(R->p - R->start));
     return cerr(R->C, R->path, m, NULL);
 }
 
@@ -368,7 +368,7 @@ static int do_pattern(struct conv *C, const char *pat, const char *path, struct 
     size_t n = strlen(pat);
     if (n && pat[0] == '^')
         pat++, n--;
-    struct re R = {pat, pat + n, b, C, path};
+    struct re R = {pat, pat, pat + n, b, C, path};
     cs_strbuf_put(b, "\"\\\"\" (");
     CS_TRY(re_alt(&R, 0));
     if (R.p < R.end)

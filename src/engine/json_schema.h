@@ -13,8 +13,9 @@
  * local JSON pointer ("#/$defs/x", "#/definitions/x", "#"); recursion
  * allowed. Annotations (title, description, examples, default, $schema,
  * $id, $comment, deprecated, readOnly, writeOnly) are ignored; any other
- * keyword is refused with its JSON pointer. Generated whitespace: at most
- * 20 blanks between tokens. */
+ * keyword is refused with its JSON pointer. Generated whitespace between
+ * tokens: one blank, or a line break and up to 16 blanks (a bound, so that a
+ * model cannot fill its budget with blanks). */
 #ifndef CS_JSON_SCHEMA_H
 #define CS_JSON_SCHEMA_H
 
