@@ -15,10 +15,22 @@
 #define MAX_DEPTH 4096   /* elements on one stack */
 #define MAX_STACKS 65536 /* stacks of one state */
 
+#define CACHE_SLOTS 1024 /* step results remembered (direct-mapped on the input set and code point) */
+
+/* One remembered step: the stacks of `in` advanced over code point cp are `out`. */
+struct step_memo {
+    uint64_t h;
+    uint32_t cp;
+    bool used;
+    struct cs_grammar_state in, out;
+};
+
 struct cs_grammar_scratch {
     struct cs_grammar_state a, b; /* ping-pong buffers */
     int32_t *stk;                 /* (MAX_DEPTH + 1) the stack being normalised */
     int oom;
+    uint64_t gen;                 /* the grammar the memo belongs to (its generation), 0: none */
+    struct step_memo *memo;       /* (CACHE_SLOTS) or NULL */
 };
 
 struct cs_grammar *cs_grammar_ref(struct cs_grammar *g)
@@ -53,10 +65,21 @@ struct cs_grammar_scratch *cs_grammar_scratch_new(void)
     return sc;
 }
 
+static void memo_clear(struct cs_grammar_scratch *sc)
+{
+    for (int i = 0; sc->memo && i < CACHE_SLOTS; i++) {
+        cs_grammar_state_free(&sc->memo[i].in);
+        cs_grammar_state_free(&sc->memo[i].out);
+        sc->memo[i].used = false;
+    }
+}
+
 void cs_grammar_scratch_free(struct cs_grammar_scratch *sc)
 {
     if (!sc)
         return;
+    memo_clear(sc);
+    free(sc->memo);
     cs_grammar_state_free(&sc->a);
     cs_grammar_state_free(&sc->b);
     free(sc->stk);
@@ -215,6 +238,42 @@ static void step(const struct cs_grammar *g, const struct cs_grammar_state *in, 
     }
 }
 
+static uint64_t set_hash(const struct cs_grammar_state *st, uint32_t cp)
+{
+    uint64_t h = 1469598103934665603ULL ^ cp;
+    for (int32_t i = 0; i < st->len; i++)
+        h = (h ^ (uint32_t)st->buf[i]) * 1099511628211ULL;
+    return h ^ ((uint64_t)st->n_stacks << 40);
+}
+
+/* step() through the memo: inside a string or a number most steps repeat. */
+static void step_memo(const struct cs_grammar *g, const struct cs_grammar_state *in, uint32_t cp,
+                      struct cs_grammar_state *out, struct cs_grammar_scratch *sc)
+{
+    if (sc->gen != g->gen) {
+        memo_clear(sc);
+        sc->gen = g->gen;
+    }
+    if (!sc->memo && !(sc->memo = calloc(CACHE_SLOTS, sizeof *sc->memo))) {
+        step(g, in, cp, out, sc);
+        return;
+    }
+    uint64_t h = set_hash(in, cp);
+    struct step_memo *m = &sc->memo[(h ^ (h >> 29)) & (CACHE_SLOTS - 1)];
+    if (m->used && m->h == h && m->cp == cp && m->in.len == in->len && m->in.n_stacks == in->n_stacks &&
+        memcmp(m->in.buf, in->buf, (size_t)in->len * sizeof *in->buf) == 0) {
+        if (cs_grammar_state_copy(out, &m->out) < 0)
+            sc->oom = 1;
+        return;
+    }
+    step(g, in, cp, out, sc);
+    if (sc->oom)
+        return;
+    m->used = cs_grammar_state_copy(&m->in, in) == 0 && cs_grammar_state_copy(&m->out, out) == 0;
+    m->h = h;
+    m->cp = cp;
+}
+
 /* Whether a pending sequence (code points lo..hi) can still be taken. */
 static bool partial_ok(const struct cs_grammar *g, const struct cs_grammar_state *st, uint32_t lo, uint32_t hi)
 {
@@ -256,7 +315,7 @@ static int walk(const struct cs_grammar *g, const struct cs_grammar_state *st, c
             continue;
         }
         struct cs_grammar_state *next = cur == &sc->a ? &sc->b : &sc->a;
-        step(g, cur, cp, next, sc);
+        step_memo(g, cur, cp, next, sc);
         if (sc->oom)
             return -1;
         if (next->n_stacks == 0)

@@ -16,6 +16,7 @@ struct cs_gel {
 
 struct cs_grammar {
     _Atomic int refs;
+    uint64_t gen;          /* unique per compiled grammar (scratch memos are tied to it) */
     int32_t n_rules;
     int32_t root;          /* rule index of the start rule */
     struct cs_gel *el;     /* (n_el) every alternative's elements, each run ending in END */

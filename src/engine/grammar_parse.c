@@ -678,7 +678,9 @@ static int flatten(struct parser *P, int32_t root, struct cs_grammar **out)
             n_alt++;
             n_el += P->rules[r].alts[a].n + 1;
         }
+    static _Atomic uint64_t next_gen = 1;
     g->refs = 1;
+    g->gen = next_gen++;
     g->n_rules = P->n_rules;
     g->root = root;
     g->n_el = n_el;

@@ -270,18 +270,22 @@ static int32_t filter(struct cs_sampler *s, int32_t *ids)
 {
     const struct cs_sampler_params *p = &s->p;
     const float *w = s->work;
-    int32_t n = s->n_vocab;
-    for (int32_t i = 0; i < n; i++) {
-        s->cand[i].logit = w[i];
-        s->cand[i].id = i;
-    }
+    int32_t n = 0;
+    for (int32_t i = 0; i < s->n_vocab; i++) /* -inf (a grammar's mask): never a candidate, not sorted */
+        if (w[i] != -INFINITY) {
+            s->cand[n].logit = w[i];
+            s->cand[n++].id = i;
+        }
+    if (n == 0) /* all -inf: every token stays a candidate */
+        for (; n < s->n_vocab; n++) {
+            s->cand[n].logit = w[n];
+            s->cand[n].id = n;
+        }
     qsort(s->cand, (size_t)n, sizeof *s->cand, cmp_desc);
     for (int32_t i = 0; i < n; i++)
         ids[i] = s->cand[i].id;
     if (p->top_k > 0 && p->top_k < n)
         n = p->top_k;
-    while (n > 1 && w[ids[n - 1]] == -INFINITY) /* tokens a grammar forbids */
-        n--;
     if (p->top_p < 1.0f && n > 1) {
         double sum = 0.0, mx = w[ids[0]];
         for (int32_t i = 0; i < n; i++)
