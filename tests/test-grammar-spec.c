@@ -1,10 +1,10 @@
 /* test-grammar-spec.c: grammar-constrained generation on stories260K through
  * the speculative core (src/spec/spec.c): greedy output under a grammar is a
  * sentence of it ("yes" | "no", a number list, a JSON Schema's objects) and
- * differs from the unconstrained output; with the ngram and the draft
- * speculators (parallel 1 and 4) the tokens are identical to those without
- * speculation, greedy and seeded sampling, while drafts are cut and
- * rejected (rollbacks restore the grammar state). */
+ * differs from the unconstrained output; with the ngram, draft, mtp and
+ * dflash speculators (parallel 1 and 4) the greedy tokens are identical to
+ * those without speculation, and with ngram seeded sampling too, while drafts
+ * are cut and rejected (rollbacks restore the grammar state). */
 #include "config.h"
 
 #include <setjmp.h>
@@ -53,7 +53,11 @@ struct run {
 
 static struct cs_plugin *plugin(struct cs_engine *e, const char *type, uint32_t n_slots)
 {
-    char *model = strcmp(type, "draft") == 0 ? tu_shared_path("models/derived/stories260K-draft-distilled.gguf") : NULL;
+    const char *rel = strcmp(type, "draft") == 0    ? "models/derived/stories260K-draft-distilled.gguf"
+                      : strcmp(type, "mtp") == 0    ? "models/derived/stories260K-mtp-head.gguf"
+                      : strcmp(type, "dflash") == 0 ? "models/derived/stories260K-dflash.gguf"
+                                                    : NULL;
+    char *model = rel ? tu_shared_path(rel) : NULL;
     struct cs_plugin_kv kv[] = {{"model", model}};
     struct cs_plugin_kv kvn[] = {{"n_min_ngram", "1"}, {"n_max_ngram", "4"}};
     struct cs_plugin_params pp = {.type = type, .kv = model ? kv : kvn, .n_kv = model ? 1 : 2, .engine = e,
@@ -199,8 +203,8 @@ static void lossless(struct env *E, const char *gbnf, float temp)
     struct run base, r;
     gen(E, NULL, 1, temp, gbnf, &base);
     check_sentences(E, &base, gbnf);
-    const char *types[] = {"ngram", "draft"};
-    for (int t = 0; t < 2; t++)
+    const char *types[] = {"ngram", "draft", "mtp", "dflash"};
+    for (int t = 0; t < 4; t++)
         for (int par = 1; par <= 4; par *= 4) {
             gen(E, types[t], par, temp, gbnf, &r);
             char what[64];
