@@ -235,9 +235,22 @@ static void test_mask(void **state)
         assert_int_equal(ok[want[i]], 1);
     for (int32_t i = 0; i < TOY_N; i++) /* the mask agrees with the per-token answer */
         assert_int_equal(ok[i], cs_grammar_token_allowed(g, &st, v, i, sc));
+    struct cs_grammar_state start = {0};
+    assert_int_equal(cs_grammar_state_copy(&start, &st), 0);
     assert_int_equal(cs_grammar_accept_token(g, &st, v, 3, sc), 1); /* "y" */
     assert_int_equal(cs_grammar_mask(g, &st, v, ok, sc), 1);
     assert_int_equal(ok[4], 1); /* "es" */
+    /* back at the start: the remembered mask of that state, not the last one */
+    assert_int_equal(cs_grammar_mask(g, &start, v, ok, sc), n);
+    for (int32_t i = 0; i < TOY_N; i++)
+        assert_int_equal(ok[i], cs_grammar_token_allowed(g, &start, v, i, sc));
+    /* a pending UTF-8 half is part of the state: only its continuation */
+    assert_int_equal(cs_grammar_accept_token(g, &start, v, 14, sc), 1); /* "\xc3" */
+    assert_int_equal(cs_grammar_mask(g, &start, v, ok, sc), 1);
+    assert_int_equal(ok[15], 1);
+    cs_grammar_state_free(&start);
+    assert_int_equal(cs_grammar_mask(g, &st, v, ok, sc), 1);
+    assert_int_equal(ok[4], 1);
     assert_int_equal(cs_grammar_accept_token(g, &st, v, 4, sc), 1);
     assert_int_equal(cs_grammar_mask(g, &st, v, ok, sc), 1);
     assert_int_equal(ok[0], 1); /* complete: only the end */

@@ -25,7 +25,22 @@ struct step_memo {
     struct cs_grammar_state in, out;
 };
 
+#define MASK_SLOTS 4 /* vocabulary masks remembered (round robin) */
+
+/* A mask computed for a state: inside a string or a number the state (and
+ * so the mask) repeats from token to token. */
+struct mask_memo {
+    bool used;
+    uint64_t h;
+    const struct cs_grammar_vocab *v;
+    struct cs_grammar_state key; /* stacks and pending bytes */
+    uint8_t *allowed;            /* (v->n_vocab) */
+    int32_t n_ok;
+};
+
 struct cs_grammar_scratch {
+    struct mask_memo mask[MASK_SLOTS];
+    int mask_next;
     struct cs_grammar_state a, b; /* ping-pong buffers */
     int32_t *stk;                 /* (MAX_DEPTH + 1) the stack being normalised */
     int oom;
@@ -67,6 +82,11 @@ struct cs_grammar_scratch *cs_grammar_scratch_new(void)
 
 static void memo_clear(struct cs_grammar_scratch *sc)
 {
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        cs_grammar_state_free(&sc->mask[i].key);
+        free(sc->mask[i].allowed);
+        memset(&sc->mask[i], 0, sizeof sc->mask[i]);
+    }
     for (int i = 0; sc->memo && i < CACHE_SLOTS; i++) {
         cs_grammar_state_free(&sc->memo[i].in);
         cs_grammar_state_free(&sc->memo[i].out);
@@ -445,8 +465,48 @@ bool cs_grammar_token_allowed(const struct cs_grammar *g, const struct cs_gramma
     return n > 0 && cs_grammar_allows_bytes(g, st, v->bytes + v->off[id], n, sc);
 }
 
+static bool same_state(const struct cs_grammar_state *x, const struct cs_grammar_state *y)
+{
+    return x->len == y->len && x->n_stacks == y->n_stacks && x->cp == y->cp && x->need == y->need &&
+           x->seq_len == y->seq_len && memcmp(x->buf, y->buf, (size_t)x->len * sizeof *x->buf) == 0;
+}
+
+static int32_t mask_walk(const struct cs_grammar *g, const struct cs_grammar_state *st,
+                         const struct cs_grammar_vocab *v, uint8_t *allowed, struct cs_grammar_scratch *sc);
+
 int32_t cs_grammar_mask(const struct cs_grammar *g, const struct cs_grammar_state *st,
                         const struct cs_grammar_vocab *v, uint8_t *allowed, struct cs_grammar_scratch *sc)
+{
+    if (sc->gen != g->gen) {
+        memo_clear(sc);
+        sc->gen = g->gen;
+    }
+    uint64_t h = set_hash(st, st->cp ^ ((uint32_t)st->need << 24) ^ ((uint32_t)st->seq_len << 28));
+    for (int i = 0; i < MASK_SLOTS; i++) {
+        struct mask_memo *m = &sc->mask[i];
+        if (m->used && m->h == h && m->v == v && same_state(&m->key, st)) {
+            memcpy(allowed, m->allowed, (size_t)v->n_vocab);
+            return m->n_ok;
+        }
+    }
+    int32_t n_ok = mask_walk(g, st, v, allowed, sc);
+    struct mask_memo *m = &sc->mask[sc->mask_next];
+    sc->mask_next = (sc->mask_next + 1) % MASK_SLOTS;
+    m->used = false;
+    free(m->allowed);
+    if ((m->allowed = malloc((size_t)v->n_vocab)) && cs_grammar_state_copy(&m->key, st) == 0) {
+        memcpy(m->allowed, allowed, (size_t)v->n_vocab);
+        m->h = h;
+        m->v = v;
+        m->n_ok = n_ok;
+        m->used = true;
+    }
+    return n_ok;
+}
+
+/* The mask by walking every token whose first byte some stack can take. */
+static int32_t mask_walk(const struct cs_grammar *g, const struct cs_grammar_state *st,
+                         const struct cs_grammar_vocab *v, uint8_t *allowed, struct cs_grammar_scratch *sc)
 {
     uint8_t first[32] = {0}; /* lead bytes some stack can take */
     if (st->need > 0) {
