@@ -295,10 +295,12 @@ void clspec_sampler_free(clspec_sampler *s);
  * advances the RNG when not greedy but does not record the token (see
  * accept). CLSPEC_E_INVAL when s or logits is NULL. */
 int32_t clspec_sampler_sample(clspec_sampler *s, const float *logits);
-/* Records a token in the penalty history (prompt tokens too, if wanted).
- * CLSPEC_E_RANGE for an id outside the vocabulary. */
+/* Records a token in the penalty history (prompt tokens too, if wanted)
+ * and advances the sampler's grammar, if any, over it. CLSPEC_E_RANGE for
+ * an id outside the vocabulary; CLSPEC_E_INVAL (history recorded, grammar
+ * unchanged) for a token the grammar forbids. */
 int clspec_sampler_accept(clspec_sampler *s, int32_t token);
-/* Clears the history and reseeds the RNG. */
+/* Clears the history and reseeds the RNG (a grammar starts again at its root). */
 void clspec_sampler_reset(clspec_sampler *s);
 /* A copy of everything that evolves while sampling (RNG, history);
  * restoring it into the same sampler rewinds it exactly. */
