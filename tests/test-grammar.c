@@ -507,6 +507,77 @@ static void test_json_schema_errors(void **state)
     assert_non_null(strstr(err, "1:10"));
 }
 
+/* Mutated grammars and schemas (seeded): every one compiles or is refused
+ * with a message; what compiles walks random bytes without a crash. */
+static void test_mutations(void **state)
+{
+    (void)state;
+    static const char *const seeds[] = {
+        "root ::= greeting ws ( \"yes\" | \"no\" ) item{2,3} tail?\ngreeting ::= \"hi\" | \"hello\"\n"
+        "ws ::= [ \\t]*\nitem ::= [0-9]+ \",\"\ntail ::= \"\\x41\\u00e9\" [^a-z]{,2} .\n",
+        "root ::= \"[\" num (\",\" num)* \"]\"\nnum ::= [0-9]{1,3} # comment\n",
+    };
+    static const char *const schemas[] = {
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"^[a-z]+(x|y)?$\"},"
+        "\"b\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"},\"maxItems\":2}},\"required\":[\"a\"],"
+        "\"$defs\":{\"n\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":9}}}",
+    };
+    const char alphabet[] = "\"[]()|*+?{},:=-^.#\\ \nabxu0123456789";
+    struct tu_rng r;
+    tu_rng_seed(&r, 2024);
+    struct cs_grammar_scratch *sc = cs_grammar_scratch_new();
+    int n_ok = 0, n_err = 0;
+    for (int it = 0; it < 3000; it++) {
+        bool schema = it % 3 == 2;
+        const char *src = schema ? schemas[0] : seeds[it % 2];
+        size_t n = strlen(src);
+        char *m = malloc(n + 1);
+        memcpy(m, src, n + 1);
+        int edits = 1 + (int)(tu_rng_u64(&r) % 3);
+        for (int k = 0; k < edits && n > 0; k++) {
+            size_t at = (size_t)(tu_rng_u64(&r) % n);
+            if (tu_rng_u64(&r) % 4 == 0)
+                n = at; /* truncate */
+            else
+                m[at] = alphabet[tu_rng_u64(&r) % (sizeof alphabet - 1)];
+        }
+        m[n] = '\0';
+        char err[256] = "";
+        char *gbnf = NULL;
+        size_t gl = 0;
+        int rc = schema ? cs_json_schema_gbnf_text(m, n, &gbnf, &gl, err, sizeof err) : CLSPEC_OK;
+        struct cs_grammar *g = NULL;
+        if (rc == CLSPEC_OK) {
+            const char *text = schema ? gbnf : m;
+            rc = cs_grammar_compile(text, strlen(text), NULL, &g, err, sizeof err);
+        }
+        if (rc != CLSPEC_OK) {
+            assert_true(rc == CLSPEC_E_INVAL || rc == CLSPEC_E_FORMAT);
+            assert_true(strlen(err) > 0);
+            n_err++;
+        } else {
+            struct cs_grammar_state st = {0};
+            assert_int_equal(cs_grammar_state_init(g, &st, err, sizeof err), 0);
+            uint8_t bytes[8];
+            for (int k = 0; k < 20; k++) {
+                size_t bl = 1 + tu_rng_u64(&r) % sizeof bytes;
+                for (size_t b = 0; b < bl; b++)
+                    bytes[b] = (uint8_t)(tu_rng_u64(&r) % 4 == 0 ? tu_rng_u64(&r) : (uint64_t)alphabet[tu_rng_u64(&r) % 20]);
+                int a = cs_grammar_accept_bytes(g, &st, bytes, bl, sc);
+                assert_true(a == 0 || a == 1);
+            }
+            cs_grammar_state_free(&st);
+            cs_grammar_unref(g);
+            n_ok++;
+        }
+        free(gbnf);
+        free(m);
+    }
+    cs_grammar_scratch_free(sc);
+    print_message("mutations: %d compiled, %d refused\n", n_ok, n_err);
+    assert_true(n_ok > 100 && n_err > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,7 +585,7 @@ int main(void)
         cmocka_unit_test(test_utf8_split),      cmocka_unit_test(test_save_restore),
         cmocka_unit_test(test_mask),            cmocka_unit_test(test_sampler_grammar),
         cmocka_unit_test(test_forced_end),      cmocka_unit_test(test_json_schema),
-        cmocka_unit_test(test_json_schema_errors),
+        cmocka_unit_test(test_json_schema_errors), cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
