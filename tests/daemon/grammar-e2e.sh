@@ -8,6 +8,7 @@
 #     drafter's probabilities) and 0: every answer parses as JSON (jq) and
 #     satisfies the schema (types, required, no other keys, enum, maxLength,
 #     maxItems, minimum); drafts were rejected and rolled back;
+#   - a streamed answer put together is valid as well;
 #   - response_format json_object gives a JSON object; a GBNF "grammar" gives
 #     one of its sentences; greedy grammar output is the same with and
 #     without speculation;
@@ -81,6 +82,14 @@ accepted=$(jq -s '[.[] | .timings.draft_accepted // 0] | add' "$tmp"/resp.*.json
 echo "# $drafted drafted, $accepted accepted"
 check "drafts under the grammar: some accepted, some rejected (rolled back)" \
     test "$drafted" -gt "$accepted" -a "$accepted" -gt 0
+
+# streamed: the deltas put together are valid too
+curl -s -N "$url/v1/chat/completions" -d "$(jq -cn --argjson s "$schema" '{messages:[{role:"user",content:"hi"}],
+    max_tokens:300, temperature:0.8, seed:5, stream:true, response_format:{type:"json_schema", json_schema:{schema:$s}}}')" \
+    > "$tmp/stream.txt"
+sed -n 's/^data: //p' "$tmp/stream.txt" | grep -v '^\[DONE\]' | jq -j '.choices[0].delta.content // empty' > "$tmp/stream.json"
+check "streamed json_schema answer: valid JSON satisfying the schema ($(head -c 120 "$tmp/stream.json"))" \
+    sh -c "jq -e '$valid' '$tmp/stream.json' > /dev/null"
 
 # json_object
 curl -s "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":200,
