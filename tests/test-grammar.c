@@ -79,6 +79,7 @@ static void test_parse_errors(void **state)
     expect_error("expr ::= expr \"+\" \"1\" | \"1\"\nroot ::= expr", "left-recursive");
     expect_error("a ::= b? a \"x\"\nb ::= \"y\"\nroot ::= a", "left-recursive");
     expect_error("other ::= \"x\"", "no rule named 'root'");
+    expect_error("root ::= \"a\" (\"b\"?)*", "1:21: a group or repetition here can begin with itself");
     expect_error("root ::= \"a\" )", "unmatched ')'");
 }
 

@@ -34,6 +34,7 @@ struct prule {
     struct palt *alts;
     int32_t n_alt, cap_alt;
     bool defined;
+    bool helper;        /* made for a group or a repetition */
     const char *ref_at; /* first reference (for "undefined rule") */
     const char *def_at; /* definition */
 };
@@ -128,8 +129,11 @@ static int32_t rule_helper(struct parser *P, int32_t parent)
     char nm[160];
     snprintf(nm, sizeof nm, "%.120s-%d", P->rules[parent].name, P->n_rules);
     int32_t r = rule_new(P, nm, strlen(nm));
-    if (r >= 0)
+    if (r >= 0) {
         P->rules[r].defined = true;
+        P->rules[r].helper = true;
+        P->rules[r].def_at = P->p; /* where the group or repetition is */
+    }
     return r;
 }
 
@@ -601,6 +605,10 @@ static int left_rec(struct parser *P, int32_t r, uint8_t *color, const uint8_t *
         return CLSPEC_OK;
     if (color[r] == 1) {
         const char *at = P->rules[r].def_at ? P->rules[r].def_at : P->rules[r].ref_at;
+        if (P->rules[r].helper)
+            return perr(P, at ? at : P->s,
+                        "a group or repetition here can begin with itself (does something under '*', '+' or "
+                        "'{m,}' match the empty string?)");
         return perr(P, at ? at : P->s, "rule '%s' is left-recursive (it can begin with itself)", P->rules[r].name);
     }
     color[r] = 1;
