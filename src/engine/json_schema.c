@@ -19,7 +19,7 @@
 
 /* The primitive rules every schema grammar ends with. */
 #define LIBRARY \
-    "ws ::= [ ]? | \"\\n\" [ ]{0,16}\n" \
+    "ws ::= [ ]? | \"\\n\" [ \\t]{0,20}\n" \
     "value ::= object | array | string | number | boolean | null\n" \
     "object ::= \"{\" ws ( string ws \":\" ws value ws ( \",\" ws string ws \":\" ws value ws )* )? \"}\"\n" \
     "array ::= \"[\" ws ( value ws ( \",\" ws value ws )* )? \"]\"\n" \

@@ -14,8 +14,8 @@
  * allowed. Annotations (title, description, examples, default, $schema,
  * $id, $comment, deprecated, readOnly, writeOnly) are ignored; any other
  * keyword is refused with its JSON pointer. Generated whitespace between
- * tokens: one blank, or a line break and up to 16 blanks (a bound, so that a
- * model cannot fill its budget with blanks). */
+ * tokens: one blank, or a line break and up to 20 blanks or tabs (a bound,
+ * so that a model cannot fill its budget with blanks). */
 #ifndef CS_JSON_SCHEMA_H
 #define CS_JSON_SCHEMA_H
 
