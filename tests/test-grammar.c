@@ -261,6 +261,97 @@ static void test_mask(void **state)
     cs_grammar_unref(g);
 }
 
+/* A random vocabulary of JSON-ish pieces (UTF-8 split too): along random
+ * walks through a schema's grammar, the mask (automaton, memo) equals the
+ * per-token answer of the plain walk at every state. */
+static const char *const PIECES[] = {"{", "}", "[", "]", "\"", ",", ":", " ", "\n", "a", "b", "0", "1", "9", "-",
+                                     "\xc3", "\xa9", "\xc3\xa9", "\\", "n", "u", "e", "true", "null", "\"a"};
+static char rv_text[600][16];
+static struct cs_grammar *schema_grammar(const char *schema);
+
+static int rand_piece(void *ctx, int32_t id, const uint8_t **s, size_t *n, int *eog)
+{
+    (void)ctx;
+    *s = (const uint8_t *)rv_text[id];
+    *n = strlen(rv_text[id]);
+    *eog = id == 0;
+    return 0;
+}
+
+static void test_mask_differential(void **state)
+{
+    (void)state;
+    struct tu_rng r;
+    tu_rng_seed(&r, 77);
+    const int32_t V = 600;
+    for (int32_t i = 1; i < V; i++) {
+        rv_text[i][0] = '\0';
+        int k = 1 + (int)(tu_rng_u64(&r) % 3);
+        for (int j = 0; j < k; j++)
+            strcat(rv_text[i], PIECES[tu_rng_u64(&r) % CS_ARRAY_LEN(PIECES)]);
+    }
+    char err[256];
+    struct cs_grammar_vocab *v = NULL;
+    assert_int_equal(cs_grammar_vocab_new(V, rand_piece, NULL, &v, err, sizeof err), 0);
+    struct cs_grammar *g = schema_grammar("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},"
+                                          "\"b\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"}},"
+                                          "\"e\":{\"enum\":[\"\\u00e9\",null,true]}},\"required\":[\"a\"]}");
+    struct cs_grammar_scratch *fast = cs_grammar_scratch_new(), *slow = cs_grammar_scratch_new();
+    uint8_t *ok = malloc((size_t)V);
+    int checked = 0;
+    for (int walk = 0; walk < 8; walk++) {
+        struct cs_grammar_state st = {0};
+        assert_int_equal(cs_grammar_state_init(g, &st, err, sizeof err), 0);
+        for (int step = 0; step < 40; step++) {
+            int32_t n = cs_grammar_mask(g, &st, v, ok, fast), m = 0;
+            for (int32_t i = 0; i < V; i++) {
+                bool want = cs_grammar_token_allowed(g, &st, v, i, slow);
+                if (ok[i] != want)
+                    fail_msg("walk %d step %d token %d '%s': mask %d, walk %d", walk, step, i, rv_text[i], ok[i],
+                             want);
+                m += want;
+            }
+            assert_int_equal(n, m);
+            checked++;
+            int32_t pick = -1, seen = 0;
+            for (int32_t i = 1; i < V; i++) /* a random allowed token (not the end) */
+                if (ok[i] && tu_rng_u64(&r) % (uint64_t)(++seen) == 0)
+                    pick = i;
+            if (pick < 0)
+                break;
+            assert_int_equal(cs_grammar_accept_token(g, &st, v, pick, slow), 1);
+        }
+        cs_grammar_state_free(&st);
+    }
+    assert_true(checked > 50);
+    /* the same scratch with another grammar: nothing of the first one's automaton or masks leaks in */
+    struct cs_grammar *g2 = compile("root ::= \"{\" [ab\\u00e9]* \"}\"\n");
+    struct cs_grammar_state s2 = {0};
+    assert_int_equal(cs_grammar_state_init(g2, &s2, err, sizeof err), 0);
+    for (int round = 0; round < 2; round++) {
+        int32_t n2 = cs_grammar_mask(g2, &s2, v, ok, fast);
+        int32_t m2 = 0;
+        for (int32_t i = 0; i < V; i++) {
+            assert_int_equal(ok[i], cs_grammar_token_allowed(g2, &s2, v, i, slow));
+            m2 += ok[i];
+        }
+        assert_int_equal(n2, m2);
+        assert_true(n2 > 0);
+        int32_t pick = -1;
+        for (int32_t i = 1; i < V && pick < 0; i++)
+            if (ok[i])
+                pick = i;
+        assert_int_equal(cs_grammar_accept_token(g2, &s2, v, pick, slow), 1);
+    }
+    cs_grammar_state_free(&s2);
+    cs_grammar_unref(g2);
+    free(ok);
+    cs_grammar_scratch_free(fast);
+    cs_grammar_scratch_free(slow);
+    cs_grammar_unref(g);
+    cs_grammar_vocab_unref(v);
+}
+
 static void test_sampler_grammar(void **state)
 {
     (void)state;
@@ -587,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_mask),            cmocka_unit_test(test_sampler_grammar),
         cmocka_unit_test(test_forced_end),      cmocka_unit_test(test_json_schema),
         cmocka_unit_test(test_json_schema_errors), cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_mask_differential),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

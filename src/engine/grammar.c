@@ -38,7 +38,31 @@ struct mask_memo {
     int32_t n_ok;
 };
 
+#define DFA_STATES 4096     /* stack sets interned by one scratch (then it starts over) */
+#define DFA_SLOTS 8192      /* their hash table (power of two) */
+#define DFA_TRANS 65536     /* transitions remembered (then it starts over) */
+#define DFA_TSLOTS 131072   /* their hash table (power of two) */
+#define DFA_DEAD (-2)       /* transition to nothing */
+#define DFA_FULL (-1)       /* no room (or memory): walk the slow way */
+
+/* The mask's automaton: stack sets interned as numbered states, their
+ * transitions on code points found as the walks need them. */
+struct dfa {
+    uint64_t gen;           /* the grammar it belongs to */
+    int32_t *arena;         /* the states' stacks back to back (cs_grammar_state.buf layout) */
+    int64_t alen, acap;
+    int64_t *off;           /* (DFA_STATES) each state's start in arena */
+    int32_t *len, *nst;     /* (DFA_STATES) its int32s, its stacks */
+    uint64_t *hash;         /* (DFA_STATES) */
+    int32_t n;
+    int32_t *slot;          /* (DFA_SLOTS) state ids, -1 empty */
+    uint64_t *tkey;         /* (DFA_TSLOTS) (id << 21 | cp) + 1, 0 empty */
+    int32_t *tval;          /* (DFA_TSLOTS) next id or DFA_DEAD */
+    int32_t ntr;
+};
+
 struct cs_grammar_scratch {
+    struct dfa dfa;
     struct mask_memo mask[MASK_SLOTS];
     int mask_next;
     struct cs_grammar_state a, b; /* ping-pong buffers */
@@ -100,6 +124,14 @@ void cs_grammar_scratch_free(struct cs_grammar_scratch *sc)
         return;
     memo_clear(sc);
     free(sc->memo);
+    free(sc->dfa.arena);
+    free(sc->dfa.off);
+    free(sc->dfa.len);
+    free(sc->dfa.nst);
+    free(sc->dfa.hash);
+    free(sc->dfa.slot);
+    free(sc->dfa.tkey);
+    free(sc->dfa.tval);
     cs_grammar_state_free(&sc->a);
     cs_grammar_state_free(&sc->b);
     free(sc->stk);
@@ -504,10 +536,164 @@ int32_t cs_grammar_mask(const struct cs_grammar *g, const struct cs_grammar_stat
     return n_ok;
 }
 
-/* The mask by walking every token whose first byte some stack can take. */
+/* ---- the automaton ---- */
+
+static bool dfa_ready(struct dfa *d)
+{
+    if (!d->slot) {
+        d->off = malloc(DFA_STATES * sizeof *d->off);
+        d->len = malloc(DFA_STATES * sizeof *d->len);
+        d->nst = malloc(DFA_STATES * sizeof *d->nst);
+        d->hash = malloc(DFA_STATES * sizeof *d->hash);
+        d->slot = malloc(DFA_SLOTS * sizeof *d->slot);
+        d->tkey = calloc(DFA_TSLOTS, sizeof *d->tkey);
+        d->tval = malloc(DFA_TSLOTS * sizeof *d->tval);
+        if (!d->off || !d->len || !d->nst || !d->hash || !d->slot || !d->tkey || !d->tval) {
+            free(d->off);
+            free(d->len);
+            free(d->nst);
+            free(d->hash);
+            free(d->slot);
+            free(d->tkey);
+            free(d->tval);
+            d->off = NULL;
+            d->len = d->nst = d->slot = d->tval = NULL;
+            d->hash = d->tkey = NULL;
+            return false;
+        }
+        memset(d->slot, 0xFF, DFA_SLOTS * sizeof *d->slot);
+    }
+    return true;
+}
+
+/* Starts over (another grammar, or the tables are filling up). */
+static void dfa_reset(struct dfa *d, uint64_t gen)
+{
+    if (d->slot && (d->n > 0 || d->ntr > 0)) {
+        memset(d->slot, 0xFF, DFA_SLOTS * sizeof *d->slot);
+        memset(d->tkey, 0, DFA_TSLOTS * sizeof *d->tkey);
+    }
+    d->n = d->ntr = 0;
+    d->alen = 0;
+    d->gen = gen;
+}
+
+static struct cs_grammar_state dfa_view(const struct dfa *d, int32_t id)
+{
+    struct cs_grammar_state v = {.buf = d->arena + d->off[id], .len = d->len[id], .n_stacks = d->nst[id]};
+    return v;
+}
+
+/* The id of s's stack set (interned when new); DFA_FULL when there is no room. */
+static int32_t dfa_intern(struct dfa *d, const struct cs_grammar_state *s)
+{
+    uint64_t h = set_hash(s, 0);
+    uint32_t i = (uint32_t)(h ^ (h >> 32)) & (DFA_SLOTS - 1);
+    for (; d->slot[i] >= 0; i = (i + 1) & (DFA_SLOTS - 1)) {
+        int32_t k = d->slot[i];
+        if (d->hash[k] == h && d->len[k] == s->len && d->nst[k] == s->n_stacks &&
+            memcmp(d->arena + d->off[k], s->buf, (size_t)s->len * sizeof *s->buf) == 0)
+            return k;
+    }
+    if (d->n >= DFA_STATES)
+        return DFA_FULL;
+    if (d->alen + s->len > d->acap) {
+        int64_t cap = CS_MAX(d->alen + s->len, CS_MAX(4096, 2 * d->acap));
+        int32_t *a = realloc(d->arena, (size_t)cap * sizeof *a);
+        if (!a)
+            return DFA_FULL;
+        d->arena = a;
+        d->acap = cap;
+    }
+    int32_t k = d->n++;
+    memcpy(d->arena + d->alen, s->buf, (size_t)s->len * sizeof *s->buf);
+    d->off[k] = d->alen;
+    d->alen += s->len;
+    d->len[k] = s->len;
+    d->nst[k] = s->n_stacks;
+    d->hash[k] = h;
+    d->slot[i] = k;
+    return k;
+}
+
+/* The state after code point cp from state id: an id, DFA_DEAD or DFA_FULL. */
+static int32_t dfa_next(const struct cs_grammar *g, struct cs_grammar_scratch *sc, int32_t id, uint32_t cp)
+{
+    struct dfa *d = &sc->dfa;
+    uint64_t key = (((uint64_t)id << 21) | cp) + 1, h = key * 0x9E3779B97F4A7C15ULL;
+    uint32_t i = (uint32_t)(h >> 40) & (DFA_TSLOTS - 1);
+    for (; d->tkey[i]; i = (i + 1) & (DFA_TSLOTS - 1))
+        if (d->tkey[i] == key)
+            return d->tval[i];
+    struct cs_grammar_state from = dfa_view(d, id);
+    sc->oom = 0;
+    step(g, &from, cp, &sc->a, sc);
+    if (sc->oom)
+        return DFA_FULL;
+    int32_t to = sc->a.n_stacks == 0 ? DFA_DEAD : dfa_intern(d, &sc->a);
+    if (to != DFA_FULL && d->ntr < DFA_TRANS) {
+        d->tkey[i] = key;
+        d->tval[i] = to;
+        d->ntr++;
+    }
+    return to;
+}
+
+/* Whether bytes s[0..n) go on from state id0 with st's pending bytes:
+ * 1, 0, or DFA_FULL (ask the slow walk). */
+static int dfa_allows(const struct cs_grammar *g, struct cs_grammar_scratch *sc, int32_t id0,
+                      const struct cs_grammar_state *st, const uint8_t *s, size_t n)
+{
+    uint32_t cp = st->cp;
+    int32_t need = st->need, seq_len = st->seq_len, id = id0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = s[i];
+        if (need > 0) {
+            if ((b & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (b & 0x3F);
+            if (--need > 0)
+                continue;
+            if ((seq_len == 3 && cp < 0x800) || (seq_len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+                return 0;
+        } else if (b < 0x80) {
+            cp = b;
+        } else {
+            seq_len = (b & 0xE0) == 0xC0 ? 2 : (b & 0xF0) == 0xE0 ? 3 : (b & 0xF8) == 0xF0 ? 4 : 0;
+            if (seq_len == 0 || b == 0xC0 || b == 0xC1 || b > 0xF4)
+                return 0;
+            cp = b & (seq_len == 2 ? 0x1F : seq_len == 3 ? 0x0F : 0x07);
+            need = seq_len - 1;
+            continue;
+        }
+        id = dfa_next(g, sc, id, cp);
+        if (id == DFA_DEAD)
+            return 0;
+        if (id == DFA_FULL)
+            return DFA_FULL;
+        cp = 0;
+    }
+    if (need > 0) {
+        uint32_t lo = cp << (6 * need), hi = lo | ((1u << (6 * need)) - 1);
+        lo = CS_MAX(lo, seq_len == 2 ? 0x80u : seq_len == 3 ? 0x800u : 0x10000u);
+        struct cs_grammar_state v = dfa_view(&sc->dfa, id);
+        return partial_ok(g, &v, lo, hi) ? 1 : 0;
+    }
+    return 1;
+}
+
+/* The mask by walking every token whose first byte some stack can take
+ * (through the automaton; the slow walk where it has no room). */
 static int32_t mask_walk(const struct cs_grammar *g, const struct cs_grammar_state *st,
                          const struct cs_grammar_vocab *v, uint8_t *allowed, struct cs_grammar_scratch *sc)
 {
+    struct dfa *d = &sc->dfa;
+    int32_t id0 = DFA_FULL;
+    if (dfa_ready(d)) {
+        if (d->gen != g->gen || d->n > DFA_STATES / 2 || d->ntr > DFA_TRANS / 2)
+            dfa_reset(d, g->gen);
+        id0 = st->n_stacks > 0 ? dfa_intern(d, st) : DFA_FULL;
+    }
     uint8_t first[32] = {0}; /* lead bytes some stack can take */
     if (st->need > 0) {
         memset(first + (0x80 >> 3), 0xFF, (0xC0 - 0x80) >> 3);
@@ -530,8 +716,10 @@ static int32_t mask_walk(const struct cs_grammar *g, const struct cs_grammar_sta
             ok = complete;
         else if (n == 0 || !(first[v->bytes[o] >> 3] & (1u << (v->bytes[o] & 7))))
             ok = false;
-        else
-            ok = cs_grammar_allows_bytes(g, st, v->bytes + o, n, sc);
+        else {
+            int r = id0 >= 0 ? dfa_allows(g, sc, id0, st, v->bytes + o, n) : DFA_FULL;
+            ok = r == DFA_FULL ? cs_grammar_allows_bytes(g, st, v->bytes + o, n, sc) : r == 1;
+        }
         allowed[id] = ok;
         n_ok += ok;
     }
