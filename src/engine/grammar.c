@@ -40,8 +40,8 @@ struct mask_memo {
 
 #define DFA_STATES 4096     /* stack sets interned by one scratch (then it starts over) */
 #define DFA_SLOTS 8192      /* their hash table (power of two) */
-#define DFA_TRANS 65536     /* transitions remembered (then it starts over) */
-#define DFA_TSLOTS 131072   /* their hash table (power of two) */
+#define DFA_TRANS 16384     /* transitions remembered (then it starts over) */
+#define DFA_TSLOTS 32768    /* their hash table (power of two); about 450 KiB per scratch in all */
 #define DFA_DEAD (-2)       /* transition to nothing */
 #define DFA_FULL (-1)       /* no room (or memory): walk the slow way */
 
