@@ -11,7 +11,12 @@
  * A matcher state is a set of stacks; each stack is a list of element
  * indices, the top being the next character class to match and the ones
  * below the places to return to. An empty stack means "the grammar is
- * complete here". Copying a state (cs_grammar_state_copy) is its save. */
+ * complete here". Copying a state (cs_grammar_state_copy) is its save.
+ *
+ * Speed: a scratch remembers steps (stack set + code point -> stack set),
+ * the last vocabulary masks by state, and an automaton of interned stack
+ * sets whose transitions the mask fills as it walks the vocabulary; all of
+ * it is tied to one grammar and starts over for another. */
 #ifndef CS_GRAMMAR_H
 #define CS_GRAMMAR_H
 
