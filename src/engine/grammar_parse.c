@@ -476,11 +476,9 @@ static bool seq_end(struct parser *P, bool nested)
     if (c == '|' || c == ')')
         return true;
     if (!nested && (c == '\n' || c == '\r')) {
-        const char *save = P->p;
         skip_space(P, true);
         if (P->p >= P->end || at_definition(P, P->p))
             return true;
-        (void)save;
         return *P->p == '|' || *P->p == ')';
     }
     return false;

@@ -699,7 +699,7 @@ static int do_typed(struct conv *C, json_t *s, const char *t, const char *path, 
     return CLSPEC_OK;
 }
 
-static int body(struct conv *C, json_t *s, const char *path, char name[32], struct cs_strbuf *b)
+static int body(struct conv *C, json_t *s, const char *path, struct cs_strbuf *b)
 {
     const char *k;
     json_t *v;
@@ -769,7 +769,6 @@ static int body(struct conv *C, json_t *s, const char *path, char name[32], stru
     } else {
         CS_TRY(do_typed(C, s, type ? json_string_value(type) : "", path, b));
     }
-    (void)name;
     return CLSPEC_OK;
 }
 
@@ -788,7 +787,7 @@ static int visit(struct conv *C, json_t *s, const char *path, char name[32])
     snprintf(name, 32, "s%d", C->n++);
     struct cs_strbuf b = {0};
     C->depth++;
-    int rc = body(C, s, path, name, &b);
+    int rc = body(C, s, path, &b);
     C->depth--;
     if (rc < 0) {
         cs_strbuf_free(&b);
