@@ -245,6 +245,39 @@ static void test_choose_slots(void **state)
     }
 }
 
+/* One draft call for four slots (draft_batch) that no single slot's draft
+ * pays for alone, all of them together do: the common length is found. */
+static void test_choose_common(void **state)
+{
+    (void)state;
+    struct cs_ctl c;
+    assert_int_equal(cs_ctl_init(&c, 7, 64, true), CLSPEC_OK);
+    fill(&c, 0.0, 1.5, 0.0); /* rows free, 1 ms + 0 per row; a draft call 1.5 ms whatever its length */
+    struct cs_ctl_slot s[4];
+    struct cs_ctl_slot *sl[4];
+    int32_t kmax[4] = {7, 7, 7, 7}, k[4];
+    for (int i = 0; i < 4; i++) {
+        sl[i] = &s[i];
+        cs_ctl_slot_reset(&c, &s[i]);
+        for (int j = 0; j < 20; j++)
+            cs_ctl_observe(&c, &s[i], 4, 3);
+    }
+    cs_ctl_choose(&c, sl, kmax, 4, 0, k);
+    for (int i = 0; i < 4; i++)
+        assert_true(k[i] > 0);
+    /* ... although no slot drafting alone beats plain decoding (a coordinate search would stay there) */
+    double alpha[4];
+    int32_t plain[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 4; i++)
+        alpha[i] = cs_ctl_alpha(&s[i]);
+    for (int32_t kk = 1; kk <= 7; kk++) {
+        int32_t one[4] = {kk, 0, 0, 0};
+        assert_true(rate_of(&c, alpha, one, 4) < rate_of(&c, alpha, plain, 4));
+    }
+    assert_true(rate_of(&c, alpha, k, 4) > rate_of(&c, alpha, plain, 4));
+    cs_ctl_free(&c);
+}
+
 static void test_theory(void **state)
 {
     (void)state;
@@ -273,7 +306,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
         cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe), cmocka_unit_test(test_choose_slots),
-        cmocka_unit_test(test_theory),
+        cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,8 +184,21 @@ void cs_ctl_choose(struct cs_ctl *c, struct cs_ctl_slot *const *slots, const int
             slots[i]->k = 0;
         return;
     }
-    /* coordinate ascent from all-plain: each slot's best length given the others' */
+    /* the best common length first (one draft call serves all slots: alone, no slot's draft may pay
+     * for it), then coordinate ascent: each slot's best length given the others' */
     double best = rate(c, alpha, k, n, n_base);
+    int32_t kk_max = 0, t[64];
+    for (int32_t i = 0; i < n; i++)
+        kk_max = CS_MAX(kk_max, kmax[i]);
+    for (int32_t kk = 1; kk <= kk_max; kk++) {
+        for (int32_t i = 0; i < n; i++)
+            t[i] = CS_MIN(kk, kmax[i]);
+        double r = rate(c, alpha, t, n, n_base);
+        if (r > best * (1.0 + 1e-9)) {
+            best = r;
+            memcpy(k, t, (size_t)n * sizeof *k);
+        }
+    }
     for (int pass = 0; pass < 8; pass++) {
         bool moved = false;
         for (int32_t i = 0; i < n; i++) {
