@@ -21,7 +21,8 @@
 #include <stdint.h>
 
 #define CS_CTL_PROBE_MIN 16  /* off steps before the first re-probe */
-#define CS_CTL_PROBE_MAX 512 /* the longest interval between re-probes */
+#define CS_CTL_PROBE_MAX 128 /* the longest interval between re-probes: costs measured under another load
+                              * go stale (a probe step costs about 1/128 of the off steps) */
 
 #define CS_CTL_RING 8        /* samples kept per index: their median is the index's cost */
 
