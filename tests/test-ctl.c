@@ -4,9 +4,8 @@
  * preempted sample that does not move the median), the acceptance estimate
  * and its prior, the choice of lengths against a brute-force search of the
  * same model, plain decoding when drafting cannot pay, re-probing with a
- * doubling interval that the next request inherits, one draft call for
- * all slots priced once (draft_batch), and costs measured under different
- * loads compared through the load factor. */
+ * doubling interval that the next request inherits, and one draft call for
+ * all slots priced once (draft_batch). */
 #include "config.h"
 
 #include <math.h>
@@ -279,38 +278,6 @@ static void test_choose_common(void **state)
     cs_ctl_free(&c);
 }
 
-/* The machine gets twice as slow while the slot decodes plainly: the load
- * factor follows, and a probe's cost (measured now) compares with the plain
- * cost measured before under one load. */
-static void test_load_factor(void **state)
-{
-    (void)state;
-    struct cs_ctl c;
-    assert_int_equal(cs_ctl_init(&c, 4, 64, true), CLSPEC_OK);
-    for (int i = 0; i < 8; i++) {
-        cs_ctl_step_time(&c, 1, 1e-3);
-        cs_ctl_step_time(&c, 4, 1.5e-3);
-        cs_ctl_draft_time(&c, 3, 0.5e-3);
-    }
-    assert_true(fabs(c.lf - 1.0) < 1e-6);
-    double t4 = cs_ctl_estimate(&c.verify, 4), t1 = cs_ctl_estimate(&c.verify, 1);
-    for (int i = 0; i < 8; i++)
-        cs_ctl_step_time(&c, 1, 2e-3); /* plain steps, twice as slow */
-    assert_true(fabs(c.lf - 2.0) < 1e-6);
-    assert_true(fabs(cs_ctl_estimate(&c.verify, 1) / t1 - 1.0) < 0.05); /* the table holds load-1 seconds */
-    cs_ctl_step_time(&c, 4, 3e-3); /* a probe under the same load */
-    cs_ctl_draft_time(&c, 3, 1e-3);
-    assert_true(fabs(cs_ctl_estimate(&c.verify, 4) / t4 - 1.0) < 0.05);
-    assert_true(fabs(cs_ctl_estimate(&c.draft, 3) / 0.5e-3 - 1.0) < 0.05);
-    /* the report states the costs at the current load */
-    struct cs_strbuf b = {0};
-    cs_ctl_report(&c, 1, &b);
-    assert_non_null(strstr(b.p, "load factor 2.00"));
-    assert_non_null(strstr(b.p, "plain step (1 rows) 2.000 ms"));
-    cs_strbuf_free(&b);
-    cs_ctl_free(&c);
-}
-
 static void test_theory(void **state)
 {
     (void)state;
@@ -339,7 +306,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
         cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe), cmocka_unit_test(test_choose_slots),
-        cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),   cmocka_unit_test(test_load_factor),
+        cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,7 +37,6 @@ int cs_ctl_init(struct cs_ctl *c, int32_t n_max, int32_t max_rows, bool batched)
     c->n_max = n_max;
     c->batched = batched;
     c->probe = CS_CTL_PROBE_MIN;
-    c->lf = 1.0;
     if (table_init(&c->verify, max_rows + 1, 1) < 0 || table_init(&c->draft, n_max + 1, 1) < 0) {
         cs_ctl_free(c);
         return CLSPEC_E_NOMEM;
@@ -116,20 +115,6 @@ static void table_fit(struct cs_ctl_table *t)
     t->fitted = true;
 }
 
-/* The median of r[0..m) (m <= CS_CTL_RING). */
-static double median(const float *r, uint32_t m)
-{
-    float v[CS_CTL_RING];
-    memcpy(v, r, m * sizeof *v);
-    for (uint32_t a = 1; a < m; a++) /* insertion sort of <= 8 */
-        for (uint32_t b = a; b > 0 && v[b - 1] > v[b]; b--) {
-            float x = v[b];
-            v[b] = v[b - 1];
-            v[b - 1] = x;
-        }
-    return m % 2 ? v[m / 2] : 0.5 * ((double)v[m / 2 - 1] + (double)v[m / 2]);
-}
-
 void cs_ctl_sample(struct cs_ctl_table *t, int32_t i, double secs)
 {
     if (i < t->first || i >= t->len || !(secs >= 0.0) || secs > 60.0)
@@ -138,27 +123,17 @@ void cs_ctl_sample(struct cs_ctl_table *t, int32_t i, double secs)
     r[t->n[i] % CS_CTL_RING] = (float)secs;
     if (t->n[i] < UINT32_MAX)
         t->n[i]++;
-    t->med[i] = median(r, CS_MIN(t->n[i], (uint32_t)CS_CTL_RING));
+    uint32_t m = CS_MIN(t->n[i], (uint32_t)CS_CTL_RING);
+    float v[CS_CTL_RING];
+    memcpy(v, r, m * sizeof *v);
+    for (uint32_t a = 1; a < m; a++) /* insertion sort of <= 8 */
+        for (uint32_t b = a; b > 0 && v[b - 1] > v[b]; b--) {
+            float x = v[b];
+            v[b] = v[b - 1];
+            v[b - 1] = x;
+        }
+    t->med[i] = m % 2 ? v[m / 2] : 0.5 * ((double)v[m / 2 - 1] + (double)v[m / 2]);
     table_fit(t);
-}
-
-void cs_ctl_step_time(struct cs_ctl *c, int32_t rows, double secs)
-{
-    struct cs_ctl_table *t = &c->verify;
-    if (rows < t->first || rows >= t->len || !(secs > 0.0) || secs > 60.0)
-        return;
-    if (t->n[rows] >= CS_CTL_RING) { /* a measured row count: how much slower (faster) the machine is now */
-        c->lf_ring[c->n_lf++ % CS_CTL_RING] = (float)(secs / t->med[rows]);
-        c->lf = median(c->lf_ring, CS_MIN(c->n_lf, (uint32_t)CS_CTL_RING));
-        return;
-    }
-    cs_ctl_sample(t, rows, secs / c->lf);
-}
-
-void cs_ctl_draft_time(struct cs_ctl *c, int32_t k, double secs)
-{
-    if (k >= 0 && k < c->draft.len && c->draft.n[k] < CS_CTL_RING)
-        cs_ctl_sample(&c->draft, k, secs / c->lf);
 }
 
 void cs_ctl_observe(struct cs_ctl *c, struct cs_ctl_slot *s, int32_t n_draft, int32_t n_acc)
@@ -286,8 +261,8 @@ void cs_ctl_report(const struct cs_ctl *c, int32_t n, struct cs_strbuf *b)
 {
     double alpha = c->g_succ + c->g_fail > 0.0 ? c->g_succ / (c->g_succ + c->g_fail) : 0.0;
     double plain = cs_ctl_estimate(&c->verify, n);
-    cs_strbuf_printf(b, "alpha %.3f; load factor %.2f; plain step (%d rows) %.3f ms; verify c(k) = t(%d(k+1) rows)/t(%d):",
-                     alpha, c->lf, n, plain * c->lf * 1e3, n, n);
+    cs_strbuf_printf(b, "alpha %.3f; plain step (%d rows) %.3f ms; verify c(k) = t(%d(k+1) rows)/t(%d):", alpha, n,
+                     plain * 1e3, n, n);
     for (int32_t k = 1; k <= c->n_max; k++) {
         int32_t r = n * (k + 1);
         double t = cs_ctl_estimate(&c->verify, r);
@@ -296,7 +271,7 @@ void cs_ctl_report(const struct cs_ctl *c, int32_t n, struct cs_strbuf *b)
     }
     cs_strbuf_printf(b, "; draft ms by k (%s):", c->batched ? "one call for all slots" : "per slot");
     for (int32_t k = 1; k <= c->n_max; k++)
-        cs_strbuf_printf(b, " %d:%.3f%s", k, CS_MAX(cs_ctl_estimate(&c->draft, k), 0.0) * c->lf * 1e3,
+        cs_strbuf_printf(b, " %d:%.3f%s", k, CS_MAX(cs_ctl_estimate(&c->draft, k), 0.0) * 1e3,
                          c->draft.n[k] ? "" : "~");
     int32_t kb = 0;
     double th = cs_ctl_theory(c, n, &kb);

@@ -48,14 +48,6 @@ struct cs_ctl {
     double g_succ, g_fail;   /* speculator-wide acceptance counts (decayed) */
     int32_t probe;           /* the latest re-probe interval of any slot: a new request starts with it, so
                               * a speculator that does not pay stays off across requests */
-    /* the machine's load: the median of the latest CS_CTL_RING ratios of a step's time to the
-     * median at its row count; the tables hold seconds / lf, and an index is measured
-     * CS_CTL_RING times and then kept (relative costs are the model's and the device's, not the
-     * load's): costs measured at different times (plain steps now, a probe minutes ago) compare
-     * under one load, and later steps only move lf */
-    double lf;
-    float lf_ring[CS_CTL_RING];
-    uint32_t n_lf;
 };
 
 /* Per slot (struct cs_spec_slot holds one). */
@@ -78,15 +70,8 @@ double cs_ctl_expected(double alpha, int32_t k);
 /* The table's estimate for index i (interpolated, flat beyond the measured
  * ones; index 0 of the draft table is 0); < 0 when nothing is measured. */
 double cs_ctl_estimate(const struct cs_ctl_table *t, int32_t i);
-/* Records a sample as it is (no load factor). */
+/* Records a sample. */
 void cs_ctl_sample(struct cs_ctl_table *t, int32_t i, double secs);
-/* A step of `rows` verified rows took secs without its draft calls: records
- * secs / lf while the row count has fewer than CS_CTL_RING samples, then
- * updates the load factor from it. */
-void cs_ctl_step_time(struct cs_ctl *c, int32_t rows, double secs);
-/* A draft call asking k tokens took secs: records secs / lf (the first
- * CS_CTL_RING of each k). */
-void cs_ctl_draft_time(struct cs_ctl *c, int32_t k, double secs);
 /* After verification: n_draft tokens drafted, n_acc accepted. */
 void cs_ctl_observe(struct cs_ctl *c, struct cs_ctl_slot *s, int32_t n_draft, int32_t n_acc);
 /* Chooses the lengths k[i] in 0..kmax[i] of the n slots of a step
@@ -103,7 +88,7 @@ void cs_ctl_choose(struct cs_ctl *c, struct cs_ctl_slot *const *slots, const int
 double cs_ctl_theory(const struct cs_ctl *c, int32_t n, int32_t *k_best);
 /* One line: acceptance, the verify cost curve c(k) = t(n(k+1) rows) / t(n
  * rows) for k = 1..n_max, draft costs by k ("~": estimated, not measured)
- * (in seconds at the current load factor) and cs_ctl_theory's speedup. */
+ * and cs_ctl_theory's speedup. */
 struct cs_strbuf;
 void cs_ctl_report(const struct cs_ctl *c, int32_t n, struct cs_strbuf *b);
 

@@ -371,7 +371,7 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
         int rc = sp->pl->vt.draft_batch(sp->pl->state, req, n, outs, probs, n_out, perr, sizeof perr);
         double dt = cs_now() - t0;
         sp->t_draft += dt;
-        cs_ctl_draft_time(&sp->ctl, kk, dt);
+        cs_ctl_sample(&sp->ctl.draft, kk, dt);
         if (rc < 0) {
             for (int32_t i = 0; i < n; i++)
                 cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft_batch failed");
@@ -386,7 +386,7 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
         int k = sp->pl->vt.draft(sp->pl->state, &req[i], outs[i], probs[i], perr, sizeof perr);
         double dt = cs_now() - t0;
         sp->t_draft += dt;
-        cs_ctl_draft_time(&sp->ctl, kmax[i], dt);
+        cs_ctl_sample(&sp->ctl.draft, kmax[i], dt);
         if (k < 0)
             cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft failed");
         else
@@ -636,7 +636,7 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
     const int32_t n_rows = sp->b.n;
     int32_t n_retry = settle(sp, want, seq_rc, n_left, retry, &rc, err, errlen);
     if (rc == CLSPEC_OK && n_retry == 0) /* the step's cost without its drafts, by the rows it verified */
-        cs_ctl_step_time(&sp->ctl, n_rows, cs_now() - t_step - sp->t_draft);
+        cs_ctl_sample(&sp->ctl.verify, n_rows, cs_now() - t_step - sp->t_draft);
     if (rc < 0 || n_retry == 0)
         return rc;
     for (int32_t s = 0; s < sp->n_slots; s++)
