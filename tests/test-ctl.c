@@ -4,8 +4,9 @@
  * preempted sample that does not move the median), the acceptance estimate
  * and its prior, the choice of lengths against a brute-force search of the
  * same model, plain decoding when drafting cannot pay, re-probing with a
- * doubling interval that the next request inherits, and one draft call for
- * all slots priced once (draft_batch). */
+ * doubling interval (later for a costly draft: probes stay within their
+ * budget) that the next request inherits, a plain step now and then while
+ * drafting, and one draft call for all slots priced once (draft_batch). */
 #include "config.h"
 
 #include <math.h>
@@ -160,26 +161,34 @@ static void test_choose_one(void **state)
     cs_ctl_free(&c);
 }
 
+/* Steps until 3 probes (or max_steps) of a slot that the controller keeps
+ * plain; returns how many probes, their steps in probes[]. */
+static int probe_steps(struct cs_ctl *c, struct cs_ctl_slot *s, int max_steps, int32_t *probes)
+{
+    struct cs_ctl_slot *sl[1] = {s};
+    int32_t kmax[1] = {8}, k[1];
+    int n_probe = 0;
+    for (int step = 1; step <= max_steps && n_probe < 3; step++) {
+        cs_ctl_choose(c, sl, kmax, 1, 0, k);
+        if (k[0] > 0)
+            probes[n_probe++] = step;
+    }
+    return n_probe;
+}
+
 static void test_plain_and_probe(void **state)
 {
     (void)state;
     struct cs_ctl c;
-    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
-    fill(&c, 0.1, 5.0, 1.0); /* a draft costs more than several plain steps */
     struct cs_ctl_slot s;
-    struct cs_ctl_slot *sl[1] = {&s};
-    int32_t kmax[1] = {8}, k[1];
+    int32_t probes[3];
+    /* a cheap draft that rarely hits: plain, probes after 16 off steps, then 32, 64 (doubling) */
+    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
+    fill(&c, 0.01, 0.1, 0.01);
     cs_ctl_slot_reset(&c, &s);
     for (int i = 0; i < 10; i++)
-        cs_ctl_observe(&c, &s, 4, 3);
-    int32_t probes[3], n_probe = 0;
-    for (int step = 1; step <= 120 && n_probe < 3; step++) {
-        cs_ctl_choose(&c, sl, kmax, 1, 0, k);
-        if (k[0] > 0)
-            probes[n_probe++] = step;
-    }
-    /* off, then a probe after 16 off steps, 32, 64 (the interval doubles) */
-    assert_int_equal(n_probe, 3);
+        cs_ctl_observe(&c, &s, 4, 0);
+    assert_int_equal(probe_steps(&c, &s, 200, probes), 3);
     assert_int_equal(probes[0], CS_CTL_PROBE_MIN);
     assert_int_equal(probes[1] - probes[0], 2 * CS_CTL_PROBE_MIN);
     assert_int_equal(probes[2] - probes[1], 4 * CS_CTL_PROBE_MIN);
@@ -187,9 +196,24 @@ static void test_plain_and_probe(void **state)
     /* the next request inherits the interval */
     cs_ctl_slot_reset(&c, &s);
     assert_int_equal(s.probe, 8 * CS_CTL_PROBE_MIN);
+    cs_ctl_free(&c);
+    /* a draft that costs several plain steps: probes late enough to cost at most the budget */
+    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
+    fill(&c, 0.1, 5.0, 1.0); /* plain 1.1 ms; a probe (3 drafted, 4 rows) 1.4 + 8 ms */
+    cs_ctl_slot_reset(&c, &s);
+    for (int i = 0; i < 10; i++)
+        cs_ctl_observe(&c, &s, 4, 3);
+    assert_int_equal(probe_steps(&c, &s, 3000, probes), 3);
+    const double excess = 9.4 / 1.1 - 1.0;
+    assert_int_equal(probes[0], CS_CTL_PROBE_MIN);
+    assert_true(excess / (probes[1] - probes[0]) <= CS_CTL_PROBE_BUDGET * 1.01);
+    assert_true(excess / (probes[1] - probes[0]) > CS_CTL_PROBE_BUDGET * 0.9); /* not later than needed */
+    assert_true(probes[2] - probes[1] <= CS_CTL_PROBE_MAX);
+    assert_true(probes[2] - probes[1] >= probes[1] - probes[0]);
     /* a slot that may not draft (kmax 0) is plain and never probed */
-    kmax[0] = 0;
-    for (int i = 0; i < 600; i++) {
+    struct cs_ctl_slot *sl[1] = {&s};
+    int32_t kmax[1] = {0}, k[1];
+    for (int i = 0; i < 2000; i++) {
         cs_ctl_choose(&c, sl, kmax, 1, 0, k);
         assert_int_equal(k[0], 0);
     }
@@ -201,6 +225,13 @@ static void test_plain_and_probe(void **state)
     cs_ctl_choose(&c, sl, kmax, 1, 0, k);
     assert_true(k[0] > 0);
     assert_int_equal(s.probe, CS_CTL_PROBE_MIN);
+    /* while drafting, every CS_CTL_REFRESH-th step is plain */
+    int n_plain = 0;
+    for (int i = 1; i < 10 * CS_CTL_REFRESH; i++) {
+        cs_ctl_choose(&c, sl, kmax, 1, 0, k);
+        n_plain += k[0] == 0;
+    }
+    assert_int_equal(n_plain, 10);
     cs_ctl_free(&c);
 }
 

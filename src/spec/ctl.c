@@ -147,14 +147,13 @@ void cs_ctl_observe(struct cs_ctl *c, struct cs_ctl_slot *s, int32_t n_draft, in
     c->g_fail = c->g_fail * CTL_DECAY_ALL + f;
 }
 
-/* Expected tokens per second of the step with lengths k[] (n slots,
- * n_base rows that are not the slots' own). */
-static double rate(const struct cs_ctl *c, const double *alpha, const int32_t *k, int32_t n, int32_t n_base)
+/* Estimated seconds of the step with lengths k[] (n slots, n_base rows
+ * that are not the slots' own): its draft calls and the rest. */
+static double step_secs(const struct cs_ctl *c, const int32_t *k, int32_t n, int32_t n_base)
 {
-    double tok = 0.0, draft = 0.0;
+    double draft = 0.0;
     int32_t rows = n_base, kmax = 0;
     for (int32_t i = 0; i < n; i++) {
-        tok += cs_ctl_expected(alpha[i], k[i]);
         rows += k[i] + 1;
         kmax = CS_MAX(kmax, k[i]);
         if (!c->batched && k[i] > 0)
@@ -162,7 +161,16 @@ static double rate(const struct cs_ctl *c, const double *alpha, const int32_t *k
     }
     if (c->batched && kmax > 0)
         draft = CS_MAX(cs_ctl_estimate(&c->draft, kmax), 0.0);
-    double t = cs_ctl_estimate(&c->verify, rows) + draft;
+    return cs_ctl_estimate(&c->verify, rows) + draft;
+}
+
+/* Expected tokens per second of the step with lengths k[]. */
+static double rate(const struct cs_ctl *c, const double *alpha, const int32_t *k, int32_t n, int32_t n_base)
+{
+    double tok = 0.0;
+    for (int32_t i = 0; i < n; i++)
+        tok += cs_ctl_expected(alpha[i], k[i]);
+    double t = step_secs(c, k, n, n_base);
     return t > 0.0 ? tok / t : tok * 1e12;
 }
 
@@ -217,6 +225,18 @@ void cs_ctl_choose(struct cs_ctl *c, struct cs_ctl_slot *const *slots, const int
         if (!moved)
             break;
     }
+    /* a plain step now and then while drafting, so that plain decoding is measured under the load
+     * the drafts are (the tables keep the latest samples of each index) */
+    bool any = false;
+    for (int32_t i = 0; i < n; i++)
+        any |= k[i] > 0;
+    c->n_on = any ? c->n_on + 1 : 0;
+    if (any && c->n_on >= CS_CTL_REFRESH) {
+        c->n_on = 0;
+        for (int32_t i = 0; i < n; i++)
+            slots[i]->k = k[i] = 0;
+        return;
+    }
     /* slots left plain: re-probe now and then */
     for (int32_t i = 0; i < n; i++) {
         struct cs_ctl_slot *s = slots[i];
@@ -229,7 +249,14 @@ void cs_ctl_choose(struct cs_ctl *c, struct cs_ctl_slot *const *slots, const int
         } else if (++s->n_off >= s->probe) {
             k[i] = CS_MIN(kmax[i], 3);
             s->n_off = 0;
-            s->probe = c->probe = CS_MIN(2 * s->probe, CS_CTL_PROBE_MAX);
+            /* the next probe: twice as late, and late enough that probes cost at most
+             * CS_CTL_PROBE_BUDGET of the plain steps between them */
+            int32_t pk[64] = {0};
+            double plain = step_secs(c, pk, n, n_base);
+            pk[i] = k[i];
+            double excess = plain > 0.0 ? step_secs(c, pk, n, n_base) / plain - 1.0 : 0.0;
+            int32_t need = excess > 0.0 ? (int32_t)CS_MIN(excess / CS_CTL_PROBE_BUDGET, 1e6) : 0;
+            s->probe = c->probe = CS_MIN(CS_MAX(2 * s->probe, need), CS_CTL_PROBE_MAX);
         } else {
             s->n_steps_off++;
         }

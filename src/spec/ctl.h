@@ -21,8 +21,10 @@
 #include <stdint.h>
 
 #define CS_CTL_PROBE_MIN 16  /* off steps before the first re-probe */
-#define CS_CTL_PROBE_MAX 128 /* the longest interval between re-probes: costs measured under another load
-                              * go stale (a probe step costs about 1/128 of the off steps) */
+#define CS_CTL_PROBE_MAX 1024 /* the longest interval between re-probes */
+#define CS_CTL_PROBE_BUDGET 0.015 /* probes may cost this fraction of the plain steps between them */
+#define CS_CTL_REFRESH 32    /* while drafting, every 32nd step is plain (plain decoding measured under
+                              * the same load as the drafts) */
 
 #define CS_CTL_RING 8        /* samples kept per index: their median is the index's cost */
 
@@ -48,6 +50,7 @@ struct cs_ctl {
     double g_succ, g_fail;   /* speculator-wide acceptance counts (decayed) */
     int32_t probe;           /* the latest re-probe interval of any slot: a new request starts with it, so
                               * a speculator that does not pay stays off across requests */
+    int32_t n_on;            /* steps in a row with a draft (a plain step after CS_CTL_REFRESH) */
 };
 
 /* Per slot (struct cs_spec_slot holds one). */
