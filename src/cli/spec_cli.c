@@ -378,8 +378,8 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     uint32_t n_ctx = (uint32_t)(n_slots * (n_max_prompt + n_gen + (int32_t)o->n_max + 4));
     double tps[2] = {0, 0};
     if (rc == 0)
-        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s |\n", "speculator", "parallel",
-               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup");
+        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s | %8s |\n", "speculator", "parallel",
+               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup", "pair med");
     /* both rigs open, runs alternating (without, with, without, ...): a loaded machine slows both alike */
     struct rig rigs[2];
     memset(rigs, 0, sizeof rigs);
@@ -388,28 +388,40 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     struct cs_spec_stats st[2];
     uint64_t n_tok[2] = {0, 0};
     memset(st, 0, sizeof st);
-    for (int k = -1; k < reps && rc == 0; k++) /* k = -1: warm-up */
+    double pair[1000], v[2] = {0, 0}; /* per repetition: with / without, run back to back */
+    int n_pair = 0;
+    for (int k = -1; k < reps && rc == 0; k++) { /* k = -1: warm-up */
         for (int mode = 0; mode < 2 && rc == 0; mode++) {
             double secs = 0;
             rc = bench_once(&rigs[mode], n_slots, ids, n_ids, n_gen, &secs, &n_tok[mode], err, sizeof err);
-            double v = secs > 0 ? (double)n_tok[mode] / secs : 0;
+            v[mode] = secs > 0 ? (double)n_tok[mode] / secs : 0;
             if (k >= 0) {
-                tps[mode] = CS_MAX(tps[mode], v);
+                tps[mode] = CS_MAX(tps[mode], v[mode]);
                 st[mode] = rigs[mode].sp->total;
             }
         }
+        if (k >= 0 && rc == 0 && v[0] > 0 && n_pair < 1000)
+            pair[n_pair++] = v[1] / v[0];
+    }
+    for (int a = 1; a < n_pair; a++) /* sorted: the median pair */
+        for (int b = a; b > 0 && pair[b - 1] > pair[b]; b--) {
+            double x = pair[b];
+            pair[b] = pair[b - 1];
+            pair[b - 1] = x;
+        }
+    const double pair_med = n_pair ? (n_pair % 2 ? pair[n_pair / 2] : 0.5 * (pair[n_pair / 2 - 1] + pair[n_pair / 2])) : 0;
     for (int mode = 0; mode < 2 && rc == 0; mode++) {
         struct rig *r = &rigs[mode];
         const char *type = mode == 0 ? NULL : o->type;
         const struct cs_spec_stats *t = &st[mode];
         /* mean len: tokens per target forward and slot; rows/tok: target rows computed per token */
-        printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx |\n",
+        printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx | %7.2fx |\n",
                type ? (r->pl ? r->pl->vt.name : type) : "none", n_slots, cs_type_name(ep->type_k),
                (unsigned long long)n_tok[mode], tps[mode], (unsigned long long)t->n_drafted,
                (unsigned long long)t->n_accepted, t->n_drafted ? 100.0 * (double)t->n_accepted / (double)t->n_drafted : 0.0,
                t->n_steps ? (double)t->n_emitted / (double)t->n_steps : 0.0,
                t->n_emitted ? (double)(t->n_steps + t->n_drafted) / (double)t->n_emitted : 0.0,
-               tps[0] > 0 ? tps[mode] / tps[0] : 1.0);
+               tps[0] > 0 ? tps[mode] / tps[0] : 1.0, mode ? pair_med : 1.0);
         if (type && r->sp->p.ctl == CS_SPEC_CTL_COST) { /* what the cost-aware controller measured */
             struct cs_strbuf cb = {0};
             cs_ctl_report(&r->sp->ctl, n_slots, &cb);
