@@ -253,6 +253,7 @@ static void test_every_value(void **state)
     assert_int_equal(c->spec_type_v, CS_TYPE_F32);
     snprintf(want, sizeof want, "%s/plugins", dir);
     assert_string_equal(c->spec_plugin_dir, want); /* relative to the file */
+    assert_string_equal(c->spec_controller, "cost");
     /* every key was set: each has its line */
     struct cs_config_key_info k;
     for (size_t i = 0; i < cs_config_n_keys(); i++) {

@@ -10,7 +10,9 @@
  * and refuses a missing model or another vocabulary; rejection sampling
  * keeps the target distribution (chi-square); a prompt chunk of another
  * sequence rides in a step's forward (cs_spec_step_extra) without changing
- * any output, and each emitted token's logits row is the one it came from. */
+ * any output, and each emitted token's logits row is the one it came from;
+ * the cost-aware controller (CS_SPEC_CTL_COST) changes draft lengths, never
+ * the output (greedy, and seeded sampling with ngram). */
 #include "config.h"
 
 #include <math.h>
@@ -84,6 +86,8 @@ static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const
 
 #define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
 
+static int g_ctl = CS_SPEC_CTL_ACCEPT; /* gen()'s draft-length controller */
+
 struct run {
     int32_t tok[4][NGEN];    /* per case */
     int n[4];
@@ -99,6 +103,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
 {
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = 6;
+    sp.ctl = g_ctl;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
     clspec_engine *door = fu_door(e);
@@ -292,6 +297,49 @@ static void test_draft_sampling(void **state)
                   (unsigned long long)a.st.n_accepted);
     assert_true(a.st.n_accepted > 0 && a.st.n_accepted < a.st.n_drafted);
     assert_same(&a, &b, "identical seeded requests"); /* bit-identical output for identical requests */
+    cs_engine_free(e);
+}
+
+/* ---- the cost-aware controller: lengths change with measured time, output does not ---- */
+
+static void test_cost_ctl(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    char err[CLSPEC_ERRLEN];
+    static struct run base, greedy, base_t, samp;
+    gen_all(e, NULL, 4, 0.0f, &base, 1 << 30);
+    gen_all(e, NULL, 1, 0.9f, &base_t, 1 << 30);
+    struct cs_plugin *pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+    if (!pl)
+        fail_msg("draft: %s", err);
+    g_ctl = CS_SPEC_CTL_COST; /* greedy with the draft model, T 0.9 with ngram */
+    gen_all(e, pl, 4, 0.0f, &greedy, 1 << 30);
+    cs_plugin_free(pl);
+    pl = ngram_open(e, 4, "1"); /* no draft probabilities: sample-and-match draws what plain decoding draws */
+    gen_all(e, pl, 1, 0.9f, &samp, 1 << 30);
+    g_ctl = CS_SPEC_CTL_ACCEPT;
+    cs_plugin_free(pl);
+    print_message("cost controller: greedy drafted %llu accepted %llu; T 0.9 drafted %llu accepted %llu\n",
+                  (unsigned long long)greedy.st.n_drafted, (unsigned long long)greedy.st.n_accepted,
+                  (unsigned long long)samp.st.n_drafted, (unsigned long long)samp.st.n_accepted);
+    /* it drafted (after one plain step it tries the longest draft before it knows the cost) */
+    assert_true(greedy.st.n_drafted > 0);
+    assert_true(samp.st.n_drafted > 0);
+    assert_same(&base, &greedy, "cost controller, greedy, parallel 4");
+    assert_same(&base_t, &samp, "cost controller, T 0.9");
+    for (int c = 0; c < G->n_cases; c++) {
+        assert_memory_equal(base_t.final[c].rng, samp.final[c].rng, sizeof base_t.final[c].rng);
+        assert_memory_equal(base_t.hist[c], samp.hist[c], (size_t)base_t.final[c].hist_cap * sizeof(int32_t));
+    }
+    /* a controller that is neither is refused */
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.ctl = 7;
+    struct cs_spec *spec = NULL;
+    clspec_engine *door = fu_door(e);
+    assert_int_equal(cs_spec_new(door, NULL, &sp, 1, &spec, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "ctl 7"));
+    clspec_engine_free(door);
     cs_engine_free(e);
 }
 
@@ -660,7 +708,7 @@ int main(void)
         cmocka_unit_test(test_sampler_state),      cmocka_unit_test(test_disable),
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
-        cmocka_unit_test(test_step_extra),
+        cmocka_unit_test(test_step_extra),        cmocka_unit_test(test_cost_ctl),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -37,7 +37,10 @@
 struct dfslot {
     int active;       /* between slot_begin and slot_end */
     int32_t n_inj;    /* positions 0..n_inj-1 injected; the next block starts at n_inj */
-    int32_t last;     /* the token at position n_inj (the block's row 0) */
+    int32_t last;     /* the token at position n_inj + n_pend (the block's row 0) */
+    int32_t n_pend;   /* committed positions n_inj..n_inj+n_pend-1 not injected yet: accept only counts
+                       * them (their tap rows wait in the host's taps), the next draft injects them in one
+                       * call, so a slot the host decodes without drafts costs no drafter work */
     int cached;       /* drafts[0..n_cached) are this state's block */
     int32_t n_cached;
     int32_t *drafts;  /* (block_size - 1) */
@@ -183,6 +186,7 @@ static void slot_reset(struct dflash *d, int32_t s)
     dfm_seq_rm(d->c, s, 0, -1, e, sizeof e);
     sl->active = 0;
     sl->n_inj = 0;
+    sl->n_pend = 0;
     sl->last = -1;
     sl->cached = 0;
     sl->n_cached = 0;
@@ -309,6 +313,15 @@ static int prepare(struct dflash *d, const struct clspec_draft_req *req, char *e
                 d->slots[t].cached = 0;
         }
     }
+    /* the positions accepted since the last draft, in one injection */
+    if (sl->n_pend > 0) {
+        int32_t n = sl->n_pend;
+        sl->n_pend = 0;
+        if (inject(d, s, n) < 0) {
+            snprintf(err, errlen, "%s", sl->broken);
+            return -1;
+        }
+    }
     /* in step with the host: the block continues hist[n_hist-1] at pos_last */
     const int32_t last = req->hist[req->n_hist - 1];
     if (req->pos_last != sl->n_inj || last != sl->last) {
@@ -392,9 +405,10 @@ static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t 
     sl->cached = 0;
     if (!sl->active || sl->broken[0] || n_tokens <= 0)
         return;
-    /* the committed verify rows: [last, d_1..d_acc] = n_tokens rows from n_inj */
-    if (inject(d, slot, n_tokens) == 0)
-        sl->last = tokens[n_tokens - 1];
+    /* the committed verify rows: [last, d_1..d_acc] = n_tokens rows from n_inj + n_pend, injected by
+     * the next draft (prepare) */
+    sl->n_pend += n_tokens;
+    sl->last = tokens[n_tokens - 1];
 }
 
 /* 1.4: checked when the host reads its configuration, before any init. */

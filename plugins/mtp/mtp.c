@@ -341,7 +341,10 @@ static bool ready(struct mslot *ms)
 
 /* Drafts for every ready slot (slot s0 with k0 tokens, the others with the
  * length they asked for last time) into their caches: one head decode for
- * all first steps (with each slot's staged entries), then one per depth. */
+ * all first steps (with each slot's staged entries), then one per depth;
+ * without a probability cut (p_min 0) the whole chain is queued on the
+ * device (mtp_head_chain: each depth's tokens and g taken from the previous
+ * depth there, the cells of every depth placed up front) and read once. */
 static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *err, size_t errlen)
 {
     const size_t E = p->n_embd;
@@ -382,6 +385,26 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
             p->keep[rows] = i == ms->n_stage;
             memcpy(p->embd + (size_t)rows * E, i < ms->n_stage ? ms->stage + (size_t)i * E : ms->h_last,
                    E * sizeof(float));
+        }
+    }
+    if (n_sl > 0 && p_min <= 0.0f) { /* no probability cut: the whole chain on the device, one read */
+        int32_t D = 1, pos1[64];
+        for (int32_t i = 0; i < n_sl; i++) {
+            D = kk[i] > D ? kk[i] : D;
+            pos1[i] = p->slots[sl[i]].n_hist;
+        }
+        if (rows + (D - 1) * n_sl <= (int32_t)p->n_batch && D * n_sl <= (int32_t)p->n_batch) {
+            if (mtp_head_chain(p->hd, rows, p->tok, p->pos, p->seq, p->embd, p->keep, n_sl, pos1, sl, D, p->amax, e2,
+                               sizeof e2) < 0)
+                return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
+            for (int32_t i = 0; i < n_sl; i++) {
+                struct mslot *ms = &p->slots[sl[i]];
+                ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
+                ms->n_stage = 0;
+                for (int32_t d = 0; d < kk[i]; d++)
+                    ms->cache[ms->n_cache++] = p->amax[d * n_sl + i];
+            }
+            return 0;
         }
     }
     bool stop[64] = {false};

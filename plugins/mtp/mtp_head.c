@@ -9,6 +9,7 @@
 #include "mtp_head.h"
 #include "../common/plugin_util.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,7 @@ int mtp_head_ctx(struct mtp_head *m, int32_t n_ctx, int32_t n_batch, int32_t n_s
         {&m->hkeep, CLSPEC_BUF_F32, (size_t)n_seq * E},
         {&m->tok, CLSPEC_BUF_I32, B},         {&m->pos, CLSPEC_BUF_I32, B},      {&m->seq, CLSPEC_BUF_I32, B},
         {&m->cell, CLSPEC_BUF_I32, B},        {&m->amax, CLSPEC_BUF_I32, B},
+        {&m->cell_d, CLSPEC_BUF_I32, B},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (h->buf_new(m->d, t[i].type, t[i].n, t[i].b, err, errlen) < 0)
@@ -288,12 +290,40 @@ static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32
     return h->matmul(m->eh_proj, m->cat, 0, m->x, 0, n, err, errlen);
 }
 
+/* After the block: saves the h' of the rows with save[i] (or every row:
+ * save_all) for their sequence, and queues the output of the kept rows
+ * (keep[i]; keep NULL: the last row (keep_last) or every row) into m->amax
+ * from amax_off. Returns the kept rows or -1. */
+static int32_t head_out(struct mtp_head *m, int32_t n, const int32_t *seq, const uint8_t *save, bool save_all,
+                        const uint8_t *keep, bool keep_last, size_t amax_off, char *err, size_t errlen)
+{
+    const struct clspec_host *h = m->h;
+    const size_t E = (size_t)m->E;
+    int32_t n_keep = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if ((save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
+                                          errlen) < 0)
+            return -1;
+        if (keep ? !keep[i] : keep_last && i != n - 1)
+            continue;
+        if (h->copy(m->xo, (size_t)n_keep * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
+            return -1;
+        n_keep++;
+    }
+    if (n_keep == 0)
+        return 0;
+    if (h->rmsnorm(m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
+        h->matmul(m->out, m->xo, 0, m->logits, 0, n_keep, err, errlen) < 0 ||
+        h->argmax(m->logits, 0, m->amax, amax_off, n_keep, m->V, err, errlen) < 0)
+        return -1;
+    return n_keep;
+}
+
 int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int32_t *pos, const int32_t *seq,
                     const float *g, const int32_t *g_seq, const uint8_t *save, const uint8_t *keep, int32_t *amax,
                     float *logits, char *err, size_t errlen)
 {
     const struct clspec_host *h = m->h;
-    const size_t E = (size_t)m->E;
     if (n <= 0 || n > m->n_batch)
         return pu_failf(err, errlen, "MTP decode: %d rows (want 1..%d)", n, m->n_batch);
     if (!tok || !pos || !seq || !amax)
@@ -320,24 +350,92 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
     const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1};
     if (h->block_layer(m->layer, m->kv, 0, &act, n, &opt, err, errlen) < 0)
         return -1;
-    int32_t n_keep = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (save && save[i] && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
-                                       errlen) < 0)
-            return -1;
-        if (keep ? !keep[i] : i != n - 1)
-            continue;
-        if (h->copy(m->xo, (size_t)n_keep * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
-            return -1;
-        n_keep++;
-    }
-    if (n_keep == 0)
-        return h->sync(m->d, err, errlen) < 0 ? -1 : 0;
-    if (h->rmsnorm(m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
-        h->matmul(m->out, m->xo, 0, m->logits, 0, n_keep, err, errlen) < 0 ||
-        h->argmax(m->logits, 0, m->amax, 0, n_keep, m->V, err, errlen) < 0)
-        return -1;
+    int32_t n_keep = head_out(m, n, seq, save, false, keep, true, 0, err, errlen);
+    if (n_keep <= 0)
+        return n_keep < 0 ? -1 : h->sync(m->d, err, errlen) < 0 ? -1 : 0;
     if (logits && h->buf_read(m->logits, 0, (size_t)n_keep * m->V, logits, err, errlen) < 0)
         return -1;
     return h->buf_read(m->amax, 0, (size_t)n_keep, amax, err, errlen) < 0 ? -1 : n_keep;
+}
+
+/* Validates the rows of a chain (tokens in range when given, sequences). */
+static int check_rows(const struct mtp_head *m, int32_t n, const int32_t *tok, const int32_t *seq, char *err,
+                      size_t errlen)
+{
+    for (int32_t i = 0; i < n; i++) {
+        if (tok && (tok[i] < 0 || tok[i] >= m->V))
+            return pu_failf(err, errlen, "MTP decode: token %d (row %d) out of range", tok[i], i);
+        if (seq[i] < 0 || seq[i] >= m->n_seq)
+            return pu_failf(err, errlen, "MTP decode: sequence %d (row %d) out of range", seq[i], i);
+    }
+    return 0;
+}
+
+int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int32_t *pos, const int32_t *seq,
+                   const float *g, const uint8_t *keep, int32_t n_chain, const int32_t *pos1, const int32_t *seq1,
+                   int32_t depth, int32_t *amax, char *err, size_t errlen)
+{
+    const struct clspec_host *h = m->h;
+    if (n0 <= 0 || n_chain <= 0 || depth < 1 || n0 + (depth - 1) * n_chain > m->n_batch ||
+        depth * n_chain > m->n_batch)
+        return pu_failf(err, errlen, "MTP chain: %d rows, %d chains of depth %d (at most %d rows)", n0, n_chain,
+                        depth, m->n_batch);
+    if (!tok || !pos || !seq || !g || !keep || !pos1 || !seq1 || !amax)
+        return pu_failf(err, errlen, "MTP chain: every row needs a token, a position, a sequence and a g");
+    if (check_rows(m, n0, tok, seq, err, errlen) < 0 || check_rows(m, n_chain, NULL, seq1, err, errlen) < 0)
+        return -1;
+    int32_t n_keep = 0;
+    for (int32_t i = 0; i < n0; i++)
+        n_keep += keep[i] != 0;
+    if (n_keep != n_chain)
+        return pu_failf(err, errlen, "MTP chain: %d kept rows for %d chains", n_keep, n_chain);
+    /* the cells of every depth at once: one placement, no wait between depths */
+    const int32_t n_all = n0 + (depth - 1) * n_chain;
+    int32_t *pa = malloc((size_t)n_all * 2 * sizeof *pa);
+    if (!pa)
+        return pu_failf(err, errlen, "MTP chain: out of memory");
+    int32_t *sa = pa + n_all;
+    memcpy(pa, pos, (size_t)n0 * sizeof *pa);
+    memcpy(sa, seq, (size_t)n0 * sizeof *sa);
+    for (int32_t d = 1; d < depth; d++)
+        for (int32_t i = 0; i < n_chain; i++) {
+            pa[n0 + (d - 1) * n_chain + i] = pos1[i] + d - 1;
+            sa[n0 + (d - 1) * n_chain + i] = seq1[i];
+        }
+    char e2[512];
+    int rc = h->kv_place(m->kv, n_all, pa, sa, m->cell, 0, NULL, e2, sizeof e2);
+    if (rc < 0) {
+        free(pa);
+        return pu_failf(err, errlen, "MTP chain: the head's KV cache: %s", e2);
+    }
+    struct clspec_block_act act = {.size = sizeof act, .x = m->x, .xb = m->xb, .q = m->q, .att = m->att,
+                                   .kc = m->kc, .vc = m->vc, .hb = m->hb, .hb2 = m->hb2, .pos = m->pos,
+                                   .seq = m->seq, .cell = m->cell};
+    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1};
+    rc = h->buf_write(m->tok, 0, (size_t)n0, tok, err, errlen) < 0 ||
+                 h->buf_write(m->pos, 0, (size_t)n0, pos, err, errlen) < 0 ||
+                 h->buf_write(m->seq, 0, (size_t)n0, seq, err, errlen) < 0 ||
+                 head_input(m, n0, g, NULL, err, errlen) < 0 ||
+                 h->block_layer(m->layer, m->kv, 0, &act, n0, &opt, err, errlen) < 0 ||
+                 head_out(m, n0, seq, keep, false, keep, false, 0, err, errlen) < 0
+             ? -1
+             : 0;
+    /* depth d: tokens = depth d-1's argmax, g = its h' (saved per sequence), cells from the placement */
+    act.cell = m->cell_d;
+    for (int32_t d = 1; d < depth && rc == 0; d++) {
+        const size_t o = (size_t)(n0 + (d - 1) * n_chain);
+        rc = h->copy(m->tok, 0, 1, m->amax, (size_t)(d - 1) * n_chain, 1, n_chain, 1, err, errlen) < 0 ||
+                     h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
+                     h->buf_write(m->pos, 0, (size_t)n_chain, pa + o, err, errlen) < 0 ||
+                     h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0 ||
+                     head_input(m, n_chain, NULL, seq1, err, errlen) < 0 ||
+                     h->block_layer(m->layer, m->kv, 0, &act, n_chain, &opt, err, errlen) < 0 ||
+                     head_out(m, n_chain, seq1, NULL, true, NULL, false, (size_t)d * n_chain, err, errlen) < 0
+                 ? -1
+                 : 0;
+    }
+    free(pa);
+    if (rc < 0)
+        return -1;
+    return h->buf_read(m->amax, 0, (size_t)depth * n_chain, amax, err, errlen) < 0 ? -1 : 0;
 }

@@ -40,6 +40,7 @@ struct mtp_head {
      * hb hb2 (F) xo (E) logits (V); int32: tok pos seq cell amax (n_batch) */
     clspec_buf *x, *xe, *xg, *cat, *xb, *q, *att, *kc, *vc, *hb, *hb2, *xo, *logits;
     clspec_buf *tok, *pos, *seq, *cell, *amax;
+    clspec_buf *cell_d;             /* (n_batch) int32: one depth's cells of a chain (mtp_head_chain) */
     clspec_buf *hkeep;              /* (n_seq, E) h' saved per sequence (a chained draft's next g) */
 };
 
@@ -67,6 +68,18 @@ void mtp_head_free(struct mtp_head *m);
 int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int32_t *pos, const int32_t *seq,
                     const float *g, const int32_t *g_seq, const uint8_t *save, const uint8_t *keep, int32_t *amax,
                     float *logits, char *err, size_t errlen);
+/* A draft chain of `depth` head decodes with one blocking read: depth 0
+ * is mtp_head_decode's rows (n0 rows, host g, the kept rows one per chain,
+ * in chain order, their h' saved); depth d >= 1 has one row per chain i at
+ * position pos1[i] + d - 1 of sequence seq1[i] whose token is depth d-1's
+ * argmax and whose g is depth d-1's h', both taken on the device. The
+ * cells of every depth are placed up front. amax (depth, n_chain) gets each
+ * depth's argmax. Needs n0 + (depth - 1) n_chain <= n_batch and depth
+ * n_chain <= n_batch. Returns 0, or < 0 (nothing placed when the head's KV
+ * is full). */
+int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int32_t *pos, const int32_t *seq,
+                   const float *g, const uint8_t *keep, int32_t n_chain, const int32_t *pos1, const int32_t *seq1,
+                   int32_t depth, int32_t *amax, char *err, size_t errlen);
 /* Removes sequence seq's cache entries with p0 <= pos < p1 (p1 < 0: to the end). */
 int mtp_head_seq_rm(struct mtp_head *m, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 

@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "  --parallel P,...      also decode -n tokens for P sequences together (after a prompt of\n"
             "                        -p tokens each, not timed): aggregate tokens/s; and KV bytes/token\n" CS_OPT_ENGINE_HELP
             "with --spec: decode -n tokens per slot without and with speculation (greedy), for each\n"
-            "--parallel value (slots; default 1):\n"
+            "--parallel value (slots; default 1), the runs alternating; speedup = best with / best\n"
+            "without, pair med = the median over -r repetitions of with / without run back to back:\n"
             "  --spec-prompt TEXT    prompt of every slot (default: four short stories)\n");
     fputs(cs_spec_cli_usage(), f);
 }

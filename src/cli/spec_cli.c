@@ -11,6 +11,7 @@
 #include "base/common.h"
 #include "engine/engine.h"
 #include "gguf/quant.h"
+#include "base/strbuf.h"
 #include "spec/spec.h"
 
 void cs_spec_cli_init(struct cs_spec_cli *o)
@@ -20,6 +21,7 @@ void cs_spec_cli_init(struct cs_spec_cli *o)
     o->n_min = 1;
     o->p_min = 0;
     o->parallel = 1;
+    o->ctl = 1; /* CS_SPEC_CTL_COST */
 }
 
 const char *cs_spec_cli_usage(void)
@@ -30,6 +32,8 @@ const char *cs_spec_cli_usage(void)
            "  --spec-n-min N        shorter drafts are not verified (default 1)\n"
            "  --spec-p-min P        cut drafts at a token with draft probability < P (default 0)\n"
            "  --spec-opt KEY=VALUE  a plugin setting (as in its INI section; repeatable)\n"
+           "  --spec-ctl cost|acceptance  draft length from measured cost and acceptance (default),\n"
+           "                        or from acceptance alone\n"
            "  --plugin-dir DIR      where built-in plugins are (default: the install directory)\n";
 }
 
@@ -42,6 +46,14 @@ int cs_spec_cli_opt(struct cs_spec_cli *o, const char *cmd, const char *a, const
     if (!strcmp(a, "--plugin-dir")) {
         o->plugin_dir = v;
         return 1;
+    }
+    if (!strcmp(a, "--spec-ctl")) {
+        if (v && (!strcmp(v, "cost") || !strcmp(v, "acceptance"))) {
+            o->ctl = !strcmp(v, "cost") ? CS_SPEC_CTL_COST : CS_SPEC_CTL_ACCEPT;
+            return 1;
+        }
+        fprintf(stderr, "clspec %s: %s wants cost or acceptance, not '%s'\n", cmd, a, v ? v : "");
+        return -1;
     }
     if (!strcmp(a, "--spec-n-max"))
         return cs_opt_num(cmd, a, v, 1, 64, &o->n_max) < 0 ? -1 : 1;
@@ -131,6 +143,7 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
         sp.n_max = (int32_t)o->n_max;
         sp.n_min = (int32_t)o->n_min;
         sp.p_min = (float)o->p_min;
+        sp.ctl = o->ctl;
         rc = cs_spec_new(r->door, r->pl, &sp, n_slots, &r->sp, err, errlen);
     }
     if (rc < 0)
@@ -365,37 +378,61 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
     uint32_t n_ctx = (uint32_t)(n_slots * (n_max_prompt + n_gen + (int32_t)o->n_max + 4));
     double tps[2] = {0, 0};
     if (rc == 0)
-        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s |\n", "speculator", "parallel",
-               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup");
-    for (int mode = 0; mode < 2 && rc == 0; mode++) {
-        struct rig r;
-        const char *type = mode == 0 ? NULL : o->type;
-        if ((rc = rig_open(o, type, ep, n_ctx, n_slots, &r, err, sizeof err)) < 0)
-            break;
-        double secs = 0, best = 0;
-        uint64_t n_tok = 0;
-        struct cs_spec_stats st = {0};
-        rc = bench_once(&r, n_slots, ids, n_ids, n_gen, &secs, &n_tok, err, sizeof err); /* warm-up */
-        for (int k = 0; k < reps && rc == 0; k++) {
-            rc = bench_once(&r, n_slots, ids, n_ids, n_gen, &secs, &n_tok, err, sizeof err);
-            double v = secs > 0 ? (double)n_tok / secs : 0;
-            best = CS_MAX(best, v);
-            st = r.sp->total;
+        printf("| %-10s | %8s | %4s | %7s | %9s | %8s | %8s | %7s | %8s | %8s | %7s | %8s |\n", "speculator", "parallel",
+               "kv", "tokens", "tokens/s", "draft_n", "accepted", "rate", "mean len", "rows/tok", "speedup", "pair med");
+    /* both rigs open, runs alternating (without, with, without, ...): a loaded machine slows both alike */
+    struct rig rigs[2];
+    memset(rigs, 0, sizeof rigs);
+    for (int mode = 0; mode < 2 && rc == 0; mode++)
+        rc = rig_open(o, mode == 0 ? NULL : o->type, ep, n_ctx, n_slots, &rigs[mode], err, sizeof err);
+    struct cs_spec_stats st[2];
+    uint64_t n_tok[2] = {0, 0};
+    memset(st, 0, sizeof st);
+    double pair[1000], v[2] = {0, 0}; /* per repetition: with / without, run back to back */
+    int n_pair = 0;
+    for (int k = -1; k < reps && rc == 0; k++) { /* k = -1: warm-up */
+        for (int mode = 0; mode < 2 && rc == 0; mode++) {
+            double secs = 0;
+            rc = bench_once(&rigs[mode], n_slots, ids, n_ids, n_gen, &secs, &n_tok[mode], err, sizeof err);
+            v[mode] = secs > 0 ? (double)n_tok[mode] / secs : 0;
+            if (k >= 0) {
+                tps[mode] = CS_MAX(tps[mode], v[mode]);
+                st[mode] = rigs[mode].sp->total;
+            }
         }
-        if (rc == 0) {
-            tps[mode] = best;
-            /* mean len: tokens per target forward and slot; rows/tok: target rows computed per token */
-            printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx |\n",
-                   type ? (r.pl ? r.pl->vt.name : type) : "none", n_slots, cs_type_name(ep->type_k), (unsigned long long)n_tok,
-                   best, (unsigned long long)st.n_drafted, (unsigned long long)st.n_accepted,
-                   st.n_drafted ? 100.0 * (double)st.n_accepted / (double)st.n_drafted : 0.0,
-                   st.n_steps ? (double)st.n_emitted / (double)st.n_steps : 0.0,
-                   st.n_emitted ? (double)(st.n_steps + st.n_drafted) / (double)st.n_emitted : 0.0,
-                   tps[0] > 0 ? best / tps[0] : 1.0);
-            fflush(stdout);
-        }
-        rig_free(&r);
+        if (k >= 0 && rc == 0 && v[0] > 0 && n_pair < 1000)
+            pair[n_pair++] = v[1] / v[0];
     }
+    for (int a = 1; a < n_pair; a++) /* sorted: the median pair */
+        for (int b = a; b > 0 && pair[b - 1] > pair[b]; b--) {
+            double x = pair[b];
+            pair[b] = pair[b - 1];
+            pair[b - 1] = x;
+        }
+    const double pair_med = n_pair ? (n_pair % 2 ? pair[n_pair / 2] : 0.5 * (pair[n_pair / 2 - 1] + pair[n_pair / 2])) : 0;
+    for (int mode = 0; mode < 2 && rc == 0; mode++) {
+        struct rig *r = &rigs[mode];
+        const char *type = mode == 0 ? NULL : o->type;
+        const struct cs_spec_stats *t = &st[mode];
+        /* mean len: tokens per target forward and slot; rows/tok: target rows computed per token */
+        printf("| %-10.10s | %8d | %4s | %7llu | %9.1f | %8llu | %8llu | %6.1f%% | %8.2f | %8.2f | %6.2fx | %7.2fx |\n",
+               type ? (r->pl ? r->pl->vt.name : type) : "none", n_slots, cs_type_name(ep->type_k),
+               (unsigned long long)n_tok[mode], tps[mode], (unsigned long long)t->n_drafted,
+               (unsigned long long)t->n_accepted, t->n_drafted ? 100.0 * (double)t->n_accepted / (double)t->n_drafted : 0.0,
+               t->n_steps ? (double)t->n_emitted / (double)t->n_steps : 0.0,
+               t->n_emitted ? (double)(t->n_steps + t->n_drafted) / (double)t->n_emitted : 0.0,
+               tps[0] > 0 ? tps[mode] / tps[0] : 1.0, mode ? pair_med : 1.0);
+        if (type && r->sp->p.ctl == CS_SPEC_CTL_COST) { /* what the cost-aware controller measured */
+            struct cs_strbuf cb = {0};
+            cs_ctl_report(&r->sp->ctl, n_slots, &cb);
+            printf("controller: %s; mean chosen length %.2f, steps kept plain %llu (last run)\n", cb.p ? cb.p : "",
+                   t->n_steps ? (double)t->n_asked / (double)t->n_steps : 0.0, (unsigned long long)t->n_ctl_plain);
+            cs_strbuf_free(&cb);
+        }
+        fflush(stdout);
+    }
+    for (int mode = 0; mode < 2; mode++)
+        rig_free(&rigs[mode]);
     if (rc < 0)
         fprintf(stderr, "clspec bench: %s\n", err);
     for (int s = 0; s < n_slots; s++)

@@ -20,6 +20,7 @@ struct cs_spec_cli {
     int n_kv;
     double parallel;               /* bench: slots */
     const char *prompt;            /* bench: one prompt for every slot (default: a built-in set) */
+    int ctl;                       /* --spec-ctl: enum cs_spec_ctl (default cost) */
 };
 
 void cs_spec_cli_init(struct cs_spec_cli *o);

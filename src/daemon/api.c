@@ -418,6 +418,10 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
         TRY(get_bool(so, "include_usage", &r->include_usage, param, err, errlen));
     }
     TRY(get_bool(o, "speculative", &r->speculative, param, err, errlen));
+    x = 0; /* llama-server's name: this request's cap on the draft length (0 = the server's n_max) */
+    set = false;
+    TRY(get_int(o, "speculative.n_max", 0, 64, &x, &set, param, err, errlen));
+    r->spec_n_max = (int)x;
     TRY(get_bool(o, "ignore_eos", &r->ignore_eos, param, err, errlen));
 #undef TRY
     return CLSPEC_OK;
@@ -841,6 +845,13 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     if (t && sp)
         json_object_update(t, sp);
     json_decref(sp);
+    /* the draft-length controller's choices (specd): mean chosen length, steps it kept plain */
+    json_t *ctl = json_pack("{s:s,s:o,s:i}", "draft_controller", u->spec_controller ? u->spec_controller : "none",
+                            "draft_length_mean", num(u->spec_steps > 0 ? (double)u->draft_asked / u->spec_steps : 0),
+                            "draft_steps_plain", u->spec_steps_plain);
+    if (t && ctl)
+        json_object_update(t, ctl);
+    json_decref(ctl);
     return t;
 }
 

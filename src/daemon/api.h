@@ -49,6 +49,7 @@ struct cs_api_request {
     bool stream;
     bool include_usage;          /* stream_options.include_usage */
     bool speculative;            /* extension: default true */
+    int spec_n_max;              /* "speculative.n_max" (llama-server's): this request's draft length cap, 0 = the server's */
     bool ignore_eos;             /* extension: default false */
     char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
     json_t *root;                /* the parsed body */

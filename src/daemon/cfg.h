@@ -62,6 +62,7 @@ struct cs_config {
                                         * (e.g. the target's KV types) */
 #define CS_CONFIG_KVTYPE_UNSET UINT32_MAX
     char *spec_plugin_dir;      /* where plugins named by type are looked for; NULL = the default search */
+    char *spec_controller;      /* "acceptance" | "cost" (enum cs_spec_ctl) */
     bool spec_model_ignored;    /* the plugin's config_check said it does not use model (not opened by --check) */
     /* plugin-specific keys, written `opt.KEY = value` in [speculator]: handed to the plugin as KEY */
 #define CS_CONFIG_MAX_SPEC_OPTS 16

@@ -453,6 +453,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.ignore_eos = ar.ignore_eos;
     rq.grammar = ar.grammar;
     rq.speculative = ar.speculative;
+    rq.spec_n_max = ar.spec_n_max;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",
            kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,

@@ -103,6 +103,7 @@ static int load_speculator(struct loader *L)
     sp.n_max = cfg->spec_n_max;
     sp.n_min = cfg->spec_n_min;
     sp.p_min = (float)cfg->spec_p_min;
+    sp.ctl = cfg->spec_controller && !strcmp(cfg->spec_controller, "cost") ? CS_SPEC_CTL_COST : CS_SPEC_CTL_ACCEPT;
     sp.log = false; /* the scheduler logs each slot's state with its request id */
     rc = cs_spec_new(L->door, L->pl, &sp, cfg->parallel, &L->sp, e2, sizeof e2);
     if (rc != CLSPEC_OK) {

@@ -163,6 +163,12 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
         counter_spec(&b, "clspec_spec_emitted_tokens_total",
                      "Tokens emitted by speculative steps (accepted drafts and the target's own).", model, sn,
                      st->spec_emitted);
+        counter_spec(&b, "clspec_spec_draft_asked_tokens_total",
+                     "Draft tokens asked of the speculator: the draft lengths the controller chose, summed.", model,
+                     sn, st->spec_asked);
+        counter_spec(&b, "clspec_spec_plain_steps_total",
+                     "Steps the cost-aware controller decoded without a draft because no length paid.", model, sn,
+                     st->spec_steps_plain);
     }
 
     if (cs_strbuf_take(&b, out, len) != CLSPEC_OK)

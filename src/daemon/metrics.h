@@ -17,7 +17,9 @@
  *   speculator counters, only when one is configured, with speculator="NAME":
  *             clspec_spec_requests_total, clspec_spec_steps_total,
  *             clspec_spec_draft_tokens_total, clspec_spec_draft_accepted_total,
- *             clspec_spec_emitted_tokens_total (finished requests)
+ *             clspec_spec_emitted_tokens_total,
+ *             clspec_spec_draft_asked_tokens_total (the chosen draft lengths),
+ *             clspec_spec_plain_steps_total (steps the controller kept plain) (finished requests)
  * Integers print exactly; doubles with 17 significant digits (they read back
  * bit-exact), NaN as "NaN", infinities as "+Inf" / "-Inf". */
 #ifndef CS_DAEMON_METRICS_H

@@ -135,6 +135,9 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         ev.usage.draft_n = (int)ss->st.n_drafted;
         ev.usage.draft_accepted = (int)ss->st.n_accepted;
         ev.usage.spec_emitted = (int)ss->st.n_emitted;
+        ev.usage.spec_controller = s->sp->p.ctl == CS_SPEC_CTL_COST ? "cost" : "acceptance";
+        ev.usage.draft_asked = (int)ss->st.n_asked;
+        ev.usage.spec_steps_plain = (int)ss->st.n_ctl_plain;
     }
     if (reason) {
         ev.type = CS_EV_DONE;
@@ -165,6 +168,8 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         s->st.spec_drafted += (uint64_t)ev.usage.draft_n;
         s->st.spec_accepted += (uint64_t)ev.usage.draft_accepted;
         s->st.spec_emitted += (uint64_t)ev.usage.spec_emitted;
+        s->st.spec_asked += (uint64_t)ev.usage.draft_asked;
+        s->st.spec_steps_plain += (uint64_t)ev.usage.spec_steps_plain;
     }
     if (reason) {
         if (ev.usage.prefill_ms > 0)

@@ -64,6 +64,7 @@ struct cs_req {
     bool ignore_eos;
     bool speculative;        /* speculate when the server has a speculator (default true); false: this
                               * request decodes without drafts (its slot logs why) */
+    int spec_n_max;          /* this request's cap on the draft length (0 = the server's n_max) */
     char id[40];             /* request id for logs ("req-12") */
     const char *grammar;     /* GBNF the output follows (compiled by submit, not kept), NULL: none */
 };
@@ -88,6 +89,9 @@ struct cs_req_usage {
     int draft_n;             /* draft tokens verified */
     int draft_accepted;      /* of them accepted */
     int spec_emitted;        /* tokens the steps emitted (accepted drafts + the target's own) */
+    const char *spec_controller; /* "cost" | "acceptance": how draft lengths were chosen (NULL: no speculation) */
+    int draft_asked;         /* draft tokens asked of the speculator (the chosen lengths, summed) */
+    int spec_steps_plain;    /* steps the cost-aware controller chose to decode without a draft */
 };
 
 enum cs_ev_type {
@@ -155,6 +159,7 @@ struct cs_sched_stats {
     /* speculative decoding, summed over finished requests that speculated */
     const char *spec_name;   /* the speculator's name (its type), NULL: none configured */
     uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
+    uint64_t spec_asked, spec_steps_plain; /* chosen draft lengths summed; steps the controller kept plain */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 

@@ -71,6 +71,7 @@ bool cs_sched_spec_begin(struct cs_sched *s, int i)
         return false;
     }
     sl->n_fed = j->n_prompt;
+    s->sp->slots[i].n_max_req = j->r.spec_n_max;
     spec_log_on(s, i);
     return true;
 }
@@ -100,6 +101,7 @@ bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok)
         cs_sched_finish(s, i, NULL, rc, msg);
         return false;
     }
+    s->sp->slots[i].n_max_req = j->r.spec_n_max;
     if (!off)
         spec_log_on(s, i);
     return true;

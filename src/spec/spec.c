@@ -172,8 +172,10 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
     /* the plugin */
     if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
         sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
-    /* adaptive draft length */
-    if (ok && sl->n_draft > 0) {
+    /* draft length: the cost-aware controller learns the acceptance, or the adaptive length follows it */
+    if (ok && sp->p.ctl == CS_SPEC_CTL_COST)
+        cs_ctl_observe(&sp->ctl, &sl->ctl, sl->n_draft, sl->n_accepted);
+    else if (ok && sl->n_draft > 0) {
         int32_t lo = CS_MAX(sp->p.n_min, 1);
         if (sl->n_accepted == sl->n_draft)
             sl->n_cur = CS_MIN(sp->p.n_max, CS_MAX(sl->n_cur, sl->n_draft) + 2);
@@ -312,6 +314,8 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     sl->on = false;
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
+    sl->n_max_req = 0;
+    cs_ctl_slot_reset(&sp->ctl, &sl->ctl);
     memset(&sl->st, 0, sizeof sl->st);
     sl->off_why[0] = 0;
     if (speculate && sp->pl) {
@@ -362,7 +366,15 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
     }
     char perr[512] = "";
     if (sp->pl->vt.draft_batch) {
-        if (sp->pl->vt.draft_batch(sp->pl->state, req, n, outs, probs, n_out, perr, sizeof perr) < 0) {
+        int32_t kk = 0;
+        for (int32_t i = 0; i < n; i++)
+            kk = CS_MAX(kk, kmax[i]);
+        double t0 = cs_now();
+        int rc = sp->pl->vt.draft_batch(sp->pl->state, req, n, outs, probs, n_out, perr, sizeof perr);
+        double dt = cs_now() - t0;
+        sp->t_draft += dt;
+        cs_ctl_sample(&sp->ctl.draft, kk, dt);
+        if (rc < 0) {
             for (int32_t i = 0; i < n; i++)
                 cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft_batch failed");
             return;
@@ -372,7 +384,11 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
         return;
     }
     for (int32_t i = 0; i < n; i++) {
+        double t0 = cs_now();
         int k = sp->pl->vt.draft(sp->pl->state, &req[i], outs[i], probs[i], perr, sizeof perr);
+        double dt = cs_now() - t0;
+        sp->t_draft += dt;
+        cs_ctl_sample(&sp->ctl.draft, kmax[i], dt);
         if (k < 0)
             cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft failed");
         else
@@ -420,8 +436,11 @@ static int reserve_logits(struct cs_spec *sp, int32_t n_lrows, char *err, size_t
  * many): every wanted slot and every extra row needs its own cell first
  * (n_reserved of them); drafts share what is left of the cache. */
 static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *n_left, int32_t n_reserved,
-                           int32_t *ids, int32_t *kmaxs)
+                           int32_t n_extra, int32_t *ids, int32_t *kmaxs)
 {
+    const bool cost = sp->p.ctl == CS_SPEC_CTL_COST;
+    struct cs_ctl_slot *cslots[CLSPEC_MAX_SEQ];
+    int32_t callow[CLSPEC_MAX_SEQ], cslot_id[CLSPEC_MAX_SEQ], n_c = 0;
     char e2[CLSPEC_ERRLEN];
     uint32_t n_free = 0, seq_free = 0;
     clspec_kv_usage(sp->e, NULL, &n_free, e2, sizeof e2);
@@ -430,18 +449,50 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
+        if (cost && want[s]) { /* every decoding slot is in the controller's step, drafting or not */
+            cslots[n_c] = &sl->ctl;
+            cslot_id[n_c] = s;
+            callow[n_c++] = 0;
+        }
         if (!want[s] || !sl->on || !sp->pl)
             continue;
-        int64_t kmax = CS_MIN((int64_t)sl->n_cur, (int64_t)n_left[s] - 1);
+        int32_t cap = sl->n_max_req > 0 ? CS_MIN(sl->n_max_req, sp->p.n_max) : sp->p.n_max;
+        int64_t kmax = CS_MIN((int64_t)(cost ? cap : CS_MIN(sl->n_cur, cap)), (int64_t)n_left[s] - 1);
         kmax = CS_MIN(kmax, spare);
         seq_free = 0;
         clspec_seq_n_free(sp->e, s, &seq_free, e2, sizeof e2);
         kmax = CS_MIN(kmax, (int64_t)seq_free - 1);
         if (kmax < CS_MAX(sp->p.n_min, 1))
             continue; /* no room or no need: this step goes without a draft */
+        if (cost)
+            callow[n_c - 1] = (int32_t)kmax;
         ids[n_ask] = s;
         kmaxs[n_ask++] = (int32_t)kmax;
         spare -= kmax; /* reserved before drafting (drafts of all slots may be made at once) */
+    }
+    if (!cost || n_c == 0) {
+        for (int32_t i = 0; i < n_ask; i++) {
+            sp->slots[ids[i]].st.n_asked += (uint64_t)kmaxs[i];
+            sp->total.n_asked += (uint64_t)kmaxs[i];
+        }
+        return n_ask;
+    }
+    /* the controller picks each length within what is allowed (0: this step without a draft) */
+    int32_t k[CLSPEC_MAX_SEQ];
+    cs_ctl_choose(&sp->ctl, cslots, callow, n_c, n_extra, k);
+    n_ask = 0;
+    for (int32_t i = 0; i < n_c; i++) {
+        struct cs_spec_slot *sl = &sp->slots[cslot_id[i]];
+        sl->n_cur = k[i];
+        if (k[i] >= CS_MAX(sp->p.n_min, 1)) {
+            ids[n_ask] = cslot_id[i];
+            kmaxs[n_ask++] = k[i];
+            sl->st.n_asked += (uint64_t)k[i];
+            sp->total.n_asked += (uint64_t)k[i];
+        } else if (callow[i] > 0) {
+            sl->st.n_ctl_plain++;
+            sp->total.n_ctl_plain++;
+        }
     }
     return n_ask;
 }
@@ -547,7 +598,9 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
     if (n_want == 0 && n_x == 0)
         return CLSPEC_OK;
     int32_t ids[CLSPEC_MAX_SEQ], kmaxs[CLSPEC_MAX_SEQ];
-    int32_t n_ask = plan_drafts(sp, want, n_left, n_want + n_x, ids, kmaxs);
+    const double t_step = cs_now();
+    sp->t_draft = 0.0;
+    int32_t n_ask = plan_drafts(sp, want, n_left, n_want + n_x, n_x, ids, kmaxs);
     int32_t n_own = n_want; /* the slots' rows, at most */
     for (int32_t i = 0; i < n_ask; i++)
         n_own += kmaxs[i];
@@ -582,7 +635,10 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
     }
     /* a slot refused with a draft retries without one; without a draft it is full */
     bool retry[CLSPEC_MAX_SEQ] = {false};
+    const int32_t n_rows = sp->b.n;
     int32_t n_retry = settle(sp, want, seq_rc, n_left, retry, &rc, err, errlen);
+    if (rc == CLSPEC_OK && n_retry == 0) /* the step's cost without its drafts, by the rows it verified */
+        cs_ctl_sample(&sp->ctl.verify, n_rows, cs_now() - t_step - sp->t_draft);
     if (rc < 0 || n_retry == 0)
         return rc;
     for (int32_t s = 0; s < sp->n_slots; s++)
@@ -635,6 +691,7 @@ void cs_spec_free(struct cs_spec *sp)
     free(sp->pt);
     free(sp->resid);
     free(sp->row0);
+    cs_ctl_free(&sp->ctl);
     free(sp);
 }
 
@@ -649,10 +706,10 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: %d slots (want 1..%u, the engine's sequences)", n_slots,
                       n_seq);
     if (p->n_max < 1 || p->n_max > 64 || p->n_min < 0 || p->n_min > p->n_max || !(p->p_min >= 0.0f) ||
-        p->p_min > 1.0f)
+        p->p_min > 1.0f || (p->ctl != CS_SPEC_CTL_ACCEPT && p->ctl != CS_SPEC_CTL_COST))
         return cs_err(err, errlen, CLSPEC_E_INVAL,
-                      "spec: n_max %d (want 1..64), n_min %d (want 0..n_max), p_min %g (want 0..1)", p->n_max,
-                      p->n_min, p->p_min);
+                      "spec: n_max %d (want 1..64), n_min %d (want 0..n_max), p_min %g (want 0..1), ctl %d "
+                      "(want 0 acceptance, 1 cost)", p->n_max, p->n_min, p->p_min, p->ctl);
     struct cs_spec *sp = calloc(1, sizeof *sp);
     if (!sp)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory");
@@ -675,7 +732,8 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
     sp->pt = malloc(V * sizeof *sp->pt);
     sp->resid = malloc(V * sizeof *sp->resid);
     sp->row0 = malloc((size_t)n_slots * sizeof *sp->row0);
-    bool ok = sp->slots && sp->pt && sp->resid && sp->row0;
+    bool ok = sp->slots && sp->pt && sp->resid && sp->row0 &&
+              cs_ctl_init(&sp->ctl, p->n_max, cap, pl && pl->vt.draft_batch) == CLSPEC_OK;
     for (int32_t s = 0; ok && s < n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->draft = calloc((size_t)p->n_max, sizeof *sl->draft);

@@ -17,13 +17,22 @@
 #include <stdint.h>
 
 #include "clspec/clspec.h"
+#include "spec/ctl.h"
 #include "spec/loader.h"
+
+/* How each slot's draft length is chosen (struct cs_spec_params.ctl). */
+enum cs_spec_ctl {
+    CS_SPEC_CTL_ACCEPT = 0, /* from acceptance alone (n_cur below): deterministic, the tests' choice */
+    CS_SPEC_CTL_COST = 1,   /* the cost-aware controller of src/spec/ctl.h: measured draft and verify
+                             * times and acceptance; plain decoding when no length beats it */
+};
 
 struct cs_spec_params {
     int32_t n_max;   /* most draft tokens per step (>= 1) */
     int32_t n_min;   /* a draft shorter than this is not verified (>= 0); the adaptive length never goes below */
     float p_min;     /* drafts with probabilities are cut before the first token with q(d) < p_min */
     bool log;        /* one line per slot_begin on stderr: whether speculation is on */
+    int ctl;         /* enum cs_spec_ctl (default CS_SPEC_CTL_ACCEPT) */
 };
 
 /* n_max 8, n_min 1, p_min 0, no log. */
@@ -35,6 +44,8 @@ struct cs_spec_stats {
     uint64_t n_drafted;      /* draft tokens verified */
     uint64_t n_accepted;     /* of them accepted */
     uint64_t n_emitted;      /* tokens appended to the history by steps */
+    uint64_t n_asked;        /* draft tokens asked of the plugin (the chosen lengths, summed) */
+    uint64_t n_ctl_plain;    /* steps the cost-aware controller ran without a draft that one was allowed */
 };
 
 struct cs_spec_slot {
@@ -58,6 +69,8 @@ struct cs_spec_slot {
     bool eog;                /* the last token out is an end-of-generation token */
     struct cs_spec_stats st; /* since slot_begin */
     char off_why[256];       /* why speculation went off for this request ("" while on or never asked) */
+    int32_t n_max_req;       /* the request's own cap on the draft length (0 = p.n_max; set after slot_begin) */
+    struct cs_ctl_slot ctl;  /* CS_SPEC_CTL_COST: acceptance, the chosen length, off steps and probes */
 };
 
 /* The rows of one forward (the arrays of a struct clspec_batch). */
@@ -82,6 +95,8 @@ struct cs_spec {
     const float **row0;      /* (n_slots) logits of each slot's first row in this step (its rows follow
                               * contiguously: the door's or sp->logits), NULL = none */
     struct cs_spec_stats total;
+    struct cs_ctl ctl;       /* the cost-aware controller's measurements (kept for the engine's lifetime) */
+    double t_draft;          /* seconds the current step spent in the plugin's draft calls */
 };
 
 int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,

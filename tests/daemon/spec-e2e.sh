@@ -19,6 +19,8 @@
 #     never-fail cases of MISSION §5, 4 included, are tests/daemon/never-fail.sh);
 #   - a plugin built out of tree against the installed header (pkg-config)
 #     runs in the daemon.
+#   - [speculator] controller = cost: lossless, timings and /metrics report
+#     its choices; "speculative.n_max" caps a request's drafts, refused beyond 64;
 # Needs curl and jq; the test plugins of tests/plugins (built by make check).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -157,6 +159,33 @@ for kind in ngram draft mtp dflash; do
     stop
     check "$kind: SIGTERM exit 0" test $? -eq 0
 done
+
+# ---- the cost-aware controller ([speculator] controller = cost) and "speculative.n_max"
+mkini ctl "type = draft" "model = $drafter" "n_max = 8" "p_min = 0" "controller = cost"
+if ! start ctl; then
+    not_ok "controller = cost daemon up" "$(tail -5 "$tmp/ctl.log")"
+else
+    run_prompts ctl
+    check "lossless: controller = cost, draft, parallel 4: temperature-0 text equals no speculation" same_texts ctl
+    check "controller = cost: timings report the controller, the mean chosen length and the plain steps" \
+        test "$(jq -s '[.[] | .timings | select(.draft_controller == "cost" and (.draft_length_mean|type) == "number"
+            and .draft_length_mean >= 0 and .draft_length_mean <= 8 and (.draft_steps_plain|type) == "number")]
+            | length' "$tmp"/ctl.*.json)" = "$nprompts"
+    m=$(curl -s "$url/metrics")
+    check "controller = cost: /metrics has the chosen lengths and the plain steps" \
+        test -n "$(echo "$m" | grep '^clspec_spec_draft_asked_tokens_total{.*speculator="draft"}')" \
+        -a -n "$(echo "$m" | grep '^clspec_spec_plain_steps_total{.*speculator="draft"}')"
+    curl -s "$url/v1/completions" -d "$(jq -cn --arg p "$(prompt 0)" \
+        '{prompt:$p,max_tokens:48,temperature:0,"speculative.n_max":1}')" > "$tmp/nmax1.json"
+    check "\"speculative.n_max\": 1: the same text, at most one draft token per step" \
+        test "$(jq -r '.choices[0].text' "$tmp/nmax1.json")" = "$(cat "$tmp/plain.0.txt")" \
+        -a "$(jq '.timings.draft_length_mean <= 1' "$tmp/nmax1.json")" = true
+    code=$(curl -s -o "$tmp/nmax65.json" -w '%{http_code}' "$url/v1/completions" \
+        -d '{"prompt":"x","max_tokens":4,"speculative.n_max":65}')
+    check "\"speculative.n_max\": 65 is refused (400, names the field)" \
+        test "$code" = 400 -a -n "$(grep -o 'speculative.n_max' "$tmp/nmax65.json")"
+    stop
+fi
 
 # ---- quantized KV (q8_0): lossless when the engine takes it, else a clear start-up refusal
 mkini q8 "kv:type_k = q8_0" "kv:type_v = q8_0" "type = ngram"
