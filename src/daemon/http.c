@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "daemon/http.h"
+#include "daemon/api_llama.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -26,6 +27,8 @@
 #include "base/common.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
+#include "daemon/routes_llama.h"
+#include "daemon/webui.h"
 #include "daemon/sched.h"
 #include "base/strbuf.h"
 
@@ -33,7 +36,7 @@ enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
 struct cs_http {
     struct cs_http_params p;
-    char *model_name, *api_key;
+    char *model_name, *api_key, *cors, *model_path;
     struct MHD_Daemon *mhd;
     int port;
     atomic_int state;
@@ -80,6 +83,8 @@ struct job {
     double t0;
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
     double last_check;          /* when the reader last looked whether the peer is gone */
+    struct cs_llama_acc *llama; /* llama-server's /completion: its answer shapes (NULL: OpenAI's) */
+    char *llama_body;           /* its whole answer, built at DONE */
 };
 
 /* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
@@ -100,6 +105,21 @@ static void job_wait_200ms(struct job *j)
 
 /* The method a 405 names in its Allow header (set by on_request before replying). */
 static _Thread_local const char *allow_method;
+/* Per request (set by on_request): the Access-Control-Allow-Origin value to send (NULL: none), and
+ * whether errors take llama-server's shape (its own routes). */
+static _Thread_local const char *cors_allow;
+static _Thread_local bool llama_errors;
+
+/* CORS headers of an answer to a request from an allowed origin (allow: "*" or that origin). */
+static void add_cors(struct MHD_Response *r, const char *allow)
+{
+    if (!allow)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
+    if (strcmp(allow, "*") != 0)
+        MHD_add_response_header(r, "Vary", "Origin");
+}
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
@@ -120,6 +140,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (req_id)
         MHD_add_response_header(r, "X-Request-Id", req_id);
+    add_cors(r, cors_allow);
     if (code == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
                                 allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
@@ -139,7 +160,8 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, cons
                                    const char *req_id)
 {
     cs_log(code >= 500 ? CS_LOG_WARN : CS_LOG_INFO, req_id, "HTTP %u: %s", code, msg);
-    return reply_json(c, code, cs_api_error_json((int)code, msg, param), req_id);
+    return reply_json(c, code, llama_errors ? cs_llama_error_json((int)code, msg) : cs_api_error_json((int)code, msg, param),
+                      req_id);
 }
 
 /* ---------------------------------------------------------------- jobs */
@@ -169,10 +191,47 @@ static void sse_put(struct job *j, char *json)
     free(json);
 }
 
+/* on_event for llama-server's /completion (j->mu held). */
+static void llama_event(struct job *j, const struct cs_req_event *ev)
+{
+    bool oom = false;
+    if (ev->type == CS_EV_TOKEN) {
+        char piece[256];
+        size_t n = 0;
+        if (ev->token < 0 || clspec_token_piece(j->h->e, ev->token, 0, piece, sizeof piece, &n, NULL, 0) != CLSPEC_OK)
+            n = 0;
+        char *chunk = cs_llama_acc_token(j->llama, ev, piece, CS_MIN(n, sizeof piece), &oom);
+        if (chunk)
+            sse_put(j, chunk);
+    } else if (ev->type == CS_EV_DONE) {
+        j->finish_reason = ev->finish_reason;
+        j->usage = ev->usage;
+        char *last = cs_llama_acc_final(j->llama, ev->finish_reason, &ev->usage);
+        if (j->stream)
+            sse_put(j, last);
+        else
+            oom = !(j->llama_body = last);
+        j->finished = true;
+    } else {
+        j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;
+        snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->message ? ev->message : "request failed");
+        if (j->stream)
+            sse_put(j, cs_llama_error_json(ev->status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(ev->status),
+                                           j->err_msg));
+        j->finished = true;
+    }
+    if (oom)
+        j->out.oom = j->text.oom = true;
+}
+
 static void on_event(void *user, const struct cs_req_event *ev)
 {
     struct job *j = user;
     pthread_mutex_lock(&j->mu);
+    if (j->llama) {
+        llama_event(j, ev);
+        goto wake;
+    }
     json_t *lp = NULL;
     if (ev->type == CS_EV_TOKEN && j->want_lp && ev->token >= 0) {
         char piece[256];
@@ -218,6 +277,7 @@ static void on_event(void *user, const struct cs_req_event *ev)
         j->finished = true;
         break;
     }
+wake:
     if (j->stream || j->finished) /* a whole answer only needs waking at its end */
         pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -231,6 +291,8 @@ static void job_free(struct job *j)
     cs_strbuf_free(&j->out);
     cs_strbuf_free(&j->text);
     json_decref(j->lp);
+    cs_llama_acc_free(j->llama);
+    free(j->llama_body);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -379,8 +441,52 @@ static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, i
     return tokenize_text(h, ar->prompt, ar->prompt_len, true, true, ids, n_ids, err, errlen);
 }
 
+/* A llama-server mixed prompt ([ids and strings]): strings tokenized with
+ * special tokens parsed, BOS (add_special) only for a string that comes first. */
+static int tokenize_mixed(struct cs_http *h, json_t *mixed, int32_t n_vocab, int32_t **ids, int *n_ids, char *err,
+                          size_t errlen)
+{
+    struct cs_strbuf b = {0}; /* the ids as bytes */
+    size_t i;
+    json_t *e;
+    int rc = CLSPEC_OK;
+    json_array_foreach(mixed, i, e)
+    {
+        if (json_is_integer(e)) {
+            json_int_t id = json_integer_value(e);
+            if (id < 0 || id >= n_vocab) {
+                rc = cs_err(err, errlen, CLSPEC_E_INVAL, "prompt[%zu] = %lld: token ids are 0..%d", i, (long long)id,
+                            (int)n_vocab - 1);
+                break;
+            }
+            int32_t t = (int32_t)id;
+            cs_strbuf_put_n(&b, (const char *)&t, sizeof t);
+            continue;
+        }
+        int32_t *part = NULL;
+        int n = 0;
+        rc = tokenize_text(h, json_string_value(e), json_string_length(e), i == 0, true, &part, &n, err, errlen);
+        if (rc != CLSPEC_OK)
+            break;
+        cs_strbuf_put_n(&b, (const char *)part, (size_t)n * sizeof *part);
+        free(part);
+    }
+    if (rc == CLSPEC_OK && (b.oom || b.len == 0 || b.len / sizeof(int32_t) > INT32_MAX))
+        rc = cs_err(err, errlen, b.oom ? CLSPEC_E_NOMEM : CLSPEC_E_INVAL, b.oom ? "out of memory" : "prompt: no tokens");
+    if (rc != CLSPEC_OK) {
+        cs_strbuf_free(&b);
+        return rc;
+    }
+    *n_ids = (int)(b.len / sizeof(int32_t));
+    *ids = malloc(b.len);
+    if (*ids)
+        memcpy(*ids, b.p, b.len);
+    cs_strbuf_free(&b);
+    return *ids ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+}
+
 static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
-                                         const char *body, size_t len)
+                                         bool llama, const char *body, size_t len)
 {
     char req_id[40];
     unsigned long long num = (unsigned long long)atomic_fetch_add(&h->next_req, 1) + 1;
@@ -394,12 +500,21 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         d.n_vocab = (int32_t)info.n_vocab;
     else
         info.size = 0; /* no EOS text below */
-    int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
+    struct cs_llama_request lr = {.n_predict = -1};
+    int rc = llama ? cs_llama_parse_completion(body, len, &d, &lr, &param, err, sizeof err)
+                   : cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    if (llama) { /* the common request moves out of lr */
+        ar = lr.r;
+        memset(&lr.r, 0, sizeof lr.r);
+        ar.sp.penalty_last_n = lr.repeat_last_n < 0 ? h->n_ctx_slot : lr.repeat_last_n;
+    }
     int32_t *ids = NULL;
     int n_ids = 0;
-    rc = tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    rc = lr.mixed ? tokenize_mixed(h, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
+                  : tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    cs_llama_request_free(&lr);
     if (rc != CLSPEC_OK) {
         cs_api_request_free(&ar);
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
@@ -425,6 +540,19 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->want_lp = ar.logprobs;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
+    if (llama) {
+        struct cs_llama_acc_params lp = {.model = h->model_name, .stream = ar.stream,
+                                         .return_tokens = lr.return_tokens, .n_probs = lr.n_probs,
+                                         .n_prompt = n_ids, .n_predict = lr.n_predict, .n_ctx_slot = h->n_ctx_slot,
+                                         .r = &ar, .repeat_last_n = lr.repeat_last_n};
+        if (cs_llama_acc_new(&lp, &j->llama) != CLSPEC_OK) {
+            free(ids);
+            cs_api_request_free(&ar);
+            job_free(j);
+            return reply_error(c, 500, "out of memory", NULL, req_id);
+        }
+        j->want_lp = false; /* the accumulator writes completion_probabilities */
+    }
     if (!j->stream && j->want_lp)
         j->lp = cs_api_logprobs_new(kind);
     if (j->stream && kind == CS_API_CHAT) /* the first chunk names the role */
@@ -454,7 +582,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.speculative = ar.speculative;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",
-           kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
+           llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
            (unsigned long long)ar.sp.seed, ar.seed_given ? "" : " (drawn)", j->stream ? "streamed" : "whole");
     rc = cs_sched_submit(h->s, &rq, on_event, j, &j->sched_id, err, sizeof err);
     free(ids);
@@ -478,6 +606,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(r, "X-Request-Id", req_id);
+        add_cors(r, cors_allow);
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r); /* stream_free runs when the connection is done with it */
         return ret;
@@ -507,6 +636,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
     } else if (j->text.oom) {
         ret = reply_error(c, 500, "out of memory", NULL, req_id);
+    } else if (j->llama) {
+        ret = reply_json(c, 200, j->llama_body, req_id);
+        j->llama_body = NULL;
     } else {
         json_t *lp = j->lp;
         j->lp = NULL;
@@ -627,7 +759,8 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
     return diff == 0;
 }
 
-enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE,
+             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -649,6 +782,13 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/chat/completions", R_CHAT, "POST"},
         {"/tokenize", R_TOKENIZE, "POST"},
         {"/detokenize", R_DETOKENIZE, "POST"},
+        {"/completion", R_COMPLETION, "POST"},
+        {"/props", R_PROPS, "GET"},
+        {"/apply-template", R_APPLY_TEMPLATE, "POST"},
+        {"/embeddings", R_EMBEDDINGS, "POST"},
+        {"/v1/embeddings", R_EMBEDDINGS, "POST"},
+        {"/", R_PAGE, "GET"},
+        {"/index.html", R_PAGE, "GET"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(routes); i++)
         if (strcmp(url, routes[i].path) == 0) {
@@ -656,6 +796,48 @@ static enum route find_route(const char *url, const char **method_needed)
             return routes[i].r;
         }
     return R_NONE;
+}
+
+/* The Access-Control-Allow-Origin value for this request: NULL without an
+ * Origin header or when the origin is not allowed by [server] cors_origins. */
+static const char *cors_for(const struct cs_http *h, struct MHD_Connection *c)
+{
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!origin || !h->cors)
+        return NULL;
+    if (strcmp(h->cors, "*") == 0)
+        return "*";
+    size_t n = strlen(origin);
+    for (const char *p = h->cors; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t k = strcspn(p, ", ");
+        if (k == n && k > 0 && strncmp(p, origin, n) == 0)
+            return origin;
+        p += k;
+    }
+    return NULL;
+}
+
+/* OPTIONS (a CORS preflight): 204 with the methods and headers a browser may use. */
+static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *method)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+    if (cors_allow) {
+        add_cors(r, cors_allow);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods",
+                                strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                hdrs && hdrs[0] ? hdrs : "Authorization, Content-Type");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    }
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -666,6 +848,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *need = NULL;
     enum route r = find_route(url, &need);
     allow_method = need;
+    cors_allow = cors_for(h, c);
+    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
     int state = atomic_load(&h->state);
 
     if (!*con_cls) { /* first call: headers only */
@@ -677,6 +861,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             /* answer early what needs no body (the rest of the body is then discarded) */
             if (r == R_NONE)
                 return reply_error(c, 404, "no such endpoint", NULL, NULL);
+            if (r == R_PROPS) /* llama-server's answer without --props */
+                return authorized(h, c) ? reply_error(c, 501, "POST /props is not supported: clspecd's settings "
+                                                              "come from its INI file", NULL, NULL)
+                                        : reply_error(c, 401, "invalid or missing API key (Authorization: Bearer "
+                                                              "...)", NULL, NULL);
             if (strcmp(method, need) != 0)
                 return reply_error(c, 405, "method not allowed", NULL, NULL);
             if (!authorized(h, c))
@@ -702,10 +891,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
-    if (r == R_NONE)
+    if (r == R_NONE || (r == R_PAGE && h->p.webui_off))
         return reply_error(c, 404, "no such endpoint", NULL, NULL);
+    if (strcmp(method, "OPTIONS") == 0)
+        return reply_preflight(c, need);
     if (strcmp(method, need) != 0 && !(strcmp(method, "HEAD") == 0 && strcmp(need, "GET") == 0))
         return reply_error(c, 405, "method not allowed", NULL, NULL);
+    if (r == R_PAGE)
+        return reply(c, 200, "text/html; charset=utf-8", strdup(cs_webui_html), NULL);
     if (r == R_HEALTH) {
         unsigned code = state == ST_READY ? 200 : 503;
         const char *s = state == ST_READY ? "ok" : state == ST_LOADING ? "loading" : "draining";
@@ -728,6 +921,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return reply_error(c, 500, err, NULL, NULL);
         return reply(c, 200, CS_METRICS_CONTENT_TYPE, body, NULL);
     }
+    if (r == R_SLOTS && h->p.slots_off) {
+        llama_errors = true;
+        return reply_error(c, 501, "the /slots endpoint is off ([server] slots = false)", NULL, NULL);
+    }
+    if (r == R_EMBEDDINGS)
+        return reply_error(c, 501, "embeddings are not supported by this server yet", NULL, NULL);
+    if (r == R_PROPS || r == R_APPLY_TEMPLATE) {
+        struct cs_llama_ctx x = {h->e, h->s, h->chat, h->n_ctx_slot, h->model_name, h->model_path, &h->p.defaults};
+        char *b = NULL;
+        int code = r == R_PROPS ? cs_llama_route_props(&x, &b)
+                                : cs_llama_route_apply_template(&x, cn->body.p ? cn->body.p : "", cn->body.len, &b);
+        return reply_json(c, (unsigned)code, b, NULL);
+    }
     if (r == R_SLOTS) {
         struct cs_slot_info slots[64];
         int n = cs_sched_get_slots(h->s, slots, 64);
@@ -747,8 +953,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return handle_tokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
     if (r == R_DETOKENIZE)
         return handle_detokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
-    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, cn->body.p ? cn->body.p : "",
-                             cn->body.len);
+    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,
+                             cn->body.p ? cn->body.p : "", cn->body.len);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
@@ -786,6 +992,9 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     h->p = *p;
     h->model_name = strdup(p->model_name ? p->model_name : "model");
     h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
+    h->cors = p->cors_origins && p->cors_origins[0] ? strdup(p->cors_origins) : NULL;
+    h->model_path = strdup(p->model_path ? p->model_path : "");
+    h->p.cors_origins = h->p.model_path = NULL; /* the caller's strings are not kept */
     h->created = (int64_t)cs_wall_now();
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
@@ -863,5 +1072,7 @@ void cs_http_stop(struct cs_http *h)
         MHD_stop_daemon(h->mhd);
     free(h->model_name);
     free(h->api_key);
+    free(h->cors);
+    free(h->model_path);
     free(h);
 }

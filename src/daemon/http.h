@@ -29,6 +29,11 @@ struct cs_http_params {
     int max_connections;        /* 0 = no limit (each connection is one thread) */
     const char *model_name;     /* id in /v1/models and responses (copied) */
     struct cs_api_defaults defaults;
+    /* browsers and llama-server's routes */
+    const char *cors_origins;   /* NULL/"": no CORS headers; "*": any origin; else origins, comma separated */
+    bool webui_off;             /* no chat page at / (404) */
+    bool slots_off;             /* GET /slots answers 501 */
+    const char *model_path;     /* for /props (copied) */
 };
 
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);

@@ -265,6 +265,10 @@ int main(int argc, char **argv)
         .max_connections = cfg->http_threads,
         .model_name = cfg->model_name,
         .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
+        .cors_origins = cfg->cors_origins,
+        .webui_off = !cfg->webui,
+        .slots_off = !cfg->slots_endpoint,
+        .model_path = cfg->model_path,
     };
     struct cs_http *http = NULL;
     if (cs_http_start(&hp, &http, err, sizeof err) != CLSPEC_OK) {
