@@ -910,7 +910,6 @@ char *cs_api_slots_json(const struct cs_slot_info *slots, int n)
                                            "request_id", s->busy ? str_lossy(s->req_id, strnlen(s->req_id, sizeof s->req_id)) : json_null(),
                                            "n_prompt", s->n_prompt, "n_generated", s->n_generated, "n_past",
                                            (int)s->n_past, "speculative", s->speculative));
-        json_object_set_new(json_array_get(a, json_array_size(a) - 1), "is_processing", json_boolean(s->busy));
     }
     return dump(a);
 }

@@ -365,6 +365,20 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
     return dump(o);
 }
 
+char *cs_llama_slots_json(const struct cs_slot_info *slots, int n, int n_ctx_slot)
+{
+    char *s = cs_api_slots_json(slots, n);
+    json_t *a = s ? json_loads(s, 0, NULL) : NULL;
+    free(s);
+    for (int i = 0; a && i < n && i < (int)json_array_size(a); i++) {
+        json_t *o = json_array_get(a, (size_t)i);
+        json_object_set_new(o, "id_task", json_integer(slots[i].busy ? slots[i].id : -1));
+        json_object_set_new(o, "n_ctx", json_integer(n_ctx_slot));
+        json_object_set_new(o, "is_processing", json_boolean(slots[i].busy));
+    }
+    return dump(a);
+}
+
 /* ---------------------------------------------------------------- errors, /props, /apply-template */
 
 char *cs_llama_error_json(int http_status, const char *message)

@@ -67,6 +67,10 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
  * answer. finish_reason as the scheduler's ("stop" / "length"). */
 char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, const struct cs_req_usage *u);
 
+/* GET /slots: cs_api_slots_json's entries with llama-server's fields added:
+ * id_task (-1 when idle), n_ctx (the slot's context), is_processing. */
+char *cs_llama_slots_json(const struct cs_slot_info *slots, int n, int n_ctx_slot);
+
 /* {"error":{"code":N,"message":...,"type":...}} as llama-server writes it. */
 char *cs_llama_error_json(int http_status, const char *message);
 

@@ -509,6 +509,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         ar = lr.r;
         memset(&lr.r, 0, sizeof lr.r);
         ar.sp.penalty_last_n = lr.repeat_last_n < 0 ? h->n_ctx_slot : lr.repeat_last_n;
+        if (h->p.n_predict_cap > 0 && ar.max_tokens > h->p.n_predict_cap)
+            ar.max_tokens = h->p.n_predict_cap;
+        lr.n_predict = ar.max_tokens > 0 ? ar.max_tokens : d.max_tokens > 0 ? d.max_tokens : -1;
     }
     int32_t *ids = NULL;
     int n_ids = 0;
@@ -937,7 +940,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r == R_SLOTS) {
         struct cs_slot_info slots[64];
         int n = cs_sched_get_slots(h->s, slots, 64);
-        return reply_json(c, 200, cs_api_slots_json(slots, CS_MIN(n, 64)), NULL);
+        return reply_json(c, 200, cs_llama_slots_json(slots, CS_MIN(n, 64), h->n_ctx_slot), NULL);
     }
     /* completions, tokenize, detokenize */
     if (state == ST_DRAINING)

@@ -34,6 +34,9 @@ struct cs_http_params {
     bool webui_off;             /* no chat page at / (404) */
     bool slots_off;             /* GET /slots answers 501 */
     const char *model_path;     /* for /props (copied) */
+    int n_predict_cap;          /* llama-server's /completion: an n_predict above it is lowered to it, as
+                                 * llama-server's --n-predict does ([server] max_tokens_limit; 0: none);
+                                 * the OpenAI routes are refused above it instead */
 };
 
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);

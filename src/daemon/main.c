@@ -269,6 +269,7 @@ int main(int argc, char **argv)
         .webui_off = !cfg->webui,
         .slots_off = !cfg->slots_endpoint,
         .model_path = cfg->model_path,
+        .n_predict_cap = cfg->max_tokens_limit,
     };
     struct cs_http *http = NULL;
     if (cs_http_start(&hp, &http, err, sizeof err) != CLSPEC_OK) {

@@ -7,7 +7,7 @@
 #include "daemon/webui.h"
 
 const char cs_webui_html[] =
-    "<!DOCTYPE html>\n"
+    "<!doctype html>\n"
     "<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
     "<title>clspec chat</title>\n"
