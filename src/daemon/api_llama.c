@@ -127,6 +127,21 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
         lr->id_slot = (int)json_integer_value(v);
     }
     v = field(o, "prompt");
+    if (json_is_object(v)) { /* {"prompt_string": text, "multimodal_data": [...]} */
+        json_t *ps = json_object_get(v, "prompt_string"), *mm = field(v, "multimodal_data");
+        if (mm)
+            FAIL("prompt", "'prompt.multimodal_data': this server has no multimodal projector");
+        if (!json_is_string(ps))
+            FAIL("prompt", "'prompt' as an object needs 'prompt_string' (a string)");
+        json_object_set(o, "prompt", ps);
+        v = ps;
+    }
+    if ((v = field(o, "response_fields"))) {
+        if (!json_is_array(v))
+            FAIL("response_fields", "'response_fields' must be an array of field names");
+        lr->response_fields = json_incref(v);
+    }
+    v = field(o, "prompt");
     if (json_is_array(v) && is_mixed(v)) {
         lr->mixed = json_incref(v);
         json_object_set_new(o, "prompt", json_string(""));
@@ -171,7 +186,8 @@ int cs_llama_parse_completion(const char *body, size_t len, const struct cs_api_
     free(copy);
     if (rc != CLSPEC_OK) {
         json_decref(lr->mixed);
-        lr->mixed = NULL;
+        json_decref(lr->response_fields);
+        lr->mixed = lr->response_fields = NULL;
     }
     return rc;
 }
@@ -180,7 +196,8 @@ void cs_llama_request_free(struct cs_llama_request *lr)
 {
     cs_api_request_free(&lr->r);
     json_decref(lr->mixed);
-    lr->mixed = NULL;
+    json_decref(lr->response_fields);
+    lr->mixed = lr->response_fields = NULL;
 }
 
 /* ---------------------------------------------------------------- /completion answers */
@@ -195,6 +212,8 @@ struct cs_llama_acc {
     json_t *probs;               /* whole + n_probs: completion_probabilities */
     int n_tok;                   /* tokens sampled */
     int32_t last_token;          /* of the last TOKEN event (-1: text released at the end) */
+    json_t *prompt;              /* the prompt's text */
+    json_t *fields;              /* response_fields or NULL */
     char *stop[CS_MAX_STOP];
     int n_stop;
 };
@@ -228,7 +247,11 @@ int cs_llama_acc_new(const struct cs_llama_acc_params *p, struct cs_llama_acc **
     a->tokens = json_array();
     a->probs = json_array();
     a->last_token = -1;
-    bool ok = a->model && a->settings && a->tokens && a->probs;
+    a->prompt = cs_api_str_lossy(p->prompt_text ? p->prompt_text : "", p->prompt_text ? p->prompt_len : 0);
+    a->fields = json_array_size(p->response_fields) > 0 ? json_incref(p->response_fields) : NULL;
+    a->p.prompt_text = NULL;
+    a->p.response_fields = NULL;
+    bool ok = a->model && a->settings && a->tokens && a->probs && a->prompt;
     for (int i = 0; ok && i < p->r->n_stop; i++) {
         a->stop[i] = strdup(p->r->stop[i]);
         ok = a->stop[i] != NULL;
@@ -251,6 +274,8 @@ void cs_llama_acc_free(struct cs_llama_acc *a)
     json_decref(a->settings);
     json_decref(a->tokens);
     json_decref(a->probs);
+    json_decref(a->prompt);
+    json_decref(a->fields);
     cs_strbuf_free(&a->text);
     cs_strbuf_free(&a->raw);
     for (int i = 0; i < a->n_stop; i++)
@@ -346,6 +371,30 @@ static const char *stop_type(const struct cs_llama_acc *a, const char *finish_re
     return "word";
 }
 
+/* The answer cut down to the named fields (response_fields): each name a
+ * path "a/b" into o, kept under that name; names not found are left out.
+ * Takes o over. */
+static json_t *pick_fields(json_t *o, json_t *names)
+{
+    json_t *out = json_object();
+    size_t i;
+    json_t *n;
+    json_array_foreach(names, i, n)
+    {
+        if (!json_is_string(n) || !out)
+            continue;
+        char path[256];
+        snprintf(path, sizeof path, "%s", json_string_value(n));
+        json_t *v = o;
+        for (char *save = NULL, *k = strtok_r(path, "/", &save); v && k; k = strtok_r(NULL, "/", &save))
+            v = json_is_object(v) ? json_object_get(v, k) : NULL;
+        if (v)
+            json_object_set(out, json_string_value(n), v);
+    }
+    json_decref(o);
+    return out;
+}
+
 char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, const struct cs_req_usage *u)
 {
     const char *word;
@@ -362,6 +411,10 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
         json_decref(json_object_get(o, "tokens"));
     if (o && !a->p.stream && a->p.n_probs > 0)
         json_object_set(o, "completion_probabilities", a->probs);
+    if (o)
+        json_object_set(o, "prompt", a->prompt);
+    if (o && a->fields && !a->p.stream)
+        return dump(pick_fields(o, a->fields));
     return dump(o);
 }
 

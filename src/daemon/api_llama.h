@@ -28,6 +28,7 @@ struct cs_llama_request {
     bool cache_prompt;           /* accepted (default true): prefix reuse is always on */
     int id_slot;                 /* -1 (any); accepted, the scheduler picks the slot */
     int repeat_last_n;           /* penalty window as sent (-1: the slot's context) */
+    json_t *response_fields;     /* NULL, or the names (paths "a/b") the answer is cut down to */
 };
 
 /* Parses a /completion body. Errors as cs_api_parse (CLSPEC_E_FORMAT /
@@ -54,6 +55,9 @@ struct cs_llama_acc_params {
     int n_ctx_slot;
     const struct cs_api_request *r; /* sampling and stop strings for generation_settings (read at creation) */
     int repeat_last_n;
+    const char *prompt_text;     /* the prompt's text, control tokens written out ("prompt"; copied) */
+    size_t prompt_len;
+    json_t *response_fields;     /* NULL or names (paths "a/b"): the whole answer holds only those */
 };
 int cs_llama_acc_new(const struct cs_llama_acc_params *p, struct cs_llama_acc **out);
 void cs_llama_acc_free(struct cs_llama_acc *a);

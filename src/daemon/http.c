@@ -110,15 +110,16 @@ static _Thread_local const char *allow_method;
 static _Thread_local const char *cors_allow;
 static _Thread_local bool llama_errors;
 
-/* CORS headers of an answer to a request from an allowed origin (allow: "*" or that origin). */
+/* CORS headers of an answer to a request from an allowed origin (allow: that origin, echoed also
+ * when every origin is allowed, so that credentialed requests work, as llama-server answers). */
 static void add_cors(struct MHD_Response *r, const char *allow)
 {
     if (!allow)
         return;
     MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
+    MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
     MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
-    if (strcmp(allow, "*") != 0)
-        MHD_add_response_header(r, "Vary", "Origin");
+    MHD_add_response_header(r, "Vary", "Origin");
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
@@ -517,8 +518,10 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     int n_ids = 0;
     rc = lr.mixed ? tokenize_mixed(h, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
                   : tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
-    cs_llama_request_free(&lr);
+    json_decref(lr.mixed);
+    lr.mixed = NULL;
     if (rc != CLSPEC_OK) {
+        cs_llama_request_free(&lr);
         cs_api_request_free(&ar);
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
                            req_id);
@@ -526,6 +529,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     struct job *j = calloc(1, sizeof *j);
     if (!j) {
         free(ids);
+        cs_llama_request_free(&lr);
         cs_api_request_free(&ar);
         return reply_error(c, 500, "out of memory", NULL, req_id);
     }
@@ -547,8 +551,23 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         struct cs_llama_acc_params lp = {.model = h->model_name, .stream = ar.stream,
                                          .return_tokens = lr.return_tokens, .n_probs = lr.n_probs,
                                          .n_prompt = n_ids, .n_predict = lr.n_predict, .n_ctx_slot = h->n_ctx_slot,
-                                         .r = &ar, .repeat_last_n = lr.repeat_last_n};
-        if (cs_llama_acc_new(&lp, &j->llama) != CLSPEC_OK) {
+                                         .r = &ar, .repeat_last_n = lr.repeat_last_n,
+                                         .response_fields = lr.response_fields};
+        /* "prompt": the pieces as they are, control tokens written out (llama-server's "<s> Once") */
+        struct cs_strbuf pt = {0};
+        for (int i = 0; i < n_ids; i++) {
+            char piece[256];
+            size_t pn = 0;
+            if (clspec_token_piece(h->e, ids[i], 1, piece, sizeof piece, &pn, NULL, 0) == CLSPEC_OK)
+                cs_strbuf_put_n(&pt, piece, pn);
+        }
+        char *ptext = pt.p;
+        lp.prompt_text = pt.oom ? NULL : ptext;
+        lp.prompt_len = pt.len;
+        int arc = cs_llama_acc_new(&lp, &j->llama);
+        free(ptext);
+        cs_llama_request_free(&lr);
+        if (arc != CLSPEC_OK) {
             free(ids);
             cs_api_request_free(&ar);
             job_free(j);
@@ -750,9 +769,13 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
     if (!h->api_key)
         return true;
     const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!a || strncasecmp(a, "Bearer ", 7) != 0)
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Api-Key"); /* Anthropic's clients */
+    if ((!a || strncasecmp(a, "Bearer ", 7) != 0) && x)
+        a = x;
+    else if (!a || strncasecmp(a, "Bearer ", 7) != 0)
         return false;
-    a += 7;
+    else
+        a += 7;
     while (*a == ' ')
         a++;
     size_t la = strlen(a), lk = strlen(h->api_key);
@@ -809,7 +832,7 @@ static const char *cors_for(const struct cs_http *h, struct MHD_Connection *c)
     if (!origin || !h->cors)
         return NULL;
     if (strcmp(h->cors, "*") == 0)
-        return "*";
+        return origin;
     size_t n = strlen(origin);
     for (const char *p = h->cors; *p;) {
         while (*p == ' ' || *p == ',')
@@ -822,7 +845,8 @@ static const char *cors_for(const struct cs_http *h, struct MHD_Connection *c)
     return NULL;
 }
 
-/* OPTIONS (a CORS preflight): 204 with the methods and headers a browser may use. */
+/* OPTIONS (a CORS preflight): 200 (as llama-server) with the methods and the headers a browser may
+ * use: the ones it asks for (a wildcard would not cover Authorization). */
 static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *method)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -832,13 +856,12 @@ static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *met
     MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
     if (cors_allow) {
         add_cors(r, cors_allow);
-        MHD_add_response_header(r, "Access-Control-Allow-Methods",
-                                strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST");
         MHD_add_response_header(r, "Access-Control-Allow-Headers",
                                 hdrs && hdrs[0] ? hdrs : "Authorization, Content-Type");
         MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     }
-    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
 }

@@ -52,14 +52,16 @@ check "GET /props without the key: 401 in llama-server's error shape" \
 check "POST /completion without the key: 401" test "$(code "$url/completion" -d '{"prompt":"a"}')" = 401
 check "POST /v1/chat/completions with a wrong key: 401" \
     test "$(code -H 'Authorization: Bearer nope' "$url/v1/chat/completions" -d '{}')" = 401
+check "the key in X-Api-Key (Anthropic's clients) is accepted; a wrong one is not" \
+    test "$(code -H "X-Api-Key: $key" "$url/props")$(code -H "X-Api-Key: nope" "$url/props")" = 200401
 
 # ---- CORS
 c=$(code -X OPTIONS -H "Origin: $origin" -H 'Access-Control-Request-Method: POST' \
     -H 'Access-Control-Request-Headers: authorization, content-type' "$url/v1/chat/completions")
-check "OPTIONS preflight from the allowed origin (no key): 204" test "$c" = 204
-check "preflight: Allow-Origin is the origin, Allow-Methods POST, Allow-Headers echoed" \
-    test "$(hdr Access-Control-Allow-Origin)|$(hdr Access-Control-Allow-Methods)|$(hdr Access-Control-Allow-Headers)" \
-    = "$origin|POST, OPTIONS|authorization, content-type"
+check "OPTIONS preflight from the allowed origin (no key): 200" test "$c" = 200
+check "preflight: Allow-Origin the origin, Allow-Credentials true, Allow-Methods GET, POST, Allow-Headers echoed" \
+    test "$(hdr Access-Control-Allow-Origin)|$(hdr Access-Control-Allow-Credentials)|$(hdr Access-Control-Allow-Methods)|$(hdr Access-Control-Allow-Headers)" \
+    = "$origin|true|GET, POST|authorization, content-type"
 code -X OPTIONS -H "Origin: http://other.example" "$url/v1/chat/completions" > /dev/null
 check "preflight from another origin: no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
 check "OPTIONS on an unknown path: 404" test "$(code -X OPTIONS -H "Origin: $origin" "$url/nope")" = 404
@@ -85,6 +87,11 @@ check "post_sampling_probs: 400 naming it" refused post_sampling_probs '{"prompt
 check "several prompts in one request: 400" refused prompt '{"prompt":["a","b"]}'
 check "n_probs 99: 400 naming it" refused n_probs '{"prompt":"a","n_probs":99}'
 check "a token id out of range in a mixed prompt: 400" refused 'prompt\[0\]' '{"prompt":[99999,"a"]}'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":{"prompt_string":"Once upon"},"n_predict":3,"response_fields":["content","generation_settings/n_predict","prompt"]}')
+check "prompt as {prompt_string}; response_fields cut the answer to the named paths; prompt shows <s>" \
+    test "$c|$(jq -c 'keys' "$tmp/body")|$(jq -r '."generation_settings/n_predict"' "$tmp/body")|$(jq -r .prompt "$tmp/body")" \
+    = '200|["content","generation_settings/n_predict","prompt"]|3|<s> Once upon'
+check "prompt with multimodal_data: 400" refused multimodal '{"prompt":{"prompt_string":"a","multimodal_data":["x"]}}'
 check "GET /completion: 405" test "$(code "${auth[@]}" "$url/completion")" = 405
 check "POST /props: 501 not_supported_error" \
     test "$(code "${auth[@]}" -X POST "$url/props" -d '{}')|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"

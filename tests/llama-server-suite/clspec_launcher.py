@@ -73,8 +73,8 @@ def _ini(s):
         lines.append(f"api_key = {g(s, 'api_key')}")
     lines.append("slots = " + ("true" if g(s, 'server_slots') else "false"))
     lines.append("webui = " + ("false" if g(s, 'no_ui') or g(s, 'no_webui') else "true"))
-    if g(s, 'cors_origins'):
-        lines.append(f"cors_origins = {g(s, 'cors_origins')}")
+    # llama-server answers CORS for every origin unless --cors-origins narrows it
+    lines.append(f"cors_origins = {g(s, 'cors_origins') or '*'}")
     lines.append("max_tokens_limit = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0))
     lines.append(f"log_file = {TMP}/clspecd-{g(s, 'server_port')}.log")
     lines.append("log_level = debug" if g(s, 'debug') else "log_level = info")
