@@ -112,6 +112,24 @@ fi
 check "GET /slots: one entry per slot with is_processing" \
     test "$(code "${auth[@]}" "$url/slots")|$(jq '[.[] | select(.is_processing == false)] | length' "$tmp/body")" = "200|2"
 
+# ---- docs/api.md's curl examples: each line run, its status as its comment says
+awk '/^## curl examples/{f=1} f&&/^```sh/{g=1;next} g&&/^```/{exit} g' "$srcdir/docs/api.md" > "$tmp/curls"
+bad=
+while read -r line; do
+    want=${line##*# }
+    want=${want%% *}
+    got=$(URL=$url KEY=$key bash -c "${line%%#*} -o /dev/null -w '%{http_code}'" 2>/dev/null)
+    [ "$got" = "$want" ] || bad+="$got (want $want): ${line%%#*}"$'\n'
+done < "$tmp/curls"
+check "docs/api.md: every curl example ($(wc -l < "$tmp/curls") lines) answers its status" test -z "$bad" -a -s "$tmp/curls"
+[ -n "$bad" ] && printf '%s' "$bad" | sed 's/^/# /'
+routes=$(grep -o '{"/[^"]*", R_' "$srcdir/src/daemon/http.c" | cut -d'"' -f2 | sort -u)
+missing=
+for r in $routes; do grep -qF "\$URL$r\"" "$tmp/curls" || grep -qF "\$URL$r " "$tmp/curls" || missing+=" $r"; done
+missing=${missing/ \/index.html/}
+check "docs/api.md: a curl example for every route of http.c" test -z "$missing"
+[ -n "$missing" ] && echo "# no example:$missing"
+
 # ---- clients: node fetch + SSE, and the page in headless Chromium
 tap_json() { # the JSON lines of a node check script as TAP
     local line
