@@ -217,6 +217,7 @@ static void test_every_value(void **state)
     assert_string_equal(c->cors_origins, "https://a.example, http://localhost:3000");
     assert_false(c->webui);
     assert_false(c->slots_endpoint);
+    assert_true(c->embeddings);
     snprintf(want, sizeof want, "%s/models/tiny.gguf", dir);
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");

@@ -325,6 +325,13 @@ int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p);
  * -1 when s is NULL. */
 double clspec_sampler_uniform(clspec_sampler *s);
 
+/* ---- the final norm (appended in 0.1: embeddings) ----
+ * out = the model's final norm (RMS norm with output_norm's weights and the
+ * model's epsilon) of x: n_embd floats each (x is the state a tap at layer
+ * n_layer gives; out may be x). On the host, in double precision sums.
+ * CLSPEC_E_INVAL for NULL arguments or an engine without weights. */
+int clspec_final_norm(const clspec_engine *e, const float *x, float *out, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -488,3 +488,69 @@ char *cs_llama_prompt_json(const char *text, size_t len)
     json_t *t = cs_api_str_lossy(text, len);
     return t ? dump(json_pack("{s:o}", "prompt", t)) : NULL;
 }
+
+/* ---------------------------------------------------------------- embeddings */
+
+int cs_llama_parse_embeddings(const char *body, size_t len, int32_t n_vocab, json_t **items, const char **param,
+                              char *err, size_t errlen)
+{
+    int rc = CLSPEC_OK;
+    *items = NULL;
+    json_error_t je;
+    json_t *o = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &je), *out = NULL;
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        *param = NULL;
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "the body must be a JSON object");
+    }
+    json_t *v = field(o, "input"), *f = field(o, "encoding_format");
+    const char *name = "input";
+    if (!v) {
+        v = field(o, "content");
+        name = "content";
+    }
+    if (f && !(json_is_string(f) && strcmp(json_string_value(f), "float") == 0))
+        FAIL("encoding_format", "'encoding_format' must be \"float\"");
+    if (!v)
+        FAIL("input", "'input' is required (a string, strings, or token ids)");
+    out = json_array();
+    if (json_is_string(v) || (json_is_array(v) && json_is_integer(json_array_get(v, 0))))
+        json_array_append(out, v);
+    else if (json_is_array(v) && json_array_size(v) <= 64)
+        json_array_extend(out, v);
+    else
+        FAIL(name, "'%s' must be a string, up to 64 strings, token ids or up to 64 lists of token ids", name);
+    size_t i, k;
+    json_t *e, *t;
+    json_array_foreach(out, i, e)
+    {
+        if (json_is_string(e) ? json_string_length(e) == 0 : !json_is_array(e) || json_array_size(e) == 0)
+            FAIL(name, "%s[%zu] must be a non-empty string or a non-empty list of token ids", name, i);
+        if (json_is_array(e))
+            json_array_foreach(e, k, t)
+            {
+                if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= n_vocab)
+                    FAIL(name, "%s[%zu][%zu]: token ids are 0..%d", name, i, k, (int)n_vocab - 1);
+            }
+    }
+out:
+    json_decref(o);
+    if (rc == CLSPEC_OK)
+        *items = out;
+    else
+        json_decref(out);
+    return rc;
+}
+
+char *cs_llama_embeddings_json(const char *model, const float *vecs, int n, int32_t dim, int prompt_tokens)
+{
+    json_t *data = json_array();
+    for (int i = 0; data && i < n; i++) {
+        json_t *v = json_array();
+        for (int32_t j = 0; v && j < dim; j++)
+            json_array_append_new(v, num(vecs[(size_t)i * (size_t)dim + (size_t)j]));
+        json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object", "embedding", "index", i, "embedding", v));
+    }
+    return dump(json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", model, "usage",
+                          "prompt_tokens", prompt_tokens, "total_tokens", prompt_tokens));
+}

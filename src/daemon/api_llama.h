@@ -75,6 +75,16 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
  * id_task (-1 when idle), n_ctx (the slot's context), is_processing. */
 char *cs_llama_slots_json(const struct cs_slot_info *slots, int n, int n_ctx_slot);
 
+/* POST /embeddings and /v1/embeddings: {"input": ...} (or llama-server's
+ * "content"): a string, strings, token ids, or lists of token ids; at most
+ * 64 inputs; "encoding_format" "float" only. *items (json_decref it): an
+ * array of strings and id arrays (ids 0..n_vocab-1). */
+int cs_llama_parse_embeddings(const char *body, size_t len, int32_t n_vocab, json_t **items, const char **param,
+                              char *err, size_t errlen);
+/* {"object":"list","data":[{"object":"embedding","index":i,"embedding":[...]}],"model":...,
+ * "usage":{"prompt_tokens":N,"total_tokens":N}}: vecs holds n vectors of dim floats. */
+char *cs_llama_embeddings_json(const char *model, const float *vecs, int n, int32_t dim, int prompt_tokens);
+
 /* {"error":{"code":N,"message":...,"type":...}} as llama-server writes it. */
 char *cs_llama_error_json(int http_status, const char *message);
 

@@ -45,6 +45,8 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"server", "webui", CS_CFG_BOOL, OFF(webui), "true", 0, 0, NULL, "serve the chat page at /"},
     {"server", "slots", CS_CFG_BOOL, OFF(slots_endpoint), "true", 0, 0, NULL,
      "answer GET /slots (false: 501, as llama-server without --slots)"},
+    {"server", "embeddings", CS_CFG_BOOL, OFF(embeddings), "false", 0, 0, NULL,
+     "answer /embeddings and /v1/embeddings (a second engine over the model: its weights twice on the device)"},
 
     {"model", "path", CS_CFG_PATH, OFF(model_path), "", 0, 0, NULL, "the GGUF model file to serve (required)"},
     {"model", "name", CS_CFG_STR, OFF(model_name), "", 0, 0, NULL,

@@ -37,6 +37,7 @@ enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 struct cs_http {
     struct cs_http_params p;
     char *model_name, *api_key, *cors, *model_path;
+    struct cs_embedder *emb;    /* /embeddings ([server] embeddings), NULL: 501 */
     struct MHD_Daemon *mhd;
     int port;
     atomic_int state;
@@ -951,13 +952,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         llama_errors = true;
         return reply_error(c, 501, "the /slots endpoint is off ([server] slots = false)", NULL, NULL);
     }
-    if (r == R_EMBEDDINGS)
-        return reply_error(c, 501, "embeddings are not supported by this server yet", NULL, NULL);
-    if (r == R_PROPS || r == R_APPLY_TEMPLATE) {
+    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS) {
         struct cs_llama_ctx x = {h->e, h->s, h->chat, h->n_ctx_slot, h->model_name, h->model_path, &h->p.defaults};
         char *b = NULL;
-        int code = r == R_PROPS ? cs_llama_route_props(&x, &b)
-                                : cs_llama_route_apply_template(&x, cn->body.p ? cn->body.p : "", cn->body.len, &b);
+        const char *rb = cn->body.p ? cn->body.p : "";
+        int code = r == R_PROPS            ? cs_llama_route_props(&x, &b)
+                   : r == R_APPLY_TEMPLATE ? cs_llama_route_apply_template(&x, rb, cn->body.len, &b)
+                                           : cs_llama_route_embeddings(&x, h->emb, rb, cn->body.len, &b);
         return reply_json(c, (unsigned)code, b, NULL);
     }
     if (r == R_SLOTS) {
@@ -1078,6 +1079,11 @@ void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, 
     h->chat = chat;
     h->n_ctx_slot = n_ctx_slot;
     atomic_store(&h->state, ST_READY);
+}
+
+void cs_http_set_embedder(struct cs_http *h, struct cs_embedder *m)
+{
+    h->emb = m;
 }
 
 void cs_http_set_draining(struct cs_http *h)

@@ -9,6 +9,7 @@
 
 #include "base/common.h"
 #include "daemon/api_llama.h"
+#include "daemon/embed.h"
 
 /* A token's text as a NUL-terminated copy in buf ("" when id < 0). */
 static const char *token_text(clspec_engine *e, int32_t id, char *buf, size_t cap)
@@ -73,5 +74,74 @@ int cs_llama_route_apply_template(const struct cs_llama_ctx *x, const char *req,
     }
     *body = cs_llama_prompt_json(text, strlen(text));
     free(text);
+    return 200;
+}
+
+/* The ids of one embeddings input (a string: tokenized with BOS as the vocabulary asks). */
+static int input_ids(clspec_engine *e, json_t *item, int32_t **ids, int *n, char *err, size_t errlen)
+{
+    if (json_is_array(item)) {
+        size_t k = json_array_size(item);
+        *ids = malloc(k * sizeof **ids);
+        if (!*ids)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < k; i++)
+            (*ids)[i] = (int32_t)json_integer_value(json_array_get(item, i));
+        *n = (int)k;
+        return CLSPEC_OK;
+    }
+    size_t len = json_string_length(item), cap = len + 8, got = 0;
+    *ids = malloc(cap * sizeof **ids);
+    if (!*ids)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    int rc = clspec_tokenize(e, json_string_value(item), len, 1, 1, *ids, cap, &got, err, errlen);
+    if (rc != CLSPEC_OK) {
+        free(*ids);
+        *ids = NULL;
+        return rc;
+    }
+    *n = (int)got;
+    return CLSPEC_OK;
+}
+
+int cs_llama_route_embeddings(const struct cs_llama_ctx *x, struct cs_embedder *m, const char *req, size_t len,
+                              char **body)
+{
+    if (!m) {
+        *body = cs_llama_error_json(501, "embeddings are off: set [server] embeddings = true");
+        return 501;
+    }
+    char err[512];
+    const char *param = NULL;
+    struct clspec_engine_info info = {.size = sizeof info};
+    clspec_engine *e = cs_embedder_engine(m);
+    json_t *items = NULL;
+    int rc = clspec_engine_get_info(e, &info, err, sizeof err);
+    if (rc == CLSPEC_OK)
+        rc = cs_llama_parse_embeddings(req, len, info.n_vocab, &items, &param, err, sizeof err);
+    int32_t dim = cs_embedder_dim(m);
+    size_t n = items ? json_array_size(items) : 0;
+    float *vecs = rc == CLSPEC_OK ? malloc(CS_MAX(n, 1) * (size_t)dim * sizeof *vecs) : NULL;
+    if (rc == CLSPEC_OK && !vecs)
+        rc = cs_err(err, sizeof err, CLSPEC_E_NOMEM, "out of memory");
+    int tokens = 0;
+    for (size_t i = 0; rc == CLSPEC_OK && i < n; i++) {
+        int32_t *ids = NULL;
+        int k = 0;
+        rc = input_ids(e, json_array_get(items, i), &ids, &k, err, sizeof err);
+        if (rc == CLSPEC_OK)
+            rc = cs_embed(m, ids, k, vecs + i * (size_t)dim, err, sizeof err);
+        tokens += k;
+        free(ids);
+    }
+    json_decref(items);
+    if (rc != CLSPEC_OK) {
+        free(vecs);
+        int code = cs_api_http_status(rc);
+        *body = cs_llama_error_json(code, err);
+        return code;
+    }
+    *body = cs_llama_embeddings_json(x->model_name, vecs, (int)n, dim, tokens);
+    free(vecs);
     return 200;
 }

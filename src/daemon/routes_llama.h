@@ -24,6 +24,10 @@ struct cs_llama_ctx {
 
 /* GET /props: 200. */
 int cs_llama_route_props(const struct cs_llama_ctx *x, char **body);
+struct cs_embedder;
+/* POST /embeddings, /v1/embeddings through m (NULL: 501, embeddings off): 200 with OpenAI's shape. */
+int cs_llama_route_embeddings(const struct cs_llama_ctx *x, struct cs_embedder *m, const char *req, size_t len,
+                              char **body);
 /* POST /apply-template {"messages": [...]}: 200 {"prompt": text}, 400 on bad messages. */
 int cs_llama_route_apply_template(const struct cs_llama_ctx *x, const char *req, size_t len, char **body);
 

@@ -28,7 +28,7 @@ base() { # the shipped configuration on a free port with the test model
     sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 2|" \
         -e "s|^n_ctx = .*|n_ctx = 2048|" "$srcdir/conf/clspecd.ini" | sed '/^\[speculator\]/,$d'
 }
-{ base | awk -v k="$key" -v o="$origin" '{print} /^\[server\]/{print "api_key = " k; print "cors_origins = " o}'
+{ base | awk -v k="$key" -v o="$origin" '{print} /^\[server\]/{print "api_key = " k; print "cors_origins = " o; print "embeddings = true"}'
   printf '[speculator]\n%s\n' "$spec"; } > "$tmp/a.ini"
 base | awk '{print} /^\[server\]/{print "webui = false"; print "slots = false"}' > "$tmp/b.ini"
 
@@ -95,8 +95,18 @@ check "prompt with multimodal_data: 400" refused multimodal '{"prompt":{"prompt_
 check "GET /completion: 405" test "$(code "${auth[@]}" "$url/completion")" = 405
 check "POST /props: 501 not_supported_error" \
     test "$(code "${auth[@]}" -X POST "$url/props" -d '{}')|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"
-check "POST /embeddings and /v1/embeddings: 501 (not implemented)" \
-    test "$(code "${auth[@]}" "$url/embeddings" -d '{"input":"a"}')$(code "${auth[@]}" "$url/v1/embeddings" -d '{"input":"a"}')" = 501501
+c=$(code "${auth[@]}" "$url/v1/embeddings" -d '{"input":["Once upon a time","Once upon a time",[1,403,407],"The cat sat"]}')
+check "/v1/embeddings: one unit-length vector of n_embd per input, usage counted" \
+    test "$c|$(jq -c '[.object, (.data | length), ([.data[] | .embedding | length] | unique), ([.data[] | ([.embedding[] | . * .] | add) | . * 1000 | round] | unique), .usage.prompt_tokens > 0]' "$tmp/body")" \
+    = '200|["list",4,[64],[1000],true]'
+check "/v1/embeddings: the same input gives the same vector, another input another" \
+    test "$(jq '(.data[0].embedding == .data[1].embedding) and (.data[0].embedding != .data[3].embedding)' "$tmp/body")" = true
+cp "$tmp/body" "$tmp/emb1"
+c=$(code "${auth[@]}" "$url/embeddings" -d '{"content":"Once upon a time"}')
+check "/embeddings (llama-server's content field) answers as /v1/embeddings" \
+    test "$c|$(jq -c .data[0].embedding "$tmp/body")" = "200|$(jq -c .data[0].embedding "$tmp/emb1")"
+check "/v1/embeddings refusals: empty input, encoding_format base64, bad token id" \
+    test "$(code "${auth[@]}" "$url/v1/embeddings" -d '{"input":""}')$(code "${auth[@]}" "$url/v1/embeddings" -d '{"input":"a","encoding_format":"base64"}')$(code "${auth[@]}" "$url/v1/embeddings" -d '{"input":[99999]}')" = 400400400
 c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":6,"seed":-1,"cache_prompt":true,"id_slot":1,"ignore_eos":true,"repeat_last_n":-1}')
 check "seed -1, cache_prompt, id_slot, ignore_eos, repeat_last_n -1 accepted; seed drawn and reported" \
     test "$c|$(jq '.tokens_predicted, (.generation_settings.seed > 0), .generation_settings.ignore_eos' "$tmp/body" | tr '\n' ' ')" \
@@ -178,6 +188,8 @@ if ! start b; then
     exit 1
 fi
 check "webui = false: GET / answers 404" test "$(code "$url/")" = 404
+check "embeddings off (default): POST /v1/embeddings answers 501 not_supported_error" \
+    test "$(code "$url/v1/embeddings" -d '{"input":"a"}')|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"
 check "slots = false: GET /slots answers 501 not_supported_error" \
     test "$(code "$url/slots")|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"
 code -X OPTIONS -H "Origin: $origin" "$url/completion" > /dev/null
