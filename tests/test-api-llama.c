@@ -18,6 +18,7 @@
 
 #include "base/common.h"
 #include "daemon/api_llama.h"
+#include "daemon/cors.h"
 
 static struct cs_api_defaults defaults(void)
 {
@@ -312,12 +313,27 @@ static void test_errors_slots_props(void **state)
     free(s);
 }
 
+static void test_cors_allow(void **state)
+{
+    (void)state;
+    const char *o = "http://a.example";
+    assert_ptr_equal(cs_cors_allow("*", o), o); /* echoed, not "*" */
+    assert_ptr_equal(cs_cors_allow("https://b.example, http://a.example", o), o);
+    assert_ptr_equal(cs_cors_allow("http://a.example,https://b.example", o), o);
+    assert_null(cs_cors_allow("http://a.example.evil", o)); /* exact match only */
+    assert_null(cs_cors_allow("http://a.exampl", o));
+    assert_null(cs_cors_allow("https://b.example", o));
+    assert_null(cs_cors_allow("", o));
+    assert_null(cs_cors_allow(NULL, o));
+    assert_null(cs_cors_allow("*", NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields),       cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_whole_answer), cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_errors_slots_props),
+        cmocka_unit_test(test_errors_slots_props), cmocka_unit_test(test_cors_allow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 
 #include "daemon/http.h"
 #include "daemon/api_llama.h"
+#include "daemon/cors.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -111,18 +112,6 @@ static _Thread_local const char *allow_method;
 static _Thread_local const char *cors_allow;
 static _Thread_local bool llama_errors;
 
-/* CORS headers of an answer to a request from an allowed origin (allow: that origin, echoed also
- * when every origin is allowed, so that credentialed requests work, as llama-server answers). */
-static void add_cors(struct MHD_Response *r, const char *allow)
-{
-    if (!allow)
-        return;
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
-    MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
-    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
-    MHD_add_response_header(r, "Vary", "Origin");
-}
-
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
 {
@@ -142,7 +131,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (req_id)
         MHD_add_response_header(r, "X-Request-Id", req_id);
-    add_cors(r, cors_allow);
+    cs_cors_headers(r, cors_allow);
     if (code == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
                                 allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
@@ -443,48 +432,24 @@ static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, i
     return tokenize_text(h, ar->prompt, ar->prompt_len, true, true, ids, n_ids, err, errlen);
 }
 
-/* A llama-server mixed prompt ([ids and strings]): strings tokenized with
- * special tokens parsed, BOS (add_special) only for a string that comes first. */
-static int tokenize_mixed(struct cs_http *h, json_t *mixed, int32_t n_vocab, int32_t **ids, int *n_ids, char *err,
-                          size_t errlen)
+/* The body as OpenAI's request (ar), or as llama-server's /completion (llama: lr holds its own
+ * fields, the common ones move to ar; penalty window and n_predict cap applied). */
+static int parse_request(struct cs_http *h, enum cs_api_kind kind, bool llama, const char *body, size_t len,
+                         const struct cs_api_defaults *d, struct cs_api_request *ar, struct cs_llama_request *lr,
+                         const char **param, char *err, size_t errlen)
 {
-    struct cs_strbuf b = {0}; /* the ids as bytes */
-    size_t i;
-    json_t *e;
-    int rc = CLSPEC_OK;
-    json_array_foreach(mixed, i, e)
-    {
-        if (json_is_integer(e)) {
-            json_int_t id = json_integer_value(e);
-            if (id < 0 || id >= n_vocab) {
-                rc = cs_err(err, errlen, CLSPEC_E_INVAL, "prompt[%zu] = %lld: token ids are 0..%d", i, (long long)id,
-                            (int)n_vocab - 1);
-                break;
-            }
-            int32_t t = (int32_t)id;
-            cs_strbuf_put_n(&b, (const char *)&t, sizeof t);
-            continue;
-        }
-        int32_t *part = NULL;
-        int n = 0;
-        rc = tokenize_text(h, json_string_value(e), json_string_length(e), i == 0, true, &part, &n, err, errlen);
-        if (rc != CLSPEC_OK)
-            break;
-        cs_strbuf_put_n(&b, (const char *)part, (size_t)n * sizeof *part);
-        free(part);
-    }
-    if (rc == CLSPEC_OK && (b.oom || b.len == 0 || b.len / sizeof(int32_t) > INT32_MAX))
-        rc = cs_err(err, errlen, b.oom ? CLSPEC_E_NOMEM : CLSPEC_E_INVAL, b.oom ? "out of memory" : "prompt: no tokens");
-    if (rc != CLSPEC_OK) {
-        cs_strbuf_free(&b);
+    if (!llama)
+        return cs_api_parse(kind, body, len, d, ar, param, err, errlen);
+    int rc = cs_llama_parse_completion(body, len, d, lr, param, err, errlen);
+    if (rc != CLSPEC_OK)
         return rc;
-    }
-    *n_ids = (int)(b.len / sizeof(int32_t));
-    *ids = malloc(b.len);
-    if (*ids)
-        memcpy(*ids, b.p, b.len);
-    cs_strbuf_free(&b);
-    return *ids ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    *ar = lr->r;
+    memset(&lr->r, 0, sizeof lr->r);
+    ar->sp.penalty_last_n = lr->repeat_last_n < 0 ? h->n_ctx_slot : lr->repeat_last_n;
+    if (h->p.n_predict_cap > 0 && ar->max_tokens > h->p.n_predict_cap)
+        ar->max_tokens = h->p.n_predict_cap;
+    lr->n_predict = ar->max_tokens > 0 ? ar->max_tokens : d->max_tokens > 0 ? d->max_tokens : -1;
+    return CLSPEC_OK;
 }
 
 static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
@@ -503,21 +468,12 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     else
         info.size = 0; /* no EOS text below */
     struct cs_llama_request lr = {.n_predict = -1};
-    int rc = llama ? cs_llama_parse_completion(body, len, &d, &lr, &param, err, sizeof err)
-                   : cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
+    int rc = parse_request(h, kind, llama, body, len, &d, &ar, &lr, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
-    if (llama) { /* the common request moves out of lr */
-        ar = lr.r;
-        memset(&lr.r, 0, sizeof lr.r);
-        ar.sp.penalty_last_n = lr.repeat_last_n < 0 ? h->n_ctx_slot : lr.repeat_last_n;
-        if (h->p.n_predict_cap > 0 && ar.max_tokens > h->p.n_predict_cap)
-            ar.max_tokens = h->p.n_predict_cap;
-        lr.n_predict = ar.max_tokens > 0 ? ar.max_tokens : d.max_tokens > 0 ? d.max_tokens : -1;
-    }
     int32_t *ids = NULL;
     int n_ids = 0;
-    rc = lr.mixed ? tokenize_mixed(h, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
+    rc = lr.mixed ? cs_llama_tokenize_mixed(h->e, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
                   : tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
     json_decref(lr.mixed);
     lr.mixed = NULL;
@@ -549,24 +505,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     if (llama) {
-        struct cs_llama_acc_params lp = {.model = h->model_name, .stream = ar.stream,
-                                         .return_tokens = lr.return_tokens, .n_probs = lr.n_probs,
-                                         .n_prompt = n_ids, .n_predict = lr.n_predict, .n_ctx_slot = h->n_ctx_slot,
-                                         .r = &ar, .repeat_last_n = lr.repeat_last_n,
-                                         .response_fields = lr.response_fields};
-        /* "prompt": the pieces as they are, control tokens written out (llama-server's "<s> Once") */
-        struct cs_strbuf pt = {0};
-        for (int i = 0; i < n_ids; i++) {
-            char piece[256];
-            size_t pn = 0;
-            if (clspec_token_piece(h->e, ids[i], 1, piece, sizeof piece, &pn, NULL, 0) == CLSPEC_OK)
-                cs_strbuf_put_n(&pt, piece, pn);
-        }
-        char *ptext = pt.p;
-        lp.prompt_text = pt.oom ? NULL : ptext;
-        lp.prompt_len = pt.len;
-        int arc = cs_llama_acc_new(&lp, &j->llama);
-        free(ptext);
+        int arc = cs_llama_acc_for(h->e, &lr, &ar, ids, n_ids, h->model_name, h->n_ctx_slot, &j->llama);
         cs_llama_request_free(&lr);
         if (arc != CLSPEC_OK) {
             free(ids);
@@ -629,7 +568,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(r, "X-Request-Id", req_id);
-        add_cors(r, cors_allow);
+        cs_cors_headers(r, cors_allow);
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r); /* stream_free runs when the connection is done with it */
         return ret;
@@ -825,43 +764,12 @@ static enum route find_route(const char *url, const char **method_needed)
     return R_NONE;
 }
 
-/* The Access-Control-Allow-Origin value for this request: NULL without an
- * Origin header or when the origin is not allowed by [server] cors_origins. */
-static const char *cors_for(const struct cs_http *h, struct MHD_Connection *c)
-{
-    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
-    if (!origin || !h->cors)
-        return NULL;
-    if (strcmp(h->cors, "*") == 0)
-        return origin;
-    size_t n = strlen(origin);
-    for (const char *p = h->cors; *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t k = strcspn(p, ", ");
-        if (k == n && k > 0 && strncmp(p, origin, n) == 0)
-            return origin;
-        p += k;
-    }
-    return NULL;
-}
-
-/* OPTIONS (a CORS preflight): 200 (as llama-server) with the methods and the headers a browser may
- * use: the ones it asks for (a wildcard would not cover Authorization). */
+/* OPTIONS (a CORS preflight; daemon/cors.h). */
 static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *method)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *r = cs_cors_preflight(c, method, cors_allow);
     if (!r)
         return MHD_NO;
-    const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
-    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
-    if (cors_allow) {
-        add_cors(r, cors_allow);
-        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST");
-        MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                                hdrs && hdrs[0] ? hdrs : "Authorization, Content-Type");
-        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
-    }
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
@@ -875,7 +783,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *need = NULL;
     enum route r = find_route(url, &need);
     allow_method = need;
-    cors_allow = cors_for(h, c);
+    cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
     int state = atomic_load(&h->state);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/strbuf.h"
 #include "daemon/api_llama.h"
 #include "daemon/embed.h"
 
@@ -144,4 +145,68 @@ int cs_llama_route_embeddings(const struct cs_llama_ctx *x, struct cs_embedder *
     *body = cs_llama_embeddings_json(x->model_name, vecs, (int)n, dim, tokens);
     free(vecs);
     return 200;
+}
+
+int cs_llama_tokenize_mixed(clspec_engine *e, json_t *mixed, int32_t n_vocab, int32_t **ids, int *n_ids, char *err,
+                            size_t errlen)
+{
+    struct cs_strbuf b = {0}; /* the ids as bytes */
+    size_t i;
+    json_t *v;
+    int rc = CLSPEC_OK;
+    json_array_foreach(mixed, i, v)
+    {
+        if (json_is_integer(v)) {
+            json_int_t id = json_integer_value(v);
+            if (id < 0 || id >= n_vocab) {
+                rc = cs_err(err, errlen, CLSPEC_E_INVAL, "prompt[%zu] = %lld: token ids are 0..%d", i, (long long)id,
+                            (int)n_vocab - 1);
+                break;
+            }
+            int32_t t = (int32_t)id;
+            cs_strbuf_put_n(&b, (const char *)&t, sizeof t);
+            continue;
+        }
+        size_t len = json_string_length(v), cap = len + 8, got = 0;
+        int32_t *part = malloc(cap * sizeof *part);
+        rc = part ? clspec_tokenize(e, json_string_value(v), len, i == 0, 1, part, cap, &got, err, errlen)
+                  : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+        if (rc == CLSPEC_OK)
+            cs_strbuf_put_n(&b, (const char *)part, got * sizeof *part);
+        free(part);
+        if (rc != CLSPEC_OK)
+            break;
+    }
+    if (rc == CLSPEC_OK && (b.oom || b.len == 0 || b.len / sizeof(int32_t) > INT32_MAX))
+        rc = cs_err(err, errlen, b.oom ? CLSPEC_E_NOMEM : CLSPEC_E_INVAL, b.oom ? "out of memory" : "prompt: no tokens");
+    if (rc != CLSPEC_OK) {
+        cs_strbuf_free(&b);
+        return rc;
+    }
+    *n_ids = (int)(b.len / sizeof(int32_t));
+    *ids = malloc(b.len);
+    if (*ids)
+        memcpy(*ids, b.p, b.len);
+    cs_strbuf_free(&b);
+    return *ids ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+}
+
+int cs_llama_acc_for(clspec_engine *e, const struct cs_llama_request *lr, const struct cs_api_request *ar,
+                     const int32_t *ids, int n_ids, const char *model, int n_ctx_slot, struct cs_llama_acc **out)
+{
+    struct cs_strbuf pt = {0};
+    for (int i = 0; i < n_ids; i++) {
+        char piece[256];
+        size_t pn = 0;
+        if (clspec_token_piece(e, ids[i], 1, piece, sizeof piece, &pn, NULL, 0) == CLSPEC_OK)
+            cs_strbuf_put_n(&pt, piece, CS_MIN(pn, sizeof piece));
+    }
+    struct cs_llama_acc_params p = {.model = model, .stream = ar->stream, .return_tokens = lr->return_tokens,
+                                    .n_probs = lr->n_probs, .n_prompt = n_ids, .n_predict = lr->n_predict,
+                                    .n_ctx_slot = n_ctx_slot, .r = ar, .repeat_last_n = lr->repeat_last_n,
+                                    .prompt_text = pt.oom ? NULL : pt.p, .prompt_len = pt.len,
+                                    .response_fields = lr->response_fields};
+    int rc = cs_llama_acc_new(&p, out);
+    cs_strbuf_free(&pt);
+    return rc;
 }
