@@ -188,6 +188,7 @@ static void test_whole_answer(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "tokens_cached")), 2);
     assert_int_equal(json_integer_value(json_object_get(o, "tokens_evaluated")), 5);
     assert_string_equal(json_string_value(json_object_get(o, "prompt")), "<s> Once");
+    assert_true(json_is_false(json_object_get(o, "truncated"))); /* 5 prompt tokens in, 5 used */
     json_t *t = json_object_get(o, "timings");
     assert_int_equal(json_integer_value(json_object_get(t, "prompt_n")), 3);
     assert_int_equal(json_integer_value(json_object_get(t, "predicted_n")), 3);
@@ -224,6 +225,12 @@ static void test_whole_answer(void **state)
     json_decref(o);
     o = final(a, "length", 0);
     assert_string_equal(json_string_value(json_object_get(o, "stop_type")), "limit");
+    json_decref(o);
+    struct cs_req_usage cut = {.prompt_tokens = 4, .completion_tokens = 1}; /* [slots] truncate_prompt kept 4 of 5 */
+    char *cs = cs_llama_acc_final(a, "length", &cut);
+    o = json_loads(cs, 0, NULL);
+    free(cs);
+    assert_true(json_is_true(json_object_get(o, "truncated")));
     json_decref(o);
     cs_llama_acc_free(a);
     cs_llama_request_free(&lr);

@@ -405,7 +405,7 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
                           cs_api_str_lossy(text, len), "tokens", a->p.stream ? json_array() : a->tokens, "id_slot",
                           -1, "stop", true, "model", a->model, "tokens_predicted", u->completion_tokens,
                           "tokens_evaluated", u->prompt_tokens, "generation_settings", a->settings, "has_new_line",
-                          memchr(text, '\n', len) != NULL, "truncated", false, "stop_type", st, "stopping_word",
+                          memchr(text, '\n', len) != NULL, "truncated", u->prompt_tokens < a->p.n_prompt, "stop_type", st, "stopping_word",
                           word, "tokens_cached", u->cached_tokens, "timings", timings_json(u));
     if (o && a->p.stream) /* s:O took a reference of the fresh array: drop ours */
         json_decref(json_object_get(o, "tokens"));

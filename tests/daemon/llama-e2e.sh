@@ -30,7 +30,8 @@ base() { # the shipped configuration on a free port with the test model
 }
 { base | awk -v k="$key" -v o="$origin" '{print} /^\[server\]/{print "api_key = " k; print "cors_origins = " o; print "embeddings = true"}'
   printf '[speculator]\n%s\n' "$spec"; } > "$tmp/a.ini"
-base | awk '{print} /^\[server\]/{print "webui = false"; print "slots = false"}' > "$tmp/b.ini"
+base | sed -e 's|^n_ctx = .*|n_ctx = 512|' |
+    awk '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}' > "$tmp/b.ini"
 
 if ! start a; then
     not_ok "daemon A up" "$(tail -5 "$tmp/a.log")"
@@ -188,6 +189,12 @@ if ! start b; then
     exit 1
 fi
 check "webui = false: GET / answers 404" test "$(code "$url/")" = 404
+long=$(printf 'Once upon a time %.0s' $(seq 1 150))
+c=$(code "$url/completion" -d "$(jq -cn --arg p "$long" '{prompt:$p,n_predict:4}')")
+check "truncate_prompt: a prompt over the slot's context answers truncated: true" \
+    test "$c|$(jq '.truncated, .tokens_evaluated < 512' "$tmp/body" | tr '\n' ' ')" = "200|true true "
+c=$(code "$url/completion" -d '{"prompt":"Once upon a time","n_predict":4}')
+check "a prompt that fits: truncated: false" test "$c|$(jq .truncated "$tmp/body")" = "200|false"
 check "embeddings off (default): POST /v1/embeddings answers 501 not_supported_error" \
     test "$(code "$url/v1/embeddings" -d '{"input":"a"}')|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"
 check "slots = false: GET /slots answers 501 not_supported_error" \
