@@ -788,6 +788,8 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     if (t && sp)
         json_object_update(t, sp);
     json_decref(sp);
+    if (t) /* llama-server's name of the same count */
+        json_object_set_new(t, "draft_n_accepted", json_integer(u->draft_accepted));
     return t;
 }
 

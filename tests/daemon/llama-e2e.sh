@@ -117,6 +117,9 @@ if [ "$spec" != "type = none" ]; then
     check "ngram speculator: /completion timings report draft_n > 0 and draft_n_accepted <= draft_n" \
         test "$(jq '.timings.draft_n > 0 and .timings.draft_n_accepted <= .timings.draft_n' "$tmp/body")" = true
     echo "# draft_n $(jq .timings.draft_n "$tmp/body"), accepted $(jq .timings.draft_n_accepted "$tmp/body")"
+    code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"one two three one two three one two three"}],"max_tokens":48,"temperature":0}' > /dev/null
+    check "/v1/chat/completions timings carry llama-server's draft_n_accepted (= draft_accepted)" \
+        test "$(jq '.timings.draft_n_accepted == .timings.draft_accepted and .timings.draft_n >= .timings.draft_n_accepted' "$tmp/body")" = true
 else
     skip "speculation counts in /completion timings" "ngram plugin not built"
 fi
