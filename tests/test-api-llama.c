@@ -320,6 +320,32 @@ static void test_errors_slots_props(void **state)
     free(s);
 }
 
+static void test_batch_prompts(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        int n; /* prompts, 0: not a batch */
+    } cases[] = {
+        {"{\"prompt\":[\"a\",\"b\"]}", 2},
+        {"{\"prompt\":[[1,2],[3],\"c\",{\"prompt_string\":\"d\"}]}", 4},
+        {"{\"prompt\":[\"a\",\"b\"],\"stream\":true}", 0}, /* streamed: one prompt */
+        {"{\"prompt\":[1,2,3]}", 0},                           /* token ids */
+        {"{\"prompt\":[1,\"a\",2]}", 0},                       /* one mixed prompt */
+        {"{\"prompt\":[\"a\"]}", 0},
+        {"{\"prompt\":\"a\"}", 0},
+        {"{\"prompt\":[\"a\",true]}", 0},
+        {"not json", 0},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
+        json_t *root = NULL, *p = cs_llama_prompts(cases[i].body, strlen(cases[i].body), &root);
+        if ((int)json_array_size(p) != cases[i].n || (cases[i].n == 0) != (p == NULL) || (p == NULL) != (root == NULL))
+            fail_msg("%s: %zu prompts (want %d)", cases[i].body, json_array_size(p), cases[i].n);
+        json_decref(p);
+        json_decref(root);
+    }
+}
+
 static void test_cors_allow(void **state)
 {
     (void)state;
@@ -341,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_fields),       cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_whole_answer), cmocka_unit_test(test_stream),
         cmocka_unit_test(test_errors_slots_props), cmocka_unit_test(test_cors_allow),
+        cmocka_unit_test(test_batch_prompts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -146,10 +146,32 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
         lr->mixed = json_incref(v);
         json_object_set_new(o, "prompt", json_string(""));
     } else if (json_is_array(v) && json_array_size(v) > 1 && !json_is_integer(json_array_get(v, 0))) {
-        FAIL("prompt", "'prompt' holds several prompts; clspec answers one prompt per request (send them apart)");
+        FAIL("prompt", "'prompt' holds several prompts: answered one after the other when not streamed (up to 64); "
+             "a streamed request takes one prompt");
     }
 out:
     return rc;
+}
+
+json_t *cs_llama_prompts(const char *body, size_t len, json_t **root)
+{
+    *root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *v = json_is_object(*root) ? field(*root, "prompt") : NULL, *s = field(*root, "stream");
+    bool many = json_is_array(v) && json_array_size(v) >= 2 && json_array_size(v) <= 64 && !is_mixed(v) &&
+                !json_is_integer(json_array_get(v, 0)) && !json_is_true(s);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) /* each a prompt of its own */
+    {
+        if (!json_is_string(e) && !json_is_array(e) && !json_is_object(e))
+            many = false;
+    }
+    if (!many) {
+        json_decref(*root);
+        *root = NULL;
+        return NULL;
+    }
+    return json_incref(v);
 }
 
 int cs_llama_parse_completion(const char *body, size_t len, const struct cs_api_defaults *d,

@@ -42,6 +42,12 @@ struct cs_llama_request {
 int cs_llama_parse_completion(const char *body, size_t len, const struct cs_api_defaults *d,
                               struct cs_llama_request *lr, const char **param, char *err, size_t errlen);
 void cs_llama_request_free(struct cs_llama_request *lr);
+/* Several prompts in one /completion body (a "prompt" array of 2..64 entries
+ * that is neither token ids nor one mixed prompt: strings, id arrays,
+ * {prompt_string} objects), not streamed: the array (a new reference) and
+ * *root the parsed body (json_decref both). NULL otherwise (the body is then
+ * parsed as one request, which refuses what is wrong with it). */
+json_t *cs_llama_prompts(const char *body, size_t len, json_t **root);
 
 /* Collects one /completion's events. */
 struct cs_llama_acc;

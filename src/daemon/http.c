@@ -111,6 +111,12 @@ static _Thread_local const char *allow_method;
  * whether errors take llama-server's shape (its own routes). */
 static _Thread_local const char *cors_allow;
 static _Thread_local bool llama_errors;
+/* While on (several prompts in one /completion): reply() keeps the answer here instead of sending it. */
+static _Thread_local struct {
+    bool on;
+    unsigned code;               /* 0: nothing answered (the client went away) */
+    char *body;
+} capture;
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
@@ -122,6 +128,12 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
                       "\"code\":\"internal_error\"}}");
         if (!body)
             return MHD_NO;
+    }
+    if (capture.on) {
+        free(capture.body);
+        capture.code = code;
+        capture.body = body;
+        return MHD_YES;
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
@@ -613,6 +625,44 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     return ret;
 }
 
+/* POST /completion with several prompts (cs_llama_prompts): each answered in turn as a request of
+ * its own, the answers in one array (llama-server's batch form; not streamed). The first error ends it. */
+static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Connection *c, json_t *root,
+                                               json_t *prompts)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *p;
+    json_array_foreach(prompts, i, p)
+    {
+        json_object_set(root, "prompt", p);
+        char *sub = json_dumps(root, JSON_COMPACT);
+        if (!sub || !out)
+            break;
+        capture.on = true;
+        capture.code = 0;
+        handle_completion(h, c, CS_API_COMPLETION, true, sub, strlen(sub));
+        capture.on = false;
+        free(sub);
+        json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+        if (!ans) {
+            json_decref(out);
+            if (capture.code == 0) /* the client went away */
+                return MHD_NO;
+            char *body = capture.body;
+            capture.body = NULL;
+            return reply_json(c, capture.code == 200 ? 500 : capture.code, body, NULL);
+        }
+        free(capture.body);
+        capture.body = NULL;
+        json_object_set_new(ans, "index", json_integer((json_int_t)i));
+        json_array_append_new(out, ans);
+    }
+    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    return reply_json(c, 200, s, NULL);
+}
+
 /* ---------------------------------------------------------------- tokenize, detokenize */
 
 /* POST /tokenize (llama-server's): ids, or {id, piece} with with_pieces. */
@@ -888,6 +938,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return handle_tokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
     if (r == R_DETOKENIZE)
         return handle_detokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
+    if (r == R_COMPLETION) {
+        json_t *root = NULL, *prompts = cs_llama_prompts(cn->body.p ? cn->body.p : "", cn->body.len, &root);
+        enum MHD_Result ret = prompts ? handle_completion_batch(h, c, root, prompts) : MHD_NO;
+        json_decref(prompts);
+        json_decref(root);
+        if (prompts)
+            return ret;
+    }
     return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,
                              cn->body.p ? cn->body.p : "", cn->body.len);
 }

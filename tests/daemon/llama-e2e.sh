@@ -85,7 +85,12 @@ refused() { # refused FIELD BODY: 400, error.code 400 and the message names FIEL
 check "logit_bias (not in the sampler): 400 naming it" refused logit_bias '{"prompt":"a","logit_bias":[[1,-5]]}'
 check "n_predict 0: 400 naming it" refused n_predict '{"prompt":"a","n_predict":0}'
 check "post_sampling_probs: 400 naming it" refused post_sampling_probs '{"prompt":"a","post_sampling_probs":true}'
-check "several prompts in one request: 400" refused prompt '{"prompt":["a","b"]}'
+check "several prompts in a streamed request: 400" refused prompt '{"prompt":["a","b"],"stream":true}'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":["Once upon a time",[1,403,407,261,378],{"prompt_string":"Once upon a time"}],"n_predict":6,"temperature":0}')
+check "several prompts: an array of answers in order, index set, same prompt same text" \
+    test "$c|$(jq -c '[length, [.[].index], (.[0].content == .[1].content and .[0].content == .[2].content), [.[].tokens_predicted]]' "$tmp/body")" \
+    = '200|[3,[0,1,2],true,[6,6,6]]'
+check "several prompts, one bad: the error of that one" refused 'prompt\[0\]' '{"prompt":["a",[99999]]}'
 check "n_probs 99: 400 naming it" refused n_probs '{"prompt":"a","n_probs":99}'
 check "a token id out of range in a mixed prompt: 400" refused 'prompt\[0\]' '{"prompt":[99999,"a"]}'
 c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":{"prompt_string":"Once upon"},"n_predict":3,"response_fields":["content","generation_settings/n_predict","prompt"]}')
