@@ -214,6 +214,10 @@ static void test_every_value(void **state)
     snprintf(want, sizeof want, "%s/logs/clspecd.log", dir);
     assert_string_equal(c->log_file, want);
     assert_int_equal(c->http_threads, 3);
+    assert_string_equal(c->cors_origins, "https://a.example, http://localhost:3000");
+    assert_false(c->webui);
+    assert_false(c->slots_endpoint);
+    assert_true(c->embeddings);
     snprintf(want, sizeof want, "%s/models/tiny.gguf", dir);
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");

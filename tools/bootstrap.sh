@@ -14,6 +14,10 @@ pkgs=(build-essential autoconf automake libtool pkg-config
 command -v jq >/dev/null || pkgs+=(jq)
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)
+# the chat page's test (tests/daemon/llama-e2e.sh) runs it in headless Chromium; llama.cpp's
+# server test suite (tests/llama-server-suite/run.sh) needs pytest, requests and aiohttp
+command -v chromium >/dev/null || pkgs+=(chromium)
+pkgs+=(python3-pytest python3-requests python3-aiohttp)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,9 +36,9 @@ autoreconf -fi
 [ -f Makefile ] || ./configure "$@"
 make -j"$(nproc)"
 
-# the official openai npm client, pinned by tests/daemon/package-lock.json (tests/daemon/e2e.sh
-# skips its checks without it)
-if command -v npm >/dev/null && { [ ! -d tests/daemon/node_modules/openai ] ||
+# the official openai npm client and playwright-core, pinned by tests/daemon/package-lock.json
+# (tests/daemon/e2e.sh and llama-e2e.sh skip their checks without them)
+if command -v npm >/dev/null && { [ ! -d tests/daemon/node_modules/openai ] || [ ! -d tests/daemon/node_modules/playwright-core ] ||
     [ tests/daemon/package-lock.json -nt tests/daemon/node_modules/.package-lock.json ]; }; then
     npm ci --prefix tests/daemon --no-audit --no-fund --loglevel=error ||
         echo "bootstrap: npm ci failed; the openai client checks of tests/daemon/e2e.sh will be skipped" >&2

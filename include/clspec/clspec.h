@@ -368,6 +368,12 @@ int clspec_sampler_grammar_status(const clspec_sampler *s);
  * $comment are ignored. */
 int clspec_json_schema_to_grammar(const char *schema, size_t len, char *buf, size_t cap, size_t *n_out, char *err,
                                   size_t errlen);
+/* ---- the final norm (appended in 0.1: embeddings) ----
+ * out = the model's final norm (RMS norm with output_norm's weights and the
+ * model's epsilon) of x: n_embd floats each (x is the state a tap at layer
+ * n_layer gives; out may be x). On the host, in double precision sums.
+ * CLSPEC_E_INVAL for NULL arguments or an engine without weights. */
+int clspec_final_norm(const clspec_engine *e, const float *x, float *out, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -852,6 +852,8 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     if (t && ctl)
         json_object_update(t, ctl);
     json_decref(ctl);
+    if (t) /* llama-server's name of the same count */
+        json_object_set_new(t, "draft_n_accepted", json_integer(u->draft_accepted));
     return t;
 }
 
@@ -976,4 +978,14 @@ char *cs_api_slots_json(const struct cs_slot_info *slots, int n)
                                            (int)s->n_past, "speculative", s->speculative));
     }
     return dump(a);
+}
+
+json_t *cs_api_str_lossy(const char *s, size_t len)
+{
+    return str_lossy(s, len);
+}
+
+json_t *cs_api_bytes_array(const char *s, size_t len)
+{
+    return bytes_array(s, len);
 }

@@ -149,4 +149,8 @@ char *cs_api_models_json(const char *model, int64_t created, int n_ctx);
 /* GET /slots: [{id, busy, request_id, n_prompt, n_generated, n_past, speculative}]. */
 char *cs_api_slots_json(const struct cs_slot_info *slots, int n);
 
+/* A JSON string of any bytes (invalid UTF-8 -> U+FFFD); the byte values as a JSON array. */
+json_t *cs_api_str_lossy(const char *s, size_t len);
+json_t *cs_api_bytes_array(const char *s, size_t len);
+
 #endif

@@ -31,6 +31,10 @@ struct cs_config {
     char *log_level;            /* "error" | "warn" | "info" | "debug" */
     char *log_file;             /* NULL = stderr */
     int http_threads;           /* 0 = one thread per connection */
+    char *cors_origins;         /* NULL = no CORS headers; "*" or origins, comma separated */
+    bool webui;                 /* true: the chat page at / */
+    bool slots_endpoint;        /* true: GET /slots answers (false: 501) */
+    bool embeddings;            /* false: /embeddings answers 501 */
     /* [model] */
     char *model_path;           /* required */
     char *model_name;           /* id in /v1/models; default: file name without .gguf */

@@ -39,6 +39,14 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "log file, reopened on SIGHUP (empty = standard error)"},
     {"server", "http_threads", CS_CFG_INT, OFF(http_threads), "0", 0, 1024, NULL,
      "most concurrent HTTP connections, each served by its own thread (0 = no limit)"},
+    {"server", "cors_origins", CS_CFG_STR, OFF(cors_origins), "", 0, 0, NULL,
+     "origins whose browser pages may call the API (CORS): * = any, or origins comma separated "
+     "(empty = no CORS headers)"},
+    {"server", "webui", CS_CFG_BOOL, OFF(webui), "true", 0, 0, NULL, "serve the chat page at /"},
+    {"server", "slots", CS_CFG_BOOL, OFF(slots_endpoint), "true", 0, 0, NULL,
+     "answer GET /slots (false: 501, as llama-server without --slots)"},
+    {"server", "embeddings", CS_CFG_BOOL, OFF(embeddings), "false", 0, 0, NULL,
+     "answer /embeddings and /v1/embeddings (a second engine over the model: its weights twice on the device)"},
 
     {"model", "path", CS_CFG_PATH, OFF(model_path), "", 0, 0, NULL, "the GGUF model file to serve (required)"},
     {"model", "name", CS_CFG_STR, OFF(model_name), "", 0, 0, NULL,

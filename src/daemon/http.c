@@ -10,6 +10,8 @@
 #include "config.h"
 
 #include "daemon/http.h"
+#include "daemon/api_llama.h"
+#include "daemon/cors.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -26,6 +28,8 @@
 #include "base/common.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
+#include "daemon/routes_llama.h"
+#include "daemon/webui.h"
 #include "daemon/sched.h"
 #include "base/strbuf.h"
 
@@ -33,7 +37,8 @@ enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
 struct cs_http {
     struct cs_http_params p;
-    char *model_name, *api_key;
+    char *model_name, *api_key, *cors, *model_path;
+    struct cs_embedder *emb;    /* /embeddings ([server] embeddings), NULL: 501 */
     struct MHD_Daemon *mhd;
     int port;
     atomic_int state;
@@ -80,6 +85,8 @@ struct job {
     double t0;
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
     double last_check;          /* when the reader last looked whether the peer is gone */
+    struct cs_llama_acc *llama; /* llama-server's /completion: its answer shapes (NULL: OpenAI's) */
+    char *llama_body;           /* its whole answer, built at DONE */
 };
 
 /* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
@@ -100,6 +107,16 @@ static void job_wait_200ms(struct job *j)
 
 /* The method a 405 names in its Allow header (set by on_request before replying). */
 static _Thread_local const char *allow_method;
+/* Per request (set by on_request): the Access-Control-Allow-Origin value to send (NULL: none), and
+ * whether errors take llama-server's shape (its own routes). */
+static _Thread_local const char *cors_allow;
+static _Thread_local bool llama_errors;
+/* While on (several prompts in one /completion): reply() keeps the answer here instead of sending it. */
+static _Thread_local struct {
+    bool on;
+    unsigned code;               /* 0: nothing answered (the client went away) */
+    char *body;
+} capture;
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
@@ -112,6 +129,12 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
         if (!body)
             return MHD_NO;
     }
+    if (capture.on) {
+        free(capture.body);
+        capture.code = code;
+        capture.body = body;
+        return MHD_YES;
+    }
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(body);
@@ -120,6 +143,7 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (req_id)
         MHD_add_response_header(r, "X-Request-Id", req_id);
+    cs_cors_headers(r, cors_allow);
     if (code == 405)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
                                 allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
@@ -139,7 +163,8 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, cons
                                    const char *req_id)
 {
     cs_log(code >= 500 ? CS_LOG_WARN : CS_LOG_INFO, req_id, "HTTP %u: %s", code, msg);
-    return reply_json(c, code, cs_api_error_json((int)code, msg, param), req_id);
+    return reply_json(c, code, llama_errors ? cs_llama_error_json((int)code, msg) : cs_api_error_json((int)code, msg, param),
+                      req_id);
 }
 
 /* ---------------------------------------------------------------- jobs */
@@ -169,10 +194,47 @@ static void sse_put(struct job *j, char *json)
     free(json);
 }
 
+/* on_event for llama-server's /completion (j->mu held). */
+static void llama_event(struct job *j, const struct cs_req_event *ev)
+{
+    bool oom = false;
+    if (ev->type == CS_EV_TOKEN) {
+        char piece[256];
+        size_t n = 0;
+        if (ev->token < 0 || clspec_token_piece(j->h->e, ev->token, 0, piece, sizeof piece, &n, NULL, 0) != CLSPEC_OK)
+            n = 0;
+        char *chunk = cs_llama_acc_token(j->llama, ev, piece, CS_MIN(n, sizeof piece), &oom);
+        if (chunk)
+            sse_put(j, chunk);
+    } else if (ev->type == CS_EV_DONE) {
+        j->finish_reason = ev->finish_reason;
+        j->usage = ev->usage;
+        char *last = cs_llama_acc_final(j->llama, ev->finish_reason, &ev->usage);
+        if (j->stream)
+            sse_put(j, last);
+        else
+            oom = !(j->llama_body = last);
+        j->finished = true;
+    } else {
+        j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;
+        snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->message ? ev->message : "request failed");
+        if (j->stream)
+            sse_put(j, cs_llama_error_json(ev->status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(ev->status),
+                                           j->err_msg));
+        j->finished = true;
+    }
+    if (oom)
+        j->out.oom = j->text.oom = true;
+}
+
 static void on_event(void *user, const struct cs_req_event *ev)
 {
     struct job *j = user;
     pthread_mutex_lock(&j->mu);
+    if (j->llama) {
+        llama_event(j, ev);
+        goto wake;
+    }
     json_t *lp = NULL;
     if (ev->type == CS_EV_TOKEN && j->want_lp && ev->token >= 0) {
         char piece[256];
@@ -218,6 +280,7 @@ static void on_event(void *user, const struct cs_req_event *ev)
         j->finished = true;
         break;
     }
+wake:
     if (j->stream || j->finished) /* a whole answer only needs waking at its end */
         pthread_cond_signal(&j->cv);
     pthread_mutex_unlock(&j->mu);
@@ -231,6 +294,8 @@ static void job_free(struct job *j)
     cs_strbuf_free(&j->out);
     cs_strbuf_free(&j->text);
     json_decref(j->lp);
+    cs_llama_acc_free(j->llama);
+    free(j->llama_body);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -379,8 +444,28 @@ static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, i
     return tokenize_text(h, ar->prompt, ar->prompt_len, true, true, ids, n_ids, err, errlen);
 }
 
+/* The body as OpenAI's request (ar), or as llama-server's /completion (llama: lr holds its own
+ * fields, the common ones move to ar; penalty window and n_predict cap applied). */
+static int parse_request(struct cs_http *h, enum cs_api_kind kind, bool llama, const char *body, size_t len,
+                         const struct cs_api_defaults *d, struct cs_api_request *ar, struct cs_llama_request *lr,
+                         const char **param, char *err, size_t errlen)
+{
+    if (!llama)
+        return cs_api_parse(kind, body, len, d, ar, param, err, errlen);
+    int rc = cs_llama_parse_completion(body, len, d, lr, param, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    *ar = lr->r;
+    memset(&lr->r, 0, sizeof lr->r);
+    ar->sp.penalty_last_n = lr->repeat_last_n < 0 ? h->n_ctx_slot : lr->repeat_last_n;
+    if (h->p.n_predict_cap > 0 && ar->max_tokens > h->p.n_predict_cap)
+        ar->max_tokens = h->p.n_predict_cap;
+    lr->n_predict = ar->max_tokens > 0 ? ar->max_tokens : d->max_tokens > 0 ? d->max_tokens : -1;
+    return CLSPEC_OK;
+}
+
 static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
-                                         const char *body, size_t len)
+                                         bool llama, const char *body, size_t len)
 {
     char req_id[40];
     unsigned long long num = (unsigned long long)atomic_fetch_add(&h->next_req, 1) + 1;
@@ -394,13 +479,18 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         d.n_vocab = (int32_t)info.n_vocab;
     else
         info.size = 0; /* no EOS text below */
-    int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
+    struct cs_llama_request lr = {.n_predict = -1};
+    int rc = parse_request(h, kind, llama, body, len, &d, &ar, &lr, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
     int32_t *ids = NULL;
     int n_ids = 0;
-    rc = tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    rc = lr.mixed ? cs_llama_tokenize_mixed(h->e, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
+                  : tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    json_decref(lr.mixed);
+    lr.mixed = NULL;
     if (rc != CLSPEC_OK) {
+        cs_llama_request_free(&lr);
         cs_api_request_free(&ar);
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
                            req_id);
@@ -408,6 +498,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     struct job *j = calloc(1, sizeof *j);
     if (!j) {
         free(ids);
+        cs_llama_request_free(&lr);
         cs_api_request_free(&ar);
         return reply_error(c, 500, "out of memory", NULL, req_id);
     }
@@ -425,6 +516,17 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     j->want_lp = ar.logprobs;
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
+    if (llama) {
+        int arc = cs_llama_acc_for(h->e, &lr, &ar, ids, n_ids, h->model_name, h->n_ctx_slot, &j->llama);
+        cs_llama_request_free(&lr);
+        if (arc != CLSPEC_OK) {
+            free(ids);
+            cs_api_request_free(&ar);
+            job_free(j);
+            return reply_error(c, 500, "out of memory", NULL, req_id);
+        }
+        j->want_lp = false; /* the accumulator writes completion_probabilities */
+    }
     if (!j->stream && j->want_lp)
         j->lp = cs_api_logprobs_new(kind);
     if (j->stream && kind == CS_API_CHAT) /* the first chunk names the role */
@@ -456,7 +558,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.spec_n_max = ar.spec_n_max;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",
-           kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
+           llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
            (unsigned long long)ar.sp.seed, ar.seed_given ? "" : " (drawn)", j->stream ? "streamed" : "whole");
     rc = cs_sched_submit(h->s, &rq, on_event, j, &j->sched_id, err, sizeof err);
     free(ids);
@@ -480,6 +582,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(r, "X-Request-Id", req_id);
+        cs_cors_headers(r, cors_allow);
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r); /* stream_free runs when the connection is done with it */
         return ret;
@@ -509,6 +612,9 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
     } else if (j->text.oom) {
         ret = reply_error(c, 500, "out of memory", NULL, req_id);
+    } else if (j->llama) {
+        ret = reply_json(c, 200, j->llama_body, req_id);
+        j->llama_body = NULL;
     } else {
         json_t *lp = j->lp;
         j->lp = NULL;
@@ -519,6 +625,44 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     }
     job_free(j);
     return ret;
+}
+
+/* POST /completion with several prompts (cs_llama_prompts): each answered in turn as a request of
+ * its own, the answers in one array (llama-server's batch form; not streamed). The first error ends it. */
+static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Connection *c, json_t *root,
+                                               json_t *prompts)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *p;
+    json_array_foreach(prompts, i, p)
+    {
+        json_object_set(root, "prompt", p);
+        char *sub = json_dumps(root, JSON_COMPACT);
+        if (!sub || !out)
+            break;
+        capture.on = true;
+        capture.code = 0;
+        handle_completion(h, c, CS_API_COMPLETION, true, sub, strlen(sub));
+        capture.on = false;
+        free(sub);
+        json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+        if (!ans) {
+            json_decref(out);
+            if (capture.code == 0) /* the client went away */
+                return MHD_NO;
+            char *body = capture.body;
+            capture.body = NULL;
+            return reply_json(c, capture.code == 200 ? 500 : capture.code, body, NULL);
+        }
+        free(capture.body);
+        capture.body = NULL;
+        json_object_set_new(ans, "index", json_integer((json_int_t)i));
+        json_array_append_new(out, ans);
+    }
+    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    return reply_json(c, 200, s, NULL);
 }
 
 /* ---------------------------------------------------------------- tokenize, detokenize */
@@ -617,9 +761,13 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
     if (!h->api_key)
         return true;
     const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!a || strncasecmp(a, "Bearer ", 7) != 0)
+    const char *x = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Api-Key"); /* Anthropic's clients */
+    if ((!a || strncasecmp(a, "Bearer ", 7) != 0) && x)
+        a = x;
+    else if (!a || strncasecmp(a, "Bearer ", 7) != 0)
         return false;
-    a += 7;
+    else
+        a += 7;
     while (*a == ' ')
         a++;
     size_t la = strlen(a), lk = strlen(h->api_key);
@@ -629,7 +777,8 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
     return diff == 0;
 }
 
-enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE };
+enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE,
+             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -651,6 +800,13 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/chat/completions", R_CHAT, "POST"},
         {"/tokenize", R_TOKENIZE, "POST"},
         {"/detokenize", R_DETOKENIZE, "POST"},
+        {"/completion", R_COMPLETION, "POST"},
+        {"/props", R_PROPS, "GET"},
+        {"/apply-template", R_APPLY_TEMPLATE, "POST"},
+        {"/embeddings", R_EMBEDDINGS, "POST"},
+        {"/v1/embeddings", R_EMBEDDINGS, "POST"},
+        {"/", R_PAGE, "GET"},
+        {"/index.html", R_PAGE, "GET"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(routes); i++)
         if (strcmp(url, routes[i].path) == 0) {
@@ -658,6 +814,17 @@ static enum route find_route(const char *url, const char **method_needed)
             return routes[i].r;
         }
     return R_NONE;
+}
+
+/* OPTIONS (a CORS preflight; daemon/cors.h). */
+static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *method)
+{
+    struct MHD_Response *r = cs_cors_preflight(c, method, cors_allow);
+    if (!r)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -668,6 +835,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *need = NULL;
     enum route r = find_route(url, &need);
     allow_method = need;
+    cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
+    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
     int state = atomic_load(&h->state);
 
     if (!*con_cls) { /* first call: headers only */
@@ -679,6 +848,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             /* answer early what needs no body (the rest of the body is then discarded) */
             if (r == R_NONE)
                 return reply_error(c, 404, "no such endpoint", NULL, NULL);
+            if (r == R_PROPS) /* llama-server's answer without --props */
+                return authorized(h, c) ? reply_error(c, 501, "POST /props is not supported: clspecd's settings "
+                                                              "come from its INI file", NULL, NULL)
+                                        : reply_error(c, 401, "invalid or missing API key (Authorization: Bearer "
+                                                              "...)", NULL, NULL);
             if (strcmp(method, need) != 0)
                 return reply_error(c, 405, "method not allowed", NULL, NULL);
             if (!authorized(h, c))
@@ -704,10 +878,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
 
-    if (r == R_NONE)
+    if (r == R_NONE || (r == R_PAGE && h->p.webui_off))
         return reply_error(c, 404, "no such endpoint", NULL, NULL);
+    if (strcmp(method, "OPTIONS") == 0)
+        return reply_preflight(c, need);
     if (strcmp(method, need) != 0 && !(strcmp(method, "HEAD") == 0 && strcmp(need, "GET") == 0))
         return reply_error(c, 405, "method not allowed", NULL, NULL);
+    if (r == R_PAGE)
+        return reply(c, 200, "text/html; charset=utf-8", strdup(cs_webui_html), NULL);
     if (r == R_HEALTH) {
         unsigned code = state == ST_READY ? 200 : 503;
         const char *s = state == ST_READY ? "ok" : state == ST_LOADING ? "loading" : "draining";
@@ -730,10 +908,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return reply_error(c, 500, err, NULL, NULL);
         return reply(c, 200, CS_METRICS_CONTENT_TYPE, body, NULL);
     }
+    if (r == R_SLOTS && h->p.slots_off) {
+        llama_errors = true;
+        return reply_error(c, 501, "the /slots endpoint is off ([server] slots = false)", NULL, NULL);
+    }
+    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS) {
+        struct cs_llama_ctx x = {h->e, h->s, h->chat, h->n_ctx_slot, h->model_name, h->model_path, &h->p.defaults};
+        char *b = NULL;
+        const char *rb = cn->body.p ? cn->body.p : "";
+        int code = r == R_PROPS            ? cs_llama_route_props(&x, &b)
+                   : r == R_APPLY_TEMPLATE ? cs_llama_route_apply_template(&x, rb, cn->body.len, &b)
+                                           : cs_llama_route_embeddings(&x, h->emb, rb, cn->body.len, &b);
+        return reply_json(c, (unsigned)code, b, NULL);
+    }
     if (r == R_SLOTS) {
         struct cs_slot_info slots[64];
         int n = cs_sched_get_slots(h->s, slots, 64);
-        return reply_json(c, 200, cs_api_slots_json(slots, CS_MIN(n, 64)), NULL);
+        return reply_json(c, 200, cs_llama_slots_json(slots, CS_MIN(n, 64), h->n_ctx_slot), NULL);
     }
     /* completions, tokenize, detokenize */
     if (state == ST_DRAINING)
@@ -749,8 +940,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return handle_tokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
     if (r == R_DETOKENIZE)
         return handle_detokenize(h, c, cn->body.p ? cn->body.p : "", cn->body.len);
-    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, cn->body.p ? cn->body.p : "",
-                             cn->body.len);
+    if (r == R_COMPLETION) {
+        json_t *root = NULL, *prompts = cs_llama_prompts(cn->body.p ? cn->body.p : "", cn->body.len, &root);
+        enum MHD_Result ret = prompts ? handle_completion_batch(h, c, root, prompts) : MHD_NO;
+        json_decref(prompts);
+        json_decref(root);
+        if (prompts)
+            return ret;
+    }
+    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,
+                             cn->body.p ? cn->body.p : "", cn->body.len);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
@@ -788,6 +987,9 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     h->p = *p;
     h->model_name = strdup(p->model_name ? p->model_name : "model");
     h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
+    h->cors = p->cors_origins && p->cors_origins[0] ? strdup(p->cors_origins) : NULL;
+    h->model_path = strdup(p->model_path ? p->model_path : "");
+    h->p.cors_origins = h->p.model_path = NULL; /* the caller's strings are not kept */
     h->created = (int64_t)cs_wall_now();
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
@@ -847,6 +1049,11 @@ void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, 
     atomic_store(&h->state, ST_READY);
 }
 
+void cs_http_set_embedder(struct cs_http *h, struct cs_embedder *m)
+{
+    h->emb = m;
+}
+
 void cs_http_set_draining(struct cs_http *h)
 {
     int st = ST_READY;
@@ -865,5 +1072,7 @@ void cs_http_stop(struct cs_http *h)
         MHD_stop_daemon(h->mhd);
     free(h->model_name);
     free(h->api_key);
+    free(h->cors);
+    free(h->model_path);
     free(h);
 }

@@ -29,6 +29,14 @@ struct cs_http_params {
     int max_connections;        /* 0 = no limit (each connection is one thread) */
     const char *model_name;     /* id in /v1/models and responses (copied) */
     struct cs_api_defaults defaults;
+    /* browsers and llama-server's routes */
+    const char *cors_origins;   /* NULL/"": no CORS headers; "*": any origin; else origins, comma separated */
+    bool webui_off;             /* no chat page at / (404) */
+    bool slots_off;             /* GET /slots answers 501 */
+    const char *model_path;     /* for /props (copied) */
+    int n_predict_cap;          /* llama-server's /completion: an n_predict above it is lowered to it, as
+                                 * llama-server's --n-predict does ([server] max_tokens_limit; 0: none);
+                                 * the OpenAI routes are refused above it instead */
 };
 
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);
@@ -38,6 +46,9 @@ int cs_http_port(const struct cs_http *h);
  * template family, and a slot's context (for /v1/models). */
 void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, enum cs_chat_family chat,
                        int n_ctx_slot);
+/* /embeddings through m (borrowed, kept alive until cs_http_stop; NULL: 501). Call before cs_http_set_ready. */
+struct cs_embedder;
+void cs_http_set_embedder(struct cs_http *h, struct cs_embedder *m);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);
 /* Waits (up to 5 s) until the answers of finished requests are sent, then

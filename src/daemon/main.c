@@ -19,6 +19,7 @@
 #include "text/chat.h"
 #include "base/common.h"
 #include "daemon/cfg.h"
+#include "daemon/embed.h"
 #include "daemon/http.h"
 #include "daemon/log.h"
 #include "daemon/sched.h"
@@ -61,6 +62,7 @@ struct loader {
     int n_ctx_slot;
     struct cs_plugin *pl;   /* [speculator] (NULL: type = none) */
     struct cs_spec *sp;
+    struct cs_embedder *emb; /* [server] embeddings (NULL: off) */
 };
 
 /* [speculator]: loads the plugin over the engine (the loader validates its
@@ -176,6 +178,12 @@ static void *load_main(void *arg)
         clspec_engine_get_info(L->door, &info, NULL, 0);
         L->n_ctx_slot = (int)(info.kv_partitioned ? info.n_ctx / (uint32_t)cfg->parallel : info.n_ctx);
     }
+    if (L->rc == CLSPEC_OK && cfg->embeddings) { /* a second engine: one sequence of a slot's context */
+        L->rc = cs_embedder_open(&ep, (uint32_t)L->n_ctx_slot, &L->emb, L->err, sizeof L->err);
+        if (L->rc == CLSPEC_OK)
+            cs_log(CS_LOG_INFO, NULL, "embeddings: on (%d dimensions, inputs up to %d tokens)",
+                   cs_embedder_dim(L->emb), L->n_ctx_slot - 1);
+    }
     pthread_kill(L->main_thread, SIGUSR1);
     return NULL;
 }
@@ -266,6 +274,11 @@ int main(int argc, char **argv)
         .max_connections = cfg->http_threads,
         .model_name = cfg->model_name,
         .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
+        .cors_origins = cfg->cors_origins,
+        .webui_off = !cfg->webui,
+        .slots_off = !cfg->slots_endpoint,
+        .model_path = cfg->model_path,
+        .n_predict_cap = cfg->max_tokens_limit,
     };
     struct cs_http *http = NULL;
     if (cs_http_start(&hp, &http, err, sizeof err) != CLSPEC_OK) {
@@ -314,6 +327,7 @@ int main(int argc, char **argv)
             atomic_store(&progs_ready, true);
             cs_log(CS_LOG_INFO, NULL, "kernels: %u programs built, %u loaded from the binary cache",
                    atomic_load(&progs_built), atomic_load(&progs_loaded));
+            cs_http_set_embedder(http, L.emb);
             cs_http_set_ready(http, L.door, L.s, L.chat, L.n_ctx_slot);
             cs_log(CS_LOG_INFO, NULL, "ready: model loaded in %.2f s, %d slots of %d tokens, queue %d",
                    L.e->load_s, cfg->parallel, L.n_ctx_slot, cfg->queue_max);
@@ -334,6 +348,7 @@ int main(int argc, char **argv)
         break;
     }
     cs_http_stop(http); /* waits for the connection threads */
+    cs_embedder_free(L.emb);
     cs_sched_free(L.s);
     cs_spec_free(L.sp);
     cs_plugin_free(L.pl);

@@ -9,6 +9,7 @@
  * src/engine/api.h: the few conversions internal callers (the CLI) share with it. */
 #include "config.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -891,4 +892,31 @@ int clspec_json_schema_to_grammar(const char *schema, size_t len, char *buf, siz
         memcpy(buf, g, n + 1);
     free(g);
     return rc;
+}
+/* ---- the final norm ---- */
+
+int clspec_final_norm(const clspec_engine *e, const float *x, float *out, char *err, size_t errlen)
+{
+    if (!e || !x || !out || !e->model || !e->model->output_norm)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "final_norm: NULL argument or an engine without weights");
+    const struct cs_gguf_tensor *w = e->model->output_norm;
+    int64_t n = e->n_embd;
+    if ((int64_t)w->n_elems != n)
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "final_norm: %s has %llu values, n_embd is %lld", w->name,
+                      (unsigned long long)w->n_elems, (long long)n);
+    float *wf = malloc((size_t)n * sizeof *wf);
+    if (!wf)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "final_norm: out of memory");
+    if (cs_dequantize_row(w->type, w->data, wf, n) != 0) {
+        free(wf);
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "final_norm: %s: type without a dequantizer", w->name);
+    }
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)e->model->hp.rms_eps));
+    for (int64_t i = 0; i < n; i++)
+        out[i] = x[i] * scale * wf[i];
+    free(wf);
+    return CLSPEC_OK;
 }

@@ -1,0 +1,51 @@
+/* cors.c: see cors.h. */
+#include "config.h"
+
+#include "daemon/cors.h"
+
+#include <string.h>
+
+const char *cs_cors_allow(const char *cfg, const char *origin)
+{
+    if (!origin || !cfg || !cfg[0])
+        return NULL;
+    if (strcmp(cfg, "*") == 0)
+        return origin;
+    size_t n = strlen(origin);
+    for (const char *p = cfg; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t k = strcspn(p, ", ");
+        if (k == n && k > 0 && strncmp(p, origin, n) == 0)
+            return origin;
+        p += k;
+    }
+    return NULL;
+}
+
+void cs_cors_headers(struct MHD_Response *r, const char *allow)
+{
+    if (!allow)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", allow);
+    MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
+    MHD_add_response_header(r, "Vary", "Origin");
+}
+
+struct MHD_Response *cs_cors_preflight(struct MHD_Connection *c, const char *method, const char *allow)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return NULL;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, strcmp(method, "GET") == 0 ? "GET, HEAD, OPTIONS"
+                                                                                 : "POST, OPTIONS");
+    if (allow) {
+        const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+        cs_cors_headers(r, allow);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", hdrs && hdrs[0] ? hdrs : "Authorization, Content-Type");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    }
+    return r;
+}

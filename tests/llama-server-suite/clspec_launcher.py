@@ -1,0 +1,135 @@
+"""clspec_launcher.py: a pytest plugin that runs llama.cpp's server test
+suite (tools/server/tests, taken from a llama.cpp checkout by run.sh) against
+clspecd. Only the launcher changes: utils.ServerProcess.start writes an INI
+from the ServerProcess settings (port, slots, context, batch, seed,
+temperature, n_predict, api key, CORS, web UI) and starts clspecd on it
+instead of llama-server with flags; the tests and their assertions are
+llama.cpp's, unchanged.
+
+Settings clspecd has no INI key for (model downloads, LoRA, embeddings,
+reranking, Jinja, context shift, draft models, ...) are listed in the
+server's log line; a test whose preset needs a model other than stories260K
+is skipped at start ("needs model ..."), since only that model is at hand;
+the suite's model download step (ServerPreset.load_all) is a no-op.
+When the python packages `openai` or `wget` are missing (Debian has no
+python3-openai), stand-in modules are installed whose use skips the test.
+
+Environment: CLSPECD (the daemon binary), CLSPEC_MODEL (stories260K.gguf),
+CLSPEC_SUITE_TMP (where INIs and logs go).
+"""
+import os
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+
+CLSPECD = os.environ.get("CLSPECD", "clspecd")
+MODEL = os.environ.get("CLSPEC_MODEL", "stories260K.gguf")
+TMP = os.environ.get("CLSPEC_SUITE_TMP", "/tmp")
+
+
+def _stand_in(name, what):
+    """A module whose every attribute skips the calling test."""
+    mod = types.ModuleType(name)
+
+    def __getattr__(attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def missing(*a, **k):
+            pytest.skip(f"python package '{name}' not installed ({what})")
+        return missing
+    mod.__getattr__ = __getattr__
+    return mod
+
+
+for _name, _what in (("openai", "the official OpenAI python client"), ("wget", "model downloads")):
+    try:
+        __import__(_name)
+    except ImportError:
+        sys.modules[_name] = _stand_in(_name, _what)
+
+import utils  # noqa: E402  (llama.cpp's, from the test directory)
+
+STORIES = ("stories260K", "test-model-stories260K")
+
+
+def _model_of(s):
+    """The model a ServerProcess asks for: None when it is stories260K."""
+    ref = " ".join(str(getattr(s, k, None)) for k in ("model_hf_repo", "model_hf_file", "model_file", "model_url")
+                   if getattr(s, k, None))
+    if not ref or any(m in ref for m in STORIES):
+        return None
+    return ref
+
+
+def _ini(s):
+    """The INI for ServerProcess s, and the settings it cannot express."""
+    g = lambda o, k: getattr(o, k, None)  # noqa: E731  (attributes vary across llama.cpp versions)
+    lines = ["[server]", f"host = {g(s, 'server_host')}", f"port = {g(s, 'server_port')}"]
+    if g(s, 'api_key'):
+        lines.append(f"api_key = {g(s, 'api_key')}")
+    lines.append("slots = " + ("true" if g(s, 'server_slots') else "false"))
+    lines.append("webui = " + ("false" if g(s, 'no_ui') or g(s, 'no_webui') else "true"))
+    # llama-server answers CORS for every origin unless --cors-origins narrows it
+    lines.append(f"cors_origins = {g(s, 'cors_origins') or '*'}")
+    lines.append("max_tokens_limit = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0))
+    lines.append(f"log_file = {TMP}/clspecd-{g(s, 'server_port')}.log")
+    lines.append("log_level = debug" if g(s, 'debug') else "log_level = info")
+    name = g(s, 'model_alias') or "tinyllama-2"
+    lines += ["[model]", f"path = {MODEL}", f"name = {name}"]
+    if g(s, 'chat_template'):
+        lines.append(f"chat_template = {g(s, 'chat_template')}")
+    n_ctx = g(s, 'n_ctx') or 512
+    # llama-server splits n_ctx between the slots unless --kv-unified
+    lines += ["[kv]", f"n_ctx = {n_ctx}", "unified = " + ("true" if g(s, 'kv_unified') else "false")]
+    if g(s, 'n_batch'):
+        lines.append(f"n_batch = {g(s, 'n_batch')}")
+    if g(s, 'n_ubatch'):
+        lines.append(f"n_ubatch = {g(s, 'n_ubatch')}")
+    if g(s, 'ctk'):
+        lines.append(f"type_k = {g(s, 'ctk')}")
+    if g(s, 'ctv'):
+        lines.append(f"type_v = {g(s, 'ctv')}")
+    lines += ["[slots]", f"parallel = {g(s, 'n_slots') or 1}"]
+    lines += ["[sampling]", f"temperature = {g(s, 'temperature')}", f"seed = {g(s, 'seed')}",
+              "max_tokens = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0)]
+    unsupported = [k for k in ("model_draft", "lora_files", "server_embeddings", "server_reranking",
+                               "enable_ctx_shift", "jinja", "chat_template_file", "slot_save_path", "n_ga",
+                               "pooling", "reasoning_format", "spec_type", "sleep_idle_seconds", "models_dir")
+                   if getattr(s, k, None)]
+    return "\n".join(lines) + "\n", unsupported
+
+
+def _start(self, timeout_seconds=utils.DEFAULT_HTTP_TIMEOUT):
+    other = _model_of(self)
+    if other:
+        pytest.skip(f"needs model {other} (only stories260K is at hand)")
+    text, unsupported = _ini(self)
+    path = os.path.join(TMP, f"clspecd-{self.server_port}.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"tests: starting clspecd -c {path}" + (f" (not expressible: {', '.join(unsupported)})" if unsupported else ""))
+    self._log = open(os.path.join(TMP, f"clspecd-{self.server_port}.out"), "w")
+    self.process = subprocess.Popen([CLSPECD, "-c", path], stdout=self._log, stderr=self._log)
+    utils.server_instances.add(self)
+    t0 = time.time()
+    while time.time() - t0 < timeout_seconds:
+        try:
+            r = self.make_request("GET", "/health")
+            if r.status_code == 200:
+                self.ready = True
+                return
+        except Exception:
+            pass
+        if self.process.poll() is not None:
+            raise RuntimeError(f"clspecd exited with {self.process.returncode}; see {TMP}/clspecd-{self.server_port}.*")
+        time.sleep(0.02)
+    raise TimeoutError(f"clspecd did not answer /health 200 within {timeout_seconds} s")
+
+
+utils.ServerProcess.start = _start
+# the suite's session fixture downloads every preset's model first: clspecd reads the local one
+utils.ServerPreset.load_all = staticmethod(lambda: None)
