@@ -72,7 +72,7 @@ const char *clspec_version(void);
  *     ep.model_path = "stories260K.gguf";
  *     clspec_engine_open(&ep, &e, err, sizeof err);
  *     clspec_tokenize(e, text, strlen(text), 1, 0, ids, cap, &n, err, sizeof err);
- *     struct clspec_batch b = {sizeof b, (int32_t)n, ids, pos, NULL, NULL};
+ *     struct clspec_batch b = {sizeof b, (int32_t)n, ids, pos, NULL, NULL, NULL};
  *     clspec_decode(e, &b, NULL, err, sizeof err);   // logits of the last row
  *     int32_t t = clspec_argmax(clspec_logits(e, (int32_t)n - 1), info.n_vocab);
  */
@@ -213,7 +213,14 @@ struct clspec_batch {
     const int32_t *pos;       /* (n_rows) positions >= 0 */
     const int32_t *seq;       /* (n_rows) sequence ids 0..n_seq-1; NULL = all 0 */
     const uint8_t *logits;    /* (n_rows) 1 = keep this row's logits; NULL = the last row only */
+    /* appended after logits (a caller whose size ends before it does not have it): input embeddings
+     * instead of tokens. NULL: every row is a token. Else
+     * (n_rows, n_embd) floats: a row whose token is CLSPEC_TOKEN_EMBD takes row i of embd as its input
+     * (image rows from clspec_image_encode); the others ignore their row of embd. */
+    const float *embd;
 };
+/* The token id of a batch row that takes its input from clspec_batch.embd. */
+#define CLSPEC_TOKEN_EMBD (-1)
 
 /* Decodes b. Placement is all or nothing per sequence: a sequence whose
  * rows do not fit the cache is left out of this decode (its cache
@@ -324,6 +331,37 @@ int clspec_sampler_probs(clspec_sampler *s, const float *logits, float *p);
 /* A draw uniform in [0, 1) from s's RNG (advancing it as a sample does);
  * -1 when s is NULL. */
 double clspec_sampler_uniform(clspec_sampler *s);
+
+/* ---- images: a vision projector ("mmproj" GGUF) beside the text model ----
+ * An image becomes n_tokens rows of input embeddings (n_embd floats each)
+ * that go into clspec_decode as rows with token CLSPEC_TOKEN_EMBD, at their
+ * own positions (one per row), through the same batched forward as text. */
+typedef struct clspec_mmproj clspec_mmproj;
+
+struct clspec_mmproj_params {
+    uint32_t size;            /* sizeof(struct clspec_mmproj_params) as the caller was built */
+    const char *path;         /* the projector GGUF (required; copied) */
+    const char *device;       /* the projector's device, as clspec_engine_params.devices names one;
+                               * NULL or "" = the first device */
+    uint64_t max_bytes;       /* largest encoded image accepted (0 = 20 MiB) */
+    uint64_t max_pixels;      /* largest width * height accepted (0 = 40 megapixels) */
+};
+
+/* Fills *p (size bytes) with the defaults above. */
+void clspec_mmproj_default_params(struct clspec_mmproj_params *p, size_t size);
+/* Opens a projector for the text model of e (its output width must equal
+ * e's n_embd: refused otherwise, naming both), uploads it and builds its
+ * kernels. e is only read here. */
+int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params *p, clspec_mmproj **out, char *err,
+                       size_t errlen);
+void clspec_mmproj_free(clspec_mmproj *m);
+/* Rows one image yields (the same for every image of this projector). */
+int32_t clspec_mmproj_n_tokens(const clspec_mmproj *m);
+/* Decodes a PNG or JPEG (bytes, len), preprocesses it as the projector
+ * wants and encodes it: out gets (clspec_mmproj_n_tokens, n_embd) floats.
+ * CLSPEC_E_FORMAT for something that is not a readable image,
+ * CLSPEC_E_RANGE past the size limits (the message names size and limit). */
+int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *out, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

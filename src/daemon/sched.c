@@ -570,7 +570,7 @@ static int alloc_batch(struct cs_sched *s, int32_t cap, char *err, size_t errlen
     if (!s->b_token || !s->b_pos || !s->b_seq || !s->b_logits)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory (%d batch rows)", cap);
     s->b_cap = cap;
-    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits};
+    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits, NULL};
     return CLSPEC_OK;
 }
 

@@ -67,7 +67,7 @@ static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t 
 static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, size_t errlen)
 {
     CS_TRY(cs_taps_prepare(sp->pl, sp->e, err, errlen));
-    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits};
+    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits, NULL};
     int rc = clspec_decode(sp->e, &cb, seq_rc, err, errlen);
     if (rc < 0 || !sp->pl)
         return rc;
