@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jpeglib.h>
 
 #include "base/common.h"
 #include "ops/ops.h"
@@ -329,9 +330,72 @@ static void test_hostile(void **s)
     free(png);
 }
 
-/* A JPEG round trip is not possible without an encoder here; the checker
- * image's resize is the bicubic path (39 x 64 pasted at x = 12), checked
- * byte-exactly through inp_raw above. This checks the letterbox geometry
+/* JPEG: an image encoded here with libjpeg (quality 100) decodes to within
+ * the codec's loss of the original; a grey JPEG decodes to RGB. */
+static unsigned char *jpeg_encode(const uint8_t *px, int w, int h, int comps, unsigned long *len)
+{
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *out = NULL;
+    jpeg_mem_dest(&c, &out, len);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = comps;
+    c.in_color_space = comps == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW r = (JSAMPROW)(px + (size_t)c.next_scanline * w * comps);
+        jpeg_write_scanlines(&c, &r, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    return out;
+}
+
+static void test_jpeg(void **s)
+{
+    (void)s;
+    const int w = 40, h = 24;
+    uint8_t *px = malloc((size_t)w * h * 3);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            px[(y * w + x) * 3 + 0] = (uint8_t)(6 * x);
+            px[(y * w + x) * 3 + 1] = (uint8_t)(10 * y);
+            px[(y * w + x) * 3 + 2] = (uint8_t)(3 * (x + y));
+        }
+    unsigned long len = 0;
+    unsigned char *jpg = jpeg_encode(px, w, h, 3, &len);
+    struct cs_image im;
+    OK(cs_image_decode(jpg, len, NULL, &im, err, sizeof err));
+    assert_int_equal(im.w, w);
+    assert_int_equal(im.h, h);
+    int worst = 0;
+    for (size_t i = 0; i < (size_t)w * h * 3; i++)
+        worst = CS_MAX(worst, abs((int)im.rgb[i] - (int)px[i]));
+    printf("# JPEG quality 100 round trip: max |delta| %d of 255\n", worst);
+    assert_true(worst <= 8);
+    cs_image_free(&im);
+    free(jpg);
+    /* grey */
+    jpg = jpeg_encode(px, w, h, 1, &len); /* the first w*h bytes as grey levels */
+    OK(cs_image_decode(jpg, len, NULL, &im, err, sizeof err));
+    assert_int_equal(im.w, w);
+    assert_true(im.rgb[0] == im.rgb[1] && im.rgb[1] == im.rgb[2]);
+    cs_image_free(&im);
+    /* truncated JPEGs: refused or decoded (libjpeg pads a premature end), never a crash */
+    for (unsigned long cut = 0; cut < len; cut += 7)
+        if (cs_image_decode(jpg, cut, NULL, &im, err, sizeof err) == CLSPEC_OK)
+            cs_image_free(&im);
+    free(jpg);
+    free(px);
+}
+
+/* The checker image's resize is the bicubic path (39 x 64 pasted at
+ * x = 12), checked through inp_raw above. This checks the letterbox geometry
  * directly: pad columns carry the pad colour. */
 static void test_letterbox(void **s)
 {
@@ -497,7 +561,7 @@ static void test_mmproj_refusals(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kernels),   cmocka_unit_test(test_hostile),   cmocka_unit_test(test_letterbox), cmocka_unit_test(test_ref_f32),
+        cmocka_unit_test(test_kernels),   cmocka_unit_test(test_hostile),   cmocka_unit_test(test_letterbox), cmocka_unit_test(test_jpeg), cmocka_unit_test(test_ref_f32),
         cmocka_unit_test(test_ref_f16),   cmocka_unit_test(test_dev_f32),   cmocka_unit_test(test_dev_f16),
         cmocka_unit_test(test_greedy_f32), cmocka_unit_test(test_greedy_f16), cmocka_unit_test(test_mmproj_refusals),
     };
