@@ -347,16 +347,29 @@ struct clspec_mmproj_params {
     uint64_t max_pixels;      /* largest width * height accepted (0 = 40 megapixels) */
 };
 
+/* What a projector is (clspec_mmproj_get_info). */
+struct clspec_mmproj_info {
+    uint32_t size;            /* sizeof(struct clspec_mmproj_info) as the caller was built */
+    const char *projector_type; /* clip.projector_type, e.g. "mlp" */
+    int32_t image_size;       /* input side in pixels */
+    int32_t n_tokens;         /* rows per image */
+    int32_t n_embd;           /* width of each row (the text model's n_embd) */
+    int32_t n_layer;          /* encoder blocks run */
+    const char *device_name;  /* the projector's OpenCL device */
+};
+
 /* Fills *p (size bytes) with the defaults above. */
 void clspec_mmproj_default_params(struct clspec_mmproj_params *p, size_t size);
 /* Opens a projector for the text model of e (its output width must equal
  * e's n_embd: refused otherwise, naming both), uploads it and builds its
- * kernels. e is only read here. */
+ * kernels. e is only read here; NULL skips the width check (tools that only
+ * encode). */
 int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params *p, clspec_mmproj **out, char *err,
                        size_t errlen);
 void clspec_mmproj_free(clspec_mmproj *m);
 /* Rows one image yields (the same for every image of this projector). */
 int32_t clspec_mmproj_n_tokens(const clspec_mmproj *m);
+int clspec_mmproj_get_info(const clspec_mmproj *m, struct clspec_mmproj_info *info, char *err, size_t errlen);
 /* Decodes a PNG or JPEG (bytes, len), preprocesses it as the projector
  * wants and encodes it: out gets (clspec_mmproj_n_tokens, n_embd) floats.
  * CLSPEC_E_FORMAT for something that is not a readable image,

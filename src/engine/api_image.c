@@ -43,12 +43,13 @@ int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params
     if (!p || p->size < offsetof(struct clspec_mmproj_params, max_bytes) || !p->path || !*p->path)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "mmproj: no projector path");
     struct clspec_engine_info info = {.size = sizeof info};
-    CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
+    if (e)
+        CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
     clspec_mmproj *m = calloc(1, sizeof *m);
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
     int rc = cs_clip_open(p->path, &m->clip, err, errlen);
-    if (rc == CLSPEC_OK && m->clip->hp.proj_dim != info.n_embd)
+    if (rc == CLSPEC_OK && e && m->clip->hp.proj_dim != info.n_embd)
         rc = cs_err(err, errlen, CLSPEC_E_INVAL, "mmproj %s: its output width (clip.vision.projection_dim %d) is "
                     "not the text model's n_embd %d: this projector belongs to another model", p->path,
                     m->clip->hp.proj_dim, info.n_embd);
@@ -74,6 +75,20 @@ int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params
 int32_t clspec_mmproj_n_tokens(const clspec_mmproj *m)
 {
     return m ? cs_clip_n_tokens(m->clip) : 0;
+}
+
+int clspec_mmproj_get_info(const clspec_mmproj *m, struct clspec_mmproj_info *info, char *err, size_t errlen)
+{
+    if (!m || !info || info->size < offsetof(struct clspec_mmproj_info, device_name) + sizeof info->device_name)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "mmproj info: no projector or a short info struct");
+    const struct cs_clip_hparams *hp = &m->clip->hp;
+    info->projector_type = hp->projector_type;
+    info->image_size = hp->image_size;
+    info->n_tokens = cs_clip_n_tokens(m->clip);
+    info->n_embd = hp->proj_dim;
+    info->n_layer = hp->n_run;
+    info->device_name = m->dev->info.name;
+    return CLSPEC_OK;
 }
 
 int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *out, char *err, size_t errlen)

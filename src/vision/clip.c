@@ -104,9 +104,9 @@ static int read_hparams(struct cs_clip *c, char *err, size_t errlen)
     hp->eps = 1e-5f;
     if (cs_gguf_get_f32(g, "clip.vision.attention.layer_norm_epsilon", &hp->eps, err, errlen) == CLSPEC_E_FORMAT)
         return CLSPEC_E_FORMAT;
-    if (hp->image_size % hp->patch_size != 0)
-        return cs_err(err, errlen, CLSPEC_E_FORMAT, "%s: image_size %d is not a multiple of patch_size %d",
-                      g->path, hp->image_size, hp->patch_size);
+    if (hp->image_size < hp->patch_size) /* a remainder is not covered by any patch (SigLIP: 384 / 14) */
+        return cs_err(err, errlen, CLSPEC_E_FORMAT, "%s: image_size %d is smaller than patch_size %d", g->path,
+                      hp->image_size, hp->patch_size);
     const int hd = hp->n_embd / hp->n_head;
     if (hp->n_embd % hp->n_head != 0 || hd % 4 != 0)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: embedding_length %d / head_count %d: the head "

@@ -81,7 +81,7 @@ struct cs_clip {
     const struct cs_proj_type *type;
     void *proj;                        /* the type's own state (owned by it) */
     void *proj_dev;                    /* the type's device state (owned by it, made by project_dev) */
-    int n_patch;                       /* (image_size / patch_size)^2 */
+    int n_patch;                       /* floor(image_size / patch_size)^2 (a remainder is not seen) */
     int n_pos;                         /* encoder rows: n_patch (+ 1 with a class token) */
     struct cs_cl_dev *dev;             /* borrowed, NULL until cs_clip_upload */
     struct cs_clip_dev *dv;            /* owned, NULL until cs_clip_upload */
