@@ -215,11 +215,14 @@ struct clspec_batch {
     const uint8_t *logits;    /* (n_rows) 1 = keep this row's logits; NULL = the last row only */
     /* appended after logits (a caller whose size ends before it does not have it): input embeddings
      * instead of tokens. NULL: every row is a token. Else
-     * (n_rows, n_embd) floats: a row whose token is CLSPEC_TOKEN_EMBD takes row i of embd as its input
-     * (image rows from clspec_image_encode); the others ignore their row of embd. */
+     * (n_rows, n_embd) floats: a row whose token is negative takes row i of embd as its input
+     * (image rows from clspec_image_encode); the others ignore their row of embd. The negative id
+     * stays with the row's cell as its identity for clspec_prefix_match: give the rows of an image
+     * ids derived from its content (a reused prefix then matches the same image only), or
+     * CLSPEC_TOKEN_EMBD, which never matches. */
     const float *embd;
 };
-/* The token id of a batch row that takes its input from clspec_batch.embd. */
+/* The anonymous id of an embedding row (clspec_batch.embd): never matched by clspec_prefix_match. */
 #define CLSPEC_TOKEN_EMBD (-1)
 
 /* Decodes b. Placement is all or nothing per sequence: a sequence whose
@@ -373,7 +376,8 @@ int clspec_mmproj_get_info(const clspec_mmproj *m, struct clspec_mmproj_info *in
 /* Decodes a PNG or JPEG (bytes, len), preprocesses it as the projector
  * wants and encodes it: out gets (clspec_mmproj_n_tokens, n_embd) floats.
  * CLSPEC_E_FORMAT for something that is not a readable image,
- * CLSPEC_E_RANGE past the size limits (the message names size and limit). */
+ * CLSPEC_E_RANGE past the size limits (the message names size and limit).
+ * Thread-safe: calls on one projector run one at a time. */
 int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *out, char *err, size_t errlen);
 
 #ifdef __cplusplus

@@ -38,6 +38,9 @@ int cs_http_port(const struct cs_http *h);
  * template family, and a slot's context (for /v1/models). */
 void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, enum cs_chat_family chat,
                        int n_ctx_slot);
+/* The vision projector requests with images use (borrowed; set before
+ * cs_http_set_ready). NULL: images are refused with 400. */
+void cs_http_set_mmproj(struct cs_http *h, clspec_mmproj *m);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);
 /* Waits (up to 5 s) until the answers of finished requests are sent, then

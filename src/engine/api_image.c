@@ -3,6 +3,7 @@
  * image decoded, preprocessed and encoded into rows of input embeddings. */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@ struct clspec_mmproj {
     struct cs_cl_dev *dev;     /* owned: the projector's device */
     struct cs_image_limits lim;
     float *planar;             /* (3, S, S) the preprocessed image, reused */
+    pthread_mutex_t mu;        /* one image at a time: planar and the device buffers are shared */
 };
 
 void clspec_mmproj_default_params(struct clspec_mmproj_params *p, size_t size)
@@ -30,6 +32,7 @@ void clspec_mmproj_free(clspec_mmproj *m)
     if (!m)
         return;
     cs_clip_free(m->clip);
+    pthread_mutex_destroy(&m->mu);
     if (m->dev)
         cs_cl_dev_close(m->dev);
     free(m->planar);
@@ -48,6 +51,7 @@ int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params
     clspec_mmproj *m = calloc(1, sizeof *m);
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    pthread_mutex_init(&m->mu, NULL);
     int rc = cs_clip_open(p->path, &m->clip, err, errlen);
     if (rc == CLSPEC_OK && e && m->clip->hp.proj_dim != info.n_embd)
         rc = cs_err(err, errlen, CLSPEC_E_INVAL, "mmproj %s: its output width (clip.vision.projection_dim %d) is "
@@ -98,9 +102,11 @@ int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *
     const struct cs_clip_hparams *hp = &m->clip->hp;
     struct cs_image im;
     CS_TRY(cs_image_decode(bytes, len, &m->lim, &im, err, errlen));
+    pthread_mutex_lock(&m->mu);
     int rc = cs_image_preprocess(&im, hp->image_size, hp->pad, hp->mean, hp->std, m->planar, err, errlen);
     cs_image_free(&im);
     if (rc == CLSPEC_OK)
         rc = cs_clip_encode(m->clip, m->planar, out, NULL, err, errlen);
+    pthread_mutex_unlock(&m->mu);
     return rc;
 }

@@ -336,14 +336,15 @@ struct pass_rows {
     const struct cs_batch *b; /* the caller's batch (embedding rows) */
 };
 
-/* Rows of the pass whose input is an embedding (token CS_TOKEN_EMBD) get
- * their row of b->embd in place of the token-embedding gather. */
+/* Rows of the pass whose input is an embedding (a negative token with
+ * b->embd set) get their row of b->embd in place of the token-embedding
+ * gather. */
 static int embd_rows(struct cs_fwd_act *a, const struct pass_rows *r, size_t E, char *err, size_t errlen)
 {
     if (!r->b->embd)
         return CLSPEC_OK;
     for (int t = 0; t < r->n; t++)
-        if (r->b->token[r->orig[t]] == CS_TOKEN_EMBD)
+        if (r->b->token[r->orig[t]] < 0)
             CS_TRY(cs_cl_write_async(a->dev, a->x, (size_t)t * E * 4, E * 4, r->b->embd + (size_t)r->orig[t] * E,
                                      err, errlen));
     return CLSPEC_OK;
@@ -475,7 +476,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     if (b->n <= 0)
         return CLSPEC_OK;
     for (int i = 0; i < b->n; i++) {
-        if (b->token[i] == CS_TOKEN_EMBD && b->embd)
+        if (b->token[i] < 0 && b->embd)
             continue; /* an embedding row; its position and sequence are checked below */
         if (b->token[i] < 0 || (uint32_t)b->token[i] >= hp->n_vocab)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: token %d (row %d) out of range [0, %u)",
@@ -511,7 +512,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
         int l = b->logits[i] ? li++ : -1;
         if (cells[i] < 0)
             continue;
-        tok[n] = b->token[i] == CS_TOKEN_EMBD ? 0 : b->token[i]; /* embedding rows: gathered, then replaced */
+        tok[n] = b->token[i] < 0 ? 0 : b->token[i]; /* embedding rows: gathered, then replaced */
         pos[n] = b->pos[i];
         seq[n] = b->seq[i];
         cell[n] = cells[i];
