@@ -66,7 +66,7 @@ int cs_media_bytes(const struct cs_media_ref *r, unsigned char **out, size_t *n,
         return cs_base64_decode(r->s, r->len, out, n, err, errlen);
     if (r->len < 5 || strncmp(r->s, "data:", 5) != 0) {
         if ((r->len >= 7 && strncmp(r->s, "http://", 7) == 0) || (r->len >= 8 && strncmp(r->s, "https://", 8) == 0))
-            return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "remote image URLs are not fetched: send the image "
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "remote image URLs are not fetched: send the image "
                           "inline as a data: URI (data:image/png;base64,...)");
         return cs_err(err, errlen, CLSPEC_E_FORMAT, "image URL: a data: URI expected (data:image/png;base64,...)");
     }
@@ -167,7 +167,7 @@ int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *
         return cs_err(err, errlen, CLSPEC_E_INVAL, "the prompt has %d image marker%s (%s) for %d image%s", n_markers,
                       n_markers == 1 ? "" : "s", CS_MEDIA_MARKER, n_refs, n_refs == 1 ? "" : "s");
     if (n_refs > 0 && !m)
-        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "this server has no vision projector ([model] mmproj): "
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "this server has no vision projector ([model] mmproj): "
                       "images are not accepted");
     if (n_refs > CS_MEDIA_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%d images in one request; at most %d", n_refs, CS_MEDIA_MAX);

@@ -36,7 +36,7 @@ int cs_base64_decode(const char *s, size_t len, unsigned char **out, size_t *n, 
 
 /* The bytes of one reference: a data: URI with a base64 image/png or
  * image/jpeg payload, or bare base64; remote (http/https) and other URLs get
- * CLSPEC_E_UNSUPPORTED, a MIME type other than PNG / JPEG CLSPEC_E_FORMAT. */
+ * CLSPEC_E_INVAL, a MIME type other than PNG / JPEG CLSPEC_E_FORMAT. */
 int cs_media_bytes(const struct cs_media_ref *r, unsigned char **out, size_t *n, char *err, size_t errlen);
 
 /* The placeholder id of row k of an image whose bytes hash to h (< 0, never

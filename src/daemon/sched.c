@@ -735,7 +735,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
                                       (int)r->prompt[i], s->n_vocab - 1, s->n_vocab));
     }
     if (n_neg > 0 && !s->b_embd)
-        return rejected(s, cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: image rows, but the server takes no images",
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: image rows, but the server takes no images",
                                   who));
     if (n_neg != (r->image_rows ? r->n_image_rows : 0))
         return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d image rows in the prompt, %d given", who, n_neg,
