@@ -21,7 +21,11 @@
 #include <jpeglib.h>
 
 #include "base/common.h"
+#include "engine/api.h"
+#include "engine/sampler.h"
 #include "ops/ops.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
 #include "testutil.h"
 #include "vision/clip.h"
 #include "vision/clip_dev.h"
@@ -558,12 +562,180 @@ static void test_mmproj_refusals(void **s)
     clspec_engine_free(e);
 }
 
+/* ---- prefix reuse keyed by the image ----
+ * Image rows keep their negative ids as the cells' identity: a prompt with
+ * the same image (the same placeholders) matches the cached rows, another
+ * image (other placeholders) matches only up to it, and anonymous rows
+ * (CLSPEC_TOKEN_EMBD) never match. */
+static void test_prefix_images(void **s)
+{
+    (void)s;
+    struct clspec_engine_params ep;
+    clspec_engine_default_params(&ep, sizeof ep);
+    char *model = tu_shared_path("models/stories260K.gguf");
+    ep.model_path = model;
+    ep.n_ctx = 256;
+    ep.n_seq = 2;
+    clspec_engine *e = NULL;
+    OK(clspec_engine_open(&ep, &e, err, sizeof err));
+    free(model);
+    enum { NI = 16, N = 1 + NI + 4 };
+    int32_t a[N], b[N], anon[N], pos[N];
+    float *rows = calloc((size_t)N * 64, sizeof(float));
+    for (int i = 0; i < N; i++) {
+        pos[i] = i;
+        a[i] = b[i] = anon[i] = i == 0 ? 1 : i > NI ? 400 + i : 0;
+        if (i >= 1 && i <= NI) {
+            a[i] = -2 - i;    /* image A's placeholders */
+            b[i] = -1000 - i; /* image B's */
+            anon[i] = CLSPEC_TOKEN_EMBD;
+            for (int k = 0; k < 64; k++)
+                rows[(size_t)i * 64 + k] = 0.01f * (float)((i * 7 + k) % 13);
+        }
+    }
+    struct clspec_batch bt = {.size = sizeof bt, .n_rows = N, .token = a, .pos = pos, .embd = rows};
+    OK(clspec_decode(e, &bt, NULL, err, sizeof err));
+    int32_t n_match = 0, src = -1;
+    OK(clspec_prefix_match(e, a, N, 1, &n_match, &src, err, sizeof err));
+    assert_int_equal(n_match, N);
+    assert_int_equal(src, 0);
+    OK(clspec_prefix_match(e, b, N, 1, &n_match, &src, err, sizeof err));
+    assert_int_equal(n_match, 1);
+    OK(clspec_prefix_match(e, anon, N, 1, &n_match, &src, err, sizeof err));
+    assert_int_equal(n_match, 1);
+    /* anonymous rows in the cache never match anything either */
+    OK(clspec_kv_clear(e, err, sizeof err));
+    bt.token = anon;
+    OK(clspec_decode(e, &bt, NULL, err, sizeof err));
+    OK(clspec_prefix_match(e, anon, N, 1, &n_match, &src, err, sizeof err));
+    assert_int_equal(n_match, 1);
+    /* negative ids without embedding rows are refused */
+    bt.embd = NULL;
+    assert_int_equal(clspec_decode(e, &bt, NULL, err, sizeof err), CLSPEC_E_RANGE);
+    printf("# prefix match: the same image %d of %d rows, another image 1, anonymous rows 1\n", N, N);
+    free(rows);
+    clspec_engine_free(e);
+}
+
+/* ---- speculation with image rows (the core, src/spec/spec.c) ----
+ * BOS + the gradient image + a story, 48 greedy tokens through the core with
+ * each speculator and without: identical tokens; the speculators that take
+ * image rows (ngram, dflash) draft on this request, the draft model sits
+ * out with its reason, and the KV holds exactly the history after each step
+ * (image rows included, rollback at text rows). */
+#define SPEC_NGEN 48
+
+static const char *const spec_prompt = "Once upon a time there was a little girl. Once upon a time there was";
+
+static int spec_run(const char *kind, int32_t *out, struct cs_spec_stats *st, char *why, size_t whylen)
+{
+    struct clspec_engine_params ep;
+    clspec_engine_default_params(&ep, sizeof ep);
+    char *model = tu_shared_path("models/stories260K.gguf");
+    ep.model_path = model;
+    ep.n_ctx = 512;
+    clspec_engine *e = NULL;
+    OK(clspec_engine_open(&ep, &e, err, sizeof err));
+    free(model);
+    char *proj = tu_shared_path("models/synthetic/mm/mmproj-tiny-F32.gguf");
+    struct clspec_mmproj_params mp;
+    clspec_mmproj_default_params(&mp, sizeof mp);
+    mp.path = proj;
+    clspec_mmproj *m = NULL;
+    OK(clspec_mmproj_open(e, &mp, &m, err, sizeof err));
+    free(proj);
+    /* the prompt: BOS, 16 image rows (placeholders), the text */
+    const int n_img = clspec_mmproj_n_tokens(m);
+    int32_t prompt[256];
+    size_t n_text = 0;
+    OK(clspec_tokenize(e, spec_prompt, strlen(spec_prompt), 0, 0, prompt + 1 + n_img, 200, &n_text, err, sizeof err));
+    prompt[0] = 1;
+    for (int k = 0; k < n_img; k++)
+        prompt[1 + k] = -2 - k;
+    const int n_prompt = 1 + n_img + (int)n_text;
+    float *rows = malloc(sizeof(float) * (size_t)n_img * 64);
+    char *ipath = tu_shared_path("reference/mm/gradient-64x64.png");
+    size_t len = 0;
+    void *bytes = tu_read_file(ipath, &len);
+    free(ipath);
+    OK(clspec_image_encode(m, bytes, len, rows, err, sizeof err));
+    free(bytes);
+    struct cs_plugin *pl = NULL;
+    if (kind) {
+        char *mpath = NULL;
+        if (strcmp(kind, "draft") == 0)
+            mpath = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
+        else if (strcmp(kind, "dflash") == 0)
+            mpath = tu_shared_path("models/derived/stories260K-dflash.gguf");
+        struct cs_plugin_kv kv[] = {{"model", mpath}};
+        struct cs_plugin_params pp = {.type = kind, .kv = kv, .n_kv = mpath ? 1 : 0, .engine = cs_api_engine(e),
+                                      .n_slots = 1};
+        OK(cs_plugin_load(&pp, &pl, err, sizeof err));
+        free(mpath);
+    }
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = 6;
+    struct cs_spec *spec = NULL;
+    OK(cs_spec_new(e, pl, &sp, 1, &spec, err, sizeof err));
+    struct cs_sampler_params spp = cs_sampler_defaults();
+    spp.temp = 0.0f;
+    clspec_sampler *smp = NULL;
+    OK(cs_api_sampler_new(&spp, spec->n_vocab, &smp, err, sizeof err));
+    OK(cs_spec_slot_begin_rows(spec, 0, prompt, n_prompt, 0, rows, smp, true, err, sizeof err));
+    snprintf(why, whylen, "%s", spec->slots[0].off_why);
+    int32_t left = SPEC_NGEN, n = 0;
+    while (left > 0) {
+        OK(cs_spec_step(spec, &left, err, sizeof err));
+        const struct cs_spec_slot *sl = &spec->slots[0];
+        assert_int_equal(sl->rc, CLSPEC_OK);
+        for (int i = 0; i < sl->n_out && n < SPEC_NGEN; i++)
+            out[n++] = sl->out[i];
+        left = sl->eog ? 0 : SPEC_NGEN - n;
+        assert_int_equal(cs_spec_kv_cells(e, 0), (uint32_t)(sl->n_hist - 1));
+    }
+    *st = spec->total;
+    cs_spec_slot_end(spec, 0);
+    clspec_sampler_free(smp);
+    cs_spec_free(spec);
+    cs_plugin_free(pl);
+    clspec_mmproj_free(m);
+    clspec_engine_free(e);
+    free(rows);
+    return n;
+}
+
+static void test_spec_images(void **s)
+{
+    (void)s;
+    int32_t ref[SPEC_NGEN], got[SPEC_NGEN];
+    struct cs_spec_stats st;
+    char why[256];
+    const int n_ref = spec_run(NULL, ref, &st, why, sizeof why);
+    assert_int_equal(n_ref, SPEC_NGEN);
+    const char *const kinds[] = {"ngram", "dflash", "draft"};
+    for (size_t k = 0; k < CS_ARRAY_LEN(kinds); k++) {
+        const int n = spec_run(kinds[k], got, &st, why, sizeof why);
+        assert_int_equal(n, n_ref);
+        assert_memory_equal(got, ref, sizeof(int32_t) * (size_t)n);
+        printf("# %s with an image: %d tokens equal to no speculation; %llu drafted, %llu accepted%s%s\n", kinds[k], n,
+               (unsigned long long)st.n_drafted, (unsigned long long)st.n_accepted, why[0] ? "; off: " : "", why);
+        if (strcmp(kinds[k], "draft") == 0) {
+            assert_non_null(strstr(why, "does not take them"));
+            assert_int_equal(st.n_drafted, 0);
+        } else {
+            assert_true(st.n_drafted > 0);
+            assert_string_equal(why, "");
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),   cmocka_unit_test(test_hostile),   cmocka_unit_test(test_letterbox), cmocka_unit_test(test_jpeg), cmocka_unit_test(test_ref_f32),
         cmocka_unit_test(test_ref_f16),   cmocka_unit_test(test_dev_f32),   cmocka_unit_test(test_dev_f16),
         cmocka_unit_test(test_greedy_f32), cmocka_unit_test(test_greedy_f16), cmocka_unit_test(test_mmproj_refusals),
+        cmocka_unit_test(test_prefix_images), cmocka_unit_test(test_spec_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -188,6 +188,8 @@ int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *
     }
     if (rc == CLSPEC_OK && out->n == 0)
         rc = cs_err(err, errlen, CLSPEC_E_INVAL, "the prompt is empty");
+    if (rc == CLSPEC_OK && out->ids[out->n - 1] < 0) /* generation starts from a text token */
+        rc = cs_err(err, errlen, CLSPEC_E_INVAL, "the prompt ends with an image: put some text after it");
     if (rc < 0)
         cs_media_prompt_free(out);
     return rc;
