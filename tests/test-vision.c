@@ -620,7 +620,7 @@ static void test_prefix_images(void **s)
 /* ---- speculation with image rows (the core, src/spec/spec.c) ----
  * BOS + the gradient image + a story, 48 greedy tokens through the core with
  * each speculator and without: identical tokens; the speculators that take
- * image rows (ngram, dflash) draft on this request, the draft model sits
+ * image rows (ngram, dflash, mtp) draft on this request, the draft model sits
  * out with its reason, and the KV holds exactly the history after each step
  * (image rows included, rollback at text rows). */
 #define SPEC_NGEN 48
@@ -667,6 +667,8 @@ static int spec_run(const char *kind, int32_t *out, struct cs_spec_stats *st, ch
             mpath = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
         else if (strcmp(kind, "dflash") == 0)
             mpath = tu_shared_path("models/derived/stories260K-dflash.gguf");
+        else if (strcmp(kind, "mtp") == 0)
+            mpath = tu_shared_path("models/derived/stories260K-mtp-head.gguf");
         struct cs_plugin_kv kv[] = {{"model", mpath}};
         struct cs_plugin_params pp = {.type = kind, .kv = kv, .n_kv = mpath ? 1 : 0, .engine = cs_api_engine(e),
                                       .n_slots = 1};
@@ -712,7 +714,7 @@ static void test_spec_images(void **s)
     char why[256];
     const int n_ref = spec_run(NULL, ref, &st, why, sizeof why);
     assert_int_equal(n_ref, SPEC_NGEN);
-    const char *const kinds[] = {"ngram", "dflash", "draft"};
+    const char *const kinds[] = {"ngram", "dflash", "mtp", "draft"};
     for (size_t k = 0; k < CS_ARRAY_LEN(kinds); k++) {
         const int n = spec_run(kinds[k], got, &st, why, sizeof why);
         assert_int_equal(n, n_ref);

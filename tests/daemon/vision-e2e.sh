@@ -165,5 +165,28 @@ for kind in ngram draft mtp dflash; do
     stop
 done
 
+# ---- the seed scenario of MISSION §5: a target with its own MTP head + the projector + type = mtp
+mtpmodel=$shared/models/derived/stories260K-mtp.gguf
+if [ -f "$mtpmodel" ]; then
+    sed -e "s|^path = .*|path = $mtpmodel|" "$tmp/base.ini" > "$tmp/seed.ini"
+    printf '[speculator]\ntype = mtp\nn_max = 3\n' >> "$tmp/seed.ini"
+    if start seed; then
+        want=$(jq -r ".cases[0].text" "$golden")
+        got=$(img_req "$grad" | post)
+        check "seed scenario (stories260K-mtp + projector + mtp): the image request equals llama.cpp's 32 tokens" \
+            test "$(jq -r '.choices[0].text' <<<"$got")" = "$want"
+        check "seed scenario: and it speculated (draft_n > 0)" \
+            test "$(jq '.timings.draft_n > 0 and .timings.speculative' <<<"$got")" = true
+        txt=$(curl -s "$url/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":48,"temperature":0}')
+        check "seed scenario: a text request speculates too and equals the plain daemon's text" \
+            test "$(jq -r '.choices[0].text' <<<"$txt")" = "$text_ref" -a "$(jq '.timings.draft_n > 0' <<<"$txt")" = true
+        stop
+    else
+        not_ok "seed scenario daemon up" "$(tail -5 "$tmp/seed.log")"
+    fi
+else
+    skip "seed scenario" "$mtpmodel missing"
+fi
+
 echo "1..$n"
 [ $fails -eq 0 ]
