@@ -5,16 +5,8 @@
 # the engine door, and run the example on stories260K: its greedy text equals
 # `clspec run --temp 0` and the reference story. TAP output.
 set -u
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-builddir=${CLSPEC_BUILDDIR:-$(pwd)}
-shared=${CLSPEC_SHARED:-$top_srcdir/../shared}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/clspec-example.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 echo "1..4"
-fail() { echo "not ok $1 - $2"; [ -f "$tmp/log" ] && sed 's/^/# /' "$tmp/log" | tail -n 30; exit 1; }
-
-${MAKE:-make} -C "$builddir" install DESTDIR="$tmp/root" >"$tmp/log" 2>&1 || fail 1 "make install DESTDIR"
-pc=$(find "$tmp/root" -name clspec.pc | head -n 1)
+tmp_name=example . "$(dirname "$0")/install-lib.sh"
 hdr=$(find "$tmp/root" -path '*/include/clspec/clspec.h' | head -n 1)
 so=$(find "$tmp/root" -name 'libclspec.so' | head -n 1)
 [ -n "$pc" ] && [ -n "$hdr" ] && [ -n "$so" ] || fail 1 "installed clspec.pc, include/clspec/clspec.h, libclspec.so"
@@ -22,7 +14,8 @@ missing=""
 for f in clspec_engine_open clspec_engine_free clspec_engine_get_info clspec_tokenize clspec_detokenize \
          clspec_token_piece clspec_decode clspec_logits clspec_taps_set clspec_tap clspec_seq_rm clspec_seq_cp \
          clspec_seq_keep clspec_seq_n_cells clspec_seq_pos_max clspec_prefix_match clspec_sampler_new \
-         clspec_sampler_sample clspec_sampler_save clspec_sampler_restore; do
+         clspec_sampler_sample clspec_sampler_save clspec_sampler_restore clspec_mmproj_open clspec_mmproj_free \
+         clspec_mmproj_n_tokens clspec_mmproj_get_info clspec_image_encode; do
     nm -D --defined-only "$so" | grep -q " T $f\$" || missing="$missing $f"
 done
 [ -z "$missing" ] || { echo "# not exported:$missing" >"$tmp/log"; fail 1 "libclspec.so exports the engine door"; }

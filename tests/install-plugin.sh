@@ -5,16 +5,8 @@
 # mtp speculator (plugins/mtp with plugins/common: its head runs on the
 # device compute service, so it needs no engine header). TAP output.
 set -u
-top_srcdir=$(cd "$(dirname "$0")/.." && pwd)
-builddir=${CLSPEC_BUILDDIR:-$(pwd)}
-shared=${CLSPEC_SHARED:-$top_srcdir/../shared}
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/clspec-install.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 echo "1..6"
-fail() { echo "not ok $1 - $2"; [ -f "$tmp/log" ] && sed 's/^/# /' "$tmp/log" | tail -n 30; exit 1; }
-
-${MAKE:-make} -C "$builddir" install DESTDIR="$tmp/root" >"$tmp/log" 2>&1 || fail 1 "make install DESTDIR"
-pc=$(find "$tmp/root" -name clspec.pc | head -n 1)
+tmp_name=install . "$(dirname "$0")/install-lib.sh"
 hdr=$(find "$tmp/root" -path '*/include/clspec/speculator.h' | head -n 1)
 ngram=$(find "$tmp/root" -path '*/clspec/plugins/ngram.so' | head -n 1)
 [ -n "$pc" ] && [ -n "$hdr" ] && [ -n "$ngram" ] || fail 1 "installed clspec.pc, speculator.h, plugins/ngram.so"

@@ -374,7 +374,7 @@ static void test_old_host(void **state)
     (void)state;
     assert_true(offsetof(struct clspec_host, dev_open) > offsetof(struct clspec_host, ctx_inject_taps));
     struct cs_plugin *pl = load_head("0", "0");
-    assert_int_equal(pl->host.abi_minor, 4);
+    assert_true(pl->host.abi_minor >= 4);
     assert_true(offsetof(struct clspec_host, add_rmsnorm) < pl->host.size);
     assert_true(offsetof(struct clspec_host, block_kv) < pl->host.size);
     struct clspec_host h3 = pl->host;

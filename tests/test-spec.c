@@ -450,7 +450,7 @@ static void test_step_extra(void **state)
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
     /* a row of the active slot 0: refused, nothing runs */
     cs_batch_add(&xb, g0->prompt[0], 0, 0, false, err, sizeof err);
-    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits};
+    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits, NULL};
     struct cs_spec_extra x = {.b = &xcb};
     xcb.n_rows = xb.n;
     int32_t left[2] = {NGEN, 0};

@@ -72,7 +72,7 @@ const char *clspec_version(void);
  *     ep.model_path = "stories260K.gguf";
  *     clspec_engine_open(&ep, &e, err, sizeof err);
  *     clspec_tokenize(e, text, strlen(text), 1, 0, ids, cap, &n, err, sizeof err);
- *     struct clspec_batch b = {sizeof b, (int32_t)n, ids, pos, NULL, NULL};
+ *     struct clspec_batch b = {sizeof b, (int32_t)n, ids, pos, NULL, NULL, NULL};
  *     clspec_decode(e, &b, NULL, err, sizeof err);   // logits of the last row
  *     int32_t t = clspec_argmax(clspec_logits(e, (int32_t)n - 1), info.n_vocab);
  */
@@ -213,7 +213,17 @@ struct clspec_batch {
     const int32_t *pos;       /* (n_rows) positions >= 0 */
     const int32_t *seq;       /* (n_rows) sequence ids 0..n_seq-1; NULL = all 0 */
     const uint8_t *logits;    /* (n_rows) 1 = keep this row's logits; NULL = the last row only */
+    /* appended after logits (a caller whose size ends before it does not have it): input embeddings
+     * instead of tokens. NULL: every row is a token. Else
+     * (n_rows, n_embd) floats: a row whose token is negative takes row i of embd as its input
+     * (image rows from clspec_image_encode); the others ignore their row of embd. The negative id
+     * stays with the row's cell as its identity for clspec_prefix_match: give the rows of an image
+     * ids derived from its content (a reused prefix then matches the same image only), or
+     * CLSPEC_TOKEN_EMBD, which never matches. */
+    const float *embd;
 };
+/* The anonymous id of an embedding row (clspec_batch.embd): never matched by clspec_prefix_match. */
+#define CLSPEC_TOKEN_EMBD (-1)
 
 /* Decodes b. Placement is all or nothing per sequence: a sequence whose
  * rows do not fit the cache is left out of this decode (its cache
@@ -374,6 +384,50 @@ int clspec_json_schema_to_grammar(const char *schema, size_t len, char *buf, siz
  * n_layer gives; out may be x). On the host, in double precision sums.
  * CLSPEC_E_INVAL for NULL arguments or an engine without weights. */
 int clspec_final_norm(const clspec_engine *e, const float *x, float *out, char *err, size_t errlen);
+/* ---- images: a vision projector ("mmproj" GGUF) beside the text model ----
+ * An image becomes n_tokens rows of input embeddings (n_embd floats each)
+ * that go into clspec_decode as rows with token CLSPEC_TOKEN_EMBD, at their
+ * own positions (one per row), through the same batched forward as text. */
+typedef struct clspec_mmproj clspec_mmproj;
+
+struct clspec_mmproj_params {
+    uint32_t size;            /* sizeof(struct clspec_mmproj_params) as the caller was built */
+    const char *path;         /* the projector GGUF (required; copied) */
+    const char *device;       /* the projector's device, as clspec_engine_params.devices names one;
+                               * NULL or "" = the first device */
+    uint64_t max_bytes;       /* largest encoded image accepted (0 = 20 MiB) */
+    uint64_t max_pixels;      /* largest width * height accepted (0 = 40 megapixels) */
+};
+
+/* What a projector is (clspec_mmproj_get_info). */
+struct clspec_mmproj_info {
+    uint32_t size;            /* sizeof(struct clspec_mmproj_info) as the caller was built */
+    const char *projector_type; /* clip.projector_type, e.g. "mlp" */
+    int32_t image_size;       /* input side in pixels */
+    int32_t n_tokens;         /* rows per image */
+    int32_t n_embd;           /* width of each row (the text model's n_embd) */
+    int32_t n_layer;          /* encoder blocks run */
+    const char *device_name;  /* the projector's OpenCL device */
+};
+
+/* Fills *p (size bytes) with the defaults above. */
+void clspec_mmproj_default_params(struct clspec_mmproj_params *p, size_t size);
+/* Opens a projector for the text model of e (its output width must equal
+ * e's n_embd: refused otherwise, naming both), uploads it and builds its
+ * kernels. e is only read here; NULL skips the width check (tools that only
+ * encode). */
+int clspec_mmproj_open(const clspec_engine *e, const struct clspec_mmproj_params *p, clspec_mmproj **out, char *err,
+                       size_t errlen);
+void clspec_mmproj_free(clspec_mmproj *m);
+/* Rows one image yields (the same for every image of this projector). */
+int32_t clspec_mmproj_n_tokens(const clspec_mmproj *m);
+int clspec_mmproj_get_info(const clspec_mmproj *m, struct clspec_mmproj_info *info, char *err, size_t errlen);
+/* Decodes a PNG or JPEG (bytes, len), preprocesses it as the projector
+ * wants and encodes it: out gets (clspec_mmproj_n_tokens, n_embd) floats.
+ * CLSPEC_E_FORMAT for something that is not a readable image,
+ * CLSPEC_E_RANGE past the size limits (the message names size and limit).
+ * Thread-safe: calls on one projector run one at a time. */
+int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *out, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

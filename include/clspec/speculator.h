@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 4 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 5 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -38,6 +38,9 @@ extern "C" {
 #define CLSPEC_SPEC_CAP_TARGET_TENSORS (1ull << 4) /* uses the target's embedding / head (target_embed,
                                                       * target_head, CLSPEC_MODEL_TARGET_TENSORS) */
 #define CLSPEC_SPEC_CAP_KV_INJECT (1ull << 5)      /* writes K/V rows into its own context (ctx_kv_inject) */
+#define CLSPEC_SPEC_CAP_EMBD_ROWS (1ull << 6)      /* takes prompts with embedding rows (images): their tokens are
+                                                    * CLSPEC_TOKEN_EMBD in slot_begin's prompt and in hist; a
+                                                    * plugin without it sits out such requests (host >= 1.5) */
 
 /* ---- log levels (clspec_host.log) ---- */
 enum clspec_log_level {

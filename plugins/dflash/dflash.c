@@ -421,7 +421,10 @@ static const struct clspec_speculator dflash_vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
     .name = "dflash",
-    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_DEVICE_MEMORY | CLSPEC_SPEC_CAP_DRAFT_PROBS,
+    /* EMBD_ROWS: the context enters as the target's taps (image rows have them too); only the last,
+     * pending token is read as a token, and it is always text */
+    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_DEVICE_MEMORY | CLSPEC_SPEC_CAP_DRAFT_PROBS |
+            CLSPEC_SPEC_CAP_EMBD_ROWS,
     .init = dflash_init,
     .fini = dflash_fini,
     .slot_begin = dflash_slot_begin,

@@ -44,37 +44,83 @@ static void get_f32(const struct clspec_host *h, const clspec_gguf *g, const cha
     *out = h->gguf_float(g, key, &v) == 0 ? (float)v : dflt;
 }
 
-/* Reads and validates the dflash.* keys of g (errors name the key). */
+/* The two layouts a drafter file may have: clspec's "dflash" (FORMATS.md)
+ * and "dflash-draft" as the llama.cpp forks that ship DFlash write it
+ * (Qwen3.6 drafters): keys under "dflash-draft." with the DFlash ones under
+ * "dflash-draft.dflash.", target layers as 0-based ids of the layer whose
+ * OUTPUT is tapped (ours: +1), the feature count stated, the mask token
+ * among the keys, tensors dflash_fc / dflash_hidden_norm and the FFN norm
+ * named post_attention_norm (or attn_post_norm), optional sliding-window
+ * layers. */
+struct layout {
+    const char *arch;       /* general.architecture */
+    const char *pre;        /* key prefix ("dflash.", "dflash-draft.") */
+    const char *dpre;       /* prefix of the DFlash-specific keys */
+    const char *taps_key;   /* the target layers' key (after dpre) */
+    int32_t tap_offset;     /* stored id + offset = clspec's tap (input of that layer) */
+    const char *fc[2], *enc_norm[2]; /* tensor names tried in order (NULL: none) */
+};
+
+static const struct layout layouts[] = {
+    {"dflash", "dflash.", "dflash.", "target_layers", 0, {"fc.weight", NULL}, {"enc.output_norm.weight", NULL}},
+    {"dflash-draft", "dflash-draft.", "dflash-draft.dflash.", "target_layer_ids", 1,
+     {"dflash_fc.weight", "dflash.fc.weight"}, {"dflash_hidden_norm.weight", "dflash.hidden_norm.weight"}},
+};
+
+/* prefix + key in buf */
+static const char *k2(char *buf, size_t n, const char *pre, const char *key)
+{
+    snprintf(buf, n, "%s%s", pre, key);
+    return buf;
+}
+
+/* Reads and validates the keys of g in either layout (errors name the key). */
 static int read_hparams(const struct clspec_host *h, const clspec_gguf *g, const char *path, struct dfm_hparams *hp,
-                        char *err, size_t errlen)
+                        const struct layout **lo_out, char *err, size_t errlen)
 {
     memset(hp, 0, sizeof *hp);
-    char arch[32] = "";
-    if (h->gguf_str(g, "general.architecture", arch, sizeof arch) < 0 || strcmp(arch, "dflash") != 0)
-        return pu_failf(err, errlen, "%s: general.architecture is '%s', not 'dflash'", path, arch);
-    TRY(get_u32(h, g, path, "dflash.block_count", &hp->n_layer, 0, 1, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.embedding_length", &hp->n_embd, 0, 1, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.feed_forward_length", &hp->n_ff, 0, 1, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.attention.head_count", &hp->n_head, 0, 1, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.attention.head_count_kv", &hp->n_head_kv, hp->n_head, 0, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.attention.key_length", &hp->head_dim, hp->n_head ? hp->n_embd / hp->n_head : 0, 0,
-                err, errlen));
-    TRY(get_u32(h, g, path, "dflash.context_length", &hp->n_ctx_train, 0, 0, err, errlen));
-    TRY(get_u32(h, g, path, "dflash.block_size", &hp->block_size, 16, 0, err, errlen));
-    get_f32(h, g, "dflash.attention.layer_norm_rms_epsilon", &hp->rms_eps, 1e-6f);
-    get_f32(h, g, "dflash.rope.freq_base", &hp->rope_base, 10000.0f);
+    char arch[32] = "", k[128];
+    h->gguf_str(g, "general.architecture", arch, sizeof arch);
+    const struct layout *lo = NULL;
+    for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++)
+        if (strcmp(arch, layouts[i].arch) == 0)
+            lo = &layouts[i];
+    if (!lo)
+        return pu_failf(err, errlen, "%s: general.architecture is '%s', not 'dflash' or 'dflash-draft'", path, arch);
+    *lo_out = lo;
+    const char *P = lo->pre, *D = lo->dpre;
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "block_count"), &hp->n_layer, 0, 1, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "embedding_length"), &hp->n_embd, 0, 1, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "feed_forward_length"), &hp->n_ff, 0, 1, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "attention.head_count"), &hp->n_head, 0, 1, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "attention.head_count_kv"), &hp->n_head_kv, hp->n_head, 0, err,
+                errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "attention.key_length"), &hp->head_dim,
+                hp->n_head ? hp->n_embd / hp->n_head : 0, 0, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "context_length"), &hp->n_ctx_train, 0, 0, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, D, "block_size"), &hp->block_size, 16, 0, err, errlen));
+    get_f32(h, g, k2(k, sizeof k, P, "attention.layer_norm_rms_epsilon"), &hp->rms_eps, 1e-6f);
+    get_f32(h, g, k2(k, sizeof k, P, "rope.freq_base"), &hp->rope_base, 10000.0f);
     uint32_t causal = 0, mask = 0;
-    TRY(get_u32(h, g, path, "dflash.attention.causal", &causal, 0, 0, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "attention.causal"), &causal, 0, 0, err, errlen));
     TRY(get_u32(h, g, path, "tokenizer.ggml.mask_token_id", &mask, 0, 0, err, errlen));
+    TRY(get_u32(h, g, path, k2(k, sizeof k, D, "mask_token_id"), &mask, mask, 0, err, errlen));
     hp->causal = causal != 0;
     hp->mask_id = (int32_t)mask;
     int64_t taps[DFM_MAX_TAPS];
-    int32_t nt = h->gguf_ints(g, "dflash.target_layers", taps, DFM_MAX_TAPS);
+    int32_t nt = h->gguf_ints(g, k2(k, sizeof k, D, lo->taps_key), taps, DFM_MAX_TAPS);
     if (nt < 1 || nt > DFM_MAX_TAPS)
-        return pu_failf(err, errlen, "%s: dflash.target_layers: want an array of 1..%d integers", path, DFM_MAX_TAPS);
+        return pu_failf(err, errlen, "%s: %s: want an array of 1..%d integers", path, k, DFM_MAX_TAPS);
     hp->n_taps = (uint32_t)nt;
     for (int32_t i = 0; i < nt; i++)
-        hp->taps[i] = (int32_t)taps[i];
+        hp->taps[i] = (int32_t)taps[i] + lo->tap_offset;
+    uint32_t n_feat = 0;
+    TRY(get_u32(h, g, path, k2(k, sizeof k, D, "n_target_features"), &n_feat, hp->n_taps * hp->n_embd, 0, err,
+                errlen));
+    if (n_feat != hp->n_taps * hp->n_embd)
+        return pu_failf(err, errlen, "%s: %s = %u, but %u target layers of %u features make %u", path, k, n_feat,
+                        hp->n_taps, hp->n_embd, hp->n_taps * hp->n_embd);
+    TRY(get_u32(h, g, path, k2(k, sizeof k, P, "attention.sliding_window"), &hp->swa_window, 0, 0, err, errlen));
     if (hp->n_layer == 0 || hp->n_embd == 0 || hp->n_ff == 0 || hp->n_head == 0 || hp->n_head_kv == 0 ||
         hp->n_head % hp->n_head_kv || hp->head_dim == 0 || hp->head_dim % 2 || hp->block_size < 2 ||
         hp->block_size > 256)
@@ -117,6 +163,20 @@ static int up_mat(struct dfm_model *m, const char *path, const char *name, uint3
     return m->h->weight_upload(m->d, m->g, name, out, err, errlen);
 }
 
+/* The first of the names (NULL-terminated list, at most 3) the file has; names[0] when none. */
+static const char *first_tensor(const struct dfm_model *m, const char *const *names, int n)
+{
+    struct clspec_tensor_info ti;
+    char e2[256];
+    for (int i = 0; i < n && names[i]; i++) {
+        memset(&ti, 0, sizeof ti);
+        ti.size = sizeof ti;
+        if (m->h->gguf_tensor(m->g, names[i], &ti, e2, sizeof e2) == 0)
+            return names[i];
+    }
+    return names[0];
+}
+
 void dfm_free(struct dfm_model *m)
 {
     if (!m)
@@ -145,8 +205,10 @@ static int check_target(const struct clspec_host *h, const char *path, const str
                     ti.model.n_embd);
     for (uint32_t i = 0; i < hp->n_taps; i++)
         if (hp->taps[i] < 0 || hp->taps[i] > (int32_t)ti.model.n_layer)
-            return pu_failf(err, errlen, "%s: dflash.target_layers[%u] = %d outside 0..%u (the target's n_layer)", path,
-                        i, hp->taps[i], ti.model.n_layer);
+            return pu_failf(err, errlen,
+                            "%s: target layer %u of the drafter taps the input of layer %d; the target has %u layers "
+                            "(0..%u): this drafter belongs to another target", path, i, hp->taps[i], ti.model.n_layer,
+                            ti.model.n_layer);
     const int32_t od = ti.model.device;
     if (device >= 0 && device != od) {
         struct clspec_device_info a, b;
@@ -195,7 +257,13 @@ static int load_layers(struct dfm_model *m, const char *path, char *err, size_t 
         clspec_buf **v = m->v + (size_t)l * 4;
         clspec_weight **w = m->w + (size_t)l * 7;
         for (int j = 0; j < 4; j++) {
-            snprintf(n, sizeof n, "blk.%u.%s.weight", l, vsfx[j]);
+            char alt[3][64];
+            snprintf(alt[0], sizeof alt[0], "blk.%u.%s.weight", l, vsfx[j]);
+            /* the FFN norm of dflash-draft files */
+            snprintf(alt[1], sizeof alt[1], "blk.%u.%s.weight", l, j == 1 ? "post_attention_norm" : vsfx[j]);
+            snprintf(alt[2], sizeof alt[2], "blk.%u.%s.weight", l, j == 1 ? "attn_post_norm" : vsfx[j]);
+            const char *const names[3] = {alt[0], alt[1], alt[2]};
+            snprintf(n, sizeof n, "%s", first_tensor(m, names, 3));
             TRY(up_vec(m, path, n, vn[j], &v[j], err, errlen));
         }
         for (int j = 0; j < 7; j++) {
@@ -218,8 +286,10 @@ static int load_layers(struct dfm_model *m, const char *path, char *err, size_t 
 static int load(struct dfm_model *m, const char *path, int32_t device, char *err, size_t errlen)
 {
     const struct clspec_host *h = m->h;
+    const struct layout *lo = NULL;
     TRY(h->gguf_open(h, path, &m->g, err, errlen));
-    TRY(read_hparams(h, m->g, path, &m->hp, err, errlen));
+    TRY(read_hparams(h, m->g, path, &m->hp, &lo, err, errlen));
+    m->layout = lo->arch;
     TRY(check_target(h, path, &m->hp, device, err, errlen));
     TRY(h->dev_open(h, -1, &m->d, err, errlen));
     TRY(h->target_weight(m->d, "token_embd.weight", &m->embd, err, errlen));
@@ -233,8 +303,13 @@ static int load(struct dfm_model *m, const char *path, int32_t device, char *err
         h->gguf_tensor(m->g, "output.weight", &ti, e2, sizeof e2) == 0)
         h->log(h, CLSPEC_LOG_WARN, "%s: has its own token_embd/output; the target's are used (as upstream)", path);
     const uint32_t E = m->hp.n_embd;
-    TRY(up_mat(m, path, "fc.weight", m->hp.n_taps * E, E, &m->fc, err, errlen));
-    TRY(up_vec(m, path, "enc.output_norm.weight", E, &m->enc_norm, err, errlen));
+    TRY(up_mat(m, path, first_tensor(m, lo->fc, 2), m->hp.n_taps * E, E, &m->fc, err, errlen));
+    TRY(up_vec(m, path, first_tensor(m, lo->enc_norm, 2), E, &m->enc_norm, err, errlen));
+    if (m->hp.swa_window > 0)
+        h->log(h, CLSPEC_LOG_WARN,
+               "%s: sliding-window layers (window %u): here every layer attends the whole injected context, so "
+               "drafts may differ from a windowed drafter's beyond %u positions (verification keeps the output "
+               "exact)", path, m->hp.swa_window, m->hp.swa_window);
     TRY(up_vec(m, path, "output_norm.weight", E, &m->out_norm, err, errlen));
     return load_layers(m, path, err, errlen);
 }

@@ -35,12 +35,14 @@ struct dfm_hparams {
     int causal;               /* dflash.attention.causal (default 0) */
     int32_t mask_id;          /* tokenizer.ggml.mask_token_id (default 0) */
     uint32_t n_taps;
-    int32_t taps[DFM_MAX_TAPS]; /* target layers as stored: k < n_layer = input of layer k,
-                                 * k = n_layer = the pre-final-norm state */
+    int32_t taps[DFM_MAX_TAPS]; /* target layers as clspec counts them: k < n_layer = input of layer k,
+                                 * k = n_layer = the pre-final-norm state (dflash-draft ids + 1) */
+    uint32_t swa_window;      /* dflash-draft attention.sliding_window (0: none); see dfm_load */
 };
 
 struct dfm_model {
     const struct clspec_host *h;      /* borrowed */
+    const char *layout;               /* "dflash" or "dflash-draft" (static) */
     clspec_dev *d;                    /* owned: the device of the target's output */
     clspec_gguf *g;                   /* owned: the drafter's GGUF */
     struct dfm_hparams hp;
@@ -53,7 +55,7 @@ struct dfm_model {
     clspec_buf **v;                   /* (n_layer * 4) attn_norm, ffn_norm, q_norm, k_norm */
 };
 
-/* Loads the dflash GGUF path on host device `device` (-1: the target's
+/* Loads the drafter GGUF path (either layout) on host device `device` (-1: the target's
  * output device, the only one allowed: it borrows the target's output
  * matrix). Refuses a drafter whose hidden size or tap layers do not fit the
  * target (a message naming both). */

@@ -239,15 +239,21 @@ static int flush(struct mtp *p, int32_t s, int32_t n, char *err, size_t errlen)
 {
     struct mslot *ms = &p->slots[s];
     const size_t E = p->n_embd;
+    int32_t m = 0; /* entries decoded: those of image rows are left out (a hole in the head's KV) */
     for (int32_t i = 0; i < n; i++) {
-        p->pos[i] = ms->n_valid + 1 + i;
-        p->tok[i] = ms->hist[p->pos[i]];
-        p->seq[i] = s;
-        p->keep[i] = 0;
+        const int32_t q = ms->n_valid + 1 + i;
+        if (ms->hist[q] < 0)
+            continue;
+        p->pos[m] = q;
+        p->tok[m] = ms->hist[q];
+        p->seq[m] = s;
+        p->keep[m] = 0;
+        memcpy(p->embd + (size_t)m * E, ms->stage + (size_t)i * E, E * sizeof(float));
+        m++;
     }
     char e2[500];
-    if (mtp_head_decode(p->hd, n, p->tok, p->pos, p->seq, ms->stage, NULL, NULL, p->keep, p->amax, NULL, e2,
-                        sizeof e2) < 0)
+    if (m > 0 && mtp_head_decode(p->hd, m, p->tok, p->pos, p->seq, p->embd, NULL, NULL, p->keep, p->amax, NULL, e2,
+                                 sizeof e2) < 0)
         return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     memmove(ms->stage, ms->stage + (size_t)n * E, (size_t)(ms->n_stage - n) * E * sizeof(float));
     ms->n_stage -= n;
@@ -379,6 +385,10 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         ms->cache_n = ms->n_hist;
         ms->cache_stop = false;
         for (int32_t i = 0; i <= ms->n_stage; i++, rows++) {
+            if (ms->hist[ms->n_valid + 1 + i] < 0) { /* an image row: no entry (the last row is text) */
+                rows--;
+                continue;
+            }
             p->pos[rows] = ms->n_valid + 1 + i;
             p->tok[rows] = ms->hist[p->pos[rows]];
             p->seq[rows] = s;
@@ -643,7 +653,9 @@ static const struct clspec_speculator mtp_vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
     .name = "mtp",
-    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_DEVICE_MEMORY | CLSPEC_SPEC_CAP_TARGET_TENSORS,
+    /* EMBD_ROWS: an entry (x_p, h_{p-1}) whose x_p is an image row is left out of the head's KV */
+    .caps = CLSPEC_SPEC_CAP_TARGET_TAPS | CLSPEC_SPEC_CAP_DEVICE_MEMORY | CLSPEC_SPEC_CAP_TARGET_TENSORS |
+            CLSPEC_SPEC_CAP_EMBD_ROWS,
     .init = mtp_init,
     .fini = mtp_fini,
     .slot_begin = mtp_slot_begin,

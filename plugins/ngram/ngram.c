@@ -16,6 +16,7 @@
  * and again by init; a drafter model is not used (reported as ignored). */
 #include <clspec/speculator.h>
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -145,6 +146,10 @@ static void learn(struct ngram *g, int32_t s, const int32_t *tok, int32_t n)
         return;
     struct slot *sl = &g->slots[s];
     for (int32_t i = 0; i < n; i++) {
+        if (tok[i] < 0) { /* an image row (CLSPEC_TOKEN_EMBD): no text context across it */
+            sl->n_tail = 0;
+            continue;
+        }
         if (sl->n_tail == g->table_n)
             table_add(g, sl->tail, tok[i]);
         if (sl->n_tail == g->table_n) {
@@ -266,11 +271,16 @@ static int32_t lookup(const struct ngram *g, const int32_t *h, int32_t nh, int32
         if (n >= nh)
             continue;
         const int32_t *pat = h + nh - n;
+        bool text = true; /* patterns of text tokens only: image rows (CLSPEC_TOKEN_EMBD) never match */
+        for (int32_t j = 0; j < n; j++)
+            text = text && pat[j] >= 0;
+        if (!text)
+            continue;
         for (int32_t i = nh - n - 1; i >= 0; i--) {
             if (memcmp(h + i, pat, (size_t)n * sizeof *h) != 0)
                 continue;
             int32_t k = 0;
-            while (k < n_max && i + n + k < nh) {
+            while (k < n_max && i + n + k < nh && h[i + n + k] >= 0) {
                 out[k] = h[i + n + k];
                 k++;
             }
@@ -295,6 +305,9 @@ static int ngram_draft(void *state, const struct clspec_draft_req *req, int32_t 
     int32_t ctx[2 * MAX_N + 64];
     int32_t nc = g->table_n;
     memcpy(ctx, req->hist + req->n_hist - nc, (size_t)nc * sizeof *ctx);
+    for (int32_t j = 0; j < nc; j++)
+        if (ctx[j] < 0) /* an image row in the context: the table has no such key */
+            return k;
     while (k < req->n_max && k < 64) {
         const struct entry *e = table_find(g, ctx + k);
         if (!e || e->count < 2)
@@ -325,7 +338,7 @@ static const struct clspec_speculator vtable = {
     .abi_major = CLSPEC_SPEC_ABI_MAJOR,
     .size = sizeof(struct clspec_speculator),
     .name = "ngram",
-    .caps = 0,
+    .caps = CLSPEC_SPEC_CAP_EMBD_ROWS, /* image rows: never part of a pattern, a proposal or a table key */
     .init = ngram_init,
     .fini = ngram_fini,
     .slot_begin = ngram_slot_begin,

@@ -8,5 +8,6 @@ int cs_cmd_devices(int argc, char **argv);
 int cs_cmd_run(int argc, char **argv);
 int cs_cmd_bench(int argc, char **argv);
 int cs_cmd_synth(int argc, char **argv);
+int cs_cmd_mmproj(int argc, char **argv);
 
 #endif

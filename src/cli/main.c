@@ -20,6 +20,7 @@ static const struct cs_subcommand commands[] = {
     {"bench", cs_cmd_bench, "measure prompt-processing and generation speed"},
     {"devices", cs_cmd_devices, "list OpenCL devices, capabilities and bandwidth"},
     {"synth", cs_cmd_synth, "write a synthetic model (real shapes, random weights)"},
+    {"mmproj", cs_cmd_mmproj, "vision projectors: a synthetic one, or encode images"},
 };
 
 static void usage(FILE *f)

@@ -92,12 +92,53 @@ static int get_bool(json_t *o, const char *k, bool *out, const char **param, cha
 }
 
 /* n_vocab 0: not known here (the scheduler checks the upper bound). */
+/* {"prompt_string": "... <__media__> ...", "multimodal_data": ["<base64>", ...]} */
+static int parse_prompt_object(json_t *v, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *ps = json_object_get(v, "prompt_string"), *md = json_object_get(v, "multimodal_data");
+    if (!json_is_string(ps))
+        FAIL("prompt", "a prompt object needs \"prompt_string\" (a string)");
+    r->prompt = json_string_value(ps);
+    r->prompt_len = json_string_length(ps);
+    if (!md)
+        return CLSPEC_OK;
+    if (!json_is_array(md) || json_array_size(md) > CS_MEDIA_MAX)
+        FAIL("prompt", "prompt.multimodal_data must be an array of at most %d base64 strings", CS_MEDIA_MAX);
+    size_t k;
+    json_t *x;
+    json_array_foreach(md, k, x)
+    {
+        if (!json_is_string(x))
+            FAIL("prompt", "prompt.multimodal_data[%zu] must be a base64 string", k);
+        r->media[r->n_media++] = (struct cs_media_ref){json_string_value(x), json_string_length(x), false};
+    }
+    return CLSPEC_OK;
+}
+
+/* An image_url content part: its URL recorded, the marker in the text. */
+static int add_image_part(json_t *part, size_t i, size_t k, struct cs_api_request *r, struct cs_strbuf *b,
+                          const char **param, char *err, size_t errlen)
+{
+    json_t *u = json_object_get(part, "image_url");
+    if (json_is_object(u))
+        u = json_object_get(u, "url");
+    if (!json_is_string(u))
+        FAIL("messages", "messages[%zu].content[%zu]: an image_url part needs image_url.url (a string)", i, k);
+    if (r->n_media >= CS_MEDIA_MAX)
+        FAIL("messages", "more than %d images in one request", CS_MEDIA_MAX);
+    r->media[r->n_media++] = (struct cs_media_ref){json_string_value(u), json_string_length(u), true};
+    cs_strbuf_put(b, CS_MEDIA_MARKER);
+    return CLSPEC_OK;
+}
+
 static int parse_prompt(json_t *o, int32_t n_vocab, struct cs_api_request *r, const char **param, char *err,
                         size_t errlen)
 {
     json_t *v = field(o, "prompt");
     if (!v)
         FAIL("prompt", "'prompt' is required");
+    if (json_is_object(v)) /* llama-server's multimodal prompt object */
+        return parse_prompt_object(v, r, param, err, errlen);
     if (json_is_array(v) && json_array_size(v) == 1 && json_is_string(json_array_get(v, 0)))
         v = json_array_get(v, 0);
     if (json_is_string(v)) {
@@ -176,10 +217,18 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
             json_array_foreach(c, k, part)
             {
                 json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+                if (json_is_string(t) && strcmp(json_string_value(t), "image_url") == 0) {
+                    int rc = add_image_part(part, i, k, r, &b, param, err, errlen);
+                    if (rc < 0) {
+                        cs_strbuf_free(&b);
+                        return rc;
+                    }
+                    continue;
+                }
                 if (!json_is_string(t) || strcmp(json_string_value(t), "text") || !json_is_string(tx)) {
                     cs_strbuf_free(&b);
-                    FAIL("messages", "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} parts "
-                         "are supported", i, k);
+                    FAIL("messages", "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} and "
+                         "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}} parts are supported", i, k);
                 }
                 cs_strbuf_put(&b, json_string_value(tx));
             }

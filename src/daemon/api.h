@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "daemon/media.h"
 #include "text/chat.h"
 #include "daemon/sched.h"
 #include "engine/sampler.h"
@@ -38,6 +39,10 @@ struct cs_api_request {
     struct cs_chat_msg *msgs;    /* malloc'd */
     size_t n_msgs;
     char **msg_text;             /* (n_msgs) contents assembled from parts, malloc'd or NULL */
+    /* images: chat image_url parts (a CS_MEDIA_MARKER in the message text where each was) or
+     * /completion's {"prompt_string", "multimodal_data"} prompt object; point into root */
+    struct cs_media_ref media[CS_MEDIA_MAX];
+    int n_media;
     /* generation */
     int max_tokens;              /* >= 1, or 0 = the server's default */
     struct cs_sampler_params sp; /* sp.seed: the seed this request uses (given, the server's, or fresh) */

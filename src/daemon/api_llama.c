@@ -127,10 +127,10 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
         lr->id_slot = (int)json_integer_value(v);
     }
     v = field(o, "prompt");
-    if (json_is_object(v)) { /* {"prompt_string": text, "multimodal_data": [...]} */
-        json_t *ps = json_object_get(v, "prompt_string"), *mm = field(v, "multimodal_data");
-        if (mm)
-            FAIL("prompt", "'prompt.multimodal_data': this server has no multimodal projector");
+    /* {"prompt_string": text}; with "multimodal_data" the object goes to cs_api_parse as it is (images,
+     * src/daemon/media.h) */
+    if (json_is_object(v) && !field(v, "multimodal_data")) {
+        json_t *ps = json_object_get(v, "prompt_string");
         if (!json_is_string(ps))
             FAIL("prompt", "'prompt' as an object needs 'prompt_string' (a string)");
         json_object_set(o, "prompt", ps);

@@ -40,6 +40,8 @@ struct cs_config {
     char *model_name;           /* id in /v1/models; default: file name without .gguf */
     char *chat_template;        /* NULL = from the GGUF; else a family name (chatml, llama2, llama3,
                                  * mistral, zephyr, gemma, plain) */
+    char *mmproj_path;          /* NULL = no vision projector (images refused) */
+    char *mmproj_device;        /* NULL = the first device */
     /* [devices] */
     char *platform;             /* NULL = any */
     char *devices;              /* "0" (default), "0,1", name substrings */

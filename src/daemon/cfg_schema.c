@@ -53,6 +53,10 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "model id in /v1/models and responses (empty = file name without .gguf)"},
     {"model", "chat_template", CS_CFG_ENUM, OFF(chat_template), "", 0, 0, TEMPLATES,
      "chat template family (empty = the template stored in the GGUF)"},
+    {"model", "mmproj", CS_CFG_PATH, OFF(mmproj_path), "", 0, 0, NULL,
+     "vision projector GGUF (mmproj) for image input (empty = images refused)"},
+    {"model", "mmproj_device", CS_CFG_STR, OFF(mmproj_device), "", 0, 0, NULL,
+     "the projector's OpenCL device: index or name substring (empty = the first device)"},
 
     {"devices", "platform", CS_CFG_STR, OFF(platform), "", 0, 0, NULL,
      "OpenCL platform: index or name substring (empty = any)"},

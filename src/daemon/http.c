@@ -49,6 +49,7 @@ struct cs_http {
     enum cs_chat_family chat;
     int n_ctx_slot;
     int64_t created;
+    clspec_mmproj *mm;          /* borrowed: the vision projector, NULL = images refused */
 };
 
 /* Per connection: the request body as it arrives. */
@@ -420,9 +421,48 @@ static int tokenize_text(struct cs_http *h, const char *text, size_t len, bool a
     return cs_err(err, errlen, CLSPEC_E_RANGE, "prompt: tokenizer gave inconsistent sizes");
 }
 
-static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
-                           char *err, size_t errlen)
+/* A prompt with images (ar->n_media > 0): the text with its markers (the
+ * rendered chat, or the completion's prompt_string) as rows; *rows gets the
+ * image rows' inputs (free()). */
+static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids, float **rows,
+                        int *n_rows, char *err, size_t errlen)
 {
+    char *text = NULL;
+    const char *t = ar->prompt;
+    size_t len = ar->prompt_len;
+    bool add_special = true;
+    if (ar->kind == CS_API_CHAT) { /* the rendered text, tokenized with the chat's BOS rule */
+        int32_t *tmp = NULL;
+        size_t n = 0;
+        CS_TRY(cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, &tmp, &n, &text, err, errlen));
+        struct clspec_engine_info info = {.size = sizeof info};
+        size_t blen = 0;
+        const char *btext = clspec_engine_get_info(h->e, &info, NULL, 0) == CLSPEC_OK && info.bos >= 0
+                                ? clspec_token_text(h->e, info.bos, &blen) : NULL;
+        add_special = !(btext && blen > 0 && strncmp(text, btext, blen) == 0);
+        free(tmp);
+        t = text;
+        len = strlen(text);
+    }
+    struct cs_media_prompt mp;
+    int rc = cs_media_prompt_build(h->e, h->mm, t, len, add_special, true, ar->media, ar->n_media, &mp, err, errlen);
+    free(text);
+    if (rc < 0)
+        return rc;
+    *ids = mp.ids;
+    *n_ids = mp.n;
+    *rows = mp.rows;
+    *n_rows = mp.n_rows;
+    return CLSPEC_OK;
+}
+
+static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
+                           float **rows, int *n_rows, char *err, size_t errlen)
+{
+    *rows = NULL;
+    *n_rows = 0;
+    if (ar->n_media > 0)
+        return media_prompt(h, ar, ids, n_ids, rows, n_rows, err, errlen);
     if (ar->kind == CS_API_CHAT) {
         size_t n = 0;
         int rc = cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
@@ -484,9 +524,10 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
     int32_t *ids = NULL;
-    int n_ids = 0;
+    int n_ids = 0, n_img_rows = 0;
+    float *img_rows = NULL;
     rc = lr.mixed ? cs_llama_tokenize_mixed(h->e, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
-                  : tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+                  : tokenize_prompt(h, &ar, &ids, &n_ids, &img_rows, &n_img_rows, err, sizeof err);
     json_decref(lr.mixed);
     lr.mixed = NULL;
     if (rc != CLSPEC_OK) {
@@ -499,6 +540,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     if (!j) {
         free(ids);
         cs_llama_request_free(&lr);
+        free(img_rows);
         cs_api_request_free(&ar);
         return reply_error(c, 500, "out of memory", NULL, req_id);
     }
@@ -536,6 +578,8 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     memset(&rq, 0, sizeof rq);
     rq.prompt = ids;
     rq.n_prompt = n_ids;
+    rq.image_rows = img_rows;
+    rq.n_image_rows = n_img_rows;
     rq.max_tokens = ar.max_tokens;
     rq.sp = ar.sp;
     for (int i = 0; i < ar.n_stop; i++)
@@ -557,11 +601,13 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     rq.speculative = ar.speculative;
     rq.spec_n_max = ar.spec_n_max;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
-    cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens, max_tokens %d, seed %llu%s, %s",
-           llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, ar.max_tokens,
-           (unsigned long long)ar.sp.seed, ar.seed_given ? "" : " (drawn)", j->stream ? "streamed" : "whole");
+    cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens (%d image rows of %d images), max_tokens %d, seed %llu%s, %s",
+           llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, n_img_rows,
+           ar.n_media, ar.max_tokens, (unsigned long long)ar.sp.seed, ar.seed_given ? "" : " (drawn)",
+           j->stream ? "streamed" : "whole");
     rc = cs_sched_submit(h->s, &rq, on_event, j, &j->sched_id, err, sizeof err);
     free(ids);
+    free(img_rows);
     bool stream = j->stream;
     cs_api_request_free(&ar);
     if (rc != CLSPEC_OK) {
@@ -1052,6 +1098,11 @@ void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, 
 void cs_http_set_embedder(struct cs_http *h, struct cs_embedder *m)
 {
     h->emb = m;
+}
+
+void cs_http_set_mmproj(struct cs_http *h, clspec_mmproj *m)
+{
+    h->mm = m;
 }
 
 void cs_http_set_draining(struct cs_http *h)

@@ -49,6 +49,9 @@ void cs_http_set_ready(struct cs_http *h, clspec_engine *e, struct cs_sched *s, 
 /* /embeddings through m (borrowed, kept alive until cs_http_stop; NULL: 501). Call before cs_http_set_ready. */
 struct cs_embedder;
 void cs_http_set_embedder(struct cs_http *h, struct cs_embedder *m);
+/* The vision projector requests with images use (borrowed; set before
+ * cs_http_set_ready). NULL: images are refused with 400. */
+void cs_http_set_mmproj(struct cs_http *h, clspec_mmproj *m);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);
 /* Waits (up to 5 s) until the answers of finished requests are sent, then

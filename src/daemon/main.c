@@ -63,7 +63,32 @@ struct loader {
     struct cs_plugin *pl;   /* [speculator] (NULL: type = none) */
     struct cs_spec *sp;
     struct cs_embedder *emb; /* [server] embeddings (NULL: off) */
+    clspec_mmproj *mm;      /* [model] mmproj (NULL: images refused) */
 };
+
+/* [model] mmproj: the vision projector beside the engine, its kernels built
+ * before "ready". */
+static int load_mmproj(struct loader *L)
+{
+    const struct cs_config *cfg = L->cfg;
+    if (!cfg->mmproj_path || !cfg->mmproj_path[0])
+        return CLSPEC_OK;
+    struct clspec_mmproj_params mp;
+    clspec_mmproj_default_params(&mp, sizeof mp);
+    mp.path = cfg->mmproj_path;
+    mp.device = cfg->mmproj_device;
+    char e2[CLSPEC_ERRLEN];
+    const double t0 = cs_now();
+    int rc = clspec_mmproj_open(L->door, &mp, &L->mm, e2, sizeof e2);
+    if (rc != CLSPEC_OK)
+        return cs_config_err(cfg, "model", "mmproj", L->err, sizeof L->err, rc, "%s", e2);
+    struct clspec_mmproj_info mi = {.size = sizeof mi};
+    clspec_mmproj_get_info(L->mm, &mi, NULL, 0);
+    cs_log(CS_LOG_INFO, NULL, "vision projector: %s (%s), %d rows of %d per image, %dx%d input, on %s (%.2f s)",
+           cfg->mmproj_path, mi.projector_type, mi.n_tokens, mi.n_embd, mi.image_size, mi.image_size,
+           mi.device_name, cs_now() - t0);
+    return CLSPEC_OK;
+}
 
 /* [speculator]: loads the plugin over the engine (the loader validates its
  * ABI and capabilities and runs its init) and creates the speculative core
@@ -160,6 +185,8 @@ static void *load_main(void *arg)
                    known ? "" : " (no known template in the model)");
     }
     if (L->rc == CLSPEC_OK)
+        L->rc = load_mmproj(L);
+    if (L->rc == CLSPEC_OK)
         L->rc = load_speculator(L);
     if (L->rc == CLSPEC_OK) {
         struct cs_sched_params sp = {
@@ -172,6 +199,7 @@ static void *load_main(void *arg)
             .spec = L->sp,
             /* speculators that read the target's states of the prompt get it prefilled by the core */
             .spec_core_prefill = cs_plugin_needs_core_prefill(L->pl),
+            .images = L->mm != NULL,
         };
         L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
         struct clspec_engine_info info = {.size = sizeof info};
@@ -328,6 +356,7 @@ int main(int argc, char **argv)
             cs_log(CS_LOG_INFO, NULL, "kernels: %u programs built, %u loaded from the binary cache",
                    atomic_load(&progs_built), atomic_load(&progs_loaded));
             cs_http_set_embedder(http, L.emb);
+            cs_http_set_mmproj(http, L.mm);
             cs_http_set_ready(http, L.door, L.s, L.chat, L.n_ctx_slot);
             cs_log(CS_LOG_INFO, NULL, "ready: model loaded in %.2f s, %d slots of %d tokens, queue %d",
                    L.e->load_s, cfg->parallel, L.n_ctx_slot, cfg->queue_max);
@@ -352,6 +381,7 @@ int main(int argc, char **argv)
     cs_sched_free(L.s);
     cs_spec_free(L.sp);
     cs_plugin_free(L.pl);
+    clspec_mmproj_free(L.mm);
     clspec_engine_free(L.door);
     cs_log(CS_LOG_INFO, NULL, "exit %d", exit_code);
     cs_log_close();

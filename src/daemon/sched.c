@@ -51,6 +51,8 @@ static void job_free(struct job *j)
     if (!j)
         return;
     free(j->prompt);
+    free(j->img_rows);
+    free(j->img_at);
     for (int i = 0; i < CS_MAX_STOP; i++)
         free(j->stop_copy[i]);
     clspec_sampler_free(j->smp);
@@ -351,6 +353,10 @@ static void plan_prefill(struct cs_sched *s, int budget)
         for (int t = 0; t < k; t++) {
             bool last = sl->n_fed + t + 1 == sl->job->n_prompt;
             s->b_token[n] = sl->job->prompt[sl->n_fed + t];
+            if (s->b_token[n] < 0) /* an image row: its input (the batch's embd is set when b_embd is) */
+                memcpy(s->b_embd + (size_t)n * s->n_embd,
+                       sl->job->img_rows + (size_t)sl->job->img_at[sl->n_fed + t] * s->n_embd,
+                       (size_t)s->n_embd * sizeof(float));
             s->b_pos[n] = sl->n_fed + t;
             s->b_seq[n] = best;
             s->b_logits[n++] = last;
@@ -575,12 +581,15 @@ static int alloc_batch(struct cs_sched *s, int32_t cap, char *err, size_t errlen
     if (!s->b_token || !s->b_pos || !s->b_seq || !s->b_logits)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory (%d batch rows)", cap);
     s->b_cap = cap;
-    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits};
+    if (s->p.images && !(s->b_embd = malloc((size_t)cap * (size_t)s->n_embd * sizeof *s->b_embd)))
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory (%d image rows)", cap);
+    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits, s->b_embd};
     return CLSPEC_OK;
 }
 
 static void free_batch(struct cs_sched *s)
 {
+    free(s->b_embd);
     free(s->b_token);
     free(s->b_pos);
     free(s->b_seq);
@@ -624,6 +633,7 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
     }
     s->st.spec_name = s->sp->pl ? s->sp->pl->vt.name : NULL;
     s->n_vocab = info.n_vocab;
+    s->n_embd = info.n_embd;
     s->bos = info.bos;
     s->slot_ctx = (int)(info.kv_partitioned ? info.n_ctx / n_seq : info.n_ctx);
     uint32_t nb = info.n_batch ? info.n_batch : 512, nub = info.n_ubatch ? info.n_ubatch : nb;
@@ -725,11 +735,20 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         snprintf(who, sizeof who, "request");
     if (!r->prompt || r->n_prompt <= 0)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: empty prompt", who));
-    for (int i = 0; i < r->n_prompt; i++)
-        if (r->prompt[i] < 0 || r->prompt[i] >= s->n_vocab)
+    int n_neg = 0;
+    for (int i = 0; i < r->n_prompt; i++) {
+        n_neg += r->prompt[i] < 0;
+        if (r->prompt[i] >= s->n_vocab || (r->prompt[i] < 0 && !r->image_rows))
             return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL,
                                       "%s: prompt[%d] = %d: token ids are 0..%d (n_vocab %d)", who, i,
                                       (int)r->prompt[i], s->n_vocab - 1, s->n_vocab));
+    }
+    if (n_neg > 0 && !s->b_embd)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: image rows, but the server takes no images",
+                                  who));
+    if (n_neg != (r->image_rows ? r->n_image_rows : 0))
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d image rows in the prompt, %d given", who, n_neg,
+                                  r->n_image_rows));
     if (r->n_stop < 0 || r->n_stop > CS_MAX_STOP)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d stop strings (at most %d)", who, r->n_stop,
                                   CS_MAX_STOP));
@@ -745,7 +764,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     const int32_t *src = r->prompt;
     int keep_bos = 0;
     if (n_prompt >= s->slot_ctx) {
-        if (!s->p.truncate_prompt)
+        if (!s->p.truncate_prompt || n_neg > 0)
             return rejected(s, cs_err(err, errlen, CLSPEC_E_CONTEXT,
                                       "%s: prompt of %d tokens does not fit a slot's context of %d tokens "
                                       "(at least one cell must stay free to generate)",
@@ -774,6 +793,18 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     }
     j->r.prompt = j->prompt;
     j->r.n_prompt = n_prompt;
+    j->r.image_rows = NULL;
+    if (n_neg > 0) { /* not truncated (refused above): the rows as given */
+        j->img_rows = malloc((size_t)n_neg * (size_t)s->n_embd * sizeof *j->img_rows);
+        j->img_at = malloc((size_t)n_prompt * sizeof *j->img_at);
+        if (!j->img_rows || !j->img_at) {
+            job_free(j);
+            return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
+        }
+        memcpy(j->img_rows, r->image_rows, (size_t)n_neg * (size_t)s->n_embd * sizeof *j->img_rows);
+        for (int i = 0, k = 0; i < n_prompt; i++)
+            j->img_at[i] = j->prompt[i] < 0 ? k++ : -1;
+    }
     j->r.id[sizeof j->r.id - 1] = '\0';
     memset(j->r.stop, 0, sizeof j->r.stop); /* the caller's pointers are not kept */
     for (int i = 0; i < r->n_stop; i++) {
@@ -796,7 +827,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
-        clspec_sampler_accept(j->smp, j->prompt[i]);
+        if (j->prompt[i] >= 0)
+            clspec_sampler_accept(j->smp, j->prompt[i]);
     /* the grammar starts after the prompt; its state lives in the sampler (restored with it on rollback) */
     if (r->grammar && (rc = clspec_sampler_set_grammar(j->smp, s->gvocab, r->grammar, NULL, err, errlen)) < 0) {
         job_free(j);

@@ -34,6 +34,8 @@ struct cs_sched_params {
     bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
                               * one call: no chunk interleaving), for speculators that read the
                               * target's hidden states of the prompt (taps, KV injection) */
+    bool images;             /* prompts may hold image rows (a vision projector is loaded): the prompt
+                              * batch keeps room for their inputs (n_batch rows of n_embd floats) */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a
@@ -52,8 +54,12 @@ struct cs_sched_params {
 #define CS_MAX_TOP_LOGPROBS 20
 
 struct cs_req {
-    const int32_t *prompt;   /* prompt tokens (BOS included when wanted), copied by submit */
+    const int32_t *prompt;   /* prompt tokens (BOS included when wanted), copied by submit; negative ids are
+                              * image rows (src/daemon/media.h placeholders) */
     int n_prompt;
+    const float *image_rows; /* (n_image_rows, n_embd) the inputs of the prompt's negative-id rows, in prompt
+                              * order; copied by submit. NULL when the prompt has no image */
+    int n_image_rows;
     int max_tokens;          /* 0: params' default; > limit: refused */
     struct cs_sampler_params sp;
     const char *stop[CS_MAX_STOP]; /* stop strings (copied), n_stop used */

@@ -20,6 +20,8 @@ struct job {
     struct cs_req r;              /* copy: prompt/stop point into the owned copies below */
     int32_t *prompt;              /* (n_prompt) after truncation */
     int n_prompt;
+    float *img_rows;              /* (n_image_rows, n_embd) owned copy of r.image_rows, or NULL */
+    int32_t *img_at;              /* (n_prompt) the image row of each prompt row, -1 for a token; NULL: none */
     char *stop_copy[CS_MAX_STOP];
     int max_tokens;               /* effective; <= 0: until EOS or the slot's context */
     cs_req_cb cb;
@@ -74,6 +76,8 @@ struct cs_sched {
     /* scheduler-thread scratch */
     /* this step's prompt chunks (the extra rows of the core's forward): b's arrays, b_cap rows */
     struct clspec_batch b;
+    int n_embd;                   /* the model's width (image rows) */
+    float *b_embd;                /* (b_cap, n_embd) image rows of the chunk batch; NULL until one comes */
     int32_t *b_token, *b_pos, *b_seq;
     uint8_t *b_logits;
     int32_t b_cap;

@@ -45,7 +45,7 @@ static void spec_log_on(struct cs_sched *s, int i)
         cs_log(CS_LOG_INFO, j->r.id, "slot %d: speculation on (%s, n_max %d)", i, s->sp->pl->vt.name,
                (int)s->sp->p.n_max);
     else
-        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (the speculator's slot_begin failed: %s)", i,
+        cs_log(CS_LOG_WARN, j->r.id, "slot %d: speculation off (%s)", i,
                s->sp->slots[i].off_why[0] ? s->sp->slots[i].off_why : "no reason given");
 }
 
@@ -62,7 +62,7 @@ bool cs_sched_spec_begin(struct cs_sched *s, int i)
         sl->n_fed = 0;
         j->n_cached = 0;
     }
-    int rc = cs_spec_slot_begin_cached(s->sp, i, j->prompt, j->n_prompt, 0, j->smp, true, err, sizeof err);
+    int rc = cs_spec_slot_begin_rows(s->sp, i, j->prompt, j->n_prompt, 0, j->img_rows, j->smp, true, err, sizeof err);
     if (rc < 0) {
         cs_spec_slot_end(s->sp, i);
         char msg[CLSPEC_ERRLEN + 48];
@@ -89,7 +89,8 @@ bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok)
     if (hist) { /* the KV holds the prompt (n_fed cells); tok is the next input */
         memcpy(hist, j->prompt, (size_t)j->n_prompt * sizeof *hist);
         hist[j->n_prompt] = tok;
-        rc = cs_spec_slot_begin_cached(s->sp, i, hist, j->n_prompt + 1, sl->n_fed, j->smp, !off, err, sizeof err);
+        rc = cs_spec_slot_begin_rows(s->sp, i, hist, j->n_prompt + 1, sl->n_fed, j->img_rows, j->smp, !off, err,
+                                     sizeof err);
         free(hist);
     } else {
         snprintf(err, sizeof err, "out of memory");

@@ -452,6 +452,7 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
         n_keep += b->logits ? b->logits[i] != 0 : i == n - 1;
     CS_TRY(reserve(e, n, n_keep, err, errlen));
     cs_batch_clear(&e->b);
+    e->b.embd = b->size >= offsetof(struct clspec_batch, embd) + sizeof b->embd ? b->embd : NULL;
     for (int32_t i = 0, k = 0; i < n; i++) {
         bool keep = b->logits ? b->logits[i] != 0 : i == n - 1;
         e->row_out[i] = keep ? k++ : -1;

@@ -17,6 +17,7 @@ struct cs_batch {
     int32_t *pos;     /* (cap) positions, >= 0 */
     int32_t *seq;     /* (cap) sequence ids 0..CS_MAX_SEQ-1 */
     uint8_t *logits;  /* (cap) 1 = return this row's logits (and its row index in the output) */
+    const float *embd; /* borrowed, NULL or (n, n_embd): the input of rows whose token is negative */
 };
 
 int cs_batch_init(struct cs_batch *b, int cap, char *err, size_t errlen);

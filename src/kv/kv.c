@@ -464,7 +464,7 @@ int32_t cs_kv_prefix_match(const struct cs_kv *kv, const int32_t *tokens, int32_
         if (!any)
             continue;
         int32_t k = 0;
-        while (k < n && at[k] >= 0 && at[k] == tokens[k])
+        while (k < n && at[k] != -1 && at[k] == tokens[k]) /* -1: no cell, or an anonymous embedding row */
             k++;
         if (k > best) {
             best = k;

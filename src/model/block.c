@@ -30,8 +30,29 @@ static int qkv_tail(const struct cs_ops *o, const struct cs_blk_shape *s, const 
         CS_TRY(o->f->rmsnorm(o, q, L->q_norm, q, n * s->n_head, D, s->eps, err, errlen));
     if (L->k_norm)
         CS_TRY(o->f->rmsnorm(o, a->kc, L->k_norm, a->kc, n * s->n_head_kv, D, s->eps, err, errlen));
-    CS_TRY(o->f->rope_qk(o, q, a->kc, a->pos, n, s->n_head, s->n_head_kv, D, &s->rope, err, errlen));
+    if (s->rope.n_rot > 0)
+        CS_TRY(o->f->rope_qk(o, q, a->kc, a->pos, n, s->n_head, s->n_head_kv, D, &s->rope, err, errlen));
     return cs_op_kv_store(d, kv, a->kc, 0, a->vc, 0, a->cell, n, err, errlen);
+}
+
+/* xb = the sub-block's norm of x: RMSNorm * w, or LayerNorm * w + b. */
+static int norm(const struct cs_ops *o, const struct cs_blk_shape *s, cl_mem w, cl_mem b, const struct cs_blk_act *a,
+                int n, char *err, size_t errlen)
+{
+    if (s->norm == CS_BLK_LAYERNORM)
+        return cs_op_layernorm(o->dev, a->x, 0, w, b, a->xb, 0, n, s->n_embd, s->eps, err, errlen);
+    return o->f->rmsnorm(o, a->x, w, a->xb, n, s->n_embd, s->eps, err, errlen);
+}
+
+/* x += xb (the sub-block's output), then xb = the next norm of x (w NULL: the add alone). */
+static int add_norm(const struct cs_ops *o, const struct cs_blk_shape *s, cl_mem w, cl_mem b,
+                    const struct cs_blk_act *a, int n, char *err, size_t errlen)
+{
+    if (!w || s->norm == CS_BLK_LAYERNORM) {
+        CS_TRY(cs_op_add(o->dev, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * s->n_embd, err, errlen));
+        return w ? norm(o, s, w, b, a, n, err, errlen) : CLSPEC_OK;
+    }
+    return o->f->add_rmsnorm(o, a->x, a->xb, w, a->xb, n, s->n_embd, s->eps, err, errlen);
 }
 
 int cs_blk_kv(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
@@ -45,27 +66,35 @@ int cs_blk_attn(const struct cs_ops *o, const struct cs_blk_shape *s, const stru
                 const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
                 char *err, size_t errlen)
 {
-    const int E = s->n_embd;
     if (!opt->normed)
-        CS_TRY(o->f->rmsnorm(o, a->x, L->attn_norm, a->xb, n, E, s->eps, err, errlen));
+        CS_TRY(norm(o, s, L->attn_norm, L->attn_norm_b, a, n, err, errlen));
     CS_TRY(o->f->matmul_qkv(o, &L->wq, &L->wk, &L->wv, a->xb, a->q, a->kc, a->vc, n, n, err, errlen));
     CS_TRY(qkv_tail(o, s, L, kv, a, a->q, n, err, errlen));
     CS_TRY(o->f->attention(o, kv, opt->n_cells_used, a->q, a->att, a->pos, a->seq, n, s->n_head, opt->causal,
                            1.0f / sqrtf((float)s->head_dim), err, errlen));
     CS_TRY(o->f->matmul(o, &L->wo, a->att, a->xb, n, n, err, errlen));
-    /* the residual add and the FFN's norm in one launch (y = b) */
-    return o->f->add_rmsnorm(o, a->x, a->xb, L->ffn_norm, a->xb, n, E, s->eps, err, errlen);
+    if (L->bo)
+        CS_TRY(cs_op_add_bias(o->dev, a->xb, 0, L->bo, n, s->n_embd, err, errlen));
+    /* the residual add and the FFN's norm (one launch for RMSNorm, y = b) */
+    return add_norm(o, s, L->ffn_norm, L->ffn_norm_b, a, n, err, errlen);
 }
 
 int cs_blk_ffn(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
                const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt, char *err, size_t errlen)
 {
-    const int E = s->n_embd, nf = opt->ffn_rows;
-    CS_TRY(o->f->matmul_swiglu(o, &L->w_gate, &L->w_up, a->xb, a->hb2, a->hb, n, nf, err, errlen));
+    const int nf = opt->ffn_rows;
+    if (s->ffn == CS_BLK_SWIGLU) {
+        CS_TRY(o->f->matmul_swiglu(o, &L->w_gate, &L->w_up, a->xb, a->hb2, a->hb, n, nf, err, errlen));
+    } else {
+        CS_TRY(o->f->matmul(o, &L->w_up, a->xb, a->hb, n, nf, err, errlen));
+        if (L->b_up)
+            CS_TRY(cs_op_add_bias(o->dev, a->hb, 0, L->b_up, n, s->n_ff, err, errlen));
+        CS_TRY(cs_op_gelu(o->dev, a->hb, 0, (size_t)n * s->n_ff, s->ffn == CS_BLK_QUICK_GELU, err, errlen));
+    }
     CS_TRY(o->f->matmul(o, &L->w_down, a->hb, a->xb, n, nf, err, errlen));
-    if (opt->next_norm)
-        return o->f->add_rmsnorm(o, a->x, a->xb, opt->next_norm, a->xb, n, E, s->eps, err, errlen);
-    return cs_op_add(o->dev, a->x, 0, a->xb, 0, a->x, 0, (size_t)n * E, err, errlen);
+    if (L->b_down)
+        CS_TRY(cs_op_add_bias(o->dev, a->xb, 0, L->b_down, n, s->n_embd, err, errlen));
+    return add_norm(o, s, opt->next_norm, NULL, a, n, err, errlen);
 }
 
 int cs_blk_layer(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,

@@ -19,6 +19,12 @@
 
 struct cs_fwd_layer; /* forward.h: wq..w_down, norms, biases, q_norm / k_norm (NULL = absent) */
 
+/* The norm every sub-block starts with: RMSNorm * w (llama family) or
+ * LayerNorm * w + b (ViT encoders; the bias is the layer's *_norm_b). */
+enum cs_blk_norm { CS_BLK_RMSNORM = 0, CS_BLK_LAYERNORM };
+/* The FFN: silu(gate) * up -> down, or up (+ b_up) -> GELU / quick-GELU -> down (+ b_down). */
+enum cs_blk_ffn { CS_BLK_SWIGLU = 0, CS_BLK_GELU, CS_BLK_QUICK_GELU };
+
 /* The layer's shape (the same for every layer of a model). */
 struct cs_blk_shape {
     int n_embd;                 /* E: residual width */
@@ -26,7 +32,9 @@ struct cs_blk_shape {
     int head_dim;               /* D: Q = n_head * D, KV = n_head_kv * D */
     int n_ff;                   /* F: FFN width */
     float eps;                  /* RMSNorm epsilon (every norm of the block) */
-    struct cs_rope_params rope; /* RoPE of q and k */
+    struct cs_rope_params rope; /* RoPE of q and k; n_rot 0: none (learned absolute positions) */
+    enum cs_blk_norm norm;      /* 0: RMSNorm */
+    enum cs_blk_ffn ffn;        /* 0: SwiGLU */
 };
 
 /* The activation buffers of one pass of n rows on one device (all f32
@@ -48,12 +56,14 @@ struct cs_blk_opt {
                            * sequence (false); see cs_op_attention */
     int n_cells_used;     /* attention reads cells [0, n_cells_used) of the KV view */
     cl_mem next_norm;     /* f32 (E) or NULL: after the FFN's residual add, xb = rmsnorm(x) * next_norm in the
-                           * same launch (the next layer's attn_norm, or the output norm); NULL: a plain add */
+                           * same launch (the next layer's attn_norm, or the output norm); NULL: a plain add.
+                           * RMSNorm blocks only (LayerNorm blocks pass NULL and norm at their start) */
     int ffn_rows;         /* rows the FFN has in the reproduced graph (family.h "n_logical"): normally n; the
                            * target's last layer passes its logits rows */
 };
 
-/* Attention sub-block over n rows: [xb = rmsnorm(x) * attn_norm unless
+/* Attention sub-block over n rows (shown for RMSNorm; LayerNorm blocks
+ * add the norms' biases, and bo after Wo): [xb = rmsnorm(x) * attn_norm unless
  * normed] -> q, k, v = xb . Wq/Wk/Wv^T (one fused matmul where the family
  * can) -> + biases -> per-head q_norm / k_norm (when present) -> RoPE at pos
  * -> K/V stored into kv at cell -> attention (causal or not, scale
@@ -64,7 +74,7 @@ int cs_blk_attn(const struct cs_ops *o, const struct cs_blk_shape *s, const stru
                 char *err, size_t errlen);
 
 /* FFN sub-block over n rows, xb holding its normed input (cs_blk_attn):
- * hb = silu(xb . Wg^T) * (xb . Wu^T) -> xb = hb . Wd^T -> x += xb, fused
+ * hb = silu(xb . Wg^T) * (xb . Wu^T) (GELU kinds: hb = act(xb . Wu^T + b_up)) -> xb = hb . Wd^T (+ b_down) -> x += xb, fused
  * with xb = rmsnorm(x) * opt->next_norm when that is set. */
 int cs_blk_ffn(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
                const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt, char *err, size_t errlen);

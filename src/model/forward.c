@@ -333,7 +333,22 @@ struct pass_rows {
     const int32_t *tok, *pos, *seq, *cell;
     const int32_t *orig;     /* row index in the caller's batch (hidden rows) */
     const int32_t *lrow;     /* index among the batch's logits rows, -1: no logits */
+    const struct cs_batch *b; /* the caller's batch (embedding rows) */
 };
+
+/* Rows of the pass whose input is an embedding (a negative token with
+ * b->embd set) get their row of b->embd in place of the token-embedding
+ * gather. */
+static int embd_rows(struct cs_fwd_act *a, const struct pass_rows *r, size_t E, char *err, size_t errlen)
+{
+    if (!r->b->embd)
+        return CLSPEC_OK;
+    for (int t = 0; t < r->n; t++)
+        if (r->b->token[r->orig[t]] < 0)
+            CS_TRY(cs_cl_write_async(a->dev, a->x, (size_t)t * E * 4, E * 4, r->b->embd + (size_t)r->orig[t] * E,
+                                     err, errlen));
+    return CLSPEC_OK;
+}
 
 /* Copies hidden rows (x of device a, n rows) to the caller's buffer. */
 static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const struct pass_rows *r, float *dst_base,
@@ -393,6 +408,7 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
     CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
+    CS_TRY(embd_rows(a, r, (size_t)E, err, errlen));
     bool normed = false; /* xb already holds layer l's attention-norm output (fused into the residual add) */
     for (int l = 0; l <= NL; l++) {
         int di = l < NL ? fm->layer_dev[l] : fm->out_dev;
@@ -460,9 +476,13 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     if (b->n <= 0)
         return CLSPEC_OK;
     for (int i = 0; i < b->n; i++) {
+        if (b->token[i] < 0 && b->embd)
+            continue; /* an embedding row; its position and sequence are checked below */
         if (b->token[i] < 0 || (uint32_t)b->token[i] >= hp->n_vocab)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: token %d (row %d) out of range [0, %u)",
                           b->token[i], i, hp->n_vocab);
+    }
+    for (int i = 0; i < b->n; i++) {
         if (b->pos[i] < 0)
             return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: negative position at row %d", i);
         if (b->seq[i] < 0 || (uint32_t)b->seq[i] >= c->p.n_seq_max)
@@ -492,7 +512,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
         int l = b->logits[i] ? li++ : -1;
         if (cells[i] < 0)
             continue;
-        tok[n] = b->token[i];
+        tok[n] = b->token[i] < 0 ? 0 : b->token[i]; /* embedding rows: gathered, then replaced */
         pos[n] = b->pos[i];
         seq[n] = b->seq[i];
         cell[n] = cells[i];
@@ -506,7 +526,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
     for (int t0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
         struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
-                              .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0};
+                              .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .b = b};
         rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
     }
     /* always (also after an error): the non-blocking input writes and hidden

@@ -27,6 +27,8 @@ struct cs_fwd_layer {
     cl_mem attn_norm, ffn_norm;           /* f32 (n_embd) */
     cl_mem bq, bk, bv;                    /* f32 (q_dim)/(kv_dim) or NULL */
     cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
+    cl_mem attn_norm_b, ffn_norm_b;       /* f32 (n_embd) or NULL: LayerNorm biases (ViT encoders) */
+    cl_mem bo, b_up, b_down;              /* f32 (n_embd)/(n_ff)/(n_embd) or NULL: output and FFN biases */
 };
 
 /* The block builder's shape of a layer of hp (block.h), with RoPE rope. */

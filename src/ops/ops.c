@@ -466,3 +466,37 @@ int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool
     }
     return CLSPEC_OK;
 }
+
+int cs_op_layernorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem b, cl_mem y, size_t y_off,
+                    int n_rows, int n_cols, float eps, char *err, size_t errlen)
+{
+    size_t n = (size_t)n_rows * (size_t)n_cols;
+    int rc = check_rows("layernorm", n_rows, n_cols, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("layernorm", x_off, n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("layernorm", y_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, yo = (cl_uint)y_off;
+    cl_int has_w = w != NULL, has_b = b != NULL;
+    cl_mem wm = w ? w : x, bm = b ? b : x; /* valid buffers the kernel does not read */
+    const struct cs_karg a[] = {CS_KA(x),     CS_KA(xo), CS_KA(wm),     CS_KA(bm),     CS_KA(has_w), CS_KA(has_b),
+                                CS_KA(y),     CS_KA(yo), CS_KA(n_rows), CS_KA(n_cols), CS_KA(eps)};
+    if (d->info.family == CS_KFAMILY_CPU)
+        return cs_op_launch(d, "vit", NULL, "layernorm_cpu", a, CS_ARRAY_LEN(a), (size_t)n_rows, cpu_local(d), err,
+                            errlen);
+    size_t ls = norm_local(d);
+    return cs_op_launch(d, "vit", NULL, "layernorm_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
+}
+
+int cs_op_gelu(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, bool quick, char *err, size_t errlen)
+{
+    int rc = check_off("gelu", x_off, n, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    cl_uint xo = (cl_uint)x_off, nn = (cl_uint)n;
+    cl_int mode = quick ? 1 : 0;
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(nn), CS_KA(mode)};
+    return cs_op_launch(d, "vit", NULL, "gelu", a, CS_ARRAY_LEN(a), n, elt_local(d), err, errlen);
+}

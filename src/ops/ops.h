@@ -172,4 +172,14 @@ typedef void (*cs_op_progress_fn)(void *ud, const struct cs_cl_dev *d, const cha
 int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool llamacpp_numerics,
                       cs_op_progress_fn progress, void *ud, char *err, size_t errlen);
 
+/* The vision encoder's row ops (cl/vit.cl). y (n_rows, n_cols) =
+ * LayerNorm(x) (* w) (+ b): mean and population variance per row, then
+ * (x - mean) / sqrt(var + eps); w, b NULL: absent. y may equal x. */
+int cs_op_layernorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem w, cl_mem b, cl_mem y, size_t y_off,
+                    int n_rows, int n_cols, float eps, char *err, size_t errlen);
+
+/* x[i] = act(x[i]) in place, i < n: quick = false the tanh GELU
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), true x * sigmoid(1.702 x). */
+int cs_op_gelu(struct cs_cl_dev *d, cl_mem x, size_t x_off, size_t n, bool quick, char *err, size_t errlen);
+
 #endif

@@ -305,6 +305,7 @@ static int check_caps(const struct cs_plugin *pl, char *err, size_t errlen)
         {CLSPEC_SPEC_CAP_DRAFT_PROBS, "draft probabilities"},
         {CLSPEC_SPEC_CAP_TARGET_TENSORS, "the target's embedding and output tensors"},
         {CLSPEC_SPEC_CAP_KV_INJECT, "KV injection"},
+        {CLSPEC_SPEC_CAP_EMBD_ROWS, "prompts with image rows"}, /* an offer: every host of 1.5 takes it */
     };
     const struct clspec_host *h = &pl->host;
     const char *nm = pl->vt.name ? pl->vt.name : "?";

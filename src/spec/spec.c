@@ -26,6 +26,7 @@ static void rows_free(struct cs_spec_rows *b)
     free(b->pos);
     free(b->seq);
     free(b->logits);
+    free(b->embd);
     memset(b, 0, sizeof *b);
 }
 
@@ -34,7 +35,7 @@ static int rows_reserve(struct cs_spec_rows *b, int32_t cap, char *err, size_t e
 {
     if (cap <= b->cap)
         return CLSPEC_OK;
-    rows_free(b);
+    rows_free(b); /* the image rows' buffer too: it grows again when one comes */
     b->token = malloc((size_t)cap * sizeof *b->token);
     b->pos = malloc((size_t)cap * sizeof *b->pos);
     b->seq = malloc((size_t)cap * sizeof *b->seq);
@@ -60,6 +61,23 @@ static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t 
     return CLSPEC_OK;
 }
 
+/* An image row (negative token) with its input vec (n_embd floats). */
+static int rows_add_embd(struct cs_spec *sp, int32_t token, int32_t pos, int32_t seq, bool logits, const float *vec,
+                         char *err, size_t errlen)
+{
+    struct cs_spec_rows *b = &sp->b;
+    if (b->embd_cap < b->cap) {
+        float *g = realloc(b->embd, (size_t)b->cap * (size_t)sp->n_embd * sizeof *g);
+        if (!g)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory (%d image rows)", b->cap);
+        b->embd = g;
+        b->embd_cap = b->cap;
+    }
+    CS_TRY(rows_add(b, token, pos, seq, logits, err, errlen));
+    memcpy(b->embd + (size_t)(b->n - 1) * sp->n_embd, vec, (size_t)sp->n_embd * sizeof *vec);
+    return CLSPEC_OK;
+}
+
 /* One forward of sp->b through the door (taps as the plugin asked). The
  * taps of every placed sequence go to the plugin (keep NULL: prefill), or
  * only those of the speculating slots in keep[] (rows of other sequences
@@ -67,7 +85,10 @@ static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t 
 static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, size_t errlen)
 {
     CS_TRY(cs_taps_prepare(sp->pl, sp->e, err, errlen));
-    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits};
+    const float *embd = NULL; /* image rows' inputs, when the batch has any */
+    for (int32_t i = 0; i < sp->b.n && !embd; i++)
+        embd = sp->b.token[i] < 0 ? sp->b.embd : NULL;
+    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits, embd};
     int rc = clspec_decode(sp->e, &cb, seq_rc, err, errlen);
     if (rc < 0 || !sp->pl)
         return rc;
@@ -256,6 +277,13 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t s, const int32_t *prompt, int
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
                               int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen)
 {
+    return cs_spec_slot_begin_rows(sp, s, prompt, n_prompt, n_cached, NULL, smp, speculate, err, errlen);
+}
+
+int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt, int32_t n_prompt,
+                            int32_t n_cached, const float *img_rows, clspec_sampler *smp, bool speculate, char *err,
+                            size_t errlen)
+{
     if (s < 0 || s >= sp->n_slots)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "spec: slot %d out of range 0..%d", s, sp->n_slots - 1);
     if (n_prompt <= 0)
@@ -289,13 +317,26 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     if (!sl->snap && (rc = clspec_sampler_save(smp, &sl->snap, err, errlen)) < 0)
         return rc;
     cs_taps_slot_clear(sp->pl, s);
+    /* image rows: their inputs in prompt order (k_img: the next one's index) */
+    int32_t n_img = 0, k_img = 0;
+    for (int32_t i = 0; i < n_prompt; i++) {
+        n_img += prompt[i] < 0;
+        k_img += prompt[i] < 0 && i < n_cached;
+    }
+    if (n_img > 0 && !img_rows && n_cached < n_prompt - 1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: the prompt has %d image rows but no inputs", s,
+                      n_img);
     /* prefill all but the last prompt token, in chunks of n_batch */
     const int32_t B = CS_MAX(1, CS_MIN(sp->n_batch, sp->b.cap));
     for (int32_t p0 = n_cached; p0 < n_prompt - 1; p0 += B) {
         int32_t n = CS_MIN(B, n_prompt - 1 - p0);
         sp->b.n = 0;
         for (int32_t i = 0; i < n; i++)
-            rows_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
+            if (prompt[p0 + i] < 0)
+                rows_add_embd(sp, prompt[p0 + i], p0 + i, s, i == n - 1,
+                              img_rows + (size_t)(k_img++) * sp->n_embd, err, errlen);
+            else
+                rows_add(&sp->b, prompt[p0 + i], p0 + i, s, i == n - 1, err, errlen);
         int seq_rc[CLSPEC_MAX_SEQ];
         rc = decode(sp, seq_rc, NULL, err, errlen);
         if (rc == CLSPEC_OK && seq_rc[s] < 0)
@@ -306,7 +347,8 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
             return rc;
         }
     }
-    memcpy(sl->hist, prompt, (size_t)n_prompt * sizeof *prompt);
+    for (int32_t i = 0; i < n_prompt; i++) /* what plugins see: image rows as CLSPEC_TOKEN_EMBD */
+        sl->hist[i] = prompt[i] < 0 ? CLSPEC_TOKEN_EMBD : prompt[i];
     sl->n_hist = n_prompt;
     sl->smp = smp;
     sl->stochastic = smp_p.temp > 0.0f;
@@ -321,8 +363,14 @@ int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t s, const int32_t *prom
     if (speculate && sp->pl) {
         sl->on = true;
         char perr[512] = "";
-        if (sp->pl->vt.slot_begin && sp->pl->vt.slot_begin(sp->pl->state, s, prompt, n_prompt, perr, sizeof perr) < 0)
+        if (n_img > 0 && !(sp->pl->vt.caps & CLSPEC_SPEC_CAP_EMBD_ROWS)) {
+            sl->on = false; /* never begun in the plugin: nothing to end there */
+            snprintf(sl->off_why, sizeof sl->off_why, "the prompt has image rows and the speculator %s does not "
+                     "take them (it sits out this request)", sp->pl->vt.name);
+        } else if (sp->pl->vt.slot_begin &&
+                   sp->pl->vt.slot_begin(sp->pl->state, s, sl->hist, n_prompt, perr, sizeof perr) < 0) {
             cs_spec_slot_disable(sp, s, perr[0] ? perr : "the plugin's slot_begin failed");
+        }
     }
     if (sp->p.log)
         fprintf(stderr, "slot %d: speculation %s%s%s\n", s, sl->on ? "on (" : "off",
@@ -618,10 +666,16 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
             return undo(sp, want, CLSPEC_E_RANGE);
     }
     const int32_t x_row = sp->b.n; /* the extra rows' first logits row (every slot row keeps its logits) */
-    for (int32_t i = 0; i < n_x; i++)
-        if ((rc = rows_add(&sp->b, xb->token[i], xb->pos[i], xb->seq ? xb->seq[i] : 0,
-                           xb->logits ? xb->logits[i] != 0 : i == n_x - 1, err, errlen)) < 0)
+    const bool x_embd = xb && xb->size >= offsetof(struct clspec_batch, embd) + sizeof xb->embd && xb->embd;
+    for (int32_t i = 0; i < n_x; i++) {
+        const bool lg = xb->logits ? xb->logits[i] != 0 : i == n_x - 1;
+        const int32_t q = xb->seq ? xb->seq[i] : 0;
+        rc = x_embd && xb->token[i] < 0
+                 ? rows_add_embd(sp, xb->token[i], xb->pos[i], q, lg, xb->embd + (size_t)i * sp->n_embd, err, errlen)
+                 : rows_add(&sp->b, xb->token[i], xb->pos[i], q, lg, err, errlen);
+        if (rc < 0)
             return undo(sp, want, rc);
+    }
     int seq_rc[CLSPEC_MAX_SEQ];
     if ((rc = decode(sp, seq_rc, want, err, errlen)) < 0)
         return undo(sp, want, rc);
@@ -717,6 +771,7 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
     sp->pl = pl;
     sp->p = *p;
     sp->n_vocab = info.n_vocab;
+    sp->n_embd = info.n_embd;
     sp->n_batch = (int32_t)CS_MIN(info.n_batch, 1u << 30);
     sp->n_slots = n_slots;
     const size_t V = (size_t)sp->n_vocab;

@@ -78,6 +78,8 @@ struct cs_spec_rows {
     int32_t n, cap;          /* rows in use, allocated */
     int32_t *token, *pos, *seq; /* (cap) */
     uint8_t *logits;         /* (cap) 1 = keep the row's logits */
+    float *embd;             /* (embd_cap, n_embd) inputs of image rows (negative tokens), grown when one comes */
+    int32_t embd_cap;
 };
 
 struct cs_spec {
@@ -85,6 +87,7 @@ struct cs_spec {
     struct cs_plugin *pl;    /* borrowed; NULL = no speculation */
     struct cs_spec_params p;
     int32_t n_vocab;
+    int32_t n_embd;          /* image rows' width */
     int32_t n_batch;         /* the engine's n_batch (prefill chunks) */
     int32_t n_slots;         /* slot s uses KV sequence s */
     struct cs_spec_slot *slots;
@@ -118,6 +121,14 @@ int cs_spec_slot_begin(struct cs_spec *sp, int32_t slot, const int32_t *prompt, 
 int cs_spec_slot_begin_cached(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
                               int32_t n_cached, clspec_sampler *smp, bool speculate, char *err, size_t errlen);
 /* Ends the request: frees its KV cells, tells the plugin. */
+/* cs_spec_slot_begin_cached for a prompt with image rows (negative ids):
+ * img_rows (n_image_rows, n_embd) are their inputs in prompt order (the
+ * core's own prefill reads them). A speculator without
+ * CLSPEC_SPEC_CAP_EMBD_ROWS sits out such a request (speculation off for
+ * it, with the reason); one with it sees CLSPEC_TOKEN_EMBD at those rows. */
+int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t slot, const int32_t *prompt, int32_t n_prompt,
+                            int32_t n_cached, const float *img_rows, clspec_sampler *smp, bool speculate, char *err,
+                            size_t errlen);
 void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
 /* Switches speculation off for the slot's request and clears every piece of
  * speculator state it has (plugin slot_end, draft, probabilities, adaptive
