@@ -113,7 +113,7 @@ int cs_embed(struct cs_embedder *m, const int32_t *ids, int n, float *out, char 
     int rc = clspec_kv_clear(m->e, err, errlen);
     for (int i0 = 0; rc == CLSPEC_OK && i0 < n; i0 += m->n_batch) { /* n_batch rows per decode */
         int k = CS_MIN(n - i0, m->n_batch);
-        struct clspec_batch b = {sizeof b, k, ids + i0, m->pos + i0, NULL, NULL};
+        struct clspec_batch b = {.size = sizeof b, .n_rows = k, .token = ids + i0, .pos = m->pos + i0};
         rc = clspec_decode(m->e, &b, NULL, err, errlen);
         for (int i = 0; rc == CLSPEC_OK && i < k; i++) {
             const float *h = clspec_tap(m->e, 0, i);
