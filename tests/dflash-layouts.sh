@@ -39,7 +39,7 @@ check "the dflash-draft file has the published keys and names" \
 
 prompts=("Once upon a time" "Lily wanted to play" "The little dog" "One day, a big")
 run() { # run KV [DRAFTER]: the text and the speculation line of one prompt ($p)
-    "$cli" run -m "$model" -p "$p" -n 48 --temp 0 -ctk "$1" -ctv "$1" ${2:+--spec dflash --spec-opt model=$2 --spec-n-max 7} \
+    "$cli" run -m "$model" -p "$p" -n 48 --temp 0 -ctk "$1" -ctv "$1" ${2:+--spec dflash --spec-opt model=$2 --spec-n-max 7 --spec-ctl acceptance} \
         2> "$tmp/err" | head -c 100000
     grep '^speculation:' "$tmp/err"
 }

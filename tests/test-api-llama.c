@@ -114,7 +114,7 @@ static void test_refusals(void **state)
         {"{\"prompt\":\"a\",\"repeat_last_n\":-2}", "repeat_last_n"},
         {"{\"prompt\":[\"a\",\"b\"]}", "prompt"},
         {"{\"prompt\":[[1],[2]]}", "prompt"},
-        {"{\"prompt\":{\"prompt_string\":\"a\",\"multimodal_data\":[\"x\"]}}", "prompt"},
+        {"{\"prompt\":{\"prompt_string\":\"a\",\"multimodal_data\":5}}", "prompt"}, /* images: an array of base64 */
         {"{\"prompt\":\"a\",\"logit_bias\":[[1,-100]]}", "logit_bias"},
         {"{\"prompt\":\"a\",\"temperature\":-5}", "temperature"},
         {"{\"prompt\":\"a\",\"response_fields\":\"content\"}", "response_fields"},
