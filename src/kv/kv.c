@@ -10,6 +10,7 @@
 
 #include "base/common.h"
 #include "kv/kv_impl.h"
+#include "kv/kv_rec.h"
 #include "gguf/quant.h"
 
 #define BIT(s) (1ull << (uint32_t)(s))
@@ -217,6 +218,7 @@ void cs_kv_free(struct cs_kv *kv)
 {
     if (!kv)
         return;
+    cs_kv_rec_free(kv->rec);
     for (uint32_t l = 0; kv->k && kv->v && l < kv->n_layer; l++) {
         if (kv->k[l])
             clReleaseMemObject(kv->k[l]);
@@ -466,6 +468,8 @@ int32_t cs_kv_prefix_match(const struct cs_kv *kv, const int32_t *tokens, int32_
         int32_t k = 0;
         while (k < n && at[k] >= 0 && at[k] == tokens[k])
             k++;
+        if (kv->rec) /* a hybrid model reuses a prefix only where its recurrent state is kept */
+            k = cs_kv_rec_restorable(kv->rec, s, k);
         if (k > best) {
             best = k;
             *src = s;

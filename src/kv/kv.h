@@ -16,6 +16,8 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
+struct cs_kv_rec;
+
 struct cs_kv_params {
     uint32_t n_ctx;          /* cells in all (all sequences together) */
     uint32_t type_k, type_v; /* enum cs_type: F32, F16, BF16, Q8_0, Q4_0 */
@@ -53,6 +55,9 @@ struct cs_kv {
                                    * Attention visits cells in this order, so a sequence's
                                    * result does not depend on where its cells sit. */
     int32_t order_hi;             /* hi when order was last uploaded */
+    struct cs_kv_rec *rec;        /* owned, NULL unless the model is hybrid: the recurrent state
+                                   * (src/kv/kv_rec.h), set by the context; the sequence operations apply to it */
+    bool rec_inner;               /* set while a sequence op calls another (the state is handled once) */
 };
 
 /* Allocates K/V for every layer on layer_dev[l] (n_layer entries; the same

@@ -1,0 +1,428 @@
+/* test-qwen35.c: the hybrid qwen35 model (gated delta-net + gated attention).
+ * - the delta-net kernels (cl/deltanet.cl) against their double-precision C
+ *   references (src/ref/deltanet_ref.c) over a slot plan of two interleaved
+ *   sequences (cs_kv_rec_plan), both kernel families;
+ * - qwen35-tiny F32 / F16 / Q8_0 teacher-forced against llama.cpp's top-5
+ *   logits (reference/qwen35/greedy-qwen35-tiny-*.json) and free-running
+ *   greedy tokens of F32 (4 prompts x 64 steps);
+ * - batch vs one row at a time, and several passes (n_ubatch) vs one;
+ * - the recurrent state as sequence state: rollback (seq_rm of a tail) is
+ *   bit-exact, refusals (middle ranges, too far back, wrong positions,
+ *   shifts) leave the state untouched, seq_cp and interleaved sequences.
+ * Bounds (measured maxima printed; see the comments at each). */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/common.h"
+#include "engine/sampler.h"
+#include "fwdutil.h"
+#include "golden.h"
+#include "gguf/quant.h"
+#include "kv/kv_rec.h"
+#include "model/forward.h"
+#include "ops/dn_ops.h"
+#include "ref/deltanet_ref.h"
+#include "testutil.h"
+
+#define F32_MODEL "models/synthetic/qwen35-tiny-F32.gguf"
+
+/* ---- kernels against the C references ---- */
+
+static void fill(struct tu_rng *r, float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = scale * tu_rng_normal(r);
+}
+
+static cl_mem upload(struct cs_cl_dev *d, const void *p, size_t bytes)
+{
+    char err[256];
+    cl_mem m = NULL;
+    if (cs_cl_alloc(d, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, (void *)p, &m, err, sizeof err))
+        fail_msg("%s", err);
+    return m;
+}
+
+static void kernels(const char *family)
+{
+    setenv("CLSPEC_KFAMILY", family, 1);
+    struct cs_cl_devinfo *list = NULL;
+    size_t nd = 0;
+    char err[512];
+    assert_int_equal(cs_cl_list(&list, &nd, err, sizeof err), 0);
+    assert_true(nd > 0);
+    struct cs_cl_dev *d = NULL;
+    assert_int_equal(cs_cl_dev_open(&list[0], &d, err, sizeof err), 0);
+    free(list);
+    /* two sequences, interleaved and in runs: s0 continues an earlier state */
+    const struct cs_dn_shape s = {.C = 2 * 2 * 16 + 4 * 8, .K = 4, .Hk = 2, .Dk = 16, .Hv = 4, .Dv = 8, .eps = 1e-6f};
+    enum { N = 12, KEEP = 5, NSEQ = 2 };
+    const int32_t seq[N] = {0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1};
+    int32_t pos[N], len[NSEQ] = {3, 0}, lo[NSEQ] = {0, 0}, rd[N], wr[N];
+    struct cs_kv_rec rec = {.n_seq = NSEQ, .keep = KEEP, .len = len, .lo = lo};
+    for (int t = 0, next[NSEQ] = {3, 0}; t < N; t++)
+        pos[t] = next[seq[t]]++;
+    cs_kv_rec_plan(&rec, seq, pos, N, rd, wr);
+    assert_int_equal(len[0], 3 + 7);
+    assert_int_equal(len[1], 5);
+    assert_int_equal(lo[0], 10 - KEEP + 1);
+    assert_int_equal(rd[0], 0 * KEEP + (3 - 1) % KEEP); /* s0 continues from its state after 3 tokens */
+    assert_int_equal(rd[1], -2);                          /* carried */
+    assert_int_equal(rd[2], -1);                          /* s1 starts */
+
+    struct tu_rng r;
+    tu_rng_seed(&r, 35);
+    const size_t conv_n = (size_t)NSEQ * KEEP * (s.K - 1) * s.C, ssm_n = (size_t)NSEQ * KEEP * s.Hv * s.Dk * s.Dv;
+    float *x = malloc(sizeof(float) * N * s.C), *w = malloc(sizeof(float) * s.C * s.K),
+          *cst = malloc(conv_n * 4), *sst = malloc(ssm_n * 4), *bt = malloc(sizeof(float) * N * s.Hv),
+          *al = malloc(sizeof(float) * N * s.Hv), *dtb = malloc(sizeof(float) * s.Hv), *A = malloc(sizeof(float) * s.Hv),
+          *out = malloc(sizeof(float) * N * s.Hv * s.Dv), *gx = malloc(sizeof(float) * N * s.C),
+          *gout = malloc(sizeof(float) * N * s.Hv * s.Dv), *gc = malloc(conv_n * 4), *gs = malloc(ssm_n * 4);
+    assert_true(x && w && cst && sst && bt && al && dtb && A && out && gx && gout && gc && gs);
+    fill(&r, x, (size_t)N * s.C, 1.0f);
+    fill(&r, w, (size_t)s.C * s.K, 0.5f);
+    fill(&r, cst, conv_n, 1.0f);
+    fill(&r, sst, ssm_n, 0.3f);
+    fill(&r, bt, (size_t)N * s.Hv, 1.0f);
+    fill(&r, al, (size_t)N * s.Hv, 1.0f);
+    for (int h = 0; h < s.Hv; h++) {
+        dtb[h] = 0.5f + 0.5f * tu_rng_normal(&r);
+        A[h] = -expf(logf(0.02f) + tu_rng_uniform(&r) * (logf(2.0f) - logf(0.02f)));
+    }
+    cl_mem bx = upload(d, x, sizeof(float) * N * s.C), bw = upload(d, w, sizeof(float) * s.C * s.K),
+           bc = upload(d, cst, conv_n * 4), bs = upload(d, sst, ssm_n * 4), bb = upload(d, bt, sizeof(float) * N * s.Hv),
+           ba = upload(d, al, sizeof(float) * N * s.Hv), bd = upload(d, dtb, sizeof(float) * s.Hv),
+           bA = upload(d, A, sizeof(float) * s.Hv), brd = upload(d, rd, sizeof rd), bwr = upload(d, wr, sizeof wr),
+           bo = upload(d, out, sizeof(float) * N * s.Hv * s.Dv);
+    assert_int_equal(cs_op_dn_conv(d, &s, bx, bw, bc, brd, bwr, N, err, sizeof err), 0);
+    assert_int_equal(cs_op_dn_recur(d, &s, bx, bb, ba, bd, bA, bs, brd, bwr, bo, N, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(d, bx, 0, sizeof(float) * N * s.C, gx, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(d, bo, 0, sizeof(float) * N * s.Hv * s.Dv, gout, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(d, bc, 0, conv_n * 4, gc, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(d, bs, 0, ssm_n * 4, gs, err, sizeof err), 0);
+    cs_ref_dn_conv(x, w, cst, rd, wr, N, s.C, s.K);
+    cs_ref_dn_recur(x, s.C, bt, al, dtb, A, sst, rd, wr, out, N, s.Hv, s.Hk, s.Dk, s.Dv, s.eps);
+    float e_conv = fu_max_rel(gx, x, (size_t)N * s.C), e_out = fu_max_rel(gout, out, (size_t)N * s.Hv * s.Dv),
+          e_cst = fu_max_rel(gc, cst, conv_n), e_sst = fu_max_rel(gs, sst, ssm_n);
+    print_message("# %s: conv %.2g, recurrence %.2g, conv state %.2g, delta state %.2g (rel. to 1 + |ref|)\n", family,
+                  e_conv, e_out, e_cst, e_sst);
+    /* f32 kernels against double references: a few ulps per op, rows chained */
+    assert_true(e_conv <= 1e-5f && e_out <= 1e-5f && e_cst <= 1e-5f && e_sst <= 1e-5f);
+    /* the split and the sigmoid gate */
+    float qg[2 * 3 * 4], g2[3 * 4], q2[3 * 4];
+    fill(&r, qg, CS_ARRAY_LEN(qg), 2.0f);
+    cl_mem bqg = upload(d, qg, sizeof qg), bq = upload(d, q2, sizeof q2), bg = upload(d, g2, sizeof g2);
+    assert_int_equal(cs_op_dn_qgate_split(d, bqg, bq, bg, 3, 4, err, sizeof err), 0);
+    assert_int_equal(cs_op_dn_mul_sigmoid(d, bq, bg, 12, err, sizeof err), 0);
+    assert_int_equal(cs_cl_read(d, bq, 0, sizeof q2, q2, err, sizeof err), 0);
+    for (int i = 0; i < 12; i++) {
+        int row = i / 4, j = i % 4;
+        float q = qg[row * 8 + j], g = qg[row * 8 + 4 + j];
+        assert_float_equal(q2[i], q / (1.0f + expf(-g)), 1e-6f * (1.0f + fabsf(q)));
+    }
+    cl_mem all[] = {bx, bw, bc, bs, bb, ba, bd, bA, brd, bwr, bo, bqg, bq, bg};
+    for (size_t i = 0; i < CS_ARRAY_LEN(all); i++)
+        cs_cl_release(&all[i]);
+    free(x), free(w), free(cst), free(sst), free(bt), free(al), free(dtb), free(A), free(out), free(gx), free(gout);
+    free(gc), free(gs);
+    cs_cl_dev_close(d);
+    unsetenv("CLSPEC_KFAMILY");
+}
+
+static void test_kernels_cpu(void **st) { (void)st; kernels("cpu"); }
+static void test_kernels_gpu(void **st) { (void)st; kernels("gpu"); }
+
+/* ---- the model against llama.cpp ---- */
+
+static void test_load(void **st)
+{
+    (void)st;
+    struct fu_model f;
+    assert_int_equal(fu_open(F32_MODEL, 1, NULL, NULL, &f), 0);
+    const struct cs_hparams *hp = &f.m->hp;
+    assert_int_equal(hp->arch, CS_ARCH_QWEN35);
+    assert_int_equal(hp->n_layer, 8);
+    assert_int_equal(hp->n_recurrent, 6);
+    for (uint32_t l = 0; l < 8; l++)
+        assert_int_equal(f.m->layers[l].recurrent, (l + 1) % 4 != 0);
+    assert_int_equal(hp->n_rot, 8);
+    assert_int_equal(cs_hp_dn_conv_dim(hp), 256);
+    assert_int_equal(cs_hp_dn_dv(hp), 32);
+    assert_int_equal(f.m->n_params, 731568);
+    fu_close(&f);
+}
+
+/* Teacher-forced: each case's prompt and 64 greedy tokens in one forward,
+ * every row against the reference step. Returns max |Δ| over the top-5 and
+ * counts the steps whose argmax is the reference token. */
+static float teacher_forced(const char *json, const char *rel, int *argmax_ok, int *n_steps)
+{
+    char *path = tu_shared_path(json);
+    struct golden *g = golden_load(path);
+    free(path);
+    assert_non_null(g);
+    struct fu_model f;
+    assert_int_equal(fu_open(rel, 1, NULL, NULL, &f), 0);
+    float worst = 0.0f;
+    *argmax_ok = *n_steps = 0;
+    for (int ci = 0; ci < g->n_cases; ci++) {
+        const struct golden_case *gc = &g->cases[ci];
+        const int n = gc->n_prompt + gc->n_steps - 1;
+        int32_t *tok = malloc((size_t)n * sizeof *tok);
+        float *lg = malloc((size_t)n * f.V * sizeof *lg);
+        assert_true(tok && lg);
+        memcpy(tok, gc->prompt, (size_t)gc->n_prompt * sizeof *tok);
+        for (int s = 0; s + 1 < gc->n_steps; s++)
+            tok[gc->n_prompt + s] = gc->steps[s].token;
+        struct cs_fwd_ctx *c = fu_ctx(&f, 128, 128, CS_TYPE_F32, CS_TYPE_F32);
+        fu_all_logits(c, tok, n, 0, lg);
+        for (int s = 0; s < gc->n_steps; s++) {
+            const float *row = lg + (size_t)(gc->n_prompt - 1 + s) * f.V;
+            float a, rl;
+            golden_compare(&gc->steps[s], row, &a, &rl);
+            worst = fmaxf(worst, a);
+            *argmax_ok += cs_argmax(row, f.V) == gc->steps[s].token;
+            (*n_steps)++;
+        }
+        cs_fwd_ctx_free(c);
+        free(tok);
+        free(lg);
+    }
+    fu_close(&f);
+    golden_free(g);
+    return worst;
+}
+
+/* F32: the README's bound for f32 activations is 2.2e-5 (llama.cpp chunks the
+ * delta-net in batches; this engine runs the recurrence row by row); we
+ * assert 1e-3 relative to (1 + |logit|) and every argmax. */
+static void test_golden_f32(void **st)
+{
+    (void)st;
+    int ok, n;
+    float w = teacher_forced("reference/qwen35/greedy-qwen35-tiny-F32.json", F32_MODEL, &ok, &n);
+    print_message("# qwen35-tiny F32 teacher-forced: max |dlogit| %.3g, argmax %d/%d\n", w, ok, n);
+    assert_int_equal(n, 256);
+    assert_true(w <= 1e-3f);
+    assert_int_equal(ok, n);
+}
+
+/* F16: llama.cpp rounds the activations to f16 before each matmul, this
+ * engine keeps them f32: the README measures 0.038 for an f32-activation
+ * implementation, argmax 256/256. Bound 0.05, argmax all. */
+static void test_golden_f16(void **st)
+{
+    (void)st;
+    int ok, n;
+    float w = teacher_forced("reference/qwen35/greedy-qwen35-tiny-F16.json", "models/synthetic/qwen35-tiny-F16.gguf",
+                             &ok, &n);
+    print_message("# qwen35-tiny F16 teacher-forced: max |dlogit| %.3g, argmax %d/%d\n", w, ok, n);
+    assert_true(w <= 0.05f);
+    assert_int_equal(ok, n);
+}
+
+/* Q8_0: llama.cpp quantizes the activations to q8_0 before each matmul: the
+ * README measures 0.56 and 246/256 argmax for f32 activations. Bound 0.75,
+ * argmax >= 240/256. */
+static void test_golden_q8(void **st)
+{
+    (void)st;
+    int ok, n;
+    float w = teacher_forced("reference/qwen35/greedy-qwen35-tiny-Q8_0.json",
+                             "models/synthetic/qwen35-tiny-Q8_0.gguf", &ok, &n);
+    print_message("# qwen35-tiny Q8_0 teacher-forced: max |dlogit| %.3g, argmax %d/%d\n", w, ok, n);
+    assert_true(w <= 0.75f);
+    assert_true(ok >= 240);
+}
+
+/* Free-running greedy (prompt in one pass, then one token per forward) gives
+ * llama.cpp's 64 tokens for the 4 prompts; the one-row logits against the
+ * batch (all rows in one forward, and in passes of 3 rows) within 1e-4. */
+static void test_greedy_f32(void **st)
+{
+    (void)st;
+    char *path = tu_shared_path("reference/qwen35/greedy-qwen35-tiny-F32.json");
+    struct golden *g = golden_load(path);
+    free(path);
+    assert_non_null(g);
+    struct fu_model f;
+    assert_int_equal(fu_open(F32_MODEL, 1, NULL, NULL, &f), 0);
+    float worst_batch = 0.0f, worst_ub = 0.0f;
+    for (int ci = 0; ci < g->n_cases; ci++) {
+        const struct golden_case *gc = &g->cases[ci];
+        const int NS = gc->n_steps, n = gc->n_prompt + NS - 1;
+        int32_t *out = malloc((size_t)NS * sizeof *out), *tok = malloc((size_t)n * sizeof *tok);
+        float *steps = malloc((size_t)NS * f.V * sizeof *steps), *all = malloc((size_t)n * f.V * sizeof *all);
+        assert_true(out && tok && steps && all);
+        struct cs_fwd_ctx *c = fu_ctx(&f, 128, 64, CS_TYPE_F32, CS_TYPE_F32);
+        fu_greedy(c, gc->prompt, gc->n_prompt, NS, 0, out, steps);
+        for (int s = 0; s < NS; s++)
+            assert_int_equal(out[s], gc->steps[s].token);
+        cs_fwd_ctx_free(c);
+        memcpy(tok, gc->prompt, (size_t)gc->n_prompt * sizeof *tok);
+        memcpy(tok + gc->n_prompt, out, (size_t)(NS - 1) * sizeof *tok);
+        const uint32_t ubs[2] = {128, 3};
+        for (int u = 0; u < 2; u++) {
+            c = fu_ctx(&f, 128, ubs[u], CS_TYPE_F32, CS_TYPE_F32);
+            fu_all_logits(c, tok, n, 0, all);
+            float w = fu_max_abs(all + (size_t)(gc->n_prompt - 1) * f.V, steps, (size_t)NS * f.V);
+            if (u == 0)
+                worst_batch = fmaxf(worst_batch, w);
+            else
+                worst_ub = fmaxf(worst_ub, w);
+            cs_fwd_ctx_free(c);
+        }
+        free(out), free(tok), free(steps), free(all);
+    }
+    print_message("# qwen35-tiny F32: 4 x 64 greedy tokens equal; batch vs row %.3g, passes of 3 rows vs row %.3g\n",
+                  worst_batch, worst_ub);
+    assert_true(worst_batch <= 1e-4f && worst_ub <= 1e-4f);
+    fu_close(&f);
+    golden_free(g);
+}
+
+/* ---- recurrent state as sequence state ---- */
+
+static int fwd(struct cs_fwd_ctx *c, const int32_t *tok, int n, int32_t p0, int32_t seq, float *last, char *err,
+               size_t errlen)
+{
+    int32_t pos[64], seqs[64];
+    for (int i = 0; i < n; i++)
+        pos[i] = p0 + i, seqs[i] = seq;
+    return cs_forward(c, tok, n, pos, seqs, NULL, 1, last, NULL, err, errlen);
+}
+
+static void test_rollback(void **st)
+{
+    (void)st;
+    struct fu_model f;
+    assert_int_equal(fu_open(F32_MODEL, 1, NULL, NULL, &f), 0);
+    char err[512];
+    const int V = f.V;
+    /* "Once upon a time" + 16 greedy tokens (the reference README's rollback figures) */
+    const int32_t tok[21] = {1, 403, 407, 261, 378, 454, 268, 128, 464, 156, 77, 406, 30, 120, 399, 290, 446, 316,
+                             507, 297, 313};
+    float *base = malloc((size_t)21 * V * sizeof *base), *lg = malloc((size_t)V * sizeof *lg);
+    assert_true(base && lg);
+    struct cs_fwd_ctx *c = fu_ctx(&f, 128, 64, CS_TYPE_F16, CS_TYPE_F16);
+    for (int i = 0; i < 21; i++) /* one row at a time: the logits after each prefix */
+        assert_int_equal(fwd(c, tok + i, 1, i, 0, base + (size_t)i * V, err, sizeof err), 0);
+
+    /* verify-style: 6 rows at once (last + 5 drafted), 2 accepted, rolled back, then one row at a time. Done
+     * twice with different rejected tokens: the logits after the rollback are bitwise the same (the rejected
+     * rows leave nothing behind), and equal the one-row-at-a-time run within batch-vs-row rounding */
+    float *after[2];
+    for (int k = 0; k < 2; k++) {
+        after[k] = malloc((size_t)6 * V * sizeof *after[k]);
+        assert_non_null(after[k]);
+        int32_t verify[6];
+        memcpy(verify, tok + 13, sizeof verify);
+        for (int i = 2; i < 6 && k == 1; i++)
+            verify[i] = 5 + 7 * i; /* other rejected tokens */
+        assert_int_equal(cs_kv_seq_rm(c->kv, 0, 13, -1, err, sizeof err), 0);
+        assert_int_equal(fwd(c, verify, 6, 13, 0, lg, err, sizeof err), 0);
+        assert_int_equal(cs_kv_seq_rm(c->kv, 0, 15, -1, err, sizeof err), 0);
+        assert_int_equal(cs_kv_seq_n_cells(c->kv, 0), 15);
+        for (int i = 15; i < 21; i++)
+            assert_int_equal(fwd(c, tok + i, 1, i, 0, after[k] + (size_t)(i - 15) * V, err, sizeof err), 0);
+    }
+    assert_memory_equal(after[0], after[1], (size_t)6 * V * sizeof *lg);
+    float wr = fu_max_abs(after[0], base + (size_t)15 * V, (size_t)6 * V);
+    print_message("# rollback after a 6-row verification: bitwise equal across rejected drafts; vs one row at a time "
+                  "%.3g\n", wr);
+    assert_true(wr <= 1e-4f);
+    /* refusals change nothing */
+    assert_int_equal(cs_kv_seq_rm(c->kv, 0, 2, 5, err, sizeof err), CLSPEC_E_UNSUPPORTED); /* a middle range */
+    print_message("# refused: %s\n", err);
+    assert_int_equal(cs_kv_seq_rm(c->kv, 0, 3, -1, err, sizeof err), CLSPEC_E_UNSUPPORTED); /* past the kept states */
+    print_message("# refused: %s\n", err);
+    assert_int_equal(fwd(c, tok + 3, 1, 3, 0, lg, err, sizeof err), CLSPEC_E_INVAL); /* not the next position */
+    print_message("# refused: %s\n", err);
+    assert_int_equal(cs_kv_seq_add(c->kv, 0, 0, -1, 4, err, sizeof err), CLSPEC_E_UNSUPPORTED);
+    assert_int_equal(cs_kv_seq_n_cells(c->kv, 0), 21);
+    /* a one-row rollback and re-feed: bitwise the one-row run */
+    assert_int_equal(cs_kv_seq_rm(c->kv, 0, 20, -1, err, sizeof err), 0);
+    assert_int_equal(fwd(c, tok + 20, 1, 20, 0, lg, err, sizeof err), 0);
+    assert_memory_equal(lg, after[0] + (size_t)5 * V, (size_t)V * sizeof *lg);
+
+    /* seq_cp: sequence 1 gets sequence 0's first 18 tokens (a kept state) and continues bit-exactly */
+    assert_int_equal(cs_kv_seq_cp(c->kv, 0, 1, 0, 18, err, sizeof err), 0);
+    assert_int_equal(cs_kv_seq_n_cells(c->kv, 1), 18);
+    for (int i = 18; i < 21; i++) {
+        assert_int_equal(fwd(c, tok + i, 1, i, 1, lg, err, sizeof err), 0);
+        assert_memory_equal(lg, after[0] + (size_t)(i - 15) * V, (size_t)V * sizeof *lg);
+    }
+    /* a state that is not kept cannot be copied */
+    assert_int_equal(cs_kv_seq_cp(c->kv, 0, 2, 0, 2, err, sizeof err), CLSPEC_E_UNSUPPORTED);
+    /* prefix reuse only offers kept lengths */
+    int32_t src = -1;
+    assert_int_equal(cs_kv_prefix_match(c->kv, tok, 21, 3, &src), 21);
+    assert_int_equal(cs_kv_prefix_match(c->kv, tok, 4, 3, &src), 0);
+    /* clear and start again: the same logits */
+    cs_kv_clear(c->kv);
+    assert_int_equal(fwd(c, tok, 8, 0, 0, lg, err, sizeof err), 0);
+    assert_true(fu_max_abs(lg, base + (size_t)7 * V, (size_t)V) <= 1e-4f);
+    cs_fwd_ctx_free(c);
+    free(after[0]);
+    free(after[1]);
+    free(base);
+    free(lg);
+    fu_close(&f);
+}
+
+/* Two sequences interleaved row by row in one forward give what each gives
+ * alone (rows of a sequence read each other's state through the slots). */
+static void test_interleaved(void **st)
+{
+    (void)st;
+    struct fu_model f;
+    assert_int_equal(fu_open(F32_MODEL, 1, NULL, NULL, &f), 0);
+    char err[512];
+    const int V = f.V;
+    const int32_t a[6] = {1, 403, 407, 261, 378, 454}, b[6] = {1, 66, 77, 88, 99, 111};
+    float *la = malloc((size_t)6 * V * 4), *lb = malloc((size_t)6 * V * 4), *lab = malloc((size_t)12 * V * 4);
+    assert_true(la && lb && lab);
+    struct cs_fwd_ctx *c = fu_ctx(&f, 64, 64, CS_TYPE_F32, CS_TYPE_F32);
+    fu_all_logits(c, a, 6, 0, la);
+    fu_all_logits(c, b, 6, 1, lb);
+    cs_fwd_ctx_free(c);
+    c = fu_ctx(&f, 64, 64, CS_TYPE_F32, CS_TYPE_F32);
+    int32_t tok[12], pos[12], seq[12], rows[12];
+    /* a0 a1 b0 a2 b1 b2 b3 a3 a4 b4 a5 b5 */
+    const int order[12] = {0, 0, 1, 0, 1, 1, 1, 0, 0, 1, 0, 1};
+    for (int t = 0, ia = 0, ib = 0; t < 12; t++) {
+        seq[t] = order[t];
+        pos[t] = order[t] ? ib : ia;
+        tok[t] = order[t] ? b[ib++] : a[ia++];
+        rows[t] = t;
+    }
+    assert_int_equal(cs_forward(c, tok, 12, pos, seq, rows, 12, lab, NULL, err, sizeof err), 0);
+    float w = 0.0f;
+    for (int t = 0; t < 12; t++)
+        w = fmaxf(w, fu_max_abs(lab + (size_t)t * V, (seq[t] ? lb : la) + (size_t)pos[t] * V, (size_t)V));
+    print_message("# two sequences interleaved vs alone: max |dlogit| %.3g\n", w);
+    assert_true(w <= 1e-4f);
+    cs_fwd_ctx_free(c);
+    free(la), free(lb), free(lab);
+    fu_close(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernels_cpu), cmocka_unit_test(test_kernels_gpu), cmocka_unit_test(test_load),
+        cmocka_unit_test(test_golden_f32),  cmocka_unit_test(test_golden_f16),  cmocka_unit_test(test_golden_q8),
+        cmocka_unit_test(test_greedy_f32),  cmocka_unit_test(test_rollback),    cmocka_unit_test(test_interleaved),
+    };
+    return cmocka_run_group_tests_name("qwen35", tests, NULL, NULL);
+}
