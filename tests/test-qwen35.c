@@ -8,7 +8,12 @@
  * - batch vs one row at a time, and several passes (n_ubatch) vs one;
  * - the recurrent state as sequence state: rollback (seq_rm of a tail) is
  *   bit-exact, refusals (middle ranges, too far back, wrong positions,
- *   shifts) leave the state untouched, seq_cp and interleaved sequences.
+ *   shifts) leave the state untouched, seq_cp and interleaved sequences;
+ * - speculation through the core's loop (src/spec/spec.c): 20 sequential
+ *   requests whose drafts are (nearly) always rejected on a small context
+ *   (no leaked cells or state, each answer the non-speculative one), and 10
+ *   identical requests at parallel 4 give 10 identical answers with f16 and
+ *   with q8_0 V.
  * Bounds (measured maxima printed; see the comments at each). */
 #include "config.h"
 
@@ -30,7 +35,11 @@
 #include "gguf/quant.h"
 #include "kv/kv_rec.h"
 #include "model/forward.h"
+#include "engine/api.h"
+#include "engine/engine.h"
 #include "ops/dn_ops.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
 #include "ref/deltanet_ref.h"
 #include "testutil.h"
 
@@ -417,12 +426,159 @@ static void test_interleaved(void **st)
     fu_close(&f);
 }
 
+/* ---- speculation through the core's loop ---- */
+
+#define NGEN 40
+
+/* Greedy answers of n_req requests (prompts[i % 4] of the reference), par
+ * slots at a time, NGEN tokens each, into out (n_req, NGEN); pl NULL: no
+ * speculation. After each request: its sequence holds no cell and no state. */
+static void spec_answers(struct cs_engine *e, struct cs_plugin *pl, int par, const struct golden *g, int n_req,
+                         int32_t (*out)[NGEN], uint64_t *n_drafted, uint64_t *n_accepted)
+{
+    char err[CLSPEC_ERRLEN];
+    struct cs_spec_params sp = cs_spec_defaults();
+    sp.n_max = 8;
+    struct cs_spec *spec = NULL;
+    clspec_engine *door = fu_door(e);
+    if (cs_spec_new(door, pl, &sp, par, &spec, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    *n_drafted = *n_accepted = 0;
+    for (int r0 = 0; r0 < n_req; r0 += par) {
+        const int ns = CS_MIN(par, n_req - r0);
+        clspec_sampler *smp[4] = {NULL};
+        int32_t left[4] = {0}, got[4] = {0};
+        for (int s = 0; s < ns; s++) {
+            const struct golden_case *gc = &g->cases[(r0 + s) % g->n_cases];
+            struct cs_sampler_params p = cs_sampler_defaults();
+            p.temp = 0;
+            if (cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err) != CLSPEC_OK ||
+                cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], pl != NULL, err, sizeof err))
+                fail_msg("request %d: %s", r0 + s, err);
+            left[s] = NGEN;
+        }
+        for (bool any = true; any;) {
+            assert_int_equal(cs_spec_step(spec, left, err, sizeof err), CLSPEC_OK);
+            any = false;
+            for (int s = 0; s < ns; s++) {
+                const struct cs_spec_slot *sl = &spec->slots[s];
+                if (left[s] <= 0)
+                    continue;
+                assert_int_equal(sl->rc, CLSPEC_OK);
+                for (int i = 0; i < sl->n_out && got[s] < NGEN; i++)
+                    out[r0 + s][got[s]++] = sl->out[i];
+                left[s] = sl->eog ? 0 : NGEN - got[s];
+                any |= left[s] > 0;
+            }
+        }
+        for (int s = 0; s < ns; s++) {
+            assert_int_equal(got[s], NGEN);
+            *n_drafted += spec->slots[s].st.n_drafted;
+            *n_accepted += spec->slots[s].st.n_accepted;
+            cs_spec_slot_end(spec, s);
+            clspec_sampler_free(smp[s]);
+            /* nothing left behind: no cell, no recurrent state */
+            assert_int_equal(cs_kv_seq_n_cells(e->ctx->kv, s), 0);
+            assert_non_null(e->ctx->kv->rec);
+            assert_int_equal(e->ctx->kv->rec->len[s], 0);
+        }
+    }
+    cs_spec_free(spec);
+    clspec_engine_free(door);
+}
+
+static struct cs_engine *q35_engine(uint32_t n_ctx, int par, uint32_t type_v)
+{
+    struct cs_engine_params p = cs_engine_defaults();
+    p.n_ctx = n_ctx;
+    p.n_seq_max = (uint32_t)par;
+    p.type_k = CS_TYPE_F16;
+    p.type_v = type_v;
+    return fu_engine_open(F32_MODEL, &p);
+}
+
+static struct cs_plugin *draft_plugin(struct cs_engine *e, const char *rel, int par)
+{
+    char err[CLSPEC_ERRLEN];
+    char *model = tu_shared_path(rel);
+    struct cs_plugin_kv cfg[1] = {{"model", model}};
+    struct cs_plugin_params pp = {.type = "draft", .kv = cfg, .n_kv = 1, .engine = e, .n_slots = (uint32_t)par};
+    struct cs_plugin *pl = NULL;
+    int rc = cs_plugin_load(&pp, &pl, err, sizeof err);
+    free(model);
+    if (rc != CLSPEC_OK)
+        fail_msg("draft plugin: %s", err);
+    return pl;
+}
+
+static struct golden *q35_golden(void)
+{
+    char *path = tu_shared_path("reference/qwen35/greedy-qwen35-tiny-F32.json");
+    struct golden *g = golden_load(path);
+    free(path);
+    assert_non_null(g);
+    return g;
+}
+
+/* stories260K drafts for the qwen35 target (same tokenizer, another model):
+ * almost every draft is rejected, so almost every step rolls back. 20
+ * requests in a row on one slot of a 64-cell context. */
+static void test_forced_reject(void **st)
+{
+    (void)st;
+    struct golden *g = q35_golden();
+    static int32_t plain[20][NGEN], spec[20][NGEN];
+    uint64_t nd, na;
+    struct cs_engine *e = q35_engine(64, 1, CS_TYPE_F16);
+    spec_answers(e, NULL, 1, g, 4, plain, &nd, &na);
+    struct cs_plugin *pl = draft_plugin(e, "models/stories260K.gguf", 1);
+    spec_answers(e, pl, 1, g, 20, spec, &nd, &na);
+    print_message("# 20 requests, stories260K drafting for qwen35-tiny: %llu drafted, %llu accepted\n",
+                  (unsigned long long)nd, (unsigned long long)na);
+    assert_true(nd >= 100 && na * 10 < nd); /* mostly rejected */
+    for (int r = 0; r < 20; r++)
+        assert_memory_equal(spec[r], plain[r % 4], sizeof spec[r]);
+    assert_int_equal(e->ctx->kv->n_used, 0);
+    cs_plugin_free(pl);
+    cs_engine_free(e);
+    golden_free(g);
+}
+
+/* 10 identical requests at parallel 4 (slots and batch compositions vary),
+ * drafted by qwen35-tiny-Q8_0 (partial acceptances): 10 identical answers,
+ * with f16 V and with q8_0 V. */
+static void test_identical_requests(void **st)
+{
+    (void)st;
+    struct golden *g = q35_golden();
+    const int ncase = g->n_cases;
+    g->n_cases = 1; /* every request: prompt 0 */
+    const uint32_t types[2] = {CS_TYPE_F16, CS_TYPE_Q8_0};
+    for (int t = 0; t < 2; t++) {
+        static int32_t ans[10][NGEN];
+        uint64_t nd, na;
+        struct cs_engine *e = q35_engine(512, 4, types[t]);
+        struct cs_plugin *pl = draft_plugin(e, "models/synthetic/qwen35-tiny-Q8_0.gguf", 4);
+        spec_answers(e, pl, 4, g, 10, ans, &nd, &na);
+        print_message("# 10 identical requests, V %s: %llu drafted, %llu accepted\n", cs_type_name(types[t]),
+                      (unsigned long long)nd, (unsigned long long)na);
+        assert_true(na > 0 && na < nd); /* partial acceptances happened */
+        for (int r = 1; r < 10; r++)
+            assert_memory_equal(ans[r], ans[0], sizeof ans[0]);
+        cs_plugin_free(pl);
+        cs_engine_free(e);
+    }
+    g->n_cases = ncase;
+    golden_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_cpu), cmocka_unit_test(test_kernels_gpu), cmocka_unit_test(test_load),
         cmocka_unit_test(test_golden_f32),  cmocka_unit_test(test_golden_f16),  cmocka_unit_test(test_golden_q8),
         cmocka_unit_test(test_greedy_f32),  cmocka_unit_test(test_rollback),    cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_forced_reject), cmocka_unit_test(test_identical_requests),
     };
     return cmocka_run_group_tests_name("qwen35", tests, NULL, NULL);
 }
