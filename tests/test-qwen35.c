@@ -35,6 +35,7 @@
 #include "gguf/quant.h"
 #include "kv/kv_rec.h"
 #include "model/forward.h"
+#include "model/synth.h"
 #include "engine/api.h"
 #include "engine/engine.h"
 #include "ops/dn_ops.h"
@@ -426,6 +427,78 @@ static void test_interleaved(void **st)
     fu_close(&f);
 }
 
+/* `clspec synth --arch qwen35` (cs_synth_write): the engine loads what it
+ * writes (layers 3 and 7 attention, the rest delta-net, the derived ssm
+ * shape), and a forward of the prompt as one batch equals the row-by-row one. */
+static void test_synth(void **st)
+{
+    (void)st;
+    struct cs_synth_params p;
+    cs_synth_defaults(&p);
+    p.arch = "qwen35";
+    p.dim = 128, p.n_layer = 8, p.n_head = 4, p.n_kv_head = 2, p.head_dim = 32, p.ffn = 256, p.type = CS_TYPE_Q8_0;
+    char *voc = tu_shared_path("models/stories260K.gguf"), *path = tu_tmp_path(".gguf"), err[512];
+    p.vocab_path = voc;
+    uint64_t n_params = 0;
+    if (cs_synth_write(&p, path, &n_params, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    struct cs_model *m = NULL;
+    if (cs_model_load(path, &m, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_int_equal(m->hp.arch, CS_ARCH_QWEN35);
+    assert_int_equal(m->hp.n_recurrent, 6);
+    assert_int_equal(m->hp.ssm_d_state, 32);
+    assert_int_equal(m->hp.ssm_dt_rank, 4);
+    assert_int_equal(m->hp.ssm_d_inner, 128);
+    assert_int_equal(m->hp.n_rot, 8);
+    assert_true(m->layers[3].recurrent == false && m->layers[7].recurrent == false && m->layers[0].recurrent);
+    assert_int_equal(m->layers[0].wqkv->type, CS_TYPE_Q8_0);
+    assert_int_equal(m->layers[0].conv1d->type, CS_TYPE_F32);
+    assert_true(m->n_params > 0 && m->n_params <= n_params);
+    cs_model_free(m);
+    p.arch = "qwen4";
+    assert_int_equal(cs_synth_check(&p, 0, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "qwen35"));
+    /* run it: batch vs rows */
+    struct cs_cl_devinfo *list = NULL;
+    size_t nd = 0;
+    struct cs_cl_dev *d = NULL;
+    assert_int_equal(cs_cl_list(&list, &nd, err, sizeof err), 0);
+    assert_int_equal(cs_cl_dev_open(&list[0], &d, err, sizeof err), 0);
+    free(list);
+    struct cs_fwd_model *fm = NULL;
+    assert_int_equal(cs_model_load(path, &m, err, sizeof err), 0);
+    assert_int_equal(cs_fwd_model_load(m, d, false, &fm, err, sizeof err), 0);
+    const int V = (int)m->hp.n_vocab, N = 12;
+    int32_t tok[12] = {1, 403, 407, 261, 378, 454, 268, 128, 464, 156, 77, 406}, pos[12], rows[12];
+    float *all = malloc((size_t)N * V * 4), *one = malloc((size_t)V * 4);
+    assert_true(all && one);
+    for (int i = 0; i < N; i++)
+        pos[i] = rows[i] = i;
+    struct cs_fwd_ctx_params cp = {.n_ctx = 32, .n_batch = 16, .type_k = CS_TYPE_F32, .type_v = CS_TYPE_F32};
+    struct cs_fwd_ctx *c = NULL;
+    assert_int_equal(cs_fwd_ctx_new(fm, &cp, &c, err, sizeof err), 0);
+    assert_int_equal(cs_forward(c, tok, N, pos, NULL, rows, N, all, NULL, err, sizeof err), 0);
+    cs_kv_clear(c->kv);
+    float w = 0.0f;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cs_forward(c, tok + i, 1, pos + i, NULL, NULL, 1, one, NULL, err, sizeof err), 0);
+        for (int v = 0; v < V; v++)
+            assert_true(isfinite(one[v]));
+        w = fmaxf(w, fu_max_abs(one, all + (size_t)i * V, (size_t)V));
+    }
+    print_message("# synthetic qwen35 (Q8_0, %.2fM params): batch vs rows %.3g\n", (double)n_params / 1e6, w);
+    assert_true(w <= 1e-4f);
+    cs_fwd_ctx_free(c);
+    cs_fwd_model_free(fm);
+    cs_model_free(m);
+    cs_cl_dev_close(d);
+    free(all), free(one);
+    remove(path);
+    free(path);
+    free(voc);
+}
+
 /* ---- speculation through the core's loop ---- */
 
 #define NGEN 40
@@ -578,7 +651,7 @@ int main(void)
         cmocka_unit_test(test_kernels_cpu), cmocka_unit_test(test_kernels_gpu), cmocka_unit_test(test_load),
         cmocka_unit_test(test_golden_f32),  cmocka_unit_test(test_golden_f16),  cmocka_unit_test(test_golden_q8),
         cmocka_unit_test(test_greedy_f32),  cmocka_unit_test(test_rollback),    cmocka_unit_test(test_interleaved),
-        cmocka_unit_test(test_forced_reject), cmocka_unit_test(test_identical_requests),
+        cmocka_unit_test(test_synth),       cmocka_unit_test(test_forced_reject), cmocka_unit_test(test_identical_requests),
     };
     return cmocka_run_group_tests_name("qwen35", tests, NULL, NULL);
 }
