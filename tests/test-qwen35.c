@@ -427,16 +427,16 @@ static void test_interleaved(void **st)
     fu_close(&f);
 }
 
-/* `clspec synth --arch qwen35` (cs_synth_write): the engine loads what it
- * writes (layers 3 and 7 attention, the rest delta-net, the derived ssm
- * shape), and a forward of the prompt as one batch equals the row-by-row one. */
-static void test_synth(void **st)
+/* `clspec synth --arch qwen35` (cs_synth_write) with weights of type `type`:
+ * the engine loads what it writes (layers 3 and 7 attention, the rest
+ * delta-net, the derived ssm shape), and a forward of the prompt as one batch
+ * equals the row-by-row one. */
+static void synth_type(uint32_t type)
 {
-    (void)st;
     struct cs_synth_params p;
     cs_synth_defaults(&p);
     p.arch = "qwen35";
-    p.dim = 128, p.n_layer = 8, p.n_head = 4, p.n_kv_head = 2, p.head_dim = 32, p.ffn = 256, p.type = CS_TYPE_Q8_0;
+    p.dim = 128, p.n_layer = 8, p.n_head = 4, p.n_kv_head = 2, p.head_dim = 32, p.ffn = 256, p.type = type;
     char *voc = tu_shared_path("models/stories260K.gguf"), *path = tu_tmp_path(".gguf"), err[512];
     p.vocab_path = voc;
     uint64_t n_params = 0;
@@ -452,7 +452,7 @@ static void test_synth(void **st)
     assert_int_equal(m->hp.ssm_d_inner, 128);
     assert_int_equal(m->hp.n_rot, 8);
     assert_true(m->layers[3].recurrent == false && m->layers[7].recurrent == false && m->layers[0].recurrent);
-    assert_int_equal(m->layers[0].wqkv->type, CS_TYPE_Q8_0);
+    assert_int_equal(m->layers[0].wqkv->type, type);
     assert_int_equal(m->layers[0].conv1d->type, CS_TYPE_F32);
     assert_true(m->n_params > 0 && m->n_params <= n_params);
     cs_model_free(m);
@@ -487,7 +487,8 @@ static void test_synth(void **st)
             assert_true(isfinite(one[v]));
         w = fmaxf(w, fu_max_abs(one, all + (size_t)i * V, (size_t)V));
     }
-    print_message("# synthetic qwen35 (Q8_0, %.2fM params): batch vs rows %.3g\n", (double)n_params / 1e6, w);
+    print_message("# synthetic qwen35 (%s, %.2fM params): batch vs rows %.3g\n", cs_type_name(type),
+                  (double)n_params / 1e6, w);
     assert_true(w <= 1e-4f);
     cs_fwd_ctx_free(c);
     cs_fwd_model_free(fm);
@@ -497,6 +498,14 @@ static void test_synth(void **st)
     remove(path);
     free(path);
     free(voc);
+}
+
+static void test_synth(void **st)
+{
+    (void)st;
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    for (size_t i = 0; i < CS_ARRAY_LEN(types); i++)
+        synth_type(types[i]);
 }
 
 /* ---- speculation through the core's loop ---- */
