@@ -73,23 +73,51 @@ __kernel void dn_conv(__global float *x, __global const float *w, __global float
     }
 }
 
-/* The gated delta rule, one work-item per (value head h, state column j).
- * qkv (n, C): rows [q (Hk*Dk) | k (Hk*Dk) | v (Hv*Dv)] after the conv; value
- * head h reads q/k head h % Hk. braw, araw (n, Hv): ssm_beta.x, ssm_alpha.x.
- * Per row: q, k L2-normalised (1 / max(|.|, eps)), q scaled by 1/sqrt(Dk);
- * beta = sigmoid(braw); g = softplus(araw + dt_bias[h]) * A[h];
- * S <- exp(g) S; S <- S + k (beta (v - S^T k))^T; out = S^T q.
+/* The per-row scalars of the gated delta rule, one work-item per (row t,
+ * value head h), in place: braw -> beta = sigmoid(braw), araw -> the decay
+ * exp(softplus(araw + dt_bias[h]) * A[h]); for h < Hk also q and k of q/k
+ * head h in qkv L2-normalised (1 / max(|.|, eps)), q times 1/sqrt(Dk). */
+__kernel void dn_prep(__global float *qkv, int C, __global float *braw, __global float *araw,
+                      __global const float *dt_bias, __global const float *A, int n, int Hv, int Hk, int Dk, float eps)
+{
+    int gid = get_global_id(0);
+    if (gid >= n * Hv)
+        return;
+    const int t = gid / Hv, h = gid % Hv;
+    const size_t r = (size_t)t * Hv + h;
+    braw[r] = 1.0f / (1.0f + exp(-braw[r]));
+    const float a = araw[r] + dt_bias[h];
+    const float sp = a > 20.0f ? a : log1p(exp(a));
+    araw[r] = exp(sp * A[h]);
+    if (h >= Hk)
+        return;
+    __global float *q = qkv + (size_t)t * C + h * Dk;
+    __global float *k = qkv + (size_t)t * C + Hk * Dk + h * Dk;
+    float qq = 0.0f, kk = 0.0f;
+    for (int i = 0; i < Dk; i++) {
+        qq += q[i] * q[i];
+        kk += k[i] * k[i];
+    }
+    const float qs = (1.0f / sqrt((float)Dk)) / fmax(sqrt(qq), eps), ks = 1.0f / fmax(sqrt(kk), eps);
+    for (int i = 0; i < Dk; i++) {
+        q[i] *= qs;
+        k[i] *= ks;
+    }
+}
+
+/* The gated delta rule after dn_prep, one work-item per (value head h, state
+ * column j). qkv (n, C): rows [q (Hk*Dk) | k (Hk*Dk) | v (Hv*Dv)], q and k
+ * normalised; value head h reads q/k head h % Hk. beta, decay (n, Hv). Per
+ * row: S <- decay S; S <- S + k (beta (v - S^T k))^T; out = S^T q.
  * st (slots, Hv, Dk, Dv) f32; out (n, Hv * Dv). */
-__kernel void dn_recur(__global const float *qkv, int C, __global const float *braw, __global const float *araw,
-                       __global const float *dt_bias, __global const float *A, __global float *st,
-                       __global const int *rd, __global const int *wr, __global float *out, int n, int Hv, int Hk,
-                       int Dk, int Dv, float eps)
+__kernel void dn_recur(__global const float *qkv, int C, __global const float *beta, __global const float *decay,
+                       __global float *st, __global const int *rd, __global const int *wr, __global float *out, int n,
+                       int Hv, int Hk, int Dk, int Dv)
 {
     int gid = get_global_id(0);
     if (gid >= Hv * Dv)
         return;
     const int h = gid / Dv, j = gid % Dv, hk = h % Hk;
-    const float qscale = 1.0f / sqrt((float)Dk);
     float s[DN_DKMAX];
     for (int i = 0; i < Dk; i++)
         s[i] = 0.0f;
@@ -104,26 +132,17 @@ __kernel void dn_recur(__global const float *qkv, int C, __global const float *b
         __global const float *q = qkv + (size_t)t * C + hk * Dk;
         __global const float *k = qkv + (size_t)t * C + Hk * Dk + hk * Dk;
         const float v = qkv[(size_t)t * C + 2 * Hk * Dk + h * Dv + j];
-        float qq = 0.0f, kk = 0.0f;
-        for (int i = 0; i < Dk; i++) {
-            qq += q[i] * q[i];
-            kk += k[i] * k[i];
-        }
-        const float qs = qscale / fmax(sqrt(qq), eps), ks = 1.0f / fmax(sqrt(kk), eps);
-        const float beta = 1.0f / (1.0f + exp(-braw[(size_t)t * Hv + h]));
-        const float a = araw[(size_t)t * Hv + h] + dt_bias[h];
-        const float sp = a > 20.0f ? a : log1p(exp(a));
-        const float decay = exp(sp * A[h]);
+        const float b = beta[(size_t)t * Hv + h], dec = decay[(size_t)t * Hv + h];
         float sk = 0.0f;
         for (int i = 0; i < Dk; i++) {
-            s[i] *= decay;
-            sk += s[i] * (k[i] * ks);
+            s[i] *= dec;
+            sk += s[i] * k[i];
         }
-        const float d = beta * (v - sk);
+        const float d = b * (v - sk);
         float o = 0.0f;
         for (int i = 0; i < Dk; i++) {
-            s[i] += (k[i] * ks) * d;
-            o += s[i] * (q[i] * qs);
+            s[i] += k[i] * d;
+            o += s[i] * q[i];
         }
         out[(size_t)t * Hv * Dv + h * Dv + j] = o;
         int sw = wr[t];

@@ -115,8 +115,8 @@ static void kernels(const char *family)
            bA = upload(d, A, sizeof(float) * s.Hv), brd = upload(d, rd, sizeof rd), bwr = upload(d, wr, sizeof wr),
            bo = upload(d, out, sizeof(float) * N * s.Hv * s.Dv);
     assert_int_equal(cs_op_dn_conv(d, &s, bx, bw, bc, brd, bwr, N, err, sizeof err), 0);
-    assert_int_equal(cs_op_dn_recur(d, &s, bx, bb, ba, bd, bA, bs, brd, bwr, bo, N, err, sizeof err), 0);
     assert_int_equal(cs_cl_read(d, bx, 0, sizeof(float) * N * s.C, gx, err, sizeof err), 0);
+    assert_int_equal(cs_op_dn_recur(d, &s, bx, bb, ba, bd, bA, bs, brd, bwr, bo, N, err, sizeof err), 0);
     assert_int_equal(cs_cl_read(d, bo, 0, sizeof(float) * N * s.Hv * s.Dv, gout, err, sizeof err), 0);
     assert_int_equal(cs_cl_read(d, bc, 0, conv_n * 4, gc, err, sizeof err), 0);
     assert_int_equal(cs_cl_read(d, bs, 0, ssm_n * 4, gs, err, sizeof err), 0);

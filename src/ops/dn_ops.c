@@ -62,9 +62,13 @@ int cs_op_dn_recur(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem qkv,
     CS_TRY(check_shape("dn_recur", s, err, errlen));
     cl_int C = s->C, nn = n, Hv = s->Hv, Hk = s->Hk, Dk = s->Dk, Dv = s->Dv;
     float eps = s->eps;
-    const struct cs_karg a[] = {CS_KA(qkv), CS_KA(C),   CS_KA(braw), CS_KA(araw), CS_KA(dt_bias), CS_KA(A),
-                                CS_KA(st),  CS_KA(rd),  CS_KA(wr),   CS_KA(out),  CS_KA(nn),      CS_KA(Hv),
-                                CS_KA(Hk),  CS_KA(Dk),  CS_KA(Dv),   CS_KA(eps)};
+    /* the per-row scalars and the q/k norms once per (row, head), then the columns */
+    const struct cs_karg p[] = {CS_KA(qkv), CS_KA(C),  CS_KA(braw), CS_KA(araw), CS_KA(dt_bias), CS_KA(A),
+                                CS_KA(nn),  CS_KA(Hv), CS_KA(Hk),   CS_KA(Dk),   CS_KA(eps)};
+    CS_TRY(cs_op_launch(d, "deltanet", NULL, "dn_prep", p, CS_ARRAY_LEN(p), (size_t)n * s->Hv, dn_local(d, DN_WG),
+                        err, errlen));
+    const struct cs_karg a[] = {CS_KA(qkv), CS_KA(C),  CS_KA(braw), CS_KA(araw), CS_KA(st), CS_KA(rd),
+                                CS_KA(wr),  CS_KA(out), CS_KA(nn),  CS_KA(Hv),   CS_KA(Hk), CS_KA(Dk), CS_KA(Dv)};
     size_t local = d->info.family == CS_KFAMILY_CPU ? 8 : 64;
     return cs_op_launch(d, "deltanet", NULL, "dn_recur", a, CS_ARRAY_LEN(a), (size_t)s->Hv * s->Dv,
                         dn_local(d, local), err, errlen);

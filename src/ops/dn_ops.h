@@ -31,9 +31,11 @@ struct cs_dn_shape {
  * state slots st (slots, K-1, C) and the per-row slot plans rd, wr (n). */
 int cs_op_dn_conv(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem x, cl_mem w, cl_mem st, cl_mem rd,
                   cl_mem wr, int n, char *err, size_t errlen);
-/* The gated delta rule over n rows (cl/deltanet.cl dn_recur): qkv (n, C)
- * after the conv, braw / araw (n, Hv), dt_bias / A (Hv), state slots st
- * (slots, Hv, Dk, Dv) -> out (n, Hv * Dv). */
+/* The gated delta rule over n rows (cl/deltanet.cl dn_prep + dn_recur):
+ * qkv (n, C) after the conv, braw / araw (n, Hv), dt_bias / A (Hv), state
+ * slots st (slots, Hv, Dk, Dv) -> out (n, Hv * Dv). Scratch use of the
+ * inputs: q and k in qkv are normalised in place, braw becomes beta and araw
+ * the decay (the v part of qkv is left as it was). */
 int cs_op_dn_recur(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem qkv, cl_mem braw, cl_mem araw,
                    cl_mem dt_bias, cl_mem A, cl_mem st, cl_mem rd, cl_mem wr, cl_mem out, int n, char *err,
                    size_t errlen);
