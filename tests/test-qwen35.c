@@ -325,6 +325,11 @@ static void test_rollback(void **st)
     float *base = malloc((size_t)21 * V * sizeof *base), *lg = malloc((size_t)V * sizeof *lg);
     assert_true(base && lg);
     struct cs_fwd_ctx *c = fu_ctx(&f, 128, 64, CS_TYPE_F16, CS_TYPE_F16);
+    /* K/V only for the 2 attention layers; states for the 6 delta-net layers */
+    for (uint32_t l = 0; l < 8; l++)
+        assert_true((c->kv->k[l] == NULL) == f.m->layers[l].recurrent);
+    assert_int_equal(cs_kv_bytes_per_token(c->kv), 2 * 2 * 64 * 2); /* 2 layers x (K + V) x 64 x f16 */
+    assert_int_equal(c->kv->rec->n_rec, 6);
     for (int i = 0; i < 21; i++) /* one row at a time: the logits after each prefix */
         assert_int_equal(fwd(c, tok + i, 1, i, 0, base + (size_t)i * V, err, sizeof err), 0);
 

@@ -106,6 +106,12 @@ static int dev_index(struct cs_kv *kv, struct cs_cl_dev *d)
 int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
               struct cs_kv **out, char *err, size_t errlen)
 {
+    return cs_kv_new_layers(hp, p, layer_dev, NULL, out, err, errlen);
+}
+
+int cs_kv_new_layers(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
+                     const bool *no_kv, struct cs_kv **out, char *err, size_t errlen)
+{
     *out = NULL;
     if (p->n_ctx == 0 || p->n_seq_max == 0 || p->n_seq_max > CS_MAX_SEQ || hp->n_layer == 0 ||
         hp->n_head_kv == 0 || p->n_ctx > INT32_MAX / 2)
@@ -161,6 +167,8 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
     for (uint32_t l = 0; l < kv->n_layer; l++) {
         struct cs_cl_dev *d = layer_dev[l];
         kv->layer_dev[l] = dev_index(kv, d);
+        if (no_kv && no_kv[l])
+            continue;
         uint64_t kb = kv->row_bytes_k * p->n_ctx, vb = kv->row_bytes_v * p->n_ctx;
         if (kb > d->info.max_alloc || vb > d->info.max_alloc) {
             bool isk = kb > d->info.max_alloc;
@@ -246,7 +254,10 @@ void cs_kv_free(struct cs_kv *kv)
 
 uint64_t cs_kv_bytes_per_token(const struct cs_kv *kv)
 {
-    return (kv->row_bytes_k + kv->row_bytes_v) * kv->n_layer;
+    uint64_t n = 0;
+    for (uint32_t l = 0; l < kv->n_layer; l++)
+        n += kv->k[l] != NULL;
+    return (kv->row_bytes_k + kv->row_bytes_v) * n;
 }
 
 struct cs_kv_view cs_kv_layer_view(const struct cs_kv *kv, uint32_t l)

@@ -41,7 +41,8 @@ struct cs_kv {
     int *layer_dev;               /* (n_layer) index into devs of the device of each layer */
     int n_dev;
     struct cs_kv_dev *devs;       /* (n_dev) */
-    cl_mem *k, *v;                /* (n_layer) (n_ctx rows of n_kv_head * head_dim) of type_k / type_v */
+    cl_mem *k, *v;                /* (n_layer) (n_ctx rows of n_kv_head * head_dim) of type_k / type_v; NULL for a
+                                   * layer without K/V (cs_kv_new_layers) */
     uint64_t row_bytes_k, row_bytes_v; /* bytes of one cell's row in one layer */
     /* host cell metadata (authoritative; cs_kv_sync uploads what changed) */
     int32_t *pos;                 /* (n_ctx) position, -1 = free */
@@ -66,6 +67,10 @@ struct cs_kv {
  * allocation, naming the layer and device on failure. */
 int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
               struct cs_kv **out, char *err, size_t errlen);
+/* cs_kv_new where no_kv (n_layer entries, or NULL) marks layers without K/V
+ * (a hybrid model's recurrent layers: k[l] = v[l] = NULL; their state is in kv_rec.h). */
+int cs_kv_new_layers(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
+                     const bool *no_kv, struct cs_kv **out, char *err, size_t errlen);
 void cs_kv_free(struct cs_kv *kv);
 
 /* Device bytes one token costs across all layers (K + V). */

@@ -108,6 +108,8 @@ int cs_kv_seq_cp(struct cs_kv *kv, int32_t src, int32_t dst, int32_t p0, int32_t
     }
     for (uint32_t l = 0; rc == CLSPEC_OK && l < kv->n_layer; l++) {
         struct cs_cl_dev *d = cs_kv_layer_device(kv, l);
+        if (!kv->k[l])
+            continue;
         rc = cs_kv_copy_rows(d, kv->k[l], kv->k[l], kv->row_bytes_k, from, to, n, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_kv_copy_rows(d, kv->v[l], kv->v[l], kv->row_bytes_v, from, to, n, err, errlen);

@@ -296,9 +296,14 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     }
     for (uint32_t l = 0; l < hp->n_layer; l++)
         ldev[l] = fm->devs[fm->layer_dev[l]];
+    bool *no_kv = calloc(hp->n_layer, sizeof *no_kv); /* a hybrid model's recurrent layers hold no K/V */
+    for (uint32_t l = 0; no_kv && l < hp->n_layer; l++)
+        no_kv[l] = fm->model->layers[l].recurrent;
     struct cs_kv_params kp = {.n_ctx = cp.n_ctx, .type_k = cp.type_k, .type_v = cp.type_v,
                               .n_seq_max = cp.n_seq_max, .unified = !cp.kv_partitioned};
-    rc = cs_kv_new(hp, &kp, ldev, &c->kv, err, errlen);
+    rc = no_kv ? cs_kv_new_layers(hp, &kp, ldev, no_kv, &c->kv, err, errlen)
+               : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    free(no_kv);
     if (rc == CLSPEC_OK && hp->n_recurrent)
         rc = cs_kv_rec_new(hp, fm->model->layers, cp.n_seq_max, cp.n_rec_keep, ldev, &c->kv->rec, err, errlen);
     free(ldev);
