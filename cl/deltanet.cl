@@ -74,8 +74,8 @@ __kernel void dn_conv(__global float *x, __global const float *w, __global float
 }
 
 /* The per-row scalars of the gated delta rule, one work-item per (row t,
- * value head h), in place: braw -> beta = sigmoid(braw), araw -> the decay
- * exp(softplus(araw + dt_bias[h]) * A[h]); for h < Hk also q and k of q/k
+ * value head h), in place: braw -> beta = sigmoid(braw), araw -> the log
+ * decay g = softplus(araw + dt_bias[h]) * A[h]; for h < Hk also q and k of q/k
  * head h in qkv L2-normalised (1 / max(|.|, eps)), q times 1/sqrt(Dk). */
 __kernel void dn_prep(__global float *qkv, int C, __global float *braw, __global float *araw,
                       __global const float *dt_bias, __global const float *A, int n, int Hv, int Hk, int Dk, float eps)
@@ -88,7 +88,7 @@ __kernel void dn_prep(__global float *qkv, int C, __global float *braw, __global
     braw[r] = 1.0f / (1.0f + exp(-braw[r]));
     const float a = araw[r] + dt_bias[h];
     const float sp = a > 20.0f ? a : log1p(exp(a));
-    araw[r] = exp(sp * A[h]);
+    araw[r] = sp * A[h]; /* log of the decay (<= 0) */
     if (h >= Hk)
         return;
     __global float *q = qkv + (size_t)t * C + h * Dk;
@@ -107,10 +107,10 @@ __kernel void dn_prep(__global float *qkv, int C, __global float *braw, __global
 
 /* The gated delta rule after dn_prep, one work-item per (value head h, state
  * column j). qkv (n, C): rows [q (Hk*Dk) | k (Hk*Dk) | v (Hv*Dv)], q and k
- * normalised; value head h reads q/k head h % Hk. beta, decay (n, Hv). Per
- * row: S <- decay S; S <- S + k (beta (v - S^T k))^T; out = S^T q.
+ * normalised; value head h reads q/k head h % Hk. beta, g (n, Hv). Per
+ * row: S <- exp(g) S; S <- S + k (beta (v - S^T k))^T; out = S^T q.
  * st (slots, Hv, Dk, Dv) f32; out (n, Hv * Dv). */
-__kernel void dn_recur(__global const float *qkv, int C, __global const float *beta, __global const float *decay,
+__kernel void dn_recur(__global const float *qkv, int C, __global const float *beta, __global const float *lg,
                        __global float *st, __global const int *rd, __global const int *wr, __global float *out, int n,
                        int Hv, int Hk, int Dk, int Dv)
 {
@@ -132,7 +132,7 @@ __kernel void dn_recur(__global const float *qkv, int C, __global const float *b
         __global const float *q = qkv + (size_t)t * C + hk * Dk;
         __global const float *k = qkv + (size_t)t * C + Hk * Dk + hk * Dk;
         const float v = qkv[(size_t)t * C + 2 * Hk * Dk + h * Dv + j];
-        const float b = beta[(size_t)t * Hv + h], dec = decay[(size_t)t * Hv + h];
+        const float b = beta[(size_t)t * Hv + h], dec = exp(lg[(size_t)t * Hv + h]);
         float sk = 0.0f;
         for (int i = 0; i < Dk; i++) {
             s[i] *= dec;
@@ -149,5 +149,102 @@ __kernel void dn_recur(__global const float *qkv, int C, __global const float *b
         if (sw >= 0)
             for (int i = 0; i < Dk; i++)
                 st[(((size_t)sw * Hv + h) * Dk + i) * Dv + j] = s[i];
+    }
+}
+
+/* The chunked form of dn_recur (same arguments, same results within
+ * rounding): one work-group per value head h, one work-item per state column
+ * j (local size Dv). Runs of up to DN_CHUNK rows of one sequence that store
+ * no state before their last row are done at once: with G_t the cumulative
+ * log decay over the run and S0 the state before it,
+ *   u_t = beta_t (v_t - e^{G_t} S0^T k_t - sum_{s<t} e^{G_t - G_s} (k_t.k_s) u_s)
+ *   o_t = e^{G_t} S0^T q_t + sum_{s<=t} e^{G_t - G_s} (q_t.k_s) u_s
+ *   S   = e^{G_last} S0 + sum_s e^{G_last - G_s} k_s u_s^T,
+ * the k and q Gram matrices computed by the whole group (parallel over the
+ * run's rows); other rows are runs of one. */
+#define DN_CHUNK 16
+__kernel void dn_chunk(__global const float *qkv, int C, __global const float *beta, __global const float *lg,
+                       __global float *st, __global const int *rd, __global const int *wr, __global float *out, int n,
+                       int Hv, int Hk, int Dk, int Dv, __local float *kc, __local float *qc, __local float *kk,
+                       __local float *qk, __local float *G)
+{
+    const int h = get_group_id(0), j = get_local_id(0), nl = get_local_size(0), hk = h % Hk;
+    float s[DN_DKMAX];
+    float w[DN_CHUNK], y[DN_CHUNK], u[DN_CHUNK];
+    for (int i = 0; i < Dk; i++)
+        s[i] = 0.0f;
+    for (int t0 = 0; t0 < n;) {
+        /* the run [t0, t0 + m): every row after the first carries, no state stored before the last */
+        int m = 1;
+        while (m < DN_CHUNK && t0 + m < n && rd[t0 + m] == -2 && wr[t0 + m - 1] < 0)
+            m++;
+        const int r = rd[t0];
+        if (j < Dv) {
+            if (r == -1)
+                for (int i = 0; i < Dk; i++)
+                    s[i] = 0.0f;
+            else if (r >= 0)
+                for (int i = 0; i < Dk; i++)
+                    s[i] = st[(((size_t)r * Hv + h) * Dk + i) * Dv + j];
+        }
+        for (int e = j; e < m * Dk; e += nl) {
+            const int t = e / Dk, i = e % Dk;
+            kc[e] = qkv[(size_t)(t0 + t) * C + Hk * Dk + hk * Dk + i];
+            qc[e] = qkv[(size_t)(t0 + t) * C + hk * Dk + i];
+        }
+        if (j == 0) {
+            float acc = 0.0f;
+            for (int t = 0; t < m; t++)
+                G[t] = acc += lg[(size_t)(t0 + t) * Hv + h];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int e = j; e < m * m; e += nl) {
+            const int t = e / m, u2 = e % m;
+            float a = 0.0f, b = 0.0f;
+            if (u2 <= t)
+                for (int i = 0; i < Dk; i++) {
+                    a += kc[t * Dk + i] * kc[u2 * Dk + i];
+                    b += qc[t * Dk + i] * kc[u2 * Dk + i];
+                }
+            kk[e] = a;
+            qk[e] = b;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (j < Dv) {
+            for (int t = 0; t < m; t++) {
+                float a = 0.0f, b = 0.0f;
+                for (int i = 0; i < Dk; i++) {
+                    a += s[i] * kc[t * Dk + i];
+                    b += s[i] * qc[t * Dk + i];
+                }
+                w[t] = a;
+                y[t] = b;
+            }
+            for (int t = 0; t < m; t++) {
+                const float Gt = G[t];
+                float acc = exp(Gt) * w[t];
+                for (int q = 0; q < t; q++)
+                    acc += exp(Gt - G[q]) * kk[t * m + q] * u[q];
+                const float v = qkv[(size_t)(t0 + t) * C + 2 * Hk * Dk + h * Dv + j];
+                u[t] = beta[(size_t)(t0 + t) * Hv + h] * (v - acc);
+                float o = exp(Gt) * y[t];
+                for (int q = 0; q <= t; q++)
+                    o += exp(Gt - G[q]) * qk[t * m + q] * u[q];
+                out[(size_t)(t0 + t) * Hv * Dv + h * Dv + j] = o;
+            }
+            const float Gl = G[m - 1];
+            for (int i = 0; i < Dk; i++) {
+                float acc = exp(Gl) * s[i];
+                for (int q = 0; q < m; q++)
+                    acc += exp(Gl - G[q]) * kc[q * Dk + i] * u[q];
+                s[i] = acc;
+            }
+            const int sw = wr[t0 + m - 1];
+            if (sw >= 0)
+                for (int i = 0; i < Dk; i++)
+                    st[(((size_t)sw * Hv + h) * Dk + i) * Dv + j] = s[i];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* kc, qc, G are rewritten by the next run */
+        t0 += m;
     }
 }

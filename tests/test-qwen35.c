@@ -63,6 +63,72 @@ static cl_mem upload(struct cs_cl_dev *d, const void *p, size_t bytes)
     return m;
 }
 
+/* One plan of n rows of sequences seq (len: their lengths before) through
+ * the conv and both forms of the recurrence on d, against the references. */
+static void kernel_case(struct cs_cl_dev *d, const int32_t *seq, int N, int32_t *len, int keep, const char *what)
+{
+    char err[512];
+    const struct cs_dn_shape s = {.C = 2 * 2 * 16 + 4 * 8, .K = 4, .Hk = 2, .Dk = 16, .Hv = 4, .Dv = 8, .eps = 1e-6f};
+    enum { NSEQ = 2 };
+    int32_t lo[NSEQ] = {0, 0}, next[NSEQ] = {len[0], len[1]};
+    int32_t *pos = malloc((size_t)N * 3 * sizeof *pos), *rd = pos + N, *wr = rd + N;
+    assert_non_null(pos);
+    struct cs_kv_rec rec = {.n_seq = NSEQ, .keep = (uint32_t)keep, .len = len, .lo = lo};
+    for (int t = 0; t < N; t++)
+        pos[t] = next[seq[t]]++;
+    cs_kv_rec_plan(&rec, seq, pos, N, rd, wr);
+    struct tu_rng r;
+    tu_rng_seed(&r, 35 + (uint64_t)N);
+    const size_t conv_n = (size_t)NSEQ * keep * (s.K - 1) * s.C, ssm_n = (size_t)NSEQ * keep * s.Hv * s.Dk * s.Dv,
+                 xn = (size_t)N * s.C, hn = (size_t)N * s.Hv, on = (size_t)N * s.Hv * s.Dv;
+    float *x = malloc(xn * 4), *w = malloc(sizeof(float) * s.C * s.K), *cst = malloc(conv_n * 4),
+          *sst = malloc(ssm_n * 4), *bt = malloc(hn * 4), *al = malloc(hn * 4), *dtb = malloc(sizeof(float) * s.Hv),
+          *A = malloc(sizeof(float) * s.Hv), *out = malloc(on * 4), *gx = malloc(xn * 4), *gout = malloc(on * 4),
+          *gc = malloc(conv_n * 4), *gs = malloc(ssm_n * 4);
+    assert_true(x && w && cst && sst && bt && al && dtb && A && out && gx && gout && gc && gs);
+    fill(&r, x, xn, 1.0f);
+    fill(&r, w, (size_t)s.C * s.K, 0.5f);
+    fill(&r, cst, conv_n, 1.0f);
+    fill(&r, sst, ssm_n, 0.3f);
+    fill(&r, bt, hn, 1.0f);
+    fill(&r, al, hn, 1.0f);
+    for (int h = 0; h < s.Hv; h++) {
+        dtb[h] = 0.5f + 0.5f * tu_rng_normal(&r);
+        A[h] = -expf(logf(0.02f) + tu_rng_uniform(&r) * (logf(2.0f) - logf(0.02f)));
+    }
+    /* the references, in place on copies */
+    float *rx = malloc(xn * 4), *rc = malloc(conv_n * 4), *rs = malloc(ssm_n * 4);
+    assert_true(rx && rc && rs);
+    memcpy(rx, x, xn * 4), memcpy(rc, cst, conv_n * 4), memcpy(rs, sst, ssm_n * 4);
+    cs_ref_dn_conv(rx, w, rc, rd, wr, N, s.C, s.K);
+    cs_ref_dn_recur(rx, s.C, bt, al, dtb, A, rs, rd, wr, out, N, s.Hv, s.Hk, s.Dk, s.Dv, s.eps);
+    for (int chunked = 0; chunked < 2; chunked++) {
+        cl_mem bx = upload(d, x, xn * 4), bw = upload(d, w, sizeof(float) * s.C * s.K), bc = upload(d, cst, conv_n * 4),
+               bs = upload(d, sst, ssm_n * 4), bb = upload(d, bt, hn * 4), ba = upload(d, al, hn * 4),
+               bd = upload(d, dtb, sizeof(float) * s.Hv), bA = upload(d, A, sizeof(float) * s.Hv),
+               brd = upload(d, rd, (size_t)N * 4), bwr = upload(d, wr, (size_t)N * 4), bo = upload(d, out, on * 4);
+        assert_int_equal(cs_op_dn_conv(d, &s, bx, bw, bc, brd, bwr, N, err, sizeof err), 0);
+        assert_int_equal(cs_cl_read(d, bx, 0, xn * 4, gx, err, sizeof err), 0);
+        int rc2 = cs_op_dn_recur(d, &s, bx, bb, ba, bd, bA, bs, brd, bwr, bo, N, chunked, err, sizeof err);
+        if (rc2)
+            fail_msg("%s", err);
+        assert_int_equal(cs_cl_read(d, bo, 0, on * 4, gout, err, sizeof err), 0);
+        assert_int_equal(cs_cl_read(d, bc, 0, conv_n * 4, gc, err, sizeof err), 0);
+        assert_int_equal(cs_cl_read(d, bs, 0, ssm_n * 4, gs, err, sizeof err), 0);
+        float e_conv = fu_max_rel(gx, rx, xn), e_out = fu_max_rel(gout, out, on), e_cst = fu_max_rel(gc, rc, conv_n),
+              e_sst = fu_max_rel(gs, rs, ssm_n);
+        print_message("# %s, %s: conv %.2g, %s %.2g, conv state %.2g, delta state %.2g (rel. to 1 + |ref|)\n",
+                      getenv("CLSPEC_KFAMILY"), what, e_conv, chunked ? "chunked" : "recurrence", e_out, e_cst, e_sst);
+        /* f32 kernels against double references: a few ulps per op, rows chained (chunked: other sums) */
+        assert_true(e_conv <= 1e-5f && e_out <= 1e-5f && e_cst <= 1e-5f && e_sst <= 1e-5f);
+        cl_mem all[] = {bx, bw, bc, bs, bb, ba, bd, bA, brd, bwr, bo};
+        for (size_t i = 0; i < CS_ARRAY_LEN(all); i++)
+            cs_cl_release(&all[i]);
+    }
+    free(x), free(w), free(cst), free(sst), free(bt), free(al), free(dtb), free(A), free(out), free(gx), free(gout);
+    free(gc), free(gs), free(rx), free(rc), free(rs), free(pos);
+}
+
 static void kernels(const char *family)
 {
     setenv("CLSPEC_KFAMILY", family, 1);
@@ -74,13 +140,12 @@ static void kernels(const char *family)
     struct cs_cl_dev *d = NULL;
     assert_int_equal(cs_cl_dev_open(&list[0], &d, err, sizeof err), 0);
     free(list);
-    /* two sequences, interleaved and in runs: s0 continues an earlier state */
-    const struct cs_dn_shape s = {.C = 2 * 2 * 16 + 4 * 8, .K = 4, .Hk = 2, .Dk = 16, .Hv = 4, .Dv = 8, .eps = 1e-6f};
-    enum { N = 12, KEEP = 5, NSEQ = 2 };
+    /* two sequences, interleaved and in runs: s0 continues an earlier state; the plan itself checked */
+    enum { N = 12, KEEP = 5 };
     const int32_t seq[N] = {0, 0, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1};
-    int32_t pos[N], len[NSEQ] = {3, 0}, lo[NSEQ] = {0, 0}, rd[N], wr[N];
-    struct cs_kv_rec rec = {.n_seq = NSEQ, .keep = KEEP, .len = len, .lo = lo};
-    for (int t = 0, next[NSEQ] = {3, 0}; t < N; t++)
+    int32_t len[2] = {3, 0}, lo[2] = {0, 0}, pos[N], rd[N], wr[N];
+    struct cs_kv_rec rec = {.n_seq = 2, .keep = KEEP, .len = len, .lo = lo};
+    for (int t = 0, next[2] = {3, 0}; t < N; t++)
         pos[t] = next[seq[t]]++;
     cs_kv_rec_plan(&rec, seq, pos, N, rd, wr);
     assert_int_equal(len[0], 3 + 7);
@@ -89,46 +154,14 @@ static void kernels(const char *family)
     assert_int_equal(rd[0], 0 * KEEP + (3 - 1) % KEEP); /* s0 continues from its state after 3 tokens */
     assert_int_equal(rd[1], -2);                          /* carried */
     assert_int_equal(rd[2], -1);                          /* s1 starts */
-
-    struct tu_rng r;
-    tu_rng_seed(&r, 35);
-    const size_t conv_n = (size_t)NSEQ * KEEP * (s.K - 1) * s.C, ssm_n = (size_t)NSEQ * KEEP * s.Hv * s.Dk * s.Dv;
-    float *x = malloc(sizeof(float) * N * s.C), *w = malloc(sizeof(float) * s.C * s.K),
-          *cst = malloc(conv_n * 4), *sst = malloc(ssm_n * 4), *bt = malloc(sizeof(float) * N * s.Hv),
-          *al = malloc(sizeof(float) * N * s.Hv), *dtb = malloc(sizeof(float) * s.Hv), *A = malloc(sizeof(float) * s.Hv),
-          *out = malloc(sizeof(float) * N * s.Hv * s.Dv), *gx = malloc(sizeof(float) * N * s.C),
-          *gout = malloc(sizeof(float) * N * s.Hv * s.Dv), *gc = malloc(conv_n * 4), *gs = malloc(ssm_n * 4);
-    assert_true(x && w && cst && sst && bt && al && dtb && A && out && gx && gout && gc && gs);
-    fill(&r, x, (size_t)N * s.C, 1.0f);
-    fill(&r, w, (size_t)s.C * s.K, 0.5f);
-    fill(&r, cst, conv_n, 1.0f);
-    fill(&r, sst, ssm_n, 0.3f);
-    fill(&r, bt, (size_t)N * s.Hv, 1.0f);
-    fill(&r, al, (size_t)N * s.Hv, 1.0f);
-    for (int h = 0; h < s.Hv; h++) {
-        dtb[h] = 0.5f + 0.5f * tu_rng_normal(&r);
-        A[h] = -expf(logf(0.02f) + tu_rng_uniform(&r) * (logf(2.0f) - logf(0.02f)));
-    }
-    cl_mem bx = upload(d, x, sizeof(float) * N * s.C), bw = upload(d, w, sizeof(float) * s.C * s.K),
-           bc = upload(d, cst, conv_n * 4), bs = upload(d, sst, ssm_n * 4), bb = upload(d, bt, sizeof(float) * N * s.Hv),
-           ba = upload(d, al, sizeof(float) * N * s.Hv), bd = upload(d, dtb, sizeof(float) * s.Hv),
-           bA = upload(d, A, sizeof(float) * s.Hv), brd = upload(d, rd, sizeof rd), bwr = upload(d, wr, sizeof wr),
-           bo = upload(d, out, sizeof(float) * N * s.Hv * s.Dv);
-    assert_int_equal(cs_op_dn_conv(d, &s, bx, bw, bc, brd, bwr, N, err, sizeof err), 0);
-    assert_int_equal(cs_cl_read(d, bx, 0, sizeof(float) * N * s.C, gx, err, sizeof err), 0);
-    assert_int_equal(cs_op_dn_recur(d, &s, bx, bb, ba, bd, bA, bs, brd, bwr, bo, N, err, sizeof err), 0);
-    assert_int_equal(cs_cl_read(d, bo, 0, sizeof(float) * N * s.Hv * s.Dv, gout, err, sizeof err), 0);
-    assert_int_equal(cs_cl_read(d, bc, 0, conv_n * 4, gc, err, sizeof err), 0);
-    assert_int_equal(cs_cl_read(d, bs, 0, ssm_n * 4, gs, err, sizeof err), 0);
-    cs_ref_dn_conv(x, w, cst, rd, wr, N, s.C, s.K);
-    cs_ref_dn_recur(x, s.C, bt, al, dtb, A, sst, rd, wr, out, N, s.Hv, s.Hk, s.Dk, s.Dv, s.eps);
-    float e_conv = fu_max_rel(gx, x, (size_t)N * s.C), e_out = fu_max_rel(gout, out, (size_t)N * s.Hv * s.Dv),
-          e_cst = fu_max_rel(gc, cst, conv_n), e_sst = fu_max_rel(gs, sst, ssm_n);
-    print_message("# %s: conv %.2g, recurrence %.2g, conv state %.2g, delta state %.2g (rel. to 1 + |ref|)\n", family,
-                  e_conv, e_out, e_cst, e_sst);
-    /* f32 kernels against double references: a few ulps per op, rows chained */
-    assert_true(e_conv <= 1e-5f && e_out <= 1e-5f && e_cst <= 1e-5f && e_sst <= 1e-5f);
+    int32_t l1[2] = {3, 0};
+    kernel_case(d, seq, N, l1, KEEP, "2 interleaved sequences");
+    /* one sequence of 45 rows after 5 tokens, the last 5 states kept: runs of 16, 16, 8 rows, then one by one */
+    int32_t seq45[45] = {0}, l2[2] = {5, 0};
+    kernel_case(d, seq45, 45, l2, KEEP, "45 rows of one sequence");
     /* the split and the sigmoid gate */
+    struct tu_rng r;
+    tu_rng_seed(&r, 7);
     float qg[2 * 3 * 4], g2[3 * 4], q2[3 * 4];
     fill(&r, qg, CS_ARRAY_LEN(qg), 2.0f);
     cl_mem bqg = upload(d, qg, sizeof qg), bq = upload(d, q2, sizeof q2), bg = upload(d, g2, sizeof g2);
@@ -140,11 +173,9 @@ static void kernels(const char *family)
         float q = qg[row * 8 + j], g = qg[row * 8 + 4 + j];
         assert_float_equal(q2[i], q / (1.0f + expf(-g)), 1e-6f * (1.0f + fabsf(q)));
     }
-    cl_mem all[] = {bx, bw, bc, bs, bb, ba, bd, bA, brd, bwr, bo, bqg, bq, bg};
+    cl_mem all[] = {bqg, bq, bg};
     for (size_t i = 0; i < CS_ARRAY_LEN(all); i++)
         cs_cl_release(&all[i]);
-    free(x), free(w), free(cst), free(sst), free(bt), free(al), free(dtb), free(A), free(out), free(gx), free(gout);
-    free(gc), free(gs);
     cs_cl_dev_close(d);
     unsetenv("CLSPEC_KFAMILY");
 }
@@ -222,6 +253,24 @@ static void test_golden_f32(void **st)
     int ok, n;
     float w = teacher_forced("reference/qwen35/greedy-qwen35-tiny-F32.json", F32_MODEL, &ok, &n);
     print_message("# qwen35-tiny F32 teacher-forced: max |dlogit| %.3g, argmax %d/%d\n", w, ok, n);
+    assert_int_equal(n, 256);
+    assert_true(w <= 1e-3f);
+    assert_int_equal(ok, n);
+}
+
+/* The same through the GPU kernel family (CLSPEC_KFAMILY=gpu): its
+ * prefill-sized passes (>= 32 rows; here 67..71) run the chunked delta rule
+ * (dn_chunk), so this is the chunked path against llama.cpp: bound 1e-3,
+ * every argmax. */
+static void test_golden_f32_chunked(void **st)
+{
+    (void)st;
+    setenv("CLSPEC_KFAMILY", "gpu", 1);
+    int ok, n;
+    float w = teacher_forced("reference/qwen35/greedy-qwen35-tiny-F32.json", F32_MODEL, &ok, &n);
+    unsetenv("CLSPEC_KFAMILY");
+    print_message("# qwen35-tiny F32 teacher-forced, gpu family (chunked delta rule): max |dlogit| %.3g, argmax %d/%d\n",
+                  w, ok, n);
     assert_int_equal(n, 256);
     assert_true(w <= 1e-3f);
     assert_int_equal(ok, n);
@@ -663,7 +712,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_cpu), cmocka_unit_test(test_kernels_gpu), cmocka_unit_test(test_load),
-        cmocka_unit_test(test_golden_f32),  cmocka_unit_test(test_golden_f16),  cmocka_unit_test(test_golden_q8),
+        cmocka_unit_test(test_golden_f32),  cmocka_unit_test(test_golden_f32_chunked), cmocka_unit_test(test_golden_f16),  cmocka_unit_test(test_golden_q8),
         cmocka_unit_test(test_greedy_f32),  cmocka_unit_test(test_rollback),    cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_synth),       cmocka_unit_test(test_forced_reject), cmocka_unit_test(test_identical_requests),
     };

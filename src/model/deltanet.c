@@ -10,6 +10,8 @@
 #include "base/common.h"
 #include "model/forward.h"
 
+#define DN_CHUNK_MIN_ROWS 32 /* rows of a pass from which the chunked delta rule is used */
+
 int cs_blk_deltanet(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
                     const struct cs_kv_rec_view *rv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
                     char *err, size_t errlen)
@@ -25,8 +27,11 @@ int cs_blk_deltanet(const struct cs_ops *o, const struct cs_blk_shape *s, const 
     CS_TRY(o->f->matmul(o, &L->w_beta, a->xb, a->bt, n, n, err, errlen));
     CS_TRY(o->f->matmul(o, &L->w_alpha, a->xb, a->al, n, n, err, errlen));
     CS_TRY(cs_op_dn_conv(o->dev, dn, a->qg, L->conv1d, rv->conv, a->rd, a->wr, n, err, errlen));
+    /* prefill-sized passes on GPU-style devices: the chunked form; decode and verification rows (which
+     * store a state per row) and CPU-style devices: the row recurrence (see dn_ops.h) */
+    const bool chunked = n >= DN_CHUNK_MIN_ROWS && o->dev->info.family == CS_KFAMILY_GPU;
     CS_TRY(cs_op_dn_recur(o->dev, dn, a->qg, a->bt, a->al, L->dt_bias, L->ssm_a, rv->ssm, a->rd, a->wr, a->dno, n,
-                          err, errlen));
+                          chunked, err, errlen));
     CS_TRY(o->f->rmsnorm(o, a->dno, L->ssm_norm, a->dno, n * dn->Hv, dn->Dv, s->eps, err, errlen));
     CS_TRY(cs_op_swiglu(o->dev, a->gz, 0, a->dno, 0, a->dno, 0, (size_t)n * DI, err, errlen));
     CS_TRY(o->f->matmul(o, &L->ssm_out, a->dno, a->xb, n, n, err, errlen));

@@ -55,9 +55,17 @@ int cs_op_dn_conv(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem x, cl
                         errlen);
 }
 
+#define DN_CHUNK 16 /* = cl/deltanet.cl */
+
+bool cs_op_dn_chunk_ok(const struct cs_cl_dev *d, const struct cs_dn_shape *s)
+{
+    const size_t local = (2 * (size_t)DN_CHUNK * s->Dk + 2 * DN_CHUNK * DN_CHUNK + DN_CHUNK) * sizeof(float);
+    return (size_t)s->Dv <= d->info.max_wg && local <= d->info.local_mem;
+}
+
 int cs_op_dn_recur(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem qkv, cl_mem braw, cl_mem araw,
-                   cl_mem dt_bias, cl_mem A, cl_mem st, cl_mem rd, cl_mem wr, cl_mem out, int n, char *err,
-                   size_t errlen)
+                   cl_mem dt_bias, cl_mem A, cl_mem st, cl_mem rd, cl_mem wr, cl_mem out, int n, bool chunked,
+                   char *err, size_t errlen)
 {
     CS_TRY(check_shape("dn_recur", s, err, errlen));
     cl_int C = s->C, nn = n, Hv = s->Hv, Hk = s->Hk, Dk = s->Dk, Dv = s->Dv;
@@ -67,6 +75,15 @@ int cs_op_dn_recur(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem qkv,
                                 CS_KA(nn),  CS_KA(Hv), CS_KA(Hk),   CS_KA(Dk),   CS_KA(eps)};
     CS_TRY(cs_op_launch(d, "deltanet", NULL, "dn_prep", p, CS_ARRAY_LEN(p), (size_t)n * s->Hv, dn_local(d, DN_WG),
                         err, errlen));
+    if (chunked && cs_op_dn_chunk_ok(d, s)) {
+        const size_t kq = (size_t)DN_CHUNK * s->Dk * sizeof(float), mm = (size_t)DN_CHUNK * DN_CHUNK * sizeof(float),
+                     g = DN_CHUNK * sizeof(float);
+        const struct cs_karg c[] = {CS_KA(qkv), CS_KA(C),  CS_KA(braw), CS_KA(araw), CS_KA(st), CS_KA(rd),
+                                    CS_KA(wr),  CS_KA(out), CS_KA(nn),  CS_KA(Hv),   CS_KA(Hk), CS_KA(Dk),
+                                    CS_KA(Dv),  {kq, NULL}, {kq, NULL}, {mm, NULL},  {mm, NULL}, {g, NULL}};
+        return cs_op_launch(d, "deltanet", NULL, "dn_chunk", c, CS_ARRAY_LEN(c), (size_t)s->Hv * s->Dv,
+                            (size_t)s->Dv, err, errlen);
+    }
     const struct cs_karg a[] = {CS_KA(qkv), CS_KA(C),  CS_KA(braw), CS_KA(araw), CS_KA(st), CS_KA(rd),
                                 CS_KA(wr),  CS_KA(out), CS_KA(nn),  CS_KA(Hv),   CS_KA(Hk), CS_KA(Dk), CS_KA(Dv)};
     size_t local = d->info.family == CS_KFAMILY_CPU ? 8 : 64;

@@ -8,6 +8,7 @@
 #ifndef CS_OPS_DN_OPS_H
 #define CS_OPS_DN_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "cl/runtime.h"
@@ -37,7 +38,11 @@ int cs_op_dn_conv(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem x, cl
  * inputs: q and k in qkv are normalised in place, braw becomes beta and araw
  * the decay (the v part of qkv is left as it was). */
 int cs_op_dn_recur(struct cs_cl_dev *d, const struct cs_dn_shape *s, cl_mem qkv, cl_mem braw, cl_mem araw,
-                   cl_mem dt_bias, cl_mem A, cl_mem st, cl_mem rd, cl_mem wr, cl_mem out, int n, char *err,
-                   size_t errlen);
+                   cl_mem dt_bias, cl_mem A, cl_mem st, cl_mem rd, cl_mem wr, cl_mem out, int n, bool chunked,
+                   char *err, size_t errlen);
+/* Whether d can run the chunked form (cl/deltanet.cl dn_chunk: one work-group of Dv work-items per value
+ * head, runs of up to 16 rows of a sequence that store no state before their last row at once, through
+ * their k and q Gram matrices); cs_op_dn_recur falls back to the row recurrence otherwise. */
+bool cs_op_dn_chunk_ok(const struct cs_cl_dev *d, const struct cs_dn_shape *s);
 
 #endif
