@@ -310,7 +310,8 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     if (rc < 0)
         goto fail;
     /* the kernel family of every device, chosen here once */
-    const struct cs_ops_lcpp_params lp = {.n_rows = (int)B, .max_in = (int)CS_MAX(CS_MAX(E, Q), F),
+    const size_t DI = hp->ssm_d_inner; /* qwen35: ssm_out's input (0 otherwise) */
+    const struct cs_ops_lcpp_params lp = {.n_rows = (int)B, .max_in = (int)CS_MAX(CS_MAX(CS_MAX(E, Q), F), DI),
                                           .n_head = (int)hp->n_head, .n_ctx = (int)cp.n_ctx, .rope = c->kv->rope};
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
@@ -323,7 +324,7 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             goto fail;
         }
         bool outd = i == fm->out_dev, hyb = hp->arch == CS_ARCH_QWEN35;
-        const size_t DC = cs_hp_dn_conv_dim(hp), DI = hp->ssm_d_inner, HV = hp->ssm_dt_rank;
+        const size_t DC = cs_hp_dn_conv_dim(hp), HV = hp->ssm_dt_rank;
         struct {
             cl_mem *m;
             size_t bytes;
