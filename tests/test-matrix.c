@@ -63,11 +63,12 @@ static const char *DEVICES[NDEV] = {"0", "0,1"};
 #define MTP_TARGET "models/derived/stories260K-mtp.gguf"
 #define DFLASH_MODEL "models/derived/stories260K-dflash.gguf"
 
-static struct {
+struct prompt {
     int32_t ids[MAXPROMPT];
     int32_t n;
     int32_t greedy[NGEN];
-} g_prompt[NPROMPT];
+};
+static struct prompt g_prompt[NPROMPT];
 
 /* One generation: NGEN tokens for each prompt, with per-prompt statistics. */
 struct run {
@@ -112,9 +113,9 @@ static void stats_add(struct cs_spec_stats *a, const struct cs_spec_stats *b)
 
 /* ---- reference prompts ---- */
 
-static int load_prompts(void)
+static int load_prompts_from(const char *rel, struct prompt *out)
 {
-    json_t *root = tu_load_json("reference/greedy-stories260K.json");
+    json_t *root = tu_load_json(rel);
     if (!root)
         return -1;
     json_t *cases = json_object_get(root, "cases");
@@ -126,18 +127,22 @@ static int load_prompts(void)
             rc = -1;
             break;
         }
-        g_prompt[c].n = (int32_t)json_array_size(ids);
-        for (int32_t i = 0; i < g_prompt[c].n; i++)
-            g_prompt[c].ids[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
+        out[c].n = (int32_t)json_array_size(ids);
+        for (int32_t i = 0; i < out[c].n; i++)
+            out[c].ids[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
         for (int i = 0; i < NGEN; i++)
-            g_prompt[c].greedy[i] =
+            out[c].greedy[i] =
                 (int32_t)json_integer_value(json_object_get(json_array_get(steps, (size_t)i), "token"));
     }
     json_decref(root);
     if (rc)
-        fprintf(stderr, "greedy-stories260K.json: want %d cases of <= %d prompt ids and >= %d steps\n", NPROMPT,
-                MAXPROMPT, NGEN);
+        fprintf(stderr, "%s: want %d cases of <= %d prompt ids and >= %d steps\n", rel, NPROMPT, MAXPROMPT, NGEN);
     return rc;
+}
+
+static int load_prompts(void)
+{
+    return load_prompts_from("reference/greedy-stories260K.json", g_prompt);
 }
 
 /* ---- one cell ---- */
@@ -178,7 +183,8 @@ static int plugin_open(int spec, int kv, struct cs_engine *e, int n_slots, struc
 
 /* Greedy generation of every prompt, par slots at a time; pl NULL = no
  * speculation. Returns 0, or -1 with the reason in err. */
-static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r, char *err, size_t errlen)
+static int gen_prompts(struct cs_engine *e, struct cs_plugin *pl, int par, const struct prompt *prompts,
+                       struct run *r, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
     struct cs_spec_params sp = cs_spec_defaults();
@@ -196,7 +202,7 @@ static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r
             struct cs_sampler_params p = cs_sampler_defaults();
             p.temp = 0;
             if (cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, errlen) != CLSPEC_OK ||
-                cs_spec_slot_begin(spec, s, g_prompt[c0 + s].ids, g_prompt[c0 + s].n, smp[s], pl != NULL, err,
+                cs_spec_slot_begin(spec, s, prompts[c0 + s].ids, prompts[c0 + s].n, smp[s], pl != NULL, err,
                                    errlen) != CLSPEC_OK) {
                 rc = -1;
                 break;
@@ -246,6 +252,11 @@ static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r
     cs_spec_free(spec);
     clspec_engine_free(door);
     return rc;
+}
+
+static int gen(struct cs_engine *e, struct cs_plugin *pl, int par, struct run *r, char *err, size_t errlen)
+{
+    return gen_prompts(e, pl, par, g_prompt, r, err, errlen);
 }
 
 /* 0 when a and b are the same for every prompt; else -1 and where they differ in err. */
@@ -458,6 +469,109 @@ static void test_acceptance_dflash(void **state)
     acceptance(4);
 }
 
+/* ---- the hybrid target: qwen35-tiny rows ----
+ * Speculator {none, ngram, draft} x KV {f16, q8_0} x parallel {1, 4}, one
+ * device, the 4 prompts of reference/qwen35/greedy-qwen35-tiny-F32.json x 64
+ * greedy tokens. The drafter is stories260K (the tokenizer the qwen35 file
+ * copied): its drafts are almost always rejected, so nearly every step rolls
+ * the recurrent state back; "draft_q35q8" drafts with qwen35-tiny-Q8_0 (a
+ * hybrid drafter: ~70% accepted, so partial acceptances roll back both
+ * models' recurrent states). "none" must equal the reference's ids with f16 KV
+ * (the README: f16 K/V leaves the greedy tokens unchanged) and parallel 1
+ * with q8_0; a speculator's cell the output without speculation. */
+#define Q35_TARGET "models/synthetic/qwen35-tiny-F32.gguf"
+#define Q35_DRAFT "models/stories260K.gguf"
+#define Q35_DRAFT_Q8 "models/synthetic/qwen35-tiny-Q8_0.gguf" /* a hybrid drafter that agrees often */
+#define NQSPEC 4
+static const char *QSPEC_NAME[NQSPEC] = {"none", "ngram", "draft", "draft_q35q8"};
+#define NQKV 2
+static const int QKV[NQKV] = {1, 2}; /* indices into KV_TYPE: f16, q8_0 */
+static struct prompt g_qprompt[NPROMPT];
+static struct cell g_qcell[NQSPEC][NQKV][NPAR];
+
+static void run_qcell(int spec, int qk, int par)
+{
+    struct cell *c = &g_qcell[spec][qk][par];
+    if (c->state != CELL_NOT_RUN)
+        return;
+    c->spec = spec, c->kv = QKV[qk], c->par = par, c->dev = 0;
+    char err[CLSPEC_ERRLEN] = "";
+    struct cs_engine *e = NULL;
+    struct cs_plugin *pl = NULL;
+    struct run base;
+    c->state = CELL_FAIL;
+    if (engine_open(Q35_TARGET, QKV[qk], par, 0, &e, err, sizeof err) != CLSPEC_OK) {
+        c->state = CELL_REFUSED;
+        snprintf(c->why, sizeof c->why, "engine: %s", err);
+        goto out;
+    }
+    if (spec > 0) {
+        const char *type = cs_type_name(KV_TYPE[QKV[qk]]);
+        char *model = tu_shared_path(spec == 3 ? Q35_DRAFT_Q8 : Q35_DRAFT);
+        struct cs_plugin_kv cfg[3] = {{"model", model}, {"type_k", type}, {"type_v", type}};
+        struct cs_plugin_params pp = {.type = spec == 1 ? "ngram" : "draft", .kv = cfg, .n_kv = spec >= 2 ? 3 : 0,
+                                      .engine = e,
+                                      .n_slots = (uint32_t)PAR[par]};
+        int rc = cs_plugin_load(&pp, &pl, err, sizeof err);
+        free(model);
+        if (rc != CLSPEC_OK) {
+            c->state = CELL_REFUSED;
+            snprintf(c->why, sizeof c->why, "%s", err);
+            goto out;
+        }
+    }
+    if (gen_prompts(e, pl, PAR[par], g_qprompt, &c->r, err, sizeof err) != 0) {
+        snprintf(c->why, sizeof c->why, "%s", err);
+        goto out;
+    }
+    const struct run *want = NULL;
+    const char *what = "";
+    if (spec == 0 && par == 0 && KV_TYPE[QKV[qk]] == CS_TYPE_F16) {
+        memset(&base, 0, sizeof base);
+        for (int p = 0; p < NPROMPT; p++) {
+            memcpy(base.tok[p], g_qprompt[p].greedy, sizeof base.tok[p]);
+            base.n[p] = NGEN;
+        }
+        want = &base, what = "the reference's greedy ids";
+    } else if (spec == 0 && par == 0) {
+        want = &c->r, what = "itself"; /* q8_0 at parallel 1: the base of its row */
+    } else {
+        int bs = 0, bp = spec == 0 ? 0 : par; /* none: parallel 1; others: none, same parallel */
+        run_qcell(bs, qk, bp);
+        if (g_qcell[bs][qk][bp].state != CELL_OK) {
+            char why[sizeof c->why];
+            memcpy(why, g_qcell[bs][qk][bp].why, sizeof why);
+            snprintf(c->why, sizeof c->why, "no output without speculation (%.200s)", why);
+            goto out;
+        }
+        want = &g_qcell[bs][qk][bp].r, what = spec == 0 ? "parallel 1" : "the output without speculation";
+    }
+    if (same_output(&c->r, want, what, err, sizeof err) != 0)
+        snprintf(c->why, sizeof c->why, "%s", err);
+    else if (spec > 0 && c->r.total.n_drafted == 0)
+        snprintf(c->why, sizeof c->why, "no draft token verified");
+    else
+        c->state = CELL_OK;
+out:
+    cs_plugin_free(pl);
+    if (e)
+        cs_engine_free(e);
+}
+
+static void test_qcell(void **state)
+{
+    struct cell *c = *state;
+    int qk = c->kv == QKV[0] ? 0 : 1;
+    run_qcell(c->spec, qk, c->par);
+    if (c->state != CELL_OK)
+        fail_msg("qwen35 %s kv %s parallel %d: %s: %s", QSPEC_NAME[c->spec], cs_type_name(KV_TYPE[c->kv]),
+                 PAR[c->par], c->state == CELL_REFUSED ? "refused" : "FAIL", c->why);
+    print_message("qwen35 %s kv %s parallel %d: ok, %llu steps, drafted %llu, accepted %llu, tau %.2f\n",
+                  QSPEC_NAME[c->spec], cs_type_name(KV_TYPE[c->kv]), PAR[c->par],
+                  (unsigned long long)c->r.total.n_steps, (unsigned long long)c->r.total.n_drafted,
+                  (unsigned long long)c->r.total.n_accepted, tau_of(&c->r.total));
+}
+
 /* ---- the table ---- */
 
 static void print_table(void)
@@ -549,7 +663,9 @@ int main(int argc, char **argv)
         full |= !strcmp(argv[i], "--full");
     if (load_prompts() != 0)
         return 1;
-    enum { MAXT = NSPEC * NKV * NPAR * NDEV + 2 };
+    if (load_prompts_from("reference/qwen35/greedy-qwen35-tiny-F32.json", g_qprompt) != 0)
+        return 1;
+    enum { MAXT = NSPEC * NKV * NPAR * NDEV + 2 + NQSPEC * NQKV * NPAR };
     static struct CMUnitTest tests[MAXT];
     static char names[MAXT][64];
     size_t n = 0;
@@ -570,6 +686,22 @@ int main(int argc, char **argv)
                     tests[n] = (struct CMUnitTest){.name = names[n], .test_func = test_cell, .initial_state = c};
                     n++;
                 }
+    /* qwen35 rows: all in the full run; the fast subset takes none f16 / q8_0 parallel 1, ngram q8_0 parallel 4,
+     * draft f16 parallel 4, draft_q35q8 q8_0 parallel 4 */
+    for (int s = 0; s < NQSPEC; s++)
+        for (int k = 0; k < NQKV; k++)
+            for (int p = 0; p < NPAR; p++) {
+                bool pick = full || (s == 0 && p == 0) || (s == 1 && k == 1 && p == 1) || (s == 2 && k == 0 && p == 1) ||
+                            (s == 3 && k == 1 && p == 1);
+                if (!pick)
+                    continue;
+                struct cell *c = &g_qcell[s][k][p];
+                c->spec = s, c->kv = QKV[k], c->par = p, c->dev = 0;
+                snprintf(names[n], sizeof names[n], "qwen35_%s_%s_parallel%d", QSPEC_NAME[s], cs_type_name(KV_TYPE[QKV[k]]),
+                         PAR[p]);
+                tests[n] = (struct CMUnitTest){.name = names[n], .test_func = test_qcell, .initial_state = c};
+                n++;
+            }
     tests[n++] = (struct CMUnitTest){.name = "acceptance_mtp", .test_func = test_acceptance_mtp};
     tests[n++] = (struct CMUnitTest){.name = "acceptance_dflash", .test_func = test_acceptance_dflash};
     const char *only = getenv("CLSPEC_MATRIX_FILTER"); /* e.g. "draft_*": those tests alone (cmocka's filter) */

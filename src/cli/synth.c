@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "                     ctx 2048, untied);\n"
             "                     other options override it\n"
             "  --arch ARCH        llama (default), qwen2 (q/k/v biases), qwen3 (q/k norms)\n"
+            "                     qwen35 (hybrid: gated delta-net + every 4th layer gated attention)\n"
             "  --dim N            embedding size (default 256)\n"
             "  --layers N         blocks (default 4)\n"
             "  --heads N          query heads (default 8)\n"

@@ -308,7 +308,7 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
         r.kv_bytes_per_token = cs_kv_bytes_per_token(E->ctx->kv);
         r.load_s = E->load_s;
         r.kv_partitioned = !E->p.kv_unified;
-        r.weight_type = cs_type_name(E->model->layers[0].wq->type);
+        r.weight_type = cs_type_name(E->model->layers[0].w_gate->type); /* every arch's layers have an FFN */
         r.n_devices = CS_MIN(E->n_dev, CLSPEC_MAX_DEVICES);
         for (int i = 0; i < r.n_devices; i++) {
             r.device_name[i] = E->dev[i]->info.name;

@@ -10,6 +10,7 @@
 
 #include "base/common.h"
 #include "kv/kv_impl.h"
+#include "kv/kv_rec.h"
 #include "gguf/quant.h"
 
 #define BIT(s) (1ull << (uint32_t)(s))
@@ -105,6 +106,12 @@ static int dev_index(struct cs_kv *kv, struct cs_cl_dev *d)
 int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
               struct cs_kv **out, char *err, size_t errlen)
 {
+    return cs_kv_new_layers(hp, p, layer_dev, NULL, out, err, errlen);
+}
+
+int cs_kv_new_layers(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
+                     const bool *no_kv, struct cs_kv **out, char *err, size_t errlen)
+{
     *out = NULL;
     if (p->n_ctx == 0 || p->n_seq_max == 0 || p->n_seq_max > CS_MAX_SEQ || hp->n_layer == 0 ||
         hp->n_head_kv == 0 || p->n_ctx > INT32_MAX / 2)
@@ -160,6 +167,8 @@ int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct 
     for (uint32_t l = 0; l < kv->n_layer; l++) {
         struct cs_cl_dev *d = layer_dev[l];
         kv->layer_dev[l] = dev_index(kv, d);
+        if (no_kv && no_kv[l])
+            continue;
         uint64_t kb = kv->row_bytes_k * p->n_ctx, vb = kv->row_bytes_v * p->n_ctx;
         if (kb > d->info.max_alloc || vb > d->info.max_alloc) {
             bool isk = kb > d->info.max_alloc;
@@ -217,6 +226,7 @@ void cs_kv_free(struct cs_kv *kv)
 {
     if (!kv)
         return;
+    cs_kv_rec_free(kv->rec);
     for (uint32_t l = 0; kv->k && kv->v && l < kv->n_layer; l++) {
         if (kv->k[l])
             clReleaseMemObject(kv->k[l]);
@@ -244,7 +254,10 @@ void cs_kv_free(struct cs_kv *kv)
 
 uint64_t cs_kv_bytes_per_token(const struct cs_kv *kv)
 {
-    return (kv->row_bytes_k + kv->row_bytes_v) * kv->n_layer;
+    uint64_t n = 0;
+    for (uint32_t l = 0; l < kv->n_layer; l++)
+        n += kv->k[l] != NULL;
+    return (kv->row_bytes_k + kv->row_bytes_v) * n;
 }
 
 struct cs_kv_view cs_kv_layer_view(const struct cs_kv *kv, uint32_t l)
@@ -466,6 +479,8 @@ int32_t cs_kv_prefix_match(const struct cs_kv *kv, const int32_t *tokens, int32_
         int32_t k = 0;
         while (k < n && at[k] != -1 && at[k] == tokens[k]) /* -1: no cell, or an anonymous embedding row */
             k++;
+        if (kv->rec) /* a hybrid model reuses a prefix only where its recurrent state is kept */
+            k = cs_kv_rec_restorable(kv->rec, s, k);
         if (k > best) {
             best = k;
             *src = s;

@@ -16,6 +16,8 @@
 #include "model/model.h"
 #include "ops/ops.h"
 
+struct cs_kv_rec;
+
 struct cs_kv_params {
     uint32_t n_ctx;          /* cells in all (all sequences together) */
     uint32_t type_k, type_v; /* enum cs_type: F32, F16, BF16, Q8_0, Q4_0 */
@@ -39,7 +41,8 @@ struct cs_kv {
     int *layer_dev;               /* (n_layer) index into devs of the device of each layer */
     int n_dev;
     struct cs_kv_dev *devs;       /* (n_dev) */
-    cl_mem *k, *v;                /* (n_layer) (n_ctx rows of n_kv_head * head_dim) of type_k / type_v */
+    cl_mem *k, *v;                /* (n_layer) (n_ctx rows of n_kv_head * head_dim) of type_k / type_v; NULL for a
+                                   * layer without K/V (cs_kv_new_layers) */
     uint64_t row_bytes_k, row_bytes_v; /* bytes of one cell's row in one layer */
     /* host cell metadata (authoritative; cs_kv_sync uploads what changed) */
     int32_t *pos;                 /* (n_ctx) position, -1 = free */
@@ -53,6 +56,9 @@ struct cs_kv {
                                    * Attention visits cells in this order, so a sequence's
                                    * result does not depend on where its cells sit. */
     int32_t order_hi;             /* hi when order was last uploaded */
+    struct cs_kv_rec *rec;        /* owned, NULL unless the model is hybrid: the recurrent state
+                                   * (src/kv/kv_rec.h), set by the context; the sequence operations apply to it */
+    bool rec_inner;               /* set while a sequence op calls another (the state is handled once) */
 };
 
 /* Allocates K/V for every layer on layer_dev[l] (n_layer entries; the same
@@ -61,6 +67,10 @@ struct cs_kv {
  * allocation, naming the layer and device on failure. */
 int cs_kv_new(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
               struct cs_kv **out, char *err, size_t errlen);
+/* cs_kv_new where no_kv (n_layer entries, or NULL) marks layers without K/V
+ * (a hybrid model's recurrent layers: k[l] = v[l] = NULL; their state is in kv_rec.h). */
+int cs_kv_new_layers(const struct cs_hparams *hp, const struct cs_kv_params *p, struct cs_cl_dev *const *layer_dev,
+                     const bool *no_kv, struct cs_kv **out, char *err, size_t errlen);
 void cs_kv_free(struct cs_kv *kv);
 
 /* Device bytes one token costs across all layers (K + V). */

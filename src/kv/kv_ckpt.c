@@ -54,6 +54,10 @@ int cs_kv_ckpt_save(struct cs_kv *kv, int32_t seq, int32_t p0, int32_t p1, struc
     int rc = cs_kv_check_seq(kv, "checkpoint save", seq, false, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
+    if (kv->rec)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "checkpoint save: sequence %d of a hybrid model: checkpoints do not hold recurrent state yet "
+                      "(rollback uses the kept states of src/kv/kv_rec.h)", seq);
     uint32_t n = 0;
     for (int32_t c = 0; c < kv->hi; c++)
         n += (kv->seq[c] & BIT(seq)) && in_range(kv->pos[c], p0, p1);

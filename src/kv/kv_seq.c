@@ -8,6 +8,7 @@
 #include "base/common.h"
 #include "kv/kv.h"
 #include "kv/kv_impl.h"
+#include "kv/kv_rec.h"
 
 #define BIT(s) (1ull << (uint32_t)(s))
 
@@ -23,6 +24,8 @@ void cs_kv_clear(struct cs_kv *kv)
             cs_kv_free_cell(kv, (uint32_t)c);
     kv->n_used = 0;
     kv->hi = 0;
+    if (kv->rec)
+        cs_kv_rec_clear(kv->rec);
 }
 
 int cs_kv_seq_rm(struct cs_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen)
@@ -30,6 +33,8 @@ int cs_kv_seq_rm(struct cs_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *er
     int rc = cs_kv_check_seq(kv, "seq_rm", seq, true, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
+    if (kv->rec && !kv->rec_inner)
+        CS_TRY(cs_kv_rec_seq_rm(kv->rec, seq, p0, p1, false, err, errlen));
     for (int32_t c = 0; c < kv->hi; c++) {
         if (!in_range(kv->pos[c], p0, p1))
             continue;
@@ -51,6 +56,13 @@ int cs_kv_seq_cp(struct cs_kv *kv, int32_t src, int32_t dst, int32_t p0, int32_t
         rc = cs_kv_check_seq(kv, "seq_cp", dst, false, err, errlen);
     if (rc != CLSPEC_OK || src == dst)
         return rc;
+    if (kv->rec && !kv->rec_inner) { /* the state first (it may refuse), then the cells */
+        CS_TRY(cs_kv_rec_seq_cp(kv->rec, src, dst, p0, p1, false, err, errlen));
+        kv->rec_inner = true;
+        rc = cs_kv_seq_cp(kv, src, dst, p0, p1, err, errlen);
+        kv->rec_inner = false;
+        return rc;
+    }
     if (kv->p.unified) {
         rc = cs_kv_seq_rm(kv, dst, p0, p1, err, errlen);
         for (int32_t c = 0; rc == CLSPEC_OK && c < kv->hi; c++) {
@@ -96,6 +108,8 @@ int cs_kv_seq_cp(struct cs_kv *kv, int32_t src, int32_t dst, int32_t p0, int32_t
     }
     for (uint32_t l = 0; rc == CLSPEC_OK && l < kv->n_layer; l++) {
         struct cs_cl_dev *d = cs_kv_layer_device(kv, l);
+        if (!kv->k[l])
+            continue;
         rc = cs_kv_copy_rows(d, kv->k[l], kv->k[l], kv->row_bytes_k, from, to, n, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_kv_copy_rows(d, kv->v[l], kv->v[l], kv->row_bytes_v, from, to, n, err, errlen);
@@ -109,6 +123,8 @@ int cs_kv_seq_keep(struct cs_kv *kv, int32_t seq, char *err, size_t errlen)
     int rc = cs_kv_check_seq(kv, "seq_keep", seq, false, err, errlen);
     if (rc != CLSPEC_OK)
         return rc;
+    if (kv->rec)
+        cs_kv_rec_seq_keep(kv->rec, seq);
     for (int32_t c = 0; c < kv->hi; c++) {
         if (kv->pos[c] < 0 || kv->seq[c] == BIT(seq))
             continue;
@@ -152,6 +168,10 @@ int cs_kv_seq_add(struct cs_kv *kv, int32_t seq, int32_t p0, int32_t p1, int32_t
     int rc = cs_kv_check_seq(kv, "seq_add", seq, false, err, errlen);
     if (rc != CLSPEC_OK || delta == 0)
         return rc;
+    if (kv->rec)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "seq_add(%d, delta %d): positions of a hybrid model's sequence cannot be shifted (its "
+                      "recurrent state is not positional); clear the sequence instead", seq, delta);
     uint32_t n = 0, n_shared = 0, lo, hi;
     for (int32_t c = 0; c < kv->hi; c++) {
         if (!(kv->seq[c] & BIT(seq)) || !in_range(kv->pos[c], p0, p1))

@@ -68,10 +68,17 @@ int cs_blk_attn(const struct cs_ops *o, const struct cs_blk_shape *s, const stru
 {
     if (!opt->normed)
         CS_TRY(norm(o, s, L->attn_norm, L->attn_norm_b, a, n, err, errlen));
-    CS_TRY(o->f->matmul_qkv(o, &L->wq, &L->wk, &L->wv, a->xb, a->q, a->kc, a->vc, n, n, err, errlen));
+    if (s->attn_gated) { /* [q | gate] per head, split */
+        CS_TRY(o->f->matmul_qkv(o, &L->wq, &L->wk, &L->wv, a->xb, a->qg, a->kc, a->vc, n, n, err, errlen));
+        CS_TRY(cs_op_dn_qgate_split(o->dev, a->qg, a->q, a->gz, n * s->n_head, s->head_dim, err, errlen));
+    } else {
+        CS_TRY(o->f->matmul_qkv(o, &L->wq, &L->wk, &L->wv, a->xb, a->q, a->kc, a->vc, n, n, err, errlen));
+    }
     CS_TRY(qkv_tail(o, s, L, kv, a, a->q, n, err, errlen));
     CS_TRY(o->f->attention(o, kv, opt->n_cells_used, a->q, a->att, a->pos, a->seq, n, s->n_head, opt->causal,
                            1.0f / sqrtf((float)s->head_dim), err, errlen));
+    if (s->attn_gated)
+        CS_TRY(cs_op_dn_mul_sigmoid(o->dev, a->att, a->gz, (size_t)n * s->n_head * s->head_dim, err, errlen));
     CS_TRY(o->f->matmul(o, &L->wo, a->att, a->xb, n, n, err, errlen));
     if (L->bo)
         CS_TRY(cs_op_add_bias(o->dev, a->xb, 0, L->bo, n, s->n_embd, err, errlen));
@@ -97,10 +104,20 @@ int cs_blk_ffn(const struct cs_ops *o, const struct cs_blk_shape *s, const struc
     return add_norm(o, s, opt->next_norm, NULL, a, n, err, errlen);
 }
 
+int cs_blk_layer_rec(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                     const struct cs_kv_view *kv, const struct cs_kv_rec_view *rv, const struct cs_blk_act *a, int n,
+                     const struct cs_blk_opt *opt, char *err, size_t errlen)
+{
+    if (L->conv1d)
+        CS_TRY(cs_blk_deltanet(o, s, L, rv, a, n, opt, err, errlen));
+    else
+        CS_TRY(cs_blk_attn(o, s, L, kv, a, n, opt, err, errlen));
+    return cs_blk_ffn(o, s, L, a, n, opt, err, errlen);
+}
+
 int cs_blk_layer(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
                  const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
                  char *err, size_t errlen)
 {
-    CS_TRY(cs_blk_attn(o, s, L, kv, a, n, opt, err, errlen));
-    return cs_blk_ffn(o, s, L, a, n, opt, err, errlen);
+    return cs_blk_layer_rec(o, s, L, kv, NULL, a, n, opt, err, errlen);
 }

@@ -14,6 +14,8 @@
 #include <stddef.h>
 
 #include "cl/runtime.h"
+#include "kv/kv_rec.h"
+#include "ops/dn_ops.h"
 #include "ops/family.h"
 #include "ops/ops.h"
 
@@ -35,6 +37,9 @@ struct cs_blk_shape {
     struct cs_rope_params rope; /* RoPE of q and k; n_rot 0: none (learned absolute positions) */
     enum cs_blk_norm norm;      /* 0: RMSNorm */
     enum cs_blk_ffn ffn;        /* 0: SwiGLU */
+    bool attn_gated;            /* qwen35: Wq gives per head [q | gate]; the attention output is multiplied by
+                                 * sigmoid(gate) before Wo */
+    struct cs_dn_shape dn;      /* qwen35: the delta-net layers' shape (zero otherwise) */
 };
 
 /* The activation buffers of one pass of n rows on one device (all f32
@@ -46,6 +51,12 @@ struct cs_blk_act {
     cl_mem kc, vc;         /* (n, KV) this pass's K and V, before the cache */
     cl_mem hb, hb2;        /* (n, F) FFN hidden; scratch */
     cl_mem pos, seq, cell; /* int32 (n) position, sequence id (0..63), KV cell of each row */
+    /* hybrid models only (attn_gated / delta-net layers): */
+    cl_mem qg;             /* (n, max(2 Q, C)) Wq's [q | gate] rows; the delta-net's qkv (conv in place) */
+    cl_mem gz;             /* (n, max(Q, Hv Dv)) attention gate; the delta-net's z */
+    cl_mem bt, al;         /* (n, Hv) ssm_beta . x, ssm_alpha . x */
+    cl_mem dno;            /* (n, Hv Dv) delta-net output */
+    cl_mem rd, wr;         /* int32 (n) recurrent state slot plan (kv_rec.h, cl/deltanet.cl) */
 };
 
 /* How one block runs. */
@@ -83,6 +94,22 @@ int cs_blk_ffn(const struct cs_ops *o, const struct cs_blk_shape *s, const struc
 int cs_blk_layer(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
                  const struct cs_kv_view *kv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
                  char *err, size_t errlen);
+
+/* A layer of a hybrid model: a delta-net layer (L->conv1d set: the mixer of
+ * src/model/deltanet.c on the states rv) or an attention layer
+ * (cs_blk_attn), then cs_blk_ffn. rv NULL: attention layers only. */
+int cs_blk_layer_rec(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                     const struct cs_kv_view *kv, const struct cs_kv_rec_view *rv, const struct cs_blk_act *a, int n,
+                     const struct cs_blk_opt *opt, char *err, size_t errlen);
+
+/* The delta-net mixer over n rows (src/model/deltanet.c): [xb = rmsnorm(x) *
+ * attn_norm unless normed] -> qkv = xb . Wqkv^T, z = xb . Wz^T, beta / alpha
+ * projections -> causal conv + SiLU (state rv->conv) -> the gated delta
+ * rule (state rv->ssm) -> per-head rmsnorm * ssm_norm * silu(z) -> ssm_out
+ * -> x += ..., fused with xb = rmsnorm(x) * ffn_norm. */
+int cs_blk_deltanet(const struct cs_ops *o, const struct cs_blk_shape *s, const struct cs_fwd_layer *L,
+                    const struct cs_kv_rec_view *rv, const struct cs_blk_act *a, int n, const struct cs_blk_opt *opt,
+                    char *err, size_t errlen);
 
 /* K/V only (a drafter's context injection): from n rows of xb (n, E), k = xb .
  * Wk^T (+ bk), v = xb . Wv^T (+ bv), k_norm when present, RoPE on k at pos,

@@ -75,7 +75,13 @@ void cs_fwd_model_free(struct cs_fwd_model *fm)
             cs_weight_free(&L->w_gate);
             cs_weight_free(&L->w_up);
             cs_weight_free(&L->w_down);
-            cl_mem *v[] = {&L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm, &L->k_norm};
+            cs_weight_free(&L->wqkv);
+            cs_weight_free(&L->wz);
+            cs_weight_free(&L->w_beta);
+            cs_weight_free(&L->w_alpha);
+            cs_weight_free(&L->ssm_out);
+            cl_mem *v[] = {&L->attn_norm, &L->ffn_norm, &L->bq,      &L->bk,    &L->bv,      &L->q_norm,
+                           &L->k_norm,    &L->conv1d,   &L->dt_bias, &L->ssm_a, &L->ssm_norm};
             for (size_t j = 0; j < CS_ARRAY_LEN(v); j++)
                 cs_cl_release(v[j]);
         }
@@ -183,7 +189,16 @@ int cs_fwd_model_load_split(const struct cs_model *m, struct cs_cl_dev *const *d
             (rc = cs_fwd_upload_mat(d, S->wo, &L->wo, by, err, errlen)) < 0 ||
             (rc = cs_fwd_upload_mat(d, S->w_gate, &L->w_gate, by, err, errlen)) < 0 ||
             (rc = cs_fwd_upload_mat(d, S->w_up, &L->w_up, by, err, errlen)) < 0 ||
-            (rc = cs_fwd_upload_mat(d, S->w_down, &L->w_down, by, err, errlen)) < 0)
+            (rc = cs_fwd_upload_mat(d, S->w_down, &L->w_down, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wqkv, &L->wqkv, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->wz, &L->wz, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->w_beta, &L->w_beta, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->w_alpha, &L->w_alpha, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_mat(d, S->ssm_out, &L->ssm_out, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->conv1d, &L->conv1d, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->dt_bias, &L->dt_bias, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->ssm_a, &L->ssm_a, by, err, errlen)) < 0 ||
+            (rc = cs_fwd_upload_vec(d, S->ssm_norm, &L->ssm_norm, by, err, errlen)) < 0)
             goto fail;
     }
     for (int j = 0; j < n_dev; j++)
@@ -209,8 +224,9 @@ int cs_fwd_model_load(const struct cs_model *m, struct cs_cl_dev *d, bool progre
 
 static void act_free(struct cs_fwd_act *a)
 {
-    cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb,
-                   &a->hb2, &a->tok, &a->pos, &a->seq, &a->cell, &a->logits, &a->xo};
+    cl_mem *b[] = {&a->x,   &a->xb,  &a->q,   &a->att, &a->kc,   &a->vc,     &a->hb, &a->hb2, &a->tok,
+                   &a->pos, &a->seq, &a->cell, &a->logits, &a->xo, &a->qg, &a->gz, &a->bt, &a->al, &a->dno,
+                   &a->rd,  &a->wr};
     for (size_t i = 0; i < CS_ARRAY_LEN(b); i++)
         cs_cl_release(b[i]);
     cs_ops_free(&a->ops);
@@ -280,14 +296,22 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     }
     for (uint32_t l = 0; l < hp->n_layer; l++)
         ldev[l] = fm->devs[fm->layer_dev[l]];
+    bool *no_kv = calloc(hp->n_layer, sizeof *no_kv); /* a hybrid model's recurrent layers hold no K/V */
+    for (uint32_t l = 0; no_kv && l < hp->n_layer; l++)
+        no_kv[l] = fm->model->layers[l].recurrent;
     struct cs_kv_params kp = {.n_ctx = cp.n_ctx, .type_k = cp.type_k, .type_v = cp.type_v,
                               .n_seq_max = cp.n_seq_max, .unified = !cp.kv_partitioned};
-    rc = cs_kv_new(hp, &kp, ldev, &c->kv, err, errlen);
+    rc = no_kv ? cs_kv_new_layers(hp, &kp, ldev, no_kv, &c->kv, err, errlen)
+               : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    free(no_kv);
+    if (rc == CLSPEC_OK && hp->n_recurrent)
+        rc = cs_kv_rec_new(hp, fm->model->layers, cp.n_seq_max, cp.n_rec_keep, ldev, &c->kv->rec, err, errlen);
     free(ldev);
     if (rc < 0)
         goto fail;
     /* the kernel family of every device, chosen here once */
-    const struct cs_ops_lcpp_params lp = {.n_rows = (int)B, .max_in = (int)CS_MAX(CS_MAX(E, Q), F),
+    const size_t DI = hp->ssm_d_inner; /* qwen35: ssm_out's input (0 otherwise) */
+    const struct cs_ops_lcpp_params lp = {.n_rows = (int)B, .max_in = (int)CS_MAX(CS_MAX(CS_MAX(E, Q), F), DI),
                                           .n_head = (int)hp->n_head, .n_ctx = (int)cp.n_ctx, .rope = c->kv->rope};
     for (int i = 0; i < fm->n_dev; i++) {
         struct cs_fwd_act *a = &c->act[i];
@@ -299,7 +323,8 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             cs_err_prefix(err, errlen, rc, "device %s", a->dev->info.name);
             goto fail;
         }
-        bool outd = i == fm->out_dev;
+        bool outd = i == fm->out_dev, hyb = hp->arch == CS_ARCH_QWEN35;
+        const size_t DC = cs_hp_dn_conv_dim(hp), HV = hp->ssm_dt_rank;
         struct {
             cl_mem *m;
             size_t bytes;
@@ -308,6 +333,10 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
             {&a->kc, B * KV * 4}, {&a->vc, B * KV * 4},           {&a->hb, B * F * 4},   {&a->hb2, B * F * 4},
             {&a->tok, B * 4},     {&a->pos, B * 4},               {&a->seq, B * 4},      {&a->cell, B * 4},
             {outd ? &a->logits : NULL, B * V * 4},                {outd ? &a->xo : NULL, B * E * 4},
+            {hyb ? &a->qg : NULL, B * CS_MAX(2 * Q, DC) * 4},     {hyb ? &a->gz : NULL, B * CS_MAX(Q, DI) * 4},
+            {hyb ? &a->bt : NULL, B * HV * 4},                    {hyb ? &a->al : NULL, B * HV * 4},
+            {hyb ? &a->dno : NULL, B * DI * 4},                   {hyb ? &a->rd : NULL, B * 4},
+            {hyb ? &a->wr : NULL, B * 4},
         };
         for (size_t j = 0; j < CS_ARRAY_LEN(bufs); j++)
             if (bufs[j].m &&
@@ -334,6 +363,7 @@ struct pass_rows {
     const int32_t *orig;     /* row index in the caller's batch (hidden rows) */
     const int32_t *lrow;     /* index among the batch's logits rows, -1: no logits */
     const struct cs_batch *b; /* the caller's batch (embedding rows) */
+    int32_t *rd, *wr;        /* hybrid models: the recurrent state slot plan (filled by pass) */
 };
 
 /* Rows of the pass whose input is an embedding (a negative token with
@@ -369,15 +399,24 @@ static int capture_hidden(struct cs_fwd_ctx *c, struct cs_fwd_act *a, const stru
 
 struct cs_blk_shape cs_fwd_blk_shape(const struct cs_hparams *hp, const struct cs_rope_params *rope)
 {
-    return (struct cs_blk_shape){.n_embd = (int)hp->n_embd, .n_head = (int)hp->n_head,
-                                 .n_head_kv = (int)hp->n_head_kv, .head_dim = (int)hp->head_dim,
-                                 .n_ff = (int)hp->n_ff, .eps = hp->rms_eps, .rope = *rope};
+    struct cs_blk_shape s = {.n_embd = (int)hp->n_embd, .n_head = (int)hp->n_head,
+                             .n_head_kv = (int)hp->n_head_kv, .head_dim = (int)hp->head_dim,
+                             .n_ff = (int)hp->n_ff, .eps = hp->rms_eps, .rope = *rope};
+    if (hp->arch == CS_ARCH_QWEN35) {
+        s.attn_gated = true;
+        s.dn = (struct cs_dn_shape){.C = (int)cs_hp_dn_conv_dim(hp), .K = (int)hp->ssm_d_conv,
+                                    .Hk = (int)hp->ssm_n_group, .Dk = (int)hp->ssm_d_state,
+                                    .Hv = (int)hp->ssm_dt_rank, .Dv = (int)cs_hp_dn_dv(hp), .eps = hp->rms_eps};
+    }
+    return s;
 }
 
 static struct cs_blk_act blk_act(const struct cs_fwd_act *a)
 {
     return (struct cs_blk_act){.x = a->x, .xb = a->xb, .q = a->q, .att = a->att, .kc = a->kc, .vc = a->vc,
-                               .hb = a->hb, .hb2 = a->hb2, .pos = a->pos, .seq = a->seq, .cell = a->cell};
+                               .hb = a->hb, .hb2 = a->hb2, .pos = a->pos, .seq = a->seq, .cell = a->cell,
+                               .qg = a->qg, .gz = a->gz, .bt = a->bt, .al = a->al, .dno = a->dno, .rd = a->rd,
+                               .wr = a->wr};
 }
 
 static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_out, const struct cs_fwd_hidden *hidden,
@@ -390,6 +429,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
     /* RoPE: the model's, as the cache keeps them */
     const struct cs_blk_shape shape = cs_fwd_blk_shape(hp, &c->kv->rope);
 
+    if (c->kv->rec)
+        cs_kv_rec_plan(c->kv->rec, r->seq, r->pos, n, r->rd, r->wr);
     int n_lrows = 0; /* rows that want logits: the last layer's FFN and the output are theirs (ffn_rows) */
     for (int t = 0; t < n; t++)
         n_lrows += r->lrow[t] >= 0;
@@ -404,6 +445,10 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
+        if (c->kv->rec) {
+            CS_TRY(cs_cl_write_async(a->dev, a->rd, 0, (size_t)n * 4, r->rd, err, errlen));
+            CS_TRY(cs_cl_write_async(a->dev, a->wr, 0, (size_t)n * 4, r->wr, err, errlen));
+        }
         CS_TRY(cs_ops_begin(&a->ops, r->pos, n, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
@@ -431,7 +476,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
                                        .next_norm = fuse ? fm->layers[l + 1].attn_norm : NULL,
                                        .ffn_rows = l == NL - 1 ? n_lrows : n};
         const struct cs_blk_act ba = blk_act(a);
-        CS_TRY(cs_blk_layer(&a->ops, &shape, L, &kv, &ba, n, &opt, err, errlen));
+        const struct cs_kv_rec_view rv = cs_kv_rec_layer(c->kv->rec, (uint32_t)l);
+        CS_TRY(cs_blk_layer_rec(&a->ops, &shape, L, &kv, &rv, &ba, n, &opt, err, errlen));
         normed = fuse;
     }
     /* the requested rows: gather, final norm and output projection on them only */
@@ -497,7 +543,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     if (cs_batch_n_logits(b) > 0 && !logits_out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: logits requested but no output buffer");
     if (b->n > c->scratch_cap) {
-        int32_t *s = realloc(c->scratch, (size_t)b->n * 7 * sizeof *s);
+        int32_t *s = realloc(c->scratch, (size_t)b->n * 9 * sizeof *s);
         if (!s)
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d rows)", b->n);
         c->scratch = s;
@@ -505,7 +551,9 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     }
     const int cap = c->scratch_cap;
     int32_t *cells = c->scratch, *tok = cells + cap, *pos = tok + cap, *seq = pos + cap, *cell = seq + cap,
-            *orig = cell + cap, *lrow = orig + cap;
+            *orig = cell + cap, *lrow = orig + cap, *rd = lrow + cap, *wr = rd + cap;
+    if (c->kv->rec) /* a hybrid model's rows must continue their sequences' recurrent state */
+        CS_TRY(cs_kv_rec_check(c->kv->rec, b, err, errlen));
     CS_TRY(cs_kv_place(c->kv, b, cells, seq_rc, err, errlen));
     int n = 0;
     for (int i = 0, li = 0; i < b->n; i++) {
@@ -526,7 +574,8 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
     int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
     for (int t0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
         struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
-                              .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .b = b};
+                              .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .rd = rd + t0,
+                              .wr = wr + t0, .b = b};
         rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
     }
     /* always (also after an error): the non-blocking input writes and hidden

@@ -29,6 +29,11 @@ struct cs_fwd_layer {
     cl_mem q_norm, k_norm;                /* f32 (head_dim) or NULL */
     cl_mem attn_norm_b, ffn_norm_b;       /* f32 (n_embd) or NULL: LayerNorm biases (ViT encoders) */
     cl_mem bo, b_up, b_down;              /* f32 (n_embd)/(n_ff)/(n_embd) or NULL: output and FFN biases */
+    /* qwen35 delta-net layers (recurrent; see struct cs_layer), else empty / NULL */
+    struct cs_weight wqkv, wz, w_beta, w_alpha, ssm_out;
+    cl_mem conv1d;                        /* f32 (C, d_conv) */
+    cl_mem dt_bias, ssm_a;                /* f32 (Hv) */
+    cl_mem ssm_norm;                      /* f32 (Dv) */
 };
 
 /* The block builder's shape of a layer of hp (block.h), with RoPE rope. */
@@ -82,6 +87,8 @@ struct cs_fwd_ctx_params {
     uint32_t type_k, type_v; /* enum cs_type of the KV cache: F32 (0, the default), F16, BF16, Q8_0, Q4_0 */
     uint32_t n_seq_max;      /* sequence ids 0..n_seq_max-1 (0 = CS_MAX_SEQ; must be set when partitioned) */
     bool kv_partitioned;     /* false (default): unified cache; true: n_ctx / n_seq_max cells per sequence */
+    uint32_t n_rec_keep;     /* hybrid models: recurrent states kept per sequence, the longest rollback
+                              * (src/kv/kv_rec.h; 0 = CS_KV_REC_KEEP_DEFAULT) */
     bool llamacpp_numerics;  /* compute as llama.cpp's x86 CPU backend does, bit for bit (cl/lcpp.cl, modelled by
                               * src/ref/lcpp_ref.c): every device runs the lcpp kernel family
                               * (src/ops/lcpp_family.c) instead of the standard one. F32/F16/Q8_0/Q4_0 weights
@@ -99,6 +106,9 @@ struct cs_fwd_act {
     cl_mem tok, pos, seq, cell;           /* int32 (n_ubatch) inputs of a pass */
     cl_mem logits;                        /* (n_ubatch, n_vocab), output device only */
     cl_mem xo;                            /* (n_ubatch, n_embd) rows chosen for logits, output device only */
+    /* hybrid models only (NULL otherwise): see struct cs_blk_act */
+    cl_mem qg, gz, bt, al, dno;
+    cl_mem rd, wr;                        /* int32 (n_ubatch) recurrent state slot plan of a pass */
     struct cs_ops ops;                    /* the kernel family the block builder runs on dev (std, or the
                                            * llama.cpp-numerics one: chosen at cs_fwd_ctx_new, owns its scratch) */
 };
@@ -113,7 +123,7 @@ struct cs_fwd_ctx {
     struct cs_fwd_act *act;               /* (fm->n_dev) */
     float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
     float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
-    int32_t *scratch;                     /* (scratch_cap * 7) per-row scratch of cs_forward_batch */
+    int32_t *scratch;                     /* (scratch_cap * 9) per-row scratch of cs_forward_batch */
     int scratch_cap;
 };
 

@@ -17,6 +17,7 @@ const char *cs_arch_name(enum cs_arch a)
     case CS_ARCH_LLAMA: return "llama";
     case CS_ARCH_QWEN2: return "qwen2";
     case CS_ARCH_QWEN3: return "qwen3";
+    case CS_ARCH_QWEN35: return "qwen35";
     }
     return "unknown";
 }
@@ -63,6 +64,34 @@ static int invalid(const struct cs_gguf *g, const char *arch, const char *suffix
                   (unsigned long long)v, why);
 }
 
+/* qwen35's delta-net keys (all required) and their limits (the kernels' private arrays: cl/deltanet.cl). */
+static int read_qwen35(const struct cs_gguf *g, struct cs_hparams *hp, char *err, size_t errlen)
+{
+    const char *a = hp->arch_name;
+    TRY(get_u32(g, a, "ssm.conv_kernel", true, &hp->ssm_d_conv, err, errlen));
+    TRY(get_u32(g, a, "ssm.state_size", true, &hp->ssm_d_state, err, errlen));
+    TRY(get_u32(g, a, "ssm.group_count", true, &hp->ssm_n_group, err, errlen));
+    TRY(get_u32(g, a, "ssm.time_step_rank", true, &hp->ssm_dt_rank, err, errlen));
+    TRY(get_u32(g, a, "ssm.inner_size", true, &hp->ssm_d_inner, err, errlen));
+    hp->full_attn_interval = 4;
+    TRY(get_u32(g, a, "full_attention_interval", false, &hp->full_attn_interval, err, errlen));
+    if (hp->ssm_d_conv < 2 || hp->ssm_d_conv > 8)
+        return invalid(g, a, "ssm.conv_kernel", "out of range 2..8", hp->ssm_d_conv, err, errlen);
+    if (hp->ssm_d_state == 0 || hp->ssm_d_state > 256)
+        return invalid(g, a, "ssm.state_size", "out of range 1..256", hp->ssm_d_state, err, errlen);
+    if (hp->ssm_n_group == 0 || hp->ssm_n_group > 1024)
+        return invalid(g, a, "ssm.group_count", "out of range 1..1024", hp->ssm_n_group, err, errlen);
+    if (hp->ssm_dt_rank == 0 || hp->ssm_dt_rank % hp->ssm_n_group)
+        return invalid(g, a, "ssm.time_step_rank", "must be a positive multiple of ssm.group_count", hp->ssm_dt_rank,
+                       err, errlen);
+    if (hp->ssm_d_inner == 0 || hp->ssm_d_inner % hp->ssm_dt_rank || hp->ssm_d_inner / hp->ssm_dt_rank > 4096)
+        return invalid(g, a, "ssm.inner_size", "must be ssm.time_step_rank times a head size <= 4096",
+                       hp->ssm_d_inner, err, errlen);
+    if (hp->full_attn_interval == 0)
+        return invalid(g, a, "full_attention_interval", "must be > 0", 0, err, errlen);
+    return CLSPEC_OK;
+}
+
 int cs_hparams_read(const struct cs_gguf *g, struct cs_hparams *hp, char *err, size_t errlen)
 {
     memset(hp, 0, sizeof *hp);
@@ -81,9 +110,12 @@ int cs_hparams_read(const struct cs_gguf *g, struct cs_hparams *hp, char *err, s
     } else if (!strcmp(a, "qwen3")) {
         hp->arch = CS_ARCH_QWEN3;
         hp->rope_style = CS_ROPE_NEOX;
+    } else if (!strcmp(a, "qwen35")) {
+        hp->arch = CS_ARCH_QWEN35;
+        hp->rope_style = CS_ROPE_NEOX; /* interleaved M-RoPE: for text every section has the token position */
     } else {
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
-                      "%s: general.architecture '%s' is not supported (llama, qwen2, qwen3)", g->path, a);
+                      "%s: general.architecture '%s' is not supported (llama, qwen2, qwen3, qwen35)", g->path, a);
     }
 
     uint32_t block_count = 0, nextn = 0;
@@ -189,6 +221,8 @@ int cs_hparams_read(const struct cs_gguf *g, struct cs_hparams *hp, char *err, s
     }
     if (hp->n_vocab == 0)
         return invalid(g, a, "vocab_size", "must be > 0", 0, err, errlen);
+    if (hp->arch == CS_ARCH_QWEN35)
+        return read_qwen35(g, hp, err, errlen);
     return CLSPEC_OK;
 }
 
@@ -230,6 +264,54 @@ static void count(struct cs_model *m, const struct cs_gguf_tensor *t)
         m->n_params += t->n_elems;
         m->n_bytes += t->size;
     }
+}
+
+/* The rest of a qwen35 layer (attn_norm done; L->recurrent set from ssm_conv1d's presence). */
+static int load_qwen35_layer(struct cs_model *m, uint32_t il, struct cs_layer *L, char *err, size_t errlen)
+{
+    const struct cs_gguf *g = m->gguf;
+    const struct cs_hparams *hp = &m->hp;
+    const uint64_t E = hp->n_embd, Q = cs_hp_q_dim(hp), KV = cs_hp_kv_dim(hp), F = hp->n_ff,
+                   C = cs_hp_dn_conv_dim(hp), DI = hp->ssm_d_inner, HV = hp->ssm_dt_rank;
+    char n[96];
+    int rc;
+#define W(field, suffix, nd, a0, a1, f32)                                               \
+    do {                                                                                \
+        snprintf(n, sizeof n, "blk.%u." suffix, il);                                   \
+        if ((rc = want(g, n, nd, a0, a1, true, f32, &L->field, err, errlen)) < 0)      \
+            return rc;                                                                  \
+        count(m, L->field);                                                             \
+    } while (0)
+    if (L->recurrent) {
+        W(wqkv, "attn_qkv.weight", 2, E, C, false);
+        W(wz, "attn_gate.weight", 2, E, DI, false);
+        W(conv1d, "ssm_conv1d.weight", 2, hp->ssm_d_conv, C, true);
+        W(w_beta, "ssm_beta.weight", 2, E, HV, false);
+        W(w_alpha, "ssm_alpha.weight", 2, E, HV, false);
+        W(dt_bias, "ssm_dt.bias", 1, HV, 1, true);
+        W(ssm_a, "ssm_a", 1, HV, 1, true);
+        W(ssm_norm, "ssm_norm.weight", 1, cs_hp_dn_dv(hp), 1, true);
+        W(ssm_out, "ssm_out.weight", 2, DI, E, false);
+    } else {
+        W(wq, "attn_q.weight", 2, E, 2 * Q, false); /* per head [q | gate] */
+        W(wk, "attn_k.weight", 2, E, KV, false);
+        W(wv, "attn_v.weight", 2, E, KV, false);
+        W(wo, "attn_output.weight", 2, Q, E, false);
+        W(q_norm, "attn_q_norm.weight", 1, hp->head_dim, 1, true);
+        W(k_norm, "attn_k_norm.weight", 1, hp->head_dim, 1, true);
+    }
+    W(ffn_norm, "post_attention_norm.weight", 1, E, 1, true);
+    W(w_gate, "ffn_gate.weight", 2, E, F, false);
+    W(w_up, "ffn_up.weight", 2, E, F, false);
+    W(w_down, "ffn_down.weight", 2, F, E, false);
+#undef W
+    if (L->recurrent)
+        m->hp.n_recurrent++;
+    else if ((il + 1) % hp->full_attn_interval != 0)
+        return cs_err(err, errlen, CLSPEC_E_FORMAT,
+                      "%s: layer %u has no ssm_conv1d but full_attention_interval %u makes it a delta-net layer",
+                      g->path, il, hp->full_attn_interval);
+    return CLSPEC_OK;
 }
 
 int cs_model_from_gguf(struct cs_gguf *g, struct cs_model **out, char *err, size_t errlen)
@@ -276,6 +358,13 @@ int cs_model_from_gguf(struct cs_gguf *g, struct cs_model **out, char *err, size
         count(m, L->field);                                                             \
     } while (0)
         W(attn_norm, "attn_norm.weight", 1, E, 1, true, true);
+        if (hp->arch == CS_ARCH_QWEN35) {
+            snprintf(n, sizeof n, "blk.%u.ssm_conv1d.weight", il);
+            L->recurrent = cs_gguf_find_tensor(g, n) != NULL;
+            if ((rc = load_qwen35_layer(m, il, L, err, errlen)) < 0)
+                goto fail;
+            continue;
+        }
         W(wq, "attn_q.weight", 2, E, Q, true, false);
         W(wk, "attn_k.weight", 2, E, KV, true, false);
         W(wv, "attn_v.weight", 2, E, KV, true, false);

@@ -14,6 +14,7 @@ enum cs_arch {
     CS_ARCH_LLAMA = 0,
     CS_ARCH_QWEN2 = 1, /* q/k/v biases, NeoX RoPE */
     CS_ARCH_QWEN3 = 2, /* per-head RMSNorm on q and k before RoPE, NeoX RoPE */
+    CS_ARCH_QWEN35 = 3, /* hybrid: gated delta-net layers + gated attention layers (q/k norms, partial NeoX RoPE) */
 };
 
 enum cs_rope_style {
@@ -39,7 +40,25 @@ struct cs_hparams {
     enum cs_rope_style rope_style;
     uint32_t n_ctx_train;     /* context_length (0 if absent) */
     bool tied_output;         /* output.weight absent: logits use token_embd */
+    /* qwen35 (hybrid) only, else 0: the gated delta-net layers */
+    uint32_t n_recurrent;     /* layers that are delta-net (have blk.i.ssm_conv1d.weight) */
+    uint32_t full_attn_interval; /* full_attention_interval: layer i is attention when (i+1) % it == 0 */
+    uint32_t ssm_d_conv;      /* ssm.conv_kernel: taps of the causal depthwise conv (K, <= 8) */
+    uint32_t ssm_d_state;     /* ssm.state_size: q/k head size Dk (<= 256) */
+    uint32_t ssm_n_group;     /* ssm.group_count: q/k heads Hk */
+    uint32_t ssm_dt_rank;     /* ssm.time_step_rank: value heads Hv (multiple of Hk; v head h uses q/k head h % Hk) */
+    uint32_t ssm_d_inner;     /* ssm.inner_size: Hv * Dv (value width) */
 };
+
+/* qwen35 delta-net widths: conv channels C = 2 * Hk * Dk + Hv * Dv ([q | k | v]), value head size Dv. */
+static inline uint32_t cs_hp_dn_conv_dim(const struct cs_hparams *hp)
+{
+    return 2 * hp->ssm_n_group * hp->ssm_d_state + hp->ssm_d_inner;
+}
+static inline uint32_t cs_hp_dn_dv(const struct cs_hparams *hp)
+{
+    return hp->ssm_dt_rank ? hp->ssm_d_inner / hp->ssm_dt_rank : 0;
+}
 
 /* Dimensions of the q / k / v projections. */
 static inline uint32_t cs_hp_q_dim(const struct cs_hparams *hp) { return hp->n_head * hp->head_dim; }
@@ -62,6 +81,19 @@ struct cs_layer {
     const struct cs_gguf_tensor *w_gate;    /* (n_embd, n_ff) */
     const struct cs_gguf_tensor *w_up;      /* (n_embd, n_ff) */
     const struct cs_gguf_tensor *w_down;    /* (n_ff, n_embd) */
+    /* qwen35: attention layers have wq (n_embd, 2 * q_dim) = per head [q (head_dim) | gate (head_dim)] and
+     * q_norm / k_norm; ffn_norm is post_attention_norm. Delta-net layers (recurrent) have none of
+     * wq..wo but these (C, Dv, Hv: cs_hp_dn_*): */
+    bool recurrent;
+    const struct cs_gguf_tensor *wqkv;      /* attn_qkv (n_embd, C) */
+    const struct cs_gguf_tensor *wz;        /* attn_gate (n_embd, d_inner) */
+    const struct cs_gguf_tensor *conv1d;    /* ssm_conv1d (d_conv, C) f32: tap d_conv-1 = current token */
+    const struct cs_gguf_tensor *w_beta;    /* ssm_beta (n_embd, Hv) */
+    const struct cs_gguf_tensor *w_alpha;   /* ssm_alpha (n_embd, Hv) */
+    const struct cs_gguf_tensor *dt_bias;   /* ssm_dt.bias (Hv) */
+    const struct cs_gguf_tensor *ssm_a;     /* ssm_a (Hv) = -exp(A_log) */
+    const struct cs_gguf_tensor *ssm_norm;  /* ssm_norm (Dv) */
+    const struct cs_gguf_tensor *ssm_out;   /* (d_inner, n_embd) */
 };
 
 struct cs_model {

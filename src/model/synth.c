@@ -21,7 +21,7 @@
 #define MAX_EXTENT (1u << 20) /* generous upper bound for any one dimension */
 #define MAX_LAYERS 1024
 
-enum kind { K_EMBD, K_MAT, K_NORM, K_BIAS };
+enum kind { K_EMBD, K_MAT, K_NORM, K_BIAS, K_CONV, K_SSM_A, K_DT_BIAS };
 
 struct plan {
     char name[64];
@@ -92,6 +92,8 @@ static int arch_id(const char *arch)
         return 0;
     if (!strcmp(arch, "qwen2"))
         return 1;
+    if (!strcmp(arch, "qwen35"))
+        return 3;
     if (!strcmp(arch, "qwen3"))
         return 2;
     return -1;
@@ -120,10 +122,52 @@ static void add_plan(struct plan *pl, size_t *n, const char *name, uint32_t n_di
     t->opt = opt;
 }
 
+/* qwen35's delta-net shape, derived from the attention shape: q/k and value
+ * heads of min(128, head_dim), as many value heads as fill --dim (inner size
+ * = dim), as many q/k heads; 4 conv taps; every 4th layer is attention. */
+#define Q35_INTERVAL 4
+#define Q35_CONV 4
+static uint32_t q35_dk(const struct cs_synth_params *p)
+{
+    return CS_MIN(128u, head_dim_of(p));
+}
+static uint32_t q35_heads(const struct cs_synth_params *p)
+{
+    return CS_MAX(1u, p->dim / q35_dk(p));
+}
+
 /* The tensor list in file order; returns the count (pl has room for it, see plan_max). */
 static size_t plan_max(const struct cs_synth_params *p)
 {
-    return 3 + (size_t)p->n_layer * 12;
+    return 3 + (size_t)p->n_layer * 14;
+}
+
+/* A qwen35 layer's mixer: gated attention ((l+1) % 4 == 0) or gated delta-net. */
+static void plan_qwen35_mixer(const struct cs_synth_params *p, uint32_t l, struct plan *pl, size_t *n)
+{
+    char nm[64];
+    const uint64_t hd = head_dim_of(p), q = hd * p->n_head, kv = hd * p->n_kv_head, dk = q35_dk(p),
+                   H = q35_heads(p), di = H * dk, C = 2 * H * dk + di;
+#define NM(s) (snprintf(nm, sizeof nm, "blk.%u." s, l), nm)
+    if ((l + 1) % Q35_INTERVAL == 0) {
+        add_plan(pl, n, NM("attn_q.weight"), 2, p->dim, 2 * q, p->type, K_MAT, "--dim"); /* per head [q | gate] */
+        add_plan(pl, n, NM("attn_k.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("attn_v.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("attn_q_norm.weight"), 1, hd, 1, CS_TYPE_F32, K_NORM, "--head-dim");
+        add_plan(pl, n, NM("attn_k_norm.weight"), 1, hd, 1, CS_TYPE_F32, K_NORM, "--head-dim");
+        add_plan(pl, n, NM("attn_output.weight"), 2, q, p->dim, p->type, K_MAT, "--heads x --head-dim");
+    } else {
+        add_plan(pl, n, NM("attn_qkv.weight"), 2, p->dim, C, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("attn_gate.weight"), 2, p->dim, di, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("ssm_conv1d.weight"), 2, Q35_CONV, C, CS_TYPE_F32, K_CONV, "--dim");
+        add_plan(pl, n, NM("ssm_dt.bias"), 1, H, 1, CS_TYPE_F32, K_DT_BIAS, "--dim");
+        add_plan(pl, n, NM("ssm_a"), 1, H, 1, CS_TYPE_F32, K_SSM_A, "--dim");
+        add_plan(pl, n, NM("ssm_beta.weight"), 2, p->dim, H, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("ssm_alpha.weight"), 2, p->dim, H, p->type, K_MAT, "--dim");
+        add_plan(pl, n, NM("ssm_norm.weight"), 1, dk, 1, CS_TYPE_F32, K_NORM, "--head-dim");
+        add_plan(pl, n, NM("ssm_out.weight"), 2, di, p->dim, p->type, K_MAT, "--dim");
+    }
+#undef NM
 }
 
 static size_t make_plan(const struct cs_synth_params *p, uint64_t n_vocab, struct plan *pl)
@@ -136,6 +180,14 @@ static size_t make_plan(const struct cs_synth_params *p, uint64_t n_vocab, struc
     for (uint32_t l = 0; l < p->n_layer; l++) {
 #define NM(s) (snprintf(nm, sizeof nm, "blk.%u." s, l), nm)
         add_plan(pl, &n, NM("attn_norm.weight"), 1, p->dim, 1, CS_TYPE_F32, K_NORM, "--dim");
+        if (arch == 3) {
+            plan_qwen35_mixer(p, l, pl, &n);
+            add_plan(pl, &n, NM("post_attention_norm.weight"), 1, p->dim, 1, CS_TYPE_F32, K_NORM, "--dim");
+            add_plan(pl, &n, NM("ffn_gate.weight"), 2, p->dim, p->ffn, p->type, K_MAT, "--dim");
+            add_plan(pl, &n, NM("ffn_up.weight"), 2, p->dim, p->ffn, p->type, K_MAT, "--dim");
+            add_plan(pl, &n, NM("ffn_down.weight"), 2, p->ffn, p->dim, p->type, K_MAT, "--ffn");
+            continue;
+        }
         add_plan(pl, &n, NM("attn_q.weight"), 2, p->dim, q, p->type, K_MAT, "--dim");
         add_plan(pl, &n, NM("attn_k.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
         add_plan(pl, &n, NM("attn_v.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
@@ -174,7 +226,7 @@ static int check_type(uint32_t type, const char *opt, char *err, size_t errlen)
 int cs_synth_check(const struct cs_synth_params *p, uint64_t n_vocab, char *err, size_t errlen)
 {
     if (arch_id(p->arch) < 0)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "--arch '%s': unknown (llama, qwen2 or qwen3)",
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "--arch '%s': unknown (llama, qwen2, qwen3 or qwen35)",
                       p->arch ? p->arch : "");
     const struct {
         const char *opt;
@@ -302,10 +354,18 @@ static int add_meta(struct cs_gguf_writer *w, const struct cs_synth_params *p, u
     U32("embedding_length", p->dim);
     U32("block_count", p->n_layer);
     U32("feed_forward_length", p->ffn);
-    U32("rope.dimension_count", hd);
+    U32("rope.dimension_count", arch == 3 ? CS_MAX(2u, hd / 4 / 2 * 2) : hd); /* qwen35: partial rotary 0.25 */
     U32("attention.head_count", p->n_head);
     U32("attention.head_count_kv", p->n_kv_head);
-    if (arch == 2 || hd * p->n_head != p->dim) {
+    if (arch == 3) {
+        U32("ssm.conv_kernel", Q35_CONV);
+        U32("ssm.state_size", q35_dk(p));
+        U32("ssm.group_count", q35_heads(p));
+        U32("ssm.time_step_rank", q35_heads(p));
+        U32("ssm.inner_size", q35_heads(p) * q35_dk(p));
+        U32("full_attention_interval", Q35_INTERVAL);
+    }
+    if (arch >= 2 || hd * p->n_head != p->dim) {
         U32("attention.key_length", hd);
         U32("attention.value_length", hd);
     }
@@ -381,6 +441,9 @@ int cs_synth_write(const struct cs_synth_params *p, const char *path, uint64_t *
         case K_MAT: f->mean = 0.0f, f->std = 1.0f / sqrtf((float)pl[i].ne[0]); break;
         case K_NORM: f->mean = 1.0f, f->std = 0.02f; break;
         case K_BIAS: f->mean = 0.0f, f->std = 0.02f; break;
+        case K_CONV: f->mean = 0.0f, f->std = 0.5f; break;
+        case K_SSM_A: f->mean = -0.5f, f->std = 0.05f; break; /* -exp(A_log): negative decay rates */
+        case K_DT_BIAS: f->mean = 0.5f, f->std = 0.3f; break;
         }
         n_params += pl[i].ne[0] * pl[i].ne[1];
         rc = cs_gguf_add_tensor(w, pl[i].name, pl[i].n_dims, pl[i].ne, pl[i].type, NULL, fill_rows,

@@ -9,7 +9,9 @@
 #include <stdint.h>
 
 struct cs_synth_params {
-    const char *arch;       /* "llama", "qwen2" (q/k/v biases) or "qwen3" (q/k norms) */
+    const char *arch;       /* "llama", "qwen2" (q/k/v biases), "qwen3" (q/k norms) or "qwen35" (hybrid: every
+                             * 4th layer gated attention with q/k norms, the others gated delta-net with
+                             * q/k/value heads of min(128, head_dim) filling dim, see synth.c) */
     const char *name;       /* general.name; NULL: "synth-<arch>" */
     uint32_t dim;           /* n_embd */
     uint32_t n_layer;       /* blocks */

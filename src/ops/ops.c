@@ -454,7 +454,7 @@ int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool
         const char *name, *extra;
     } progs[] = {{"matmul", NULL},      {"getrows", NULL}, {"norm", NULL},  {"rope", NULL},
                  {"eltwise", NULL},     {"argmax", NULL},  {"kv", store},   {"kv", shift},
-                 {"attention", att},    {"lcpp", NULL}};
+                 {"attention", att},    {"deltanet", NULL},   {"lcpp", NULL}};
     unsigned total = CS_ARRAY_LEN(progs) - (llamacpp_numerics ? 0 : 1);
     for (unsigned i = 0; i < total; i++) {
         cl_program p;
