@@ -8,6 +8,18 @@
 #error "vit.cl: NORM_WG missing (the -D constants of src/cl/kconst.h)"
 #endif
 
+/* element i of a normed row: (x - mean) * s (* w[i]) (+ b[i]) */
+inline float cs_ln_out(float x, float mean, float s, __global const float *w, __global const float *b, int has_w,
+                       int has_b, int i)
+{
+    float v = (x - mean) * s;
+    if (has_w)
+        v *= w[i];
+    if (has_b)
+        v += b[i];
+    return v;
+}
+
 /* ---- CPU family ---- */
 
 __kernel void layernorm_cpu(__global const float *x, uint x_off, __global const float *w, __global const float *b,
@@ -28,14 +40,8 @@ __kernel void layernorm_cpu(__global const float *x, uint x_off, __global const 
         var = fma(d, d, var);
     }
     const float s = 1.0f / sqrt(var / (float)n_cols + eps);
-    for (int i = 0; i < n_cols; i++) {
-        float v = (xr[i] - mean) * s;
-        if (has_w)
-            v *= w[i];
-        if (has_b)
-            v += b[i];
-        yr[i] = v;
-    }
+    for (int i = 0; i < n_cols; i++)
+        yr[i] = cs_ln_out(xr[i], mean, s, w, b, has_w, has_b, i);
 }
 
 /* ---- GPU family ---- */
@@ -57,14 +63,8 @@ __kernel void layernorm_gpu(__global const float *x, uint x_off, __global const 
         acc = fma(d, d, acc);
     }
     const float s = 1.0f / sqrt(cs_wg_sum(acc, red) / (float)n_cols + eps);
-    for (int i = lid; i < n_cols; i += ls) {
-        float v = (xr[i] - mean) * s;
-        if (has_w)
-            v *= w[i];
-        if (has_b)
-            v += b[i];
-        yr[i] = v;
-    }
+    for (int i = lid; i < n_cols; i += ls)
+        yr[i] = cs_ln_out(xr[i], mean, s, w, b, has_w, has_b, i);
 }
 
 /* ---- both families ---- */

@@ -420,7 +420,40 @@ static void test_letterbox(void **s)
     cs_image_free(&im);
 }
 
-/* ---- through the engine door: BOS + image + "Once upon a time", 32 greedy steps ---- */
+/* ---- through the engine door ---- */
+
+/* An engine on $CLSPEC_SHARED/rel: n_ctx cells, n_seq sequences, KV kv_type. */
+static clspec_engine *open_engine(const char *rel, uint32_t n_ctx, uint32_t n_seq, uint32_t kv_type)
+{
+    struct clspec_engine_params ep;
+    clspec_engine_default_params(&ep, sizeof ep);
+    char *model = tu_shared_path(rel);
+    ep.model_path = model;
+    ep.n_ctx = n_ctx;
+    ep.n_seq = n_seq;
+    ep.type_k = ep.type_v = kv_type;
+    clspec_engine *e = NULL;
+    OK(clspec_engine_open(&ep, &e, err, sizeof err));
+    free(model);
+    return e;
+}
+
+/* The test projector mmproj-tiny-FTYPE beside e. */
+static clspec_mmproj *open_proj(const clspec_engine *e, const char *ftype)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "models/synthetic/mm/mmproj-tiny-%s.gguf", ftype);
+    char *proj = tu_shared_path(rel);
+    struct clspec_mmproj_params mp;
+    clspec_mmproj_default_params(&mp, sizeof mp);
+    mp.path = proj;
+    clspec_mmproj *m = NULL;
+    OK(clspec_mmproj_open(e, &mp, &m, err, sizeof err));
+    free(proj);
+    return m;
+}
+
+/* BOS + image + "Once upon a time", 32 greedy steps */
 
 /* Greedy steps of one reference case through clspec_decode with image rows;
  * returns the number of steps whose token equals the reference. */
@@ -483,24 +516,9 @@ static void greedy_case(clspec_engine *e, clspec_mmproj *m, json_t *cs, float *m
 
 static void greedy_file(const char *ftype, uint32_t kv_type)
 {
-    struct clspec_engine_params ep;
-    clspec_engine_default_params(&ep, sizeof ep);
-    char *model = tu_shared_path("models/stories260K.gguf");
-    ep.model_path = model;
-    ep.n_ctx = 512;
-    ep.type_k = ep.type_v = kv_type;
-    clspec_engine *e = NULL;
-    OK(clspec_engine_open(&ep, &e, err, sizeof err));
-    free(model);
+    clspec_engine *e = open_engine("models/stories260K.gguf", 512, 1, kv_type);
+    clspec_mmproj *m = open_proj(e, ftype);
     char rel[128];
-    snprintf(rel, sizeof rel, "models/synthetic/mm/mmproj-tiny-%s.gguf", ftype);
-    char *proj = tu_shared_path(rel);
-    struct clspec_mmproj_params mp;
-    clspec_mmproj_default_params(&mp, sizeof mp);
-    mp.path = proj;
-    clspec_mmproj *m = NULL;
-    OK(clspec_mmproj_open(e, &mp, &m, err, sizeof err));
-    free(proj);
     snprintf(rel, sizeof rel, "reference/mm/greedy-mmproj-tiny-%s.json", ftype);
     json_t *root = tu_load_json(rel);
     assert_non_null(root);
@@ -533,14 +551,7 @@ static void test_greedy_f16(void **s)
 static void test_mmproj_refusals(void **s)
 {
     (void)s;
-    struct clspec_engine_params ep;
-    clspec_engine_default_params(&ep, sizeof ep);
-    char *model = tu_shared_path("models/TinyStories-656K-Q8_0.gguf");
-    ep.model_path = model;
-    ep.n_ctx = 64;
-    clspec_engine *e = NULL;
-    OK(clspec_engine_open(&ep, &e, err, sizeof err));
-    free(model);
+    clspec_engine *e = open_engine("models/TinyStories-656K-Q8_0.gguf", 64, 1, CLSPEC_KV_F16);
     struct clspec_mmproj_params mp;
     clspec_mmproj_default_params(&mp, sizeof mp);
     char *proj = tu_shared_path("models/synthetic/mm/mmproj-tiny-F32.gguf");
@@ -570,15 +581,7 @@ static void test_mmproj_refusals(void **s)
 static void test_prefix_images(void **s)
 {
     (void)s;
-    struct clspec_engine_params ep;
-    clspec_engine_default_params(&ep, sizeof ep);
-    char *model = tu_shared_path("models/stories260K.gguf");
-    ep.model_path = model;
-    ep.n_ctx = 256;
-    ep.n_seq = 2;
-    clspec_engine *e = NULL;
-    OK(clspec_engine_open(&ep, &e, err, sizeof err));
-    free(model);
+    clspec_engine *e = open_engine("models/stories260K.gguf", 256, 2, CLSPEC_KV_F16);
     enum { NI = 16, N = 1 + NI + 4 };
     int32_t a[N], b[N], anon[N], pos[N];
     float *rows = calloc((size_t)N * 64, sizeof(float));
@@ -629,21 +632,8 @@ static const char *const spec_prompt = "Once upon a time there was a little girl
 
 static int spec_run(const char *kind, int32_t *out, struct cs_spec_stats *st, char *why, size_t whylen)
 {
-    struct clspec_engine_params ep;
-    clspec_engine_default_params(&ep, sizeof ep);
-    char *model = tu_shared_path("models/stories260K.gguf");
-    ep.model_path = model;
-    ep.n_ctx = 512;
-    clspec_engine *e = NULL;
-    OK(clspec_engine_open(&ep, &e, err, sizeof err));
-    free(model);
-    char *proj = tu_shared_path("models/synthetic/mm/mmproj-tiny-F32.gguf");
-    struct clspec_mmproj_params mp;
-    clspec_mmproj_default_params(&mp, sizeof mp);
-    mp.path = proj;
-    clspec_mmproj *m = NULL;
-    OK(clspec_mmproj_open(e, &mp, &m, err, sizeof err));
-    free(proj);
+    clspec_engine *e = open_engine("models/stories260K.gguf", 512, 1, CLSPEC_KV_F16);
+    clspec_mmproj *m = open_proj(e, "F32");
     /* the prompt: BOS, 16 image rows (placeholders), the text */
     const int n_img = clspec_mmproj_n_tokens(m);
     int32_t prompt[256];
