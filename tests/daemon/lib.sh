@@ -79,3 +79,15 @@ stop() { # SIGTERM drains and exits 0
     kill -TERM "$pid" 2>/dev/null
     wait "$pid"
 }
+
+# spec_lines KIND: the [speculator] lines of the shipped speculators on the shared
+# stories260K drafters, one per line (for mkini "$@"-style helpers)
+spec_lines() {
+    case $1 in
+    ngram) printf '%s\n' "type = ngram" "n_max = 8" ;;
+    draft) printf '%s\n' "type = draft" "model = $shared/models/derived/stories260K-draft-distilled.gguf" "n_max = 8" \
+        "p_min = 0" ;;
+    mtp) printf '%s\n' "type = mtp" "model = $shared/models/derived/stories260K-mtp-head.gguf" "n_max = 3" ;;
+    dflash) printf '%s\n' "type = dflash" "model = $shared/models/derived/stories260K-dflash.gguf" "n_max = 7" ;;
+    esac
+}

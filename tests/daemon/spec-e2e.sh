@@ -98,12 +98,8 @@ stop
 
 # ---- lossless: ngram and draft, f16 KV, 4 concurrent requests on parallel = 4
 for kind in ngram draft mtp dflash; do
-    case $kind in
-    ngram) mkini $kind "type = ngram" "n_max = 8" ;;
-    draft) mkini $kind "type = draft" "model = $drafter" "n_max = 8" "p_min = 0" ;;
-    mtp) mkini $kind "type = mtp" "model = $shared/models/derived/stories260K-mtp-head.gguf" "n_max = 3" ;;
-    dflash) mkini $kind "type = dflash" "model = $shared/models/derived/stories260K-dflash.gguf" "n_max = 7" ;;
-    esac
+    mapfile -t lines < <(spec_lines $kind)
+    mkini $kind "${lines[@]}"
     if [ $kind = mtp -o $kind = dflash ] && [ ! -f "$builddir/plugins/$kind/.libs/$kind.so" ]; then
         skip "lossless: type = $kind" "plugin not built"
         continue

@@ -131,12 +131,8 @@ text_ref=$(curl -s "$url/v1/completions" -d '{"prompt":"Once upon a time","max_t
     jq -r '.choices[0].text')
 stop
 for kind in ngram draft mtp dflash; do
-    case $kind in
-    ngram) mkini $kind "type = ngram" "n_max = 8" ;;
-    draft) mkini $kind "type = draft" "model = $shared/models/derived/stories260K-draft-distilled.gguf" "n_max = 8" "p_min = 0" ;;
-    mtp) mkini $kind "type = mtp" "model = $shared/models/derived/stories260K-mtp-head.gguf" "n_max = 3" ;;
-    dflash) mkini $kind "type = dflash" "model = $shared/models/derived/stories260K-dflash.gguf" "n_max = 7" ;;
-    esac
+    mapfile -t lines < <(spec_lines $kind)
+    mkini $kind "${lines[@]}"
     if ! start $kind; then
         not_ok "$kind daemon with a projector up" "$(tail -5 "$tmp/$kind.log")"
         continue
