@@ -28,6 +28,7 @@
 #include "daemon/metrics.h"
 #include "daemon/sched.h"
 #include "base/strbuf.h"
+#include "daemon/chatout.h"
 
 enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
@@ -80,6 +81,10 @@ struct job {
     double t0;
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
     double last_check;          /* when the reader last looked whether the peer is gone */
+    /* chat: the answer split into reasoning, content and tool calls (issue 20) */
+    bool shaped;
+    struct cs_chatout_params cop;
+    struct cs_chatout *co;      /* streamed */
 };
 
 /* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
@@ -169,6 +174,26 @@ static void sse_put(struct job *j, char *json)
     free(json);
 }
 
+/* a streamed chat answer: its deltas (content, reasoning_content,
+ * tool_calls) as chunks, the token's logprobs with the first */
+static void chat_stream(struct job *j, const char *text, size_t len, bool final, json_t *lp)
+{
+    json_t *deltas = NULL, *d;
+    if (cs_chatout_feed(j->co, text, len, final, &deltas, NULL, 0) != CLSPEC_OK) {
+        json_decref(lp);
+        j->out.oom = true;
+        return;
+    }
+    size_t i;
+    json_array_foreach(deltas, i, d) {
+        sse_put(j, cs_api_chat_delta_json(&j->rs, json_incref(d), lp));
+        lp = NULL;
+    }
+    if (lp)
+        sse_put(j, cs_api_chat_delta_json(&j->rs, json_object(), lp));
+    json_decref(deltas);
+}
+
 static void on_event(void *user, const struct cs_req_event *ev)
 {
     struct job *j = user;
@@ -188,7 +213,9 @@ static void on_event(void *user, const struct cs_req_event *ev)
     }
     switch (ev->type) {
     case CS_EV_TOKEN:
-        if (j->stream) {
+        if (j->stream && j->co) {
+            chat_stream(j, ev->text, ev->len, false, lp);
+        } else if (j->stream) {
             if (ev->len || lp)
                 sse_put(j, cs_api_chunk_json(&j->rs, ev->text, ev->len, false, NULL, lp, NULL, false));
         } else {
@@ -199,8 +226,13 @@ static void on_event(void *user, const struct cs_req_event *ev)
     case CS_EV_DONE:
         j->finish_reason = ev->finish_reason;
         j->usage = ev->usage;
+        if (j->stream && j->co) { /* the held-back end; a tool call ends the turn as "tool_calls" */
+            chat_stream(j, NULL, 0, true, NULL);
+            if (cs_chatout_n_calls(j->co) > 0 && ev->finish_reason && !strcmp(ev->finish_reason, "stop"))
+                j->finish_reason = "tool_calls";
+        }
         if (j->stream) {
-            sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, ev->finish_reason, NULL, &ev->usage, false));
+            sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, j->finish_reason, NULL, &ev->usage, false));
             if (j->include_usage)
                 sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, NULL, NULL, &ev->usage, true));
             cs_strbuf_put(&j->out, "data: [DONE]\n\n");
@@ -231,6 +263,7 @@ static void job_free(struct job *j)
     cs_strbuf_free(&j->out);
     cs_strbuf_free(&j->text);
     json_decref(j->lp);
+    cs_chatout_free(j->co);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -356,11 +389,14 @@ static int tokenize_text(struct cs_http *h, const char *text, size_t len, bool a
 }
 
 static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
-                           char *err, size_t errlen)
+                           char **text, char *err, size_t errlen)
 {
     if (ar->kind == CS_API_CHAT) {
         size_t n = 0;
-        int rc = cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
+        int rc = h->chat == CS_CHAT_JINJA /* the OpenAI messages as sent: tool calls and results too */
+                     ? cs_chat_tokenize_json(h->e, h->chat, ar->messages, ar->tools, ar->template_kwargs, true, ids,
+                                             &n, text, err, errlen)
+                     : cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, text, err, errlen);
         if (rc == CLSPEC_OK && n > INT32_MAX) {
             free(*ids);
             return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
@@ -397,15 +433,40 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     int rc = cs_api_parse(kind, body, len, &d, &ar, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    if (kind == CS_API_CHAT && ar.tools && h->chat != CS_CHAT_JINJA) {
+        snprintf(err, sizeof err, "'tools' need the model's Jinja chat template; this model renders chats with the "
+                 "%s family (configure [model] chat_template = jinja on a model that has one)",
+                 cs_chat_family_name(h->chat));
+        cs_api_request_free(&ar);
+        return reply_error(c, 400, err, "tools", req_id);
+    }
     int32_t *ids = NULL;
     int n_ids = 0;
-    rc = tokenize_prompt(h, &ar, &ids, &n_ids, err, sizeof err);
+    char *prompt_text = NULL;
+    rc = tokenize_prompt(h, &ar, &ids, &n_ids, kind == CS_API_CHAT ? &prompt_text : NULL, err, sizeof err);
     if (rc != CLSPEC_OK) {
         cs_api_request_free(&ar);
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
                            req_id);
     }
     struct job *j = calloc(1, sizeof *j);
+    if (j && kind == CS_API_CHAT) { /* how the answer is split: the template's markers and tool-call format */
+        size_t tl = 0;
+        const char *tmpl = h->chat == CS_CHAT_JINJA ? clspec_chat_template(h->e, &tl) : NULL;
+        j->shaped = true;
+        j->cop = (struct cs_chatout_params){
+            .reasoning = ar.reasoning_format < 0 ? CS_REASONING_DEEPSEEK : (enum cs_reasoning_format)ar.reasoning_format,
+            .markers = cs_reasoning_markers_detect(tmpl, tl),
+            .tools = ar.tools ? cs_tool_format_detect(tmpl, tl) : CS_TOOL_NONE,
+            .parallel = ar.parallel_tool_calls,
+        };
+        j->cop.starts_open = prompt_text && cs_reasoning_starts_open(prompt_text, strlen(prompt_text), j->cop.markers);
+        if (ar.stream && cs_chatout_new(&j->cop, &j->co, NULL, 0) != CLSPEC_OK) {
+            free(j);
+            j = NULL;
+        }
+    }
+    free(prompt_text);
     if (!j) {
         free(ids);
         cs_api_request_free(&ar);
@@ -507,6 +568,19 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
     } else if (j->text.oom) {
         ret = reply_error(c, 500, "out of memory", NULL, req_id);
+    } else if (j->shaped) {
+        json_t *lp = j->lp, *msg = NULL;
+        int n_calls = 0;
+        j->lp = NULL;
+        if (cs_chatout_message(&j->cop, j->text.p ? j->text.p : "", j->text.len, &msg, &n_calls, err,
+                               sizeof err) != CLSPEC_OK) {
+            json_decref(lp);
+            ret = reply_error(c, 500, err, NULL, req_id);
+        } else {
+            const char *fr = n_calls && j->finish_reason && !strcmp(j->finish_reason, "stop") ? "tool_calls"
+                                                                                               : j->finish_reason;
+            ret = reply_json(c, 200, cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage), req_id);
+        }
     } else {
         json_t *lp = j->lp;
         j->lp = NULL;

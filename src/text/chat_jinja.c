@@ -47,7 +47,9 @@ static json_t *normalize_args(const struct cs_chat_params *p, const json_t *mess
     size_t i;
     json_t *m;
     json_array_foreach(copy, i, m) {
-        json_t *c = json_object_get(m, "content");
+        json_t *c = json_object_get(m, "content"), *role = json_object_get(m, "role");
+        if (json_is_string(role) && !strcmp(json_string_value(role), "developer"))
+            json_object_set_new(m, "role", json_string("system")); /* OpenAI's newer name for it */
         if (null_content_to_empty && c && json_is_null(c))
             json_object_set_new(m, "content", json_string(""));
         json_t *calls = json_object_get(m, "tool_calls"), *tc;
