@@ -1,6 +1,11 @@
-/* chat.h: chat templates without Jinja: recognise the family of a GGUF's
- * tokenizer.chat_template by its markers and render {role, content} messages
- * into the exact prompt text that family's template produces.
+/* chat.h: chat templates. A GGUF's tokenizer.chat_template runs as Jinja
+ * (CS_CHAT_JINJA, chat_jinja.c on the interpreter of jinja.h) with OpenAI
+ * messages, tools and template kwargs (cs_chat_render_json); that is what
+ * cs_chat_select picks when the template compiles. The marker families
+ * below are the fallback (a template that does not compile, no template)
+ * and what [model] chat_template = NAME forces: recognise the family of a
+ * template by its markers and render {role, content} messages into the
+ * exact prompt text that family's template produces.
  * The caller owns the messages; cs_chat_render returns a malloc'd string.
  *
  * Families (rendered text for system S, user U, assistant A; "bos"/"eos" are
