@@ -33,14 +33,17 @@ static bool contains_n(const char *s, size_t n, const char *needle)
 }
 
 /* Tool-call arguments in the form the template expects: OpenAI clients send
- * them as JSON text; templates that print them with tojson (Llama 3.x,
- * Qwen 2.5, Mistral, Command R7B) want the object, templates that
+ * them as JSON text; templates that print them with tojson or walk them
+ * with items (Llama 3.x, Qwen 2.5, Qwen3-Coder, Hermes 2 Pro, Mistral,
+ * Command R7B) want the object, templates that
  * concatenate them (DeepSeek) want the text. Returns a new reference to a
  * copy with the arguments converted (or to messages itself when none are). */
 static json_t *normalize_args(const struct cs_chat_params *p, const json_t *messages, bool null_content_to_empty)
 {
     bool want_object = contains_n(p->jinja, p->jinja_len, "arguments|tojson") ||
-                       contains_n(p->jinja, p->jinja_len, "arguments | tojson");
+                       contains_n(p->jinja, p->jinja_len, "arguments | tojson") ||
+                       contains_n(p->jinja, p->jinja_len, "arguments|items") ||
+                       contains_n(p->jinja, p->jinja_len, "arguments | items");
     json_t *copy = json_deep_copy(messages);
     if (!copy)
         return NULL;
