@@ -1,7 +1,7 @@
 /* test-chat-jinja.c: chat templates run as Jinja (CS_CHAT_JINJA): the
  * published templates of tests/chat/ (Llama 3.2, Qwen 2.5/3, Qwen3-Coder,
  * Mistral v0.2/Nemo, Gemma 2/3, DeepSeek R1/V2, Phi-4, OpenHermes (ChatML),
- * Hermes 2 Pro tool use, Command R7B) rendered on fixed conversations (tests/chat/conv-*.json: system/user/
+ * Hermes 2 Pro tool use, Functionary v3.2, Command R7B) rendered on fixed conversations (tests/chat/conv-*.json: system/user/
  * assistant/user, and a tools round trip with tool_calls and a tool result)
  * against the exact prompt each model's reference (transformers'
  * apply_chat_template) renders. The expected strings follow each template's
@@ -459,6 +459,38 @@ static const struct {
              "Thanks<|im_end|>\n"
              "<|im_start|>assistant\n"
              ""},
+    {"functionary-medium-v3.2.jinja", "conv-tools.json", "<|begin_of_text|>", "<|eot_id|>",
+     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n"
+             "\n"
+             "You are capable of executing available function(s) if required.\n"
+             "Only execute function(s) when absolutely necessary.\n"
+             "Ask for the required input to:recipient==all\n"
+             "Use JSON for function arguments.\n"
+             "Respond in this format:\n"
+             ">>>${recipient}\n"
+             "${content}\n"
+             "Available functions:\n"
+             "// Supported function definitions that should be called when necessary.\n"
+             "namespace functions {\n"
+             "\n"
+             "// Current weather in a city\n"
+             "type get_weather = (_: {\n"
+             "// City name.\n"
+             "city: string,\n"
+             "}) => any;\n"
+             "\n"
+             "} // namespace functions<|eot_id|><|start_header_id|>system<|end_header_id|>\n"
+             "\n"
+             "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
+             "\n"
+             "What is the weather in Paris?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+             "\n"
+             ">>>get_weather\n"
+             "{\"city\": \"Paris\"}<|eot_id|><|start_header_id|>tool<|end_header_id|>\n"
+             "\n"
+             "{\"temp\": 21}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
+             "\n"
+             ">>>"},
 };
 
 static void test_templates_render_exactly(void **state)

@@ -259,7 +259,7 @@ static void test_names_and_detection(void **state)
         {"deepseek-r1-distill-qwen-32b.jinja", CS_TOOL_DEEPSEEK}, {"llama3.2-3b-instruct.jinja", CS_TOOL_LLAMA3},
         {"mistral-nemo-instruct-2407.jinja", CS_TOOL_MISTRAL}, {"chatml-openhermes-2.5.jinja", CS_TOOL_NONE},
         {"qwen3-coder-tool_use.jinja", CS_TOOL_QWEN3_CODER}, {"hermes-2-pro-llama-3-8b-tool_use.jinja", CS_TOOL_HERMES},
-        {"command-r7b-12-2024-tool_use.jinja", CS_TOOL_NONE},
+        {"command-r7b-12-2024-tool_use.jinja", CS_TOOL_NONE}, {"functionary-medium-v3.2.jinja", CS_TOOL_FUNCTIONARY},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
         char path[512];
