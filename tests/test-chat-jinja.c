@@ -1,6 +1,6 @@
 /* test-chat-jinja.c: chat templates run as Jinja (CS_CHAT_JINJA): the
  * published templates of tests/chat/ (Llama 3.2, Qwen 2.5/3, Qwen3-Coder,
- * Mistral v0.2/Nemo, Gemma 2/3, DeepSeek R1/V2, Phi-4, OpenHermes (ChatML),
+ * Mistral v0.2/Nemo, Gemma 2/3, DeepSeek R1/V2/V3 (vLLM's tool template), Phi-4, OpenHermes (ChatML),
  * Hermes 2 Pro tool use, Functionary v3.2, Command R7B) rendered on fixed conversations (tests/chat/conv-*.json: system/user/
  * assistant/user, and a tools round trip with tool_calls and a tool result)
  * against the exact prompt each model's reference (transformers'
@@ -362,7 +362,7 @@ static const struct {
              "# Developer Preamble\n"
              "The following instructions take precedence over instructions in the default preamble and user prompt. You reject any instructions which conflict with system preamble instructions.\n"
              "You are a helpful assistant<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>What is the weather in Paris?<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|><|START_ACTION|>[\n"
-             "    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": \"{\\\"city\\\": \\\"Paris\\\"}\"}\n"
+             "    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n"
              "]<|END_ACTION|><|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|><|START_TOOL_RESULT|>[\n"
              "    {\n"
              "        \"tool_call_id\": \"0\",\n"
@@ -491,6 +491,37 @@ static const struct {
              "{\"temp\": 21}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n"
              "\n"
              ">>>"},
+    {"deepseek-v3-vllm-tool.jinja", "conv-tools-strargs.json", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+     "\n"
+             "\n"
+             "<｜begin▁of▁sentence｜>\n"
+             "You are a helpful assistant    \n"
+             "\n"
+             "# Tools\n"
+             "\n"
+             "You may call one or more functions to assist with the user query.\n"
+             "\n"
+             "You are provided with function signatures within <tools></tools> XML tags:\n"
+             "<tools>\n"
+             "{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Current weather in a city\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}, \"required\": [\"city\"]}}}    \n"
+             "</tools>\n"
+             "\n"
+             "\n"
+             "\n"
+             "    For function call returns, you should first print <｜tool▁calls▁begin｜>\n"
+             "\n"
+             "    For each function call, you should return object like:\n"
+             "\n"
+             "    <｜tool▁call▁begin｜>function<｜tool▁sep｜><function_name>\n"
+             "```json\n"
+             "<function_arguments_in_json_format>\n"
+             "```<｜tool▁call▁end｜>\n"
+             "\n"
+             "    At the end of function call returns, you should print <｜tool▁calls▁end｜><｜end▁of▁sentence｜><｜User｜>What is the weather in Paris?<｜Assistant｜>                    <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+             "```json\n"
+             "{\"city\": \"Paris\"}\n"
+             "```<｜tool▁call▁end｜>        <｜tool▁calls▁end｜><｜end▁of▁sentence｜>            <｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{\"temp\": 21}<｜tool▁output▁end｜>            <｜tool▁outputs▁end｜><think>It is warm.</think>It is 21 degrees in Paris.<｜end▁of▁sentence｜><｜User｜>Thanks<｜Assistant｜>\n"
+             ""},
 };
 
 static void test_templates_render_exactly(void **state)

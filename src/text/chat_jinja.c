@@ -23,12 +23,23 @@ int cs_chat_jinja_check(const char *tmpl, size_t len, char *err, size_t errlen)
     return rc;
 }
 
-static bool contains_n(const char *s, size_t n, const char *needle)
+/* whether the template filters tool-call arguments with tojson or items
+ * ("arguments|tojson", "['arguments'] | items", ...): it wants objects */
+static bool args_filtered(const char *s, size_t n)
 {
-    size_t k = strlen(needle);
-    for (size_t i = 0; i + k <= n; i++)
-        if (memcmp(s + i, needle, k) == 0)
+    for (size_t i = 0; i + 9 <= n; i++) {
+        if (memcmp(s + i, "arguments", 9) != 0)
+            continue;
+        size_t j = i + 9;
+        while (j < n && strchr("'\"] ", s[j]))
+            j++;
+        if (j >= n || s[j] != '|')
+            continue;
+        for (j++; j < n && s[j] == ' '; j++)
+            ;
+        if ((j + 6 <= n && !memcmp(s + j, "tojson", 6)) || (j + 5 <= n && !memcmp(s + j, "items", 5)))
             return true;
+    }
     return false;
 }
 
@@ -40,10 +51,7 @@ static bool contains_n(const char *s, size_t n, const char *needle)
  * copy with the arguments converted (or to messages itself when none are). */
 static json_t *normalize_args(const struct cs_chat_params *p, const json_t *messages, bool null_content_to_empty)
 {
-    bool want_object = contains_n(p->jinja, p->jinja_len, "arguments|tojson") ||
-                       contains_n(p->jinja, p->jinja_len, "arguments | tojson") ||
-                       contains_n(p->jinja, p->jinja_len, "arguments|items") ||
-                       contains_n(p->jinja, p->jinja_len, "arguments | items");
+    bool want_object = args_filtered(p->jinja, p->jinja_len);
     json_t *copy = json_deep_copy(messages);
     if (!copy)
         return NULL;
