@@ -17,6 +17,7 @@
 
 #include "base/common.h"
 #include "base/strbuf.h"
+#include "text/chat.h"
 #include "text/toolcall.h"
 
 #ifndef CS_CHAT_FIXTURES
@@ -276,12 +277,72 @@ static void test_names_and_detection(void **state)
     assert_int_equal(cs_tool_format_detect("<function=x><parameter=y>", 25), CS_TOOL_QWEN3_CODER);
 }
 
+/* A call rendered into the history by a model's template reads back, with
+ * the format detected on that template, as the same call: templates and
+ * parsers agree on each format. */
+static void test_round_trip_through_templates(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tmpl, *open, *close;
+    } t[] = {
+        {"qwen2.5-7b-instruct.jinja", "<|im_start|>assistant\n", "<|im_end|>"},
+        {"hermes-2-pro-llama-3-8b-tool_use.jinja", "<|im_start|>assistant\n", "<|im_end|>"},
+        {"qwen3-coder-tool_use.jinja", "<|im_start|>assistant", "<|im_end|>"},
+        {"llama3.2-3b-instruct.jinja", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"},
+        {"functionary-medium-v3.2.jinja", "<|start_header_id|>assistant<|end_header_id|>\n\n>>>", "<|eot_id|>"},
+        {"deepseek-r1-distill-qwen-32b.jinja", "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>",
+         "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"},
+        {"deepseek-v3-vllm-tool.jinja", "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>",
+         "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"},
+    };
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/conv-tools.json", CS_CHAT_FIXTURES);
+    json_t *conv = json_load_file(path, 0, NULL);
+    assert_non_null(conv);
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
+        snprintf(path, sizeof path, "%s/%s", CS_CHAT_FIXTURES, t[i].tmpl);
+        FILE *fp = fopen(path, "rb");
+        assert_non_null(fp);
+        static char tmpl[16384];
+        size_t tl = fread(tmpl, 1, sizeof tmpl, fp);
+        fclose(fp);
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = tmpl, .jinja_len = tl, .add_generation_prompt = true,
+                                   .tools = json_object_get(conv, "tools"), .now = 1700000000};
+        char *out = NULL;
+        if (cs_chat_render_json(&p, json_object_get(conv, "messages"), &out, NULL, NULL, err, sizeof err))
+            fail_msg("%s: %s", t[i].tmpl, err);
+        const char *q = strstr(out, "What is the weather in Paris?");
+        const char *a = q ? strstr(q, t[i].open) : NULL;
+        const char *b = a ? strstr(a + strlen(t[i].open), t[i].close) : NULL;
+        if (!b)
+            fail_msg("%s: no assistant turn in [%s]", t[i].tmpl, out);
+        a += strlen(t[i].open);
+        enum cs_tool_format f = cs_tool_format_detect(tmpl, tl);
+        char *content = NULL;
+        struct cs_tool_call *calls = NULL;
+        size_t n = 0;
+        assert_int_equal(cs_toolcall_parse(f, a, (size_t)(b - a), &content, &calls, &n, err, sizeof err), CLSPEC_OK);
+        if (n != 1 || strcmp(calls[0].name, "get_weather"))
+            fail_msg("%s (%s): %zu calls in [%.*s]", t[i].tmpl, cs_tool_format_name(f), n, (int)(b - a), a);
+        json_t *args = json_loads(calls[0].arguments, 0, NULL);
+        assert_non_null(args);
+        assert_string_equal(json_string_value(json_object_get(args, "city")), "Paris");
+        json_decref(args);
+        cs_tool_calls_free(calls, n);
+        free(content);
+        free(out);
+    }
+    json_decref(conv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hermes),      cmocka_unit_test(test_llama3),          cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_qwen3_coder), cmocka_unit_test(test_deepseek),        cmocka_unit_test(test_functionary),
         cmocka_unit_test(test_none),        cmocka_unit_test(test_streaming_shape), cmocka_unit_test(test_names_and_detection),
+        cmocka_unit_test(test_round_trip_through_templates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
