@@ -593,6 +593,34 @@ static void test_template_kwargs(void **state)
     free(out);
 }
 
+/* content as text parts: given as they are to a template that reads them
+ * (Gemma 3), joined for one that adds content to a string (Qwen 2.5) */
+static void test_content_parts(void **state)
+{
+    (void)state;
+    json_error_t je;
+    json_t *m = json_loads("[{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \" A\"},"
+                           " {\"type\": \"text\", \"text\": \"B \"}]}]", 0, &je);
+    assert_non_null(m);
+    static const struct {
+        const char *tmpl, *want;
+    } t[] = {
+        {"gemma-3-4b-it.jinja", "<start_of_turn>user\nAB<end_of_turn>\n<start_of_turn>model\n"},
+        {"qwen2.5-7b-instruct.jinja", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+                                      "assistant.<|im_end|>\n<|im_start|>user\n AB <|im_end|>\n<|im_start|>assistant\n"},
+    };
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
+        size_t tl;
+        char *tmpl = slurp(t[i].tmpl, &tl), *out = NULL, err[256];
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = tmpl, .jinja_len = tl, .add_generation_prompt = true};
+        assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+        assert_string_equal(out, t[i].want);
+        free(out);
+        free(tmpl);
+    }
+    json_decref(m);
+}
+
 /* a template's own refusals and errors come back with the template line */
 static void test_template_errors(void **state)
 {
@@ -693,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_templates_render_exactly), cmocka_unit_test(test_tool_arguments_as_the_template_wants),
         cmocka_unit_test(test_template_kwargs),          cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_select),                   cmocka_unit_test(test_family_json_path),
+        cmocka_unit_test(test_content_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,9 +47,10 @@ static bool args_filtered(const char *s, size_t n)
  * them as JSON text; templates that print them with tojson or walk them
  * with items (Llama 3.x, Qwen 2.5, Qwen3-Coder, Hermes 2 Pro, Mistral,
  * Command R7B) want the object, templates that
- * concatenate them (DeepSeek) want the text. Returns a new reference to a
- * copy with the arguments converted (or to messages itself when none are). */
-static json_t *normalize_args(const struct cs_chat_params *p, const json_t *messages, bool null_content_to_empty)
+ * concatenate them (DeepSeek) want the text. simplify: a null content
+ * becomes "" and an array of text parts their joined text. Returns a new
+ * copy (NULL when out of memory). */
+static json_t *normalize_args(const struct cs_chat_params *p, const json_t *messages, bool simplify)
 {
     bool want_object = args_filtered(p->jinja, p->jinja_len);
     json_t *copy = json_deep_copy(messages);
@@ -61,8 +62,23 @@ static json_t *normalize_args(const struct cs_chat_params *p, const json_t *mess
         json_t *c = json_object_get(m, "content"), *role = json_object_get(m, "role");
         if (json_is_string(role) && !strcmp(json_string_value(role), "developer"))
             json_object_set_new(m, "role", json_string("system")); /* OpenAI's newer name for it */
-        if (null_content_to_empty && c && json_is_null(c))
+        if (simplify && c && json_is_null(c))
             json_object_set_new(m, "content", json_string(""));
+        if (simplify && json_is_array(c)) {
+            struct cs_strbuf b = {0};
+            size_t k;
+            json_t *part;
+            bool text = true;
+            json_array_foreach(c, k, part) {
+                json_t *ty = json_object_get(part, "type"), *tx = json_object_get(part, "text");
+                text = text && json_is_string(ty) && !strcmp(json_string_value(ty), "text") && json_is_string(tx);
+                if (text)
+                    cs_strbuf_put(&b, json_string_value(tx));
+            }
+            if (text && !b.oom)
+                json_object_set_new(m, "content", json_stringn(b.p ? b.p : "", b.len));
+            cs_strbuf_free(&b);
+        }
         json_t *calls = json_object_get(m, "tool_calls"), *tc;
         size_t k;
         json_array_foreach(calls, k, tc) {
@@ -84,13 +100,14 @@ static json_t *normalize_args(const struct cs_chat_params *p, const json_t *mess
     return copy;
 }
 
-static bool has_null_content(const json_t *messages)
+/* a null content, or content as an array of parts */
+static bool content_not_string(const json_t *messages)
 {
     size_t i;
     json_t *m;
     json_array_foreach(messages, i, m) {
         json_t *c = json_object_get(m, "content");
-        if (c && json_is_null(c))
+        if (c && (json_is_null(c) || json_is_array(c)))
             return true;
     }
     return false;
@@ -100,7 +117,8 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
                              bool *starts_with_bos, char *err, size_t errlen);
 
 /* Renders with the arguments normalized; a template that fails on a null
- * content (most read it as a string) gets "" instead, as llama.cpp does. */
+ * content or on content parts (most read content as a string) gets "" and
+ * the parts' joined text instead, as llama.cpp does. */
 static int render_jinja(const struct cs_chat_params *p, const json_t *messages, char **out, size_t *out_len,
                         bool *starts_with_bos, char *err, size_t errlen)
 {
@@ -110,7 +128,7 @@ static int render_jinja(const struct cs_chat_params *p, const json_t *messages, 
     if (!norm)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template jinja: out of memory");
     int rc = render_jinja_once(p, norm, out, out_len, starts_with_bos, err, errlen);
-    if (rc == CLSPEC_E_INVAL && has_null_content(messages)) {
+    if (rc == CLSPEC_E_INVAL && content_not_string(messages)) {
         json_t *retry = normalize_args(p, messages, true);
         if (retry && render_jinja_once(p, retry, out, out_len, starts_with_bos, NULL, 0) == CLSPEC_OK)
             rc = CLSPEC_OK;
