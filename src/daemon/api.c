@@ -17,6 +17,7 @@
 #include "base/common.h"
 #include "base/strbuf.h"
 #include "engine/json_schema.h"
+#include "text/reasoning.h"
 
 /* ---------------------------------------------------------------- parsing */
 
@@ -200,10 +201,10 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
         const char *rs = json_string_value(role);
         if (strcmp(rs, "developer") == 0)
             rs = "system"; /* OpenAI's newer name for the system role */
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
-            FAIL("messages", "messages[%zu].role '%s' is not system, user or assistant", i, rs);
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            FAIL("messages", "messages[%zu].role '%s' is not system, user, assistant or tool", i, rs);
         r->msgs[i].role = rs;
-        json_t *c = field(m, "content");
+        json_t *c = field(m, "content"); /* null: "" (an assistant turn with tool_calls) */
         if (!c) {
             r->msgs[i].content = "";
         } else if (json_is_string(c)) {
@@ -276,10 +277,54 @@ static int refuse_unsupported(json_t *o, const char **param, char *err, size_t e
     json_t *v;
     if ((v = field(o, "logit_bias")) && !(json_is_object(v) && json_object_size(v) == 0))
         FAIL("logit_bias", "'logit_bias' is not supported yet (leave it out, null or {})");
-    if ((v = field(o, "tools")) && !(json_is_array(v) && json_array_size(v) == 0))
-        FAIL("tools", "'tools' is not supported yet (leave it out, null or [])");
-    if ((v = field(o, "tool_choice")) && !(json_is_string(v) && strcmp(json_string_value(v), "none") == 0))
-        FAIL("tool_choice", "'tool_choice' is not supported yet (only \"none\")");
+    return CLSPEC_OK;
+}
+
+/* tools, tool_choice, parallel_tool_calls, chat_template_kwargs, reasoning_format (chat) */
+static int parse_tools(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
+{
+    json_t *v;
+    r->parallel_tool_calls = true;
+    r->reasoning_format = -1;
+    if ((v = field(o, "tools"))) {
+        if (!json_is_array(v))
+            FAIL("tools", "'tools' must be an array of {\"type\": \"function\", \"function\": {\"name\", ...}}");
+        size_t i;
+        json_t *t;
+        json_array_foreach(v, i, t) {
+            json_t *ty = json_object_get(t, "type"), *fn = json_object_get(t, "function");
+            if (!json_is_string(ty) || strcmp(json_string_value(ty), "function") ||
+                !json_is_string(json_object_get(fn, "name")))
+                FAIL("tools", "tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ..., "
+                     "\"parameters\": ...}}", i);
+        }
+        if (json_array_size(v))
+            r->tools = v;
+    }
+    if ((v = field(o, "tool_choice"))) {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (s && !strcmp(s, "none"))
+            r->tools = NULL; /* the model is not offered any */
+        else if (!(s && !strcmp(s, "auto")))
+            FAIL("tool_choice", "'tool_choice' %s would force a call through a grammar, which is not wired to tool "
+                 "calls yet; use \"auto\" or \"none\"", s ? "\"required\"" : "naming a function");
+    }
+    if ((v = field(o, "parallel_tool_calls"))) {
+        if (!json_is_boolean(v))
+            FAIL("parallel_tool_calls", "'parallel_tool_calls' must be a boolean");
+        r->parallel_tool_calls = json_is_true(v);
+    }
+    if ((v = field(o, "chat_template_kwargs"))) {
+        if (!json_is_object(v))
+            FAIL("chat_template_kwargs", "'chat_template_kwargs' must be an object (e.g. {\"enable_thinking\": false})");
+        r->template_kwargs = v;
+    }
+    if ((v = field(o, "reasoning_format"))) {
+        enum cs_reasoning_format f;
+        if (!json_is_string(v) || cs_reasoning_format_parse(json_string_value(v), &f, err, errlen) != CLSPEC_OK)
+            FAIL("reasoning_format", "'reasoning_format' must be \"none\", \"deepseek\", \"deepseek-legacy\" or \"auto\"");
+        r->reasoning_format = (int)f;
+    }
     return CLSPEC_OK;
 }
 
@@ -414,6 +459,10 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     }
     TRY(refuse_unsupported(o, param, err, errlen));
     TRY(parse_grammar(o, r, param, err, errlen));
+    if (kind == CS_API_CHAT) {
+        TRY(parse_tools(o, r, param, err, errlen));
+        r->messages = field(o, "messages");
+    }
     json_t *model = field(o, "model");
     if (model && !json_is_string(model))
         FAIL("model", "'model' must be a string");
@@ -1037,4 +1086,32 @@ json_t *cs_api_str_lossy(const char *s, size_t len)
 json_t *cs_api_bytes_array(const char *s, size_t len)
 {
     return bytes_array(s, len);
+char *cs_api_chat_message_json(const struct cs_api_resp *rs, json_t *message, const char *finish_reason,
+                               json_t *logprobs, const struct cs_req_usage *u)
+{
+    json_t *o = head(rs, false);
+    json_t *choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "message", message, "logprobs",
+                               logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
+    if (!o || !choice) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", cs_api_usage(u));
+    json_object_set_new(o, "timings", cs_api_timings(u));
+    return dump_seed(o, rs->seed);
+}
+
+char *cs_api_chat_delta_json(const struct cs_api_resp *rs, json_t *delta, json_t *logprobs)
+{
+    json_t *o = head(rs, true);
+    json_t *choice = json_pack("{s:i,s:o,s:o,s:n}", "index", 0, "delta", delta, "logprobs",
+                               logprobs ? logprobs : json_null(), "finish_reason");
+    if (!o || !choice) {
+        json_decref(o);
+        return NULL;
+    }
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", json_null());
+    return dump(o);
 }

@@ -58,14 +58,22 @@ struct cs_api_request {
     bool ignore_eos;             /* extension: default false */
     char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
     json_t *root;                /* the parsed body */
+    /* chat, issue 20 (borrowed from root; NULL when absent): */
+    json_t *messages;            /* the OpenAI message list as sent (tool_calls, role "tool", ...) */
+    json_t *tools;               /* non-empty "tools" array, NULL when absent/empty or tool_choice "none" */
+    json_t *template_kwargs;     /* "chat_template_kwargs" object */
+    bool parallel_tool_calls;    /* default true */
+    int reasoning_format;        /* enum cs_reasoning_format, or -1: the server's default (deepseek) */
 };
 
 /* Parses body[0..len). On error: CLSPEC_E_FORMAT (not JSON, not an object)
  * or CLSPEC_E_INVAL (a field of the wrong type or out of range, unsupported
  * value, a number beyond int64/double), err holds the message and *param
  * (optional) the field's name (or NULL); r is left empty. Unknown fields are
- * ignored (clients send extras); logit_bias, tools and
- * tool_choice are refused unless empty (not implemented yet); "grammar",
+ * ignored (clients send extras); logit_bias is refused unless empty (not
+ * implemented yet); tools are {type: "function", function: {name, ...}}
+ * objects; tool_choice "auto" or "none" ("required" and a named function are
+ * refused: forcing a call is not wired to the grammar yet); "grammar",
  * "json_schema" and "response_format" become r->grammar (GBNF, checked). "seed" is any
  * whole number 0..2^64-1; without one the request gets d->sp.seed, or when
  * that is 0 cs_api_fresh_seed(). */
@@ -122,6 +130,13 @@ char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, siz
 char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
                         const char *finish_reason, json_t *logprobs, const struct cs_req_usage *u,
                         bool usage_only);
+
+/* Chat answers shaped by daemon/chatout.c (reasoning_content, tool_calls):
+ * a whole response whose choices[0].message is message, and a streamed
+ * chunk whose choices[0].delta is delta (both taken over, as logprobs). */
+char *cs_api_chat_message_json(const struct cs_api_resp *rs, json_t *message, const char *finish_reason,
+                               json_t *logprobs, const struct cs_req_usage *u);
+char *cs_api_chat_delta_json(const struct cs_api_resp *rs, json_t *delta, json_t *logprobs);
 
 /* POST /tokenize (llama-server's): {"content": string (required),
  * "add_special": bool (false), "parse_special": bool (true), "with_pieces":

@@ -14,7 +14,7 @@
 
 #define OFF(f) offsetof(struct cs_config, f)
 #define KVTYPES "f32|f16|bf16|q8_0|q4_0"
-#define TEMPLATES "chatml|llama2|llama3|mistral|zephyr|gemma|plain"
+#define TEMPLATES "chatml|llama2|llama3|mistral|zephyr|gemma|plain|jinja"
 
 const char *const cs_cfg_sections[] = {"server", "model", "devices", "kv", "slots", "sampling", "speculator"};
 

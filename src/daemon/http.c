@@ -32,6 +32,7 @@
 #include "daemon/webui.h"
 #include "daemon/sched.h"
 #include "base/strbuf.h"
+#include "daemon/chatout.h"
 
 enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
@@ -88,6 +89,10 @@ struct job {
     double last_check;          /* when the reader last looked whether the peer is gone */
     struct cs_llama_acc *llama; /* llama-server's /completion: its answer shapes (NULL: OpenAI's) */
     char *llama_body;           /* its whole answer, built at DONE */
+    /* chat: the answer split into reasoning, content and tool calls (issue 20) */
+    bool shaped;
+    struct cs_chatout_params cop;
+    struct cs_chatout *co;      /* streamed */
 };
 
 /* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
@@ -226,6 +231,24 @@ static void llama_event(struct job *j, const struct cs_req_event *ev)
     }
     if (oom)
         j->out.oom = j->text.oom = true;
+/* a streamed chat answer: its deltas (content, reasoning_content,
+ * tool_calls) as chunks, the token's logprobs with the first */
+static void chat_stream(struct job *j, const char *text, size_t len, bool final, json_t *lp)
+{
+    json_t *deltas = NULL, *d;
+    if (cs_chatout_feed(j->co, text, len, final, &deltas, NULL, 0) != CLSPEC_OK) {
+        json_decref(lp);
+        j->out.oom = true;
+        return;
+    }
+    size_t i;
+    json_array_foreach(deltas, i, d) {
+        sse_put(j, cs_api_chat_delta_json(&j->rs, json_incref(d), lp));
+        lp = NULL;
+    }
+    if (lp)
+        sse_put(j, cs_api_chat_delta_json(&j->rs, json_object(), lp));
+    json_decref(deltas);
 }
 
 static void on_event(void *user, const struct cs_req_event *ev)
@@ -251,7 +274,9 @@ static void on_event(void *user, const struct cs_req_event *ev)
     }
     switch (ev->type) {
     case CS_EV_TOKEN:
-        if (j->stream) {
+        if (j->stream && j->co) {
+            chat_stream(j, ev->text, ev->len, false, lp);
+        } else if (j->stream) {
             if (ev->len || lp)
                 sse_put(j, cs_api_chunk_json(&j->rs, ev->text, ev->len, false, NULL, lp, NULL, false));
         } else {
@@ -262,8 +287,13 @@ static void on_event(void *user, const struct cs_req_event *ev)
     case CS_EV_DONE:
         j->finish_reason = ev->finish_reason;
         j->usage = ev->usage;
+        if (j->stream && j->co) { /* the held-back end; a tool call ends the turn as "tool_calls" */
+            chat_stream(j, NULL, 0, true, NULL);
+            if (cs_chatout_n_calls(j->co) > 0 && ev->finish_reason && !strcmp(ev->finish_reason, "stop"))
+                j->finish_reason = "tool_calls";
+        }
         if (j->stream) {
-            sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, ev->finish_reason, NULL, &ev->usage, false));
+            sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, j->finish_reason, NULL, &ev->usage, false));
             if (j->include_usage)
                 sse_put(j, cs_api_chunk_json(&j->rs, NULL, 0, false, NULL, NULL, &ev->usage, true));
             cs_strbuf_put(&j->out, "data: [DONE]\n\n");
@@ -297,6 +327,7 @@ static void job_free(struct job *j)
     json_decref(j->lp);
     cs_llama_acc_free(j->llama);
     free(j->llama_body);
+    cs_chatout_free(j->co);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);
     free(j);
@@ -423,9 +454,9 @@ static int tokenize_text(struct cs_http *h, const char *text, size_t len, bool a
 
 /* A prompt with images (ar->n_media > 0): the text with its markers (the
  * rendered chat, or the completion's prompt_string) as rows; *rows gets the
- * image rows' inputs (free()). */
+ * image rows' inputs (free()); *text_out (when not NULL) the rendered chat. */
 static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids, float **rows,
-                        int *n_rows, char *err, size_t errlen)
+                        int *n_rows, char **text_out, char *err, size_t errlen)
 {
     char *text = NULL;
     const char *t = ar->prompt;
@@ -434,7 +465,17 @@ static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int3
     if (ar->kind == CS_API_CHAT) { /* the rendered text, tokenized with the chat's BOS rule */
         int32_t *tmp = NULL;
         size_t n = 0;
-        CS_TRY(cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, &tmp, &n, &text, err, errlen));
+        int rc = CLSPEC_OK;
+        if (h->chat == CS_CHAT_JINJA) { /* the messages as sent, each image part as its marker text */
+            json_t *msgs = cs_media_messages(ar->messages);
+            rc = msgs ? cs_chat_tokenize_json(h->e, h->chat, msgs, ar->tools, ar->template_kwargs, true, &tmp, &n,
+                                              &text, err, errlen)
+                      : cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+            json_decref(msgs);
+        } else {
+            rc = cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, &tmp, &n, &text, err, errlen);
+        }
+        CS_TRY(rc);
         struct clspec_engine_info info = {.size = sizeof info};
         size_t blen = 0;
         const char *btext = clspec_engine_get_info(h->e, &info, NULL, 0) == CLSPEC_OK && info.bos >= 0
@@ -446,7 +487,10 @@ static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int3
     }
     struct cs_media_prompt mp;
     int rc = cs_media_prompt_build(h->e, h->mm, t, len, add_special, true, ar->media, ar->n_media, &mp, err, errlen);
-    free(text);
+    if (rc == CLSPEC_OK && text_out)
+        *text_out = text;
+    else
+        free(text);
     if (rc < 0)
         return rc;
     *ids = mp.ids;
@@ -456,16 +500,21 @@ static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int3
     return CLSPEC_OK;
 }
 
+/* The request's prompt as rows: *rows / *n_rows its image rows (NULL / 0 without images); *text (when not
+ * NULL) the rendered chat. */
 static int tokenize_prompt(struct cs_http *h, const struct cs_api_request *ar, int32_t **ids, int *n_ids,
-                           float **rows, int *n_rows, char *err, size_t errlen)
+                           float **rows, int *n_rows, char **text, char *err, size_t errlen)
 {
     *rows = NULL;
     *n_rows = 0;
     if (ar->n_media > 0)
-        return media_prompt(h, ar, ids, n_ids, rows, n_rows, err, errlen);
+        return media_prompt(h, ar, ids, n_ids, rows, n_rows, text, err, errlen);
     if (ar->kind == CS_API_CHAT) {
         size_t n = 0;
-        int rc = cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, NULL, err, errlen);
+        int rc = h->chat == CS_CHAT_JINJA /* the OpenAI messages as sent: tool calls and results too */
+                     ? cs_chat_tokenize_json(h->e, h->chat, ar->messages, ar->tools, ar->template_kwargs, true, ids,
+                                             &n, text, err, errlen)
+                     : cs_chat_tokenize(h->e, h->chat, ar->msgs, ar->n_msgs, true, ids, &n, text, err, errlen);
         if (rc == CLSPEC_OK && n > INT32_MAX) {
             free(*ids);
             return cs_err(err, errlen, CLSPEC_E_CONTEXT, "prompt too long");
@@ -523,11 +572,20 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     int rc = parse_request(h, kind, llama, body, len, &d, &ar, &lr, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    if (kind == CS_API_CHAT && ar.tools && h->chat != CS_CHAT_JINJA) {
+        snprintf(err, sizeof err, "'tools' need the model's Jinja chat template; this model renders chats with the "
+                 "%s family (configure [model] chat_template = jinja on a model that has one)",
+                 cs_chat_family_name(h->chat));
+        cs_api_request_free(&ar);
+        return reply_error(c, 400, err, "tools", req_id);
+    }
     int32_t *ids = NULL;
     int n_ids = 0, n_img_rows = 0;
     float *img_rows = NULL;
+    char *prompt_text = NULL;
     rc = lr.mixed ? cs_llama_tokenize_mixed(h->e, lr.mixed, d.n_vocab, &ids, &n_ids, err, sizeof err)
-                  : tokenize_prompt(h, &ar, &ids, &n_ids, &img_rows, &n_img_rows, err, sizeof err);
+                  : tokenize_prompt(h, &ar, &ids, &n_ids, &img_rows, &n_img_rows,
+                                    kind == CS_API_CHAT ? &prompt_text : NULL, err, sizeof err);
     json_decref(lr.mixed);
     lr.mixed = NULL;
     if (rc != CLSPEC_OK) {
@@ -537,6 +595,23 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
                            req_id);
     }
     struct job *j = calloc(1, sizeof *j);
+    if (j && kind == CS_API_CHAT) { /* how the answer is split: the template's markers and tool-call format */
+        size_t tl = 0;
+        const char *tmpl = h->chat == CS_CHAT_JINJA ? clspec_chat_template(h->e, &tl) : NULL;
+        j->shaped = true;
+        j->cop = (struct cs_chatout_params){
+            .reasoning = ar.reasoning_format < 0 ? CS_REASONING_DEEPSEEK : (enum cs_reasoning_format)ar.reasoning_format,
+            .markers = cs_reasoning_markers_detect(tmpl, tl),
+            .tools = ar.tools ? cs_tool_format_detect(tmpl, tl) : CS_TOOL_NONE,
+            .parallel = ar.parallel_tool_calls,
+        };
+        j->cop.starts_open = prompt_text && cs_reasoning_starts_open(prompt_text, strlen(prompt_text), j->cop.markers);
+        if (ar.stream && cs_chatout_new(&j->cop, &j->co, NULL, 0) != CLSPEC_OK) {
+            free(j);
+            j = NULL;
+        }
+    }
+    free(prompt_text);
     if (!j) {
         free(ids);
         cs_llama_request_free(&lr);
@@ -661,6 +736,19 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     } else if (j->llama) {
         ret = reply_json(c, 200, j->llama_body, req_id);
         j->llama_body = NULL;
+    } else if (j->shaped) {
+        json_t *lp = j->lp, *msg = NULL;
+        int n_calls = 0;
+        j->lp = NULL;
+        if (cs_chatout_message(&j->cop, j->text.p ? j->text.p : "", j->text.len, &msg, &n_calls, err,
+                               sizeof err) != CLSPEC_OK) {
+            json_decref(lp);
+            ret = reply_error(c, 500, err, NULL, req_id);
+        } else {
+            const char *fr = n_calls && j->finish_reason && !strcmp(j->finish_reason, "stop") ? "tool_calls"
+                                                                                               : j->finish_reason;
+            ret = reply_json(c, 200, cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage), req_id);
+        }
     } else {
         json_t *lp = j->lp;
         j->lp = NULL;

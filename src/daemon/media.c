@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "base/common.h"
+#include <jansson.h>
+
 #include "daemon/media.h"
 
 static int b64_val(unsigned char c)
@@ -200,4 +202,22 @@ void cs_media_prompt_free(struct cs_media_prompt *p)
     free(p->ids);
     free(p->rows);
     memset(p, 0, sizeof *p);
+}
+
+json_t *cs_media_messages(json_t *messages)
+{
+    json_t *m = json_deep_copy(messages);
+    size_t i, k;
+    json_t *msg, *part;
+    json_array_foreach(m, i, msg)
+    {
+        json_t *content = json_object_get(msg, "content");
+        json_array_foreach(content, k, part)
+        {
+            json_t *t = json_object_get(part, "type");
+            if (json_is_string(t) && strcmp(json_string_value(t), "image_url") == 0)
+                json_array_set_new(content, k, json_pack("{s:s,s:s}", "type", "text", "text", CS_MEDIA_MARKER));
+        }
+    }
+    return m;
 }

@@ -9,6 +9,7 @@
 #include "text/chat.h"
 #include "base/common.h"
 #include "base/strbuf.h"
+#include "text/chat_jinja.h"
 
 static const char *const family_names[CS_CHAT_N_FAMILIES] = {
     [CS_CHAT_PLAIN] = "plain",
@@ -25,6 +26,8 @@ static const char *const family_names[CS_CHAT_N_FAMILIES] = {
 
 const char *cs_chat_family_name(enum cs_chat_family f)
 {
+    if (f == CS_CHAT_JINJA)
+        return "jinja";
     if ((int)f < 0 || f >= CS_CHAT_N_FAMILIES)
         return "?";
     return family_names[f];
@@ -43,6 +46,10 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
     };
     if (!name)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no family name given");
+    if (strcasecmp(name, "jinja") == 0) {
+        *out = CS_CHAT_JINJA;
+        return CLSPEC_OK;
+    }
     for (int i = 0; i < CS_CHAT_N_FAMILIES; i++) {
         if (strcasecmp(name, family_names[i]) == 0) {
             *out = (enum cs_chat_family)i;
@@ -57,7 +64,7 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
     }
     return cs_err(err, errlen, CLSPEC_E_INVAL,
                   "chat template \"%s\": unknown family (expected plain, chatml, llama2, llama3, llama3.1, mistral, "
-                  "mistral-v3, mistral-tekken, zephyr or gemma)",
+                  "mistral-v3, mistral-tekken, zephyr, gemma or jinja)",
                   name);
 }
 
@@ -131,11 +138,17 @@ int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs
 {
     if (configured && configured[0] && strcasecmp(configured, "auto") != 0) {
         int rc = cs_chat_family_parse(configured, out, err, errlen);
+        if (rc == CLSPEC_OK && *out == CS_CHAT_JINJA)
+            rc = cs_chat_jinja_check(tmpl, len, err, errlen);
         if (rc == CLSPEC_OK && known)
             *known = true;
         return rc;
     }
-    if (tmpl) {
+    if (tmpl && cs_chat_jinja_check(tmpl, len, NULL, 0) == CLSPEC_OK) {
+        *out = CS_CHAT_JINJA;
+        if (known)
+            *known = true;
+    } else if (tmpl) {
         *out = cs_chat_detect(tmpl, len, known);
     } else {
         *out = CS_CHAT_PLAIN;
@@ -416,9 +429,11 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
     if (!p || !out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no parameters or output");
     enum cs_chat_family f = p->family;
+    *out = NULL;
+    if (f == CS_CHAT_JINJA)
+        return cs_chat_jinja_render_msgs(p, msgs, n, out, out_len, starts_with_bos, err, errlen);
     if ((int)f < 0 || f >= CS_CHAT_N_FAMILIES)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: family %d out of range", (int)f);
-    *out = NULL;
     if (n > SIZE_MAX / sizeof(enum role))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: too many messages");
     enum role *roles = malloc((n ? n : 1) * sizeof *roles);
@@ -470,40 +485,45 @@ static const char *token_text(const clspec_engine *e, int32_t id)
     return t ? t : "";
 }
 
-int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
-                     bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
-                     size_t errlen)
+/* The parameters cs_chat_tokenize(_json) render with: e's BOS/EOS texts and,
+ * for CS_CHAT_JINJA, e's template. */
+static int engine_params(const clspec_engine *e, enum cs_chat_family f, bool add_generation_prompt,
+                         struct cs_chat_params *p, char *err, size_t errlen)
 {
-    *ids = NULL;
-    *n_ids = 0;
-    if (text)
-        *text = NULL;
     struct clspec_engine_info info = {.size = sizeof info};
     CS_TRY(clspec_engine_get_info(e, &info, err, errlen));
-    struct cs_chat_params p = {
+    *p = (struct cs_chat_params){
         .family = f,
         .add_generation_prompt = add_generation_prompt,
         .bos = token_text(e, info.bos),
         .eos = token_text(e, info.eos),
     };
-    char *t = NULL;
-    size_t len = 0, need = 0;
-    bool has_bos = false;
-    int rc = cs_chat_render(&p, msgs, n, &t, &len, &has_bos, err, errlen);
-    if (rc != CLSPEC_OK)
-        return rc;
+    if (f == CS_CHAT_JINJA) {
+        p->jinja = clspec_chat_template(e, &p->jinja_len);
+        if (!p->jinja)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template jinja: the model has no chat template");
+    }
+    return CLSPEC_OK;
+}
+
+/* Tokenizes the rendered text t (len bytes; freed here or handed over as
+ * *text) with the BOS rule of cs_chat_tokenize. */
+static int tokenize_rendered(const clspec_engine *e, enum cs_chat_family f, char *t, size_t len, bool has_bos,
+                             int32_t **ids, size_t *n_ids, char **text, char *err, size_t errlen)
+{
+    size_t need = 0;
     /* at most one token per byte, plus BOS/EOS */
     size_t cap = len + 2;
     int32_t *v = malloc(cap * sizeof *v);
     if (!v) {
         free(t);
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", cs_chat_family_name(f));
     }
-    rc = clspec_tokenize(e, t, len, !has_bos, 1, v, cap, &need, err, errlen);
+    int rc = clspec_tokenize(e, t, len, !has_bos, 1, v, cap, &need, err, errlen);
     if (rc == CLSPEC_E_RANGE && need > cap) { /* cannot happen for byte-fallback vocabularies; be safe */
         int32_t *nv = realloc(v, need * sizeof *v);
         if (!nv) {
-            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", family_names[f]);
+            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template %s: out of memory", cs_chat_family_name(f));
         } else {
             v = nv;
             rc = clspec_tokenize(e, t, len, !has_bos, 1, v, need, &need, err, errlen);
@@ -521,4 +541,40 @@ int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct
     else
         free(t);
     return CLSPEC_OK;
+}
+
+int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
+                     bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
+                     size_t errlen)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (text)
+        *text = NULL;
+    struct cs_chat_params p;
+    CS_TRY(engine_params(e, f, add_generation_prompt, &p, err, errlen));
+    char *t = NULL;
+    size_t len = 0;
+    bool has_bos = false;
+    CS_TRY(cs_chat_render(&p, msgs, n, &t, &len, &has_bos, err, errlen));
+    return tokenize_rendered(e, f, t, len, has_bos, ids, n_ids, text, err, errlen);
+}
+
+int cs_chat_tokenize_json(const clspec_engine *e, enum cs_chat_family f, const json_t *messages,
+                          const json_t *tools, const json_t *kwargs, bool add_generation_prompt, int32_t **ids,
+                          size_t *n_ids, char **text, char *err, size_t errlen)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (text)
+        *text = NULL;
+    struct cs_chat_params p;
+    CS_TRY(engine_params(e, f, add_generation_prompt, &p, err, errlen));
+    p.tools = tools;
+    p.kwargs = kwargs;
+    char *t = NULL;
+    size_t len = 0;
+    bool has_bos = false;
+    CS_TRY(cs_chat_render_json(&p, messages, &t, &len, &has_bos, err, errlen));
+    return tokenize_rendered(e, f, t, len, has_bos, ids, n_ids, text, err, errlen);
 }

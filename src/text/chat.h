@@ -1,6 +1,11 @@
-/* chat.h: chat templates without Jinja: recognise the family of a GGUF's
- * tokenizer.chat_template by its markers and render {role, content} messages
- * into the exact prompt text that family's template produces.
+/* chat.h: chat templates. A GGUF's tokenizer.chat_template runs as Jinja
+ * (CS_CHAT_JINJA, chat_jinja.c on the interpreter of jinja.h) with OpenAI
+ * messages, tools and template kwargs (cs_chat_render_json); that is what
+ * cs_chat_select picks when the template compiles. The marker families
+ * below are the fallback (a template that does not compile, no template)
+ * and what [model] chat_template = NAME forces: recognise the family of a
+ * template by its markers and render {role, content} messages into the
+ * exact prompt text that family's template produces.
  * The caller owns the messages; cs_chat_render returns a malloc'd string.
  *
  * Families (rendered text for system S, user U, assistant A; "bos"/"eos" are
@@ -60,6 +65,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "clspec/clspec.h"
 
 enum cs_chat_family {
@@ -73,11 +80,14 @@ enum cs_chat_family {
     CS_CHAT_MISTRAL_TEKKEN,
     CS_CHAT_ZEPHYR,
     CS_CHAT_GEMMA,
-    CS_CHAT_N_FAMILIES
+    CS_CHAT_N_FAMILIES, /* the marker families above */
+    /* not a marker family: the GGUF's own tokenizer.chat_template, run by
+     * the Jinja interpreter (chat_jinja.c); name "jinja" */
+    CS_CHAT_JINJA = 64
 };
 
 /* "plain", "chatml", "llama2", "llama3", "llama3.1", "mistral", "mistral-v3",
- * "mistral-tekken", "zephyr", "gemma"; "?" when out of range. */
+ * "mistral-tekken", "zephyr", "gemma", "jinja"; "?" when out of range. */
 const char *cs_chat_family_name(enum cs_chat_family f);
 
 /* Parses a family name (case-insensitive; also "qwen" = chatml, "llama-2",
@@ -101,10 +111,13 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
 enum cs_chat_family cs_chat_detect(const char *tmpl, size_t len, bool *known);
 
 /* The family for a model: the configured name when given (NULL, "" and
- * "auto" mean none), else detection on its chat template tmpl (len bytes,
- * clspec_chat_template; NULL = none -> plain). *known (optional): the
- * template was recognised or a name configured. CLSPEC_E_INVAL for an
- * unknown configured name. */
+ * "auto" mean none), else CS_CHAT_JINJA when the model has a chat template
+ * tmpl (len bytes, clspec_chat_template) that the Jinja interpreter
+ * compiles, else detection on it by markers (the fallback; NULL = none ->
+ * plain). *known (optional): the template runs as Jinja, was recognised or
+ * a name configured. CLSPEC_E_INVAL for an unknown configured name, and for
+ * "jinja" configured on a model without a template or with one that does
+ * not compile (the message names the template line). */
 int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs_chat_family *out, bool *known,
                    char *err, size_t errlen);
 
@@ -126,6 +139,12 @@ struct cs_chat_params {
                                  * "<|begin_of_text|>" (llama3), "<bos>" (gemma) */
     const char *eos;            /* eos_token text; NULL: "</s>" */
     bool skip_leading_bos;      /* leave out the template's first bos_token */
+    /* CS_CHAT_JINJA only (the marker families ignore them): */
+    const char *jinja;          /* the template text (jinja_len bytes) */
+    size_t jinja_len;
+    const json_t *tools;        /* OpenAI "tools" array passed as `tools` (NULL or []: left undefined) */
+    const json_t *kwargs;       /* extra template variables (an object, e.g. {"enable_thinking": false}) */
+    int64_t now;                /* Unix time strftime_now formats (UTC); 0 = now */
 };
 
 /* Renders n >= 1 messages. *out: malloc'd NUL-terminated text (free it),
@@ -146,5 +165,27 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
 int cs_chat_tokenize(const clspec_engine *e, enum cs_chat_family f, const struct cs_chat_msg *msgs, size_t n,
                      bool add_generation_prompt, int32_t **ids, size_t *n_ids, char **text, char *err,
                      size_t errlen);
+
+/* Renders an OpenAI message list (a JSON array of objects with role,
+ * content (a string, null, or an array of parts {"type":"text","text":...}),
+ * and for the Jinja path anything else the template reads: tool_calls,
+ * tool_call_id, name, reasoning_content). CS_CHAT_JINJA runs p->jinja with
+ * the variables messages, add_generation_prompt, bos_token, eos_token,
+ * tools (when non-empty) and the p->kwargs (which cannot replace those);
+ * a marker family takes role system/user/assistant with text content only
+ * (CLSPEC_E_INVAL naming the message otherwise). Output and BOS as
+ * cs_chat_render: *starts_with_bos when the text begins with the BOS text
+ * (p->bos; none when NULL or empty for Jinja), which skip_leading_bos
+ * removes. Errors: CLSPEC_E_INVAL (bad messages, template errors with
+ * "template line N: ..."), CLSPEC_E_NOMEM. */
+int cs_chat_render_json(const struct cs_chat_params *p, const json_t *messages, char **out, size_t *out_len,
+                        bool *starts_with_bos, char *err, size_t errlen);
+
+/* cs_chat_tokenize for an OpenAI message list with tools and template
+ * kwargs (either may be NULL); CS_CHAT_JINJA renders e's
+ * clspec_chat_template. */
+int cs_chat_tokenize_json(const clspec_engine *e, enum cs_chat_family f, const json_t *messages,
+                          const json_t *tools, const json_t *kwargs, bool add_generation_prompt, int32_t **ids,
+                          size_t *n_ids, char **text, char *err, size_t errlen);
 
 #endif
