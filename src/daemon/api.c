@@ -1086,6 +1086,8 @@ json_t *cs_api_str_lossy(const char *s, size_t len)
 json_t *cs_api_bytes_array(const char *s, size_t len)
 {
     return bytes_array(s, len);
+}
+
 char *cs_api_chat_message_json(const struct cs_api_resp *rs, json_t *message, const char *finish_reason,
                                json_t *logprobs, const struct cs_req_usage *u)
 {

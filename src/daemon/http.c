@@ -231,6 +231,8 @@ static void llama_event(struct job *j, const struct cs_req_event *ev)
     }
     if (oom)
         j->out.oom = j->text.oom = true;
+}
+
 /* a streamed chat answer: its deltas (content, reasoning_content,
  * tool_calls) as chunks, the token's logprobs with the first */
 static void chat_stream(struct job *j, const char *text, size_t len, bool final, json_t *lp)
