@@ -334,8 +334,6 @@ static void test_range_messages(void **state)
         {"{\"prompt\":[1,-1]}", "prompt", "prompt[1] = -1: token ids are 0..n_vocab-1"},
         {"{\"prompt\":[1,2,7.5]}", "prompt", "prompt[2] is not an integer: token ids are 0..n_vocab-1"},
         {"{\"prompt\":\"x\",\"n\":3}", "n", "'n' is 3; only 1 is supported"},
-        {"{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", "response_format",
-         "'response_format' is not supported yet"},
         {"{\"prompt\":\"x\",\"logit_bias\":{\"1\":5}}", "logit_bias", "'logit_bias' is not supported yet"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {

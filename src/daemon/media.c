@@ -165,12 +165,12 @@ int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *
     int n_markers = 0;
     for (const char *q = text; (q = memmem(q, len - (size_t)(q - text), CS_MEDIA_MARKER, ml)) != NULL; q += ml)
         n_markers++;
-    if (n_markers != n_refs)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "the prompt has %d image marker%s (%s) for %d image%s", n_markers,
-                      n_markers == 1 ? "" : "s", CS_MEDIA_MARKER, n_refs, n_refs == 1 ? "" : "s");
     if (n_refs > 0 && !m)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "this server has no vision projector ([model] mmproj): "
                       "images are not accepted");
+    if (n_markers != n_refs)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "the prompt has %d image marker%s (%s) for %d image%s", n_markers,
+                      n_markers == 1 ? "" : "s", CS_MEDIA_MARKER, n_refs, n_refs == 1 ? "" : "s");
     if (n_refs > CS_MEDIA_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%d images in one request; at most %d", n_refs, CS_MEDIA_MAX);
     struct clspec_engine_info info = {.size = sizeof info};

@@ -97,7 +97,8 @@ c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":{"prompt_string":"Once upo
 check "prompt as {prompt_string}; response_fields cut the answer to the named paths; prompt shows <s>" \
     test "$c|$(jq -c 'keys' "$tmp/body")|$(jq -r '."generation_settings/n_predict"' "$tmp/body")|$(jq -r .prompt "$tmp/body")" \
     = '200|["content","generation_settings/n_predict","prompt"]|3|<s> Once upon'
-check "prompt with multimodal_data: 400" refused multimodal '{"prompt":{"prompt_string":"a","multimodal_data":["x"]}}'
+check "prompt with multimodal_data on a server without a projector: 400" refused mmproj \
+    '{"prompt":{"prompt_string":"<__media__>a","multimodal_data":["x"]}}'
 check "GET /completion: 405" test "$(code "${auth[@]}" "$url/completion")" = 405
 check "POST /props: 501 not_supported_error" \
     test "$(code "${auth[@]}" -X POST "$url/props" -d '{}')|$(jq -r .error.type "$tmp/body")" = "501|not_supported_error"
