@@ -60,7 +60,8 @@ int cs_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
 /* Quantizes n floats into dst (cs_row_bytes(type, n) bytes). Supported types:
  * F32, F16, BF16, Q8_0, Q4_0 (the same rounding as ggml's reference
- * quantizers). Returns 0, or -1 if unsupported. */
+ * quantizers), Q4_K, Q5_K, Q6_K (clspec's own min-max fit, see quant.c).
+ * Returns 0, or -1 if unsupported. */
 int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* KV cache rows (any n >= 0): a row is padded to whole blocks, the missing
