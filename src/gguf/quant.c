@@ -275,7 +275,7 @@ static void deq_q3_k(const uint8_t *b, float *y)
 }
 
 /* The 6-bit scale and min j (0..7) of a Q4_K/Q5_K super-block. */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+void cs_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
     if (j < 4) {
         *d = q[j] & 63;
@@ -290,10 +290,10 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 static void k4_pair(const uint8_t *sc, int is, float d, float dmin, float dm[4])
 {
     uint8_t s, m;
-    scale_min_k4(is, sc, &s, &m);
+    cs_k4_scale_min(is, sc, &s, &m);
     dm[0] = d * s;
     dm[1] = dmin * m;
-    scale_min_k4(is + 1, sc, &s, &m);
+    cs_k4_scale_min(is + 1, sc, &s, &m);
     dm[2] = d * s;
     dm[3] = dmin * m;
 }
