@@ -285,6 +285,22 @@ inline void cs_dq32_q4_Kr(__global const uchar *row, uint s, float16 *lo, float1
     *hi = fma(d, convert_float16(q >> (uchar)4), -m);
 }
 
+/* q5_Kr (184 bytes per 256, CS_WLAYOUT_Q5_K_R): float d, dmin; uchar sc[8],
+ *   mn[8]; per sub-block u of 32: uint qh (bit l: the fifth bit of element
+ *   l), uchar qs[16] (as q4_0). x = fma(d sc_u, q, -(dmin mn_u)). */
+inline void cs_dq32_q5_Kr(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 184;
+    const uint u = s & 7;
+    __global const float *f = (__global const float *)b;
+    const float d = f[0] * (float)b[8 + u], m = f[1] * (float)b[16 + u];
+    __global const uchar *p = b + 24 + 20 * u;
+    const uint qh = *(__global const uint *)p;
+    const uchar16 q = vload16(0, p + 4);
+    *lo = fma(d, mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)), -m);
+    *hi = fma(d, mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)), -m);
+}
+
 /* q6_Kr (212 bytes per 256, CS_WLAYOUT_Q6_K_R): float d; char sc[16]; then
  *   per sub-block u of 32: uchar ql[16] (element l low nibble, l + 16 high
  *   nibble: the low 4 bits) and uchar qh[8] (byte i: the high 2 bits of
@@ -326,9 +342,10 @@ CS_DQ1_NONE(q4_K)
 CS_DQ1_NONE(q5_K)
 CS_DQ1_NONE(q6_K)
 CS_DQ1_NONE(q4_Kr)
+CS_DQ1_NONE(q5_Kr)
 CS_DQ1_NONE(q6_Kr)
 
 /* X(T) for every weight type (kernel names: mv_T, mm_T, getrows_T) */
 #define CS_FOR_EACH_WTYPE(X) \
     X(f32) X(f16) X(bf16) X(q8_0) X(q8_0f) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K) \
-        X(q4_Kr) X(q6_Kr)
+        X(q4_Kr) X(q5_Kr) X(q6_Kr)

@@ -207,7 +207,8 @@ static void check_type(uint32_t type, enum cs_kfamily fam, bool repack)
         const int want_layout = !repack ? CS_WLAYOUT_GGUF
                                 : type == CS_TYPE_Q8_0 ? CS_WLAYOUT_Q8_0_F32D
                                 : type == CS_TYPE_Q4_K ? CS_WLAYOUT_Q4_K_R
-                                : type == CS_TYPE_Q6_K ? CS_WLAYOUT_Q6_K_R : CS_WLAYOUT_GGUF;
+                                : type == CS_TYPE_Q6_K ? CS_WLAYOUT_Q6_K_R
+                                : type == CS_TYPE_Q5_K ? CS_WLAYOUT_Q5_K_R : CS_WLAYOUT_GGUF;
         assert_int_equal(w.layout, want_layout);
         float *x = random_floats((size_t)64 * sh.n_in, 77 + si);
         float *ref = malloc((size_t)64 * sh.n_out * sizeof *ref);
@@ -274,7 +275,7 @@ static void test_matmul_q8_0_gguf_gpu(void **s)
     check_type(CS_TYPE_Q8_0, CS_KFAMILY_GPU, false);
 }
 
-/* q4_K and q6_K in their GGUF layout (cs_weight_upload repacks them), and
+/* q4_K, q5_K and q6_K in their GGUF layout (cs_weight_upload repacks them), and
  * the repacked layouts bitwise equal to the GGUF ones for every column count
  * (the repack changes no value: golden results stay as they were) */
 static void check_repack_same(enum cs_kfamily fam)
@@ -283,7 +284,7 @@ static void check_repack_same(enum cs_kfamily fam)
     if (!d)
         skip();
     char err[512];
-    const uint32_t types[] = {CS_TYPE_Q4_K, CS_TYPE_Q6_K, CS_TYPE_Q8_0};
+    const uint32_t types[] = {CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K, CS_TYPE_Q8_0};
     const uint32_t ncs[] = {1, 2, 3, 7, 16, 17};
     for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
         const uint32_t type = types[ti], n_in = 2048, n_out = 37;
@@ -314,6 +315,7 @@ static void test_matmul_k_gguf_cpu(void **s)
 {
     (void)s;
     check_type(CS_TYPE_Q4_K, CS_KFAMILY_CPU, false);
+    check_type(CS_TYPE_Q5_K, CS_KFAMILY_CPU, false);
     check_type(CS_TYPE_Q6_K, CS_KFAMILY_CPU, false);
     check_repack_same(CS_KFAMILY_CPU);
 }
@@ -322,6 +324,7 @@ static void test_matmul_k_gguf_gpu(void **s)
 {
     (void)s;
     check_type(CS_TYPE_Q4_K, CS_KFAMILY_GPU, false);
+    check_type(CS_TYPE_Q5_K, CS_KFAMILY_GPU, false);
     check_type(CS_TYPE_Q6_K, CS_KFAMILY_GPU, false);
     check_repack_same(CS_KFAMILY_GPU);
 }

@@ -46,6 +46,7 @@ static const char *wname(const struct cs_weight *w)
     case CS_WLAYOUT_Q8_0_F32D: return "q8_0f";
     case CS_WLAYOUT_Q4_K_R: return "q4_Kr";
     case CS_WLAYOUT_Q6_K_R: return "q6_Kr";
+    case CS_WLAYOUT_Q5_K_R: return "q5_Kr";
     default: return kname(w->type);
     }
 }
@@ -64,10 +65,12 @@ static void repack_q8_0(const unsigned char *src, unsigned char *dst, uint64_t n
 }
 
 /* q4_K super-blocks (144 bytes: half d, dmin; scales[12]; qs[128]) ->
- * CS_WLAYOUT_Q4_K_R (152 bytes, matmul.h) */
-static void repack_q4_k(const unsigned char *src, unsigned char *dst, uint64_t n_blocks)
+ * CS_WLAYOUT_Q4_K_R (152 bytes, matmul.h); q5_K (176 bytes: the same with
+ * qh[32] before qs) -> CS_WLAYOUT_Q5_K_R (184 bytes) */
+static void repack_k4(const unsigned char *src, unsigned char *dst, uint64_t n_blocks, bool q5)
 {
-    for (uint64_t b = 0; b < n_blocks; b++, src += 144, dst += 152) {
+    const uint32_t sb = q5 ? 176 : 144, db = q5 ? 184 : 152, step = q5 ? 20 : 16;
+    for (uint64_t b = 0; b < n_blocks; b++, src += sb, dst += db) {
         uint16_t h[2];
         memcpy(h, src, 4);
         const float dm[2] = {cs_f16_to_f32(h[0]), cs_f16_to_f32(h[1])};
@@ -75,10 +78,18 @@ static void repack_q4_k(const unsigned char *src, unsigned char *dst, uint64_t n
         for (int u = 0; u < 8; u++)
             cs_k4_scale_min(u, src + 4, dst + 8 + u, dst + 16 + u);
         for (int u = 0; u < 8; u++) {
-            const unsigned char *q = src + 16 + 32 * (u / 2); /* nibble u % 2 of q[l]: element l */
+            const unsigned char *q = src + (q5 ? 48 : 16) + 32 * (u / 2); /* nibble u % 2 of q[l]: element l */
             const int sh = 4 * (u % 2);
+            unsigned char *o = dst + 24 + step * u;
+            if (q5) {
+                uint32_t qh = 0;
+                for (int l = 0; l < 32; l++)
+                    qh |= (uint32_t)((src[16 + l] >> u) & 1) << l;
+                memcpy(o, &qh, 4); /* little-endian host and device (OpenCL CPUs, GPUs) */
+                o += 4;
+            }
             for (int l = 0; l < 16; l++)
-                dst[24 + 16 * u + l] = (unsigned char)(((q[l] >> sh) & 15) | (((q[l + 16] >> sh) & 15) << 4));
+                o[l] = (unsigned char)(((q[l] >> sh) & 15) | (((q[l + 16] >> sh) & 15) << 4));
         }
     }
 }
@@ -122,6 +133,7 @@ static int layout_of(uint32_t type, bool repack, uint64_t gguf_row_bytes, uint64
     case CS_TYPE_Q8_0: *row_bytes = gguf_row_bytes / 34 * 36; return CS_WLAYOUT_Q8_0_F32D;
     case CS_TYPE_Q4_K: *row_bytes = gguf_row_bytes / 144 * 152; return CS_WLAYOUT_Q4_K_R;
     case CS_TYPE_Q6_K: *row_bytes = gguf_row_bytes / 210 * 212; return CS_WLAYOUT_Q6_K_R;
+    case CS_TYPE_Q5_K: *row_bytes = gguf_row_bytes / 176 * 184; return CS_WLAYOUT_Q5_K_R;
     default: return CS_WLAYOUT_GGUF;
     }
 }
@@ -194,8 +206,8 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
             const uint64_t nb = (uint64_t)p->n_rows * (n_in / cs_type_get(type)->block_elems);
             if (layout == CS_WLAYOUT_Q8_0_F32D)
                 repack_q8_0(src, tmp, nb);
-            else if (layout == CS_WLAYOUT_Q4_K_R)
-                repack_q4_k(src, tmp, nb);
+            else if (layout == CS_WLAYOUT_Q4_K_R || layout == CS_WLAYOUT_Q5_K_R)
+                repack_k4(src, tmp, nb, layout == CS_WLAYOUT_Q5_K_R);
             else
                 repack_q6_k(src, tmp, nb);
             src = tmp;
