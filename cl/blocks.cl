@@ -267,6 +267,61 @@ inline void cs_dq32_q6_K(__global const uchar *row, uint s, float16 *lo, float16
     *hi = (d * (float)sc[1]) * (convert_float16(q1) - 32.0f);
 }
 
+/* ---- K-quants repacked on upload (src/ops/matmul.c; bitwise the same
+ * values as the GGUF decoders above: the same float products, in the same
+ * order, of the same integers) ----
+ * q4_Kr (152 bytes per 256, CS_WLAYOUT_Q4_K_R): float d, dmin; uchar sc[8],
+ *   mn[8] (the 6-bit scales and mins, unpacked); uchar qs[8][16]: byte l of
+ *   sub-block u = element l (low nibble) | element l + 16 (high nibble), as
+ *   q4_0. x = fma(d sc_u, q, -(dmin mn_u)). */
+inline void cs_dq32_q4_Kr(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 152;
+    const uint u = s & 7;
+    __global const float *f = (__global const float *)b;
+    const float d = f[0] * (float)b[8 + u], m = f[1] * (float)b[16 + u];
+    const uchar16 q = vload16(0, b + 24 + 16 * u);
+    *lo = fma(d, convert_float16(q & (uchar)15), -m);
+    *hi = fma(d, convert_float16(q >> (uchar)4), -m);
+}
+
+/* q5_Kr (184 bytes per 256, CS_WLAYOUT_Q5_K_R): float d, dmin; uchar sc[8],
+ *   mn[8]; per sub-block u of 32: uint qh (bit l: the fifth bit of element
+ *   l), uchar qs[16] (as q4_0). x = fma(d sc_u, q, -(dmin mn_u)). */
+inline void cs_dq32_q5_Kr(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 184;
+    const uint u = s & 7;
+    __global const float *f = (__global const float *)b;
+    const float d = f[0] * (float)b[8 + u], m = f[1] * (float)b[16 + u];
+    __global const uchar *p = b + 24 + 20 * u;
+    const uint qh = *(__global const uint *)p;
+    const uchar16 q = vload16(0, p + 4);
+    *lo = fma(d, mad(cs_bits16(qh, 0), 16.0f, convert_float16(q & (uchar)15)), -m);
+    *hi = fma(d, mad(cs_bits16(qh, 16), 16.0f, convert_float16(q >> (uchar)4)), -m);
+}
+
+/* q6_Kr (212 bytes per 256, CS_WLAYOUT_Q6_K_R): float d; char sc[16]; then
+ *   per sub-block u of 32: uchar ql[16] (element l low nibble, l + 16 high
+ *   nibble: the low 4 bits) and uchar qh[8] (byte i: the high 2 bits of
+ *   elements i, i + 8, i + 16, i + 24 at bits 0, 2, 4, 6).
+ *   x = (d sc) (q - 32), sc[2u] for elements 0..15, sc[2u + 1] for 16..31. */
+inline void cs_dq32_q6_Kr(__global const uchar *row, uint s, float16 *lo, float16 *hi)
+{
+    __global const uchar *b = row + (size_t)(s >> 3) * 212;
+    const uint u = s & 7;
+    const float d = *(__global const float *)b;
+    __global const char *sc = (__global const char *)(b + 4 + 2 * u);
+    __global const uchar *p = b + 20 + 24 * u;
+    const uchar16 ql = vload16(0, p);
+    const uchar8 qh = vload8(0, p + 16);
+    const uchar16 h0 = (uchar16)(qh & (uchar)3, (qh >> (uchar)2) & (uchar)3);
+    const uchar16 h1 = (uchar16)((qh >> (uchar)4) & (uchar)3, qh >> (uchar)6);
+    const uchar16 q0 = (ql & (uchar)15) | (h0 << (uchar)4), q1 = (ql >> (uchar)4) | (h1 << (uchar)4);
+    *lo = (d * (float)sc[0]) * (convert_float16(q0) - 32.0f);
+    *hi = (d * (float)sc[1]) * (convert_float16(q1) - 32.0f);
+}
+
 /* the block types never have a partial 32-element tail */
 #define CS_DQ1_NONE(T) \
     inline float cs_dq1_##T(__global const uchar *row, uint k) \
@@ -286,7 +341,11 @@ CS_DQ1_NONE(q3_K)
 CS_DQ1_NONE(q4_K)
 CS_DQ1_NONE(q5_K)
 CS_DQ1_NONE(q6_K)
+CS_DQ1_NONE(q4_Kr)
+CS_DQ1_NONE(q5_Kr)
+CS_DQ1_NONE(q6_Kr)
 
 /* X(T) for every weight type (kernel names: mv_T, mm_T, getrows_T) */
 #define CS_FOR_EACH_WTYPE(X) \
-    X(f32) X(f16) X(bf16) X(q8_0) X(q8_0f) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
+    X(f32) X(f16) X(bf16) X(q8_0) X(q8_0f) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K) \
+        X(q4_Kr) X(q5_Kr) X(q6_Kr)

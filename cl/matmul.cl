@@ -39,7 +39,29 @@
  *   in increasing k.
  * GPU family: work-item l of CS_MM_WG sums sub-blocks s = l, l + WG, ... as
  *   acc = (acc + dot16(lo)) + dot16(hi); the tail likewise by element; then
- *   the fixed power-of-two tree of cs_wg_sum. */
+ *   the fixed power-of-two tree of cs_wg_sum.
+ *
+ * The contract for any other path (a tiled prefill mat-mat must match it to
+ * keep verification rows equal to plain decode), CPU family, element (c, r)
+ * with W row r, x column c, nsb = n_in / 32:
+ *   1. weights: w_k as cs_dq32_T decodes it (cl/blocks.cl; exact for the
+ *      float types: f32 as is, f16 exact half -> float, bf16 bits << 16;
+ *      block types: the float expression documented at each decoder, e.g.
+ *      q8_0 d*q, q4_0 d*(q - 8), q4_K fma(d*sc, q, -(dmin*m)), q6_K
+ *      (d*sc)*(q - 32); the repacked layouts q8_0f, q4_Kr, q5_Kr, q6_Kr give
+ *      the same values bit for bit);
+ *   2. 32 float lanes: lane i (0..15) of alo accumulates k = 32 s + i, lane i
+ *      of ahi k = 32 s + 16 + i, for s = 0, 1, ..., nsb - 1 in that order,
+ *      each step one fma(w_k, x_k, lane) (no other contraction, no
+ *      reassociation), all lanes starting at +0.0f;
+ *   3. v = alo + ahi (16 lane-wise adds), then hsum16(v): a = v[0..7] +
+ *      v[8..15], b = a[0..3] + a[4..7], (b0 + b1) + (b2 + b3);
+ *   4. float types only: the tail k = 32 nsb .. n_in - 1, sum = fma(w_k,
+ *      x_k, sum) in increasing k.
+ * x is used as given (f32; no activation quantization: there is no int8 path
+ * yet). Neither the column count, the column's position in its tile, the
+ * row's position in its work-item nor the weight's split into parts changes
+ * any of it (tests/test-kernels.c checks mat-vec against 2..512 columns). */
 
 /* CPU family: sub-block s of row wr folded into the row's two chains (alo,
  * ahi), x's halves xl, xh of that sub-block loaded by the caller (shared

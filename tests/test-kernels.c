@@ -204,7 +204,12 @@ static void check_type(uint32_t type, enum cs_kfamily fam, bool repack)
         struct cs_weight w;
         if (cs_weight_upload_parts(d, type, sh.n_in, sh.n_out, wh, 0, repack, &w, err, sizeof err) != CLSPEC_OK)
             fail_msg("%s", err);
-        assert_int_equal(w.layout, repack && type == CS_TYPE_Q8_0 ? CS_WLAYOUT_Q8_0_F32D : CS_WLAYOUT_GGUF);
+        const int want_layout = !repack ? CS_WLAYOUT_GGUF
+                                : type == CS_TYPE_Q8_0 ? CS_WLAYOUT_Q8_0_F32D
+                                : type == CS_TYPE_Q4_K ? CS_WLAYOUT_Q4_K_R
+                                : type == CS_TYPE_Q6_K ? CS_WLAYOUT_Q6_K_R
+                                : type == CS_TYPE_Q5_K ? CS_WLAYOUT_Q5_K_R : CS_WLAYOUT_GGUF;
+        assert_int_equal(w.layout, want_layout);
         float *x = random_floats((size_t)64 * sh.n_in, 77 + si);
         float *ref = malloc((size_t)64 * sh.n_out * sizeof *ref);
         assert_non_null(ref);
@@ -270,12 +275,66 @@ static void test_matmul_q8_0_gguf_gpu(void **s)
     check_type(CS_TYPE_Q8_0, CS_KFAMILY_GPU, false);
 }
 
+/* q4_K, q5_K and q6_K in their GGUF layout (cs_weight_upload repacks them), and
+ * the repacked layouts bitwise equal to the GGUF ones for every column count
+ * (the repack changes no value: golden results stay as they were) */
+static void check_repack_same(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_Q4_K, CS_TYPE_Q5_K, CS_TYPE_Q6_K, CS_TYPE_Q8_0};
+    const uint32_t ncs[] = {1, 2, 3, 7, 16, 17};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti], n_in = 2048, n_out = 37;
+        uint64_t wbytes;
+        unsigned char *wh = random_weight(type, n_in, n_out, 8100 + type, &wbytes);
+        struct cs_weight wr, wg;
+        if (cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, true, &wr, err, sizeof err) != CLSPEC_OK ||
+            cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, false, &wg, err, sizeof err) != CLSPEC_OK)
+            fail_msg("%s", err);
+        assert_int_not_equal(wr.layout, CS_WLAYOUT_GGUF);
+        float *x = random_floats((size_t)17 * n_in, 8200 + ti);
+        for (size_t ci = 0; ci < CS_ARRAY_LEN(ncs); ci++) {
+            float *a = run_matmul(d, &wr, x, ncs[ci], NULL), *b = run_matmul(d, &wg, x, ncs[ci], NULL);
+            if (memcmp(a, b, (size_t)ncs[ci] * n_out * sizeof *a) != 0)
+                fail_msg("matmul %s %s n_cols=%u: repacked layout differs from GGUF layout", cs_type_name(type),
+                         fam_name[fam], ncs[ci]);
+            free(a);
+            free(b);
+        }
+        free(x);
+        free(wh);
+        cs_weight_free(&wr);
+        cs_weight_free(&wg);
+    }
+}
+
+static void test_matmul_k_gguf_cpu(void **s)
+{
+    (void)s;
+    check_type(CS_TYPE_Q4_K, CS_KFAMILY_CPU, false);
+    check_type(CS_TYPE_Q5_K, CS_KFAMILY_CPU, false);
+    check_type(CS_TYPE_Q6_K, CS_KFAMILY_CPU, false);
+    check_repack_same(CS_KFAMILY_CPU);
+}
+
+static void test_matmul_k_gguf_gpu(void **s)
+{
+    (void)s;
+    check_type(CS_TYPE_Q4_K, CS_KFAMILY_GPU, false);
+    check_type(CS_TYPE_Q5_K, CS_KFAMILY_GPU, false);
+    check_type(CS_TYPE_Q6_K, CS_KFAMILY_GPU, false);
+    check_repack_same(CS_KFAMILY_GPU);
+}
+
 /* ---- batch invariance: a column's result does not depend on the batch ----
  * Speculative verification computes a sequence's logits inside batches of
  * other columns: they must be bitwise identical to decoding it alone. For
  * every type and family, column x0 computed alone (mat-vec) is compared with
  * memcmp to the same column at the first, a middle and the last position of
- * batches of 2..512 columns whose other columns are random (small mat-mat and
+ * batches of 2, 3, 5, 7, 16, 17, 64, 512 columns whose other columns are random (small mat-mat and
  * tiled mat-mat, every column-tile position). */
 
 static void check_invariance(uint32_t type, enum cs_kfamily fam, bool wide)
@@ -294,7 +353,7 @@ static void check_invariance(uint32_t type, enum cs_kfamily fam, bool wide)
         fail_msg("%s", err);
     float *x0 = random_floats(n_in, 99);
     float *alone = run_matmul(d, &w, x0, 1, NULL);
-    const uint32_t batches[] = {2, 5, 16, 64, 512};
+    const uint32_t batches[] = {2, 3, 5, 7, 16, 17, 64, 512};
     for (size_t bi = 0; bi < CS_ARRAY_LEN(batches); bi++) {
         const uint32_t nb = batches[bi];
         float *x = random_floats((size_t)nb * n_in, 300 + bi);
@@ -1082,7 +1141,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),
         TYPE_ENTRIES(q4_1), TYPE_ENTRIES(q5_0), TYPE_ENTRIES(q5_1), TYPE_ENTRIES(q2_K), TYPE_ENTRIES(q3_K),
-        TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K), TYPE_ENTRIES(q8_0_gguf),
+        TYPE_ENTRIES(q4_K), TYPE_ENTRIES(q5_K), TYPE_ENTRIES(q6_K), TYPE_ENTRIES(q8_0_gguf), TYPE_ENTRIES(k_gguf),
         cmocka_unit_test(test_invariance_cpu),
         cmocka_unit_test(test_invariance_gpu),
         cmocka_unit_test(test_round_rows_cpu),

@@ -352,7 +352,8 @@ static void test_quant_known_answers(void **state)
     assert_int_equal(cs_quantize_row(CS_TYPE_Q4_0, x, b, 32), 0);
     for (int j = 0; j < 16; j++)
         assert_int_equal(b[2 + j], 0x88);
-    assert_int_equal(cs_quantize_row(CS_TYPE_Q4_K, x, b, 256), -1);
+    assert_int_equal(cs_quantize_row(CS_TYPE_Q4_1, x, b, 32), -1);
+    assert_int_equal(cs_quantize_row(CS_TYPE_Q2_K, x, b, 256), -1);
     assert_int_equal(cs_quantize_row(CS_TYPE_Q8_0, x, b, 33), -1);
 }
 
@@ -360,9 +361,11 @@ static void test_quant_roundtrip(void **state)
 {
     (void)state;
     /* measured rel. RMS on N(0,1) with 1% outliers (x8), seed 3: f16 2.1e-4, bf16 1.8e-3,
-     * q8_0 8.6e-3, q4_0 0.14; bounds with margin */
+     * q8_0 8.6e-3, q4_0 0.14, q4_K 0.096, q5_K 0.048, q6_K 0.027 (clspec's K-quantizers
+     * against the tested dequantizers: a wrong layout would scramble values); bounds with margin */
     static const struct { uint32_t t; double bound; } cases[] = {
         {CS_TYPE_F32, 0.0}, {CS_TYPE_F16, 4e-4}, {CS_TYPE_BF16, 3e-3}, {CS_TYPE_Q8_0, 1.2e-2}, {CS_TYPE_Q4_0, 0.2},
+        {CS_TYPE_Q4_K, 0.13}, {CS_TYPE_Q5_K, 0.065}, {CS_TYPE_Q6_K, 0.037},
     };
     enum { N = 1 << 14 };
     float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);

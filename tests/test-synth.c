@@ -521,6 +521,48 @@ static void test_synth_output_type(void **state)
     free(vpath);
 }
 
+/* --type q4_K_M: Q4_K matrices, Q6_K for output.weight and for attn_v /
+ * ffn_down of the first and last eighth of the layers and every third one
+ * in between (8 layers: 0, 3, 6, 7); file type 15 */
+static void test_synth_q4_k_m(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN];
+    char *vpath = tu_shared_path(VOCAB);
+    struct cs_synth_params p;
+    small_params(&p, "llama", CS_TYPE_Q4_K, vpath);
+    p.dim = 256, p.ffn = 512, p.n_layer = 8, p.q4_k_m = true;
+    char *path = tu_tmp_path(".gguf");
+    assert_int_equal(cs_synth_write(&p, path, NULL, err, sizeof err), CLSPEC_OK);
+    struct cs_gguf *g;
+    assert_int_equal(cs_gguf_open(path, &g, err, sizeof err), CLSPEC_OK);
+    expect_tensor(g, "output.weight", 2, 256, 512, CS_TYPE_Q6_K);
+    expect_tensor(g, "token_embd.weight", 2, 256, 512, CS_TYPE_Q4_K);
+    for (uint32_t l = 0; l < 8; l++) {
+        const uint32_t vt = l == 0 || l == 3 || l == 6 || l == 7 ? CS_TYPE_Q6_K : CS_TYPE_Q4_K;
+        char nm[64];
+        snprintf(nm, sizeof nm, "blk.%u.attn_v.weight", l);
+        expect_tensor(g, nm, 2, 256, 128, vt);
+        snprintf(nm, sizeof nm, "blk.%u.ffn_down.weight", l);
+        expect_tensor(g, nm, 2, 512, 256, vt);
+        snprintf(nm, sizeof nm, "blk.%u.attn_q.weight", l);
+        expect_tensor(g, nm, 2, 256, 256, CS_TYPE_Q4_K);
+    }
+    const struct cs_gguf_kv *kv = cs_gguf_find(g, "general.file_type");
+    assert_non_null(kv);
+    assert_int_equal(kv->v.u, 15);
+    cs_gguf_close(g);
+    /* the mix needs q4_K matrices; rows must be multiples of 256 */
+    p.type = CS_TYPE_Q8_0;
+    assert_int_not_equal(cs_synth_check(&p, 0, err, sizeof err), CLSPEC_OK);
+    assert_non_null(strstr(err, "q4_K_M"));
+    p.type = CS_TYPE_Q4_K, p.dim = 64, p.ffn = 96, p.q4_k_m = false;
+    assert_int_not_equal(cs_synth_check(&p, 0, err, sizeof err), CLSPEC_OK);
+    remove(path);
+    free(path);
+    free(vpath);
+}
+
 static void test_synth_seeds(void **state)
 {
     (void)state;
@@ -603,8 +645,10 @@ static void test_synth_bad_shapes(void **state)
     expect_refused(&p, path, CLSPEC_E_INVAL, "--layers 0");
     small_params(&p, "gpt2", CS_TYPE_F32, vpath);
     expect_refused(&p, path, CLSPEC_E_INVAL, "--arch 'gpt2'");
-    small_params(&p, "llama", CS_TYPE_Q4_K, vpath);
-    expect_refused(&p, path, CLSPEC_E_INVAL, "--type q4_K: unsupported");
+    small_params(&p, "llama", CS_TYPE_Q2_K, vpath);
+    expect_refused(&p, path, CLSPEC_E_INVAL, "--type q2_K: unsupported");
+    small_params(&p, "llama", CS_TYPE_Q4_K, vpath); /* dim 64: not whole super-blocks */
+    expect_refused(&p, path, CLSPEC_E_INVAL, "type q4_K needs rows that are multiples of 256");
     small_params(&p, "llama", CS_TYPE_F32, vpath);
     p.tied = true;
     p.output_type = CS_TYPE_F16;
@@ -686,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_writer_errors),
         cmocka_unit_test(test_synth_arch_types),
         cmocka_unit_test(test_synth_output_type),
+        cmocka_unit_test(test_synth_q4_k_m),
         cmocka_unit_test(test_synth_seeds),
         cmocka_unit_test(test_synth_bad_shapes),
         cmocka_unit_test(test_cli),

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/cli.h"
 #include "clspec/clspec.h"
@@ -33,7 +34,9 @@ static void usage(FILE *f)
             "  --head-dim N       head size (default dim / heads)\n"
             "  --ffn N            feed-forward size (default 768)\n"
             "  --ctx N            context length (default 2048)\n"
-            "  --type T           f32 (default), f16, bf16, q8_0 or q4_0 for the matrices\n"
+            "  --type T           f32 (default), f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K for the\n"
+            "                     matrices, or q4_K_M (q4_K with q6_K for output.weight and\n"
+            "                     attn_v/ffn_down of some layers)\n"
             "                     (norms and biases stay f32)\n"
             "  --output-type T    type of output.weight (default: --type)\n"
             "  --tied             no output.weight (output tied to token_embd)\n"
@@ -67,7 +70,7 @@ static int parse_type(const char *opt, const char *s, uint32_t *out)
 {
     int t = cs_type_from_name(s);
     if (t < 0) {
-        fprintf(stderr, "clspec synth: %s '%s': unknown type (f32, f16, bf16, q8_0, q4_0)\n", opt, s);
+        fprintf(stderr, "clspec synth: %s '%s': unknown type (f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K, q4_K_M)\n", opt, s);
         return -1;
     }
     *out = (uint32_t)t;
@@ -144,8 +147,10 @@ int cs_cmd_synth(int argc, char **argv)
             bad = parse_u32(a, v, &p.ffn);
         else if (!strcmp(a, "--ctx"))
             bad = parse_u32(a, v, &p.ctx);
-        else if (!strcmp(a, "--type"))
-            bad = parse_type(a, v, &p.type);
+        else if (!strcmp(a, "--type")) {
+            p.q4_k_m = !strcasecmp(v, "q4_K_M");
+            bad = parse_type(a, p.q4_k_m ? "q4_K" : v, &p.type);
+        }
         else if (!strcmp(a, "--output-type")) {
             bad = parse_type(a, v, &t);
             p.output_type = (int32_t)t;

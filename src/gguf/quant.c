@@ -25,9 +25,9 @@ static const struct cs_type_info types[CS_TYPE_COUNT] = {
     [CS_TYPE_Q8_1] = {"q8_1", QK, 36, false, false},
     [CS_TYPE_Q2_K] = {"q2_K", QK_K, 84, true, false},
     [CS_TYPE_Q3_K] = {"q3_K", QK_K, 110, true, false},
-    [CS_TYPE_Q4_K] = {"q4_K", QK_K, 144, true, false},
-    [CS_TYPE_Q5_K] = {"q5_K", QK_K, 176, true, false},
-    [CS_TYPE_Q6_K] = {"q6_K", QK_K, 210, true, false},
+    [CS_TYPE_Q4_K] = {"q4_K", QK_K, 144, true, true},
+    [CS_TYPE_Q5_K] = {"q5_K", QK_K, 176, true, true},
+    [CS_TYPE_Q6_K] = {"q6_K", QK_K, 210, true, true},
     [CS_TYPE_Q8_K] = {"q8_K", QK_K, 292, false, false},
     [16] = {"iq2_xxs", QK_K, 66, false, false},
     [17] = {"iq2_xs", QK_K, 74, false, false},
@@ -275,7 +275,7 @@ static void deq_q3_k(const uint8_t *b, float *y)
 }
 
 /* The 6-bit scale and min j (0..7) of a Q4_K/Q5_K super-block. */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+void cs_k4_scale_min(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
     if (j < 4) {
         *d = q[j] & 63;
@@ -290,10 +290,10 @@ static void scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 static void k4_pair(const uint8_t *sc, int is, float d, float dmin, float dm[4])
 {
     uint8_t s, m;
-    scale_min_k4(is, sc, &s, &m);
+    cs_k4_scale_min(is, sc, &s, &m);
     dm[0] = d * s;
     dm[1] = dmin * m;
-    scale_min_k4(is + 1, sc, &s, &m);
+    cs_k4_scale_min(is + 1, sc, &s, &m);
     dm[2] = d * s;
     dm[3] = dmin * m;
 }
@@ -424,6 +424,115 @@ static void quant_q4_0(const float *x, uint8_t *b)
     }
 }
 
+/* ---- K-quant quantizers (written from the published block layouts; a
+ * min-max fit per sub-block, then the sub-block scales quantized against a
+ * super-block scale, then every value rounded against the final, decoded
+ * scales so that rounding of the scales is accounted for) ---- */
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Q4_K/Q5_K (nmax 15 or 31): 8 sub-blocks of 32, x ~ d sc_j q - dmin m_j with
+ * sc_j, m_j 6-bit, q in [0, nmax]. Writes d, dmin, scales[12] to b and the
+ * integer levels (0..nmax) of the 256 values to L. */
+static void quant_k4_levels(const float *x, int nmax, uint8_t *b, uint8_t *L)
+{
+    float scale[8], min[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; j++) {
+        float lo = x[32 * j], hi = x[32 * j];
+        for (int l = 1; l < 32; l++) {
+            lo = fminf(lo, x[32 * j + l]);
+            hi = fmaxf(hi, x[32 * j + l]);
+        }
+        lo = fminf(lo, 0.0f); /* the min is subtracted: a non-negative m */
+        scale[j] = (hi - lo) / nmax;
+        min[j] = -lo;
+        max_scale = fmaxf(max_scale, scale[j]);
+        max_min = fmaxf(max_min, min[j]);
+    }
+    const float d = max_scale / 63.0f, dmin = max_min / 63.0f;
+    wr_f16(b, d);
+    wr_f16(b + 2, dmin);
+    const float dq = rd_f16(b), dmq = rd_f16(b + 2); /* as the decoder reads them */
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)(dq > 0 ? clampi((int)lroundf(scale[j] / dq), 0, 63) : 0);
+        mn[j] = (uint8_t)(dmq > 0 ? clampi((int)lroundf(min[j] / dmq), 0, 63) : 0);
+    }
+    uint8_t *s = b + 4;
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)(mn[j] | ((mn[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    for (int j = 0; j < 8; j++) {
+        const float ds = dq * sc[j], dm = dmq * mn[j];
+        for (int l = 0; l < 32; l++)
+            L[32 * j + l] = (uint8_t)(ds > 0 ? clampi((int)lroundf((x[32 * j + l] + dm) / ds), 0, nmax) : 0);
+    }
+}
+
+/* Q4_K (144 bytes): d, dmin, scales[12], qs[128]: byte 32 p + l holds
+ * sub-block 2p (low nibble) and 2p + 1 (high nibble), element l. */
+static void quant_q4_k(const float *x, uint8_t *b)
+{
+    uint8_t L[QK_K];
+    quant_k4_levels(x, 15, b, L);
+    for (int p = 0; p < 4; p++)
+        for (int l = 0; l < 32; l++)
+            b[16 + 32 * p + l] = (uint8_t)(L[64 * p + l] | (L[64 * p + 32 + l] << 4));
+}
+
+/* Q5_K (176 bytes): as Q4_K with qh[32] before qs: bit j of qh[l] is the
+ * fifth bit of element l of sub-block j. */
+static void quant_q5_k(const float *x, uint8_t *b)
+{
+    uint8_t L[QK_K];
+    quant_k4_levels(x, 31, b, L);
+    memset(b + 16, 0, 32);
+    for (int j = 0; j < 8; j++)
+        for (int l = 0; l < 32; l++)
+            b[16 + l] |= (uint8_t)(((L[32 * j + l] >> 4) & 1) << j);
+    for (int p = 0; p < 4; p++)
+        for (int l = 0; l < 32; l++)
+            b[48 + 32 * p + l] = (uint8_t)((L[64 * p + l] & 15) | ((L[64 * p + 32 + l] & 15) << 4));
+}
+
+/* Q6_K (210 bytes): ql[128], qh[64], int8 scales[16], d. 16 sub-blocks of
+ * 16: x ~ d sc_i (q - 32), q in [0, 63]; sc_i = round(s_i / d) with s_i =
+ * (value of largest magnitude) / -32 and d = max |s_i| / 127. Element e =
+ * 128 h + 32 g + l: ql[64 h + 32 (g & 1) + l] nibble g >> 1, qh[32 h + l]
+ * bits 2g..2g+1, scale e / 16. */
+static void quant_q6_k(const float *x, uint8_t *b)
+{
+    float s[16], amax_s = 0;
+    for (int i = 0; i < 16; i++) {
+        float amax = 0, max = 0;
+        for (int l = 0; l < 16; l++)
+            if (fabsf(x[16 * i + l]) > amax) {
+                amax = fabsf(x[16 * i + l]);
+                max = x[16 * i + l];
+            }
+        s[i] = max / -32.0f;
+        amax_s = fmaxf(amax_s, fabsf(s[i]));
+    }
+    wr_f16(b + 208, amax_s / 127.0f);
+    const float d = rd_f16(b + 208);
+    int8_t *sc = (int8_t *)(b + 192);
+    for (int i = 0; i < 16; i++)
+        sc[i] = (int8_t)(d > 0 ? clampi((int)lroundf(s[i] / d), -128, 127) : 0);
+    memset(b, 0, 192);
+    for (int e = 0; e < QK_K; e++) {
+        const float ds = d * sc[e / 16];
+        const int q = ds != 0 ? clampi((int)lroundf(x[e] / ds), -32, 31) + 32 : 32;
+        const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+        b[64 * h + 32 * (g & 1) + l] |= (uint8_t)((q & 15) << (4 * (g >> 1)));
+        b[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * g));
+    }
+}
+
 int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
 {
     const struct cs_type_info *t = cs_type_get(type);
@@ -453,6 +562,15 @@ int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n)
         for (int64_t i = 0; i < n / QK; i++)
             quant_q4_0(src + i * QK, p + i * 18);
         return 0;
+    case CS_TYPE_Q4_K:
+    case CS_TYPE_Q5_K:
+    case CS_TYPE_Q6_K: {
+        void (*blk)(const float *, uint8_t *) =
+            type == CS_TYPE_Q4_K ? quant_q4_k : type == CS_TYPE_Q5_K ? quant_q5_k : quant_q6_k;
+        for (int64_t i = 0; i < n / QK_K; i++)
+            blk(src + i * QK_K, p + i * t->block_bytes);
+        return 0;
+    }
     }
     return -1;
 }

@@ -58,9 +58,14 @@ uint16_t cs_f32_to_bf16(float f);
  * dst (n floats). Returns 0, or -1 if the type has no dequantizer. */
 int cs_dequantize_row(uint32_t type, const void *src, float *dst, int64_t n);
 
+/* The 6-bit scale *d and min *m of sub-block j (0..7) of a Q4_K/Q5_K super-block
+ * from its 12 packed scale bytes. */
+void cs_k4_scale_min(int j, const uint8_t *scales12, uint8_t *d, uint8_t *m);
+
 /* Quantizes n floats into dst (cs_row_bytes(type, n) bytes). Supported types:
  * F32, F16, BF16, Q8_0, Q4_0 (the same rounding as ggml's reference
- * quantizers). Returns 0, or -1 if unsupported. */
+ * quantizers), Q4_K, Q5_K, Q6_K (clspec's own min-max fit, see quant.c).
+ * Returns 0, or -1 if unsupported. */
 int cs_quantize_row(uint32_t type, const float *src, void *dst, int64_t n);
 
 /* KV cache rows (any n >= 0): a row is padded to whole blocks, the missing

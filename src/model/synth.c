@@ -79,6 +79,9 @@ int cs_synth_file_type(uint32_t type)
     case CS_TYPE_F16: return 1;
     case CS_TYPE_Q4_0: return 2;
     case CS_TYPE_Q8_0: return 7;
+    case CS_TYPE_Q4_K: return 14; /* mostly Q4_K (llama.cpp's Q4_K_S id; Q4_K_M is 15) */
+    case CS_TYPE_Q5_K: return 16;
+    case CS_TYPE_Q6_K: return 18;
     case CS_TYPE_BF16: return 32;
     default: return -1;
     }
@@ -106,7 +109,20 @@ static uint32_t head_dim_of(const struct cs_synth_params *p)
 
 static uint32_t out_type_of(const struct cs_synth_params *p)
 {
-    return p->output_type >= 0 ? (uint32_t)p->output_type : p->type;
+    return p->output_type >= 0 ? (uint32_t)p->output_type : p->q4_k_m ? CS_TYPE_Q6_K : p->type;
+}
+
+/* The Q4_K_M mix (clspec's recipe, shaped like llama.cpp's): Q4_K everywhere
+ * except output.weight (Q6_K, out_type_of) and attn_v / ffn_down (more_bits
+ * true) of the first and last eighth of the layers and of every third layer
+ * in between, which get Q6_K. Without q4_k_m: p->type. */
+static uint32_t mat_type(const struct cs_synth_params *p, uint32_t layer, bool more_bits)
+{
+    if (!p->q4_k_m || !more_bits)
+        return p->type;
+    const uint32_t n = p->n_layer, e = n / 8;
+    const bool edge = layer < e || layer >= n - e, third = layer >= e && (layer - e) % 3 == 2;
+    return edge || third ? CS_TYPE_Q6_K : p->type;
 }
 
 static void add_plan(struct plan *pl, size_t *n, const char *name, uint32_t n_dims, uint64_t ne0,
@@ -190,7 +206,7 @@ static size_t make_plan(const struct cs_synth_params *p, uint64_t n_vocab, struc
         }
         add_plan(pl, &n, NM("attn_q.weight"), 2, p->dim, q, p->type, K_MAT, "--dim");
         add_plan(pl, &n, NM("attn_k.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
-        add_plan(pl, &n, NM("attn_v.weight"), 2, p->dim, kv, p->type, K_MAT, "--dim");
+        add_plan(pl, &n, NM("attn_v.weight"), 2, p->dim, kv, mat_type(p, l, true), K_MAT, "--dim");
         if (arch == 1) {
             add_plan(pl, &n, NM("attn_q.bias"), 1, q, 1, CS_TYPE_F32, K_BIAS, "--heads");
             add_plan(pl, &n, NM("attn_k.bias"), 1, kv, 1, CS_TYPE_F32, K_BIAS, "--kv-heads");
@@ -205,7 +221,7 @@ static size_t make_plan(const struct cs_synth_params *p, uint64_t n_vocab, struc
         add_plan(pl, &n, NM("ffn_norm.weight"), 1, p->dim, 1, CS_TYPE_F32, K_NORM, "--dim");
         add_plan(pl, &n, NM("ffn_gate.weight"), 2, p->dim, p->ffn, p->type, K_MAT, "--dim");
         add_plan(pl, &n, NM("ffn_up.weight"), 2, p->dim, p->ffn, p->type, K_MAT, "--dim");
-        add_plan(pl, &n, NM("ffn_down.weight"), 2, p->ffn, p->dim, p->type, K_MAT, "--ffn");
+        add_plan(pl, &n, NM("ffn_down.weight"), 2, p->ffn, p->dim, mat_type(p, l, true), K_MAT, "--ffn");
 #undef NM
     }
     add_plan(pl, &n, "output_norm.weight", 1, p->dim, 1, CS_TYPE_F32, K_NORM, "--dim");
@@ -218,7 +234,7 @@ static int check_type(uint32_t type, const char *opt, char *err, size_t errlen)
 {
     const struct cs_type_info *ti = cs_type_get(type);
     if (!ti || !ti->quant || cs_synth_file_type(type) < 0)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s %s: unsupported (use f32, f16, bf16, q8_0 or q4_0)",
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "%s %s: unsupported (use f32, f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K)",
                       opt, cs_type_name(type));
     return CLSPEC_OK;
 }
@@ -252,6 +268,9 @@ int cs_synth_check(const struct cs_synth_params *p, uint64_t n_vocab, char *err,
         return cs_err(err, errlen, CLSPEC_E_INVAL, "head dimension %u: must be even and at most 4096", hd);
     if (p->output_type >= 0 && p->tied)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "--output-type needs an untied output (drop --tied)");
+    if (p->q4_k_m && p->type != CS_TYPE_Q4_K)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "--type q4_K_M: the matrices must be q4_K, not %s",
+                      cs_type_name(p->type));
     int rc = check_type(p->type, "--type", err, errlen);
     if (!rc)
         rc = check_type(out_type_of(p), "--output-type", err, errlen);
@@ -374,7 +393,8 @@ static int add_meta(struct cs_gguf_writer *w, const struct cs_synth_params *p, u
 #undef U32
 #undef F32
     if (!rc)
-        rc = cs_gguf_add_u32(w, "general.file_type", (uint32_t)cs_synth_file_type(p->type), err, errlen);
+        rc = cs_gguf_add_u32(w, "general.file_type", p->q4_k_m ? 15u : (uint32_t)cs_synth_file_type(p->type),
+                             err, errlen);
     if (!rc && cs_type_get(p->type)->block_elems > 1)
         rc = cs_gguf_add_u32(w, "general.quantization_version", 2, err, errlen);
     if (!rc)

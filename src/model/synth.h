@@ -20,13 +20,15 @@ struct cs_synth_params {
     uint32_t head_dim;      /* 0: dim / n_head (which must divide) */
     uint32_t ffn;           /* feed-forward hidden size */
     uint32_t ctx;           /* context_length */
-    uint32_t type;          /* enum cs_type of the 2-D weights (F32, F16, BF16, Q8_0, Q4_0) */
+    uint32_t type;          /* enum cs_type of the 2-D weights (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) */
     int32_t output_type;    /* enum cs_type of output.weight; -1: same as type */
     bool tied;              /* no output.weight (output tied to token_embd) */
     float rms_eps;          /* 0: arch default (llama 1e-5, qwen 1e-6) */
     float rope_base;        /* 0: arch default (llama 1e4, qwen 1e6) */
     const char *vocab_path; /* GGUF whose tokenizer.* KVs are copied (vocab size from it) */
     uint64_t seed;          /* weights are a pure function of seed and shape */
+    bool q4_k_m;            /* the Q4_K_M mix (type must be Q4_K): Q6_K for output.weight and
+                               for attn_v/ffn_down of some layers (synth.c, mat_type) */
 };
 
 /* A small llama default (dim 256, 4 layers, 8/4 heads, FFN 768, ctx 2048, F32,

@@ -42,7 +42,13 @@ static const char *kname(uint32_t type)
 /* kernel name suffix of an uploaded weight (its device layout) */
 static const char *wname(const struct cs_weight *w)
 {
-    return w->layout == CS_WLAYOUT_Q8_0_F32D ? "q8_0f" : kname(w->type);
+    switch (w->layout) {
+    case CS_WLAYOUT_Q8_0_F32D: return "q8_0f";
+    case CS_WLAYOUT_Q4_K_R: return "q4_Kr";
+    case CS_WLAYOUT_Q6_K_R: return "q6_Kr";
+    case CS_WLAYOUT_Q5_K_R: return "q5_Kr";
+    default: return kname(w->type);
+    }
 }
 
 /* q8_0 GGUF rows (34-byte blocks: half d, 32 int8) -> 36-byte blocks with a
@@ -55,6 +61,80 @@ static void repack_q8_0(const unsigned char *src, unsigned char *dst, uint64_t n
         const float d = cs_f16_to_f32(h);
         memcpy(dst, &d, 4);
         memcpy(dst + 4, src + 2, 32);
+    }
+}
+
+/* q4_K super-blocks (144 bytes: half d, dmin; scales[12]; qs[128]) ->
+ * CS_WLAYOUT_Q4_K_R (152 bytes, matmul.h); q5_K (176 bytes: the same with
+ * qh[32] before qs) -> CS_WLAYOUT_Q5_K_R (184 bytes) */
+static void repack_k4(const unsigned char *src, unsigned char *dst, uint64_t n_blocks, bool q5)
+{
+    const uint32_t sb = q5 ? 176 : 144, db = q5 ? 184 : 152, step = q5 ? 20 : 16;
+    for (uint64_t b = 0; b < n_blocks; b++, src += sb, dst += db) {
+        uint16_t h[2];
+        memcpy(h, src, 4);
+        const float dm[2] = {cs_f16_to_f32(h[0]), cs_f16_to_f32(h[1])};
+        memcpy(dst, dm, 8);
+        for (int u = 0; u < 8; u++)
+            cs_k4_scale_min(u, src + 4, dst + 8 + u, dst + 16 + u);
+        for (int u = 0; u < 8; u++) {
+            const unsigned char *q = src + (q5 ? 48 : 16) + 32 * (u / 2); /* nibble u % 2 of q[l]: element l */
+            const int sh = 4 * (u % 2);
+            unsigned char *o = dst + 24 + step * u;
+            if (q5) {
+                uint32_t qh = 0;
+                for (int l = 0; l < 32; l++)
+                    qh |= (uint32_t)((src[16 + l] >> u) & 1) << l;
+                memcpy(o, &qh, 4); /* little-endian host and device (OpenCL CPUs, GPUs) */
+                o += 4;
+            }
+            for (int l = 0; l < 16; l++)
+                o[l] = (unsigned char)(((q[l] >> sh) & 15) | (((q[l + 16] >> sh) & 15) << 4));
+        }
+    }
+}
+
+/* q6_K super-blocks (210 bytes: ql[128], qh[64], scales[16], half d) ->
+ * CS_WLAYOUT_Q6_K_R (212 bytes, matmul.h) */
+static void repack_q6_k(const unsigned char *src, unsigned char *dst, uint64_t n_blocks)
+{
+    for (uint64_t b = 0; b < n_blocks; b++, src += 210, dst += 212) {
+        uint16_t h;
+        memcpy(&h, src + 208, 2);
+        const float d = cs_f16_to_f32(h);
+        memcpy(dst, &d, 4);
+        memcpy(dst + 4, src + 192, 16);
+        unsigned char q[256]; /* the 6-bit values, element order */
+        for (int e = 0; e < 256; e++) {
+            const int hh = e / 128, g = (e % 128) / 32, l = e % 32;
+            const int lo4 = (src[64 * hh + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 15;
+            q[e] = (unsigned char)(lo4 | (((src[128 + 32 * hh + l] >> (2 * g)) & 3) << 4));
+        }
+        for (int u = 0; u < 8; u++) {
+            unsigned char *p = dst + 20 + 24 * u;
+            const unsigned char *v = q + 32 * u;
+            for (int l = 0; l < 16; l++)
+                p[l] = (unsigned char)((v[l] & 15) | ((v[l + 16] & 15) << 4));
+            for (int i = 0; i < 8; i++)
+                p[16 + i] = (unsigned char)((v[i] >> 4) | ((v[i + 8] >> 4) << 2) | ((v[i + 16] >> 4) << 4) |
+                                            ((v[i + 24] >> 4) << 6));
+        }
+    }
+}
+
+/* the device layout of a type (repack: the faster one where there is one)
+ * and its row bytes from the GGUF row bytes */
+static int layout_of(uint32_t type, bool repack, uint64_t gguf_row_bytes, uint64_t *row_bytes)
+{
+    *row_bytes = gguf_row_bytes;
+    if (!repack)
+        return CS_WLAYOUT_GGUF;
+    switch (type) {
+    case CS_TYPE_Q8_0: *row_bytes = gguf_row_bytes / 34 * 36; return CS_WLAYOUT_Q8_0_F32D;
+    case CS_TYPE_Q4_K: *row_bytes = gguf_row_bytes / 144 * 152; return CS_WLAYOUT_Q4_K_R;
+    case CS_TYPE_Q6_K: *row_bytes = gguf_row_bytes / 210 * 212; return CS_WLAYOUT_Q6_K_R;
+    case CS_TYPE_Q5_K: *row_bytes = gguf_row_bytes / 176 * 184; return CS_WLAYOUT_Q5_K_R;
+    default: return CS_WLAYOUT_GGUF;
     }
 }
 
@@ -87,9 +167,7 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s weight %ux%u: bad shape (row length must be a "
                       "positive multiple of the block size)", cs_type_name(type), n_in, n_out);
     const uint64_t gguf_row_bytes = row_bytes;
-    const int layout = repack && type == CS_TYPE_Q8_0 ? CS_WLAYOUT_Q8_0_F32D : CS_WLAYOUT_GGUF;
-    if (layout == CS_WLAYOUT_Q8_0_F32D)
-        row_bytes = row_bytes / 34 * 36;
+    const int layout = layout_of(type, repack, gguf_row_bytes, &row_bytes);
     if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
                       n_in, n_out);
@@ -119,13 +197,19 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         const size_t pb = (size_t)(p->n_rows * row_bytes);
         const unsigned char *src = (const unsigned char *)host + p->r0 * gguf_row_bytes;
         unsigned char *tmp = NULL;
-        if (layout == CS_WLAYOUT_Q8_0_F32D) {
+        if (layout != CS_WLAYOUT_GGUF) {
             tmp = malloc(pb);
             if (!tmp) {
                 cs_weight_free(w);
                 return cs_err(err, errlen, CLSPEC_E_NOMEM, "weight upload: out of memory");
             }
-            repack_q8_0(src, tmp, (uint64_t)p->n_rows * (n_in / 32));
+            const uint64_t nb = (uint64_t)p->n_rows * (n_in / cs_type_get(type)->block_elems);
+            if (layout == CS_WLAYOUT_Q8_0_F32D)
+                repack_q8_0(src, tmp, nb);
+            else if (layout == CS_WLAYOUT_Q4_K_R || layout == CS_WLAYOUT_Q5_K_R)
+                repack_k4(src, tmp, nb, layout == CS_WLAYOUT_Q5_K_R);
+            else
+                repack_q6_k(src, tmp, nb);
             src = tmp;
         }
         int rc = cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pb, (void *)src, &p->buf, err,

@@ -19,6 +19,20 @@
  *   6% more bytes, faster mat-vec on CPUs (the default for q8_0). */
 #define CS_WLAYOUT_GGUF 0
 #define CS_WLAYOUT_Q8_0_F32D 1
+/* CS_WLAYOUT_Q4_K_R: q4_K repacked into 152-byte super-blocks {float d, dmin;
+ *   uchar sc[8], mn[8]; uchar qs[8][16]} (scales unpacked, each sub-block's
+ *   nibbles as q4_0: element l low, l + 16 high): 5.6% more bytes, no scale
+ *   decode or lane widening in the inner loop (the default for q4_K).
+ * CS_WLAYOUT_Q6_K_R: q6_K repacked into 212-byte super-blocks {float d; char
+ *   sc[16]; per sub-block uchar ql[16] (as q4_0), uchar qh[8] (byte i: high
+ *   2 bits of elements i, i + 8, i + 16, i + 24)} (the default for q6_K).
+ * CS_WLAYOUT_Q5_K_R: q5_K repacked as Q4_K_R with each sub-block's fifth bits
+ *   first: {float d, dmin; uchar sc[8], mn[8]; per sub-block uint qh (bit l:
+ *   element l), uchar qs[16]} (184 bytes; the default for q5_K).
+ * All give bitwise the same results as their GGUF layout (cl/blocks.cl). */
+#define CS_WLAYOUT_Q4_K_R 2
+#define CS_WLAYOUT_Q6_K_R 3
+#define CS_WLAYOUT_Q5_K_R 4
 
 struct cs_weight_part {
     cl_mem buf;      /* n_rows * row_bytes bytes */
@@ -50,7 +64,7 @@ int cs_weight_upload(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t
                      const void *host, struct cs_weight *w, char *err, size_t errlen);
 /* The same with an explicit part size limit (0 = the device limit) and
  * repack (false keeps CS_WLAYOUT_GGUF for every type; cs_weight_upload
- * repacks q8_0). */
+ * repacks q8_0, q4_K, q5_K and q6_K). */
 int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint32_t n_out,
                            const void *host, uint64_t max_part_bytes, bool repack, struct cs_weight *w,
                            char *err, size_t errlen);
