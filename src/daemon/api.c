@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "base/common.h"
+#include "base/rng.h"
 #include "base/strbuf.h"
 #include "engine/json_schema.h"
 #include "text/reasoning.h"
@@ -428,10 +429,7 @@ uint64_t cs_api_fresh_seed(void)
         clock_gettime(CLOCK_REALTIME, &ts);
         x = atomic_fetch_add(&counter, 1) + ((uint64_t)ts.tv_sec << 30) + (uint64_t)ts.tv_nsec +
             ((uint64_t)getpid() << 48);
-        x += 0x9E3779B97F4A7C15ull; /* splitmix64 */
-        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-        x ^= x >> 31;
+        x = cs_splitmix64(&x);
     }
     return x & ((1ull << 53) - 1);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/rng.h"
 #include "engine/sampler.h"
 
 struct cs_sampler_params cs_sampler_defaults(void)
@@ -17,14 +18,6 @@ struct cs_sampler_params cs_sampler_defaults(void)
         .freq_penalty = 0.0f, .presence_penalty = 0.0f, .penalty_last_n = 64, .seed = 0,
     };
     return p;
-}
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -60,7 +53,7 @@ void cs_sampler_reset(struct cs_sampler *s)
 {
     uint64_t x = s->p.seed;
     for (int i = 0; i < 4; i++)
-        s->st.rng[i] = splitmix64(&x);
+        s->st.rng[i] = cs_splitmix64(&x);
     s->st.hist_n = 0;
     s->st.hist_head = 0;
     if (s->gram) {

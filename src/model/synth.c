@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/rng.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_write.h"
 #include "gguf/quant.h"
@@ -34,9 +35,7 @@ struct plan {
 
 /* per-tensor fill state */
 struct fill {
-    uint64_t s;      /* splitmix64 state */
-    float spare;     /* the polar method's second value */
-    bool has_spare;
+    struct cs_rng rng; /* the tensor's own stream (seed and name) */
     float mean, std;
     uint32_t type;
     uint64_t ne0, row_bytes;
@@ -295,15 +294,7 @@ int cs_synth_check(const struct cs_synth_params *p, uint64_t n_vocab, char *err,
     return rc;
 }
 
-/* ---- random numbers: splitmix64 + polar method ---- */
-
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* ---- random numbers: src/base/rng.h; each tensor seeded by the seed and its name ---- */
 
 static uint64_t name_hash(const char *s)
 {
@@ -313,26 +304,6 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-/* N(0, 1) by Marsaglia's polar method: both 24-bit uniforms from one draw. */
-static float normal(struct fill *f)
-{
-    if (f->has_spare) {
-        f->has_spare = false;
-        return f->spare;
-    }
-    float u, v, s;
-    do {
-        uint64_t a = splitmix(&f->s);
-        u = (float)(a >> 40) * (2.0f / 16777216.0f) - 1.0f;
-        v = (float)((a >> 16) & 0xFFFFFF) * (2.0f / 16777216.0f) - 1.0f;
-        s = u * u + v * v;
-    } while (s >= 1.0f || s == 0.0f);
-    float m = sqrtf(-2.0f * logf(s) / s);
-    f->spare = v * m;
-    f->has_spare = true;
-    return u * m;
-}
-
 static int fill_rows(void *user, uint64_t row0, uint64_t n_rows, void *dst, char *err, size_t errlen)
 {
     (void)row0;
@@ -340,7 +311,7 @@ static int fill_rows(void *user, uint64_t row0, uint64_t n_rows, void *dst, char
     uint8_t *out = dst;
     for (uint64_t r = 0; r < n_rows; r++) {
         for (uint64_t i = 0; i < f->ne0; i++)
-            f->row[i] = f->mean + f->std * normal(f);
+            f->row[i] = f->mean + f->std * cs_rng_normal(&f->rng);
         if (cs_quantize_row(f->type, f->row, out + r * f->row_bytes, (int64_t)f->ne0) != 0)
             return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "cannot quantize to %s",
                           cs_type_name(f->type));
@@ -451,7 +422,7 @@ int cs_synth_write(const struct cs_synth_params *p, const char *path, uint64_t *
     }
     for (size_t i = 0; !rc && i < n; i++) {
         struct fill *f = &fs[i];
-        f->s = p->seed * 0x9E3779B97F4A7C15ull ^ name_hash(pl[i].name);
+        cs_rng_seed(&f->rng, p->seed * 0x9E3779B97F4A7C15ull ^ name_hash(pl[i].name));
         f->type = pl[i].type;
         f->ne0 = pl[i].ne[0];
         f->row = row;
