@@ -935,9 +935,9 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     /* speculative decoding (specd): always present, zeros when the request did not speculate */
     double rate = u->draft_n > 0 ? (double)u->draft_accepted / u->draft_n : 0;
     double mean = u->spec_steps > 0 ? (double)u->spec_emitted / u->spec_steps : 0;
-    json_t *sp = json_pack("{s:b,s:i,s:i,s:o,s:o}", "speculative", u->speculative, "draft_n", u->draft_n,
-                           "draft_accepted", u->draft_accepted, "draft_acceptance_rate", num(rate),
-                           "mean_accepted_length", num(mean));
+    json_t *sp = json_pack("{s:b,s:i,s:i,s:i,s:o,s:o}", "speculative", u->speculative, "spec_steps", u->spec_steps,
+                           "draft_n", u->draft_n, "draft_accepted", u->draft_accepted, "draft_acceptance_rate",
+                           num(rate), "mean_accepted_length", num(mean));
     if (t && sp)
         json_object_update(t, sp);
     json_decref(sp);

@@ -111,10 +111,10 @@ for kind in ngram draft mtp dflash; do
     run_prompts $kind
     check "lossless: type = $kind, f16 KV, parallel 4: temperature-0 text equals no speculation ($nprompts prompts)" \
         same_texts $kind
-    check "$kind: timings has speculative, draft_n, draft_accepted, draft_acceptance_rate, mean_accepted_length" \
+    check "$kind: timings has speculative, spec_steps, draft_n, draft_accepted, draft_acceptance_rate, mean_accepted_length" \
         test "$(jq -s '[.[] | .timings | select(.speculative == true and (.draft_n|type) == "number"
             and (.draft_accepted|type) == "number" and .draft_accepted <= .draft_n
-            and (.draft_acceptance_rate|type) == "number" and .mean_accepted_length >= 1)] | length' \
+            and (.draft_acceptance_rate|type) == "number" and .mean_accepted_length >= 1 and .spec_steps > 0)] | length' \
             "$tmp"/$kind.*.json)" = "$nprompts"
     drafted=$(jq -s '[.[] | .timings.draft_n] | add' "$tmp"/$kind.*.json)
     accepted=$(jq -s '[.[] | .timings.draft_accepted] | add' "$tmp"/$kind.*.json)
