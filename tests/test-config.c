@@ -214,6 +214,9 @@ static void test_every_value(void **state)
     snprintf(want, sizeof want, "%s/logs/clspecd.log", dir);
     assert_string_equal(c->log_file, want);
     assert_int_equal(c->http_threads, 3);
+    assert_int_equal(c->max_connections, 500);
+    assert_int_equal(c->max_connections_per_ip, 9);
+    assert_int_equal(c->idle_timeout_s, 7);
     snprintf(want, sizeof want, "%s/models/tiny.gguf", dir);
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");

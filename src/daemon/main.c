@@ -262,7 +262,10 @@ int main(int argc, char **argv)
         .port = cfg->port,
         .api_key = cfg->api_key,
         .max_body_bytes = cfg->max_body_bytes,
-        .max_connections = cfg->http_threads,
+        .max_connections = cfg->max_connections,
+        .max_connections_per_ip = cfg->max_connections_per_ip,
+        .idle_timeout_s = cfg->idle_timeout_s,
+        .threads = cfg->http_threads,
         .model_name = cfg->model_name,
         .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
     };
