@@ -2,7 +2,9 @@
  * verdict against the total and per-address caps, counts going back down
  * on close (entries of addresses with no connection left removed), IPv4 and
  * IPv6 addresses kept apart, unknown families counted in the total only,
- * bad caps refused, and the open-file limit raised (never lowered). */
+ * bad caps refused, the request framing checks (Content-Length with
+ * Transfer-Encoding, codings other than chunked, control bytes and NULs in
+ * headers), and the open-file limit raised (never lowered). */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -107,6 +109,59 @@ static void test_families_and_no_caps(void **state)
     assert_non_null(strstr(err, "-1"));
 }
 
+/* framing of headers given as "Key: value" strings (n of them); returns the verdict, msg filled */
+static unsigned framing(const char *const *h, const size_t *len, int n, char *msg, size_t msglen)
+{
+    struct cs_framing f = {0};
+    for (int i = 0; i < n; i++) {
+        size_t l = len ? len[i] : strlen(h[i]);
+        const char *colon = memchr(h[i], ':', l);
+        assert_non_null(colon);
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        cs_framing_add(&f, h[i], (size_t)(colon - h[i]), v, l - (size_t)(v - h[i]));
+    }
+    msg[0] = 0;
+    return cs_framing_verdict(&f, msg, msglen);
+}
+
+static void test_framing(void **state)
+{
+    (void)state;
+    char msg[160];
+    const char *ok1[] = {"Host: x", "Content-Length: 12", "Content-Type: application/json", "X-Tab: a\tb"};
+    assert_int_equal(framing(ok1, NULL, 4, msg, sizeof msg), 0);
+    const char *ok2[] = {"Host: x", "transfer-encoding: Chunked"};
+    assert_int_equal(framing(ok2, NULL, 2, msg, sizeof msg), 0);
+    const char *both[] = {"Content-Length: 5", "Transfer-Encoding: chunked"};
+    assert_int_equal(framing(both, NULL, 2, msg, sizeof msg), 400);
+    assert_string_equal(msg, "Content-Length and Transfer-Encoding in one request are refused");
+    const char *gz[] = {"Transfer-Encoding: gzip, chunked"};
+    assert_int_equal(framing(gz, NULL, 1, msg, sizeof msg), 400);
+    assert_string_equal(msg, "Transfer-Encoding 'gzip, chunked' is not supported (only one, chunked)");
+    const char *two_te[] = {"Transfer-Encoding: chunked", "Transfer-Encoding: chunked"};
+    assert_int_equal(framing(two_te, NULL, 2, msg, sizeof msg), 400);
+    const char *two_cl[] = {"Content-Length: 5", "Content-Length: 6"};
+    assert_int_equal(framing(two_cl, NULL, 2, msg, sizeof msg), 400);
+    assert_string_equal(msg, "Content-Length must be one decimal number");
+    const char *neg_cl[] = {"Content-Length: -1"};
+    assert_int_equal(framing(neg_cl, NULL, 1, msg, sizeof msg), 400);
+    const char *ctl[] = {"Host: x", "X-Evil: a\x01b"};
+    assert_int_equal(framing(ctl, NULL, 2, msg, sizeof msg), 400);
+    assert_string_equal(msg, "header 'X-Evil' holds a control byte");
+    const char nul[] = "X-Nul: a\0b";
+    const char *nulh[] = {nul};
+    size_t nul_len[] = {sizeof nul - 1};
+    assert_int_equal(framing(nulh, nul_len, 1, msg, sizeof msg), 400);
+    assert_string_equal(msg, "header 'X-Nul' holds a control byte");
+    const char *del[] = {"X-Del: a\x7f"};
+    assert_int_equal(framing(del, NULL, 1, msg, sizeof msg), 400);
+    const char *keyctl[] = {"X-\x02Key: v"};
+    assert_int_equal(framing(keyctl, NULL, 1, msg, sizeof msg), 400);
+    assert_string_equal(msg, "header 'X-?Key' holds a control byte");
+}
+
 static void test_nofile(void **state)
 {
     (void)state;
@@ -134,6 +189,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_families_and_no_caps),
+        cmocka_unit_test(test_framing),
         cmocka_unit_test(test_nofile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,7 +25,7 @@ struct cs_config {
     int port;                   /* 8080 */
     char *api_key;              /* NULL or "" = no auth */
     size_t max_body_bytes;      /* 1 MiB */
-    int max_tokens_limit;       /* 4096 */
+    int max_tokens_limit;       /* 0 = what fits a slot */
     int queue_max;              /* 64 */
     double drain_timeout_s;     /* 30 */
     char *log_level;            /* "error" | "warn" | "info" | "debug" */

@@ -9,8 +9,10 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 
 #include "base/common.h"
@@ -165,4 +167,74 @@ int cs_conn_raise_nofile(long want, long *got, char *err, size_t errlen)
     }
     *got = rl.rlim_cur == RLIM_INFINITY ? (long)INT32_MAX : (long)rl.rlim_cur;
     return CLSPEC_OK;
+}
+
+/* ---------------------------------------------------------------- framing */
+
+static bool has_ctl(const char *p, size_t n, bool allow_tab)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if ((ch < 0x20 && !(allow_tab && ch == '\t')) || ch == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static bool key_is(const char *key, size_t key_len, const char *name)
+{
+    return key_len == strlen(name) && strncasecmp(key, name, key_len) == 0;
+}
+
+void cs_framing_add(struct cs_framing *f, const char *key, size_t key_len, const char *val, size_t val_len)
+{
+    if (!key)
+        return;
+    if (!val)
+        val_len = 0;
+    bool bad = has_ctl(key, key_len, false) || memchr(key, ' ', key_len) != NULL ||
+               (val && has_ctl(val, val_len, true));
+    if (bad && !f->bad_key[0]) {
+        size_t n = CS_MIN(key_len, sizeof f->bad_key - 1);
+        for (size_t i = 0; i < n; i++) /* printable in the message */
+            f->bad_key[i] = (unsigned char)key[i] < 0x20 || (unsigned char)key[i] >= 0x7f ? '?' : key[i];
+        f->bad_key[n] = 0;
+        if (!n)
+            snprintf(f->bad_key, sizeof f->bad_key, "(empty)");
+    }
+    if (key_is(key, key_len, "Content-Length")) {
+        f->n_cl++;
+        bool digits = val_len > 0;
+        for (size_t i = 0; i < val_len; i++)
+            digits &= val[i] >= '0' && val[i] <= '9';
+        f->cl_bad |= !digits;
+    } else if (key_is(key, key_len, "Transfer-Encoding")) {
+        f->n_te++;
+        f->te_chunked = val_len == 7 && strncasecmp(val, "chunked", 7) == 0;
+        size_t n = CS_MIN(val_len, sizeof f->te - 1);
+        for (size_t i = 0; i < n; i++)
+            f->te[i] = (unsigned char)val[i] < 0x20 || (unsigned char)val[i] >= 0x7f ? '?' : val[i];
+        f->te[n] = 0;
+    }
+}
+
+unsigned cs_framing_verdict(const struct cs_framing *f, char *msg, size_t msglen)
+{
+    if (f->bad_key[0]) {
+        snprintf(msg, msglen, "header '%s' holds a control byte", f->bad_key);
+        return 400;
+    }
+    if (f->n_cl && f->n_te) {
+        snprintf(msg, msglen, "Content-Length and Transfer-Encoding in one request are refused");
+        return 400;
+    }
+    if (f->n_te > 1 || (f->n_te && !f->te_chunked)) {
+        snprintf(msg, msglen, "Transfer-Encoding '%s' is not supported (only one, chunked)", f->te);
+        return 400;
+    }
+    if (f->n_cl > 1 || f->cl_bad) {
+        snprintf(msg, msglen, "Content-Length must be one decimal number");
+        return 400;
+    }
+    return 0;
 }

@@ -11,6 +11,7 @@
 #ifndef CS_DAEMON_CONN_H
 #define CS_DAEMON_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 
@@ -43,6 +44,23 @@ void cs_conn_open(struct cs_conn_table *t, const struct sockaddr *sa, struct cs_
 void cs_conn_close(struct cs_conn_table *t, const struct cs_conn *c);
 /* Open connections now: in total, and from c's address (when c is not NULL). */
 void cs_conn_counts(struct cs_conn_table *t, const struct cs_conn *c, int *n_total, int *n_addr);
+
+/* A request's framing, header by header as the HTTP parser hands them over
+ * (key and value with their lengths: a NUL inside shows as a length
+ * mismatch). Refused: Content-Length together with Transfer-Encoding (a
+ * request two parsers could split differently), a Transfer-Encoding other
+ * than chunked, control bytes in a header's key or value (HTAB allowed in
+ * values), a Content-Length that is not one decimal number. */
+struct cs_framing {
+    int n_cl, n_te;             /* Content-Length / Transfer-Encoding headers seen */
+    bool te_chunked;            /* the (last) Transfer-Encoding is exactly "chunked" */
+    bool cl_bad;                /* a Content-Length that is not digits only */
+    char te[48];                /* the (last) Transfer-Encoding value, cut */
+    char bad_key[48];           /* the first header with a control byte, "" none */
+};
+void cs_framing_add(struct cs_framing *f, const char *key, size_t key_len, const char *val, size_t val_len);
+/* 0 when acceptable, else the HTTP status (400) with msg filled. */
+unsigned cs_framing_verdict(const struct cs_framing *f, char *msg, size_t msglen);
 
 /* Raises the soft RLIMIT_NOFILE to at least want (at most the hard limit);
  * *got = the soft limit afterwards. */

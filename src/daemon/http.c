@@ -88,7 +88,7 @@ struct job {
     bool suspended;             /* the connection waits for job_wake (mu) */
     bool released;              /* MHD no longer uses the job: the reaper frees it (mu) */
     bool want_ping;             /* the reaper asks the stream for an SSE comment (mu) */
-    bool silent;                /* never submitted: its end is not logged */
+    bool silent;                /* never submitted, or its end already logged */
     char req_id[40];
     char resp_id[48];
     struct cs_api_resp rs;
@@ -383,6 +383,8 @@ static bool reap_one(struct job *j, double now)
             job_free(j);
             return true;
         }
+        job_log_end(j); /* now: the slot is free once cs_sched_cancel returned */
+        j->silent = true;
         pthread_mutex_lock(&j->mu);
         job_wake(j); /* the handler sees `cancelled` and closes */
         pthread_mutex_unlock(&j->mu);
@@ -786,53 +788,23 @@ static enum route find_route(const char *url, const char **method_needed)
 
 /* ---------------------------------------------------------------- transport checks */
 
-struct hdr_scan {
-    const char *bad;            /* the first header with a control byte, NULL if none */
-};
-
 static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
                                    const char *value, size_t value_size)
 {
     (void)kind;
-    struct hdr_scan *sc = cls;
-    bool bad = strlen(key) != key_size || (value && strlen(value) != value_size);
-    for (size_t i = 0; !bad && value && i < value_size; i++) {
-        unsigned char ch = (unsigned char)value[i];
-        bad = (ch < 0x20 && ch != '\t') || ch == 0x7f;
-    }
-    for (size_t i = 0; !bad && i < key_size; i++)
-        bad = (unsigned char)key[i] <= 0x20 || (unsigned char)key[i] == 0x7f;
-    if (bad) {
-        sc->bad = key;
-        return MHD_NO;
-    }
+    cs_framing_add(cls, key, key_size, value, value_size);
     return MHD_YES;
 }
 
-/* The request's framing, before any body is read: 0 when acceptable, else
- * the HTTP status with msg filled (the reply then closes the connection).
- * Refused: Content-Length together with Transfer-Encoding (a request that
- * two parsers could split differently), a Transfer-Encoding other than
- * chunked, control bytes (NUL included) in a header. */
-static unsigned framing_error(struct MHD_Connection *c, char *msg, size_t msglen)
+/* The request's framing (conn.c), before any body is read: 0 when
+ * acceptable, else the HTTP status with msg filled (the reply then closes
+ * the connection). */
+static unsigned framing_error(struct MHD_Connection *c, bool *unframed, char *msg, size_t msglen)
 {
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    if (cl && te) {
-        snprintf(msg, msglen, "Content-Length and Transfer-Encoding in one request are refused");
-        return 400;
-    }
-    if (te && strcasecmp(te, "chunked") != 0) {
-        snprintf(msg, msglen, "Transfer-Encoding '%.40s' is not supported (only chunked)", te);
-        return 400;
-    }
-    struct hdr_scan sc = {0};
-    MHD_get_connection_values_n(c, MHD_HEADER_KIND, scan_header, &sc);
-    if (sc.bad) {
-        snprintf(msg, msglen, "header '%.40s' holds a control byte", sc.bad);
-        return 400;
-    }
-    return 0;
+    struct cs_framing f = {0};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, scan_header, &f);
+    *unframed = f.n_te && !f.te_chunked; /* no framing to read a body by */
+    return cs_framing_verdict(&f, msg, msglen);
 }
 
 /* The connection's verdict against the caps (conn.c), from its socket context. */
@@ -869,9 +841,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         *con_cls = cn;
         char emsg[160];
-        unsigned code = framing_error(c, emsg, sizeof emsg);
-        const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        if (code && te && strcasecmp(te, "chunked") != 0) { /* no framing to read the body by: answer, close */
+        bool unframed = false;
+        unsigned code = framing_error(c, &unframed, emsg, sizeof emsg);
+        if (code && unframed) { /* no framing to read the body by: answer, close */
             reply_close = true;
             return reply_error(c, code, emsg, NULL, NULL);
         }

@@ -154,6 +154,7 @@ struct cs_sched_stats {
     /* speculative decoding, summed over finished requests that speculated */
     const char *spec_name;   /* the speculator's name (its type), NULL: none configured */
     uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
+    uint64_t preemptions;    /* running requests preempted when the KV cache filled (resumed later) */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 
