@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
@@ -54,6 +55,7 @@ struct cs_http {
     atomic_int state;
     atomic_uint_fast64_t next_req;
     atomic_int live_jobs;       /* jobs not yet freed (answers still being sent) */
+    atomic_int live_requests;   /* requests MHD has not completed (their answers not wholly sent) */
     clspec_engine *e;         /* the engine door: the vocabulary */
     struct cs_sched *s;
     enum cs_chat_family chat;
@@ -131,15 +133,17 @@ static void job_sleep(struct job *j)
     MHD_suspend_connection(j->conn);
 }
 
-/* MHD is done with the job: the reaper cancels it if still running and frees it. */
+/* MHD is done with the job: the reaper cancels it if still running and frees it
+ * (at once, maybe: j is not touched after `released` is set). */
 static void job_release(struct job *j)
 {
+    struct cs_http *h = j->h;
     pthread_mutex_lock(&j->mu);
     j->released = true;
     pthread_mutex_unlock(&j->mu);
-    pthread_mutex_lock(&j->h->jobs_mu);
-    pthread_cond_signal(&j->h->jobs_cv);
-    pthread_mutex_unlock(&j->h->jobs_mu);
+    pthread_mutex_lock(&h->jobs_mu);
+    pthread_cond_signal(&h->jobs_cv);
+    pthread_mutex_unlock(&h->jobs_mu);
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -840,6 +844,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!cn)
             return MHD_NO;
         *con_cls = cn;
+        atomic_fetch_add(&h->live_requests, 1); /* until on_completed: the answer is wholly sent */
         char emsg[160];
         bool unframed = false;
         unsigned code = framing_error(c, &unframed, emsg, sizeof emsg);
@@ -952,11 +957,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
 {
-    (void)cls;
+    struct cs_http *h = cls;
     (void)c;
     (void)tc;
     struct conn *cn = *con_cls;
     if (cn) {
+        atomic_fetch_sub(&h->live_requests, 1);
         if (cn->job) /* the connection ended while its whole answer ran: the reaper cancels it */
             job_release(cn->job);
         cs_strbuf_free(&cn->body);
@@ -1010,6 +1016,7 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
     atomic_init(&h->live_jobs, 0);
+    atomic_init(&h->live_requests, 0);
     pthread_mutex_init(&h->jobs_mu, NULL);
     pthread_cond_init(&h->jobs_cv, NULL);
     if (!h->model_name || (p->api_key && p->api_key[0] && !h->api_key)) {
@@ -1055,7 +1062,7 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     struct MHD_OptionItem opts[12];
     int no = 0;
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->idle_timeout_s > 0 ? p->idle_timeout_s : 0,
@@ -1105,8 +1112,14 @@ void cs_http_stop(struct cs_http *h)
 {
     if (!h)
         return;
-    /* let the answers of requests that already ended reach their clients (at most 5 s) */
-    for (int i = 0; i < 500 && atomic_load(&h->live_jobs) > 0; i++)
+    /* no new connections (a proxy retries them elsewhere); let the answers of requests that already
+     * ended reach their clients, the last bytes of a stream included (at most 5 s) */
+    if (h->mhd) {
+        MHD_socket ls = MHD_quiesce_daemon(h->mhd);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+    }
+    for (int i = 0; i < 500 && (atomic_load(&h->live_jobs) > 0 || atomic_load(&h->live_requests) > 0); i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     if (h->reaper_started) { /* no more reaping: the jobs left are ours */
         pthread_mutex_lock(&h->jobs_mu);

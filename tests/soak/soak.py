@@ -38,11 +38,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # ---------------------------------------------------------------- daemon
 
 class Daemon:
-    def __init__(self, args, name, extra):
+    def __init__(self, args, name, extra, port=0):
         self.dir = tempfile.mkdtemp(prefix="clspec-soak-")
         self.ini = os.path.join(self.dir, name + ".ini")
         self.log = os.path.join(self.dir, name + ".log")
-        sections = {"server": ["port = 0"], "model": ["path = " + args.model], "kv": [], "slots": []}
+        sections = {"server": ["port = %d" % port], "model": ["path = " + args.model], "kv": [], "slots": []}
         for line in extra:
             sec, kv = line.split(":", 1)
             sections[sec].append(kv)
@@ -73,13 +73,17 @@ class Daemon:
                     return int(line.split()[1])
         return 0
 
-    def stop(self):
+    def stop(self, keep=False):
         self.proc.terminate()
         try:
-            return self.proc.wait(60)
+            rc = self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return -9
+            rc = -9
+        if not keep and not os.environ.get("SOAK_KEEP"):
+            import shutil
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return rc
 
 
 def http_get(port, path):
@@ -126,7 +130,7 @@ async def read_chunked(r):
 async def request(port, body, cut_after=None, timeout=300):
     """POST /v1/completions; returns dict(status, text, error, tokens, done).
     cut_after: close the connection after that many seconds (a disconnect)."""
-    res = {"status": 0, "text": "", "error": None, "done": False, "chunks": 0}
+    res = {"status": 0, "text": "", "error": None, "done": False, "chunks": 0, "server": None, "t0": time.time()}
     w = None
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
@@ -145,6 +149,7 @@ async def request(port, body, cut_after=None, timeout=300):
                     break
                 k, _, v = line.decode().partition(":")
                 headers[k.strip().lower()] = v.strip()
+            res["server"] = headers.get("x-served-by")
             if headers.get("transfer-encoding", "").lower() == "chunked":
                 if body.get("stream"):
                     buf = b""
@@ -195,6 +200,7 @@ async def request(port, body, cut_after=None, timeout=300):
     finally:
         if w:
             w.close()
+        res["t1"] = time.time()
     return res
 
 
@@ -375,9 +381,121 @@ async def run_kv(args):
     return good
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def run_pool(args):
+    """3 daemons behind HAProxy (deploy/haproxy/haproxy.cfg, ports replaced) under a streaming load:
+    SIGTERM one, restart it, SIGKILL another, restart it."""
+    import shutil
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.path.exists(haproxy):
+        print("haproxy not installed (apt-get install haproxy)")
+        return None
+    ports = [free_port() for _ in range(3)]
+    extra = ["slots:parallel = 4", "kv:n_ctx = 2048", "server:drain_timeout_s = 60"]
+    ds = [Daemon(args, "s%d" % (k + 1), extra, ports[k]) for k in range(3)]
+    fport = free_port()
+    cfg = open(os.path.join(ROOT, "deploy", "haproxy", "haproxy.cfg")).read()
+    cfg = cfg.replace("127.0.0.1:8080", "127.0.0.1:%d" % fport)
+    for k in range(3):
+        cfg = cfg.replace("127.0.0.1:%d" % (8081 + k), "127.0.0.1:%d" % ports[k])
+    cfg_path = os.path.join(ds[0].dir, "haproxy.cfg")
+    open(cfg_path, "w").write(cfg)
+    hlog = open(os.path.join(ds[0].dir, "haproxy.log"), "w")
+    hp = subprocess.Popen([haproxy, "-db", "-f", cfg_path], stdout=hlog, stderr=subprocess.STDOUT)
+    for _ in range(100):
+        if http_get(fport, "/health")[0] == 200 or hp.poll() is not None:
+            break
+        await asyncio.sleep(0.1)
+    if hp.poll() is not None:
+        print("haproxy did not start: " + open(os.path.join(ds[0].dir, "haproxy.log")).read()[-1500:])
+        for d in ds:
+            d.stop()
+        return False
+    await asyncio.sleep(3)  # two health checks: every daemon up
+    results = []
+    stop = asyncio.Event()
+    events = {}
+
+    async def client(c):
+        k = 0
+        while not stop.is_set():
+            prompt = "%s %d %d" % (PROMPTS[(c + k) % len(PROMPTS)], c, k)  # a new affinity key each time
+            res = await request(fport, {"prompt": prompt, "max_tokens": 150, "ignore_eos": True,
+                                        "temperature": 0.8, "stream": True}, timeout=30)
+            results.append(res)
+            k += 1
+
+    t_begin = time.time()
+
+    async def script():
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(6)
+        events["term"] = time.time()
+        print("# %.1f s: %s" % (time.time() - t_begin, "term"), flush=True)
+        ds[1].proc.terminate()
+        events["term_rc"] = await loop.run_in_executor(None, ds[1].proc.wait)
+        events["term_exit"] = time.time()
+        print("# %.1f s: %s" % (time.time() - t_begin, "term_exit"), flush=True)
+        await asyncio.sleep(2)
+        ds[1] = await loop.run_in_executor(None, lambda: Daemon(args, "s2b", extra, ports[1]))
+        events["s2_back"] = time.time()
+        print("# %.1f s: %s" % (time.time() - t_begin, "s2_back"), flush=True)
+        await asyncio.sleep(6)
+        events["kill"] = time.time()
+        print("# %.1f s: %s" % (time.time() - t_begin, "kill"), flush=True)
+        ds[2].proc.kill()
+        ds[2].proc.wait()
+        await asyncio.sleep(5)
+        ds[2] = await loop.run_in_executor(None, lambda: Daemon(args, "s3b", extra, ports[2]))
+        events["s3_back"] = time.time()
+        print("# %.1f s: %s" % (time.time() - t_begin, "s3_back"), flush=True)
+        await asyncio.sleep(8)
+        stop.set()
+
+    clients = [asyncio.ensure_future(client(c)) for c in range(args.clients)]
+    await script()
+    await asyncio.gather(*clients)
+    hp.terminate()
+    hp.wait()
+    rcs = [d.stop() for d in ds]
+
+    def between(a, b):
+        return [r for r in results if a <= r["t0"] < b]
+    errs_before_kill = [r for r in results if r["t1"] < events["kill"] and not ok(r)]
+    s2_after_term = [r for r in between(events["term"] + 3, events["s2_back"]) if r["server"] == "s2"]
+    s2_rejoined = [r for r in between(events["s2_back"] + 3, events["kill"]) if r["server"] == "s2"]
+    kill_fail = [r for r in results if r["t0"] >= events["kill"] - 0.001 and not ok(r)]
+    inflight_fail = [r for r in results if r["t0"] < events["kill"] <= r["t1"] and not ok(r)]
+    inflight_not_s3 = [r for r in inflight_fail if r["server"] not in ("s3", None)]
+    s3_rejoined = [r for r in between(events["s3_back"] + 3, 1e18) if r["server"] == "s3"]
+    table([("scenario", "HAProxy pool: 3 daemons, %d streaming clients" % args.clients),
+           ("requests", len(results)),
+           ("SIGTERM s2: exit code", events["term_rc"]),
+           ("SIGTERM s2: drain took (s)", "%.1f" % (events["term_exit"] - events["term"])),
+           ("errors before the SIGKILL", len(errs_before_kill)),
+           ("requests on s2 3 s after its SIGTERM", len(s2_after_term)),
+           ("s2 restarted: requests it served", len(s2_rejoined)),
+           ("SIGKILL s3: in-flight requests failed", len(inflight_fail)),
+           ("  of them not on s3", len(inflight_not_s3)),
+           ("requests started after the SIGKILL failed", len(kill_fail)),
+           ("s3 restarted: requests it served", len(s3_rejoined)),
+           ("exit codes at the end (SIGTERM)", rcs),
+           ("error examples", ["%s on %s at %.2f..%.2f s" % (r["error"], r["server"], r["t0"] - t_begin, r["t1"] - t_begin)
+                               for r in errs_before_kill + kill_fail][:3] or "-")])
+    return (not errs_before_kill and events["term_rc"] == 0 and not s2_after_term and s2_rejoined and
+            not inflight_not_s3 and not kill_fail and s3_rejoined)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["load", "disconnect", "idle", "kv"])
+    ap.add_argument("scenario", choices=["load", "disconnect", "idle", "kv", "pool"])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "stories260K.gguf"))
     ap.add_argument("--clients", type=int)
     ap.add_argument("--seconds", type=float, default=600)
@@ -386,12 +504,14 @@ def main():
     ap.add_argument("--n-ctx", type=int, default=512)
     args = ap.parse_args()
     if args.clients is None:
-        args.clients = {"load": 64, "disconnect": 200, "idle": 16, "kv": 0}[args.scenario]
+        args.clients = {"load": 64, "disconnect": 200, "idle": 16, "kv": 0, "pool": 12}[args.scenario]
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.idle + 2048)), hard))
-    fn = {"load": run_load, "disconnect": run_disconnect, "idle": run_idle, "kv": run_kv}[args.scenario]
-    good = asyncio.run(fn(args))
+    fn = {"load": run_load, "disconnect": run_disconnect, "idle": run_idle, "kv": run_kv, "pool": run_pool}
+    good = asyncio.run(fn[args.scenario](args))
+    if good is None:
+        sys.exit(77)  # a tool is missing: skipped
     print("goal:", "met" if good else "NOT met")
     sys.exit(0 if good else 1)
 
