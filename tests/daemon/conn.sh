@@ -15,7 +15,9 @@
 #   framing: Content-Length with Transfer-Encoding, a Transfer-Encoding other
 #     than chunked, and a control byte in a header get 400 and a closed
 #     connection; a chunked body over max_body_bytes gets 413; three
-#     pipelined requests on one connection get three answers in order.
+#     pipelined requests on one connection get three answers in order;
+#   --check: GGUFs whose vocabulary the server refuses at start (a token that
+#     is invalid UTF-8, a token type out of range) are refused by --check too.
 # Needs curl, jq, python3 (rawhttp.py) and the built daemon; bash's /dev/tcp for idle sockets.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -177,6 +179,33 @@ codes=$(echo "$out" | grep -ao 'HTTP/1.1 [0-9]*' | tr '\n' ' ')
 check "framing: the daemon still serves" test "$(complete false)" = 200
 stop
 check "framing: SIGTERM: exit code 0" test $? = 0
+
+# ---- --check refuses the vocabularies the server refuses at start
+python3 - "$model" "$tmp" <<'PY'
+import struct, sys
+src = open(sys.argv[1], "rb").read()
+def array_at(key):
+    off = src.find(key) + len(key)
+    return off + 16  # array type, element type, count
+pos = array_at(b"tokenizer.ggml.tokens")
+for _ in range(300):  # token 300: its first byte becomes 0xff (invalid UTF-8)
+    pos += 8 + struct.unpack_from("<Q", src, pos)[0]
+b = bytearray(src); b[pos + 8] = 0xFF
+open(sys.argv[2] + "/bad-utf8.gguf", "wb").write(b)
+b = bytearray(src); struct.pack_into("<i", b, array_at(b"tokenizer.ggml.token_type") + 4 * 10, 99)
+open(sys.argv[2] + "/bad-type.gguf", "wb").write(b)
+PY
+for bad in "bad-utf8:tokenizer.ggml.tokens\[300\]: invalid UTF-8" "bad-type:token_type\[10\] = 99 is not a token type"; do
+    f=${bad%%:*}; want=${bad#*:}
+    printf '[server]\nport = 0\n[model]\npath = %s\n' "$tmp/$f.gguf" > "$tmp/$f.ini"
+    "$bin" -c "$tmp/$f.ini" --check > "$tmp/$f.check" 2>&1; crc=$?
+    timeout 60 "$bin" -c "$tmp/$f.ini" > "$tmp/$f.run" 2>&1; src=$?
+    [ $crc = 1 ] && grep -q "\[model\] path: the vocabulary: .*$want" "$tmp/$f.check" && [ $src = 1 ] \
+        && grep -q "$want" "$tmp/$f.run" \
+        && ok "--check refuses $f.gguf as the server does (exit 1, naming the token)" \
+        || not_ok "--check refuses $f.gguf as the server does (exit 1, naming the token)" \
+            "check rc $crc: $(cat "$tmp/$f.check"); server rc $src: $(tail -n 2 "$tmp/$f.run")"
+done
 
 echo "1..$n"
 [ $fails = 0 ]
