@@ -30,7 +30,7 @@ struct cs_config {
     double drain_timeout_s;     /* 30 */
     char *log_level;            /* "error" | "warn" | "info" | "debug" */
     char *log_file;             /* NULL = stderr */
-    int http_threads;           /* HTTP worker threads; 0 = 2 */
+    int http_threads;           /* HTTP worker threads; 0 = 4 */
     int max_connections;        /* 8192; 0 = no cap */
     int max_connections_per_ip; /* 0 = no cap */
     int idle_timeout_s;         /* 60; 0 = never */

@@ -38,7 +38,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"server", "log_file", CS_CFG_PATH, OFF(log_file), "", 0, 0, NULL,
      "log file, reopened on SIGHUP (empty = standard error)"},
     {"server", "http_threads", CS_CFG_INT, OFF(http_threads), "0", 0, 64, NULL,
-     "HTTP worker threads, each an epoll loop over its share of the connections (0 = 2)"},
+     "HTTP worker threads, each an epoll loop over its share of the connections (0 = 4)"},
     {"server", "max_connections", CS_CFG_INT, OFF(max_connections), "8192", 0, 1000000, NULL,
      "open connections past this get 503 on their first request, then are closed (0 = no cap)"},
     {"server", "max_connections_per_ip", CS_CFG_INT, OFF(max_connections_per_ip), "0", 0, 1000000, NULL,

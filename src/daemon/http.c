@@ -1067,7 +1067,7 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->idle_timeout_s > 0 ? p->idle_timeout_s : 0,
                                          NULL};
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, p->threads > 0 ? p->threads : 2, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, p->threads > 0 ? p->threads : 4, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
     if (mhd_limit)
         opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL};

@@ -29,7 +29,7 @@ struct cs_http_params {
     int max_connections;        /* open connections past it: 503 (0 = no cap) */
     int max_connections_per_ip; /* from one client address past it: 429 (0 = no cap) */
     int idle_timeout_s;         /* a connection without a request in flight closes after it (0 = never) */
-    int threads;                /* worker threads (epoll each; <= 0: 2) */
+    int threads;                /* worker threads (epoll each; <= 0: 4) */
     const char *model_name;     /* id in /v1/models and responses (copied) */
     struct cs_api_defaults defaults;
 };
