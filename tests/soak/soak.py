@@ -33,6 +33,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHILDREN = []  # every process started: killed at exit, also when soak.py is interrupted or terminated
+
+
+def kill_children():
+    for p in CHILDREN:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 # ---------------------------------------------------------------- daemon
@@ -51,6 +59,7 @@ class Daemon:
                 f.write("[%s]\n%s\n" % (sec, "\n".join(lines)))
         binary = os.environ.get("CLSPECD", os.path.join(ROOT, "clspecd"))
         self.proc = subprocess.Popen([binary, "-c", self.ini], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        CHILDREN.append(self.proc)
         self.port = None
         for _ in range(600):
             time.sleep(0.1)
@@ -409,6 +418,7 @@ async def run_pool(args):
     open(cfg_path, "w").write(cfg)
     hlog = open(os.path.join(ds[0].dir, "haproxy.log"), "w")
     hp = subprocess.Popen([haproxy, "-db", "-f", cfg_path], stdout=hlog, stderr=subprocess.STDOUT)
+    CHILDREN.append(hp)
     for _ in range(100):
         if http_get(fport, "/health")[0] == 200 or hp.poll() is not None:
             break
@@ -505,7 +515,11 @@ def main():
     args = ap.parse_args()
     if args.clients is None:
         args.clients = {"load": 64, "disconnect": 200, "idle": 16, "kv": 0, "pool": 12}[args.scenario]
+    import atexit
     import resource
+    import signal
+    atexit.register(kill_children)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.idle + 2048)), hard))
     fn = {"load": run_load, "disconnect": run_disconnect, "idle": run_idle, "kv": run_kv, "pool": run_pool}
