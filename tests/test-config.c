@@ -125,7 +125,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->port, 8080);
     assert_null(c->api_key);
     assert_int_equal(c->max_body_bytes, 1u << 20);
-    assert_int_equal(c->max_tokens_limit, 4096);
+    assert_int_equal(c->max_tokens_limit, 0);
     assert_int_equal(c->queue_max, 64);
     assert_true(c->drain_timeout_s == 30.0);
     assert_string_equal(c->log_level, "info");
@@ -218,6 +218,9 @@ static void test_every_value(void **state)
     assert_false(c->webui);
     assert_false(c->slots_endpoint);
     assert_true(c->embeddings);
+    assert_int_equal(c->max_connections, 500);
+    assert_int_equal(c->max_connections_per_ip, 9);
+    assert_int_equal(c->idle_timeout_s, 7);
     snprintf(want, sizeof want, "%s/models/tiny.gguf", dir);
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");
@@ -447,7 +450,7 @@ static void test_errors_combinations(void **state)
     expect_err(MODEL "[devices]\ndevices = 0,1\nsplit = 1,2,3\n", 5,
                "[devices] split: 3 entries for 2 devices (devices = 0,1); give one entry per device", NULL);
     expect_err(MODEL "[devices]\nsplit = 4,4\n", 4, "[devices] split: 2 entries for 1 device", NULL);
-    expect_err(MODEL "[sampling]\nmax_tokens = 5000\n", 4,
+    expect_err(MODEL "[server]\nmax_tokens_limit = 4096\n[sampling]\nmax_tokens = 5000\n", 6,
                "[sampling] max_tokens: default max_tokens = 5000 is above [server] max_tokens_limit = 4096", NULL);
     expect_err(MODEL "[server]\nmax_tokens_limit = 100\n", 4, "[server] max_tokens_limit: default max_tokens = 256",
                NULL);

@@ -276,6 +276,7 @@ static struct cs_sched_stats sample_stats(void)
         .n_slots = 4,
         .kv_cells_used = 1000,
         .kv_cells_total = 8192,
+        .preemptions = 77,
     };
     return st;
 }
@@ -327,9 +328,10 @@ static void test_format_and_roundtrip(void **state)
     expect_u64(P, "clspec_slots", m, (uint64_t)st.n_slots);
     expect_u64(P, "clspec_kv_cells_used", m, st.kv_cells_used);
     expect_u64(P, "clspec_kv_cells", m, st.kv_cells_total);
+    expect_u64(P, "clspec_preemptions_total", m, st.preemptions);
     expect_f64(P, "clspec_prefill_tokens_per_second", m, st.prefill_tps_last);
     expect_f64(P, "clspec_decode_tokens_per_second", m, st.decode_tps_last);
-    assert_int_equal(P->n, 17); /* every sample accounted for above */
+    assert_int_equal(P->n, 18); /* every sample accounted for above */
 
     /* types: counters and gauges as documented, each with HELP */
     for (int i = 0; i < P->nf; i++) {
@@ -338,7 +340,7 @@ static void test_format_and_roundtrip(void **state)
         assert_true(f->has_help);
         assert_string_equal(f->type, total ? "counter" : "gauge");
     }
-    assert_int_equal(P->nf, 14);
+    assert_int_equal(P->nf, 15);
     free(out);
     free(P);
 }
@@ -371,7 +373,7 @@ static void test_label_escaping(void **state)
     int lines = 0;
     for (const char *c = out; *c; c++)
         lines += *c == '\n';
-    assert_int_equal(lines, 14 * 2 + 17);
+    assert_int_equal(lines, 15 * 2 + 18);
     free(out);
 
     /* no model name: no model label at all */

@@ -25,12 +25,15 @@ struct cs_config {
     int port;                   /* 8080 */
     char *api_key;              /* NULL or "" = no auth */
     size_t max_body_bytes;      /* 1 MiB */
-    int max_tokens_limit;       /* 4096 */
+    int max_tokens_limit;       /* 0 = what fits a slot */
     int queue_max;              /* 64 */
     double drain_timeout_s;     /* 30 */
     char *log_level;            /* "error" | "warn" | "info" | "debug" */
     char *log_file;             /* NULL = stderr */
-    int http_threads;           /* 0 = one thread per connection */
+    int http_threads;           /* HTTP worker threads; 0 = 4 */
+    int max_connections;        /* 8192; 0 = no cap */
+    int max_connections_per_ip; /* 0 = no cap */
+    int idle_timeout_s;         /* 60; 0 = never */
     char *cors_origins;         /* NULL = no CORS headers; "*" or origins, comma separated */
     bool webui;                 /* true: the chat page at / */
     bool slots_endpoint;        /* true: GET /slots answers (false: 501) */

@@ -21,6 +21,7 @@
 #include "gguf/gguf.h"
 #include "model/model.h"
 #include "gguf/quant.h"
+#include "text/tokenizer.h"
 
 #define MIN_SLOT_CELLS 64 /* as in cfg.c */
 
@@ -59,6 +60,16 @@ static int check_model(const struct cs_config *c, char *err, size_t errlen)
     cs_gguf_close(g);
     if (rc != CLSPEC_OK)
         return cs_config_err(c, "model", "path", err, errlen, rc, "%s; serve a model of a supported architecture", e2);
+    /* what the server validates at start without a device: the tensors (mapped, not read) and the vocabulary */
+    struct cs_model *m = NULL;
+    if ((rc = cs_model_load(p, &m, e2, sizeof e2)) != CLSPEC_OK)
+        return cs_config_err(c, "model", "path", err, errlen, rc, "the model's tensors: %s", e2);
+    struct cs_tokenizer *tok = NULL;
+    rc = cs_tokenizer_load(m->gguf, &tok, e2, sizeof e2);
+    cs_tokenizer_free(tok);
+    cs_model_free(m);
+    if (rc != CLSPEC_OK)
+        return cs_config_err(c, "model", "path", err, errlen, rc, "the vocabulary: %s", e2);
 
     /* quantized KV (q8_0, q4_0) fits any model: blocks run along the whole
      * cell row, padded with 0 to whole blocks (src/gguf/quant.h cs_kv_row_bytes) */

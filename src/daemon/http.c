@@ -1,12 +1,26 @@
 /* http.c: see http.h.
  *
- * Threads: libmicrohttpd runs one thread per connection; a completion
- * blocks that thread (non-streamed: in the access handler until the
- * request ends; streamed: in the content reader until the next event).
- * The scheduler's callback (its own thread) only appends to the job under
- * the job's mutex and signals. While waiting, the connection thread checks
- * every 200 ms whether the peer closed the socket and then cancels the
- * request (cs_sched_cancel frees the slot and its KV cells). */
+ * Threads: libmicrohttpd runs an epoll loop in each of a small pool of
+ * worker threads ([server] http_threads); no callback ever blocks one. A
+ * completion waiting for the scheduler suspends its connection
+ * (MHD_suspend_connection: in the access handler for a whole answer, in
+ * the content reader for a stream) and the scheduler's callback (its own
+ * thread) resumes it after appending to the job under the job's mutex
+ * (job_wake). While suspended, MHD neither times the connection out nor
+ * notices a peer that went away, so the reaper thread (reaper_main) looks
+ * every 200 ms at the suspended jobs: a closed peer cancels the request
+ * (cs_sched_cancel frees the slot and its KV cells) and a stream quiet for
+ * 15 s is resumed to send an SSE comment. The reaper also frees every job
+ * once MHD is done with it (cancelling it first when still running), so
+ * cs_sched_cancel, which waits for the scheduler's step, never runs on a
+ * worker thread.
+ *
+ * Connections: counted in total and per client address (conn.c); the first
+ * request of a connection opened over a cap gets 503 or 429 and the
+ * connection is closed (/health is still answered). MHD's own limit sits a
+ * reserve above the cap so that those get an answer instead of a reset.
+ * MHD_OPTION_CONNECTION_TIMEOUT (idle_timeout_s) closes connections with
+ * no request in flight: a suspended connection does not time out. */
 #include "config.h"
 
 #include "daemon/http.h"
@@ -22,10 +36,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "base/common.h"
+#include "daemon/conn.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/routes_llama.h"
@@ -45,24 +61,43 @@ struct cs_http {
     atomic_int state;
     atomic_uint_fast64_t next_req;
     atomic_int live_jobs;       /* jobs not yet freed (answers still being sent) */
+    atomic_int live_requests;   /* requests MHD has not completed (their answers not wholly sent) */
     clspec_engine *e;         /* the engine door: the vocabulary */
     struct cs_sched *s;
     enum cs_chat_family chat;
     int n_ctx_slot;
     int64_t created;
     clspec_mmproj *mm;          /* borrowed: the vision projector, NULL = images refused */
+    struct cs_conn_table *conns;
+    /* every job not yet freed, newest first (jobs_mu); only the reaper frees one */
+    pthread_mutex_t jobs_mu;
+    pthread_cond_t jobs_cv;
+    struct job *jobs;
+    bool reaper_started, reaper_stop;
+    pthread_t reaper;
 };
 
-/* Per connection: the request body as it arrives. */
+/* Per request: the request body as it arrives, and the job of a whole
+ * (non-streamed) answer while the connection waits suspended. */
 struct conn {
     struct cs_strbuf body;
-    bool too_big;
+    bool close_after;           /* close the connection after the answer */
+    unsigned refuse;            /* HTTP status the answer will be, once the body is read (0: none) */
+    char refuse_msg[160];
+    size_t discarded;           /* body bytes dropped since the refusal */
+    struct job *job;
 };
 
-/* One completion between the connection thread and the scheduler thread. */
+/* One completion between a worker thread, the scheduler thread and the reaper. */
 struct job {
     struct cs_http *h;
+    struct job *prev, *next;    /* h->jobs (h->jobs_mu) */
     struct MHD_Connection *conn;
+    int fd;                     /* the connection's socket (peer_gone), -1 unknown */
+    bool suspended;             /* the connection waits for job_wake (mu) */
+    bool released;              /* MHD no longer uses the job: the reaper frees it (mu) */
+    bool want_ping;             /* the reaper asks the stream for an SSE comment (mu) */
+    bool silent;                /* never submitted, or its end already logged */
     char req_id[40];
     char resp_id[48];
     struct cs_api_resp rs;
@@ -86,7 +121,6 @@ struct job {
     char err_msg[256];
     double t0;
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
-    double last_check;          /* when the reader last looked whether the peer is gone */
     struct cs_llama_acc *llama; /* llama-server's /completion: its answer shapes (NULL: OpenAI's) */
     char *llama_body;           /* its whole answer, built at DONE */
     /* chat: the answer split into reasoning, content and tool calls (issue 20) */
@@ -95,18 +129,34 @@ struct job {
     struct cs_chatout *co;      /* streamed */
 };
 
-/* Waits on j->cv (j->mu held) for a signal or at most 200 ms; the deadline
- * is on CLOCK_REALTIME, the clock pthread_cond_timedwait measures. */
-static void job_wait_200ms(struct job *j)
+/* Resumes the job's connection if it waits (j->mu held; any thread). */
+static void job_wake(struct job *j)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 200 * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
+    if (j->suspended) {
+        j->suspended = false;
+        MHD_resume_connection(j->conn);
     }
-    pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+}
+
+/* Suspends the job's connection until job_wake (j->mu held; only from the
+ * access handler or the content reader of that connection). */
+static void job_sleep(struct job *j)
+{
+    j->suspended = true;
+    MHD_suspend_connection(j->conn);
+}
+
+/* MHD is done with the job: the reaper cancels it if still running and frees it
+ * (at once, maybe: j is not touched after `released` is set). */
+static void job_release(struct job *j)
+{
+    struct cs_http *h = j->h;
+    pthread_mutex_lock(&j->mu);
+    j->released = true;
+    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_lock(&h->jobs_mu);
+    pthread_cond_signal(&h->jobs_cv);
+    pthread_mutex_unlock(&h->jobs_mu);
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -123,6 +173,9 @@ static _Thread_local struct {
     unsigned code;               /* 0: nothing answered (the client went away) */
     char *body;
 } capture;
+
+/* Set by on_request: the reply closes the connection (a connection over a cap, a framing error). */
+static _Thread_local bool reply_close;
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, char *body,
                              const char *req_id)
@@ -155,6 +208,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
                                 allow_method && strcmp(allow_method, "GET") == 0 ? "GET, HEAD" : "POST");
     if (code == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (reply_close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return ret;
@@ -176,13 +231,10 @@ static enum MHD_Result reply_error(struct MHD_Connection *c, unsigned code, cons
 /* ---------------------------------------------------------------- jobs */
 
 /* The peer closed its end (or reset it): no one reads the answer any more. */
-static bool peer_gone(struct MHD_Connection *c)
+static bool peer_gone(int fd)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return false;
     char b;
-    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0)
         return true;
     return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
@@ -315,7 +367,9 @@ static void on_event(void *user, const struct cs_req_event *ev)
     }
 wake:
     if (j->stream || j->finished) /* a whole answer only needs waking at its end */
-        pthread_cond_signal(&j->cv);
+        job_wake(j);
+    if (j->finished) /* a whole answer waited for in its thread (whole_answer without a connection) */
+        pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
 
@@ -323,7 +377,16 @@ static void job_free(struct job *j)
 {
     if (!j)
         return;
-    atomic_fetch_sub(&j->h->live_jobs, 1);
+    struct cs_http *h = j->h;
+    pthread_mutex_lock(&h->jobs_mu);
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (h->jobs == j)
+        h->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    pthread_mutex_unlock(&h->jobs_mu);
+    atomic_fetch_sub(&h->live_jobs, 1);
     cs_strbuf_free(&j->out);
     cs_strbuf_free(&j->text);
     json_decref(j->lp);
@@ -363,64 +426,122 @@ static void job_cancel(struct job *j)
     pthread_mutex_unlock(&j->mu);
 }
 
-/* Streamed body: hands out SSE bytes as the scheduler produces them. */
+/* Streamed body: hands out SSE bytes as the scheduler produces them; with
+ * nothing to send it suspends the connection and returns 0 (on_event or the
+ * reaper resumes it, and MHD calls again). */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     struct job *j = cls;
     pthread_mutex_lock(&j->mu);
-    for (;;) {
-        if (j->out.oom) {
-            pthread_mutex_unlock(&j->mu);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+    ssize_t ret = 0;
+    if (j->out.oom || j->cancelled) {
+        ret = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (j->out_pos < j->out.len) {
+        size_t n = CS_MIN(max, j->out.len - j->out_pos);
+        memcpy(buf, j->out.p + j->out_pos, n);
+        j->out_pos += n;
+        j->last_out = cs_now();
+        if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
+            j->out.len = 0;
+            j->out_pos = 0;
+            j->out.p[0] = 0;
         }
-        if (j->out_pos < j->out.len) {
-            size_t n = CS_MIN(max, j->out.len - j->out_pos);
-            memcpy(buf, j->out.p + j->out_pos, n);
-            j->out_pos += n;
-            j->last_out = cs_now();
-            if (j->out_pos == j->out.len) { /* all sent: reuse the buffer */
-                j->out.len = 0;
-                j->out_pos = 0;
-                j->out.p[0] = 0;
-            }
-            pthread_mutex_unlock(&j->mu);
-            return (ssize_t)n;
-        }
-        if (j->finished) {
-            pthread_mutex_unlock(&j->mu);
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        job_wait_200ms(j);
-        if (!j->finished && j->out_pos >= j->out.len && cs_now() - j->last_check >= 0.2) {
-            j->last_check = cs_now();
-            if (peer_gone(j->conn)) {
-                pthread_mutex_unlock(&j->mu);
-                job_cancel(j);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            if (cs_now() - j->last_out > 15.0 && max >= 9) {
-                /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
-                j->last_out = cs_now();
-                memcpy(buf, ": ping\n\n", 8);
-                pthread_mutex_unlock(&j->mu);
-                return 8;
-            }
-        }
+        ret = (ssize_t)n;
+    } else if (j->finished) {
+        ret = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (j->want_ping && max >= 8) {
+        /* an SSE comment while queued or slow: keeps proxies and the connection timeout happy */
+        j->want_ping = false;
+        j->last_out = cs_now();
+        memcpy(buf, ": ping\n\n", 8);
+        ret = 8;
+    } else {
+        job_sleep(j);
     }
+    pthread_mutex_unlock(&j->mu);
+    return ret;
 }
 
 /* The streamed response is destroyed (sent, or the connection died while sending). */
 static void stream_free(void *cls)
 {
-    struct job *j = cls;
+    job_release(cls);
+}
+
+/* ---------------------------------------------------------------- the reaper */
+
+/* One look at job j (not under any lock): frees it once released, cancels
+ * it when its suspended connection lost its peer, asks a quiet stream for a
+ * ping. Returns true when j was freed. */
+static bool reap_one(struct job *j, double now)
+{
     pthread_mutex_lock(&j->mu);
-    bool running = !j->finished;
+    bool released = j->released, finished = j->finished, susp = j->suspended;
+    bool quiet = j->stream && now - j->last_out > 15.0;
     pthread_mutex_unlock(&j->mu);
-    if (running)
-        job_cancel(j);
-    job_log_end(j);
-    job_free(j);
+    if (released || (susp && !finished && j->fd >= 0 && peer_gone(j->fd))) {
+        if (!finished)
+            job_cancel(j);
+        if (released) {
+            if (!j->silent)
+                job_log_end(j);
+            job_free(j);
+            return true;
+        }
+        job_log_end(j); /* now: the slot is free once cs_sched_cancel returned */
+        j->silent = true;
+        pthread_mutex_lock(&j->mu);
+        job_wake(j); /* the handler sees `cancelled` and closes */
+        pthread_mutex_unlock(&j->mu);
+    } else if (susp && quiet) {
+        pthread_mutex_lock(&j->mu);
+        j->want_ping = true;
+        job_wake(j);
+        pthread_mutex_unlock(&j->mu);
+    }
+    return false;
+}
+
+/* The reaper thread: every 200 ms (or when a job is released) one pass over
+ * the jobs. Only it frees jobs, so the pointers it collects stay valid. */
+static void *reaper_main(void *arg)
+{
+    struct cs_http *h = arg;
+    struct job **snap = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&h->jobs_mu);
+    while (!h->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->jobs_cv, &h->jobs_mu, &ts);
+        size_t n = 0;
+        for (struct job *j = h->jobs; j; j = j->next)
+            n++;
+        if (n > cap) {
+            struct job **ns = realloc(snap, n * sizeof *ns);
+            if (!ns)
+                continue; /* try again on the next pass */
+            snap = ns;
+            cap = n;
+        }
+        n = 0;
+        for (struct job *j = h->jobs; j; j = j->next)
+            snap[n++] = j;
+        pthread_mutex_unlock(&h->jobs_mu);
+        double now = cs_now();
+        for (size_t i = 0; i < n; i++)
+            reap_one(snap[i], now);
+        pthread_mutex_lock(&h->jobs_mu);
+    }
+    pthread_mutex_unlock(&h->jobs_mu);
+    free(snap);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------- completions */
@@ -555,8 +676,64 @@ static int parse_request(struct cs_http *h, enum cs_api_kind kind, bool llama, c
     return CLSPEC_OK;
 }
 
-static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
-                                         bool llama, const char *body, size_t len)
+/* The access handler's call for a whole answer whose job runs: suspends
+ * again while the job runs; replies (and releases the job) once it ended;
+ * closes the connection when the client went away. cn NULL (the several
+ * prompts of one /completion, answered in turn): waits in this thread. */
+static enum MHD_Result whole_answer(struct MHD_Connection *c, struct conn *cn, struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!cn) {
+        while (!j->finished)
+            pthread_cond_wait(&j->cv, &j->mu);
+    } else if (!j->finished) {
+        job_sleep(j);
+        pthread_mutex_unlock(&j->mu);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (cn)
+        cn->job = NULL;
+    const char *req_id = j->req_id;
+    enum MHD_Result ret;
+    if (j->cancelled) {
+        ret = MHD_NO; /* close the connection */
+    } else if (j->err_status) {
+        int code = j->err_status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(j->err_status);
+        ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
+    } else if (j->text.oom) {
+        ret = reply_error(c, 500, "out of memory", NULL, req_id);
+    } else if (j->llama) {
+        ret = reply_json(c, 200, j->llama_body, req_id);
+        j->llama_body = NULL;
+    } else if (j->shaped) {
+        json_t *lp = j->lp, *msg = NULL;
+        int n_calls = 0;
+        char err[512];
+        j->lp = NULL;
+        if (cs_chatout_message(&j->cop, j->text.p ? j->text.p : "", j->text.len, &msg, &n_calls, err,
+                               sizeof err) != CLSPEC_OK) {
+            json_decref(lp);
+            ret = reply_error(c, 500, err, NULL, req_id);
+        } else {
+            const char *fr = n_calls && j->finish_reason && !strcmp(j->finish_reason, "stop") ? "tool_calls"
+                                                                                               : j->finish_reason;
+            ret = reply_json(c, 200, cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage), req_id);
+        }
+    } else {
+        json_t *lp = j->lp;
+        j->lp = NULL;
+        ret = reply_json(c, 200,
+                         cs_api_completion_json(&j->rs, j->text.p ? j->text.p : "", j->text.len, j->finish_reason,
+                                                lp, &j->usage),
+                         req_id);
+    }
+    job_release(j); /* the reaper logs its end and frees it */
+    return ret;
+}
+
+static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
+                                         enum cs_api_kind kind, bool llama, const char *body, size_t len)
 {
     char req_id[40];
     unsigned long long num = (unsigned long long)atomic_fetch_add(&h->next_req, 1) + 1;
@@ -624,6 +801,8 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     atomic_fetch_add(&h->live_jobs, 1);
     j->h = h;
     j->conn = c;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    j->fd = ci ? ci->connect_fd : -1;
     j->kind = kind;
     j->t0 = cs_now();
     j->last_out = j->t0;
@@ -646,6 +825,12 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         }
         j->want_lp = false; /* the accumulator writes completion_probabilities */
     }
+    pthread_mutex_lock(&h->jobs_mu); /* from now on only the reaper frees it */
+    j->next = h->jobs;
+    if (h->jobs)
+        h->jobs->prev = j;
+    h->jobs = j;
+    pthread_mutex_unlock(&h->jobs_mu);
     if (!j->stream && j->want_lp)
         j->lp = cs_api_logprobs_new(kind);
     if (j->stream && kind == CS_API_CHAT) /* the first chunk names the role */
@@ -688,7 +873,11 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
     bool stream = j->stream;
     cs_api_request_free(&ar);
     if (rc != CLSPEC_OK) {
-        job_free(j);
+        pthread_mutex_lock(&j->mu);
+        j->finished = true; /* never ran: nothing to cancel, nothing to log */
+        j->silent = true;
+        pthread_mutex_unlock(&j->mu);
+        job_release(j);
         const char *p = rc == CLSPEC_E_RANGE ? "max_tokens"
                         : rc == CLSPEC_E_CONTEXT ? (kind == CS_API_CHAT ? "messages" : "prompt") : NULL;
         return reply_error(c, (unsigned)cs_api_http_status(rc), err, p, req_id);
@@ -698,8 +887,7 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, j,
                                                                    stream_free);
         if (!r) {
-            job_cancel(j);
-            job_free(j);
+            job_release(j);
             return MHD_NO;
         }
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
@@ -711,56 +899,10 @@ static enum MHD_Result handle_completion(struct cs_http *h, struct MHD_Connectio
         return ret;
     }
 
-    /* whole answer: wait here (this connection's own thread) */
-    pthread_mutex_lock(&j->mu);
-    double last_check = cs_now();
-    while (!j->finished) {
-        job_wait_200ms(j);
-        if (j->finished || cs_now() - last_check < 0.2)
-            continue;
-        last_check = cs_now();
-        if (peer_gone(c)) {
-            pthread_mutex_unlock(&j->mu);
-            job_cancel(j);
-            pthread_mutex_lock(&j->mu);
-        }
-    }
-    pthread_mutex_unlock(&j->mu);
-    job_log_end(j);
-    enum MHD_Result ret;
-    if (j->cancelled) {
-        ret = MHD_NO; /* close the connection */
-    } else if (j->err_status) {
-        int code = j->err_status == CLSPEC_E_KV_FULL ? 503 : cs_api_http_status(j->err_status);
-        ret = reply_json(c, (unsigned)code, cs_api_error_json(code, j->err_msg, NULL), req_id);
-    } else if (j->text.oom) {
-        ret = reply_error(c, 500, "out of memory", NULL, req_id);
-    } else if (j->llama) {
-        ret = reply_json(c, 200, j->llama_body, req_id);
-        j->llama_body = NULL;
-    } else if (j->shaped) {
-        json_t *lp = j->lp, *msg = NULL;
-        int n_calls = 0;
-        j->lp = NULL;
-        if (cs_chatout_message(&j->cop, j->text.p ? j->text.p : "", j->text.len, &msg, &n_calls, err,
-                               sizeof err) != CLSPEC_OK) {
-            json_decref(lp);
-            ret = reply_error(c, 500, err, NULL, req_id);
-        } else {
-            const char *fr = n_calls && j->finish_reason && !strcmp(j->finish_reason, "stop") ? "tool_calls"
-                                                                                               : j->finish_reason;
-            ret = reply_json(c, 200, cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage), req_id);
-        }
-    } else {
-        json_t *lp = j->lp;
-        j->lp = NULL;
-        ret = reply_json(c, 200,
-                         cs_api_completion_json(&j->rs, j->text.p ? j->text.p : "", j->text.len, j->finish_reason,
-                                                lp, &j->usage),
-                         req_id);
-    }
-    job_free(j);
-    return ret;
+    /* whole answer: the connection waits suspended; whole_answer replies once the job ends */
+    if (cn)
+        cn->job = j;
+    return whole_answer(c, cn, j);
 }
 
 /* POST /completion with several prompts (cs_llama_prompts): each answered in turn as a request of
@@ -779,7 +921,7 @@ static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Con
             break;
         capture.on = true;
         capture.code = 0;
-        handle_completion(h, c, CS_API_COMPLETION, true, sub, strlen(sub));
+        handle_completion(h, c, NULL, CS_API_COMPLETION, true, sub, strlen(sub));
         capture.on = false;
         free(sub);
         json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
@@ -963,6 +1105,42 @@ static enum MHD_Result reply_preflight(struct MHD_Connection *c, const char *met
     return ret;
 }
 
+/* ---------------------------------------------------------------- transport checks */
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size)
+{
+    (void)kind;
+    cs_framing_add(cls, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+/* The request's framing (conn.c), before any body is read: 0 when
+ * acceptable, else the HTTP status with msg filled (the reply then closes
+ * the connection). */
+static unsigned framing_error(struct MHD_Connection *c, bool *unframed, char *msg, size_t msglen)
+{
+    struct cs_framing f = {0};
+    MHD_get_connection_values_n(c, MHD_HEADER_KIND, scan_header, &f);
+    *unframed = f.n_te && !f.te_chunked; /* no framing to read a body by */
+    return cs_framing_verdict(&f, msg, msglen);
+}
+
+/* The connection's verdict against the caps (conn.c), from its socket context. */
+static enum cs_conn_verdict conn_verdict(struct MHD_Connection *c, char *msg, size_t msglen)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct cs_conn *cc = ci ? ci->socket_context : NULL;
+    if (!cc || cc->verdict == CS_CONN_OK)
+        return CS_CONN_OK;
+    if (cc->verdict == CS_CONN_OVER_TOTAL)
+        snprintf(msg, msglen, "too many connections: %d were open, the limit is max_connections", cc->n_total_at_open);
+    else
+        snprintf(msg, msglen, "too many connections from your address: %d were open, the limit is "
+                 "max_connections_per_ip", cc->n_addr_at_open);
+    return cc->verdict;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -973,13 +1151,36 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     allow_method = need;
     cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
+    reply_close = false;
     int state = atomic_load(&h->state);
 
+    if (*con_cls && ((struct conn *)*con_cls)->job) /* a whole answer resumed */
+        return whole_answer(c, *con_cls, ((struct conn *)*con_cls)->job);
     if (!*con_cls) { /* first call: headers only */
         struct conn *cn = calloc(1, sizeof *cn);
         if (!cn)
             return MHD_NO;
         *con_cls = cn;
+        atomic_fetch_add(&h->live_requests, 1); /* until on_completed: the answer is wholly sent */
+        char emsg[160];
+        bool unframed = false;
+        unsigned code = framing_error(c, &unframed, emsg, sizeof emsg);
+        if (code && unframed) { /* no framing to read the body by: answer, close */
+            reply_close = true;
+            return reply_error(c, code, emsg, NULL, NULL);
+        }
+        if (code) { /* answered after the body (dropped): an answer before it may be lost to a reset */
+            cn->refuse = code;
+            cn->close_after = true;
+            snprintf(cn->refuse_msg, sizeof cn->refuse_msg, "%s", emsg);
+            return MHD_YES;
+        }
+        enum cs_conn_verdict v = conn_verdict(c, emsg, sizeof emsg);
+        if (v != CS_CONN_OK && r != R_HEALTH) {
+            reply_close = true;
+            return reply_error(c, v == CS_CONN_OVER_TOTAL ? 503 : 429, emsg, NULL, NULL);
+        }
+        cn->close_after = v != CS_CONN_OK; /* /health is answered, then the connection closes */
         if (strcmp(method, "POST") == 0) {
             /* answer early what needs no body (the rest of the body is then discarded) */
             if (r == R_NONE)
@@ -1002,17 +1203,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             }
             return MHD_YES;
         }
-        /* other methods: handled below on this same call */
+        /* other methods: answered on the next call, once MHD has the whole request
+         * (an answer before that makes MHD close the connection, losing a pipelined request) */
+        return MHD_YES;
     }
     struct conn *cn = *con_cls;
+    reply_close = cn->close_after;
     if (*upload_size) {
-        if (cn->body.len + *upload_size > h->p.max_body_bytes)
-            cn->too_big = true;
-        else
-            cs_strbuf_put_n(&cn->body, upload, *upload_size);
+        if (!cn->refuse && cn->body.len + *upload_size > h->p.max_body_bytes) {
+            /* a chunked body states no length up front */
+            cn->refuse = 413;
+            cn->close_after = true;
+            snprintf(cn->refuse_msg, sizeof cn->refuse_msg, "request body is over the limit of %zu bytes",
+                     h->p.max_body_bytes);
+        }
+        if (cn->refuse) { /* drop the body up to a bound, then answer: the answer is read, not reset */
+            cn->discarded += *upload_size;
+            *upload_size = 0;
+            if (cn->discarded > h->p.max_body_bytes + (1u << 20)) {
+                reply_close = true;
+                return reply_error(c, cn->refuse, cn->refuse_msg, NULL, NULL);
+            }
+            return MHD_YES;
+        }
+        cs_strbuf_put_n(&cn->body, upload, *upload_size);
         *upload_size = 0;
         return MHD_YES;
     }
+    if (cn->refuse)
+        return reply_error(c, cn->refuse, cn->refuse_msg, NULL, NULL);
 
     if (r == R_NONE || (r == R_PAGE && h->p.webui_off))
         return reply_error(c, 404, "no such endpoint", NULL, NULL);
@@ -1065,11 +1284,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     /* completions, tokenize, detokenize */
     if (state == ST_DRAINING)
         return reply_error(c, 503, "the server is shutting down", NULL, NULL);
-    if (cn->too_big) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "request body is over the limit of %zu bytes", h->p.max_body_bytes);
-        return reply_error(c, 413, msg, NULL, NULL);
-    }
     if (cn->body.oom)
         return reply_error(c, 500, "out of memory", NULL, NULL);
     if (r == R_TOKENIZE)
@@ -1084,20 +1298,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (prompts)
             return ret;
     }
-    return handle_completion(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,
+    return handle_completion(h, c, cn, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,
                              cn->body.p ? cn->body.p : "", cn->body.len);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode tc)
 {
-    (void)cls;
+    struct cs_http *h = cls;
     (void)c;
     (void)tc;
     struct conn *cn = *con_cls;
     if (cn) {
+        atomic_fetch_sub(&h->live_requests, 1);
+        if (cn->job) /* the connection ended while its whole answer ran: the reaper cancels it */
+            job_release(cn->job);
         cs_strbuf_free(&cn->body);
         free(cn);
         *con_cls = NULL;
+    }
+}
+
+/* Connection opened or closed (any worker thread): the accounting of conn.c. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct cs_http *h = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct cs_conn *cc = malloc(sizeof *cc);
+        if (!cc)
+            return; /* not counted; no verdict: treated as within the caps */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        cs_conn_open(h->conns, ci ? ci->client_addr : NULL, cc);
+        *socket_context = cc;
+    } else if (*socket_context) {
+        cs_conn_close(h->conns, *socket_context);
+        free(*socket_context);
+        *socket_context = NULL;
     }
 }
 
@@ -1130,9 +1366,35 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
     atomic_init(&h->live_jobs, 0);
+    atomic_init(&h->live_requests, 0);
+    pthread_mutex_init(&h->jobs_mu, NULL);
+    pthread_cond_init(&h->jobs_cv, NULL);
     if (!h->model_name || (p->api_key && p->api_key[0] && !h->api_key)) {
         cs_http_stop(h);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+    }
+    int rc = cs_conn_table_new(p->max_connections, p->max_connections_per_ip, &h->conns, err, errlen);
+    if (rc != CLSPEC_OK) {
+        cs_http_stop(h);
+        return rc;
+    }
+    if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+        cs_http_stop(h);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "cannot start the HTTP reaper thread");
+    }
+    h->reaper_started = true;
+    /* MHD's own cap: a reserve above ours, so that connections over our cap get an answer, not a reset */
+    unsigned mhd_limit = 0;
+    if (p->max_connections > 0) {
+        int reserve = CS_MAX(64, p->max_connections / 8);
+        mhd_limit = (unsigned)p->max_connections + (unsigned)reserve;
+        long got = 0;
+        char e2[160];
+        if (cs_conn_raise_nofile((long)mhd_limit + 256, &got, e2, sizeof e2) != CLSPEC_OK)
+            cs_log(CS_LOG_WARN, NULL, "%s", e2);
+        else if (got < (long)mhd_limit + 64)
+            cs_log(CS_LOG_WARN, NULL, "max_connections %d: only %ld file descriptors allowed (RLIMIT_NOFILE hard "
+                   "limit); connections past about %ld will be refused", p->max_connections, got, got - 64);
     }
     char port[16];
     snprintf(port, sizeof port, "%d", p->port);
@@ -1144,17 +1406,21 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
         cs_http_stop(h);
         return cs_err(err, errlen, CLSPEC_E_INVAL, "host %s: %s", p->host, gai_strerror(gai));
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem opts[8];
+    struct MHD_OptionItem opts[12];
     int no = 0;
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 300, NULL};
-    if (p->max_connections > 0)
-        opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, p->max_connections, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->idle_timeout_s > 0 ? p->idle_timeout_s : 0,
+                                         NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, p->threads > 0 ? p->threads : 4, NULL};
+    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
+    if (mhd_limit)
+        opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     h->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
                               MHD_OPTION_END);
@@ -1206,11 +1472,45 @@ void cs_http_stop(struct cs_http *h)
 {
     if (!h)
         return;
-    /* let the answers of requests that already ended reach their clients (at most 5 s) */
-    for (int i = 0; i < 500 && atomic_load(&h->live_jobs) > 0; i++)
+    /* no new connections (a proxy retries them elsewhere); let the answers of requests that already
+     * ended reach their clients, the last bytes of a stream included (at most 5 s) */
+    if (h->mhd) {
+        MHD_socket ls = MHD_quiesce_daemon(h->mhd);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+    }
+    for (int i = 0; i < 500 && (atomic_load(&h->live_jobs) > 0 || atomic_load(&h->live_requests) > 0); i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+    if (h->reaper_started) { /* no more reaping: the jobs left are ours */
+        pthread_mutex_lock(&h->jobs_mu);
+        h->reaper_stop = true;
+        pthread_cond_signal(&h->jobs_cv);
+        pthread_mutex_unlock(&h->jobs_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    /* MHD may not stop with suspended connections: end and wake every job left */
+    bool woke = false;
+    for (struct job *j = h->jobs; j; j = j->next) {
+        pthread_mutex_lock(&j->mu);
+        bool running = !j->finished;
+        pthread_mutex_unlock(&j->mu);
+        if (running && h->s)
+            job_cancel(j);
+        pthread_mutex_lock(&j->mu);
+        j->finished = true;
+        woke |= j->suspended;
+        job_wake(j);
+        pthread_mutex_unlock(&j->mu);
+    }
+    if (woke) /* let the workers pick the resumed connections up */
+        nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
+    while (h->jobs)
+        job_free(h->jobs);
+    cs_conn_table_free(h->conns);
+    pthread_mutex_destroy(&h->jobs_mu);
+    pthread_cond_destroy(&h->jobs_cv);
     free(h->model_name);
     free(h->api_key);
     free(h->cors);

@@ -1,4 +1,4 @@
-/* http.h: clspecd's HTTP server (libmicrohttpd, one thread per connection):
+/* http.h: clspecd's HTTP server (libmicrohttpd, epoll in a pool of worker threads):
  * routes, API key, body limit, and the glue between a request and the
  * scheduler (submit, stream the callbacks as server-sent events or collect
  * them into one JSON body, cancel when the client goes away). JSON comes
@@ -26,7 +26,10 @@ struct cs_http_params {
     int port;                   /* 0 = any free port (see cs_http_port) */
     const char *api_key;        /* NULL or "" = no authentication */
     size_t max_body_bytes;      /* larger bodies: 413 */
-    int max_connections;        /* 0 = no limit (each connection is one thread) */
+    int max_connections;        /* open connections past it: 503 (0 = no cap) */
+    int max_connections_per_ip; /* from one client address past it: 429 (0 = no cap) */
+    int idle_timeout_s;         /* a connection without a request in flight closes after it (0 = never) */
+    int threads;                /* worker threads (epoll each; <= 0: 4) */
     const char *model_name;     /* id in /v1/models and responses (copied) */
     struct cs_api_defaults defaults;
     /* browsers and llama-server's routes */
@@ -55,7 +58,8 @@ void cs_http_set_mmproj(struct cs_http *h, clspec_mmproj *m);
 /* New requests get 503 from now on; running ones continue. */
 void cs_http_set_draining(struct cs_http *h);
 /* Waits (up to 5 s) until the answers of finished requests are sent, then
- * closes the listening socket and every connection, waits for their threads, frees. */
+ * cancels what still runs, closes the listening socket and every
+ * connection, stops the worker threads, frees. */
 void cs_http_stop(struct cs_http *h);
 
 #endif

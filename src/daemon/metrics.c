@@ -153,6 +153,9 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
               model, st->prefill_tps_last);
     gauge_f64(&b, "clspec_decode_tokens_per_second", "Generation speed of the last finished request.", model,
               st->decode_tps_last);
+    counter_u64(&b, "clspec_preemptions_total",
+                "Running requests preempted when the KV cache filled (their cells freed; resumed by recomputing).",
+                model, st->preemptions);
     if (st->spec_name) {
         const char *sn = st->spec_name;
         counter_spec(&b, "clspec_spec_requests_total", "Finished requests that decoded with the speculator.", model,

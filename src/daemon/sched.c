@@ -53,6 +53,7 @@ static void job_free(struct job *j)
     free(j->prompt);
     free(j->img_rows);
     free(j->img_at);
+    free(j->resume);
     for (int i = 0; i < CS_MAX_STOP; i++)
         free(j->stop_copy[i]);
     clspec_sampler_free(j->smp);
@@ -349,11 +350,13 @@ static void plan_prefill(struct cs_sched *s, int budget)
         if (best < 0 || budget <= 0)
             break;
         struct slot *sl = &s->slots[best];
-        int k = CS_MIN(sl->job->n_prompt - sl->n_fed, budget);
+        const int32_t *feed = cs_job_feed(sl->job); /* the prompt, or a preempted request's history */
+        int n_feed = cs_job_n_feed(sl->job);
+        int k = CS_MIN(n_feed - sl->n_fed, budget);
         for (int t = 0; t < k; t++) {
-            bool last = sl->n_fed + t + 1 == sl->job->n_prompt;
-            s->b_token[n] = sl->job->prompt[sl->n_fed + t];
-            if (s->b_token[n] < 0) /* an image row: its input (the batch's embd is set when b_embd is) */
+            bool last = sl->n_fed + t + 1 == n_feed;
+            s->b_token[n] = feed[sl->n_fed + t];
+            if (s->b_token[n] < 0) /* an image row of the prompt: its input (the batch's embd is b_embd) */
                 memcpy(s->b_embd + (size_t)n * s->n_embd,
                        sl->job->img_rows + (size_t)sl->job->img_at[sl->n_fed + t] * s->n_embd,
                        (size_t)s->n_embd * sizeof(float));
@@ -387,7 +390,7 @@ static void step(struct cs_sched *s)
 {
     for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
-        if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached &&
+        if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached && !sl->job->resume &&
             !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
             cs_sched_spec_begin(s, i);
     }
@@ -410,6 +413,11 @@ static void step(struct cs_sched *s)
         res[i] = rc < 0 ? rc : dec[i] ? s->sp->slots[i].rc : x.seq_rc[i];
     }
     int victim = kv_full_victim(s, in, res);
+    /* a refusal while others run: every refused slot retries, and once this step's tokens are out the
+     * youngest running request is preempted (admit.c); a request refused alone fails */
+    bool refused = victim >= 0;
+    if (refused && s->busy > 1)
+        victim = -1;
     for (int i = 0; i < s->p.n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!in[i] || !sl->job)
@@ -440,9 +448,15 @@ static void step(struct cs_sched *s)
             continue;
         }
         sl->n_fed += sl->n_rows;
-        if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled))
-            first_token(s, i, x.logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
+        if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled)) {
+            if (sl->job->resume)
+                cs_sched_resume_attach(s, i); /* a preempted request's history is back in: decode on */
+            else
+                first_token(s, i, x.logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
+        }
     }
+    if (refused && victim < 0)
+        cs_sched_preempt_youngest(s); /* false: the others ended this step; the refused ones retry */
 }
 
 /* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
@@ -462,14 +476,16 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     s->busy++;
     int32_t src = -1;
     int32_t k = 0;
-    clspec_prefix_match(s->e, j->prompt, j->n_prompt, i, &k, &src, NULL, 0);
-    if (k > j->n_prompt - 1)
-        k = j->n_prompt - 1;
+    int n_feed = cs_job_n_feed(j); /* the prompt, or a preempted request's history */
+    clspec_prefix_match(s->e, cs_job_feed(j), n_feed, i, &k, &src, NULL, 0);
+    if (k > n_feed - 1)
+        k = n_feed - 1;
     if (k > 0 && src >= 0 && src != i) {
         clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
         if (clspec_seq_cp(s->e, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
             sl->n_fed = k;
-            j->n_cached = k;
+            if (!j->resume)
+                j->n_cached = k;
         } else {
             clspec_seq_rm(s->e, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
         }
@@ -535,6 +551,8 @@ static void *loop(void *arg)
         for (int i = 0; i < s->p.n_slots && s->q_head; i++) {
             if (s->slots[i].job)
                 continue;
+            if (!cs_sched_admit_ok(s, s->q_head))
+                break; /* waits for cells (admit.c); no one overtakes it */
             struct job *j = s->q_head;
             s->q_head = j->next;
             if (!s->q_head)
@@ -763,6 +781,12 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     int n_prompt = r->n_prompt;
     const int32_t *src = r->prompt;
     int keep_bos = 0;
+    if (r->max_tokens > 0 && n_prompt < s->slot_ctx && (int64_t)n_prompt + r->max_tokens > s->slot_ctx)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE,
+                                  "%s: prompt of %d tokens + 'max_tokens' %d = %lld tokens; a slot holds at most %d "
+                                  "(lower max_tokens to %d or less)",
+                                  who, n_prompt, r->max_tokens, (long long)n_prompt + r->max_tokens, s->slot_ctx,
+                                  s->slot_ctx - n_prompt));
     if (n_prompt >= s->slot_ctx) {
         if (!s->p.truncate_prompt || n_neg > 0)
             return rejected(s, cs_err(err, errlen, CLSPEC_E_CONTEXT,
@@ -817,6 +841,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     int mt = r->max_tokens > 0 ? r->max_tokens : s->p.max_tokens_default;
     if (s->p.max_tokens_limit > 0 && (mt <= 0 || mt > s->p.max_tokens_limit))
         mt = s->p.max_tokens_limit;
+    if (r->max_tokens <= 0 && mt > s->slot_ctx - n_prompt) /* a default: what fits */
+        mt = s->slot_ctx - n_prompt;
     j->max_tokens = mt;
     int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
     if (rc == CLSPEC_OK)

@@ -166,6 +166,7 @@ struct cs_sched_stats {
     const char *spec_name;   /* the speculator's name (its type), NULL: none configured */
     uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
     uint64_t spec_asked, spec_steps_plain; /* chosen draft lengths summed; steps the controller kept plain */
+    uint64_t preemptions;    /* running requests preempted when the KV cache filled (resumed later) */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 

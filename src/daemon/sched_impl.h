@@ -33,7 +33,23 @@ struct job {
     int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
     double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
     struct job *next;             /* queue link */
+    /* preemption (admit.c): a preempted job waits at the queue's head with its history */
+    int32_t *resume;              /* (n_resume) prompt + emitted tokens; the last is the next input; NULL: none */
+    int n_resume;
+    int n_gen_saved;              /* tokens emitted before the preemption */
+    int n_preempted;              /* times preempted */
 };
+
+/* The tokens a job's slot prefills: its prompt, or after a preemption its
+ * history but the last token (the next input). */
+static inline const int32_t *cs_job_feed(const struct job *j)
+{
+    return j->resume ? j->resume : j->prompt;
+}
+static inline int cs_job_n_feed(const struct job *j)
+{
+    return j->resume ? j->n_resume - 1 : j->n_prompt;
+}
 
 /* A slot's own state: the request and its prompt progress. Once the prompt
  * is in, the slot decodes in the speculative core (s->sp->slots[i] active),
@@ -102,6 +118,19 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
 /* Slot i got token tok (already given to its sampler); L its logits row or NULL. Streams it, maybe
  * finishes the request. Returns true while the request runs on. */
 bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L);
+
+/* admit.c (scheduler thread): */
+/* Under mu: whether queued job j may take a slot now (its prompt or history,
+ * and some growth for every running request, fit the free cells). */
+bool cs_sched_admit_ok(struct cs_sched *s, const struct job *j);
+/* After a step in which the cache refused a slot: preempts the youngest
+ * running request (its cells freed, its history kept; it resumes first)
+ * when another one runs; returns false when the refused slot runs alone
+ * (nothing to free: it fails). */
+bool cs_sched_preempt_youngest(struct cs_sched *s);
+/* Slot i's resumed history is in the KV: it decodes in the core again
+ * (no token is sampled: the last one of the history is the next input). */
+bool cs_sched_resume_attach(struct cs_sched *s, int i);
 
 /* sched_spec.c: */
 /* Why job j decodes without speculation, NULL when it may speculate. */
