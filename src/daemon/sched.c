@@ -152,7 +152,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     }
     ev.token = -1;
     ev.text = "";
-    deliver(s, j, &ev);
+    /* the counters first: a client that has the DONE event sees them counted */
     pthread_mutex_lock(&s->mu);
     if (atomic_load(&j->cancelled))
         s->st.requests_cancelled++;
@@ -180,6 +180,9 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         if (ev.usage.decode_ms > 0 && sl->n_gen > 1)
             s->st.decode_tps_last = (sl->n_gen - 1) / (ev.usage.decode_ms / 1e3);
     }
+    pthread_mutex_unlock(&s->mu);
+    deliver(s, j, &ev);
+    pthread_mutex_lock(&s->mu);
     slot_release(s, i);
     publish(s);
     pthread_mutex_unlock(&s->mu);
