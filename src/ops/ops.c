@@ -10,6 +10,7 @@
 #include "cl/kconst.h" /* NORM_WG, ATT_WG, ATT_G, ATT_W: the kernels' sizes */
 #include "base/common.h"
 #include "gguf/quant.h"
+#include "ops/matmul_tiled.h"
 
 #define ELT_WG 64   /* elementwise local size (host only: the kernels bound-check) */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
@@ -464,5 +465,8 @@ int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool
         if (progress)
             progress(ud, d, progs[i].name, i + 1, total);
     }
+    int rc = cs_op_matmul_tiled_prepare(d, err, errlen); /* the prefill mat-mat, src/ops/matmul_tiled.h */
+    if (rc != CLSPEC_OK)
+        return cs_err_prefix(err, errlen, rc, "preparing the kernels of %s", d->info.name);
     return CLSPEC_OK;
 }
