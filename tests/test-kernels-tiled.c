@@ -12,7 +12,12 @@
  *    (CLSPEC_MM_TILED=0), for shapes with a tail (n_in % 32 != 0), a row
  *    count that is no multiple of the tile, an n_in wide enough for mm2_T,
  *    and a weight split into row parts;
- *  - the refusals: a quantized weight, n_cols 0. */
+ *  - the refusals: a quantized weight, n_cols 0;
+ *  - the prefill attention tiles (cl/attention.cl's attn_cpu_t and
+ *    attn_gpu_t) over a long causal prompt in a cache visited in position
+ *    order (cell_order, the causal early stop): tokens of the batch memcmp'd
+ *    with the same token alone (attn_cpu, attn_gpu), all within 1e-4 of the
+ *    C reference (f32 K/V). */
 #include "config.h"
 
 #include <math.h>
@@ -28,7 +33,9 @@
 #include "gguf/quant.h"
 #include "ops/matmul.h"
 #include "ops/matmul_tiled.h"
+#include "ops/ops.h"
 #include "ref/matmul_ref.h"
+#include "ref/ops_ref.h"
 #include "testutil.h"
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily; NULL: no device */
@@ -242,6 +249,105 @@ static void test_tiled_dispatch(void **s)
     free(wh);
 }
 
+/* ---- prefill attention: a long causal prompt, cells in position order ---- */
+
+static cl_mem dbuf(struct cs_cl_dev *d, size_t bytes, const void *init)
+{
+    char err[512];
+    cl_mem m;
+    if (cs_cl_alloc(d, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0), bytes, (void *)init, &m, err,
+                    sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    return m;
+}
+
+/* attention of nt tokens (positions tpos, sequence 0) over kv; out (nt, nh, hd) */
+static void att_run(struct cs_cl_dev *d, const struct cs_kv_view *kv, const float *q, const int32_t *tpos, int nt,
+                    int nh, float *out)
+{
+    char err[512];
+    const size_t qn = (size_t)nt * nh * kv->head_dim;
+    int32_t *ts = calloc((size_t)nt, sizeof *ts);
+    assert_non_null(ts);
+    cl_mem bq = dbuf(d, qn * 4, q), bo = dbuf(d, qn * 4, NULL), bp = dbuf(d, (size_t)nt * 4, tpos),
+           bs = dbuf(d, (size_t)nt * 4, ts);
+    if (cs_op_attention(d, kv, kv->n_cells, bq, 0, bo, 0, bp, bs, nt, nh, true, 0.125f, err, sizeof err) !=
+        CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_int_equal(cs_cl_read(d, bo, 0, qn * 4, out, err, sizeof err), CLSPEC_OK);
+    clReleaseMemObject(bq);
+    clReleaseMemObject(bo);
+    clReleaseMemObject(bp);
+    clReleaseMemObject(bs);
+    free(ts);
+}
+
+static void attention_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    /* 300 prompt tokens at positions 0..299 in cells placed in reverse
+     * (cell c holds position NC - 1 - c) plus 20 free cells (position -1),
+     * so cell_order is not the identity and its tail is unoccupied */
+    enum { NT = 300, NC = 320, NH = 4, NKV = 2, HD = 64 };
+    const size_t rowe = (size_t)NKV * HD, xr = (size_t)NH * HD;
+    float *k = random_floats(NC * rowe, 41), *v = random_floats(NC * rowe, 42), *q = random_floats(NT * xr, 43);
+    int32_t cpos[NC], order[NC], tpos[NT];
+    uint64_t cseq[NC];
+    for (int c = 0; c < NC; c++) {
+        cpos[c] = c < NT ? NT - 1 - c : -1;
+        cseq[c] = c < NT ? 1 : 0;
+        order[c] = c < NT ? NT - 1 - c : c; /* by position, free cells last */
+    }
+    for (int t = 0; t < NT; t++)
+        tpos[t] = t;
+    struct cs_kv_view kv = {.type_k = CS_TYPE_F32, .type_v = CS_TYPE_F32, .n_cells = NC, .n_kv_head = NKV,
+                            .head_dim = HD};
+    kv.k = dbuf(d, NC * rowe * 4, k);
+    kv.v = dbuf(d, NC * rowe * 4, v);
+    kv.cell_pos = dbuf(d, sizeof cpos, cpos);
+    kv.cell_seq = dbuf(d, sizeof cseq, cseq);
+    kv.cell_order = dbuf(d, sizeof order, order);
+    float *out = malloc(NT * xr * 4), *ref = malloc(NT * xr * 4), *alone = malloc(xr * 4);
+    assert_true(out && ref && alone);
+    att_run(d, &kv, q, tpos, NT, NH, out);
+    cs_ref_attention(q, k, v, cpos, cseq, NC, tpos, (int32_t[NT]){0}, NT, NH, NKV, HD, true, 0.125f, ref);
+    const double e = norm_err(out, ref, NT * xr);
+    if (!(e <= 1e-4))
+        fail_msg("attention %s prefill of %d tokens: error %.3g vs the C reference", fam_name[fam], NT, e);
+    static const int probe[] = {0, 7, 8, 150, 255, 299};
+    for (size_t i = 0; i < CS_ARRAY_LEN(probe); i++) {
+        const int t = probe[i];
+        att_run(d, &kv, q + (size_t)t * xr, &tpos[t], 1, NH, alone);
+        if (memcmp(alone, out + (size_t)t * xr, xr * 4) != 0)
+            fail_msg("attention %s: token %d of a prefill of %d differs from the token alone", fam_name[fam], t, NT);
+    }
+    clReleaseMemObject(kv.k);
+    clReleaseMemObject(kv.v);
+    clReleaseMemObject(kv.cell_pos);
+    clReleaseMemObject(kv.cell_seq);
+    clReleaseMemObject(kv.cell_order);
+    free(out);
+    free(ref);
+    free(alone);
+    free(k);
+    free(v);
+    free(q);
+}
+
+static void test_attention_prefill_cpu(void **s)
+{
+    (void)s;
+    attention_family(CS_KFAMILY_CPU);
+}
+
+static void test_attention_prefill_gpu(void **s)
+{
+    (void)s;
+    attention_family(CS_KFAMILY_GPU);
+}
+
 /* CLSPEC_KBENCH=1 only (informational, asserts nothing about time): the
  * 110M model's prefill shapes, n = 512, tiled against cl/matmul.cl's mat-mat
  * (CLSPEC_MM_TILED=0), alternated, best of 5 each; prints the ratio. */
@@ -349,6 +455,8 @@ int main(void)
         cmocka_unit_test(test_tiled_cpu),
         cmocka_unit_test(test_tiled_gpu),
         cmocka_unit_test(test_tiled_dispatch),
+        cmocka_unit_test(test_attention_prefill_cpu),
+        cmocka_unit_test(test_attention_prefill_gpu),
         cmocka_unit_test(test_tiled_bench_cpu),
         cmocka_unit_test(test_tiled_bench_gpu),
     };

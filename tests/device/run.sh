@@ -137,7 +137,10 @@ if [ -x "$clspec" ]; then
 fi
 
 # ---- 4. kernel harness and golden tests, GPU family ----
-export CLSPEC_KFAMILY=gpu CLSPEC_TEST_DEVICE="$dev"
+# test-kernels, -tiled and test-lcpp select by CLSPEC_TEST_DEVICE, test-kernels-ops
+# by CLSPEC_DEVICE; test-golden opens device 0 (its row says so when that is
+# not the chosen one)
+export CLSPEC_KFAMILY=gpu CLSPEC_TEST_DEVICE="$dev" CLSPEC_DEVICE="$dev"
 for t in test-kernels test-kernels-ops test-kernels-tiled test-golden test-lcpp; do
     if [ ! -x "$b/tests/$t" ]; then
         row "$t" "not built" 0
@@ -146,6 +149,7 @@ for t in test-kernels test-kernels-ops test-kernels-tiled test-golden test-lcpp;
     fi
     step "$t" "$t.log" bash -c "cd '$b' && ./tests/$t"
     res=$(grep -E '^\[  (PASSED|FAILED) *\]' "$OUT/$t.log" | tr -s ' ' | tr '\n' ' ')
+    [ "$t" = test-golden ] && [ "$dev" != 0 ] && res="$res (on device 0, not $dev)"
     if [ $step_rc -eq 0 ]; then
         row "$t (KFAMILY=gpu)" "pass: ${res:-ok}" "$step_s"
     else
