@@ -452,3 +452,108 @@ __kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu(ATT_A
             orow[dd] = acc[j] * inv;
     }
 }
+
+/* attn_gpu_t (GPU family, prefill): one work-group of ATT_WG per (tile of
+ * ATT_GQ consecutive tokens, q head). Every query of the tile goes through
+ * exactly attn_gpu's operations (the same chunks of ATT_WG visiting-order
+ * entries, scores as float4 chains, the same work-group max and sum trees,
+ * the same acc updates), so its row is bitwise attn_gpu's: the host picks
+ * this kernel for batches of ATT_GQ tokens or more without changing a bit.
+ * What the tile shares: each work-item loads its chunk cell's K row once
+ * into registers for the ATT_GQ queries (attn_gpu: once per query), and the
+ * chunk's V rows are read ATT_GQ times back to back (from cache). With
+ * use_order and causal, the chunks that start past the tile's last position
+ * are skipped (every cell of them is invisible to every query of the tile,
+ * and attn_gpu skips an invisible chunk without a change of state). */
+#if !defined(ATT_GQ)
+#error "attention.cl: ATT_GQ (queries per attn_gpu_t tile) missing (src/ops/ops.c's attention_extra)"
+#endif
+
+__kernel __attribute__((reqd_work_group_size(ATT_WG, 1, 1))) void attn_gpu_t(ATT_ARGS)
+{
+    __local float qs[ATT_GQ][HD];
+    __local float ps[ATT_WG];
+    __local float red[ATT_WG];
+    __local int cell[ATT_WG];
+    const int gid = get_group_id(0), lid = get_local_id(0);
+    const int t0 = (gid / n_head) * ATT_GQ, h = gid % n_head;
+    const int nq = min(ATT_GQ, n_tokens - t0);
+    const int kvh = h / (n_head / n_kv_head);
+    size_t krow = kv_bytes(KV_TK, n_kv_head * HD), khead = kv_head_bytes(KV_TK, kvh);
+    size_t vrow = kv_bytes(KV_TV, n_kv_head * HD), vhead = kv_head_bytes(KV_TV, kvh);
+    int ke0 = kv_head_e0(KV_TK, kvh), ve0 = kv_head_e0(KV_TV, kvh);
+    int max_tp = -1;
+    for (int g = 0; g < nq; g++) {
+        __global const float *qr = q + q_off + ((size_t)(t0 + g) * n_head + h) * HD;
+        for (int i = lid; i < HD; i += ATT_WG)
+            qs[g][i] = qr[i] * scale;
+        max_tp = max(max_tp, token_pos[t0 + g]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float acc[ATT_GQ][ATT_PER_WI], m[ATT_GQ], l[ATT_GQ];
+    for (int g = 0; g < ATT_GQ; g++) {
+        for (int j = 0; j < ATT_PER_WI; j++)
+            acc[g][j] = 0.0f;
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    for (int c0 = 0; c0 < n_cells; c0 += ATT_WG) {
+        if (use_order && causal) { /* uniform: sorted by position, occupied cells first */
+            const int p0 = cell_pos[cell_order[c0]];
+            if (p0 < 0 || p0 > max_tp)
+                break;
+        }
+        const int i = c0 + lid;
+        const int c = i < n_cells ? (use_order ? cell_order[i] : i) : 0;
+        float4 kr[HD / 4];
+        __global const uchar *kp = kc + (size_t)c * krow + khead;
+        if (i < n_cells)
+            for (int d = 0; d < HD / 4; d++)
+                kr[d] = kv_load4(KV_TK, kp, ke0 + 4 * d);
+        const int nc = min(ATT_WG, n_cells - c0);
+        for (int g = 0; g < nq; g++) {
+            cell[lid] = c;
+            const int tp = token_pos[t0 + g], ts = token_seq[t0 + g];
+            float s = -INFINITY;
+            if (i < n_cells && att_visible(c, cell_pos, cell_seq, tp, ts, causal)) {
+                float4 s4 = (float4)(0.0f);
+                for (int d = 0; d < HD / 4; d++)
+                    s4 += vload4(d, qs[g]) * kr[d];
+                s = s4.x + s4.y + s4.z + s4.w;
+            }
+            float cmax = cs_wg_max(s, red); /* its barriers also publish cell */
+            if (cmax == -INFINITY)
+                continue; /* uniform: no visible cell for this query in this chunk */
+            float m_new = fmax(m[g], cmax);
+            float corr = exp(m[g] - m_new);
+            float p = s == -INFINITY ? 0.0f : exp(s - m_new);
+            ps[lid] = p;
+            float psum = cs_wg_sum(p, red); /* its barriers also publish ps */
+            l[g] = l[g] * corr + psum;
+            m[g] = m_new;
+            for (int j = 0; j < ATT_PER_WI; j++) {
+                int dd = lid + j * ATT_WG;
+                if (dd >= HD)
+                    break;
+                float a = acc[g][j] * corr;
+                for (int jj = 0; jj < nc; jj++) {
+                    float pj = ps[jj];
+                    if (pj != 0.0f)
+                        a += pj * kv_load1(KV_TV, vc + (size_t)cell[jj] * vrow + vhead, ve0 + dd);
+                }
+                acc[g][j] = a;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE); /* ps and cell are rewritten by the next query */
+        }
+    }
+    for (int g = 0; g < nq; g++) {
+        float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+        __global float *orow = out + o_off + ((size_t)(t0 + g) * n_head + h) * HD;
+        for (int j = 0; j < ATT_PER_WI; j++) {
+            int dd = lid + j * ATT_WG;
+            if (dd < HD)
+                orow[dd] = acc[g][j] * inv;
+        }
+    }
+}

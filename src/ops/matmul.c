@@ -9,6 +9,7 @@
 #include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
 #include "base/common.h"
 #include "ops/matmul.h"
+#include "ops/matmul_tiled.h"
 #include "ops/ops.h"
 
 #define CPU_LOCAL 16 /* work-items per group, CPU family (host only) */
@@ -246,6 +247,8 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     int rc = cs_cl_program(d, "matmul", NULL, &p, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_cl_program(d, "getrows", NULL, &p, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_op_matmul_tiled_prepare(d, err, errlen);
     return rc;
 }
 
@@ -272,6 +275,10 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         !fits_u32(y_off + ye))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
+    bool tiled; /* prefill-sized batches of float weights: src/ops/matmul_tiled.h (the same bits) */
+    int trc = cs_op_matmul_tiled(d, w, x, x_off, y, y_off, n_cols, &tiled, err, errlen);
+    if (trc != CLSPEC_OK || tiled)
+        return trc;
     const bool cpu = d->info.family == CS_KFAMILY_CPU;
     if (!cpu && d->info.max_wg < CS_MM_WG)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "%s: work-groups of %d needed, device allows %zu",

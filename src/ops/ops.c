@@ -10,9 +10,14 @@
 #include "cl/kconst.h" /* NORM_WG, ATT_WG, ATT_G, ATT_W: the kernels' sizes */
 #include "base/common.h"
 #include "gguf/quant.h"
+#include "ops/matmul_tiled.h"
 
 #define ELT_WG 64   /* elementwise local size (host only: the kernels bound-check) */
 #define ATT_W_MIN 8 /* queries per kv head from which attn_cpu_t is used */
+/* GPU family: tokens per attn_gpu_t tile (passed to the attention program as
+ * -DATT_GQ, its one definition); batches of at least this many tokens take
+ * attn_gpu_t (the same bits per query as attn_gpu) */
+#define ATT_GQ 8
 
 int cs_op_launch_nd(struct cs_cl_dev *d, const char *prog, const char *extra, const char *kname,
                     const struct cs_karg *a, size_t na, cl_uint dims, const size_t *global, const size_t *local,
@@ -251,7 +256,8 @@ static void kv_store_extra(char *buf, size_t len, uint32_t type_k, uint32_t type
 
 static void attention_extra(char *buf, size_t len, int head_dim, uint32_t type_k, uint32_t type_v)
 {
-    snprintf(buf, len, "-DHD=%d -DKV_TK=%u -DKV_TV=%u", head_dim, (unsigned)type_k, (unsigned)type_v);
+    snprintf(buf, len, "-DHD=%d -DKV_TK=%u -DKV_TV=%u -DATT_GQ=%d", head_dim, (unsigned)type_k, (unsigned)type_v,
+             ATT_GQ);
 }
 
 static void kv_shift_extra(char *buf, size_t len, int head_dim, uint32_t type_k, uint32_t type_v)
@@ -337,6 +343,9 @@ int cs_op_attention(struct cs_cl_dev *d, const struct cs_kv_view *kv, int n_cell
         return cs_op_launch(d, "attention", extra, "attn_cpu", a, CS_ARRAY_LEN(a),
                       (size_t)n_tokens * kv->n_kv_head * chunks, cpu_local(d), err, errlen);
     }
+    if (n_tokens >= ATT_GQ) /* prefill: tiles of ATT_GQ tokens per head, the same bits per query */
+        return cs_op_launch(d, "attention", extra, "attn_gpu_t", a, CS_ARRAY_LEN(a),
+                            (size_t)(n_tokens + ATT_GQ - 1) / ATT_GQ * n_head * ATT_WG, ATT_WG, err, errlen);
     return cs_op_launch(d, "attention", extra, "attn_gpu", a, CS_ARRAY_LEN(a), items * ATT_WG, ATT_WG,
                   err, errlen);
 }
@@ -464,6 +473,9 @@ int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool
         if (progress)
             progress(ud, d, progs[i].name, i + 1, total);
     }
+    int rc = cs_op_matmul_tiled_prepare(d, err, errlen); /* the prefill mat-mat, src/ops/matmul_tiled.h */
+    if (rc != CLSPEC_OK)
+        return cs_err_prefix(err, errlen, rc, "preparing the kernels of %s", d->info.name);
     return CLSPEC_OK;
 }
 
