@@ -228,6 +228,7 @@ static void test_every_value(void **state)
     snprintf(want, sizeof want, "%s/models/tiny-mmproj.gguf", dir);
     assert_string_equal(c->mmproj_path, want); /* relative to the file */
     assert_string_equal(c->mmproj_device, "1");
+    assert_true(c->remote_images);
     assert_string_equal(c->platform, "portable");
     assert_string_equal(c->devices, "0,pthread");
     assert_int_equal(c->n_devices, 2);

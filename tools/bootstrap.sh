@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential autoconf automake libtool pkg-config
       ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
-      libinih-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libpng-dev libjpeg62-turbo-dev
+      libinih-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libpng-dev libjpeg62-turbo-dev libcurl4-openssl-dev
       clang libclang-rt-dev curl ca-certificates python3 python3-jinja2
       haproxy) # haproxy: the pool scenario of tests/soak/soak.py
 # the end-to-end tests' tools: only when missing (node and npm may come from elsewhere, e.g. NodeSource)

@@ -45,6 +45,7 @@ struct cs_config {
                                  * mistral, zephyr, gemma, plain) */
     char *mmproj_path;          /* NULL = no vision projector (images refused) */
     char *mmproj_device;        /* NULL = the first device */
+    bool remote_images;         /* fetch http(s) image URLs (false: refused) */
     /* [devices] */
     char *platform;             /* NULL = any */
     char *devices;              /* "0" (default), "0,1", name substrings */

@@ -63,6 +63,8 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "vision projector GGUF (mmproj) for image input (empty = images refused)"},
     {"model", "mmproj_device", CS_CFG_STR, OFF(mmproj_device), "", 0, 0, NULL,
      "the projector's OpenCL device: index or name substring (empty = the first device)"},
+    {"model", "remote_images", CS_CFG_BOOL, OFF(remote_images), "false", 0, 0, NULL,
+     "fetch image_url http(s) URLs (10 s, 20 MiB at most; false: such URLs are refused with 400)"},
 
     {"devices", "platform", CS_CFG_STR, OFF(platform), "", 0, 0, NULL,
      "OpenCL platform: index or name substring (empty = any)"},

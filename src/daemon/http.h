@@ -34,6 +34,7 @@ struct cs_http_params {
     struct cs_api_defaults defaults;
     /* browsers and llama-server's routes */
     const char *cors_origins;   /* NULL/"": no CORS headers; "*": any origin; else origins, comma separated */
+    bool remote_images;         /* image_url parts may name http(s) URLs, fetched by the server */
     bool webui_off;             /* no chat page at / (404) */
     bool slots_off;             /* GET /slots answers 501 */
     const char *model_path;     /* for /props (copied) */

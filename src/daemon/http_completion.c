@@ -85,7 +85,8 @@ static int media_prompt(struct cs_http *h, const struct cs_api_request *ar, int3
         len = strlen(text);
     }
     struct cs_media_prompt mp;
-    int rc = cs_media_prompt_build(h->e, h->mm, t, len, add_special, true, ar->media, ar->n_media, &mp, err, errlen);
+    int rc = cs_media_prompt_build(h->e, h->mm, t, len, add_special, true, ar->media, ar->n_media,
+                                   h->p.remote_images, &mp, err, errlen);
     if (rc == CLSPEC_OK && text_out)
         *text_out = text;
     else

@@ -306,6 +306,7 @@ int main(int argc, char **argv)
         .model_name = cfg->model_name,
         .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
         .cors_origins = cfg->cors_origins,
+        .remote_images = cfg->remote_images,
         .webui_off = !cfg->webui,
         .slots_off = !cfg->slots_endpoint,
         .model_path = cfg->model_path,

@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "base/common.h"
+#include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
 
 #include "daemon/media.h"
 
@@ -62,14 +64,97 @@ int cs_base64_decode(const char *s, size_t len, unsigned char **out, size_t *n, 
     return CLSPEC_OK;
 }
 
-int cs_media_bytes(const struct cs_media_ref *r, unsigned char **out, size_t *n, char *err, size_t errlen)
+/* ---- remote images ([model] remote_images) ---- */
+
+struct fetch {
+    unsigned char *p;
+    size_t n, cap;
+    bool too_big;
+};
+
+static size_t fetch_write(char *data, size_t size, size_t nmemb, void *user)
+{
+    struct fetch *f = user;
+    const size_t k = size * nmemb;
+    if (f->n + k > CS_MEDIA_MAX_BYTES) {
+        f->too_big = true;
+        return 0; /* libcurl stops with a write error */
+    }
+    if (f->n + k > f->cap) {
+        size_t cap = CS_MAX(f->cap * 2, f->n + k);
+        unsigned char *g = realloc(f->p, cap);
+        if (!g)
+            return 0;
+        f->p = g;
+        f->cap = cap;
+    }
+    memcpy(f->p + f->n, data, k);
+    f->n += k;
+    return k;
+}
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* GET url (len bytes) into *out: http and https only, also across redirects. */
+static int fetch_url(const char *url, size_t len, unsigned char **out, size_t *n, char *err, size_t errlen)
+{
+    pthread_once(&curl_once, curl_init);
+    char *u = strndup(url, len);
+    CURL *c = u ? curl_easy_init() : NULL;
+    if (!c) {
+        free(u);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "image URL: out of memory");
+    }
+    struct fetch f = {0};
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, u);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 3L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)CS_MEDIA_MAX_BYTES);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    const CURLcode rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    int ret = CLSPEC_OK;
+    if (f.too_big || rc == CURLE_FILESIZE_EXCEEDED)
+        ret = cs_err(err, errlen, CLSPEC_E_RANGE, "image URL %s: more than %zu bytes", u, CS_MEDIA_MAX_BYTES);
+    else if (rc != CURLE_OK)
+        ret = cs_err(err, errlen, CLSPEC_E_INVAL, "image URL %s: %s", u, cerr[0] ? cerr : curl_easy_strerror(rc));
+    free(u);
+    if (ret < 0) {
+        free(f.p);
+        return ret;
+    }
+    *out = f.p;
+    *n = f.n;
+    return CLSPEC_OK;
+}
+
+int cs_media_bytes(const struct cs_media_ref *r, bool remote_ok, unsigned char **out, size_t *n, char *err,
+                   size_t errlen)
 {
     if (!r->uri)
         return cs_base64_decode(r->s, r->len, out, n, err, errlen);
     if (r->len < 5 || strncmp(r->s, "data:", 5) != 0) {
-        if ((r->len >= 7 && strncmp(r->s, "http://", 7) == 0) || (r->len >= 8 && strncmp(r->s, "https://", 8) == 0))
-            return cs_err(err, errlen, CLSPEC_E_INVAL, "remote image URLs are not fetched: send the image "
-                          "inline as a data: URI (data:image/png;base64,...)");
+        const bool web = (r->len >= 7 && strncmp(r->s, "http://", 7) == 0) ||
+                         (r->len >= 8 && strncmp(r->s, "https://", 8) == 0);
+        if (web && remote_ok)
+            return fetch_url(r->s, r->len, out, n, err, errlen);
+        if (web)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "remote image URLs are not fetched by this server "
+                          "([model] remote_images = false): send the image inline as a data: URI "
+                          "(data:image/png;base64,...)");
         return cs_err(err, errlen, CLSPEC_E_FORMAT, "image URL: a data: URI expected (data:image/png;base64,...)");
     }
     const char *comma = memchr(r->s, ',', r->len);
@@ -127,12 +212,12 @@ static int add_text(const clspec_engine *e, const char *text, size_t len, bool a
 }
 
 /* Appends image k (its reference r) as rows. */
-static int add_image(clspec_mmproj *m, int n_embd, const struct cs_media_ref *r, struct cs_media_prompt *p, int *cap,
-                     char *err, size_t errlen)
+static int add_image(clspec_mmproj *m, int n_embd, const struct cs_media_ref *r, bool remote_ok,
+                     struct cs_media_prompt *p, int *cap, char *err, size_t errlen)
 {
     unsigned char *bytes = NULL;
     size_t n = 0;
-    CS_TRY(cs_media_bytes(r, &bytes, &n, err, errlen));
+    CS_TRY(cs_media_bytes(r, remote_ok, &bytes, &n, err, errlen));
     const int nt = clspec_mmproj_n_tokens(m);
     float *rows = realloc(p->rows, ((size_t)p->n_rows + nt) * (size_t)n_embd * sizeof *rows);
     int32_t *ids = p->n + nt > *cap ? realloc(p->ids, ((size_t)p->n + nt + 64) * sizeof *ids) : p->ids;
@@ -158,7 +243,7 @@ static int add_image(clspec_mmproj *m, int n_embd, const struct cs_media_ref *r,
 
 int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *text, size_t len,
                           bool add_special, bool parse_special, const struct cs_media_ref *refs, int n_refs,
-                          struct cs_media_prompt *out, char *err, size_t errlen)
+                          bool remote_ok, struct cs_media_prompt *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     const size_t ml = strlen(CS_MEDIA_MARKER);
@@ -182,7 +267,7 @@ int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *
         if (mk > c || (k == 0 && add_special)) /* an empty first chunk still gets its BOS */
             rc = add_text(e, c, (size_t)(mk - c), k == 0 && add_special, parse_special, out, &cap, err, errlen);
         if (rc == CLSPEC_OK && k < n_refs) {
-            rc = add_image(m, info.n_embd, &refs[k], out, &cap, err, errlen);
+            rc = add_image(m, info.n_embd, &refs[k], remote_ok, out, &cap, err, errlen);
             if (rc < 0)
                 cs_err_prefix(err, errlen, rc, "image %d", k + 1);
             c = mk + ml;

@@ -35,9 +35,13 @@ struct cs_media_ref {
 int cs_base64_decode(const char *s, size_t len, unsigned char **out, size_t *n, char *err, size_t errlen);
 
 /* The bytes of one reference: a data: URI with a base64 image/png or
- * image/jpeg payload, or bare base64; remote (http/https) and other URLs get
+ * image/jpeg payload, or bare base64; an http(s) URL is fetched when
+ * remote_ok ([model] remote_images: libcurl, redirects within http(s), 10 s
+ * and CS_MEDIA_MAX_BYTES at most) and refused otherwise; other URLs get
  * CLSPEC_E_INVAL, a MIME type other than PNG / JPEG CLSPEC_E_FORMAT. */
-int cs_media_bytes(const struct cs_media_ref *r, unsigned char **out, size_t *n, char *err, size_t errlen);
+int cs_media_bytes(const struct cs_media_ref *r, bool remote_ok, unsigned char **out, size_t *n, char *err,
+                   size_t errlen);
+#define CS_MEDIA_MAX_BYTES ((size_t)20 << 20)
 
 /* The placeholder id of row k of an image whose bytes hash to h (< 0, never
  * CLSPEC_TOKEN_EMBD). */
@@ -59,7 +63,7 @@ struct cs_media_prompt {
  * "image K: ..." (FORMAT/RANGE/UNSUPPORTED). */
 int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *text, size_t len,
                           bool add_special, bool parse_special, const struct cs_media_ref *refs, int n_refs,
-                          struct cs_media_prompt *out, char *err, size_t errlen);
+                          bool remote_ok, struct cs_media_prompt *out, char *err, size_t errlen);
 void cs_media_prompt_free(struct cs_media_prompt *p);
 
 /* A copy of an OpenAI messages array in which every image_url content part

@@ -7,6 +7,7 @@
 #   - an OpenAI chat image_url part (data: URI) is decoded and placed (16 image
 #     rows in usage.prompt_tokens), deterministic, and differs from the same
 #     chat without the image; two images in one request;
+#   - remote image URLs are fetched only with [model] remote_images = true;
 #   - hostile input gets 400 and the daemon keeps serving: truncated PNG, a
 #     30000 x 30000 header, bytes that are not an image, a data: URI of
 #     another MIME type, a remote URL, markers and images that do not pair up,
@@ -117,6 +118,30 @@ hostile "a marker without its image" \
 check "still serving after the hostile images" \
     test "$(img_req "$grad" 4 | post | jq '.usage.completion_tokens')" = 4
 stop
+
+# ---- remote image URLs: fetched only with [model] remote_images = true (a local HTTP server here)
+if command -v python3 >/dev/null; then
+    python3 -m http.server 0 --bind 127.0.0.1 --directory "$mm" > "$tmp/web.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do
+        wport=$(grep -o 'port [0-9]*' "$tmp/web.log" | grep -o '[0-9]*$')
+        [ -n "$wport" ] && break
+        sleep 0.1
+    done
+    sed "/^\[model\]/a remote_images = true" "$tmp/base.ini" > "$tmp/remote.ini"
+    if [ -n "${wport:-}" ] && start remote; then
+        r1=$(chat_body "http://127.0.0.1:$wport/gradient-64x64.png" | chat)
+        check "remote_images = true: an http image URL is fetched and answers as its data: URI does" \
+            test "$(jq -r '.choices[0].message.content' <<<"$r1")" = "$(jq -r '.choices[0].message.content' <<<"$c1")"
+        hostile "remote_images = true: a missing remote image" \
+            'chat_body "http://127.0.0.1:$wport/nothing-here.png"' /v1/chat/completions "nothing-here.png"
+        hostile "remote_images = true: a URL scheme other than http(s)" 'chat_body "ftp://127.0.0.1/x.png"' \
+            /v1/chat/completions "data: URI"
+        stop
+    else
+        not_ok "daemon with remote_images up (web server port ${wport:-none})" "$(tail -3 "$tmp/remote.log" 2>/dev/null)"
+    fi
+fi
 
 start noimg || not_ok "daemon without a projector up"
 hostile "images on a server without a projector" 'img_req "$grad"' /v1/completions "mmproj"
