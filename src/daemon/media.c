@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "base/strbuf.h"
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -297,12 +298,26 @@ json_t *cs_media_messages(json_t *messages)
     json_array_foreach(m, i, msg)
     {
         json_t *content = json_object_get(msg, "content");
+        if (!json_is_array(content))
+            continue;
+        /* the parts as one text, each image as its marker (as llama-server hands templates a
+         * multimodal message) */
+        struct cs_strbuf b = {0};
         json_array_foreach(content, k, part)
         {
-            json_t *t = json_object_get(part, "type");
+            json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
             if (json_is_string(t) && strcmp(json_string_value(t), "image_url") == 0)
-                json_array_set_new(content, k, json_pack("{s:s,s:s}", "type", "text", "text", CS_MEDIA_MARKER));
+                cs_strbuf_put(&b, CS_MEDIA_MARKER);
+            else if (json_is_string(tx))
+                cs_strbuf_put(&b, json_string_value(tx));
         }
+        char *text = NULL;
+        if (cs_strbuf_take(&b, &text, NULL) != CLSPEC_OK) {
+            json_decref(m);
+            return NULL;
+        }
+        json_object_set_new(msg, "content", json_string(text ? text : ""));
+        free(text);
     }
     return m;
 }

@@ -66,9 +66,10 @@ int cs_media_prompt_build(const clspec_engine *e, clspec_mmproj *m, const char *
                           bool remote_ok, struct cs_media_prompt *out, char *err, size_t errlen);
 void cs_media_prompt_free(struct cs_media_prompt *p);
 
-/* A copy of an OpenAI messages array in which every image_url content part
- * is a text part holding CS_MEDIA_MARKER (what a chat template renders where
- * the image goes); NULL when out of memory. The caller releases it. */
+/* A copy of an OpenAI messages array in which every content given as parts
+ * is one text: the text parts joined, each image_url part as CS_MEDIA_MARKER
+ * (where the chat template renders the image); NULL when out of memory. The
+ * caller releases it. */
 struct json_t;
 struct json_t *cs_media_messages(struct json_t *messages);
 

@@ -4,6 +4,8 @@
 #   - llama-server's prompt object {prompt_string: "<__media__>Once upon a
 #     time", multimodal_data: [base64]} answers, at temperature 0, exactly the
 #     32 tokens of llama.cpp's reference for both images (F32 projector);
+#   - through a chat with the reference's pass-through template, image_url
+#     gives the same 32 tokens for both images;
 #   - an OpenAI chat image_url part (data: URI) is decoded and placed (16 image
 #     rows in usage.prompt_tokens), deterministic, and differs from the same
 #     chat without the image; two images in one request;
@@ -118,6 +120,30 @@ hostile "a marker without its image" \
 check "still serving after the hostile images" \
     test "$(img_req "$grad" 4 | post | jq '.usage.completion_tokens')" = 4
 stop
+
+# ---- chat image_url against llama.cpp's reference: stories260K given the pass-through Jinja
+# template the reference used ({% for message in messages %}{{ message['content'] }}{% endfor %})
+printf '%s' "{% for message in messages %}{{ message['content'] }}{% endfor %}" > "$tmp/pass.jinja"
+if python3 "$here/gguf-set-template.py" "$model" "$tmp/pass.jinja" "$tmp/pass.gguf" > /dev/null 2>&1; then
+    sed -e "s|^path = .*|path = $tmp/pass.gguf|" "$tmp/base.ini" > "$tmp/passchat.ini"
+    sed -i "/^\[model\]/a chat_template = jinja" "$tmp/passchat.ini"
+    if start passchat; then
+        for i in 0 1; do
+            name=$(jq -r ".cases[$i].image" "$golden")
+            want=$(jq -r ".cases[$i].text" "$golden")
+            got=$(jq -cn --arg u "data:image/png;base64,$(b64 "$mm/$name")" '{messages:[{role:"user",content:[
+                {type:"image_url",image_url:{url:$u}},{type:"text",text:"Once upon a time"}]}],max_tokens:32,
+                temperature:0}' | chat)
+            check "chat image_url with $name (pass-through template): 32 greedy tokens equal llama.cpp's" \
+                test "$(jq -r '.choices[0].message.content' <<<"$got")" = "$want"
+        done
+        stop
+    else
+        not_ok "daemon with the pass-through template up" "$(tail -3 "$tmp/passchat.log")"
+    fi
+else
+    skip "chat image_url against the reference" "gguf-set-template.py failed"
+fi
 
 # ---- remote image URLs: fetched only with [model] remote_images = true (a local HTTP server here)
 if command -v python3 >/dev/null; then
