@@ -172,6 +172,38 @@ static void test_mistral(void **state)
            " \"id\": \"abc123def\"}]",
            "", "f|g|", "{\"x\": 1}|{\"y\": [1, 2]}|");
     expect(CS_TOOL_MISTRAL, "Sure. [TOOL_CALLS]oops", "Sure. [TOOL_CALLS]oops", "", "");
+    /* the newer form: one marker per call, name then [ARGS]; optionally [CALL_ID] */
+    expect(CS_TOOL_MISTRAL, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]now[ARGS]{}", "",
+           "get_weather|now|", "{\"city\": \"Paris\"}|{}|");
+    expect(CS_TOOL_MISTRAL, "Ok.[TOOL_CALLS]f[CALL_ID]a1B2c3D4e[ARGS]{\"x\": {\"y\": \"}\"}} done", "Ok. done", "f|",
+           "{\"x\": {\"y\": \"}\"}}|");
+    expect(CS_TOOL_MISTRAL, "[TOOL_CALLS]f[ARGS]not json", "[TOOL_CALLS]f[ARGS]not json", "", "");
+    expect(CS_TOOL_MISTRAL, "[TOOL_CALLS]bad name[ARGS]{}", "[TOOL_CALLS]bad name[ARGS]{}", "", "");
+    expect(CS_TOOL_MISTRAL, "[TOOL_CALLS]f[ARG", "[TOOL_CALLS]f[ARG", "", "");
+}
+
+static void test_functionary_v31(void **state)
+{
+    (void)state;
+    expect(CS_TOOL_FUNCTIONARY_V31,
+           "Looking.<function=get_weather>{\"city\": \"Paris\"}</function><function=now>{}</function>", "Looking.",
+           "get_weather|now|", "{\"city\": \"Paris\"}|{}|");
+    expect(CS_TOOL_FUNCTIONARY_V31, "<|python_tag|>print(1)", "", "python|", "{\"code\": \"print(1)\"}|");
+    expect(CS_TOOL_FUNCTIONARY_V31, "a <function=f>oops</function>", "a <function=f>oops</function>", "", "");
+    expect(CS_TOOL_FUNCTIONARY_V31, "x < y <func", "x < y <func", "", "");
+}
+
+static void test_command_r7b(void **state)
+{
+    (void)state;
+    expect(CS_TOOL_COMMAND_R7B,
+           "<|START_ACTION|>[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": "
+           "{\"city\": \"Paris\"}},\n    {\"tool_call_id\": \"1\", \"tool_name\": \"now\", \"parameters\": {}}\n]"
+           "<|END_ACTION|>",
+           "", "get_weather|now|", "{\"city\": \"Paris\"}|{}|");
+    expect(CS_TOOL_COMMAND_R7B, "<|START_RESPONSE|>Hello there.<|END_RESPONSE|>", "Hello there.", "", "");
+    expect(CS_TOOL_COMMAND_R7B, "<|START_ACTION|>{\"tool_name\": \"f\"}<|END_ACTION|>",
+           "<|START_ACTION|>{\"tool_name\": \"f\"}<|END_ACTION|>", "", "");
 }
 
 static void test_qwen3_coder(void **state)
@@ -260,7 +292,7 @@ static void test_names_and_detection(void **state)
         {"deepseek-r1-distill-qwen-32b.jinja", CS_TOOL_DEEPSEEK}, {"llama3.2-3b-instruct.jinja", CS_TOOL_LLAMA3},
         {"mistral-nemo-instruct-2407.jinja", CS_TOOL_MISTRAL}, {"chatml-openhermes-2.5.jinja", CS_TOOL_NONE},
         {"qwen3-coder-tool_use.jinja", CS_TOOL_QWEN3_CODER}, {"hermes-2-pro-llama-3-8b-tool_use.jinja", CS_TOOL_HERMES},
-        {"command-r7b-12-2024-tool_use.jinja", CS_TOOL_NONE}, {"functionary-medium-v3.2.jinja", CS_TOOL_FUNCTIONARY},
+        {"command-r7b-12-2024-tool_use.jinja", CS_TOOL_COMMAND_R7B}, {"functionary-medium-v3.2.jinja", CS_TOOL_FUNCTIONARY},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
         char path[512];
@@ -275,6 +307,7 @@ static void test_names_and_detection(void **state)
     }
     assert_int_equal(cs_tool_format_detect(NULL, 0), CS_TOOL_NONE);
     assert_int_equal(cs_tool_format_detect("<function=x><parameter=y>", 25), CS_TOOL_QWEN3_CODER);
+    assert_int_equal(cs_tool_format_detect("<function=x>{}</function>", 25), CS_TOOL_FUNCTIONARY_V31);
 }
 
 /* A call rendered into the history by a model's template reads back, with
@@ -295,6 +328,8 @@ static void test_round_trip_through_templates(void **state)
          "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"},
         {"deepseek-v3-vllm-tool.jinja", "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>",
          "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"},
+        {"command-r7b-12-2024-tool_use.jinja", "<|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|>",
+         "<|END_OF_TURN_TOKEN|>"},
     };
     char path[512], err[512];
     snprintf(path, sizeof path, "%s/conv-tools.json", CS_CHAT_FIXTURES);
@@ -341,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hermes),      cmocka_unit_test(test_llama3),          cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_qwen3_coder), cmocka_unit_test(test_deepseek),        cmocka_unit_test(test_functionary),
+        cmocka_unit_test(test_functionary_v31), cmocka_unit_test(test_command_r7b),
         cmocka_unit_test(test_none),        cmocka_unit_test(test_streaming_shape), cmocka_unit_test(test_names_and_detection),
         cmocka_unit_test(test_round_trip_through_templates),
     };

@@ -16,7 +16,7 @@
 #include "base/strbuf.h"
 
 static const char *const format_names[CS_TOOL_N_FORMATS] = {
-    "none", "hermes", "llama3", "mistral", "qwen3-coder", "deepseek", "functionary",
+    "none", "hermes", "llama3", "mistral", "qwen3-coder", "deepseek", "functionary", "functionary-v3.1", "command-r7b",
 };
 
 #define DS_CALLS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
@@ -38,8 +38,8 @@ int cs_tool_format_parse(const char *name, enum cs_tool_format *out, char *err, 
             return CLSPEC_OK;
         }
     return cs_err(err, errlen, CLSPEC_E_INVAL,
-                  "tool-call format \"%s\": unknown (expected none, hermes, llama3, mistral, qwen3-coder, deepseek or "
-                  "functionary)",
+                  "tool-call format \"%s\": unknown (expected none, hermes, llama3, mistral, qwen3-coder, deepseek, "
+                  "functionary, functionary-v3.1 or command-r7b)",
                   name ? name : "(null)");
 }
 
@@ -54,8 +54,12 @@ static bool has(const char *s, size_t n, const char *needle)
 
 enum cs_tool_format cs_tool_format_detect(const char *t, size_t n)
 {
+    if (has(t, n, "<|START_ACTION|>"))
+        return CS_TOOL_COMMAND_R7B;
     if (has(t, n, "<function=") && has(t, n, "<parameter="))
         return CS_TOOL_QWEN3_CODER;
+    if (has(t, n, "<function="))
+        return CS_TOOL_FUNCTIONARY_V31;
     if (has(t, n, "<tool_call>"))
         return CS_TOOL_HERMES;
     if (has(t, n, "[TOOL_CALLS]"))
@@ -85,7 +89,11 @@ enum state {
     S_DS_AFTER,  /* deepseek: fence and call end */
     S_FN_NAME,   /* functionary: a recipient name up to "\n" */
     S_FN_TEXT,   /* functionary: content of "all" up to the next ">>>" */
-    S_PY_CODE    /* llama3 <|python_tag|> code, or functionary python code, up to the end */
+    S_PY_CODE,   /* llama3 <|python_tag|> code, or functionary python code, up to the end */
+    S_MS_NAME,   /* mistral: "N[ARGS]" (or "N[CALL_ID]id[ARGS]") after [TOOL_CALLS] */
+    S_FV_NAME,   /* functionary v3.1: "N>" after <function= */
+    S_FV_CLOSE,  /* functionary v3.1: </function> */
+    S_ACT_END    /* command-r7b: <|END_ACTION|> after the array */
 };
 
 struct cs_toolcall_stream {
@@ -100,7 +108,8 @@ struct cs_toolcall_stream {
     bool started;        /* its CALL_START was emitted */
     bool args_seen;      /* its arguments were emitted (else "{}" at its end) */
     bool first_param;    /* qwen3-coder: no parameter emitted yet */
-    bool in_array;       /* mistral: inside [TOOL_CALLS][...] */
+    bool in_array;       /* mistral, command-r7b: inside [TOOL_CALLS][...] / <|START_ACTION|>[...] */
+    bool flat;           /* mistral: the call in progress is [TOOL_CALLS]N[ARGS]{...} */
     int depth;           /* arguments scanner: nesting depth */
     bool in_str, esc;
     struct cs_tool_delta *ev;
@@ -243,6 +252,7 @@ static void fallback(struct cs_toolcall_stream *s)
     free(s->pending_args);
     s->name = s->pending_args = NULL;
     s->started = false;
+    s->flat = s->in_array = false;
     s->st = s->f == CS_TOOL_FUNCTIONARY ? S_FN_TEXT : S_TEXT;
 }
 
@@ -281,13 +291,23 @@ static char *dup_n(const char *p, size_t n)
     return d;
 }
 
-/* content up to the marker (held back while it may be starting); the
- * marker's state next. Returns whether it advanced. */
-static bool text_until(struct cs_toolcall_stream *s, const char *marker, enum state next, bool final)
+/* content up to the first of k markers (held back while one may be
+ * starting); that marker's state next. Returns whether it advanced. */
+static bool text_until_any(struct cs_toolcall_stream *s, const char *const *marker, const enum state *next, int k,
+                           bool final)
 {
-    size_t at = find(s, s->pos, marker);
-    if (at == SIZE_MAX) {
-        size_t end = final ? N(s) : N(s) - held(s, s->pos, marker);
+    size_t at = SIZE_MAX, hold = 0;
+    int which = -1;
+    for (int i = 0; i < k; i++) {
+        size_t a = find(s, s->pos, marker[i]);
+        if (a < at) {
+            at = a;
+            which = i;
+        }
+        hold = CS_MAX(hold, held(s, s->pos, marker[i]));
+    }
+    if (which < 0) {
+        size_t end = final ? N(s) : N(s) - hold;
         emit(s, CS_TD_CONTENT, 0, B(s) + s->pos, end - s->pos);
         bool moved = end > s->pos;
         s->pos = end;
@@ -295,9 +315,14 @@ static bool text_until(struct cs_toolcall_stream *s, const char *marker, enum st
     }
     emit(s, CS_TD_CONTENT, 0, B(s) + s->pos, at - s->pos);
     s->call_start = at;
-    s->pos = at + strlen(marker);
-    s->st = next;
+    s->pos = at + strlen(marker[which]);
+    s->st = next[which];
     return true;
+}
+
+static bool text_until(struct cs_toolcall_stream *s, const char *marker, enum state next, bool final)
+{
+    return text_until_any(s, &marker, &next, 1, final);
 }
 
 /* the object's key at pos; 1 read (name taken or args streaming set up), 0 wait, -1 malformed */
@@ -342,7 +367,7 @@ static int obj_key(struct cs_toolcall_stream *s)
     }
     json_t *kj = json_loadb(B(s) + kpos, (size_t)kl, JSON_DECODE_ANY, NULL);
     const char *key = json_string_value(kj);
-    bool is_name = key && !strcmp(key, "name");
+    bool is_name = key && (!strcmp(key, "name") || !strcmp(key, "tool_name"));
     bool is_args = key && (!strcmp(key, "arguments") || !strcmp(key, "parameters"));
     json_decref(kj);
     if (is_args && s->name && (B(s)[p] == '{' || B(s)[p] == '[')) {
@@ -408,11 +433,16 @@ static bool args_step(struct cs_toolcall_stream *s)
     }
     emit(s, CS_TD_CALL_ARGS, s->index - 1, B(s) + from, i - from);
     s->pos = i;
-    if (done)
-        s->st = s->f == CS_TOOL_FUNCTIONARY ? S_FN_TEXT : S_OBJ_KEY;
-    if (done && s->f == CS_TOOL_FUNCTIONARY)
+    if (!done)
+        return i > from;
+    if (s->f == CS_TOOL_FUNCTIONARY || s->flat || s->f == CS_TOOL_FUNCTIONARY_V31) { /* the call ends with them */
         end_call(s);
-    return i > from;
+        s->st = s->f == CS_TOOL_FUNCTIONARY ? S_FN_TEXT : s->flat ? S_TEXT : S_FV_CLOSE;
+        s->flat = false;
+    } else {
+        s->st = S_OBJ_KEY;
+    }
+    return true;
 }
 
 /* after a call object: </tool_call>, the next array element, ... */
@@ -429,6 +459,7 @@ static int obj_after(struct cs_toolcall_stream *s)
             s->st = S_TEXT;
         return m;
     case CS_TOOL_MISTRAL:
+    case CS_TOOL_COMMAND_R7B:
         if (B(s)[s->pos] == ',') {
             s->pos++;
             s->call_start = s->pos;
@@ -438,7 +469,7 @@ static int obj_after(struct cs_toolcall_stream *s)
         if (B(s)[s->pos] == ']') {
             s->pos++;
             s->in_array = false;
-            s->st = S_TEXT;
+            s->st = s->f == CS_TOOL_COMMAND_R7B ? S_ACT_END : S_TEXT;
             return 1;
         }
         return -1;
@@ -456,7 +487,11 @@ static int obj_open(struct cs_toolcall_stream *s)
     skip_ws(s);
     if (s->pos >= N(s))
         return 0;
-    if (s->f == CS_TOOL_MISTRAL && !s->in_array) {
+    if ((s->f == CS_TOOL_MISTRAL || s->f == CS_TOOL_COMMAND_R7B) && !s->in_array) {
+        if (s->f == CS_TOOL_MISTRAL && B(s)[s->pos] != '[') { /* [TOOL_CALLS]N[ARGS]{...} */
+            s->st = S_MS_NAME;
+            return 1;
+        }
         if (B(s)[s->pos] != '[')
             return -1;
         s->in_array = true;
@@ -701,6 +736,115 @@ static int start_step(struct cs_toolcall_stream *s, bool final)
     return -1;
 }
 
+static bool is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '.';
+}
+
+/* a function name at pos ending in term (consumed): 1 taken into s->name, 0 wait, -1 malformed */
+static int name_until(struct cs_toolcall_stream *s, const char *term)
+{
+    size_t i = s->pos;
+    while (i < N(s) && is_name_char(B(s)[i]))
+        i++;
+    if (i - s->pos > 256)
+        return -1;
+    if (i == N(s))
+        return 0;
+    size_t save = s->pos;
+    s->pos = i;
+    int m = match(s, term);
+    if (m <= 0 || i == save) {
+        s->pos = save;
+        return i == save ? -1 : m;
+    }
+    s->name = dup_n(B(s) + save, i - save);
+    if (!s->name)
+        s->oom = true;
+    return s->name ? 1 : 0;
+}
+
+/* the arguments' object of a call whose name was read: streamed as S_ARGS */
+static int args_open(struct cs_toolcall_stream *s)
+{
+    skip_ws(s);
+    if (s->pos >= N(s))
+        return 0;
+    if (B(s)[s->pos] != '{')
+        return -1;
+    start_call(s);
+    s->depth = 0;
+    s->in_str = s->esc = false;
+    s->args_seen = true;
+    s->st = S_ARGS;
+    return 1;
+}
+
+/* mistral "N[ARGS]" or "N[CALL_ID]id[ARGS]", then the arguments */
+static int ms_name(struct cs_toolcall_stream *s)
+{
+    if (!s->name) {
+        size_t save = s->pos;
+        int m = name_until(s, "[");
+        if (m <= 0)
+            return m;
+        s->pos--; /* back to the "[" */
+        if ((m = match(s, "[ARGS]")) == 1) {
+        } else if (m == 0 || (m = match(s, "[CALL_ID]")) == 0) {
+            free(s->name);
+            s->name = NULL;
+            s->pos = save;
+            return 0;
+        } else if (m < 0) {
+            return -1;
+        } else { /* the id, then [ARGS] */
+            size_t a = find(s, s->pos, "[ARGS]");
+            if (a == SIZE_MAX) {
+                free(s->name);
+                s->name = NULL;
+                s->pos = save;
+                return 0;
+            }
+            s->pos = a + strlen("[ARGS]");
+        }
+    }
+    int r = args_open(s);
+    if (r == 1)
+        s->flat = true;
+    return r;
+}
+
+static int fv_step(struct cs_toolcall_stream *s)
+{
+    if (s->st == S_FV_CLOSE) {
+        skip_ws(s);
+        if (s->pos >= N(s))
+            return 0;
+        if (match(s, "</function>") == 0)
+            return 0;
+        s->st = S_TEXT; /* without it the call still stands */
+        return 1;
+    }
+    if (!s->name) {
+        int m = name_until(s, ">");
+        if (m <= 0)
+            return m;
+    }
+    return args_open(s);
+}
+
+static int act_end(struct cs_toolcall_stream *s)
+{
+    skip_ws(s);
+    if (s->pos >= N(s))
+        return 0;
+    if (match(s, "<|END_ACTION|>") == 0)
+        return 0;
+    s->st = S_TEXT; /* without it the calls still stand */
+    return 1;
+}
+
 static bool step(struct cs_toolcall_stream *s, bool final)
 {
     int r;
@@ -712,6 +856,16 @@ static bool step(struct cs_toolcall_stream *s, bool final)
         case CS_TOOL_MISTRAL: return text_until(s, "[TOOL_CALLS]", S_OBJ_OPEN, final);
         case CS_TOOL_DEEPSEEK: return text_until(s, DS_CALLS_BEGIN, S_DS_CALLS, final);
         case CS_TOOL_LLAMA3: return text_until(s, "<|python_tag|>", S_PY_CODE, final);
+        case CS_TOOL_FUNCTIONARY_V31: {
+            static const char *const m[] = {"<function=", "<|python_tag|>"};
+            static const enum state nx[] = {S_FV_NAME, S_PY_CODE};
+            return text_until_any(s, m, nx, 2, final);
+        }
+        case CS_TOOL_COMMAND_R7B: {
+            static const char *const m[] = {"<|START_ACTION|>", "<|START_RESPONSE|>", "<|END_RESPONSE|>"};
+            static const enum state nx[] = {S_OBJ_OPEN, S_TEXT, S_TEXT};
+            return text_until_any(s, m, nx, 3, final);
+        }
         default: return text_until(s, "\x01\x02never", S_TEXT, final);
         }
     case S_FN_TEXT: return text_until(s, ">>>", S_FN_NAME, final);
@@ -757,6 +911,10 @@ static bool step(struct cs_toolcall_stream *s, bool final)
     case S_DS_NAME:
     case S_DS_AFTER: r = ds_step(s); break;
     case S_FN_NAME: r = fn_name(s); break;
+    case S_MS_NAME: r = ms_name(s); break;
+    case S_FV_NAME:
+    case S_FV_CLOSE: r = fv_step(s); break;
+    case S_ACT_END: r = act_end(s); break;
     default: return false;
     }
     if (r < 0)

@@ -13,8 +13,16 @@
  *   deepseek     <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>N
  *                ```json {...} ```<｜tool▁call▁end｜>...<｜tool▁calls▁end｜>
  *                (R1/V3; V3.1's N<｜tool▁sep｜>{...} form too)
+ *   mistral      also the newer [TOOL_CALLS]N[ARGS]{...} (optionally
+ *                [TOOL_CALLS]N[CALL_ID]id[ARGS]{...}), one marker per call
  *   functionary  v3.2: ">>>N\n{...}" segments; N "all" is content; the
  *                generation prompt ends in ">>>", so the text starts with N
+ *   functionary-v3.1  <function=N>{...}</function>, or <|python_tag|> then
+ *                code (a call of "python" with {"code": ...})
+ *   command-r7b  <|START_ACTION|>[{"tool_call_id": "0", "tool_name": N,
+ *                "parameters": {...}}, ...]<|END_ACTION|>; the
+ *                <|START_RESPONSE|> / <|END_RESPONSE|> wrappers of its
+ *                text are dropped
  *
  * Streaming follows OpenAI: content deltas, then per call one start (index,
  * name) and argument fragments whose concatenation is the arguments' JSON
@@ -35,15 +43,19 @@ enum cs_tool_format {
     CS_TOOL_QWEN3_CODER,
     CS_TOOL_DEEPSEEK,
     CS_TOOL_FUNCTIONARY,
+    CS_TOOL_FUNCTIONARY_V31,
+    CS_TOOL_COMMAND_R7B,
     CS_TOOL_N_FORMATS
 };
 
-/* "none", "hermes", "llama3", "mistral", "qwen3-coder", "deepseek", "functionary"; "?" */
+/* "none", "hermes", "llama3", "mistral", "qwen3-coder", "deepseek", "functionary",
+ * "functionary-v3.1", "command-r7b"; "?" */
 const char *cs_tool_format_name(enum cs_tool_format f);
 /* CLSPEC_E_INVAL naming the valid names for an unknown one */
 int cs_tool_format_parse(const char *name, enum cs_tool_format *out, char *err, size_t errlen);
 /* The format a chat template's tool calls take, by its markers
- * ("<function=" with "<parameter=" -> qwen3-coder, "<tool_call>" -> hermes,
+ * ("<|START_ACTION|>" -> command-r7b, "<function=" with "<parameter=" ->
+ * qwen3-coder, "<function=" alone -> functionary-v3.1, "<tool_call>" -> hermes,
  * "[TOOL_CALLS]" -> mistral, "tool▁calls▁begin" -> deepseek, ">>>" ->
  * functionary, "<|python_tag|>" or "\"parameters\"" with "<|eot_id|>" ->
  * llama3); CS_TOOL_NONE when none is found or tmpl is NULL. */
