@@ -4,7 +4,10 @@
  * content and calls; streamed, the name comes before the arguments end,
  * arguments arrive in pieces, and text that may start a marker is held
  * back. Malformed calls come back as content; format detection on the
- * template fixtures. */
+ * template fixtures. Forced calls (toolgrammar.c): per format, the grammar
+ * accepts a written call and refuses a wrong name or argument, and every
+ * text a random walk through the grammar produces parses back as calls of
+ * the allowed tools whose arguments fit their schemas. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -19,6 +22,9 @@
 #include "base/strbuf.h"
 #include "text/chat.h"
 #include "text/toolcall.h"
+#include "text/toolgrammar.h"
+#include "engine/grammar.h"
+#include "testutil.h"
 
 #ifndef CS_CHAT_FIXTURES
 #define CS_CHAT_FIXTURES "tests/chat"
@@ -371,6 +377,207 @@ static void test_round_trip_through_templates(void **state)
     json_decref(conv);
 }
 
+/* ---- forced calls ---- */
+static const char TG_TOOLS[] =
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", "
+    "\"properties\": {\"city\": {\"type\": \"string\", \"maxLength\": 12}, \"days\": {\"type\": \"integer\", "
+    "\"minimum\": 1, \"maximum\": 7}}, \"required\": [\"city\"]}}}, "
+    "{\"type\": \"function\", \"function\": {\"name\": \"now\"}}]";
+
+static const struct {
+    enum cs_tool_format f;
+    const char *tmpl; /* picks the variant */
+    const char *call; /* get_weather(city "Paris") as the format writes it; @@ stands for the value */
+} TG[] = {
+    {CS_TOOL_HERMES, NULL, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": @@}}\n</tool_call>"},
+    {CS_TOOL_LLAMA3, NULL, "{\"name\": \"get_weather\", \"parameters\": {\"city\": @@}}"},
+    {CS_TOOL_MISTRAL, NULL, "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": @@}}]"},
+    {CS_TOOL_MISTRAL, "[ARGS]", "[TOOL_CALLS]get_weather[ARGS]{\"city\": @@}"},
+    {CS_TOOL_QWEN3_CODER, NULL,
+     "<tool_call>\n<function=get_weather>\n<parameter=city>\n@@\n</parameter>\n</function>\n</tool_call>"},
+    {CS_TOOL_DEEPSEEK, "```json",
+     DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP "get_weather\n```json\n{\"city\": @@}\n```" DS_CALL_END DS_CALLS_END},
+    {CS_TOOL_DEEPSEEK, NULL, DS_CALLS_BEGIN DS_CALL_BEGIN "get_weather" DS_SEP "{\"city\": @@}" DS_CALL_END DS_CALLS_END},
+    {CS_TOOL_FUNCTIONARY, NULL, "get_weather\n{\"city\": @@}"},
+    {CS_TOOL_FUNCTIONARY_V31, NULL, "<function=get_weather>{\"city\": @@}</function>"},
+    {CS_TOOL_COMMAND_R7B, NULL,
+     "<|START_ACTION|>[\n    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": @@}}"
+     "\n]<|END_ACTION|>"},
+};
+
+static struct cs_grammar *tg_compile(json_t *tools, size_t t, const char *only, bool parallel)
+{
+    struct cs_tool_grammar_params p = {.format = TG[t].f, .tools = tools, .only = only, .parallel = parallel,
+                                       .tmpl = TG[t].tmpl, .tmpl_len = TG[t].tmpl ? strlen(TG[t].tmpl) : 0};
+    char *g = NULL, err[512];
+    size_t gl = 0;
+    if (cs_tool_grammar(&p, &g, &gl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s: %s", cs_tool_format_name(TG[t].f), err);
+    struct cs_grammar *cg = NULL;
+    if (cs_grammar_compile(g, gl, NULL, &cg, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s: %s in\n%s", cs_tool_format_name(TG[t].f), err, g);
+    free(g);
+    return cg;
+}
+
+/* whether the grammar takes the whole text (arg in place of @@) */
+static bool tg_accepts(struct cs_grammar *g, const char *call, const char *arg)
+{
+    struct cs_strbuf b = {0};
+    const char *at = strstr(call, "@@");
+    cs_strbuf_put_n(&b, call, (size_t)(at - call));
+    cs_strbuf_put(&b, arg);
+    cs_strbuf_put(&b, at + 2);
+    struct cs_grammar_state st = {0};
+    char err[256];
+    assert_int_equal(cs_grammar_state_init(g, &st, err, sizeof err), CLSPEC_OK);
+    struct cs_grammar_scratch *sc = cs_grammar_scratch_new();
+    bool ok = cs_grammar_accept_bytes(g, &st, (const uint8_t *)b.p, b.len, sc) == 1 && cs_grammar_complete(g, &st);
+    cs_grammar_scratch_free(sc);
+    cs_grammar_state_free(&st);
+    cs_strbuf_free(&b);
+    return ok;
+}
+
+static int byte_piece(void *ctx, int32_t id, const uint8_t **s, size_t *n, int *eog)
+{
+    static uint8_t bytes[256];
+    (void)ctx;
+    bytes[id] = (uint8_t)id;
+    *s = &bytes[id];
+    *n = id == 0 ? 0 : 1;
+    *eog = id == 0;
+    return 0;
+}
+
+static size_t n_code_points(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+/* the arguments of a forced call fit its tool's schema */
+static void tg_check_call(const struct cs_tool_call *c, const char *only, const char *text)
+{
+    json_t *a = json_loads(c->arguments, 0, NULL);
+    if (!json_is_object(a))
+        fail_msg("arguments [%s] not an object in [%s]", c->arguments, text);
+    if (only && strcmp(c->name, only))
+        fail_msg("call of %s, only %s allowed: [%s]", c->name, only, text);
+    if (!strcmp(c->name, "now")) {
+        assert_int_equal(json_object_size(a), 0);
+    } else if (!strcmp(c->name, "get_weather")) {
+        json_t *city = json_object_get(a, "city"), *days = json_object_get(a, "days");
+        if (!json_is_string(city) || n_code_points(json_string_value(city)) > 12)
+            fail_msg("city in [%s]", text);
+        if (days && (!json_is_integer(days) || json_integer_value(days) < 1 || json_integer_value(days) > 7))
+            fail_msg("days in [%s]", text);
+        assert_true(json_object_size(a) == 1 + (days != NULL));
+    } else {
+        fail_msg("call of %s: [%s]", c->name, text);
+    }
+    json_decref(a);
+}
+
+/* random walks through the grammar over a byte vocabulary: each text parses as allowed calls */
+static void tg_walks(struct cs_grammar *g, struct cs_grammar_vocab *v, enum cs_tool_format f, const char *only,
+                     bool parallel, struct tu_rng *r)
+{
+    uint8_t allowed[256];
+    int32_t pick[256];
+    char err[256];
+    struct cs_grammar_scratch *sc = cs_grammar_scratch_new();
+    for (int walk = 0; walk < 6; walk++) {
+        struct cs_grammar_state st = {0};
+        assert_int_equal(cs_grammar_state_init(g, &st, err, sizeof err), CLSPEC_OK);
+        struct cs_strbuf text = {0};
+        for (int step = 0;; step++) {
+            assert_true(step < 4000);
+            cs_grammar_mask(g, &st, v, allowed, sc);
+            int n = 0;
+            for (int32_t i = 1; i < 256; i++)
+                if (allowed[i])
+                    pick[n++] = i;
+            if (allowed[0] && (n == 0 || tu_rng_u64(r) % 3 == 0 || step > 1500))
+                break;
+            if (n == 0)
+                fail_msg("%s: dead end (%d stacks, step %d) after [%s]", cs_tool_format_name(f), st.n_stacks, step, text.p ? text.p : "");
+            int32_t id = pick[tu_rng_u64(r) % (uint64_t)n];
+            assert_int_equal(cs_grammar_accept_token(g, &st, v, id, sc), 1);
+            char ch = (char)id;
+            cs_strbuf_put_n(&text, &ch, 1);
+        }
+        char *content = NULL;
+        struct cs_tool_call *calls = NULL;
+        size_t nc = 0;
+        assert_int_equal(cs_toolcall_parse(f, text.p, text.len, &content, &calls, &nc, err, sizeof err), CLSPEC_OK);
+        if (nc < 1 || (!parallel && nc != 1) || content[strspn(content, " \n")])
+            fail_msg("%s: %zu calls, content [%s] from [%s]", cs_tool_format_name(f), nc, content, text.p);
+        for (size_t i = 0; i < nc; i++)
+            tg_check_call(&calls[i], only, text.p);
+        cs_tool_calls_free(calls, nc);
+        free(content);
+        cs_strbuf_free(&text);
+        cs_grammar_state_free(&st);
+    }
+    cs_grammar_scratch_free(sc);
+}
+
+static void test_forced_grammar(void **state)
+{
+    (void)state;
+    json_t *tools = json_loads(TG_TOOLS, 0, NULL);
+    assert_non_null(tools);
+    char err[256];
+    struct cs_grammar_vocab *v = NULL;
+    assert_int_equal(cs_grammar_vocab_new(256, byte_piece, NULL, &v, err, sizeof err), CLSPEC_OK);
+    struct tu_rng r;
+    tu_rng_seed(&r, 2020);
+    for (size_t t = 0; t < CS_ARRAY_LEN(TG); t++) {
+        for (int mode = 0; mode < 3; mode++) { /* any tool, parallel / any tool, one call / only get_weather */
+            const char *only = mode == 2 ? "get_weather" : NULL;
+            bool parallel = mode == 0;
+            struct cs_grammar *g = tg_compile(tools, t, only, parallel);
+            if (!tg_accepts(g, TG[t].call, "\"Paris\""))
+                fail_msg("%s (%s, mode %d): refuses [%s]", cs_tool_format_name(TG[t].f), TG[t].tmpl ? TG[t].tmpl : "", mode, TG[t].call);
+            assert_false(tg_accepts(g, TG[t].call, "5"));                     /* city is a string */
+            assert_false(tg_accepts(g, TG[t].call, "\"Paris is a city\"")); /* of at most 12 */
+            tg_walks(g, v, TG[t].f, only, parallel, &r);
+            cs_grammar_unref(g);
+        }
+        struct cs_grammar *g = tg_compile(tools, t, "now", true); /* the named function only */
+        assert_false(tg_accepts(g, TG[t].call, "\"Paris\""));
+        cs_grammar_unref(g);
+    }
+    cs_grammar_vocab_unref(v);
+    /* refusals: no format, a name not offered, a schema json_schema refuses, a name the format cannot write */
+    struct cs_tool_grammar_params p = {.format = CS_TOOL_NONE, .tools = tools};
+    char *g = NULL;
+    size_t gl = 0;
+    assert_int_equal(cs_tool_grammar(&p, &g, &gl, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "format"));
+    p.format = CS_TOOL_HERMES;
+    p.only = "get_time";
+    assert_int_equal(cs_tool_grammar(&p, &g, &gl, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "get_time"));
+    json_t *bad = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"f g\", \"parameters\": "
+                             "{\"type\": \"object\", \"properties\": {\"x\": {\"type\": \"string\", \"foo\": 1}}}}}]",
+                             0, NULL);
+    p.tools = bad;
+    p.only = NULL;
+    assert_int_equal(cs_tool_grammar(&p, &g, &gl, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "f g"));
+    assert_non_null(strstr(err, "foo"));
+    p.format = CS_TOOL_FUNCTIONARY_V31;
+    assert_int_equal(cs_tool_grammar(&p, &g, &gl, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "cannot be written"));
+    assert_null(g);
+    json_decref(bad);
+    json_decref(tools);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,7 +585,7 @@ int main(void)
         cmocka_unit_test(test_qwen3_coder), cmocka_unit_test(test_deepseek),        cmocka_unit_test(test_functionary),
         cmocka_unit_test(test_functionary_v31), cmocka_unit_test(test_command_r7b),
         cmocka_unit_test(test_none),        cmocka_unit_test(test_streaming_shape), cmocka_unit_test(test_names_and_detection),
-        cmocka_unit_test(test_round_trip_through_templates),
+        cmocka_unit_test(test_round_trip_through_templates), cmocka_unit_test(test_forced_grammar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -337,6 +337,14 @@ static bool partial_ok(const struct cs_grammar *g, const struct cs_grammar_state
     return false;
 }
 
+/* Whether a pending UTF-8 sequence whose code point lies in lo..hi can
+ * still become a valid one: not when only overlong forms (E0 80, F0 82:
+ * lo > hi once clamped) or only surrogates (ED A0) remain. */
+static bool utf8_range_ok(uint32_t lo, uint32_t hi)
+{
+    return lo <= hi && !(lo >= 0xD800 && hi <= 0xDFFF);
+}
+
 /* Walks s[0..n) from st. The result is in *res (st itself, or one of the
  * scratch buffers). Returns 1 accepted, 0 refused, -1 out of memory. */
 static int walk(const struct cs_grammar *g, const struct cs_grammar_state *st, const uint8_t *s, size_t n,
@@ -354,7 +362,8 @@ static int walk(const struct cs_grammar *g, const struct cs_grammar_state *st, c
             cp = (cp << 6) | (b & 0x3F);
             if (--need > 0)
                 continue;
-            if ((seq_len == 3 && cp < 0x800) || (seq_len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            if ((seq_len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+                (seq_len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
                 return 0; /* overlong or out of range */
         } else if (b < 0x80) {
             cp = b;
@@ -378,7 +387,7 @@ static int walk(const struct cs_grammar *g, const struct cs_grammar_state *st, c
     if (need > 0) { /* the code points the pending bytes can still become */
         uint32_t lo = cp << (6 * need), hi = lo | ((1u << (6 * need)) - 1);
         lo = CS_MAX(lo, seq_len == 2 ? 0x80u : seq_len == 3 ? 0x800u : 0x10000u);
-        if (!partial_ok(g, cur, lo, hi))
+        if (!utf8_range_ok(lo, hi) || !partial_ok(g, cur, lo, hi))
             return 0;
     }
     sc->a.cp = sc->b.cp = cp;
@@ -654,7 +663,8 @@ static int dfa_allows(const struct cs_grammar *g, struct cs_grammar_scratch *sc,
             cp = (cp << 6) | (b & 0x3F);
             if (--need > 0)
                 continue;
-            if ((seq_len == 3 && cp < 0x800) || (seq_len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            if ((seq_len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+                (seq_len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
                 return 0;
         } else if (b < 0x80) {
             cp = b;
@@ -676,6 +686,8 @@ static int dfa_allows(const struct cs_grammar *g, struct cs_grammar_scratch *sc,
     if (need > 0) {
         uint32_t lo = cp << (6 * need), hi = lo | ((1u << (6 * need)) - 1);
         lo = CS_MAX(lo, seq_len == 2 ? 0x80u : seq_len == 3 ? 0x800u : 0x10000u);
+        if (!utf8_range_ok(lo, hi))
+            return 0;
         struct cs_grammar_state v = dfa_view(&sc->dfa, id);
         return partial_ok(g, &v, lo, hi) ? 1 : 0;
     }
