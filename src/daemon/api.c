@@ -302,13 +302,34 @@ static int parse_tools(json_t *o, struct cs_api_request *r, const char **param, 
         if (json_array_size(v))
             r->tools = v;
     }
-    if ((v = field(o, "tool_choice"))) {
+    if ((v = field(o, "tool_choice"))) { /* "required" and a named function: the daemon builds the grammar */
         const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        json_t *fn = json_is_object(v) ? json_object_get(v, "function") : NULL;
+        const char *ty = json_string_value(json_object_get(v, "type"));
         if (s && !strcmp(s, "none"))
             r->tools = NULL; /* the model is not offered any */
+        else if (s && !strcmp(s, "required"))
+            r->tool_forced = true;
+        else if (fn && ty && !strcmp(ty, "function") && json_is_string(json_object_get(fn, "name")))
+            r->tool_only = json_string_value(json_object_get(fn, "name"));
         else if (!(s && !strcmp(s, "auto")))
-            FAIL("tool_choice", "'tool_choice' %s would force a call through a grammar, which is not wired to tool "
-                 "calls yet; use \"auto\" or \"none\"", s ? "\"required\"" : "naming a function");
+            FAIL("tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+                 "\"function\": {\"name\": ...}}");
+        r->tool_forced |= r->tool_only != NULL;
+        if (r->tool_forced && !r->tools)
+            FAIL("tool_choice", "'tool_choice' %s needs a non-empty 'tools'", s ? "\"required\"" : "naming a function");
+        if (r->tool_forced && r->grammar)
+            FAIL("tool_choice", "'tool_choice' %s forces the call through a grammar of its own; leave out 'grammar', "
+                 "'json_schema' and 'response_format'", s ? "\"required\"" : "naming a function");
+        size_t i;
+        json_t *t;
+        bool found = !r->tool_only;
+        json_array_foreach(r->tools, i, t) {
+            const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+            found |= r->tool_only && !strcmp(r->tool_only, name);
+        }
+        if (!found)
+            FAIL("tool_choice", "'tool_choice' names the function \"%s\", which is not among 'tools'", r->tool_only);
     }
     if ((v = field(o, "parallel_tool_calls"))) {
         if (!json_is_boolean(v))

@@ -64,6 +64,8 @@ struct cs_api_request {
     json_t *template_kwargs;     /* "chat_template_kwargs" object */
     bool parallel_tool_calls;    /* default true */
     int reasoning_format;        /* enum cs_reasoning_format, or -1: the server's default (deepseek) */
+    bool tool_forced;            /* tool_choice "required" or naming a function: a grammar forces a call */
+    const char *tool_only;       /* the function tool_choice names (borrowed from root), NULL: any of tools */
 };
 
 /* Parses body[0..len). On error: CLSPEC_E_FORMAT (not JSON, not an object)
@@ -72,8 +74,9 @@ struct cs_api_request {
  * (optional) the field's name (or NULL); r is left empty. Unknown fields are
  * ignored (clients send extras); logit_bias is refused unless empty (not
  * implemented yet); tools are {type: "function", function: {name, ...}}
- * objects; tool_choice "auto" or "none" ("required" and a named function are
- * refused: forcing a call is not wired to the grammar yet); "grammar",
+ * objects; tool_choice "auto", "none", "required" or {"type": "function",
+ * "function": {"name": N}} (N among tools; the last two set tool_forced,
+ * and cannot go with a grammar of the request's own); "grammar",
  * "json_schema" and "response_format" become r->grammar (GBNF, checked). "seed" is any
  * whole number 0..2^64-1; without one the request gets d->sp.seed, or when
  * that is 0 cs_api_fresh_seed(). */

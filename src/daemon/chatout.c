@@ -9,6 +9,7 @@
 #include "daemon/chatout.h"
 #include "base/common.h"
 #include "base/strbuf.h"
+#include "text/toolgrammar.h"
 
 struct cs_chatout {
     struct cs_chatout_params p;
@@ -165,8 +166,10 @@ int cs_chatout_message(const struct cs_chatout_params *p, const char *text, size
     size_t nc = json_array_size(calls);
     json_t *m = json_pack("{s:s}", "role", "assistant");
     if (m) {
-        json_object_set_new(m, "content", nc && content.len == 0 ? json_null()
-                                                                 : json_stringn(content.p ? content.p : "", content.len));
+        /* with calls, content that is only the line breaks between them is none */
+        bool blank = content.len == 0 || strspn(content.p, " \t\r\n") == content.len;
+        json_object_set_new(m, "content", nc && blank ? json_null()
+                                                      : json_stringn(content.p ? content.p : "", content.len));
         if (thought)
             json_object_set_new(m, "reasoning_content", json_stringn(reasoning.p ? reasoning.p : "", reasoning.len));
         if (nc)
@@ -186,4 +189,15 @@ int cs_chatout_message(const struct cs_chatout_params *p, const char *text, size
     }
     *message = m;
     return CLSPEC_OK;
+}
+
+int cs_chatout_force_grammar(const char *tmpl, size_t tl, const json_t *tools, const char *only, bool parallel,
+                             char **grammar, char *err, size_t errlen)
+{
+    struct cs_tool_grammar_params p = {
+        .format = cs_tool_format_detect(tmpl, tl), .tools = tools, .only = only, .parallel = parallel,
+        .tmpl = tmpl, .tmpl_len = tl,
+    };
+    size_t len = 0;
+    return cs_tool_grammar(&p, grammar, &len, err, errlen);
 }

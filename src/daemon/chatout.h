@@ -42,4 +42,12 @@ int cs_chatout_n_calls(const struct cs_chatout *c);
 int cs_chatout_message(const struct cs_chatout_params *p, const char *text, size_t n, json_t **message, int *n_calls,
                        char *err, size_t errlen);
 
+/* tool_choice "required" or naming a function (only; NULL: any of tools):
+ * *grammar (malloc'd GBNF) forcing a call in the format the chat template
+ * tmpl[0..tl) uses (toolgrammar.h). CLSPEC_E_INVAL naming what is missing
+ * (a template without a known tool-call format, a schema json_schema.h
+ * refuses). */
+int cs_chatout_force_grammar(const char *tmpl, size_t tl, const json_t *tools, const char *only, bool parallel,
+                             char **grammar, char *err, size_t errlen);
+
 #endif

@@ -193,8 +193,13 @@ static int put_call(struct tg *T, int k, const char *fname, json_t *params)
     if (f == CS_TOOL_QWEN3_CODER) {
         CS_TRY(put_xml_params(T, params, k, fname));
     } else {
-        json_t *empty = params ? NULL : json_pack("{s:s,s:b}", "type", "object", "additionalProperties", 0);
-        int rc = put_schema(T, params ? params : empty, pfx, what);
+        /* no parameters, or an object schema declaring none ({"type": "object", "properties": {}}, as
+         * clients send for functions without arguments): the arguments are {} */
+        json_t *pr = json_object_get(params, "properties");
+        bool none = !params || (json_object_size(params) <= 2 && json_is_object(pr) && json_object_size(pr) == 0 &&
+                                (json_object_size(params) == 1 || json_object_get(params, "type")));
+        json_t *empty = none ? json_pack("{s:s,s:b}", "type", "object", "additionalProperties", 0) : NULL;
+        int rc = put_schema(T, empty ? empty : params, pfx, what);
         json_decref(empty);
         CS_TRY(rc);
     }

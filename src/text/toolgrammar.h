@@ -23,8 +23,8 @@
  *   command-r7b   <|START_ACTION|>[{"tool_call_id": "0", "tool_name": N,
  *                 "parameters": A}, ...]<|END_ACTION|>
  *
- * A: the arguments object of N's "parameters" schema (a tool without one
- * takes {}). Without parallel calls exactly one call is allowed. The call
+ * A: the arguments object of N's "parameters" schema (a tool without one,
+ * or whose schema declares no properties, takes {}). Without parallel calls exactly one call is allowed. The call
  * is the whole answer: nothing before it (no reasoning block) or after it. */
 #ifndef CS_TOOLGRAMMAR_H
 #define CS_TOOLGRAMMAR_H

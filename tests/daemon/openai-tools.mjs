@@ -40,10 +40,26 @@ for await (const chunk of s) {
 }
 out.second_stream = text;
 
-try {
-  await client.chat.completions.create({ model, tools, tool_choice: 'required', messages: history, max_tokens: 4 });
-  out.required = 'accepted';
-} catch (e) {
-  out.required = { status: e.status, message: e.message };
+// a forced call: tool_choice "required" (one call), then naming the function, streamed
+const weather = [{ role: 'user', content: 'What is the weather in Paris?' }];
+const req = await client.chat.completions.create({
+  model, tools, tool_choice: 'required', parallel_tool_calls: false, messages: weather, max_tokens: 200, temperature: 0,
+});
+out.required = { message: req.choices[0].message, finish: req.choices[0].finish_reason };
+const ns = await client.chat.completions.create({
+  model, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false,
+  messages: weather, max_tokens: 200, temperature: 0, stream: true,
+});
+const calls = [];
+let finish = null;
+for await (const chunk of ns) {
+  if (!chunk.choices.length) continue;
+  for (const tc of chunk.choices[0].delta.tool_calls || []) {
+    calls[tc.index] ??= { name: '', arguments: '' };
+    if (tc.function?.name) calls[tc.index].name += tc.function.name;
+    if (tc.function?.arguments) calls[tc.index].arguments += tc.function.arguments;
+  }
+  finish = chunk.choices[0].finish_reason || finish;
 }
+out.named_stream = { calls, finish };
 console.log(JSON.stringify(out));
