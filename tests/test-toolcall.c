@@ -299,6 +299,8 @@ static void test_names_and_detection(void **state)
         {"mistral-nemo-instruct-2407.jinja", CS_TOOL_MISTRAL}, {"chatml-openhermes-2.5.jinja", CS_TOOL_NONE},
         {"qwen3-coder-tool_use.jinja", CS_TOOL_QWEN3_CODER}, {"hermes-2-pro-llama-3-8b-tool_use.jinja", CS_TOOL_HERMES},
         {"command-r7b-12-2024-tool_use.jinja", CS_TOOL_COMMAND_R7B}, {"functionary-medium-v3.2.jinja", CS_TOOL_FUNCTIONARY},
+        {"qwen3.6-27b.jinja", CS_TOOL_QWEN3_CODER}, {"hermes-3-llama-3.1-8b-tool_use.jinja", CS_TOOL_HERMES},
+        {"llama3.1-8b-instruct.jinja", CS_TOOL_LLAMA3},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
         char path[512];
@@ -336,6 +338,9 @@ static void test_round_trip_through_templates(void **state)
          "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>"},
         {"command-r7b-12-2024-tool_use.jinja", "<|CHATBOT_TOKEN|><|START_THINKING|><|END_THINKING|>",
          "<|END_OF_TURN_TOKEN|>"},
+        {"qwen3.6-27b.jinja", "<|im_start|>assistant\n<think>\n\n</think>\n\n", "<|im_end|>"},
+        {"hermes-3-llama-3.1-8b-tool_use.jinja", "<|im_start|>assistant", "<|im_end|>"},
+        {"llama3.1-8b-instruct.jinja", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"},
     };
     char path[512], err[512];
     snprintf(path, sizeof path, "%s/conv-tools.json", CS_CHAT_FIXTURES);
