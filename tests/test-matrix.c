@@ -1,6 +1,6 @@
 /* test-matrix.c: the lossless matrix of issue 7 item 4 and the acceptance
  * invariance of item 5, on stories260K.
- * A cell is speculator {none, ngram, draft, mtp, dflash} x target KV type
+ * A cell is speculator {none, ngram, draft, mtp, dflash, dflash_draft} x target KV type
  * {f32, f16, q8_0, q4_0} x parallel {1, 4} x devices {1, 2}: the 4 prompts of
  * reference/greedy-stories260K.json, NGEN greedy tokens each, `parallel`
  * prompts at a time on reused slots. A speculator's cell passes when every
@@ -18,6 +18,11 @@
  * step) is printed at the end. `make check` runs a fast subset; with --full
  * (or CLSPEC_MATRIX=full; `make check-matrix`) every cell;
  * CLSPEC_MATRIX_FILTER="draft_*" runs the matching tests alone.
+ * dflash_draft is the dflash speculator on the same drafter rewritten in the
+ * dflash-draft layout (the published Qwen3.6 drafters'; tools/dflash-convert
+ * writes it into the build tree when the test starts): lossless like the
+ * others, and with the same drafts as the dflash layout (test layouts_dflash:
+ * per prompt the same drafted / accepted counts in every cell both ran).
  * Item 5: MTP and DFlash acceptance (accepted / drafted) and mean accepted
  * length at parallel 4 with q8_0 KV stay within a stated margin of
  * parallel 1 with f16 KV, per prompt and in total. */
@@ -47,13 +52,14 @@
 #define NGEN 64   /* tokens per prompt (the reference has 64 greedy steps) */
 #define NPROMPT 4 /* the reference's prompts */
 #define MAXPROMPT 32
-#define NSPEC 5
+#define NSPEC 6
 #define NKV 4
 #define NPAR 2
 #define NDEV 2
 #define NMAX 8 /* draft tokens per step */
 
-static const char *SPEC_NAME[NSPEC] = {"none", "ngram", "draft", "mtp", "dflash"};
+static const char *SPEC_NAME[NSPEC] = {"none", "ngram", "draft", "mtp", "dflash", "dflash_draft"};
+#define SPEC_DFLASH_DRAFT 5 /* the dflash plugin on the dflash-draft layout of the same drafter */
 static const uint32_t KV_TYPE[NKV] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
 static const int PAR[NPAR] = {1, 4};
 static const char *DEVICES[NDEV] = {"0", "0,1"};
@@ -62,6 +68,13 @@ static const char *DEVICES[NDEV] = {"0", "0,1"};
 #define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
 #define MTP_TARGET "models/derived/stories260K-mtp.gguf"
 #define DFLASH_MODEL "models/derived/stories260K-dflash.gguf"
+#ifndef CS_DFLASH_CONVERT
+#define CS_DFLASH_CONVERT "tools/dflash-convert"
+#endif
+#ifndef CS_DFLASH_DRAFT_OUT
+#define CS_DFLASH_DRAFT_OUT "tests/stories260K-dflash-draft.gguf"
+#endif
+static char g_convert_err[200]; /* why the dflash-draft file could not be written ("" when it was) */
 
 struct prompt {
     int32_t ids[MAXPROMPT];
@@ -168,14 +181,21 @@ static int plugin_open(int spec, int kv, struct cs_engine *e, int n_slots, struc
         model = tu_shared_path(DRAFT_MODEL);
     else if (spec == 4)
         model = tu_shared_path(DFLASH_MODEL);
+    else if (spec == SPEC_DFLASH_DRAFT && g_convert_err[0])
+        return cs_err(err, errlen, CLSPEC_E_IO, "%s", g_convert_err);
+    else if (spec == SPEC_DFLASH_DRAFT)
+        model = strdup(CS_DFLASH_DRAFT_OUT);
     if (model)
         cfg[n++] = (struct cs_plugin_kv){"model", model};
     if (spec >= 2) { /* the drafter's own KV: the target's type */
         cfg[n++] = (struct cs_plugin_kv){"type_k", type};
         cfg[n++] = (struct cs_plugin_kv){"type_v", type};
     }
-    struct cs_plugin_params pp = {
-        .type = SPEC_NAME[spec], .kv = cfg, .n_kv = n, .engine = e, .n_slots = (uint32_t)n_slots};
+    struct cs_plugin_params pp = {.type = spec == SPEC_DFLASH_DRAFT ? "dflash" : SPEC_NAME[spec],
+                                  .kv = cfg,
+                                  .n_kv = n,
+                                  .engine = e,
+                                  .n_slots = (uint32_t)n_slots};
     int rc = cs_plugin_load(&pp, pl, err, errlen);
     free(model);
     return rc;
@@ -469,6 +489,51 @@ static void test_acceptance_dflash(void **state)
     acceptance(4);
 }
 
+/* Both DFlash layouts draft the same: in every (KV, parallel, devices)
+ * where both ran, per prompt the same drafted and accepted counts (the
+ * outputs already equal the output without speculation). */
+static void test_layouts_dflash(void **state)
+{
+    (void)state;
+    run_cell(4, 1, 1, 0); /* at least these (the fast subset's): f16, parallel 4, one device */
+    run_cell(SPEC_DFLASH_DRAFT, 1, 1, 0);
+    int n = 0;
+    for (int k = 0; k < NKV; k++)
+        for (int p = 0; p < NPAR; p++)
+            for (int d = 0; d < NDEV; d++) {
+                const struct cell *a = &g_cell[4][k][p][d], *b = &g_cell[SPEC_DFLASH_DRAFT][k][p][d];
+                if (a->state != CELL_OK || b->state != CELL_OK)
+                    continue;
+                for (int q = 0; q < NPROMPT; q++)
+                    if (a->r.st[q].n_drafted != b->r.st[q].n_drafted || a->r.st[q].n_accepted != b->r.st[q].n_accepted)
+                        fail_msg("kv %s parallel %d devices %s, prompt %d: dflash drafted %llu accepted %llu, "
+                                 "dflash-draft drafted %llu accepted %llu",
+                                 cs_type_name(KV_TYPE[k]), PAR[p], DEVICES[d], q,
+                                 (unsigned long long)a->r.st[q].n_drafted, (unsigned long long)a->r.st[q].n_accepted,
+                                 (unsigned long long)b->r.st[q].n_drafted, (unsigned long long)b->r.st[q].n_accepted);
+                print_message("dflash / dflash-draft kv %s parallel %d devices %s: the same drafts (%llu drafted, "
+                              "%llu accepted)\n",
+                              cs_type_name(KV_TYPE[k]), PAR[p], DEVICES[d], (unsigned long long)a->r.total.n_drafted,
+                              (unsigned long long)a->r.total.n_accepted);
+                n++;
+            }
+    if (n == 0)
+        fail_msg("no cell ran with both layouts");
+}
+
+/* tools/dflash-convert: the shared drafter in the dflash-draft layout (g_convert_err says why not) */
+static void convert_drafter(void)
+{
+    char *in = tu_shared_path(DFLASH_MODEL);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' '%s' '%s' > /dev/null", CS_DFLASH_CONVERT, in ? in : "", CS_DFLASH_DRAFT_OUT);
+    int rc = in && !strchr(in, '\'') ? system(cmd) : -1;
+    if (rc != 0)
+        snprintf(g_convert_err, sizeof g_convert_err, "%s %s %s failed (status %d)", CS_DFLASH_CONVERT,
+                 in ? in : DFLASH_MODEL, CS_DFLASH_DRAFT_OUT, rc);
+    free(in);
+}
+
 /* ---- the hybrid target: qwen35-tiny rows ----
  * Speculator {none, ngram, draft} x KV {f16, q8_0} x parallel {1, 4}, one
  * device, the 4 prompts of reference/qwen35/greedy-qwen35-tiny-F32.json x 64
@@ -578,7 +643,7 @@ static void print_table(void)
 {
     printf("# lossless matrix: stories260K, %d prompts x %d greedy tokens, n_max %d; tau = tokens per step\n",
            NPROMPT, NGEN, NMAX);
-    printf("# %-14s", "spec / KV");
+    printf("# %-18s", "spec / KV");
     for (int p = 0; p < NPAR; p++)
         for (int d = 0; d < NDEV; d++) {
             char h[32];
@@ -596,7 +661,7 @@ static void print_table(void)
                 continue;
             char row[32];
             snprintf(row, sizeof row, "%s %s", SPEC_NAME[s], cs_type_name(KV_TYPE[k]));
-            printf("# %-14s", row);
+            printf("# %-18s", row);
             for (int p = 0; p < NPAR; p++)
                 for (int d = 0; d < NDEV; d++) {
                     const struct cell *c = &g_cell[s][k][p][d];
@@ -632,7 +697,7 @@ static void print_table(void)
                     any |= g_cell[s][k][p][d].state == CELL_OK;
             if (!any)
                 continue;
-            printf("# %-7s %-5s", SPEC_NAME[s], cs_type_name(KV_TYPE[k]));
+            printf("# %-12s %-5s", SPEC_NAME[s], cs_type_name(KV_TYPE[k]));
             for (int p = 0; p < NPAR; p++)
                 for (int d = 0; d < NDEV; d++) {
                     const struct cell *c = &g_cell[s][k][p][d];
@@ -651,7 +716,7 @@ static void print_table(void)
 static const int FAST[][4] = {
     /* spec, kv, par, dev */
     {0, 0, 0, 0}, {0, 1, 1, 1}, {0, 2, 1, 0}, {0, 3, 0, 1}, {1, 0, 1, 0}, {2, 1, 0, 1},
-    {3, 0, 1, 1}, {3, 3, 0, 0}, {4, 1, 1, 0}, {4, 2, 0, 1},
+    {3, 0, 1, 1}, {3, 3, 0, 0}, {4, 1, 1, 0}, {4, 2, 0, 1}, {5, 1, 1, 0}, {5, 2, 0, 1},
 };
 
 int main(int argc, char **argv)
@@ -665,7 +730,8 @@ int main(int argc, char **argv)
         return 1;
     if (load_prompts_from("reference/qwen35/greedy-qwen35-tiny-F32.json", g_qprompt) != 0)
         return 1;
-    enum { MAXT = NSPEC * NKV * NPAR * NDEV + 2 + NQSPEC * NQKV * NPAR };
+    convert_drafter();
+    enum { MAXT = NSPEC * NKV * NPAR * NDEV + 3 + NQSPEC * NQKV * NPAR };
     static struct CMUnitTest tests[MAXT];
     static char names[MAXT][64];
     size_t n = 0;
@@ -704,6 +770,7 @@ int main(int argc, char **argv)
             }
     tests[n++] = (struct CMUnitTest){.name = "acceptance_mtp", .test_func = test_acceptance_mtp};
     tests[n++] = (struct CMUnitTest){.name = "acceptance_dflash", .test_func = test_acceptance_dflash};
+    tests[n++] = (struct CMUnitTest){.name = "layouts_dflash", .test_func = test_layouts_dflash};
     const char *only = getenv("CLSPEC_MATRIX_FILTER"); /* e.g. "draft_*": those tests alone (cmocka's filter) */
     if (only && *only)
         cmocka_set_test_filter(only);
