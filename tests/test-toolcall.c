@@ -412,10 +412,12 @@ static const struct {
      "\n]<|END_ACTION|>"},
 };
 
-static struct cs_grammar *tg_compile(json_t *tools, size_t t, const char *only, bool parallel)
+static struct cs_grammar *tg_compile_think(json_t *tools, size_t t, const char *only, bool parallel,
+                                           const char *think_close)
 {
     struct cs_tool_grammar_params p = {.format = TG[t].f, .tools = tools, .only = only, .parallel = parallel,
-                                       .tmpl = TG[t].tmpl, .tmpl_len = TG[t].tmpl ? strlen(TG[t].tmpl) : 0};
+                                       .tmpl = TG[t].tmpl, .tmpl_len = TG[t].tmpl ? strlen(TG[t].tmpl) : 0,
+                                       .think_close = think_close};
     char *g = NULL, err[512];
     size_t gl = 0;
     if (cs_tool_grammar(&p, &g, &gl, err, sizeof err) != CLSPEC_OK)
@@ -425,6 +427,11 @@ static struct cs_grammar *tg_compile(json_t *tools, size_t t, const char *only, 
         fail_msg("%s: %s in\n%s", cs_tool_format_name(TG[t].f), err, g);
     free(g);
     return cg;
+}
+
+static struct cs_grammar *tg_compile(json_t *tools, size_t t, const char *only, bool parallel)
+{
+    return tg_compile_think(tools, t, only, parallel, NULL);
 }
 
 /* whether the grammar takes the whole text (arg in place of @@) */
@@ -488,9 +495,11 @@ static void tg_check_call(const struct cs_tool_call *c, const char *only, const 
     json_decref(a);
 }
 
-/* random walks through the grammar over a byte vocabulary: each text parses as allowed calls */
+/* random walks through the grammar over a byte vocabulary: each text parses as allowed calls; with
+ * think (a reasoning close marker) the walk mostly types the marker when it may, and the text after
+ * its first occurrence is what must parse */
 static void tg_walks(struct cs_grammar *g, struct cs_grammar_vocab *v, enum cs_tool_format f, const char *only,
-                     bool parallel, struct tu_rng *r)
+                     bool parallel, const char *think, struct tu_rng *r)
 {
     uint8_t allowed[256];
     int32_t pick[256];
@@ -500,6 +509,7 @@ static void tg_walks(struct cs_grammar *g, struct cs_grammar_vocab *v, enum cs_t
         struct cs_grammar_state st = {0};
         assert_int_equal(cs_grammar_state_init(g, &st, err, sizeof err), CLSPEC_OK);
         struct cs_strbuf text = {0};
+        size_t hint = 0; /* think: bytes of the marker typed in a row */
         for (int step = 0;; step++) {
             assert_true(step < 4000);
             cs_grammar_mask(g, &st, v, allowed, sc);
@@ -512,6 +522,9 @@ static void tg_walks(struct cs_grammar *g, struct cs_grammar_vocab *v, enum cs_t
             if (n == 0)
                 fail_msg("%s: dead end (%d stacks, step %d) after [%s]", cs_tool_format_name(f), st.n_stacks, step, text.p ? text.p : "");
             int32_t id = pick[tu_rng_u64(r) % (uint64_t)n];
+            if (think && think[hint] && allowed[(uint8_t)think[hint]] && tu_rng_u64(r) % 4 != 0)
+                id = (uint8_t)think[hint];
+            hint = think && think[hint] && id == (uint8_t)think[hint] ? hint + 1 : think && think[hint] ? 0 : hint;
             assert_int_equal(cs_grammar_accept_token(g, &st, v, id, sc), 1);
             char ch = (char)id;
             cs_strbuf_put_n(&text, &ch, 1);
@@ -519,8 +532,15 @@ static void tg_walks(struct cs_grammar *g, struct cs_grammar_vocab *v, enum cs_t
         char *content = NULL;
         struct cs_tool_call *calls = NULL;
         size_t nc = 0;
-        assert_int_equal(cs_toolcall_parse(f, text.p, text.len, &content, &calls, &nc, err, sizeof err), CLSPEC_OK);
-        if (nc < 1 || (!parallel && nc != 1) || content[strspn(content, " \n")])
+        const char *body = text.p;
+        if (think) { /* the reasoning ends at the marker's first occurrence */
+            const char *at = strstr(text.p, think);
+            if (!at)
+                fail_msg("%s: no %s in [%s]", cs_tool_format_name(f), think, text.p);
+            body = at + strlen(think);
+        }
+        assert_int_equal(cs_toolcall_parse(f, body, strlen(body), &content, &calls, &nc, err, sizeof err), CLSPEC_OK);
+        if (nc < 1 || (!parallel && nc != 1) || content[strspn(content, " \t\n")])
             fail_msg("%s: %zu calls, content [%s] from [%s]", cs_tool_format_name(f), nc, content, text.p);
         for (size_t i = 0; i < nc; i++)
             tg_check_call(&calls[i], only, text.p);
@@ -551,11 +571,27 @@ static void test_forced_grammar(void **state)
                 fail_msg("%s (%s, mode %d): refuses [%s]", cs_tool_format_name(TG[t].f), TG[t].tmpl ? TG[t].tmpl : "", mode, TG[t].call);
             assert_false(tg_accepts(g, TG[t].call, "5"));                     /* city is a string */
             assert_false(tg_accepts(g, TG[t].call, "\"Paris is a city\"")); /* of at most 12 */
-            tg_walks(g, v, TG[t].f, only, parallel, &r);
+            tg_walks(g, v, TG[t].f, only, parallel, NULL, &r);
             cs_grammar_unref(g);
         }
         struct cs_grammar *g = tg_compile(tools, t, "now", true); /* the named function only */
         assert_false(tg_accepts(g, TG[t].call, "\"Paris\""));
+        cs_grammar_unref(g);
+        /* the prompt opened a reasoning block: its rest, the marker, then the call */
+        static const char *const close[] = {"</think>", "<|END_THINKING|>"};
+        const char *m = close[t % 2];
+        g = tg_compile_think(tools, t, NULL, true, m);
+        struct cs_strbuf with = {0};
+        cs_strbuf_printf(&with, "Paris: so < or </ or <|END but not the end.%s%s%s", m,
+                         TG[t].f == CS_TOOL_FUNCTIONARY ? "" : "\n\n", TG[t].call);
+        if (!tg_accepts(g, with.p, "\"Paris\""))
+            fail_msg("%s: refuses [%s]", cs_tool_format_name(TG[t].f), with.p);
+        assert_false(tg_accepts(g, TG[t].call, "\"Paris\""));            /* the marker is needed */
+        cs_strbuf_free(&with);
+        cs_strbuf_printf(&with, "a%sb%s%s", m, m, TG[t].call);      /* and ends the reasoning */
+        assert_false(tg_accepts(g, with.p, "\"Paris\""));
+        cs_strbuf_free(&with);
+        tg_walks(g, v, TG[t].f, NULL, true, m, &r);
         cs_grammar_unref(g);
     }
     cs_grammar_vocab_unref(v);

@@ -192,11 +192,11 @@ int cs_chatout_message(const struct cs_chatout_params *p, const char *text, size
 }
 
 int cs_chatout_force_grammar(const char *tmpl, size_t tl, const json_t *tools, const char *only, bool parallel,
-                             char **grammar, char *err, size_t errlen)
+                             const char *think_close, char **grammar, char *err, size_t errlen)
 {
     struct cs_tool_grammar_params p = {
         .format = cs_tool_format_detect(tmpl, tl), .tools = tools, .only = only, .parallel = parallel,
-        .tmpl = tmpl, .tmpl_len = tl,
+        .tmpl = tmpl, .tmpl_len = tl, .think_close = think_close,
     };
     size_t len = 0;
     return cs_tool_grammar(&p, grammar, &len, err, errlen);

@@ -44,10 +44,11 @@ int cs_chatout_message(const struct cs_chatout_params *p, const char *text, size
 
 /* tool_choice "required" or naming a function (only; NULL: any of tools):
  * *grammar (malloc'd GBNF) forcing a call in the format the chat template
- * tmpl[0..tl) uses (toolgrammar.h). CLSPEC_E_INVAL naming what is missing
- * (a template without a known tool-call format, a schema json_schema.h
- * refuses). */
+ * tmpl[0..tl) uses (toolgrammar.h), after the rest of the reasoning block
+ * the prompt opened when think_close (its close marker) is given.
+ * CLSPEC_E_INVAL naming what is missing (a template without a known
+ * tool-call format, a schema json_schema.h refuses). */
 int cs_chatout_force_grammar(const char *tmpl, size_t tl, const json_t *tools, const char *only, bool parallel,
-                             char **grammar, char *err, size_t errlen);
+                             const char *think_close, char **grammar, char *err, size_t errlen);
 
 #endif

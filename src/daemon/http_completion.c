@@ -235,16 +235,6 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         cs_api_request_free(&ar);
         return cs_http_reply_error(c, 400, err, "tools", req_id);
     }
-    if (kind == CS_API_CHAT && ar.tool_forced) { /* tool_choice required / a function: a grammar forces the call */
-        size_t tl = 0;
-        const char *tmpl = clspec_chat_template(h->e, &tl);
-        rc = cs_chatout_force_grammar(tmpl, tl, ar.tools, ar.tool_only, ar.parallel_tool_calls, &ar.grammar, err,
-                                      sizeof err);
-        if (rc != CLSPEC_OK) {
-            cs_api_request_free(&ar);
-            return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, "tool_choice", req_id);
-        }
-    }
     int32_t *ids = NULL;
     int n_ids = 0, n_img_rows = 0;
     float *img_rows = NULL;
@@ -260,6 +250,22 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, kind == CS_API_CHAT ? "messages" : "prompt",
                            req_id);
     }
+    if (kind == CS_API_CHAT && ar.tool_forced) { /* tool_choice required / a function: a grammar forces the call */
+        size_t tl = 0;
+        const char *tmpl = clspec_chat_template(h->e, &tl);
+        struct cs_reasoning_markers mk = cs_reasoning_markers_detect(tmpl, tl);
+        bool open = prompt_text && cs_reasoning_starts_open(prompt_text, strlen(prompt_text), mk);
+        rc = cs_chatout_force_grammar(tmpl, tl, ar.tools, ar.tool_only, ar.parallel_tool_calls, open ? mk.close : NULL,
+                                      &ar.grammar, err, sizeof err);
+        if (rc != CLSPEC_OK) {
+            free(ids);
+            free(img_rows);
+            free(prompt_text);
+            cs_llama_request_free(&lr);
+            cs_api_request_free(&ar);
+            return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, "tool_choice", req_id);
+        }
+    }
     struct job *j = calloc(1, sizeof *j);
     if (j && kind == CS_API_CHAT) { /* how the answer is split: the template's markers and tool-call format */
         size_t tl = 0;
@@ -271,8 +277,7 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
             .tools = ar.tools ? cs_tool_format_detect(tmpl, tl) : CS_TOOL_NONE,
             .parallel = ar.parallel_tool_calls,
         };
-        j->cop.starts_open = prompt_text && !ar.tool_forced && /* a forced call is the whole answer */
-                             cs_reasoning_starts_open(prompt_text, strlen(prompt_text), j->cop.markers);
+        j->cop.starts_open = prompt_text && cs_reasoning_starts_open(prompt_text, strlen(prompt_text), j->cop.markers);
         if (ar.stream && cs_chatout_new(&j->cop, &j->co, NULL, 0) != CLSPEC_OK) {
             free(j);
             j = NULL;

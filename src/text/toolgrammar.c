@@ -11,6 +11,7 @@
 #include "base/common.h"
 #include "base/strbuf.h"
 #include "engine/json_schema.h"
+#include "text/unicode.h"
 
 #define DS_CALLS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
 #define DS_CALLS_END "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>"
@@ -272,6 +273,53 @@ static int put_call(struct tg *T, int k, const char *fname, json_t *params)
     return rc;
 }
 
+#define MAX_MARKER 64 /* code points of a reasoning close marker */
+
+/* KMP: code points of m matched after j matched and x seen */
+static int marker_next(const uint32_t *m, int k, int j, uint32_t x)
+{
+    uint32_t s[MAX_MARKER + 1];
+    memcpy(s, m, (size_t)j * sizeof *s);
+    s[j] = x;
+    for (int l = CS_MIN(j + 1, k); l > 0; l--)
+        if (!memcmp(s + j + 1 - l, m, (size_t)l * sizeof *s))
+            return l;
+    return 0;
+}
+
+/* "r0": any text that does not contain the marker m (rule rJ: J code points of it matched) */
+static int put_think(struct tg *T, const char *m)
+{
+    uint32_t cp[MAX_MARKER];
+    int k = 0;
+    for (size_t i = 0, n = strlen(m), l = 0; i < n; i += l) {
+        if (k == MAX_MARKER)
+            return cs_err(T->err, T->errlen, CLSPEC_E_INVAL, "reasoning marker \"%s\" too long", m);
+        cp[k] = cs_utf8_decode((const uint8_t *)m + i, n - i, &l);
+        if (cp[k++] >= CS_UTF8_INVALID_BASE)
+            return cs_err(T->err, T->errlen, CLSPEC_E_INVAL, "reasoning marker \"%s\" is not UTF-8", m);
+    }
+    if (k == 0)
+        return cs_err(T->err, T->errlen, CLSPEC_E_INVAL, "empty reasoning marker");
+    struct cs_strbuf *b = &T->out;
+    for (int j = 0; j < k; j++) {
+        cs_strbuf_printf(b, "r%d ::= \"\" | [^", j);
+        for (int i = 0; i < k; i++)
+            cs_strbuf_printf(b, "\\U%08X", (unsigned)cp[i]);
+        cs_strbuf_put(b, "] r0");
+        for (int i = 0; i < k; i++) {
+            bool seen = false;
+            for (int h = 0; h < i; h++)
+                seen |= cp[h] == cp[i];
+            int nx = seen ? k : marker_next(cp, k, j, cp[i]);
+            if (nx < k) /* nx == k: the marker itself (or a repeated code point) */
+                cs_strbuf_printf(b, " | [\\U%08X] r%d", (unsigned)cp[i], nx);
+        }
+        cs_strbuf_put(b, "\n");
+    }
+    return CLSPEC_OK;
+}
+
 /* "root": the format's wrapper around "call" (one or, parallel, several) */
 static void put_root(struct tg *T)
 {
@@ -297,7 +345,7 @@ static void put_root(struct tg *T)
     put_lit(b, one_open);
     cs_strbuf_put(b, "call");
     put_lit(b, one_close);
-    cs_strbuf_put(b, "\nroot ::=");
+    cs_strbuf_put(b, "\ncalls ::=");
     put_lit(b, open);
     cs_strbuf_put(b, "one");
     if (many) {
@@ -306,7 +354,14 @@ static void put_root(struct tg *T)
         cs_strbuf_put(b, "one)*");
     }
     put_lit(b, close);
-    cs_strbuf_put(b, "\ncall ::=");
+    cs_strbuf_put(b, "\nroot ::=");
+    if (p->think_close) { /* the rest of the opened reasoning, its end, then the calls */
+        cs_strbuf_put(b, " r0");
+        put_lit(b, p->think_close);
+        if (p->format != CS_TOOL_FUNCTIONARY) /* there the text starts with the name */
+            cs_strbuf_put(b, "[ \\t\\n]{0,4}");
+    }
+    cs_strbuf_put(b, " calls\ncall ::=");
     for (int k = 0; k < T->n; k++)
         cs_strbuf_printf(b, "%s c%d", k ? " |" : "", k);
     cs_strbuf_put(b, "\n");
@@ -339,6 +394,8 @@ int cs_tool_grammar(const struct cs_tool_grammar_params *p, char **out, size_t *
     if (rc == CLSPEC_OK && T.n == 0)
         rc = cs_err(err, errlen, CLSPEC_E_INVAL, "tool_choice names the function \"%s\", which is not among 'tools'",
                     p->only ? p->only : "?");
+    if (rc == CLSPEC_OK && p->think_close)
+        rc = put_think(&T, p->think_close);
     if (rc == CLSPEC_OK) {
         put_root(&T);
         rc = cs_strbuf_take(&T.out, out, len);

@@ -24,8 +24,11 @@
  *                 "parameters": A}, ...]<|END_ACTION|>
  *
  * A: the arguments object of N's "parameters" schema (a tool without one,
- * or whose schema declares no properties, takes {}). Without parallel calls exactly one call is allowed. The call
- * is the whole answer: nothing before it (no reasoning block) or after it. */
+ * or whose schema declares no properties, takes {}). Without parallel
+ * calls exactly one call is allowed. The call is the whole answer: nothing
+ * after it, and before it only the rest of a reasoning block the prompt
+ * opened (think_close: any text without that marker, the marker, up to 4
+ * blanks or line breaks; functionary: none, the name follows). */
 #ifndef CS_TOOLGRAMMAR_H
 #define CS_TOOLGRAMMAR_H
 
@@ -43,6 +46,7 @@ struct cs_tool_grammar_params {
     bool parallel;              /* several calls allowed (parallel_tool_calls) */
     const char *tmpl;           /* the chat template (picks a format's variant); NULL: the first form above */
     size_t tmpl_len;
+    const char *think_close;    /* the prompt ended inside a reasoning block this marker closes ("</think>"); NULL: none */
 };
 
 /* *out: GBNF (malloc'd, NUL-terminated, *len bytes, start rule "root").

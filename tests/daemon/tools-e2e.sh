@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 need "$model"
 command -v python3 >/dev/null || { echo "1..0 # SKIP python3 not installed"; exit 0; }
-echo "1..17"
+echo "1..19"
 make_tmp
 curl() { command curl --max-time 60 "$@"; }
 key=tools-secret
@@ -72,8 +72,8 @@ valid_calls() { # valid_calls FILE [NAME]: the message has tool calls of ftools 
           elif .function.name == "now" then $a == {} else false end))' "$1" > /dev/null
 }
 calls_of() { jq -c '[.choices[0].message.tool_calls[] | {name: .function.name, arguments: .function.arguments}]' "$1"; }
-forced() { # forced TOOL_CHOICE [EXTRA]: the request body
-    echo "{\"messages\":[$user],\"tools\":$ftools,\"tool_choice\":$1,\"max_tokens\":200,\"temperature\":0${2:-}}"
+forced() { # forced TOOL_CHOICE [EXTRA [MAX_TOKENS]]: the request body
+    echo "{\"messages\":[$user],\"tools\":$ftools,\"tool_choice\":$1,\"max_tokens\":${3:-200},\"temperature\":0${2:-}}"
 }
 code=$(post /v1/chat/completions "$(forced '"required"' ',"parallel_tool_calls":false')")
 cp "$tmp/body" "$tmp/required.json"
@@ -151,4 +151,23 @@ for kind in ngram draft; do
         -a "$(jq .timings.speculative "$tmp/$kind-named.json")" = true
     stop
 done
+
+# the Qwen3.5/3.6 template: XML calls (qwen3-coder format), a thinking block opened by the generation prompt
+qmodel=$tmp/stories260K-qwen36-template.gguf
+python3 "$here/gguf-set-template.py" "$model" "$srcdir/tests/chat/qwen3.6-27b.jinja" "$qmodel"
+sed -e "s|^path = .*|path = $qmodel|" "$tmp/t.ini" > "$tmp/q.ini"
+if start q; then
+    post /v1/chat/completions "$(forced '"required"' ',"parallel_tool_calls":false,"chat_template_kwargs":{"enable_thinking":false}')" > /dev/null
+    cp "$tmp/body" "$tmp/q-required.json"
+    check "qwen3.6 template, thinking off: the forced call in its XML format parses, arguments fit ($(calls_of "$tmp/q-required.json"))" \
+        eval 'valid_calls "$tmp/q-required.json" && test "$(jq -r .choices[0].finish_reason "$tmp/q-required.json")" = tool_calls'
+    code=$(post /v1/chat/completions "$(forced '"required"' '' 24)")
+    check "qwen3.6 template, thinking on: the forced answer first ends the opened reasoning (reasoning_content, no call yet at 24 tokens)" \
+        test "$code" = 200 -a "$(jq -r '.choices[0].message.reasoning_content | type' "$tmp/body")" = string \
+        -a "$(jq -r '.choices[0].message.tool_calls | length' "$tmp/body")" = 0
+    stop
+else
+    not_ok "qwen3.6 template: daemon up" "$(tail -5 "$tmp/q.log")"
+    not_ok "qwen3.6 template: daemon up"
+fi
 exit $((fails > 0))
