@@ -4,6 +4,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -51,6 +53,33 @@ static void test_checked_arith(void **state)
     assert_false(cs_add_ok(UINT64_MAX, 1, &r));
 }
 
+/* cs_grow: room for what is asked, doubling, refused beyond size_t (unchanged);
+ * cs_str_append: a new string, then appended, with embedded lengths */
+static void test_grow_and_append(void **state)
+{
+    (void)state;
+    size_t cap = 0;
+    int *v = cs_grow(NULL, &cap, 1, sizeof *v);
+    assert_non_null(v);
+    assert_int_equal(cap, 8);
+    for (int i = 0; i < 8; i++)
+        v[i] = i;
+    int *w = cs_grow(v, &cap, 9, sizeof *w);
+    assert_non_null(w);
+    assert_int_equal(cap, 16);
+    assert_int_equal(w[7], 7); /* kept */
+    assert_ptr_equal(cs_grow(w, &cap, 16, sizeof *w), w); /* room already */
+    assert_null(cs_grow(w, &cap, SIZE_MAX / 2, sizeof *w));
+    assert_int_equal(cap, 16);
+    free(w);
+    char *s = NULL;
+    assert_int_equal(cs_str_append(&s, "ab", 2), 0);
+    assert_int_equal(cs_str_append(&s, "cdef", 3), 0);
+    assert_int_equal(cs_str_append(&s, "", 0), 0);
+    assert_string_equal(s, "abcde");
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -58,6 +87,7 @@ int main(void)
         cmocka_unit_test(test_err_prefix),
         cmocka_unit_test(test_strerror_distinct),
         cmocka_unit_test(test_checked_arith),
+        cmocka_unit_test(test_grow_and_append),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

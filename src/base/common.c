@@ -4,7 +4,9 @@
 
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -122,4 +124,33 @@ bool cs_contains_nocase(const char *hay, const char *needle)
         if (!strncasecmp(hay, needle, n))
             return true;
     return false;
+}
+
+void *cs_grow(void *p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return p;
+    size_t c = *cap ? *cap : 8;
+    while (c < need && c <= SIZE_MAX / 2)
+        c *= 2;
+    if (c < need || elem == 0 || c > SIZE_MAX / elem)
+        return NULL;
+    void *np = realloc(p, c * elem);
+    if (np)
+        *cap = c;
+    return np;
+}
+
+int cs_str_append(char **s, const char *t, size_t n)
+{
+    size_t old = *s ? strlen(*s) : 0;
+    if (n > SIZE_MAX - old - 1)
+        return -1;
+    char *p = realloc(*s, old + n + 1);
+    if (!p)
+        return -1;
+    memcpy(p + old, t, n);
+    p[old + n] = 0;
+    *s = p;
+    return 0;
 }

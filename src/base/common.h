@@ -68,4 +68,13 @@ bool cs_contains_nocase(const char *hay, const char *needle);
 unsigned cs_edit_distance(const char *a, const char *b);
 bool cs_close_enough(const char *typed, const char *known, unsigned d);
 
+/* Growable arrays: p (NULL at first) with room for at least need elements
+ * of elem bytes, the capacity doubled from 8 (*cap updated). Returns the
+ * array (p may have moved), or NULL with p and *cap unchanged when memory
+ * or size_t runs out. */
+void *cs_grow(void *p, size_t *cap, size_t need, size_t elem);
+/* Appends t[0..n) to the malloc'd NUL-terminated string *s (NULL: a new
+ * one). 0, or -1 with *s unchanged when memory runs out. */
+int cs_str_append(char **s, const char *t, size_t n);
+
 #endif

@@ -70,35 +70,18 @@ static void emit(struct cs_reasoning_stream *s, enum cs_reasoning_kind k, const 
 {
     if (!n || s->oom)
         return;
-    if (s->n_ev && s->ev[s->n_ev - 1].kind == k) {
-        size_t old = strlen(s->ev[s->n_ev - 1].text);
-        char *p = realloc(s->ev[s->n_ev - 1].text, old + n + 1);
-        if (!p) {
-            s->oom = true;
-            return;
-        }
-        memcpy(p + old, t, n);
-        p[old + n] = 0;
-        s->ev[s->n_ev - 1].text = p;
+    if (s->n_ev && s->ev[s->n_ev - 1].kind == k) { /* the same kind: one delta */
+        s->oom = cs_str_append(&s->ev[s->n_ev - 1].text, t, n) != 0;
         return;
     }
-    if (s->n_ev == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 4;
-        struct cs_reasoning_delta *nv = realloc(s->ev, cap * sizeof *nv);
-        if (!nv) {
-            s->oom = true;
-            return;
-        }
+    struct cs_reasoning_delta *nv = cs_grow(s->ev, &s->cap, s->n_ev + 1, sizeof *nv);
+    char *p = NULL;
+    if (nv)
         s->ev = nv;
-        s->cap = cap;
-    }
-    char *p = malloc(n + 1);
-    if (!p) {
+    if (!nv || cs_str_append(&p, t, n) != 0) {
         s->oom = true;
         return;
     }
-    memcpy(p, t, n);
-    p[n] = 0;
     s->ev[s->n_ev++] = (struct cs_reasoning_delta){k, p};
 }
 

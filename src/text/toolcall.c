@@ -122,35 +122,17 @@ static void emit(struct cs_toolcall_stream *s, enum cs_tool_delta_kind k, int in
     if (s->oom || (n == 0 && k != CS_TD_CALL_START))
         return;
     if (k != CS_TD_CALL_START && s->n_ev && s->ev[s->n_ev - 1].kind == k && s->ev[s->n_ev - 1].index == index) {
-        struct cs_tool_delta *d = &s->ev[s->n_ev - 1];
-        size_t old = strlen(d->text);
-        char *p = realloc(d->text, old + n + 1);
-        if (!p) {
-            s->oom = true;
-            return;
-        }
-        memcpy(p + old, t, n);
-        p[old + n] = 0;
-        d->text = p;
+        s->oom = cs_str_append(&s->ev[s->n_ev - 1].text, t, n) != 0; /* the same kind and call: one delta */
         return;
     }
-    if (s->n_ev == s->cap_ev) {
-        size_t cap = s->cap_ev ? s->cap_ev * 2 : 8;
-        struct cs_tool_delta *nv = realloc(s->ev, cap * sizeof *nv);
-        if (!nv) {
-            s->oom = true;
-            return;
-        }
+    struct cs_tool_delta *nv = cs_grow(s->ev, &s->cap_ev, s->n_ev + 1, sizeof *nv);
+    char *p = NULL;
+    if (nv)
         s->ev = nv;
-        s->cap_ev = cap;
-    }
-    char *p = malloc(n + 1);
-    if (!p) {
+    if (!nv || cs_str_append(&p, t, n) != 0) {
         s->oom = true;
         return;
     }
-    memcpy(p, t, n);
-    p[n] = 0;
     s->ev[s->n_ev++] = (struct cs_tool_delta){.kind = k, .index = index, .text = p};
 }
 
