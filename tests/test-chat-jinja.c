@@ -9,9 +9,10 @@
  * Also: selection (auto -> jinja, fallback to markers, errors naming the
  * template line), arguments as objects or text as the template wants,
  * null content, BOS handling, the OpenAI message path of the marker
- * families. */
+ * families, the compiled-template cache. */
 #include "config.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -891,9 +892,110 @@ static void test_family_json_path(void **state)
     json_decref(m);
 }
 
+/* ---- the compiled-template cache (chat_jinja.c) ---- */
+
+/* renders template text tmpl[0..tl) on conversation cname (no BOS) */
+static char *render_text(const char *tmpl, size_t tl, const char *cname)
+{
+    json_t *conv = load_conv(cname);
+    struct cs_chat_params p = {.family = CS_CHAT_JINJA, .add_generation_prompt = true, .jinja = tmpl,
+                               .jinja_len = tl, .tools = json_object_get(conv, "tools"), .now = NOW};
+    char *out = NULL, err[512];
+    if (cs_chat_render_json(&p, json_object_get(conv, "messages"), &out, NULL, NULL, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s: %s", cname, err);
+    json_decref(conv);
+    return out;
+}
+
+struct render_job {
+    const char *tmpl;
+    size_t tl;
+    const char *want;
+    int bad;
+};
+
+static void *render_thread(void *arg)
+{
+    struct render_job *j = arg;
+    for (int i = 0; i < 25; i++) {
+        json_t *conv = json_loads("{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}", 0, NULL);
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .add_generation_prompt = true, .jinja = j->tmpl,
+                                   .jinja_len = j->tl, .now = NOW};
+        char *out = NULL, err[256];
+        if (!conv || cs_chat_render_json(&p, json_object_get(conv, "messages"), &out, NULL, NULL, err, sizeof err) ||
+            strcmp(out, j->want))
+            j->bad++;
+        free(out);
+        json_decref(conv);
+    }
+    return NULL;
+}
+
+/* A template renders the same from the cache as compiled afresh; the cache
+ * is keyed by the text (a copy elsewhere hits it, an edit of the same
+ * length does not); more distinct templates than it holds still render;
+ * threads render one cached template at once. */
+static void test_template_cache(void **state)
+{
+    (void)state;
+    size_t tl = 0;
+    char *tmpl = slurp("llama3.1-8b-instruct.jinja", &tl);
+    char *a = render_text(tmpl, tl, "conv-basic.json"), *b = render_text(tmpl, tl, "conv-basic.json");
+    assert_string_equal(a, b);
+    char *copy = malloc(tl);
+    assert_non_null(copy);
+    memcpy(copy, tmpl, tl);
+    char *c = render_text(copy, tl, "conv-basic.json");
+    assert_string_equal(a, c);
+    char *k = strstr(copy, "Cutting Knowledge");
+    assert_non_null(k);
+    k[strlen("Cutting Knowledg")] = 'f'; /* same length, other text */
+    char *d = render_text(copy, tl, "conv-basic.json");
+    assert_non_null(strstr(d, "Cutting Knowledgf Date"));
+    assert_null(strstr(a, "Knowledgf"));
+    free(copy);
+    for (int i = 0; i < 24; i++) { /* distinct texts beyond the cache's 16 */
+        char *v = malloc(tl + 32);
+        assert_non_null(v);
+        int n = snprintf(v, 32, "{#- %d #}", i);
+        memcpy(v + n, tmpl, tl);
+        char *o = render_text(v, tl + (size_t)n, "conv-basic.json");
+        assert_string_equal(o, a);
+        free(o);
+        free(v);
+    }
+    char *want = NULL;
+    {
+        json_t *conv = json_loads("{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}", 0, NULL);
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .add_generation_prompt = true, .jinja = tmpl,
+                                   .jinja_len = tl, .now = NOW};
+        char err[256];
+        assert_int_equal(cs_chat_render_json(&p, json_object_get(conv, "messages"), &want, NULL, NULL, err, sizeof err),
+                         CLSPEC_OK);
+        json_decref(conv);
+    }
+    struct render_job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (struct render_job){tmpl, tl, want, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, render_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].bad, 0);
+    }
+    free(want);
+    free(a);
+    free(b);
+    free(c);
+    free(d);
+    free(tmpl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_template_cache), /* first: the cache is empty (hits, inserts, then full) */
         cmocka_unit_test(test_templates_render_exactly), cmocka_unit_test(test_tool_arguments_as_the_template_wants),
         cmocka_unit_test(test_template_kwargs),          cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_select),                   cmocka_unit_test(test_family_json_path),

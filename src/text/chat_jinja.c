@@ -1,7 +1,12 @@
 /* chat_jinja.c: chat templates run as Jinja (CS_CHAT_JINJA) and the
- * OpenAI-message entry point for every family (cs_chat_render_json). */
+ * OpenAI-message entry point for every family (cs_chat_render_json).
+ * Compiled templates are kept in a small process-wide cache keyed by their
+ * text (a model's template compiles once, not per request); compiled
+ * templates are read-only while rendering, so threads share them. */
 #include "config.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +26,73 @@ int cs_chat_jinja_check(const char *tmpl, size_t len, char *err, size_t errlen)
     if (rc != CLSPEC_OK && err)
         cs_err_prefix(err, errlen, rc, "chat template jinja");
     return rc;
+}
+
+/* ---- the cache: up to JCACHE_N templates, kept for the process's life
+ * (never evicted, so a template handed out stays valid; beyond that many
+ * distinct texts each render compiles its own) ---- */
+#define JCACHE_N 16
+static struct jcache_entry {
+    uint64_t hash;
+    size_t len;
+    char *src;
+    struct cs_jinja *t;
+} g_jcache[JCACHE_N];
+static int g_jcache_n;
+static pthread_mutex_t g_jcache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static struct cs_jinja *jcache_find(uint64_t h, const char *src, size_t len)
+{
+    for (int i = 0; i < g_jcache_n; i++)
+        if (g_jcache[i].hash == h && g_jcache[i].len == len && !memcmp(g_jcache[i].src, src, len))
+            return g_jcache[i].t;
+    return NULL;
+}
+
+/* The compiled template of src[0..len): *t from the cache, or compiled now;
+ * *owned is set when the caller must free it (the cache was full). */
+static int jinja_get(const char *src, size_t len, const struct cs_jinja **t, struct cs_jinja **owned, char *err,
+                     size_t errlen)
+{
+    *owned = NULL;
+    uint64_t h = fnv1a(src, len);
+    pthread_mutex_lock(&g_jcache_mu);
+    *t = jcache_find(h, src, len);
+    pthread_mutex_unlock(&g_jcache_mu);
+    if (*t)
+        return CLSPEC_OK;
+    struct cs_jinja *c = NULL; /* compiled outside the lock: another thread may add the same text meanwhile */
+    CS_TRY(cs_jinja_compile(src, len, &c, err, errlen));
+    char *copy = malloc(len + 1);
+    pthread_mutex_lock(&g_jcache_mu);
+    struct cs_jinja *again = jcache_find(h, src, len);
+    if (!again && copy && g_jcache_n < JCACHE_N) {
+        memcpy(copy, src, len);
+        copy[len] = 0;
+        g_jcache[g_jcache_n++] = (struct jcache_entry){h, len, copy, c};
+        copy = NULL;
+        *t = c;
+        c = NULL;
+    } else if (again) {
+        *t = again;
+    }
+    pthread_mutex_unlock(&g_jcache_mu);
+    free(copy);
+    if (*t) {
+        cs_jinja_free(c); /* NULL when it went into the cache */
+    } else {
+        *t = c; /* the cache is full (or no memory for the copy): this render's own */
+        *owned = c;
+    }
+    return CLSPEC_OK;
 }
 
 /* whether the template filters tool-call arguments with tojson or items
@@ -145,8 +217,9 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template jinja: no template text given");
     if (p->kwargs && !json_is_object(p->kwargs))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template kwargs must be a JSON object");
-    struct cs_jinja *t = NULL;
-    int rc = cs_jinja_compile(p->jinja, p->jinja_len, &t, err, errlen);
+    const struct cs_jinja *t = NULL;
+    struct cs_jinja *owned = NULL;
+    int rc = jinja_get(p->jinja, p->jinja_len, &t, &owned, err, errlen);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "chat template jinja");
     json_t *vars = p->kwargs ? json_deep_copy(p->kwargs) : json_object();
@@ -157,7 +230,7 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
         json_object_set_new(vars, "eos_token", json_string(eos)) ||
         (p->tools && json_array_size(p->tools) > 0 && json_object_set(vars, "tools", (json_t *)p->tools))) {
         json_decref(vars);
-        cs_jinja_free(t);
+        cs_jinja_free(owned);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template jinja: out of memory");
     }
     if (!p->tools || json_array_size(p->tools) == 0)
@@ -166,7 +239,7 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
     size_t len = 0;
     rc = cs_jinja_render(t, vars, p->now, &text, &len, err, errlen);
     json_decref(vars);
-    cs_jinja_free(t);
+    cs_jinja_free(owned);
     if (rc != CLSPEC_OK)
         return cs_err_prefix(err, errlen, rc, "chat template jinja");
     size_t bl = strlen(bos);
