@@ -83,9 +83,12 @@ check "tool_choice required: the model writes one call (finish tool_calls, conte
 check "tool_choice required: $(calls_of "$tmp/required.json")" valid_calls "$tmp/required.json"
 curl -sN -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
     -d "$(forced '"required"' ',"parallel_tool_calls":false,"stream":true')" "$url/v1/chat/completions" > "$tmp/sse"
-sc=$(sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]' | jq -sc '[.[].choices[0].delta.tool_calls // empty | .[]]
-    | group_by(.index) | map({name: (map(.function.name // empty) | first),
-      arguments: (map(.function.arguments // "") | join(""))})')
+stream_calls() { # stream_calls SSE_FILE: the tool calls its deltas add up to
+    sed -n 's/^data: //p' "$1" | grep -v '^\[DONE\]' | jq -sc '[.[].choices[0].delta.tool_calls // empty | .[]]
+        | group_by(.index) | map({name: (map(.function.name // empty) | first),
+          arguments: (map(.function.arguments // "") | join(""))})'
+}
+sc=$(stream_calls "$tmp/sse")
 fin=$(sed -n 's/^data: //p' "$tmp/sse" | grep -v '^\[DONE\]' | jq -r '.choices[0].finish_reason // empty' | tail -1)
 check "tool_choice required streamed: name and argument deltas add up to the same call, finish tool_calls" \
     test "$sc" = "$(calls_of "$tmp/required.json")" -a "$fin" = tool_calls
@@ -144,9 +147,12 @@ for kind in ngram draft; do
     cp "$tmp/body" "$tmp/$kind-required.json"
     post /v1/chat/completions "$(forced '{"type":"function","function":{"name":"get_weather"}}')" > /dev/null
     cp "$tmp/body" "$tmp/$kind-named.json"
+    curl -sN -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+        -d "$(forced '"required"' ',"parallel_tool_calls":false,"stream":true')" "$url/v1/chat/completions" > "$tmp/$kind.sse"
     check "speculation $kind (drafted $(jq .timings.draft_n "$tmp/$kind-named.json"), accepted $(jq \
-        .timings.draft_accepted "$tmp/$kind-named.json")): the same forced calls as without speculation" \
+        .timings.draft_accepted "$tmp/$kind-named.json")): the same forced calls as without speculation, streamed too" \
         test "$(calls_of "$tmp/$kind-required.json")" = "$(calls_of "$tmp/required.json")" \
+        -a "$(stream_calls "$tmp/$kind.sse")" = "$(calls_of "$tmp/required.json")" \
         -a "$(calls_of "$tmp/$kind-named.json")" = "$(calls_of "$tmp/named.json")" \
         -a "$(jq .timings.speculative "$tmp/$kind-named.json")" = true
     stop
