@@ -129,6 +129,7 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
     if (ep.n_ctx == 0)
         ep.n_ctx = n_ctx;
     ep.n_seq_max = (uint32_t)n_slots;
+    ep.n_draft_max = type && strcmp(type, "none") ? (uint32_t)o->n_max : 0; /* hybrid: the longest rollback */
     struct clspec_engine_params dp;
     cs_api_engine_params(&ep, &dp);
     int rc = clspec_engine_open(&dp, &r->door, err, errlen);
