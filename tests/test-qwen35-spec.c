@@ -15,7 +15,8 @@
  *   almost always wrong (rollbacks of more than 15 tokens) and with a hybrid
  *   drafter (whose own context keeps n_max + 1 states); an engine opened
  *   without it refuses n_max above 15 at cs_spec_new, naming the INI key and
- *   the limit; the memory per sequence is printed. */
+ *   the limit; the memory per sequence is printed;
+ * - an MTP head made for another trunk is refused at load naming both. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -402,13 +403,34 @@ static void test_long_limits(void **st)
     free(path);
 }
 
+/* An MTP head made for another trunk (stories260K's 5 layers) is refused at
+ * load, naming both sides. */
+static void test_mtp_other_trunk(void **st)
+{
+    (void)st;
+    struct env E;
+    env_open(&E, 1, 0);
+    char err[CLSPEC_ERRLEN];
+    char *model = tu_shared_path("models/derived/stories260K-mtp-head.gguf");
+    struct cs_plugin_kv kv[1] = {{"model", model}};
+    struct cs_plugin_params pp = {.type = "mtp", .kv = kv, .n_kv = 1, .engine = E.e, .n_slots = 1};
+    struct cs_plugin *pl = NULL;
+    assert_int_equal(cs_plugin_load(&pp, &pl, err, sizeof err), CLSPEC_E_PLUGIN);
+    assert_null(pl);
+    print_message("# refused: %s\n", err);
+    assert_non_null(strstr(err, "made for a 5-layer trunk"));
+    assert_non_null(strstr(err, "the target (qwen35) has 8 layers"));
+    free(model);
+    env_close(&E);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fault_ngram), cmocka_unit_test(test_fault_draft),
         cmocka_unit_test(test_fault_draft_hybrid), cmocka_unit_test(test_long_limits),
         cmocka_unit_test(test_long_ngram), cmocka_unit_test(test_long_draft),
-        cmocka_unit_test(test_long_draft_hybrid),
+        cmocka_unit_test(test_long_draft_hybrid), cmocka_unit_test(test_mtp_other_trunk),
     };
     return cmocka_run_group_tests_name("qwen35-spec", tests, NULL, NULL);
 }
