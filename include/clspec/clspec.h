@@ -121,7 +121,7 @@ struct clspec_engine_params {
     /* appended after vocab_only */
     uint32_t n_draft_max;     /* hybrid models (recurrent layers): the longest draft one speculative step
                                * verifies, i.e. the most tail positions one clspec_seq_rm may drop; each
-                               * sequence keeps n_draft_max + 1 recurrent states (0 or < 15: 16 states).
+                               * sequence keeps n_draft_max + 1 recurrent states (0..15: 16 states).
                                * 0..1024; no effect on other models */
 };
 
