@@ -118,6 +118,11 @@ struct clspec_engine_params {
     int32_t vocab_only;       /* 1: read only the GGUF's metadata and vocabulary (no device is
                                * opened): info and the tokenizer work, decoding and the
                                * sequence operations fail with CLSPEC_E_INVAL */
+    /* appended after vocab_only */
+    uint32_t n_draft_max;     /* hybrid models (recurrent layers): the longest draft one speculative step
+                               * verifies, i.e. the most tail positions one clspec_seq_rm may drop; each
+                               * sequence keeps n_draft_max + 1 recurrent states (0..15: 16 states).
+                               * 0..1024; no effect on other models */
 };
 
 /* Fills *p (size bytes, normally sizeof *p) with the defaults above and sets p->size. */
@@ -159,6 +164,8 @@ struct clspec_engine_info {
     int32_t strips_space;     /* 1: clspec_detokenize drops the leading space of the first token's piece
                                * (SentencePiece add_space_prefix): a generation that starts the text
                                * shows the first piece without it */
+    uint32_t n_draft_max;     /* hybrid models: the most tail positions one clspec_seq_rm may drop (the
+                               * longest draft a speculative step may verify); 0: no recurrent state, no limit */
 };
 int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *info, char *err, size_t errlen);
 

@@ -154,6 +154,14 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
         mtp_fini(p);
         return pu_fail(err, errlen, "mtp: ", "%s%s", e2, model ? "" : " (set model = PATH to an MTP head file)");
     }
+    if (model && p->hd->blk != (int32_t)ti.model.n_layer) { /* a head follows the last layer of its own trunk */
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s: the MTP head was made for a %d-layer trunk (its nextn block is blk.%d); the "
+                 "target (%s) has %u layers: this head belongs to another model", model, (int)p->hd->blk,
+                 (int)p->hd->blk, ti.model.arch ? ti.model.arch : "?", ti.model.n_layer);
+        mtp_fini(p);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", msg, NULL);
+    }
     if (!model)
         model = "the target's nextn blocks";
     /* placement: where the head runs and where the target's output is (its last layer's device) */

@@ -129,12 +129,24 @@ static int rig_open(const struct cs_spec_cli *o, const char *type, const struct 
     if (ep.n_ctx == 0)
         ep.n_ctx = n_ctx;
     ep.n_seq_max = (uint32_t)n_slots;
+    ep.n_draft_max = type && strcmp(type, "none") ? (uint32_t)o->n_max : 0; /* hybrid: the longest rollback */
     struct clspec_engine_params dp;
     cs_api_engine_params(&ep, &dp);
     int rc = clspec_engine_open(&dp, &r->door, err, errlen);
     r->e = cs_api_engine(r->door);
     if (rc == 0 && type) {
-        struct cs_plugin_params pp = {.type = type, .plugin_dir = o->plugin_dir, .kv = o->kv, .n_kv = o->n_kv,
+        /* the plugin sees n_max as clspecd passes it (a hybrid drafter keeps the states of its rollback) */
+        struct cs_plugin_kv kv[17];
+        char nmax[16];
+        snprintf(nmax, sizeof nmax, "%d", (int)o->n_max);
+        memcpy(kv, o->kv, (size_t)o->n_kv * sizeof *kv);
+        int n_kv = o->n_kv;
+        bool has = false;
+        for (int i = 0; i < n_kv; i++)
+            has |= !strcmp(kv[i].key, "n_max");
+        if (!has)
+            kv[n_kv++] = (struct cs_plugin_kv){"n_max", nmax};
+        struct cs_plugin_params pp = {.type = type, .plugin_dir = o->plugin_dir, .kv = kv, .n_kv = n_kv,
                                       .engine = r->e, .n_slots = (uint32_t)n_slots};
         rc = cs_plugin_load(&pp, &r->pl, err, errlen);
     }

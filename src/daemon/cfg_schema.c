@@ -391,6 +391,8 @@ struct cs_engine_params cs_config_engine_params(const struct cs_config *c)
     p.n_seq_max = (uint32_t)c->parallel;
     p.kv_unified = c->kv_unified;
     p.progress = false;
+    /* hybrid models keep the recurrent states of the longest draft's rollback */
+    p.n_draft_max = c->spec_type && strcmp(c->spec_type, "none") ? (uint32_t)c->spec_n_max : 0;
     return p;
 }
 

@@ -133,7 +133,8 @@ void cs_sched_spec_emit(struct cs_sched *s, int i, bool was_on)
     const struct cs_spec_slot *ss = &s->sp->slots[i];
     if (was_on && !ss->on)
         cs_log(CS_LOG_WARN, s->slots[i].job->r.id,
-               "slot %d: speculation off (the speculator failed; decoding goes on without drafts)", i);
+               "slot %d: speculation off (the speculator failed: %s; decoding goes on without drafts)", i,
+               ss->off_why[0] ? ss->off_why : "no reason given");
     int n_out = ss->n_out;
     for (int t = 0; t < n_out; t++)
         if (!cs_sched_emit(s, i, ss->out[t], cs_spec_out_logits(s->sp, i, t)))

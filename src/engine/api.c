@@ -16,6 +16,7 @@
 
 #include "engine/api.h"
 #include "kv/batch.h"
+#include "kv/kv_rec.h"
 #include "clspec/clspec.h"
 #include "base/common.h"
 #include "engine/engine.h"
@@ -161,6 +162,8 @@ static int take_params(const struct clspec_engine_params *in, struct clspec_engi
                       p->type_k, p->type_v);
     if (p->n_seq > CLSPEC_MAX_SEQ)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: n_seq %u outside 1..%d", p->n_seq, CLSPEC_MAX_SEQ);
+    if (p->n_draft_max > 1024)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "engine open: n_draft_max %u outside 0..1024", p->n_draft_max);
     return CLSPEC_OK;
 }
 
@@ -196,6 +199,7 @@ int clspec_engine_open(const struct clspec_engine_params *in, clspec_engine **ou
         ep.kv_unified = !p.kv_partitioned;
         ep.progress = p.progress != 0;
         ep.llamacpp_numerics = p.llamacpp_numerics != 0;
+        ep.n_draft_max = p.n_draft_max;
         if ((rc = cs_engine_open(&ep, &e->e, err, errlen)) < 0)
             goto fail;
         e->model = e->e->model;
@@ -228,6 +232,7 @@ void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engin
     out->kv_partitioned = !in->kv_unified;
     out->progress = in->progress;
     out->llamacpp_numerics = in->llamacpp_numerics;
+    out->n_draft_max = in->n_draft_max;
 }
 
 /* A borrowed door over tok (and gguf, may be NULL); the caller fills the rest. */
@@ -308,6 +313,7 @@ int clspec_engine_get_info(const clspec_engine *e, struct clspec_engine_info *in
         r.kv_bytes_per_token = cs_kv_bytes_per_token(E->ctx->kv);
         r.load_s = E->load_s;
         r.kv_partitioned = !E->p.kv_unified;
+        r.n_draft_max = E->ctx->kv->rec ? E->ctx->kv->rec->keep - 1 : 0;
         r.weight_type = cs_type_name(E->model->layers[0].w_gate->type); /* every arch's layers have an FFN */
         r.n_devices = CS_MIN(E->n_dev, CLSPEC_MAX_DEVICES);
         for (int i = 0; i < r.n_devices; i++) {

@@ -13,6 +13,7 @@
 #include "base/common.h"
 #include "engine/engine.h"
 #include "gguf/quant.h"
+#include "kv/kv_rec.h"
 #include "ops/ops.h"
 
 #define MAX_DEV 8
@@ -266,7 +267,9 @@ int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, cha
     struct cs_fwd_ctx_params cp = {.n_ctx = e->p.n_ctx, .n_batch = e->p.n_batch, .n_ubatch = e->p.n_ubatch,
                                    .type_k = e->p.type_k, .type_v = e->p.type_v, .n_seq_max = e->p.n_seq_max,
                                    .kv_partitioned = !e->p.kv_unified,
-                                   .llamacpp_numerics = e->p.llamacpp_numerics};
+                                   .llamacpp_numerics = e->p.llamacpp_numerics,
+                                   /* recurrent states kept per sequence: the longest rollback + 1 (at least the default) */
+                                   .n_rec_keep = e->p.n_draft_max >= CS_KV_REC_KEEP_DEFAULT ? e->p.n_draft_max + 1 : 0};
     if ((rc = cs_fwd_ctx_new(e->fm, &cp, &e->ctx, err, errlen)) < 0 || (rc = cs_engine_prepare_ctx(e->ctx, e->p.llamacpp_numerics, e->p.progress, err, errlen)) < 0)
         goto fail;
     e->load_s = cs_now() - t0;

@@ -34,6 +34,7 @@ struct cs_engine_params {
     bool kv_unified;            /* see struct cs_kv_params */
     bool progress;              /* loading progress on a terminal */
     bool llamacpp_numerics;     /* llama.cpp's CPU-backend arithmetic (see cs_fwd_ctx_params; tests) */
+    uint32_t n_draft_max;       /* hybrid models: the longest rollback (clspec_engine_params.n_draft_max) */
 };
 
 /* Defaults: first device, n_ctx 2048 (capped to the model's training

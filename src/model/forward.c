@@ -587,7 +587,14 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
             if (rc == CLSPEC_OK)
                 rc = frc;
         }
+    if (rc == CLSPEC_OK && c->debug_fail > 0 && --c->debug_fail == 0)
+        rc = cs_err(err, errlen, CLSPEC_E_CL, "forward: injected failure (test-only cs_fwd_debug_fail)");
     return rc;
+}
+
+void cs_fwd_debug_fail(struct cs_fwd_ctx *c, int32_t n)
+{
+    c->debug_fail = n > 0 ? n : 0;
 }
 
 int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t *positions, const int32_t *seq_ids,

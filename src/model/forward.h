@@ -125,11 +125,19 @@ struct cs_fwd_ctx {
     float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
     int32_t *scratch;                     /* (scratch_cap * 9) per-row scratch of cs_forward_batch */
     int scratch_cap;
+    int32_t debug_fail;                   /* test-only (cs_fwd_debug_fail): calls until an injected failure */
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
                    size_t errlen);
 void cs_fwd_ctx_free(struct cs_fwd_ctx *c);
+
+/* TEST-ONLY fault injection (tests/test-qwen35-spec.c): the n-th
+ * cs_forward_batch call from now on c (n >= 1; 0 cancels) runs as usual
+ * (cells placed, recurrent states advanced, every pass computed) and then
+ * fails with CLSPEC_E_CL, as an OpenCL error found at the end would.
+ * Nothing outside the tests calls it. */
+void cs_fwd_debug_fail(struct cs_fwd_ctx *c, int32_t n);
 
 /* Optional hidden-state capture: for each of n_layers entries layers[i] in
  * 0..n_layer, the rows of all n input tokens are written to

@@ -15,6 +15,7 @@
 
 #include "base/common.h"
 #include "engine/engine.h"
+#include "kv/kv_rec.h"
 #include "model/forward.h"
 #include "spec/host_model.h"
 
@@ -23,6 +24,7 @@ struct clspec_model {
     struct cs_tokenizer *tok;   /* owned */
     struct cs_fwd_model *fm;    /* owned */
     int32_t device;             /* engine device index */
+    uint32_t rec_keep;          /* hybrid drafters: recurrent states kept per sequence (0: the default) */
 };
 
 /* target_head's buffers on the target's output device (struct cs_plugin.hpriv). */
@@ -81,6 +83,12 @@ static int model_load(const struct clspec_host *h, const char *path, int32_t dev
     if (!m)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "model_load: out of memory");
     m->device = device;
+    /* a hybrid drafter rolls back up to its n_max drafted tokens: keep that many states and one more */
+    for (int i = 0; i < pl->n_kv; i++)
+        if (!strcmp(pl->kv[i].key, "n_max")) {
+            long v = strtol(pl->kv[i].value, NULL, 10);
+            m->rec_keep = v >= CS_KV_REC_KEEP_DEFAULT && v <= 1024 ? (uint32_t)v + 1 : 0;
+        }
     struct cs_gguf *g = NULL;
     int rc = cs_gguf_open(path, &g, err, errlen);
     if (rc == 0 && (flags & CLSPEC_MODEL_TARGET_TENSORS)) {
@@ -165,7 +173,8 @@ static int ctx_new(clspec_model *m, const struct clspec_ctx_params *p, clspec_ct
     c->logits = malloc((size_t)c->n_batch * m->m->hp.n_vocab * sizeof *c->logits);
     c->rows = malloc((size_t)c->n_batch * sizeof *c->rows);
     struct cs_fwd_ctx_params fp = {.n_ctx = p->n_ctx, .n_batch = c->n_batch, .type_k = p->type_k,
-                                    .type_v = p->type_v, .n_seq_max = p->n_seq ? p->n_seq : 1};
+                                    .type_v = p->type_v, .n_seq_max = p->n_seq ? p->n_seq : 1,
+                                    .n_rec_keep = m->rec_keep};
     int rc = !c->logits || !c->rows ? cs_err(err, errlen, CLSPEC_E_NOMEM, "ctx_new: out of memory")
                                     : cs_fwd_ctx_new(m->fm, &fp, &c->c, err, errlen);
     if (rc == CLSPEC_OK) /* the drafter's kernels too are ready before the first request */

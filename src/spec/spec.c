@@ -3,6 +3,7 @@
  * positions 0..n_hist-2 of its history, hist[n_hist-1] is the next input. */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -764,6 +765,13 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
         return cs_err(err, errlen, CLSPEC_E_INVAL,
                       "spec: n_max %d (want 1..64), n_min %d (want 0..n_max), p_min %g (want 0..1), ctl %d "
                       "(want 0 acceptance, 1 cost)", p->n_max, p->n_min, p->p_min, p->ctl);
+    if (info.size >= offsetof(struct clspec_engine_info, n_draft_max) + sizeof info.n_draft_max &&
+        info.n_draft_max > 0 && (uint32_t)p->n_max > info.n_draft_max) /* hybrid: rollback reaches so far */
+        return cs_err(err, errlen, CLSPEC_E_RANGE,
+                      "spec: n_max %d (clspecd: [speculator] n_max) exceeds the %u drafted tokens the hybrid "
+                      "model's recurrent state can roll back; open the engine with n_draft_max >= %d, or lower "
+                      "n_max to %u",
+                      p->n_max, info.n_draft_max, p->n_max, info.n_draft_max);
     struct cs_spec *sp = calloc(1, sizeof *sp);
     if (!sp)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory");

@@ -13,7 +13,9 @@
 #     one of its sentences; greedy grammar output is the same with and
 #     without speculation;
 #   - a bad grammar and a bad schema get 400 naming line:column / the JSON
-#     pointer, with param set.
+#     pointer, with param set;
+#   - the hybrid qwen35-tiny target with the draft speculator: 8 json_schema
+#     answers (4 at a time) are valid and equal those without speculation.
 # Needs curl and jq.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -134,5 +136,48 @@ check "unknown schema type: 400" test "$code" = 400
 check "daemon still serves after the refusals" \
     test "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200
 stop
+
+# the hybrid qwen35-tiny target with the draft speculator (stories260K: same vocabulary) and a schema:
+# 8 requests, 4 at a time, valid and equal to the answers without speculation
+q35=$shared/models/synthetic/qwen35-tiny-F32.gguf
+if [ -f "$q35" ]; then
+    sed -e "s|^path = .*|path = $q35|" "$tmp/draft.ini" | sed '/^\[speculator\]/,$d' > "$tmp/q35.ini"
+    printf '[speculator]\ntype = draft\nmodel = %s\nn_max = 12\np_min = 0\n' "$model" >> "$tmp/q35.ini"
+    if start q35; then
+        qs='{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":0,"maximum":99},
+          "tag":{"enum":["red","blue"]}},"required":["ok","n","tag"],"additionalProperties":false}'
+        qvalid='type == "object" and (keys == ["n","ok","tag"]) and (.ok | type == "boolean")
+          and (.n | type == "number" and . >= 0 and . <= 99 and . == floor) and (.tag == "red" or .tag == "blue")'
+        for sp in true false; do
+            for i in $(seq 1 8); do
+                jq -cn --argjson s "$qs" --argjson sp $sp --arg u "Question $i" '{messages:[{role:"user",content:$u}],
+                    max_tokens:200, temperature:0, speculative:$sp, response_format:{type:"json_schema",
+                    json_schema:{schema:$s}}}' > "$tmp/q35.$sp.$i.body"
+            done
+            seq 1 8 | xargs -P 4 -I{} sh -c "curl -s '$url/v1/chat/completions' -d @'$tmp/q35.$sp.{}.body' \
+                > '$tmp/q35.$sp.{}.json'"
+        done
+        bad=
+        for i in $(seq 1 8); do
+            a=$(jq -c '[.choices[0].message.content, .choices[0].finish_reason]' "$tmp/q35.true.$i.json" 2>/dev/null)
+            b=$(jq -c '[.choices[0].message.content, .choices[0].finish_reason]' "$tmp/q35.false.$i.json" 2>/dev/null)
+            if [ -z "$a" ] || [ "$a" != "$b" ] || ! jq -r '.choices[0].message.content' "$tmp/q35.true.$i.json" \
+                | jq -e "$qvalid" > /dev/null 2>&1; then
+                bad="$bad
+request $i: $a, without speculation $b"
+            fi
+        done
+        qd=$(jq -s '[.[] | .timings.draft_n // 0] | add' "$tmp"/q35.true.*.json)
+        echo "# qwen35-tiny: e.g. $(jq -c '.choices[0].message.content' "$tmp/q35.true.1.json"); $qd drafted"
+        if [ -z "$bad" ]; then ok "qwen35-tiny (hybrid) with the draft speculator: 8 schema answers valid, equal without speculation"
+        else not_ok "qwen35-tiny (hybrid) with the draft speculator: 8 schema answers valid, equal without speculation" "$bad"; fi
+        check "qwen35-tiny: drafts were verified under the grammar ($qd)" test "$qd" -gt 0
+        stop
+    else
+        not_ok "qwen35-tiny daemon with the draft speculator up" "$(tail -5 "$tmp/q35.log")"
+    fi
+else
+    skip "qwen35-tiny with the draft speculator" "$q35 missing"
+fi
 echo "1..$n"
 [ $fails -eq 0 ]
