@@ -167,7 +167,7 @@ static int scan(const char *p, size_t n, int *k, char *msg)
 {
     msg[0] = 0;
     *k = -1;
-    return cs_framing_scan(p, n, 256, 1024, k, msg, 160);
+    return cs_framing_scan(p, n, 256, 1024, 16, k, msg, 160);
 }
 #define SCAN(lit, k, msg) scan(lit, sizeof lit - 1, k, msg)
 
@@ -228,7 +228,14 @@ static void test_scan(void **state)
     assert_int_equal(SCAN("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nX: a\0b\r\n\r\n", &k, msg), 0);
     assert_int_equal(k, 1);
     assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 300\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n", &k, msg), 0);
-    assert_int_equal(k, 1); /* the body is not all there: nothing after it is looked at */
+    assert_int_equal(k, 1); /* the body is not all there (and over 16 bytes: not waited for): nothing after it */
+    /* a body of at most max_wait_body (16) bytes is waited for */
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789", &k, msg), CS_SCAN_BODY);
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789abcdef", &k, msg), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(SCAN("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n01", &k, msg), 0);
+    assert_int_equal(k, 2); /* only the first request's body is waited for */
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\nExpect: 100-continue\r\n\r\n", &k, msg), 0);
 }
 
 static void test_nofile(void **state)

@@ -371,8 +371,8 @@ static int chunk_line(const char *p, size_t n, size_t max_body, char *msg, size_
     return memchr(p + i, '\n', n - i) ? 0 : CS_SCAN_MORE;
 }
 
-int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, int *n_checked, char *msg,
-                    size_t msglen)
+int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, size_t max_wait_body, int *n_checked,
+                    char *msg, size_t msglen)
 {
     *n_checked = 0;
     size_t at = 0;
@@ -433,11 +433,11 @@ int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, i
         if (code)
             return *n_checked > 0 ? 0 : (int)code;
         at = end + 1;
+        if (expect) { /* the client waits for 100 Continue before its body: nothing after it to look at */
+            (*n_checked)++;
+            return 0;
+        }
         if (f.n_te) { /* chunked (the verdict allows no other): its first chunk size, not further */
-            if (expect) {
-                (*n_checked)++;
-                return 0; /* the client waits for 100 Continue before the body */
-            }
             int rc = chunk_line(p + at, n - at, max_body, msg, msglen);
             if (rc == CS_SCAN_MORE && *n_checked == 0)
                 return CS_SCAN_CHUNK;
@@ -449,7 +449,7 @@ int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, i
         (*n_checked)++;
         uint64_t cl = f.cl; /* its body, then the next request (pipelined) */
         if (cl > n - at)
-            return 0;
+            return *n_checked == 1 && cl <= max_wait_body ? CS_SCAN_BODY : 0;
         at += (size_t)cl;
         if (at >= n)
             return 0;

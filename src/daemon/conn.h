@@ -79,12 +79,14 @@ unsigned cs_framing_verdict(const struct cs_framing *f, char *msg, size_t msglen
  * Returns 0 with *n_checked (>= 1) requests accepted in full (a bad
  * later one stops the count: the connection closes before it);
  * CS_SCAN_MORE when the first request's header block is not complete;
- * CS_SCAN_CHUNK when it is but its first chunk size is not; else the
+ * CS_SCAN_CHUNK when it is but its first chunk size is not;
+ * CS_SCAN_BODY when it is but its Content-Length body (at most
+ * max_wait_body bytes; a longer one is not waited for) is not; else the
  * HTTP status (400 malformed, 413 chunk over max_body, 431 header block
  * too large) with msg filled. */
-enum { CS_SCAN_MORE = -1, CS_SCAN_CHUNK = -2 };
-int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, int *n_checked, char *msg,
-                    size_t msglen);
+enum { CS_SCAN_MORE = -1, CS_SCAN_CHUNK = -2, CS_SCAN_BODY = -3 };
+int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, size_t max_wait_body, int *n_checked,
+                    char *msg, size_t msglen);
 
 /* Raises the soft RLIMIT_NOFILE to at least want (at most the hard limit);
  * *got = the soft limit afterwards. */

@@ -35,7 +35,8 @@ struct held {
     socklen_t addr_len;
     struct cs_conn *cc;          /* counted in the connection table */
     double t_open, t_first;      /* accepted; its first byte seen */
-    double t_head;               /* header block complete, waiting for the first chunk size */
+    double t_head;               /* header block complete, waiting for the first chunk size or the body */
+    bool wait_body;              /* t_head: waiting for a Content-Length body (else a chunk size) */
     double t_drain;              /* refused: answer sent, reading what is left until EOF */
     size_t drained;
 };
@@ -182,15 +183,18 @@ static void on_ready(struct cs_gate *g, struct held *h, uint32_t events)
         h->t_first = cs_now();
     char msg[192];
     int k = 0;
-    int rc = cs_framing_scan(g->buf, (size_t)n, g->p.max_head, g->p.max_body, &k, msg, sizeof msg);
+    int rc = cs_framing_scan(g->buf, (size_t)n, g->p.max_head, g->p.max_body, g->p.max_wait_body, &k, msg,
+                             sizeof msg);
     if (rc == 0)
         handover(g, h, k);
     else if (rc > 0)
         refuse(g, h, (unsigned)rc, msg);
     else if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         close_held(g, h); /* the peer stopped sending inside the header block */
-    else if (rc == CS_SCAN_CHUNK && h->t_head == 0)
+    else if ((rc == CS_SCAN_CHUNK || rc == CS_SCAN_BODY) && h->t_head == 0) {
         h->t_head = cs_now();
+        h->wait_body = rc == CS_SCAN_BODY;
+    }
 }
 
 static void on_accept(struct cs_gate *g)
@@ -238,9 +242,10 @@ static void on_accept(struct cs_gate *g)
     }
 }
 
-/* Deadlines: silent connections close, slow header blocks get 408, a
- * chunked request whose first chunk size did not follow goes on unchecked
- * past it (libmicrohttpd reads it), refused ones stop draining. */
+/* Deadlines: silent connections close, slow header blocks and small
+ * bodies get 408, a chunked request whose first chunk size did not follow
+ * goes on unchecked past it (libmicrohttpd reads it), refused ones stop
+ * draining. */
 static void sweep(struct cs_gate *g, double now)
 {
     double head_s = g->p.head_timeout_s > 0 ? g->p.head_timeout_s : 10;
@@ -249,6 +254,12 @@ static void sweep(struct cs_gate *g, double now)
         if (h->t_drain > 0) {
             if (now - h->t_drain > DRAIN_MS / 1000.0)
                 close_held(g, h);
+        } else if (h->t_head > 0 && h->wait_body) {
+            if (now - h->t_head > head_s) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "the request's body did not arrive within %.0f s", head_s);
+                refuse(g, h, 408, msg);
+            }
         } else if (h->t_head > 0) {
             if (now - h->t_head > CHUNK_WAIT_MS / 1000.0)
                 handover(g, h, 1);
@@ -304,7 +315,7 @@ int cs_gate_start(const struct cs_gate_params *p, struct cs_gate **out, char *er
     g->p = *p;
     g->wake = g->ep = -1;
     pthread_mutex_init(&g->mu, NULL);
-    g->buf_cap = p->max_head + 64; /* the header block and a first chunk size after it */
+    g->buf_cap = p->max_head + 64 + p->max_wait_body; /* the header block and a first chunk size or body after it */
     g->buf = malloc(g->buf_cap);
     g->ep = epoll_create1(EPOLL_CLOEXEC);
     g->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

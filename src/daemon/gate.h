@@ -6,7 +6,8 @@
  * first request's header block is in, peeks at it (MSG_PEEK: the bytes stay
  * for libmicrohttpd) and checks it (cs_framing_scan). A refused request is
  * answered (400, 413, 431; 408 when its header block is not complete within
- * head_timeout_s of its first byte) and closed; an accepted one is handed
+ * head_timeout_s of its first byte, or its body of at most max_wait_body
+ * bytes within head_timeout_s of the header block's end) and closed; an accepted one is handed
  * to libmicrohttpd (MHD_add_connection) with the number of requests checked
  * in its cs_conn, and http.c closes the connection after the answer to the
  * last of them, so that no request is ever parsed unchecked (keep-alive
@@ -35,6 +36,7 @@ struct cs_gate_params {
     int head_timeout_s;          /* from the first byte to the end of the header block (408 after it) */
     size_t max_head;             /* header block bytes (431 past it) */
     size_t max_body;             /* a chunk size over it is 413 */
+    size_t max_wait_body;        /* a Content-Length body up to this size is waited for (408 when it stalls) */
 };
 
 int cs_gate_start(const struct cs_gate_params *p, struct cs_gate **out, char *err, size_t errlen);

@@ -590,8 +590,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---------------------------------------------------------------- life cycle */
 
-/* A connection's header block: bytes at most, seconds from its first byte at most (gate.h). */
-enum { GATE_MAX_HEAD = 16384, GATE_HEAD_TIMEOUT_S = 10 };
+/* A connection's header block: bytes at most, seconds from its first byte at most; bodies up to
+ * GATE_WAIT_BODY bytes are waited for by the gate (gate.h). */
+enum { GATE_MAX_HEAD = 16384, GATE_HEAD_TIMEOUT_S = 10, GATE_WAIT_BODY = 65536 };
 
 /* The listening socket on ai (reuse the address, backlog 1024), -1 with err filled. */
 static int listen_socket(const struct addrinfo *ai, const char *host, int port, char *err, size_t errlen)
@@ -701,7 +702,8 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
                                            : ntohs(((struct sockaddr_in *)&sa)->sin_port);
     struct cs_gate_params gp = {.listen_fd = lfd, .mhd = h->mhd, .conns = h->conns,
                                 .idle_timeout_s = p->idle_timeout_s, .head_timeout_s = GATE_HEAD_TIMEOUT_S,
-                                .max_head = GATE_MAX_HEAD, .max_body = p->max_body_bytes};
+                                .max_head = GATE_MAX_HEAD, .max_body = p->max_body_bytes,
+                                .max_wait_body = CS_MIN((size_t)GATE_WAIT_BODY, p->max_body_bytes)};
     if (p->idle_timeout_s > 0 && p->idle_timeout_s < GATE_HEAD_TIMEOUT_S)
         gp.head_timeout_s = p->idle_timeout_s;
     rc = cs_gate_start(&gp, &h->gate, err, errlen);

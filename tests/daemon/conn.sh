@@ -23,7 +23,8 @@
 #     Connection: close (a later request would not be checked); of two
 #     pipelined requests, a NUL in the second one gets the first answered and
 #     the connection closed before the second; with idle_timeout_s = 1 a
-#     header block that stops halfway gets 408;
+#     header block or a (small) body that stops halfway gets 408; a request
+#     with Expect: 100-continue is served;
 #   --check: GGUFs whose vocabulary the server refuses at start (a token that
 #     is invalid UTF-8, a token type out of range) are refused by --check too.
 # Needs curl, jq, python3 (rawhttp.py) and the built daemon; bash's /dev/tcp for idle sockets.
@@ -156,6 +157,9 @@ check "idle timeout: a streamed request completes (ends with [DONE])" grep -q '^
 out=$(raw 'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a' 8)
 echo "$out" | grep -q '^HTTP/1.1 408' && echo "$out" | grep -q 'did not arrive within 1 s' \
     && ok "gate: a header block that stops halfway: 408" || not_ok "gate: a header block that stops halfway: 408" "$out"
+out=$(raw 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"prompt":' 8)
+echo "$out" | grep -q '^HTTP/1.1 408' && echo "$out" | grep -q 'body did not arrive within 1 s' \
+    && ok "gate: a body that stops halfway: 408" || not_ok "gate: a body that stops halfway: 408" "$out"
 stop
 
 # ---- framing
@@ -196,6 +200,9 @@ t1=$(date +%s)
 echo "$out" | grep -q '^HTTP/1.1 413' && echo "$out" | grep -q 'over the limit of 1024 bytes' && [ $((t1 - t0)) -lt 20 ] \
     && ok "gate: a chunk size of 2^64-1, then silence: 413 (not a wait for the idle timeout)" \
     || not_ok "gate: a chunk size of 2^64-1, then silence: 413 (not a wait for the idle timeout)" "$((t1 - t0)) s: $out"
+code=$(curl -s -o "$tmp/expect.json" -w '%{http_code}' -H 'Expect: 100-continue' "$url/v1/completions" \
+    -d '{"prompt":"Once","max_tokens":2,"temperature":0}')
+check "gate: a request with Expect: 100-continue is served" test "$code" = 200
 out=$(raw 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
 echo "$out" | grep -q '^HTTP/1.1 200' && echo "$out" | grep -qi '^connection: close' \
     && ok "gate: a lone request's answer closes the connection" \
