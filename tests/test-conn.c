@@ -162,6 +162,82 @@ static void test_framing(void **state)
     assert_string_equal(msg, "header 'X-?Key' holds a control byte");
 }
 
+/* cs_framing_scan on raw bytes (n given: NULs inside); returns its result, *k the requests checked */
+static int scan(const char *p, size_t n, int *k, char *msg)
+{
+    msg[0] = 0;
+    *k = -1;
+    return cs_framing_scan(p, n, 256, 1024, 16, k, msg, 160);
+}
+#define SCAN(lit, k, msg) scan(lit, sizeof lit - 1, k, msg)
+
+static void test_scan(void **state)
+{
+    (void)state;
+    char msg[160];
+    int k;
+    assert_int_equal(SCAN("GET /health HTTP/1.1\r\nHost: x\r\n\r\n", &k, msg), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(SCAN("\r\nGET / HTTP/1.0\n\n", &k, msg), 0); /* bare LF, an empty line first */
+    assert_int_equal(SCAN("GET /health HTTP/1.1\r\nHost: x\r\n", &k, msg), CS_SCAN_MORE);
+    assert_int_equal(SCAN("GET /health HT", &k, msg), CS_SCAN_MORE);
+    /* a NUL, in a value, a name, the request line; also before the block is complete */
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Evil: a\0b\r\n\r\n", &k, msg), 400);
+    assert_non_null(strstr(msg, "NUL"));
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-E\0vil: ab\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET /\0 HTTP/1.1\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Evil: a\0", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Evil: a\x01" "b\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Evil: a\x7f" "b\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Tab: a\tb\r\n\r\n", &k, msg), 0);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nX-Evil: a\rb\r\n\r\n", &k, msg), 400); /* CR without LF */
+    assert_non_null(strstr(msg, "CR"));
+    /* malformed lines */
+    assert_int_equal(SCAN("GET /\r\n\r\n", &k, msg), 400);
+    assert_non_null(strstr(msg, "request line"));
+    assert_int_equal(SCAN("GET / HTTP/1.1 x\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("G(T / HTTP/1.1\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nHost : x\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nNoColon\r\n\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", &k, msg), 400);
+    assert_non_null(strstr(msg, "fold"));
+    /* framing rules of cs_framing_verdict */
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", &k, msg), 400);
+    /* chunk sizes: over max_body (1024) or 17+ digits is 413, even before the line ends */
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n", &k, msg), 413);
+    assert_non_null(strstr(msg, "over the limit of 1024 bytes"));
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffff", &k, msg), 413);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\n", &k, msg), 413);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\nab", &k, msg), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4", &k, msg), CS_SCAN_CHUNK);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &k, msg), CS_SCAN_CHUNK);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n", &k, msg), 400);
+    assert_int_equal(SCAN("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n", &k, msg), 0);
+    /* too large a header block */
+    char big[400];
+    memset(big, 'a', sizeof big);
+    memcpy(big, "GET / HTTP/1.1\r\nX: ", 19);
+    assert_int_equal(scan(big, sizeof big, &k, msg), 431);
+    /* pipelined: counted while complete and good; a bad later one stops the count */
+    const char pipe3[] = "GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n";
+    assert_int_equal(scan(pipe3, sizeof pipe3 - 1, &k, msg), 0);
+    assert_int_equal(k, 3);
+    assert_int_equal(scan(pipe3, sizeof pipe3 - 5, &k, msg), 0); /* the third one incomplete */
+    assert_int_equal(k, 2);
+    assert_int_equal(SCAN("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nX: a\0b\r\n\r\n", &k, msg), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 300\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n", &k, msg), 0);
+    assert_int_equal(k, 1); /* the body is not all there (and over 16 bytes: not waited for): nothing after it */
+    /* a body of at most max_wait_body (16) bytes is waited for */
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789", &k, msg), CS_SCAN_BODY);
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789abcdef", &k, msg), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(SCAN("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 16\r\n\r\n01", &k, msg), 0);
+    assert_int_equal(k, 2); /* only the first request's body is waited for */
+    assert_int_equal(SCAN("POST /b HTTP/1.1\r\nContent-Length: 16\r\nExpect: 100-continue\r\n\r\n", &k, msg), 0);
+}
+
 static void test_nofile(void **state)
 {
     (void)state;
@@ -190,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_families_and_no_caps),
         cmocka_unit_test(test_framing),
+        cmocka_unit_test(test_scan),
         cmocka_unit_test(test_nofile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

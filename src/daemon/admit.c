@@ -2,10 +2,15 @@
  *
  * Admission: with a shared cache (unified KV, where the slots' contexts add
  * up to more than the cache), a queued request takes a free slot only when
- * the free cells hold its prompt (or a preempted request's history) plus a
- * reserve of ADMIT_RESERVE cells for every running request; the queue's
- * head is never overtaken. Alone, a request is always admitted (it fits a
- * slot's context: cs_sched_submit refuses what never could).
+ * the free cells hold its prompt (or a preempted request's history), what
+ * the requests admitted before it still have to prefill, and a reserve for
+ * every running request: one cell for each step its prefill
+ * takes (prefill_max tokens a step while others decode) and one more, the
+ * token each running request emits per step meanwhile. Drafts need no
+ * reserve: the speculative core cuts them to the free cells (down to none)
+ * before any request is refused a cell. The queue's head is never
+ * overtaken. Alone, a request is always admitted (it fits a slot's context:
+ * cs_sched_submit refuses what never could).
  *
  * Preemption: when the cache refuses a sequence in a step (after the
  * speculative core has already retried drafted slots without their
@@ -26,8 +31,6 @@
 #include "daemon/log.h"
 #include "daemon/sched_impl.h"
 
-enum { ADMIT_RESERVE = 8 }; /* cells of growth kept free per running request at admission */
-
 bool cs_sched_admit_ok(struct cs_sched *s, const struct job *j)
 {
     if (s->busy == 0)
@@ -38,7 +41,16 @@ bool cs_sched_admit_ok(struct cs_sched *s, const struct job *j)
     uint32_t used = 0;
     if (clspec_kv_usage(s->e, &used, NULL, NULL, 0) != CLSPEC_OK)
         return true;
-    uint64_t need = (uint64_t)cs_job_n_feed(j) + 1 + (uint64_t)ADMIT_RESERVE * (uint64_t)s->busy;
+    uint64_t n_feed = (uint64_t)cs_job_n_feed(j);
+    uint64_t per_step = (uint64_t)CS_MAX(s->prefill_max, 1);
+    uint64_t reserve = (n_feed + per_step - 1) / per_step + 1; /* cells per running request */
+    uint64_t pending = 0; /* cells the requests admitted but not yet prefilled will take */
+    for (int i = 0; i < s->p.n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+        if (sl->job && !s->sp->slots[i].active)
+            pending += (uint64_t)CS_MAX(cs_job_n_feed(sl->job) - sl->n_fed, 0) + 1;
+    }
+    uint64_t need = n_feed + 1 + pending + reserve * (uint64_t)s->busy;
     return (uint64_t)used + need <= total;
 }
 
@@ -133,9 +145,39 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i)
         return false;
     }
     sl->n_gen = j->n_gen_saved;
+    s->sp->slots[i].n_max_req = j->r.spec_n_max;
     free(j->resume);
     j->resume = NULL;
     j->n_resume = 0;
     cs_log(CS_LOG_INFO, j->r.id, "resumed on slot %d at position %d", i, sl->n_fed);
+    return true;
+}
+
+bool cs_sched_resume_core(struct cs_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    struct job *j = sl->job;
+    if (sl->n_fed > 0) { /* the plugin reads the states of the core's own forwards: no shared prefix */
+        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
+        sl->n_fed = 0;
+    }
+    char err[CLSPEC_ERRLEN];
+    int rc = cs_spec_slot_begin_rows(s->sp, i, j->resume, j->n_resume, 0, j->img_rows, j->smp, true, err,
+                                     sizeof err);
+    if (rc < 0) { /* e.g. no room for all of it at once: the scheduler's chunks feed it, without drafts */
+        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
+        sl->no_core = true;
+        cs_log(CS_LOG_INFO, j->r.id, "slot %d: the speculative core could not prefill the history (%s); it resumes "
+               "without drafts", i, err);
+        return false;
+    }
+    sl->n_fed = j->n_resume - 1;
+    sl->n_gen = j->n_gen_saved;
+    s->sp->slots[i].n_max_req = j->r.spec_n_max;
+    free(j->resume);
+    j->resume = NULL;
+    j->n_resume = 0;
+    cs_log(CS_LOG_INFO, j->r.id, "resumed on slot %d at position %d, speculation %s", i, sl->n_fed,
+           s->sp->slots[i].on ? "on" : "off");
     return true;
 }

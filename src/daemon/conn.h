@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct cs_conn_table;
@@ -30,6 +31,8 @@ struct cs_conn {
     enum cs_conn_verdict verdict;
     int n_total_at_open;        /* open connections, this one included, when it opened */
     int n_addr_at_open;         /* of them from its address */
+    int n_checked;              /* requests the gate (gate.c) checked before libmicrohttpd read them */
+    int n_req;                  /* requests libmicrohttpd handed over so far (its worker thread only) */
 };
 
 /* max_total, max_per_addr: caps (0 = none). */
@@ -55,12 +58,35 @@ struct cs_framing {
     int n_cl, n_te;             /* Content-Length / Transfer-Encoding headers seen */
     bool te_chunked;            /* the (last) Transfer-Encoding is exactly "chunked" */
     bool cl_bad;                /* a Content-Length that is not digits only */
+    uint64_t cl;                /* the (last) Content-Length's value, saturated */
     char te[48];                /* the (last) Transfer-Encoding value, cut */
     char bad_key[48];           /* the first header with a control byte, "" none */
 };
 void cs_framing_add(struct cs_framing *f, const char *key, size_t key_len, const char *val, size_t val_len);
 /* 0 when acceptable, else the HTTP status (400) with msg filled. */
 unsigned cs_framing_verdict(const struct cs_framing *f, char *msg, size_t msglen);
+
+/* The raw bytes a connection sent so far, p[0..n) from its first byte,
+ * checked before libmicrohttpd parses them (it hides a NUL in a header
+ * and waits for any chunk size): the request line (METHOD target
+ * HTTP/x.y), header lines (a token name, a colon without space before
+ * it, no folding), no NUL, no CR without LF, no control byte but HTAB,
+ * the framing rules above, and for a chunked body (unless the client
+ * waits for 100 Continue) the first chunk size against max_body. A
+ * header block over max_head bytes is refused. Requests pipelined
+ * behind the first are checked as far as their bytes are there (a
+ * Content-Length body is skipped; nothing past a chunked one).
+ * Returns 0 with *n_checked (>= 1) requests accepted in full (a bad
+ * later one stops the count: the connection closes before it);
+ * CS_SCAN_MORE when the first request's header block is not complete;
+ * CS_SCAN_CHUNK when it is but its first chunk size is not;
+ * CS_SCAN_BODY when it is but its Content-Length body (at most
+ * max_wait_body bytes; a longer one is not waited for) is not; else the
+ * HTTP status (400 malformed, 413 chunk over max_body, 431 header block
+ * too large) with msg filled. */
+enum { CS_SCAN_MORE = -1, CS_SCAN_CHUNK = -2, CS_SCAN_BODY = -3 };
+int cs_framing_scan(const char *p, size_t n, size_t max_head, size_t max_body, size_t max_wait_body, int *n_checked,
+                    char *msg, size_t msglen);
 
 /* Raises the soft RLIMIT_NOFILE to at least want (at most the hard limit);
  * *got = the soft limit afterwards. */

@@ -18,7 +18,11 @@
  * cs_sched_cancel, which waits for the scheduler's step, never runs on a
  * worker thread.
  *
- * Connections: counted in total and per client address (conn.c); the first
+ * Connections: accepted by the gate (gate.c), which checks the raw header
+ * bytes libmicrohttpd would hide (a NUL) or wait on (a huge chunk size)
+ * and hands each connection over with the number of requests it checked;
+ * the answer to the last of them closes the connection (last_checked).
+ * Counted in total and per client address (conn.c); the first
  * request of a connection opened over a cap gets 503 or 429 and the
  * connection is closed (/health is still answered). MHD's own limit sits a
  * reserve above the cap so that those get an answer instead of a reset.
@@ -33,6 +37,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -46,6 +51,7 @@
 
 #include "base/common.h"
 #include "daemon/conn.h"
+#include "daemon/gate.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/routes_llama.h"
@@ -364,6 +370,14 @@ static enum cs_conn_verdict conn_verdict(struct MHD_Connection *c, char *msg, si
     return cc->verdict;
 }
 
+/* Counts a request of the connection; true when it is the last the gate checked (gate.h). */
+static bool last_checked(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct cs_conn *cc = ci ? ci->socket_context : NULL;
+    return !cc || ++cc->n_req >= cc->n_checked;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -374,7 +388,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     allow_method = need;
     cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
     llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
-    reply_close = false;
+    reply_close = *con_cls && ((struct conn *)*con_cls)->close_after;
     int state = atomic_load(&h->state);
 
     if (*con_cls && ((struct conn *)*con_cls)->job) /* a whole answer resumed */
@@ -385,6 +399,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return MHD_NO;
         *con_cls = cn;
         atomic_fetch_add(&h->live_requests, 1); /* until on_completed: the answer is wholly sent */
+        if (last_checked(c)) /* the next request would reach us unchecked (gate.h): none on this connection */
+            cn->close_after = reply_close = true;
         char emsg[160];
         bool unframed = false;
         unsigned code = framing_error(c, &unframed, emsg, sizeof emsg);
@@ -403,7 +419,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             reply_close = true;
             return cs_http_reply_error(c, v == CS_CONN_OVER_TOTAL ? 503 : 429, emsg, NULL, NULL);
         }
-        cn->close_after = v != CS_CONN_OK; /* /health is answered, then the connection closes */
+        cn->close_after |= v != CS_CONN_OK; /* /health is answered, then the connection closes */
         if (strcmp(method, "POST") == 0) {
             /* answer early what needs no body (the rest of the body is then discarded) */
             if (r == R_NONE)
@@ -547,12 +563,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 {
     struct cs_http *h = cls;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        struct cs_conn *cc = malloc(sizeof *cc);
-        if (!cc)
-            return; /* not counted; no verdict: treated as within the caps */
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        cs_conn_open(h->conns, ci ? ci->client_addr : NULL, cc);
-        *socket_context = cc;
+        const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct cs_conn *cc = fi && h->gate ? cs_gate_take(h->gate, fi->connect_fd) : NULL; /* counted there */
+        if (!cc && (cc = calloc(1, sizeof *cc)) != NULL) { /* not from the gate: counted here, nothing checked */
+            const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+            cs_conn_open(h->conns, ci ? ci->client_addr : NULL, cc);
+        }
+        *socket_context = cc; /* NULL without memory: not counted; treated as within the caps */
     } else if (*socket_context) {
         cs_conn_close(h->conns, *socket_context);
         free(*socket_context);
@@ -572,6 +589,28 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---------------------------------------------------------------- life cycle */
+
+/* A connection's header block: bytes at most, seconds from its first byte at most; bodies up to
+ * GATE_WAIT_BODY bytes are waited for by the gate (gate.h). */
+enum { GATE_MAX_HEAD = 16384, GATE_HEAD_TIMEOUT_S = 10, GATE_WAIT_BODY = 65536 };
+
+/* The listening socket on ai (reuse the address, backlog 1024), -1 with err filled. */
+static int listen_socket(const struct addrinfo *ai, const char *host, int port, char *err, size_t errlen)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        cs_err(err, errlen, CLSPEC_E_IO, "cannot listen on %s port %d (%s: in use, or not an address of this "
+               "machine)", host, port, strerror(e));
+        return -1;
+    }
+    return fd;
+}
 
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen)
 {
@@ -629,32 +668,50 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
         cs_http_stop(h);
         return cs_err(err, errlen, CLSPEC_E_INVAL, "host %s: %s", p->host, gai_strerror(gai));
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    int lfd = listen_socket(ai, p->host, p->port, err, errlen);
+    freeaddrinfo(ai);
+    if (lfd < 0) {
+        cs_http_stop(h);
+        return CLSPEC_E_IO;
+    }
+    /* the gate (gate.c) accepts and checks each connection's first bytes, then hands it to MHD */
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     struct MHD_OptionItem opts[12];
     int no = 0;
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, p->idle_timeout_s > 0 ? p->idle_timeout_s : 0,
                                          NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, p->threads > 0 ? p->threads : 4, NULL};
-    opts[no++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL};
     if (mhd_limit)
         opts[no++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL};
     opts[no++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    h->mhd = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts,
-                              MHD_OPTION_END);
-    freeaddrinfo(ai);
+    h->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!h->mhd) {
+        close(lfd);
         cs_http_stop(h);
-        return cs_err(err, errlen, CLSPEC_E_IO, "cannot listen on %s port %d (in use, or not an address of this "
-                      "machine)", p->host, p->port);
+        return cs_err(err, errlen, CLSPEC_E_IO, "cannot start the HTTP server (libmicrohttpd)");
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = di ? di->port : p->port;
+    struct sockaddr_storage sa;
+    socklen_t sl = sizeof sa;
+    h->port = p->port;
+    if (getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0)
+        h->port = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&sa)->sin_port);
+    struct cs_gate_params gp = {.listen_fd = lfd, .mhd = h->mhd, .conns = h->conns,
+                                .idle_timeout_s = p->idle_timeout_s, .head_timeout_s = GATE_HEAD_TIMEOUT_S,
+                                .max_head = GATE_MAX_HEAD, .max_body = p->max_body_bytes,
+                                .max_wait_body = CS_MIN((size_t)GATE_WAIT_BODY, p->max_body_bytes)};
+    if (p->idle_timeout_s > 0 && p->idle_timeout_s < GATE_HEAD_TIMEOUT_S)
+        gp.head_timeout_s = p->idle_timeout_s;
+    rc = cs_gate_start(&gp, &h->gate, err, errlen);
+    if (rc != CLSPEC_OK) {
+        close(lfd);
+        cs_http_stop(h);
+        return rc;
+    }
     *out = h;
     return CLSPEC_OK;
 }
@@ -697,11 +754,7 @@ void cs_http_stop(struct cs_http *h)
         return;
     /* no new connections (a proxy retries them elsewhere); let the answers of requests that already
      * ended reach their clients, the last bytes of a stream included (at most 5 s) */
-    if (h->mhd) {
-        MHD_socket ls = MHD_quiesce_daemon(h->mhd);
-        if (ls != MHD_INVALID_SOCKET)
-            close(ls);
-    }
+    cs_gate_stop(h->gate);
     for (int i = 0; i < 500 && (atomic_load(&h->live_jobs) > 0 || atomic_load(&h->live_requests) > 0); i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     if (h->reaper_started) { /* no more reaping: the jobs left are ours */
@@ -731,6 +784,7 @@ void cs_http_stop(struct cs_http *h)
         MHD_stop_daemon(h->mhd);
     while (h->jobs)
         cs_http_job_free(h->jobs);
+    cs_gate_free(h->gate);
     cs_conn_table_free(h->conns);
     pthread_mutex_destroy(&h->jobs_mu);
     pthread_cond_destroy(&h->jobs_cv);

@@ -386,6 +386,8 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(r, "X-Request-Id", req_id);
+        if (cn && cn->close_after) /* the gate checked no request after this one (gate.h) */
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         cs_cors_headers(r, cs_http_cors_allow());
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r); /* cs_http_stream_free runs when the connection is done with it */

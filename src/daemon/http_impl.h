@@ -39,6 +39,7 @@ struct cs_http {
     int64_t created;
     clspec_mmproj *mm;          /* borrowed: the vision projector, NULL = images refused */
     struct cs_conn_table *conns;
+    struct cs_gate *gate;       /* the accept loop that checks each connection's first bytes (gate.c) */
     /* every job not yet freed, newest first (jobs_mu); only the reaper frees one */
     pthread_mutex_t jobs_mu;
     pthread_cond_t jobs_cv;

@@ -172,6 +172,9 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
         counter_spec(&b, "clspec_spec_plain_steps_total",
                      "Steps the cost-aware controller decoded without a draft because no length paid.", model, sn,
                      st->spec_steps_plain);
+        counter_spec(&b, "clspec_spec_draft_kv_shrinks_total",
+                     "Steps whose draft was shortened or left out because the KV cache had too few free cells.",
+                     model, sn, st->spec_kv_shrinks);
     }
 
     if (cs_strbuf_take(&b, out, len) != CLSPEC_OK)

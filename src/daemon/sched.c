@@ -118,6 +118,7 @@ static void publish(struct cs_sched *s)
     uint32_t used = 0;
     clspec_kv_usage(s->e, &used, NULL, NULL, 0);
     s->st.kv_cells_used = used; /* cells shared by prefix reuse count once */
+    s->st.spec_kv_shrinks = s->sp->total.n_kv_shrunk; /* the core's, written by this thread */
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
@@ -396,6 +397,9 @@ static void step(struct cs_sched *s)
         if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached && !sl->job->resume &&
             !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
             cs_sched_spec_begin(s, i);
+        else if (sl->job && sl->job->resume && !s->sp->slots[i].active && !sl->no_core &&
+                 !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
+            cs_sched_resume_core(s, i); /* a preempted request: the core prefills its history, drafts go on */
     }
     int32_t n_left[CS_MAX_SEQ];
     bool dec[CS_MAX_SEQ], was_on[CS_MAX_SEQ], in[CS_MAX_SEQ];

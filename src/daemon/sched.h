@@ -167,6 +167,7 @@ struct cs_sched_stats {
     uint64_t spec_requests, spec_steps, spec_drafted, spec_accepted, spec_emitted;
     uint64_t spec_asked, spec_steps_plain; /* chosen draft lengths summed; steps the controller kept plain */
     uint64_t preemptions;    /* running requests preempted when the KV cache filled (resumed later) */
+    uint64_t spec_kv_shrinks; /* decoding steps whose draft was shortened or left out for want of free KV cells */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 

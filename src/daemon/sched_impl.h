@@ -62,6 +62,7 @@ struct slot {
     /* this step */
     int n_rows;                   /* prompt rows in the step's extra batch */
     int logit_row;                /* index among the extra batch's logits rows, -1 none */
+    bool no_core;                 /* a preempted request's history could not be core-prefilled: chunks feed it */
 };
 
 struct cs_sched {
@@ -131,6 +132,11 @@ bool cs_sched_preempt_youngest(struct cs_sched *s);
 /* Slot i's resumed history is in the KV: it decodes in the core again
  * (no token is sampled: the last one of the history is the next input). */
 bool cs_sched_resume_attach(struct cs_sched *s, int i);
+/* spec_core_prefill: slot i's preempted request (just assigned) has its
+ * history prefilled by the speculative core, so the speculator sees its
+ * states and drafts again; false when that could not be done (the slot is
+ * marked no_core: the chunks feed it and it resumes without drafts). */
+bool cs_sched_resume_core(struct cs_sched *s, int i);
 
 /* sched_spec.c: */
 /* Why job j decodes without speculation, NULL when it may speculate. */

@@ -507,10 +507,15 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
             continue;
         int32_t cap = sl->n_max_req > 0 ? CS_MIN(sl->n_max_req, sp->p.n_max) : sp->p.n_max;
         int64_t kmax = CS_MIN((int64_t)(cost ? cap : CS_MIN(sl->n_cur, cap)), (int64_t)n_left[s] - 1);
+        const int64_t k_room = kmax; /* before the cache's free cells cap it */
         kmax = CS_MIN(kmax, spare);
         seq_free = 0;
         clspec_seq_n_free(sp->e, s, &seq_free, e2, sizeof e2);
         kmax = CS_MIN(kmax, (int64_t)seq_free - 1);
+        if (kmax < k_room && k_room >= CS_MAX(sp->p.n_min, 1)) { /* KV pressure: the draft shrinks (to 0 at worst) */
+            sl->st.n_kv_shrunk++;
+            sp->total.n_kv_shrunk++;
+        }
         if (kmax < CS_MAX(sp->p.n_min, 1))
             continue; /* no room or no need: this step goes without a draft */
         if (cost)

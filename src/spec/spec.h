@@ -46,6 +46,7 @@ struct cs_spec_stats {
     uint64_t n_emitted;      /* tokens appended to the history by steps */
     uint64_t n_asked;        /* draft tokens asked of the plugin (the chosen lengths, summed) */
     uint64_t n_ctl_plain;    /* steps the cost-aware controller ran without a draft that one was allowed */
+    uint64_t n_kv_shrunk;    /* steps whose draft was cut short (or left out) for want of free KV cells */
 };
 
 struct cs_spec_slot {

@@ -16,6 +16,15 @@
 #     than chunked, and a control byte in a header get 400 and a closed
 #     connection; a chunked body over max_body_bytes gets 413; three
 #     pipelined requests on one connection get three answers in order;
+#   gate (gate.c, checked before libmicrohttpd parses): a NUL in a header
+#     value, a NUL in a header name, a malformed request line and a folded
+#     header get 400; a chunk size of 2^64-1 followed by silence gets 413 at
+#     once (not after the idle timeout); a lone request's answer says
+#     Connection: close (a later request would not be checked); of two
+#     pipelined requests, a NUL in the second one gets the first answered and
+#     the connection closed before the second; with idle_timeout_s = 1 a
+#     header block or a (small) body that stops halfway gets 408; a request
+#     with Expect: 100-continue is served;
 #   --check: GGUFs whose vocabulary the server refuses at start (a token that
 #     is invalid UTF-8, a token type out of range) are refused by --check too.
 # Needs curl, jq, python3 (rawhttp.py) and the built daemon; bash's /dev/tcp for idle sockets.
@@ -145,6 +154,12 @@ close_idle
 curl -sN "$url/v1/completions" -d '{"prompt":"Once","max_tokens":120,"temperature":0,"stream":true,"ignore_eos":true}' \
     > "$tmp/tmo.sse"
 check "idle timeout: a streamed request completes (ends with [DONE])" grep -q '^data: \[DONE\]' "$tmp/tmo.sse"
+out=$(raw 'GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: a' 8)
+echo "$out" | grep -q '^HTTP/1.1 408' && echo "$out" | grep -q 'did not arrive within 1 s' \
+    && ok "gate: a header block that stops halfway: 408" || not_ok "gate: a header block that stops halfway: 408" "$out"
+out=$(raw 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{"prompt":' 8)
+echo "$out" | grep -q '^HTTP/1.1 408' && echo "$out" | grep -q 'body did not arrive within 1 s' \
+    && ok "gate: a body that stops halfway: 408" || not_ok "gate: a body that stops halfway: 408" "$out"
 stop
 
 # ---- framing
@@ -169,6 +184,34 @@ echo "$out" | grep -q '^HTTP/1.1 413' && echo "$out" | grep -q 'over the limit o
 out=$(raw 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1FFFFFFFFFFFFFFFF\r\nabc\r\n')
 echo "$out" | grep -q '^HTTP/1.1 4[01][03]' && ok "framing: a chunk size over 2^64: a 4xx answer" \
     || not_ok "framing: a chunk size over 2^64: a 4xx answer" "$out"
+gate400() { # gate400 NAME REQUEST WANT: a 400 naming WANT, and the connection closed
+    local out
+    out=$(raw "$2")
+    echo "$out" | grep -q '^HTTP/1.1 400' && echo "$out" | grep -q "$3" && echo "$out" | grep -qi '^connection: close' \
+        && ok "gate: $1: 400" || not_ok "gate: $1: 400" "$out"
+}
+gate400 "a NUL in a header value" 'GET /health HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\n\r\n' 'a NUL byte'
+gate400 "a NUL in a header name" 'GET /health HTTP/1.1\r\nHost: x\r\nX-E\x00vil: ab\r\n\r\n' 'a NUL byte'
+gate400 "a malformed request line" 'GET /health\r\nHost: x\r\n\r\n' 'malformed request line'
+gate400 "a folded header" 'GET /health HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n' 'folded header'
+t0=$(date +%s)
+out=$(raw 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n' 30)
+t1=$(date +%s)
+echo "$out" | grep -q '^HTTP/1.1 413' && echo "$out" | grep -q 'over the limit of 1024 bytes' && [ $((t1 - t0)) -lt 20 ] \
+    && ok "gate: a chunk size of 2^64-1, then silence: 413 (not a wait for the idle timeout)" \
+    || not_ok "gate: a chunk size of 2^64-1, then silence: 413 (not a wait for the idle timeout)" "$((t1 - t0)) s: $out"
+code=$(curl -s -o "$tmp/expect.json" -w '%{http_code}' -H 'Expect: 100-continue' "$url/v1/completions" \
+    -d '{"prompt":"Once","max_tokens":2,"temperature":0}')
+check "gate: a request with Expect: 100-continue is served" test "$code" = 200
+out=$(raw 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
+echo "$out" | grep -q '^HTTP/1.1 200' && echo "$out" | grep -qi '^connection: close' \
+    && ok "gate: a lone request's answer closes the connection" \
+    || not_ok "gate: a lone request's answer closes the connection" "$out"
+out=$(raw 'GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\nX-Evil: a\x00b\r\n\r\n')
+codes=$(echo "$out" | grep -ao 'HTTP/1.1 [0-9]*' | tr '\n' ' ')
+[ "$codes" = "HTTP/1.1 200 " ] && echo "$out" | grep -q '"status":"ok"' && echo "$out" | grep -qi '^connection: close' \
+    && ok "gate: a NUL in the second of two pipelined requests: the first answered, closed before the second" \
+    || not_ok "gate: a NUL in the second of two pipelined requests: the first answered, closed before the second" "$out"
 req='{"prompt":"Once","max_tokens":4,"temperature":0}'
 out=$(raw "GET /health HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ${#req}\r\n\r\n${req}GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" 10)
 codes=$(echo "$out" | grep -ao 'HTTP/1.1 [0-9]*' | tr '\n' ' ')

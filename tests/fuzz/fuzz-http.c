@@ -8,7 +8,8 @@
  * JSON parser of the route named in the request line. Each header line's
  * first bytes also serve as a client address opened in, and at the end
  * closed from, a connection table with small caps (conn.c): the counts must
- * return to zero. */
+ * return to zero. The whole input also goes through the gate's raw check
+ * (cs_framing_scan): a refusal must be 400/413/431 with a reason. */
 #include "config.h"
 
 #include <netinet/in.h>
@@ -74,6 +75,12 @@ static void parse_body(const char *target, size_t tlen, const char *body, size_t
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *p = (const char *)data;
+    /* the gate's check of the raw bytes (gate.c): a refusal names its reason, an acceptance counts >= 1 */
+    char smsg[192] = "";
+    int k = 0, src = cs_framing_scan(p, size, 512, 4096, 256, &k, smsg, sizeof smsg);
+    if ((src > 0 && (!smsg[0] || (src != 400 && src != 413 && src != 431))) || (src == 0 && k < 1) ||
+        (src < 0 && src != CS_SCAN_MORE && src != CS_SCAN_CHUNK && src != CS_SCAN_BODY))
+        abort();
     size_t at = 0, len = 0;
     const char *line = NULL;
     if (!next_line(p, size, &at, &line, &len))

@@ -19,6 +19,10 @@ table and exits 1 when its goal does not hold.
       on a shared cache too small for all; goal: every request completes
       (none fails mid-stream) with the text of its run alone, preemptions
       counted in /metrics
+  soak.py kv --spec TYPE [--spec-model PATH]
+      also (c): (b) with a speculator; goal: as (b) (texts those of (b)
+      alone), drafts shrink under KV pressure (counted in /metrics), and
+      with mtp or dflash every preempted request drafts again once resumed
 Options: --model PATH (default models/stories260K.gguf), --quick (smaller)."""
 import argparse
 import asyncio
@@ -53,7 +57,7 @@ class Daemon:
         sections = {"server": ["port = %d" % port], "model": ["path = " + args.model], "kv": [], "slots": []}
         for line in extra:
             sec, kv = line.split(":", 1)
-            sections[sec].append(kv)
+            sections.setdefault(sec, []).append(kv)
         with open(self.ini, "w") as f:
             for sec, lines in sections.items():
                 f.write("[%s]\n%s\n" % (sec, "\n".join(lines)))
@@ -357,17 +361,24 @@ async def run_idle(args):
 async def run_kv(args):
     rows = []
     good = True
-    for part, n_long, n_short, par in (("a", 1, 3, 4), ("b", 8, 0, 8)):
-        d = Daemon(args, "kv" + part, ["slots:parallel = %d" % par, "kv:n_ctx = %d" % args.n_ctx,
-                                       "kv:unified = true", "server:queue_max = 64"])
+    parts = [("a", 1, 3, 4), ("b", 8, 0, 8)] + ([("c", 8, 0, 8)] if args.spec else [])
+    pre_b = None
+    for part, n_long, n_short, par in parts:
+        extra = ["slots:parallel = %d" % par, "kv:n_ctx = %d" % args.n_ctx, "kv:unified = true",
+                 "server:queue_max = 64"]
+        if part == "c":  # (b) again with a speculator: drafts shrink under pressure, texts stay those of (b) alone
+            extra += ["speculator:type = " + args.spec] + \
+                     (["speculator:model = " + args.spec_model] if args.spec_model else [])
+        d = Daemon(args, "kv" + part, extra)
         long_max = args.n_ctx - 40 if part == "a" else args.n_ctx // 3
         reqs = [(PROMPTS[i % len(PROMPTS)], long_max) for i in range(n_long)] + \
                [(PROMPTS[(i + 1) % len(PROMPTS)], 100) for i in range(n_short)]
-        # alone first (the reference texts), then all at once
-        alone = []
-        for p, m in reqs:
-            alone.append(await request(d.port, {"prompt": p, "max_tokens": m, "temperature": 0,
-                                                "ignore_eos": True, "stream": True}))
+        # alone first (the reference texts; for (c) those of (b), without speculation), then all at once
+        if part != "c":
+            alone = []
+            for p, m in reqs:
+                alone.append(await request(d.port, {"prompt": p, "max_tokens": m, "temperature": 0,
+                                                    "ignore_eos": True, "stream": True}))
         together = await asyncio.gather(*[
             request(d.port, {"prompt": p, "max_tokens": m, "temperature": 0, "ignore_eos": True, "stream": True})
             for p, m in reqs])
@@ -375,6 +386,12 @@ async def run_kv(args):
         same = sum(ok(a) and ok(t) and a["text"] == t["text"] for a, t in zip(alone, together))
         pre = metric(d.port, "clspec_preemptions_total")
         cells = metric(d.port, "clspec_kv_cells_used")
+        if part == "c":
+            shrinks = metric(d.port, "clspec_spec_draft_kv_shrinks_total")
+            drafted = metric(d.port, "clspec_spec_draft_tokens_total")
+            log = open(d.log).read()
+            resumed = len(re.findall(r"resumed on slot \d+ at position \d+", log))
+            resumed_on = len(re.findall(r"resumed on slot \d+ at position \d+, speculation on", log))
         rc = d.stop()
         errors = [r["error"] for r in together if not ok(r)][:2]
         rows += [("(%s) requests" % part, "%d long (max_tokens %d) + %d short, parallel %d, n_ctx %d" %
@@ -386,6 +403,16 @@ async def run_kv(args):
         good &= n_ok == len(reqs) and same == len(reqs) and cells == 0 and rc == 0
         if part == "b":
             good &= (pre or 0) >= 1
+            pre_b = pre
+        if part == "c":
+            rows[-7] = ("(c) requests", rows[-7][1] + ", speculator " + args.spec)
+            rows += [("(c) draft tokens verified", drafted),
+                     ("(c) steps whose draft shrank (KV)", shrinks),
+                     ("(c) preemptions: with drafts / (b) without", "%s / %s" % (pre, pre_b)),
+                     ("(c) resumed / of them drafting again", "%d / %d" % (resumed, resumed_on))]
+            good &= (shrinks or 0) >= 1 and (drafted or 0) >= 1
+            if args.spec in ("dflash", "mtp"):  # the core prefills a resumed history: its drafts go on
+                good &= resumed_on == resumed
     table([("scenario", "KV pressure")] + rows)
     return good
 
@@ -512,6 +539,8 @@ def main():
     ap.add_argument("--idle", type=int, default=4000)
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--n-ctx", type=int, default=512)
+    ap.add_argument("--spec", help="kv: also (c), the 8 streams with this [speculator] type")
+    ap.add_argument("--spec-model", help="kv: the speculator's model (draft, mtp, dflash)")
     args = ap.parse_args()
     if args.clients is None:
         args.clients = {"load": 64, "disconnect": 200, "idle": 16, "kv": 0, "pool": 12}[args.scenario]
