@@ -629,7 +629,8 @@ static int check(struct parser *P)
     for (int32_t r = 0; r < P->n_rules; r++)
         if (!P->rules[r].defined)
             return perr(P, P->rules[r].ref_at, "undefined rule '%s'", P->rules[r].name);
-    uint8_t *nullable = calloc((size_t)P->n_rules, 2);
+    size_t n_rules = P->n_rules > 0 ? (size_t)P->n_rules : 1; /* a count, never negative */
+    uint8_t *nullable = calloc(n_rules, 2);
     if (!nullable)
         return oom(P);
     uint8_t *color = nullable + P->n_rules;
