@@ -253,6 +253,11 @@ static json_t *settings_json(const struct cs_llama_acc_params *p)
                           num(r->sp.presence_penalty), "frequency_penalty", num(r->sp.freq_penalty), "stop", stop,
                           "n_probs", p->n_probs, "ignore_eos", r->ignore_eos, "stream", p->stream, "speculative",
                           r->speculative, "model", p->model, "n_ctx", p->n_ctx_slot);
+    json_t *lb = json_array(); /* llama-server's shape: [{"bias": b or null for -inf, "token": id}] */
+    for (int i = 0; i < r->n_bias; i++)
+        json_array_append_new(lb, json_pack("{s:o,s:i}", "bias", isinf(r->bias[i]) ? json_null() : num(r->bias[i]),
+                                            "token", (int)r->bias_id[i]));
+    json_object_set_new(s, "logit_bias", lb);
     return s;
 }
 
@@ -495,11 +500,12 @@ char *cs_llama_props_json(const struct cs_llama_props *p)
     return dump(o);
 }
 
-int cs_llama_parse_apply_template(const char *body, size_t len, struct cs_api_request *r, const char **param,
-                                  char *err, size_t errlen)
+int cs_llama_parse_apply_template(const char *body, size_t len, const struct cs_api_defaults *dflt,
+                                  struct cs_api_request *r, const char **param, char *err, size_t errlen)
 {
     struct cs_api_defaults d;
     memset(&d, 0, sizeof d);
+    d.thinking_off = dflt && dflt->thinking_off;
     d.sp = cs_sampler_defaults();
     d.sp.seed = 1; /* no fresh seed drawn for a request that samples nothing */
     return cs_api_parse(CS_API_CHAT, body, len, &d, r, param, err, errlen);

@@ -104,10 +104,11 @@ struct cs_llama_props {
 };
 char *cs_llama_props_json(const struct cs_llama_props *p);
 
-/* POST /apply-template: the messages of a chat body (cs_api_parse's rules) ->
- * their parse result in *r (the caller renders; cs_api_request_free). */
-int cs_llama_parse_apply_template(const char *body, size_t len, struct cs_api_request *r, const char **param,
-                                  char *err, size_t errlen);
+/* POST /apply-template: the messages of a chat body (cs_api_parse's rules;
+ * dflt, may be NULL, for thinking_off) -> their parse result in *r (the
+ * caller renders; cs_api_request_free). */
+int cs_llama_parse_apply_template(const char *body, size_t len, const struct cs_api_defaults *dflt,
+                                  struct cs_api_request *r, const char **param, char *err, size_t errlen);
 /* {"prompt": text} */
 char *cs_llama_prompt_json(const char *text, size_t len);
 

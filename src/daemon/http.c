@@ -295,9 +295,10 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/slots", R_SLOTS, "GET"},
         {"/v1/completions", R_COMPLETIONS, "POST"},
         {"/v1/chat/completions", R_CHAT, "POST"},
-        /* llama-server's paths: the OpenAI routes without /v1, and its own */
+        /* llama-server's paths: the OpenAI routes without /v1 (but /completions: its own
+         * /completion, as llama-server routes it), and its own */
         {"/models", R_MODELS, "GET"},
-        {"/completions", R_COMPLETIONS, "POST"},
+        {"/completions", R_COMPLETION, "POST"},
         {"/chat/completions", R_CHAT, "POST"},
         {"/tokenize", R_TOKENIZE, "POST"},
         {"/detokenize", R_DETOKENIZE, "POST"},
@@ -472,10 +473,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             b = NULL;
         return cs_http_reply_json(c, code, b, NULL);
     }
+    if (r == R_MODELS) /* public, as llama-server's (clients list models before they hold a key) */
+        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
     if (!authorized(h, c))
         return cs_http_reply_error(c, 401, "invalid or missing API key (Authorization: Bearer ...)", NULL, NULL);
-    if (r == R_MODELS)
-        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
     if (state == ST_LOADING)
         return cs_http_reply_error(c, 503, "the model is loading; retry shortly", NULL, NULL);
     if (r == R_METRICS) {

@@ -228,6 +228,11 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     int rc = parse_request(h, kind, llama, body, len, &d, &ar, &lr, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    if ((ar.logit_bias || ar.ignore_eos) && (rc = cs_llama_logit_bias(h->e, &ar, err, sizeof err)) != CLSPEC_OK) {
+        cs_llama_request_free(&lr);
+        cs_api_request_free(&ar);
+        return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, "logit_bias", req_id);
+    }
     if (kind == CS_API_CHAT && ar.tools && h->chat != CS_CHAT_JINJA) {
         snprintf(err, sizeof err, "'tools' need the model's Jinja chat template; this model renders chats with the "
                  "%s family (configure [model] chat_template = jinja on a model that has one)",
@@ -337,6 +342,9 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     rq.top_logprobs = ar.top_logprobs;
     rq.ignore_eos = ar.ignore_eos;
     rq.grammar = ar.grammar;
+    rq.bias_id = ar.bias_id;
+    rq.bias = ar.bias;
+    rq.n_bias = ar.n_bias;
     rq.speculative = ar.speculative;
     rq.spec_n_max = ar.spec_n_max;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);

@@ -859,6 +859,10 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         if (j->prompt[i] >= 0)
             clspec_sampler_accept(j->smp, j->prompt[i]);
     /* the grammar starts after the prompt; its state lives in the sampler (restored with it on rollback) */
+    if (r->n_bias > 0 && (rc = clspec_sampler_set_logit_bias(j->smp, r->bias_id, r->bias, r->n_bias, err, errlen)) < 0) {
+        job_free(j);
+        return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
+    }
     if (r->grammar && (rc = clspec_sampler_set_grammar(j->smp, s->gvocab, r->grammar, NULL, err, errlen)) < 0) {
         job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));

@@ -73,6 +73,9 @@ struct cs_req {
     int spec_n_max;          /* this request's cap on the draft length (0 = the server's n_max) */
     char id[40];             /* request id for logs ("req-12") */
     const char *grammar;     /* GBNF the output follows (compiled by submit, not kept), NULL: none */
+    const int32_t *bias_id;  /* (n_bias) logit bias: token ids and their biases (-INFINITY: never), */
+    const float *bias;       /* copied into the request's sampler by submit */
+    int n_bias;
 };
 
 struct cs_top_logprob {
