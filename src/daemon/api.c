@@ -485,6 +485,14 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     if (kind == CS_API_CHAT) {
         TRY(parse_tools(o, r, param, err, errlen));
         r->messages = field(o, "messages");
+        json_t *cfm = field(o, "continue_final_message"), *agp = field(o, "add_generation_prompt");
+        if (cfm && !json_is_boolean(cfm))
+            FAIL("continue_final_message", "'continue_final_message' must be true or false");
+        if (json_is_true(cfm) && !json_is_false(agp))
+            FAIL("continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true");
+        if (json_is_true(cfm))
+            FAIL("continue_final_message", "'continue_final_message' is not supported yet (continuing the last "
+                 "assistant message)");
         if (d->thinking_off && !(r->template_kwargs && json_object_get(r->template_kwargs, "enable_thinking"))) {
             json_t *kw = r->template_kwargs ? r->template_kwargs : json_object(); /* [model] reasoning = off */
             if (!kw || json_object_set_new(kw, "enable_thinking", json_false()) ||

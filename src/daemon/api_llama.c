@@ -361,8 +361,7 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
     return s;
 }
 
-/* timings as llama-server reports them, with the speculation counts when drafts were verified. */
-static json_t *timings_json(const struct cs_req_usage *u)
+json_t *cs_llama_timings(const struct cs_req_usage *u)
 {
     int prompt_n = u->prompt_tokens - u->cached_tokens, n_dec = u->completion_tokens > 1 ? u->completion_tokens - 1 : 0;
     json_t *t = json_pack("{s:i,s:i,s:o,s:o,s:o,s:i,s:o,s:o,s:o}", "cache_n", u->cached_tokens, "prompt_n", prompt_n,
@@ -433,7 +432,7 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
                           -1, "stop", true, "model", a->model, "tokens_predicted", u->completion_tokens,
                           "tokens_evaluated", u->prompt_tokens, "generation_settings", a->settings, "has_new_line",
                           memchr(text, '\n', len) != NULL, "truncated", u->prompt_tokens < a->p.n_prompt, "stop_type", st, "stopping_word",
-                          word, "tokens_cached", u->cached_tokens, "timings", timings_json(u));
+                          word, "tokens_cached", u->cached_tokens, "timings", cs_llama_timings(u));
     if (o && a->p.stream) /* s:O took a reference of the fresh array: drop ours */
         json_decref(json_object_get(o, "tokens"));
     if (o && !a->p.stream && a->p.n_probs > 0)

@@ -65,6 +65,10 @@ struct cs_llama_acc_params {
     size_t prompt_len;
     json_t *response_fields;     /* NULL or names (paths "a/b"): the whole answer holds only those */
 };
+/* timings as llama-server reports them (cache_n, prompt_n, prompt_ms, prompt_per_token_ms,
+ * prompt_per_second, predicted_n, predicted_ms, predicted_per_token_ms, predicted_per_second), with
+ * draft_n / draft_n_accepted when drafts were verified. */
+json_t *cs_llama_timings(const struct cs_req_usage *u);
 int cs_llama_acc_new(const struct cs_llama_acc_params *p, struct cs_llama_acc **out);
 void cs_llama_acc_free(struct cs_llama_acc *a);
 

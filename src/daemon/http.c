@@ -279,7 +279,7 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
 }
 
 enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE,
-             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE };
+             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE, R_INPUT_TOKENS };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -305,6 +305,8 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/completion", R_COMPLETION, "POST"},
         {"/props", R_PROPS, "GET"},
         {"/apply-template", R_APPLY_TEMPLATE, "POST"},
+        {"/chat/completions/input_tokens", R_INPUT_TOKENS, "POST"},
+        {"/v1/chat/completions/input_tokens", R_INPUT_TOKENS, "POST"},
         {"/embeddings", R_EMBEDDINGS, "POST"},
         {"/v1/embeddings", R_EMBEDDINGS, "POST"},
         {"/", R_PAGE, "GET"},
@@ -374,7 +376,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     enum route r = find_route(url, &need);
     allow_method = need;
     cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
-    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
+    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS;
     reply_close = false;
     int state = atomic_load(&h->state);
 
@@ -491,12 +493,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         llama_errors = true;
         return cs_http_reply_error(c, 501, "the /slots endpoint is off ([server] slots = false)", NULL, NULL);
     }
-    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS) {
+    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS) {
         struct cs_llama_ctx x = {h->e, h->s, h->chat, h->n_ctx_slot, h->model_name, h->model_path, &h->p.defaults};
         char *b = NULL;
         const char *rb = cn->body.p ? cn->body.p : "";
         int code = r == R_PROPS            ? cs_llama_route_props(&x, &b)
                    : r == R_APPLY_TEMPLATE ? cs_llama_route_apply_template(&x, rb, cn->body.len, &b)
+                   : r == R_INPUT_TOKENS   ? cs_llama_route_input_tokens(&x, rb, cn->body.len, &b)
                                            : cs_llama_route_embeddings(&x, h->emb, rb, cn->body.len, &b);
         return cs_http_reply_json(c, (unsigned)code, b, NULL);
     }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/common.h"
+#include "daemon/api_llama.h"
 #include "daemon/cors.h"
 #include "daemon/http_impl.h"
 #include "daemon/log.h"
@@ -209,6 +210,26 @@ enum MHD_Result cs_http_whole_answer(struct MHD_Connection *c, struct conn *cn, 
     return ret;
 }
 
+/* A prompt over the slot's context: 400 in llama-server's shape (type exceed_context_size_error,
+ * n_prompt_tokens, n_ctx = the slot's context, its message first), for both API families. */
+static enum MHD_Result context_error(struct cs_http *h, struct MHD_Connection *c, bool llama, const char *why,
+                                     const char *param, int n_prompt, const char *req_id)
+{
+    char msg[768];
+    snprintf(msg, sizeof msg, "the request exceeds the available context size, try increasing it (%s)", why);
+    char *body = llama ? cs_llama_error_json(400, msg) : cs_api_error_json(400, msg, param);
+    json_t *o = body ? json_loads(body, 0, NULL) : NULL;
+    json_t *e = json_object_get(o, "error");
+    free(body);
+    body = NULL;
+    if (e && !json_object_set_new(e, "type", json_string("exceed_context_size_error")) &&
+        !json_object_set_new(e, "n_prompt_tokens", json_integer(n_prompt)) &&
+        !json_object_set_new(e, "n_ctx", json_integer(h->n_ctx_slot)))
+        body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return body ? cs_http_reply_json(c, 400, body, req_id) : cs_http_reply_error(c, 500, "out of memory", NULL, req_id);
+}
+
 enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
                                          enum cs_api_kind kind, bool llama, const char *body, size_t len)
 {
@@ -365,6 +386,8 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         cs_http_job_release(j);
         const char *p = rc == CLSPEC_E_RANGE ? "max_tokens"
                         : rc == CLSPEC_E_CONTEXT ? (kind == CS_API_CHAT ? "messages" : "prompt") : NULL;
+        if (rc == CLSPEC_E_CONTEXT)
+            return context_error(h, c, llama, err, p, n_ids, req_id);
         return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, p, req_id);
     }
 

@@ -51,36 +51,60 @@ int cs_llama_route_props(const struct cs_llama_ctx *x, char **body)
     return 200;
 }
 
-int cs_llama_route_apply_template(const struct cs_llama_ctx *x, const char *req, size_t len, char **body)
+/* A chat body rendered as a chat request renders it (tools and chat_template_kwargs with a Jinja
+ * template; add_generation_prompt, default true): *text and its token count *n_tok; on an error
+ * the HTTP status with *body set. */
+static int render_chat(const struct cs_llama_ctx *x, const char *req, size_t len, char **text, size_t *n_tok,
+                       char **body)
 {
     char err[512];
     const char *param = NULL;
     struct cs_api_request r;
+    *text = NULL;
     int rc = cs_llama_parse_apply_template(req, len, x->d, &r, &param, err, sizeof err);
+    if (rc == CLSPEC_OK) {
+        int32_t *ids = NULL;
+        bool gen = !json_is_false(json_object_get(r.root, "add_generation_prompt"));
+        rc = x->chat == CS_CHAT_JINJA ? cs_chat_tokenize_json(x->e, x->chat, r.messages, r.tools, r.template_kwargs,
+                                                              gen, &ids, n_tok, text, err, sizeof err)
+                                      : cs_chat_tokenize(x->e, x->chat, r.msgs, r.n_msgs, gen, &ids, n_tok, text, err,
+                                                         sizeof err);
+        cs_api_request_free(&r);
+        free(ids);
+    }
     if (rc != CLSPEC_OK) {
         int code = cs_api_http_status(rc);
         *body = cs_llama_error_json(code, err);
+        free(*text);
+        *text = NULL;
         return code;
     }
-    int32_t *ids = NULL;
-    size_t n = 0;
+    return 200;
+}
+
+int cs_llama_route_apply_template(const struct cs_llama_ctx *x, const char *req, size_t len, char **body)
+{
     char *text = NULL;
-    json_t *agp = json_object_get(r.root, "add_generation_prompt"); /* llama-server's: default true */
-    bool gen = !json_is_false(agp);
-    rc = x->chat == CS_CHAT_JINJA /* as a chat request renders: tools and chat_template_kwargs too */
-             ? cs_chat_tokenize_json(x->e, x->chat, r.messages, r.tools, r.template_kwargs, gen, &ids, &n, &text, err,
-                                     sizeof err)
-             : cs_chat_tokenize(x->e, x->chat, r.msgs, r.n_msgs, gen, &ids, &n, &text, err, sizeof err);
-    cs_api_request_free(&r);
-    free(ids);
-    if (rc != CLSPEC_OK) {
-        int code = cs_api_http_status(rc);
-        *body = cs_llama_error_json(code, err);
-        free(text);
+    size_t n = 0;
+    int code = render_chat(x, req, len, &text, &n, body);
+    if (code != 200)
         return code;
-    }
     *body = cs_llama_prompt_json(text, strlen(text));
     free(text);
+    return 200;
+}
+
+int cs_llama_route_input_tokens(const struct cs_llama_ctx *x, const char *req, size_t len, char **body)
+{
+    char *text = NULL;
+    size_t n = 0;
+    int code = render_chat(x, req, len, &text, &n, body);
+    if (code != 200)
+        return code;
+    free(text);
+    json_t *o = json_pack("{s:I}", "input_tokens", (json_int_t)n);
+    *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
     return 200;
 }
 

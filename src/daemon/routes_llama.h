@@ -51,5 +51,8 @@ int cs_llama_route_embeddings(const struct cs_llama_ctx *x, struct cs_embedder *
                               char **body);
 /* POST /apply-template {"messages": [...]}: 200 {"prompt": text}, 400 on bad messages. */
 int cs_llama_route_apply_template(const struct cs_llama_ctx *x, const char *req, size_t len, char **body);
+/* POST /chat/completions/input_tokens (a chat body): 200 {"input_tokens": n}, the prompt's token
+ * count as the chat request would have it. */
+int cs_llama_route_input_tokens(const struct cs_llama_ctx *x, const char *req, size_t len, char **body);
 
 #endif

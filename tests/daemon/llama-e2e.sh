@@ -32,8 +32,11 @@ base() { # the shipped configuration on a free port with the test model
 }
 { base | awk -v k="$key" -v o="$origin" '{print} /^\[server\]/{print "api_key = " k; print "cors_origins = " o; print "embeddings = true"}'
   printf '[speculator]\n%s\n' "$spec"; } > "$tmp/a.ini"
+# daemon B renders chats with a template file that shows what llama-server hands templates
+printf '%s' '{{ date_string }}|{{ datetime }}|{{ enable_thinking }}|{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{% if add_generation_prompt %}<gen>{% endif %}' > "$tmp/show.jinja"
 base | sed -e 's|^n_ctx = .*|n_ctx = 512|' |
-    awk '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}' > "$tmp/b.ini"
+    awk -v t="$tmp/show.jinja" '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}
+         /^\[model\]/{print "chat_template_file = " t; print "chat_template = jinja"; print "reasoning = off"}' > "$tmp/b.ini"
 
 if ! start a; then
     not_ok "daemon A up" "$(tail -5 "$tmp/a.log")"
@@ -177,6 +180,22 @@ if [ "$spec" != "type = none" ]; then
 else
     skip "speculation counts in /completion timings" "ngram plugin not built"
 fi
+big=$(jq -cn --arg p "$(printf 'Once upon a time %.0s' $(seq 1 700))" '{prompt:$p,n_predict:4}')
+slot_ctx=$(code "${auth[@]}" "$url/props" > /dev/null; jq .default_generation_settings.n_ctx "$tmp/body")
+c=$(code "${auth[@]}" "$url/completion" -d "$big")
+check "a prompt over the slot's context: 400 exceed_context_size_error with n_prompt_tokens and n_ctx (llama-server's)" \
+    test "$c|$(jq -r --argjson n "$slot_ctx" '.error.type, (.error.n_prompt_tokens > $n), .error.n_ctx' "$tmp/body" | tr '\n' ' ')" = \
+    "400|exceed_context_size_error true $slot_ctx " -a -n "$(jq -r .error.message "$tmp/body" | grep 'exceeds the available context size')"
+c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "$(jq -c '{messages:[{role:"user",content:.prompt}],stream:true}' <<< "$big")")
+check "the same on the OpenAI chat route, streamed or not" \
+    test "$c|$(jq -r '.error.type, .error.n_ctx' "$tmp/body" | tr '\n' ' ')" = "400|exceed_context_size_error $slot_ctx "
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3,"stream":true,"stream_options":{"include_usage":true}}' > "$tmp/sse"
+check "chat stream: the first chunk has the role and content null; the usage chunk llama-server's timings" \
+    test "$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')|$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq -c '.timings | [.prompt_n > 0, .predicted_n, (.prompt_per_second | type), (.predicted_per_second | type)]')" \
+    = '{"role":"assistant","content":null}|[true,3,"number","number"]'
+check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
+    = 400continue_final_message400
 check "GET /slots: one entry per slot with is_processing" \
     test "$(code "${auth[@]}" "$url/slots")|$(jq '[.[] | select(.is_processing == false)] | length' "$tmp/body")" = "200|2"
 
@@ -260,6 +279,19 @@ code -X OPTIONS -H "Origin: $origin" "$url/completion" > /dev/null
 check "no cors_origins: a preflight gets no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
 code -H "Origin: $origin" "$url/completion" -d '{"prompt":"Once","n_predict":2}' > /dev/null
 check "no cors_origins: answers carry no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
+today=$(date -u '+%d %b %Y|%b %d %Y')
+msgs='"messages":[{"role":"user","content":"hi"}]'
+c=$(code "$url/apply-template" -d "{$msgs}")
+check "chat_template_file + reasoning = off: the template sees date_string, datetime (today) and enable_thinking false" \
+    test "$c|$(jq -r .prompt "$tmp/body")" = "200|$today|False|user:hi;<gen>"
+code "$url/apply-template" -d "{$msgs,\"add_generation_prompt\":false,\"chat_template_kwargs\":{\"enable_thinking\":true}}" > /dev/null
+check "/apply-template: add_generation_prompt false and chat_template_kwargs as a chat request has them" \
+    test "$(jq -r .prompt "$tmp/body")" = "$today|True|user:hi;"
+c=$(code "$url/chat/completions/input_tokens" -d "{$msgs}")
+n_in=$(jq .input_tokens "$tmp/body")
+code "$url/v1/chat/completions" -d "{$msgs,\"max_tokens\":2}" > /dev/null
+check "/chat/completions/input_tokens ($n_in) = the chat's usage.prompt_tokens" \
+    test "$c|$n_in" = "200|$(jq .usage.prompt_tokens "$tmp/body")" -a "$n_in" -gt 5
 stop
 
 echo "1..$n"
