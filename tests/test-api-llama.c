@@ -2,7 +2,7 @@
  * the request's llama fields translated onto the common request (n_predict,
  * n_probs, seed -1, repeat_last_n, mixed and object prompts, response_fields),
  * the refusals naming their field (samplers clspec lacks, several prompts,
- * post_sampling_probs, a malformed logit_bias), and the answers an accumulator builds
+ * a post_sampling_probs that is not a boolean, a malformed logit_bias), and the answers an accumulator builds
  * from scheduler events: whole and streamed, stop_type eos / limit / word
  * with the stopping word, completion_probabilities, timings with the draft
  * counts, response_fields; error bodies, /slots and /props. */
@@ -105,7 +105,7 @@ static void test_refusals(void **state)
         {"{\"prompt\":\"a\",\"typical_p\":0.5}", "typical_p"},
         {"{\"prompt\":\"a\",\"dry_multiplier\":0.8}", "dry_multiplier"},
         {"{\"prompt\":\"a\",\"xtc_probability\":0.5}", "xtc_probability"},
-        {"{\"prompt\":\"a\",\"post_sampling_probs\":true}", "post_sampling_probs"},
+        {"{\"prompt\":\"a\",\"post_sampling_probs\":1}", "post_sampling_probs"},
         {"{\"prompt\":\"a\",\"n_predict\":0}", "n_predict"},
         {"{\"prompt\":\"a\",\"n_predict\":\"5\"}", "n_predict"},
         {"{\"prompt\":\"a\",\"n_probs\":21}", "n_probs"},

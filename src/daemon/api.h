@@ -59,6 +59,7 @@ struct cs_api_request {
     int spec_n_max;              /* "speculative.n_max" (llama-server's): this request's draft length cap, 0 = the server's */
     bool ignore_eos;             /* extension: default false */
     char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
+    bool post_sampling;          /* llama-server's post_sampling_probs: n_probs report the sampler's distribution */
     json_t *logit_bias;          /* "logit_bias" as sent (shape checked; borrowed from root), NULL: none */
     int32_t *bias_id;            /* (n_bias) malloc'd by cs_llama_logit_bias: logit_bias resolved to token ids */
     float *bias;                 /* (n_bias) their biases (-INFINITY: never), ignore_eos's EOG entries included */

@@ -75,9 +75,10 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
                                                         : json_number_value(v) != OFF_ONLY[i].off)))
             FAIL(OFF_ONLY[i].key, "'%s' is not supported by clspec (leave it out or at %g)", OFF_ONLY[i].key,
                  OFF_ONLY[i].off);
-    if ((v = field(o, "post_sampling_probs")) && !json_is_false(v))
-        FAIL("post_sampling_probs", "'post_sampling_probs' is not supported (n_probs reports log-probabilities "
-             "before sampling)");
+    if ((v = field(o, "post_sampling_probs")) && !json_is_boolean(v))
+        FAIL("post_sampling_probs", "'post_sampling_probs' must be true or false");
+    lr->post_sampling = json_is_true(v);
+    json_object_del(o, "post_sampling_probs");
     if ((v = field(o, "n_predict"))) {
         if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) == 0 ||
             json_integer_value(v) > INT32_MAX)
@@ -310,18 +311,22 @@ void cs_llama_acc_free(struct cs_llama_acc *a)
     free(a);
 }
 
-/* One completion_probabilities entry: {id, token, bytes, logprob, top_logprobs: [{id, token, bytes, logprob}]}. */
-static json_t *prob_entry(const struct cs_req_event *ev, const char *piece, size_t len)
+/* One completion_probabilities entry: {id, token, bytes, logprob, top_logprobs: [{id, token, bytes, logprob}]};
+ * post-sampling: "prob" and "top_probs" (the event's log-probabilities exponentiated). */
+static json_t *prob_entry(const struct cs_req_event *ev, const char *piece, size_t len, bool post)
 {
+    const char *k = post ? "prob" : "logprob";
     json_t *top = json_array();
     for (int i = 0; top && i < ev->n_top; i++) {
         const struct cs_top_logprob *t = &ev->top[i];
         json_array_append_new(top, json_pack("{s:i,s:o,s:o,s:o}", "id", (int)t->token, "token",
                                              cs_api_str_lossy(t->text, t->len), "bytes",
-                                             cs_api_bytes_array(t->text, t->len), "logprob", num(t->logprob)));
+                                             cs_api_bytes_array(t->text, t->len), k,
+                                             num(post ? exp(t->logprob) : t->logprob)));
     }
     return json_pack("{s:i,s:o,s:o,s:o,s:o}", "id", (int)ev->token, "token", cs_api_str_lossy(piece, len), "bytes",
-                     cs_api_bytes_array(piece, len), "logprob", num(ev->logprob), "top_logprobs", top);
+                     cs_api_bytes_array(piece, len), k, num(post ? exp(ev->logprob) : ev->logprob),
+                     post ? "top_probs" : "top_logprobs", top);
 }
 
 char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, const char *piece, size_t piece_len,
@@ -333,7 +338,7 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
     if (ev->token >= 0) {
         a->n_tok++;
         cs_strbuf_put_n(&a->raw, piece ? piece : "", piece ? piece_len : 0);
-        if (a->p.n_probs > 0 && !(entry = prob_entry(ev, piece ? piece : "", piece ? piece_len : 0)))
+        if (a->p.n_probs > 0 && !(entry = prob_entry(ev, piece ? piece : "", piece ? piece_len : 0, a->p.post_sampling)))
             *oom = true;
     } else if (ev->len == 0) {
         return NULL;

@@ -24,6 +24,8 @@ struct cs_llama_request {
     json_t *mixed;               /* borrowed from r.root: a prompt array of strings and token ids, or NULL */
     int n_predict;               /* -1: until EOS, the context or the server's default (as max_tokens 0) */
     int n_probs;                 /* 0..CS_MAX_TOP_LOGPROBS: completion_probabilities with that many top entries */
+    bool post_sampling;          /* post_sampling_probs: those are the sampler's probabilities ("prob",
+                                  * "top_probs", no zeros) instead of the model's log-probabilities */
     bool return_tokens;          /* "tokens" of the answer hold the generated ids */
     bool cache_prompt;           /* accepted (default true): prefix reuse is always on */
     int id_slot;                 /* -1 (any); accepted, the scheduler picks the slot */
@@ -56,6 +58,7 @@ struct cs_llama_acc_params {
     const char *model;           /* copied */
     bool stream, return_tokens;
     int n_probs;
+    bool post_sampling;          /* completion_probabilities as probabilities after the sampler's chain */
     int n_prompt;                /* prompt tokens */
     int n_predict;               /* as generation_settings reports it (-1: none) */
     int n_ctx_slot;

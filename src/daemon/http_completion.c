@@ -147,6 +147,7 @@ static int parse_request(struct cs_http *h, enum cs_api_kind kind, bool llama, c
         return rc;
     *ar = lr->r;
     memset(&lr->r, 0, sizeof lr->r);
+    ar->post_sampling = lr->post_sampling;
     ar->sp.penalty_last_n = lr->repeat_last_n < 0 ? h->n_ctx_slot : lr->repeat_last_n;
     if (h->p.n_predict_cap > 0 && ar->max_tokens > h->p.n_predict_cap)
         ar->max_tokens = h->p.n_predict_cap;
@@ -361,6 +362,7 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     }
     rq.logprobs = ar.logprobs;
     rq.top_logprobs = ar.top_logprobs;
+    rq.post_sampling = ar.post_sampling;
     rq.ignore_eos = ar.ignore_eos;
     rq.grammar = ar.grammar;
     rq.bias_id = ar.bias_id;

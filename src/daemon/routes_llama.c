@@ -232,7 +232,8 @@ int cs_llama_acc_for(clspec_engine *e, const struct cs_llama_request *lr, const 
             cs_strbuf_put_n(&pt, piece, CS_MIN(pn, sizeof piece));
     }
     struct cs_llama_acc_params p = {.model = model, .stream = ar->stream, .return_tokens = lr->return_tokens,
-                                    .n_probs = lr->n_probs, .n_prompt = n_ids, .n_predict = lr->n_predict,
+                                    .n_probs = lr->n_probs, .post_sampling = lr->post_sampling,
+                                    .n_prompt = n_ids, .n_predict = lr->n_predict,
                                     .n_ctx_slot = n_ctx_slot, .r = ar, .repeat_last_n = lr->repeat_last_n,
                                     .prompt_text = pt.oom ? NULL : pt.p, .prompt_len = pt.len,
                                     .response_fields = lr->response_fields};

@@ -67,6 +67,9 @@ struct cs_req {
     bool logprobs;           /* report each token's log-probability: log-softmax of the model's logits
                               * (temperature 1, before penalties and filters), whatever sp says */
     int top_logprobs;        /* and that many alternatives (0..CS_MAX_TOP_LOGPROBS) */
+    bool post_sampling;      /* logprobs and alternatives from the distribution the sampler draws from (its
+                              * chain applied: bias, penalties, filters, temperature) instead of the model's;
+                              * alternatives with probability 0 are left out */
     bool ignore_eos;
     bool speculative;        /* speculate when the server has a speculator (default true); false: this
                               * request decodes without drafts (its slot logs why) */

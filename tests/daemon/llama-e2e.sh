@@ -135,7 +135,14 @@ c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once","n_predict":2,"igno
 check "ignore_eos: generation_settings.logit_bias holds the end-of-generation tokens at null (-inf)" \
     test "$c|$(jq '[.generation_settings.logit_bias[] | .bias == null] | (length > 0 and all)' "$tmp/body")" = "200|true"
 check "n_predict 0: 400 naming it" refused n_predict '{"prompt":"a","n_predict":0}'
-check "post_sampling_probs: 400 naming it" refused post_sampling_probs '{"prompt":"a","post_sampling_probs":true}'
+check "post_sampling_probs not a boolean: 400 naming it" refused post_sampling_probs '{"prompt":"a","post_sampling_probs":1}'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":6,"n_probs":5,"post_sampling_probs":true,"top_k":3,"temperature":1,"seed":3}')
+check "post_sampling_probs with top_k 3: each token's top_probs are the sampler's (at most 3, summing to 1, the token among them)" \
+    test "$c|$(jq -c '[.completion_probabilities[] | (.top_probs | length <= 3 and length >= 1), ((.top_probs | map(.prob) | add) - 1 | fabs < 0.001), (.id as $t | .prob as $p | any(.top_probs[]; .id == $t and .prob == $p)), (has("logprob") | not)] | unique' "$tmp/body")" \
+    = '200|[true]'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":4,"n_probs":3,"post_sampling_probs":true,"temperature":0}')
+check "post_sampling_probs, greedy: the chosen token has probability 1 and is the only alternative" \
+    test "$c|$(jq -c '[.completion_probabilities[] | [.prob, (.top_probs | length), .top_probs[0].prob]] | unique' "$tmp/body")" = '200|[[1,1,1]]'
 check "several prompts in a streamed request: 400" refused prompt '{"prompt":["a","b"],"stream":true}'
 c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":["Once upon a time",[1,403,407,261,378],{"prompt_string":"Once upon a time"}],"n_predict":6,"temperature":0}')
 check "several prompts: an array of answers in order, index set, same prompt same text" \
