@@ -200,6 +200,15 @@ curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"use
 check "chat stream: the first chunk has the role and content null; the usage chunk llama-server's timings" \
     test "$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')|$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq -c '.timings | [.prompt_n > 0, .predicted_n, (.prompt_per_second | type), (.predicted_per_second | type)]')" \
     = '{"role":"assistant","content":null}|[true,3,"number","number"]'
+ch='"messages":[{"role":"user","content":"Hi"}],"max_tokens":6,"temperature":0.9'
+c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":3,\"seed\":5}")
+cp "$tmp/body" "$tmp/n3"
+code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"seed\":7}" > /dev/null
+check "n = 3: three choices (index 0..2), choice i as a single request with seed + i, completion_tokens summed" \
+    test "$c|$(jq -c '[[.choices[].index], ([.choices[].message.role] | unique), .usage.completion_tokens == 18]' "$tmp/n3")|$(jq -r '.choices[2].message.content' "$tmp/n3")" \
+    = "200|[[0,1,2],[\"assistant\"],true]|$(jq -r '.choices[0].message.content' "$tmp/body")"
+check "n = 2 streamed: 400 naming n" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":2,\"stream\":true}")|$(jq -r .error.param "$tmp/body")" = "400|n"
 check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
     = 400continue_final_message400
