@@ -486,7 +486,7 @@ static void test_chunks(void **state)
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
     json_t *d = json_object_get(c, "delta");
     assert_string_equal(json_string_value(json_object_get(d, "role")), "assistant");
-    assert_string_equal(json_string_value(json_object_get(d, "content")), "");
+    assert_true(json_is_null(json_object_get(d, "content"))); /* llama-server's first chunk: content null */
     assert_true(json_is_null(json_object_get(c, "finish_reason")));
     assert_true(json_is_null(json_object_get(j, "usage")));
     json_decref(j);
@@ -503,6 +503,9 @@ static void test_chunks(void **state)
     assert_int_equal(json_object_size(json_object_get(c, "delta")), 0);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 21);
     assert_non_null(json_object_get(j, "timings"));
+    /* llama-server's timings beside clspec's: predicted_n = the completion's tokens */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "timings"), "predicted_n")), 21);
+    assert_non_null(json_object_get(json_object_get(j, "timings"), "prompt_per_second"));
     assert_int_equal(json_integer_value(json_object_get(j, "seed")), 77); /* the last chunk reports the seed */
     json_decref(j);
 
