@@ -485,6 +485,11 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     if (kind == CS_API_CHAT) {
         TRY(parse_tools(o, r, param, err, errlen));
         r->messages = field(o, "messages");
+        size_t nm = json_array_size(r->messages);
+        const char *r1 = nm >= 2 ? json_string_value(json_object_get(json_array_get(r->messages, nm - 1), "role")) : NULL;
+        const char *r2 = nm >= 2 ? json_string_value(json_object_get(json_array_get(r->messages, nm - 2), "role")) : NULL;
+        if (r1 && r2 && !strcmp(r1, "assistant") && !strcmp(r2, "assistant")) /* as llama-server */
+            FAIL("messages", "cannot have 2 or more assistant messages at the end of the list");
         json_t *cfm = field(o, "continue_final_message"), *agp = field(o, "add_generation_prompt");
         if (cfm && !json_is_boolean(cfm))
             FAIL("continue_final_message", "'continue_final_message' must be true or false");

@@ -209,6 +209,8 @@ check "n = 3: three choices (index 0..2), choice i as a single request with seed
     = "200|[[0,1,2],[\"assistant\"],true]|$(jq -r '.choices[0].message.content' "$tmp/body")"
 check "n = 2 streamed: 400 naming n" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":2,\"stream\":true}")|$(jq -r .error.param "$tmp/body")" = "400|n"
+check "two assistant messages at the end of the list: 400 naming messages (as llama-server)" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"assistant","content":"c"}]}')|$(jq -r .error.param "$tmp/body")" = "400|messages"
 check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
     = 400continue_final_message400
