@@ -2,7 +2,7 @@
  * the request's llama fields translated onto the common request (n_predict,
  * n_probs, seed -1, repeat_last_n, mixed and object prompts, response_fields),
  * the refusals naming their field (samplers clspec lacks, several prompts,
- * post_sampling_probs, logit_bias), and the answers an accumulator builds
+ * a post_sampling_probs that is not a boolean, a malformed logit_bias), and the answers an accumulator builds
  * from scheduler events: whole and streamed, stop_type eos / limit / word
  * with the stopping word, completion_probabilities, timings with the draft
  * counts, response_fields; error bodies, /slots and /props. */
@@ -105,7 +105,7 @@ static void test_refusals(void **state)
         {"{\"prompt\":\"a\",\"typical_p\":0.5}", "typical_p"},
         {"{\"prompt\":\"a\",\"dry_multiplier\":0.8}", "dry_multiplier"},
         {"{\"prompt\":\"a\",\"xtc_probability\":0.5}", "xtc_probability"},
-        {"{\"prompt\":\"a\",\"post_sampling_probs\":true}", "post_sampling_probs"},
+        {"{\"prompt\":\"a\",\"post_sampling_probs\":1}", "post_sampling_probs"},
         {"{\"prompt\":\"a\",\"n_predict\":0}", "n_predict"},
         {"{\"prompt\":\"a\",\"n_predict\":\"5\"}", "n_predict"},
         {"{\"prompt\":\"a\",\"n_probs\":21}", "n_probs"},
@@ -115,7 +115,8 @@ static void test_refusals(void **state)
         {"{\"prompt\":[\"a\",\"b\"]}", "prompt"},
         {"{\"prompt\":[[1],[2]]}", "prompt"},
         {"{\"prompt\":{\"prompt_string\":\"a\",\"multimodal_data\":5}}", "prompt"}, /* images: an array of base64 */
-        {"{\"prompt\":\"a\",\"logit_bias\":[[1,-100]]}", "logit_bias"},
+        {"{\"prompt\":\"a\",\"logit_bias\":[[1,true]]}", "logit_bias"},
+        {"{\"prompt\":\"a\",\"logit_bias\":[{\"1\":-100}]}", "logit_bias"},
         {"{\"prompt\":\"a\",\"temperature\":-5}", "temperature"},
         {"{\"prompt\":\"a\",\"response_fields\":\"content\"}", "response_fields"},
     };
@@ -359,6 +360,15 @@ static void test_cors_allow(void **state)
     assert_null(cs_cors_allow("", o));
     assert_null(cs_cors_allow(NULL, o));
     assert_null(cs_cors_allow("*", NULL));
+    /* the word localhost: the loopback hosts on any port, nothing that merely starts like one */
+    static const char *const local[] = {"http://localhost", "http://localhost:8080", "http://127.0.0.1",
+                                        "https://127.0.0.1:3000", "http://[::1]", "http://[::1]:3000"};
+    for (size_t i = 0; i < CS_ARRAY_LEN(local); i++)
+        assert_ptr_equal(cs_cors_allow("https://b.example localhost", local[i]), local[i]);
+    static const char *const other[] = {"http://localhost.evil.com", "http://notlocalhost", "http://evil.com",
+                                        "http://localhost:", "http://localhost:80x", "ftp://localhost"};
+    for (size_t i = 0; i < CS_ARRAY_LEN(other); i++)
+        assert_null(cs_cors_allow("localhost", other[i]));
 }
 
 int main(void)

@@ -165,7 +165,9 @@ static void test_refusals(void **state)
         {CS_API_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":3000000000}", CLSPEC_E_INVAL, "max_tokens"},
         {CS_API_COMPLETION, "{\"prompt\":[1,2.5]}", CLSPEC_E_INVAL, "prompt"},
         {CS_API_COMPLETION, "{\"prompt\":[1,4294967296]}", CLSPEC_E_INVAL, "prompt"},
-        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"50256\":-100}}", CLSPEC_E_INVAL, "logit_bias"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"50256\":\"-100\"}}", CLSPEC_E_INVAL, "logit_bias"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[[1,-1,2]]}", CLSPEC_E_INVAL, "logit_bias"},
+        {CS_API_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":5}", CLSPEC_E_INVAL, "logit_bias"},
         {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}",
          CLSPEC_E_INVAL, "response_format"},
         {CS_API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":"
@@ -334,7 +336,7 @@ static void test_range_messages(void **state)
         {"{\"prompt\":[1,-1]}", "prompt", "prompt[1] = -1: token ids are 0..n_vocab-1"},
         {"{\"prompt\":[1,2,7.5]}", "prompt", "prompt[2] is not an integer: token ids are 0..n_vocab-1"},
         {"{\"prompt\":\"x\",\"n\":3}", "n", "'n' is 3; only 1 is supported"},
-        {"{\"prompt\":\"x\",\"logit_bias\":{\"1\":5}}", "logit_bias", "'logit_bias' is not supported yet"},
+        {"{\"prompt\":\"x\",\"logit_bias\":{\"1\":true}}", "logit_bias", "logit_bias[\"1\"] must be a number or false (never)"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(cases); i++) {
         struct cs_api_request r;
@@ -484,7 +486,7 @@ static void test_chunks(void **state)
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
     json_t *d = json_object_get(c, "delta");
     assert_string_equal(json_string_value(json_object_get(d, "role")), "assistant");
-    assert_string_equal(json_string_value(json_object_get(d, "content")), "");
+    assert_true(json_is_null(json_object_get(d, "content"))); /* llama-server's first chunk: content null */
     assert_true(json_is_null(json_object_get(c, "finish_reason")));
     assert_true(json_is_null(json_object_get(j, "usage")));
     json_decref(j);
@@ -501,6 +503,9 @@ static void test_chunks(void **state)
     assert_int_equal(json_object_size(json_object_get(c, "delta")), 0);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 21);
     assert_non_null(json_object_get(j, "timings"));
+    /* llama-server's timings beside clspec's: predicted_n = the completion's tokens */
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "timings"), "predicted_n")), 21);
+    assert_non_null(json_object_get(json_object_get(j, "timings"), "prompt_per_second"));
     assert_int_equal(json_integer_value(json_object_get(j, "seed")), 77); /* the last chunk reports the seed */
     json_decref(j);
 
@@ -772,14 +777,15 @@ static void test_http_loading(void **state)
     assert_int_equal(http_raw(port, "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
                                     "Connection: close\r\n\r\n", resp, sizeof resp), 200);
     assert_non_null(strstr(resp, "\"tiny\""));
-    /* the model list needs no loaded model, but a key */
+    /* the model list needs no loaded model and no key (public, as llama-server's); a wrong key elsewhere: 401 */
     assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"
                                     "Connection: close\r\n\r\n", resp, sizeof resp), 200);
     assert_non_null(strstr(resp, "\"tiny\""));
-    assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3Y\r\n"
-                                    "Connection: close\r\n\r\n", resp, sizeof resp), 401);
     assert_int_equal(http_raw(port, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", resp,
-                              sizeof resp), 401);
+                              sizeof resp), 200);
+    assert_non_null(strstr(resp, "\"tiny\""));
+    assert_int_equal(http_raw(port, "GET /slots HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3Y\r\n"
+                                    "Connection: close\r\n\r\n", resp, sizeof resp), 401);
     assert_non_null(strstr(resp, "invalid_api_key"));
     /* 404, 405 with Allow, 413 from Content-Length before the body is read */
     assert_int_equal(http_raw(port, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\n"

@@ -225,6 +225,9 @@ static void test_every_value(void **state)
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");
     assert_string_equal(c->chat_template, "chatml");
+    snprintf(want, sizeof want, "%s/templates/t.jinja", dir);
+    assert_string_equal(c->chat_template_file, want); /* relative to the file */
+    assert_string_equal(c->reasoning, "off");
     snprintf(want, sizeof want, "%s/models/tiny-mmproj.gguf", dir);
     assert_string_equal(c->mmproj_path, want); /* relative to the file */
     assert_string_equal(c->mmproj_device, "1");

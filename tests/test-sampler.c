@@ -1,6 +1,7 @@
 /* test-sampler.c: greedy, top-k/top-p/min-p candidate sets, llama.cpp-style
  * penalties, seeded reproducibility, a chi-square test of temperature
- * sampling against softmax(logits / T), and clone/restore rewinding. */
+ * sampling against softmax(logits / T), clone/restore rewinding, and the
+ * logit bias. */
 #include "config.h"
 
 #include <math.h>
@@ -45,6 +46,15 @@ static void random_logits(float *x, int n, uint64_t seed)
     tu_rng_seed(&r, seed);
     for (int i = 0; i < n; i++)
         x[i] = 3.0f * tu_rng_normal(&r);
+}
+
+static int32_t argmin_ref(const float *x, int n)
+{
+    int32_t k = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] < x[k])
+            k = i;
+    return k;
 }
 
 static void test_greedy_is_argmax(void **state)
@@ -292,6 +302,82 @@ static void test_clone_restore(void **state)
     cs_sampler_free(s);
 }
 
+/* logit bias: added before everything (repeats sum), -inf never drawn, the
+ * distribution is softmax((x + b) / T) (plain-C reference), clones carry it,
+ * bad ids and biases are refused with the old bias kept. */
+static void test_logit_bias(void **state)
+{
+    (void)state;
+    enum { V = 50 };
+    float x[V], ref[V], pr[V];
+    random_logits(x, V, 21);
+    char err[256] = "";
+    struct cs_sampler_params p = plain();
+    p.temp = 0.0f;
+    struct cs_sampler *g = mk(p, V);
+    int32_t best = cs_argmax(x, V), low = argmin_ref(x, V);
+    int32_t ids[3] = {best, low, low};
+    float b[3] = {-INFINITY, 0.5f * (x[best] - x[low]) + 1.0f, 0.5f * (x[best] - x[low]) + 1.0f};
+    assert_int_equal(cs_sampler_set_bias(g, ids, b, 1, err, sizeof err), 0);
+    int32_t second = -1;
+    for (int i = 0; i < V; i++)
+        if (i != best && (second < 0 || x[i] > x[second]))
+            second = i;
+    assert_int_equal(cs_sampler_sample(g, x), second);       /* -inf: never */
+    assert_int_equal(cs_sampler_set_bias(g, ids, b, 3, err, sizeof err), 0);
+    assert_int_equal(g->n_bias, 2);                           /* low's two entries add up */
+    assert_int_equal(cs_sampler_sample(g, x), low);           /* pushed above everything */
+    /* refused: the old bias stays */
+    int32_t bad_id = V;
+    float nan_b = NAN, one = 1.0f;
+    assert_int_equal(cs_sampler_set_bias(g, &bad_id, &one, 1, err, sizeof err), CLSPEC_E_RANGE);
+    assert_non_null(strstr(err, "vocabulary"));
+    assert_int_equal(cs_sampler_set_bias(g, &best, &nan_b, 1, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_sampler_sample(g, x), low);
+    /* sampled: the distribution against the reference; a clone draws the same */
+    p = plain();
+    p.temp = 0.7f;
+    struct cs_sampler *s = mk(p, V);
+    assert_int_equal(cs_sampler_set_bias(s, ids, b, 3, err, sizeof err), 0);
+    double mx = -INFINITY, sum = 0.0;
+    float xb[V];
+    for (int i = 0; i < V; i++) {
+        xb[i] = x[i] + (i == best ? -INFINITY : i == low ? 2.0f * b[1] : 0.0f);
+        if (xb[i] > mx)
+            mx = xb[i];
+    }
+    for (int i = 0; i < V; i++)
+        sum += exp((xb[i] - mx) / p.temp);
+    for (int i = 0; i < V; i++)
+        ref[i] = (float)(exp((xb[i] - mx) / p.temp) / sum);
+    cs_sampler_probs(s, x, pr);
+    for (int i = 0; i < V; i++)
+        assert_float_equal(pr[i], ref[i], 1e-6);
+    assert_true(pr[best] == 0.0f);
+    struct cs_sampler *c = NULL;
+    assert_int_equal(cs_sampler_clone(s, &c, err, sizeof err), 0);
+    for (int i = 0; i < 200; i++) {
+        int32_t t = cs_sampler_sample(s, x);
+        assert_int_not_equal(t, best);
+        assert_int_equal(cs_sampler_sample(c, x), t);
+    }
+    /* through the public door, and cleared with n = 0 */
+    clspec_sampler *ps = NULL;
+    struct clspec_sampler_params pp;
+    clspec_sampler_default_params(&pp, sizeof pp);
+    pp.temp = 0.0f;
+    assert_int_equal(clspec_sampler_new(&pp, V, &ps, err, sizeof err), 0);
+    assert_int_equal(clspec_sampler_set_logit_bias(ps, ids, b, 1, err, sizeof err), 0);
+    assert_int_equal(clspec_sampler_sample(ps, x), second);
+    assert_int_equal(clspec_sampler_set_logit_bias(ps, NULL, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(clspec_sampler_sample(ps, x), best);
+    assert_int_equal(clspec_sampler_set_logit_bias(NULL, ids, b, 1, err, sizeof err), CLSPEC_E_INVAL);
+    clspec_sampler_free(ps);
+    cs_sampler_free(c);
+    cs_sampler_free(s);
+    cs_sampler_free(g);
+}
+
 static void test_invalid_params(void **state)
 {
     (void)state;
@@ -313,7 +399,7 @@ int main(void)
         cmocka_unit_test(test_seed_reproducible),  cmocka_unit_test(test_temperature_chi_square),
         cmocka_unit_test(test_top_p_set),          cmocka_unit_test(test_min_p_set),
         cmocka_unit_test(test_penalties_llama_cpp), cmocka_unit_test(test_clone_restore),
-        cmocka_unit_test(test_invalid_params),
+        cmocka_unit_test(test_invalid_params),     cmocka_unit_test(test_logit_bias),
     };
     return cmocka_run_group_tests_name("sampler", tests, NULL, NULL);
 }

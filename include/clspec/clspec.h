@@ -436,6 +436,23 @@ int clspec_mmproj_get_info(const clspec_mmproj *m, struct clspec_mmproj_info *in
  * Thread-safe: calls on one projector run one at a time. */
 int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *out, char *err, size_t errlen);
 
+/* ---- logit bias (appended) ---- */
+/* Sets s's logit bias: bias[i] is added to the logit of token ids[i]
+ * (repeated ids add up; -INFINITY: never sampled) before penalties,
+ * grammar and filters, for sample, probs and the speculative verification
+ * alike; n = 0 clears it. Save / restore carry it. CLSPEC_E_RANGE for an id
+ * outside the vocabulary, CLSPEC_E_INVAL for a NaN or +inf bias (s keeps
+ * its previous bias then). */
+int clspec_sampler_set_logit_bias(clspec_sampler *s, const int32_t *ids, const float *bias, int32_t n, char *err,
+                                  size_t errlen);
+
+/* ---- chat template override (appended) ---- */
+/* From now on clspec_chat_template(e) answers tmpl (len bytes, copied; no
+ * NUL inside) instead of the GGUF's tokenizer.chat_template (a template
+ * file, as llama-server's --chat-template-file); tmpl NULL (len 0) goes
+ * back to the GGUF's. Not thread-safe against readers of the template. */
+int clspec_set_chat_template(clspec_engine *e, const char *tmpl, size_t len, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -271,13 +271,38 @@ static int parse_stop(json_t *o, struct cs_api_request *r, const char **param, c
     return CLSPEC_OK;
 }
 
-/* Fields OpenAI defines that clspec does not implement yet: refused rather
- * than silently ignored, except in the value that means "not used". */
-static int refuse_unsupported(json_t *o, const char **param, char *err, size_t errlen)
+/* logit_bias: {"token id or text": bias, ...} (OpenAI's form; llama-server
+ * reads a key that is a whole number as a token id) or llama-server's
+ * [[id or text, bias], ...]; a bias is a number or false (never). Checked
+ * here, kept in r->logit_bias; cs_llama_logit_bias turns it into ids. */
+static int check_logit_bias(json_t *o, struct cs_api_request *r, const char **param, char *err, size_t errlen)
 {
-    json_t *v;
-    if ((v = field(o, "logit_bias")) && !(json_is_object(v) && json_object_size(v) == 0))
-        FAIL("logit_bias", "'logit_bias' is not supported yet (leave it out, null or {})");
+    json_t *v = field(o, "logit_bias"), *b;
+    if (!v)
+        return CLSPEC_OK;
+    if (json_is_object(v)) {
+        const char *k;
+        json_object_foreach(v, k, b)
+        {
+            if (!json_is_number(b) && !json_is_false(b))
+                FAIL("logit_bias", "logit_bias[\"%s\"] must be a number or false (never)", k);
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            json_t *k = json_array_get(e, 0);
+            b = json_array_get(e, 1);
+            if (!json_is_array(e) || json_array_size(e) != 2 || !(json_is_integer(k) || json_is_string(k)) ||
+                !(json_is_number(b) || json_is_false(b)))
+                FAIL("logit_bias", "logit_bias[%zu] must be [token id or text, bias] with a number or false as bias",
+                     i);
+        }
+    } else {
+        FAIL("logit_bias", "'logit_bias' must be an object {\"token id or text\": bias} or a list [[token, bias], ...]");
+    }
+    r->logit_bias = v;
     return CLSPEC_OK;
 }
 
@@ -476,11 +501,31 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     } else {
         TRY(parse_messages(o, r, param, err, errlen));
     }
-    TRY(refuse_unsupported(o, param, err, errlen));
+    TRY(check_logit_bias(o, r, param, err, errlen));
     TRY(parse_grammar(o, r, param, err, errlen));
     if (kind == CS_API_CHAT) {
         TRY(parse_tools(o, r, param, err, errlen));
         r->messages = field(o, "messages");
+        size_t nm = json_array_size(r->messages);
+        const char *r1 = nm >= 2 ? json_string_value(json_object_get(json_array_get(r->messages, nm - 1), "role")) : NULL;
+        const char *r2 = nm >= 2 ? json_string_value(json_object_get(json_array_get(r->messages, nm - 2), "role")) : NULL;
+        if (r1 && r2 && !strcmp(r1, "assistant") && !strcmp(r2, "assistant")) /* as llama-server */
+            FAIL("messages", "cannot have 2 or more assistant messages at the end of the list");
+        json_t *cfm = field(o, "continue_final_message"), *agp = field(o, "add_generation_prompt");
+        if (cfm && !json_is_boolean(cfm))
+            FAIL("continue_final_message", "'continue_final_message' must be true or false");
+        if (json_is_true(cfm) && !json_is_false(agp))
+            FAIL("continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true");
+        if (json_is_true(cfm))
+            FAIL("continue_final_message", "'continue_final_message' is not supported yet (continuing the last "
+                 "assistant message)");
+        if (d->thinking_off && !(r->template_kwargs && json_object_get(r->template_kwargs, "enable_thinking"))) {
+            json_t *kw = r->template_kwargs ? r->template_kwargs : json_object(); /* [model] reasoning = off */
+            if (!kw || json_object_set_new(kw, "enable_thinking", json_false()) ||
+                (!r->template_kwargs && json_object_set_new(o, "chat_template_kwargs", kw)))
+                return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
+            r->template_kwargs = kw;
+        }
     }
     json_t *model = field(o, "model");
     if (model && !json_is_string(model))
@@ -494,7 +539,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     if (set)
         r->max_tokens = (int)x;
     x = 1;
-    TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen));
+    TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen)); /* 2..16 unstreamed: http.c runs the request n times */
     /* the ranges docs/api.md states: keep both in step */
     TRY(get_num(o, "temperature", 0, false, 100, false, &r->sp.temp, param, err, errlen));
     TRY(get_num(o, "top_p", 0, true, 1, false, &r->sp.top_p, param, err, errlen));
@@ -669,6 +714,8 @@ void cs_api_request_free(struct cs_api_request *r)
     free(r->msg_text);
     free(r->msgs);
     free(r->grammar);
+    free(r->bias_id);
+    free(r->bias);
     json_decref(r->root);
     memset(r, 0, sizeof *r);
 }

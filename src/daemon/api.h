@@ -26,6 +26,8 @@ struct cs_api_defaults {
     struct cs_sampler_params sp; /* sp.seed 0: each request without "seed" gets a fresh one */
     int max_tokens;              /* 0 = until EOS or a full context */
     int32_t n_vocab;             /* token ids in a prompt are 0..n_vocab-1; 0 = not checked here */
+    bool thinking_off;           /* [model] reasoning = off: chats get enable_thinking false unless their
+                                  * chat_template_kwargs say (else the template sees true, as llama-server's) */
 };
 
 struct cs_api_request {
@@ -57,6 +59,11 @@ struct cs_api_request {
     int spec_n_max;              /* "speculative.n_max" (llama-server's): this request's draft length cap, 0 = the server's */
     bool ignore_eos;             /* extension: default false */
     char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
+    bool post_sampling;          /* llama-server's post_sampling_probs: n_probs report the sampler's distribution */
+    json_t *logit_bias;          /* "logit_bias" as sent (shape checked; borrowed from root), NULL: none */
+    int32_t *bias_id;            /* (n_bias) malloc'd by cs_llama_logit_bias: logit_bias resolved to token ids */
+    float *bias;                 /* (n_bias) their biases (-INFINITY: never), ignore_eos's EOG entries included */
+    int n_bias;
     json_t *root;                /* the parsed body */
     /* chat, issue 20 (borrowed from root; NULL when absent): */
     json_t *messages;            /* the OpenAI message list as sent (tool_calls, role "tool", ...) */
@@ -72,8 +79,8 @@ struct cs_api_request {
  * or CLSPEC_E_INVAL (a field of the wrong type or out of range, unsupported
  * value, a number beyond int64/double), err holds the message and *param
  * (optional) the field's name (or NULL); r is left empty. Unknown fields are
- * ignored (clients send extras); logit_bias is refused unless empty (not
- * implemented yet); tools are {type: "function", function: {name, ...}}
+ * ignored (clients send extras); logit_bias is checked for shape only
+ * (cs_llama_logit_bias resolves it); tools are {type: "function", function: {name, ...}}
  * objects; tool_choice "auto", "none", "required" or {"type": "function",
  * "function": {"name": N}} (N among tools; the last two set tool_forced,
  * and cannot go with a grammar of the request's own); "grammar",

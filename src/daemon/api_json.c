@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "daemon/api.h"
+#include "daemon/api_llama.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -190,6 +191,10 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     json_decref(ctl);
     if (t) /* llama-server's name of the same count */
         json_object_set_new(t, "draft_n_accepted", json_integer(u->draft_accepted));
+    json_t *ll = cs_llama_timings(u); /* and llama-server's timings beside clspec's */
+    if (t && ll)
+        json_object_update_missing(t, ll);
+    json_decref(ll);
     return t;
 }
 
@@ -256,8 +261,10 @@ char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t l
             json_t *delta = json_object();
             if (role_first)
                 json_object_set_new(delta, "role", json_string("assistant"));
-            if (len || role_first)
+            if (len)
                 json_object_set_new(delta, "content", str_lossy(text, len));
+            else if (role_first) /* as llama-server's first chunk: the role, content null */
+                json_object_set_new(delta, "content", json_null());
             choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "delta", delta, "logprobs",
                                logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
         } else {

@@ -75,9 +75,10 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
                                                         : json_number_value(v) != OFF_ONLY[i].off)))
             FAIL(OFF_ONLY[i].key, "'%s' is not supported by clspec (leave it out or at %g)", OFF_ONLY[i].key,
                  OFF_ONLY[i].off);
-    if ((v = field(o, "post_sampling_probs")) && !json_is_false(v))
-        FAIL("post_sampling_probs", "'post_sampling_probs' is not supported (n_probs reports log-probabilities "
-             "before sampling)");
+    if ((v = field(o, "post_sampling_probs")) && !json_is_boolean(v))
+        FAIL("post_sampling_probs", "'post_sampling_probs' must be true or false");
+    lr->post_sampling = json_is_true(v);
+    json_object_del(o, "post_sampling_probs");
     if ((v = field(o, "n_predict"))) {
         if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) == 0 ||
             json_integer_value(v) > INT32_MAX)
@@ -253,6 +254,11 @@ static json_t *settings_json(const struct cs_llama_acc_params *p)
                           num(r->sp.presence_penalty), "frequency_penalty", num(r->sp.freq_penalty), "stop", stop,
                           "n_probs", p->n_probs, "ignore_eos", r->ignore_eos, "stream", p->stream, "speculative",
                           r->speculative, "model", p->model, "n_ctx", p->n_ctx_slot);
+    json_t *lb = json_array(); /* llama-server's shape: [{"bias": b or null for -inf, "token": id}] */
+    for (int i = 0; i < r->n_bias; i++)
+        json_array_append_new(lb, json_pack("{s:o,s:i}", "bias", isinf(r->bias[i]) ? json_null() : num(r->bias[i]),
+                                            "token", (int)r->bias_id[i]));
+    json_object_set_new(s, "logit_bias", lb);
     return s;
 }
 
@@ -305,18 +311,22 @@ void cs_llama_acc_free(struct cs_llama_acc *a)
     free(a);
 }
 
-/* One completion_probabilities entry: {id, token, bytes, logprob, top_logprobs: [{id, token, bytes, logprob}]}. */
-static json_t *prob_entry(const struct cs_req_event *ev, const char *piece, size_t len)
+/* One completion_probabilities entry: {id, token, bytes, logprob, top_logprobs: [{id, token, bytes, logprob}]};
+ * post-sampling: "prob" and "top_probs" (the event's log-probabilities exponentiated). */
+static json_t *prob_entry(const struct cs_req_event *ev, const char *piece, size_t len, bool post)
 {
+    const char *k = post ? "prob" : "logprob";
     json_t *top = json_array();
     for (int i = 0; top && i < ev->n_top; i++) {
         const struct cs_top_logprob *t = &ev->top[i];
         json_array_append_new(top, json_pack("{s:i,s:o,s:o,s:o}", "id", (int)t->token, "token",
                                              cs_api_str_lossy(t->text, t->len), "bytes",
-                                             cs_api_bytes_array(t->text, t->len), "logprob", num(t->logprob)));
+                                             cs_api_bytes_array(t->text, t->len), k,
+                                             num(post ? exp(t->logprob) : t->logprob)));
     }
     return json_pack("{s:i,s:o,s:o,s:o,s:o}", "id", (int)ev->token, "token", cs_api_str_lossy(piece, len), "bytes",
-                     cs_api_bytes_array(piece, len), "logprob", num(ev->logprob), "top_logprobs", top);
+                     cs_api_bytes_array(piece, len), k, num(post ? exp(ev->logprob) : ev->logprob),
+                     post ? "top_probs" : "top_logprobs", top);
 }
 
 char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, const char *piece, size_t piece_len,
@@ -328,7 +338,7 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
     if (ev->token >= 0) {
         a->n_tok++;
         cs_strbuf_put_n(&a->raw, piece ? piece : "", piece ? piece_len : 0);
-        if (a->p.n_probs > 0 && !(entry = prob_entry(ev, piece ? piece : "", piece ? piece_len : 0)))
+        if (a->p.n_probs > 0 && !(entry = prob_entry(ev, piece ? piece : "", piece ? piece_len : 0, a->p.post_sampling)))
             *oom = true;
     } else if (ev->len == 0) {
         return NULL;
@@ -356,8 +366,7 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
     return s;
 }
 
-/* timings as llama-server reports them, with the speculation counts when drafts were verified. */
-static json_t *timings_json(const struct cs_req_usage *u)
+json_t *cs_llama_timings(const struct cs_req_usage *u)
 {
     int prompt_n = u->prompt_tokens - u->cached_tokens, n_dec = u->completion_tokens > 1 ? u->completion_tokens - 1 : 0;
     json_t *t = json_pack("{s:i,s:i,s:o,s:o,s:o,s:i,s:o,s:o,s:o}", "cache_n", u->cached_tokens, "prompt_n", prompt_n,
@@ -428,7 +437,7 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
                           -1, "stop", true, "model", a->model, "tokens_predicted", u->completion_tokens,
                           "tokens_evaluated", u->prompt_tokens, "generation_settings", a->settings, "has_new_line",
                           memchr(text, '\n', len) != NULL, "truncated", u->prompt_tokens < a->p.n_prompt, "stop_type", st, "stopping_word",
-                          word, "tokens_cached", u->cached_tokens, "timings", timings_json(u));
+                          word, "tokens_cached", u->cached_tokens, "timings", cs_llama_timings(u));
     if (o && a->p.stream) /* s:O took a reference of the fresh array: drop ours */
         json_decref(json_object_get(o, "tokens"));
     if (o && !a->p.stream && a->p.n_probs > 0)
@@ -495,11 +504,12 @@ char *cs_llama_props_json(const struct cs_llama_props *p)
     return dump(o);
 }
 
-int cs_llama_parse_apply_template(const char *body, size_t len, struct cs_api_request *r, const char **param,
-                                  char *err, size_t errlen)
+int cs_llama_parse_apply_template(const char *body, size_t len, const struct cs_api_defaults *dflt,
+                                  struct cs_api_request *r, const char **param, char *err, size_t errlen)
 {
     struct cs_api_defaults d;
     memset(&d, 0, sizeof d);
+    d.thinking_off = dflt && dflt->thinking_off;
     d.sp = cs_sampler_defaults();
     d.sp.seed = 1; /* no fresh seed drawn for a request that samples nothing */
     return cs_api_parse(CS_API_CHAT, body, len, &d, r, param, err, errlen);

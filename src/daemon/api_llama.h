@@ -24,6 +24,8 @@ struct cs_llama_request {
     json_t *mixed;               /* borrowed from r.root: a prompt array of strings and token ids, or NULL */
     int n_predict;               /* -1: until EOS, the context or the server's default (as max_tokens 0) */
     int n_probs;                 /* 0..CS_MAX_TOP_LOGPROBS: completion_probabilities with that many top entries */
+    bool post_sampling;          /* post_sampling_probs: those are the sampler's probabilities ("prob",
+                                  * "top_probs", no zeros) instead of the model's log-probabilities */
     bool return_tokens;          /* "tokens" of the answer hold the generated ids */
     bool cache_prompt;           /* accepted (default true): prefix reuse is always on */
     int id_slot;                 /* -1 (any); accepted, the scheduler picks the slot */
@@ -56,6 +58,7 @@ struct cs_llama_acc_params {
     const char *model;           /* copied */
     bool stream, return_tokens;
     int n_probs;
+    bool post_sampling;          /* completion_probabilities as probabilities after the sampler's chain */
     int n_prompt;                /* prompt tokens */
     int n_predict;               /* as generation_settings reports it (-1: none) */
     int n_ctx_slot;
@@ -65,6 +68,10 @@ struct cs_llama_acc_params {
     size_t prompt_len;
     json_t *response_fields;     /* NULL or names (paths "a/b"): the whole answer holds only those */
 };
+/* timings as llama-server reports them (cache_n, prompt_n, prompt_ms, prompt_per_token_ms,
+ * prompt_per_second, predicted_n, predicted_ms, predicted_per_token_ms, predicted_per_second), with
+ * draft_n / draft_n_accepted when drafts were verified. */
+json_t *cs_llama_timings(const struct cs_req_usage *u);
 int cs_llama_acc_new(const struct cs_llama_acc_params *p, struct cs_llama_acc **out);
 void cs_llama_acc_free(struct cs_llama_acc *a);
 
@@ -104,10 +111,11 @@ struct cs_llama_props {
 };
 char *cs_llama_props_json(const struct cs_llama_props *p);
 
-/* POST /apply-template: the messages of a chat body (cs_api_parse's rules) ->
- * their parse result in *r (the caller renders; cs_api_request_free). */
-int cs_llama_parse_apply_template(const char *body, size_t len, struct cs_api_request *r, const char **param,
-                                  char *err, size_t errlen);
+/* POST /apply-template: the messages of a chat body (cs_api_parse's rules;
+ * dflt, may be NULL, for thinking_off) -> their parse result in *r (the
+ * caller renders; cs_api_request_free). */
+int cs_llama_parse_apply_template(const char *body, size_t len, const struct cs_api_defaults *dflt,
+                                  struct cs_api_request *r, const char **param, char *err, size_t errlen);
 /* {"prompt": text} */
 char *cs_llama_prompt_json(const char *text, size_t len);
 

@@ -43,6 +43,8 @@ struct cs_config {
     char *model_name;           /* id in /v1/models; default: file name without .gguf */
     char *chat_template;        /* NULL = from the GGUF; else a family name (chatml, llama2, llama3,
                                  * mistral, zephyr, gemma, plain) */
+    char *chat_template_file;   /* NULL = none; else a template text replacing the GGUF's */
+    char *reasoning;            /* "auto" | "on" | "off" (enable_thinking false by default) */
     char *mmproj_path;          /* NULL = no vision projector (images refused) */
     char *mmproj_device;        /* NULL = the first device */
     bool remote_images;         /* fetch http(s) image URLs (false: refused) */

@@ -59,6 +59,11 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "model id in /v1/models and responses (empty = file name without .gguf)"},
     {"model", "chat_template", CS_CFG_ENUM, OFF(chat_template), "", 0, 0, TEMPLATES,
      "chat template family (empty = the template stored in the GGUF)"},
+    {"model", "chat_template_file", CS_CFG_PATH, OFF(chat_template_file), "", 0, 0, NULL,
+     "a chat template file (Jinja) used instead of the GGUF's, as llama-server's --chat-template-file (empty = none)"},
+    {"model", "reasoning", CS_CFG_ENUM, OFF(reasoning), "auto", 0, 0, "auto|on|off",
+     "thinking in chats, as llama-server's --reasoning: off = templates get enable_thinking false unless a request's "
+     "chat_template_kwargs say (auto, on: true)"},
     {"model", "mmproj", CS_CFG_PATH, OFF(mmproj_path), "", 0, 0, NULL,
      "vision projector GGUF (mmproj) for image input (empty = images refused)"},
     {"model", "mmproj_device", CS_CFG_STR, OFF(mmproj_device), "", 0, 0, NULL,

@@ -3,7 +3,30 @@
 
 #include "daemon/cors.h"
 
+#include <stdbool.h>
 #include <string.h>
+
+/* origin is http(s)://localhost, 127.0.0.1 or [::1], with or without a port, and nothing else */
+static bool is_local(const char *origin)
+{
+    static const char *const hosts[] = {"localhost", "127.0.0.1", "[::1]"};
+    const char *p = strncmp(origin, "http://", 7) == 0 ? origin + 7 : strncmp(origin, "https://", 8) == 0 ? origin + 8
+                                                                                                           : NULL;
+    for (size_t i = 0; p && i < sizeof hosts / sizeof hosts[0]; i++) {
+        size_t n = strlen(hosts[i]);
+        if (strncmp(p, hosts[i], n) != 0)
+            continue;
+        const char *q = p + n;
+        if (*q == '\0')
+            return true;
+        if (*q++ != ':' || !*q)
+            return false;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        return *q == '\0';
+    }
+    return false;
+}
 
 const char *cs_cors_allow(const char *cfg, const char *origin)
 {
@@ -17,6 +40,8 @@ const char *cs_cors_allow(const char *cfg, const char *origin)
             p++;
         size_t k = strcspn(p, ", ");
         if (k == n && k > 0 && strncmp(p, origin, n) == 0)
+            return origin;
+        if (k == 9 && strncmp(p, "localhost", 9) == 0 && is_local(origin))
             return origin;
         p += k;
     }
@@ -43,7 +68,7 @@ struct MHD_Response *cs_cors_preflight(struct MHD_Connection *c, const char *met
     if (allow) {
         const char *hdrs = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
         cs_cors_headers(r, allow);
-        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST");
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
         MHD_add_response_header(r, "Access-Control-Allow-Headers", hdrs && hdrs[0] ? hdrs : "Authorization, Content-Type");
         MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     }

@@ -172,6 +172,76 @@ static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Con
     return cs_http_reply_json(c, 200, s, NULL);
 }
 
+/* An OpenAI body with "n" 2..CS_HTTP_MAX_CHOICES, not streamed: the request run n times (one after
+ * the other, "n" removed; a given seed s becomes s + i for choice i, else each draws its own), the
+ * answers merged into one: choices in order with their index, usage summed over the choices' tokens
+ * (prompt_tokens once). NULL root (not JSON, no such n): MHD_NO, the caller goes the usual way. */
+#define CS_HTTP_MAX_CHOICES 16
+static enum MHD_Result handle_choices(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
+                                      const char *body, size_t len, bool *done)
+{
+    *done = false;
+    json_t *root = json_loadb(body, len, 0, NULL), *n = json_object_get(root, "n"), *seed;
+    json_int_t k = json_is_integer(n) ? json_integer_value(n) : 1;
+    if (k < 2 || k > CS_HTTP_MAX_CHOICES || json_is_true(json_object_get(root, "stream"))) {
+        json_decref(root);
+        return MHD_NO;
+    }
+    *done = true;
+    seed = json_object_get(root, "seed");
+    json_int_t s0 = json_is_integer(seed) ? json_integer_value(seed) : -1;
+    json_object_del(root, "n");
+    json_t *out = NULL, *choices = json_array();
+    json_int_t done_tokens = 0;
+    for (json_int_t i = 0; i < k; i++) {
+        if (s0 >= 0)
+            json_object_set_new(root, "seed", json_integer(s0 + i));
+        char *sub = json_dumps(root, JSON_COMPACT);
+        if (!sub || !choices)
+            break;
+        capture.on = true;
+        capture.code = 0;
+        cs_http_completion(h, c, NULL, kind, false, sub, strlen(sub));
+        capture.on = false;
+        free(sub);
+        json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+        json_t *ch = json_array_get(json_object_get(ans, "choices"), 0);
+        if (!ch) {
+            json_decref(ans);
+            json_decref(out);
+            json_decref(choices);
+            json_decref(root);
+            if (capture.code == 0) /* the client went away */
+                return MHD_NO;
+            char *b = capture.body;
+            capture.body = NULL;
+            return cs_http_reply_json(c, capture.code == 200 ? 500 : capture.code, b, NULL);
+        }
+        free(capture.body);
+        capture.body = NULL;
+        json_object_set_new(ch, "index", json_integer(i));
+        json_array_append(choices, ch);
+        done_tokens += json_integer_value(json_object_get(json_object_get(ans, "usage"), "completion_tokens"));
+        if (!out)
+            out = ans;
+        else
+            json_decref(ans);
+    }
+    json_decref(root);
+    json_t *u = json_object_get(out, "usage");
+    if (u) {
+        json_int_t pt = json_integer_value(json_object_get(u, "prompt_tokens"));
+        json_object_set_new(u, "completion_tokens", json_integer(done_tokens));
+        json_object_set_new(u, "total_tokens", json_integer(pt + done_tokens));
+    }
+    if (out && choices)
+        json_object_set(out, "choices", choices);
+    json_decref(choices);
+    char *s = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    return s ? cs_http_reply_json(c, 200, s, NULL) : cs_http_reply_error(c, 500, "out of memory", NULL, NULL);
+}
+
 /* ---------------------------------------------------------------- tokenize, detokenize */
 
 /* POST /tokenize (llama-server's): ids, or {id, piece} with with_pieces. */
@@ -285,7 +355,7 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
 }
 
 enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE,
-             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE };
+             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE, R_INPUT_TOKENS };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -301,15 +371,18 @@ static enum route find_route(const char *url, const char **method_needed)
         {"/slots", R_SLOTS, "GET"},
         {"/v1/completions", R_COMPLETIONS, "POST"},
         {"/v1/chat/completions", R_CHAT, "POST"},
-        /* llama-server's paths: the OpenAI routes without /v1, and its own */
+        /* llama-server's paths: the OpenAI routes without /v1 (but /completions: its own
+         * /completion, as llama-server routes it), and its own */
         {"/models", R_MODELS, "GET"},
-        {"/completions", R_COMPLETIONS, "POST"},
+        {"/completions", R_COMPLETION, "POST"},
         {"/chat/completions", R_CHAT, "POST"},
         {"/tokenize", R_TOKENIZE, "POST"},
         {"/detokenize", R_DETOKENIZE, "POST"},
         {"/completion", R_COMPLETION, "POST"},
         {"/props", R_PROPS, "GET"},
         {"/apply-template", R_APPLY_TEMPLATE, "POST"},
+        {"/chat/completions/input_tokens", R_INPUT_TOKENS, "POST"},
+        {"/v1/chat/completions/input_tokens", R_INPUT_TOKENS, "POST"},
         {"/embeddings", R_EMBEDDINGS, "POST"},
         {"/v1/embeddings", R_EMBEDDINGS, "POST"},
         {"/", R_PAGE, "GET"},
@@ -387,7 +460,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     enum route r = find_route(url, &need);
     allow_method = need;
     cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
-    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS;
+    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS;
     reply_close = *con_cls && ((struct conn *)*con_cls)->close_after;
     int state = atomic_load(&h->state);
 
@@ -488,10 +561,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             b = NULL;
         return cs_http_reply_json(c, code, b, NULL);
     }
+    if (r == R_MODELS) /* public, as llama-server's (clients list models before they hold a key) */
+        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
     if (!authorized(h, c))
         return cs_http_reply_error(c, 401, "invalid or missing API key (Authorization: Bearer ...)", NULL, NULL);
-    if (r == R_MODELS)
-        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
     if (state == ST_LOADING)
         return cs_http_reply_error(c, 503, "the model is loading; retry shortly", NULL, NULL);
     if (r == R_METRICS) {
@@ -506,12 +579,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         llama_errors = true;
         return cs_http_reply_error(c, 501, "the /slots endpoint is off ([server] slots = false)", NULL, NULL);
     }
-    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS) {
+    if (r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS) {
         struct cs_llama_ctx x = {h->e, h->s, h->chat, h->n_ctx_slot, h->model_name, h->model_path, &h->p.defaults};
         char *b = NULL;
         const char *rb = cn->body.p ? cn->body.p : "";
         int code = r == R_PROPS            ? cs_llama_route_props(&x, &b)
                    : r == R_APPLY_TEMPLATE ? cs_llama_route_apply_template(&x, rb, cn->body.len, &b)
+                   : r == R_INPUT_TOKENS   ? cs_llama_route_input_tokens(&x, rb, cn->body.len, &b)
                                            : cs_llama_route_embeddings(&x, h->emb, rb, cn->body.len, &b);
         return cs_http_reply_json(c, (unsigned)code, b, NULL);
     }
@@ -535,6 +609,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         json_decref(prompts);
         json_decref(root);
         if (prompts)
+            return ret;
+    }
+    if (r == R_CHAT || r == R_COMPLETIONS) { /* "n" > 1 choices */
+        bool done = false;
+        enum MHD_Result ret = handle_choices(h, c, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION,
+                                             cn->body.p ? cn->body.p : "", cn->body.len, &done);
+        if (done)
             return ret;
     }
     return cs_http_completion(h, c, cn, r == R_CHAT ? CS_API_CHAT : CS_API_COMPLETION, r == R_COMPLETION,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/common.h"
+#include "daemon/api_llama.h"
 #include "daemon/cors.h"
 #include "daemon/http_impl.h"
 #include "daemon/log.h"
@@ -146,6 +147,7 @@ static int parse_request(struct cs_http *h, enum cs_api_kind kind, bool llama, c
         return rc;
     *ar = lr->r;
     memset(&lr->r, 0, sizeof lr->r);
+    ar->post_sampling = lr->post_sampling;
     ar->sp.penalty_last_n = lr->repeat_last_n < 0 ? h->n_ctx_slot : lr->repeat_last_n;
     if (h->p.n_predict_cap > 0 && ar->max_tokens > h->p.n_predict_cap)
         ar->max_tokens = h->p.n_predict_cap;
@@ -209,6 +211,26 @@ enum MHD_Result cs_http_whole_answer(struct MHD_Connection *c, struct conn *cn, 
     return ret;
 }
 
+/* A prompt over the slot's context: 400 in llama-server's shape (type exceed_context_size_error,
+ * n_prompt_tokens, n_ctx = the slot's context, its message first), for both API families. */
+static enum MHD_Result context_error(struct cs_http *h, struct MHD_Connection *c, bool llama, const char *why,
+                                     const char *param, int n_prompt, const char *req_id)
+{
+    char msg[768];
+    snprintf(msg, sizeof msg, "the request exceeds the available context size, try increasing it (%s)", why);
+    char *body = llama ? cs_llama_error_json(400, msg) : cs_api_error_json(400, msg, param);
+    json_t *o = body ? json_loads(body, 0, NULL) : NULL;
+    json_t *e = json_object_get(o, "error");
+    free(body);
+    body = NULL;
+    if (e && !json_object_set_new(e, "type", json_string("exceed_context_size_error")) &&
+        !json_object_set_new(e, "n_prompt_tokens", json_integer(n_prompt)) &&
+        !json_object_set_new(e, "n_ctx", json_integer(h->n_ctx_slot)))
+        body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return body ? cs_http_reply_json(c, 400, body, req_id) : cs_http_reply_error(c, 500, "out of memory", NULL, req_id);
+}
+
 enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
                                          enum cs_api_kind kind, bool llama, const char *body, size_t len)
 {
@@ -228,6 +250,11 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     int rc = parse_request(h, kind, llama, body, len, &d, &ar, &lr, &param, err, sizeof err);
     if (rc != CLSPEC_OK)
         return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, param, req_id);
+    if ((ar.logit_bias || ar.ignore_eos) && (rc = cs_llama_logit_bias(h->e, &ar, err, sizeof err)) != CLSPEC_OK) {
+        cs_llama_request_free(&lr);
+        cs_api_request_free(&ar);
+        return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, "logit_bias", req_id);
+    }
     if (kind == CS_API_CHAT && ar.tools && h->chat != CS_CHAT_JINJA) {
         snprintf(err, sizeof err, "'tools' need the model's Jinja chat template; this model renders chats with the "
                  "%s family (configure [model] chat_template = jinja on a model that has one)",
@@ -351,8 +378,12 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     }
     rq.logprobs = ar.logprobs;
     rq.top_logprobs = ar.top_logprobs;
+    rq.post_sampling = ar.post_sampling;
     rq.ignore_eos = ar.ignore_eos;
     rq.grammar = ar.grammar;
+    rq.bias_id = ar.bias_id;
+    rq.bias = ar.bias;
+    rq.n_bias = ar.n_bias;
     rq.speculative = ar.speculative;
     rq.spec_n_max = ar.spec_n_max;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
@@ -373,6 +404,8 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         cs_http_job_release(j);
         const char *p = rc == CLSPEC_E_RANGE ? "max_tokens"
                         : rc == CLSPEC_E_CONTEXT ? (kind == CS_API_CHAT ? "messages" : "prompt") : NULL;
+        if (rc == CLSPEC_E_CONTEXT)
+            return context_error(h, c, llama, err, p, n_ids, req_id);
         return cs_http_reply_error(c, (unsigned)cs_api_http_status(rc), err, p, req_id);
     }
 

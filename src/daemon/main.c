@@ -18,6 +18,7 @@
 #include "engine/api.h"
 #include "text/chat.h"
 #include "base/common.h"
+#include "base/strbuf.h"
 #include "daemon/cfg.h"
 #include "daemon/embed.h"
 #include "daemon/http.h"
@@ -166,6 +167,28 @@ static void log_program(void *ud, const struct cs_cl_dev *d, const char *name, c
            "for it", name, how, n, ms, d->info.name, *extra ? " with " : "", extra);
 }
 
+/* [model] chat_template_file: its text becomes the engine's chat template (in place of the GGUF's). */
+static int load_template_file(clspec_engine *e, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return cs_err(err, errlen, CLSPEC_E_IO, "[model] chat_template_file: %s: %s", path, strerror(errno));
+    struct cs_strbuf b = {0};
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        cs_strbuf_put_n(&b, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    int rc = bad ? cs_err(err, errlen, CLSPEC_E_IO, "[model] chat_template_file: %s: read error", path)
+             : b.oom ? cs_err(err, errlen, CLSPEC_E_NOMEM, "[model] chat_template_file: out of memory")
+                     : clspec_set_chat_template(e, b.p ? b.p : "", b.len, err, errlen);
+    if (rc == CLSPEC_OK)
+        cs_log(CS_LOG_INFO, NULL, "chat template: from %s (%zu bytes)", path, b.len);
+    cs_strbuf_free(&b);
+    return rc;
+}
+
 static void *load_main(void *arg)
 {
     struct loader *L = arg;
@@ -175,6 +198,8 @@ static void *load_main(void *arg)
     cs_api_engine_params(&cp, &ep);
     L->rc = clspec_engine_open(&ep, &L->door, L->err, sizeof L->err);
     L->e = cs_api_engine(L->door);
+    if (L->rc == CLSPEC_OK && cfg->chat_template_file && cfg->chat_template_file[0])
+        L->rc = load_template_file(L->door, cfg->chat_template_file, L->err, sizeof L->err);
     if (L->rc == CLSPEC_OK) {
         bool known = false;
         size_t tlen = 0;
@@ -304,7 +329,8 @@ int main(int argc, char **argv)
         .idle_timeout_s = cfg->idle_timeout_s,
         .threads = cfg->http_threads,
         .model_name = cfg->model_name,
-        .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens},
+        .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens,
+                     .thinking_off = cfg->reasoning && strcmp(cfg->reasoning, "off") == 0},
         .cors_origins = cfg->cors_origins,
         .remote_images = cfg->remote_images,
         .webui_off = !cfg->webui,

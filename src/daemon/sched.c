@@ -57,6 +57,8 @@ static void job_free(struct job *j)
     for (int i = 0; i < CS_MAX_STOP; i++)
         free(j->stop_copy[i]);
     clspec_sampler_free(j->smp);
+    cs_sampler_free(j->shadow);
+    free(j->pp);
     cs_textout_free(j->to);
     free(j);
 }
@@ -246,7 +248,15 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
     memset(&ev, 0, sizeof ev);
     ev.type = CS_EV_TOKEN;
     float lse = 0.0f;
-    if (L && (j->r.logprobs || j->r.top_logprobs > 0)) { /* the model's distribution (temperature 1) */
+    if (L && j->shadow) { /* the sampler's distribution before this draw, as log-probabilities (-inf: never) */
+        cs_sampler_probs(j->shadow, L, j->pp);
+        for (int32_t v = 0; v < s->n_vocab; v++)
+            j->pp[v] = j->pp[v] > 0.0f ? logf(j->pp[v]) : -INFINITY;
+        L = j->pp;
+    }
+    if (j->shadow)
+        cs_sampler_accept(j->shadow, tok);
+    if (L && !j->shadow && (j->r.logprobs || j->r.top_logprobs > 0)) { /* the model's distribution (temperature 1) */
         float m = L[0];
         for (int32_t v = 1; v < s->n_vocab; v++)
             m = L[v] > m ? L[v] : m;
@@ -265,6 +275,8 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
         ev.logprob = L[tok] - lse;
     if (L && j->r.top_logprobs > 0) {
         int k = top_alternatives(s, L, lse, j->r.top_logprobs);
+        while (k > 0 && s->top[k - 1].logprob == -INFINITY) /* post-sampling: probability 0 is no alternative */
+            k--;
         if (k < 0) {
             cs_sched_finish(s, i, NULL, k, "out of memory formatting top logprobs");
             return false;
@@ -863,11 +875,24 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         if (j->prompt[i] >= 0)
             clspec_sampler_accept(j->smp, j->prompt[i]);
     /* the grammar starts after the prompt; its state lives in the sampler (restored with it on rollback) */
+    if (r->n_bias > 0 && (rc = clspec_sampler_set_logit_bias(j->smp, r->bias_id, r->bias, r->n_bias, err, errlen)) < 0) {
+        job_free(j);
+        return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
+    }
     if (r->grammar && (rc = clspec_sampler_set_grammar(j->smp, s->gvocab, r->grammar, NULL, err, errlen)) < 0) {
         job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     j->r.grammar = NULL;
+    if (r->post_sampling && (r->logprobs || r->top_logprobs > 0)) { /* the twin starts where smp is now */
+        rc = cs_sampler_clone(cs_api_sampler(j->smp), &j->shadow, err, errlen);
+        if (rc == CLSPEC_OK && !(j->pp = malloc((size_t)s->n_vocab * sizeof *j->pp)))
+            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who);
+        if (rc < 0) {
+            job_free(j);
+            return rejected(s, rc);
+        }
+    }
     j->t_submit = cs_now();
 
     pthread_mutex_lock(&s->mu);

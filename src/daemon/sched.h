@@ -67,12 +67,18 @@ struct cs_req {
     bool logprobs;           /* report each token's log-probability: log-softmax of the model's logits
                               * (temperature 1, before penalties and filters), whatever sp says */
     int top_logprobs;        /* and that many alternatives (0..CS_MAX_TOP_LOGPROBS) */
+    bool post_sampling;      /* logprobs and alternatives from the distribution the sampler draws from (its
+                              * chain applied: bias, penalties, filters, temperature) instead of the model's;
+                              * alternatives with probability 0 are left out */
     bool ignore_eos;
     bool speculative;        /* speculate when the server has a speculator (default true); false: this
                               * request decodes without drafts (its slot logs why) */
     int spec_n_max;          /* this request's cap on the draft length (0 = the server's n_max) */
     char id[40];             /* request id for logs ("req-12") */
     const char *grammar;     /* GBNF the output follows (compiled by submit, not kept), NULL: none */
+    const int32_t *bias_id;  /* (n_bias) logit bias: token ids and their biases (-INFINITY: never), */
+    const float *bias;       /* copied into the request's sampler by submit */
+    int n_bias;
 };
 
 struct cs_top_logprob {

@@ -27,6 +27,9 @@ struct job {
     cs_req_cb cb;
     void *user;
     clspec_sampler *smp;
+    struct cs_sampler *shadow;    /* r.post_sampling: smp's twin one token behind (its probabilities before
+                                   * each draw), else NULL */
+    float *pp;                    /* (n_vocab) r.post_sampling: scratch for those probabilities */
     struct cs_textout *to;
     atomic_bool cancelled;
     uint64_t admit_no;            /* admission order (prefill priority) */

@@ -57,6 +57,8 @@ struct clspec_engine {
     int32_t tap_layers[MAX_TAPS];     /* (n_taps) */
     float *taps;                      /* (n_taps_last, n_rows, n_embd) of the last decode */
     size_t taps_cap;                  /* floats allocated in taps */
+    char *chat_tmpl;                  /* clspec_set_chat_template's text (owned), NULL: the GGUF's */
+    size_t chat_tmpl_len;
 };
 
 struct clspec_sampler {
@@ -138,6 +140,7 @@ void clspec_engine_free(clspec_engine *e)
     free(e->row_ok);
     free(e->logits);
     free(e->taps);
+    free(e->chat_tmpl);
     free(e);
 }
 
@@ -383,6 +386,11 @@ const char *clspec_token_text(const clspec_engine *e, int32_t id, size_t *len)
 
 const char *clspec_chat_template(const clspec_engine *e, size_t *len)
 {
+    if (e && e->chat_tmpl) {
+        if (len)
+            *len = e->chat_tmpl_len;
+        return e->chat_tmpl;
+    }
     const struct cs_gguf_kv *kv = e && e->gguf ? cs_gguf_find(e->gguf, "tokenizer.chat_template") : NULL;
     bool ok = kv && kv->type == CS_GGUF_STRING;
     if (len)
@@ -925,5 +933,32 @@ int clspec_final_norm(const clspec_engine *e, const float *x, float *out, char *
     for (int64_t i = 0; i < n; i++)
         out[i] = x[i] * scale * wf[i];
     free(wf);
+    return CLSPEC_OK;
+}
+
+int clspec_sampler_set_logit_bias(clspec_sampler *s, const int32_t *ids, const float *bias, int32_t n, char *err,
+                                  size_t errlen)
+{
+    if (!s)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler logit bias: sampler is NULL");
+    return cs_sampler_set_bias(s->s, ids, bias, n, err, errlen);
+}
+
+int clspec_set_chat_template(clspec_engine *e, const char *tmpl, size_t len, char *err, size_t errlen)
+{
+    if (!e || (!tmpl && len))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: engine is NULL, or a length without text");
+    char *t = NULL;
+    if (tmpl) {
+        if (memchr(tmpl, '\0', len))
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: the text holds a NUL byte");
+        if (!(t = malloc(len + 1)))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template: out of memory");
+        memcpy(t, tmpl, len);
+        t[len] = '\0';
+    }
+    free(e->chat_tmpl);
+    e->chat_tmpl = t;
+    e->chat_tmpl_len = tmpl ? len : 0;
     return CLSPEC_OK;
 }

@@ -1,4 +1,4 @@
-/* sampler.c: penalties -> top-k -> top-p -> min-p -> temperature -> draw, in
+/* sampler.c: logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> draw, in
  * the order of llama.cpp's default sampler chain; xoshiro256** RNG seeded
  * through splitmix64. */
 #include "config.h"
@@ -78,6 +78,8 @@ void cs_sampler_free(struct cs_sampler *s)
     cs_grammar_state_free(&s->gst);
     cs_grammar_scratch_free(s->gsc);
     free(s->gmask);
+    free(s->bias_id);
+    free(s->bias);
     free(s);
 }
 
@@ -136,9 +138,70 @@ int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, cha
 int cs_sampler_clone(const struct cs_sampler *s, struct cs_sampler **out, char *err, size_t errlen)
 {
     int rc = cs_sampler_new(&s->p, s->n_vocab, out, err, errlen);
-    if (rc < 0)
-        return rc;
-    return cs_sampler_restore(*out, s, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_sampler_set_bias(*out, s->bias_id, s->bias, s->n_bias, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_sampler_restore(*out, s, err, errlen);
+    if (rc < 0) {
+        cs_sampler_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+int cs_sampler_set_bias(struct cs_sampler *s, const int32_t *ids, const float *bias, int32_t n, char *err,
+                        size_t errlen)
+{
+    if (n < 0 || (n > 0 && (!ids || !bias)))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler logit bias: %d entries without ids or biases", n);
+    for (int32_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= s->n_vocab)
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "sampler logit bias: token %d is outside the vocabulary (0..%d)",
+                          ids[i], s->n_vocab - 1);
+        if (isnan(bias[i]) || bias[i] == INFINITY)
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "sampler logit bias: token %d's bias is %g (a number or -inf)",
+                          ids[i], bias[i]);
+    }
+    int32_t *id = n ? malloc((size_t)n * sizeof *id) : NULL;
+    float *b = n ? malloc((size_t)n * sizeof *b) : NULL;
+    if (n && (!id || !b)) {
+        free(id);
+        free(b);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "sampler logit bias: out of memory");
+    }
+    if (n)
+        memcpy(id, ids, (size_t)n * sizeof *id);
+    qsort(id, (size_t)n, sizeof *id, cmp_i32);
+    int32_t m = 0; /* distinct ids; each one's biases summed */
+    for (int32_t i = 0; i < n; i++)
+        if (m == 0 || id[m - 1] != id[i])
+            id[m++] = id[i];
+    for (int32_t k = 0; k < m; k++)
+        b[k] = 0.0f;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t *at = bsearch(&ids[i], id, (size_t)m, sizeof *id, cmp_i32);
+        b[at - id] += bias[i];
+    }
+    free(s->bias_id);
+    free(s->bias);
+    s->bias_id = id;
+    s->bias = b;
+    s->n_bias = m;
+    return CLSPEC_OK;
+}
+
+/* logits into s->work with the logit bias added */
+static void biased(struct cs_sampler *s, const float *logits)
+{
+    memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
+    for (int32_t i = 0; i < s->n_bias; i++)
+        s->work[s->bias_id[i]] += s->bias[i];
 }
 
 int cs_sampler_accept(struct cs_sampler *s, int32_t token)
@@ -304,7 +367,7 @@ static int32_t filter(struct cs_sampler *s, int32_t *ids)
 
 int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t *ids)
 {
-    memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
+    biased(s, logits);
     cs_sampler_apply_penalties(s, s->work);
     if (s->gram && grammar_mask(s, s->work) == 0)
         s->work[forced_token(s)] = 0.0f;
@@ -313,7 +376,7 @@ int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t
 
 int32_t cs_sampler_sample(struct cs_sampler *s, const float *logits)
 {
-    memcpy(s->work, logits, (size_t)s->n_vocab * sizeof(float));
+    biased(s, logits);
     cs_sampler_apply_penalties(s, s->work);
     if (s->gram) {
         int32_t t = cs_argmax(s->work, s->n_vocab);

@@ -58,6 +58,11 @@ struct cs_sampler {
     bool gforced;                   /* state: nothing was allowed, an EOG token was forced */
     struct cs_grammar_scratch *gsc; /* scratch */
     uint8_t *gmask;                 /* scratch (n_vocab): 1 = allowed */
+    /* logit bias (configuration, like p; carried by clone): added to the
+     * logits before everything else; -inf: never sampled */
+    int32_t n_bias;
+    int32_t *bias_id;               /* (n_bias) distinct token ids, ascending */
+    float *bias;                    /* (n_bias) the sum of the biases given for that id */
 };
 
 int cs_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, struct cs_sampler **out, char *err,
@@ -67,6 +72,14 @@ void cs_sampler_free(struct cs_sampler *s);
 int cs_sampler_clone(const struct cs_sampler *s, struct cs_sampler **out, char *err, size_t errlen);
 /* Copies the complete state (RNG + history) of src into dst (same params/vocab). */
 int cs_sampler_restore(struct cs_sampler *dst, const struct cs_sampler *src, char *err, size_t errlen);
+
+/* Sets s's logit bias: bias[i] is added to the logit of ids[i] (repeated
+ * ids add up; -INFINITY: never sampled) before penalties, grammar and
+ * filters, in sample / candidates / probs alike. n = 0 clears it.
+ * CLSPEC_E_RANGE for an id outside the vocabulary, CLSPEC_E_INVAL for a
+ * NaN or +inf bias (s unchanged then). */
+int cs_sampler_set_bias(struct cs_sampler *s, const int32_t *ids, const float *bias, int32_t n, char *err,
+                        size_t errlen);
 
 /* Picks a token from logits (n_vocab floats). Advances the RNG (when not
  * greedy) but does not record the token: call cs_sampler_accept for that. */

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "text/chat_jinja.h"
 #include "base/common.h"
@@ -210,6 +211,23 @@ static int render_jinja(const struct cs_chat_params *p, const json_t *messages, 
     return rc;
 }
 
+/* The variables llama-server hands every template unless the kwargs set them: enable_thinking true,
+ * date_string ("07 Dec 2026") and datetime ("Dec 07 2026") of now (UTC; 0: the clock). */
+static int default_vars(json_t *vars, int64_t now)
+{
+    time_t t = now ? (time_t)now : time(NULL);
+    struct tm tm;
+    char ds[64], dt[64];
+    gmtime_r(&t, &tm);
+    strftime(ds, sizeof ds, "%d %b %Y", &tm);
+    strftime(dt, sizeof dt, "%b %d %Y", &tm);
+    if ((!json_object_get(vars, "enable_thinking") && json_object_set_new(vars, "enable_thinking", json_true())) ||
+        (!json_object_get(vars, "date_string") && json_object_set_new(vars, "date_string", json_string(ds))) ||
+        (!json_object_get(vars, "datetime") && json_object_set_new(vars, "datetime", json_string(dt))))
+        return CLSPEC_E_NOMEM;
+    return CLSPEC_OK;
+}
+
 static int render_jinja_once(const struct cs_chat_params *p, const json_t *messages, char **out, size_t *out_len,
                              bool *starts_with_bos, char *err, size_t errlen)
 {
@@ -235,6 +253,11 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
     }
     if (!p->tools || json_array_size(p->tools) == 0)
         json_object_del(vars, "tools");
+    if (default_vars(vars, p->now) != CLSPEC_OK) {
+        json_decref(vars);
+        cs_jinja_free(t);
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template jinja: out of memory");
+    }
     char *text = NULL;
     size_t len = 0;
     rc = cs_jinja_render(t, vars, p->now, &text, &len, err, errlen);

@@ -135,8 +135,8 @@ check "completion logprobs: 4 tokens with 2 alternatives" test "$code" = 200 \
 
 # ---- llama-server's routes: the OpenAI ones without /v1, /tokenize, /detokenize
 code=$(post /completions '{"prompt":"Once upon a time","max_tokens":24,"temperature":0}')
-check "POST /completions (no /v1) equals /v1/completions at temperature 0" \
-    test "$code" = 200 -a "$(jq -r '.choices[0].text' "$tmp/body")" = "$whole"
+check "POST /completions (no /v1) is llama-server's /completion: its content equals /v1/completions' text" \
+    test "$code" = 200 -a "$(jq -r '.content' "$tmp/body")" = "$whole"
 code=$(post /chat/completions '{"messages":[{"role":"user","content":"Hello"}],"max_tokens":4}')
 check "POST /chat/completions (no /v1): 200, chat.completion" \
     test "$code" = 200 -a "$(jq -r .object "$tmp/body")" = chat.completion
@@ -206,9 +206,9 @@ code=$(post /v1/completions '{"prompt":[1,99999]}')
 check "prompt [1,99999]: 400 naming prompt[1] and the vocabulary's range" test "$code" = 400 \
     -a "$(jq -r .error.param "$tmp/body")" = prompt \
     -a "$(jq -r .error.message "$tmp/body")" = "prompt[1] = 99999: token ids are 0..511 (n_vocab 512)"
-code=$(post /v1/completions '{"prompt":"x","logit_bias":{"5":-100}}')
-check "logit_bias: 400 not supported yet" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = logit_bias \
-    -a -n "$(jq -r .error.message "$tmp/body" | grep 'not supported yet')"
+code=$(post /v1/completions '{"prompt":"x","logit_bias":{"5":"-100"}}')
+check "logit_bias with a string bias: 400 naming logit_bias" test "$code" = 400 -a "$(jq -r .error.param "$tmp/body")" = logit_bias \
+    -a -n "$(jq -r .error.message "$tmp/body" | grep 'must be a number or false')"
 code=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}')
 check "tools without a Jinja chat template (stories260K has none): 400 naming tools" test "$code" = 400 \
     -a "$(jq -r .error.param "$tmp/body")" = tools
@@ -328,8 +328,10 @@ check "prompt over the context: 400 that says so" test "$code" = 400 \
     -a -n "$(jq -r .error.message "$tmp/body" | grep context)"
 code=$(curl -s -o "$tmp/body" -w '%{http_code}' "$url/v1/completions" -d '{"prompt":"x"}')
 check "no API key: 401" test "$code" = 401 -a "$(jq -r .error.code "$tmp/body")" = invalid_api_key
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$url/v1/models")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer wrong" "$url/props")
 check "wrong API key: 401" test "$code" = 401
+check "GET /v1/models and /models need no key (public, as llama-server's)" \
+    test "$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/models")$(curl -s -o /dev/null -w '%{http_code}' "$url/models")" = 200200
 check "unknown path: 404" test "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$url/v2/nothing")" = 404
 code=$(curl -s -D "$tmp/hdr" -o /dev/null -w '%{http_code}' -H "$AUTH" "$url/v1/completions")
 check "GET on a POST endpoint: 405 with Allow: POST" test "$code" = 405 -a -n "$(grep -i '^allow: POST' "$tmp/hdr")"

@@ -4,7 +4,9 @@
 # [speculator] type = ngram (when the plugin is built). Daemon B: webui and
 # slots off, no CORS. Checks with curl: the API key on everything but /health
 # and the page, OPTIONS preflight and CORS headers (allowed origin only),
-# /completion refusals in llama-server's error shape, speculation counts in
+# /completion refusals in llama-server's error shape, logit_bias (id, text,
+# object and list forms; the same tokens with and without ngram drafts,
+# greedy and sampled), speculation counts in
 # /completion's timings, /slots, /props (POST 501), /embeddings 501; then
 # llama-client.mjs (node fetch + SSE parsing, the way llama-server's clients
 # call it) and webui-chromium.mjs (the page in headless Chromium with
@@ -30,8 +32,11 @@ base() { # the shipped configuration on a free port with the test model
 }
 { base | awk -v k="$key" -v o="$origin" '{print} /^\[server\]/{print "api_key = " k; print "cors_origins = " o; print "embeddings = true"}'
   printf '[speculator]\n%s\n' "$spec"; } > "$tmp/a.ini"
+# daemon B renders chats with a template file that shows what llama-server hands templates
+printf '%s' '{{ date_string }}|{{ datetime }}|{{ enable_thinking }}|{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{% if add_generation_prompt %}<gen>{% endif %}' > "$tmp/show.jinja"
 base | sed -e 's|^n_ctx = .*|n_ctx = 512|' |
-    awk '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}' > "$tmp/b.ini"
+    awk -v t="$tmp/show.jinja" '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}
+         /^\[model\]/{print "chat_template_file = " t; print "chat_template = jinja"; print "reasoning = off"}' > "$tmp/b.ini"
 
 if ! start a; then
     not_ok "daemon A up" "$(tail -5 "$tmp/a.log")"
@@ -60,9 +65,9 @@ check "the key in X-Api-Key (Anthropic's clients) is accepted; a wrong one is no
 c=$(code -X OPTIONS -H "Origin: $origin" -H 'Access-Control-Request-Method: POST' \
     -H 'Access-Control-Request-Headers: authorization, content-type' "$url/v1/chat/completions")
 check "OPTIONS preflight from the allowed origin (no key): 200" test "$c" = 200
-check "preflight: Allow-Origin the origin, Allow-Credentials true, Allow-Methods GET, POST, Allow-Headers echoed" \
+check "preflight: Allow-Origin the origin, Allow-Credentials true, Allow-Methods llama-server's, Allow-Headers echoed" \
     test "$(hdr Access-Control-Allow-Origin)|$(hdr Access-Control-Allow-Credentials)|$(hdr Access-Control-Allow-Methods)|$(hdr Access-Control-Allow-Headers)" \
-    = "$origin|true|GET, POST|authorization, content-type"
+    = "$origin|true|GET, POST, DELETE, OPTIONS|authorization, content-type"
 code -X OPTIONS -H "Origin: http://other.example" "$url/v1/chat/completions" > /dev/null
 check "preflight from another origin: no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
 check "OPTIONS on an unknown path: 404" test "$(code -X OPTIONS -H "Origin: $origin" "$url/nope")" = 404
@@ -82,9 +87,62 @@ refused() { # refused FIELD BODY: 400, error.code 400 and the message names FIEL
     c=$(code "${auth[@]}" "$url/completion" -d "$2")
     [ "$c" = 400 ] && [ "$(jq -r .error.code "$tmp/body")" = 400 ] && grep -q "$1" "$tmp/body"
 }
-check "logit_bias (not in the sampler): 400 naming it" refused logit_bias '{"prompt":"a","logit_bias":[[1,-5]]}'
+check "logit_bias: a token outside the vocabulary, a bias of true, a bad shape: 400 naming it" \
+    eval "refused logit_bias '{\"prompt\":\"a\",\"logit_bias\":[[99999,-5]]}' &&
+          refused logit_bias '{\"prompt\":\"a\",\"logit_bias\":{\"5\":true}}' &&
+          refused logit_bias '{\"prompt\":\"a\",\"logit_bias\":[[5]]}'"
+toks() { # toks BODY-JSON: the token ids /completion answers (greedy unless the body says otherwise)
+    code "${auth[@]}" "$url/completion" -d "$1" > /dev/null && jq -c .tokens "$tmp/body"
+}
+lb_p='"prompt":"one two three one two three one two three one two","n_predict":24,"return_tokens":true'
+t0=$(toks "{$lb_p,\"temperature\":0,\"speculative\":false}")
+first=$(jq '.[0]' <<< "$t0")
+t_obj=$(toks "{$lb_p,\"temperature\":0,\"speculative\":false,\"logit_bias\":{\"$first\":false}}")
+t_arr=$(toks "{$lb_p,\"temperature\":0,\"speculative\":false,\"logit_bias\":[[$first,false]]}")
+check "logit_bias false bans a token (greedy): never produced; {id: false} and [[id, false]] agree" \
+    test "$(jq --argjson f "$first" 'index($f) == null' <<< "$t_obj")|$t_obj" = "true|$t_arr" -a "$t_obj" != "$t0"
+jq '{generation_settings}' "$tmp/body" > "$tmp/gs"
+check "generation_settings.logit_bias lists it as llama-server does ({bias: null for -inf, token})" \
+    test "$(jq -c .generation_settings.logit_bias "$tmp/gs")" = "[{\"bias\":null,\"token\":$first}]"
+piece=$(code "${auth[@]}" "$url/detokenize" -d "{\"tokens\":[$first]}" > /dev/null; jq -r .content "$tmp/body")
+t_txt=$(toks "{$lb_p,\"temperature\":0,\"speculative\":false,\"logit_bias\":[[$(jq -n --arg s "$piece" '$s'),false]]}")
+check "logit_bias with a text key ('$piece') bans its tokens as the id does" test "$t_txt" = "$t_obj"
+if [ "$spec" != "type = none" ]; then
+    # greedy: one token banned, another lowered; sampled (several seeds, drafts depend on what the
+    # ngram tables saw): one raised, one banned. Every pair the same; drafts verified in some.
+    same=0 runs=0 dn_sum=0
+    for samp in '"temperature":0' '"temperature":0.5,"seed":1' '"temperature":0.5,"seed":2' \
+                '"temperature":0.5,"seed":3' '"temperature":0.5,"seed":4' '"temperature":0.5,"seed":5'; do
+        ban="\"logit_bias\":[[$first,false],[$(jq '.[1]' <<< "$t0"),-3.5]]"
+        [ "$samp" = '"temperature":0' ] || ban="\"logit_bias\":{\"$first\":2.5,\"300\":false}"
+        t_off=$(toks "{$lb_p,$samp,$ban,\"speculative\":false}")
+        t_on=$(toks "{$lb_p,$samp,$ban}")
+        dn=$(jq '.timings.draft_n // 0' "$tmp/body")
+        runs=$((runs + 1)); dn_sum=$((dn_sum + dn))
+        [ "$t_on" = "$t_off" ] && [ "$(jq --argjson f "$first" 'index($f) == null' <<< "$t_on")" = true -o \
+            "$samp" != '"temperature":0' ] && same=$((same + 1))
+    done
+    check "logit_bias under ngram speculation, greedy and 5 sampled seeds: the same tokens as without drafts ($same of $runs; $dn_sum drafts verified)" \
+        test "$same" = "$runs" -a "$dn_sum" -gt 0
+else
+    skip "logit_bias under speculation" "ngram plugin not built"
+fi
+c=$(code "${auth[@]}" "$url/v1/completions" -d "{\"prompt\":\"one two three one two three one two three one two\",\"max_tokens\":24,\"temperature\":0,\"logit_bias\":{\"$first\":-100}}")
+check "/v1/completions takes OpenAI's logit_bias object (-100 bans the token: the text differs from unbiased)" \
+    test "$c|$(jq -r '.choices[0].text' "$tmp/body" | grep -c .)" = "200|1" -a \
+    "$(jq -r '.choices[0].text' "$tmp/body")" != "$(code "${auth[@]}" "$url/v1/completions" -d '{"prompt":"one two three one two three one two three one two","max_tokens":24,"temperature":0}' >/dev/null; jq -r '.choices[0].text' "$tmp/body")"
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once","n_predict":2,"ignore_eos":true}')
+check "ignore_eos: generation_settings.logit_bias holds the end-of-generation tokens at null (-inf)" \
+    test "$c|$(jq '[.generation_settings.logit_bias[] | .bias == null] | (length > 0 and all)' "$tmp/body")" = "200|true"
 check "n_predict 0: 400 naming it" refused n_predict '{"prompt":"a","n_predict":0}'
-check "post_sampling_probs: 400 naming it" refused post_sampling_probs '{"prompt":"a","post_sampling_probs":true}'
+check "post_sampling_probs not a boolean: 400 naming it" refused post_sampling_probs '{"prompt":"a","post_sampling_probs":1}'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":6,"n_probs":5,"post_sampling_probs":true,"top_k":3,"temperature":1,"seed":3}')
+check "post_sampling_probs with top_k 3: each token's top_probs are the sampler's (at most 3, summing to 1, the token among them)" \
+    test "$c|$(jq -c '[.completion_probabilities[] | (.top_probs | length <= 3 and length >= 1), ((.top_probs | map(.prob) | add) - 1 | fabs < 0.001), (.id as $t | .prob as $p | any(.top_probs[]; .id == $t and .prob == $p)), (has("logprob") | not)] | unique' "$tmp/body")" \
+    = '200|[true]'
+c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":4,"n_probs":3,"post_sampling_probs":true,"temperature":0}')
+check "post_sampling_probs, greedy: the chosen token has probability 1 and is the only alternative" \
+    test "$c|$(jq -c '[.completion_probabilities[] | [.prob, (.top_probs | length), .top_probs[0].prob]] | unique' "$tmp/body")" = '200|[[1,1,1]]'
 check "several prompts in a streamed request: 400" refused prompt '{"prompt":["a","b"],"stream":true}'
 c=$(code "${auth[@]}" "$url/completion" -d '{"prompt":["Once upon a time",[1,403,407,261,378],{"prompt_string":"Once upon a time"}],"n_predict":6,"temperature":0}')
 check "several prompts: an array of answers in order, index set, same prompt same text" \
@@ -129,6 +187,33 @@ if [ "$spec" != "type = none" ]; then
 else
     skip "speculation counts in /completion timings" "ngram plugin not built"
 fi
+big=$(jq -cn --arg p "$(printf 'Once upon a time %.0s' $(seq 1 700))" '{prompt:$p,n_predict:4}')
+slot_ctx=$(code "${auth[@]}" "$url/props" > /dev/null; jq .default_generation_settings.n_ctx "$tmp/body")
+c=$(code "${auth[@]}" "$url/completion" -d "$big")
+check "a prompt over the slot's context: 400 exceed_context_size_error with n_prompt_tokens and n_ctx (llama-server's)" \
+    test "$c|$(jq -r --argjson n "$slot_ctx" '.error.type, (.error.n_prompt_tokens > $n), .error.n_ctx' "$tmp/body" | tr '\n' ' ')" = \
+    "400|exceed_context_size_error true $slot_ctx " -a -n "$(jq -r .error.message "$tmp/body" | grep 'exceeds the available context size')"
+c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "$(jq -c '{messages:[{role:"user",content:.prompt}],stream:true}' <<< "$big")")
+check "the same on the OpenAI chat route, streamed or not" \
+    test "$c|$(jq -r '.error.type, .error.n_ctx' "$tmp/body" | tr '\n' ' ')" = "400|exceed_context_size_error $slot_ctx "
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":3,"stream":true,"stream_options":{"include_usage":true}}' > "$tmp/sse"
+check "chat stream: the first chunk has the role and content null; the usage chunk llama-server's timings" \
+    test "$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')|$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq -c '.timings | [.prompt_n > 0, .predicted_n, (.prompt_per_second | type), (.predicted_per_second | type)]')" \
+    = '{"role":"assistant","content":null}|[true,3,"number","number"]'
+ch='"messages":[{"role":"user","content":"Hi"}],"max_tokens":6,"temperature":0.9'
+c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":3,\"seed\":5}")
+cp "$tmp/body" "$tmp/n3"
+code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"seed\":7}" > /dev/null
+check "n = 3: three choices (index 0..2), choice i as a single request with seed + i, completion_tokens summed" \
+    test "$c|$(jq -c '[[.choices[].index], ([.choices[].message.role] | unique), .usage.completion_tokens == 18]' "$tmp/n3")|$(jq -r '.choices[2].message.content' "$tmp/n3")" \
+    = "200|[[0,1,2],[\"assistant\"],true]|$(jq -r '.choices[0].message.content' "$tmp/body")"
+check "n = 2 streamed: 400 naming n" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":2,\"stream\":true}")|$(jq -r .error.param "$tmp/body")" = "400|n"
+check "two assistant messages at the end of the list: 400 naming messages (as llama-server)" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"assistant","content":"c"}]}')|$(jq -r .error.param "$tmp/body")" = "400|messages"
+check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
+    = 400continue_final_message400
 check "GET /slots: one entry per slot with is_processing" \
     test "$(code "${auth[@]}" "$url/slots")|$(jq '[.[] | select(.is_processing == false)] | length' "$tmp/body")" = "200|2"
 
@@ -212,6 +297,19 @@ code -X OPTIONS -H "Origin: $origin" "$url/completion" > /dev/null
 check "no cors_origins: a preflight gets no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
 code -H "Origin: $origin" "$url/completion" -d '{"prompt":"Once","n_predict":2}' > /dev/null
 check "no cors_origins: answers carry no Access-Control-Allow-Origin" test -z "$(hdr Access-Control-Allow-Origin)"
+today=$(date -u '+%d %b %Y|%b %d %Y')
+msgs='"messages":[{"role":"user","content":"hi"}]'
+c=$(code "$url/apply-template" -d "{$msgs}")
+check "chat_template_file + reasoning = off: the template sees date_string, datetime (today) and enable_thinking false" \
+    test "$c|$(jq -r .prompt "$tmp/body")" = "200|$today|False|user:hi;<gen>"
+code "$url/apply-template" -d "{$msgs,\"add_generation_prompt\":false,\"chat_template_kwargs\":{\"enable_thinking\":true}}" > /dev/null
+check "/apply-template: add_generation_prompt false and chat_template_kwargs as a chat request has them" \
+    test "$(jq -r .prompt "$tmp/body")" = "$today|True|user:hi;"
+c=$(code "$url/chat/completions/input_tokens" -d "{$msgs}")
+n_in=$(jq .input_tokens "$tmp/body")
+code "$url/v1/chat/completions" -d "{$msgs,\"max_tokens\":2}" > /dev/null
+check "/chat/completions/input_tokens ($n_in) = the chat's usage.prompt_tokens" \
+    test "$c|$n_in" = "200|$(jq .usage.prompt_tokens "$tmp/body")" -a "$n_in" -gt 5
 stop
 
 echo "1..$n"

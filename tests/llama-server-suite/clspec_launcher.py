@@ -7,7 +7,7 @@ instead of llama-server with flags; the tests and their assertions are
 llama.cpp's, unchanged.
 
 Settings clspecd has no INI key for (model downloads, LoRA, embeddings,
-reranking, Jinja, context shift, draft models, ...) are listed in the
+reranking, context shift, draft models, ...) are listed in the
 server's log line; a test whose preset needs a model other than stories260K
 is skipped at start ("needs model ..."), since only that model is at hand;
 the suite's model download step (ServerPreset.load_all) is a no-op.
@@ -15,7 +15,8 @@ When the python packages `openai` or `wget` are missing (Debian has no
 python3-openai), stand-in modules are installed whose use skips the test.
 
 Environment: CLSPECD (the daemon binary), CLSPEC_MODEL (stories260K.gguf),
-CLSPEC_SUITE_TMP (where INIs and logs go).
+CLSPEC_SUITE_TMP (where INIs and logs go), CLSPEC_SUITE_SRC (the llama.cpp
+tests directory: --chat-template-file paths are relative to it).
 """
 import os
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 CLSPECD = os.environ.get("CLSPECD", "clspecd")
 MODEL = os.environ.get("CLSPEC_MODEL", "stories260K.gguf")
 TMP = os.environ.get("CLSPEC_SUITE_TMP", "/tmp")
+SRC = os.environ.get("CLSPEC_SUITE_SRC", ".")  # the llama.cpp tests directory (relative template paths)
 
 
 def _stand_in(name, what):
@@ -73,15 +75,31 @@ def _ini(s):
         lines.append(f"api_key = {g(s, 'api_key')}")
     lines.append("slots = " + ("true" if g(s, 'server_slots') else "false"))
     lines.append("webui = " + ("false" if g(s, 'no_ui') or g(s, 'no_webui') else "true"))
-    # llama-server answers CORS for every origin unless --cors-origins narrows it
-    lines.append(f"cors_origins = {g(s, 'cors_origins') or '*'}")
-    lines.append("max_tokens_limit = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0))
+    # llama-server answers CORS for every origin unless --cors-origins narrows it; with its built-in
+    # tools on, its default narrows to localhost
+    lines.append(f"cors_origins = {g(s, 'cors_origins') or ('localhost' if g(s, 'server_tools') else '*')}")
+    # llama-server's -n is the requests' default, not a cap: [sampling] max_tokens below
+    lines.append("max_tokens_limit = 0")
     lines.append(f"log_file = {TMP}/clspecd-{g(s, 'server_port')}.log")
     lines.append("log_level = debug" if g(s, 'debug') else "log_level = info")
     name = g(s, 'model_alias') or "tinyllama-2"
     lines += ["[model]", f"path = {MODEL}", f"name = {name}"]
-    if g(s, 'chat_template'):
-        lines.append(f"chat_template = {g(s, 'chat_template')}")
+    # --chat-template is a built-in name or a template text; --chat-template-file a file, relative to
+    # the suite's own directory; with --jinja a template renders through Jinja
+    tmpl, tfile = g(s, 'chat_template'), g(s, 'chat_template_file')
+    if tmpl and not tmpl.replace("-", "").replace("_", "").isalnum():  # a text, not a name
+        tfile = os.path.join(TMP, f"template-{g(s, 'server_port')}.jinja")
+        with open(tfile, "w") as f:
+            f.write(tmpl)
+        tmpl = None
+    if tfile:
+        lines.append(f"chat_template_file = {os.path.join(SRC, tfile)}")
+    if tmpl:
+        lines.append(f"chat_template = {tmpl}")
+    elif tfile and g(s, 'jinja'):
+        lines.append("chat_template = jinja")
+    if g(s, 'reasoning'):
+        lines.append(f"reasoning = {g(s, 'reasoning')}")
     n_ctx = g(s, 'n_ctx') or 512
     # llama-server splits n_ctx between the slots unless --kv-unified
     lines += ["[kv]", f"n_ctx = {n_ctx}", "unified = " + ("true" if g(s, 'kv_unified') else "false")]
@@ -97,8 +115,9 @@ def _ini(s):
     lines += ["[sampling]", f"temperature = {g(s, 'temperature')}", f"seed = {g(s, 'seed')}",
               "max_tokens = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0)]
     unsupported = [k for k in ("model_draft", "lora_files", "server_embeddings", "server_reranking",
-                               "enable_ctx_shift", "jinja", "chat_template_file", "slot_save_path", "n_ga",
-                               "pooling", "reasoning_format", "spec_type", "sleep_idle_seconds", "models_dir")
+                               "enable_ctx_shift", "slot_save_path", "n_ga",
+                               "pooling", "reasoning_format", "spec_type", "sleep_idle_seconds", "models_dir",
+                               "server_tools", "ui_mcp_proxy")
                    if getattr(s, k, None)]
     return "\n".join(lines) + "\n", unsupported
 

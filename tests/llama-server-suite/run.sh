@@ -58,6 +58,6 @@ cp -r "$tests" "$tmp/tests"
 cp "$here/clspec_launcher.py" "$tmp/tests/"
 mkdir -p "$tmp/logs"
 cd "$tmp/tests" || exit 1
-PYTHONPATH=$tmp/tests CLSPECD=$builddir/clspecd CLSPEC_MODEL=$model CLSPEC_SUITE_TMP=$tmp/logs \
+PYTHONPATH=$tmp/tests CLSPEC_SUITE_SRC=$(cd "$tests" && pwd) CLSPECD=$builddir/clspecd CLSPEC_MODEL=$model CLSPEC_SUITE_TMP=$tmp/logs \
     XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache} \
     "$py" -m pytest -p clspec_launcher -p no:cacheprovider -rA -q --tb=line "${files[@]}" "$@"
