@@ -255,7 +255,7 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
         json_object_del(vars, "tools");
     if (default_vars(vars, p->now) != CLSPEC_OK) {
         json_decref(vars);
-        cs_jinja_free(t);
+        cs_jinja_free(owned);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template jinja: out of memory");
     }
     char *text = NULL;
