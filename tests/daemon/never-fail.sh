@@ -246,7 +246,10 @@ for P in 1 2 4 8; do
         # 2 x the prompts at once: with P >= 2 the first decode already holds several slots.
         # The kernels are ready before "ready", so a request takes milliseconds: the daemon is
         # stopped while the clients connect (the kernel queues them), and all arrive together
-        ( sleep 1; kill -CONT "$pid" ) &
+        # resumed once every client is connected (its request waits in the socket), or after 15 s
+        ( n=$((2 * nprompts)); for _ in $(seq 150); do
+              [ "$(ss -Htn state established "( dport = :$port )" 2>/dev/null | wc -l)" -ge $n ] && break
+              sleep 0.1; done; sleep 0.2; kill -CONT "$pid" ) &
         kill -STOP "$pid"
         run_prompts $tag 2
         alive=no
