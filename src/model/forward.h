@@ -122,9 +122,13 @@ struct cs_fwd_ctx {
     struct cs_kv *kv;                     /* owned */
     struct cs_fwd_act *act;               /* (fm->n_dev) */
     float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
-    float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
     int32_t *scratch;                     /* (scratch_cap * 9) per-row scratch of cs_forward_batch */
     int scratch_cap;
+    /* greedy rows (cs_forward_batch_greedy), on the output device, grown as needed; indexed by the
+     * placed kept rows of one forward in row order */
+    cl_mem g_am, g_nxt, g_res;            /* (g_cap) argmaxes, (g_cap) next-row tokens, (g_cap, 2) results */
+    int32_t *g_nxt_h, *g_res_h;           /* host sides of g_nxt and g_res */
+    int g_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
@@ -167,5 +171,22 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
 struct cs_batch;
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen);
+
+/* Greedy rows: a kept row with rows[i] = 1 leaves its logits on the device
+ * (its row of logits_out is not written); its argmax is taken there
+ * (cs_op_argmax) and, over each run of consecutive greedy rows of one
+ * sequence, compared with the token of the row after it (cs_op_greedy_accept:
+ * a draft verified greedily). out (cs_batch_n_logits(b), 2), in kept-row
+ * order: for each greedy row of a placed sequence, how many rows from it on
+ * match and the argmax where the match stops (the next greedy token); other
+ * entries untouched. Whatever comes back (logits, results, hidden rows)
+ * comes in one host sync per device at the end. */
+struct cs_fwd_greedy {
+    const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
+    int32_t *out;                         /* (cs_batch_n_logits(b), 2) */
+};
+int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                            const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,
+                            char *err, size_t errlen);
 
 #endif
