@@ -363,6 +363,44 @@ static void test_cost_ctl(void **state)
     cs_engine_free(e);
 }
 
+/* ---- the draft model's chain on the device (host 1.6) against depth-by-depth decoding ---- */
+
+/* Greedy, parallel 4 and 1: the draft plugin on this host chains its draft
+ * on the device (ctx_decode_chain); with the entry taken away (a host of
+ * ABI 1.5) it decodes depth by depth. Same drafts, same output, and the
+ * chain blocks the host fewer times while drafting. */
+static void test_draft_chain(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    char err[CLSPEC_ERRLEN];
+    static struct run chain, old;
+    for (int par = 1; par <= 4; par += 3) {
+        g_dev = true;
+        struct cs_plugin *pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+        if (!pl)
+            fail_msg("draft: %s", err);
+        assert_non_null(pl->host.ctx_decode_chain);
+        gen_all(e, pl, par, 0.0f, &chain, 1 << 30);
+        pl->host.abi_minor = 5; /* as an older host: no chain entry */
+        pl->host.ctx_decode_chain = NULL;
+        gen_all(e, pl, par, 0.0f, &old, 1 << 30);
+        cs_plugin_free(pl);
+        g_dev = false;
+        print_message("parallel %d: drafted %llu accepted %llu; syncs drafting: chain %llu, depth by depth %llu "
+                      "(%llu steps)\n", par, (unsigned long long)chain.st.n_drafted,
+                      (unsigned long long)chain.st.n_accepted, (unsigned long long)chain.st.n_syncs_draft,
+                      (unsigned long long)old.st.n_syncs_draft, (unsigned long long)chain.st.n_calls);
+        assert_same(&old, &chain, "draft chain on the device");
+        assert_int_equal(chain.st.n_drafted, old.st.n_drafted);
+        assert_int_equal(chain.st.n_accepted, old.st.n_accepted);
+        assert_true(chain.st.n_drafted > 0);
+        assert_true(chain.st.n_syncs_draft <= chain.st.n_calls); /* at most one per step */
+        assert_true(chain.st.n_syncs_draft < old.st.n_syncs_draft);
+    }
+    cs_engine_free(e);
+}
+
 /* ---- the draft model's start-up refusals ---- */
 
 static void test_draft_refusals(void **state)
@@ -729,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
         cmocka_unit_test(test_step_extra),        cmocka_unit_test(test_cost_ctl),
+        cmocka_unit_test(test_draft_chain),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -370,6 +370,7 @@ struct pass_rows {
     int32_t *rd, *wr;        /* hybrid models: the recurrent state slot plan (filled by pass) */
     const uint8_t *greedy;   /* (b->n) or NULL: 1 = only the argmax of the row (cs_forward_batch_greedy) */
     int pk0;                 /* placed kept rows before this pass (its argmaxes' offset in c->g_am) */
+    int tok_from;            /* >= 0: the tokens are c->g_am[tok_from..+n) (a draft chain), not tok */
 };
 
 /* Rows of the pass whose input is an embedding (a negative token with
@@ -446,8 +447,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         if (!a->x)
             continue;
         /* non-blocking: r's arrays (c->scratch) stay put until cs_forward_batch's final finish */
-        if (i == fm->emb_dev)
+        if (i == fm->emb_dev && r->tok_from >= 0) { /* the previous depth's argmaxes (same device) */
+            cl_int e = clEnqueueCopyBuffer(a->dev->q, c->g_am, a->tok, (size_t)r->tok_from * 4, 0, (size_t)n * 4, 0,
+                                           NULL, NULL);
+            CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(chain tokens)", err, errlen));
+        } else if (i == fm->emb_dev) {
             CS_TRY(cs_cl_write_async(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
+        }
         CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
@@ -557,6 +563,8 @@ static int greedy_begin(struct cs_fwd_ctx *c, const struct cs_batch *b, const st
     if (k == 0)
         return CLSPEC_OK;
     CS_TRY(greedy_reserve(c, d, k, err, errlen));
+    if (g->chain > 0) /* no runs to verify: only the argmaxes */
+        return CLSPEC_OK;
     k = 0;
     for (int t = 0; t < n; t++) {
         if (lrow[t] < 0)
@@ -605,7 +613,7 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
             if (hidden->layers[i] < 0 || hidden->layers[i] > (int32_t)hp->n_layer)
                 return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: hidden layer %d out of range 0..%u",
                               hidden->layers[i], hp->n_layer);
-    if (cs_batch_n_logits(b) > 0 && !logits_out)
+    if (cs_batch_n_logits(b) > 0 && !logits_out && !(g && g->chain > 0)) /* a chain reads argmaxes only */
         return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: logits requested but no output buffer");
     if (b->n > c->scratch_cap) {
         int32_t *s = realloc(c->scratch, (size_t)b->n * 9 * sizeof *s);
@@ -640,19 +648,23 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     int n_pk = 0; /* placed kept rows (greedy) */
     if (rc == CLSPEC_OK && g && g->rows)
         rc = greedy_begin(c, b, g, orig, lrow, n, &n_pk, err, errlen);
-    for (int t0 = 0, pk0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
-        struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
+    const int chain = g ? g->chain : 0; /* a draft chain: the first chain_n0 rows, then depths of chain rows */
+    for (int t0 = 0, pk0 = 0, sz; t0 < n && rc == CLSPEC_OK; t0 += sz) {
+        sz = chain > 0 ? (t0 == 0 ? g->chain_n0 : chain) : CS_MIN(U, n - t0);
+        struct pass_rows r = {.n = sz, .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .rd = rd + t0,
-                              .wr = wr + t0, .b = b, .greedy = n_pk > 0 ? g->rows : NULL, .pk0 = pk0};
+                              .wr = wr + t0, .b = b, .greedy = n_pk > 0 ? g->rows : NULL, .pk0 = pk0,
+                              .tok_from = chain > 0 && t0 > 0 ? pk0 - chain : -1};
         rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
         for (int t = 0; t < r.n; t++)
             pk0 += r.lrow[t] >= 0;
     }
     struct cs_cl_dev *od = c->act[c->fm->out_dev].dev;
-    if (rc == CLSPEC_OK && n_pk > 0)
+    if (rc == CLSPEC_OK && n_pk > 0 && chain == 0)
         rc = cs_op_greedy_accept(od, c->g_am, c->g_nxt, c->g_res, n_pk, err, errlen);
     if (rc == CLSPEC_OK && n_pk > 0)
-        rc = cs_cl_read_async(od, c->g_res, 0, (size_t)n_pk * 8, c->g_res_h, err, errlen);
+        rc = chain > 0 ? cs_cl_read_async(od, c->g_am, 0, (size_t)n_pk * 4, c->g_res_h, err, errlen)
+                       : cs_cl_read_async(od, c->g_res, 0, (size_t)n_pk * 8, c->g_res_h, err, errlen);
     /* always (also after an error): the non-blocking input writes and hidden
      * reads are done, work finished before returning (cheap after the
      * blocking logits read) */
@@ -662,7 +674,9 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
             if (rc == CLSPEC_OK)
                 rc = frc;
         }
-    for (int t = 0, k = 0; rc == CLSPEC_OK && t < n && n_pk > 0; t++) /* results to the greedy kept rows */
+    if (rc == CLSPEC_OK && chain > 0) /* every row was placed: kept-row order is the chain's */
+        memcpy(g->out, c->g_res_h, (size_t)n_pk * sizeof *g->out);
+    for (int t = 0, k = 0; rc == CLSPEC_OK && t < n && n_pk > 0 && chain == 0; t++) /* to the greedy kept rows */
         if (lrow[t] >= 0 && (k++, g->rows[orig[t]]))
             memcpy(g->out + (size_t)lrow[t] * 2, c->g_res_h + (size_t)(k - 1) * 2, 2 * sizeof *g->out);
     return rc;
@@ -698,5 +712,44 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
             rc = cs_err(err, errlen, seq_rc[s], "forward: kv cache full for sequence %d (%u cells, %u free)", s,
                         c->p.n_ctx, cs_kv_n_free(c->kv, s));
     cs_batch_free(&b);
+    return rc;
+}
+
+int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int n_chain, int32_t *amax, char *err,
+                     size_t errlen)
+{
+    const struct cs_fwd_model *fm = c->fm;
+    const int U = (int)c->p.n_ubatch;
+    int depth = n_chain > 0 ? 1 + (b->n - n0) / n_chain : 0;
+    if (n0 < 1 || n_chain < 1 || n0 > U || n_chain > U || b->n != n0 + (depth - 1) * n_chain)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: %d rows = %d + depths of %d (each <= %d)", b->n,
+                      n0, n_chain, U);
+    if (c->kv->rec || fm->emb_dev != fm->out_dev)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "forward chain: needs a plain (not hybrid) model on one device for its input and output");
+    int n_keep0 = 0, need[CS_MAX_SEQ] = {0};
+    for (int i = 0; i < b->n; i++) {
+        if (b->seq[i] < 0 || b->seq[i] >= CS_MAX_SEQ || (i >= n0 && !b->logits[i]))
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: row %d: sequence %d, chained rows keep logits",
+                          i, b->seq[i]);
+        need[b->seq[i]]++;
+        n_keep0 += i < n0 && b->logits[i];
+    }
+    if (n_keep0 != n_chain)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: %d kept rows for %d chains", n_keep0, n_chain);
+    for (int s = 0; s < CS_MAX_SEQ; s++) /* all or nothing: every row placed keeps the kept-row order */
+        if (need[s] > 0 && cs_kv_n_free(c->kv, s) < (uint32_t)need[s])
+            return cs_err(err, errlen, CLSPEC_E_KV_FULL, "forward chain: sequence %d needs %d cells", s, need[s]);
+    uint8_t *all = malloc((size_t)b->n);
+    if (!all)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
+    memset(all, 1, (size_t)b->n);
+    const struct cs_fwd_greedy g = {.rows = all, .out = amax, .chain = n_chain, .chain_n0 = n0};
+    int seq_rc[CS_MAX_SEQ];
+    int rc = cs_forward_batch_greedy(c, b, NULL, NULL, &g, seq_rc, err, errlen);
+    for (int s = 0; rc == CLSPEC_OK && s < CS_MAX_SEQ; s++)
+        if (seq_rc[s] != CLSPEC_OK)
+            rc = cs_err(err, errlen, seq_rc[s], "forward chain: sequence %d did not fit", s);
+    free(all);
     return rc;
 }

@@ -183,10 +183,24 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
  * comes in one host sync per device at the end. */
 struct cs_fwd_greedy {
     const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
-    int32_t *out;                         /* (cs_batch_n_logits(b), 2) */
+    int32_t *out;                         /* (cs_batch_n_logits(b), 2); a chain: (n_keep) argmaxes */
+    int32_t chain, chain_n0;              /* chain > 0: cs_forward_chain's passes (set by it only) */
 };
 int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                             const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,
                             char *err, size_t errlen);
+
+/* A greedy draft chain queued on the device with one host sync: b's first
+ * n0 rows (tokens given; exactly n_chain of them keep logits: the chains'
+ * heads, in kept-row order), then depth - 1 depths of n_chain rows each
+ * (b->n = n0 + (depth - 1) * n_chain; every one keeps logits; their tokens
+ * are ignored): the token of chain i at depth d is the argmax of its row at
+ * depth d - 1, taken on the device. Every cell is placed up front (all or
+ * nothing: CLSPEC_E_KV_FULL when a sequence lacks room, nothing placed).
+ * amax (depth * n_chain): the argmax of every kept row in kept-row order
+ * (heads, then each depth). n0 and n_chain at most n_ubatch; a plain model
+ * whose embedding and output sit on one device (else CLSPEC_E_UNSUPPORTED). */
+int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int n_chain, int32_t *amax, char *err,
+                     size_t errlen);
 
 #endif
