@@ -493,20 +493,29 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         normed = fuse;
     }
     /* the requested rows: gather, final norm and output projection on them only */
+    /* every row of the pass: the final norm reads the residual rows in place; else each run of
+     * consecutive ones is copied once */
     int n_rows = 0;
-    for (int t = 0; t < n; t++) {
-        if (r->lrow[t] < 0)
+    for (int t = 0, t0 = -1; t <= n; t++) {
+        const bool want = t < n && r->lrow[t] >= 0;
+        if (want && t0 < 0)
+            t0 = t;
+        if (want || t0 < 0)
             continue;
-        cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t * E * 4, (size_t)n_rows * E * 4,
-                                       (size_t)E * 4, 0, NULL, NULL);
-        CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
-        n_rows++;
+        if (t - t0 < n) {
+            cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t0 * E * 4, (size_t)n_rows * E * 4,
+                                           (size_t)(t - t0) * E * 4, 0, NULL, NULL);
+            CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
+        }
+        n_rows += t - t0;
+        t0 = -1;
     }
     if (n_rows == 0)
         return CLSPEC_OK;
     struct cs_cl_dev *d = a->dev;
     const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
-    CS_TRY(a->ops.f->rmsnorm(&a->ops, a->xo, fm->output_norm, a->xo, n_rows, E, eps, err, errlen));
+    CS_TRY(a->ops.f->rmsnorm(&a->ops, n_rows == n ? a->x : a->xo, fm->output_norm, a->xo, n_rows, E, eps, err,
+                             errlen));
     CS_TRY(a->ops.f->matmul(&a->ops, out_w, a->xo, a->logits, n_rows, n_rows, err, errlen));
     if (r->greedy)
         CS_TRY(cs_op_argmax(d, a->logits, 0, c->g_am, (size_t)r->pk0, n_rows, V, err, errlen));
