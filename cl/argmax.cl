@@ -60,3 +60,22 @@ __kernel void argmax_gpu(__global const float *x, uint x_off, __global int *out,
     if (lid == 0 && r < n_rows)
         out[out_off + r] = li[0];
 }
+
+/* Greedy verification of runs of rows (both families; one work-item per
+ * row, a short scan). am (n): each row's argmax; nxt (n): the token the
+ * next row of the same run carries (the draft token to check against this
+ * row's argmax), -1 where the run ends. For row i: res[2i] = how many rows
+ * j = i, i+1, ... match (am[j] == nxt[j]) before the first that does not
+ * or ends the run, res[2i+1] = am of that row (the token greedy decoding
+ * takes there). C twin cs_ref_greedy_accept. */
+__kernel void greedy_accept(__global const int *am, __global const int *nxt, __global int *res, int n)
+{
+    int i = get_global_id(0);
+    if (i >= n)
+        return;
+    int j = i;
+    while (j < n - 1 && nxt[j] >= 0 && am[j] == nxt[j])
+        j++;
+    res[2 * i] = j - i;
+    res[2 * i + 1] = am[j];
+}

@@ -35,6 +35,7 @@
 #include <cmocka.h>
 
 #include "base/common.h"
+#include "cl/runtime.h"
 #include "engine/engine.h"
 #include "fwdutil.h"
 #include "ref/ops_ref.h"
@@ -254,6 +255,13 @@ static void test_buffers_and_kv(void **state)
     assert_int_equal(h->kv_place(kv, 2, pos + 3, seq + 3, cells, 0, NULL, g_err, sizeof g_err), CLSPEC_E_KV_FULL);
     assert_int_equal(h->kv_seq_rm(kv, 0, 1, -1, g_err, sizeof g_err), 0); /* frees 2 cells */
     assert_int_equal(h->kv_place(kv, 2, pos + 3, seq + 3, cells, 0, NULL, g_err, sizeof g_err), 0);
+    /* after a wait, a removal and a placement block nothing (the removal's metadata goes up with the
+     * placement's), and the placement finds the freed cell */
+    assert_int_equal(h->buf_read(cells, 0, 4, dev_cells, g_err, sizeof g_err), 0);
+    const uint64_t s0 = cs_cl_sync_count();
+    assert_int_equal(h->kv_seq_rm(kv, 1, 1, -1, g_err, sizeof g_err), 0);
+    assert_int_equal(h->kv_place(kv, 1, pos + 4, seq + 4, cells, 0, NULL, g_err, sizeof g_err), 0);
+    assert_int_equal(cs_cl_sync_count() - s0, 0);
     assert_int_equal(h->kv_seq_rm(kv, -1, 0, -1, g_err, sizeof g_err), 0);
     h->kv_free(kv);
     h->buf_free(a); /* the rest is closed with d */

@@ -603,6 +603,66 @@ static void test_bad_arguments(void **state)
     clspec_sampler_state_free(NULL);
 }
 
+/* Greedy rows (clspec_batch.greedy): sequence 0 verifies the draft
+ * [g1, X, g3] after g0 on the device (X != g2: one accepted, then g2), next
+ * to a full-logits row of sequence 1; every greedy row's verdict equals the
+ * argmaxes of the same batch decoded with all logits, the full row's logits
+ * are the same bytes, greedy rows give no logits; one host sync for it all. */
+static void test_greedy_rows(void **state)
+{
+    (void)state;
+    clspec_engine *e = open_engine(64, 2, 0);
+    struct clspec_engine_info info = {.size = sizeof info};
+    OK(clspec_engine_get_info(e, &info, g_err, sizeof g_err));
+    const int V = info.n_vocab;
+    int32_t tok[10], pos[10], seq[10] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 1};
+    for (int i = 0; i < 5; i++) {
+        tok[i] = tok[5 + i] = k_prompt[i];
+        pos[i] = pos[5 + i] = i;
+    }
+    struct clspec_batch pb = {.size = sizeof pb, .n_rows = 10, .token = tok, .pos = pos, .seq = seq};
+    OK(clspec_decode(e, &pb, NULL, g_err, sizeof g_err));
+    const int32_t X = k_greedy[2] == 300 ? 301 : 300;
+    int32_t vt[5] = {k_greedy[0], k_greedy[1], X, k_greedy[3], k_greedy[0]}, vp[5] = {5, 6, 7, 8, 5};
+    int32_t vs[5] = {0, 0, 0, 0, 1};
+    uint8_t keep[5] = {1, 1, 1, 1, 1}, greedy[5] = {1, 1, 1, 1, 0};
+    /* all logits first: the reference argmaxes and sequence 1's row */
+    struct clspec_batch full = {.size = sizeof full, .n_rows = 5, .token = vt, .pos = vp, .seq = vs, .logits = keep};
+    OK(clspec_decode(e, &full, NULL, g_err, sizeof g_err));
+    int32_t am[4];
+    for (int i = 0; i < 4; i++)
+        am[i] = clspec_argmax(clspec_logits(e, i), V);
+    assert_int_equal(am[0], k_greedy[1]);
+    assert_int_equal(am[1], k_greedy[2]);
+    float *row1 = malloc((size_t)V * sizeof *row1);
+    assert_non_null(row1);
+    memcpy(row1, clspec_logits(e, 4), (size_t)V * sizeof *row1);
+    OK(clspec_seq_rm(e, -1, 5, -1, g_err, sizeof g_err));
+    struct clspec_batch gb = full;
+    gb.greedy = greedy;
+    const uint64_t s0 = cs_cl_sync_count();
+    OK(clspec_decode(e, &gb, NULL, g_err, sizeof g_err));
+    assert_int_equal(cs_cl_sync_count() - s0, 1); /* logits row and verdicts: one finish */
+    int32_t nm = -1, nx = -1;
+    OK(clspec_greedy(e, 0, &nm, &nx));
+    assert_int_equal(nm, 1);
+    assert_int_equal(nx, k_greedy[2]);
+    for (int i = 1; i < 4; i++) { /* from each row on: matches against the reference argmaxes */
+        int want = 0;
+        while (i + want < 3 && am[i + want] == vt[i + want + 1])
+            want++;
+        OK(clspec_greedy(e, i, &nm, &nx));
+        assert_int_equal(nm, want);
+        assert_int_equal(nx, am[i + want]);
+        assert_null(clspec_logits(e, i));
+    }
+    assert_int_equal(clspec_greedy(e, 4, &nm, &nx), CLSPEC_E_INVAL); /* a full row */
+    assert_int_equal(clspec_greedy(e, 5, &nm, &nx), CLSPEC_E_INVAL);
+    assert_memory_equal(clspec_logits(e, 4), row1, (size_t)V * sizeof *row1);
+    free(row1);
+    clspec_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -610,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_seq_ops),                cmocka_unit_test(test_tokenizer_info),
         cmocka_unit_test(test_sampler_save_restore),   cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_kv_usage_logits_layout), cmocka_unit_test(test_token_facts),
+        cmocka_unit_test(test_greedy_rows),
     };
     return cmocka_run_group_tests_name("engine-api", tests, NULL, NULL);
 }

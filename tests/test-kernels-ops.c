@@ -20,6 +20,7 @@
 #include "ops/ops.h"
 #include "gguf/quant.h"
 #include "ref/ops_ref.h"
+#include "clspec/clspec.h"
 #include "testutil.h"
 
 static struct cs_cl_dev *g_dev;
@@ -1170,14 +1171,57 @@ FAM_TEST(test_argmax)
         TIMED(t0, t1, (void)0, cs_op_argmax(g_dev, bx, off, bo, 1, nr, nc, g_err, sizeof g_err));
         buf_read(bo, (size_t)(nr + 1) * 4, got);
         printf("# argmax %s (%d, %d): %.3f ms\n", fam_name(f), nr, nc, t1 - t0);
-        for (int i = 0; i < nr; i++)
+        for (int i = 0; i < nr; i++) {
             assert_int_equal(got[1 + i], ref[i]);
+            /* the host sampler's greedy pick (row 2 starts with NaN) */
+            assert_int_equal(clspec_argmax(xr + (size_t)i * nc, nc), ref[i]);
+        }
         clReleaseMemObject(bx);
         clReleaseMemObject(bo);
         free(x);
         free(ref);
         free(got);
     }
+}
+
+/* ---- greedy_accept ---- */
+
+/* A hand-checked case (two runs, single rows, a run cut by its last row),
+ * then random runs over a 3-token alphabet (many matches) against
+ * cs_ref_greedy_accept, in both families. */
+FAM_TEST(test_greedy_accept)
+{
+    (void)f;
+    static const int32_t am0[] = {5, 7, 7, 2, 9, 3, 3}, nxt0[] = {5, 7, 1, -1, -1, 3, -1};
+    static const int32_t want0[] = {2, 7, 1, 7, 0, 7, 0, 2, 0, 9, 1, 3, 0, 3};
+    int32_t ref[2 * 7];
+    cs_ref_greedy_accept(am0, nxt0, 7, ref);
+    assert_memory_equal(ref, want0, sizeof want0);
+    struct tu_rng r;
+    tu_rng_seed(&r, 23);
+    for (int n = 1; n <= 40; n += 13) {
+        int32_t *am = malloc((size_t)n * 4), *nxt = malloc((size_t)n * 4), *rf = malloc((size_t)n * 8),
+                *got = malloc((size_t)n * 8);
+        assert_true(am && nxt && rf && got);
+        for (int i = 0; i < n; i++) {
+            am[i] = (int32_t)(tu_rng_u64(&r) % 3);
+            uint32_t u = (uint32_t)(tu_rng_u64(&r) % 10);
+            nxt[i] = i == n - 1 || u == 0 ? -1 : u < 8 ? am[i] : (am[i] + 1) % 3;
+        }
+        cs_ref_greedy_accept(am, nxt, n, rf);
+        cl_mem ba = buf_new((size_t)n * 4, am), bn = buf_new((size_t)n * 4, nxt), br = buf_new((size_t)n * 8, NULL);
+        assert_int_equal(cs_op_greedy_accept(g_dev, ba, bn, br, n, g_err, sizeof g_err), CLSPEC_OK);
+        buf_read(br, (size_t)n * 8, got);
+        assert_memory_equal(got, rf, (size_t)n * 8);
+        clReleaseMemObject(ba);
+        clReleaseMemObject(bn);
+        clReleaseMemObject(br);
+        free(am);
+        free(nxt);
+        free(rf);
+        free(got);
+    }
+    assert_int_equal(cs_op_greedy_accept(g_dev, NULL, NULL, NULL, 0, g_err, sizeof g_err), CLSPEC_E_INVAL);
 }
 
 static void test_bad_args(void **state)
@@ -1234,6 +1278,7 @@ int main(void)
         cmocka_unit_test(test_kv_shift),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_argmax),
+        cmocka_unit_test(test_greedy_accept),
     };
     return cmocka_run_group_tests_name("kernels-ops", tests, setup, teardown);
 }

@@ -6,6 +6,9 @@
  * prompts at a time on reused slots. A speculator's cell passes when every
  * prompt's output is byte-identical to the output without speculation at the
  * same KV type, parallel and devices (the stories260K engine, no plugin).
+ * The speculators' greedy steps verify on the device (clspec_batch.greedy:
+ * only argmaxes and match counts come back), "none" samples every logits
+ * row on the host: a passing cell shows both paths give the same bytes.
  * "none" is that output itself: it must equal the reference's greedy ids with
  * f32 / f16 KV, and for every KV type the output at parallel 1 on one device
  * (batching and the layer split do not change greedy output). Drafters get
@@ -227,6 +230,9 @@ static int gen_prompts(struct cs_engine *e, struct cs_plugin *pl, int par, const
                 rc = -1;
                 break;
             }
+            /* none: the host sampler on every logits row; speculators verify on the device
+             * (argmax and match count only), so each cell compares the two paths */
+            spec->slots[s].host_logits = pl == NULL;
             if (pl && !spec->slots[s].on) {
                 snprintf(err, errlen, "prompt %d: the speculator did not take the request", c0 + s);
                 rc = -1;

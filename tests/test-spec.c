@@ -87,6 +87,7 @@ static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const
 #define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
 
 static int g_ctl = CS_SPEC_CTL_ACCEPT; /* gen()'s draft-length controller */
+static bool g_dev = false;             /* gen(): greedy steps verify on the device (slots' host_logits off) */
 
 struct run {
     int32_t tok[4][NGEN];    /* per case */
@@ -128,6 +129,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
             fail_msg("slot_begin: %s", err);
         assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(gc->n_prompt - 1));
+        spec->slots[s].host_logits = !g_dev;
         left[s] = NGEN;
         out->n[c0 + s] = 0;
     }
@@ -164,6 +166,10 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
     out->st.n_drafted += spec->total.n_drafted;
     out->st.n_accepted += spec->total.n_accepted;
     out->st.n_steps += spec->total.n_steps;
+    out->st.n_calls += spec->total.n_calls;
+    out->st.n_syncs += spec->total.n_syncs;
+    out->st.n_syncs_draft += spec->total.n_syncs_draft;
+    out->st.n_greedy_rows += spec->total.n_greedy_rows;
     for (int s = 0; s < n_slots; s++) {
         const struct cs_sampler *cs = cs_api_sampler(smp[s]);
         out->final[c0 + s] = cs->st;
@@ -212,6 +218,10 @@ static void lossless(uint32_t kv_type, int parallel)
         for (int i = 0; i < base.n[c] && i < G->cases[c].n_steps && base.tok[c][i] == G->cases[c].steps[i].token;
              i++)
             agree++;
+    /* plain decoding samples every logits row on the host (base); the other runs verify on the device */
+    g_dev = true;
+    static struct run base_dev;
+    gen_all(e, NULL, parallel, 0.0f, &base_dev, 1 << 30);
     struct cs_plugin *pl = ngram_open(e, 4, "2");
     gen_all(e, pl, parallel, 0.0f, &spec1, 1 << 30);
     cs_plugin_free(pl);
@@ -225,6 +235,16 @@ static void lossless(uint32_t kv_type, int parallel)
         fail_msg("draft: %s", err);
     gen_all(e, pl, parallel, 0.0f, &spec3, 1 << 30);
     cs_plugin_free(pl);
+    g_dev = false;
+    assert_same(&base, &base_dev, "plain decoding verified on the device");
+    /* every target row of the device runs came back as its argmax alone; the target's step (ngram
+     * drafts on the host) is one host sync, with or without a draft */
+    assert_int_equal(base.st.n_greedy_rows, 0);
+    assert_int_equal(base_dev.st.n_greedy_rows, base_dev.st.n_steps);
+    assert_int_equal(spec2.st.n_greedy_rows, spec2.st.n_steps + spec2.st.n_drafted);
+    assert_int_equal(base_dev.st.n_syncs, base_dev.st.n_calls);
+    assert_int_equal(spec2.st.n_syncs, spec2.st.n_calls);
+    assert_int_equal(spec2.st.n_syncs_draft, 0);
     print_message("kv %s parallel %d: reference agreement %d tokens; ngram(2) drafted %llu accepted %llu; "
                   "ngram(1) drafted %llu accepted %llu; draft drafted %llu accepted %llu\n",
                   cs_type_name(kv_type), parallel, agree, (unsigned long long)spec1.st.n_drafted,
@@ -343,6 +363,44 @@ static void test_cost_ctl(void **state)
     cs_engine_free(e);
 }
 
+/* ---- the draft model's chain on the device (host 1.6) against depth-by-depth decoding ---- */
+
+/* Greedy, parallel 4 and 1: the draft plugin on this host chains its draft
+ * on the device (ctx_decode_chain); with the entry taken away (a host of
+ * ABI 1.5) it decodes depth by depth. Same drafts, same output, and the
+ * chain blocks the host fewer times while drafting. */
+static void test_draft_chain(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    char err[CLSPEC_ERRLEN];
+    static struct run chain, old;
+    for (int par = 1; par <= 4; par += 3) {
+        g_dev = true;
+        struct cs_plugin *pl = draft_open(e, 4, DRAFT_MODEL, err, sizeof err);
+        if (!pl)
+            fail_msg("draft: %s", err);
+        assert_non_null(pl->host.ctx_decode_chain);
+        gen_all(e, pl, par, 0.0f, &chain, 1 << 30);
+        pl->host.abi_minor = 5; /* as an older host: no chain entry */
+        pl->host.ctx_decode_chain = NULL;
+        gen_all(e, pl, par, 0.0f, &old, 1 << 30);
+        cs_plugin_free(pl);
+        g_dev = false;
+        print_message("parallel %d: drafted %llu accepted %llu; syncs drafting: chain %llu, depth by depth %llu "
+                      "(%llu steps)\n", par, (unsigned long long)chain.st.n_drafted,
+                      (unsigned long long)chain.st.n_accepted, (unsigned long long)chain.st.n_syncs_draft,
+                      (unsigned long long)old.st.n_syncs_draft, (unsigned long long)chain.st.n_calls);
+        assert_same(&old, &chain, "draft chain on the device");
+        assert_int_equal(chain.st.n_drafted, old.st.n_drafted);
+        assert_int_equal(chain.st.n_accepted, old.st.n_accepted);
+        assert_true(chain.st.n_drafted > 0);
+        assert_true(chain.st.n_syncs_draft <= chain.st.n_calls); /* at most one per step */
+        assert_true(chain.st.n_syncs_draft < old.st.n_syncs_draft);
+    }
+    cs_engine_free(e);
+}
+
 /* ---- the draft model's start-up refusals ---- */
 
 static void test_draft_refusals(void **state)
@@ -446,11 +504,12 @@ static void test_step_extra(void **state)
         for (int i = 0; i < G->cases[s].n_prompt; i++)
             clspec_sampler_accept(smp[s], G->cases[s].prompt[i]);
     assert_int_equal(cs_spec_slot_begin(spec, 0, g0->prompt, g0->n_prompt, smp[0], true, err, sizeof err), 0);
+    spec->slots[0].host_logits = false; /* slot 0 verifies on the device, next to the extra rows' logits */
     struct cs_batch xb;
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
     /* a row of the active slot 0: refused, nothing runs */
     cs_batch_add(&xb, g0->prompt[0], 0, 0, false, err, sizeof err);
-    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits, NULL};
+    struct clspec_batch xcb = {sizeof xcb, 0, xb.token, xb.pos, xb.seq, xb.logits, NULL, NULL};
     struct cs_spec_extra x = {.b = &xcb};
     xcb.n_rows = xb.n;
     int32_t left[2] = {NGEN, 0};
@@ -471,7 +530,10 @@ static void test_step_extra(void **state)
                 continue;
             assert_int_equal(sl->rc, CLSPEC_OK);
             for (int t = 0; t < sl->n_out; t++) {
-                assert_int_equal(cs_argmax(cs_spec_out_logits(spec, s, t), spec->n_vocab), sl->out[t]);
+                if (s == 0) /* only argmaxes came back */
+                    assert_null(cs_spec_out_logits(spec, s, t));
+                else
+                    assert_int_equal(cs_argmax(cs_spec_out_logits(spec, s, t), spec->n_vocab), sl->out[t]);
                 out[s][n[s]++] = sl->out[t];
             }
             assert_null(cs_spec_out_logits(spec, s, sl->n_out));
@@ -532,6 +594,7 @@ static void test_kv_full(void **state)
         clspec_sampler *smp = NULL;
         assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
+        spec->slots[0].host_logits = mode == 0; /* the speculating run verifies on the device, retries too */
         int32_t left = 1000;
         int full = 0;
         for (int step = 0; step < 200 && !full; step++) {
@@ -716,6 +779,7 @@ int main(void)
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
         cmocka_unit_test(test_step_extra),        cmocka_unit_test(test_cost_ctl),
+        cmocka_unit_test(test_draft_chain),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

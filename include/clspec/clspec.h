@@ -228,6 +228,12 @@ struct clspec_batch {
      * ids derived from its content (a reused prefix then matches the same image only), or
      * CLSPEC_TOKEN_EMBD, which never matches. */
     const float *embd;
+    /* appended after embd: greedy rows. NULL: none. Else (n_rows): 1 = a kept row (logits[i] set)
+     * whose logits stay on the device: clspec_logits gives NULL for it, clspec_greedy its argmax
+     * (the first maximum, as clspec_argmax) and how far a draft in the rows after it matches.
+     * Consecutive greedy rows of one sequence form a run; the rows' argmaxes and the run matches
+     * come back as a few integers per row instead of n_vocab floats. */
+    const uint8_t *greedy;
 };
 /* The anonymous id of an embedding row (clspec_batch.embd): never matched by clspec_prefix_match. */
 #define CLSPEC_TOKEN_EMBD (-1)
@@ -246,8 +252,15 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
  * after row r is at clspec_logits(e, r) + k * n_vocab (a caller may read a
  * run of kept rows through one pointer). */
 const float *clspec_logits(const clspec_engine *e, int32_t row);
-/* Index of the largest of n values (the first on ties): greedy sampling. -1 when x is NULL or n < 1. */
+/* Index of the largest of n values (the first on ties; NaN never wins over a number): greedy
+ * sampling. -1 when x is NULL or n < 1. */
 int32_t clspec_argmax(const float *x, int32_t n);
+/* A greedy row of the last clspec_decode (clspec_batch.greedy): *n_match = how many rows from
+ * `row` on, within its run, have an argmax equal to the token of the row after them (a greedily
+ * verified draft: the tokens accepted), *next = the argmax of the row where that stops (the
+ * token greedy decoding takes there). CLSPEC_E_INVAL when row was not a greedy row of that
+ * decode or its sequence was full. */
+int clspec_greedy(const clspec_engine *e, int32_t row, int32_t *n_match, int32_t *next);
 
 /* ---- hidden-state taps ----
  * From the next clspec_decode on, every decode also keeps the hidden state

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 5 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 6 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -473,6 +473,21 @@ struct clspec_host {
      * hb2, seq unused (may be NULL). */
     int (*block_kv)(const clspec_layer *l, clspec_kv *kv, int32_t kv_layer, const struct clspec_block_act *act,
                     int32_t n_rows, char *err, size_t errlen);
+
+    /* -- 1.6: greedy draft chains on the device: may be NULL (absent before 1.6) -- */
+
+    /* Decodes d (tokens; its kept rows are the heads of n_chain chains, one per sequence, in row
+     * order), then depth - 1 more rows per chain, each at the next position of its head's
+     * sequence with the argmax of the chain's previous row as its token: all queued on the
+     * device, one host sync at the end. amax (depth * n_chain): the argmax (the first maximum) of
+     * each chain's row at depth 0 (the head), then depth 1, ...: a greedy draft of depth tokens
+     * per chain. The cells of every row stay placed (positions head + 1 .. head + depth - 1 hold
+     * drafts 1 .. depth - 1; drop rejected ones with ctx_seq_rm). A sequence without room for
+     * all its rows: CLSPEC_E_KV_FULL, nothing placed. No logits are kept (ctx_logits: none).
+     * d->n and n_chain at most the context's n_batch; CLSPEC_E_UNSUPPORTED where the host
+     * cannot chain this model (the plugin then decodes depth by depth). */
+    int (*ctx_decode_chain)(clspec_ctx *c, const struct clspec_decode *d, int32_t depth, int32_t *amax, char *err,
+                            size_t errlen);
 };
 
 /* ---- the plugin vtable ----------------------------------------------------- */

@@ -8,6 +8,10 @@
  * deterministic, so the probabilities it reports are one-hot (q(d) = 1):
  * rejection sampling then accepts d with probability p(d), exactly. It stops
  * early where the draft model's own probability of its token is below p_min.
+ * Without a probability cut (p_min 0) on a host of ABI >= 1.6, a call whose
+ * missing history fits one decode runs as one ctx_decode_chain: the history
+ * rows and every draft depth queued on the device, each depth's token the
+ * previous one's argmax, one host sync; else one decode per draft depth.
  * Uses nothing but <clspec/speculator.h> (host ABI >= 1.1).
  *
  * Configuration ([speculator] section / --spec-opt):
@@ -42,6 +46,7 @@ struct draft {
     struct dslot *slots;
     int32_t *tok, *pos, *seq; /* (n_batch) decode staging */
     uint8_t *keep;
+    int no_chain;             /* the host cannot chain this model on the device (ctx_decode_chain) */
 };
 
 static void draft_fini(void *state)
@@ -229,6 +234,62 @@ static int stage(struct draft *d, int32_t *n, struct pend *p, struct pend **owne
     return cache_push(sl, tok);
 }
 
+/* Greedy drafting on the device (host 1.6 ctx_decode_chain): the missing
+ * history of every slot in p[] (each slot's last row the head of its
+ * chain) and the deepest draft asked, in one call. Returns 1 when it
+ * drafted, 0 when it cannot (nothing changed: the caller decodes depth by
+ * depth), -1 on an error. */
+static int chain_draft(struct draft *d, const struct clspec_draft_req *reqs, int32_t n, struct pend *p,
+                       int32_t *const *out, float *const *probs, int32_t *n_out, char *err, size_t errlen)
+{
+    const struct clspec_host *h = d->h;
+    if (d->no_chain || offsetof(struct clspec_host, ctx_decode_chain) >= h->size || !h->ctx_decode_chain)
+        return 0;
+    int32_t rows = 0, depth = 0, n0[64];
+    for (int32_t i = 0; i < n; i++) {
+        if (reqs[i].p_min > 0.0f)
+            return 0; /* a probability cut needs the draft model's logits */
+        rows += p[i].n_toks;
+        depth = reqs[i].n_max > depth ? reqs[i].n_max : depth;
+    }
+    if (rows > (int32_t)d->n_batch || rows > 64 || depth > 64) /* owner[] below: 64 rows */
+        return 0;
+    int32_t m = 0, amax[64 * 64];
+    struct pend *owner[64];
+    for (int32_t i = 0; i < n; i++) {
+        n0[i] = d->slots[p[i].slot].n_cached;
+        for (int32_t j = 0; j < p[i].n_toks; j++)
+            if (stage(d, &m, &p[i], owner, p[i].toks[j], j == p[i].n_toks - 1) < 0)
+                return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
+    }
+    struct clspec_decode dc = {.size = sizeof dc, .n = m, .tokens = d->tok, .pos = d->pos, .seq = d->seq,
+                               .logits = d->keep};
+    char e2[512];
+    int rc = h->ctx_decode_chain(d->c, &dc, depth, amax, e2, sizeof e2);
+    if (rc < 0) { /* nothing placed: back to the history as it was, depth by depth */
+        for (int32_t i = 0; i < n; i++)
+            d->slots[p[i].slot].n_cached = n0[i];
+        d->no_chain = rc == -5 /* CLSPEC_E_UNSUPPORTED */;
+        return 0;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        int32_t k = reqs[i].n_max;
+        for (int32_t j = 0; j < k; j++) {
+            out[i][j] = amax[j * n + i];
+            if (probs && probs[i]) { /* greedy drafting: q is one-hot */
+                float *row = probs[i] + (size_t)j * reqs[i].n_vocab;
+                memset(row, 0, reqs[i].n_vocab * sizeof *row);
+                row[out[i][j]] = 1.0f;
+            }
+        }
+        n_out[i] = k;
+        for (int32_t j = 0; j + 1 < depth; j++) /* the draft rows the chain placed (positions after the head) */
+            if (cache_push(&d->slots[p[i].slot], amax[j * n + i]) < 0)
+                return pu_fail(err, errlen, "draft: ", "out of memory%s", NULL, NULL);
+    }
+    return 1;
+}
+
 static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t n, int32_t *const *out,
                        float *const *probs, int32_t *n_out, char *err, size_t errlen)
 {
@@ -253,6 +314,9 @@ static int draft_batch(void *state, const struct clspec_draft_req *reqs, int32_t
         p[i] = (struct pend){.slot = s, .toks = reqs[i].hist + cp, .n_toks = reqs[i].n_hist - cp, .next = -1};
         n_out[i] = 0;
     }
+    int ch = chain_draft(d, reqs, n, p, out, probs, n_out, err, errlen);
+    if (ch != 0)
+        return ch < 0 ? -1 : 0;
     /* the missing history of all slots, n_batch rows per decode */
     for (;;) {
         int32_t m = 0;

@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -914,9 +915,23 @@ void cs_cl_release(cl_mem *m)
     *m = NULL;
 }
 
+static atomic_uint_fast64_t n_syncs; /* cs_cl_sync_count */
+
+uint64_t cs_cl_sync_count(void)
+{
+    return (uint64_t)atomic_load_explicit(&n_syncs, memory_order_relaxed);
+}
+
+void cs_cl_sync_note(void)
+{
+    atomic_fetch_add_explicit(&n_syncs, 1, memory_order_relaxed);
+}
+
 static int write_buf(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, const void *src, cl_bool block,
                      char *err, size_t errlen)
 {
+    if (block)
+        cs_cl_sync_note();
     cl_int rc = clEnqueueWriteBuffer(d->q, buf, block, offset, bytes, src, 0, NULL, NULL);
     if (rc != CL_SUCCESS)
         return cs_err(err, errlen, CLSPEC_E_CL, "clEnqueueWriteBuffer(%zu bytes at %zu): %s (%d)", bytes,
@@ -936,17 +951,31 @@ int cs_cl_write_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t byt
     return write_buf(d, buf, offset, bytes, src, CL_FALSE, err, errlen);
 }
 
-int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst,
-               char *err, size_t errlen)
+static int read_buf(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst, cl_bool block,
+                    char *err, size_t errlen)
 {
-    cl_int rc = clEnqueueReadBuffer(d->q, buf, CL_TRUE, offset, bytes, dst, 0, NULL, NULL);
+    if (block)
+        cs_cl_sync_note();
+    cl_int rc = clEnqueueReadBuffer(d->q, buf, block, offset, bytes, dst, 0, NULL, NULL);
     if (rc != CL_SUCCESS)
         return cs_err(err, errlen, CLSPEC_E_CL, "clEnqueueReadBuffer(%zu bytes at %zu): %s (%d)", bytes,
                       offset, cs_cl_errstr(rc), (int)rc);
     return CLSPEC_OK;
 }
 
+int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst, char *err, size_t errlen)
+{
+    return read_buf(d, buf, offset, bytes, dst, CL_TRUE, err, errlen);
+}
+
+int cs_cl_read_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst, char *err,
+                     size_t errlen)
+{
+    return read_buf(d, buf, offset, bytes, dst, CL_FALSE, err, errlen);
+}
+
 int cs_cl_finish(struct cs_cl_dev *d, char *err, size_t errlen)
 {
+    cs_cl_sync_note();
     return cs_cl_check(clFinish(d->q), "clFinish", err, errlen);
 }

@@ -149,6 +149,17 @@ int cs_cl_read(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, voi
                char *err, size_t errlen);
 /* clFinish on the device's queue. */
 int cs_cl_finish(struct cs_cl_dev *d, char *err, size_t errlen);
+/* Non-blocking read: dst is written when the command runs; read it only
+ * after the queue next syncs (cs_cl_finish). */
+int cs_cl_read_async(struct cs_cl_dev *d, cl_mem buf, size_t offset, size_t bytes, void *dst, char *err,
+                     size_t errlen);
+
+/* Blocking host syncs since the process started, over all devices: every
+ * blocking read or write and every finish of this layer, plus the waits
+ * counted with cs_cl_sync_note (a direct clFinish elsewhere). Relaxed
+ * atomics: a count for timings and benchmarks (per speculative step). */
+uint64_t cs_cl_sync_count(void);
+void cs_cl_sync_note(void);
 
 /* Builds a program from the given source text (not an embedded file) with
  * the device's build_opts plus extra, bypassing the caches; label names it in

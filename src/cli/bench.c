@@ -56,7 +56,7 @@ static void rows_add(struct rows *r, int32_t token, int32_t pos, int32_t seq, bo
 /* Decodes r's rows; a sequence the cache could not take is an error. */
 static int rows_decode(clspec_engine *e, const struct rows *r, char *err, size_t errlen)
 {
-    struct clspec_batch b = {sizeof b, r->n, r->token, r->pos, r->seq, r->keep, NULL};
+    struct clspec_batch b = {sizeof b, r->n, r->token, r->pos, r->seq, r->keep, NULL, NULL};
     int seq_rc[CLSPEC_MAX_SEQ];
     CS_TRY(clspec_decode(e, &b, seq_rc, err, errlen));
     for (int s = 0; s < CLSPEC_MAX_SEQ; s++)

@@ -173,6 +173,15 @@ static void print_stats(FILE *f, const struct cs_spec_stats *st)
             (unsigned long long)st->n_draft_steps);
 }
 
+/* Blocking host syncs per step of the loop (one forward for all slots). */
+static void print_syncs(FILE *f, const struct cs_spec_stats *t)
+{
+    fprintf(f, "syncs: %.2f per step (%.2f of them drafting), %llu steps, %llu target rows verified on the device\n",
+            t->n_calls ? (double)t->n_syncs / (double)t->n_calls : 0.0,
+            t->n_calls ? (double)t->n_syncs_draft / (double)t->n_calls : 0.0, (unsigned long long)t->n_calls,
+            (unsigned long long)t->n_greedy_rows);
+}
+
 /* Load, cache and timing lines of a run (stderr). */
 static void print_run_stats(const clspec_engine *E, int32_t n_prompt, double t_prefill, int n_dec, double t_decode,
                             int n_gen)
@@ -266,6 +275,8 @@ int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *
     double t0 = cs_now(), t_prefill = 0;
     if (rc == 0)
         rc = start(&r, ids, n_prompt, smp, &first, err, sizeof err);
+    if (rc == 0)
+        r.sp->slots[0].host_logits = false; /* tokens only: greedy steps verify on the device */
     t_prefill = cs_now() - t0;
     t0 = cs_now();
     if (rc == 0 && first >= 0 && !done) { /* the prompt's own token, sampled in start() */
@@ -305,6 +316,7 @@ int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *
             fprintf(stderr, "speculator %s\n", r.pl->vt.name);
             print_stats(stderr, &r.sp->slots[0].st);
         }
+        print_syncs(stderr, &r.sp->total);
     }
     clspec_sampler_free(smp);
     rig_free(&r);
@@ -328,10 +340,13 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
     int32_t left[CS_MAX_SEQ] = {0};
     int rc = 0;
     memset(&r->sp->total, 0, sizeof r->sp->total);
+    const bool host_logits = getenv("CLSPEC_BENCH_HOST_LOGITS") != NULL; /* A/B: every logits row comes back */
     for (int s = 0; s < n_slots && rc == 0; s++) {
         rc = cs_api_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
         if (rc == 0)
             rc = cs_spec_slot_begin(r->sp, s, ids[s], n_ids[s], smp[s], true, err, errlen);
+        if (rc == 0)
+            r->sp->slots[s].host_logits = host_logits; /* tokens only: greedy steps verify on the device */
         left[s] = n_gen;
     }
     *n_tok = 0;
@@ -441,6 +456,7 @@ int cs_spec_cli_bench(const struct cs_spec_cli *o, const struct cs_engine_params
                    t->n_steps ? (double)t->n_asked / (double)t->n_steps : 0.0, (unsigned long long)t->n_ctl_plain);
             cs_strbuf_free(&cb);
         }
+        print_syncs(stdout, t);
         fflush(stdout);
     }
     for (int mode = 0; mode < 2; mode++)

@@ -620,7 +620,7 @@ static int alloc_batch(struct cs_sched *s, int32_t cap, char *err, size_t errlen
     s->b_cap = cap;
     if (s->p.images && !(s->b_embd = malloc((size_t)cap * (size_t)s->n_embd * sizeof *s->b_embd)))
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory (%d image rows)", cap);
-    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits, s->b_embd};
+    s->b = (struct clspec_batch){sizeof s->b, 0, s->b_token, s->b_pos, s->b_seq, s->b_logits, s->b_embd, NULL};
     return CLSPEC_OK;
 }
 

@@ -51,6 +51,8 @@ struct clspec_engine {
     uint8_t *row_ok;                  /* (rows_cap) 1 = the row's sequence ran */
     float *logits;                    /* (logits_cap, n_vocab) kept rows in row order */
     int32_t logits_cap;               /* rows allocated in logits */
+    uint8_t *row_greedy;              /* (rows_cap) 1 = a greedy row (clspec_batch.greedy) */
+    int32_t *greedy_res;              /* (logits_cap, 2) kept greedy rows: matches, next token */
     /* taps */
     int32_t n_taps;                   /* layers requested for the next decodes (0: off) */
     int32_t n_taps_last;              /* layers tapped by the last decode (rows of taps) */
@@ -139,6 +141,8 @@ void clspec_engine_free(clspec_engine *e)
     free(e->row_out);
     free(e->row_ok);
     free(e->logits);
+    free(e->row_greedy);
+    free(e->greedy_res);
     free(e->taps);
     free(e->chat_tmpl);
     free(e);
@@ -421,13 +425,20 @@ static int reserve(clspec_engine *e, int32_t n, int32_t n_keep, char *err, size_
         if (!ok)
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (%d rows)", (int)n);
         e->row_ok = ok;
+        uint8_t *g = realloc(e->row_greedy, (size_t)n);
+        if (!g)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (%d rows)", (int)n);
+        e->row_greedy = g;
         e->rows_cap = n;
     }
     if (n_keep > e->logits_cap) {
         float *l = realloc(e->logits, (size_t)n_keep * (size_t)e->n_vocab * sizeof *l);
-        if (!l)
+        if (l)
+            e->logits = l;
+        int32_t *gr = l ? realloc(e->greedy_res, (size_t)n_keep * 2 * sizeof *gr) : NULL;
+        if (!gr)
             return cs_err(err, errlen, CLSPEC_E_NOMEM, "decode: out of memory (%d logits rows)", (int)n_keep);
-        e->logits = l;
+        e->greedy_res = gr;
         e->logits_cap = n_keep;
     }
     size_t nt = (size_t)e->n_taps * (size_t)n * (size_t)e->n_embd;
@@ -467,9 +478,11 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
     CS_TRY(reserve(e, n, n_keep, err, errlen));
     cs_batch_clear(&e->b);
     e->b.embd = b->size >= offsetof(struct clspec_batch, embd) + sizeof b->embd ? b->embd : NULL;
+    const uint8_t *greedy = b->size >= offsetof(struct clspec_batch, greedy) + sizeof b->greedy ? b->greedy : NULL;
     for (int32_t i = 0, k = 0; i < n; i++) {
         bool keep = b->logits ? b->logits[i] != 0 : i == n - 1;
         e->row_out[i] = keep ? k++ : -1;
+        e->row_greedy[i] = keep && greedy && greedy[i];
         /* rows go in unchecked: cs_forward_batch checks tokens, positions and sequences */
         int32_t s = b->seq ? b->seq[i] : 0;
         e->b.token[i] = b->token[i];
@@ -480,7 +493,9 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
     }
     struct cs_fwd_hidden hid = {.n_layers = e->n_taps, .layers = e->tap_layers, .out = e->taps};
     int rc_seq[CS_MAX_SEQ];
-    int rc = cs_forward_batch(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, rc_seq, err, errlen);
+    const struct cs_fwd_greedy g = {.rows = e->row_greedy, .out = e->greedy_res};
+    int rc = cs_forward_batch_greedy(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, greedy ? &g : NULL,
+                                     rc_seq, err, errlen);
     if (rc < 0)
         return rc;
     for (int32_t i = 0; i < n; i++)
@@ -500,9 +515,19 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
 
 const float *clspec_logits(const clspec_engine *e, int32_t row)
 {
-    if (!e || row < 0 || row >= e->n_rows || e->row_out[row] < 0 || !e->row_ok[row])
+    if (!e || row < 0 || row >= e->n_rows || e->row_out[row] < 0 || !e->row_ok[row] || e->row_greedy[row])
         return NULL;
     return e->logits + (size_t)e->row_out[row] * (size_t)e->n_vocab;
+}
+
+int clspec_greedy(const clspec_engine *e, int32_t row, int32_t *n_match, int32_t *next)
+{
+    if (!e || !n_match || !next || row < 0 || row >= e->n_rows || e->row_out[row] < 0 || !e->row_ok[row] ||
+        !e->row_greedy[row])
+        return CLSPEC_E_INVAL;
+    *n_match = e->greedy_res[(size_t)e->row_out[row] * 2];
+    *next = e->greedy_res[(size_t)e->row_out[row] * 2 + 1];
+    return CLSPEC_OK;
 }
 
 int clspec_taps_set(clspec_engine *e, const int32_t *layers, int32_t n_layers, char *err, size_t errlen)

@@ -44,7 +44,7 @@ int32_t cs_argmax(const float *x, int32_t n)
 {
     int32_t best = 0;
     for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
+        if (x[i] > x[best] || (isnan(x[best]) && !isnan(x[i]))) /* as cs_ref_argmax and cl/argmax.cl */
             best = i;
     return best;
 }

@@ -7,7 +7,8 @@
  * layer's RMSNorm when it runs on the same device), on the device's kernel
  * family (act->ops, chosen at cs_fwd_ctx_new); at a device boundary the
  * residual stream goes through the host; then the requested rows on the last
- * device: final RMSNorm -> output matmul -> one blocking read. */
+ * device: final RMSNorm -> output matmul -> non-blocking reads of the rows
+ * wanted (or their argmaxes: cs_forward_batch_greedy) and one finish. */
 #include "config.h"
 
 #include <math.h>
@@ -242,8 +243,12 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     free(c->act);
     cs_kv_free(c->kv);
     free(c->h_x);
-    free(c->h_logits);
     free(c->scratch);
+    cs_cl_release(&c->g_am);
+    cs_cl_release(&c->g_nxt);
+    cs_cl_release(&c->g_res);
+    free(c->g_nxt_h);
+    free(c->g_res_h);
     free(c);
 }
 
@@ -288,8 +293,7 @@ int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, s
     struct cs_cl_dev **ldev = malloc(hp->n_layer * sizeof *ldev);
     c->act = calloc((size_t)fm->n_dev, sizeof *c->act);
     c->h_x = malloc(B * E * sizeof *c->h_x);
-    c->h_logits = malloc(B * V * sizeof *c->h_logits);
-    if (!ldev || !c->act || !c->h_x || !c->h_logits) {
+    if (!ldev || !c->act || !c->h_x) {
         free(ldev);
         rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "context: out of memory");
         goto fail;
@@ -364,6 +368,9 @@ struct pass_rows {
     const int32_t *lrow;     /* index among the batch's logits rows, -1: no logits */
     const struct cs_batch *b; /* the caller's batch (embedding rows) */
     int32_t *rd, *wr;        /* hybrid models: the recurrent state slot plan (filled by pass) */
+    const uint8_t *greedy;   /* (b->n) or NULL: 1 = only the argmax of the row (cs_forward_batch_greedy) */
+    int pk0;                 /* placed kept rows before this pass (its argmaxes' offset in c->g_am) */
+    int tok_from;            /* >= 0: the tokens are c->g_am[tok_from..+n) (a draft chain), not tok */
 };
 
 /* Rows of the pass whose input is an embedding (a negative token with
@@ -440,8 +447,13 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         if (!a->x)
             continue;
         /* non-blocking: r's arrays (c->scratch) stay put until cs_forward_batch's final finish */
-        if (i == fm->emb_dev)
+        if (i == fm->emb_dev && r->tok_from >= 0) { /* the previous depth's argmaxes (same device) */
+            cl_int e = clEnqueueCopyBuffer(a->dev->q, c->g_am, a->tok, (size_t)r->tok_from * 4, 0, (size_t)n * 4, 0,
+                                           NULL, NULL);
+            CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(chain tokens)", err, errlen));
+        } else if (i == fm->emb_dev) {
             CS_TRY(cs_cl_write_async(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
+        }
         CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->seq, 0, (size_t)n * 4, r->seq, err, errlen));
         CS_TRY(cs_cl_write_async(a->dev, a->cell, 0, (size_t)n * 4, r->cell, err, errlen));
@@ -481,37 +493,107 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         normed = fuse;
     }
     /* the requested rows: gather, final norm and output projection on them only */
+    /* every row of the pass: the final norm reads the residual rows in place; else each run of
+     * consecutive ones is copied once */
     int n_rows = 0;
-    bool contiguous = true;
-    int first = -1;
-    for (int t = 0; t < n; t++) {
-        if (r->lrow[t] < 0)
+    for (int t = 0, t0 = -1; t <= n; t++) {
+        const bool want = t < n && r->lrow[t] >= 0;
+        if (want && t0 < 0)
+            t0 = t;
+        if (want || t0 < 0)
             continue;
-        if (first < 0)
-            first = r->lrow[t];
-        contiguous = contiguous && r->lrow[t] == first + n_rows;
-        cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t * E * 4, (size_t)n_rows * E * 4,
-                                       (size_t)E * 4, 0, NULL, NULL);
-        CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
-        n_rows++;
+        if (t - t0 < n) {
+            cl_int e = clEnqueueCopyBuffer(a->dev->q, a->x, a->xo, (size_t)t0 * E * 4, (size_t)n_rows * E * 4,
+                                           (size_t)(t - t0) * E * 4, 0, NULL, NULL);
+            CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(logit rows)", err, errlen));
+        }
+        n_rows += t - t0;
+        t0 = -1;
     }
     if (n_rows == 0)
         return CLSPEC_OK;
     struct cs_cl_dev *d = a->dev;
     const struct cs_weight *out_w = fm->output_is_embd ? &fm->tok_embd : &fm->output;
-    CS_TRY(a->ops.f->rmsnorm(&a->ops, a->xo, fm->output_norm, a->xo, n_rows, E, eps, err, errlen));
+    CS_TRY(a->ops.f->rmsnorm(&a->ops, n_rows == n ? a->x : a->xo, fm->output_norm, a->xo, n_rows, E, eps, err,
+                             errlen));
     CS_TRY(a->ops.f->matmul(&a->ops, out_w, a->xo, a->logits, n_rows, n_rows, err, errlen));
-    if (contiguous)
-        return cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, logits_out + (size_t)first * V, err, errlen);
-    CS_TRY(cs_cl_read(d, a->logits, 0, (size_t)n_rows * V * 4, c->h_logits, err, errlen));
-    for (int t = 0, k = 0; t < n; t++)
-        if (r->lrow[t] >= 0)
-            memcpy(logits_out + (size_t)r->lrow[t] * V, c->h_logits + (size_t)(k++) * V, (size_t)V * 4);
+    if (r->greedy)
+        CS_TRY(cs_op_argmax(d, a->logits, 0, c->g_am, (size_t)r->pk0, n_rows, V, err, errlen));
+    /* the logits rows that come back: each run of consecutive ones in one non-blocking read
+     * straight into place (cs_forward_batch's finish waits for them) */
+    for (int t = 0, k = 0, k0 = 0, l0 = -1; t <= n; t++) {
+        bool back = t < n && r->lrow[t] >= 0 && !(r->greedy && r->greedy[r->orig[t]]);
+        if (l0 >= 0 && (!back || r->lrow[t] != l0 + (k - k0))) {
+            CS_TRY(cs_cl_read_async(d, a->logits, (size_t)k0 * V * 4, (size_t)(k - k0) * V * 4,
+                                    logits_out + (size_t)l0 * V, err, errlen));
+            l0 = -1;
+        }
+        if (back && l0 < 0) {
+            k0 = k;
+            l0 = r->lrow[t];
+        }
+        k += t < n && r->lrow[t] >= 0;
+    }
     return CLSPEC_OK;
+}
+
+/* Room for n greedy rows in c->g_* (on device d). */
+static int greedy_reserve(struct cs_fwd_ctx *c, struct cs_cl_dev *d, int n, char *err, size_t errlen)
+{
+    if (n <= c->g_cap)
+        return CLSPEC_OK;
+    cs_cl_release(&c->g_am);
+    cs_cl_release(&c->g_nxt);
+    cs_cl_release(&c->g_res);
+    free(c->g_nxt_h);
+    free(c->g_res_h);
+    c->g_cap = 0;
+    c->g_nxt_h = malloc((size_t)n * sizeof *c->g_nxt_h);
+    c->g_res_h = malloc((size_t)n * 2 * sizeof *c->g_res_h);
+    if (!c->g_nxt_h || !c->g_res_h)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d greedy rows)", n);
+    CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)n * 4, NULL, &c->g_am, err, errlen));
+    CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)n * 4, NULL, &c->g_nxt, err, errlen));
+    CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)n * 8, NULL, &c->g_res, err, errlen));
+    c->g_cap = n;
+    return CLSPEC_OK;
+}
+
+/* Before the passes: the next-row token of each placed kept row (-1 where
+ * no greedy run goes on), uploaded without a sync. Returns how many. */
+static int greedy_begin(struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g,
+                        const int32_t *orig, const int32_t *lrow, int n, int *n_pk, char *err, size_t errlen)
+{
+    struct cs_cl_dev *d = c->act[c->fm->out_dev].dev;
+    int k = 0;
+    for (int t = 0; t < n; t++)
+        k += lrow[t] >= 0;
+    *n_pk = k;
+    if (k == 0)
+        return CLSPEC_OK;
+    CS_TRY(greedy_reserve(c, d, k, err, errlen));
+    if (g->chain > 0) /* no runs to verify: only the argmaxes */
+        return CLSPEC_OK;
+    k = 0;
+    for (int t = 0; t < n; t++) {
+        if (lrow[t] < 0)
+            continue;
+        int i = orig[t];
+        bool run = g->rows[i] && i + 1 < b->n && g->rows[i + 1] && b->logits[i + 1] && b->seq[i + 1] == b->seq[i];
+        c->g_nxt_h[k++] = run ? b->token[i + 1] : -1;
+    }
+    return cs_cl_write_async(d, c->g_nxt, 0, (size_t)k * 4, c->g_nxt_h, err, errlen);
 }
 
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen)
+{
+    return cs_forward_batch_greedy(c, b, logits_out, hidden, NULL, seq_rc, err, errlen);
+}
+
+int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                            const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,
+                            char *err, size_t errlen)
 {
     const struct cs_hparams *hp = &c->fm->model->hp;
     int rc_local[CS_MAX_SEQ];
@@ -540,7 +622,7 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
             if (hidden->layers[i] < 0 || hidden->layers[i] > (int32_t)hp->n_layer)
                 return cs_err(err, errlen, CLSPEC_E_RANGE, "forward: hidden layer %d out of range 0..%u",
                               hidden->layers[i], hp->n_layer);
-    if (cs_batch_n_logits(b) > 0 && !logits_out)
+    if (cs_batch_n_logits(b) > 0 && !logits_out && !(g && g->chain > 0)) /* a chain reads argmaxes only */
         return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: logits requested but no output buffer");
     if (b->n > c->scratch_cap) {
         int32_t *s = realloc(c->scratch, (size_t)b->n * 9 * sizeof *s);
@@ -572,12 +654,26 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
         return CLSPEC_OK;
     const int U = (int)c->p.n_ubatch;
     int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
-    for (int t0 = 0; t0 < n && rc == CLSPEC_OK; t0 += U) {
-        struct pass_rows r = {.n = CS_MIN(U, n - t0), .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
+    int n_pk = 0; /* placed kept rows (greedy) */
+    if (rc == CLSPEC_OK && g && g->rows)
+        rc = greedy_begin(c, b, g, orig, lrow, n, &n_pk, err, errlen);
+    const int chain = g ? g->chain : 0; /* a draft chain: the first chain_n0 rows, then depths of chain rows */
+    for (int t0 = 0, pk0 = 0, sz; t0 < n && rc == CLSPEC_OK; t0 += sz) {
+        sz = chain > 0 ? (t0 == 0 ? g->chain_n0 : chain) : CS_MIN(U, n - t0);
+        struct pass_rows r = {.n = sz, .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .rd = rd + t0,
-                              .wr = wr + t0, .b = b};
+                              .wr = wr + t0, .b = b, .greedy = n_pk > 0 ? g->rows : NULL, .pk0 = pk0,
+                              .tok_from = chain > 0 && t0 > 0 ? pk0 - chain : -1};
         rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
+        for (int t = 0; t < r.n; t++)
+            pk0 += r.lrow[t] >= 0;
     }
+    struct cs_cl_dev *od = c->act[c->fm->out_dev].dev;
+    if (rc == CLSPEC_OK && n_pk > 0 && chain == 0)
+        rc = cs_op_greedy_accept(od, c->g_am, c->g_nxt, c->g_res, n_pk, err, errlen);
+    if (rc == CLSPEC_OK && n_pk > 0)
+        rc = chain > 0 ? cs_cl_read_async(od, c->g_am, 0, (size_t)n_pk * 4, c->g_res_h, err, errlen)
+                       : cs_cl_read_async(od, c->g_res, 0, (size_t)n_pk * 8, c->g_res_h, err, errlen);
     /* always (also after an error): the non-blocking input writes and hidden
      * reads are done, work finished before returning (cheap after the
      * blocking logits read) */
@@ -589,6 +685,11 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
         }
     if (rc == CLSPEC_OK && c->debug_fail > 0 && --c->debug_fail == 0)
         rc = cs_err(err, errlen, CLSPEC_E_CL, "forward: injected failure (test-only cs_fwd_debug_fail)");
+    if (rc == CLSPEC_OK && chain > 0) /* every row was placed: kept-row order is the chain's */
+        memcpy(g->out, c->g_res_h, (size_t)n_pk * sizeof *g->out);
+    for (int t = 0, k = 0; rc == CLSPEC_OK && t < n && n_pk > 0 && chain == 0; t++) /* to the greedy kept rows */
+        if (lrow[t] >= 0 && (k++, g->rows[orig[t]]))
+            memcpy(g->out + (size_t)lrow[t] * 2, c->g_res_h + (size_t)(k - 1) * 2, 2 * sizeof *g->out);
     return rc;
 }
 
@@ -627,5 +728,44 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
             rc = cs_err(err, errlen, seq_rc[s], "forward: kv cache full for sequence %d (%u cells, %u free)", s,
                         c->p.n_ctx, cs_kv_n_free(c->kv, s));
     cs_batch_free(&b);
+    return rc;
+}
+
+int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int n_chain, int32_t *amax, char *err,
+                     size_t errlen)
+{
+    const struct cs_fwd_model *fm = c->fm;
+    const int U = (int)c->p.n_ubatch;
+    int depth = n_chain > 0 ? 1 + (b->n - n0) / n_chain : 0;
+    if (n0 < 1 || n_chain < 1 || n0 > U || n_chain > U || b->n != n0 + (depth - 1) * n_chain)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: %d rows = %d + depths of %d (each <= %d)", b->n,
+                      n0, n_chain, U);
+    if (c->kv->rec || fm->emb_dev != fm->out_dev)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "forward chain: needs a plain (not hybrid) model on one device for its input and output");
+    int n_keep0 = 0, need[CS_MAX_SEQ] = {0};
+    for (int i = 0; i < b->n; i++) {
+        if (b->seq[i] < 0 || b->seq[i] >= CS_MAX_SEQ || (i >= n0 && !b->logits[i]))
+            return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: row %d: sequence %d, chained rows keep logits",
+                          i, b->seq[i]);
+        need[b->seq[i]]++;
+        n_keep0 += i < n0 && b->logits[i];
+    }
+    if (n_keep0 != n_chain)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward chain: %d kept rows for %d chains", n_keep0, n_chain);
+    for (int s = 0; s < CS_MAX_SEQ; s++) /* all or nothing: every row placed keeps the kept-row order */
+        if (need[s] > 0 && cs_kv_n_free(c->kv, s) < (uint32_t)need[s])
+            return cs_err(err, errlen, CLSPEC_E_KV_FULL, "forward chain: sequence %d needs %d cells", s, need[s]);
+    uint8_t *all = malloc((size_t)b->n);
+    if (!all)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
+    memset(all, 1, (size_t)b->n);
+    const struct cs_fwd_greedy g = {.rows = all, .out = amax, .chain = n_chain, .chain_n0 = n0};
+    int seq_rc[CS_MAX_SEQ];
+    int rc = cs_forward_batch_greedy(c, b, NULL, NULL, &g, seq_rc, err, errlen);
+    for (int s = 0; rc == CLSPEC_OK && s < CS_MAX_SEQ; s++)
+        if (seq_rc[s] != CLSPEC_OK)
+            rc = cs_err(err, errlen, seq_rc[s], "forward chain: sequence %d did not fit", s);
+    free(all);
     return rc;
 }

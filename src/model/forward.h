@@ -122,10 +122,14 @@ struct cs_fwd_ctx {
     struct cs_kv *kv;                     /* owned */
     struct cs_fwd_act *act;               /* (fm->n_dev) */
     float *h_x;                           /* host staging (n_ubatch, n_embd): boundary copies, hidden rows */
-    float *h_logits;                      /* host staging (n_ubatch, n_vocab) */
     int32_t *scratch;                     /* (scratch_cap * 9) per-row scratch of cs_forward_batch */
     int scratch_cap;
     int32_t debug_fail;                   /* test-only (cs_fwd_debug_fail): calls until an injected failure */
+    /* greedy rows (cs_forward_batch_greedy), on the output device, grown as needed; indexed by the
+     * placed kept rows of one forward in row order */
+    cl_mem g_am, g_nxt, g_res;            /* (g_cap) argmaxes, (g_cap) next-row tokens, (g_cap, 2) results */
+    int32_t *g_nxt_h, *g_res_h;           /* host sides of g_nxt and g_res */
+    int g_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
@@ -175,5 +179,36 @@ int cs_forward(struct cs_fwd_ctx *c, const int32_t *tokens, int n, const int32_t
 struct cs_batch;
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen);
+
+/* Greedy rows: a kept row with rows[i] = 1 leaves its logits on the device
+ * (its row of logits_out is not written); its argmax is taken there
+ * (cs_op_argmax) and, over each run of consecutive greedy rows of one
+ * sequence, compared with the token of the row after it (cs_op_greedy_accept:
+ * a draft verified greedily). out (cs_batch_n_logits(b), 2), in kept-row
+ * order: for each greedy row of a placed sequence, how many rows from it on
+ * match and the argmax where the match stops (the next greedy token); other
+ * entries untouched. Whatever comes back (logits, results, hidden rows)
+ * comes in one host sync per device at the end. */
+struct cs_fwd_greedy {
+    const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
+    int32_t *out;                         /* (cs_batch_n_logits(b), 2); a chain: (n_keep) argmaxes */
+    int32_t chain, chain_n0;              /* chain > 0: cs_forward_chain's passes (set by it only) */
+};
+int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
+                            const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,
+                            char *err, size_t errlen);
+
+/* A greedy draft chain queued on the device with one host sync: b's first
+ * n0 rows (tokens given; exactly n_chain of them keep logits: the chains'
+ * heads, in kept-row order), then depth - 1 depths of n_chain rows each
+ * (b->n = n0 + (depth - 1) * n_chain; every one keeps logits; their tokens
+ * are ignored): the token of chain i at depth d is the argmax of its row at
+ * depth d - 1, taken on the device. Every cell is placed up front (all or
+ * nothing: CLSPEC_E_KV_FULL when a sequence lacks room, nothing placed).
+ * amax (depth * n_chain): the argmax of every kept row in kept-row order
+ * (heads, then each depth). n0 and n_chain at most n_ubatch; a plain model
+ * whose embedding and output sit on one device (else CLSPEC_E_UNSUPPORTED). */
+int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int n_chain, int32_t *amax, char *err,
+                     size_t errlen);
 
 #endif

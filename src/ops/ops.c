@@ -448,6 +448,15 @@ int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t
     return cs_op_launch(d, "argmax", NULL, "argmax_gpu", a, CS_ARRAY_LEN(a), (size_t)n_rows * ls, ls, err, errlen);
 }
 
+int cs_op_greedy_accept(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, cl_mem res, int n, char *err, size_t errlen)
+{
+    if (n < 1 || !am || !nxt || !res)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "greedy_accept: %d rows (want >= 1) or a NULL buffer", n);
+    const struct cs_karg a[] = {CS_KA(am), CS_KA(nxt), CS_KA(res), CS_KA(n)};
+    /* a few dozen rows of a short scan each: one work-item per group in both families */
+    return cs_op_launch(d, "argmax", NULL, "greedy_accept", a, CS_ARRAY_LEN(a), (size_t)n, 1, err, errlen);
+}
+
 /* ---- every program a configuration needs, before the first request ---- */
 
 int cs_op_prepare_all(struct cs_cl_dev *d, const struct cs_op_kv_shape *kv, bool llamacpp_numerics,

@@ -152,6 +152,12 @@ int cs_op_add_rmsnorm(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem b, siz
  * index as cs_ref_argmax). */
 int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t out_off, int n_rows, int n_cols,
                  char *err, size_t errlen);
+/* Greedy verification of runs of n rows on the device (cl/argmax.cl
+ * greedy_accept; one kernel for both families): am (n int32) the rows'
+ * argmaxes, nxt (n int32) the token of the next row of the run or -1 at a
+ * run's end, res (2n int32) per row the number of matching rows from it on
+ * and the argmax where the match stops (C twin cs_ref_greedy_accept). */
+int cs_op_greedy_accept(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, cl_mem res, int n, char *err, size_t errlen);
 
 /* The shape of a KV cache that its programs are built for. */
 struct cs_op_kv_shape {

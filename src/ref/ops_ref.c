@@ -202,3 +202,14 @@ void cs_ref_argmax(const float *x, int n_rows, int n_cols, int32_t *out)
         out[r] = bi;
     }
 }
+
+void cs_ref_greedy_accept(const int32_t *am, const int32_t *nxt, int n, int32_t *res)
+{
+    for (int i = 0; i < n; i++) {
+        int j = i;
+        while (j < n - 1 && nxt[j] >= 0 && am[j] == nxt[j])
+            j++;
+        res[2 * i] = j - i;
+        res[2 * i + 1] = am[j];
+    }
+}

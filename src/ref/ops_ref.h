@@ -32,6 +32,11 @@ void cs_ref_softmax(float *x, int n_rows, int n_cols);
 /* out[r] = the index of the largest element of row r of x (n_rows, n_cols):
  * the first maximum (ties: smallest index); NaN never wins over a number. */
 void cs_ref_argmax(const float *x, int n_rows, int n_cols, int32_t *out);
+/* Greedy verification of runs of n rows (cl/argmax.cl greedy_accept): am
+ * (n) each row's argmax, nxt (n) the token the next row of the run carries
+ * or -1 at a run's end; res (n, 2): per row the count of matching rows from
+ * it on (am[j] == nxt[j]) and the argmax of the first row that stops it. */
+void cs_ref_greedy_accept(const int32_t *am, const int32_t *nxt, int n, int32_t *res);
 
 /* Attention (see src/ops/ops.h cs_op_attention for the visibility rule) over
  * f32 k, v (n_cells, n_kv_head * head_dim); q, out (n_tokens, n_head,

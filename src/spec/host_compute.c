@@ -800,6 +800,7 @@ static int kv_mutable(clspec_kv *kv, char *err, size_t errlen)
 static int kv_upload(clspec_kv *kv, char *err, size_t errlen)
 {
     CS_TRY(cs_kv_sync(kv->kv, false, err, errlen));
+    kv->pending = false;
     kv->inflight = true;
     kv->synced_gen = kv->o.dev->gen;
     return CLSPEC_OK;
@@ -861,13 +862,20 @@ static int kv_seq_rm(clspec_kv *kv, int32_t seq, int32_t p0, int32_t p1, char *e
     } else {
         CS_TRY(cs_kv_seq_rm(kv->kv, seq, p0, p1, err, errlen));
     }
-    return kv_upload(kv, err, errlen);
+    kv->pending = true; /* uploaded with the next placement or device use */
+    return CLSPEC_OK;
+}
+
+int cs_hc_kv_ready(const clspec_kv *kv, char *err, size_t errlen)
+{
+    return kv->pending ? kv_upload((clspec_kv *)kv, err, errlen) : CLSPEC_OK; /* the handle is never const */
 }
 
 static int kv_store(clspec_kv *kv, int32_t layer, const clspec_buf *k, size_t k_off, const clspec_buf *v, size_t v_off,
                     const clspec_buf *cells, size_t cells_off, int32_t n_rows, char *err, size_t errlen)
 {
     CS_TRY(cs_hc_chk_kv(kv, layer, "kv_store", err, errlen));
+    CS_TRY(cs_hc_kv_ready(kv, err, errlen));
     CS_TRY(cs_hc_chk_rows(n_rows, "kv_store", err, errlen));
     clspec_dev *d = kv->o.dev;
     const size_t row = (size_t)kv->kv->n_kv_head * kv->kv->head_dim, n = (size_t)n_rows;
@@ -886,6 +894,7 @@ static int attention(const clspec_kv *kv, int32_t layer, const clspec_buf *q, si
 {
     const char *op = "attention";
     CS_TRY(cs_hc_chk_kv(kv, layer, op, err, errlen));
+    CS_TRY(cs_hc_kv_ready(kv, err, errlen));
     CS_TRY(cs_hc_chk_rows(n_rows, op, err, errlen));
     if (n_head <= 0 || n_head % (int32_t)kv->kv->n_kv_head)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s: %d heads over %u kv heads", op, n_head, kv->kv->n_kv_head);

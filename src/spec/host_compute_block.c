@@ -151,6 +151,7 @@ static int chk_layer(const clspec_layer *l, const clspec_kv *kv, int32_t kv_laye
     clspec_dev *d = l->o.dev;
     CS_TRY(chk_tensors(&l->t, NULL, &d, op, err, errlen)); /* shapes checked by layer_new; still live? */
     CS_TRY(cs_hc_chk_kv(kv, kv_layer, op, err, errlen));
+    CS_TRY(cs_hc_kv_ready(kv, err, errlen));
     if (kv->o.dev != l->o.dev)
         return cs_hc_bad(err, errlen, op, "kv", "a KV cache of another device queue");
     if (kv->kv->n_kv_head != (uint32_t)l->s.n_head_kv || kv->kv->head_dim != (uint32_t)l->s.head_dim)

@@ -68,6 +68,8 @@ struct clspec_kv {
     struct cs_kv *kv;           /* owned */
     uint64_t synced_gen;        /* dev gen when cell metadata was last uploaded without waiting */
     bool inflight;              /* an upload from kv's host metadata may still be queued */
+    bool pending;               /* metadata changed by kv_seq_rm, not uploaded yet: the next kv_place or
+                                 * device use uploads it (cs_hc_kv_ready), so a removal never waits */
     struct cs_batch b;          /* placement scratch */
 };
 
@@ -89,6 +91,8 @@ int cs_hc_chk_wt(const clspec_weight *w, clspec_dev **dev, const char *op, const
                  size_t errlen);
 /* kv must be a live KV cache with layer in 0..n_layer-1. */
 int cs_hc_chk_kv(const clspec_kv *kv, int32_t layer, const char *op, char *err, size_t errlen);
+/* Before a device use of kv's cells (store, attention, a block): a pending removal is uploaded. */
+int cs_hc_kv_ready(const clspec_kv *kv, char *err, size_t errlen);
 /* n_rows >= 1. */
 int cs_hc_chk_rows(int32_t n_rows, const char *op, char *err, size_t errlen);
 /* Puts o at the head of d's list with magic; unlinks it and marks it dead. */

@@ -16,6 +16,7 @@
 #include "base/common.h"
 #include "engine/engine.h"
 #include "kv/kv_rec.h"
+#include "kv/batch.h"
 #include "model/forward.h"
 #include "spec/host_model.h"
 
@@ -210,6 +211,37 @@ static int ctx_decode(clspec_ctx *c, const struct clspec_decode *d, char *err, s
     return rc;
 }
 
+/* 1.6: d's rows, then depth - 1 rows per kept row, tokens chained on the device (cs_forward_chain). */
+static int ctx_decode_chain(clspec_ctx *c, const struct clspec_decode *d, int32_t depth, int32_t *amax, char *err,
+                            size_t errlen)
+{
+    c->n_logits = 0;
+    if (!d || d->n <= 0 || (uint32_t)d->n > c->n_batch || !d->tokens || d->embd || !d->pos || !d->seq || !amax ||
+        depth < 1 || depth > 64)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "ctx_decode_chain: %d rows (want 1..n_batch %u, tokens, "
+                      "positions, sequences), depth %d (1..64), amax", d ? d->n : 0, c->n_batch, depth);
+    int32_t head[64], n_chain = 0;
+    for (int32_t i = 0; i < d->n; i++)
+        if (d->logits ? d->logits[i] != 0 : i == d->n - 1) {
+            if (n_chain == 64)
+                return cs_err(err, errlen, CLSPEC_E_RANGE, "ctx_decode_chain: more than 64 chains");
+            head[n_chain++] = i;
+        }
+    struct cs_batch b;
+    CS_TRY(cs_batch_init(&b, d->n + (depth - 1) * n_chain, err, errlen));
+    int rc = CLSPEC_OK;
+    for (int32_t i = 0; i < d->n && rc == CLSPEC_OK; i++)
+        rc = cs_batch_add(&b, d->tokens[i], d->pos[i], d->seq[i], d->logits ? d->logits[i] != 0 : i == d->n - 1,
+                          err, errlen);
+    for (int32_t k = 1; k < depth; k++) /* tokens: placeholders, the device puts the argmaxes there */
+        for (int32_t j = 0; j < n_chain && rc == CLSPEC_OK; j++)
+            rc = cs_batch_add(&b, 0, d->pos[head[j]] + k, d->seq[head[j]], true, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_forward_chain(c->c, &b, d->n, n_chain, amax, err, errlen);
+    cs_batch_free(&b);
+    return rc;
+}
+
 static const float *ctx_logits(clspec_ctx *c, int32_t i)
 {
     if (i < 0 || i >= c->n_logits)
@@ -315,4 +347,5 @@ void cs_host_model_entries(struct clspec_host *h)
     h->target_embed = target_embed; /* 1.2 */
     h->target_head = target_head;
     h->ctx_hidden = ctx_hidden;
+    h->ctx_decode_chain = ctx_decode_chain; /* 1.6 */
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/common.h"
+#include "cl/runtime.h"
 #include "spec/spec.h"
 #include "spec/taps.h"
 
@@ -27,6 +28,7 @@ static void rows_free(struct cs_spec_rows *b)
     free(b->pos);
     free(b->seq);
     free(b->logits);
+    free(b->greedy);
     free(b->embd);
     memset(b, 0, sizeof *b);
 }
@@ -41,7 +43,8 @@ static int rows_reserve(struct cs_spec_rows *b, int32_t cap, char *err, size_t e
     b->pos = malloc((size_t)cap * sizeof *b->pos);
     b->seq = malloc((size_t)cap * sizeof *b->seq);
     b->logits = malloc((size_t)cap);
-    if (!b->token || !b->pos || !b->seq || !b->logits) {
+    b->greedy = malloc((size_t)cap);
+    if (!b->token || !b->pos || !b->seq || !b->logits || !b->greedy) {
         rows_free(b);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory (%d rows)", cap);
     }
@@ -58,6 +61,7 @@ static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t 
     b->pos[b->n] = pos;
     b->seq[b->n] = seq;
     b->logits[b->n] = logits;
+    b->greedy[b->n] = 0;
     b->n++;
     return CLSPEC_OK;
 }
@@ -89,8 +93,13 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
     const float *embd = NULL; /* image rows' inputs, when the batch has any */
     for (int32_t i = 0; i < sp->b.n && !embd; i++)
         embd = sp->b.token[i] < 0 ? sp->b.embd : NULL;
-    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits, embd};
+    const uint8_t *greedy = NULL; /* rows verified on the device, when the batch has any */
+    for (int32_t i = 0; i < sp->b.n && !greedy; i++)
+        greedy = sp->b.greedy[i] ? sp->b.greedy : NULL;
+    struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits, embd, greedy};
     int rc = clspec_decode(sp->e, &cb, seq_rc, err, errlen);
+    for (int32_t i = 0; rc == CLSPEC_OK && greedy && i < sp->b.n; i++)
+        sp->total.n_greedy_rows += greedy[i] && seq_rc[sp->b.seq[i]] == CLSPEC_OK;
     if (rc < 0 || !sp->pl)
         return rc;
     int kept[CLSPEC_MAX_SEQ];
@@ -147,14 +156,20 @@ static void verify(struct cs_spec *sp, struct cs_spec_slot *sl, const float *L, 
 {
     const size_t V = (size_t)sp->n_vocab;
     const bool rs = sl->probs && sl->n_draft > 0 && sl->stochastic;
+    int32_t n_match = 0, next = 0; /* dev_greedy: the device's verdict on the slot's rows */
+    if (sl->dev_greedy && clspec_greedy(sp->e, sl->row, &n_match, &next) < 0)
+        n_match = -1; /* cannot happen for a placed slot: no tokens (the caller reports it) */
     sl->n_out = 0;
     sl->n_accepted = 0;
     sl->eog = false;
-    for (int32_t i = 0; i <= sl->n_draft; i++) {
-        const float *row = L + (size_t)i * V;
+    for (int32_t i = 0; i <= sl->n_draft && n_match >= 0; i++) {
+        const float *row = L ? L + (size_t)i * V : NULL;
         int32_t t;
         bool acc = false;
-        if (rs && i < sl->n_draft) {
+        if (sl->dev_greedy) { /* the sampler's greedy pick is the row's argmax, taken on the device */
+            t = i < n_match ? sl->draft[i] : next;
+            acc = i < sl->n_draft && t == sl->draft[i];
+        } else if (rs && i < sl->n_draft) {
             clspec_sampler_probs(sl->smp, row, sp->pt);
             double u = clspec_sampler_uniform(sl->smp), u2 = clspec_sampler_uniform(sl->smp);
             t = cs_spec_rs_token(sp->pt, sl->probs + (size_t)i * V, (int32_t)V, sl->draft[i], u, u2, sp->resid,
@@ -358,6 +373,8 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
     sl->n_max_req = 0;
+    sl->host_logits = true;
+    sl->dev_greedy = false;
     cs_ctl_slot_reset(&sp->ctl, &sl->ctl);
     memset(&sl->st, 0, sizeof sl->st);
     sl->off_why[0] = 0;
@@ -450,9 +467,12 @@ static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, char *err, s
 {
     struct cs_spec_slot *sl = &sp->slots[s];
     int32_t k = with_draft ? sl->n_draft : 0;
+    sl->row = sp->b.n;
     int rc = rows_add(&sp->b, sl->hist[sl->n_hist - 1], sl->n_hist - 1, s, true, err, errlen);
     for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++)
         rc = rows_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
+    for (int32_t i = sl->row; rc == CLSPEC_OK && sl->dev_greedy && i < sp->b.n; i++)
+        sp->b.greedy[i] = 1;
     return rc;
 }
 
@@ -573,6 +593,11 @@ static int32_t settle(struct cs_spec *sp, const bool *which, const int *seq_rc, 
         }
         clspec_sampler_save_into(sl->smp, sl->snap, err, errlen);
         verify(sp, sl, sp->row0[s], n_left[s]);
+        if (sl->n_out == 0) { /* a placed slot always gets a token: its verdict was not readable */
+            sl->rc = cs_err(err, errlen, CLSPEC_E_INVAL, "spec: slot %d: no verification result", s);
+            rollback(sp, s, false, err, errlen);
+            continue;
+        }
         int r = rollback(sp, s, true, err, errlen);
         if (*rc == CLSPEC_OK)
             *rc = r;
@@ -607,6 +632,8 @@ static int keep_first(struct cs_spec *sp, const float *base, int32_t n, struct c
                       size_t errlen)
 {
     const size_t V = (size_t)sp->n_vocab;
+    if (!base) /* every kept row was a greedy one: no logits to keep */
+        return CLSPEC_OK;
     CS_TRY(reserve_logits(sp, n, err, errlen));
     memcpy(sp->logits, base, (size_t)n * V * sizeof *sp->logits);
     for (int32_t s = 0; s < sp->n_slots; s++)
@@ -617,8 +644,35 @@ static int keep_first(struct cs_spec *sp, const float *base, int32_t n, struct c
     return CLSPEC_OK;
 }
 
+/* Whether slot s's step verifies on the device: the caller reads no logits
+ * and its sampler's pick is the plain argmax (greedy, no penalties, no
+ * grammar), so the argmax per row and the match count are all it needs. */
+static bool greedy_on_device(const struct cs_spec_slot *sl)
+{
+    struct clspec_sampler_params p = {.size = sizeof p};
+    char e2[CLSPEC_ERRLEN];
+    if (sl->host_logits || clspec_sampler_get_params(sl->smp, &p, NULL, e2, sizeof e2) < 0)
+        return false;
+    bool penalties = p.penalty_last_n > 0 &&
+                     (p.repeat_penalty != 1.0f || p.freq_penalty != 0.0f || p.presence_penalty != 0.0f);
+    return !(p.temp > 0.0f) && !penalties && clspec_sampler_grammar_status(sl->smp) == CLSPEC_GRAMMAR_NONE;
+}
+
+static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err, size_t errlen);
+
 int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err,
                        size_t errlen)
+{
+    const uint64_t s0 = cs_cl_sync_count(), c0 = sp->total.n_steps;
+    int rc = step_extra(sp, n_left, x, err, errlen);
+    if (sp->total.n_steps > c0 || x) {
+        sp->total.n_calls++;
+        sp->total.n_syncs += cs_cl_sync_count() - s0;
+    }
+    return rc;
+}
+
+static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err, size_t errlen)
 {
     const struct clspec_batch *xb = x ? x->b : NULL;
     const int32_t n_x = xb ? xb->n_rows : 0;
@@ -645,6 +699,7 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
         sl->eog = false;
         want[s] = sl->active && n_left[s] > 0;
         n_want += want[s];
+        sl->dev_greedy = want[s] && greedy_on_device(sl);
         if (want[s] && sl->n_hist + 1 + sp->p.n_max > sl->cap &&
             grow_hist(sl, sl->n_hist + 1 + sp->p.n_max, err, errlen) < 0)
             return CLSPEC_E_NOMEM;
@@ -661,8 +716,11 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
     int rc = rows_reserve(&sp->b, n_own + n_x, err, errlen);
     if (rc < 0)
         return rc;
-    if (n_ask > 0)
+    if (n_ask > 0) {
+        const uint64_t d0 = cs_cl_sync_count();
         ask_drafts(sp, ids, kmaxs, n_ask);
+        sp->total.n_syncs_draft += cs_cl_sync_count() - d0;
+    }
     /* one forward: every slot's [last, d1..dk], then the extra rows */
     sp->b.n = 0;
     int32_t first[CLSPEC_MAX_SEQ]; /* each slot's first row */
@@ -687,7 +745,7 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
         return undo(sp, want, rc);
     const float *base = kept_base(sp);
     for (int32_t s = 0; s < sp->n_slots && base; s++)
-        if (want[s])
+        if (want[s] && !sp->slots[s].dev_greedy)
             sp->row0[s] = base + (size_t)first[s] * V;
     if (x) {
         memcpy(x->seq_rc, seq_rc, sizeof x->seq_rc);
@@ -717,7 +775,7 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
         return undo(sp, retry, rc);
     base = kept_base(sp);
     for (int32_t s = 0; s < sp->n_slots && base; s++)
-        if (retry[s])
+        if (retry[s] && !sp->slots[s].dev_greedy)
             sp->row0[s] = base + (size_t)first[s] * V;
     settle(sp, retry, seq_rc, n_left, NULL, &rc, err, errlen);
     return rc;

@@ -47,6 +47,11 @@ struct cs_spec_stats {
     uint64_t n_asked;        /* draft tokens asked of the plugin (the chosen lengths, summed) */
     uint64_t n_ctl_plain;    /* steps the cost-aware controller ran without a draft that one was allowed */
     uint64_t n_kv_shrunk;    /* steps whose draft was cut short (or left out) for want of free KV cells */
+    /* struct cs_spec.total only: */
+    uint64_t n_calls;        /* cs_spec_step(_extra) calls that ran a forward (steps of all slots at once) */
+    uint64_t n_syncs;        /* blocking host syncs in them (cs_cl_sync_count), drafting included */
+    uint64_t n_syncs_draft;  /* of them in the plugin's draft calls */
+    uint64_t n_greedy_rows;  /* target rows verified on the device (only their argmax came back) */
 };
 
 struct cs_spec_slot {
@@ -72,6 +77,11 @@ struct cs_spec_slot {
     char off_why[256];       /* why speculation went off for this request ("" while on or never asked) */
     int32_t n_max_req;       /* the request's own cap on the draft length (0 = p.n_max; set after slot_begin) */
     struct cs_ctl_slot ctl;  /* CS_SPEC_CTL_COST: acceptance, the chosen length, off steps and probes */
+    bool host_logits;        /* the caller reads cs_spec_out_logits (logprobs): every row's logits come back.
+                              * slot_begin sets it; a caller that never reads them clears it after, and
+                              * greedy steps then verify on the device (dev_greedy) */
+    bool dev_greedy;         /* this step: greedy verification on the device (clspec_batch.greedy) */
+    int32_t row;             /* this step: the slot's first row in the last forward */
 };
 
 /* The rows of one forward (the arrays of a struct clspec_batch). */
@@ -79,6 +89,7 @@ struct cs_spec_rows {
     int32_t n, cap;          /* rows in use, allocated */
     int32_t *token, *pos, *seq; /* (cap) */
     uint8_t *logits;         /* (cap) 1 = keep the row's logits */
+    uint8_t *greedy;         /* (cap) 1 = only the row's argmax comes back (clspec_batch.greedy) */
     float *embd;             /* (embd_cap, n_embd) inputs of image rows (negative tokens), grown when one comes */
     int32_t embd_cap;
 };
