@@ -366,7 +366,7 @@ static void test_long_limits(void **st)
         const int32_t n = (int32_t)reach + 10;
         for (int32_t i = 0; i < n; i++)
             tok[i] = 5 + i % 50, pos[i] = i, seq[i] = 0;
-        struct clspec_batch b = {sizeof b, n, tok, pos, seq, NULL, NULL};
+        struct clspec_batch b = {.size = sizeof b, .n_rows = n, .token = tok, .pos = pos, .seq = seq};
         assert_int_equal(clspec_decode(E.door, &b, NULL, err, sizeof err), CLSPEC_OK);
         assert_int_equal(clspec_seq_rm(E.door, 0, n - (int32_t)reach - 1, -1, err, sizeof err), CLSPEC_E_UNSUPPORTED);
         assert_int_equal(E.e->ctx->kv->rec->len[0], n);

@@ -458,6 +458,10 @@ int clspec_image_encode(clspec_mmproj *m, const void *bytes, size_t len, float *
  * its previous bias then). */
 int clspec_sampler_set_logit_bias(clspec_sampler *s, const int32_t *ids, const float *bias, int32_t n, char *err,
                                   size_t errlen);
+/* The number of distinct token ids s biases (0 without a logit bias; 0 for
+ * NULL). A biased greedy sampler is no plain argmax: callers that take the
+ * argmax elsewhere (on the device) must check it. */
+int32_t clspec_sampler_n_logit_bias(const clspec_sampler *s);
 
 /* ---- chat template override (appended) ---- */
 /* From now on clspec_chat_template(e) answers tmpl (len bytes, copied; no

@@ -969,6 +969,11 @@ int clspec_sampler_set_logit_bias(clspec_sampler *s, const int32_t *ids, const f
     return cs_sampler_set_bias(s->s, ids, bias, n, err, errlen);
 }
 
+int32_t clspec_sampler_n_logit_bias(const clspec_sampler *s)
+{
+    return s ? s->s->n_bias : 0;
+}
+
 int clspec_set_chat_template(clspec_engine *e, const char *tmpl, size_t len, char *err, size_t errlen)
 {
     if (!e || (!tmpl && len))

@@ -655,7 +655,8 @@ static bool greedy_on_device(const struct cs_spec_slot *sl)
         return false;
     bool penalties = p.penalty_last_n > 0 &&
                      (p.repeat_penalty != 1.0f || p.freq_penalty != 0.0f || p.presence_penalty != 0.0f);
-    return !(p.temp > 0.0f) && !penalties && clspec_sampler_grammar_status(sl->smp) == CLSPEC_GRAMMAR_NONE;
+    return !(p.temp > 0.0f) && !penalties && clspec_sampler_grammar_status(sl->smp) == CLSPEC_GRAMMAR_NONE &&
+           clspec_sampler_n_logit_bias(sl->smp) == 0; /* a bias (or ignore_eos) moves the argmax */
 }
 
 static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err, size_t errlen);
