@@ -88,6 +88,7 @@ static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const
 
 static int g_ctl = CS_SPEC_CTL_ACCEPT; /* gen()'s draft-length controller */
 static bool g_dev = false;             /* gen(): greedy steps verify on the device (slots' host_logits off) */
+static int32_t g_ban = -1;             /* gen(): >= 0: every sampler bans this token (logit bias -inf) */
 
 struct run {
     int32_t tok[4][NGEN];    /* per case */
@@ -123,6 +124,11 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
             p.min_p = 0.0f;
         }
         assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+        if (g_ban >= 0) {
+            const float b = -INFINITY;
+            assert_int_equal(clspec_sampler_set_logit_bias(smp[s], &g_ban, &b, 1, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(clspec_sampler_n_logit_bias(smp[s]), 1);
+        }
         const struct golden_case *gc = &G->cases[c0 + s];
         for (int i = 0; i < gc->n_prompt; i++)
             clspec_sampler_accept(smp[s], gc->prompt[i]);
@@ -398,6 +404,32 @@ static void test_draft_chain(void **state)
         assert_true(chain.st.n_syncs_draft <= chain.st.n_calls); /* at most one per step */
         assert_true(chain.st.n_syncs_draft < old.st.n_syncs_draft);
     }
+    cs_engine_free(e);
+}
+
+/* ---- a biased greedy sampler is no plain argmax: it never verifies on the device ---- */
+
+static void test_bias_host(void **state)
+{
+    (void)state;
+    struct cs_engine *e = engine_open(512, 4, CS_TYPE_F16);
+    static struct run plain, host, dev;
+    gen_all(e, NULL, 4, 0.0f, &plain, 1 << 30);
+    g_ban = plain.tok[0][1]; /* a token greedy decoding picks */
+    gen_all(e, NULL, 4, 0.0f, &host, 1 << 30);
+    g_dev = true;
+    struct cs_plugin *pl = ngram_open(e, 4, "1");
+    gen_all(e, pl, 4, 0.0f, &dev, 1 << 30);
+    cs_plugin_free(pl);
+    g_dev = false;
+    const int32_t ban = g_ban;
+    g_ban = -1;
+    assert_same(&host, &dev, "greedy with a logit bias, ngram drafts, slots asking for the device path");
+    assert_int_equal(dev.st.n_greedy_rows, 0); /* the bias kept every row on the host */
+    assert_true(dev.st.n_drafted > 0);
+    for (int c = 0; c < G->n_cases; c++)
+        for (int i = 0; i < host.n[c]; i++)
+            assert_int_not_equal(host.tok[c][i], ban);
     cs_engine_free(e);
 }
 
@@ -779,7 +811,7 @@ int main(void)
         cmocka_unit_test(test_kv_full),           cmocka_unit_test(test_draft_sampling),
         cmocka_unit_test(test_draft_refusals),    cmocka_unit_test(test_per_request_off),
         cmocka_unit_test(test_step_extra),        cmocka_unit_test(test_cost_ctl),
-        cmocka_unit_test(test_draft_chain),
+        cmocka_unit_test(test_draft_chain),        cmocka_unit_test(test_bias_host),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
