@@ -523,12 +523,13 @@ static const struct {
              "{\"city\": \"Paris\"}\n"
              "```<｜tool▁call▁end｜>        <｜tool▁calls▁end｜><｜end▁of▁sentence｜>            <｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{\"temp\": 21}<｜tool▁output▁end｜>            <｜tool▁outputs▁end｜><think>It is warm.</think>It is 21 degrees in Paris.<｜end▁of▁sentence｜><｜User｜>Thanks<｜Assistant｜>\n"
              ""},
+    /* date_string comes from the render time (as llama-server passes it), the test fixes it at 14 Nov 2023 */
     {"llama3.1-8b-instruct.jinja", "conv-tools.json", "<|begin_of_text|>", "<|eot_id|>",
      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n"
              "\n"
              "Environment: ipython\n"
              "Cutting Knowledge Date: December 2023\n"
-             "Today Date: 26 Jul 2024\n"
+             "Today Date: 14 Nov 2023\n"
              "\n"
              "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
              "\n"
