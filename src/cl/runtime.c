@@ -362,6 +362,8 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
                       cs_cl_errstr(rc), (int)rc);
     }
     make_build_opts(info, d->build_opts, sizeof d->build_opts);
+    const char *idot = getenv("CLSPEC_INTDOT");
+    d->int8_act = info->family == CS_KFAMILY_CPU && idot && strcmp(idot, "1") == 0;
     *out = d;
     return CLSPEC_OK;
 }
@@ -387,6 +389,8 @@ void cs_cl_dev_close(struct cs_cl_dev *d)
         free(p->extra);
         free(p);
     }
+    if (d->q8_buf)
+        clReleaseMemObject(d->q8_buf);
     if (d->q)
         clReleaseCommandQueue(d->q);
     if (d->ctx)

@@ -77,6 +77,10 @@ struct cs_cl_dev {
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
+    bool int8_act;             /* CPU family and CLSPEC_INTDOT=1: q4_0 / q8_0 matmuls on 8-bit
+                                * activations (src/ops/matmul_q8.h) */
+    cl_mem q8_buf;             /* their scratch (quantized columns), grown on demand */
+    size_t q8_bytes;           /* its size */
 };
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
