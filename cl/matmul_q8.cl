@@ -1,27 +1,34 @@
 /* matmul_q8.cl: y = x . W^T with integer dot products (CPU family only; the
- * host, src/ops/matmul_q8.c, takes this path when CLSPEC_INTDOT=1 and falls
- * back to cl/matmul.cl elsewhere). x comes quantized by quant_q8
- * (cl/quant.cl): per column, char q[n_in] and float dx[n_in / 32].
- * Weight types: q4_0 (GGUF layout, 18-byte blocks) and q8_0f (36-byte
- * blocks, CS_WLAYOUT_Q8_0_F32D).
+ * host, src/ops/matmul_q8.c, takes this path when the device was opened with
+ * CLSPEC_INTDOT=1; cl/matmul.cl elsewhere). x comes quantized by quant_q8
+ * (cl/quant.cl): per column, char q[n_in] in pair order (below) and float
+ * dx[n_in / 32]. Weight types: q4_0 (GGUF layout, 18-byte blocks) and q8_0f
+ * (36-byte blocks, CS_WLAYOUT_Q8_0_F32D).
+ *
+ * Pair order: the blocks of a row are taken in pairs (a, b) = (2t, 2t + 1);
+ * the 64 elements of a pair are arranged as four chunks of 16: a[0..16),
+ * b[0..16), a[16..32), b[16..32) (a q4_0 pair's low nibbles, then its high
+ * nibbles). An odd last block is a pair alone: chunks a[0..16), 0, a[16..32),
+ * 0 (its x stored as 32 bytes a[0..32)).
  *
  * The one reduction order of this path (every kernel here, any n_cols, any
- * column position, rows alone or in pairs): element (c, r), nb = n_in / 32
- * blocks, taken in pairs t = (2t, 2t + 1) in increasing t (an odd last block
- * pairs with an empty block: weights, x and scale 0):
+ * column position, rows alone or in pairs): element (c, r):
  *   1. signed integer weights w_e (q4_0: nibble - 8; q8_0: the int8), x
- *      integers q_e;
- *   2. I (16 int lanes): lane j = sum of w_e q_e over the four elements
- *      e = 4j .. 4j + 3 of the 64 of the pair (exact: |I| < 2^17);
- *   3. S (16 float lanes): lanes 0..7 = dw_2t * dx_2t, 8..15 = dw_2t+1 *
- *      dx_2t+1 (one float multiply each; dw: the weight block's scale as
- *      float, dx: the quantized block's);
- *   4. acc = fma(convert_float16(I), S, acc), acc starting at +0.0f;
+ *      integers q_e, both in pair order;
+ *   2. I (16 int lanes): lane j = sum of w_e q_e over positions
+ *      4j .. 4j + 3 of the 64 of the pair (exact: |I| < 2^17);
+ *   3. S (16 float lanes): lanes 0..3 and 8..11 = dw_a * dx_a, lanes 4..7
+ *      and 12..15 = dw_b * dx_b (0 for a lone block; one float multiply
+ *      each; dw: the weight block's scale as float, dx: the x block's);
+ *   4. acc = fma(convert_float16(I), S, acc) for pairs t = 0, 1, ... in
+ *      order, acc starting at +0.0f;
  *   5. y = cs_hsum16(acc) (cl/blocks.cl).
  * With AVX-512BW (PoCL defines __AVX512BW__ for such CPUs) step 2 is
- * vpmaddubsw on |w| and x with w's sign (64 byte products, pairs summed in
+ * vpmaddubsw (64 unsigned x signed byte products, adjacent pairs summed in
  * 16 bits: at most 2 * 128 * 127 < 2^15, never saturating) then vpmaddwd by
- * ones; elsewhere plain int arithmetic gives the same integers. */
+ * ones; unsigned weights: |w| with w's sign moved onto x, or (q4_0 mat-vec)
+ * the nibbles as they are minus 8 * the sums of x; elsewhere plain int
+ * arithmetic. All give the same integers, so the same bits. */
 
 #if CS_FAMILY_CPU
 
@@ -44,126 +51,215 @@
 #define CS_Q8_PREFETCH(p) ((void)0)
 #endif
 
+/* cs_q8p: the 64 bytes of one pair of a row or a column in pair order.
+ * With AVX-512BW one 64-byte vector (every operation below on all 64 lanes
+ * at once); elsewhere four char16 chunks. */
 #ifdef CS_Q8_AVX512
-typedef char cs_v64c __attribute__((vector_size(64)));
+typedef char cs_q8p __attribute__((vector_size(64)));
+typedef char cs_q8pu __attribute__((vector_size(64), aligned(1)));
+typedef char cs_v32c __attribute__((vector_size(32)));
 typedef short cs_v32s __attribute__((vector_size(64)));
 typedef int cs_v16i __attribute__((vector_size(64)));
-#define CS_Q8_I64 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, \
-    27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, \
-    56, 57, 58, 59, 60, 61, 62, 63
-#endif
-
-#ifndef CS_Q8_AVX512
-/* four lanes of I: sums of 4 consecutive products of |w| = a and x */
-inline int4 cs_i8dot16(char16 a, char16 x)
+#define CS_Q8_CAT16(a, b) \
+    __builtin_shufflevector((a), (b), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, \
+                            22, 23, 24, 25, 26, 27, 28, 29, 30, 31)
+#define CS_Q8_CAT32(a, b) \
+    __builtin_shufflevector((a), (b), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, \
+                            22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, \
+                            44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63)
+/* chunks c0, c1, c2, c3 (char16 each) as one pair */
+inline cs_q8p cs_q8_make(char16 c0, char16 c1, char16 c2, char16 c3)
 {
-    const int16 p = convert_int16(as_uchar16(a)) * convert_int16(x);
-    return (p.s048c + p.s159d) + (p.s26ae + p.s37bf);
+    return (cs_q8p)CS_Q8_CAT32((cs_v32c)CS_Q8_CAT16(c0, c1), (cs_v32c)CS_Q8_CAT16(c2, c3));
+}
+#else
+typedef struct {
+    char16 v[4];
+} cs_q8p;
+inline cs_q8p cs_q8_make(char16 c0, char16 c1, char16 c2, char16 c3)
+{
+    const cs_q8p p = {{c0, c1, c2, c3}};
+    return p;
 }
 #endif
 
-/* I of step 2 for |w| = a0..a3 and x already carrying w's sign (x0..x3) */
-inline int16 cs_i8dot64(char16 a0, char16 a1, char16 a2, char16 a3, char16 x0, char16 x1, char16 x2, char16 x3)
+/* I of step 2 for unsigned weights u (bytes 0..255) and signed x */
+inline int16 cs_q8_dotu(cs_q8p u, cs_q8p x)
 {
 #ifdef CS_Q8_AVX512
-    const cs_v64c a = (cs_v64c)__builtin_shufflevector(__builtin_shufflevector(a0, a1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31), __builtin_shufflevector(a2, a3, 0,
-        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
-        31), CS_Q8_I64);
-    const cs_v64c x = (cs_v64c)__builtin_shufflevector(__builtin_shufflevector(x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-        13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31), __builtin_shufflevector(x2, x3, 0,
-        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
-        31), CS_Q8_I64);
     const cs_v32s ones = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                           1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-    const cs_v16i r = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(a, x), ones);
+    const cs_v16i r = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(u, x), ones);
     return __builtin_shufflevector(r, r, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #else
-    return (int16)(cs_i8dot16(a0, x0), cs_i8dot16(a1, x1), cs_i8dot16(a2, x2), cs_i8dot16(a3, x3));
+    int4 q[4];
+    for (int i = 0; i < 4; i++) {
+        const int16 p = convert_int16(as_uchar16(u.v[i])) * convert_int16(x.v[i]);
+        q[i] = (p.s048c + p.s159d) + (p.s26ae + p.s37bf);
+    }
+    return (int16)(q[0], q[1], q[2], q[3]);
 #endif
 }
 
-/* -1 where v < 0, else 0; and |v| */
-#define CS_Q8_SGN(v) ((v) < (char)0 ? (char16)-1 : (char16)0)
-#define CS_Q8_ABS(v, m) (((v) ^ (m)) - (m))
-#define CS_Q8_APPLY(x, m) (((x) ^ (m)) - (m))
+/* the sign mask of signed weights w (-1 where w < 0, else 0) and |w| (as
+ * unsigned bytes) from w and that mask */
+inline cs_q8p cs_q8_sgn(cs_q8p w)
+{
+#ifdef CS_Q8_AVX512
+    return (cs_q8p)(w < cs_q8_make((char16)0, (char16)0, (char16)0, (char16)0));
+#else
+    cs_q8p m;
+    for (int i = 0; i < 4; i++)
+        m.v[i] = w.v[i] < (char)0 ? (char16)-1 : (char16)0;
+    return m;
+#endif
+}
+inline cs_q8p cs_q8_abs(cs_q8p w, cs_q8p m)
+{
+#ifdef CS_Q8_AVX512
+    return (w ^ m) - m;
+#else
+    cs_q8p a;
+    for (int i = 0; i < 4; i++)
+        a.v[i] = (w.v[i] ^ m.v[i]) - m.v[i];
+    return a;
+#endif
+}
 
-/* weights of blocks b0, b1 of a row (v0..v3: signed, 16 each) and their scales */
-#define CS_Q8W_q4_0(row, b0, b1, v0, v1, v2, v3, d0, d1) \
+/* I for weights given as (|w|, sign mask) against x */
+inline int16 cs_q8_dots(cs_q8p a, cs_q8p m, cs_q8p x)
+{
+#ifdef CS_Q8_AVX512
+    return cs_q8_dotu(a, (x ^ m) - m);
+#else
+    cs_q8p xs;
+    for (int i = 0; i < 4; i++)
+        xs.v[i] = (x.v[i] ^ m.v[i]) - m.v[i];
+    return cs_q8_dotu(a, xs);
+#endif
+}
+
+/* 8 * (the sums of x over each lane's 4 positions): q4_0's offset */
+inline int16 cs_q8_x8(cs_q8p x)
+{
+    return cs_q8_dotu(cs_q8_make((char16)8, (char16)8, (char16)8, (char16)8), x);
+}
+
+inline float16 cs_q8_scale(float2 dw, float2 dx)
+{
+    const float2 s = dw * dx;
+    return (float16)((float4)s.x, (float4)s.y, (float4)s.x, (float4)s.y);
+}
+
+/* the halves at p and q as floats (exact; F16C's vcvtph2ps where present) */
+inline float2 cs_q8_ldh2(__global const uchar *p, __global const uchar *q)
+{
+#if defined(__F16C__) && defined(__has_builtin)
+#if __has_builtin(__builtin_ia32_vcvtph2ps)
+#define CS_Q8_F16C 1
+#endif
+#endif
+#ifdef CS_Q8_F16C
+    const short8 h = (short8)(as_short(vload2(0, p)), as_short(vload2(0, q)), 0, 0, 0, 0, 0, 0);
+    typedef float cs_v4f __attribute__((vector_size(16)));
+    const cs_v4f f = __builtin_ia32_vcvtph2ps(h);
+    return (float2)(f[0], f[1]);
+#else
+    return (float2)(cs_ldh(p), cs_ldh(q));
+#endif
+}
+
+/* Weight pair t of a row (one: the lone last block 2t) in pair order
+ * (cs_q8w_T) and its two scales (cs_q8d_T). q4_0: the nibbles as they are
+ * (0..15; w = u - 8); q8_0f: w. */
+inline cs_q8p cs_q8w_q4_0(__global const uchar *row, uint t, bool one)
+{
+    __global const uchar *pa = row + (size_t)(2 * t) * 18, *pb = pa + 18;
+    const uchar16 qa = vload16(0, pa + 2), qb = one ? (uchar16)0 : vload16(0, pb + 2);
+    return cs_q8_make(as_char16(qa & (uchar)15), as_char16(qb & (uchar)15), as_char16(qa >> (uchar)4),
+                      as_char16(qb >> (uchar)4));
+}
+inline float2 cs_q8d_q4_0(__global const uchar *row, uint t, bool one)
+{
+    __global const uchar *pa = row + (size_t)(2 * t) * 18;
+    return one ? (float2)(cs_ldh(pa), 0.0f) : cs_q8_ldh2(pa, pa + 18);
+}
+inline cs_q8p cs_q8w_q8_0f(__global const uchar *row, uint t, bool one)
+{
+    __global const char *qa = (__global const char *)(row + (size_t)(2 * t) * 36 + 4), *qb = qa + 36;
+    return cs_q8_make(vload16(0, qa), one ? (char16)0 : vload16(0, qb), vload16(1, qa),
+                      one ? (char16)0 : vload16(1, qb));
+}
+inline float2 cs_q8d_q8_0f(__global const uchar *row, uint t, bool one)
+{
+    __global const float *pa = (__global const float *)(row + (size_t)(2 * t) * 36);
+    return (float2)(pa[0], one ? 0.0f : pa[9]);
+}
+
+/* x pair t of a column (qc: its q in pair order, dc: its dx) */
+inline cs_q8p cs_q8x(__global const char *qc, uint t, bool one)
+{
+    if (one)
+        return cs_q8_make(vload16(4 * t, qc), (char16)0, vload16(4 * t + 1, qc), (char16)0);
+#ifdef CS_Q8_AVX512
+    return *(__global const cs_q8pu *)(qc + 64 * (size_t)t);
+#else
+    return cs_q8_make(vload16(4 * t, qc), vload16(4 * t + 1, qc), vload16(4 * t + 2, qc), vload16(4 * t + 3, qc));
+#endif
+}
+inline float2 cs_q8dx(__global const float *dc, uint t, bool one)
+{
+    return (float2)(dc[2 * t], one ? 0.0f : dc[2 * t + 1]);
+}
+
+/* I of (row weights, x) per type: mat-vec (rows r, r1 share x) and mat-mat
+ * forms; q4_0's mat-vec subtracts 8 * sum(x) (x8, computed once per x) */
+#define CS_Q8_MV_q4_0(wr, wr1, t, one, x, dx, acc, acc1) \
     do { \
-        __global const uchar *p0_ = (row) + (size_t)(b0) * 18, *p1_ = (row) + (size_t)(b1) * 18; \
-        const uchar16 q0_ = vload16(0, p0_ + 2), q1_ = vload16(0, p1_ + 2); \
-        v0 = as_char16(q0_ & (uchar)15) - (char)8; \
-        v1 = as_char16(q0_ >> (uchar)4) - (char)8; \
-        v2 = as_char16(q1_ & (uchar)15) - (char)8; \
-        v3 = as_char16(q1_ >> (uchar)4) - (char)8; \
-        d0 = cs_ldh(p0_); \
-        d1 = cs_ldh(p1_); \
+        const int16 x8 = cs_q8_x8(x); \
+        acc = fma(convert_float16(cs_q8_dotu(cs_q8w_q4_0(wr, t, one), x) - x8), \
+                  cs_q8_scale(cs_q8d_q4_0(wr, t, one), dx), acc); \
+        acc1 = fma(convert_float16(cs_q8_dotu(cs_q8w_q4_0(wr1, t, one), x) - x8), \
+                   cs_q8_scale(cs_q8d_q4_0(wr1, t, one), dx), acc1); \
     } while (0)
-#define CS_Q8W_q8_0f(row, b0, b1, v0, v1, v2, v3, d0, d1) \
+#define CS_Q8_MV_q8_0f(wr, wr1, t, one, x, dx, acc, acc1) \
     do { \
-        __global const uchar *p0_ = (row) + (size_t)(b0) * 36, *p1_ = (row) + (size_t)(b1) * 36; \
-        v0 = vload16(0, (__global const char *)(p0_ + 4)); \
-        v1 = vload16(1, (__global const char *)(p0_ + 4)); \
-        v2 = vload16(0, (__global const char *)(p1_ + 4)); \
-        v3 = vload16(1, (__global const char *)(p1_ + 4)); \
-        d0 = *(__global const float *)p0_; \
-        d1 = *(__global const float *)p1_; \
+        const cs_q8p w_ = cs_q8w_q8_0f(wr, t, one), m_ = cs_q8_sgn(w_); \
+        const cs_q8p w1_ = cs_q8w_q8_0f(wr1, t, one), m1_ = cs_q8_sgn(w1_); \
+        acc = fma(convert_float16(cs_q8_dots(cs_q8_abs(w_, m_), m_, x)), \
+                  cs_q8_scale(cs_q8d_q8_0f(wr, t, one), dx), acc); \
+        acc1 = fma(convert_float16(cs_q8_dots(cs_q8_abs(w1_, m1_), m1_, x)), \
+                   cs_q8_scale(cs_q8d_q8_0f(wr1, t, one), dx), acc1); \
     } while (0)
 
-/* one pair step of one (row, column): weights (signed v0..v3, scales dw0,
- * dw1; ONE: the second block is empty) against x (x0..x3, dx0, dx1) */
-#define CS_Q8_STEP(ONE, v0, v1, v2, v3, dw0, dw1, x0, x1, x2, x3, dx0, dx1, acc) \
+/* mat-mat: the row's signed weights once per pair (q4_0: u - 8; a lone
+ * block's missing chunks stay 0) */
+inline cs_q8p cs_q8ws_q4_0(__global const uchar *row, uint t, bool one)
+{
+    const char16 e = (char16)8, z = (char16)0;
+    return cs_q8w_q4_0(row, t, one) - cs_q8_make(e, one ? z : e, e, one ? z : e);
+}
+inline cs_q8p cs_q8ws_q8_0f(__global const uchar *row, uint t, bool one)
+{
+    return cs_q8w_q8_0f(row, t, one);
+}
+
+#define CS_MVQ_STEP(T, one) \
     do { \
-        const char16 m0_ = CS_Q8_SGN(v0), m1_ = CS_Q8_SGN(v1), m2_ = CS_Q8_SGN(v2), m3_ = CS_Q8_SGN(v3); \
-        const int16 i_ = cs_i8dot64(CS_Q8_ABS(v0, m0_), CS_Q8_ABS(v1, m1_), CS_Q8_ABS(v2, m2_), CS_Q8_ABS(v3, m3_), \
-                                    CS_Q8_APPLY(x0, m0_), CS_Q8_APPLY(x1, m1_), CS_Q8_APPLY(x2, m2_), \
-                                    CS_Q8_APPLY(x3, m3_)); \
-        const float s0_ = (dw0) * (dx0), s1_ = (ONE) ? 0.0f : (dw1) * (dx1); \
-        acc = fma(convert_float16(i_), (float16)((float8)s0_, (float8)s1_), acc); \
+        const cs_q8p x = cs_q8x(xq, t, one); \
+        const float2 dx = cs_q8dx(dc, t, one); \
+        CS_Q8_MV_##T(wr, wr1, t, one, x, dx, acc, acc1); \
     } while (0)
 
-/* x of blocks 2t, 2t + 1 of a column (qc: its q, dc: its dx); ONE: block 2t only */
-#define CS_Q8X(ONE, qc, dc, t, x0, x1, x2, x3, dx0, dx1) \
+#define CS_MMQ_STEP(T, one) \
     do { \
-        x0 = vload16(4 * (t), qc); \
-        x1 = vload16(4 * (t) + 1, qc); \
-        x2 = (ONE) ? (char16)0 : vload16(4 * (t) + 2, qc); \
-        x3 = (ONE) ? (char16)0 : vload16(4 * (t) + 3, qc); \
-        dx0 = (dc)[2 * (t)]; \
-        dx1 = (ONE) ? 0.0f : (dc)[2 * (t) + 1]; \
-    } while (0)
-
-/* mat-vec pair step t of rows wr, wr1 (ONE: the odd last block; its
- * weights read block 2t twice and are zeroed by x and the scale) */
-#define CS_MVQ_STEP(T, ONE) \
-    do { \
-        char16 x0, x1, x2, x3, v0, v1, v2, v3; \
-        float dx0, dx1, d0, d1; \
-        CS_Q8X(ONE, xq, dc, t, x0, x1, x2, x3, dx0, dx1); \
-        CS_Q8W_##T(wr, 2 * t, (ONE) ? 2 * t : 2 * t + 1, v0, v1, v2, v3, d0, d1); \
-        CS_Q8_STEP(ONE, v0, v1, v2, v3, d0, d1, x0, x1, x2, x3, dx0, dx1, acc); \
-        CS_Q8W_##T(wr1, 2 * t, (ONE) ? 2 * t : 2 * t + 1, v0, v1, v2, v3, d0, d1); \
-        CS_Q8_STEP(ONE, v0, v1, v2, v3, d0, d1, x0, x1, x2, x3, dx0, dx1, acc1); \
-    } while (0)
-
-#define CS_MMQ_STEP(T, ONE) \
-    do { \
-        char16 v0, v1, v2, v3; \
-        float d0, d1; \
-        CS_Q8W_##T(wr, 2 * t, (ONE) ? 2 * t : 2 * t + 1, v0, v1, v2, v3, d0, d1); \
-        const char16 m0 = CS_Q8_SGN(v0), m1 = CS_Q8_SGN(v1), m2 = CS_Q8_SGN(v2), m3 = CS_Q8_SGN(v3); \
-        const char16 a0 = CS_Q8_ABS(v0, m0), a1 = CS_Q8_ABS(v1, m1), a2 = CS_Q8_ABS(v2, m2), \
-                     a3 = CS_Q8_ABS(v3, m3); \
+        const cs_q8p ws = cs_q8ws_##T(wr, t, one), m = cs_q8_sgn(ws), a = cs_q8_abs(ws, m); \
+        const float2 dw = cs_q8d_##T(wr, t, one); \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
-            char16 x0, x1, x2, x3; \
-            float dx0, dx1; \
             const size_t cc = c0 + c; \
-            CS_Q8X(ONE, xq + cc * n_in, dc + cc * nb, t, x0, x1, x2, x3, dx0, dx1); \
-            const int16 i_ = cs_i8dot64(a0, a1, a2, a3, CS_Q8_APPLY(x0, m0), CS_Q8_APPLY(x1, m1), \
-                                        CS_Q8_APPLY(x2, m2), CS_Q8_APPLY(x3, m3)); \
-            const float s0_ = d0 * dx0, s1_ = (ONE) ? 0.0f : d1 * dx1; \
-            acc[c] = fma(convert_float16(i_), (float16)((float8)s0_, (float8)s1_), acc[c]); \
+            const cs_q8p x = cs_q8x(xq + cc * n_in, t, one); \
+            const float2 dx = cs_q8dx(dc + cc * nb, t, one); \
+            acc[c] = fma(convert_float16(cs_q8_dots(a, m, x)), cs_q8_scale(dw, dx), acc[c]); \
         } \
     } while (0)
 

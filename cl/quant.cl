@@ -6,9 +6,11 @@
  *   amax = max_k |x_k|;  d = amax / 127 (IEEE division);
  *   q_k = rint(x_k / d) (nearest even), clamped to [-127, 127]; d == 0
  *   (an all-zero block) gives q_k = 0.
- * Output in one byte buffer xq: q_k of column c at xq[c n_in + k] (char),
- * d of (c, b) at float index c nb + b of xq + d_off (bytes, 4-aligned),
- * nb = n_in / 32. */
+ * Output in one byte buffer xq: column c's q at xq + c n_in (char) in the
+ * pair order of cl/matmul_q8.cl (blocks 2t, 2t + 1 as their elements
+ * [0, 16) of each, then [16, 32) of each; an odd last block as it is), d of
+ * (c, b) at float index c nb + b of xq + d_off (bytes, 4-aligned), nb =
+ * n_in / 32. */
 __kernel void quant_q8(__global const float *x, uint x_off, uint n_in, uint n_cols, __global char *xq,
                        uint d_off)
 {
@@ -28,7 +30,9 @@ __kernel void quant_q8(__global const float *x, uint x_off, uint n_in, uint n_co
         qh = convert_char16(clamp(convert_int16_rte(hi / d), -127, 127));
     }
     __global char *qc = xq + (size_t)c * n_in;
-    vstore16(ql, 2 * b, qc);
-    vstore16(qh, 2 * b + 1, qc);
+    const bool lone = (nb & 1) && b == nb - 1;
+    const uint at = lone ? 32 * b : 64 * (b / 2) + 16 * (b & 1); /* bytes: the chunk of elements [0, 16) */
+    vstore16(ql, 0, qc + at);
+    vstore16(qh, 0, qc + at + (lone ? 16 : 32));
     ((__global float *)(xq + d_off))[(size_t)c * nb + b] = d;
 }

@@ -8,6 +8,13 @@
 #include "gguf/quant.h"
 #include "ref/q8act_ref.h"
 
+size_t cs_q8_pos(uint32_t nb, uint32_t b, uint32_t k)
+{
+    if ((nb & 1) && b == nb - 1)
+        return 32 * (size_t)b + k; /* a lone last block as it is */
+    return 64 * (size_t)(b / 2) + 16 * (b & 1) + (k < 16 ? k : 16 + k);
+}
+
 void cs_ref_quant_q8(const float *x, uint32_t n_in, uint32_t n_cols, int8_t *q, float *d)
 {
     const uint32_t nb = n_in / 32;
@@ -18,11 +25,11 @@ void cs_ref_quant_q8(const float *x, uint32_t n_in, uint32_t n_cols, int8_t *q, 
             for (int k = 0; k < 32; k++)
                 amax = fmaxf(amax, fabsf(xb[k]));
             const float db = amax / 127.0f;
-            int8_t *qb = q + (size_t)c * n_in + 32 * b;
+            int8_t *qc = q + (size_t)c * n_in;
             for (int k = 0; k < 32; k++) {
                 float v = db != 0.0f ? rintf(xb[k] / db) : 0.0f;
                 v = v < -127.0f ? -127.0f : v > 127.0f ? 127.0f : v;
-                qb[k] = (int8_t)v;
+                qc[cs_q8_pos(nb, b, (uint32_t)k)] = (int8_t)v;
             }
             d[(size_t)c * nb + b] = db;
         }
@@ -64,21 +71,24 @@ int cs_ref_matmul_q8(uint32_t type, const void *w, uint32_t n_in, uint32_t n_out
             const float *dc = d + (size_t)c * nb;
             float acc[16] = {0};
             for (uint32_t t = 0; t < np; t++) {
-                int wv[64] = {0}, xv[64] = {0};
+                int wv[2][32] = {{0}}, wpo[64], xpo[64] = {0}; /* weights by block, then both in pair order */
                 float s[2] = {0.0f, 0.0f};
-                for (uint32_t h = 0; h < 2; h++) {
-                    const uint32_t b = 2 * t + h;
-                    if (b >= nb)
-                        break;
-                    s[h] = weight_block(type, row, b, wv + 32 * h) * dc[b];
-                    for (int k = 0; k < 32; k++)
-                        xv[32 * h + k] = qc[32 * b + k];
+                const int lone = 2 * t + 1 >= nb;
+                for (uint32_t h = 0; h < (lone ? 1u : 2u); h++)
+                    s[h] = weight_block(type, row, 2 * t + h, wv[h]) * dc[2 * t + h];
+                for (int p = 0; p < 64; p++) {
+                    const int k = p / 16, i = p % 16, blk = k & 1, e = i + 16 * (k >> 1);
+                    wpo[p] = wv[blk][e];
+                    if (!lone)
+                        xpo[p] = qc[64 * t + p];
+                    else if (blk == 0)
+                        xpo[p] = qc[64 * t + e];
                 }
                 for (int j = 0; j < 16; j++) {
                     int i = 0;
                     for (int e = 4 * j; e < 4 * j + 4; e++)
-                        i += wv[e] * xv[e];
-                    acc[j] = fmaf((float)i, s[j / 8], acc[j]);
+                        i += wpo[e] * xpo[e];
+                    acc[j] = fmaf((float)i, s[(j / 4) & 1], acc[j]);
                 }
             }
             float a[8], b4[4];
