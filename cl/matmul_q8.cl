@@ -26,9 +26,11 @@
  * With AVX-512BW (PoCL defines __AVX512BW__ for such CPUs) step 2 is
  * vpmaddubsw (64 unsigned x signed byte products, adjacent pairs summed in
  * 16 bits: at most 2 * 128 * 127 < 2^15, never saturating) then vpmaddwd by
- * ones; unsigned weights: |w| with w's sign moved onto x, or (q4_0 mat-vec)
- * the nibbles as they are minus 8 * the sums of x; elsewhere plain int
- * arithmetic. All give the same integers, so the same bits. */
+ * ones, or with AVX512-VNNI (-DCS_CPU_VNNI=1 from the host, see
+ * src/cl/runtime.c) one vpdpbusd; unsigned weights: |w| with w's sign moved
+ * onto x, or (q4_0 mat-vec) the nibbles as they are minus 8 * the sums of
+ * x; elsewhere plain int arithmetic. All give the same integers, so the
+ * same bits. */
 
 #if CS_FAMILY_CPU
 
@@ -83,10 +85,49 @@ inline cs_q8p cs_q8_make(char16 c0, char16 c1, char16 c2, char16 c3)
 }
 #endif
 
+/* (clang's __has_builtin does not report vpdpbusd for a target without the
+ * feature, which the target attribute below adds: CS_CPU_VNNI decides) */
+#if defined(CS_Q8_AVX512) && defined(CS_CPU_VNNI)
+#define CS_Q8_VNNI 1
+/* only on this helper: LLVM does not inline it into the kernels (which
+ * lack the feature), and the feature on the kernels breaks PoCL's
+ * work-group functions */
+#define CS_Q8_TARGET __attribute__((target("avx512vnni")))
+#else
+#define CS_Q8_TARGET
+#endif
+#ifdef CS_Q8_VNNI
+/* acc + I: vpdpbusd adds the four u8 x s8 products of each lane to it in
+ * 32 bits (exact), the same integers as vpmaddubsw + vpmaddwd */
+CS_Q8_TARGET inline cs_v16i cs_q8_vnni(cs_v16i acc, cs_q8p u, cs_q8p x)
+{
+    return __builtin_ia32_vpdpbusd512(acc, (cs_v16i)u, (cs_v16i)x);
+}
+#endif
+
+inline int16 cs_q8_dotu(cs_q8p u, cs_q8p x);
+
+/* I of step 2 for unsigned weights u (bytes 0..255) and signed x, plus acc
+ * (exact integers) */
+inline int16 cs_q8_dotu_acc(int16 acc, cs_q8p u, cs_q8p x)
+{
+#ifdef CS_Q8_VNNI
+    const cs_v16i a = __builtin_shufflevector(acc, acc, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const cs_v16i r = cs_q8_vnni(a, u, x);
+    return __builtin_shufflevector(r, r, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+    return acc + cs_q8_dotu(u, x);
+#endif
+}
+
 /* I of step 2 for unsigned weights u (bytes 0..255) and signed x */
 inline int16 cs_q8_dotu(cs_q8p u, cs_q8p x)
 {
-#ifdef CS_Q8_AVX512
+#ifdef CS_Q8_VNNI
+    const cs_v16i z = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const cs_v16i r = cs_q8_vnni(z, u, x);
+    return __builtin_shufflevector(r, r, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#elif defined(CS_Q8_AVX512)
     const cs_v32s ones = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                           1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     const cs_v16i r = __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512(u, x), ones);
@@ -216,10 +257,10 @@ inline float2 cs_q8dx(__global const float *dc, uint t, bool one)
  * forms; q4_0's mat-vec subtracts 8 * sum(x) (x8, computed once per x) */
 #define CS_Q8_MV_q4_0(wr, wr1, t, one, x, dx, acc, acc1) \
     do { \
-        const int16 x8 = cs_q8_x8(x); \
-        acc = fma(convert_float16(cs_q8_dotu(cs_q8w_q4_0(wr, t, one), x) - x8), \
+        const int16 nx8 = -cs_q8_x8(x); \
+        acc = fma(convert_float16(cs_q8_dotu_acc(nx8, cs_q8w_q4_0(wr, t, one), x)), \
                   cs_q8_scale(cs_q8d_q4_0(wr, t, one), dx), acc); \
-        acc1 = fma(convert_float16(cs_q8_dotu(cs_q8w_q4_0(wr1, t, one), x) - x8), \
+        acc1 = fma(convert_float16(cs_q8_dotu_acc(nx8, cs_q8w_q4_0(wr1, t, one), x)), \
                    cs_q8_scale(cs_q8d_q4_0(wr1, t, one), dx), acc1); \
     } while (0)
 #define CS_Q8_MV_q8_0f(wr, wr1, t, one, x, dx, acc, acc1) \

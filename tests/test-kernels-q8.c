@@ -446,6 +446,10 @@ static int setup(void **state)
         }
     }
     free(list);
+    if (devs[CS_KFAMILY_CPU])
+        printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
+               strstr(devs[CS_KFAMILY_CPU]->build_opts, "-DCS_CPU_VNNI=1") ? "vpdpbusd (AVX512-VNNI)"
+                                                                       : "vpmaddubsw + vpmaddwd, or plain ints");
     return 0;
 }
 
