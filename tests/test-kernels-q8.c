@@ -244,6 +244,17 @@ static void test_matmul_q8_0(void **s)
     check_type(CS_TYPE_Q8_0);
 }
 
+/* the path without VNNI (CLSPEC_Q8_VNNI=0: AVX-512BW or plain ints) gives
+ * the same bits (on a host without VNNI: the default path again) */
+static void test_no_vnni(void **s)
+{
+    (void)s;
+    setenv("CLSPEC_Q8_VNNI", "0", 1);
+    check_type(CS_TYPE_Q4_0);
+    check_type(CS_TYPE_Q8_0);
+    unsetenv("CLSPEC_Q8_VNNI");
+}
+
 /* a column alone == the same column at every position of batches of 2..64 */
 static void test_invariance(void **s)
 {
@@ -448,7 +459,7 @@ static int setup(void **state)
     free(list);
     if (devs[CS_KFAMILY_CPU])
         printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
-               strstr(devs[CS_KFAMILY_CPU]->build_opts, "-DCS_CPU_VNNI=1") ? "vpdpbusd (AVX512-VNNI)"
+               cs_cl_host_vnni(&devs[CS_KFAMILY_CPU]->info) ? "vpdpbusd (AVX512-VNNI)"
                                                                        : "vpmaddubsw + vpmaddwd, or plain ints");
     return 0;
 }
@@ -472,6 +483,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quant),     cmocka_unit_test(test_matmul_q4_0), cmocka_unit_test(test_matmul_q8_0),
+        cmocka_unit_test(test_no_vnni),
         cmocka_unit_test(test_invariance), cmocka_unit_test(test_fused),      cmocka_unit_test(test_fallback),
         cmocka_unit_test(test_timing),
     };

@@ -324,20 +324,7 @@ struct cs_cl_prog_entry {
  *   -DCS_HAS_FP16=1    cl_khr_fp16 present (common.cl enables the pragma);
  *   -DCS_HAS_SUBGROUPS=1  cl_khr_subgroups or cl_intel_subgroups present;
  *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present;
- *   -DCS_CPU_VNNI=1    a CPU device (an OpenCL CPU runtime runs on the host
- *                      CPU) whose host has AVX512-VNNI: cl/matmul_q8.cl then
- *                      asks the compiler for vpdpbusd with a target
- *                      attribute (PoCL 3.1's LLVM names some VNNI CPUs
- *                      skylake-avx512 and would not use it by itself);
  *   -DNORM_WG=256 ...  the kernel constants of cl/kconst.h, all of them. */
-static bool host_vnni(void)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
-#else
-    return false;
-#endif
-}
 
 static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t len)
 {
@@ -345,8 +332,6 @@ static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t le
                      di->family == CS_KFAMILY_CPU ? "-DCS_FAMILY_CPU=1" : "-DCS_FAMILY_GPU=1",
                      di->has_fp16 ? " -DCS_HAS_FP16=1" : "", di->has_subgroups ? " -DCS_HAS_SUBGROUPS=1" : "",
                      di->has_int_dot ? " -DCS_HAS_INT_DOT=1" : "");
-    if (n >= 0 && (size_t)n < len && (di->type & CL_DEVICE_TYPE_CPU) && host_vnni())
-        n += snprintf(buf + n, len - (size_t)n, " -DCS_CPU_VNNI=1");
 #define CS_KCONST_OPT_(name, value) \
     if (n >= 0 && (size_t)n < len)  \
         n += snprintf(buf + n, len - (size_t)n, " -D%s=%d", #name, (int)(value));
@@ -382,6 +367,17 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
     d->int8_act = info->family == CS_KFAMILY_CPU && idot && strcmp(idot, "1") == 0;
     *out = d;
     return CLSPEC_OK;
+}
+
+bool cs_cl_host_vnni(const struct cs_cl_devinfo *di)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return (di->type & CL_DEVICE_TYPE_CPU) && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bw");
+#else
+    (void)di;
+    return false;
+#endif
 }
 
 void cs_cl_dev_close(struct cs_cl_dev *d)

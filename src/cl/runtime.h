@@ -86,6 +86,12 @@ struct cs_cl_dev {
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
 
+/* Whether di is a CPU device (an OpenCL CPU runtime runs on the host CPU)
+ * and the host has AVX512-VNNI and AVX512-BW: src/ops/matmul_q8.c then
+ * builds cl/matmul_q8.cl with -DCS_CPU_VNNI=1 (vpdpbusd; PoCL 3.1's LLVM
+ * targets some VNNI CPUs as skylake-avx512 and would not use it itself). */
+bool cs_cl_host_vnni(const struct cs_cl_devinfo *di);
+
 /* cs_cl_list + cs_cl_select(sel) + cs_cl_dev_open in one call. */
 int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen);
 

@@ -253,7 +253,8 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     if (rc == CLSPEC_OK && d->int8_act) {
         rc = cs_cl_program(d, "quant", NULL, &p, err, errlen);
         if (rc == CLSPEC_OK)
-            rc = cs_cl_program(d, "matmul_q8", NULL, &p, err, errlen);
+            rc = cs_cl_program(d, "matmul_q8", cs_cl_host_vnni(&d->info) ? "-DCS_CPU_VNNI=1" : NULL, &p, err,
+                               errlen);
     }
     return rc;
 }

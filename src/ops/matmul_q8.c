@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/common.h"
@@ -19,6 +20,16 @@ static const char *q8_kname(const struct cs_weight *w)
     if (w->type == CS_TYPE_Q8_0 && w->layout == CS_WLAYOUT_Q8_0_F32D)
         return "q8_0f";
     return NULL;
+}
+
+/* the extra build option of cl/matmul_q8.cl on d (CLSPEC_Q8_VNNI=0: not
+ * vpdpbusd, for tests of the other integer path) */
+static const char *q8_extra(const struct cs_cl_dev *d)
+{
+    const char *e = getenv("CLSPEC_Q8_VNNI");
+    if (e && strcmp(e, "0") == 0)
+        return NULL;
+    return cs_cl_host_vnni(&d->info) ? "-DCS_CPU_VNNI=1" : NULL;
 }
 
 bool cs_op_q8_takes(const struct cs_cl_dev *d, const struct cs_weight *w)
@@ -94,12 +105,12 @@ int cs_op_matmul_q8(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_c
             const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb),  CS_KA(n_in), CS_KA(nr),
                                         CS_KA(d->q8_buf), CS_KA(dof), CS_KA(y),    CS_KA(yo)};
             const size_t g = (nr + CS_MV_ROWS - 1) / CS_MV_ROWS;
-            CS_TRY(cs_op_launch(d, "matmul_q8", NULL, name, a, CS_ARRAY_LEN(a), g, CPU_LOCAL, err, errlen));
+            CS_TRY(cs_op_launch(d, "matmul_q8", q8_extra(d), name, a, CS_ARRAY_LEN(a), g, CPU_LOCAL, err, errlen));
         } else {
             const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr), CS_KA(d->q8_buf),
                                         CS_KA(dof),    CS_KA(nc), CS_KA(y),    CS_KA(yo), CS_KA(ystride)};
             const size_t g[2] = {nr, (n_cols + CS_MM_TCC - 1) / CS_MM_TCC}, l[2] = {CPU_LOCAL, 1};
-            CS_TRY(cs_op_launch_nd(d, "matmul_q8", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
+            CS_TRY(cs_op_launch_nd(d, "matmul_q8", q8_extra(d), name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
         }
     }
     return CLSPEC_OK;
