@@ -306,14 +306,13 @@ inline cs_q8p cs_q8ws_q8_0f(__global const uchar *row, uint t, bool one)
 
 /* Arguments of every kernel: w (bytes of this part), row_bytes, n_in, n_rows
  * (of this part), xq (quant_q8's buffer), d_off (bytes: its dx), then y. */
-#define CS_MATMUL_Q8(T) \
-    __kernel void mvq_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
-                          __global const char *xq, uint d_off, __global float *y, uint y_off) \
+/* rows r and r + 1 (when < n_rows) of W . x: *y0, *y1 (the mat-vec kernels'
+ * one body; pair t of both rows per step, x loaded once) */
+#define CS_MVQ2(T) \
+    inline void cs_mvq2_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, uint r, \
+                            __global const char *xq, uint d_off, float *y0, float *y1) \
     { \
-        const uint r = CS_MV_ROWS * get_global_id(0); \
-        if (r >= n_rows) \
-            return; \
-        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
+        const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice */ \
         __global const uchar *wr = w + (size_t)r * row_bytes, *wr1 = w + (size_t)r1 * row_bytes; \
         __global const float *dc = (__global const float *)(xq + d_off); \
         const uint nb = n_in / 32, np = nb / 2; \
@@ -329,9 +328,72 @@ inline cs_q8p cs_q8ws_q8_0f(__global const uchar *row, uint t, bool one)
         } \
         if (nb & 1) \
             CS_MVQ_STEP(T, true); \
-        y[y_off + r] = cs_hsum16(acc); \
+        *y0 = cs_hsum16(acc); \
+        *y1 = cs_hsum16(acc1); \
+    }
+CS_MVQ2(q4_0)
+CS_MVQ2(q8_0f)
+
+/* mvq3_T: the Q, K and V mat-vecs of a layer in one launch (as mv3_T);
+ * mvqswiglu_T: gate and up rows r, r + 1 and silu(g) * u (as mvswiglu_T and
+ * cl/eltwise.cl's swiglu). Each dot as cs_mvq2_T, so the same bits as
+ * mvq_T (+ swiglu). */
+#define CS_MVQ_FUSED(T) \
+    __kernel void mvq3_##T(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, \
+                           uint row_bytes, uint n_in, uint nq, uint nk, uint nv, __global const char *xq, \
+                           uint d_off, __global float *q, uint q_off, __global float *k, uint k_off, \
+                           __global float *v, uint v_off) \
+    { \
+        uint g = get_global_id(0); \
+        const uint pq = (nq + CS_MV_ROWS - 1) / CS_MV_ROWS, pk = (nk + CS_MV_ROWS - 1) / CS_MV_ROWS; \
+        const uint pv = (nv + CS_MV_ROWS - 1) / CS_MV_ROWS; \
+        __global const uchar *w; \
+        __global float *y; \
+        uint n; \
+        if (g < pq) { \
+            w = wq, y = q + q_off, n = nq; \
+        } else if ((g -= pq) < pk) { \
+            w = wk, y = k + k_off, n = nk; \
+        } else if ((g -= pk) < pv) { \
+            w = wv, y = v + v_off, n = nv; \
+        } else { \
+            return; \
+        } \
+        const uint r = CS_MV_ROWS * g; \
+        float y0, y1; \
+        cs_mvq2_##T(w, row_bytes, n_in, n, r, xq, d_off, &y0, &y1); \
+        y[r] = y0; \
+        if (r + 1 < n) \
+            y[r + 1] = y1; \
+    } \
+    __kernel void mvqswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, uint n_in, \
+                                uint n_rows, __global const char *xq, uint d_off, __global float *y, uint y_off) \
+    { \
+        const uint r = CS_MV_ROWS * get_global_id(0); \
+        if (r >= n_rows) \
+            return; \
+        float g0, g1, u0, u1; \
+        cs_mvq2_##T(wg, row_bytes, n_in, n_rows, r, xq, d_off, &g0, &g1); \
+        cs_mvq2_##T(wu, row_bytes, n_in, n_rows, r, xq, d_off, &u0, &u1); \
+        y[y_off + r] = g0 / (1.0f + exp(-g0)) * u0; \
         if (r + 1 < n_rows) \
-            y[y_off + r + 1] = cs_hsum16(acc1); \
+            y[y_off + r + 1] = g1 / (1.0f + exp(-g1)) * u1; \
+    }
+CS_MVQ_FUSED(q4_0)
+CS_MVQ_FUSED(q8_0f)
+
+#define CS_MATMUL_Q8(T) \
+    __kernel void mvq_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
+                          __global const char *xq, uint d_off, __global float *y, uint y_off) \
+    { \
+        const uint r = CS_MV_ROWS * get_global_id(0); \
+        if (r >= n_rows) \
+            return; \
+        float y0, y1; \
+        cs_mvq2_##T(w, row_bytes, n_in, n_rows, r, xq, d_off, &y0, &y1); \
+        y[y_off + r] = y0; \
+        if (r + 1 < n_rows) \
+            y[y_off + r + 1] = y1; \
     } \
     __kernel void mmq_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
                           __global const char *xq, uint d_off, uint n_cols, __global float *y, uint y_off, \

@@ -358,6 +358,8 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
                       cs_type_name(wg->type), wg->n_in, wg->n_out, cs_type_name(wu->type), wu->n_in, wu->n_out);
     if (cs_op_q8_takes(d, wg)) { /* x quantized once for both */
         int rc = cs_op_quant_q8_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wg->n_parts == 1 && wu->n_parts == 1)
+            return cs_op_matmul_q8_swiglu(d, wg, wu, out, out_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_q8(d, wg, n_cols, out, out_off, err, errlen);
         if (rc == CLSPEC_OK)
@@ -397,6 +399,8 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
                       wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
     if (same && cs_op_q8_takes(d, wq)) { /* x quantized once for the three */
         int rc = cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)
+            return cs_op_matmul_q8_qkv(d, wq, wk, wv, q, q_off, k, k_off, v, v_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_q8(d, wq, n_cols, q, q_off, err, errlen);
         if (rc == CLSPEC_OK)

@@ -115,3 +115,45 @@ int cs_op_matmul_q8(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_c
     }
     return CLSPEC_OK;
 }
+
+int cs_op_matmul_q8_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                        const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
+                        size_t v_off, char *err, size_t errlen)
+{
+    const char *t = q8_kname(wq);
+    if (!t || wq->n_parts != 1 || wk->n_parts != 1 || wv->n_parts != 1 || !d->q8_buf)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_q8_qkv: weights or quantized input unfit");
+    if (q_off + wq->n_out > UINT32_MAX || k_off + wk->n_out > UINT32_MAX || v_off + wv->n_out > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_q8_qkv: offsets exceed 32 bits");
+    size_t d_off;
+    cs_q8_bytes(wq->n_in, 1, &d_off);
+    char name[32];
+    snprintf(name, sizeof name, "mvq3_%s", t);
+    const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
+                  dof = (cl_uint)d_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(d->q8_buf),
+                                CS_KA(dof), CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+    const size_t items = (nq + 1) / 2 + (nk + 1) / 2 + (nv + 1) / 2; /* CS_MV_ROWS rows each */
+    return cs_op_launch(d, "matmul_q8", q8_extra(d), name, a, CS_ARRAY_LEN(a), items, CPU_LOCAL, err, errlen);
+}
+
+int cs_op_matmul_q8_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
+                           size_t out_off, char *err, size_t errlen)
+{
+    const char *t = q8_kname(wg);
+    if (!t || wg->n_parts != 1 || wu->n_parts != 1 || !d->q8_buf)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_q8_swiglu: weights or quantized input unfit");
+    if (out_off + wg->n_out > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_q8_swiglu: offsets exceed 32 bits");
+    size_t d_off;
+    cs_q8_bytes(wg->n_in, 1, &d_off);
+    char name[32];
+    snprintf(name, sizeof name, "mvqswiglu_%s", t);
+    const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, dof = (cl_uint)d_off,
+                  oo = (cl_uint)out_off;
+    const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in),
+                                CS_KA(nr), CS_KA(d->q8_buf), CS_KA(dof), CS_KA(out), CS_KA(oo)};
+    return cs_op_launch(d, "matmul_q8", q8_extra(d), name, a, CS_ARRAY_LEN(a), (nr + CS_MV_ROWS - 1) / CS_MV_ROWS,
+                        CPU_LOCAL, err, errlen);
+}

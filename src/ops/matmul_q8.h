@@ -37,4 +37,13 @@ int cs_op_quant_q8_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t
 int cs_op_matmul_q8(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_cols, cl_mem y, size_t y_off,
                     char *err, size_t errlen);
 
+/* The fused mat-vecs (one column, single-part weights of one type and
+ * layout; the same bits as cs_op_matmul_q8 per weight, and cs_op_swiglu):
+ * Q, K and V in one launch; silu(gate) * up into out in one launch. */
+int cs_op_matmul_q8_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                        const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
+                        size_t v_off, char *err, size_t errlen);
+int cs_op_matmul_q8_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
+                           size_t out_off, char *err, size_t errlen);
+
 #endif
