@@ -278,8 +278,8 @@ static void test_invariance(void **s)
             float *xb = malloc((size_t)nb * n_in * sizeof *xb);
             assert_non_null(xb);
             for (uint32_t pos = 0; pos < nb; pos += (nb > 8 ? 7 : 1)) {
-                memcpy(xb, x + n_in, (size_t)nb * n_in * sizeof *xb > 63u * n_in * sizeof *xb
-                                        ? 63u * n_in * sizeof *xb : (size_t)nb * n_in * sizeof *xb);
+                for (uint32_t c = 0; c < nb; c++) /* other columns: x's columns 1, 2, ... */
+                    memcpy(xb + (size_t)c * n_in, x + (size_t)(1 + c % 63) * n_in, n_in * sizeof *x);
                 memcpy(xb + (size_t)pos * n_in, x, n_in * sizeof *x);
                 float *y = run_matmul(d, &w, xb, nb);
                 if (memcmp(y + (size_t)pos * n_out, alone, n_out * sizeof *y))
