@@ -326,6 +326,7 @@ struct cs_cl_prog_entry {
  *   -DCS_HAS_SUBGROUPS=1  cl_khr_subgroups or cl_intel_subgroups present;
  *   -DCS_HAS_INT_DOT=1 cl_khr_integer_dot_product present;
  *   -DNORM_WG=256 ...  the kernel constants of cl/kconst.h, all of them. */
+
 static void make_build_opts(const struct cs_cl_devinfo *di, char *buf, size_t len)
 {
     int n = snprintf(buf, len, "-cl-std=CL1.2 -cl-mad-enable %s%s%s%s",
@@ -363,8 +364,21 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
                       cs_cl_errstr(rc), (int)rc);
     }
     make_build_opts(info, d->build_opts, sizeof d->build_opts);
+    const char *idot = getenv("CLSPEC_INTDOT");
+    d->int8_act = info->family == CS_KFAMILY_CPU && idot && strcmp(idot, "1") == 0;
     *out = d;
     return CLSPEC_OK;
+}
+
+bool cs_cl_host_vnni(const struct cs_cl_devinfo *di)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return (di->type & CL_DEVICE_TYPE_CPU) && __builtin_cpu_supports("avx512vnni") &&
+           __builtin_cpu_supports("avx512bw");
+#else
+    (void)di;
+    return false;
+#endif
 }
 
 void cs_cl_dev_close(struct cs_cl_dev *d)
@@ -388,6 +402,8 @@ void cs_cl_dev_close(struct cs_cl_dev *d)
         free(p->extra);
         free(p);
     }
+    if (d->q8_buf)
+        clReleaseMemObject(d->q8_buf);
     if (d->q)
         clReleaseCommandQueue(d->q);
     if (d->ctx)

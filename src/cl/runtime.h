@@ -77,10 +77,20 @@ struct cs_cl_dev {
     struct cs_cl_prog_entry *progs; /* private cache */
     struct cs_cl_stats stats;
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
+    bool int8_act;             /* CPU family and CLSPEC_INTDOT=1: q4_0 / q8_0 matmuls on 8-bit
+                                * activations (src/ops/matmul_q8.h) */
+    cl_mem q8_buf;             /* their scratch (quantized columns), grown on demand */
+    size_t q8_bytes;           /* its size */
 };
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
+
+/* Whether di is a CPU device (an OpenCL CPU runtime runs on the host CPU)
+ * and the host has AVX512-VNNI and AVX512-BW: src/ops/matmul_q8.c then
+ * builds cl/matmul_q8.cl with -DCS_CPU_VNNI=1 (vpdpbusd; PoCL 3.1's LLVM
+ * targets some VNNI CPUs as skylake-avx512 and would not use it itself). */
+bool cs_cl_host_vnni(const struct cs_cl_devinfo *di);
 
 /* cs_cl_list + cs_cl_select(sel) + cs_cl_dev_open in one call. */
 int cs_cl_open(const char *sel, struct cs_cl_dev **out, char *err, size_t errlen);

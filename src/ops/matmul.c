@@ -9,6 +9,7 @@
 #include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
 #include "base/common.h"
 #include "ops/matmul.h"
+#include "ops/matmul_q8.h"
 #include "ops/matmul_tiled.h"
 #include "ops/ops.h"
 
@@ -249,6 +250,12 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
         rc = cs_cl_program(d, "getrows", NULL, &p, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_op_matmul_tiled_prepare(d, err, errlen);
+    if (rc == CLSPEC_OK && d->int8_act) {
+        rc = cs_cl_program(d, "quant", NULL, &p, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_cl_program(d, "matmul_q8", cs_cl_host_vnni(&d->info) ? "-DCS_CPU_VNNI=1" : NULL, &p, err,
+                               errlen);
+    }
     return rc;
 }
 
@@ -275,6 +282,10 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         !fits_u32(y_off + ye))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
+    if (cs_op_q8_takes(d, w)) { /* integer dot products on 8-bit activations: src/ops/matmul_q8.h */
+        CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, w->n_in, n_cols, err, errlen));
+        return cs_op_matmul_q8(d, w, n_cols, y, y_off, err, errlen);
+    }
     bool tiled; /* prefill-sized batches of float weights: src/ops/matmul_tiled.h (the same bits) */
     int trc = cs_op_matmul_tiled(d, w, x, x_off, y, y_off, n_cols, &tiled, err, errlen);
     if (trc != CLSPEC_OK || tiled)
@@ -345,6 +356,18 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     if (wg->type != wu->type || wg->layout != wu->layout || wg->n_in != wu->n_in || wg->n_out != wu->n_out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_swiglu: gate %s %ux%u and up %s %ux%u differ",
                       cs_type_name(wg->type), wg->n_in, wg->n_out, cs_type_name(wu->type), wu->n_in, wu->n_out);
+    if (cs_op_q8_takes(d, wg)) { /* x quantized once for both */
+        int rc = cs_op_quant_q8_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wg->n_parts == 1 && wu->n_parts == 1)
+            return cs_op_matmul_q8_swiglu(d, wg, wu, out, out_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_q8(d, wg, n_cols, out, out_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_q8(d, wu, n_cols, tmp, 0, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
+        return rc;
+    }
     const bool fused = n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wg->n_parts == 1 && wu->n_parts == 1;
     if (!fused) {
         int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
@@ -374,6 +397,18 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const bool same = wq->type == wk->type && wq->type == wv->type && wq->layout == wk->layout &&
                       wq->layout == wv->layout && wq->n_in == wk->n_in && wq->n_in == wv->n_in &&
                       wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
+    if (same && cs_op_q8_takes(d, wq)) { /* x quantized once for the three */
+        int rc = cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)
+            return cs_op_matmul_q8_qkv(d, wq, wk, wv, q, q_off, k, k_off, v, v_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_q8(d, wq, n_cols, q, q_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_q8(d, wk, n_cols, k, k_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_q8(d, wv, n_cols, v, v_off, err, errlen);
+        return rc;
+    }
     const bool fused = same && n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wq->n_parts == 1 &&
                        wk->n_parts == 1 && wv->n_parts == 1;
     if (!fused) {

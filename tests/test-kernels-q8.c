@@ -1,0 +1,499 @@
+/* test-kernels-q8.c: the integer-dot path (cl/quant.cl, cl/matmul_q8.cl via
+ * src/ops/matmul_q8.c, taken by cs_op_matmul when d->int8_act):
+ *   - quant_q8 equals the C reference (src/ref/q8act_ref.c) bit for bit;
+ *   - every q4_0 / q8_0 matmul (mat-vec, mat-mat, any column count, tails,
+ *     odd block counts, weights split in parts) equals the reference of the
+ *     same reduction order bit for bit, and the exact float product within
+ *     the activation-rounding bound below;
+ *   - batch invariance: a column gives the same bits alone or in a batch;
+ *   - the fused entry points (qkv, swiglu; one launch for a mat-vec) equal
+ *     plain matmuls (and cs_op_swiglu) bit for bit;
+ *   - the GPU family and other types ignore int8_act (float path).
+ * Activation rounding: each x block is rounded to 8 bits of its maximum, an
+ * error of at most amax / 254 per element, random in sign, so a dot product
+ * of n terms moves by about sqrt(n) |w| amax / 254 / sqrt(3); relative to
+ * max |y| (~ sqrt(n) |w| |x|) that is ~ 1e-2 of amax / |x| ~ 2.5 for normal
+ * x: a few 1e-3. The bound 2e-2 holds with margin while a wrong block,
+ * scale or sign gives O(1e-1..1). A timing line compares the int8 and float
+ * mat-vecs (informational only). */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "base/common.h"
+#include "gguf/quant.h"
+#include "ops/matmul.h"
+#include "ops/matmul_q8.h"
+#include "ops/ops.h"
+#include "ref/matmul_ref.h"
+#include "ref/q8act_ref.h"
+#include "testutil.h"
+
+#define ROUND_BOUND 2e-2
+
+static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily */
+
+static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed)
+{
+    uint64_t rb;
+    assert_true(cs_row_bytes(type, n_in, &rb));
+    unsigned char *w = malloc(rb * n_out);
+    float *row = malloc(n_in * sizeof *row);
+    assert_non_null(w);
+    assert_non_null(row);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (uint32_t r = 0; r < n_out; r++) {
+        for (uint32_t k = 0; k < n_in; k++)
+            row[k] = tu_rng_normal(&rng);
+        assert_int_equal(cs_quantize_row(type, row, w + r * rb, n_in), 0);
+    }
+    free(row);
+    return w;
+}
+
+/* random normal columns; block 1 of column 0 all zero; with outlier, a
+ * large value in column 0 (the quantizer's test; it dominates its block's
+ * rounding, beyond the bound the matmul tests check) */
+static float *random_x_o(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier)
+{
+    float *x = malloc((size_t)n_in * n_cols * sizeof *x);
+    assert_non_null(x);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (size_t i = 0; i < (size_t)n_in * n_cols; i++)
+        x[i] = tu_rng_normal(&rng);
+    if (n_in >= 64)
+        memset(x + 32, 0, 32 * sizeof *x);
+    if (outlier)
+        x[n_in / 2] = 40.0f;
+    return x;
+}
+
+static float *random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed)
+{
+    return random_x_o(n_in, n_cols, seed, false);
+}
+
+static cl_mem dev_buf(struct cs_cl_dev *d, size_t bytes, const void *init)
+{
+    char err[512];
+    cl_mem m;
+    if (cs_cl_alloc(d, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0), bytes, (void *)init, &m, err,
+                    sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    return m;
+}
+
+static void *read_back(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes)
+{
+    char err[512];
+    void *p = malloc(bytes);
+    assert_non_null(p);
+    assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+    if (cs_cl_read(d, m, off, bytes, p, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    return p;
+}
+
+/* y = x W^T through cs_op_matmul (x at float offset 3, y at 5) */
+static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols)
+{
+    char err[512];
+    const size_t xo = 3, yo = 5, xn = xo + (size_t)n_cols * w->n_in, yn = yo + (size_t)n_cols * w->n_out;
+    float *xh = calloc(xn, sizeof *xh);
+    assert_non_null(xh);
+    memcpy(xh + xo, x, (size_t)n_cols * w->n_in * sizeof *x);
+    cl_mem xb = dev_buf(d, xn * sizeof(float), xh), yb = dev_buf(d, yn * sizeof(float), NULL);
+    free(xh);
+    if (cs_op_matmul(d, w, xb, xo, yb, yo, n_cols, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *y = read_back(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
+    clReleaseMemObject(xb);
+    clReleaseMemObject(yb);
+    return y;
+}
+
+static double norm_err(const float *y, const float *ref, size_t n)
+{
+    double maxd = 0.0, maxr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(y[i]))
+            return INFINITY;
+        maxd = fmax(maxd, fabs((double)y[i] - ref[i]));
+        maxr = fmax(maxr, fabs((double)ref[i]));
+    }
+    return maxd / (maxr + 1e-20);
+}
+
+static void test_quant(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    const uint32_t shapes[][2] = {{32, 1}, {96, 3}, {2048, 2}, {5632, 1}};
+    char err[512];
+    for (size_t i = 0; i < CS_ARRAY_LEN(shapes); i++) {
+        const uint32_t n_in = shapes[i][0], nc = shapes[i][1], nb = n_in / 32;
+        float *x = random_x_o(n_in, nc, 11 + i, true);
+        int8_t *q = malloc((size_t)n_in * nc);
+        float *dr = malloc((size_t)nb * nc * sizeof *dr);
+        assert_non_null(q);
+        assert_non_null(dr);
+        cs_ref_quant_q8(x, n_in, nc, q, dr);
+        size_t d_off;
+        const size_t bytes = cs_q8_bytes(n_in, nc, &d_off);
+        cl_mem xb = dev_buf(d, (size_t)n_in * nc * sizeof(float) + 8, NULL), ob = dev_buf(d, bytes, NULL);
+        assert_int_equal(cs_cl_write(d, xb, 2 * sizeof(float), (size_t)n_in * nc * sizeof(float), x, err,
+                                     sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_op_quant_q8(d, xb, 2, n_in, nc, ob, err, sizeof err), CLSPEC_OK);
+        unsigned char *o = read_back(d, ob, 0, bytes);
+        if (memcmp(o, q, (size_t)n_in * nc) || memcmp(o + d_off, dr, (size_t)nb * nc * sizeof(float)))
+            fail_msg("quant_q8 %ux%u differs from the reference", n_in, nc);
+        for (uint32_t c = 0; c < nc; c++) /* the rounding itself: |x - d q| <= d / 2 */
+            for (uint32_t k = 0; k < n_in; k++) {
+                const float db = dr[c * nb + k / 32], xv = x[(size_t)c * n_in + k];
+                assert_true(fabsf(xv - db * q[(size_t)c * n_in + cs_q8_pos(nb, k / 32, k % 32)]) <= 0.5001f * db + 1e-30f);
+            }
+        free(o);
+        free(x);
+        free(q);
+        free(dr);
+        clReleaseMemObject(xb);
+        clReleaseMemObject(ob);
+    }
+    assert_int_equal(cs_op_quant_q8(d, NULL, 0, 48, 1, NULL, err, sizeof err), CLSPEC_E_INVAL);
+}
+
+/* every column count against the reference of the same order (bits) and the exact product (bound) */
+static void check_type(uint32_t type)
+{
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    const uint32_t shapes[][2] = {{32, 7}, {96, 33}, {256, 64}, {2048, 17}};
+    const uint32_t ncs[] = {1, 2, 7, 8, 9, 17, 64};
+    char err[512];
+    d->int8_act = true;
+    for (size_t i = 0; i < CS_ARRAY_LEN(shapes); i++) {
+        const uint32_t n_in = shapes[i][0], n_out = shapes[i][1], nb = n_in / 32;
+        unsigned char *wh = random_weight(type, n_in, n_out, 100 + i);
+        struct cs_weight w;
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, true, &w, err, sizeof err), CLSPEC_OK);
+        assert_true(cs_op_q8_takes(d, &w));
+        float *x = random_x(n_in, 64, 7 + i);
+        int8_t *q = malloc((size_t)n_in * 64);
+        float *dq = malloc((size_t)nb * 64 * sizeof *dq), *ref = malloc((size_t)n_out * 64 * sizeof *ref);
+        float *exact = malloc((size_t)n_out * 64 * sizeof *exact);
+        assert_true(q && dq && ref && exact);
+        cs_ref_quant_q8(x, n_in, 64, q, dq);
+        assert_int_equal(cs_ref_matmul_q8(type, wh, n_in, n_out, q, dq, 64, ref, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_ref_matmul(type, wh, n_in, n_out, x, 64, exact, err, sizeof err), CLSPEC_OK);
+        const double e = norm_err(ref, exact, (size_t)n_out * 64);
+        printf("# %s %ux%u: activation rounding %.2e of max |y|\n", cs_type_name(type), n_in, n_out, e);
+        if (e > ROUND_BOUND)
+            fail_msg("%s %ux%u: activation rounding error %.3g > %g", cs_type_name(type), n_in, n_out, e,
+                     ROUND_BOUND);
+        for (size_t c = 0; c < CS_ARRAY_LEN(ncs); c++) {
+            float *y = run_matmul(d, &w, x, ncs[c]);
+            if (memcmp(y, ref, (size_t)ncs[c] * n_out * sizeof *y))
+                fail_msg("matmul_q8 %s %ux%u n_cols=%u differs from the reference", cs_type_name(type), n_in,
+                         n_out, ncs[c]);
+            free(y);
+        }
+        /* split into parts of 5 rows: the same bits */
+        struct cs_weight ws;
+        uint64_t rb;
+        assert_true(cs_row_bytes(type, n_in, &rb));
+        assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 5 * w.row_bytes, true, &ws, err,
+                                                sizeof err), CLSPEC_OK);
+        assert_true(ws.n_parts > 1);
+        for (uint32_t nc = 1; nc <= 9; nc += 8) {
+            float *y = run_matmul(d, &ws, x, nc);
+            assert_memory_equal(y, ref, (size_t)nc * n_out * sizeof *y);
+            free(y);
+        }
+        cs_weight_free(&ws);
+        cs_weight_free(&w);
+        free(wh);
+        free(x);
+        free(q);
+        free(dq);
+        free(ref);
+        free(exact);
+    }
+    d->int8_act = false;
+}
+
+static void test_matmul_q4_0(void **s)
+{
+    (void)s;
+    check_type(CS_TYPE_Q4_0);
+}
+
+static void test_matmul_q8_0(void **s)
+{
+    (void)s;
+    check_type(CS_TYPE_Q8_0);
+}
+
+/* the path without VNNI (CLSPEC_Q8_VNNI=0: AVX-512BW or plain ints) gives
+ * the same bits (on a host without VNNI: the default path again) */
+static void test_no_vnni(void **s)
+{
+    (void)s;
+    setenv("CLSPEC_Q8_VNNI", "0", 1);
+    check_type(CS_TYPE_Q4_0);
+    check_type(CS_TYPE_Q8_0);
+    unsetenv("CLSPEC_Q8_VNNI");
+}
+
+/* a column alone == the same column at every position of batches of 2..64 */
+static void test_invariance(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q8_0}, nbs[] = {2, 3, 5, 8, 16, 17, 64};
+    const uint32_t n_in = 512, n_out = 48;
+    char err[512];
+    d->int8_act = true;
+    for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
+        unsigned char *wh = random_weight(types[t], n_in, n_out, 5);
+        struct cs_weight w;
+        assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w, err, sizeof err), CLSPEC_OK);
+        float *x = random_x(n_in, 64, 9);
+        float *alone = run_matmul(d, &w, x, 1);
+        for (size_t b = 0; b < CS_ARRAY_LEN(nbs); b++) {
+            const uint32_t nb = nbs[b];
+            float *xb = malloc((size_t)nb * n_in * sizeof *xb);
+            assert_non_null(xb);
+            for (uint32_t pos = 0; pos < nb; pos += (nb > 8 ? 7 : 1)) {
+                for (uint32_t c = 0; c < nb; c++) /* other columns: x's columns 1, 2, ... */
+                    memcpy(xb + (size_t)c * n_in, x + (size_t)(1 + c % 63) * n_in, n_in * sizeof *x);
+                memcpy(xb + (size_t)pos * n_in, x, n_in * sizeof *x);
+                float *y = run_matmul(d, &w, xb, nb);
+                if (memcmp(y + (size_t)pos * n_out, alone, n_out * sizeof *y))
+                    fail_msg("%s: column %u of a batch of %u differs from the column alone",
+                             cs_type_name(types[t]), pos, nb);
+                free(y);
+            }
+            free(xb);
+        }
+        free(alone);
+        free(x);
+        free(wh);
+        cs_weight_free(&w);
+    }
+    d->int8_act = false;
+}
+
+/* qkv and swiglu on the integer path == plain matmuls (and the swiglu of them) */
+static void test_fused(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    const uint32_t n_in = 256, no[3] = {64, 32, 32};
+    char err[512];
+    d->int8_act = true;
+    for (int t = 0; t < 2; t++) {
+        const uint32_t type = t ? CS_TYPE_Q8_0 : CS_TYPE_Q4_0;
+        struct cs_weight w[3];
+        unsigned char *wh[3];
+        for (int i = 0; i < 3; i++) {
+            wh[i] = random_weight(type, n_in, no[i], 30 + i);
+            assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
+        }
+        for (uint32_t nc = 1; nc <= 5; nc += 4) {
+            float *x = random_x(n_in, nc, 3);
+            float *y[3];
+            for (int i = 0; i < 3; i++)
+                y[i] = run_matmul(d, &w[i], x, nc);
+            cl_mem xb = dev_buf(d, (size_t)nc * n_in * sizeof(float), x);
+            cl_mem o[3];
+            for (int i = 0; i < 3; i++)
+                o[i] = dev_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
+            assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 0, o[1], 0, o[2], 0, nc, err,
+                                              sizeof err), CLSPEC_OK);
+            for (int i = 0; i < 3; i++) {
+                float *z = read_back(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
+                assert_memory_equal(z, y[i], (size_t)nc * no[i] * sizeof(float));
+                free(z);
+            }
+            /* swiglu over w[1], w[2] (same shape) */
+            cl_mem tmp = dev_buf(d, (size_t)nc * no[1] * sizeof(float), NULL);
+            assert_int_equal(cs_op_matmul_swiglu(d, &w[1], &w[2], xb, 0, tmp, o[0], 0, nc, err, sizeof err),
+                             CLSPEC_OK);
+            float *z = read_back(d, o[0], 0, (size_t)nc * no[1] * sizeof(float));
+            /* the same bits as matmuls then cs_op_swiglu (fused or not) */
+            cl_mem gb = dev_buf(d, (size_t)nc * no[1] * sizeof(float), y[1]);
+            cl_mem ub = dev_buf(d, (size_t)nc * no[1] * sizeof(float), y[2]);
+            assert_int_equal(cs_op_swiglu(d, gb, 0, ub, 0, gb, 0, (size_t)nc * no[1], err, sizeof err), CLSPEC_OK);
+            float *want = read_back(d, gb, 0, (size_t)nc * no[1] * sizeof(float));
+            assert_memory_equal(z, want, (size_t)nc * no[1] * sizeof(float));
+            free(want);
+            clReleaseMemObject(gb);
+            clReleaseMemObject(ub);
+            free(z);
+            clReleaseMemObject(tmp);
+            for (int i = 0; i < 3; i++) {
+                clReleaseMemObject(o[i]);
+                free(y[i]);
+            }
+            clReleaseMemObject(xb);
+            free(x);
+        }
+        for (int i = 0; i < 3; i++) {
+            cs_weight_free(&w[i]);
+            free(wh[i]);
+        }
+    }
+    d->int8_act = false;
+}
+
+/* the GPU family and the other types stay on the float path */
+static void test_fallback(void **s)
+{
+    (void)s;
+    char err[512];
+    for (int f = 0; f < 2; f++) {
+        struct cs_cl_dev *d = devs[f];
+        if (!d)
+            skip();
+        d->int8_act = f == CS_KFAMILY_CPU;
+        const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_F16};
+        for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
+            unsigned char *wh = random_weight(types[t], 256, 8, 1);
+            struct cs_weight w;
+            assert_int_equal(cs_weight_upload(d, types[t], 256, 8, wh, &w, err, sizeof err), CLSPEC_OK);
+            const bool want = f == CS_KFAMILY_CPU && types[t] == CS_TYPE_Q4_0;
+            assert_int_equal(cs_op_q8_takes(d, &w), want);
+            float *x = random_x(256, 2, 4), exact[16];
+            assert_int_equal(cs_ref_matmul(types[t], wh, 256, 8, x, 2, exact, err, sizeof err), CLSPEC_OK);
+            float *y = run_matmul(d, &w, x, 2);
+            assert_true(norm_err(y, exact, 16) < (want ? ROUND_BOUND : 1e-4));
+            free(y);
+            free(x);
+            free(wh);
+            cs_weight_free(&w);
+        }
+        d->int8_act = false;
+    }
+}
+
+/* informational: int8 and float mat-vec times on a 2048 x 2048 weight */
+static void test_timing(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t n = 2048, types[] = {CS_TYPE_Q4_0, CS_TYPE_Q8_0};
+    for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
+        unsigned char *wh = random_weight(types[t], n, n, 2);
+        struct cs_weight w;
+        assert_int_equal(cs_weight_upload(d, types[t], n, n, wh, &w, err, sizeof err), CLSPEC_OK);
+        float *x = random_x(n, 16, 1);
+        cl_mem xb = dev_buf(d, (size_t)16 * n * sizeof(float), x), yb = dev_buf(d, (size_t)16 * n * sizeof(float), NULL);
+        for (uint32_t nc = 1; nc <= 16; nc += 15) {
+            double best[2] = {INFINITY, INFINITY};
+            for (int rep = 0; rep < 15; rep++) /* best of 15, alternated (the machine is shared) */
+                for (int m = 0; m < 2; m++) {
+                    d->int8_act = m == 1;
+                    const double t0 = cs_now();
+                    for (int k = 0; k < 4; k++)
+                        assert_int_equal(cs_op_matmul(d, &w, xb, 0, yb, 0, nc, err, sizeof err), CLSPEC_OK);
+                    assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+                    best[m] = fmin(best[m], (cs_now() - t0) / 4 * 1e3);
+                }
+            double bq = INFINITY; /* the quantization alone */
+            for (int rep = 0; rep < 6; rep++) {
+                const double t0 = cs_now();
+                for (int k = 0; k < 4; k++)
+                    assert_int_equal(cs_op_quant_q8_scratch(d, xb, 0, n, nc, err, sizeof err), CLSPEC_OK);
+                assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+                bq = fmin(bq, (cs_now() - t0) / 4 * 1e3);
+            }
+            printf("# %s %ux%u n_cols=%u: float %.3f ms, int8 %.3f ms (x%.2f; quantization %.3f ms of it)\n",
+                   cs_type_name(types[t]), n, n, nc, best[0], best[1], best[0] / best[1], bq);
+        }
+        d->int8_act = false;
+        clReleaseMemObject(xb);
+        clReleaseMemObject(yb);
+        free(x);
+        free(wh);
+        cs_weight_free(&w);
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[512];
+    struct cs_cl_devinfo *list = NULL;
+    size_t n = 0, idx = 0;
+    if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
+        free(list);
+        return 0;
+    }
+    if (cs_cl_select(list, n, getenv("CLSPEC_TEST_DEVICE"), &idx, err, sizeof err) != CLSPEC_OK) {
+        fprintf(stderr, "%s\n", err);
+        free(list);
+        return -1;
+    }
+    for (int f = 0; f < 2; f++) {
+        struct cs_cl_devinfo info = list[idx];
+        info.family = (enum cs_kfamily)f;
+        if (cs_cl_dev_open(&info, &devs[f], err, sizeof err) != CLSPEC_OK) {
+            fprintf(stderr, "%s\n", err);
+            free(list);
+            return -1;
+        }
+    }
+    free(list);
+    if (devs[CS_KFAMILY_CPU])
+        printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
+               cs_cl_host_vnni(&devs[CS_KFAMILY_CPU]->info) ? "vpdpbusd (AVX512-VNNI)"
+                                                                       : "vpmaddubsw + vpmaddwd, or plain ints");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int f = 0; f < 2; f++)
+        if (devs[f])
+            cs_cl_dev_close(devs[f]);
+    return 0;
+}
+
+const char *__asan_default_options(void); /* as tests/test-kernels.c: PoCL threads crash LSan's tracer */
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quant),     cmocka_unit_test(test_matmul_q4_0), cmocka_unit_test(test_matmul_q8_0),
+        cmocka_unit_test(test_no_vnni),
+        cmocka_unit_test(test_invariance), cmocka_unit_test(test_fused),      cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_timing),
+    };
+    if (getenv("CLSPEC_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
+    return _cmocka_run_group_tests("kernels-q8", tests, CS_ARRAY_LEN(tests), setup, teardown);
+}

@@ -1,0 +1,127 @@
+/* test-kernels-q8fwd.c: the integer-dot path (CLSPEC_INTDOT=1: q4_0 / q8_0
+ * matmuls on 8-bit activations, cl/matmul_q8.cl) through whole forward
+ * passes, on the CPU family:
+ *   - golden: llama.cpp's top-5 logits of every step of the references of
+ *     TinyStories-656K-Q8_0, TinyStories-656K-Q4_0 and synth-256-Q8_0,
+ *     teacher-forced in one batch, within the bound of the other quantized
+ *     paths (tests/test-golden.c: |d| <= 0.02 * the step's logit range), and
+ *     llama.cpp's greedy choice wherever its top-2 gap exceeds twice that;
+ *   - lossless speculation: every step decoded alone (one column: the fused
+ *     mat-vecs) gives bitwise the logits of its row in the batch (the
+ *     mat-mat kernels), as verification of a draft needs. */
+#include "config.h"
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "base/common.h"
+#include "engine/sampler.h"
+#include "fwdutil.h"
+#include "golden.h"
+#include "testutil.h"
+
+#define QUANT_REL_RANGE 0.02f /* as tests/test-golden.c */
+
+static void golden_q8(const char *name)
+{
+    struct golden *g = fu_golden(name);
+    if (!g->model_path) {
+        golden_free(g);
+        skip();
+        return;
+    }
+    struct fu_model f;
+    assert_int_equal(fu_open(strstr(g->model_path, "models/"), 1, NULL, NULL, &f), 0);
+    if (!f.dev[0]->int8_act) /* not a CPU-family device: nothing of this path runs */
+        print_message("# %s: the device does not take the integer path (GPU family)\n", name);
+    const int V = f.V;
+    char err[CLSPEC_ERRLEN];
+    float worst = 0.0f;
+    int clear = 0, agree = 0, n = 0, same = 0;
+    for (int ci = 0; ci < g->n_cases; ci++) {
+        const struct golden_case *gc = &g->cases[ci];
+        const int nt = gc->n_prompt + gc->n_steps - 1; /* the last step's token is never fed */
+        int32_t *tok = malloc((size_t)nt * sizeof *tok), *pos = malloc((size_t)nt * sizeof *pos);
+        float *all = malloc((size_t)nt * V * sizeof *all), *one = malloc((size_t)V * sizeof *one);
+        assert_true(tok && pos && all && one);
+        memcpy(tok, gc->prompt, (size_t)gc->n_prompt * sizeof *tok);
+        for (int s = 0; s + 1 < gc->n_steps; s++)
+            tok[gc->n_prompt + s] = gc->steps[s].token;
+        for (int i = 0; i < nt; i++)
+            pos[i] = i;
+        struct cs_fwd_ctx *c = fu_ctx(&f, 128, 64, CS_TYPE_F16, CS_TYPE_F16);
+        fu_all_logits(c, tok, nt, 0, all); /* teacher forcing, one batch */
+        cs_fwd_ctx_free(c);
+        c = fu_ctx(&f, 128, 64, CS_TYPE_F16, CS_TYPE_F16);
+        for (int s = 0; s < gc->n_steps; s++) {
+            const float *row = all + (size_t)(gc->n_prompt - 1 + s) * V;
+            float dabs, drel;
+            golden_compare(&gc->steps[s], row, &dabs, &drel);
+            const float range = golden_range(row, V), tol = QUANT_REL_RANGE * range;
+            worst = fmaxf(worst, dabs / range);
+            if (gc->steps[s].top_val[0] - gc->steps[s].top_val[1] > 2.0f * tol) {
+                clear++;
+                agree += cs_argmax(row, V) == gc->steps[s].token;
+            }
+            /* the same step alone: the prompt in one pass, then one token at a time */
+            const int at = s == 0 ? 0 : gc->n_prompt + s - 1, cnt = s == 0 ? gc->n_prompt : 1;
+            assert_int_equal(cs_forward(c, tok + at, cnt, pos + at, NULL, NULL, 1, one, NULL, err, sizeof err), 0);
+            same += memcmp(one, row, (size_t)V * sizeof *one) == 0;
+            n++;
+        }
+        cs_fwd_ctx_free(c);
+        free(tok);
+        free(pos);
+        free(all);
+        free(one);
+    }
+    print_message("# %s, integer dots: max |d|/range %.3g (bound %g), greedy %d/%d clear steps, decode == batch "
+                  "row %d/%d\n", name, worst, QUANT_REL_RANGE, agree, clear, same, n);
+    assert_true(worst <= QUANT_REL_RANGE);
+    assert_int_equal(agree, clear);
+    assert_int_equal(same, n);
+    golden_free(g);
+    fu_close(&f);
+}
+
+static void test_stories_q8(void **s)
+{
+    (void)s;
+    golden_q8("TinyStories-656K-Q8_0");
+}
+
+static void test_stories_q4(void **s)
+{
+    (void)s;
+    golden_q8("TinyStories-656K-Q4_0");
+}
+
+static void test_synth_q8(void **s)
+{
+    (void)s;
+    golden_q8("synth-256-Q8_0");
+}
+
+const char *__asan_default_options(void); /* as tests/test-kernels.c: PoCL threads crash LSan's tracer */
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0";
+}
+
+int main(void)
+{
+    setenv("CLSPEC_INTDOT", "1", 1); /* read when a device is opened */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stories_q8),
+        cmocka_unit_test(test_stories_q4),
+        cmocka_unit_test(test_synth_q8),
+    };
+    return cmocka_run_group_tests_name("kernels-q8fwd", tests, NULL, NULL);
+}
