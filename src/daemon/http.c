@@ -134,6 +134,42 @@ const char *cs_http_cors_allow(void)
     return cors_allow;
 }
 
+/* Runs root (its JSON text) as one whole request of kind through cs_http_completion, the reply
+ * captured: the parsed 200 answer, or NULL (the reply stays in capture: code 0 when the client
+ * went away, else its status and body). */
+static json_t *run_captured(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind, bool llama,
+                            json_t *root)
+{
+    capture.code = 0;
+    char *sub = json_dumps(root, JSON_COMPACT);
+    if (!sub)
+        return NULL;
+    capture.on = true;
+    cs_http_completion(h, c, NULL, kind, llama, sub, strlen(sub));
+    capture.on = false;
+    free(sub);
+    json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+    if (ans) {
+        free(capture.body);
+        capture.body = NULL;
+    }
+    return ans;
+}
+
+/* The reply to a captured request that failed (run_captured gave NULL): MHD_NO when the client went
+ * away, else its status and body (a 200 that did not parse: 500). */
+static enum MHD_Result reply_captured_failure(struct MHD_Connection *c)
+{
+    if (capture.code == 0) {
+        free(capture.body);
+        capture.body = NULL;
+        return MHD_NO;
+    }
+    char *body = capture.body;
+    capture.body = NULL;
+    return cs_http_reply_json(c, capture.code == 200 ? 500 : capture.code, body, NULL);
+}
+
 /* POST /completion with several prompts (cs_llama_prompts): each answered in turn as a request of
  * its own, the answers in one array (llama-server's batch form; not streamed). The first error ends it. */
 static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Connection *c, json_t *root,
@@ -145,25 +181,13 @@ static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Con
     json_array_foreach(prompts, i, p)
     {
         json_object_set(root, "prompt", p);
-        char *sub = json_dumps(root, JSON_COMPACT);
-        if (!sub || !out)
+        if (!out)
             break;
-        capture.on = true;
-        capture.code = 0;
-        cs_http_completion(h, c, NULL, CS_API_COMPLETION, true, sub, strlen(sub));
-        capture.on = false;
-        free(sub);
-        json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+        json_t *ans = run_captured(h, c, CS_API_COMPLETION, true, root);
         if (!ans) {
             json_decref(out);
-            if (capture.code == 0) /* the client went away */
-                return MHD_NO;
-            char *body = capture.body;
-            capture.body = NULL;
-            return cs_http_reply_json(c, capture.code == 200 ? 500 : capture.code, body, NULL);
+            return reply_captured_failure(c);
         }
-        free(capture.body);
-        capture.body = NULL;
         json_object_set_new(ans, "index", json_integer((json_int_t)i));
         json_array_append_new(out, ans);
     }
@@ -196,29 +220,21 @@ static enum MHD_Result handle_choices(struct cs_http *h, struct MHD_Connection *
     for (json_int_t i = 0; i < k; i++) {
         if (s0 >= 0)
             json_object_set_new(root, "seed", json_integer(s0 + i));
-        char *sub = json_dumps(root, JSON_COMPACT);
-        if (!sub || !choices)
+        if (!choices)
             break;
-        capture.on = true;
-        capture.code = 0;
-        cs_http_completion(h, c, NULL, kind, false, sub, strlen(sub));
-        capture.on = false;
-        free(sub);
-        json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+        json_t *ans = run_captured(h, c, kind, false, root);
         json_t *ch = json_array_get(json_object_get(ans, "choices"), 0);
         if (!ch) {
+            if (ans) { /* a 200 without choices */
+                capture.code = 500;
+                capture.body = cs_api_error_json(500, "an answer without choices", NULL);
+            }
             json_decref(ans);
             json_decref(out);
             json_decref(choices);
             json_decref(root);
-            if (capture.code == 0) /* the client went away */
-                return MHD_NO;
-            char *b = capture.body;
-            capture.body = NULL;
-            return cs_http_reply_json(c, capture.code == 200 ? 500 : capture.code, b, NULL);
+            return reply_captured_failure(c);
         }
-        free(capture.body);
-        capture.body = NULL;
         json_object_set_new(ch, "index", json_integer(i));
         json_array_append(choices, ch);
         done_tokens += json_integer_value(json_object_get(json_object_get(ans, "usage"), "completion_tokens"));
