@@ -34,6 +34,7 @@
 #include "ops/ops.h"
 #include "ref/matmul_ref.h"
 #include "ref/q8act_ref.h"
+#include "kernutil.h"
 #include "testutil.h"
 
 #define ROUND_BOUND 2e-2
@@ -82,27 +83,6 @@ static float *random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed)
     return random_x_o(n_in, n_cols, seed, false);
 }
 
-static cl_mem dev_buf(struct cs_cl_dev *d, size_t bytes, const void *init)
-{
-    char err[512];
-    cl_mem m;
-    if (cs_cl_alloc(d, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0), bytes, (void *)init, &m, err,
-                    sizeof err) != CLSPEC_OK)
-        fail_msg("%s", err);
-    return m;
-}
-
-static void *read_back(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes)
-{
-    char err[512];
-    void *p = malloc(bytes);
-    assert_non_null(p);
-    assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
-    if (cs_cl_read(d, m, off, bytes, p, err, sizeof err) != CLSPEC_OK)
-        fail_msg("%s", err);
-    return p;
-}
-
 /* y = x W^T through cs_op_matmul (x at float offset 3, y at 5) */
 static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols)
 {
@@ -111,26 +91,14 @@ static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const f
     float *xh = calloc(xn, sizeof *xh);
     assert_non_null(xh);
     memcpy(xh + xo, x, (size_t)n_cols * w->n_in * sizeof *x);
-    cl_mem xb = dev_buf(d, xn * sizeof(float), xh), yb = dev_buf(d, yn * sizeof(float), NULL);
+    cl_mem xb = ku_buf(d, xn * sizeof(float), xh), yb = ku_buf(d, yn * sizeof(float), NULL);
     free(xh);
     if (cs_op_matmul(d, w, xb, xo, yb, yo, n_cols, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
-    float *y = read_back(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
+    float *y = ku_read(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
     clReleaseMemObject(xb);
     clReleaseMemObject(yb);
     return y;
-}
-
-static double norm_err(const float *y, const float *ref, size_t n)
-{
-    double maxd = 0.0, maxr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(y[i]))
-            return INFINITY;
-        maxd = fmax(maxd, fabs((double)y[i] - ref[i]));
-        maxr = fmax(maxr, fabs((double)ref[i]));
-    }
-    return maxd / (maxr + 1e-20);
 }
 
 static void test_quant(void **s)
@@ -151,11 +119,11 @@ static void test_quant(void **s)
         cs_ref_quant_q8(x, n_in, nc, q, dr);
         size_t d_off;
         const size_t bytes = cs_q8_bytes(n_in, nc, &d_off);
-        cl_mem xb = dev_buf(d, (size_t)n_in * nc * sizeof(float) + 8, NULL), ob = dev_buf(d, bytes, NULL);
+        cl_mem xb = ku_buf(d, (size_t)n_in * nc * sizeof(float) + 8, NULL), ob = ku_buf(d, bytes, NULL);
         assert_int_equal(cs_cl_write(d, xb, 2 * sizeof(float), (size_t)n_in * nc * sizeof(float), x, err,
                                      sizeof err), CLSPEC_OK);
         assert_int_equal(cs_op_quant_q8(d, xb, 2, n_in, nc, ob, err, sizeof err), CLSPEC_OK);
-        unsigned char *o = read_back(d, ob, 0, bytes);
+        unsigned char *o = ku_read(d, ob, 0, bytes);
         if (memcmp(o, q, (size_t)n_in * nc) || memcmp(o + d_off, dr, (size_t)nb * nc * sizeof(float)))
             fail_msg("quant_q8 %ux%u differs from the reference", n_in, nc);
         for (uint32_t c = 0; c < nc; c++) /* the rounding itself: |x - d q| <= d / 2 */
@@ -197,7 +165,7 @@ static void check_type(uint32_t type)
         cs_ref_quant_q8(x, n_in, 64, q, dq);
         assert_int_equal(cs_ref_matmul_q8(type, wh, n_in, n_out, q, dq, 64, ref, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_ref_matmul(type, wh, n_in, n_out, x, 64, exact, err, sizeof err), CLSPEC_OK);
-        const double e = norm_err(ref, exact, (size_t)n_out * 64);
+        const double e = ku_norm_err(ref, exact, (size_t)n_out * 64);
         printf("# %s %ux%u: activation rounding %.2e of max |y|\n", cs_type_name(type), n_in, n_out, e);
         if (e > ROUND_BOUND)
             fail_msg("%s %ux%u: activation rounding error %.3g > %g", cs_type_name(type), n_in, n_out, e,
@@ -320,27 +288,27 @@ static void test_fused(void **s)
             float *y[3];
             for (int i = 0; i < 3; i++)
                 y[i] = run_matmul(d, &w[i], x, nc);
-            cl_mem xb = dev_buf(d, (size_t)nc * n_in * sizeof(float), x);
+            cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x);
             cl_mem o[3];
             for (int i = 0; i < 3; i++)
-                o[i] = dev_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
+                o[i] = ku_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
             assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 0, o[1], 0, o[2], 0, nc, err,
                                               sizeof err), CLSPEC_OK);
             for (int i = 0; i < 3; i++) {
-                float *z = read_back(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
+                float *z = ku_read(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
                 assert_memory_equal(z, y[i], (size_t)nc * no[i] * sizeof(float));
                 free(z);
             }
             /* swiglu over w[1], w[2] (same shape) */
-            cl_mem tmp = dev_buf(d, (size_t)nc * no[1] * sizeof(float), NULL);
+            cl_mem tmp = ku_buf(d, (size_t)nc * no[1] * sizeof(float), NULL);
             assert_int_equal(cs_op_matmul_swiglu(d, &w[1], &w[2], xb, 0, tmp, o[0], 0, nc, err, sizeof err),
                              CLSPEC_OK);
-            float *z = read_back(d, o[0], 0, (size_t)nc * no[1] * sizeof(float));
+            float *z = ku_read(d, o[0], 0, (size_t)nc * no[1] * sizeof(float));
             /* the same bits as matmuls then cs_op_swiglu (fused or not) */
-            cl_mem gb = dev_buf(d, (size_t)nc * no[1] * sizeof(float), y[1]);
-            cl_mem ub = dev_buf(d, (size_t)nc * no[1] * sizeof(float), y[2]);
+            cl_mem gb = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[1]);
+            cl_mem ub = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[2]);
             assert_int_equal(cs_op_swiglu(d, gb, 0, ub, 0, gb, 0, (size_t)nc * no[1], err, sizeof err), CLSPEC_OK);
-            float *want = read_back(d, gb, 0, (size_t)nc * no[1] * sizeof(float));
+            float *want = ku_read(d, gb, 0, (size_t)nc * no[1] * sizeof(float));
             assert_memory_equal(z, want, (size_t)nc * no[1] * sizeof(float));
             free(want);
             clReleaseMemObject(gb);
@@ -382,7 +350,7 @@ static void test_fallback(void **s)
             float *x = random_x(256, 2, 4), exact[16];
             assert_int_equal(cs_ref_matmul(types[t], wh, 256, 8, x, 2, exact, err, sizeof err), CLSPEC_OK);
             float *y = run_matmul(d, &w, x, 2);
-            assert_true(norm_err(y, exact, 16) < (want ? ROUND_BOUND : 1e-4));
+            assert_true(ku_norm_err(y, exact, 16) < (want ? ROUND_BOUND : 1e-4));
             free(y);
             free(x);
             free(wh);
@@ -406,7 +374,7 @@ static void test_timing(void **s)
         struct cs_weight w;
         assert_int_equal(cs_weight_upload(d, types[t], n, n, wh, &w, err, sizeof err), CLSPEC_OK);
         float *x = random_x(n, 16, 1);
-        cl_mem xb = dev_buf(d, (size_t)16 * n * sizeof(float), x), yb = dev_buf(d, (size_t)16 * n * sizeof(float), NULL);
+        cl_mem xb = ku_buf(d, (size_t)16 * n * sizeof(float), x), yb = ku_buf(d, (size_t)16 * n * sizeof(float), NULL);
         for (uint32_t nc = 1; nc <= 16; nc += 15) {
             double best[2] = {INFINITY, INFINITY};
             for (int rep = 0; rep < 15; rep++) /* best of 15, alternated (the machine is shared) */
@@ -441,41 +409,19 @@ static void test_timing(void **s)
 static int setup(void **state)
 {
     (void)state;
-    char err[512];
-    struct cs_cl_devinfo *list = NULL;
-    size_t n = 0, idx = 0;
-    if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
-        free(list);
-        return 0;
-    }
-    if (cs_cl_select(list, n, getenv("CLSPEC_TEST_DEVICE"), &idx, err, sizeof err) != CLSPEC_OK) {
-        fprintf(stderr, "%s\n", err);
-        free(list);
+    if (ku_open_families(devs, false, "integer-dot kernel tests") < 0)
         return -1;
-    }
-    for (int f = 0; f < 2; f++) {
-        struct cs_cl_devinfo info = list[idx];
-        info.family = (enum cs_kfamily)f;
-        if (cs_cl_dev_open(&info, &devs[f], err, sizeof err) != CLSPEC_OK) {
-            fprintf(stderr, "%s\n", err);
-            free(list);
-            return -1;
-        }
-    }
-    free(list);
     if (devs[CS_KFAMILY_CPU])
         printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
                cs_cl_host_vnni(&devs[CS_KFAMILY_CPU]->info) ? "vpdpbusd (AVX512-VNNI)"
-                                                                       : "vpmaddubsw + vpmaddwd, or plain ints");
+                                                              : "vpmaddubsw + vpmaddwd, or plain ints");
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int f = 0; f < 2; f++)
-        if (devs[f])
-            cs_cl_dev_close(devs[f]);
+    ku_close_families(devs);
     return 0;
 }
 

@@ -36,6 +36,7 @@
 #include "ops/ops.h"
 #include "ref/matmul_ref.h"
 #include "ref/ops_ref.h"
+#include "kernutil.h"
 #include "testutil.h"
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily; NULL: no device */
@@ -114,18 +115,6 @@ static float *run(struct cs_cl_dev *d, const struct cs_weight *w, const float *x
     return y;
 }
 
-static double norm_err(const float *y, const float *ref, size_t n)
-{
-    double maxd = 0.0, maxr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(y[i]))
-            return INFINITY;
-        maxd = fmax(maxd, fabs((double)y[i] - ref[i]));
-        maxr = fmax(maxr, fabs((double)ref[i]));
-    }
-    return maxd / (maxr + 1e-20);
-}
-
 /* the first differing row of column c, or n_out */
 static uint32_t first_diff(const float *a, const float *b, uint32_t n_out)
 {
@@ -150,7 +139,7 @@ static void check_shape(enum cs_kfamily fam, uint32_t type, uint32_t n_in, uint3
         float *ref = malloc((size_t)nb * n_out * sizeof *ref);
         assert_non_null(ref);
         assert_int_equal(cs_ref_matmul(type, wh, n_in, n_out, x, nb, ref, err, sizeof err), CLSPEC_OK);
-        const double e = norm_err(yt, ref, (size_t)nb * n_out);
+        const double e = ku_norm_err(yt, ref, (size_t)nb * n_out);
         if (!(e <= 1e-4))
             fail_msg("tiled %s %s %ux%u n=%u: error %.3g vs the C reference", cs_type_name(type), fam_name[fam],
                      n_in, n_out, nb, e);
@@ -313,7 +302,7 @@ static void attention_family(enum cs_kfamily fam)
     assert_true(out && ref && alone);
     att_run(d, &kv, q, tpos, NT, NH, out);
     cs_ref_attention(q, k, v, cpos, cseq, NC, tpos, (int32_t[NT]){0}, NT, NH, NKV, HD, true, 0.125f, ref);
-    const double e = norm_err(out, ref, NT * xr);
+    const double e = ku_norm_err(out, ref, NT * xr);
     if (!(e <= 1e-4))
         fail_msg("attention %s prefill of %d tokens: error %.3g vs the C reference", fam_name[fam], NT, e);
     static const int probe[] = {0, 7, 8, 150, 255, 299};
@@ -402,51 +391,24 @@ static void test_tiled_bench_gpu(void **s)
     bench_family(CS_KFAMILY_GPU);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    char err[1024];
-    setenv("CLSPEC_NO_BINARY_CACHE", "1", 0); /* as tests/test-kernels.c: PoCL's own cache */
-    struct cs_cl_devinfo *list = NULL;
-    size_t n = 0, idx = 0;
-    if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
-        fprintf(stderr, "no OpenCL device: tiled kernel tests skipped\n");
-        free(list);
-        return 0;
-    }
-    if (cs_cl_select(list, n, getenv("CLSPEC_TEST_DEVICE"), &idx, err, sizeof err) != CLSPEC_OK) {
-        fprintf(stderr, "%s\n", err);
-        free(list);
-        return -1;
-    }
-    for (int f = 0; f < 2; f++) {
-        struct cs_cl_devinfo info = list[idx];
-        info.family = (enum cs_kfamily)f;
-        if (cs_cl_dev_open(&info, &devs[f], err, sizeof err) != CLSPEC_OK ||
-            cs_op_matmul_prepare(devs[f], err, sizeof err) != CLSPEC_OK) {
-            fprintf(stderr, "%s\n", err);
-            free(list);
-            return -1;
-        }
-    }
-    free(list);
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    for (int f = 0; f < 2; f++)
-        if (devs[f])
-            cs_cl_dev_close(devs[f]);
-    return 0;
-}
-
 /* LeakSanitizer's tracer and PoCL's worker threads: see tests/test-kernels.c */
 const char *__asan_default_options(void);
 const char *__asan_default_options(void)
 {
     return "detect_leaks=0";
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return ku_open_families(devs, true, "tiled kernel tests") < 0 ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    ku_close_families(devs);
+    return 0;
 }
 
 int main(void)

@@ -28,6 +28,7 @@
 #include "gguf/quant.h"
 #include "ref/matmul_ref.h"
 #include "ref/ops_ref.h"
+#include "kernutil.h"
 #include "testutil.h"
 
 static const uint32_t all_types[] = {
@@ -38,7 +39,6 @@ static const uint32_t col_counts[] = {1, 2, 4, 8, 16, 17, 64};
 
 /* one opened device per family (NULL if no OpenCL device) */
 static struct cs_cl_dev *devs[2];
-static const char *fam_name[2] = {"gpu", "cpu"}; /* indexed by enum cs_kfamily */
 
 static double now_ms(void)
 {
@@ -115,36 +115,11 @@ static float *random_floats(size_t n, uint64_t seed)
     return x;
 }
 
-/* ---- device helpers ---- */
-
-static cl_mem dev_buf(struct cs_cl_dev *d, size_t bytes, const void *init)
-{
-    char err[512];
-    cl_mem m;
-    int rc = cs_cl_alloc(d, CL_MEM_READ_WRITE | (init ? CL_MEM_COPY_HOST_PTR : 0), bytes, (void *)init,
-                         &m, err, sizeof err);
-    if (rc != CLSPEC_OK)
-        fail_msg("%s", err);
-    return m;
-}
-
 static void read_buf(struct cs_cl_dev *d, cl_mem m, size_t off_bytes, size_t bytes, void *dst)
 {
     char err[512];
     if (cs_cl_read(d, m, off_bytes, bytes, dst, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
-}
-
-static double norm_err(const float *y, const float *ref, size_t n)
-{
-    double maxd = 0.0, maxr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(y[i]))
-            return INFINITY;
-        maxd = fmax(maxd, fabs((double)y[i] - ref[i]));
-        maxr = fmax(maxr, fabs((double)ref[i]));
-    }
-    return maxd / (maxr + 1e-20);
 }
 
 /* runs y = x W^T on d with the given offsets and returns y (n_cols * n_out floats, malloc'd) */
@@ -157,7 +132,7 @@ static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const f
     float *xh = calloc(xn, sizeof *xh);
     assert_non_null(xh);
     memcpy(xh + x_off, x, (size_t)n_cols * w->n_in * sizeof *x);
-    cl_mem xb = dev_buf(d, xn * sizeof(float), xh), yb = dev_buf(d, yn * sizeof(float), NULL);
+    cl_mem xb = ku_buf(d, xn * sizeof(float), xh), yb = ku_buf(d, yn * sizeof(float), NULL);
     free(xh);
     int rc = cs_op_matmul(d, w, xb, x_off, yb, y_off, n_cols, err, sizeof err);
     if (rc != CLSPEC_OK)
@@ -220,13 +195,13 @@ static void check_type(uint32_t type, enum cs_kfamily fam, bool repack)
             double ms = 0;
             float *y = run_matmul(d, &w, x, nc, timed ? &ms : NULL);
             /* the reference of the first nc columns is the first nc columns of ref */
-            const double e = norm_err(y, ref, (size_t)nc * sh.n_out);
+            const double e = ku_norm_err(y, ref, (size_t)nc * sh.n_out);
             if (e > 1e-4)
                 fail_msg("matmul %s %s %ux%u n_cols=%u: normalized error %.3g > 1e-4", cs_type_name(type),
-                         fam_name[fam], sh.n_in, sh.n_out, nc, e);
+                         ku_fam_name[fam], sh.n_in, sh.n_out, nc, e);
             if (timed)
                 printf("# matmul %s%s %s %ux%u n=%u: %.3f ms, %.2f GB/s weights, %.2f GFLOP/s (err %.1e)\n",
-                       cs_type_name(type), w.layout == CS_WLAYOUT_Q8_0_F32D ? " (f32 d)" : "", fam_name[fam],
+                       cs_type_name(type), w.layout == CS_WLAYOUT_Q8_0_F32D ? " (f32 d)" : "", ku_fam_name[fam],
                        sh.n_in, sh.n_out, nc, ms, w.bytes / (ms * 1e6), 2.0 * nc * sh.n_in * sh.n_out / (ms * 1e6), e);
             free(y);
         }
@@ -300,7 +275,7 @@ static void check_repack_same(enum cs_kfamily fam)
             float *a = run_matmul(d, &wr, x, ncs[ci], NULL), *b = run_matmul(d, &wg, x, ncs[ci], NULL);
             if (memcmp(a, b, (size_t)ncs[ci] * n_out * sizeof *a) != 0)
                 fail_msg("matmul %s %s n_cols=%u: repacked layout differs from GGUF layout", cs_type_name(type),
-                         fam_name[fam], ncs[ci]);
+                         ku_fam_name[fam], ncs[ci]);
             free(a);
             free(b);
         }
@@ -367,7 +342,7 @@ static void check_invariance(uint32_t type, enum cs_kfamily fam, bool wide)
                 while (r < n_out && y[(size_t)at[ai] * n_out + r] == alone[r])
                     r++;
                 fail_msg("matmul %s %s: column %u of a batch of %u differs from the column alone "
-                         "(row %u: %.9g vs %.9g)", cs_type_name(type), fam_name[fam], at[ai], nb, r,
+                         "(row %u: %.9g vs %.9g)", cs_type_name(type), ku_fam_name[fam], at[ai], nb, r,
                          r < n_out ? y[(size_t)at[ai] * n_out + r] : 0.0, r < n_out ? alone[r] : 0.0);
             }
         free(y);
@@ -435,7 +410,7 @@ static void round_family(enum cs_kfamily fam)
         memcpy(ref, x, n * sizeof *x);
         cs_ref_round_rows(type, ref, n_rows, n_cols);
         memcpy(buf + off, x, n * sizeof *x);
-        cl_mem b = dev_buf(d, (n + off) * sizeof(float), buf);
+        cl_mem b = ku_buf(d, (n + off) * sizeof(float), buf);
         for (int pass = 0; pass < 2; pass++) {
             if (cs_op_round_rows(d, type, b, off, n_rows, n_cols, err, sizeof err) != CLSPEC_OK)
                 fail_msg("%s", err);
@@ -445,7 +420,7 @@ static void round_family(enum cs_kfamily fam)
             for (size_t i = 0; i < n; i++)
                 if (memcmp(&got[i], &ref[i], sizeof(float)) != 0)
                     fail_msg("round_rows %s %s pass %d: element %zu (row %zu): %.9g vs reference %.9g (input %.9g)",
-                             cs_type_name(type), fam_name[fam], pass, i, i / n_cols, got[i], ref[i], x[i]);
+                             cs_type_name(type), ku_fam_name[fam], pass, i, i / n_cols, got[i], ref[i], x[i]);
         }
         if (type != CS_TYPE_F32) { /* it did round something */
             size_t changed = 0;
@@ -497,8 +472,8 @@ static float *run_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const 
     float *xh = calloc(x_off + (size_t)n_cols * wg->n_in, sizeof *xh);
     assert_non_null(xh);
     memcpy(xh + x_off, x, (size_t)n_cols * wg->n_in * sizeof *x);
-    cl_mem xb = dev_buf(d, (x_off + (size_t)n_cols * wg->n_in) * 4, xh);
-    cl_mem tb = dev_buf(d, (size_t)n_cols * n_out * 4, NULL), ob = dev_buf(d, (o_off + n_cols * n_out) * 4, NULL);
+    cl_mem xb = ku_buf(d, (x_off + (size_t)n_cols * wg->n_in) * 4, xh);
+    cl_mem tb = ku_buf(d, (size_t)n_cols * n_out * 4, NULL), ob = ku_buf(d, (o_off + n_cols * n_out) * 4, NULL);
     free(xh);
     if (cs_op_matmul_swiglu(d, wg, wu, xb, x_off, tb, ob, o_off, n_cols, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
@@ -543,9 +518,9 @@ static void swiglu_family(enum cs_kfamily fam)
         cs_ref_swiglu(g, u, g, (size_t)nb * n_out);
         float *one = run_swiglu(d, &wg, &wu, x, 1), *split = run_swiglu(d, &wgs, &wus, x, 1);
         float *batch = run_swiglu(d, &wg, &wu, x, nb);
-        const double e = norm_err(batch, g, (size_t)nb * n_out);
+        const double e = ku_norm_err(batch, g, (size_t)nb * n_out);
         if (e > 1e-4)
-            fail_msg("matmul_swiglu %s %s: normalized error %.3g > 1e-4", cs_type_name(type), fam_name[fam], e);
+            fail_msg("matmul_swiglu %s %s: normalized error %.3g > 1e-4", cs_type_name(type), ku_fam_name[fam], e);
         assert_memory_equal(one, split, n_out * sizeof *one);
         assert_memory_equal(one, batch, n_out * sizeof *one);
         free(one);
@@ -585,12 +560,12 @@ static void rope_qk_family(enum cs_kfamily fam)
     const size_t nq = (size_t)nt * nh * hd, nk = (size_t)nt * nkv * hd, qo = 5, ko = 9;
     float *q = random_floats(qo + nq, 61), *k = random_floats(ko + nk, 62);
     int32_t pos[7] = {0, 1, 2, 50, 511, 4000, 70000};
-    cl_mem pb = dev_buf(d, sizeof pos, pos);
+    cl_mem pb = ku_buf(d, sizeof pos, pos);
     for (int neox = 0; neox <= 1; neox++) {
         const struct cs_rope_params p = {.n_rot = neox ? 32 : 64, .neox = neox != 0, .freq_base = 10000.0f,
                                          .freq_scale = neox ? 0.5f : 1.0f};
-        cl_mem q1 = dev_buf(d, (qo + nq) * 4, q), k1 = dev_buf(d, (ko + nk) * 4, k);
-        cl_mem q2 = dev_buf(d, (qo + nq) * 4, q), k2 = dev_buf(d, (ko + nk) * 4, k);
+        cl_mem q1 = ku_buf(d, (qo + nq) * 4, q), k1 = ku_buf(d, (ko + nk) * 4, k);
+        cl_mem q2 = ku_buf(d, (qo + nq) * 4, q), k2 = ku_buf(d, (ko + nk) * 4, k);
         assert_int_equal(cs_op_rope(d, q1, qo, pb, nt, nh, hd, &p, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_op_rope(d, k1, ko, pb, nt, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_op_rope_qk(d, q2, qo, k2, ko, pb, nt, nh, nkv, hd, &p, err, sizeof err), CLSPEC_OK);
@@ -651,12 +626,12 @@ static void qkv_family(enum cs_kfamily fam)
         }
         for (uint32_t nc = 1; nc <= 5; nc += 4) {
             float *x = random_floats((size_t)nc * n_in, 8600 + type);
-            cl_mem xb = dev_buf(d, (size_t)nc * n_in * 4, x);
+            cl_mem xb = ku_buf(d, (size_t)nc * n_in * 4, x);
             const size_t off[3] = {1, 2, 3};
             cl_mem o1[3], o2[3];
             for (int i = 0; i < 3; i++) {
-                o1[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
-                o2[i] = dev_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                o1[i] = ku_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
+                o2[i] = ku_buf(d, (off[i] + (size_t)nc * no[i]) * 4, NULL);
                 assert_int_equal(cs_op_matmul(d, &w[i], xb, 0, o1[i], off[i], nc, err, sizeof err), CLSPEC_OK);
             }
             assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o2[0], off[0], o2[1], off[1], o2[2],
@@ -671,7 +646,7 @@ static void qkv_family(enum cs_kfamily fam)
                 read_buf(d, o2[i], off[i] * 4, n * 4, b);
                 assert_memory_equal(a, b, n * 4);
                 assert_int_equal(cs_ref_matmul(type, wh[i], n_in, no[i], x, nc, ref, err, sizeof err), CLSPEC_OK);
-                assert_true(norm_err(b, ref, n) <= 1e-4);
+                assert_true(ku_norm_err(b, ref, n) <= 1e-4);
                 free(a);
                 free(b);
                 free(ref);
@@ -712,8 +687,8 @@ static void add_rmsnorm_family(enum cs_kfamily fam)
         const int nr = shapes[si][0], nc = shapes[si][1];
         const size_t n = (size_t)nr * nc, xo = 3, bo = 6, yo = 1;
         float *x = random_floats(xo + n, 71 + si), *b = random_floats(bo + n, 81 + si), *w = random_floats(nc, 91);
-        cl_mem x1 = dev_buf(d, (xo + n) * 4, x), x2 = dev_buf(d, (xo + n) * 4, x), bb = dev_buf(d, (bo + n) * 4, b);
-        cl_mem wb = dev_buf(d, (size_t)nc * 4, w), y1 = dev_buf(d, (yo + n) * 4, NULL), y2 = dev_buf(d, (yo + n) * 4, NULL);
+        cl_mem x1 = ku_buf(d, (xo + n) * 4, x), x2 = ku_buf(d, (xo + n) * 4, x), bb = ku_buf(d, (bo + n) * 4, b);
+        cl_mem wb = ku_buf(d, (size_t)nc * 4, w), y1 = ku_buf(d, (yo + n) * 4, NULL), y2 = ku_buf(d, (yo + n) * 4, NULL);
         for (int has_w = 0; has_w <= 1; has_w++) {
             assert_int_equal(cs_op_add(d, x1, xo, bb, bo, x1, xo, n, err, sizeof err), CLSPEC_OK);
             assert_int_equal(cs_op_rmsnorm(d, x1, xo, has_w ? wb : NULL, y1, yo, nr, nc, 1e-5f, err, sizeof err),
@@ -767,13 +742,13 @@ static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const
     assert_true(n + ids_off <= CS_ARRAY_LEN(idh));
     memset(idh, 0, sizeof idh);
     memcpy(idh + ids_off, ids, n * sizeof *ids);
-    cl_mem ib = dev_buf(d, sizeof idh, idh);
+    cl_mem ib = ku_buf(d, sizeof idh, idh);
     const size_t on = out_off + (size_t)n * w->n_in;
     float *init = malloc(on * sizeof *init);
     assert_non_null(init);
     for (size_t i = 0; i < on; i++)
         init[i] = NAN; /* every output element must be written */
-    cl_mem ob = dev_buf(d, on * sizeof(float), init);
+    cl_mem ob = ku_buf(d, on * sizeof(float), init);
     free(init);
     if (cs_op_get_rows(d, w, ib, ids_off, n, ob, out_off, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
@@ -782,7 +757,7 @@ static void check_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, const
     assert_non_null(ref);
     read_buf(d, ob, out_off * sizeof(float), (size_t)n * w->n_in * sizeof(float), out);
     assert_int_equal(cs_ref_get_rows(w->type, wh, w->n_in, w->n_out, ids, n, ref, err, sizeof err), CLSPEC_OK);
-    const double e = norm_err(out, ref, (size_t)n * w->n_in);
+    const double e = ku_norm_err(out, ref, (size_t)n * w->n_in);
     if (e > 1e-6)
         fail_msg("get_rows %s %s %ux%u: normalized error %.3g > 1e-6", what, cs_type_name(w->type), w->n_in,
                  w->n_out, e);
@@ -810,7 +785,7 @@ static void get_rows_family(enum cs_kfamily fam)
         for (int repack = 1; repack >= (type == CS_TYPE_Q8_0 ? 0 : 1); repack--) {
             if (cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, repack, &w, err, sizeof err) != CLSPEC_OK)
                 fail_msg("%s", err);
-            check_get_rows(d, &w, wh, ids, CS_ARRAY_LEN(ids), fam_name[fam]);
+            check_get_rows(d, &w, wh, ids, CS_ARRAY_LEN(ids), ku_fam_name[fam]);
             cs_weight_free(&w);
         }
         free(wh);
@@ -910,7 +885,7 @@ static void test_upload_errors(void **s)
     unsetenv("CLSPEC_MAX_PART_BYTES");
     assert_int_equal(cs_weight_upload(d, CS_TYPE_F32, 4, 3, buf, &w, err, sizeof err), CLSPEC_OK);
     assert_int_equal(w.n_parts, 1);
-    cl_mem m = dev_buf(d, 64, NULL);
+    cl_mem m = ku_buf(d, 64, NULL);
     assert_int_equal(cs_op_matmul(d, &w, m, 0, m, 0, 0, err, sizeof err), CLSPEC_E_INVAL);
     cs_weight_free(&w);
     assert_int_equal(cs_op_matmul(d, &w, m, 0, m, 0, 1, err, sizeof err), CLSPEC_E_INVAL);
@@ -941,10 +916,10 @@ static void bench_family(enum cs_kfamily fam)
             float *ref = malloc(sh.n_out * sizeof *ref);
             assert_non_null(ref);
             assert_int_equal(cs_ref_matmul(type, wh, sh.n_in, sh.n_out, x, 1, ref, err, sizeof err), CLSPEC_OK);
-            const double e = norm_err(y, ref, sh.n_out);
+            const double e = ku_norm_err(y, ref, sh.n_out);
             assert_true(e <= 1e-4);
             printf("# matvec %s %s %ux%u: %.3f ms, %.2f GB/s (device weight bytes / time)\n", cs_type_name(type),
-                   fam_name[fam], sh.n_in, sh.n_out, ms, w.bytes / (ms * 1e6));
+                   ku_fam_name[fam], sh.n_in, sh.n_out, ms, w.bytes / (ms * 1e6));
             free(ref);
             free(y);
             free(x);
@@ -988,7 +963,7 @@ static void test_bench_gpu(void **s)
             assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK); \
             w_ = fmin(w_, (now_ms() - t1_) * 1e3); \
         } \
-        printf("# kbench %s %-34s queued %9.1f us  waited %9.1f us\n", fam_name[fam], (label), q_, w_); \
+        printf("# kbench %s %-34s queued %9.1f us  waited %9.1f us\n", ku_fam_name[fam], (label), q_, w_); \
     } while (0)
 
 static void kbench_family(enum cs_kfamily fam)
@@ -999,15 +974,15 @@ static void kbench_family(enum cs_kfamily fam)
         skip(); /* registered only with CLSPEC_KBENCH=1 (see main) */
     char err[512];
     const int E = 768, H = 12, D = 64, F = 2048, V = 32000, T = 512;
-    cl_mem x = dev_buf(d, (size_t)T * F * 4, NULL), y = dev_buf(d, (size_t)T * V * 4 / 8, NULL);
+    cl_mem x = ku_buf(d, (size_t)T * F * 4, NULL), y = ku_buf(d, (size_t)T * V * 4 / 8, NULL);
     float *xh = random_floats((size_t)T * F, 3);
     assert_int_equal(cs_cl_write(d, x, 0, (size_t)T * F * 4, xh, err, sizeof err), CLSPEC_OK);
     free(xh);
-    cl_mem big = dev_buf(d, (size_t)V * 4, NULL);
+    cl_mem big = ku_buf(d, (size_t)V * 4, NULL);
     int32_t posh[512];
     for (int i = 0; i < T; i++)
         posh[i] = i + 100;
-    cl_mem pos = dev_buf(d, sizeof posh, posh), wn = dev_buf(d, (size_t)F * 4, NULL);
+    cl_mem pos = ku_buf(d, sizeof posh, posh), wn = ku_buf(d, (size_t)F * 4, NULL);
     const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_F16};
     const struct shape shapes[] = {{768, 768}, {768, 2048}, {2048, 768}, {768, 32000}};
     char label[64];
@@ -1026,7 +1001,7 @@ static void kbench_family(enum cs_kfamily fam)
                 snprintf(label, sizeof label, "mm %s %ux%u n=16", cs_type_name(types[ti]), sh.n_in, sh.n_out);
                 KB_TIME(label, cs_op_matmul(d, &w, x, 0, y, 0, 16, err, sizeof err));
                 if (sh.n_in == 768 && sh.n_out == 2048) {
-                    cl_mem yy = dev_buf(d, (size_t)T * F * 4, NULL);
+                    cl_mem yy = ku_buf(d, (size_t)T * F * 4, NULL);
                     snprintf(label, sizeof label, "mm %s %ux%u n=512", cs_type_name(types[ti]), sh.n_in, sh.n_out);
                     KB_TIME(label, cs_op_matmul(d, &w, x, 0, yy, 0, 512, err, sizeof err));
                     clReleaseMemObject(yy);
@@ -1077,50 +1052,13 @@ static void test_kbench_gpu(void **s)
 static int setup(void **state)
 {
     (void)state;
-    char err[1024];
-    /* Build each program from source and let PoCL's own kernel cache keep the
-     * compiled kernels: exporting a PoCL program binary (what the clspec
-     * binary cache stores) compiles all 39 kernels of a program up front,
-     * ~25 s per family on 2 cores, against ~2 s here plus the kernels used. */
-    setenv("CLSPEC_NO_BINARY_CACHE", "1", 0);
-    struct cs_cl_devinfo *list = NULL;
-    size_t n = 0, idx = 0;
-    if (cs_cl_list(&list, &n, err, sizeof err) != CLSPEC_OK || n == 0) {
-        fprintf(stderr, "no OpenCL device: kernel tests skipped (%s)\n", n ? err : "none listed");
-        free(list);
-        return 0;
-    }
-    if (cs_cl_select(list, n, getenv("CLSPEC_TEST_DEVICE"), &idx, err, sizeof err) != CLSPEC_OK) {
-        fprintf(stderr, "%s\n", err);
-        free(list);
-        return -1;
-    }
-    for (int f = 0; f < 2; f++) {
-        struct cs_cl_devinfo info = list[idx];
-        info.family = (enum cs_kfamily)f;
-        if (cs_cl_dev_open(&info, &devs[f], err, sizeof err) != CLSPEC_OK) {
-            fprintf(stderr, "%s\n", err);
-            free(list);
-            return -1;
-        }
-        double t0 = now_ms();
-        if (cs_op_matmul_prepare(devs[f], err, sizeof err) != CLSPEC_OK) {
-            fprintf(stderr, "%s\n", err);
-            free(list);
-            return -1;
-        }
-        printf("# %s family on %s: programs ready in %.0f ms\n", fam_name[f], info.name, now_ms() - t0);
-    }
-    free(list);
-    return 0;
+    return ku_open_families(devs, true, "kernel tests") < 0 ? -1 : 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int f = 0; f < 2; f++)
-        if (devs[f])
-            cs_cl_dev_close(devs[f]);
+    ku_close_families(devs);
     return 0;
 }
 
