@@ -11,7 +11,10 @@
 # after the shift are those of a fresh request over the shortened history.
 # Daemon B (defaults): the slot actions answer 501, and a generation without
 # a limit stops when prompt + output fill the slot (truncated, as
-# llama-server).
+# llama-server); without keep_cache nothing is cached.
+# Daemon C (a unified cache of 256 cells, keep_cache): an idle slot's cached
+# cells are given up to a request that needs them. Daemon D: context_shift
+# on a hybrid model (qwen35-tiny) is refused at start-up.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -107,6 +110,37 @@ check "no limit, no context shift: prompt + output fill the 256-cell slot, trunc
 c=$(post /completion '{"prompt":"Hi how are you","n_predict":-1,"ignore_eos":true}')
 check "without keep_cache the same prompt is computed again" test "$c|$(j .timings.cache_n)" = "200|0"
 stop
+
+# ---- a unified cache of 256 cells: an idle slot's cache gives its cells up to a request that needs them
+mkini c "" "keep_cache = true" | sed -e 's/^n_ctx = 512/n_ctx = 256/' -e 's/^unified = false/unified = true/' > "$tmp/c.ini"
+if start c; then
+    post /completion "{\"prompt\":\"$p\",\"id_slot\":0,\"n_predict\":100,\"ignore_eos\":true}" > /dev/null
+    used=$(curl -s "$url/metrics" | awk '/^clspec_kv_cells_used/ {print $2}')
+    big=$(for _ in 1 2 3 4 5; do printf '%s ' "$p and run in the park with her dog."; done)
+    c=$(post /completion "{\"prompt\":\"$big\",\"id_slot\":1,\"n_predict\":40,\"ignore_eos\":true}")
+    check "unified 256 cells: slot 0 idle with $used cached cells, a request of $(j .timings.prompt_n) + 40 tokens on slot 1 runs" \
+        test "$c|$(j .timings.predicted_n)" = "200|40" -a "$used" -ge 100
+    c=$(post /completion "{\"prompt\":\"$p\",\"id_slot\":0,\"n_predict\":4}")
+    check "slot 0's cache was given up for it: its prompt is computed again" test "$c|$(j .timings.cache_n)" = "200|0"
+    stop
+else
+    not_ok "daemon C up" "$(tail -5 "$tmp/c.log")"
+fi
+
+# ---- a hybrid (recurrent) target: context shift is refused at start-up
+q35=$shared/models/synthetic/qwen35-tiny-F32.gguf
+if [ -f "$q35" ]; then
+    mkini d "context_shift = true" "" | sed "s|^path = .*|path = $q35|" > "$tmp/d.ini"
+    if start d; then
+        not_ok "context_shift on a hybrid model: refused at start-up" "the daemon came up"
+        stop
+    else
+        check "context_shift on a hybrid model: refused at start-up, the log says why" \
+            grep -q 'context shift: the model keeps a recurrent state (hybrid)' "$tmp/d.log"
+    fi
+else
+    skip "context_shift on a hybrid model" "no $q35"
+fi
 
 echo "1..$n"
 [ $fails -eq 0 ]
