@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # slots-e2e.sh: llama-server's slot cache, slot actions and context shift in
 # clspecd, end to end (TAP), greedy on stories260K with 2 slots of 256 cells.
-# Daemon A ([slots] keep_cache, [server] slot_save_path, context_shift):
+# Daemon A ([slots] keep_cache, [server] slot_save_path, context_shift,
+# ngram drafts when built):
 # id_slot pins a request to its slot and the slot's cache serves the next
 # request on it (same answer, only the last prompt token computed); POST
 # /slots/N?action=save writes the slot's tokens, restore recomputes them
@@ -28,6 +29,8 @@ mkini() { # mkini NAME EXTRA-SERVER-LINES EXTRA-SLOTS-LINES
     printf '[slots]\nparallel = 2\n%s\n[sampling]\ntemperature = 0\nmax_tokens = 0\n' "$3"
 }
 mkini a "slot_save_path = $tmp/saved"$'\n'"context_shift = true" "keep_cache = true" > "$tmp/a.ini"
+# with ngram drafts when the plugin is built (greedy: the same tokens as without)
+[ -f "$builddir/plugins/ngram/.libs/ngram.so" ] && printf '[speculator]\ntype = ngram\nn_max = 8\n' >> "$tmp/a.ini"
 mkini b "" "" > "$tmp/b.ini"
 
 code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }
@@ -83,9 +86,13 @@ ids=$(j .tokens)
 n_long=$(j '.tokens | length')
 c=$(post /completion "{\"prompt\":$ids,\"n_predict\":120,\"ignore_eos\":true,\"return_tokens\":true,\"id_slot\":1}")
 out=$(j .tokens)
+drafted=$(j '.timings.draft_n // 0')
 check "context shift: $n_long prompt tokens + 120 on a 256-cell slot: all 120 come, truncated, prompt_n + cache_n $n_long" \
     test "$c|$(j '[.timings.predicted_n, .truncated, .timings.prompt_n + .timings.cache_n]')" = "200|[120,true,$n_long]" \
     -a "$n_long" -gt 150
+if grep -q '^type = ngram' "$tmp/a.ini"; then
+    check "the shifted request speculated (ngram: $drafted draft tokens verified)" test "$drafted" -gt 0
+fi
 check "the log tells the shift (127 tokens dropped after the BOS)" \
     grep -q 'context shift drops 127 token(s) after the first 1' "$tmp/a.log"
 # the first shift comes when prompt + output = 256: the history then keeps the BOS and its last 128 tokens
