@@ -165,6 +165,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     ev.text = "";
     /* the counters first: a client that has the DONE event sees them counted */
     pthread_mutex_lock(&s->mu);
+    j->finishing = true; /* slot actions wait for the release that follows (sched_cache.c) */
     if (atomic_load(&j->cancelled))
         s->st.requests_cancelled++;
     else if (reason)

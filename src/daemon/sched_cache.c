@@ -251,6 +251,14 @@ void cs_sched_assign_queued(struct cs_sched *s)
     }
 }
 
+/* Under mu: a slot whose request has delivered its last event is about to be freed (and its cache
+ * kept): a client that has the answer may act on the slot at once, so wait for that. */
+static void wait_finished(struct cs_sched *s, int id)
+{
+    while (s->slots[id].job && s->slots[id].job->finishing && !s->quit)
+        pthread_cond_wait(&s->cv_done, &s->mu);
+}
+
 int cs_sched_slot_tokens(struct cs_sched *s, int id, int32_t **tokens, int *n, char *err, size_t errlen)
 {
     *tokens = NULL;
@@ -261,6 +269,7 @@ int cs_sched_slot_tokens(struct cs_sched *s, int id, int32_t **tokens, int *n, c
         return cs_err(err, errlen, CLSPEC_E_INVAL, "slots keep no cache (hybrid model, or keep_cache off)");
     int rc = CLSPEC_OK;
     pthread_mutex_lock(&s->mu);
+    wait_finished(s, id);
     const struct slot_cache *c = &s->cache[id];
     if (s->slots[id].job)
         rc = cs_err(err, errlen, CLSPEC_E_BUSY, "slot %d is running a request; retry when it is idle", id);
@@ -281,6 +290,7 @@ int cs_sched_slot_erase(struct cs_sched *s, int id, int *n_erased, char *err, si
         return cs_err(err, errlen, CLSPEC_E_RANGE, "slot %d: there are slots 0..%d", id, s->p.n_slots - 1);
     int rc = CLSPEC_OK;
     pthread_mutex_lock(&s->mu);
+    wait_finished(s, id);
     if (s->slots[id].job) {
         rc = cs_err(err, errlen, CLSPEC_E_BUSY, "slot %d is running a request; retry when it is idle", id);
     } else {

@@ -45,6 +45,7 @@ struct job {
     bool ctx_full;                /* the generation reached the slot's context */
     bool shift_pending;           /* ctx_shift: drop tokens after this step */
     int n_shifted;                /* tokens dropped so far (the history is n_prompt + emitted - n_shifted) */
+    bool finishing;               /* its last event is (being) delivered; the slot is freed right after (under mu) */
 };
 
 /* The tokens a job's slot prefills: its prompt, or after a preemption its
