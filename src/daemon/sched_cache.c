@@ -227,7 +227,6 @@ static void slot_assign(struct cs_sched *s, int i, struct job *j)
     }
 }
 
-
 void cs_sched_assign_queued(struct cs_sched *s)
 {
     cs_sched_cache_drops(s); /* erased slots */
