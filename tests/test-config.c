@@ -218,6 +218,9 @@ static void test_every_value(void **state)
     assert_false(c->webui);
     assert_false(c->slots_endpoint);
     assert_true(c->embeddings);
+    assert_true(c->context_shift);
+    snprintf(want, sizeof want, "%s/slots", dir);
+    assert_string_equal(c->slot_save_path, want); /* relative to the file */
     assert_int_equal(c->max_connections, 500);
     assert_int_equal(c->max_connections_per_ip, 9);
     assert_int_equal(c->idle_timeout_s, 7);
@@ -248,6 +251,7 @@ static void test_every_value(void **state)
     assert_int_equal(c->n_ubatch, 128);
     assert_int_equal(c->parallel, 8);
     assert_true(c->truncate_prompt);
+    assert_true(c->keep_cache);
     assert_true(c->sampling.temp == 0.3f);
     assert_int_equal(c->sampling.top_k, 20);
     assert_true(c->sampling.top_p == 0.9f);

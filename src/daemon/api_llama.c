@@ -127,6 +127,16 @@ static int translate(json_t *o, struct cs_llama_request *lr, const char **param,
             FAIL("id_slot", "'id_slot' must be -1 (any) or a slot id 0..63");
         lr->id_slot = (int)json_integer_value(v);
     }
+    if ((v = field(o, "n_keep"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < -1 || json_integer_value(v) > (1 << 24))
+            FAIL("n_keep", "'n_keep' must be -1 (the whole prompt) or a token count");
+        lr->n_keep = (int)json_integer_value(v);
+    }
+    if ((v = field(o, "n_discard"))) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 24))
+            FAIL("n_discard", "'n_discard' must be a token count (0: half of what follows n_keep)");
+        lr->n_discard = (int)json_integer_value(v);
+    }
     v = field(o, "prompt");
     /* {"prompt_string": text}; with "multimodal_data" the object goes to cs_api_parse as it is (images,
      * src/daemon/media.h) */
@@ -434,9 +444,9 @@ char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, cons
     size_t len = a->p.stream ? 0 : a->text.len;
     json_t *o = json_pack("{s:i,s:o,s:O,s:i,s:b,s:s,s:i,s:i,s:O,s:b,s:b,s:s,s:s,s:i,s:o}", "index", 0, "content",
                           cs_api_str_lossy(text, len), "tokens", a->p.stream ? json_array() : a->tokens, "id_slot",
-                          -1, "stop", true, "model", a->model, "tokens_predicted", u->completion_tokens,
+                          u->id_slot, "stop", true, "model", a->model, "tokens_predicted", u->completion_tokens,
                           "tokens_evaluated", u->prompt_tokens, "generation_settings", a->settings, "has_new_line",
-                          memchr(text, '\n', len) != NULL, "truncated", u->prompt_tokens < a->p.n_prompt, "stop_type", st, "stopping_word",
+                          memchr(text, '\n', len) != NULL, "truncated", u->prompt_tokens < a->p.n_prompt || u->ctx_full, "stop_type", st, "stopping_word",
                           word, "tokens_cached", u->cached_tokens, "timings", cs_llama_timings(u));
     if (o && a->p.stream) /* s:O took a reference of the fresh array: drop ours */
         json_decref(json_object_get(o, "tokens"));

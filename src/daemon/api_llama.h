@@ -28,9 +28,11 @@ struct cs_llama_request {
                                   * "top_probs", no zeros) instead of the model's log-probabilities */
     bool return_tokens;          /* "tokens" of the answer hold the generated ids */
     bool cache_prompt;           /* accepted (default true): prefix reuse is always on */
-    int id_slot;                 /* -1 (any); accepted, the scheduler picks the slot */
+    int id_slot;                 /* -1 (any), else the request runs on that slot (cs_req pin_slot) */
     int repeat_last_n;           /* penalty window as sent (-1: the slot's context) */
     json_t *response_fields;     /* NULL, or the names (paths "a/b") the answer is cut down to */
+    int n_keep, n_discard;       /* context shift ([server] context_shift): prompt tokens kept (-1: all),
+                                  * tokens dropped per shift (0: half); 0, 0 by default */
 };
 
 /* Parses a /completion body. Errors as cs_api_parse (CLSPEC_E_FORMAT /
@@ -38,9 +40,9 @@ struct cs_llama_request {
  * (mirostat, typical_p, dynatemp, xtc, dry, top_n_sigma,
  * post_sampling_probs) are refused unless they hold their "off" value;
  * several prompts in one request are refused. Fields that only tune
- * llama-server's internals (n_keep, n_indent, t_max_predict_ms, samplers,
+ * llama-server's internals (n_indent, t_max_predict_ms, samplers,
  * response_fields, timings_per_token, return_progress, lora, min_keep,
- * n_cmpl, n_discard, penalize_nl) are ignored. */
+ * n_cmpl, penalize_nl) are ignored. */
 int cs_llama_parse_completion(const char *body, size_t len, const struct cs_api_defaults *d,
                               struct cs_llama_request *lr, const char **param, char *err, size_t errlen);
 void cs_llama_request_free(struct cs_llama_request *lr);

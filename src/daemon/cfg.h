@@ -38,6 +38,8 @@ struct cs_config {
     bool webui;                 /* true: the chat page at / */
     bool slots_endpoint;        /* true: GET /slots answers (false: 501) */
     bool embeddings;            /* false: /embeddings answers 501 */
+    bool context_shift;         /* false: a generation ends when its slot's context is full */
+    char *slot_save_path;       /* NULL = POST /slots/{id}?action=... answers 501 */
     /* [model] */
     char *model_path;           /* required */
     char *model_name;           /* id in /v1/models; default: file name without .gguf */
@@ -61,6 +63,7 @@ struct cs_config {
     /* [slots] */
     int parallel;               /* 4 */
     bool truncate_prompt;       /* false */
+    bool keep_cache;            /* false: a slot's cells go with its request */
     /* [sampling] request defaults */
     struct cs_sampler_params sampling;
     int max_tokens;             /* default max_tokens of a request: 256 */

@@ -53,6 +53,11 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "answer GET /slots (false: 501, as llama-server without --slots)"},
     {"server", "embeddings", CS_CFG_BOOL, OFF(embeddings), "false", 0, 0, NULL,
      "answer /embeddings and /v1/embeddings (a second engine over the model: its weights twice on the device)"},
+    {"server", "context_shift", CS_CFG_BOOL, OFF(context_shift), "false", 0, 0, NULL,
+     "a generation that fills its slot's context drops half of what follows the BOS (n_keep, n_discard) and "
+     "goes on, as llama-server's --context-shift (false: it ends with \"length\"; refused for hybrid models)"},
+    {"server", "slot_save_path", CS_CFG_PATH, OFF(slot_save_path), "", 0, 0, NULL,
+     "directory of POST /slots/{id}?action=save|restore files (empty = the slot actions answer 501)"},
 
     {"model", "path", CS_CFG_PATH, OFF(model_path), "", 0, 0, NULL, "the GGUF model file to serve (required)"},
     {"model", "name", CS_CFG_STR, OFF(model_name), "", 0, 0, NULL,
@@ -94,6 +99,9 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"slots", "parallel", CS_CFG_INT, OFF(parallel), "4", 1, 64, NULL, "requests decoded at the same time"},
     {"slots", "truncate_prompt", CS_CFG_BOOL, OFF(truncate_prompt), "false", 0, 0, NULL,
      "a prompt longer than a slot's context keeps its end instead of being refused"},
+    {"slots", "keep_cache", CS_CFG_BOOL, OFF(keep_cache), "false", 0, 0, NULL,
+     "an idle slot keeps its cells (prompt and output) for the next request on it, as llama-server's slots; "
+     "given up when a request needs the cells (false: cells are freed with their request)"},
 
     {"sampling", "temperature", CS_CFG_FLT, OFF(sampling.temp), "0.8", 0, 100, NULL,
      "default temperature (0 = greedy)"},

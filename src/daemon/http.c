@@ -55,6 +55,7 @@
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "daemon/routes_llama.h"
+#include "daemon/slotfile.h"
 #include "daemon/webui.h"
 #include "daemon/sched.h"
 #include "base/strbuf.h"
@@ -371,7 +372,7 @@ static bool authorized(struct cs_http *h, struct MHD_Connection *c)
 }
 
 enum route { R_NONE, R_HEALTH, R_MODELS, R_METRICS, R_SLOTS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE,
-             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE, R_INPUT_TOKENS };
+             R_COMPLETION, R_PROPS, R_APPLY_TEMPLATE, R_EMBEDDINGS, R_PAGE, R_INPUT_TOKENS, R_SLOT_ACTION };
 
 static enum route find_route(const char *url, const char **method_needed)
 {
@@ -409,6 +410,10 @@ static enum route find_route(const char *url, const char **method_needed)
             *method_needed = routes[i].method;
             return routes[i].r;
         }
+    if (strncmp(url, "/slots/", 7) == 0) { /* POST /slots/{id}?action=... (slotfile.h) */
+        *method_needed = "POST";
+        return R_SLOT_ACTION;
+    }
     return R_NONE;
 }
 
@@ -476,7 +481,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     enum route r = find_route(url, &need);
     allow_method = need;
     cors_allow = cs_cors_allow(h->cors, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"));
-    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS;
+    llama_errors = r == R_COMPLETION || r == R_PROPS || r == R_APPLY_TEMPLATE || r == R_EMBEDDINGS || r == R_INPUT_TOKENS ||
+                   r == R_SLOT_ACTION;
     reply_close = *con_cls && ((struct conn *)*con_cls)->close_after;
     int state = atomic_load(&h->state);
 
@@ -605,6 +611,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                            : cs_llama_route_embeddings(&x, h->emb, rb, cn->body.len, &b);
         return cs_http_reply_json(c, (unsigned)code, b, NULL);
     }
+    if (r == R_SLOT_ACTION) {
+        llama_errors = true;
+        struct cs_slot_ctx x = {h->e, h->s, h->slot_save_path, &h->p.defaults};
+        char *b = NULL;
+        int code = cs_slot_action(&x, url + 7, MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "action"),
+                                  cn->body.p ? cn->body.p : "", cn->body.len, &b);
+        return cs_http_reply_json(c, (unsigned)code, b, NULL);
+    }
     if (r == R_SLOTS) {
         struct cs_slot_info slots[64];
         int n = cs_sched_get_slots(h->s, slots, 64);
@@ -720,7 +734,8 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
     h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
     h->cors = p->cors_origins && p->cors_origins[0] ? strdup(p->cors_origins) : NULL;
     h->model_path = strdup(p->model_path ? p->model_path : "");
-    h->p.cors_origins = h->p.model_path = NULL; /* the caller's strings are not kept */
+    h->slot_save_path = p->slot_save_path && p->slot_save_path[0] ? strdup(p->slot_save_path) : NULL;
+    h->p.cors_origins = h->p.model_path = h->p.slot_save_path = NULL; /* the caller's strings are not kept */
     h->created = (int64_t)cs_wall_now();
     atomic_init(&h->state, ST_LOADING);
     atomic_init(&h->next_req, 0);
@@ -889,5 +904,6 @@ void cs_http_stop(struct cs_http *h)
     free(h->api_key);
     free(h->cors);
     free(h->model_path);
+    free(h->slot_save_path);
     free(h);
 }

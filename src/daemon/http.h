@@ -41,6 +41,8 @@ struct cs_http_params {
     int n_predict_cap;          /* llama-server's /completion: an n_predict above it is lowered to it, as
                                  * llama-server's --n-predict does ([server] max_tokens_limit; 0: none);
                                  * the OpenAI routes are refused above it instead */
+    const char *slot_save_path; /* POST /slots/{id}?action=save|restore|erase (slotfile.h); NULL/"": 501
+                                 * (copied) */
 };
 
 int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *err, size_t errlen);

@@ -225,6 +225,8 @@ static void *load_main(void *arg)
             /* speculators that read the target's states of the prompt get it prefilled by the core */
             .spec_core_prefill = cs_plugin_needs_core_prefill(L->pl),
             .images = L->mm != NULL,
+            .keep_cache = cfg->keep_cache,
+            .ctx_shift = cfg->context_shift,
         };
         L->rc = cs_sched_new(L->door, &sp, &L->s, L->err, sizeof L->err);
         struct clspec_engine_info info = {.size = sizeof info};
@@ -337,6 +339,7 @@ int main(int argc, char **argv)
         .slots_off = !cfg->slots_endpoint,
         .model_path = cfg->model_path,
         .n_predict_cap = cfg->max_tokens_limit,
+        .slot_save_path = cfg->slot_save_path,
     };
     struct cs_http *http = NULL;
     if (cs_http_start(&hp, &http, err, sizeof err) != CLSPEC_OK) {

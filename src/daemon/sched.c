@@ -21,7 +21,7 @@
  * refuses (CLSPEC_E_KV_FULL) ends with CS_EV_ERROR; when several are
  * refused in one step only the youngest ends and the others retry
  * (kv_full_victim, the one place of that policy).
- * Prefix reuse (slot_assign): a new request shares the cells of the longest
+ * Prefix reuse (slot_assign, sched_cache.c): a new request shares the cells of the longest
  * prompt start another running sequence holds and prefills only the rest. */
 #include "config.h"
 
@@ -77,6 +77,9 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
     u->prompt_tokens = j->n_prompt;
     u->completion_tokens = sl ? sl->n_gen : 0;
     u->cached_tokens = j->n_cached;
+    u->id_slot = -1;
+    u->ctx_full = j->ctx_full;
+    u->n_shifted = j->n_shifted;
     double ts = j->t_start > 0 ? j->t_start : t_end;
     u->queue_ms = (ts - j->t_submit) * 1e3;
     if (j->t_first > 0) {
@@ -87,12 +90,16 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
     }
 }
 
-/* Under mu, scheduler thread: frees slot i (its KV cells too) and its job. */
-static void slot_release(struct cs_sched *s, int i)
+/* Under mu, scheduler thread: frees slot i (its KV cells too, unless keep and they become its
+ * cache: sched_cache.c) and its job. */
+static void slot_release(struct cs_sched *s, int i, bool keep)
 {
     struct slot *sl = &s->slots[i];
-    cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
-    clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
+    if (!keep || !cs_sched_cache_keep(s, i)) {
+        cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
+        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
+        s->cache[i].n = 0;
+    }
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
@@ -114,7 +121,7 @@ static void publish(struct cs_sched *s)
             in->req_id[0] = '\0';
         in->n_prompt = sl->job ? sl->job->n_prompt : 0;
         in->n_generated = sl->n_gen;
-        in->n_past = cs_sched_n_past(s, i);
+        in->n_past = sl->job ? cs_sched_n_past(s, i) : s->cache[i].n; /* idle: its cached cells (keep_cache) */
         in->speculative = sl->job && s->sp->slots[i].active && s->sp->slots[i].on;
     }
     uint32_t used = 0;
@@ -133,6 +140,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     struct cs_req_event ev;
     memset(&ev, 0, sizeof ev);
     fill_usage(j, sl, now, &ev.usage);
+    ev.usage.id_slot = i;
     const bool spec = s->sp->slots[i].active && !cs_sched_spec_off_reason(s, j); /* decoded asking for drafts */
     if (spec) {
         const struct cs_spec_slot *ss = &s->sp->slots[i];
@@ -157,6 +165,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     ev.text = "";
     /* the counters first: a client that has the DONE event sees them counted */
     pthread_mutex_lock(&s->mu);
+    j->finishing = true; /* slot actions wait for the release that follows (sched_cache.c) */
     if (atomic_load(&j->cancelled))
         s->st.requests_cancelled++;
     else if (reason)
@@ -186,7 +195,7 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
     pthread_mutex_unlock(&s->mu);
     deliver(s, j, &ev);
     pthread_mutex_lock(&s->mu);
-    slot_release(s, i);
+    slot_release(s, i, reason != NULL);
     publish(s);
     pthread_mutex_unlock(&s->mu);
 }
@@ -309,8 +318,13 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
             reason = "stop";
         else if (j->max_tokens > 0 && sl->n_gen >= j->max_tokens)
             reason = "length";
-        else if (j->n_prompt + sl->n_gen - 1 >= s->slot_ctx) /* its position: the history is prompt + tokens */
-            reason = "length"; /* no cell left to feed this token */
+        else if (j->n_prompt + sl->n_gen - j->n_shifted >= s->slot_ctx) { /* the history is prompt + tokens */
+            j->ctx_full = true; /* as llama-server: prompt + output fill the slot's context, no more */
+            if (s->p.ctx_shift)
+                j->shift_pending = true; /* after this step (cs_sched_ctx_shift) */
+            else
+                reason = "length";
+        }
     }
     if (reason && cs_textout_stop_index(j->to) < 0) {
         if (cs_textout_flush(j->to, &d, &dn) == CLSPEC_OK)
@@ -433,8 +447,15 @@ static void step(struct cs_sched *s)
     }
     int victim = kv_full_victim(s, in, res);
     /* a refusal while others run: every refused slot retries, and once this step's tokens are out the
-     * youngest running request is preempted (admit.c); a request refused alone fails */
+     * youngest running request is preempted (admit.c); a request refused alone fails. Idle slots'
+     * cached cells go first: then every refused slot retries */
     bool refused = victim >= 0;
+    if (refused) {
+        pthread_mutex_lock(&s->mu);
+        if (cs_sched_cache_evict(s, -1))
+            refused = false, victim = -1;
+        pthread_mutex_unlock(&s->mu);
+    }
     if (refused && s->busy > 1)
         victim = -1;
     for (int i = 0; i < s->p.n_slots; i++) {
@@ -470,45 +491,17 @@ static void step(struct cs_sched *s)
         if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled)) {
             if (sl->job->resume)
                 cs_sched_resume_attach(s, i); /* a preempted request's history is back in: decode on */
+            else if (sl->job->r.prefill_only)
+                cs_sched_finish(s, i, "stop", CLSPEC_OK, NULL); /* a slot restore: its cells are in */
             else
                 first_token(s, i, x.logits + (size_t)sl->logit_row * (size_t)s->n_vocab);
         }
     }
     if (refused && victim < 0)
         cs_sched_preempt_youngest(s); /* false: the others ended this step; the refused ones retry */
-}
-
-/* Under mu: gives slot i to job j. Prefix reuse: the longest start of the
- * prompt that another sequence holds (same tokens at positions 0..k-1) is
- * shared into sequence i (clspec_seq_cp) and not prefilled again; at least
- * the last prompt token is always computed (its logits give the first
- * token). The shared cells were computed from the same tokens at the same
- * positions, so the output equals a cold run's. */
-static void slot_assign(struct cs_sched *s, int i, struct job *j)
-{
-    struct slot *sl = &s->slots[i];
-    memset(sl, 0, sizeof *sl);
-    sl->logit_row = -1;
-    sl->job = j;
-    j->t_start = cs_now();
-    j->admit_no = ++s->admit_no;
-    s->busy++;
-    int32_t src = -1;
-    int32_t k = 0;
-    int n_feed = cs_job_n_feed(j); /* the prompt, or a preempted request's history */
-    clspec_prefix_match(s->e, cs_job_feed(j), n_feed, i, &k, &src, NULL, 0);
-    if (k > n_feed - 1)
-        k = n_feed - 1;
-    if (k > 0 && src >= 0 && src != i) {
-        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
-        if (clspec_seq_cp(s->e, src, i, 0, k, NULL, 0) == CLSPEC_OK) {
-            sl->n_fed = k;
-            if (!j->resume)
-                j->n_cached = k;
-        } else {
-            clspec_seq_rm(s->e, i, 0, -1, NULL, 0); /* no room to copy (partitioned): prefill it all */
-        }
-    }
+    for (int i = 0; i < s->p.n_slots; i++)
+        if (s->slots[i].job && s->slots[i].job->shift_pending && !atomic_load(&s->slots[i].job->cancelled))
+            cs_sched_ctx_shift(s, i);
 }
 
 static void *loop(void *arg)
@@ -520,7 +513,7 @@ static void *loop(void *arg)
             struct job *j = s->slots[i].job;
             if (j && atomic_load(&j->cancelled)) {
                 s->st.requests_cancelled++;
-                slot_release(s, i);
+                slot_release(s, i, false);
             }
         }
         if (s->quit)
@@ -567,19 +560,7 @@ static void *loop(void *arg)
             pthread_cond_broadcast(&s->cv_done);
             continue;
         }
-        for (int i = 0; i < s->p.n_slots && s->q_head; i++) {
-            if (s->slots[i].job)
-                continue;
-            if (!cs_sched_admit_ok(s, s->q_head))
-                break; /* waits for cells (admit.c); no one overtakes it */
-            struct job *j = s->q_head;
-            s->q_head = j->next;
-            if (!s->q_head)
-                s->q_tail = NULL;
-            s->q_n--;
-            j->next = NULL;
-            slot_assign(s, i, j);
-        }
+        cs_sched_assign_queued(s); /* erased slots first, then the queue onto free slots */
         if (s->busy == 0) {
             publish(s);
             pthread_cond_wait(&s->cv_work, &s->mu);
@@ -593,7 +574,7 @@ static void *loop(void *arg)
     /* quit: everything still here goes, without callbacks */
     for (int i = 0; i < s->p.n_slots; i++)
         if (s->slots[i].job)
-            slot_release(s, i);
+            slot_release(s, i, false);
     while (s->q_head) {
         struct job *n = s->q_head->next;
         job_free(s->q_head);
@@ -647,6 +628,10 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
                       "scheduler: parallel = %d slots; must be 1..%u (the engine's n_seq_max)", p->n_slots, n_seq);
     if (p->queue_max < 0 || p->max_tokens_limit < 0 || p->prefill_max < 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "scheduler: negative queue_max, max_tokens_limit or prefill_max");
+    if (p->ctx_shift && info.n_draft_max > 0)
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "context shift: the model keeps a recurrent state (hybrid), which cannot drop tokens from "
+                      "the middle of a sequence; set [server] context_shift = false");
     struct cs_sched *s = calloc(1, sizeof *s);
     if (!s)
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
@@ -681,9 +666,11 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
     s->st.kv_cells_total = info.n_ctx;
     s->slots = calloc((size_t)p->n_slots, sizeof *s->slots);
     s->info = calloc((size_t)p->n_slots, sizeof *s->info);
+    s->cache = calloc((size_t)p->n_slots, sizeof *s->cache);
+    s->keep_cache = p->keep_cache && info.n_draft_max == 0; /* a recurrent state cannot go back to any start */
     s->top_cap = 1024;
     s->top_txt = malloc(s->top_cap);
-    rc = s->slots && s->info && s->top_txt ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
+    rc = s->slots && s->info && s->cache && s->top_txt ? CLSPEC_OK : cs_err(err, errlen, CLSPEC_E_NOMEM, "scheduler: out of memory");
     if (rc == CLSPEC_OK)
         rc = alloc_batch(s, (int32_t)CS_MAX(nb, (uint32_t)p->n_slots), err, errlen);
     if (rc == CLSPEC_OK)
@@ -693,6 +680,7 @@ int cs_sched_new(clspec_engine *e, const struct cs_sched_params *p, struct cs_sc
         free_batch(s);
         free(s->slots);
         free(s->info);
+        free(s->cache);
         free(s->top_txt);
         if (s->own_sp)
             cs_spec_free(s->sp);
@@ -742,6 +730,9 @@ void cs_sched_free(struct cs_sched *s)
     free_batch(s);
     free(s->slots);
     free(s->info);
+    for (int i = 0; s->cache && i < s->p.n_slots; i++)
+        free(s->cache[i].tok);
+    free(s->cache);
     if (s->own_sp)
         cs_spec_free(s->sp);
     cs_strbuf_free(&s->txt);
@@ -797,10 +788,18 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (s->p.max_tokens_limit > 0 && r->max_tokens > s->p.max_tokens_limit)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE, "%s: 'max_tokens' is %d; it must be at most %d ([server] max_tokens_limit)", who,
                                   r->max_tokens, s->p.max_tokens_limit));
+    if (r->pin_slot < 0 || r->pin_slot > s->p.n_slots)
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_INVAL, "%s: 'id_slot' %d: the server has slots 0..%d", who,
+                                  r->pin_slot - 1, s->p.n_slots - 1));
+    if (r->prefill_only && (r->n_prompt >= s->slot_ctx || n_neg > 0))
+        return rejected(s, cs_err(err, errlen, CLSPEC_E_CONTEXT, "%s: %d tokens (with %d image rows) to restore; a "
+                                  "slot holds at most %d tokens, no images", who, r->n_prompt, n_neg,
+                                  s->slot_ctx - 1));
     int n_prompt = r->n_prompt;
     const int32_t *src = r->prompt;
     int keep_bos = 0;
-    if (r->max_tokens > 0 && n_prompt < s->slot_ctx && (int64_t)n_prompt + r->max_tokens > s->slot_ctx)
+    if (r->max_tokens > 0 && !s->p.ctx_shift && n_prompt < s->slot_ctx &&
+        (int64_t)n_prompt + r->max_tokens > s->slot_ctx)
         return rejected(s, cs_err(err, errlen, CLSPEC_E_RANGE,
                                   "%s: prompt of %d tokens + 'max_tokens' %d = %lld tokens; a slot holds at most %d "
                                   "(lower max_tokens to %d or less)",
@@ -861,6 +860,8 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (s->p.max_tokens_limit > 0 && (mt <= 0 || mt > s->p.max_tokens_limit))
         mt = s->p.max_tokens_limit;
     if (r->max_tokens <= 0 && mt > s->slot_ctx - n_prompt) /* a default: what fits */
+        mt = s->slot_ctx - n_prompt;
+    if (s->p.ctx_shift && mt <= 0) /* context shift serves a limit beyond the context, never an endless one */
         mt = s->slot_ctx - n_prompt;
     j->max_tokens = mt;
     int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);

@@ -36,6 +36,15 @@ struct cs_sched_params {
                               * target's hidden states of the prompt (taps, KV injection) */
     bool images;             /* prompts may hold image rows (a vision projector is loaded): the prompt
                               * batch keeps room for their inputs (n_batch rows of n_embd floats) */
+    /* appended for llama-server's slots (sched_cache.c) */
+    bool keep_cache;         /* an idle slot keeps its cells and their tokens (prompt + output but the last
+                              * token); the next request on that slot reuses the longest common start
+                              * (llama-server's prompt cache). Idle slots' cells are given up, oldest first,
+                              * when a request needs them. Ignored for hybrid (recurrent) targets.
+                              * false: a slot's cells go with its request */
+    bool ctx_shift;          /* a generation that fills its slot's context goes on after dropping tokens
+                              * (cs_req n_keep / n_discard) and recomputing the kept tail at its new
+                              * positions; refused by cs_sched_new for hybrid (recurrent) targets */
 };
 
 /* A slot's context (cells its sequence may hold): the engine's n_ctx with a
@@ -79,6 +88,12 @@ struct cs_req {
     const int32_t *bias_id;  /* (n_bias) logit bias: token ids and their biases (-INFINITY: never), */
     const float *bias;       /* copied into the request's sampler by submit */
     int n_bias;
+    /* appended for llama-server's slots and context shift */
+    int pin_slot;            /* 0: any slot; k > 0: runs on slot k - 1 only (waits for it; 1..n_slots) */
+    bool prefill_only;       /* computes the prompt into the slot's cells and ends ("stop", no token): with
+                              * keep_cache, a slot restore; the cells stay as the slot's cache */
+    int n_keep;              /* ctx_shift: prompt tokens never dropped (after a BOS; -1: the whole prompt) */
+    int n_discard;           /* ctx_shift: tokens dropped per shift (0: half of those after n_keep) */
 };
 
 struct cs_top_logprob {
@@ -104,6 +119,10 @@ struct cs_req_usage {
     const char *spec_controller; /* "cost" | "acceptance": how draft lengths were chosen (NULL: no speculation) */
     int draft_asked;         /* draft tokens asked of the speculator (the chosen lengths, summed) */
     int spec_steps_plain;    /* steps the cost-aware controller chose to decode without a draft */
+    int id_slot;             /* the slot the request ran on (-1: none) */
+    bool ctx_full;           /* the generation reached its slot's context: it ended there ("length") or,
+                              * with ctx_shift, dropped tokens to go on (n_shifted) */
+    int n_shifted;           /* tokens dropped by context shifts */
 };
 
 enum cs_ev_type {
@@ -187,5 +206,11 @@ struct cs_slot_info {
 };
 /* Fills up to cap entries, returns the slot count. */
 int cs_sched_get_slots(struct cs_sched *s, struct cs_slot_info *out, int cap);
+
+/* keep_cache: a copy of idle slot id's cached tokens (*tokens malloc'd, NULL when *n = 0).
+ * CLSPEC_E_RANGE no such slot; CLSPEC_E_BUSY the slot runs a request; CLSPEC_E_INVAL no keep_cache. */
+int cs_sched_slot_tokens(struct cs_sched *s, int id, int32_t **tokens, int *n, char *err, size_t errlen);
+/* Drops idle slot id's cached cells (*n_erased: how many tokens they held). Errors as above. */
+int cs_sched_slot_erase(struct cs_sched *s, int id, int *n_erased, char *err, size_t errlen);
 
 #endif

@@ -41,6 +41,11 @@ struct job {
     int n_resume;
     int n_gen_saved;              /* tokens emitted before the preemption */
     int n_preempted;              /* times preempted */
+    /* context shift (sched_cache.c) */
+    bool ctx_full;                /* the generation reached the slot's context */
+    bool shift_pending;           /* ctx_shift: drop tokens after this step */
+    int n_shifted;                /* tokens dropped so far (the history is n_prompt + emitted - n_shifted) */
+    bool finishing;               /* its last event is (being) delivered; the slot is freed right after (under mu) */
 };
 
 /* The tokens a job's slot prefills: its prompt, or after a preemption its
@@ -66,6 +71,15 @@ struct slot {
     int n_rows;                   /* prompt rows in the step's extra batch */
     int logit_row;                /* index among the extra batch's logits rows, -1 none */
     bool no_core;                 /* a preempted request's history could not be core-prefilled: chunks feed it */
+};
+
+/* keep_cache: what an idle slot's sequence holds (sched_cache.c). Written
+ * under mu by the scheduler thread (erase: any thread, under mu, sets drop). */
+struct slot_cache {
+    int32_t *tok;                 /* (cap) the tokens of cells 0..n-1 */
+    int n, cap;
+    double t_used;                /* cs_now() when its request ended (0: never used): the oldest goes first */
+    bool drop;                    /* erased: the loop removes the cells before it assigns the slot */
 };
 
 struct cs_sched {
@@ -106,6 +120,8 @@ struct cs_sched {
     char *top_txt;                /* pieces of the alternatives */
     size_t top_cap;
     clspec_grammar_vocab *gvocab; /* the vocabulary's texts for grammar requests (built by cs_sched_new) */
+    struct slot_cache *cache;     /* (n_slots) keep_cache: the idle slots' cached tokens */
+    bool keep_cache;              /* p.keep_cache, off for hybrid targets */
 };
 
 /* Cells slot i's sequence holds: its prompt fed so far while prefilling,
@@ -140,6 +156,27 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i);
  * states and drafts again; false when that could not be done (the slot is
  * marked no_core: the chunks feed it and it resumes without drafts). */
 bool cs_sched_resume_core(struct cs_sched *s, int i);
+
+/* sched_cache.c (scheduler thread; under mu unless said): */
+/* The next queued job that may start and its slot (*at: the link to it in the queue), -1 none: jobs
+ * pinned to a busy slot wait and are overtaken; any other job without a free slot stops the search. */
+int cs_sched_next_job(struct cs_sched *s, struct job ***at);
+/* Frees idle slots' cached cells, oldest first, all but slot keep (-1: all); true when any went. */
+bool cs_sched_cache_evict(struct cs_sched *s, int keep);
+/* Erased slots: their cells go (before any assignment). */
+void cs_sched_cache_drops(struct cs_sched *s);
+/* Erased slots' cells go, then queued jobs take free slots (their pin, their cache, admission:
+ * admit.c, idle caches given up when a job would not be admitted otherwise). */
+void cs_sched_assign_queued(struct cs_sched *s);
+/* Slot i (just assigned to a job feeding `feed`): the longest start of feed its cache holds, at most
+ * n_feed - 1; the cells past it are removed (all of them when 0). */
+int cs_sched_cache_take(struct cs_sched *s, int i, const int32_t *feed, int n_feed);
+/* Slot i's request ended well: its tokens become the slot's cache and its cells stay (its core
+ * slot ends without removing them). False when they cannot be kept (the caller frees them). */
+bool cs_sched_cache_keep(struct cs_sched *s, int i);
+/* mu not held: slot i's generation filled its context (shift_pending): drop tokens after n_keep and
+ * recompute the rest at their new positions (the prefill chunks feed them, then decoding resumes). */
+void cs_sched_ctx_shift(struct cs_sched *s, int i);
 
 /* sched_spec.c: */
 /* Why job j decodes without speculation, NULL when it may speculate. */

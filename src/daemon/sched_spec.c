@@ -33,6 +33,8 @@ const char *cs_sched_spec_off_reason(const struct cs_sched *s, const struct job 
         return "no speculator configured ([speculator] type = none)";
     if (!j->r.speculative)
         return "the request says \"speculative\": false";
+    if (j->r.prefill_only)
+        return "a slot restore (prefill only)";
     if (j->r.logprobs || j->r.top_logprobs > 0)
         return "the request asks for logprobs";
     return NULL;
@@ -119,7 +121,9 @@ int cs_sched_spec_plan(struct cs_sched *s, int32_t *n_left, bool *in, bool *was_
         in[i] = was_on[i] = false;
         if (!sl->job || !s->sp->slots[i].active || atomic_load(&sl->job->cancelled))
             continue;
-        int left = s->slot_ctx - cs_sched_n_past(s, i); /* each token emitted needs the cell of the one before */
+        /* each token emitted needs the cell of the one before; prompt + output stop at the slot's
+         * context (cs_sched_emit), so the history (n_past + 1 tokens) grows to slot_ctx at most */
+        int left = s->slot_ctx - 1 - cs_sched_n_past(s, i);
         if (sl->job->max_tokens > 0)
             left = CS_MIN(left, sl->job->max_tokens - sl->n_gen);
         n_left[i] = CS_MAX(left, 0);

@@ -875,3 +875,14 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
     *out = sp;
     return CLSPEC_OK;
 }
+
+void cs_spec_slot_end_keep(struct cs_spec *sp, int32_t s)
+{
+    if (s < 0 || s >= sp->n_slots || !sp->slots[s].active)
+        return;
+    struct cs_spec_slot *sl = &sp->slots[s];
+    cs_spec_slot_disable(sp, s, NULL);
+    sl->active = false;
+    sl->n_hist = 0;
+    sl->smp = NULL;
+}

@@ -142,6 +142,9 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t slot, const int32_t *pro
                             int32_t n_cached, const float *img_rows, clspec_sampler *smp, bool speculate, char *err,
                             size_t errlen);
 void cs_spec_slot_end(struct cs_spec *sp, int32_t slot);
+/* cs_spec_slot_end, but the target's KV cells of the slot stay (the daemon
+ * keeps them as the slot's prompt cache, or a context shift keeps a start). */
+void cs_spec_slot_end_keep(struct cs_spec *sp, int32_t slot);
 /* Switches speculation off for the slot's request and clears every piece of
  * speculator state it has (plugin slot_end, draft, probabilities, adaptive
  * length). The one way to turn it off. */

@@ -7,7 +7,7 @@ instead of llama-server with flags; the tests and their assertions are
 llama.cpp's, unchanged.
 
 Settings clspecd has no INI key for (model downloads, LoRA, embeddings,
-reranking, context shift, draft models, ...) are listed in the
+reranking, draft models, ...) are listed in the
 server's log line; a test whose preset needs a model other than stories260K
 is skipped at start ("needs model ..."), since only that model is at hand;
 the suite's model download step (ServerPreset.load_all) is a no-op.
@@ -81,6 +81,10 @@ def _ini(s):
     # llama-server's -n is the requests' default, not a cap: [sampling] max_tokens below
     lines.append("max_tokens_limit = 0")
     lines.append(f"log_file = {TMP}/clspecd-{g(s, 'server_port')}.log")
+    if g(s, 'enable_ctx_shift'):
+        lines.append("context_shift = true")
+    if g(s, 'slot_save_path'):  # relative to the test's directory, as llama-server's to its own
+        lines.append(f"slot_save_path = {os.path.abspath(g(s, 'slot_save_path'))}")
     lines.append("log_level = debug" if g(s, 'debug') else "log_level = info")
     name = g(s, 'model_alias') or "tinyllama-2"
     lines += ["[model]", f"path = {MODEL}", f"name = {name}"]
@@ -111,11 +115,12 @@ def _ini(s):
         lines.append(f"type_k = {g(s, 'ctk')}")
     if g(s, 'ctv'):
         lines.append(f"type_v = {g(s, 'ctv')}")
-    lines += ["[slots]", f"parallel = {g(s, 'n_slots') or 1}"]
+    # llama-server's slots keep their prompt cache between requests
+    lines += ["[slots]", f"parallel = {g(s, 'n_slots') or 1}", "keep_cache = true"]
     lines += ["[sampling]", f"temperature = {g(s, 'temperature')}", f"seed = {g(s, 'seed')}",
               "max_tokens = " + str(g(s, 'n_predict') if g(s, 'n_predict') and g(s, 'n_predict') > 0 else 0)]
     unsupported = [k for k in ("model_draft", "lora_files", "server_embeddings", "server_reranking",
-                               "enable_ctx_shift", "slot_save_path", "n_ga",
+                               "n_ga",
                                "pooling", "reasoning_format", "spec_type", "sleep_idle_seconds", "models_dir",
                                "server_tools", "ui_mcp_proxy")
                    if getattr(s, k, None)]
