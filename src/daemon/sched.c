@@ -92,14 +92,24 @@ static void fill_usage(const struct job *j, const struct slot *sl, double t_end,
 
 /* Under mu, scheduler thread: frees slot i (its KV cells too, unless keep and they become its
  * cache: sched_cache.c) and its job. */
-static void slot_release(struct cs_sched *s, int i, bool keep)
+/* Under mu: slot i's cells go (or stay as its cache: keep and [slots]
+ * keep_cache), before its request hears it ended, so a client that has the
+ * answer sees the cells freed. */
+static void slot_drop_cells(struct cs_sched *s, int i, bool keep)
 {
-    struct slot *sl = &s->slots[i];
     if (!keep || !cs_sched_cache_keep(s, i)) {
         cs_spec_slot_end(s->sp, i); /* the plugin's slot state and the history go too (no-op when idle) */
         clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
         s->cache[i].n = 0;
     }
+}
+
+/* Under mu: slot i is free again (its cells dropped first unless cells_done). */
+static void slot_release_cells(struct cs_sched *s, int i, bool keep, bool cells_done)
+{
+    struct slot *sl = &s->slots[i];
+    if (!cells_done)
+        slot_drop_cells(s, i, keep);
     job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
@@ -192,10 +202,12 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         if (ev.usage.decode_ms > 0 && sl->n_gen > 1)
             s->st.decode_tps_last = (sl->n_gen - 1) / (ev.usage.decode_ms / 1e3);
     }
+    slot_drop_cells(s, i, reason != NULL);
+    publish(s);
     pthread_mutex_unlock(&s->mu);
     deliver(s, j, &ev);
     pthread_mutex_lock(&s->mu);
-    slot_release(s, i, reason != NULL);
+    slot_release_cells(s, i, reason != NULL, true);
     publish(s);
     pthread_mutex_unlock(&s->mu);
 }
@@ -513,7 +525,7 @@ static void *loop(void *arg)
             struct job *j = s->slots[i].job;
             if (j && atomic_load(&j->cancelled)) {
                 s->st.requests_cancelled++;
-                slot_release(s, i, false);
+                slot_release_cells(s, i, false, false);
             }
         }
         if (s->quit)
@@ -574,7 +586,7 @@ static void *loop(void *arg)
     /* quit: everything still here goes, without callbacks */
     for (int i = 0; i < s->p.n_slots; i++)
         if (s->slots[i].job)
-            slot_release(s, i, false);
+            slot_release_cells(s, i, false, false);
     while (s->q_head) {
         struct job *n = s->q_head->next;
         job_free(s->q_head);
