@@ -567,11 +567,25 @@ static void test_logprobs(void **state)
 static void test_models_and_slots(void **state)
 {
     (void)state;
-    json_t *j = load(cs_api_models_json("stories260K", 5, 512));
+    json_t *j = load(cs_api_models_json("stories260K", NULL, NULL, 5, 512));
     assert_string_equal(json_string_value(json_object_get(j, "object")), "list");
     json_t *m = json_array_get(json_object_get(j, "data"), 0);
     assert_string_equal(json_string_value(json_object_get(m, "id")), "stories260K");
     assert_string_equal(json_string_value(json_object_get(m, "object")), "model");
+    json_t *al = json_object_get(m, "aliases"), *tg = json_object_get(m, "tags");
+    assert_int_equal(json_array_size(al), 1); /* the id alone */
+    assert_string_equal(json_string_value(json_array_get(al, 0)), "stories260K");
+    assert_true(json_is_array(tg) && json_array_size(tg) == 0);
+    json_decref(j);
+    /* aliases: trimmed, each once (the id too), empty entries skipped; tags likewise */
+    j = load(cs_api_models_json("code", " code, fim ,,tinyllama-2,fim", "chat,fim, small", 5, 512));
+    m = json_array_get(json_object_get(j, "data"), 0);
+    char *txt = json_dumps(json_object_get(m, "aliases"), JSON_COMPACT);
+    assert_string_equal(txt, "[\"code\",\"fim\",\"tinyllama-2\"]");
+    free(txt);
+    txt = json_dumps(json_object_get(m, "tags"), JSON_COMPACT);
+    assert_string_equal(txt, "[\"chat\",\"fim\",\"small\"]");
+    free(txt);
     json_decref(j);
     struct cs_slot_info s[2];
     memset(s, 0, sizeof s);

@@ -227,6 +227,8 @@ static void test_every_value(void **state)
     snprintf(want, sizeof want, "%s/models/tiny.gguf", dir);
     assert_string_equal(c->model_path, want);
     assert_string_equal(c->model_name, "tiny-model");
+    assert_string_equal(c->model_aliases, "tiny, t1");
+    assert_string_equal(c->model_tags, "chat, small");
     assert_string_equal(c->chat_template, "chatml");
     snprintf(want, sizeof want, "%s/templates/t.jinja", dir);
     assert_string_equal(c->chat_template_file, want); /* relative to the file */

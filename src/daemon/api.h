@@ -174,8 +174,10 @@ char *cs_api_tokens_json(const int32_t *ids, size_t n, const char *pieces, const
 /* The answer of /detokenize: {"content": text} (invalid UTF-8 -> U+FFFD). */
 char *cs_api_content_json(const char *text, size_t len);
 
-/* GET /v1/models: one model. n_ctx: the context a slot gets. */
-char *cs_api_models_json(const char *model, int64_t created, int n_ctx);
+/* GET /v1/models: one model. n_ctx: the context a slot gets; aliases and
+ * tags NULL or comma-separated ([model] aliases, tags): "aliases" lists the
+ * id and the other names (each once), "tags" the labels, as llama-server. */
+char *cs_api_models_json(const char *model, const char *aliases, const char *tags, int64_t created, int n_ctx);
 /* GET /slots: [{id, busy, request_id, n_prompt, n_generated, n_past, speculative}]. */
 char *cs_api_slots_json(const struct cs_slot_info *slots, int n);
 

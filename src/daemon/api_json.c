@@ -5,7 +5,9 @@
 #include "daemon/api.h"
 #include "daemon/api_llama.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,10 +306,38 @@ char *cs_api_content_json(const char *text, size_t len)
     return c ? dump(json_pack("{s:o}", "content", c)) : NULL;
 }
 
-char *cs_api_models_json(const char *model, int64_t created, int n_ctx)
+/* Appends the comma-separated names of csv (trimmed, empty ones and repeats skipped) to a. */
+static void csv_names(json_t *a, const char *csv)
 {
-    return dump(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s,s:{s:i}}]}", "object", "list", "data", "id", model, "object",
-                          "model", "created", (json_int_t)created, "owned_by", "clspec", "meta", "n_ctx_slot", n_ctx));
+    for (const char *p = csv; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *b = p, *e = p + n;
+        while (b < e && isspace((unsigned char)*b))
+            b++;
+        while (e > b && isspace((unsigned char)e[-1]))
+            e--;
+        bool seen = b == e;
+        for (size_t i = 0; !seen && i < json_array_size(a); i++) {
+            const char *v = json_string_value(json_array_get(a, i));
+            seen = v && strlen(v) == (size_t)(e - b) && memcmp(v, b, (size_t)(e - b)) == 0;
+        }
+        if (!seen)
+            json_array_append_new(a, str_lossy(b, (size_t)(e - b)));
+        p = end ? end + 1 : p + n;
+    }
+}
+
+char *cs_api_models_json(const char *model, const char *aliases, const char *tags, int64_t created, int n_ctx)
+{
+    json_t *al = json_array(), *tg = json_array();
+    if (al)
+        json_array_append_new(al, json_string(model));
+    csv_names(al, aliases);
+    csv_names(tg, tags);
+    return dump(json_pack("{s:s,s:[{s:s,s:s,s:I,s:s,s:o,s:o,s:{s:i}}]}", "object", "list", "data", "id", model,
+                          "object", "model", "created", (json_int_t)created, "owned_by", "clspec", "aliases", al,
+                          "tags", tg, "meta", "n_ctx_slot", n_ctx));
 }
 
 char *cs_api_slots_json(const struct cs_slot_info *slots, int n)

@@ -43,6 +43,8 @@ struct cs_config {
     /* [model] */
     char *model_path;           /* required */
     char *model_name;           /* id in /v1/models; default: file name without .gguf */
+    char *model_aliases;        /* NULL = none; else comma-separated names listed in /models beside the id */
+    char *model_tags;           /* NULL = none; else comma-separated labels listed in /models */
     char *chat_template;        /* NULL = from the GGUF; else a family name (chatml, llama2, llama3,
                                  * mistral, zephyr, gemma, plain) */
     char *chat_template_file;   /* NULL = none; else a template text replacing the GGUF's */

@@ -62,6 +62,11 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"model", "path", CS_CFG_PATH, OFF(model_path), "", 0, 0, NULL, "the GGUF model file to serve (required)"},
     {"model", "name", CS_CFG_STR, OFF(model_name), "", 0, 0, NULL,
      "model id in /v1/models and responses (empty = file name without .gguf)"},
+    {"model", "aliases", CS_CFG_STR, OFF(model_aliases), "", 0, 0, NULL,
+     "other names of the model, comma-separated, listed with the id in /models \"aliases\" as llama-server's --alias "
+     "(requests may name any model: clspecd serves one)"},
+    {"model", "tags", CS_CFG_STR, OFF(model_tags), "", 0, 0, NULL,
+     "labels of the model, comma-separated, listed in /models \"tags\" as llama-server's --tags (empty = none)"},
     {"model", "chat_template", CS_CFG_ENUM, OFF(chat_template), "", 0, 0, TEMPLATES,
      "chat template family (empty = the template stored in the GGUF)"},
     {"model", "chat_template_file", CS_CFG_PATH, OFF(chat_template_file), "", 0, 0, NULL,

@@ -584,7 +584,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return cs_http_reply_json(c, code, b, NULL);
     }
     if (r == R_MODELS) /* public, as llama-server's (clients list models before they hold a key) */
-        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->created, h->n_ctx_slot), NULL);
+        return cs_http_reply_json(c, 200, cs_api_models_json(h->model_name, h->model_aliases, h->model_tags, h->created, h->n_ctx_slot), NULL);
     if (!authorized(h, c))
         return cs_http_reply_error(c, 401, "invalid or missing API key (Authorization: Bearer ...)", NULL, NULL);
     if (state == ST_LOADING)
@@ -731,6 +731,8 @@ int cs_http_start(const struct cs_http_params *p, struct cs_http **out, char *er
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");
     h->p = *p;
     h->model_name = strdup(p->model_name ? p->model_name : "model");
+    h->model_aliases = p->model_aliases ? strdup(p->model_aliases) : NULL;
+    h->model_tags = p->model_tags ? strdup(p->model_tags) : NULL;
     h->api_key = p->api_key && p->api_key[0] ? strdup(p->api_key) : NULL;
     h->cors = p->cors_origins && p->cors_origins[0] ? strdup(p->cors_origins) : NULL;
     h->model_path = strdup(p->model_path ? p->model_path : "");
@@ -901,6 +903,8 @@ void cs_http_stop(struct cs_http *h)
     pthread_mutex_destroy(&h->jobs_mu);
     pthread_cond_destroy(&h->jobs_cv);
     free(h->model_name);
+    free(h->model_aliases);
+    free(h->model_tags);
     free(h->api_key);
     free(h->cors);
     free(h->model_path);

@@ -31,6 +31,8 @@ struct cs_http_params {
     int idle_timeout_s;         /* a connection without a request in flight closes after it (0 = never) */
     int threads;                /* worker threads (epoll each; <= 0: 4) */
     const char *model_name;     /* id in /v1/models and responses (copied) */
+    const char *model_aliases;  /* NULL or comma-separated other names, listed in /models (copied) */
+    const char *model_tags;     /* NULL or comma-separated labels, listed in /models (copied) */
     struct cs_api_defaults defaults;
     /* browsers and llama-server's routes */
     const char *cors_origins;   /* NULL/"": no CORS headers; "*": any origin; else origins, comma separated */

@@ -24,7 +24,7 @@ enum { ST_LOADING = 0, ST_READY = 1, ST_DRAINING = 2 };
 
 struct cs_http {
     struct cs_http_params p;
-    char *model_name, *api_key, *cors, *model_path;
+    char *model_name, *api_key, *cors, *model_path, *model_aliases, *model_tags;
     char *slot_save_path;        /* NULL: slot actions answer 501 */
     struct cs_embedder *emb;    /* /embeddings ([server] embeddings), NULL: 501 */
     struct MHD_Daemon *mhd;

@@ -331,6 +331,8 @@ int main(int argc, char **argv)
         .idle_timeout_s = cfg->idle_timeout_s,
         .threads = cfg->http_threads,
         .model_name = cfg->model_name,
+        .model_aliases = cfg->model_aliases,
+        .model_tags = cfg->model_tags,
         .defaults = {.sp = cfg->sampling, .max_tokens = cfg->max_tokens,
                      .thinking_off = cfg->reasoning && strcmp(cfg->reasoning, "off") == 0},
         .cors_origins = cfg->cors_origins,

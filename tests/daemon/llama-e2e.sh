@@ -36,7 +36,8 @@ base() { # the shipped configuration on a free port with the test model
 printf '%s' '{{ date_string }}|{{ datetime }}|{{ enable_thinking }}|{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{% if add_generation_prompt %}<gen>{% endif %}' > "$tmp/show.jinja"
 base | sed -e 's|^n_ctx = .*|n_ctx = 512|' |
     awk -v t="$tmp/show.jinja" '{print} /^\[server\]/{print "webui = false"; print "slots = false"} /^\[slots\]/{print "truncate_prompt = true"}
-         /^\[model\]/{print "chat_template_file = " t; print "chat_template = jinja"; print "reasoning = off"}' > "$tmp/b.ini"
+         /^\[model\]/{print "chat_template_file = " t; print "chat_template = jinja"; print "reasoning = off";
+                       print "name = code"; print "aliases = tinyllama-2, fim, code"; print "tags = chat,fim,small"}' > "$tmp/b.ini"
 
 if ! start a; then
     not_ok "daemon A up" "$(tail -5 "$tmp/a.log")"
@@ -283,6 +284,9 @@ if ! start b; then
     exit 1
 fi
 check "webui = false: GET / answers 404" test "$(code "$url/")" = 404
+check "[model] aliases and tags: /models lists the id, every alias once and the tags (llama-server's --alias, --tags)" \
+    test "$(code "$url/models")|$(jq -c '.data | length, .[0].id, (.[0].aliases | sort), .[0].tags' "$tmp/body" | tr '\n' ' ')" = \
+        '200|1 "code" ["code","fim","tinyllama-2"] ["chat","fim","small"] '
 long=$(printf 'Once upon a time %.0s' $(seq 1 150))
 c=$(code "$url/completion" -d "$(jq -cn --arg p "$long" '{prompt:$p,n_predict:4}')")
 check "truncate_prompt: a prompt over the slot's context answers truncated: true" \

@@ -86,8 +86,13 @@ def _ini(s):
     if g(s, 'slot_save_path'):  # relative to the test's directory, as llama-server's to its own
         lines.append(f"slot_save_path = {os.path.abspath(g(s, 'slot_save_path'))}")
     lines.append("log_level = debug" if g(s, 'debug') else "log_level = info")
-    name = g(s, 'model_alias') or "tinyllama-2"
-    lines += ["[model]", f"path = {MODEL}", f"name = {name}"]
+    # --alias a,b,c: llama-server's id is the first alias in sorted order, all listed; --tags likewise
+    aliases = sorted({a.strip() for a in (g(s, 'model_alias') or "tinyllama-2").split(",") if a.strip()})
+    lines += ["[model]", f"path = {MODEL}", f"name = {aliases[0]}"]
+    if len(aliases) > 1:
+        lines.append(f"aliases = {','.join(aliases)}")
+    if g(s, 'model_tags'):
+        lines.append(f"tags = {g(s, 'model_tags')}")
     # --chat-template is a built-in name or a template text; --chat-template-file a file, relative to
     # the suite's own directory; with --jinja a template renders through Jinja
     tmpl, tfile = g(s, 'chat_template'), g(s, 'chat_template_file')
