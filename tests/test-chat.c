@@ -444,9 +444,9 @@ static void test_shared_gguf_templates(void **state)
             printf("# %s: chat template of %llu bytes -> %s%s\n", files[i], (unsigned long long)kv->v.s.len,
                    cs_chat_family_name(f), known ? "" : " (unrecognised, fallback)");
         } else {
-            assert_int_equal(f, CS_CHAT_PLAIN);
+            assert_int_equal(f, CS_CHAT_CHATML); /* llama-server's fallback */
             assert_false(known);
-            printf("# %s: no chat template -> plain\n", files[i]);
+            printf("# %s: no chat template -> chatml\n", files[i]);
         }
         assert_int_equal(cs_chat_select(tt, tl, "auto", &f, NULL, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_chat_select(tt, tl, "gemma", &f, &known, err, sizeof err), CLSPEC_OK);
@@ -458,7 +458,7 @@ static void test_shared_gguf_templates(void **state)
     }
     enum cs_chat_family f;
     assert_int_equal(cs_chat_select(NULL, 0, NULL, &f, NULL, err, sizeof err), CLSPEC_OK);
-    assert_int_equal(f, CS_CHAT_PLAIN);
+    assert_int_equal(f, CS_CHAT_CHATML);
 }
 
 static size_t count_id(const int32_t *ids, size_t n, int32_t id)

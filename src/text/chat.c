@@ -150,8 +150,8 @@ int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs
             *known = true;
     } else if (tmpl) {
         *out = cs_chat_detect(tmpl, len, known);
-    } else {
-        *out = CS_CHAT_PLAIN;
+    } else { /* no template: chatml, as llama-server falls back to */
+        *out = CS_CHAT_CHATML;
         if (known)
             *known = false;
     }

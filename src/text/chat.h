@@ -10,7 +10,7 @@
  *
  * Families (rendered text for system S, user U, assistant A; "bos"/"eos" are
  * the texts passed in cs_chat_params, or the family's default when NULL):
- *   plain      no template (stories260K): "System: S\nUser: U\nAssistant: A\n";
+ *   plain      "System: S\nUser: U\nAssistant: A\n" (chat_template = plain);
  *              generation prompt "Assistant:". No BOS in the text.
  *   chatml     "<|im_start|>ROLE\nCONTENT<|im_end|>\n" per message (Qwen, Hermes,
  *              ...); generation prompt "<|im_start|>assistant\n". No BOS.
@@ -113,8 +113,9 @@ enum cs_chat_family cs_chat_detect(const char *tmpl, size_t len, bool *known);
 /* The family for a model: the configured name when given (NULL, "" and
  * "auto" mean none), else CS_CHAT_JINJA when the model has a chat template
  * tmpl (len bytes, clspec_chat_template) that the Jinja interpreter
- * compiles, else detection on it by markers (the fallback; NULL = none ->
- * plain). *known (optional): the template runs as Jinja, was recognised or
+ * compiles, else detection on it by markers (the fallback), and for a
+ * model without a template (NULL) chatml, as llama-server falls back to
+ * (its markers are then tokenized as ordinary text). *known (optional): the template runs as Jinja, was recognised or
  * a name configured. CLSPEC_E_INVAL for an unknown configured name, and for
  * "jinja" configured on a model without a template or with one that does
  * not compile (the message names the template line). */
