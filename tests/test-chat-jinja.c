@@ -528,7 +528,7 @@ static const struct {
              "\n"
              "Environment: ipython\n"
              "Cutting Knowledge Date: December 2023\n"
-             "Today Date: 26 Jul 2024\n"
+             "Today Date: 14 Nov 2023\n" /* date_string: the render time, as llama-server passes it */
              "\n"
              "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
              "\n"

@@ -10,6 +10,9 @@
  * empty; an attribute of it is an error), none, bool, int (64-bit), float,
  * string (UTF-8; length and slicing count code points), list, dict (ordered
  * by insertion), callables (macros, builtins, bound methods).
+ * One leniency jinja2 lacks, as llama.cpp's interpreter has it: string +
+ * undefined or none (either order) is the string (firefunction-v2 adds an
+ * undefined `functions`); jinja2 raises there.
  *
  * Use: cs_jinja_compile once per template (the lexer and parser run there,
  * syntax errors name the template line), cs_jinja_render per prompt with
