@@ -798,6 +798,67 @@ static void test_content_parts(void **state)
     json_decref(m);
 }
 
+/* llama.cpp's built-in names: the prompt its format gives (system, user, assistant, user; generation prompt) */
+static void test_builtin_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *want;
+    } t[] = {
+        {"command-r", "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>Be brief.<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi there<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>Hello<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Q<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"},
+        {"vicuna", " Be brief. \n\nUSER: Hi there\nASSISTANT: Hello</s>\nUSER: Q\nASSISTANT:"},
+        {"Vicuna-Orca", "SYSTEM:  Be brief. \nUSER: Hi there\nASSISTANT: Hello</s>\nUSER: Q\nASSISTANT:"},
+        {"phi3", "<|system|>\n Be brief. <|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello<|end|>\n"
+                 "<|user|>\nQ<|end|>\n<|assistant|>\n"},
+        {"phi4", "<|im_start|>system<|im_sep|> Be brief. <|im_end|><|im_start|>user<|im_sep|>Hi there<|im_end|>"
+                 "<|im_start|>assistant<|im_sep|>Hello<|im_end|><|im_start|>user<|im_sep|>Q<|im_end|>"
+                 "<|im_start|>assistant<|im_sep|>"},
+        {"falcon3", "<|system|>\n Be brief. \n<|user|>\nHi there\n<|assistant|>\nHello\n<|user|>\nQ\n<|assistant|>\n"},
+        {"deepseek", " Be brief. ### Instruction:\nHi there\n### Response:\nHello\n<|EOT|>\n### Instruction:\nQ\n"
+                     "### Response:\n"},
+        {"openchat", " Be brief. <|end_of_turn|>GPT4 Correct User: Hi there<|end_of_turn|>GPT4 Correct Assistant: "
+                     "Hello<|end_of_turn|>GPT4 Correct User: Q<|end_of_turn|>GPT4 Correct Assistant:"},
+        {"monarch", "system\n Be brief. </s>\n<s>user\nHi there</s>\n<s>assistant\nHello</s>\n<s>user\nQ</s>\n"
+                    "<s>assistant\n"},
+    };
+    json_t *m = json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]", "role", "system", "content", " Be brief. ",
+                          "role", "user", "content", "Hi there", "role", "assistant", "content", "Hello", "role",
+                          "user", "content", "Q");
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
+        const char *text = cs_chat_builtin_template(t[i].name);
+        assert_non_null(text);
+        char *out = NULL, err[256];
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = text, .jinja_len = strlen(text),
+                                   .add_generation_prompt = true};
+        assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+        if (strcmp(out, t[i].want) != 0)
+            fail_msg("%s: got [%s]", t[i].name, out);
+        free(out);
+    }
+    /* the generation prompt only when asked; names that are families or unknown have no text */
+    const char *cr = cs_chat_builtin_template("command-r");
+    char *out = NULL, err[256];
+    struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = cr, .jinja_len = strlen(cr)};
+    assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_null(strstr(out + strlen(out) - strlen("<|END_OF_TURN_TOKEN|>"), "CHATBOT"));
+    free(out);
+    assert_null(cs_chat_builtin_template("chatml"));
+    assert_null(cs_chat_builtin_template("nonsense"));
+    assert_null(cs_chat_builtin_template(NULL));
+    enum cs_chat_family f;
+    assert_int_equal(cs_chat_family_parse("mistral-v1", &f, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(f, CS_CHAT_MISTRAL);
+    assert_int_equal(cs_chat_family_parse("mistral-v3-tekken", &f, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(f, CS_CHAT_MISTRAL_TEKKEN);
+    assert_int_equal(cs_chat_family_parse("command-r", &f, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "command-r"));
+    json_decref(m);
+}
+
 /* a template's own refusals and errors come back with the template line */
 static void test_template_errors(void **state)
 {
@@ -999,7 +1060,7 @@ int main(void)
         cmocka_unit_test(test_templates_render_exactly), cmocka_unit_test(test_tool_arguments_as_the_template_wants),
         cmocka_unit_test(test_template_kwargs),          cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_select),                   cmocka_unit_test(test_family_json_path),
-        cmocka_unit_test(test_content_parts),
+        cmocka_unit_test(test_content_parts), cmocka_unit_test(test_builtin_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

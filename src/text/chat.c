@@ -43,6 +43,8 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
         {"llama-2", CS_CHAT_LLAMA2},
         {"llama-3", CS_CHAT_LLAMA3},
         {"llama-3.1", CS_CHAT_LLAMA31},
+        {"mistral-v1", CS_CHAT_MISTRAL},
+        {"mistral-v3-tekken", CS_CHAT_MISTRAL_TEKKEN},
     };
     if (!name)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no family name given");
@@ -64,7 +66,9 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
     }
     return cs_err(err, errlen, CLSPEC_E_INVAL,
                   "chat template \"%s\": unknown family (expected plain, chatml, llama2, llama3, llama3.1, mistral, "
-                  "mistral-v3, mistral-tekken, zephyr, gemma or jinja)",
+                  "mistral-v1, mistral-v3, mistral-tekken, mistral-v3-tekken, zephyr, gemma, jinja, or one of "
+                  "llama.cpp's names command-r, vicuna, vicuna-orca, phi3, phi4, falcon3, deepseek, openchat, "
+                  "monarch)",
                   name);
 }
 

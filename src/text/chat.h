@@ -91,8 +91,17 @@ enum cs_chat_family {
 const char *cs_chat_family_name(enum cs_chat_family f);
 
 /* Parses a family name (case-insensitive; also "qwen" = chatml, "llama-2",
- * "llama-3", "llama-3.1"). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
+ * "llama-3", "llama-3.1", and llama.cpp's names "mistral-v1" = mistral,
+ * "mistral-v3-tekken" = mistral-tekken). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
 int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, size_t errlen);
+
+/* llama.cpp's built-in template names that are no marker family above
+ * ("command-r", "vicuna", "vicuna-orca", "phi3", "phi4", "falcon3",
+ * "deepseek", "openchat", "monarch"; case-insensitive): a Jinja text
+ * (static) rendering that format, to install as the model's template
+ * (clspec_set_chat_template) and render as CS_CHAT_JINJA. NULL for any
+ * other name. */
+const char *cs_chat_builtin_template(const char *name);
 
 /* Recognises a Jinja template by its markers (first match wins):
  *   "<|im_start|>" without phi-4's "<|im_sep|>"    -> chatml
