@@ -859,6 +859,39 @@ static void test_builtin_names(void **state)
     json_decref(m);
 }
 
+/* continue_final with the JSON messages: Llama 3.1's own template, a string and content parts */
+static void test_continue_final_json(void **state)
+{
+    (void)state;
+    size_t tl;
+    char *tmpl = slurp("llama3.1-8b-instruct.jinja", &tl), *out = NULL, err[256];
+    struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = tmpl, .jinja_len = tl, .continue_final = true,
+                               .now = NOW};
+    static const char *const want_end = "<|start_header_id|>user<|end_header_id|>\n\nWhat is the best book<|eot_id|>"
+                                        "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    json_t *m = json_loads("[{\"role\":\"system\",\"content\":\"Book\"},{\"role\":\"user\",\"content\":"
+                           "\"What is the best book\"},{\"role\":\"assistant\",\"content\":\"Whill\"}]", 0, NULL);
+    json_t *parts = json_loads("[{\"type\":\"text\",\"text\":\"Wh\"},{\"type\":\"text\",\"text\":\"ill\"}]", 0, NULL);
+    static const char *const tails[] = {"Whill", "Wh\n\nill", ""};
+    for (int k = 0; k < 3; k++) {
+        if (k == 1)
+            json_object_set(json_array_get(m, 2), "content", parts);
+        if (k == 2)
+            json_object_set_new(json_array_get(m, 2), "content", json_null());
+        assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+        size_t wl = strlen(want_end) + strlen(tails[k]), ol = strlen(out);
+        assert_true(ol > wl);
+        assert_memory_equal(out + ol - wl, want_end, strlen(want_end));
+        assert_string_equal(out + ol - strlen(tails[k]), tails[k]);
+        free(out);
+    }
+    json_object_set_new(json_array_get(m, 2), "content", json_integer(3));
+    assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_E_INVAL);
+    json_decref(parts);
+    json_decref(m);
+    free(tmpl);
+}
+
 /* a template's own refusals and errors come back with the template line */
 static void test_template_errors(void **state)
 {
@@ -1061,6 +1094,7 @@ int main(void)
         cmocka_unit_test(test_template_kwargs),          cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_select),                   cmocka_unit_test(test_family_json_path),
         cmocka_unit_test(test_content_parts), cmocka_unit_test(test_builtin_names),
+        cmocka_unit_test(test_continue_final_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -149,6 +149,10 @@ struct cs_chat_params {
                                  * "<|begin_of_text|>" (llama3), "<bos>" (gemma) */
     const char *eos;            /* eos_token text; NULL: "</s>" */
     bool skip_leading_bos;      /* leave out the template's first bos_token */
+    bool continue_final;        /* a final assistant message is continued (llama-server's prefill_assistant,
+                                 * transformers' continue_final_message): the messages before it render with
+                                 * the generation prompt, then its text follows, its turn left open (content
+                                 * parts joined by a blank line) */
     /* CS_CHAT_JINJA only (the marker families ignore them): */
     const char *jinja;          /* the template text (jinja_len bytes) */
     size_t jinja_len;
@@ -165,7 +169,8 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
                    size_t *out_len, bool *starts_with_bos, char *err, size_t errlen);
 
 /* Renders and tokenizes in one step through the engine door (e's
- * vocabulary), with the BOS rule applied once: bos/eos texts are the
+ * vocabulary), as llama-server does: continue_final on (a final assistant
+ * message is continued), and the BOS rule applied once: bos/eos texts are the
  * vocabulary's own (none when the vocabulary has no such token);
  * a text that starts with the BOS text is tokenized without add_special,
  * otherwise with it (the vocabulary's add_bos decides); parse_special is

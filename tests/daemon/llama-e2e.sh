@@ -211,9 +211,15 @@ check "n = 2 streamed: 400 naming n" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":2,\"stream\":true}")|$(jq -r .error.param "$tmp/body")" = "400|n"
 check "two assistant messages at the end of the list: 400 naming messages (as llama-server)" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"assistant","content":"c"}]}')|$(jq -r .error.param "$tmp/body")" = "400|messages"
-check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
-    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
-    = 400continue_final_message400
+check "continue_final_message: with add_generation_prompt a 400 naming it; after a user message a 400; continuing an assistant message 200" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}],"continue_final_message":true,"add_generation_prompt":false,"max_tokens":2}')" \
+    = 400continue_final_message400200
+# a final assistant message is continued (llama-server's prefill_assistant): no end of turn, no new turn
+# (the model has no template: chatml, llama-server's fallback); content parts joined by a blank line
+pre='{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":'
+check "assistant prefill: /apply-template ends with the assistant text, its turn open (string and parts)" \
+    test "$(code "${auth[@]}" "$url/apply-template" -d "$pre\"Once\"}]}")|$(jq -r .prompt "$tmp/body")|$(code "${auth[@]}" "$url/apply-template" -d "$pre[{\"type\":\"text\",\"text\":\"A\"},{\"type\":\"text\",\"text\":\"B\"}]}],\"continue_final_message\":true,\"add_generation_prompt\":false}")|$(jq -r .prompt "$tmp/body")" \
+    = "200|<|im_start|>user"$'\n'"Hi<|im_end|>"$'\n'"<|im_start|>assistant"$'\n'"Once|200|<|im_start|>user"$'\n'"Hi<|im_end|>"$'\n'"<|im_start|>assistant"$'\n'"A"$'\n\n'"B"
 check "GET /slots: one entry per slot with is_processing" \
     test "$(code "${auth[@]}" "$url/slots")|$(jq '[.[] | select(.is_processing == false)] | length' "$tmp/body")" = "200|2"
 
