@@ -587,6 +587,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     TRY(get_int(o, "speculative.n_max", 0, 64, &x, &set, param, err, errlen));
     r->spec_n_max = (int)x;
     TRY(get_bool(o, "ignore_eos", &r->ignore_eos, param, err, errlen));
+    TRY(get_bool(o, "return_progress", &r->return_progress, param, err, errlen));
 #undef TRY
     return CLSPEC_OK;
 }

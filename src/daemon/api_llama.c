@@ -586,3 +586,16 @@ char *cs_llama_embeddings_json(const char *model, const float *vecs, int n, int3
     return dump(json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", model, "usage",
                           "prompt_tokens", prompt_tokens, "total_tokens", prompt_tokens));
 }
+
+char *cs_llama_progress_chunk(char *chunk, const struct cs_req_event *ev)
+{
+    json_t *o = chunk ? json_loads(chunk, 0, NULL) : json_pack("{s:s,s:[],s:b}", "content", "", "tokens", "stop", 0);
+    free(chunk);
+    json_t *pp = json_pack("{s:i,s:i,s:i,s:f}", "total", ev->progress.total, "cache", ev->progress.cache,
+                           "processed", ev->progress.processed, "time_ms", ev->progress.time_ms);
+    if (!o || !pp || json_object_set_new(o, "prompt_progress", pp)) {
+        json_decref(o);
+        return NULL;
+    }
+    return dump(o);
+}

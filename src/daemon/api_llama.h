@@ -84,6 +84,13 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
  * answer. finish_reason as the scheduler's ("stop" / "length"). */
 char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, const struct cs_req_usage *u);
 
+/* return_progress: a CS_EV_PROGRESS event's chunk with llama-server's
+ * "prompt_progress": {total, cache, processed, time_ms} added: to chunk (a
+ * chunk's JSON text, freed here: the chat stream's role delta), or when
+ * chunk is NULL to /completion's {"content": "", "tokens": [], "stop":
+ * false}. Malloc'd; NULL when memory ran out. */
+char *cs_llama_progress_chunk(char *chunk, const struct cs_req_event *ev);
+
 /* GET /slots: cs_api_slots_json's entries with llama-server's fields added:
  * id_task (-1 when idle), n_ctx (the slot's context), is_processing. */
 char *cs_llama_slots_json(const struct cs_slot_info *slots, int n, int n_ctx_slot);

@@ -386,6 +386,7 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     rq.n_bias = ar.n_bias;
     rq.speculative = ar.speculative;
     rq.spec_n_max = ar.spec_n_max;
+    rq.return_progress = ar.return_progress && j->stream;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens (%d image rows of %d images), max_tokens %d, seed %llu%s, %s",
            llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, n_img_rows,

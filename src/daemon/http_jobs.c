@@ -85,6 +85,9 @@ static void llama_event(struct job *j, const struct cs_req_event *ev)
         char *chunk = cs_llama_acc_token(j->llama, ev, piece, CS_MIN(n, sizeof piece), &oom);
         if (chunk)
             cs_http_sse_put(j, chunk);
+    } else if (ev->type == CS_EV_PROGRESS) {
+        if (j->stream)
+            cs_http_sse_put(j, cs_llama_progress_chunk(NULL, ev));
     } else if (ev->type == CS_EV_DONE) {
         j->finish_reason = ev->finish_reason;
         j->usage = ev->usage;
@@ -174,6 +177,16 @@ void cs_http_on_event(void *user, const struct cs_req_event *ev)
             cs_strbuf_put(&j->out, "data: [DONE]\n\n");
         }
         j->finished = true;
+        break;
+    case CS_EV_PROGRESS: /* llama-server's: the chat's opening delta with prompt_progress */
+        if (j->stream && j->kind == CS_API_CHAT)
+            cs_http_sse_put(j, cs_llama_progress_chunk(
+                                   cs_api_chat_delta_json(&j->rs, json_pack("{s:s,s:n}", "role", "assistant", "content"),
+                                                          NULL),
+                                   ev));
+        else if (j->stream)
+            cs_http_sse_put(j, cs_llama_progress_chunk(cs_api_chunk_json(&j->rs, "", 0, false, NULL, NULL, NULL, false),
+                                                       ev));
         break;
     case CS_EV_ERROR:
         j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;

@@ -200,6 +200,20 @@ curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"use
 check "chat stream: the first chunk has the role and content null; the usage chunk llama-server's timings" \
     test "$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')|$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq -c '.timings | [.prompt_n > 0, .predicted_n, (.prompt_per_second | type), (.predicted_per_second | type)]')" \
     = '{"role":"assistant","content":null}|[true,3,"number","number"]'
+# return_progress (llama-server's): a prompt_progress chunk when the slot starts (processed = cache) and after
+# each chunk of the prompt, the last with processed = total = the prompt's tokens
+prog() { grep '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c 'select(.prompt_progress) | .prompt_progress' |
+    jq -s -c '[length >= 2, .[0].processed == .[0].cache, .[-1].processed == .[-1].total, ([.[].total] | unique | length),
+               (. as $a | [range(1; $a | length)] | all($a[.].processed > $a[. - 1].processed)), .[-1].total]'; }
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Tell me a story about a cat"}],"max_tokens":3,"stream":true,"return_progress":true,"stream_options":{"include_usage":true}}' > "$tmp/sse"
+n_pp=$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq .usage.prompt_tokens)
+check "return_progress, chat stream: prompt_progress chunks from the start to processed = total = prompt_tokens ($n_pp)" \
+    test "$(prog)|$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')" = "[true,true,true,1,true,$n_pp]|"'{"role":"assistant","content":null}'
+curl -s -N "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":2,"stream":true,"return_progress":true}' > "$tmp/sse"
+check "return_progress, /completion stream: the same chunks ({content: \"\", stop: false, prompt_progress})" \
+    test "$(prog)|$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '[.content, .stop]')" = "[true,true,true,1,true,$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq .tokens_evaluated)]|[\"\",false]"
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":true}' > "$tmp/sse"
+check "without return_progress: no prompt_progress" test -z "$(grep prompt_progress "$tmp/sse")"
 ch='"messages":[{"role":"user","content":"Hi"}],"max_tokens":6,"temperature":0.9'
 c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":3,\"seed\":5}")
 cp "$tmp/body" "$tmp/n3"
