@@ -375,6 +375,17 @@ static void test_progress_chunk(void **state)
     json_decref(o);
     free(c);
     assert_null(cs_llama_progress_chunk(strdup("not json"), &ev));
+    /* __verbose: the prompt added to an answer; none asked: the body as it was */
+    c = cs_llama_add_verbose(strdup("{\"id\":\"x\"}"), "<s> Hi");
+    o = json_loads(c, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "__verbose"), "prompt")), "<s> Hi");
+    assert_string_equal(json_string_value(json_object_get(o, "id")), "x");
+    json_decref(o);
+    free(c);
+    c = cs_llama_add_verbose(strdup("{\"id\":\"x\"}"), NULL);
+    assert_string_equal(c, "{\"id\":\"x\"}");
+    free(c);
+    assert_null(cs_llama_add_verbose(NULL, "p"));
 }
 
 static void test_cors_allow(void **state)

@@ -599,3 +599,33 @@ char *cs_llama_progress_chunk(char *chunk, const struct cs_req_event *ev)
     }
     return dump(o);
 }
+
+char *cs_llama_prompt_text(const clspec_engine *e, const int32_t *ids, int n, size_t *len)
+{
+    struct cs_strbuf b = {0};
+    cs_strbuf_put(&b, ""); /* "" for an empty prompt */
+    for (int i = 0; i < n; i++) {
+        char piece[256];
+        size_t pn = 0;
+        if (clspec_token_piece(e, ids[i], 1, piece, sizeof piece, &pn, NULL, 0) == CLSPEC_OK)
+            cs_strbuf_put_n(&b, piece, CS_MIN(pn, sizeof piece));
+    }
+    char *out = NULL;
+    if (cs_strbuf_take(&b, &out, len) != CLSPEC_OK)
+        return NULL;
+    return out;
+}
+
+char *cs_llama_add_verbose(char *body, const char *prompt)
+{
+    if (!body || !prompt)
+        return body;
+    json_t *o = json_loads(body, 0, NULL);
+    free(body);
+    json_t *v = o ? cs_api_str_lossy(prompt, strlen(prompt)) : NULL;
+    if (!v || json_object_set_new(o, "__verbose", json_pack("{s:o}", "prompt", v))) {
+        json_decref(o);
+        return NULL;
+    }
+    return dump(o);
+}

@@ -226,6 +226,7 @@ void cs_http_job_free(struct job *j)
     json_decref(j->lp);
     cs_llama_acc_free(j->llama);
     free(j->llama_body);
+    free(j->verbose_prompt);
     cs_chatout_free(j->co);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);

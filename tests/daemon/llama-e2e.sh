@@ -214,6 +214,10 @@ check "return_progress, /completion stream: the same chunks ({content: \"\", sto
     test "$(prog)|$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '[.content, .stop]')" = "[true,true,true,1,true,$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq .tokens_evaluated)]|[\"\",false]"
 curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":true}' > "$tmp/sse"
 check "without return_progress: no prompt_progress" test -z "$(grep prompt_progress "$tmp/sse")"
+code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"verbose":true}' > /dev/null
+check "\"verbose\": true: __verbose.prompt, the prompt's text (llama-server's debug dump); absent otherwise" \
+    test "$(jq -c .__verbose.prompt "$tmp/body")|$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}')$(jq 'has("__verbose")' "$tmp/body")" \
+    = '"<s> <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"|200false'
 ch='"messages":[{"role":"user","content":"Hi"}],"max_tokens":6,"temperature":0.9'
 c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":3,\"seed\":5}")
 cp "$tmp/body" "$tmp/n3"
