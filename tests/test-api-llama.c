@@ -386,6 +386,13 @@ static void test_progress_chunk(void **state)
     assert_string_equal(c, "{\"id\":\"x\"}");
     free(c);
     assert_null(cs_llama_add_verbose(NULL, "p"));
+    /* spliced as text: a uint64 seed (beyond what a JSON parse keeps) stays exact */
+    c = cs_llama_add_verbose(strdup("{\"seed\":18446744073709551615}"), "p");
+    assert_string_equal(c, "{\"seed\":18446744073709551615,\"__verbose\":{\"prompt\":\"p\"}}");
+    free(c);
+    c = cs_llama_add_verbose(strdup("{}"), "p");
+    assert_string_equal(c, "{\"__verbose\":{\"prompt\":\"p\"}}");
+    free(c);
 }
 
 static void test_cors_allow(void **state)

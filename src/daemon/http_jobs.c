@@ -178,16 +178,15 @@ void cs_http_on_event(void *user, const struct cs_req_event *ev)
         }
         j->finished = true;
         break;
-    case CS_EV_PROGRESS: /* llama-server's: the chat's opening delta with prompt_progress */
-        if (j->stream && j->kind == CS_API_CHAT)
-            cs_http_sse_put(j, cs_llama_progress_chunk(
-                                   cs_api_chat_delta_json(&j->rs, json_pack("{s:s,s:n}", "role", "assistant", "content"),
-                                                          NULL),
-                                   ev));
-        else if (j->stream)
-            cs_http_sse_put(j, cs_llama_progress_chunk(cs_api_chunk_json(&j->rs, "", 0, false, NULL, NULL, NULL, false),
-                                                       ev));
+    case CS_EV_PROGRESS: { /* llama-server's: a chunk (the chat's opening delta) with prompt_progress */
+        char *c = !j->stream ? NULL
+                  : j->kind == CS_API_CHAT
+                      ? cs_api_chat_delta_json(&j->rs, json_pack("{s:s,s:n}", "role", "assistant", "content"), NULL)
+                      : cs_api_chunk_json(&j->rs, "", 0, false, NULL, NULL, NULL, false);
+        if (j->stream)
+            cs_http_sse_put(j, c ? cs_llama_progress_chunk(c, ev) : NULL);
         break;
+    }
     case CS_EV_ERROR:
         j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;
         snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->message ? ev->message : "request failed");
