@@ -139,10 +139,11 @@ static void test_filter_block(void **state)
     expect_error("x\n{% filter nosuch %}a{% endfilter %}", "template line 2: unknown filter 'nosuch'");
     expect_error("{% filter trim %}a", "missing 'endfilter' for the block opened on line 1");
     expect_error("{% filter %}a{% endfilter %}", "template line 1");
-    /* llama.cpp's leniency that firefunction-v2 needs: string + undefined or none is the string */
-    expect("{{ 'a' + no_such }}|{{ nothing + 'b' }}|{% set s = 'x' %}{% set s = s + '\\n' + functions %}{{ s }}",
+    /* llama.cpp's leniency that firefunction-v2 needs: string + undefined is the string; + none fails */
+    expect("{{ 'a' + no_such }}|{{ no_such + 'b' }}|{% set s = 'x' %}{% set s = s + '\\n' + functions %}{{ s }}",
            "a|b|x\n");
     expect_error("{{ 1 + no_such }}", "unsupported operand types");
+    expect_error("{{ 'a' + nothing }}", "unsupported operand types");
 }
 
 static void test_whitespace_control(void **state)

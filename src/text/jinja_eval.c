@@ -319,8 +319,7 @@ static jx_val arith(struct jx_render *R, int line, const char *op, jx_val a, jx_
     }
     if (op[0] == '+' && a.t == JX_STR && b.t == JX_STR)
         return concat(R, a, b);
-    if (op[0] == '+' && ((a.t == JX_STR && (b.t == JX_UNDEF || b.t == JX_NONE)) ||
-                         (b.t == JX_STR && (a.t == JX_UNDEF || a.t == JX_NONE))))
+    if (op[0] == '+' && ((a.t == JX_STR && b.t == JX_UNDEF) || (b.t == JX_STR && a.t == JX_UNDEF)))
         return a.t == JX_STR ? a : b; /* llama.cpp's leniency (jinja.h) */
     if (op[0] == '+' && a.t == JX_LIST && b.t == JX_LIST) {
         jx_val r = jx_new_list(R);
