@@ -347,6 +347,54 @@ static void test_batch_prompts(void **state)
     }
 }
 
+/* return_progress: prompt_progress added to a chunk, or /completion's own chunk */
+static void test_progress_chunk(void **state)
+{
+    (void)state;
+    struct cs_req_event ev = {.type = CS_EV_PROGRESS};
+    ev.progress.total = 150;
+    ev.progress.cache = 20;
+    ev.progress.processed = 84;
+    ev.progress.time_ms = 12.5;
+    char *c = cs_llama_progress_chunk(strdup("{\"object\":\"chat.completion.chunk\",\"choices\":[]}"), &ev);
+    json_t *o = json_loads(c, 0, NULL);
+    assert_non_null(o);
+    json_t *pp = json_object_get(o, "prompt_progress");
+    assert_int_equal(json_integer_value(json_object_get(pp, "total")), 150);
+    assert_int_equal(json_integer_value(json_object_get(pp, "cache")), 20);
+    assert_int_equal(json_integer_value(json_object_get(pp, "processed")), 84);
+    assert_true(json_real_value(json_object_get(pp, "time_ms")) == 12.5);
+    assert_string_equal(json_string_value(json_object_get(o, "object")), "chat.completion.chunk");
+    json_decref(o);
+    free(c);
+    c = cs_llama_progress_chunk(NULL, &ev);
+    o = json_loads(c, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(o, "content")), "");
+    assert_true(json_is_false(json_object_get(o, "stop")));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "prompt_progress"), "processed")), 84);
+    json_decref(o);
+    free(c);
+    assert_null(cs_llama_progress_chunk(strdup("not json"), &ev));
+    /* __verbose: the prompt added to an answer; none asked: the body as it was */
+    c = cs_llama_add_verbose(strdup("{\"id\":\"x\"}"), "<s> Hi");
+    o = json_loads(c, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "__verbose"), "prompt")), "<s> Hi");
+    assert_string_equal(json_string_value(json_object_get(o, "id")), "x");
+    json_decref(o);
+    free(c);
+    c = cs_llama_add_verbose(strdup("{\"id\":\"x\"}"), NULL);
+    assert_string_equal(c, "{\"id\":\"x\"}");
+    free(c);
+    assert_null(cs_llama_add_verbose(NULL, "p"));
+    /* spliced as text: a uint64 seed (beyond what a JSON parse keeps) stays exact */
+    c = cs_llama_add_verbose(strdup("{\"seed\":18446744073709551615}"), "p");
+    assert_string_equal(c, "{\"seed\":18446744073709551615,\"__verbose\":{\"prompt\":\"p\"}}");
+    free(c);
+    c = cs_llama_add_verbose(strdup("{}"), "p");
+    assert_string_equal(c, "{\"__verbose\":{\"prompt\":\"p\"}}");
+    free(c);
+}
+
 static void test_cors_allow(void **state)
 {
     (void)state;
@@ -377,7 +425,7 @@ int main(void)
         cmocka_unit_test(test_fields),       cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_whole_answer), cmocka_unit_test(test_stream),
         cmocka_unit_test(test_errors_slots_props), cmocka_unit_test(test_cors_allow),
-        cmocka_unit_test(test_batch_prompts),
+        cmocka_unit_test(test_batch_prompts),       cmocka_unit_test(test_progress_chunk),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

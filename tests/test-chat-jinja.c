@@ -523,13 +523,12 @@ static const struct {
              "{\"city\": \"Paris\"}\n"
              "```<｜tool▁call▁end｜>        <｜tool▁calls▁end｜><｜end▁of▁sentence｜>            <｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{\"temp\": 21}<｜tool▁output▁end｜>            <｜tool▁outputs▁end｜><think>It is warm.</think>It is 21 degrees in Paris.<｜end▁of▁sentence｜><｜User｜>Thanks<｜Assistant｜>\n"
              ""},
-    /* date_string comes from the render time (as llama-server passes it), the test fixes it at 14 Nov 2023 */
     {"llama3.1-8b-instruct.jinja", "conv-tools.json", "<|begin_of_text|>", "<|eot_id|>",
      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n"
              "\n"
              "Environment: ipython\n"
              "Cutting Knowledge Date: December 2023\n"
-             "Today Date: 14 Nov 2023\n"
+             "Today Date: 14 Nov 2023\n" /* date_string: the render time, as llama-server passes it */
              "\n"
              "You are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n"
              "\n"
@@ -799,6 +798,100 @@ static void test_content_parts(void **state)
     json_decref(m);
 }
 
+/* llama.cpp's built-in names: the prompt its format gives (system, user, assistant, user; generation prompt) */
+static void test_builtin_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *want;
+    } t[] = {
+        {"command-r", "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>Be brief.<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hi there<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>Hello<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|USER_TOKEN|>Q<|END_OF_TURN_TOKEN|>"
+                      "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"},
+        {"vicuna", " Be brief. \n\nUSER: Hi there\nASSISTANT: Hello</s>\nUSER: Q\nASSISTANT:"},
+        {"Vicuna-Orca", "SYSTEM:  Be brief. \nUSER: Hi there\nASSISTANT: Hello</s>\nUSER: Q\nASSISTANT:"},
+        {"phi3", "<|system|>\n Be brief. <|end|>\n<|user|>\nHi there<|end|>\n<|assistant|>\nHello<|end|>\n"
+                 "<|user|>\nQ<|end|>\n<|assistant|>\n"},
+        {"phi4", "<|im_start|>system<|im_sep|> Be brief. <|im_end|><|im_start|>user<|im_sep|>Hi there<|im_end|>"
+                 "<|im_start|>assistant<|im_sep|>Hello<|im_end|><|im_start|>user<|im_sep|>Q<|im_end|>"
+                 "<|im_start|>assistant<|im_sep|>"},
+        {"falcon3", "<|system|>\n Be brief. \n<|user|>\nHi there\n<|assistant|>\nHello\n<|user|>\nQ\n<|assistant|>\n"},
+        {"deepseek", " Be brief. ### Instruction:\nHi there\n### Response:\nHello\n<|EOT|>\n### Instruction:\nQ\n"
+                     "### Response:\n"},
+        {"openchat", " Be brief. <|end_of_turn|>GPT4 Correct User: Hi there<|end_of_turn|>GPT4 Correct Assistant: "
+                     "Hello<|end_of_turn|>GPT4 Correct User: Q<|end_of_turn|>GPT4 Correct Assistant:"},
+        {"monarch", "system\n Be brief. </s>\n<s>user\nHi there</s>\n<s>assistant\nHello</s>\n<s>user\nQ</s>\n"
+                    "<s>assistant\n"},
+    };
+    json_t *m = json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s},{s:s,s:s}]", "role", "system", "content", " Be brief. ",
+                          "role", "user", "content", "Hi there", "role", "assistant", "content", "Hello", "role",
+                          "user", "content", "Q");
+    for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
+        const char *text = cs_chat_builtin_template(t[i].name);
+        assert_non_null(text);
+        char *out = NULL, err[256];
+        struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = text, .jinja_len = strlen(text),
+                                   .add_generation_prompt = true};
+        assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+        if (strcmp(out, t[i].want) != 0)
+            fail_msg("%s: got [%s]", t[i].name, out);
+        free(out);
+    }
+    /* the generation prompt only when asked; names that are families or unknown have no text */
+    const char *cr = cs_chat_builtin_template("command-r");
+    char *out = NULL, err[256];
+    struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = cr, .jinja_len = strlen(cr)};
+    assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_null(strstr(out + strlen(out) - strlen("<|END_OF_TURN_TOKEN|>"), "CHATBOT"));
+    free(out);
+    assert_null(cs_chat_builtin_template("chatml"));
+    assert_null(cs_chat_builtin_template("nonsense"));
+    assert_null(cs_chat_builtin_template(NULL));
+    enum cs_chat_family f;
+    assert_int_equal(cs_chat_family_parse("mistral-v1", &f, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(f, CS_CHAT_MISTRAL);
+    assert_int_equal(cs_chat_family_parse("mistral-v3-tekken", &f, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(f, CS_CHAT_MISTRAL_TEKKEN);
+    assert_int_equal(cs_chat_family_parse("command-r", &f, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "command-r"));
+    json_decref(m);
+}
+
+/* continue_final with the JSON messages: Llama 3.1's own template, a string and content parts */
+static void test_continue_final_json(void **state)
+{
+    (void)state;
+    size_t tl;
+    char *tmpl = slurp("llama3.1-8b-instruct.jinja", &tl), *out = NULL, err[256];
+    struct cs_chat_params p = {.family = CS_CHAT_JINJA, .jinja = tmpl, .jinja_len = tl, .continue_final = true,
+                               .now = NOW};
+    static const char *const want_end = "<|start_header_id|>user<|end_header_id|>\n\nWhat is the best book<|eot_id|>"
+                                        "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    json_t *m = json_loads("[{\"role\":\"system\",\"content\":\"Book\"},{\"role\":\"user\",\"content\":"
+                           "\"What is the best book\"},{\"role\":\"assistant\",\"content\":\"Whill\"}]", 0, NULL);
+    json_t *parts = json_loads("[{\"type\":\"text\",\"text\":\"Wh\"},{\"type\":\"text\",\"text\":\"ill\"}]", 0, NULL);
+    static const char *const tails[] = {"Whill", "Wh\n\nill", ""};
+    for (int k = 0; k < 3; k++) {
+        if (k == 1)
+            json_object_set(json_array_get(m, 2), "content", parts);
+        if (k == 2)
+            json_object_set_new(json_array_get(m, 2), "content", json_null());
+        assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+        size_t wl = strlen(want_end) + strlen(tails[k]), ol = strlen(out);
+        assert_true(ol > wl);
+        assert_memory_equal(out + ol - wl, want_end, strlen(want_end));
+        assert_string_equal(out + ol - strlen(tails[k]), tails[k]);
+        free(out);
+    }
+    json_object_set_new(json_array_get(m, 2), "content", json_integer(3));
+    assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_E_INVAL);
+    json_decref(parts);
+    json_decref(m);
+    free(tmpl);
+}
+
 /* a template's own refusals and errors come back with the template line */
 static void test_template_errors(void **state)
 {
@@ -1000,7 +1093,8 @@ int main(void)
         cmocka_unit_test(test_templates_render_exactly), cmocka_unit_test(test_tool_arguments_as_the_template_wants),
         cmocka_unit_test(test_template_kwargs),          cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_select),                   cmocka_unit_test(test_family_json_path),
-        cmocka_unit_test(test_content_parts),
+        cmocka_unit_test(test_content_parts), cmocka_unit_test(test_builtin_names),
+        cmocka_unit_test(test_continue_final_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

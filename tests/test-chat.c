@@ -444,9 +444,9 @@ static void test_shared_gguf_templates(void **state)
             printf("# %s: chat template of %llu bytes -> %s%s\n", files[i], (unsigned long long)kv->v.s.len,
                    cs_chat_family_name(f), known ? "" : " (unrecognised, fallback)");
         } else {
-            assert_int_equal(f, CS_CHAT_PLAIN);
+            assert_int_equal(f, CS_CHAT_CHATML); /* llama-server's fallback */
             assert_false(known);
-            printf("# %s: no chat template -> plain\n", files[i]);
+            printf("# %s: no chat template -> chatml\n", files[i]);
         }
         assert_int_equal(cs_chat_select(tt, tl, "auto", &f, NULL, err, sizeof err), CLSPEC_OK);
         assert_int_equal(cs_chat_select(tt, tl, "gemma", &f, &known, err, sizeof err), CLSPEC_OK);
@@ -458,7 +458,42 @@ static void test_shared_gguf_templates(void **state)
     }
     enum cs_chat_family f;
     assert_int_equal(cs_chat_select(NULL, 0, NULL, &f, NULL, err, sizeof err), CLSPEC_OK);
-    assert_int_equal(f, CS_CHAT_PLAIN);
+    assert_int_equal(f, CS_CHAT_CHATML);
+}
+
+/* continue_final: a final assistant message is continued (the turns before it, the generation
+ * prompt, its text, no end of turn); other endings and continue_final off render as before */
+static void test_continue_final(void **state)
+{
+    (void)state;
+    static const struct cs_chat_msg m[] = {{"system", "S"}, {"user", "Q"}, {"assistant", "Whi"}};
+    char *out = NULL, err[256];
+    struct cs_chat_params p = {.family = CS_CHAT_CHATML, .continue_final = true};
+    assert_int_equal(cs_chat_render(&p, m, 3, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(out, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\nWhi");
+    free(out);
+    p.family = CS_CHAT_LLAMA3;
+    p.add_generation_prompt = true; /* ignored: the continued turn is the generation prompt */
+    assert_int_equal(cs_chat_render(&p, m, 3, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(out, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+                             "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\nWhi");
+    free(out);
+    /* a final user message: the generation prompt as asked */
+    assert_int_equal(cs_chat_render(&p, m, 2, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(out + strlen(out) - strlen("assistant<|end_header_id|>\n\n"), "assistant<|end_header_id|>\n\n");
+    free(out);
+    /* off: the assistant turn is closed */
+    p.continue_final = false;
+    p.add_generation_prompt = false;
+    assert_int_equal(cs_chat_render(&p, m, 3, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
+    assert_string_equal(out + strlen(out) - strlen("Whi<|eot_id|>"), "Whi<|eot_id|>");
+    free(out);
+    /* an assistant message alone: no turn before it for a family that needs one */
+    p.continue_final = true;
+    p.family = CS_CHAT_GEMMA;
+    assert_int_equal(cs_chat_render(&p, m + 2, 1, &out, NULL, NULL, err, sizeof err), CLSPEC_E_INVAL);
+    assert_null(out);
 }
 
 static size_t count_id(const int32_t *ids, size_t n, int32_t id)
@@ -597,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_shared_gguf_templates),
         cmocka_unit_test(test_tokenize_rendered_llama2),
         cmocka_unit_test(test_chat_tokenize),
+        cmocka_unit_test(test_continue_final),
     };
     return cmocka_run_group_tests_name("chat", tests, NULL, NULL);
 }

@@ -399,7 +399,7 @@ static void test_errors_values(void **state)
 static void test_errors_values2(void **state)
 {
     (void)state;
-    expect_err(MODEL "[model]\nchat_template = vicuna\n", 4, "[model] chat_template: 'vicuna' is not allowed", NULL);
+    expect_err(MODEL "[model]\nchat_template = alpaca\n", 4, "[model] chat_template: 'alpaca' is not allowed", NULL);
     expect_err(MODEL "[devices]\ndevices = 0,,1\n", 4, "[devices] devices: empty or overlong entry", NULL);
     expect_err(MODEL "[devices]\ndevices =\n", 4, "[devices] devices: empty; set a value (default: 0)", NULL);
     expect_err(MODEL "[devices]\ndevices = 0,1,2,3,4,5,6,7,8\n", 4, "more than 8 devices", NULL);

@@ -551,6 +551,17 @@ static void test_json_schema(void **state)
     schema_case("{\"definitions\":{\"n\":{\"type\":\"number\"}},\"type\":\"array\",\"items\":{\"$ref\":"
                 "\"#/definitions/n\"},\"title\":\"ignored\",\"description\":\"too\"}",
                 L("[1,2.5]", "[]"), L("[\"1\"]"));
+    /* tuples: items as an array (drafts 4-2019) and prefixItems (2020-12); further items only by schema */
+    schema_case("{\"items\":[{\"type\":\"integer\"}]}", L("[1]", "[ -3000 ]"), L("[]", "[1,2]", "[\"1\"]"));
+    schema_case("{\"type\":\"array\",\"prefixItems\":[{\"type\":\"string\"},{\"enum\":[1,2]}]}",
+                L("[\"a\",2]", "[ \"\" , 1 ]"), L("[2,\"a\"]", "[\"a\"]", "[\"a\",3]", "[\"a\",1,1]"));
+    schema_case("{\"prefixItems\":[{\"type\":\"null\"}],\"items\":{\"type\":\"boolean\"},\"maxItems\":3}",
+                L("[null]", "[null,true]", "[null,true,false]"), L("[null,true,false,true]", "[null,1]", "[]"));
+    schema_case("{\"items\":[{\"const\":\"x\"}],\"additionalItems\":{\"type\":\"integer\"},\"minItems\":2}",
+                L("[\"x\",1]", "[\"x\",1,2,3]"), L("[\"x\"]", "[\"x\",\"y\"]"));
+    schema_case("{\"items\":[{\"const\":1}],\"additionalItems\":false}", L("[1]"), L("[1,1]"));
+    schema_case("{\"prefixItems\":[],\"items\":{\"type\":\"integer\"}}", L("[]", "[1,2]"), L("[\"a\"]"));
+    schema_case("{\"prefixItems\":[]}", L("[]", "[ ]"), L("[1]"));
     /* any JSON: {} and json_object */
     schema_case("{}", L("{\"a\":[1,{\"b\":null}]}", "\"s\"", "true"), L("{a:1}", "[1,]"));
     struct cs_grammar *g = compile(cs_json_object_gbnf());
@@ -580,7 +591,10 @@ static void test_json_schema_errors(void **state)
     schema_error("{\"$ref\":\"#/$defs/missing\"}", "does not resolve");
     schema_error("{\"type\":\"string\",\"pattern\":\"(?=a)b\"}", "lookaround");
     schema_error("{\"type\":\"string\",\"pattern\":\"a\\\\1\"}", "back-references");
-    schema_error("{\"type\":\"array\",\"items\":[{}]}", "tuples");
+    schema_error("{\"type\":\"array\",\"prefixItems\":{}}", "/: 'prefixItems' must be an array of schemas");
+    schema_error("{\"prefixItems\":[{},{}],\"maxItems\":1}", "maxItems is below the number of tuple items");
+    schema_error("{\"items\":[{}],\"minItems\":2}", "minItems is above the number of tuple items");
+    schema_error("{\"items\":[{},{\"type\":\"x\"}]}", "/items/1: 'x' is not a JSON Schema type");
     schema_error("{\"type\":\"string\",\"minLength\":3,\"maxLength\":2}", "maxLength is below minLength");
     schema_error("{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no number lies between");
     schema_error("{\"type\":\"object\",", "json_schema: 1:");

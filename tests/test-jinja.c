@@ -126,6 +126,26 @@ static void test_statements(void **state)
     expect_error("{% set n.x = 1 %}", "not a namespace");
 }
 
+/* {% filter %} blocks: the body's text through a filter chain (firefunction-v2's "filter trim") */
+static void test_filter_block(void **state)
+{
+    (void)state;
+    expect("{%- filter trim -%}\n  A {{ messages[0].content }}  \n{%- endfilter -%}|", "A S|");
+    expect("[{% filter upper | replace('X', 'y') %} x{{ n + 1 }}x {% endfilter %}]", "[ y4y ]");
+    expect("{% filter indent(2) %}l1\nl2{% filter lower %}QQ{% endfilter %}{% endfilter %}", "l1\n  l2qq");
+    expect("{% for m in messages %}{% filter trim %} {{ m.role }} {% endfilter %},{% endfor %}",
+           "system,user,assistant,user,");
+    expect("{% filter length %}abc{% endfilter %}", "3");
+    expect_error("x\n{% filter nosuch %}a{% endfilter %}", "template line 2: unknown filter 'nosuch'");
+    expect_error("{% filter trim %}a", "missing 'endfilter' for the block opened on line 1");
+    expect_error("{% filter %}a{% endfilter %}", "template line 1");
+    /* llama.cpp's leniency that firefunction-v2 needs: string + undefined is the string; + none fails */
+    expect("{{ 'a' + no_such }}|{{ no_such + 'b' }}|{% set s = 'x' %}{% set s = s + '\\n' + functions %}{{ s }}",
+           "a|b|x\n");
+    expect_error("{{ 1 + no_such }}", "unsupported operand types");
+    expect_error("{{ 'a' + nothing }}", "unsupported operand types");
+}
+
 static void test_whitespace_control(void **state)
 {
     (void)state;
@@ -259,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_filters),             cmocka_unit_test(test_tojson),
         cmocka_unit_test(test_tests_and_methods),   cmocka_unit_test(test_undefined),
         cmocka_unit_test(test_errors_name_the_line), cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_filter_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -232,6 +232,8 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
                     FAIL("messages", "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} and "
                          "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}} parts are supported", i, k);
                 }
+                if (b.len && i + 1 == n && !strcmp(rs, "assistant"))
+                    cs_strbuf_put(&b, "\n\n"); /* the message continued (chat.h): parts as llama-server joins them */
                 cs_strbuf_put(&b, json_string_value(tx));
             }
             if (cs_strbuf_take(&b, &r->msg_text[i], NULL))
@@ -516,9 +518,9 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
             FAIL("continue_final_message", "'continue_final_message' must be true or false");
         if (json_is_true(cfm) && !json_is_false(agp))
             FAIL("continue_final_message", "'continue_final_message' and 'add_generation_prompt' cannot both be true");
-        if (json_is_true(cfm))
-            FAIL("continue_final_message", "'continue_final_message' is not supported yet (continuing the last "
-                 "assistant message)");
+        const char *rl = nm ? json_string_value(json_object_get(json_array_get(r->messages, nm - 1), "role")) : NULL;
+        if (json_is_true(cfm) && !(rl && !strcmp(rl, "assistant"))) /* a final assistant message is continued */
+            FAIL("continue_final_message", "'continue_final_message' needs a final assistant message to continue");
         if (d->thinking_off && !(r->template_kwargs && json_object_get(r->template_kwargs, "enable_thinking"))) {
             json_t *kw = r->template_kwargs ? r->template_kwargs : json_object(); /* [model] reasoning = off */
             if (!kw || json_object_set_new(kw, "enable_thinking", json_false()) ||
@@ -585,6 +587,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     TRY(get_int(o, "speculative.n_max", 0, 64, &x, &set, param, err, errlen));
     r->spec_n_max = (int)x;
     TRY(get_bool(o, "ignore_eos", &r->ignore_eos, param, err, errlen));
+    TRY(get_bool(o, "return_progress", &r->return_progress, param, err, errlen));
 #undef TRY
     return CLSPEC_OK;
 }

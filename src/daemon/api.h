@@ -58,6 +58,7 @@ struct cs_api_request {
     bool speculative;            /* extension: default true */
     int spec_n_max;              /* "speculative.n_max" (llama-server's): this request's draft length cap, 0 = the server's */
     bool ignore_eos;             /* extension: default false */
+    bool return_progress;        /* llama-server's: prompt_progress chunks while the prompt is computed (stream) */
     char *grammar;               /* GBNF from "grammar", "json_schema" or "response_format" (malloc'd), NULL: none */
     bool post_sampling;          /* llama-server's post_sampling_probs: n_probs report the sampler's distribution */
     json_t *logit_bias;          /* "logit_bias" as sent (shape checked; borrowed from root), NULL: none */

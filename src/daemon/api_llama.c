@@ -596,3 +596,57 @@ char *cs_llama_embeddings_json(const char *model, const float *vecs, int n, int3
     return dump(json_pack("{s:s,s:o,s:s,s:{s:i,s:i}}", "object", "list", "data", data, "model", model, "usage",
                           "prompt_tokens", prompt_tokens, "total_tokens", prompt_tokens));
 }
+
+/* obj (a JSON object's compact text, freed here) with "key": val (stolen) added at its end, spliced as
+ * text: the answers hold uint64 seeds that a parse and dump would not keep. NULL: out of memory, or
+ * obj is not an object's text. */
+static char *splice_field(char *obj, const char *key, json_t *val)
+{
+    char *v = val ? json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(val);
+    size_t n = obj ? strlen(obj) : 0;
+    char *out = NULL;
+    if (v && n >= 2 && obj[0] == '{' && obj[n - 1] == '}') {
+        struct cs_strbuf b = {0};
+        cs_strbuf_put_n(&b, obj, n - 1);
+        cs_strbuf_printf(&b, "%s\"%s\":%s}", n > 2 ? "," : "", key, v);
+        if (cs_strbuf_take(&b, &out, NULL) != CLSPEC_OK)
+            out = NULL;
+    }
+    free(v);
+    free(obj);
+    return out;
+}
+
+char *cs_llama_progress_chunk(char *chunk, const struct cs_req_event *ev)
+{
+    if (!chunk)
+        chunk = dump(json_pack("{s:s,s:[],s:b}", "content", "", "tokens", "stop", 0));
+    json_t *pp = json_pack("{s:i,s:i,s:i,s:f}", "total", ev->progress.total, "cache", ev->progress.cache,
+                           "processed", ev->progress.processed, "time_ms", ev->progress.time_ms);
+    return splice_field(chunk, "prompt_progress", pp);
+}
+
+char *cs_llama_prompt_text(const clspec_engine *e, const int32_t *ids, int n, size_t *len)
+{
+    struct cs_strbuf b = {0};
+    cs_strbuf_put(&b, ""); /* "" for an empty prompt */
+    for (int i = 0; i < n; i++) {
+        char piece[256];
+        size_t pn = 0;
+        if (clspec_token_piece(e, ids[i], 1, piece, sizeof piece, &pn, NULL, 0) == CLSPEC_OK)
+            cs_strbuf_put_n(&b, piece, CS_MIN(pn, sizeof piece));
+    }
+    char *out = NULL;
+    if (cs_strbuf_take(&b, &out, len) != CLSPEC_OK)
+        return NULL;
+    return out;
+}
+
+char *cs_llama_add_verbose(char *body, const char *prompt)
+{
+    if (!body || !prompt)
+        return body;
+    json_t *v = cs_api_str_lossy(prompt, strlen(prompt));
+    return splice_field(body, "__verbose", v ? json_pack("{s:o}", "prompt", v) : NULL);
+}

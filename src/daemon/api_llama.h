@@ -86,6 +86,22 @@ char *cs_llama_acc_token(struct cs_llama_acc *a, const struct cs_req_event *ev, 
  * answer. finish_reason as the scheduler's ("stop" / "length"). */
 char *cs_llama_acc_final(struct cs_llama_acc *a, const char *finish_reason, const struct cs_req_usage *u);
 
+/* return_progress: a CS_EV_PROGRESS event's chunk with llama-server's
+ * "prompt_progress": {total, cache, processed, time_ms} added: to chunk (a
+ * chunk's JSON text, freed here: the chat stream's role delta), or when
+ * chunk is NULL to /completion's {"content": "", "tokens": [], "stop":
+ * false}. Malloc'd; NULL when memory ran out. */
+char *cs_llama_progress_chunk(char *chunk, const struct cs_req_event *ev);
+
+/* The prompt's text as llama-server writes it: the pieces of ids (n of
+ * them), control tokens written out. Malloc'd (*len its length, optional);
+ * NULL when memory ran out. */
+char *cs_llama_prompt_text(const clspec_engine *e, const int32_t *ids, int n, size_t *len);
+/* llama-server's "__verbose" (its --verbose; here log_level = debug):
+ * {"prompt": prompt} added to the answer's JSON text body (freed here).
+ * prompt NULL: body unchanged. NULL when memory ran out. */
+char *cs_llama_add_verbose(char *body, const char *prompt);
+
 /* GET /slots: cs_api_slots_json's entries with llama-server's fields added:
  * id_task (-1 when idle), n_ctx (the slot's context), is_processing. */
 char *cs_llama_slots_json(const struct cs_slot_info *slots, int n, int n_ctx_slot);

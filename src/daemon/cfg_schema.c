@@ -14,7 +14,9 @@
 
 #define OFF(f) offsetof(struct cs_config, f)
 #define KVTYPES "f32|f16|bf16|q8_0|q4_0"
-#define TEMPLATES "chatml|llama2|llama3|mistral|zephyr|gemma|plain|jinja"
+#define TEMPLATES "chatml|llama2|llama3|mistral|zephyr|gemma|plain|jinja" \
+    "|llama3.1|mistral-v1|mistral-v3|mistral-tekken|mistral-v3-tekken" \
+    "|command-r|vicuna|vicuna-orca|phi3|phi4|falcon3|deepseek|openchat|monarch"
 
 const char *const cs_cfg_sections[] = {"server", "model", "devices", "kv", "slots", "sampling", "speculator"};
 

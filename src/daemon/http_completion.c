@@ -197,14 +197,18 @@ enum MHD_Result cs_http_whole_answer(struct MHD_Connection *c, struct conn *cn, 
         } else {
             const char *fr = n_calls && j->finish_reason && !strcmp(j->finish_reason, "stop") ? "tool_calls"
                                                                                                : j->finish_reason;
-            ret = cs_http_reply_json(c, 200, cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage), req_id);
+            ret = cs_http_reply_json(c, 200,
+                                     cs_llama_add_verbose(cs_api_chat_message_json(&j->rs, msg, fr, lp, &j->usage),
+                                                          j->verbose_prompt),
+                                     req_id);
         }
     } else {
         json_t *lp = j->lp;
         j->lp = NULL;
         ret = cs_http_reply_json(c, 200,
-                         cs_api_completion_json(&j->rs, j->text.p ? j->text.p : "", j->text.len, j->finish_reason,
-                                                lp, &j->usage),
+                         cs_llama_add_verbose(cs_api_completion_json(&j->rs, j->text.p ? j->text.p : "", j->text.len,
+                                                                     j->finish_reason, lp, &j->usage),
+                                              j->verbose_prompt),
                          req_id);
     }
     cs_http_job_release(j); /* the reaper logs its end and frees it */
@@ -332,6 +336,9 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     j->stream = ar.stream;
     j->include_usage = ar.include_usage;
     j->want_lp = ar.logprobs;
+    /* llama-server's --verbose, or the request's "verbose": true */
+    if (!llama && !ar.stream && (cs_log_enabled(CS_LOG_DEBUG) || json_is_true(json_object_get(ar.root, "verbose"))))
+        j->verbose_prompt = cs_llama_prompt_text(h->e, ids, n_ids, NULL);
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->cv, NULL);
     if (llama) {
@@ -391,6 +398,7 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
         rq.n_keep = lr.n_keep;
         rq.n_discard = lr.n_discard;
     }
+    rq.return_progress = ar.return_progress && j->stream;
     snprintf(rq.id, sizeof rq.id, "%s", req_id);
     cs_log(CS_LOG_INFO, req_id, "POST %s: %d prompt tokens (%d image rows of %d images), max_tokens %d, seed %llu%s, %s",
            llama ? "/completion" : kind == CS_API_CHAT ? "/v1/chat/completions" : "/v1/completions", n_ids, n_img_rows,

@@ -95,6 +95,7 @@ struct job {
     double last_out;            /* when the reader last handed out bytes (keep-alive comments) */
     struct cs_llama_acc *llama; /* llama-server's /completion: its answer shapes (NULL: OpenAI's) */
     char *llama_body;           /* its whole answer, built at DONE */
+    char *verbose_prompt;       /* log_level debug, whole answers: the prompt's text for "__verbose" (llama-server's) */
     /* chat: the answer split into reasoning, content and tool calls (issue 20) */
     bool shaped;
     struct cs_chatout_params cop;

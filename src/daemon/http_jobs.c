@@ -85,6 +85,9 @@ static void llama_event(struct job *j, const struct cs_req_event *ev)
         char *chunk = cs_llama_acc_token(j->llama, ev, piece, CS_MIN(n, sizeof piece), &oom);
         if (chunk)
             cs_http_sse_put(j, chunk);
+    } else if (ev->type == CS_EV_PROGRESS) {
+        if (j->stream)
+            cs_http_sse_put(j, cs_llama_progress_chunk(NULL, ev));
     } else if (ev->type == CS_EV_DONE) {
         j->finish_reason = ev->finish_reason;
         j->usage = ev->usage;
@@ -175,6 +178,15 @@ void cs_http_on_event(void *user, const struct cs_req_event *ev)
         }
         j->finished = true;
         break;
+    case CS_EV_PROGRESS: { /* llama-server's: a chunk (the chat's opening delta) with prompt_progress */
+        char *c = !j->stream ? NULL
+                  : j->kind == CS_API_CHAT
+                      ? cs_api_chat_delta_json(&j->rs, json_pack("{s:s,s:n}", "role", "assistant", "content"), NULL)
+                      : cs_api_chunk_json(&j->rs, "", 0, false, NULL, NULL, NULL, false);
+        if (j->stream)
+            cs_http_sse_put(j, c ? cs_llama_progress_chunk(c, ev) : NULL);
+        break;
+    }
     case CS_EV_ERROR:
         j->err_status = ev->status ? ev->status : CLSPEC_E_INVAL;
         snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->message ? ev->message : "request failed");
@@ -213,6 +225,7 @@ void cs_http_job_free(struct job *j)
     json_decref(j->lp);
     cs_llama_acc_free(j->llama);
     free(j->llama_body);
+    free(j->verbose_prompt);
     cs_chatout_free(j->co);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cv);

@@ -203,8 +203,14 @@ static void *load_main(void *arg)
     if (L->rc == CLSPEC_OK) {
         bool known = false;
         size_t tlen = 0;
+        const char *named = cfg->chat_template, *bt = cs_chat_builtin_template(named);
+        if (bt) { /* one of llama.cpp's names: our Jinja text of it replaces the model's template */
+            L->rc = clspec_set_chat_template(L->door, bt, strlen(bt), L->err, sizeof L->err);
+            named = "jinja";
+        }
         const char *tmpl = clspec_chat_template(L->door, &tlen);
-        L->rc = cs_chat_select(tmpl, tlen, cfg->chat_template, &L->chat, &known, L->err, sizeof L->err);
+        if (L->rc == CLSPEC_OK)
+            L->rc = cs_chat_select(tmpl, tlen, named, &L->chat, &known, L->err, sizeof L->err);
         if (L->rc == CLSPEC_OK)
             cs_log(CS_LOG_INFO, NULL, "chat template: %s%s", cs_chat_family_name(L->chat),
                    known ? "" : " (no known template in the model)");

@@ -414,6 +414,18 @@ static void plan_prefill(struct cs_sched *s, int budget)
     s->b.n_rows = n;
 }
 
+/* return_progress: the prompt computed so far (CS_EV_PROGRESS) */
+static void progress(struct cs_sched *s, int i)
+{
+    struct slot *sl = &s->slots[i];
+    struct cs_req_event ev = {.type = CS_EV_PROGRESS};
+    ev.progress.total = sl->job->n_prompt;
+    ev.progress.cache = sl->job->n_cached;
+    ev.progress.processed = sl->n_fed;
+    ev.progress.time_ms = (cs_now() - sl->job->t_start) * 1e3;
+    sl->job->cb(sl->job->user, &ev);
+}
+
 /* The KV-full policy: of the slots in[] the cache refused (rc[i] ==
  * CLSPEC_E_KV_FULL; they were left unchanged) only the youngest fails, the
  * others retry next step, when its cells are free (else two requests
@@ -499,7 +511,11 @@ static void step(struct cs_sched *s)
             cs_sched_spec_emit(s, i, was_on[i]);
             continue;
         }
+        if (sl->job->r.return_progress && !sl->job->resume && sl->n_fed == sl->job->n_cached)
+            progress(s, i); /* the start: what the cache held */
         sl->n_fed += sl->n_rows;
+        if (sl->job->r.return_progress && !sl->job->resume)
+            progress(s, i);
         if (sl->logit_row >= 0 && !atomic_load(&sl->job->cancelled)) {
             if (sl->job->resume)
                 cs_sched_resume_attach(s, i); /* a preempted request's history is back in: decode on */

@@ -94,6 +94,7 @@ struct cs_req {
                               * keep_cache, a slot restore; the cells stay as the slot's cache */
     int n_keep;              /* ctx_shift: prompt tokens never dropped (after a BOS; -1: the whole prompt) */
     int n_discard;           /* ctx_shift: tokens dropped per shift (0: half of those after n_keep) */
+    bool return_progress;    /* CS_EV_PROGRESS events while the prompt is computed */
 };
 
 struct cs_top_logprob {
@@ -129,6 +130,8 @@ enum cs_ev_type {
     CS_EV_TOKEN = 0,         /* new text (may be empty while a stop string or UTF-8 char is pending) */
     CS_EV_DONE = 1,          /* last event of a request that ended normally */
     CS_EV_ERROR = 2,         /* last event of a request that failed (e.g. KV cache full) */
+    CS_EV_PROGRESS = 3,      /* return_progress: the prompt computed so far (progress below), once when its
+                              * slot starts and after each chunk of it */
 };
 
 struct cs_req_event {
@@ -148,6 +151,9 @@ struct cs_req_event {
     /* CS_EV_ERROR */
     int status;              /* enum clspec_status */
     const char *message;
+    /* CS_EV_PROGRESS (llama-server's prompt_progress): prompt tokens in all, reused from the cache,
+     * computed so far (cached ones included); ms since the slot started */
+    struct { int total, cache, processed; double time_ms; } progress;
 };
 
 /* Called on the scheduler thread; must not call cs_sched_* and should be

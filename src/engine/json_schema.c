@@ -469,11 +469,66 @@ static int do_number(struct conv *C, json_t *s, bool integer, const char *path, 
     return CLSPEC_OK;
 }
 
+/* A tuple: the schemas of tup (prefixItems, or items as an array) in order,
+ * then further items of schema more (NULL or false: none) within
+ * minItems/maxItems. */
+static int do_tuple(struct conv *C, json_t *s, json_t *tup, const char *key, json_t *more, const char *more_key,
+                    const char *path, struct cs_strbuf *b)
+{
+    size_t k = json_array_size(tup);
+    long lo = 0, hi = -1;
+    int a = get_count(C, s, "minItems", path, &lo), z = get_count(C, s, "maxItems", path, &hi);
+    CS_TRY(a);
+    CS_TRY(z);
+    if (z && hi < lo)
+        return cerr(C, path, "maxItems is below minItems", NULL);
+    if (z && (size_t)hi < k)
+        return cerr(C, path, "maxItems is below the number of tuple items", NULL);
+    bool extra = more && !json_is_false(more);
+    if (!extra && (size_t)lo > k)
+        return cerr(C, path, "minItems is above the number of tuple items (no further items allowed)", NULL);
+    char p2[512], idx[24], e[32] = "value";
+    cs_strbuf_put(b, "\"[\" ws");
+    for (size_t i = 0; i < k; i++) {
+        char sub[32];
+        snprintf(idx, sizeof idx, "%zu", i);
+        subpath(p2, sizeof p2, path, key, idx);
+        CS_TRY(visit(C, json_array_get(tup, i), p2, sub));
+        cs_strbuf_printf(b, "%s %s ws", i ? " \",\" ws" : "", sub);
+    }
+    if (extra && (!z || (size_t)hi > k)) {
+        subpath(p2, sizeof p2, path, more_key, NULL);
+        if (!json_is_true(more))
+            CS_TRY(visit(C, more, p2, e));
+        long rlo = (size_t)lo > k ? lo - (long)k : 0;
+        char rep[48];
+        if (z)
+            snprintf(rep, sizeof rep, "{%ld,%ld}", rlo, hi - (long)k);
+        else
+            snprintf(rep, sizeof rep, "{%ld,}", rlo);
+        cs_strbuf_printf(b, " ( \",\" ws %s ws )%s", e, rep); /* k > 0 here (do_array) */
+    }
+    cs_strbuf_put(b, " \"]\"");
+    return CLSPEC_OK;
+}
+
 static int do_array(struct conv *C, json_t *s, const char *path, struct cs_strbuf *b)
 {
-    json_t *items = json_object_get(s, "items");
-    if (json_is_array(items))
-        return cerr(C, path, "as an array (tuples) is not supported", "items");
+    json_t *items = json_object_get(s, "items"), *prefix = json_object_get(s, "prefixItems");
+    json_t *tup = prefix, *more = items; /* 2020-12: prefixItems, then items for the rest */
+    const char *tkey = "prefixItems", *mkey = "items";
+    if (prefix && !json_is_array(prefix))
+        return cerr(C, path, "must be an array of schemas", "prefixItems");
+    if (!prefix && json_is_array(items)) { /* drafts 4 to 2019-09: items as an array, then additionalItems */
+        tup = items;
+        more = json_object_get(s, "additionalItems");
+        tkey = "items";
+        mkey = "additionalItems";
+    }
+    if (tup && (json_array_size(tup) > 0 || !more || json_is_false(more)))
+        return do_tuple(C, s, tup, tkey, more, mkey, path, b);
+    if (tup) /* an empty tuple and a schema for the rest: a plain array of it */
+        items = json_is_true(more) ? NULL : more;
     long lo = 0, hi = -1;
     int a = get_count(C, s, "minItems", path, &lo), z = get_count(C, s, "maxItems", path, &hi);
     CS_TRY(a);
@@ -663,7 +718,7 @@ static bool known(const char *k)
     static const char *const kw[] = {"type", "properties", "required", "additionalProperties", "items", "minItems",
                                      "maxItems", "enum", "const", "minLength", "maxLength", "pattern", "minimum",
                                      "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf", "allOf",
-                                     "$ref", "uniqueItems"};
+                                     "$ref", "uniqueItems", "prefixItems", "additionalItems"};
     for (size_t i = 0; i < CS_ARRAY_LEN(kw); i++)
         if (strcmp(k, kw[i]) == 0)
             return true;
@@ -691,7 +746,8 @@ static int do_typed(struct conv *C, json_t *s, const char *t, const char *path, 
     if (json_object_get(s, "properties") || json_object_get(s, "additionalProperties") ||
         json_object_get(s, "required"))
         return do_object(C, s, path, b);
-    if (json_object_get(s, "items") || json_object_get(s, "minItems") || json_object_get(s, "maxItems"))
+    if (json_object_get(s, "items") || json_object_get(s, "prefixItems") || json_object_get(s, "minItems") ||
+        json_object_get(s, "maxItems"))
         return do_array(C, s, path, b);
     if (json_object_get(s, "pattern") || json_object_get(s, "minLength") || json_object_get(s, "maxLength"))
         return do_string(C, s, path, b);
@@ -706,8 +762,8 @@ static int body(struct conv *C, json_t *s, const char *path, struct cs_strbuf *b
     json_object_foreach(s, k, v) {
         if (!known(k))
             return cerr(C, path, "is not supported (supported: type, properties, required, additionalProperties, "
-                                 "items, minItems, maxItems, enum, const, minLength, maxLength, pattern, format, "
-                                 "minimum, maximum, anyOf, oneOf, allOf, $ref)",
+                                 "items, prefixItems, additionalItems, minItems, maxItems, enum, const, minLength, "
+                                 "maxLength, pattern, format, minimum, maximum, anyOf, oneOf, allOf, $ref)",
                         k);
         if (strcmp(k, "uniqueItems") == 0 && json_is_true(v))
             return cerr(C, path, "true is not supported", k);

@@ -3,7 +3,10 @@
  * Supported: type (one or a list), object (properties in their order,
  * required, additionalProperties false / true / a schema; without
  * additionalProperties only the declared properties are generated), array
- * (items, minItems, maxItems), string (minLength, maxLength, pattern: a
+ * (items, minItems, maxItems; tuples: prefixItems, or items as an array,
+ * generate exactly those items in order, then more only when items (after
+ * prefixItems) or additionalItems (after an items array) gives their
+ * schema), string (minLength, maxLength, pattern: a
  * regular expression of literals, classes, groups, alternatives and
  * quantifiers, matched against the whole string; format date, time,
  * date-time, uuid; other formats are plain strings), integer / number

@@ -43,6 +43,8 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
         {"llama-2", CS_CHAT_LLAMA2},
         {"llama-3", CS_CHAT_LLAMA3},
         {"llama-3.1", CS_CHAT_LLAMA31},
+        {"mistral-v1", CS_CHAT_MISTRAL},
+        {"mistral-v3-tekken", CS_CHAT_MISTRAL_TEKKEN},
     };
     if (!name)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no family name given");
@@ -64,7 +66,9 @@ int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, 
     }
     return cs_err(err, errlen, CLSPEC_E_INVAL,
                   "chat template \"%s\": unknown family (expected plain, chatml, llama2, llama3, llama3.1, mistral, "
-                  "mistral-v3, mistral-tekken, zephyr, gemma or jinja)",
+                  "mistral-v1, mistral-v3, mistral-tekken, mistral-v3-tekken, zephyr, gemma, jinja, or one of "
+                  "llama.cpp's names command-r, vicuna, vicuna-orca, phi3, phi4, falcon3, deepseek, openchat, "
+                  "monarch)",
                   name);
 }
 
@@ -150,8 +154,8 @@ int cs_chat_select(const char *tmpl, size_t len, const char *configured, enum cs
             *known = true;
     } else if (tmpl) {
         *out = cs_chat_detect(tmpl, len, known);
-    } else {
-        *out = CS_CHAT_PLAIN;
+    } else { /* no template: chatml, as llama-server falls back to */
+        *out = CS_CHAT_CHATML;
         if (known)
             *known = false;
     }
@@ -423,6 +427,25 @@ static void render_alternating(struct cs_strbuf *b, enum cs_chat_family f, const
         cs_strbuf_put(b, "<start_of_turn>model\n");
 }
 
+/* continue_final: msgs[0..n-1) with the generation prompt, then the last one's text */
+static int render_continued(const struct cs_chat_params *p, const struct cs_chat_msg *msgs, size_t n, char **out,
+                            size_t *out_len, bool *starts_with_bos, char *err, size_t errlen)
+{
+    struct cs_chat_params q = *p;
+    q.continue_final = false;
+    q.add_generation_prompt = true;
+    char *head = NULL;
+    size_t hl = 0;
+    CS_TRY(cs_chat_render(&q, msgs, n - 1, &head, &hl, starts_with_bos, err, errlen));
+    struct cs_strbuf b = {0};
+    cs_strbuf_put_n(&b, head, hl);
+    cs_strbuf_put(&b, msgs[n - 1].content);
+    free(head);
+    if (cs_strbuf_take(&b, out, out_len) != CLSPEC_OK)
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template: out of memory");
+    return CLSPEC_OK;
+}
+
 int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msgs, size_t n, char **out,
                    size_t *out_len, bool *starts_with_bos, char *err, size_t errlen)
 {
@@ -430,6 +453,9 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: no parameters or output");
     enum cs_chat_family f = p->family;
     *out = NULL;
+    if (p->continue_final && n > 0 && msgs && msgs[n - 1].role && msgs[n - 1].content &&
+        strcmp(msgs[n - 1].role, "assistant") == 0)
+        return render_continued(p, msgs, n, out, out_len, starts_with_bos, err, errlen);
     if (f == CS_CHAT_JINJA)
         return cs_chat_jinja_render_msgs(p, msgs, n, out, out_len, starts_with_bos, err, errlen);
     if ((int)f < 0 || f >= CS_CHAT_N_FAMILIES)
@@ -495,6 +521,7 @@ static int engine_params(const clspec_engine *e, enum cs_chat_family f, bool add
     *p = (struct cs_chat_params){
         .family = f,
         .add_generation_prompt = add_generation_prompt,
+        .continue_final = true, /* llama-server's prefill_assistant */
         .bos = token_text(e, info.bos),
         .eos = token_text(e, info.eos),
     };

@@ -10,7 +10,7 @@
  *
  * Families (rendered text for system S, user U, assistant A; "bos"/"eos" are
  * the texts passed in cs_chat_params, or the family's default when NULL):
- *   plain      no template (stories260K): "System: S\nUser: U\nAssistant: A\n";
+ *   plain      "System: S\nUser: U\nAssistant: A\n" (chat_template = plain);
  *              generation prompt "Assistant:". No BOS in the text.
  *   chatml     "<|im_start|>ROLE\nCONTENT<|im_end|>\n" per message (Qwen, Hermes,
  *              ...); generation prompt "<|im_start|>assistant\n". No BOS.
@@ -91,8 +91,17 @@ enum cs_chat_family {
 const char *cs_chat_family_name(enum cs_chat_family f);
 
 /* Parses a family name (case-insensitive; also "qwen" = chatml, "llama-2",
- * "llama-3", "llama-3.1"). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
+ * "llama-3", "llama-3.1", and llama.cpp's names "mistral-v1" = mistral,
+ * "mistral-v3-tekken" = mistral-tekken). CLSPEC_E_INVAL, with the list of valid names in err, otherwise. */
 int cs_chat_family_parse(const char *name, enum cs_chat_family *out, char *err, size_t errlen);
+
+/* llama.cpp's built-in template names that are no marker family above
+ * ("command-r", "vicuna", "vicuna-orca", "phi3", "phi4", "falcon3",
+ * "deepseek", "openchat", "monarch"; case-insensitive): a Jinja text
+ * (static) rendering that format, to install as the model's template
+ * (clspec_set_chat_template) and render as CS_CHAT_JINJA. NULL for any
+ * other name. */
+const char *cs_chat_builtin_template(const char *name);
 
 /* Recognises a Jinja template by its markers (first match wins):
  *   "<|im_start|>" without phi-4's "<|im_sep|>"    -> chatml
@@ -113,8 +122,9 @@ enum cs_chat_family cs_chat_detect(const char *tmpl, size_t len, bool *known);
 /* The family for a model: the configured name when given (NULL, "" and
  * "auto" mean none), else CS_CHAT_JINJA when the model has a chat template
  * tmpl (len bytes, clspec_chat_template) that the Jinja interpreter
- * compiles, else detection on it by markers (the fallback; NULL = none ->
- * plain). *known (optional): the template runs as Jinja, was recognised or
+ * compiles, else detection on it by markers (the fallback), and for a
+ * model without a template (NULL) chatml, as llama-server falls back to
+ * (its markers are then tokenized as ordinary text). *known (optional): the template runs as Jinja, was recognised or
  * a name configured. CLSPEC_E_INVAL for an unknown configured name, and for
  * "jinja" configured on a model without a template or with one that does
  * not compile (the message names the template line). */
@@ -139,6 +149,10 @@ struct cs_chat_params {
                                  * "<|begin_of_text|>" (llama3), "<bos>" (gemma) */
     const char *eos;            /* eos_token text; NULL: "</s>" */
     bool skip_leading_bos;      /* leave out the template's first bos_token */
+    bool continue_final;        /* a final assistant message is continued (llama-server's prefill_assistant,
+                                 * transformers' continue_final_message): the messages before it render with
+                                 * the generation prompt, then its text follows, its turn left open (content
+                                 * parts joined by a blank line) */
     /* CS_CHAT_JINJA only (the marker families ignore them): */
     const char *jinja;          /* the template text (jinja_len bytes) */
     size_t jinja_len;
@@ -155,7 +169,8 @@ int cs_chat_render(const struct cs_chat_params *p, const struct cs_chat_msg *msg
                    size_t *out_len, bool *starts_with_bos, char *err, size_t errlen);
 
 /* Renders and tokenizes in one step through the engine door (e's
- * vocabulary), with the BOS rule applied once: bos/eos texts are the
+ * vocabulary), as llama-server does: continue_final on (a final assistant
+ * message is continued), and the BOS rule applied once: bos/eos texts are the
  * vocabulary's own (none when the vocabulary has no such token);
  * a text that starts with the BOS text is tokenized without add_special,
  * otherwise with it (the vocabulary's add_bos decides); parse_special is

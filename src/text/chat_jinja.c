@@ -343,6 +343,55 @@ static int render_family_json(const struct cs_chat_params *p, const json_t *mess
     return rc;
 }
 
+/* continue_final: messages[0..n-1) with the generation prompt, then the last one's content (a
+ * string, null, or its text parts joined by a blank line, as llama-server joins them) */
+static int render_continued_json(const struct cs_chat_params *p, const json_t *messages, char **out,
+                                 size_t *out_len, bool *starts_with_bos, char *err, size_t errlen)
+{
+    size_t n = json_array_size(messages);
+    const json_t *c = json_object_get(json_array_get(messages, n - 1), "content");
+    struct cs_strbuf tail = {0};
+    for (size_t k = 0; json_is_array(c) && k < json_array_size(c); k++) {
+        const json_t *part = json_array_get(c, k), *text = json_object_get(part, "text");
+        if (!json_is_string(text)) {
+            cs_strbuf_free(&tail);
+            return cs_err(err, errlen, CLSPEC_E_INVAL,
+                          "message %zu: content part %zu of the assistant message to continue has no text", n - 1, k);
+        }
+        if (k)
+            cs_strbuf_put(&tail, "\n\n");
+        cs_strbuf_put(&tail, json_string_value(text));
+    }
+    if (json_is_string(c))
+        cs_strbuf_put(&tail, json_string_value(c));
+    else if (c && !json_is_null(c) && !json_is_array(c))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "message %zu: content must be a string, null or an array of parts",
+                      n - 1);
+    json_t *head = json_array();
+    for (size_t i = 0; head && i + 1 < n; i++)
+        if (json_array_append(head, json_array_get(messages, i)))
+            break;
+    struct cs_chat_params q = *p;
+    q.continue_final = false;
+    q.add_generation_prompt = true;
+    char *h = NULL;
+    size_t hl = 0;
+    int rc = !head || json_array_size(head) + 1 != n || tail.oom
+                 ? cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template: out of memory")
+                 : cs_chat_render_json(&q, head, &h, &hl, starts_with_bos, err, errlen);
+    json_decref(head);
+    if (rc == CLSPEC_OK) {
+        struct cs_strbuf b = {0};
+        cs_strbuf_put_n(&b, h, hl);
+        cs_strbuf_put_n(&b, tail.p ? tail.p : "", tail.len);
+        free(h);
+        if (cs_strbuf_take(&b, out, out_len) != CLSPEC_OK)
+            rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "chat template: out of memory");
+    }
+    cs_strbuf_free(&tail);
+    return rc;
+}
+
 int cs_chat_render_json(const struct cs_chat_params *p, const json_t *messages, char **out, size_t *out_len,
                         bool *starts_with_bos, char *err, size_t errlen)
 {
@@ -351,6 +400,10 @@ int cs_chat_render_json(const struct cs_chat_params *p, const json_t *messages, 
     *out = NULL;
     if (!json_is_array(messages))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "chat template: messages must be a JSON array");
+    size_t n = json_array_size(messages);
+    const json_t *last_role = n ? json_object_get(json_array_get(messages, n - 1), "role") : NULL;
+    if (p->continue_final && json_is_string(last_role) && strcmp(json_string_value(last_role), "assistant") == 0)
+        return render_continued_json(p, messages, out, out_len, starts_with_bos, err, errlen);
     if (p->family == CS_CHAT_JINJA)
         return render_jinja(p, messages, out, out_len, starts_with_bos, err, errlen);
     return render_family_json(p, messages, out, out_len, starts_with_bos, err, errlen);

@@ -10,6 +10,10 @@
  * empty; an attribute of it is an error), none, bool, int (64-bit), float,
  * string (UTF-8; length and slicing count code points), list, dict (ordered
  * by insertion), callables (macros, builtins, bound methods).
+ * One leniency jinja2 lacks, as llama.cpp's interpreter has it: string +
+ * undefined (either order) is the string (firefunction-v2 adds an undefined
+ * `functions`); jinja2 raises there. string + none still fails, as in
+ * jinja2 (chat_jinja.c retries such templates with "" for null contents).
  *
  * Use: cs_jinja_compile once per template (the lexer and parser run there,
  * syntax errors name the template line), cs_jinja_render per prompt with

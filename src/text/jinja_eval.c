@@ -319,6 +319,8 @@ static jx_val arith(struct jx_render *R, int line, const char *op, jx_val a, jx_
     }
     if (op[0] == '+' && a.t == JX_STR && b.t == JX_STR)
         return concat(R, a, b);
+    if (op[0] == '+' && ((a.t == JX_STR && b.t == JX_UNDEF) || (b.t == JX_STR && a.t == JX_UNDEF)))
+        return a.t == JX_STR ? a : b; /* llama.cpp's leniency (jinja.h) */
     if (op[0] == '+' && a.t == JX_LIST && b.t == JX_LIST) {
         jx_val r = jx_new_list(R);
         for (size_t i = 0; i < a.u.l->n; i++)
@@ -569,6 +571,15 @@ static void exec_for(struct jx_render *R, const struct jx_node *n)
     }
 }
 
+/* The filters of a filter block applied to v, innermost (d == NULL) first. */
+static jx_val filter_chain(struct jx_render *R, const struct jx_node *f, jx_val v)
+{
+    if (f->d)
+        v = filter_chain(R, f->d, v);
+    struct argv a = eval_args(R, f, 0);
+    return jx_apply_filter(R, f->line, f->name, v, a.pos, a.n, a.kwn, a.kwv, a.nkw);
+}
+
 static void exec_set(struct jx_render *R, const struct jx_node *n)
 {
     jx_val v = jx_eval(R, n->a);
@@ -620,6 +631,13 @@ void jx_exec(struct jx_render *R, const struct jx_node *n)
     case JN_BREAK: R->loop_ctl = 1; return;
     case JN_CONTINUE: R->loop_ctl = 2; return;
     case JN_DO: (void)jx_eval(R, n->a); return;
+    case JN_FILTER_BLOCK: {
+        capture_begin(R, n->line);
+        jx_exec(R, n->b);
+        jx_val str = jx_stringify(R, filter_chain(R, n->a, capture_end(R)));
+        out_put(R, n->line, str.u.s->s, str.u.s->len);
+        return;
+    }
     case JN_CALL_BLOCK: {
         const struct jx_node *c = n->a;
         jx_val fn = jx_eval(R, c->d);

@@ -100,6 +100,8 @@ enum jx_kind {
     /* statements */
     JN_TEXT, JN_OUTPUT, JN_IF, JN_FOR, JN_SET, JN_SET_BLOCK, JN_MACRO, JN_BREAK, JN_CONTINUE, JN_BODY, JN_DO,
     JN_CALL_BLOCK,
+    JN_FILTER_BLOCK, /* {% filter f | g(x) %}body{% endfilter %}: a = the chain (JN_FILTER nodes, the
+                      * innermost with d == NULL: the body's text), b = the body */
     /* expressions */
     JN_LIT, JN_NAME, JN_ATTR, JN_ITEM, JN_SLICE, JN_CALL, JN_FILTER, JN_TEST, JN_NOT, JN_NEG, JN_POS, JN_BIN,
     JN_AND, JN_OR, JN_COND, JN_LIST, JN_TUPLE, JN_DICT

@@ -678,6 +678,30 @@ static struct jx_node *parse_macro(struct parser *P)
     return n;
 }
 
+/* {% filter NAME[(args)] [| NAME[(args)]]... %} body {% endfilter %} */
+static struct jx_node *parse_filter_block(struct parser *P)
+{
+    struct jx_node *n = node(P, JN_FILTER_BLOCK);
+    struct jx_node *chain = NULL;
+    do {
+        if (chain)
+            advance(P); /* the '|' */
+        struct jx_node *f = node(P, JN_FILTER);
+        f->d = chain;
+        f->name = expect_name(P);
+        if (is_op(P, "("))
+            parse_args(P, f);
+        chain = f;
+    } while (is_op(P, "|"));
+    n->a = chain;
+    expect_block_end(P);
+    static const char *const end[] = {"endfilter", NULL};
+    const char *w;
+    n->b = parse_body(P, end, &w);
+    expect_block_end(P);
+    return n;
+}
+
 static struct jx_node *parse_statement(struct parser *P)
 {
     int line = cur(P)->line;
@@ -704,6 +728,8 @@ static struct jx_node *parse_statement(struct parser *P)
         const char *w;
         n = parse_body(P, end, &w);
         expect_block_end(P);
+    } else if (!strcmp(kw, "filter")) {
+        n = parse_filter_block(P);
     } else if (!strcmp(kw, "call")) {
         n = node(P, JN_CALL_BLOCK);
         n->a = parse_expr(P, true);

@@ -201,6 +201,24 @@ curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"use
 check "chat stream: the first chunk has the role and content null; the usage chunk llama-server's timings" \
     test "$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')|$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq -c '.timings | [.prompt_n > 0, .predicted_n, (.prompt_per_second | type), (.predicted_per_second | type)]')" \
     = '{"role":"assistant","content":null}|[true,3,"number","number"]'
+# return_progress (llama-server's): a prompt_progress chunk when the slot starts (processed = cache) and after
+# each chunk of the prompt, the last with processed = total = the prompt's tokens
+prog() { grep '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c 'select(.prompt_progress) | .prompt_progress' |
+    jq -s -c '[length >= 2, .[0].processed == .[0].cache, .[-1].processed == .[-1].total, ([.[].total] | unique | length),
+               (. as $a | [range(1; $a | length)] | all($a[.].processed > $a[. - 1].processed)), .[-1].total]'; }
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Tell me a story about a cat"}],"max_tokens":3,"stream":true,"return_progress":true,"stream_options":{"include_usage":true}}' > "$tmp/sse"
+n_pp=$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq .usage.prompt_tokens)
+check "return_progress, chat stream: prompt_progress chunks from the start to processed = total = prompt_tokens ($n_pp)" \
+    test "$(prog)|$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '.choices[0].delta')" = "[true,true,true,1,true,$n_pp]|"'{"role":"assistant","content":null}'
+curl -s -N "${auth[@]}" "$url/completion" -d '{"prompt":"Once upon a time","n_predict":2,"stream":true,"return_progress":true}' > "$tmp/sse"
+check "return_progress, /completion stream: the same chunks ({content: \"\", stop: false, prompt_progress})" \
+    test "$(prog)|$(grep -m1 '^data: {' "$tmp/sse" | sed 's/^data: //' | jq -c '[.content, .stop]')" = "[true,true,true,1,true,$(grep '^data: {' "$tmp/sse" | tail -1 | sed 's/^data: //' | jq .tokens_evaluated)]|[\"\",false]"
+curl -s -N "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"stream":true}' > "$tmp/sse"
+check "without return_progress: no prompt_progress" test -z "$(grep prompt_progress "$tmp/sse")"
+code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2,"verbose":true}' > /dev/null
+check "\"verbose\": true: __verbose.prompt, the prompt's text (llama-server's debug dump); absent otherwise" \
+    test "$(jq -c .__verbose.prompt "$tmp/body")|$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"Hi"}],"max_tokens":2}')$(jq 'has("__verbose")' "$tmp/body")" \
+    = '"<s> <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"|200false'
 ch='"messages":[{"role":"user","content":"Hi"}],"max_tokens":6,"temperature":0.9'
 c=$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":3,\"seed\":5}")
 cp "$tmp/body" "$tmp/n3"
@@ -212,9 +230,15 @@ check "n = 2 streamed: 400 naming n" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d "{$ch,\"n\":2,\"stream\":true}")|$(jq -r .error.param "$tmp/body")" = "400|n"
 check "two assistant messages at the end of the list: 400 naming messages (as llama-server)" \
     test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"assistant","content":"c"}]}')|$(jq -r .error.param "$tmp/body")" = "400|messages"
-check "continue_final_message: with add_generation_prompt a 400 naming it; alone refused (not supported yet)" \
-    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')" \
-    = 400continue_final_message400
+check "continue_final_message: with add_generation_prompt a 400 naming it; after a user message a 400; continuing an assistant message 200" \
+    test "$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"assistant","content":"a"}],"continue_final_message":true,"add_generation_prompt":true}')$(jq -r .error.param "$tmp/body")$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"}],"continue_final_message":true,"add_generation_prompt":false}')$(code "${auth[@]}" "$url/v1/chat/completions" -d '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}],"continue_final_message":true,"add_generation_prompt":false,"max_tokens":2}')" \
+    = 400continue_final_message400200
+# a final assistant message is continued (llama-server's prefill_assistant): no end of turn, no new turn
+# (the model has no template: chatml, llama-server's fallback); content parts joined by a blank line
+pre='{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":'
+check "assistant prefill: /apply-template ends with the assistant text, its turn open (string and parts)" \
+    test "$(code "${auth[@]}" "$url/apply-template" -d "$pre\"Once\"}]}")|$(jq -r .prompt "$tmp/body")|$(code "${auth[@]}" "$url/apply-template" -d "$pre[{\"type\":\"text\",\"text\":\"A\"},{\"type\":\"text\",\"text\":\"B\"}]}],\"continue_final_message\":true,\"add_generation_prompt\":false}")|$(jq -r .prompt "$tmp/body")" \
+    = "200|<|im_start|>user"$'\n'"Hi<|im_end|>"$'\n'"<|im_start|>assistant"$'\n'"Once|200|<|im_start|>user"$'\n'"Hi<|im_end|>"$'\n'"<|im_start|>assistant"$'\n'"A"$'\n\n'"B"
 check "GET /slots: one entry per slot with is_processing" \
     test "$(code "${auth[@]}" "$url/slots")|$(jq '[.[] | select(.is_processing == false)] | length' "$tmp/body")" = "200|2"
 

@@ -80,8 +80,9 @@ c1=$(chat_body "data:image/png;base64,$grad" | chat)
 c2=$(chat_body "data:image/png;base64,$grad" | chat)
 c0=$(chat_body | chat)
 pt1=$(jq '.usage.prompt_tokens' <<<"$c1") pt0=$(jq '.usage.prompt_tokens' <<<"$c0")
+# (the text beside the image tokenizes apart from chatml's "user\n" before it: a few tokens more or fewer)
 check "chat image_url: the image's 16 rows in the prompt (logged; $pt1 prompt tokens, $pt0 without it)" \
-    eval 'grep -q "(16 image rows of 1 images)" "$tmp/plain.log" && [ $((pt1 - pt0)) -ge 15 ] && [ $((pt1 - pt0)) -le 18 ]' 
+    eval 'grep -q "(16 image rows of 1 images)" "$tmp/plain.log" && [ $((pt1 - pt0)) -ge 12 ] && [ $((pt1 - pt0)) -le 18 ]' 
 check "chat image_url: deterministic at temperature 0" \
     test "$(jq -r '.choices[0].message.content' <<<"$c1")" = "$(jq -r '.choices[0].message.content' <<<"$c2")"
 check "chat image_url: the image changes the answer" \
