@@ -120,7 +120,7 @@ static void test_chat_messages(void **state)
                      CLSPEC_OK);
     assert_int_equal(r.n_msgs, 3);
     assert_string_equal(r.msgs[0].role, "system");
-    assert_string_equal(r.msgs[1].content, "Hello");
+    assert_string_equal(r.msgs[1].content, "Hel\nlo"); /* text parts joined by a line break, as llama-server */
     assert_string_equal(r.msgs[2].content, "");
     assert_int_equal(r.max_tokens, 5);
     assert_true(r.logprobs);

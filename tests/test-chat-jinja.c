@@ -784,7 +784,7 @@ static void test_content_parts(void **state)
     } t[] = {
         {"gemma-3-4b-it.jinja", "<start_of_turn>user\nAB<end_of_turn>\n<start_of_turn>model\n"},
         {"qwen2.5-7b-instruct.jinja", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
-                                      "assistant.<|im_end|>\n<|im_start|>user\n AB <|im_end|>\n<|im_start|>assistant\n"},
+                                      "assistant.<|im_end|>\n<|im_start|>user\n A\nB <|im_end|>\n<|im_start|>assistant\n"},
     };
     for (size_t i = 0; i < CS_ARRAY_LEN(t); i++) {
         size_t tl;
@@ -969,7 +969,7 @@ static void test_family_json_path(void **state)
                            0, &je);
     assert_non_null(m);
     assert_int_equal(cs_chat_render_json(&p, m, &out, NULL, NULL, err, sizeof err), CLSPEC_OK);
-    assert_string_equal(out, "<|im_start|>user\nAB<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
+    assert_string_equal(out, "<|im_start|>user\nA\nB<|im_end|>\n<|im_start|>assistant\n<|im_end|>\n"
                              "<|im_start|>assistant\n");
     free(out);
     json_decref(m);

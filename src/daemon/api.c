@@ -216,6 +216,7 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
             struct cs_strbuf b = {0};
             size_t k;
             json_t *part;
+            bool after_text = false; /* the part before was text: a new text part starts a line */
             json_array_foreach(c, k, part)
             {
                 json_t *t = json_object_get(part, "type"), *tx = json_object_get(part, "text");
@@ -225,6 +226,7 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
                         cs_strbuf_free(&b);
                         return rc;
                     }
+                    after_text = false; /* no line break beside an image's marker */
                     continue;
                 }
                 if (!json_is_string(t) || strcmp(json_string_value(t), "text") || !json_is_string(tx)) {
@@ -232,9 +234,12 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
                     FAIL("messages", "messages[%zu].content[%zu]: only {\"type\": \"text\", \"text\": ...} and "
                          "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}} parts are supported", i, k);
                 }
-                if (b.len && i + 1 == n && !strcmp(rs, "assistant"))
-                    cs_strbuf_put(&b, "\n\n"); /* the message continued (chat.h): parts as llama-server joins them */
+                /* text parts joined as llama-server joins them: a line break between two (a blank line in
+                 * the assistant message that is continued, chat.h) */
+                if (after_text)
+                    cs_strbuf_put(&b, i + 1 == n && !strcmp(rs, "assistant") ? "\n\n" : "\n");
                 cs_strbuf_put(&b, json_string_value(tx));
+                after_text = true;
             }
             if (cs_strbuf_take(&b, &r->msg_text[i], NULL))
                 return cs_err(err, errlen, CLSPEC_E_NOMEM, "out of memory");

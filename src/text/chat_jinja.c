@@ -145,6 +145,8 @@ static json_t *normalize_args(const struct cs_chat_params *p, const json_t *mess
             json_array_foreach(c, k, part) {
                 json_t *ty = json_object_get(part, "type"), *tx = json_object_get(part, "text");
                 text = text && json_is_string(ty) && !strcmp(json_string_value(ty), "text") && json_is_string(tx);
+                if (text && k > 0)
+                    cs_strbuf_put(&b, "\n"); /* text parts joined by a line break, as llama-server */
                 if (text)
                     cs_strbuf_put(&b, json_string_value(tx));
             }
@@ -303,6 +305,8 @@ static int content_text(const json_t *c, size_t i, const char **out, char **owne
             cs_strbuf_free(&b);
             return cs_err(err, errlen, CLSPEC_E_INVAL, "message %zu: content part %zu is not {\"type\": \"text\", \"text\": ...}", i, k);
         }
+        if (k > 0)
+            cs_strbuf_put(&b, "\n"); /* text parts joined by a line break, as llama-server */
         cs_strbuf_put(&b, json_string_value(text));
     }
     size_t len;
