@@ -55,8 +55,7 @@ static int cerr(struct conv *C, const char *path, const char *what, const char *
     return cs_err(C->err, C->errlen, CLSPEC_E_INVAL, "json_schema: %s: %s", *path ? path : "/", what);
 }
 
-/* A GBNF string literal of bytes s[0..n). */
-static void put_lit(struct cs_strbuf *b, const char *s, size_t n)
+void cs_gbnf_put_literal(struct cs_strbuf *b, const char *s, size_t n)
 {
     cs_strbuf_put(b, "\"");
     for (size_t i = 0; i < n; i++) {
@@ -79,7 +78,7 @@ static int put_json_lit(struct conv *C, struct cs_strbuf *b, json_t *v, const ch
     char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!t)
         return cerr(C, path, "value cannot be encoded", NULL);
-    put_lit(b, t, strlen(t));
+    cs_gbnf_put_literal(b, t, strlen(t));
     free(t);
     return CLSPEC_OK;
 }
@@ -208,11 +207,11 @@ static const char *class_escape(char c)
 static void re_lit_char(struct re *R, char c)
 {
     if (c == '"')
-        put_lit(R->b, "\\\"", 2);
+        cs_gbnf_put_literal(R->b, "\\\"", 2);
     else if (c == '\\')
-        put_lit(R->b, "\\\\", 2);
+        cs_gbnf_put_literal(R->b, "\\\\", 2);
     else
-        put_lit(R->b, &c, 1);
+        cs_gbnf_put_literal(R->b, &c, 1);
 }
 
 static int re_class(struct re *R)
@@ -292,7 +291,7 @@ static int re_atom(struct re *R, int depth)
         else if ((e >= '0' && e <= '9') || e == 'b' || e == 'B' || e == 'k' || e == 'p' || e == 'P')
             return re_bad(R, "back-references, word boundaries and \\p classes are not supported");
         else if (e == 'n' || e == 't' || e == 'r')
-            put_lit(R->b, e == 'n' ? "\\n" : e == 't' ? "\\t" : "\\r", 2); /* as JSON escapes */
+            cs_gbnf_put_literal(R->b, e == 'n' ? "\\n" : e == 't' ? "\\t" : "\\r", 2); /* as JSON escapes */
         else
             re_lit_char(R, e);
     } else if (c == '*' || c == '+' || c == '?' || c == '{') {
@@ -307,7 +306,7 @@ static int re_atom(struct re *R, int depth)
         if (q - R->p == 1)
             re_lit_char(R, c);
         else
-            put_lit(R->b, R->p, (size_t)(q - R->p));
+            cs_gbnf_put_literal(R->b, R->p, (size_t)(q - R->p));
         R->p = q;
     }
     /* quantifier: GBNF has the same syntax; a lazy / possessive mark after it is dropped */
@@ -632,7 +631,7 @@ static int do_object(struct conv *C, json_t *s, const char *path, struct cs_strb
             json_decref(ks);
             struct cs_strbuf kl = {0};
             if (kj)
-                put_lit(&kl, kj, strlen(kj));
+                cs_gbnf_put_literal(&kl, kj, strlen(kj));
             snprintf(kv, sizeof kv, "%s ws \":\" ws %s ws", kl.p ? kl.p : "\"\"", val[i]);
             cs_strbuf_free(&kl);
             free(kj);

@@ -33,5 +33,9 @@ int cs_json_schema_gbnf(json_t *schema, char **out, size_t *len, char *err, size
 int cs_json_schema_gbnf_text(const char *text, size_t n, char **out, size_t *len, char *err, size_t errlen);
 /* GBNF of any JSON object (response_format {"type": "json_object"}). Static text. */
 const char *cs_json_object_gbnf(void);
+/* Appends bytes s[0..n) to b as a GBNF string literal ("...": quote, backslash, newline and
+ * other control bytes escaped). */
+struct cs_strbuf;
+void cs_gbnf_put_literal(struct cs_strbuf *b, const char *s, size_t n);
 
 #endif

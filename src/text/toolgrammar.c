@@ -29,22 +29,12 @@ static bool tmpl_has(const struct cs_tool_grammar_params *p, const char *needle)
     return false;
 }
 
-/* A GBNF string literal of the NUL-terminated s. */
+/* A GBNF string literal of the NUL-terminated s, spaced from its neighbours. */
 static void put_lit(struct cs_strbuf *b, const char *s)
 {
-    cs_strbuf_put(b, " \"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            cs_strbuf_printf(b, "\\%c", c);
-        else if (c == '\n')
-            cs_strbuf_put(b, "\\n");
-        else if (c < 0x20 || c == 0x7F)
-            cs_strbuf_printf(b, "\\x%02X", c);
-        else
-            cs_strbuf_put_n(b, (const char *)&c, 1);
-    }
-    cs_strbuf_put(b, "\" ");
+    cs_strbuf_put(b, " ");
+    cs_gbnf_put_literal(b, s, strlen(s));
+    cs_strbuf_put(b, " ");
 }
 
 /* The JSON text of the string s, as a GBNF literal. */
