@@ -177,7 +177,8 @@ int cs_sampler_set_bias(struct cs_sampler *s, const int32_t *ids, const float *b
     }
     if (n)
         memcpy(id, ids, (size_t)n * sizeof *id);
-    qsort(id, (size_t)n, sizeof *id, cmp_i32);
+    if (n)
+        qsort(id, (size_t)n, sizeof *id, cmp_i32);
     int32_t m = 0; /* distinct ids; each one's biases summed */
     for (int32_t i = 0; i < n; i++)
         if (m == 0 || id[m - 1] != id[i])

@@ -193,8 +193,12 @@ static jx_val eval_slice(struct jx_render *R, const struct jx_node *n)
 
 /* ---- operators ---- */
 static bool numeric(jx_val v) { return v.t == JX_INT || v.t == JX_FLOAT || v.t == JX_BOOL; }
-static double as_f(jx_val v) { return v.t == JX_FLOAT ? v.u.f : v.t == JX_INT ? (double)v.u.i : v.u.b; }
-static int64_t as_i(jx_val v) { return v.t == JX_INT ? v.u.i : v.u.b; }
+/* the number of a numeric value (numeric()); 0 for any other */
+static double as_f(jx_val v)
+{
+    return v.t == JX_FLOAT ? v.u.f : v.t == JX_INT ? (double)v.u.i : v.t == JX_BOOL ? v.u.b : 0.0;
+}
+static int64_t as_i(jx_val v) { return v.t == JX_INT ? v.u.i : v.t == JX_BOOL ? v.u.b : 0; }
 
 static jx_val concat(struct jx_render *R, jx_val a, jx_val b)
 {
