@@ -46,7 +46,7 @@
 
 /* ---------------------------------------------------------------- jobs */
 
-static void job_free(struct job *j)
+void cs_sched_job_free(struct job *j)
 {
     if (!j)
         return;
@@ -110,7 +110,7 @@ static void slot_release_cells(struct cs_sched *s, int i, bool keep, bool cells_
     struct slot *sl = &s->slots[i];
     if (!cells_done)
         slot_drop_cells(s, i, keep);
-    job_free(sl->job);
+    cs_sched_job_free(sl->job);
     memset(sl, 0, sizeof *sl);
     sl->logit_row = -1;
     s->busy--;
@@ -581,7 +581,7 @@ static void *loop(void *arg)
             while (list) {
                 struct job *n = list->next;
                 s->st.requests_cancelled++;
-                job_free(list);
+                cs_sched_job_free(list);
                 list = n;
             }
             s->abort_all = false;
@@ -605,7 +605,7 @@ static void *loop(void *arg)
             slot_release_cells(s, i, false, false);
     while (s->q_head) {
         struct job *n = s->q_head->next;
-        job_free(s->q_head);
+        cs_sched_job_free(s->q_head);
         s->q_head = n;
     }
     s->q_tail = NULL;
@@ -748,7 +748,7 @@ void cs_sched_free(struct cs_sched *s)
     }
     while (s->q_head) {
         struct job *n = s->q_head->next;
-        job_free(s->q_head);
+        cs_sched_job_free(s->q_head);
         s->q_head = n;
     }
     pthread_cond_destroy(&s->cv_work);
@@ -868,7 +868,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         j->img_rows = malloc((size_t)n_neg * (size_t)s->n_embd * sizeof *j->img_rows);
         j->img_at = malloc((size_t)n_prompt * sizeof *j->img_at);
         if (!j->img_rows || !j->img_at) {
-            job_free(j);
+            cs_sched_job_free(j);
             return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
         }
         memcpy(j->img_rows, r->image_rows, (size_t)n_neg * (size_t)s->n_embd * sizeof *j->img_rows);
@@ -879,7 +879,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     memset(j->r.stop, 0, sizeof j->r.stop); /* the caller's pointers are not kept */
     for (int i = 0; i < r->n_stop; i++) {
         if (r->stop[i] && !(j->stop_copy[i] = strdup(r->stop[i]))) {
-            job_free(j);
+            cs_sched_job_free(j);
             return rejected(s, cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who));
         }
         j->r.stop[i] = j->stop_copy[i];
@@ -897,7 +897,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         rc = cs_textout_new(s->e, (const char *const *)j->stop_copy, r->n_stop,
                             s->lstrip && cs_textout_textless(s->e, j->prompt, n_prompt), &j->to, err, errlen);
     if (rc < 0) {
-        job_free(j);
+        cs_sched_job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     for (int i = 0; i < n_prompt; i++) /* penalties look at the prompt too (as llama.cpp's server does) */
@@ -905,11 +905,11 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
             clspec_sampler_accept(j->smp, j->prompt[i]);
     /* the grammar starts after the prompt; its state lives in the sampler (restored with it on rollback) */
     if (r->n_bias > 0 && (rc = clspec_sampler_set_logit_bias(j->smp, r->bias_id, r->bias, r->n_bias, err, errlen)) < 0) {
-        job_free(j);
+        cs_sched_job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     if (r->grammar && (rc = clspec_sampler_set_grammar(j->smp, s->gvocab, r->grammar, NULL, err, errlen)) < 0) {
-        job_free(j);
+        cs_sched_job_free(j);
         return rejected(s, cs_err_prefix(err, errlen, rc == CLSPEC_E_NOMEM ? rc : CLSPEC_E_INVAL, "%s", who));
     }
     j->r.grammar = NULL;
@@ -918,7 +918,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         if (rc == CLSPEC_OK && !(j->pp = malloc((size_t)s->n_vocab * sizeof *j->pp)))
             rc = cs_err(err, errlen, CLSPEC_E_NOMEM, "%s: out of memory", who);
         if (rc < 0) {
-            job_free(j);
+            cs_sched_job_free(j);
             return rejected(s, rc);
         }
     }
@@ -934,7 +934,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     if (rc < 0) {
         s->st.requests_rejected++;
         pthread_mutex_unlock(&s->mu);
-        job_free(j);
+        cs_sched_job_free(j);
         return rc;
     }
     j->id = ++s->next_id;
@@ -950,102 +950,4 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
     pthread_cond_signal(&s->cv_work);
     pthread_mutex_unlock(&s->mu);
     return CLSPEC_OK;
-}
-
-void cs_sched_cancel(struct cs_sched *s, uint64_t id)
-{
-    if (!s || id == 0)
-        return;
-    pthread_mutex_lock(&s->mu);
-    for (struct job **pp = &s->q_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        struct job *j = *pp;
-        if (j->id != id)
-            continue;
-        *pp = j->next; /* still queued: no callback was ever made */
-        if (s->q_tail == j)
-            s->q_tail = prev;
-        s->q_n--;
-        s->st.requests_cancelled++;
-        pthread_mutex_unlock(&s->mu);
-        job_free(j);
-        return;
-    }
-    bool found = false;
-    for (struct job *j = s->aborting; j; j = j->next)
-        if (j->id == id) {
-            atomic_store(&j->cancelled, true);
-            found = true;
-        }
-    for (int i = 0; i < s->p.n_slots; i++) {
-        struct job *j = s->slots[i].job;
-        if (j && j->id == id) {
-            atomic_store(&j->cancelled, true);
-            found = true;
-            pthread_cond_broadcast(&s->cv_work);
-            /* wait until the scheduler thread freed the slot and its cells */
-            for (;;) {
-                bool held = false;
-                for (int k = 0; k < s->p.n_slots; k++)
-                    held |= s->slots[k].job && s->slots[k].job->id == id;
-                if (!held || s->quit)
-                    break;
-                pthread_cond_wait(&s->cv_done, &s->mu);
-            }
-            break;
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (found) { /* a callback that checked the flag before it was set has returned */
-        pthread_mutex_lock(&s->cb_mu);
-        pthread_mutex_unlock(&s->cb_mu);
-    }
-}
-
-int cs_sched_drain(struct cs_sched *s, double timeout_s)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_s > 0) {
-        double sec = floor(timeout_s);
-        dl.tv_sec += (time_t)sec;
-        dl.tv_nsec += (long)((timeout_s - sec) * 1e9);
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
-    pthread_mutex_lock(&s->mu);
-    s->draining = true;
-    while ((s->q_n > 0 || s->busy > 0) && timeout_s > 0) {
-        if (pthread_cond_timedwait(&s->cv_done, &s->mu, &dl) == ETIMEDOUT)
-            break;
-    }
-    int n = s->q_n + s->busy;
-    if (n > 0) {
-        s->abort_all = true;
-        pthread_cond_broadcast(&s->cv_work);
-        while (s->abort_all)
-            pthread_cond_wait(&s->cv_done, &s->mu);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
-
-void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st)
-{
-    pthread_mutex_lock(&s->mu);
-    *st = s->st;
-    st->queue_depth = s->q_n;
-    st->slots_busy = s->busy;
-    st->n_slots = s->p.n_slots;
-    pthread_mutex_unlock(&s->mu);
-}
-
-int cs_sched_get_slots(struct cs_sched *s, struct cs_slot_info *out, int cap)
-{
-    pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->p.n_slots && i < cap; i++)
-        out[i] = s->info[i];
-    pthread_mutex_unlock(&s->mu);
-    return s->p.n_slots;
 }

@@ -192,4 +192,7 @@ int cs_sched_spec_plan(struct cs_sched *s, int32_t *n_left, bool *in, bool *was_
 /* After the step: slot i (in the step, not refused) streams the tokens the core emitted for it. */
 void cs_sched_spec_emit(struct cs_sched *s, int i, bool was_on);
 
+/* Frees a job that no slot or queue holds any more (its copies, sampler, text state). */
+void cs_sched_job_free(struct job *j);
+
 #endif
