@@ -223,6 +223,21 @@ static json_t *head(const struct cs_api_resp *rs, bool chunk)
                      "model", rs->model, "system_fingerprint", "clspec-" PACKAGE_VERSION);
 }
 
+/* A whole answer: o (head()) with its one choice, usage and timings, dumped with the seed
+ * (o and choice are taken; NULL when either is). */
+static char *whole_answer(const struct cs_api_resp *rs, json_t *o, json_t *choice, const struct cs_req_usage *u)
+{
+    if (!o || !choice) {
+        json_decref(o);
+        json_decref(choice);
+        return NULL;
+    }
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", cs_api_usage(u));
+    json_object_set_new(o, "timings", cs_api_timings(u));
+    return dump_seed(o, rs->seed);
+}
+
 char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, size_t len, const char *finish_reason,
                              json_t *logprobs, const struct cs_req_usage *u)
 {
@@ -235,14 +250,7 @@ char *cs_api_completion_json(const struct cs_api_resp *rs, const char *text, siz
     else
         choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "text", t, "logprobs",
                            logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
-    if (!o || !choice) {
-        json_decref(o);
-        return NULL;
-    }
-    json_object_set_new(o, "choices", json_pack("[o]", choice));
-    json_object_set_new(o, "usage", cs_api_usage(u));
-    json_object_set_new(o, "timings", cs_api_timings(u));
-    return dump_seed(o, rs->seed);
+    return whole_answer(rs, o, choice, u);
 }
 
 char *cs_api_chunk_json(const struct cs_api_resp *rs, const char *text, size_t len, bool role_first,
@@ -369,14 +377,7 @@ char *cs_api_chat_message_json(const struct cs_api_resp *rs, json_t *message, co
     json_t *o = head(rs, false);
     json_t *choice = json_pack("{s:i,s:o,s:o,s:s?}", "index", 0, "message", message, "logprobs",
                                logprobs ? logprobs : json_null(), "finish_reason", finish_reason);
-    if (!o || !choice) {
-        json_decref(o);
-        return NULL;
-    }
-    json_object_set_new(o, "choices", json_pack("[o]", choice));
-    json_object_set_new(o, "usage", cs_api_usage(u));
-    json_object_set_new(o, "timings", cs_api_timings(u));
-    return dump_seed(o, rs->seed);
+    return whole_answer(rs, o, choice, u);
 }
 
 char *cs_api_chat_delta_json(const struct cs_api_resp *rs, json_t *delta, json_t *logprobs)
