@@ -237,7 +237,7 @@ static int parse_messages(json_t *o, struct cs_api_request *r, const char **para
                 /* text parts joined as llama-server joins them: a line break between two (a blank line in
                  * the assistant message that is continued, chat.h) */
                 if (after_text)
-                    cs_strbuf_put(&b, i + 1 == n && !strcmp(rs, "assistant") ? "\n\n" : "\n");
+                    cs_strbuf_put(&b, cs_chat_part_sep(i + 1 == n && !strcmp(rs, "assistant")));
                 cs_strbuf_put(&b, json_string_value(tx));
                 after_text = true;
             }

@@ -203,4 +203,16 @@ int cs_chat_tokenize_json(const clspec_engine *e, enum cs_chat_family f, const j
                           const json_t *tools, const json_t *kwargs, bool add_generation_prompt, int32_t **ids,
                           size_t *n_ids, char **text, char *err, size_t errlen);
 
+/* The separator put between two consecutive text parts of a message's
+ * content, as llama-server joins them: a line break, or a blank line in the
+ * assistant message that continue_final_message continues (its last). */
+const char *cs_chat_part_sep(bool continued);
+
+struct cs_strbuf;
+/* Appends the text parts of content (an array of {"type": "text", "text":
+ * ...}) to b, cs_chat_part_sep(continued) between two. True when every part
+ * is such a text part; false at the first one that is not, with its index
+ * in *bad (may be NULL), b then holding the parts before it. */
+bool cs_chat_join_text_parts(const json_t *content, bool continued, struct cs_strbuf *b, size_t *bad);
+
 #endif

@@ -139,18 +139,7 @@ static json_t *normalize_args(const struct cs_chat_params *p, const json_t *mess
             json_object_set_new(m, "content", json_string(""));
         if (simplify && json_is_array(c)) {
             struct cs_strbuf b = {0};
-            size_t k;
-            json_t *part;
-            bool text = true;
-            json_array_foreach(c, k, part) {
-                json_t *ty = json_object_get(part, "type"), *tx = json_object_get(part, "text");
-                text = text && json_is_string(ty) && !strcmp(json_string_value(ty), "text") && json_is_string(tx);
-                if (text && k > 0)
-                    cs_strbuf_put(&b, "\n"); /* text parts joined by a line break, as llama-server */
-                if (text)
-                    cs_strbuf_put(&b, json_string_value(tx));
-            }
-            if (text && !b.oom)
+            if (cs_chat_join_text_parts(c, false, &b, NULL) && !b.oom)
                 json_object_set_new(m, "content", json_stringn(b.p ? b.p : "", b.len));
             cs_strbuf_free(&b);
         }
@@ -282,6 +271,28 @@ static int render_jinja_once(const struct cs_chat_params *p, const json_t *messa
     return CLSPEC_OK;
 }
 
+const char *cs_chat_part_sep(bool continued)
+{
+    return continued ? "\n\n" : "\n";
+}
+
+bool cs_chat_join_text_parts(const json_t *content, bool continued, struct cs_strbuf *b, size_t *bad)
+{
+    for (size_t k = 0; k < json_array_size(content); k++) {
+        const json_t *part = json_array_get(content, k), *type = json_object_get(part, "type");
+        const json_t *text = json_object_get(part, "text");
+        if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0 || !json_is_string(text)) {
+            if (bad)
+                *bad = k;
+            return false;
+        }
+        if (k > 0)
+            cs_strbuf_put(b, cs_chat_part_sep(continued));
+        cs_strbuf_put(b, json_string_value(text));
+    }
+    return true;
+}
+
 /* The text of a message's content for the marker families: a string, null
  * (""), or the text parts of an array joined; *owned is set when malloc'd. */
 static int content_text(const json_t *c, size_t i, const char **out, char **owned, char *err, size_t errlen)
@@ -298,16 +309,10 @@ static int content_text(const json_t *c, size_t i, const char **out, char **owne
     if (!json_is_array(c))
         return cs_err(err, errlen, CLSPEC_E_INVAL, "message %zu: content must be a string, null or an array of parts", i);
     struct cs_strbuf b = {0};
-    for (size_t k = 0; k < json_array_size(c); k++) {
-        const json_t *part = json_array_get(c, k), *type = json_object_get(part, "type");
-        const json_t *text = json_object_get(part, "text");
-        if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0 || !json_is_string(text)) {
-            cs_strbuf_free(&b);
-            return cs_err(err, errlen, CLSPEC_E_INVAL, "message %zu: content part %zu is not {\"type\": \"text\", \"text\": ...}", i, k);
-        }
-        if (k > 0)
-            cs_strbuf_put(&b, "\n"); /* text parts joined by a line break, as llama-server */
-        cs_strbuf_put(&b, json_string_value(text));
+    size_t k;
+    if (!cs_chat_join_text_parts(c, false, &b, &k)) {
+        cs_strbuf_free(&b);
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "message %zu: content part %zu is not {\"type\": \"text\", \"text\": ...}", i, k);
     }
     size_t len;
     if (cs_strbuf_take(&b, owned, &len) != CLSPEC_OK)
@@ -355,16 +360,12 @@ static int render_continued_json(const struct cs_chat_params *p, const json_t *m
     size_t n = json_array_size(messages);
     const json_t *c = json_object_get(json_array_get(messages, n - 1), "content");
     struct cs_strbuf tail = {0};
-    for (size_t k = 0; json_is_array(c) && k < json_array_size(c); k++) {
-        const json_t *part = json_array_get(c, k), *text = json_object_get(part, "text");
-        if (!json_is_string(text)) {
-            cs_strbuf_free(&tail);
-            return cs_err(err, errlen, CLSPEC_E_INVAL,
-                          "message %zu: content part %zu of the assistant message to continue has no text", n - 1, k);
-        }
-        if (k)
-            cs_strbuf_put(&tail, "\n\n");
-        cs_strbuf_put(&tail, json_string_value(text));
+    size_t bad;
+    if (json_is_array(c) && !cs_chat_join_text_parts(c, true, &tail, &bad)) {
+        cs_strbuf_free(&tail);
+        return cs_err(err, errlen, CLSPEC_E_INVAL,
+                      "message %zu: content part %zu of the assistant message to continue is not a text part", n - 1,
+                      bad);
     }
     if (json_is_string(c))
         cs_strbuf_put(&tail, json_string_value(c));

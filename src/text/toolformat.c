@@ -32,11 +32,7 @@ int cs_tool_format_parse(const char *name, enum cs_tool_format *out, char *err, 
 
 static bool has(const char *s, size_t n, const char *needle)
 {
-    size_t k = strlen(needle);
-    for (size_t i = 0; s && i + k <= n; i++)
-        if (!memcmp(s + i, needle, k))
-            return true;
-    return false;
+    return s && memmem(s, n, needle, strlen(needle)) != NULL;
 }
 
 enum cs_tool_format cs_tool_format_detect(const char *t, size_t n)
