@@ -76,6 +76,35 @@ static void test_greedy_is_argmax(void **state)
     cs_sampler_free(s);
 }
 
+/* cs_sampler_is_argmax: true exactly when nothing moves the greedy pick */
+static void test_is_argmax_query(void **state)
+{
+    (void)state;
+    enum { V = 64 };
+    char err[256];
+    struct cs_sampler_params p = plain();
+    p.temp = 0.0f;
+    struct cs_sampler *g = mk(p, V);
+    assert_true(cs_sampler_is_argmax(g));
+    int32_t id = 3;
+    float b = 1.0f;
+    assert_int_equal(cs_sampler_set_bias(g, &id, &b, 1, err, sizeof err), 0);
+    assert_false(cs_sampler_is_argmax(g)); /* a bias moves the pick */
+    assert_int_equal(cs_sampler_set_bias(g, NULL, NULL, 0, err, sizeof err), 0);
+    assert_true(cs_sampler_is_argmax(g));
+    cs_sampler_free(g);
+    p.repeat_penalty = 1.1f;
+    p.penalty_last_n = 64;
+    g = mk(p, V);
+    assert_false(cs_sampler_is_argmax(g)); /* penalties move it */
+    cs_sampler_free(g);
+    p = plain(); /* temperature 1 */
+    g = mk(p, V);
+    assert_false(cs_sampler_is_argmax(g));
+    cs_sampler_free(g);
+    assert_false(clspec_sampler_is_argmax(NULL));
+}
+
 static void test_topk1_equals_greedy(void **state)
 {
     (void)state;
@@ -395,7 +424,7 @@ static void test_invalid_params(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy_is_argmax),   cmocka_unit_test(test_topk1_equals_greedy),
+        cmocka_unit_test(test_greedy_is_argmax), cmocka_unit_test(test_is_argmax_query),   cmocka_unit_test(test_topk1_equals_greedy),
         cmocka_unit_test(test_seed_reproducible),  cmocka_unit_test(test_temperature_chi_square),
         cmocka_unit_test(test_top_p_set),          cmocka_unit_test(test_min_p_set),
         cmocka_unit_test(test_penalties_llama_cpp), cmocka_unit_test(test_clone_restore),

@@ -462,6 +462,10 @@ int clspec_sampler_set_logit_bias(clspec_sampler *s, const int32_t *ids, const f
  * NULL). A biased greedy sampler is no plain argmax: callers that take the
  * argmax elsewhere (on the device) must check it. */
 int32_t clspec_sampler_n_logit_bias(const clspec_sampler *s);
+/* Whether s's pick is the plain argmax of the logits row (greedy, no logit
+ * bias, penalty or grammar): 1 means a caller may take the argmax
+ * elsewhere (on the device) instead of sampling. 1 or 0 (0 for NULL). */
+int clspec_sampler_is_argmax(const clspec_sampler *s);
 
 /* ---- chat template override (appended) ---- */
 /* From now on clspec_chat_template(e) answers tmpl (len bytes, copied; no

@@ -974,6 +974,11 @@ int32_t clspec_sampler_n_logit_bias(const clspec_sampler *s)
     return s ? s->s->n_bias : 0;
 }
 
+int clspec_sampler_is_argmax(const clspec_sampler *s)
+{
+    return s && cs_sampler_is_argmax(s->s);
+}
+
 int clspec_set_chat_template(clspec_engine *e, const char *tmpl, size_t len, char *err, size_t errlen)
 {
     if (!e || (!tmpl && len))

@@ -366,6 +366,15 @@ static int32_t filter(struct cs_sampler *s, int32_t *ids)
     return n;
 }
 
+bool cs_sampler_is_argmax(const struct cs_sampler *s)
+{
+    const struct cs_sampler_params *p = &s->p;
+    bool penalties = p->penalty_last_n > 0 &&
+                     (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+    /* every option that cs_sampler_sample applies before its argmax (biased, penalties, grammar) is off */
+    return !(p->temp > 0.0f) && !penalties && !s->gram && s->n_bias == 0;
+}
+
 int32_t cs_sampler_candidates(struct cs_sampler *s, const float *logits, int32_t *ids)
 {
     biased(s, logits);

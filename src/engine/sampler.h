@@ -108,6 +108,10 @@ void cs_sampler_reset(struct cs_sampler *s);
 
 /* Applies the penalties of the current history to logits in place (exposed for tests). */
 void cs_sampler_apply_penalties(struct cs_sampler *s, float *logits);
+/* Whether cs_sampler_sample(s, logits) is cs_argmax(logits) for every logits
+ * row: greedy, and no logit bias, penalty or grammar that would move the
+ * pick. Whoever takes the argmax elsewhere (on the device) asks this. */
+bool cs_sampler_is_argmax(const struct cs_sampler *s);
 /* Candidate set after penalties and top-k/top-p/min-p (before temperature):
  * writes ids sorted by descending logit into ids (n_vocab capacity), returns
  * the count. Exposed for tests. */

@@ -645,18 +645,11 @@ static int keep_first(struct cs_spec *sp, const float *base, int32_t n, struct c
 }
 
 /* Whether slot s's step verifies on the device: the caller reads no logits
- * and its sampler's pick is the plain argmax (greedy, no penalties, no
- * grammar), so the argmax per row and the match count are all it needs. */
+ * and its sampler's pick is the plain argmax (clspec_sampler_is_argmax), so
+ * the argmax per row and the match count are all it needs. */
 static bool greedy_on_device(const struct cs_spec_slot *sl)
 {
-    struct clspec_sampler_params p = {.size = sizeof p};
-    char e2[CLSPEC_ERRLEN];
-    if (sl->host_logits || clspec_sampler_get_params(sl->smp, &p, NULL, e2, sizeof e2) < 0)
-        return false;
-    bool penalties = p.penalty_last_n > 0 &&
-                     (p.repeat_penalty != 1.0f || p.freq_penalty != 0.0f || p.presence_penalty != 0.0f);
-    return !(p.temp > 0.0f) && !penalties && clspec_sampler_grammar_status(sl->smp) == CLSPEC_GRAMMAR_NONE &&
-           clspec_sampler_n_logit_bias(sl->smp) == 0; /* a bias (or ignore_eos) moves the argmax */
+    return !sl->host_logits && clspec_sampler_is_argmax(sl->smp);
 }
 
 static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_extra *x, char *err, size_t errlen);
