@@ -89,7 +89,7 @@ static void test_ngram_by_name(void **state)
     int32_t hist[] = {5, 6, 7, 8, 9, 5, 6, 7}, out[4];
     struct clspec_draft_req req = {.size = sizeof req, .slot = 1, .hist = hist, .n_hist = 8, .pos_last = 7,
                                    .n_max = 4, .n_vocab = 512};
-    /* "5 6 7" occurred at 0: what followed it, up to the end of the history */
+    /* "5 6 7" occurred at 0: what followed it */
     assert_int_equal(pl->vt.draft(pl->state, &req, out, NULL, err, sizeof err), 4);
     assert_int_equal(out[0], 8);
     assert_int_equal(out[1], 9);
@@ -97,6 +97,20 @@ static void test_ngram_by_name(void **state)
     assert_int_equal(out[3], 6);
     req.n_max = 2; /* the host's limit holds */
     assert_int_equal(pl->vt.draft(pl->state, &req, out, NULL, err, sizeof err), 2);
+    /* a loop goes on past the history's end (the continuation copies itself): period 1 and 2 */
+    int32_t loop1[] = {1, 2, 9, 9, 9}, loop2[] = {1, 5, 6, 5, 6};
+    req.n_max = 4;
+    req.hist = loop1;
+    req.n_hist = 5;
+    assert_int_equal(pl->vt.draft(pl->state, &req, out, NULL, err, sizeof err), 4);
+    for (int j = 0; j < 4; j++)
+        assert_int_equal(out[j], 9);
+    req.hist = loop2;
+    assert_int_equal(pl->vt.draft(pl->state, &req, out, NULL, err, sizeof err), 4);
+    assert_int_equal(out[0], 5);
+    assert_int_equal(out[1], 6);
+    assert_int_equal(out[2], 5);
+    assert_int_equal(out[3], 6);
     int32_t none[] = {1, 2, 3, 4};
     req.hist = none;
     req.n_hist = 4;

@@ -264,7 +264,8 @@ static int ngram_slot_begin(void *state, int32_t slot, const int32_t *prompt, in
 }
 
 /* Prompt lookup: the continuation of the most recent earlier occurrence of
- * the last n tokens, for the longest n that has one. */
+ * the last n tokens, for the longest n that has one (extended periodically
+ * past the history's end). */
 static int32_t lookup(const struct ngram *g, const int32_t *h, int32_t nh, int32_t n_max, int32_t *out)
 {
     for (int32_t n = g->n_max_ngram; n >= g->n_min_ngram; n--) {
@@ -279,10 +280,15 @@ static int32_t lookup(const struct ngram *g, const int32_t *h, int32_t nh, int32
         for (int32_t i = nh - n - 1; i >= 0; i--) {
             if (memcmp(h + i, pat, (size_t)n * sizeof *h) != 0)
                 continue;
+            /* the continuation runs on past the end of the history into the draft itself (a copy with
+             * overlap): a loop of period nh - n - i keeps being proposed, n_max tokens, not only up to
+             * where the history stops (position i + n + k >= nh is out[i + n + k - nh], already written) */
             int32_t k = 0;
-            while (k < n_max && i + n + k < nh && h[i + n + k] >= 0) {
-                out[k] = h[i + n + k];
-                k++;
+            while (k < n_max) {
+                int32_t at = i + n + k, v = at < nh ? h[at] : out[at - nh];
+                if (v < 0)
+                    break;
+                out[k++] = v;
             }
             if (k > 0)
                 return k;
