@@ -10,8 +10,7 @@
  * takes and drops `cb_mu`: no callback for that id runs after it returns.
  *
  * Batching (one forward per step, slot i = sequence i; the core adds one
- * only to retry a drafted slot the cache refused, and to prefill a whole
- * prompt for spec_core_prefill): every decoding slot advances through the
+ * only to retry a drafted slot the cache refused): every decoding slot advances through the
  * speculative core (sched_spec.c; a slot that may not speculate has no
  * draft), and the prompt chunks of slots still in prefill ride in the
  * core's forward as extra rows (cs_spec_step_extra):
@@ -442,15 +441,8 @@ static int kv_full_victim(const struct cs_sched *s, const bool *in, const int *r
 
 static void step(struct cs_sched *s)
 {
-    for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached && !sl->job->resume &&
-            !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
-            cs_sched_spec_begin(s, i);
-        else if (sl->job && sl->job->resume && !s->sp->slots[i].active && !sl->no_core &&
-                 !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
-            cs_sched_resume_core(s, i); /* a preempted request: the core prefills its history, drafts go on */
-    }
+    for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++)
+        cs_sched_spec_taps(s, i); /* before its first chunk: from position 0, with taps */
     int32_t n_left[CS_MAX_SEQ];
     bool dec[CS_MAX_SEQ], was_on[CS_MAX_SEQ], in[CS_MAX_SEQ];
     for (int i = 0; i < s->p.n_slots; i++) {
@@ -462,6 +454,8 @@ static void step(struct cs_sched *s)
     if (n_dec == 0 && s->b.n_rows == 0)
         return;
     struct cs_spec_extra x = {.b = &s->b};
+    for (int i = 0; i < s->p.n_slots; i++)
+        x.taps[i] = s->slots[i].taps && s->slots[i].n_rows > 0;
     char err[CLSPEC_ERRLEN];
     int rc = cs_spec_step_extra(s->sp, n_left, &x, err, sizeof err);
     int res[CS_MAX_SEQ]; /* per slot in the step: its sequence's outcome */

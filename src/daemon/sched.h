@@ -31,9 +31,9 @@ struct cs_sched_params {
                               * requests with speculative = true and no logprobs get drafts from its
                               * speculator once their prompt is in, the others decode without drafts.
                               * NULL: the scheduler makes (and frees) a core without a speculator */
-    bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
-                              * one call: no chunk interleaving), for speculators that read the
-                              * target's hidden states of the prompt (taps, KV injection) */
+    bool spec_core_prefill;  /* such requests' chunks run from position 0 (no prefix reuse) and keep the
+                              * target's taps for the speculator (cs_spec_extra.taps), for speculators
+                              * that read the target's hidden states of the prompt (taps, KV injection) */
     bool images;             /* prompts may hold image rows (a vision projector is loaded): the prompt
                               * batch keeps room for their inputs (n_batch rows of n_embd floats) */
     /* appended for llama-server's slots (sched_cache.c) */
