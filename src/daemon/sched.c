@@ -137,6 +137,9 @@ static void publish(struct cs_sched *s)
     clspec_kv_usage(s->e, &used, NULL, NULL, 0);
     s->st.kv_cells_used = used; /* cells shared by prefix reuse count once */
     s->st.spec_kv_shrinks = s->sp->total.n_kv_shrunk; /* the core's, written by this thread */
+    s->st.spec_forwards = s->sp->total.n_calls;
+    s->st.spec_syncs = s->sp->total.n_syncs;
+    s->st.spec_syncs_draft = s->sp->total.n_syncs_draft;
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else

@@ -199,6 +199,10 @@ struct cs_sched_stats {
     uint64_t spec_asked, spec_steps_plain; /* chosen draft lengths summed; steps the controller kept plain */
     uint64_t preemptions;    /* running requests preempted when the KV cache filled (resumed later) */
     uint64_t spec_kv_shrinks; /* decoding steps whose draft was shortened or left out for want of free KV cells */
+    /* appended: the scheduler's forwards since start (all requests, speculating or not) */
+    uint64_t spec_forwards;  /* scheduler steps that ran the target's forward (the core's step calls) */
+    uint64_t spec_syncs;     /* blocking host syncs in them, drafting included (syncs per step = / spec_forwards) */
+    uint64_t spec_syncs_draft; /* of them in the speculator's draft calls */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 
