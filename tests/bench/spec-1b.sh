@@ -7,9 +7,13 @@
 #     REPS runs after a warm-up; t(R) = R / tokens per second);
 #  2. ngram speculation against plain decoding (`clspec bench --spec ngram`,
 #     greedy, TG tokens, speedup = tokens/s with / without in the same run)
-#     on a prompt whose greedy continuation repeats itself (these random
-#     weights fall into a loop within a few tokens), with the cost-aware
-#     controller and with the acceptance one. The controller line of each
+#     on a prompt whose greedy continuation repeats itself, with the
+#     cost-aware controller and with the acceptance one. The default prompt
+#     is "Once upon a time" followed by the q8_0 model's own greedy output up
+#     to where it loops (" Forum" again and again), so the loop runs from the
+#     first step. A period-1 loop lets the ngram plugin (most recent match
+#     first, no cyclic extension) draft 1-2 tokens a step, which caps the
+#     speedup near 2 / c(1); the other types loop differently (PROMPT). The controller line of each
 #     run gives its own c(k) (fitted to the step times it measured; "~"
 #     marks row counts it never ran), acceptance and theoretical speedup.
 # Prints markdown. Run from the build directory after make.
@@ -32,7 +36,7 @@ types=${TYPES:-q8_0 q4_0 f16}
 tg=${TG:-64}
 reps=${REPS:-3}
 kmax=${KMAX:-8}
-prompt=${PROMPT:-Once upon a time}
+prompt=${PROMPT:-Once upon a time interpreter rate Ill interpreter Forum Ill Forum Forum Forum Forum Forum}
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/work/.kcache}
 echo "## spec-1b.sh $(date -u +%FT%TZ) on $(uname -n): $(uptime | sed 's/.*load/load/')"
 
