@@ -165,6 +165,9 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         ev.usage.draft_asked = (int)ss->st.n_asked;
         ev.usage.spec_steps_plain = (int)ss->st.n_ctl_plain;
     }
+    const uint64_t calls = s->sp->total.n_calls - j->calls0; /* the scheduler's steps while it decoded */
+    if (j->t_first > 0 && calls > 0)
+        ev.usage.syncs_per_step = (double)(s->sp->total.n_syncs - j->syncs0) / (double)calls;
     if (reason) {
         ev.type = CS_EV_DONE;
         ev.finish_reason = reason;
@@ -289,8 +292,11 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
         lse = m + (float)log(sum);
     }
     double now = cs_now();
-    if (sl->n_gen == 0)
+    if (sl->n_gen == 0) {
         j->t_first = now;
+        j->calls0 = s->sp->total.n_calls;
+        j->syncs0 = s->sp->total.n_syncs;
+    }
     j->t_last = now;
     sl->n_gen++;
     ev.token = tok;

@@ -124,6 +124,8 @@ struct cs_req_usage {
     bool ctx_full;           /* the generation reached its slot's context: it ended there ("length") or,
                               * with ctx_shift, dropped tokens to go on (n_shifted) */
     int n_shifted;           /* tokens dropped by context shifts */
+    double syncs_per_step;   /* blocking host syncs per scheduler step (drafting included) while it decoded:
+                              * of the whole step, which every decoding slot shares (0: no step) */
 };
 
 enum cs_ev_type {

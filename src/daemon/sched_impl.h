@@ -35,6 +35,7 @@ struct job {
     uint64_t admit_no;            /* admission order (prefill priority) */
     int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
     double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
+    uint64_t calls0, syncs0;      /* the core's forwards and blocking syncs (cs_spec.total) at t_first */
     struct job *next;             /* queue link */
     /* preemption (admit.c): a preempted job waits at the queue's head with its history */
     int32_t *resume;              /* (n_resume) prompt + emitted tokens; the last is the next input; NULL: none */
