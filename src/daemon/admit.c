@@ -150,6 +150,7 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i)
     free(j->resume);
     j->resume = NULL;
     j->n_resume = 0;
-    cs_log(CS_LOG_INFO, j->r.id, "resumed on slot %d at position %d", i, sl->n_fed);
+    cs_log(CS_LOG_INFO, j->r.id, "resumed on slot %d at position %d, speculation %s", i, sl->n_fed,
+           s->sp->slots[i].on ? "on" : "off");
     return true;
 }
