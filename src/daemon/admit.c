@@ -132,8 +132,8 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i)
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
     const char *off = cs_sched_spec_off_reason(s, j);
-    /* a speculator that reads the target's prompt states (core prefill) did not see these cells: no drafts */
-    bool speculate = !off && !s->p.spec_core_prefill;
+    /* a speculator that reads the target's states of the prompt sees them when the chunks kept its taps */
+    bool speculate = !off && (!s->p.spec_core_prefill || sl->taps);
     char err[CLSPEC_ERRLEN];
     int rc = cs_spec_slot_begin_cached(s->sp, i, j->resume, j->n_resume, sl->n_fed, j->smp, speculate, err,
                                        sizeof err);
@@ -145,34 +145,6 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i)
         return false;
     }
     s->sp->slots[i].host_logits = j->r.logprobs || j->r.top_logprobs > 0; /* else greedy verifies on the device */
-    sl->n_gen = j->n_gen_saved;
-    s->sp->slots[i].n_max_req = j->r.spec_n_max;
-    free(j->resume);
-    j->resume = NULL;
-    j->n_resume = 0;
-    cs_log(CS_LOG_INFO, j->r.id, "resumed on slot %d at position %d", i, sl->n_fed);
-    return true;
-}
-
-bool cs_sched_resume_core(struct cs_sched *s, int i)
-{
-    struct slot *sl = &s->slots[i];
-    struct job *j = sl->job;
-    if (sl->n_fed > 0) { /* the plugin reads the states of the core's own forwards: no shared prefix */
-        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
-        sl->n_fed = 0;
-    }
-    char err[CLSPEC_ERRLEN];
-    int rc = cs_spec_slot_begin_rows(s->sp, i, j->resume, j->n_resume, 0, j->img_rows, j->smp, true, err,
-                                     sizeof err);
-    if (rc < 0) { /* e.g. no room for all of it at once: the scheduler's chunks feed it, without drafts */
-        clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
-        sl->no_core = true;
-        cs_log(CS_LOG_INFO, j->r.id, "slot %d: the speculative core could not prefill the history (%s); it resumes "
-               "without drafts", i, err);
-        return false;
-    }
-    sl->n_fed = j->n_resume - 1;
     sl->n_gen = j->n_gen_saved;
     s->sp->slots[i].n_max_req = j->r.spec_n_max;
     free(j->resume);

@@ -184,10 +184,11 @@ json_t *cs_api_timings(const struct cs_req_usage *u)
     if (t && sp)
         json_object_update(t, sp);
     json_decref(sp);
-    /* the draft-length controller's choices (specd): mean chosen length, steps it kept plain */
-    json_t *ctl = json_pack("{s:s,s:o,s:i}", "draft_controller", u->spec_controller ? u->spec_controller : "none",
+    /* the draft-length controller's choices (specd): mean chosen length, steps it kept plain; the
+     * blocking syncs per scheduler step while the request decoded */
+    json_t *ctl = json_pack("{s:s,s:o,s:i,s:o}", "draft_controller", u->spec_controller ? u->spec_controller : "none",
                             "draft_length_mean", num(u->spec_steps > 0 ? (double)u->draft_asked / u->spec_steps : 0),
-                            "draft_steps_plain", u->spec_steps_plain);
+                            "draft_steps_plain", u->spec_steps_plain, "syncs_per_step", num(u->syncs_per_step));
     if (t && ctl)
         json_object_update(t, ctl);
     json_decref(ctl);

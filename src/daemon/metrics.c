@@ -175,6 +175,14 @@ int cs_metrics_render(const struct cs_sched_stats *st, const char *model, char *
         counter_spec(&b, "clspec_spec_draft_kv_shrinks_total",
                      "Steps whose draft was shortened or left out because the KV cache had too few free cells.",
                      model, sn, st->spec_kv_shrinks);
+        counter_spec(&b, "clspec_spec_forwards_total",
+                     "Scheduler steps that ran the target's forward (every decoding slot and prompt chunk in one).",
+                     model, sn, st->spec_forwards);
+        counter_spec(&b, "clspec_spec_syncs_total",
+                     "Blocking host syncs in those steps, drafting included (syncs per step: / forwards_total).",
+                     model, sn, st->spec_syncs);
+        counter_spec(&b, "clspec_spec_draft_syncs_total", "Of those syncs, the ones in the speculator's draft calls.",
+                     model, sn, st->spec_syncs_draft);
     }
 
     if (cs_strbuf_take(&b, out, len) != CLSPEC_OK)

@@ -10,8 +10,7 @@
  * takes and drops `cb_mu`: no callback for that id runs after it returns.
  *
  * Batching (one forward per step, slot i = sequence i; the core adds one
- * only to retry a drafted slot the cache refused, and to prefill a whole
- * prompt for spec_core_prefill): every decoding slot advances through the
+ * only to retry a drafted slot the cache refused): every decoding slot advances through the
  * speculative core (sched_spec.c; a slot that may not speculate has no
  * draft), and the prompt chunks of slots still in prefill ride in the
  * core's forward as extra rows (cs_spec_step_extra):
@@ -138,6 +137,9 @@ static void publish(struct cs_sched *s)
     clspec_kv_usage(s->e, &used, NULL, NULL, 0);
     s->st.kv_cells_used = used; /* cells shared by prefix reuse count once */
     s->st.spec_kv_shrinks = s->sp->total.n_kv_shrunk; /* the core's, written by this thread */
+    s->st.spec_forwards = s->sp->total.n_calls;
+    s->st.spec_syncs = s->sp->total.n_syncs;
+    s->st.spec_syncs_draft = s->sp->total.n_syncs_draft;
 }
 
 /* Scheduler thread, mu not held: a request ends (ok: DONE with reason, else
@@ -163,6 +165,9 @@ void cs_sched_finish(struct cs_sched *s, int i, const char *reason, int status, 
         ev.usage.draft_asked = (int)ss->st.n_asked;
         ev.usage.spec_steps_plain = (int)ss->st.n_ctl_plain;
     }
+    const uint64_t calls = s->sp->total.n_calls - j->calls0; /* the scheduler's steps while it decoded */
+    if (j->t_first > 0 && calls > 0)
+        ev.usage.syncs_per_step = (double)(s->sp->total.n_syncs - j->syncs0) / (double)calls;
     if (reason) {
         ev.type = CS_EV_DONE;
         ev.finish_reason = reason;
@@ -287,8 +292,11 @@ bool cs_sched_emit(struct cs_sched *s, int i, int32_t tok, const float *L)
         lse = m + (float)log(sum);
     }
     double now = cs_now();
-    if (sl->n_gen == 0)
+    if (sl->n_gen == 0) {
         j->t_first = now;
+        j->calls0 = s->sp->total.n_calls;
+        j->syncs0 = s->sp->total.n_syncs;
+    }
     j->t_last = now;
     sl->n_gen++;
     ev.token = tok;
@@ -442,15 +450,8 @@ static int kv_full_victim(const struct cs_sched *s, const bool *in, const int *r
 
 static void step(struct cs_sched *s)
 {
-    for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++) {
-        struct slot *sl = &s->slots[i];
-        if (sl->job && !s->sp->slots[i].active && sl->n_fed == sl->job->n_cached && !sl->job->resume &&
-            !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
-            cs_sched_spec_begin(s, i);
-        else if (sl->job && sl->job->resume && !s->sp->slots[i].active && !sl->no_core &&
-                 !atomic_load(&sl->job->cancelled) && !cs_sched_spec_off_reason(s, sl->job))
-            cs_sched_resume_core(s, i); /* a preempted request: the core prefills its history, drafts go on */
-    }
+    for (int i = 0; s->sp->pl && s->p.spec_core_prefill && i < s->p.n_slots; i++)
+        cs_sched_spec_taps(s, i); /* before its first chunk: from position 0, with taps */
     int32_t n_left[CS_MAX_SEQ];
     bool dec[CS_MAX_SEQ], was_on[CS_MAX_SEQ], in[CS_MAX_SEQ];
     for (int i = 0; i < s->p.n_slots; i++) {
@@ -462,6 +463,8 @@ static void step(struct cs_sched *s)
     if (n_dec == 0 && s->b.n_rows == 0)
         return;
     struct cs_spec_extra x = {.b = &s->b};
+    for (int i = 0; i < s->p.n_slots; i++)
+        x.taps[i] = s->slots[i].taps && s->slots[i].n_rows > 0;
     char err[CLSPEC_ERRLEN];
     int rc = cs_spec_step_extra(s->sp, n_left, &x, err, sizeof err);
     int res[CS_MAX_SEQ]; /* per slot in the step: its sequence's outcome */

@@ -31,9 +31,9 @@ struct cs_sched_params {
                               * requests with speculative = true and no logprobs get drafts from its
                               * speculator once their prompt is in, the others decode without drafts.
                               * NULL: the scheduler makes (and frees) a core without a speculator */
-    bool spec_core_prefill;  /* such requests are prefilled by the core too (cs_spec_slot_begin_cached,
-                              * one call: no chunk interleaving), for speculators that read the
-                              * target's hidden states of the prompt (taps, KV injection) */
+    bool spec_core_prefill;  /* such requests' chunks run from position 0 (no prefix reuse) and keep the
+                              * target's taps for the speculator (cs_spec_extra.taps), for speculators
+                              * that read the target's hidden states of the prompt (taps, KV injection) */
     bool images;             /* prompts may hold image rows (a vision projector is loaded): the prompt
                               * batch keeps room for their inputs (n_batch rows of n_embd floats) */
     /* appended for llama-server's slots (sched_cache.c) */
@@ -124,6 +124,8 @@ struct cs_req_usage {
     bool ctx_full;           /* the generation reached its slot's context: it ended there ("length") or,
                               * with ctx_shift, dropped tokens to go on (n_shifted) */
     int n_shifted;           /* tokens dropped by context shifts */
+    double syncs_per_step;   /* blocking host syncs per scheduler step (drafting included) while it decoded:
+                              * of the whole step, which every decoding slot shares (0: no step) */
 };
 
 enum cs_ev_type {
@@ -199,6 +201,10 @@ struct cs_sched_stats {
     uint64_t spec_asked, spec_steps_plain; /* chosen draft lengths summed; steps the controller kept plain */
     uint64_t preemptions;    /* running requests preempted when the KV cache filled (resumed later) */
     uint64_t spec_kv_shrinks; /* decoding steps whose draft was shortened or left out for want of free KV cells */
+    /* appended: the scheduler's forwards since start (all requests, speculating or not) */
+    uint64_t spec_forwards;  /* scheduler steps that ran the target's forward (the core's step calls) */
+    uint64_t spec_syncs;     /* blocking host syncs in them, drafting included (syncs per step = / spec_forwards) */
+    uint64_t spec_syncs_draft; /* of them in the speculator's draft calls */
 };
 void cs_sched_get_stats(struct cs_sched *s, struct cs_sched_stats *st);
 

@@ -180,7 +180,7 @@ void cs_sched_ctx_shift(struct cs_sched *s, int i)
     cs_spec_slot_end_keep(s->sp, i);
     clspec_seq_rm(s->e, i, n_keep, -1, NULL, 0);
     sl->n_fed = n_keep;
-    sl->no_core = false;
+    sl->taps = false; /* a speculator reading taps gets them afresh: the chunks feed all of it again */
     pthread_mutex_unlock(&s->mu);
     cs_log(CS_LOG_INFO, j->r.id,
            "slot %d: context full (%d of %d cells): context shift drops %d token(s) after the first %d and "

@@ -35,6 +35,7 @@ struct job {
     uint64_t admit_no;            /* admission order (prefill priority) */
     int n_cached;                 /* prompt tokens whose cells were shared from another sequence */
     double t_submit, t_start, t_first, t_last; /* cs_now() seconds */
+    uint64_t calls0, syncs0;      /* the core's forwards and blocking syncs (cs_spec.total) at t_first */
     struct job *next;             /* queue link */
     /* preemption (admit.c): a preempted job waits at the queue's head with its history */
     int32_t *resume;              /* (n_resume) prompt + emitted tokens; the last is the next input; NULL: none */
@@ -70,7 +71,8 @@ struct slot {
     /* this step */
     int n_rows;                   /* prompt rows in the step's extra batch */
     int logit_row;                /* index among the extra batch's logits rows, -1 none */
-    bool no_core;                 /* a preempted request's history could not be core-prefilled: chunks feed it */
+    bool taps;                    /* spec_core_prefill: this request's chunks (from position 0) keep the
+                                   * speculator's taps of the target (cs_spec_extra.taps) */
 };
 
 /* keep_cache: what an idle slot's sequence holds (sched_cache.c). Written
@@ -151,11 +153,6 @@ bool cs_sched_preempt_youngest(struct cs_sched *s);
 /* Slot i's resumed history is in the KV: it decodes in the core again
  * (no token is sampled: the last one of the history is the next input). */
 bool cs_sched_resume_attach(struct cs_sched *s, int i);
-/* spec_core_prefill: slot i's preempted request (just assigned) has its
- * history prefilled by the speculative core, so the speculator sees its
- * states and drafts again; false when that could not be done (the slot is
- * marked no_core: the chunks feed it and it resumes without drafts). */
-bool cs_sched_resume_core(struct cs_sched *s, int i);
 
 /* sched_cache.c (scheduler thread; under mu unless said): */
 /* The next queued job that may start and its slot (*at: the link to it in the queue), -1 none: jobs
@@ -181,8 +178,9 @@ void cs_sched_ctx_shift(struct cs_sched *s, int i);
 /* sched_spec.c: */
 /* Why job j decodes without speculation, NULL when it may speculate. */
 const char *cs_sched_spec_off_reason(const struct cs_sched *s, const struct job *j);
-/* Slot i (just assigned) is prefilled by the speculative core; false when the request ended. */
-bool cs_sched_spec_begin(struct cs_sched *s, int i);
+/* spec_core_prefill: slot i's request, which may speculate and whose chunks do not keep taps yet,
+ * is fed from position 0 with them (cells shared by prefix reuse, a cache or a context shift go). */
+void cs_sched_spec_taps(struct cs_sched *s, int i);
 /* Slot i's prompt is in and its first token tok was emitted: it decodes in the core from here on
  * (with drafts when it may speculate). False when the request ended (the core refused the slot). */
 bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok);

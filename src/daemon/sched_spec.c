@@ -10,8 +10,10 @@
  * its first token sampled from the last chunk's logits; then its slot is
  * handed to the core (cs_spec_slot_begin_cached: the prompt is already in
  * the KV). For speculators that read the target's states of the prompt
- * (spec_core_prefill) the core prefills it in one call instead, and its
- * first step gives the first token. Tokens a step emits go through the same
+ * (spec_core_prefill) the chunks run from position 0 (no prefix reuse) and
+ * keep the target's taps of their rows (cs_spec_extra.taps), which the
+ * core hands to the speculator at slot_begin: their prompts ride in the
+ * step's one forward like any other. Tokens a step emits go through the same
  * emit path (stop strings, max_tokens, context end) one by one, with their
  * logits rows; a request that ends inside them ends its core slot
  * (cs_spec_slot_end frees its cells and tells the plugin). Every slot logs
@@ -51,32 +53,19 @@ static void spec_log_on(struct cs_sched *s, int i)
                s->sp->slots[i].off_why[0] ? s->sp->slots[i].off_why : "no reason given");
 }
 
-/* spec_core_prefill: slot i's request (just assigned; the cells prefix
- * reuse shared are in) is prefilled by the core, whose step then gives its
- * first token. Returns false when the request ended (KV full, ...). */
-bool cs_sched_spec_begin(struct cs_sched *s, int i)
+void cs_sched_spec_taps(struct cs_sched *s, int i)
 {
     struct slot *sl = &s->slots[i];
     struct job *j = sl->job;
-    char err[CLSPEC_ERRLEN];
-    if (sl->n_fed > 0) { /* taps are captured by the core's forwards only: no shared prefix, all of it */
+    if (!j || sl->taps || s->sp->slots[i].active || atomic_load(&j->cancelled) || cs_sched_spec_off_reason(s, j))
+        return;
+    if (sl->n_fed > 0) { /* the speculator never saw the taps of shared or cached cells */
         clspec_seq_rm(s->e, i, 0, -1, NULL, 0);
         sl->n_fed = 0;
-        j->n_cached = 0;
+        if (!j->resume)
+            j->n_cached = 0;
     }
-    int rc = cs_spec_slot_begin_rows(s->sp, i, j->prompt, j->n_prompt, 0, j->img_rows, j->smp, true, err, sizeof err);
-    if (rc < 0) {
-        cs_spec_slot_end(s->sp, i);
-        char msg[CLSPEC_ERRLEN + 48];
-        snprintf(msg, sizeof msg, "prefill failed: %s", err);
-        cs_sched_finish(s, i, NULL, rc, msg);
-        return false;
-    }
-    sl->n_fed = j->n_prompt;
-    s->sp->slots[i].n_max_req = j->r.spec_n_max;
-    s->sp->slots[i].host_logits = j->r.logprobs || j->r.top_logprobs > 0; /* else greedy verifies on the device */
-    spec_log_on(s, i);
-    return true;
+    sl->taps = true;
 }
 
 bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok)

@@ -104,7 +104,8 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
         return rc;
     int kept[CLSPEC_MAX_SEQ];
     for (int32_t q = 0; q < CLSPEC_MAX_SEQ; q++)
-        kept[q] = !keep || (q < sp->n_slots && keep[q] && sp->slots[q].on) ? seq_rc[q] : CLSPEC_E_INVAL;
+        kept[q] = !keep || (q < sp->n_slots && keep[q] && (sp->slots[q].on || !sp->slots[q].active)) ? seq_rc[q]
+                                                                                                   : CLSPEC_E_INVAL;
     cs_taps_capture(sp->pl, sp->e, sp->b.seq, sp->b.pos, sp->b.n, kept);
     return rc;
 }
@@ -332,7 +333,9 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt
     }
     if (!sl->snap && (rc = clspec_sampler_save(smp, &sl->snap, err, errlen)) < 0)
         return rc;
-    cs_taps_slot_clear(sp->pl, s);
+    if (!(sl->taps_kept && n_cached > 0)) /* else the caller's prompt chunks captured them (cs_spec_extra.taps) */
+        cs_taps_slot_clear(sp->pl, s);
+    sl->taps_kept = false;
     /* image rows: their inputs in prompt order (k_img: the next one's index) */
     int32_t n_img = 0, k_img = 0;
     for (int32_t i = 0; i < n_prompt; i++) {
@@ -734,8 +737,17 @@ static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_
         if (rc < 0)
             return undo(sp, want, rc);
     }
+    bool keep[CLSPEC_MAX_SEQ]; /* whose taps the plugin gets: the slots', and the extra rows' x asks for */
+    memcpy(keep, want, sizeof keep);
+    for (int32_t i = 0; i < n_x; i++) {
+        const int32_t q = xb->seq ? xb->seq[i] : 0;
+        if (q >= 0 && q < sp->n_slots) {
+            keep[q] |= x->taps[q];
+            sp->slots[q].taps_kept = x->taps[q] && (xb->pos[i] == 0 || sp->slots[q].taps_kept);
+        }
+    }
     int seq_rc[CLSPEC_MAX_SEQ];
-    if ((rc = decode(sp, seq_rc, want, err, errlen)) < 0)
+    if ((rc = decode(sp, seq_rc, keep, err, errlen)) < 0)
         return undo(sp, want, rc);
     const float *base = kept_base(sp);
     for (int32_t s = 0; s < sp->n_slots && base; s++)

@@ -82,6 +82,8 @@ struct cs_spec_slot {
                               * greedy steps then verify on the device (dev_greedy) */
     bool dev_greedy;         /* this step: greedy verification on the device (clspec_batch.greedy) */
     int32_t row;             /* this step: the slot's first row in the last forward */
+    bool taps_kept;          /* free slot: its sequence's prompt rows so far were all extra rows with
+                              * cs_spec_extra.taps, from position 0 (the next slot_begin keeps the taps) */
 };
 
 /* The rows of one forward (the arrays of a struct clspec_batch). */
@@ -168,6 +170,9 @@ struct cs_spec_extra {
                                  * were refused and left no cell) */
     const float *logits;        /* out: (rows of b asking for logits, n_vocab) in row order: valid until
                                  * the next step; NULL when no forward ran or b kept none */
+    bool taps[CLSPEC_MAX_SEQ];  /* in: the plugin's target taps of these sequences' rows are kept (the
+                                 * prompt chunks, from position 0, of a request that will speculate with a
+                                 * speculator reading them): its slot_begin_cached then hands them on */
 };
 /* cs_spec_step with x's rows appended to its first forward (after every
  * slot's rows; drafts only take cells the extra rows leave). Runs the

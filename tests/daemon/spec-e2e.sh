@@ -21,6 +21,8 @@
 #     runs in the daemon.
 #   - [speculator] controller = cost: lossless, timings and /metrics report
 #     its choices; "speculative.n_max" caps a request's drafts, refused beyond 64;
+#   - /metrics counts the forwards and the blocking syncs in them (and drafting),
+#     timings give syncs per step;
 # Needs curl and jq; the test plugins of tests/plugins (built by make check).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -127,6 +129,16 @@ for kind in ngram draft mtp dflash; do
         test "$(echo "$m" | grep "^clspec_spec_draft_tokens_total{.*speculator=\"$kind\"}" | awk '{print $2}')" = "$drafted" \
         -a "$(echo "$m" | grep "^clspec_spec_draft_accepted_total{.*speculator=\"$kind\"}" | awk '{print $2}')" = "$accepted" \
         -a "$(echo "$m" | grep -c "^clspec_spec_requests_total{.*speculator=\"$kind\"} $nprompts\$")" = 1
+    fw=$(echo "$m" | grep "^clspec_spec_forwards_total{.*speculator=\"$kind\"}" | awk '{print $2}')
+    sy=$(echo "$m" | grep "^clspec_spec_syncs_total{.*speculator=\"$kind\"}" | awk '{print $2}')
+    syd=$(echo "$m" | grep "^clspec_spec_draft_syncs_total{.*speculator=\"$kind\"}" | awk '{print $2}')
+    echo "# $kind: ${fw:-?} forwards, ${sy:-?} syncs (${syd:-?} drafting)"
+    check "$kind: /metrics counts forwards and syncs (at least one per forward; none drafting for ngram)" \
+        test "${fw:-0}" -gt 0 -a "${sy:-0}" -ge "${fw:-1}" -a "${syd:-0}" -le "${sy:-0}" \
+        -a \( $kind != ngram -o "${syd:-1}" = 0 \)
+    check "$kind: timings.syncs_per_step is at least 1 for every request" \
+        test "$(jq -s '[.[] | .timings | select((.syncs_per_step|type) == "number" and .syncs_per_step >= 1)] | length' \
+            "$tmp"/$kind.*.json)" = "$nprompts"
     check "$kind: every slot logged whether speculation is on" \
         test "$(grep -c "slot [0-9]: speculation on ($kind" "$tmp/$kind.log")" -ge "$nprompts"
     if [ $kind = ngram ]; then

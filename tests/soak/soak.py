@@ -411,7 +411,7 @@ async def run_kv(args):
                      ("(c) preemptions: with drafts / (b) without", "%s / %s" % (pre, pre_b)),
                      ("(c) resumed / of them drafting again", "%d / %d" % (resumed, resumed_on))]
             good &= (shrinks or 0) >= 1 and (drafted or 0) >= 1
-            if args.spec in ("dflash", "mtp"):  # the core prefills a resumed history: its drafts go on
+            if args.spec in ("dflash", "mtp"):  # a resumed history's chunks keep the taps: its drafts go on
                 good &= resumed_on == resumed
     table([("scenario", "KV pressure")] + rows)
     return good
