@@ -380,7 +380,7 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
         depth * n_chain > m->n_batch)
         return pu_failf(err, errlen, "MTP chain: %d rows, %d chains of depth %d (at most %d rows)", n0, n_chain,
                         depth, m->n_batch);
-    if (!tok || !pos || !seq || !g || !keep || !pos1 || !seq1 || !amax)
+    if (!tok || !pos || !seq || !g || !keep || !pos1 || !seq1)
         return pu_failf(err, errlen, "MTP chain: every row needs a token, a position, a sequence and a g");
     if (check_rows(m, n0, tok, seq, err, errlen) < 0 || check_rows(m, n_chain, NULL, seq1, err, errlen) < 0)
         return -1;
@@ -437,5 +437,7 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
     free(pa);
     if (rc < 0)
         return -1;
+    if (!amax) /* the drafts stay on the device (m->amax) */
+        return 0;
     return h->buf_read(m->amax, 0, (size_t)depth * n_chain, amax, err, errlen) < 0 ? -1 : 0;
 }

@@ -130,6 +130,10 @@ struct cs_fwd_ctx {
     cl_mem g_am, g_nxt, g_res;            /* (g_cap) argmaxes, (g_cap) next-row tokens, (g_cap, 2) results */
     int32_t *g_nxt_h, *g_res_h;           /* host sides of g_nxt and g_res */
     int g_cap;
+    /* device tokens (struct cs_fwd_greedy.dt_buf), on the input device, grown as needed */
+    cl_mem t_all;                         /* int32 (t_cap) every placed row's token of one forward */
+    int32_t *t_all_h;                     /* (t_cap) host side: the tokens read back with the results */
+    int t_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
@@ -193,6 +197,18 @@ struct cs_fwd_greedy {
     const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
     int32_t *out;                         /* (cs_batch_n_logits(b), 2); a chain: (n_keep) argmaxes */
     int32_t chain, chain_n0;              /* chain > 0: cs_forward_chain's passes (set by it only) */
+    /* Device tokens (a drafter's tokens that never came to the host; not with a chain): rows with
+     * dt_src[i] >= 0 take their token from element dt_src[i] of dt_buf (int32, dt_n elements, on the
+     * device that embeds the input and makes the output, queued before this call on the same queue),
+     * b->token[i] is ignored (0 is fine). The greedy run's next-row tokens of those rows come from
+     * there too, and their tokens come back with the results (same sync) into dt_got[i]; the KV's
+     * cells get them as their tokens (prefix reuse). dt_src NULL: none. A model whose input and
+     * output sit on two devices: CLSPEC_E_UNSUPPORTED. */
+    cl_mem dt_buf;
+    size_t dt_n;
+    const struct cs_cl_dev *dt_dev;       /* the queue dt_buf's producer used */
+    const int32_t *dt_src;                /* (b->n) */
+    int32_t *dt_got;                      /* (b->n) */
 };
 int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                             const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,
