@@ -110,8 +110,12 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
     const struct cs_api_dev_tokens dt = {sp->dt_buf, sp->dt_n, sp->dt_dev, sp->b.tok_src, sp->b.tok_got};
     int rc = dev ? cs_api_decode_dev(sp->e, &cb, &dt, seq_rc, err, errlen)
                  : clspec_decode(sp->e, &cb, seq_rc, err, errlen);
-    if (dev && rc == CLSPEC_OK) /* the queue is empty: what the plugin staged for its drafts is free */
-        cs_host_compute_waited(sp->pl, sp->dt_dev);
+    bool ran = false; /* a row was placed: the forward waited for its queues at the end */
+    for (int32_t i = 0; rc == CLSPEC_OK && i < sp->b.n && !ran; i++)
+        ran = seq_rc[sp->b.seq[i]] == CLSPEC_OK;
+    const struct cs_cl_dev *tq = ran && sp->pl ? cs_api_tok_dev(sp->e) : NULL;
+    if (tq) /* that queue is empty: what the plugin staged on it is free, its uploads done */
+        cs_host_compute_waited(sp->pl, tq);
     for (int32_t i = 0; dev && rc == CLSPEC_OK && i < sp->b.n; i++)
         if (sp->b.tok_src[i] >= 0 && seq_rc[sp->b.seq[i]] == CLSPEC_OK)
             sp->b.token[i] = sp->b.tok_got[i];
