@@ -251,6 +251,7 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     free(c->g_res_h);
     cs_cl_release(&c->t_all);
     free(c->t_all_h);
+    free(c->chain_all);
     free(c);
 }
 
@@ -867,16 +868,19 @@ int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int
     for (int s = 0; s < CS_MAX_SEQ; s++) /* all or nothing: every row placed keeps the kept-row order */
         if (need[s] > 0 && cs_kv_n_free(c->kv, s) < (uint32_t)need[s])
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "forward chain: sequence %d needs %d cells", s, need[s]);
-    uint8_t *all = malloc((size_t)b->n);
-    if (!all)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
-    memset(all, 1, (size_t)b->n);
-    const struct cs_fwd_greedy g = {.rows = all, .out = amax, .chain = n_chain, .chain_n0 = n0};
+    if (b->n > c->chain_cap) { /* every row greedy: ones, kept across calls */
+        uint8_t *all = realloc(c->chain_all, (size_t)b->n);
+        if (!all)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
+        memset(all, 1, (size_t)b->n);
+        c->chain_all = all;
+        c->chain_cap = b->n;
+    }
+    const struct cs_fwd_greedy g = {.rows = c->chain_all, .out = amax, .chain = n_chain, .chain_n0 = n0};
     int seq_rc[CS_MAX_SEQ];
     int rc = cs_forward_batch_greedy(c, b, NULL, NULL, &g, seq_rc, err, errlen);
     for (int s = 0; rc == CLSPEC_OK && s < CS_MAX_SEQ; s++)
         if (seq_rc[s] != CLSPEC_OK)
             rc = cs_err(err, errlen, seq_rc[s], "forward chain: sequence %d did not fit", s);
-    free(all);
     return rc;
 }

@@ -134,6 +134,8 @@ struct cs_fwd_ctx {
     cl_mem t_all;                         /* int32 (t_cap) every placed row's token of one forward */
     int32_t *t_all_h;                     /* (t_cap) host side: the tokens read back with the results */
     int t_cap;
+    uint8_t *chain_all;                   /* (chain_cap) ones: cs_forward_chain's greedy rows */
+    int chain_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
