@@ -348,16 +348,19 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
 }
 
 /* Whether the fused CPU mat-vecs (mv3_T, mvswiglu_T) take n_cols columns of
- * weights of `bytes` in all: one column always; up to CS_FUSE_COLS columns
- * (a verification's rows) when the weights stay in cache (each column reads
+ * weights of `bytes` in all: one column always; up to max_cols columns (a
+ * verification's rows) when the weights stay in cache (each column reads
  * them again; larger weights go to the mat-mats, which read them once per
- * tile). Launches, not arithmetic, bound such small steps. */
-#define CS_FUSE_COLS 16
+ * tile). Launches, not arithmetic, bound such small steps; measured on
+ * stories260K (kprof, PoCL, 2 cores): mv3 at 8 columns costs what the three
+ * mat-mats cost, mvswiglu at 4 what gate, up and SwiGLU cost, and beyond
+ * that they take longer on the device than the launches they save. */
+#define CS_FUSE_QKV_COLS 8
+#define CS_FUSE_SWIGLU_COLS 4
 #define CS_FUSE_BYTES ((uint64_t)1 << 20)
-static bool fuse_cols(const struct cs_cl_dev *d, uint32_t n_cols, uint64_t bytes)
+static bool fuse_cols(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t max_cols, uint64_t bytes)
 {
-    return d->info.family == CS_KFAMILY_CPU &&
-           (n_cols == 1 || (n_cols <= CS_FUSE_COLS && bytes <= CS_FUSE_BYTES));
+    return d->info.family == CS_KFAMILY_CPU && (n_cols == 1 || (n_cols <= max_cols && bytes <= CS_FUSE_BYTES));
 }
 
 int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
@@ -381,7 +384,8 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
             rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
         return rc;
     }
-    const bool fused = fuse_cols(d, n_cols, 2 * wg->parts[0].n_rows * wg->row_bytes) && wg->n_parts == 1 &&
+    const bool fused = fuse_cols(d, n_cols, CS_FUSE_SWIGLU_COLS, 2 * wg->parts[0].n_rows * wg->row_bytes) &&
+                       wg->n_parts == 1 &&
                        wu->n_parts == 1;
     if (!fused) {
         int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
@@ -425,7 +429,8 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
         return rc;
     }
     const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
-                       fuse_cols(d, n_cols, (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
+                       fuse_cols(d, n_cols, CS_FUSE_QKV_COLS,
+                                 (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
     if (!fused) {
         int rc = cs_op_matmul(d, wq, x, x_off, q, q_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
