@@ -466,30 +466,13 @@ static int check_batch(const struct clspec_batch *b, char *err, size_t errlen)
     return CLSPEC_OK;
 }
 
-static int decode(clspec_engine *e, const struct clspec_batch *b, const struct cs_api_dev_tokens *dt,
-                  int *seq_status, char *err, size_t errlen);
-
 int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen)
 {
-    return decode(e, b, NULL, seq_status, err, errlen);
+    return cs_api_decode_dev(e, b, NULL, seq_status, err, errlen);
 }
 
-int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_api_dev_tokens *dt,
+int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_fwd_dtok *dt,
                       int *seq_status, char *err, size_t errlen)
-{
-    return decode(e, b, dt, seq_status, err, errlen);
-}
-
-const struct cs_cl_dev *cs_api_tok_dev(const clspec_engine *e)
-{
-    const struct cs_fwd_ctx *c = e && e->e ? e->e->ctx : NULL;
-    if (!c || c->kv->rec || c->fm->emb_dev != c->fm->out_dev)
-        return NULL;
-    return c->act[c->fm->emb_dev].dev;
-}
-
-static int decode(clspec_engine *e, const struct clspec_batch *b, const struct cs_api_dev_tokens *dt,
-                  int *seq_status, char *err, size_t errlen)
 {
     CS_TRY(need_engine(e, "decode", true, err, errlen));
     e->n_rows = 0;
@@ -516,12 +499,8 @@ static int decode(clspec_engine *e, const struct clspec_batch *b, const struct c
     }
     struct cs_fwd_hidden hid = {.n_layers = e->n_taps, .layers = e->tap_layers, .out = e->taps};
     int rc_seq[CS_MAX_SEQ];
-    if (dt && !greedy)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "decode: device tokens need greedy rows");
-    const struct cs_fwd_greedy g = {.rows = e->row_greedy, .out = e->greedy_res, .dt_buf = dt ? dt->buf : NULL,
-                                    .dt_n = dt ? dt->n : 0, .dt_dev = dt ? dt->dev : NULL,
-                                    .dt_src = dt ? dt->src : NULL, .dt_got = dt ? dt->got : NULL};
-    int rc = cs_forward_batch_greedy(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, greedy ? &g : NULL,
+    const struct cs_fwd_greedy g = {.rows = greedy ? e->row_greedy : NULL, .out = e->greedy_res, .dt = dt};
+    int rc = cs_forward_batch_greedy(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, greedy || dt ? &g : NULL,
                                      rc_seq, err, errlen);
     if (rc < 0)
         return rc;

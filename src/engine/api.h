@@ -7,10 +7,10 @@
 #ifndef CS_API_H
 #define CS_API_H
 
-#include "cl/runtime.h"
 #include "clspec/clspec.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "model/forward.h"
 
 /* The internal sampler parameters of in (all of its fields; in->size is not
  * read: in must be a complete struct of this build). */
@@ -43,28 +43,12 @@ int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, c
  * Loader / host code only. */
 struct cs_engine *cs_api_engine(clspec_engine *e);
 
-/* Device tokens of a decode (the speculation loop, for a drafter's tokens
- * that stay on the device; see struct cs_fwd_greedy): rows with src[i] >= 0
- * take their token from element src[i] of buf (int32, n elements, filled by
- * commands queued on dev, the target's device that embeds its input and
- * makes its output); b->token[i] is ignored there. Those rows must be greedy
- * rows (b->greedy). Their tokens come back with the results, in the same
- * sync, into got[i]. */
-struct cs_api_dev_tokens {
-    cl_mem buf;
-    size_t n;
-    const struct cs_cl_dev *dev;
-    const int32_t *src;                 /* (b->n_rows) */
-    int32_t *got;                       /* (b->n_rows) */
-};
-/* clspec_decode with device tokens (dt NULL: exactly clspec_decode). A
- * model whose input and output are on two devices: CLSPEC_E_UNSUPPORTED,
- * nothing placed. */
-int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_api_dev_tokens *dt,
+/* clspec_decode with device tokens (the speculation loop: a drafter's
+ * tokens that stay on the device; struct cs_fwd_dtok in model/forward.h,
+ * indexed by b's rows, which must be greedy rows there). dt NULL: exactly
+ * clspec_decode. Where they cannot be taken (cs_fwd_tok_dev of the engine's
+ * context is NULL): CLSPEC_E_UNSUPPORTED, nothing placed. */
+int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_fwd_dtok *dt,
                       int *seq_status, char *err, size_t errlen);
-/* The queue device tokens must come from (the target's device that embeds
- * its input and makes its output), NULL when this engine takes none (input
- * and output on two devices, a hybrid model, vocab_only). */
-const struct cs_cl_dev *cs_api_tok_dev(const clspec_engine *e);
 
 #endif

@@ -605,7 +605,7 @@ static int copy_strided(struct cs_cl_dev *d, cl_mem src, size_t s0, size_t strid
 }
 
 /* Device tokens: every placed row's token into c->t_all (the host's, then
- * the device rows' from g->dt_buf, in runs of one stride), non-blocking. */
+ * the device rows' from g->dt->buf, in runs of one stride), non-blocking. */
 static int dtok_begin(struct cs_fwd_ctx *c, const struct cs_fwd_greedy *g, const int32_t *tok, const int32_t *orig,
                       int n, char *err, size_t errlen)
 {
@@ -621,37 +621,41 @@ static int dtok_begin(struct cs_fwd_ctx *c, const struct cs_fwd_greedy *g, const
     }
     CS_TRY(cs_cl_write_async(d, c->t_all, 0, (size_t)n * 4, tok, err, errlen));
     for (int t = 0; t < n;) {
-        const int32_t s0 = g->dt_src[orig[t]];
+        const int32_t s0 = g->dt->src[orig[t]];
         if (s0 < 0) {
             t++;
             continue;
         }
         int m = 1;
-        int32_t st = t + 1 < n ? g->dt_src[orig[t + 1]] - s0 : 1;
-        while (t + m < n && st > 0 && g->dt_src[orig[t + m]] == s0 + m * st)
+        int32_t st = t + 1 < n ? g->dt->src[orig[t + 1]] - s0 : 1;
+        while (t + m < n && st > 0 && g->dt->src[orig[t + m]] == s0 + m * st)
             m++;
-        CS_TRY(copy_strided(d, g->dt_buf, (size_t)s0, (size_t)(st > 0 ? st : 1), c->t_all, (size_t)t, (size_t)m,
+        CS_TRY(copy_strided(d, g->dt->buf, (size_t)s0, (size_t)(st > 0 ? st : 1), c->t_all, (size_t)t, (size_t)m,
                             err, errlen));
         t += m;
     }
     return CLSPEC_OK;
 }
 
+const struct cs_cl_dev *cs_fwd_tok_dev(const struct cs_fwd_ctx *c)
+{
+    return c->kv->rec || c->fm->emb_dev != c->fm->out_dev ? NULL : c->act[c->fm->emb_dev].dev;
+}
+
 /* Before anything is placed: device tokens are possible here and in range. */
 static int dtok_check(const struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g, char *err,
                       size_t errlen)
 {
-    const struct cs_fwd_model *fm = c->fm;
-    if (g->chain > 0 || !g->dt_buf || !g->dt_got)
-        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: device tokens without a buffer, or in a chain");
-    if (fm->emb_dev != fm->out_dev || c->act[fm->emb_dev].dev != g->dt_dev || c->kv->rec)
+    if (g->chain > 0 || !g->dt->buf || !g->dt->got || !g->rows)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: device tokens without a buffer or greedy rows");
+    if (!cs_fwd_tok_dev(c) || cs_fwd_tok_dev(c) != g->dt->dev)
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
                       "forward: device tokens need a plain model with its input and output on the drafter's device");
     for (int i = 0; i < b->n; i++)
-        if (g->dt_src[i] >= 0 && ((size_t)g->dt_src[i] >= g->dt_n || !b->logits[i] || !g->rows[i]))
+        if (g->dt->src[i] >= 0 && ((size_t)g->dt->src[i] >= g->dt->n || !b->logits[i] || !g->rows[i]))
             return cs_err(err, errlen, CLSPEC_E_RANGE,
                           "forward: device token %d of row %d (a buffer of %zu; the row must be a greedy row)",
-                          g->dt_src[i], i, g->dt_n);
+                          g->dt->src[i], i, g->dt->n);
     return CLSPEC_OK;
 }
 
@@ -665,7 +669,7 @@ static int dtok_next(struct cs_fwd_ctx *c, const struct cs_batch *b, const struc
         bool dev = false;
         if (t < n) {
             const int i = orig[t - 1], j = orig[t];
-            dev = lrow[t - 1] >= 0 && g->dt_src[j] >= 0 && j == i + 1 && g->rows[i] && g->rows[j] &&
+            dev = lrow[t - 1] >= 0 && g->dt->src[j] >= 0 && j == i + 1 && g->rows[i] && g->rows[j] &&
                   b->logits[j] && b->seq[j] == b->seq[i];
         }
         if (t0 >= 0 && (!dev || k != k0 + (t - t0))) {
@@ -732,7 +736,7 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     const int cap = c->scratch_cap;
     int32_t *cells = c->scratch, *tok = cells + cap, *pos = tok + cap, *seq = pos + cap, *cell = seq + cap,
             *orig = cell + cap, *lrow = orig + cap, *rd = lrow + cap, *wr = rd + cap;
-    if (g && g->dt_src)
+    if (g && g->dt)
         CS_TRY(dtok_check(c, b, g, err, errlen));
     if (c->kv->rec) /* a hybrid model's rows must continue their sequences' recurrent state */
         CS_TRY(cs_kv_rec_check(c->kv->rec, b, err, errlen));
@@ -755,7 +759,7 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     const int U = (int)c->p.n_ubatch;
     int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
     int n_pk = 0; /* placed kept rows (greedy) */
-    const bool dt = g && g->dt_src;
+    const bool dt = g && g->dt;
     if (rc == CLSPEC_OK && dt)
         rc = dtok_begin(c, g, tok, orig, n, err, errlen);
     if (rc == CLSPEC_OK && g && g->rows)
@@ -793,8 +797,8 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     if (rc == CLSPEC_OK && c->debug_fail > 0 && --c->debug_fail == 0)
         rc = cs_err(err, errlen, CLSPEC_E_CL, "forward: injected failure (test-only cs_fwd_debug_fail)");
     for (int t = 0; rc == CLSPEC_OK && dt && t < n; t++)
-        if (g->dt_src[orig[t]] >= 0) {
-            g->dt_got[orig[t]] = c->t_all_h[t];
+        if (g->dt->src[orig[t]] >= 0) {
+            g->dt->got[orig[t]] = c->t_all_h[t];
             c->kv->tok[cell[t]] = c->t_all_h[t]; /* the cell's token for prefix reuse (placed as 0) */
         }
     if (rc == CLSPEC_OK && chain > 0) /* every row was placed: kept-row order is the chain's */

@@ -195,22 +195,30 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
  * match and the argmax where the match stops (the next greedy token); other
  * entries untouched. Whatever comes back (logits, results, hidden rows)
  * comes in one host sync per device at the end. */
+/* Device tokens (a drafter's tokens that never came to the host): rows
+ * with src[i] >= 0 take their token from element src[i] of buf (int32, n
+ * elements, on the device that embeds the input and makes the output,
+ * filled by commands queued before on dev, the same queue); b->token[i] is
+ * ignored (0 is fine). They must be greedy rows; the greedy runs' next-row
+ * tokens come from there too, and the tokens come back with the results
+ * (same sync) into got[i]; the KV's cells get them as their tokens (prefix
+ * reuse). A model whose input and output sit on two devices, or a hybrid
+ * one: CLSPEC_E_UNSUPPORTED, nothing placed (cs_fwd_tok_dev says so). */
+struct cs_fwd_dtok {
+    cl_mem buf;
+    size_t n;
+    const struct cs_cl_dev *dev;
+    const int32_t *src;                   /* (b->n) */
+    int32_t *got;                         /* (b->n) */
+};
+/* The queue device tokens must come from, NULL when c takes none. */
+const struct cs_cl_dev *cs_fwd_tok_dev(const struct cs_fwd_ctx *c);
+
 struct cs_fwd_greedy {
     const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
     int32_t *out;                         /* (cs_batch_n_logits(b), 2); a chain: (n_keep) argmaxes */
     int32_t chain, chain_n0;              /* chain > 0: cs_forward_chain's passes (set by it only) */
-    /* Device tokens (a drafter's tokens that never came to the host; not with a chain): rows with
-     * dt_src[i] >= 0 take their token from element dt_src[i] of dt_buf (int32, dt_n elements, on the
-     * device that embeds the input and makes the output, queued before this call on the same queue),
-     * b->token[i] is ignored (0 is fine). The greedy run's next-row tokens of those rows come from
-     * there too, and their tokens come back with the results (same sync) into dt_got[i]; the KV's
-     * cells get them as their tokens (prefix reuse). dt_src NULL: none. A model whose input and
-     * output sit on two devices: CLSPEC_E_UNSUPPORTED. */
-    cl_mem dt_buf;
-    size_t dt_n;
-    const struct cs_cl_dev *dt_dev;       /* the queue dt_buf's producer used */
-    const int32_t *dt_src;                /* (b->n) */
-    int32_t *dt_got;                      /* (b->n) */
+    const struct cs_fwd_dtok *dt;         /* device tokens, or NULL (not with a chain) */
 };
 int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                             const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,

@@ -107,22 +107,17 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
     bool dev = false; /* rows whose token a device draft left on the device */
     for (int32_t i = 0; i < sp->b.n && !dev; i++)
         dev = sp->b.tok_src[i] >= 0;
-    const struct cs_api_dev_tokens dt = {sp->dt_buf, sp->dt_n, sp->dt_dev, sp->b.tok_src, sp->b.tok_got};
-    int rc = dev ? cs_api_decode_dev(sp->e, &cb, &dt, seq_rc, err, errlen)
-                 : clspec_decode(sp->e, &cb, seq_rc, err, errlen);
+    const struct cs_fwd_dtok dt = {sp->dt_buf, sp->dt_n, sp->dt_dev, sp->b.tok_src, sp->b.tok_got};
+    int rc = cs_api_decode_dev(sp->e, &cb, dev ? &dt : NULL, seq_rc, err, errlen); /* NULL: clspec_decode */
     bool ran = false; /* a row was placed: the forward waited for its queues at the end */
     for (int32_t i = 0; rc == CLSPEC_OK && i < sp->b.n && !ran; i++)
         ran = seq_rc[sp->b.seq[i]] == CLSPEC_OK;
-    const struct cs_cl_dev *tq = ran && sp->pl ? cs_api_tok_dev(sp->e) : NULL;
-    if (tq) /* that queue is empty: what the plugin staged on it is free, its uploads done */
-        cs_host_compute_waited(sp->pl, tq);
-    for (int32_t i = 0; dev && rc == CLSPEC_OK && i < sp->b.n; i++)
-        if (sp->b.tok_src[i] >= 0 && seq_rc[sp->b.seq[i]] == CLSPEC_OK)
-            sp->b.token[i] = sp->b.tok_got[i];
+    if (ran && sp->pl && sp->tok_dev) /* that queue is empty: what the plugin staged on it is free */
+        cs_host_compute_waited(sp->pl, sp->tok_dev);
     for (int32_t s = 0; dev && rc == CLSPEC_OK && s < sp->n_slots; s++) { /* the drafts, for the verdict */
         struct cs_spec_slot *sl = &sp->slots[s];
         if (sl->dev_draft && sl->n_draft > 0 && seq_rc[s] == CLSPEC_OK)
-            memcpy(sl->draft, sp->b.token + sl->row + 1, (size_t)sl->n_draft * sizeof *sl->draft);
+            memcpy(sl->draft, sp->b.tok_got + sl->row + 1, (size_t)sl->n_draft * sizeof *sl->draft);
     }
     for (int32_t i = 0; rc == CLSPEC_OK && greedy && i < sp->b.n; i++)
         sp->total.n_greedy_rows += greedy[i] && seq_rc[sp->b.seq[i]] == CLSPEC_OK;
@@ -531,7 +526,7 @@ static void take_dev_draft(struct cs_spec *sp, int32_t s, const struct clspec_dr
  * not asked that way (the caller asks draft_batch / draft). */
 static bool ask_drafts_dev(struct cs_spec *sp, const int32_t *ids, const int32_t *kmax, int32_t n)
 {
-    const struct cs_cl_dev *edev = sp->dev_off ? NULL : cs_api_tok_dev(sp->e);
+    const struct cs_cl_dev *edev = sp->dev_off ? NULL : sp->tok_dev;
     if (!sp->pl->vt.draft_batch_dev || !edev || sp->p.p_min > 0.0f) {
         sp->dev_off = true;
         return false;
@@ -961,6 +956,8 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
     sp->n_embd = info.n_embd;
     sp->n_batch = (int32_t)CS_MIN(info.n_batch, 1u << 30);
     sp->n_slots = n_slots;
+    const struct cs_engine *ie = cs_api_engine(e);
+    sp->tok_dev = ie ? cs_fwd_tok_dev(ie->ctx) : NULL;
     const size_t V = (size_t)sp->n_vocab;
     const int32_t rows = n_slots * (p->n_max + 1);
     const int32_t cap = CS_MAX(rows, (int32_t)CS_MIN(info.n_batch, 4096u));

@@ -124,6 +124,8 @@ struct cs_spec {
     size_t dt_n;
     const struct cs_cl_dev *dt_dev;
     bool dev_off;
+    const struct cs_cl_dev *tok_dev; /* the queue of the target's input and output when it takes device tokens
+                              * (cs_fwd_tok_dev), else NULL */
     bool dt_warm;            /* a step with device drafts ran (the first is no cost sample) */
 };
 
