@@ -106,7 +106,9 @@
 /* cs_mv2_T: rows r and r + 1 (when < n_rows) of y = W x (4 independent FMA
  * chains hide the FMA latency; x is loaded once for both rows). mv_T: two
  * rows per work-item; mv3_T: the same over the Q, K and V weights of a layer
- * in one launch. */
+ * in one launch, dimension 1 of the NDRange walking the columns of x (a
+ * few rows of a verification: column c at x_off + c n_in, its outputs at
+ * q_off + c nq, ...; each column exactly as a mat-vec of it alone). */
 #define CS_MV2(T) \
     inline void cs_mv2_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, uint r, \
                            __global const float *xc, __global float *y) \
@@ -143,6 +145,11 @@ CS_FOR_EACH_WTYPE(CS_MV2)
                           __global float *v, uint v_off) \
     { \
         uint g = get_global_id(0); \
+        const uint c = get_global_id(1); \
+        x_off += c * n_in; \
+        q_off += c * nq; \
+        k_off += c * nk; \
+        v_off += c * nv; \
         const uint pq = (nq + CS_MV_ROWS - 1) / CS_MV_ROWS, pk = (nk + CS_MV_ROWS - 1) / CS_MV_ROWS; \
         const uint pv = (nv + CS_MV_ROWS - 1) / CS_MV_ROWS; \
         if (g < pq) \
@@ -263,7 +270,9 @@ CS_FOR_EACH_WTYPE(CS_MM2)
  * (gate and up projections of the FFN and the SwiGLU in one launch; each
  * dot in the one order above, the SwiGLU as cl/eltwise.cl's swiglu). Rows r
  * and r + 1 of both matrices per work-item: two streams (gate pair, up
- * pair), 8 independent FMA chains, x loaded once for the four rows. */
+ * pair), 8 independent FMA chains, x loaded once for the four rows.
+ * Dimension 1 of the NDRange walks the columns as mv3_T's (column c at
+ * x_off + c n_in, out at y_off + c n_rows). */
 #define CS_MVSWIGLU(T) \
     __kernel void mvswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, \
                                uint n_in, uint n_rows, __global const float *x, uint x_off, \
@@ -272,6 +281,8 @@ CS_FOR_EACH_WTYPE(CS_MM2)
         const uint r = CS_MV_ROWS * get_global_id(0); \
         if (r >= n_rows) \
             return; \
+        x_off += get_global_id(1) * n_in; \
+        y_off += get_global_id(1) * n_rows; \
         const uint r1 = min(r + 1, n_rows - 1); /* the last odd row: computed twice, stored once */ \
         __global const uchar *g0 = wg + (size_t)r * row_bytes, *g1 = wg + (size_t)r1 * row_bytes; \
         __global const uchar *u0 = wu + (size_t)r * row_bytes, *u1 = wu + (size_t)r1 * row_bytes; \

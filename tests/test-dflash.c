@@ -75,6 +75,7 @@ struct run {
 };
 
 static float gen_temp; /* 0: greedy */
+static bool gen_dev;   /* the caller reads no logits: greedy steps verify on the device (device drafts, 1.7) */
 
 /* Generation (greedy unless gen_temp) of NGEN tokens for every prompt, parallel slots at a
  * time (slots are reused: every group is a new request on the same slots). */
@@ -102,6 +103,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
                 fail_msg("slot_begin: %s", err);
             if (pl)
                 assert_true(spec->slots[s].on); /* the plugin took the request */
+            spec->slots[s].host_logits = !gen_dev;
             left[s] = NGEN;
         }
         for (;;) {
@@ -282,6 +284,51 @@ static void test_lossless_p8(void **s)
     assert_same(&base, &sp1, P.n, "dflash, 8 requests on 1 slot");
     assert_same(&base, &sp8, P.n, "dflash, 8 slots");
     assert_true(fabs(tau(&sp8.st) - tau(&sp1.st)) < 0.1 * tau(&sp1.st));
+    cs_engine_free(e);
+}
+
+/* Device drafts (ABI 1.7): the blocks' argmaxes stay on the device and
+ * the target reads them there: the same tokens as plain decoding and the
+ * same drafts as the host path (draft_batch), in one blocking sync per
+ * step; with the entry removed (a plugin built before 1.7) the old path. */
+static void test_device_drafts(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts_n(4);
+    struct cs_engine *e = engine_open(DFU_TARGET, 1024, 4, CS_TYPE_F32);
+    static struct run base, host, dev, old;
+    char err[CLSPEC_ERRLEN];
+    const int par[] = {1, 4};
+    for (int k = 0; k < 2; k++) {
+        gen_dev = true;
+        gen(e, NULL, &P, par[k], 7, &base);
+        struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], DFU_DRAFTER, NULL, err, sizeof err);
+        if (!pl)
+            fail_msg("dflash plugin: %s", err);
+        assert_non_null(pl->vt.draft_batch_dev);
+        gen(e, pl, &P, par[k], 7, &dev);
+        gen_dev = false;
+        gen(e, pl, &P, par[k], 7, &host);
+        gen_dev = true;
+        pl->vt.draft_batch_dev = NULL;
+        gen(e, pl, &P, par[k], 7, &old);
+        gen_dev = false;
+        cs_plugin_free(pl);
+        print_message("device drafts, parallel %d: %llu calls, %llu syncs (%llu drafting), drafted %llu, accepted "
+                      "%llu; without the entry %llu syncs in %llu calls\n",
+                      par[k], (unsigned long long)dev.st.n_calls, (unsigned long long)dev.st.n_syncs,
+                      (unsigned long long)dev.st.n_syncs_draft, (unsigned long long)dev.st.n_drafted,
+                      (unsigned long long)dev.st.n_accepted, (unsigned long long)old.st.n_syncs,
+                      (unsigned long long)old.st.n_calls);
+        assert_same(&base, &dev, P.n, "dflash, device drafts");
+        assert_same(&base, &old, P.n, "dflash, without draft_batch_dev");
+        assert_true(dev.st.n_drafted > 0);
+        assert_int_equal(dev.st.n_drafted, host.st.n_drafted);
+        assert_int_equal(dev.st.n_accepted, host.st.n_accepted);
+        assert_int_equal(dev.st.n_syncs, dev.st.n_calls);
+        assert_int_equal(dev.st.n_syncs_draft, 0);
+        assert_true(old.st.n_syncs_draft > 0);
+    }
     cs_engine_free(e);
 }
 
@@ -522,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_lossless_q8_q4),
         cmocka_unit_test(test_lossless_p8),
+        cmocka_unit_test(test_device_drafts),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_clamp_and_reset),
         cmocka_unit_test(test_host_entries),

@@ -517,12 +517,20 @@ static void swiglu_family(enum cs_kfamily fam)
         assert_int_equal(cs_ref_matmul(type, uh, n_in, n_out, x, nb, u, err, sizeof err), CLSPEC_OK);
         cs_ref_swiglu(g, u, g, (size_t)nb * n_out);
         float *one = run_swiglu(d, &wg, &wu, x, 1), *split = run_swiglu(d, &wgs, &wus, x, 1);
-        float *batch = run_swiglu(d, &wg, &wu, x, nb);
+        float *batch = run_swiglu(d, &wg, &wu, x, nb), *bsplit = run_swiglu(d, &wgs, &wus, x, nb);
+        float *b4 = run_swiglu(d, &wg, &wu, x, 4), *b4s = run_swiglu(d, &wgs, &wus, x, 4);
         const double e = ku_norm_err(batch, g, (size_t)nb * n_out);
         if (e > 1e-4)
             fail_msg("matmul_swiglu %s %s: normalized error %.3g > 1e-4", cs_type_name(type), ku_fam_name[fam], e);
         assert_memory_equal(one, split, n_out * sizeof *one);
         assert_memory_equal(one, batch, n_out * sizeof *one);
+        /* 4 columns fused (CPU: small weights) and unfused (parts: two mat-mats and the SwiGLU); 16 */
+        assert_memory_equal(b4, b4s, (size_t)4 * n_out * sizeof *b4);
+        assert_memory_equal(b4, batch, (size_t)4 * n_out * sizeof *b4);
+        assert_memory_equal(batch, bsplit, (size_t)nb * n_out * sizeof *batch);
+        free(bsplit);
+        free(b4);
+        free(b4s);
         free(one);
         free(split);
         free(batch);
@@ -605,7 +613,8 @@ static void test_rope_qk_gpu(void **s)
 }
 
 /* cs_op_matmul_qkv == three cs_op_matmul, bitwise (fused on the CPU family
- * for a mat-vec; odd row counts exercise the two-rows-per-item tail) */
+ * for a mat-vec and, with small weights, for up to 8 columns; odd row
+ * counts exercise the two-rows-per-item tail) */
 static void qkv_family(enum cs_kfamily fam)
 {
     struct cs_cl_dev *d = devs[fam];
@@ -624,7 +633,7 @@ static void qkv_family(enum cs_kfamily fam)
             wh[i] = random_weight(type, n_in, no[i], 8500 + 10 * type + i, &wb);
             assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
         }
-        for (uint32_t nc = 1; nc <= 5; nc += 4) {
+        for (uint32_t nc = 1; nc <= 9; nc += 4) { /* 1, 5: fused on the CPU family; 9: not */
             float *x = random_floats((size_t)nc * n_in, 8600 + type);
             cl_mem xb = ku_buf(d, (size_t)nc * n_in * 4, x);
             const size_t off[3] = {1, 2, 3};

@@ -229,6 +229,51 @@ static void test_place_unified(void **state)
     cs_kv_free(kv);
 }
 
+/* The visiting order after each sync equals one built from scratch:
+ * occupied cells below hi by (position, cell), then the free ones, then
+ * identity; over random steps of interleaved sequences (places, tail
+ * removals, shifts), the order is kept incrementally (no full sort). */
+static void test_order_incremental(void **state)
+{
+    (void)state;
+    NEED_DEV();
+    struct cs_kv *kv = kv_make(96, 4, true, CS_TYPE_F16, CS_TYPE_F16, false);
+    struct tu_rng r;
+    tu_rng_seed(&r, 5);
+    int32_t next[4] = {0}, ref[96];
+    for (int it = 0; it < 300; it++) {
+        int32_t s = (int32_t)(tu_rng_u64(&r) % 4), op = (int32_t)(tu_rng_u64(&r) % 4);
+        if (op <= 1 && next[s] < 40) { /* a step's rows */
+            int n = 1 + (int)(tu_rng_u64(&r) % 4);
+            if (place(kv, s, next[s], n, NULL) == CLSPEC_OK)
+                next[s] += n;
+        } else if (op == 2 && next[s] > 0) { /* a rejected draft's tail */
+            int32_t p0 = next[s] - 1 - (int32_t)(tu_rng_u64(&r) % (uint64_t)next[s]);
+            OK(cs_kv_seq_rm(kv, s, p0, -1, g_err, sizeof g_err));
+            next[s] = p0;
+        } else if (op == 3 && next[s] > 4) { /* a context shift: drop 2 after 1, move the rest back */
+            OK(cs_kv_seq_rm(kv, s, 1, 3, g_err, sizeof g_err));
+            OK(cs_kv_seq_add(kv, s, 3, -1, -2, g_err, sizeof g_err));
+            next[s] -= 2;
+        }
+        OK(cs_kv_sync(kv, true, g_err, sizeof g_err));
+        int32_t n = 0;
+        for (int32_t pos = 0; pos < 64; pos++) /* by (position, cell) */
+            for (int32_t c = 0; c < kv->hi; c++)
+                if (kv->pos[c] == pos)
+                    ref[n++] = c;
+        for (int32_t c = 0; c < kv->hi; c++)
+            if (kv->pos[c] < 0)
+                ref[n++] = c;
+        assert_int_equal(n, kv->hi);
+        assert_memory_equal(kv->order, ref, (size_t)n * sizeof *ref);
+        for (int32_t c = kv->hi; c < kv->order_hi; c++)
+            assert_int_equal(kv->order[c], c);
+    }
+    check_meta(kv);
+    cs_kv_free(kv);
+}
+
 static void test_place_partitioned(void **state)
 {
     (void)state;
@@ -1017,6 +1062,7 @@ int main(void)
     setenv("POCL_DEVICES", "pthread pthread", 1); /* before the first OpenCL call */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_place_unified),
+        cmocka_unit_test(test_order_incremental),
         cmocka_unit_test(test_place_partitioned),
         cmocka_unit_test(test_full_unified),
         cmocka_unit_test(test_seq_ops_meta),

@@ -474,6 +474,7 @@ struct gen_out {
 /* NGREEDY greedy tokens for the cases on slots 0..n_slots-1 at once (slot
  * s runs case s % 3); n_fix > 0: draft length fixed to n_fix. */
 static float g_pmin; /* the draft requests' p_min */
+static bool g_dev;   /* the caller reads no logits: greedy steps verify on the device (device drafts, ABI 1.7) */
 
 static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fix, struct gen_out *o)
 {
@@ -495,6 +496,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
         assert_int_equal(cs_api_sampler_new(&smp_p, spec->n_vocab, &smp[s], err, sizeof err), 0);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != 0)
             fail_msg("slot_begin: %s", err);
+        spec->slots[s].host_logits = !g_dev;
         left[s] = NGREEDY;
     }
     for (;;) {
@@ -593,6 +595,61 @@ static void test_lossless_pmin(void **state)
     g_pmin = 0.6f;
     lossless(CS_TYPE_F32, 4, NULL, NULL);
     g_pmin = 0;
+}
+
+/* Device drafts (ABI 1.7): the head's chain stays on the device, the
+ * target's verification reads its tokens there, and one read brings back
+ * the verdict and the drafts: the same tokens as plain decoding, in one
+ * blocking sync per step when the chain fits one head decode. n_batch 2
+ * (chains do not fit): the drafts are made on the host and queued to the
+ * device. strip: a plugin without draft_batch_dev (built before 1.7) goes
+ * the old way, a sync for the draft and one for the verdict. */
+static void dev_case(int parallel, const char *key, const char *val, bool strip, bool one_sync)
+{
+    struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    static struct gen_out base, spec;
+    g_dev = true;
+    gen(e, NULL, parallel, 0, &base);
+    struct cs_plugin *pl = mtp_open(e, 4, NULL, key, val, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    assert_non_null(pl->vt.draft_batch_dev);
+    if (strip)
+        pl->vt.draft_batch_dev = NULL;
+    gen(e, pl, parallel, 0, &spec);
+    g_dev = false;
+    cs_plugin_free(pl);
+    for (int s = 0; s < parallel; s++) {
+        assert_int_equal(spec.n[s], base.n[s]);
+        assert_memory_equal(spec.tok[s], base.tok[s], (size_t)base.n[s] * 4);
+        assert_memory_equal(base.tok[s], GC[s % MAXC].greedy, NGREEDY * 4);
+    }
+    const struct cs_spec_stats *st = &spec.st;
+    print_message("device drafts, parallel %d%s%s%s: %d calls, %d syncs (%d drafting), drafted %d, accepted %d\n",
+                  parallel, key ? " " : "", key ? key : "", strip ? " (plugin without draft_batch_dev)" : "",
+                  (int)st->n_calls, (int)st->n_syncs, (int)st->n_syncs_draft, (int)st->n_drafted,
+                  (int)st->n_accepted);
+    assert_true(st->n_accepted * 2 > st->n_drafted);
+    assert_true(st->n_steps * 2 < base.st.n_steps);
+    assert_int_equal(st->n_greedy_rows, st->n_drafted + st->n_steps); /* every row verified on the device */
+    if (one_sync) {
+        assert_int_equal(st->n_syncs, st->n_calls);
+        assert_int_equal(st->n_syncs_draft, 0);
+    } else { /* at least one more for drafts that came to the host */
+        assert_true(st->n_syncs_draft > 0);
+        assert_true(st->n_syncs > st->n_calls);
+    }
+    cs_engine_free(e);
+}
+
+static void test_device_drafts(void **state)
+{
+    (void)state;
+    dev_case(1, NULL, NULL, false, true);
+    dev_case(4, NULL, NULL, false, true);
+    dev_case(4, "n_batch", "2", false, false);
+    dev_case(1, NULL, NULL, true, false);
 }
 
 /* A target KV cache that fills up: drafts shrink, are refused and retried
@@ -872,6 +929,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
         cmocka_unit_test(test_lossless_f32_p4_small_batch),
         cmocka_unit_test(test_lossless_pmin),
+        cmocka_unit_test(test_device_drafts),
         cmocka_unit_test(test_kv_full),
         cmocka_unit_test(test_quantized_kv),
         cmocka_unit_test(test_acceptance),

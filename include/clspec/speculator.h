@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 6 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 7 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -505,6 +505,15 @@ struct clspec_draft_req {
     uint32_t n_vocab;        /* row length of probs */
 };
 
+/* -- 1.7: where draft_batch_dev left one slot's draft: on the device, never read by the plugin -- */
+struct clspec_draft_dev {
+    uint32_t size;           /* sizeof as the host built it */
+    const clspec_buf *buf;   /* an int32 buffer of the plugin's (compute service) on the target's device that
+                              * embeds its input and makes its logits (host_model info: model.device) */
+    size_t off, stride;      /* draft token d (0..n-1) is element off + d * stride (stride >= 1) */
+    int32_t n;               /* tokens drafted (0..reqs[i].n_max; 0 = no draft this step) */
+};
+
 /* -- 1.4: what config_check gets: the speculator's configuration, read-only -- */
 
 /* One key as the user set it (or its default). */
@@ -587,6 +596,26 @@ struct clspec_speculator {
      * wrong and how to fix it, without the key (the host writes
      * "file:line: [speculator] KEY: " before it), and return < 0. */
     int (*config_check)(const struct clspec_config_view *cfg, const char **key, char *err, size_t errlen);
+
+    /* -- 1.7 (optional; older hosts ignore it, and the host falls back to draft_batch / draft) -- */
+
+    /* Greedy drafts that stay on the device, so that the whole speculative
+     * step costs one host sync: as draft_batch for reqs[0..n), but the
+     * plugin only queues its work on its compute-service devs (no buf_read,
+     * no sync) and says in out[i] where slot reqs[i].slot's tokens will be
+     * (set out[i].buf, off, stride, n; out[i].size is the host's). The host
+     * then queues the target's verification with those tokens read on the
+     * device (same queue, so in order) and reads them back once with the
+     * verdict; the plugin learns them in accept() as usual. Each token must
+     * be a valid id (an argmax is), out[i].n fixed when the call returns
+     * (no cut by probability), and the buffer must keep them until accept()
+     * or slot_end() of that slot. The host calls it only for slots verified
+     * greedily on the device with p_min = 0 (no probabilities); for the
+     * others, and when the call fails with CLSPEC_E_UNSUPPORTED (e.g. a
+     * drafter on another device), it uses draft_batch / draft. Another
+     * error switches speculation off for these slots. */
+    int (*draft_batch_dev)(void *state, const struct clspec_draft_req *reqs, int32_t n, struct clspec_draft_dev *out,
+                           char *err, size_t errlen);
 };
 
 /* The smallest vtable a 1.x host accepts: everything up to slot_end. */

@@ -45,6 +45,8 @@ struct dfslot {
     int32_t n_cached;
     int32_t *drafts;  /* (block_size - 1) */
     char broken[160]; /* non-empty: why this slot cannot draft (draft() reports it) */
+    int32_t blk_p0, blk_n; /* draft_batch_dev: the block's cells still placed (dropped at accept), n 0: none */
+    int32_t dev_row;  /* draft_batch_dev: the block's row 1 in the drafter's amax, -1: no block there */
 };
 
 struct dflash {
@@ -191,6 +193,19 @@ static void slot_reset(struct dflash *d, int32_t s)
     sl->cached = 0;
     sl->n_cached = 0;
     sl->broken[0] = 0;
+    sl->blk_n = 0;
+    sl->dev_row = -1;
+}
+
+/* A device block's cells, placed since the last draft, go (the host's step has waited for them). */
+static void drop_block(struct dflash *d, int32_t s)
+{
+    struct dfslot *sl = &d->slots[s];
+    char e[256];
+    if (sl->blk_n > 0)
+        dfm_seq_rm(d->c, s, sl->blk_p0, sl->blk_p0 + sl->blk_n, e, sizeof e);
+    sl->blk_n = 0;
+    sl->dev_row = -1;
 }
 
 static void set_broken(struct dflash *d, int32_t s, const char *why, const char *detail)
@@ -250,14 +265,15 @@ static void dflash_slot_end(void *state, int32_t slot)
 }
 
 /* One batched decode of the blocks of every slot that can draft and has no
- * current block (slot `need` among them). */
-static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
+ * current block (slot `need` among them); dev (draft_batch_dev): only the
+ * slots with dev[s] set, their drafts left in the drafter's amax. */
+static int run_blocks(struct dflash *d, int32_t need, const uint8_t *dev, char *err, size_t errlen)
 {
     const int32_t nb = d->n_block;
     int32_t n = 0, nblk = 0;
     for (int32_t s = 0; s < d->n_slots; s++) {
         struct dfslot *sl = &d->slots[s];
-        if (!sl->active || sl->broken[0] || (sl->cached && sl->n_cached >= nb && s != need))
+        if (!sl->active || sl->broken[0] || (sl->cached && sl->n_cached >= nb && s != need) || (dev && !dev[s]))
             continue;
         d->owner[nblk++] = s;
         for (int32_t i = 0; i <= nb; i++) {
@@ -269,12 +285,22 @@ static int run_blocks(struct dflash *d, int32_t need, char *err, size_t errlen)
     }
     char e[400] = "";
     double t0 = pu_now_s();
-    if (dfm_decode(d->c, d->tok, d->pos, d->seq, n, d->m->hp.causal, NULL, d->amax, e, sizeof e) < 0)
+    if (n == 0)
+        return 0;
+    if ((dev ? dfm_decode_dev(d->c, d->tok, d->pos, d->seq, n, d->m->hp.causal, e, sizeof e)
+             : dfm_decode(d->c, d->tok, d->pos, d->seq, n, d->m->hp.causal, NULL, d->amax, e, sizeof e)) < 0)
         return pu_fail(err, errlen, "dflash: ", "block decode: %s%s", e, NULL);
     d->dec_s += pu_now_s() - t0;
     d->n_decodes++;
     d->n_blocks += nblk;
-    for (int32_t b = 0; b < nblk; b++) { /* rows 1..nb of each block */
+    for (int32_t b = 0; dev && b < nblk; b++) { /* the block's cells and drafts stay on the device */
+        struct dfslot *sl = &d->slots[d->owner[b]];
+        sl->blk_p0 = sl->n_inj;
+        sl->blk_n = nb + 1;
+        sl->dev_row = b * (nb + 1) + 1;
+        sl->cached = 0;
+    }
+    for (int32_t b = 0; !dev && b < nblk; b++) { /* rows 1..nb of each block */
         struct dfslot *sl = &d->slots[d->owner[b]];
         memcpy(sl->drafts, d->amax + (size_t)b * (size_t)(nb + 1) + 1, (size_t)nb * sizeof *sl->drafts);
         sl->n_cached = nb;
@@ -291,6 +317,7 @@ static int prepare(struct dflash *d, const struct clspec_draft_req *req, char *e
     if (s < 0 || s >= d->n_slots)
         return pu_fail(err, errlen, "dflash: ", "draft: bad slot%s%s", NULL, NULL);
     struct dfslot *sl = &d->slots[s];
+    drop_block(d, s);
     if (!sl->active)
         return 1;
     if (sl->broken[0]) {
@@ -348,7 +375,7 @@ static int serve(struct dflash *d, const struct clspec_draft_req *req, int32_t *
                  size_t errlen)
 {
     struct dfslot *sl = &d->slots[req->slot];
-    if (!sl->cached && run_blocks(d, req->slot, err, errlen) < 0)
+    if (!sl->cached && run_blocks(d, req->slot, NULL, err, errlen) < 0)
         return -1;
     int32_t k = req->n_max < sl->n_cached ? req->n_max : sl->n_cached;
     memcpy(out, sl->drafts, (size_t)k * sizeof *out);
@@ -393,6 +420,38 @@ static int dflash_draft_batch(void *state, const struct clspec_draft_req *reqs, 
     return 0;
 }
 
+/* 1.7: every requested slot in step, then one block decode for all of
+ * them whose drafts stay in the drafter's amax (rows 1..n of each block),
+ * its cells placed until the slot's accept. Nothing waits. */
+static int dflash_draft_batch_dev(void *state, const struct clspec_draft_req *reqs, int32_t n,
+                                  struct clspec_draft_dev *out, char *err, size_t errlen)
+{
+    struct dflash *d = state;
+    uint8_t want[64] = {0};
+    int rc = 0;
+    for (int32_t i = 0; i < n; i++) {
+        out[i].buf = d->c->amax;
+        out[i].off = 0;
+        out[i].stride = 1;
+        out[i].n = 0;
+        int r = prepare(d, &reqs[i], err, errlen);
+        if (r < 0)
+            rc = r;
+        else if (r == 0 && reqs[i].slot < 64)
+            want[reqs[i].slot] = 1;
+    }
+    if (rc < 0 || (rc = run_blocks(d, -1, want, err, errlen)) < 0)
+        return rc;
+    for (int32_t i = 0; i < n; i++) {
+        const struct dfslot *sl = &d->slots[reqs[i].slot];
+        if (sl->dev_row < 0)
+            continue;
+        out[i].off = (size_t)sl->dev_row;
+        out[i].n = reqs[i].n_max < d->n_block ? reqs[i].n_max : d->n_block;
+    }
+    return 0;
+}
+
 static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
                           int32_t n_tokens)
 {
@@ -401,6 +460,7 @@ static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t 
     struct dflash *d = state;
     if (slot < 0 || slot >= d->n_slots)
         return;
+    drop_block(d, slot);
     struct dfslot *sl = &d->slots[slot];
     sl->cached = 0;
     if (!sl->active || sl->broken[0] || n_tokens <= 0)
@@ -433,6 +493,7 @@ static const struct clspec_speculator dflash_vtable = {
     .slot_end = dflash_slot_end,
     .draft_batch = dflash_draft_batch,
     .config_check = dflash_config_check,
+    .draft_batch_dev = dflash_draft_batch_dev,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -6,6 +6,7 @@
 #include "dflash_model.h"
 #include "../common/plugin_util.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,7 +523,7 @@ static int decode_pass(struct dfm_ctx *c, int32_t n, int causal, char *err, size
 /* Queues the pass of n block rows placed after ni queued rows (the
  * injection first) and reads back what is wanted. */
 static int decode_rows(struct dfm_ctx *c, int32_t ni, const int32_t *tokens, const int32_t *pos, const int32_t *seq,
-                       int32_t n, int causal, float *logits, int32_t *amax, char *err, size_t errlen)
+                       int32_t n, int causal, float *logits, int32_t *amax, bool dev, char *err, size_t errlen)
 {
     const struct clspec_host *h = c->m->h;
     if (ni > 0)
@@ -533,17 +534,17 @@ static int decode_rows(struct dfm_ctx *c, int32_t ni, const int32_t *tokens, con
     TRY(h->buf_write(c->tok, 0, (size_t)n, tokens, err, errlen));
     TRY(decode_pass(c, n, causal, err, errlen));
     const size_t V = c->m->n_vocab;
-    if (amax) {
+    if (amax || dev)
         TRY(h->argmax(c->logits, 0, c->amax, 0, n, (int32_t)V, err, errlen));
+    if (amax)
         TRY(h->buf_read(c->amax, 0, (size_t)n, amax, err, errlen));
-    }
     if (logits)
         TRY(h->buf_read(c->logits, 0, (size_t)n * V, logits, err, errlen));
-    return amax || logits ? 0 : h->sync(c->m->d, err, errlen); /* a read waits for the pass */
+    return amax || logits || dev ? 0 : h->sync(c->m->d, err, errlen); /* a read waits for the pass */
 }
 
-int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
-               int causal, float *logits, int32_t *amax, char *err, size_t errlen)
+static int decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
+                  int causal, float *logits, int32_t *amax, bool dev, char *err, size_t errlen)
 {
     const struct clspec_host *h = c->m->h;
     const uint32_t V = c->m->n_vocab;
@@ -558,11 +559,14 @@ int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, con
     }
     const int32_t ni = c->n_q;
     TRY(place(c, n, pos, seq, err, errlen)); /* nothing placed on failure */
-    int rc = decode_rows(c, ni, tokens, pos, seq, n, causal, logits, amax, err, errlen);
+    int rc = decode_rows(c, ni, tokens, pos, seq, n, causal, logits, amax, dev, err, errlen);
     if (rc < 0) { /* the queue may still hold this pass: wait before the cells change */
         char e2[256];
         h->sync(c->m->d, e2, sizeof e2);
     }
+    c->n_decoded += (uint64_t)n;
+    if (dev && rc == 0) /* the cells stay until the caller drops them (after its wait) */
+        return 0;
     /* the block's K/V do not persist: each run of consecutive positions of a sequence at once */
     char e2[256];
     for (int32_t i = 0, j; i < n; i = j) {
@@ -570,6 +574,17 @@ int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, con
             j++;
         h->kv_seq_rm(c->kv, seq[i], pos[i], pos[j - 1] + 1, e2, sizeof e2);
     }
-    c->n_decoded += (uint64_t)n;
     return rc;
+}
+
+int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
+               int causal, float *logits, int32_t *amax, char *err, size_t errlen)
+{
+    return decode(c, tokens, pos, seq, n, causal, logits, amax, false, err, errlen);
+}
+
+int dfm_decode_dev(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
+                   int causal, char *err, size_t errlen)
+{
+    return decode(c, tokens, pos, seq, n, causal, NULL, NULL, true, err, errlen);
 }

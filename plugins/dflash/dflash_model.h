@@ -104,6 +104,14 @@ int dfm_flush(struct dfm_ctx *c, char *err, size_t errlen);
 int dfm_decode(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
                int causal, float *logits, int32_t *amax, char *err, size_t errlen);
 
+/* As dfm_decode, but nothing is read and nothing waits (ABI 1.7 device
+ * drafts): every row's argmax stays in c->amax (row i at element i) until
+ * the next decode, and the rows' cells stay placed: drop them with
+ * dfm_seq_rm after the queue has run, before those positions are placed
+ * again. */
+int dfm_decode_dev(struct dfm_ctx *c, const int32_t *tokens, const int32_t *pos, const int32_t *seq, int32_t n,
+                   int causal, char *err, size_t errlen);
+
 /* Drops seq's cells (and queued rows) with p0 <= pos < p1 (p1 < 0: to the end). */
 int dfm_seq_rm(struct dfm_ctx *c, int32_t seq, int32_t p0, int32_t p1, char *err, size_t errlen);
 

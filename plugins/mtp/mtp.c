@@ -49,6 +49,7 @@ struct mslot {
     float *h_last;    /* (n_embd) the target's hidden state at position h_pos */
     int32_t h_pos;    /* -1: none */
     char broken[512]; /* set when an accept failed: the next draft reports it */
+    int32_t dev_i, dev_k; /* draft_batch_dev: the slot's chain in hd->amax (-1: none) and its length */
 };
 
 struct mtp {
@@ -67,6 +68,11 @@ struct mtp {
     long long n_drafts, n_draft_tokens;
     int32_t k_hi;             /* the longest draft asked for so far: what other slots' chains get */
     double t_draft, t_accept; /* seconds spent in draft / accept (logged at fini, debug level) */
+    /* draft_batch_dev (1.7): the chain's argmaxes stay in hd->amax (one chain per call: dev_used);
+     * drafts made on the host go to dtok (64 per slot) */
+    bool dev_mode, dev_used;
+    int32_t dev_n;            /* chains in hd->amax */
+    clspec_buf *dtok;         /* int32 (n_slots, 64) */
 };
 
 static void mtp_fini(void *state)
@@ -194,6 +200,10 @@ static int mtp_init(const struct clspec_host *h, void **state, char *err, size_t
     if (!ok) {
         mtp_fini(p);
         return pu_fail(err, errlen, "mtp: ", "out of memory%s%s", NULL, NULL);
+    }
+    if (h->buf_new(p->hd->d, CLSPEC_BUF_I32, (size_t)p->n_slots * 64, &p->dtok, e2, sizeof e2) < 0) {
+        mtp_fini(p);
+        return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
     }
     h->log(h, CLSPEC_LOG_INFO, "head %s on %s, KV %u cells", model, where, (unsigned)nctx);
     *state = p;
@@ -376,7 +386,7 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
         if (!ready(ms))
             continue;
         /* a slot of this draft_batch call: its length; another: the longest (the host's length grows back) */
-        int32_t k = s == s0 ? k0 : ms->k_req > 0 ? ms->k_req : ms->want > 0 ? p->k_hi : 0;
+        int32_t k = s == s0 ? k0 : ms->k_req > 0 ? ms->k_req : ms->want > 0 && !p->dev_mode ? p->k_hi : 0;
         if (k <= 0)
             continue;
         if (s != s0 && rows + ms->n_stage + 1 > (int32_t)p->n_batch)
@@ -405,20 +415,28 @@ static int draft_all(struct mtp *p, int32_t s0, int32_t k0, float p_min, char *e
                    E * sizeof(float));
         }
     }
-    if (n_sl > 0 && p_min <= 0.0f) { /* no probability cut: the whole chain on the device, one read */
+    if (n_sl > 0 && p_min <= 0.0f && !(p->dev_mode && p->dev_used)) { /* the whole chain on the device */
         int32_t D = 1, pos1[64];
         for (int32_t i = 0; i < n_sl; i++) {
             D = kk[i] > D ? kk[i] : D;
             pos1[i] = p->slots[sl[i]].n_hist;
         }
         if (rows + (D - 1) * n_sl <= (int32_t)p->n_batch && D * n_sl <= (int32_t)p->n_batch) {
-            if (mtp_head_chain(p->hd, rows, p->tok, p->pos, p->seq, p->embd, p->keep, n_sl, pos1, sl, D, p->amax, e2,
-                               sizeof e2) < 0)
+            if (mtp_head_chain(p->hd, rows, p->tok, p->pos, p->seq, p->embd, p->keep, n_sl, pos1, sl, D,
+                               p->dev_mode ? NULL : p->amax, e2, sizeof e2) < 0)
                 return pu_fail(err, errlen, "mtp: ", "%s%s", e2, NULL);
+            p->dev_used = p->dev_mode;
+            p->dev_n = n_sl;
             for (int32_t i = 0; i < n_sl; i++) {
                 struct mslot *ms = &p->slots[sl[i]];
                 ms->n_valid = ms->n_hist - 1; /* the step-1 entry used the target's hidden state: it stays */
                 ms->n_stage = 0;
+                if (p->dev_mode) { /* left on the device: nothing in the cache to serve */
+                    ms->dev_i = i;
+                    ms->dev_k = kk[i];
+                    ms->cache_stop = true;
+                    continue;
+                }
                 for (int32_t d = 0; d < kk[i]; d++)
                     ms->cache[ms->n_cache++] = p->amax[d * n_sl + i];
             }
@@ -572,6 +590,69 @@ static int mtp_draft_batch(void *state, const struct clspec_draft_req *reqs, int
     return rc;
 }
 
+/* 1.7: the drafts of reqs stay on the device: one chain for every ready
+ * slot (draft_all without a read), its argmaxes in hd->amax; a slot the
+ * chain could not take drafts on the host and its tokens are queued into
+ * dtok. Nothing waits. */
+static int mtp_draft_batch_dev(void *state, const struct clspec_draft_req *reqs, int32_t n,
+                               struct clspec_draft_dev *out, char *err, size_t errlen)
+{
+    struct mtp *p = state;
+    double t0 = pu_now_s();
+    int32_t first = -1, tok[64];
+    for (int32_t i = 0; i < n; i++) {
+        out[i].buf = NULL;
+        out[i].off = 0;
+        out[i].stride = 1;
+        out[i].n = 0;
+        if (check_req(p, &reqs[i], err, errlen) < 0)
+            return -1;
+        if (reqs[i].p_min > 0)
+            return pu_fail(err, errlen, "mtp: ", "device drafts take no probability cut (p_min)%s%s", NULL, NULL);
+        struct mslot *ms = &p->slots[reqs[i].slot];
+        ms->k_req = ms->want;
+        ms->dev_i = -1;
+        if (first < 0 && ms->cache_n != reqs[i].n_hist && ready(ms))
+            first = i;
+    }
+    p->dev_mode = true;
+    p->dev_used = false;
+    int rc = first < 0 ? 0 : draft_all(p, reqs[first].slot, p->slots[reqs[first].slot].want, 0, err, errlen);
+    /* slots that did not fit that decode, unless a chain left its tokens in hd->amax (the next decode
+     * would overwrite them before the target reads them): those go without a draft this step */
+    for (int32_t i = first + 1; rc == 0 && first >= 0 && !p->dev_used && i < n; i++) {
+        struct mslot *ms = &p->slots[reqs[i].slot];
+        if (ms->cache_n != reqs[i].n_hist && ready(ms))
+            rc = draft_all(p, reqs[i].slot, ms->want, 0, err, errlen);
+    }
+    p->dev_mode = false;
+    for (int32_t i = 0; i < n; i++)
+        p->slots[reqs[i].slot].k_req = 0;
+    for (int32_t i = 0; rc == 0 && i < n; i++) {
+        const int32_t s = reqs[i].slot;
+        struct mslot *ms = &p->slots[s];
+        if (ms->dev_i >= 0 && ms->cache_n == reqs[i].n_hist) {
+            out[i].buf = p->hd->amax;
+            out[i].off = (size_t)ms->dev_i;
+            out[i].stride = (size_t)p->dev_n;
+            out[i].n = ms->dev_k < ms->want ? ms->dev_k : ms->want;
+            p->n_drafts++;
+            p->n_draft_tokens += out[i].n;
+            continue;
+        }
+        int k = p->dev_used ? 0 : serve(p, &reqs[i], tok, err, errlen); /* (serve may decode: see above) */
+        if (k < 0)
+            return -1;
+        if (k > 0 && p->h->buf_write(p->dtok, (size_t)s * 64, (size_t)k, tok, err, errlen) < 0)
+            return -1;
+        out[i].buf = p->dtok;
+        out[i].off = (size_t)s * 64;
+        out[i].n = k;
+    }
+    p->t_draft += pu_now_s() - t0;
+    return rc;
+}
+
 static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
                        int32_t n_tokens)
 {
@@ -672,6 +753,7 @@ static const struct clspec_speculator mtp_vtable = {
     .slot_end = mtp_slot_end,
     .draft_batch = mtp_draft_batch,
     .config_check = mtp_config_check,
+    .draft_batch_dev = mtp_draft_batch_dev,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

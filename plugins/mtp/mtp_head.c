@@ -269,8 +269,9 @@ int mtp_head_seq_rm(struct mtp_head *m, int32_t seq, int32_t p0, int32_t p1, cha
     return m->h->kv_seq_rm(m->kv, seq, p0, p1, err, errlen);
 }
 
-/* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) into m->x; g into xg first. */
-static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32_t *g_seq, char *err,
+/* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) into m->x; g into xg first (g_x: g is m->x
+ * itself, row i the previous decode's row i: a chain's depth after the first). */
+static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32_t *g_seq, bool g_x, char *err,
                       size_t errlen)
 {
     const struct clspec_host *h = m->h;
@@ -283,7 +284,7 @@ static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32
             return -1;
     if (h->get_rows(m->embd, m->tok, 0, n, m->xe, 0, err, errlen) < 0 ||
         h->rmsnorm(m->xe, 0, m->enorm, m->xe, 0, n, m->E, m->eps, err, errlen) < 0 ||
-        h->rmsnorm(m->xg, 0, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
+        h->rmsnorm(g_x ? m->x : m->xg, 0, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
         h->copy(m->cat, 0, 2 * E, m->xe, 0, E, n, m->E, err, errlen) < 0 ||
         h->copy(m->cat, E, 2 * E, m->xg, 0, E, n, m->E, err, errlen) < 0)
         return -1;
@@ -300,19 +301,21 @@ static int32_t head_out(struct mtp_head *m, int32_t n, const int32_t *seq, const
     const struct clspec_host *h = m->h;
     const size_t E = (size_t)m->E;
     int32_t n_keep = 0;
+    const bool all = !keep && !keep_last; /* every row: the norm reads them in place */
     for (int32_t i = 0; i < n; i++) {
         if ((save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
                                           errlen) < 0)
             return -1;
-        if (keep ? !keep[i] : keep_last && i != n - 1)
+        if (all || (keep ? !keep[i] : keep_last && i != n - 1))
             continue;
         if (h->copy(m->xo, (size_t)n_keep * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
             return -1;
         n_keep++;
     }
+    n_keep = all ? n : n_keep;
     if (n_keep == 0)
         return 0;
-    if (h->rmsnorm(m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
+    if (h->rmsnorm(all ? m->x : m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
         h->matmul(m->out, m->xo, 0, m->logits, 0, n_keep, err, errlen) < 0 ||
         h->argmax(m->logits, 0, m->amax, amax_off, n_keep, m->V, err, errlen) < 0)
         return -1;
@@ -341,7 +344,7 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
         return pu_failf(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
-        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, g, g_seq, err, errlen) < 0)
+        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, g, g_seq, false, err, errlen) < 0)
         return -1;
     /* the block on the head's own KV: the attention norm unfused, causal, every cell in use */
     const struct clspec_block_act act = {.size = sizeof act, .x = m->x, .xb = m->xb, .q = m->q, .att = m->att,
@@ -380,7 +383,7 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
         depth * n_chain > m->n_batch)
         return pu_failf(err, errlen, "MTP chain: %d rows, %d chains of depth %d (at most %d rows)", n0, n_chain,
                         depth, m->n_batch);
-    if (!tok || !pos || !seq || !g || !keep || !pos1 || !seq1 || !amax)
+    if (!tok || !pos || !seq || !g || !keep || !pos1 || !seq1)
         return pu_failf(err, errlen, "MTP chain: every row needs a token, a position, a sequence and a g");
     if (check_rows(m, n0, tok, seq, err, errlen) < 0 || check_rows(m, n_chain, NULL, seq1, err, errlen) < 0)
         return -1;
@@ -415,12 +418,14 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
     rc = h->buf_write(m->tok, 0, (size_t)n0, tok, err, errlen) < 0 ||
                  h->buf_write(m->pos, 0, (size_t)n0, pos, err, errlen) < 0 ||
                  h->buf_write(m->seq, 0, (size_t)n0, seq, err, errlen) < 0 ||
-                 head_input(m, n0, g, NULL, err, errlen) < 0 ||
+                 head_input(m, n0, g, NULL, false, err, errlen) < 0 ||
                  h->block_layer(m->layer, m->kv, 0, &act, n0, &opt, err, errlen) < 0 ||
                  head_out(m, n0, seq, keep, false, keep, false, 0, err, errlen) < 0
              ? -1
              : 0;
-    /* depth d: tokens = depth d-1's argmax, g = its h' (saved per sequence), cells from the placement */
+    /* depth d: tokens = depth d-1's argmax, g = its h' (depth 1: saved per sequence; later depths: the
+     * previous depth's rows of x, in chain order), cells from the placement; the last depth saves its
+     * h' per sequence (a chain that goes on alone later) */
     act.cell = m->cell_d;
     for (int32_t d = 1; d < depth && rc == 0; d++) {
         const size_t o = (size_t)(n0 + (d - 1) * n_chain);
@@ -428,14 +433,16 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
                      h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
                      h->buf_write(m->pos, 0, (size_t)n_chain, pa + o, err, errlen) < 0 ||
                      h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0 ||
-                     head_input(m, n_chain, NULL, seq1, err, errlen) < 0 ||
+                     head_input(m, n_chain, NULL, d == 1 ? seq1 : NULL, d > 1, err, errlen) < 0 ||
                      h->block_layer(m->layer, m->kv, 0, &act, n_chain, &opt, err, errlen) < 0 ||
-                     head_out(m, n_chain, seq1, NULL, true, NULL, false, (size_t)d * n_chain, err, errlen) < 0
+                     head_out(m, n_chain, seq1, NULL, d == depth - 1, NULL, false, (size_t)d * n_chain, err, errlen) < 0
                  ? -1
                  : 0;
     }
     free(pa);
     if (rc < 0)
         return -1;
+    if (!amax) /* the drafts stay on the device (m->amax) */
+        return 0;
     return h->buf_read(m->amax, 0, (size_t)depth * n_chain, amax, err, errlen) < 0 ? -1 : 0;
 }

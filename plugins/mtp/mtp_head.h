@@ -74,7 +74,9 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
  * position pos1[i] + d - 1 of sequence seq1[i] whose token is depth d-1's
  * argmax and whose g is depth d-1's h', both taken on the device. The
  * cells of every depth are placed up front. amax (depth, n_chain) gets each
- * depth's argmax. Needs n0 + (depth - 1) n_chain <= n_batch and depth
+ * depth's argmax; amax NULL: nothing is read (no wait), the argmaxes stay
+ * in m->amax (element d * n_chain + i) until the head's next decode.
+ * Needs n0 + (depth - 1) n_chain <= n_batch and depth
  * n_chain <= n_batch. Returns 0, or < 0 (nothing placed when the head's KV
  * is full). */
 int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int32_t *pos, const int32_t *seq,

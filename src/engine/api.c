@@ -468,6 +468,12 @@ static int check_batch(const struct clspec_batch *b, char *err, size_t errlen)
 
 int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_status, char *err, size_t errlen)
 {
+    return cs_api_decode_dev(e, b, NULL, seq_status, err, errlen);
+}
+
+int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_fwd_dtok *dt,
+                      int *seq_status, char *err, size_t errlen)
+{
     CS_TRY(need_engine(e, "decode", true, err, errlen));
     e->n_rows = 0;
     CS_TRY(check_batch(b, err, errlen));
@@ -485,7 +491,7 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
         e->row_greedy[i] = keep && greedy && greedy[i];
         /* rows go in unchecked: cs_forward_batch checks tokens, positions and sequences */
         int32_t s = b->seq ? b->seq[i] : 0;
-        e->b.token[i] = b->token[i];
+        e->b.token[i] = dt && dt->src[i] >= 0 ? 0 : b->token[i]; /* a device row's: placed as 0 */
         e->b.pos[i] = b->pos[i];
         e->b.seq[i] = s;
         e->b.logits[i] = keep;
@@ -493,8 +499,8 @@ int clspec_decode(clspec_engine *e, const struct clspec_batch *b, int *seq_statu
     }
     struct cs_fwd_hidden hid = {.n_layers = e->n_taps, .layers = e->tap_layers, .out = e->taps};
     int rc_seq[CS_MAX_SEQ];
-    const struct cs_fwd_greedy g = {.rows = e->row_greedy, .out = e->greedy_res};
-    int rc = cs_forward_batch_greedy(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, greedy ? &g : NULL,
+    const struct cs_fwd_greedy g = {.rows = greedy ? e->row_greedy : NULL, .out = e->greedy_res, .dt = dt};
+    int rc = cs_forward_batch_greedy(e->e->ctx, &e->b, e->logits, e->n_taps ? &hid : NULL, greedy || dt ? &g : NULL,
                                      rc_seq, err, errlen);
     if (rc < 0)
         return rc;

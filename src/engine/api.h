@@ -10,6 +10,7 @@
 #include "clspec/clspec.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "model/forward.h"
 
 /* The internal sampler parameters of in (all of its fields; in->size is not
  * read: in must be a complete struct of this build). */
@@ -41,5 +42,13 @@ int cs_api_wrap_vocab(const struct cs_tokenizer *tok, const struct cs_gguf *g, c
 /* The internal engine behind a door (NULL for NULL or a vocab_only one).
  * Loader / host code only. */
 struct cs_engine *cs_api_engine(clspec_engine *e);
+
+/* clspec_decode with device tokens (the speculation loop: a drafter's
+ * tokens that stay on the device; struct cs_fwd_dtok in model/forward.h,
+ * indexed by b's rows, which must be greedy rows there). dt NULL: exactly
+ * clspec_decode. Where they cannot be taken (cs_fwd_tok_dev of the engine's
+ * context is NULL): CLSPEC_E_UNSUPPORTED, nothing placed. */
+int cs_api_decode_dev(clspec_engine *e, const struct clspec_batch *b, const struct cs_fwd_dtok *dt,
+                      int *seq_status, char *err, size_t errlen);
 
 #endif

@@ -155,8 +155,10 @@ int cs_kv_new_layers(const struct cs_hparams *hp, const struct cs_kv_params *p, 
     kv->seq = calloc(p->n_ctx, sizeof *kv->seq);
     kv->tok = malloc((size_t)p->n_ctx * sizeof *kv->tok);
     kv->order = malloc((size_t)p->n_ctx * sizeof *kv->order);
+    kv->order_tmp = malloc((size_t)p->n_ctx * sizeof *kv->order_tmp);
+    kv->order_key = malloc((size_t)p->n_ctx * sizeof *kv->order_key);
     if (!kv->layer_dev || !kv->devs || !kv->k || !kv->v || !kv->pos || !kv->seq || !kv->tok ||
-        !kv->order) {
+        !kv->order || !kv->order_tmp || !kv->order_key) {
         cs_kv_free(kv);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "kv cache: out of memory");
     }
@@ -249,6 +251,8 @@ void cs_kv_free(struct cs_kv *kv)
     free(kv->seq);
     free(kv->tok);
     free(kv->order);
+    free(kv->order_tmp);
+    free(kv->order_key);
     free(kv);
 }
 
@@ -280,29 +284,46 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* kv->order over [0, max(hi, order_hi)): see kv.h. Returns the entries to
- * upload, or -1 when out of memory. */
+/* kv->order over [0, max(hi, order_hi)): see kv.h. Incremental: the
+ * occupied cells outside the range changed since the last build
+ * [dirty_lo, dirty_hi) keep their places from it (order_n of them, sorted
+ * by (position, cell)); the occupied ones inside it are sorted alone (a
+ * step's few rows: insertion, qsort beyond 32) and merged in. Returns the
+ * entries to upload. */
 static int32_t build_order(struct cs_kv *kv)
 {
-    int32_t n = 0, hi = kv->hi, up = CS_MAX(kv->hi, kv->order_hi);
-    bool sorted = true;
-    for (int32_t c = 0; c < hi; c++) {
-        if (kv->pos[c] < 0)
+    const int32_t hi = kv->hi, up = CS_MAX(kv->hi, kv->order_hi), lo = kv->dirty_lo, dh = CS_MIN(kv->dirty_hi, hi);
+    uint64_t *key = kv->order_key; /* (position, cell) of the changed occupied cells */
+    int32_t m = 0;
+    for (int32_t c = lo; c < dh; c++)
+        if (kv->pos[c] >= 0)
+            key[m++] = (uint64_t)kv->pos[c] << 32 | (uint32_t)c;
+    if (m > 32) {
+        qsort(key, (size_t)m, sizeof *key, cmp_u64);
+    } else {
+        for (int32_t i = 1; i < m; i++) {
+            uint64_t x = key[i];
+            int32_t j = i;
+            for (; j > 0 && key[j - 1] > x; j--)
+                key[j] = key[j - 1];
+            key[j] = x;
+        }
+    }
+    int32_t n = 0, k = 0; /* merge: kept old entries (outside the range, still below hi) and the sorted new */
+    int32_t *out = kv->order_tmp;
+    for (int32_t i = 0; i < kv->order_n; i++) {
+        const int32_t c = kv->order[i];
+        if ((c >= lo && c < kv->dirty_hi) || c >= hi || kv->pos[c] < 0)
             continue;
-        sorted = sorted && (n == 0 || kv->pos[kv->order[n - 1]] <= kv->pos[c]);
-        kv->order[n++] = c;
+        const uint64_t kc = (uint64_t)kv->pos[c] << 32 | (uint32_t)c;
+        while (k < m && key[k] < kc)
+            out[n++] = (int32_t)(key[k++] & 0xffffffffu);
+        out[n++] = c;
     }
-    if (!sorted) { /* keys (position, cell): positions are >= 0 */
-        uint64_t *key = malloc((size_t)n * sizeof *key);
-        if (!key)
-            return -1;
-        for (int32_t i = 0; i < n; i++)
-            key[i] = (uint64_t)kv->pos[kv->order[i]] << 32 | (uint32_t)kv->order[i];
-        qsort(key, (size_t)n, sizeof *key, cmp_u64);
-        for (int32_t i = 0; i < n; i++)
-            kv->order[i] = (int32_t)(key[i] & 0xffffffffu);
-        free(key);
-    }
+    while (k < m)
+        out[n++] = (int32_t)(key[k++] & 0xffffffffu);
+    kv->order_n = n;
+    memcpy(kv->order, out, (size_t)n * sizeof *out);
     for (int32_t c = 0; c < hi; c++)
         if (kv->pos[c] < 0)
             kv->order[n++] = c;

@@ -56,6 +56,9 @@ struct cs_kv {
                                    * Attention visits cells in this order, so a sequence's
                                    * result does not depend on where its cells sit. */
     int32_t order_hi;             /* hi when order was last uploaded */
+    int32_t order_n;              /* occupied cells at the head of order (the last build) */
+    int32_t *order_tmp;           /* (n_ctx) scratch of the build */
+    uint64_t *order_key;          /* (n_ctx) scratch: (position, cell) keys of the changed cells */
     struct cs_kv_rec *rec;        /* owned, NULL unless the model is hybrid: the recurrent state
                                    * (src/kv/kv_rec.h), set by the context; the sequence operations apply to it */
     bool rec_inner;               /* set while a sequence op calls another (the state is handled once) */

@@ -249,6 +249,9 @@ void cs_fwd_ctx_free(struct cs_fwd_ctx *c)
     cs_cl_release(&c->g_res);
     free(c->g_nxt_h);
     free(c->g_res_h);
+    cs_cl_release(&c->t_all);
+    free(c->t_all_h);
+    free(c->chain_all);
     free(c);
 }
 
@@ -371,6 +374,7 @@ struct pass_rows {
     const uint8_t *greedy;   /* (b->n) or NULL: 1 = only the argmax of the row (cs_forward_batch_greedy) */
     int pk0;                 /* placed kept rows before this pass (its argmaxes' offset in c->g_am) */
     int tok_from;            /* >= 0: the tokens are c->g_am[tok_from..+n) (a draft chain), not tok */
+    int t_off;               /* >= 0: the tokens are c->t_all[t_off..+n) (device tokens), not tok */
 };
 
 /* Rows of the pass whose input is an embedding (a negative token with
@@ -451,7 +455,7 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
             cl_int e = clEnqueueCopyBuffer(a->dev->q, c->g_am, a->tok, (size_t)r->tok_from * 4, 0, (size_t)n * 4, 0,
                                            NULL, NULL);
             CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(chain tokens)", err, errlen));
-        } else if (i == fm->emb_dev) {
+        } else if (i == fm->emb_dev && r->t_off < 0) {
             CS_TRY(cs_cl_write_async(a->dev, a->tok, 0, (size_t)n * 4, r->tok, err, errlen));
         }
         CS_TRY(cs_cl_write_async(a->dev, a->pos, 0, (size_t)n * 4, r->pos, err, errlen));
@@ -464,7 +468,8 @@ static int pass(struct cs_fwd_ctx *c, const struct pass_rows *r, float *logits_o
         CS_TRY(cs_ops_begin(&a->ops, r->pos, n, err, errlen));
     }
     struct cs_fwd_act *a = &c->act[fm->emb_dev];
-    CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, a->tok, 0, (uint32_t)n, a->x, 0, err, errlen));
+    CS_TRY(cs_op_get_rows(a->dev, &fm->tok_embd, r->t_off >= 0 ? c->t_all : a->tok,
+                          r->t_off >= 0 ? (size_t)r->t_off : 0, (uint32_t)n, a->x, 0, err, errlen));
     CS_TRY(embd_rows(a, r, (size_t)E, err, errlen));
     bool normed = false; /* xb already holds layer l's attention-norm output (fused into the residual add) */
     for (int l = 0; l <= NL; l++) {
@@ -585,6 +590,103 @@ static int greedy_begin(struct cs_fwd_ctx *c, const struct cs_batch *b, const st
     return cs_cl_write_async(d, c->g_nxt, 0, (size_t)k * 4, c->g_nxt_h, err, errlen);
 }
 
+/* Copies m int32 elements src[s0 + j * stride] to dst[d0 + j] (one command). */
+static int copy_strided(struct cs_cl_dev *d, cl_mem src, size_t s0, size_t stride, cl_mem dst, size_t d0, size_t m,
+                        char *err, size_t errlen)
+{
+    cl_int e;
+    if (m == 1 || stride == 1) {
+        e = clEnqueueCopyBuffer(d->q, src, dst, s0 * 4, d0 * 4, m * 4, 0, NULL, NULL);
+    } else {
+        const size_t so[3] = {s0 * 4, 0, 0}, dor[3] = {d0 * 4, 0, 0}, reg[3] = {4, m, 1};
+        e = clEnqueueCopyBufferRect(d->q, src, dst, so, dor, reg, stride * 4, 0, 4, 0, 0, NULL, NULL);
+    }
+    return cs_cl_check(e, "clEnqueueCopyBufferRect(device tokens)", err, errlen);
+}
+
+/* Device tokens: every placed row's token into c->t_all (the host's, then
+ * the device rows' from g->dt->buf, in runs of one stride), non-blocking. */
+static int dtok_begin(struct cs_fwd_ctx *c, const struct cs_fwd_greedy *g, const int32_t *tok, const int32_t *orig,
+                      int n, char *err, size_t errlen)
+{
+    struct cs_cl_dev *d = c->act[c->fm->emb_dev].dev;
+    if (n > c->t_cap) {
+        cs_cl_release(&c->t_all);
+        free(c->t_all_h);
+        c->t_cap = 0;
+        if (!(c->t_all_h = malloc((size_t)n * sizeof *c->t_all_h)))
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d device tokens)", n);
+        CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)n * 4, NULL, &c->t_all, err, errlen));
+        c->t_cap = n;
+    }
+    CS_TRY(cs_cl_write_async(d, c->t_all, 0, (size_t)n * 4, tok, err, errlen));
+    for (int t = 0; t < n;) {
+        const int32_t s0 = g->dt->src[orig[t]];
+        if (s0 < 0) {
+            t++;
+            continue;
+        }
+        int m = 1;
+        int32_t st = t + 1 < n ? g->dt->src[orig[t + 1]] - s0 : 1;
+        while (t + m < n && st > 0 && g->dt->src[orig[t + m]] == s0 + m * st)
+            m++;
+        CS_TRY(copy_strided(d, g->dt->buf, (size_t)s0, (size_t)(st > 0 ? st : 1), c->t_all, (size_t)t, (size_t)m,
+                            err, errlen));
+        t += m;
+    }
+    return CLSPEC_OK;
+}
+
+const struct cs_cl_dev *cs_fwd_tok_dev(const struct cs_fwd_ctx *c)
+{
+    return c->kv->rec || c->fm->emb_dev != c->fm->out_dev ? NULL : c->act[c->fm->emb_dev].dev;
+}
+
+/* Before anything is placed: device tokens are possible here and in range. */
+static int dtok_check(const struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g, char *err,
+                      size_t errlen)
+{
+    if (g->chain > 0 || !g->dt->buf || !g->dt->got || !g->rows)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "forward: device tokens without a buffer or greedy rows");
+    if (!cs_fwd_tok_dev(c) || cs_fwd_tok_dev(c) != g->dt->dev)
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED,
+                      "forward: device tokens need a plain model with its input and output on the drafter's device");
+    for (int i = 0; i < b->n; i++)
+        if (g->dt->src[i] >= 0 && ((size_t)g->dt->src[i] >= g->dt->n || !b->logits[i] || !g->rows[i]))
+            return cs_err(err, errlen, CLSPEC_E_RANGE,
+                          "forward: device token %d of row %d (a buffer of %zu; the row must be a greedy row)",
+                          g->dt->src[i], i, g->dt->n);
+    return CLSPEC_OK;
+}
+
+/* Device tokens: a greedy run's next-row token where that row's token is on
+ * the device (after greedy_begin's upload of the others). */
+static int dtok_next(struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g,
+                     const int32_t *orig, const int32_t *lrow, int n, char *err, size_t errlen)
+{
+    struct cs_cl_dev *d = c->act[c->fm->out_dev].dev;
+    for (int t = 1, k = 0, t0 = -1, k0 = 0; t <= n; t++) { /* k: kept index of row t - 1 */
+        bool dev = false;
+        if (t < n) {
+            const int i = orig[t - 1], j = orig[t];
+            dev = lrow[t - 1] >= 0 && g->dt->src[j] >= 0 && j == i + 1 && g->rows[i] && g->rows[j] &&
+                  b->logits[j] && b->seq[j] == b->seq[i];
+        }
+        if (t0 >= 0 && (!dev || k != k0 + (t - t0))) {
+            cl_int e = clEnqueueCopyBuffer(d->q, c->t_all, c->g_nxt, (size_t)t0 * 4, (size_t)k0 * 4,
+                                           (size_t)(t - t0) * 4, 0, NULL, NULL);
+            CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(device next tokens)", err, errlen));
+            t0 = -1;
+        }
+        if (dev && t0 < 0) {
+            t0 = t;
+            k0 = k;
+        }
+        k += t <= n && lrow[t - 1] >= 0;
+    }
+    return CLSPEC_OK;
+}
+
 int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                      const struct cs_fwd_hidden *hidden, int *seq_rc, char *err, size_t errlen)
 {
@@ -634,6 +736,8 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     const int cap = c->scratch_cap;
     int32_t *cells = c->scratch, *tok = cells + cap, *pos = tok + cap, *seq = pos + cap, *cell = seq + cap,
             *orig = cell + cap, *lrow = orig + cap, *rd = lrow + cap, *wr = rd + cap;
+    if (g && g->dt)
+        CS_TRY(dtok_check(c, b, g, err, errlen));
     if (c->kv->rec) /* a hybrid model's rows must continue their sequences' recurrent state */
         CS_TRY(cs_kv_rec_check(c->kv->rec, b, err, errlen));
     CS_TRY(cs_kv_place(c->kv, b, cells, seq_rc, err, errlen));
@@ -655,15 +759,20 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     const int U = (int)c->p.n_ubatch;
     int rc = cs_kv_sync(c->kv, false, err, errlen); /* non-blocking: the finish below */
     int n_pk = 0; /* placed kept rows (greedy) */
+    const bool dt = g && g->dt;
+    if (rc == CLSPEC_OK && dt)
+        rc = dtok_begin(c, g, tok, orig, n, err, errlen);
     if (rc == CLSPEC_OK && g && g->rows)
         rc = greedy_begin(c, b, g, orig, lrow, n, &n_pk, err, errlen);
+    if (rc == CLSPEC_OK && dt && n_pk > 0)
+        rc = dtok_next(c, b, g, orig, lrow, n, err, errlen);
     const int chain = g ? g->chain : 0; /* a draft chain: the first chain_n0 rows, then depths of chain rows */
     for (int t0 = 0, pk0 = 0, sz; t0 < n && rc == CLSPEC_OK; t0 += sz) {
         sz = chain > 0 ? (t0 == 0 ? g->chain_n0 : chain) : CS_MIN(U, n - t0);
         struct pass_rows r = {.n = sz, .tok = tok + t0, .pos = pos + t0, .seq = seq + t0,
                               .cell = cell + t0, .orig = orig + t0, .lrow = lrow + t0, .rd = rd + t0,
                               .wr = wr + t0, .b = b, .greedy = n_pk > 0 ? g->rows : NULL, .pk0 = pk0,
-                              .tok_from = chain > 0 && t0 > 0 ? pk0 - chain : -1};
+                              .tok_from = chain > 0 && t0 > 0 ? pk0 - chain : -1, .t_off = dt ? t0 : -1};
         rc = pass(c, &r, logits_out, hidden, b->n, err, errlen);
         for (int t = 0; t < r.n; t++)
             pk0 += r.lrow[t] >= 0;
@@ -674,6 +783,8 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     if (rc == CLSPEC_OK && n_pk > 0)
         rc = chain > 0 ? cs_cl_read_async(od, c->g_am, 0, (size_t)n_pk * 4, c->g_res_h, err, errlen)
                        : cs_cl_read_async(od, c->g_res, 0, (size_t)n_pk * 8, c->g_res_h, err, errlen);
+    if (rc == CLSPEC_OK && dt) /* the device rows' tokens come back in the same sync */
+        rc = cs_cl_read_async(od, c->t_all, 0, (size_t)n * 4, c->t_all_h, err, errlen);
     /* always (also after an error): the non-blocking input writes and hidden
      * reads are done, work finished before returning (cheap after the
      * blocking logits read) */
@@ -685,6 +796,11 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
         }
     if (rc == CLSPEC_OK && c->debug_fail > 0 && --c->debug_fail == 0)
         rc = cs_err(err, errlen, CLSPEC_E_CL, "forward: injected failure (test-only cs_fwd_debug_fail)");
+    for (int t = 0; rc == CLSPEC_OK && dt && t < n; t++)
+        if (g->dt->src[orig[t]] >= 0) {
+            g->dt->got[orig[t]] = c->t_all_h[t];
+            c->kv->tok[cell[t]] = c->t_all_h[t]; /* the cell's token for prefix reuse (placed as 0) */
+        }
     if (rc == CLSPEC_OK && chain > 0) /* every row was placed: kept-row order is the chain's */
         memcpy(g->out, c->g_res_h, (size_t)n_pk * sizeof *g->out);
     for (int t = 0, k = 0; rc == CLSPEC_OK && t < n && n_pk > 0 && chain == 0; t++) /* to the greedy kept rows */
@@ -756,16 +872,19 @@ int cs_forward_chain(struct cs_fwd_ctx *c, const struct cs_batch *b, int n0, int
     for (int s = 0; s < CS_MAX_SEQ; s++) /* all or nothing: every row placed keeps the kept-row order */
         if (need[s] > 0 && cs_kv_n_free(c->kv, s) < (uint32_t)need[s])
             return cs_err(err, errlen, CLSPEC_E_KV_FULL, "forward chain: sequence %d needs %d cells", s, need[s]);
-    uint8_t *all = malloc((size_t)b->n);
-    if (!all)
-        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
-    memset(all, 1, (size_t)b->n);
-    const struct cs_fwd_greedy g = {.rows = all, .out = amax, .chain = n_chain, .chain_n0 = n0};
+    if (b->n > c->chain_cap) { /* every row greedy: ones, kept across calls */
+        uint8_t *all = realloc(c->chain_all, (size_t)b->n);
+        if (!all)
+            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward chain: out of memory");
+        memset(all, 1, (size_t)b->n);
+        c->chain_all = all;
+        c->chain_cap = b->n;
+    }
+    const struct cs_fwd_greedy g = {.rows = c->chain_all, .out = amax, .chain = n_chain, .chain_n0 = n0};
     int seq_rc[CS_MAX_SEQ];
     int rc = cs_forward_batch_greedy(c, b, NULL, NULL, &g, seq_rc, err, errlen);
     for (int s = 0; rc == CLSPEC_OK && s < CS_MAX_SEQ; s++)
         if (seq_rc[s] != CLSPEC_OK)
             rc = cs_err(err, errlen, seq_rc[s], "forward chain: sequence %d did not fit", s);
-    free(all);
     return rc;
 }

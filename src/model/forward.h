@@ -130,6 +130,12 @@ struct cs_fwd_ctx {
     cl_mem g_am, g_nxt, g_res;            /* (g_cap) argmaxes, (g_cap) next-row tokens, (g_cap, 2) results */
     int32_t *g_nxt_h, *g_res_h;           /* host sides of g_nxt and g_res */
     int g_cap;
+    /* device tokens (struct cs_fwd_greedy.dt_buf), on the input device, grown as needed */
+    cl_mem t_all;                         /* int32 (t_cap) every placed row's token of one forward */
+    int32_t *t_all_h;                     /* (t_cap) host side: the tokens read back with the results */
+    int t_cap;
+    uint8_t *chain_all;                   /* (chain_cap) ones: cs_forward_chain's greedy rows */
+    int chain_cap;
 };
 
 int cs_fwd_ctx_new(struct cs_fwd_model *fm, const struct cs_fwd_ctx_params *p, struct cs_fwd_ctx **out, char *err,
@@ -189,10 +195,30 @@ int cs_forward_batch(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logi
  * match and the argmax where the match stops (the next greedy token); other
  * entries untouched. Whatever comes back (logits, results, hidden rows)
  * comes in one host sync per device at the end. */
+/* Device tokens (a drafter's tokens that never came to the host): rows
+ * with src[i] >= 0 take their token from element src[i] of buf (int32, n
+ * elements, on the device that embeds the input and makes the output,
+ * filled by commands queued before on dev, the same queue); b->token[i] is
+ * ignored (0 is fine). They must be greedy rows; the greedy runs' next-row
+ * tokens come from there too, and the tokens come back with the results
+ * (same sync) into got[i]; the KV's cells get them as their tokens (prefix
+ * reuse). A model whose input and output sit on two devices, or a hybrid
+ * one: CLSPEC_E_UNSUPPORTED, nothing placed (cs_fwd_tok_dev says so). */
+struct cs_fwd_dtok {
+    cl_mem buf;
+    size_t n;
+    const struct cs_cl_dev *dev;
+    const int32_t *src;                   /* (b->n) */
+    int32_t *got;                         /* (b->n) */
+};
+/* The queue device tokens must come from, NULL when c takes none. */
+const struct cs_cl_dev *cs_fwd_tok_dev(const struct cs_fwd_ctx *c);
+
 struct cs_fwd_greedy {
     const uint8_t *rows;                  /* (b->n) 1 = greedy row (with b->logits[i] set) */
     int32_t *out;                         /* (cs_batch_n_logits(b), 2); a chain: (n_keep) argmaxes */
     int32_t chain, chain_n0;              /* chain > 0: cs_forward_chain's passes (set by it only) */
+    const struct cs_fwd_dtok *dt;         /* device tokens, or NULL (not with a chain) */
 };
 int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, float *logits_out,
                             const struct cs_fwd_hidden *hidden, const struct cs_fwd_greedy *g, int *seq_rc,

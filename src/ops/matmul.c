@@ -347,6 +347,22 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
     return CLSPEC_OK;
 }
 
+/* Whether the fused CPU mat-vecs (mv3_T, mvswiglu_T) take n_cols columns of
+ * weights of `bytes` in all: one column always; up to max_cols columns (a
+ * verification's rows) when the weights stay in cache (each column reads
+ * them again; larger weights go to the mat-mats, which read them once per
+ * tile). Launches, not arithmetic, bound such small steps; measured on
+ * stories260K (kprof, PoCL, 2 cores): mv3 at 8 columns costs what the three
+ * mat-mats cost, mvswiglu at 4 what gate, up and SwiGLU cost, and beyond
+ * that they take longer on the device than the launches they save. */
+#define CS_FUSE_QKV_COLS 8
+#define CS_FUSE_SWIGLU_COLS 4
+#define CS_FUSE_BYTES ((uint64_t)1 << 20)
+static bool fuse_cols(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t max_cols, uint64_t bytes)
+{
+    return d->info.family == CS_KFAMILY_CPU && (n_cols == 1 || (n_cols <= max_cols && bytes <= CS_FUSE_BYTES));
+}
+
 int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
                         size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
                         size_t errlen)
@@ -368,7 +384,9 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
             rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
         return rc;
     }
-    const bool fused = n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wg->n_parts == 1 && wu->n_parts == 1;
+    const bool fused = fuse_cols(d, n_cols, CS_FUSE_SWIGLU_COLS, 2 * wg->parts[0].n_rows * wg->row_bytes) &&
+                       wg->n_parts == 1 &&
+                       wu->n_parts == 1;
     if (!fused) {
         int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
@@ -377,7 +395,7 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
             rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
         return rc;
     }
-    if (!fits_u32(x_off + wg->n_in) || !fits_u32(out_off + wg->n_out))
+    if (!fits_u32(x_off + (uint64_t)n_cols * wg->n_in) || !fits_u32(out_off + (uint64_t)n_cols * wg->n_out))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mvswiglu_%s", wname(wg));
@@ -385,7 +403,8 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
                   yo = (cl_uint)out_off;
     const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in), CS_KA(nr),
                                 CS_KA(x), CS_KA(xo), CS_KA(out), CS_KA(yo)};
-    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), mv_items(nr), CPU_LOCAL, err, errlen);
+    const size_t g[2] = {mv_items(nr), n_cols}, l[2] = {CPU_LOCAL, 1};
+    return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
 }
 
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
@@ -409,8 +428,9 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
             rc = cs_op_matmul_q8(d, wv, n_cols, v, v_off, err, errlen);
         return rc;
     }
-    const bool fused = same && n_cols == 1 && d->info.family == CS_KFAMILY_CPU && wq->n_parts == 1 &&
-                       wk->n_parts == 1 && wv->n_parts == 1;
+    const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
+                       fuse_cols(d, n_cols, CS_FUSE_QKV_COLS,
+                                 (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
     if (!fused) {
         int rc = cs_op_matmul(d, wq, x, x_off, q, q_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
@@ -419,8 +439,9 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
             rc = cs_op_matmul(d, wv, x, x_off, v, v_off, n_cols, err, errlen);
         return rc;
     }
-    if (!fits_u32(x_off + wq->n_in) || !fits_u32(q_off + wq->n_out) || !fits_u32(k_off + wk->n_out) ||
-        !fits_u32(v_off + wv->n_out))
+    const uint64_t nc = n_cols;
+    if (!fits_u32(x_off + nc * wq->n_in) || !fits_u32(q_off + nc * wq->n_out) || !fits_u32(k_off + nc * wk->n_out) ||
+        !fits_u32(v_off + nc * wv->n_out))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
     char name[32];
     snprintf(name, sizeof name, "mv3_%s", wname(wq));
@@ -429,6 +450,6 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
                                 CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
                                 CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
-    const size_t items = mv_items(nq) + mv_items(nk) + mv_items(nv);
-    return cs_op_launch(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), items, CPU_LOCAL, err, errlen);
+    const size_t g[2] = {mv_items(nq) + mv_items(nk) + mv_items(nv), n_cols}, l[2] = {CPU_LOCAL, 1};
+    return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
 }

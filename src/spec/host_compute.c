@@ -202,6 +202,29 @@ static void gguf_close(clspec_gguf *g)
     free(g);
 }
 
+int cs_host_buf_tokens(const struct cs_plugin *pl, const clspec_buf *b, size_t off, size_t stride, int32_t n,
+                       cl_mem *m, size_t *n_el, const struct cs_cl_dev **dev, char *err, size_t errlen)
+{
+    clspec_dev *d = NULL;
+    if (n < 0 || stride < 1)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "draft_batch_dev: %d tokens at a stride of %zu", n, stride);
+    const size_t span = n > 0 ? (size_t)(n - 1) * stride + 1 : 0;
+    CS_TRY(cs_hc_chk_buf(b, &d, CLSPEC_BUF_I32, off, span, false, "draft_batch_dev", "buf", err, errlen));
+    if (d->pl != pl)
+        return cs_hc_bad(err, errlen, "draft_batch_dev", "buf", "a buffer of another plugin");
+    *m = b->m;
+    *n_el = b->n;
+    *dev = d->d;
+    return CLSPEC_OK;
+}
+
+void cs_host_compute_waited(struct cs_plugin *pl, const struct cs_cl_dev *dev)
+{
+    for (clspec_dev *d = pl && pl->compute ? pl->compute->devs : NULL; d; d = d->next)
+        if (d->d == dev)
+            waited(d);
+}
+
 void cs_host_compute_free(struct cs_plugin *pl)
 {
     struct cs_compute *cs = pl->compute;

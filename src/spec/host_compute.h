@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "cl/runtime.h"
 #include "clspec/speculator.h"
 #include "gguf/gguf.h"
 #include "spec/loader.h"
@@ -24,5 +25,15 @@ void cs_host_compute_free(struct cs_plugin *pl);
  * integers): at most cap of them to out; returns how many the key holds, or
  * -1 when absent or not integral (gguf_ints of the host table). */
 int32_t cs_host_gguf_ints(const struct cs_gguf *g, const char *key, int64_t *out, int32_t cap);
+
+/* A device draft's tokens (struct clspec_draft_dev): b must be a live int32
+ * buffer of pl's holding elements off + d * stride for d < n; its cl_mem,
+ * element count and queue (the engine's device) to *m, *n_el, *dev. < 0
+ * (err) otherwise. */
+int cs_host_buf_tokens(const struct cs_plugin *pl, const clspec_buf *b, size_t off, size_t stride, int32_t n,
+                       cl_mem *m, size_t *n_el, const struct cs_cl_dev **dev, char *err, size_t errlen);
+/* The engine waited for queue dev (the speculative step's one sync): what
+ * the plugin's devs on it staged is free again, as after its own wait. */
+void cs_host_compute_waited(struct cs_plugin *pl, const struct cs_cl_dev *dev);
 
 #endif

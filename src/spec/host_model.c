@@ -54,6 +54,7 @@ struct clspec_ctx {
     float *logits;              /* (n_batch, n_vocab) rows kept by the last decode */
     int32_t n_logits;
     int32_t *rows;              /* (n_batch) */
+    struct cs_batch chain;      /* ctx_decode_chain's rows, kept (grown) across calls */
 };
 
 static int model_load(const struct clspec_host *h, const char *path, int32_t device, uint32_t flags,
@@ -156,6 +157,7 @@ static void ctx_free(clspec_ctx *c)
     cs_fwd_ctx_free(c->c);
     free(c->logits);
     free(c->rows);
+    cs_batch_free(&c->chain);
     free(c);
 }
 
@@ -227,19 +229,21 @@ static int ctx_decode_chain(clspec_ctx *c, const struct clspec_decode *d, int32_
                 return cs_err(err, errlen, CLSPEC_E_RANGE, "ctx_decode_chain: more than 64 chains");
             head[n_chain++] = i;
         }
-    struct cs_batch b;
-    CS_TRY(cs_batch_init(&b, d->n + (depth - 1) * n_chain, err, errlen));
+    struct cs_batch *b = &c->chain;
+    const int need = d->n + (depth - 1) * n_chain;
+    if (b->cap < need) {
+        cs_batch_free(b);
+        CS_TRY(cs_batch_init(b, need, err, errlen));
+    }
+    cs_batch_clear(b);
     int rc = CLSPEC_OK;
     for (int32_t i = 0; i < d->n && rc == CLSPEC_OK; i++)
-        rc = cs_batch_add(&b, d->tokens[i], d->pos[i], d->seq[i], d->logits ? d->logits[i] != 0 : i == d->n - 1,
+        rc = cs_batch_add(b, d->tokens[i], d->pos[i], d->seq[i], d->logits ? d->logits[i] != 0 : i == d->n - 1,
                           err, errlen);
     for (int32_t k = 1; k < depth; k++) /* tokens: placeholders, the device puts the argmaxes there */
         for (int32_t j = 0; j < n_chain && rc == CLSPEC_OK; j++)
-            rc = cs_batch_add(&b, 0, d->pos[head[j]] + k, d->seq[head[j]], true, err, errlen);
-    if (rc == CLSPEC_OK)
-        rc = cs_forward_chain(c->c, &b, d->n, n_chain, amax, err, errlen);
-    cs_batch_free(&b);
-    return rc;
+            rc = cs_batch_add(b, 0, d->pos[head[j]] + k, d->seq[head[j]], true, err, errlen);
+    return rc == CLSPEC_OK ? cs_forward_chain(c->c, b, d->n, n_chain, amax, err, errlen) : rc;
 }
 
 static const float *ctx_logits(clspec_ctx *c, int32_t i)

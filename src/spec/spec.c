@@ -10,6 +10,8 @@
 
 #include "base/common.h"
 #include "cl/runtime.h"
+#include "engine/api.h"
+#include "spec/host_compute.h"
 #include "spec/spec.h"
 #include "spec/taps.h"
 
@@ -29,6 +31,8 @@ static void rows_free(struct cs_spec_rows *b)
     free(b->seq);
     free(b->logits);
     free(b->greedy);
+    free(b->tok_src);
+    free(b->tok_got);
     free(b->embd);
     memset(b, 0, sizeof *b);
 }
@@ -44,7 +48,9 @@ static int rows_reserve(struct cs_spec_rows *b, int32_t cap, char *err, size_t e
     b->seq = malloc((size_t)cap * sizeof *b->seq);
     b->logits = malloc((size_t)cap);
     b->greedy = malloc((size_t)cap);
-    if (!b->token || !b->pos || !b->seq || !b->logits || !b->greedy) {
+    b->tok_src = malloc((size_t)cap * sizeof *b->tok_src);
+    b->tok_got = malloc((size_t)cap * sizeof *b->tok_got);
+    if (!b->token || !b->pos || !b->seq || !b->logits || !b->greedy || !b->tok_src || !b->tok_got) {
         rows_free(b);
         return cs_err(err, errlen, CLSPEC_E_NOMEM, "spec: out of memory (%d rows)", cap);
     }
@@ -62,6 +68,7 @@ static int rows_add(struct cs_spec_rows *b, int32_t token, int32_t pos, int32_t 
     b->seq[b->n] = seq;
     b->logits[b->n] = logits;
     b->greedy[b->n] = 0;
+    b->tok_src[b->n] = -1;
     b->n++;
     return CLSPEC_OK;
 }
@@ -97,7 +104,21 @@ static int decode(struct cs_spec *sp, int *seq_rc, const bool *keep, char *err, 
     for (int32_t i = 0; i < sp->b.n && !greedy; i++)
         greedy = sp->b.greedy[i] ? sp->b.greedy : NULL;
     struct clspec_batch cb = {sizeof cb, sp->b.n, sp->b.token, sp->b.pos, sp->b.seq, sp->b.logits, embd, greedy};
-    int rc = clspec_decode(sp->e, &cb, seq_rc, err, errlen);
+    bool dev = false; /* rows whose token a device draft left on the device */
+    for (int32_t i = 0; i < sp->b.n && !dev; i++)
+        dev = sp->b.tok_src[i] >= 0;
+    const struct cs_fwd_dtok dt = {sp->dt_buf, sp->dt_n, sp->dt_dev, sp->b.tok_src, sp->b.tok_got};
+    int rc = cs_api_decode_dev(sp->e, &cb, dev ? &dt : NULL, seq_rc, err, errlen); /* NULL: clspec_decode */
+    bool ran = false; /* a row was placed: the forward waited for its queues at the end */
+    for (int32_t i = 0; rc == CLSPEC_OK && i < sp->b.n && !ran; i++)
+        ran = seq_rc[sp->b.seq[i]] == CLSPEC_OK;
+    if (ran && sp->pl && sp->tok_dev) /* that queue is empty: what the plugin staged on it is free */
+        cs_host_compute_waited(sp->pl, sp->tok_dev);
+    for (int32_t s = 0; dev && rc == CLSPEC_OK && s < sp->n_slots; s++) { /* the drafts, for the verdict */
+        struct cs_spec_slot *sl = &sp->slots[s];
+        if (sl->dev_draft && sl->n_draft > 0 && seq_rc[s] == CLSPEC_OK)
+            memcpy(sl->draft, sp->b.tok_got + sl->row + 1, (size_t)sl->n_draft * sizeof *sl->draft);
+    }
     for (int32_t i = 0; rc == CLSPEC_OK && greedy && i < sp->b.n; i++)
         sp->total.n_greedy_rows += greedy[i] && seq_rc[sp->b.seq[i]] == CLSPEC_OK;
     if (rc < 0 || !sp->pl)
@@ -465,6 +486,86 @@ static void ask_drafts(struct cs_spec *sp, const int32_t *ids, const int32_t *km
     }
 }
 
+/* Slot s's device draft of n tokens (kmax at most) at out: kept on the
+ * device when its buffer is the step's (or the first) on the engine's
+ * queue, else read back here (one wait) and checked as a host draft. */
+static void take_dev_draft(struct cs_spec *sp, int32_t s, const struct clspec_draft_dev *out, int32_t kmax,
+                           const struct cs_cl_dev *edev)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    const int32_t k = CS_MIN(out->n, kmax);
+    cl_mem m = NULL;
+    size_t n_el = 0;
+    const struct cs_cl_dev *d = NULL;
+    char e2[CLSPEC_ERRLEN];
+    if (k < CS_MAX(sp->p.n_min, 1))
+        return;
+    if (cs_host_buf_tokens(sp->pl, out->buf, out->off, out->stride, k, &m, &n_el, &d, e2, sizeof e2) < 0) {
+        cs_spec_slot_disable(sp, s, e2);
+        return;
+    }
+    if (d == edev && (!sp->dt_buf || sp->dt_buf == m)) {
+        sp->dt_buf = m;
+        sp->dt_n = n_el;
+        sp->dt_dev = d;
+        sl->dev_draft = true;
+        sl->dt_off = out->off;
+        sl->dt_stride = out->stride;
+        sl->n_draft = k;
+        return;
+    }
+    for (int32_t i = 0; i < k; i++) /* another queue or buffer: the tokens come to the host now */
+        if (cs_cl_read((struct cs_cl_dev *)d, m, (out->off + (size_t)i * out->stride) * 4, 4, &sl->draft[i], e2,
+                       sizeof e2) < 0) {
+            cs_spec_slot_disable(sp, s, e2);
+            return;
+        }
+    take_draft(sp, s, k, kmax);
+}
+
+/* The drafts of the n slots ids[] left on the device (draft_batch_dev,
+ * ABI 1.7) when every one of them verifies greedily on the device without
+ * a probability cut and the engine takes device tokens. Returns false when
+ * not asked that way (the caller asks draft_batch / draft). */
+static bool ask_drafts_dev(struct cs_spec *sp, const int32_t *ids, const int32_t *kmax, int32_t n)
+{
+    const struct cs_cl_dev *edev = sp->dev_off ? NULL : sp->tok_dev;
+    if (!sp->pl->vt.draft_batch_dev || !edev || sp->p.p_min > 0.0f) {
+        sp->dev_off = true;
+        return false;
+    }
+    struct clspec_draft_req req[CLSPEC_MAX_SEQ];
+    struct clspec_draft_dev out[CLSPEC_MAX_SEQ];
+    int32_t kk = 0;
+    for (int32_t i = 0; i < n; i++) {
+        struct cs_spec_slot *sl = &sp->slots[ids[i]];
+        if (!sl->dev_greedy)
+            return false;
+        req[i] = (struct clspec_draft_req){
+            .size = sizeof req[i], .slot = ids[i], .hist = sl->hist, .n_hist = sl->n_hist,
+            .pos_last = sl->n_hist - 1, .n_max = kmax[i], .p_min = 0.0f, .n_vocab = (uint32_t)sp->n_vocab,
+        };
+        out[i] = (struct clspec_draft_dev){.size = sizeof out[i]};
+        kk = CS_MAX(kk, kmax[i]);
+    }
+    char perr[512] = "";
+    double t0 = cs_now();
+    int rc = sp->pl->vt.draft_batch_dev(sp->pl->state, req, n, out, perr, sizeof perr);
+    double dt = cs_now() - t0; /* the queuing only: the drafts' device time falls in the verification's */
+    sp->t_draft += dt;
+    cs_ctl_sample(&sp->ctl.draft, kk, dt);
+    if (rc == CLSPEC_E_UNSUPPORTED) {
+        sp->dev_off = true;
+        return false;
+    }
+    for (int32_t i = 0; i < n; i++)
+        if (rc < 0)
+            cs_spec_slot_disable(sp, ids[i], perr[0] ? perr : "the plugin's draft_batch_dev failed");
+        else
+            take_dev_draft(sp, ids[i], &out[i], kmax[i], edev);
+    return true;
+}
+
 /* Adds slot s's rows [last, d1..dk] to the batch (each keeps its logits). */
 static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, char *err, size_t errlen)
 {
@@ -472,8 +573,11 @@ static int add_rows(struct cs_spec *sp, int32_t s, bool with_draft, char *err, s
     int32_t k = with_draft ? sl->n_draft : 0;
     sl->row = sp->b.n;
     int rc = rows_add(&sp->b, sl->hist[sl->n_hist - 1], sl->n_hist - 1, s, true, err, errlen);
-    for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++)
-        rc = rows_add(&sp->b, sl->draft[i], sl->n_hist + i, s, true, err, errlen);
+    for (int32_t i = 0; rc == CLSPEC_OK && i < k; i++) {
+        rc = rows_add(&sp->b, sl->dev_draft ? 0 : sl->draft[i], sl->n_hist + i, s, true, err, errlen);
+        if (rc == CLSPEC_OK && sl->dev_draft)
+            sp->b.tok_src[sp->b.n - 1] = (int32_t)(sl->dt_off + (size_t)i * sl->dt_stride);
+    }
     for (int32_t i = sl->row; rc == CLSPEC_OK && sl->dev_greedy && i < sp->b.n; i++)
         sp->b.greedy[i] = 1;
     return rc;
@@ -697,6 +801,7 @@ static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_
         want[s] = sl->active && n_left[s] > 0;
         n_want += want[s];
         sl->dev_greedy = want[s] && greedy_on_device(sl);
+        sl->dev_draft = false;
         if (want[s] && sl->n_hist + 1 + sp->p.n_max > sl->cap &&
             grow_hist(sl, sl->n_hist + 1 + sp->p.n_max, err, errlen) < 0)
             return CLSPEC_E_NOMEM;
@@ -713,9 +818,11 @@ static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_
     int rc = rows_reserve(&sp->b, n_own + n_x, err, errlen);
     if (rc < 0)
         return rc;
+    sp->dt_buf = NULL;
     if (n_ask > 0) {
         const uint64_t d0 = cs_cl_sync_count();
-        ask_drafts(sp, ids, kmaxs, n_ask);
+        if (!ask_drafts_dev(sp, ids, kmaxs, n_ask))
+            ask_drafts(sp, ids, kmaxs, n_ask);
         sp->total.n_syncs_draft += cs_cl_sync_count() - d0;
     }
     /* one forward: every slot's [last, d1..dk], then the extra rows */
@@ -761,8 +868,11 @@ static int step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec_
     bool retry[CLSPEC_MAX_SEQ] = {false};
     const int32_t n_rows = sp->b.n;
     int32_t n_retry = settle(sp, want, seq_rc, n_left, retry, &rc, err, errlen);
-    if (rc == CLSPEC_OK && n_retry == 0) /* the step's cost without its drafts, by the rows it verified */
+    /* the step's cost without its draft call, by the rows it verified (device drafts: their device time
+     * is in it); the first step with device drafts pays one-time costs (allocations, first copies) */
+    if (rc == CLSPEC_OK && n_retry == 0 && !(sp->dt_buf && !sp->dt_warm))
         cs_ctl_sample(&sp->ctl.verify, n_rows, cs_now() - t_step - sp->t_draft);
+    sp->dt_warm |= sp->dt_buf != NULL;
     if (rc < 0 || n_retry == 0)
         return rc;
     for (int32_t s = 0; s < sp->n_slots; s++)
@@ -851,6 +961,8 @@ int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_par
     sp->n_embd = info.n_embd;
     sp->n_batch = (int32_t)CS_MIN(info.n_batch, 1u << 30);
     sp->n_slots = n_slots;
+    const struct cs_engine *ie = cs_api_engine(e);
+    sp->tok_dev = ie ? cs_fwd_tok_dev(ie->ctx) : NULL;
     const size_t V = (size_t)sp->n_vocab;
     const int32_t rows = n_slots * (p->n_max + 1);
     const int32_t cap = CS_MAX(rows, (int32_t)CS_MIN(info.n_batch, 4096u));

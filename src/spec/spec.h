@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cl/runtime.h"
 #include "clspec/clspec.h"
 #include "spec/ctl.h"
 #include "spec/loader.h"
@@ -84,6 +85,9 @@ struct cs_spec_slot {
     int32_t row;             /* this step: the slot's first row in the last forward */
     bool taps_kept;          /* free slot: its sequence's prompt rows so far were all extra rows with
                               * cs_spec_extra.taps, from position 0 (the next slot_begin keeps the taps) */
+    bool dev_draft;          /* this step: the draft's tokens are on the device (draft_batch_dev, ABI 1.7);
+                              * draft[] gets them with the verdict, in the step's one sync */
+    size_t dt_off, dt_stride; /* where: element dt_off + i * dt_stride of sp->dt_buf */
 };
 
 /* The rows of one forward (the arrays of a struct clspec_batch). */
@@ -92,6 +96,8 @@ struct cs_spec_rows {
     int32_t *token, *pos, *seq; /* (cap) */
     uint8_t *logits;         /* (cap) 1 = keep the row's logits */
     uint8_t *greedy;         /* (cap) 1 = only the row's argmax comes back (clspec_batch.greedy) */
+    int32_t *tok_src;        /* (cap) >= 0: the row's token is element tok_src[i] of sp->dt_buf (on the device) */
+    int32_t *tok_got;        /* (cap) those rows' tokens, back from the forward */
     float *embd;             /* (embd_cap, n_embd) inputs of image rows (negative tokens), grown when one comes */
     int32_t embd_cap;
 };
@@ -114,6 +120,15 @@ struct cs_spec {
     struct cs_spec_stats total;
     struct cs_ctl ctl;       /* the cost-aware controller's measurements (kept for the engine's lifetime) */
     double t_draft;          /* seconds the current step spent in the plugin's draft calls */
+    /* device drafts (draft_batch_dev): the step's token buffer; dev_off once the engine or the plugin
+     * cannot take them (then draft_batch / draft as before 1.7) */
+    cl_mem dt_buf;
+    size_t dt_n;
+    const struct cs_cl_dev *dt_dev;
+    bool dev_off;
+    const struct cs_cl_dev *tok_dev; /* the queue of the target's input and output when it takes device tokens
+                              * (cs_fwd_tok_dev), else NULL */
+    bool dt_warm;            /* a step with device drafts ran (the first is no cost sample) */
 };
 
 int cs_spec_new(clspec_engine *e, struct cs_plugin *pl, const struct cs_spec_params *p, int32_t n_slots,
