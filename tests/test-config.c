@@ -164,7 +164,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->spec_type, "none");
     assert_int_equal(c->spec_n_max, 16);
     assert_int_equal(c->spec_n_min, 0);
-    assert_true(c->spec_p_min == 0.75);
+    assert_true(c->spec_p_min == 0.0); /* a cut costs a sync per depth */
     assert_null(c->spec_device);
     assert_null(c->spec_model);
     assert_int_equal(c->spec_type_k, CS_CONFIG_KVTYPE_UNSET);

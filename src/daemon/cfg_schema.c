@@ -133,7 +133,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
     {"speculator", "n_max", CS_CFG_INT, OFF(spec_n_max), "16", 1, 64, NULL, "most tokens drafted per step"},
     {"speculator", "n_min", CS_CFG_INT, OFF(spec_n_min), "0", 0, 64, NULL,
      "fewest drafted tokens worth verifying (at most n_max)"},
-    {"speculator", "p_min", CS_CFG_DBL, OFF(spec_p_min), "0.75", 0, 1, NULL,
+    {"speculator", "p_min", CS_CFG_DBL, OFF(spec_p_min), "0", 0, 1, NULL,
      "a draft with probabilities is cut before its first token below this probability (0 = never)"},
     {"speculator", "device", CS_CFG_STR, OFF(spec_device), "", 0, 0, NULL,
      "device of the drafter: index or name substring (empty = the device of the target's last layer)"},
