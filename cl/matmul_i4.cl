@@ -1,0 +1,304 @@
+/* matmul_i4.cl: y = x . W^T for 4-bit weights with integer dot products,
+ * rows in vector lanes (CPU family; host: src/ops/matmul_i4.c, C reference:
+ * src/ref/i4_ref.c). x comes quantized by quant_q8 (cl/quant.cl): per
+ * column, char q[n_in] in the pair order of cl/matmul_q8.cl and float
+ * dx[n_in / 32].
+ *
+ * Weight layouts (made at upload, src/ops/matmul_i4.c; a part's rows in
+ * groups of 16, the last group padded with zero rows). Within a group, a
+ * 32-element block is 256 nibble bytes: byte 4 j + i of vector v (v = 0..3,
+ * 64 bytes each) holds row j's element 4 v + i (low nibble) and element
+ * 16 + 4 v + i (high nibble); so one 64-byte vector is 4 consecutive k of
+ * 16 rows, one 32-bit lane per row.
+ *   q4_0i (CS_WLAYOUT_Q4_0_I16): per group and block b, 320 bytes: float
+ *     d[16] (row j's scale), then the 256 nibble bytes (w = nibble - 8).
+ *     20 bytes per row per 32 elements (GGUF: 18).
+ *   q4_Ki (CS_WLAYOUT_Q4_K_I16): per group and super-block of 256, 2432
+ *     bytes: float d[16], dmin[16]; uchar sc[8][16], mn[8][16] (sub-block u,
+ *     row j: the 6-bit scale and min, unpacked); then 8 x 256 nibble bytes
+ *     (sub-block u as one block above). w = d sc_u q - dmin mn_u. 152 bytes
+ *     per row per 256 (GGUF: 144).
+ *
+ * The one reduction order (every kernel here, any n_cols, any column
+ * position, any tile): element (c, r), blocks b = 0, 1, ... of 32 in order,
+ * acc starting at +0.0f:
+ *   I = sum over the block's 32 k of w_k q_k (exact 32-bit integers; q4_0:
+ *       computed as sum of nibble q minus 8 sum q); xs = sum of the q_k;
+ *   q4_0: acc = fma((float)I, d_r * dx_b, acc);
+ *   q4_K: acc = fma((float)I, (d_r * (float)sc) * dx_b, acc);
+ *         acc = fma(dmin_r * (float)mn, -(dx_b * (float)xs), acc);
+ *   y = acc (no horizontal sum: one lane per row).
+ * The integer sums come from vpdpbusd (AVX512-VNNI, -DCS_CPU_VNNI=1 from
+ * the host), vpmaddubsw + vpmaddwd (AVX-512BW) or plain int arithmetic:
+ * the same integers, so the same bits. A work-item computes one group of 16
+ * rows for CS_I4_TC columns (mm) or one (mv); a column's result does not
+ * depend on which tile it sits in (speculative verification stays
+ * lossless). */
+
+#if CS_FAMILY_CPU
+
+#define CS_I4_TC 4 /* columns per mat-mat work-item */
+
+#if defined(__AVX512BW__) && defined(__has_builtin) && !defined(CS_I4_PLAIN)
+#if __has_builtin(__builtin_ia32_pmaddubsw512) && __has_builtin(__builtin_ia32_pmaddwd512)
+#define CS_I4_AVX512 1
+#endif
+#endif
+
+#if defined(CS_I4_AVX512) && defined(CS_CPU_VNNI)
+#define CS_I4_VNNI 1
+/* on the per-work-item helpers only (the kernels keep PoCL's features:
+ * the feature on a kernel breaks its work-group function) */
+#define CS_I4_TARGET __attribute__((target("avx512vnni")))
+#else
+#define CS_I4_TARGET
+#endif
+
+typedef uint cs_i4u __attribute__((vector_size(64))); /* lane j: 4 bytes of row j */
+typedef int cs_i4i __attribute__((vector_size(64)));
+typedef char cs_i4c __attribute__((vector_size(64)));
+typedef short cs_i4s __attribute__((vector_size(64)));
+
+#define CS_I4_SPLAT(v) ((cs_i4i){v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v})
+#define CS_I4_TOI16(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+/* acc + lane j: sum over i < 4 of byte i of u (0..15) times byte i of x
+ * (signed) */
+#if defined(CS_I4_VNNI)
+#define CS_I4_DP(acc, u, x) __builtin_ia32_vpdpbusd512((acc), (cs_i4i)(u), CS_I4_SPLAT(x))
+#elif defined(CS_I4_AVX512)
+#define CS_I4_DP(acc, u, x) \
+    ((acc) + __builtin_ia32_pmaddwd512(__builtin_ia32_pmaddubsw512((cs_i4c)(u), (cs_i4c)CS_I4_SPLAT(x)), \
+                                       (cs_i4s)CS_I4_SPLAT(0x00010001)))
+#else
+#define CS_I4_DP(acc, u, x) \
+    ((acc) + (cs_i4i)((u) & 255) * (int)(char)(x) + (cs_i4i)(((u) >> 8) & 255) * (int)(char)((x) >> 8) + \
+     (cs_i4i)(((u) >> 16) & 255) * (int)(char)((x) >> 16) + (cs_i4i)((u) >> 24) * (int)(char)((x) >> 24))
+#endif
+
+/* Byte offset of block b's elements [0, 16) in a column's q (pair order);
+ * *h: how far its elements [16, 32) sit after them. */
+inline uint cs_i4_xat(uint nb, uint b, uint *h)
+{
+    const bool lone = (nb & 1) && b == nb - 1;
+    *h = lone ? 16 : 32;
+    return lone ? 32 * b : 64 * (b / 2) + 16 * (b & 1);
+}
+
+/* sum of the 32 q of a block (xa: its elements [0, 16), h as above) */
+inline int cs_i4_xsum(__global const char *xa, uint h)
+{
+    const short16 s = convert_short16(vload16(0, xa)) + convert_short16(vload16(0, xa + h));
+    const short8 s8 = s.lo + s.hi;
+    const short4 s4 = s8.lo + s8.hi;
+    return (int)s4.x + (int)s4.y + (int)s4.z + (int)s4.w;
+}
+
+/* i4_xsum: work-item (b, c) writes xs of block b of column c (quant_q8's
+ * q in xq, columns of n_in) at int index c nb + b of xq + s_off: computed
+ * once per matmul input, not per row group */
+__kernel void i4_xsum(__global char *xq, uint n_in, uint n_cols, uint s_off)
+{
+    const uint b = get_global_id(0), c = get_global_id(1), nb = n_in / 32;
+    if (b >= nb || c >= n_cols)
+        return;
+    uint h;
+    const uint at = cs_i4_xat(nb, b, &h);
+    ((__global int *)(xq + s_off))[(size_t)c * nb + b] = cs_i4_xsum(xq + (size_t)c * n_in + at, h);
+}
+
+/* I of one block for 16 rows: init + the 8 lane dot products (lo, hi: the
+ * block's 4 nibble vectors, low and high nibbles; xa: x elements [0, 16)) */
+#define CS_I4_BLOCK(I, lo, hi, xa, h) \
+    do { \
+        __global const int *x0_ = (__global const int *)(xa), *x1_ = (__global const int *)((xa) + (h)); \
+        _Pragma("unroll") for (int v_ = 0; v_ < 4; v_++) { \
+            I = CS_I4_DP(I, lo[v_], x0_[v_]); \
+            I = CS_I4_DP(I, hi[v_], x1_[v_]); \
+        } \
+    } while (0)
+
+/* the block's nibble vectors at p (256 bytes) */
+#define CS_I4_LOAD(lo, hi, p) \
+    do { \
+        _Pragma("unroll") for (int v_ = 0; v_ < 4; v_++) { \
+            const cs_i4u w_ = *(__global const cs_i4u *)((p) + 64 * v_); \
+            lo[v_] = w_ & 0x0F0F0F0Fu; \
+            hi[v_] = (w_ >> 4) & 0x0F0F0F0Fu; \
+        } \
+    } while (0)
+
+/* Stores column c's 16 lanes (rows r0 .. r0 + nr - 1 of y's column) */
+inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
+{
+    if (nr == 16) {
+        vstore16(acc, 0, yc);
+        return;
+    }
+    float a[16];
+    vstore16(acc, 0, a);
+    for (uint j = 0; j < nr; j++)
+        yc[j] = a[j];
+}
+
+/* Arguments of the tile helpers: wg (the group's bytes), nb (blocks of 32
+ * per row), xq (quant_q8's buffer), dxq (its dx), xsq (i4_xsum's sums),
+ * n_in, c0 (first column),
+ * n_cols, y (at the group's first row of column 0), ystride, nr (valid rows
+ * of the group). Columns past n_cols repeat the last one (not stored). */
+#define CS_I4_TILE_Q4_0(NAME, C) \
+    CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, uint ystride, uint nr) \
+    { \
+        float16 acc[C]; \
+        uint col[C]; \
+        _Pragma("unroll") for (int c = 0; c < C; c++) { \
+            acc[c] = (float16)0.0f; \
+            col[c] = min(c0 + c, n_cols - 1); \
+        } \
+        for (uint b = 0; b < nb; b++) { \
+            __global const uchar *p = wg + (size_t)b * 320; \
+            const float16 dw = vload16(0, (__global const float *)p); \
+            cs_i4u lo[4], hi[4]; \
+            CS_I4_LOAD(lo, hi, p + 64); \
+            uint h; \
+            const uint at = cs_i4_xat(nb, b, &h); \
+            _Pragma("unroll") for (int c = 0; c < C; c++) { \
+                __global const char *xa = xq + (size_t)col[c] * n_in + at; \
+                cs_i4i I = CS_I4_SPLAT(-8 * xsq[(size_t)col[c] * nb + b]); \
+                CS_I4_BLOCK(I, lo, hi, xa, h); \
+                const int16 Iv = CS_I4_TOI16(I); \
+                acc[c] = fma(convert_float16(Iv), dw * dxq[(size_t)col[c] * nb + b], acc[c]); \
+            } \
+        } \
+        _Pragma("unroll") for (int c = 0; c < C; c++) if (c0 + c < n_cols) \
+            cs_i4_store(acc[c], y + (size_t)(c0 + c) * ystride, nr); \
+    }
+
+#define CS_I4_TILE_Q4_K(NAME, C) \
+    CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, uint ystride, uint nr) \
+    { \
+        float16 acc[C]; \
+        uint col[C]; \
+        _Pragma("unroll") for (int c = 0; c < C; c++) { \
+            acc[c] = (float16)0.0f; \
+            col[c] = min(c0 + c, n_cols - 1); \
+        } \
+        for (uint sb = 0; sb < nb / 8; sb++) { \
+            __global const uchar *p = wg + (size_t)sb * 2432; \
+            const float16 d = vload16(0, (__global const float *)p), dmin = vload16(1, (__global const float *)p); \
+            for (uint u = 0; u < 8; u++) { \
+                const float16 ds = d * convert_float16(vload16(0, p + 128 + 16 * u)); \
+                const float16 dm = dmin * convert_float16(vload16(0, p + 256 + 16 * u)); \
+                cs_i4u lo[4], hi[4]; \
+                CS_I4_LOAD(lo, hi, p + 384 + 256 * u); \
+                const uint b = 8 * sb + u; \
+                uint h; \
+                const uint at = cs_i4_xat(nb, b, &h); \
+                _Pragma("unroll") for (int c = 0; c < C; c++) { \
+                    __global const char *xa = xq + (size_t)col[c] * n_in + at; \
+                    const float dx = dxq[(size_t)col[c] * nb + b]; \
+                    cs_i4i I = CS_I4_SPLAT(0); \
+                    CS_I4_BLOCK(I, lo, hi, xa, h); \
+                    const int16 Iv = CS_I4_TOI16(I); \
+                    acc[c] = fma(convert_float16(Iv), ds * dx, acc[c]); \
+                    acc[c] = fma(dm, (float16)(-(dx * (float)xsq[(size_t)col[c] * nb + b])), acc[c]); \
+                } \
+            } \
+        } \
+        _Pragma("unroll") for (int c = 0; c < C; c++) if (c0 + c < n_cols) \
+            cs_i4_store(acc[c], y + (size_t)(c0 + c) * ystride, nr); \
+    }
+
+CS_I4_TILE_Q4_0(cs_i4_tile1_q4_0i, 1)
+CS_I4_TILE_Q4_0(cs_i4_tile_q4_0i, CS_I4_TC)
+CS_I4_TILE_Q4_K(cs_i4_tile1_q4_Ki, 1)
+CS_I4_TILE_Q4_K(cs_i4_tile_q4_Ki, CS_I4_TC)
+
+/* group bytes per block of 32: q4_0i 320, q4_Ki 2432 / 8 */
+#define CS_I4_GB_q4_0i 320
+#define CS_I4_GB_q4_Ki 304
+
+/* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
+ * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y, y_off (the part's first row of
+ * column 0), ystride (floats between columns of y). NDRange: (groups of 16
+ * rows, column tiles). */
+#define CS_I4_KERNELS(T) \
+    __kernel void mvi_##T(__global const uchar *w, uint nb, uint n_rows, __global const char *xq, uint d_off, \
+                          uint s_off, uint n_cols, __global float *y, uint y_off, uint ystride) \
+    { \
+        const uint g = get_global_id(0); \
+        if (16 * g >= n_rows) \
+            return; \
+        cs_i4_tile1_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
+                        (__global const int *)(xq + s_off), 32 * nb, get_global_id(1), n_cols, y + y_off + 16 * g, ystride, min(16u, n_rows - 16 * g)); \
+    } \
+    __kernel void mmi_##T(__global const uchar *w, uint nb, uint n_rows, __global const char *xq, uint d_off, \
+                          uint s_off, uint n_cols, __global float *y, uint y_off, uint ystride) \
+    { \
+        const uint g = get_global_id(0); \
+        if (16 * g >= n_rows) \
+            return; \
+        cs_i4_tile_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
+                       (__global const int *)(xq + s_off), 32 * nb, CS_I4_TC * get_global_id(1), n_cols, y + y_off + 16 * g, ystride, \
+                       min(16u, n_rows - 16 * g)); \
+    }
+
+CS_I4_KERNELS(q4_0i)
+CS_I4_KERNELS(q4_Ki)
+
+/* Embedding gather from the i4 layouts (as cl/getrows.cl, the same float
+ * values as the GGUF decoders of cl/blocks.cl): out row t = W row ids[ids_off
+ * + t]; ids outside [0, n_out) give zeros (written by the part with r0 ==
+ * 0). NDRange: (blocks of 32, n). */
+inline void cs_i4_gr_q4_0i(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
+{
+    __global const uchar *p = w + ((size_t)g * nb + s) * 320;
+    const float d = ((__global const float *)p)[j];
+    for (uint v = 0; v < 4; v++)
+        for (uint i = 0; i < 4; i++) {
+            const uchar q = p[64 + 64 * v + 4 * j + i];
+            o[4 * v + i] = d * ((float)(q & 15) - 8.0f);
+            o[16 + 4 * v + i] = d * ((float)(q >> 4) - 8.0f);
+        }
+}
+inline void cs_i4_gr_q4_Ki(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
+{
+    __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 2432;
+    const uint u = s % 8;
+    __global const float *f = (__global const float *)p;
+    const float d = f[j] * (float)p[128 + 16 * u + j], m = f[16 + j] * (float)p[256 + 16 * u + j];
+    for (uint v = 0; v < 4; v++)
+        for (uint i = 0; i < 4; i++) {
+            const uchar q = p[384 + 256 * u + 64 * v + 4 * j + i];
+            o[4 * v + i] = fma(d, (float)(q & 15), -m);
+            o[16 + 4 * v + i] = fma(d, (float)(q >> 4), -m);
+        }
+}
+
+#define CS_I4_GETROWS(T) \
+    __kernel void getrows_##T(__global const uchar *w, uint n_in, uint r0, uint n_rows, uint n_out, \
+                              __global const int *ids, uint ids_off, uint n, __global float *out, uint out_off) \
+    { \
+        const uint s = get_global_id(0), t = get_global_id(1), nb = n_in / 32; \
+        if (t >= n || s >= nb) \
+            return; \
+        const int id = ids[ids_off + t]; \
+        __global float *o = out + out_off + (size_t)t * n_in + 32 * s; \
+        if (id < 0 || (uint)id >= n_out) { \
+            if (r0 == 0) \
+                for (uint k = 0; k < 32; k++) \
+                    o[k] = 0.0f; \
+            return; \
+        } \
+        if ((uint)id < r0 || (uint)id - r0 >= n_rows) \
+            return; \
+        const uint r = (uint)id - r0; \
+        cs_i4_gr_##T(w, nb, r / 16, r % 16, s, o); \
+    }
+
+CS_I4_GETROWS(q4_0i)
+CS_I4_GETROWS(q4_Ki)
+
+#endif
