@@ -10,14 +10,16 @@
  * 64 bytes each) holds row j's element 4 v + i (low nibble) and element
  * 16 + 4 v + i (high nibble); so one 64-byte vector is 4 consecutive k of
  * 16 rows, one 32-bit lane per row.
- *   q4_0i (CS_WLAYOUT_Q4_0_I16): per group and block b, 320 bytes: float
+ *   q4_0i (CS_WLAYOUT_Q4_0_I16): per group and block b, 288 bytes: half
  *     d[16] (row j's scale), then the 256 nibble bytes (w = nibble - 8).
- *     20 bytes per row per 32 elements (GGUF: 18).
- *   q4_Ki (CS_WLAYOUT_Q4_K_I16): per group and super-block of 256, 2432
- *     bytes: float d[16], dmin[16]; uchar sc[8][16], mn[8][16] (sub-block u,
+ *     18 bytes per row per 32 elements, as GGUF.
+ *   q4_Ki (CS_WLAYOUT_Q4_K_I16): per group and super-block of 256, 2368
+ *     bytes: half d[16], dmin[16]; uchar sc[8][16], mn[8][16] (sub-block u,
  *     row j: the 6-bit scale and min, unpacked); then 8 x 256 nibble bytes
- *     (sub-block u as one block above). w = d sc_u q - dmin mn_u. 152 bytes
+ *     (sub-block u as one block above). w = d sc_u q - dmin mn_u. 148 bytes
  *     per row per 256 (GGUF: 144).
+ * Halves become floats exactly (vload_half16), so d_r below is the GGUF
+ * scale as a float.
  *
  * The one reduction order (every kernel here, any n_cols, any column
  * position, any tile): element (c, r), blocks b = 0, 1, ... of 32 in order,
@@ -37,7 +39,7 @@
 
 #if CS_FAMILY_CPU
 
-#define CS_I4_TC 4 /* columns per mat-mat work-item */
+#define CS_I4_TC 8 /* columns per mat-mat work-item */
 
 #if defined(__AVX512BW__) && defined(__has_builtin) && !defined(CS_I4_PLAIN)
 #if __has_builtin(__builtin_ia32_pmaddubsw512) && __has_builtin(__builtin_ia32_pmaddwd512)
@@ -55,6 +57,7 @@
 #endif
 
 typedef uint cs_i4u __attribute__((vector_size(64))); /* lane j: 4 bytes of row j */
+typedef uint cs_i4uu __attribute__((vector_size(64), aligned(2))); /* the same, as loaded (2-aligned) */
 typedef int cs_i4i __attribute__((vector_size(64)));
 typedef char cs_i4c __attribute__((vector_size(64)));
 typedef short cs_i4s __attribute__((vector_size(64)));
@@ -122,7 +125,7 @@ __kernel void i4_xsum(__global char *xq, uint n_in, uint n_cols, uint s_off)
 #define CS_I4_LOAD(lo, hi, p) \
     do { \
         _Pragma("unroll") for (int v_ = 0; v_ < 4; v_++) { \
-            const cs_i4u w_ = *(__global const cs_i4u *)((p) + 64 * v_); \
+            const cs_i4u w_ = *(__global const cs_i4uu *)((p) + 64 * v_); \
             lo[v_] = w_ & 0x0F0F0F0Fu; \
             hi[v_] = (w_ >> 4) & 0x0F0F0F0Fu; \
         } \
@@ -157,10 +160,10 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
             col[c] = min(c0 + c, n_cols - 1); \
         } \
         for (uint b = 0; b < nb; b++) { \
-            __global const uchar *p = wg + (size_t)b * 320; \
-            const float16 dw = vload16(0, (__global const float *)p); \
+            __global const uchar *p = wg + (size_t)b * 288; \
+            const float16 dw = vload_half16(0, (__global const half *)p); \
             cs_i4u lo[4], hi[4]; \
-            CS_I4_LOAD(lo, hi, p + 64); \
+            CS_I4_LOAD(lo, hi, p + 32); \
             uint h; \
             const uint at = cs_i4_xat(nb, b, &h); \
             _Pragma("unroll") for (int c = 0; c < C; c++) { \
@@ -186,13 +189,14 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
             col[c] = min(c0 + c, n_cols - 1); \
         } \
         for (uint sb = 0; sb < nb / 8; sb++) { \
-            __global const uchar *p = wg + (size_t)sb * 2432; \
-            const float16 d = vload16(0, (__global const float *)p), dmin = vload16(1, (__global const float *)p); \
+            __global const uchar *p = wg + (size_t)sb * 2368; \
+            const float16 d = vload_half16(0, (__global const half *)p); \
+            const float16 dmin = vload_half16(1, (__global const half *)p); \
             for (uint u = 0; u < 8; u++) { \
-                const float16 ds = d * convert_float16(vload16(0, p + 128 + 16 * u)); \
-                const float16 dm = dmin * convert_float16(vload16(0, p + 256 + 16 * u)); \
+                const float16 ds = d * convert_float16(vload16(0, p + 64 + 16 * u)); \
+                const float16 dm = dmin * convert_float16(vload16(0, p + 192 + 16 * u)); \
                 cs_i4u lo[4], hi[4]; \
-                CS_I4_LOAD(lo, hi, p + 384 + 256 * u); \
+                CS_I4_LOAD(lo, hi, p + 320 + 256 * u); \
                 const uint b = 8 * sb + u; \
                 uint h; \
                 const uint at = cs_i4_xat(nb, b, &h); \
@@ -216,9 +220,9 @@ CS_I4_TILE_Q4_0(cs_i4_tile_q4_0i, CS_I4_TC)
 CS_I4_TILE_Q4_K(cs_i4_tile1_q4_Ki, 1)
 CS_I4_TILE_Q4_K(cs_i4_tile_q4_Ki, CS_I4_TC)
 
-/* group bytes per block of 32: q4_0i 320, q4_Ki 2432 / 8 */
-#define CS_I4_GB_q4_0i 320
-#define CS_I4_GB_q4_Ki 304
+/* group bytes per block of 32: q4_0i 288, q4_Ki 2368 / 8 */
+#define CS_I4_GB_q4_0i 288
+#define CS_I4_GB_q4_Ki 296
 
 /* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
  * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y, y_off (the part's first row of
@@ -254,24 +258,24 @@ CS_I4_KERNELS(q4_Ki)
  * 0). NDRange: (blocks of 32, n). */
 inline void cs_i4_gr_q4_0i(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
 {
-    __global const uchar *p = w + ((size_t)g * nb + s) * 320;
-    const float d = ((__global const float *)p)[j];
+    __global const uchar *p = w + ((size_t)g * nb + s) * 288;
+    const float d = vload_half(j, (__global const half *)p);
     for (uint v = 0; v < 4; v++)
         for (uint i = 0; i < 4; i++) {
-            const uchar q = p[64 + 64 * v + 4 * j + i];
+            const uchar q = p[32 + 64 * v + 4 * j + i];
             o[4 * v + i] = d * ((float)(q & 15) - 8.0f);
             o[16 + 4 * v + i] = d * ((float)(q >> 4) - 8.0f);
         }
 }
 inline void cs_i4_gr_q4_Ki(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
 {
-    __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 2432;
+    __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 2368;
     const uint u = s % 8;
-    __global const float *f = (__global const float *)p;
-    const float d = f[j] * (float)p[128 + 16 * u + j], m = f[16 + j] * (float)p[256 + 16 * u + j];
+    __global const half *f = (__global const half *)p;
+    const float d = vload_half(j, f) * (float)p[64 + 16 * u + j], m = vload_half(16 + j, f) * (float)p[192 + 16 * u + j];
     for (uint v = 0; v < 4; v++)
         for (uint i = 0; i < 4; i++) {
-            const uchar q = p[384 + 256 * u + 64 * v + 4 * j + i];
+            const uchar q = p[320 + 256 * u + 64 * v + 4 * j + i];
             o[4 * v + i] = fma(d, (float)(q & 15), -m);
             o[16 + 4 * v + i] = fma(d, (float)(q >> 4), -m);
         }

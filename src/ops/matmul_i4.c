@@ -13,7 +13,7 @@
 #include "ops/ops.h"
 
 #define I4_LOCAL 4 /* work-items (groups of 16 rows) per work-group */
-#define I4_TC 4    /* columns per mat-mat work-item (CS_I4_TC of cl/matmul_i4.cl) */
+#define I4_TC 8    /* columns per mat-mat work-item (CS_I4_TC of cl/matmul_i4.cl) */
 
 static bool intdot_off(void)
 {
@@ -26,11 +26,11 @@ int cs_i4_layout(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint64
     if (!d || d->info.family != CS_KFAMILY_CPU || intdot_off())
         return -1;
     if (type == CS_TYPE_Q4_0 && n_in % 32 == 0) {
-        *row_bytes = (uint64_t)n_in / 32 * 20;
+        *row_bytes = (uint64_t)n_in / 32 * 18;
         return CS_WLAYOUT_Q4_0_I16;
     }
     if (type == CS_TYPE_Q4_K && n_in % 256 == 0) {
-        *row_bytes = (uint64_t)n_in / 256 * 152;
+        *row_bytes = (uint64_t)n_in / 256 * 148;
         return CS_WLAYOUT_Q4_K_I16;
     }
     return -1;
@@ -49,36 +49,28 @@ uint64_t cs_i4_part_bytes(uint32_t n_rows, uint64_t row_bytes)
 /* one group (up to 16 GGUF rows of nb blocks of 18 bytes) -> q4_0i */
 static void repack_q4_0_group(const unsigned char *src, uint32_t rows, uint32_t nb, unsigned char *dst)
 {
-    for (uint32_t b = 0; b < nb; b++, dst += 320) {
-        float d[16] = {0};
+    for (uint32_t b = 0; b < nb; b++, dst += 288)
         for (uint32_t j = 0; j < rows; j++) {
             const unsigned char *blk = src + ((size_t)j * nb + b) * 18;
-            uint16_t h;
-            memcpy(&h, blk, 2);
-            d[j] = cs_f16_to_f32(h);
+            memcpy(dst + 2 * j, blk, 2); /* half d */
             for (int v = 0; v < 4; v++) /* byte 4v+i of q: element 4v+i low, 16+4v+i high: as it is */
-                memcpy(dst + 64 + 64 * v + 4 * j, blk + 2 + 4 * v, 4);
+                memcpy(dst + 32 + 64 * v + 4 * j, blk + 2 + 4 * v, 4);
         }
-        memcpy(dst, d, sizeof d);
-    }
 }
 
 /* one group (up to 16 GGUF rows of nsb super-blocks of 144 bytes) -> q4_Ki */
 static void repack_q4_K_group(const unsigned char *src, uint32_t rows, uint32_t nsb, unsigned char *dst)
 {
-    for (uint32_t s = 0; s < nsb; s++, dst += 2432) {
-        float dm[32] = {0};
+    for (uint32_t s = 0; s < nsb; s++, dst += 2368)
         for (uint32_t j = 0; j < rows; j++) {
             const unsigned char *blk = src + ((size_t)j * nsb + s) * 144;
-            uint16_t h[2];
-            memcpy(h, blk, 4);
-            dm[j] = cs_f16_to_f32(h[0]);
-            dm[16 + j] = cs_f16_to_f32(h[1]);
+            memcpy(dst + 2 * j, blk, 2);          /* half d */
+            memcpy(dst + 32 + 2 * j, blk + 2, 2); /* half dmin */
             for (int u = 0; u < 8; u++) {
-                cs_k4_scale_min(u, blk + 4, dst + 128 + 16 * u + j, dst + 256 + 16 * u + j);
+                cs_k4_scale_min(u, blk + 4, dst + 64 + 16 * u + j, dst + 192 + 16 * u + j);
                 const unsigned char *q = blk + 16 + 32 * (u / 2); /* nibble u % 2 of q[l]: element l */
                 const int sh = 4 * (u % 2);
-                unsigned char *o = dst + 384 + 256 * u + 4 * j;
+                unsigned char *o = dst + 320 + 256 * u + 4 * j;
                 for (int v = 0; v < 4; v++)
                     for (int i = 0; i < 4; i++) {
                         const int l = 4 * v + i;
@@ -86,15 +78,13 @@ static void repack_q4_K_group(const unsigned char *src, uint32_t rows, uint32_t 
                     }
             }
         }
-        memcpy(dst, dm, sizeof dm);
-    }
 }
 
 void cs_i4_repack(int layout, const unsigned char *src, uint32_t n_rows, uint32_t n_in, unsigned char *dst)
 {
     const bool k = layout == CS_WLAYOUT_Q4_K_I16;
     const uint64_t rb = k ? (uint64_t)n_in / 256 * 144 : (uint64_t)n_in / 32 * 18;
-    const uint64_t gb = 16 * (k ? (uint64_t)n_in / 256 * 152 : (uint64_t)n_in / 32 * 20);
+    const uint64_t gb = 16 * (k ? (uint64_t)n_in / 256 * 148 : (uint64_t)n_in / 32 * 18);
     memset(dst, 0, cs_i4_part_bytes(n_rows, gb / 16));
     for (uint32_t g = 0; 16 * g < n_rows; g++) {
         const uint32_t rows = CS_MIN(16u, n_rows - 16 * g);

@@ -19,11 +19,12 @@
 
 /* The i4 layouts (numbers apart from the other CS_WLAYOUT_* of matmul.h).
  * A part's rows in groups of 16 (the last one padded with zero rows); per
- * group, q4_0i: per block of 32, float d[16] then 256 nibble bytes (320);
- * q4_Ki: per super-block of 256, float d[16], dmin[16], uchar sc[8][16],
- * mn[8][16], then 8 x 256 nibble bytes (2432). Nibble bytes of a block:
+ * group, q4_0i: per block of 32, half d[16] then 256 nibble bytes (288);
+ * q4_Ki: per super-block of 256, half d[16], dmin[16], uchar sc[8][16],
+ * mn[8][16], then 8 x 256 nibble bytes (2368). Nibble bytes of a block:
  * byte 4 j + i of vector v (64 bytes) = row j's element 4 v + i (low) and
- * 16 + 4 v + i (high). row_bytes: 20 per 32 (q4_0i), 152 per 256 (q4_Ki). */
+ * 16 + 4 v + i (high). row_bytes: 18 per 32 (q4_0i, as GGUF), 148 per 256
+ * (q4_Ki, GGUF 144). */
 #define CS_WLAYOUT_Q4_0_I16 16
 #define CS_WLAYOUT_Q4_K_I16 17
 
