@@ -33,13 +33,11 @@
  * The integer sums come from vpdpbusd (AVX512-VNNI, -DCS_CPU_VNNI=1 from
  * the host), vpmaddubsw + vpmaddwd (AVX-512BW) or plain int arithmetic:
  * the same integers, so the same bits. A work-item computes one group of 16
- * rows for CS_I4_TC columns (mm) or one (mv); a column's result does not
+ * rows for 1, 2, 4 or 8 columns (mvi, mmi2, mmi4, mmi8); a column's result does not
  * depend on which tile it sits in (speculative verification stays
  * lossless). */
 
 #if CS_FAMILY_CPU
-
-#define CS_I4_TC 8 /* columns per mat-mat work-item */
 
 #if defined(__AVX512BW__) && defined(__has_builtin) && !defined(CS_I4_PLAIN)
 #if __has_builtin(__builtin_ia32_pmaddubsw512) && __has_builtin(__builtin_ia32_pmaddwd512)
@@ -216,38 +214,40 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
     }
 
 CS_I4_TILE_Q4_0(cs_i4_tile1_q4_0i, 1)
-CS_I4_TILE_Q4_0(cs_i4_tile_q4_0i, CS_I4_TC)
+CS_I4_TILE_Q4_0(cs_i4_tile2_q4_0i, 2)
+CS_I4_TILE_Q4_0(cs_i4_tile4_q4_0i, 4)
+CS_I4_TILE_Q4_0(cs_i4_tile8_q4_0i, 8)
 CS_I4_TILE_Q4_K(cs_i4_tile1_q4_Ki, 1)
-CS_I4_TILE_Q4_K(cs_i4_tile_q4_Ki, CS_I4_TC)
+CS_I4_TILE_Q4_K(cs_i4_tile2_q4_Ki, 2)
+CS_I4_TILE_Q4_K(cs_i4_tile4_q4_Ki, 4)
+CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
 /* group bytes per block of 32: q4_0i 288, q4_Ki 2368 / 8 */
 #define CS_I4_GB_q4_0i 288
 #define CS_I4_GB_q4_Ki 296
 
 /* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
- * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y, y_off (the part's first row of
- * column 0), ystride (floats between columns of y). NDRange: (groups of 16
- * rows, column tiles). */
-#define CS_I4_KERNELS(T) \
-    __kernel void mvi_##T(__global const uchar *w, uint nb, uint n_rows, __global const char *xq, uint d_off, \
-                          uint s_off, uint n_cols, __global float *y, uint y_off, uint ystride) \
+ * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y,
+ * y_off (the part's first row of column 0), ystride (floats between columns
+ * of y). mvi_T: one column per work-item, NDRange (groups of 16 rows,
+ * columns). mmiC_T: C columns per work-item, NDRange (column tiles, groups):
+ * work-groups in a row share one group's weights while they are in cache. */
+#define CS_I4_KERNEL(NAME, TILE, T, C, G, CT) \
+    __kernel void NAME(__global const uchar *w, uint nb, uint n_rows, __global const char *xq, uint d_off, \
+                       uint s_off, uint n_cols, __global float *y, uint y_off, uint ystride) \
     { \
-        const uint g = get_global_id(0); \
+        const uint g = get_global_id(G); \
         if (16 * g >= n_rows) \
             return; \
-        cs_i4_tile1_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
-                        (__global const int *)(xq + s_off), 32 * nb, get_global_id(1), n_cols, y + y_off + 16 * g, ystride, min(16u, n_rows - 16 * g)); \
-    } \
-    __kernel void mmi_##T(__global const uchar *w, uint nb, uint n_rows, __global const char *xq, uint d_off, \
-                          uint s_off, uint n_cols, __global float *y, uint y_off, uint ystride) \
-    { \
-        const uint g = get_global_id(0); \
-        if (16 * g >= n_rows) \
-            return; \
-        cs_i4_tile_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
-                       (__global const int *)(xq + s_off), 32 * nb, CS_I4_TC * get_global_id(1), n_cols, y + y_off + 16 * g, ystride, \
-                       min(16u, n_rows - 16 * g)); \
+        TILE(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
+             (__global const int *)(xq + s_off), 32 * nb, (C) * get_global_id(CT), n_cols, y + y_off + 16 * g, \
+             ystride, min(16u, n_rows - 16 * g)); \
     }
+#define CS_I4_KERNELS(T) \
+    CS_I4_KERNEL(mvi_##T, cs_i4_tile1_##T, T, 1, 0, 1) \
+    CS_I4_KERNEL(mmi2_##T, cs_i4_tile2_##T, T, 2, 1, 0) \
+    CS_I4_KERNEL(mmi4_##T, cs_i4_tile4_##T, T, 4, 1, 0) \
+    CS_I4_KERNEL(mmi8_##T, cs_i4_tile8_##T, T, 8, 1, 0)
 
 CS_I4_KERNELS(q4_0i)
 CS_I4_KERNELS(q4_Ki)

@@ -13,7 +13,6 @@
 #include "ops/ops.h"
 
 #define I4_LOCAL 4 /* work-items (groups of 16 rows) per work-group */
-#define I4_TC 8    /* columns per mat-mat work-item (CS_I4_TC of cl/matmul_i4.cl) */
 
 static bool intdot_off(void)
 {
@@ -170,18 +169,25 @@ int cs_op_matmul_i4_q(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n
     uint64_t ye;
     if (!cs_mul_ok(n_cols, w->n_out, &ye) || y_off + ye > UINT32_MAX || d_off > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_i4 n_cols=%u: offsets exceed 32 bits", n_cols);
+    /* columns per work-item: 1 (mvi, one column: each weight row is read once), else the smallest of 2, 4,
+     * 8 that covers n_cols (a verification batch reads the weights once), 8 beyond */
+    const uint32_t tc = n_cols == 1 ? 1 : n_cols <= 2 ? 2 : n_cols <= 4 ? 4 : 8;
     char name[32];
-    snprintf(name, sizeof name, "%s_%s", n_cols < I4_TC ? "mvi" : "mmi", i4_name(w));
+    if (tc == 1)
+        snprintf(name, sizeof name, "mvi_%s", i4_name(w));
+    else
+        snprintf(name, sizeof name, "mmi%u_%s", tc, i4_name(w));
     const cl_uint nb = w->n_in / 32, dof = (cl_uint)d_off, sof = (cl_uint)s_off, nc = n_cols, ystride = w->n_out;
     for (uint32_t i = 0; i < w->n_parts; i++) {
         const struct cs_weight_part *p = &w->parts[i];
         const cl_uint nr = p->n_rows, yo = (cl_uint)(y_off + p->r0);
         const struct cs_karg a[] = {CS_KA(p->buf), CS_KA(nb), CS_KA(nr), CS_KA(d->q8_buf), CS_KA(dof),
                                     CS_KA(sof),    CS_KA(nc), CS_KA(y),  CS_KA(yo),        CS_KA(ystride)};
-        const size_t groups = (nr + 15) / 16;
-        const size_t g[2] = {groups, n_cols < I4_TC ? n_cols : (n_cols + I4_TC - 1) / I4_TC},
-                     l[2] = {I4_LOCAL, 1}; /* fixed: one work-group function */
-        CS_TRY(cs_op_launch_nd(d, "matmul_i4", i4_extra(d), name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen));
+        const size_t groups = (nr + 15) / 16, tiles = (n_cols + tc - 1) / tc;
+        /* fixed local sizes: one work-group function per kernel */
+        const size_t gv[2] = {groups, 1}, lv[2] = {I4_LOCAL, 1}, gm[2] = {tiles, groups}, lm[2] = {1, 1};
+        CS_TRY(cs_op_launch_nd(d, "matmul_i4", i4_extra(d), name, a, CS_ARRAY_LEN(a), 2, tc == 1 ? gv : gm,
+                               tc == 1 ? lv : lm, err, errlen));
     }
     return CLSPEC_OK;
 }
