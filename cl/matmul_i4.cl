@@ -149,7 +149,8 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
  * of the group). Columns past n_cols repeat the last one (not stored). */
 #define CS_I4_TILE_Q4_0(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
-                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, uint ystride, uint nr) \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, \
+                           uint ystride, uint nr) \
     { \
         float16 acc[C]; \
         uint col[C]; \
@@ -178,7 +179,8 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
 
 #define CS_I4_TILE_Q4_K(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
-                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, uint ystride, uint nr) \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, \
+                           uint ystride, uint nr) \
     { \
         float16 acc[C]; \
         uint col[C]; \
@@ -272,7 +274,8 @@ inline void cs_i4_gr_q4_Ki(__global const uchar *w, uint nb, uint g, uint j, uin
     __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 2368;
     const uint u = s % 8;
     __global const half *f = (__global const half *)p;
-    const float d = vload_half(j, f) * (float)p[64 + 16 * u + j], m = vload_half(16 + j, f) * (float)p[192 + 16 * u + j];
+    const float d = vload_half(j, f) * (float)p[64 + 16 * u + j];
+    const float m = vload_half(16 + j, f) * (float)p[192 + 16 * u + j];
     for (uint v = 0; v < 4; v++)
         for (uint i = 0; i < 4; i++) {
             const uchar q = p[320 + 256 * u + 64 * v + 4 * j + i];

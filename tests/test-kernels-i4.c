@@ -40,6 +40,16 @@
 #define ROUND_BOUND 2e-2
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily */
+static const char *intdot_on; /* CLSPEC_INTDOT while the path is tested: NULL (the default) or "1" */
+
+/* back to intdot_on after a test set CLSPEC_INTDOT=0 */
+static void intdot_restore(void)
+{
+    if (intdot_on)
+        setenv("CLSPEC_INTDOT", intdot_on, 1);
+    else
+        unsetenv("CLSPEC_INTDOT");
+}
 
 static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed)
 {
@@ -374,7 +384,7 @@ static void test_fallback(void **s)
                 free(wh);
                 cs_weight_free(&w);
             }
-            unsetenv("CLSPEC_INTDOT");
+            intdot_restore();
         }
     }
     struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
@@ -420,7 +430,7 @@ static void test_bench(void **s)
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[1], err, sizeof err), CLSPEC_OK);
             setenv("CLSPEC_INTDOT", "0", 1);
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[0], err, sizeof err), CLSPEC_OK);
-            unsetenv("CLSPEC_INTDOT");
+            intdot_restore();
             float *x = random_x(n_in, nmm, 1);
             cl_mem xb = ku_buf(d, (size_t)nmm * n_in * sizeof(float), x);
             cl_mem yb = ku_buf(d, (size_t)nmm * n_out * sizeof(float), NULL);
@@ -451,6 +461,12 @@ static int setup(void **state)
     (void)state;
     if (ku_open_families(devs, false, "4-bit integer kernel tests") < 0)
         return -1;
+    uint64_t rb;
+    if (devs[CS_KFAMILY_CPU] && cs_i4_layout(devs[CS_KFAMILY_CPU], CS_TYPE_Q4_0, 32, &rb) < 0) {
+        printf("# the 4-bit integer path is not the default here (no AVX-512BW): CLSPEC_INTDOT=1\n");
+        setenv("CLSPEC_INTDOT", "1", 1);
+        intdot_on = "1";
+    }
     if (devs[CS_KFAMILY_CPU])
         printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
                cs_cl_host_vnni(&devs[CS_KFAMILY_CPU]->info) ? "vpdpbusd (AVX512-VNNI)"
@@ -473,6 +489,7 @@ const char *__asan_default_options(void)
 
 int main(void)
 {
+    /* on where it is the default (AVX-512BW hosts); elsewhere forced on, so the plain-int form is tested too */
     unsetenv("CLSPEC_INTDOT");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_q4_0), cmocka_unit_test(test_matmul_q4_K), cmocka_unit_test(test_other_forms),

@@ -2,9 +2,9 @@
  * weights repacked at upload with 16 rows in vector lanes (layouts below),
  * activations quantized once per matmul input to 8-bit blocks of 32
  * (cl/quant.cl, shared with src/ops/matmul_q8.c), int8 x int4 block sums by
- * vpdpbusd where the CPU has it. CPU family, on by default; CLSPEC_INTDOT=0
- * at load keeps the float path (the weights stay in their float-path
- * layouts). The layout is fixed per weight at upload, never by batch size:
+ * vpdpbusd where the CPU has it. CPU family, on by default where the host
+ * CPU has AVX-512BW; CLSPEC_INTDOT=0 at load keeps the float path (the
+ * weights stay in their float-path layouts), =1 takes it on any CPU. The layout is fixed per weight at upload, never by batch size:
  * every kernel follows the one reduction order at the top of
  * cl/matmul_i4.cl, so a column's result does not depend on the batch
  * (verification rows equal plain decode rows). */
@@ -29,8 +29,8 @@
 #define CS_WLAYOUT_Q4_K_I16 17
 
 /* The i4 layout that an upload of type (rows of n_in) to d takes, with its
- * row bytes; -1 when none (not the CPU family, another type,
- * CLSPEC_INTDOT=0). */
+ * row bytes; -1 when none (not the CPU family, another type, not on: see
+ * above). */
 int cs_i4_layout(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint64_t *row_bytes);
 bool cs_i4_layout_is(int layout);
 /* Device bytes of a part of n_rows rows (whole groups of 16). */
