@@ -142,15 +142,17 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
         yc[j] = a[j];
 }
 
+/* xs of block b of column col: i4_xsum's, or for one column (mvi: one
+ * launch fewer per decode input) summed here: the same integer */
+#define CS_I4_XS(C, xsq, col, nb, b, xa, h) ((C) == 1 ? cs_i4_xsum(xa, h) : xsq[(size_t)(col) * (nb) + (b)])
+
 /* Arguments of the tile helpers: wg (the group's bytes), nb (blocks of 32
  * per row), xq (quant_q8's buffer), dxq (its dx), xsq (i4_xsum's sums),
- * n_in, c0 (first column),
- * n_cols, y (at the group's first row of column 0), ystride, nr (valid rows
- * of the group). Columns past n_cols repeat the last one (not stored). */
+ * n_in, c0 (first column), n_cols; res: the C columns' 16 lanes. Columns
+ * past n_cols repeat the last one (the caller does not store them). */
 #define CS_I4_TILE_Q4_0(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
-                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, \
-                           uint ystride, uint nr) \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
     { \
         float16 acc[C]; \
         uint col[C]; \
@@ -167,20 +169,19 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
             const uint at = cs_i4_xat(nb, b, &h); \
             _Pragma("unroll") for (int c = 0; c < C; c++) { \
                 __global const char *xa = xq + (size_t)col[c] * n_in + at; \
-                cs_i4i I = CS_I4_SPLAT(-8 * xsq[(size_t)col[c] * nb + b]); \
+                cs_i4i I = CS_I4_SPLAT(-8 * CS_I4_XS(C, xsq, col[c], nb, b, xa, h)); \
                 CS_I4_BLOCK(I, lo, hi, xa, h); \
                 const int16 Iv = CS_I4_TOI16(I); \
                 acc[c] = fma(convert_float16(Iv), dw * dxq[(size_t)col[c] * nb + b], acc[c]); \
             } \
         } \
-        _Pragma("unroll") for (int c = 0; c < C; c++) if (c0 + c < n_cols) \
-            cs_i4_store(acc[c], y + (size_t)(c0 + c) * ystride, nr); \
+        _Pragma("unroll") for (int c = 0; c < C; c++) \
+            res[c] = acc[c]; \
     }
 
 #define CS_I4_TILE_Q4_K(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
-                           __global const int *xsq, uint n_in, uint c0, uint n_cols, __global float *y, \
-                           uint ystride, uint nr) \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
     { \
         float16 acc[C]; \
         uint col[C]; \
@@ -207,12 +208,12 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
                     CS_I4_BLOCK(I, lo, hi, xa, h); \
                     const int16 Iv = CS_I4_TOI16(I); \
                     acc[c] = fma(convert_float16(Iv), ds * dx, acc[c]); \
-                    acc[c] = fma(dm, (float16)(-(dx * (float)xsq[(size_t)col[c] * nb + b])), acc[c]); \
+                    acc[c] = fma(dm, (float16)(-(dx * (float)CS_I4_XS(C, xsq, col[c], nb, b, xa, h))), acc[c]); \
                 } \
             } \
         } \
-        _Pragma("unroll") for (int c = 0; c < C; c++) if (c0 + c < n_cols) \
-            cs_i4_store(acc[c], y + (size_t)(c0 + c) * ystride, nr); \
+        _Pragma("unroll") for (int c = 0; c < C; c++) \
+            res[c] = acc[c]; \
     }
 
 CS_I4_TILE_Q4_0(cs_i4_tile1_q4_0i, 1)
@@ -241,11 +242,38 @@ CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
         const uint g = get_global_id(G); \
         if (16 * g >= n_rows) \
             return; \
+        const uint c0 = (C) * get_global_id(CT), nr = min(16u, n_rows - 16 * g); \
+        float16 res[C]; \
         TILE(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), \
-             (__global const int *)(xq + s_off), 32 * nb, (C) * get_global_id(CT), n_cols, y + y_off + 16 * g, \
-             ystride, min(16u, n_rows - 16 * g)); \
+             (__global const int *)(xq + s_off), 32 * nb, c0, n_cols, res); \
+        for (uint c = 0; c < (C) && c0 + c < n_cols; c++) \
+            cs_i4_store(res[c], y + y_off + 16 * g + (size_t)(c0 + c) * ystride, nr); \
+    }
+/* mviswiglu_T: one column, gate and up rows of the same group, out =
+ * silu(g) * u per row as cl/eltwise.cl's swiglu (the same bits as mvi_T
+ * twice then swiglu) */
+#define CS_I4_SWIGLU(T) \
+    __kernel void mviswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint nb, uint n_rows, \
+                                __global const char *xq, uint d_off, __global float *y, uint y_off) \
+    { \
+        const uint g = get_global_id(0); \
+        if (16 * g >= n_rows) \
+            return; \
+        float16 gr[1], ur[1]; \
+        __global const float *dx = (__global const float *)(xq + d_off); \
+        cs_i4_tile1_##T(wg + (size_t)g * nb * CS_I4_GB_##T, nb, xq, dx, NULL, 32 * nb, 0, 1, gr); \
+        cs_i4_tile1_##T(wu + (size_t)g * nb * CS_I4_GB_##T, nb, xq, dx, NULL, 32 * nb, 0, 1, ur); \
+        float ga[16], ua[16]; \
+        vstore16(gr[0], 0, ga); \
+        vstore16(ur[0], 0, ua); \
+        const uint nr = min(16u, n_rows - 16 * g); \
+        for (uint j = 0; j < nr; j++) { \
+            const float gv = ga[j]; \
+            y[y_off + 16 * g + j] = gv / (1.0f + exp(-gv)) * ua[j]; \
+        } \
     }
 #define CS_I4_KERNELS(T) \
+    CS_I4_SWIGLU(T) \
     CS_I4_KERNEL(mvi_##T, cs_i4_tile1_##T, T, 1, 0, 1) \
     CS_I4_KERNEL(mmi2_##T, cs_i4_tile2_##T, T, 2, 1, 0) \
     CS_I4_KERNEL(mmi4_##T, cs_i4_tile4_##T, T, 4, 1, 0) \

@@ -262,7 +262,7 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
         rc = cs_cl_program(d, "getrows", NULL, &p, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_op_matmul_tiled_prepare(d, err, errlen);
-    if (rc == CLSPEC_OK && d->info.family == CS_KFAMILY_CPU && cs_i4_layout(d, CS_TYPE_Q4_0, 32, &(uint64_t){0}) >= 0)
+    if (rc == CLSPEC_OK)
         rc = cs_op_i4_prepare(d, err, errlen);
     if (rc == CLSPEC_OK && d->int8_act) {
         rc = cs_cl_program(d, "quant", NULL, &p, err, errlen);
@@ -376,6 +376,8 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
                       cs_type_name(wg->type), wg->n_in, wg->n_out, cs_type_name(wu->type), wu->n_in, wu->n_out);
     if (cs_op_i4_takes(d, wg)) { /* x quantized once for both */
         int rc = cs_op_quant_i4_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wg->n_parts == 1 && wu->n_parts == 1)
+            return cs_op_matmul_i4_swiglu(d, wg, wu, out, out_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_i4_q(d, wg, n_cols, out, out_off, err, errlen);
         if (rc == CLSPEC_OK)

@@ -125,6 +125,9 @@ static const char *i4_extra(const struct cs_cl_dev *d)
 
 int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
 {
+    uint64_t rb;
+    if (cs_i4_layout(d, CS_TYPE_Q4_0, 32, &rb) < 0)
+        return CLSPEC_OK; /* the path is off on d */
     cl_program p;
     CS_TRY(cs_cl_program(d, "quant", NULL, &p, err, errlen));
     return cs_cl_program(d, "matmul_i4", i4_extra(d), &p, err, errlen);
@@ -157,6 +160,8 @@ int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t
         d->q8_bytes = want;
     }
     CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, n_in, n_cols, err, errlen));
+    if (n_cols == 1)
+        return CLSPEC_OK; /* mvi sums its one column's blocks itself */
     const cl_uint ni = n_in, nc = n_cols, so = (cl_uint)s_off;
     const struct cs_karg a[] = {CS_KA(d->q8_buf), CS_KA(ni), CS_KA(nc), CS_KA(so)};
     const size_t nb = n_in / 32, g[2] = {nb, n_cols}, l[2] = {CS_MIN(nb, (size_t)16), 1};
@@ -210,6 +215,24 @@ int cs_op_matmul_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, si
         return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_i4: weight not in an i4 layout");
     CS_TRY(cs_op_quant_i4_scratch(d, x, x_off, w->n_in, n_cols, err, errlen));
     return cs_op_matmul_i4_q(d, w, n_cols, y, y_off, err, errlen);
+}
+
+int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
+                           size_t out_off, char *err, size_t errlen)
+{
+    if (!cs_op_i4_takes(d, wg) || !cs_op_i4_takes(d, wu) || wg->layout != wu->layout || wg->n_in != wu->n_in ||
+        wg->n_out != wu->n_out || wg->n_parts != 1 || wu->n_parts != 1 || !d->q8_buf)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_i4_swiglu: weights or quantized input unfit");
+    size_t d_off, s_off;
+    if (i4_bytes(wg->n_in, 1, &d_off, &s_off) > d->q8_bytes || out_off + wg->n_out > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_i4_swiglu: input not quantized or offsets exceed 32 bits");
+    char name[32];
+    snprintf(name, sizeof name, "mviswiglu_%s", i4_name(wg));
+    const cl_uint nb = wg->n_in / 32, nr = wg->n_out, dof = (cl_uint)d_off, oo = (cl_uint)out_off;
+    const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(nb), CS_KA(nr),
+                                CS_KA(d->q8_buf), CS_KA(dof), CS_KA(out), CS_KA(oo)};
+    return cs_op_launch(d, "matmul_i4", i4_extra(d), name, a, CS_ARRAY_LEN(a), (nr + 15) / 16, I4_LOCAL, err,
+                        errlen);
 }
 
 int cs_op_get_rows_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off, uint32_t n,

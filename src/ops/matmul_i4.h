@@ -42,7 +42,7 @@ void cs_i4_repack(int layout, const unsigned char *src, uint32_t n_rows, uint32_
 /* Whether w is in an i4 layout (then every matmul of w goes here). */
 bool cs_op_i4_takes(const struct cs_cl_dev *d, const struct cs_weight *w);
 
-/* Loads cl/quant.cl and cl/matmul_i4.cl on d. */
+/* Loads cl/quant.cl and cl/matmul_i4.cl on d where the path is on. */
 int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen);
 
 /* y = x . W^T as cs_op_matmul: x quantized into d's scratch, then the
@@ -58,6 +58,12 @@ int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t
  * n_cols columns of w->n_in). */
 int cs_op_matmul_i4_q(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_cols, cl_mem y, size_t y_off,
                       char *err, size_t errlen);
+
+/* silu(x . Wg^T) * (x . Wu^T) for one column already in d's scratch
+ * (cs_op_quant_i4_scratch), wg and wu single-part of one layout, in one
+ * launch: the same bits as two cs_op_matmul_i4_q and cs_op_swiglu. */
+int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
+                           size_t out_off, char *err, size_t errlen);
 
 /* Embedding gather (cs_op_get_rows) from an i4 layout. */
 int cs_op_get_rows_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off, uint32_t n,
