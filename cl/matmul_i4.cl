@@ -272,8 +272,39 @@ CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
             y[y_off + 16 * g + j] = gv / (1.0f + exp(-gv)) * ua[j]; \
         } \
     }
+/* mvi3_T: one column, Q, K and V (single parts, one layout and n_in) in
+ * one launch: groups of wq, then wk, then wv (the same bits as mvi_T) */
+#define CS_I4_QKV(T) \
+    __kernel void mvi3_##T(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, uint nb, \
+                           uint nq, uint nk, uint nv, __global const char *xq, uint d_off, __global float *q, \
+                           uint q_off, __global float *k, uint k_off, __global float *v, uint v_off) \
+    { \
+        uint g = get_global_id(0); \
+        const uint gq = (nq + 15) / 16, gk = (nk + 15) / 16, gv = (nv + 15) / 16; \
+        __global const uchar *w = wq; \
+        __global float *y = q + q_off; \
+        uint n = nq; \
+        if (g >= gq + gk) { \
+            g -= gq + gk; \
+            w = wv; \
+            y = v + v_off; \
+            n = nv; \
+        } else if (g >= gq) { \
+            g -= gq; \
+            w = wk; \
+            y = k + k_off; \
+            n = nk; \
+        } \
+        if (16 * g >= n || get_global_id(0) >= gq + gk + gv) \
+            return; \
+        float16 res[1]; \
+        cs_i4_tile1_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, (__global const float *)(xq + d_off), NULL, \
+                        32 * nb, 0, 1, res); \
+        cs_i4_store(res[0], y + 16 * g, min(16u, n - 16 * g)); \
+    }
 #define CS_I4_KERNELS(T) \
     CS_I4_SWIGLU(T) \
+    CS_I4_QKV(T) \
     CS_I4_KERNEL(mvi_##T, cs_i4_tile1_##T, T, 1, 0, 1) \
     CS_I4_KERNEL(mmi2_##T, cs_i4_tile2_##T, T, 2, 1, 0) \
     CS_I4_KERNEL(mmi4_##T, cs_i4_tile4_##T, T, 4, 1, 0) \

@@ -429,6 +429,8 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
                       wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
     if (same && cs_op_i4_takes(d, wq)) { /* x quantized once for the three */
         int rc = cs_op_quant_i4_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)
+            return cs_op_matmul_i4_qkv(d, wq, wk, wv, q, q_off, k, k_off, v, v_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_i4_q(d, wq, n_cols, q, q_off, err, errlen);
         if (rc == CLSPEC_OK)

@@ -235,6 +235,29 @@ int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, cons
                         errlen);
 }
 
+int cs_op_matmul_i4_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                        const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
+                        size_t v_off, char *err, size_t errlen)
+{
+    if (!cs_op_i4_takes(d, wq) || !cs_op_i4_takes(d, wk) || !cs_op_i4_takes(d, wv) || wq->layout != wk->layout ||
+        wq->layout != wv->layout || wq->n_in != wk->n_in || wq->n_in != wv->n_in || wq->n_parts != 1 ||
+        wk->n_parts != 1 || wv->n_parts != 1 || !d->q8_buf)
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_i4_qkv: weights or quantized input unfit");
+    size_t d_off, s_off;
+    if (i4_bytes(wq->n_in, 1, &d_off, &s_off) > d->q8_bytes || q_off + wq->n_out > UINT32_MAX ||
+        k_off + wk->n_out > UINT32_MAX || v_off + wv->n_out > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_i4_qkv: input not quantized or offsets exceed 32 bits");
+    char name[32];
+    snprintf(name, sizeof name, "mvi3_%s", i4_name(wq));
+    const cl_uint nb = wq->n_in / 32, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out, dof = (cl_uint)d_off,
+                  qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                CS_KA(nb), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(d->q8_buf), CS_KA(dof),
+                                CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+    const size_t groups = (nq + 15) / 16 + (nk + 15) / 16 + (nv + 15) / 16;
+    return cs_op_launch(d, "matmul_i4", i4_extra(d), name, a, CS_ARRAY_LEN(a), groups, I4_LOCAL, err, errlen);
+}
+
 int cs_op_get_rows_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off, uint32_t n,
                       cl_mem out, size_t out_off, char *err, size_t errlen)
 {

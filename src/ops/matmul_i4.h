@@ -4,10 +4,11 @@
  * (cl/quant.cl, shared with src/ops/matmul_q8.c), int8 x int4 block sums by
  * vpdpbusd where the CPU has it. CPU family, on by default where the host
  * CPU has AVX-512BW; CLSPEC_INTDOT=0 at load keeps the float path (the
- * weights stay in their float-path layouts), =1 takes it on any CPU. The layout is fixed per weight at upload, never by batch size:
- * every kernel follows the one reduction order at the top of
- * cl/matmul_i4.cl, so a column's result does not depend on the batch
- * (verification rows equal plain decode rows). */
+ * weights stay in their float-path layouts), =1 takes it on any CPU. The
+ * layout is fixed per weight at upload, never by batch size: every kernel
+ * follows the one reduction order at the top of cl/matmul_i4.cl, so a
+ * column's result does not depend on the batch (verification rows equal
+ * plain decode rows). */
 #ifndef CS_OPS_MATMUL_I4_H
 #define CS_OPS_MATMUL_I4_H
 
@@ -64,6 +65,13 @@ int cs_op_matmul_i4_q(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n
  * launch: the same bits as two cs_op_matmul_i4_q and cs_op_swiglu. */
 int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
                            size_t out_off, char *err, size_t errlen);
+
+/* Q, K and V for one column already in d's scratch, single-part weights
+ * of one layout and n_in, in one launch (the same bits as cs_op_matmul_i4_q
+ * for each). */
+int cs_op_matmul_i4_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                        const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
+                        size_t v_off, char *err, size_t errlen);
 
 /* Embedding gather (cs_op_get_rows) from an i4 layout. */
 int cs_op_get_rows_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off, uint32_t n,
