@@ -420,7 +420,9 @@ static void test_bench(void **s)
     if (!d || !getenv("CLSPEC_I4_BENCH"))
         skip();
     char err[512];
-    const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q4_K}, shapes[][2] = {{2048, 2048}, {2048, 5632}, {5632, 2048}};
+    /* 1.1B shapes (weights that may stay in L3), and one of 38 MB (q4_0) streamed from memory */
+    const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q4_K};
+    const uint32_t shapes[][2] = {{2048, 2048}, {2048, 5632}, {5632, 2048}, {8192, 8192}};
     const uint32_t nmm = 128;
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++)
         for (size_t i = 0; i < CS_ARRAY_LEN(shapes); i++) {
