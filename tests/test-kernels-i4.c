@@ -417,7 +417,7 @@ static void test_bench(void **s)
 {
     (void)s;
     struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
-    if (!d || !getenv("CLSPEC_I4_BENCH"))
+    if (!d)
         skip();
     char err[512];
     /* 1.1B shapes (weights that may stay in L3), and one of 38 MB (q4_0) streamed from memory */
@@ -500,5 +500,7 @@ int main(void)
     };
     if (getenv("CLSPEC_TEST_FILTER"))
         cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
-    return _cmocka_run_group_tests("kernels-i4", tests, CS_ARRAY_LEN(tests), setup, teardown);
+    /* the microbenchmark (last) only with CLSPEC_I4_BENCH=1 (TAP counts a cmocka skip as a failure) */
+    const size_t n = getenv("CLSPEC_I4_BENCH") ? CS_ARRAY_LEN(tests) : CS_ARRAY_LEN(tests) - 1;
+    return _cmocka_run_group_tests("kernels-i4", tests, n, setup, teardown);
 }
