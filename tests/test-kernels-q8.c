@@ -433,6 +433,9 @@ const char *__asan_default_options(void)
 
 int main(void)
 {
+    /* the float-path (and q8) kernels of q4_0 / q4_K: uploads keep their layouts (the default 4-bit
+     * integer path, src/ops/matmul_i4.h, has tests/test-kernels-i4.c) */
+    setenv("CLSPEC_INTDOT", "0", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quant),     cmocka_unit_test(test_matmul_q4_0), cmocka_unit_test(test_matmul_q8_0),
         cmocka_unit_test(test_no_vnni),

@@ -109,6 +109,20 @@ static void test_synth_q8(void **s)
     golden_q8("synth-256-Q8_0");
 }
 
+/* the 4-bit integer path (default on the CPU family, src/ops/matmul_i4.h):
+ * q4_0 and q4_K weights (Q4_K_M also holds q6_K ones, on their own path) */
+static void test_synth_q4_0(void **s)
+{
+    (void)s;
+    golden_q8("synth-256-Q4_0");
+}
+
+static void test_synth_q4_K(void **s)
+{
+    (void)s;
+    golden_q8("synth-256-Q4_K_M");
+}
+
 const char *__asan_default_options(void); /* as tests/test-kernels.c: PoCL threads crash LSan's tracer */
 const char *__asan_default_options(void)
 {
@@ -122,6 +136,8 @@ int main(void)
         cmocka_unit_test(test_stories_q8),
         cmocka_unit_test(test_stories_q4),
         cmocka_unit_test(test_synth_q8),
+        cmocka_unit_test(test_synth_q4_0),
+        cmocka_unit_test(test_synth_q4_K),
     };
     return cmocka_run_group_tests_name("kernels-q8fwd", tests, NULL, NULL);
 }

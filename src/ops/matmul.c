@@ -9,6 +9,7 @@
 #include "cl/kconst.h" /* CS_MM_WG, CS_MM_TC, CS_MM_TCC, CS_MM2_TCC, CS_MV_ROWS */
 #include "base/common.h"
 #include "ops/matmul.h"
+#include "ops/matmul_i4.h"
 #include "ops/matmul_q8.h"
 #include "ops/matmul_tiled.h"
 #include "ops/ops.h"
@@ -169,7 +170,7 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         return cs_err(err, errlen, CLSPEC_E_INVAL, "%s weight %ux%u: bad shape (row length must be a "
                       "positive multiple of the block size)", cs_type_name(type), n_in, n_out);
     const uint64_t gguf_row_bytes = row_bytes;
-    const int layout = layout_of(type, repack, gguf_row_bytes, &row_bytes);
+    int layout = layout_of(type, repack, gguf_row_bytes, &row_bytes);
     if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
                       n_in, n_out);
@@ -180,7 +181,15 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: one row (%llu bytes) exceeds the "
                       "part limit of %llu bytes", cs_type_name(type), n_in, n_out,
                       (unsigned long long)row_bytes, (unsigned long long)limit);
-    const uint64_t rows_per_part = CS_MIN(limit / row_bytes, (uint64_t)n_out);
+    uint64_t i4_rb; /* the 4-bit integer path's layouts (ops/matmul_i4.h): parts of whole groups of 16 rows */
+    const int i4 = repack ? cs_i4_layout(d, type, n_in, &i4_rb) : -1;
+    if (i4 >= 0 && limit / i4_rb >= 16 && cs_mul_ok(i4_rb, n_out, &bytes)) {
+        layout = i4;
+        row_bytes = i4_rb;
+    }
+    uint64_t rows_per_part = CS_MIN(limit / row_bytes, (uint64_t)n_out);
+    if (cs_i4_layout_is(layout) && rows_per_part < n_out)
+        rows_per_part &= ~(uint64_t)15;
     const uint32_t n_parts = (uint32_t)((n_out + rows_per_part - 1) / rows_per_part);
     w->parts = calloc(n_parts, sizeof *w->parts);
     if (!w->parts)
@@ -196,7 +205,8 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         struct cs_weight_part *p = &w->parts[i];
         p->r0 = (uint32_t)(i * rows_per_part);
         p->n_rows = (uint32_t)CS_MIN(rows_per_part, (uint64_t)n_out - p->r0);
-        const size_t pb = (size_t)(p->n_rows * row_bytes);
+        const size_t pb = (size_t)(cs_i4_layout_is(layout) ? cs_i4_part_bytes(p->n_rows, row_bytes)
+                                                           : p->n_rows * row_bytes);
         const unsigned char *src = (const unsigned char *)host + p->r0 * gguf_row_bytes;
         unsigned char *tmp = NULL;
         if (layout != CS_WLAYOUT_GGUF) {
@@ -206,7 +216,9 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
                 return cs_err(err, errlen, CLSPEC_E_NOMEM, "weight upload: out of memory");
             }
             const uint64_t nb = (uint64_t)p->n_rows * (n_in / cs_type_get(type)->block_elems);
-            if (layout == CS_WLAYOUT_Q8_0_F32D)
+            if (cs_i4_layout_is(layout))
+                cs_i4_repack(layout, src, p->n_rows, n_in, tmp);
+            else if (layout == CS_WLAYOUT_Q8_0_F32D)
                 repack_q8_0(src, tmp, nb);
             else if (layout == CS_WLAYOUT_Q4_K_R || layout == CS_WLAYOUT_Q5_K_R)
                 repack_k4(src, tmp, nb, layout == CS_WLAYOUT_Q5_K_R);
@@ -250,6 +262,8 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
         rc = cs_cl_program(d, "getrows", NULL, &p, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_op_matmul_tiled_prepare(d, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = cs_op_i4_prepare(d, err, errlen);
     if (rc == CLSPEC_OK && d->int8_act) {
         rc = cs_cl_program(d, "quant", NULL, &p, err, errlen);
         if (rc == CLSPEC_OK)
@@ -282,6 +296,8 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
         !fits_u32(y_off + ye))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul %s %ux%u n_cols=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
+    if (cs_op_i4_takes(d, w)) /* 4-bit weights, rows in lanes: src/ops/matmul_i4.h */
+        return cs_op_matmul_i4(d, w, x, x_off, y, y_off, n_cols, err, errlen);
     if (cs_op_q8_takes(d, w)) { /* integer dot products on 8-bit activations: src/ops/matmul_q8.h */
         CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, w->n_in, n_cols, err, errlen));
         return cs_op_matmul_q8(d, w, n_cols, y, y_off, err, errlen);
@@ -331,6 +347,8 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
     if (!cs_mul_ok(n, w->n_in, &oe) || !fits_u32(out_off + oe) || !fits_u32(ids_off + n))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "get_rows %s n=%u: offsets exceed 32 bits",
                       cs_type_name(w->type), n);
+    if (cs_op_i4_takes(d, w))
+        return cs_op_get_rows_i4(d, w, ids, ids_off, n, out, out_off, err, errlen);
     char name[32];
     snprintf(name, sizeof name, "getrows_%s", wname(w));
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, n_out = w->n_out, io = (cl_uint)ids_off,
@@ -372,6 +390,18 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     if (wg->type != wu->type || wg->layout != wu->layout || wg->n_in != wu->n_in || wg->n_out != wu->n_out)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_swiglu: gate %s %ux%u and up %s %ux%u differ",
                       cs_type_name(wg->type), wg->n_in, wg->n_out, cs_type_name(wu->type), wu->n_in, wu->n_out);
+    if (cs_op_i4_takes(d, wg)) { /* x quantized once for both */
+        int rc = cs_op_quant_i4_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wg->n_parts == 1 && wu->n_parts == 1)
+            return cs_op_matmul_i4_swiglu(d, wg, wu, out, out_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i4_q(d, wg, n_cols, out, out_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i4_q(d, wu, n_cols, tmp, 0, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
+        return rc;
+    }
     if (cs_op_q8_takes(d, wg)) { /* x quantized once for both */
         int rc = cs_op_quant_q8_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
         if (rc == CLSPEC_OK && n_cols == 1 && wg->n_parts == 1 && wu->n_parts == 1)
@@ -416,6 +446,18 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const bool same = wq->type == wk->type && wq->type == wv->type && wq->layout == wk->layout &&
                       wq->layout == wv->layout && wq->n_in == wk->n_in && wq->n_in == wv->n_in &&
                       wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
+    if (same && cs_op_i4_takes(d, wq)) { /* x quantized once for the three */
+        int rc = cs_op_quant_i4_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)
+            return cs_op_matmul_i4_qkv(d, wq, wk, wv, q, q_off, k, k_off, v, v_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i4_q(d, wq, n_cols, q, q_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i4_q(d, wk, n_cols, k, k_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i4_q(d, wv, n_cols, v, v_off, err, errlen);
+        return rc;
+    }
     if (same && cs_op_q8_takes(d, wq)) { /* x quantized once for the three */
         int rc = cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
         if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)

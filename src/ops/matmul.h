@@ -29,7 +29,9 @@
  * CS_WLAYOUT_Q5_K_R: q5_K repacked as Q4_K_R with each sub-block's fifth bits
  *   first: {float d, dmin; uchar sc[8], mn[8]; per sub-block uint qh (bit l:
  *   element l), uchar qs[16]} (184 bytes; the default for q5_K).
- * All give bitwise the same results as their GGUF layout (cl/blocks.cl). */
+ * All give bitwise the same results as their GGUF layout (cl/blocks.cl).
+ * q4_0 and q4_K on CPU-family devices take the 4-bit integer path's layouts
+ * instead (CS_WLAYOUT_Q4_0_I16, CS_WLAYOUT_Q4_K_I16: ops/matmul_i4.h). */
 #define CS_WLAYOUT_Q4_K_R 2
 #define CS_WLAYOUT_Q6_K_R 3
 #define CS_WLAYOUT_Q5_K_R 4
