@@ -276,6 +276,9 @@ static void test_golden_q4(void **s) { (void)s; golden_cl("reference/greedy-Tiny
 
 int main(void)
 {
+    /* the device forward against the float C reference at REL_TOL: the float layouts (read at device open;
+     * the integer path's own bound: tests/test-kernels-q8fwd.c) */
+    setenv("CLSPEC_INTDOT", "0", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_cpu), cmocka_unit_test(test_stories_gpu),
         cmocka_unit_test(test_q8_cpu),      cmocka_unit_test(test_q8_gpu),

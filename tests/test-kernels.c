@@ -1076,6 +1076,9 @@ const char *__asan_default_options(void)
 
 int main(void)
 {
+    /* the float kernels of every layout (read at device open; the integer layout's harness:
+     * tests/test-kernels-i8.c) */
+    setenv("CLSPEC_INTDOT", "0", 1);
     const struct CMUnitTest tests[] = {
         TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),
         TYPE_ENTRIES(q4_1), TYPE_ENTRIES(q5_0), TYPE_ENTRIES(q5_1), TYPE_ENTRIES(q2_K), TYPE_ENTRIES(q3_K),
