@@ -13,7 +13,7 @@
 #include "ref/i8_ref.h"
 
 /* columns per work-item of mmi_T (the one definition: -DCS_I8_TC) */
-#define I8_TC 4
+#define I8_TC 8
 #define I8_STR_(v) #v
 #define I8_STR(v) I8_STR_(v)
 
