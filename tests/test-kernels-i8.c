@@ -367,13 +367,15 @@ static void test_layout_choice(void **s)
     }
 }
 
-/* informational: integer and float paths on 2048 x 2048 and 5632 x 2048 */
+/* informational (CLSPEC_I8_TIMING=1): integer and float paths on 2048 x 2048 and 5632 x 2048 */
 static void test_timing(void **s)
 {
     (void)s;
     struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
-    if (!d || !getenv("CLSPEC_I8_TIMING"))
-        skip();
+    if (!d || !getenv("CLSPEC_I8_TIMING")) { /* a minute under load: only when asked (a skip reads as a failure in TAP) */
+        printf("# timing: set CLSPEC_I8_TIMING=1 to run it\n");
+        return;
+    }
     char err[512];
     const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q6_K, CS_TYPE_Q5_K}, shapes[][2] = {{2048, 2048}, {2048, 5632}};
     const uint32_t ncs[] = {1, 128};
