@@ -151,6 +151,36 @@ static void test_i8_synth(void **s)
     golden_i8("reference/qwen35/greedy-qwen35-tiny-Q8_0.json", 0.03f);
 }
 
+/* a llamacpp-numerics context on a model uploaded in the integer layout:
+ * a clear refusal, never llama.cpp's numerics silently broken */
+static void test_i8_lcpp_refused(void **s)
+{
+    (void)s;
+    unsetenv("CLSPEC_INTDOT");
+    struct fu_model f;
+    if (fu_open("models/TinyStories-656K-Q8_0.gguf", 1, NULL, NULL, &f))
+        skip();
+    if (f.dev[0]->int_layout) {
+        char err[CLSPEC_ERRLEN];
+        struct cs_fwd_ctx_params p = {.n_ctx = 32, .n_batch = 8, .type_k = CS_TYPE_F16, .type_v = CS_TYPE_F16,
+                                      .llamacpp_numerics = true};
+        struct cs_fwd_ctx *c = NULL;
+        int rc = cs_fwd_ctx_new(f.fm, &p, &c, err, sizeof err);
+        if (rc == CLSPEC_OK) {
+            const int32_t tok[2] = {1, 2}, pos[2] = {0, 1};
+            float *lg = malloc((size_t)f.V * sizeof *lg);
+            assert_non_null(lg);
+            rc = cs_forward(c, tok, 2, pos, NULL, NULL, 1, lg, NULL, err, sizeof err);
+            free(lg);
+            cs_fwd_ctx_free(c);
+        }
+        assert_int_equal(rc, CLSPEC_E_UNSUPPORTED);
+        assert_non_null(strstr(err, "integer layout"));
+    }
+    fu_close(&f);
+    setenv("CLSPEC_INTDOT", "1", 1);
+}
+
 const char *__asan_default_options(void); /* as tests/test-kernels.c: PoCL threads crash LSan's tracer */
 const char *__asan_default_options(void)
 {
@@ -166,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_synth_q8),
         cmocka_unit_test(test_i8_stories_q8),
         cmocka_unit_test(test_i8_synth),
+        cmocka_unit_test(test_i8_lcpp_refused),
     };
     return cmocka_run_group_tests_name("kernels-q8fwd", tests, NULL, NULL);
 }
