@@ -153,15 +153,9 @@ static void test_stories_cpu(void **s) { (void)s; compare_model("models/stories2
 static void test_stories_gpu(void **s) { (void)s; compare_model("models/stories260K.gguf", CS_KFAMILY_GPU, 7); }
 static void test_q8_cpu(void **s) { (void)s; compare_model("models/TinyStories-656K-Q8_0.gguf", CS_KFAMILY_CPU, 7); }
 static void test_q8_gpu(void **s) { (void)s; compare_model("models/TinyStories-656K-Q8_0.gguf", CS_KFAMILY_GPU, 64); }
-/* the float path against the float reference (CLSPEC_INTDOT=0 at upload: the default 4-bit integer path rounds
- * the activations; tests/test-kernels-q8fwd.c bounds it against llama.cpp) */
-static void test_synth_cpu(void **s)
-{
-    (void)s;
-    setenv("CLSPEC_INTDOT", "0", 1);
-    compare_model("models/synthetic/synth-256-Q4_K_M.gguf", CS_KFAMILY_CPU, 64);
-    unsetenv("CLSPEC_INTDOT");
-}
+/* the float path against the float reference (CLSPEC_INTDOT=0, set in main: the default integer paths round
+ * the activations; tests/test-kernels-q8fwd.c bounds them against llama.cpp) */
+static void test_synth_cpu(void **s) { (void)s; compare_model("models/synthetic/synth-256-Q4_K_M.gguf", CS_KFAMILY_CPU, 64); }
 static void test_synth_gpu(void **s) { (void)s; compare_model("models/synthetic/synth-256-Q4_K_M.gguf", CS_KFAMILY_GPU, 16); }
 
 /* Teacher-forced llama.cpp references through the OpenCL path with
@@ -284,6 +278,9 @@ static void test_golden_q4(void **s) { (void)s; golden_cl("reference/greedy-Tiny
 
 int main(void)
 {
+    /* the device forward against the float C reference at REL_TOL: the float layouts (read at device open;
+     * the integer path's own bound: tests/test-kernels-q8fwd.c) */
+    setenv("CLSPEC_INTDOT", "0", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_cpu), cmocka_unit_test(test_stories_gpu),
         cmocka_unit_test(test_q8_cpu),      cmocka_unit_test(test_q8_gpu),

@@ -1085,8 +1085,8 @@ const char *__asan_default_options(void)
 
 int main(void)
 {
-    /* the float-path (and q8) kernels of q4_0 / q4_K: uploads keep their layouts (the default 4-bit
-     * integer path, src/ops/matmul_i4.h, has tests/test-kernels-i4.c) */
+    /* the float-path kernels of every layout (read at device open; the integer layouts' harnesses:
+     * tests/test-kernels-i4.c, tests/test-kernels-i8.c) */
     setenv("CLSPEC_INTDOT", "0", 1);
     const struct CMUnitTest tests[] = {
         TYPE_ENTRIES(f32),  TYPE_ENTRIES(f16),  TYPE_ENTRIES(bf16), TYPE_ENTRIES(q8_0), TYPE_ENTRIES(q4_0),

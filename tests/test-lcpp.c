@@ -294,6 +294,7 @@ static void test_fwd_q4(void **s) { (void)s; forward_vs_model("models/derived/Ti
 
 int main(void)
 {
+    setenv("CLSPEC_INTDOT", "0", 1); /* read at device open: llama.cpp's arithmetic reads the float layouts */
     const struct CMUnitTest tests[] = {
         /* the C model against the references */
         cmocka_unit_test(test_ref_stories), cmocka_unit_test(test_ref_q8), cmocka_unit_test(test_ref_q4),

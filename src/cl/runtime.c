@@ -366,6 +366,7 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
     make_build_opts(info, d->build_opts, sizeof d->build_opts);
     const char *idot = getenv("CLSPEC_INTDOT");
     d->int8_act = info->family == CS_KFAMILY_CPU && idot && strcmp(idot, "1") == 0;
+    d->int_layout = info->family == CS_KFAMILY_CPU && !(idot && strcmp(idot, "0") == 0);
     *out = d;
     return CLSPEC_OK;
 }

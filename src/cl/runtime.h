@@ -79,6 +79,9 @@ struct cs_cl_dev {
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
     bool int8_act;             /* CPU family and CLSPEC_INTDOT=1: q4_0 / q8_0 matmuls on 8-bit
                                 * activations (src/ops/matmul_q8.h) */
+    bool int_layout;           /* CPU family and CLSPEC_INTDOT not 0: q8_0/q6_K/q5_K weights uploaded in
+                                * CS_WLAYOUT_I8 (src/ops/matmul_i8.h); cleared before an upload for
+                                * llamacpp_numerics, which needs the float layouts */
     cl_mem q8_buf;             /* their scratch (quantized columns), grown on demand */
     size_t q8_bytes;           /* its size */
 };

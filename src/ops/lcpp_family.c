@@ -67,6 +67,10 @@ static int lc_matmul(const struct cs_ops *o, const struct cs_weight *w, cl_mem x
                      char *err, size_t errlen)
 {
     const struct lc_state *s = st_of(o);
+    if (w->layout == CS_WLAYOUT_I8) /* quantizes x again: not llama.cpp's arithmetic */
+        return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "llamacpp numerics: a %s weight was uploaded in the "
+                      "integer layout (load the model with CLSPEC_INTDOT=0 or through an engine opened for "
+                      "llamacpp numerics)", cs_type_name(w->type));
     if (cs_op_lcpp_matmul_ok(w))
         return cs_op_lcpp_matmul(o->dev, w, x, y, n, n_logical >= 2, s->xq, s->xd, err, errlen);
     CS_TRY(cs_op_round_rows(o->dev, w->type, x, 0, n, (int)w->n_in, err, errlen));

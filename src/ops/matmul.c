@@ -10,6 +10,7 @@
 #include "base/common.h"
 #include "ops/matmul.h"
 #include "ops/matmul_i4.h"
+#include "ops/matmul_i8.h"
 #include "ops/matmul_q8.h"
 #include "ops/matmul_tiled.h"
 #include "ops/ops.h"
@@ -171,12 +172,18 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
                       "positive multiple of the block size)", cs_type_name(type), n_in, n_out);
     const uint64_t gguf_row_bytes = row_bytes;
     int layout = layout_of(type, repack, gguf_row_bytes, &row_bytes);
-    if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
-        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
-                      n_in, n_out);
     uint64_t limit = d->info.max_alloc;
     if (max_part_bytes && max_part_bytes < limit)
         limit = max_part_bytes;
+    /* integer layout: groups of 16 rows (src/ops/matmul_i8.h), when 16 rows fit a part */
+    const bool i8 = repack && cs_i8_wants(d, type, n_in) && 16 * cs_i8_row_bytes(type, n_in) <= limit;
+    if (i8) {
+        layout = CS_WLAYOUT_I8;
+        row_bytes = cs_i8_row_bytes(type, n_in);
+    }
+    if (!cs_mul_ok(row_bytes, n_out, &bytes) || row_bytes > UINT32_MAX)
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: too large", cs_type_name(type),
+                      n_in, n_out);
     if (row_bytes > limit)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "%s weight %ux%u: one row (%llu bytes) exceeds the "
                       "part limit of %llu bytes", cs_type_name(type), n_in, n_out,
@@ -187,7 +194,7 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         layout = i4;
         row_bytes = i4_rb;
     }
-    uint64_t rows_per_part = CS_MIN(limit / row_bytes, (uint64_t)n_out);
+    uint64_t rows_per_part = CS_MIN(i8 ? limit / (16 * row_bytes) * 16 : limit / row_bytes, (uint64_t)n_out);
     if (cs_i4_layout_is(layout) && rows_per_part < n_out)
         rows_per_part &= ~(uint64_t)15;
     const uint32_t n_parts = (uint32_t)((n_out + rows_per_part - 1) / rows_per_part);
@@ -206,7 +213,7 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
         p->r0 = (uint32_t)(i * rows_per_part);
         p->n_rows = (uint32_t)CS_MIN(rows_per_part, (uint64_t)n_out - p->r0);
         const size_t pb = (size_t)(cs_i4_layout_is(layout) ? cs_i4_part_bytes(p->n_rows, row_bytes)
-                                                           : p->n_rows * row_bytes);
+                                   : (i8 ? (p->n_rows + 15) / 16 * 16 : p->n_rows) * row_bytes);
         const unsigned char *src = (const unsigned char *)host + p->r0 * gguf_row_bytes;
         unsigned char *tmp = NULL;
         if (layout != CS_WLAYOUT_GGUF) {
@@ -218,6 +225,8 @@ int cs_weight_upload_parts(struct cs_cl_dev *d, uint32_t type, uint32_t n_in, ui
             const uint64_t nb = (uint64_t)p->n_rows * (n_in / cs_type_get(type)->block_elems);
             if (cs_i4_layout_is(layout))
                 cs_i4_repack(layout, src, p->n_rows, n_in, tmp);
+            else if (layout == CS_WLAYOUT_I8)
+                cs_i8_repack(type, n_in, p->n_rows, src, tmp);
             else if (layout == CS_WLAYOUT_Q8_0_F32D)
                 repack_q8_0(src, tmp, nb);
             else if (layout == CS_WLAYOUT_Q4_K_R || layout == CS_WLAYOUT_Q5_K_R)
@@ -264,6 +273,8 @@ int cs_op_matmul_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
         rc = cs_op_matmul_tiled_prepare(d, err, errlen);
     if (rc == CLSPEC_OK)
         rc = cs_op_i4_prepare(d, err, errlen);
+    if (rc == CLSPEC_OK && cs_i8_wants(d, CS_TYPE_Q8_0, 32))
+        rc = cs_op_matmul_i8_prepare(d, err, errlen);
     if (rc == CLSPEC_OK && d->int8_act) {
         rc = cs_cl_program(d, "quant", NULL, &p, err, errlen);
         if (rc == CLSPEC_OK)
@@ -298,6 +309,10 @@ int cs_op_matmul(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_
                       cs_type_name(w->type), w->n_in, w->n_out, n_cols);
     if (cs_op_i4_takes(d, w)) /* 4-bit weights, rows in lanes: src/ops/matmul_i4.h */
         return cs_op_matmul_i4(d, w, x, x_off, y, y_off, n_cols, err, errlen);
+    if (w->layout == CS_WLAYOUT_I8) { /* rows-in-lanes integer path: src/ops/matmul_i8.h */
+        CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, w->n_in, n_cols, err, errlen));
+        return cs_op_matmul_i8(d, w, n_cols, y, y_off, err, errlen);
+    }
     if (cs_op_q8_takes(d, w)) { /* integer dot products on 8-bit activations: src/ops/matmul_q8.h */
         CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, w->n_in, n_cols, err, errlen));
         return cs_op_matmul_q8(d, w, n_cols, y, y_off, err, errlen);
@@ -349,6 +364,8 @@ int cs_op_get_rows(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, s
                       cs_type_name(w->type), n);
     if (cs_op_i4_takes(d, w))
         return cs_op_get_rows_i4(d, w, ids, ids_off, n, out, out_off, err, errlen);
+    if (w->layout == CS_WLAYOUT_I8)
+        return cs_op_get_rows_i8(d, w, ids, ids_off, n, out, out_off, err, errlen);
     char name[32];
     snprintf(name, sizeof name, "getrows_%s", wname(w));
     const cl_uint rb = (cl_uint)w->row_bytes, n_in = w->n_in, n_out = w->n_out, io = (cl_uint)ids_off,
@@ -414,6 +431,16 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
             rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
         return rc;
     }
+    if (wg->layout == CS_WLAYOUT_I8) { /* x quantized once for both */
+        int rc = cs_op_quant_q8_scratch(d, x, x_off, wg->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i8(d, wg, n_cols, out, out_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i8(d, wu, n_cols, tmp, 0, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_swiglu(d, out, out_off, tmp, 0, out, out_off, (size_t)n_cols * wg->n_out, err, errlen);
+        return rc;
+    }
     const bool fused = fuse_cols(d, n_cols, CS_FUSE_SWIGLU_COLS, 2 * wg->parts[0].n_rows * wg->row_bytes) &&
                        wg->n_parts == 1 &&
                        wu->n_parts == 1;
@@ -468,6 +495,16 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
             rc = cs_op_matmul_q8(d, wk, n_cols, k, k_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_q8(d, wv, n_cols, v, v_off, err, errlen);
+        return rc;
+    }
+    if (same && wq->layout == CS_WLAYOUT_I8) { /* x quantized once for the three */
+        int rc = cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i8(d, wq, n_cols, q, q_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i8(d, wk, n_cols, k, k_off, err, errlen);
+        if (rc == CLSPEC_OK)
+            rc = cs_op_matmul_i8(d, wv, n_cols, v, v_off, err, errlen);
         return rc;
     }
     const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&

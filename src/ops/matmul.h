@@ -35,6 +35,11 @@
 #define CS_WLAYOUT_Q4_K_R 2
 #define CS_WLAYOUT_Q6_K_R 3
 #define CS_WLAYOUT_Q5_K_R 4
+/* CS_WLAYOUT_I8: q8_0 / q6_K / q5_K in groups of 16 rows for integer dot products
+ *   (src/ops/matmul_i8.h, cl/matmul_i8.cl; CPU family, on unless
+ *   CLSPEC_INTDOT=0). row_bytes is a row's share of its group: group g of a
+ *   part at g * 16 * row_bytes, the part's last group padded to 16 rows. */
+#define CS_WLAYOUT_I8 5
 
 struct cs_weight_part {
     cl_mem buf;      /* n_rows * row_bytes bytes */

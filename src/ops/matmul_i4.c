@@ -19,6 +19,8 @@
  * mat-mat 3-5x the float path; the plain-int form is 1.6x and 0.85x) */
 static bool i4_on(const struct cs_cl_dev *d)
 {
+    if (!d->int_layout) /* CLSPEC_INTDOT=0 at open, or an engine for llama.cpp numerics (float layouts) */
+        return false;
     const char *e = getenv("CLSPEC_INTDOT");
     if (e && strcmp(e, "0") == 0)
         return false;
