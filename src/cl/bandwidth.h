@@ -27,7 +27,8 @@ size_t cs_cl_bw_default_bytes(const struct cs_cl_devinfo *info);
 /* Fills a bytes-sized buffer (rounded down to whole groups of the rows
  * kernel: 64 KiB on a CPU; fewer is CLSPEC_E_INVAL) with 1.0f,
  * runs each kernel once to warm up and then runs times (>= 1), keeping the
- * fastest; checks the per-group sums add up to the number of floats, so a
+ * fastest (a kernel under a quarter of the best figure so far stops after
+ * one timed run: it cannot win); checks the per-group sums add up to the number of floats, so a
  * wrong or skipped read is an error (CLSPEC_E_CL), never a fast number. */
 int cs_cl_bandwidth(struct cs_cl_dev *d, size_t bytes, int runs, struct cs_cl_bw *out,
                     char *err, size_t errlen);
