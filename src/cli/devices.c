@@ -24,7 +24,8 @@ static void usage(FILE *f)
             "  --bandwidth   also measure global-memory streaming read bandwidth (GB/s,\n"
             "                1e9 bytes/s): the best of a GPU-style strided read and a\n"
             "                CPU-style one-row-per-work-item read with prefetch, each the\n"
-            "                best of 7 runs over a 1 GiB buffer (or max allocation / 2)\n"
+            "                best of 7 runs over a 1 GiB buffer (or max allocation / 2;\n"
+            "                a kernel under a quarter of the best so far stops after one)\n"
             "  --device SEL  only the device with this index or name substring\n"
             "  --help        this text\n");
 }
