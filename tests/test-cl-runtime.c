@@ -328,8 +328,15 @@ static void test_open_run(void **state)
     int rc = cs_cl_bandwidth(d, 1 << 20, 1, &bw, err, sizeof err);
     if (rc != CLSPEC_OK)
         fail_msg("%s", err);
-    assert_true(bw.gbps_f4 > 0 && bw.gbps_f16 > 0 && bw.gbps_chunk > 0);
-    assert_true(bw.bytes == 1 << 20 && bw.global % bw.local == 0);
+    assert_true(bw.gbps_f4 > 0 && bw.gbps_f16 > 0 && bw.gbps_rows > 0);
+    assert_true(bw.bytes == 1 << 20 && bw.global % bw.local == 0 && bw.runs == 1);
+    assert_true(bw.best_gbps == CS_MAX(CS_MAX(bw.gbps_f4, bw.gbps_f16), bw.gbps_rows));
+    assert_non_null(bw.best);
+    /* sizes are rounded down to whole groups of the rows kernel; less is refused */
+    assert_int_equal(cs_cl_bandwidth(d, (1 << 20) + 4096, 1, &bw, err, sizeof err), CLSPEC_OK);
+    assert_true(bw.bytes == 1 << 20);
+    assert_int_equal(cs_cl_bandwidth(d, 4096, 1, &bw, err, sizeof err), CLSPEC_E_INVAL);
+    assert_non_null(strstr(err, "bandwidth: need >="));
     cs_cl_dev_close(d);
 }
 

@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
 # kernels-1b.sh: prefill and decode speed of the 1.1B synthetic models (F16,
-# Q8_0, Q4_0, Q4_K_M) and the fraction of the device's read bandwidth that
-# decode reaches; with a llama.cpp peer, its speed on the same files and the
-# ratio, the two runs alternated per model. Prints one table.
+# Q8_0, Q4_0, Q4_K_M) and the 110M ones (F16, Q8_0), and the fraction of the
+# device's read bandwidth that decode reaches; with a llama.cpp peer, its
+# speed on the same files and the ratio, the two runs alternated per model.
+# Prints one table (the whole table of issue 16 in one run).
 #
 #   tests/bench/kernels-1b.sh [MODELDIR]        (from the build directory)
 #
-# MODELDIR (or $MODELDIR): where the models are written or found (default
-# ${XDG_CACHE_HOME:-$HOME/.cache}/clspec-bench; never the source tree). A
+# MODELDIR (or $MODELDIR): where the models are found or written (default
+# ${XDG_CACHE_HOME:-$HOME/.cache}/clspec-bench; never the source tree); a
+# colon-separated list is searched in order (synth-PRESET-TYPE.gguf, TYPE as
+# given or in lower case) and missing models are written into the first. A
 # model already there is reused. Environment:
 #   CLSPEC         the clspec binary (default ./clspec)
 #   CLSPEC_SHARED  the shared directory holding models/vocab (default ../shared
 #                  next to the source tree)
-#   TYPES          models to run (default "F16 Q8_0 Q4_0 Q4_K_M")
-#   PRESET         synth preset (default 1.1b; 110m for a quick run)
+#   MODELS         PRESET:TYPE entries to run (default "1.1b:F16 1.1b:Q8_0
+#                  1.1b:Q4_0 1.1b:Q4_K_M 110m:F16 110m:Q8_0")
+#   TYPES, PRESET  the older form: TYPES (e.g. "F16 Q4_0") of one PRESET
+#                  (default 1.1b); used when MODELS is not set and either is
 #   PP, TG         prompt and decode lengths (default 512, 128)
 #   REPS           repetitions per clspec/llama-bench test (default 1)
 #   DEVICE         clspec device selector (default 0)
 #   LLAMA_BENCH    a llama.cpp llama-bench binary: also run it (-t $THREADS)
 #   LLAMA_QUANTIZE llama-quantize (default: next to LLAMA_BENCH); makes the
 #                  Q4_K_M file from the F16 one when `clspec synth` cannot
+#   LLAMA_LIBS     a directory put first on LD_LIBRARY_PATH for the llama.cpp
+#                  tools only (e.g. a libggml-cpu built without AMX); the
+#                  caller's LD_LIBRARY_PATH passes through to every tool
 #   THREADS        llama.cpp threads (default: nproc)
 # Q4_K_M comes from `clspec synth --type q4_K_M` when the binary supports it,
 # else from llama-quantize, else it is skipped with a message.
@@ -29,21 +37,37 @@ srcroot=$(cd "$here/../.." && pwd)
 clspec=${CLSPEC:-./clspec}
 shared=${CLSPEC_SHARED:-$srcroot/../shared}
 vocab=$shared/models/vocab/ggml-vocab-llama-spm.gguf
-dir=${1:-${MODELDIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/clspec-bench}}
-types=${TYPES:-F16 Q8_0 Q4_0 Q4_K_M}
-preset=${PRESET:-1.1b}
+dirs=${1:-${MODELDIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/clspec-bench}}
+dir=${dirs%%:*} # where missing models are written
+if [ -n "${MODELS:-}" ]; then
+    models=$MODELS
+elif [ -n "${TYPES:-}" ] || [ -n "${PRESET:-}" ]; then
+    models=$(for t in ${TYPES:-F16 Q8_0 Q4_0 Q4_K_M}; do printf '%s:%s ' "${PRESET:-1.1b}" "$t"; done)
+else
+    models="1.1b:F16 1.1b:Q8_0 1.1b:Q4_0 1.1b:Q4_K_M 110m:F16 110m:Q8_0"
+fi
+preset= # set per model entry below
 pp=${PP:-512}
 tg=${TG:-128}
 reps=${REPS:-1}
 dev=${DEVICE:-0}
 lbench=${LLAMA_BENCH:-}
 lquant=${LLAMA_QUANTIZE:-}
+llibs=${LLAMA_LIBS:-}
 threads=${THREADS:-$(nproc 2>/dev/null || echo 2)}
 if [ -z "$lquant" ] && [ -n "$lbench" ] && [ -x "$(dirname "$lbench")/llama-quantize" ]; then
     lquant=$(dirname "$lbench")/llama-quantize
 fi
 
 die() { echo "kernels-1b.sh: $*" >&2; exit 1; }
+# llama_env CMD...: runs a llama.cpp tool with LLAMA_LIBS first on LD_LIBRARY_PATH
+llama_env() {
+    if [ -n "$llibs" ]; then
+        LD_LIBRARY_PATH="$llibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"
+    else
+        "$@"
+    fi
+}
 [ -x "$clspec" ] || die "$clspec not found or not executable (run from the build directory, or set CLSPEC)"
 [ -r "$vocab" ] || die "vocabulary $vocab not found (set CLSPEC_SHARED)"
 [ -z "$lbench" ] || [ -x "$lbench" ] || die "LLAMA_BENCH=$lbench is not executable"
@@ -68,8 +92,17 @@ synth() {
 # model TYPE: prints the path of the model of TYPE, making it when missing;
 # prints nothing (and a reason on stderr) when it cannot be made
 model() {
-    local t=$1 f=$dir/synth-$preset-$1.gguf
-    if [ -e "$f" ] || synth "$(echo "$t" | tr 'A-Z' 'a-z' | sed 's/_k/_K/; s/_m$/_M/; s/_s$/_S/')" "$f"; then
+    local t=$1 f=$dir/synth-$preset-$1.gguf d lc
+    lc=$(echo "$t" | tr 'A-Z' 'a-z' | sed 's/_k/_K/; s/_m$/_M/; s/_s$/_S/') # q4_K_M
+    local IFS=:
+    for d in $dirs; do
+        for f in "$d/synth-$preset-$t.gguf" "$d/synth-$preset-$lc.gguf"; do
+            [ -e "$f" ] && { echo "$f"; return; }
+        done
+    done
+    unset IFS
+    f=$dir/synth-$preset-$t.gguf
+    if synth "$lc" "$f"; then
         echo "$f"
         return
     fi
@@ -85,7 +118,7 @@ model() {
         [ -e "$f" ] && { echo "$f"; return; }
         src=$(model F16)
         [ -n "$src" ] || return
-        "$lquant" "$src" "$f.tmp.$$" "$t" >"$log/quantize-$t.log" 2>&1 && mv "$f.tmp.$$" "$f" && echo "$f" ||
+        llama_env "$lquant" "$src" "$f.tmp.$$" "$t" >"$log/quantize-$t.log" 2>&1 && mv "$f.tmp.$$" "$f" && echo "$f" ||
             { rm -f "$f.tmp.$$"; echo "kernels-1b.sh: $t skipped: llama-quantize failed ($log/quantize-$t.log)" >&2; } ;;
     *) echo "kernels-1b.sh: $t skipped: clspec synth --type failed" >&2 ;;
     esac
@@ -111,7 +144,7 @@ clspec_tps() {
 
 # llama_tps MODEL: "pp tg" tokens/s of llama-bench
 llama_tps() {
-    "$lbench" -m "$1" -t "$threads" -p "$pp" -n "$tg" -r "$reps" -o csv 2>"$log/llama-bench.err" | awk -F, '
+    llama_env "$lbench" -m "$1" -t "$threads" -p "$pp" -n "$tg" -r "$reps" -o csv 2>"$log/llama-bench.err" | awk -F, '
         NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); c[$i] = i }; next }
         { gsub(/"/, ""); if ($c["n_gen"] == 0) p = $c["avg_ts"]; else g = $c["avg_ts"] }
         END { printf "%s %s\n", p == "" ? "-" : p, g == "" ? "-" : g }'
@@ -121,8 +154,8 @@ bw=$("$clspec" devices --bandwidth --device "$dev" 2>/dev/null |
     sed -n 's/^  read bandwidth *\([0-9.]*\) GB\/s.*/\1/p' | head -1)
 devname=$("$clspec" devices --device "$dev" 2>/dev/null | sed -n 's/^device [0-9]*: //p' | head -1)
 echo "# $(date -u +%FT%TZ) $(uname -n): $(uptime | sed 's/.*load/load/')"
-echo "# device $dev: ${devname:-?}; read bandwidth ${bw:-?} GB/s (clspec devices --bandwidth); models in $dir"
-[ -n "$lbench" ] && echo "# llama.cpp: $lbench -t $threads (alternated with clspec per model)"
+echo "# device $dev: ${devname:-?}; read bandwidth ${bw:-?} GB/s (clspec devices --bandwidth); models in $dirs"
+[ -n "$lbench" ] && echo "# llama.cpp: $lbench -t $threads${llibs:+ (LD_LIBRARY_PATH $llibs first)} (alternated with clspec per model)"
 echo
 if [ -n "$lbench" ]; then
     echo "| model | pp$pp t/s | tg$tg t/s | decode GB/s | % read bw | llama.cpp pp$pp | llama.cpp tg$tg | pp ratio | tg ratio |"
@@ -132,7 +165,10 @@ else
     echo "|---|---|---|---|---|"
 fi
 status=0
-for t in $types; do
+for e in $models; do
+    preset=${e%%:*}
+    t=${e#*:}
+    [ "$preset" != "$e" ] && [ -n "$t" ] || die "MODELS entry '$e' is not PRESET:TYPE"
     f=$(model "$t")
     [ -n "$f" ] || continue
     sb=$(stream_bytes "$f")
