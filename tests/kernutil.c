@@ -12,6 +12,9 @@
 #include "base/common.h"
 #include "kernutil.h"
 #include "ops/matmul.h"
+#include "ops/ops.h"
+#include "gguf/quant.h"
+#include "testutil.h"
 
 const char *const ku_fam_name[2] = {"gpu", "cpu"};
 
@@ -88,4 +91,55 @@ double ku_norm_err(const float *y, const float *ref, size_t n)
         maxr = fmax(maxr, fabs((double)ref[i]));
     }
     return maxd / (maxr + 1e-20);
+}
+
+unsigned char *ku_random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed, bool uneven)
+{
+    uint64_t rb;
+    assert_true(cs_row_bytes(type, n_in, &rb));
+    unsigned char *w = malloc(rb * n_out);
+    float *row = malloc(n_in * sizeof *row);
+    assert_non_null(w);
+    assert_non_null(row);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (uint32_t r = 0; r < n_out; r++) {
+        for (uint32_t k = 0; k < n_in; k++)
+            row[k] = tu_rng_normal(&rng) * (uneven ? 1.0f + (float)(k % 7) : 1.0f);
+        assert_int_equal(cs_quantize_row(type, row, w + r * rb, n_in), 0);
+    }
+    free(row);
+    return w;
+}
+
+float *ku_random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier)
+{
+    float *x = malloc((size_t)n_in * n_cols * sizeof *x);
+    assert_non_null(x);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (size_t i = 0; i < (size_t)n_in * n_cols; i++)
+        x[i] = tu_rng_normal(&rng);
+    if (n_in >= 64)
+        memset(x + 32, 0, 32 * sizeof *x);
+    if (outlier)
+        x[n_in / 2] = 40.0f;
+    return x;
+}
+
+float *ku_run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols)
+{
+    char err[512];
+    const size_t xo = 3, yo = 5, xn = xo + (size_t)n_cols * w->n_in, yn = yo + (size_t)n_cols * w->n_out;
+    float *xh = calloc(xn, sizeof *xh);
+    assert_non_null(xh);
+    memcpy(xh + xo, x, (size_t)n_cols * w->n_in * sizeof *x);
+    cl_mem xb = ku_buf(d, xn * sizeof(float), xh), yb = ku_buf(d, yn * sizeof(float), NULL);
+    free(xh);
+    if (cs_op_matmul(d, w, xb, xo, yb, yo, n_cols, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    float *y = ku_read(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
+    clReleaseMemObject(xb);
+    clReleaseMemObject(yb);
+    return y;
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cl/runtime.h"
 
@@ -25,6 +26,16 @@ cl_mem ku_buf(struct cs_cl_dev *d, size_t bytes, const void *init);
 void *ku_read(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes);
 /* max |y - ref| / max |ref| over n values; INFINITY when a y is not finite. */
 double ku_norm_err(const float *y, const float *ref, size_t n);
+/* Random weight rows of type (n_out rows of n_in), quantized from normal
+ * values (uneven: scaled by 1 + k % 7, so sub-block scales differ). */
+unsigned char *ku_random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed, bool uneven);
+/* n_cols random normal columns of n_in; block 1 of column 0 all zero; with
+ * outlier, 40 at element n_in / 2 of column 0 (it dominates its block). */
+float *ku_random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier);
+struct cs_weight;
+/* y = x W^T through cs_op_matmul (x at float offset 3 of its buffer, y at 5:
+ * offsets are honoured); a malloc'd (n_cols, n_out) copy of y. */
+float *ku_run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols);
 /* "gpu" / "cpu", indexed by enum cs_kfamily */
 extern const char *const ku_fam_name[2];
 

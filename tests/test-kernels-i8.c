@@ -42,57 +42,6 @@
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily */
 
-static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed)
-{
-    uint64_t rb;
-    assert_true(cs_row_bytes(type, n_in, &rb));
-    unsigned char *w = malloc(rb * n_out);
-    float *row = malloc(n_in * sizeof *row);
-    assert_non_null(w);
-    assert_non_null(row);
-    struct tu_rng rng;
-    tu_rng_seed(&rng, seed);
-    for (uint32_t r = 0; r < n_out; r++) {
-        for (uint32_t k = 0; k < n_in; k++)
-            row[k] = tu_rng_normal(&rng) * (1.0f + (float)(k % 7)); /* uneven sub-block scales */
-        assert_int_equal(cs_quantize_row(type, row, w + r * rb, n_in), 0);
-    }
-    free(row);
-    return w;
-}
-
-/* random normal columns, block 1 of column 0 all zero */
-static float *random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed)
-{
-    float *x = malloc((size_t)n_in * n_cols * sizeof *x);
-    assert_non_null(x);
-    struct tu_rng rng;
-    tu_rng_seed(&rng, seed);
-    for (size_t i = 0; i < (size_t)n_in * n_cols; i++)
-        x[i] = tu_rng_normal(&rng);
-    if (n_in >= 64)
-        memset(x + 32, 0, 32 * sizeof *x);
-    return x;
-}
-
-/* y = x W^T through cs_op_matmul (x at float offset 3, y at 5) */
-static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols)
-{
-    char err[512];
-    const size_t xo = 3, yo = 5, xn = xo + (size_t)n_cols * w->n_in, yn = yo + (size_t)n_cols * w->n_out;
-    float *xh = calloc(xn, sizeof *xh);
-    assert_non_null(xh);
-    memcpy(xh + xo, x, (size_t)n_cols * w->n_in * sizeof *x);
-    cl_mem xb = ku_buf(d, xn * sizeof(float), xh), yb = ku_buf(d, yn * sizeof(float), NULL);
-    free(xh);
-    if (cs_op_matmul(d, w, xb, xo, yb, yo, n_cols, err, sizeof err) != CLSPEC_OK)
-        fail_msg("%s", err);
-    float *y = ku_read(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
-    clReleaseMemObject(xb);
-    clReleaseMemObject(yb);
-    return y;
-}
-
 /* every column count against the reference (bits) and the exact product (bound) */
 static void check_type(uint32_t type)
 {
@@ -108,11 +57,11 @@ static void check_type(uint32_t type)
     for (size_t i = 0; i < n_shapes; i++) {
         const uint32_t n_in = k ? k_shapes[i][0] : q8_shapes[i][0], n_out = k ? k_shapes[i][1] : q8_shapes[i][1];
         const uint32_t nb = n_in / 32;
-        unsigned char *wh = random_weight(type, n_in, n_out, 100 + i);
+        unsigned char *wh = ku_random_weight(type, n_in, n_out, 100 + i, true);
         struct cs_weight w;
         assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, true, &w, err, sizeof err), CLSPEC_OK);
         assert_int_equal(w.layout, CS_WLAYOUT_I8);
-        float *x = random_x(n_in, 64, 7 + i);
+        float *x = ku_random_x(n_in, 64, 7 + i, false);
         int8_t *q = malloc((size_t)n_in * 64);
         float *dq = malloc((size_t)nb * 64 * sizeof *dq), *ref = malloc((size_t)n_out * 64 * sizeof *ref);
         float *exact = malloc((size_t)n_out * 64 * sizeof *exact);
@@ -126,7 +75,7 @@ static void check_type(uint32_t type)
             fail_msg("%s %ux%u: activation rounding error %.3g > %g", cs_type_name(type), n_in, n_out, e,
                      ROUND_BOUND);
         for (size_t c = 0; c < CS_ARRAY_LEN(ncs); c++) {
-            float *y = run_matmul(d, &w, x, ncs[c]);
+            float *y = ku_run_matmul(d, &w, x, ncs[c]);
             if (memcmp(y, ref, (size_t)ncs[c] * n_out * sizeof *y)) {
                 for (size_t j = 0; j < (size_t)ncs[c] * n_out; j++)
                     if (y[j] != ref[j])
@@ -143,7 +92,7 @@ static void check_type(uint32_t type)
             assert_int_equal(ws.layout, CS_WLAYOUT_I8);
             assert_int_equal(ws.n_parts, (n_out + pr - 1) / pr);
             for (uint32_t nc = 1; nc <= 9; nc += 8) {
-                float *y = run_matmul(d, &ws, x, nc);
+                float *y = ku_run_matmul(d, &ws, x, nc);
                 assert_memory_equal(y, ref, (size_t)nc * n_out * sizeof *y);
                 free(y);
             }
@@ -200,12 +149,12 @@ static void test_invariance(void **s)
     const uint32_t n_in = 512, n_out = 40;
     char err[512];
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
-        unsigned char *wh = random_weight(types[t], n_in, n_out, 5);
+        unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 5, true);
         struct cs_weight w;
         assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w, err, sizeof err), CLSPEC_OK);
         assert_int_equal(w.layout, CS_WLAYOUT_I8);
-        float *x = random_x(n_in, 64, 9);
-        float *alone = run_matmul(d, &w, x, 1);
+        float *x = ku_random_x(n_in, 64, 9, false);
+        float *alone = ku_run_matmul(d, &w, x, 1);
         for (size_t b = 0; b < CS_ARRAY_LEN(nbs); b++) {
             const uint32_t nb = nbs[b];
             float *xb = malloc((size_t)nb * n_in * sizeof *xb);
@@ -214,7 +163,7 @@ static void test_invariance(void **s)
                 for (uint32_t c = 0; c < nb; c++)
                     memcpy(xb + (size_t)c * n_in, x + (size_t)(1 + c % 63) * n_in, n_in * sizeof *x);
                 memcpy(xb + (size_t)pos * n_in, x, n_in * sizeof *x);
-                float *y = run_matmul(d, &w, xb, nb);
+                float *y = ku_run_matmul(d, &w, xb, nb);
                 if (memcmp(y + (size_t)pos * n_out, alone, n_out * sizeof *y))
                     fail_msg("%s: column %u of a batch of %u differs from the column alone",
                              cs_type_name(types[t]), pos, nb);
@@ -243,7 +192,7 @@ static void test_get_rows(void **s)
     char err[512];
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
         const uint32_t n_in = types[t] == CS_TYPE_Q8_0 ? 96 : 512;
-        unsigned char *wh = random_weight(types[t], n_in, n_out, 3);
+        unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 3, true);
         float *want = malloc((size_t)n * n_in * sizeof *want);
         assert_non_null(want);
         assert_int_equal(cs_ref_get_rows(types[t], wh, n_in, n_out, ids, n, want, err, sizeof err), CLSPEC_OK);
@@ -279,14 +228,14 @@ static void test_fused(void **s)
     struct cs_weight w[3];
     unsigned char *wh[3];
     for (int i = 0; i < 3; i++) {
-        wh[i] = random_weight(CS_TYPE_Q6_K, n_in, no[i], 30 + i);
+        wh[i] = ku_random_weight(CS_TYPE_Q6_K, n_in, no[i], 30 + i, true);
         assert_int_equal(cs_weight_upload(d, CS_TYPE_Q6_K, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
     }
     for (uint32_t nc = 1; nc <= 5; nc += 4) {
-        float *x = random_x(n_in, nc, 3);
+        float *x = ku_random_x(n_in, nc, 3, false);
         float *y[3];
         for (int i = 0; i < 3; i++)
-            y[i] = run_matmul(d, &w[i], x, nc);
+            y[i] = ku_run_matmul(d, &w[i], x, nc);
         cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x);
         cl_mem o[3];
         for (int i = 0; i < 3; i++)
@@ -340,14 +289,14 @@ static void test_layout_choice(void **s)
                 const bool keep = d->int_layout;
                 if (env) /* as CLSPEC_INTDOT=0 at device open, or an engine for llamacpp numerics */
                     d->int_layout = false;
-                unsigned char *wh = random_weight(types[t], 256, 8, 1);
+                unsigned char *wh = ku_random_weight(types[t], 256, 8, 1, true);
                 struct cs_weight w;
                 assert_int_equal(cs_weight_upload(d, types[t], 256, 8, wh, &w, err, sizeof err), CLSPEC_OK);
                 const bool want = f == CS_KFAMILY_CPU && !env && types[t] != CS_TYPE_Q4_K && types[t] != CS_TYPE_F16;
                 assert_int_equal(w.layout == CS_WLAYOUT_I8, want);
-                float *x = random_x(256, 2, 4), exact[16];
+                float *x = ku_random_x(256, 2, 4, false), exact[16];
                 assert_int_equal(cs_ref_matmul(types[t], wh, 256, 8, x, 2, exact, err, sizeof err), CLSPEC_OK);
-                float *y = run_matmul(d, &w, x, 2);
+                float *y = ku_run_matmul(d, &w, x, 2);
                 /* q4_K goes to the 4-bit integer path (tests/test-kernels-i4.c) where it is on: rounded too */
                 const bool rounded = want || cs_i4_layout_is(w.layout);
                 assert_true(ku_norm_err(y, exact, 16) < (rounded ? ROUND_BOUND : 1e-4));
@@ -359,7 +308,7 @@ static void test_layout_choice(void **s)
             }
         /* repack off: the GGUF layout */
         if (f == CS_KFAMILY_CPU) {
-            unsigned char *wh = random_weight(CS_TYPE_Q8_0, 64, 4, 1);
+            unsigned char *wh = ku_random_weight(CS_TYPE_Q8_0, 64, 4, 1, true);
             struct cs_weight w;
             assert_int_equal(cs_weight_upload_parts(d, CS_TYPE_Q8_0, 64, 4, wh, 0, false, &w, err, sizeof err),
                              CLSPEC_OK);
@@ -385,14 +334,14 @@ static void test_timing(void **s)
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++)
         for (size_t sh = 0; sh < 2; sh++) {
             const uint32_t n_in = shapes[sh][0], n_out = shapes[sh][1];
-            unsigned char *wh = random_weight(types[t], n_in, n_out, 2);
+            unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 2, true);
             struct cs_weight w[2];
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[1], err, sizeof err), CLSPEC_OK);
             d->int_layout = false;
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[0], err, sizeof err), CLSPEC_OK);
             d->int_layout = true;
             assert_int_equal(w[1].layout, CS_WLAYOUT_I8);
-            float *x = random_x(n_in, 128, 1);
+            float *x = ku_random_x(n_in, 128, 1, false);
             cl_mem xb = ku_buf(d, (size_t)128 * n_in * sizeof(float), x);
             cl_mem yb = ku_buf(d, (size_t)128 * n_out * sizeof(float), NULL);
             for (size_t c = 0; c < CS_ARRAY_LEN(ncs); c++) {

@@ -41,66 +41,6 @@
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily */
 
-static unsigned char *random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed)
-{
-    uint64_t rb;
-    assert_true(cs_row_bytes(type, n_in, &rb));
-    unsigned char *w = malloc(rb * n_out);
-    float *row = malloc(n_in * sizeof *row);
-    assert_non_null(w);
-    assert_non_null(row);
-    struct tu_rng rng;
-    tu_rng_seed(&rng, seed);
-    for (uint32_t r = 0; r < n_out; r++) {
-        for (uint32_t k = 0; k < n_in; k++)
-            row[k] = tu_rng_normal(&rng);
-        assert_int_equal(cs_quantize_row(type, row, w + r * rb, n_in), 0);
-    }
-    free(row);
-    return w;
-}
-
-/* random normal columns; block 1 of column 0 all zero; with outlier, a
- * large value in column 0 (the quantizer's test; it dominates its block's
- * rounding, beyond the bound the matmul tests check) */
-static float *random_x_o(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier)
-{
-    float *x = malloc((size_t)n_in * n_cols * sizeof *x);
-    assert_non_null(x);
-    struct tu_rng rng;
-    tu_rng_seed(&rng, seed);
-    for (size_t i = 0; i < (size_t)n_in * n_cols; i++)
-        x[i] = tu_rng_normal(&rng);
-    if (n_in >= 64)
-        memset(x + 32, 0, 32 * sizeof *x);
-    if (outlier)
-        x[n_in / 2] = 40.0f;
-    return x;
-}
-
-static float *random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed)
-{
-    return random_x_o(n_in, n_cols, seed, false);
-}
-
-/* y = x W^T through cs_op_matmul (x at float offset 3, y at 5) */
-static float *run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols)
-{
-    char err[512];
-    const size_t xo = 3, yo = 5, xn = xo + (size_t)n_cols * w->n_in, yn = yo + (size_t)n_cols * w->n_out;
-    float *xh = calloc(xn, sizeof *xh);
-    assert_non_null(xh);
-    memcpy(xh + xo, x, (size_t)n_cols * w->n_in * sizeof *x);
-    cl_mem xb = ku_buf(d, xn * sizeof(float), xh), yb = ku_buf(d, yn * sizeof(float), NULL);
-    free(xh);
-    if (cs_op_matmul(d, w, xb, xo, yb, yo, n_cols, err, sizeof err) != CLSPEC_OK)
-        fail_msg("%s", err);
-    float *y = ku_read(d, yb, yo * sizeof(float), (size_t)n_cols * w->n_out * sizeof(float));
-    clReleaseMemObject(xb);
-    clReleaseMemObject(yb);
-    return y;
-}
-
 static void test_quant(void **s)
 {
     (void)s;
@@ -111,7 +51,7 @@ static void test_quant(void **s)
     char err[512];
     for (size_t i = 0; i < CS_ARRAY_LEN(shapes); i++) {
         const uint32_t n_in = shapes[i][0], nc = shapes[i][1], nb = n_in / 32;
-        float *x = random_x_o(n_in, nc, 11 + i, true);
+        float *x = ku_random_x(n_in, nc, 11 + i, true);
         int8_t *q = malloc((size_t)n_in * nc);
         float *dr = malloc((size_t)nb * nc * sizeof *dr);
         assert_non_null(q);
@@ -153,11 +93,11 @@ static void check_type(uint32_t type)
     d->int8_act = true;
     for (size_t i = 0; i < CS_ARRAY_LEN(shapes); i++) {
         const uint32_t n_in = shapes[i][0], n_out = shapes[i][1], nb = n_in / 32;
-        unsigned char *wh = random_weight(type, n_in, n_out, 100 + i);
+        unsigned char *wh = ku_random_weight(type, n_in, n_out, 100 + i, false);
         struct cs_weight w;
         assert_int_equal(cs_weight_upload_parts(d, type, n_in, n_out, wh, 0, true, &w, err, sizeof err), CLSPEC_OK);
         assert_true(cs_op_q8_takes(d, &w));
-        float *x = random_x(n_in, 64, 7 + i);
+        float *x = ku_random_x(n_in, 64, 7 + i, false);
         int8_t *q = malloc((size_t)n_in * 64);
         float *dq = malloc((size_t)nb * 64 * sizeof *dq), *ref = malloc((size_t)n_out * 64 * sizeof *ref);
         float *exact = malloc((size_t)n_out * 64 * sizeof *exact);
@@ -171,7 +111,7 @@ static void check_type(uint32_t type)
             fail_msg("%s %ux%u: activation rounding error %.3g > %g", cs_type_name(type), n_in, n_out, e,
                      ROUND_BOUND);
         for (size_t c = 0; c < CS_ARRAY_LEN(ncs); c++) {
-            float *y = run_matmul(d, &w, x, ncs[c]);
+            float *y = ku_run_matmul(d, &w, x, ncs[c]);
             if (memcmp(y, ref, (size_t)ncs[c] * n_out * sizeof *y))
                 fail_msg("matmul_q8 %s %ux%u n_cols=%u differs from the reference", cs_type_name(type), n_in,
                          n_out, ncs[c]);
@@ -185,7 +125,7 @@ static void check_type(uint32_t type)
                                                 sizeof err), CLSPEC_OK);
         assert_true(ws.n_parts > 1);
         for (uint32_t nc = 1; nc <= 9; nc += 8) {
-            float *y = run_matmul(d, &ws, x, nc);
+            float *y = ku_run_matmul(d, &ws, x, nc);
             assert_memory_equal(y, ref, (size_t)nc * n_out * sizeof *y);
             free(y);
         }
@@ -236,11 +176,11 @@ static void test_invariance(void **s)
     char err[512];
     d->int8_act = true;
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
-        unsigned char *wh = random_weight(types[t], n_in, n_out, 5);
+        unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 5, false);
         struct cs_weight w;
         assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w, err, sizeof err), CLSPEC_OK);
-        float *x = random_x(n_in, 64, 9);
-        float *alone = run_matmul(d, &w, x, 1);
+        float *x = ku_random_x(n_in, 64, 9, false);
+        float *alone = ku_run_matmul(d, &w, x, 1);
         for (size_t b = 0; b < CS_ARRAY_LEN(nbs); b++) {
             const uint32_t nb = nbs[b];
             float *xb = malloc((size_t)nb * n_in * sizeof *xb);
@@ -249,7 +189,7 @@ static void test_invariance(void **s)
                 for (uint32_t c = 0; c < nb; c++) /* other columns: x's columns 1, 2, ... */
                     memcpy(xb + (size_t)c * n_in, x + (size_t)(1 + c % 63) * n_in, n_in * sizeof *x);
                 memcpy(xb + (size_t)pos * n_in, x, n_in * sizeof *x);
-                float *y = run_matmul(d, &w, xb, nb);
+                float *y = ku_run_matmul(d, &w, xb, nb);
                 if (memcmp(y + (size_t)pos * n_out, alone, n_out * sizeof *y))
                     fail_msg("%s: column %u of a batch of %u differs from the column alone",
                              cs_type_name(types[t]), pos, nb);
@@ -280,14 +220,14 @@ static void test_fused(void **s)
         struct cs_weight w[3];
         unsigned char *wh[3];
         for (int i = 0; i < 3; i++) {
-            wh[i] = random_weight(type, n_in, no[i], 30 + i);
+            wh[i] = ku_random_weight(type, n_in, no[i], 30 + i, false);
             assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
         }
         for (uint32_t nc = 1; nc <= 5; nc += 4) {
-            float *x = random_x(n_in, nc, 3);
+            float *x = ku_random_x(n_in, nc, 3, false);
             float *y[3];
             for (int i = 0; i < 3; i++)
-                y[i] = run_matmul(d, &w[i], x, nc);
+                y[i] = ku_run_matmul(d, &w[i], x, nc);
             cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x);
             cl_mem o[3];
             for (int i = 0; i < 3; i++)
@@ -342,14 +282,14 @@ static void test_fallback(void **s)
         d->int8_act = f == CS_KFAMILY_CPU;
         const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_F16};
         for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
-            unsigned char *wh = random_weight(types[t], 256, 8, 1);
+            unsigned char *wh = ku_random_weight(types[t], 256, 8, 1, false);
             struct cs_weight w;
             assert_int_equal(cs_weight_upload(d, types[t], 256, 8, wh, &w, err, sizeof err), CLSPEC_OK);
             const bool want = f == CS_KFAMILY_CPU && types[t] == CS_TYPE_Q4_0;
             assert_int_equal(cs_op_q8_takes(d, &w), want);
-            float *x = random_x(256, 2, 4), exact[16];
+            float *x = ku_random_x(256, 2, 4, false), exact[16];
             assert_int_equal(cs_ref_matmul(types[t], wh, 256, 8, x, 2, exact, err, sizeof err), CLSPEC_OK);
-            float *y = run_matmul(d, &w, x, 2);
+            float *y = ku_run_matmul(d, &w, x, 2);
             assert_true(ku_norm_err(y, exact, 16) < (want ? ROUND_BOUND : 1e-4));
             free(y);
             free(x);
@@ -370,10 +310,10 @@ static void test_timing(void **s)
     char err[512];
     const uint32_t n = 2048, types[] = {CS_TYPE_Q4_0, CS_TYPE_Q8_0};
     for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
-        unsigned char *wh = random_weight(types[t], n, n, 2);
+        unsigned char *wh = ku_random_weight(types[t], n, n, 2, false);
         struct cs_weight w;
         assert_int_equal(cs_weight_upload(d, types[t], n, n, wh, &w, err, sizeof err), CLSPEC_OK);
-        float *x = random_x(n, 16, 1);
+        float *x = ku_random_x(n, 16, 1, false);
         cl_mem xb = ku_buf(d, (size_t)16 * n * sizeof(float), x), yb = ku_buf(d, (size_t)16 * n * sizeof(float), NULL);
         for (uint32_t nc = 1; nc <= 16; nc += 15) {
             double best[2] = {INFINITY, INFINITY};
