@@ -11,9 +11,10 @@
 #     cost-aware controller and with the acceptance one. The default prompt
 #     is "Once upon a time" followed by the q8_0 model's own greedy output up
 #     to where it loops (" Forum" again and again), so the loop runs from the
-#     first step. A period-1 loop lets the ngram plugin (most recent match
-#     first, no cyclic extension) draft 1-2 tokens a step, which caps the
-#     speedup near 2 / c(1); the other types loop differently (PROMPT). The controller line of each
+#     first step. The ngram plugin continues a match past the history's
+#     end (a copy with overlap), so a loop of any period drafts up to n_max
+#     tokens a step; the other types loop differently (PROMPT). The
+#     controller line of each
 #     run gives its own c(k) (fitted to the step times it measured; "~"
 #     marks row counts it never ran), acceptance and theoretical speedup.
 # Prints markdown. Run from the build directory after make.
@@ -21,7 +22,7 @@
 #   tests/bench/spec-1b.sh [MODELDIR]
 #
 # MODELDIR (or $MODELDIR): where synth-1.1b-{q8_0,q4_0,f16}.gguf are
-# (default /work/benchmodels/kern; tests/bench/kernels-1b.sh or
+# (default ${XDG_CACHE_HOME:-$HOME/.cache}/clspec-bench, as kernels-1b.sh; it or
 # `clspec synth --preset 1.1b --type T` writes them). Environment:
 #   CLSPEC   the clspec binary (default ./clspec)
 #   TYPES    models to run (default "q8_0 q4_0 f16"; a missing file is skipped)
@@ -31,7 +32,7 @@
 #   PROMPT   the speculation prompt (default below)
 set -u
 clspec=${CLSPEC:-./clspec}
-dir=${1:-${MODELDIR:-/work/benchmodels/kern}}
+dir=${1:-${MODELDIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/clspec-bench}}
 types=${TYPES:-q8_0 q4_0 f16}
 tg=${TG:-64}
 reps=${REPS:-3}
