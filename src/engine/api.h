@@ -25,6 +25,15 @@ void cs_api_engine_params(const struct cs_engine_params *in, struct clspec_engin
  * parameters p (the daemon's requests, the CLI's --spec path, tests). */
 int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspec_sampler **out, char *err,
                        size_t errlen);
+/* The door's sampler handles (src/engine/api_sampler.c): a cs_sampler. */
+struct clspec_sampler {
+    struct cs_sampler *s;             /* owned */
+};
+
+struct clspec_sampler_state {
+    struct cs_sampler *copy;          /* owned clone holding the saved state */
+};
+
 /* The internal sampler behind a public one (tests read its state). */
 struct cs_sampler *cs_api_sampler(clspec_sampler *s);
 
