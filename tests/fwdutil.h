@@ -1,5 +1,5 @@
 /* fwdutil.h: test helper for the forward-pass tests (test-forward,
- * test-kvtypes, test-batch, test-split, test-dflash*, test-mtp, test-sched):
+ * test-kvtypes, test-batch, test-split, test-dflash*, test-mtp, test-sched*):
  * open a model on one or more OpenCL devices or as an engine, make contexts, run greedy decoding of one sequence, compare
  * logits. Everything is released by fu_close / cs_fwd_ctx_free; failures end
  * the test (cmocka fail_msg). */

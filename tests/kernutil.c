@@ -71,13 +71,21 @@ cl_mem ku_buf(struct cs_cl_dev *d, size_t bytes, const void *init)
     return m;
 }
 
+void ku_read_to(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes, void *dst)
+{
+    char err[512];
+    if (cs_cl_read(d, m, off, bytes, dst, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+}
+
 void *ku_read(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes)
 {
     char err[512];
     void *p = malloc(bytes ? bytes : 1);
     assert_non_null(p);
-    if (cs_cl_finish(d, err, sizeof err) != CLSPEC_OK || cs_cl_read(d, m, off, bytes, p, err, sizeof err) != CLSPEC_OK)
+    if (cs_cl_finish(d, err, sizeof err) != CLSPEC_OK)
         fail_msg("%s", err);
+    ku_read_to(d, m, off, bytes, p);
     return p;
 }
 
@@ -112,14 +120,20 @@ unsigned char *ku_random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, ui
     return w;
 }
 
-float *ku_random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier)
+float *ku_random_floats(size_t n, uint64_t seed)
 {
-    float *x = malloc((size_t)n_in * n_cols * sizeof *x);
+    float *x = malloc((n ? n : 1) * sizeof *x);
     assert_non_null(x);
     struct tu_rng rng;
     tu_rng_seed(&rng, seed);
-    for (size_t i = 0; i < (size_t)n_in * n_cols; i++)
+    for (size_t i = 0; i < n; i++)
         x[i] = tu_rng_normal(&rng);
+    return x;
+}
+
+float *ku_random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier)
+{
+    float *x = ku_random_floats((size_t)n_in * n_cols, seed);
     if (n_in >= 64)
         memset(x + 32, 0, 32 * sizeof *x);
     if (outlier)
@@ -142,4 +156,48 @@ float *ku_run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float
     clReleaseMemObject(xb);
     clReleaseMemObject(yb);
     return y;
+}
+
+/* positions of the f16 scale fields (d, and dmin/m or -1) in a block */
+static void scale_fields(uint32_t type, int *d_at, int *m_at)
+{
+    *m_at = -1;
+    switch (type) {
+    case CS_TYPE_Q4_1: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q5_0: *d_at = 0; break;
+    case CS_TYPE_Q5_1: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q2_K: *d_at = 80; *m_at = 82; break;
+    case CS_TYPE_Q3_K: *d_at = 108; break;
+    case CS_TYPE_Q4_K: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q5_K: *d_at = 0; *m_at = 2; break;
+    case CS_TYPE_Q6_K: *d_at = 208; break;
+    default: *d_at = -1; break;
+    }
+}
+
+unsigned char *ku_random_blocks(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed, uint64_t *bytes_out)
+{
+    uint64_t rb;
+    assert_true(cs_row_bytes(type, n_in, &rb));
+    *bytes_out = rb * n_out;
+    const struct cs_type_info *ti = cs_type_get(type);
+    if (ti->quant)
+        return ku_random_weight(type, n_in, n_out, seed, false);
+    unsigned char *w = malloc(rb * n_out);
+    assert_non_null(w);
+    struct tu_rng rng;
+    tu_rng_seed(&rng, seed);
+    for (uint64_t i = 0; i < rb * n_out; i++)
+        w[i] = (unsigned char)(tu_rng_u64(&rng) >> 56);
+    int d_at, m_at;
+    scale_fields(type, &d_at, &m_at);
+    assert_true(d_at >= 0);
+    const uint64_t nb = rb * n_out / ti->block_bytes;
+    for (uint64_t b = 0; b < nb; b++) {
+        unsigned char *blk = w + b * ti->block_bytes;
+        tu_put_f16(blk + d_at, 0.01f + 0.09f * tu_rng_uniform(&rng));
+        if (m_at >= 0)
+            tu_put_f16(blk + m_at, 0.2f * tu_rng_uniform(&rng) - 0.1f);
+    }
+    return w;
 }

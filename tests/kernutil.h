@@ -22,6 +22,8 @@ void ku_close_families(struct cs_cl_dev *devs[2]);
 
 /* A read-write buffer of bytes, copied from init when it is not NULL. */
 cl_mem ku_buf(struct cs_cl_dev *d, size_t bytes, const void *init);
+/* Reads bytes at off of m into dst (a blocking read on d's queue). */
+void ku_read_to(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes, void *dst);
 /* Waits for d's queue, then returns a malloc'd copy of bytes at off of m. */
 void *ku_read(struct cs_cl_dev *d, cl_mem m, size_t off, size_t bytes);
 /* max |y - ref| / max |ref| over n values; INFINITY when a y is not finite. */
@@ -29,9 +31,16 @@ double ku_norm_err(const float *y, const float *ref, size_t n);
 /* Random weight rows of type (n_out rows of n_in), quantized from normal
  * values (uneven: scaled by 1 + k % 7, so sub-block scales differ). */
 unsigned char *ku_random_weight(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed, bool uneven);
+/* n random normal values (malloc'd). */
+float *ku_random_floats(size_t n, uint64_t seed);
 /* n_cols random normal columns of n_in; block 1 of column 0 all zero; with
  * outlier, 40 at element n_in / 2 of column 0 (it dominates its block). */
 float *ku_random_x(uint32_t n_in, uint32_t n_cols, uint64_t seed, bool outlier);
+/* n_out rows of n_in elements of any type (malloc'd, *bytes_out bytes):
+ * types cs_quantize_row supports as ku_random_weight (even); the others are
+ * random block bytes with finite scales d in [0.01, 0.1) and mins in
+ * (-0.1, 0.1). */
+unsigned char *ku_random_blocks(uint32_t type, uint32_t n_in, uint32_t n_out, uint64_t seed, uint64_t *bytes_out);
 struct cs_weight;
 /* y = x W^T through cs_op_matmul (x at float offset 3 of its buffer, y at 5:
  * offsets are honoured); a malloc'd (n_cols, n_out) copy of y. */

@@ -3,9 +3,8 @@
  * of more requests than slots (each output as when run alone), queue limit,
  * cancellation (slot and KV cells freed, no callback afterwards), prompt
  * length checks and truncation, a full KV cache failing one request only,
- * max_tokens / stop strings, drain, seeded sampling; with a speculator,
- * lossless output, cancellation and limits, and speculating and
- * non-speculating requests sharing one decode path and one KV-full policy. */
+ * max_tokens / stop strings, drain, seeded sampling. With a speculator:
+ * tests/test-sched-spec.c; the helpers: tests/schedutil.h. */
 #include "config.h"
 
 #include <math.h>
@@ -28,196 +27,8 @@
 #include "golden.h"
 #include "spec/loader.h"
 #include "spec/spec.h"
+#include "schedutil.h"
 #include "testutil.h"
-
-#define MAXTOK 1024
-
-/* ---------------------------------------------------------------- helpers */
-
-struct col { /* what one request's callbacks delivered */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int32_t tok[MAXTOK];
-    float lp[MAXTOK];
-    int n_tok;
-    char text[16384];
-    size_t n_text;
-    int n_events, n_release; /* TOKEN events; of them with token -1 */
-    bool done;
-    int type;
-    char reason[16];
-    int status;
-    char msg[512];
-    struct cs_req_usage usage;
-    struct cs_top_logprob top0[CS_MAX_TOP_LOGPROBS]; /* alternatives of the first token */
-    char top0_txt[CS_MAX_TOP_LOGPROBS][32];
-    int n_top0;
-    int sleep_us;             /* slow callback (cancel test) */
-    atomic_int in_cb;
-    atomic_int calls;
-};
-
-static void col_init(struct col *c)
-{
-    memset(c, 0, sizeof *c);
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
-    atomic_init(&c->in_cb, 0);
-    atomic_init(&c->calls, 0);
-}
-
-static void col_destroy(struct col *c)
-{
-    pthread_mutex_destroy(&c->mu);
-    pthread_cond_destroy(&c->cv);
-}
-
-static void col_cb(void *user, const struct cs_req_event *ev)
-{
-    struct col *c = user;
-    atomic_fetch_add(&c->in_cb, 1);
-    atomic_fetch_add(&c->calls, 1);
-    pthread_mutex_lock(&c->mu);
-    if (c->done)
-        c->status = 9999; /* an event after the last one: flagged */
-    if (ev->type == CS_EV_TOKEN) {
-        c->n_events++;
-        if (ev->token < 0) {
-            c->n_release++;
-        } else if (c->n_tok < MAXTOK) {
-            if (c->n_tok == 0) {
-                c->n_top0 = ev->n_top;
-                for (int i = 0; i < ev->n_top; i++) {
-                    c->top0[i] = ev->top[i];
-                    snprintf(c->top0_txt[i], sizeof c->top0_txt[i], "%.*s", (int)ev->top[i].len, ev->top[i].text);
-                }
-            }
-            c->lp[c->n_tok] = ev->logprob;
-            c->tok[c->n_tok++] = ev->token;
-        }
-        if (c->n_text + ev->len < sizeof c->text) {
-            memcpy(c->text + c->n_text, ev->text, ev->len);
-            c->n_text += ev->len;
-            c->text[c->n_text] = '\0';
-        }
-    } else {
-        c->done = true;
-        c->type = ev->type;
-        c->usage = ev->usage;
-        if (ev->type == CS_EV_DONE)
-            snprintf(c->reason, sizeof c->reason, "%s", ev->finish_reason);
-        else {
-            c->status = ev->status;
-            snprintf(c->msg, sizeof c->msg, "%s", ev->message ? ev->message : "");
-        }
-        pthread_cond_broadcast(&c->cv);
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (c->sleep_us)
-        usleep((useconds_t)c->sleep_us);
-    atomic_fetch_sub(&c->in_cb, 1);
-}
-
-static bool col_wait(struct col *c, double timeout_s)
-{
-    double t_end = cs_now() + timeout_s;
-    pthread_mutex_lock(&c->mu);
-    while (!c->done && cs_now() < t_end) {
-        pthread_mutex_unlock(&c->mu);
-        usleep(2000);
-        pthread_mutex_lock(&c->mu);
-    }
-    bool d = c->done;
-    pthread_mutex_unlock(&c->mu);
-    return d;
-}
-
-static int col_ntok(struct col *c)
-{
-    pthread_mutex_lock(&c->mu);
-    int n = c->n_tok;
-    pthread_mutex_unlock(&c->mu);
-    return n;
-}
-
-static struct cs_engine *engine_open(uint32_t n_ctx, uint32_t n_seq, bool unified)
-{
-    struct cs_engine_params p = cs_engine_defaults();
-    p.n_ctx = n_ctx;
-    p.n_seq_max = n_seq;
-    p.kv_unified = unified;
-    p.n_batch = 128;
-    p.n_ubatch = 128;
-    return fu_engine_open("models/stories260K.gguf", &p);
-}
-
-/* The engine door of each open engine (the scheduler and the speculative
- * core share it), made on first use; engine_close frees both. */
-static struct {
-    struct cs_engine *e;
-    clspec_engine *d;
-} g_doors[8];
-
-static clspec_engine *door_of(struct cs_engine *e)
-{
-    int free_at = -1;
-    for (int i = 0; i < 8; i++) {
-        if (g_doors[i].e == e)
-            return g_doors[i].d;
-        if (!g_doors[i].e && free_at < 0)
-            free_at = i;
-    }
-    assert_true(free_at >= 0);
-    g_doors[free_at].e = e;
-    g_doors[free_at].d = fu_door(e);
-    return g_doors[free_at].d;
-}
-
-static void engine_close(struct cs_engine *e)
-{
-    for (int i = 0; i < 8; i++)
-        if (g_doors[i].e == e) {
-            clspec_engine_free(g_doors[i].d);
-            g_doors[i].e = NULL;
-            g_doors[i].d = NULL;
-        }
-    cs_engine_free(e);
-}
-
-static struct cs_sched *sched_new(struct cs_engine *e, int n_slots, int queue_max, bool truncate)
-{
-    struct cs_sched_params sp = {
-        .n_slots = n_slots, .queue_max = queue_max, .truncate_prompt = truncate};
-    struct cs_sched *s = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_sched_new(door_of(e), &sp, &s, err, sizeof err) != CLSPEC_OK)
-        fail_msg("sched: %s", err);
-    return s;
-}
-
-static struct cs_req req_make(const int32_t *prompt, int n, int max_tokens)
-{
-    struct cs_req r;
-    memset(&r, 0, sizeof r);
-    r.prompt = prompt;
-    r.n_prompt = n;
-    r.max_tokens = max_tokens;
-    r.sp = cs_sampler_defaults();
-    r.sp.temp = 0.0f;
-    r.speculative = true;
-    snprintf(r.id, sizeof r.id, "req-test");
-    return r;
-}
-
-static uint64_t submit_ok(struct cs_sched *s, const struct cs_req *r, struct col *c)
-{
-    char err[CLSPEC_ERRLEN];
-    uint64_t id = 0;
-    if (cs_sched_submit(s, r, col_cb, c, &id, err, sizeof err) != CLSPEC_OK)
-        fail_msg("submit: %s", err);
-    assert_true(id > 0);
-    return id;
-}
 
 /* Plain greedy decoding with cs_forward on the engine's context (sequence 0;
  * only while no scheduler runs on it); logits0: the first step's row (or NULL). */
@@ -250,12 +61,12 @@ static void plain_greedy(struct cs_engine *e, const int32_t *prompt, int n, int 
  * src/kv/kv.h.) */
 static void assert_cache_empty(struct cs_sched *s, const int32_t *prompt, int n, int n_ctx)
 {
-    struct col f;
-    col_init(&f);
-    struct cs_req r = req_make(prompt, n, 0);
+    struct su_col f;
+    su_col_init(&f);
+    struct cs_req r = su_req_make(prompt, n, 0);
     r.ignore_eos = true;
-    submit_ok(s, &r, &f);
-    assert_true(col_wait(&f, 30));
+    su_submit_ok(s, &r, &f);
+    assert_true(su_col_wait(&f, 30));
     if (f.type != CS_EV_DONE)
         fail_msg("cache not empty: %s", f.msg);
     assert_string_equal(f.reason, "length");
@@ -263,17 +74,7 @@ static void assert_cache_empty(struct cs_sched *s, const int32_t *prompt, int n,
      * cells, the last token is never fed */
     assert_int_equal(f.usage.prompt_tokens + f.n_tok, n_ctx);
     assert_true(f.usage.ctx_full);
-    col_destroy(&f);
-}
-
-static struct golden *gold(void)
-{
-    char *jp = tu_shared_path("reference/greedy-stories260K.json");
-    struct golden *g = golden_load(jp);
-    free(jp);
-    assert_non_null(g);
-    assert_true(g->n_cases >= 2);
-    return g;
+    su_col_destroy(&f);
 }
 
 static char *detok(const struct cs_engine *e, const int32_t *ids, int n)
@@ -294,8 +95,8 @@ static char *detok(const struct cs_engine *e, const int32_t *ids, int n)
 static void test_greedy_equals_forward(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(256, 2, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(256, 2, true);
     const struct golden_case *gc = &g->cases[0];
     const int N = 32, V = (int)e->model->hp.n_vocab;
     assert_true(gc->n_steps >= N);
@@ -305,14 +106,14 @@ static void test_greedy_equals_forward(void **state)
     for (int i = 0; i < N; i++)
         assert_int_equal(ref[i], gc->steps[i].token);
 
-    struct cs_sched *s = sched_new(e, 2, 4, false);
-    struct col c;
-    col_init(&c);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, N);
+    struct cs_sched *s = su_sched_new(e, 2, 4, false);
+    struct su_col c;
+    su_col_init(&c);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, N);
     r.logprobs = true;
     r.top_logprobs = 3;
-    submit_ok(s, &r, &c);
-    assert_true(col_wait(&c, 30));
+    su_submit_ok(s, &r, &c);
+    assert_true(su_col_wait(&c, 30));
     assert_int_equal(c.type, CS_EV_DONE);
     assert_string_equal(c.reason, "length");
     assert_int_equal(c.n_tok, N);
@@ -351,9 +152,9 @@ static void test_greedy_equals_forward(void **state)
     assert_int_equal(st.kv_cells_total, 256);
     assert_true(st.decode_tps_last > 0);
     cs_sched_free(s);
-    col_destroy(&c);
+    su_col_destroy(&c);
     free(l0);
-    engine_close(e);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -362,8 +163,8 @@ static void test_greedy_equals_forward(void **state)
 static void test_more_requests_than_slots(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(512, 4, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(512, 4, true);
     enum { NR = 6 };
     int32_t prompts[NR][64];
     int np[NR], maxt[NR];
@@ -373,29 +174,29 @@ static void test_more_requests_than_slots(void **state)
         memcpy(prompts[i], gc->prompt, (size_t)np[i] * sizeof(int32_t));
         maxt[i] = 20 + 7 * i;
     }
-    struct col *solo = calloc(NR, sizeof *solo), *conc = calloc(NR, sizeof *conc);
-    struct cs_sched *s = sched_new(e, 2, 8, false);
+    struct su_col *solo = calloc(NR, sizeof *solo), *conc = calloc(NR, sizeof *conc);
+    struct cs_sched *s = su_sched_new(e, 2, 8, false);
     for (int i = 0; i < NR; i++) {
-        struct cs_req r = req_make(prompts[i], np[i], maxt[i]);
+        struct cs_req r = su_req_make(prompts[i], np[i], maxt[i]);
         if (i == 3) {
             r.sp.temp = 0.9f;
             r.sp.seed = 1234;
         }
-        col_init(&solo[i]);
-        submit_ok(s, &r, &solo[i]);
-        assert_true(col_wait(&solo[i], 30));
+        su_col_init(&solo[i]);
+        su_submit_ok(s, &r, &solo[i]);
+        assert_true(su_col_wait(&solo[i], 30));
     }
     for (int i = 0; i < NR; i++) {
-        struct cs_req r = req_make(prompts[i], np[i], maxt[i]);
+        struct cs_req r = su_req_make(prompts[i], np[i], maxt[i]);
         if (i == 3) {
             r.sp.temp = 0.9f;
             r.sp.seed = 1234;
         }
-        col_init(&conc[i]);
-        submit_ok(s, &r, &conc[i]);
+        su_col_init(&conc[i]);
+        su_submit_ok(s, &r, &conc[i]);
     }
     for (int i = 0; i < NR; i++) {
-        assert_true(col_wait(&conc[i], 60));
+        assert_true(su_col_wait(&conc[i], 60));
         assert_int_equal(conc[i].type, CS_EV_DONE);
         assert_int_equal(solo[i].type, CS_EV_DONE);
         assert_int_equal(conc[i].n_tok, solo[i].n_tok);
@@ -413,22 +214,22 @@ static void test_more_requests_than_slots(void **state)
     /* throughput: 4 requests of 64 tokens one after another vs together on 4 slots */
     double tps[2];
     for (int mode = 0; mode < 2; mode++) {
-        s = sched_new(e, 4, 8, false);
-        struct col cc[4];
+        s = su_sched_new(e, 4, 8, false);
+        struct su_col cc[4];
         double t0 = cs_now();
         for (int i = 0; i < 4; i++) {
-            struct cs_req r = req_make(prompts[i], np[i], 64);
+            struct cs_req r = su_req_make(prompts[i], np[i], 64);
             r.ignore_eos = true;
-            col_init(&cc[i]);
-            submit_ok(s, &r, &cc[i]);
+            su_col_init(&cc[i]);
+            su_submit_ok(s, &r, &cc[i]);
             if (mode == 0)
-                assert_true(col_wait(&cc[i], 30));
+                assert_true(su_col_wait(&cc[i], 30));
         }
         int n = 0;
         for (int i = 0; i < 4; i++) {
-            assert_true(col_wait(&cc[i], 30));
+            assert_true(su_col_wait(&cc[i], 30));
             n += cc[i].n_tok;
-            col_destroy(&cc[i]);
+            su_col_destroy(&cc[i]);
         }
         tps[mode] = n / (cs_now() - t0);
         cs_sched_free(s);
@@ -436,12 +237,12 @@ static void test_more_requests_than_slots(void **state)
     print_message("# stories260K: %.0f tokens/s one request at a time, %.0f tokens/s with 4 concurrent\n", tps[0],
                   tps[1]);
     for (int i = 0; i < NR; i++) {
-        col_destroy(&solo[i]);
-        col_destroy(&conc[i]);
+        su_col_destroy(&solo[i]);
+        su_col_destroy(&conc[i]);
     }
     free(solo);
     free(conc);
-    engine_close(e);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -450,19 +251,19 @@ static void test_more_requests_than_slots(void **state)
 static void test_refusals_and_truncation(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(128, 1, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(128, 1, true);
     const struct golden_case *gc = &g->cases[0];
     char err[CLSPEC_ERRLEN];
     uint64_t id;
-    struct cs_sched *s = sched_new(e, 1, 1, false);
-    struct col c[3];
+    struct cs_sched *s = su_sched_new(e, 1, 1, false);
+    struct su_col c[3];
     for (int i = 0; i < 3; i++)
-        col_init(&c[i]);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 100);
+        su_col_init(&c[i]);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 100);
     r.ignore_eos = true;
-    uint64_t id0 = submit_ok(s, &r, &c[0]), id1 = submit_ok(s, &r, &c[1]);
-    assert_int_equal(cs_sched_submit(s, &r, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_BUSY);
+    uint64_t id0 = su_submit_ok(s, &r, &c[0]), id1 = su_submit_ok(s, &r, &c[1]);
+    assert_int_equal(cs_sched_submit(s, &r, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_BUSY);
     assert_non_null(strstr(err, "queue_max"));
     cs_sched_cancel(s, id1); /* queued: removed without any callback */
     cs_sched_cancel(s, id0);
@@ -473,21 +274,21 @@ static void test_refusals_and_truncation(void **state)
     longp[0] = gc->prompt[0]; /* BOS */
     for (int i = 1; i < 200; i++)
         longp[i] = gc->prompt[1 + i % (gc->n_prompt - 1)];
-    struct cs_req rl = req_make(longp, 200, 10);
-    assert_int_equal(cs_sched_submit(s, &rl, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
+    struct cs_req rl = su_req_make(longp, 200, 10);
+    assert_int_equal(cs_sched_submit(s, &rl, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
     assert_non_null(strstr(err, "context"));
-    struct cs_req rb = req_make(gc->prompt, 0, 10);
-    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
-    rb = req_make(gc->prompt, gc->n_prompt, 10);
+    struct cs_req rb = su_req_make(gc->prompt, 0, 10);
+    assert_int_equal(cs_sched_submit(s, &rb, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    rb = su_req_make(gc->prompt, gc->n_prompt, 10);
     rb.top_logprobs = CS_MAX_TOP_LOGPROBS + 1;
-    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_sched_submit(s, &rb, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
     rb.top_logprobs = 0;
     rb.n_stop = 1;
     rb.stop[0] = "";
-    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_sched_submit(s, &rb, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
     int32_t badtok = 100000;
-    rb = req_make(&badtok, 1, 10);
-    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
+    rb = su_req_make(&badtok, 1, 10);
+    assert_int_equal(cs_sched_submit(s, &rb, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_INVAL);
     assert_false(c[2].done);
     assert_int_equal(atomic_load(&c[2].calls), 0);
     struct cs_sched_stats st;
@@ -497,21 +298,21 @@ static void test_refusals_and_truncation(void **state)
     cs_sched_free(s);
 
     /* truncation: BOS + the last 63 tokens, then as that prompt */
-    s = sched_new(e, 1, 1, true);
-    struct col t1, t2;
-    col_init(&t1);
-    col_init(&t2);
+    s = su_sched_new(e, 1, 1, true);
+    struct su_col t1, t2;
+    su_col_init(&t1);
+    su_col_init(&t2);
     rl.max_tokens = 20;
-    submit_ok(s, &rl, &t1);
-    assert_true(col_wait(&t1, 30));
+    su_submit_ok(s, &rl, &t1);
+    assert_true(su_col_wait(&t1, 30));
     assert_int_equal(t1.type, CS_EV_DONE);
     assert_int_equal(t1.usage.prompt_tokens, 64);
     int32_t cut[64];
     cut[0] = longp[0];
     memcpy(cut + 1, longp + 200 - 63, 63 * sizeof(int32_t));
-    struct cs_req rc = req_make(cut, 64, 20);
-    submit_ok(s, &rc, &t2);
-    assert_true(col_wait(&t2, 30));
+    struct cs_req rc = su_req_make(cut, 64, 20);
+    su_submit_ok(s, &rc, &t2);
+    assert_true(su_col_wait(&t2, 30));
     assert_int_equal(t2.n_tok, 20);
     assert_int_equal(t1.n_tok, 20);
     assert_memory_equal(t1.tok, t2.tok, 20 * sizeof(int32_t));
@@ -520,42 +321,42 @@ static void test_refusals_and_truncation(void **state)
     /* max_tokens over the limit -> RANGE; the default applies when 0 */
     struct cs_sched_params sp = {
         .n_slots = 1, .queue_max = 1, .max_tokens_default = 7, .max_tokens_limit = 50};
-    assert_int_equal(cs_sched_new(door_of(e), &sp, &s, err, sizeof err), CLSPEC_OK);
-    rb = req_make(gc->prompt, gc->n_prompt, 51);
-    assert_int_equal(cs_sched_submit(s, &rb, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_RANGE);
-    struct col d;
-    col_init(&d);
-    rb = req_make(gc->prompt, gc->n_prompt, 0);
+    assert_int_equal(cs_sched_new(su_door_of(e), &sp, &s, err, sizeof err), CLSPEC_OK);
+    rb = su_req_make(gc->prompt, gc->n_prompt, 51);
+    assert_int_equal(cs_sched_submit(s, &rb, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_RANGE);
+    struct su_col d;
+    su_col_init(&d);
+    rb = su_req_make(gc->prompt, gc->n_prompt, 0);
     rb.ignore_eos = true;
-    submit_ok(s, &rb, &d);
-    assert_true(col_wait(&d, 30));
+    su_submit_ok(s, &rb, &d);
+    assert_true(su_col_wait(&d, 30));
     assert_int_equal(d.n_tok, 7);
     assert_string_equal(d.reason, "length");
     cs_sched_free(s);
     /* more slots than the engine's sequences */
     sp.n_slots = 2;
-    assert_int_equal(cs_sched_new(door_of(e), &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
+    assert_int_equal(cs_sched_new(su_door_of(e), &sp, &s, err, sizeof err), CLSPEC_E_INVAL);
     /* a partitioned cache: a slot's context is n_ctx / n_seq_max = 64 */
-    struct cs_engine *ep = engine_open(128, 2, false);
-    s = sched_new(ep, 2, 2, false);
-    struct cs_req r64 = req_make(longp, 64, 1), r63 = req_make(longp, 63, 1);
-    assert_int_equal(cs_sched_submit(s, &r64, col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
-    struct col p63;
-    col_init(&p63);
-    submit_ok(s, &r63, &p63);
-    assert_true(col_wait(&p63, 30));
+    struct cs_engine *ep = su_engine_open(128, 2, false);
+    s = su_sched_new(ep, 2, 2, false);
+    struct cs_req r64 = su_req_make(longp, 64, 1), r63 = su_req_make(longp, 63, 1);
+    assert_int_equal(cs_sched_submit(s, &r64, su_col_cb, &c[2], &id, err, sizeof err), CLSPEC_E_CONTEXT);
+    struct su_col p63;
+    su_col_init(&p63);
+    su_submit_ok(s, &r63, &p63);
+    assert_true(su_col_wait(&p63, 30));
     assert_int_equal(p63.type, CS_EV_DONE);
     assert_int_equal(p63.n_tok, 1);
     cs_sched_free(s);
-    engine_close(ep);
-    col_destroy(&p63);
+    su_engine_close(ep);
+    su_col_destroy(&p63);
 
     for (int i = 0; i < 3; i++)
-        col_destroy(&c[i]);
-    col_destroy(&t1);
-    col_destroy(&t2);
-    col_destroy(&d);
-    engine_close(e);
+        su_col_destroy(&c[i]);
+    su_col_destroy(&t1);
+    su_col_destroy(&t2);
+    su_col_destroy(&d);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -564,23 +365,23 @@ static void test_refusals_and_truncation(void **state)
 static void test_cancel(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(256, 2, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(256, 2, true);
     const struct golden_case *gc = &g->cases[1];
-    struct cs_sched *s = sched_new(e, 2, 4, false);
-    struct col a, b;
-    col_init(&a);
-    col_init(&b);
+    struct cs_sched *s = su_sched_new(e, 2, 4, false);
+    struct su_col a, b;
+    su_col_init(&a);
+    su_col_init(&b);
     a.sleep_us = 3000;
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
     r.ignore_eos = true;
-    uint64_t ia = submit_ok(s, &r, &a);
-    struct cs_req r2 = req_make(g->cases[0].prompt, g->cases[0].n_prompt, 40);
-    submit_ok(s, &r2, &b);
+    uint64_t ia = su_submit_ok(s, &r, &a);
+    struct cs_req r2 = su_req_make(g->cases[0].prompt, g->cases[0].n_prompt, 40);
+    su_submit_ok(s, &r2, &b);
     double t0 = cs_now();
-    while (col_ntok(&a) < 8 && cs_now() - t0 < 30)
+    while (su_col_ntok(&a) < 8 && cs_now() - t0 < 30)
         usleep(1000);
-    assert_true(col_ntok(&a) >= 8);
+    assert_true(su_col_ntok(&a) >= 8);
     struct cs_slot_info info[4];
     assert_int_equal(cs_sched_get_slots(s, info, 4), 2);
     int busy = 0;
@@ -590,7 +391,7 @@ static void test_cancel(void **state)
     cs_sched_cancel(s, ia);
     assert_int_equal(atomic_load(&a.in_cb), 0); /* none running ... */
     int calls = atomic_load(&a.calls);
-    assert_true(col_wait(&b, 30)); /* ... and none after (b kept the loop going) */
+    assert_true(su_col_wait(&b, 30)); /* ... and none after (b kept the loop going) */
     usleep(20000);
     assert_int_equal(atomic_load(&a.calls), calls);
     assert_false(a.done);
@@ -609,17 +410,17 @@ static void test_cancel(void **state)
     cs_sched_cancel(s, 12345);
     assert_cache_empty(s, gc->prompt, gc->n_prompt, 256);
     /* the freed slot serves again */
-    struct col c2;
-    col_init(&c2);
+    struct su_col c2;
+    su_col_init(&c2);
     r.max_tokens = 10;
-    submit_ok(s, &r, &c2);
-    assert_true(col_wait(&c2, 30));
+    su_submit_ok(s, &r, &c2);
+    assert_true(su_col_wait(&c2, 30));
     assert_int_equal(c2.n_tok, 10);
     cs_sched_free(s);
-    col_destroy(&a);
-    col_destroy(&b);
-    col_destroy(&c2);
-    engine_close(e);
+    su_col_destroy(&a);
+    su_col_destroy(&b);
+    su_col_destroy(&c2);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -628,23 +429,23 @@ static void test_cancel(void **state)
 static void test_kv_full(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(64, 2, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(64, 2, true);
     const struct golden_case *gc = &g->cases[0];
-    struct cs_sched *s = sched_new(e, 2, 4, false);
-    struct col solo, a, b;
-    col_init(&solo);
-    col_init(&a);
-    col_init(&b);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 50);
+    struct cs_sched *s = su_sched_new(e, 2, 4, false);
+    struct su_col solo, a, b;
+    su_col_init(&solo);
+    su_col_init(&a);
+    su_col_init(&b);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 50);
     r.ignore_eos = true;
-    submit_ok(s, &r, &solo);
-    assert_true(col_wait(&solo, 30));
+    su_submit_ok(s, &r, &solo);
+    assert_true(su_col_wait(&solo, 30));
     assert_int_equal(solo.n_tok, 50);
-    submit_ok(s, &r, &a);
-    submit_ok(s, &r, &b);
-    assert_true(col_wait(&a, 30));
-    assert_true(col_wait(&b, 30));
+    su_submit_ok(s, &r, &a);
+    su_submit_ok(s, &r, &b);
+    assert_true(su_col_wait(&a, 30));
+    assert_true(su_col_wait(&b, 30));
     /* the cache cannot hold both: the younger is preempted and resumed; both complete, each with the
      * tokens of the solo run (a resumed stream continues exactly where it stopped) */
     assert_int_equal(a.type, CS_EV_DONE);
@@ -662,10 +463,10 @@ static void test_kv_full(void **state)
     assert_int_equal(st.kv_cells_used, 0);
     assert_cache_empty(s, gc->prompt, gc->n_prompt, 64);
     cs_sched_free(s);
-    col_destroy(&solo);
-    col_destroy(&a);
-    col_destroy(&b);
-    engine_close(e);
+    su_col_destroy(&solo);
+    su_col_destroy(&a);
+    su_col_destroy(&b);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -677,9 +478,9 @@ static void test_kv_full(void **state)
 static void test_preempt_many(void **state)
 {
     (void)state;
-    struct golden *g = gold();
+    struct golden *g = su_gold();
     enum { N = 8, GEN = 60, CTX = 160 };
-    struct cs_engine *e = engine_open(CTX, 4, true);
+    struct cs_engine *e = su_engine_open(CTX, 4, true);
     int32_t *solo[N];
     for (int i = 0; i < N; i++) {
         const struct golden_case *gc = &g->cases[i % g->n_cases];
@@ -687,17 +488,17 @@ static void test_preempt_many(void **state)
         assert_non_null(solo[i]);
         plain_greedy(e, gc->prompt, gc->n_prompt, GEN, solo[i], NULL);
     }
-    struct cs_sched *s = sched_new(e, 4, 16, false);
-    struct col c[N];
+    struct cs_sched *s = su_sched_new(e, 4, 16, false);
+    struct su_col c[N];
     for (int i = 0; i < N; i++) {
         const struct golden_case *gc = &g->cases[i % g->n_cases];
-        col_init(&c[i]);
-        struct cs_req r = req_make(gc->prompt, gc->n_prompt, GEN);
+        su_col_init(&c[i]);
+        struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, GEN);
         r.ignore_eos = true;
-        submit_ok(s, &r, &c[i]);
+        su_submit_ok(s, &r, &c[i]);
     }
     for (int i = 0; i < N; i++) {
-        assert_true(col_wait(&c[i], 120));
+        assert_true(su_col_wait(&c[i], 120));
         if (c[i].type != CS_EV_DONE)
             fail_msg("request %d: %s", i, c[i].msg);
         assert_int_equal(c[i].n_tok, GEN);
@@ -712,10 +513,10 @@ static void test_preempt_many(void **state)
     assert_int_equal(st.kv_cells_used, 0);
     /* never fits: prompt + max_tokens over a slot's context (CTX: one slot may use the whole cache) */
     const struct golden_case *gc = &g->cases[0];
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, CTX - gc->n_prompt + 1);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, CTX - gc->n_prompt + 1);
     char err[CLSPEC_ERRLEN], want[200];
     uint64_t id = 0;
-    assert_int_equal(cs_sched_submit(s, &r, col_cb, &c[0], &id, err, sizeof err), CLSPEC_E_RANGE);
+    assert_int_equal(cs_sched_submit(s, &r, su_col_cb, &c[0], &id, err, sizeof err), CLSPEC_E_RANGE);
     snprintf(want, sizeof want, "prompt of %d tokens + 'max_tokens' %d = %d tokens; a slot holds at most %d "
              "(lower max_tokens to %d or less)", gc->n_prompt, CTX - gc->n_prompt + 1, CTX + 1, CTX,
              CTX - gc->n_prompt);
@@ -723,18 +524,18 @@ static void test_preempt_many(void **state)
         fail_msg("%s", err);
     /* exactly what fits is admitted */
     r.max_tokens = CTX - gc->n_prompt;
-    col_destroy(&c[0]);
-    col_init(&c[0]);
+    su_col_destroy(&c[0]);
+    su_col_init(&c[0]);
     r.ignore_eos = true;
-    submit_ok(s, &r, &c[0]);
-    assert_true(col_wait(&c[0], 60));
+    su_submit_ok(s, &r, &c[0]);
+    assert_true(su_col_wait(&c[0], 60));
     assert_int_equal(c[0].type, CS_EV_DONE);
     cs_sched_free(s);
     for (int i = 0; i < N; i++) {
-        col_destroy(&c[i]);
+        su_col_destroy(&c[i]);
         free(solo[i]);
     }
-    engine_close(e);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -745,8 +546,8 @@ static void test_preempt_many(void **state)
 static void test_prefix_reuse(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(512, 2, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(512, 2, true);
     const struct golden_case *ga = &g->cases[2], *gb = &g->cases[3];
     enum { NA = 150, NB = 24 };
     int32_t pb[64];
@@ -757,22 +558,22 @@ static void test_prefix_reuse(void **state)
     plain_greedy(e, ga->prompt, ga->n_prompt, NA, cold_a, NULL);
     plain_greedy(e, pb, nb, NB, cold_b, NULL);
     plain_greedy(e, ga->prompt, ga->n_prompt, NB, cold_c, NULL);
-    struct cs_sched *s = sched_new(e, 2, 4, false);
+    struct cs_sched *s = su_sched_new(e, 2, 4, false);
     for (int round = 0; round < 2; round++) {
-        struct col a, b;
-        col_init(&a);
-        col_init(&b);
-        struct cs_req ra = req_make(ga->prompt, ga->n_prompt, NA);
+        struct su_col a, b;
+        su_col_init(&a);
+        su_col_init(&b);
+        struct cs_req ra = su_req_make(ga->prompt, ga->n_prompt, NA);
         ra.ignore_eos = true;
-        submit_ok(s, &ra, &a);
-        while (col_ntok(&a) < 2 && !a.done)
+        su_submit_ok(s, &ra, &a);
+        while (su_col_ntok(&a) < 2 && !a.done)
             usleep(1000);
         /* round 0: a longer prompt starting with a's; round 1: a's prompt itself */
-        struct cs_req rb = round == 0 ? req_make(pb, nb, NB) : req_make(ga->prompt, ga->n_prompt, NB);
+        struct cs_req rb = round == 0 ? su_req_make(pb, nb, NB) : su_req_make(ga->prompt, ga->n_prompt, NB);
         rb.ignore_eos = true;
-        submit_ok(s, &rb, &b);
-        assert_true(col_wait(&b, 30));
-        assert_true(col_wait(&a, 30));
+        su_submit_ok(s, &rb, &b);
+        assert_true(su_col_wait(&b, 30));
+        assert_true(su_col_wait(&a, 30));
         assert_int_equal(a.type, CS_EV_DONE);
         assert_int_equal(b.type, CS_EV_DONE);
         assert_int_equal(a.usage.cached_tokens, 0);
@@ -786,8 +587,8 @@ static void test_prefix_reuse(void **state)
         assert_memory_equal(a.tok, cold_a, NA * sizeof(int32_t));
         assert_int_equal(b.n_tok, NB);
         assert_memory_equal(b.tok, round == 0 ? cold_b : cold_c, NB * sizeof(int32_t));
-        col_destroy(&a);
-        col_destroy(&b);
+        su_col_destroy(&a);
+        su_col_destroy(&b);
     }
     struct cs_sched_stats st;
     cs_sched_get_stats(s, &st);
@@ -795,7 +596,7 @@ static void test_prefix_reuse(void **state)
     assert_cache_empty(s, ga->prompt, ga->n_prompt, 512);
     cs_sched_free(s);
     free(cold_a);
-    engine_close(e);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -803,25 +604,25 @@ static void test_prefix_reuse(void **state)
 static void test_stop_and_length(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(256, 1, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(256, 1, true);
     const struct golden_case *gc = &g->cases[0];
-    struct cs_sched *s = sched_new(e, 1, 2, false);
-    struct col full, st1, st2;
-    col_init(&full);
-    col_init(&st1);
-    col_init(&st2);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 48);
-    submit_ok(s, &r, &full);
-    assert_true(col_wait(&full, 30));
+    struct cs_sched *s = su_sched_new(e, 1, 2, false);
+    struct su_col full, st1, st2;
+    su_col_init(&full);
+    su_col_init(&st1);
+    su_col_init(&st2);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 48);
+    su_submit_ok(s, &r, &full);
+    assert_true(su_col_wait(&full, 30));
     assert_string_equal(full.reason, "length");
     const char *at = strstr(full.text, "Lily");
     assert_non_null(at);
     r.n_stop = 2;
     r.stop[0] = "Lily";
     r.stop[1] = "never appears";
-    submit_ok(s, &r, &st1);
-    assert_true(col_wait(&st1, 30));
+    su_submit_ok(s, &r, &st1);
+    assert_true(su_col_wait(&st1, 30));
     assert_string_equal(st1.reason, "stop");
     assert_int_equal(st1.n_text, (size_t)(at - full.text));
     assert_memory_equal(st1.text, full.text, st1.n_text);
@@ -829,15 +630,15 @@ static void test_stop_and_length(void **state)
     /* a stop string whose prefix shows up: held back, then released at the end */
     r.n_stop = 1;
     r.stop[0] = "Lily and";
-    submit_ok(s, &r, &st2);
-    assert_true(col_wait(&st2, 30));
+    su_submit_ok(s, &r, &st2);
+    assert_true(su_col_wait(&st2, 30));
     assert_string_equal(st2.text, full.text);
     assert_string_equal(st2.reason, "length");
     cs_sched_free(s);
-    col_destroy(&full);
-    col_destroy(&st1);
-    col_destroy(&st2);
-    engine_close(e);
+    su_col_destroy(&full);
+    su_col_destroy(&st1);
+    su_col_destroy(&st2);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -846,19 +647,19 @@ static void test_stop_and_length(void **state)
 static void test_drain(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(512, 1, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(512, 1, true);
     const struct golden_case *gc = &g->cases[0];
-    struct cs_sched *s = sched_new(e, 1, 4, false);
-    struct col a, b, c, d;
-    col_init(&a);
-    col_init(&b);
-    col_init(&c);
-    col_init(&d);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 20);
+    struct cs_sched *s = su_sched_new(e, 1, 4, false);
+    struct su_col a, b, c, d;
+    su_col_init(&a);
+    su_col_init(&b);
+    su_col_init(&c);
+    su_col_init(&d);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 20);
     r.ignore_eos = true;
-    submit_ok(s, &r, &a);
-    submit_ok(s, &r, &b);
+    su_submit_ok(s, &r, &a);
+    su_submit_ok(s, &r, &b);
     assert_int_equal(cs_sched_drain(s, 30), 0);
     assert_true(a.done && b.done);
     assert_int_equal(a.type, CS_EV_DONE);
@@ -866,14 +667,14 @@ static void test_drain(void **state)
     assert_int_equal(b.n_tok, 20);
     char err[CLSPEC_ERRLEN];
     uint64_t id;
-    assert_int_equal(cs_sched_submit(s, &r, col_cb, &c, &id, err, sizeof err), CLSPEC_E_SHUTDOWN);
+    assert_int_equal(cs_sched_submit(s, &r, su_col_cb, &c, &id, err, sizeof err), CLSPEC_E_SHUTDOWN);
     cs_sched_free(s);
 
-    s = sched_new(e, 1, 4, false);
+    s = su_sched_new(e, 1, 4, false);
     r.max_tokens = 0; /* until the context (512) is full: longer than the timeout */
-    submit_ok(s, &r, &c);
-    submit_ok(s, &r, &d);
-    while (col_ntok(&c) < 2)
+    su_submit_ok(s, &r, &c);
+    su_submit_ok(s, &r, &d);
+    while (su_col_ntok(&c) < 2)
         usleep(1000);
     assert_int_equal(cs_sched_drain(s, 0.05), 2);
     assert_true(c.done && d.done);
@@ -887,14 +688,14 @@ static void test_drain(void **state)
     assert_false(info.busy);
     assert_int_equal(info.n_past, 0);
     cs_sched_free(s); /* draining refuses new work: a new scheduler on the same context */
-    s = sched_new(e, 1, 4, false);
+    s = su_sched_new(e, 1, 4, false);
     assert_cache_empty(s, gc->prompt, gc->n_prompt, 512);
     cs_sched_free(s);
-    col_destroy(&a);
-    col_destroy(&b);
-    col_destroy(&c);
-    col_destroy(&d);
-    engine_close(e);
+    su_col_destroy(&a);
+    su_col_destroy(&b);
+    su_col_destroy(&c);
+    su_col_destroy(&d);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -902,30 +703,30 @@ static void test_drain(void **state)
 static void test_seeded_sampling(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(256, 2, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(256, 2, true);
     const struct golden_case *gc = &g->cases[0];
-    struct cs_sched *s = sched_new(e, 2, 4, false);
-    struct col c[3];
+    struct cs_sched *s = su_sched_new(e, 2, 4, false);
+    struct su_col c[3];
     uint64_t seeds[3] = {7, 7, 8};
     for (int i = 0; i < 3; i++) {
-        col_init(&c[i]);
-        struct cs_req r = req_make(gc->prompt, gc->n_prompt, 40);
+        su_col_init(&c[i]);
+        struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 40);
         r.sp.temp = 1.0f;
         r.sp.seed = seeds[i];
         r.ignore_eos = true;
-        submit_ok(s, &r, &c[i]);
+        su_submit_ok(s, &r, &c[i]);
     }
     for (int i = 0; i < 3; i++) {
-        assert_true(col_wait(&c[i], 30));
+        assert_true(su_col_wait(&c[i], 30));
         assert_int_equal(c[i].n_tok, 40);
     }
     assert_memory_equal(c[0].tok, c[1].tok, 40 * sizeof(int32_t));
     assert_memory_not_equal(c[0].tok, c[2].tok, 40 * sizeof(int32_t));
     cs_sched_free(s);
     for (int i = 0; i < 3; i++)
-        col_destroy(&c[i]);
-    engine_close(e);
+        su_col_destroy(&c[i]);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -938,26 +739,26 @@ static void test_seeded_sampling(void **state)
 static void test_eos(void **state)
 {
     (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(256, 1, true);
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(256, 1, true);
     const struct golden_case *gc = &g->cases[0];
     const int32_t eos = cs_tokenizer_eos(e->tok);
-    struct cs_sched *s = sched_new(e, 1, 64, false);
+    struct cs_sched *s = su_sched_new(e, 1, 64, false);
     enum { NS = 24, MT = 100 };
-    struct col *c = calloc(NS, sizeof *c);
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, MT);
+    struct su_col *c = calloc(NS, sizeof *c);
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, MT);
     r.sp.temp = 1000.0f; /* nearly uniform: the model itself never ends a story with EOS */
     r.sp.top_k = 0;
     r.sp.top_p = 1.0f;
     r.sp.min_p = 0.0f;
     for (int i = 0; i < NS; i++) {
-        col_init(&c[i]);
+        su_col_init(&c[i]);
         r.sp.seed = (uint64_t)i + 1;
-        submit_ok(s, &r, &c[i]);
+        su_submit_ok(s, &r, &c[i]);
     }
     int hit = -1;
     for (int i = 0; i < NS; i++) {
-        assert_true(col_wait(&c[i], 60));
+        assert_true(su_col_wait(&c[i], 60));
         if (c[i].type != CS_EV_DONE)
             fail_msg("seed %d: %s", i + 1, c[i].msg);
         for (int k = 0; k < c[i].n_tok; k++)
@@ -972,357 +773,21 @@ static void test_eos(void **state)
         }
     }
     assert_true(hit >= 0);
-    struct col ig;
-    col_init(&ig);
+    struct su_col ig;
+    su_col_init(&ig);
     r.sp.seed = (uint64_t)hit + 1;
     r.ignore_eos = true;
-    submit_ok(s, &r, &ig);
-    assert_true(col_wait(&ig, 30));
+    su_submit_ok(s, &r, &ig);
+    assert_true(su_col_wait(&ig, 30));
     assert_int_equal(ig.n_tok, MT);
     assert_memory_equal(ig.tok, c[hit].tok, (size_t)c[hit].n_tok * sizeof(int32_t));
     assert_int_equal(ig.tok[c[hit].n_tok], eos);
     cs_sched_free(s);
     for (int i = 0; i < NS; i++)
-        col_destroy(&c[i]);
-    col_destroy(&ig);
+        su_col_destroy(&c[i]);
+    su_col_destroy(&ig);
     free(c);
-    engine_close(e);
-    golden_free(g);
-}
-
-/* ---------------------------------------------------------------- speculation (specd) */
-
-/* A speculator over e for n_slots slots: type "ngram" or "draft" (the
- * distilled stories260K drafter); NULL: none. n_max as in the daemon. */
-struct specrig {
-    struct cs_plugin *pl;
-    struct cs_spec *sp;
-    char *draft_path;
-};
-
-static void specrig_open(struct cs_engine *e, const char *type, int n_slots, int n_max, struct specrig *r)
-{
-    memset(r, 0, sizeof *r);
-    char err[CLSPEC_ERRLEN];
-    r->draft_path = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
-    struct cs_plugin_kv kv[] = {{"model", r->draft_path}, {"type_k", "f16"}, {"type_v", "f16"}};
-    struct cs_plugin_params pp = {.type = type, .kv = kv, .n_kv = 3, .engine = e, .n_slots = (uint32_t)n_slots};
-    if (type && cs_plugin_load(&pp, &r->pl, err, sizeof err) != CLSPEC_OK)
-        fail_msg("plugin %s: %s", type, err);
-    struct cs_spec_params p = cs_spec_defaults();
-    p.n_max = n_max;
-    p.n_min = 0;
-    p.p_min = 0.0f;
-    if (cs_spec_new(door_of(e), r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
-        fail_msg("spec: %s", err);
-}
-
-static void specrig_close(struct specrig *r)
-{
-    cs_spec_free(r->sp);
-    cs_plugin_free(r->pl);
-    free(r->draft_path);
-    memset(r, 0, sizeof *r);
-}
-
-static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
-{
-    struct cs_sched_params p = {
-        .n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
-    struct cs_sched *s = NULL;
-    char err[CLSPEC_ERRLEN];
-    if (cs_sched_new(door_of(e), &p, &s, err, sizeof err) != CLSPEC_OK)
-        fail_msg("sched: %s", err);
-    return s;
-}
-
-/* No cell held by any slot's sequence, none used in the cache, no spec slot active. */
-static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struct cs_spec *sp, int n_slots)
-{
-    struct cs_sched_stats st;
-    cs_sched_get_stats(s, &st);
-    assert_int_equal(st.kv_cells_used, 0);
-    for (int i = 0; i < n_slots; i++) {
-        assert_int_equal(cs_spec_kv_cells(door_of(e), i), 0);
-        if (sp)
-            assert_false(sp->slots[i].active);
-    }
-}
-
-/* Greedy output with speculation (ngram, draft) at parallel 1 and 4 is
- * byte-identical to the scheduler without it, for every prompt of the
- * reference, all prompts submitted at once; speculative = false on a server
- * with a speculator gives the same text and no drafts. Also with
- * spec_core_prefill (for tap-reading speculators: no prefix reuse, the
- * chunks keep the taps). */
-static void test_spec_lossless(void **state)
-{
-    (void)state;
-    struct golden *g = gold();
-    enum { NMAX = 8, MAXT = 64 };
-    int nc = g->n_cases < NMAX ? g->n_cases : NMAX;
-    struct cs_engine *e = engine_open(1024, 4, true);
-    /* reference: no speculator, one request at a time */
-    struct col *ref = calloc(NMAX, sizeof *ref);
-    struct cs_sched *s = sched_new(e, 1, 16, false);
-    for (int i = 0; i < nc; i++) {
-        col_init(&ref[i]);
-        struct cs_req r = req_make(g->cases[i].prompt, g->cases[i].n_prompt, MAXT);
-        submit_ok(s, &r, &ref[i]);
-        assert_true(col_wait(&ref[i], 60));
-        assert_int_equal(ref[i].type, CS_EV_DONE);
-        assert_false(ref[i].usage.speculative);
-    }
-    cs_sched_free(s);
-    static const char *const types[] = {"ngram", "draft"};
-    static const int pars[] = {1, 4, 4};
-    for (int ti = 0; ti < 2; ti++)
-        for (int pi = 0; pi < 3; pi++) {
-            bool core = pi == 2; /* the third round: parallel 4 with spec_core_prefill */
-            struct specrig rig;
-            specrig_open(e, types[ti], pars[pi], 8, &rig);
-            s = sched_spec_new(e, pars[pi], rig.sp, core);
-            struct col *c = calloc(NMAX + 1, sizeof *c);
-            for (int i = 0; i <= nc; i++) {
-                col_init(&c[i]);
-                int k = i < nc ? i : 0; /* the extra one: prompt 0 with speculative = false */
-                struct cs_req r = req_make(g->cases[k].prompt, g->cases[k].n_prompt, MAXT);
-                r.speculative = i < nc;
-                submit_ok(s, &r, &c[i]);
-            }
-            long drafted = 0, accepted = 0;
-            for (int i = 0; i <= nc; i++) {
-                int k = i < nc ? i : 0;
-                assert_true(col_wait(&c[i], 120));
-                if (c[i].type != CS_EV_DONE)
-                    fail_msg("%s parallel %d prompt %d: %s", types[ti], pars[pi], k, c[i].msg);
-                if (c[i].n_tok != ref[k].n_tok || memcmp(c[i].tok, ref[k].tok, (size_t)ref[k].n_tok * 4) ||
-                    strcmp(c[i].text, ref[k].text))
-                    fail_msg("%s parallel %d prompt %d: output differs from plain decoding\n  plain: %s\n  spec:  %s",
-                             types[ti], pars[pi], k, ref[k].text, c[i].text);
-                assert_string_equal(c[i].reason, ref[k].reason);
-                assert_int_equal(c[i].usage.completion_tokens, ref[k].usage.completion_tokens);
-                if (i < nc) {
-                    assert_true(c[i].usage.speculative);
-                    assert_true(c[i].usage.spec_steps >= 1);
-                    assert_true(c[i].usage.draft_accepted <= c[i].usage.draft_n);
-                    /* every token after the first comes from a step (the first one from the last prompt
-                     * chunk's logits, also for spec_core_prefill: its chunks keep the taps instead) */
-                    assert_int_equal(c[i].usage.spec_emitted, c[i].usage.completion_tokens - 1);
-                    drafted += c[i].usage.draft_n;
-                    accepted += c[i].usage.draft_accepted;
-                } else {
-                    assert_false(c[i].usage.speculative);
-                    assert_int_equal(c[i].usage.draft_n, 0);
-                }
-                col_destroy(&c[i]);
-            }
-            print_message("# %s parallel %d%s: %ld drafted, %ld accepted (%.0f%%)\n", types[ti], pars[pi], core ? " (spec_core_prefill)" : "",
-                          drafted, accepted, drafted ? 100.0 * (double)accepted / (double)drafted : 0.0);
-            if (ti == 1)
-                assert_true(drafted > 0 && accepted > 0); /* the distilled drafter drafts and is right at times */
-            struct cs_sched_stats st;
-            cs_sched_get_stats(s, &st);
-            assert_string_equal(st.spec_name, types[ti]);
-            assert_int_equal(st.spec_requests, nc);
-            assert_int_equal(st.spec_drafted, drafted);
-            assert_int_equal(st.spec_accepted, accepted);
-            assert_no_cells(s, e, rig.sp, pars[pi]);
-            cs_sched_free(s);
-            specrig_close(&rig);
-            free(c);
-        }
-    for (int i = 0; i < nc; i++)
-        col_destroy(&ref[i]);
-    free(ref);
-    engine_close(e);
-    golden_free(g);
-}
-
-/* Cancelling a request mid-speculation frees its cells (counted) and its
- * speculator slot; max_tokens and stop strings end a request inside a
- * multi-token step exactly where plain decoding ends it; slots report
- * whether speculation is on. */
-static void test_spec_cancel_and_limits(void **state)
-{
-    (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(512, 2, true);
-    const struct golden_case *gc = &g->cases[0];
-    struct specrig rig;
-    specrig_open(e, "draft", 2, 8, &rig);
-    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
-    struct col a, b;
-    col_init(&a);
-    col_init(&b);
-    a.sleep_us = 2000;
-    struct cs_req r = req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
-    r.ignore_eos = true;
-    uint64_t ia = submit_ok(s, &r, &a);
-    struct cs_req r2 = req_make(g->cases[1].prompt, g->cases[1].n_prompt, 40);
-    r2.speculative = false;
-    submit_ok(s, &r2, &b);
-    double t0 = cs_now();
-    while (col_ntok(&a) < 12 && cs_now() - t0 < 30)
-        usleep(1000);
-    assert_true(col_ntok(&a) >= 12);
-    struct cs_slot_info info[2];
-    cs_sched_get_slots(s, info, 2);
-    int on = 0, busy = 0;
-    for (int i = 0; i < 2; i++) {
-        busy += info[i].busy;
-        on += info[i].busy && info[i].speculative;
-    }
-    assert_int_equal(on, 1); /* a speculates, b (speculative = false) does not */
-    assert_true(busy >= 1);
-    cs_sched_cancel(s, ia);
-    assert_true(col_wait(&b, 30));
-    assert_false(a.done);
-    assert_int_equal(b.n_tok, 40);
-    assert_false(b.usage.speculative);
-    assert_no_cells(s, e, rig.sp, 2);
-    struct cs_sched_stats st;
-    cs_sched_get_stats(s, &st);
-    assert_int_equal(st.requests_cancelled, 1);
-
-    /* limits inside a step: plain decoding of the same request is the reference */
-    struct col p0, p1, q0, q1;
-    col_init(&p0);
-    col_init(&p1);
-    col_init(&q0);
-    col_init(&q1);
-    struct cs_req lim = req_make(gc->prompt, gc->n_prompt, 13);
-    lim.speculative = false;
-    submit_ok(s, &lim, &p0);
-    assert_true(col_wait(&p0, 30));
-    lim.speculative = true;
-    submit_ok(s, &lim, &q0);
-    assert_true(col_wait(&q0, 30));
-    assert_int_equal(q0.n_tok, 13);
-    assert_string_equal(q0.reason, "length");
-    assert_string_equal(q0.text, p0.text);
-    assert_true(q0.usage.speculative);
-    /* a stop string: the plain text's 6th..9th characters */
-    char stop[8];
-    assert_true(strlen(p0.text) > 12);
-    snprintf(stop, sizeof stop, "%.4s", p0.text + 6);
-    struct cs_req st_r = req_make(gc->prompt, gc->n_prompt, 40);
-    st_r.stop[0] = stop;
-    st_r.n_stop = 1;
-    st_r.speculative = false;
-    submit_ok(s, &st_r, &p1);
-    assert_true(col_wait(&p1, 30));
-    st_r.speculative = true;
-    submit_ok(s, &st_r, &q1);
-    assert_true(col_wait(&q1, 30));
-    assert_string_equal(p1.reason, "stop");
-    assert_string_equal(q1.reason, "stop");
-    assert_string_equal(q1.text, p1.text);
-    assert_no_cells(s, e, rig.sp, 2);
-    cs_sched_free(s);
-    specrig_close(&rig);
-    col_destroy(&a);
-    col_destroy(&b);
-    col_destroy(&p0);
-    col_destroy(&p1);
-    col_destroy(&q0);
-    col_destroy(&q1);
-    engine_close(e);
-    golden_free(g);
-}
-
-/* A unified cache too small for two long speculating requests: the younger
- * is preempted and resumed, both complete; no cell is left behind. */
-static void test_spec_kv_full(void **state)
-{
-    (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(128, 2, true);
-    struct specrig rig;
-    specrig_open(e, "ngram", 2, 8, &rig);
-    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
-    struct col a, b;
-    col_init(&a);
-    col_init(&b);
-    struct cs_req r = req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100);
-    r.ignore_eos = true;
-    submit_ok(s, &r, &a);
-    struct cs_req r2 = req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100);
-    r2.ignore_eos = true;
-    submit_ok(s, &r2, &b);
-    assert_true(col_wait(&a, 60));
-    assert_true(col_wait(&b, 60));
-    /* the younger is preempted (speculation shrinks first: the core retries a drafted slot without drafts),
-     * resumed later; both complete */
-    assert_int_equal(a.type, CS_EV_DONE);
-    assert_int_equal(b.type, CS_EV_DONE);
-    assert_int_equal(a.n_tok, 100);
-    assert_int_equal(b.n_tok, 100);
-    struct cs_sched_stats st;
-    cs_sched_get_stats(s, &st);
-    assert_int_equal(st.requests_failed, 0);
-    assert_true(st.preemptions >= 1);
-    assert_no_cells(s, e, rig.sp, 2);
-    cs_sched_free(s);
-    specrig_close(&rig);
-    col_destroy(&a);
-    col_destroy(&b);
-    engine_close(e);
-    golden_free(g);
-}
-
-/* One decode path: a speculating request and a request with logprobs (no
- * drafts, same core) share one forward per step. Each alone, then both at
- * once on a unified cache too small for both: one is preempted and resumed
- * (one policy for decoding and prompt rows alike), and both complete with
- * the tokens (and logprobs) of their solo runs; no cell is left behind. */
-static void test_spec_mixed_kv_full(void **state)
-{
-    (void)state;
-    struct golden *g = gold();
-    struct cs_engine *e = engine_open(128, 2, true);
-    struct specrig rig;
-    specrig_open(e, "ngram", 2, 8, &rig);
-    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
-    struct cs_req r[2] = {req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100),
-                          req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100)};
-    r[0].ignore_eos = r[1].ignore_eos = true;
-    r[1].logprobs = true;
-    struct col solo[2], c[2];
-    for (int i = 0; i < 2; i++) {
-        col_init(&solo[i]);
-        col_init(&c[i]);
-        submit_ok(s, &r[i], &solo[i]);
-        assert_true(col_wait(&solo[i], 60));
-        assert_int_equal(solo[i].type, CS_EV_DONE);
-        assert_int_equal(solo[i].n_tok, 100);
-        assert_int_equal(solo[i].usage.speculative, i == 0);
-    }
-    assert_true(solo[0].usage.draft_n > 0);
-    assert_int_equal(solo[1].usage.draft_n, 0);
-    for (int i = 0; i < 2; i++)
-        submit_ok(s, &r[i], &c[i]);
-    for (int i = 0; i < 2; i++)
-        assert_true(col_wait(&c[i], 60));
-    for (int i = 0; i < 2; i++) { /* one is preempted and resumed: both equal their solo runs */
-        assert_int_equal(c[i].type, CS_EV_DONE);
-        assert_int_equal(c[i].n_tok, 100);
-        assert_memory_equal(c[i].tok, solo[i].tok, 100 * sizeof(int32_t));
-        if (i == 1)
-            for (int t = 0; t < 100; t++)
-                assert_float_equal(c[i].lp[t], solo[i].lp[t], 1e-6);
-    }
-    struct cs_sched_stats st;
-    cs_sched_get_stats(s, &st);
-    assert_true(st.preemptions >= 1);
-    assert_no_cells(s, e, rig.sp, 2);
-    cs_sched_free(s);
-    specrig_close(&rig);
-    for (int i = 0; i < 2; i++) {
-        col_destroy(&solo[i]);
-        col_destroy(&c[i]);
-    }
-    engine_close(e);
+    su_engine_close(e);
     golden_free(g);
 }
 
@@ -1340,10 +805,6 @@ int main(void)
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_seeded_sampling),
         cmocka_unit_test(test_eos),
-        cmocka_unit_test(test_spec_lossless),
-        cmocka_unit_test(test_spec_cancel_and_limits),
-        cmocka_unit_test(test_spec_kv_full),
-        cmocka_unit_test(test_spec_mixed_kv_full),
     };
     return cmocka_run_group_tests_name("sched", tests, NULL, NULL);
 }

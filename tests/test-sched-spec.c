@@ -1,0 +1,375 @@
+/* test-sched-spec.c: the daemon's scheduler over stories260K with a
+ * speculator: lossless output, cancellation and limits, speculating and
+ * non-speculating requests sharing one decode path and one KV-full policy.
+ * Without one: tests/test-sched.c; the helpers: tests/schedutil.h. */
+#include "config.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/common.h"
+#include "daemon/sched.h"
+#include "engine/engine.h"
+#include "fwdutil.h"
+#include "golden.h"
+#include "spec/loader.h"
+#include "spec/spec.h"
+#include "schedutil.h"
+#include "testutil.h"
+
+/* ---------------------------------------------------------------- speculation (specd) */
+
+/* A speculator over e for n_slots slots: type "ngram" or "draft" (the
+ * distilled stories260K drafter); NULL: none. n_max as in the daemon. */
+struct specrig {
+    struct cs_plugin *pl;
+    struct cs_spec *sp;
+    char *draft_path;
+};
+
+static void specrig_open(struct cs_engine *e, const char *type, int n_slots, int n_max, struct specrig *r)
+{
+    memset(r, 0, sizeof *r);
+    char err[CLSPEC_ERRLEN];
+    r->draft_path = tu_shared_path("models/derived/stories260K-draft-distilled.gguf");
+    struct cs_plugin_kv kv[] = {{"model", r->draft_path}, {"type_k", "f16"}, {"type_v", "f16"}};
+    struct cs_plugin_params pp = {.type = type, .kv = kv, .n_kv = 3, .engine = e, .n_slots = (uint32_t)n_slots};
+    if (type && cs_plugin_load(&pp, &r->pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("plugin %s: %s", type, err);
+    struct cs_spec_params p = cs_spec_defaults();
+    p.n_max = n_max;
+    p.n_min = 0;
+    p.p_min = 0.0f;
+    if (cs_spec_new(su_door_of(e), r->pl, &p, n_slots, &r->sp, err, sizeof err) != CLSPEC_OK)
+        fail_msg("spec: %s", err);
+}
+
+static void specrig_close(struct specrig *r)
+{
+    cs_spec_free(r->sp);
+    cs_plugin_free(r->pl);
+    free(r->draft_path);
+    memset(r, 0, sizeof *r);
+}
+
+static struct cs_sched *sched_spec_new(struct cs_engine *e, int n_slots, struct cs_spec *sp, bool core_prefill)
+{
+    struct cs_sched_params p = {
+        .n_slots = n_slots, .queue_max = 16, .spec = sp, .spec_core_prefill = core_prefill};
+    struct cs_sched *s = NULL;
+    char err[CLSPEC_ERRLEN];
+    if (cs_sched_new(su_door_of(e), &p, &s, err, sizeof err) != CLSPEC_OK)
+        fail_msg("sched: %s", err);
+    return s;
+}
+
+/* No cell held by any slot's sequence, none used in the cache, no spec slot active. */
+static void assert_no_cells(struct cs_sched *s, struct cs_engine *e, const struct cs_spec *sp, int n_slots)
+{
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.kv_cells_used, 0);
+    for (int i = 0; i < n_slots; i++) {
+        assert_int_equal(cs_spec_kv_cells(su_door_of(e), i), 0);
+        if (sp)
+            assert_false(sp->slots[i].active);
+    }
+}
+
+/* Greedy output with speculation (ngram, draft) at parallel 1 and 4 is
+ * byte-identical to the scheduler without it, for every prompt of the
+ * reference, all prompts submitted at once; speculative = false on a server
+ * with a speculator gives the same text and no drafts. Also with
+ * spec_core_prefill (for tap-reading speculators: no prefix reuse, the
+ * chunks keep the taps). */
+static void test_spec_lossless(void **state)
+{
+    (void)state;
+    struct golden *g = su_gold();
+    enum { NMAX = 8, MAXT = 64 };
+    int nc = g->n_cases < NMAX ? g->n_cases : NMAX;
+    struct cs_engine *e = su_engine_open(1024, 4, true);
+    /* reference: no speculator, one request at a time */
+    struct su_col *ref = calloc(NMAX, sizeof *ref);
+    struct cs_sched *s = su_sched_new(e, 1, 16, false);
+    for (int i = 0; i < nc; i++) {
+        su_col_init(&ref[i]);
+        struct cs_req r = su_req_make(g->cases[i].prompt, g->cases[i].n_prompt, MAXT);
+        su_submit_ok(s, &r, &ref[i]);
+        assert_true(su_col_wait(&ref[i], 60));
+        assert_int_equal(ref[i].type, CS_EV_DONE);
+        assert_false(ref[i].usage.speculative);
+    }
+    cs_sched_free(s);
+    static const char *const types[] = {"ngram", "draft"};
+    static const int pars[] = {1, 4, 4};
+    for (int ti = 0; ti < 2; ti++)
+        for (int pi = 0; pi < 3; pi++) {
+            bool core = pi == 2; /* the third round: parallel 4 with spec_core_prefill */
+            struct specrig rig;
+            specrig_open(e, types[ti], pars[pi], 8, &rig);
+            s = sched_spec_new(e, pars[pi], rig.sp, core);
+            struct su_col *c = calloc(NMAX + 1, sizeof *c);
+            for (int i = 0; i <= nc; i++) {
+                su_col_init(&c[i]);
+                int k = i < nc ? i : 0; /* the extra one: prompt 0 with speculative = false */
+                struct cs_req r = su_req_make(g->cases[k].prompt, g->cases[k].n_prompt, MAXT);
+                r.speculative = i < nc;
+                su_submit_ok(s, &r, &c[i]);
+            }
+            long drafted = 0, accepted = 0;
+            for (int i = 0; i <= nc; i++) {
+                int k = i < nc ? i : 0;
+                assert_true(su_col_wait(&c[i], 120));
+                if (c[i].type != CS_EV_DONE)
+                    fail_msg("%s parallel %d prompt %d: %s", types[ti], pars[pi], k, c[i].msg);
+                if (c[i].n_tok != ref[k].n_tok || memcmp(c[i].tok, ref[k].tok, (size_t)ref[k].n_tok * 4) ||
+                    strcmp(c[i].text, ref[k].text))
+                    fail_msg("%s parallel %d prompt %d: output differs from plain decoding\n  plain: %s\n  spec:  %s",
+                             types[ti], pars[pi], k, ref[k].text, c[i].text);
+                assert_string_equal(c[i].reason, ref[k].reason);
+                assert_int_equal(c[i].usage.completion_tokens, ref[k].usage.completion_tokens);
+                if (i < nc) {
+                    assert_true(c[i].usage.speculative);
+                    assert_true(c[i].usage.spec_steps >= 1);
+                    assert_true(c[i].usage.draft_accepted <= c[i].usage.draft_n);
+                    /* every token after the first comes from a step (the first one from the last prompt
+                     * chunk's logits, also for spec_core_prefill: its chunks keep the taps instead) */
+                    assert_int_equal(c[i].usage.spec_emitted, c[i].usage.completion_tokens - 1);
+                    drafted += c[i].usage.draft_n;
+                    accepted += c[i].usage.draft_accepted;
+                } else {
+                    assert_false(c[i].usage.speculative);
+                    assert_int_equal(c[i].usage.draft_n, 0);
+                }
+                su_col_destroy(&c[i]);
+            }
+            print_message("# %s parallel %d%s: %ld drafted, %ld accepted (%.0f%%)\n", types[ti], pars[pi], core ? " (spec_core_prefill)" : "",
+                          drafted, accepted, drafted ? 100.0 * (double)accepted / (double)drafted : 0.0);
+            if (ti == 1)
+                assert_true(drafted > 0 && accepted > 0); /* the distilled drafter drafts and is right at times */
+            struct cs_sched_stats st;
+            cs_sched_get_stats(s, &st);
+            assert_string_equal(st.spec_name, types[ti]);
+            assert_int_equal(st.spec_requests, nc);
+            assert_int_equal(st.spec_drafted, drafted);
+            assert_int_equal(st.spec_accepted, accepted);
+            assert_no_cells(s, e, rig.sp, pars[pi]);
+            cs_sched_free(s);
+            specrig_close(&rig);
+            free(c);
+        }
+    for (int i = 0; i < nc; i++)
+        su_col_destroy(&ref[i]);
+    free(ref);
+    su_engine_close(e);
+    golden_free(g);
+}
+
+/* Cancelling a request mid-speculation frees its cells (counted) and its
+ * speculator slot; max_tokens and stop strings end a request inside a
+ * multi-token step exactly where plain decoding ends it; slots report
+ * whether speculation is on. */
+static void test_spec_cancel_and_limits(void **state)
+{
+    (void)state;
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(512, 2, true);
+    const struct golden_case *gc = &g->cases[0];
+    struct specrig rig;
+    specrig_open(e, "draft", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct su_col a, b;
+    su_col_init(&a);
+    su_col_init(&b);
+    a.sleep_us = 2000;
+    struct cs_req r = su_req_make(gc->prompt, gc->n_prompt, 0); /* until the context is full */
+    r.ignore_eos = true;
+    uint64_t ia = su_submit_ok(s, &r, &a);
+    struct cs_req r2 = su_req_make(g->cases[1].prompt, g->cases[1].n_prompt, 40);
+    r2.speculative = false;
+    su_submit_ok(s, &r2, &b);
+    double t0 = cs_now();
+    while (su_col_ntok(&a) < 12 && cs_now() - t0 < 30)
+        usleep(1000);
+    assert_true(su_col_ntok(&a) >= 12);
+    struct cs_slot_info info[2];
+    cs_sched_get_slots(s, info, 2);
+    int on = 0, busy = 0;
+    for (int i = 0; i < 2; i++) {
+        busy += info[i].busy;
+        on += info[i].busy && info[i].speculative;
+    }
+    assert_int_equal(on, 1); /* a speculates, b (speculative = false) does not */
+    assert_true(busy >= 1);
+    cs_sched_cancel(s, ia);
+    assert_true(su_col_wait(&b, 30));
+    assert_false(a.done);
+    assert_int_equal(b.n_tok, 40);
+    assert_false(b.usage.speculative);
+    assert_no_cells(s, e, rig.sp, 2);
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_cancelled, 1);
+
+    /* limits inside a step: plain decoding of the same request is the reference */
+    struct su_col p0, p1, q0, q1;
+    su_col_init(&p0);
+    su_col_init(&p1);
+    su_col_init(&q0);
+    su_col_init(&q1);
+    struct cs_req lim = su_req_make(gc->prompt, gc->n_prompt, 13);
+    lim.speculative = false;
+    su_submit_ok(s, &lim, &p0);
+    assert_true(su_col_wait(&p0, 30));
+    lim.speculative = true;
+    su_submit_ok(s, &lim, &q0);
+    assert_true(su_col_wait(&q0, 30));
+    assert_int_equal(q0.n_tok, 13);
+    assert_string_equal(q0.reason, "length");
+    assert_string_equal(q0.text, p0.text);
+    assert_true(q0.usage.speculative);
+    /* a stop string: the plain text's 6th..9th characters */
+    char stop[8];
+    assert_true(strlen(p0.text) > 12);
+    snprintf(stop, sizeof stop, "%.4s", p0.text + 6);
+    struct cs_req st_r = su_req_make(gc->prompt, gc->n_prompt, 40);
+    st_r.stop[0] = stop;
+    st_r.n_stop = 1;
+    st_r.speculative = false;
+    su_submit_ok(s, &st_r, &p1);
+    assert_true(su_col_wait(&p1, 30));
+    st_r.speculative = true;
+    su_submit_ok(s, &st_r, &q1);
+    assert_true(su_col_wait(&q1, 30));
+    assert_string_equal(p1.reason, "stop");
+    assert_string_equal(q1.reason, "stop");
+    assert_string_equal(q1.text, p1.text);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    su_col_destroy(&a);
+    su_col_destroy(&b);
+    su_col_destroy(&p0);
+    su_col_destroy(&p1);
+    su_col_destroy(&q0);
+    su_col_destroy(&q1);
+    su_engine_close(e);
+    golden_free(g);
+}
+
+/* A unified cache too small for two long speculating requests: the younger
+ * is preempted and resumed, both complete; no cell is left behind. */
+static void test_spec_kv_full(void **state)
+{
+    (void)state;
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(128, 2, true);
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct su_col a, b;
+    su_col_init(&a);
+    su_col_init(&b);
+    struct cs_req r = su_req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100);
+    r.ignore_eos = true;
+    su_submit_ok(s, &r, &a);
+    struct cs_req r2 = su_req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100);
+    r2.ignore_eos = true;
+    su_submit_ok(s, &r2, &b);
+    assert_true(su_col_wait(&a, 60));
+    assert_true(su_col_wait(&b, 60));
+    /* the younger is preempted (speculation shrinks first: the core retries a drafted slot without drafts),
+     * resumed later; both complete */
+    assert_int_equal(a.type, CS_EV_DONE);
+    assert_int_equal(b.type, CS_EV_DONE);
+    assert_int_equal(a.n_tok, 100);
+    assert_int_equal(b.n_tok, 100);
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_int_equal(st.requests_failed, 0);
+    assert_true(st.preemptions >= 1);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    su_col_destroy(&a);
+    su_col_destroy(&b);
+    su_engine_close(e);
+    golden_free(g);
+}
+
+/* One decode path: a speculating request and a request with logprobs (no
+ * drafts, same core) share one forward per step. Each alone, then both at
+ * once on a unified cache too small for both: one is preempted and resumed
+ * (one policy for decoding and prompt rows alike), and both complete with
+ * the tokens (and logprobs) of their solo runs; no cell is left behind. */
+static void test_spec_mixed_kv_full(void **state)
+{
+    (void)state;
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(128, 2, true);
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 8, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    struct cs_req r[2] = {su_req_make(g->cases[0].prompt, g->cases[0].n_prompt, 100),
+                          su_req_make(g->cases[1].prompt, g->cases[1].n_prompt, 100)};
+    r[0].ignore_eos = r[1].ignore_eos = true;
+    r[1].logprobs = true;
+    struct su_col solo[2], c[2];
+    for (int i = 0; i < 2; i++) {
+        su_col_init(&solo[i]);
+        su_col_init(&c[i]);
+        su_submit_ok(s, &r[i], &solo[i]);
+        assert_true(su_col_wait(&solo[i], 60));
+        assert_int_equal(solo[i].type, CS_EV_DONE);
+        assert_int_equal(solo[i].n_tok, 100);
+        assert_int_equal(solo[i].usage.speculative, i == 0);
+    }
+    assert_true(solo[0].usage.draft_n > 0);
+    assert_int_equal(solo[1].usage.draft_n, 0);
+    for (int i = 0; i < 2; i++)
+        su_submit_ok(s, &r[i], &c[i]);
+    for (int i = 0; i < 2; i++)
+        assert_true(su_col_wait(&c[i], 60));
+    for (int i = 0; i < 2; i++) { /* one is preempted and resumed: both equal their solo runs */
+        assert_int_equal(c[i].type, CS_EV_DONE);
+        assert_int_equal(c[i].n_tok, 100);
+        assert_memory_equal(c[i].tok, solo[i].tok, 100 * sizeof(int32_t));
+        if (i == 1)
+            for (int t = 0; t < 100; t++)
+                assert_float_equal(c[i].lp[t], solo[i].lp[t], 1e-6);
+    }
+    struct cs_sched_stats st;
+    cs_sched_get_stats(s, &st);
+    assert_true(st.preemptions >= 1);
+    assert_no_cells(s, e, rig.sp, 2);
+    cs_sched_free(s);
+    specrig_close(&rig);
+    for (int i = 0; i < 2; i++) {
+        su_col_destroy(&solo[i]);
+        su_col_destroy(&c[i]);
+    }
+    su_engine_close(e);
+    golden_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spec_lossless),
+        cmocka_unit_test(test_spec_cancel_and_limits),
+        cmocka_unit_test(test_spec_kv_full),
+        cmocka_unit_test(test_spec_mixed_kv_full),
+    };
+    return cmocka_run_group_tests_name("sched-spec", tests, NULL, NULL);
+}
