@@ -1,6 +1,7 @@
 /* test-sched-spec.c: the daemon's scheduler over stories260K with a
  * speculator: lossless output, cancellation and limits, speculating and
- * non-speculating requests sharing one decode path and one KV-full policy.
+ * non-speculating requests sharing one decode path and one KV-full policy,
+ * and the taps of a tap-reading speculator's prompts (spec_core_prefill).
  * Without one: tests/test-sched.c; the helpers: tests/schedutil.h. */
 #include "config.h"
 
@@ -363,6 +364,221 @@ static void test_spec_mixed_kv_full(void **state)
     golden_free(g);
 }
 
+/* ---------------------------------------------------------------- taps (spec_core_prefill) */
+
+/* A tap-reading speculator, faked: the ngram plugin with the taps capability
+ * and a tap request, whose slot_begin and accept entries are wrapped to read
+ * the taps the core hands it (tap_get) and keep them for the test. */
+#define TAP_NL 2      /* tapped layers: 1 and n_layer (before the final norm) */
+#define TAP_MAXEV 64  /* slot_begin calls kept */
+
+struct tap_begin {    /* what one slot_begin handed the plugin */
+    int32_t slot;
+    int32_t n_prompt; /* the prompt and its first token, as slot_begin got them */
+    int32_t *prompt;  /* (n_prompt) */
+    int32_t n_rows, first_pos;
+    float *rows;      /* (TAP_NL, n_rows, E) as tap_get laid them out */
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct cs_plugin *pl;
+    int (*slot_begin)(void *, int32_t, const int32_t *, int32_t, char *, size_t); /* the plugin's own */
+    void (*accept)(void *, int32_t, int32_t, int32_t, const int32_t *, int32_t);
+    size_t E;
+    struct tap_begin ev[TAP_MAXEV];
+    int n_ev;
+    int32_t hist[CS_MAX_SEQ]; /* per slot: its history's length (prompt, first token, accepted tokens) */
+    int n_accept, n_bad;      /* accept calls; of them with taps other than the verification's rows */
+    char why[256];            /* the first bad one */
+} g_tap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int tap_slot_begin(void *state, int32_t slot, const int32_t *prompt, int32_t n_prompt, char *err,
+                          size_t errlen)
+{
+    int32_t n_rows = 0, first = -1;
+    const float *t = g_tap.pl->host.tap_get(&g_tap.pl->host, slot, &n_rows, &first);
+    pthread_mutex_lock(&g_tap.mu);
+    if (g_tap.n_ev < TAP_MAXEV) {
+        struct tap_begin *b = &g_tap.ev[g_tap.n_ev++];
+        b->slot = slot;
+        b->n_prompt = n_prompt;
+        b->prompt = malloc((size_t)n_prompt * sizeof *b->prompt);
+        memcpy(b->prompt, prompt, (size_t)n_prompt * sizeof *b->prompt);
+        b->n_rows = t ? n_rows : 0;
+        b->first_pos = first;
+        b->rows = NULL;
+        if (t) {
+            const size_t n = (size_t)TAP_NL * (size_t)n_rows * g_tap.E;
+            b->rows = malloc(n * sizeof *b->rows);
+            memcpy(b->rows, t, n * sizeof *b->rows);
+        }
+    }
+    g_tap.hist[slot] = n_prompt;
+    pthread_mutex_unlock(&g_tap.mu);
+    return g_tap.slot_begin ? g_tap.slot_begin(state, slot, prompt, n_prompt, err, errlen) : 0;
+}
+
+/* At accept the taps are the verification's rows: [last, d1..dk] from the
+ * position of the history's last token, n_drafted + 1 of them. */
+static void tap_accept(void *state, int32_t slot, int32_t n_drafted, int32_t n_accepted, const int32_t *tokens,
+                       int32_t n_tokens)
+{
+    int32_t n_rows = 0, first = -1;
+    const float *t = g_tap.pl->host.tap_get(&g_tap.pl->host, slot, &n_rows, &first);
+    pthread_mutex_lock(&g_tap.mu);
+    g_tap.n_accept++;
+    const int32_t want = g_tap.hist[slot] - 1;
+    if (!t || first != want || n_rows != n_drafted + 1) {
+        if (g_tap.n_bad++ == 0)
+            snprintf(g_tap.why, sizeof g_tap.why, "slot %d: %d rows at %d, want %d at %d", (int)slot,
+                     t ? (int)n_rows : 0, (int)first, (int)n_drafted + 1, (int)want);
+    }
+    g_tap.hist[slot] += n_tokens;
+    pthread_mutex_unlock(&g_tap.mu);
+    if (g_tap.accept)
+        g_tap.accept(state, slot, n_drafted, n_accepted, tokens, n_tokens);
+}
+
+/* The taps of prompt[0..n) (TAP_NL, n, E) from one decode of the prompt
+ * alone on the engine's door (sequence 0; the cache is cleared before and
+ * after). */
+static float *tap_reference(clspec_engine *d, const int32_t *layers, const int32_t *prompt, int n, size_t E)
+{
+    char err[CLSPEC_ERRLEN];
+    int32_t *pos = malloc((size_t)n * sizeof *pos);
+    float *ref = malloc((size_t)TAP_NL * (size_t)n * E * sizeof *ref);
+    assert_true(pos && ref);
+    for (int i = 0; i < n; i++)
+        pos[i] = i;
+    struct clspec_batch b = {sizeof b, n, prompt, pos, NULL, NULL, NULL, NULL};
+    if (clspec_kv_clear(d, err, sizeof err) != CLSPEC_OK || clspec_taps_set(d, layers, TAP_NL, err, sizeof err) ||
+        clspec_decode(d, &b, NULL, err, sizeof err) != CLSPEC_OK)
+        fail_msg("reference: %s", err);
+    for (int l = 0; l < TAP_NL; l++)
+        for (int i = 0; i < n; i++) {
+            const float *t = clspec_tap(d, l, i);
+            assert_non_null(t);
+            memcpy(ref + ((size_t)l * n + i) * E, t, E * sizeof *ref);
+        }
+    assert_int_equal(clspec_kv_clear(d, err, sizeof err), CLSPEC_OK);
+    free(pos);
+    return ref;
+}
+
+/* max |got - ref| over rows[0..n) of E values, relative to the row's largest |ref|. */
+static double tap_row_err(const float *got, const float *ref, size_t E)
+{
+    double m = 1e-20, e = 0.0;
+    for (size_t k = 0; k < E; k++) {
+        m = fmax(m, fabs((double)ref[k]));
+        e = fmax(e, fabs((double)got[k] - ref[k]));
+    }
+    return e / m;
+}
+
+/* spec_core_prefill: the prompts of a tap-reading speculator ride in the
+ * step's forward as chunks that keep its taps (cs_spec_extra.taps), and the
+ * core hands them to the plugin at slot_begin. Four prompts of 2-3 chunks
+ * each on 2 slots (chunks beside other slots' decode rows, a slot taken by
+ * a second request, a prompt sharing a cached prefix, which gets no prefix
+ * reuse): each request's slot_begin gets exactly once every row of its
+ * prompt, from position 0, in position order, each row equal to the taps of
+ * the prompt decoded alone; every accept then gets the verification's rows.
+ * Lost, reordered or twice-handed rows fail here. */
+static void test_spec_taps(void **state)
+{
+    (void)state;
+    enum { NP = 4, MAXT = 24 };
+    struct cs_engine *e = su_engine_open(2048, 2, true);
+    clspec_engine *d = su_door_of(e);
+    const int V = (int)e->model->hp.n_vocab;
+    const int32_t layers[TAP_NL] = {1, (int32_t)e->model->hp.n_layer};
+    g_tap.E = e->model->hp.n_embd;
+    static const int lens[NP] = {150, 210, 270, 180};
+    int32_t *prompts[NP];
+    struct tu_rng rng;
+    tu_rng_seed(&rng, 41);
+    for (int k = 0; k < NP; k++) {
+        prompts[k] = malloc((size_t)lens[k] * sizeof *prompts[k]);
+        for (int i = 0; i < lens[k]; i++) /* the last: prompt 0's first 120 tokens, then its own */
+            prompts[k][i] = k == NP - 1 && i < 120 ? prompts[0][i] : 3 + (int32_t)(tu_rng_u64(&rng) % (uint64_t)(V - 3));
+    }
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 4, &rig);
+    char err[CLSPEC_ERRLEN];
+    rig.pl->vt.caps |= CLSPEC_SPEC_CAP_TARGET_TAPS;
+    assert_true(cs_plugin_needs_core_prefill(rig.pl)); /* what clspecd's main passes as spec_core_prefill */
+    if (rig.pl->host.tap_request(&rig.pl->host, layers, TAP_NL, err, sizeof err) != CLSPEC_OK)
+        fail_msg("tap_request: %s", err);
+    g_tap.pl = rig.pl;
+    g_tap.slot_begin = rig.pl->vt.slot_begin;
+    g_tap.accept = rig.pl->vt.accept;
+    rig.pl->vt.slot_begin = tap_slot_begin;
+    rig.pl->vt.accept = tap_accept;
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, true);
+    struct su_col c[NP];
+    for (int k = 0; k < NP; k++) {
+        su_col_init(&c[k]);
+        struct cs_req r = su_req_make(prompts[k], lens[k], MAXT);
+        r.ignore_eos = true;
+        su_submit_ok(s, &r, &c[k]);
+    }
+    for (int k = 0; k < NP; k++) {
+        assert_true(su_col_wait(&c[k], 120));
+        if (c[k].type != CS_EV_DONE)
+            fail_msg("prompt %d: %s", k, c[k].msg);
+        assert_true(c[k].usage.speculative);
+        su_col_destroy(&c[k]);
+    }
+    cs_sched_free(s);
+    /* every slot_begin, and each request's exactly once: its prompt's rows */
+    assert_int_equal(g_tap.n_ev, NP);
+    int seen[NP] = {0};
+    for (int v = 0; v < g_tap.n_ev; v++) {
+        const struct tap_begin *b = &g_tap.ev[v];
+        int k = 0;
+        while (k < NP && !(b->n_prompt == lens[k] + 1 && !memcmp(b->prompt, prompts[k], (size_t)lens[k] * 4)))
+            k++;
+        assert_true(k < NP);
+        seen[k]++;
+        if (b->first_pos != 0 || b->n_rows != lens[k])
+            fail_msg("prompt %d on slot %d: slot_begin got %d tap rows from position %d, want %d from 0", k, b->slot,
+                     b->n_rows, b->first_pos, lens[k]);
+        float *ref = tap_reference(d, layers, prompts[k], lens[k], g_tap.E);
+        double worst = 0.0;
+        int closer = 0; /* rows nearer to their neighbour's reference than to their own: moved rows */
+        for (int l = 0; l < TAP_NL; l++)
+            for (int i = 0; i < lens[k]; i++) {
+                const float *ri = ref + ((size_t)l * lens[k] + i) * g_tap.E;
+                const float *gi = b->rows + ((size_t)l * lens[k] + i) * g_tap.E;
+                const double self = tap_row_err(gi, ri, g_tap.E);
+                worst = fmax(worst, self);
+                closer += (i > 0 && tap_row_err(gi, ri - g_tap.E, g_tap.E) <= self) ||
+                          (i + 1 < lens[k] && tap_row_err(gi, ri + g_tap.E, g_tap.E) <= self);
+            }
+        print_message("# prompt %d (%d rows) on slot %d: taps within %.2e of the prompt decoded alone\n", k, lens[k],
+                      b->slot, worst);
+        assert_int_equal(closer, 0);
+        assert_true(worst <= 1e-4);
+        free(ref);
+    }
+    for (int k = 0; k < NP; k++)
+        assert_int_equal(seen[k], 1);
+    print_message("# %d accepts, %d with other rows than the verification's%s%s\n", g_tap.n_accept, g_tap.n_bad,
+                  g_tap.n_bad ? ": " : "", g_tap.why);
+    assert_true(g_tap.n_accept >= NP);
+    assert_int_equal(g_tap.n_bad, 0);
+    for (int v = 0; v < g_tap.n_ev; v++) {
+        free(g_tap.ev[v].prompt);
+        free(g_tap.ev[v].rows);
+    }
+    specrig_close(&rig);
+    for (int k = 0; k < NP; k++)
+        free(prompts[k]);
+    su_engine_close(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_spec_cancel_and_limits),
         cmocka_unit_test(test_spec_kv_full),
         cmocka_unit_test(test_spec_mixed_kv_full),
+        cmocka_unit_test(test_spec_taps),
     };
     return cmocka_run_group_tests_name("sched-spec", tests, NULL, NULL);
 }
