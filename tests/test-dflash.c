@@ -98,12 +98,12 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
             p.temp = gen_temp;
             p.seed = 99 + (uint64_t)(c0 + s);
             assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, sizeof err), CLSPEC_OK);
+            cs_api_sampler_keep_logits(smp[s], !gen_dev);
             if (cs_spec_slot_begin(spec, s, P->ids[c0 + s], P->len[c0 + s], smp[s], pl != NULL, err, sizeof err) !=
                 CLSPEC_OK)
                 fail_msg("slot_begin: %s", err);
             if (pl)
                 assert_true(spec->slots[s].on); /* the plugin took the request */
-            spec->slots[s].host_logits = !gen_dev;
             left[s] = NGEN;
         }
         for (;;) {

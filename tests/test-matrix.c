@@ -224,15 +224,18 @@ static int gen_prompts(struct cs_engine *e, struct cs_plugin *pl, int par, const
         for (int s = 0; s < ns && rc == 0; s++) {
             struct cs_sampler_params p = cs_sampler_defaults();
             p.temp = 0;
-            if (cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, errlen) != CLSPEC_OK ||
-                cs_spec_slot_begin(spec, s, prompts[c0 + s].ids, prompts[c0 + s].n, smp[s], pl != NULL, err,
-                                   errlen) != CLSPEC_OK) {
+            if (cs_api_sampler_new(&p, spec->n_vocab, &smp[s], err, errlen) != CLSPEC_OK) {
                 rc = -1;
                 break;
             }
             /* none: the host sampler on every logits row; speculators verify on the device
              * (argmax and match count only), so each cell compares the two paths */
-            spec->slots[s].host_logits = pl == NULL;
+            cs_api_sampler_keep_logits(smp[s], pl == NULL);
+            if (cs_spec_slot_begin(spec, s, prompts[c0 + s].ids, prompts[c0 + s].n, smp[s], pl != NULL, err,
+                                   errlen) != CLSPEC_OK) {
+                rc = -1;
+                break;
+            }
             if (pl && !spec->slots[s].on) {
                 snprintf(err, errlen, "prompt %d: the speculator did not take the request", c0 + s);
                 rc = -1;

@@ -494,9 +494,9 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
     for (int s = 0; s < n_slots; s++) {
         const struct gcase *gc = &GC[s % MAXC];
         assert_int_equal(cs_api_sampler_new(&smp_p, spec->n_vocab, &smp[s], err, sizeof err), 0);
+        cs_api_sampler_keep_logits(smp[s], !g_dev);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != 0)
             fail_msg("slot_begin: %s", err);
-        spec->slots[s].host_logits = !g_dev;
         left[s] = NGREEDY;
     }
     for (;;) {

@@ -364,6 +364,54 @@ static void test_spec_mixed_kv_full(void **state)
     golden_free(g);
 }
 
+/* Whether a slot's logits come back to the host follows from its request
+ * (the daemon marks the request's sampler, cs_api_sampler_keep_logits; the
+ * core reads it at slot_begin): a greedy request without logprobs verifies
+ * on the device (only argmaxes come back, counted in n_greedy_rows), one
+ * with logprobs gets every token's logits row and reports finite
+ * log-probabilities, on the same server one after the other. */
+static void test_spec_logits_follow_request(void **state)
+{
+    (void)state;
+    struct golden *g = su_gold();
+    struct cs_engine *e = su_engine_open(1024, 2, true);
+    struct specrig rig;
+    specrig_open(e, "ngram", 2, 4, &rig);
+    struct cs_sched *s = sched_spec_new(e, 2, rig.sp, false);
+    for (int round = 0; round < 3; round++) {
+        const bool lp = round == 1; /* plain, logprobs, plain again */
+        const uint64_t rows0 = rig.sp->total.n_greedy_rows;
+        struct su_col c;
+        su_col_init(&c);
+        struct cs_req r = su_req_make(g->cases[0].prompt, g->cases[0].n_prompt, 32);
+        r.logprobs = lp;
+        su_submit_ok(s, &r, &c);
+        assert_true(su_col_wait(&c, 60));
+        if (c.type != CS_EV_DONE)
+            fail_msg("round %d: %s", round, c.msg);
+        const uint64_t rows = rig.sp->total.n_greedy_rows - rows0;
+        int below = 0;
+        for (int t = 0; t < c.n_tok; t++) {
+            assert_true(isfinite(c.lp[t]) && c.lp[t] <= 0.0f);
+            below += c.lp[t] < 0.0f;
+        }
+        print_message("# round %d (logprobs %s): %d tokens, %llu rows verified on the device\n", round,
+                      lp ? "on" : "off", c.n_tok, (unsigned long long)rows);
+        if (lp) {
+            assert_int_equal(rows, 0);
+            assert_true(below > 0);
+        } else {
+            assert_true(rows > 0);
+            assert_int_equal(below, 0);
+        }
+        su_col_destroy(&c);
+    }
+    cs_sched_free(s);
+    specrig_close(&rig);
+    su_engine_close(e);
+    golden_free(g);
+}
+
 /* ---------------------------------------------------------------- taps (spec_core_prefill) */
 
 /* A tap-reading speculator, faked: the ngram plugin with the taps capability
@@ -587,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_spec_kv_full),
         cmocka_unit_test(test_spec_mixed_kv_full),
         cmocka_unit_test(test_spec_taps),
+        cmocka_unit_test(test_spec_logits_follow_request),
     };
     return cmocka_run_group_tests_name("sched-spec", tests, NULL, NULL);
 }

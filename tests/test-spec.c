@@ -87,7 +87,7 @@ static struct cs_plugin *draft_open(struct cs_engine *e, uint32_t n_slots, const
 #define DRAFT_MODEL "models/derived/stories260K-draft-distilled.gguf"
 
 static int g_ctl = CS_SPEC_CTL_ACCEPT; /* gen()'s draft-length controller */
-static bool g_dev = false;             /* gen(): greedy steps verify on the device (slots' host_logits off) */
+static bool g_dev = false;             /* gen(): greedy steps verify on the device (samplers keep no logits) */
 static int32_t g_ban = -1;             /* gen(): >= 0: every sampler bans this token (logit bias -inf) */
 
 struct run {
@@ -132,10 +132,10 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int c0, int n_slots, 
         const struct golden_case *gc = &G->cases[c0 + s];
         for (int i = 0; i < gc->n_prompt; i++)
             clspec_sampler_accept(smp[s], gc->prompt[i]);
+        cs_api_sampler_keep_logits(smp[s], !g_dev);
         if (cs_spec_slot_begin(spec, s, gc->prompt, gc->n_prompt, smp[s], true, err, sizeof err) != CLSPEC_OK)
             fail_msg("slot_begin: %s", err);
         assert_int_equal(cs_spec_kv_cells(spec->e, s), (uint32_t)(gc->n_prompt - 1));
-        spec->slots[s].host_logits = !g_dev;
         left[s] = NGEN;
         out->n[c0 + s] = 0;
     }
@@ -535,8 +535,9 @@ static void test_step_extra(void **state)
     for (int s = 0; s < 2; s++) /* as gen() does */
         for (int i = 0; i < G->cases[s].n_prompt; i++)
             clspec_sampler_accept(smp[s], G->cases[s].prompt[i]);
+    /* slot 0 verifies on the device, next to the extra rows' logits; slot 1 reads its rows' logits */
+    cs_api_sampler_keep_logits(smp[1], true);
     assert_int_equal(cs_spec_slot_begin(spec, 0, g0->prompt, g0->n_prompt, smp[0], true, err, sizeof err), 0);
-    spec->slots[0].host_logits = false; /* slot 0 verifies on the device, next to the extra rows' logits */
     struct cs_batch xb;
     assert_int_equal(cs_batch_init(&xb, g1->n_prompt, err, sizeof err), CLSPEC_OK);
     /* a row of the active slot 0: refused, nothing runs */
@@ -625,8 +626,8 @@ static void test_kv_full(void **state)
         p.temp = 0;
         clspec_sampler *smp = NULL;
         assert_int_equal(cs_api_sampler_new(&p, spec->n_vocab, &smp, err, sizeof err), CLSPEC_OK);
+        cs_api_sampler_keep_logits(smp, mode == 0); /* the speculating run verifies on the device, retries too */
         assert_int_equal(cs_spec_slot_begin(spec, 0, gc->prompt, gc->n_prompt, smp, true, err, sizeof err), 0);
-        spec->slots[0].host_logits = mode == 0; /* the speculating run verifies on the device, retries too */
         int32_t left = 1000;
         int full = 0;
         for (int step = 0; step < 200 && !full; step++) {

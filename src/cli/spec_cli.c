@@ -275,8 +275,6 @@ int cs_cli_generate(const struct cs_spec_cli *o, const struct cs_engine_params *
     double t0 = cs_now(), t_prefill = 0;
     if (rc == 0)
         rc = start(&r, ids, n_prompt, smp, &first, err, sizeof err);
-    if (rc == 0)
-        r.sp->slots[0].host_logits = false; /* tokens only: greedy steps verify on the device */
     t_prefill = cs_now() - t0;
     t0 = cs_now();
     if (rc == 0 && first >= 0 && !done) { /* the prompt's own token, sampled in start() */
@@ -343,10 +341,9 @@ static int bench_once(struct rig *r, int n_slots, int32_t **ids, const int32_t *
     const bool host_logits = getenv("CLSPEC_BENCH_HOST_LOGITS") != NULL; /* A/B: every logits row comes back */
     for (int s = 0; s < n_slots && rc == 0; s++) {
         rc = cs_api_sampler_new(&p, r->sp->n_vocab, &smp[s], err, errlen);
+        cs_api_sampler_keep_logits(smp[s], host_logits); /* without: greedy steps verify on the device */
         if (rc == 0)
             rc = cs_spec_slot_begin(r->sp, s, ids[s], n_ids[s], smp[s], true, err, errlen);
-        if (rc == 0)
-            r->sp->slots[s].host_logits = host_logits; /* tokens only: greedy steps verify on the device */
         left[s] = n_gen;
     }
     *n_tok = 0;

@@ -144,7 +144,6 @@ bool cs_sched_resume_attach(struct cs_sched *s, int i)
         cs_sched_finish(s, i, NULL, rc, msg);
         return false;
     }
-    s->sp->slots[i].host_logits = j->r.logprobs || j->r.top_logprobs > 0; /* else greedy verifies on the device */
     sl->n_gen = j->n_gen_saved;
     s->sp->slots[i].n_max_req = j->r.spec_n_max;
     free(j->resume);

@@ -896,6 +896,7 @@ int cs_sched_submit(struct cs_sched *s, const struct cs_req *r, cs_req_cb cb, vo
         mt = s->slot_ctx - n_prompt;
     j->max_tokens = mt;
     int rc = cs_api_sampler_new(&r->sp, s->n_vocab, &j->smp, err, errlen);
+    cs_api_sampler_keep_logits(j->smp, r->logprobs || r->top_logprobs > 0); /* else greedy verifies on the device */
     if (rc == CLSPEC_OK)
         rc = cs_textout_new(s->e, (const char *const *)j->stop_copy, r->n_stop,
                             s->lstrip && cs_textout_textless(s->e, j->prompt, n_prompt), &j->to, err, errlen);

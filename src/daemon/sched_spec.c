@@ -95,7 +95,6 @@ bool cs_sched_spec_attach(struct cs_sched *s, int i, int32_t tok)
         return false;
     }
     s->sp->slots[i].n_max_req = j->r.spec_n_max;
-    s->sp->slots[i].host_logits = j->r.logprobs || j->r.top_logprobs > 0; /* else greedy verifies on the device */
     if (!off)
         spec_log_on(s, i);
     return true;

@@ -28,11 +28,20 @@ int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspe
 /* The door's sampler handles (src/engine/api_sampler.c): a cs_sampler. */
 struct clspec_sampler {
     struct cs_sampler *s;             /* owned */
+    bool keep_logits;                 /* its request reads every token's logits row (logprobs); false: tokens
+                                       * only (cs_api_sampler_keep_logits) */
 };
 
 struct clspec_sampler_state {
     struct cs_sampler *copy;          /* owned clone holding the saved state */
 };
+
+/* Whether s's request reads every token's logits row (the daemon's
+ * logprobs): set where the request's sampler is made; off by default. The
+ * speculation loop reads it at slot_begin (cs_spec_slot.host_logits): the
+ * greedy steps of a request that reads no logits verify on the device. */
+void cs_api_sampler_keep_logits(clspec_sampler *s, bool on);
+bool cs_api_sampler_keeps_logits(const clspec_sampler *s);
 
 /* The internal sampler behind a public one (tests read its state). */
 struct cs_sampler *cs_api_sampler(clspec_sampler *s);

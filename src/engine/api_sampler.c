@@ -188,6 +188,17 @@ int cs_api_sampler_new(const struct cs_sampler_params *p, int32_t n_vocab, clspe
     return CLSPEC_OK;
 }
 
+void cs_api_sampler_keep_logits(clspec_sampler *s, bool on)
+{
+    if (s)
+        s->keep_logits = on;
+}
+
+bool cs_api_sampler_keeps_logits(const clspec_sampler *s)
+{
+    return s && s->keep_logits;
+}
+
 struct cs_sampler *cs_api_sampler(clspec_sampler *s)
 {
     return s ? s->s : NULL;

@@ -361,7 +361,7 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
     sl->n_max_req = 0;
-    sl->host_logits = true;
+    sl->host_logits = cs_api_sampler_keeps_logits(smp); /* the request's: logprobs */
     sl->dev_greedy = false;
     cs_ctl_slot_reset(&sp->ctl, &sl->ctl);
     memset(&sl->st, 0, sizeof sl->st);

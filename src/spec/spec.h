@@ -79,8 +79,8 @@ struct cs_spec_slot {
     int32_t n_max_req;       /* the request's own cap on the draft length (0 = p.n_max; set after slot_begin) */
     struct cs_ctl_slot ctl;  /* CS_SPEC_CTL_COST: acceptance, the chosen length, off steps and probes */
     bool host_logits;        /* the caller reads cs_spec_out_logits (logprobs): every row's logits come back.
-                              * slot_begin sets it; a caller that never reads them clears it after, and
-                              * greedy steps then verify on the device (dev_greedy) */
+                              * slot_begin takes it from the request's sampler (cs_api_sampler_keeps_logits);
+                              * without it greedy steps verify on the device (dev_greedy) */
     bool dev_greedy;         /* this step: greedy verification on the device (clspec_batch.greedy) */
     int32_t row;             /* this step: the slot's first row in the last forward */
     bool taps_kept;          /* free slot: its sequence's prompt rows so far were all extra rows with
