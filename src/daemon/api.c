@@ -546,7 +546,7 @@ static int parse_fields(enum cs_api_kind kind, json_t *o, const uint64_t *big_se
     if (set)
         r->max_tokens = (int)x;
     x = 1;
-    TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen)); /* 2..16 unstreamed: http.c runs the request n times */
+    TRY(get_int(o, "n", 1, 1, &x, NULL, param, err, errlen)); /* 2..16 unstreamed: http.c runs n choices side by side */
     /* the ranges docs/api.md states: keep both in step */
     TRY(get_num(o, "temperature", 0, false, 100, false, &r->sp.temp, param, err, errlen));
     TRY(get_num(o, "top_p", 0, true, 1, false, &r->sp.top_p, param, err, errlen));

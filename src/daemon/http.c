@@ -135,6 +135,17 @@ const char *cs_http_cors_allow(void)
     return cors_allow;
 }
 
+/* The captured reply as its parsed 200 answer, or NULL (the reply stays in capture). */
+static json_t *captured_answer(void)
+{
+    json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
+    if (ans) {
+        free(capture.body);
+        capture.body = NULL;
+    }
+    return ans;
+}
+
 /* Runs root (its JSON text) as one whole request of kind through cs_http_completion, the reply
  * captured: the parsed 200 answer, or NULL (the reply stays in capture: code 0 when the client
  * went away, else its status and body). */
@@ -149,12 +160,7 @@ static json_t *run_captured(struct cs_http *h, struct MHD_Connection *c, enum cs
     cs_http_completion(h, c, NULL, kind, llama, sub, strlen(sub));
     capture.on = false;
     free(sub);
-    json_t *ans = capture.code == 200 && capture.body ? json_loads(capture.body, 0, NULL) : NULL;
-    if (ans) {
-        free(capture.body);
-        capture.body = NULL;
-    }
-    return ans;
+    return captured_answer();
 }
 
 /* The reply to a captured request that failed (run_captured gave NULL): MHD_NO when the client went
@@ -197,11 +203,90 @@ static enum MHD_Result handle_completion_batch(struct cs_http *h, struct MHD_Con
     return cs_http_reply_json(c, 200, s, NULL);
 }
 
-/* An OpenAI body with "n" 2..CS_HTTP_MAX_CHOICES, not streamed: the request run n times (one after
- * the other, "n" removed; a given seed s becomes s + i for choice i, else each draws its own), the
- * answers merged into one: choices in order with their index, usage summed over the choices' tokens
- * (prompt_tokens once). NULL root (not JSON, no such n): MHD_NO, the caller goes the usual way. */
+/* An OpenAI body with "n" 2..CS_HTTP_MAX_CHOICES, not streamed: the request run n times at once
+ * ("n" removed; a given seed s becomes s + i for choice i, else each draws its own), the answers
+ * merged into one: choices in order with their index, usage summed over the choices' tokens
+ * (prompt_tokens once). The choices run as requests of their own side by side (one decode step for
+ * all of them); the first goes alone until its prompt is in, so the others share its prompt's cells
+ * (prefix reuse) instead of computing them again. A choice the queue refuses waits for an earlier
+ * one to end. NULL root (not JSON, no such n): MHD_NO, the caller goes the usual way. */
 #define CS_HTTP_MAX_CHOICES 16
+struct choices {
+    struct job *job[CS_HTTP_MAX_CHOICES]; /* submitted, not yet answered */
+    json_t *ans[CS_HTTP_MAX_CHOICES];     /* the answers */
+    int n_sub, n_got;
+};
+
+/* Submits choice ch->n_sub (root, its seed set) with the reply captured: true when it runs. */
+static bool choice_submit(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind, json_t *root,
+                          struct choices *ch)
+{
+    capture.code = 0;
+    char *sub = json_dumps(root, JSON_COMPACT);
+    if (!sub)
+        return false;
+    capture.on = true;
+    cs_http_completion_submit(h, c, kind, sub, strlen(sub), &ch->job[ch->n_sub]);
+    capture.on = false;
+    free(sub);
+    if (!ch->job[ch->n_sub])
+        return false;
+    ch->n_sub++;
+    return true;
+}
+
+/* Waits for choice ch->n_got and takes its answer (the reply captured): true when it is a 200. */
+static bool choice_collect(struct MHD_Connection *c, struct choices *ch)
+{
+    capture.code = 0;
+    capture.on = true;
+    cs_http_whole_answer(c, NULL, ch->job[ch->n_got]); /* replies and releases the job */
+    capture.on = false;
+    ch->job[ch->n_got] = NULL;
+    ch->ans[ch->n_got] = captured_answer();
+    if (ch->ans[ch->n_got] && !json_array_get(json_object_get(ch->ans[ch->n_got], "choices"), 0)) {
+        capture.code = 500; /* a 200 without choices */
+        capture.body = cs_api_error_json(500, "an answer without choices", NULL);
+        json_decref(ch->ans[ch->n_got]);
+        ch->ans[ch->n_got] = NULL;
+    }
+    return ch->ans[ch->n_got++] != NULL;
+}
+
+/* Until j's prompt is in (its first text, or its end). */
+static void choice_wait_started(struct job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    while (!j->finished && j->n_text == 0)
+        pthread_cond_wait(&j->cv, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Runs the k choices of root; true when every one answered (ch->ans[0..k)). */
+static bool choices_run(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind, json_t *root, int k,
+                        json_int_t s0, struct choices *ch)
+{
+    while (ch->n_got < k) {
+        bool more = ch->n_sub < k;
+        if (more && s0 >= 0)
+            json_object_set_new(root, "seed", json_integer(s0 + ch->n_sub));
+        if (more && choice_submit(h, c, kind, root, ch)) {
+            if (ch->n_sub == 1)
+                choice_wait_started(ch->job[0]);
+            continue;
+        }
+        if (more && !(capture.code == 429 && ch->n_got < ch->n_sub))
+            return false; /* refused, and not for a full queue an earlier choice will make room in */
+        if (more) {
+            free(capture.body); /* the queue's refusal: retried once the next choice is answered */
+            capture.body = NULL;
+        }
+        if (!choice_collect(c, ch))
+            return false;
+    }
+    return true;
+}
+
 static enum MHD_Result handle_choices(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
                                       const char *body, size_t len, bool *done)
 {
@@ -216,35 +301,26 @@ static enum MHD_Result handle_choices(struct cs_http *h, struct MHD_Connection *
     seed = json_object_get(root, "seed");
     json_int_t s0 = json_is_integer(seed) ? json_integer_value(seed) : -1;
     json_object_del(root, "n");
-    json_t *out = NULL, *choices = json_array();
-    json_int_t done_tokens = 0;
-    for (json_int_t i = 0; i < k; i++) {
-        if (s0 >= 0)
-            json_object_set_new(root, "seed", json_integer(s0 + i));
-        if (!choices)
-            break;
-        json_t *ans = run_captured(h, c, kind, false, root);
-        json_t *ch = json_array_get(json_object_get(ans, "choices"), 0);
-        if (!ch) {
-            if (ans) { /* a 200 without choices */
-                capture.code = 500;
-                capture.body = cs_api_error_json(500, "an answer without choices", NULL);
-            }
-            json_decref(ans);
-            json_decref(out);
-            json_decref(choices);
-            json_decref(root);
-            return reply_captured_failure(c);
-        }
-        json_object_set_new(ch, "index", json_integer(i));
-        json_array_append(choices, ch);
-        done_tokens += json_integer_value(json_object_get(json_object_get(ans, "usage"), "completion_tokens"));
-        if (!out)
-            out = ans;
-        else
-            json_decref(ans);
-    }
+    struct choices ch;
+    memset(&ch, 0, sizeof ch);
+    bool ok = choices_run(h, c, kind, root, (int)k, s0, &ch);
     json_decref(root);
+    for (int i = ch.n_got; i < ch.n_sub; i++) /* after a failure: the reaper cancels and frees them */
+        cs_http_job_release(ch.job[i]);
+    json_t *out = ok ? ch.ans[0] : NULL, *choices = ok ? json_array() : NULL;
+    json_int_t done_tokens = 0;
+    for (int i = 0; i < ch.n_got; i++) {
+        json_t *c0 = json_array_get(json_object_get(ch.ans[i], "choices"), 0);
+        if (choices && c0) {
+            json_object_set_new(c0, "index", json_integer(i));
+            json_array_append(choices, c0);
+        }
+        done_tokens += json_integer_value(json_object_get(json_object_get(ch.ans[i], "usage"), "completion_tokens"));
+        if (i > 0 || !ok)
+            json_decref(ch.ans[i]);
+    }
+    if (!ok)
+        return reply_captured_failure(c);
     json_t *u = json_object_get(out, "usage");
     if (u) {
         json_int_t pt = json_integer_value(json_object_get(u, "prompt_tokens"));

@@ -235,8 +235,8 @@ static enum MHD_Result context_error(struct cs_http *h, struct MHD_Connection *c
     return body ? cs_http_reply_json(c, 400, body, req_id) : cs_http_reply_error(c, 500, "out of memory", NULL, req_id);
 }
 
-enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
-                                         enum cs_api_kind kind, bool llama, const char *body, size_t len)
+static enum MHD_Result completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn, enum cs_api_kind kind,
+                                  bool llama, const char *body, size_t len, struct job **submitted)
 {
     char req_id[40];
     unsigned long long num = (unsigned long long)atomic_fetch_add(&h->next_req, 1) + 1;
@@ -443,5 +443,22 @@ enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, 
     /* whole answer: the connection waits suspended; cs_http_whole_answer replies once the job ends */
     if (cn)
         cn->job = j;
+    if (submitted) {
+        *submitted = j;
+        return MHD_YES;
+    }
     return cs_http_whole_answer(c, cn, j);
+}
+
+enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
+                                   enum cs_api_kind kind, bool llama, const char *body, size_t len)
+{
+    return completion(h, c, cn, kind, llama, body, len, NULL);
+}
+
+enum MHD_Result cs_http_completion_submit(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
+                                          const char *body, size_t len, struct job **submitted)
+{
+    *submitted = NULL;
+    return completion(h, c, NULL, kind, false, body, len, submitted);
 }

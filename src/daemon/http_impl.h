@@ -130,6 +130,11 @@ int cs_http_tokenize_text(struct cs_http *h, const char *text, size_t len, bool 
  * waited for in this thread (several prompts of one /completion). */
 enum MHD_Result cs_http_completion(struct cs_http *h, struct MHD_Connection *c, struct conn *cn,
                                    enum cs_api_kind kind, bool llama, const char *body, size_t len);
+/* As cs_http_completion without a connection, for a whole (not streamed) answer: once the job is
+ * submitted, *submitted = it and the answer is left to the caller (cs_http_whole_answer(c, NULL, it),
+ * or cs_http_job_release to drop it); an immediate reply (an error, a stream) leaves *submitted NULL. */
+enum MHD_Result cs_http_completion_submit(struct cs_http *h, struct MHD_Connection *c, enum cs_api_kind kind,
+                                          const char *body, size_t len, struct job **submitted);
 /* The whole answer of j, when it is done (else cn's connection suspends again). */
 enum MHD_Result cs_http_whole_answer(struct MHD_Connection *c, struct conn *cn, struct job *j);
 

@@ -201,7 +201,7 @@ void cs_http_on_event(void *user, const struct cs_req_event *ev)
 wake:
     if (j->stream || j->finished) /* a whole answer only needs waking at its end */
         cs_http_job_wake(j);
-    if (j->finished) /* a whole answer waited for in its thread (cs_http_whole_answer without a connection) */
+    if (j->finished || !j->stream) /* a whole answer waited for in its thread (its end; "n" > 1: its start) */
         pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 }
