@@ -192,9 +192,11 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
      * n_draft + 1 rows, so with every one of them kept (plain decoding) there is nothing to drop */
     int rc = !ok || sl->n_out < sl->n_draft + 1 ? clspec_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
                                                  : CLSPEC_OK;
-    /* the plugin */
-    if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
+    /* the plugin (a detached one hears of these tokens at slot_attach) */
+    if (sl->on && !sl->detached && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
         sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
+    if (!sl->detached)
+        sl->n_hist_det = sl->n_hist;
     /* draft length: the cost-aware controller learns the acceptance, or the adaptive length follows it */
     if (ok && sp->p.ctl == CS_SPEC_CTL_COST)
         cs_ctl_observe(&sp->ctl, &sl->ctl, sl->n_draft, sl->n_accepted);
@@ -206,6 +208,8 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
             sl->n_cur = CS_MAX(lo, sl->n_accepted + 1);
     }
     if (ok) {
+        sl->st.n_detached += sl->detached;
+        sp->total.n_detached += sl->detached;
         sl->st.n_steps++;
         sl->st.n_draft_steps += sl->n_draft > 0;
         sl->st.n_drafted += (uint64_t)sl->n_draft;
@@ -238,6 +242,7 @@ void cs_spec_slot_disable(struct cs_spec *sp, int32_t s, const char *why)
     if (sl->on)
         snprintf(sl->off_why, sizeof sl->off_why, "%s", why ? why : "switched off");
     sl->on = false;
+    sl->detached = false;
     sl->n_draft = 0;
     sl->n_cur = CS_MAX(sp->p.n_min, 1);
     if (sl->probs)
@@ -358,6 +363,8 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt
     sl->stochastic = smp_p.temp > 0.0f;
     sl->active = true;
     sl->on = false;
+    sl->detached = false;
+    sl->n_hist_det = n_prompt;
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
     sl->n_max_req = 0;
@@ -572,6 +579,44 @@ static int reserve_logits(struct cs_spec *sp, int32_t n_lrows, char *err, size_t
     return CLSPEC_OK;
 }
 
+/* ---- detached slots (ABI 1.8): a slot the controller keeps plain costs the plugin nothing ---- */
+
+#define CS_SPEC_DETACH_MAX 256 /* tokens a detached slot gathers before the plugin catches up on them */
+
+static bool plugin_detaches(const struct cs_spec *sp)
+{
+    return sp->pl && sp->pl->vt.slot_detach && sp->pl->vt.slot_attach;
+}
+
+/* The plugin stops following slot s until attach_slot. */
+static void detach_slot(struct cs_spec *sp, int32_t s)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    if (!sl->on || sl->detached || !plugin_detaches(sp))
+        return;
+    sp->pl->vt.slot_detach(sp->pl->state, s);
+    sl->detached = true;
+}
+
+/* The plugin catches up on what slot s's history gained while detached.
+ * false: it failed, and speculation is off for the slot's request. */
+static bool attach_slot(struct cs_spec *sp, int32_t s)
+{
+    struct cs_spec_slot *sl = &sp->slots[s];
+    if (!sl->detached)
+        return sl->on;
+    char perr[512] = "";
+    int rc = sp->pl->vt.slot_attach(sp->pl->state, s, sl->hist + sl->n_hist_det, sl->n_hist - sl->n_hist_det, perr,
+                                    sizeof perr);
+    sl->detached = false;
+    sl->n_hist_det = sl->n_hist;
+    sl->st.n_attach++;
+    sp->total.n_attach++;
+    if (rc < 0)
+        cs_spec_slot_disable(sp, s, perr[0] ? perr : "the plugin's slot_attach failed");
+    return rc >= 0;
+}
+
 /* Which slots may draft this step and how much (ids/kmaxs, returns how
  * many): every wanted slot and every extra row needs its own cell first
  * (n_reserved of them); drafts share what is left of the cache. */
@@ -589,6 +634,8 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
+        if (want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX && attach_slot(sp, s))
+            detach_slot(sp, s); /* a long detachment: the plugin catches up now and then (bounded taps) */
         if (cost && want[s]) { /* every decoding slot is in the controller's step, drafting or not */
             cslots[n_c] = &sl->ctl;
             cslot_id[n_c] = s;
@@ -629,6 +676,8 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t i = 0; i < n_c; i++) {
         struct cs_spec_slot *sl = &sp->slots[cslot_id[i]];
         sl->n_cur = k[i];
+        if (k[i] >= CS_MAX(sp->p.n_min, 1) && !attach_slot(sp, cslot_id[i]))
+            continue; /* the plugin could not catch up: the slot decodes plainly from now on */
         if (k[i] >= CS_MAX(sp->p.n_min, 1)) {
             ids[n_ask] = cslot_id[i];
             kmaxs[n_ask++] = k[i];
@@ -637,6 +686,7 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
         } else if (callow[i] > 0) {
             sl->st.n_ctl_plain++;
             sp->total.n_ctl_plain++;
+            detach_slot(sp, cslot_id[i]); /* kept plain: the plugin idles until the slot drafts again */
         }
     }
     return n_ask;
