@@ -579,44 +579,6 @@ static int reserve_logits(struct cs_spec *sp, int32_t n_lrows, char *err, size_t
     return CLSPEC_OK;
 }
 
-/* ---- detached slots (ABI 1.8): a slot the controller keeps plain costs the plugin nothing ---- */
-
-#define CS_SPEC_DETACH_MAX 256 /* tokens a detached slot gathers before the plugin catches up on them */
-
-static bool plugin_detaches(const struct cs_spec *sp)
-{
-    return sp->pl && sp->pl->vt.slot_detach && sp->pl->vt.slot_attach;
-}
-
-/* The plugin stops following slot s until attach_slot. */
-static void detach_slot(struct cs_spec *sp, int32_t s)
-{
-    struct cs_spec_slot *sl = &sp->slots[s];
-    if (!sl->on || sl->detached || !plugin_detaches(sp))
-        return;
-    sp->pl->vt.slot_detach(sp->pl->state, s);
-    sl->detached = true;
-}
-
-/* The plugin catches up on what slot s's history gained while detached.
- * false: it failed, and speculation is off for the slot's request. */
-static bool attach_slot(struct cs_spec *sp, int32_t s)
-{
-    struct cs_spec_slot *sl = &sp->slots[s];
-    if (!sl->detached)
-        return sl->on;
-    char perr[512] = "";
-    int rc = sp->pl->vt.slot_attach(sp->pl->state, s, sl->hist + sl->n_hist_det, sl->n_hist - sl->n_hist_det, perr,
-                                    sizeof perr);
-    sl->detached = false;
-    sl->n_hist_det = sl->n_hist;
-    sl->st.n_attach++;
-    sp->total.n_attach++;
-    if (rc < 0)
-        cs_spec_slot_disable(sp, s, perr[0] ? perr : "the plugin's slot_attach failed");
-    return rc >= 0;
-}
-
 /* Which slots may draft this step and how much (ids/kmaxs, returns how
  * many): every wanted slot and every extra row needs its own cell first
  * (n_reserved of them); drafts share what is left of the cache. */
@@ -634,8 +596,8 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
-        if (want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX && attach_slot(sp, s))
-            detach_slot(sp, s); /* a long detachment: the plugin catches up now and then (bounded taps) */
+        if (want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX && cs_spec_attach_slot(sp, s))
+            cs_spec_detach_slot(sp, s); /* a long detachment: the plugin catches up now and then (bounded taps) */
         if (cost && want[s]) { /* every decoding slot is in the controller's step, drafting or not */
             cslots[n_c] = &sl->ctl;
             cslot_id[n_c] = s;
@@ -676,7 +638,7 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t i = 0; i < n_c; i++) {
         struct cs_spec_slot *sl = &sp->slots[cslot_id[i]];
         sl->n_cur = k[i];
-        if (k[i] >= CS_MAX(sp->p.n_min, 1) && !attach_slot(sp, cslot_id[i]))
+        if (k[i] >= CS_MAX(sp->p.n_min, 1) && !cs_spec_attach_slot(sp, cslot_id[i]))
             continue; /* the plugin could not catch up: the slot decodes plainly from now on */
         if (k[i] >= CS_MAX(sp->p.n_min, 1)) {
             ids[n_ask] = cslot_id[i];
@@ -686,7 +648,7 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
         } else if (callow[i] > 0) {
             sl->st.n_ctl_plain++;
             sp->total.n_ctl_plain++;
-            detach_slot(sp, cslot_id[i]); /* kept plain: the plugin idles until the slot drafts again */
+            cs_spec_detach_slot(sp, cslot_id[i]); /* kept plain: the plugin idles until the slot drafts again */
         }
     }
     return n_ask;

@@ -205,6 +205,15 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
  * of range or a slot that was not in the step. */
 const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
 
+/* ABI 1.8 (detach.c): slot s, kept plain by the controller, is detached
+ * from the plugin (nothing when the plugin lacks the entries, the slot
+ * does not speculate or is detached already); attach hands the plugin the
+ * tokens its history gained meanwhile (true: the slot speculates on;
+ * false: the plugin failed and speculation is off for the request). */
+#define CS_SPEC_DETACH_MAX 256 /* tokens a detached slot gathers before the plugin catches up on them */
+void cs_spec_detach_slot(struct cs_spec *sp, int32_t s);
+bool cs_spec_attach_slot(struct cs_spec *sp, int32_t s);
+
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
 uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq);
 
