@@ -196,7 +196,7 @@ else
 fi
 
 # ---- quantized KV (q8_0): lossless when the engine takes it, else a clear start-up refusal
-mkini q8 "kv:type_k = q8_0" "kv:type_v = q8_0" "type = ngram"
+mkini q8 "kv:type_k = q8_0" "kv:type_v = q8_0" "type = ngram" "controller = acceptance"
 if "$bin" -c "$tmp/q8.ini" --check > "$tmp/q8.check" 2>&1; then
     mkini q8plain "kv:type_k = q8_0" "kv:type_v = q8_0" "type = none"
     if start q8plain; then
@@ -214,7 +214,7 @@ if "$bin" -c "$tmp/q8.ini" --check > "$tmp/q8.check" 2>&1; then
         # the distilled drafter (2 kv heads x 8 = 16 values a cell row: q8_0/q4_0
         # rows padded to a whole block of 32) with its own q8_0 / q4_0 KV
         mkini q8draft "kv:type_k = q8_0" "kv:type_v = q8_0" "type = draft" "model = $drafter" \
-            "type_k = q8_0" "type_v = q4_0" "n_max = 8" "p_min = 0"
+            "type_k = q8_0" "type_v = q4_0" "n_max = 8" "p_min = 0" "controller = acceptance"
         if start q8draft; then
             run_prompts q8draft
             ok=yes

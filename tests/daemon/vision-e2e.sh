@@ -35,7 +35,7 @@ sed "/^\[model\]/a mmproj = $proj" "$tmp/noimg.ini" > "$tmp/base.ini"
 mkini() { # mkini NAME [speculator lines...]: base.ini + a [speculator] section
     local name=$1; shift
     cp "$tmp/base.ini" "$tmp/$name.ini"
-    echo "[speculator]" >> "$tmp/$name.ini"
+    printf '[speculator]\ncontroller = acceptance\n' >> "$tmp/$name.ini" # deterministic drafts
     for l in "$@"; do echo "$l" >> "$tmp/$name.ini"; done
 }
 
@@ -217,7 +217,7 @@ done
 mtpmodel=$shared/models/derived/stories260K-mtp.gguf
 if [ -f "$mtpmodel" ]; then
     sed -e "s|^path = .*|path = $mtpmodel|" "$tmp/base.ini" > "$tmp/seed.ini"
-    printf '[speculator]\ntype = mtp\nn_max = 3\n' >> "$tmp/seed.ini"
+    printf '[speculator]\ntype = mtp\nn_max = 3\ncontroller = acceptance\n' >> "$tmp/seed.ini"
     if start seed; then
         want=$(jq -r ".cases[0].text" "$golden")
         got=$(img_req "$grad" | post)
