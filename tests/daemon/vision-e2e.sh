@@ -35,7 +35,7 @@ sed "/^\[model\]/a mmproj = $proj" "$tmp/noimg.ini" > "$tmp/base.ini"
 mkini() { # mkini NAME [speculator lines...]: base.ini + a [speculator] section
     local name=$1; shift
     cp "$tmp/base.ini" "$tmp/$name.ini"
-    printf '[speculator]\ncontroller = acceptance\n' >> "$tmp/$name.ini" # deterministic drafts
+    echo "[speculator]" >> "$tmp/$name.ini"
     for l in "$@"; do echo "$l" >> "$tmp/$name.ini"; done
 }
 
