@@ -365,7 +365,8 @@ static void test_theory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expected),   cmocka_unit_test(test_table), cmocka_unit_test(test_table_curve),          cmocka_unit_test(test_alpha),
+        cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
+        cmocka_unit_test(test_table_curve),
         cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe), cmocka_unit_test(test_choose_slots),
         cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };

@@ -358,7 +358,8 @@ int main(void)
         cmocka_unit_test(test_not_shared_object), cmocka_unit_test(test_missing_symbol),
         cmocka_unit_test(test_abi_mismatch),      cmocka_unit_test(test_vtable_too_small),
         cmocka_unit_test(test_init_failure),      cmocka_unit_test(test_minimal_bad_config),
-        cmocka_unit_test(test_caps_refused),      cmocka_unit_test(test_newer_minor_loads), cmocka_unit_test(test_v17_loads),
+        cmocka_unit_test(test_caps_refused),      cmocka_unit_test(test_newer_minor_loads),
+        cmocka_unit_test(test_v17_loads),
         cmocka_unit_test(test_abi13_plugin),      cmocka_unit_test(test_config_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -596,8 +596,9 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
-        if (want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX && cs_spec_attach_slot(sp, s))
-            cs_spec_detach_slot(sp, s); /* a long detachment: the plugin catches up now and then (bounded taps) */
+        const bool long_det = want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX;
+        if (long_det && cs_spec_attach_slot(sp, s))
+            cs_spec_detach_slot(sp, s); /* the plugin catches up now and then (the kept taps stay bounded) */
         if (cost && want[s]) { /* every decoding slot is in the controller's step, drafting or not */
             cslots[n_c] = &sl->ctl;
             cslot_id[n_c] = s;
