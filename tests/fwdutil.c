@@ -16,6 +16,7 @@
 #include "fwdutil.h"
 #include "model/model.h"
 #include "engine/sampler.h"
+#include "spec/spec.h"
 #include "testutil.h"
 
 int fu_open(const char *rel, int n_dev, const int *dev_idx, const uint32_t *layer_counts, struct fu_model *f)
@@ -188,4 +189,17 @@ struct cs_engine *fu_engine_open(const char *rel, const struct cs_engine_params 
     if (fu_engine_try(rel, p, &e, err, sizeof err) != CLSPEC_OK)
         fail_msg("engine: %s", err);
     return e;
+}
+
+void fu_ctl_force(struct cs_spec *sp, bool draft_pays)
+{
+    const int32_t n_max = sp->ctl.n_max, max_rows = sp->ctl.verify.len - 1;
+    const bool batched = sp->ctl.batched;
+    cs_ctl_free(&sp->ctl);
+    if (cs_ctl_init(&sp->ctl, n_max, max_rows, batched) != CLSPEC_OK)
+        fail_msg("fu_ctl_force: out of memory");
+    const int32_t R = CS_MIN(max_rows, sp->n_slots * (n_max + 1));
+    for (int rep = 0; rep < CS_CTL_MED_MIN; rep++)
+        for (int32_t r = 1; r <= R; r++)
+            cs_ctl_sample(&sp->ctl.verify, r, draft_pays ? 1e-3 : 1e-3 * (double)(1 << CS_MIN(r, 15)));
 }

@@ -66,4 +66,14 @@ clspec_engine *fu_door(struct cs_engine *e);
 /* The reference prompts of $CLSPEC_SHARED/reference/greedy-NAME.json. */
 struct golden *fu_golden(const char *name);
 
+/* Sets the cost-aware controller's measurements of sp (CS_SPEC_CTL_COST)
+ * so that its next choice does not depend on the clock: a step of r rows
+ * costs 1 ms (draft_pays: every slot drafts its longest) or 2^r ms (each
+ * row doubles the cost, more than any draft brings: every slot stays
+ * plain, and with a plugin of ABI 1.8 detached, until its re-probe). The
+ * slots' acceptance and probe counters stay as the steps left them. Call
+ * before each step. */
+struct cs_spec;
+void fu_ctl_force(struct cs_spec *sp, bool draft_pays);
+
 #endif

@@ -75,6 +75,36 @@ static void test_table(void **state)
     cs_ctl_free(&c);
 }
 
+/* A cost that jumps (4 rows: one mat-vec path; 8 and more: the mat-mat one)
+ * is priced by the measured medians, not by a line through all of them,
+ * which would make the 4-row plain step dearer and the 8-row verification
+ * cheaper than measured; medians that fall with rows are pooled. */
+static void test_table_curve(void **state)
+{
+    (void)state;
+    struct cs_ctl c;
+    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
+    for (int i = 0; i < 3; i++) {
+        cs_ctl_sample(&c.verify, 4, 0.6e-3);
+        cs_ctl_sample(&c.verify, 8, 1.4e-3);
+        cs_ctl_sample(&c.verify, 16, 1.6e-3);
+        cs_ctl_sample(&c.verify, 20, 1.5e-3); /* noise below 16's: pooled with it */
+    }
+    assert_true(fabs(cs_ctl_estimate(&c.verify, 4) - 0.6e-3) < 1e-9);
+    assert_true(fabs(cs_ctl_estimate(&c.verify, 8) - 1.4e-3) < 1e-9);
+    assert_true(fabs(cs_ctl_estimate(&c.verify, 6) - 1.0e-3) < 1e-9); /* between: linear */
+    assert_true(fabs(cs_ctl_estimate(&c.verify, 16) - 1.55e-3) < 1e-9);
+    double e20 = cs_ctl_estimate(&c.verify, 20), e24 = cs_ctl_estimate(&c.verify, 24);
+    assert_true(e20 >= 1.55e-3 - 1e-12 && e24 >= e20); /* never cheaper with more rows */
+    for (int r = 2; r < 64; r++)
+        assert_true(cs_ctl_estimate(&c.verify, r) >= cs_ctl_estimate(&c.verify, r - 1) - 1e-12);
+    /* an index with fewer samples does not price itself: a single slow 5-row step leaves 4's price */
+    cs_ctl_sample(&c.verify, 5, 9e-3);
+    assert_true(fabs(cs_ctl_estimate(&c.verify, 4) - 0.6e-3) < 1e-9);
+    assert_true(cs_ctl_estimate(&c.verify, 5) < 1.4e-3);
+    cs_ctl_free(&c);
+}
+
 static void test_alpha(void **state)
 {
     (void)state;
@@ -336,6 +366,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
+        cmocka_unit_test(test_table_curve),
         cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe), cmocka_unit_test(test_choose_slots),
         cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };

@@ -76,6 +76,7 @@ struct run {
 
 static float gen_temp; /* 0: greedy */
 static bool gen_dev;   /* the caller reads no logits: greedy steps verify on the device (device drafts, 1.7) */
+static int gen_sched; /* > 0: the cost controller, drafting for gen_sched steps, then plain as long (fu_ctl_force) */
 
 /* Generation (greedy unless gen_temp) of NGEN tokens for every prompt, parallel slots at a
  * time (slots are reused: every group is a new request on the same slots). */
@@ -85,9 +86,11 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
     memset(r, 0, sizeof *r);
     struct cs_spec_params sp = cs_spec_defaults();
     sp.n_max = n_max;
+    sp.ctl = gen_sched > 0 ? CS_SPEC_CTL_COST : CS_SPEC_CTL_ACCEPT;
     struct cs_spec *spec = NULL;
     char err[CLSPEC_ERRLEN];
     clspec_engine *door = fu_door(e);
+    uint64_t n_it = 0;
     assert_int_equal(cs_spec_new(door, pl, &sp, parallel, &spec, err, sizeof err), CLSPEC_OK);
     for (int c0 = 0; c0 < P->n; c0 += parallel) {
         const int ns = CS_MIN(parallel, P->n - c0);
@@ -112,6 +115,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, const struct prompts 
                 any |= left[s] > 0;
             if (!any)
                 break;
+            if (gen_sched > 0)
+                fu_ctl_force(spec, (n_it++ / (uint64_t)gen_sched) % 2 == 0);
             if (cs_spec_step(spec, left, err, sizeof err) != CLSPEC_OK)
                 fail_msg("step: %s", err);
             for (int s = 0; s < ns; s++) {
@@ -284,6 +289,53 @@ static void test_lossless_p8(void **s)
     assert_same(&base, &sp1, P.n, "dflash, 8 requests on 1 slot");
     assert_same(&base, &sp8, P.n, "dflash, 8 slots");
     assert_true(fabs(tau(&sp8.st) - tau(&sp1.st)) < 0.1 * tau(&sp1.st));
+    cs_engine_free(e);
+}
+
+/* ABI 1.8: a slot the controller keeps plain is detached (no accept calls,
+ * no block decodes); at its next draft the drafter injects the plain
+ * steps' rows from the taps the host kept, in one call. Drafting and plain
+ * phases alternate (fu_ctl_force): the output is plain decoding's and the
+ * drafts are exactly those of the plugin without the 1.8 entries (a 1.7
+ * plugin, told every step through accept). */
+static void test_detach(void **s)
+{
+    (void)s;
+    struct prompts P = golden_prompts_n(4);
+    struct cs_engine *e = engine_open(DFU_TARGET, 1024, 4, CS_TYPE_F32);
+    static struct run base, det, old;
+    char err[CLSPEC_ERRLEN];
+    const int par[] = {1, 4};
+    for (int k = 0; k < 2; k++) {
+        gen_dev = k == 1;
+        gen(e, NULL, &P, par[k], 7, &base);
+        struct cs_plugin *pl = dflash_open(e, (uint32_t)par[k], DFU_DRAFTER, NULL, err, sizeof err);
+        if (!pl)
+            fail_msg("dflash plugin: %s", err);
+        assert_non_null(pl->vt.slot_detach);
+        assert_non_null(pl->vt.slot_attach);
+        gen_sched = 4;
+        gen(e, pl, &P, par[k], 7, &det);
+        pl->vt.slot_attach = NULL; /* a plugin built before 1.8 */
+        gen(e, pl, &P, par[k], 7, &old);
+        gen_sched = 0;
+        gen_dev = false;
+        cs_plugin_free(pl);
+        print_message("detach, parallel %d: %llu steps, %llu detached slot-steps, %llu attaches, drafted %llu, "
+                      "accepted %llu (without the 1.8 entries: drafted %llu, accepted %llu)\n",
+                      par[k], (unsigned long long)det.st.n_steps, (unsigned long long)det.st.n_detached,
+                      (unsigned long long)det.st.n_attach, (unsigned long long)det.st.n_drafted,
+                      (unsigned long long)det.st.n_accepted, (unsigned long long)old.st.n_drafted,
+                      (unsigned long long)old.st.n_accepted);
+        assert_same(&base, &det, P.n, "dflash, detached while plain");
+        assert_same(&base, &old, P.n, "dflash, without the 1.8 entries");
+        assert_true(det.st.n_detached > 0);
+        assert_true(det.st.n_attach > 0);
+        assert_int_equal(old.st.n_detached, 0);
+        assert_true(det.st.n_drafted > 0);
+        assert_int_equal(det.st.n_drafted, old.st.n_drafted);
+        assert_int_equal(det.st.n_accepted, old.st.n_accepted);
+    }
     cs_engine_free(e);
 }
 
@@ -569,7 +621,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16),
         cmocka_unit_test(test_lossless_q8_q4),
         cmocka_unit_test(test_lossless_p8),
-        cmocka_unit_test(test_device_drafts),
+        cmocka_unit_test(test_device_drafts), cmocka_unit_test(test_detach),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_clamp_and_reset),
         cmocka_unit_test(test_host_entries),

@@ -475,6 +475,8 @@ struct gen_out {
  * s runs case s % 3); n_fix > 0: draft length fixed to n_fix. */
 static float g_pmin; /* the draft requests' p_min */
 static bool g_dev;   /* the caller reads no logits: greedy steps verify on the device (device drafts, ABI 1.7) */
+static int g_sched;  /* > 0: the cost controller, drafting for g_sched steps, then plain for g_sched (fu_ctl_force) */
+static struct cs_spec *g_spec; /* gen()'s, while it runs */
 
 static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fix, struct gen_out *o)
 {
@@ -483,9 +485,11 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
     sp.p_min = g_pmin;
     sp.n_max = n_fix > 0 ? n_fix : 4;
     sp.n_min = n_fix > 0 ? n_fix : 1;
+    sp.ctl = g_sched > 0 ? CS_SPEC_CTL_COST : CS_SPEC_CTL_ACCEPT;
     struct cs_spec *spec = NULL;
     clspec_engine *door = fu_door(e);
     assert_int_equal(cs_spec_new(door, pl, &sp, n_slots, &spec, err, sizeof err), 0);
+    g_spec = spec;
     struct cs_sampler_params smp_p = cs_sampler_defaults();
     smp_p.temp = 0;
     clspec_sampler *smp[4] = {NULL};
@@ -505,6 +509,8 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
             any |= left[s] > 0;
         if (!any)
             break;
+        if (g_sched > 0)
+            fu_ctl_force(spec, (o->st.n_calls++ / (uint64_t)g_sched) % 2 == 0);
         if (cs_spec_step(spec, left, err, sizeof err) != 0)
             fail_msg("step: %s", err);
         for (int s = 0; s < n_slots; s++) {
@@ -517,6 +523,7 @@ static void gen(struct cs_engine *e, struct cs_plugin *pl, int n_slots, int n_fi
         }
     }
     o->st = spec->total;
+    g_spec = NULL;
     for (int s = 0; s < n_slots; s++) {
         cs_spec_slot_end(spec, s);
         clspec_sampler_free(smp[s]);
@@ -650,6 +657,78 @@ static void test_device_drafts(void **state)
     dev_case(4, NULL, NULL, false, true);
     dev_case(4, "n_batch", "2", false, false);
     dev_case(1, NULL, NULL, true, false);
+}
+
+/* ABI 1.8: a slot the controller keeps plain is detached (no accept calls,
+ * no head work); at its next draft the plugin catches up on the plain
+ * steps' tokens from the taps the host kept. Drafting and plain phases
+ * alternate (fu_ctl_force): the output is plain decoding's, and the drafts
+ * are exactly those of the same plugin without the 1.8 entries (a 1.7
+ * plugin, told every step through accept), so the catch-up rebuilt the
+ * head's context exactly. */
+static int g_n_accept, g_n_accept_det; /* accept calls; of them for a slot the host had detached */
+static void (*g_accept)(void *, int32_t, int32_t, int32_t, const int32_t *, int32_t);
+static void count_accept(void *st, int32_t s, int32_t nd, int32_t na, const int32_t *t, int32_t nt)
+{
+    g_n_accept++;
+    g_n_accept_det += g_spec && g_spec->slots[s].detached;
+    g_accept(st, s, nd, na, t, nt);
+}
+
+static void detach_case(int parallel, bool dev)
+{
+    struct cs_engine *e = engine_open(COMBINED, 512, 4, CS_TYPE_F32, 64);
+    char err[CLSPEC_ERRLEN];
+    static struct gen_out base, det, old;
+    g_dev = dev;
+    gen(e, NULL, parallel, 0, &base);
+    struct cs_plugin *pl = mtp_open(e, 4, NULL, NULL, NULL, err, sizeof err);
+    if (!pl)
+        fail_msg("mtp: %s", err);
+    assert_non_null(pl->vt.slot_detach);
+    assert_non_null(pl->vt.slot_attach);
+    g_accept = pl->vt.accept;
+    pl->vt.accept = count_accept;
+    g_sched = 5;
+    g_n_accept = g_n_accept_det = 0;
+    gen(e, pl, parallel, 0, &det);
+    const int acc_det = g_n_accept;
+    assert_int_equal(g_n_accept_det, 0);
+    pl->vt.slot_detach = NULL; /* a plugin built before 1.8 */
+    g_n_accept = 0;
+    gen(e, pl, parallel, 0, &old);
+    g_sched = 0;
+    g_dev = false;
+    cs_plugin_free(pl);
+    for (int s = 0; s < parallel; s++) {
+        assert_int_equal(det.n[s], base.n[s]);
+        assert_memory_equal(det.tok[s], base.tok[s], (size_t)base.n[s] * 4);
+        assert_int_equal(old.n[s], base.n[s]);
+        assert_memory_equal(old.tok[s], base.tok[s], (size_t)base.n[s] * 4);
+    }
+    print_message("detach, parallel %d%s: %llu steps, %llu detached slot-steps, %llu attaches, drafted %llu "
+                  "accepted %llu (without the 1.8 entries: drafted %llu accepted %llu, %d accept calls against "
+                  "%d)\n",
+                  parallel, dev ? ", device drafts" : "", (unsigned long long)det.st.n_steps,
+                  (unsigned long long)det.st.n_detached, (unsigned long long)det.st.n_attach,
+                  (unsigned long long)det.st.n_drafted, (unsigned long long)det.st.n_accepted,
+                  (unsigned long long)old.st.n_drafted, (unsigned long long)old.st.n_accepted, g_n_accept, acc_det);
+    assert_true(det.st.n_detached > 0);
+    assert_true(det.st.n_attach > 0);
+    assert_int_equal(old.st.n_detached, 0);
+    assert_int_equal(old.st.n_attach, 0);
+    assert_true(det.st.n_drafted > 0);
+    assert_int_equal(det.st.n_drafted, old.st.n_drafted);
+    assert_int_equal(det.st.n_accepted, old.st.n_accepted);
+    assert_int_equal(g_n_accept - acc_det, (int)det.st.n_detached); /* no accept for a detached step */
+    cs_engine_free(e);
+}
+
+static void test_detach(void **state)
+{
+    (void)state;
+    detach_case(1, false);
+    detach_case(4, true);
 }
 
 /* A target KV cache that fills up: drafts shrink, are refused and retried
@@ -929,7 +1008,7 @@ int main(void)
         cmocka_unit_test(test_lossless_f16_p4_bf16_head),
         cmocka_unit_test(test_lossless_f32_p4_small_batch),
         cmocka_unit_test(test_lossless_pmin),
-        cmocka_unit_test(test_device_drafts),
+        cmocka_unit_test(test_device_drafts), cmocka_unit_test(test_detach),
         cmocka_unit_test(test_kv_full),
         cmocka_unit_test(test_quantized_kv),
         cmocka_unit_test(test_acceptance),

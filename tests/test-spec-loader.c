@@ -320,6 +320,24 @@ static void test_newer_minor_loads(void **state)
     cs_plugin_free(pl);
 }
 
+/* A plugin built against the 1.7 header (its vtable ends before the 1.8
+ * entries, whatever bytes follow it): loads, without slot_detach /
+ * slot_attach, so the host keeps calling accept for it. */
+static void test_v17_loads(void **state)
+{
+    (void)state;
+    char err[CLSPEC_ERRLEN], path[1024];
+    snprintf(path, sizeof path, "%s/v17.so", CS_TEST_PLUGINS);
+    struct cs_plugin *pl = NULL;
+    if (load(path, NULL, 0, &pl, err, sizeof err) != CLSPEC_OK)
+        fail_msg("%s", err);
+    assert_int_equal(pl->vt.size, offsetof(struct clspec_speculator, slot_detach));
+    assert_null(pl->vt.slot_detach);
+    assert_null(pl->vt.slot_attach);
+    assert_non_null(pl->vt.draft);
+    cs_plugin_free(pl);
+}
+
 static void test_minimal_bad_config(void **state)
 {
     (void)state;
@@ -341,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_abi_mismatch),      cmocka_unit_test(test_vtable_too_small),
         cmocka_unit_test(test_init_failure),      cmocka_unit_test(test_minimal_bad_config),
         cmocka_unit_test(test_caps_refused),      cmocka_unit_test(test_newer_minor_loads),
+        cmocka_unit_test(test_v17_loads),
         cmocka_unit_test(test_abi13_plugin),      cmocka_unit_test(test_config_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define CLSPEC_SPEC_ABI_MAJOR 1 /* a host refuses a plugin with another major */
-#define CLSPEC_SPEC_ABI_MINOR 7 /* grows as fields are appended or provided */
+#define CLSPEC_SPEC_ABI_MINOR 8 /* grows as fields are appended or provided */
 
 /* ---- capabilities (struct clspec_speculator.caps) -------------------------
  * What a plugin needs or offers; the host validates a configuration against
@@ -616,6 +616,25 @@ struct clspec_speculator {
      * error switches speculation off for these slots. */
     int (*draft_batch_dev)(void *state, const struct clspec_draft_req *reqs, int32_t n, struct clspec_draft_dev *out,
                            char *err, size_t errlen);
+
+    /* -- 1.8 (optional; the host uses them only when both are set; older hosts ignore them, and a
+     * host keeps calling accept after every step of a plugin without them) -- */
+
+    /* The host keeps slot plain for a while (its cost-aware controller found no draft length that
+     * pays): until slot_attach it asks no draft of slot and calls no accept for it, so the plugin
+     * does no per-token work. The plugin keeps its context as of the slot's last accept (or
+     * slot_begin) and may drop what only a next draft would use. The host keeps the target's taps
+     * of every row it decodes for the slot meanwhile (tap_get has them after slot_attach, from the
+     * first position after what the plugin read last). Called for an active slot only. */
+    void (*slot_detach)(void *state, int32_t slot);
+    /* The slot is back: tokens (n_tokens >= 0) are what its history gained while detached, in
+     * order, as the accept calls the plugin missed would have given them (no drafts). Catch up on
+     * them as on one accept of n_tokens tokens with nothing drafted. The host calls it before the
+     * slot's next draft request (a re-probe, or a length that pays again), and now and then for a
+     * long detachment, followed at once by slot_detach (so the kept taps stay bounded: at most 256
+     * tokens). < 0 with err filled: the host switches speculation off for the slot's request. */
+    int (*slot_attach)(void *state, int32_t slot, const int32_t *tokens, int32_t n_tokens, char *err,
+                       size_t errlen);
 };
 
 /* The smallest vtable a 1.x host accepts: everything up to slot_end. */

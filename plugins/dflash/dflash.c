@@ -47,6 +47,7 @@ struct dfslot {
     char broken[160]; /* non-empty: why this slot cannot draft (draft() reports it) */
     int32_t blk_p0, blk_n; /* draft_batch_dev: the block's cells still placed (dropped at accept), n 0: none */
     int32_t dev_row;  /* draft_batch_dev: the block's row 1 in the drafter's amax, -1: no block there */
+    int detached;     /* 1.8: the host keeps the slot plain (slot_detach): no block is decoded for it */
 };
 
 struct dflash {
@@ -195,6 +196,7 @@ static void slot_reset(struct dflash *d, int32_t s)
     sl->broken[0] = 0;
     sl->blk_n = 0;
     sl->dev_row = -1;
+    sl->detached = 0;
 }
 
 /* A device block's cells, placed since the last draft, go (the host's step has waited for them). */
@@ -273,7 +275,8 @@ static int run_blocks(struct dflash *d, int32_t need, const uint8_t *dev, char *
     int32_t n = 0, nblk = 0;
     for (int32_t s = 0; s < d->n_slots; s++) {
         struct dfslot *sl = &d->slots[s];
-        if (!sl->active || sl->broken[0] || (sl->cached && sl->n_cached >= nb && s != need) || (dev && !dev[s]))
+        if (!sl->active || sl->broken[0] || sl->detached || (sl->cached && sl->n_cached >= nb && s != need) ||
+            (dev && !dev[s]))
             continue;
         d->owner[nblk++] = s;
         for (int32_t i = 0; i <= nb; i++) {
@@ -471,6 +474,41 @@ static void dflash_accept(void *state, int32_t slot, int32_t n_drafted, int32_t 
     sl->last = tokens[n_tokens - 1];
 }
 
+/* 1.8: the host keeps slot s plain. Injection is already deferred to the next draft (n_pend), so
+ * only the cached block goes, and no other slot's draft call decodes one for it. */
+static void dflash_slot_detach(void *state, int32_t slot)
+{
+    struct dflash *d = state;
+    if (slot < 0 || slot >= d->n_slots)
+        return;
+    drop_block(d, slot);
+    d->slots[slot].cached = 0;
+    d->slots[slot].detached = 1;
+}
+
+/* 1.8: the plain steps' tokens, as one accept, their taps injected in one call. */
+static int dflash_slot_attach(void *state, int32_t slot, const int32_t *tokens, int32_t n_tokens, char *err,
+                              size_t errlen)
+{
+    struct dflash *d = state;
+    if (slot < 0 || slot >= d->n_slots || !d->slots[slot].active)
+        return pu_fail(err, errlen, "dflash: ", "slot_attach: a slot that did not begin%s%s", NULL, NULL);
+    struct dfslot *sl = &d->slots[slot];
+    sl->detached = 0;
+    if (n_tokens > 0)
+        dflash_accept(state, slot, 0, 0, tokens, n_tokens);
+    if (!sl->broken[0] && sl->n_pend > 0) { /* now, so that the host's taps of those rows are read */
+        int32_t n = sl->n_pend;
+        sl->n_pend = 0;
+        inject(d, slot, n);
+    }
+    if (sl->broken[0]) {
+        snprintf(err, errlen, "%s", d->slots[slot].broken);
+        return -1;
+    }
+    return 0;
+}
+
 /* 1.4: checked when the host reads its configuration, before any init. */
 static int dflash_config_check(const struct clspec_config_view *v, const char **key, char *err, size_t errlen)
 {
@@ -494,6 +532,8 @@ static const struct clspec_speculator dflash_vtable = {
     .draft_batch = dflash_draft_batch,
     .config_check = dflash_config_check,
     .draft_batch_dev = dflash_draft_batch_dev,
+    .slot_detach = dflash_slot_detach,
+    .slot_attach = dflash_slot_attach,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

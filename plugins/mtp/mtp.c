@@ -50,6 +50,7 @@ struct mslot {
     int32_t h_pos;    /* -1: none */
     char broken[512]; /* set when an accept failed: the next draft reports it */
     int32_t dev_i, dev_k; /* draft_batch_dev: the slot's chain in hd->amax (-1: none) and its length */
+    bool detached;    /* 1.8: the host keeps the slot plain (slot_detach): no drafts, no accept calls */
 };
 
 struct mtp {
@@ -224,6 +225,7 @@ static void slot_reset(struct mtp *p, int32_t s)
     ms->cache_n = -1;
     ms->want = 0;
     ms->broken[0] = 0;
+    ms->detached = false;
 }
 
 static int append(struct mslot *ms, const int32_t *t, int32_t n)
@@ -356,7 +358,7 @@ static int head_step(struct mtp *p, int32_t n, int dev, float p_min, char *err, 
 static bool ready(struct mslot *ms)
 {
     const int32_t N = ms->n_hist;
-    if (!ms->active || ms->broken[0] || N < 2)
+    if (!ms->active || ms->broken[0] || ms->detached || N < 2)
         return false;
     if (ms->n_stage == 0 && ms->n_valid > N - 2)
         ms->n_valid = N - 2; /* a step-1 entry of a draft that was not verified (full cache): redone */
@@ -677,6 +679,35 @@ static void mtp_accept(void *state, int32_t s, int32_t n_drafted, int32_t n_acce
     p->t_accept += pu_now_s() - t0;
 }
 
+/* 1.8: the host keeps slot s plain: nothing to do per token until slot_attach (no cached draft is
+ * kept, and no other slot's draft call makes one for it). */
+static void mtp_slot_detach(void *state, int32_t s)
+{
+    struct mtp *p = state;
+    if (s < 0 || s >= p->n_slots)
+        return;
+    p->slots[s].detached = true;
+    p->slots[s].n_cache = 0;
+    p->slots[s].cache_n = -1;
+}
+
+/* 1.8: the tokens of the plain steps, caught up on as one accept (their entries are staged from the
+ * taps the host kept, and decoded with the next draft's first step or in full batches now). */
+static int mtp_slot_attach(void *state, int32_t s, const int32_t *tokens, int32_t n_tokens, char *err,
+                           size_t errlen)
+{
+    struct mtp *p = state;
+    if (s < 0 || s >= p->n_slots || !p->slots[s].active)
+        return pu_fail(err, errlen, "mtp: ", "slot_attach: a slot that did not begin%s%s", NULL, NULL);
+    struct mslot *ms = &p->slots[s];
+    ms->detached = false;
+    if (n_tokens > 0)
+        mtp_accept(state, s, 0, 0, tokens, n_tokens);
+    if (ms->broken[0])
+        return pu_fail(err, errlen, "mtp: ", "slot_attach: %s%s", ms->broken, NULL);
+    return 0;
+}
+
 static void mtp_slot_end(void *state, int32_t s)
 {
     struct mtp *p = state;
@@ -754,6 +785,8 @@ static const struct clspec_speculator mtp_vtable = {
     .draft_batch = mtp_draft_batch,
     .config_check = mtp_config_check,
     .draft_batch_dev = mtp_draft_batch_dev,
+    .slot_detach = mtp_slot_detach,
+    .slot_attach = mtp_slot_attach,
 };
 
 __attribute__((visibility("default"))) const struct clspec_speculator *clspec_speculator_entry(void)

@@ -144,7 +144,7 @@ const struct cs_cfg_key cs_cfg_keys[] = {
      "type of the drafter's cached values (empty = the plugin's default)"},
     {"speculator", "plugin_dir", CS_CFG_PATH, OFF(spec_plugin_dir), "", 0, 0, NULL,
      "directory of the built-in plugins (empty = $CLSPEC_PLUGIN_DIR, the install directory, the build tree)"},
-    {"speculator", "controller", CS_CFG_ENUM, OFF(spec_controller), "acceptance", 0, 0, "acceptance|cost",
+    {"speculator", "controller", CS_CFG_ENUM, OFF(spec_controller), "cost", 0, 0, "acceptance|cost",
      "draft length from acceptance alone, or from measured cost and acceptance (plain decoding when none pays)"},
 };
 

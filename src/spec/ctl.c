@@ -21,7 +21,11 @@ static int table_init(struct cs_ctl_table *t, int32_t len, int32_t first)
     t->ring = calloc((size_t)len * CS_CTL_RING, sizeof *t->ring);
     t->med = calloc((size_t)len, sizeof *t->med);
     t->n = calloc((size_t)len, sizeof *t->n);
-    return t->ring && t->med && t->n ? CLSPEC_OK : CLSPEC_E_NOMEM;
+    t->est = calloc((size_t)len, sizeof *t->est);
+    t->px = calloc((size_t)len, sizeof *t->px);
+    t->pv = calloc((size_t)len, sizeof *t->pv);
+    t->pw = calloc((size_t)len, sizeof *t->pw);
+    return t->ring && t->med && t->n && t->est && t->px && t->pv && t->pw ? CLSPEC_OK : CLSPEC_E_NOMEM;
 }
 
 static void table_free(struct cs_ctl_table *t)
@@ -29,6 +33,10 @@ static void table_free(struct cs_ctl_table *t)
     free(t->ring);
     free(t->med);
     free(t->n);
+    free(t->est);
+    free(t->px);
+    free(t->pv);
+    free(t->pw);
 }
 
 int cs_ctl_init(struct cs_ctl *c, int32_t n_max, int32_t max_rows, bool batched)
@@ -87,7 +95,48 @@ double cs_ctl_estimate(const struct cs_ctl_table *t, int32_t i)
         return 0.0;
     if (!t->fitted)
         return -1.0;
+    if (t->curve && i < t->len)
+        return t->est[i];
     return CS_MAX(t->a + t->b * (double)i, 1e-7);
+}
+
+/* est from the medians of the indices with CS_CTL_MED_MIN samples or more:
+ * pooled adjacent violators (weights: samples, up to CS_CTL_RING) make them
+ * non-decreasing, then linear between them, with the line's slope before
+ * the first and after the last. */
+static void table_curve(struct cs_ctl_table *t)
+{
+    int32_t m = 0;
+    for (int32_t i = t->first; i < t->len; i++) {
+        if (t->n[i] < CS_CTL_MED_MIN)
+            continue;
+        t->px[m] = i;
+        t->pv[m] = t->med[i];
+        t->pw[m] = (double)CS_MIN(t->n[i], (uint32_t)CS_CTL_RING);
+        m++;
+        while (m >= 2 && t->pv[m - 2] > t->pv[m - 1]) { /* pool the last two: their weighted mean */
+            double w = t->pw[m - 2] + t->pw[m - 1];
+            t->pv[m - 2] = (t->pv[m - 2] * t->pw[m - 2] + t->pv[m - 1] * t->pw[m - 1]) / w;
+            t->pw[m - 2] = w;
+            m--; /* the pool keeps the earlier index; the later ones are interpolated */
+        }
+    }
+    t->curve = m > 0;
+    if (!t->curve)
+        return;
+    int32_t j = 0;
+    for (int32_t i = 0; i < t->len; i++) {
+        while (j + 1 < m && t->px[j + 1] <= i)
+            j++;
+        double v;
+        if (i <= t->px[0])
+            v = t->pv[0] - t->b * (double)(t->px[0] - i);
+        else if (j + 1 < m)
+            v = t->pv[j] + (t->pv[j + 1] - t->pv[j]) * (double)(i - t->px[j]) / (double)(t->px[j + 1] - t->px[j]);
+        else
+            v = t->pv[m - 1] + t->b * (double)(i - t->px[m - 1]);
+        t->est[i] = CS_MAX(v, 1e-7);
+    }
 }
 
 /* The line through the medians (weights: samples, up to CS_CTL_RING). */
@@ -113,6 +162,7 @@ static void table_fit(struct cs_ctl_table *t)
     t->b = CS_MAX(t->b, 0.0); /* more rows (a longer draft) never cost less */
     t->a = (sy - t->b * sx) / W;
     t->fitted = true;
+    table_curve(t);
 }
 
 void cs_ctl_sample(struct cs_ctl_table *t, int32_t i, double secs)

@@ -10,9 +10,9 @@
  * for one draft_batch call. k_s = 0 is plain decoding: a slot for which no
  * length beats it stays off and is re-probed now and then (a probe every
  * `probe` off steps, the interval doubling up to CS_CTL_PROBE_MAX while
- * probes fail). Costs unmeasured so far are interpolated between measured
- * ones, or taken optimistically flat beyond them, so every length gets
- * tried before it is judged. Pure host arithmetic: no device, no clock
+ * probes fail). Costs are the medians of measured indices (made
+ * non-decreasing), interpolated between them, and extended with the
+ * slope of a line through all of them beyond (struct cs_ctl_table). Pure host arithmetic: no device, no clock
  * (the caller passes the seconds it measured). */
 #ifndef CS_SPEC_CTL_H
 #define CS_SPEC_CTL_H
@@ -40,7 +40,17 @@ struct cs_ctl_table {
     uint32_t *n;             /* (len) samples so far (0 = never measured) */
     double a, b;             /* the line */
     bool fitted;             /* a sample is in */
+    /* the price of each index: where indices have CS_CTL_MED_MIN samples or more, their medians made
+     * non-decreasing (pooled where they fall), linear between them, beyond them with the line's
+     * slope; the line alone until one index has them (a step of 5 rows can cost far more than one of
+     * 4, which no line through all the rows sees) */
+    double *est;             /* (len) */
+    bool curve;              /* est holds that curve */
+    int32_t *px;             /* (len) scratch: the pooled indices */
+    double *pv, *pw;         /* (len) scratch: their values and weights */
 };
+
+#define CS_CTL_MED_MIN 3     /* samples before an index's median prices it (else the curve or the line) */
 
 struct cs_ctl {
     int32_t n_max;           /* the longest draft */

@@ -192,9 +192,11 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
      * n_draft + 1 rows, so with every one of them kept (plain decoding) there is nothing to drop */
     int rc = !ok || sl->n_out < sl->n_draft + 1 ? clspec_seq_rm(sp->e, s, sl->n_hist - 1, -1, err, errlen)
                                                  : CLSPEC_OK;
-    /* the plugin */
-    if (sl->on && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
+    /* the plugin (a detached one hears of these tokens at slot_attach) */
+    if (sl->on && !sl->detached && sp->pl && sp->pl->vt.accept && (sl->n_draft > 0 || sl->n_out > 0))
         sp->pl->vt.accept(sp->pl->state, s, sl->n_draft, sl->n_accepted, sl->out, sl->n_out);
+    if (!sl->detached)
+        sl->n_hist_det = sl->n_hist;
     /* draft length: the cost-aware controller learns the acceptance, or the adaptive length follows it */
     if (ok && sp->p.ctl == CS_SPEC_CTL_COST)
         cs_ctl_observe(&sp->ctl, &sl->ctl, sl->n_draft, sl->n_accepted);
@@ -206,6 +208,8 @@ static int rollback(struct cs_spec *sp, int32_t s, bool ok, char *err, size_t er
             sl->n_cur = CS_MAX(lo, sl->n_accepted + 1);
     }
     if (ok) {
+        sl->st.n_detached += sl->detached;
+        sp->total.n_detached += sl->detached;
         sl->st.n_steps++;
         sl->st.n_draft_steps += sl->n_draft > 0;
         sl->st.n_drafted += (uint64_t)sl->n_draft;
@@ -238,6 +242,7 @@ void cs_spec_slot_disable(struct cs_spec *sp, int32_t s, const char *why)
     if (sl->on)
         snprintf(sl->off_why, sizeof sl->off_why, "%s", why ? why : "switched off");
     sl->on = false;
+    sl->detached = false;
     sl->n_draft = 0;
     sl->n_cur = CS_MAX(sp->p.n_min, 1);
     if (sl->probs)
@@ -358,6 +363,8 @@ int cs_spec_slot_begin_rows(struct cs_spec *sp, int32_t s, const int32_t *prompt
     sl->stochastic = smp_p.temp > 0.0f;
     sl->active = true;
     sl->on = false;
+    sl->detached = false;
+    sl->n_hist_det = n_prompt;
     sl->n_draft = 0;
     sl->n_cur = sp->p.n_max;
     sl->n_max_req = 0;
@@ -589,6 +596,9 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t s = 0; s < sp->n_slots; s++) {
         struct cs_spec_slot *sl = &sp->slots[s];
         sl->n_draft = 0;
+        const bool long_det = want[s] && sl->detached && sl->n_hist - sl->n_hist_det >= CS_SPEC_DETACH_MAX;
+        if (long_det && cs_spec_attach_slot(sp, s))
+            cs_spec_detach_slot(sp, s); /* the plugin catches up now and then (the kept taps stay bounded) */
         if (cost && want[s]) { /* every decoding slot is in the controller's step, drafting or not */
             cslots[n_c] = &sl->ctl;
             cslot_id[n_c] = s;
@@ -629,6 +639,8 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
     for (int32_t i = 0; i < n_c; i++) {
         struct cs_spec_slot *sl = &sp->slots[cslot_id[i]];
         sl->n_cur = k[i];
+        if (k[i] >= CS_MAX(sp->p.n_min, 1) && !cs_spec_attach_slot(sp, cslot_id[i]))
+            continue; /* the plugin could not catch up: the slot decodes plainly from now on */
         if (k[i] >= CS_MAX(sp->p.n_min, 1)) {
             ids[n_ask] = cslot_id[i];
             kmaxs[n_ask++] = k[i];
@@ -637,6 +649,7 @@ static int32_t plan_drafts(struct cs_spec *sp, const bool *want, const int32_t *
         } else if (callow[i] > 0) {
             sl->st.n_ctl_plain++;
             sp->total.n_ctl_plain++;
+            cs_spec_detach_slot(sp, cslot_id[i]); /* kept plain: the plugin idles until the slot drafts again */
         }
     }
     return n_ask;

@@ -53,6 +53,8 @@ struct cs_spec_stats {
     uint64_t n_syncs;        /* blocking host syncs in them (cs_cl_sync_count), drafting included */
     uint64_t n_syncs_draft;  /* of them in the plugin's draft calls */
     uint64_t n_greedy_rows;  /* target rows verified on the device (only their argmax came back) */
+    uint64_t n_detached;     /* steps a slot decoded detached from the plugin (ABI 1.8: no accept call) */
+    uint64_t n_attach;       /* slot_attach calls (re-probes, lengths that pay again, catch-ups) */
 };
 
 struct cs_spec_slot {
@@ -88,6 +90,9 @@ struct cs_spec_slot {
     bool dev_draft;          /* this step: the draft's tokens are on the device (draft_batch_dev, ABI 1.7);
                               * draft[] gets them with the verdict, in the step's one sync */
     size_t dt_off, dt_stride; /* where: element dt_off + i * dt_stride of sp->dt_buf */
+    bool detached;           /* ABI 1.8: the controller keeps the slot plain and the plugin was told (slot_detach):
+                              * no accept calls until slot_attach hands it hist[n_hist_det..n_hist-1] */
+    int32_t n_hist_det;      /* n_hist when the plugin last heard of the slot's history */
 };
 
 /* The rows of one forward (the arrays of a struct clspec_batch). */
@@ -199,6 +204,15 @@ int cs_spec_step_extra(struct cs_spec *sp, const int32_t *n_left, struct cs_spec
  * distribution at that position), valid until the next step; NULL for t out
  * of range or a slot that was not in the step. */
 const float *cs_spec_out_logits(const struct cs_spec *sp, int32_t s, int32_t t);
+
+/* ABI 1.8 (detach.c): slot s, kept plain by the controller, is detached
+ * from the plugin (nothing when the plugin lacks the entries, the slot
+ * does not speculate or is detached already); attach hands the plugin the
+ * tokens its history gained meanwhile (true: the slot speculates on;
+ * false: the plugin failed and speculation is off for the request). */
+#define CS_SPEC_DETACH_MAX 256 /* tokens a detached slot gathers before the plugin catches up on them */
+void cs_spec_detach_slot(struct cs_spec *sp, int32_t s);
+bool cs_spec_attach_slot(struct cs_spec *sp, int32_t s);
 
 /* KV cells held by seq (tests: = the slot's n_hist - 1 after every step). */
 uint32_t cs_spec_kv_cells(const clspec_engine *e, int32_t seq);

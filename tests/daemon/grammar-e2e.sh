@@ -27,7 +27,7 @@ make_tmp
 
 sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 4|" \
     -e "s|^n_ctx = .*|n_ctx = 2048|" "$srcdir/conf/clspecd.ini" | sed '/^\[speculator\]/,$d' > "$tmp/draft.ini"
-printf '[speculator]\ntype = draft\nmodel = %s\nn_max = 6\np_min = 0\n' "$drafter" >> "$tmp/draft.ini"
+printf '[speculator]\ntype = draft\nmodel = %s\nn_max = 6\np_min = 0\ncontroller = acceptance\n' "$drafter" >> "$tmp/draft.ini"
 
 if ! start draft; then
     not_ok "daemon with the draft speculator up" "$(tail -5 "$tmp/draft.log")"
@@ -142,7 +142,7 @@ stop
 q35=$shared/models/synthetic/qwen35-tiny-F32.gguf
 if [ -f "$q35" ]; then
     sed -e "s|^path = .*|path = $q35|" "$tmp/draft.ini" | sed '/^\[speculator\]/,$d' > "$tmp/q35.ini"
-    printf '[speculator]\ntype = draft\nmodel = %s\nn_max = 12\np_min = 0\n' "$model" >> "$tmp/q35.ini"
+    printf '[speculator]\ntype = draft\nmodel = %s\nn_max = 12\np_min = 0\ncontroller = acceptance\n' "$model" >> "$tmp/q35.ini"
     if start q35; then
         qs='{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":0,"maximum":99},
           "tag":{"enum":["red","blue"]}},"required":["ok","n","tag"],"additionalProperties":false}'

@@ -82,7 +82,7 @@ run_model() { # run_model TAG MODEL SPEC_TYPE N_MAX [DRAFTER]
         chats "$base"
         stop
     fi
-    local lines=("type = $type" "n_max = $nmax")
+    local lines=("type = $type" "n_max = $nmax" "controller = acceptance")
     [ "$type" = draft ] && lines+=("model = $dm" "p_min = 0" "opt.n_ctx = 200")
     [ "$type" = ngram ] && lines+=("opt.n_min_ngram = 1")
     local name=$tag.$type

@@ -90,4 +90,5 @@ spec_lines() {
     mtp) printf '%s\n' "type = mtp" "model = $shared/models/derived/stories260K-mtp-head.gguf" "n_max = 3" ;;
     dflash) printf '%s\n' "type = dflash" "model = $shared/models/derived/stories260K-dflash.gguf" "n_max = 7" ;;
     esac
+    echo "controller = acceptance" # the tests' deterministic drafts (clspecd's default, cost, follows the clock)
 }

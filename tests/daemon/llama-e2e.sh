@@ -25,7 +25,7 @@ curl() { command curl --max-time 60 "$@"; }
 key=llama-e2e-key
 origin=http://allowed.example
 spec="type = none"
-[ -f "$builddir/plugins/ngram/.libs/ngram.so" ] && spec=$'type = ngram\nn_max = 8'
+[ -f "$builddir/plugins/ngram/.libs/ngram.so" ] && spec=$'type = ngram\nn_max = 8\ncontroller = acceptance'
 base() { # the shipped configuration on a free port with the test model
     sed -e "s|^port = .*|port = 0|" -e "s|^path = .*|path = $model|" -e "s|^parallel = .*|parallel = 2|" \
         -e "s|^n_ctx = .*|n_ctx = 2048|" "$srcdir/conf/clspecd.ini" | sed '/^\[speculator\]/,$d'

@@ -61,7 +61,7 @@ mkini() {
     local name=$1; shift
     local f=$tmp/$name.ini
     cp "$tmp/base.ini" "$f"
-    echo "[speculator]" >> "$f"
+    printf '[speculator]\ncontroller = acceptance\n' >> "$f" # deterministic drafts (runs are compared)
     for l in "$@"; do
         case $l in
         kv:* | devices:* | slots:*) # a key set in the shipped file is replaced (keys are unique before [speculator])

@@ -30,7 +30,7 @@ mkini() { # mkini NAME EXTRA-SERVER-LINES EXTRA-SLOTS-LINES
 }
 mkini a "slot_save_path = $tmp/saved"$'\n'"context_shift = true" "keep_cache = true" > "$tmp/a.ini"
 # with ngram drafts when the plugin is built (greedy: the same tokens as without)
-[ -f "$builddir/plugins/ngram/.libs/ngram.so" ] && printf '[speculator]\ntype = ngram\nn_max = 8\n' >> "$tmp/a.ini"
+[ -f "$builddir/plugins/ngram/.libs/ngram.so" ] && printf '[speculator]\ntype = ngram\nn_max = 8\ncontroller = acceptance\n' >> "$tmp/a.ini"
 mkini b "" "" > "$tmp/b.ini"
 
 code() { curl -s -o "$tmp/body" -w '%{http_code}' "$@"; }

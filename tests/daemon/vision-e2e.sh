@@ -217,7 +217,7 @@ done
 mtpmodel=$shared/models/derived/stories260K-mtp.gguf
 if [ -f "$mtpmodel" ]; then
     sed -e "s|^path = .*|path = $mtpmodel|" "$tmp/base.ini" > "$tmp/seed.ini"
-    printf '[speculator]\ntype = mtp\nn_max = 3\n' >> "$tmp/seed.ini"
+    printf '[speculator]\ntype = mtp\nn_max = 3\ncontroller = acceptance\n' >> "$tmp/seed.ini"
     if start seed; then
         want=$(jq -r ".cases[0].text" "$golden")
         got=$(img_req "$grad" | post)

@@ -30,6 +30,18 @@ static int b_draft(void *state, const struct clspec_draft_req *req, int32_t *out
     return 0;
 }
 
+#ifdef V17
+static void b_detach(void *state, int32_t slot)
+{
+    (void)state, (void)slot;
+}
+static int b_attach(void *state, int32_t slot, const int32_t *tokens, int32_t n, char *err, size_t errlen)
+{
+    (void)state, (void)slot, (void)tokens, (void)n, (void)err, (void)errlen;
+    return 0;
+}
+#endif
+
 #ifdef NEWER
 static const struct {
     struct clspec_speculator v1;
@@ -48,6 +60,8 @@ static const struct clspec_speculator vt = {
 #endif
 #ifdef BROKEN_SMALL
     .size = 16,
+#elif defined(V17)
+    .size = offsetof(struct clspec_speculator, slot_detach), /* a plugin built against the 1.7 header */
 #else
     .size = sizeof(struct clspec_speculator),
 #endif
@@ -57,6 +71,10 @@ static const struct clspec_speculator vt = {
 #endif
     .init = b_init,
     .draft = b_draft,
+#ifdef V17
+    .slot_detach = b_detach, /* beyond its size: bytes a 1.7 plugin has there, which the host must not read */
+    .slot_attach = b_attach,
+#endif
 };
 #endif
 

@@ -367,7 +367,7 @@ async def run_kv(args):
         extra = ["slots:parallel = %d" % par, "kv:n_ctx = %d" % args.n_ctx, "kv:unified = true",
                  "server:queue_max = 64"]
         if part == "c":  # (b) again with a speculator: drafts shrink under pressure, texts stay those of (b) alone
-            extra += ["speculator:type = " + args.spec] + \
+            extra += ["speculator:type = " + args.spec, "speculator:controller = acceptance"] + \
                      (["speculator:model = " + args.spec_model] if args.spec_model else [])
         d = Daemon(args, "kv" + part, extra)
         long_max = args.n_ctx - 40 if part == "a" else args.n_ctx // 3
