@@ -18,6 +18,12 @@
  *     row j: the 6-bit scale and min, unpacked); then 8 x 256 nibble bytes
  *     (sub-block u as one block above). w = d sc_u q - dmin mn_u. 148 bytes
  *     per row per 256 (GGUF: 144).
+ *   q6_Ki (CS_WLAYOUT_Q6_K_I16): per group and super-block of 256, 3392
+ *     bytes: float d[16]; char sc[16][16] (scale t of 16 elements, row j);
+ *     then per sub-block u 384 bytes: its 256 nibble bytes (low 4 bits of
+ *     q) and two vectors of the high 2 bits (byte 4 j + i: element 4 v + i,
+ *     resp. 16 + 4 v + i, at bits 2 v). w = d sc (q - 32). 212 bytes per row
+ *     per 256 (GGUF: 210). Its order: CS_I4_TILE_Q6_K below.
  * Halves become floats exactly (vload_half16), so d_r below is the GGUF
  * scale as a float.
  *
@@ -225,9 +231,75 @@ CS_I4_TILE_Q4_K(cs_i4_tile2_q4_Ki, 2)
 CS_I4_TILE_Q4_K(cs_i4_tile4_q4_Ki, 4)
 CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
+/* sum of the 16 q at xa */
+inline int cs_i4_xsum16(__global const char *xa)
+{
+    const short16 s = convert_short16(vload16(0, xa));
+    const short8 s8 = s.lo + s.hi;
+    const short4 s4 = s8.lo + s8.hi;
+    return (int)s4.x + (int)s4.y + (int)s4.z + (int)s4.w;
+}
+
+/* q6_Ki: q = nibble | 2 high bits << 4 (0..63) as the unsigned operand;
+ * per block, I_lo / I_hi = sum over elements [0, 16) / [16, 32) of (q - 32)
+ * x (the -32 as -32 times the half's x sum), J = sc_lo I_lo + sc_hi I_hi
+ * (exact: |J| < 2^24), acc = fma((float)J, d_r * dx_b, acc): the order of
+ * cl/matmul_i8.cl's q6_K, so the same bits as that path */
+#define CS_I4_TILE_Q6_K(NAME, C) \
+    CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
+    { \
+        float16 acc[C]; \
+        uint col[C]; \
+        _Pragma("unroll") for (int c = 0; c < C; c++) { \
+            acc[c] = (float16)0.0f; \
+            col[c] = min(c0 + c, n_cols - 1); \
+        } \
+        for (uint sb = 0; sb < nb / 8; sb++) { \
+            __global const uchar *p = wg + (size_t)sb * 3392; \
+            const float16 d = vload16(0, (__global const float *)p); \
+            for (uint u = 0; u < 8; u++) { \
+                const int16 sl = convert_int16(vload16(0, (__global const char *)p + 64 + 32 * u)); \
+                const int16 sh = convert_int16(vload16(0, (__global const char *)p + 80 + 32 * u)); \
+                __global const uchar *qp = p + 320 + 384 * u; \
+                cs_i4u lo[4], hi[4]; \
+                CS_I4_LOAD(lo, hi, qp); \
+                const cs_i4u h0 = *(__global const cs_i4uu *)(qp + 256), h1 = *(__global const cs_i4uu *)(qp + 320); \
+                _Pragma("unroll") for (int v = 0; v < 4; v++) { \
+                    lo[v] |= ((h0 >> (2 * v)) & 0x03030303u) << 4; \
+                    hi[v] |= ((h1 >> (2 * v)) & 0x03030303u) << 4; \
+                } \
+                const uint b = 8 * sb + u; \
+                uint h; \
+                const uint at = cs_i4_xat(nb, b, &h); \
+                _Pragma("unroll") for (int c = 0; c < C; c++) { \
+                    __global const char *xa = xq + (size_t)col[c] * n_in + at; \
+                    __global const int *x0 = (__global const int *)xa, *x1 = (__global const int *)(xa + h); \
+                    const int sl_ = cs_i4_xsum16(xa); /* more columns: the other half from i4_xsum's sum */ \
+                    const int sh_ = (C) == 1 ? cs_i4_xsum16(xa + h) : xsq[(size_t)col[c] * nb + b] - sl_; \
+                    cs_i4i il = CS_I4_SPLAT(-32 * sl_), ih = CS_I4_SPLAT(-32 * sh_); \
+                    _Pragma("unroll") for (int v = 0; v < 4; v++) { \
+                        il = CS_I4_DP(il, lo[v], x0[v]); \
+                        ih = CS_I4_DP(ih, hi[v], x1[v]); \
+                    } \
+                    const int16 J = sl * CS_I4_TOI16(il) + sh * CS_I4_TOI16(ih); \
+                    acc[c] = fma(convert_float16(J), d * dxq[(size_t)col[c] * nb + b], acc[c]); \
+                } \
+            } \
+        } \
+        _Pragma("unroll") for (int c = 0; c < C; c++) \
+            res[c] = acc[c]; \
+    }
+
+CS_I4_TILE_Q6_K(cs_i4_tile1_q6_Ki, 1)
+CS_I4_TILE_Q6_K(cs_i4_tile2_q6_Ki, 2)
+CS_I4_TILE_Q6_K(cs_i4_tile4_q6_Ki, 4)
+CS_I4_TILE_Q6_K(cs_i4_tile8_q6_Ki, 8)
+
 /* group bytes per block of 32: q4_0i 288, q4_Ki 2368 / 8 */
 #define CS_I4_GB_q4_0i 288
 #define CS_I4_GB_q4_Ki 296
+#define CS_I4_GB_q6_Ki 424 /* 3392 / 8 */
 
 /* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
  * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y,
@@ -312,6 +384,38 @@ CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
 CS_I4_KERNELS(q4_0i)
 CS_I4_KERNELS(q4_Ki)
+CS_I4_KERNELS(q6_Ki)
+
+/* mvi3_T_TV: mvi3_T with V of layout TV (Q4_K_M: q6_K V on half the
+ * layers), the same bits as mvi_T, mvi_T, mvi_TV */
+#define CS_I4_QKV_MIXED(T, TV) \
+    __kernel void mvi3_##T##_##TV(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, \
+                                  uint nb, uint nq, uint nk, uint nv, __global const char *xq, uint d_off, \
+                                  __global float *q, uint q_off, __global float *k, uint k_off, __global float *v, \
+                                  uint v_off) \
+    { \
+        uint g = get_global_id(0); \
+        const uint gq = (nq + 15) / 16, gk = (nk + 15) / 16; \
+        __global const float *dx = (__global const float *)(xq + d_off); \
+        float16 res[1]; \
+        if (g >= gq + gk) { \
+            g -= gq + gk; \
+            if (16 * g >= nv) \
+                return; \
+            cs_i4_tile1_##TV(wv + (size_t)g * nb * CS_I4_GB_##TV, nb, xq, dx, NULL, 32 * nb, 0, 1, res); \
+            cs_i4_store(res[0], v + v_off + 16 * g, min(16u, nv - 16 * g)); \
+            return; \
+        } \
+        __global const uchar *w = g >= gq ? wk : wq; \
+        __global float *y = g >= gq ? k + k_off : q + q_off; \
+        const uint n = g >= gq ? nk : nq; \
+        g = g >= gq ? g - gq : g; \
+        if (16 * g >= n) \
+            return; \
+        cs_i4_tile1_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, dx, NULL, 32 * nb, 0, 1, res); \
+        cs_i4_store(res[0], y + 16 * g, min(16u, n - 16 * g)); \
+    }
+CS_I4_QKV_MIXED(q4_Ki, q6_Ki)
 
 /* Embedding gather from the i4 layouts (as cl/getrows.cl, the same float
  * values as the GGUF decoders of cl/blocks.cl): out row t = W row ids[ids_off
@@ -366,5 +470,25 @@ inline void cs_i4_gr_q4_Ki(__global const uchar *w, uint nb, uint g, uint j, uin
 
 CS_I4_GETROWS(q4_0i)
 CS_I4_GETROWS(q4_Ki)
+
+/* q6_Ki: (d sc) * (q - 32) as the GGUF decoder */
+inline void cs_i4_gr_q6_Ki(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
+{
+    __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 3392;
+    const uint u = s % 8;
+    const float d = ((__global const float *)p)[j];
+    const float dl = d * (float)((__global const char *)p)[64 + 32 * u + j];
+    const float dh = d * (float)((__global const char *)p)[80 + 32 * u + j];
+    __global const uchar *q = p + 320 + 384 * u + 4 * j;
+    for (uint v = 0; v < 4; v++)
+        for (uint i = 0; i < 4; i++) {
+            const uchar n = q[64 * v + i];
+            const int a = (n & 15) | (((q[256 + i] >> (2 * v)) & 3) << 4);
+            const int b = (n >> 4) | (((q[320 + i] >> (2 * v)) & 3) << 4);
+            o[4 * v + i] = dl * (float)(a - 32);
+            o[16 + 4 * v + i] = dh * (float)(b - 32);
+        }
+}
+CS_I4_GETROWS(q6_Ki)
 
 #endif
