@@ -101,19 +101,6 @@ inline int cs_i4_xsum(__global const char *xa, uint h)
     return (int)s4.x + (int)s4.y + (int)s4.z + (int)s4.w;
 }
 
-/* i4_xsum: work-item (b, c) writes xs of block b of column c (quant_q8's
- * q in xq, columns of n_in) at int index c nb + b of xq + s_off: computed
- * once per matmul input, not per row group */
-__kernel void i4_xsum(__global char *xq, uint n_in, uint n_cols, uint s_off)
-{
-    const uint b = get_global_id(0), c = get_global_id(1), nb = n_in / 32;
-    if (b >= nb || c >= n_cols)
-        return;
-    uint h;
-    const uint at = cs_i4_xat(nb, b, &h);
-    ((__global int *)(xq + s_off))[(size_t)c * nb + b] = cs_i4_xsum(xq + (size_t)c * n_in + at, h);
-}
-
 /* I of one block for 16 rows: init + the 8 lane dot products (lo, hi: the
  * block's 4 nibble vectors, low and high nibbles; xa: x elements [0, 16)) */
 #define CS_I4_BLOCK(I, lo, hi, xa, h) \
@@ -148,12 +135,12 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
         yc[j] = a[j];
 }
 
-/* xs of block b of column col: i4_xsum's, or for one column (mvi: one
+/* xs of block b of column col: quant_q8's sums, or for one column (mvi: one
  * launch fewer per decode input) summed here: the same integer */
 #define CS_I4_XS(C, xsq, col, nb, b, xa, h) ((C) == 1 ? cs_i4_xsum(xa, h) : xsq[(size_t)(col) * (nb) + (b)])
 
 /* Arguments of the tile helpers: wg (the group's bytes), nb (blocks of 32
- * per row), xq (quant_q8's buffer), dxq (its dx), xsq (i4_xsum's sums),
+ * per row), xq (quant_q8's buffer), dxq (its dx), xsq (quant_q8's sums),
  * n_in, c0 (first column), n_cols; res: the C columns' 16 lanes. Columns
  * past n_cols repeat the last one (the caller does not store them). */
 #define CS_I4_TILE_Q4_0(NAME, C) \
@@ -185,10 +172,17 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
             res[c] = acc[c]; \
     }
 
+/* The K-quant tiles read the block sums that quant_q8 wrote after the dx
+ * (cs_op_quant_i4_scratch): at xsq, or where xsq is NULL (the fused
+ * one-column kernels) right after dxq's n_cols nb floats. */
+#define CS_I4_KSUMS(xsq, dxq, nb, n_cols) \
+    ((xsq) ? (xsq) : (__global const int *)((dxq) + (size_t)(nb) * (n_cols)))
+
 #define CS_I4_TILE_Q4_K(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
                            __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
     { \
+        __global const int *xs_ = CS_I4_KSUMS(xsq, dxq, nb, n_cols); \
         float16 acc[C]; \
         uint col[C]; \
         _Pragma("unroll") for (int c = 0; c < C; c++) { \
@@ -214,7 +208,7 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
                     CS_I4_BLOCK(I, lo, hi, xa, h); \
                     const int16 Iv = CS_I4_TOI16(I); \
                     acc[c] = fma(convert_float16(Iv), ds * dx, acc[c]); \
-                    acc[c] = fma(dm, (float16)(-(dx * (float)CS_I4_XS(C, xsq, col[c], nb, b, xa, h))), acc[c]); \
+                    acc[c] = fma(dm, (float16)(-(dx * (float)xs_[(size_t)col[c] * nb + b])), acc[c]); \
                 } \
             } \
         } \
@@ -231,15 +225,6 @@ CS_I4_TILE_Q4_K(cs_i4_tile2_q4_Ki, 2)
 CS_I4_TILE_Q4_K(cs_i4_tile4_q4_Ki, 4)
 CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
-/* sum of the 16 q at xa */
-inline int cs_i4_xsum16(__global const char *xa)
-{
-    const short16 s = convert_short16(vload16(0, xa));
-    const short8 s8 = s.lo + s.hi;
-    const short4 s4 = s8.lo + s8.hi;
-    return (int)s4.x + (int)s4.y + (int)s4.z + (int)s4.w;
-}
-
 /* q6_Ki: q = nibble | 2 high bits << 4 (0..63) as the unsigned operand;
  * per block, I_lo / I_hi = sum over elements [0, 16) / [16, 32) of (q - 32)
  * x (the -32 as -32 times the half's x sum), J = sc_lo I_lo + sc_hi I_hi
@@ -249,6 +234,7 @@ inline int cs_i4_xsum16(__global const char *xa)
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
                            __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
     { \
+        __global const int *xs_ = CS_I4_KSUMS(xsq, dxq, nb, n_cols); \
         float16 acc[C]; \
         uint col[C]; \
         _Pragma("unroll") for (int c = 0; c < C; c++) { \
@@ -275,8 +261,8 @@ inline int cs_i4_xsum16(__global const char *xa)
                 _Pragma("unroll") for (int c = 0; c < C; c++) { \
                     __global const char *xa = xq + (size_t)col[c] * n_in + at; \
                     __global const int *x0 = (__global const int *)xa, *x1 = (__global const int *)(xa + h); \
-                    const int sl_ = cs_i4_xsum16(xa); /* more columns: the other half from i4_xsum's sum */ \
-                    const int sh_ = (C) == 1 ? cs_i4_xsum16(xa + h) : xsq[(size_t)col[c] * nb + b] - sl_; \
+                    const int sl_ = xs_[(size_t)(n_cols + col[c]) * nb + b]; \
+                    const int sh_ = xs_[(size_t)col[c] * nb + b] - sl_; \
                     cs_i4i il = CS_I4_SPLAT(-32 * sl_), ih = CS_I4_SPLAT(-32 * sh_); \
                     _Pragma("unroll") for (int v = 0; v < 4; v++) { \
                         il = CS_I4_DP(il, lo[v], x0[v]); \
@@ -302,7 +288,7 @@ CS_I4_TILE_Q6_K(cs_i4_tile8_q6_Ki, 8)
 #define CS_I4_GB_q6_Ki 424 /* 3392 / 8 */
 
 /* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
- * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y,
+ * xq, d_off (bytes: its dx), s_off (bytes: quant_q8's sums), n_cols, y,
  * y_off (the part's first row of column 0), ystride (floats between columns
  * of y). mvi_T: one column per work-item, NDRange (groups of 16 rows,
  * columns). mmiC_T: C columns per work-item, NDRange (column tiles, groups):

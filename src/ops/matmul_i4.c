@@ -185,12 +185,13 @@ int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     return cs_cl_program(d, "matmul_i4", i4_extra(d), &p, err, errlen);
 }
 
-/* bytes of the quantized columns then their block sums (ints at *s_off) */
+/* bytes of the quantized columns then their block sums (ints at *s_off:
+ * the blocks', then their first halves', cl/quant.cl) */
 static size_t i4_bytes(uint32_t n_in, uint32_t n_cols, size_t *d_off, size_t *s_off)
 {
     const size_t q8 = cs_q8_bytes(n_in, n_cols, d_off);
     *s_off = q8;
-    return q8 + (size_t)(n_in / 32) * n_cols * sizeof(int32_t);
+    return q8 + 2 * (size_t)(n_in / 32) * n_cols * sizeof(int32_t);
 }
 
 int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, char *err,
@@ -211,13 +212,8 @@ int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t
         CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, want, NULL, &d->q8_buf, err, errlen));
         d->q8_bytes = want;
     }
-    CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, n_in, n_cols, err, errlen));
-    if (n_cols == 1)
-        return CLSPEC_OK; /* mvi sums its one column's blocks itself */
-    const cl_uint ni = n_in, nc = n_cols, so = (cl_uint)s_off;
-    const struct cs_karg a[] = {CS_KA(d->q8_buf), CS_KA(ni), CS_KA(nc), CS_KA(so)};
-    const size_t nb = n_in / 32, g[2] = {nb, n_cols}, l[2] = {CS_MIN(nb, (size_t)16), 1};
-    return cs_op_launch_nd(d, "matmul_i4", i4_extra(d), "i4_xsum", a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    /* the sums in the same launch (q4_0's mvi sums its one column's blocks itself) */
+    return cs_op_quant_q8_sums(d, x, x_off, n_in, n_cols, d->q8_buf, s_off, err, errlen);
 }
 
 static const char *i4_name(const struct cs_weight *w)

@@ -61,8 +61,8 @@ int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen);
 int cs_op_matmul_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
                     size_t y_off, uint32_t n_cols, char *err, size_t errlen);
 /* Quantizes x (n_cols columns of n_in floats at x_off) into d's scratch
- * (cs_op_quant_q8_scratch) and adds each block's sum of q (i4_xsum), for
- * cs_op_matmul_i4_q. Enqueues only. */
+ * (as cs_op_quant_q8_scratch) with each block's sums of q in the same
+ * launch (cs_op_quant_q8_sums), for cs_op_matmul_i4_q. Enqueues only. */
 int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, char *err,
                            size_t errlen);
 /* The same from columns already in d's scratch (cs_op_quant_i4_scratch of
