@@ -39,9 +39,11 @@ __kernel void quant_q8(__global const float *x, uint x_off, uint n_in, uint n_co
     vstore16(qh, 0, qc + at + (lone ? 16 : 32));
     ((__global float *)(xq + d_off))[(size_t)c * nb + b] = d;
     if (s_off) {
-        const short8 l8 = convert_short8(ql.lo) + convert_short8(ql.hi), h8 = convert_short8(qh.lo) + convert_short8(qh.hi);
+        const short8 l8 = convert_short8(ql.lo) + convert_short8(ql.hi);
+        const short8 h8 = convert_short8(qh.lo) + convert_short8(qh.hi);
         const short4 l4 = l8.lo + l8.hi, h4 = h8.lo + h8.hi;
-        const int sl = (int)l4.x + (int)l4.y + (int)l4.z + (int)l4.w, sh = (int)h4.x + (int)h4.y + (int)h4.z + (int)h4.w;
+        const int sl = (int)l4.x + (int)l4.y + (int)l4.z + (int)l4.w;
+        const int sh = (int)h4.x + (int)h4.y + (int)h4.z + (int)h4.w;
         __global int *s = (__global int *)(xq + s_off);
         s[(size_t)c * nb + b] = sl + sh;
         s[(size_t)(n_cols + c) * nb + b] = sl;

@@ -234,23 +234,27 @@ static void test_get_rows(void **s)
     free(wh);
 }
 
-/* qkv with q4_K Q, K and q6_K V (Q4_K_M's odd layers), and with all three
- * q6_K; swiglu on q6_K: each == its plain matmuls (and their swiglu) */
+/* qkv with all three q6_K, with q4_K Q, K and q6_K V (Q4_K_M's odd layers:
+ * one launch), and with q5_K Q, K (the 8-bit path) and q6_K V (Q5_K_M: one
+ * quantized x for both paths); swiglu on q6_K: each == its plain matmuls
+ * (and their swiglu) */
 static void test_fused(void **s)
 {
     (void)s;
     struct cs_cl_dev *d = cpu_dev();
     const uint32_t n_in = 512, no[3] = {64, 33, 33};
     char err[512];
-    for (int mixed = 0; mixed < 2; mixed++) {
+    for (int mixed = 0; mixed < 3; mixed++) {
         struct cs_weight w[3];
         unsigned char *wh[3];
         for (int i = 0; i < 3; i++) {
-            const uint32_t type = mixed && i < 2 ? CS_TYPE_Q4_K : CS_TYPE_Q6_K;
+            const uint32_t type = !mixed || i == 2 ? CS_TYPE_Q6_K : mixed == 1 ? CS_TYPE_Q4_K : CS_TYPE_Q5_K;
             wh[i] = ku_random_weight(type, n_in, no[i], 30 + i, true);
             assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
         }
-        assert_true(cs_op_i4_qkv_fits(d, &w[0], &w[1], &w[2]));
+        assert_int_equal(cs_op_i4_qkv_fits(d, &w[0], &w[1], &w[2]), mixed < 2);
+        if (mixed == 2)
+            assert_int_equal(w[0].layout, CS_WLAYOUT_I8);
         for (uint32_t nc = 1; nc <= 5; nc += 4) {
             float *x = ku_random_x(n_in, nc, 3, false);
             float *y[3];
@@ -264,7 +268,8 @@ static void test_fused(void **s)
                                               sizeof err), CLSPEC_OK);
             for (int i = 0; i < 3; i++) {
                 float *z = ku_read(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
-                check_bits(z, y[i], nc, no[i], mixed ? "qkv q4_K/q4_K/q6_K" : "qkv q6_K");
+                const char *what = mixed == 2 ? "qkv q5_K/q5_K/q6_K" : mixed ? "qkv q4_K/q4_K/q6_K" : "qkv q6_K";
+                check_bits(z, y[i], nc, no[i], what);
                 free(z);
             }
             if (!mixed) { /* swiglu of K and V as gate and up */
