@@ -22,7 +22,8 @@
  *     bytes: float d[16]; char sc[16][16] (scale t of 16 elements, row j);
  *     then per sub-block u 384 bytes: its 256 nibble bytes (low 4 bits of
  *     q) and two vectors of the high 2 bits (byte 4 j + i: element 4 v + i,
- *     resp. 16 + 4 v + i, at bits 2 v). w = d sc (q - 32). 212 bytes per row
+ *     resp. 16 + 4 v + i, at bits (4 + 2 v) mod 8, so v = 0 is in place).
+ *     w = d sc (q - 32). 212 bytes per row
  *     per 256 (GGUF: 210). Its order: CS_I4_TILE_Q6_K below.
  * Halves become floats exactly (vload_half16), so d_r below is the GGUF
  * scale as a float.
@@ -251,10 +252,14 @@ CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
                 cs_i4u lo[4], hi[4]; \
                 CS_I4_LOAD(lo, hi, qp); \
                 const cs_i4u h0 = *(__global const cs_i4uu *)(qp + 256), h1 = *(__global const cs_i4uu *)(qp + 320); \
-                _Pragma("unroll") for (int v = 0; v < 4; v++) { \
-                    lo[v] |= ((h0 >> (2 * v)) & 0x03030303u) << 4; \
-                    hi[v] |= ((h1 >> (2 * v)) & 0x03030303u) << 4; \
-                } \
+                lo[0] |= h0 & 0x30303030u; /* the bits of v at 4 + 2 v mod 8: one shift and mask each */ \
+                lo[1] |= (h0 >> 2) & 0x30303030u; \
+                lo[2] |= (h0 << 4) & 0x30303030u; \
+                lo[3] |= (h0 << 2) & 0x30303030u; \
+                hi[0] |= h1 & 0x30303030u; \
+                hi[1] |= (h1 >> 2) & 0x30303030u; \
+                hi[2] |= (h1 << 4) & 0x30303030u; \
+                hi[3] |= (h1 << 2) & 0x30303030u; \
                 const uint b = 8 * sb + u; \
                 uint h; \
                 const uint at = cs_i4_xat(nb, b, &h); \
@@ -469,8 +474,9 @@ inline void cs_i4_gr_q6_Ki(__global const uchar *w, uint nb, uint g, uint j, uin
     for (uint v = 0; v < 4; v++)
         for (uint i = 0; i < 4; i++) {
             const uchar n = q[64 * v + i];
-            const int a = (n & 15) | (((q[256 + i] >> (2 * v)) & 3) << 4);
-            const int b = (n >> 4) | (((q[320 + i] >> (2 * v)) & 3) << 4);
+            const uint sh = (4 + 2 * v) % 8;
+            const int a = (n & 15) | (((q[256 + i] >> sh) & 3) << 4);
+            const int b = (n >> 4) | (((q[320 + i] >> sh) & 3) << 4);
             o[4 * v + i] = dl * (float)(a - 32);
             o[16 + 4 * v + i] = dh * (float)(b - 32);
         }

@@ -117,8 +117,8 @@ static void repack_q6_K_group(const unsigned char *src, uint32_t rows, uint32_t 
                     for (int i = 0; i < 4; i++) {
                         const int l = 4 * v + i, a = k.w[l] + 32, b = k.w[16 + l] + 32;
                         o[64 * v + i] = (unsigned char)((a & 15) | ((b & 15) << 4));
-                        o[256 + i] |= (unsigned char)((a >> 4) << (2 * v));
-                        o[320 + i] |= (unsigned char)((b >> 4) << (2 * v));
+                        o[256 + i] |= (unsigned char)((a >> 4) << ((4 + 2 * v) % 8));
+                        o[320 + i] |= (unsigned char)((b >> 4) << ((4 + 2 * v) % 8));
                     }
             }
         }

@@ -33,8 +33,8 @@
  * the super-block's 16 scales, row j at 16 t + j); then per sub-block u of
  * 32 (384 bytes) its 256 nibble bytes as above (the low 4 bits of q) and two
  * 64-byte vectors of high bits: byte 4 j + i of the first holds bits 4, 5 of
- * row j's element 4 v + i at bits 2 v, 2 v + 1 (v = 0..3), the second the
- * same for element 16 + 4 v + i. w = d sc (q - 32). 212 bytes per row per
+ * row j's element 4 v + i at bits (4 + 2 v) mod 8 and the next (v = 0..3),
+ * the second the same for element 16 + 4 v + i. w = d sc (q - 32). 212 bytes per row per
  * 256 (GGUF: 210; the 8-bit path: 276). CLSPEC_Q6K=i8 keeps q6_K on the
  * 8-bit path (ops/matmul_i8.h), for comparison and its tests. */
 #define CS_WLAYOUT_Q6_K_I16 18
