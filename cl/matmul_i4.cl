@@ -18,6 +18,13 @@
  *     row j: the 6-bit scale and min, unpacked); then 8 x 256 nibble bytes
  *     (sub-block u as one block above). w = d sc_u q - dmin mn_u. 148 bytes
  *     per row per 256 (GGUF: 144).
+ *   q6_Ki (CS_WLAYOUT_Q6_K_I16): per group and super-block of 256, 3392
+ *     bytes: float d[16]; char sc[16][16] (scale t of 16 elements, row j);
+ *     then per sub-block u 384 bytes: its 256 nibble bytes (low 4 bits of
+ *     q) and two vectors of the high 2 bits (byte 4 j + i: element 4 v + i,
+ *     resp. 16 + 4 v + i, at bits (4 + 2 v) mod 8, so v = 0 is in place).
+ *     w = d sc (q - 32). 212 bytes per row
+ *     per 256 (GGUF: 210). Its order: CS_I4_TILE_Q6_K below.
  * Halves become floats exactly (vload_half16), so d_r below is the GGUF
  * scale as a float.
  *
@@ -95,19 +102,6 @@ inline int cs_i4_xsum(__global const char *xa, uint h)
     return (int)s4.x + (int)s4.y + (int)s4.z + (int)s4.w;
 }
 
-/* i4_xsum: work-item (b, c) writes xs of block b of column c (quant_q8's
- * q in xq, columns of n_in) at int index c nb + b of xq + s_off: computed
- * once per matmul input, not per row group */
-__kernel void i4_xsum(__global char *xq, uint n_in, uint n_cols, uint s_off)
-{
-    const uint b = get_global_id(0), c = get_global_id(1), nb = n_in / 32;
-    if (b >= nb || c >= n_cols)
-        return;
-    uint h;
-    const uint at = cs_i4_xat(nb, b, &h);
-    ((__global int *)(xq + s_off))[(size_t)c * nb + b] = cs_i4_xsum(xq + (size_t)c * n_in + at, h);
-}
-
 /* I of one block for 16 rows: init + the 8 lane dot products (lo, hi: the
  * block's 4 nibble vectors, low and high nibbles; xa: x elements [0, 16)) */
 #define CS_I4_BLOCK(I, lo, hi, xa, h) \
@@ -142,12 +136,12 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
         yc[j] = a[j];
 }
 
-/* xs of block b of column col: i4_xsum's, or for one column (mvi: one
+/* xs of block b of column col: quant_q8's sums, or for one column (mvi: one
  * launch fewer per decode input) summed here: the same integer */
 #define CS_I4_XS(C, xsq, col, nb, b, xa, h) ((C) == 1 ? cs_i4_xsum(xa, h) : xsq[(size_t)(col) * (nb) + (b)])
 
 /* Arguments of the tile helpers: wg (the group's bytes), nb (blocks of 32
- * per row), xq (quant_q8's buffer), dxq (its dx), xsq (i4_xsum's sums),
+ * per row), xq (quant_q8's buffer), dxq (its dx), xsq (quant_q8's sums),
  * n_in, c0 (first column), n_cols; res: the C columns' 16 lanes. Columns
  * past n_cols repeat the last one (the caller does not store them). */
 #define CS_I4_TILE_Q4_0(NAME, C) \
@@ -179,10 +173,17 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
             res[c] = acc[c]; \
     }
 
+/* The K-quant tiles read the block sums that quant_q8 wrote after the dx
+ * (cs_op_quant_i4_scratch): at xsq, or where xsq is NULL (the fused
+ * one-column kernels) right after dxq's n_cols nb floats. */
+#define CS_I4_KSUMS(xsq, dxq, nb, n_cols) \
+    ((xsq) ? (xsq) : (__global const int *)((dxq) + (size_t)(nb) * (n_cols)))
+
 #define CS_I4_TILE_Q4_K(NAME, C) \
     CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
                            __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
     { \
+        __global const int *xs_ = CS_I4_KSUMS(xsq, dxq, nb, n_cols); \
         float16 acc[C]; \
         uint col[C]; \
         _Pragma("unroll") for (int c = 0; c < C; c++) { \
@@ -208,7 +209,7 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
                     CS_I4_BLOCK(I, lo, hi, xa, h); \
                     const int16 Iv = CS_I4_TOI16(I); \
                     acc[c] = fma(convert_float16(Iv), ds * dx, acc[c]); \
-                    acc[c] = fma(dm, (float16)(-(dx * (float)CS_I4_XS(C, xsq, col[c], nb, b, xa, h))), acc[c]); \
+                    acc[c] = fma(dm, (float16)(-(dx * (float)xs_[(size_t)col[c] * nb + b])), acc[c]); \
                 } \
             } \
         } \
@@ -225,12 +226,74 @@ CS_I4_TILE_Q4_K(cs_i4_tile2_q4_Ki, 2)
 CS_I4_TILE_Q4_K(cs_i4_tile4_q4_Ki, 4)
 CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
+/* q6_Ki: q = nibble | 2 high bits << 4 (0..63) as the unsigned operand;
+ * per block, I_lo / I_hi = sum over elements [0, 16) / [16, 32) of (q - 32)
+ * x (the -32 as -32 times the half's x sum), J = sc_lo I_lo + sc_hi I_hi
+ * (exact: |J| < 2^24), acc = fma((float)J, d_r * dx_b, acc): the order of
+ * cl/matmul_i8.cl's q6_K, so the same bits as that path */
+#define CS_I4_TILE_Q6_K(NAME, C) \
+    CS_I4_TARGET void NAME(__global const uchar *wg, uint nb, __global const char *xq, __global const float *dxq, \
+                           __global const int *xsq, uint n_in, uint c0, uint n_cols, float16 *res) \
+    { \
+        __global const int *xs_ = CS_I4_KSUMS(xsq, dxq, nb, n_cols); \
+        float16 acc[C]; \
+        uint col[C]; \
+        _Pragma("unroll") for (int c = 0; c < C; c++) { \
+            acc[c] = (float16)0.0f; \
+            col[c] = min(c0 + c, n_cols - 1); \
+        } \
+        for (uint sb = 0; sb < nb / 8; sb++) { \
+            __global const uchar *p = wg + (size_t)sb * 3392; \
+            const float16 d = vload16(0, (__global const float *)p); \
+            for (uint u = 0; u < 8; u++) { \
+                const int16 sl = convert_int16(vload16(0, (__global const char *)p + 64 + 32 * u)); \
+                const int16 sh = convert_int16(vload16(0, (__global const char *)p + 80 + 32 * u)); \
+                __global const uchar *qp = p + 320 + 384 * u; \
+                cs_i4u lo[4], hi[4]; \
+                CS_I4_LOAD(lo, hi, qp); \
+                const cs_i4u h0 = *(__global const cs_i4uu *)(qp + 256), h1 = *(__global const cs_i4uu *)(qp + 320); \
+                lo[0] |= h0 & 0x30303030u; /* the bits of v at 4 + 2 v mod 8: one shift and mask each */ \
+                lo[1] |= (h0 >> 2) & 0x30303030u; \
+                lo[2] |= (h0 << 4) & 0x30303030u; \
+                lo[3] |= (h0 << 2) & 0x30303030u; \
+                hi[0] |= h1 & 0x30303030u; \
+                hi[1] |= (h1 >> 2) & 0x30303030u; \
+                hi[2] |= (h1 << 4) & 0x30303030u; \
+                hi[3] |= (h1 << 2) & 0x30303030u; \
+                const uint b = 8 * sb + u; \
+                uint h; \
+                const uint at = cs_i4_xat(nb, b, &h); \
+                _Pragma("unroll") for (int c = 0; c < C; c++) { \
+                    __global const char *xa = xq + (size_t)col[c] * n_in + at; \
+                    __global const int *x0 = (__global const int *)xa, *x1 = (__global const int *)(xa + h); \
+                    const int sl_ = xs_[(size_t)(n_cols + col[c]) * nb + b]; \
+                    const int sh_ = xs_[(size_t)col[c] * nb + b] - sl_; \
+                    cs_i4i il = CS_I4_SPLAT(-32 * sl_), ih = CS_I4_SPLAT(-32 * sh_); \
+                    _Pragma("unroll") for (int v = 0; v < 4; v++) { \
+                        il = CS_I4_DP(il, lo[v], x0[v]); \
+                        ih = CS_I4_DP(ih, hi[v], x1[v]); \
+                    } \
+                    const int16 J = sl * CS_I4_TOI16(il) + sh * CS_I4_TOI16(ih); \
+                    acc[c] = fma(convert_float16(J), d * dxq[(size_t)col[c] * nb + b], acc[c]); \
+                } \
+            } \
+        } \
+        _Pragma("unroll") for (int c = 0; c < C; c++) \
+            res[c] = acc[c]; \
+    }
+
+CS_I4_TILE_Q6_K(cs_i4_tile1_q6_Ki, 1)
+CS_I4_TILE_Q6_K(cs_i4_tile2_q6_Ki, 2)
+CS_I4_TILE_Q6_K(cs_i4_tile4_q6_Ki, 4)
+CS_I4_TILE_Q6_K(cs_i4_tile8_q6_Ki, 8)
+
 /* group bytes per block of 32: q4_0i 288, q4_Ki 2368 / 8 */
 #define CS_I4_GB_q4_0i 288
 #define CS_I4_GB_q4_Ki 296
+#define CS_I4_GB_q6_Ki 424 /* 3392 / 8 */
 
 /* Kernels: w (this part), nb (blocks of 32 per row), n_rows (of this part),
- * xq, d_off (bytes: its dx), s_off (bytes: i4_xsum's sums), n_cols, y,
+ * xq, d_off (bytes: its dx), s_off (bytes: quant_q8's sums), n_cols, y,
  * y_off (the part's first row of column 0), ystride (floats between columns
  * of y). mvi_T: one column per work-item, NDRange (groups of 16 rows,
  * columns). mmiC_T: C columns per work-item, NDRange (column tiles, groups):
@@ -312,6 +375,38 @@ CS_I4_TILE_Q4_K(cs_i4_tile8_q4_Ki, 8)
 
 CS_I4_KERNELS(q4_0i)
 CS_I4_KERNELS(q4_Ki)
+CS_I4_KERNELS(q6_Ki)
+
+/* mvi3_T_TV: mvi3_T with V of layout TV (Q4_K_M: q6_K V on half the
+ * layers), the same bits as mvi_T, mvi_T, mvi_TV */
+#define CS_I4_QKV_MIXED(T, TV) \
+    __kernel void mvi3_##T##_##TV(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, \
+                                  uint nb, uint nq, uint nk, uint nv, __global const char *xq, uint d_off, \
+                                  __global float *q, uint q_off, __global float *k, uint k_off, __global float *v, \
+                                  uint v_off) \
+    { \
+        uint g = get_global_id(0); \
+        const uint gq = (nq + 15) / 16, gk = (nk + 15) / 16; \
+        __global const float *dx = (__global const float *)(xq + d_off); \
+        float16 res[1]; \
+        if (g >= gq + gk) { \
+            g -= gq + gk; \
+            if (16 * g >= nv) \
+                return; \
+            cs_i4_tile1_##TV(wv + (size_t)g * nb * CS_I4_GB_##TV, nb, xq, dx, NULL, 32 * nb, 0, 1, res); \
+            cs_i4_store(res[0], v + v_off + 16 * g, min(16u, nv - 16 * g)); \
+            return; \
+        } \
+        __global const uchar *w = g >= gq ? wk : wq; \
+        __global float *y = g >= gq ? k + k_off : q + q_off; \
+        const uint n = g >= gq ? nk : nq; \
+        g = g >= gq ? g - gq : g; \
+        if (16 * g >= n) \
+            return; \
+        cs_i4_tile1_##T(w + (size_t)g * nb * CS_I4_GB_##T, nb, xq, dx, NULL, 32 * nb, 0, 1, res); \
+        cs_i4_store(res[0], y + 16 * g, min(16u, n - 16 * g)); \
+    }
+CS_I4_QKV_MIXED(q4_Ki, q6_Ki)
 
 /* Embedding gather from the i4 layouts (as cl/getrows.cl, the same float
  * values as the GGUF decoders of cl/blocks.cl): out row t = W row ids[ids_off
@@ -366,5 +461,26 @@ inline void cs_i4_gr_q4_Ki(__global const uchar *w, uint nb, uint g, uint j, uin
 
 CS_I4_GETROWS(q4_0i)
 CS_I4_GETROWS(q4_Ki)
+
+/* q6_Ki: (d sc) * (q - 32) as the GGUF decoder */
+inline void cs_i4_gr_q6_Ki(__global const uchar *w, uint nb, uint g, uint j, uint s, __global float *o)
+{
+    __global const uchar *p = w + ((size_t)g * (nb / 8) + s / 8) * 3392;
+    const uint u = s % 8;
+    const float d = ((__global const float *)p)[j];
+    const float dl = d * (float)((__global const char *)p)[64 + 32 * u + j];
+    const float dh = d * (float)((__global const char *)p)[80 + 32 * u + j];
+    __global const uchar *q = p + 320 + 384 * u + 4 * j;
+    for (uint v = 0; v < 4; v++)
+        for (uint i = 0; i < 4; i++) {
+            const uchar n = q[64 * v + i];
+            const uint sh = (4 + 2 * v) % 8;
+            const int a = (n & 15) | (((q[256 + i] >> sh) & 3) << 4);
+            const int b = (n >> 4) | (((q[320 + i] >> sh) & 3) << 4);
+            o[4 * v + i] = dl * (float)(a - 32);
+            o[16 + 4 * v + i] = dh * (float)(b - 32);
+        }
+}
+CS_I4_GETROWS(q6_Ki)
 
 #endif

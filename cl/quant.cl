@@ -10,9 +10,12 @@
  * pair order of cl/matmul_q8.cl (blocks 2t, 2t + 1 as their elements
  * [0, 16) of each, then [16, 32) of each; an odd last block as it is), d of
  * (c, b) at float index c nb + b of xq + d_off (bytes, 4-aligned), nb =
- * n_in / 32. */
+ * n_in / 32.
+ * s_off != 0 (bytes, 4-aligned): also the sums of q (exact ints, for the
+ * 4-bit path's K-quants, src/ops/matmul_i4.c): int index c nb + b of xq +
+ * s_off the whole block's, n_cols nb + c nb + b its elements [0, 16). */
 __kernel void quant_q8(__global const float *x, uint x_off, uint n_in, uint n_cols, __global char *xq,
-                       uint d_off)
+                       uint d_off, uint s_off)
 {
     const uint b = get_global_id(0), c = get_global_id(1), nb = n_in / 32;
     if (b >= nb || c >= n_cols)
@@ -35,4 +38,14 @@ __kernel void quant_q8(__global const float *x, uint x_off, uint n_in, uint n_co
     vstore16(ql, 0, qc + at);
     vstore16(qh, 0, qc + at + (lone ? 16 : 32));
     ((__global float *)(xq + d_off))[(size_t)c * nb + b] = d;
+    if (s_off) {
+        const short8 l8 = convert_short8(ql.lo) + convert_short8(ql.hi);
+        const short8 h8 = convert_short8(qh.lo) + convert_short8(qh.hi);
+        const short4 l4 = l8.lo + l8.hi, h4 = h8.lo + h8.hi;
+        const int sl = (int)l4.x + (int)l4.y + (int)l4.z + (int)l4.w;
+        const int sh = (int)h4.x + (int)h4.y + (int)h4.z + (int)h4.w;
+        __global int *s = (__global int *)(xq + s_off);
+        s[(size_t)c * nb + b] = sl + sh;
+        s[(size_t)(n_cols + c) * nb + b] = sl;
+    }
 }

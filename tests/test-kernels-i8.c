@@ -376,6 +376,8 @@ static int setup(void **state)
 {
     (void)state;
     unsetenv("CLSPEC_INTDOT");
+    /* q6_K on this path, not the 4-bit path's q6_Ki (tests/test-kernels-i6.c), where both are on */
+    setenv("CLSPEC_Q6K", "i8", 1);
     if (ku_open_families(devs, false, "rows-in-lanes integer kernel tests") < 0)
         return -1;
     if (devs[CS_KFAMILY_CPU])

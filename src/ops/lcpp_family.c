@@ -17,6 +17,7 @@
 
 #include "ops/family.h"
 #include "ops/lcpp_ops.h"
+#include "ops/matmul_i4.h" /* CS_WLAYOUT_Q6_K_I16 */
 
 #include "base/common.h"
 #include "gguf/quant.h"
@@ -67,7 +68,7 @@ static int lc_matmul(const struct cs_ops *o, const struct cs_weight *w, cl_mem x
                      char *err, size_t errlen)
 {
     const struct lc_state *s = st_of(o);
-    if (w->layout == CS_WLAYOUT_I8) /* quantizes x again: not llama.cpp's arithmetic */
+    if (w->layout == CS_WLAYOUT_I8 || w->layout == CS_WLAYOUT_Q6_K_I16) /* quantizes x again: not llama.cpp's */
         return cs_err(err, errlen, CLSPEC_E_UNSUPPORTED, "llamacpp numerics: a %s weight was uploaded in the "
                       "integer layout (load the model with CLSPEC_INTDOT=0 or through an engine opened for "
                       "llamacpp numerics)", cs_type_name(w->type));

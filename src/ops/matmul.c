@@ -464,6 +464,23 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
 }
 
+/* Whether w's matmuls read x as quant_q8 columns (the 4-bit and the
+ * rows-in-lanes 8-bit paths; cs_op_quant_i4_scratch's columns are a superset
+ * of cs_op_quant_q8_scratch's), so one quantized x serves several weights. */
+static bool xq_path(const struct cs_cl_dev *d, const struct cs_weight *w)
+{
+    return cs_op_i4_takes(d, w) || w->layout == CS_WLAYOUT_I8;
+}
+
+/* y = x . W^T from n_cols columns already quantized in d's scratch (xq_path) */
+static int matmul_xq(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_cols, cl_mem y, size_t y_off,
+                     char *err, size_t errlen)
+{
+    if (cs_op_i4_takes(d, w))
+        return cs_op_matmul_i4_q(d, w, n_cols, y, y_off, err, errlen);
+    return cs_op_matmul_i8(d, w, n_cols, y, y_off, err, errlen);
+}
+
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
                      const struct cs_weight *wv, cl_mem x, size_t x_off, cl_mem q, size_t q_off, cl_mem k,
                      size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err, size_t errlen)
@@ -473,16 +490,19 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const bool same = wq->type == wk->type && wq->type == wv->type && wq->layout == wk->layout &&
                       wq->layout == wv->layout && wq->n_in == wk->n_in && wq->n_in == wv->n_in &&
                       wq->row_bytes == wk->row_bytes && wq->row_bytes == wv->row_bytes;
-    if (same && cs_op_i4_takes(d, wq)) { /* x quantized once for the three */
-        int rc = cs_op_quant_i4_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
-        if (rc == CLSPEC_OK && n_cols == 1 && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1)
+    if (xq_path(d, wq) && xq_path(d, wk) && xq_path(d, wv) && wq->n_in == wk->n_in && wq->n_in == wv->n_in) {
+        /* x quantized once for the three, whichever integer paths they take (Q4_K_M: q6_K V next to q4_K Q, K) */
+        const bool i4 = cs_op_i4_takes(d, wq) || cs_op_i4_takes(d, wk) || cs_op_i4_takes(d, wv);
+        int rc = i4 ? cs_op_quant_i4_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen)
+                    : cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
+        if (rc == CLSPEC_OK && n_cols == 1 && cs_op_i4_qkv_fits(d, wq, wk, wv))
             return cs_op_matmul_i4_qkv(d, wq, wk, wv, q, q_off, k, k_off, v, v_off, err, errlen);
         if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i4_q(d, wq, n_cols, q, q_off, err, errlen);
+            rc = matmul_xq(d, wq, n_cols, q, q_off, err, errlen);
         if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i4_q(d, wk, n_cols, k, k_off, err, errlen);
+            rc = matmul_xq(d, wk, n_cols, k, k_off, err, errlen);
         if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i4_q(d, wv, n_cols, v, v_off, err, errlen);
+            rc = matmul_xq(d, wv, n_cols, v, v_off, err, errlen);
         return rc;
     }
     if (same && cs_op_q8_takes(d, wq)) { /* x quantized once for the three */
@@ -495,16 +515,6 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
             rc = cs_op_matmul_q8(d, wk, n_cols, k, k_off, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul_q8(d, wv, n_cols, v, v_off, err, errlen);
-        return rc;
-    }
-    if (same && wq->layout == CS_WLAYOUT_I8) { /* x quantized once for the three */
-        int rc = cs_op_quant_q8_scratch(d, x, x_off, wq->n_in, n_cols, err, errlen);
-        if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i8(d, wq, n_cols, q, q_off, err, errlen);
-        if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i8(d, wk, n_cols, k, k_off, err, errlen);
-        if (rc == CLSPEC_OK)
-            rc = cs_op_matmul_i8(d, wv, n_cols, v, v_off, err, errlen);
         return rc;
     }
     const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&

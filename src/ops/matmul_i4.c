@@ -11,6 +11,7 @@
 #include "ops/matmul_i4.h"
 #include "ops/matmul_q8.h"
 #include "ops/ops.h"
+#include "ref/i8_ref.h"
 
 #define I4_LOCAL 4 /* work-items (groups of 16 rows) per work-group */
 
@@ -45,12 +46,17 @@ int cs_i4_layout(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint64
         *row_bytes = (uint64_t)n_in / 256 * 148;
         return CS_WLAYOUT_Q4_K_I16;
     }
+    const char *q6 = getenv("CLSPEC_Q6K");
+    if (type == CS_TYPE_Q6_K && n_in % 256 == 0 && !(q6 && strcmp(q6, "i8") == 0)) {
+        *row_bytes = (uint64_t)n_in / 256 * 212;
+        return CS_WLAYOUT_Q6_K_I16;
+    }
     return -1;
 }
 
 bool cs_i4_layout_is(int layout)
 {
-    return layout == CS_WLAYOUT_Q4_0_I16 || layout == CS_WLAYOUT_Q4_K_I16;
+    return layout == CS_WLAYOUT_Q4_0_I16 || layout == CS_WLAYOUT_Q4_K_I16 || layout == CS_WLAYOUT_Q6_K_I16;
 }
 
 uint64_t cs_i4_part_bytes(uint32_t n_rows, uint64_t row_bytes)
@@ -92,15 +98,59 @@ static void repack_q4_K_group(const unsigned char *src, uint32_t rows, uint32_t 
         }
 }
 
+/* one group (up to 16 GGUF rows of nsb super-blocks of 210 bytes) -> q6_Ki
+ * (dst zeroed: the high bits are or-ed in) */
+static void repack_q6_K_group(const unsigned char *src, uint32_t rows, uint32_t nsb, unsigned char *dst)
+{
+    for (uint32_t s = 0; s < nsb; s++, dst += 3392)
+        for (uint32_t j = 0; j < rows; j++) {
+            const unsigned char *row = src + (size_t)j * nsb * 210;
+            for (uint32_t u = 0; u < 8; u++) {
+                struct cs_i8_blk k; /* w = q - 32 */
+                cs_i8_block(CS_TYPE_Q6_K, row, 8 * s + u, &k);
+                if (u == 0)
+                    memcpy(dst + 4 * j, &k.d, 4);
+                dst[64 + 16 * (2 * u) + j] = (unsigned char)k.sc[0];
+                dst[64 + 16 * (2 * u + 1) + j] = (unsigned char)k.sc[1];
+                unsigned char *o = dst + 320 + 384 * u + 4 * j;
+                for (int v = 0; v < 4; v++)
+                    for (int i = 0; i < 4; i++) {
+                        const int l = 4 * v + i, a = k.w[l] + 32, b = k.w[16 + l] + 32;
+                        o[64 * v + i] = (unsigned char)((a & 15) | ((b & 15) << 4));
+                        o[256 + i] |= (unsigned char)((a >> 4) << ((4 + 2 * v) % 8));
+                        o[320 + i] |= (unsigned char)((b >> 4) << ((4 + 2 * v) % 8));
+                    }
+            }
+        }
+}
+
+/* GGUF and layout bytes per row of n_in of an i4 layout */
+static void i4_row_bytes(int layout, uint32_t n_in, uint64_t *gguf, uint64_t *dev)
+{
+    const uint64_t nsb = n_in / 256;
+    if (layout == CS_WLAYOUT_Q4_K_I16) {
+        *gguf = nsb * 144;
+        *dev = nsb * 148;
+    } else if (layout == CS_WLAYOUT_Q6_K_I16) {
+        *gguf = nsb * 210;
+        *dev = nsb * 212;
+    } else {
+        *gguf = *dev = (uint64_t)n_in / 32 * 18;
+    }
+}
+
 void cs_i4_repack(int layout, const unsigned char *src, uint32_t n_rows, uint32_t n_in, unsigned char *dst)
 {
     const bool k = layout == CS_WLAYOUT_Q4_K_I16;
-    const uint64_t rb = k ? (uint64_t)n_in / 256 * 144 : (uint64_t)n_in / 32 * 18;
-    const uint64_t gb = 16 * (k ? (uint64_t)n_in / 256 * 148 : (uint64_t)n_in / 32 * 18);
+    uint64_t rb, gb;
+    i4_row_bytes(layout, n_in, &rb, &gb);
+    gb *= 16;
     memset(dst, 0, cs_i4_part_bytes(n_rows, gb / 16));
     for (uint32_t g = 0; 16 * g < n_rows; g++) {
         const uint32_t rows = CS_MIN(16u, n_rows - 16 * g);
-        if (k)
+        if (layout == CS_WLAYOUT_Q6_K_I16)
+            repack_q6_K_group(src + 16 * g * rb, rows, n_in / 256, dst + g * gb);
+        else if (k)
             repack_q4_K_group(src + 16 * g * rb, rows, n_in / 256, dst + g * gb);
         else
             repack_q4_0_group(src + 16 * g * rb, rows, n_in / 32, dst + g * gb);
@@ -135,12 +185,13 @@ int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen)
     return cs_cl_program(d, "matmul_i4", i4_extra(d), &p, err, errlen);
 }
 
-/* bytes of the quantized columns then their block sums (ints at *s_off) */
+/* bytes of the quantized columns then their block sums (ints at *s_off:
+ * the blocks', then their first halves', cl/quant.cl) */
 static size_t i4_bytes(uint32_t n_in, uint32_t n_cols, size_t *d_off, size_t *s_off)
 {
     const size_t q8 = cs_q8_bytes(n_in, n_cols, d_off);
     *s_off = q8;
-    return q8 + (size_t)(n_in / 32) * n_cols * sizeof(int32_t);
+    return q8 + 2 * (size_t)(n_in / 32) * n_cols * sizeof(int32_t);
 }
 
 int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, char *err,
@@ -161,18 +212,13 @@ int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t
         CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, want, NULL, &d->q8_buf, err, errlen));
         d->q8_bytes = want;
     }
-    CS_TRY(cs_op_quant_q8_scratch(d, x, x_off, n_in, n_cols, err, errlen));
-    if (n_cols == 1)
-        return CLSPEC_OK; /* mvi sums its one column's blocks itself */
-    const cl_uint ni = n_in, nc = n_cols, so = (cl_uint)s_off;
-    const struct cs_karg a[] = {CS_KA(d->q8_buf), CS_KA(ni), CS_KA(nc), CS_KA(so)};
-    const size_t nb = n_in / 32, g[2] = {nb, n_cols}, l[2] = {CS_MIN(nb, (size_t)16), 1};
-    return cs_op_launch_nd(d, "matmul_i4", i4_extra(d), "i4_xsum", a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    /* the sums in the same launch (q4_0's mvi sums its one column's blocks itself) */
+    return cs_op_quant_q8_sums(d, x, x_off, n_in, n_cols, d->q8_buf, s_off, err, errlen);
 }
 
 static const char *i4_name(const struct cs_weight *w)
 {
-    return w->layout == CS_WLAYOUT_Q4_K_I16 ? "q4_Ki" : "q4_0i";
+    return w->layout == CS_WLAYOUT_Q4_K_I16 ? "q4_Ki" : w->layout == CS_WLAYOUT_Q6_K_I16 ? "q6_Ki" : "q4_0i";
 }
 
 int cs_op_matmul_i4_q(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_cols, cl_mem y, size_t y_off,
@@ -237,20 +283,31 @@ int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, cons
                         errlen);
 }
 
+bool cs_op_i4_qkv_fits(const struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                       const struct cs_weight *wv)
+{
+    if (!cs_op_i4_takes(d, wq) || !cs_op_i4_takes(d, wk) || !cs_op_i4_takes(d, wv) || wq->layout != wk->layout ||
+        wq->n_in != wk->n_in || wq->n_in != wv->n_in || wq->n_parts != 1 || wk->n_parts != 1 || wv->n_parts != 1)
+        return false;
+    /* V of another layout: the pairs cl/matmul_i4.cl has a kernel for (Q4_K_M: q6_K V on half the layers) */
+    return wv->layout == wq->layout || (wq->layout == CS_WLAYOUT_Q4_K_I16 && wv->layout == CS_WLAYOUT_Q6_K_I16);
+}
+
 int cs_op_matmul_i4_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
                         const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
                         size_t v_off, char *err, size_t errlen)
 {
-    if (!cs_op_i4_takes(d, wq) || !cs_op_i4_takes(d, wk) || !cs_op_i4_takes(d, wv) || wq->layout != wk->layout ||
-        wq->layout != wv->layout || wq->n_in != wk->n_in || wq->n_in != wv->n_in || wq->n_parts != 1 ||
-        wk->n_parts != 1 || wv->n_parts != 1 || !d->q8_buf)
+    if (!cs_op_i4_qkv_fits(d, wq, wk, wv) || !d->q8_buf)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_i4_qkv: weights or quantized input unfit");
     size_t d_off, s_off;
     if (i4_bytes(wq->n_in, 1, &d_off, &s_off) > d->q8_bytes || q_off + wq->n_out > UINT32_MAX ||
         k_off + wk->n_out > UINT32_MAX || v_off + wv->n_out > UINT32_MAX)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_i4_qkv: input not quantized or offsets exceed 32 bits");
     char name[32];
-    snprintf(name, sizeof name, "mvi3_%s", i4_name(wq));
+    if (wv->layout == wq->layout)
+        snprintf(name, sizeof name, "mvi3_%s", i4_name(wq));
+    else
+        snprintf(name, sizeof name, "mvi3_%s_%s", i4_name(wq), i4_name(wv));
     const cl_uint nb = wq->n_in / 32, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out, dof = (cl_uint)d_off,
                   qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
     const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),

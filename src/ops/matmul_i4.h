@@ -28,6 +28,16 @@
  * (q4_Ki, GGUF 144). */
 #define CS_WLAYOUT_Q4_0_I16 16
 #define CS_WLAYOUT_Q4_K_I16 17
+/* q6_Ki (q6_K on this path, its 6 bits packed as 4 + 2): per group and
+ * super-block of 256, 3392 bytes: float d[16]; char sc[16][16] (scale t of
+ * the super-block's 16 scales, row j at 16 t + j); then per sub-block u of
+ * 32 (384 bytes) its 256 nibble bytes as above (the low 4 bits of q) and two
+ * 64-byte vectors of high bits: byte 4 j + i of the first holds bits 4, 5 of
+ * row j's element 4 v + i at bits (4 + 2 v) mod 8 and the next (v = 0..3),
+ * the second the same for element 16 + 4 v + i. w = d sc (q - 32). 212 bytes per row per
+ * 256 (GGUF: 210; the 8-bit path: 276). CLSPEC_Q6K=i8 keeps q6_K on the
+ * 8-bit path (ops/matmul_i8.h), for comparison and its tests. */
+#define CS_WLAYOUT_Q6_K_I16 18
 
 /* The i4 layout that an upload of type (rows of n_in) to d takes, with its
  * row bytes; -1 when none (not the CPU family, another type, not on: see
@@ -51,8 +61,8 @@ int cs_op_i4_prepare(struct cs_cl_dev *d, char *err, size_t errlen);
 int cs_op_matmul_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem x, size_t x_off, cl_mem y,
                     size_t y_off, uint32_t n_cols, char *err, size_t errlen);
 /* Quantizes x (n_cols columns of n_in floats at x_off) into d's scratch
- * (cs_op_quant_q8_scratch) and adds each block's sum of q (i4_xsum), for
- * cs_op_matmul_i4_q. Enqueues only. */
+ * (as cs_op_quant_q8_scratch) with each block's sums of q in the same
+ * launch (cs_op_quant_q8_sums), for cs_op_matmul_i4_q. Enqueues only. */
 int cs_op_quant_i4_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, char *err,
                            size_t errlen);
 /* The same from columns already in d's scratch (cs_op_quant_i4_scratch of
@@ -66,12 +76,18 @@ int cs_op_matmul_i4_q(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n
 int cs_op_matmul_i4_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem out,
                            size_t out_off, char *err, size_t errlen);
 
-/* Q, K and V for one column already in d's scratch, single-part weights
- * of one layout and n_in, in one launch (the same bits as cs_op_matmul_i4_q
+/* Q, K and V for one column already in d's scratch, weights that
+ * cs_op_i4_qkv_fits, in one launch (the same bits as cs_op_matmul_i4_q
  * for each). */
 int cs_op_matmul_i4_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
                         const struct cs_weight *wv, cl_mem q, size_t q_off, cl_mem k, size_t k_off, cl_mem v,
                         size_t v_off, char *err, size_t errlen);
+
+/* Whether cs_op_matmul_i4_qkv takes these weights: single parts, one n_in,
+ * Q and K of one layout, V of that layout or a pair with a kernel (q4_Ki Q
+ * and K with q6_Ki V). */
+bool cs_op_i4_qkv_fits(const struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
+                       const struct cs_weight *wv);
 
 /* Embedding gather (cs_op_get_rows) from an i4 layout. */
 int cs_op_get_rows_i4(struct cs_cl_dev *d, const struct cs_weight *w, cl_mem ids, size_t ids_off, uint32_t n,

@@ -48,15 +48,21 @@ size_t cs_q8_bytes(uint32_t n_in, uint32_t n_cols, size_t *d_off)
 int cs_op_quant_q8(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, cl_mem out,
                    char *err, size_t errlen)
 {
+    return cs_op_quant_q8_sums(d, x, x_off, n_in, n_cols, out, 0, err, errlen);
+}
+
+int cs_op_quant_q8_sums(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, cl_mem out,
+                        size_t s_off, char *err, size_t errlen)
+{
     if (n_in == 0 || n_in % 32 || n_cols == 0)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "quant_q8: n_in %u must be a positive multiple of 32, "
                       "n_cols %u positive", n_in, n_cols);
     size_t d_off;
     const size_t bytes = cs_q8_bytes(n_in, n_cols, &d_off);
-    if (bytes > UINT32_MAX || x_off + (size_t)n_in * n_cols > UINT32_MAX)
+    if (bytes > UINT32_MAX || x_off + (size_t)n_in * n_cols > UINT32_MAX || s_off > UINT32_MAX || s_off % 4)
         return cs_err(err, errlen, CLSPEC_E_RANGE, "quant_q8 %ux%u: offsets exceed 32 bits", n_in, n_cols);
-    const cl_uint xo = (cl_uint)x_off, ni = n_in, nc = n_cols, dof = (cl_uint)d_off;
-    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(ni), CS_KA(nc), CS_KA(out), CS_KA(dof)};
+    const cl_uint xo = (cl_uint)x_off, ni = n_in, nc = n_cols, dof = (cl_uint)d_off, so = (cl_uint)s_off;
+    const struct cs_karg a[] = {CS_KA(x), CS_KA(xo), CS_KA(ni), CS_KA(nc), CS_KA(out), CS_KA(dof), CS_KA(so)};
     const size_t nb = n_in / 32, g[2] = {nb, n_cols}, l[2] = {CS_MIN(nb, (size_t)CPU_LOCAL), 1};
     return cs_op_launch_nd(d, "quant", NULL, "quant_q8", a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
 }

@@ -27,6 +27,10 @@ size_t cs_q8_bytes(uint32_t n_in, uint32_t n_cols, size_t *d_off);
  * cs_q8_bytes). Enqueues only. */
 int cs_op_quant_q8(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, cl_mem out,
                    char *err, size_t errlen);
+/* The same, with the block sums of q at s_off (bytes, 4-aligned, after the
+ * dx; 0: none; layout in cl/quant.cl), for the 4-bit path. */
+int cs_op_quant_q8_sums(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols, cl_mem out,
+                        size_t s_off, char *err, size_t errlen);
 
 /* Quantizes x into d's scratch (d->q8_buf, grown as needed). */
 int cs_op_quant_q8_scratch(struct cs_cl_dev *d, cl_mem x, size_t x_off, uint32_t n_in, uint32_t n_cols,
