@@ -270,7 +270,9 @@ int mtp_head_seq_rm(struct mtp_head *m, int32_t seq, int32_t p0, int32_t p1, cha
 }
 
 /* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) into m->x; g into xg first (g_x: g is m->x
- * itself, row i the previous decode's row i: a chain's depth after the first). */
+ * itself, row i the previous decode's row i: a chain's depth after the first). g of consecutive
+ * sequences (g_seq) is read where it lies in hkeep; one row's norms write straight into the
+ * concatenation's halves, so a chain's single-row depths queue no copies. */
 static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32_t *g_seq, bool g_x, char *err,
                       size_t errlen)
 {
@@ -278,16 +280,28 @@ static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32
     const size_t E = (size_t)m->E;
     if (g && h->buf_write(m->xg, 0, (size_t)n * E, g, err, errlen) < 0)
         return -1;
-    for (int32_t i = 0; g_seq && i < n; i++)
+    bool run = g_seq != NULL; /* g_seq: consecutive sequences, whose hkeep rows are g as they lie */
+    for (int32_t i = 0; run && i < n; i++)
+        run = g_seq[i] >= 0 && g_seq[i] == g_seq[0] + i;
+    const bool one = n == 1 && (g || g_x || run);
+    const clspec_buf *gb = g_x ? m->x : run ? m->hkeep : m->xg; /* where g is, from g_off */
+    const size_t g_off = run ? (size_t)g_seq[0] * E : 0;
+    for (int32_t i = 0; !run && g_seq && i < n; i++)
         if (g_seq[i] >= 0 && h->copy(m->xg, (size_t)i * E, E, m->hkeep, (size_t)g_seq[i] * E, E, 1, m->E, err,
                                      errlen) < 0)
             return -1;
-    if (h->get_rows(m->embd, m->tok, 0, n, m->xe, 0, err, errlen) < 0 ||
-        h->rmsnorm(m->xe, 0, m->enorm, m->xe, 0, n, m->E, m->eps, err, errlen) < 0 ||
-        h->rmsnorm(g_x ? m->x : m->xg, 0, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
-        h->copy(m->cat, 0, 2 * E, m->xe, 0, E, n, m->E, err, errlen) < 0 ||
-        h->copy(m->cat, E, 2 * E, m->xg, 0, E, n, m->E, err, errlen) < 0)
+    if (h->get_rows(m->embd, m->tok, 0, n, m->xe, 0, err, errlen) < 0)
         return -1;
+    if (one) {
+        if (h->rmsnorm(m->xe, 0, m->enorm, m->cat, 0, 1, m->E, m->eps, err, errlen) < 0 ||
+            h->rmsnorm(gb, g_off, m->hnorm, m->cat, E, 1, m->E, m->eps, err, errlen) < 0)
+            return -1;
+    } else if (h->rmsnorm(m->xe, 0, m->enorm, m->xe, 0, n, m->E, m->eps, err, errlen) < 0 ||
+               h->rmsnorm(gb, g_off, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
+               h->copy(m->cat, 0, 2 * E, m->xe, 0, E, n, m->E, err, errlen) < 0 ||
+               h->copy(m->cat, E, 2 * E, m->xg, 0, E, n, m->E, err, errlen) < 0) {
+        return -1;
+    }
     return h->matmul(m->eh_proj, m->cat, 0, m->x, 0, n, err, errlen);
 }
 
@@ -300,22 +314,35 @@ static int32_t head_out(struct mtp_head *m, int32_t n, const int32_t *seq, const
 {
     const struct clspec_host *h = m->h;
     const size_t E = (size_t)m->E;
-    int32_t n_keep = 0;
+    int32_t n_keep = 0, last = -1;
     const bool all = !keep && !keep_last; /* every row: the norm reads them in place */
+    bool run = save_all; /* every row saved, of consecutive sequences: one copy */
+    for (int32_t i = 0; run && i < n; i++)
+        run = seq[i] == seq[0] + i;
+    if (run && h->copy(m->hkeep, (size_t)seq[0] * E, E, m->x, 0, E, n, m->E, err, errlen) < 0)
+        return -1;
     for (int32_t i = 0; i < n; i++) {
-        if ((save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
+        if (!run && (save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
                                           errlen) < 0)
             return -1;
-        if (all || (keep ? !keep[i] : keep_last && i != n - 1))
+        if (!all && !(keep ? !keep[i] : keep_last && i != n - 1)) {
+            n_keep++;
+            last = i;
+        }
+    }
+    /* the kept rows into xo, unless the norm can read them in place (all, or a single one) */
+    for (int32_t i = 0, k = 0; !all && n_keep > 1 && i < n; i++) {
+        if (keep ? !keep[i] : keep_last && i != n - 1)
             continue;
-        if (h->copy(m->xo, (size_t)n_keep * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
+        if (h->copy(m->xo, (size_t)k++ * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
             return -1;
-        n_keep++;
     }
     n_keep = all ? n : n_keep;
     if (n_keep == 0)
         return 0;
-    if (h->rmsnorm(all ? m->x : m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
+    const size_t x0 = !all && n_keep == 1 ? (size_t)last * E : 0; /* the norm's input row */
+    if (h->rmsnorm(all || n_keep == 1 ? m->x : m->xo, x0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err,
+                   errlen) < 0 ||
         h->matmul(m->out, m->xo, 0, m->logits, 0, n_keep, err, errlen) < 0 ||
         h->argmax(m->logits, 0, m->amax, amax_off, n_keep, m->V, err, errlen) < 0)
         return -1;
@@ -425,14 +452,14 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
              : 0;
     /* depth d: tokens = depth d-1's argmax, g = its h' (depth 1: saved per sequence; later depths: the
      * previous depth's rows of x, in chain order), cells from the placement; the last depth saves its
-     * h' per sequence (a chain that goes on alone later) */
+     * h' per sequence (a chain that goes on alone later); the sequences go up once, at depth 1 */
     act.cell = m->cell_d;
     for (int32_t d = 1; d < depth && rc == 0; d++) {
         const size_t o = (size_t)(n0 + (d - 1) * n_chain);
         rc = h->copy(m->tok, 0, 1, m->amax, (size_t)(d - 1) * n_chain, 1, n_chain, 1, err, errlen) < 0 ||
                      h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
                      h->buf_write(m->pos, 0, (size_t)n_chain, pa + o, err, errlen) < 0 ||
-                     h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0 ||
+                     (d == 1 && h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0) ||
                      head_input(m, n_chain, NULL, d == 1 ? seq1 : NULL, d > 1, err, errlen) < 0 ||
                      h->block_layer(m->layer, m->kv, 0, &act, n_chain, &opt, err, errlen) < 0 ||
                      head_out(m, n_chain, seq1, NULL, d == depth - 1, NULL, false, (size_t)d * n_chain, err, errlen) < 0
