@@ -324,8 +324,8 @@ static int32_t head_out(struct mtp_head *m, int32_t n, const int32_t *seq, const
     if (run && h->copy(m->hkeep, (size_t)seq[0] * E, E, m->x, 0, E, n, m->E, err, errlen) < 0)
         return -1;
     for (int32_t i = 0; i < n; i++) {
-        if (!run && (save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
-                                          errlen) < 0)
+        if (!run && (save_all || (save && save[i])) &&
+            h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
             return -1;
         if (!all && !(keep ? !keep[i] : keep_last && i != n - 1)) {
             n_keep++;
@@ -371,7 +371,8 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
         return pu_failf(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
-        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, m->tok, 0, g, g_seq, false, err, errlen) < 0)
+        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 ||
+        head_input(m, n, m->tok, 0, g, g_seq, false, err, errlen) < 0)
         return -1;
     /* the block on the head's own KV: the attention norm unfused, causal, every cell in use */
     const struct clspec_block_act act = {.size = sizeof act, .x = m->x, .xb = m->xb, .q = m->q, .att = m->att,
