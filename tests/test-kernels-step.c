@@ -7,7 +7,14 @@
  *     holds the tokens equals the C twin cs_ref_greedy_accept, and leaves the
  *     tokens in front untouched, in both kernel families;
  *   - at offsets 0 of separate buffers it equals cs_op_greedy_accept;
- *   - offsets past 32 bits and NULL buffers are refused with an error. */
+ *   - offsets past 32 bits and NULL buffers are refused with an error;
+ * and the verification's fused mat-mats (a step of 4 slots verifies up to 16
+ * rows): cs_op_matmul_qkv and cs_op_matmul_swiglu at 5..16 columns of small
+ * weights (mm3_T, mmswiglu_T on the CPU family past the fused mat-vecs'
+ * columns) equal the unfused mat-mats (three matmuls; weights in parts:
+ * gate, up and the SwiGLU) bit for bit, and the C reference within 1e-4,
+ * with an input length that is not a multiple of 32 and odd row counts
+ * (float and, with CLSPEC_INTDOT=0, q8_0 / q4_0 weights). */
 #include "config.h"
 
 #include <setjmp.h>
@@ -20,7 +27,10 @@
 #include <cmocka.h>
 
 #include "base/common.h"
+#include "gguf/quant.h"
+#include "ops/matmul.h"
 #include "ops/ops.h"
+#include "ref/matmul_ref.h"
 #include "ref/ops_ref.h"
 #include "kernutil.h"
 #include "testutil.h"
@@ -101,9 +111,126 @@ static void test_greedy_accept_at_gpu(void **s)
     greedy_at_family(CS_KFAMILY_GPU);
 }
 
+/* y (nc, n_out) of three matmuls of x (nc, n_in) or one cs_op_matmul_qkv */
+static void qkv_run(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t nc, bool fused,
+                    float *out[3])
+{
+    char err[512];
+    cl_mem xb = ku_buf(d, (size_t)nc * w[0].n_in * 4, x), o[3];
+    for (int i = 0; i < 3; i++) {
+        o[i] = ku_buf(d, (2 + (size_t)nc * w[i].n_out) * 4, NULL);
+        if (!fused)
+            assert_int_equal(cs_op_matmul(d, &w[i], xb, 0, o[i], 2, nc, err, sizeof err), CLSPEC_OK);
+    }
+    if (fused)
+        assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 2, o[1], 2, o[2], 2, nc, err,
+                                          sizeof err),
+                         CLSPEC_OK);
+    for (int i = 0; i < 3; i++) {
+        out[i] = ku_read(d, o[i], 8, (size_t)nc * w[i].n_out * 4);
+        clReleaseMemObject(o[i]);
+    }
+    clReleaseMemObject(xb);
+}
+
+/* out (nc, n_out) = silu(gate . x) * (up . x) by cs_op_matmul_swiglu */
+static float *swiglu_run(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, const float *x,
+                         uint32_t nc)
+{
+    char err[512];
+    cl_mem xb = ku_buf(d, (1 + (size_t)nc * wg->n_in) * 4, NULL);
+    assert_int_equal(clEnqueueWriteBuffer(d->q, xb, CL_TRUE, 4, (size_t)nc * wg->n_in * 4, x, 0, NULL, NULL),
+                     CL_SUCCESS);
+    cl_mem tb = ku_buf(d, (size_t)nc * wg->n_out * 4, NULL), ob = ku_buf(d, (3 + (size_t)nc * wg->n_out) * 4, NULL);
+    assert_int_equal(cs_op_matmul_swiglu(d, wg, wu, xb, 1, tb, ob, 3, nc, err, sizeof err), CLSPEC_OK);
+    float *y = ku_read(d, ob, 12, (size_t)nc * wg->n_out * 4);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(tb);
+    clReleaseMemObject(ob);
+    return y;
+}
+
+static void fused_mm_family(enum cs_kfamily fam)
+{
+    struct cs_cl_dev *d = devs[fam];
+    if (!d)
+        skip();
+    char err[512];
+    const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
+    const uint32_t ncs[] = {5, 9, 13, 16};
+    for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
+        const uint32_t type = types[ti], n_in = type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0 ? 96 : 100, no[3] = {45, 37, 37};
+        struct cs_weight w[3], ws[2];
+        unsigned char *wh[3];
+        for (int i = 0; i < 3; i++) {
+            wh[i] = ku_random_weight(type, n_in, no[i], 9100 + 10 * type + (uint64_t)i, true);
+            assert_int_equal(cs_weight_upload(d, type, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
+        }
+        for (int i = 0; i < 2; i++) /* gate = w[1], up = w[2], in parts: the unfused path */
+            assert_int_equal(cs_weight_upload_parts(d, type, n_in, no[1 + i], wh[1 + i], 10 * w[1 + i].row_bytes,
+                                                    true, &ws[i], err, sizeof err),
+                             CLSPEC_OK);
+        assert_true(ws[0].n_parts > 1);
+        for (size_t ci = 0; ci < CS_ARRAY_LEN(ncs); ci++) {
+            const uint32_t nc = ncs[ci];
+            float *x = ku_random_x(n_in, nc, 9300 + nc, false);
+            float *a[3], *b[3];
+            qkv_run(d, w, x, nc, false, a);
+            qkv_run(d, w, x, nc, true, b);
+            for (int i = 0; i < 3; i++) {
+                const size_t n = (size_t)nc * no[i];
+                float *ref = malloc(n * 4);
+                assert_non_null(ref);
+                assert_int_equal(cs_ref_matmul(type, wh[i], n_in, no[i], x, nc, ref, err, sizeof err), CLSPEC_OK);
+                assert_memory_equal(a[i], b[i], n * 4);
+                if (ku_norm_err(b[i], ref, n) > 1e-4)
+                    fail_msg("qkv %s %u columns, output %d: error %.3g", cs_type_name(type), nc, i,
+                             ku_norm_err(b[i], ref, n));
+                free(ref);
+                free(a[i]);
+                free(b[i]);
+            }
+            const size_t n = (size_t)nc * no[1];
+            float *f = swiglu_run(d, &w[1], &w[2], x, nc), *u = swiglu_run(d, &ws[0], &ws[1], x, nc);
+            float *g = malloc(n * 4), *up = malloc(n * 4);
+            assert_true(g && up);
+            assert_int_equal(cs_ref_matmul(type, wh[1], n_in, no[1], x, nc, g, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_ref_matmul(type, wh[2], n_in, no[2], x, nc, up, err, sizeof err), CLSPEC_OK);
+            cs_ref_swiglu(g, up, g, n);
+            assert_memory_equal(f, u, n * 4);
+            if (ku_norm_err(f, g, n) > 1e-4)
+                fail_msg("swiglu %s %u columns: error %.3g", cs_type_name(type), nc, ku_norm_err(f, g, n));
+            free(f);
+            free(u);
+            free(g);
+            free(up);
+            free(x);
+        }
+        for (int i = 0; i < 3; i++) {
+            cs_weight_free(&w[i]);
+            free(wh[i]);
+        }
+        cs_weight_free(&ws[0]);
+        cs_weight_free(&ws[1]);
+    }
+}
+
+static void test_fused_mm_cpu(void **s)
+{
+    (void)s;
+    fused_mm_family(CS_KFAMILY_CPU);
+}
+
+static void test_fused_mm_gpu(void **s)
+{
+    (void)s;
+    fused_mm_family(CS_KFAMILY_GPU);
+}
+
 static int setup(void **state)
 {
     (void)state;
+    setenv("CLSPEC_INTDOT", "0", 1); /* q8_0 and q4_0 keep the float layouts, where the fused mat-mats run */
     return ku_open_families(devs, false, "speculative step kernel tests") < 0 ? -1 : 0;
 }
 
@@ -125,6 +252,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_accept_at_cpu),
         cmocka_unit_test(test_greedy_accept_at_gpu),
+        cmocka_unit_test(test_fused_mm_cpu),
+        cmocka_unit_test(test_fused_mm_gpu),
     };
     if (getenv("CLSPEC_TEST_FILTER"))
         cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));

@@ -398,6 +398,17 @@ static bool fuse_cols(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t max_c
     return d->info.family == CS_KFAMILY_CPU && (n_cols == 1 || (n_cols <= max_cols && bytes <= CS_FUSE_BYTES));
 }
 
+/* Beyond those columns, up to CS_FUSE_MM_COLS (a verification of 4 slots'
+ * drafts): mm3_T / mmswiglu_T, mm_T's tiles in one launch instead of three
+ * (the same device time; the launches are what such steps pay for), where
+ * mm_T (not mm2_T) would run. */
+#define CS_FUSE_MM_COLS 16
+static bool fuse_mm(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t n_in, uint64_t bytes)
+{
+    return d->info.family == CS_KFAMILY_CPU && n_cols > 1 && n_cols <= CS_FUSE_MM_COLS && bytes <= CS_FUSE_BYTES &&
+           (uint64_t)CS_MM_TCC * n_in * sizeof(float) <= MM_X_TILE_MAX;
+}
+
 int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
                         size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
                         size_t errlen)
@@ -444,6 +455,19 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     const bool fused = fuse_cols(d, n_cols, CS_FUSE_SWIGLU_COLS, 2 * wg->parts[0].n_rows * wg->row_bytes) &&
                        wg->n_parts == 1 &&
                        wu->n_parts == 1;
+    if (!fused && wg->n_parts == 1 && wu->n_parts == 1 &&
+        fuse_mm(d, n_cols, wg->n_in, 2 * wg->parts[0].n_rows * wg->row_bytes)) {
+        if (!fits_u32(x_off + (uint64_t)n_cols * wg->n_in) || !fits_u32(out_off + (uint64_t)n_cols * wg->n_out))
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
+        char name[32];
+        snprintf(name, sizeof name, "mmswiglu_%s", wname(wg));
+        const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, xo = (cl_uint)x_off,
+                      yo = (cl_uint)out_off;
+        const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in),
+                                    CS_KA(nr), CS_KA(x), CS_KA(xo), CS_KA(n_cols), CS_KA(out), CS_KA(yo)};
+        const size_t g[2] = {nr, (n_cols + CS_MM_TCC - 1) / CS_MM_TCC}, l[2] = {CPU_LOCAL, 1};
+        return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    }
     if (!fused) {
         int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
@@ -510,7 +534,9 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
                        fuse_cols(d, n_cols, CS_FUSE_QKV_COLS,
                                  (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
-    if (!fused) {
+    const bool mm = !fused && same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
+                    fuse_mm(d, n_cols, wq->n_in, (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
+    if (!fused && !mm) {
         int rc = cs_op_matmul(d, wq, x, x_off, q, q_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul(d, wk, x, x_off, k, k_off, n_cols, err, errlen);
@@ -523,9 +549,16 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
         !fits_u32(v_off + nc * wv->n_out))
         return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
     char name[32];
-    snprintf(name, sizeof name, "mv3_%s", wname(wq));
+    snprintf(name, sizeof name, "%s_%s", mm ? "mm3" : "mv3", wname(wq));
     const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
                   xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    if (mm) {
+        const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                    CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
+                                    CS_KA(n_cols), CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+        const size_t g[2] = {(size_t)nq + nk + nv, (n_cols + CS_MM_TCC - 1) / CS_MM_TCC}, l[2] = {CPU_LOCAL, 1};
+        return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    }
     const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
                                 CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
                                 CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
