@@ -224,6 +224,9 @@ void mtp_head_free(struct mtp_head *m)
 {
     if (!m)
         return;
+    if (m->seq_sh)
+        free(m->seq_sh->v);
+    free(m->seq_sh);
     if (m->d)
         m->h->dev_close(m->d); /* every buffer, weight, layer and cache made on it */
     if (m->g)
@@ -239,6 +242,9 @@ int mtp_head_ctx(struct mtp_head *m, int32_t n_ctx, int32_t n_batch, int32_t n_s
         return pu_failf(err, errlen, "MTP context: n_batch %d (want 1..4096), n_seq %d (want 1..64)", n_batch, n_seq);
     m->n_batch = n_batch;
     m->n_seq = n_seq;
+    if (!m->seq_sh && !(m->seq_sh = calloc(1, sizeof *m->seq_sh)))
+        return pu_failf(err, errlen, "MTP context: out of memory");
+    m->seq_sh->n = 0; /* a new seq buffer below */
     const size_t E = (size_t)m->E, Q = (size_t)m->H * m->D, KV = (size_t)m->HKV * m->D, F = (size_t)m->F,
                  V = (size_t)m->V, B = (size_t)n_batch;
     struct {
@@ -371,7 +377,7 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
         return pu_failf(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
-        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 ||
+        pu_upload_i32(h, m->seq, m->seq_sh, seq, n, err, errlen) < 0 ||
         head_input(m, n, m->tok, 0, g, g_seq, false, err, errlen) < 0)
         return -1;
     /* the block on the head's own KV: the attention norm unfused, causal, every cell in use */
@@ -445,7 +451,7 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
     const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1, .next_norm = m->head_norm};
     rc = h->buf_write(m->tok, 0, (size_t)n0, tok, err, errlen) < 0 ||
                  h->buf_write(m->pos, 0, (size_t)n0, pos, err, errlen) < 0 ||
-                 h->buf_write(m->seq, 0, (size_t)n0, seq, err, errlen) < 0 ||
+                 pu_upload_i32(h, m->seq, m->seq_sh, seq, n0, err, errlen) < 0 ||
                  head_input(m, n0, m->tok, 0, g, NULL, false, err, errlen) < 0 ||
                  h->block_layer(m->layer, m->kv, 0, &act, n0, &opt, err, errlen) < 0 ||
                  head_out(m, n0, seq, keep, false, keep, false, 0, err, errlen) < 0
@@ -460,7 +466,7 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
         const size_t o = (size_t)(n0 + (d - 1) * n_chain);
         rc = h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
                      h->buf_write(m->pos, 0, (size_t)n_chain, pa + o, err, errlen) < 0 ||
-                     (d == 1 && h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0) ||
+                     (d == 1 && pu_upload_i32(h, m->seq, m->seq_sh, seq1, n_chain, err, errlen) < 0) ||
                      head_input(m, n_chain, m->amax, (size_t)(d - 1) * n_chain, NULL, d == 1 ? seq1 : NULL, d > 1,
                                 err, errlen) < 0 ||
                      h->block_layer(m->layer, m->kv, 0, &act, n_chain, &opt, err, errlen) < 0 ||
