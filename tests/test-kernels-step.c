@@ -9,7 +9,8 @@
  *   - at offsets 0 of separate buffers it equals cs_op_greedy_accept;
  *   - offsets past 32 bits and NULL buffers are refused with an error;
  * and the verification's fused mat-mats (a step of 4 slots verifies up to 16
- * rows): cs_op_matmul_qkv and cs_op_matmul_swiglu at 5..16 columns of small
+ * rows): cs_op_matmul_qkv, cs_op_matmul_kv (K and V only) and
+ * cs_op_matmul_swiglu at 1..16 columns of small
  * weights (mm3_T, mmswiglu_T on the CPU family past the fused mat-vecs'
  * columns) equal the unfused mat-mats (three matmuls; weights in parts:
  * gate, up and the SwiGLU) bit for bit, and the C reference within 1e-4,
@@ -133,6 +134,28 @@ static void qkv_run(struct cs_cl_dev *d, const struct cs_weight *w, const float 
     clReleaseMemObject(xb);
 }
 
+/* cs_op_matmul_kv (w[1], w[2]) == two cs_op_matmul, bit for bit */
+static void kv_check(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t nc)
+{
+    char err[512];
+    cl_mem xb = ku_buf(d, (size_t)nc * w[1].n_in * 4, x), o[4];
+    for (int i = 0; i < 4; i++)
+        o[i] = ku_buf(d, (1 + (size_t)nc * w[1 + i % 2].n_out) * 4, NULL);
+    assert_int_equal(cs_op_matmul(d, &w[1], xb, 0, o[0], 1, nc, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(cs_op_matmul(d, &w[2], xb, 0, o[1], 1, nc, err, sizeof err), CLSPEC_OK);
+    assert_int_equal(cs_op_matmul_kv(d, &w[1], &w[2], xb, 0, o[2], 1, o[3], 1, nc, err, sizeof err), CLSPEC_OK);
+    for (int i = 0; i < 2; i++) {
+        const size_t n = (size_t)nc * w[1 + i].n_out * 4;
+        float *a = ku_read(d, o[i], 4, n), *b = ku_read(d, o[2 + i], 4, n);
+        assert_memory_equal(a, b, n);
+        free(a);
+        free(b);
+    }
+    for (int i = 0; i < 4; i++)
+        clReleaseMemObject(o[i]);
+    clReleaseMemObject(xb);
+}
+
 /* out (nc, n_out) = silu(gate . x) * (up . x) by cs_op_matmul_swiglu */
 static float *swiglu_run(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, const float *x,
                          uint32_t nc)
@@ -157,7 +180,7 @@ static void fused_mm_family(enum cs_kfamily fam)
         skip();
     char err[512];
     const uint32_t types[] = {CS_TYPE_F32, CS_TYPE_F16, CS_TYPE_BF16, CS_TYPE_Q8_0, CS_TYPE_Q4_0};
-    const uint32_t ncs[] = {5, 9, 13, 16};
+    const uint32_t ncs[] = {1, 5, 9, 13, 16};
     for (size_t ti = 0; ti < CS_ARRAY_LEN(types); ti++) {
         const uint32_t type = types[ti], n_in = type == CS_TYPE_Q8_0 || type == CS_TYPE_Q4_0 ? 96 : 100, no[3] = {45, 37, 37};
         struct cs_weight w[3], ws[2];
@@ -190,6 +213,7 @@ static void fused_mm_family(enum cs_kfamily fam)
                 free(a[i]);
                 free(b[i]);
             }
+            kv_check(d, w, x, nc);
             const size_t n = (size_t)nc * no[1];
             float *f = swiglu_run(d, &w[1], &w[2], x, nc), *u = swiglu_run(d, &ws[0], &ws[1], x, nc);
             float *g = malloc(n * 4), *up = malloc(n * 4);
