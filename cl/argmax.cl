@@ -67,12 +67,16 @@ __kernel void argmax_gpu(__global const float *x, uint x_off, __global int *out,
  * row's argmax), -1 where the run ends. For row i: res[2i] = how many rows
  * j = i, i+1, ... match (am[j] == nxt[j]) before the first that does not
  * or ends the run, res[2i+1] = am of that row (the token greedy decoding
- * takes there). C twin cs_ref_greedy_accept. */
-__kernel void greedy_accept(__global const int *am, __global const int *nxt, __global int *res, int n)
+ * takes there); nxt and res from element offsets nxt_off, res_off. C twin
+ * cs_ref_greedy_accept. */
+__kernel void greedy_accept(__global const int *am, __global const int *nxt, __global int *res, int n,
+                            uint nxt_off, uint res_off)
 {
     int i = get_global_id(0);
     if (i >= n)
         return;
+    nxt += nxt_off; /* nxt and res may lie in one buffer (the step's tokens, then these) */
+    res += res_off;
     int j = i;
     while (j < n - 1 && nxt[j] >= 0 && am[j] == nxt[j])
         j++;

@@ -161,24 +161,13 @@ CS_FOR_EACH_WTYPE(CS_MV2)
     }
 CS_FOR_EACH_WTYPE(CS_MV3)
 
-#define CS_MATMUL(T) \
-    __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
-                         __global const float *x, uint x_off, __global float *y, uint y_off) \
+/* cs_mm_tile_T (CPU): one weight row wr against a tile of nc <= CS_MM_TCC
+ * columns of x (xt: the first column, n_in floats each) into sum[c], each
+ * dot in the one order (mm_T; the fused mm3_T and mmswiglu_T). */
+#define CS_MM_TILE(T) \
+    inline void cs_mm_tile_##T(__global const uchar *wr, uint n_in, __global const float *xt, uint nc, \
+                               float *sum) \
     { \
-        const uint r = CS_MV_ROWS * get_global_id(0); \
-        if (r < n_rows) \
-            cs_mv2_##T(w, row_bytes, n_in, n_rows, r, x + x_off, y + y_off); \
-    } \
-    __kernel void mm_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
-                         __global const float *x, uint x_off, uint n_cols, __global float *y, \
-                         uint y_off, uint y_stride) \
-    { \
-        const uint r = get_global_id(0), c0 = get_global_id(1) * CS_MM_TCC; \
-        if (r >= n_rows || c0 >= n_cols) \
-            return; \
-        const uint nc = min((uint)CS_MM_TCC, n_cols - c0); \
-        __global const uchar *wr = w + (size_t)r * row_bytes; \
-        __global const float *xt = x + x_off + (size_t)c0 * n_in; \
         const uint nsb = n_in / 32; \
         float16 alo[CS_MM_TCC], ahi[CS_MM_TCC]; \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) alo[c] = ahi[c] = 0.0f; \
@@ -204,12 +193,80 @@ CS_FOR_EACH_WTYPE(CS_MV3)
             } \
         } \
         _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) { \
-            float sum = cs_hsum16(alo[c] + ahi[c]); \
+            float v = cs_hsum16(alo[c] + ahi[c]); \
             __global const float *xc = xt + (size_t)c * n_in; \
             for (uint k = nsb * 32; k < n_in; k++) \
-                sum = fma(cs_dq1_##T(wr, k), xc[k], sum); \
-            y[y_off + (size_t)(c0 + c) * y_stride + r] = sum; \
+                v = fma(cs_dq1_##T(wr, k), xc[k], v); \
+            sum[c] = v; \
         } \
+    }
+CS_FOR_EACH_WTYPE(CS_MM_TILE)
+
+/* mm3_T, mmswiglu_T (CPU): mv3_T and mvswiglu_T for more columns, in mm_T's
+ * tiles (one weight row, up to CS_MM_TCC columns per work-item; each
+ * (row, column) in the one order, so the bits of the unfused mat-mats and,
+ * for mmswiglu_T, of cl/eltwise.cl's swiglu). mm3_T: dimension 0 walks the
+ * rows of Q, then K, then V; mmswiglu_T: out[c][r] = silu(gate) * up. */
+#define CS_MM3(T) \
+    __kernel void mm3_##T(__global const uchar *wq, __global const uchar *wk, __global const uchar *wv, \
+                          uint row_bytes, uint n_in, uint nq, uint nk, uint nv, __global const float *x, \
+                          uint x_off, uint n_cols, __global float *q, uint q_off, __global float *k, \
+                          uint k_off, __global float *v, uint v_off) \
+    { \
+        uint r = get_global_id(0); \
+        const uint c0 = get_global_id(1) * CS_MM_TCC; \
+        if (r >= nq + nk + nv || c0 >= n_cols) \
+            return; \
+        __global const uchar *w = r < nq ? wq : r < nq + nk ? wk : wv; \
+        __global float *y = r < nq ? q : r < nq + nk ? k : v; \
+        const uint n = r < nq ? nq : r < nq + nk ? nk : nv, y_off = r < nq ? q_off : r < nq + nk ? k_off : v_off; \
+        r -= r < nq ? 0 : r < nq + nk ? nq : nq + nk; \
+        const uint nc = min((uint)CS_MM_TCC, n_cols - c0); \
+        float sum[CS_MM_TCC]; \
+        cs_mm_tile_##T(w + (size_t)r * row_bytes, n_in, x + x_off + (size_t)c0 * n_in, nc, sum); \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) \
+            y[y_off + (size_t)(c0 + c) * n + r] = sum[c]; \
+    }
+CS_FOR_EACH_WTYPE(CS_MM3)
+
+#define CS_MMSWIGLU(T) \
+    __kernel void mmswiglu_##T(__global const uchar *wg, __global const uchar *wu, uint row_bytes, uint n_in, \
+                               uint n_rows, __global const float *x, uint x_off, uint n_cols, \
+                               __global float *y, uint y_off) \
+    { \
+        const uint r = get_global_id(0), c0 = get_global_id(1) * CS_MM_TCC; \
+        if (r >= n_rows || c0 >= n_cols) \
+            return; \
+        const uint nc = min((uint)CS_MM_TCC, n_cols - c0); \
+        __global const float *xt = x + x_off + (size_t)c0 * n_in; \
+        float g[CS_MM_TCC], u[CS_MM_TCC]; \
+        cs_mm_tile_##T(wg + (size_t)r * row_bytes, n_in, xt, nc, g); \
+        cs_mm_tile_##T(wu + (size_t)r * row_bytes, n_in, xt, nc, u); \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) \
+            y[y_off + (size_t)(c0 + c) * n_rows + r] = g[c] / (1.0f + exp(-g[c])) * u[c]; \
+    }
+CS_FOR_EACH_WTYPE(CS_MMSWIGLU)
+
+#define CS_MATMUL(T) \
+    __kernel void mv_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
+                         __global const float *x, uint x_off, __global float *y, uint y_off) \
+    { \
+        const uint r = CS_MV_ROWS * get_global_id(0); \
+        if (r < n_rows) \
+            cs_mv2_##T(w, row_bytes, n_in, n_rows, r, x + x_off, y + y_off); \
+    } \
+    __kernel void mm_##T(__global const uchar *w, uint row_bytes, uint n_in, uint n_rows, \
+                         __global const float *x, uint x_off, uint n_cols, __global float *y, \
+                         uint y_off, uint y_stride) \
+    { \
+        const uint r = get_global_id(0), c0 = get_global_id(1) * CS_MM_TCC; \
+        if (r >= n_rows || c0 >= n_cols) \
+            return; \
+        const uint nc = min((uint)CS_MM_TCC, n_cols - c0); \
+        float sum[CS_MM_TCC]; \
+        cs_mm_tile_##T(w + (size_t)r * row_bytes, n_in, x + x_off + (size_t)c0 * n_in, nc, sum); \
+        _Pragma("unroll") for (uint c = 0; c < CS_MM_TCC; c++) if (c < nc) \
+            y[y_off + (size_t)(c0 + c) * y_stride + r] = sum[c]; \
     }
 
 /* mm2_T (CPU): rows r, r + 1 and a tile of up to CS_MM2_TCC columns per

@@ -123,4 +123,37 @@ static inline int pu_need_model(const struct clspec_config_view *v, const char *
     return -1;
 }
 
+
+/* The host's copy of what pu_upload_i32 last put in an int32 device buffer
+ * (its first n elements; nothing else may write that buffer): an upload of
+ * what is already there is skipped (a drafter's sequence ids, the same step
+ * after step at parallel 1). Zero-initialise; free(v) at the end. */
+struct pu_i32_shadow {
+    int32_t *v;
+    int32_t n, cap;
+};
+
+/* b[0..n) = src (host->buf_write), unless s says b already holds it. */
+static inline int pu_upload_i32(const struct clspec_host *h, clspec_buf *b, struct pu_i32_shadow *s,
+                                const int32_t *src, int32_t n, char *err, size_t errlen)
+{
+    if (n <= s->n && memcmp(s->v, src, (size_t)n * sizeof *src) == 0)
+        return 0;
+    if (n > s->cap) {
+        int32_t *v = realloc(s->v, (size_t)n * sizeof *v);
+        if (v) {
+            s->v = v;
+            s->cap = n;
+        }
+    }
+    const int rc = h->buf_write(b, 0, (size_t)n, src, err, errlen);
+    if (rc < 0 || n > s->cap) { /* unknown contents, or no room to remember them */
+        s->n = 0;
+        return rc;
+    }
+    memcpy(s->v, src, (size_t)n * sizeof *src);
+    s->n = n > s->n ? n : s->n;
+    return 0;
+}
+
 #endif

@@ -351,6 +351,9 @@ void dfm_ctx_free(struct dfm_ctx *c)
     free(c->q_pos);
     free(c->r_pos);
     free(c->r_seq);
+    if (c->seq_sh)
+        free(c->seq_sh->v);
+    free(c->seq_sh);
     free(c);
 }
 
@@ -380,7 +383,8 @@ int dfm_ctx_new(struct dfm_model *m, uint32_t n_ctx, uint32_t n_batch, uint32_t 
     c->q_pos = malloc(B * sizeof *c->q_pos);
     c->r_pos = malloc(2 * B * sizeof *c->r_pos);
     c->r_seq = malloc(2 * B * sizeof *c->r_seq);
-    if (rc == 0 && (!c->h_feat || !c->q_seq || !c->q_pos || !c->r_pos || !c->r_seq))
+    c->seq_sh = calloc(1, sizeof *c->seq_sh);
+    if (rc == 0 && (!c->h_feat || !c->q_seq || !c->q_pos || !c->r_pos || !c->r_seq || !c->seq_sh))
         rc = pu_failf(e2, sizeof e2, "out of memory");
     struct {
         clspec_buf **b;
@@ -530,7 +534,7 @@ static int decode_rows(struct dfm_ctx *c, int32_t ni, const int32_t *tokens, con
         TRY(inject_pass(c, ni, c->h_feat, err, errlen));
     TRY(h->copy(c->cell, 0, (size_t)n, c->cells, (size_t)ni, (size_t)n, 1, n, err, errlen));
     TRY(h->buf_write(c->pos, 0, (size_t)n, pos, err, errlen));
-    TRY(h->buf_write(c->seq, 0, (size_t)n, seq, err, errlen));
+    TRY(pu_upload_i32(h, c->seq, c->seq_sh, seq, n, err, errlen));
     TRY(h->buf_write(c->tok, 0, (size_t)n, tokens, err, errlen));
     TRY(decode_pass(c, n, causal, err, errlen));
     const size_t V = c->m->n_vocab;

@@ -78,6 +78,7 @@ struct dfm_ctx {
     int32_t n_q;
     int32_t *r_pos, *r_seq;           /* (2 n_batch) placement scratch: queued rows, then the block */
     uint64_t n_injected, n_decoded;   /* rows, counters */
+    struct pu_i32_shadow *seq_sh;     /* what seq holds (plugin_util.h): unchanged ids are not uploaded again */
 };
 
 /* A context: n_ctx cells, n_batch rows per pass, KV types (enum

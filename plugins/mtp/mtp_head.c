@@ -1,10 +1,10 @@
 /* mtp_head.c: see mtp_head.h. One decode: inputs -> embedding gather (E) ->
- * the two RMSNorms -> the concat (copy each half into its columns) ->
- * eh_proj -> the nextn block (block_layer, attention norm unfused) on the
- * head's own KV -> h' saved per sequence where asked -> shared_head_norm
- * and the output matmul on the kept rows -> argmax -> one blocking read.
- * The op order is the one the core's MTP forward had, so the bits are the
- * same. */
+ * the two RMSNorms -> the concat (copy each half into its columns; one row:
+ * the norms write into them) -> eh_proj -> the nextn block (block_layer,
+ * attention norm unfused, shared_head_norm fused into its last residual
+ * add) on the head's own KV -> h' saved per sequence where asked -> the
+ * output matmul on the kept rows -> argmax -> one blocking read. The ops
+ * compute what the core's MTP forward computed, so the bits are the same. */
 #define _POSIX_C_SOURCE 200809L
 #include "mtp_head.h"
 #include "../common/plugin_util.h"
@@ -224,6 +224,9 @@ void mtp_head_free(struct mtp_head *m)
 {
     if (!m)
         return;
+    if (m->seq_sh)
+        free(m->seq_sh->v);
+    free(m->seq_sh);
     if (m->d)
         m->h->dev_close(m->d); /* every buffer, weight, layer and cache made on it */
     if (m->g)
@@ -239,6 +242,9 @@ int mtp_head_ctx(struct mtp_head *m, int32_t n_ctx, int32_t n_batch, int32_t n_s
         return pu_failf(err, errlen, "MTP context: n_batch %d (want 1..4096), n_seq %d (want 1..64)", n_batch, n_seq);
     m->n_batch = n_batch;
     m->n_seq = n_seq;
+    if (!m->seq_sh && !(m->seq_sh = calloc(1, sizeof *m->seq_sh)))
+        return pu_failf(err, errlen, "MTP context: out of memory");
+    m->seq_sh->n = 0; /* a new seq buffer below */
     const size_t E = (size_t)m->E, Q = (size_t)m->H * m->D, KV = (size_t)m->HKV * m->D, F = (size_t)m->F,
                  V = (size_t)m->V, B = (size_t)n_batch;
     struct {
@@ -269,29 +275,45 @@ int mtp_head_seq_rm(struct mtp_head *m, int32_t seq, int32_t p0, int32_t p1, cha
     return m->h->kv_seq_rm(m->kv, seq, p0, p1, err, errlen);
 }
 
-/* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) into m->x; g into xg first (g_x: g is m->x
- * itself, row i the previous decode's row i: a chain's depth after the first). */
-static int head_input(struct mtp_head *m, int32_t n, const float *g, const int32_t *g_seq, bool g_x, char *err,
-                      size_t errlen)
+/* u = eh_proj . concat(rms(E[x]) * enorm, rms(g) * hnorm) into m->x, x the ids at ids_off (m->tok, or
+ * a chain's previous depth's argmaxes where they lie); g into xg first (g_x: g is m->x
+ * itself, row i the previous decode's row i: a chain's depth after the first). g of consecutive
+ * sequences (g_seq) is read where it lies in hkeep; one row's norms write straight into the
+ * concatenation's halves, so a chain's single-row depths queue no copies. */
+static int head_input(struct mtp_head *m, int32_t n, const clspec_buf *ids, size_t ids_off, const float *g,
+                      const int32_t *g_seq, bool g_x, char *err, size_t errlen)
 {
     const struct clspec_host *h = m->h;
     const size_t E = (size_t)m->E;
     if (g && h->buf_write(m->xg, 0, (size_t)n * E, g, err, errlen) < 0)
         return -1;
-    for (int32_t i = 0; g_seq && i < n; i++)
+    bool run = g_seq != NULL; /* g_seq: consecutive sequences, whose hkeep rows are g as they lie */
+    for (int32_t i = 0; run && i < n; i++)
+        run = g_seq[i] >= 0 && g_seq[i] == g_seq[0] + i;
+    const bool one = n == 1 && (g || g_x || run);
+    const clspec_buf *gb = g_x ? m->x : run ? m->hkeep : m->xg; /* where g is, from g_off */
+    const size_t g_off = run ? (size_t)g_seq[0] * E : 0;
+    for (int32_t i = 0; !run && g_seq && i < n; i++)
         if (g_seq[i] >= 0 && h->copy(m->xg, (size_t)i * E, E, m->hkeep, (size_t)g_seq[i] * E, E, 1, m->E, err,
                                      errlen) < 0)
             return -1;
-    if (h->get_rows(m->embd, m->tok, 0, n, m->xe, 0, err, errlen) < 0 ||
-        h->rmsnorm(m->xe, 0, m->enorm, m->xe, 0, n, m->E, m->eps, err, errlen) < 0 ||
-        h->rmsnorm(g_x ? m->x : m->xg, 0, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
-        h->copy(m->cat, 0, 2 * E, m->xe, 0, E, n, m->E, err, errlen) < 0 ||
-        h->copy(m->cat, E, 2 * E, m->xg, 0, E, n, m->E, err, errlen) < 0)
+    if (h->get_rows(m->embd, ids, ids_off, n, m->xe, 0, err, errlen) < 0)
         return -1;
+    if (one) {
+        if (h->rmsnorm(m->xe, 0, m->enorm, m->cat, 0, 1, m->E, m->eps, err, errlen) < 0 ||
+            h->rmsnorm(gb, g_off, m->hnorm, m->cat, E, 1, m->E, m->eps, err, errlen) < 0)
+            return -1;
+    } else if (h->rmsnorm(m->xe, 0, m->enorm, m->xe, 0, n, m->E, m->eps, err, errlen) < 0 ||
+               h->rmsnorm(gb, g_off, m->hnorm, m->xg, 0, n, m->E, m->eps, err, errlen) < 0 ||
+               h->copy(m->cat, 0, 2 * E, m->xe, 0, E, n, m->E, err, errlen) < 0 ||
+               h->copy(m->cat, E, 2 * E, m->xg, 0, E, n, m->E, err, errlen) < 0) {
+        return -1;
+    }
     return h->matmul(m->eh_proj, m->cat, 0, m->x, 0, n, err, errlen);
 }
 
-/* After the block: saves the h' of the rows with save[i] (or every row:
+/* After the block (run with next_norm = head_norm: xb holds shared_head_norm
+ * of every row): saves the h' of the rows with save[i] (or every row:
  * save_all) for their sequence, and queues the output of the kept rows
  * (keep[i]; keep NULL: the last row (keep_last) or every row) into m->amax
  * from amax_off. Returns the kept rows or -1. */
@@ -300,23 +322,34 @@ static int32_t head_out(struct mtp_head *m, int32_t n, const int32_t *seq, const
 {
     const struct clspec_host *h = m->h;
     const size_t E = (size_t)m->E;
-    int32_t n_keep = 0;
+    int32_t n_keep = 0, last = -1;
     const bool all = !keep && !keep_last; /* every row: the norm reads them in place */
+    bool run = save_all; /* every row saved, of consecutive sequences: one copy */
+    for (int32_t i = 0; run && i < n; i++)
+        run = seq[i] == seq[0] + i;
+    if (run && h->copy(m->hkeep, (size_t)seq[0] * E, E, m->x, 0, E, n, m->E, err, errlen) < 0)
+        return -1;
     for (int32_t i = 0; i < n; i++) {
-        if ((save_all || (save && save[i])) && h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err,
-                                          errlen) < 0)
+        if (!run && (save_all || (save && save[i])) &&
+            h->copy(m->hkeep, (size_t)seq[i] * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
             return -1;
-        if (all || (keep ? !keep[i] : keep_last && i != n - 1))
+        if (!all && !(keep ? !keep[i] : keep_last && i != n - 1)) {
+            n_keep++;
+            last = i;
+        }
+    }
+    /* the kept normed rows into xo, unless the output reads them in place (all, or a single one) */
+    for (int32_t i = 0, k = 0; !all && n_keep > 1 && i < n; i++) {
+        if (keep ? !keep[i] : keep_last && i != n - 1)
             continue;
-        if (h->copy(m->xo, (size_t)n_keep * E, E, m->x, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
+        if (h->copy(m->xo, (size_t)k++ * E, E, m->xb, (size_t)i * E, E, 1, m->E, err, errlen) < 0)
             return -1;
-        n_keep++;
     }
     n_keep = all ? n : n_keep;
     if (n_keep == 0)
         return 0;
-    if (h->rmsnorm(all ? m->x : m->xo, 0, m->head_norm, m->xo, 0, n_keep, m->E, m->eps, err, errlen) < 0 ||
-        h->matmul(m->out, m->xo, 0, m->logits, 0, n_keep, err, errlen) < 0 ||
+    const size_t x0 = !all && n_keep == 1 ? (size_t)last * E : 0; /* the output's first input row */
+    if (h->matmul(m->out, all || n_keep == 1 ? m->xb : m->xo, x0, m->logits, 0, n_keep, err, errlen) < 0 ||
         h->argmax(m->logits, 0, m->amax, amax_off, n_keep, m->V, err, errlen) < 0)
         return -1;
     return n_keep;
@@ -344,13 +377,14 @@ int mtp_head_decode(struct mtp_head *m, int32_t n, const int32_t *tok, const int
         return pu_failf(err, errlen, "MTP decode: the head's KV cache: %s", e2);
     if (h->buf_write(m->tok, 0, (size_t)n, tok, err, errlen) < 0 ||
         h->buf_write(m->pos, 0, (size_t)n, pos, err, errlen) < 0 ||
-        h->buf_write(m->seq, 0, (size_t)n, seq, err, errlen) < 0 || head_input(m, n, g, g_seq, false, err, errlen) < 0)
+        pu_upload_i32(h, m->seq, m->seq_sh, seq, n, err, errlen) < 0 ||
+        head_input(m, n, m->tok, 0, g, g_seq, false, err, errlen) < 0)
         return -1;
     /* the block on the head's own KV: the attention norm unfused, causal, every cell in use */
     const struct clspec_block_act act = {.size = sizeof act, .x = m->x, .xb = m->xb, .q = m->q, .att = m->att,
                                          .kc = m->kc, .vc = m->vc, .hb = m->hb, .hb2 = m->hb2, .pos = m->pos,
                                          .seq = m->seq, .cell = m->cell};
-    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1};
+    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1, .next_norm = m->head_norm};
     if (h->block_layer(m->layer, m->kv, 0, &act, n, &opt, err, errlen) < 0)
         return -1;
     int32_t n_keep = head_out(m, n, seq, save, false, keep, true, 0, err, errlen);
@@ -414,26 +448,27 @@ int mtp_head_chain(struct mtp_head *m, int32_t n0, const int32_t *tok, const int
     struct clspec_block_act act = {.size = sizeof act, .x = m->x, .xb = m->xb, .q = m->q, .att = m->att,
                                    .kc = m->kc, .vc = m->vc, .hb = m->hb, .hb2 = m->hb2, .pos = m->pos,
                                    .seq = m->seq, .cell = m->cell};
-    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1};
+    const struct clspec_block_opt opt = {.size = sizeof opt, .causal = 1, .next_norm = m->head_norm};
     rc = h->buf_write(m->tok, 0, (size_t)n0, tok, err, errlen) < 0 ||
                  h->buf_write(m->pos, 0, (size_t)n0, pos, err, errlen) < 0 ||
-                 h->buf_write(m->seq, 0, (size_t)n0, seq, err, errlen) < 0 ||
-                 head_input(m, n0, g, NULL, false, err, errlen) < 0 ||
+                 pu_upload_i32(h, m->seq, m->seq_sh, seq, n0, err, errlen) < 0 ||
+                 head_input(m, n0, m->tok, 0, g, NULL, false, err, errlen) < 0 ||
                  h->block_layer(m->layer, m->kv, 0, &act, n0, &opt, err, errlen) < 0 ||
                  head_out(m, n0, seq, keep, false, keep, false, 0, err, errlen) < 0
              ? -1
              : 0;
-    /* depth d: tokens = depth d-1's argmax, g = its h' (depth 1: saved per sequence; later depths: the
-     * previous depth's rows of x, in chain order), cells from the placement; the last depth saves its
-     * h' per sequence (a chain that goes on alone later) */
+    /* depth d: tokens = depth d-1's argmax (read where it lies), g = its h' (depth 1: saved per
+     * sequence; later depths: the previous depth's rows of x, in chain order), cells from the
+     * placement; the last depth saves its h' per sequence (a chain that goes on alone later); the
+     * sequences go up once, at depth 1 */
     act.cell = m->cell_d;
     for (int32_t d = 1; d < depth && rc == 0; d++) {
         const size_t o = (size_t)(n0 + (d - 1) * n_chain);
-        rc = h->copy(m->tok, 0, 1, m->amax, (size_t)(d - 1) * n_chain, 1, n_chain, 1, err, errlen) < 0 ||
-                     h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
+        rc = h->copy(m->cell_d, 0, 1, m->cell, o, 1, n_chain, 1, err, errlen) < 0 ||
                      h->buf_write(m->pos, 0, (size_t)n_chain, pa + o, err, errlen) < 0 ||
-                     h->buf_write(m->seq, 0, (size_t)n_chain, seq1, err, errlen) < 0 ||
-                     head_input(m, n_chain, NULL, d == 1 ? seq1 : NULL, d > 1, err, errlen) < 0 ||
+                     (d == 1 && pu_upload_i32(h, m->seq, m->seq_sh, seq1, n_chain, err, errlen) < 0) ||
+                     head_input(m, n_chain, m->amax, (size_t)(d - 1) * n_chain, NULL, d == 1 ? seq1 : NULL, d > 1,
+                                err, errlen) < 0 ||
                      h->block_layer(m->layer, m->kv, 0, &act, n_chain, &opt, err, errlen) < 0 ||
                      head_out(m, n_chain, seq1, NULL, d == depth - 1, NULL, false, (size_t)d * n_chain, err, errlen) < 0
                  ? -1

@@ -42,6 +42,7 @@ struct mtp_head {
     clspec_buf *tok, *pos, *seq, *cell, *amax;
     clspec_buf *cell_d;             /* (n_batch) int32: one depth's cells of a chain (mtp_head_chain) */
     clspec_buf *hkeep;              /* (n_seq, E) h' saved per sequence (a chained draft's next g) */
+    struct pu_i32_shadow *seq_sh;   /* what seq holds (plugin_util.h): unchanged ids are not uploaded again */
 };
 
 /* Opens the head: path NULL = the target's own nextn block. device: an

@@ -565,7 +565,8 @@ static int greedy_reserve(struct cs_fwd_ctx *c, struct cs_cl_dev *d, int n, char
 }
 
 /* Before the passes: the next-row token of each placed kept row (-1 where
- * no greedy run goes on), uploaded without a sync. Returns how many. */
+ * no greedy run goes on), uploaded without a sync, or (device tokens) left
+ * at c->t_all_h + n for dtok_begin's one upload. Sets *n_pk to how many. */
 static int greedy_begin(struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g,
                         const int32_t *orig, const int32_t *lrow, int n, int *n_pk, char *err, size_t errlen)
 {
@@ -579,15 +580,16 @@ static int greedy_begin(struct cs_fwd_ctx *c, const struct cs_batch *b, const st
     CS_TRY(greedy_reserve(c, d, k, err, errlen));
     if (g->chain > 0) /* no runs to verify: only the argmaxes */
         return CLSPEC_OK;
+    int32_t *nxt = g->dt ? c->t_all_h + n : c->g_nxt_h;
     k = 0;
     for (int t = 0; t < n; t++) {
         if (lrow[t] < 0)
             continue;
         int i = orig[t];
         bool run = g->rows[i] && i + 1 < b->n && g->rows[i + 1] && b->logits[i + 1] && b->seq[i + 1] == b->seq[i];
-        c->g_nxt_h[k++] = run ? b->token[i + 1] : -1;
+        nxt[k++] = run ? b->token[i + 1] : -1;
     }
-    return cs_cl_write_async(d, c->g_nxt, 0, (size_t)k * 4, c->g_nxt_h, err, errlen);
+    return g->dt ? CLSPEC_OK : cs_cl_write_async(d, c->g_nxt, 0, (size_t)k * 4, c->g_nxt_h, err, errlen);
 }
 
 /* Copies m int32 elements src[s0 + j * stride] to dst[d0 + j] (one command). */
@@ -604,22 +606,32 @@ static int copy_strided(struct cs_cl_dev *d, cl_mem src, size_t s0, size_t strid
     return cs_cl_check(e, "clEnqueueCopyBufferRect(device tokens)", err, errlen);
 }
 
-/* Device tokens: every placed row's token into c->t_all (the host's, then
- * the device rows' from g->dt->buf, in runs of one stride), non-blocking. */
+/* Device tokens: room in c->t_all for n rows' tokens, their next-row
+ * tokens and verdicts ([tok n | nxt k | res 2k], k <= n: 4n elements). */
+static int dtok_reserve(struct cs_fwd_ctx *c, int n, char *err, size_t errlen)
+{
+    if (4 * n <= c->t_cap)
+        return CLSPEC_OK;
+    cs_cl_release(&c->t_all);
+    free(c->t_all_h);
+    c->t_cap = 0;
+    if (!(c->t_all_h = malloc((size_t)n * 4 * sizeof *c->t_all_h)))
+        return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d device tokens)", n);
+    CS_TRY(cs_cl_alloc(c->act[c->fm->emb_dev].dev, CL_MEM_READ_WRITE, (size_t)n * 16, NULL, &c->t_all, err, errlen));
+    c->t_cap = 4 * n;
+    return CLSPEC_OK;
+}
+
+/* Device tokens: every placed row's token into c->t_all (the host's, with
+ * the n_nxt next-row tokens greedy_begin left behind them, in one upload;
+ * then the device rows' from g->dt->buf, in runs of one stride),
+ * non-blocking. */
 static int dtok_begin(struct cs_fwd_ctx *c, const struct cs_fwd_greedy *g, const int32_t *tok, const int32_t *orig,
-                      int n, char *err, size_t errlen)
+                      int n, int n_nxt, char *err, size_t errlen)
 {
     struct cs_cl_dev *d = c->act[c->fm->emb_dev].dev;
-    if (n > c->t_cap) {
-        cs_cl_release(&c->t_all);
-        free(c->t_all_h);
-        c->t_cap = 0;
-        if (!(c->t_all_h = malloc((size_t)n * sizeof *c->t_all_h)))
-            return cs_err(err, errlen, CLSPEC_E_NOMEM, "forward: out of memory (%d device tokens)", n);
-        CS_TRY(cs_cl_alloc(d, CL_MEM_READ_WRITE, (size_t)n * 4, NULL, &c->t_all, err, errlen));
-        c->t_cap = n;
-    }
-    CS_TRY(cs_cl_write_async(d, c->t_all, 0, (size_t)n * 4, tok, err, errlen));
+    memcpy(c->t_all_h, tok, (size_t)n * sizeof *tok);
+    CS_TRY(cs_cl_write_async(d, c->t_all, 0, (size_t)(n + n_nxt) * 4, c->t_all_h, err, errlen));
     for (int t = 0; t < n;) {
         const int32_t s0 = g->dt->src[orig[t]];
         if (s0 < 0) {
@@ -660,7 +672,7 @@ static int dtok_check(const struct cs_fwd_ctx *c, const struct cs_batch *b, cons
 }
 
 /* Device tokens: a greedy run's next-row token where that row's token is on
- * the device (after greedy_begin's upload of the others). */
+ * the device (after dtok_begin's upload of the others), into c->t_all + n. */
 static int dtok_next(struct cs_fwd_ctx *c, const struct cs_batch *b, const struct cs_fwd_greedy *g,
                      const int32_t *orig, const int32_t *lrow, int n, char *err, size_t errlen)
 {
@@ -673,7 +685,7 @@ static int dtok_next(struct cs_fwd_ctx *c, const struct cs_batch *b, const struc
                   b->logits[j] && b->seq[j] == b->seq[i];
         }
         if (t0 >= 0 && (!dev || k != k0 + (t - t0))) {
-            cl_int e = clEnqueueCopyBuffer(d->q, c->t_all, c->g_nxt, (size_t)t0 * 4, (size_t)k0 * 4,
+            cl_int e = clEnqueueCopyBuffer(d->q, c->t_all, c->t_all, (size_t)t0 * 4, (size_t)(n + k0) * 4,
                                            (size_t)(t - t0) * 4, 0, NULL, NULL);
             CS_TRY(cs_cl_check(e, "clEnqueueCopyBuffer(device next tokens)", err, errlen));
             t0 = -1;
@@ -761,9 +773,11 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
     int n_pk = 0; /* placed kept rows (greedy) */
     const bool dt = g && g->dt;
     if (rc == CLSPEC_OK && dt)
-        rc = dtok_begin(c, g, tok, orig, n, err, errlen);
+        rc = dtok_reserve(c, n, err, errlen);
     if (rc == CLSPEC_OK && g && g->rows)
         rc = greedy_begin(c, b, g, orig, lrow, n, &n_pk, err, errlen);
+    if (rc == CLSPEC_OK && dt)
+        rc = dtok_begin(c, g, tok, orig, n, n_pk, err, errlen);
     if (rc == CLSPEC_OK && dt && n_pk > 0)
         rc = dtok_next(c, b, g, orig, lrow, n, err, errlen);
     const int chain = g ? g->chain : 0; /* a draft chain: the first chain_n0 rows, then depths of chain rows */
@@ -778,13 +792,17 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
             pk0 += r.lrow[t] >= 0;
     }
     struct cs_cl_dev *od = c->act[c->fm->out_dev].dev;
+    /* device tokens: next tokens and verdicts lie behind the tokens in c->t_all, and all come back in one read */
     if (rc == CLSPEC_OK && n_pk > 0 && chain == 0)
-        rc = cs_op_greedy_accept(od, c->g_am, c->g_nxt, c->g_res, n_pk, err, errlen);
-    if (rc == CLSPEC_OK && n_pk > 0)
+        rc = dt ? cs_op_greedy_accept_at(od, c->g_am, c->t_all, (size_t)n, c->t_all, (size_t)(n + n_pk), n_pk, err,
+                                         errlen)
+                : cs_op_greedy_accept(od, c->g_am, c->g_nxt, c->g_res, n_pk, err, errlen);
+    if (rc == CLSPEC_OK && n_pk > 0 && !dt)
         rc = chain > 0 ? cs_cl_read_async(od, c->g_am, 0, (size_t)n_pk * 4, c->g_res_h, err, errlen)
                        : cs_cl_read_async(od, c->g_res, 0, (size_t)n_pk * 8, c->g_res_h, err, errlen);
     if (rc == CLSPEC_OK && dt) /* the device rows' tokens come back in the same sync */
-        rc = cs_cl_read_async(od, c->t_all, 0, (size_t)n * 4, c->t_all_h, err, errlen);
+        rc = cs_cl_read_async(od, c->t_all, 0, (size_t)(n + 3 * n_pk) * 4, c->t_all_h, err, errlen);
+    const int32_t *res_h = dt ? c->t_all_h + n + n_pk : c->g_res_h; /* the verdicts, read back */
     /* always (also after an error): the non-blocking input writes and hidden
      * reads are done, work finished before returning (cheap after the
      * blocking logits read) */
@@ -802,10 +820,10 @@ int cs_forward_batch_greedy(struct cs_fwd_ctx *c, const struct cs_batch *b, floa
             c->kv->tok[cell[t]] = c->t_all_h[t]; /* the cell's token for prefix reuse (placed as 0) */
         }
     if (rc == CLSPEC_OK && chain > 0) /* every row was placed: kept-row order is the chain's */
-        memcpy(g->out, c->g_res_h, (size_t)n_pk * sizeof *g->out);
+        memcpy(g->out, res_h, (size_t)n_pk * sizeof *g->out);
     for (int t = 0, k = 0; rc == CLSPEC_OK && t < n && n_pk > 0 && chain == 0; t++) /* to the greedy kept rows */
         if (lrow[t] >= 0 && (k++, g->rows[orig[t]]))
-            memcpy(g->out + (size_t)lrow[t] * 2, c->g_res_h + (size_t)(k - 1) * 2, 2 * sizeof *g->out);
+            memcpy(g->out + (size_t)lrow[t] * 2, res_h + (size_t)(k - 1) * 2, 2 * sizeof *g->out);
     return rc;
 }
 

@@ -131,8 +131,9 @@ struct cs_fwd_ctx {
     int32_t *g_nxt_h, *g_res_h;           /* host sides of g_nxt and g_res */
     int g_cap;
     /* device tokens (struct cs_fwd_greedy.dt_buf), on the input device, grown as needed */
-    cl_mem t_all;                         /* int32 (t_cap) every placed row's token of one forward */
-    int32_t *t_all_h;                     /* (t_cap) host side: the tokens read back with the results */
+    cl_mem t_all;                         /* int32 (t_cap) every placed row's token of one forward (n), then
+                                           * greedy next tokens (k) and verdicts (2k) (t_cap >= 4n) */
+    int32_t *t_all_h;                     /* (t_cap) host side: the tokens read back with the verdicts */
     int t_cap;
     uint8_t *chain_all;                   /* (chain_cap) ones: cs_forward_chain's greedy rows */
     int chain_cap;

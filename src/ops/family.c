@@ -33,8 +33,7 @@ static int std_matmul_qkv(const struct cs_ops *o, const struct cs_weight *wq, co
     (void)n_logical;
     if (wq)
         return cs_op_matmul_qkv(o->dev, wq, wk, wv, x, 0, q, 0, k, 0, v, 0, (uint32_t)n, err, errlen);
-    CS_TRY(cs_op_matmul(o->dev, wk, x, 0, k, 0, (uint32_t)n, err, errlen));
-    return cs_op_matmul(o->dev, wv, x, 0, v, 0, (uint32_t)n, err, errlen);
+    return cs_op_matmul_kv(o->dev, wk, wv, x, 0, k, 0, v, 0, (uint32_t)n, err, errlen);
 }
 
 static int std_matmul_swiglu(const struct cs_ops *o, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,

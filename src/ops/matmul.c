@@ -398,6 +398,17 @@ static bool fuse_cols(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t max_c
     return d->info.family == CS_KFAMILY_CPU && (n_cols == 1 || (n_cols <= max_cols && bytes <= CS_FUSE_BYTES));
 }
 
+/* Beyond those columns, up to CS_FUSE_MM_COLS (a verification of 4 slots'
+ * drafts): mm3_T / mmswiglu_T, mm_T's tiles in one launch instead of three
+ * (the same device time; the launches are what such steps pay for), where
+ * mm_T (not mm2_T) would run. */
+#define CS_FUSE_MM_COLS 16
+static bool fuse_mm(const struct cs_cl_dev *d, uint32_t n_cols, uint32_t n_in, uint64_t bytes)
+{
+    return d->info.family == CS_KFAMILY_CPU && n_cols > 1 && n_cols <= CS_FUSE_MM_COLS && bytes <= CS_FUSE_BYTES &&
+           (uint64_t)CS_MM_TCC * n_in * sizeof(float) <= MM_X_TILE_MAX;
+}
+
 int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const struct cs_weight *wu, cl_mem x,
                         size_t x_off, cl_mem tmp, cl_mem out, size_t out_off, uint32_t n_cols, char *err,
                         size_t errlen)
@@ -444,6 +455,19 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
     const bool fused = fuse_cols(d, n_cols, CS_FUSE_SWIGLU_COLS, 2 * wg->parts[0].n_rows * wg->row_bytes) &&
                        wg->n_parts == 1 &&
                        wu->n_parts == 1;
+    if (!fused && wg->n_parts == 1 && wu->n_parts == 1 &&
+        fuse_mm(d, n_cols, wg->n_in, 2 * wg->parts[0].n_rows * wg->row_bytes)) {
+        if (!fits_u32(x_off + (uint64_t)n_cols * wg->n_in) || !fits_u32(out_off + (uint64_t)n_cols * wg->n_out))
+            return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_swiglu: offsets exceed 32 bits");
+        char name[32];
+        snprintf(name, sizeof name, "mmswiglu_%s", wname(wg));
+        const cl_uint rb = (cl_uint)wg->row_bytes, n_in = wg->n_in, nr = wg->n_out, xo = (cl_uint)x_off,
+                      yo = (cl_uint)out_off;
+        const struct cs_karg a[] = {CS_KA(wg->parts[0].buf), CS_KA(wu->parts[0].buf), CS_KA(rb), CS_KA(n_in),
+                                    CS_KA(nr), CS_KA(x), CS_KA(xo), CS_KA(n_cols), CS_KA(out), CS_KA(yo)};
+        const size_t g[2] = {nr, (n_cols + CS_MM_TCC - 1) / CS_MM_TCC}, l[2] = {CPU_LOCAL, 1};
+        return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    }
     if (!fused) {
         int rc = cs_op_matmul(d, wg, x, x_off, out, out_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
@@ -479,6 +503,35 @@ static int matmul_xq(struct cs_cl_dev *d, const struct cs_weight *w, uint32_t n_
     if (cs_op_i4_takes(d, w))
         return cs_op_matmul_i4_q(d, w, n_cols, y, y_off, err, errlen);
     return cs_op_matmul_i8(d, w, n_cols, y, y_off, err, errlen);
+}
+
+/* One launch of mv3_T (mm false) or mm3_T for Q, K and V (wq NULL: K and V
+ * only, no Q rows; q unused), single-part weights of one float layout. */
+static int qkv_fused(struct cs_cl_dev *d, bool mm, const struct cs_weight *wq, const struct cs_weight *wk,
+                     const struct cs_weight *wv, cl_mem x, size_t x_off, cl_mem q, size_t q_off, cl_mem k,
+                     size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err, size_t errlen)
+{
+    const uint64_t nc = n_cols, q_rows = wq ? wq->n_out : 0;
+    if (!fits_u32(x_off + nc * wk->n_in) || !fits_u32(q_off + nc * q_rows) || !fits_u32(k_off + nc * wk->n_out) ||
+        !fits_u32(v_off + nc * wv->n_out))
+        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
+    char name[32];
+    snprintf(name, sizeof name, "%s_%s", mm ? "mm3" : "mv3", wname(wk));
+    const cl_uint rb = (cl_uint)wk->row_bytes, n_in = wk->n_in, nq = (cl_uint)q_rows, nk = wk->n_out, nv = wv->n_out,
+                  xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
+    const cl_mem wqb = wq ? wq->parts[0].buf : wk->parts[0].buf, qb = wq ? q : k;
+    if (mm) {
+        const struct cs_karg a[] = {CS_KA(wqb), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                    CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
+                                    CS_KA(n_cols), CS_KA(qb), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+        const size_t g[2] = {(size_t)nq + nk + nv, (n_cols + CS_MM_TCC - 1) / CS_MM_TCC}, l[2] = {CPU_LOCAL, 1};
+        return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    }
+    const struct cs_karg a[] = {CS_KA(wqb), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
+                                CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
+                                CS_KA(qb), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
+    const size_t g[2] = {mv_items(nq) + mv_items(nk) + mv_items(nv), n_cols}, l[2] = {CPU_LOCAL, 1};
+    return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
 }
 
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
@@ -520,7 +573,9 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
     const bool fused = same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
                        fuse_cols(d, n_cols, CS_FUSE_QKV_COLS,
                                  (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
-    if (!fused) {
+    const bool mm = !fused && same && wq->n_parts == 1 && wk->n_parts == 1 && wv->n_parts == 1 &&
+                    fuse_mm(d, n_cols, wq->n_in, (uint64_t)(wq->n_out + wk->n_out + wv->n_out) * wq->row_bytes);
+    if (!fused && !mm) {
         int rc = cs_op_matmul(d, wq, x, x_off, q, q_off, n_cols, err, errlen);
         if (rc == CLSPEC_OK)
             rc = cs_op_matmul(d, wk, x, x_off, k, k_off, n_cols, err, errlen);
@@ -528,17 +583,23 @@ int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const stru
             rc = cs_op_matmul(d, wv, x, x_off, v, v_off, n_cols, err, errlen);
         return rc;
     }
-    const uint64_t nc = n_cols;
-    if (!fits_u32(x_off + nc * wq->n_in) || !fits_u32(q_off + nc * wq->n_out) || !fits_u32(k_off + nc * wk->n_out) ||
-        !fits_u32(v_off + nc * wv->n_out))
-        return cs_err(err, errlen, CLSPEC_E_RANGE, "matmul_qkv: offsets exceed 32 bits");
-    char name[32];
-    snprintf(name, sizeof name, "mv3_%s", wname(wq));
-    const cl_uint rb = (cl_uint)wq->row_bytes, n_in = wq->n_in, nq = wq->n_out, nk = wk->n_out, nv = wv->n_out,
-                  xo = (cl_uint)x_off, qo = (cl_uint)q_off, ko = (cl_uint)k_off, vo = (cl_uint)v_off;
-    const struct cs_karg a[] = {CS_KA(wq->parts[0].buf), CS_KA(wk->parts[0].buf), CS_KA(wv->parts[0].buf),
-                                CS_KA(rb), CS_KA(n_in), CS_KA(nq), CS_KA(nk), CS_KA(nv), CS_KA(x), CS_KA(xo),
-                                CS_KA(q), CS_KA(qo), CS_KA(k), CS_KA(ko), CS_KA(v), CS_KA(vo)};
-    const size_t g[2] = {mv_items(nq) + mv_items(nk) + mv_items(nv), n_cols}, l[2] = {CPU_LOCAL, 1};
-    return cs_op_launch_nd(d, "matmul", NULL, name, a, CS_ARRAY_LEN(a), 2, g, l, err, errlen);
+    return qkv_fused(d, mm, wq, wk, wv, x, x_off, q, q_off, k, k_off, v, v_off, n_cols, err, errlen);
+}
+
+int cs_op_matmul_kv(struct cs_cl_dev *d, const struct cs_weight *wk, const struct cs_weight *wv, cl_mem x,
+                    size_t x_off, cl_mem k, size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err,
+                    size_t errlen)
+{
+    if (!wk || !wv || !wk->n_parts || !wv->n_parts || !kname(wk->type))
+        return cs_err(err, errlen, CLSPEC_E_INVAL, "matmul_kv: weight not uploaded");
+    const bool flt = !xq_path(d, wk) && !cs_op_q8_takes(d, wk);
+    const bool one = flt && wk->type == wv->type && wk->layout == wv->layout && wk->n_in == wv->n_in &&
+                     wk->row_bytes == wv->row_bytes && wk->n_parts == 1 && wv->n_parts == 1;
+    const uint64_t bytes = (uint64_t)(wk->n_out + wv->n_out) * wk->row_bytes;
+    const bool mv = one && fuse_cols(d, n_cols, CS_FUSE_QKV_COLS, bytes);
+    const bool mm = one && !mv && fuse_mm(d, n_cols, wk->n_in, bytes);
+    if (mv || mm)
+        return qkv_fused(d, mm, NULL, wk, wv, x, x_off, NULL, 0, k, k_off, v, v_off, n_cols, err, errlen);
+    CS_TRY(cs_op_matmul(d, wk, x, x_off, k, k_off, n_cols, err, errlen));
+    return cs_op_matmul(d, wv, x, x_off, v, v_off, n_cols, err, errlen);
 }

@@ -110,5 +110,11 @@ int cs_op_matmul_swiglu(struct cs_cl_dev *d, const struct cs_weight *wg, const s
 int cs_op_matmul_qkv(struct cs_cl_dev *d, const struct cs_weight *wq, const struct cs_weight *wk,
                      const struct cs_weight *wv, cl_mem x, size_t x_off, cl_mem q, size_t q_off, cl_mem k,
                      size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err, size_t errlen);
+/* K and V only (a KV-only block: DFlash's context injection): one launch
+ * where cs_op_matmul_qkv fuses (no Q rows), two cs_op_matmul otherwise; the
+ * same bits. Enqueues only. */
+int cs_op_matmul_kv(struct cs_cl_dev *d, const struct cs_weight *wk, const struct cs_weight *wv, cl_mem x,
+                    size_t x_off, cl_mem k, size_t k_off, cl_mem v, size_t v_off, uint32_t n_cols, char *err,
+                    size_t errlen);
 
 #endif

@@ -450,9 +450,21 @@ int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t
 
 int cs_op_greedy_accept(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, cl_mem res, int n, char *err, size_t errlen)
 {
+    return cs_op_greedy_accept_at(d, am, nxt, 0, res, 0, n, err, errlen);
+}
+
+int cs_op_greedy_accept_at(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, size_t nxt_off, cl_mem res, size_t res_off,
+                           int n, char *err, size_t errlen)
+{
     if (n < 1 || !am || !nxt || !res)
         return cs_err(err, errlen, CLSPEC_E_INVAL, "greedy_accept: %d rows (want >= 1) or a NULL buffer", n);
-    const struct cs_karg a[] = {CS_KA(am), CS_KA(nxt), CS_KA(res), CS_KA(n)};
+    int rc = check_off("greedy_accept", nxt_off, (size_t)n, err, errlen);
+    if (rc == CLSPEC_OK)
+        rc = check_off("greedy_accept", res_off, (size_t)n * 2, err, errlen);
+    if (rc != CLSPEC_OK)
+        return rc;
+    const cl_uint no = (cl_uint)nxt_off, ro = (cl_uint)res_off;
+    const struct cs_karg a[] = {CS_KA(am), CS_KA(nxt), CS_KA(res), CS_KA(n), CS_KA(no), CS_KA(ro)};
     /* a few dozen rows of a short scan each: one work-item per group in both families */
     return cs_op_launch(d, "argmax", NULL, "greedy_accept", a, CS_ARRAY_LEN(a), (size_t)n, 1, err, errlen);
 }

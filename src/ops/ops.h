@@ -158,6 +158,11 @@ int cs_op_argmax(struct cs_cl_dev *d, cl_mem x, size_t x_off, cl_mem out, size_t
  * run's end, res (2n int32) per row the number of matching rows from it on
  * and the argmax where the match stops (C twin cs_ref_greedy_accept). */
 int cs_op_greedy_accept(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, cl_mem res, int n, char *err, size_t errlen);
+/* The same with nxt from element nxt_off of its buffer and res from res_off
+ * (they may share one: a speculative step's tokens, next tokens and verdicts
+ * go up and come back in one transfer each). */
+int cs_op_greedy_accept_at(struct cs_cl_dev *d, cl_mem am, cl_mem nxt, size_t nxt_off, cl_mem res, size_t res_off,
+                           int n, char *err, size_t errlen);
 
 /* The shape of a KV cache that its programs are built for. */
 struct cs_op_kv_shape {
