@@ -366,9 +366,22 @@ int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, cha
     make_build_opts(info, d->build_opts, sizeof d->build_opts);
     const char *idot = getenv("CLSPEC_INTDOT");
     d->int8_act = info->family == CS_KFAMILY_CPU && idot && strcmp(idot, "1") == 0;
-    d->int_layout = info->family == CS_KFAMILY_CPU && !(idot && strcmp(idot, "0") == 0);
+    d->int_layouts = cs_cl_int_layouts(info, idot);
     *out = d;
     return CLSPEC_OK;
+}
+
+unsigned cs_cl_int_layouts(const struct cs_cl_devinfo *info, const char *intdot)
+{
+    if (info->family != CS_KFAMILY_CPU || (intdot && strcmp(intdot, "0") == 0))
+        return 0;
+    if (intdot && strcmp(intdot, "1") == 0)
+        return CS_INTL_I8 | CS_INTL_I4;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if ((info->type & CL_DEVICE_TYPE_CPU) && __builtin_cpu_supports("avx512bw"))
+        return CS_INTL_I8 | CS_INTL_I4;
+#endif
+    return CS_INTL_I8;
 }
 
 bool cs_cl_host_vnni(const struct cs_cl_devinfo *di)
