@@ -161,9 +161,13 @@ int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char
 
 /* clCreateBuffer of bytes (> 0) with flags; refuses sizes above
  * info.max_alloc with CLSPEC_E_RANGE. The caller releases *out
- * (clReleaseMemObject). */
+ * (clReleaseMemObject). On a device of the host CPU, buffers of 2 MiB and
+ * more sit on memory of ours marked for transparent huge pages (why, and
+ * CLSPEC_NO_HUGEPAGES=1: runtime.c). */
 int cs_cl_alloc(struct cs_cl_dev *d, cl_mem_flags flags, size_t bytes, void *host_ptr,
                 cl_mem *out, char *err, size_t errlen);
+/* Buffers of cs_cl_alloc on such memory not yet freed (all devices). */
+unsigned cs_cl_huge_buffers(void);
 /* Releases *m where set and sets it NULL (safe to call twice). */
 void cs_cl_release(cl_mem *m);
 /* Blocking transfers of bytes at offset (bytes) in buf. */
