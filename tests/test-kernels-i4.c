@@ -433,16 +433,21 @@ static void test_bench(void **s)
         }
 }
 
-/* informational (CLSPEC_I4_BENCH=stream): a 1.1B model's decode mat-vecs
- * on q4_0 (per layer: Q, K and V in one launch, O, gate and up with SiLU,
- * down; 22 layers, 545 MB, past the L3) as the forward pass launches them;
- * GB/s of the best of 7 passes (the machine is shared) */
+/* informational (CLSPEC_I4_BENCH=stream, or stream:TYPE, e.g. stream:q8_0;
+ * default q4_0): a 1.1B model's decode mat-vecs (per layer: Q, K and V, O,
+ * gate and up with SiLU, down; 22 layers, 545 MB in q4_0, past the L3)
+ * through the forward pass's ops; the best of 24 passes (the machine is
+ * shared): wall time, GB/s, and process CPU time (all of PoCL's threads;
+ * what a loaded machine changes least) */
 static void test_bench_stream(void **s)
 {
     (void)s;
     struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
     if (!d)
         skip();
+    const char *tn = strchr(getenv("CLSPEC_I4_BENCH"), ':');
+    const int type = tn ? cs_type_from_name(tn + 1) : CS_TYPE_Q4_0;
+    assert_true(type >= 0);
     enum { L = 22, NW = 7 };
     const uint32_t shapes[NW][2] = {{2048, 2048}, {2048, 256}, {2048, 256}, {2048, 2048},
                                     {2048, 5632}, {2048, 5632}, {5632, 2048}};
@@ -451,31 +456,28 @@ static void test_bench_stream(void **s)
     assert_non_null(w);
     double bytes = 0;
     for (int i = 0; i < NW; i++) {
-        unsigned char *wh = ku_random_weight(CS_TYPE_Q4_0, shapes[i][0], shapes[i][1], 3 + i, true);
+        unsigned char *wh = ku_random_weight((uint32_t)type, shapes[i][0], shapes[i][1], 3 + i, true);
         for (int l = 0; l < L; l++) {
-            assert_int_equal(cs_weight_upload(d, CS_TYPE_Q4_0, shapes[i][0], shapes[i][1], wh, &w[l * NW + i], err,
-                                              sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_weight_upload(d, (uint32_t)type, shapes[i][0], shapes[i][1], wh, &w[l * NW + i],
+                                              err, sizeof err), CLSPEC_OK);
             bytes += (double)w[l * NW + i].bytes;
         }
         free(wh);
     }
     float *x = ku_random_x(5632, 1, 1, false);
     cl_mem xb = ku_buf(d, 5632 * sizeof(float), x), yb = ku_buf(d, 4 * 5632 * sizeof(float), NULL);
+    cl_mem tb = ku_buf(d, 2 * 5632 * sizeof(float), NULL);
     double best = INFINITY, cbest = INFINITY;
     for (int rep = 0; rep < 25; rep++) {
         const double t0 = cs_now();
         const clock_t c0 = clock();
         for (int l = 0; l < L; l++) {
             const struct cs_weight *lw = &w[l * NW];
-            assert_int_equal(cs_op_quant_i4_scratch(d, xb, 0, 2048, 1, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_matmul_i4_qkv(d, &lw[0], &lw[1], &lw[2], yb, 0, yb, 2048, yb, 2304, err,
-                                                 sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_quant_i4_scratch(d, xb, 0, 2048, 1, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_matmul_i4_q(d, &lw[3], 1, yb, 0, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_quant_i4_scratch(d, xb, 0, 2048, 1, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_matmul_i4_swiglu(d, &lw[4], &lw[5], yb, 0, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_quant_i4_scratch(d, xb, 0, 5632, 1, err, sizeof err), CLSPEC_OK);
-            assert_int_equal(cs_op_matmul_i4_q(d, &lw[6], 1, yb, 0, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul_qkv(d, &lw[0], &lw[1], &lw[2], xb, 0, yb, 0, yb, 2048, yb, 2304, 1, err,
+                                              sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul(d, &lw[3], xb, 0, yb, 0, 1, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul_swiglu(d, &lw[4], &lw[5], xb, 0, tb, yb, 0, 1, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul(d, &lw[6], xb, 0, yb, 0, 1, err, sizeof err), CLSPEC_OK);
         }
         assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
         if (rep) { /* the first pass warms the kernels */
@@ -483,10 +485,11 @@ static void test_bench_stream(void **s)
             cbest = fmin(cbest, (double)(clock() - c0) / CLOCKS_PER_SEC);
         }
     }
-    printf("# q4_0 decode mat-vecs, 22 layers of 1.1B (%.0f MB): best %.2f ms, %.1f GB/s; CPU time %.2f ms\n",
-           bytes / 1e6, best * 1e3, bytes / best / 1e9, cbest * 1e3);
+    printf("# %s decode mat-vecs, 22 layers of 1.1B (%.0f MB): best %.2f ms, %.1f GB/s; CPU time %.2f ms\n",
+           cs_type_name((uint32_t)type), bytes / 1e6, best * 1e3, bytes / best / 1e9, cbest * 1e3);
     clReleaseMemObject(xb);
     clReleaseMemObject(yb);
+    clReleaseMemObject(tb);
     free(x);
     for (int i = 0; i < L * NW; i++)
         cs_weight_free(&w[i]);
@@ -540,7 +543,7 @@ int main(void)
      * counts a cmocka skip as a failure) */
     const char *bench = getenv("CLSPEC_I4_BENCH");
     const size_t n = CS_ARRAY_LEN(tests) - 2;
-    if (bench && strcmp(bench, "stream") == 0)
+    if (bench && strncmp(bench, "stream", 6) == 0)
         return _cmocka_run_group_tests("kernels-i4", tests + n + 1, 1, setup, teardown);
     return _cmocka_run_group_tests("kernels-i4", tests, bench ? n + 1 : n, setup, teardown);
 }
