@@ -147,15 +147,7 @@ CS_ATT_EXP(float4, int4, convert_int4, as_float4)
  * follow across pages, so without it every cell waited on its rows (on
  * PoCL 3.1, 2 cores, 110M F16 pp2048: a third of attn_cpu_t's samples sat
  * on the K/V loads; with it the kernel takes about a quarter less CPU time).
- * Both CPU kernels; the same builtin as matmul.cl's CS_PREFETCH. */
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_prefetch)
-#define ATT_PREFETCH(p) __builtin_prefetch(p)
-#endif
-#endif
-#ifndef ATT_PREFETCH
-#define ATT_PREFETCH(p) ((void)0)
-#endif
+ * Both CPU kernels; CS_PREFETCH of cl/common.cl. */
 #define ATT_PF 8 /* visiting-order entries ahead */
 /* every cache line of a head's K and V segments of cell c */
 #define ATT_PF_CELL(c)                                                                   \
@@ -163,9 +155,9 @@ CS_ATT_EXP(float4, int4, convert_int4, as_float4)
         __global const uchar *kq_ = kc + (size_t)(c) * krow + khead;                    \
         __global const uchar *vq_ = vc + (size_t)(c) * vrow + vhead;                    \
         for (size_t o_ = 0; o_ < kv_bytes(KV_TK, HD); o_ += 64)                          \
-            ATT_PREFETCH(kq_ + o_);                                                      \
+            CS_PREFETCH(kq_ + o_);                                                      \
         for (size_t o_ = 0; o_ < kv_bytes(KV_TV, HD); o_ += 64)                          \
-            ATT_PREFETCH(vq_ + o_);                                                      \
+            CS_PREFETCH(vq_ + o_);                                                      \
     } while (0)
 
 /* attn_cpu (decode and small batches): one work-item per (token, kv head,

@@ -40,15 +40,7 @@ __kernel void bw_read_f16(__global const float16 *src, const uint n, __global fl
  * group streams its rows as one run (the prefetch crosses into the next
  * work-item's row), and the host launches many groups so every core's
  * thread keeps taking work until the buffer is done. The prefetch is the
- * same hint as matmul.cl's CS_PREFETCH (never faults, changes no sum). */
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_prefetch)
-#define BW_PREFETCH(p) __builtin_prefetch(p)
-#endif
-#endif
-#ifndef BW_PREFETCH
-#define BW_PREFETCH(p) ((void)0)
-#endif
+ * same hint as matmul.cl's (CS_PREFETCH of cl/common.cl). */
 #define BW_PF_AHEAD CS_PF_AHEAD /* bytes, the mat-vec's distance (src/cl/kconst.h) */
 
 __kernel void bw_read_rows(__global const float16 *src, const uint row_n, __global float *out,
@@ -58,10 +50,10 @@ __kernel void bw_read_rows(__global const float16 *src, const uint row_n, __glob
     __global const uchar *pf = (__global const uchar *)p + BW_PF_AHEAD;
     float16 a0 = (float16)(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (uint i = 0; i < row_n; i += 4, pf += 256) {
-        BW_PREFETCH(pf);
-        BW_PREFETCH(pf + 64);
-        BW_PREFETCH(pf + 128);
-        BW_PREFETCH(pf + 192);
+        CS_PREFETCH(pf);
+        CS_PREFETCH(pf + 64);
+        CS_PREFETCH(pf + 128);
+        CS_PREFETCH(pf + 192);
         a0 += p[i];
         a1 += p[i + 1];
         a2 += p[i + 2];

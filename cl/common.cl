@@ -26,6 +26,26 @@
 #pragma OPENCL EXTENSION cl_khr_subgroups : enable
 #endif
 
+/* Software prefetch, the one definition for every program: CS_PREFETCH(p)
+ * hints that the cache line at p (any address space) will be read soon; a
+ * hint only, it never faults and changes no result. Clang-based compilers
+ * (PoCL, Intel's CPU runtime) have the builtin; elsewhere, or with
+ * -DCS_NO_PREFETCH, it is empty. CS_PF_LINES(p, step): every cache line of
+ * [p, p + step). Where and how far ahead each kernel prefetches, and what it
+ * measured, is said at its use (cl/matmul.cl, matmul_q8.cl, matmul_i4.cl,
+ * attention.cl, bandwidth.cl). */
+#if defined(__has_builtin) && !defined(CS_NO_PREFETCH)
+#if __has_builtin(__builtin_prefetch)
+#define CS_PREFETCH(p) __builtin_prefetch(p)
+#endif
+#endif
+#ifndef CS_PREFETCH
+#define CS_PREFETCH(p) ((void)0)
+#endif
+#define CS_PF_LINES(p, step) \
+    for (uint o_ = 0; o_ < (step); o_ += 64) \
+        CS_PREFETCH((p) + o_)
+
 /* IEEE half bits -> float without needing cl_khr_fp16 (vload_half is core
  * OpenCL 1.2 and reads half data from any address space). */
 inline float cs_h2f(const __global ushort *p)

@@ -86,22 +86,8 @@
  * cores) it took the decode mat-vec sequence of a 110M Q8_0 model from about
  * 11 to 15 GB/s. Not in mm_T: a tile reuses each weight row over its
  * columns (compute-bound), and there it cost prefill a third of its speed.
- * A hint only: it never faults and changes no result. Clang
- * based compilers (PoCL, Intel's CPU runtime) have the builtin; elsewhere the
- * macro is empty. CS_PF_LINES(p, step): every cache line of [p, p + step). */
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_prefetch)
-#define CS_PREFETCH(p) __builtin_prefetch(p)
-#endif
-#endif
-#if !defined(CS_PREFETCH) || defined(CS_NO_PREFETCH)
-#undef CS_PREFETCH
-#define CS_PREFETCH(p) ((void)0)
-#endif
-/* CS_PF_AHEAD: bytes; 4-16 KiB measured alike, 1.7 KiB slower */
-#define CS_PF_LINES(p, step) \
-    for (uint o_ = 0; o_ < (step); o_ += 64) \
-        CS_PREFETCH((p) + o_)
+ * CS_PREFETCH and CS_PF_LINES: cl/common.cl. CS_PF_AHEAD: bytes; 4-16 KiB
+ * measured alike, 1.7 KiB slower. */
 
 /* cs_mv2_T: rows r and r + 1 (when < n_rows) of y = W x (4 independent FMA
  * chains hide the FMA latency; x is loaded once for both rows). mv_T: two

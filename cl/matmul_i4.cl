@@ -42,7 +42,12 @@
  * the same integers, so the same bits. A work-item computes one group of 16
  * rows for 1, 2, 4 or 8 columns (mvi, mmi2, mmi4, mmi8); a column's result does not
  * depend on which tile it sits in (speculative verification stays
- * lossless). */
+ * lossless). The one-column tile (decode: mvi, mvi3, mviswiglu) prefetches
+ * the weight stream CS_PF_AHEAD bytes ahead, as the float mat-vecs do: a
+ * group's blocks continue in the next work-item's group, and the hardware
+ * prefetcher alone restarts at every 4 KiB page (1.1B decode stream of
+ * test-kernels-i4 CLSPEC_I4_BENCH=stream, PoCL 3.1, 2 cores, load 3:
+ * 13.5-14.1 GB/s without, 15.1-15.6 with). */
 
 #if CS_FAMILY_CPU
 
@@ -156,6 +161,8 @@ inline void cs_i4_store(float16 acc, __global float *yc, uint nr)
         } \
         for (uint b = 0; b < nb; b++) { \
             __global const uchar *p = wg + (size_t)b * 288; \
+            if (C == 1) /* decode: the stream's lines CS_PF_AHEAD bytes on (cl/matmul.cl) */ \
+                CS_PF_LINES(p + CS_PF_AHEAD, 288); \
             const float16 dw = vload_half16(0, (__global const half *)p); \
             cs_i4u lo[4], hi[4]; \
             CS_I4_LOAD(lo, hi, p + 32); \

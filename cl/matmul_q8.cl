@@ -44,15 +44,6 @@
 #endif
 #endif
 
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_prefetch)
-#define CS_Q8_PREFETCH(p) __builtin_prefetch(p)
-#endif
-#endif
-#ifndef CS_Q8_PREFETCH
-#define CS_Q8_PREFETCH(p) ((void)0)
-#endif
-
 /* cs_q8p: the 64 bytes of one pair of a row or a column in pair order.
  * With AVX-512BW one 64-byte vector (every operation below on all 64 lanes
  * at once); elsewhere four char16 chunks. */
@@ -322,7 +313,7 @@ inline cs_q8p cs_q8ws_q8_0f(__global const uchar *row, uint t, bool one)
         uint t = 0; \
         for (; t < np; t++) { \
             for (uint o = 0; o < pstep; o += 64) \
-                CS_Q8_PREFETCH(pf + o); \
+                CS_PREFETCH(pf + o); \
             pf += pstep; \
             CS_MVQ_STEP(T, false); \
         } \

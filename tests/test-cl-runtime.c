@@ -364,6 +364,41 @@ static void test_alloc(void **state)
     assert_int_equal(cs_cl_read(d, m, 4000, 1000, out, err, sizeof err), CLSPEC_E_CL);
     assert_non_null(strstr(err, "clEnqueueReadBuffer"));
     clReleaseMemObject(m);
+    /* 2 MiB and more on a CPU device: on huge-page memory of ours (where the kernel has it), with the same
+     * contents through COPY_HOST_PTR and kernels, freed with the buffer; CLSPEC_NO_HUGEPAGES=1: the runtime's */
+    const size_t big = (3u << 20) + 4096 + 12; /* one whole 2 MiB page and a tail */
+    unsigned char *h = malloc(big), *back = malloc(big);
+    assert_true(h && back);
+    for (size_t i = 0; i < big; i++)
+        h[i] = (unsigned char)(i * 13 + (i >> 12));
+    for (int off = 0; off < 2; off++) {
+        if (off)
+            setenv("CLSPEC_NO_HUGEPAGES", "1", 1);
+        const unsigned live = cs_cl_huge_buffers();
+        assert_int_equal(cs_cl_alloc(d, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, big, h, &m, err, sizeof err),
+                         CLSPEC_OK);
+        const bool huge = cs_cl_huge_buffers() == live + 1;
+        if (off || !(d->info.type & CL_DEVICE_TYPE_CPU))
+            assert_false(huge);
+        else if (!huge)
+            print_message("# no huge-page memory here (madvise refused): the runtime allocates\n");
+        memset(back, 0, big);
+        assert_int_equal(cs_cl_read(d, m, 0, big, back, err, sizeof err), CLSPEC_OK);
+        assert_memory_equal(back, h, big);
+        /* a read-write one written and read back at an offset (kernels on such buffers: every kernel test) */
+        cl_mem sm;
+        assert_int_equal(cs_cl_alloc(d, CL_MEM_READ_WRITE, 4u << 20, NULL, &sm, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_cl_write(d, sm, 12, big - 12, h + 12, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_cl_read(d, sm, 12, big - 12, back + 12, err, sizeof err), CLSPEC_OK);
+        assert_memory_equal(back + 12, h + 12, big - 12);
+        clReleaseMemObject(sm);
+        clReleaseMemObject(m);
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+        assert_int_equal(cs_cl_huge_buffers(), live);
+        unsetenv("CLSPEC_NO_HUGEPAGES");
+    }
+    free(h);
+    free(back);
     cs_cl_dev_close(d);
 }
 

@@ -10,7 +10,9 @@
  *   - batch invariance: a column gives the same bits alone or anywhere in a
  *     batch;
  *   - qkv, swiglu and the embedding gather from the repacked layouts;
- *   - CLSPEC_INTDOT=0 and the GPU family keep the float path;
+ *   - the device's one integer-path decision (cs_cl_int_layouts: CPU family,
+ *     CLSPEC_INTDOT, AVX-512BW): without CS_INTL_I4 (as CLSPEC_INTDOT=0 at
+ *     open) and on the GPU family the float path;
  *   - with CLSPEC_I4_BENCH=1, a microbenchmark line per shape (mat-vec
  *     GB/s, mat-mat GFLOP/s, against the float path; informational). */
 #include "config.h"
@@ -41,16 +43,7 @@
 #define ROUND_BOUND 2e-2
 
 static struct cs_cl_dev *devs[2]; /* indexed by enum cs_kfamily */
-static const char *intdot_on; /* CLSPEC_INTDOT while the path is tested: NULL (the default) or "1" */
-
-/* back to intdot_on after a test set CLSPEC_INTDOT=0 */
-static void intdot_restore(void)
-{
-    if (intdot_on)
-        setenv("CLSPEC_INTDOT", intdot_on, 1);
-    else
-        unsetenv("CLSPEC_INTDOT");
-}
+static bool forced; /* CS_INTL_I4 set by setup: not the default on this host */
 
 static int i4_layout(uint32_t type)
 {
@@ -305,7 +298,35 @@ static void test_get_rows(void **s)
     }
 }
 
-/* CLSPEC_INTDOT=0, the GPU family, other types: the float-path layouts */
+/* the decision: CLSPEC_INTDOT (read once, at open) and the device */
+static void test_decision(void **s)
+{
+    (void)s;
+    struct cs_cl_devinfo info = {.family = CS_KFAMILY_CPU, .type = CL_DEVICE_TYPE_CPU};
+    assert_int_equal(cs_cl_int_layouts(&info, "0"), 0);
+    assert_int_equal(cs_cl_int_layouts(&info, "1"), CS_INTL_I8 | CS_INTL_I4);
+    const unsigned def = cs_cl_int_layouts(&info, NULL);
+    assert_true(def & CS_INTL_I8);
+#if defined(__x86_64__) && defined(__GNUC__)
+    assert_int_equal(!!(def & CS_INTL_I4), !!__builtin_cpu_supports("avx512bw"));
+#endif
+    assert_int_equal(cs_cl_int_layouts(&info, "yes"), def); /* not 0 or 1: the default */
+    info.type = CL_DEVICE_TYPE_GPU; /* the CPU family on another device: no i4 by default */
+    assert_int_equal(cs_cl_int_layouts(&info, NULL), CS_INTL_I8);
+    info.family = CS_KFAMILY_GPU;
+    assert_int_equal(cs_cl_int_layouts(&info, NULL), 0);
+    assert_int_equal(cs_cl_int_layouts(&info, "1"), 0);
+    /* the opened devices took the same decision */
+    const char *e = getenv("CLSPEC_INTDOT");
+    if (devs[CS_KFAMILY_GPU])
+        assert_int_equal(devs[CS_KFAMILY_GPU]->int_layouts, 0);
+    if (devs[CS_KFAMILY_CPU] && !forced)
+        assert_int_equal(devs[CS_KFAMILY_CPU]->int_layouts, cs_cl_int_layouts(&devs[CS_KFAMILY_CPU]->info, e));
+}
+
+/* without CS_INTL_I4 (CLSPEC_INTDOT=0 at open, or an engine for llama.cpp
+ * numerics: int_layouts 0), the GPU family, other types: the float-path
+ * layouts */
 static void test_fallback(void **s)
 {
     (void)s;
@@ -314,9 +335,9 @@ static void test_fallback(void **s)
         struct cs_cl_dev *d = devs[f];
         if (!d)
             continue;
-        for (int off = 0; off < 2; off++) {
-            if (off)
-                setenv("CLSPEC_INTDOT", "0", 1);
+        const unsigned keep = d->int_layouts;
+        for (int off = 0; off < 3; off++) { /* 1: i4 off; 2: every integer layout off */
+            d->int_layouts = off == 0 ? keep : off == 1 ? keep & ~CS_INTL_I4 : 0;
             const uint32_t types[] = {CS_TYPE_Q4_0, CS_TYPE_Q4_K, CS_TYPE_Q8_0, CS_TYPE_F16};
             for (size_t t = 0; t < CS_ARRAY_LEN(types); t++) {
                 unsigned char *wh = ku_random_weight(types[t], 256, 8, 1, true);
@@ -330,14 +351,15 @@ static void test_fallback(void **s)
                 float *y = ku_run_matmul(d, &w, x, 2);
                 /* q8_0 goes to the 8-bit integer path (tests/test-kernels-i8.c) where it is on: rounded too */
                 const bool rounded = want || w.layout == CS_WLAYOUT_I8;
+                assert_false(off == 2 && w.layout == CS_WLAYOUT_I8);
                 assert_true(ku_norm_err(y, exact, 16) < (rounded ? ROUND_BOUND : 1e-4));
                 free(y);
                 free(x);
                 free(wh);
                 cs_weight_free(&w);
             }
-            intdot_restore();
         }
+        d->int_layouts = keep;
     }
     struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
     if (!d)
@@ -382,9 +404,10 @@ static void test_bench(void **s)
             unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 2, true);
             struct cs_weight w[2];
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[1], err, sizeof err), CLSPEC_OK);
-            setenv("CLSPEC_INTDOT", "0", 1);
+            const unsigned keep = d->int_layouts;
+            d->int_layouts &= ~CS_INTL_I4;
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[0], err, sizeof err), CLSPEC_OK);
-            intdot_restore();
+            d->int_layouts = keep;
             float *x = ku_random_x(n_in, nmm, 1, false);
             cl_mem xb = ku_buf(d, (size_t)nmm * n_in * sizeof(float), x);
             cl_mem yb = ku_buf(d, (size_t)nmm * n_out * sizeof(float), NULL);
@@ -410,6 +433,69 @@ static void test_bench(void **s)
         }
 }
 
+/* informational (CLSPEC_I4_BENCH=stream, or stream:TYPE, e.g. stream:q8_0;
+ * default q4_0): a 1.1B model's decode mat-vecs (per layer: Q, K and V, O,
+ * gate and up with SiLU, down; 22 layers, 545 MB in q4_0, past the L3)
+ * through the forward pass's ops; the best of 24 passes (the machine is
+ * shared): wall time, GB/s, and process CPU time (all of PoCL's threads;
+ * what a loaded machine changes least) */
+static void test_bench_stream(void **s)
+{
+    (void)s;
+    struct cs_cl_dev *d = devs[CS_KFAMILY_CPU];
+    if (!d)
+        skip();
+    const char *tn = strchr(getenv("CLSPEC_I4_BENCH"), ':');
+    const int type = tn ? cs_type_from_name(tn + 1) : CS_TYPE_Q4_0;
+    assert_true(type >= 0);
+    enum { L = 22, NW = 7 };
+    const uint32_t shapes[NW][2] = {{2048, 2048}, {2048, 256}, {2048, 256}, {2048, 2048},
+                                    {2048, 5632}, {2048, 5632}, {5632, 2048}};
+    char err[512];
+    struct cs_weight *w = calloc(L * NW, sizeof *w);
+    assert_non_null(w);
+    double bytes = 0;
+    for (int i = 0; i < NW; i++) {
+        unsigned char *wh = ku_random_weight((uint32_t)type, shapes[i][0], shapes[i][1], 3 + i, true);
+        for (int l = 0; l < L; l++) {
+            assert_int_equal(cs_weight_upload(d, (uint32_t)type, shapes[i][0], shapes[i][1], wh, &w[l * NW + i],
+                                              err, sizeof err), CLSPEC_OK);
+            bytes += (double)w[l * NW + i].bytes;
+        }
+        free(wh);
+    }
+    float *x = ku_random_x(5632, 1, 1, false);
+    cl_mem xb = ku_buf(d, 5632 * sizeof(float), x), yb = ku_buf(d, 4 * 5632 * sizeof(float), NULL);
+    cl_mem tb = ku_buf(d, 2 * 5632 * sizeof(float), NULL);
+    double best = INFINITY, cbest = INFINITY;
+    for (int rep = 0; rep < 25; rep++) {
+        const double t0 = cs_now();
+        const clock_t c0 = clock();
+        for (int l = 0; l < L; l++) {
+            const struct cs_weight *lw = &w[l * NW];
+            assert_int_equal(cs_op_matmul_qkv(d, &lw[0], &lw[1], &lw[2], xb, 0, yb, 0, yb, 2048, yb, 2304, 1, err,
+                                              sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul(d, &lw[3], xb, 0, yb, 0, 1, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul_swiglu(d, &lw[4], &lw[5], xb, 0, tb, yb, 0, 1, err, sizeof err), CLSPEC_OK);
+            assert_int_equal(cs_op_matmul(d, &lw[6], xb, 0, yb, 0, 1, err, sizeof err), CLSPEC_OK);
+        }
+        assert_int_equal(cs_cl_finish(d, err, sizeof err), CLSPEC_OK);
+        if (rep) { /* the first pass warms the kernels */
+            best = fmin(best, cs_now() - t0);
+            cbest = fmin(cbest, (double)(clock() - c0) / CLOCKS_PER_SEC);
+        }
+    }
+    printf("# %s decode mat-vecs, 22 layers of 1.1B (%.0f MB): best %.2f ms, %.1f GB/s; CPU time %.2f ms\n",
+           cs_type_name((uint32_t)type), bytes / 1e6, best * 1e3, bytes / best / 1e9, cbest * 1e3);
+    clReleaseMemObject(xb);
+    clReleaseMemObject(yb);
+    clReleaseMemObject(tb);
+    free(x);
+    for (int i = 0; i < L * NW; i++)
+        cs_weight_free(&w[i]);
+    free(w);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -417,9 +503,9 @@ static int setup(void **state)
         return -1;
     uint64_t rb;
     if (devs[CS_KFAMILY_CPU] && cs_i4_layout(devs[CS_KFAMILY_CPU], CS_TYPE_Q4_0, 32, &rb) < 0) {
-        printf("# the 4-bit integer path is not the default here (no AVX-512BW): CLSPEC_INTDOT=1\n");
-        setenv("CLSPEC_INTDOT", "1", 1);
-        intdot_on = "1";
+        printf("# the 4-bit integer path is not the default here (no AVX-512BW): on, as CLSPEC_INTDOT=1\n");
+        devs[CS_KFAMILY_CPU]->int_layouts |= CS_INTL_I4;
+        forced = true;
     }
     if (devs[CS_KFAMILY_CPU])
         printf("# %s: integer dots by %s\n", devs[CS_KFAMILY_CPU]->info.name,
@@ -448,11 +534,16 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_q4_0), cmocka_unit_test(test_matmul_q4_K), cmocka_unit_test(test_other_forms),
         cmocka_unit_test(test_invariance),  cmocka_unit_test(test_fused),       cmocka_unit_test(test_get_rows),
-        cmocka_unit_test(test_fallback),    cmocka_unit_test(test_bench),
+        cmocka_unit_test(test_decision),    cmocka_unit_test(test_fallback),    cmocka_unit_test(test_bench),
+        cmocka_unit_test(test_bench_stream),
     };
     if (getenv("CLSPEC_TEST_FILTER"))
         cmocka_set_test_filter(getenv("CLSPEC_TEST_FILTER"));
-    /* the microbenchmark (last) only with CLSPEC_I4_BENCH=1 (TAP counts a cmocka skip as a failure) */
-    const size_t n = getenv("CLSPEC_I4_BENCH") ? CS_ARRAY_LEN(tests) : CS_ARRAY_LEN(tests) - 1;
-    return _cmocka_run_group_tests("kernels-i4", tests, n, setup, teardown);
+    /* the microbenchmarks (last) only with CLSPEC_I4_BENCH=1 (shapes) or =stream (the decode stream; TAP
+     * counts a cmocka skip as a failure) */
+    const char *bench = getenv("CLSPEC_I4_BENCH");
+    const size_t n = CS_ARRAY_LEN(tests) - 2;
+    if (bench && strncmp(bench, "stream", 6) == 0)
+        return _cmocka_run_group_tests("kernels-i4", tests + n + 1, 1, setup, teardown);
+    return _cmocka_run_group_tests("kernels-i4", tests, bench ? n + 1 : n, setup, teardown);
 }

@@ -317,11 +317,11 @@ static void test_layout_choice(void **s)
         const bool on = cs_i4_layout(d, CS_TYPE_Q6_K, 256, &rb) == CS_WLAYOUT_Q6_K_I16;
         assert_true(f == CS_KFAMILY_CPU || !on);
         for (int env = 0; env < 3; env++) {
-            const bool keep = d->int_layout;
+            const unsigned keep = d->int_layouts;
             if (env == 1)
                 setenv("CLSPEC_Q6K", "i8", 1);
             if (env == 2) /* as CLSPEC_INTDOT=0 at device open, or an engine for llamacpp numerics */
-                d->int_layout = false;
+                d->int_layouts = 0;
             unsigned char *wh = ku_random_weight(CS_TYPE_Q6_K, 256, 8, 1, true);
             struct cs_weight w;
             assert_int_equal(cs_weight_upload(d, CS_TYPE_Q6_K, 256, 8, wh, &w, err, sizeof err), CLSPEC_OK);
@@ -338,7 +338,7 @@ static void test_layout_choice(void **s)
             free(wh);
             cs_weight_free(&w);
             unsetenv("CLSPEC_Q6K");
-            d->int_layout = keep;
+            d->int_layouts = keep;
         }
     }
     /* rows not a multiple of 256: no layout of this path */

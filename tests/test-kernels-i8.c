@@ -11,7 +11,7 @@
  *   - VNNI and plain-int builds (CLSPEC_Q8_VNNI=0) give the same bits;
  *   - the gather (get_rows) on the layout equals the GGUF gather bit for bit;
  *   - qkv / swiglu on the layout equal plain matmuls;
- *   - without d->int_layout (CLSPEC_INTDOT=0, llamacpp numerics), on the GPU
+ *   - without d->int_layouts (CLSPEC_INTDOT=0, llamacpp numerics), on the GPU
  *     family and for other types weights keep their layouts.
  * A timing line compares the integer and float paths (informational). */
 #include "config.h"
@@ -286,9 +286,9 @@ static void test_layout_choice(void **s)
         const uint32_t types[] = {CS_TYPE_Q8_0, CS_TYPE_Q6_K, CS_TYPE_Q5_K, CS_TYPE_Q4_K, CS_TYPE_F16};
         for (size_t t = 0; t < CS_ARRAY_LEN(types); t++)
             for (int env = 0; env < 2; env++) {
-                const bool keep = d->int_layout;
+                const unsigned keep = d->int_layouts;
                 if (env) /* as CLSPEC_INTDOT=0 at device open, or an engine for llamacpp numerics */
-                    d->int_layout = false;
+                    d->int_layouts = 0;
                 unsigned char *wh = ku_random_weight(types[t], 256, 8, 1, true);
                 struct cs_weight w;
                 assert_int_equal(cs_weight_upload(d, types[t], 256, 8, wh, &w, err, sizeof err), CLSPEC_OK);
@@ -304,7 +304,7 @@ static void test_layout_choice(void **s)
                 free(x);
                 free(wh);
                 cs_weight_free(&w);
-                d->int_layout = keep;
+                d->int_layouts = keep;
             }
         /* repack off: the GGUF layout */
         if (f == CS_KFAMILY_CPU) {
@@ -337,9 +337,9 @@ static void test_timing(void **s)
             unsigned char *wh = ku_random_weight(types[t], n_in, n_out, 2, true);
             struct cs_weight w[2];
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[1], err, sizeof err), CLSPEC_OK);
-            d->int_layout = false;
+            d->int_layouts &= ~CS_INTL_I8;
             assert_int_equal(cs_weight_upload(d, types[t], n_in, n_out, wh, &w[0], err, sizeof err), CLSPEC_OK);
-            d->int_layout = true;
+            d->int_layouts |= CS_INTL_I8;
             assert_int_equal(w[1].layout, CS_WLAYOUT_I8);
             float *x = ku_random_x(n_in, 128, 1, false);
             cl_mem xb = ku_buf(d, (size_t)128 * n_in * sizeof(float), x);

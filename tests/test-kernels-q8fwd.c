@@ -174,7 +174,7 @@ static void test_i8_lcpp_refused(void **s)
     struct fu_model f;
     if (fu_open("models/TinyStories-656K-Q8_0.gguf", 1, NULL, NULL, &f))
         skip();
-    if (f.dev[0]->int_layout) {
+    if (f.dev[0]->int_layouts) {
         char err[CLSPEC_ERRLEN];
         struct cs_fwd_ctx_params p = {.n_ctx = 32, .n_batch = 8, .type_k = CS_TYPE_F16, .type_v = CS_TYPE_F16,
                                       .llamacpp_numerics = true};

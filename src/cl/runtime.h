@@ -79,12 +79,27 @@ struct cs_cl_dev {
     struct cs_cl_kprof *kprof; /* per-kernel times when CLSPEC_KPROF=1, else NULL */
     bool int8_act;             /* CPU family and CLSPEC_INTDOT=1: q4_0 / q8_0 matmuls on 8-bit
                                 * activations (src/ops/matmul_q8.h) */
-    bool int_layout;           /* CPU family and CLSPEC_INTDOT not 0: q8_0/q6_K/q5_K weights uploaded in
-                                * CS_WLAYOUT_I8 (src/ops/matmul_i8.h); cleared before an upload for
-                                * llamacpp_numerics, which needs the float layouts */
+    unsigned int_layouts;      /* CS_INTL_* bits: the integer layouts that uploads to this device take,
+                                * decided once at open (cs_cl_int_layouts); cleared before an upload
+                                * for llamacpp_numerics, which needs the float layouts */
     cl_mem q8_buf;             /* their scratch (quantized columns), grown on demand */
     size_t q8_bytes;           /* its size */
 };
+
+/* The integer weight layouts (bits of cs_cl_dev.int_layouts): where a bit
+ * is set, uploads of those types take the layout and every matmul of them
+ * runs on integer dot products over 8-bit activations (docs/kernels.md). */
+#define CS_INTL_I8 1u /* q8_0 / q6_K / q5_K in CS_WLAYOUT_I8 (src/ops/matmul_i8.h) */
+#define CS_INTL_I4 2u /* q4_0 / q4_K in the i4 layouts (src/ops/matmul_i4.h) */
+
+/* The device's integer layouts, the one decision (at open, from info and
+ * intdot, the value of CLSPEC_INTDOT or NULL): none off the CPU family or
+ * with "0"; with "1" both (the i4 layouts even where only plain int
+ * arithmetic runs them); otherwise (unset, the default) CS_INTL_I8, and
+ * CS_INTL_I4 where the device runs on a host CPU with AVX-512BW (the i4
+ * kernels pay there: vpmaddubsw or vpdpbusd, mat-vec 3-4x and mat-mat 3-5x
+ * the float path; the plain-int form is 1.6x and 0.85x). */
+unsigned cs_cl_int_layouts(const struct cs_cl_devinfo *info, const char *intdot);
 
 int cs_cl_dev_open(const struct cs_cl_devinfo *info, struct cs_cl_dev **out, char *err, size_t errlen);
 void cs_cl_dev_close(struct cs_cl_dev *d);
@@ -146,9 +161,13 @@ int cs_cl_arg(cl_kernel k, cl_uint i, size_t size, const void *value, const char
 
 /* clCreateBuffer of bytes (> 0) with flags; refuses sizes above
  * info.max_alloc with CLSPEC_E_RANGE. The caller releases *out
- * (clReleaseMemObject). */
+ * (clReleaseMemObject). On a device of the host CPU, buffers of 2 MiB and
+ * more sit on memory of ours marked for transparent huge pages (why, and
+ * CLSPEC_NO_HUGEPAGES=1: runtime.c). */
 int cs_cl_alloc(struct cs_cl_dev *d, cl_mem_flags flags, size_t bytes, void *host_ptr,
                 cl_mem *out, char *err, size_t errlen);
+/* Buffers of cs_cl_alloc on such memory not yet freed (all devices). */
+unsigned cs_cl_huge_buffers(void);
 /* Releases *m where set and sets it NULL (safe to call twice). */
 void cs_cl_release(cl_mem *m);
 /* Blocking transfers of bytes at offset (bytes) in buf. */

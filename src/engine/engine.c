@@ -256,7 +256,7 @@ int cs_engine_open(const struct cs_engine_params *p, struct cs_engine **out, cha
     if ((rc = open_devices(e, p->devices, err, errlen)) < 0)
         goto fail;
     for (int i = 0; i < e->n_dev && p->llamacpp_numerics; i++)
-        e->dev[i]->int_layout = false; /* llama.cpp's arithmetic reads the float layouts (ops/matmul_i8.h) */
+        e->dev[i]->int_layouts = 0; /* llama.cpp's arithmetic reads the float layouts (ops/matmul_i8.h) */
     uint64_t mem[MAX_DEV];
     for (int i = 0; i < e->n_dev; i++)
         mem[i] = e->dev[i]->info.global_mem;

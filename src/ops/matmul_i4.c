@@ -15,28 +15,9 @@
 
 #define I4_LOCAL 4 /* work-items (groups of 16 rows) per work-group */
 
-/* Whether d takes the i4 layouts: CLSPEC_INTDOT=0 no, =1 yes; unset: where
- * it pays, a CPU with AVX-512BW (vpmaddubsw or vpdpbusd: mat-vec 3-4x,
- * mat-mat 3-5x the float path; the plain-int form is 1.6x and 0.85x) */
-static bool i4_on(const struct cs_cl_dev *d)
-{
-    if (!d->int_layout) /* CLSPEC_INTDOT=0 at open, or an engine for llama.cpp numerics (float layouts) */
-        return false;
-    const char *e = getenv("CLSPEC_INTDOT");
-    if (e && strcmp(e, "0") == 0)
-        return false;
-    if (e && strcmp(e, "1") == 0)
-        return true;
-#if defined(__x86_64__) && defined(__GNUC__)
-    return (d->info.type & CL_DEVICE_TYPE_CPU) && __builtin_cpu_supports("avx512bw");
-#else
-    return false;
-#endif
-}
-
 int cs_i4_layout(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in, uint64_t *row_bytes)
 {
-    if (!d || d->info.family != CS_KFAMILY_CPU || !i4_on(d))
+    if (!d || d->info.family != CS_KFAMILY_CPU || !(d->int_layouts & CS_INTL_I4)) /* cs_cl_int_layouts */
         return -1;
     if (type == CS_TYPE_Q4_0 && n_in % 32 == 0) {
         *row_bytes = (uint64_t)n_in / 32 * 18;

@@ -2,9 +2,11 @@
  * weights repacked at upload with 16 rows in vector lanes (layouts below),
  * activations quantized once per matmul input to 8-bit blocks of 32
  * (cl/quant.cl, shared with src/ops/matmul_q8.c), int8 x int4 block sums by
- * vpdpbusd where the CPU has it. CPU family, on by default where the host
- * CPU has AVX-512BW; CLSPEC_INTDOT=0 at load keeps the float path (the
- * weights stay in their float-path layouts), =1 takes it on any CPU. The
+ * vpdpbusd where the CPU has it. CPU family, where the device's one
+ * decision at open (CS_INTL_I4 of cs_cl_int_layouts, src/cl/runtime.h) has
+ * it: by default where the host CPU has AVX-512BW; CLSPEC_INTDOT=0 at open
+ * keeps the float path (the weights stay in their float-path layouts), =1
+ * takes it on any CPU. The
  * layout is fixed per weight at upload, never by batch size: every kernel
  * follows the one reduction order at the top of cl/matmul_i4.cl, so a
  * column's result does not depend on the batch (verification rows equal

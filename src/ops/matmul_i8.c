@@ -21,7 +21,7 @@ bool cs_i8_wants(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in)
 {
     /* CLSPEC_INTDOT=1 (d->int8_act) keeps q8_0 on the older pair-order path
      * (src/ops/matmul_q8.h), for comparison */
-    return d && d->int_layout && d->info.family == CS_KFAMILY_CPU && cs_i8_type_ok(type, n_in) &&
+    return d && (d->int_layouts & CS_INTL_I8) && d->info.family == CS_KFAMILY_CPU && cs_i8_type_ok(type, n_in) &&
            !(d->int8_act && type == CS_TYPE_Q8_0);
 }
 

@@ -17,8 +17,8 @@
 #include "ops/matmul.h"
 
 /* Whether a weight of type with rows of n_in gets CS_WLAYOUT_I8 on d at
- * upload (d->int_layout: CPU family, CLSPEC_INTDOT not 0; a type and shape
- * of the path). */
+ * upload (CS_INTL_I8 in d->int_layouts: CPU family, CLSPEC_INTDOT not 0;
+ * a type and shape of the path). */
 bool cs_i8_wants(const struct cs_cl_dev *d, uint32_t type, uint32_t n_in);
 
 /* Device bytes per row of CS_WLAYOUT_I8 (a group of 16 rows: 16 times). */
