@@ -158,6 +158,57 @@ float *ku_run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float
     return y;
 }
 
+/* fails naming what and the first element whose bits differ */
+static void same_bits(const float *y, const float *want, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&y[i], &want[i], sizeof *y) != 0)
+            fail_msg("%s: element %zu is %.9g, want %.9g", what, i, (double)y[i], (double)want[i]);
+}
+
+void ku_check_fused(struct cs_cl_dev *d, const struct cs_weight *w, bool swiglu, const char *what)
+{
+    char err[512];
+    const uint32_t n_in = w[0].n_in, no[3] = {w[0].n_out, w[1].n_out, w[2].n_out};
+    for (uint32_t nc = 1; nc <= 5; nc += 4) {
+        float *x = ku_random_x(n_in, nc, 3, false), *y[3];
+        for (int i = 0; i < 3; i++)
+            y[i] = ku_run_matmul(d, &w[i], x, nc);
+        cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x), o[3];
+        for (int i = 0; i < 3; i++)
+            o[i] = ku_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
+        if (cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 0, o[1], 0, o[2], 0, nc, err, sizeof err) !=
+            CLSPEC_OK)
+            fail_msg("%s: %s", what, err);
+        for (int i = 0; i < 3; i++) {
+            float *z = ku_read(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
+            same_bits(z, y[i], (size_t)nc * no[i], what);
+            free(z);
+        }
+        if (swiglu) {
+            const size_t n = (size_t)nc * no[1];
+            cl_mem tmp = ku_buf(d, n * sizeof(float), NULL), gb = ku_buf(d, n * sizeof(float), y[1]),
+                   ub = ku_buf(d, n * sizeof(float), y[2]);
+            if (cs_op_matmul_swiglu(d, &w[1], &w[2], xb, 0, tmp, o[0], 0, nc, err, sizeof err) != CLSPEC_OK ||
+                cs_op_swiglu(d, gb, 0, ub, 0, gb, 0, n, err, sizeof err) != CLSPEC_OK)
+                fail_msg("%s: %s", what, err);
+            float *z = ku_read(d, o[0], 0, n * sizeof(float)), *want = ku_read(d, gb, 0, n * sizeof(float));
+            same_bits(z, want, n, what);
+            free(want);
+            free(z);
+            clReleaseMemObject(gb);
+            clReleaseMemObject(ub);
+            clReleaseMemObject(tmp);
+        }
+        for (int i = 0; i < 3; i++) {
+            clReleaseMemObject(o[i]);
+            free(y[i]);
+        }
+        clReleaseMemObject(xb);
+        free(x);
+    }
+}
+
 /* positions of the f16 scale fields (d, and dmin/m or -1) in a block */
 static void scale_fields(uint32_t type, int *d_at, int *m_at)
 {

@@ -45,6 +45,11 @@ struct cs_weight;
 /* y = x W^T through cs_op_matmul (x at float offset 3 of its buffer, y at 5:
  * offsets are honoured); a malloc'd (n_cols, n_out) copy of y. */
 float *ku_run_matmul(struct cs_cl_dev *d, const struct cs_weight *w, const float *x, uint32_t n_cols);
+/* Fused Q/K/V (w[0], w[1], w[2]: three weights on one input) and, when swiglu,
+ * gate/up/SwiGLU (gate w[1], up w[2]) give the same bits as the plain matmuls
+ * of the same weights (and cs_op_swiglu of them), at 1 and 5 columns; what
+ * names the case in a failure. */
+void ku_check_fused(struct cs_cl_dev *d, const struct cs_weight *w, bool swiglu, const char *what);
 /* "gpu" / "cpu", indexed by enum cs_kfamily */
 extern const char *const ku_fam_name[2];
 

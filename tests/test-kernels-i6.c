@@ -255,47 +255,7 @@ static void test_fused(void **s)
         assert_int_equal(cs_op_i4_qkv_fits(d, &w[0], &w[1], &w[2]), mixed < 2);
         if (mixed == 2)
             assert_int_equal(w[0].layout, CS_WLAYOUT_I8);
-        for (uint32_t nc = 1; nc <= 5; nc += 4) {
-            float *x = ku_random_x(n_in, nc, 3, false);
-            float *y[3];
-            for (int i = 0; i < 3; i++)
-                y[i] = ku_run_matmul(d, &w[i], x, nc);
-            cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x);
-            cl_mem o[3];
-            for (int i = 0; i < 3; i++)
-                o[i] = ku_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
-            assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 0, o[1], 0, o[2], 0, nc, err,
-                                              sizeof err), CLSPEC_OK);
-            for (int i = 0; i < 3; i++) {
-                float *z = ku_read(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
-                const char *what = mixed == 2 ? "qkv q5_K/q5_K/q6_K" : mixed ? "qkv q4_K/q4_K/q6_K" : "qkv q6_K";
-                check_bits(z, y[i], nc, no[i], what);
-                free(z);
-            }
-            if (!mixed) { /* swiglu of K and V as gate and up */
-                cl_mem tmp = ku_buf(d, (size_t)nc * no[1] * sizeof(float), NULL);
-                assert_int_equal(cs_op_matmul_swiglu(d, &w[1], &w[2], xb, 0, tmp, o[0], 0, nc, err, sizeof err),
-                                 CLSPEC_OK);
-                float *z = ku_read(d, o[0], 0, (size_t)nc * no[1] * sizeof(float));
-                cl_mem gb = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[1]);
-                cl_mem ub = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[2]);
-                assert_int_equal(cs_op_swiglu(d, gb, 0, ub, 0, gb, 0, (size_t)nc * no[1], err, sizeof err),
-                                 CLSPEC_OK);
-                float *want = ku_read(d, gb, 0, (size_t)nc * no[1] * sizeof(float));
-                check_bits(z, want, nc, no[1], "swiglu q6_K");
-                free(want);
-                free(z);
-                clReleaseMemObject(gb);
-                clReleaseMemObject(ub);
-                clReleaseMemObject(tmp);
-            }
-            for (int i = 0; i < 3; i++) {
-                clReleaseMemObject(o[i]);
-                free(y[i]);
-            }
-            clReleaseMemObject(xb);
-            free(x);
-        }
+        ku_check_fused(d, w, !mixed, mixed == 2 ? "qkv q5_K/q5_K/q6_K" : mixed ? "qkv q4_K/q4_K/q6_K" : "qkv, swiglu q6_K");
         for (int i = 0; i < 3; i++) {
             cs_weight_free(&w[i]);
             free(wh[i]);

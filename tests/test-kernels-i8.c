@@ -231,42 +231,7 @@ static void test_fused(void **s)
         wh[i] = ku_random_weight(CS_TYPE_Q6_K, n_in, no[i], 30 + i, true);
         assert_int_equal(cs_weight_upload(d, CS_TYPE_Q6_K, n_in, no[i], wh[i], &w[i], err, sizeof err), CLSPEC_OK);
     }
-    for (uint32_t nc = 1; nc <= 5; nc += 4) {
-        float *x = ku_random_x(n_in, nc, 3, false);
-        float *y[3];
-        for (int i = 0; i < 3; i++)
-            y[i] = ku_run_matmul(d, &w[i], x, nc);
-        cl_mem xb = ku_buf(d, (size_t)nc * n_in * sizeof(float), x);
-        cl_mem o[3];
-        for (int i = 0; i < 3; i++)
-            o[i] = ku_buf(d, (size_t)nc * no[i] * sizeof(float), NULL);
-        assert_int_equal(cs_op_matmul_qkv(d, &w[0], &w[1], &w[2], xb, 0, o[0], 0, o[1], 0, o[2], 0, nc, err,
-                                          sizeof err), CLSPEC_OK);
-        for (int i = 0; i < 3; i++) {
-            float *z = ku_read(d, o[i], 0, (size_t)nc * no[i] * sizeof(float));
-            assert_memory_equal(z, y[i], (size_t)nc * no[i] * sizeof(float));
-            free(z);
-        }
-        cl_mem tmp = ku_buf(d, (size_t)nc * no[1] * sizeof(float), NULL);
-        assert_int_equal(cs_op_matmul_swiglu(d, &w[1], &w[2], xb, 0, tmp, o[0], 0, nc, err, sizeof err), CLSPEC_OK);
-        float *z = ku_read(d, o[0], 0, (size_t)nc * no[1] * sizeof(float));
-        cl_mem gb = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[1]);
-        cl_mem ub = ku_buf(d, (size_t)nc * no[1] * sizeof(float), y[2]);
-        assert_int_equal(cs_op_swiglu(d, gb, 0, ub, 0, gb, 0, (size_t)nc * no[1], err, sizeof err), CLSPEC_OK);
-        float *want = ku_read(d, gb, 0, (size_t)nc * no[1] * sizeof(float));
-        assert_memory_equal(z, want, (size_t)nc * no[1] * sizeof(float));
-        free(want);
-        free(z);
-        clReleaseMemObject(gb);
-        clReleaseMemObject(ub);
-        clReleaseMemObject(tmp);
-        for (int i = 0; i < 3; i++) {
-            clReleaseMemObject(o[i]);
-            free(y[i]);
-        }
-        clReleaseMemObject(xb);
-        free(x);
-    }
+    ku_check_fused(d, w, true, "fused q6_K");
     for (int i = 0; i < 3; i++) {
         cs_weight_free(&w[i]);
         free(wh[i]);
