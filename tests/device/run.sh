@@ -8,7 +8,7 @@
 #   2. builds clspec in $OUT/src, a copy of the tree's sources;
 #   3. lists the devices (`clspec devices`) and picks the first GPU (else
 #      device 0; DEVICE=SEL picks another: an index or a name substring);
-#   4. runs the kernel harness (tests/test-kernels, -fused, -ops, -attn,
+#   4. runs the kernel harness (tests/test-kernels, -fused, -step, -ops, -attn,
 #      test-kernels-tiled: both kernel families on that device) and the
 #      golden tests (test-golden, test-lcpp) with CLSPEC_KFAMILY=gpu on it;
 #   5. measures `clspec devices --bandwidth` and runs `clspec bench` on the
@@ -105,9 +105,9 @@ build() {
     if [ ! -f Makefile ]; then
         autoreconf -fi && ./configure || return 1
     fi
-    # clspec and the seven test programs of step 4 only (not the daemon's or
+    # clspec and the eight test programs of step 4 only (not the daemon's or
     # the plugins' tests: a third of the build time on 2 cores)
-    make -j"$jobs" clspec tests/test-kernels tests/test-kernels-fused tests/test-kernels-ops \
+    make -j"$jobs" clspec tests/test-kernels tests/test-kernels-fused tests/test-kernels-step tests/test-kernels-ops \
         tests/test-kernels-attn tests/test-kernels-tiled tests/test-golden tests/test-lcpp
 }
 t0=$(date +%s)
@@ -150,12 +150,12 @@ else
 fi
 
 # ---- 4. kernel harness and golden tests, GPU family ----
-# test-kernels, -fused, -tiled and test-lcpp select by CLSPEC_TEST_DEVICE,
+# test-kernels, -fused, -step, -tiled and test-lcpp select by CLSPEC_TEST_DEVICE,
 # test-kernels-ops and -attn by CLSPEC_DEVICE; test-golden opens device 0 (its row says so when that is
 # not the chosen one)
 export CLSPEC_KFAMILY=gpu CLSPEC_TEST_DEVICE="$dev" CLSPEC_DEVICE="$dev"
-for t in test-kernels test-kernels-fused test-kernels-ops test-kernels-attn test-kernels-tiled test-golden \
-    test-lcpp; do
+for t in test-kernels test-kernels-fused test-kernels-step test-kernels-ops test-kernels-attn test-kernels-tiled \
+    test-golden test-lcpp; do
     if [ ! -x "$b/tests/$t" ]; then
         row "$t" "not built" 0
         fails=$((fails + 1))
