@@ -23,7 +23,7 @@
 # Environment: OUT, DEVICE, PP (512; 64 on a CPU device: PoCL with the GPU
 # family), TG (128; 16 on a CPU device), TYPE_1B (q4_0), JOBS (nproc),
 # CLSPEC_SHARED (default ../shared next to the tree), NO_INSTALL=1 (skip step 1),
-# STEP_TIMEOUT (seconds per test or bench, default 240).
+# STEP_TIMEOUT (seconds per test or bench, default 240; 600 on a CPU device).
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
 shared=${CLSPEC_SHARED:-$(cd "$src/.." && pwd)/shared}
@@ -36,7 +36,7 @@ pp=${PP:-}
 tg=${TG:-}
 type1b=${TYPE_1B:-q4_0}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
-tmo=${STEP_TIMEOUT:-240}
+tmo=${STEP_TIMEOUT:-}
 t_start=$(date +%s)
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$OUT/cache}
 export CLSPEC_SHARED=$shared
@@ -140,13 +140,17 @@ if [ -x "$clspec" ]; then
     [ -n "$devname" ] || fails=$((fails + 1))
 fi
 # a CPU device runs the GPU family slowly (PoCL: the GPU kernels emulated
-# work-item by work-item): shorter benches unless PP/TG say otherwise
+# work-item by work-item, and a cold cache compiles every attention variant
+# for minutes): shorter benches and a longer limit per step unless PP/TG/
+# STEP_TIMEOUT say otherwise
 if [ "${devtype:-}" = CPU ]; then
     pp=${pp:-64}
     tg=${tg:-16}
+    tmo=${tmo:-600}
 else
     pp=${pp:-512}
     tg=${tg:-128}
+    tmo=${tmo:-240}
 fi
 
 # ---- 4. kernel harness and golden tests, GPU family ----
