@@ -132,10 +132,12 @@ static void test_alpha(void **state)
  * batched); samples at every index. */
 static void fill(struct cs_ctl *c, double v, double d0, double d1)
 {
-    for (int r = 1; r < c->verify.len; r++)
-        cs_ctl_sample(&c->verify, r, 1e-3 + v * 1e-3 * r);
-    for (int k = 1; k < c->draft.len; k++)
-        cs_ctl_sample(&c->draft, k, (d0 + d1 * k) * 1e-3);
+    for (int m = 0; m < CS_CTL_MED_MIN; m++) { /* each index priced by its median */
+        for (int r = 1; r < c->verify.len; r++)
+            cs_ctl_sample(&c->verify, r, 1e-3 + v * 1e-3 * r);
+        for (int k = 1; k < c->draft.len; k++)
+            cs_ctl_sample(&c->draft, k, (d0 + d1 * k) * 1e-3);
+    }
 }
 
 static double rate_of(const struct cs_ctl *c, const double *alpha, const int32_t *k, int n)
@@ -204,6 +206,39 @@ static int probe_steps(struct cs_ctl *c, struct cs_ctl_slot *s, int max_steps, i
             probes[n_probe++] = step;
     }
     return n_probe;
+}
+
+/* A noisy start: one slow sample of a draft (a first launch, a hiccup) and
+ * nothing else measured. The slot is kept plain, but its probes keep their
+ * doubling interval (16, 32, 64 off steps): the budget rule, which would
+ * push the next probe past any run, waits for medians. */
+static void test_probe_after_noisy_start(void **state)
+{
+    (void)state;
+    struct cs_ctl c;
+    struct cs_ctl_slot s;
+    int32_t probes[3];
+    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
+    cs_ctl_sample(&c.verify, 1, 0.5e-3); /* plain 0.5 ms */
+    cs_ctl_sample(&c.verify, 4, 1.0e-3);
+    cs_ctl_sample(&c.draft, 3, 20e-3);   /* one slow draft: 40 plain steps */
+    cs_ctl_slot_reset(&c, &s);
+    for (int i = 0; i < 10; i++)
+        cs_ctl_observe(&c, &s, 3, 1);
+    assert_int_equal(probe_steps(&c, &s, 200, probes), 3);
+    assert_int_equal(probes[0], CS_CTL_PROBE_MIN);
+    assert_int_equal(probes[1] - probes[0], 2 * CS_CTL_PROBE_MIN);
+    assert_int_equal(probes[2] - probes[1], 4 * CS_CTL_PROBE_MIN);
+    /* the same costs, priced by medians: now the budget spaces the probes */
+    for (int m = 1; m < CS_CTL_MED_MIN; m++) {
+        cs_ctl_sample(&c.verify, 1, 0.5e-3);
+        cs_ctl_sample(&c.verify, 4, 1.0e-3);
+        cs_ctl_sample(&c.draft, 3, 20e-3);
+    }
+    cs_ctl_slot_reset(&c, &s);
+    assert_int_equal(probe_steps(&c, &s, 20000, probes), 3);
+    assert_true(probes[1] - probes[0] > 4 * CS_CTL_PROBE_MIN);
+    cs_ctl_free(&c);
 }
 
 static void test_plain_and_probe(void **state)
@@ -367,7 +402,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
         cmocka_unit_test(test_table_curve),
-        cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe), cmocka_unit_test(test_choose_slots),
+        cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe),
+        cmocka_unit_test(test_probe_after_noisy_start), cmocka_unit_test(test_choose_slots),
         cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

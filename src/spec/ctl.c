@@ -197,6 +197,12 @@ void cs_ctl_observe(struct cs_ctl *c, struct cs_ctl_slot *s, int32_t n_draft, in
     c->g_fail = c->g_fail * CTL_DECAY_ALL + f;
 }
 
+/* whether index i of t is priced by its median (CS_CTL_MED_MIN samples) */
+static bool priced(const struct cs_ctl_table *t, int32_t i)
+{
+    return i >= 0 && i < t->len && t->n[i] >= CS_CTL_MED_MIN;
+}
+
 /* Estimated seconds of the step with lengths k[] (n slots, n_base rows
  * that are not the slots' own): its draft calls and the rest. */
 static double step_secs(const struct cs_ctl *c, const int32_t *k, int32_t n, int32_t n_base)
@@ -306,6 +312,8 @@ void cs_ctl_choose(struct cs_ctl *c, struct cs_ctl_slot *const *slots, const int
             pk[i] = k[i];
             double excess = plain > 0.0 ? step_secs(c, pk, n, n_base) / plain - 1.0 : 0.0;
             int32_t need = excess > 0.0 ? (int32_t)CS_MIN(excess / CS_CTL_PROBE_BUDGET, 1e6) : 0;
+            if (!priced(&c->draft, k[i]) || !priced(&c->verify, n_base + n + k[i]))
+                need = 0; /* one slow sample (a first launch, a hiccup) must not put the next probe past the run */
             s->probe = c->probe = CS_MIN(CS_MAX(2 * s->probe, need), CS_CTL_PROBE_MAX);
         } else {
             s->n_steps_off++;
