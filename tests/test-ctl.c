@@ -5,7 +5,8 @@
  * and its prior, the choice of lengths against a brute-force search of the
  * same model, plain decoding when drafting cannot pay, re-probing with a
  * doubling interval (later for a costly draft: probes stay within their
- * budget) that the next request inherits, a plain step now and then while
+ * budget) that the next request inherits, drafting back after a slow first
+ * sample, a plain step now and then while
  * drafting, and one draft call for all slots priced once (draft_batch). */
 #include "config.h"
 
@@ -241,6 +242,43 @@ static void test_probe_after_noisy_start(void **state)
     cs_ctl_free(&c);
 }
 
+/* A noisy start, then the truth: one slow first draft (a first launch), then
+ * cheap drafts that are all accepted. The probes add cheap samples until the
+ * medians price the draft, and drafting resumes and stays on (but for the
+ * refresh steps) well within a 128-token run. */
+static void test_resume_after_noisy_start(void **state)
+{
+    (void)state;
+    struct cs_ctl c;
+    struct cs_ctl_slot s;
+    struct cs_ctl_slot *sl[1] = {&s};
+    int32_t kmax[1] = {8}, k[1];
+    assert_int_equal(cs_ctl_init(&c, 8, 64, false), CLSPEC_OK);
+    cs_ctl_sample(&c.verify, 1, 0.5e-3);
+    cs_ctl_sample(&c.verify, 4, 1.0e-3);
+    cs_ctl_sample(&c.draft, 3, 20e-3); /* the slow first draft */
+    cs_ctl_slot_reset(&c, &s);
+    cs_ctl_observe(&c, &s, 3, 3);
+    int first_on = -1, n_on = 0;
+    for (int step = 0; step < 128; step++) {
+        cs_ctl_choose(&c, sl, kmax, 1, 0, k);
+        if (k[0] > 0) {
+            cs_ctl_sample(&c.draft, k[0], 0.05e-3 * k[0]);
+            cs_ctl_sample(&c.verify, 1 + k[0], 0.5e-3 + 0.02e-3 * k[0]);
+            cs_ctl_observe(&c, &s, k[0], k[0]);
+            if (first_on < 0 && step > 3 * CS_CTL_PROBE_MIN) /* the first draft after the second probe */
+                first_on = step;
+            n_on += step > 64;
+        } else {
+            cs_ctl_sample(&c.verify, 1, 0.5e-3);
+        }
+    }
+    /* two probes (16, then 32 steps later) give the median; drafting follows them */
+    assert_true(first_on >= 0 && first_on <= 3 * CS_CTL_PROBE_MIN + 2);
+    assert_true(n_on >= 63 - 63 / CS_CTL_REFRESH - 1);
+    cs_ctl_free(&c);
+}
+
 static void test_plain_and_probe(void **state)
 {
     (void)state;
@@ -403,7 +441,8 @@ int main(void)
         cmocka_unit_test(test_expected),   cmocka_unit_test(test_table),          cmocka_unit_test(test_alpha),
         cmocka_unit_test(test_table_curve),
         cmocka_unit_test(test_choose_one), cmocka_unit_test(test_plain_and_probe),
-        cmocka_unit_test(test_probe_after_noisy_start), cmocka_unit_test(test_choose_slots),
+        cmocka_unit_test(test_probe_after_noisy_start),
+        cmocka_unit_test(test_resume_after_noisy_start), cmocka_unit_test(test_choose_slots),
         cmocka_unit_test(test_theory),     cmocka_unit_test(test_choose_common),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
